@@ -1,0 +1,12 @@
+# The vilmo gateway. CPU-only torch keeps the image small (the value models run on CPU).
+FROM python:3.11-slim
+WORKDIR /app
+ENV LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+COPY pyproject.toml constraints.txt README.md ./
+COPY vilmo ./vilmo
+COPY proxy ./proxy
+COPY policies ./policies
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ && pip install --no-cache-dir -c constraints.txt -e .
+EXPOSE 4000
+ENTRYPOINT ["vilmo", "serve", "--host", "0.0.0.0", "--port", "4000"]

@@ -1,0 +1,90 @@
+"""``create_app(config)``: the gateway as an ASGI app. Nothing happens at import time; the
+lifespan builds the services (policies, instruction generator, upstream) into ``app.state``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from proxy.audit import EmbeddedAuditSink, RequestRecord
+from proxy.errors import GatewayError, InvalidRequest, Redactor
+from proxy.metrics import Metrics
+from proxy.middleware import BodyLimit, KeyAuth
+from proxy.pipeline import Services
+from proxy.routes import router
+from proxy.settings import GatewayConfig
+from proxy.upstream import LiteLLMUpstream
+from vilmo.embedder import Embedder
+from vilmo.instructions import RelevanceGenerator
+from vilmo.policy_store import PolicyStore
+from vilmo.principles import PrincipleBank
+
+log = logging.getLogger(__name__)
+
+ServicesFactory = Callable[[GatewayConfig], Services]
+
+
+def build_services(config: GatewayConfig) -> Services:
+    """The real services: policies from disk, relevance instructions, LiteLLM upstream."""
+    redact = Redactor(config.secrets())
+    policies = PolicyStore(config.policy_dir, config.default_policy,
+                           config.server.policy_reload_interval_s)
+    generator = RelevanceGenerator(PrincipleBank.load(), Embedder())
+    for name in policies.names():  # warm the encoder and principle embeddings before traffic
+        generator.rank("warm-up", policies.get(name))
+    return Services(
+        policies=policies,
+        instructions=generator,
+        upstream=LiteLLMUpstream(config.model_list, config.router_settings, redact),
+        metrics=Metrics(),
+        audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records),
+    )
+
+
+def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = build(config)
+        yield
+
+    app = FastAPI(title="vilmo gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(router)
+    app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(KeyAuth, settings=config.auth)
+    app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
+    return app
+
+
+def _respond(request: Request, error: GatewayError) -> JSONResponse:
+    record: RequestRecord | None = getattr(request.state, "record", None)
+    if record is not None:
+        request.app.state.services.record(record, str(error.status), error.code)
+    return JSONResponse(error.envelope(), status_code=error.status)
+
+
+async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+    return _respond(request, exc)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _respond(request, InvalidRequest(str(exc.errors()[:1]), code="invalid_request"))
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    envelope = {"error": {"message": str(exc.detail), "type": "invalid_request_error",
+                          "param": None, "code": str(exc.status_code)}}
+    return JSONResponse(envelope, status_code=exc.status_code)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s", request.url.path, exc_info=exc)
+    return _respond(request, GatewayError("internal error in the gateway", code="internal_error"))

@@ -1,0 +1,55 @@
+"""The audit trail: one record per chat request, written to an ``AuditSink``.
+
+The embedded sink keeps recent records in memory and, when configured, appends every record to
+a JSON Lines file. A Redis Streams sink drops in behind the same one-method protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What happened to one request, filled in step by step by the pipeline."""
+
+    request_id: str
+    caller: str
+    model: str = ""
+    stream: bool = False
+    policy: str = ""
+    generator: str = ""
+    principles: tuple[str, ...] = ()
+    status: str = "ok"
+    error_code: str | None = None
+    started_at: float = field(default_factory=time.time)
+    instruction_s: float = 0.0
+    duration_s: float = 0.0
+
+
+class AuditSink(Protocol):
+    def write(self, record: RequestRecord) -> None: ...
+
+
+class EmbeddedAuditSink:
+    """Recent records in memory; every record appended to a JSON Lines file if a path is set."""
+
+    def __init__(self, path: Path | None = None, keep: int = 1000) -> None:
+        self.recent: deque[RequestRecord] = deque(maxlen=keep)
+        self.path = path
+        self._lock = threading.Lock()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: RequestRecord) -> None:
+        self.recent.append(record)
+        if self.path is not None:
+            line = json.dumps(asdict(record), separators=(",", ":")) + "\n"
+            with self._lock, self.path.open("a", encoding="utf-8") as out:
+                out.write(line)

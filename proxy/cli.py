@@ -1,0 +1,48 @@
+"""`vilmo serve`: run the gateway under uvicorn. Registered into the `vilmo` command line
+through the ``vilmo.commands`` entry point, so the library never imports the gateway."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from proxy.errors import Redactor, install_log_redaction
+from proxy.settings import NO_UPSTREAM_HELP, ConfigError, GatewayConfig, default_config, load_config
+
+
+@click.command("serve")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Gateway YAML (model_list, policy_dir, default_policy, ...).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=4000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+def serve(config_path: Path | None, host: str, port: int, workers: int) -> None:
+    """Start the OpenAI-compatible gateway (embedded defaults without --config)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = _config(config_path)
+    install_log_redaction(Redactor(config.secrets()))
+    import uvicorn
+
+    from proxy.app import create_app
+
+    click.echo(f"vilmo gateway on http://{host}:{port}/v1 (policies: {config.policy_dir}, "
+               f"default policy: {config.default_policy})")
+    uvicorn.run(create_app(config), host=host, port=port, workers=workers, log_level="info")
+
+
+def _config(path: Path | None) -> GatewayConfig:
+    if path is None:
+        config = default_config()
+        if config is None:
+            click.echo(NO_UPSTREAM_HELP, err=True)
+            raise SystemExit(2)
+        return config
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(f"config error: {issue}", err=True)
+        raise SystemExit(2) from None

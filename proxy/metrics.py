@@ -1,0 +1,42 @@
+"""Prometheus metrics of the gateway, in a registry of its own (one per app, so tests and
+several apps in a process never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from proxy.audit import RequestRecord
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "vilmo_requests", "Chat completion requests by outcome.",
+            ["model", "policy", "stream", "status"], registry=self.registry)
+        self.request_seconds = Histogram(
+            "vilmo_request_duration_seconds", "Time from request to the last byte.",
+            ["stream"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.instruction_seconds = Histogram(
+            "vilmo_instruction_duration_seconds", "Time to generate the value instruction.",
+            ["generator"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.principles = Counter(
+            "vilmo_instruction_principles", "Principles injected into requests.",
+            ["policy", "principle"], registry=self.registry)
+        self.guard_errors = Counter(
+            "vilmo_guard_errors", "Failures of the value guard (instruction or check).",
+            ["stage"], registry=self.registry)
+
+    def record(self, record: RequestRecord) -> None:
+        stream = "true" if record.stream else "false"
+        self.requests.labels(record.model, record.policy, stream, record.status).inc()
+        self.request_seconds.labels(stream).observe(record.duration_s)
+        if record.generator:
+            self.instruction_seconds.labels(record.generator).observe(record.instruction_s)
+        for principle in record.principles:
+            self.principles.labels(record.policy, principle).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

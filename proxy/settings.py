@@ -1,0 +1,145 @@
+"""The gateway's configuration: one YAML file, or embedded defaults from the environment.
+
+Top-level keys: ``model_list`` and ``router_settings`` (LiteLLM's format), ``policy_dir``,
+``default_policy``, ``auth``, ``server``, ``audit``. An unknown key is an error that names it.
+Secrets are written ``os.environ/NAME`` and resolved here, so a missing variable is reported
+at start-up with the field that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from vilmo.yamlfile import FileError, FileIssue, load_yaml_model
+
+SHIPPED_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+ENV_PREFIX = "os.environ/"
+
+
+class ConfigError(FileError):
+    """The gateway's configuration cannot be used."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Deployment(BaseModel):
+    """One entry of LiteLLM's ``model_list``: the public name and how to reach it."""
+
+    model_config = ConfigDict(extra="allow")
+    model_name: str = Field(min_length=1)
+    litellm_params: dict[str, Any]
+
+    @field_validator("litellm_params")
+    @classmethod
+    def _has_model(cls, params: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("model"):
+            raise ValueError("litellm_params.model is required (e.g. 'openai/gpt-4o-mini')")
+        return params
+
+
+class KeyBinding(_Strict):
+    """A client API key, the tenant it stands for, and the policy bound to it."""
+
+    key: str = Field(min_length=1, description="The key itself or os.environ/NAME.")
+    name: str = Field(min_length=1, description="Tenant name used in metrics and audit.")
+    policy: str | None = Field(None, description="Policy name; default: default_policy.")
+    allow_policy_header: bool = Field(False, description="May choose a policy by header.")
+
+
+class AuthSettings(_Strict):
+    keys: list[KeyBinding] = Field(
+        default_factory=list, description="Client keys; empty means no key is required.")
+    allow_policy_header: bool = Field(
+        True, description="Without keys: whether X-Vilmo-Policy may choose the policy.")
+
+
+class ServerSettings(_Strict):
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    policy_reload_interval_s: float = Field(1.0, ge=0.0)
+
+
+class AuditSettings(_Strict):
+    path: Path | None = Field(None, description="JSON Lines file; default: in memory only.")
+    memory_records: int = Field(1000, ge=0)
+
+
+class GatewayConfig(_Strict):
+    model_list: list[Deployment] = Field(min_length=1)
+    router_settings: dict[str, Any] = Field(default_factory=dict)
+    policy_dir: Path = SHIPPED_POLICY_DIR
+    default_policy: str = "default"
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    def secrets(self) -> list[str]:
+        """Every upstream credential and client key, for redaction."""
+        found = [str(v) for d in self.model_list for k, v in d.litellm_params.items()
+                 if "key" in k.lower() or "secret" in k.lower() or "token" in k.lower()]
+        return found + [k.key for k in self.auth.keys]
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read, validate and resolve a config file; ConfigError names file, line and field."""
+    config = load_yaml_model(path, GatewayConfig, ConfigError)
+    if not config.policy_dir.is_absolute():
+        config.policy_dir = (Path(path).parent / config.policy_dir).resolve()
+    return resolve_environment(config, str(path))
+
+
+def default_config() -> GatewayConfig | None:
+    """The embedded defaults: an OpenAI-compatible upstream from the environment, or None.
+
+    ``OPENAI_API_KEY`` (and optionally ``OPENAI_BASE_URL``) routes every model name to that
+    upstream; ``VILMO_UPSTREAM_BASE`` names any OpenAI-compatible server (e.g. a local one).
+    """
+    base = os.environ.get("VILMO_UPSTREAM_BASE") or os.environ.get("OPENAI_BASE_URL")
+    key = os.environ.get("OPENAI_API_KEY")
+    if not key and not os.environ.get("VILMO_UPSTREAM_BASE"):
+        return None
+    params: dict[str, Any] = {"model": "openai/*", "api_key": key or "none"}
+    if base:
+        params["api_base"] = base
+    return GatewayConfig(model_list=[Deployment(model_name="*", litellm_params=params)])
+
+
+NO_UPSTREAM_HELP = """\
+vilmo serve: no upstream model is configured, so there is nothing to proxy to.
+Add one of:
+  export OPENAI_API_KEY=sk-...            # any model name goes to OpenAI
+  export VILMO_UPSTREAM_BASE=http://127.0.0.1:8000/v1   # any OpenAI-compatible server
+  vilmo serve --config gateway.yaml       # a LiteLLM model_list (see README, Configuration)"""
+
+
+def resolve_environment(config: GatewayConfig, source: str) -> GatewayConfig:
+    """Replace ``os.environ/NAME`` values; a missing variable is a ConfigError."""
+    issues: list[FileIssue] = []
+    for i, deployment in enumerate(config.model_list):
+        for name, value in list(deployment.litellm_params.items()):
+            if isinstance(value, str) and value.startswith(ENV_PREFIX):
+                resolved = os.environ.get(value[len(ENV_PREFIX):])
+                if resolved is None:
+                    issues.append(_missing(source, f"model_list.{i}.litellm_params.{name}", value))
+                else:
+                    deployment.litellm_params[name] = resolved
+    for i, binding in enumerate(config.auth.keys):
+        if binding.key.startswith(ENV_PREFIX):
+            resolved = os.environ.get(binding.key[len(ENV_PREFIX):])
+            if resolved is None:
+                issues.append(_missing(source, f"auth.keys.{i}.key", binding.key))
+            else:
+                binding.key = resolved
+    if issues:
+        raise ConfigError(issues)
+    return config
+
+
+def _missing(source: str, field: str, value: str) -> FileIssue:
+    return FileIssue(source, None, field,
+                     f"environment variable {value[len(ENV_PREFIX):]} is not set")

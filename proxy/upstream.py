@@ -1,0 +1,87 @@
+"""Calls to upstream models through a LiteLLM Router (any provider, retries, fallbacks).
+
+The ``Upstream`` protocol is the seam the pipeline sees: OpenAI-shaped dicts in and out, and
+``GatewayError``s for failures (mapped here, where LiteLLM's exceptions enter).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from proxy.errors import Redactor, map_upstream_errors
+from proxy.settings import Deployment
+from vilmo.types import ChatMessage
+
+Completion = dict[str, Any]
+"""An OpenAI chat.completion object as a dict."""
+Chunk = dict[str, Any]
+"""An OpenAI chat.completion.chunk object as a dict."""
+
+
+class Upstream(Protocol):
+    """Where completions come from."""
+
+    def serves(self, model: str) -> bool: ...
+
+    def model_names(self) -> list[str]: ...
+
+    async def complete(self, params: dict[str, Any]) -> Completion: ...
+
+    def stream(self, params: dict[str, Any]) -> AsyncIterator[Chunk]: ...
+
+
+class LiteLLMUpstream:
+    """A LiteLLM Router over the config's ``model_list``."""
+
+    def __init__(self, model_list: Sequence[Deployment], router_settings: dict[str, Any],
+                 redact: Redactor) -> None:
+        from litellm.router import Router  # heavy import: only when the gateway is built
+
+        self._names = [d.model_name for d in model_list]
+        self._router = Router(model_list=[d.model_dump() for d in model_list], **router_settings)
+        self._redact = redact
+
+    def serves(self, model: str) -> bool:
+        return any(name == model or fnmatch.fnmatchcase(model, name) for name in self._names)
+
+    def model_names(self) -> list[str]:
+        return list(dict.fromkeys(self._names))
+
+    async def complete(self, params: dict[str, Any]) -> Completion:
+        model = str(params["model"])
+        with map_upstream_errors(self._redact, model):
+            response = await self._router.acompletion(**params)
+        return wire_dict(response.model_dump(exclude_none=True))
+
+    async def stream(self, params: dict[str, Any]) -> AsyncIterator[Chunk]:
+        model = str(params["model"])
+        with map_upstream_errors(self._redact, model):
+            response = await self._router.acompletion(**{**params, "stream": True})
+            try:
+                async for chunk in response:
+                    yield wire_dict(chunk.model_dump(exclude_none=True))
+            finally:
+                close = getattr(response, "aclose", None)
+                if close is not None:
+                    await close()
+
+
+_INTERNAL_FIELDS = ("provider_specific_fields", "_hidden_params", "_response_ms")
+
+
+def wire_dict(obj: dict[str, Any]) -> dict[str, Any]:
+    """LiteLLM's dump in OpenAI's shape: no LiteLLM-only fields, finish_reason always present."""
+    for name in _INTERNAL_FIELDS:
+        obj.pop(name, None)
+    for choice in obj.get("choices", []):
+        for name in _INTERNAL_FIELDS:
+            choice.pop(name, None)
+        choice.setdefault("finish_reason", None)
+        for part in ("message", "delta"):
+            inner: ChatMessage | None = choice.get(part)
+            if isinstance(inner, dict):
+                for name in _INTERNAL_FIELDS:
+                    inner.pop(name, None)
+    return obj

@@ -1,0 +1,76 @@
+"""Shared fixtures: the stub upstream and the gateway, both real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from stub_upstream import ServerThread, StubUpstream
+
+REPO = Path(__file__).resolve().parent.parent
+TEAM_KEY = "sk-team-a-0123456789"
+ADMIN_KEY = "sk-admin-0123456789"
+UPSTREAM_SECRET = "sk-upstream-secret-abcdef123456"
+
+
+@pytest.fixture(scope="session")
+def stub() -> Iterator[StubUpstream]:
+    upstream = StubUpstream()
+    with ServerThread(upstream.app()) as server:
+        upstream.url = server.url  # type: ignore[attr-defined]
+        yield upstream
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stub(request: pytest.FixtureRequest) -> None:
+    if "stub" in request.fixturenames:
+        request.getfixturevalue("stub").reset()
+
+
+@pytest.fixture(scope="session")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("policies")
+    for path in (REPO / "policies").glob("*.yaml"):
+        shutil.copy(path, target / path.name)
+    (target / "prefix.yaml").write_text(
+        "name: prefix\nvalues:\n  mft.care: {weight: 1.0}\n"
+        "instructions: {placement: user_prefix, max_principles: 2}\n")
+    return target
+
+
+def gateway_config_dict(stub_url: str, policy_dir: Path) -> dict[str, object]:
+    params = {"api_base": f"{stub_url}/v1", "api_key": UPSTREAM_SECRET}
+    return {
+        "model_list": [
+            {"model_name": "stub", "litellm_params": {"model": "openai/stub-model", **params}},
+            {"model_name": "stub-*", "litellm_params": {"model": "openai/stub-*", **params}},
+        ],
+        "router_settings": {"num_retries": 0, "timeout": 1.5},
+        "policy_dir": str(policy_dir),
+        "default_policy": "default",
+        "auth": {"keys": [
+            {"key": TEAM_KEY, "name": "team-a", "policy": "strict-care-fairness"},
+            {"key": ADMIN_KEY, "name": "admin", "allow_policy_header": True},
+        ]},
+        "server": {"max_body_bytes": 200_000, "policy_reload_interval_s": 0},
+    }
+
+
+@pytest.fixture(scope="session")
+def gateway(stub: StubUpstream, policy_dir: Path) -> Iterator[str]:
+    """The gateway's base URL (…/v1), served by uvicorn with the real services."""
+    from proxy.app import create_app
+    from proxy.settings import GatewayConfig
+
+    config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))  # type: ignore[attr-defined]
+    with ServerThread(create_app(config)) as server:
+        yield f"{server.url}/v1"

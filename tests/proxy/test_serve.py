@@ -1,0 +1,90 @@
+"""`vilmo serve` as a user runs it: a subprocess on its embedded defaults, then hot reload and
+log redaction through the running gateway."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from conftest import ADMIN_KEY
+from stub_upstream import StubUpstream, free_port
+
+from proxy.errors import Redactor, install_log_redaction
+
+MESSAGES = [{"role": "user", "content": "Is it fine to lie to my team about the deadline?"}]
+
+
+@pytest.fixture(scope="module")
+def served(stub: StubUpstream) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "VILMO_UPSTREAM_BASE": f"{stub.url}/v1"}  # type: ignore[attr-defined]
+    env.pop("OPENAI_API_KEY", None)
+    vilmo = Path(sys.executable).parent / "vilmo"
+    process = subprocess.Popen([str(vilmo), "serve", "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "vilmo serve did not start"
+            time.sleep(0.2)
+        yield f"{base}/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_embedded_defaults_proxy_any_model_with_default_policy(served: str,
+                                                               stub: StubUpstream) -> None:
+    client = openai.OpenAI(base_url=served, api_key="anything")
+    raw = client.chat.completions.with_raw_response.create(model="any-model-name",
+                                                           messages=MESSAGES)
+    assert raw.parse().choices[0].message.content == stub.reply
+    assert raw.headers["x-vilmo-policy"] == "default"
+    assert stub.last.body["model"] == "any-model-name"
+    assert stub.last.body["messages"][0]["role"] == "system"
+
+
+def test_new_policy_file_is_served_without_restart(gateway: str, policy_dir: Path,
+                                                   stub: StubUpstream) -> None:
+    (policy_dir / "hot.yaml").write_text(
+        "name: hot\nvalues:\n  mft.loyalty: {weight: 1.0}\n"
+        "instructions: {generator: static, text: 'Stay loyal to your friends.'}\n")
+    client = openai.OpenAI(base_url=gateway, api_key=ADMIN_KEY)
+    raw = client.chat.completions.with_raw_response.create(
+        model="stub", messages=MESSAGES, extra_headers={"X-Vilmo-Policy": "hot"})
+    assert raw.headers["x-vilmo-policy"] == "hot"
+    assert raw.headers["x-vilmo-principles"] == ""
+    assert stub.last.body["messages"][0] == {"role": "system",
+                                             "content": "Stay loyal to your friends."}
+    (policy_dir / "hot.yaml").write_text("name: hot\nvalues: {}\n")  # broken: keeps last good
+    raw = client.chat.completions.with_raw_response.create(
+        model="stub", messages=MESSAGES, extra_headers={"X-Vilmo-Policy": "hot"})
+    assert stub.last.body["messages"][0]["content"] == "Stay loyal to your friends."
+
+
+def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    factory = logging.getLogRecordFactory()
+    install_log_redaction(Redactor(["sk-upstream-secret-xyz", "abc"]))
+    try:
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("LiteLLM").info("calling with key %s and abc",
+                                              "sk-upstream-secret-xyz")
+    finally:
+        logging.setLogRecordFactory(factory)
+    assert "sk-upstream-secret-xyz" not in caplog.text
+    assert "[redacted]" in caplog.text and "abc" in caplog.text  # too short to be a secret

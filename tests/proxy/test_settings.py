@@ -1,0 +1,69 @@
+"""The gateway config file, embedded defaults, and `vilmo serve`'s start-up errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from proxy.cli import serve
+from proxy.settings import SHIPPED_POLICY_DIR, ConfigError, default_config, load_config
+
+MODEL_LIST = """model_list:
+  - model_name: gpt-4o-mini
+    litellm_params: {model: openai/gpt-4o-mini, api_key: os.environ/VILMO_TEST_KEY}
+"""
+
+
+def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(MODEL_LIST + "polcy_dir: ./policies\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    issue = caught.value.issues[0]
+    assert (issue.field, issue.line) == ("polcy_dir", 4)
+    assert "Extra inputs are not permitted" in issue.message
+
+
+def test_environment_secrets_resolve_or_fail_by_field(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(MODEL_LIST + "policy_dir: pol\n")
+    monkeypatch.delenv("VILMO_TEST_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"model_list\.0\.litellm_params\.api_key: "
+                                          r"environment variable VILMO_TEST_KEY is not set"):
+        load_config(path)
+    monkeypatch.setenv("VILMO_TEST_KEY", "sk-from-env-123456")
+    config = load_config(path)
+    assert config.model_list[0].litellm_params["api_key"] == "sk-from-env-123456"
+    assert config.policy_dir == tmp_path / "pol"  # relative to the config file
+    assert "sk-from-env-123456" in config.secrets()
+
+
+def test_embedded_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "VILMO_UPSTREAM_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    assert default_config() is None
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123456")
+    config = default_config()
+    assert config is not None
+    assert config.policy_dir == SHIPPED_POLICY_DIR and config.default_policy == "default"
+    assert config.model_list[0].model_name == "*"
+    assert not config.auth.keys  # local use: no client key required
+
+
+def test_serve_without_upstream_says_how_to_add_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "VILMO_UPSTREAM_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(serve, [])
+    assert result.exit_code == 2
+    assert "OPENAI_API_KEY" in result.output and "--config" in result.output
+
+
+def test_serve_reports_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text("model_list: []\n")
+    result = CliRunner().invoke(serve, ["--config", str(path)])
+    assert result.exit_code == 2
+    assert f"config error: {path}:1: model_list" in result.output

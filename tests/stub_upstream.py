@@ -1,0 +1,137 @@
+"""A small OpenAI-compatible upstream for tests: a real HTTP server that records what it got.
+
+Behaviour is chosen by the model name the gateway forwards:
+  stub-status-NNN   answers with HTTP NNN and an OpenAI error envelope (the message echoes the
+                    API key it received, as real providers partly do, to test redaction)
+  stub-slow         waits ``slow_seconds`` before answering
+  stub-midstream-error  streams one chunk, then breaks the connection
+  anything else     answers ``reply`` (streamed word by word when asked to)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Received:
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class StubUpstream:
+    reply: str = "Hello from the stub upstream. It was a calm and kind day."
+    slow_seconds: float = 3.0
+    received: list[Received] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.received.clear()
+        self.reply = StubUpstream.reply
+
+    @property
+    def last(self) -> Received:
+        return self.received[-1]
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])
+
+    async def _models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model"}]})
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.received.append(Received(body, dict(request.headers)))
+        model = str(body.get("model", ""))
+        if model.startswith("stub-status-"):
+            status = int(model.rsplit("-", 1)[1])
+            key = request.headers.get("authorization", "").removeprefix("Bearer ")
+            return JSONResponse({"error": {"message": f"Incorrect API key provided: {key}",
+                                           "type": "stub_error", "param": None, "code": None}},
+                                status_code=status)
+        if model == "stub-slow":
+            await asyncio.sleep(self.slow_seconds)
+        created = int(time.time())
+        completion_id = f"chatcmpl-stub{len(self.received)}"
+        if body.get("stream"):
+            return StreamingResponse(self._chunks(body, completion_id, created, model),
+                                     media_type="text/event-stream")
+        return JSONResponse({
+            "id": completion_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": self.reply}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 13, "total_tokens": 24},
+            "system_fingerprint": "fp_stub",
+        })
+
+    async def _chunks(self, body: dict[str, Any], cid: str, created: int, model: str):  # type: ignore[no-untyped-def]
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            data = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                    "model": model, "choices": [{"index": 0, "delta": delta,
+                                                 "finish_reason": finish}]}
+            return f"data: {json.dumps(data)}\n\n"
+
+        yield chunk({"role": "assistant", "content": ""})
+        words = self.reply.split(" ")
+        for i, word in enumerate(words):
+            if model == "stub-midstream-error" and i == 1:
+                raise RuntimeError("stub upstream broke mid-stream")
+            yield chunk({"content": word if i == 0 else " " + word})
+            await asyncio.sleep(0)
+        yield chunk({}, "stop")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                     "model": model, "choices": [],
+                     "usage": {"prompt_tokens": 11, "completion_tokens": len(words),
+                               "total_tokens": 11 + len(words)}}
+            yield f"data: {json.dumps(usage)}\n\n"
+        yield "data: [DONE]\n\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerThread:
+    """Runs an ASGI app under uvicorn on a loopback port in a background thread."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -1,0 +1,133 @@
+"""Value policies: which values a deployment protects, how much, and what to do about them.
+
+A policy is a YAML file validated by the pydantic models below; ``vilmo policy schema`` prints
+their JSON Schema. ``load_policy`` turns every validation error into a ``PolicyIssue`` that
+names the file, the line and the field, so a typo in a policy is found without guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from vilmo.values import VALUES
+from vilmo.yamlfile import FileError, FileIssue, load_yaml_model
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def _known_value(value_id: str) -> str:
+    if value_id not in VALUES:
+        raise ValueError(f"unknown value id {value_id!r} (see `vilmo values` for the taxonomy)")
+    return value_id
+
+
+ValueId = Annotated[str, AfterValidator(_known_value)]
+Slug = Annotated[str, Field(pattern=_SLUG.pattern, max_length=64)]
+
+
+class Action(StrEnum):
+    """What the gateway does when a reply's violation score reaches the threshold."""
+
+    ALLOW = "allow"  # score and record only
+    ANNOTATE = "annotate"  # report in headers (and, on request, in the body)
+    BLOCK = "block"  # replace the reply with the policy's refusal
+    REGENERATE = "regenerate"  # ask again with a stronger instruction, then block
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValueRule(_Strict):
+    """How one value is weighed and enforced."""
+
+    weight: float = Field(1.0, ge=0.0, le=1.0,
+                          description="Importance of the value (0..1): ranks principles and "
+                                      "weighs the Value Compass alignment score.")
+    threshold: float = Field(0.5, gt=0.0, le=1.0,
+                             description="Violation probability at or above which the action "
+                                         "is taken.")
+    action: Action = Action.ANNOTATE
+
+
+class Examples(_Strict):
+    violating: list[str] = Field(default_factory=list)
+    acceptable: list[str] = Field(default_factory=list)
+
+
+class CustomPrinciple(_Strict):
+    """A principle in the policy's own words; it joins the built-in bank for this policy."""
+
+    id: Slug
+    text: str = Field(min_length=3, description="The rule, e.g. 'Never give medication doses.'")
+    value: ValueId | None = Field(None, description="The taxonomy value it refines, if any.")
+    instruction: str | None = Field(None, description="What to tell the model; default: text.")
+    weight: float = Field(1.0, ge=0.0, le=1.0)
+    threshold: float = Field(0.5, gt=0.0, le=1.0)
+    action: Action = Action.ANNOTATE
+    examples: Examples = Field(default_factory=Examples)
+
+
+class InstructionSettings(_Strict):
+    """How the value instruction is generated and where it is placed."""
+
+    generator: Literal["relevance", "static", "none"] = "relevance"
+    placement: Literal["system", "user_prefix"] = Field(
+        "system", description="A system message before the conversation, or a prefix of the "
+                              "last user turn (for models that ignore system messages).")
+    max_principles: int = Field(3, ge=1, le=10)
+    style: Literal["imperative", "reasoned", "role"] = "imperative"
+    text: str | None = Field(None, description="The instruction for the static generator.")
+
+
+class CheckSettings(_Strict):
+    """What the value classifier looks at."""
+
+    input: bool = Field(False, description="Score the user turns before calling the model.")
+    output: bool = Field(True, description="Score the model's reply.")
+    timeout_s: float = Field(5.0, gt=0.0, le=120.0)
+
+
+class Policy(_Strict):
+    """A value policy: the values to protect, their weights, and the actions."""
+
+    name: Slug
+    description: str = ""
+    values: dict[ValueId, ValueRule] = Field(min_length=1)
+    principles: list[CustomPrinciple] = Field(default_factory=list)
+    instructions: InstructionSettings = Field(default_factory=InstructionSettings)
+    checks: CheckSettings = Field(default_factory=CheckSettings)
+    on_error: Literal["closed", "open"] = Field(
+        "closed", description="closed: a failing guard yields an error, never an unchecked "
+                              "reply; open: the reply goes through, marked and counted.")
+    refusal: str = "I can't help with that, because it would go against the values this " \
+                   "service is bound to."
+
+    def weight_of(self, value_id: str | None) -> float:
+        """The policy's weight for a value (1.0 for principles tied to no value)."""
+        if value_id is None:
+            return 1.0
+        rule = self.values.get(value_id)
+        return rule.weight if rule else 0.0
+
+
+PolicyIssue = FileIssue
+
+
+class PolicyError(FileError):
+    """A policy file that cannot be used; ``issues`` lists every problem found."""
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate one policy file, or raise PolicyError naming file, line and field."""
+    return load_yaml_model(path, Policy, PolicyError)
+
+
+def policy_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy file."""
+    return Policy.model_json_schema()

@@ -1,0 +1,113 @@
+"""A folder of policy files, kept current while the gateway runs.
+
+Files are re-read when their modification time or size changes (checked at most every
+``reload_interval`` seconds, on access, so no thread or watcher is needed). A file that fails to
+load keeps its last good version in service and the failure is logged with every issue found.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vilmo.policy import Policy, PolicyError, load_policy
+
+log = logging.getLogger(__name__)
+
+PolicyFileStamp = tuple[int, int]  # (mtime_ns, size)
+
+
+@dataclass(slots=True)
+class _Entry:
+    stamp: PolicyFileStamp
+    policy: Policy | None  # the last good version; None if the file never loaded
+
+
+class UnknownPolicy(KeyError):
+    """No policy of that name is loaded."""
+
+
+class PolicyStore:
+    """Policies by name from one folder, reloaded when their files change."""
+
+    def __init__(self, directory: str | Path, default_name: str, reload_interval: float = 1.0,
+                 ) -> None:
+        self.directory = Path(directory)
+        self.default_name = default_name
+        self.reload_interval = reload_interval
+        self._files: dict[Path, _Entry] = {}
+        self._by_name: dict[str, Policy] = {}
+        self._checked_at = float("-inf")
+        self.refresh(force=True)
+        if default_name not in self._by_name:
+            raise UnknownPolicy(
+                f"default policy {default_name!r} is not among the policies in "
+                f"{self.directory} ({', '.join(sorted(self._by_name)) or 'none loaded'})")
+
+    def get(self, name: str | None = None) -> Policy:
+        """The named policy (the default when name is None); UnknownPolicy if absent."""
+        self.refresh()
+        key = self.default_name if name is None else name
+        try:
+            return self._by_name[key]
+        except KeyError:
+            raise UnknownPolicy(key) from None
+
+    def names(self) -> list[str]:
+        self.refresh()
+        return sorted(self._by_name)
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-read changed files; cheap enough to call on every request."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.reload_interval:
+            return
+        self._checked_at = now
+        present = {p: _stamp(p) for p in self._policy_files()}
+        changed = False
+        for path in list(self._files):
+            if path not in present:
+                log.info("policy file %s removed", path)
+                del self._files[path]
+                changed = True
+        for path, stamp in present.items():
+            entry = self._files.get(path)
+            if entry is not None and entry.stamp == stamp:
+                continue
+            changed = True
+            previous = entry.policy if entry else None
+            try:
+                policy: Policy | None = load_policy(path)
+                log.info("policy %r loaded from %s", policy.name if policy else None, path)
+            except (PolicyError, OSError, UnicodeDecodeError) as exc:
+                log.error("policy file %s is broken; keeping its last good version (%s): %s",
+                          path, previous.name if previous else "none", exc)
+                policy = previous
+            self._files[path] = _Entry(stamp, policy)
+        if changed:
+            self._by_name = self._index()
+
+    def _policy_files(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir()
+                      if p.suffix in (".yaml", ".yml") and p.is_file())
+
+    def _index(self) -> dict[str, Policy]:
+        by_name: dict[str, Policy] = {}
+        for path, entry in sorted(self._files.items()):
+            if entry.policy is None:
+                continue
+            if entry.policy.name in by_name:
+                log.error("policy name %r in %s is already used by another file; ignored",
+                          entry.policy.name, path)
+                continue
+            by_name[entry.policy.name] = entry.policy
+        return by_name
+
+
+def _stamp(path: Path) -> PolicyFileStamp:
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_size)
