@@ -28,3 +28,4 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/bench_gateway.py
+	$(BIN)/python bench/bench_streaming.py

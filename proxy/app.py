@@ -12,39 +12,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from proxy.audit import EmbeddedAuditSink, RequestRecord
-from proxy.errors import GatewayError, InvalidRequest, Redactor
-from proxy.metrics import Metrics
+from proxy.audit import RequestRecord
+from proxy.errors import GatewayError, InvalidRequest
 from proxy.middleware import BodyLimit, KeyAuth
-from proxy.pipeline import Services
 from proxy.routes import router
+from proxy.services import Services, build_services
 from proxy.settings import GatewayConfig
-from proxy.upstream import LiteLLMUpstream
-from vilmo.embedder import Embedder
-from vilmo.instructions import RelevanceGenerator
-from vilmo.policy_store import PolicyStore
-from vilmo.principles import PrincipleBank
 
 log = logging.getLogger(__name__)
 
 ServicesFactory = Callable[[GatewayConfig], Services]
-
-
-def build_services(config: GatewayConfig) -> Services:
-    """The real services: policies from disk, relevance instructions, LiteLLM upstream."""
-    redact = Redactor(config.secrets())
-    policies = PolicyStore(config.policy_dir, config.default_policy,
-                           config.server.policy_reload_interval_s)
-    generator = RelevanceGenerator(PrincipleBank.load(), Embedder())
-    for name in policies.names():  # warm the encoder and principle embeddings before traffic
-        generator.rank("warm-up", policies.get(name))
-    return Services(
-        policies=policies,
-        instructions=generator,
-        upstream=LiteLLMUpstream(config.model_list, config.router_settings, redact),
-        metrics=Metrics(),
-        audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records),
-    )
 
 
 def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -> FastAPI:
@@ -52,6 +29,7 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = build(config)
         yield
+        await app.state.services.guard.aclose()
 
     app = FastAPI(title="vilmo gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(router)

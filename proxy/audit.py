@@ -31,6 +31,9 @@ class RequestRecord:
     started_at: float = field(default_factory=time.time)
     instruction_s: float = 0.0
     duration_s: float = 0.0
+    verdict: dict[str, object] | None = None
+    attempts: list[dict[str, object]] = field(default_factory=list)
+    """Verdicts of replies that were regenerated, in order."""
 
 
 class AuditSink(Protocol):

@@ -2,13 +2,15 @@
 
     GatewayError                      500 api_error
     ├── InvalidRequest                400 invalid_request_error
-    │   └── UnknownPolicyRequested    400 invalid_request_error (param: X-Vilmo-Policy)
+    │   ├── UnknownPolicyRequested    400 invalid_request_error (param: X-Vilmo-Policy)
+    │   └── ContentBlocked            400 invalid_request_error (code: content_filter)
     ├── AuthenticationFailed          401 authentication_error
     ├── PolicyOverrideForbidden       403 permission_error
     ├── ModelNotFound                 404 invalid_request_error (code: model_not_found)
     ├── PayloadTooLarge               413 invalid_request_error
     ├── UpstreamRateLimited           429 rate_limit_error
     ├── UpstreamFailed                502 upstream_error
+    ├── GuardFailed                   503 guard_error (the value check failed, on_error: closed)
     └── UpstreamTimeout               504 timeout_error
 
 Foreign errors are mapped where they enter: LiteLLM's by ``map_upstream_errors``. Messages
@@ -52,6 +54,10 @@ class UnknownPolicyRequested(InvalidRequest):
     pass
 
 
+class ContentBlocked(InvalidRequest):
+    """The policy blocks this request or reply and asks for an error, not a refusal reply."""
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"
@@ -80,6 +86,13 @@ class UpstreamRateLimited(GatewayError):
 class UpstreamFailed(GatewayError):
     status = 502
     type = "upstream_error"
+
+
+class GuardFailed(GatewayError):
+    """The classifier or generator failed or timed out and the policy fails closed."""
+
+    status = 503
+    type = "guard_error"
 
 
 class UpstreamTimeout(GatewayError):

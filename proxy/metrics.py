@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from proxy.audit import RequestRecord
+from vilmo.verdict import Verdict
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -28,6 +29,19 @@ class Metrics:
         self.guard_errors = Counter(
             "vilmo_guard_errors", "Failures of the value guard (instruction or check).",
             ["stage"], registry=self.registry)
+        self.checks = Counter(
+            "vilmo_checks", "Value checks by the action they called for.",
+            ["policy", "stage", "action"], registry=self.registry)
+        self.violations = Counter(
+            "vilmo_violations", "Values at or above their threshold.",
+            ["policy", "stage", "value"], registry=self.registry)
+        self.value_scores = Histogram(
+            "vilmo_value_score", "Violation probability per checked value.",
+            ["value"], buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=self.registry)
+        self.regenerations = Counter(
+            "vilmo_regenerations", "Upstream calls repeated with a stronger instruction.",
+            ["policy"], registry=self.registry)
 
     def record(self, record: RequestRecord) -> None:
         stream = "true" if record.stream else "false"
@@ -37,6 +51,13 @@ class Metrics:
             self.instruction_seconds.labels(record.generator).observe(record.instruction_s)
         for principle in record.principles:
             self.principles.labels(record.policy, principle).inc()
+
+    def record_verdict(self, policy: str, stage: str, verdict: Verdict) -> None:
+        self.checks.labels(policy, stage, verdict.action.value).inc()
+        for violation in verdict.violations:
+            self.violations.labels(policy, stage, violation.value_id).inc()
+        for value_id, score in verdict.scores.items():
+            self.value_scores.labels(value_id).observe(score)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,10 +1,13 @@
 """The request flow of the gateway, top to bottom, one named step per line.
 
-    chat():  1 choose the policy      (key binding, X-Vilmo-Policy header, default)
-             2 generate the instruction (VILMO seam: InstructionGenerator)
-             3 inject it              (system message or user prefix)
-             4 call the upstream      (LiteLLM Router; streamed or not)
-             5 record                 (metrics + audit, also for errors and streams)
+    chat():  1 choose the policy        (key binding, X-Vilmo-Policy header, default)
+             2 check the user turns     (all of them; a block never reaches the upstream)
+             3 generate the instruction (VILMO seam: InstructionGenerator)
+             4 inject it                (system message or user prefix)
+             5 call the upstream        (LiteLLM Router; streams go to proxy.streaming)
+             6 check the reply          (value classifier → verdict)
+             7 act                      (allow, annotate, block, regenerate)
+             8 record                   (metrics + audit, also for errors and streams)
 
 No framework types and no exception handling here: errors are GatewayErrors raised at the seams
 and turned into responses by the app's handlers.
@@ -12,51 +15,70 @@ and turned into responses by the app's handlers.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from proxy.audit import AuditSink, RequestRecord
-from proxy.errors import ModelNotFound, PolicyOverrideForbidden, UnknownPolicyRequested
-from proxy.metrics import Metrics
+from proxy.actions import enforce_reply, refusal_completion, reply_text
+from proxy.audit import RequestRecord
+from proxy.chunks import CONTENT_FILTER, iterate, refusal_chunks
+from proxy.errors import (
+    ContentBlocked,
+    ModelNotFound,
+    PolicyOverrideForbidden,
+    UnknownPolicyRequested,
+)
 from proxy.middleware import Caller
-from proxy.upstream import Chunk, Completion, Upstream
-from vilmo.instructions import Instruction, InstructionGenerator, apply_instruction
-from vilmo.policy import Policy
+from proxy.services import Services
+from proxy.upstream import Chunk, Completion, Upstream, open_stream
+from vilmo.classifier import ScoreInput
+from vilmo.instructions import (
+    Instruction,
+    apply_instruction,
+    message_text,
+    prompt_text,
+    strengthen,
+)
+from vilmo.policy import Action, Policy
 from vilmo.policy_store import PolicyStore, UnknownPolicy
+from vilmo.verdict import Verdict
+
+GuardState = Literal["ok", "error", "off"]
 
 
 @dataclass(slots=True)
-class Services:
-    """Everything a request needs, built once per app (see ``proxy.app``)."""
+class Call:
+    """What goes to the upstream: the request with the instruction placed."""
 
-    policies: PolicyStore
-    instructions: InstructionGenerator
-    upstream: Upstream
-    metrics: Metrics
-    audit: AuditSink
+    raw: dict[str, Any]
+    policy: Policy
+    instruction: Instruction
 
-    def record(self, record: RequestRecord, status: str, error_code: str | None = None) -> None:
-        record.status, record.error_code = status, error_code
-        record.duration_s = time.time() - record.started_at
-        self.metrics.record(record)
-        self.audit.write(record)
+    def params(self) -> dict[str, Any]:
+        placed = apply_instruction(self.raw["messages"], self.instruction,
+                                   self.policy.instructions.placement)
+        return {**self.raw, "messages": placed}
+
+    def checked(self, text: str) -> ScoreInput:
+        return ScoreInput(response=text, prompt=prompt_text(self.raw["messages"]) or None)
 
 
 @dataclass(slots=True)
 class ChatReply:
-    policy: Policy
-    instruction: Instruction
+    call: Call
     completion: Completion
+    verdict: Verdict | None = None
+    guard: GuardState = "off"
+    input_verdict: Verdict | None = None
+    regenerations: int = 0
 
 
 @dataclass(slots=True)
 class ChatStream:
-    policy: Policy
-    instruction: Instruction
+    call: Call
     chunks: AsyncIterator[Chunk]
+    input_verdict: Verdict | None = None
+    refused: bool = False
 
 
 async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header: str | None,
@@ -66,14 +88,37 @@ async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header:
     policy = choose_policy(caller, policy_header, services.policies)            # 1
     record.policy = policy.name
     require_model(services.upstream, record.model)
-    instruction = await generate_instruction(services, raw["messages"], policy, record)  # 2
-    params = {**raw, "messages": apply_instruction(                             # 3
-        raw["messages"], instruction, policy.instructions.placement)}
+    input_verdict = await check_input(services, raw, policy)                     # 2
+    if input_verdict is not None and input_verdict.action in (Action.BLOCK, Action.REGENERATE):
+        return refuse_input(raw, stream, policy, input_verdict, services, record)
+    instruction = await services.guard.instruction(                             # 3
+        services.instructions, raw["messages"], policy, record)
+    call = Call(raw, policy, instruction)                                       # 4
     if stream:
-        return ChatStream(policy, instruction, await open_stream(services.upstream, params))
-    completion = await services.upstream.complete(params)                       # 4
-    services.record(record, "200")                                              # 5
-    return ChatReply(policy, instruction, completion)
+        return ChatStream(call, await open_stream(services.upstream, call.params()),  # 5
+                          input_verdict)
+    completion = await services.upstream.complete(call.params())                 # 5
+    verdict, guard = await check_reply(services, call, completion)               # 6
+
+    async def regenerate(previous: Verdict) -> tuple[Completion, Verdict | None]:
+        escalate(services, call, record, previous)
+        retried = await services.upstream.complete(call.params())
+        return retried, (await check_reply(services, call, retried))[0]
+
+    completion, verdict, regenerations = await enforce_reply(                    # 7
+        completion, verdict, policy, regenerate)
+    record.verdict = verdict.as_dict() if verdict else None
+    services.record(record, "200")                                              # 8
+    return ChatReply(call, completion, verdict, guard, input_verdict, regenerations)
+
+
+def escalate(services: Services, call: Call, record: RequestRecord, previous: Verdict) -> None:
+    """Before a regeneration: a stronger instruction from the violated principles; the
+    rejected attempt is kept in the audit record."""
+    services.metrics.regenerations.labels(call.policy.name).inc()
+    record.attempts.append(previous.as_dict())
+    call.instruction = strengthen(call.instruction, previous.violation_ids, call.policy,
+                                  services.bank)
 
 
 def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> Policy:
@@ -101,32 +146,36 @@ def require_model(upstream: Upstream, model: str) -> None:
                             param="model", code="model_not_found")
 
 
-async def generate_instruction(services: Services, messages: list[dict[str, Any]],
-                               policy: Policy, record: RequestRecord) -> Instruction:
-    """The generator runs in a worker thread: it embeds text, which must not block the loop."""
-    started = time.perf_counter()
-    instruction = await asyncio.to_thread(services.instructions.generate, messages, policy)
-    record.instruction_s = time.perf_counter() - started
-    record.generator, record.principles = instruction.generator, instruction.principle_ids
-    return instruction
+async def check_input(services: Services, raw: dict[str, Any], policy: Policy,
+                      ) -> Verdict | None:
+    """Every user turn is scored, not only the last; per value the highest score counts."""
+    if not policy.checks.input:
+        return None
+    turns = [ScoreInput(message_text(m)) for m in raw["messages"]
+             if m.get("role") == "user" and message_text(m).strip()]
+    return await services.guard.check(policy, turns, "input")
 
 
-async def open_stream(upstream: Upstream, params: dict[str, Any]) -> AsyncIterator[Chunk]:
-    """Start the upstream stream and wait for its first chunk, so that an upstream failure
-    before any output still gets its own HTTP status (429, 502, 504) instead of a 200."""
-    chunks = upstream.stream(params)
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = None
+def refuse_input(raw: dict[str, Any], stream: bool, policy: Policy, verdict: Verdict,
+                 services: Services, record: RequestRecord) -> ChatReply | ChatStream:
+    """A blocked request: the refusal (or an error), and the upstream is never called."""
+    record.verdict = {"input": verdict.as_dict()}
+    if policy.block_with == "error":
+        raise ContentBlocked(f"the request was blocked by policy {policy.name!r} "
+                             f"({', '.join(verdict.violation_ids)})", code=CONTENT_FILTER)
+    call = Call(raw, policy, Instruction(""))
+    refusal = refusal_completion(str(raw["model"]), policy)
+    if stream:
+        return ChatStream(call, iterate(refusal_chunks([refusal], policy.refusal)), verdict,
+                          refused=True)
+    services.record(record, "200")
+    return ChatReply(call, refusal, verdict, "ok", verdict)
 
-    async def replay() -> AsyncIterator[Chunk]:
-        try:
-            if first is not None:
-                yield first
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
 
-    return replay()
+async def check_reply(services: Services, call: Call, completion: Completion,
+                      ) -> tuple[Verdict | None, GuardState]:
+    if not call.policy.checks.output:
+        return None, "off"
+    verdict = await services.guard.check(call.policy, [call.checked(reply_text(completion))],
+                                         "output")
+    return verdict, "ok" if verdict is not None else "error"

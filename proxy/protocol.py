@@ -64,3 +64,15 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     policies: list[str]
     models: list[str]
+
+
+class ValuesCheckRequest(BaseModel):
+    """POST /v1/values/check: judge a text, or a conversation, without calling any model."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(None, description="A reply to judge.")
+    prompt: str | None = Field(None, description="The prompt that led to `text`, if any.")
+    messages: list[ChatMessageIn] | None = Field(
+        None, description="A conversation: every user turn is judged as input, and the last "
+                          "turn, if the assistant's, as the reply.")
+    policy: str | None = Field(None, description="A policy name (same rules as the header).")

@@ -11,12 +11,22 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from proxy import pipeline
+from proxy.actions import with_annotation
 from proxy.audit import RequestRecord
+from proxy.check import check_values
 from proxy.errors import InvalidRequest
 from proxy.middleware import Caller
-from proxy.pipeline import ChatReply, ChatStream, Services
-from proxy.protocol import ChatCompletionRequest, Health, ModelCard, ModelList
-from proxy.streaming import sse_events
+from proxy.pipeline import Call, ChatReply, ChatStream
+from proxy.protocol import (
+    ChatCompletionRequest,
+    Health,
+    ModelCard,
+    ModelList,
+    ValuesCheckRequest,
+)
+from proxy.services import Services
+from proxy.streaming import PreparedStream, prepare, sse_events
+from vilmo.verdict import Verdict
 from vilmo.yamlfile import dotted
 
 router = APIRouter()
@@ -33,11 +43,23 @@ async def chat_completions(request: Request) -> Response:
     request.state.record = record
     result = await pipeline.chat(raw, bool(body.stream), caller_of(request),
                                  request.headers.get("x-vilmo-policy"), services, record)
-    headers = vilmo_headers(result, record)
+    annotate = request.headers.get("x-vilmo-annotate", "").lower() == "body"
     if isinstance(result, ChatStream):
-        return StreamingResponse(sse_events(result, services, record), headers=headers,
+        prepared = await prepare(result, services, record, annotate)
+        return StreamingResponse(sse_events(prepared, services, record),
+                                 headers=stream_headers(prepared, record),
                                  media_type="text/event-stream")
-    return JSONResponse(result.completion, headers=headers)
+    completion = result.completion
+    if annotate:
+        completion = with_annotation(completion, result.verdict, result.regenerations)
+    return JSONResponse(completion, headers=reply_headers(result, record))
+
+
+@router.post("/v1/values/check")
+async def values_check(request: Request) -> dict[str, Any]:
+    body = validate(ValuesCheckRequest, await read_json(request))
+    return await check_values(body, caller_of(request), request.headers.get("x-vilmo-policy"),
+                              request.app.state.services)
 
 
 @router.get("/v1/models")
@@ -64,10 +86,35 @@ def caller_of(request: Request) -> Caller:
     return caller
 
 
-def vilmo_headers(result: ChatReply | ChatStream, record: RequestRecord) -> dict[str, str]:
-    return {"x-vilmo-policy": result.policy.name,
-            "x-vilmo-principles": ",".join(result.instruction.principle_ids),
-            "x-request-id": record.request_id}
+def base_headers(call: Call, record: RequestRecord, guard: str) -> dict[str, str]:
+    return {"x-vilmo-policy": call.policy.name,
+            "x-vilmo-principles": ",".join(call.instruction.principle_ids),
+            "x-vilmo-guard": guard, "x-request-id": record.request_id}
+
+
+def verdict_headers(verdict: Verdict | None, input_verdict: Verdict | None,
+                    regenerations: int) -> dict[str, str]:
+    headers = {}
+    if verdict is not None:
+        headers["x-vilmo-violations"] = ",".join(verdict.violation_ids)
+        headers["x-vilmo-action"] = verdict.action.value
+    if input_verdict is not None:
+        headers["x-vilmo-input-violations"] = ",".join(input_verdict.violation_ids)
+    if regenerations:
+        headers["x-vilmo-regenerations"] = str(regenerations)
+    return headers
+
+
+def reply_headers(result: ChatReply, record: RequestRecord) -> dict[str, str]:
+    return {**base_headers(result.call, record, result.guard),
+            **verdict_headers(result.verdict, result.input_verdict, result.regenerations)}
+
+
+def stream_headers(prepared: PreparedStream, record: RequestRecord) -> dict[str, str]:
+    stream = prepared.stream
+    return {**base_headers(stream.call, record, prepared.guard),
+            **verdict_headers(prepared.verdict, stream.input_verdict, prepared.regenerations),
+            "x-vilmo-stream-mode": prepared.mode}
 
 
 async def read_json(request: Request) -> dict[str, Any]:

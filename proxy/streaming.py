@@ -1,9 +1,17 @@
-"""Streamed replies as server-sent events.
+"""Streamed replies under the policy's streaming mode, as server-sent events.
 
-Every stream ends with ``data: [DONE]``, also after an error in the middle (which becomes an
-error event first), and is recorded when it ends. A client that goes away cancels the task
-reading the upstream, and closing the chunk iterator closes the upstream connection. Stream
-enforcement (buffer / chunked / monitor) will live here, reusing the pipeline's decisions.
+    buffer   hold the whole reply, check it (regenerating if the policy says so), then send the
+             approved chunks, or the refusal. Done in ``prepare``, before the headers go out,
+             so the headers carry the verdict and a failed check is a plain HTTP error.
+    chunked  release text in windows of N tokens once the window, with M tokens of context
+             before it, passed the check; a violation ends the stream with a refusal chunk and
+             finish_reason "content_filter". Tool-call arguments are held until the call ends.
+    monitor  pass chunks at once, check windows alongside, report the verdict in a last chunk
+             (``choices: []`` and a ``vilmo`` object), metrics and audit. No protection.
+
+Nothing unchecked reaches the client in buffer and chunked modes. Every stream ends with
+``data: [DONE]``, after an error event if something failed after the headers. A client that
+goes away cancels the task reading the upstream, and closing the iterator closes the upstream.
 """
 
 from __future__ import annotations
@@ -11,23 +19,89 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 
 from proxy.audit import RequestRecord
-from proxy.errors import GatewayError, UpstreamFailed
-from proxy.pipeline import ChatStream, Services
+from proxy.chunks import (
+    CONTENT_FILTER,
+    ReplyText,
+    chunk_like,
+    iterate,
+    refusal_chunks,
+    tokens,
+)
+from proxy.errors import ContentBlocked, GatewayError, UpstreamFailed
+from proxy.pipeline import ChatStream, escalate
+from proxy.services import Services
 from proxy.sse import DONE, error_event, event
+from proxy.upstream import Chunk, open_stream
+from vilmo.policy import Action, Policy
+from vilmo.verdict import Verdict, decide, merge_max
 
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSED = "499"
+STOPPING = (Action.BLOCK, Action.REGENERATE)
 
 
-async def sse_events(stream: ChatStream, services: Services, record: RequestRecord,
+@dataclass(slots=True)
+class PreparedStream:
+    stream: ChatStream
+    mode: str
+    verdict: Verdict | None = None
+    guard: str = "off"
+    regenerations: int = 0
+    annotate: bool = False
+
+
+async def prepare(stream: ChatStream, services: Services, record: RequestRecord,
+                  annotate: bool = False) -> PreparedStream:
+    """Decide the mode; in buffer mode, read and judge the whole reply now."""
+    policy = stream.call.policy
+    if stream.refused or not policy.checks.output:
+        return PreparedStream(stream, "off", stream.input_verdict, "ok" if stream.refused
+                              else "off", annotate=annotate)
+    if policy.streaming.mode != "buffer":
+        return PreparedStream(stream, policy.streaming.mode, guard="ok", annotate=annotate)
+    chunks = [c async for c in stream.chunks]
+    verdict = await services.guard.check(policy, [stream.call.checked(
+        ReplyText.of(chunks).text)], "output")
+    regenerations = 0
+    while (verdict is not None and verdict.action is Action.REGENERATE
+           and regenerations < policy.max_regenerations):
+        regenerations += 1
+        escalate(services, stream.call, record, verdict)
+        retried = await open_stream(services.upstream, stream.call.params())
+        chunks = [c async for c in retried]
+        verdict = await services.guard.check(policy, [stream.call.checked(
+            ReplyText.of(chunks).text)], "output")
+    if verdict is not None and verdict.action in STOPPING:
+        if policy.block_with == "error":
+            raise ContentBlocked(f"the reply was blocked by policy {policy.name!r} "
+                                 f"({', '.join(verdict.violation_ids)})", code=CONTENT_FILTER)
+        chunks = refusal_chunks(chunks, policy.refusal)
+    record.verdict = verdict.as_dict() if verdict else None
+    return PreparedStream(replace(stream, chunks=iterate(chunks)), "buffer", verdict,
+                          "ok" if verdict is not None else "error", regenerations, annotate)
+
+
+async def sse_events(prepared: PreparedStream, services: Services, record: RequestRecord,
                      ) -> AsyncIterator[bytes]:
     status, code = "200", None
+    chunks = prepared.stream.chunks
     try:
-        async for chunk in stream.chunks:
+        if prepared.mode == "chunked":
+            source = windowed(prepared, services, record)
+        elif prepared.mode == "monitor":
+            source = monitored(prepared, services, record)
+        else:
+            source = chunks
+        async for chunk in source:
             yield event(chunk)
+        if prepared.annotate and prepared.mode in ("buffer", "off") and prepared.verdict:
+            note = {"mode": prepared.mode, "guard": prepared.guard,
+                    "regenerations": prepared.regenerations, **prepared.verdict.as_dict()}
+            yield event({**chunk_like({"id": record.request_id}, None), "vilmo": note})
     except GatewayError as exc:
         status, code = str(exc.status), exc.code
         yield error_event(exc)
@@ -40,6 +114,106 @@ async def sse_events(stream: ChatStream, services: Services, record: RequestReco
         status, code = str(failure.status), failure.code
         yield error_event(failure)
     finally:
-        await stream.chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()  # type: ignore[attr-defined]
         services.record(record, status, code)
     yield DONE
+
+
+async def windowed(prepared: PreparedStream, services: Services, record: RequestRecord,
+                   ) -> AsyncIterator[Chunk]:
+    """Chunked mode: only windows that passed the check are released."""
+    call, policy = prepared.stream.call, prepared.stream.call.policy
+    settings = policy.streaming
+    reply, released, pending = ReplyText(), "", ""
+    held: list[Chunk] = []  # tool-call chunks, released when the reply ends
+    template: Chunk | None = None
+    verdicts: list[Verdict] = []
+
+    async def passes(window: str) -> bool:
+        context = " ".join(released.split()[-settings.context_tokens:])
+        verdict = await services.guard.check(policy, [call.checked(
+            f"{context} {window}".strip())], "stream")
+        if verdict is None:
+            return True  # failed open: the policy chose availability over the check
+        verdicts.append(verdict)
+        return verdict.action not in STOPPING
+
+    async for chunk in prepared.stream.chunks:
+        template = template or chunk
+        text, has_tools, finished = reply.add(chunk)
+        pending += text
+        if has_tools:
+            held.append(chunk)
+        if tokens(pending) >= settings.window_tokens or (finished and (pending or held)):
+            window = pending + ("\n" + reply.tool_text() if finished and held else "")
+            if not await passes(window):
+                _note(record, verdicts)
+                for stop in refusal_chunks([template], "\n" + policy.refusal, with_role=False):
+                    yield stop
+                return
+            if pending:
+                yield chunk_like(template, {"content": pending})
+            released, pending = released + pending, ""
+            if finished:
+                for tool_chunk in held:
+                    yield tool_chunk
+                held = []
+        if not text and not has_tools:
+            yield chunk  # role, finish and usage chunks carry no text to check
+    if pending or held:  # the upstream ended without a finish_reason
+        if not await passes(pending + "\n" + reply.tool_text()):
+            _note(record, verdicts)
+            for stop in refusal_chunks([template or {}], "\n" + policy.refusal, with_role=False):
+                yield stop
+            return
+        if pending:
+            yield chunk_like(template or {}, {"content": pending})
+        for tool_chunk in held:
+            yield tool_chunk
+    _note(record, verdicts)
+
+
+async def monitored(prepared: PreparedStream, services: Services, record: RequestRecord,
+                    ) -> AsyncIterator[Chunk]:
+    """Monitor mode: everything passes at once; windows are checked alongside."""
+    call, policy = prepared.stream.call, prepared.stream.call.policy
+    reply, pending, template = ReplyText(), "", None
+    checks: list[asyncio.Task[Verdict | None]] = []
+
+    def check(window: str) -> None:
+        checks.append(asyncio.create_task(services.guard.check(
+            policy, [call.checked(window)], "stream")))
+
+    try:
+        async for chunk in prepared.stream.chunks:
+            template = template or chunk
+            yield chunk
+            text, _, _ = reply.add(chunk)
+            pending += text
+            if tokens(pending) >= policy.streaming.window_tokens:
+                check(pending)
+                pending = ""
+        if pending or reply.tool_text():
+            check(pending + "\n" + reply.tool_text())
+        results = await asyncio.gather(*checks, return_exceptions=True)
+    finally:
+        for task in checks:
+            task.cancel()
+    verdicts = [r for r in results if isinstance(r, Verdict)]
+    failed = len(results) - len(verdicts)
+    _note(record, verdicts)
+    report = _merged(verdicts, policy)
+    note: dict[str, object] = {"mode": "monitor", "guard": "error" if failed else "ok",
+                               **report.as_dict()}
+    yield {**chunk_like(template or {}, None), "choices": [], "vilmo": note}
+
+
+def _merged(verdicts: list[Verdict], policy: Policy) -> Verdict:
+    return decide(merge_max([dict(v.scores) for v in verdicts]), policy)
+
+
+def _note(record: RequestRecord, verdicts: list[Verdict]) -> None:
+    if verdicts:
+        worst = max(verdicts, key=lambda v: (len(v.violations), max(v.scores.values(),
+                                                                      default=0.0)))
+        record.verdict = worst.as_dict()

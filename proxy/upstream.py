@@ -85,3 +85,24 @@ def wire_dict(obj: dict[str, Any]) -> dict[str, Any]:
                 for name in _INTERNAL_FIELDS:
                     inner.pop(name, None)
     return obj
+
+
+async def open_stream(upstream: Upstream, params: dict[str, Any]) -> AsyncIterator[Chunk]:
+    """Start the upstream stream and wait for its first chunk, so that an upstream failure
+    before any output still gets its own HTTP status (429, 502, 504) instead of a 200."""
+    chunks = upstream.stream(params)
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+
+    async def replay() -> AsyncIterator[Chunk]:
+        try:
+            if first is not None:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    return replay()

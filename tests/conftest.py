@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).parent))
 
+from fakes import KeywordClassifier
 from stub_upstream import ServerThread, StubUpstream
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +45,37 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (target / "prefix.yaml").write_text(
         "name: prefix\nvalues:\n  mft.care: {weight: 1.0}\n"
         "instructions: {placement: user_prefix, max_principles: 2}\n")
+    (target / "learned.yaml").write_text(
+        "name: learned\nvalues:\n  mft.care: {}\n  safety.privacy: {}\n  mft.fairness: {}\n"
+        "instructions: {generator: vilmo, max_principles: 2}\n")
+    (target / "missing-weights.yaml").write_text(
+        "name: missing-weights\nvalues:\n  mft.care: {}\n"
+        "instructions: {generator: vilmo, weights: runs/nowhere/scorer.npz}\n")
+    for name, text in GUARD_POLICIES.items():
+        (target / f"{name}.yaml").write_text(f"name: {name}\n{text}")
     return target
+
+
+def guard_policy(action: str, mode: str = "buffer", *, on_error: str = "closed",
+                 block_with: str = "reply", input_check: bool = False) -> str:
+    return (f"values:\n  mft.care: {{action: {action}}}\n  mft.fairness: {{action: annotate}}\n"
+            f"checks: {{input: {str(input_check).lower()}, timeout_s: 2.0}}\n"
+            f"on_error: {on_error}\nblock_with: {block_with}\nmax_regenerations: 2\n"
+            f"streaming: {{mode: {mode}, window_tokens: 6, context_tokens: 3}}\n"
+            "refusal: REFUSED-BY-POLICY\n")
+
+
+GUARD_POLICIES = {
+    **{f"g-{action}-{mode}": guard_policy(action, mode)
+       for action in ("allow", "annotate", "block", "regenerate")
+       for mode in ("buffer", "chunked", "monitor")},
+    "g-block-error": guard_policy("block", block_with="error"),
+    "g-input": guard_policy("block", input_check=True),
+    "g-input-error": guard_policy("block", input_check=True, block_with="error"),
+    "g-input-annotate": guard_policy("annotate", input_check=True),
+    **{f"g-{on_error}-{mode}": guard_policy("block", mode, on_error=on_error)
+       for on_error in ("open", "closed") for mode in ("buffer", "chunked", "monitor")},
+}
 
 
 def gateway_config_dict(stub_url: str, policy_dir: Path) -> dict[str, object]:
@@ -66,11 +97,20 @@ def gateway_config_dict(stub_url: str, policy_dir: Path) -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def gateway(stub: StubUpstream, policy_dir: Path) -> Iterator[str]:
-    """The gateway's base URL (…/v1), served by uvicorn with the real services."""
+def classifier() -> KeywordClassifier:
+    return KeywordClassifier()
+
+
+@pytest.fixture(scope="session")
+def gateway(stub: StubUpstream, policy_dir: Path, classifier: KeywordClassifier,
+            ) -> Iterator[str]:
+    """The gateway's base URL (…/v1), served by uvicorn with the real services except the
+    value classifier, a keyword fake (the enforcement logic is what these tests exercise)."""
     from proxy.app import create_app
+    from proxy.services import build_services
     from proxy.settings import GatewayConfig
 
     config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))  # type: ignore[attr-defined]
-    with ServerThread(create_app(config)) as server:
+    app = create_app(config, lambda c: build_services(c, lambda policy: classifier))
+    with ServerThread(app) as server:
         yield f"{server.url}/v1"

@@ -34,12 +34,26 @@ class Received:
 @dataclass
 class StubUpstream:
     reply: str = "Hello from the stub upstream. It was a calm and kind day."
+    reply_when_warned: str | None = None
+    """Answered instead of ``reply`` when the request says a draft "went against" values."""
+    tool_arguments: str | None = None
+    """When set, the reply is a tool call with these arguments."""
     slow_seconds: float = 3.0
+    chunk_delay: float = 0.0
     received: list[Received] = field(default_factory=list)
+    streams_closed_early: int = 0
 
     def reset(self) -> None:
         self.received.clear()
         self.reply = StubUpstream.reply
+        self.reply_when_warned = None
+        self.tool_arguments = None
+        self.chunk_delay = 0.0
+        self.streams_closed_early = 0
+
+    def _reply_for(self, body: dict[str, Any]) -> str:
+        warned = "went against" in json.dumps(body.get("messages", []))
+        return self.reply_when_warned if warned and self.reply_when_warned else self.reply
 
     @property
     def last(self) -> Received:
@@ -71,10 +85,16 @@ class StubUpstream:
         if body.get("stream"):
             return StreamingResponse(self._chunks(body, completion_id, created, model),
                                      media_type="text/event-stream")
+        message: dict[str, Any] = {"role": "assistant", "content": self._reply_for(body)}
+        finish = "stop"
+        if self.tool_arguments is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "act", "arguments": self.tool_arguments}}]}
+            finish = "tool_calls"
         return JSONResponse({
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": self.reply}}],
+            "choices": [{"index": 0, "finish_reason": finish, "message": message}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 13, "total_tokens": 24},
             "system_fingerprint": "fp_stub",
         })
@@ -87,13 +107,27 @@ class StubUpstream:
             return f"data: {json.dumps(data)}\n\n"
 
         yield chunk({"role": "assistant", "content": ""})
-        words = self.reply.split(" ")
-        for i, word in enumerate(words):
-            if model == "stub-midstream-error" and i == 1:
-                raise RuntimeError("stub upstream broke mid-stream")
-            yield chunk({"content": word if i == 0 else " " + word})
-            await asyncio.sleep(0)
-        yield chunk({}, "stop")
+        words = self._reply_for(body).split(" ")
+        try:
+            if self.tool_arguments is not None:
+                words = []
+                half = len(self.tool_arguments) // 2
+                for i, part in enumerate((self.tool_arguments[:half],
+                                          self.tool_arguments[half:])):
+                    call = {"index": 0, "function": {"arguments": part}}
+                    if i == 0:
+                        call.update({"id": "call_1", "type": "function"})
+                        call["function"]["name"] = "act"  # type: ignore[index]
+                    yield chunk({"tool_calls": [call]})
+            for i, word in enumerate(words):
+                if model == "stub-midstream-error" and i == 1:
+                    raise RuntimeError("stub upstream broke mid-stream")
+                yield chunk({"content": word if i == 0 else " " + word})
+                await asyncio.sleep(self.chunk_delay)
+        except (asyncio.CancelledError, GeneratorExit):
+            self.streams_closed_early += 1
+            raise
+        yield chunk({}, "tool_calls" if self.tool_arguments is not None else "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"id": cid, "object": "chat.completion.chunk", "created": created,
                      "model": model, "choices": [],

@@ -1,29 +1,46 @@
 """vilmo: value policies, value instructions (VILMO), value classifiers and evaluation.
 
 A library usable without the gateway: it never imports ``proxy``, FastAPI or Starlette.
-Heavy parts (torch, the encoder) load only when first used.
+Heavy parts (torch, the encoder, LiteLLM) load only when first used.
 """
 
+from vilmo.batcher import MicroBatcher
+from vilmo.classifier import ClassifierError, ScoreInput, ValueClassifier, ValueScores
+from vilmo.generator import VilmoGenerator
 from vilmo.instructions import Instruction, InstructionGenerator, RelevanceGenerator
 from vilmo.policy import Action, Policy, PolicyError, PolicyIssue, load_policy
+from vilmo.policy_classifier import PolicyClassifier, PolicyClassifiers
 from vilmo.policy_store import PolicyStore, UnknownPolicy
 from vilmo.principles import Principle, PrincipleBank
+from vilmo.value_model import BuiltinClassifier
 from vilmo.values import VALUES, Value, get_value
+from vilmo.verdict import Verdict, decide
 
 __all__ = [
     "VALUES",
     "Action",
+    "BuiltinClassifier",
+    "ClassifierError",
     "Instruction",
     "InstructionGenerator",
+    "MicroBatcher",
     "Policy",
+    "PolicyClassifier",
+    "PolicyClassifiers",
     "PolicyError",
     "PolicyIssue",
     "PolicyStore",
     "Principle",
     "PrincipleBank",
     "RelevanceGenerator",
+    "ScoreInput",
     "UnknownPolicy",
     "Value",
+    "ValueClassifier",
+    "ValueScores",
+    "Verdict",
+    "VilmoGenerator",
+    "decide",
     "get_value",
     "load_policy",
 ]

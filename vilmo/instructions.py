@@ -18,6 +18,7 @@ from vilmo.embedder import TextEncoder
 from vilmo.policy import Policy
 from vilmo.principles import Principle, PrincipleBank
 from vilmo.types import ChatMessage, Matrix, Messages
+from vilmo.values import VALUES
 
 Placement = Literal["system", "user_prefix"]
 MAX_PER_VALUE = 2  # keeps one value from crowding out the others in a short instruction
@@ -121,6 +122,24 @@ def compose(principles: list[Principle], style: str, generator: str) -> Instruct
         return NO_INSTRUCTION
     lines = [f"- {p.phrase(style)}" for p in principles]
     return Instruction("\n".join([HEADER, *lines]), tuple(p.id for p in principles), generator)
+
+
+def strengthen(instruction: Instruction, violated: list[str], policy: Policy,
+               bank: PrincipleBank, per_value: int = 2) -> Instruction:
+    """A stronger instruction after a reply went against ``violated`` ids: it names those
+    values and adds the reasoned phrasing of their principles before the first instruction."""
+    chosen: list[Principle] = []
+    for value_id in violated:
+        chosen += [p for p in bank.for_policy(policy)
+                   if p.value == value_id or p.id == value_id][:per_value]
+    names = [VALUES[v].name if v in VALUES else v for v in violated]
+    lines = [(f"Important: a draft reply to this request went against {', '.join(names)}. "
+              "Write a reply that fully respects these values:")]
+    lines += [f"- {p.phrase('reasoned')}" for p in chosen]
+    if instruction.text:
+        lines.append(instruction.text)
+    ids = tuple(dict.fromkeys([*instruction.principle_ids, *(p.id for p in chosen)]))
+    return Instruction("\n".join(lines), ids, f"{instruction.generator}+regenerate")
 
 
 def apply_instruction(messages: Messages, instruction: Instruction,

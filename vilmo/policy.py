@@ -76,13 +76,19 @@ class CustomPrinciple(_Strict):
 class InstructionSettings(_Strict):
     """How the value instruction is generated and where it is placed."""
 
-    generator: Literal["relevance", "static", "none"] = "relevance"
+    generator: Literal["relevance", "vilmo", "static", "none"] = Field(
+        "relevance", description="relevance: principles by weight x similarity; vilmo: learned "
+                                 "(values at stake, and a per-target scorer if `weights` is set); "
+                                 "static: `text`; none: no instruction.")
     placement: Literal["system", "user_prefix"] = Field(
         "system", description="A system message before the conversation, or a prefix of the "
                               "last user turn (for models that ignore system messages).")
     max_principles: int = Field(3, ge=1, le=10)
     style: Literal["imperative", "reasoned", "role"] = "imperative"
     text: str | None = Field(None, description="The instruction for the static generator.")
+    weights: str | None = Field(None, description="The vilmo generator's per-target scorer: a "
+                                                  "`vilmo train generator` run directory or its "
+                                                  "scorer.npz.")
 
 
 class CheckSettings(_Strict):
@@ -91,6 +97,18 @@ class CheckSettings(_Strict):
     input: bool = Field(False, description="Score the user turns before calling the model.")
     output: bool = Field(True, description="Score the model's reply.")
     timeout_s: float = Field(5.0, gt=0.0, le=120.0)
+
+
+class StreamSettings(_Strict):
+    """How streamed replies are checked (see the README's table of what each mode guarantees)."""
+
+    mode: Literal["buffer", "chunked", "monitor"] = Field(
+        "buffer", description="buffer: hold the whole reply, check, then send; chunked: release "
+                              "windows that passed the check; monitor: pass through, check "
+                              "alongside, report at the end (no protection).")
+    window_tokens: int = Field(40, ge=1, le=4096, description="chunked: tokens per window.")
+    context_tokens: int = Field(20, ge=0, le=4096,
+                                description="chunked: tokens before a window checked with it.")
 
 
 class Policy(_Strict):
@@ -107,6 +125,12 @@ class Policy(_Strict):
                               "reply; open: the reply goes through, marked and counted.")
     refusal: str = "I can't help with that, because it would go against the values this " \
                    "service is bound to."
+    block_with: Literal["reply", "error"] = Field(
+        "reply", description="reply: an OpenAI reply with the refusal and finish_reason "
+                             "content_filter; error: a 400 error (code content_filter).")
+    max_regenerations: int = Field(1, ge=0, le=5, description="regenerate: attempts before "
+                                                              "falling back to block.")
+    streaming: StreamSettings = Field(default_factory=StreamSettings)
 
     def weight_of(self, value_id: str | None) -> float:
         """The policy's weight for a value (1.0 for principles tied to no value)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,11 @@ class PolicyStore:
     """Policies by name from one folder, reloaded when their files change."""
 
     def __init__(self, directory: str | Path, default_name: str, reload_interval: float = 1.0,
-                 ) -> None:
+                 check: Callable[[Policy], None] | None = None) -> None:
         self.directory = Path(directory)
+        self.check = check
+        """Runs on every loaded policy (e.g. loading its generator weights); an error there
+        counts as a broken file."""
         self.default_name = default_name
         self.reload_interval = reload_interval
         self._files: dict[Path, _Entry] = {}
@@ -80,8 +84,10 @@ class PolicyStore:
             previous = entry.policy if entry else None
             try:
                 policy: Policy | None = load_policy(path)
+                if self.check is not None and policy is not None:
+                    self.check(policy)
                 log.info("policy %r loaded from %s", policy.name if policy else None, path)
-            except (PolicyError, OSError, UnicodeDecodeError) as exc:
+            except (PolicyError, OSError, ValueError, KeyError) as exc:
                 log.error("policy file %s is broken; keeping its last good version (%s): %s",
                           path, previous.name if previous else "none", exc)
                 policy = previous

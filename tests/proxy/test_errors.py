@@ -103,11 +103,17 @@ def test_upstream_error_before_first_chunk_keeps_its_status(gateway: str) -> Non
 
 def test_error_mid_stream_is_an_event_then_done(gateway: str) -> None:
     body = {"model": "stub-midstream-error", "messages": MESSAGES, "stream": True}
-    with httpx.stream("POST", f"{gateway}/chat/completions", json=body, headers=AUTH) as r:
+    passthrough = {"Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": "g-allow-monitor"}
+    with httpx.stream("POST", f"{gateway}/chat/completions", json=body,
+                      headers=passthrough) as r:
         assert r.status_code == 200
         events = [line for line in r.iter_lines() if line]
     assert events[-1] == "data: [DONE]"
     assert '"error"' in events[-2]
+    # In buffer mode nothing is sent before the reply is complete: the failure keeps a status.
+    with httpx.stream("POST", f"{gateway}/chat/completions", json=body, headers=AUTH) as r:
+        r.read()
+    assert_envelope(r, 502)
 
 
 def test_policy_header_needs_permission_and_a_known_policy(gateway: str) -> None:

@@ -135,3 +135,17 @@ def test_every_shipped_policy_injects_principles_of_its_values(gateway: str, pol
     ids = raw.headers["x-vilmo-principles"].split(",")
     assert raw.headers["x-vilmo-policy"] == policy
     assert ids and all(i.split("/")[0] in values or i.startswith("custom/") for i in ids)
+
+
+def test_vilmo_generator_policy_and_missing_weights(gateway: str, stub: StubUpstream) -> None:
+    client = openai.OpenAI(base_url=gateway, api_key=ADMIN_KEY)
+    raw = client.chat.completions.with_raw_response.create(
+        model="stub", messages=[{"role": "user", "content": "How can I read my ex's messages?"}],
+        extra_headers={"X-Vilmo-Policy": "learned"})
+    ids = raw.headers["x-vilmo-principles"].split(",")
+    assert len(ids) == 2 and ids[0].startswith("safety.privacy/")
+    assert stub.last.body["messages"][0]["content"].startswith("Follow these values")
+    # A policy whose generator weights do not exist never loads: it is unknown, not half-served.
+    with pytest.raises(openai.BadRequestError, match="unknown policy 'missing-weights'"):
+        client.chat.completions.create(model="stub", messages=MESSAGES,
+                                       extra_headers={"X-Vilmo-Policy": "missing-weights"})

@@ -12,7 +12,10 @@ from importlib.metadata import entry_points
 
 import click
 
+from vilmo.cli.classifier import classify_command
+from vilmo.cli.evaluate import eval_group
 from vilmo.cli.policy import policy_group
+from vilmo.cli.train import train_group
 from vilmo.cli.values import values_command
 
 
@@ -32,6 +35,9 @@ def cli(verbose: int) -> None:
 
 cli.add_command(policy_group)
 cli.add_command(values_command)
+cli.add_command(train_group)
+cli.add_command(eval_group)
+cli.add_command(classify_command)
 
 
 def _load_plugin_commands() -> None:

@@ -1,0 +1,114 @@
+"""Benchmark the built-in value classifier on CPU (a benchmark, not a test).
+
+Prints one JSON object: the plain fp32 sentence encoder's rate (the reference), the classifier's
+batched rate through every built-in value (int8 and fp32), single-reply latency, and the
+micro-batcher's rate under concurrent calls. Texts are ~60-word synthetic replies, all distinct,
+so no cache helps. Usage:
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_classifier.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import time
+
+SENTENCES = (
+    "The assistant explained how to repot the plant without damaging its roots.",
+    "You can save money by planning meals for the week and buying in bulk.",
+    "It is a good idea to check the tyre pressure before a long drive.",
+    "Regular exercise and enough sleep help most people feel better.",
+    "The museum opens at nine and the tickets are cheaper online.",
+    "If the code fails, read the error message and search for the function name.",
+    "Talk to your manager early if the deadline looks unrealistic.",
+    "Mix the flour and butter first, then add the cold water slowly.",
+    "Backing up your photos to two places protects them from a broken disk.",
+    "The train is usually faster than driving during rush hour.",
+    "Write down three things you want to achieve before the meeting.",
+    "Drinking water before meals can help you notice when you are full.",
+)
+
+
+def replies(n: int, words: int = 60, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        text: list[str] = []
+        while len(text) < words:
+            text += rng.choice(SENTENCES).split()
+        out.append(f"Reply {i}: " + " ".join(text[:words]))
+    return out
+
+
+def rate(fn: object, texts: list[str]) -> float:
+    start = time.perf_counter()
+    fn(texts)  # type: ignore[operator]
+    return len(texts) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from sentence_transformers import SentenceTransformer
+
+    from vilmo.classifier import ScoreInput
+    from vilmo.embedder import packaged_model_path
+    from vilmo.heads import BUILTIN_VALUES
+    from vilmo.value_model import BuiltinClassifier
+
+    texts = replies(args.n + 200)
+    warm, batch_texts, single = texts[:32], texts[32:32 + args.n], texts[32 + args.n:]
+    plain = SentenceTransformer(str(packaged_model_path()), device="cpu")
+    plain.encode(warm, batch_size=64)
+    plain_rate = rate(lambda t: plain.encode(t, batch_size=64), batch_texts)
+
+    results: dict[str, object] = {"threads": args.threads, "texts": args.n, "words": 60,
+                                  "plain_fp32_encoder_texts_per_s": round(plain_rate, 1)}
+    for name, quantize in (("int8", True), ("fp32", False)):
+        clf = BuiltinClassifier(quantize=quantize, batch_size=args.batch_size, cache_size=0)
+        clf.score([ScoreInput(t) for t in warm], BUILTIN_VALUES)
+        results[f"classifier_{name}_replies_per_s"] = round(rate(
+            lambda t, c=clf: c.score([ScoreInput(x) for x in t], BUILTIN_VALUES),
+            batch_texts), 1)
+        latencies = []
+        for t in single[:60]:
+            start = time.perf_counter()
+            clf.score([ScoreInput(t)], BUILTIN_VALUES)
+            latencies.append((time.perf_counter() - start) * 1000)
+        results[f"classifier_{name}_single_ms_median"] = round(statistics.median(latencies), 2)
+        results[f"classifier_{name}_single_ms_p90"] = round(
+            sorted(latencies)[int(0.9 * len(latencies))], 2)
+        if quantize:
+            results["micro_batcher_int8_replies_per_s"] = round(
+                asyncio.run(_batched(clf, batch_texts)), 1)
+    print(json.dumps(results, indent=1))
+
+
+async def _batched(clf: object, texts: list[str]) -> float:
+    from vilmo.batcher import MicroBatcher
+    from vilmo.classifier import ScoreInput
+    from vilmo.heads import BUILTIN_VALUES
+
+    batcher = MicroBatcher(clf, max_wait_ms=5, max_batch=64)  # type: ignore[arg-type]
+    items = [ScoreInput("Again: " + t) for t in texts]
+    start = time.perf_counter()
+    await asyncio.gather(*(batcher.score(i, BUILTIN_VALUES) for i in items))
+    elapsed = time.perf_counter() - start
+    await batcher.aclose()
+    return len(items) / elapsed
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Shared parts of the gateway benchmarks: a stub upstream and `vilmo serve` as separate
+processes on loopback, started and stopped around a measurement."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+SUBJECTS = ["my neighbour", "a coworker", "my sister", "a stranger online", "my landlord",
+            "the referee", "my teacher", "a customer", "my best friend", "the new intern"]
+ACTS = ["insulted me", "lied to me", "took my parking spot", "copied my work",
+        "ignored my messages", "spread a rumour about me", "broke my bike",
+        "laughed at my accent", "read my diary", "cheated at cards"]
+
+
+def prompts(n: int) -> list[str]:
+    """Distinct prompts, so that no cache hides the cost of embedding them."""
+    return [f"{SUBJECTS[i % 10]} {ACTS[(i // 10) % 10]} (case {i}). What should I do?"
+            for i in range(n)]
+
+
+@dataclass
+class Servers:
+    direct: str  # the stub upstream's /v1
+    gateway: str  # the gateway's /v1
+    policy_dir: Path
+
+
+def serve_stub(port: int, reply: str | None, chunk_delay: float) -> None:
+    import uvicorn
+    from stub_upstream import StubUpstream
+
+    stub = StubUpstream(chunk_delay=chunk_delay)
+    if reply:
+        stub.reply = StubUpstream.reply = reply
+    uvicorn.run(stub.app(), host="127.0.0.1", port=port, log_level="warning")
+
+
+@contextmanager
+def servers(policies: dict[str, str], reply: str | None = None,
+            chunk_delay: float = 0.0) -> Iterator[Servers]:
+    """The stub (answering ``reply`` word by word, ``chunk_delay`` s apart when streaming)
+    and a gateway in front of it with the shipped policies plus ``policies`` (name → YAML)."""
+    from stub_upstream import free_port
+
+    stub_port, gateway_port = free_port(), free_port()
+    work = Path(tempfile.mkdtemp(prefix="vilmo-bench-"))
+    shutil.copytree(REPO / "policies", work / "policies")
+    for name, text in policies.items():
+        (work / "policies" / f"{name}.yaml").write_text(f"name: {name}\n{text}")
+    (work / "gateway.yaml").write_text(
+        "model_list:\n  - model_name: stub\n    litellm_params:\n"
+        f"      model: openai/stub\n      api_base: http://127.0.0.1:{stub_port}/v1\n"
+        "      api_key: sk-bench\nrouter_settings: {num_retries: 0}\n"
+        f"policy_dir: {work / 'policies'}\n")
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
+            f"harness.serve_stub({stub_port}, {reply!r}, {chunk_delay})")
+    stub = subprocess.Popen([sys.executable, "-c", code], env=ENV)
+    gateway = subprocess.Popen([str(Path(sys.executable).parent / "vilmo"), "serve", "--config",
+                                str(work / "gateway.yaml"), "--port", str(gateway_port)],
+                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"http://127.0.0.1:{stub_port}/v1/models", stub)
+        wait_ready(f"http://127.0.0.1:{gateway_port}/healthz", gateway)
+        yield Servers(f"http://127.0.0.1:{stub_port}/v1",
+                      f"http://127.0.0.1:{gateway_port}/v1", work / "policies")
+    finally:
+        for process in (gateway, stub):
+            process.terminate()
+            process.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not start")
+
+
+def chat_body(prompt: str, stream: bool = False) -> dict[str, object]:
+    return {"model": "stub", "messages": [{"role": "user", "content": prompt}],
+            "stream": stream}
+
+
+def timed_stream(client: httpx.Client, url: str, body: dict[str, object],
+                 headers: dict[str, str]) -> tuple[float, float]:
+    """(time to the first content chunk, time to the end of the stream), in ms."""
+    started = time.perf_counter()
+    first = None
+    with client.stream("POST", f"{url}/chat/completions", json=body, headers=headers) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if first is None and line.startswith("data: {") and _has_content(line[6:]):
+                first = time.perf_counter()
+    end = time.perf_counter()
+    return ((first or end) - started) * 1000, (end - started) * 1000
+
+
+def _has_content(data: str) -> bool:
+    chunk = json.loads(data)
+    return any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or [])
+
+
+def timed_post(client: httpx.Client, url: str, body: dict[str, object],
+               headers: dict[str, str]) -> float:
+    started = time.perf_counter()
+    client.post(f"{url}/chat/completions", json=body, headers=headers).raise_for_status()
+    return (time.perf_counter() - started) * 1000
+
+
+def summary(name: str, samples: list[float], baseline: list[float] | None = None) -> str:
+    median = statistics.median(samples)
+    p95 = statistics.quantiles(samples, n=20)[18] if len(samples) >= 20 else max(samples)
+    line = f"{name:46} median {median:8.2f} ms   p95 {p95:8.2f} ms"
+    if baseline:
+        base = statistics.median(baseline)
+        line += f"   added {median - base:+7.2f} ms   ratio {median / base:5.2f}x"
+    return line

@@ -1,0 +1,77 @@
+"""What the gateway does with a checked reply: allow, annotate, block, or regenerate.
+
+Pure functions on OpenAI-shaped dicts, shared by plain and streamed replies, plus
+``enforce_reply``, the regenerate loop for plain replies.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from proxy.chunks import CONTENT_FILTER
+from proxy.errors import ContentBlocked
+from proxy.upstream import Completion
+from vilmo.policy import Action, Policy
+from vilmo.verdict import Verdict
+
+
+def reply_text(completion: Completion) -> str:
+    """The text to check in a reply: the content and every tool call's arguments."""
+    parts: list[str] = []
+    for choice in completion.get("choices", []):
+        message = choice.get("message") or {}
+        parts.append(str(message.get("content") or ""))
+        for call in message.get("tool_calls") or []:
+            parts.append(str((call.get("function") or {}).get("arguments") or ""))
+    return "\n".join(p for p in parts if p)
+
+
+def refusal_completion(model: str, policy: Policy) -> Completion:
+    """A complete OpenAI reply carrying the policy's refusal (for blocked requests)."""
+    return {"id": f"chatcmpl-vilmo-{uuid.uuid4().hex[:20]}", "object": "chat.completion",
+            "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "finish_reason": CONTENT_FILTER,
+                         "message": {"role": "assistant", "content": policy.refusal}}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+
+
+def blocked(completion: Completion, policy: Policy, verdict: Verdict) -> Completion:
+    """The reply with every choice replaced by the refusal, or ContentBlocked if the policy
+    asks for an error. Nothing of the blocked text survives."""
+    if policy.block_with == "error":
+        raise ContentBlocked(f"the reply was blocked by policy {policy.name!r} "
+                             f"({', '.join(verdict.violation_ids)})", code=CONTENT_FILTER)
+    choices = completion.get("choices") or [{"index": 0}]
+    return {**completion, "choices": [
+        {"index": c.get("index", i), "finish_reason": CONTENT_FILTER,
+         "message": {"role": "assistant", "content": policy.refusal}}
+        for i, c in enumerate(choices)]}
+
+
+def with_annotation(completion: Completion, verdict: Verdict | None,
+                    regenerations: int) -> Completion:
+    """The opt-in ``vilmo`` object in the body (only when the client asks for it)."""
+    note: dict[str, Any] = {"checked": verdict is not None, "regenerations": regenerations}
+    if verdict is not None:
+        note.update(verdict.as_dict())
+    return {**completion, "vilmo": note}
+
+
+Retry = Callable[[Verdict], Awaitable[tuple[Completion, Verdict | None]]]
+
+
+async def enforce_reply(completion: Completion, verdict: Verdict | None, policy: Policy,
+                        retry: Retry) -> tuple[Completion, Verdict | None, int]:
+    """Apply the verdict; regenerate up to the policy's limit, then fall back to block.
+    ``retry`` calls the upstream again with a stronger instruction and checks the result."""
+    regenerations = 0
+    while (verdict is not None and verdict.action is Action.REGENERATE
+           and regenerations < policy.max_regenerations):
+        regenerations += 1
+        completion, verdict = await retry(verdict)
+    if verdict is not None and verdict.action in (Action.BLOCK, Action.REGENERATE):
+        completion = blocked(completion, policy, verdict)
+    return completion, verdict, regenerations

@@ -1,0 +1,50 @@
+"""The check-only flow behind POST /v1/values/check: the judge without any model call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.errors import InvalidRequest
+from proxy.middleware import Caller
+from proxy.pipeline import choose_policy
+from proxy.protocol import ValuesCheckRequest
+from proxy.services import Services
+from vilmo.classifier import ScoreInput
+from vilmo.instructions import message_text
+from vilmo.verdict import SEVERITY, Verdict
+
+
+async def check_values(request: ValuesCheckRequest, caller: Caller, policy_header: str | None,
+                       services: Services) -> dict[str, Any]:
+    policy = choose_policy(caller, request.policy or policy_header, services.policies)
+    inputs: list[ScoreInput] = []
+    reply: ScoreInput | None = None
+    if request.text is not None:
+        reply = ScoreInput(request.text, request.prompt)
+    elif request.messages:
+        messages = [m.model_dump() for m in request.messages]
+        users = [message_text(m) for m in messages if m["role"] == "user"]
+        inputs = [ScoreInput(t) for t in users if t.strip()]
+        if messages[-1]["role"] == "assistant":
+            reply = ScoreInput(message_text(messages[-1]), users[-1] if users else None)
+            inputs = [ScoreInput(t) for t in users[:-1] if t.strip()] + (
+                [ScoreInput(users[-1])] if users and users[-1].strip() else [])
+    else:
+        raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
+    input_verdict = await services.guard.check(policy, inputs, "input") if inputs else None
+    output_verdict = await services.guard.check(policy, [reply], "output") if reply else None
+    judged = [v for v in (input_verdict, output_verdict) if v is not None]
+    worst = max(judged, key=lambda v: SEVERITY[v.action], default=None)
+    return {
+        "object": "vilmo.values.check",
+        "policy": policy.name,
+        "guard": "ok" if len(judged) == (bool(inputs) + bool(reply)) else "error",
+        "action": worst.action.value if worst else None,
+        "violations": sorted({i for v in judged for i in v.violation_ids}),
+        "input": _shown(input_verdict),
+        "output": _shown(output_verdict),
+    }
+
+
+def _shown(verdict: Verdict | None) -> dict[str, object] | None:
+    return verdict.as_dict() if verdict is not None else None

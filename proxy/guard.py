@@ -1,0 +1,93 @@
+"""The value check around the classifier: timeouts, failure policy, and metrics.
+
+``Guard.check`` scores texts against a policy's values and returns the verdict. When the
+classifier fails or runs past ``checks.timeout_s``, a policy with ``on_error: closed`` gets a
+``GuardFailed`` (never the unchecked text); ``open`` gets ``None``: the caller lets the text
+through, marks it, and the failure is counted in ``vilmo_guard_errors_total`` and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from proxy.audit import RequestRecord
+from proxy.errors import GuardFailed
+from proxy.metrics import Metrics
+from vilmo.batcher import MicroBatcher
+from vilmo.classifier import ScoreInput, ValueClassifier
+from vilmo.instructions import NO_INSTRUCTION, Instruction, InstructionGenerator
+from vilmo.policy import Policy
+from vilmo.types import Messages
+from vilmo.verdict import Verdict, decide, merge_max, rules_of
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["input", "output", "stream", "instruction"]
+ClassifierFor = Callable[[Policy], ValueClassifier]
+"""The classifier that judges a policy's ids (its values and its custom principles)."""
+
+
+class Guard:
+    def __init__(self, classifier_for: ClassifierFor, metrics: Metrics) -> None:
+        self.classifier_for = classifier_for
+        self.metrics = metrics
+        self._batchers: dict[ValueClassifier, MicroBatcher] = {}
+
+    async def check(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
+                    ) -> Verdict | None:
+        """The verdict over the items (per id, the highest score of any item)."""
+        try:
+            scores = await asyncio.wait_for(self._score(policy, items),
+                                            timeout=policy.checks.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure of the judge is the policy's call
+            self.failed(policy, stage, exc)
+            return None
+        verdict = decide(merge_max(scores), policy)
+        self.metrics.record_verdict(policy.name, stage, verdict)
+        return verdict
+
+    async def instruction(self, generator: InstructionGenerator, messages: Messages,
+                          policy: Policy, record: RequestRecord) -> Instruction:
+        """The generator runs in a worker thread (it embeds text) under the check timeout; a
+        failure is handled like a failed check (closed: error; open: no instruction)."""
+        started = time.perf_counter()
+        try:
+            instruction = await asyncio.wait_for(
+                asyncio.to_thread(generator.generate, messages, policy),
+                timeout=policy.checks.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
+            self.failed(policy, "instruction", exc)
+            instruction = NO_INSTRUCTION
+        record.instruction_s = time.perf_counter() - started
+        record.generator, record.principles = instruction.generator, instruction.principle_ids
+        return instruction
+
+    def failed(self, policy: Policy, stage: Stage, exc: BaseException) -> None:
+        """Count and log a guard failure; raise when the policy fails closed."""
+        self.metrics.guard_errors.labels(stage).inc()
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if policy.on_error == "closed":
+            log.warning("value check failed at %s (policy %s fails closed): %s",
+                        stage, policy.name, reason)
+            raise GuardFailed(f"the value check could not run ({stage}); policy "
+                              f"{policy.name!r} fails closed", code="guard_unavailable")
+        log.error("value check failed at %s; policy %s fails open, text passed unchecked: %s",
+                  stage, policy.name, reason)
+
+    async def _score(self, policy: Policy, items: Sequence[ScoreInput]) -> list[dict[str, float]]:
+        if not items:
+            return []
+        classifier = self.classifier_for(policy)
+        batcher = self._batchers.get(classifier)
+        if batcher is None:  # one per judge: concurrent checks share encoder passes
+            batcher = self._batchers[classifier] = MicroBatcher(classifier)
+        results = await batcher.score_many(items, list(rules_of(policy)))
+        return [dict(r.violation) for r in results]
+
+    async def aclose(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.aclose()

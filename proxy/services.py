@@ -1,0 +1,72 @@
+"""The services a request uses, built once per app from the config."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from proxy.audit import AuditSink, EmbeddedAuditSink, RequestRecord
+from proxy.errors import Redactor
+from proxy.guard import ClassifierFor, Guard
+from proxy.metrics import Metrics
+from proxy.settings import GatewayConfig
+from proxy.upstream import LiteLLMUpstream, Upstream
+from vilmo.classifier import ScoreInput
+from vilmo.embedder import Embedder
+from vilmo.generator import VilmoGenerator
+from vilmo.instructions import InstructionGenerator
+from vilmo.policy_store import PolicyStore
+from vilmo.principles import PrincipleBank
+from vilmo.stakes import StakesModel
+from vilmo.verdict import rules_of
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything a request needs (see ``proxy.pipeline``)."""
+
+    policies: PolicyStore
+    instructions: InstructionGenerator
+    bank: PrincipleBank
+    upstream: Upstream
+    guard: Guard
+    metrics: Metrics
+    audit: AuditSink
+
+    def record(self, record: RequestRecord, status: str, error_code: str | None = None) -> None:
+        record.status, record.error_code = status, error_code
+        record.duration_s = time.time() - record.started_at
+        self.metrics.record(record)
+        self.audit.write(record)
+
+
+def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None = None,
+                   ) -> Services:
+    """The real services: policies from disk, VILMO / relevance instructions, LiteLLM
+    upstream, and the built-in value classifier (with zero-shot scoring of each policy's own
+    principles)."""
+    redact = Redactor(config.secrets())
+    embedder = Embedder()  # one encoder for instructions and the zero-shot judge
+    bank = PrincipleBank.load()
+    generator = VilmoGenerator(bank, embedder, StakesModel.load(), base_dir=config.policy_dir)
+    policies = PolicyStore(config.policy_dir, config.default_policy,
+                           config.server.policy_reload_interval_s, check=generator.check)
+    metrics = Metrics()
+    if classifier_for is None:
+        from vilmo.policy_classifier import PolicyClassifiers
+
+        classifier_for = PolicyClassifiers(encoder=embedder)
+    for name in policies.names():  # load models and embed principles before traffic
+        policy = policies.get(name)
+        generator.generate([{"role": "user", "content": "warm-up"}], policy)
+        if policy.checks.output or policy.checks.input:
+            classifier_for(policy).score([ScoreInput("warm-up")], list(rules_of(policy)))
+    return Services(
+        policies=policies,
+        instructions=generator,
+        bank=bank,
+        upstream=LiteLLMUpstream(config.model_list, config.router_settings, redact),
+        guard=Guard(classifier_for, metrics),
+        metrics=metrics,
+        audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records),
+    )

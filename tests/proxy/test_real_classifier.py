@@ -1,0 +1,58 @@
+"""The gateway with its real built-in value classifier (no fakes but the upstream): a clearly
+harmful reply is blocked, a benign one passes, and the scores reach headers and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from conftest import gateway_config_dict
+from stub_upstream import ServerThread, StubUpstream
+
+from proxy.app import create_app
+from proxy.settings import GatewayConfig
+
+HARMFUL = ("Sure. Wait for him outside his house at night, hit him over the head with a "
+           "baseball bat, and keep kicking him until he stops moving.")
+BENIGN = ("Take a breath first. Tomorrow, talk to him calmly, tell him how the insult made you "
+          "feel, and ask him to explain what he meant.")
+ASK = [{"role": "user", "content": "My neighbour insulted me. What should I do to him?"}]
+
+
+@pytest.fixture(scope="module")
+def real_gateway(stub: StubUpstream, policy_dir: Path) -> Iterator[str]:
+    (policy_dir / "real-block.yaml").write_text(
+        "name: real-block\nvalues:\n  mft.care: {action: block}\n"
+        "  safety.violence: {action: block}\n  mft.fairness: {action: annotate}\n")
+    config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))  # type: ignore[attr-defined]
+    config.auth.keys = []
+    with ServerThread(create_app(config)) as server:
+        yield f"{server.url}/v1"
+
+
+def ask(gateway: str, policy: str) -> openai.types.chat.ChatCompletion:
+    client = openai.OpenAI(base_url=gateway, api_key="unused", max_retries=0,
+                           default_headers={"X-Vilmo-Policy": policy})
+    return client.chat.completions.with_raw_response.create(model="stub", messages=ASK)  # type: ignore[arg-type, return-value]
+
+
+def test_harmful_reply_is_blocked_benign_passes(real_gateway: str, stub: StubUpstream) -> None:
+    stub.reply = HARMFUL
+    raw = ask(real_gateway, "real-block")
+    assert raw.parse().choices[0].finish_reason == "content_filter"  # type: ignore[attr-defined]
+    assert "baseball" not in raw.text  # type: ignore[attr-defined]
+    violations = raw.headers["x-vilmo-violations"].split(",")  # type: ignore[attr-defined]
+    assert {"mft.care", "safety.violence"} & set(violations)
+
+    stub.reply = BENIGN
+    raw = ask(real_gateway, "real-block")
+    assert raw.parse().choices[0].message.content == BENIGN  # type: ignore[attr-defined]
+    assert raw.headers["x-vilmo-violations"] == ""  # type: ignore[attr-defined]
+    assert raw.headers["x-vilmo-guard"] == "ok"  # type: ignore[attr-defined]
+
+    metrics = httpx.get(real_gateway.removesuffix("/v1") + "/metrics").text
+    assert 'vilmo_checks_total{action="block",policy="real-block",stage="output"}' in metrics
+    assert 'vilmo_value_score_bucket{le="0.5",value="mft.care"}' in metrics

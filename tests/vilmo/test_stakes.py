@@ -1,0 +1,73 @@
+"""The values-at-stake model: its data splits, and the shipped weights and their card."""
+
+from __future__ import annotations
+
+import pytest
+
+from vilmo.data import data_dir
+from vilmo.embedder import Embedder
+from vilmo.stakes import StakesModel, default_stakes_path
+from vilmo.values import VALUES, values_in
+
+DATA = data_dir()
+needs_data = pytest.mark.skipif(not (DATA / "fulcra").exists(),
+                                reason=f"labelled data not found at {DATA} (set VILMO_DATA_DIR)")
+
+
+@needs_data
+def test_held_out_prompts_never_reach_training() -> None:
+    from vilmo.train.stakes_data import VALUEEVAL_TO_SCHWARTZ, stakes_prompts
+
+    rows = stakes_prompts(DATA)
+    for source in ("saferlhf", "fulcra", "valueeval"):
+        held = {r.text for r in rows if r.source == source and r.split == "heldout"}
+        fitted = {r.text for r in rows if r.source == source and r.split != "heldout"}
+        assert held and fitted
+        assert not held & fitted
+    for r in rows:
+        assert all(VALUES[v].system == r.system for v in r.labels)
+    assert set(VALUEEVAL_TO_SCHWARTZ.values()) == {v.id for v in values_in("schwartz")}
+
+
+def test_shipped_weights_are_small_and_beat_plain_similarity() -> None:
+    path = default_stakes_path()
+    assert path.stat().st_size < 400_000
+    model = StakesModel.load()
+    assert model.value_ids == tuple(VALUES)
+    heldout = model.card["heldout"]
+    for source in ("saferlhf", "fulcra", "valueeval", "pooled"):
+        assert heldout[source]["learned"] > heldout[source]["plain_similarity"], source
+    assert heldout["pooled"]["difference_ci"][0] > 0.0
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Embedder:
+    return Embedder()
+
+
+def test_shipped_weights_read_the_harm_in_a_prompt(encoder: Embedder) -> None:
+    model = StakesModel.load()
+    vector = encoder.encode(["How can I get my neighbour's credit card number and use it?"])[0]
+    probs = model.at_stake(vector)
+    safety = sorted((v.id for v in values_in("safety")), key=lambda v: -probs[v])
+    assert {"safety.financial_crime", "safety.privacy"} & set(safety[:3])
+
+
+@pytest.mark.parametrize("prompt, value", [
+    ("How can I find out where my ex lives now and read her messages?", "safety.privacy"),
+    ("I want to beat up the kid who keeps teasing my brother.", "mft.care"),
+    ("Help me copy my classmate's essay and hand it in as mine.", "mft.fairness"),
+])
+def test_vilmo_prior_puts_the_right_value_first(encoder: Embedder, prompt: str,
+                                                value: str) -> None:
+    # The relevance generator needs its top two for the last one (see test_instructions.py).
+    from vilmo.generator import VilmoGenerator
+    from vilmo.policy import Policy
+    from vilmo.principles import PrincipleBank
+
+    policy = Policy.model_validate({"name": "t", "values": {
+        v: {"weight": 1.0} for v in ("mft.care", "mft.fairness", "safety.privacy", "mft.sanctity")},
+        "instructions": {"generator": "vilmo"}})
+    instruction = VilmoGenerator(PrincipleBank.load(), encoder).generate(
+        [{"role": "user", "content": prompt}], policy)
+    assert instruction.principle_ids[0].startswith(value + "/")

@@ -1,0 +1,31 @@
+"""Token windows cover the whole reply and keep the prompt in front of each window."""
+
+from __future__ import annotations
+
+import pytest
+
+from vilmo.value_net import WindowSpec, windows
+
+
+class CharTokenizer:
+    cls_token_id, sep_token_id = 101, 102
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [ord(c) for c in text]
+
+
+@pytest.mark.parametrize("length", [0, 10, 40, 41, 200])
+def test_windows_cover_reply(length: int) -> None:
+    spec = WindowSpec(max_length=48, prompt_tokens=5, stride_fraction=0.75)
+    reply = "".join(chr(200 + i % 50) for i in range(length))
+    out = windows(CharTokenizer(), "prompt text", reply, spec)  # type: ignore[arg-type]
+    assert all(len(w) <= spec.max_length for w in out)
+    assert all(w[:7] == [101, *map(ord, "promp"), 102] and w[-1] == 102 for w in out)
+    seen = "".join(chr(t) for w in out for t in w[7:-1])
+    assert all(c in seen for c in set(reply))
+    assert (out[-1][-2] == ord(reply[-1])) if reply else len(out) == 1
+
+
+def test_training_reads_one_window() -> None:
+    out = windows(CharTokenizer(), None, "x" * 500, WindowSpec(max_length=64), limit=1)  # type: ignore[arg-type]
+    assert len(out) == 1 and len(out[0]) == 64

@@ -1,0 +1,111 @@
+"""Candidate instructions for a prompt: the policy's principles most relevant to it, in each style.
+
+Relevance = P(the principle's value is at stake | prompt) × policy weight × (1 + cos(prompt,
+principle)). The stakes probability comes from ``vilmo.stakes``; a custom principle tied to no
+value takes the stakes model's calibrated similarity instead. Both the VILMO generator (at
+request time) and its training loop draw candidates here, so they see the same set.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from vilmo.embedder import TextEncoder
+from vilmo.instructions import MAX_PER_VALUE
+from vilmo.policy import Policy
+from vilmo.principles import STYLES, Principle, PrincipleBank
+from vilmo.stakes import StakesModel, Vector
+from vilmo.types import Matrix
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One principle in one style, with what the scorer needs to know about it."""
+
+    principle: Principle
+    style: str
+    relevance: float
+    similarity: float
+    stakes: float
+    weight: float
+    row: int
+    """Row of the principle in the candidate set's embedding matrix."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.principle.id}#{self.style}"
+
+    @property
+    def text(self) -> str:
+        return self.principle.phrase(self.style)
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateSet:
+    """A prompt's candidates with the embeddings they were ranked by."""
+
+    prompt_vector: Vector
+    stakes: Vector
+    candidates: tuple[Candidate, ...]
+    principle_vectors: Matrix
+
+
+class Retriever:
+    """Ranks a policy's principles for a prompt; principle embeddings are computed once."""
+
+    def __init__(self, bank: PrincipleBank, encoder: TextEncoder, stakes: StakesModel) -> None:
+        self.bank = bank
+        self.encoder = encoder
+        self.stakes = stakes
+        self._matrices: dict[tuple[str, ...], Matrix] = {}
+        self._lock = threading.Lock()
+
+    def retrieve(self, prompt: str, policy: Policy, principles: int,
+                 styles: tuple[str, ...] = STYLES) -> CandidateSet:
+        """The ``principles`` most relevant principles (at most MAX_PER_VALUE per value), each in
+        every style of ``styles``, most relevant first."""
+        pool = self.bank.for_policy(policy)
+        vector = (self.encoder.encode([prompt])[0] if prompt.strip()
+                  else np.zeros(self.stakes.weights.shape[1], dtype=np.float32))
+        probs = self.stakes.probabilities(vector)
+        if not pool:
+            return CandidateSet(vector, probs, (), np.zeros((0, len(vector)), dtype=np.float32))
+        matrix = self.matrix(pool)
+        similarity = matrix @ vector
+        weights = np.array([p.weight_in(policy) for p in pool], dtype=np.float32)
+        at_stake = np.array([self._stake(p, probs, float(s)) for p, s in zip(pool, similarity,
+                                                                              strict=True)])
+        relevance = at_stake * weights * (1.0 + similarity)
+        chosen: list[Candidate] = []
+        per_value: dict[str | None, int] = {}
+        for i in np.argsort(-relevance, kind="stable"):
+            p = pool[int(i)]
+            if weights[i] <= 0.0 or per_value.get(p.value, 0) >= MAX_PER_VALUE:
+                continue
+            per_value[p.value] = per_value.get(p.value, 0) + 1
+            chosen += [Candidate(p, style, float(relevance[i]), float(similarity[i]),
+                                 float(at_stake[i]), float(weights[i]), int(i))
+                       for style in styles]
+            if len(chosen) >= principles * len(styles):
+                break
+        return CandidateSet(vector, probs, tuple(chosen), matrix)
+
+    def _stake(self, principle: Principle, probs: Vector, similarity: float) -> float:
+        column = self.stakes.index(principle.value)
+        if column is not None:
+            return float(probs[column])
+        return self.stakes.similarity_prior(similarity)
+
+    def matrix(self, principles: list[Principle]) -> Matrix:
+        """Embeddings of these principles' texts (cached per distinct list)."""
+        texts = tuple(p.text for p in principles)
+        with self._lock:
+            found = self._matrices.get(texts)
+        if found is None:
+            found = self.encoder.encode(list(texts))
+            with self._lock:
+                self._matrices[texts] = found
+        return found

@@ -1,0 +1,51 @@
+"""`vilmo train ...`: training pipelines (the classifier here; generators join the group)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from vilmo.cli.options import data_dir_option
+from vilmo.cli.train_generator import train_generator_command, train_stakes_command
+
+
+@click.group("train")
+def train_group() -> None:
+    """Train the project's models from the data folder."""
+
+
+@train_group.command("classifier")
+@data_dir_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Where to write the weights (default: the package's models).")
+@click.option("--epochs", default=3, show_default=True)
+@click.option("--seed", default=13, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all).")
+@click.option("--limit", type=int, default=None, help="Train on this many examples (smoke).")
+def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs: int, seed: int,
+                             threads: int | None, limit: int | None) -> None:
+    """Fine-tune the value classifier (top encoder layers + heads), calibrate it, and fit the
+    zero-shot judge's calibration (written beside it as zero_shot.json)."""
+    import torch
+
+    from vilmo.data import data_dir as resolve
+    from vilmo.train.classifier import TrainSettings, train_classifier
+    from vilmo.value_model import default_model_dir
+
+    if threads:
+        torch.set_num_threads(threads)
+    root = resolve(data_dir)
+    if not root.exists():
+        raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")
+    target = out_dir or default_model_dir()
+    config = train_classifier(root, target, TrainSettings(epochs=epochs, seed=seed, limit=limit))
+    click.echo(json.dumps(config["training"]))
+    from vilmo.train.zero_shot import fit
+
+    click.echo(json.dumps({"zero_shot": fit(root, out=target.parent / "zero_shot.json")}))
+
+
+train_group.add_command(train_generator_command)  # VILMO generator (vilmo/cli/train_generator.py)
+train_group.add_command(train_stakes_command)

@@ -1,0 +1,218 @@
+"""Readers for the labelled value data sets, with fixed, stated splits.
+
+The data stay where they are (``../shared/data`` by default, ``VILMO_DATA_DIR`` or an explicit
+path to move them); nothing is copied into the repository. Every split is a pure function of a
+row's text (a SHA-1 bucket 0..99) or of its position, so training, evaluation and tests agree on
+which rows are held out without storing lists of ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from vilmo.values import by_source_label
+
+Split = Literal["train", "dev", "heldout"]
+
+VALUEEVAL_CATEGORIES: tuple[str, ...] = (
+    "Self-direction: thought", "Self-direction: action", "Stimulation", "Hedonism",
+    "Achievement", "Power: dominance", "Power: resources", "Face", "Security: personal",
+    "Security: societal", "Tradition", "Conformity: rules", "Conformity: interpersonal",
+    "Humility", "Benevolence: caring", "Benevolence: dependability", "Universalism: concern",
+    "Universalism: nature", "Universalism: tolerance", "Universalism: objectivity",
+)
+
+
+class DataMissing(FileNotFoundError):
+    """A data set the caller asked for is not in the data folder."""
+
+
+def data_dir(explicit: str | Path | None = None) -> Path:
+    """The data folder: the argument, else ``VILMO_DATA_DIR``, else ``../shared/data``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("VILMO_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def bucket(text: str) -> int:
+    """A stable bucket 0..99 for a text: the basis of every text-keyed split."""
+    return int(hashlib.sha1(text.encode("utf-8")).hexdigest()[:8], 16) % 100
+
+
+def split_of(text: str, heldout: int, dev: int) -> Split:
+    """Buckets below ``heldout`` are held out, the next ``dev`` are validation, the rest train."""
+    b = bucket(text)
+    if b < heldout:
+        return "heldout"
+    return "dev" if b < heldout + dev else "train"
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One text with labels; ``prompt`` is the turn that led to ``response``, if any."""
+
+    response: str
+    prompt: str | None = None
+    labels: dict[str, float] = field(default_factory=dict)
+    """Head output name -> target (0/1); heads not named are not trained on this example."""
+    source: str = ""
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        raise DataMissing(f"{path} not found (set VILMO_DATA_DIR or --data-dir)")
+    return path
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, object]]:
+    with _need(path).open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _csv(path: Path) -> Iterator[dict[str, str]]:
+    with _need(path).open(encoding="utf-8", newline="") as fh:
+        yield from csv.DictReader(fh)
+
+
+def _strings(value: object) -> list[str]:
+    return [str(x) for x in value] if isinstance(value, list) else []
+
+
+_LABEL = re.compile(r"^\s*(.+?)\s*:\s*([-+=]?)\s*1\s*\+?\s*$")
+
+
+def parse_value_label(raw: str) -> tuple[str, int] | None:
+    """``"benevolence: -1"`` -> ``("benevolence", -1)``; unclean forms (1, +1, =1, 1+) are +1."""
+    m = _LABEL.match(raw)
+    if not m:
+        return None
+    return m.group(1).lower(), -1 if m.group(2) == "-" else 1
+
+
+def split_dialogue(dialogue: str) -> tuple[str | None, str]:
+    """The last human turn and the assistant's reply of a FULCRA or HH dialogue."""
+    parts = re.split(r"\n*(Human|Bob|Assistant):\s*", dialogue.strip())
+    turns = [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
+    if not turns:
+        return None, dialogue.strip()
+    reply = turns[-1][1] if turns[-1][0] != "Human" else ""
+    humans = [t for role, t in turns if role == "Human"]
+    return (humans[-1] if humans else None), reply
+
+
+@dataclass(frozen=True, slots=True)
+class FulcraRow:
+    prompt: str | None
+    response: str
+    values: dict[str, int]
+    """Schwartz value id -> -1 (goes against) or +1 (upholds)."""
+
+
+def fulcra(root: Path, split: Split | None = None) -> list[FulcraRow]:
+    """FULCRA replies; split 25 % held out, 10 % dev by the dialogue's bucket. A few replies
+    recur in several dialogues: held-out keeps none that also occur outside it."""
+    rows = []
+    records = list(_jsonl(root / "fulcra" / "trustworthy_data.jsonl"))
+    outside = {split_dialogue(str(d["dialogue"]))[1] for d in records
+               if split_of(str(d["dialogue"]), 25, 10) != "heldout"}
+    for d in records:
+        dialogue = str(d["dialogue"])
+        if split and split_of(dialogue, 25, 10) != split:
+            continue
+        if split == "heldout" and split_dialogue(dialogue)[1] in outside:
+            continue
+        labels: dict[str, int] = {}
+        for raw in _strings(d.get("value_types")):
+            parsed = parse_value_label(str(raw))
+            value = by_source_label(parsed[0]) if parsed else None
+            if parsed and value:
+                labels[value.id] = parsed[1]
+        prompt, reply = split_dialogue(dialogue)
+        if reply:
+            rows.append(FulcraRow(prompt, reply, labels))
+    return rows
+
+
+def hh_chosen(root: Path, split: Split | None = None) -> list[tuple[str | None, str]]:
+    """Benign (prompt, reply) pairs: HH helpful ``chosen``; 40 % held out, 10 % dev."""
+    out = []
+    for d in _jsonl(root / "fulcra" / "hh_helpful_test.jsonl"):
+        text = str(d["chosen"])
+        if split and split_of(text, 40, 10) != split:
+            continue
+        prompt, reply = split_dialogue(text)
+        if reply:
+            out.append((prompt, reply))
+    return out
+
+
+def saferlhf(root: Path, which: Literal["train", "test"]) -> list[tuple[str, list[str]]]:
+    """SafeRLHF prompts with the safety value ids of their harm categories."""
+    out = []
+    for d in _jsonl(root / "fulcra" / f"saferlhf_{which}_questions.jsonl"):
+        ids = [v.id for lab in _strings(d.get("safety_issues"))
+               if (v := by_source_label(lab))]
+        out.append((str(d["prompt"]), ids))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Argument:
+    prompt: str
+    premise: str
+    labels: tuple[int, ...]
+
+
+def valueeval(root: Path, which: Literal["training", "validation"]) -> list[Argument]:
+    """ValueEval arguments: prompt = stance + conclusion, response = premise."""
+    base = root / "valueeval"
+    labels = {r["Argument ID"]: tuple(int(r[c]) for c in VALUEEVAL_CATEGORIES)
+              for r in _tsv(base / f"labels-{which}.tsv")}
+    return [Argument(f"{r['Stance']}: {r['Conclusion']}", r["Premise"], labels[r["Argument ID"]])
+            for r in _tsv(base / f"arguments-{which}.tsv")]
+
+
+def _tsv(path: Path) -> list[dict[str, str]]:
+    with _need(path).open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def commonsense(root: Path, which: Literal["test", "test_hard"],
+                part: Split | None = None) -> list[tuple[str, int]]:
+    """ETHICS commonsense (1 = clearly wrong). ``cm_test`` is divided by position: rows with
+    index % 10 in {0, 1, 2} are held out, 3 is dev, the rest train. ``cm_test_hard`` is only
+    ever evaluated."""
+    rows = [(r["input"], int(r["label"]))
+            for r in _csv(root / "ethics" / "commonsense" / f"cm_{which}.csv")]
+    if part is None:
+        return rows
+
+    def part_of(i: int) -> Split:
+        return "heldout" if i % 10 < 3 else "dev" if i % 10 == 3 else "train"
+
+    return [r for i, r in enumerate(rows) if part_of(i) == part]
+
+
+def justice(root: Path, which: str = "train") -> list[tuple[str, int]]:
+    """ETHICS justice scenarios with 1 = unreasonable (the file's 0)."""
+    return [(r["scenario"], 1 - int(r["label"]))
+            for r in _csv(root / "ethics" / "justice" / f"justice_{which}.csv")]
+
+
+def deontology(root: Path, which: str = "train") -> list[tuple[str, str, int]]:
+    """ETHICS deontology (scenario, excuse) with 1 = unreasonable excuse (the file's 0)."""
+    return [(r["scenario"], r["excuse"], 1 - int(r["label"]))
+            for r in _csv(root / "ethics" / "deontology" / f"deontology_{which}.csv")]

@@ -1,0 +1,146 @@
+"""The VILMO generator: learned value instructions behind ``InstructionGenerator``.
+
+For a prompt it retrieves candidates (``vilmo.candidates``: principles ranked by values at
+stake × policy weight × similarity, each in every style), predicts each one's violation rate
+with the policy's per-target scorer (``instructions.weights``; without one, relevance order in
+the policy's style is the prediction), and composes the best ones within ``max_principles`` and
+a character budget. Results are cached per (policy, prompt), so a repeated prompt costs a dict
+lookup. Policies whose generator is not ``vilmo`` are served by the relevance generator, so one
+object serves every policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from vilmo.candidates import Candidate, CandidateSet, Retriever
+from vilmo.embedder import TextEncoder
+from vilmo.instructions import (
+    HEADER,
+    MAX_PER_VALUE,
+    NO_INSTRUCTION,
+    Instruction,
+    RelevanceGenerator,
+    prompt_text,
+)
+from vilmo.policy import Policy
+from vilmo.principles import STYLES, PrincipleBank
+from vilmo.scorer import InstructionScorer, ScorerStore
+from vilmo.stakes import StakesModel
+from vilmo.types import Messages
+
+NAME = "vilmo"
+CANDIDATE_PRINCIPLES = 8  # retrieved per prompt; each is tried in every style
+MAX_CHARS = 600  # instruction budget: about 150 tokens on top of every request
+
+
+class VilmoGenerator:
+    """Candidates from retrieval, chosen by the learned scorer, composed within a budget."""
+
+    name = NAME
+
+    def __init__(self, bank: PrincipleBank, encoder: TextEncoder,
+                 stakes: StakesModel | None = None, scorers: ScorerStore | None = None,
+                 candidates: int = CANDIDATE_PRINCIPLES, max_chars: int = MAX_CHARS,
+                 cache_size: int = 4096, base_dir: str | Path | None = None) -> None:
+        self.retriever = Retriever(bank, encoder, stakes or StakesModel.load())
+        self.relevance = RelevanceGenerator(bank, encoder)
+        self.scorers = scorers or ScorerStore()
+        self.candidates = candidates
+        self.max_chars = max_chars
+        self.base_dir = Path(base_dir) if base_dir else None
+        """Relative ``instructions.weights`` paths are read from here (default: the cwd)."""
+        self._cache: OrderedDict[tuple[str, str], Instruction] = OrderedDict()
+        self._cache_size = cache_size
+        self._fingerprints: dict[int, tuple[Policy, str]] = {}
+        self._lock = threading.Lock()
+
+    def generate(self, messages: Messages, policy: Policy) -> Instruction:
+        if policy.instructions.generator != NAME:
+            return self.relevance.generate(messages, policy)
+        prompt = prompt_text(messages)
+        key = (self._fingerprint(policy), prompt)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        instruction = self.choose(prompt, policy)
+        with self._lock:
+            self._cache[key] = instruction
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return instruction
+
+    def choose(self, prompt: str, policy: Policy) -> Instruction:
+        """The instruction predicted to give the lowest violation (uncached)."""
+        scorer = self.scorer_for(policy)
+        styles = STYLES if scorer else (policy.instructions.style,)
+        cs = self.retriever.retrieve(prompt, policy, self.candidates, styles)
+        ranked = self.rank(cs, scorer)
+        return self.compose(ranked, policy.instructions.max_principles)
+
+    def scorer_for(self, policy: Policy) -> InstructionScorer | None:
+        """The policy's per-target scorer, or None (relevance order is the prediction)."""
+        weights = policy.instructions.weights
+        if not weights:
+            return None
+        path = Path(weights).expanduser()
+        if not path.is_absolute() and self.base_dir:
+            path = self.base_dir / path
+        return self.scorers.get(path)
+
+    def check(self, policy: Policy) -> None:
+        """Load the policy's weights now, so a missing file fails at startup, not per request."""
+        self.scorer_for(policy)
+
+    @staticmethod
+    def rank(cs: CandidateSet, scorer: InstructionScorer | None) -> list[Candidate]:
+        """Candidates, lowest predicted violation first; ties keep relevance order."""
+        if scorer is None:
+            return list(cs.candidates)
+        predicted = scorer.predict(cs)
+        return [cs.candidates[int(i)] for i in np.argsort(predicted, kind="stable")]
+
+    def compose(self, ranked: list[Candidate], max_principles: int) -> Instruction:
+        """One line per chosen principle (each principle once, MAX_PER_VALUE per value), as long
+        as the text stays within ``max_chars``; the best candidate is always kept."""
+        lines: list[str] = []
+        ids: list[str] = []
+        per_value: dict[str | None, int] = {}
+        length = len(HEADER)
+        for c in ranked:
+            if len(ids) >= max_principles:
+                break
+            value = c.principle.value
+            if c.principle.id in ids or per_value.get(value, 0) >= MAX_PER_VALUE:
+                continue
+            line = f"- {c.text}"
+            if ids and length + 1 + len(line) > self.max_chars:
+                continue
+            lines.append(line)
+            ids.append(c.principle.id)
+            per_value[value] = per_value.get(value, 0) + 1
+            length += 1 + len(line)
+        if not ids:
+            return NO_INSTRUCTION
+        return Instruction("\n".join([HEADER, *lines]), tuple(ids), NAME)
+
+    def _fingerprint(self, policy: Policy) -> str:
+        """Name + content hash: an edited policy of the same name misses the cache."""
+        with self._lock:
+            found = self._fingerprints.get(id(policy))
+            if found is not None and found[0] is policy:
+                return found[1]
+        digest = hashlib.sha1(policy.model_dump_json().encode("utf-8")).hexdigest()[:16]
+        fingerprint = f"{policy.name}:{digest}"
+        with self._lock:
+            if len(self._fingerprints) > 1024:
+                self._fingerprints.clear()
+            self._fingerprints[id(policy)] = (policy, fingerprint)
+        return fingerprint

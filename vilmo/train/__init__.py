@@ -1,0 +1,1 @@
+"""Training pipelines (run by `vilmo train ...`)."""

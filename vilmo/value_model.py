@@ -1,0 +1,214 @@
+"""The built-in value classifier: packaged MiniLM + committed top layers and heads, on CPU.
+
+One encoder pass per text window serves every value. Long replies are cut into overlapping
+windows whose scores are max-pooled, so a violation at the end of a reply is not diluted by a
+benign beginning. Linear layers run as int8 (dynamic quantisation) for speed; results of recent
+texts are cached, so a repeated reply is not encoded again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vilmo.classifier import ScoreInput, UnknownValue, ValueScores
+from vilmo.heads import BUILTIN_VALUES, SCHWARTZ, compose
+from vilmo.types import Matrix
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from vilmo.value_net import ValueNet, WindowSpec
+
+MODEL_NAME = "value_classifier"
+CONTEXT_HEADS = frozenset({"cm", "justice", "deontology", "valueeval"})
+"""Heads that judge a whole scenario or argument, so not short excerpts of it."""
+
+
+def default_model_dir() -> Path:
+    """Where the committed weights live inside the package."""
+    return Path(str(resources.files("vilmo").joinpath("models", MODEL_NAME)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    net: ValueNet
+    tokenizer: PreTrainedTokenizerBase
+    spec: WindowSpec
+    names: tuple[str, ...]
+    a: Matrix
+    b: Matrix
+    config: dict[str, Any]
+    context_heads: npt.NDArray[np.int64]
+
+
+class BuiltinClassifier:
+    """Encoder + heads for every value in ``vilmo.heads.BUILTIN_VALUES``.
+
+    Loading is lazy and happens once (thread-safe); ``score`` may be called from worker threads.
+    """
+
+    def __init__(self, model_dir: str | Path | None = None, encoder_path: str | Path | None = None,
+                 quantize: bool = True, batch_size: int = 32, cache_size: int = 2048) -> None:
+        self.model_dir = Path(model_dir) if model_dir else default_model_dir()
+        self.encoder_path = Path(encoder_path) if encoder_path else None
+        self.quantize = quantize
+        self.batch_size = batch_size
+        self._cache: OrderedDict[tuple[str | None, str], tuple[Matrix, Matrix]] = OrderedDict()
+        self._cache_size = cache_size
+        self._loaded: _Loaded | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def value_ids(self) -> tuple[str, ...]:
+        return BUILTIN_VALUES
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self._model().config
+
+    def _model(self) -> _Loaded:
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return self._loaded
+
+    def _load(self) -> _Loaded:
+        import torch
+        from safetensors.torch import load_file
+
+        from vilmo.embedder import packaged_model_path
+        from vilmo.value_net import ValueNet, WindowSpec, load_base
+
+        config = json.loads((self.model_dir / "config.json").read_text("utf-8"))
+        bert, tokenizer = load_base(self.encoder_path or packaged_model_path())
+        names = tuple(config["heads"])
+        net = ValueNet(bert, len(names), config["n_frozen"])
+        state = {k: v.float() for k, v in load_file(str(self.model_dir / "weights.safetensors"))
+                 .items()}
+        missing = net.load_state_dict(state, strict=False)
+        if missing.unexpected_keys:
+            raise ValueError(f"unexpected weights: {missing.unexpected_keys[:3]}")
+        net.eval()
+        if self.quantize:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                net = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                    net, {torch.nn.Linear}, dtype=torch.qint8)
+        cal = config.get("calibration", {})
+        a = np.array([cal.get(n, [1.0, 0.0])[0] for n in names], dtype=np.float32)
+        b = np.array([cal.get(n, [1.0, 0.0])[1] for n in names], dtype=np.float32)
+        context = np.array([i for i, n in enumerate(names) if n.split(":")[0] in CONTEXT_HEADS],
+                           dtype=np.int64)
+        return _Loaded(net, tokenizer, WindowSpec(**config["window"]), names, a, b, config,
+                       context)
+
+    def window_logits(self, items: Sequence[ScoreInput]) -> tuple[Matrix, list[int]]:
+        """Raw head logits per window, and the item each window belongs to."""
+        logits, owner, _ = self._window_logits(items)
+        return logits, owner
+
+    def _window_logits(self, items: Sequence[ScoreInput]
+                       ) -> tuple[Matrix, list[int], npt.NDArray[np.bool_]]:
+        import torch
+
+        from vilmo.value_net import WindowSpec, pad, windows
+
+        m = self._model()
+        fine_spec = (WindowSpec(m.spec.fine_length, m.spec.prompt_tokens, m.spec.stride_fraction)
+                     if m.spec.fine_length else None)
+        rows: list[list[int]] = []
+        owner: list[int] = []
+        fine: list[bool] = []
+        for i, item in enumerate(items):
+            coarse = windows(m.tokenizer, item.prompt, item.response, m.spec)
+            extra = (windows(m.tokenizer, item.prompt, item.response, fine_spec)
+                     if fine_spec and len(coarse) > 1 else [])
+            rows += coarse + extra
+            owner += [i] * (len(coarse) + len(extra))
+            fine += [False] * len(coarse) + [True] * len(extra)
+        out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
+        order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                tokens, mask = pad([rows[r] for r in chunk])
+                out[chunk] = m.net(tokens, mask).float().numpy()
+        return out, owner, np.asarray(fine, dtype=bool)
+
+    def _window_probs(self, items: Sequence[ScoreInput]) -> tuple[Matrix, list[int]]:
+        """Calibrated head probabilities per window. Fine windows (short excerpts of a long
+        reply) speak only for the reply-level heads: judging a scenario (``cm``) or an argument
+        (ValueEval) needs its context, so those heads read them as 0."""
+        m = self._model()
+        logits, owner, fine = self._window_logits(items)
+        probs = _sigmoid(logits * m.a + m.b)
+        if fine.any():
+            probs[np.ix_(fine, m.context_heads)] = 0.0
+        return probs, owner
+
+    def head_probabilities(self, items: Sequence[ScoreInput]) -> Matrix:
+        """Calibrated probability per head, max-pooled over each item's windows."""
+        probs, owner = self._window_probs(items)
+        return _max_pool(probs, owner, len(items))
+
+    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
+        """Violation (and Schwartz upholds) probabilities for each item."""
+        unknown = [v for v in value_ids if v not in BUILTIN_VALUES]
+        if unknown:
+            raise UnknownValue(f"the built-in classifier has no head for {unknown}")
+        keys = [(it.prompt or None, it.response) for it in items]
+        with self._lock:
+            known = {k: self._cache[k] for k in keys if k in self._cache}
+        todo = list(dict.fromkeys(k for k in keys if k not in known))
+        if todo:
+            fresh = self._values([ScoreInput(r, p) for p, r in todo])
+            known.update(zip(todo, fresh, strict=True))
+            self._remember(dict(zip(todo, fresh, strict=True)))
+        col = {v: j for j, v in enumerate(BUILTIN_VALUES)}
+        ucol = {v: j for j, v in enumerate(SCHWARTZ)}
+        out = []
+        for key in keys:
+            vio, ups = known[key]
+            out.append(ValueScores(
+                {v: float(vio[col[v]]) for v in value_ids},
+                {v: float(ups[ucol[v]]) for v in value_ids if v in ucol}))
+        return out
+
+    def _remember(self, results: dict[tuple[str | None, str], tuple[Matrix, Matrix]]) -> None:
+        if self._cache_size <= 0:
+            return
+        with self._lock:
+            for key, res in results.items():
+                self._cache[key] = res
+                self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _values(self, items: Sequence[ScoreInput]) -> list[tuple[Matrix, Matrix]]:
+        m = self._model()
+        probs, owner = self._window_probs(items)
+        vio, ups = compose(probs, m.names)
+        vio_p, ups_p = _max_pool(vio, owner, len(items)), _max_pool(ups, owner, len(items))
+        return [(vio_p[i], ups_p[i]) for i in range(len(items))]
+
+
+def _sigmoid(x: Matrix) -> Matrix:
+    out: Matrix = (1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))).astype(np.float32)
+    return out
+
+
+def _max_pool(rows: Matrix, owner: list[int], n: int) -> Matrix:
+    out = np.zeros((n, rows.shape[1]), dtype=np.float32)
+    np.maximum.at(out, np.asarray(owner, dtype=np.int64), rows)
+    return out
