@@ -35,7 +35,7 @@ class Guard:
     def __init__(self, classifier_for: ClassifierFor, metrics: Metrics) -> None:
         self.classifier_for = classifier_for
         self.metrics = metrics
-        self._batchers: dict[ValueClassifier, MicroBatcher] = {}
+        self._batchers: dict[str, MicroBatcher] = {}  # by policy name
 
     async def check(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                     ) -> Verdict | None:
@@ -81,12 +81,21 @@ class Guard:
     async def _score(self, policy: Policy, items: Sequence[ScoreInput]) -> list[dict[str, float]]:
         if not items:
             return []
-        classifier = self.classifier_for(policy)
-        batcher = self._batchers.get(classifier)
-        if batcher is None:  # one per judge: concurrent checks share encoder passes
-            batcher = self._batchers[classifier] = MicroBatcher(classifier)
-        results = await batcher.score_many(items, list(rules_of(policy)))
+        results = await self._batcher(policy).score_many(items, list(rules_of(policy)))
         return [dict(r.violation) for r in results]
+
+    def _batcher(self, policy: Policy) -> MicroBatcher:
+        """One batcher per policy's judge, so concurrent checks share encoder passes. When a
+        reloaded policy brings a new judge, the old batcher is closed once its checks are over."""
+        classifier = self.classifier_for(policy)
+        batcher = self._batchers.get(policy.name)
+        if batcher is None or batcher.classifier is not classifier:
+            if batcher is not None:
+                old = batcher
+                asyncio.get_running_loop().call_later(
+                    policy.checks.timeout_s + 1.0, lambda: asyncio.ensure_future(old.aclose()))
+            batcher = self._batchers[policy.name] = MicroBatcher(classifier)
+        return batcher
 
     async def aclose(self) -> None:
         for batcher in self._batchers.values():

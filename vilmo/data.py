@@ -30,6 +30,31 @@ VALUEEVAL_CATEGORIES: tuple[str, ...] = (
     "Universalism: nature", "Universalism: tolerance", "Universalism: objectivity",
 )
 
+VALUEEVAL_TO_SCHWARTZ: dict[str, str] = {  # the one mapping of the 20 categories
+    "Self-direction: thought": "schwartz.self_direction",
+    "Self-direction: action": "schwartz.self_direction",
+    "Stimulation": "schwartz.stimulation",
+    "Hedonism": "schwartz.hedonism",
+    "Achievement": "schwartz.achievement",
+    "Power: dominance": "schwartz.power",
+    "Power: resources": "schwartz.power",
+    "Face": "schwartz.power",  # prestige and public image: the power / achievement side
+    "Security: personal": "schwartz.security",
+    "Security: societal": "schwartz.security",
+    "Tradition": "schwartz.tradition",
+    "Conformity: rules": "schwartz.conformity",
+    "Conformity: interpersonal": "schwartz.conformity",
+    "Humility": "schwartz.tradition",  # 'humble' is an item of tradition in Schwartz (1992)
+    "Benevolence: caring": "schwartz.benevolence",
+    "Benevolence: dependability": "schwartz.benevolence",
+    "Universalism: concern": "schwartz.universalism",
+    "Universalism: nature": "schwartz.universalism",
+    "Universalism: tolerance": "schwartz.universalism",
+    "Universalism: objectivity": "schwartz.universalism",
+}
+AMBIGUOUS_VALUEEVAL = frozenset({"Face", "Humility"})
+"""Categories whose Schwartz value is a judgement call; the classifier's upholds heads skip them."""
+
 
 class DataMissing(FileNotFoundError):
     """A data set the caller asked for is not in the data folder."""

@@ -48,13 +48,16 @@ class PolicyClassifiers:
             builtin = BuiltinClassifier()
         self.builtin = builtin
         self.encoder = encoder
-        self._by_policy: dict[tuple[str, int], PolicyClassifier] = {}
+        self._by_policy: dict[int, tuple[Policy, PolicyClassifier]] = {}
 
     def __call__(self, policy: Policy) -> PolicyClassifier:
-        key = (policy.name, hash(policy.model_dump_json(include={"principles"})))
-        found = self._by_policy.get(key)
-        if found is None:
+        # Policies are immutable and replaced on reload, so identity is the right key (the
+        # policy is kept in the entry, so its id cannot be reused while cached).
+        found = self._by_policy.get(id(policy))
+        if found is None or found[0] is not policy:
+            if len(self._by_policy) > 256:
+                self._by_policy.clear()
             custom = (ZeroShotClassifier.from_policy(policy, self.encoder)
                       if policy.principles else None)
-            found = self._by_policy[key] = PolicyClassifier(self.builtin, custom)
-        return found
+            found = self._by_policy[id(policy)] = (policy, PolicyClassifier(self.builtin, custom))
+        return found[1]

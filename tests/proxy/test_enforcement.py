@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -98,7 +99,7 @@ def test_block_as_error_when_the_policy_says_so(stub: StubUpstream) -> None:
     assert "punch" not in caught.value.response.text
 
 
-def test_regenerate_with_a_stronger_instruction(stub: StubUpstream) -> None:
+def test_regenerate_with_a_stronger_instruction(stub: StubUpstream, policy_dir: Path) -> None:
     stub.reply, stub.reply_when_warned = VIOLENT, CALM
     raw = client("g-regenerate-buffer").chat.completions.with_raw_response.create(
         model="stub", messages=ASK)  # type: ignore[arg-type]
@@ -107,6 +108,11 @@ def test_regenerate_with_a_stronger_instruction(stub: StubUpstream) -> None:
     assert len(stub.received) == 2
     retry_instruction = stub.received[1].body["messages"][0]["content"]
     assert "went against Care / harm" in retry_instruction
+    audit = [json.loads(line) for line in (policy_dir.parent / "audit.jsonl").read_text()
+             .splitlines()]
+    record = next(r for r in audit if r["request_id"] == raw.headers["x-request-id"])
+    assert [a["violations"] for a in record["attempts"]] == [["mft.care"]]
+    assert record["verdict"]["action"] == "allow" and record["policy"] == "g-regenerate-buffer"
 
 
 def test_regenerate_falls_back_to_block_after_the_limit(stub: StubUpstream) -> None:

@@ -50,21 +50,7 @@ SAFETY_TO_FOUNDATIONS: dict[str, tuple[str, ...]] = {
 }
 
 VALUEEVAL_TO_SCHWARTZ: dict[str, str] = {
-    "Self-direction: thought": "schwartz.self_direction",
-    "Self-direction: action": "schwartz.self_direction",
-    "Stimulation": "schwartz.stimulation", "Hedonism": "schwartz.hedonism",
-    "Achievement": "schwartz.achievement", "Power: dominance": "schwartz.power",
-    "Power: resources": "schwartz.power", "Security: personal": "schwartz.security",
-    "Security: societal": "schwartz.security", "Tradition": "schwartz.tradition",
-    "Conformity: rules": "schwartz.conformity",
-    "Conformity: interpersonal": "schwartz.conformity",
-    "Benevolence: caring": "schwartz.benevolence",
-    "Benevolence: dependability": "schwartz.benevolence",
-    "Universalism: concern": "schwartz.universalism",
-    "Universalism: nature": "schwartz.universalism",
-    "Universalism: tolerance": "schwartz.universalism",
-    "Universalism: objectivity": "schwartz.universalism",
-}
+    c: v for c, v in data.VALUEEVAL_TO_SCHWARTZ.items() if c not in data.AMBIGUOUS_VALUEEVAL}
 
 
 @dataclass(frozen=True, slots=True)

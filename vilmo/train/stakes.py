@@ -22,17 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from vilmo.data import VALUEEVAL_TO_SCHWARTZ
 from vilmo.embedder import TextEncoder
 from vilmo.metrics import bootstrap_ci
 from vilmo.principles import PrincipleBank
 from vilmo.stakes import StakesModel
-from vilmo.train.stakes_data import (
-    BENIGN,
-    SOURCES,
-    VALUEEVAL_TO_SCHWARTZ,
-    LabelledPrompt,
-    stakes_prompts,
-)
+from vilmo.train.stakes_data import BENIGN, SOURCES, LabelledPrompt, stakes_prompts
 from vilmo.types import Matrix
 from vilmo.values import VALUES, values_in
 

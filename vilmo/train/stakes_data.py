@@ -24,31 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vilmo.data import VALUEEVAL_CATEGORIES, DataMissing, fulcra, saferlhf, split_of, valueeval
+from vilmo.data import (
+    VALUEEVAL_CATEGORIES,
+    VALUEEVAL_TO_SCHWARTZ,
+    DataMissing,
+    fulcra,
+    saferlhf,
+    split_of,
+    valueeval,
+)
 from vilmo.values import ValueSystem
-
-VALUEEVAL_TO_SCHWARTZ: dict[str, str] = {
-    "Self-direction: thought": "schwartz.self_direction",
-    "Self-direction: action": "schwartz.self_direction",
-    "Stimulation": "schwartz.stimulation",
-    "Hedonism": "schwartz.hedonism",
-    "Achievement": "schwartz.achievement",
-    "Power: dominance": "schwartz.power",
-    "Power: resources": "schwartz.power",
-    "Face": "schwartz.power",  # prestige and public image: the power / achievement side
-    "Security: personal": "schwartz.security",
-    "Security: societal": "schwartz.security",
-    "Tradition": "schwartz.tradition",
-    "Conformity: rules": "schwartz.conformity",
-    "Conformity: interpersonal": "schwartz.conformity",
-    "Humility": "schwartz.tradition",  # 'humble' is an item of tradition in Schwartz (1992)
-    "Benevolence: caring": "schwartz.benevolence",
-    "Benevolence: dependability": "schwartz.benevolence",
-    "Universalism: concern": "schwartz.universalism",
-    "Universalism: nature": "schwartz.universalism",
-    "Universalism: tolerance": "schwartz.universalism",
-    "Universalism: objectivity": "schwartz.universalism",
-}
 
 SOURCES = ("saferlhf", "fulcra", "valueeval")
 BENIGN = "hh"
