@@ -126,6 +126,11 @@ async def read_json(request: Request) -> dict[str, Any]:
                              code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
+    try:  # JSON escapes can smuggle lone surrogates, which no upstream can be sent
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(f"the request body is not valid Unicode: {exc.reason}",
+                             code="invalid_json") from None
     return data
 
 
