@@ -55,6 +55,19 @@ class ReplyText:
         return "\n".join(p for p in ("".join(self.content), self.tool_text()) if p)
 
 
+def without_text(chunk: Chunk) -> Chunk | None:
+    """The chunk without its content and tool-call deltas (those are released by window);
+    None when nothing else is left (no role, finish_reason or usage)."""
+    choices = []
+    meaningful = not chunk.get("choices")  # a usage chunk
+    for choice in chunk.get("choices") or []:
+        delta = {k: v for k, v in (choice.get("delta") or {}).items()
+                 if k not in ("content", "tool_calls")}
+        meaningful = meaningful or bool(delta) or bool(choice.get("finish_reason"))
+        choices.append({**choice, "delta": delta})
+    return {**chunk, "choices": choices} if meaningful else None
+
+
 def chunk_like(template: Chunk, delta: dict[str, Any] | None,
                finish_reason: str | None = None) -> Chunk:
     """A chunk with the template's id, model and created; no choices when delta is None."""

@@ -29,6 +29,7 @@ from proxy.chunks import (
     iterate,
     refusal_chunks,
     tokens,
+    without_text,
 )
 from proxy.errors import ContentBlocked, GatewayError, UpstreamFailed
 from proxy.pipeline import ChatStream, escalate
@@ -158,8 +159,9 @@ async def windowed(prepared: PreparedStream, services: Services, record: Request
                 for tool_chunk in held:
                     yield tool_chunk
                 held = []
-        if not text and not has_tools:
-            yield chunk  # role, finish and usage chunks carry no text to check
+        rest = without_text(chunk)  # role, finish_reason, usage: nothing to check
+        if rest is not None:
+            yield rest
     if pending or held:  # the upstream ended without a finish_reason
         if not await passes(pending + "\n" + reply.tool_text()):
             _note(record, verdicts)
