@@ -1,7 +1,7 @@
 """What the gateway does with a checked reply: allow, annotate, block, or regenerate.
 
-Pure functions on OpenAI-shaped dicts, shared by plain and streamed replies, plus
-``enforce_reply``, the regenerate loop for plain replies.
+Pure functions on OpenAI-shaped dicts, plus ``enforce``, the regenerate-then-block loop shared
+by plain replies and buffered streams.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from proxy.chunks import CONTENT_FILTER
 from proxy.errors import ContentBlocked
@@ -38,12 +38,15 @@ def refusal_completion(model: str, policy: Policy) -> Completion:
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
 
 
+def blocked_error(policy: Policy, verdict: Verdict, what: str = "reply") -> ContentBlocked:
+    """The error for policies with ``block_with: error``."""
+    return ContentBlocked(f"the {what} was blocked by policy {policy.name!r} "
+                          f"({', '.join(verdict.violation_ids)})", code=CONTENT_FILTER)
+
+
 def blocked(completion: Completion, policy: Policy, verdict: Verdict) -> Completion:
-    """The reply with every choice replaced by the refusal, or ContentBlocked if the policy
-    asks for an error. Nothing of the blocked text survives."""
-    if policy.block_with == "error":
-        raise ContentBlocked(f"the reply was blocked by policy {policy.name!r} "
-                             f"({', '.join(verdict.violation_ids)})", code=CONTENT_FILTER)
+    """The reply with every choice replaced by the refusal. Nothing of the blocked text
+    survives."""
     choices = completion.get("choices") or [{"index": 0}]
     return {**completion, "choices": [
         {"index": c.get("index", i), "finish_reason": CONTENT_FILTER,
@@ -60,18 +63,22 @@ def with_annotation(completion: Completion, verdict: Verdict | None,
     return {**completion, "vilmo": note}
 
 
-Retry = Callable[[Verdict], Awaitable[tuple[Completion, Verdict | None]]]
+Reply = TypeVar("Reply")  # a completion, or the chunks of a buffered stream
 
 
-async def enforce_reply(completion: Completion, verdict: Verdict | None, policy: Policy,
-                        retry: Retry) -> tuple[Completion, Verdict | None, int]:
-    """Apply the verdict; regenerate up to the policy's limit, then fall back to block.
-    ``retry`` calls the upstream again with a stronger instruction and checks the result."""
+async def enforce(reply: Reply, verdict: Verdict | None, policy: Policy,
+                  retry: Callable[[Verdict], Awaitable[tuple[Reply, Verdict | None]]],
+                  block: Callable[[Reply, Verdict], Reply]) -> tuple[Reply, Verdict | None, int]:
+    """Apply the verdict: regenerate up to the policy's limit, then fall back to block (or
+    raise ContentBlocked when the policy asks for an error). ``retry`` calls the upstream
+    again with a stronger instruction and checks the result."""
     regenerations = 0
     while (verdict is not None and verdict.action is Action.REGENERATE
            and regenerations < policy.max_regenerations):
         regenerations += 1
-        completion, verdict = await retry(verdict)
-    if verdict is not None and verdict.action in (Action.BLOCK, Action.REGENERATE):
-        completion = blocked(completion, policy, verdict)
-    return completion, verdict, regenerations
+        reply, verdict = await retry(verdict)
+    if verdict is not None and verdict.stops:
+        if policy.block_with == "error":
+            raise blocked_error(policy, verdict)
+        reply = block(reply, verdict)
+    return reply, verdict, regenerations

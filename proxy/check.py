@@ -27,8 +27,6 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
         inputs = [ScoreInput(t) for t in users if t.strip()]
         if messages[-1]["role"] == "assistant":
             reply = ScoreInput(message_text(messages[-1]), users[-1] if users else None)
-            inputs = [ScoreInput(t) for t in users[:-1] if t.strip()] + (
-                [ScoreInput(users[-1])] if users and users[-1].strip() else [])
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
     input_verdict = await services.guard.check(policy, inputs, "input") if inputs else None

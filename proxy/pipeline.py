@@ -19,11 +19,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from proxy.actions import enforce_reply, refusal_completion, reply_text
+from proxy.actions import blocked, blocked_error, enforce, refusal_completion, reply_text
 from proxy.audit import RequestRecord
-from proxy.chunks import CONTENT_FILTER, iterate, refusal_chunks
+from proxy.chunks import iterate, refusal_chunks
 from proxy.errors import (
-    ContentBlocked,
     ModelNotFound,
     PolicyOverrideForbidden,
     UnknownPolicyRequested,
@@ -39,7 +38,7 @@ from vilmo.instructions import (
     prompt_text,
     strengthen,
 )
-from vilmo.policy import Action, Policy
+from vilmo.policy import Policy
 from vilmo.policy_store import PolicyStore, UnknownPolicy
 from vilmo.verdict import Verdict
 
@@ -89,7 +88,7 @@ async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header:
     record.policy = policy.name
     require_model(services.upstream, record.model)
     input_verdict = await check_input(services, raw, policy)                     # 2
-    if input_verdict is not None and input_verdict.action in (Action.BLOCK, Action.REGENERATE):
+    if input_verdict is not None and input_verdict.stops:
         return refuse_input(raw, stream, policy, input_verdict, services, record)
     instruction = await services.guard.instruction(                             # 3
         services.instructions, raw["messages"], policy, record)
@@ -105,8 +104,9 @@ async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header:
         retried = await services.upstream.complete(call.params())
         return retried, (await check_reply(services, call, retried))[0]
 
-    completion, verdict, regenerations = await enforce_reply(                    # 7
-        completion, verdict, policy, regenerate)
+    completion, verdict, regenerations = await enforce(                          # 7
+        completion, verdict, policy, regenerate,
+        lambda reply, why: blocked(reply, policy, why))
     record.verdict = verdict.as_dict() if verdict else None
     services.record(record, "200")                                              # 8
     return ChatReply(call, completion, verdict, guard, input_verdict, regenerations)
@@ -161,8 +161,7 @@ def refuse_input(raw: dict[str, Any], stream: bool, policy: Policy, verdict: Ver
     """A blocked request: the refusal (or an error), and the upstream is never called."""
     record.verdict = {"input": verdict.as_dict()}
     if policy.block_with == "error":
-        raise ContentBlocked(f"the request was blocked by policy {policy.name!r} "
-                             f"({', '.join(verdict.violation_ids)})", code=CONTENT_FILTER)
+        raise blocked_error(policy, verdict, "request")
     call = Call(raw, policy, Instruction(""))
     refusal = refusal_completion(str(raw["model"]), policy)
     if stream:

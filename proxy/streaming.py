@@ -21,9 +21,9 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
+from proxy.actions import enforce
 from proxy.audit import RequestRecord
 from proxy.chunks import (
-    CONTENT_FILTER,
     ReplyText,
     chunk_like,
     iterate,
@@ -31,18 +31,17 @@ from proxy.chunks import (
     tokens,
     without_text,
 )
-from proxy.errors import ContentBlocked, GatewayError, UpstreamFailed
+from proxy.errors import GatewayError, UpstreamFailed
 from proxy.pipeline import ChatStream, escalate
 from proxy.services import Services
 from proxy.sse import DONE, error_event, event
 from proxy.upstream import Chunk, open_stream
-from vilmo.policy import Action, Policy
+from vilmo.policy import Policy
 from vilmo.verdict import Verdict, decide, merge_max
 
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSED = "499"
-STOPPING = (Action.BLOCK, Action.REGENERATE)
 
 
 @dataclass(slots=True)
@@ -64,23 +63,20 @@ async def prepare(stream: ChatStream, services: Services, record: RequestRecord,
                               else "off", annotate=annotate)
     if policy.streaming.mode != "buffer":
         return PreparedStream(stream, policy.streaming.mode, guard="ok", annotate=annotate)
-    chunks = [c async for c in stream.chunks]
-    verdict = await services.guard.check(policy, [stream.call.checked(
-        ReplyText.of(chunks).text)], "output")
-    regenerations = 0
-    while (verdict is not None and verdict.action is Action.REGENERATE
-           and regenerations < policy.max_regenerations):
-        regenerations += 1
-        escalate(services, stream.call, record, verdict)
-        retried = await open_stream(services.upstream, stream.call.params())
-        chunks = [c async for c in retried]
-        verdict = await services.guard.check(policy, [stream.call.checked(
-            ReplyText.of(chunks).text)], "output")
-    if verdict is not None and verdict.action in STOPPING:
-        if policy.block_with == "error":
-            raise ContentBlocked(f"the reply was blocked by policy {policy.name!r} "
-                                 f"({', '.join(verdict.violation_ids)})", code=CONTENT_FILTER)
-        chunks = refusal_chunks(chunks, policy.refusal)
+
+    async def judged(chunks: AsyncIterator[Chunk]) -> tuple[list[Chunk], Verdict | None]:
+        held = [c async for c in chunks]
+        text = ReplyText.of(held).text
+        return held, await services.guard.check(policy, [stream.call.checked(text)], "output")
+
+    async def regenerate(previous: Verdict) -> tuple[list[Chunk], Verdict | None]:
+        escalate(services, stream.call, record, previous)
+        return await judged(await open_stream(services.upstream, stream.call.params()))
+
+    chunks, verdict = await judged(stream.chunks)
+    chunks, verdict, regenerations = await enforce(
+        chunks, verdict, policy, regenerate,
+        lambda held, why: refusal_chunks(held, policy.refusal))
     record.verdict = verdict.as_dict() if verdict else None
     return PreparedStream(replace(stream, chunks=iterate(chunks)), "buffer", verdict,
                           "ok" if verdict is not None else "error", regenerations, annotate)
@@ -137,7 +133,7 @@ async def windowed(prepared: PreparedStream, services: Services, record: Request
         if verdict is None:
             return True  # failed open: the policy chose availability over the check
         verdicts.append(verdict)
-        return verdict.action not in STOPPING
+        return not verdict.stops
 
     async for chunk in prepared.stream.chunks:
         template = template or chunk

@@ -43,6 +43,11 @@ class Verdict:
     extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
+    def stops(self) -> bool:
+        """Whether the text may not go out as it is (block, or regenerate past its limit)."""
+        return self.action in (Action.BLOCK, Action.REGENERATE)
+
+    @property
     def violation_ids(self) -> list[str]:
         return [v.value_id for v in self.violations]
 
