@@ -113,10 +113,15 @@ class BuiltinClassifier:
         return _Loaded(net, tokenizer, WindowSpec(**config["window"]), names, a, b, config,
                        context)
 
-    def window_logits(self, items: Sequence[ScoreInput]) -> tuple[Matrix, list[int]]:
-        """Raw head logits per window, and the item each window belongs to."""
-        logits, owner, _ = self._window_logits(items)
-        return logits, owner
+    def pooled_logits(self, items: Sequence[ScoreInput]) -> Matrix:
+        """Raw head logits per item, pooled over its windows as ``head_probabilities`` pools
+        them (what calibration is fitted on)."""
+        logits, owner, fine = self._window_logits(items)
+        pooled = _max_pool(logits, owner, len(items), floor=-np.inf)
+        context = self._model().context_heads
+        pooled[:, context] = _mean_pool(logits[~fine][:, context],
+                                        np.asarray(owner)[~fine], len(items))
+        return pooled
 
     def _window_logits(self, items: Sequence[ScoreInput]
                        ) -> tuple[Matrix, list[int], npt.NDArray[np.bool_]]:
@@ -147,9 +152,10 @@ class BuiltinClassifier:
         return out, owner, np.asarray(fine, dtype=bool)
 
     def _window_probs(self, items: Sequence[ScoreInput]) -> tuple[Matrix, list[int]]:
-        """Calibrated head probabilities per window. Fine windows (short excerpts of a long
-        reply) speak only for the reply-level heads: judging a scenario (``cm``) or an argument
-        (ValueEval) needs its context, so those heads read them as 0."""
+        """Calibrated head probabilities per window, for the reply-level value scores. Fine
+        windows (short excerpts of a long reply) speak only for the reply-level heads: judging
+        a scenario (``cm``) or an argument (ValueEval) needs its context, so those heads read
+        them as 0."""
         m = self._model()
         logits, owner, fine = self._window_logits(items)
         probs = _sigmoid(logits * m.a + m.b)
@@ -158,9 +164,14 @@ class BuiltinClassifier:
         return probs, owner
 
     def head_probabilities(self, items: Sequence[ScoreInput]) -> Matrix:
-        """Calibrated probability per head, max-pooled over each item's windows."""
-        probs, owner = self._window_probs(items)
-        return _max_pool(probs, owner, len(items))
+        """Calibrated probability per head and item: the whole-text judgements (``cm``,
+        ValueEval, ...) from the mean logit over the item's windows, the rest max-pooled.
+
+        Value scores (``score``) keep every window's own ``cm``, so that a wrong act described
+        at the end of a long reply still counts; this is the item-level reading the ETHICS and
+        ValueEval figures and the calibration use."""
+        m = self._model()
+        return _sigmoid(self.pooled_logits(items) * m.a + m.b)
 
     def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
         """Violation (and Schwartz upholds) probabilities for each item."""
@@ -208,7 +219,16 @@ def _sigmoid(x: Matrix) -> Matrix:
     return out
 
 
-def _max_pool(rows: Matrix, owner: list[int], n: int) -> Matrix:
-    out = np.zeros((n, rows.shape[1]), dtype=np.float32)
+def _max_pool(rows: Matrix, owner: Sequence[int] | npt.NDArray[np.int64], n: int,
+              floor: float = 0.0) -> Matrix:
+    out = np.full((n, rows.shape[1]), floor, dtype=np.float32)
     np.maximum.at(out, np.asarray(owner, dtype=np.int64), rows)
+    return out
+
+
+def _mean_pool(rows: Matrix, owner: npt.NDArray[np.int64], n: int) -> Matrix:
+    total = np.zeros((n, rows.shape[1]), dtype=np.float32)
+    np.add.at(total, owner, rows)
+    count = np.bincount(owner, minlength=n).astype(np.float32)
+    out: Matrix = (total / np.maximum(count, 1.0)[:, None]).astype(np.float32)
     return out

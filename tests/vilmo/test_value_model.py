@@ -63,10 +63,29 @@ def test_unknown_value(model: BuiltinClassifier) -> None:
 def test_repeated_text_is_not_encoded_again(model: BuiltinClassifier) -> None:
     first = model.score([ScoreInput("A unique sentence for the cache test.")], ["mft.care"])
     calls = []
-    original = model.window_logits
-    model.window_logits = lambda items: calls.append(len(items)) or original(items)  # type: ignore[method-assign]
+    original = model._window_logits
+    model._window_logits = lambda items: calls.append(len(items)) or original(items)  # type: ignore[method-assign]
     try:
         again = model.score([ScoreInput("A unique sentence for the cache test.")], ["mft.care"])
     finally:
-        del model.window_logits
+        del model._window_logits
     assert calls == [] and again == first
+
+
+def test_calibration_reads_what_inference_pools(model: BuiltinClassifier) -> None:
+    """Platt scaling is fitted on ``pooled_logits``; it must be the pooling that
+    ``head_probabilities`` uses: a whole-text judgement (cm) is the mean over a long text's
+    windows, the rest the max."""
+    import numpy as np
+
+    long_text = BENIGN * 40 + HARMFUL
+    items = [ScoreInput(long_text, HARM_PROMPT), ScoreInput(REFUSAL, HARM_PROMPT)]
+    loaded = model._model()
+    logits = model.pooled_logits(items)
+    expected = 1.0 / (1.0 + np.exp(-(logits * loaded.a + loaded.b)))
+    np.testing.assert_allclose(model.head_probabilities(items), expected, rtol=1e-4, atol=1e-5)
+    raw, owner, fine = model._window_logits(items)
+    first = (np.asarray(owner) == 0) & ~fine
+    cm = loaded.names.index("cm")
+    assert first.sum() > 2
+    assert logits[0, cm] == pytest.approx(float(raw[first, cm].mean()), abs=1e-4)

@@ -34,7 +34,7 @@ FORMAT = "vilmo-value-classifier/1"
 class TrainSettings:
     epochs: int = 3
     seed: int = 13
-    n_frozen: int = 4
+    n_frozen: int = 3
     batch_size: int = 32
     lr_layers: float = 8e-5
     lr_head: float = 2e-3
@@ -181,10 +181,7 @@ def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
     parts = []
     step = 256
     for start in _progress(range(0, len(items), step), "calibrate (dev)", progress):
-        logits, owner = model.window_logits(items[start:start + step])
-        pooled = np.full((len(items[start:start + step]), len(names)), -np.inf, np.float32)
-        np.maximum.at(pooled, np.asarray(owner), logits)
-        parts.append(pooled)
+        parts.append(model.pooled_logits(items[start:start + step]))
     logits_all = np.concatenate(parts) if parts else np.zeros((0, len(names)), np.float32)
     y, m = _label_arrays(dev, names)
     calibration: dict[str, list[float]] = {}

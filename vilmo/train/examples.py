@@ -57,10 +57,11 @@ VALUEEVAL_TO_SCHWARTZ: dict[str, str] = {
 class Sizes:
     """How many rows of the large sets are sampled, and how often small sets repeat."""
 
-    justice: int = 2500
-    deontology: int = 2500
-    saferlhf: int = 4000
+    justice: int = 1500
+    deontology: int = 1500
+    saferlhf: int = 3000
     repeat_small: int = 2
+    repeat_valueeval: int = 2
     repeat_exemplars: int = 3
 
 
@@ -172,12 +173,13 @@ def build(root: Path, sizes: Sizes | None = None,
     rng = random.Random(seed)
     parts: dict[Split, list[Example]] = {}
     for split in ("train", "dev"):
+        train = split == "train"
         small = (ethics_examples(root, split, sizes, rng)
                  + fulcra_examples(root, split))
-        rest = (hh_examples(root, split) + valueeval_examples(root, split)
-                + saferlhf_examples(root, split, sizes, rng))
-        repeat = sizes.repeat_small if split == "train" else 1
-        parts[split] = [e for e in small if e.source in ("cm", "fulcra")] * repeat + \
-            [e for e in small if e.source not in ("cm", "fulcra")] + rest
+        rest = hh_examples(root, split) + saferlhf_examples(root, split, sizes, rng)
+        parts[split] = (
+            [e for e in small if e.source in ("cm", "fulcra")] * (sizes.repeat_small if train else 1)
+            + [e for e in small if e.source not in ("cm", "fulcra")] + rest
+            + valueeval_examples(root, split) * (sizes.repeat_valueeval if train else 1))
     parts["train"] += exemplar_examples() * sizes.repeat_exemplars
     return parts["train"], parts["dev"]
