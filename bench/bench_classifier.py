@@ -34,6 +34,18 @@ SENTENCES = (
 )
 
 
+def cpu_name() -> str:
+    """The CPU model: int8 speed depends on it (AVX-512 VNNI kernels or AVX2 only)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def replies(n: int, words: int = 60, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     out = []
@@ -56,6 +68,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--model-dir", default=None, help="weights to measure (default: shipped)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -74,10 +87,13 @@ def main() -> None:
     plain.encode(warm, batch_size=64)
     plain_rate = rate(lambda t: plain.encode(t, batch_size=64), batch_texts)
 
-    results: dict[str, object] = {"threads": args.threads, "texts": args.n, "words": 60,
+    results: dict[str, object] = {"cpu": cpu_name(),
+                                  "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                                  "threads": args.threads, "texts": args.n, "words": 60,
                                   "plain_fp32_encoder_texts_per_s": round(plain_rate, 1)}
     for name, quantize in (("int8", True), ("fp32", False)):
-        clf = BuiltinClassifier(quantize=quantize, batch_size=args.batch_size, cache_size=0)
+        clf = BuiltinClassifier(args.model_dir, quantize=quantize, batch_size=args.batch_size,
+                                cache_size=0)
         clf.score([ScoreInput(t) for t in warm], BUILTIN_VALUES)
         results[f"classifier_{name}_replies_per_s"] = round(rate(
             lambda t, c=clf: c.score([ScoreInput(x) for x in t], BUILTIN_VALUES),
