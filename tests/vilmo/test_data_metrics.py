@@ -47,6 +47,20 @@ def test_platt_calibrates() -> None:
     assert abs(p.mean() - y.mean()) < 0.02
 
 
+def test_shrunk_thresholds_sit_between_own_and_shared() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random((400, 2)) < 0.3
+    # Column 0 separates at 0.7, column 1 at 0.2: their own best thresholds differ.
+    p = np.where(y, [0.75, 0.25], [0.65, 0.15]) + rng.normal(0, 0.01, (400, 2))
+    own = [metrics.best_f1_threshold(p[:, j], y[:, j]) for j in range(2)]
+    shrunk = metrics.shrunk_f1_thresholds(p, y)
+    assert own[0] > 0.6 and own[1] < 0.3
+    # One shared threshold does best at column 1's (it gets one column perfect and the other
+    # half right), so column 1 keeps its own and column 0 moves halfway towards it.
+    assert shrunk[1] == pytest.approx(own[1], abs=1e-3)
+    assert shrunk[0] == pytest.approx((own[0] + own[1]) / 2, abs=1e-3)
+
+
 def test_data_sets_when_present() -> None:
     root = data.data_dir()
     if not (root / "fulcra").exists():

@@ -193,13 +193,12 @@ def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
         auc = metrics.roc_auc(logits_all[sel, j], y[sel, j])
         if np.isfinite(auc):
             dev_auc[name] = round(auc, 4)
-    thresholds = {}
-    for c in VALUEEVAL_CATEGORIES:
-        j = list(names).index(f"valueeval:{c}")
-        sel = m[:, j] > 0
-        a, b = calibration[f"valueeval:{c}"]
-        thresholds[c] = metrics.best_f1_threshold(metrics.sigmoid(a * logits_all[sel, j] + b),
-                                                  y[sel, j])
+    cols = [list(names).index(f"valueeval:{c}") for c in VALUEEVAL_CATEGORIES]
+    rows = m[:, cols[0]] > 0  # ValueEval arguments carry all 20 labels
+    probs = np.stack([metrics.sigmoid(calibration[names[j]][0] * logits_all[rows, j]
+                                      + calibration[names[j]][1]) for j in cols], axis=1)
+    thresholds = dict(zip(VALUEEVAL_CATEGORIES,
+                          metrics.shrunk_f1_thresholds(probs, y[rows][:, cols]), strict=True))
     return {"calibration": calibration, "valueeval_thresholds": thresholds, "dev_auc": dev_auc}
 
 
