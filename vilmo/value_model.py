@@ -88,14 +88,13 @@ class BuiltinClassifier:
         from safetensors.torch import load_file
 
         from vilmo.embedder import packaged_model_path
-        from vilmo.value_net import ValueNet, WindowSpec, load_base
+        from vilmo.value_net import ValueNet, WindowSpec, load_base, unpack
 
         config = json.loads((self.model_dir / "config.json").read_text("utf-8"))
         bert, tokenizer = load_base(self.encoder_path or packaged_model_path())
         names = tuple(config["heads"])
         net = ValueNet(bert, len(names), config["n_frozen"])
-        state = {k: v.float() for k, v in load_file(str(self.model_dir / "weights.safetensors"))
-                 .items()}
+        state = unpack(load_file(str(self.model_dir / "weights.safetensors")))
         missing = net.load_state_dict(state, strict=False)
         if missing.unexpected_keys:
             raise ValueError(f"unexpected weights: {missing.unexpected_keys[:3]}")

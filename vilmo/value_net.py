@@ -107,11 +107,38 @@ class ValueNet(nn.Module):
         return self.upper(self.lower(ids, mask), mask)
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """Only what training changed (top layers and head), in fp16 for committing."""
+        """Only what training changed (top layers and head), packed for committing."""
         keep = tuple(f"bert.encoder.layer.{i}." for i in
                      range(self.n_frozen, len(self.bert.encoder.layer))) + ("head.",)
-        return {k: v.detach().to(torch.float16).contiguous()
-                for k, v in self.state_dict().items() if k.startswith(keep)}
+        return pack({k: v.detach() for k, v in self.state_dict().items() if k.startswith(keep)})
+
+
+SCALE_SUFFIX = ".row_scale"
+
+
+def pack(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weight matrices as int8 with one fp32 scale per row, the rest fp16: half the size of
+    fp16, and the shipped path runs int8 linear layers anyway."""
+    out = {}
+    for key, value in state.items():
+        if value.dim() == 2:
+            scale = value.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
+            out[key] = torch.round(value / scale).to(torch.int8).contiguous()
+            out[key + SCALE_SUFFIX] = scale.squeeze(1).float().contiguous()
+        else:
+            out[key] = value.to(torch.float16).contiguous()
+    return out
+
+
+def unpack(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp32 tensors from ``pack``'s output (plain fp16 tensors load as they are)."""
+    out = {}
+    for key, value in stored.items():
+        if key.endswith(SCALE_SUFFIX):
+            continue
+        scale = stored.get(key + SCALE_SUFFIX)
+        out[key] = value.float() * scale[:, None] if scale is not None else value.float()
+    return out
 
 
 def _run(layer: nn.Module, hidden: torch.Tensor, add: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Token windows cover the whole reply and keep the prompt in front of each window."""
+"""Token windows cover the whole reply and keep the prompt in front of each window; the
+committed weights survive packing to int8."""
 
 from __future__ import annotations
 
@@ -29,3 +30,23 @@ def test_windows_cover_reply(length: int) -> None:
 def test_training_reads_one_window() -> None:
     out = windows(CharTokenizer(), None, "x" * 500, WindowSpec(max_length=64), limit=1)  # type: ignore[arg-type]
     assert len(out) == 1 and len(out[0]) == 64
+
+
+def test_packed_weights_round_trip_within_int8_error() -> None:
+    import torch
+
+    from vilmo.value_net import SCALE_SUFFIX, pack, unpack
+
+    torch.manual_seed(0)
+    state = {"layer.weight": torch.randn(8, 16) * torch.arange(1, 9)[:, None],
+             "layer.bias": torch.randn(8)}
+    packed = pack(state)
+    assert packed["layer.weight"].dtype == torch.int8
+    assert packed["layer.bias"].dtype == torch.float16
+    assert set(packed) == {"layer.weight", "layer.weight" + SCALE_SUFFIX, "layer.bias"}
+    back = unpack(packed)
+    assert set(back) == set(state)
+    # Per-row scales: each row's error is within half a step of its own range.
+    step = state["layer.weight"].abs().amax(dim=1, keepdim=True) / 127
+    assert bool(((back["layer.weight"] - state["layer.weight"]).abs() <= step / 2 + 1e-6).all())
+    assert torch.allclose(back["layer.bias"], state["layer.bias"], atol=1e-2)
