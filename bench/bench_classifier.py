@@ -2,7 +2,8 @@
 
 Prints one JSON object: the plain fp32 sentence encoder's rate (the reference), the classifier's
 batched rate through every built-in value (int8 and fp32), single-reply latency, and the
-micro-batcher's rate under concurrent calls. Texts are ~60-word synthetic replies, all distinct,
+micro-batcher's rate under concurrent calls. int8 is the shipped path (ONNX Runtime, per-channel
+int8 weights); fp32 is the PyTorch network it is exported from. Texts are ~60-word synthetic replies, all distinct,
 so no cache helps. Usage:
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_classifier.py --threads 2
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--model-dir", default=None, help="weights to measure (default: shipped)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import onnxruntime
     import torch
 
     torch.set_num_threads(args.threads)
@@ -89,6 +91,7 @@ def main() -> None:
 
     results: dict[str, object] = {"cpu": cpu_name(),
                                   "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                                  "onnxruntime": onnxruntime.__version__,
                                   "threads": args.threads, "texts": args.n, "words": 60,
                                   "plain_fp32_encoder_texts_per_s": round(plain_rate, 1)}
     for name, quantize in (("int8", True), ("fp32", False)):

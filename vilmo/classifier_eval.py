@@ -3,12 +3,13 @@
 Only held-out data are read: ValueEval validation, the held-out part of ``cm_test`` and all of
 ``cm_test_hard``, FULCRA's and HH's held-out buckets (see ``vilmo.data``). Thresholds come from
 the model's config (fitted on dev), never from these sets. Everything runs through the int8
-path that ships.
+path that ships (ONNX Runtime, ``vilmo.value_onnx``).
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,30 @@ def false_positives(model: BuiltinClassifier, root: Path) -> dict[str, Any]:
             "flagged_by_value": dict(sorted(top.items(), key=lambda t: -t[1]))}
 
 
+def late_violations(model: BuiltinClassifier, root: Path, words: int = 300,
+                    seed: int = 0) -> dict[str, Any]:
+    """Whether windowing still catches a violation that comes late: FULCRA held-out replies
+    that go against a value and are flagged on their own, each placed after ``words`` words of
+    held-out HH replies (benign), scored again."""
+    rows = [r for r in data.fulcra(root, "heldout") if any(x < 0 for x in r.values.values())]
+    alone = _values(model, [ScoreInput(r.response, r.prompt) for r in rows]).max(axis=1) >= 0.5
+    caught = [r for r, hit in zip(rows, alone, strict=True) if hit]
+    benign = [reply.split() for _, reply in data.hh_chosen(root, "heldout")]
+    rng = random.Random(seed)
+
+    def preamble() -> str:
+        out: list[str] = []
+        while len(out) < words:
+            out += rng.choice(benign)
+        return " ".join(out[:words])
+
+    late = _values(model, [ScoreInput(f"{preamble()}\n\n{r.response}", r.prompt)
+                           for r in caught]).max(axis=1) >= 0.5
+    kept = int(late.sum())
+    return {"n": len(caught), "words_before": words, "still_flagged_share": kept / len(caught),
+            "still_flagged_share_ci95": metrics.wilson(kept, len(caught))}
+
+
 def safety_topics(model: BuiltinClassifier, root: Path) -> dict[str, Any]:
     """Topic heads on SafeRLHF test prompts (which harm a text is about; not stance)."""
     rows = data.saferlhf(root, "test")
@@ -144,6 +169,7 @@ def evaluate(root: Path, model: BuiltinClassifier | None = None,
         ("ethics_cm_test_hard", lambda: commonsense(model, root, "cm_test_hard")),
         ("fulcra_heldout", lambda: fulcra(model, root)),
         ("hh_helpful_false_positives", lambda: false_positives(model, root)),
+        ("late_violations", lambda: late_violations(model, root)),
         ("saferlhf_test_topics", lambda: safety_topics(model, root)),
     ]
     for name, run in steps:

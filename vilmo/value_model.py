@@ -2,21 +2,20 @@
 
 One encoder pass per text window serves every value. Long replies are cut into overlapping
 windows whose scores are max-pooled, so a violation at the end of a reply is not diluted by a
-benign beginning. Linear layers run as int8 (dynamic quantisation) for speed; results of recent
-texts are cached, so a repeated reply is not encoded again.
+benign beginning. The network runs as an int8 ONNX Runtime graph (``vilmo.value_onnx``) for
+speed; results of recent texts are cached, so a repeated reply is not encoded again.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +27,7 @@ from vilmo.types import Matrix
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from vilmo.value_net import ValueNet, WindowSpec
+    from vilmo.value_net import WindowSpec
 
 MODEL_NAME = "value_classifier"
 CONTEXT_HEADS = frozenset({"cm", "justice", "deontology", "valueeval"})
@@ -40,9 +39,13 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("vilmo").joinpath("models", MODEL_NAME)))
 
 
+class _Network(Protocol):
+    def __call__(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Matrix: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Loaded:
-    net: ValueNet
+    net: _Network
     tokenizer: PreTrainedTokenizerBase
     spec: WindowSpec
     names: tuple[str, ...]
@@ -84,26 +87,32 @@ class BuiltinClassifier:
             return self._loaded
 
     def _load(self) -> _Loaded:
-        import torch
         from safetensors.torch import load_file
 
         from vilmo.embedder import packaged_model_path
         from vilmo.value_net import ValueNet, WindowSpec, load_base, unpack
 
         config = json.loads((self.model_dir / "config.json").read_text("utf-8"))
-        bert, tokenizer = load_base(self.encoder_path or packaged_model_path())
+        encoder_path = Path(self.encoder_path or packaged_model_path())
+        bert, tokenizer = load_base(encoder_path)
         names = tuple(config["heads"])
-        net = ValueNet(bert, len(names), config["n_frozen"])
-        state = unpack(load_file(str(self.model_dir / "weights.safetensors")))
-        missing = net.load_state_dict(state, strict=False)
+        fp32 = ValueNet(bert, len(names), config["n_frozen"])
+        weights = self.model_dir / "weights.safetensors"
+        missing = fp32.load_state_dict(unpack(load_file(str(weights))), strict=False)
         if missing.unexpected_keys:
             raise ValueError(f"unexpected weights: {missing.unexpected_keys[:3]}")
-        net.eval()
+        fp32.eval()
+        net: _Network
         if self.quantize:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                net = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-                    net, {torch.nn.Linear}, dtype=torch.qint8)
+            import torch
+
+            from vilmo.value_onnx import build_key, int8_session
+
+            key = build_key(weights, *sorted(encoder_path.glob("*.safetensors")))
+            net = int8_session(fp32, f"{config['n_frozen']}-{len(names)}-{key}",
+                               threads=torch.get_num_threads())
+        else:
+            net = _TorchNetwork(fp32)
         cal = config.get("calibration", {})
         a = np.array([cal.get(n, [1.0, 0.0])[0] for n in names], dtype=np.float32)
         b = np.array([cal.get(n, [1.0, 0.0])[1] for n in names], dtype=np.float32)
@@ -124,8 +133,6 @@ class BuiltinClassifier:
 
     def _window_logits(self, items: Sequence[ScoreInput]
                        ) -> tuple[Matrix, list[int], npt.NDArray[np.bool_]]:
-        import torch
-
         from vilmo.value_net import WindowSpec, pad, windows
 
         m = self._model()
@@ -143,11 +150,10 @@ class BuiltinClassifier:
             fine += [False] * len(coarse) + [True] * len(extra)
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
         order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
-                tokens, mask = pad([rows[r] for r in chunk])
-                out[chunk] = m.net(tokens, mask).float().numpy()
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            tokens, mask = pad([rows[r] for r in chunk])
+            out[chunk] = m.net(tokens.numpy(), mask.numpy())
         return out, owner, np.asarray(fine, dtype=bool)
 
     def _window_probs(self, items: Sequence[ScoreInput]) -> tuple[Matrix, list[int]]:
@@ -211,6 +217,20 @@ class BuiltinClassifier:
         vio, ups = compose(probs, m.names)
         vio_p, ups_p = _max_pool(vio, owner, len(items)), _max_pool(ups, owner, len(items))
         return [(vio_p[i], ups_p[i]) for i in range(len(items))]
+
+
+class _TorchNetwork:
+    """The fp32 PyTorch network behind the same call as the int8 graph (the reference)."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def __call__(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Matrix:
+        import torch
+
+        with torch.inference_mode():
+            out: Matrix = self.net(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
+        return out
 
 
 def _sigmoid(x: Matrix) -> Matrix:

@@ -24,14 +24,17 @@ def train_group() -> None:
 @click.option("--seed", default=13, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all).")
 @click.option("--limit", type=int, default=None, help="Train on this many examples (smoke).")
+@click.option("--calibrate-only", is_flag=True,
+              help="Keep the weights in --out; refit their calibration on dev (after a runtime "
+                   "change).")
 def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs: int, seed: int,
-                             threads: int | None, limit: int | None) -> None:
+                             threads: int | None, limit: int | None, calibrate_only: bool) -> None:
     """Fine-tune the value classifier (top encoder layers + heads), calibrate it, and fit the
     zero-shot judge's calibration (written beside it as zero_shot.json)."""
     import torch
 
     from vilmo.data import data_dir as resolve
-    from vilmo.train.classifier import TrainSettings, train_classifier
+    from vilmo.train.classifier import TrainSettings, recalibrate, train_classifier
     from vilmo.value_model import default_model_dir
 
     if threads:
@@ -40,6 +43,10 @@ def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs
     if not root.exists():
         raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")
     target = out_dir or default_model_dir()
+    if calibrate_only:
+        config = recalibrate(root, target)
+        click.echo(json.dumps({"calibrated_on": config["calibrated_on"]}))
+        return
     config = train_classifier(root, target, TrainSettings(epochs=epochs, seed=seed, limit=limit))
     click.echo(json.dumps(config["training"]))
     from vilmo.train.zero_shot import fit

@@ -4,7 +4,7 @@ The recipe: the packaged MiniLM reads ``prompt [SEP] reply``; its bottom ``n_fro
 stay fixed, so their output is computed once and cached, and only the top layers and one linear
 head are trained (multi-task, masked binary cross-entropy: each example trains the heads it has
 labels for). Afterwards every head gets Platt scaling on the dev split, run through the same
-int8 path that ships, so 0.5 is the decision point. Held-out rows are never read here.
+int8 path that ships (``vilmo.value_onnx``), so 0.5 is the decision point. Held-out rows are never read here.
 """
 
 from __future__ import annotations
@@ -171,12 +171,27 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
     return config
 
 
+def recalibrate(data_root: Path, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Refit calibration of the weights in ``out_dir`` on the dev split they were trained with
+    (same sizes and seed), e.g. after the inference runtime changed; the weights stay as they
+    are."""
+    config: dict[str, Any] = json.loads((out_dir / "config.json").read_text("utf-8"))
+    training = config.get("training", {})
+    _, dev = build(data_root, Sizes(**training.get("sizes", {})),
+                   training.get("settings", {}).get("seed", TrainSettings().seed))
+    config |= calibrate(out_dir, dev, config["heads"], progress)
+    _write(out_dir, config)
+    return config
+
+
 def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
               progress: bool = True) -> dict[str, Any]:
     """Platt scaling per head and ValueEval thresholds, fitted on dev through the int8 path."""
+    import onnxruntime
+
     from vilmo.value_model import BuiltinClassifier
 
-    model = BuiltinClassifier(out_dir)
+    model = BuiltinClassifier(out_dir, cache_size=0)
     items = [ScoreInput(e.response, e.prompt) for e in dev]
     parts = []
     step = 256
@@ -199,7 +214,9 @@ def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
                                       + calibration[names[j]][1]) for j in cols], axis=1)
     thresholds = dict(zip(VALUEEVAL_CATEGORIES,
                           metrics.shrunk_f1_thresholds(probs, y[rows][:, cols]), strict=True))
-    return {"calibration": calibration, "valueeval_thresholds": thresholds, "dev_auc": dev_auc}
+    return {"calibration": calibration, "valueeval_thresholds": thresholds, "dev_auc": dev_auc,
+            "calibrated_on": f"onnxruntime {onnxruntime.__version__} int8 (per-channel, 7-bit "
+                             f"weights), {len(items)} dev examples"}
 
 
 def _progress(it: range, desc: str, enabled: bool) -> Any:

@@ -1,0 +1,132 @@
+"""The int8 ONNX Runtime graph: made once from the committed weights, cached, faithful to fp32."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vilmo import value_onnx
+from vilmo.classifier import ScoreInput
+from vilmo.value_model import BuiltinClassifier, default_model_dir
+
+pytestmark = pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
+                                reason="no trained weights in vilmo/models/value_classifier")
+
+PROMPT = "How do I hurt my neighbour's dog?"
+ITEMS = [
+    ScoreInput("Mix rat poison into a piece of meat and throw it over the fence at night so "
+               "the dog eats it and nobody sees you do it.", PROMPT),
+    ScoreInput("Please don't hurt the dog; that would be cruel and illegal. Talk to your "
+               "neighbour or contact animal control if the dog is a problem.", PROMPT),
+    ScoreInput("I stole money from my grandmother's purse while she was asleep."),
+    ScoreInput("I helped my neighbour carry her shopping up the stairs."),
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh, empty cache for this module, so the export itself is exercised."""
+    path = tmp_path_factory.mktemp("vilmo-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VILMO_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def int8(cache: Path) -> BuiltinClassifier:
+    model = BuiltinClassifier(cache_size=0)
+    model.pooled_logits(ITEMS[:1])
+    return model
+
+
+def test_graph_is_exported_into_the_cache(int8: BuiltinClassifier, cache: Path) -> None:
+    graphs = list((cache / "onnx").glob("*.int8.onnx"))
+    assert len(graphs) == 1
+    assert not list((cache / "onnx").glob("*.part"))
+    assert graphs[0].stat().st_size < 40_000_000  # int8: about a quarter of the fp32 graph
+
+
+def test_int8_logits_follow_fp32(int8: BuiltinClassifier) -> None:
+    fp32 = BuiltinClassifier(quantize=False, cache_size=0)
+    a, b = int8.pooled_logits(ITEMS), fp32.pooled_logits(ITEMS)
+    assert np.abs(a - b).mean() < 0.3
+    cm = int8._model().names.index("cm")
+    assert np.sign(a[:, cm]).tolist() == np.sign(b[:, cm]).tolist()
+    assert a[0, cm] > a[1, cm] and a[2, cm] > a[3, cm]
+
+
+def test_second_load_reuses_the_cached_graph(int8: BuiltinClassifier,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_export(*_: object) -> None:
+        raise AssertionError("exported again although the graph is cached")
+
+    monkeypatch.setattr(value_onnx, "_export_int8", no_export)
+    again = BuiltinClassifier(cache_size=0)
+    np.testing.assert_allclose(again.pooled_logits(ITEMS), int8.pooled_logits(ITEMS), atol=1e-5)
+
+
+def test_key_changes_with_the_weights(tmp_path: Path) -> None:
+    weights = tmp_path / "weights.safetensors"
+    shutil.copy(default_model_dir() / "weights.safetensors", weights)
+    before = value_onnx.build_key(weights)
+    with weights.open("r+b") as fh:
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    assert value_onnx.build_key(weights) != before
+
+
+def test_unwritable_cache_falls_back_to_a_temp_dir(int8: BuiltinClassifier, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("VILMO_CACHE_DIR", str(blocker))
+    model = BuiltinClassifier(cache_size=0)
+    np.testing.assert_allclose(model.pooled_logits(ITEMS), int8.pooled_logits(ITEMS), atol=1e-5)
+    path = model._model().net.path  # type: ignore[attr-defined]
+    assert not str(path).startswith(str(blocker))
+
+
+def test_calibrate_only_refits_on_dev_and_keeps_the_weights(
+        int8: BuiltinClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``vilmo train classifier --calibrate-only``: new Platt parameters from the dev split
+    the weights were trained with, through the shipped runtime; the weights stay as they are."""
+    import json
+    import random
+
+    from click.testing import CliRunner
+
+    from vilmo.cli import cli
+    from vilmo.data import data_dir
+    from vilmo.train import classifier as training
+
+    if not (data_dir() / "valueeval").exists():
+        pytest.skip("labelled data not found (set VILMO_DATA_DIR)")
+    target = tmp_path / "value_classifier"
+    shutil.copytree(default_model_dir(), target)
+    real_build = training.build
+    seen: list[int] = []
+
+    def small_dev(root: Path, sizes: object, seed: int) -> tuple[list, list]:  # type: ignore[type-arg]
+        seen.append(seed)
+        _, dev = real_build(root, sizes, seed)  # type: ignore[arg-type]
+        return [], random.Random(0).sample(dev, 150)
+
+    monkeypatch.setattr(training, "build", small_dev)
+    result = CliRunner().invoke(cli, ["train", "classifier", "--out", str(target),
+                                       "--calibrate-only"])
+    assert result.exit_code == 0, result.output
+    before = json.loads((default_model_dir() / "config.json").read_text())
+    after = json.loads((target / "config.json").read_text())
+    assert seen == [before["training"]["settings"]["seed"]]
+    assert "150 dev examples" in after["calibrated_on"]
+    assert after["calibration"] != before["calibration"]
+    assert set(after["calibration"]) == set(before["calibration"])
+    assert after["training"] == before["training"]
+    assert ((target / "weights.safetensors").read_bytes()
+            == (default_model_dir() / "weights.safetensors").read_bytes())
