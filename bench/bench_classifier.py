@@ -2,9 +2,9 @@
 
 Prints one JSON object: the plain fp32 sentence encoder's rate (the reference), the classifier's
 batched rate through every built-in value (int8 and fp32), single-reply latency, and the
-micro-batcher's rate under concurrent calls. int8 is the shipped path (ONNX Runtime, per-channel
-int8 weights); fp32 is the PyTorch network it is exported from. Texts are ~60-word synthetic replies, all distinct,
-so no cache helps. Usage:
+micro-batcher's rate under concurrent calls. int8 is the shipped path (ONNX Runtime, see
+``vilmo.value_onnx``); fp32 is the PyTorch network it is exported from. Texts are ~60-word
+synthetic replies, all distinct, so no cache helps. Usage:
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_classifier.py --threads 2
 """

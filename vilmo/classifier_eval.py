@@ -139,7 +139,8 @@ def late_violations(model: BuiltinClassifier, root: Path, words: int = 300,
     late = _values(model, [ScoreInput(f"{preamble()}\n\n{r.response}", r.prompt)
                            for r in caught]).max(axis=1) >= 0.5
     kept = int(late.sum())
-    return {"n": len(caught), "words_before": words, "still_flagged_share": kept / len(caught),
+    return {"n": len(caught), "words_before": words,
+            "still_flagged_share": kept / len(caught) if caught else float("nan"),
             "still_flagged_share_ci95": metrics.wilson(kept, len(caught))}
 
 

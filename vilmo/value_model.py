@@ -106,11 +106,10 @@ class BuiltinClassifier:
         if self.quantize:
             import torch
 
-            from vilmo.value_onnx import build_key, int8_session
+            from vilmo.value_onnx import int8_session
 
-            key = build_key(weights, *sorted(encoder_path.glob("*.safetensors")))
-            net = int8_session(fp32, f"{config['n_frozen']}-{len(names)}-{key}",
-                               threads=torch.get_num_threads())
+            sources = [weights, *sorted(encoder_path.glob("*.safetensors"))]
+            net = int8_session(fp32, sources, threads=torch.get_num_threads())
         else:
             net = _TorchNetwork(fp32)
         cal = config.get("calibration", {})

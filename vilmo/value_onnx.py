@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,14 @@ from vilmo.value_net import ValueNet
 
 EXPORT_VERSION = 2
 """Bump when the export or quantisation recipe changes, so cached graphs are rebuilt."""
+RECIPE = "int8, per-channel 7-bit weights, activations quantised per batch"
+
+
+def runtime() -> str:
+    """What the shipped path runs on, for records of what a calibration was fitted through."""
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__}, {RECIPE} (export {EXPORT_VERSION})"
 
 
 def cache_dir() -> Path:
@@ -68,13 +77,15 @@ def build_key(*sources: Path) -> str:
     return digest.hexdigest()[:24]
 
 
-def int8_session(net: ValueNet, key: str, threads: int | None = None) -> Int8Session:
-    """The cached int8 graph for ``key``, exported from ``net`` (fp32, eval mode) if missing.
+def int8_session(net: ValueNet, sources: Sequence[Path],
+                 threads: int | None = None) -> Int8Session:
+    """The cached int8 graph of ``net`` (fp32, eval mode), whose weights come from the files
+    ``sources``; exported and quantised if missing.
 
     The file is written under a temporary name and renamed, so concurrent processes never read
     a half-written graph; where the cache is not writable, the graph lives in a temp dir.
     """
-    target = cache_dir() / "onnx" / f"value_classifier-{key}.int8.onnx"
+    target = cache_dir() / "onnx" / f"value_classifier-{build_key(*sources)}.int8.onnx"
     if not target.exists():
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

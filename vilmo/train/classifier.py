@@ -4,7 +4,8 @@ The recipe: the packaged MiniLM reads ``prompt [SEP] reply``; its bottom ``n_fro
 stay fixed, so their output is computed once and cached, and only the top layers and one linear
 head are trained (multi-task, masked binary cross-entropy: each example trains the heads it has
 labels for). Afterwards every head gets Platt scaling on the dev split, run through the same
-int8 path that ships (``vilmo.value_onnx``), so 0.5 is the decision point. Held-out rows are never read here.
+int8 path that ships (``vilmo.value_onnx``), so 0.5 is the decision point. Held-out rows are
+never read here.
 """
 
 from __future__ import annotations
@@ -187,9 +188,8 @@ def recalibrate(data_root: Path, out_dir: Path, progress: bool = True) -> dict[s
 def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
               progress: bool = True) -> dict[str, Any]:
     """Platt scaling per head and ValueEval thresholds, fitted on dev through the int8 path."""
-    import onnxruntime
-
     from vilmo.value_model import BuiltinClassifier
+    from vilmo.value_onnx import runtime
 
     model = BuiltinClassifier(out_dir, cache_size=0)
     items = [ScoreInput(e.response, e.prompt) for e in dev]
@@ -215,8 +215,7 @@ def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
     thresholds = dict(zip(VALUEEVAL_CATEGORIES,
                           metrics.shrunk_f1_thresholds(probs, y[rows][:, cols]), strict=True))
     return {"calibration": calibration, "valueeval_thresholds": thresholds, "dev_auc": dev_auc,
-            "calibrated_on": f"onnxruntime {onnxruntime.__version__} int8 (per-channel, 7-bit "
-                             f"weights), {len(items)} dev examples"}
+            "calibrated_on": f"{runtime()}; {len(items)} dev examples"}
 
 
 def _progress(it: range, desc: str, enabled: bool) -> Any:
