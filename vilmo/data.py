@@ -199,6 +199,9 @@ class Argument:
     prompt: str
     premise: str
     labels: tuple[int, ...]
+    conclusion: str
+    """What the argument argues for or against; arguments share conclusions, and the validation
+    file's conclusions are all unseen in training."""
 
 
 def valueeval(root: Path, which: Literal["training", "validation"]) -> list[Argument]:
@@ -206,7 +209,8 @@ def valueeval(root: Path, which: Literal["training", "validation"]) -> list[Argu
     base = root / "valueeval"
     labels = {r["Argument ID"]: tuple(int(r[c]) for c in VALUEEVAL_CATEGORIES)
               for r in _tsv(base / f"labels-{which}.tsv")}
-    return [Argument(f"{r['Stance']}: {r['Conclusion']}", r["Premise"], labels[r["Argument ID"]])
+    return [Argument(f"{r['Stance']}: {r['Conclusion']}", r["Premise"], labels[r["Argument ID"]],
+                     r["Conclusion"])
             for r in _tsv(base / f"arguments-{which}.tsv")]
 
 

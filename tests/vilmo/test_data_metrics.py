@@ -74,3 +74,20 @@ def test_data_sets_when_present() -> None:
     cm_train = data.commonsense(root, "test", "train")
     assert len(cm_held) + len(cm_train) + len(data.commonsense(root, "test", "dev")) \
         == len(data.commonsense(root, "test"))
+
+
+def test_valueeval_dev_conclusions_are_unseen_in_training() -> None:
+    """The validation file's conclusions are all unseen in training, so dev is drawn by
+    conclusion too; the premise rule of older weights stays reproducible."""
+    from vilmo.train.examples import valueeval_examples
+
+    root = data.data_dir()
+    if not (root / "valueeval").exists():
+        pytest.skip(f"data folder {root} absent (set VILMO_DATA_DIR)")
+    conclusion = {a.prompt: a.conclusion for a in data.valueeval(root, "training")}
+    train = {conclusion[e.prompt] for e in valueeval_examples(root, "train")}
+    dev = {conclusion[e.prompt] for e in valueeval_examples(root, "dev")}
+    assert dev and train and not dev & train
+    assert not train & {a.conclusion for a in data.valueeval(root, "validation")}
+    old_dev = {conclusion[e.prompt] for e in valueeval_examples(root, "dev", "premise")}
+    assert old_dev & {conclusion[e.prompt] for e in valueeval_examples(root, "train", "premise")}

@@ -110,11 +110,12 @@ def test_calibrate_only_refits_on_dev_and_keeps_the_weights(
     target = tmp_path / "value_classifier"
     shutil.copytree(default_model_dir(), target)
     real_build = training.build
-    seen: list[int] = []
+    seen: list[tuple[int, str]] = []
 
-    def small_dev(root: Path, sizes: object, seed: int) -> tuple[list, list]:  # type: ignore[type-arg]
-        seen.append(seed)
-        _, dev = real_build(root, sizes, seed)  # type: ignore[arg-type]
+    def small_dev(root: Path, sizes: object, seed: int,
+                  valueeval_dev_by: str) -> tuple[list, list]:  # type: ignore[type-arg]
+        seen.append((seed, valueeval_dev_by))
+        _, dev = real_build(root, sizes, seed, valueeval_dev_by)  # type: ignore[arg-type]
         return [], random.Random(0).sample(dev, 150)
 
     monkeypatch.setattr(training, "build", small_dev)
@@ -123,7 +124,8 @@ def test_calibrate_only_refits_on_dev_and_keeps_the_weights(
     assert result.exit_code == 0, result.output
     before = json.loads((default_model_dir() / "config.json").read_text())
     after = json.loads((target / "config.json").read_text())
-    assert seen == [before["training"]["settings"]["seed"]]
+    settings = before["training"]["settings"]
+    assert seen == [(settings["seed"], settings.get("valueeval_dev_by", "premise"))]
     assert "150 dev examples" in after["calibrated_on"]
     assert after["calibration"] != before["calibration"]
     assert set(after["calibration"]) == set(before["calibration"])

@@ -22,13 +22,19 @@ def train_group() -> None:
               default=None, help="Where to write the weights (default: the package's models).")
 @click.option("--epochs", default=3, show_default=True)
 @click.option("--seed", default=13, show_default=True)
+@click.option("--frozen-layers", default=3, show_default=True,
+              help="Bottom encoder layers kept as packaged; the layers above them are trained.")
+@click.option("--valueeval-dev-by", type=click.Choice(["conclusion", "premise"]),
+              default="conclusion", show_default=True,
+              help="Draw ValueEval's dev part by conclusion (unseen in training, like the "
+                   "validation file) or by premise (the rule of the shipped weights).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all).")
 @click.option("--limit", type=int, default=None, help="Train on this many examples (smoke).")
 @click.option("--calibrate-only", is_flag=True,
               help="Keep the weights in --out; refit their calibration on dev (after a runtime "
                    "change).")
 def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs: int, seed: int,
-                             threads: int | None, limit: int | None, calibrate_only: bool) -> None:
+                             frozen_layers: int, valueeval_dev_by: str, threads: int | None, limit: int | None, calibrate_only: bool) -> None:
     """Fine-tune the value classifier (top encoder layers + heads), calibrate it, and fit the
     zero-shot judge's calibration (written beside it as zero_shot.json)."""
     import torch
@@ -47,7 +53,9 @@ def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs
         config = recalibrate(root, target)
         click.echo(json.dumps({"calibrated_on": config["calibrated_on"]}))
         return
-    config = train_classifier(root, target, TrainSettings(epochs=epochs, seed=seed, limit=limit))
+    config = train_classifier(root, target, TrainSettings(
+        epochs=epochs, seed=seed, limit=limit, n_frozen=frozen_layers,
+        valueeval_dev_by=valueeval_dev_by))  # type: ignore[arg-type]
     click.echo(json.dumps(config["training"]))
     from vilmo.train.zero_shot import fit
 

@@ -25,7 +25,7 @@ from vilmo import metrics
 from vilmo.classifier import ScoreInput
 from vilmo.data import VALUEEVAL_CATEGORIES, Example
 from vilmo.heads import head_names
-from vilmo.train.examples import Sizes, build
+from vilmo.train.examples import DevSplit, Sizes, build
 
 log = logging.getLogger(__name__)
 FORMAT = "vilmo-value-classifier/1"
@@ -44,6 +44,9 @@ class TrainSettings:
     fine_length: int = 128
     limit: int | None = None
     """Use only this many training examples (smoke tests)."""
+    valueeval_dev_by: DevSplit = "conclusion"
+    """How ValueEval's dev part is drawn (see ``valueeval_examples``); the shipped weights
+    were trained with ``"premise"``."""
     sizes: Sizes = field(default_factory=Sizes)
 
 
@@ -86,7 +89,7 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
     names = head_names()
     spec = WindowSpec(max_length=s.max_length, fine_length=s.fine_length)
 
-    train, dev = build(data_root, s.sizes, s.seed)
+    train, dev = build(data_root, s.sizes, s.seed, s.valueeval_dev_by)
     if s.limit:
         train = rng.sample(train, min(s.limit, len(train)))
         dev = rng.sample(dev, min(max(s.limit // 4, 50), len(dev)))
@@ -178,8 +181,11 @@ def recalibrate(data_root: Path, out_dir: Path, progress: bool = True) -> dict[s
     are."""
     config: dict[str, Any] = json.loads((out_dir / "config.json").read_text("utf-8"))
     training = config.get("training", {})
+    settings = training.get("settings", {})
+    # Weights trained before the dev rule was recorded drew ValueEval dev by premise.
     _, dev = build(data_root, Sizes(**training.get("sizes", {})),
-                   training.get("settings", {}).get("seed", TrainSettings().seed))
+                   settings.get("seed", TrainSettings().seed),
+                   settings.get("valueeval_dev_by", "premise"))
     config |= calibrate(out_dir, dev, config["heads"], progress)
     _write(out_dir, config)
     return config

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -96,11 +96,22 @@ def hh_examples(root: Path, split: Split) -> list[Example]:
     return [Example(reply, prompt, labels, "hh") for prompt, reply in data.hh_chosen(root, split)]
 
 
-def valueeval_examples(root: Path, split: Split) -> list[Example]:
-    """ValueEval training arguments; its validation file is held out whole."""
+DevSplit = Literal["conclusion", "premise"]
+
+
+def valueeval_examples(root: Path, split: Split,
+                       dev_by: DevSplit = "conclusion") -> list[Example]:
+    """ValueEval training arguments; its validation file is held out whole.
+
+    By default the dev part is drawn by conclusion, so its conclusions are unseen in training,
+    as all the validation file's are. With ``dev_by="premise"``, the rule the shipped weights
+    were trained with, dev shares conclusions with training and overrates the model (macro-F1
+    0.51 on dev against 0.445 on validation).
+    """
     out = []
     for arg in data.valueeval(root, "training"):
-        if data.split_of(arg.premise, 0, 10) != split:
+        key = arg.conclusion if dev_by == "conclusion" else arg.premise
+        if data.split_of(key, 0, 10) != split:
             continue
         labels = {f"valueeval:{c}": float(y) for c, y in zip(data.VALUEEVAL_CATEGORIES,
                                                                arg.labels, strict=True)}
@@ -166,8 +177,8 @@ def exemplar_examples() -> list[Example]:
     return out
 
 
-def build(root: Path, sizes: Sizes | None = None,
-          seed: int = 13) -> tuple[list[Example], list[Example]]:
+def build(root: Path, sizes: Sizes | None = None, seed: int = 13,
+          valueeval_dev_by: DevSplit = "conclusion") -> tuple[list[Example], list[Example]]:
     """(train, dev) examples; the train list already holds the repeats of small sets."""
     sizes = sizes or Sizes()
     rng = random.Random(seed)
@@ -180,6 +191,7 @@ def build(root: Path, sizes: Sizes | None = None,
         parts[split] = (
             [e for e in small if e.source in ("cm", "fulcra")] * (sizes.repeat_small if train else 1)
             + [e for e in small if e.source not in ("cm", "fulcra")] + rest
-            + valueeval_examples(root, split) * (sizes.repeat_valueeval if train else 1))
+            + valueeval_examples(root, split, valueeval_dev_by)
+            * (sizes.repeat_valueeval if train else 1))
     parts["train"] += exemplar_examples() * sizes.repeat_exemplars
     return parts["train"], parts["dev"]
