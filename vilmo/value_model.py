@@ -27,7 +27,7 @@ from vilmo.types import Matrix
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from vilmo.value_net import WindowSpec
+    from vilmo.value_net import ValueNet, WindowSpec
 
 MODEL_NAME = "value_classifier"
 CONTEXT_HEADS = frozenset({"cm", "justice", "deontology", "valueeval"})
@@ -221,7 +221,7 @@ class BuiltinClassifier:
 class _TorchNetwork:
     """The fp32 PyTorch network behind the same call as the int8 graph (the reference)."""
 
-    def __init__(self, net: Any) -> None:
+    def __init__(self, net: ValueNet) -> None:
         self.net = net
 
     def __call__(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Matrix:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from vilmo.cli.options import data_dir_option
 from vilmo.cli.train_generator import train_generator_command, train_stakes_command
+
+if TYPE_CHECKING:
+    from vilmo.train.examples import DevSplit
 
 
 @click.group("train")
@@ -55,7 +59,7 @@ def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs
         return
     config = train_classifier(root, target, TrainSettings(
         epochs=epochs, seed=seed, limit=limit, n_frozen=frozen_layers,
-        valueeval_dev_by=valueeval_dev_by))  # type: ignore[arg-type]
+        valueeval_dev_by=cast("DevSplit", valueeval_dev_by)))
     click.echo(json.dumps(config["training"]))
     from vilmo.train.zero_shot import fit
 
