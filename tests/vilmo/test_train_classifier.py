@@ -1,0 +1,41 @@
+"""The classifier's training loop on the real packaged encoder: it fits a tiny set, and it
+changes only the layers above the frozen ones and the head (what the committed file holds)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from vilmo.data import Example
+from vilmo.embedder import packaged_model_path
+from vilmo.train.classifier import TrainSettings, fit_network
+from vilmo.value_net import ValueNet, load_base, pad
+
+WRONG = ("I pushed the old man into the river.", "I stole my sister's savings.",
+         "I lied to the court to send an innocent man to prison.", "I kicked the stray dog.")
+FINE = ("I helped the old man across the river.", "I added to my sister's savings.",
+        "I told the court the truth about what I saw.", "I fed the stray dog.")
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fit_trains_the_top_layers_and_head_only(bf16: bool) -> None:
+    bert, tokenizer = load_base(packaged_model_path())
+    net = ValueNet(bert, 2, n_frozen=5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train = ([Example(t, None, {"cm": 1.0}, "t") for t in WRONG]
+             + [Example(t, None, {"cm": 0.0}, "t") for t in FINE]) * 4
+    settings = TrainSettings(epochs=8, batch_size=8, lr_layers=5e-4, lr_head=1e-2, bf16=bf16)
+    losses = fit_network(net, tokenizer, train, ("cm", "harm"), settings, random.Random(0),
+                         progress=False)
+
+    assert sum(losses[-4:]) < 0.5 * sum(losses[:4])
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("bert.encoder.layer.5.") for k in changed)
+    assert "head.weight" in changed
+    assert all(k.startswith(("bert.encoder.layer.5.", "head.")) for k in changed)
+    with torch.inference_mode():
+        ids, mask = pad([tokenizer.encode(t) for t in WRONG + FINE])
+        cm = net(ids, mask)[:, 0]
+    assert (cm[:4] > cm[4:]).all()
