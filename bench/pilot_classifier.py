@@ -24,7 +24,6 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +121,11 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from safetensors.torch import save_file
 
     from vilmo.data import data_dir
     from vilmo.embedder import packaged_model_path
     from vilmo.heads import head_names
-    from vilmo.train.classifier import TrainSettings, fit_network
+    from vilmo.train.classifier import TrainSettings, fit_network, write_network
     from vilmo.train.examples import build
     from vilmo.value_model import BuiltinClassifier
     from vilmo.value_net import ValueNet, WindowSpec, load_base
@@ -150,10 +148,8 @@ def main() -> None:
     losses = fit_network(net, tokenizer, train, names, settings, random.Random(args.seed))
     seconds = time.monotonic() - started
     with tempfile.TemporaryDirectory(prefix="vilmo-pilot-") as tmp:
-        save_file(net.trained_state(), str(Path(tmp) / "weights.safetensors"))
-        window = WindowSpec(settings.max_length, fine_length=settings.fine_length)
-        (Path(tmp) / "config.json").write_text(json.dumps(
-            {"heads": names, "n_frozen": settings.n_frozen, "window": asdict(window)}))
+        write_network(Path(tmp), net, names,
+                      WindowSpec(settings.max_length, fine_length=settings.fine_length))
         model = BuiltinClassifier(tmp, quantize=False, cache_size=0)
         figures = dev_figures(model, dev, names, root)
     print(json.dumps({"settings": vars(args), "train_examples": len(train),

@@ -1,17 +1,22 @@
-"""The classifier's training loop on the real packaged encoder: it fits a tiny set, and it
-changes only the layers above the frozen ones and the head (what the committed file holds)."""
+"""The classifier's training loop on the real packaged encoder: it fits a tiny set, it changes
+only the layers above the frozen ones and the head (what the committed file holds), and what it
+writes loads as the classifier."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from vilmo.classifier import ScoreInput
 from vilmo.data import Example
 from vilmo.embedder import packaged_model_path
-from vilmo.train.classifier import TrainSettings, fit_network
-from vilmo.value_net import ValueNet, load_base, pad
+from vilmo.train.classifier import TrainSettings, fit_network, write_network
+from vilmo.value_model import BuiltinClassifier
+from vilmo.value_net import ValueNet, WindowSpec, load_base, pad
 
 WRONG = ("I pushed the old man into the river.", "I stole my sister's savings.",
          "I lied to the court to send an innocent man to prison.", "I kicked the stray dog.")
@@ -39,3 +44,21 @@ def test_fit_trains_the_top_layers_and_head_only(bf16: bool) -> None:
         ids, mask = pad([tokenizer.encode(t) for t in WRONG + FINE])
         cm = net(ids, mask)[:, 0]
     assert (cm[:4] > cm[4:]).all()
+
+
+def test_written_network_loads_as_the_classifier(tmp_path: Path) -> None:
+    """What ``write_network`` writes is what ``BuiltinClassifier`` reads: same logits, up to
+    the int8 packing of the weight rows."""
+    bert, tokenizer = load_base(packaged_model_path())
+    net = ValueNet(bert, 2, n_frozen=5)
+    train = [Example(t, None, {"cm": 1.0}, "t") for t in WRONG]
+    fit_network(net, tokenizer, train + [Example(t, None, {"cm": 0.0}, "t") for t in FINE],
+                ("cm", "harm"), TrainSettings(epochs=2, batch_size=8), random.Random(0),
+                progress=False)
+    write_network(tmp_path, net, ("cm", "harm"), WindowSpec())
+    loaded = BuiltinClassifier(tmp_path, quantize=False, cache_size=0)
+    with torch.inference_mode():
+        ids, mask = pad([tokenizer.encode(t) for t in WRONG + FINE])
+        direct = net(ids, mask).numpy()
+    read = loaded.pooled_logits([ScoreInput(t) for t in WRONG + FINE])
+    assert np.abs(read - direct).max() < 0.05
