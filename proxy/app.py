@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 
 from proxy.audit import RequestRecord
 from proxy.errors import GatewayError, InvalidRequest
-from proxy.middleware import BodyLimit, KeyAuth
+from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
 from proxy.routes import router
 from proxy.services import Services, build_services
 from proxy.settings import GatewayConfig
@@ -36,9 +36,9 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(KeyAuth, settings=config.auth)
     app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
+    app.add_middleware(KeyAuth, settings=config.auth)  # outside: no body is read before a key
+    app.add_middleware(UnexpectedErrors)
     return app
 
 
@@ -46,7 +46,7 @@ def _respond(request: Request, error: GatewayError) -> JSONResponse:
     record: RequestRecord | None = getattr(request.state, "record", None)
     if record is not None:
         request.app.state.services.record(record, str(error.status), error.code)
-    return JSONResponse(error.envelope(), status_code=error.status)
+    return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
 
 
 async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
@@ -62,7 +62,3 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
                           "param": None, "code": str(exc.status_code)}}
     return JSONResponse(envelope, status_code=exc.status_code)
 
-
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s", request.url.path, exc_info=exc)
-    return _respond(request, GatewayError("internal error in the gateway", code="internal_error"))

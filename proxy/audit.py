@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,15 @@ class RequestRecord:
     verdict: dict[str, object] | None = None
     attempts: list[dict[str, object]] = field(default_factory=list)
     """Verdicts of replies that were regenerated, in order."""
+
+    @property
+    def written(self) -> bool:
+        """Has the request's outcome been recorded (status set from "ok")?"""
+        return self.status != "ok"
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4().hex[:16]}"
 
 
 class AuditSink(Protocol):

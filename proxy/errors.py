@@ -8,8 +8,9 @@
     ├── PolicyOverrideForbidden       403 permission_error
     ├── ModelNotFound                 404 invalid_request_error (code: model_not_found)
     ├── PayloadTooLarge               413 invalid_request_error
-    ├── UpstreamRateLimited           429 rate_limit_error
+    ├── UpstreamRateLimited           429 rate_limit_error (Retry-After passed on)
     ├── UpstreamFailed                502 upstream_error
+    ├── UpstreamUnavailable           503 upstream_error (LiteLLM's cooldown after failures)
     ├── GuardFailed                   503 guard_error (the value check failed, on_error: closed)
     └── UpstreamTimeout               504 timeout_error
 
@@ -20,8 +21,11 @@ pass through ``Redactor`` so upstream secrets never reach a client or a log.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
@@ -34,11 +38,13 @@ class GatewayError(Exception):
     type: ClassVar[str] = "api_error"
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 ) -> None:
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.headers = headers or {}
+        """Response headers that go with the error (e.g. Retry-After)."""
 
     def envelope(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param,
@@ -88,6 +94,13 @@ class UpstreamFailed(GatewayError):
     type = "upstream_error"
 
 
+class UpstreamUnavailable(GatewayError):
+    """LiteLLM holds every deployment of the model back after recent failures."""
+
+    status = 503
+    type = "upstream_error"
+
+
 class GuardFailed(GatewayError):
     """The classifier or generator failed or timed out and the policy fails closed."""
 
@@ -101,23 +114,37 @@ class UpstreamTimeout(GatewayError):
 
 
 class Redactor:
-    """Replaces known secrets (upstream API keys) in text with a marker."""
+    """Replaces known secrets (upstream keys, header values, client keys) in text with a
+    marker. Secrets shorter than ``MIN_SUBSTRING`` are replaced only as whole tokens, so a key
+    like ``abc`` never mangles ``abcde``; the gateway's own placeholder key ``none`` is no
+    secret."""
 
-    MIN_SECRET_LENGTH = 6  # shorter values would mangle ordinary words
+    MIN_SUBSTRING = 6
+    PLACEHOLDERS = frozenset({"none"})
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if len(s) >= self.MIN_SECRET_LENGTH},
-                              key=len, reverse=True)
+        kept = sorted({s for s in secrets if s.strip() and s.lower() not in self.PLACEHOLDERS},
+                      key=len, reverse=True)
+        self.secrets = [s for s in kept if len(s) >= self.MIN_SUBSTRING]
+        short = [re.escape(s) for s in kept if len(s) < self.MIN_SUBSTRING]
+        self._short = re.compile(rf"(?<![\w-])(?:{'|'.join(short)})(?![\w-])") if short else None
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
+            text = text.replace(secret, REDACTED)
+        return self._short.sub(REDACTED, text) if self._short else text
+
+    def cut(self, text: str, limit: int = 500) -> str:
+        """Redacted first, then cut: a secret across the cut never survives in part."""
+        return self(text)[:limit]
+
+
+REDACTED = "[redacted]"
 
 
 def install_log_redaction(redact: Redactor) -> None:
     """Redact secrets from every log record of the process, whichever logger or handler
-    (uvicorn's, LiteLLM's) ends up writing it."""
+    (uvicorn's, LiteLLM's) ends up writing it, tracebacks included."""
     make_record = logging.getLogRecordFactory()
 
     def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -126,6 +153,8 @@ def install_log_redaction(redact: Redactor) -> None:
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return record
 
     logging.setLogRecordFactory(redacting_factory)
@@ -133,24 +162,39 @@ def install_log_redaction(redact: Redactor) -> None:
 
 @contextmanager
 def map_upstream_errors(redact: Redactor, model: str) -> Iterator[None]:
-    """Turn LiteLLM's (OpenAI-style) exceptions into GatewayErrors with the right status."""
+    """Turn LiteLLM's exceptions into GatewayErrors with the right status. The upstream's
+    error text reaches the client only redacted (then cut to 500 characters)."""
     import openai  # LiteLLM's exceptions subclass the openai package's
+    from litellm.types.router import RouterRateLimitError
 
     try:
         yield
     except GatewayError:
         raise
+    except RouterRateLimitError as exc:  # LiteLLM's own: no deployment may be called now
+        retry = {"retry-after": str(max(1, math.ceil(exc.cooldown_time)))}
+        if exc.all_deployments_in_cooldown:
+            raise UpstreamUnavailable(
+                f"the upstream for model {model!r} failed recently and is cooling down; "
+                f"retry in {retry['retry-after']} s", code="upstream_unavailable",
+                headers=retry) from None
+        raise UpstreamRateLimited(f"the gateway's rate limit for model {model!r}",
+                                  code="rate_limit_exceeded", headers=retry) from None
     except openai.APITimeoutError as exc:
         raise UpstreamTimeout(f"upstream for model {model!r} timed out",
                               code="upstream_timeout") from exc
     except openai.APIStatusError as exc:
-        raise _from_status(exc.status_code, redact(_message_of(exc)), model) from exc
+        error = _from_status(exc.status_code, redact.cut(_message_of(exc)), model)
+        if isinstance(error, UpstreamRateLimited):
+            error.headers = _retry_after(exc.response.headers.get("retry-after"))
+        raise error from exc
     except openai.APIConnectionError as exc:
         raise UpstreamFailed(f"could not reach the upstream for model {model!r}: "
-                             f"{redact(_message_of(exc))}", code="upstream_unreachable") from exc
+                             f"{redact.cut(_message_of(exc))}",
+                             code="upstream_unreachable") from exc
     except openai.OpenAIError as exc:
         status = getattr(exc, "status_code", 502)
-        raise _from_status(int(status), redact(_message_of(exc)), model) from exc
+        raise _from_status(int(status), redact.cut(_message_of(exc)), model) from exc
 
 
 def _from_status(status: int, message: str, model: str) -> GatewayError:
@@ -167,6 +211,19 @@ def _from_status(status: int, message: str, model: str) -> GatewayError:
                           code="upstream_error")
 
 
+def _retry_after(value: str | None) -> dict[str, str]:
+    """The upstream's Retry-After, when it is seconds or an HTTP date (nothing else passes)."""
+    if value is None:
+        return {}
+    value = value.strip()
+    if value.isdigit() and len(value) <= 9:
+        return {"retry-after": value}
+    try:
+        parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return {}
+    return {"retry-after": value}
+
+
 def _message_of(exc: BaseException) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return str(message)[:500]
+    return str(getattr(exc, "message", None) or exc)

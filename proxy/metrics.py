@@ -3,16 +3,27 @@ several apps in a process never collide)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from proxy.audit import RequestRecord
+from proxy.settings import configured_name
 from vilmo.verdict import Verdict
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+OTHER_MODEL = "other"
+
+
 class Metrics:
-    def __init__(self) -> None:
+    """``model_names`` are the config's model_list names: the only model labels (a request for
+    ``stub-x`` served by the entry ``stub-*`` counts as ``stub-*``, an unknown one as
+    ``other``), so clients cannot grow the label set."""
+
+    def __init__(self, model_names: Sequence[str] = ()) -> None:
+        self.model_names = list(model_names)
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "vilmo_requests", "Chat completion requests by outcome.",
@@ -45,7 +56,8 @@ class Metrics:
 
     def record(self, record: RequestRecord) -> None:
         stream = "true" if record.stream else "false"
-        self.requests.labels(record.model, record.policy, stream, record.status).inc()
+        model = configured_name(record.model, self.model_names) or OTHER_MODEL
+        self.requests.labels(model, record.policy, stream, record.status).inc()
         self.request_seconds.labels(stream).observe(record.duration_s)
         if record.generator:
             self.instruction_seconds.labels(record.generator).observe(record.instruction_s)

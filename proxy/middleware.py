@@ -1,22 +1,28 @@
-"""Pure-ASGI guards in front of the routes: the client's API key, and the body size limit.
+"""Pure-ASGI guards in front of the routes: the client's API key, the body size limit, and
+the last resort for unexpected errors.
 
 Keys are compared with ``hmac.compare_digest``. The caller found for a key is put in
-``scope["state"]["caller"]`` for the routes.
+``scope["state"]["caller"]`` for the routes. A chat request refused here (401, 413) still
+leaves an audit record.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.audit import RequestRecord, new_request_id
 from proxy.errors import AuthenticationFailed, GatewayError, PayloadTooLarge
 from proxy.settings import AuthSettings, KeyBinding
 
-PROTECTED_PREFIX = "/v1/"
+log = logging.getLogger(__name__)
+
+CHAT_PATH = "/v1/chat/completions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,36 +33,53 @@ class Caller:
     policy: str | None
     allow_policy_header: bool
 
+    @property
+    def sees_config(self) -> bool:
+        """May error texts list the gateway's models and policies to this caller?"""
+        return self.allow_policy_header
+
 
 async def send_error(send: Send, error: GatewayError) -> None:
     """Answer with an OpenAI error envelope, outside any framework."""
     body = json.dumps(error.envelope()).encode()
-    await send({"type": "http.response.start", "status": error.status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()),
+               *((k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items())]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
+    """An audit record (and metrics) for a chat request refused before its route."""
+    if scope["path"] == CHAT_PATH:
+        record = RequestRecord(request_id=new_request_id(), caller=caller)
+        scope["app"].state.services.record(record, str(error.status), error.code)
 
 
 class KeyAuth:
     """Resolves ``Authorization: Bearer KEY`` to a Caller; 401 when keys are configured and it
-    is missing or unknown. Without configured keys every caller is anonymous."""
+    is missing or unknown, on every path but ``auth.public_paths``. Without configured keys
+    every caller is anonymous."""
 
     def __init__(self, app: ASGIApp, settings: AuthSettings) -> None:
         self.app = app
         self.bindings: Sequence[KeyBinding] = settings.keys
+        self.public_paths = frozenset(settings.public_paths)
         self.anonymous = Caller("anonymous", None, settings.allow_policy_header)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
+        if scope["type"] != "http" or scope["path"] in self.public_paths:
             await self.app(scope, receive, send)
             return
         caller = self.anonymous
         if self.bindings:
             found = self._lookup(_bearer(scope))
             if found is None:
-                await send_error(send, AuthenticationFailed(
+                refused = AuthenticationFailed(
                     "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                    code="invalid_api_key"))
+                    code="invalid_api_key")
+                record_refusal(scope, "unauthenticated", refused)
+                await send_error(send, refused)
                 return
             caller = found
         scope.setdefault("state", {})["caller"] = caller
@@ -93,9 +116,12 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(f"request body is larger than {self.max_bytes} bytes")
+        too_large = PayloadTooLarge(f"request body is larger than {self.max_bytes} bytes",
+                                    code="payload_too_large")
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                caller: Caller | None = scope.get("state", {}).get("caller")
+                record_refusal(scope, caller.name if caller else "anonymous", too_large)
                 await send_error(send, too_large)
                 return
         seen = 0
@@ -110,3 +136,36 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class UnexpectedErrors:
+    """The last resort: an exception nothing mapped becomes a 500 envelope, an audit record and
+    one log line (Starlette's own handler would re-raise it to the server, which logs the whole
+    traceback; the traceback is kept at debug level)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            log.error("unexpected error on %s %s: %s: %s", scope["method"], scope["path"],
+                      type(exc).__name__, str(exc)[:200])
+            log.debug("traceback of the unexpected error", exc_info=exc)
+            error = GatewayError("internal error in the gateway", code="internal_error")
+            record: RequestRecord | None = scope.get("state", {}).get("record")
+            if record is not None and not record.written:
+                scope["app"].state.services.record(record, str(error.status), error.code)
+            if not started:
+                await send_error(send, error)

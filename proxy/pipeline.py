@@ -86,7 +86,7 @@ async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header:
     record.model, record.stream = str(raw["model"]), stream
     policy = choose_policy(caller, policy_header, services.policies)            # 1
     record.policy = policy.name
-    require_model(services.upstream, record.model)
+    require_model(services.upstream, record.model, caller)
     input_verdict = await check_input(services, raw, policy)                     # 2
     if input_verdict is not None and input_verdict.stops:
         return refuse_input(raw, stream, policy, input_verdict, services, record)
@@ -134,15 +134,15 @@ def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> 
     try:
         return policies.get(name)
     except UnknownPolicy:
-        raise UnknownPolicyRequested(
-            f"unknown policy {name!r}; known: {', '.join(policies.names())}",
-            param="X-Vilmo-Policy", code="policy_not_found") from None
+        known = f"; known: {', '.join(policies.names())}" if caller.sees_config else ""
+        raise UnknownPolicyRequested(f"unknown policy {name!r}{known}",
+                                     param="X-Vilmo-Policy", code="policy_not_found") from None
 
 
-def require_model(upstream: Upstream, model: str) -> None:
+def require_model(upstream: Upstream, model: str, caller: Caller) -> None:
     if not upstream.serves(model):
-        raise ModelNotFound(f"the model {model!r} does not exist on this gateway; "
-                            f"available: {', '.join(upstream.model_names())}",
+        known = f"; available: {', '.join(upstream.model_names())}" if caller.sees_config else ""
+        raise ModelNotFound(f"the model {model!r} does not exist on this gateway{known}",
                             param="model", code="model_not_found")
 
 

@@ -1,12 +1,16 @@
 """OpenAI wire models: what the gateway accepts and answers, apart from serving logic.
 
-The request model validates only what the gateway reads (model, messages, stream); every other
-field is kept as sent and passed to the upstream untouched (tools, response_format, seed, ...).
-Fields are in the OpenAI documentation's order; our additions are fenced and marked.
+``FORWARDED_FIELDS`` is the one allow-list of request fields that reach the upstream: the
+OpenAI chat-completion parameters, type-checked by ``ChatCompletionRequest``. Anything else a
+client sends (``api_base``, ``api_key``, ``extra_headers``, ``num_retries``, ``mock_response``,
+... which LiteLLM would obey) is dropped, or refused under ``strict_params``; a model_list
+entry may allow more fields by name (``allowed_params``). Fields are in the OpenAI
+documentation's order; our additions are fenced and marked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -45,32 +49,61 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+FORWARDED_FIELDS = frozenset({
+    "messages", "model", "audio", "frequency_penalty", "logit_bias", "logprobs",
+    "max_completion_tokens", "max_tokens", "metadata", "modalities", "n", "parallel_tool_calls",
+    "prediction", "presence_penalty", "reasoning_effort", "response_format", "seed",
+    "service_tier", "stop", "store", "stream", "stream_options", "temperature", "tool_choice",
+    "tools", "top_logprobs", "top_p", "user",
+})
+"""The OpenAI chat-completion fields (API reference): all that reaches the upstream."""
+
+
+def forwarded(body: dict[str, Any], also: Collection[str] = (),
+              ) -> tuple[dict[str, Any], list[str]]:
+    """The body's allow-listed fields (plus ``also``), and the names of those left out.
+
+    ``metadata`` goes in ``extra_body``: LiteLLM reads its own ``metadata`` argument and would
+    not send the client's to the upstream."""
+    kept = {k: v for k, v in body.items() if k in FORWARDED_FIELDS or k in also}
+    if "metadata" in kept and "metadata" not in also:
+        kept["extra_body"] = {"metadata": kept.pop("metadata")}
+    return kept, sorted(k for k in body if k not in FORWARDED_FIELDS and k not in also)
+
+
 class ChatCompletionRequest(BaseModel):
-    """POST /v1/chat/completions. The gateway forwards the body as sent (unknown fields too);
-    the OpenAI fields are type-checked here so a malformed one is the client's 400, not a
-    failure inside LiteLLM that would look like the upstream's."""
+    """POST /v1/chat/completions. The OpenAI fields are type-checked here so a malformed one
+    is the client's 400, not a failure inside LiteLLM that would look like the upstream's;
+    other fields are allowed here and left out of the upstream call (``forwarded``)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
     messages: list[ChatMessageIn] = Field(min_length=1)
     model: str = Field(min_length=1)
+    audio: dict[str, Any] | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    metadata: dict[str, str] | None = None
+    modalities: list[str] | None = None
     n: int | None = Field(None, ge=1)
+    parallel_tool_calls: bool | None = None
+    prediction: dict[str, Any] | None = None
     presence_penalty: float | None = None
+    reasoning_effort: str | None = None
     response_format: dict[str, Any] | None = None
     seed: int | None = None
+    service_tier: str | None = None
     stop: str | list[str] | None = None
+    store: bool | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = None
-    top_p: float | None = None
-    tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
+    tools: list[dict[str, Any]] | None = None
+    top_logprobs: int | None = None
+    top_p: float | None = None
     user: str | None = None
 
 

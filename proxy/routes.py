@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -12,7 +10,8 @@ from pydantic import BaseModel, ValidationError
 
 from proxy import pipeline
 from proxy.actions import with_annotation
-from proxy.audit import RequestRecord
+from proxy.admission import admit, parse_body
+from proxy.audit import RequestRecord, new_request_id
 from proxy.check import check_values
 from proxy.errors import InvalidRequest
 from proxy.middleware import Caller
@@ -35,13 +34,13 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
+    services: Services = request.app.state.services
+    record = RequestRecord(request_id=new_request_id(), caller=caller_of(request).name)
+    request.state.record = record  # from here on every outcome is recorded, 400s too
     raw = await read_json(request)
     body = validate(ChatCompletionRequest, raw)
-    services: Services = request.app.state.services
-    record = RequestRecord(request_id=f"req-{uuid.uuid4().hex[:16]}",
-                           caller=caller_of(request).name)
-    request.state.record = record
-    result = await pipeline.chat(raw, bool(body.stream), caller_of(request),
+    params = admit(raw, body, services.config)
+    result = await pipeline.chat(params, bool(body.stream), caller_of(request),
                                  request.headers.get("x-vilmo-policy"), services, record)
     annotate = request.headers.get("x-vilmo-annotate", "").lower() == "body"
     if isinstance(result, ChatStream):
@@ -118,20 +117,7 @@ def stream_headers(prepared: PreparedStream, record: RequestRecord) -> dict[str,
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}",
-                             code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
-    try:  # JSON escapes can smuggle lone surrogates, which no upstream can be sent
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidRequest(f"the request body is not valid Unicode: {exc.reason}",
-                             code="invalid_json") from None
-    return data
+    return parse_body(await request.body())
 
 
 def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:

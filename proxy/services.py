@@ -32,6 +32,7 @@ class Services:
     guard: Guard
     metrics: Metrics
     audit: AuditSink
+    config: GatewayConfig
 
     def record(self, record: RequestRecord, status: str, error_code: str | None = None) -> None:
         record.status, record.error_code = status, error_code
@@ -51,7 +52,7 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
     generator = VilmoGenerator(bank, embedder, StakesModel.load(), base_dir=config.policy_dir)
     policies = PolicyStore(config.policy_dir, config.default_policy,
                            config.server.policy_reload_interval_s, check=generator.check)
-    metrics = Metrics()
+    metrics = Metrics([d.model_name for d in config.model_list])
     if classifier_for is None:
         from vilmo.policy_classifier import PolicyClassifiers
 
@@ -69,4 +70,5 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
         guard=Guard(classifier_for, metrics),
         metrics=metrics,
         audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records),
+        config=config,
     )

@@ -1,16 +1,18 @@
 """The gateway's configuration: one YAML file, or embedded defaults from the environment.
 
 Top-level keys: ``model_list`` and ``router_settings`` (LiteLLM's format), ``policy_dir``,
-``default_policy``, ``auth``, ``server``, ``audit``. An unknown key is an error that names it.
+``default_policy``, ``strict_params``, ``auth``, ``server``, ``audit``. An unknown key is an error that names it.
 Secrets are written ``os.environ/NAME`` and resolved here, so a missing variable is reported
 at start-up with the field that needs it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -34,6 +36,13 @@ class Deployment(BaseModel):
     model_config = ConfigDict(extra="allow")
     model_name: str = Field(min_length=1)
     litellm_params: dict[str, Any]
+    allowed_params: list[str] = Field(
+        default_factory=list, description="Request fields beyond the OpenAI ones that clients "
+        "may send to this model (e.g. top_k); vilmo's, not passed to LiteLLM.")
+
+    def router_entry(self) -> dict[str, Any]:
+        """The entry as LiteLLM's Router takes it."""
+        return self.model_dump(exclude={"allowed_params"})
 
     @field_validator("litellm_params")
     @classmethod
@@ -52,16 +61,26 @@ class KeyBinding(_Strict):
     allow_policy_header: bool = Field(False, description="May choose a policy by header.")
 
 
+PublicPath = Literal["/healthz", "/metrics", "/openapi.json"]
+
+
 class AuthSettings(_Strict):
     keys: list[KeyBinding] = Field(
         default_factory=list, description="Client keys; empty means no key is required.")
     allow_policy_header: bool = Field(
         True, description="Without keys: whether X-Vilmo-Policy may choose the policy.")
+    public_paths: list[PublicPath] = Field(
+        default_factory=lambda: list[PublicPath](["/healthz"]),
+        description="Paths served without a key when keys are set; every other path needs one.")
 
 
 class ServerSettings(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     policy_reload_interval_s: float = Field(1.0, ge=0.0)
+    max_n: int = Field(8, ge=1, description="The largest `n` a request may ask for.")
+    max_tokens: int = Field(
+        32768, ge=1, description="The largest max_tokens / max_completion_tokens a request may "
+                                 "ask for.")
 
 
 class AuditSettings(_Strict):
@@ -74,15 +93,51 @@ class GatewayConfig(_Strict):
     router_settings: dict[str, Any] = Field(default_factory=dict)
     policy_dir: Path = SHIPPED_POLICY_DIR
     default_policy: str = "default"
+    strict_params: bool = Field(
+        False, description="A request field outside the allow-list is a 400, not dropped.")
     auth: AuthSettings = Field(default_factory=AuthSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
 
     def secrets(self) -> list[str]:
-        """Every upstream credential and client key, for redaction."""
-        found = [str(v) for d in self.model_list for k, v in d.litellm_params.items()
-                 if "key" in k.lower() or "secret" in k.lower() or "token" in k.lower()]
-        return found + [k.key for k in self.auth.keys]
+        """Every upstream credential (also nested, e.g. in ``extra_headers``) and client key,
+        for redaction."""
+        found = [s for d in self.model_list for s in _secret_values(d.litellm_params)]
+        return found + list(_secret_values(self.router_settings)) + [k.key for k in self.auth.keys]
+
+    def allowed_params(self, model: str) -> frozenset[str]:
+        """The extra request fields the model_list entry serving ``model`` allows."""
+        name = configured_name(model, [d.model_name for d in self.model_list])
+        return frozenset(p for d in self.model_list if d.model_name == name
+                         for p in d.allowed_params)
+
+
+_SECRET_WORDS = ("key", "secret", "token", "password", "credential", "auth", "header")
+
+
+def _secret_values(value: Any, secret: bool = False) -> Iterator[str]:
+    """String values under a secret-looking name (or anywhere below one, as header values
+    are), and the credential after an ``Authorization`` scheme (``Bearer X``: also ``X``)."""
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            named = secret or any(word in str(name).lower() for word in _SECRET_WORDS)
+            yield from _secret_values(inner, named)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _secret_values(inner, secret)
+    elif secret and isinstance(value, str) and value:
+        yield value
+        scheme, _, credential = value.partition(" ")
+        if credential and scheme.lower() in ("bearer", "basic", "token"):
+            yield credential.strip()
+
+
+def configured_name(model: str, names: Sequence[str]) -> str | None:
+    """The ``model_name`` of the model_list entry that serves ``model``: an exact name first,
+    else the first pattern (``stub-*``) that matches; None when none does."""
+    if not model or model in names:
+        return model or None
+    return next((name for name in names if fnmatch.fnmatchcase(model, name)), None)
 
 
 def load_config(path: str | Path) -> GatewayConfig:

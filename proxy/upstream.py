@@ -6,12 +6,11 @@ The ``Upstream`` protocol is the seam the pipeline sees: OpenAI-shaped dicts in 
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from proxy.errors import Redactor, map_upstream_errors
-from proxy.settings import Deployment
+from proxy.settings import Deployment, configured_name
 from vilmo.types import ChatMessage
 
 Completion = dict[str, Any]
@@ -40,11 +39,11 @@ class LiteLLMUpstream:
         from litellm.router import Router  # heavy import: only when the gateway is built
 
         self._names = [d.model_name for d in model_list]
-        self._router = Router(model_list=[d.model_dump() for d in model_list], **router_settings)
+        self._router = Router(model_list=[d.router_entry() for d in model_list], **router_settings)
         self._redact = redact
 
     def serves(self, model: str) -> bool:
-        return any(name == model or fnmatch.fnmatchcase(model, name) for name in self._names)
+        return configured_name(model, self._names) is not None
 
     def model_names(self) -> list[str]:
         return list(dict.fromkeys(self._names))

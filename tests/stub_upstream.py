@@ -2,7 +2,8 @@
 
 Behaviour is chosen by the model name the gateway forwards:
   stub-status-NNN   answers with HTTP NNN and an OpenAI error envelope (the message echoes the
-                    API key it received, as real providers partly do, to test redaction)
+                    API key and any X-Upstream-Token header it received, as real providers
+                    partly do, after ``error_prefix``, to test redaction); 429s say Retry-After: 7
   stub-slow         waits ``slow_seconds`` before answering
   stub-midstream-error  streams one chunk, then breaks the connection
   anything else     answers ``reply`` (streamed word by word when asked to)
@@ -40,6 +41,7 @@ class StubUpstream:
     """When set, the reply is a tool call with these arguments."""
     slow_seconds: float = 3.0
     chunk_delay: float = 0.0
+    error_prefix: str = ""
     received: list[Received] = field(default_factory=list)
     streams_closed_early: int = 0
 
@@ -49,6 +51,7 @@ class StubUpstream:
         self.reply_when_warned = None
         self.tool_arguments = None
         self.chunk_delay = 0.0
+        self.error_prefix = ""
         self.streams_closed_early = 0
 
     def _reply_for(self, body: dict[str, Any]) -> str:
@@ -75,9 +78,12 @@ class StubUpstream:
         if model.startswith("stub-status-"):
             status = int(model.rsplit("-", 1)[1])
             key = request.headers.get("authorization", "").removeprefix("Bearer ")
-            return JSONResponse({"error": {"message": f"Incorrect API key provided: {key}",
-                                           "type": "stub_error", "param": None, "code": None}},
-                                status_code=status)
+            token = request.headers.get("x-upstream-token")
+            message = f"{self.error_prefix}Incorrect API key provided: {key}" + (
+                f" (token {token})" if token else "")
+            return JSONResponse({"error": {"message": message, "type": "stub_error",
+                                           "param": None, "code": None}}, status_code=status,
+                                headers={"retry-after": "7"} if status == 429 else None)
         if model == "stub-slow":
             await asyncio.sleep(self.slow_seconds)
         created = int(time.time())

@@ -224,7 +224,8 @@ def test_fail_open_passes_marks_counts(stub: StubUpstream) -> None:
     metrics_url = GATEWAY.removesuffix("/v1") + "/metrics"
 
     def guard_errors() -> float:
-        for line in httpx.get(metrics_url).text.splitlines():
+        for line in httpx.get(metrics_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                              ).text.splitlines():
             if line.startswith('vilmo_guard_errors_total{stage="output"}'):
                 return float(line.split()[-1])
         return 0.0

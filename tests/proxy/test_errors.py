@@ -138,8 +138,8 @@ def test_gateway_still_serves_after_errors_and_counts_them(gateway: str,
         model="stub", messages=MESSAGES)  # type: ignore[arg-type]
     assert ok.choices[0].message.content == stub.reply
     root = gateway.removesuffix("/v1")
-    metrics = httpx.get(f"{root}/metrics").text
-    assert 'vilmo_requests_total{model="stub-status-500",policy="strict-care-fairness",' \
+    metrics = httpx.get(f"{root}/metrics", headers=AUTH).text
+    assert 'vilmo_requests_total{model="stub-*",policy="strict-care-fairness",' \
            'status="502",stream="false"}' in metrics
     assert 'status="200"' in metrics
     assert "vilmo_instruction_duration_seconds_bucket" in metrics

@@ -82,9 +82,14 @@ def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     install_log_redaction(Redactor(["sk-upstream-secret-xyz", "abc"]))
     try:
         with caplog.at_level(logging.INFO):
-            logging.getLogger("LiteLLM").info("calling with key %s and abc",
+            logging.getLogger("LiteLLM").info("calling with key %s and abc, abcdef",
                                               "sk-upstream-secret-xyz")
+            try:
+                raise RuntimeError("failed with sk-upstream-secret-xyz")
+            except RuntimeError:
+                logging.getLogger("LiteLLM").exception("call failed")
     finally:
         logging.setLogRecordFactory(factory)
-    assert "sk-upstream-secret-xyz" not in caplog.text
-    assert "[redacted]" in caplog.text and "abc" in caplog.text  # too short to be a secret
+    assert "sk-upstream-secret-xyz" not in caplog.text  # in messages and in tracebacks
+    # A short secret is redacted as a whole token only: "abcdef" is left alone.
+    assert "calling with key [redacted] and [redacted], abcdef" in caplog.text

@@ -1,0 +1,85 @@
+"""What the gateway admits from a client's chat request, before the pipeline sees it.
+
+    parse_body()  JSON object, valid Unicode, nesting at most ``MAX_JSON_DEPTH`` deep, every
+                  number finite (NaN, Infinity and 1e400 are 400s naming the field)
+    admit()       only ``protocol.FORWARDED_FIELDS`` (and the model's ``allowed_params``) go on;
+                  others are dropped, or a 400 under ``strict_params``; ``n`` and ``max_tokens``
+                  within the server's limits
+
+Upstream settings (base URL, keys, headers, retries, timeouts) come only from the config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from proxy.errors import InvalidRequest
+from proxy.protocol import ChatCompletionRequest, forwarded
+from proxy.settings import GatewayConfig
+
+MAX_JSON_DEPTH = 64
+"""Deeper bodies are refused: no OpenAI request needs them, and recursion has to stop somewhere."""
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}",
+                             code="invalid_json") from None
+    except RecursionError:
+        raise too_deep() from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
+    check_tree(data)
+    try:  # JSON escapes can smuggle lone surrogates, which no upstream can be sent
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(f"the request body is not valid Unicode: {exc.reason}",
+                             code="invalid_json") from None
+    return data
+
+
+def check_tree(data: dict[str, Any]) -> None:
+    """Depth and finite numbers, walked without recursion."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_JSON_DEPTH:
+            raise too_deep()
+        if isinstance(value, dict):
+            stack.extend((v, (*path, k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            where = ".".join(str(p) for p in path)
+            raise InvalidRequest(f"{where}: numbers must be finite (not NaN, Infinity or out of "
+                                 "the float range)", param=where, code="invalid_request")
+
+
+def too_deep() -> InvalidRequest:
+    return InvalidRequest(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels",
+                          code="invalid_json")
+
+
+def admit(raw: dict[str, Any], body: ChatCompletionRequest, config: GatewayConfig,
+          ) -> dict[str, Any]:
+    """The request as the pipeline may forward it (``raw`` is the body ``body`` validated)."""
+    params, left_out = forwarded(raw, config.allowed_params(body.model))
+    if left_out and config.strict_params:
+        raise InvalidRequest(
+            f"unsupported parameter {left_out[0]!r}: the gateway forwards only the OpenAI "
+            "chat-completion parameters (and those the model's allowed_params name)",
+            param=left_out[0], code="unsupported_parameter")
+    limits = config.server
+    if body.n is not None and body.n > limits.max_n:
+        raise InvalidRequest(f"n: at most {limits.max_n} choices per request", param="n",
+                             code="invalid_request")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = getattr(body, name)
+        if value is not None and value > limits.max_tokens:
+            raise InvalidRequest(f"{name}: at most {limits.max_tokens} on this gateway",
+                                 param=name, code="invalid_request")
+    return params
