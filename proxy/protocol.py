@@ -44,6 +44,14 @@ class ChatMessageIn(BaseModel):
     tool_call_id: str | None = None
 
 
+class Tool(BaseModel):
+    """A tool the model may call. Only OpenAI's chat tool types: LiteLLM would act itself on
+    others (``type: "mcp"`` with a ``server_url`` runs its MCP client)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: Literal["function", "custom"]
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool | None = None
@@ -101,7 +109,7 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     temperature: float | None = None
     tool_choice: str | dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Tool] | None = None
     top_logprobs: int | None = None
     top_p: float | None = None
     user: str | None = None

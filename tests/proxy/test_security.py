@@ -168,6 +168,13 @@ def test_allowed_params_reach_only_their_model(secure: str, stub: StubUpstream) 
     assert "top_k" not in stub.last.body
 
 
+def test_only_openai_tool_types_are_accepted(secure: str, stub: StubUpstream) -> None:
+    mcp = {"type": "mcp", "server_label": "x", "server_url": "litellm_proxy/mcp/x"}
+    error = error_of(post(secure, {"model": "stub", "messages": MESSAGES, "tools": [mcp]}), 400)
+    assert error["param"] == "tools.0.type"
+    assert stub.received == []
+
+
 def test_openai_metadata_reaches_the_upstream(secure: str, stub: StubUpstream) -> None:
     client = openai.OpenAI(base_url=secure, api_key=TEAM_KEY)
     client.chat.completions.create(model="stub", messages=MESSAGES,  # type: ignore[arg-type]
