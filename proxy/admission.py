@@ -1,7 +1,8 @@
 """What the gateway admits from a client's chat request, before the pipeline sees it.
 
     parse_body()  JSON object, valid Unicode, nesting at most ``MAX_JSON_DEPTH`` deep, every
-                  number finite (NaN, Infinity and 1e400 are 400s naming the field)
+                  number finite (NaN, Infinity and 1e400 are 400s naming the field) and every
+                  integer within Python's 4,300 digits
     admit()       only ``protocol.FORWARDED_FIELDS`` (and the model's ``allowed_params``) go on;
                   others are dropped, or a 400 under ``strict_params``; ``n`` and ``max_tokens``
                   within the server's limits
@@ -31,6 +32,9 @@ def parse_body(body: bytes) -> dict[str, Any]:
                              code="invalid_json") from None
     except RecursionError:
         raise too_deep() from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise InvalidRequest(f"the request body has a number out of range: {exc}"[:200],
+                             code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
     check_tree(data)

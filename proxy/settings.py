@@ -1,9 +1,9 @@
 """The gateway's configuration: one YAML file, or embedded defaults from the environment.
 
 Top-level keys: ``model_list`` and ``router_settings`` (LiteLLM's format), ``policy_dir``,
-``default_policy``, ``strict_params``, ``auth``, ``server``, ``audit``. An unknown key is an error that names it.
-Secrets are written ``os.environ/NAME`` and resolved here, so a missing variable is reported
-at start-up with the field that needs it.
+``default_policy``, ``strict_params``, ``auth``, ``server``, ``audit``. An unknown key is an
+error that names it. Secrets are written ``os.environ/NAME`` and resolved here, so a missing
+variable is reported at start-up with the field that needs it.
 """
 
 from __future__ import annotations

@@ -270,6 +270,13 @@ def test_non_finite_numbers_are_400_naming_the_field(secure: str, stub: StubUpst
     assert stub.received == []
 
 
+def test_huge_integers_are_400(secure: str, stub: StubUpstream) -> None:
+    body = '{"model": "stub", "messages": [{"role": "user", "content": "hi"}], "seed": ' \
+           + "9" * 5000 + "}"
+    error_of(post(secure, content=body.encode()), 400, "invalid_json")
+    assert stub.received == []
+
+
 def test_unexpected_errors_are_one_log_line_and_an_envelope(
         caplog: pytest.LogCaptureFixture) -> None:
     from proxy.middleware import UnexpectedErrors

@@ -67,3 +67,20 @@ def test_serve_reports_config_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(serve, ["--config", str(path)])
     assert result.exit_code == 2
     assert f"config error: {path}:1: model_list" in result.output
+
+
+def test_secrets_include_nested_header_values_and_credentials() -> None:
+    from proxy.settings import GatewayConfig
+
+    config = GatewayConfig.model_validate({
+        "model_list": [{"model_name": "m", "allowed_params": ["top_k"], "litellm_params": {
+            "model": "openai/m", "api_key": "sk-top-level-123",
+            "extra_headers": {"Authorization": "Bearer tok-in-header-456", "X-Org": "org-7"}}}],
+        "router_settings": {"redis_password": "pw-789"},
+    })
+    secrets = config.secrets()
+    for secret in ("sk-top-level-123", "Bearer tok-in-header-456", "tok-in-header-456",
+                   "org-7", "pw-789"):
+        assert secret in secrets
+    assert config.allowed_params("m") == {"top_k"} and config.allowed_params("x") == set()
+    assert "allowed_params" not in config.model_list[0].router_entry()
