@@ -58,8 +58,8 @@ def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
 
 class KeyAuth:
     """Resolves ``Authorization: Bearer KEY`` to a Caller; 401 when keys are configured and it
-    is missing or unknown, on every path but ``auth.public_paths``. Without configured keys
-    every caller is anonymous."""
+    is missing or unknown, on every path but ``auth.public_paths`` (served without a caller).
+    Without configured keys every caller is anonymous."""
 
     def __init__(self, app: ASGIApp, settings: AuthSettings) -> None:
         self.app = app
@@ -68,21 +68,19 @@ class KeyAuth:
         self.anonymous = Caller("anonymous", None, settings.allow_policy_header)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        caller = self.anonymous
-        if self.bindings:
-            found = self._lookup(_bearer(scope))
-            if found is None:
-                refused = AuthenticationFailed(
-                    "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                    code="invalid_api_key")
-                record_refusal(scope, "unauthenticated", refused)
-                await send_error(send, refused)
-                return
-            caller = found
-        scope.setdefault("state", {})["caller"] = caller
+        caller = self._lookup(_bearer(scope)) if self.bindings else self.anonymous
+        if caller is not None:
+            scope.setdefault("state", {})["caller"] = caller
+        elif scope["path"] not in self.public_paths:
+            refused = AuthenticationFailed(
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                code="invalid_api_key")
+            record_refusal(scope, "unauthenticated", refused)
+            await send_error(send, refused)
+            return
         await self.app(scope, receive, send)
 
     def _lookup(self, key: str | None) -> Caller | None:

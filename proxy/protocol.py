@@ -142,8 +142,8 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
-    policies: list[str]
-    models: list[str]
+    policies: list[str] | None = None
+    models: list[str] | None = None
 
 
 class ValuesCheckRequest(BaseModel):

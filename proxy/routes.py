@@ -67,9 +67,13 @@ async def models(request: Request) -> ModelList:
     return ModelList(data=[ModelCard(id=name) for name in services.upstream.model_names()])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model_exclude_none=True)
 async def healthz(request: Request) -> Health:
+    """Public by default: the policy and model names only to a caller that may see them."""
     services: Services = request.app.state.services
+    caller: Caller | None = request.scope.get("state", {}).get("caller")
+    if caller is None or not caller.sees_config:
+        return Health()
     return Health(policies=services.policies.names(), models=services.upstream.model_names())
 
 

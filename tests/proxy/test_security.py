@@ -344,6 +344,10 @@ def test_errors_list_models_and_policies_only_to_who_may_see_them(secure: str) -
     chosen = error_of(post(secure, {"model": "stub", "messages": MESSAGES},
                            headers={**ADMIN, "X-Vilmo-Policy": "nope"}), 400)
     assert "known: default" in chosen["message"]
+    health = secure.removesuffix("/v1") + "/healthz"  # public, so names only with a key
+    assert httpx.get(health).json() == {"status": "ok"}
+    assert httpx.get(health, headers=AUTH).json() == {"status": "ok"}
+    assert httpx.get(health, headers=ADMIN).json()["policies"] == ["default"]
 
 
 @pytest.mark.parametrize("field, value", [("n", 3), ("max_tokens", 101),
