@@ -82,7 +82,8 @@ class ChatStream:
 
 async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header: str | None,
                services: Services, record: RequestRecord) -> ChatReply | ChatStream:
-    """One chat completion through the gateway. ``raw`` is the validated request body."""
+    """One chat completion through the gateway. ``raw`` is the validated request body, cut
+    to the allow-listed fields by ``proxy.admission.admit``."""
     record.model, record.stream = str(raw["model"]), stream
     policy = choose_policy(caller, policy_header, services.policies)            # 1
     record.policy = policy.name
