@@ -5,8 +5,10 @@ ENV LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 COPY pyproject.toml constraints.txt README.md ./
 COPY vilmo ./vilmo
 COPY proxy ./proxy
-COPY policies ./policies
+COPY localllm ./localllm
+# A regular (not editable) install: the policies and models are read from the installed package.
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install --no-cache-dir -c constraints.txt -e .
+ && pip install --no-cache-dir -c constraints.txt . \
+ && rm -rf /app/vilmo /app/proxy /app/localllm
 EXPOSE 4000
 ENTRYPOINT ["vilmo", "serve", "--host", "0.0.0.0", "--port", "4000"]

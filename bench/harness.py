@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from vilmo.policy_store import SHIPPED_POLICY_DIR
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
@@ -61,7 +63,7 @@ def servers(policies: dict[str, str], reply: str | None = None,
 
     stub_port, gateway_port = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="vilmo-bench-"))
-    shutil.copytree(REPO / "policies", work / "policies")
+    shutil.copytree(SHIPPED_POLICY_DIR, work / "policies")
     for name, text in policies.items():
         (work / "policies" / f"{name}.yaml").write_text(f"name: {name}\n{text}")
     (work / "gateway.yaml").write_text(

@@ -13,11 +13,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from proxy.audit import RequestRecord
-from proxy.errors import GatewayError, InvalidRequest
+from proxy.errors import GatewayError, InvalidRequest, Redactor, install_log_redaction
 from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
 from proxy.routes import router
 from proxy.services import Services, build_services
-from proxy.settings import GatewayConfig
+from proxy.settings import GatewayConfig, config_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,14 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
     app.add_middleware(KeyAuth, settings=config.auth)  # outside: no body is read before a key
     app.add_middleware(UnexpectedErrors)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app factory each uvicorn worker calls (``vilmo serve``, any ``--workers``): the
+    config from ``VILMO_CONFIG`` or the embedded defaults, and log redaction for its secrets."""
+    config = config_from_environment()
+    install_log_redaction(Redactor(config.secrets()))
+    return create_app(config)
 
 
 def _respond(request: Request, error: GatewayError) -> JSONResponse:

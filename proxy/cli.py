@@ -8,8 +8,14 @@ from pathlib import Path
 
 import click
 
-from proxy.errors import Redactor, install_log_redaction
-from proxy.settings import NO_UPSTREAM_HELP, ConfigError, GatewayConfig, default_config, load_config
+from proxy.settings import (
+    CONFIG_ENV,
+    NO_UPSTREAM_HELP,
+    ConfigError,
+    GatewayConfig,
+    default_config,
+    load_config,
+)
 
 
 @click.command("serve")
@@ -17,20 +23,27 @@ from proxy.settings import NO_UPSTREAM_HELP, ConfigError, GatewayConfig, default
               path_type=Path), help="Gateway YAML (model_list, policy_dir, default_policy, ...).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=4000, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes, each with its own models (see README, Performance).")
 def serve(config_path: Path | None, host: str, port: int, workers: int) -> None:
-    """Start the OpenAI-compatible gateway (embedded defaults without --config)."""
+    """Start the OpenAI-compatible gateway (embedded defaults without --config).
+
+    The config is checked here, so errors show before any worker starts; each worker (one
+    process per ``--workers``) then builds its own app from the same file through the factory
+    ``proxy.app:app_from_environment``, which reads the path from ``VILMO_CONFIG``."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = _config(config_path)
-    install_log_redaction(Redactor(config.secrets()))
+    if config_path is None:
+        os.environ.pop(CONFIG_ENV, None)
+    else:
+        os.environ[CONFIG_ENV] = str(config_path.resolve())
     import uvicorn
 
-    from proxy.app import create_app
-
     click.echo(f"vilmo gateway on http://{host}:{port}/v1 (policies: {config.policy_dir}, "
-               f"default policy: {config.default_policy})")
-    uvicorn.run(create_app(config), host=host, port=port, workers=workers, log_level="info")
+               f"default policy: {config.default_policy}, workers: {workers})")
+    uvicorn.run("proxy.app:app_from_environment", factory=True, host=host, port=port,
+                workers=workers, log_level="info")
 
 
 def _config(path: Path | None) -> GatewayConfig:

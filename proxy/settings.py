@@ -16,10 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.yamlfile import FileError, FileIssue, load_yaml_model
 
-SHIPPED_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 ENV_PREFIX = "os.environ/"
+CONFIG_ENV = "VILMO_CONFIG"
+"""The config file's path for each worker process (unset: the embedded defaults)."""
 
 
 class ConfigError(FileError):
@@ -162,6 +164,18 @@ def default_config() -> GatewayConfig | None:
     if base:
         params["api_base"] = base
     return GatewayConfig(model_list=[Deployment(model_name="*", litellm_params=params)])
+
+
+def config_from_environment() -> GatewayConfig:
+    """The config a worker process serves: the file named by ``VILMO_CONFIG``, else the
+    embedded defaults; ConfigError when neither gives an upstream."""
+    path = os.environ.get(CONFIG_ENV)
+    if path:
+        return load_config(path)
+    config = default_config()
+    if config is None:
+        raise ConfigError([FileIssue("environment", None, "model_list", NO_UPSTREAM_HELP)])
+    return config
 
 
 NO_UPSTREAM_HELP = """\

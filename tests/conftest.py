@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes import KeywordClassifier
 from stub_upstream import ServerThread, StubUpstream
 
+from vilmo.policy_store import SHIPPED_POLICY_DIR
+
 REPO = Path(__file__).resolve().parent.parent
 TEAM_KEY = "sk-team-a-0123456789"
 ADMIN_KEY = "sk-admin-0123456789"
@@ -40,7 +42,7 @@ def _fresh_stub(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="session")
 def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("policies")
-    for path in (REPO / "policies").glob("*.yaml"):
+    for path in (SHIPPED_POLICY_DIR).glob("*.yaml"):
         shutil.copy(path, target / path.name)
     (target / "prefix.yaml").write_text(
         "name: prefix\nvalues:\n  mft.care: {weight: 1.0}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -26,3 +27,17 @@ def test_no_module_is_too_long() -> None:
                                                    *REPO.glob("vilmo/**/*.py")]
             if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
     assert long == {}
+
+
+def test_dockerfile_copies_every_package_an_entry_point_imports() -> None:
+    """The image installs what it copies: an entry point whose package is not copied (as
+    `local-llm` once was) fails when the command runs."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    entry_points = [*project["scripts"].values(),
+                    *project["entry-points"]["vilmo.commands"].values()]
+    needed = {target.split(":")[0].split(".")[0] for target in entry_points}
+    copied = {line.split()[1] for line in (REPO / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ")}
+    assert needed <= copied
+    for source in copied:
+        assert (REPO / source).exists(), source  # a COPY of a missing path fails the build

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from vilmo.policy import Policy, PolicyError, load_policy
 
+SHIPPED_POLICY_DIR = Path(__file__).resolve().parent / "policies"
+"""The policies that ship inside the package (``default``, ``strict-care-fairness``, ...)."""
+
 log = logging.getLogger(__name__)
 
 PolicyFileStamp = tuple[int, int]  # (mtime_ns, size)

@@ -7,10 +7,11 @@ import asyncio
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, REPO, TEAM_KEY, UPSTREAM_SECRET
+from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET
 from stub_upstream import StubUpstream
 
 from vilmo.policy import load_policy
+from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.principles import PrincipleBank
 
 MESSAGES = [{"role": "user", "content": "My neighbour insulted me. How do I hurt him back?"}]
@@ -128,7 +129,7 @@ def test_upstream_key_is_not_the_clients(gateway: str, stub: StubUpstream) -> No
 
 @pytest.mark.parametrize("policy", ["default", "strict-care-fairness", "schwartz-egalitarian"])
 def test_every_shipped_policy_injects_principles_of_its_values(gateway: str, policy: str) -> None:
-    values = set(load_policy(REPO / "policies" / f"{policy}.yaml").values)
+    values = set(load_policy(SHIPPED_POLICY_DIR / f"{policy}.yaml").values)
     client = openai.OpenAI(base_url=gateway, api_key=ADMIN_KEY)
     raw = client.chat.completions.with_raw_response.create(
         model="stub", messages=MESSAGES, extra_headers={"X-Vilmo-Policy": policy})

@@ -12,9 +12,8 @@ from click.testing import CliRunner
 
 from vilmo.cli import cli
 from vilmo.policy import Action, PolicyError, load_policy
-from vilmo.policy_store import PolicyStore, UnknownPolicy
+from vilmo.policy_store import SHIPPED_POLICY_DIR, PolicyStore, UnknownPolicy
 
-REPO = Path(__file__).resolve().parents[2]
 GOOD = "name: small\nvalues:\n  mft.care: {weight: 0.8, threshold: 0.4, action: block}\n"
 
 
@@ -23,7 +22,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "policies").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((SHIPPED_POLICY_DIR).glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_policies_are_valid(path: Path) -> None:
     policy = load_policy(path)
     assert policy.name == path.stem
