@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, REPO, TEAM_KEY, UPSTREAM_SECRET, gateway_config_dict
+from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET, gateway_config_dict
 from fakes import KeywordClassifier
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,6 +28,7 @@ from starlette.testclient import TestClient
 from stub_upstream import ServerThread, StubUpstream
 
 from proxy.errors import Redactor
+from vilmo.policy_store import SHIPPED_POLICY_DIR
 
 MESSAGES = [{"role": "user", "content": "Hello there."}]
 AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
@@ -39,7 +40,7 @@ HEADER_SECRET = "hdr-secret-4242"
 def secure_config(stub_url: str, root: Path, **overrides: Any) -> dict[str, Any]:
     policies = root / "policies"
     policies.mkdir(exist_ok=True)
-    shutil.copy(REPO / "policies" / "default.yaml", policies / "default.yaml")
+    shutil.copy(SHIPPED_POLICY_DIR / "default.yaml", policies / "default.yaml")
     config = gateway_config_dict(stub_url, policies)
     params = {"api_base": f"{stub_url}/v1", "api_key": UPSTREAM_SECRET}
     config["model_list"] = [  # type: ignore[index]
