@@ -14,6 +14,7 @@ from proxy import pipeline
 from proxy.actions import with_annotation
 from proxy.audit import RequestRecord
 from proxy.check import check_values
+from proxy.disconnect import unless_disconnected
 from proxy.errors import InvalidRequest
 from proxy.middleware import Caller
 from proxy.pipeline import Call, ChatReply, ChatStream
@@ -41,11 +42,18 @@ async def chat_completions(request: Request) -> Response:
     record = RequestRecord(request_id=f"req-{uuid.uuid4().hex[:16]}",
                            caller=caller_of(request).name)
     request.state.record = record
-    result = await pipeline.chat(raw, bool(body.stream), caller_of(request),
-                                 request.headers.get("x-vilmo-policy"), services, record)
     annotate = request.headers.get("x-vilmo-annotate", "").lower() == "body"
-    if isinstance(result, ChatStream):
-        prepared = await prepare(result, services, record, annotate)
+
+    async def answer() -> ChatReply | PreparedStream:
+        result = await pipeline.chat(raw, bool(body.stream), caller_of(request),
+                                     request.headers.get("x-vilmo-policy"), services, record)
+        if isinstance(result, ChatStream):
+            return await prepare(result, services, record, annotate)
+        return result
+
+    result = await unless_disconnected(request.receive, answer())
+    if isinstance(result, PreparedStream):
+        prepared = result
         return StreamingResponse(sse_events(prepared, services, record),
                                  headers=stream_headers(prepared, record),
                                  media_type="text/event-stream")
@@ -58,8 +66,9 @@ async def chat_completions(request: Request) -> Response:
 @router.post("/v1/values/check")
 async def values_check(request: Request) -> dict[str, Any]:
     body = validate(ValuesCheckRequest, await read_json(request))
-    return await check_values(body, caller_of(request), request.headers.get("x-vilmo-policy"),
-                              request.app.state.services)
+    return await unless_disconnected(request.receive, check_values(
+        body, caller_of(request), request.headers.get("x-vilmo-policy"),
+        request.app.state.services))
 
 
 @router.get("/v1/models")
