@@ -1,12 +1,13 @@
 """The stream modes that send while the upstream is still writing: chunked and monitor.
 
 chunked: each choice's deltas are held; once ``window_tokens`` more tokens of readable text
-(content, reasoning, refusal, call arguments) are held, the whole reply so far is checked, the
-same way a plain reply is, and what is held is released if it passes. When the choice ends, the
-whole reply is checked: this last check *is* the plain-mode check, so a reply the judge flags
-when it reads it whole never ends with its violation released, whatever the window size. A
-reply so far that is flagged holds everything after it until that last check decides, so a
-window-only false positive costs latency, not the reply.
+(content, reasoning, refusal, call arguments) have arrived, the whole reply so far is checked,
+the same way a plain reply is, and if it passes the held text is released up to the end of its
+last complete sentence (or line): the judge has read every released sentence whole, and the
+sentence being written waits for the next check. When the choice ends, the whole reply is
+checked: this last check *is* the plain-mode check, so the final verdict is the plain verdict
+whatever the window size. A reply so far that is flagged holds everything after it until that
+last check decides, so a window-only false positive costs latency, not the reply.
 
 monitor: everything passes at once; at the end each choice's whole reply is checked and the
 verdict reported in a last chunk (``choices: []``, a ``vilmo`` object). No protection.
@@ -14,6 +15,7 @@ verdict reported in a last chunk (``choices: []``, a ``vilmo`` object). No prote
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -33,6 +35,8 @@ from proxy.services import Services
 from proxy.upstream import Chunk
 from vilmo.verdict import Verdict, worst_of
 
+_SENTENCE_END = re.compile(r"[.!?\n。！？][\"'”’)\]]*[ \t]*$")
+
 
 @dataclass(slots=True)
 class _Choice:
@@ -40,13 +44,23 @@ class _Choice:
 
     text: ChoiceText = field(default_factory=ChoiceText)
     held: list[Chunk] = field(default_factory=list)
-    held_tokens: int = 0
+    ends: list[bool] = field(default_factory=list)  # per held chunk: a sentence ends with it
+    unchecked_tokens: int = 0
     flagged: bool = False  # the reply so far failed a check: hold the rest until the end
     released: bool = False
     done: bool = False
 
-    def release(self) -> list[Chunk]:
-        out, self.held, self.held_tokens = self.held, [], 0
+    def hold(self, piece: Chunk, text: str) -> None:
+        self.held.append(piece)
+        ended = self.ends[-1] if self.ends else self.released or not self.text.text
+        self.ends.append(bool(_SENTENCE_END.search(text)) if text else ended)
+        self.unchecked_tokens += tokens(text)
+
+    def release(self, whole: bool = True) -> list[Chunk]:
+        """The held chunks (``whole=False``: up to the last sentence end); the rest stay."""
+        cut = len(self.held) if whole else max(
+            (i + 1 for i, ended in enumerate(self.ends) if ended), default=0)
+        out, self.held, self.ends = self.held[:cut], self.held[cut:], self.ends[cut:]
         self.released = self.released or bool(out)
         return out
 
@@ -69,7 +83,7 @@ async def windowed(stream: ChatStream, services: Services, record: RequestRecord
         verdicts[index] = verdict
         if not verdict.stops:
             return choice.release()
-        choice.held = []
+        choice.held, choice.ends = [], []
         text = ("\n" if choice.released else "") + policy.refusal
         return refusal_chunks(template, text, with_role=not choice.released, index=index)
 
@@ -84,17 +98,18 @@ async def windowed(stream: ChatStream, services: Services, record: RequestRecord
                     continue
                 delta = delta_of(piece)
                 choice.text.add(delta)
-                choice.held.append(piece)
-                choice.held_tokens += tokens(readable_text(delta))
+                choice.hold(piece, readable_text(delta))
                 if piece["choices"][0].get("finish_reason"):
                     for out in await finish(index, choice):
                         yield out
-                elif not choice.flagged and choice.held_tokens >= policy.streaming.window_tokens:
+                elif (not choice.flagged
+                      and choice.unchecked_tokens >= policy.streaming.window_tokens):
+                    choice.unchecked_tokens = 0
                     verdict = await services.guard.check(
                         policy, [call.checked(choice.text.text)], "stream")
                     choice.flagged = verdict is not None and verdict.stops
                     if not choice.flagged:
-                        for out in choice.release():
+                        for out in choice.release(whole=False):
                             yield out
         for index, choice in choices.items():  # the upstream ended without a finish_reason
             if not choice.done:

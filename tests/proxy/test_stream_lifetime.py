@@ -19,6 +19,7 @@ from streams import ASK, by_choice, sse
 from stub_upstream import StubUpstream
 
 LONG = " ".join(f"word{i}" for i in range(60))
+SENTENCES = " ".join(f"Sentence {i} is calm." for i in range(30))
 
 
 def audit_records(policy_dir: Path, match: Callable[[dict[str, Any]], bool],
@@ -68,7 +69,7 @@ def test_plain_reply_is_abandoned_when_the_client_leaves(gateway: str, stub: Stu
 
 def test_chunked_stream_cancels_the_upstream_when_the_client_leaves(
         gateway: str, stub: StubUpstream, policy_dir: Path) -> None:
-    stub.reply, stub.chunk_delay = LONG, 0.1
+    stub.reply, stub.chunk_delay = SENTENCES, 0.05  # six seconds; chunked mode releases some
     body = {"model": "stub", "messages": ASK, "stream": True}
     with httpx.stream("POST", f"{gateway}/chat/completions", json=body, timeout=30, headers={
             "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": "g-leave-chunked"}) as r:
