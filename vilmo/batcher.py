@@ -2,10 +2,11 @@
 
 ``await batcher.score(item, value_ids)`` queues a job. A text longer than ``part_chars`` is
 split into overlapping parts (``split_text``), every one of which is scored: nothing is
-sampled. Batches are filled round-robin, one part per waiting job per turn, up to ``max_batch``
-parts and ``max_batch_chars`` characters, and scored in one ``classifier.score`` call in a
-worker thread, so the event loop never blocks. A small check queued behind a 1 MB one therefore
-waits for at most the batch in flight, not for the whole large job. A job whose caller stopped
+sampled. Each batch takes the next part of every waiting job, in turn (up to ``max_batch``
+parts and ``max_batch_chars`` characters), and is scored in one ``classifier.score`` call in a
+worker thread, so the event loop never blocks. A small check queued behind a 1 MB one
+therefore waits for the batch in flight (one part of the large job) and shares its own batch
+with one more part, not for the whole large job. A job whose caller stopped
 waiting (a check timeout, a client that left) is dropped with its unscored parts. The job's
 scores are, per id, the maxima over its parts, as the classifier max-pools its own windows.
 """
@@ -86,8 +87,8 @@ class MicroBatcher:
     """Collects ``score`` calls for a few milliseconds and runs their parts as fair batches."""
 
     def __init__(self, classifier: ValueClassifier, max_wait_ms: float = 5.0,
-                 max_batch: int = 64, part_chars: int = 4000, overlap_chars: int = 1000,
-                 max_batch_chars: int = 16_000) -> None:
+                 max_batch: int = 64, part_chars: int = 3000, overlap_chars: int = 500,
+                 max_batch_chars: int = 8000) -> None:
         self.classifier = classifier
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_batch = max_batch
@@ -140,16 +141,17 @@ class MicroBatcher:
             await self._execute(batch)
 
     def _take(self) -> list[Part]:
-        """One part from each waiting job in turn; dropped jobs (nobody waits) are skipped."""
+        """One round: the next part of each waiting job, in turn (a job that has more goes to
+        the back). Dropped jobs (nobody waits for them) are skipped with their parts."""
         batch: list[Part] = []
         chars = 0
-        while self._jobs and len(batch) < self.max_batch:
+        for _ in range(len(self._jobs)):
             job = self._jobs[0]
             if job.future.done() or not job.parts:
                 self._jobs.popleft()
                 continue
             size = len(job.parts[0].response) + len(job.parts[0].prompt or "")
-            if batch and chars + size > self.max_batch_chars:
+            if batch and (len(batch) >= self.max_batch or chars + size > self.max_batch_chars):
                 break
             self._jobs.popleft()
             batch.append((job, job.parts.popleft()))
