@@ -23,35 +23,35 @@ from dataclasses import dataclass, field
 from vilmo.classifier import ScoreInput, ValueClassifier, ValueScores
 
 _SPACE = re.compile(r"\s")
-_SNAP = 100  # how far a part boundary may move to fall on whitespace
 
 
 def split_text(text: str, part_chars: int, overlap_chars: int) -> list[str]:
     """Parts of at most ``part_chars`` covering the text; neighbours overlap by at least
     ``overlap_chars - 200``, so any passage that short is read whole by one part. Boundaries
-    move (by up to 100 characters) onto whitespace, so no part starts inside a word, and
-    depend only on the text around them: a growing reply keeps its earlier parts (which the
-    classifier's cache then recognises)."""
+    move (by up to 100 characters, and a tenth of a part) onto whitespace, so no part starts
+    inside a word, and depend only on the text around them: a growing reply keeps its earlier
+    parts (which the classifier's cache then recognises)."""
     if len(text) <= part_chars:
         return [text]
     step = max(1, part_chars - overlap_chars)
+    snap = min(100, part_chars // 10)
     parts, start = [], 0
     while True:
-        begin = _after_space(text, start) if start else 0
+        begin = _after_space(text, start, snap) if start else 0
         if start + part_chars >= len(text):
             parts.append(text[begin:])
             return parts
-        parts.append(text[begin:_before_space(text, start + part_chars)])
+        parts.append(text[begin:_before_space(text, start + part_chars, snap)])
         start += step
 
 
-def _after_space(text: str, at: int) -> int:
-    found = _SPACE.search(text, at, at + _SNAP)
+def _after_space(text: str, at: int, snap: int) -> int:
+    found = _SPACE.search(text, at, at + snap)
     return found.end() if found else at
 
 
-def _before_space(text: str, at: int) -> int:
-    cut = max(text.rfind(" ", at - _SNAP, at), text.rfind("\n", at - _SNAP, at))
+def _before_space(text: str, at: int, snap: int) -> int:
+    cut = max(text.rfind(" ", at - snap, at), text.rfind("\n", at - snap, at))
     return cut if cut > 0 else at
 
 

@@ -107,6 +107,7 @@ def test_split_text_covers_every_passage() -> None:
         assert any(passage in p for p in parts), i
     assert all(p.split(" ")[0] in text.split(" ") for p in parts)  # no part starts mid-word
     assert split_text("short", 400, 300) == ["short"]
+    assert all(p.strip() for p in split_text("calm words " * 200, 100, 30))
 
 
 def test_every_part_of_a_long_text_is_scored() -> None:
