@@ -18,7 +18,7 @@ REPLY = ("Take a breath before you answer. " * 20).strip()  # ~120 tokens, benig
 MODES = {
     "unchecked": "values:\n  mft.care: {}\ninstructions: {generator: none}\nchecks: {output: false}\n",
     **{mode: "values:\n  mft.care: {}\n  mft.fairness: {}\ninstructions: {generator: none}\n"
-             f"streaming: {{mode: {mode}, window_tokens: 40, context_tokens: 20}}\n"
+             f"streaming: {{mode: {mode}, window_tokens: 40}}\n"
        for mode in ("buffer", "chunked", "monitor")},
 }
 

@@ -18,17 +18,6 @@ from vilmo.policy import Action, Policy
 from vilmo.verdict import Verdict
 
 
-def reply_text(completion: Completion) -> str:
-    """The text to check in a reply: the content and every tool call's arguments."""
-    parts: list[str] = []
-    for choice in completion.get("choices", []):
-        message = choice.get("message") or {}
-        parts.append(str(message.get("content") or ""))
-        for call in message.get("tool_calls") or []:
-            parts.append(str((call.get("function") or {}).get("arguments") or ""))
-    return "\n".join(p for p in parts if p)
-
-
 def refusal_completion(model: str, policy: Policy) -> Completion:
     """A complete OpenAI reply carrying the policy's refusal (for blocked requests)."""
     return {"id": f"chatcmpl-vilmo-{uuid.uuid4().hex[:20]}", "object": "chat.completion",
@@ -45,12 +34,13 @@ def blocked_error(policy: Policy, verdict: Verdict, what: str = "reply") -> Cont
 
 
 def blocked(completion: Completion, policy: Policy, verdict: Verdict) -> Completion:
-    """The reply with every choice replaced by the refusal. Nothing of the blocked text
-    survives."""
+    """The reply with each choice the verdict stops replaced by the refusal (with ``n > 1``
+    the others stay). Nothing of the blocked text survives."""
     choices = completion.get("choices") or [{"index": 0}]
     return {**completion, "choices": [
         {"index": c.get("index", i), "finish_reason": CONTENT_FILTER,
          "message": {"role": "assistant", "content": policy.refusal}}
+        if verdict.stops_choice(int(c.get("index", i))) else c
         for i, c in enumerate(choices)]}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.middleware import Caller
 from proxy.pipeline import choose_policy
 from proxy.protocol import ValuesCheckRequest
@@ -29,6 +29,12 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
             reply = ScoreInput(message_text(messages[-1]), users[-1] if users else None)
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
+    size = max(_size(inputs), _size([reply] if reply else []))
+    if size > policy.checks.max_chars:
+        raise PayloadTooLarge(f"{size} characters to check; policy {policy.name!r} checks at "
+                              f"most {policy.checks.max_chars} (checks.max_chars)",
+                              param="text" if request.text is not None else "messages",
+                              code="check_too_large")
     input_verdict = await services.guard.check(policy, inputs, "input") if inputs else None
     output_verdict = await services.guard.check(policy, [reply], "output") if reply else None
     judged = [v for v in (input_verdict, output_verdict) if v is not None]
@@ -42,6 +48,10 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
         "input": _shown(input_verdict),
         "output": _shown(output_verdict),
     }
+
+
+def _size(items: list[ScoreInput]) -> int:
+    return sum(len(i.response) + len(i.prompt or "") for i in items)
 
 
 def _shown(verdict: Verdict | None) -> dict[str, object] | None:

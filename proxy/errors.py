@@ -12,7 +12,9 @@
     ├── UpstreamFailed                502 upstream_error
     ├── UpstreamUnavailable           503 upstream_error (LiteLLM's cooldown after failures)
     ├── GuardFailed                   503 guard_error (the value check failed, on_error: closed)
-    └── UpstreamTimeout               504 timeout_error
+    ├── UpstreamTimeout               504 timeout_error
+    │   └── StreamTimeout             504 timeout_error (code: stream_timeout)
+    └── ClientClosed                  499 (the client left; recorded, never seen by anyone)
 
 Foreign errors are mapped where they enter: LiteLLM's by ``map_upstream_errors``. Messages
 pass through ``Redactor`` so upstream secrets never reach a client or a log.
@@ -111,6 +113,17 @@ class GuardFailed(GatewayError):
 class UpstreamTimeout(GatewayError):
     status = 504
     type = "timeout_error"
+
+
+class StreamTimeout(UpstreamTimeout):
+    """A stream ran past the policy's ``streaming.stream_timeout_s``."""
+
+
+class ClientClosed(GatewayError):
+    """The client disconnected before the answer; its work was cancelled (nginx's 499)."""
+
+    status = 499
+    type = "client_closed"
 
 
 class Redactor:

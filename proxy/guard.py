@@ -3,7 +3,9 @@
 ``Guard.check`` scores texts against a policy's values and returns the verdict. When the
 classifier fails or runs past ``checks.timeout_s``, a policy with ``on_error: closed`` gets a
 ``GuardFailed`` (never the unchecked text); ``open`` gets ``None``: the caller lets the text
-through, marks it, and the failure is counted in ``vilmo_guard_errors_total`` and logged.
+through, marks it, and the failure is counted in ``vilmo_guard_errors_total`` and logged. Texts
+longer than ``checks.max_chars`` in all are not scored and count as such a failure. A check that
+times out (or whose client left) stops its work: its unscored parts are dropped by the batcher.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from proxy.audit import RequestRecord
@@ -22,13 +24,17 @@ from vilmo.classifier import ScoreInput, ValueClassifier
 from vilmo.instructions import NO_INSTRUCTION, Instruction, InstructionGenerator
 from vilmo.policy import Policy
 from vilmo.types import Messages
-from vilmo.verdict import Verdict, decide, merge_max, rules_of
+from vilmo.verdict import Verdict, decide, merge_max, rules_of, worst_of
 
 log = logging.getLogger(__name__)
 
 Stage = Literal["input", "output", "stream", "instruction"]
 ClassifierFor = Callable[[Policy], ValueClassifier]
 """The classifier that judges a policy's ids (its values and its custom principles)."""
+
+
+class TextTooLarge(ValueError):
+    """More text in one check than the policy's ``checks.max_chars``."""
 
 
 class Guard:
@@ -40,15 +46,36 @@ class Guard:
     async def check(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                     ) -> Verdict | None:
         """The verdict over the items (per id, the highest score of any item)."""
-        try:
-            scores = await asyncio.wait_for(self._score(policy, items),
-                                            timeout=policy.checks.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - any failure of the judge is the policy's call
-            self.failed(policy, stage, exc)
+        scores = await self._scores(policy, items, stage)
+        if scores is None:
             return None
         verdict = decide(merge_max(scores), policy)
         self.metrics.record_verdict(policy.name, stage, verdict)
         return verdict
+
+    async def check_choices(self, policy: Policy, items: Mapping[int, ScoreInput], stage: Stage,
+                            ) -> Verdict | None:
+        """One verdict per choice of a reply (``n > 1``), judged together; the result is the
+        worst of them and keeps each (``Verdict.choices``) so that each choice is acted on."""
+        scores = await self._scores(policy, list(items.values()), stage)
+        if scores is None:
+            return None
+        verdict = worst_of({i: decide(s, policy) for i, s in zip(items, scores, strict=True)})
+        self.metrics.record_verdict(policy.name, stage, verdict)
+        return verdict
+
+    async def _scores(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
+                      ) -> list[dict[str, float]] | None:
+        try:
+            size = sum(len(i.response) + len(i.prompt or "") for i in items)
+            if size > policy.checks.max_chars:
+                raise TextTooLarge(f"{size} characters to check, over checks.max_chars "
+                                   f"({policy.checks.max_chars})")
+            return await asyncio.wait_for(self._score(policy, items),
+                                          timeout=policy.checks.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure of the judge is the policy's call
+            self.failed(policy, stage, exc)
+            return None
 
     async def instruction(self, generator: InstructionGenerator, messages: Messages,
                           policy: Policy, record: RequestRecord) -> Instruction:
@@ -73,8 +100,11 @@ class Guard:
         if policy.on_error == "closed":
             log.warning("value check failed at %s (policy %s fails closed): %s",
                         stage, policy.name, reason)
-            raise GuardFailed(f"the value check could not run ({stage}); policy "
-                              f"{policy.name!r} fails closed", code="guard_unavailable")
+            too_large = isinstance(exc, TextTooLarge)
+            raise GuardFailed(f"the value check could not run ({stage}"
+                              f"{': ' + str(exc) if too_large else ''}); policy "
+                              f"{policy.name!r} fails closed",
+                              code="check_too_large" if too_large else "guard_unavailable")
         log.error("value check failed at %s; policy %s fails open, text passed unchecked: %s",
                   stage, policy.name, reason)
 

@@ -15,16 +15,18 @@ and turned into responses by the app's handlers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from proxy.actions import blocked, blocked_error, enforce, refusal_completion, reply_text
+from proxy.actions import blocked, blocked_error, enforce, refusal_completion
 from proxy.audit import RequestRecord
-from proxy.chunks import iterate, refusal_chunks
+from proxy.chunks import iterate, refusal_chunks, reply_texts, until
 from proxy.errors import (
     ModelNotFound,
     PolicyOverrideForbidden,
+    StreamTimeout,
     UnknownPolicyRequested,
 )
 from proxy.middleware import Caller
@@ -78,6 +80,8 @@ class ChatStream:
     chunks: AsyncIterator[Chunk]
     input_verdict: Verdict | None = None
     refused: bool = False
+    deadline: float = float("inf")
+    """Event-loop time by which the stream must end (``streaming.stream_timeout_s``)."""
 
 
 async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header: str | None,
@@ -95,8 +99,9 @@ async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header:
         services.instructions, raw["messages"], policy, record)
     call = Call(raw, policy, instruction)                                       # 4
     if stream:
-        return ChatStream(call, await open_stream(services.upstream, call.params()),  # 5
-                          input_verdict)
+        deadline = asyncio.get_running_loop().time() + policy.streaming.stream_timeout_s
+        return ChatStream(call, await open_timed_stream(services.upstream, call.params(),  # 5
+                                                        deadline), input_verdict, deadline=deadline)
     completion = await services.upstream.complete(call.params())                 # 5
     verdict, guard = await check_reply(services, call, completion)               # 6
 
@@ -166,16 +171,30 @@ def refuse_input(raw: dict[str, Any], stream: bool, policy: Policy, verdict: Ver
     call = Call(raw, policy, Instruction(""))
     refusal = refusal_completion(str(raw["model"]), policy)
     if stream:
-        return ChatStream(call, iterate(refusal_chunks([refusal], policy.refusal)), verdict,
+        return ChatStream(call, iterate(refusal_chunks(refusal, policy.refusal)), verdict,
                           refused=True)
     services.record(record, "200")
     return ChatReply(call, refusal, verdict, "ok", verdict)
 
 
+async def open_timed_stream(upstream: Upstream, params: dict[str, Any], deadline: float,
+                            ) -> AsyncIterator[Chunk]:
+    """The upstream stream (first chunk awaited), ending with StreamTimeout at ``deadline``."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            chunks = await open_stream(upstream, params)
+    except TimeoutError:
+        raise StreamTimeout("the stream ran past streaming.stream_timeout_s",
+                            code="stream_timeout") from None
+    return until(deadline, chunks)
+
+
 async def check_reply(services: Services, call: Call, completion: Completion,
                       ) -> tuple[Verdict | None, GuardState]:
+    """Each choice is judged on its own readable text (``n > 1``: one verdict per choice)."""
     if not call.policy.checks.output:
         return None, "off"
-    verdict = await services.guard.check(call.policy, [call.checked(reply_text(completion))],
-                                         "output")
+    texts = reply_texts(completion)
+    verdict = await services.guard.check_choices(
+        call.policy, {i: call.checked(t) for i, t in texts.items()}, "output")
     return verdict, "ok" if verdict is not None else "error"

@@ -13,6 +13,7 @@ from proxy.actions import with_annotation
 from proxy.admission import admit, parse_body
 from proxy.audit import RequestRecord, new_request_id
 from proxy.check import check_values
+from proxy.disconnect import unless_disconnected
 from proxy.errors import InvalidRequest
 from proxy.middleware import Caller
 from proxy.pipeline import Call, ChatReply, ChatStream
@@ -40,11 +41,18 @@ async def chat_completions(request: Request) -> Response:
     raw = await read_json(request)
     body = validate(ChatCompletionRequest, raw)
     params = admit(raw, body, services.config)
-    result = await pipeline.chat(params, bool(body.stream), caller_of(request),
-                                 request.headers.get("x-vilmo-policy"), services, record)
     annotate = request.headers.get("x-vilmo-annotate", "").lower() == "body"
-    if isinstance(result, ChatStream):
-        prepared = await prepare(result, services, record, annotate)
+
+    async def answer() -> ChatReply | PreparedStream:
+        result = await pipeline.chat(params, bool(body.stream), caller_of(request),
+                                     request.headers.get("x-vilmo-policy"), services, record)
+        if isinstance(result, ChatStream):
+            return await prepare(result, services, record, annotate)
+        return result
+
+    result = await unless_disconnected(request.receive, answer())
+    if isinstance(result, PreparedStream):
+        prepared = result
         return StreamingResponse(sse_events(prepared, services, record),
                                  headers=stream_headers(prepared, record),
                                  media_type="text/event-stream")
@@ -57,8 +65,9 @@ async def chat_completions(request: Request) -> Response:
 @router.post("/v1/values/check")
 async def values_check(request: Request) -> dict[str, Any]:
     body = validate(ValuesCheckRequest, await read_json(request))
-    return await check_values(body, caller_of(request), request.headers.get("x-vilmo-policy"),
-                              request.app.state.services)
+    return await unless_disconnected(request.receive, check_values(
+        body, caller_of(request), request.headers.get("x-vilmo-policy"),
+        request.app.state.services))
 
 
 @router.get("/v1/models")

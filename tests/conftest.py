@@ -59,11 +59,14 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def guard_policy(action: str, mode: str = "buffer", *, on_error: str = "closed",
-                 block_with: str = "reply", input_check: bool = False) -> str:
+                 block_with: str = "reply", input_check: bool = False,
+                 max_chars: int | None = None, stream_timeout_s: float | None = None) -> str:
+    limit = f", max_chars: {max_chars}" if max_chars else ""
+    deadline = f", stream_timeout_s: {stream_timeout_s}" if stream_timeout_s else ""
     return (f"values:\n  mft.care: {{action: {action}}}\n  mft.fairness: {{action: annotate}}\n"
-            f"checks: {{input: {str(input_check).lower()}, timeout_s: 2.0}}\n"
+            f"checks: {{input: {str(input_check).lower()}, timeout_s: 2.0{limit}}}\n"
             f"on_error: {on_error}\nblock_with: {block_with}\nmax_regenerations: 2\n"
-            f"streaming: {{mode: {mode}, window_tokens: 6, context_tokens: 3}}\n"
+            f"streaming: {{mode: {mode}, window_tokens: 6, context_tokens: 3{deadline}}}\n"
             "refusal: REFUSED-BY-POLICY\n")
 
 
@@ -77,6 +80,11 @@ GUARD_POLICIES = {
     "g-input-annotate": guard_policy("annotate", input_check=True),
     **{f"g-{on_error}-{mode}": guard_policy("block", mode, on_error=on_error)
        for on_error in ("open", "closed") for mode in ("buffer", "chunked", "monitor")},
+    **{f"g-small-{on_error}": guard_policy("block", on_error=on_error, max_chars=300)
+       for on_error in ("open", "closed")},
+    **{f"g-deadline-{mode}": guard_policy("block", mode, stream_timeout_s=1.0)
+       for mode in ("buffer", "chunked", "monitor")},
+    **{f"g-leave-{mode}": guard_policy("block", mode) for mode in ("buffer", "chunked")},
 }
 
 

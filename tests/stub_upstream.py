@@ -6,7 +6,7 @@ Behaviour is chosen by the model name the gateway forwards:
                     partly do, after ``error_prefix``, to test redaction); 429s say Retry-After: 7
   stub-slow         waits ``slow_seconds`` before answering
   stub-midstream-error  streams one chunk, then breaks the connection
-  anything else     answers ``reply`` (streamed word by word when asked to)
+  anything else     answers ``reply`` (streamed word by word when asked to), or ``script``
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Any, Self
 
 import uvicorn
@@ -39,20 +40,27 @@ class StubUpstream:
     """Answered instead of ``reply`` when the request says a draft "went against" values."""
     tool_arguments: str | None = None
     """When set, the reply is a tool call with these arguments."""
+    script: list[dict[str, Any]] | None = None
+    """When set, the reply has one choice per message here (fields: content, refusal,
+    reasoning_content, function_call, tool_calls), each text streamed word by word, the
+    choices interleaved."""
     slow_seconds: float = 3.0
     chunk_delay: float = 0.0
     error_prefix: str = ""
     received: list[Received] = field(default_factory=list)
     streams_closed_early: int = 0
+    streams_finished: int = 0
 
     def reset(self) -> None:
         self.received.clear()
         self.reply = StubUpstream.reply
         self.reply_when_warned = None
         self.tool_arguments = None
+        self.script = None
         self.chunk_delay = 0.0
         self.error_prefix = ""
         self.streams_closed_early = 0
+        self.streams_finished = 0
 
     def _reply_for(self, body: dict[str, Any]) -> str:
         warned = "went against" in json.dumps(body.get("messages", []))
@@ -89,8 +97,16 @@ class StubUpstream:
         created = int(time.time())
         completion_id = f"chatcmpl-stub{len(self.received)}"
         if body.get("stream"):
-            return StreamingResponse(self._chunks(body, completion_id, created, model),
-                                     media_type="text/event-stream")
+            chunks = (self._scripted(completion_id, created, model) if self.script is not None
+                      else self._chunks(body, completion_id, created, model))
+            return StreamingResponse(chunks, media_type="text/event-stream")
+        if self.script is not None:
+            return JSONResponse({
+                "id": completion_id, "object": "chat.completion", "created": created,
+                "model": model, "choices": [
+                    {"index": i, "finish_reason": _finish(m),
+                     "message": {"role": "assistant", "content": None, **m}}
+                    for i, m in enumerate(self.script)]})
         message: dict[str, Any] = {"role": "assistant", "content": self._reply_for(body)}
         finish = "stop"
         if self.tool_arguments is not None:
@@ -133,6 +149,7 @@ class StubUpstream:
         except (asyncio.CancelledError, GeneratorExit):
             self.streams_closed_early += 1
             raise
+        self.streams_finished += 1
         yield chunk({}, "tool_calls" if self.tool_arguments is not None else "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -141,6 +158,57 @@ class StubUpstream:
                                "total_tokens": 11 + len(words)}}
             yield f"data: {json.dumps(usage)}\n\n"
         yield "data: [DONE]\n\n"
+
+
+    async def _scripted(self, cid: str, created: int, model: str):  # type: ignore[no-untyped-def]
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> str:
+            data = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                    "model": model, "choices": [{"index": index, "delta": delta,
+                                                 "finish_reason": finish}]}
+            return f"data: {json.dumps(data)}\n\n"
+
+        per_choice = [[chunk(i, d) for d in _deltas(m)] + [chunk(i, {}, _finish(m))]
+                      for i, m in enumerate(self.script or [])]
+        try:
+            for row in zip_longest(*per_choice):
+                for line in row:
+                    if line is not None:
+                        yield line
+                        await asyncio.sleep(self.chunk_delay)
+        except (asyncio.CancelledError, GeneratorExit):
+            self.streams_closed_early += 1
+            raise
+        self.streams_finished += 1
+        yield "data: [DONE]\n\n"
+
+
+def _finish(message: dict[str, Any]) -> str:
+    if "function_call" in message:
+        return "function_call"
+    return "tool_calls" if "tool_calls" in message else "stop"
+
+
+def _words(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def _deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A scripted message as the deltas a provider streams: role, then each text word by word."""
+    out: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    for key in ("reasoning_content", "content", "refusal"):
+        out += [{key: w} for w in _words(message.get(key) or "") if message.get(key)]
+    call = message.get("function_call")
+    if call:
+        out.append({"function_call": {"name": call["name"], "arguments": ""}})
+        out += [{"function_call": {"arguments": w}} for w in _words(call["arguments"])]
+    for n, tool in enumerate(message.get("tool_calls") or []):
+        out.append({"tool_calls": [{"index": n, "id": tool["id"], "type": "function",
+                                    "function": {"name": tool["function"]["name"],
+                                                 "arguments": ""}}]})
+        out += [{"tool_calls": [{"index": n, "function": {"arguments": w}}]}
+                for w in _words(tool["function"]["arguments"])]
+    return out
 
 
 def free_port() -> int:

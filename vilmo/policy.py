@@ -97,6 +97,11 @@ class CheckSettings(_Strict):
     input: bool = Field(False, description="Score the user turns before calling the model.")
     output: bool = Field(True, description="Score the model's reply.")
     timeout_s: float = Field(5.0, gt=0.0, le=120.0)
+    max_chars: int = Field(100_000, ge=1, le=10_000_000,
+                           description="Most characters one check reads (a reply with its "
+                                       "prompt, or all user turns); beyond it the check counts "
+                                       "as failed and `on_error` applies (413 on "
+                                       "/v1/values/check).")
 
 
 class StreamSettings(_Strict):
@@ -106,9 +111,16 @@ class StreamSettings(_Strict):
         "buffer", description="buffer: hold the whole reply, check, then send; chunked: release "
                               "windows that passed the check; monitor: pass through, check "
                               "alongside, report at the end (no protection).")
-    window_tokens: int = Field(40, ge=1, le=4096, description="chunked: tokens per window.")
+    window_tokens: int = Field(40, ge=1, le=4096,
+                               description="chunked: tokens held before the reply so far is "
+                                           "checked again and, if it passes, released.")
     context_tokens: int = Field(20, ge=0, le=4096,
-                                description="chunked: tokens before a window checked with it.")
+                                description="Unused, kept so older policies load: every chunked "
+                                            "check now reads the whole reply so far.")
+    stream_timeout_s: float = Field(300.0, gt=0.0, le=3600.0,
+                                    description="Total time a stream may take (the upstream "
+                                                "call's timeout applies per chunk); past it the "
+                                                "stream ends with a 504 stream_timeout error.")
 
 
 class Policy(_Strict):

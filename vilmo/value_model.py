@@ -148,9 +148,7 @@ class BuiltinClassifier:
             owner += [i] * (len(coarse) + len(extra))
             fine += [False] * len(coarse) + [True] * len(extra)
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
-        order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
+        for chunk in _length_batches([len(r) for r in rows], self.batch_size):
             tokens, mask = pad([rows[r] for r in chunk])
             out[chunk] = m.net(tokens.numpy(), mask.numpy())
         return out, owner, np.asarray(fine, dtype=bool)
@@ -230,6 +228,19 @@ class _TorchNetwork:
         with torch.inference_mode():
             out: Matrix = self.net(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
         return out
+
+
+def _length_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Row indices in batches of at most ``size`` rows of similar length (a new batch when a
+    row is over 1.5 times the batch's shortest), so short windows are not padded to long ones:
+    fine and coarse windows of a reply go to separate batches."""
+    batches: list[list[int]] = []
+    for r in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if (not batches or len(batches[-1]) >= size
+                or lengths[r] > 1.5 * lengths[batches[-1][0]]):
+            batches.append([])
+        batches[-1].append(r)
+    return batches
 
 
 def _sigmoid(x: Matrix) -> Matrix:

@@ -41,19 +41,28 @@ class Verdict:
     violations: tuple[Violation, ...] = ()
     action: Action = Action.ALLOW
     extra: Mapping[str, object] = field(default_factory=dict)
+    choices: Mapping[int, Verdict] = field(default_factory=dict)
+    """Per choice, for a reply with several (``n > 1``); this verdict is then their worst."""
 
     @property
     def stops(self) -> bool:
         """Whether the text may not go out as it is (block, or regenerate past its limit)."""
         return self.action in (Action.BLOCK, Action.REGENERATE)
 
+    def stops_choice(self, index: int) -> bool:
+        """Whether choice ``index`` may not go out (the whole verdict when not per choice)."""
+        return self.choices.get(index, self).stops
+
     @property
     def violation_ids(self) -> list[str]:
         return [v.value_id for v in self.violations]
 
     def as_dict(self) -> dict[str, object]:
-        return {"action": self.action.value, "violations": self.violation_ids,
-                "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+        out: dict[str, object] = {"action": self.action.value, "violations": self.violation_ids,
+                                  "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+        if self.choices:
+            out["choices"] = {str(i): v.as_dict() for i, v in sorted(self.choices.items())}
+        return out
 
 
 def rules_of(policy: Policy) -> dict[str, Rule]:
@@ -74,6 +83,23 @@ def decide(scores: Mapping[str, float], policy: Policy) -> Verdict:
                   key=lambda v: (-SEVERITY[v.action], -v.score, v.value_id))
     action = hits[0].action if hits else Action.ALLOW
     return Verdict(checked, tuple(hits), action)
+
+
+def worst_of(by_choice: Mapping[int, Verdict]) -> Verdict:
+    """One verdict for a reply's choices: the most severe action, every id over its threshold
+    (its highest score), and each choice's own verdict. A single choice is its own verdict."""
+    if len(by_choice) == 1:
+        return next(iter(by_choice.values()))
+    best: dict[str, Violation] = {}
+    for verdict in by_choice.values():
+        for hit in verdict.violations:
+            if hit.value_id not in best or hit.score > best[hit.value_id].score:
+                best[hit.value_id] = hit
+    hits = sorted(best.values(), key=lambda v: (-SEVERITY[v.action], -v.score, v.value_id))
+    action = max((v.action for v in by_choice.values()), key=SEVERITY.__getitem__,
+                 default=Action.ALLOW)
+    scores = merge_max([v.scores for v in by_choice.values()])
+    return Verdict(scores, tuple(hits), action, choices=dict(by_choice))
 
 
 def merge_max(verdict_scores: Sequence[Mapping[str, float]]) -> dict[str, float]:

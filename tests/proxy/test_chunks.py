@@ -1,35 +1,44 @@
-"""Stream chunk helpers: what the chunked mode keeps of a chunk besides its text."""
+"""Stream chunk helpers: the readable text of each choice, and refusal chunks."""
 
 from __future__ import annotations
 
-from proxy.chunks import ReplyText, refusal_chunks, tokens, without_text
+from proxy.chunks import ChoiceText, by_choice, readable_text, refusal_chunks, reply_of, tokens
 
 
-def chunk(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
+def chunk(delta: dict[str, object], finish: str | None = None, index: int = 0,
+          ) -> dict[str, object]:
     return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
 
 
-def test_without_text_keeps_role_finish_and_usage_only() -> None:
-    assert without_text(chunk({"content": "hi"})) is None
-    assert without_text(chunk({"tool_calls": [{"index": 0}]})) is None
-    kept = without_text(chunk({"content": "last words"}, "stop"))
-    assert kept is not None and kept["choices"] == [
-        {"index": 0, "delta": {}, "finish_reason": "stop"}]
-    role = without_text(chunk({"role": "assistant", "content": ""}))
-    assert role is not None and role["choices"][0]["delta"] == {"role": "assistant"}
-    usage = {"id": "c", "choices": [], "usage": {"total_tokens": 3}}
-    assert without_text(usage) == usage
-
-
-def test_reply_text_and_refusal_stream() -> None:
-    reply = ReplyText.of([chunk({"content": "Hello "}), chunk({"content": "you"}),
-                          chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\""}}]}),
-                          chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]})])
-    assert reply.text == "Hello you\n{\"a\": 1}"
+def test_a_streamed_choice_reads_as_its_plain_message() -> None:
+    message = {"role": "assistant", "reasoning_content": "Think first.", "content": "Hello you",
+               "refusal": "No way.", "function_call": {"name": "f", "arguments": "{\"b\": 2}"},
+               "tool_calls": [{"id": "1", "function": {"name": "g", "arguments": "{\"a\": 1}"}}]}
+    text = ChoiceText()
+    for delta in ({"role": "assistant", "reasoning_content": "Think "},
+                  {"reasoning_content": "first."}, {"content": "Hello "}, {"content": "you"},
+                  {"refusal": "No way."}, {"function_call": {"name": "f", "arguments": ""}},
+                  {"function_call": {"arguments": "{\"b\": 2}"}},
+                  {"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\""}}]},
+                  {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}):
+        text.add(delta)
+    assert text.text == readable_text(message)
+    assert text.text == "Think first.\nHello you\nNo way.\n{\"b\": 2}\n{\"a\": 1}"
     assert tokens("Hello, you!") == 4
-    usage = {"id": "c", "choices": [], "usage": {"total_tokens": 3}}
-    out = refusal_chunks([chunk({"content": "bad"}), usage], "No.")
-    assert [c["choices"][0]["delta"] for c in out[:3]] == [
-        {"role": "assistant", "content": ""}, {"content": "No."}, {}]
-    assert out[2]["choices"][0]["finish_reason"] == "content_filter" and out[3] == usage
+
+
+def test_choices_are_kept_apart() -> None:
+    two = {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}},
+                                  {"index": 1, "delta": {"content": "b"}}]}
+    assert [(i, c["choices"][0]["delta"]) for i, c in by_choice(two)] == [
+        (0, {"content": "a"}), (1, {"content": "b"})]
+    reply = reply_of([two, chunk({"content": "c"}, index=1)])
+    assert {i: t.text for i, t in reply.items()} == {0: "a", 1: "bc"}
+
+
+def test_refusal_chunks_end_the_choice_with_content_filter() -> None:
+    out = refusal_chunks(chunk({"content": "bad"}), "No.", index=2)
+    assert [c["choices"][0]["delta"] for c in out] == [{"role": "assistant", "content": "No."}, {}]
+    assert [c["choices"][0]["index"] for c in out] == [2, 2]
+    assert out[1]["choices"][0]["finish_reason"] == "content_filter" and out[0]["id"] == "c"

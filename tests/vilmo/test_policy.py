@@ -71,6 +71,8 @@ def test_cli_schema_and_validate(tmp_path: Path) -> None:
     runner = CliRunner()
     schema = json.loads(runner.invoke(cli, ["policy", "schema"]).output)
     assert {"name", "values", "instructions", "on_error"} <= set(schema["properties"])
+    assert "max_chars" in schema["$defs"]["CheckSettings"]["properties"]
+    assert "stream_timeout_s" in schema["$defs"]["StreamSettings"]["properties"]
     good = write(tmp_path / "good.yaml", GOOD)
     bad = write(tmp_path / "bad.yaml", "name: p\nvalues:\n  mft.care: {weigth: 1}\n")
     ok = runner.invoke(cli, ["policy", "validate", str(good)])

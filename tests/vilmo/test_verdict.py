@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from vilmo.classifier import ScoreInput, ValueScores
 from vilmo.policy import Action, Policy
 from vilmo.policy_classifier import PolicyClassifier
-from vilmo.verdict import decide, merge_max, rules_of
+from vilmo.verdict import decide, merge_max, rules_of, worst_of
 
 POLICY = Policy.model_validate({
     "name": "p",
@@ -35,6 +35,15 @@ def test_threshold_is_inclusive_and_most_severe_action_wins() -> None:
 
 def test_merge_max_takes_the_worst_turn() -> None:
     assert merge_max([{"a": 0.1, "b": 0.9}, {"a": 0.7}]) == {"a": 0.7, "b": 0.9}
+
+
+def test_worst_of_keeps_each_choice_verdict() -> None:
+    calm, harsh = decide({"mft.fairness": 0.7}, POLICY), decide({"mft.care": 0.8}, POLICY)
+    both = worst_of({0: calm, 1: harsh})
+    assert both.action is Action.BLOCK and both.violation_ids == ["mft.care", "mft.fairness"]
+    assert not both.stops_choice(0) and both.stops_choice(1)
+    assert both.as_dict()["choices"] == {"0": calm.as_dict(), "1": harsh.as_dict()}
+    assert worst_of({0: harsh}) is harsh and harsh.stops_choice(0)
 
 
 class _Fixed:

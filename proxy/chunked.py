@@ -1,0 +1,145 @@
+"""The stream modes that send while the upstream is still writing: chunked and monitor.
+
+chunked: each choice's deltas are held; once ``window_tokens`` more tokens of readable text
+(content, reasoning, refusal, call arguments) have arrived, the whole reply so far is checked,
+the same way a plain reply is, and if it passes the held text is released up to the end of its
+last complete sentence (or line): the judge has read every released sentence whole, and the
+sentence being written waits for the next check. When the choice ends, the whole reply is
+checked: this last check *is* the plain-mode check, so the final verdict is the plain verdict
+whatever the window size. A reply so far that is flagged holds everything after it until that
+last check decides, so a window-only false positive costs latency, not the reply.
+
+monitor: everything passes at once; at the end each choice's whole reply is checked and the
+verdict reported in a last chunk (``choices: []``, a ``vilmo`` object). No protection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from proxy.audit import RequestRecord
+from proxy.chunks import (
+    ChoiceText,
+    by_choice,
+    chunk_like,
+    delta_of,
+    readable_text,
+    refusal_chunks,
+    tokens,
+)
+from proxy.errors import GuardFailed
+from proxy.pipeline import ChatStream
+from proxy.services import Services
+from proxy.upstream import Chunk
+from vilmo.verdict import Verdict, worst_of
+
+_SENTENCE_END = re.compile(r"[.!?\n。！？][\"'”’)\]]*[ \t]*$")
+
+
+@dataclass(slots=True)
+class _Choice:
+    """One choice of a chunked stream: its text so far and the chunks not yet released."""
+
+    text: ChoiceText = field(default_factory=ChoiceText)
+    held: list[Chunk] = field(default_factory=list)
+    ends: list[bool] = field(default_factory=list)  # per held chunk: a sentence ends with it
+    unchecked_tokens: int = 0
+    flagged: bool = False  # the reply so far failed a check: hold the rest until the end
+    released: bool = False
+    done: bool = False
+
+    def hold(self, piece: Chunk, text: str) -> None:
+        self.held.append(piece)
+        ended = self.ends[-1] if self.ends else self.released or not self.text.text
+        self.ends.append(bool(_SENTENCE_END.search(text)) if text else ended)
+        self.unchecked_tokens += tokens(text)
+
+    def release(self, whole: bool = True) -> list[Chunk]:
+        """The held chunks (``whole=False``: up to the last sentence end); the rest stay."""
+        cut = len(self.held) if whole else max(
+            (i + 1 for i, ended in enumerate(self.ends) if ended), default=0)
+        out, self.held, self.ends = self.held[:cut], self.held[cut:], self.ends[cut:]
+        self.released = self.released or bool(out)
+        return out
+
+
+async def windowed(stream: ChatStream, services: Services, record: RequestRecord,
+                   ) -> AsyncIterator[Chunk]:
+    """Chunked mode: only text whose reply so far passed the check is released."""
+    call, policy = stream.call, stream.call.policy
+    choices: dict[int, _Choice] = {}
+    verdicts: dict[int, Verdict] = {}
+    trailer: list[Chunk] = []  # usage: sent once every choice is decided
+    template: Chunk = {}
+
+    async def finish(index: int, choice: _Choice) -> list[Chunk]:
+        """The whole-reply check, as in plain mode, then the held rest or the refusal."""
+        choice.done = True
+        verdict = await services.guard.check(policy, [call.checked(choice.text.text)], "output")
+        if verdict is None:  # failed open: the policy chose availability over the check
+            return choice.release()
+        verdicts[index] = verdict
+        if not verdict.stops:
+            return choice.release()
+        choice.held, choice.ends = [], []
+        text = ("\n" if choice.released else "") + policy.refusal
+        return refusal_chunks(template, text, with_role=not choice.released, index=index)
+
+    try:
+        async for chunk in stream.chunks:
+            template = template or chunk
+            if not chunk.get("choices"):
+                trailer.append(chunk)
+            for index, piece in by_choice(chunk):
+                choice = choices.setdefault(index, _Choice())
+                if choice.done:
+                    continue
+                delta = delta_of(piece)
+                choice.text.add(delta)
+                choice.hold(piece, readable_text(delta))
+                if piece["choices"][0].get("finish_reason"):
+                    for out in await finish(index, choice):
+                        yield out
+                elif (not choice.flagged
+                      and choice.unchecked_tokens >= policy.streaming.window_tokens):
+                    choice.unchecked_tokens = 0
+                    verdict = await services.guard.check(
+                        policy, [call.checked(choice.text.text)], "stream")
+                    choice.flagged = verdict is not None and verdict.stops
+                    if not choice.flagged:
+                        for out in choice.release(whole=False):
+                            yield out
+        for index, choice in choices.items():  # the upstream ended without a finish_reason
+            if not choice.done:
+                for out in await finish(index, choice):
+                    yield out
+        for out in trailer:
+            yield out
+    finally:
+        if verdicts:
+            record.verdict = worst_of(verdicts).as_dict()
+
+
+async def monitored(stream: ChatStream, services: Services, record: RequestRecord,
+                    ) -> AsyncIterator[Chunk]:
+    """Monitor mode: everything passes at once; the whole reply is checked at the end."""
+    call, policy = stream.call, stream.call.policy
+    choices: dict[int, ChoiceText] = {}
+    template: Chunk = {}
+    async for chunk in stream.chunks:
+        template = template or chunk
+        yield chunk
+        for index, piece in by_choice(chunk):
+            choices.setdefault(index, ChoiceText()).add(delta_of(piece))
+    items = {i: call.checked(t.text) for i, t in (choices or {0: ChoiceText()}).items()}
+    try:
+        verdict = await services.guard.check_choices(policy, items, "output")
+    except GuardFailed:  # monitor never holds or fails a stream; the failure is reported
+        verdict = None
+    note: dict[str, object] = {"mode": "monitor", "guard": "ok" if verdict else "error"}
+    if verdict is not None:
+        note.update(verdict.as_dict())
+        record.verdict = verdict.as_dict()
+    yield {**chunk_like(template, None), "choices": [], "vilmo": note}

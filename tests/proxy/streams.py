@@ -1,0 +1,51 @@
+"""Helpers for tests that read the gateway's streams as raw SSE events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from conftest import ADMIN_KEY
+
+ASK = [{"role": "user", "content": "My neighbour insulted me. What should I do?"}]
+
+
+def sse(gateway: str, policy: str, **body: Any) -> tuple[int, list[str]]:
+    """Status and non-empty lines of a streamed chat completion."""
+    request = {"model": "stub", "messages": ASK, "stream": True, **body}
+    with httpx.stream("POST", f"{gateway}/chat/completions", json=request, timeout=60, headers={
+            "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": policy}) as response:
+        lines = [line for line in response.iter_lines() if line]
+    return response.status_code, lines
+
+
+def events(lines: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+
+
+def readable(delta: dict[str, Any]) -> str:
+    """Every text of a delta or message a client could show."""
+    text = "".join(str(delta.get(k) or "") for k in ("reasoning_content", "content", "refusal"))
+    calls = [delta.get("function_call") or {}]
+    calls += [c.get("function") or {} for c in delta.get("tool_calls") or []]
+    return text + "".join(str(c.get("arguments") or "") for c in calls)
+
+
+def by_choice(lines: list[str]) -> tuple[dict[int, str], dict[int, str | None]]:
+    """Per choice index: everything the client could read, and the last finish_reason."""
+    texts: dict[int, str] = {}
+    finishes: dict[int, str | None] = {}
+    for event in events(lines):
+        for choice in event.get("choices", []):
+            index = choice["index"]
+            texts[index] = texts.get(index, "") + readable(choice.get("delta") or {})
+            if choice.get("finish_reason"):
+                finishes[index] = choice["finish_reason"]
+    return texts, finishes
+
+
+def plain(gateway: str, policy: str, **body: Any) -> httpx.Response:
+    return httpx.post(f"{gateway}/chat/completions", timeout=60, json={
+        "model": "stub", "messages": ASK, **body}, headers={
+        "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": policy})

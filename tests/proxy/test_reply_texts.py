@@ -1,0 +1,96 @@
+"""Every text a client can read is checked, per choice, in every mode (issue 12, points 4, 6).
+
+The keyword fake judges ("stab" goes against mft.care); the stub upstream scripts replies with
+reasoning, refusals, function calls and several choices. Each test failed before the fix:
+function_call arguments and reasoning_content were never checked, and chunked mode merged all
+choices into choice 0 while every mode judged all choices joined.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streams import by_choice, events, plain, sse
+from stub_upstream import StubUpstream
+
+VIOLENT = "then stab the guard at the gate and walk away"
+CALM = "Talk to him calmly tomorrow and tell him how the insult made you feel."
+HIDING_PLACES = {
+    "reasoning_content": {"reasoning_content": f"The user wants revenge, so {VIOLENT}.",
+                          "content": CALM},
+    "function_call": {"content": None,
+                      "function_call": {"name": "plan", "arguments": json.dumps({"step": VIOLENT})}},
+    "refusal": {"refusal": f"I will not say {VIOLENT}."},
+    "tool_calls": {"tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "plan", "arguments": json.dumps({"step": VIOLENT})}}]},
+}
+STREAMED_PLACES = [p for p in HIDING_PLACES if p != "refusal"]
+"""LiteLLM (1.x) drops ``refusal`` deltas from streams, so no client sees them there; the
+chunk helpers still check them (tests/proxy/test_chunks.py)."""
+
+
+@pytest.mark.parametrize("place", HIDING_PLACES)
+def test_every_readable_text_is_checked_in_plain_replies(gateway: str, stub: StubUpstream,
+                                                         place: str) -> None:
+    stub.script = [HIDING_PLACES[place]]
+    response = plain(gateway, "g-block-buffer")
+    assert response.status_code == 200 and "stab" not in response.text
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "content_filter"
+    assert response.headers["x-vilmo-violations"] == "mft.care"
+
+
+@pytest.mark.parametrize("mode", ["buffer", "chunked"])
+@pytest.mark.parametrize("place", STREAMED_PLACES)
+def test_every_readable_text_is_held_and_checked_in_streams(gateway: str, stub: StubUpstream,
+                                                            place: str, mode: str) -> None:
+    stub.script = [HIDING_PLACES[place]]
+    status, lines = sse(gateway, f"g-block-{mode}")
+    assert status == 200 and lines[-1] == "data: [DONE]"
+    assert "stab" not in "".join(lines)
+    texts, finishes = by_choice(lines)
+    assert finishes == {0: "content_filter"} and "REFUSED-BY-POLICY" in texts[0]
+
+
+@pytest.mark.parametrize("place", STREAMED_PLACES)
+def test_monitor_reports_violations_in_every_readable_text(gateway: str, stub: StubUpstream,
+                                                           place: str) -> None:
+    stub.script = [HIDING_PLACES[place]]
+    _, lines = sse(gateway, "g-block-monitor")
+    assert "stab" in "".join(lines)  # monitor protects nothing, but it must see it
+    assert events(lines)[-1]["vilmo"]["violations"] == ["mft.care"]
+
+
+def test_each_choice_is_judged_and_blocked_alone_in_plain_replies(gateway: str,
+                                                                  stub: StubUpstream) -> None:
+    stub.script = [{"content": CALM}, {"content": f"Sure: {VIOLENT}."}, {"content": CALM}]
+    response = plain(gateway, "g-block-buffer", n=3)
+    choices = response.json()["choices"]
+    assert [c["message"]["content"] for c in choices] == [CALM, "REFUSED-BY-POLICY", CALM]
+    assert [c["finish_reason"] for c in choices] == ["stop", "content_filter", "stop"]
+    assert response.headers["x-vilmo-action"] == "block"
+
+
+@pytest.mark.parametrize("mode", ["buffer", "chunked"])
+def test_each_choice_is_judged_and_blocked_alone_in_streams(gateway: str, stub: StubUpstream,
+                                                            mode: str) -> None:
+    # Choice 0 ends first: LiteLLM's stream wrapper drops what follows a first finish_reason
+    # in the other choices' order (its finish, and words of a longer choice 0).
+    stub.script = [{"content": CALM}, {"content": f"Sure: {VIOLENT}, and never tell anyone."}]
+    status, lines = sse(gateway, f"g-block-{mode}", n=2)
+    assert status == 200 and "stab" not in "".join(lines)
+    texts, finishes = by_choice(lines)
+    assert texts[0] == CALM and finishes[0] == "stop"
+    assert "REFUSED-BY-POLICY" in texts[1] and finishes[1] == "content_filter"
+    assert not texts[1].startswith(CALM[:10])  # nothing of choice 0 was merged into it
+
+
+def test_monitor_reports_each_choice(gateway: str, stub: StubUpstream) -> None:
+    stub.script = [{"content": CALM}, {"content": f"Sure: {VIOLENT}, and never tell anyone."}]
+    _, lines = sse(gateway, "g-block-monitor", n=2)
+    texts, _ = by_choice(lines)
+    assert texts[0] == CALM and VIOLENT in texts[1]
+    note = events(lines)[-1]["vilmo"]
+    assert note["action"] == "block"
+    assert note["choices"]["0"]["action"] == "allow" and note["choices"]["1"]["action"] == "block"

@@ -1,0 +1,103 @@
+"""A client that leaves cancels the upstream call in every mode, and a stream has a total
+deadline (issue 12, point 8). Before the fix a buffered stream read the upstream to its end
+after the client had gone and audited status 200; a plain reply did the same; and nothing
+bounded a stream that kept sending chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ADMIN_KEY
+from streams import ASK, by_choice, sse
+from stub_upstream import StubUpstream
+
+LONG = " ".join(f"word{i}" for i in range(60))
+SENTENCES = " ".join(f"Sentence {i} is calm." for i in range(30))
+
+
+def audit_records(policy_dir: Path, match: Callable[[dict[str, Any]], bool],
+                  wait_s: float = 3.0) -> list[dict[str, Any]]:
+    """Audit records that match, polled for up to ``wait_s`` seconds."""
+    path = policy_dir.parent / "audit.jsonl"
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = [r for r in map(json.loads, path.read_text().splitlines()) if match(r)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def eventually(condition: Callable[[], bool], wait_s: float = 3.0) -> bool:
+    deadline = time.monotonic() + wait_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def leave_after(gateway: str, policy: str, seconds: float, **body: Any) -> None:
+    """Send a request and hang up after ``seconds`` without an answer."""
+    request = {"model": "stub", "messages": ASK, **body}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway}/chat/completions", json=request, timeout=seconds, headers={
+            "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": policy})
+
+
+def test_buffered_stream_stops_reading_the_upstream_when_the_client_leaves(
+        gateway: str, stub: StubUpstream, policy_dir: Path) -> None:
+    stub.reply, stub.chunk_delay = LONG, 0.1  # six seconds of upstream stream
+    leave_after(gateway, "g-leave-buffer", 0.6, stream=True)
+    assert eventually(lambda: stub.streams_closed_early == 1) and stub.streams_finished == 0
+    records = audit_records(policy_dir, lambda r: r["policy"] == "g-leave-buffer")
+    assert [r["status"] for r in records] == ["499"]
+
+
+def test_plain_reply_is_abandoned_when_the_client_leaves(gateway: str, stub: StubUpstream,
+                                                         policy_dir: Path) -> None:
+    stub.slow_seconds = 3.0
+    leave_after(gateway, "g-leave-chunked", 0.5, model="stub-slow")
+    records = audit_records(policy_dir, lambda r: r["policy"] == "g-leave-chunked"
+                            and not r["stream"], wait_s=2.0)  # before the upstream answers
+    assert [r["status"] for r in records] == ["499"]
+
+
+def test_chunked_stream_cancels_the_upstream_when_the_client_leaves(
+        gateway: str, stub: StubUpstream, policy_dir: Path) -> None:
+    stub.reply, stub.chunk_delay = SENTENCES, 0.05  # six seconds; chunked mode releases some
+    body = {"model": "stub", "messages": ASK, "stream": True}
+    with httpx.stream("POST", f"{gateway}/chat/completions", json=body, timeout=30, headers={
+            "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": "g-leave-chunked"}) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i > 2:
+                break
+    assert eventually(lambda: stub.streams_closed_early == 1)
+    records = audit_records(policy_dir, lambda r: r["policy"] == "g-leave-chunked"
+                            and r["stream"])
+    assert [r["status"] for r in records] == ["499"]
+
+
+@pytest.mark.parametrize("mode", ["chunked", "monitor"])
+def test_a_stream_past_its_deadline_ends_with_the_error_event(gateway: str, stub: StubUpstream,
+                                                              mode: str) -> None:
+    stub.reply, stub.chunk_delay = LONG, 0.1  # each chunk is quick; the whole takes 6 s
+    status, lines = sse(gateway, f"g-deadline-{mode}")
+    assert status == 200 and lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][6:])["error"]
+    assert error["code"] == "stream_timeout" and error["type"] == "timeout_error"
+    texts, finishes = by_choice(lines)
+    assert texts and LONG not in texts[0] and finishes == {}
+    assert eventually(lambda: stub.streams_closed_early == 1) and stub.streams_finished == 0
+
+
+def test_a_buffered_stream_past_its_deadline_is_a_504(gateway: str, stub: StubUpstream) -> None:
+    stub.reply, stub.chunk_delay = LONG, 0.1
+    status, lines = sse(gateway, "g-deadline-buffer")
+    assert status == 504
+    assert json.loads(lines[0])["error"]["code"] == "stream_timeout"
+    assert eventually(lambda: stub.streams_closed_early == 1)
