@@ -107,8 +107,10 @@ async def sse_events(prepared: PreparedStream, services: Services, record: Reque
     except asyncio.CancelledError:
         status = CLIENT_CLOSED
         raise
-    except Exception:  # an unmapped failure must still end the stream properly
-        log.exception("stream failed (request %s)", record.request_id)
+    except Exception as exc:  # an unmapped failure must still end the stream properly
+        log.error("stream failed (request %s): %s: %s", record.request_id,
+                  type(exc).__name__, exc)  # one line; the traceback only at debug level
+        log.debug("traceback of the stream failure", exc_info=exc)
         failure = UpstreamFailed("the upstream stream failed", code="upstream_error")
         status, code = str(failure.status), failure.code
         yield error_event(failure)
