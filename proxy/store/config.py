@@ -57,6 +57,9 @@ class StoreSettings(BaseModel):
     audit_queue: int = Field(10_000, gt=0, description="Records waiting for the background "
                                                        "writer; beyond it they go to the spool.")
     timeout_s: float = Field(2.0, gt=0, description="Per Redis command / SQLite lock wait.")
+    retry_s: float = Field(1.0, gt=0, description="After a failure: how long requests skip the "
+                                                  "store (limits degrade at once) and how often "
+                                                  "the spool is retried.")
 
     @field_validator("url")
     @classmethod

@@ -31,26 +31,42 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.path = directory / f"audit-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
-        self._file: BinaryIO = self.path.open("ab+")
-        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._lock = threading.Lock()
+        self.path, self._file = self._open()
         self._own = 0
-        self._orphans = sum(_count_lines(p) for p in self._orphan_paths())
+        self._orphans = 0
         self.corrupt = 0
         """Unreadable lines skipped (a write torn by a crash before it returned)."""
+        self.rescan()
 
     @property
     def depth(self) -> int:
         """Records waiting: this process's and those of dead processes not yet adopted."""
         return self._own + self._orphans
 
+    def rescan(self) -> int:
+        """Count the records in files of dead processes (their lock is free), so ``depth``
+        shows them and the writer adopts them; files of live processes are theirs."""
+        count = 0
+        for path in self._orphan_paths():
+            try:
+                with path.open("rb") as file:
+                    fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    count += file.read().count(b"\n")
+            except (BlockingIOError, FileNotFoundError):
+                continue
+        self._orphans = count
+        return count
+
     def append(self, records: Sequence[AuditRecord]) -> None:
-        """Durable once this returns (written and fsync'd)."""
+        """Durable once this returns (written and fsync'd). After ``close`` a new file takes
+        the records, for the next process to adopt."""
         if not records:
             return
         data = "".join(r.dumps() + "\n" for r in records).encode()
         with self._lock:
+            if self._file.closed:
+                self.path, self._file = self._open()
             self._file.seek(0, os.SEEK_END)
             self._file.write(data)
             self._file.flush()
@@ -62,6 +78,8 @@ class Spool:
         records then stay), oldest first; returns how many were drained."""
         drained = self._drain_orphans(write)
         with self._lock:
+            if self._file.closed:
+                return drained
             self._file.seek(0)
             data = self._file.read()
         records = self._parse(data)
@@ -81,10 +99,18 @@ class Spool:
     def close(self) -> None:
         """Release the file; an empty one is removed, a non-empty one waits for adoption."""
         with self._lock:
+            if self._file.closed:
+                return
             empty = self._own == 0 and self._file.seek(0, os.SEEK_END) == 0
             if empty:
                 self.path.unlink(missing_ok=True)
             self._file.close()
+
+    def _open(self) -> tuple[Path, BinaryIO]:
+        path = self.directory / f"audit-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+        file = path.open("ab+")
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return path, file
 
     def _orphan_paths(self) -> list[Path]:
         return sorted(p for p in self.directory.glob("audit-*.jsonl") if p != self.path)
@@ -109,9 +135,7 @@ class Spool:
                 path.unlink()
                 log.info("adopted %d spooled audit records from %s", len(records), path.name)
                 drained += len(records)
-                self._orphans = max(0, self._orphans - len(records))
-        if not self._orphan_paths():
-            self._orphans = 0
+        self._orphans = 0
         return drained
 
     def _parse(self, data: bytes) -> list[AuditRecord]:
@@ -123,10 +147,3 @@ class Spool:
                 self.corrupt += 1
                 log.warning("skipped an unreadable spooled audit line (%d bytes)", len(line))
         return records
-
-
-def _count_lines(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except OSError:
-        return 0

@@ -1,8 +1,9 @@
 """``Store``: what the gateway, the admin API and the CLI use, over either backend.
 
 It adds what a backend should not have to know: how to degrade when the backend is unreachable
-(limits by ``limits_on_error``, caches as misses, audit records to the spool), the counters the
-metrics layer reads, and the audit trail's background writer. Methods are synchronous (SQLite is,
+(limits by ``limits_on_error``, caches as misses, audit records to the spool; after a failure
+the backend is skipped for ``retry_s``), the counters the metrics layer reads, and the audit
+trail's background writer. Methods are synchronous (SQLite is,
 and one code path serves the CLI too); from the event loop call them with
 ``await asyncio.to_thread(...)``, except ``audit.write``, which never blocks on the store.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -43,17 +45,17 @@ T = TypeVar("T")
 
 
 class Store:
-    def __init__(self, backend: Backend, settings: StoreSettings, *,
-                 retry_s: float = 1.0) -> None:
+    def __init__(self, backend: Backend, settings: StoreSettings) -> None:
         self.backend = backend
         self.settings = settings
+        self._skip_until = 0.0
         self._errors: Counter[str] = Counter()
         self._degraded = 0
         self._reachable = True
         self._closed = False
         self._lock = threading.Lock()
         self.audit = AuditWriter(backend.append_audit, Spool(settings.spool_path()),
-                                 queue_size=settings.audit_queue, retry_s=retry_s,
+                                 queue_size=settings.audit_queue, retry_s=settings.retry_s,
                                  maintain=backend.prune, on_error=self._count_error,
                                  on_ok=self._mark_reachable)
         """The audit sink: ``store.audit.write(record)`` from the request path."""
@@ -180,9 +182,16 @@ class Store:
 
     def _call(self, operation: str, method: Callable[P, T], *args: P.args,
               **kwargs: P.kwargs) -> T:
+        """Call the backend, unless it failed less than ``retry_s`` ago: then fail at once, so
+        a Redis that times out costs one request a timeout, not every request."""
+        if time.monotonic() < self._skip_until:
+            skipped = StoreUnavailable(f"{self.backend.name} unreachable; retrying shortly")
+            self._count_error(operation, skipped)
+            raise skipped
         try:
             result = method(*args, **kwargs)
         except StoreUnavailable as error:
+            self._skip_until = time.monotonic() + self.settings.retry_s
             self._count_error(operation, error)
             raise
         self._mark_reachable()
@@ -190,6 +199,7 @@ class Store:
 
     def _mark_reachable(self) -> None:
         self._reachable = True
+        self._skip_until = 0.0
 
     def _count_error(self, operation: str, error: BaseException) -> None:
         with self._lock:

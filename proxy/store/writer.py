@@ -99,6 +99,7 @@ class AuditWriter:
             if self._maintain is not None and time.monotonic() >= next_maintenance:
                 next_maintenance = time.monotonic() + self._maintain_every_s
                 try:
+                    self.spool.rescan()
                     self._maintain()
                 except Exception as error:  # noqa: BLE001 - retried at the next interval
                     log.warning("audit retention failed: %s", error)

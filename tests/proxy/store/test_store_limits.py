@@ -3,7 +3,9 @@ reply, and the configured behaviour when the store is unreachable."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -105,3 +107,25 @@ def test_an_unreachable_redis_degrades_as_configured_and_is_counted(
     assert not health.reachable
     assert health.degraded_limits == 1 and health.errors["limits"] == 2
     store.close()
+
+
+def test_a_redis_that_hangs_costs_one_timeout_then_requests_skip_it(tmp_path: Path) -> None:
+    """A server that accepts connections and never answers (a hung Redis, a dropped route):
+    after the first timeout, limits degrade at once for ``retry_s``."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        settings = StoreSettings.model_validate({
+            "url": f"redis://127.0.0.1:{silent.getsockname()[1]}/0", "timeout_s": 0.3,
+            "retry_s": 30, "spool_dir": tmp_path / "spool"})
+        store = open_store(settings)
+        started = time.perf_counter()
+        first = store.admit("0123456789abcdef", 10, None)
+        first_s = time.perf_counter() - started
+        started = time.perf_counter()
+        rest = [store.admit("0123456789abcdef", 10, None) for _ in range(20)]
+        rest_s = time.perf_counter() - started
+        store.close()
+    assert first.degraded and all(d.degraded and d.allowed for d in rest)
+    assert first_s >= 0.3 and rest_s < 0.3
+    assert store.health().errors["limits"] == 21

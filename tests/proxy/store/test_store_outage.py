@@ -20,8 +20,8 @@ BURST = 3000
 
 def replica(url: str, spool: Path) -> Store:
     settings = StoreSettings(url=url, prefix="outage", spool_dir=spool, timeout_s=0.5,
-                             limits_on_error="fail_closed")
-    return Store(RedisBackend(settings), settings, retry_s=0.05)
+                             limits_on_error="fail_closed", retry_s=0.05)
+    return Store(RedisBackend(settings), settings)
 
 
 def stream_ids(url: str) -> list[str]:

@@ -68,6 +68,7 @@ def test_a_dead_processs_spool_is_adopted_and_a_torn_line_skipped(tmp_path: Path
 def test_a_live_processs_spool_is_left_to_it(tmp_path: Path) -> None:
     one, two = Spool(tmp_path), Spool(tmp_path)
     one.append([record(1)])
+    assert two.rescan() == 0 and two.depth == 0
     assert two.drain(FlakyTrail().append) == 0
     assert one.path.exists() and one.depth == 1
     one.close()
@@ -116,4 +117,16 @@ def test_records_left_at_close_wait_in_the_spool_for_the_next_start(tmp_path: Pa
     restarted = AuditWriter(trail.append, Spool(tmp_path), retry_s=0.05)
     assert restarted.flush(5)
     assert sorted(trail.ids) == [f"req-{i}" for i in range(5)]
+    restarted.close()
+
+
+def test_a_record_written_after_close_is_kept_for_the_next_start(tmp_path: Path) -> None:
+    trail = FlakyTrail()
+    writer = AuditWriter(trail.append, Spool(tmp_path), retry_s=0.05)
+    writer.close()
+    writer.write(record(1))  # a late request finishing during shutdown
+    writer.spool._file.close()  # the process exits
+    restarted = AuditWriter(trail.append, Spool(tmp_path), retry_s=0.05)
+    assert restarted.flush(5)
+    assert trail.ids == ["req-1"]
     restarted.close()
