@@ -3,7 +3,10 @@ reply, and the configured behaviour when the store is unreachable."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -129,3 +132,33 @@ def test_a_redis_that_hangs_costs_one_timeout_then_requests_skip_it(tmp_path: Pa
     assert first.degraded and all(d.degraded and d.allowed for d in rest)
     assert first_s >= 0.3 and rest_s < 0.3
     assert store.health().errors["limits"] == 21
+
+
+WORKER = """
+import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from proxy.store import StoreSettings, open_store
+settings, key_id, start = json.loads(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+store = open_store(StoreSettings.model_validate(settings))
+time.sleep(max(0.0, start - time.time()))
+with ThreadPoolExecutor(8) as pool:
+    allowed = list(pool.map(lambda _: store.admit(key_id, 10, None).allowed, range(25)))
+store.close()
+print(sum(allowed))
+"""
+
+
+def test_two_gateway_processes_share_one_budget(make_store: MakeStore, tmp_path: Path) -> None:
+    """Two processes (as two replicas, or two uvicorn workers on one SQLite file), 25 attempts
+    each, started together: exactly the key's 10 are admitted."""
+    store = make_store()
+    key = store.create_key("team-a", rpm=10).record
+    settings = store.settings.model_dump(mode="json")
+    start = time.time() + 1.5
+    workers = [subprocess.Popen(
+        [sys.executable, "-c", WORKER,
+         json.dumps(settings | {"spool_dir": str(tmp_path / f"w{i}")}), key.id, str(start)],
+        stdout=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [w.communicate(timeout=60)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers)
+    assert sum(int(out) for out in outputs) == 10
