@@ -91,6 +91,14 @@ end
 return 1
 """
 
+CREATE_KEY = """
+-- KEYS: key hash, set of ids; ARGV: id, then field, value pairs. 0 when the id is taken.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
 UPDATE_KEY = """
 -- KEYS: key hash; ARGV: field, value pairs ('' deletes the field). 0 when there is no key.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.typing import EncodableT
 
 from proxy.store import keys, redis_lua
 from proxy.store.config import StoreSettings
@@ -74,6 +73,7 @@ class RedisBackend:
         self._charge = self.client.register_script(redis_lua.CHARGE)
         self._append = self.client.register_script(redis_lua.AUDIT_APPEND)
         self._cache_set = self.client.register_script(redis_lua.CACHE_SET)
+        self._create = self.client.register_script(redis_lua.CREATE_KEY)
         self._update = self.client.register_script(redis_lua.UPDATE_KEY)
         self._revoke = self.client.register_script(redis_lua.REVOKE_KEY)
 
@@ -85,16 +85,15 @@ class RedisBackend:
 
     def create_key(self, name: str, policy: str | None, profile: str | None,
                    rpm: int | None, tpm: int | None) -> IssuedKey:
-        minted = keys.mint_key()
-        record = VirtualKey(minted.id, name, policy, profile, rpm, tpm, time.time())
-        fields: dict[EncodableT, EncodableT] = {
-            k: v for k, v in _key_fields(record).items() if v != ""}
-        fields.update(salt=minted.salt, digest=minted.digest)
-        with unavailable_on_connection_errors(), self.client.pipeline() as pipe:
-            pipe.hset(self._key(minted.id), mapping=fields)
-            pipe.sadd(f"{self._p}:keys", minted.id)
-            pipe.execute()
-        return IssuedKey(record, minted.key)
+        while True:  # a taken id (2^-64 odds per key) just draws again
+            minted = keys.mint_key()
+            record = VirtualKey(minted.id, name, policy, profile, rpm, tpm, time.time())
+            fields = {k: v for k, v in _key_fields(record).items() if v != ""}
+            fields.update(salt=minted.salt, digest=minted.digest)
+            args = [minted.id, *(item for pair in fields.items() for item in pair)]
+            with unavailable_on_connection_errors():
+                if self._create(keys=[self._key(minted.id), f"{self._p}:keys"], args=args):
+                    return IssuedKey(record, minted.key)
 
     def list_keys(self) -> list[VirtualKey]:
         with unavailable_on_connection_errors():

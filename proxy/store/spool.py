@@ -29,7 +29,7 @@ BATCH = 500
 
 class Spool:
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory = directory
         self._lock = threading.Lock()
         self.path, self._file = self._open()
@@ -108,6 +108,7 @@ class Spool:
 
     def _open(self) -> tuple[Path, BinaryIO]:
         path = self.directory / f"audit-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+        private_file(path)
         file = path.open("ab+")
         fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         return path, file
@@ -147,3 +148,10 @@ class Spool:
                 self.corrupt += 1
                 log.warning("skipped an unreadable spooled audit line (%d bytes)", len(line))
         return records
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` (and its folder) readable by this user only, if it does not exist:
+    the state holds prompts, replies and key hashes."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))

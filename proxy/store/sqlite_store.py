@@ -30,6 +30,7 @@ from proxy.store.records import (
     StoreUnavailable,
     VirtualKey,
 )
+from proxy.store.spool import private_file
 from proxy.store.sqlite_schema import KEY_COLUMNS, SCHEMA, audit_where, parse_cursor
 
 CACHE_TRIM_EVERY = 64
@@ -41,7 +42,7 @@ class SQLiteBackend:
 
     def __init__(self, settings: StoreSettings, clock: Callable[[], float] = time.time) -> None:
         self.path: Path = settings.state_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         self._settings = settings
         self._clock = clock
         self._local = threading.local()
@@ -57,14 +58,17 @@ class SQLiteBackend:
 
     def create_key(self, name: str, policy: str | None, profile: str | None,
                    rpm: int | None, tpm: int | None) -> IssuedKey:
-        minted = keys.mint_key()
-        record = VirtualKey(minted.id, name, policy, profile, rpm, tpm, self._clock())
-        with self._transaction() as db:
-            db.execute(f"INSERT INTO keys({KEY_COLUMNS}, salt, digest) VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (record.id, name, policy, profile, rpm, tpm, record.created_at, None,
-                        minted.salt, minted.digest))
-        return IssuedKey(record, minted.key)
+        while True:  # a taken id (2^-64 odds per key) just draws again
+            minted = keys.mint_key()
+            record = VirtualKey(minted.id, name, policy, profile, rpm, tpm, self._clock())
+            with self._transaction() as db:
+                taken = db.execute(
+                    f"INSERT OR IGNORE INTO keys({KEY_COLUMNS}, salt, digest) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (record.id, name, policy, profile, rpm, tpm, record.created_at, None,
+                     minted.salt, minted.digest)).rowcount == 0
+            if not taken:
+                return IssuedKey(record, minted.key)
 
     def list_keys(self) -> list[VirtualKey]:
         rows = self._db().execute(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, id")

@@ -4,13 +4,15 @@ replica."""
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
 import redis
 from conftest import SHARED_REDIS, MakeStore
 
-from proxy.store import Store
+from proxy.store import AuditRecord, Store, StoreSettings, open_store
+from proxy.store import keys as keys_module
 from proxy.store.keys import parse_key
 
 
@@ -99,3 +101,28 @@ def test_keys_survive_a_restart(make_store: MakeStore) -> None:
     issued = first.create_key("team-a", rpm=3)
     first.close()
     assert make_store().find_key(issued.key) == issued.record
+
+
+def test_a_taken_id_is_never_overwritten(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = store.create_key("first")
+    fresh = keys_module.mint_key()
+    taken = keys_module.MintedKey(first.record.id, "vk-x", fresh.salt, fresh.digest)
+    draws = iter([taken, fresh])
+    monkeypatch.setattr(keys_module, "mint_key", lambda: next(draws))
+    second = store.create_key("second")
+    assert second.record.id == fresh.id
+    assert store.find_key(first.key) == first.record
+    assert store.find_key(second.key) == second.record
+
+
+def test_the_embedded_state_and_spool_are_private(tmp_path: Path) -> None:
+    settings = StoreSettings(path=tmp_path / "state" / "state.db",
+                             spool_dir=tmp_path / "spool")
+    store = open_store(settings)
+    store.create_key("team-a")
+    store.audit.spool.append([AuditRecord(id="req-1", ts=1.0)])
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode)
+             for p in [*(tmp_path / "state").iterdir(), *(tmp_path / "spool").iterdir()]}
+    store.close()
+    assert modes and set(modes.values()) == {0o600}, modes
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
