@@ -76,13 +76,14 @@ return 1
 """
 
 CACHE_SET = """
--- KEYS: value key, index (sorted set by expiry); ARGV: value, ttl ms, max entries.
--- The index bounds the cache: beyond max entries the soonest-expiring ones go.
+-- KEYS: value key, index (sorted set by expiry, in microseconds); ARGV: value, ttl ms,
+-- max entries. The index bounds the cache: beyond max entries the soonest-expiring go (with
+-- one TTL per cache: the oldest; microseconds keep the order of two sets in one millisecond).
 local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[2]), KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+redis.call('ZADD', KEYS[2], now_us + tonumber(ARGV[2]) * 1000, KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_us)
 local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
 if extra > 0 then
   local evicted = redis.call('ZPOPMIN', KEYS[2], extra)
