@@ -69,8 +69,11 @@ class IssuedKey:
     key: str
 
     def public(self) -> dict[str, object]:
-        """The ``POST /admin/keys`` reply (201): the record plus the key, shown this once."""
-        return {**self.record.public(), "key": self.key}
+        """The ``POST /admin/keys`` reply (201), exactly the contract's fields: the only time
+        the key is shown."""
+        r = self.record
+        return {"id": r.id, "name": r.name, "key": self.key, "policy": r.policy, "rpm": r.rpm,
+                "tpm": r.tpm}
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,9 @@
 It adds what a backend should not have to know: how to degrade when the backend is unreachable
 (limits by ``limits_on_error``, caches as misses, audit records to the spool; after a failure
 the backend is skipped for ``retry_s``), the counters the metrics layer reads, and the audit
-trail's background writer. Methods are synchronous (SQLite is,
-and one code path serves the CLI too); from the event loop call them with
-``await asyncio.to_thread(...)``, except ``audit.write``, which never blocks on the store.
+trail's background writer. Methods are synchronous (SQLite is, and one code path serves the CLI
+too); from the event loop call them with ``await asyncio.to_thread(...)``, except
+``audit.write``, which never blocks on the store.
 """
 
 from __future__ import annotations
@@ -106,8 +106,6 @@ class Store:
         except StoreUnavailable:
             with self._lock:
                 self._degraded += 1
-            log.warning("store unreachable: limits %s for key %s",
-                        self.settings.limits_on_error, key_id)
             if self.settings.limits_on_error == "fail_open":
                 return LimitDecision(True, degraded=True)
             return LimitDecision(False, retry_after_s=1, degraded=True)
@@ -193,6 +191,8 @@ class Store:
         except StoreUnavailable as error:
             self._skip_until = time.monotonic() + self.settings.retry_s
             self._count_error(operation, error)
+            log.warning("%s (during %s); skipped for %.1f s, limits %s meanwhile", error,
+                        operation, self.settings.retry_s, self.settings.limits_on_error)
             raise
         self._mark_reachable()
         return result

@@ -44,6 +44,8 @@ class AuditWriter:
         self._on_error = on_error or (lambda op, error: None)
         self._on_ok = on_ok or (lambda: None)
         self._retry_at = 0.0
+        self._held: list[AuditRecord] = []
+        """Records neither the store nor the spool took (both failing), retried first."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vilmo-audit-writer", daemon=True)
         self._thread.start()
@@ -65,7 +67,8 @@ class AuditWriter:
         """Wait until every record handed over is in the store (the queue and spool empty)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0 and self.spool.depth == 0:
+            if (self._queue.unfinished_tasks == 0 and self.spool.depth == 0
+                    and not self._held):
                 return True
             time.sleep(0.01)
         return False
@@ -78,23 +81,28 @@ class AuditWriter:
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
         self._thread.join(timeout_s)
-        rest = self._take_all()
+        rest = self._held + self._take_all()
         if rest:
             self.spool.append(rest)
         self.spool.close()
 
     def _run(self) -> None:
-        next_maintenance = time.monotonic() + self._maintain_every_s
-        while not (self._stop.is_set() and self._queue.empty()):
-            batch = self._take(timeout_s=0.2)
+        next_maintenance = time.monotonic()
+        while not (self._stop.is_set() and self._queue.empty() and not self._held):
+            taken = self._take(timeout_s=0.2)
+            batch, self._held = self._held + taken, []
             try:
                 self._write(batch)
             except Exception as error:  # the writer thread must not die: spool the batch
                 log.exception("audit writer failed; spooling %d records", len(batch))
-                self.spool.append(batch)
                 self._on_error("audit", error)
+                try:
+                    self.spool.append(batch)
+                except OSError:  # the spool's disk fails too: hold them and try again
+                    log.critical("audit spool unwritable; holding %d records", len(batch))
+                    self._held = batch
             finally:
-                for _ in batch:
+                for _ in taken:
                     self._queue.task_done()
             if self._maintain is not None and time.monotonic() >= next_maintenance:
                 next_maintenance = time.monotonic() + self._maintain_every_s

@@ -19,13 +19,16 @@ from proxy.store.keys import parse_key
 def test_create_returns_the_key_once_and_lookup_finds_it(store: Store) -> None:
     issued = store.create_key("team-a", policy="strict", rpm=10, tpm=1000)
     assert issued.key.startswith(f"vk-{issued.record.id}-")
-    assert issued.public()["key"] == issued.key
+    assert issued.public() == {"id": issued.record.id, "name": "team-a", "key": issued.key,
+                               "policy": "strict", "rpm": 10, "tpm": 1000}
     found = store.find_key(issued.key)
     assert found == issued.record
     assert (found.name, found.policy, found.rpm, found.tpm) == ("team-a", "strict", 10, 1000)
     listed = store.list_keys()
     assert [k.id for k in listed] == [issued.record.id]
-    assert "key" not in listed[0].public()
+    assert listed[0].public() == {"id": issued.record.id, "name": "team-a", "policy": "strict",
+                                  "profile": None, "rpm": 10, "tpm": 1000,
+                                  "created_at": issued.record.created_at, "revoked_at": None}
 
 
 @pytest.mark.parametrize("presented", [

@@ -130,3 +130,28 @@ def test_a_record_written_after_close_is_kept_for_the_next_start(tmp_path: Path)
     assert restarted.flush(5)
     assert trail.ids == ["req-1"]
     restarted.close()
+
+
+class FailingSpool(Spool):
+    """A spool whose disk fails the first ``failures`` appends (full, or gone read-only)."""
+
+    failures = 2
+
+    def append(self, records: Sequence[AuditRecord]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        super().append(records)
+
+
+def test_records_are_held_when_the_spool_fails_too(tmp_path: Path) -> None:
+    trail = FlakyTrail()
+    trail.down.set()
+    writer = AuditWriter(trail.append, FailingSpool(tmp_path), retry_s=0.05)
+    for i in range(10):
+        writer.write(record(i))
+    assert not writer.flush(0.3)
+    trail.down.clear()
+    assert writer.flush(5)
+    assert sorted(trail.ids) == sorted(f"req-{i}" for i in range(10))
+    writer.close()
