@@ -90,14 +90,17 @@ class AuditWriter:
         next_maintenance = time.monotonic()
         while not (self._stop.is_set() and self._queue.empty() and not self._held):
             taken = self._take(timeout_s=0.2)
-            batch, self._held = self._held + taken, []
+            batch = self._held + taken
             try:
                 self._write(batch)
+                self._held = []
             except Exception as error:  # the writer thread must not die: spool the batch
                 log.exception("audit writer failed; spooling %d records", len(batch))
                 self._on_error("audit", error)
+                self._retry_at = time.monotonic() + self._retry_s
                 try:
                     self.spool.append(batch)
+                    self._held = []
                 except OSError:  # the spool's disk fails too: hold them and try again
                     log.critical("audit spool unwritable; holding %d records", len(batch))
                     self._held = batch

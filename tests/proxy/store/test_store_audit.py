@@ -14,7 +14,7 @@ from conftest import SHARED_REDIS, MakeStore
 from proxy.store import AuditQuery, AuditRecord, InvalidCursor, Store, StoreSettings
 from proxy.store.sqlite_store import SQLiteBackend
 
-T0 = 1_700_000_000.0
+T0 = float(int(time.time()) - 86400)  # within the retention, before now
 
 
 def record(i: int, **fields: object) -> AuditRecord:
