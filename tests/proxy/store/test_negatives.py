@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 import json
 
-from conftest import MakeStore
+from store_fixtures import (
+    MakeStore,
+    backend_fixture,  # noqa: F401 - a fixture
+    make_store_fixture,  # noqa: F401 - a fixture
+)
 
 from proxy.store import AuditQuery, AuditRecord
 from proxy.store.negatives import negative_samples, write_jsonl

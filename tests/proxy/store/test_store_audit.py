@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import SHARED_REDIS, MakeStore
+from store_fixtures import (
+    SHARED_REDIS,
+    MakeStore,
+    backend_fixture,  # noqa: F401 - a fixture
+    make_store_fixture,  # noqa: F401 - a fixture
+    store_fixture,  # noqa: F401 - a fixture
+)
 
 from proxy.store import AuditQuery, AuditRecord, InvalidCursor, Store, StoreSettings
 from proxy.store.sqlite_store import SQLiteBackend

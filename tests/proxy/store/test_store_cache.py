@@ -6,7 +6,12 @@ import time
 from pathlib import Path
 
 import redis
-from conftest import SHARED_REDIS, MakeStore
+from store_fixtures import (
+    SHARED_REDIS,
+    MakeStore,
+    backend_fixture,  # noqa: F401 - a fixture
+    make_store_fixture,  # noqa: F401 - a fixture
+)
 
 from proxy.store import Store, StoreSettings
 from proxy.store.sqlite_store import SQLiteBackend

@@ -13,7 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import MakeStore, free_port
+from store_fixtures import (
+    MakeStore,
+    backend_fixture,  # noqa: F401 - a fixture
+    free_port,
+    make_store_fixture,  # noqa: F401 - a fixture
+    store_fixture,  # noqa: F401 - a fixture
+)
 
 from proxy.store import LimitDecision, Store, StoreSettings, open_store
 from proxy.store.limits import WINDOW_S, retry_after

@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 import redis
-from conftest import RedisProcess
+from store_fixtures import (
+    RedisProcess,
+    own_redis_fixture,  # noqa: F401 - a fixture
+)
 
 from proxy.store import AuditQuery, AuditRecord, Store, StoreSettings
 from proxy.store.redis_store import RedisBackend

@@ -1,5 +1,9 @@
-"""Stores over both backends: SQLite in a temporary folder and the real Redis on
-127.0.0.1:6379 under a prefix of the test's own (its keys are deleted afterwards)."""
+"""Fixtures of the store tests, over both backends: SQLite in a temporary folder and the real
+Redis on 127.0.0.1:6379 under a prefix of the test's own (its keys are deleted afterwards).
+
+Test modules import the fixture functions (``store_fixture`` provides ``store``): a
+``conftest.py`` here would be imported as the module ``conftest`` and shadow the root one, which
+other test modules import from."""
 
 from __future__ import annotations
 
@@ -31,13 +35,13 @@ def _delete_prefix(url: str, prefix: str) -> None:
         client.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(name="backend", params=["sqlite", "redis"])
+def backend_fixture(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def make_store(backend: str, tmp_path: Path) -> Iterator[MakeStore]:
+@pytest.fixture(name="make_store")
+def make_store_fixture(backend: str, tmp_path: Path) -> Iterator[MakeStore]:
     """``make_store(**settings)``: another replica on the same state each call (same SQLite
     file or same Redis prefix), with a spool folder of its own."""
     prefix = f"vilmo-test-{secrets.token_hex(6)}"
@@ -59,8 +63,8 @@ def make_store(backend: str, tmp_path: Path) -> Iterator[MakeStore]:
         _delete_prefix(SHARED_REDIS, prefix)
 
 
-@pytest.fixture
-def store(make_store: MakeStore) -> Store:
+@pytest.fixture(name="store")
+def store_fixture(make_store: MakeStore) -> Store:
     return make_store()
 
 
@@ -109,8 +113,8 @@ class RedisProcess:
             self.process = None
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+@pytest.fixture(name="own_redis")
+def own_redis_fixture(tmp_path: Path) -> Iterator[RedisProcess]:
     server = RedisProcess(tmp_path / "redis")
     server.directory.mkdir()
     server.start()
