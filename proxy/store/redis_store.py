@@ -60,7 +60,8 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, settings: StoreSettings) -> None:
-        assert settings.url is not None
+        if not settings.url:
+            raise ValueError("the Redis backend needs store.url")
         self._settings = settings
         self._p = settings.prefix
         # One quick retry covers a pooled connection that died with a Redis restart; more would

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from proxy.store import keys
 from proxy.store.config import StoreSettings
@@ -49,10 +50,8 @@ class SQLiteBackend:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._cache_sets = 0
-        try:
+        with self._unavailable_on_lock_or_disk_errors():
             self._db().executescript(SCHEMA)
-        except sqlite3.OperationalError as error:
-            raise StoreUnavailable(f"sqlite {self.path}: {error}") from error
 
     # --- keys --------------------------------------------------------------------------------
 
@@ -71,23 +70,22 @@ class SQLiteBackend:
                 return IssuedKey(record, minted.key)
 
     def list_keys(self) -> list[VirtualKey]:
-        rows = self._db().execute(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, id")
+        rows = self._read(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, id")
         return [VirtualKey(*row) for row in rows]
 
     def get_key(self, key_id: str) -> VirtualKey | None:
-        row = self._db().execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?",
-                                 (key_id,)).fetchone()
-        return VirtualKey(*row) if row else None
+        rows = self._read(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (key_id,))
+        return VirtualKey(*rows[0]) if rows else None
 
     def find_key(self, presented: str) -> VirtualKey | None:
         parsed = keys.parse_key(presented)
         if parsed is None:
             return None
-        row = self._db().execute(f"SELECT {KEY_COLUMNS}, salt, digest FROM keys WHERE id = ?",
-                                 (parsed[0],)).fetchone()
-        if row is None or not keys.secret_matches(row[-2], row[-1], parsed[1]):
+        rows = self._read(f"SELECT {KEY_COLUMNS}, salt, digest FROM keys WHERE id = ?",
+                          (parsed[0],))
+        if not rows or not keys.secret_matches(rows[0][-2], rows[0][-1], parsed[1]):
             return None
-        record = VirtualKey(*row[:-2])
+        record = VirtualKey(*rows[0][:-2])
         return record if record.active else None
 
     def revoke_key(self, key_id: str) -> bool:
@@ -143,9 +141,9 @@ class SQLiteBackend:
     # --- caches ----------------------------------------------------------------------------------
 
     def cache_get(self, cache: CacheName, key: str) -> bytes | None:
-        row = self._db().execute("SELECT value FROM cache WHERE name = ? AND key = ? AND "
-                                 "expires > ?", (cache, key, self._clock())).fetchone()
-        return bytes(row[0]) if row else None
+        rows = self._read("SELECT value FROM cache WHERE name = ? AND key = ? AND expires > ?",
+                          (cache, key, self._clock()))
+        return bytes(rows[0][0]) if rows else None
 
     def cache_set(self, cache: CacheName, key: str, value: bytes, ttl_s: float) -> None:
         now = self._clock()
@@ -175,9 +173,8 @@ class SQLiteBackend:
 
     def query_audit(self, query: AuditQuery) -> AuditPage:
         where, params = audit_where(query, parse_cursor(query.after))
-        rows = self._db().execute(
-            f"SELECT seq, record FROM audit {where} ORDER BY seq DESC LIMIT ?",
-            (*params, query.limit + 1)).fetchall()
+        rows = self._read(f"SELECT seq, record FROM audit {where} ORDER BY seq DESC LIMIT ?",
+                          (*params, query.limit + 1))
         page = rows[:query.limit]
         more = len(rows) > query.limit
         return AuditPage(tuple(AuditRecord.loads(r[1]) for r in page),
@@ -211,24 +208,24 @@ class SQLiteBackend:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            try:
+            with self._unavailable_on_lock_or_disk_errors():
                 db = sqlite3.connect(self.path, timeout=self._settings.timeout_s,
                                      isolation_level=None, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.OperationalError as error:
-                raise StoreUnavailable(f"sqlite {self.path}: {error}") from error
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
         return db
 
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._unavailable_on_lock_or_disk_errors():
+            return self._db().execute(sql, params).fetchall()
+
     @contextmanager
     def _transaction(self, synchronous: str = "NORMAL") -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``; a lock held past ``timeout_s`` (or a disk error)
-        is ``StoreUnavailable``."""
-        db = self._db()
-        try:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``."""
+        with self._unavailable_on_lock_or_disk_errors():
+            db = self._db()
             db.execute(f"PRAGMA synchronous={synchronous}")
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -237,6 +234,13 @@ class SQLiteBackend:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    @contextmanager
+    def _unavailable_on_lock_or_disk_errors(self) -> Iterator[None]:
+        """SQLite's errors enter here: a lock held past ``timeout_s`` or a disk error is
+        ``StoreUnavailable``; an error in a statement is a bug and propagates."""
+        try:
+            yield
         except sqlite3.OperationalError as error:
             if not _is_unavailable(error):
                 raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -168,3 +169,21 @@ def test_two_gateway_processes_share_one_budget(make_store: MakeStore, tmp_path:
     outputs = [w.communicate(timeout=60)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers)
     assert sum(int(out) for out in outputs) == 10
+
+
+def test_a_sqlite_file_locked_past_the_timeout_degrades_like_a_dead_redis(
+        tmp_path: Path) -> None:
+    settings = StoreSettings(path=tmp_path / "s.db", spool_dir=tmp_path / "spool",
+                             timeout_s=0.2, limits_on_error="fail_closed")
+    store = open_store(settings)
+    key = store.create_key("team-a", rpm=5).record
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    try:
+        refused = store.admit(key.id, 5, None)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert (refused.allowed, refused.degraded, refused.retry_after_s) == (False, True, 1)
+    assert store.health().errors["limits"] == 1
+    store.close()
