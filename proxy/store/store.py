@@ -1,0 +1,218 @@
+"""``Store``: what the gateway, the admin API and the CLI use, over either backend.
+
+It adds what a backend should not have to know: how to degrade when the backend is unreachable
+(limits by ``limits_on_error``, caches as misses, audit records to the spool; after a failure
+the backend is skipped for ``retry_s``), the counters the metrics layer reads, and the audit
+trail's background writer. Methods are synchronous (SQLite is, and one code path serves the CLI
+too); from the event loop call them with ``await asyncio.to_thread(...)``, except
+``audit.write``, which never blocks on the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import ParamSpec, TypeVar
+
+from proxy.store.backend import Backend
+from proxy.store.config import StoreSettings
+from proxy.store.records import (
+    ALLOWED,
+    MAX_PAGE,
+    AuditPage,
+    AuditQuery,
+    AuditRecord,
+    CacheName,
+    IssuedKey,
+    LimitDecision,
+    StoreHealth,
+    StoreUnavailable,
+    VirtualKey,
+)
+from proxy.store.spool import Spool
+from proxy.store.writer import AuditWriter
+
+log = logging.getLogger("vilmo.store")
+
+MAX_NAME_CHARS = 128
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Store:
+    def __init__(self, backend: Backend, settings: StoreSettings) -> None:
+        self.backend = backend
+        self.settings = settings
+        self._skip_until = 0.0
+        self._errors: Counter[str] = Counter()
+        self._degraded = 0
+        self._reachable = True
+        self._closed = False
+        self._lock = threading.Lock()
+        self.audit = AuditWriter(backend.append_audit, Spool(settings.spool_path()),
+                                 queue_size=settings.audit_queue, retry_s=settings.retry_s,
+                                 maintain=backend.prune, on_error=self._count_error,
+                                 on_ok=self._mark_reachable)
+        """The audit sink: ``store.audit.write(record)`` from the request path."""
+
+    # --- keys (errors propagate: the admin API answers 503, auth refuses) ------------------
+
+    def create_key(self, name: str, *, policy: str | None = None, profile: str | None = None,
+                   rpm: int | None = None, tpm: int | None = None) -> IssuedKey:
+        """A new key; ``IssuedKey.key`` is the only copy of the plaintext that will exist."""
+        if not name or len(name) > MAX_NAME_CHARS:
+            raise ValueError(f"name must be 1 to {MAX_NAME_CHARS} characters")
+        _check_limits(rpm, tpm)
+        return self._call("keys", self.backend.create_key, name, policy, profile, rpm, tpm)
+
+    def list_keys(self) -> list[VirtualKey]:
+        return self._call("keys", self.backend.list_keys)
+
+    def get_key(self, key_id: str) -> VirtualKey | None:
+        return self._call("keys", self.backend.get_key, key_id)
+
+    def find_key(self, presented: str) -> VirtualKey | None:
+        """The active key a client presented, read from the store on every call (no local
+        cache), so a revocation holds on every replica at once."""
+        return self._call("keys", self.backend.find_key, presented)
+
+    def revoke_key(self, key_id: str) -> bool:
+        """False when there is no such key; revoking twice keeps the first time."""
+        return self._call("keys", self.backend.revoke_key, key_id)
+
+    def bind_key(self, key_id: str, *, policy: str | None,
+                 profile: str | None) -> VirtualKey | None:
+        """Set the key's policy and value profile (None clears); None when there is no key."""
+        return self._call("keys", self.backend.bind_key, key_id, policy, profile)
+
+    def set_limits(self, key_id: str, *, rpm: int | None, tpm: int | None) -> VirtualKey | None:
+        _check_limits(rpm, tpm)
+        return self._call("keys", self.backend.set_limits, key_id, rpm, tpm)
+
+    # --- limits (degrade by limits_on_error) -----------------------------------------------
+
+    def admit(self, key_id: str, rpm: int | None, tpm: int | None) -> LimitDecision:
+        """Count one request against the key's budgets; refused: ``retry_after_s`` for the
+        ``Retry-After`` header. Tokens are charged afterwards with ``charge_tokens``."""
+        if rpm is None and tpm is None:
+            return ALLOWED
+        try:
+            decision = self._call("limits", self.backend.admit, key_id, rpm, tpm)
+        except StoreUnavailable:
+            with self._lock:
+                self._degraded += 1
+            if self.settings.limits_on_error == "fail_open":
+                return LimitDecision(True, degraded=True)
+            return LimitDecision(False, retry_after_s=1, degraded=True)
+        return decision
+
+    def charge_tokens(self, key_id: str, tokens: int) -> None:
+        """Add a reply's tokens to the key's window (checked by the next ``admit``); lost,
+        and counted, when the store is unreachable."""
+        if tokens <= 0:
+            return
+        try:
+            self._call("limits", self.backend.charge_tokens, key_id, tokens)
+        except StoreUnavailable:
+            pass
+
+    # --- caches (a failure is a miss) -----------------------------------------------------
+
+    def cache_get(self, cache: CacheName, key: str) -> bytes | None:
+        try:
+            return self._call("cache", self.backend.cache_get, cache, _cache_key(key))
+        except StoreUnavailable:
+            return None
+
+    def cache_set(self, cache: CacheName, key: str, value: bytes) -> None:
+        """Keep ``value`` for the cache's TTL; values over ``cache_max_value_bytes`` are not
+        kept, so one huge prompt cannot evict the rest."""
+        if len(value) > self.settings.cache_max_value_bytes:
+            return
+        ttl = (self.settings.instruction_cache_ttl_s if cache == "instruction"
+               else self.settings.embedding_cache_ttl_s)
+        try:
+            self._call("cache", self.backend.cache_set, cache, _cache_key(key), value, ttl)
+        except StoreUnavailable:
+            pass
+
+    # --- the audit trail -------------------------------------------------------------------
+
+    def query_audit(self, query: AuditQuery) -> AuditPage:
+        """A page of the trail, newest first (by when records reached the trail)."""
+        if query.limit < 1:
+            raise ValueError("limit must be at least 1")
+        if query.limit > MAX_PAGE:
+            query = replace(query, limit=MAX_PAGE)
+        return self._call("audit", self.backend.query_audit, query)
+
+    def export_audit(self, query: AuditQuery) -> Iterator[AuditRecord]:
+        """Every matching record, newest first, page by page (for JSON Lines export)."""
+        page_query = replace(query, limit=MAX_PAGE)
+        while True:
+            page = self.query_audit(page_query)
+            yield from page.data
+            if page.next is None:
+                return
+            page_query = replace(page_query, after=page.next)
+
+    # --- health and lifetime -----------------------------------------------------------------
+
+    def health(self) -> StoreHealth:
+        with self._lock:
+            return StoreHealth(backend=self.backend.name, reachable=self._reachable,
+                               errors=dict(self._errors), audit_queue=self.audit.queued,
+                               spool_depth=self.audit.spool.depth,
+                               degraded_limits=self._degraded)
+
+    def close(self) -> None:
+        """Write out (or spool) the queued audit records, then close the backend; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.audit.close()
+        self.backend.close()
+
+    def _call(self, operation: str, method: Callable[P, T], *args: P.args,
+              **kwargs: P.kwargs) -> T:
+        """Call the backend, unless it failed less than ``retry_s`` ago: then fail at once, so
+        a Redis that times out costs one request a timeout, not every request."""
+        if time.monotonic() < self._skip_until:
+            skipped = StoreUnavailable(f"{self.backend.name} unreachable; retrying shortly")
+            self._count_error(operation, skipped)
+            raise skipped
+        try:
+            result = method(*args, **kwargs)
+        except StoreUnavailable as error:
+            self._skip_until = time.monotonic() + self.settings.retry_s
+            self._count_error(operation, error)
+            log.warning("%s (during %s); skipped for %.1f s, limits %s meanwhile", error,
+                        operation, self.settings.retry_s, self.settings.limits_on_error)
+            raise
+        self._mark_reachable()
+        return result
+
+    def _mark_reachable(self) -> None:
+        self._reachable = True
+        self._skip_until = 0.0
+
+    def _count_error(self, operation: str, error: BaseException) -> None:
+        with self._lock:
+            self._errors[operation] += 1
+            self._reachable = not isinstance(error, StoreUnavailable)
+
+
+def _check_limits(rpm: int | None, tpm: int | None) -> None:
+    for name, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is not None and not 1 <= value <= 10**9:
+            raise ValueError(f"{name} must be between 1 and 10^9, or null for no limit")
+
+
+def _cache_key(key: str) -> str:
+    """A fixed-length key, whatever the prompt's length."""
+    return hashlib.sha256(key.encode()).hexdigest()

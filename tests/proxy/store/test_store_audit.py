@@ -1,0 +1,140 @@
+"""The audit trail on both backends: written once per id, filtered, paged newest first,
+exported, and pruned by the retention setting."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from store_fixtures import (
+    SHARED_REDIS,
+    MakeStore,
+    backend_fixture,  # noqa: F401 - a fixture
+    make_store_fixture,  # noqa: F401 - a fixture
+    store_fixture,  # noqa: F401 - a fixture
+)
+
+from proxy.store import AuditQuery, AuditRecord, InvalidCursor, Store, StoreSettings
+from proxy.store.sqlite_store import SQLiteBackend
+
+T0 = float(int(time.time()) - 86400)  # within the retention, before now
+
+
+def record(i: int, **fields: object) -> AuditRecord:
+    base: dict[str, object] = {"id": f"req-{i:05d}", "ts": T0 + i, "key": "team-a",
+                               "policy": "default", "model": "stub", "action": "allow",
+                               "values": [], "data": {"n": i}}
+    return AuditRecord.from_json(base | fields)
+
+
+def test_a_record_written_twice_is_stored_once(make_store: MakeStore) -> None:
+    one, two = make_store(), make_store()
+    assert one.backend.append_audit([record(1), record(2)]) == 2
+    assert two.backend.append_audit([record(2), record(1), record(3)]) == 1
+    page = one.query_audit(AuditQuery())
+    assert [r.id for r in page.data] == ["req-00003", "req-00002", "req-00001"]
+    assert page.data[1] == record(2) and page.next is None
+
+
+def test_the_background_writer_reaches_every_replica(make_store: MakeStore) -> None:
+    one, two = make_store(), make_store()
+    for i in range(300):
+        (one if i % 2 else two).audit.write(record(i))
+    assert one.audit.flush(10) and two.audit.flush(10)
+    ids = [r.id for r in one.export_audit(AuditQuery())]
+    assert sorted(ids) == [f"req-{i:05d}" for i in range(300)]
+
+
+def test_filters_select_by_every_field(store: Store) -> None:
+    store.backend.append_audit([
+        record(1, key="team-b"), record(2, policy="strict"), record(3, action="block"),
+        record(4, model="gpt"), record(5, values=["mft.care", "safety.privacy"]),
+        record(6, values=["mft.fairness"])])
+    def ids(**filters: object) -> list[str]:
+        return [r.id[-1] for r in store.query_audit(AuditQuery(**filters)).data]  # type: ignore[arg-type]
+    assert ids(key="team-b") == ["1"]
+    assert ids(policy="strict") == ["2"]
+    assert ids(action="block") == ["3"]
+    assert ids(model="gpt") == ["4"]
+    assert ids(value="mft.care") == ["5"]
+    assert ids(value="safety.privacy") == ["5"]
+    assert ids(since=T0 + 3, until=T0 + 5) == ["4", "3"]
+    assert ids(key="team-a", since=T0 + 5) == ["6", "5"]
+    assert ids(key="nobody") == []
+
+
+def test_cursor_paging_walks_the_trail_newest_first(store: Store) -> None:
+    store.backend.append_audit([record(i, action="block" if i % 3 else "allow")
+                                for i in range(25)])
+    seen: list[str] = []
+    query = AuditQuery(limit=4, action="block")
+    pages = 0
+    while True:
+        page = store.query_audit(query)
+        pages += 1
+        seen += [r.id for r in page.data]
+        if page.next is None:
+            break
+        query = AuditQuery(limit=4, action="block", after=page.next)
+    expected = [f"req-{i:05d}" for i in reversed(range(25)) if i % 3]
+    assert seen == expected and pages == 4
+    body = store.query_audit(AuditQuery(limit=2)).to_json()
+    assert list(body) == ["data", "next"] and isinstance(body["next"], str)
+    assert json.loads(json.dumps(body))["data"][0]["id"] == "req-00024"
+
+
+@pytest.mark.parametrize("cursor", ["x", "1-", "-1", "9" * 40, "1; DROP TABLE audit"])
+def test_a_forged_cursor_is_a_value_error(store: Store, cursor: str) -> None:
+    with pytest.raises(InvalidCursor):
+        store.query_audit(AuditQuery(after=cursor))
+
+
+@pytest.mark.parametrize("limit", [0, -5])
+def test_a_limit_below_one_is_refused(store: Store, limit: int) -> None:
+    with pytest.raises(ValueError):
+        store.query_audit(AuditQuery(limit=limit))
+
+
+def test_export_yields_every_matching_record_beyond_one_page(store: Store) -> None:
+    store.backend.append_audit([record(i) for i in range(1200)])
+    exported = list(store.export_audit(AuditQuery(since=T0 + 100)))
+    assert len(exported) == 1100 and exported[0].id == "req-01199"
+    assert len(store.query_audit(AuditQuery(limit=5000)).data) == 1000
+
+
+def test_the_trail_survives_a_restart(make_store: MakeStore) -> None:
+    first = make_store()
+    first.audit.write(record(1))
+    first.close()
+    assert [r.id for r in make_store().query_audit(AuditQuery()).data] == ["req-00001"]
+
+
+def test_sqlite_retention_deletes_old_records_and_caps_the_count(tmp_path: Path) -> None:
+    now = [T0 + 10 * 86400]
+    settings = StoreSettings(path=tmp_path / "s.db", spool_dir=tmp_path / "sp",
+                             audit_retention_days=5, audit_max_records=3)
+    backend = SQLiteBackend(settings, clock=lambda: now[0])
+    backend.append_audit([record(0, ts=T0), *[record(i, ts=T0 + 9 * 86400 + i)
+                                               for i in range(1, 6)]])
+    assert backend.prune() == 3
+    page = backend.query_audit(AuditQuery())
+    assert [r.id for r in page.data] == ["req-00005", "req-00004", "req-00003"]
+    backend.close()
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+def test_redis_trims_the_stream_by_age_and_length(make_store: MakeStore, backend: str) -> None:
+    store = make_store(audit_max_records=50)
+    now = time.time()
+    store.backend.append_audit([record(i, ts=now) for i in range(1000)])
+    client = redis.Redis.from_url(SHARED_REDIS)
+    stream = f"{store.settings.prefix}:audit"
+    assert 50 <= client.xlen(stream) < 1000
+    aged = make_store(audit_retention_days=0.3 / 86400)
+    time.sleep(0.4)
+    aged.backend.append_audit([record(5000, ts=now)])
+    assert client.xlen(stream) < 150
+    client.close()
