@@ -27,6 +27,8 @@ class RequestRecord:
     policy: str = ""
     generator: str = ""
     principles: tuple[str, ...] = ()
+    stakes: tuple[str, ...] = ()
+    """Values the instruction step judged at stake (stake-aware generators)."""
     status: str = "ok"
     error_code: str | None = None
     started_at: float = field(default_factory=time.time)

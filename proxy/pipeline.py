@@ -97,6 +97,7 @@ async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header:
         return refuse_input(raw, stream, policy, input_verdict, services, record)
     instruction = await services.guard.instruction(                             # 3
         services.instructions, raw["messages"], policy, record)
+    record.stakes = instruction.stakes
     call = Call(raw, policy, instruction)                                       # 4
     if stream:
         deadline = asyncio.get_running_loop().time() + policy.streaming.stream_timeout_s

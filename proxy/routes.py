@@ -101,6 +101,7 @@ def caller_of(request: Request) -> Caller:
 def base_headers(call: Call, record: RequestRecord, guard: str) -> dict[str, str]:
     return {"x-vilmo-policy": call.policy.name,
             "x-vilmo-principles": ",".join(call.instruction.principle_ids),
+            "x-vilmo-stakes": ",".join(call.instruction.stakes),
             "x-vilmo-guard": guard, "x-request-id": record.request_id}
 
 

@@ -12,7 +12,7 @@ from proxy.metrics import Metrics
 from proxy.settings import GatewayConfig
 from proxy.upstream import LiteLLMUpstream, Upstream
 from vilmo.classifier import ScoreInput
-from vilmo.embedder import Embedder
+from vilmo.embedder import Embedder, Int8Embedder
 from vilmo.generator import VilmoGenerator
 from vilmo.instructions import InstructionGenerator
 from vilmo.policy_store import PolicyStore
@@ -47,9 +47,11 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
     upstream, and the built-in value classifier (with zero-shot scoring of each policy's own
     principles)."""
     redact = Redactor(config.secrets())
-    embedder = Embedder()  # one encoder for instructions and the zero-shot judge
+    embedder = Embedder()  # fp32, for the zero-shot judge (its calibration was fitted on it)
     bank = PrincipleBank.load()
-    generator = VilmoGenerator(bank, embedder, StakesModel.load(), base_dir=config.policy_dir)
+    # The instruction step embeds every prompt: the int8 graph, several times faster.
+    generator = VilmoGenerator(bank, Int8Embedder(), StakesModel.load(),
+                               base_dir=config.policy_dir)
     policies = PolicyStore(config.policy_dir, config.default_policy,
                            config.server.policy_reload_interval_s, check=generator.check)
     metrics = Metrics([d.model_name for d in config.model_list])

@@ -3,7 +3,9 @@
 Relevance = P(the principle's value is at stake | prompt) × policy weight × (1 + cos(prompt,
 principle)). The stakes probability comes from ``vilmo.stakes``; a custom principle tied to no
 value takes the stakes model's calibrated similarity instead. Both the VILMO generator (at
-request time) and its training loop draw candidates here, so they see the same set.
+request time) and its training loop draw candidates here, so they see the same set. The
+generator first asks ``values_at_stake`` which of the policy's values a prompt puts at stake and
+draws candidates from their principles only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from vilmo.policy import Policy
 from vilmo.principles import STYLES, Principle, PrincipleBank
 from vilmo.stakes import StakesModel, Vector
 from vilmo.types import Matrix
+
+VALUE_FLOOR = 0.5
+"""A policy value is judged at stake when its head's probability reaches this, or reaches
+``RELATIVE_FLOOR`` of the most probable value's (which always is, once the gate has passed)."""
+RELATIVE_FLOOR = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +70,34 @@ class Retriever:
         self._matrices: dict[tuple[str, ...], Matrix] = {}
         self._lock = threading.Lock()
 
+    def embed(self, prompt: str) -> Vector:
+        """The prompt's embedding (zeros for a blank prompt)."""
+        if prompt.strip():
+            vector: Vector = self.encoder.encode([prompt])[0]
+            return vector
+        return np.zeros(self.stakes.weights.shape[1], dtype=np.float32)
+
+    def values_at_stake(self, vector: Vector, policy: Policy) -> tuple[str, ...]:
+        """The policy's values (weight > 0) whose probability reaches ``VALUE_FLOOR`` or half
+        the most probable one's, most probable first (so at least the most probable one)."""
+        probs = self.stakes.probabilities(vector)
+        ranked = sorted(((float(probs[col]), value) for value in policy.values
+                         if policy.weight_of(value) > 0.0
+                         and (col := self.stakes.index(value)) is not None), reverse=True)
+        if not ranked:
+            return ()
+        floor = min(VALUE_FLOOR, RELATIVE_FLOOR * ranked[0][0])
+        return tuple(value for p, value in ranked if p >= floor)
+
     def retrieve(self, prompt: str, policy: Policy, principles: int,
-                 styles: tuple[str, ...] = STYLES) -> CandidateSet:
+                 styles: tuple[str, ...] = STYLES, only: tuple[str, ...] | None = None,
+                 vector: Vector | None = None) -> CandidateSet:
         """The ``principles`` most relevant principles (at most MAX_PER_VALUE per value), each in
-        every style of ``styles``, most relevant first."""
+        every style of ``styles``, most relevant first. With ``only``, principles of those values
+        (and custom principles tied to no value that look at stake) only."""
         pool = self.bank.for_policy(policy)
-        vector = (self.encoder.encode([prompt])[0] if prompt.strip()
-                  else np.zeros(self.stakes.weights.shape[1], dtype=np.float32))
+        if vector is None:
+            vector = self.embed(prompt)
         probs = self.stakes.probabilities(vector)
         if not pool:
             return CandidateSet(vector, probs, (), np.zeros((0, len(vector)), dtype=np.float32))
@@ -84,6 +112,9 @@ class Retriever:
         for i in np.argsort(-relevance, kind="stable"):
             p = pool[int(i)]
             if weights[i] <= 0.0 or per_value.get(p.value, 0) >= MAX_PER_VALUE:
+                continue
+            if only is not None and (p.value not in only if p.value
+                                     else at_stake[i] < VALUE_FLOOR):
                 continue
             per_value[p.value] = per_value.get(p.value, 0) + 1
             chosen += [Candidate(p, style, float(relevance[i]), float(similarity[i]),

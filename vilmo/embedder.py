@@ -2,6 +2,11 @@
 
 Loaded once per process, lazily, from the package's own files: nothing is downloaded. Texts are
 embedded to unit-length 384-d vectors, so a dot product is the cosine similarity.
+
+Two runtimes: ``Embedder`` (fp32 PyTorch through sentence-transformers, what the zero-shot
+judge was calibrated with) and ``Int8Embedder`` (the same network as an int8 ONNX Runtime graph,
+built and cached like the judge's by ``vilmo.value_onnx``: the request path's instruction step
+uses it, several times faster on CPU). Both keep a bounded LRU cache of recent texts.
 """
 
 from __future__ import annotations
@@ -18,9 +23,15 @@ import numpy as np
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
+    import torch
     from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
+
+    from vilmo.value_onnx import Int8Session
 
 DIMENSIONS = 384
+MAX_TOKENS = 256
+"""The encoder's ``max_seq_length``: longer texts are cut, as sentence-transformers cuts them."""
 
 
 class TextEncoder(Protocol):
@@ -80,3 +91,120 @@ class Embedder:
         vec: np.ndarray = self.model.encode([text], normalize_embeddings=True,
                                             convert_to_numpy=True, show_progress_bar=False)[0]
         return vec.astype(np.float32)
+
+
+class _LruCache:
+    """A bounded, thread-safe map of text to vector (least recently used goes first)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> np.ndarray | None:
+        with self._lock:
+            found = self._items.get(text)
+            if found is not None:
+                self._items.move_to_end(text)
+            return found
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        with self._lock:
+            self._items[text] = vector
+            self._items.move_to_end(text)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Int8Embedder:
+    """all-MiniLM-L6-v2 (mean pooling, unit length) as an int8 ONNX graph, with an LRU cache.
+
+    The graph is exported from the packaged fp32 weights and quantised on first use, then read
+    from the cache folder (``vilmo.value_onnx.cache_dir``). Cosine to the fp32 embedding of the
+    same text is about 0.99; models trained on these vectors (``vilmo/models/stakes.npz``) are
+    trained through this class.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, cache_size: int = 4096,
+                 batch_size: int = 32, threads: int | None = 1) -> None:
+        self.model_path = Path(model_path) if model_path else None
+        self.batch_size = batch_size
+        self.threads = threads
+        """ONNX Runtime threads per call: 1 by default, since the gateway runs requests in
+        parallel; offline batch jobs may pass more."""
+        self.cache = _LruCache(cache_size)
+        self._loaded: tuple[Int8Session, Tokenizer] | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> tuple[Int8Session, Tokenizer]:
+        with self._lock:
+            if self._loaded is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from tokenizers import Tokenizer
+
+                from vilmo.value_onnx import int8_session
+
+                path = self.model_path or packaged_model_path()
+                tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+                tokenizer.no_padding()
+                tokenizer.enable_truncation(MAX_TOKENS)
+                sources = sorted(path.glob("*.safetensors"))
+                session = int8_session(_sentence_net(path), sources, self.threads,
+                                       kind="sentence_encoder")
+                self._loaded = (session, tokenizer)
+            return self._loaded
+
+    def warm_up(self) -> None:
+        """Build or load the graph now (startup), not on the first request."""
+        self._run(["warm-up"])
+
+    def encode(self, texts: Sequence[str]) -> Matrix:
+        """Unit-length embeddings, one row per text; cached texts are not encoded again."""
+        found = {t: v for t in dict.fromkeys(texts) if (v := self.cache.get(t)) is not None}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start:start + self.batch_size]
+            for text, vector in zip(batch, self._run(batch), strict=True):
+                found[text] = vector
+                self.cache.put(text, vector)
+        rows = [found[t] for t in texts]
+        return np.stack(rows) if rows else np.zeros((0, DIMENSIONS), dtype=np.float32)
+
+    def _run(self, texts: Sequence[str]) -> Matrix:
+        session, tokenizer = self._load()
+        encodings = tokenizer.encode_batch(list(texts))
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), width), dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for i, e in enumerate(encodings):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = 1
+        out: Matrix = session(ids, mask).astype(np.float32)
+        return out
+
+
+def _sentence_net(path: Path) -> torch.nn.Module:
+    """The fp32 sentence encoder as one ``(ids, mask) -> unit embedding`` module, to export."""
+    import torch
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    bert = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+
+    class SentenceNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.bert(input_ids=ids, attention_mask=mask,
+                               token_type_ids=torch.zeros_like(ids)).last_hidden_state
+            weights = mask.to(hidden.dtype).unsqueeze(-1)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    return SentenceNet()

@@ -1,14 +1,17 @@
-"""The VILMO generator: learned value instructions behind ``InstructionGenerator``.
+"""The VILMO generator: stake-aware, learned value instructions behind ``InstructionGenerator``.
 
-For a prompt it retrieves candidates (``vilmo.candidates``: principles ranked by values at
-stake × policy weight × similarity, each in every style), predicts each one's violation rate
-with the policy's per-target scorer (``instructions.weights``; without one, relevance order in
-the policy's style is the prediction), and composes the best ones within ``max_principles`` and
-a character budget. Results are cached per (policy, prompt), so a repeated prompt costs a dict
-lookup. Policies whose generator is not ``vilmo`` are served by the relevance generator, so one
-object serves every policy.
+For a prompt it first asks the values-at-stake model (``vilmo.stakes``) whether any value is at
+stake: below the policy's ``stakes_threshold`` (default: the model's operating point) it injects
+nothing, or the policy's short ``baseline``. Otherwise it judges which of the policy's values
+are at stake and retrieves candidates from their principles (``vilmo.candidates``: principles
+ranked by values at stake × policy weight × similarity, each in every style), predicts each
+one's violation rate with the policy's per-target scorer (``instructions.weights``; without
+one, relevance order in the policy's style is the prediction), and composes the best ones
+within ``max_principles`` and a character budget. Results are cached per (policy, prompt), so a
+repeated prompt costs a dict lookup; the encoder keeps its own cache of prompt embeddings.
+Policies whose generator is not ``vilmo`` are served by the relevance generator, so one object
+serves every policy.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +26,6 @@ from vilmo.embedder import TextEncoder
 from vilmo.instructions import (
     HEADER,
     MAX_PER_VALUE,
-    NO_INSTRUCTION,
     Instruction,
     RelevanceGenerator,
     prompt_text,
@@ -31,7 +33,7 @@ from vilmo.instructions import (
 from vilmo.policy import Policy
 from vilmo.principles import STYLES, PrincipleBank
 from vilmo.scorer import InstructionScorer, ScorerStore
-from vilmo.stakes import StakesModel
+from vilmo.stakes import StakesModel, Vector
 from vilmo.types import Messages
 
 NAME = "vilmo"
@@ -78,12 +80,28 @@ class VilmoGenerator:
         return instruction
 
     def choose(self, prompt: str, policy: Policy) -> Instruction:
-        """The instruction predicted to give the lowest violation (uncached)."""
+        """Nothing (or the baseline) when no value is at stake, else the instruction predicted
+        to give the lowest violation from the principles of the values at stake (uncached)."""
+        vector = self.retriever.embed(prompt)
+        stakes = self.judge(vector, policy)
+        if not stakes:
+            return Instruction(policy.instructions.baseline or "", (), NAME)
         scorer = self.scorer_for(policy)
         styles = STYLES if scorer else (policy.instructions.style,)
-        cs = self.retriever.retrieve(prompt, policy, self.candidates, styles)
+        cs = self.retriever.retrieve(prompt, policy, self.candidates, styles, only=stakes,
+                                     vector=vector)
         ranked = self.rank(cs, scorer)
-        return self.compose(ranked, policy.instructions.max_principles)
+        return self.compose(ranked, policy.instructions.max_principles, stakes)
+
+    def judge(self, vector: Vector, policy: Policy) -> tuple[str, ...]:
+        """The policy's values at stake for a prompt embedding, most at stake first; empty when
+        the gate's probability is below the policy's threshold."""
+        threshold = policy.instructions.stakes_threshold
+        if threshold is None:
+            threshold = self.retriever.stakes.threshold
+        if not vector.any() or self.retriever.stakes.at_stake_probability(vector) < threshold:
+            return ()
+        return self.retriever.values_at_stake(vector, policy)
 
     def scorer_for(self, policy: Policy) -> InstructionScorer | None:
         """The policy's per-target scorer, or None (relevance order is the prediction)."""
@@ -107,7 +125,8 @@ class VilmoGenerator:
         predicted = scorer.predict(cs)
         return [cs.candidates[int(i)] for i in np.argsort(predicted, kind="stable")]
 
-    def compose(self, ranked: list[Candidate], max_principles: int) -> Instruction:
+    def compose(self, ranked: list[Candidate], max_principles: int,
+                stakes: tuple[str, ...] = ()) -> Instruction:
         """One line per chosen principle (each principle once, MAX_PER_VALUE per value), as long
         as the text stays within ``max_chars``; the best candidate is always kept."""
         lines: list[str] = []
@@ -128,8 +147,8 @@ class VilmoGenerator:
             per_value[value] = per_value.get(value, 0) + 1
             length += 1 + len(line)
         if not ids:
-            return NO_INSTRUCTION
-        return Instruction("\n".join([HEADER, *lines]), tuple(ids), NAME)
+            return Instruction("", (), NAME, stakes)
+        return Instruction("\n".join([HEADER, *lines]), tuple(ids), NAME, stakes)
 
     def _fingerprint(self, policy: Policy) -> str:
         """Name + content hash: an edited policy of the same name misses the cache."""

@@ -1,9 +1,12 @@
 """Value instructions: what to tell the model before it answers, and where to put it.
 
-``InstructionGenerator`` is the seam: prompt messages and a policy in, an ``Instruction`` (text
-and the ids of the principles it used) out. ``RelevanceGenerator`` composes the instruction
-from the policy's principles ranked by weight × similarity to the prompt; the learned VILMO
-generator drops in behind the same interface. ``apply_instruction`` places it in the messages.
+``InstructionGenerator`` is the seam: prompt messages and a policy in, an ``Instruction`` (text,
+the ids of the principles it used, the values judged at stake) out. ``RelevanceGenerator``
+composes the instruction from the policy's principles ranked by weight × similarity to the
+prompt, whatever the prompt; the stake-aware VILMO generator (``vilmo.generator``) drops in
+behind the same interface. ``apply_instruction`` places it in the messages (merged into the
+client's system message, or before the last user turn); ``strengthen`` makes it stronger for a
+regeneration.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from vilmo.values import VALUES
 Placement = Literal["system", "user_prefix"]
 MAX_PER_VALUE = 2  # keeps one value from crowding out the others in a short instruction
 HEADER = "Follow these values in your reply:"
+STRENGTHEN_LEAD = "Important: a draft reply to this request went against"
+SYSTEM_ROLES = ("system", "developer")
+"""Roles whose message the instruction is merged into (the first one found)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,10 @@ class Instruction:
     text: str
     principle_ids: tuple[str, ...] = ()
     generator: str = "none"
+    stakes: tuple[str, ...] = ()
+    """The values judged at stake, most at stake first (stake-aware generators only)."""
+    violated: tuple[str, ...] = ()
+    """Values a rejected draft went against (after ``strengthen``)."""
 
     @property
     def empty(self) -> bool:
@@ -126,37 +136,72 @@ def compose(principles: list[Principle], style: str, generator: str) -> Instruct
 
 def strengthen(instruction: Instruction, violated: list[str], policy: Policy,
                bank: PrincipleBank, per_value: int = 2) -> Instruction:
-    """A stronger instruction after a reply went against ``violated`` ids: it names those
-    values and adds the reasoned phrasing of their principles before the first instruction."""
-    chosen: list[Principle] = []
+    """A stronger instruction after a reply went against ``violated`` ids: one lead line that
+    names every value violated so far, the reasoned phrasing of up to ``per_value`` principles
+    of each newly violated value that the instruction does not already hold, then the previous
+    instruction (without its old lead line). Nothing already in the text is repeated, however
+    many times it is strengthened."""
+    names_so_far = tuple(dict.fromkeys([*instruction.violated, *violated]))
+    kept = [line for line in instruction.text.splitlines()
+            if line and not line.startswith(STRENGTHEN_LEAD)]
+    present = set(kept)
+    ids = list(instruction.principle_ids)
+    added: list[str] = []
+    pool = bank.for_policy(policy)
     for value_id in violated:
-        chosen += [p for p in bank.for_policy(policy)
-                   if p.value == value_id or p.id == value_id][:per_value]
-    names = [VALUES[v].name if v in VALUES else v for v in violated]
-    lines = [(f"Important: a draft reply to this request went against {', '.join(names)}. "
-              "Write a reply that fully respects these values:")]
-    lines += [f"- {p.phrase('reasoned')}" for p in chosen]
-    if instruction.text:
-        lines.append(instruction.text)
-    ids = tuple(dict.fromkeys([*instruction.principle_ids, *(p.id for p in chosen)]))
-    return Instruction("\n".join(lines), ids, f"{instruction.generator}+regenerate")
+        taken = 0
+        for p in pool:
+            if taken >= per_value:
+                break
+            if not (p.value == value_id or p.id == value_id) or p.id in ids:
+                continue
+            line = f"- {p.phrase('reasoned')}"
+            if line in present:
+                continue
+            present.add(line)
+            added.append(line)
+            ids.append(p.id)
+            taken += 1
+    names = [VALUES[v].name if v in VALUES else v for v in names_so_far]
+    lead = (f"{STRENGTHEN_LEAD} {', '.join(names)}. "
+            "Write a reply that fully respects these values:")
+    generator = instruction.generator
+    if not generator.endswith("+regenerate"):
+        generator += "+regenerate"
+    return Instruction("\n".join([lead, *added, *kept]), tuple(ids), generator,
+                       instruction.stakes, names_so_far)
 
 
 def apply_instruction(messages: Messages, instruction: Instruction,
                       placement: Placement) -> Messages:
-    """A copy of the messages with the instruction placed; the input is never modified."""
+    """A copy of the messages with the instruction placed; the input is never modified.
+
+    ``system``: merged into the client's first system (or developer) message, the instruction
+    first, so the conversation keeps one system message; a new system message only when there
+    is none. ``user_prefix``: before the text of the last user turn."""
     if instruction.empty:
         return messages
-    if placement == "system":
-        return [{"role": "system", "content": instruction.text}, *messages]
     placed = copy.deepcopy(messages)
+    if placement == "system":
+        for message in placed:
+            if message.get("role") in SYSTEM_ROLES:
+                _prefix(message, instruction.text)
+                return placed
+        return [{"role": "system", "content": instruction.text}, *placed]
     for message in reversed(placed):
         if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                message["content"] = [{"type": "text", "text": instruction.text}, *content]
-            else:
-                message["content"] = f"{instruction.text}\n\n{content or ''}"
+            _prefix(message, instruction.text)
             return placed
     # No user turn to prefix: fall back to a system message rather than dropping it.
-    return [{"role": "system", "content": instruction.text}, *messages]
+    return [{"role": "system", "content": instruction.text}, *placed]
+
+
+def _prefix(message: ChatMessage, text: str) -> None:
+    """Put ``text`` before a message's own text (string or content parts)."""
+    content = message.get("content")
+    if isinstance(content, list):
+        message["content"] = [{"type": "text", "text": text}, *content]
+    elif content:
+        message["content"] = f"{text}\n\n{content}"
+    else:
+        message["content"] = text

@@ -77,8 +77,11 @@ class InstructionSettings(_Strict):
     """How the value instruction is generated and where it is placed."""
 
     generator: Literal["relevance", "vilmo", "static", "none"] = Field(
-        "relevance", description="relevance: principles by weight x similarity; vilmo: learned "
-                                 "(values at stake, and a per-target scorer if `weights` is set); "
+        "relevance", description="vilmo: stake-aware (an instruction only when the values-at-"
+                                 "stake model judges a value at stake, from the principles of "
+                                 "those values; ranked by a per-target scorer if `weights` is "
+                                 "set, else by values at stake x weight x similarity); "
+                                 "relevance: always the top principles by weight x similarity; "
                                  "static: `text`; none: no instruction.")
     placement: Literal["system", "user_prefix"] = Field(
         "system", description="A system message before the conversation, or a prefix of the "
@@ -89,6 +92,14 @@ class InstructionSettings(_Strict):
     weights: str | None = Field(None, description="The vilmo generator's per-target scorer: a "
                                                   "`vilmo train generator` run directory or its "
                                                   "scorer.npz.")
+    stakes_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="vilmo: the probability that a value is at stake from which an instruction "
+                    "is injected; below it only `baseline` (if set). Default: the values-at-stake "
+                    "model's operating point, chosen on dev (see vilmo/models/GENERATOR.md).")
+    baseline: str | None = Field(
+        None, min_length=1, max_length=500,
+        description="vilmo: a short instruction sent when no value is at stake (default: none).")
 
 
 class CheckSettings(_Strict):

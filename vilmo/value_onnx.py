@@ -1,4 +1,6 @@
-"""The classifier network as an int8 ONNX Runtime session, built once and cached on disk.
+"""Networks as int8 ONNX Runtime sessions, built once and cached on disk: the classifier
+network, and the plain sentence encoder the instruction step embeds prompts with
+(``vilmo.embedder.Int8Embedder``).
 
 On CPUs without AVX-512 VNNI, PyTorch's dynamic int8 is barely faster than fp32; ONNX Runtime's
 int8 kernels (per-channel weight scales) are faster there and stay closer to the fp32 logits.
@@ -18,11 +20,14 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vilmo.types import Matrix
-from vilmo.value_net import ValueNet
+
+if TYPE_CHECKING:
+    from torch import nn
 
 EXPORT_VERSION = 2
 """Bump when the export or quantisation recipe changes, so cached graphs are rebuilt."""
@@ -45,7 +50,7 @@ def cache_dir() -> Path:
 
 
 class Int8Session:
-    """``(ids, mask) -> logits`` through ONNX Runtime; safe to call from several threads."""
+    """``(ids, mask) -> outputs`` (logits or embeddings) through ONNX Runtime; safe to call from several threads."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -77,15 +82,16 @@ def build_key(*sources: Path) -> str:
     return digest.hexdigest()[:24]
 
 
-def int8_session(net: ValueNet, sources: Sequence[Path],
-                 threads: int | None = None) -> Int8Session:
-    """The cached int8 graph of ``net`` (fp32, eval mode), whose weights come from the files
-    ``sources``; exported and quantised if missing.
+def int8_session(net: nn.Module, sources: Sequence[Path], threads: int | None = None,
+                 kind: str = "value_classifier") -> Int8Session:
+    """The cached int8 graph of ``net`` (fp32, eval mode, ``(ids, mask) -> one tensor``), whose
+    weights come from the files ``sources``; exported and quantised if missing. ``kind`` names
+    the cached file, so different networks built from the same files never share one.
 
     The file is written under a temporary name and renamed, so concurrent processes never read
     a half-written graph; where the cache is not writable, the graph lives in a temp dir.
     """
-    target = cache_dir() / "onnx" / f"value_classifier-{build_key(*sources)}.int8.onnx"
+    target = cache_dir() / "onnx" / f"{kind}-{build_key(*sources)}.int8.onnx"
     if not target.exists():
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +102,7 @@ def int8_session(net: ValueNet, sources: Sequence[Path],
     return Int8Session(target, threads)
 
 
-def _export_int8(net: ValueNet, target: Path) -> None:
+def _export_int8(net: nn.Module, target: Path) -> None:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

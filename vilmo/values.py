@@ -142,3 +142,32 @@ def by_source_label(label: str) -> Value | None:
         if wanted in v.source_labels:
             return v
     return None
+
+
+HARM_FOUNDATIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "safety.violence": ("mft.care",),
+    "safety.unethical": ("mft.fairness", "mft.care"),
+    "safety.hate_speech": ("mft.care", "mft.sanctity"),
+    "safety.discrimination": ("mft.fairness",),
+    "safety.financial_crime": ("mft.fairness",),
+    "safety.privacy": ("mft.care", "mft.fairness"),
+    "safety.drugs_weapons": ("mft.care",),
+    "safety.controversial_topics": ("mft.fairness",),
+    "safety.misinformation": ("mft.care",),
+    "safety.sexual_content": ("mft.sanctity",),
+    "safety.terrorism": ("mft.care", "mft.authority"),
+    "safety.animal_abuse": ("mft.care",),
+    "safety.self_harm": ("mft.care",),
+    "safety.child_abuse": ("mft.care", "mft.sanctity"),
+})
+"""The Moral Foundations each safety harm category goes against. A prompt that invites a harm
+puts these foundations at stake too: the values-at-stake model learns its foundation heads from
+them, and the instruction evaluation counts a harm as covered by a principle of the harm's own
+value or of one of these foundations (a policy such as ``default`` protects only some harms by
+name and the rest through the foundations)."""
+
+
+def harm_coverage(harm: str) -> frozenset[str]:
+    """The value ids whose principles address a safety harm: the harm itself and its
+    foundations (``HARM_FOUNDATIONS``)."""
+    return frozenset((harm, *HARM_FOUNDATIONS.get(harm, ())))

@@ -19,7 +19,7 @@ from stub_upstream import StubUpstream, free_port
 
 from proxy.errors import Redactor, install_log_redaction
 
-MESSAGES = [{"role": "user", "content": "Is it fine to lie to my team about the deadline?"}]
+MESSAGES = [{"role": "user", "content": "Should I lie to my boss about the deadline?"}]
 
 
 @pytest.fixture(scope="module")

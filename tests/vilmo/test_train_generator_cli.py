@@ -71,10 +71,10 @@ def test_loop_runs_against_stub_and_resumes_after_a_crash(stub: StubUpstream,
 
     card = json.loads((run / "scorer.json").read_text())
     assert card["target"] == "openai/stub-model" and card["pairs"] == 9
-    from vilmo.embedder import Embedder
+    from vilmo.embedder import Int8Embedder
 
     policy = Policy.model_validate({"name": "p", "values": {"mft.care": {"weight": 1.0}},
                                     "instructions": {"generator": "vilmo", "weights": str(run)}})
-    generator = VilmoGenerator(PrincipleBank.load(), Embedder())
+    generator = VilmoGenerator(PrincipleBank.load(), Int8Embedder())
     instruction = generator.generate([{"role": "user", "content": "Hurt my rival?"}], policy)
     assert instruction.generator == "vilmo" and instruction.principle_ids

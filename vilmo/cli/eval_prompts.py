@@ -130,11 +130,11 @@ def _vilmo(weights: Path | None) -> InstructionGenerator | None:
     from vilmo.evaluate import WithSettings
 
     try:
-        from vilmo.embedder import Embedder
+        from vilmo.embedder import Int8Embedder
         from vilmo.generator import VilmoGenerator
         from vilmo.principles import PrincipleBank
 
-        generator = VilmoGenerator(PrincipleBank.load(), Embedder())
+        generator = VilmoGenerator(PrincipleBank.load(), Int8Embedder())
     except (ImportError, FileNotFoundError, OSError) as exc:
         click.echo(f"skipping condition vilmo: the VILMO generator needs trained weights "
                    f"(`vilmo train generator`): {exc}", err=True)

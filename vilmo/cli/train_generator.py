@@ -82,7 +82,7 @@ def train_generator_command(target: str, api_base: str | None, api_key: str | No
 
         torch.set_num_threads(threads)
     from vilmo.candidates import Retriever
-    from vilmo.embedder import Embedder
+    from vilmo.embedder import Int8Embedder
     from vilmo.policy import load_policy
     from vilmo.principles import PrincipleBank
     from vilmo.prompts import PromptFileError
@@ -104,7 +104,7 @@ def train_generator_command(target: str, api_base: str | None, api_key: str | No
         write_settings(run_dir, settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    encoder = Embedder()
+    encoder = Int8Embedder()  # what the gateway embeds prompts with
     retriever = Retriever(PrincipleBank.load(), encoder, StakesModel.load())
     client = TargetClient(TargetModel(target, api_base, api_key, temperature, max_tokens,
                                       concurrency, rpm))
@@ -141,19 +141,23 @@ def _fit(run_dir: Path, policy: Policy, retriever: Any, card: dict[str, Any]) ->
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The .npz to write (default: the package's vilmo/models/stakes.npz).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Cache prompt embeddings here between runs.")
+              help="Cache prompt embeddings here between runs (one folder per encoder).")
 @click.option("--seed", default=13, show_default=True)
+@click.option("--threads", default=2, show_default=True,
+              help="ONNX Runtime threads for embedding the prompts.")
 def train_stakes_command(data_dir: Path | None, out: Path | None, cache_dir: Path | None,
-                         seed: int) -> None:
-    """Train the values-at-stake model (the generator's shipped default) and measure recall@3."""
+                         seed: int, threads: int) -> None:
+    """Train the values-at-stake model (the gate and the per-value heads, on the int8 encoder's
+    embeddings) and measure it on held-out prompts."""
     from vilmo.data import data_dir as resolve
-    from vilmo.embedder import Embedder
+    from vilmo.embedder import Int8Embedder
     from vilmo.stakes import default_stakes_path
     from vilmo.train.stakes import StakesSettings, train_stakes
 
     root = resolve(data_dir)
     if not root.exists():
         raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")
-    card = train_stakes(root, Embedder(), out or default_stakes_path(),
+    encoder = Int8Embedder(cache_size=1024, batch_size=64, threads=threads)
+    card = train_stakes(root, encoder, out or default_stakes_path(),
                         StakesSettings(seed=seed, cache_dir=cache_dir))
     click.echo(json.dumps(card["heldout"], indent=1))

@@ -1,14 +1,26 @@
 """Train and measure the values-at-stake model (``vilmo.stakes``).
 
-Model: for each value of a labelled system, an L2-regularised logistic regression on the frozen,
-unit-length all-MiniLM-L6-v2 embedding of the prompt (one binary head per value, trained on that
-system's prompts only); C is chosen per system on the dev split by recall@3. Values with no
-labelled prompts (the Moral Foundations) get sigmoid(a · cos(prompt, prototype) + b), with (a, b)
-fitted on the labelled systems' training prompts. The baseline is plain similarity: the cosine
-between the prompt and the value's prototype, the normalised mean embedding of its definition
-and its principles' texts. Everyday prompts (HH helpful, unlabelled) are negatives for every head.
-The figure is recall@3 of the labelled values on held-out prompts,
-ranking the values of the prompt's labelled system, with 95 % bootstrap CIs (prompts resampled).
+Embeddings: the unit-length all-MiniLM-L6-v2 embedding of the prompt through the int8 graph the
+gateway runs (``vilmo.embedder.Int8Embedder``), so the weights see what they will see in service.
+
+Model, two parts:
+- The gate: P(some value is at stake | prompt), a network with one hidden layer (a linear gate
+  passed 60 % of dev SafeRLHF questions where this one passes 70 %, at the same share of
+  everyday prompts). Positives: labelled SafeRLHF questions and the moral stories; negatives:
+  everyday prompts (HH helpful Human turns and the project's everyday questions). Each class
+  weighs half and each source equally within its class (drawn with replacement), so the
+  probability is for an even mix of everyday and value-laden prompts. The operating threshold
+  is chosen on dev: it passes at most ``GATE_BENIGN_TARGET`` of the dev everyday requests.
+- Per value, an L2-regularised logistic regression on the same embedding (one binary head per
+  value, trained on its system's prompts only; C chosen per system on dev). Safety: SafeRLHF
+  harm categories; Schwartz: FULCRA and ValueEval; Moral Foundations: the moral stories'
+  foundations and, for SafeRLHF questions, the foundations their harms go against
+  (``vilmo.values.HARM_FOUNDATIONS``), sources weighted equally. Everyday prompts are negatives
+  for every head.
+The baseline for the heads is plain similarity: the cosine between the prompt and the value's
+prototype, the normalised mean embedding of its definition and its principles' texts. Figures:
+recall@k of the labelled values on held-out prompts (k = 3; 1 for the five foundations), and the
+gate's pass rate per held-out source, with 95 % bootstrap CIs (prompts resampled).
 """
 
 from __future__ import annotations
@@ -26,13 +38,31 @@ from vilmo.data import VALUEEVAL_TO_SCHWARTZ
 from vilmo.embedder import TextEncoder
 from vilmo.metrics import bootstrap_ci
 from vilmo.principles import PrincipleBank
-from vilmo.stakes import StakesModel
-from vilmo.train.stakes_data import BENIGN, SOURCES, LabelledPrompt, stakes_prompts
+from vilmo.stakes import Gate, StakesModel
+from vilmo.train.stakes_data import (
+    BENIGN,
+    EVERYDAY,
+    GATE_POSITIVE_SOURCES,
+    NEGATIVE_SOURCES,
+    SOURCES,
+    LabelledPrompt,
+    stakes_prompts,
+)
 from vilmo.types import Matrix
-from vilmo.values import VALUES, values_in
+from vilmo.values import HARM_FOUNDATIONS, VALUES, values_in
 
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
-LABELLED_SYSTEMS = ("safety", "schwartz")
+LABELLED_SYSTEMS = ("safety", "schwartz", "mft")
+BALANCED_SYSTEMS = ("mft",)
+"""Systems whose heads weigh their sources equally (the moral stories are 115 of ~14,500)."""
+K_BY_SYSTEM = {"mft": 1}
+"""recall@3 of five foundations says little; the foundations are measured at k = 1."""
+GATE_BENIGN_TARGET = 0.04
+"""The gate's threshold passes at most this share of dev everyday prompts (the target is 5 % on
+held-out prompts)."""
+GATE_HIDDEN = 256
+GATE_ALPHA = 1e-3
+GATE_DRAWS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +113,46 @@ def recall_at_k(scores: Matrix, labels: Sequence[Sequence[int]], k: int) -> np.n
                      for i, lab in enumerate(labels)], dtype=np.float64)
 
 
+def system_labels(row: LabelledPrompt, system: str) -> tuple[str, ...] | None:
+    """The row's labels for one system's heads; None when the row does not train them.
+    Everyday prompts are negatives for every system; SafeRLHF's harms name foundations."""
+    if row.system is None:
+        return ()
+    if row.system == system:
+        return row.labels
+    if system == "mft" and row.system == "safety":
+        return tuple(sorted({f for harm in row.labels for f in HARM_FOUNDATIONS[harm]}))
+    return None
+
+
+def gate_label(row: LabelledPrompt) -> int | None:
+    """1: a labelled value-laden chat prompt; 0: an everyday prompt; None: not for the gate."""
+    if row.source in NEGATIVE_SOURCES:
+        return 0
+    if row.source in GATE_POSITIVE_SOURCES and row.labels:
+        return 1
+    return None
+
+
+def balanced_weights(groups: Sequence[object]) -> np.ndarray:
+    """One weight per row so that every group (e.g. a source) weighs the same in total."""
+    names = list(groups)
+    counts = {g: names.count(g) for g in set(names)}
+    return np.array([len(names) / (len(counts) * counts[g]) for g in names], dtype=np.float64)
+
+
 def _columns(system: str) -> list[int]:
     ids = list(VALUES)
     return [ids.index(v.id) for v in values_in(system)]  # type: ignore[arg-type]
 
 
-def _label_columns(rows: Sequence[LabelledPrompt], cols: list[int]) -> list[list[int]]:
+def _label_columns(labels: Sequence[Sequence[str]], cols: list[int]) -> list[list[int]]:
     ids = list(VALUES)
-    return [[cols.index(ids.index(v)) for v in r.labels] for r in rows]
+    return [[cols.index(ids.index(v)) for v in lab] for lab in labels]
 
 
-def _fit_system(x: Matrix, y: np.ndarray, c: float, seed: int) -> tuple[Matrix, np.ndarray]:
+def _fit_system(x: Matrix, y: np.ndarray, c: float, seed: int,
+                sample_weight: np.ndarray | None = None) -> tuple[Matrix, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
@@ -104,7 +163,8 @@ def _fit_system(x: Matrix, y: np.ndarray, c: float, seed: int) -> tuple[Matrix, 
             b[j] = 10.0 if y[0, j] else -10.0
             continue
         with threadpool_limits(1):  # BLAS threads only contend on a few shared cores
-            model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, y[:, j])
+            model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(
+                x, y[:, j], sample_weight=sample_weight)
         w[j], b[j] = model.coef_[0], model.intercept_[0]
     return w, b
 
@@ -122,41 +182,135 @@ def train_stakes(root: Path, encoder: TextEncoder, out: Path,
     chosen: dict[str, float] = {}
     for system in LABELLED_SYSTEMS:
         cols = _columns(system)
-        train = [i for i, r in enumerate(rows) if r.system in (system, None)
-                 and r.split == "train"]
+        k = K_BY_SYSTEM.get(system, settings.k)
+        train = [i for i, r in enumerate(rows)
+                 if r.split == "train" and system_labels(r, system) is not None]
         dev = [i for i, r in enumerate(rows) if r.system == system and r.split == "dev"
                and r.labels]
         y = np.zeros((len(train), len(cols)), dtype=np.int64)
-        for n, lab in enumerate(_label_columns([rows[i] for i in train], cols)):
+        train_labels = [system_labels(rows[i], system) or () for i in train]
+        for n, lab in enumerate(_label_columns(train_labels, cols)):
             y[n, lab] = 1
+        sample_weight = (balanced_weights([rows[i].source for i in train])
+                         if system in BALANCED_SYSTEMS else None)
         best = (-1.0, C_GRID[0], weights[cols], bias[cols])
         for c in C_GRID:
-            w, b = _fit_system(x[train], y, c, settings.seed)
+            w, b = _fit_system(x[train], y, c, settings.seed, sample_weight)
             dev_scores = x[dev] @ w.T + b
-            score = float(recall_at_k(dev_scores, _label_columns([rows[i] for i in dev], cols),
-                                      settings.k).mean())
+            score = float(recall_at_k(dev_scores, _label_columns([rows[i].labels for i in dev],
+                                                                 cols), k).mean())
             if score > best[0]:
                 best = (score, c, w, b)
         chosen[system] = best[1]
         weights[cols], bias[cols] = best[2], best[3]
     a, b0 = _similarity_calibration(rows, x, proto, settings.seed)
-    for col, value_id in enumerate(ids):
-        if VALUES[value_id].system not in LABELLED_SYSTEMS:
-            weights[col], bias[col] = a * proto[col], b0
-    card = {
-        "model": "logistic heads on frozen all-MiniLM-L6-v2 prompt embeddings (384-d)",
-        "objective": "binary cross-entropy per value, L2 (sklearn lbfgs), C per system on dev",
+    gate, gate_card = fit_gate(rows, x, settings)
+    heldout = evaluate(rows, x, weights, bias, proto, settings)
+    heldout["gate"] = evaluate_gate(rows, x, gate, gate_card["threshold"], settings)
+    card: dict[str, Any] = {
+        "model": "a gate and logistic heads on frozen all-MiniLM-L6-v2 prompt embeddings "
+                 "(384-d, int8 ONNX graph: vilmo.embedder.Int8Embedder)",
+        "objective": "binary cross-entropy per value, L2 (sklearn lbfgs), C per system on dev; "
+                     "gate: class- and source-balanced binary cross-entropy, threshold on dev",
         "chosen_C": chosen, "similarity_calibration": {"a": a, "b": b0},
         "learned_systems": list(LABELLED_SYSTEMS),
-        "calibrated_similarity_systems": ["mft"],
+        "harm_foundations": {k: list(v) for k, v in HARM_FOUNDATIONS.items()},
         "valueeval_to_schwartz": VALUEEVAL_TO_SCHWARTZ,
+        "gate": gate_card,
+        "licence": "non-commercial (CC BY-NC 4.0): the safety and foundation heads and the gate "
+                   "are trained on PKU-SafeRLHF prompts; ValueEval (Schwartz heads) is CC BY-SA "
+                   "4.0; FULCRA, HH helpful and the project's own prompts are MIT",
         "seed": settings.seed, "train_prompts": sum(r.split == "train" for r in rows),
-        "heldout": evaluate(rows, x, weights, bias, proto, settings),
-        "train_seconds": round(time.time() - started, 1),
+        "heldout": heldout, "train_seconds": round(time.time() - started, 1),
     }
-    model = StakesModel(tuple(ids), weights, bias, card)
+    model = StakesModel(tuple(ids), weights, bias, card, gate)
     model.save(out, card)
     return card
+
+
+def fit_gate(rows: Sequence[LabelledPrompt], x: Matrix, settings: StakesSettings,
+             ) -> tuple[Gate, dict[str, Any]]:
+    """The gate (see the module docstring) with its card: threshold chosen on dev."""
+    from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
+
+    def split(name: str) -> tuple[list[int], np.ndarray]:
+        idx = [i for i, r in enumerate(rows) if r.split == name and gate_label(r) is not None]
+        return idx, np.array([gate_label(rows[i]) for i in idx], dtype=np.int64)
+
+    train, y = split("train")
+    dev, _ = split("dev")
+    # Class- and source-balanced: drawn with replacement in proportion to these weights.
+    weight = balanced_weights([(int(t), rows[i].source) for i, t in zip(train, y, strict=True)])
+    weight *= np.where(y == 1, 1.0 / len(GATE_POSITIVE_SOURCES), 1.0 / len(NEGATIVE_SOURCES))
+    rng = np.random.default_rng(settings.seed)
+    drawn = rng.choice(len(train), size=GATE_DRAWS, p=weight / weight.sum())
+    with threadpool_limits(2):
+        net = MLPClassifier(hidden_layer_sizes=(GATE_HIDDEN,), alpha=GATE_ALPHA, max_iter=60,
+                            early_stopping=True, random_state=settings.seed).fit(
+            x[train][drawn], y[drawn])
+    raw = Gate(net.coefs_[0].T.astype(np.float32), net.intercepts_[0].astype(np.float32),
+               net.coefs_[1][:, 0].astype(np.float32), float(net.intercepts_[1][0]))
+    # The threshold is set on whole everyday requests (not on HH's later, contextual turns).
+    first_turns = np.array([rows[i].source in (BENIGN, EVERYDAY) for i in dev])
+    gate, platt = _platt(raw, x[dev], [(gate_label(rows[i]), rows[i].source) for i in dev],
+                         first_turns)
+    p = gate(x[dev])
+    threshold = float(np.quantile(p[first_turns], 1.0 - GATE_BENIGN_TARGET))
+    passed = {s: round(float((p[[rows[i].source == s for i in dev]] >= threshold).mean()), 4)
+              for s in (*GATE_POSITIVE_SOURCES, BENIGN, EVERYDAY)}
+    card = {"model": f"one hidden layer of {GATE_HIDDEN} ReLU units (sklearn MLPClassifier, "
+                     f"adam, L2 alpha {GATE_ALPHA}, early stopping on 10 % of the draws)",
+            "training": f"{GATE_DRAWS} draws with replacement from the train split, each class "
+                        "half the weight and each source equal within its class",
+            "calibration": f"Platt scaling of the output logit on dev (a = {platt[0]:.3f}, "
+                           f"b = {platt[1]:.3f}), classes and sources balanced as in training",
+            "threshold": round(threshold, 4), "benign_dev_target": GATE_BENIGN_TARGET,
+            "dev_passed": passed, "positives": list(GATE_POSITIVE_SOURCES),
+            "negatives": list(NEGATIVE_SOURCES), "train_prompts": len(train),
+            "dev_prompts": len(dev)}
+    return gate, card
+
+
+def _platt(gate: Gate, x: Matrix, labels: Sequence[tuple[int | None, str]],
+           first_turns: np.ndarray) -> tuple[Gate, tuple[float, float]]:
+    """The gate with its output logit rescaled (a · z + b) to fit dev, so that its probability
+    means what it says for an even mix of everyday and value-laden prompts."""
+    from sklearn.linear_model import LogisticRegression
+
+    h = np.maximum(x @ gate.hidden.T + gate.hidden_bias, 0.0)
+    z = (h @ gate.weights + gate.bias)[:, None]
+    keep = np.array([label == 1 for label, _ in labels]) | first_turns
+    y = np.array([label for label, _ in labels], dtype=np.int64)[keep]
+    weight = balanced_weights([(int(t), s) for t, (_, s) in
+                               zip(y, [lab for lab, k in zip(labels, keep, strict=True) if k],
+                                   strict=True)])
+    weight *= np.where(y == 1, 1.0 / len(GATE_POSITIVE_SOURCES), 0.5)
+    fit = LogisticRegression(C=100.0, max_iter=1000).fit(z[keep], y, sample_weight=weight)
+    a, b = float(fit.coef_[0][0]), float(fit.intercept_[0])
+    return Gate(gate.hidden, gate.hidden_bias, (gate.weights * a).astype(np.float32),
+                gate.bias * a + b), (a, b)
+
+
+def evaluate_gate(rows: Sequence[LabelledPrompt], x: Matrix, gate: Gate, threshold: float,
+                  settings: StakesSettings) -> dict[str, Any]:
+    """Held-out share of prompts the gate passes (says something is at stake), per source."""
+    out: dict[str, Any] = {"threshold": threshold}
+    for source in (BENIGN, EVERYDAY, *GATE_POSITIVE_SOURCES, "fulcra"):
+        idx = [i for i, r in enumerate(rows) if r.source == source and r.split == "heldout"
+               and (r.labels or source in NEGATIVE_SOURCES)]
+        passed = gate(x[idx]) >= threshold
+        low, high = _mean_ci(passed.astype(np.float64), settings)
+        out[source] = {"prompts": len(idx), "passed": round(float(passed.mean()), 4),
+                       "ci": [round(low, 4), round(high, 4)]}
+    return out
+
+
+def _mean_ci(values: np.ndarray, settings: StakesSettings) -> tuple[float, float]:
+    def mean(ix: np.ndarray) -> float:
+        return float(values[ix].mean())
+
+    return bootstrap_ci(mean, len(values), settings.bootstrap_rounds, settings.seed)
 
 
 def _similarity_calibration(rows: Sequence[LabelledPrompt], x: Matrix, proto: Matrix,
@@ -168,7 +322,8 @@ def _similarity_calibration(rows: Sequence[LabelledPrompt], x: Matrix, proto: Ma
     target: list[int] = []
     ids = list(VALUES)
     rng = np.random.default_rng(seed)
-    train = [i for i, r in enumerate(rows) if r.split == "train" and r.system]
+    train = [i for i, r in enumerate(rows) if r.split == "train" and r.system in
+             ("safety", "schwartz")]
     for i in rng.choice(train, size=min(4000, len(train)), replace=False):
         cols = _columns(str(rows[i].system))
         sims = proto[cols] @ x[i]
@@ -183,19 +338,23 @@ def evaluate(rows: Sequence[LabelledPrompt], x: Matrix, weights: Matrix, bias: n
     """Held-out recall@k, learned vs plain similarity, per source and pooled, with 95 % CIs."""
     learned_all: list[np.ndarray] = []
     plain_all: list[np.ndarray] = []
-    report: dict[str, Any] = {"metric": f"recall@{settings.k}", "ci": "95% bootstrap "
+    report: dict[str, Any] = {"metric": f"recall@{settings.k} (foundations: recall@1)",
+                              "ci": "95% bootstrap "
                               f"percentile, {settings.bootstrap_rounds} resamples of prompts"}
     for source in SOURCES:
         idx = [i for i, r in enumerate(rows) if r.source == source and r.split == "heldout"
                and r.labels]
-        cols = _columns(str(rows[idx[0]].system))
-        labels = _label_columns([rows[i] for i in idx], cols)
-        learned = recall_at_k(x[idx] @ weights[cols].T + bias[cols], labels, settings.k)
-        plain = recall_at_k(x[idx] @ proto[cols].T, labels, settings.k)
+        system = str(rows[idx[0]].system)
+        cols = _columns(system)
+        k = K_BY_SYSTEM.get(system, settings.k)
+        labels = _label_columns([rows[i].labels for i in idx], cols)
+        learned = recall_at_k(x[idx] @ weights[cols].T + bias[cols], labels, k)
+        plain = recall_at_k(x[idx] @ proto[cols].T, labels, k)
         report[source] = _summary(learned, plain, settings)
         report[source]["label_frequency"] = round(float(recall_at_k(
-            np.tile(_frequency(rows, source, cols), (len(idx), 1)), labels, settings.k).mean()), 4)
-        report[source]["system"] = rows[idx[0]].system
+            np.tile(_frequency(rows, source, cols), (len(idx), 1)), labels, k).mean()), 4)
+        report[source]["system"] = system
+        report[source]["k"] = k
         learned_all.append(learned)
         plain_all.append(plain)
     report["pooled"] = _summary(np.concatenate(learned_all), np.concatenate(plain_all), settings)
@@ -208,7 +367,8 @@ def _everyday(rows: Sequence[LabelledPrompt], x: Matrix, weights: Matrix,
     """How value-laden held-out everyday prompts (HH helpful) look, against SafeRLHF's held-out
     harmful questions: the mean of the highest safety and Schwartz probabilities."""
     out: dict[str, Any] = {}
-    for name, source in (("hh_heldout", BENIGN), ("saferlhf_heldout", "saferlhf")):
+    for name, source in (("hh_heldout", BENIGN), ("everyday_heldout", EVERYDAY),
+                         ("saferlhf_heldout", "saferlhf")):
         idx = [i for i, r in enumerate(rows) if r.source == source and r.split == "heldout"]
         probs = 1.0 / (1.0 + np.exp(-(x[idx] @ weights.T + bias)))
         out[name] = {"prompts": len(idx)}

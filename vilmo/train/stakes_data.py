@@ -10,10 +10,17 @@ model selection):
   the prompt's bucket (25 % held out, 10 % dev), so no prompt is on both sides.
 - ValueEval: "<stance>: <conclusion>. <premise>", its 20 categories mapped to Schwartz ids by
   ``VALUEEVAL_TO_SCHWARTZ``; training file: 90 % train / 10 % dev by bucket; validation held out.
-- Anthropic HH helpful: the first Human turn, with no label (``system`` None): everyday requests,
+- Anthropic HH helpful: the Human turns, with no label (``system`` None): everyday requests,
   used as negatives for every head so that ordinary chat does not look value-laden (the labelled
-  sources contain almost only value-laden prompts). 40 % held out, 10 % dev, as in
-  ``vilmo.data.hh_chosen``.
+  sources contain almost only value-laden prompts). Dialogues split by their first turn: 40 %
+  held out, 10 % dev, as in ``vilmo.data.hh_chosen``; held-out dialogues contribute their first
+  turn only (source ``hh``), the others also their later turns (``hh-later-turns``).
+- The project's moral-story prompts (``vilmo/data/prompts/moral_stories.jsonl``, written for
+  this project), labelled with their Moral Foundation: ``test`` is held out; of ``train``, every
+  fifth story of a foundation is dev.
+- The project's everyday questions (``vilmo/data/prompts/everyday.jsonl``, written for this
+  project: cooking, arithmetic, coding, travel, other chores), unlabelled negatives like HH, with
+  the file's own split (50 % train, 10 % dev, 40 % held out).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -35,8 +43,16 @@ from vilmo.data import (
 )
 from vilmo.values import ValueSystem
 
-SOURCES = ("saferlhf", "fulcra", "valueeval")
+SOURCES = ("saferlhf", "fulcra", "valueeval", "moral-stories")
 BENIGN = "hh"
+BENIGN_LATER = "hh-later-turns"
+EVERYDAY = "everyday"
+NEGATIVE_SOURCES = (BENIGN, BENIGN_LATER, EVERYDAY)
+"""Unlabelled sources: nothing is at stake in them (by assumption; HH has a few exceptions)."""
+GATE_POSITIVE_SOURCES = ("saferlhf", "moral-stories")
+"""Sources whose labelled prompts teach the gate what a prompt with values at stake is. Not
+ValueEval (essays, not requests) nor FULCRA (its prompts are HH red-team openers; with them the
+gate learned that chatting with the assistant ("Do you like stories?") is value-laden)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,19 +96,53 @@ def stakes_prompts(root: Path) -> list[LabelledPrompt]:
                 "dev" if split_of(text, 0, 10) == "dev" else "train")
             rows.append(LabelledPrompt(text, "schwartz", tuple(sorted(labels)), "valueeval",
                                        split))
-    return rows + everyday_prompts(root)
+    return rows + everyday_prompts(root) + moral_story_prompts() + written_everyday_prompts()
 
 
 def everyday_prompts(root: Path) -> list[LabelledPrompt]:
-    """First Human turns of the HH helpful dialogues, unlabelled, deduplicated."""
+    """The Human turns of the HH helpful dialogues, unlabelled, deduplicated. Each dialogue goes
+    to the split of its first turn (so a dialogue is never on both sides); later turns of
+    train and dev dialogues are extra negatives, never held-out prompts."""
     path = root / "fulcra" / "hh_helpful_test.jsonl"
     if not path.exists():
         raise DataMissing(f"{path} not found (set VILMO_DATA_DIR or --data-dir)")
-    seen: dict[str, None] = {}
+    first: dict[str, None] = {}
+    later: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
-        first = str(json.loads(line)["chosen"]).split("Human:", 1)[-1].split("Assistant:", 1)[0].strip()
-        if first:
-            seen[first] = None
-    return [LabelledPrompt(t, None, (), BENIGN, split_of(t, 40, 10)) for t in seen]
+        turns = [t.split("Assistant:", 1)[0].strip()
+                 for t in str(json.loads(line)["chosen"]).split("Human:")[1:]]
+        turns = [t for t in turns if t]
+        if not turns:
+            continue
+        first[turns[0]] = None
+        split = split_of(turns[0], 40, 10)
+        if split != "heldout":
+            for turn in turns[1:]:
+                later.setdefault(turn, split)
+    rows = [LabelledPrompt(t, None, (), BENIGN, split_of(t, 40, 10)) for t in first]
+    return rows + [LabelledPrompt(t, None, (), BENIGN_LATER, split) for t, split in later.items()
+                   if t not in first]
+
+
+def _package_jsonl(name: str) -> list[dict[str, object]]:
+    text = files("vilmo").joinpath("data", "prompts", name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def moral_story_prompts() -> list[LabelledPrompt]:
+    """The moral-story prompts with their foundation; test held out, every fifth train story dev."""
+    rows = []
+    for d in _package_jsonl("moral_stories.jsonl"):
+        number = int(str(d["id"]).rsplit("-", 1)[-1])
+        split = "heldout" if d["split"] == "test" else "dev" if number % 5 == 0 else "train"
+        labels = tuple(str(v) for v in d["values"])  # type: ignore[attr-defined]
+        rows.append(LabelledPrompt(str(d["prompt"]), "mft", labels, "moral-stories", split))
+    return rows
+
+
+def written_everyday_prompts() -> list[LabelledPrompt]:
+    """The project's own everyday questions, unlabelled, with the file's split."""
+    return [LabelledPrompt(str(d["prompt"]), None, (), EVERYDAY, str(d["split"]))
+            for d in _package_jsonl("everyday.jsonl")]

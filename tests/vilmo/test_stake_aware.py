@@ -1,0 +1,143 @@
+"""The stake-aware instruction step: nothing for everyday prompts, the principles of the values
+at stake otherwise; one system message; a regeneration that never repeats itself; the int8
+encoder it runs on. Uses the shipped weights and the packaged encoder (no fakes)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from vilmo.embedder import Embedder, Int8Embedder
+from vilmo.generator import VilmoGenerator
+from vilmo.instructions import (
+    HEADER,
+    STRENGTHEN_LEAD,
+    Instruction,
+    apply_instruction,
+    compose,
+    strengthen,
+)
+from vilmo.policy import Policy, load_policy
+from vilmo.principles import PrincipleBank
+from vilmo.stakes import StakesModel
+
+SHIPPED = ("default", "strict-care-fairness")
+EVERYDAY = ["How do I bake bread?", "what is 2+3"]
+REVENGE = "My coworker humiliated me in front of everyone. How do I get revenge on him?"
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Int8Embedder:
+    return Int8Embedder()
+
+
+@pytest.fixture(scope="module")
+def generator(encoder: Int8Embedder) -> VilmoGenerator:
+    return VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load())
+
+
+def shipped(name: str) -> Policy:
+    return load_policy(REPO / "policies" / f"{name}.yaml")
+
+
+def ask(generator: VilmoGenerator, prompt: str, policy: Policy) -> Instruction:
+    return generator.generate([{"role": "user", "content": prompt}], policy)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_policies_are_stake_aware(name: str) -> None:
+    assert shipped(name).instructions.generator == "vilmo"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("prompt", EVERYDAY)
+def test_everyday_prompts_get_nothing(generator: VilmoGenerator, name: str, prompt: str) -> None:
+    instruction = ask(generator, prompt, shipped(name))
+    assert instruction.empty and instruction.principle_ids == () and instruction.stakes == ()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_revenge_gets_care_principles_first(generator: VilmoGenerator, name: str) -> None:
+    instruction = ask(generator, REVENGE, shipped(name))
+    assert instruction.text.startswith(HEADER)
+    assert "mft.care" in instruction.stakes
+    assert instruction.principle_ids[0].startswith("mft.care/")
+    assert len(instruction.principle_ids) <= shipped(name).instructions.max_principles
+    # Only principles of values judged at stake are injected.
+    assert {pid.split("/")[0] for pid in instruction.principle_ids
+            if not pid.startswith("custom/")} <= set(instruction.stakes)
+
+
+def test_threshold_and_baseline_are_the_policys(generator: VilmoGenerator) -> None:
+    base = shipped("default").model_dump()
+    with_baseline = Policy.model_validate(
+        base | {"instructions": base["instructions"] | {"baseline": "Be helpful and honest."}})
+    bread = ask(generator, "How do I bake bread?", with_baseline)
+    assert bread.text == "Be helpful and honest." and bread.principle_ids == ()
+    assert ask(generator, REVENGE, with_baseline).principle_ids  # the baseline is not added
+    always = Policy.model_validate(
+        base | {"instructions": base["instructions"] | {"stakes_threshold": 0.0}})
+    assert ask(generator, "How do I bake bread?", always).principle_ids
+    never = Policy.model_validate(
+        base | {"instructions": base["instructions"] | {"stakes_threshold": 1.0}})
+    assert ask(generator, REVENGE, never).empty
+
+
+def test_one_system_message_instruction_first() -> None:
+    instruction = Instruction("Follow these values in your reply:\n- Be kind.", ("mft.care/x",))
+    messages = [{"role": "system", "content": "You are a terse assistant."},
+                {"role": "user", "content": "hi"}]
+    snapshot = repr(messages)
+    placed = apply_instruction(messages, instruction, "system")
+    assert [m["role"] for m in placed] == ["system", "user"]
+    assert placed[0]["content"] == f"{instruction.text}\n\nYou are a terse assistant."
+    assert repr(messages) == snapshot
+    parts = [{"role": "system", "content": [{"type": "text", "text": "Be terse."}]},
+             {"role": "user", "content": "hi"}]
+    placed = apply_instruction(parts, instruction, "system")
+    assert len(placed) == 2
+    assert placed[0]["content"] == [{"type": "text", "text": instruction.text},
+                                    {"type": "text", "text": "Be terse."}]
+    # No system message of the client's: one is added; nothing to inject: nothing changes.
+    plain = [{"role": "user", "content": "hi"}]
+    assert apply_instruction(plain, instruction, "system")[0] == {"role": "system",
+                                                                  "content": instruction.text}
+    assert apply_instruction(messages, Instruction(""), "system") == messages
+
+
+def test_regeneration_strengthens_without_repeating() -> None:
+    bank = PrincipleBank.load()
+    policy = Policy.model_validate({"name": "t", "values": {"mft.care": {}, "mft.fairness": {}},
+                                    "instructions": {"style": "reasoned"}})
+    care = [p for p in bank.for_policy(policy) if p.value == "mft.care"]
+    first = compose(care[:2], "reasoned", "vilmo")
+    once = strengthen(first, ["mft.care"], policy, bank)
+    twice = strengthen(once, ["mft.care", "mft.fairness"], policy, bank)
+    for instruction in (once, twice):
+        lines = instruction.text.splitlines()
+        assert not [line for line, n in Counter(lines).items() if n > 1], instruction.text
+        assert sum(line.startswith(STRENGTHEN_LEAD) for line in lines) == 1
+        assert len(set(instruction.principle_ids)) == len(instruction.principle_ids)
+        assert all(line in instruction.text for line in first.text.splitlines())
+    # The care principles already in the instruction are not added again, new ones are.
+    assert set(once.principle_ids) - set(first.principle_ids) == {care[2].id, care[3].id}
+    assert twice.text.splitlines()[0].endswith(
+        "went against Care / harm, Fairness / cheating. Write a reply that fully respects "
+        "these values:")
+    assert twice.violated == ("mft.care", "mft.fairness")
+    assert twice.generator == "vilmo+regenerate"
+
+
+def test_int8_encoder_matches_fp32_and_caches(encoder: Int8Embedder) -> None:
+    texts = ["How do I bake bread?", REVENGE, "The committee approved the new budget."]
+    int8 = encoder.encode(texts)
+    fp32 = Embedder().encode(texts)
+    assert np.allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-3)
+    assert (np.sum(int8 * fp32, axis=1) > 0.97).all()
+    small = Int8Embedder(cache_size=2)
+    first = small.encode(texts)
+    assert len(small.cache) == 2 and np.array_equal(small.encode(texts[1:]), first[1:])
+    assert small.encode([]).shape == (0, 384)
