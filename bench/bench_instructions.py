@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
 
     bank = PrincipleBank.load()
-    after_policy = load_policy(REPO / "policies" / "default.yaml")
+    after_policy = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
     before_policy = Policy.model_validate(after_policy.model_dump() | {
         "instructions": {"generator": "relevance", "placement": "system",
                          "max_principles": 3, "style": "imperative"}})

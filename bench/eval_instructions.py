@@ -87,7 +87,7 @@ def main() -> None:
                                                   f"model's ({generator.retriever.stakes.threshold})"}
     tables: list[str] = []
     for name in args.policies:
-        policy = load_policy(REPO / "policies" / f"{name}.yaml")
+        policy = load_policy(REPO / "vilmo" / "policies" / f"{name}.yaml")
         out: dict[str, Any] = {"max_principles": policy.instructions.max_principles}
         got = {source: [generator.generate([{"role": "user", "content": r.text}], policy)
                         for r in found] for source, found in sets.items()}

@@ -8,7 +8,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from vilmo.embedder import Embedder, Int8Embedder
 from vilmo.generator import VilmoGenerator
@@ -21,6 +20,7 @@ from vilmo.instructions import (
     strengthen,
 )
 from vilmo.policy import Policy, load_policy
+from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.principles import PrincipleBank
 from vilmo.stakes import StakesModel
 
@@ -40,7 +40,7 @@ def generator(encoder: Int8Embedder) -> VilmoGenerator:
 
 
 def shipped(name: str) -> Policy:
-    return load_policy(REPO / "policies" / f"{name}.yaml")
+    return load_policy(SHIPPED_POLICY_DIR / f"{name}.yaml")
 
 
 def ask(generator: VilmoGenerator, prompt: str, policy: Policy) -> Instruction:
