@@ -141,3 +141,9 @@ def test_int8_encoder_matches_fp32_and_caches(encoder: Int8Embedder) -> None:
     first = small.encode(texts)
     assert len(small.cache) == 2 and np.array_equal(small.encode(texts[1:]), first[1:])
     assert small.encode([]).shape == (0, 384)
+    # A long prompt is cached under a digest, not its text: the cache stays small whatever
+    # clients send, and the same text still hits.
+    long = "Tell me about bread. " * 5000
+    vector = small.encode([long])
+    assert all(len(key) < 300 for key in small.cache._items)
+    assert np.array_equal(small.encode([long]), vector)
