@@ -125,7 +125,7 @@ def rate(k: int, n: int) -> str:
 
 
 async def run(replies: int, windows: list[int]) -> None:
-    base = load_policy(REPO / "policies" / "default.yaml")
+    base = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
     classifiers = PolicyClassifiers()
     guard = CountingGuard(classifiers, Metrics())
     pairs = hh_replies(replies)
