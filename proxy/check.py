@@ -6,6 +6,7 @@ from typing import Any
 
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.middleware import Caller
+from proxy.outcome import NOT_CHECKED, verdict_of
 from proxy.pipeline import choose_policy
 from proxy.protocol import ValuesCheckRequest
 from proxy.services import Services
@@ -35,8 +36,10 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
                               f"most {policy.checks.max_chars} (checks.max_chars)",
                               param="text" if request.text is not None else "messages",
                               code="check_too_large")
-    input_verdict = await services.guard.check(policy, inputs, "input") if inputs else None
-    output_verdict = await services.guard.check(policy, [reply], "output") if reply else None
+    input_verdict = verdict_of(await services.guard.check(policy, inputs, "input")
+                               if inputs else NOT_CHECKED)
+    output_verdict = verdict_of(await services.guard.check(policy, [reply], "output")
+                                if reply else NOT_CHECKED)
     judged = [v for v in (input_verdict, output_verdict) if v is not None]
     worst = max(judged, key=lambda v: SEVERITY[v.action], default=None)
     return {
