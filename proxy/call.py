@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from proxy.chunks import until
 from proxy.errors import StreamTimeout
 from proxy.metrics import Metrics
-from proxy.protocol import ChatCompletionChunk
+from proxy.protocol import ChatCompletionChunk, UpstreamParams
 from proxy.upstream import Upstream, open_stream
 from vilmo.classifier import ScoreInput
 from vilmo.instructions import Instruction, apply_instruction, prompt_text, strengthen
@@ -26,11 +25,11 @@ class Call:
     """What goes to the upstream: the request with the instruction placed. ``instruction``
     changes only by ``escalate``."""
 
-    raw: dict[str, Any]
+    raw: UpstreamParams
     policy: Policy
     instruction: Instruction
 
-    def params(self) -> dict[str, Any]:
+    def params(self) -> UpstreamParams:
         placed = apply_instruction(self.raw["messages"], self.instruction,
                                    self.policy.instructions.placement)
         return {**self.raw, "messages": placed}
@@ -45,7 +44,7 @@ def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBan
     call.instruction = strengthen(call.instruction, previous.violation_ids, call.policy, bank)
 
 
-async def open_timed_stream(upstream: Upstream, params: dict[str, Any], deadline: float,
+async def open_timed_stream(upstream: Upstream, params: UpstreamParams, deadline: float,
                             ) -> AsyncIterator[ChatCompletionChunk]:
     """The upstream stream (first chunk awaited), ending with StreamTimeout at ``deadline``."""
     try:

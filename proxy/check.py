@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, verdict_of
 from proxy.pipeline import choose_policy
-from proxy.protocol import ValuesCheckRequest
+from proxy.protocol import ValuesCheckRequest, ValuesCheckResult
 from proxy.services import Services
 from vilmo.classifier import ScoreInput
 from vilmo.instructions import message_text
@@ -16,7 +14,7 @@ from vilmo.verdict import SEVERITY, Verdict
 
 
 async def check_values(request: ValuesCheckRequest, caller: Caller, policy_header: str | None,
-                       services: Services) -> dict[str, Any]:
+                       services: Services) -> ValuesCheckResult:
     policy = choose_policy(caller, request.policy or policy_header, services.policies)
     inputs: list[ScoreInput] = []
     reply: ScoreInput | None = None

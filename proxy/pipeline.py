@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from proxy.actions import blocked, blocked_error, enforce, refusal_completion
 from proxy.call import Call, escalate, open_timed_stream
@@ -34,6 +33,7 @@ from proxy.chunks import iterate, refusal_chunks, reply_texts
 from proxy.errors import ModelNotFound, PolicyOverrideForbidden, UnknownPolicyRequested
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, Facts, Judgement, Reply, Stream, StreamMode
+from proxy.protocol import UpstreamParams
 from proxy.record import Ledger
 from proxy.services import Services
 from proxy.streaming import buffered, live
@@ -50,7 +50,7 @@ class ChatRequest:
     """One admitted chat request. ``params`` is the validated body, cut to the allow-listed
     fields by ``proxy.admission.admit``."""
 
-    params: dict[str, Any]
+    params: UpstreamParams
     stream: bool
     caller: Caller
     policy_header: str | None
@@ -128,7 +128,7 @@ def require_model(upstream: Upstream, model: str, caller: Caller) -> None:
                             param="model", code="model_not_found")
 
 
-async def check_input(services: Services, raw: dict[str, Any], policy: Policy) -> Judgement:
+async def check_input(services: Services, raw: UpstreamParams, policy: Policy) -> Judgement:
     """Every user turn is scored, not only the last; per value the highest score counts."""
     if not policy.checks.input:
         return NOT_CHECKED

@@ -11,9 +11,10 @@ documentation's order; our additions are fenced and marked.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import TypedDict  # pydantic (FastAPI replies) needs it on 3.11
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -67,8 +68,13 @@ FORWARDED_FIELDS = frozenset({
 """The OpenAI chat-completion fields (API reference): all that reaches the upstream."""
 
 
+UpstreamParams: TypeAlias = dict[str, Any]
+"""An admitted request as it goes to the upstream: only allow-listed top-level fields (the
+LiteLLM call's keyword arguments); below them, the client's JSON as validated."""
+
+
 def forwarded(body: dict[str, Any], also: Collection[str] = (),
-              ) -> tuple[dict[str, Any], list[str]]:
+              ) -> tuple[UpstreamParams, list[str]]:
     """The body's allow-listed fields (plus ``also``), and the names of those left out.
 
     ``metadata`` goes in ``extra_body``: LiteLLM reads its own ``metadata`` argument and would
@@ -236,3 +242,15 @@ class ValuesCheckRequest(BaseModel):
         None, description="A conversation: every user turn is judged as input, and the last "
                           "turn, if the assistant's, as the reply.")
     policy: str | None = Field(None, description="A policy name (same rules as the header).")
+
+
+class ValuesCheckResult(TypedDict):
+    """The POST /v1/values/check reply."""
+
+    object: Literal["vilmo.values.check"]
+    policy: str
+    guard: Literal["ok", "error"]
+    action: str | None
+    violations: list[str]
+    input: dict[str, object] | None
+    output: dict[str, object] | None

@@ -24,6 +24,7 @@ from proxy.protocol import (
     ModelCard,
     ModelList,
     ValuesCheckRequest,
+    ValuesCheckResult,
 )
 from proxy.record import Ledger
 from proxy.services import Services
@@ -65,7 +66,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 @router.post("/v1/values/check")
-async def values_check(request: Request) -> dict[str, Any]:
+async def values_check(request: Request) -> ValuesCheckResult:
     body = validate(ValuesCheckRequest, await read_json(request))
     return await unless_disconnected(request.receive, check_values(
         body, caller_of(request), request.headers.get("x-vilmo-policy"),

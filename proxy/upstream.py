@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, TypeAlias, cast
 
 from proxy.errors import Redactor, map_upstream_errors
-from proxy.protocol import ChatCompletion, ChatCompletionChunk
+from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.settings import Deployment, configured_name
 
 Completion: TypeAlias = ChatCompletion
@@ -24,9 +24,9 @@ class Upstream(Protocol):
 
     def model_names(self) -> list[str]: ...
 
-    async def complete(self, params: dict[str, Any]) -> Completion: ...
+    async def complete(self, params: UpstreamParams) -> Completion: ...
 
-    def stream(self, params: dict[str, Any]) -> AsyncIterator[Chunk]: ...
+    def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]: ...
 
 
 class LiteLLMUpstream:
@@ -46,13 +46,13 @@ class LiteLLMUpstream:
     def model_names(self) -> list[str]:
         return list(dict.fromkeys(self._names))
 
-    async def complete(self, params: dict[str, Any]) -> Completion:
+    async def complete(self, params: UpstreamParams) -> Completion:
         model = str(params["model"])
         with map_upstream_errors(self._redact, model):
             response = await self._router.acompletion(**params)
         return cast(Completion, wire_dict(response.model_dump(exclude_none=True)))
 
-    async def stream(self, params: dict[str, Any]) -> AsyncIterator[Chunk]:
+    async def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]:
         model = str(params["model"])
         with map_upstream_errors(self._redact, model):
             response = await self._router.acompletion(**{**params, "stream": True})
@@ -84,7 +84,7 @@ def wire_dict(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-async def open_stream(upstream: Upstream, params: dict[str, Any]) -> AsyncIterator[Chunk]:
+async def open_stream(upstream: Upstream, params: UpstreamParams) -> AsyncIterator[Chunk]:
     """Start the upstream stream and wait for its first chunk, so that an upstream failure
     before any output still gets its own HTTP status (429, 502, 504) instead of a 200."""
     chunks = upstream.stream(params)
