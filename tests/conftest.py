@@ -18,6 +18,7 @@ from fakes import KeywordClassifier
 from stub_upstream import ServerThread, StubUpstream
 
 from vilmo.policy_store import SHIPPED_POLICY_DIR
+from vilmo.principles import PrincipleBank
 
 REPO = Path(__file__).resolve().parent.parent
 TEAM_KEY = "sk-team-a-0123456789"
@@ -125,3 +126,8 @@ def gateway(stub: StubUpstream, policy_dir: Path, classifier: KeywordClassifier,
     app = create_app(config, lambda c: build_services(c, lambda policy: classifier))
     with ServerThread(app) as server:
         yield f"{server.url}/v1"
+
+
+@pytest.fixture(scope="session")
+def bank() -> PrincipleBank:
+    return PrincipleBank.load()
