@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from vilmo.values import VALUEEVAL_CATEGORIES, by_source_label
+from vilmo.values import VALUEEVAL_CATEGORIES as VALUEEVAL_CATEGORIES  # noqa: PLC0414 (re-exported)
+from vilmo.values import by_source_label
 
 Split = Literal["train", "dev", "heldout"]
 
