@@ -13,7 +13,7 @@ request (which the audit record is built from), and the two outcomes of ``pipeli
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -94,12 +94,18 @@ class Reply:
         return "ok" if self.facts.refused else guard_of(self.facts.reply)
 
 
+Finish = Callable[[Judgement, str, str | None], None]
+"""Records a stream when it ends: the reply's last judgement, the status, the error code."""
+
+
 @dataclass(frozen=True, slots=True)
 class Stream:
     items: AsyncIterator[ChatCompletionChunk | Judged]
     call: Call
     facts: Facts
     mode: StreamMode
+    finish: Finish
+    """Called once by whoever sends the stream (``proxy.sse``), however it ends."""
 
     @property
     def guard(self) -> GuardState:

@@ -24,7 +24,6 @@ seams and turned into responses by the app's handlers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from proxy.actions import blocked, blocked_error, enforce, refusal_completion
@@ -32,7 +31,7 @@ from proxy.call import Call, escalate, open_timed_stream
 from proxy.chunks import iterate, refusal_chunks, reply_texts
 from proxy.errors import ModelNotFound, PolicyOverrideForbidden, UnknownPolicyRequested
 from proxy.middleware import Caller
-from proxy.outcome import NOT_CHECKED, Facts, Judgement, Reply, Stream, StreamMode
+from proxy.outcome import NOT_CHECKED, Facts, Finish, Judgement, Reply, Stream, StreamMode
 from proxy.protocol import UpstreamParams
 from proxy.record import Ledger
 from proxy.services import Services
@@ -72,7 +71,7 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
     facts = note(replace(facts, instruction=instruction, instruction_s=seconds))
     call = Call(req.params, policy, instruction)                                  # 4
     if req.stream:
-        return await stream(call, facts, services, note)                          # 5-7
+        return await stream(call, facts, services, req.ledger)                    # 5-8
     completion = await services.upstream.complete(call.params())                  # 5
     verdict = await check_reply(services, call, completion)                       # 6
 
@@ -89,18 +88,25 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
     return Reply(completion, call, facts)
 
 
-async def stream(call: Call, facts: Facts, services: Services,
-                 note: Callable[[Facts], Facts]) -> Stream:
-    """Steps 5-7 for a stream: opened under its deadline; buffer mode enforced now."""
+async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger) -> Stream:
+    """Steps 5-8 for a stream: opened under its deadline; buffer mode enforced now."""
     policy = call.policy
     deadline = asyncio.get_running_loop().time() + policy.streaming.stream_timeout_s
     chunks = await open_timed_stream(services.upstream, call.params(), deadline)  # 5
     mode: StreamMode = policy.streaming.mode if policy.checks.output else "off"
-    if mode != "buffer":
-        return Stream(live(call, chunks, services, mode), call, facts, mode)     # 6-7 lazily
+    if mode != "buffer":                                                         # 6-7 lazily
+        return Stream(live(call, chunks, services, mode), call, facts, mode,
+                      recorder(ledger, facts, services))                         # 8 at the end
     held, verdict, attempts = await buffered(call, chunks, services, deadline)   # 6-7
-    facts = note(replace(facts, reply=verdict, attempts=attempts))
-    return Stream(iterate(held), call, facts, mode)
+    facts = ledger.note(replace(facts, reply=verdict, attempts=attempts))
+    return Stream(iterate(held), call, facts, mode, recorder(ledger, facts, services))  # 8
+
+
+def recorder(ledger: Ledger, facts: Facts, services: Services) -> Finish:
+    """Step 8 for a stream: run by ``proxy.sse`` when it ends, with the reply's judgement."""
+    def finish(reply: Judgement, status: str, error_code: str | None) -> None:
+        services.finish(ledger, status, error_code, replace(facts, reply=reply))
+    return finish
 
 
 def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> Policy:
@@ -148,7 +154,8 @@ def refuse_input(req: ChatRequest, policy: Policy, facts: Facts, services: Servi
     if req.stream:
         template: Chunk = {"id": refusal["id"], "created": refusal["created"],
                            "model": refusal["model"]}
-        return Stream(iterate(refusal_chunks(template, policy.refusal)), call, facts, "off")
+        return Stream(iterate(refusal_chunks(template, policy.refusal)), call, facts, "off",
+                      recorder(req.ledger, facts, services))
     services.finish(req.ledger, "200")
     return Reply(refusal, call, facts)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -16,7 +15,7 @@ from proxy.check import check_values
 from proxy.disconnect import unless_disconnected
 from proxy.errors import InvalidRequest
 from proxy.middleware import Caller
-from proxy.outcome import Facts, Judgement, Stream, verdict_of
+from proxy.outcome import Facts, Stream, verdict_of
 from proxy.pipeline import ChatRequest
 from proxy.protocol import (
     ChatCompletionRequest,
@@ -50,12 +49,7 @@ async def chat_completions(request: Request) -> Response:
     headers = outcome_headers(outcome.call.policy.name, outcome.call.instruction,
                               outcome.facts, outcome.guard, ledger.request_id)
     if isinstance(outcome, Stream):
-        facts = outcome.facts
-
-        def finish(reply: Judgement, status: str, code: str | None) -> None:
-            services.finish(ledger, status, code, replace(facts, reply=reply))
-
-        return StreamingResponse(sse_body(outcome, ledger.request_id, annotate, finish),
+        return StreamingResponse(sse_body(outcome, ledger.request_id, annotate),
                                  headers={**headers, "x-vilmo-stream-mode": outcome.mode},
                                  media_type="text/event-stream")
     completion = outcome.completion

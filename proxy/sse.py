@@ -3,7 +3,7 @@
 ``sse_body`` sends a stream outcome: every chunk, then (when asked) the ``vilmo`` note, then
 ``[DONE]``; an error after the headers becomes an error event before the ``[DONE]``. When it
 ends, however it ends, it reports the reply's last judgement and the status (``499``: the
-client left) to ``finish``, which records the request.
+client left) to the stream's ``finish``, which records the request.
 """
 
 from __future__ import annotations
@@ -11,20 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from proxy.chunks import chunk_like
 from proxy.errors import GatewayError, UpstreamFailed
-from proxy.outcome import Judged, Judgement, Stream, verdict_of
+from proxy.outcome import Judged, Stream, verdict_of
 
 log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 CLIENT_CLOSED = "499"
-
-Finish = Callable[[Judgement, str, str | None], None]
-"""Called once at the end of a stream: the reply's judgement, the status, the error code."""
-
 
 def event(payload: Mapping[str, object]) -> bytes:
     """One SSE event carrying a JSON object."""
@@ -36,8 +32,7 @@ def error_event(error: GatewayError) -> bytes:
     return event(error.envelope())
 
 
-async def sse_body(stream: Stream, request_id: str, annotate: bool, finish: Finish,
-                   ) -> AsyncIterator[bytes]:
+async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIterator[bytes]:
     status, code = "200", None
     reply = stream.facts.reply
     try:
@@ -65,5 +60,5 @@ async def sse_body(stream: Stream, request_id: str, annotate: bool, finish: Fini
         yield error_event(failure)
     finally:
         await stream.items.aclose()  # type: ignore[attr-defined]
-        finish(reply, status, code)
+        stream.finish(reply, status, code)
     yield DONE
