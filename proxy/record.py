@@ -46,6 +46,26 @@ class RequestRecord:
     def to_json(self) -> dict[str, object]:
         return asdict(self)
 
+    @property
+    def action(self) -> str:
+        """The reply's action, else the input's (a refused request); empty when unchecked."""
+        for verdict in (self.verdict, self.input_verdict):
+            if verdict is not None:
+                return str(verdict["action"])
+        return ""
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """Every value the reply, the user turns or a rejected attempt was flagged for."""
+        found = [v for d in (self.verdict, self.input_verdict, *self.attempts) if d is not None
+                 for v in _violations(d)]
+        return tuple(dict.fromkeys(found))
+
+
+def _violations(verdict: dict[str, object]) -> list[str]:
+    ids = verdict.get("violations")
+    return [str(i) for i in ids] if isinstance(ids, list) else []
+
 
 def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex[:16]}"

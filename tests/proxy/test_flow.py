@@ -147,6 +147,7 @@ def test_an_input_verdict_that_only_annotates_reaches_the_audit_record(
     assert record.input_verdict is not None
     assert record.input_verdict["violations"] == ["mft.care"]
     assert record.input_verdict["action"] == "annotate"
+    assert "mft.care" in record.values  # what the audit store filters by (issue 15)
 
 
 @pytest.mark.parametrize("mode", ["plain", "buffer"])
