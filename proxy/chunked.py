@@ -81,7 +81,7 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
         choice.done = True
         verdict = await guard.check(policy, [call.checked(choice.text.text)], "output")
         if isinstance(verdict, FailedOpen):  # the policy chose availability over the check
-            return [*choice.release()]
+            return [Judged(worst_of(verdicts) if verdicts else FAILED_OPEN), *choice.release()]
         verdicts[index] = verdict
         judged = Judged(worst_of(verdicts))
         if not verdict.stops:
