@@ -8,47 +8,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-
-@dataclass(slots=True)
-class RequestRecord:
-    """What happened to one request, filled in step by step by the pipeline."""
-
-    request_id: str
-    caller: str
-    model: str = ""
-    stream: bool = False
-    policy: str = ""
-    generator: str = ""
-    principles: tuple[str, ...] = ()
-    stakes: tuple[str, ...] = ()
-    """Values the instruction step judged at stake (stake-aware generators)."""
-    status: str = "ok"
-    error_code: str | None = None
-    started_at: float = field(default_factory=time.time)
-    instruction_s: float = 0.0
-    duration_s: float = 0.0
-    verdict: dict[str, object] | None = None
-    attempts: list[dict[str, object]] = field(default_factory=list)
-    """Verdicts of replies that were regenerated, in order."""
-
-    @property
-    def written(self) -> bool:
-        """Has the request's outcome been recorded (status set from "ok")?"""
-        return self.status != "ok"
-
-
-def new_request_id() -> str:
-    return f"req-{uuid.uuid4().hex[:16]}"
+from proxy.record import RequestRecord
 
 
 class AuditSink(Protocol):
+    """Where audit records go (``proxy.record`` builds them)."""
+
     def write(self, record: RequestRecord) -> None: ...
 
 
@@ -65,6 +34,6 @@ class EmbeddedAuditSink:
     def write(self, record: RequestRecord) -> None:
         self.recent.append(record)
         if self.path is not None:
-            line = json.dumps(asdict(record), separators=(",", ":")) + "\n"
+            line = json.dumps(record.to_json(), separators=(",", ":")) + "\n"
             with self._lock, self.path.open("a", encoding="utf-8") as out:
                 out.write(line)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from proxy.audit import RequestRecord
+from proxy.record import RequestRecord
 from proxy.settings import configured_name
 from vilmo.verdict import Verdict
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from proxy.audit import AuditSink, EmbeddedAuditSink, RequestRecord
+from proxy.audit import AuditSink, EmbeddedAuditSink
 from proxy.errors import Redactor
 from proxy.guard import ClassifierFor, Guard
 from proxy.metrics import Metrics
+from proxy.outcome import Facts
+from proxy.record import Ledger
 from proxy.settings import GatewayConfig
 from proxy.upstream import LiteLLMUpstream, Upstream
 from vilmo.classifier import ScoreInput
@@ -34,11 +35,13 @@ class Services:
     audit: AuditSink
     config: GatewayConfig
 
-    def record(self, record: RequestRecord, status: str, error_code: str | None = None) -> None:
-        record.status, record.error_code = status, error_code
-        record.duration_s = time.time() - record.started_at
-        self.metrics.record(record)
-        self.audit.write(record)
+    def finish(self, ledger: Ledger, status: str, error_code: str | None = None,
+               facts: Facts | None = None) -> None:
+        """Record the request (metrics and audit), once: later calls are no-ops."""
+        record = ledger.close(status, error_code, facts)
+        if record is not None:
+            self.metrics.record(record)
+            self.audit.write(record)
 
 
 def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None = None,
