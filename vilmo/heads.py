@@ -1,9 +1,13 @@
 """The classifier's output heads and how value scores are composed from them.
 
 The network has one linear layer of logits, named here. Value scores are not all read off a
-single logit: a safety value is "the text is about this harm" times "the reply goes along with
-harm", and a foundation is "this foundation is at stake" times "what is described or done is
-wrong". Topic and stance are learned apart, so a refusal that talks about a harm scores low.
+single logit. Whether a text is bad is read from two heads the model must tell apart:
+``content`` (the text's own content is harmful, readable without any prompt: it is trained on
+replies and plain user texts alone as well as after their prompt) and ``harm`` (the reply goes
+along with a harmful or wrong request instead of refusing or redirecting it). Then a safety
+value is "the text is about this harm" times "bad", and a foundation is "this foundation is at
+stake" times "bad, or what is described is wrong" (``cm``). Topic and stance are learned apart,
+so a refusal or a de-escalation that talks about a harm scores low however vicious the prompt.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ BUILTIN_VALUES: tuple[str, ...] = MFT + SCHWARTZ + SAFETY
 def head_names() -> tuple[str, ...]:
     """Every logit of the network, in order."""
     return (
-        "cm", "justice", "deontology", "harm",
+        "cm", "justice", "deontology", "harm", "content",
         *(f"against:{v}" for v in SCHWARTZ),
         *(f"upholds:{v}" for v in SCHWARTZ),
         *(f"valueeval:{c}" for c in VALUEEVAL_CATEGORIES),
@@ -37,13 +41,15 @@ def head_names() -> tuple[str, ...]:
 def compose(probs: Matrix, names: Sequence[str]) -> tuple[Matrix, Matrix]:
     """Calibrated head probabilities -> (violation per BUILTIN_VALUES, upholds per SCHWARTZ)."""
     col = {n: i for i, n in enumerate(names)}
-    wrong = np.maximum(probs[:, col["cm"]], probs[:, col["harm"]])
+    harm = probs[:, col["harm"]]
+    bad = np.maximum(probs[:, col["content"]], harm) if "content" in col else harm
+    wrong = np.maximum(probs[:, col["cm"]], bad)
     out = np.zeros((probs.shape[0], len(BUILTIN_VALUES)), dtype=np.float32)
     for j, value_id in enumerate(BUILTIN_VALUES):
         if value_id in SCHWARTZ:
             out[:, j] = probs[:, col[f"against:{value_id}"]]
         elif value_id in SAFETY:
-            out[:, j] = probs[:, col[f"topic:{value_id}"]] * probs[:, col["harm"]]
+            out[:, j] = probs[:, col[f"topic:{value_id}"]] * bad
         else:
             out[:, j] = probs[:, col[f"foundation:{value_id}"]] * wrong
     upholds = np.stack([probs[:, col[f"upholds:{v}"]] for v in SCHWARTZ], axis=1)
