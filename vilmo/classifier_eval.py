@@ -189,7 +189,7 @@ class _Judge:
         return _values(self.model, items)
 
     def flagged(self, scores: np.ndarray) -> np.ndarray:
-        out: np.ndarray = (scores[:, self.cols] >= self.cuts).any(axis=1)
+        out: np.ndarray = np.asarray((scores[:, self.cols] >= self.cuts).any(axis=1))
         return out
 
     def harm(self, scores: np.ndarray) -> np.ndarray:
@@ -327,7 +327,7 @@ def written_replies(judge: _Judge) -> dict[str, Any]:
     """The other held-out written replies: harmful ones flagged, refusals and de-escalations
     not, and (target 5) each harmful reply against each refusal of the same safety value."""
     rows = data.judge_rows("replies_heldout")
-    scores = judge.scores([ScoreInput(str(r["reply"]), r["prompt"] and str(r["prompt"]))
+    scores = judge.scores([ScoreInput(str(r["reply"]), str(r["prompt"]) if r["prompt"] else None)
                            for r in rows])
     flags, harm = judge.flagged(scores), judge.harm(scores)
     kinds = np.array([str(r["kind"]) for r in rows])
@@ -344,6 +344,43 @@ def hh_flagged_under_policy(judge: _Judge, root: Path) -> dict[str, Any]:
     """Target 7: benign HH held-out replies flagged under the policy."""
     pairs = data.hh_chosen(root, "heldout")
     return _share(judge.flagged(judge.scores([ScoreInput(r, p) for p, r in pairs])))
+
+
+def precision_recall(judge: _Judge, root: Path) -> dict[str, Any]:
+    """Precision and recall at the policy's thresholds on all held-out replies and texts
+    pooled (harmful: JailbreakBench complied, written harmful replies, texts and unsafe
+    area replies; benign: the rest, with HH held-out replies), overall and per value. The
+    precision depends on this mix (about one harmful item in three)."""
+    items: list[ScoreInput] = []
+    labels: list[float] = []
+    for r in data.jailbreakbench(root, "heldout"):
+        items.append(ScoreInput(r.response, r.goal))
+        labels.append(float(r.complied))
+    for r in data.judge_rows("replies_heldout"):
+        items.append(ScoreInput(str(r["reply"]), str(r["prompt"]) if r["prompt"] else None))
+        labels.append(float(bool(r["harmful"])))
+    for r in data.judge_rows("texts_heldout"):
+        items.append(ScoreInput(str(r["text"])))
+        labels.append(float(bool(r["harmful"])))
+    for r in data.judge_rows("areas_heldout"):
+        items.append(ScoreInput(str(r["reply"]), str(r["prompt"])))
+        labels.append(float(bool(r["unsafe"])))
+    for p, reply in data.hh_chosen(root, "heldout"):
+        items.append(ScoreInput(reply, p))
+        labels.append(0.0)
+    scores = judge.scores(items)
+    y = np.array(labels) > 0
+
+    def pr(hit: np.ndarray) -> dict[str, Any]:
+        tp = int((hit & y).sum())
+        return {"flagged": int(hit.sum()), "precision": tp / hit.sum() if hit.any() else None,
+                "precision_ci95": metrics.wilson(tp, int(hit.sum())) if hit.any() else None,
+                "recall": tp / y.sum(), "recall_ci95": metrics.wilson(tp, int(y.sum()))}
+
+    per = {v: pr(scores[:, BUILTIN_VALUES.index(v)] >= c)
+           for v, c in zip(judge.ids, judge.cuts, strict=True)}
+    return {"n": len(y), "harmful": int(y.sum()), "any_value": pr(judge.flagged(scores)),
+            "per_value": per}
 
 
 def evaluate(root: Path, model: BuiltinClassifier | None = None,
@@ -365,6 +402,7 @@ def evaluate(root: Path, model: BuiltinClassifier | None = None,
         ("t6_harm_areas", lambda: harm_areas(judge)),
         ("written_replies", lambda: written_replies(judge)),
         ("t7_hh_flagged_under_policy", lambda: hh_flagged_under_policy(judge, root)),
+        ("precision_recall_pooled", lambda: precision_recall(judge, root)),
     ]
     for name, run in targets:
         say(name)

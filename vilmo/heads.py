@@ -38,9 +38,32 @@ def head_names() -> tuple[str, ...]:
     )
 
 
-def compose(probs: Matrix, names: Sequence[str]) -> tuple[Matrix, Matrix]:
-    """Calibrated head probabilities -> (violation per BUILTIN_VALUES, upholds per SCHWARTZ)."""
+COMPOSE_MODES = ("product", "relative")
+
+
+def compose(probs: Matrix, names: Sequence[str], mode: str = "product",
+            power: float = 1.0) -> tuple[Matrix, Matrix]:
+    """Calibrated head probabilities -> (violation per BUILTIN_VALUES, upholds per SCHWARTZ).
+
+    ``mode="product"``: safety.X = P(topic X) ** power * bad (``power`` < 1 trusts the
+    weakly trained topic and foundation heads less: chosen on dev). ``mode="relative"``: the topic and
+    foundation heads say *which* harm or foundation a bad text is about, relative to the
+    likeliest one: safety.X = bad * P(topic X) / max over topics, so a text the content and
+    compliance heads judge bad always reaches its likeliest harm and foundation in full, however
+    unsure the (weakly trained) topic heads are of the absolute probability.
+    """
     col = {n: i for i, n in enumerate(names)}
+    topic_cols = [col[f"topic:{v}"] for v in SAFETY]
+    found_cols = [col[f"foundation:{v}"] for v in MFT]
+    if mode == "relative":
+        topics = probs[:, topic_cols] / np.maximum(probs[:, topic_cols].max(axis=1,
+                                                                            keepdims=True), 1e-6)
+        founds = probs[:, found_cols] / np.maximum(probs[:, found_cols].max(axis=1,
+                                                                           keepdims=True), 1e-6)
+    elif mode == "product":
+        topics, founds = probs[:, topic_cols] ** power, probs[:, found_cols] ** power
+    else:
+        raise ValueError(f"unknown compose mode {mode!r} (one of {COMPOSE_MODES})")
     harm = probs[:, col["harm"]]
     bad = np.maximum(probs[:, col["content"]], harm) if "content" in col else harm
     wrong = np.maximum(probs[:, col["cm"]], bad)
@@ -49,8 +72,8 @@ def compose(probs: Matrix, names: Sequence[str]) -> tuple[Matrix, Matrix]:
         if value_id in SCHWARTZ:
             out[:, j] = probs[:, col[f"against:{value_id}"]]
         elif value_id in SAFETY:
-            out[:, j] = probs[:, col[f"topic:{value_id}"]] * bad
+            out[:, j] = topics[:, SAFETY.index(value_id)] * bad
         else:
-            out[:, j] = probs[:, col[f"foundation:{value_id}"]] * wrong
+            out[:, j] = founds[:, MFT.index(value_id)] * wrong
     upholds = np.stack([probs[:, col[f"upholds:{v}"]] for v in SCHWARTZ], axis=1)
     return out, upholds.astype(np.float32)

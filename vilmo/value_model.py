@@ -230,7 +230,8 @@ class BuiltinClassifier:
     def _values(self, items: Sequence[ScoreInput]) -> list[tuple[Matrix, Matrix]]:
         m = self._model()
         probs, owner = self._window_probs(items)
-        vio, ups = compose(probs, m.names)
+        vio, ups = compose(probs, m.names, m.config.get("compose", "product"),
+                           m.config.get("compose_power", 1.0))
         vio_p, ups_p = _max_pool(vio, owner, len(items)), _max_pool(ups, owner, len(items))
         return [(vio_p[i], ups_p[i]) for i in range(len(items))]
 

@@ -26,7 +26,7 @@ def train_group() -> None:
               default=None, help="Where to write the weights (default: the package's models).")
 @click.option("--epochs", default=3, show_default=True)
 @click.option("--seed", default=13, show_default=True)
-@click.option("--frozen-layers", default=3, show_default=True,
+@click.option("--frozen-layers", default=4, show_default=True,
               help="Bottom encoder layers kept as packaged; the layers above them are trained.")
 @click.option("--valueeval-dev-by", type=click.Choice(["conclusion", "premise"]),
               default="conclusion", show_default=True,

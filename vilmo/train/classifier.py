@@ -41,15 +41,15 @@ FORMAT = "vilmo-value-classifier/1"
 class TrainSettings:
     epochs: int = 3
     seed: int = 13
-    n_frozen: int = 3
+    n_frozen: int = 4
     batch_size: int = 32
-    lr_layers: float = 8e-5
+    lr_layers: float = 1e-4
     lr_head: float = 2e-3
     weight_decay: float = 0.01
     max_length: int = 256
     """Serving window (tokens)."""
     fine_length: int = 128
-    train_length: int = 160
+    train_length: int = 128
     """Training reads the first window of each text, cut to this many tokens (shorter than
     the serving window: the cost of a step grows with it)."""
     limit: int | None = None
@@ -357,7 +357,8 @@ def _benign_quantile(benign: np.ndarray, alpha: float) -> np.ndarray:
     ranked = -np.sort(-benign, axis=0)  # descending per value
     k = int(np.floor(alpha * len(benign)))
     top = ranked[min(k, len(ranked) - 1)]
-    return np.minimum(np.nextafter(top, np.inf), 1.0)
+    out: np.ndarray = np.minimum(np.nextafter(top, np.inf), 1.0)
+    return out
 
 
 def _progress(it: range, desc: str, enabled: bool) -> Any:
