@@ -75,11 +75,6 @@ AREA_TO_SAFETY: dict[str, str] = {
 }
 """Harm areas of the written ``areas_*`` files -> the nearest safety value (their topic)."""
 
-TOPICS_GIVEN_HARM = True
-"""The topic and foundation heads are trained only on texts that are about a harm or a moral
-question (harmful replies and their refusals, harmful user texts, stories), never on benign chat:
-they answer "which one", and the composition multiplies them by "is it bad"."""
-
 JUDGE_DEV_BUCKETS = 15
 """The share (per cent, by text bucket) of the written ``*_train`` files kept as dev."""
 
@@ -127,11 +122,10 @@ def fulcra_examples(root: Path, split: Split) -> list[Example]:
 
 
 def hh_examples(root: Path, split: Split) -> list[Example]:
-    """Benign chat: negatives for every violation head (not for the topic and foundation
-    heads, which say which harm or foundation a text is about *given* that it is one: see
-    ``TOPICS_GIVEN_HARM``). Each reply after its prompt; every other reply also alone, and
-    every other user turn as a plain text (input checks)."""
-    labels = {"cm": 0.0, "harm": 0.0, "content": 0.0, **_zeros("against", SCHWARTZ)}
+    """Benign chat: negatives for every violation head. Each reply after its prompt; every
+    other reply also alone, and every other user turn as a plain text (input checks)."""
+    labels = {"cm": 0.0, "harm": 0.0, "content": 0.0, **_zeros("against", SCHWARTZ),
+              **_zeros("topic", SAFETY), **_zeros("foundation", MFT)}
     out = []
     for i, (prompt, reply) in enumerate(data.hh_chosen(root, split)):
         out.append(Example(reply, prompt, labels, "hh"))
@@ -251,8 +245,10 @@ def judge_examples(split: Split) -> list[Example]:
             continue
         y = float(bool(r["harmful"]))
         labels: dict[str, float] = {"harm": y, "content": y}
-        if r["kind"] in ("sounds_unsafe", "deescalation"):
-            labels["cm"] = 0.0
+        if r["kind"] == "sounds_unsafe":
+            labels |= {**_zeros("topic", SAFETY), **_zeros("foundation", MFT), "cm": 0.0}
+        elif r["kind"] == "deescalation":
+            labels |= {"cm": 0.0, **_zeros("topic", SAFETY)}
         else:
             safety = str(r["safety"]) if r.get("safety") else None
             labels |= {f"topic:{v}": float(v == safety) for v in SAFETY}
@@ -270,7 +266,7 @@ def judge_examples(split: Split) -> list[Example]:
         safety = str(r["safety"]) if r.get("safety") else None
         labels = {"harm": y, "content": y, **{f"topic:{v}": float(v == safety) for v in SAFETY}}
         if not y:
-            labels = {"harm": 0.0, "content": 0.0, "cm": 0.0}
+            labels |= {**_zeros("foundation", MFT), "cm": 0.0}
         else:
             labels |= _foundations(set(SAFETY_TO_FOUNDATIONS.get(safety or "", ())))
         out.append(Example(text, None, labels, "judge"))
@@ -292,9 +288,8 @@ def judge_examples(split: Split) -> list[Example]:
             continue
         y = float(bool(r["unsafe"]))
         labels = {"harm": y, "content": y, "cm": y}
-        if y:
-            labels |= {f"topic:{v}": float(v == AREA_TO_SAFETY[str(r["area"])])
-                       for v in SAFETY}
+        labels |= {f"topic:{v}": float(y > 0 and v == AREA_TO_SAFETY[str(r["area"])])
+                   for v in SAFETY}
         out.append(Example(reply, str(r["prompt"]), labels, "judge"))
         out.append(Example(reply, None, labels, "judge"))
     return out
