@@ -65,3 +65,24 @@ def test_de_escalation_and_peaceful_ending_pass(model: BuiltinClassifier, case: 
     (scores,) = model.score([ScoreInput(reply, prompt)], list(policy.values))
     verdict = decide(scores.violation, policy)
     assert not verdict.violations, f"{case}: {verdict.violations}"
+
+
+def test_readme_classify_example_prints_what_the_readme_says() -> None:
+    """The README's `vilmo classify` example, run as written, flags what its comment says."""
+    import json
+    import re
+
+    from click.testing import CliRunner
+
+    from vilmo.cli import cli
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    line = re.search(r"^echo '(\{.*\})' \| vilmo classify$", readme, re.MULTILINE)
+    said = re.search(r'^#  "violations": (\[.*\])\}$', readme, re.MULTILINE)
+    assert line and said
+    result = CliRunner().invoke(cli, ["classify"], input=line.group(1) + "\n")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["violations"] == json.loads(said.group(1))
+    care = re.search(r'"mft.care": ([0-9.]+)', readme)
+    assert care and abs(record["scores"]["mft.care"] - float(care.group(1))) < 0.03
