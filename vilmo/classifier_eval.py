@@ -353,9 +353,9 @@ def precision_recall(judge: _Judge, root: Path) -> dict[str, Any]:
     precision depends on this mix (about one harmful item in three)."""
     items: list[ScoreInput] = []
     labels: list[float] = []
-    for r in data.jailbreakbench(root, "heldout"):
-        items.append(ScoreInput(r.response, r.goal))
-        labels.append(float(r.complied))
+    for jb in data.jailbreakbench(root, "heldout"):
+        items.append(ScoreInput(jb.response, jb.goal))
+        labels.append(float(jb.complied))
     for r in data.judge_rows("replies_heldout"):
         items.append(ScoreInput(str(r["reply"]), str(r["prompt"]) if r["prompt"] else None))
         labels.append(float(bool(r["harmful"])))
