@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("vilmo", "proxy", "localllm")
 WEB = ("proxy", "fastapi", "starlette", "uvicorn")
-NOT_SERVING = ("vilmo.train", "vilmo.data", "vilmo.evaluate", "vilmo.classifier_eval",
+NOT_SERVING = ("vilmo.train", "vilmo.datasets", "vilmo.evaluation",
                "vilmo.cli")
 
 

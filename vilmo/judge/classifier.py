@@ -2,7 +2,7 @@
 
 Every judge (the built-in encoder, the zero-shot scorer for custom principles, the LLM judge,
 a policy's combination of them, a test fake) implements ``ValueClassifier``: one synchronous,
-batch-first method. The proxy reaches it through ``vilmo.batcher.MicroBatcher``.
+batch-first method. The proxy reaches it through ``vilmo.judge.batcher.MicroBatcher``.
 """
 
 from __future__ import annotations

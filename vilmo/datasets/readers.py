@@ -60,7 +60,7 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     env = os.environ.get("VILMO_DATA_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return Path(__file__).resolve().parent.parent.parent.parent / "shared" / "data"
 
 
 def bucket(text: str) -> int:

@@ -1,9 +1,9 @@
 """Held-out figures of the built-in classifier, each with a 95 % confidence interval.
 
 Only held-out data are read: ValueEval validation, the held-out part of ``cm_test`` and all of
-``cm_test_hard``, FULCRA's and HH's held-out buckets (see ``vilmo.data``). Thresholds come from
+``cm_test_hard``, FULCRA's and HH's held-out buckets (see ``vilmo.datasets.readers``). Thresholds come from
 the model's config (fitted on dev), never from these sets. Everything runs through the int8
-path that ships (ONNX Runtime, ``vilmo.value_onnx``).
+path that ships (ONNX Runtime, ``vilmo.judge.value_onnx``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from vilmo import data, metrics
-from vilmo.classifier import ScoreInput
-from vilmo.heads import BUILTIN_VALUES, SCHWARTZ
-from vilmo.value_model import BuiltinClassifier
+from vilmo.datasets import readers as data
+from vilmo.evaluation import metrics
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ
+from vilmo.judge.value_model import BuiltinClassifier
 
 MIN_POSITIVES = 10
 """FULCRA values with fewer held-out 'goes against' replies get no AUC (too noisy)."""

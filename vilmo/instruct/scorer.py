@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from vilmo.candidates import CandidateSet
-from vilmo.principles import STYLES
-from vilmo.stakes import Vector
+from vilmo.instruct.candidates import CandidateSet
+from vilmo.instruct.principles import STYLES
+from vilmo.instruct.stakes import Vector
 from vilmo.types import Matrix
 from vilmo.values import VALUES
 

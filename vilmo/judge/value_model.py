@@ -2,7 +2,7 @@
 
 One encoder pass per text window serves every value. Long replies are cut into overlapping
 windows whose scores are max-pooled, so a violation at the end of a reply is not diluted by a
-benign beginning. The network runs as an int8 ONNX Runtime graph (``vilmo.value_onnx``) for
+benign beginning. The network runs as an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for
 speed; results of recent texts are cached, so a repeated reply is not encoded again.
 """
 
@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from vilmo.classifier import ScoreInput, UnknownValue, ValueScores
-from vilmo.heads import BUILTIN_VALUES, SCHWARTZ, compose
+from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
+from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from vilmo.value_net import ValueNet, WindowSpec
+    from vilmo.judge.value_net import ValueNet, WindowSpec
 
 MODEL_NAME = "value_classifier"
 CONTEXT_HEADS = frozenset({"cm", "justice", "deontology", "valueeval"})
@@ -56,7 +56,7 @@ class _Loaded:
 
 
 class BuiltinClassifier:
-    """Encoder + heads for every value in ``vilmo.heads.BUILTIN_VALUES``.
+    """Encoder + heads for every value in ``vilmo.judge.heads.BUILTIN_VALUES``.
 
     Loading is lazy and happens once (thread-safe); ``score`` may be called from worker threads.
     """
@@ -89,8 +89,8 @@ class BuiltinClassifier:
     def _load(self) -> _Loaded:
         from safetensors.torch import load_file
 
-        from vilmo.embedder import packaged_model_path
-        from vilmo.value_net import ValueNet, WindowSpec, load_base, unpack
+        from vilmo.judge.embedder import packaged_model_path
+        from vilmo.judge.value_net import ValueNet, WindowSpec, load_base, unpack
 
         config = json.loads((self.model_dir / "config.json").read_text("utf-8"))
         encoder_path = Path(self.encoder_path or packaged_model_path())
@@ -106,7 +106,7 @@ class BuiltinClassifier:
         if self.quantize:
             import torch
 
-            from vilmo.value_onnx import int8_session
+            from vilmo.judge.value_onnx import int8_session
 
             sources = [weights, *sorted(encoder_path.glob("*.safetensors"))]
             net = int8_session(fp32, sources, threads=torch.get_num_threads())
@@ -132,7 +132,7 @@ class BuiltinClassifier:
 
     def _window_logits(self, items: Sequence[ScoreInput]
                        ) -> tuple[Matrix, list[int], npt.NDArray[np.bool_]]:
-        from vilmo.value_net import WindowSpec, pad, windows
+        from vilmo.judge.value_net import WindowSpec, pad, windows
 
         m = self._model()
         fine_spec = (WindowSpec(m.spec.fine_length, m.spec.prompt_tokens, m.spec.stride_fraction)
