@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
+from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class BuiltinClassifier:
         them as 0."""
         m = self._model()
         logits, owner, fine = self._window_logits(items)
-        probs = _sigmoid(logits * m.a + m.b)
+        probs = sigmoid(logits * m.a + m.b).astype(np.float32)
         if fine.any():
             probs[np.ix_(fine, m.context_heads)] = 0.0
         return probs, owner
@@ -173,7 +174,8 @@ class BuiltinClassifier:
         at the end of a long reply still counts; this is the item-level reading the ETHICS and
         ValueEval figures and the calibration use."""
         m = self._model()
-        return _sigmoid(self.pooled_logits(items) * m.a + m.b)
+        out: Matrix = sigmoid(self.pooled_logits(items) * m.a + m.b).astype(np.float32)
+        return out
 
     def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
         """Violation (and Schwartz upholds) probabilities for each item."""
@@ -241,11 +243,6 @@ def _length_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
             batches.append([])
         batches[-1].append(r)
     return batches
-
-
-def _sigmoid(x: Matrix) -> Matrix:
-    out: Matrix = (1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))).astype(np.float32)
-    return out
 
 
 def _max_pool(rows: Matrix, owner: Sequence[int] | npt.NDArray[np.int64], n: int,

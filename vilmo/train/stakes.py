@@ -1,7 +1,8 @@
 """Train and measure the values-at-stake model (``vilmo.instruct.stakes``).
 
 Embeddings: the unit-length all-MiniLM-L6-v2 embedding of the prompt through the int8 graph the
-gateway runs (``vilmo.judge.embedder.Int8Embedder``), so the weights see what they will see in service.
+gateway runs (``vilmo.judge.embedder.Int8Embedder``), so the weights see what they will see in
+service.
 
 Model, two parts:
 - The gate: P(some value is at stake | prompt), a network with one hidden layer (a linear gate
@@ -39,6 +40,7 @@ from vilmo.evaluation.metrics import bootstrap_ci
 from vilmo.instruct.principles import PrincipleBank
 from vilmo.instruct.stakes import StakesModel
 from vilmo.judge.embedder import TextEncoder
+from vilmo.numeric import sigmoid
 from vilmo.train.stakes_data import BENIGN, EVERYDAY, SOURCES, LabelledPrompt, stakes_prompts
 from vilmo.train.stakes_gate import balanced_weights, evaluate_gate, fit_gate
 from vilmo.types import Matrix
@@ -256,7 +258,7 @@ def _everyday(rows: Sequence[LabelledPrompt], x: Matrix, weights: Matrix,
     for name, source in (("hh_heldout", BENIGN), ("everyday_heldout", EVERYDAY),
                          ("saferlhf_heldout", "saferlhf")):
         idx = [i for i, r in enumerate(rows) if r.source == source and r.split == "heldout"]
-        probs = 1.0 / (1.0 + np.exp(-(x[idx] @ weights.T + bias)))
+        probs = sigmoid(x[idx] @ weights.T + bias)
         out[name] = {"prompts": len(idx)}
         for system in LABELLED_SYSTEMS:
             top = probs[:, _columns(system)].max(axis=1)
