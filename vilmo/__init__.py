@@ -4,6 +4,7 @@ A library usable without the gateway: it never imports ``proxy``, FastAPI or Sta
 Heavy parts (torch, the encoder, LiteLLM) load only when first used.
 """
 
+from vilmo.errors import VilmoError
 from vilmo.instruct.generator import VilmoGenerator
 from vilmo.instruct.instructions import Instruction, InstructionGenerator, RelevanceGenerator
 from vilmo.instruct.principles import Principle, PrincipleBank
@@ -39,6 +40,7 @@ __all__ = [
     "ValueClassifier",
     "ValueScores",
     "Verdict",
+    "VilmoError",
     "VilmoGenerator",
     "decide",
     "get_value",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vilmo.errors import VilmoError
 from vilmo.values import VALUEEVAL_CATEGORIES as VALUEEVAL_CATEGORIES  # noqa: PLC0414 (re-exported)
 from vilmo.values import by_source_label
 
@@ -49,7 +50,7 @@ AMBIGUOUS_VALUEEVAL = frozenset({"Face", "Humility"})
 """Categories whose Schwartz value is a judgement call; the classifier's upholds heads skip them."""
 
 
-class DataMissing(FileNotFoundError):
+class DataMissing(VilmoError, FileNotFoundError):
     """A data set the caller asked for is not in the data folder."""
 
 

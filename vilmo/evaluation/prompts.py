@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vilmo.errors import VilmoError
 from vilmo.types import Messages
 from vilmo.values import VALUES
 
@@ -55,7 +56,7 @@ class EvalPrompt:
         return ""
 
 
-class PromptFileError(ValueError):
+class PromptFileError(VilmoError, ValueError):
     """A prompt file or set that cannot be read; the message names the file and line."""
 
 

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from vilmo.errors import VilmoError
+
 
 @dataclass(frozen=True, slots=True)
 class ScoreInput:
@@ -33,11 +35,11 @@ class ValueScores:
         return scores_to_violations(self.violation, thresholds)
 
 
-class ClassifierError(RuntimeError):
+class ClassifierError(VilmoError, RuntimeError):
     """A judge could not produce a score; never to be read as a pass."""
 
 
-class UnknownValue(KeyError):
+class UnknownValue(VilmoError, KeyError):
     """A value id this classifier cannot judge."""
 
 
