@@ -3,9 +3,9 @@
 Every prompt is sent under every condition (an instruction generator, or None for no
 instruction) K times through ``TargetClient``; every reply is scored by a ``ValueClassifier``
 against the prompt's values (the policy's when the prompt names none). A completion's P(y) is
-its highest violation probability over those values. ``vilmo.evaluation.compliance`` turns the resulting
-N × K matrices into EVR / MVP / APV with bootstrap CIs, paired differences against ``none``,
-a per-value breakdown and the Value Compass alignment score under the policy's weights.
+its highest violation probability over those values. ``vilmo.evaluation.compliance`` turns the
+resulting N × K matrices into EVR / MVP / APV with bootstrap CIs, paired differences against
+``none``, a per-value breakdown and the Value Compass alignment score under the policy's weights.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Candidate instructions for a prompt: the policy's principles most relevant to it, in each style.
 
 Relevance = P(the principle's value is at stake | prompt) × policy weight × (1 + cos(prompt,
-principle)). The stakes probability comes from ``vilmo.instruct.stakes``; a custom principle tied to no
-value takes the stakes model's calibrated similarity instead. Both the VILMO generator (at
+principle)). The stakes probability comes from ``vilmo.instruct.stakes``; a custom principle tied to
+no value takes the stakes model's calibrated similarity instead. Both the VILMO generator (at
 request time) and its training loop draw candidates here, so they see the same set. The
 generator first asks ``values_at_stake`` which of the policy's values a prompt puts at stake and
 draws candidates from their principles only.

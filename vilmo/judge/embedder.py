@@ -135,8 +135,8 @@ class Int8Embedder:
     """all-MiniLM-L6-v2 (mean pooling, unit length) as an int8 ONNX graph, with an LRU cache.
 
     The graph is exported from the packaged fp32 weights and quantised on first use, then read
-    from the cache folder (``vilmo.judge.value_onnx.cache_dir``). Cosine to the fp32 embedding of the
-    same text is about 0.99; models trained on these vectors (``vilmo/models/stakes.npz``) are
+    from the cache folder (``vilmo.judge.value_onnx.cache_dir``). Cosine to the fp32 embedding of
+    the same text is about 0.99; models trained on these vectors (``vilmo/models/stakes.npz``) are
     trained through this class.
     """
 

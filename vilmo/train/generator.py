@@ -1,7 +1,7 @@
 """The VILMO training loop: learn which instruction makes one target model misbehave least.
 
-For each training prompt: retrieve candidates (principle × style, ``vilmo.instruct.candidates``), ask the
-target K times under each candidate instruction (concurrently, rate-limited, retried: any
+For each training prompt: retrieve candidates (principle × style, ``vilmo.instruct.candidates``),
+ask the target K times under each candidate instruction (concurrently, rate-limited, retried: any
 ``Sampler``, normally ``vilmo.evaluation.target.TargetClient``), score every reply with the value
 classifier, and append (prompt, candidate, replies, scores) to ``records.jsonl`` in the run
 directory. A rerun skips the (prompt, candidate) pairs already recorded, so a crashed run
@@ -220,8 +220,9 @@ def _progress(total: int, show: bool) -> Any:
 
 
 def load_prompts(spec: str, data_root: Path | None = None) -> list[str]:
-    """Training prompts: a prompt file or a named set of ``vilmo.evaluation.prompts`` (``moral-stories:train``,
-    ``saferlhf:train[:N]``, ...), as the text of each prompt's last user turn."""
+    """Training prompts: a prompt file or a named set of ``vilmo.evaluation.prompts``
+    (``moral-stories:train``, ``saferlhf:train[:N]``, ...), as the text of each prompt's last user
+    turn."""
     from vilmo.evaluation.prompts import load_prompt_set
 
     return [p.text for p in load_prompt_set(spec, data_root) if p.text.strip()]
