@@ -4,7 +4,7 @@ Prints one JSON object: the plain fp32 sentence encoder's rate (the reference), 
 batched rate through every built-in value (int8 and fp32), single-reply latency, and the
 micro-batcher's rate under concurrent calls. Rates are medians over rounds that alternate the
 baseline and the classifier. int8 is the shipped path (ONNX Runtime, see
-``vilmo.value_onnx``); fp32 is the PyTorch network it is exported from. Texts are ~60-word
+``vilmo.judge.value_onnx``); fp32 is the PyTorch network it is exported from. Texts are ~60-word
 synthetic replies, all distinct, so no cache helps. Usage:
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_classifier.py --threads 2
@@ -89,10 +89,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from sentence_transformers import SentenceTransformer
 
-    from vilmo.classifier import ScoreInput
-    from vilmo.embedder import packaged_model_path
-    from vilmo.heads import BUILTIN_VALUES
-    from vilmo.value_model import BuiltinClassifier
+    from vilmo.judge.classifier import ScoreInput
+    from vilmo.judge.embedder import packaged_model_path
+    from vilmo.judge.heads import BUILTIN_VALUES
+    from vilmo.judge.value_model import BuiltinClassifier
 
     texts = replies(args.n + 200)
     warm, batch_texts, single = texts[:32], texts[32:32 + args.n], texts[32 + args.n:]
@@ -145,9 +145,9 @@ def _median(values: list[float]) -> float:
 
 
 async def _batched(clf: object, texts: list[str]) -> float:
-    from vilmo.batcher import MicroBatcher
-    from vilmo.classifier import ScoreInput
-    from vilmo.heads import BUILTIN_VALUES
+    from vilmo.judge.batcher import MicroBatcher
+    from vilmo.judge.classifier import ScoreInput
+    from vilmo.judge.heads import BUILTIN_VALUES
 
     batcher = MicroBatcher(clf, max_wait_ms=5, max_batch=64)  # type: ignore[arg-type]
     items = [ScoreInput("Again: " + t) for t in texts]

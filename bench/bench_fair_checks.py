@@ -20,9 +20,9 @@ import time
 
 from bench_classifier import cpu_info
 
-from vilmo.batcher import MicroBatcher
-from vilmo.classifier import ScoreInput
-from vilmo.value_model import BuiltinClassifier
+from vilmo.judge.batcher import MicroBatcher
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.value_model import BuiltinClassifier
 
 IDS = ["mft.care", "mft.fairness", "safety.violence"]
 SMALL = ScoreInput("Talk to him calmly tomorrow and tell him how the insult made you feel.",

@@ -29,7 +29,7 @@ FALLBACK = ["How do I get back at my coworker?", "Can I read my partner's messag
 
 
 def load_prompts(n: int) -> list[str]:
-    from vilmo.data import DataMissing, data_dir, saferlhf
+    from vilmo.datasets.readers import DataMissing, data_dir, saferlhf
 
     try:
         found = [p for p, _ in saferlhf(data_dir(), "test")][:n]
@@ -39,7 +39,7 @@ def load_prompts(n: int) -> list[str]:
 
 
 def random_scorer(directory: Path) -> Path:
-    from vilmo.scorer import InstructionScorer, Projection
+    from vilmo.instruct.scorer import InstructionScorer, Projection
 
     rng = np.random.default_rng(0)
 
@@ -72,11 +72,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from vilmo.embedder import Embedder
-    from vilmo.generator import VilmoGenerator
-    from vilmo.instructions import RelevanceGenerator
+    from vilmo.instruct.generator import VilmoGenerator
+    from vilmo.instruct.instructions import RelevanceGenerator
+    from vilmo.instruct.principles import PrincipleBank
+    from vilmo.judge.embedder import Embedder
     from vilmo.policy import Policy
-    from vilmo.principles import PrincipleBank
     from vilmo.values import VALUES
 
     encoder, bank = Embedder(cache_size=100_000), PrincipleBank.load()

@@ -44,7 +44,7 @@ def cpu_model() -> str:
 
 
 def load_prompts(n: int) -> list[str]:
-    from vilmo.data import DataMissing, data_dir
+    from vilmo.datasets.readers import DataMissing, data_dir
     from vilmo.train.stakes_data import stakes_prompts
 
     try:
@@ -65,12 +65,12 @@ def summary(times: list[float]) -> dict[str, float]:
 def main() -> None:
     import torch
 
-    from vilmo.embedder import Embedder, Int8Embedder
-    from vilmo.generator import VilmoGenerator
-    from vilmo.instructions import RelevanceGenerator
+    from vilmo.instruct.generator import VilmoGenerator
+    from vilmo.instruct.instructions import RelevanceGenerator
+    from vilmo.instruct.principles import PrincipleBank
+    from vilmo.instruct.stakes import StakesModel
+    from vilmo.judge.embedder import Embedder, Int8Embedder
     from vilmo.policy import Policy, load_policy
-    from vilmo.principles import PrincipleBank
-    from vilmo.stakes import StakesModel
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=300)

@@ -37,10 +37,10 @@ from proxy.guard import Guard
 from proxy.metrics import Metrics
 from proxy.outcome import Judged
 from proxy.protocol import ChatCompletionChunk, ReplyMessage
-from vilmo.classifier import ScoreInput
-from vilmo.instructions import Instruction
+from vilmo.instruct.instructions import Instruction
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.policy_classifier import PolicyClassifiers
 from vilmo.policy import Action, Policy, load_policy
-from vilmo.policy_classifier import PolicyClassifiers
 from vilmo.verdict import Verdict
 
 DATA = Path("/work/shared/data/fulcra/hh_helpful_test.jsonl")

@@ -41,7 +41,7 @@ KINDS = {"benign": ("hh", "everyday"), "harmful": ("saferlhf",), "moral": ("mora
 
 
 def ci(values: list[float], rounds: int = 1000, seed: int = 13) -> list[float]:
-    from vilmo.metrics import bootstrap_ci
+    from vilmo.evaluation.metrics import bootstrap_ci
 
     arr = np.asarray(values, dtype=np.float64)
     low, high = bootstrap_ci(lambda ix: float(arr[ix].mean()), len(arr), rounds, seed)
@@ -53,12 +53,12 @@ def rate(values: list[float]) -> dict[str, Any]:
 
 
 def main() -> None:
-    from vilmo.data import data_dir
-    from vilmo.embedder import Int8Embedder
-    from vilmo.generator import VilmoGenerator
+    from vilmo.datasets.readers import data_dir
+    from vilmo.instruct.generator import VilmoGenerator
+    from vilmo.instruct.principles import PrincipleBank
+    from vilmo.instruct.stakes import StakesModel
+    from vilmo.judge.embedder import Int8Embedder
     from vilmo.policy import load_policy
-    from vilmo.principles import PrincipleBank
-    from vilmo.stakes import StakesModel
     from vilmo.train.stakes_data import stakes_prompts
     from vilmo.values import harm_coverage
 

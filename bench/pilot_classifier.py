@@ -53,7 +53,7 @@ def virtue_examples(root: Path) -> list[Any]:
     """Weak ``cm`` labels from ETHICS virtue train: a scenario whose fitting trait is a clear
     vice is wrong, one whose fitting trait is a clear virtue is not; other traits are skipped.
     Scenarios in the dev bucket are left out."""
-    from vilmo.data import Example, split_of
+    from vilmo.datasets.readers import Example, split_of
 
     out = []
     with (root / "ethics" / "virtue" / "virtue_train.csv").open(encoding="utf-8") as fh:
@@ -68,9 +68,9 @@ def virtue_examples(root: Path) -> list[Any]:
 
 
 def dev_figures(model: Any, dev: list[Any], names: list[str], root: Path) -> dict[str, float]:
-    from vilmo import metrics
-    from vilmo.classifier import ScoreInput
-    from vilmo.data import VALUEEVAL_CATEGORIES
+    from vilmo.datasets.readers import VALUEEVAL_CATEGORIES
+    from vilmo.evaluation import metrics
+    from vilmo.judge.classifier import ScoreInput
 
     out: dict[str, float] = {}
     cm = [e for e in dev if e.source == "cm"]
@@ -122,13 +122,13 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from vilmo.data import data_dir
-    from vilmo.embedder import packaged_model_path
-    from vilmo.heads import head_names
+    from vilmo.datasets.readers import data_dir
+    from vilmo.judge.embedder import packaged_model_path
+    from vilmo.judge.heads import head_names
+    from vilmo.judge.value_model import BuiltinClassifier
+    from vilmo.judge.value_net import ValueNet, WindowSpec, load_base
     from vilmo.train.classifier import TrainSettings, fit_network, write_network
     from vilmo.train.examples import build
-    from vilmo.value_model import BuiltinClassifier
-    from vilmo.value_net import ValueNet, WindowSpec, load_base
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -47,17 +47,17 @@ def main() -> None:
 
 
 async def pilot(args: argparse.Namespace) -> dict[str, Any]:
-    from vilmo.classifier import ScoreInput
     from vilmo.cli.train_generator import all_values_policy
-    from vilmo.embedder import Embedder
-    from vilmo.generator import VilmoGenerator
-    from vilmo.instructions import NO_INSTRUCTION, apply_instruction
+    from vilmo.evaluation.target import TargetClient, TargetModel
+    from vilmo.instruct.generator import VilmoGenerator
+    from vilmo.instruct.instructions import NO_INSTRUCTION, apply_instruction
+    from vilmo.instruct.principles import PrincipleBank
+    from vilmo.judge.classifier import ScoreInput
+    from vilmo.judge.embedder import Embedder
+    from vilmo.judge.policy_classifier import PolicyClassifiers
+    from vilmo.judge.value_model import BuiltinClassifier
     from vilmo.policy import load_policy
-    from vilmo.policy_classifier import PolicyClassifiers
-    from vilmo.principles import PrincipleBank
-    from vilmo.target import TargetClient, TargetModel
     from vilmo.train.generator import load_prompts, reply_violation
-    from vilmo.value_model import BuiltinClassifier
 
     base = load_policy(args.policy) if args.policy else all_values_policy()
     policies = {arm: base.model_copy(update={"instructions": base.instructions.model_copy(
@@ -99,7 +99,7 @@ async def pilot(args: argparse.Namespace) -> dict[str, Any]:
 
 def mean_ci(values: np.ndarray) -> tuple[float, float]:
     """95 % bootstrap interval of the mean over prompts."""
-    from vilmo.metrics import bootstrap_ci
+    from vilmo.evaluation.metrics import bootstrap_ci
 
     def mean(ix: np.ndarray) -> float:
         return float(values[ix].mean())

@@ -13,10 +13,10 @@ from proxy.errors import StreamTimeout
 from proxy.metrics import Metrics
 from proxy.protocol import ChatCompletionChunk, UpstreamParams
 from proxy.upstream import Upstream, open_stream
-from vilmo.classifier import ScoreInput
-from vilmo.instructions import Instruction, apply_instruction, prompt_text, strengthen
+from vilmo.instruct.instructions import Instruction, apply_instruction, prompt_text, strengthen
+from vilmo.instruct.principles import PrincipleBank
+from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
-from vilmo.principles import PrincipleBank
 from vilmo.verdict import Verdict
 
 

@@ -8,8 +8,8 @@ from proxy.outcome import NOT_CHECKED, verdict_of
 from proxy.pipeline import choose_policy
 from proxy.protocol import ValuesCheckRequest, ValuesCheckResult
 from proxy.services import Services
-from vilmo.classifier import ScoreInput
-from vilmo.instructions import message_text
+from vilmo.instruct.instructions import message_text
+from vilmo.judge.classifier import ScoreInput
 from vilmo.verdict import SEVERITY, Verdict
 
 

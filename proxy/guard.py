@@ -19,9 +19,9 @@ from typing import Literal
 from proxy.errors import GuardFailed
 from proxy.metrics import Metrics
 from proxy.outcome import FAILED_OPEN, FailedOpen
-from vilmo.batcher import MicroBatcher
-from vilmo.classifier import ScoreInput, ValueClassifier
-from vilmo.instructions import NO_INSTRUCTION, Instruction, InstructionGenerator
+from vilmo.instruct.instructions import NO_INSTRUCTION, Instruction, InstructionGenerator
+from vilmo.judge.batcher import MicroBatcher
+from vilmo.judge.classifier import ScoreInput, ValueClassifier
 from vilmo.policy import Policy
 from vilmo.types import Messages
 from vilmo.verdict import Verdict, decide, merge_max, rules_of, worst_of

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from proxy.protocol import ChatCompletion, ChatCompletionChunk
-from vilmo.instructions import Instruction
+from vilmo.instruct.instructions import Instruction
 from vilmo.verdict import Verdict
 
 if TYPE_CHECKING:

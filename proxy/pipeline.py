@@ -37,8 +37,8 @@ from proxy.record import Ledger
 from proxy.services import Services
 from proxy.streaming import buffered, live
 from proxy.upstream import Chunk, Completion, Upstream
-from vilmo.classifier import ScoreInput
-from vilmo.instructions import NO_INSTRUCTION, message_text
+from vilmo.instruct.instructions import NO_INSTRUCTION, message_text
+from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 from vilmo.policy_store import PolicyStore, UnknownPolicy
 from vilmo.verdict import Verdict

@@ -28,7 +28,7 @@ from proxy.protocol import (
 from proxy.record import Ledger
 from proxy.services import Services
 from proxy.sse import sse_body
-from vilmo.instructions import Instruction
+from vilmo.instruct.instructions import Instruction
 from vilmo.yamlfile import dotted
 
 router = APIRouter()

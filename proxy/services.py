@@ -12,13 +12,13 @@ from proxy.outcome import Facts
 from proxy.record import Ledger
 from proxy.settings import GatewayConfig
 from proxy.upstream import LiteLLMUpstream, Upstream
-from vilmo.classifier import ScoreInput
-from vilmo.embedder import Embedder, Int8Embedder
-from vilmo.generator import VilmoGenerator
-from vilmo.instructions import InstructionGenerator
+from vilmo.instruct.generator import VilmoGenerator
+from vilmo.instruct.instructions import InstructionGenerator
+from vilmo.instruct.principles import PrincipleBank
+from vilmo.instruct.stakes import StakesModel
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.embedder import Embedder, Int8Embedder
 from vilmo.policy_store import PolicyStore
-from vilmo.principles import PrincipleBank
-from vilmo.stakes import StakesModel
 from vilmo.verdict import rules_of
 
 
@@ -59,7 +59,7 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
                            config.server.policy_reload_interval_s, check=generator.check)
     metrics = Metrics([d.model_name for d in config.model_list])
     if classifier_for is None:
-        from vilmo.policy_classifier import PolicyClassifiers
+        from vilmo.judge.policy_classifier import PolicyClassifiers
 
         classifier_for = PolicyClassifiers(encoder=embedder)
     for name in policies.names():  # load models and embed principles before traffic

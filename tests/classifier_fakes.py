@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vilmo.classifier import ScoreInput, UnknownValue, ValueScores
+from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
 
 
 class KeywordClassifier:

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes import KeywordClassifier
 from stub_upstream import ServerThread, StubUpstream
 
+from vilmo.instruct.principles import PrincipleBank
 from vilmo.policy_store import SHIPPED_POLICY_DIR
-from vilmo.principles import PrincipleBank
 
 REPO = Path(__file__).resolve().parent.parent
 TEAM_KEY = "sk-team-a-0123456789"

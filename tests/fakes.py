@@ -23,11 +23,11 @@ from proxy.protocol import ChatCompletion, ChatCompletionChunk, ReplyMessage, Up
 from proxy.record import RequestRecord
 from proxy.services import Services
 from proxy.settings import Deployment, GatewayConfig, ServerSettings
-from vilmo.classifier import ClassifierError, ScoreInput, ValueScores
-from vilmo.instructions import Instruction
+from vilmo.instruct.instructions import Instruction
+from vilmo.instruct.principles import PrincipleBank
+from vilmo.judge.classifier import ClassifierError, ScoreInput, ValueScores
 from vilmo.policy import Policy
 from vilmo.policy_store import PolicyStore
-from vilmo.principles import PrincipleBank
 from vilmo.types import Messages
 
 HIGH, LOW = 0.95, 0.02

@@ -11,10 +11,10 @@ from types import MappingProxyType
 
 import numpy as np
 
-from vilmo.classifier import ScoreInput, ValueScores
-from vilmo.instructions import prompt_text
-from vilmo.principles import STYLES, Principle, PrincipleBank
-from vilmo.target import Costs
+from vilmo.evaluation.target import Costs
+from vilmo.instruct.instructions import prompt_text
+from vilmo.instruct.principles import STYLES, Principle, PrincipleBank
+from vilmo.judge.classifier import ScoreInput, ValueScores
 from vilmo.types import Matrix, Messages
 
 DIMS = 384

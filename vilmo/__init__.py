@@ -4,15 +4,16 @@ A library usable without the gateway: it never imports ``proxy``, FastAPI or Sta
 Heavy parts (torch, the encoder, LiteLLM) load only when first used.
 """
 
-from vilmo.batcher import MicroBatcher
-from vilmo.classifier import ClassifierError, ScoreInput, ValueClassifier, ValueScores
-from vilmo.generator import VilmoGenerator
-from vilmo.instructions import Instruction, InstructionGenerator, RelevanceGenerator
+from vilmo.errors import VilmoError
+from vilmo.instruct.generator import VilmoGenerator
+from vilmo.instruct.instructions import Instruction, InstructionGenerator, RelevanceGenerator
+from vilmo.instruct.principles import Principle, PrincipleBank
+from vilmo.judge.batcher import MicroBatcher
+from vilmo.judge.classifier import ClassifierError, ScoreInput, ValueClassifier, ValueScores
+from vilmo.judge.policy_classifier import PolicyClassifier, PolicyClassifiers
+from vilmo.judge.value_model import BuiltinClassifier
 from vilmo.policy import Action, Policy, PolicyError, PolicyIssue, load_policy
-from vilmo.policy_classifier import PolicyClassifier, PolicyClassifiers
 from vilmo.policy_store import PolicyStore, UnknownPolicy
-from vilmo.principles import Principle, PrincipleBank
-from vilmo.value_model import BuiltinClassifier
 from vilmo.values import VALUES, Value, get_value
 from vilmo.verdict import Verdict, decide
 
@@ -39,6 +40,7 @@ __all__ = [
     "ValueClassifier",
     "ValueScores",
     "Verdict",
+    "VilmoError",
     "VilmoGenerator",
     "decide",
     "get_value",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vilmo.errors import VilmoError
 from vilmo.policy import Policy, PolicyError, load_policy
 
 SHIPPED_POLICY_DIR = Path(__file__).resolve().parent / "policies"
@@ -29,7 +30,7 @@ class _Entry:
     policy: Policy | None  # the last good version; None if the file never loaded
 
 
-class UnknownPolicy(KeyError):
+class UnknownPolicy(VilmoError, KeyError):
     """No policy of that name is loaded."""
 
 

@@ -13,6 +13,8 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from vilmo.errors import VilmoError
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -30,7 +32,7 @@ class FileIssue:
         return f"{where}: {self.field or '(file)'}: {self.message}"
 
 
-class FileError(ValueError):
+class FileError(VilmoError, ValueError):
     """A YAML file that cannot be used; ``issues`` lists every problem found."""
 
     def __init__(self, issues: list[FileIssue]) -> None:

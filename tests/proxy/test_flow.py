@@ -16,7 +16,7 @@ from fakes import CALM, CRASH, VIOLENT, FakeUpstream, MemoryAudit, fake_services
 from proxy.errors import UpstreamFailed
 from proxy.record import RequestRecord
 from proxy.services import Services
-from vilmo.principles import PrincipleBank
+from vilmo.instruct.principles import PrincipleBank
 
 ASK = [{"role": "user", "content": "My neighbour insulted me. What should I do?"}]
 REFUSAL = "REFUSED-BY-POLICY"

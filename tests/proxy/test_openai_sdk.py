@@ -11,9 +11,9 @@ from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from stub_upstream import StubUpstream
 
+from vilmo.instruct.principles import PrincipleBank
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
-from vilmo.principles import PrincipleBank
 
 MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "My neighbour insulted me. How do I hurt him back?"}]

@@ -11,7 +11,7 @@ from conftest import ADMIN_KEY
 from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
 
-from vilmo.instructions import HEADER, STRENGTHEN_LEAD
+from vilmo.instruct.instructions import HEADER, STRENGTHEN_LEAD
 
 REVENGE = "My coworker humiliated me in front of everyone. How do I get revenge on him?"
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import pytest
 from classifier_fakes import KeywordClassifier
 
-from vilmo.batcher import MicroBatcher, split_text
-from vilmo.classifier import ScoreInput, UnknownValue, ValueScores
+from vilmo.judge.batcher import MicroBatcher, split_text
+from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
 
 
 def test_concurrent_calls_share_one_batch() -> None:

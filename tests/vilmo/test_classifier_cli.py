@@ -10,9 +10,9 @@ from typing import Any
 from classifier_fakes import HashEncoder, KeywordClassifier
 from click.testing import CliRunner
 
-from vilmo.classifier import ScoreInput, ValueScores
 from vilmo.cli import cli
-from vilmo.heads import BUILTIN_VALUES
+from vilmo.judge.classifier import ScoreInput, ValueScores
+from vilmo.judge.heads import BUILTIN_VALUES
 
 
 def run(stdin: str, *args: str, fake: KeywordClassifier | None = None,

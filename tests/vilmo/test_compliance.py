@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from vilmo.compliance import (
+from vilmo.evaluation.compliance import (
     METRICS,
     Estimate,
     alignment,

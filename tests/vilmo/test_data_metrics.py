@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vilmo import data, metrics
+from vilmo.datasets import readers as data
+from vilmo.evaluation import metrics
 
 
 @pytest.mark.parametrize(("raw", "want"), [
@@ -96,3 +97,13 @@ def test_valueeval_dev_conclusions_are_unseen_in_training() -> None:
     assert not train & {a.conclusion for a in data.valueeval(root, "validation")}
     old_dev = conclusions(valueeval_examples(root, "dev", "premise"))
     assert old_dev & conclusions(valueeval_examples(root, "train", "premise"))
+
+
+def test_default_data_dir_is_the_shared_folder_beside_the_checkout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``../shared/data`` relative to the checkout, wherever the readers' module sits."""
+    from pathlib import Path
+
+    monkeypatch.delenv("VILMO_DATA_DIR", raising=False)
+    checkout = Path(__file__).resolve().parent.parent.parent
+    assert data.data_dir() == checkout.parent / "shared" / "data"

@@ -14,9 +14,9 @@ from stub_upstream import ServerThread, StubUpstream
 
 from vilmo.cli import cli
 from vilmo.cli.eval_prompts import limit_prompts
-from vilmo.instructions import Instruction
+from vilmo.evaluation.prompts import moral_stories
+from vilmo.instruct.instructions import Instruction
 from vilmo.policy import Policy
-from vilmo.prompts import moral_stories
 from vilmo.types import Messages
 
 BAD = "Enraged, he punched John and laughed."

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from fakes import KeywordClassifier
 
-from vilmo.evaluate import StaticGenerator, WithSettings, run_eval
-from vilmo.instructions import Instruction
+from vilmo.evaluation.evaluate import StaticGenerator, WithSettings, run_eval
+from vilmo.evaluation.prompts import EvalPrompt
+from vilmo.evaluation.report import markdown, write_outputs
+from vilmo.evaluation.target import TargetClient, TargetModel
+from vilmo.instruct.instructions import Instruction
 from vilmo.policy import Policy
-from vilmo.prompts import EvalPrompt
-from vilmo.report import markdown, write_outputs
-from vilmo.target import TargetClient, TargetModel
 from vilmo.types import Messages
 
 BAD, GOOD = "He lost his temper and punched him.", "He took a breath and helped him up."

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from generator_fakes import VALUES3, TableEncoder, small_bank
 
-from vilmo.generator import VilmoGenerator
-from vilmo.instructions import HEADER, RelevanceGenerator
+from vilmo.instruct.generator import VilmoGenerator
+from vilmo.instruct.instructions import HEADER, RelevanceGenerator
+from vilmo.instruct.scorer import InstructionScorer, Projection
+from vilmo.instruct.stakes import StakesModel
 from vilmo.policy import Policy
-from vilmo.scorer import InstructionScorer, Projection
-from vilmo.stakes import StakesModel
 from vilmo.types import Matrix
 
 MESSAGES = [{"role": "user", "content": "a prompt about something"}]

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from generator_fakes import VALUES3, ReplyReader, SimulatedTarget, World, parse_line, small_bank
 
-from vilmo.generator import VilmoGenerator
-from vilmo.instructions import RelevanceGenerator
+from vilmo.instruct.generator import VilmoGenerator
+from vilmo.instruct.instructions import RelevanceGenerator
+from vilmo.instruct.stakes import StakesModel
 from vilmo.policy import Policy
-from vilmo.stakes import StakesModel
 from vilmo.train.generator import LoopSettings, collect, read_records
 from vilmo.train.scorer_fit import fit_scorer
 

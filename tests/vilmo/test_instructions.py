@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from vilmo.embedder import Embedder
-from vilmo.instructions import (
+from vilmo.instruct.instructions import (
     HEADER,
     Instruction,
     RelevanceGenerator,
     apply_instruction,
     prompt_text,
 )
+from vilmo.instruct.principles import PrincipleBank
+from vilmo.judge.embedder import Embedder
 from vilmo.policy import Policy
-from vilmo.principles import PrincipleBank
 from vilmo.types import Messages
 
 pytestmark = pytest.mark.slow  # loads the packaged encoder (a real model)

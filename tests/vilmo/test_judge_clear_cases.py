@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from vilmo.classifier import ScoreInput
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
-from vilmo.value_model import BuiltinClassifier, default_model_dir
 from vilmo.verdict import decide
 
 pytestmark = [

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vilmo import data
+from vilmo.datasets import readers as data
+from vilmo.judge.value_model import at_operating_point
 from vilmo.train.classifier import _benign_quantile
 from vilmo.train.examples import judge_examples
-from vilmo.value_model import at_operating_point
 
 NEEDS_JBB = pytest.mark.skipif(not (data.data_dir() / "jailbreakbench").exists(),
                                reason="no jailbreakbench/ in the data folder")
@@ -40,7 +40,7 @@ def test_written_heldout_rows_are_not_training_rows(kind: str, field: str) -> No
 
 
 def test_heldout_stories_continue_only_test_stories() -> None:
-    from vilmo.prompts import moral_stories
+    from vilmo.evaluation.prompts import moral_stories
 
     split = {p.id: p.split for p in moral_stories()}
     assert {split[str(r["story_id"])] for r in data.judge_rows("stories_heldout")} == {"test"}

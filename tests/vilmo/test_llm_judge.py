@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from vilmo.classifier import ClassifierError, ScoreInput, UnknownValue
-from vilmo.llm_judge import PROMPT_VERSION, LLMJudge, VerdictError, parse_verdict
+from vilmo.judge.classifier import ClassifierError, ScoreInput, UnknownValue
+from vilmo.judge.llm_judge import PROMPT_VERSION, LLMJudge, VerdictError, parse_verdict
 
 
 @pytest.mark.parametrize("text", [

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vilmo.data import data_dir
-from vilmo.prompts import PromptFileError, load_prompt_set, moral_stories, read_prompts
+from vilmo.datasets.readers import data_dir
+from vilmo.evaluation.prompts import PromptFileError, load_prompt_set, moral_stories, read_prompts
 
 
 def test_moral_stories_are_balanced_and_split_by_the_stated_rule() -> None:

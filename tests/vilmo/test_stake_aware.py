@@ -9,9 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from vilmo.embedder import Embedder, Int8Embedder
-from vilmo.generator import VilmoGenerator
-from vilmo.instructions import (
+from vilmo.instruct.generator import VilmoGenerator
+from vilmo.instruct.instructions import (
     HEADER,
     STRENGTHEN_LEAD,
     Instruction,
@@ -19,10 +18,11 @@ from vilmo.instructions import (
     compose,
     strengthen,
 )
+from vilmo.instruct.principles import PrincipleBank
+from vilmo.instruct.stakes import StakesModel
+from vilmo.judge.embedder import Embedder, Int8Embedder
 from vilmo.policy import Policy, load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
-from vilmo.principles import PrincipleBank
-from vilmo.stakes import StakesModel
 from vilmo.types import Messages
 
 pytestmark = pytest.mark.slow  # loads the packaged encoder (a real model)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vilmo.data import data_dir
-from vilmo.embedder import Int8Embedder
-from vilmo.stakes import StakesModel, default_stakes_path
+from vilmo.datasets.readers import data_dir
+from vilmo.instruct.stakes import StakesModel, default_stakes_path
+from vilmo.judge.embedder import Int8Embedder
 from vilmo.values import VALUES, values_in
 
 pytestmark = pytest.mark.slow  # loads the packaged encoder (a real model)
@@ -18,7 +18,7 @@ needs_data = pytest.mark.skipif(not (DATA / "fulcra").exists(),
 
 @needs_data
 def test_held_out_prompts_never_reach_training() -> None:
-    from vilmo.data import VALUEEVAL_TO_SCHWARTZ
+    from vilmo.datasets.readers import VALUEEVAL_TO_SCHWARTZ
     from vilmo.train.stakes_data import stakes_prompts
 
     rows = stakes_prompts(DATA)
@@ -72,9 +72,9 @@ def test_shipped_weights_read_the_harm_in_a_prompt(encoder: Int8Embedder) -> Non
 def test_vilmo_prior_puts_the_right_value_first(encoder: Int8Embedder, prompt: str,
                                                 value: str, first: bool) -> None:
     # The relevance generator needs its top two for the last one (see test_instructions.py).
-    from vilmo.generator import VilmoGenerator
+    from vilmo.instruct.generator import VilmoGenerator
+    from vilmo.instruct.principles import PrincipleBank
     from vilmo.policy import Policy
-    from vilmo.principles import PrincipleBank
 
     policy = Policy.model_validate({"name": "t", "values": {
         v: {"weight": 1.0} for v in ("mft.care", "mft.fairness", "safety.privacy", "mft.sanctity")},

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from vilmo.classifier import ScoreInput
-from vilmo.data import Example
-from vilmo.embedder import packaged_model_path
+from vilmo.datasets.readers import Example
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.embedder import packaged_model_path
+from vilmo.judge.value_model import BuiltinClassifier
+from vilmo.judge.value_net import ValueNet, WindowSpec, load_base, pad
 from vilmo.train.classifier import TrainSettings, fit_network, write_network
-from vilmo.value_model import BuiltinClassifier
-from vilmo.value_net import ValueNet, WindowSpec, load_base, pad
 
 pytestmark = pytest.mark.slow  # loads the packaged encoder (a real model)
 
@@ -72,7 +72,7 @@ def test_encoder_is_a_setting_the_classifier_serves_from(tmp_path: Path,
     loads that folder (not the packaged encoder) to serve them."""
     import shutil
 
-    from vilmo import value_net
+    from vilmo.judge import value_net
 
     encoder = tmp_path / "my-encoder"
     shutil.copytree(packaged_model_path(), encoder)

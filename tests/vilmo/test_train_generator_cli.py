@@ -11,10 +11,10 @@ from generator_fakes import FlakyClassifier
 from stub_upstream import StubUpstream
 
 from vilmo.cli import cli
-from vilmo.generator import VilmoGenerator
-from vilmo.instructions import HEADER
+from vilmo.instruct.generator import VilmoGenerator
+from vilmo.instruct.instructions import HEADER
+from vilmo.instruct.principles import PrincipleBank
 from vilmo.policy import Policy
-from vilmo.principles import PrincipleBank
 from vilmo.train.generator import RECORDS, read_records
 
 
@@ -75,7 +75,7 @@ def test_loop_runs_against_stub_and_resumes_after_a_crash(stub: StubUpstream,
 
     card = json.loads((run / "scorer.json").read_text())
     assert card["target"] == "openai/stub-model" and card["pairs"] == 9
-    from vilmo.embedder import Int8Embedder
+    from vilmo.judge.embedder import Int8Embedder
 
     policy = Policy.model_validate({"name": "p", "values": {"mft.care": {"weight": 1.0}},
                                     "instructions": {"generator": "vilmo", "weights": str(run)}})

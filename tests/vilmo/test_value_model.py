@@ -8,10 +8,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from vilmo.classifier import ScoreInput, UnknownValue, ValueClassifier
-from vilmo.heads import BUILTIN_VALUES, SCHWARTZ
+from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueClassifier
+from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ
+from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 from vilmo.types import Matrix
-from vilmo.value_model import BuiltinClassifier, default_model_dir
 
 pytestmark = [pytest.mark.slow,  # loads the value classifier (a real model)
               pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vilmo import value_onnx
-from vilmo.classifier import ScoreInput
-from vilmo.value_model import BuiltinClassifier, default_model_dir
+from vilmo.judge import value_onnx
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 
 pytestmark = [pytest.mark.slow,  # loads the value classifier (a real model)
               pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
@@ -103,7 +103,7 @@ def test_calibrate_only_refits_on_dev_and_keeps_the_weights(
     from click.testing import CliRunner
 
     from vilmo.cli import cli
-    from vilmo.data import Example, data_dir
+    from vilmo.datasets.readers import Example, data_dir
     from vilmo.train import classifier as training
     from vilmo.train.examples import DevSplit, Sizes, build
 

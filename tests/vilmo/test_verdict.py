@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vilmo.classifier import ScoreInput, ValueScores
+from vilmo.judge.classifier import ScoreInput, ValueScores
+from vilmo.judge.policy_classifier import PolicyClassifier
 from vilmo.policy import Action, Policy
-from vilmo.policy_classifier import PolicyClassifier
 from vilmo.verdict import decide, merge_max, rules_of, worst_of
 
 POLICY = Policy.model_validate({

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vilmo.value_net import WindowSpec, windows
+from vilmo.judge.value_net import WindowSpec, windows
 
 
 class CharTokenizer:
@@ -35,7 +35,7 @@ def test_training_reads_one_window() -> None:
 def test_packed_weights_round_trip_within_int8_error() -> None:
     import torch
 
-    from vilmo.value_net import SCALE_SUFFIX, pack, unpack
+    from vilmo.judge.value_net import SCALE_SUFFIX, pack, unpack
 
     torch.manual_seed(0)
     state = {"layer.weight": torch.randn(8, 16) * torch.arange(1, 9)[:, None],

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vilmo.classifier import ScoreInput, UnknownValue
-from vilmo.zero_shot import PrincipleSpec, ZeroShotClassifier, load_calibration
+from vilmo.judge.classifier import ScoreInput, UnknownValue
+from vilmo.judge.zero_shot import PrincipleSpec, ZeroShotClassifier, load_calibration
 
 pytestmark = pytest.mark.slow  # loads the packaged encoder (a real model)
 

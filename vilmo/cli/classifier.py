@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import click
 
-from vilmo.classifier import ScoreInput, ValueClassifier, scores_to_violations
+from vilmo.judge.classifier import ScoreInput, ValueClassifier, scores_to_violations
 
 
 def _parse(line: str) -> ScoreInput | str:
@@ -75,8 +75,8 @@ def classify_command(ctx: click.Context, values_csv: str | None, policy_file: Pa
     classifier: ValueClassifier = builtin
     thresholds: dict[str, float] = {}
     if policy_file:
+        from vilmo.judge.policy_classifier import PolicyClassifier
         from vilmo.policy import PolicyError, load_policy
-        from vilmo.policy_classifier import PolicyClassifier
         from vilmo.verdict import rules_of
 
         try:
@@ -85,18 +85,18 @@ def classify_command(ctx: click.Context, values_csv: str | None, policy_file: Pa
             raise click.ClickException(str(exc)) from exc
         custom: Any = None
         if policy.principles and judge_model:
-            from vilmo.llm_judge import LLMJudge
+            from vilmo.judge.llm_judge import LLMJudge
 
             custom = LLMJudge(judge_model, {p.id: p.text for p in policy.principles})
         elif policy.principles:
-            from vilmo.zero_shot import ZeroShotClassifier
+            from vilmo.judge.zero_shot import ZeroShotClassifier
 
             custom = ZeroShotClassifier.from_policy(policy, obj.get("encoder"))
         classifier = PolicyClassifier(builtin, custom)
         rules = rules_of(policy)
         ids, thresholds = list(rules), {k: r.threshold for k, r in rules.items()}
     else:
-        from vilmo.heads import BUILTIN_VALUES
+        from vilmo.judge.heads import BUILTIN_VALUES
 
         ids = list(BUILTIN_VALUES)
     if values_csv:
@@ -130,7 +130,7 @@ def classify_command(ctx: click.Context, values_csv: str | None, policy_file: Pa
 
 
 def _builtin() -> ValueClassifier:
-    from vilmo.value_model import BuiltinClassifier
+    from vilmo.judge.value_model import BuiltinClassifier
 
     return BuiltinClassifier()
 

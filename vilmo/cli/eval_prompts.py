@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from vilmo.classifier import ValueClassifier
-    from vilmo.instructions import InstructionGenerator
+    from vilmo.evaluation.prompts import EvalPrompt
+    from vilmo.instruct.instructions import InstructionGenerator
+    from vilmo.judge.classifier import ValueClassifier
     from vilmo.policy import Policy
-    from vilmo.prompts import EvalPrompt
 
 F = TypeVar("F", bound=Callable[..., object])
 CONDITIONS = ("none", "static", "relevance", "vilmo")
@@ -95,7 +95,7 @@ def build_conditions(names: list[str], policy: Policy, obj: dict[str, Any],
                      vilmo_weights: Path | None) -> dict[str, InstructionGenerator | None]:
     """The generator of each requested condition; `vilmo` is skipped, with a message on
     stderr, when its model cannot be loaded."""
-    from vilmo.evaluate import StaticGenerator, WithSettings
+    from vilmo.evaluation.evaluate import StaticGenerator, WithSettings
 
     injected: dict[str, InstructionGenerator] = obj.get("generators", {})
     out: dict[str, InstructionGenerator | None] = {}
@@ -119,20 +119,20 @@ def build_conditions(names: list[str], policy: Policy, obj: dict[str, Any],
 
 
 def _relevance() -> InstructionGenerator:
-    from vilmo.embedder import Embedder
-    from vilmo.instructions import RelevanceGenerator
-    from vilmo.principles import PrincipleBank
+    from vilmo.instruct.instructions import RelevanceGenerator
+    from vilmo.instruct.principles import PrincipleBank
+    from vilmo.judge.embedder import Embedder
 
     return RelevanceGenerator(PrincipleBank.load(), Embedder())
 
 
 def _vilmo(weights: Path | None) -> InstructionGenerator | None:
-    from vilmo.evaluate import WithSettings
+    from vilmo.evaluation.evaluate import WithSettings
 
     try:
-        from vilmo.embedder import Int8Embedder
-        from vilmo.generator import VilmoGenerator
-        from vilmo.principles import PrincipleBank
+        from vilmo.instruct.generator import VilmoGenerator
+        from vilmo.instruct.principles import PrincipleBank
+        from vilmo.judge.embedder import Int8Embedder
 
         generator = VilmoGenerator(PrincipleBank.load(), Int8Embedder())
     except (ImportError, FileNotFoundError, OSError) as exc:
@@ -149,7 +149,7 @@ def _vilmo(weights: Path | None) -> InstructionGenerator | None:
 def _classifier(obj: dict[str, Any]) -> ValueClassifier:
     if obj.get("classifier") is not None:
         return obj["classifier"]  # type: ignore[no-any-return]
-    from vilmo.value_model import BuiltinClassifier, default_model_dir
+    from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 
     if not (default_model_dir() / "config.json").exists():
         raise click.ClickException(f"the built-in value classifier has no weights in "
@@ -164,11 +164,11 @@ def run_prompt_eval(ctx: click.Context, *, target: str, prompt_spec: str, k: int
                     vilmo_weights: Path | None, judge_with_prompt: bool,
                     threads: int | None) -> None:
     """Sample, judge, summarise, write the outputs and print the summary."""
-    from vilmo.evaluate import run_eval
+    from vilmo.evaluation.evaluate import run_eval
+    from vilmo.evaluation.prompts import PromptFileError, load_prompt_set
+    from vilmo.evaluation.report import write_outputs
+    from vilmo.evaluation.target import TargetClient, TargetModel
     from vilmo.policy import PolicyError, load_policy
-    from vilmo.prompts import PromptFileError, load_prompt_set
-    from vilmo.report import write_outputs
-    from vilmo.target import TargetClient, TargetModel
 
     if threads:
         import torch

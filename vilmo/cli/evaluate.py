@@ -20,7 +20,7 @@ def eval_group(ctx: click.Context, /, **options: Any) -> None:
     """Evaluate the project's models on held-out data.
 
     With --target: sample prompts under each instruction condition from a target model, judge
-    the replies and report EVR / MVP / APV with 95 % CIs (see vilmo.evaluate).
+    the replies and report EVR / MVP / APV with 95 % CIs (see vilmo.evaluation.evaluate).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -43,9 +43,9 @@ def eval_group(ctx: click.Context, /, **options: Any) -> None:
 def eval_classifier_command(data_dir: Path | None, model_dir: Path | None, as_json: bool,
                             policy_file: Path | None, threads: int | None) -> None:
     """Held-out figures of the built-in value classifier, with 95 % CIs."""
-    from vilmo.classifier_eval import evaluate
-    from vilmo.data import data_dir as resolve
-    from vilmo.value_model import BuiltinClassifier
+    from vilmo.datasets.readers import data_dir as resolve
+    from vilmo.evaluation.classifier_eval import evaluate
+    from vilmo.judge.value_model import BuiltinClassifier
 
     if threads:
         import torch

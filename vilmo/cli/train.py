@@ -51,9 +51,9 @@ def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs
     zero-shot judge's calibration (written beside it as zero_shot.json)."""
     import torch
 
-    from vilmo.data import data_dir as resolve
+    from vilmo.datasets.readers import data_dir as resolve
+    from vilmo.judge.value_model import default_model_dir
     from vilmo.train.classifier import TrainSettings, recalibrate, train_classifier
-    from vilmo.value_model import default_model_dir
 
     if threads:
         torch.set_num_threads(threads)

@@ -32,8 +32,8 @@ def _classifier_factory(spec: str) -> Callable[[Policy, Any], Any]:
         model_dir = spec.partition(":")[2] or None
 
         def builtin(policy: Policy, encoder: Any) -> Any:
-            from vilmo.policy_classifier import PolicyClassifiers
-            from vilmo.value_model import BuiltinClassifier
+            from vilmo.judge.policy_classifier import PolicyClassifiers
+            from vilmo.judge.value_model import BuiltinClassifier
 
             return PolicyClassifiers(BuiltinClassifier(model_dir), encoder)(policy)
         return builtin
@@ -81,13 +81,13 @@ def train_generator_command(target: str, api_base: str | None, api_key: str | No
         import torch
 
         torch.set_num_threads(threads)
-    from vilmo.candidates import Retriever
-    from vilmo.embedder import Int8Embedder
+    from vilmo.evaluation.prompts import PromptFileError
+    from vilmo.evaluation.target import TargetClient, TargetModel
+    from vilmo.instruct.candidates import Retriever
+    from vilmo.instruct.principles import PrincipleBank
+    from vilmo.instruct.stakes import StakesModel, default_stakes_path
+    from vilmo.judge.embedder import Int8Embedder
     from vilmo.policy import load_policy
-    from vilmo.principles import PrincipleBank
-    from vilmo.prompts import PromptFileError
-    from vilmo.stakes import StakesModel, default_stakes_path
-    from vilmo.target import TargetClient, TargetModel
     from vilmo.train.generator import LoopSettings, collect, load_prompts, write_settings
 
     policy = load_policy(policy_path) if policy_path else all_values_policy()
@@ -149,9 +149,9 @@ def train_stakes_command(data_dir: Path | None, out: Path | None, cache_dir: Pat
                          seed: int, threads: int) -> None:
     """Train the values-at-stake model (the gate and the per-value heads, on the int8 encoder's
     embeddings) and measure it on held-out prompts."""
-    from vilmo.data import data_dir as resolve
-    from vilmo.embedder import Int8Embedder
-    from vilmo.stakes import default_stakes_path
+    from vilmo.datasets.readers import data_dir as resolve
+    from vilmo.instruct.stakes import default_stakes_path
+    from vilmo.judge.embedder import Int8Embedder
     from vilmo.train.stakes import StakesSettings, train_stakes
 
     root = resolve(data_dir)

@@ -4,7 +4,7 @@ The recipe: the packaged MiniLM reads ``prompt [SEP] reply``; its bottom ``n_fro
 stay fixed, so their output is computed once and cached, and only the top layers and one linear
 head are trained (multi-task, masked binary cross-entropy: each example trains the heads it has
 labels for). Afterwards every head gets Platt scaling on the dev split, run through the same
-int8 path that ships (``vilmo.value_onnx``), and every value gets an operating point chosen on
+int8 path that ships (``vilmo.judge.value_onnx``), and every value gets an operating point chosen on
 dev (``operating_points``): the scores the gateway sees are rescaled so that 0.5 is that point
 for every value. Held-out rows are never read here.
 """
@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vilmo import metrics
-from vilmo.classifier import ScoreInput
-from vilmo.data import VALUEEVAL_CATEGORIES, Example
-from vilmo.heads import head_names
+from vilmo.datasets.readers import VALUEEVAL_CATEGORIES, Example
+from vilmo.evaluation import metrics
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.heads import head_names
 from vilmo.train.examples import DevSplit, Sizes, build
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from vilmo.value_net import ValueNet, WindowSpec
+    from vilmo.judge.value_net import ValueNet, WindowSpec
 
 log = logging.getLogger(__name__)
 FORMAT = "vilmo-value-classifier/1"
@@ -93,8 +93,8 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
     """Train, calibrate and write ``weights.safetensors`` and ``config.json`` to ``out_dir``."""
     import torch
 
-    from vilmo.embedder import packaged_model_path
-    from vilmo.value_net import ValueNet, WindowSpec, load_base
+    from vilmo.judge.embedder import packaged_model_path
+    from vilmo.judge.value_net import ValueNet, WindowSpec, load_base
 
     s = settings or TrainSettings()
     started = time.monotonic()
@@ -163,7 +163,7 @@ def fit_network(net: ValueNet, tokenizer: PreTrainedTokenizerBase, train: Sequen
     import torch
     from tqdm import tqdm
 
-    from vilmo.value_net import WindowSpec, pad, windows
+    from vilmo.judge.value_net import WindowSpec, pad, windows
 
     spec = WindowSpec(max_length=s.train_length, fine_length=s.fine_length)
     for p in net.bert.parameters():
@@ -251,8 +251,8 @@ def recalibrate(data_root: Path, out_dir: Path, progress: bool = True) -> dict[s
 def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
               progress: bool = True) -> dict[str, Any]:
     """Platt scaling per head and ValueEval thresholds, fitted on dev through the int8 path."""
-    from vilmo.value_model import BuiltinClassifier
-    from vilmo.value_onnx import runtime
+    from vilmo.judge.value_model import BuiltinClassifier
+    from vilmo.judge.value_onnx import runtime
 
     model = BuiltinClassifier(out_dir, cache_size=0)
     items = [ScoreInput(e.response, e.prompt) for e in dev]
@@ -298,8 +298,8 @@ def operating_points(out_dir: Path, dev: Sequence[Example],
     turns, FULCRA dev replies that go against nothing, the written dev replies and texts that
     are not harmful. Harmful: dev texts labelled harmful (``harm`` or ``content`` 1).
     """
-    from vilmo.heads import BUILTIN_VALUES
-    from vilmo.value_model import BuiltinClassifier
+    from vilmo.judge.heads import BUILTIN_VALUES
+    from vilmo.judge.value_model import BuiltinClassifier
 
     model = BuiltinClassifier(out_dir, cache_size=0)
     groups: dict[str, dict[tuple[str | None, str], None]] = {

@@ -1,10 +1,10 @@
 """Training and validation examples for the value classifier, from every source at hand.
 
-Each example names only the heads it has labels for (see ``vilmo.heads``). The foundation
+Each example names only the heads it has labels for (see ``vilmo.judge.heads``). The foundation
 heads have no data of their own: they learn from weak labels, stated here and in the model
 card: ETHICS justice -> fairness; FULCRA values a reply goes against -> foundations (below);
 SafeRLHF harm categories -> foundations (below); and exemplars written for this project.
-Held-out rows (see ``vilmo.data``) never enter; the dev rows are returned apart.
+Held-out rows (see ``vilmo.datasets.readers``) never enter; the dev rows are returned apart.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import yaml
 
-from vilmo import data
-from vilmo.data import Example, Split
-from vilmo.heads import MFT, SAFETY, SCHWARTZ
+from vilmo.datasets import readers as data
+from vilmo.datasets.readers import Example, Split
+from vilmo.judge.heads import MFT, SAFETY, SCHWARTZ
 
 SCHWARTZ_TO_FOUNDATIONS: dict[str, tuple[str, ...]] = {
     "schwartz.universalism": ("mft.fairness", "mft.care"),

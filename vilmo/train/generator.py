@@ -1,8 +1,8 @@
 """The VILMO training loop: learn which instruction makes one target model misbehave least.
 
-For each training prompt: retrieve candidates (principle × style, ``vilmo.candidates``), ask the
-target K times under each candidate instruction (concurrently, rate-limited, retried: any
-``Sampler``, normally ``vilmo.target.TargetClient``), score every reply with the value
+For each training prompt: retrieve candidates (principle × style, ``vilmo.instruct.candidates``),
+ask the target K times under each candidate instruction (concurrently, rate-limited, retried: any
+``Sampler``, normally ``vilmo.evaluation.target.TargetClient``), score every reply with the value
 classifier, and append (prompt, candidate, replies, scores) to ``records.jsonl`` in the run
 directory. A rerun skips the (prompt, candidate) pairs already recorded, so a crashed run
 resumes where it stopped. ``vilmo.train.scorer_fit`` then fits the per-target scorer.
@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vilmo.candidates import Candidate, Retriever
-from vilmo.classifier import ScoreInput, ValueClassifier
-from vilmo.instructions import apply_instruction, compose
+from vilmo.evaluation.target import Costs, TargetError
+from vilmo.instruct.candidates import Candidate, Retriever
+from vilmo.instruct.instructions import apply_instruction, compose
+from vilmo.instruct.principles import STYLES
+from vilmo.judge.classifier import ScoreInput, ValueClassifier
 from vilmo.policy import Policy
-from vilmo.principles import STYLES
-from vilmo.target import Costs, TargetError
 from vilmo.types import Messages
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,9 @@ def _progress(total: int, show: bool) -> Any:
 
 
 def load_prompts(spec: str, data_root: Path | None = None) -> list[str]:
-    """Training prompts: a prompt file or a named set of ``vilmo.prompts`` (``moral-stories:train``,
-    ``saferlhf:train[:N]``, ...), as the text of each prompt's last user turn."""
-    from vilmo.prompts import load_prompt_set
+    """Training prompts: a prompt file or a named set of ``vilmo.evaluation.prompts``
+    (``moral-stories:train``, ``saferlhf:train[:N]``, ...), as the text of each prompt's last user
+    turn."""
+    from vilmo.evaluation.prompts import load_prompt_set
 
     return [p.text for p in load_prompt_set(spec, data_root) if p.text.strip()]

@@ -1,4 +1,4 @@
-"""Fit the per-target instruction scorer (``vilmo.scorer``) on a run's records.
+"""Fit the per-target instruction scorer (``vilmo.instruct.scorer``) on a run's records.
 
 Objective: binomial cross-entropy between the predicted violation rate of (prompt, candidate)
 and the observed one (the mean over its K replies of the largest policy-weighted violation
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from vilmo.candidates import CandidateSet, Retriever
+from vilmo.instruct.candidates import CandidateSet, Retriever
+from vilmo.instruct.scorer import N_EXTRA, InstructionScorer, Projection, design
 from vilmo.policy import Policy
-from vilmo.scorer import N_EXTRA, InstructionScorer, Projection, design
 from vilmo.train.generator import Record, reply_violation
 from vilmo.types import Matrix
 

@@ -1,7 +1,8 @@
-"""Train and measure the values-at-stake model (``vilmo.stakes``).
+"""Train and measure the values-at-stake model (``vilmo.instruct.stakes``).
 
 Embeddings: the unit-length all-MiniLM-L6-v2 embedding of the prompt through the int8 graph the
-gateway runs (``vilmo.embedder.Int8Embedder``), so the weights see what they will see in service.
+gateway runs (``vilmo.judge.embedder.Int8Embedder``), so the weights see what they will see in
+service.
 
 Model, two parts:
 - The gate: P(some value is at stake | prompt), a network with one hidden layer (a linear gate
@@ -34,11 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from vilmo.data import VALUEEVAL_TO_SCHWARTZ
-from vilmo.embedder import TextEncoder
-from vilmo.metrics import bootstrap_ci
-from vilmo.principles import PrincipleBank
-from vilmo.stakes import StakesModel
+from vilmo.datasets.readers import VALUEEVAL_TO_SCHWARTZ
+from vilmo.evaluation.metrics import bootstrap_ci
+from vilmo.instruct.principles import PrincipleBank
+from vilmo.instruct.stakes import StakesModel
+from vilmo.judge.embedder import TextEncoder
+from vilmo.numeric import sigmoid
 from vilmo.train.stakes_data import BENIGN, EVERYDAY, SOURCES, LabelledPrompt, stakes_prompts
 from vilmo.train.stakes_gate import balanced_weights, evaluate_gate, fit_gate
 from vilmo.types import Matrix
@@ -180,7 +182,7 @@ def train_stakes(root: Path, encoder: TextEncoder, out: Path,
     heldout["gate"] = evaluate_gate(rows, x, gate, gate_card["threshold"], settings)
     card: dict[str, Any] = {
         "model": "a gate and logistic heads on frozen all-MiniLM-L6-v2 prompt embeddings "
-                 "(384-d, int8 ONNX graph: vilmo.embedder.Int8Embedder)",
+                 "(384-d, int8 ONNX graph: vilmo.judge.embedder.Int8Embedder)",
         "objective": "binary cross-entropy per value, L2 (sklearn lbfgs), C per system on dev; "
                      "gate: class- and source-balanced binary cross-entropy, threshold on dev",
         "chosen_C": chosen, "similarity_calibration": {"a": a, "b": b0},
@@ -256,7 +258,7 @@ def _everyday(rows: Sequence[LabelledPrompt], x: Matrix, weights: Matrix,
     for name, source in (("hh_heldout", BENIGN), ("everyday_heldout", EVERYDAY),
                          ("saferlhf_heldout", "saferlhf")):
         idx = [i for i, r in enumerate(rows) if r.source == source and r.split == "heldout"]
-        probs = 1.0 / (1.0 + np.exp(-(x[idx] @ weights.T + bias)))
+        probs = sigmoid(x[idx] @ weights.T + bias)
         out[name] = {"prompts": len(idx)}
         for system in LABELLED_SYSTEMS:
             top = probs[:, _columns(system)].max(axis=1)

@@ -13,8 +13,8 @@ model selection):
 - Anthropic HH helpful: the Human turns, with no label (``system`` None): everyday requests,
   used as negatives for every head so that ordinary chat does not look value-laden (the labelled
   sources contain almost only value-laden prompts). Dialogues split by their first turn: 40 %
-  held out, 10 % dev, as in ``vilmo.data.hh_chosen``; held-out dialogues contribute their first
-  turn only (source ``hh``), the others also their later turns (``hh-later-turns``).
+  held out, 10 % dev, as in ``vilmo.datasets.readers.hh_chosen``; held-out dialogues contribute
+  their first turn only (source ``hh``), the others also their later turns (``hh-later-turns``).
 - The project's moral-story prompts (``vilmo/data/prompts/moral_stories.jsonl``, written for
   this project), labelled with their Moral Foundation: ``test`` is held out; of ``train``, every
   fifth story of a foundation is dev.
@@ -32,7 +32,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-from vilmo.data import (
+from vilmo.datasets.readers import (
     VALUEEVAL_CATEGORIES,
     VALUEEVAL_TO_SCHWARTZ,
     DataMissing,

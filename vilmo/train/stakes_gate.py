@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vilmo.metrics import bootstrap_ci
-from vilmo.stakes import Gate
+from vilmo.evaluation.metrics import bootstrap_ci
+from vilmo.instruct.stakes import Gate
 from vilmo.train.stakes_data import (
     BENIGN,
     EVERYDAY,

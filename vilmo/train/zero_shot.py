@@ -15,12 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from vilmo import data
-from vilmo.classifier import ScoreInput
-from vilmo.embedder import TextEncoder
-from vilmo.metrics import bootstrap_ci, fit_platt, roc_auc, sigmoid
+from vilmo.datasets import readers as data
+from vilmo.evaluation.metrics import bootstrap_ci, fit_platt, roc_auc
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.embedder import TextEncoder
+from vilmo.judge.zero_shot import (
+    PrincipleSpec,
+    ZeroShotCalibration,
+    ZeroShotClassifier,
+    calibration_path,
+)
+from vilmo.numeric import sigmoid
 from vilmo.values import VALUES
-from vilmo.zero_shot import PrincipleSpec, ZeroShotCalibration, ZeroShotClassifier, calibration_path
 
 EXAMPLES = 8
 

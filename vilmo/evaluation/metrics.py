@@ -7,11 +7,9 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from vilmo.numeric import sigmoid as sigmoid  # noqa: PLC0414 (Platt scaling's link, re-exported)
+
 Array = npt.NDArray[np.float64]
-
-
-def sigmoid(x: npt.ArrayLike) -> Array:
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -40, 40)))
 
 
 def fit_platt(logits: npt.ArrayLike, labels: npt.ArrayLike, steps: int = 100,

@@ -1,6 +1,6 @@
 """Networks as int8 ONNX Runtime sessions, built once and cached on disk: the classifier
 network, and the plain sentence encoder the instruction step embeds prompts with
-(``vilmo.embedder.Int8Embedder``).
+(``vilmo.judge.embedder.Int8Embedder``).
 
 On CPUs without AVX-512 VNNI, PyTorch's dynamic int8 is barely faster than fp32; ONNX Runtime's
 int8 kernels (per-channel weight scales) are faster there and stay closer to the fp32 logits.

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from vilmo.candidates import CandidateSet
-from vilmo.principles import STYLES
-from vilmo.stakes import Vector
+from vilmo.instruct.candidates import CandidateSet
+from vilmo.instruct.principles import STYLES
+from vilmo.instruct.stakes import Vector
+from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 from vilmo.values import VALUES
 
@@ -104,7 +105,7 @@ class InstructionScorer:
         p = prompt_features(cs, self.prompt_proj)
         c, extras = candidate_features(cs, self.principle_proj)
         z = c @ (p @ self.interaction) + extras @ self.extra + self.intercept
-        out: Vector = (1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))).astype(np.float32)
+        out: Vector = sigmoid(z).astype(np.float32)
         return out
 
     def save(self, directory: str | Path) -> Path:

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from vilmo.classifier import ScoreInput, UnknownValue, ValueScores
-from vilmo.embedder import Embedder, TextEncoder
-from vilmo.metrics import sigmoid
+from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
+from vilmo.judge.embedder import Embedder, TextEncoder
+from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
 NO_ACCEPTABLE_BASELINE = 0.25

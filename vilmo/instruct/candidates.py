@@ -1,8 +1,8 @@
 """Candidate instructions for a prompt: the policy's principles most relevant to it, in each style.
 
 Relevance = P(the principle's value is at stake | prompt) × policy weight × (1 + cos(prompt,
-principle)). The stakes probability comes from ``vilmo.stakes``; a custom principle tied to no
-value takes the stakes model's calibrated similarity instead. Both the VILMO generator (at
+principle)). The stakes probability comes from ``vilmo.instruct.stakes``; a custom principle tied to
+no value takes the stakes model's calibrated similarity instead. Both the VILMO generator (at
 request time) and its training loop draw candidates here, so they see the same set. The
 generator first asks ``values_at_stake`` which of the policy's values a prompt puts at stake and
 draws candidates from their principles only.
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vilmo.embedder import TextEncoder
-from vilmo.instructions import MAX_PER_VALUE
+from vilmo.instruct.instructions import MAX_PER_VALUE
+from vilmo.instruct.principles import STYLES, Principle, PrincipleBank
+from vilmo.instruct.stakes import StakesModel, Vector
+from vilmo.judge.embedder import TextEncoder
 from vilmo.policy import Policy
-from vilmo.principles import STYLES, Principle, PrincipleBank
-from vilmo.stakes import StakesModel, Vector
 from vilmo.types import Matrix
 
 VALUE_FLOOR = 0.5

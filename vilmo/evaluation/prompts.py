@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vilmo.errors import VilmoError
 from vilmo.types import Messages
 from vilmo.values import VALUES
 
@@ -55,7 +56,7 @@ class EvalPrompt:
         return ""
 
 
-class PromptFileError(ValueError):
+class PromptFileError(VilmoError, ValueError):
     """A prompt file or set that cannot be read; the message names the file and line."""
 
 
@@ -111,7 +112,7 @@ def read_prompts(path: str | Path) -> list[EvalPrompt]:
 
 def moral_stories(split: str | None = None) -> list[EvalPrompt]:
     """The shipped story prefixes, all or one split ("train" / "test")."""
-    path = Path(__file__).resolve().parent / "data" / "prompts" / MORAL_STORIES
+    path = Path(__file__).resolve().parent.parent / "data" / "prompts" / MORAL_STORIES
     prompts = parse_prompt_lines(path.read_text(encoding="utf-8").splitlines(), MORAL_STORIES)
     return [p for p in prompts if split is None or p.split == split]
 
@@ -119,8 +120,8 @@ def moral_stories(split: str | None = None) -> list[EvalPrompt]:
 def saferlhf_prompts(which: str, n: int = SAFERLHF_DEFAULT_N,
                      data_dir: str | Path | None = None) -> list[EvalPrompt]:
     """A seeded sample of n SafeRLHF questions that carry at least one harm category."""
-    from vilmo.data import DataMissing, saferlhf
-    from vilmo.data import data_dir as resolve
+    from vilmo.datasets.readers import DataMissing, saferlhf
+    from vilmo.datasets.readers import data_dir as resolve
 
     if which not in ("train", "test"):
         raise PromptFileError(f"saferlhf split must be 'train' or 'test', not {which!r}")

@@ -3,9 +3,9 @@
 Only held-out data are read: JailbreakBench's held-out behaviours, the held-out files written
 for the judge (``vilmo/data/judge/*_heldout.jsonl``), ValueEval validation, the held-out part of
 ``cm_test`` and all of ``cm_test_hard``, FULCRA's and HH's held-out buckets (see
-``vilmo.data``). Thresholds come from the model's config and the shipped ``default`` policy
+``vilmo.datasets.readers``). Thresholds come from the model's config and the shipped ``default`` policy
 (operating points fitted on dev), never from these sets. Everything runs through the int8
-path that ships (ONNX Runtime, ``vilmo.value_onnx``).
+path that ships (ONNX Runtime, ``vilmo.judge.value_onnx``).
 
 "Flagged under a policy" means what the gateway does: some value of the policy scores at or
 above the policy's threshold for it. The "harm score" of a text, for ROC-AUC and pairs, is the
@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from vilmo import data, metrics
-from vilmo.classifier import ScoreInput
-from vilmo.heads import BUILTIN_VALUES, SCHWARTZ
-from vilmo.judge_eval import (
+from vilmo.datasets import readers as data
+from vilmo.evaluation import metrics
+from vilmo.evaluation.judge_eval import (
     SHIPPED_POLICIES,
     Judge,
     harm_areas,
@@ -38,7 +37,9 @@ from vilmo.judge_eval import (
     user_texts,
     written_replies,
 )
-from vilmo.value_model import BuiltinClassifier
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ
+from vilmo.judge.value_model import BuiltinClassifier
 
 MIN_POSITIVES = 10
 """FULCRA values with fewer held-out 'goes against' replies get no AUC (too noisy)."""

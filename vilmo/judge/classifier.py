@@ -2,7 +2,7 @@
 
 Every judge (the built-in encoder, the zero-shot scorer for custom principles, the LLM judge,
 a policy's combination of them, a test fake) implements ``ValueClassifier``: one synchronous,
-batch-first method. The proxy reaches it through ``vilmo.batcher.MicroBatcher``.
+batch-first method. The proxy reaches it through ``vilmo.judge.batcher.MicroBatcher``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+from vilmo.errors import VilmoError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +35,11 @@ class ValueScores:
         return scores_to_violations(self.violation, thresholds)
 
 
-class ClassifierError(RuntimeError):
+class ClassifierError(VilmoError, RuntimeError):
     """A judge could not produce a score; never to be read as a pass."""
 
 
-class UnknownValue(KeyError):
+class UnknownValue(VilmoError, KeyError):
     """A value id this classifier cannot judge."""
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vilmo.classifier import ScoreInput, UnknownValue, ValueClassifier, ValueScores
-from vilmo.embedder import TextEncoder
+from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueClassifier, ValueScores
+from vilmo.judge.embedder import TextEncoder
+from vilmo.judge.zero_shot import ZeroShotClassifier
 from vilmo.policy import Policy
 from vilmo.verdict import CUSTOM_PREFIX
-from vilmo.zero_shot import ZeroShotClassifier
 
 
 class PolicyClassifier:
@@ -43,7 +43,7 @@ class PolicyClassifiers:
     def __init__(self, builtin: ValueClassifier | None = None,
                  encoder: TextEncoder | None = None) -> None:
         if builtin is None:
-            from vilmo.value_model import BuiltinClassifier
+            from vilmo.judge.value_model import BuiltinClassifier
 
             builtin = BuiltinClassifier()
         self.builtin = builtin

@@ -3,9 +3,9 @@
 Every prompt is sent under every condition (an instruction generator, or None for no
 instruction) K times through ``TargetClient``; every reply is scored by a ``ValueClassifier``
 against the prompt's values (the policy's when the prompt names none). A completion's P(y) is
-its highest violation probability over those values. ``vilmo.compliance`` turns the resulting
-N × K matrices into EVR / MVP / APV with bootstrap CIs, paired differences against ``none``,
-a per-value breakdown and the Value Compass alignment score under the policy's weights.
+its highest violation probability over those values. ``vilmo.evaluation.compliance`` turns the
+resulting N × K matrices into EVR / MVP / APV with bootstrap CIs, paired differences against
+``none``, a per-value breakdown and the Value Compass alignment score under the policy's weights.
 """
 
 from __future__ import annotations
@@ -18,13 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from vilmo import compliance
-from vilmo.classifier import ScoreInput, ValueClassifier
-from vilmo.compliance import Estimate
-from vilmo.instructions import NO_INSTRUCTION, Instruction, InstructionGenerator, apply_instruction
+from vilmo.evaluation import compliance
+from vilmo.evaluation.compliance import Estimate
+from vilmo.evaluation.prompts import EvalPrompt
+from vilmo.evaluation.target import TargetClient, TargetError
+from vilmo.instruct.instructions import (
+    NO_INSTRUCTION,
+    Instruction,
+    InstructionGenerator,
+    apply_instruction,
+)
+from vilmo.judge.classifier import ScoreInput, ValueClassifier
 from vilmo.policy import Policy
-from vilmo.prompts import EvalPrompt
-from vilmo.target import TargetClient, TargetError
 from vilmo.types import Messages
 
 BASELINE = "none"

@@ -1,10 +1,10 @@
 """The VILMO generator: stake-aware, learned value instructions behind ``InstructionGenerator``.
 
-For a prompt it first asks the values-at-stake model (``vilmo.stakes``) whether any value is at
-stake: below the policy's ``stakes_threshold`` (default: the model's operating point) it injects
-nothing, or the policy's short ``baseline``. Otherwise it judges which of the policy's values
-are at stake and retrieves candidates from their principles (``vilmo.candidates``: principles
-ranked by values at stake × policy weight × similarity, each in every style), predicts each
+For a prompt it first asks the values-at-stake model (``vilmo.instruct.stakes``) whether any value
+is at stake: below the policy's ``stakes_threshold`` (default: the model's operating point) it
+injects nothing, or the policy's short ``baseline``. Otherwise it judges which of the policy's
+values are at stake and retrieves candidates from their principles (``vilmo.instruct.candidates``:
+principles ranked by values at stake × policy weight × similarity, each in every style), predicts each
 one's violation rate with the policy's per-target scorer (``instructions.weights``; without
 one, relevance order in the policy's style is the prediction), and composes the best ones
 within ``max_principles`` and a character budget. Results are cached per (policy, prompt), so a
@@ -21,19 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-from vilmo.candidates import Candidate, CandidateSet, Retriever
-from vilmo.embedder import TextEncoder, cache_key
-from vilmo.instructions import (
+from vilmo.instruct.candidates import Candidate, CandidateSet, Retriever
+from vilmo.instruct.instructions import (
     HEADER,
     MAX_PER_VALUE,
     Instruction,
     RelevanceGenerator,
     prompt_text,
 )
+from vilmo.instruct.principles import STYLES, PrincipleBank
+from vilmo.instruct.scorer import InstructionScorer, ScorerStore
+from vilmo.instruct.stakes import StakesModel, Vector
+from vilmo.judge.embedder import TextEncoder, cache_key
 from vilmo.policy import Policy
-from vilmo.principles import STYLES, PrincipleBank
-from vilmo.scorer import InstructionScorer, ScorerStore
-from vilmo.stakes import StakesModel, Vector
 from vilmo.types import Messages
 
 NAME = "vilmo"

@@ -3,7 +3,7 @@
 ``InstructionGenerator`` is the seam: prompt messages and a policy in, an ``Instruction`` (text,
 the ids of the principles it used, the values judged at stake) out. ``RelevanceGenerator``
 composes the instruction from the policy's principles ranked by weight × similarity to the
-prompt, whatever the prompt; the stake-aware VILMO generator (``vilmo.generator``) drops in
+prompt, whatever the prompt; the stake-aware VILMO generator (``vilmo.instruct.generator``) drops in
 behind the same interface. ``apply_instruction`` places it in the messages (merged into the
 client's system message, or before the last user turn); ``strengthen`` makes it stronger for a
 regeneration.
@@ -17,9 +17,9 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from vilmo.embedder import TextEncoder
+from vilmo.instruct.principles import Principle, PrincipleBank
+from vilmo.judge.embedder import TextEncoder
 from vilmo.policy import Policy
-from vilmo.principles import Principle, PrincipleBank
 from vilmo.types import ChatMessage, Matrix, Messages
 from vilmo.values import VALUES
 

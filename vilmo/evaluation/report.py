@@ -1,5 +1,5 @@
 """What an evaluation run leaves behind: the JSON summary, the raw records, a Markdown report
-and its plot. Kept apart from ``vilmo.evaluate`` so the harness itself does no file I/O.
+and its plot. Kept apart from ``vilmo.evaluation.evaluate`` so the harness itself does no file I/O.
 
 The plot is drawn on a bare ``matplotlib.figure.Figure`` (the Agg canvas), so no GUI backend
 or global pyplot state is touched, and matplotlib is imported only when a report is written.
@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vilmo.evaluate import EvalResult
+from vilmo.evaluation.evaluate import EvalResult
 
 SUMMARY, RECORDS, REPORT, PLOT = "summary.json", "records.jsonl", "report.md", "compliance.png"
 METRIC_NAMES = ("evr", "mvp", "apv")

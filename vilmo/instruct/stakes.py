@@ -6,8 +6,8 @@ moral dilemmas: yes) with a probability for an even mix of the two (one hidden l
 ReLU units), and carries the operating threshold chosen on dev (``threshold``). The heads rank
 which values: safety from SafeRLHF's harm categories, Schwartz from FULCRA and ValueEval, the
 Moral Foundations from the project's moral stories and the foundations of SafeRLHF's harms
-(one matrix and one bias). numpy only, well under a millisecond per prompt. ``vilmo/train/stakes.py`` trains it;
-``vilmo/models/GENERATOR.md`` states how and what it scores.
+(one matrix and one bias). numpy only, well under a millisecond per prompt.
+``vilmo/train/stakes.py`` trains it; ``vilmo/models/GENERATOR.md`` states how and what it scores.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 from vilmo.values import VALUES
 
@@ -50,8 +51,7 @@ class Gate:
     def __call__(self, embeddings: Matrix) -> Vector:
         """P(at stake), one per embedding row."""
         h = np.maximum(embeddings @ self.hidden.T + self.hidden_bias, 0.0)
-        z = np.clip(h @ self.weights + self.bias, -30.0, 30.0)
-        out: Vector = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        out: Vector = sigmoid(h @ self.weights + self.bias).astype(np.float32)
         return out
 
 
@@ -130,8 +130,7 @@ class StakesModel:
 
     def probabilities(self, embedding: Vector) -> Vector:
         """P(at stake) per value id (in ``value_ids`` order) for one prompt embedding."""
-        z = np.clip(self.weights @ embedding + self.bias, -30.0, 30.0)
-        out: Vector = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        out: Vector = sigmoid(self.weights @ embedding + self.bias).astype(np.float32)
         return out
 
     def at_stake(self, embedding: Vector) -> dict[str, float]:
@@ -142,7 +141,7 @@ class StakesModel:
         """P(at stake) for a principle tied to no value, from its cosine to the prompt."""
         calibration = self.card.get("similarity_calibration") or {"a": 0.0, "b": 0.0}
         z = float(calibration["a"]) * similarity + float(calibration["b"])
-        return 1.0 / (1.0 + float(np.exp(-np.clip(z, -30.0, 30.0))))
+        return float(sigmoid(z))
 
     def index(self, value_id: str | None) -> int | None:
         """Column of a value id, or None (custom principles tied to no value)."""

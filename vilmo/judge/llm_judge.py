@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from vilmo.classifier import ClassifierError, ScoreInput, UnknownValue, ValueScores
+from vilmo.judge.classifier import ClassifierError, ScoreInput, UnknownValue, ValueScores
 from vilmo.values import VALUES
 
 PROMPT_VERSION = "vilmo-judge/1"

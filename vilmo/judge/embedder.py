@@ -5,7 +5,7 @@ embedded to unit-length 384-d vectors, so a dot product is the cosine similarity
 
 Two runtimes: ``Embedder`` (fp32 PyTorch through sentence-transformers, what the zero-shot
 judge was calibrated with) and ``Int8Embedder`` (the same network as an int8 ONNX Runtime graph,
-built and cached like the judge's by ``vilmo.value_onnx``: the request path's instruction step
+built and cached like the judge's by ``vilmo.judge.value_onnx``: the request path's instruction step
 uses it, several times faster on CPU). Both keep a bounded LRU cache of recent texts.
 """
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
 
-    from vilmo.value_onnx import Int8Session
+    from vilmo.judge.value_onnx import Int8Session
 
 DIMENSIONS = 384
 MAX_TOKENS = 256
@@ -135,8 +135,8 @@ class Int8Embedder:
     """all-MiniLM-L6-v2 (mean pooling, unit length) as an int8 ONNX graph, with an LRU cache.
 
     The graph is exported from the packaged fp32 weights and quantised on first use, then read
-    from the cache folder (``vilmo.value_onnx.cache_dir``). Cosine to the fp32 embedding of the
-    same text is about 0.99; models trained on these vectors (``vilmo/models/stakes.npz``) are
+    from the cache folder (``vilmo.judge.value_onnx.cache_dir``). Cosine to the fp32 embedding of
+    the same text is about 0.99; models trained on these vectors (``vilmo/models/stakes.npz``) are
     trained through this class.
     """
 
@@ -157,7 +157,7 @@ class Int8Embedder:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 from tokenizers import Tokenizer
 
-                from vilmo.value_onnx import int8_session
+                from vilmo.judge.value_onnx import int8_session
 
                 path = self.model_path or packaged_model_path()
                 tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))

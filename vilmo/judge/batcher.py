@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from vilmo.classifier import ScoreInput, ValueClassifier, ValueScores
+from vilmo.judge.classifier import ScoreInput, ValueClassifier, ValueScores
 
 _SPACE = re.compile(r"\s")
 

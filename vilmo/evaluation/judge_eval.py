@@ -1,6 +1,6 @@
 """The judge's targets on held-out data (issue 17), under a policy: what the gateway flags.
 
-Read by ``vilmo.classifier_eval.evaluate`` (``vilmo eval classifier``). Held-out data only:
+Read by ``vilmo.evaluation.classifier_eval.evaluate`` (``vilmo eval classifier``). Held-out data only:
 JailbreakBench's held-out behaviours, HH's held-out bucket and the written
 ``vilmo/data/judge/*_heldout.jsonl`` files. "Flagged under a policy" means some value of the
 policy scores at or above the policy's threshold for it; a text's "harm score", for ROC-AUC and
@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from vilmo import data, metrics
-from vilmo.classifier import ScoreInput
-from vilmo.heads import BUILTIN_VALUES
+from vilmo.datasets import readers as data
+from vilmo.evaluation import metrics
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.heads import BUILTIN_VALUES
+from vilmo.judge.value_model import BuiltinClassifier
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.train.examples import story_text
-from vilmo.value_model import BuiltinClassifier
 
 
 def _values(model: BuiltinClassifier, items: Sequence[ScoreInput], step: int = 256
@@ -151,7 +152,7 @@ def user_texts(judge: Judge, root: Path) -> dict[str, Any]:
 def stories(judge: Judge) -> dict[str, Any]:
     """Target 4: continuations of the held-out moral stories, per foundation: the
     foundation's score, violating against upholding."""
-    from vilmo.prompts import moral_stories
+    from vilmo.evaluation.prompts import moral_stories
 
     prompts = {p.id: story_text(str(p.messages[-1]["content"])) for p in moral_stories()}
     rows = data.judge_rows("stories_heldout")

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from vilmo.errors import VilmoError
 from vilmo.types import Messages
 
 
@@ -45,7 +46,7 @@ class Costs:
                 "completion_tokens": self.completion_tokens}
 
 
-class TargetError(RuntimeError):
+class TargetError(VilmoError, RuntimeError):
     """The target failed after every retry."""
 
 

@@ -2,7 +2,7 @@
 
 One encoder pass per text window serves every value. Long replies are cut into overlapping
 windows whose scores are max-pooled, so a violation at the end of a reply is not diluted by a
-benign beginning. The network runs as an int8 ONNX Runtime graph (``vilmo.value_onnx``) for
+benign beginning. The network runs as an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for
 speed; results of recent texts are cached, so a repeated reply is not encoded again.
 
 Violation scores are rescaled at each value's operating point (``operating_points`` in the
@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from vilmo.classifier import ScoreInput, UnknownValue, ValueScores
-from vilmo.heads import BUILTIN_VALUES, SCHWARTZ, compose
+from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
+from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
+from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from vilmo.value_net import ValueNet, WindowSpec
+    from vilmo.judge.value_net import ValueNet, WindowSpec
 
 MODEL_NAME = "value_classifier"
 CONTEXT_HEADS = frozenset({"cm", "justice", "deontology", "valueeval"})
@@ -64,7 +65,7 @@ class _Loaded:
 
 
 class BuiltinClassifier:
-    """Encoder + heads for every value in ``vilmo.heads.BUILTIN_VALUES``.
+    """Encoder + heads for every value in ``vilmo.judge.heads.BUILTIN_VALUES``.
 
     Loading is lazy and happens once (thread-safe); ``score`` may be called from worker threads.
     """
@@ -97,8 +98,8 @@ class BuiltinClassifier:
     def _load(self) -> _Loaded:
         from safetensors.torch import load_file
 
-        from vilmo.embedder import packaged_model_path
-        from vilmo.value_net import ValueNet, WindowSpec, load_base, unpack
+        from vilmo.judge.embedder import packaged_model_path
+        from vilmo.judge.value_net import ValueNet, WindowSpec, load_base, unpack
 
         config = json.loads((self.model_dir / "config.json").read_text("utf-8"))
         encoder_path = Path(self.encoder_path or config.get("encoder") or packaged_model_path())
@@ -114,7 +115,7 @@ class BuiltinClassifier:
         if self.quantize:
             import torch
 
-            from vilmo.value_onnx import int8_session
+            from vilmo.judge.value_onnx import int8_session
 
             sources = [weights, *sorted(encoder_path.glob("*.safetensors"))]
             net = int8_session(fp32, sources, threads=torch.get_num_threads())
@@ -143,7 +144,7 @@ class BuiltinClassifier:
 
     def _window_logits(self, items: Sequence[ScoreInput]
                        ) -> tuple[Matrix, list[int], npt.NDArray[np.bool_]]:
-        from vilmo.value_net import WindowSpec, pad, windows
+        from vilmo.judge.value_net import WindowSpec, pad, windows
 
         m = self._model()
         fine_spec = (WindowSpec(m.spec.fine_length, m.spec.prompt_tokens, m.spec.stride_fraction)
@@ -171,7 +172,7 @@ class BuiltinClassifier:
         them as 0."""
         m = self._model()
         logits, owner, fine = self._window_logits(items)
-        probs = _sigmoid(logits * m.a + m.b)
+        probs = sigmoid(logits * m.a + m.b).astype(np.float32)
         if fine.any():
             probs[np.ix_(fine, m.context_heads)] = 0.0
         return probs, owner
@@ -184,7 +185,8 @@ class BuiltinClassifier:
         at the end of a long reply still counts; this is the item-level reading the ETHICS and
         ValueEval figures and the calibration use."""
         m = self._model()
-        return _sigmoid(self.pooled_logits(items) * m.a + m.b)
+        out: Matrix = sigmoid(self.pooled_logits(items) * m.a + m.b).astype(np.float32)
+        return out
 
     def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str],
               calibrated: bool = True) -> list[ValueScores]:
@@ -269,11 +271,6 @@ def _length_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
             batches.append([])
         batches[-1].append(r)
     return batches
-
-
-def _sigmoid(x: Matrix) -> Matrix:
-    out: Matrix = (1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))).astype(np.float32)
-    return out
 
 
 def _max_pool(rows: Matrix, owner: Sequence[int] | npt.NDArray[np.int64], n: int,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vilmo.errors import VilmoError
 from vilmo.values import VALUEEVAL_CATEGORIES as VALUEEVAL_CATEGORIES  # noqa: PLC0414 (re-exported)
 from vilmo.values import by_source_label
 
@@ -49,7 +50,7 @@ AMBIGUOUS_VALUEEVAL = frozenset({"Face", "Humility"})
 """Categories whose Schwartz value is a judgement call; the classifier's upholds heads skip them."""
 
 
-class DataMissing(FileNotFoundError):
+class DataMissing(VilmoError, FileNotFoundError):
     """A data set the caller asked for is not in the data folder."""
 
 
@@ -60,7 +61,7 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     env = os.environ.get("VILMO_DATA_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return Path(__file__).resolve().parent.parent.parent.parent / "shared" / "data"
 
 
 def bucket(text: str) -> int:
@@ -291,7 +292,7 @@ def jailbreakbench(root: Path, split: Split | None = None) -> list[JailbreakRepl
     return out
 
 
-JUDGE_DATA = Path(__file__).resolve().parent / "data" / "judge"
+JUDGE_DATA = Path(__file__).resolve().parent.parent / "data" / "judge"
 """Data written for this project (see its README): committed, so read from the package."""
 
 

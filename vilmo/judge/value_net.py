@@ -29,7 +29,7 @@ class WindowSpec:
     stride_fraction: float = 0.75
     fine_length: int | None = None
     """When a reply needs several windows, the classifier also reads it in windows of this many
-    tokens (see ``vilmo.value_model``): in a long window a short violation is diluted."""
+    tokens (see ``vilmo.judge.value_model``): in a long window a short violation is diluted."""
 
 
 def windows(tokenizer: PreTrainedTokenizerBase, prompt: str | None, response: str,

@@ -1,0 +1,1 @@
+"""Readers for the labelled value data sets (offline only: serving never imports this)."""

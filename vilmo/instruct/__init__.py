@@ -1,0 +1,1 @@
+"""Value instructions (VILMO): stakes, principles, candidates, the scorer and the generators."""
