@@ -13,7 +13,10 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from vilmo.instructions import message_text
+from vilmo.verdict import Verdict
 
 
 @dataclass(slots=True)
@@ -37,11 +40,35 @@ class RequestRecord:
     verdict: dict[str, object] | None = None
     attempts: list[dict[str, object]] = field(default_factory=list)
     """Verdicts of replies that were regenerated, in order."""
+    prompt: list[dict[str, str]] = field(default_factory=list)
+    """The client's messages (role, text), without vilmo's instruction."""
+    replies: list[dict[str, object]] = field(default_factory=list)
+    """Every checked reply, ``{"text", "values"}``, in order: the last is the one sent (or
+    refused), the earlier ones were regenerated away."""
+    tokens: int = 0
+    """Tokens the upstream reported (``usage.total_tokens``), over every call."""
 
     @property
     def written(self) -> bool:
         """Has the request's outcome been recorded (status set from "ok")?"""
         return self.status != "ok"
+
+
+def note_prompt(record: RequestRecord, messages: list[dict[str, Any]]) -> None:
+    """Keep the client's turns for the audit trail (text only; redacted and cut when stored)."""
+    record.prompt = [{"role": str(m.get("role", "")), "content": message_text(m)}
+                     for m in messages if isinstance(m, dict)]
+
+
+def note_reply(record: RequestRecord, texts: dict[int, str], verdict: Verdict | None,
+               usage: object = None) -> None:
+    """Keep a checked reply (the first choice's text) and the upstream's token count."""
+    if texts:
+        first = texts[min(texts)]
+        values = list(verdict.violation_ids) if verdict is not None else []
+        record.replies.append({"text": first, "values": values})
+    if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
+        record.tokens += max(0, usage["total_tokens"])
 
 
 def new_request_id() -> str:

@@ -19,6 +19,7 @@ from typing import Literal
 from proxy.audit import RequestRecord
 from proxy.errors import GuardFailed
 from proxy.metrics import Metrics
+from proxy.stages import timed
 from vilmo.batcher import MicroBatcher
 from vilmo.classifier import ScoreInput, ValueClassifier
 from vilmo.instructions import NO_INSTRUCTION, Instruction, InstructionGenerator
@@ -71,8 +72,9 @@ class Guard:
             if size > policy.checks.max_chars:
                 raise TextTooLarge(f"{size} characters to check, over checks.max_chars "
                                    f"({policy.checks.max_chars})")
-            return await asyncio.wait_for(self._score(policy, items),
-                                          timeout=policy.checks.timeout_s)
+            with timed("check"):
+                return await asyncio.wait_for(self._score(policy, items),
+                                              timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure of the judge is the policy's call
             self.failed(policy, stage, exc)
             return None

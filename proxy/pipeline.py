@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from proxy.actions import blocked, blocked_error, enforce, refusal_completion
-from proxy.audit import RequestRecord
+from proxy.audit import RequestRecord, note_prompt, note_reply
 from proxy.chunks import iterate, refusal_chunks, reply_texts, until
 from proxy.errors import (
     ModelNotFound,
@@ -89,6 +89,7 @@ async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header:
     """One chat completion through the gateway. ``raw`` is the validated request body, cut
     to the allow-listed fields by ``proxy.admission.admit``."""
     record.model, record.stream = str(raw["model"]), stream
+    note_prompt(record, raw["messages"])
     policy = choose_policy(caller, policy_header, services.policies)            # 1
     record.policy = policy.name
     require_model(services.upstream, record.model, caller)
@@ -105,11 +106,14 @@ async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header:
                                                         deadline), input_verdict, deadline=deadline)
     completion = await services.upstream.complete(call.params())                 # 5
     verdict, guard = await check_reply(services, call, completion)               # 6
+    note_reply(record, reply_texts(completion), verdict, completion.get("usage"))
 
     async def regenerate(previous: Verdict) -> tuple[Completion, Verdict | None]:
         escalate(services, call, record, previous)
         retried = await services.upstream.complete(call.params())
-        return retried, (await check_reply(services, call, retried))[0]
+        checked = (await check_reply(services, call, retried))[0]
+        note_reply(record, reply_texts(retried), checked, retried.get("usage"))
+        return retried, checked
 
     completion, verdict, regenerations = await enforce(                          # 7
         completion, verdict, policy, regenerate,

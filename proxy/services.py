@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.audit import AuditSink, EmbeddedAuditSink, RequestRecord
 from proxy.errors import Redactor
 from proxy.guard import ClassifierFor, Guard
 from proxy.metrics import Metrics
 from proxy.settings import GatewayConfig
+from proxy.stages import TimedUpstream
+from proxy.store import Store
+from proxy.trail import audit_record
 from proxy.upstream import LiteLLMUpstream, Upstream
 from vilmo.classifier import ScoreInput
 from vilmo.embedder import Embedder, Int8Embedder
@@ -33,12 +36,18 @@ class Services:
     metrics: Metrics
     audit: AuditSink
     config: GatewayConfig
+    store: Store | None = None
+    """The state store (keys, limits, the audit trail); opened by the app's lifespan."""
+    redactor: Redactor = field(default_factory=Redactor)
+    """Redacts the config's secrets from audited texts."""
 
     def record(self, record: RequestRecord, status: str, error_code: str | None = None) -> None:
         record.status, record.error_code = status, error_code
         record.duration_s = time.time() - record.started_at
         self.metrics.record(record)
         self.audit.write(record)
+        if self.store is not None:  # never blocks: a background writer (or the spool)
+            self.store.audit.write(audit_record(record, self.redactor))
 
 
 def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None = None,
@@ -68,9 +77,10 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
         policies=policies,
         instructions=generator,
         bank=bank,
-        upstream=LiteLLMUpstream(config.model_list, config.router_settings, redact),
+        upstream=TimedUpstream(LiteLLMUpstream(config.model_list, config.router_settings, redact)),
         guard=Guard(classifier_for, metrics),
         metrics=metrics,
         audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records),
         config=config,
+        redactor=redact,
     )

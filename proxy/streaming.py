@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from proxy.actions import enforce
-from proxy.audit import RequestRecord
+from proxy.audit import RequestRecord, note_reply
 from proxy.chunked import monitored, windowed
 from proxy.chunks import by_choice, chunk_like, iterate, refusal_chunks, reply_of, usage_chunks
 from proxy.errors import GatewayError, UpstreamFailed
@@ -67,8 +67,12 @@ async def prepare(stream: ChatStream, services: Services, record: RequestRecord,
             held = [c async for c in chunks]
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
-        items = {i: stream.call.checked(t.text) for i, t in reply_of(held).items()}
-        return held, await services.guard.check_choices(policy, items, "output")
+        texts = {i: t.text for i, t in reply_of(held).items()}
+        items = {i: stream.call.checked(t) for i, t in texts.items()}
+        verdict = await services.guard.check_choices(policy, items, "output")
+        usage = usage_chunks(held)
+        note_reply(record, texts, verdict, usage[-1].get("usage") if usage else None)
+        return held, verdict
 
     async def regenerate(previous: Verdict) -> tuple[list[Chunk], Verdict | None]:
         escalate(services, stream.call, record, previous)
