@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any
 
@@ -33,7 +32,7 @@ from proxy.middleware import _bearer, resolve_caller
 from proxy.services import Services
 from proxy.store import AuditQuery, InvalidCursor, Store, StoreError, StoreUnavailable
 from proxy.store.records import MAX_PAGE
-from proxy.summary import MAX_BUCKETS, SUMMARY_MAX_RECORDS, summarize
+from proxy.summary import MAX_BUCKETS, SUMMARY_MAX_RECORDS, parse_instant, summarize
 
 MAX_FILTER_CHARS = 256
 
@@ -179,11 +178,7 @@ def parse_time(value: str | None, name: str) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return parse_instant(value)
     except ValueError:
         raise InvalidRequest(f"{name}: Unix seconds or ISO 8601 expected", param=name,
                              code="invalid_request") from None

@@ -8,7 +8,6 @@ it works on either backend, on the gateway's host or anywhere that reaches its R
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -17,6 +16,7 @@ import click
 from proxy.settings import CONFIG_ENV, ConfigError, load_config
 from proxy.store import AuditQuery, StoreError, StoreSettings, open_store
 from proxy.store.negatives import NegativeFormat, negative_samples, write_jsonl
+from proxy.summary import parse_instant
 
 
 @click.group("export")
@@ -79,10 +79,6 @@ def _time(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return parse_instant(value)
     except ValueError:
         raise click.BadParameter("Unix seconds or ISO 8601 expected", param_hint="--since") from None

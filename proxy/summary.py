@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
 from proxy.store import AuditRecord
 
@@ -17,6 +18,19 @@ SUMMARY_MAX_RECORDS = 50_000
 """At most this many records (the newest) are read per summary; ``truncated`` says so."""
 MAX_BUCKETS = 500
 LATEST_FLAGGED = 25
+
+
+def parse_instant(text: str) -> float:
+    """Unix seconds, or ISO 8601 (``2026-11-30T09:00:00Z``; without an offset: UTC).
+    ValueError otherwise."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 class _Tally:

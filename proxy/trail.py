@@ -9,6 +9,8 @@ never survives in part and one huge prompt cannot bloat the trail. The named fie
 
 from __future__ import annotations
 
+from typing import Any
+
 from proxy.audit import RequestRecord
 from proxy.errors import Redactor
 from proxy.store import AuditRecord
@@ -22,13 +24,13 @@ MAX_MESSAGES = 50
 def audit_record(record: RequestRecord, redact: Redactor,
                  max_chars: int = MAX_TEXT_CHARS) -> AuditRecord:
     """The store's record of one request, its texts redacted then cut."""
-    verdict = record.verdict or {}
-    output = verdict if "action" in verdict else {}
-    input_verdict = verdict.get("input") if isinstance(verdict.get("input"), dict) else None
+    verdict: dict[str, Any] = dict(record.verdict or {})
+    output: dict[str, Any] = verdict if "action" in verdict else {}
+    given = verdict.get("input")
+    input_verdict: dict[str, Any] = given if isinstance(given, dict) else {}
     values = set(_strings(output.get("violations")))
-    if input_verdict:
-        values.update(_strings(input_verdict.get("violations")))
-    action = str(output.get("action") or (input_verdict or {}).get("action") or "")
+    values.update(_strings(input_verdict.get("violations")))
+    action = str(output.get("action") or input_verdict.get("action") or "")
     if not action:
         action = "error" if record.status not in ("200", "ok") else "none"
     replies = [{"text": redact.cut(str(r.get("text", "")), max_chars),

@@ -14,11 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import gateway_config_dict
 
 sys.path.insert(0, str(Path(__file__).parent / "store"))
-from store_fixtures import SHARED_REDIS, RedisProcess, _delete_prefix  # noqa: E402
+from store_fixtures import SHARED_REDIS, RedisProcess, _delete_prefix
 
 __all__ = ["RedisProcess"]
 
@@ -37,10 +36,11 @@ def store_config(stub_url: str, policy_dir: Path, store: dict[str, Any],
 @contextmanager
 def serve_gateway(config_dict: dict[str, Any], classifier: Any) -> Iterator[str]:
     """The gateway's root URL (no /v1)."""
+    from stub_upstream import ServerThread
+
     from proxy.app import create_app
     from proxy.services import build_services
     from proxy.settings import GatewayConfig
-    from stub_upstream import ServerThread
 
     config = GatewayConfig.model_validate(config_dict)
     app = create_app(config, lambda c: build_services(c, lambda policy: classifier))

@@ -60,7 +60,7 @@ def test_the_dashboard_draws_the_admin_apis_figures(busy_gateway: tuple[str, lis
     base, flagged = busy_gateway
     dom = run_chromium(f"{base}/dashboard#key={ADMIN}&window=900&bucket=1", "--dump-dom")
     assert 'data-ready="1"' in dom, dom[-2000:]
-    by_value = re.search(r'<svg[^>]*data-chart="by-value".*?</svg>', dom, re.S)
+    by_value = re.search(r'<svg[^>]*data-chart="by-value".*?</svg>', dom, re.DOTALL)
     assert by_value and len(re.findall(r'class="point"', by_value.group(0))) >= 2 * 3
     assert "<polyline" in by_value.group(0)  # several points in time: lines
     assert 'data-series="mft.care"' in by_value.group(0)
@@ -68,9 +68,9 @@ def test_the_dashboard_draws_the_admin_apis_figures(busy_gateway: tuple[str, lis
     assert re.search(r'<polygon[^>]*class="observed"', dom)  # the Value Compass radar
     assert "alignment Σ w·S = 0." in dom
     assert len(re.findall(r'class="bar"', dom)) >= 3  # violation rates and actions
-    table = re.search(r'<table id="flagged-table">.*?</table>', dom, re.S)
+    table = re.search(r'<table id="flagged-table">.*?</table>', dom, re.DOTALL)
     assert table and all(request_id in table.group(0) for request_id in flagged)
-    usage = re.search(r'<table id="key-usage">.*?</table>', dom, re.S)
+    usage = re.search(r'<table id="key-usage">.*?</table>', dom, re.DOTALL)
     assert usage and "support-bot" in usage.group(0) and "team-a" in usage.group(0)
     assert ADMIN not in dom  # the key never lands in the page's markup
     screenshot = Path(os.environ.get("VILMO_DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import TEAM_KEY
+from store_fixtures import SHARED_REDIS, _delete_prefix
 from store_gateway import (
     RedisProcess,
     admin,
@@ -22,7 +23,6 @@ from store_gateway import (
     store_config,
     wait_for,
 )
-from store_fixtures import SHARED_REDIS, _delete_prefix
 
 
 @pytest.fixture(name="replicas")
