@@ -225,3 +225,33 @@ def test_export_negatives_reads_the_trail_of_either_backend(
     assert sample["request_id"] == rid and sample["rejected"] == "You should punch him."
     assert sample["prompt"] == [{"role": "user", "content": "how do I get even?"}]
     assert "mft.care" in sample["violated_values"]
+
+
+def test_a_gateway_with_an_admin_key_is_no_open_proxy(stub: Any, policy_dir: Path,
+                                                      classifier: Any, tmp_path: Path) -> None:
+    config = store_config(stub.url, policy_dir, {"path": str(tmp_path / "state.db")})
+    config["auth"] = {"admin_key": ADMIN}  # no config keys: only issued keys get in
+    with serve_gateway(config, classifier) as base:
+        assert httpx.post(f"{base}/v1/chat/completions", json={}).status_code == 401
+        assert chat(base, "sk-anything-at-all").status_code == 401
+        created = new_key(base)
+        assert chat(base, created["key"]).status_code == 200
+        admin("DELETE", f"{base}/admin/keys/{created['id']}")
+        assert chat(base, created["key"]).status_code == 401
+        assert httpx.get(f"{base}/healthz").status_code == 200
+
+
+def test_without_required_keys_a_revoked_virtual_key_is_still_refused(
+        stub: Any, policy_dir: Path, classifier: Any, tmp_path: Path) -> None:
+    from proxy.store import StoreSettings, open_store
+
+    store_settings = {"path": str(tmp_path / "state.db")}
+    store = open_store(StoreSettings.model_validate(store_settings))
+    issued = store.create_key("old")
+    store.revoke_key(issued.record.id)
+    store.close()
+    config = store_config(stub.url, policy_dir, store_settings)
+    config["auth"] = {}  # local use: anonymous callers allowed
+    with serve_gateway(config, classifier) as base:
+        assert chat(base, "sk-anything-at-all").status_code == 200  # anonymous, as before
+        assert chat(base, issued.key).status_code == 401
