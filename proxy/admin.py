@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from importlib import resources
 from typing import Annotated, Any
 
@@ -32,7 +33,7 @@ from proxy.middleware import _bearer, resolve_caller
 from proxy.services import Services
 from proxy.store import AuditQuery, InvalidCursor, Store, StoreError, StoreUnavailable
 from proxy.store.records import MAX_PAGE
-from proxy.summary import MAX_BUCKETS, SUMMARY_MAX_RECORDS, parse_instant, summarize
+from proxy.summary import MAX_BUCKETS, parse_instant, summarize
 
 MAX_FILTER_CHARS = 256
 
@@ -224,7 +225,7 @@ async def summary(request: Request, since: Filter = None, until: Filter = None,
     """The dashboard's figures over ``since``..``until`` (default: the last 24 hours), in
     ``bucket``-second steps (default: about 48 steps)."""
     services: Services = request.app.state.services
-    end = parse_time(until, "until") or _now()
+    end = parse_time(until, "until") or time.time()
     start = parse_time(since, "since") or end - 86400
     if start >= end:
         raise InvalidRequest("since must be before until", param="since",
@@ -244,12 +245,6 @@ async def summary(request: Request, since: Filter = None, until: Filter = None,
     return result
 
 
-def _now() -> float:
-    import time
-
-    return time.time()
-
-
 admin_router.include_router(admin)
 
 
@@ -261,6 +256,3 @@ async def dashboard() -> HTMLResponse:
         "content-security-policy": "default-src 'self'; script-src 'unsafe-inline'; "
                                    "style-src 'unsafe-inline'; img-src 'self' data:; "
                                    "connect-src 'self'; frame-ancestors 'none'"})
-
-
-__all__ = ["SUMMARY_MAX_RECORDS", "admin_router"]
