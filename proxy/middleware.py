@@ -8,7 +8,6 @@ leaves an audit record.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -18,10 +17,11 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.audit import RequestRecord, new_request_id
-from proxy.errors import AuthenticationFailed, GatewayError, KeyRateLimited, PayloadTooLarge
+from proxy.client_keys import LIMITED_PATHS, VerifiedKeys, admit, charge, find_virtual_key
+from proxy.errors import AuthenticationFailed, GatewayError, PayloadTooLarge
 from proxy.settings import AuthSettings, KeyBinding
 from proxy.stages import start_clock
-from proxy.store import Store, StoreError, VirtualKey, looks_like_virtual_key
+from proxy.store import Store, VirtualKey, looks_like_virtual_key
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class KeyAuth:
         self.public_paths = frozenset(settings.public_paths)
         self.required = bool(settings.keys) or settings.admin_key is not None
         self.anonymous = Caller("anonymous", None, settings.allow_policy_header)
+        self.verified = VerifiedKeys()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,7 +90,7 @@ class KeyAuth:
             return
         presented = _bearer(scope)
         store: Store | None = getattr(scope["app"].state, "store", None)
-        caller = await resolve_caller(presented, self.bindings, store)
+        caller = await resolve_caller(presented, self.bindings, store, self.verified)
         if caller is None and not self.required and not (
                 presented and looks_like_virtual_key(presented)):
             caller = self.anonymous
@@ -132,44 +133,14 @@ def static_caller(bindings: Sequence[KeyBinding], key: str | None) -> Caller | N
 
 
 async def resolve_caller(key: str | None, bindings: Sequence[KeyBinding],
-                         store: Store | None) -> Caller | None:
-    """A config key, else an active virtual key from the store; None when neither. A store
-    that cannot be reached refuses virtual keys (never lets an unverified key through)."""
+                         store: Store | None, verified: VerifiedKeys | None = None,
+                         ) -> Caller | None:
+    """A config key, else an active virtual key from the store; None when neither."""
     caller = static_caller(bindings, key)
     if caller is not None or not key or store is None or not looks_like_virtual_key(key):
         return caller
-    try:
-        found = await asyncio.to_thread(store.find_key, key)
-    except StoreError as error:
-        log.warning("virtual key not checked, refused: %s", error)
-        return None
-    if found is None:
-        return None
-    return Caller(found.name, found.policy, False, found)
-
-
-LIMITED_PATHS = frozenset({CHAT_PATH, "/v1/values/check"})
-
-
-async def admit(store: Store, key: VirtualKey) -> KeyRateLimited | None:
-    """None when the key's budgets have room; else the 429 to answer."""
-    decision = await asyncio.to_thread(store.admit, key.id, key.rpm, key.tpm)
-    if decision.allowed:
-        return None
-    retry = max(1, decision.retry_after_s)
-    reason = decision.reason or ("store" if decision.degraded else "rpm")
-    what = {"rpm": "requests", "tpm": "tokens"}.get(reason, "requests")
-    return KeyRateLimited(f"this key is over its {what} per minute limit; retry in {retry} s",
-                          code=reason, headers={"retry-after": str(retry)})
-
-
-def charge(store: Store, key: VirtualKey, record: RequestRecord | None) -> None:
-    """Charge the request's tokens to the key, off the event loop (never awaited: the reply is
-    already out)."""
-    if record is None or not record.tokens or key.tpm is None:
-        return
-    loop = asyncio.get_running_loop()
-    loop.run_in_executor(None, store.charge_tokens, key.id, record.tokens)
+    found = await find_virtual_key(store, key, verified)
+    return None if found is None else Caller(found.name, found.policy, False, found)
 
 
 def is_admin_path(path: str) -> bool:

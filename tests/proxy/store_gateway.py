@@ -19,7 +19,7 @@ from conftest import gateway_config_dict
 sys.path.insert(0, str(Path(__file__).parent / "store"))
 from store_fixtures import SHARED_REDIS, RedisProcess, _delete_prefix
 
-__all__ = ["RedisProcess"]
+__all__ = ["SHARED_REDIS", "RedisProcess", "_delete_prefix"]
 
 ADMIN = "sk-vilmo-admin-test-0123456789abcdef"
 

@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from conftest import TEAM_KEY
-from store_fixtures import SHARED_REDIS, _delete_prefix
 from store_gateway import (
+    SHARED_REDIS,
     RedisProcess,
+    _delete_prefix,
     admin,
     audit_ids,
     chat,
@@ -64,18 +65,27 @@ def test_redis_stopped_mid_burst_leaves_every_request_in_the_trail_exactly_once(
              "retry_s": 0.2, "timeout_s": 0.5}
     try:
         with serve_gateway(store_config(stub.url, policy_dir, store), classifier) as base:
+            virtual = admin("POST", f"{base}/admin/keys",
+                            json={"name": "bot", "rpm": 1000}).json()["key"]
+            unused = admin("POST", f"{base}/admin/keys", json={"name": "new"}).json()["key"]
+
             def burst(count: int) -> list[str]:
+                keys = [TEAM_KEY, virtual] * (count // 2)
                 with ThreadPoolExecutor(4) as pool:
-                    replies = list(pool.map(lambda _: chat(base, TEAM_KEY), range(count)))
+                    replies = list(pool.map(lambda key: chat(base, key), keys))
                 assert {r.status_code for r in replies} == {200}  # served while Redis is down
                 return [r.headers["x-request-id"] for r in replies]
 
             sent = burst(12)
             redis_server.kill()
-            sent += burst(12)
-            spool = httpx.get(f"{base}/metrics",
-                              headers={"authorization": f"Bearer {TEAM_KEY}"}).text
-            assert "vilmo_store_reachable 0.0" in spool
+            sent += burst(12)  # the virtual key was verified before: served, limits fail open
+            metrics = httpx.get(f"{base}/metrics",
+                                headers={"authorization": f"Bearer {TEAM_KEY}"}).text
+            assert "vilmo_store_reachable 0.0" in metrics
+            assert "vilmo_limit_degraded_total 0.0" not in metrics
+            assert chat(base, unused).status_code == 401  # never verified: not let through
+            down = admin("GET", f"{base}/admin/keys")
+            assert down.status_code == 503 and down.json()["error"]["code"] == "store_unavailable"
             redis_server.start()  # same port, same AOF
             sent += burst(12)
             wait_for(lambda: len(audit_ids(base)) >= len(sent), timeout=20)
@@ -84,5 +94,6 @@ def test_redis_stopped_mid_burst_leaves_every_request_in_the_trail_exactly_once(
             trail = Counter(audit_ids(base))
     finally:
         redis_server.kill()
-    assert set(trail) == set(sent)
+    assert set(trail) >= set(sent)  # and the refused request of the unverified key
+    assert len(trail) == len(sent) + 1
     assert max(trail.values()) == 1
