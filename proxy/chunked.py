@@ -19,7 +19,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from proxy.audit import RequestRecord
+from proxy.audit import RequestRecord, note_reply
 from proxy.chunks import (
     ChoiceText,
     by_choice,
@@ -120,6 +120,8 @@ async def windowed(stream: ChatStream, services: Services, record: RequestRecord
     finally:
         if verdicts:
             record.verdict = worst_of(verdicts).as_dict()
+        note_reply(record, {i: c.text.text for i, c in choices.items()},
+                   worst_of(verdicts) if verdicts else None, _usage(trailer))
 
 
 async def monitored(stream: ChatStream, services: Services, record: RequestRecord,
@@ -128,9 +130,12 @@ async def monitored(stream: ChatStream, services: Services, record: RequestRecor
     call, policy = stream.call, stream.call.policy
     choices: dict[int, ChoiceText] = {}
     template: Chunk = {}
+    trailer: list[Chunk] = []
     async for chunk in stream.chunks:
         template = template or chunk
         yield chunk
+        if not chunk.get("choices"):
+            trailer.append(chunk)
         for index, piece in by_choice(chunk):
             choices.setdefault(index, ChoiceText()).add(delta_of(piece))
     items = {i: call.checked(t.text) for i, t in (choices or {0: ChoiceText()}).items()}
@@ -138,8 +143,15 @@ async def monitored(stream: ChatStream, services: Services, record: RequestRecor
         verdict = await services.guard.check_choices(policy, items, "output")
     except GuardFailed:  # monitor never holds or fails a stream; the failure is reported
         verdict = None
+    note_reply(record, {i: t.text for i, t in choices.items()}, verdict, _usage(trailer))
     note: dict[str, object] = {"mode": "monitor", "guard": "ok" if verdict else "error"}
     if verdict is not None:
         note.update(verdict.as_dict())
         record.verdict = verdict.as_dict()
     yield {**chunk_like(template, None), "choices": [], "vilmo": note}
+
+
+def _usage(trailer: list[Chunk]) -> object:
+    """The upstream's usage object, from the chunks without choices (for the audit trail)."""
+    found = [c["usage"] for c in trailer if c.get("usage")]
+    return found[-1] if found else None

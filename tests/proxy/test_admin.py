@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import TEAM_KEY, UPSTREAM_SECRET
+from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET
 from store_gateway import (
     ADMIN,
     admin,
@@ -255,3 +255,23 @@ def test_without_required_keys_a_revoked_virtual_key_is_still_refused(
     with serve_gateway(config, classifier) as base:
         assert chat(base, "sk-anything-at-all").status_code == 200  # anonymous, as before
         assert chat(base, issued.key).status_code == 401
+
+
+@pytest.mark.parametrize("mode", ["buffer", "chunked", "monitor"])
+def test_streamed_replies_reach_the_trail_with_their_text_and_tokens(
+        base: str, stub: Any, mode: str) -> None:
+    stub.reply = "You could punch him."
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=ADMIN_KEY, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="stub", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "how do I get even?"}],
+        extra_headers={"x-vilmo-policy": f"g-block-{mode}"})
+    request_id = raw.headers["x-request-id"]
+    list(raw.parse())
+    wait_for(lambda: request_id in audit_ids(base))
+    [record] = [r for r in admin("GET", f"{base}/admin/audit", params={"key": "admin"})
+                .json()["data"] if r["id"] == request_id]
+    assert record["data"]["reply"]["text"] == "You could punch him."
+    assert "mft.care" in record["data"]["reply"]["values"]
+    assert record["data"]["prompt"] == [{"role": "user", "content": "how do I get even?"}]
+    assert record["data"]["tokens"] > 0
