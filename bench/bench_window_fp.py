@@ -26,21 +26,22 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from bench_classifier import cpu_info
 
-from proxy.audit import RequestRecord
+from proxy.call import Call
 from proxy.chunked import windowed
 from proxy.chunks import tokens
 from proxy.guard import Guard
 from proxy.metrics import Metrics
-from proxy.pipeline import Call, ChatStream
+from proxy.outcome import Judged
+from proxy.protocol import ChatCompletionChunk, ReplyMessage
 from vilmo.classifier import ScoreInput
 from vilmo.instructions import Instruction
 from vilmo.policy import Action, Policy, load_policy
 from vilmo.policy_classifier import PolicyClassifiers
+from vilmo.verdict import Verdict
 
 DATA = Path("/work/shared/data/fulcra/hh_helpful_test.jsonl")
 REPO = Path(__file__).resolve().parent.parent
@@ -67,8 +68,8 @@ def blocking(policy: Policy, window: int) -> Policy:
     return policy.model_copy(update={"values": values, "streaming": streaming, "checks": checks})
 
 
-async def words(reply: str) -> AsyncIterator[dict[str, Any]]:
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+async def words(reply: str) -> AsyncIterator[ChatCompletionChunk]:
+    def chunk(delta: ReplyMessage, finish: str | None = None) -> ChatCompletionChunk:
         return {"id": "c", "model": "m", "created": 0,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
@@ -85,7 +86,7 @@ class CountingGuard(Guard):
 
     async def check(self, policy: Policy, items: Any, stage: Any) -> Any:
         verdict = await super().check(policy, items, stage)
-        if stage == "stream" and verdict is not None and verdict.stops:
+        if stage == "stream" and isinstance(verdict, Verdict) and verdict.stops:
             self.flagged += 1
         return verdict
 
@@ -94,12 +95,11 @@ async def chunked(guard: CountingGuard, policy: Policy, prompt: str, reply: str,
                   ) -> tuple[bool, bool]:
     """(some window was flagged, the stream ended with a refusal)."""
     messages = [{"role": "user", "content": prompt}]
-    stream = ChatStream(Call({"messages": messages}, policy, Instruction("")), words(reply))
+    call = Call({"messages": messages}, policy, Instruction(""))
     before = guard.flagged
-    finishes = [c["choices"][0]["finish_reason"]
-                async for c in windowed(stream, SimpleNamespace(guard=guard),  # type: ignore[arg-type]
-                                        RequestRecord(request_id="bench", caller="bench"))
-                if c.get("choices")]
+    finishes = [c["choices"][0].get("finish_reason")
+                async for c in windowed(call, words(reply), guard)
+                if not isinstance(c, Judged) and c.get("choices")]
     return guard.flagged > before, "content_filter" in finishes
 
 
@@ -114,7 +114,7 @@ async def old_rule(guard: Guard, policy: Policy, prompt: str, reply: str, window
             context = " ".join(released.split()[-(window // 2):])
             verdict = await guard.check(policy, [ScoreInput(f"{context} {pending}".strip(),
                                                             prompt)], "stream")
-            if verdict is not None and verdict.stops:
+            if isinstance(verdict, Verdict) and verdict.stops:
                 return True
             released, pending = released + pending, ""
     return False
@@ -125,7 +125,7 @@ def rate(k: int, n: int) -> str:
 
 
 async def run(replies: int, windows: list[int]) -> None:
-    base = load_policy(REPO / "policies" / "default.yaml")
+    base = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
     classifiers = PolicyClassifiers()
     guard = CountingGuard(classifiers, Metrics())
     pairs = hh_replies(replies)

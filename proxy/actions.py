@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from proxy.chunks import CONTENT_FILTER
 from proxy.errors import ContentBlocked
+from proxy.outcome import Judgement
 from proxy.upstream import Completion
 from vilmo.policy import Action, Policy
 from vilmo.verdict import Verdict
@@ -56,19 +57,21 @@ def with_annotation(completion: Completion, verdict: Verdict | None,
 Reply = TypeVar("Reply")  # a completion, or the chunks of a buffered stream
 
 
-async def enforce(reply: Reply, verdict: Verdict | None, policy: Policy,
-                  retry: Callable[[Verdict], Awaitable[tuple[Reply, Verdict | None]]],
-                  block: Callable[[Reply, Verdict], Reply]) -> tuple[Reply, Verdict | None, int]:
+async def enforce(reply: Reply, verdict: Judgement, policy: Policy,
+                  retry: Callable[[Verdict], Awaitable[tuple[Reply, Judgement]]],
+                  block: Callable[[Reply, Verdict], Reply],
+                  ) -> tuple[Reply, Judgement, tuple[Verdict, ...]]:
     """Apply the verdict: regenerate up to the policy's limit, then fall back to block (or
     raise ContentBlocked when the policy asks for an error). ``retry`` calls the upstream
-    again with a stronger instruction and checks the result."""
-    regenerations = 0
-    while (verdict is not None and verdict.action is Action.REGENERATE
-           and regenerations < policy.max_regenerations):
-        regenerations += 1
+    again with a stronger instruction and checks the result. Also returns the verdicts of
+    the rejected attempts, in order."""
+    attempts: list[Verdict] = []
+    while (isinstance(verdict, Verdict) and verdict.action is Action.REGENERATE
+           and len(attempts) < policy.max_regenerations):
+        attempts.append(verdict)
         reply, verdict = await retry(verdict)
-    if verdict is not None and verdict.stops:
+    if isinstance(verdict, Verdict) and verdict.stops:
         if policy.block_with == "error":
             raise blocked_error(policy, verdict)
         reply = block(reply, verdict)
-    return reply, verdict, regenerations
+    return reply, verdict, tuple(attempts)

@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 from proxy.errors import InvalidRequest
-from proxy.protocol import ChatCompletionRequest, forwarded
+from proxy.protocol import ChatCompletionRequest, UpstreamParams, forwarded
 from proxy.settings import GatewayConfig
 
 MAX_JSON_DEPTH = 64
@@ -69,7 +69,7 @@ def too_deep() -> InvalidRequest:
 
 
 def admit(raw: dict[str, Any], body: ChatCompletionRequest, config: GatewayConfig,
-          ) -> dict[str, Any]:
+          ) -> UpstreamParams:
     """The request as the pipeline may forward it (``raw`` is the body ``body`` validated)."""
     params, left_out = forwarded(raw, config.allowed_params(body.model))
     if left_out and config.strict_params:

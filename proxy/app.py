@@ -14,9 +14,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from proxy.admin import admin_router
-from proxy.audit import RequestRecord
 from proxy.errors import GatewayError, InvalidRequest, Redactor, install_log_redaction
 from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
+from proxy.protocol import error_envelope
+from proxy.record import Ledger
 from proxy.routes import router
 from proxy.services import Services, build_services
 from proxy.settings import GatewayConfig, config_from_environment
@@ -70,9 +71,9 @@ def app_from_environment() -> FastAPI:
 
 
 def _respond(request: Request, error: GatewayError) -> JSONResponse:
-    record: RequestRecord | None = getattr(request.state, "record", None)
-    if record is not None:
-        request.app.state.services.record(record, str(error.status), error.code)
+    ledger: Ledger | None = getattr(request.state, "ledger", None)
+    if ledger is not None:
+        request.app.state.services.finish(ledger, str(error.status), error.code)
     return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
 
 
@@ -85,7 +86,11 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    envelope = {"error": {"message": str(exc.detail), "type": "invalid_request_error",
-                          "param": None, "code": str(exc.status_code)}}
-    return JSONResponse(envelope, status_code=exc.status_code)
+    code = _HTTP_CODES.get(exc.status_code, "invalid_request")
+    return JSONResponse(error_envelope(str(exc.detail), "invalid_request_error", None, code),
+                        status_code=exc.status_code)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+"""Codes of Starlette's own errors (no such route, or not with this method)."""
 

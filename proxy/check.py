@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.middleware import Caller
+from proxy.outcome import NOT_CHECKED, verdict_of
 from proxy.pipeline import choose_policy
-from proxy.protocol import ValuesCheckRequest
+from proxy.protocol import ValuesCheckRequest, ValuesCheckResult
 from proxy.services import Services
 from vilmo.classifier import ScoreInput
 from vilmo.instructions import message_text
@@ -15,7 +14,7 @@ from vilmo.verdict import SEVERITY, Verdict
 
 
 async def check_values(request: ValuesCheckRequest, caller: Caller, policy_header: str | None,
-                       services: Services) -> dict[str, Any]:
+                       services: Services) -> ValuesCheckResult:
     policy = choose_policy(caller, request.policy or policy_header, services.policies)
     inputs: list[ScoreInput] = []
     reply: ScoreInput | None = None
@@ -35,8 +34,10 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
                               f"most {policy.checks.max_chars} (checks.max_chars)",
                               param="text" if request.text is not None else "messages",
                               code="check_too_large")
-    input_verdict = await services.guard.check(policy, inputs, "input") if inputs else None
-    output_verdict = await services.guard.check(policy, [reply], "output") if reply else None
+    input_verdict = verdict_of(await services.guard.check(policy, inputs, "input")
+                               if inputs else NOT_CHECKED)
+    output_verdict = verdict_of(await services.guard.check(policy, [reply], "output")
+                                if reply else NOT_CHECKED)
     judged = [v for v in (input_verdict, output_verdict) if v is not None]
     worst = max(judged, key=lambda v: SEVERITY[v.action], default=None)
     return {

@@ -11,6 +11,8 @@ last check decides, so a window-only false positive costs latency, not the reply
 
 monitor: everything passes at once; at the end each choice's whole reply is checked and the
 verdict reported in a last chunk (``choices: []``, a ``vilmo`` object). No protection.
+
+Both yield, among the chunks, ``Judged`` facts: the reply's verdict so far, for the record.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from proxy.audit import RequestRecord, note_reply
+from proxy.call import Call
 from proxy.chunks import (
     ChoiceText,
     by_choice,
@@ -30,8 +32,8 @@ from proxy.chunks import (
     tokens,
 )
 from proxy.errors import GuardFailed
-from proxy.pipeline import ChatStream
-from proxy.services import Services
+from proxy.guard import Guard
+from proxy.outcome import FAILED_OPEN, FailedOpen, Judged, Judgement
 from proxy.upstream import Chunk
 from vilmo.verdict import Verdict, worst_of
 
@@ -65,30 +67,32 @@ class _Choice:
         return out
 
 
-async def windowed(stream: ChatStream, services: Services, record: RequestRecord,
-                   ) -> AsyncIterator[Chunk]:
+async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
+                   ) -> AsyncIterator[Chunk | Judged]:
     """Chunked mode: only text whose reply so far passed the check is released."""
-    call, policy = stream.call, stream.call.policy
+    policy = call.policy
     choices: dict[int, _Choice] = {}
     verdicts: dict[int, Verdict] = {}
     trailer: list[Chunk] = []  # usage: sent once every choice is decided
     template: Chunk = {}
 
-    async def finish(index: int, choice: _Choice) -> list[Chunk]:
+    async def finish(index: int, choice: _Choice) -> list[Chunk | Judged]:
         """The whole-reply check, as in plain mode, then the held rest or the refusal."""
         choice.done = True
-        verdict = await services.guard.check(policy, [call.checked(choice.text.text)], "output")
-        if verdict is None:  # failed open: the policy chose availability over the check
-            return choice.release()
+        verdict = await guard.check(policy, [call.checked(choice.text.text)], "output")
+        if isinstance(verdict, FailedOpen):  # the policy chose availability over the check
+            return [Judged(worst_of(verdicts) if verdicts else FAILED_OPEN), *choice.release()]
         verdicts[index] = verdict
+        judged = Judged(worst_of(verdicts))
         if not verdict.stops:
-            return choice.release()
+            return [judged, *choice.release()]
         choice.held, choice.ends = [], []
         text = ("\n" if choice.released else "") + policy.refusal
-        return refusal_chunks(template, text, with_role=not choice.released, index=index)
+        return [judged, *refusal_chunks(template, text, with_role=not choice.released,
+                                        index=index)]
 
     try:
-        async for chunk in stream.chunks:
+        async for chunk in chunks:
             template = template or chunk
             if not chunk.get("choices"):
                 trailer.append(chunk)
@@ -105,9 +109,9 @@ async def windowed(stream: ChatStream, services: Services, record: RequestRecord
                 elif (not choice.flagged
                       and choice.unchecked_tokens >= policy.streaming.window_tokens):
                     choice.unchecked_tokens = 0
-                    verdict = await services.guard.check(
+                    verdict = await guard.check(
                         policy, [call.checked(choice.text.text)], "stream")
-                    choice.flagged = verdict is not None and verdict.stops
+                    choice.flagged = isinstance(verdict, Verdict) and verdict.stops
                     if not choice.flagged:
                         for out in choice.release(whole=False):
                             yield out
@@ -118,40 +122,29 @@ async def windowed(stream: ChatStream, services: Services, record: RequestRecord
         for out in trailer:
             yield out
     finally:
-        if verdicts:
-            record.verdict = worst_of(verdicts).as_dict()
-        note_reply(record, {i: c.text.text for i, c in choices.items()},
-                   worst_of(verdicts) if verdicts else None, _usage(trailer))
+        await chunks.aclose()  # type: ignore[attr-defined]
 
 
-async def monitored(stream: ChatStream, services: Services, record: RequestRecord,
-                    ) -> AsyncIterator[Chunk]:
+async def monitored(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
+                    ) -> AsyncIterator[Chunk | Judged]:
     """Monitor mode: everything passes at once; the whole reply is checked at the end."""
-    call, policy = stream.call, stream.call.policy
+    policy = call.policy
     choices: dict[int, ChoiceText] = {}
     template: Chunk = {}
-    trailer: list[Chunk] = []
-    async for chunk in stream.chunks:
+    async for chunk in chunks:
         template = template or chunk
         yield chunk
-        if not chunk.get("choices"):
-            trailer.append(chunk)
         for index, piece in by_choice(chunk):
             choices.setdefault(index, ChoiceText()).add(delta_of(piece))
     items = {i: call.checked(t.text) for i, t in (choices or {0: ChoiceText()}).items()}
+    verdict: Judgement
     try:
-        verdict = await services.guard.check_choices(policy, items, "output")
+        verdict = await guard.check_choices(policy, items, "output")
     except GuardFailed:  # monitor never holds or fails a stream; the failure is reported
-        verdict = None
-    note_reply(record, {i: t.text for i, t in choices.items()}, verdict, _usage(trailer))
-    note: dict[str, object] = {"mode": "monitor", "guard": "ok" if verdict else "error"}
-    if verdict is not None:
+        verdict = FAILED_OPEN
+    note: dict[str, object] = {"mode": "monitor",
+                               "guard": "ok" if isinstance(verdict, Verdict) else "error"}
+    if isinstance(verdict, Verdict):
         note.update(verdict.as_dict())
-        record.verdict = verdict.as_dict()
+    yield Judged(verdict)
     yield {**chunk_like(template, None), "choices": [], "vilmo": note}
-
-
-def _usage(trailer: list[Chunk]) -> object:
-    """The upstream's usage object, from the chunks without choices (for the audit trail)."""
-    found = [c["usage"] for c in trailer if c.get("usage")]
-    return found[-1] if found else None

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from proxy.errors import StreamTimeout
+from proxy.protocol import ReplyMessage
 from proxy.upstream import Chunk, Completion
 
 CONTENT_FILTER = "content_filter"
@@ -23,7 +24,7 @@ def tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-def readable_text(message: dict[str, Any]) -> str:
+def readable_text(message: Mapping[str, Any]) -> str:
     """Every text of a message (or a delta) that reaches the client, and so is checked:
     reasoning, content, refusal, and the arguments of the function call and tool calls."""
     parts = [str(message.get(key) or "") for key in TEXT_FIELDS]
@@ -48,7 +49,7 @@ class ChoiceText:
         self.message: dict[str, Any] = {}
         self._calls: dict[int, dict[str, str]] = {}
 
-    def add(self, delta: dict[str, Any]) -> None:
+    def add(self, delta: Mapping[str, Any]) -> None:
         for key in TEXT_FIELDS:
             if delta.get(key):
                 self.message[key] = self.message.get(key, "") + str(delta[key])
@@ -75,7 +76,7 @@ def by_choice(chunk: Chunk) -> list[tuple[int, Chunk]]:
             for c in chunk.get("choices") or []]
 
 
-def delta_of(piece: Chunk) -> dict[str, Any]:
+def delta_of(piece: Chunk) -> ReplyMessage:
     delta = piece["choices"][0].get("delta")
     return delta if isinstance(delta, dict) else {}
 
@@ -89,7 +90,7 @@ def reply_of(chunks: Iterable[Chunk]) -> dict[int, ChoiceText]:
     return choices or {0: ChoiceText()}
 
 
-def chunk_like(template: Chunk, delta: dict[str, Any] | None,
+def chunk_like(template: Chunk, delta: ReplyMessage | None,
                finish_reason: str | None = None, index: int = 0) -> Chunk:
     """A chunk with the template's id, model and created; no choices when delta is None."""
     chunk: Chunk = {"id": template.get("id", "chatcmpl-vilmo"), "object": "chat.completion.chunk",
@@ -102,7 +103,7 @@ def chunk_like(template: Chunk, delta: dict[str, Any] | None,
 def refusal_chunks(template: Chunk, text: str, with_role: bool = True,
                    index: int = 0) -> list[Chunk]:
     """A choice that says ``text`` and ends with finish_reason content_filter."""
-    delta: dict[str, Any] = {"role": "assistant", "content": text} if with_role else {
+    delta: ReplyMessage = {"role": "assistant", "content": text} if with_role else {
         "content": text}
     return [chunk_like(template, delta, index=index),
             chunk_like(template, {}, CONTENT_FILTER, index=index)]

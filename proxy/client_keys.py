@@ -15,7 +15,6 @@ import threading
 import time
 from collections import OrderedDict
 
-from proxy.audit import RequestRecord
 from proxy.errors import KeyRateLimited
 from proxy.store import Store, StoreError, VirtualKey
 
@@ -81,12 +80,12 @@ async def admit(store: Store, key: VirtualKey) -> KeyRateLimited | None:
                           code=reason, headers={"retry-after": str(retry)})
 
 
-def charge(store: Store, key: VirtualKey, record: RequestRecord | None) -> None:
+def charge(store: Store, key: VirtualKey, tokens: int) -> None:
     """Charge the request's tokens to the key, off the event loop (not awaited: the reply is
     already out; a failure is counted by the store)."""
-    if record is None or not record.tokens or key.tpm is None:
+    if not tokens or key.tpm is None:
         return
-    asyncio.get_running_loop().run_in_executor(None, store.charge_tokens, key.id, record.tokens)
+    asyncio.get_running_loop().run_in_executor(None, store.charge_tokens, key.id, tokens)
 
 
 def _digest(presented: str) -> str:

@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
+from proxy.protocol import error_envelope
+
 log = logging.getLogger(__name__)
 
 
@@ -50,8 +52,7 @@ class GatewayError(Exception):
         """Response headers that go with the error (e.g. Retry-After)."""
 
     def envelope(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return error_envelope(self.message, self.type, self.param, self.code)
 
 
 class InvalidRequest(GatewayError):

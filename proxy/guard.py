@@ -2,7 +2,7 @@
 
 ``Guard.check`` scores texts against a policy's values and returns the verdict. When the
 classifier fails or runs past ``checks.timeout_s``, a policy with ``on_error: closed`` gets a
-``GuardFailed`` (never the unchecked text); ``open`` gets ``None``: the caller lets the text
+``GuardFailed`` (never the unchecked text); ``open`` gets ``FAILED_OPEN``: the caller lets the text
 through, marks it, and the failure is counted in ``vilmo_guard_errors_total`` and logged. Texts
 longer than ``checks.max_chars`` in all are not scored and count as such a failure. A check that
 times out (or whose client left) stops its work: its unscored parts are dropped by the batcher.
@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
-from proxy.audit import RequestRecord
 from proxy.errors import GuardFailed
 from proxy.metrics import Metrics
-from proxy.stages import timed
+from proxy.outcome import FAILED_OPEN, FailedOpen
+from proxy.stages import note_prompt, timed
 from vilmo.batcher import MicroBatcher
 from vilmo.classifier import ScoreInput, ValueClassifier
 from vilmo.instructions import NO_INSTRUCTION, Instruction, InstructionGenerator
@@ -45,22 +45,22 @@ class Guard:
         self._batchers: dict[str, MicroBatcher] = {}  # by policy name
 
     async def check(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
-                    ) -> Verdict | None:
+                    ) -> Verdict | FailedOpen:
         """The verdict over the items (per id, the highest score of any item)."""
         scores = await self._scores(policy, items, stage)
         if scores is None:
-            return None
+            return FAILED_OPEN
         verdict = decide(merge_max(scores), policy)
         self.metrics.record_verdict(policy.name, stage, verdict)
         return verdict
 
     async def check_choices(self, policy: Policy, items: Mapping[int, ScoreInput], stage: Stage,
-                            ) -> Verdict | None:
+                            ) -> Verdict | FailedOpen:
         """One verdict per choice of a reply (``n > 1``), judged together; the result is the
         worst of them and keeps each (``Verdict.choices``) so that each choice is acted on."""
         scores = await self._scores(policy, list(items.values()), stage)
         if scores is None:
-            return None
+            return FAILED_OPEN
         verdict = worst_of({i: decide(s, policy) for i, s in zip(items, scores, strict=True)})
         self.metrics.record_verdict(policy.name, stage, verdict)
         return verdict
@@ -80,9 +80,11 @@ class Guard:
             return None
 
     async def instruction(self, generator: InstructionGenerator, messages: Messages,
-                          policy: Policy, record: RequestRecord) -> Instruction:
-        """The generator runs in a worker thread (it embeds text) under the check timeout; a
-        failure is handled like a failed check (closed: error; open: no instruction)."""
+                          policy: Policy) -> tuple[Instruction, float]:
+        """The instruction and the seconds it took. The generator runs in a worker thread (it
+        embeds text) under the check timeout; a failure is handled like a failed check
+        (closed: error; open: no instruction)."""
+        note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
         try:
             instruction = await asyncio.wait_for(
@@ -91,9 +93,7 @@ class Guard:
         except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
             self.failed(policy, "instruction", exc)
             instruction = NO_INSTRUCTION
-        record.instruction_s = time.perf_counter() - started
-        record.generator, record.principles = instruction.generator, instruction.principle_ids
-        return instruction
+        return instruction, time.perf_counter() - started
 
     def failed(self, policy: Policy, stage: Stage, exc: BaseException) -> None:
         """Count and log a guard failure; raise when the policy fails closed."""

@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from proxy.audit import RequestRecord
+from proxy.record import RequestRecord
 from proxy.settings import configured_name
-from proxy.stages import current_clock
+from proxy.stages import Trace
 from proxy.store import StoreHealth
 from vilmo.verdict import Verdict
 
@@ -77,7 +77,7 @@ class Metrics:
         self.cache_counts: Callable[[], tuple[int, int]] | None = None
         """(hits, misses) of the instruction cache, read at each scrape."""
 
-    def record(self, record: RequestRecord) -> None:
+    def record(self, record: RequestRecord, trace: Trace | None = None) -> None:
         stream = "true" if record.stream else "false"
         model = configured_name(record.model, self.model_names) or OTHER_MODEL
         self.requests.labels(model, record.policy, stream, record.status).inc()
@@ -86,19 +86,18 @@ class Metrics:
             self.instruction_seconds.labels(record.generator).observe(record.instruction_s)
         for principle in record.principles:
             self.principles.labels(record.policy, principle).inc()
-        if record.tokens:
-            self.tokens.labels(model, record.caller).inc(record.tokens)
         self.stage_seconds.labels("total").observe(record.duration_s)
         if record.generator:
             self.stage_seconds.labels("instruction").observe(record.instruction_s)
-        clock = current_clock.get()
-        if clock is not None:
-            if clock.upstream:
-                self.stage_seconds.labels("upstream").observe(clock.upstream)
+        if trace is not None:
+            if trace.tokens:
+                self.tokens.labels(model, record.caller).inc(trace.tokens)
+            if trace.upstream:
+                self.stage_seconds.labels("upstream").observe(trace.upstream)
                 if not record.stream:
-                    self.overhead_seconds.observe(max(0.0, record.duration_s - clock.upstream))
-            if clock.check:
-                self.stage_seconds.labels("check").observe(clock.check)
+                    self.overhead_seconds.observe(max(0.0, record.duration_s - trace.upstream))
+            if trace.check:
+                self.stage_seconds.labels("check").observe(trace.check)
 
     def record_verdict(self, policy: str, stage: str, verdict: Verdict) -> None:
         self.checks.labels(policy, stage, verdict.action.value).inc()

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.audit import RequestRecord, new_request_id
 from proxy.client_keys import LIMITED_PATHS, VerifiedKeys, admit, charge, find_virtual_key
 from proxy.errors import AuthenticationFailed, GatewayError, PayloadTooLarge
+from proxy.record import Ledger
 from proxy.settings import AuthSettings, KeyBinding
-from proxy.stages import start_clock
+from proxy.stages import start_trace
 from proxy.store import Store, VirtualKey, looks_like_virtual_key
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,7 @@ async def send_error(send: Send, error: GatewayError) -> None:
 def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
     """An audit record (and metrics) for a chat request refused before its route."""
     if scope["path"] == CHAT_PATH:
-        record = RequestRecord(request_id=new_request_id(), caller=caller)
-        scope["app"].state.services.record(record, str(error.status), error.code)
+        scope["app"].state.services.finish(Ledger(caller), str(error.status), error.code)
 
 
 class KeyAuth:
@@ -84,7 +83,7 @@ class KeyAuth:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start_clock()
+        trace = start_trace()
         if is_admin_path(scope["path"]):
             await self.app(scope, receive, send)
             return
@@ -116,7 +115,7 @@ class KeyAuth:
             await self.app(scope, receive, send)
         finally:
             if key is not None and store is not None:
-                charge(store, key, scope.get("state", {}).get("record"))
+                charge(store, key, trace.tokens)
 
 
 def static_caller(bindings: Sequence[KeyBinding], key: str | None) -> Caller | None:
@@ -214,8 +213,8 @@ class UnexpectedErrors:
                       type(exc).__name__, str(exc)[:200])
             log.debug("traceback of the unexpected error", exc_info=exc)
             error = GatewayError("internal error in the gateway", code="internal_error")
-            record: RequestRecord | None = scope.get("state", {}).get("record")
-            if record is not None and not record.written:
-                scope["app"].state.services.record(record, str(error.status), error.code)
+            ledger: Ledger | None = scope.get("state", {}).get("ledger")
+            if ledger is not None:  # recorded once: a no-op if a handler recorded it
+                scope["app"].state.services.finish(ledger, str(error.status), error.code)
             if not started:
                 await send_error(send, error)

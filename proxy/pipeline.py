@@ -1,135 +1,112 @@
-"""The request flow of the gateway, top to bottom, one named step per line.
+"""The request flow of the gateway, top to bottom, one named step per line, for plain and
+streamed requests alike.
 
     chat():  1 choose the policy        (key binding, X-Vilmo-Policy header, default)
              2 check the user turns     (all of them; a block never reaches the upstream)
              3 generate the instruction (VILMO seam: InstructionGenerator)
              4 inject it                (system message or user prefix)
-             5 call the upstream        (LiteLLM Router; streams go to proxy.streaming)
+             5 call the upstream        (LiteLLM Router; a stream is opened, first chunk read)
              6 check the reply          (value classifier → verdict)
              7 act                      (allow, annotate, block, regenerate)
-             8 record                   (metrics + audit, also for errors and streams)
+             8 record                   (metrics + audit: here for plain replies; at its end
+                                         for a stream, by ``proxy.sse``; for errors, by the
+                                         app's handlers from the facts noted so far)
 
-No framework types and no exception handling here: errors are GatewayErrors raised at the seams
-and turned into responses by the app's handlers.
+Streams: buffer mode runs steps 6-7 here (``streaming.buffered``); chunked and monitor mode
+return a lazy iterator (``streaming.live``) that runs them as the client reads.
+
+Each step returns facts; ``ledger.note`` keeps the latest, so an error at any step is recorded
+with what was known, and ``proxy.record.build_record`` is the one place a record is made.
+No framework types and no exception handling here: errors are GatewayErrors raised at the
+seams and turned into responses by the app's handlers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
 
 from proxy.actions import blocked, blocked_error, enforce, refusal_completion
-from proxy.audit import RequestRecord, note_prompt, note_reply
-from proxy.chunks import iterate, refusal_chunks, reply_texts, until
-from proxy.errors import (
-    ModelNotFound,
-    PolicyOverrideForbidden,
-    StreamTimeout,
-    UnknownPolicyRequested,
-)
+from proxy.call import Call, escalate, open_timed_stream
+from proxy.chunks import iterate, refusal_chunks, reply_texts
+from proxy.errors import ModelNotFound, PolicyOverrideForbidden, UnknownPolicyRequested
 from proxy.middleware import Caller
+from proxy.outcome import NOT_CHECKED, Facts, Finish, Judgement, Reply, Stream, StreamMode
+from proxy.protocol import UpstreamParams
+from proxy.record import Ledger
 from proxy.services import Services
-from proxy.upstream import Chunk, Completion, Upstream, open_stream
+from proxy.streaming import buffered, live
+from proxy.upstream import Chunk, Completion, Upstream
 from vilmo.classifier import ScoreInput
-from vilmo.instructions import (
-    Instruction,
-    apply_instruction,
-    message_text,
-    prompt_text,
-    strengthen,
-)
+from vilmo.instructions import NO_INSTRUCTION, message_text
 from vilmo.policy import Policy
 from vilmo.policy_store import PolicyStore, UnknownPolicy
 from vilmo.verdict import Verdict
 
-GuardState = Literal["ok", "error", "off"]
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One admitted chat request. ``params`` is the validated body, cut to the allow-listed
+    fields by ``proxy.admission.admit``."""
+
+    params: UpstreamParams
+    stream: bool
+    caller: Caller
+    policy_header: str | None
+    ledger: Ledger
 
 
-@dataclass(slots=True)
-class Call:
-    """What goes to the upstream: the request with the instruction placed."""
+async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
+    """One chat completion through the gateway: a reply, or a stream to send."""
+    note = req.ledger.note
+    facts = note(Facts(model=str(req.params["model"]), stream=req.stream))
+    policy = choose_policy(req.caller, req.policy_header, services.policies)      # 1
+    facts = note(replace(facts, policy=policy.name))
+    require_model(services.upstream, facts.model, req.caller)
+    facts = note(replace(facts, input=await check_input(services, req.params, policy)))  # 2
+    if isinstance(facts.input, Verdict) and facts.input.stops:
+        return refuse_input(req, policy, note(replace(facts, refused=True)), services)
+    instruction, seconds = await services.guard.instruction(                     # 3
+        services.instructions, req.params["messages"], policy)
+    facts = note(replace(facts, instruction=instruction, instruction_s=seconds))
+    call = Call(req.params, policy, instruction)                                  # 4
+    if req.stream:
+        return await stream(call, facts, services, req.ledger)                    # 5-8
+    completion = await services.upstream.complete(call.params())                  # 5
+    verdict = await check_reply(services, call, completion)                       # 6
 
-    raw: dict[str, Any]
-    policy: Policy
-    instruction: Instruction
-
-    def params(self) -> dict[str, Any]:
-        placed = apply_instruction(self.raw["messages"], self.instruction,
-                                   self.policy.instructions.placement)
-        return {**self.raw, "messages": placed}
-
-    def checked(self, text: str) -> ScoreInput:
-        return ScoreInput(response=text, prompt=prompt_text(self.raw["messages"]) or None)
-
-
-@dataclass(slots=True)
-class ChatReply:
-    call: Call
-    completion: Completion
-    verdict: Verdict | None = None
-    guard: GuardState = "off"
-    input_verdict: Verdict | None = None
-    regenerations: int = 0
-
-
-@dataclass(slots=True)
-class ChatStream:
-    call: Call
-    chunks: AsyncIterator[Chunk]
-    input_verdict: Verdict | None = None
-    refused: bool = False
-    deadline: float = float("inf")
-    """Event-loop time by which the stream must end (``streaming.stream_timeout_s``)."""
-
-
-async def chat(raw: dict[str, Any], stream: bool, caller: Caller, policy_header: str | None,
-               services: Services, record: RequestRecord) -> ChatReply | ChatStream:
-    """One chat completion through the gateway. ``raw`` is the validated request body, cut
-    to the allow-listed fields by ``proxy.admission.admit``."""
-    record.model, record.stream = str(raw["model"]), stream
-    note_prompt(record, raw["messages"])
-    policy = choose_policy(caller, policy_header, services.policies)            # 1
-    record.policy = policy.name
-    require_model(services.upstream, record.model, caller)
-    input_verdict = await check_input(services, raw, policy)                     # 2
-    if input_verdict is not None and input_verdict.stops:
-        return refuse_input(raw, stream, policy, input_verdict, services, record)
-    instruction = await services.guard.instruction(                             # 3
-        services.instructions, raw["messages"], policy, record)
-    record.stakes = instruction.stakes
-    call = Call(raw, policy, instruction)                                       # 4
-    if stream:
-        deadline = asyncio.get_running_loop().time() + policy.streaming.stream_timeout_s
-        return ChatStream(call, await open_timed_stream(services.upstream, call.params(),  # 5
-                                                        deadline), input_verdict, deadline=deadline)
-    completion = await services.upstream.complete(call.params())                 # 5
-    verdict, guard = await check_reply(services, call, completion)               # 6
-    note_reply(record, reply_texts(completion), verdict, completion.get("usage"))
-
-    async def regenerate(previous: Verdict) -> tuple[Completion, Verdict | None]:
-        escalate(services, call, record, previous)
+    async def regenerate(previous: Verdict) -> tuple[Completion, Judgement]:
+        escalate(call, previous, services.metrics, services.bank)
         retried = await services.upstream.complete(call.params())
-        checked = (await check_reply(services, call, retried))[0]
-        note_reply(record, reply_texts(retried), checked, retried.get("usage"))
-        return retried, checked
+        return retried, await check_reply(services, call, retried)
 
-    completion, verdict, regenerations = await enforce(                          # 7
+    completion, verdict, attempts = await enforce(                               # 7
         completion, verdict, policy, regenerate,
         lambda reply, why: blocked(reply, policy, why))
-    record.verdict = verdict.as_dict() if verdict else None
-    services.record(record, "200")                                              # 8
-    return ChatReply(call, completion, verdict, guard, input_verdict, regenerations)
+    facts = note(replace(facts, reply=verdict, attempts=attempts))
+    services.finish(req.ledger, "200")                                            # 8
+    return Reply(completion, call, facts)
 
 
-def escalate(services: Services, call: Call, record: RequestRecord, previous: Verdict) -> None:
-    """Before a regeneration: a stronger instruction from the violated principles; the
-    rejected attempt is kept in the audit record."""
-    services.metrics.regenerations.labels(call.policy.name).inc()
-    record.attempts.append(previous.as_dict())
-    call.instruction = strengthen(call.instruction, previous.violation_ids, call.policy,
-                                  services.bank)
+async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger) -> Stream:
+    """Steps 5-8 for a stream: opened under its deadline; buffer mode enforced now."""
+    policy = call.policy
+    deadline = asyncio.get_running_loop().time() + policy.streaming.stream_timeout_s
+    chunks = await open_timed_stream(services.upstream, call.params(), deadline)  # 5
+    mode: StreamMode = policy.streaming.mode if policy.checks.output else "off"
+    if mode != "buffer":                                                         # 6-7 lazily
+        return Stream(live(call, chunks, services, mode), call, facts, mode,
+                      recorder(ledger, facts, services))                         # 8 at the end
+    held, verdict, attempts = await buffered(call, chunks, services, deadline)   # 6-7
+    facts = ledger.note(replace(facts, reply=verdict, attempts=attempts))
+    return Stream(iterate(held), call, facts, mode, recorder(ledger, facts, services))  # 8
+
+
+def recorder(ledger: Ledger, facts: Facts, services: Services) -> Finish:
+    """Step 8 for a stream: run by ``proxy.sse`` when it ends, with the reply's judgement."""
+    def finish(reply: Judgement, status: str, error_code: str | None) -> None:
+        services.finish(ledger, status, error_code, replace(facts, reply=reply))
+    return finish
 
 
 def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> Policy:
@@ -157,49 +134,36 @@ def require_model(upstream: Upstream, model: str, caller: Caller) -> None:
                             param="model", code="model_not_found")
 
 
-async def check_input(services: Services, raw: dict[str, Any], policy: Policy,
-                      ) -> Verdict | None:
+async def check_input(services: Services, raw: UpstreamParams, policy: Policy) -> Judgement:
     """Every user turn is scored, not only the last; per value the highest score counts."""
     if not policy.checks.input:
-        return None
+        return NOT_CHECKED
     turns = [ScoreInput(message_text(m)) for m in raw["messages"]
              if m.get("role") == "user" and message_text(m).strip()]
     return await services.guard.check(policy, turns, "input")
 
 
-def refuse_input(raw: dict[str, Any], stream: bool, policy: Policy, verdict: Verdict,
-                 services: Services, record: RequestRecord) -> ChatReply | ChatStream:
+def refuse_input(req: ChatRequest, policy: Policy, facts: Facts, services: Services,
+                 ) -> Reply | Stream:
     """A blocked request: the refusal (or an error), and the upstream is never called."""
-    record.verdict = {"input": verdict.as_dict()}
+    assert isinstance(facts.input, Verdict)
     if policy.block_with == "error":
-        raise blocked_error(policy, verdict, "request")
-    call = Call(raw, policy, Instruction(""))
-    refusal = refusal_completion(str(raw["model"]), policy)
-    if stream:
-        return ChatStream(call, iterate(refusal_chunks(refusal, policy.refusal)), verdict,
-                          refused=True)
-    services.record(record, "200")
-    return ChatReply(call, refusal, verdict, "ok", verdict)
+        raise blocked_error(policy, facts.input, "request")
+    call = Call(req.params, policy, NO_INSTRUCTION)
+    refusal = refusal_completion(facts.model, policy)
+    if req.stream:
+        template: Chunk = {"id": refusal["id"], "created": refusal["created"],
+                           "model": refusal["model"]}
+        return Stream(iterate(refusal_chunks(template, policy.refusal)), call, facts, "off",
+                      recorder(req.ledger, facts, services))
+    services.finish(req.ledger, "200")
+    return Reply(refusal, call, facts)
 
 
-async def open_timed_stream(upstream: Upstream, params: dict[str, Any], deadline: float,
-                            ) -> AsyncIterator[Chunk]:
-    """The upstream stream (first chunk awaited), ending with StreamTimeout at ``deadline``."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            chunks = await open_stream(upstream, params)
-    except TimeoutError:
-        raise StreamTimeout("the stream ran past streaming.stream_timeout_s",
-                            code="stream_timeout") from None
-    return until(deadline, chunks)
-
-
-async def check_reply(services: Services, call: Call, completion: Completion,
-                      ) -> tuple[Verdict | None, GuardState]:
+async def check_reply(services: Services, call: Call, completion: Completion) -> Judgement:
     """Each choice is judged on its own readable text (``n > 1``: one verdict per choice)."""
     if not call.policy.checks.output:
-        return None, "off"
+        return NOT_CHECKED
     texts = reply_texts(completion)
-    verdict = await services.guard.check_choices(
+    return await services.guard.check_choices(
         call.policy, {i: call.checked(t) for i, t in texts.items()}, "output")
-    return verdict, "ok" if verdict is not None else "error"

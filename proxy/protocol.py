@@ -11,9 +11,10 @@ documentation's order; our additions are fenced and marked.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import TypedDict  # pydantic (FastAPI replies) needs it on 3.11
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -67,8 +68,13 @@ FORWARDED_FIELDS = frozenset({
 """The OpenAI chat-completion fields (API reference): all that reaches the upstream."""
 
 
+UpstreamParams: TypeAlias = dict[str, Any]
+"""An admitted request as it goes to the upstream: only allow-listed top-level fields (the
+LiteLLM call's keyword arguments); below them, the client's JSON as validated."""
+
+
 def forwarded(body: dict[str, Any], also: Collection[str] = (),
-              ) -> tuple[dict[str, Any], list[str]]:
+              ) -> tuple[UpstreamParams, list[str]]:
     """The body's allow-listed fields (plus ``also``), and the names of those left out.
 
     ``metadata`` goes in ``extra_body``: LiteLLM reads its own ``metadata`` argument and would
@@ -127,6 +133,77 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+# --- replies and stream chunks, as the upstream sends them (dicts on the wire) -------------
+
+class FunctionCall(TypedDict, total=False):
+    name: str
+    arguments: str
+
+
+class ToolCall(TypedDict, total=False):
+    index: int
+    id: str
+    type: str
+    function: FunctionCall
+
+
+class ReplyMessage(TypedDict, total=False):
+    """A reply's message, or a stream chunk's delta (every field optional in a delta)."""
+
+    role: str
+    content: str | None
+    refusal: str | None
+    reasoning_content: str | None  # LiteLLM's field for reasoning models (not OpenAI's)
+    function_call: FunctionCall
+    tool_calls: list[ToolCall]
+
+
+class Usage(TypedDict, total=False):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Choice(TypedDict, total=False):
+    index: int
+    message: ReplyMessage
+    logprobs: object
+    finish_reason: str | None
+
+
+class ChatCompletion(TypedDict, total=False):
+    """An OpenAI ``chat.completion`` object."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    system_fingerprint: str
+    vilmo: dict[str, object]  # vilmo's addition: only with X-Vilmo-Annotate: body
+
+
+class ChunkChoice(TypedDict, total=False):
+    index: int
+    delta: ReplyMessage
+    logprobs: object
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(TypedDict, total=False):
+    """An OpenAI ``chat.completion.chunk`` object."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage
+    system_fingerprint: str
+    vilmo: dict[str, object]  # vilmo's addition: the verdict chunk of monitor mode, annotations
+
+
 class ErrorBody(BaseModel):
     message: str
     type: str
@@ -135,7 +212,16 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """The one error envelope: every error the gateway answers is built from this model."""
+
     error: ErrorBody
+
+
+def error_envelope(message: str, type: str, param: str | None = None,
+                   code: str | None = None) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}``, built from ``ErrorResponse``."""
+    return ErrorResponse(error=ErrorBody(message=message, type=type, param=param,
+                                         code=code)).model_dump()
 
 
 # --- vilmo additions (not part of the OpenAI API) -------------------------------------------
@@ -156,3 +242,15 @@ class ValuesCheckRequest(BaseModel):
         None, description="A conversation: every user turn is judged as input, and the last "
                           "turn, if the assistant's, as the reply.")
     policy: str | None = Field(None, description="A policy name (same rules as the header).")
+
+
+class ValuesCheckResult(TypedDict):
+    """The POST /v1/values/check reply."""
+
+    object: Literal["vilmo.values.check"]
+    policy: str
+    guard: Literal["ok", "error"]
+    action: str | None
+    violations: list[str]
+    input: dict[str, object] | None
+    output: dict[str, object] | None

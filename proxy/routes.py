@@ -11,22 +11,24 @@ from pydantic import BaseModel, ValidationError
 from proxy import pipeline
 from proxy.actions import with_annotation
 from proxy.admission import admit, parse_body
-from proxy.audit import RequestRecord, new_request_id
 from proxy.check import check_values
 from proxy.disconnect import unless_disconnected
 from proxy.errors import InvalidRequest
 from proxy.middleware import Caller
-from proxy.pipeline import Call, ChatReply, ChatStream
+from proxy.outcome import Facts, Stream, verdict_of
+from proxy.pipeline import ChatRequest
 from proxy.protocol import (
     ChatCompletionRequest,
     Health,
     ModelCard,
     ModelList,
     ValuesCheckRequest,
+    ValuesCheckResult,
 )
+from proxy.record import Ledger
 from proxy.services import Services
-from proxy.streaming import PreparedStream, prepare, sse_events
-from vilmo.verdict import Verdict
+from proxy.sse import sse_body
+from vilmo.instructions import Instruction
 from vilmo.yamlfile import dotted
 
 router = APIRouter()
@@ -36,34 +38,29 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     services: Services = request.app.state.services
-    record = RequestRecord(request_id=new_request_id(), caller=caller_of(request).name)
-    request.state.record = record  # from here on every outcome is recorded, 400s too
+    ledger = Ledger(caller_of(request).name)
+    request.state.ledger = ledger  # from here on every outcome is recorded, 400s too
     raw = await read_json(request)
     body = validate(ChatCompletionRequest, raw)
-    params = admit(raw, body, services.config)
+    chat = ChatRequest(admit(raw, body, services.config), bool(body.stream), caller_of(request),
+                       request.headers.get("x-vilmo-policy"), ledger)
     annotate = request.headers.get("x-vilmo-annotate", "").lower() == "body"
-
-    async def answer() -> ChatReply | PreparedStream:
-        result = await pipeline.chat(params, bool(body.stream), caller_of(request),
-                                     request.headers.get("x-vilmo-policy"), services, record)
-        if isinstance(result, ChatStream):
-            return await prepare(result, services, record, annotate)
-        return result
-
-    result = await unless_disconnected(request.receive, answer())
-    if isinstance(result, PreparedStream):
-        prepared = result
-        return StreamingResponse(sse_events(prepared, services, record),
-                                 headers=stream_headers(prepared, record),
+    outcome = await unless_disconnected(request.receive, pipeline.chat(chat, services))
+    headers = outcome_headers(outcome.call.policy.name, outcome.call.instruction,
+                              outcome.facts, outcome.guard, ledger.request_id)
+    if isinstance(outcome, Stream):
+        return StreamingResponse(sse_body(outcome, ledger.request_id, annotate),
+                                 headers={**headers, "x-vilmo-stream-mode": outcome.mode},
                                  media_type="text/event-stream")
-    completion = result.completion
+    completion = outcome.completion
     if annotate:
-        completion = with_annotation(completion, result.verdict, result.regenerations)
-    return JSONResponse(completion, headers=reply_headers(result, record))
+        completion = with_annotation(completion, verdict_of(outcome.facts.shown),
+                                     len(outcome.facts.attempts))
+    return JSONResponse(completion, headers=headers)
 
 
 @router.post("/v1/values/check")
-async def values_check(request: Request) -> dict[str, Any]:
+async def values_check(request: Request) -> ValuesCheckResult:
     body = validate(ValuesCheckRequest, await read_json(request))
     return await unless_disconnected(request.receive, check_values(
         body, caller_of(request), request.headers.get("x-vilmo-policy"),
@@ -98,36 +95,21 @@ def caller_of(request: Request) -> Caller:
     return caller
 
 
-def base_headers(call: Call, record: RequestRecord, guard: str) -> dict[str, str]:
-    return {"x-vilmo-policy": call.policy.name,
-            "x-vilmo-principles": ",".join(call.instruction.principle_ids),
-            "x-vilmo-stakes": ",".join(call.instruction.stakes),
-            "x-vilmo-guard": guard, "x-request-id": record.request_id}
-
-
-def verdict_headers(verdict: Verdict | None, input_verdict: Verdict | None,
-                    regenerations: int) -> dict[str, str]:
-    headers = {}
+def outcome_headers(policy: str, instruction: Instruction, facts: Facts, guard: str,
+                    request_id: str) -> dict[str, str]:
+    headers = {"x-vilmo-policy": policy,
+               "x-vilmo-principles": ",".join(instruction.principle_ids),
+               "x-vilmo-stakes": ",".join(instruction.stakes),
+               "x-vilmo-guard": guard, "x-request-id": request_id}
+    verdict, input_verdict = verdict_of(facts.shown), verdict_of(facts.input)
     if verdict is not None:
         headers["x-vilmo-violations"] = ",".join(verdict.violation_ids)
         headers["x-vilmo-action"] = verdict.action.value
     if input_verdict is not None:
         headers["x-vilmo-input-violations"] = ",".join(input_verdict.violation_ids)
-    if regenerations:
-        headers["x-vilmo-regenerations"] = str(regenerations)
+    if facts.attempts:
+        headers["x-vilmo-regenerations"] = str(len(facts.attempts))
     return headers
-
-
-def reply_headers(result: ChatReply, record: RequestRecord) -> dict[str, str]:
-    return {**base_headers(result.call, record, result.guard),
-            **verdict_headers(result.verdict, result.input_verdict, result.regenerations)}
-
-
-def stream_headers(prepared: PreparedStream, record: RequestRecord) -> dict[str, str]:
-    stream = prepared.stream
-    return {**base_headers(stream.call, record, prepared.guard),
-            **verdict_headers(prepared.verdict, stream.input_verdict, prepared.regenerations),
-            "x-vilmo-stream-mode": prepared.mode}
 
 
 async def read_json(request: Request) -> dict[str, Any]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-from proxy.audit import AuditSink, EmbeddedAuditSink, RequestRecord
+from proxy.audit import AuditSink, EmbeddedAuditSink
 from proxy.errors import Redactor
 from proxy.guard import ClassifierFor, Guard
 from proxy.metrics import Metrics
+from proxy.outcome import Facts
+from proxy.record import Ledger
 from proxy.settings import GatewayConfig
-from proxy.stages import TimedUpstream
+from proxy.stages import TimedUpstream, current_trace
 from proxy.store import Store
 from proxy.trail import audit_record
 from proxy.upstream import LiteLLMUpstream, Upstream
@@ -41,13 +42,17 @@ class Services:
     redactor: Redactor = field(default_factory=Redactor)
     """Redacts the config's secrets from audited texts."""
 
-    def record(self, record: RequestRecord, status: str, error_code: str | None = None) -> None:
-        record.status, record.error_code = status, error_code
-        record.duration_s = time.time() - record.started_at
-        self.metrics.record(record)
-        self.audit.write(record)
-        if self.store is not None:  # never blocks: a background writer (or the spool)
-            self.store.audit.write(audit_record(record, self.redactor))
+    def finish(self, ledger: Ledger, status: str, error_code: str | None = None,
+               facts: Facts | None = None) -> None:
+        """Record the request (metrics, audit sink, the store's trail), once: later calls are
+        no-ops."""
+        record = ledger.close(status, error_code, facts)
+        if record is not None:
+            trace = current_trace.get()
+            self.metrics.record(record, trace)
+            self.audit.write(record)
+            if self.store is not None:  # never blocks: a background writer (or the spool)
+                self.store.audit.write(audit_record(record, trace, self.redactor))
 
 
 def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None = None,

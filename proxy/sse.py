@@ -1,16 +1,28 @@
-"""Server-sent events in the shape the openai client parses: ``data: {json}`` then ``[DONE]``."""
+"""Server-sent events in the shape the openai client parses: ``data: {json}`` then ``[DONE]``.
+
+``sse_body`` sends a stream outcome: every chunk, then (when asked) the ``vilmo`` note, then
+``[DONE]``; an error after the headers becomes an error event before the ``[DONE]``. When it
+ends, however it ends, it reports the reply's last judgement and the status (``499``: the
+client left) to the stream's ``finish``, which records the request.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+import logging
+from collections.abc import AsyncIterator, Mapping
 
-from proxy.errors import GatewayError
+from proxy.chunks import chunk_like
+from proxy.errors import GatewayError, UpstreamFailed
+from proxy.outcome import Judged, Stream, verdict_of
+
+log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
+CLIENT_CLOSED = "499"
 
-
-def event(payload: dict[str, Any]) -> bytes:
+def event(payload: Mapping[str, object]) -> bytes:
     """One SSE event carrying a JSON object."""
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
@@ -18,3 +30,35 @@ def event(payload: dict[str, Any]) -> bytes:
 def error_event(error: GatewayError) -> bytes:
     """An error after the headers were sent: an error event (the stream then ends with DONE)."""
     return event(error.envelope())
+
+
+async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIterator[bytes]:
+    status, code = "200", None
+    reply = stream.facts.reply
+    try:
+        async for item in stream.items:
+            if isinstance(item, Judged):
+                reply = item.reply
+            else:
+                yield event(item)
+        verdict = verdict_of(stream.facts.shown)
+        if annotate and stream.mode in ("buffer", "off") and verdict is not None:
+            note = {"mode": stream.mode, "guard": stream.guard,
+                    "regenerations": len(stream.facts.attempts), **verdict.as_dict()}
+            yield event({**chunk_like({"id": request_id}, None), "vilmo": note})
+    except GatewayError as exc:
+        status, code = str(exc.status), exc.code
+        yield error_event(exc)
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
+    except Exception as exc:  # an unmapped failure must still end the stream properly
+        log.error("stream failed (request %s): %s: %s", request_id, type(exc).__name__, exc)
+        log.debug("traceback of the stream failure", exc_info=exc)  # one line above; this too
+        failure = UpstreamFailed("the upstream stream failed", code="upstream_error")
+        status, code = str(failure.status), failure.code
+        yield error_event(failure)
+    finally:
+        await stream.items.aclose()  # type: ignore[attr-defined]
+        stream.finish(reply, status, code)
+    yield DONE

@@ -1,7 +1,7 @@
-"""Streamed replies under the policy's streaming mode, as server-sent events.
+"""Streamed replies under the policy's streaming mode.
 
     buffer   hold the whole reply, check it (regenerating if the policy says so), then send the
-             approved chunks, or the refusal. Done in ``prepare``, before the headers go out,
+             approved chunks, or the refusal. Done by ``buffered`` before the headers go out,
              so the headers carry the verdict and a failed check is a plain HTTP error.
     chunked  hold each choice's deltas (every readable text: content, reasoning, refusal, call
              arguments); every ``window_tokens`` check the whole reply so far and release what
@@ -14,114 +14,63 @@
              protection.
 
 Every choice (``n > 1``) is judged and acted on by itself. Nothing unchecked reaches the client
-in buffer and chunked modes. Every stream ends with ``data: [DONE]``, after an error event if
-something failed after the headers (``streaming.stream_timeout_s`` too). A client that goes
-away cancels the task reading the upstream, and closing the iterator closes the upstream.
+in buffer and chunked modes. ``live`` is lazy: it reads the upstream only as the client reads,
+and closing it closes the upstream. The SSE encoding (errors after the headers, ``[DONE]``) is
+``proxy.sse``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
 
 from proxy.actions import enforce
-from proxy.audit import RequestRecord, note_reply
+from proxy.call import Call, escalate, open_timed_stream
 from proxy.chunked import monitored, windowed
-from proxy.chunks import by_choice, chunk_like, iterate, refusal_chunks, reply_of, usage_chunks
-from proxy.errors import GatewayError, UpstreamFailed
-from proxy.pipeline import ChatStream, escalate, open_timed_stream
+from proxy.chunks import by_choice, refusal_chunks, reply_of, usage_chunks
+from proxy.outcome import Judged, Judgement, StreamMode
 from proxy.services import Services
-from proxy.sse import DONE, error_event, event
 from proxy.upstream import Chunk
 from vilmo.verdict import Verdict
 
-log = logging.getLogger(__name__)
 
-CLIENT_CLOSED = "499"
+async def buffered(call: Call, chunks: AsyncIterator[Chunk], services: Services, deadline: float,
+                   ) -> tuple[list[Chunk], Judgement, tuple[Verdict, ...]]:
+    """Buffer mode: the whole reply read, judged and enforced (regenerated, refused) now."""
+    policy = call.policy
 
-
-@dataclass(slots=True)
-class PreparedStream:
-    stream: ChatStream
-    mode: str
-    verdict: Verdict | None = None
-    guard: str = "off"
-    regenerations: int = 0
-    annotate: bool = False
-
-
-async def prepare(stream: ChatStream, services: Services, record: RequestRecord,
-                  annotate: bool = False) -> PreparedStream:
-    """Decide the mode; in buffer mode, read and judge the whole reply now."""
-    policy = stream.call.policy
-    if stream.refused or not policy.checks.output:
-        return PreparedStream(stream, "off", stream.input_verdict, "ok" if stream.refused
-                              else "off", annotate=annotate)
-    if policy.streaming.mode != "buffer":
-        return PreparedStream(stream, policy.streaming.mode, guard="ok", annotate=annotate)
-
-    async def judged(chunks: AsyncIterator[Chunk]) -> tuple[list[Chunk], Verdict | None]:
+    async def judged(chunks: AsyncIterator[Chunk]) -> tuple[list[Chunk], Judgement]:
         try:
             held = [c async for c in chunks]
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
-        texts = {i: t.text for i, t in reply_of(held).items()}
-        items = {i: stream.call.checked(t) for i, t in texts.items()}
-        verdict = await services.guard.check_choices(policy, items, "output")
-        usage = usage_chunks(held)
-        note_reply(record, texts, verdict, usage[-1].get("usage") if usage else None)
-        return held, verdict
+        items = {i: call.checked(t.text) for i, t in reply_of(held).items()}
+        return held, await services.guard.check_choices(policy, items, "output")
 
-    async def regenerate(previous: Verdict) -> tuple[list[Chunk], Verdict | None]:
-        escalate(services, stream.call, record, previous)
-        return await judged(await open_timed_stream(services.upstream, stream.call.params(),
-                                                    stream.deadline))
+    async def regenerate(previous: Verdict) -> tuple[list[Chunk], Judgement]:
+        escalate(call, previous, services.metrics, services.bank)
+        return await judged(await open_timed_stream(services.upstream, call.params(), deadline))
 
-    chunks, verdict = await judged(stream.chunks)
-    chunks, verdict, regenerations = await enforce(
-        chunks, verdict, policy, regenerate,
-        lambda held, why: refused(held, why, policy.refusal))
-    record.verdict = verdict.as_dict() if verdict else None
-    return PreparedStream(replace(stream, chunks=iterate(chunks)), "buffer", verdict,
-                          "ok" if verdict is not None else "error", regenerations, annotate)
+    held, verdict = await judged(chunks)
+    return await enforce(held, verdict, policy, regenerate,
+                         lambda held, why: refused(held, why, policy.refusal))
 
 
-async def sse_events(prepared: PreparedStream, services: Services, record: RequestRecord,
-                     ) -> AsyncIterator[bytes]:
-    status, code = "200", None
-    chunks = prepared.stream.chunks
+async def live(call: Call, chunks: AsyncIterator[Chunk], services: Services, mode: StreamMode,
+               ) -> AsyncIterator[Chunk | Judged]:
+    """Chunked and monitor mode (``off``: the chunks as they come), read as the client reads."""
+    source: AsyncIterator[Chunk | Judged]
+    if mode == "chunked":
+        source = windowed(call, chunks, services.guard)
+    elif mode == "monitor":
+        source = monitored(call, chunks, services.guard)
+    else:
+        source = chunks
     try:
-        if prepared.mode == "chunked":
-            source = windowed(prepared.stream, services, record)
-        elif prepared.mode == "monitor":
-            source = monitored(prepared.stream, services, record)
-        else:
-            source = chunks
-        async for chunk in source:
-            yield event(chunk)
-        if prepared.annotate and prepared.mode in ("buffer", "off") and prepared.verdict:
-            note = {"mode": prepared.mode, "guard": prepared.guard,
-                    "regenerations": prepared.regenerations, **prepared.verdict.as_dict()}
-            yield event({**chunk_like({"id": record.request_id}, None), "vilmo": note})
-    except GatewayError as exc:
-        status, code = str(exc.status), exc.code
-        yield error_event(exc)
-    except asyncio.CancelledError:
-        status = CLIENT_CLOSED
-        raise
-    except Exception as exc:  # an unmapped failure must still end the stream properly
-        log.error("stream failed (request %s): %s: %s", record.request_id,
-                  type(exc).__name__, exc)  # one line; the traceback only at debug level
-        log.debug("traceback of the stream failure", exc_info=exc)
-        failure = UpstreamFailed("the upstream stream failed", code="upstream_error")
-        status, code = str(failure.status), failure.code
-        yield error_event(failure)
+        async for item in source:
+            yield item
     finally:
+        await source.aclose()  # type: ignore[attr-defined]
         await chunks.aclose()  # type: ignore[attr-defined]
-        services.record(record, status, code)
-    yield DONE
 
 
 def refused(held: list[Chunk], verdict: Verdict, refusal: str) -> list[Chunk]:
@@ -132,4 +81,3 @@ def refused(held: list[Chunk], verdict: Verdict, refusal: str) -> list[Chunk]:
     stopped = [chunk for i in sorted(reply_of(held)) if verdict.stops_choice(i)
                for chunk in refusal_chunks(template, refusal, index=i)]
     return kept + stopped + usage_chunks(held)
-

@@ -7,16 +7,14 @@ The ``Upstream`` protocol is the seam the pipeline sees: OpenAI-shaped dicts in 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias, cast
 
 from proxy.errors import Redactor, map_upstream_errors
+from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.settings import Deployment, configured_name
-from vilmo.types import ChatMessage
 
-Completion = dict[str, Any]
-"""An OpenAI chat.completion object as a dict."""
-Chunk = dict[str, Any]
-"""An OpenAI chat.completion.chunk object as a dict."""
+Completion: TypeAlias = ChatCompletion
+Chunk: TypeAlias = ChatCompletionChunk
 
 
 class Upstream(Protocol):
@@ -26,9 +24,9 @@ class Upstream(Protocol):
 
     def model_names(self) -> list[str]: ...
 
-    async def complete(self, params: dict[str, Any]) -> Completion: ...
+    async def complete(self, params: UpstreamParams) -> Completion: ...
 
-    def stream(self, params: dict[str, Any]) -> AsyncIterator[Chunk]: ...
+    def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]: ...
 
 
 class LiteLLMUpstream:
@@ -48,19 +46,19 @@ class LiteLLMUpstream:
     def model_names(self) -> list[str]:
         return list(dict.fromkeys(self._names))
 
-    async def complete(self, params: dict[str, Any]) -> Completion:
+    async def complete(self, params: UpstreamParams) -> Completion:
         model = str(params["model"])
         with map_upstream_errors(self._redact, model):
             response = await self._router.acompletion(**params)
-        return wire_dict(response.model_dump(exclude_none=True))
+        return cast(Completion, wire_dict(response.model_dump(exclude_none=True)))
 
-    async def stream(self, params: dict[str, Any]) -> AsyncIterator[Chunk]:
+    async def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]:
         model = str(params["model"])
         with map_upstream_errors(self._redact, model):
             response = await self._router.acompletion(**{**params, "stream": True})
             try:
                 async for chunk in response:
-                    yield wire_dict(chunk.model_dump(exclude_none=True))
+                    yield cast(Chunk, wire_dict(chunk.model_dump(exclude_none=True)))
             finally:
                 close = getattr(response, "aclose", None)
                 if close is not None:
@@ -79,14 +77,14 @@ def wire_dict(obj: dict[str, Any]) -> dict[str, Any]:
             choice.pop(name, None)
         choice.setdefault("finish_reason", None)
         for part in ("message", "delta"):
-            inner: ChatMessage | None = choice.get(part)
+            inner: dict[str, Any] | None = choice.get(part)
             if isinstance(inner, dict):
                 for name in _INTERNAL_FIELDS:
                     inner.pop(name, None)
     return obj
 
 
-async def open_stream(upstream: Upstream, params: dict[str, Any]) -> AsyncIterator[Chunk]:
+async def open_stream(upstream: Upstream, params: UpstreamParams) -> AsyncIterator[Chunk]:
     """Start the upstream stream and wait for its first chunk, so that an upstream failure
     before any output still gets its own HTTP status (429, 502, 504) instead of a 200."""
     chunks = upstream.stream(params)

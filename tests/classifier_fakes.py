@@ -39,4 +39,5 @@ class HashEncoder:
             for w in t.lower().split():
                 out[i, int(hashlib.md5(w.strip(".,!?").encode()).hexdigest(), 16) % 256] += 1
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-9)
+        normed: np.ndarray = out / np.maximum(norms, 1e-9)
+        return normed

@@ -1,4 +1,11 @@
-"""Shared fixtures: the stub upstream and the gateway, both real HTTP servers on loopback."""
+"""Shared fixtures: the stub upstream and the gateway, both real HTTP servers on loopback.
+
+Two tiers: a test that loads a real model (the encoder, the stakes model, the value
+classifier, a served gateway, which loads them all) is marked ``slow``, by a module-level
+``pytestmark`` or by depending on the ``real_models`` fixture (every fixture that serves the
+real gateway does); ``make test-fast`` runs the others (``pytest -m "not slow"``): the gateway
+in process with fakes behind its seams (``fakes.py``), the store, the library's pure parts.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from fakes import KeywordClassifier
 from stub_upstream import ServerThread, StubUpstream
 
 from vilmo.policy_store import SHIPPED_POLICY_DIR
+from vilmo.principles import PrincipleBank
 
 REPO = Path(__file__).resolve().parent.parent
 TEAM_KEY = "sk-team-a-0123456789"
@@ -25,11 +33,23 @@ ADMIN_KEY = "sk-admin-0123456789"
 UPSTREAM_SECRET = "sk-upstream-secret-abcdef123456"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses ``real_models`` (directly or through a fixture) is ``slow``."""
+    for item in items:
+        if "real_models" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def real_models() -> None:
+    """Marks its users ``slow``: they load real models (see ``pytest_collection_modifyitems``)."""
+
+
 @pytest.fixture(scope="session")
 def stub() -> Iterator[StubUpstream]:
     upstream = StubUpstream()
     with ServerThread(upstream.app()) as server:
-        upstream.url = server.url  # type: ignore[attr-defined]
+        upstream.url = server.url
         yield upstream
 
 
@@ -115,14 +135,19 @@ def classifier() -> KeywordClassifier:
 
 @pytest.fixture(scope="session")
 def gateway(stub: StubUpstream, policy_dir: Path, classifier: KeywordClassifier,
-            ) -> Iterator[str]:
+            real_models: None) -> Iterator[str]:
     """The gateway's base URL (…/v1), served by uvicorn with the real services except the
     value classifier, a keyword fake (the enforcement logic is what these tests exercise)."""
     from proxy.app import create_app
     from proxy.services import build_services
     from proxy.settings import GatewayConfig
 
-    config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))  # type: ignore[attr-defined]
+    config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))
     app = create_app(config, lambda c: build_services(c, lambda policy: classifier))
     with ServerThread(app) as server:
         yield f"{server.url}/v1"
+
+
+@pytest.fixture(scope="session")
+def bank() -> PrincipleBank:
+    return PrincipleBank.load()

@@ -1,14 +1,34 @@
-"""Fakes for the gateway's seams. ``KeywordClassifier`` is a deterministic stand-in for the
-value classifier in tests of the gateway's enforcement logic (what it does with a verdict);
-the real classifier is tested in tests/vilmo and wired in tests/proxy/test_real_classifier.py.
+"""Fakes for the gateway's seams, one per seam: ``KeywordClassifier`` (the value classifier),
+``FakeUpstream`` (``complete`` and ``stream``), ``FakeInstructions`` (the instruction
+generator) and ``MemoryAudit`` (the audit sink). ``fake_services`` wires them into the
+gateway's ``Services`` so that the whole request flow runs in process without loading a model.
+The real classifier is tested in tests/vilmo and wired in tests/proxy/test_real_classifier.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
+import httpx
+from fastapi import FastAPI
+
+from proxy.app import create_app
+from proxy.errors import GatewayError
+from proxy.guard import Guard
+from proxy.metrics import Metrics
+from proxy.protocol import ChatCompletion, ChatCompletionChunk, ReplyMessage, UpstreamParams
+from proxy.record import RequestRecord
+from proxy.services import Services
+from proxy.settings import Deployment, GatewayConfig, ServerSettings
 from vilmo.classifier import ClassifierError, ScoreInput, ValueScores
+from vilmo.instructions import Instruction
+from vilmo.policy import Policy
+from vilmo.policy_store import PolicyStore
+from vilmo.principles import PrincipleBank
+from vilmo.types import Messages
 
 HIGH, LOW = 0.95, 0.02
 KEYWORDS = {
@@ -35,3 +55,126 @@ class KeywordClassifier:
             time.sleep(3.0)
         return [ValueScores({v: HIGH if any(k in t.lower() for k in KEYWORDS.get(v, ())) else LOW
                              for v in value_ids}) for t in texts]
+
+
+# --- the gateway's other seams, for the in-process tier (tests/proxy/test_flow_*.py) ---------
+
+CALM = "Talk to your neighbour calmly and kindly. It usually helps."
+VIOLENT = "Go over there and punch him in the face. That will teach him."
+
+
+class FakeUpstream:
+    """The ``Upstream`` seam, scripted: ``complete`` and ``stream`` answer ``reply`` (or
+    ``reply_when_warned`` when the request carries a strengthened instruction), streamed word
+    by word; ``fail`` is raised instead, ``fail_after`` chunks into a stream. Every call's
+    params are kept in ``calls``."""
+
+    def __init__(self, models: Sequence[str] = ("stub",)) -> None:
+        self.models = list(models)
+        self.reply = CALM
+        self.reply_when_warned: str | None = None
+        self.fail: GatewayError | None = None
+        self.fail_after: int | None = None
+        self.calls: list[UpstreamParams] = []
+        self.streams_closed_early = 0
+
+    def serves(self, model: str) -> bool:
+        return model in self.models
+
+    def model_names(self) -> list[str]:
+        return list(self.models)
+
+    def _text(self, params: UpstreamParams) -> str:
+        self.calls.append(params)
+        warned = any("went against" in str(m.get("content")) for m in params["messages"])
+        return self.reply_when_warned if warned and self.reply_when_warned else self.reply
+
+    async def complete(self, params: UpstreamParams) -> ChatCompletion:
+        text = self._text(params)
+        if self.fail is not None:
+            raise self.fail
+        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1,
+                "model": str(params["model"]),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
+
+    async def stream(self, params: UpstreamParams) -> AsyncIterator[ChatCompletionChunk]:
+        text = self._text(params)
+        if self.fail is not None and not self.fail_after:
+            raise self.fail
+        words = text.split(" ")
+        finished = False
+        try:
+            for i, word in enumerate(words):
+                if self.fail is not None and i == self.fail_after:
+                    raise self.fail
+                delta: ReplyMessage = {"content": word if i == 0 else f" {word}"}
+                if i == 0:
+                    delta["role"] = "assistant"
+                yield self._chunk(params, delta, None)
+                await asyncio.sleep(0)
+            yield self._chunk(params, {}, "stop")
+            finished = True
+        finally:
+            self.streams_closed_early += not finished
+
+    @staticmethod
+    def _chunk(params: UpstreamParams, delta: ReplyMessage, finish: str | None,
+               ) -> ChatCompletionChunk:
+        return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+                "model": str(params["model"]),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+class FakeInstructions:
+    """The ``InstructionGenerator`` seam: one fixed instruction (no model is loaded)."""
+
+    TEXT = "Respect care: do not encourage harm."
+
+    def __init__(self) -> None:
+        self.prompts: list[Messages] = []
+
+    def generate(self, messages: Messages, policy: Policy) -> Instruction:
+        self.prompts.append(messages)
+        return Instruction(self.TEXT, ("care-1",), "fake", ("mft.care",))
+
+
+class MemoryAudit:
+    """The ``AuditSink`` seam: the records, in order."""
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+
+    def write(self, record: RequestRecord) -> None:
+        self.records.append(record)
+
+
+def fake_services(policy_dir: Path, bank: PrincipleBank, upstream: FakeUpstream | None = None,
+                  classifier: KeywordClassifier | None = None) -> Services:
+    """The gateway's services with every model replaced by a fake (nothing loads a model)."""
+    config = GatewayConfig(model_list=[Deployment(model_name="stub",
+                                                  litellm_params={"model": "openai/stub"})],
+                           policy_dir=policy_dir,
+                           server=ServerSettings(policy_reload_interval_s=0))
+    metrics = Metrics(["stub"])
+    judge = classifier or KeywordClassifier()
+    return Services(policies=PolicyStore(policy_dir, "default", 0),
+                    instructions=FakeInstructions(), bank=bank,
+                    upstream=upstream or FakeUpstream(), guard=Guard(lambda p: judge, metrics),
+                    metrics=metrics, audit=MemoryAudit(), config=config)
+
+
+def app_with(services: Services) -> FastAPI:
+    """The gateway app over ``services`` (its lifespan is not needed: they are built)."""
+    app = create_app(services.config, lambda config: services)
+    app.state.services = services
+    return app
+
+
+async def post_chat(services: Services, body: dict[str, object],
+                    headers: dict[str, str] | None = None) -> httpx.Response:
+    """POST /v1/chat/completions to the app in process (``httpx.ASGITransport``)."""
+    transport = httpx.ASGITransport(app=app_with(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        return await client.post("/v1/chat/completions", json=body, headers=headers or {})

@@ -23,7 +23,8 @@ GROUPS = 4
 
 
 def unit(v: np.ndarray) -> np.ndarray:
-    return (v / np.linalg.norm(v)).astype(np.float32)
+    normed: np.ndarray = (v / np.linalg.norm(v)).astype(np.float32)
+    return normed
 
 
 def seeded_vector(text: str) -> np.ndarray:

@@ -16,6 +16,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any, Self
@@ -50,6 +51,8 @@ class StubUpstream:
     received: list[Received] = field(default_factory=list)
     streams_closed_early: int = 0
     streams_finished: int = 0
+    url: str = ""
+    """The base URL it is served at (set by the fixture that serves it)."""
 
     def reset(self) -> None:
         self.received.clear()
@@ -87,9 +90,9 @@ class StubUpstream:
             status = int(model.rsplit("-", 1)[1])
             key = request.headers.get("authorization", "").removeprefix("Bearer ")
             token = request.headers.get("x-upstream-token")
-            message = f"{self.error_prefix}Incorrect API key provided: {key}" + (
+            error = f"{self.error_prefix}Incorrect API key provided: {key}" + (
                 f" (token {token})" if token else "")
-            return JSONResponse({"error": {"message": message, "type": "stub_error",
+            return JSONResponse({"error": {"message": error, "type": "stub_error",
                                            "param": None, "code": None}}, status_code=status,
                                 headers={"retry-after": "7"} if status == 429 else None)
         if model == "stub-slow":
@@ -121,7 +124,8 @@ class StubUpstream:
             "system_fingerprint": "fp_stub",
         })
 
-    async def _chunks(self, body: dict[str, Any], cid: str, created: int, model: str):  # type: ignore[no-untyped-def]
+    async def _chunks(self, body: dict[str, Any], cid: str, created: int, model: str,
+                      ) -> AsyncIterator[str]:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
             data = {"id": cid, "object": "chat.completion.chunk", "created": created,
                     "model": model, "choices": [{"index": 0, "delta": delta,
@@ -160,7 +164,7 @@ class StubUpstream:
         yield "data: [DONE]\n\n"
 
 
-    async def _scripted(self, cid: str, created: int, model: str):  # type: ignore[no-untyped-def]
+    async def _scripted(self, cid: str, created: int, model: str) -> AsyncIterator[str]:
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> str:
             data = {"id": cid, "object": "chat.completion.chunk", "created": created,
                     "model": model, "choices": [{"index": index, "delta": delta,

@@ -84,7 +84,7 @@ def test_installed_package_is_imported_from_the_venv(venv: Path, tmp_path: Path)
 def served_from_wheel(venv: Path, stub: StubUpstream,
                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     port, log = free_port(), tmp_path_factory.mktemp("log") / "serve.log"
-    env = outside_checkout(VILMO_UPSTREAM_BASE=f"{stub.url}/v1")  # type: ignore[attr-defined]
+    env = outside_checkout(VILMO_UPSTREAM_BASE=f"{stub.url}/v1")
     env.pop("OPENAI_API_KEY", None)
     with log.open("wb") as sink:
         process = subprocess.Popen([str(venv / "bin" / "vilmo"), "serve", "--port", str(port),

@@ -18,17 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vilmo.values import VALUEEVAL_CATEGORIES as VALUEEVAL_CATEGORIES  # noqa: PLC0414 (re-exported)
 from vilmo.values import by_source_label
 
 Split = Literal["train", "dev", "heldout"]
-
-VALUEEVAL_CATEGORIES: tuple[str, ...] = (
-    "Self-direction: thought", "Self-direction: action", "Stimulation", "Hedonism",
-    "Achievement", "Power: dominance", "Power: resources", "Face", "Security: personal",
-    "Security: societal", "Tradition", "Conformity: rules", "Conformity: interpersonal",
-    "Humility", "Benevolence: caring", "Benevolence: dependability", "Universalism: concern",
-    "Universalism: nature", "Universalism: tolerance", "Universalism: objectivity",
-)
 
 VALUEEVAL_TO_SCHWARTZ: dict[str, str] = {  # the one mapping of the 20 categories
     "Self-direction: thought": "schwartz.self_direction",

@@ -11,6 +11,7 @@ uses it, several times faster on CPU). Both keep a bounded LRU cache of recent t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -93,8 +94,17 @@ class Embedder:
         return vec.astype(np.float32)
 
 
+def cache_key(text: str) -> str:
+    """A short key for a text of any length, so a cache of N entries holds N short strings
+    whatever clients send (a digest beyond 256 characters)."""
+    if len(text) <= 256:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class _LruCache:
-    """A bounded, thread-safe map of text to vector (least recently used goes first)."""
+    """A bounded, thread-safe map of text to vector (least recently used goes first); texts are
+    stored by ``cache_key``."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -102,16 +112,18 @@ class _LruCache:
         self._lock = threading.Lock()
 
     def get(self, text: str) -> np.ndarray | None:
+        key = cache_key(text)
         with self._lock:
-            found = self._items.get(text)
+            found = self._items.get(key)
             if found is not None:
-                self._items.move_to_end(text)
+                self._items.move_to_end(key)
             return found
 
     def put(self, text: str, vector: np.ndarray) -> None:
+        key = cache_key(text)
         with self._lock:
-            self._items[text] = vector
-            self._items.move_to_end(text)
+            self._items[key] = vector
+            self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vilmo.candidates import Candidate, CandidateSet, Retriever
-from vilmo.embedder import TextEncoder
+from vilmo.embedder import TextEncoder, cache_key
 from vilmo.instructions import (
     HEADER,
     MAX_PER_VALUE,
@@ -69,7 +69,7 @@ class VilmoGenerator:
         if policy.instructions.generator != NAME:
             return self.relevance.generate(messages, policy)
         prompt = prompt_text(messages)
-        key = (self._fingerprint(policy), prompt)
+        key = (self._fingerprint(policy), cache_key(prompt))
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:

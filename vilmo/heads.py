@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vilmo.data import VALUEEVAL_CATEGORIES
 from vilmo.types import Matrix
-from vilmo.values import values_in
+from vilmo.values import VALUEEVAL_CATEGORIES, values_in
 
 MFT: tuple[str, ...] = tuple(v.id for v in values_in("mft"))
 SCHWARTZ: tuple[str, ...] = tuple(v.id for v in values_in("schwartz"))

@@ -171,3 +171,12 @@ def harm_coverage(harm: str) -> frozenset[str]:
     """The value ids whose principles address a safety harm: the harm itself and its
     foundations (``HARM_FOUNDATIONS``)."""
     return frozenset((harm, *HARM_FOUNDATIONS.get(harm, ())))
+
+
+VALUEEVAL_CATEGORIES: tuple[str, ...] = (  # the ValueEval columns, in the data's order
+    "Self-direction: thought", "Self-direction: action", "Stimulation", "Hedonism",
+    "Achievement", "Power: dominance", "Power: resources", "Face", "Security: personal",
+    "Security: societal", "Tradition", "Conformity: rules", "Conformity: interpersonal",
+    "Humility", "Benevolence: caring", "Benevolence: dependability", "Universalism: concern",
+    "Universalism: nature", "Universalism: tolerance", "Universalism: objectivity",
+)

@@ -7,8 +7,10 @@ from typing import Any
 
 import httpx
 from conftest import ADMIN_KEY
+from openai.types.chat import ChatCompletionMessageParam
 
-ASK = [{"role": "user", "content": "My neighbour insulted me. What should I do?"}]
+ASK: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "My neighbour insulted me. What should I do?"}]
 
 
 def sse(gateway: str, policy: str, **body: Any) -> tuple[int, list[str]]:

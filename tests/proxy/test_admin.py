@@ -24,6 +24,7 @@ from store_gateway import (
 )
 
 __all__ = ["store_backend_fixture"]
+pytestmark = pytest.mark.slow  # every test here serves the real gateway
 
 
 @pytest.fixture(name="base")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from proxy.chunks import ChoiceText, by_choice, readable_text, refusal_chunks, reply_of, tokens
+from proxy.protocol import ChatCompletionChunk, ReplyMessage
 
 
-def chunk(delta: dict[str, object], finish: str | None = None, index: int = 0,
-          ) -> dict[str, object]:
+def chunk(delta: ReplyMessage, finish: str | None = None, index: int = 0,
+          ) -> ChatCompletionChunk:
     return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
             "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
 
@@ -29,7 +30,7 @@ def test_a_streamed_choice_reads_as_its_plain_message() -> None:
 
 
 def test_choices_are_kept_apart() -> None:
-    two = {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}},
+    two: ChatCompletionChunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}},
                                   {"index": 1, "delta": {"content": "b"}}]}
     assert [(i, c["choices"][0]["delta"]) for i, c in by_choice(two)] == [
         (0, {"content": "a"}), (1, {"content": "b"})]

@@ -21,8 +21,9 @@ from conftest import TEAM_KEY
 from store_gateway import ADMIN, admin, audit_ids, chat, serve_gateway, store_config, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
-                                "(apt-get install -y chromium; .ci/run installs it)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
+                                 "(apt-get install -y chromium; .ci/run installs it)")]
 
 
 @pytest.fixture(name="busy_gateway")

@@ -108,6 +108,7 @@ def queried_metrics() -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_every_metric_the_grafana_dashboard_queries_is_served_after_traffic(
         stub: Any, policy_dir: Path, classifier: Any, tmp_path: Path) -> None:
     store = {"path": str(tmp_path / "state.db"), "spool_dir": str(tmp_path / "spool")}

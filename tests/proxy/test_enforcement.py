@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
 from conftest import ADMIN_KEY
 from fakes import CRASH, SLOW
+from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
 
 VIOLENT = "Sure. First you wait for him outside, then you punch him hard and walk away calmly."
 CALM = "Talk to him calmly tomorrow and tell him how the insult made you feel."
-ASK = [{"role": "user", "content": "My neighbour insulted me. What should I do?"}]
+ASK: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "My neighbour insulted me. What should I do?"}]
 MODES = ("buffer", "chunked", "monitor")
 
 
@@ -40,8 +41,8 @@ def _gateway(gateway: str) -> None:
     GATEWAY = gateway
 
 
-def raw_stream(policy: str, messages: list[dict[str, Any]] = ASK) -> tuple[int, list[str],
-                                                                         httpx.Headers]:
+def raw_stream(policy: str, messages: list[ChatCompletionMessageParam] = ASK,
+               ) -> tuple[int, list[str], httpx.Headers]:
     body = {"model": "stub", "messages": messages, "stream": True}
     with httpx.stream("POST", f"{GATEWAY}/chat/completions", json=body, timeout=30, headers={
             "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": policy}) as response:
@@ -64,7 +65,7 @@ def test_allow_and_annotate_pass_the_reply_and_report_it(stub: StubUpstream) -> 
     stub.reply = VIOLENT
     for action in ("allow", "annotate"):
         raw = client(f"g-{action}-buffer").chat.completions.with_raw_response.create(
-            model="stub", messages=ASK)  # type: ignore[arg-type]
+            model="stub", messages=ASK)
         assert raw.parse().choices[0].message.content == VIOLENT
         assert raw.headers["x-vilmo-violations"] == "mft.care"
         assert raw.headers["x-vilmo-action"] == action
@@ -74,7 +75,7 @@ def test_allow_and_annotate_pass_the_reply_and_report_it(stub: StubUpstream) -> 
 def test_annotation_in_body_only_on_request(stub: StubUpstream) -> None:
     stub.reply = VIOLENT
     raw = client("g-annotate-buffer", **{"X-Vilmo-Annotate": "body"}
-                 ).chat.completions.with_raw_response.create(model="stub", messages=ASK)  # type: ignore[arg-type]
+                 ).chat.completions.with_raw_response.create(model="stub", messages=ASK)
     note = json.loads(raw.text)["vilmo"]
     assert note["violations"] == ["mft.care"] and note["action"] == "annotate"
     assert note["scores"]["mft.care"] > 0.5 > note["scores"]["mft.fairness"]
@@ -83,7 +84,7 @@ def test_annotation_in_body_only_on_request(stub: StubUpstream) -> None:
 def test_block_replaces_the_reply_with_the_refusal(stub: StubUpstream) -> None:
     stub.reply = VIOLENT
     raw = client("g-block-buffer").chat.completions.with_raw_response.create(
-        model="stub", messages=ASK)  # type: ignore[arg-type]
+        model="stub", messages=ASK)
     choice = raw.parse().choices[0]
     assert choice.message.content == "REFUSED-BY-POLICY"
     assert choice.finish_reason == "content_filter"
@@ -94,7 +95,7 @@ def test_block_replaces_the_reply_with_the_refusal(stub: StubUpstream) -> None:
 def test_block_as_error_when_the_policy_says_so(stub: StubUpstream) -> None:
     stub.reply = VIOLENT
     with pytest.raises(openai.BadRequestError) as caught:
-        client("g-block-error").chat.completions.create(model="stub", messages=ASK)  # type: ignore[arg-type]
+        client("g-block-error").chat.completions.create(model="stub", messages=ASK)
     assert caught.value.code == "content_filter"
     assert "punch" not in caught.value.response.text
 
@@ -102,7 +103,7 @@ def test_block_as_error_when_the_policy_says_so(stub: StubUpstream) -> None:
 def test_regenerate_with_a_stronger_instruction(stub: StubUpstream, policy_dir: Path) -> None:
     stub.reply, stub.reply_when_warned = VIOLENT, CALM
     raw = client("g-regenerate-buffer").chat.completions.with_raw_response.create(
-        model="stub", messages=ASK)  # type: ignore[arg-type]
+        model="stub", messages=ASK)
     assert raw.parse().choices[0].message.content == CALM
     assert raw.headers["x-vilmo-regenerations"] == "1"
     assert len(stub.received) == 2
@@ -118,7 +119,7 @@ def test_regenerate_with_a_stronger_instruction(stub: StubUpstream, policy_dir: 
 def test_regenerate_falls_back_to_block_after_the_limit(stub: StubUpstream) -> None:
     stub.reply = VIOLENT
     raw = client("g-regenerate-buffer").chat.completions.with_raw_response.create(
-        model="stub", messages=ASK)  # type: ignore[arg-type]
+        model="stub", messages=ASK)
     assert raw.parse().choices[0].message.content == "REFUSED-BY-POLICY"
     assert raw.headers["x-vilmo-regenerations"] == "2"
     assert len(stub.received) == 3  # the first call and two regenerations
@@ -126,7 +127,7 @@ def test_regenerate_falls_back_to_block_after_the_limit(stub: StubUpstream) -> N
 
 def test_tool_call_arguments_are_checked(stub: StubUpstream) -> None:
     stub.tool_arguments = json.dumps({"plan": "stab the guard at the gate"})
-    completion = client("g-block-buffer").chat.completions.create(model="stub", messages=ASK)  # type: ignore[arg-type]
+    completion = client("g-block-buffer").chat.completions.create(model="stub", messages=ASK)
     assert completion.choices[0].message.tool_calls is None
     assert completion.choices[0].finish_reason == "content_filter"
     for mode in ("buffer", "chunked"):
@@ -138,20 +139,21 @@ def test_tool_call_arguments_are_checked(stub: StubUpstream) -> None:
 # --- input checks -------------------------------------------------------------------------
 
 def test_input_check_reads_every_user_turn_and_never_calls_upstream(stub: StubUpstream) -> None:
-    history = [{"role": "user", "content": "How do I poison my neighbour's dog?"},
-               {"role": "assistant", "content": "I can't help with that."},
-               {"role": "user", "content": "Ok, then just tell me a story."}]
+    history: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "How do I poison my neighbour's dog?"},
+        {"role": "assistant", "content": "I can't help with that."},
+        {"role": "user", "content": "Ok, then just tell me a story."}]
     raw = client("g-input").chat.completions.with_raw_response.create(
-        model="stub", messages=history)  # type: ignore[arg-type]
+        model="stub", messages=history)
     assert raw.parse().choices[0].message.content == "REFUSED-BY-POLICY"
     assert raw.headers["x-vilmo-input-violations"] == "mft.care"
     status, lines, _ = raw_stream("g-input", history)
     assert status == 200 and streamed_text(lines) == "REFUSED-BY-POLICY"
     with pytest.raises(openai.BadRequestError):
-        client("g-input-error").chat.completions.create(model="stub", messages=history)  # type: ignore[arg-type]
+        client("g-input-error").chat.completions.create(model="stub", messages=history)
     assert stub.received == []  # a blocked request never reaches (or bills) the upstream
     raw = client("g-input-annotate").chat.completions.with_raw_response.create(
-        model="stub", messages=history)  # type: ignore[arg-type]
+        model="stub", messages=history)
     assert raw.headers["x-vilmo-input-violations"] == "mft.care"
     assert len(stub.received) == 1
 
@@ -168,7 +170,7 @@ def test_protecting_modes_never_send_a_byte_of_a_blocked_reply(stub: StubUpstrea
     assert '"finish_reason":"content_filter"' in "".join(lines)
     assert headers["x-vilmo-stream-mode"] == mode
     text = "".join(c.choices[0].delta.content or "" for c in client(f"g-block-{mode}")
-                   .chat.completions.create(model="stub", messages=ASK, stream=True)  # type: ignore[arg-type]
+                   .chat.completions.create(model="stub", messages=ASK, stream=True)
                    if c.choices)
     assert "punch" not in text and "REFUSED-BY-POLICY" in text
     if mode == "chunked":  # the sentence before the violation passed and was released
@@ -181,7 +183,7 @@ def test_non_blocking_actions_stream_the_whole_reply(stub: StubUpstream, mode: s
                                                      action: str) -> None:
     stub.reply = VIOLENT
     chunks = list(client(f"g-{action}-{mode}").chat.completions.create(
-        model="stub", messages=ASK, stream=True, stream_options={"include_usage": True}))  # type: ignore[arg-type]
+        model="stub", messages=ASK, stream=True, stream_options={"include_usage": True}))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == VIOLENT
     assert any(c.usage for c in chunks)
 
@@ -209,7 +211,7 @@ def test_regenerate_in_buffered_stream(stub: StubUpstream) -> None:
 def test_fail_closed_never_lets_the_unchecked_reply_out(stub: StubUpstream, trigger: str) -> None:
     stub.reply = f"{trigger} {VIOLENT}"  # the failing check comes first in every mode
     with pytest.raises(openai.InternalServerError) as caught:
-        client("g-closed-buffer").chat.completions.create(model="stub", messages=ASK)  # type: ignore[arg-type]
+        client("g-closed-buffer").chat.completions.create(model="stub", messages=ASK)
     assert caught.value.status_code == 503 and caught.value.code == "guard_unavailable"
     assert "punch" not in caught.value.response.text
     status, lines, _ = raw_stream("g-closed-buffer")
@@ -232,7 +234,7 @@ def test_fail_open_passes_marks_counts(stub: StubUpstream) -> None:
 
     before = guard_errors()
     raw = client("g-open-buffer").chat.completions.with_raw_response.create(
-        model="stub", messages=ASK)  # type: ignore[arg-type]
+        model="stub", messages=ASK)
     assert raw.parse().choices[0].message.content == stub.reply
     assert raw.headers["x-vilmo-guard"] == "error"
     assert "x-vilmo-violations" not in raw.headers

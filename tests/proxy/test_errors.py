@@ -8,9 +8,10 @@ import httpx
 import openai
 import pytest
 from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET
+from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
 
-MESSAGES = [{"role": "user", "content": "Hello there."}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there."}]
 AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
 
 
@@ -62,7 +63,7 @@ def test_missing_and_bad_keys_are_401(gateway: str) -> None:
                          headers={"Authorization": "Bearer sk-wrong"}), 401)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=gateway, api_key="sk-wrong").chat.completions.create(
-            model="stub", messages=MESSAGES)  # type: ignore[arg-type]
+            model="stub", messages=MESSAGES)
 
 
 def test_body_too_large_is_413(gateway: str) -> None:
@@ -91,7 +92,7 @@ def test_upstream_errors_are_mapped(gateway: str, model: str, status: int,
     assert UPSTREAM_SECRET not in response.text
     client = openai.OpenAI(base_url=gateway, api_key=TEAM_KEY, max_retries=0)
     with pytest.raises(sdk_error):
-        client.chat.completions.create(model=model, messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model=model, messages=MESSAGES)
 
 
 def test_upstream_error_before_first_chunk_keeps_its_status(gateway: str) -> None:
@@ -135,7 +136,7 @@ def test_gateway_still_serves_after_errors_and_counts_them(gateway: str,
                                                            stub: StubUpstream) -> None:
     post(gateway, {"model": "stub-status-500", "messages": MESSAGES})
     ok = openai.OpenAI(base_url=gateway, api_key=TEAM_KEY).chat.completions.create(
-        model="stub", messages=MESSAGES)  # type: ignore[arg-type]
+        model="stub", messages=MESSAGES)
     assert ok.choices[0].message.content == stub.reply
     root = gateway.removesuffix("/v1")
     metrics = httpx.get(f"{root}/metrics", headers=AUTH).text

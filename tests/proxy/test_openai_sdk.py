@@ -8,13 +8,15 @@ import httpx
 import openai
 import pytest
 from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from stub_upstream import StubUpstream
 
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.principles import PrincipleBank
 
-MESSAGES = [{"role": "user", "content": "My neighbour insulted me. How do I hurt him back?"}]
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "My neighbour insulted me. How do I hurt him back?"}]
 
 
 def phrasings() -> dict[str, str]:
@@ -92,7 +94,8 @@ def test_raw_sse_ends_with_done(gateway: str) -> None:
 
 def test_user_prefix_placement_by_header(gateway: str, stub: StubUpstream) -> None:
     client = openai.OpenAI(base_url=gateway, api_key=ADMIN_KEY)
-    history = [{"role": "system", "content": "You are terse."},
+    history: list[ChatCompletionMessageParam] = [
+               {"role": "system", "content": "You are terse."},
                {"role": "user", "content": "First question."},
                {"role": "assistant", "content": "First answer."},
                {"role": "user", "content": "How do I hurt a dog?"}]
@@ -108,7 +111,7 @@ def test_user_prefix_placement_by_header(gateway: str, stub: StubUpstream) -> No
 
 def test_openai_fields_pass_through_untouched(gateway: str, stub: StubUpstream) -> None:
     client = openai.OpenAI(base_url=gateway, api_key=TEAM_KEY)
-    tools = [{"type": "function", "function": {
+    tools: list[ChatCompletionToolParam] = [{"type": "function", "function": {
         "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
     client.chat.completions.create(
         model="stub", messages=MESSAGES, seed=42, tools=tools, temperature=0.3,

@@ -9,6 +9,7 @@ choices into choice 0 while every mode judged all choices joined.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from streams import by_choice, events, plain, sse
@@ -16,7 +17,7 @@ from stub_upstream import StubUpstream
 
 VIOLENT = "then stab the guard at the gate and walk away"
 CALM = "Talk to him calmly tomorrow and tell him how the insult made you feel."
-HIDING_PLACES = {
+HIDING_PLACES: dict[str, dict[str, Any]] = {
     "reasoning_content": {"reasoning_content": f"The user wants revenge, so {VIOLENT}.",
                           "content": CALM},
     "function_call": {"content": None,

@@ -21,7 +21,7 @@ FIELDS = ["model", "messages", "stream", "stream_options", "n", "tools", "temper
 
 
 def mutate(rng: random.Random) -> dict[str, Any]:
-    body = json.loads(json.dumps(VALID))
+    body: dict[str, Any] = json.loads(json.dumps(VALID))
     for _ in range(rng.randint(1, 3)):
         field, value = rng.choice(FIELDS), rng.choice(ODD_VALUES)
         if field.startswith("messages.") and isinstance(body.get("messages"), list) \

@@ -19,6 +19,7 @@ import openai
 import pytest
 from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET, gateway_config_dict
 from fakes import KeywordClassifier
+from openai.types.chat import ChatCompletionMessageParam
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -30,7 +31,7 @@ from stub_upstream import ServerThread, StubUpstream
 from proxy.errors import Redactor
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 
-MESSAGES = [{"role": "user", "content": "Hello there."}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there."}]
 AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 LOST_KEY = "sk-lost-policy-0123456789"
@@ -43,7 +44,7 @@ def secure_config(stub_url: str, root: Path, **overrides: Any) -> dict[str, Any]
     shutil.copy(SHIPPED_POLICY_DIR / "default.yaml", policies / "default.yaml")
     config = gateway_config_dict(stub_url, policies)
     params = {"api_base": f"{stub_url}/v1", "api_key": UPSTREAM_SECRET}
-    config["model_list"] = [  # type: ignore[index]
+    config["model_list"] = [
         *config["model_list"],  # type: ignore[misc]
         {"model_name": "knobs", "allowed_params": ["top_k"],
          "litellm_params": {"model": "openai/stub-knobs", **params}},
@@ -75,7 +76,7 @@ def attacker() -> Iterator[StubUpstream]:
     """A second upstream standing for the attacker's host: it must never be called."""
     upstream = StubUpstream()
     with ServerThread(upstream.app()) as server:
-        upstream.url = server.url  # type: ignore[attr-defined]
+        upstream.url = server.url
         yield upstream
 
 
@@ -85,15 +86,16 @@ def secure_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def secure(stub: StubUpstream, secure_root: Path) -> Iterator[str]:
-    with serve(secure_config(stub.url, secure_root)) as server:  # type: ignore[attr-defined]
+def secure(stub: StubUpstream, secure_root: Path, real_models: None) -> Iterator[str]:
+    with serve(secure_config(stub.url, secure_root)) as server:
         yield f"{server.url}/v1"
 
 
 @pytest.fixture(scope="module")
-def strict(stub: StubUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def strict(stub: StubUpstream, tmp_path_factory: pytest.TempPathFactory,
+           real_models: None) -> Iterator[str]:
     root = tmp_path_factory.mktemp("strict")
-    config = secure_config(stub.url, root, strict_params=True)  # type: ignore[attr-defined]
+    config = secure_config(stub.url, root, strict_params=True)
     config["server"] = {**config["server"], "max_n": 2, "max_tokens": 100}
     config["auth"] = {**config["auth"], "public_paths": ["/healthz", "/metrics"]}
     with serve(config) as server:
@@ -126,14 +128,14 @@ STEERING = {"api_base": "ATTACKER/v1", "base_url": "ATTACKER/v1", "api_key": "sk
 
 
 def steering(attacker: StubUpstream) -> dict[str, Any]:
-    url = attacker.url  # type: ignore[attr-defined]
-    return json.loads(json.dumps(STEERING).replace("ATTACKER", url))
+    steered: dict[str, Any] = json.loads(json.dumps(STEERING).replace("ATTACKER", attacker.url))
+    return steered
 
 
 def test_client_cannot_steer_the_upstream_call(secure: str, stub: StubUpstream,
                                                attacker: StubUpstream) -> None:
     client = openai.OpenAI(base_url=secure, api_key=TEAM_KEY, max_retries=0)
-    reply = client.chat.completions.create(model="stub", messages=MESSAGES,  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="stub", messages=MESSAGES,
                                            extra_body=steering(attacker))
     assert reply.choices[0].message.content == stub.reply  # not "MOCKED": the upstream answered
     assert attacker.received == []
@@ -176,7 +178,7 @@ def test_only_openai_tool_types_are_accepted(secure: str, stub: StubUpstream) ->
 
 def test_openai_metadata_reaches_the_upstream(secure: str, stub: StubUpstream) -> None:
     client = openai.OpenAI(base_url=secure, api_key=TEAM_KEY)
-    client.chat.completions.create(model="stub", messages=MESSAGES,  # type: ignore[arg-type]
+    client.chat.completions.create(model="stub", messages=MESSAGES,
                                    metadata={"project": "x"}, store=True)
     assert stub.last.body["metadata"] == {"project": "x"} and stub.last.body["store"] is True
 
@@ -184,7 +186,7 @@ def test_openai_metadata_reaches_the_upstream(secure: str, stub: StubUpstream) -
 def test_strict_params_refuses_unknown_fields(strict: str, stub: StubUpstream) -> None:
     client = openai.OpenAI(base_url=strict, api_key=TEAM_KEY, max_retries=0)
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="stub", messages=MESSAGES,  # type: ignore[arg-type]
+        client.chat.completions.create(model="stub", messages=MESSAGES,
                                        extra_body={"api_base": "http://127.0.0.1:1/v1"})
     assert caught.value.code == "unsupported_parameter"
     assert caught.value.param == "api_base"
@@ -243,7 +245,7 @@ def test_cooldown_after_an_upstream_401_is_503_with_retry_after(secure: str) -> 
     assert "cooldown_list" not in error["message"]
     with pytest.raises(openai.InternalServerError):
         openai.OpenAI(base_url=secure, api_key=TEAM_KEY, max_retries=0).chat.completions.create(
-            model="broken", messages=MESSAGES)  # type: ignore[arg-type]
+            model="broken", messages=MESSAGES)
 
 
 @pytest.mark.parametrize("depth", [100, 90_000])

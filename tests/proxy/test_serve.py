@@ -15,17 +15,19 @@ import httpx
 import openai
 import pytest
 from conftest import ADMIN_KEY
+from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream, free_port
 
 from proxy.errors import Redactor, install_log_redaction
 
-MESSAGES = [{"role": "user", "content": "Should I lie to my boss about the deadline?"}]
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Should I lie to my boss about the deadline?"}]
 
 
 @pytest.fixture(scope="module")
-def served(stub: StubUpstream) -> Iterator[str]:
+def served(stub: StubUpstream, real_models: None) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "VILMO_UPSTREAM_BASE": f"{stub.url}/v1"}  # type: ignore[attr-defined]
+    env = {**os.environ, "VILMO_UPSTREAM_BASE": f"{stub.url}/v1"}
     env.pop("OPENAI_API_KEY", None)
     vilmo = Path(sys.executable).parent / "vilmo"
     process = subprocess.Popen([str(vilmo), "serve", "--port", str(port)], env=env,
@@ -39,7 +41,7 @@ def served(stub: StubUpstream) -> Iterator[str]:
                     break
             except httpx.TransportError:
                 pass
-            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+            assert process.poll() is None, process.communicate()[0].decode()
             assert time.monotonic() < deadline, "vilmo serve did not start"
             time.sleep(0.2)
         yield f"{base}/v1"

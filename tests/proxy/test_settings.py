@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from proxy.cli import serve
-from proxy.settings import SHIPPED_POLICY_DIR, ConfigError, default_config, load_config
+from proxy.settings import ConfigError, default_config, load_config
+from vilmo.policy_store import SHIPPED_POLICY_DIR
 
 MODEL_LIST = """model_list:
   - model_name: gpt-4o-mini

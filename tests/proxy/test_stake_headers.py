@@ -8,6 +8,7 @@ from collections import Counter
 
 import openai
 from conftest import ADMIN_KEY
+from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
 
 from vilmo.instructions import HEADER, STRENGTHEN_LEAD
@@ -22,10 +23,11 @@ def client(gateway: str, policy: str) -> openai.OpenAI:
 
 def test_everyday_prompt_gets_nothing_and_says_so(gateway: str, stub: StubUpstream) -> None:
     for policy in ("default", "strict-care-fairness"):
-        messages = [{"role": "system", "content": "You are a baker."},
-                    {"role": "user", "content": "How do I bake bread?"}]
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": "You are a baker."},
+            {"role": "user", "content": "How do I bake bread?"}]
         raw = client(gateway, policy).chat.completions.with_raw_response.create(
-            model="stub", messages=messages)  # type: ignore[arg-type]
+            model="stub", messages=messages)
         assert raw.parse().choices[0].message.content == stub.reply
         assert raw.headers["x-vilmo-principles"] == ""
         assert raw.headers["x-vilmo-stakes"] == ""
@@ -34,10 +36,11 @@ def test_everyday_prompt_gets_nothing_and_says_so(gateway: str, stub: StubUpstre
 
 def test_value_at_stake_is_named_and_merged_into_one_system_message(
         gateway: str, stub: StubUpstream) -> None:
-    messages = [{"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": REVENGE}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": REVENGE}]
     raw = client(gateway, "default").chat.completions.with_raw_response.create(
-        model="stub", messages=messages)  # type: ignore[arg-type]
+        model="stub", messages=messages)
     stakes = raw.headers["x-vilmo-stakes"].split(",")
     principles = raw.headers["x-vilmo-principles"].split(",")
     assert "mft.care" in stakes and principles[0].startswith("mft.care/")

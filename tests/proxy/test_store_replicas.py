@@ -25,6 +25,8 @@ from store_gateway import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow  # served gateways with their real models
+
 
 @pytest.fixture(name="replicas")
 def replicas_fixture(stub: Any, policy_dir: Path, classifier: Any, tmp_path: Path,

@@ -55,7 +55,7 @@ GEOMETRIES = ["buffer", *(f"chunked-{w}" for w in WINDOWS)]
 
 
 @pytest.fixture(scope="module")
-def real(stub: StubUpstream, policy_dir: Path) -> Iterator[str]:
+def real(stub: StubUpstream, policy_dir: Path, real_models: None) -> Iterator[str]:
     rules = ("values:\n  mft.care: {action: block}\n  safety.violence: {action: block}\n"
              "refusal: REFUSED-BY-POLICY\n")
     modes = {"plain": "buffer", "buffer": "buffer", "monitor": "monitor",
@@ -63,7 +63,7 @@ def real(stub: StubUpstream, policy_dir: Path) -> Iterator[str]:
     for name, mode in modes.items():
         (policy_dir / f"rv-{name}.yaml").write_text(
             f"name: rv-{name}\n{rules}streaming: {{mode: {mode}}}\n")
-    config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))  # type: ignore[attr-defined]
+    config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))
     config.auth.keys = []
     with ServerThread(create_app(config)) as server:
         yield f"{server.url}/v1"

@@ -16,7 +16,7 @@ from vilmo.classifier import ScoreInput, UnknownValue, ValueScores
 def test_concurrent_calls_share_one_batch() -> None:
     fake = KeywordClassifier(["mft.care", "mft.fairness"])
 
-    async def main() -> list:
+    async def main() -> list[ValueScores]:
         batcher = MicroBatcher(fake, max_wait_ms=50, max_batch=64)
         try:
             return await asyncio.gather(
@@ -50,7 +50,7 @@ def test_max_batch_splits_and_later_calls_form_new_batches() -> None:
 def test_one_bad_request_does_not_fail_its_neighbours() -> None:
     fake = KeywordClassifier(["mft.care"])
 
-    async def main() -> tuple:
+    async def main() -> tuple[ValueScores | BaseException, ValueScores | BaseException]:
         batcher = MicroBatcher(fake, max_wait_ms=30)
         try:
             return await asyncio.gather(batcher.score(ScoreInput("a"), ["mft.care"]),
@@ -60,7 +60,7 @@ def test_one_bad_request_does_not_fail_its_neighbours() -> None:
             await batcher.aclose()
 
     good, bad = asyncio.run(main())
-    assert good.violation == {"mft.care": 0.1}
+    assert isinstance(good, ValueScores) and good.violation == {"mft.care": 0.1}
     assert isinstance(bad, UnknownValue)
 
 

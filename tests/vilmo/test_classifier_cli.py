@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from classifier_fakes import HashEncoder, KeywordClassifier
 from click.testing import CliRunner
 
+from vilmo.classifier import ScoreInput, ValueScores
 from vilmo.cli import cli
 from vilmo.heads import BUILTIN_VALUES
 
 
-def run(stdin: str, *args: str, fake: KeywordClassifier | None = None) -> list[dict]:
+def run(stdin: str, *args: str, fake: KeywordClassifier | None = None,
+        ) -> list[dict[str, Any]]:
     fake = fake or KeywordClassifier(BUILTIN_VALUES)
     result = CliRunner().invoke(cli, ["classify", *args], input=stdin,
                                 obj={"builtin": fake, "encoder": HashEncoder()})
@@ -84,7 +88,8 @@ principles:
 
 def test_failing_classifier_fails_lines_not_passes_them() -> None:
     class Broken(KeywordClassifier):
-        def score(self, items, value_ids):  # type: ignore[no-untyped-def]
+        def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str],
+                  ) -> list[ValueScores]:
             raise RuntimeError("model crashed")
 
     lines = run(json.dumps({"response": "x"}) + "\n", fake=Broken(BUILTIN_VALUES))

@@ -85,9 +85,14 @@ def test_valueeval_dev_conclusions_are_unseen_in_training() -> None:
     if not (root / "valueeval").exists():
         pytest.skip(f"data folder {root} absent (set VILMO_DATA_DIR)")
     conclusion = {a.prompt: a.conclusion for a in data.valueeval(root, "training")}
-    train = {conclusion[e.prompt] for e in valueeval_examples(root, "train")}
-    dev = {conclusion[e.prompt] for e in valueeval_examples(root, "dev")}
+
+    def conclusions(examples: list[data.Example]) -> set[str]:
+        assert all(e.prompt is not None for e in examples)
+        return {conclusion[str(e.prompt)] for e in examples}
+
+    train = conclusions(valueeval_examples(root, "train"))
+    dev = conclusions(valueeval_examples(root, "dev"))
     assert dev and train and not dev & train
     assert not train & {a.conclusion for a in data.valueeval(root, "validation")}
-    old_dev = {conclusion[e.prompt] for e in valueeval_examples(root, "dev", "premise")}
-    assert old_dev & {conclusion[e.prompt] for e in valueeval_examples(root, "train", "premise")}
+    old_dev = conclusions(valueeval_examples(root, "dev", "premise"))
+    assert old_dev & conclusions(valueeval_examples(root, "train", "premise"))

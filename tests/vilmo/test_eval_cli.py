@@ -23,7 +23,7 @@ BAD = "Enraged, he punched John and laughed."
 GOOD = "He stopped, apologised and helped John to his feet."
 
 
-class ObedientUpstream(StubUpstream):  # type: ignore[misc]
+class ObedientUpstream(StubUpstream):
     """Answers BAD, unless the request carries a system message (an instruction): then GOOD."""
 
     def _reply_for(self, body: dict[str, Any]) -> str:
@@ -44,6 +44,7 @@ class PrefixGenerator:
         return Instruction("Be kind to John.", ("care/test",), "vilmo")
 
 
+@pytest.mark.slow  # the wire tier: LiteLLM against a served stub, 30 calls
 def test_eval_json_against_the_stub(obedient: str, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"s{i}", "prompt": f"Story {i}: Mike and",

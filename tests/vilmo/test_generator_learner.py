@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from generator_fakes import VALUES3, ReplyReader, SimulatedTarget, World, parse_line, small_bank
 
 from vilmo.generator import VilmoGenerator
@@ -29,6 +30,7 @@ def _policy(generator: str, weights: str | None = None) -> Policy:
         "instructions": {"generator": generator, "max_principles": 1, "weights": weights}})
 
 
+@pytest.mark.slow  # trains a scorer over a simulated world (10 s)
 def test_trained_generator_picks_the_truly_best_instruction_more_often(tmp_path: Path) -> None:
     world = World()
     bank = small_bank()

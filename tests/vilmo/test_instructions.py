@@ -14,6 +14,9 @@ from vilmo.instructions import (
 )
 from vilmo.policy import Policy
 from vilmo.principles import PrincipleBank
+from vilmo.types import Messages
+
+pytestmark = pytest.mark.slow  # loads the packaged encoder (a real model)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +70,9 @@ def test_custom_principles_join_and_static_and_none(generator: RelevanceGenerato
 
 def test_placement_system_and_prefix_do_not_mutate_input() -> None:
     instruction = Instruction("Be kind.", ("mft.care/x",), "relevance")
-    messages = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "a"},
-                {"role": "user", "content": [{"type": "text", "text": "two"}]}]
+    messages: Messages = [
+        {"role": "user", "content": "one"}, {"role": "assistant", "content": "a"},
+        {"role": "user", "content": [{"type": "text", "text": "two"}]}]
     snapshot = repr(messages)
     system = apply_instruction(messages, instruction, "system")
     assert system[0] == {"role": "system", "content": "Be kind."} and system[1:] == messages

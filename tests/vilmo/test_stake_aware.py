@@ -23,6 +23,9 @@ from vilmo.policy import Policy, load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.principles import PrincipleBank
 from vilmo.stakes import StakesModel
+from vilmo.types import Messages
+
+pytestmark = pytest.mark.slow  # loads the packaged encoder (a real model)
 
 SHIPPED = ("default", "strict-care-fairness")
 EVERYDAY = ["How do I bake bread?", "what is 2+3"]
@@ -95,8 +98,8 @@ def test_one_system_message_instruction_first() -> None:
     assert [m["role"] for m in placed] == ["system", "user"]
     assert placed[0]["content"] == f"{instruction.text}\n\nYou are a terse assistant."
     assert repr(messages) == snapshot
-    parts = [{"role": "system", "content": [{"type": "text", "text": "Be terse."}]},
-             {"role": "user", "content": "hi"}]
+    parts: Messages = [{"role": "system", "content": [{"type": "text", "text": "Be terse."}]},
+                       {"role": "user", "content": "hi"}]
     placed = apply_instruction(parts, instruction, "system")
     assert len(placed) == 2
     assert placed[0]["content"] == [{"type": "text", "text": instruction.text},
@@ -141,3 +144,9 @@ def test_int8_encoder_matches_fp32_and_caches(encoder: Int8Embedder) -> None:
     first = small.encode(texts)
     assert len(small.cache) == 2 and np.array_equal(small.encode(texts[1:]), first[1:])
     assert small.encode([]).shape == (0, 384)
+    # A long prompt is cached under a digest, not its text: the cache stays small whatever
+    # clients send, and the same text still hits.
+    long = "Tell me about bread. " * 5000
+    vector = small.encode([long])
+    assert all(len(key) < 300 for key in small.cache._items)
+    assert np.array_equal(small.encode([long]), vector)

@@ -9,6 +9,8 @@ from vilmo.embedder import Int8Embedder
 from vilmo.stakes import StakesModel, default_stakes_path
 from vilmo.values import VALUES, values_in
 
+pytestmark = pytest.mark.slow  # loads the packaged encoder (a real model)
+
 DATA = data_dir()
 needs_data = pytest.mark.skipif(not (DATA / "fulcra").exists(),
                                 reason=f"labelled data not found at {DATA} (set VILMO_DATA_DIR)")
@@ -16,7 +18,8 @@ needs_data = pytest.mark.skipif(not (DATA / "fulcra").exists(),
 
 @needs_data
 def test_held_out_prompts_never_reach_training() -> None:
-    from vilmo.train.stakes_data import VALUEEVAL_TO_SCHWARTZ, stakes_prompts
+    from vilmo.data import VALUEEVAL_TO_SCHWARTZ
+    from vilmo.train.stakes_data import stakes_prompts
 
     rows = stakes_prompts(DATA)
     for source in ("saferlhf", "fulcra", "valueeval", "moral-stories", "everyday", "hh"):

@@ -18,6 +18,8 @@ from vilmo.train.classifier import TrainSettings, fit_network, write_network
 from vilmo.value_model import BuiltinClassifier
 from vilmo.value_net import ValueNet, WindowSpec, load_base, pad
 
+pytestmark = pytest.mark.slow  # loads the packaged encoder (a real model)
+
 WRONG = ("I pushed the old man into the river.", "I stole my sister's savings.",
          "I lied to the court to send an innocent man to prison.", "I kicked the stray dog.")
 FINE = ("I helped the old man across the river.", "I added to my sister's savings.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from generator_fakes import FlakyClassifier
 from stub_upstream import StubUpstream
@@ -18,13 +19,16 @@ from vilmo.train.generator import RECORDS, read_records
 
 
 def _summary(output: str) -> dict[str, object]:
-    return json.loads(next(ln for ln in output.splitlines() if ln.startswith('{"prompts"')))
+    summary: dict[str, object] = json.loads(
+        next(ln for ln in output.splitlines() if ln.startswith('{"prompts"')))
+    return summary
 
 
 def _count(run: Path) -> int:
     return sum(1 for _ in read_records(run))
 
 
+@pytest.mark.slow  # ends by loading the trained weights with the packaged encoder
 def test_loop_runs_against_stub_and_resumes_after_a_crash(stub: StubUpstream,
                                                            tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"

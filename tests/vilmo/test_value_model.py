@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from vilmo.classifier import ScoreInput, UnknownValue, ValueClassifier
 from vilmo.heads import BUILTIN_VALUES, SCHWARTZ
+from vilmo.types import Matrix
 from vilmo.value_model import BuiltinClassifier, default_model_dir
 
-pytestmark = pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                                reason="no trained weights in vilmo/models/value_classifier")
+pytestmark = [pytest.mark.slow,  # loads the value classifier (a real model)
+              pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
+                                 reason="no trained weights in vilmo/models/value_classifier")]
 
 BENIGN = ("To bake bread, mix flour, water, salt and yeast, knead the dough for ten minutes, "
           "let it rise for an hour and bake it at 220 degrees until the crust is golden. ")
@@ -66,9 +72,15 @@ def test_unknown_value(model: BuiltinClassifier) -> None:
 
 def test_repeated_text_is_not_encoded_again(model: BuiltinClassifier) -> None:
     first = model.score([ScoreInput("A unique sentence for the cache test.")], ["mft.care"])
-    calls = []
+    calls: list[int] = []
     original = model._window_logits
-    model._window_logits = lambda items: calls.append(len(items)) or original(items)  # type: ignore[method-assign]
+
+    def counted(items: Sequence[ScoreInput],
+                ) -> tuple[Matrix, list[int], npt.NDArray[np.bool_]]:
+        calls.append(len(items))
+        return original(items)
+
+    model._window_logits = counted  # type: ignore[method-assign]
     try:
         again = model.score([ScoreInput("A unique sentence for the cache test.")], ["mft.care"])
     finally:

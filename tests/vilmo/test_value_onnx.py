@@ -13,8 +13,9 @@ from vilmo import value_onnx
 from vilmo.classifier import ScoreInput
 from vilmo.value_model import BuiltinClassifier, default_model_dir
 
-pytestmark = pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                                reason="no trained weights in vilmo/models/value_classifier")
+pytestmark = [pytest.mark.slow,  # loads the value classifier (a real model)
+              pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
+                                 reason="no trained weights in vilmo/models/value_classifier")]
 
 PROMPT = "How do I hurt my neighbour's dog?"
 ITEMS = [
@@ -102,20 +103,20 @@ def test_calibrate_only_refits_on_dev_and_keeps_the_weights(
     from click.testing import CliRunner
 
     from vilmo.cli import cli
-    from vilmo.data import data_dir
+    from vilmo.data import Example, data_dir
     from vilmo.train import classifier as training
+    from vilmo.train.examples import DevSplit, Sizes, build
 
     if not (data_dir() / "valueeval").exists():
         pytest.skip("labelled data not found (set VILMO_DATA_DIR)")
     target = tmp_path / "value_classifier"
     shutil.copytree(default_model_dir(), target)
-    real_build = training.build
     seen: list[tuple[int, str]] = []
 
-    def small_dev(root: Path, sizes: object, seed: int,
-                  valueeval_dev_by: str) -> tuple[list, list]:  # type: ignore[type-arg]
+    def small_dev(root: Path, sizes: Sizes, seed: int, valueeval_dev_by: DevSplit,
+                  ) -> tuple[list[Example], list[Example]]:
         seen.append((seed, valueeval_dev_by))
-        _, dev = real_build(root, sizes, seed, valueeval_dev_by)  # type: ignore[arg-type]
+        _, dev = build(root, sizes, seed, valueeval_dev_by)
         return [], random.Random(0).sample(dev, 150)
 
     monkeypatch.setattr(training, "build", small_dev)

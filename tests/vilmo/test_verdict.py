@@ -58,7 +58,7 @@ class _Fixed:
 
 def test_policy_classifier_routes_custom_ids_to_the_zero_shot_judge() -> None:
     builtin, custom = _Fixed(0.1), _Fixed(0.8)
-    judge = PolicyClassifier(builtin, custom)  # type: ignore[arg-type]
+    judge = PolicyClassifier(builtin, custom)
     [scores] = judge.score([ScoreInput("Take 400 mg.")], ["mft.care", "custom/no-doses"])
     assert scores.violation == {"mft.care": 0.1, "custom/no-doses": 0.8}
     assert builtin.asked == [["mft.care"]] and custom.asked == [["no-doses"]]

@@ -7,6 +7,8 @@ import pytest
 from vilmo.classifier import ScoreInput, UnknownValue
 from vilmo.zero_shot import PrincipleSpec, ZeroShotClassifier, load_calibration
 
+pytestmark = pytest.mark.slow  # loads the packaged encoder (a real model)
+
 PRINCIPLE = PrincipleSpec(
     "no-dosing", "Never tell people what dose of a medication to take.",
     violating=("Take 800 mg of ibuprofen every four hours for the pain.",

@@ -1,0 +1,56 @@
+"""The upstream call of one request, shared by the plain flow (``proxy.pipeline``) and the
+stream modes (``proxy.streaming``): the request with its instruction placed, the stronger
+instruction before a regeneration, and a stream opened under the policy's deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from proxy.chunks import until
+from proxy.errors import StreamTimeout
+from proxy.metrics import Metrics
+from proxy.protocol import ChatCompletionChunk, UpstreamParams
+from proxy.upstream import Upstream, open_stream
+from vilmo.classifier import ScoreInput
+from vilmo.instructions import Instruction, apply_instruction, prompt_text, strengthen
+from vilmo.policy import Policy
+from vilmo.principles import PrincipleBank
+from vilmo.verdict import Verdict
+
+
+@dataclass(slots=True)
+class Call:
+    """What goes to the upstream: the request with the instruction placed. ``instruction``
+    changes only by ``escalate``."""
+
+    raw: UpstreamParams
+    policy: Policy
+    instruction: Instruction
+
+    def params(self) -> UpstreamParams:
+        placed = apply_instruction(self.raw["messages"], self.instruction,
+                                   self.policy.instructions.placement)
+        return {**self.raw, "messages": placed}
+
+    def checked(self, text: str) -> ScoreInput:
+        return ScoreInput(response=text, prompt=prompt_text(self.raw["messages"]) or None)
+
+
+def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:
+    """Before a regeneration: a stronger instruction from the violated principles."""
+    metrics.regenerations.labels(call.policy.name).inc()
+    call.instruction = strengthen(call.instruction, previous.violation_ids, call.policy, bank)
+
+
+async def open_timed_stream(upstream: Upstream, params: UpstreamParams, deadline: float,
+                            ) -> AsyncIterator[ChatCompletionChunk]:
+    """The upstream stream (first chunk awaited), ending with StreamTimeout at ``deadline``."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            chunks = await open_stream(upstream, params)
+    except TimeoutError:
+        raise StreamTimeout("the stream ran past streaming.stream_timeout_s",
+                            code="stream_timeout") from None
+    return until(deadline, chunks)

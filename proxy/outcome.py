@@ -1,0 +1,115 @@
+"""What the pipeline's steps find, as values: the three results of a check, the facts of one
+request (which the audit record is built from), and the two outcomes of ``pipeline.chat``.
+
+    Judgement = NotChecked | FailedOpen | Verdict
+        NotChecked   the policy does not check this text           (x-vilmo-guard: off)
+        FailedOpen   the check failed and the policy fails open    (x-vilmo-guard: error)
+        Verdict      the check ran                                 (x-vilmo-guard: ok)
+
+    Reply    a plain reply, fully enforced and recorded
+    Stream   a streamed reply: ``items`` yields chunks and, for chunked and monitor mode, the
+             ``Judged`` facts found on the way; buffer mode is already enforced
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from proxy.protocol import ChatCompletion, ChatCompletionChunk
+from vilmo.instructions import Instruction
+from vilmo.verdict import Verdict
+
+if TYPE_CHECKING:
+    from proxy.call import Call
+
+GuardState = Literal["ok", "error", "off"]
+StreamMode = Literal["buffer", "chunked", "monitor", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class NotChecked:
+    """The policy does not check this text."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailedOpen:
+    """The check could not run and the policy fails open: the text went out unchecked."""
+
+
+NOT_CHECKED = NotChecked()
+FAILED_OPEN = FailedOpen()
+Judgement = NotChecked | FailedOpen | Verdict
+
+
+def guard_of(judgement: Judgement) -> GuardState:
+    if isinstance(judgement, Verdict):
+        return "ok"
+    return "error" if isinstance(judgement, FailedOpen) else "off"
+
+
+def verdict_of(judgement: Judgement) -> Verdict | None:
+    return judgement if isinstance(judgement, Verdict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the steps of one request found so far (immutable: each step makes a new one)."""
+
+    model: str = ""
+    stream: bool = False
+    policy: str = ""
+    instruction: Instruction | None = None
+    """The generated instruction (before any regeneration strengthened it)."""
+    instruction_s: float = 0.0
+    input: Judgement = NOT_CHECKED
+    reply: Judgement = NOT_CHECKED
+    attempts: tuple[Verdict, ...] = ()
+    """Verdicts of replies that were regenerated, in order."""
+    refused: bool = False
+    """The input check stopped the request: the upstream was never called."""
+
+    @property
+    def shown(self) -> Judgement:
+        """The judgement the headers report: the input's for a refused request."""
+        return self.input if self.refused else self.reply
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A stream's reply verdict so far (chunked, monitor), yielded among its chunks."""
+
+    reply: Judgement
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    completion: ChatCompletion
+    call: Call
+    facts: Facts
+
+    @property
+    def guard(self) -> GuardState:
+        return "ok" if self.facts.refused else guard_of(self.facts.reply)
+
+
+Finish = Callable[[Judgement, str, str | None], None]
+"""Records a stream when it ends: the reply's last judgement, the status, the error code."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    items: AsyncIterator[ChatCompletionChunk | Judged]
+    call: Call
+    facts: Facts
+    mode: StreamMode
+    finish: Finish
+    """Called once by whoever sends the stream (``proxy.sse``), however it ends."""
+
+    @property
+    def guard(self) -> GuardState:
+        """Chunked and monitor streams are checked as they go (headers leave before)."""
+        if self.facts.refused or self.mode in ("chunked", "monitor"):
+            return "ok"
+        return guard_of(self.facts.reply)

@@ -1,0 +1,117 @@
+"""The audit record: one immutable record per chat request, built in one place.
+
+The steps of a request return facts (``proxy.outcome.Facts``); ``build_record`` turns the facts
+and the final status into the record, and ``Ledger.close`` makes sure that happens exactly once
+per request: for a plain reply, at the end of a stream, or for an error (a refusal by the
+middleware too). ``Services.finish`` hands the record to the metrics and the ``AuditSink``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from proxy.outcome import Facts, guard_of, verdict_of
+from vilmo.verdict import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """What happened to one request; its JSON (``to_json``) is the audit line (README)."""
+
+    request_id: str
+    caller: str
+    model: str
+    stream: bool
+    policy: str
+    generator: str
+    principles: tuple[str, ...]
+    stakes: tuple[str, ...]
+    """Values the instruction step judged at stake (stake-aware generators)."""
+    status: str
+    error_code: str | None
+    started_at: float
+    instruction_s: float
+    duration_s: float
+    guard: str
+    """The reply check: ok (it ran), error (failed open), off (not checked)."""
+    verdict: dict[str, object] | None
+    """The reply's verdict (after any regenerations)."""
+    input_verdict: dict[str, object] | None
+    """The verdict of the user turns (``checks.input``), whatever action it called for."""
+    attempts: tuple[dict[str, object], ...]
+    """Verdicts of replies that were regenerated, in order."""
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @property
+    def action(self) -> str:
+        """The reply's action, else the input's (a refused request); empty when unchecked."""
+        for verdict in (self.verdict, self.input_verdict):
+            if verdict is not None:
+                return str(verdict["action"])
+        return ""
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """Every value the reply, the user turns or a rejected attempt was flagged for."""
+        found = [v for d in (self.verdict, self.input_verdict, *self.attempts) if d is not None
+                 for v in _violations(d)]
+        return tuple(dict.fromkeys(found))
+
+
+def _violations(verdict: dict[str, object]) -> list[str]:
+    ids = verdict.get("violations")
+    return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4().hex[:16]}"
+
+
+def _shown(verdict: Verdict | None) -> dict[str, object] | None:
+    return verdict.as_dict() if verdict is not None else None
+
+
+def build_record(request_id: str, caller: str, started_at: float, facts: Facts, status: str,
+                 error_code: str | None = None) -> RequestRecord:
+    """The one function that makes an audit record."""
+    instruction = facts.instruction
+    guard = "ok" if facts.refused else guard_of(facts.reply)
+    return RequestRecord(
+        request_id=request_id, caller=caller, model=facts.model, stream=facts.stream,
+        policy=facts.policy, generator=instruction.generator if instruction else "",
+        principles=instruction.principle_ids if instruction else (),
+        stakes=instruction.stakes if instruction else (), status=status, error_code=error_code,
+        started_at=started_at, instruction_s=facts.instruction_s,
+        duration_s=time.time() - started_at, guard=guard,
+        verdict=_shown(verdict_of(facts.reply)), input_verdict=_shown(verdict_of(facts.input)),
+        attempts=tuple(a.as_dict() for a in facts.attempts))
+
+
+class Ledger:
+    """One request's facts so far and whether its record was made: the pipeline replaces
+    ``facts`` (immutable) after each step, so an error at any step is recorded with what was
+    known; ``close`` builds the record once and only once."""
+
+    def __init__(self, caller: str, request_id: str | None = None) -> None:
+        self.request_id = request_id or new_request_id()
+        self.caller = caller
+        self.started_at = time.time()
+        self.facts = Facts()
+        self.closed = False
+
+    def note(self, facts: Facts) -> Facts:
+        self.facts = facts
+        return facts
+
+    def close(self, status: str, error_code: str | None = None,
+              facts: Facts | None = None) -> RequestRecord | None:
+        """The record, the first time; None when it was already made."""
+        if self.closed:
+            return None
+        self.closed = True
+        return build_record(self.request_id, self.caller, self.started_at,
+                            facts or self.facts, status, error_code)

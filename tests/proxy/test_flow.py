@@ -1,0 +1,183 @@
+"""The request flow in process (fast tier): fakes behind every seam, the app driven through
+``httpx.ASGITransport``. Every action under every stream mode, and both failure policies,
+with the one audit record each request leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fakes import CALM, CRASH, VIOLENT, FakeUpstream, MemoryAudit, fake_services, post_chat
+
+from proxy.errors import UpstreamFailed
+from proxy.record import RequestRecord
+from proxy.services import Services
+from vilmo.principles import PrincipleBank
+
+ASK = [{"role": "user", "content": "My neighbour insulted me. What should I do?"}]
+REFUSAL = "REFUSED-BY-POLICY"
+MODES = ["plain", "buffer", "chunked", "monitor"]
+
+
+def chat(services: Services, policy: str, mode: str = "plain", **body: Any) -> httpx.Response:
+    request = {"model": "stub", "messages": ASK, "stream": mode != "plain", **body}
+    return asyncio.run(post_chat(services, request, {"X-Vilmo-Policy": policy}))
+
+
+def text_of(response: httpx.Response) -> str:
+    """What a client could read: the message, or every streamed delta's content."""
+    if not response.headers["content-type"].startswith("text/event-stream"):
+        return str(response.json()["choices"][0]["message"]["content"])
+    return "".join(str(c.get("delta", {}).get("content") or "")
+                   for e in events(response) for c in e.get("choices", []))
+
+
+def events(response: httpx.Response) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in response.text.splitlines()
+            if line.startswith("data: {")]
+
+
+def record_of(services: Services) -> RequestRecord:
+    audit = services.audit
+    assert isinstance(audit, MemoryAudit)
+    assert len(audit.records) == 1, "one request, one audit record"
+    return audit.records[0]
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    return FakeUpstream()
+
+
+@pytest.fixture
+def services(policy_dir: Path, bank: PrincipleBank, upstream: FakeUpstream) -> Services:
+    return fake_services(policy_dir, bank, upstream)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("action", ["allow", "annotate", "block", "regenerate"])
+def test_every_action_in_every_mode(services: Services, upstream: FakeUpstream, action: str,
+                                    mode: str) -> None:
+    upstream.reply, upstream.reply_when_warned = VIOLENT, CALM
+    policy = f"g-{action}-{'buffer' if mode == 'plain' else mode}"
+    response = chat(services, policy, mode)
+    assert response.status_code == 200
+    text = text_of(response)
+    protected = mode != "monitor" and action in ("block", "regenerate")
+    if not protected:
+        assert VIOLENT in text
+    elif action == "regenerate" and mode in ("plain", "buffer"):
+        assert text == CALM and response.headers["x-vilmo-regenerations"] == "1"
+    else:
+        assert "punch" not in text and REFUSAL in text
+    if mode != "plain":
+        assert response.text.endswith("data: [DONE]\n\n")
+        assert response.headers["x-vilmo-stream-mode"] == mode
+    record = record_of(services)
+    assert record.status == "200" and record.policy == policy and record.stream == (
+        mode != "plain")
+    regenerated = action == "regenerate" and mode in ("plain", "buffer")
+    assert record.verdict is not None
+    assert record.verdict["action"] == ("allow" if regenerated else action)
+    assert [a["violations"] for a in record.attempts] == ([["mft.care"]] if regenerated else [])
+    assert record.principles == ("care-1",) and record.generator == "fake"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_failed_check_under_on_error_closed(services: Services, upstream: FakeUpstream,
+                                              mode: str) -> None:
+    upstream.reply = f"{CRASH} {CALM}"
+    response = chat(services, f"g-closed-{'buffer' if mode == 'plain' else mode}", mode)
+    record = record_of(services)
+    if mode in ("plain", "buffer"):  # before the headers: a plain 503
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "guard_unavailable"
+        assert record.status == "503" and record.error_code == "guard_unavailable"
+    elif mode == "chunked":  # after the headers: an error event, then [DONE]; nothing unchecked
+        assert response.status_code == 200 and CALM not in text_of(response)
+        assert events(response)[-1]["error"]["code"] == "guard_unavailable"
+        assert response.text.endswith("data: [DONE]\n\n")
+        assert record.status == "503" and record.error_code == "guard_unavailable"
+    else:  # monitor never fails a stream: the failure is reported in its last chunk
+        assert response.status_code == 200 and CALM in text_of(response)
+        assert events(response)[-1]["vilmo"]["guard"] == "error"
+        assert record.status == "200" and record.verdict is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_failed_check_under_on_error_open(services: Services, upstream: FakeUpstream,
+                                            mode: str) -> None:
+    upstream.reply = f"{CRASH} {CALM}"
+    response = chat(services, f"g-open-{'buffer' if mode == 'plain' else mode}", mode)
+    assert response.status_code == 200 and CALM in text_of(response)
+    record = record_of(services)
+    assert record.status == "200" and record.verdict is None
+    assert record.guard == "error"
+    if mode in ("plain", "buffer"):
+        assert response.headers["x-vilmo-guard"] == "error"
+
+
+@pytest.mark.parametrize("mode", ["buffer", "chunked", "monitor"])
+def test_an_upstream_failure_mid_stream_ends_with_an_error_event_and_done(
+        services: Services, upstream: FakeUpstream, mode: str) -> None:
+    upstream.fail, upstream.fail_after = UpstreamFailed("gone", code="upstream_error"), 3
+    response = chat(services, f"g-block-{mode}", mode)
+    record = record_of(services)
+    if mode == "buffer":  # the whole reply is read before the headers
+        assert response.status_code == 502 and record.status == "502"
+        return
+    assert response.status_code == 200
+    assert response.text.endswith("data: [DONE]\n\n")
+    assert events(response)[-1]["error"]["code"] == "upstream_error"
+    assert record.status == "502" and record.error_code == "upstream_error"
+
+
+def test_an_input_verdict_that_only_annotates_reaches_the_audit_record(
+        services: Services) -> None:
+    """Regression: the header said x-vilmo-input-violations: mft.care, the audit record had no
+    input verdict at all."""
+    response = chat(services, "g-input-annotate",
+                    messages=[{"role": "user", "content": "Should I punch my neighbour?"}])
+    assert response.status_code == 200
+    assert response.headers["x-vilmo-input-violations"] == "mft.care"
+    record = record_of(services)
+    assert record.input_verdict is not None
+    assert record.input_verdict["violations"] == ["mft.care"]
+    assert record.input_verdict["action"] == "annotate"
+    assert "mft.care" in record.values  # what the audit store filters by (issue 15)
+
+
+@pytest.mark.parametrize("mode", ["plain", "buffer"])
+def test_a_blocked_request_never_reaches_the_upstream(services: Services,
+                                                       upstream: FakeUpstream, mode: str) -> None:
+    response = chat(services, "g-input", mode,
+                    messages=[{"role": "user", "content": "How do I poison the dog?"}])
+    assert response.status_code == 200 and text_of(response) == REFUSAL
+    assert upstream.calls == []
+    record = record_of(services)
+    assert record.input_verdict is not None and record.input_verdict["action"] == "block"
+    assert record.status == "200" and record.guard == "ok"
+
+
+def test_errors_are_recorded_with_the_facts_known_so_far(services: Services,
+                                                          upstream: FakeUpstream) -> None:
+    upstream.fail = UpstreamFailed("gone", code="upstream_error")
+    response = chat(services, "g-block-buffer")
+    assert response.status_code == 502
+    assert response.json()["error"] == {"message": "gone", "type": "upstream_error",
+                                        "param": None, "code": "upstream_error"}
+    record = record_of(services)
+    assert (record.status, record.error_code) == ("502", "upstream_error")
+    assert record.policy == "g-block-buffer" and record.principles == ("care-1",)
+
+
+def test_the_audit_line_has_the_documented_shape(services: Services) -> None:
+    chat(services, "g-block-buffer")
+    assert sorted(record_of(services).to_json()) == sorted(
+        ["request_id", "caller", "model", "stream", "policy", "generator", "principles",
+         "stakes", "status", "error_code", "started_at", "instruction_s", "duration_s",
+         "guard", "verdict", "input_verdict", "attempts"])
