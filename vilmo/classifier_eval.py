@@ -1,9 +1,15 @@
 """Held-out figures of the built-in classifier, each with a 95 % confidence interval.
 
-Only held-out data are read: ValueEval validation, the held-out part of ``cm_test`` and all of
-``cm_test_hard``, FULCRA's and HH's held-out buckets (see ``vilmo.data``). Thresholds come from
-the model's config (fitted on dev), never from these sets. Everything runs through the int8
+Only held-out data are read: JailbreakBench's held-out behaviours, the held-out files written
+for the judge (``vilmo/data/judge/*_heldout.jsonl``), ValueEval validation, the held-out part of
+``cm_test`` and all of ``cm_test_hard``, FULCRA's and HH's held-out buckets (see
+``vilmo.data``). Thresholds come from the model's config and the shipped ``default`` policy
+(operating points fitted on dev), never from these sets. Everything runs through the int8
 path that ships (ONNX Runtime, ``vilmo.value_onnx``).
+
+"Flagged under a policy" means what the gateway does: some value of the policy scores at or
+above the policy's threshold for it. The "harm score" of a text, for ROC-AUC and pairs, is the
+highest score over the policy's values (each rescaled so that 0.5 is its operating point).
 """
 
 from __future__ import annotations
@@ -19,6 +25,19 @@ import numpy as np
 from vilmo import data, metrics
 from vilmo.classifier import ScoreInput
 from vilmo.heads import BUILTIN_VALUES, SCHWARTZ
+from vilmo.judge_eval import (
+    SHIPPED_POLICIES,
+    Judge,
+    harm_areas,
+    hh_flagged_under_policy,
+    jailbreak,
+    policy_thresholds,
+    precision_recall,
+    sounds_unsafe,
+    stories,
+    user_texts,
+    written_replies,
+)
 from vilmo.value_model import BuiltinClassifier
 
 MIN_POSITIVES = 10
@@ -159,11 +178,35 @@ def safety_topics(model: BuiltinClassifier, root: Path) -> dict[str, Any]:
 
 
 def evaluate(root: Path, model: BuiltinClassifier | None = None,
-             progress: Progress | None = None) -> dict[str, Any]:
-    """Every held-out figure, as one JSON-ready object."""
+             progress: Progress | None = None, policy: Path | None = None,
+             legacy: bool = True) -> dict[str, Any]:
+    """Every held-out figure, as one JSON-ready object: the judge's targets under ``policy``
+    (default: the shipped ``default`` policy), then (``legacy``) the earlier figures."""
     model = model or BuiltinClassifier()
     say = progress or (lambda _: None)
-    out: dict[str, Any] = {"model": str(model.model_dir)}
+    policy = policy or SHIPPED_POLICIES / "default.yaml"
+    judge = Judge(model, policy_thresholds(policy))
+    out: dict[str, Any] = {"model": str(model.model_dir), "policy": policy.stem,
+                           "operating_rule": model.config.get("operating_rule")}
+    targets: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("t1_sounds_unsafe_replies_flagged", lambda: sounds_unsafe(judge)),
+        ("t2_jailbreakbench_heldout", lambda: jailbreak(judge, root)),
+        ("t3_user_texts", lambda: user_texts(judge, root)),
+        ("t4_moral_stories", lambda: stories(judge)),
+        ("t6_harm_areas", lambda: harm_areas(judge)),
+        ("written_replies", lambda: written_replies(judge)),
+        ("t7_hh_flagged_under_policy", lambda: hh_flagged_under_policy(judge, root)),
+        ("precision_recall_pooled", lambda: precision_recall(judge, root)),
+    ]
+    for name, run in targets:
+        say(name)
+        out[name] = run()
+    out["t5_pairs"] = {
+        "jailbreakbench_same_request": out["t2_jailbreakbench_heldout"].pop("pairs"),
+        "harm_areas_same_prompt": out["t6_harm_areas"].pop("pairs"),
+        "written_same_safety_value": out["written_replies"].pop("pairs_same_safety_value")}
+    if not legacy:
+        return out
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("valueeval_validation", lambda: valueeval(model, root)),
         ("ethics_cm_test_heldout", lambda: commonsense(model, root, "cm_test_heldout")),

@@ -238,3 +238,63 @@ def deontology(root: Path, which: str = "train") -> list[tuple[str, str, int]]:
     """ETHICS deontology (scenario, excuse) with 1 = unreasonable excuse (the file's 0)."""
     return [(r["scenario"], r["excuse"], 1 - int(r["label"]))
             for r in _csv(root / "ethics" / "deontology" / f"deontology_{which}.csv")]
+
+
+JBB_CATEGORY_TO_SAFETY: dict[str, tuple[str, ...]] = {
+    "Harassment/Discrimination": ("safety.hate_speech", "safety.discrimination"),
+    "Malware/Hacking": ("safety.financial_crime", "safety.unethical"),
+    "Physical harm": ("safety.violence",),
+    "Economic harm": ("safety.financial_crime",),
+    "Fraud/Deception": ("safety.financial_crime", "safety.unethical"),
+    "Disinformation": ("safety.misinformation",),
+    "Sexual/Adult content": ("safety.sexual_content",),
+    "Privacy": ("safety.privacy",),
+    "Expert advice": ("safety.unethical",),
+    "Government decision-making": ("safety.unethical",),
+}
+"""JailbreakBench's ten categories as the taxonomy's safety values (a judgement call, stated in
+the model card)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JailbreakReply:
+    """One chat model's reply to a harmful request, from the JailbreakBench artifacts."""
+
+    goal: str
+    """The plain harmful request."""
+    attack_prompt: str
+    """What the attack actually sent (the goal wrapped in a jailbreak)."""
+    response: str
+    complied: bool
+    """``jailbroken`` as JailbreakBench's LLM judge labelled it."""
+    behavior: str
+    category: str
+    source: str
+    """``<method>/<attack type>/<model>``."""
+
+
+def jailbreakbench(root: Path, split: Split | None = None) -> list[JailbreakReply]:
+    """JailbreakBench replies (rows without a response are skipped), split BY BEHAVIOUR: 25 % of
+    the behaviours held out, 15 % dev, by the bucket of the ``behavior`` name, so no behaviour
+    is in two splits."""
+    base = _need(root / "jailbreakbench")
+    out = []
+    for path in sorted(base.glob("*/*/*.json")):
+        doc = json.loads(path.read_text("utf-8"))
+        source = "/".join(path.relative_to(base).with_suffix("").parts)
+        for r in doc.get("jailbreaks", []):
+            if not r.get("response") or (split and split_of(str(r["behavior"]), 25, 15) != split):
+                continue
+            out.append(JailbreakReply(str(r["goal"]), str(r.get("prompt") or r["goal"]),
+                                      str(r["response"]), bool(r["jailbroken"]),
+                                      str(r["behavior"]), str(r["category"]), source))
+    return out
+
+
+JUDGE_DATA = Path(__file__).resolve().parent / "data" / "judge"
+"""Data written for this project (see its README): committed, so read from the package."""
+
+
+def judge_rows(name: str) -> list[dict[str, object]]:
+    """Rows of ``vilmo/data/judge/<name>.jsonl``."""
+    return list(_jsonl(JUDGE_DATA / f"{name}.jsonl"))

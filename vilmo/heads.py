@@ -1,9 +1,13 @@
 """The classifier's output heads and how value scores are composed from them.
 
 The network has one linear layer of logits, named here. Value scores are not all read off a
-single logit: a safety value is "the text is about this harm" times "the reply goes along with
-harm", and a foundation is "this foundation is at stake" times "what is described or done is
-wrong". Topic and stance are learned apart, so a refusal that talks about a harm scores low.
+single logit. Whether a text is bad is read from two heads the model must tell apart:
+``content`` (the text's own content is harmful, readable without any prompt: it is trained on
+replies and plain user texts alone as well as after their prompt) and ``harm`` (the reply goes
+along with a harmful or wrong request instead of refusing or redirecting it). Then a safety
+value is "the text is about this harm" times "bad", and a foundation is "this foundation is at
+stake" times "bad, or what is described is wrong" (``cm``). Topic and stance are learned apart,
+so a refusal or a de-escalation that talks about a harm scores low however vicious the prompt.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ BUILTIN_VALUES: tuple[str, ...] = MFT + SCHWARTZ + SAFETY
 def head_names() -> tuple[str, ...]:
     """Every logit of the network, in order."""
     return (
-        "cm", "justice", "deontology", "harm",
+        "cm", "justice", "deontology", "harm", "content",
         *(f"against:{v}" for v in SCHWARTZ),
         *(f"upholds:{v}" for v in SCHWARTZ),
         *(f"valueeval:{c}" for c in VALUEEVAL_CATEGORIES),
@@ -33,17 +37,42 @@ def head_names() -> tuple[str, ...]:
     )
 
 
-def compose(probs: Matrix, names: Sequence[str]) -> tuple[Matrix, Matrix]:
-    """Calibrated head probabilities -> (violation per BUILTIN_VALUES, upholds per SCHWARTZ)."""
+COMPOSE_MODES = ("product", "relative")
+
+
+def compose(probs: Matrix, names: Sequence[str], mode: str = "product",
+            power: float = 1.0) -> tuple[Matrix, Matrix]:
+    """Calibrated head probabilities -> (violation per BUILTIN_VALUES, upholds per SCHWARTZ).
+
+    ``mode="product"``: safety.X = P(topic X) ** power * bad (``power`` < 1 trusts the
+    weakly trained topic and foundation heads less: chosen on dev). ``mode="relative"``: the topic and
+    foundation heads say *which* harm or foundation a bad text is about, relative to the
+    likeliest one: safety.X = bad * P(topic X) / max over topics, so a text the content and
+    compliance heads judge bad always reaches its likeliest harm and foundation in full, however
+    unsure the (weakly trained) topic heads are of the absolute probability.
+    """
     col = {n: i for i, n in enumerate(names)}
-    wrong = np.maximum(probs[:, col["cm"]], probs[:, col["harm"]])
+    topic_cols = [col[f"topic:{v}"] for v in SAFETY]
+    found_cols = [col[f"foundation:{v}"] for v in MFT]
+    if mode == "relative":
+        topics = probs[:, topic_cols] / np.maximum(probs[:, topic_cols].max(axis=1,
+                                                                            keepdims=True), 1e-6)
+        founds = probs[:, found_cols] / np.maximum(probs[:, found_cols].max(axis=1,
+                                                                           keepdims=True), 1e-6)
+    elif mode == "product":
+        topics, founds = probs[:, topic_cols] ** power, probs[:, found_cols] ** power
+    else:
+        raise ValueError(f"unknown compose mode {mode!r} (one of {COMPOSE_MODES})")
+    harm = probs[:, col["harm"]]
+    bad = np.maximum(probs[:, col["content"]], harm) if "content" in col else harm
+    wrong = np.maximum(probs[:, col["cm"]], bad)
     out = np.zeros((probs.shape[0], len(BUILTIN_VALUES)), dtype=np.float32)
     for j, value_id in enumerate(BUILTIN_VALUES):
         if value_id in SCHWARTZ:
             out[:, j] = probs[:, col[f"against:{value_id}"]]
         elif value_id in SAFETY:
-            out[:, j] = probs[:, col[f"topic:{value_id}"]] * probs[:, col["harm"]]
+            out[:, j] = topics[:, SAFETY.index(value_id)] * bad
         else:
-            out[:, j] = probs[:, col[f"foundation:{value_id}"]] * wrong
+            out[:, j] = founds[:, MFT.index(value_id)] * wrong
     upholds = np.stack([probs[:, col[f"upholds:{v}"]] for v in SCHWARTZ], axis=1)
     return out, upholds.astype(np.float32)

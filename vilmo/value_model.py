@@ -4,6 +4,12 @@ One encoder pass per text window serves every value. Long replies are cut into o
 windows whose scores are max-pooled, so a violation at the end of a reply is not diluted by a
 benign beginning. The network runs as an int8 ONNX Runtime graph (``vilmo.value_onnx``) for
 speed; results of recent texts are cached, so a repeated reply is not encoded again.
+
+Violation scores are rescaled at each value's operating point (``operating_points`` in the
+weights' config, chosen on dev by ``vilmo.train.classifier.operating_points``): a score of 0.5
+means the same for every value, the point where the gateway should act, so one threshold
+(0.5, the default) serves every value of a policy. The rescaling is monotone (piecewise
+linear through 0, the operating point and 1), so it keeps each value's ranking.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ class _Loaded:
     b: Matrix
     config: dict[str, Any]
     context_heads: npt.NDArray[np.int64]
+    operating: Matrix | None
+    """Per BUILTIN_VALUES, the composed score that maps to 0.5 (None: no rescaling)."""
 
 
 class BuiltinClassifier:
@@ -93,7 +101,7 @@ class BuiltinClassifier:
         from vilmo.value_net import ValueNet, WindowSpec, load_base, unpack
 
         config = json.loads((self.model_dir / "config.json").read_text("utf-8"))
-        encoder_path = Path(self.encoder_path or packaged_model_path())
+        encoder_path = Path(self.encoder_path or config.get("encoder") or packaged_model_path())
         bert, tokenizer = load_base(encoder_path)
         names = tuple(config["heads"])
         fp32 = ValueNet(bert, len(names), config["n_frozen"])
@@ -117,8 +125,11 @@ class BuiltinClassifier:
         b = np.array([cal.get(n, [1.0, 0.0])[1] for n in names], dtype=np.float32)
         context = np.array([i for i, n in enumerate(names) if n.split(":")[0] in CONTEXT_HEADS],
                            dtype=np.int64)
+        points = config.get("operating_points")
+        operating = (np.array([points[v] for v in BUILTIN_VALUES], dtype=np.float32)
+                     if points else None)
         return _Loaded(net, tokenizer, WindowSpec(**config["window"]), names, a, b, config,
-                       context)
+                       context, operating)
 
     def pooled_logits(self, items: Sequence[ScoreInput]) -> Matrix:
         """Raw head logits per item, pooled over its windows as ``head_probabilities`` pools
@@ -175,8 +186,11 @@ class BuiltinClassifier:
         m = self._model()
         return _sigmoid(self.pooled_logits(items) * m.a + m.b)
 
-    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
-        """Violation (and Schwartz upholds) probabilities for each item."""
+    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str],
+              calibrated: bool = True) -> list[ValueScores]:
+        """Violation scores (0.5 = each value's operating point) and Schwartz upholds
+        probabilities for each item; ``calibrated=False``: the composed probabilities before the
+        operating-point rescaling (what the operating points are fitted on)."""
         unknown = [v for v in value_ids if v not in BUILTIN_VALUES]
         if unknown:
             raise UnknownValue(f"the built-in classifier has no head for {unknown}")
@@ -190,9 +204,12 @@ class BuiltinClassifier:
             self._remember(dict(zip(todo, fresh, strict=True)))
         col = {v: j for j, v in enumerate(BUILTIN_VALUES)}
         ucol = {v: j for j, v in enumerate(SCHWARTZ)}
+        operating = self._model().operating if calibrated else None
         out = []
         for key in keys:
             vio, ups = known[key]
+            if operating is not None:
+                vio = at_operating_point(vio, operating)
             out.append(ValueScores(
                 {v: float(vio[col[v]]) for v in value_ids},
                 {v: float(ups[ucol[v]]) for v in value_ids if v in ucol}))
@@ -211,9 +228,20 @@ class BuiltinClassifier:
     def _values(self, items: Sequence[ScoreInput]) -> list[tuple[Matrix, Matrix]]:
         m = self._model()
         probs, owner = self._window_probs(items)
-        vio, ups = compose(probs, m.names)
+        vio, ups = compose(probs, m.names, m.config.get("compose", "product"),
+                           m.config.get("compose_power", 1.0))
         vio_p, ups_p = _max_pool(vio, owner, len(items)), _max_pool(ups, owner, len(items))
         return [(vio_p[i], ups_p[i]) for i in range(len(items))]
+
+
+def at_operating_point(scores: Matrix, points: Matrix) -> Matrix:
+    """Rescale scores so that each value's operating point reads 0.5: linear from 0 to the
+    point and from the point to 1."""
+    points = np.clip(points, 1e-6, 1 - 1e-6)
+    low = 0.5 * scores / points
+    high = 0.5 + 0.5 * (scores - points) / (1.0 - points)
+    out: Matrix = np.clip(np.where(scores < points, low, high), 0.0, 1.0).astype(np.float32)
+    return out
 
 
 class _TorchNetwork:

@@ -64,3 +64,30 @@ def test_written_network_loads_as_the_classifier(tmp_path: Path) -> None:
         direct = net(ids, mask).numpy()
     read = loaded.pooled_logits([ScoreInput(t) for t in WRONG + FINE])
     assert np.abs(read - direct).max() < 0.05
+
+
+def test_encoder_is_a_setting_the_classifier_serves_from(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights trained on another encoder folder name it in their config, and the classifier
+    loads that folder (not the packaged encoder) to serve them."""
+    import shutil
+
+    from vilmo import value_net
+
+    encoder = tmp_path / "my-encoder"
+    shutil.copytree(packaged_model_path(), encoder)
+    bert, _ = load_base(encoder)
+    config = write_network(tmp_path / "m", ValueNet(bert, 2, n_frozen=5), ("cm", "harm"),
+                           WindowSpec(), encoder=str(encoder))
+    assert config["encoder"] == str(encoder.resolve()) and config["base"] == "my-encoder"
+    loaded_from: list[str] = []
+    real = value_net.load_base
+
+    def spy(path: str | Path) -> tuple[object, object]:
+        loaded_from.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(value_net, "load_base", spy)
+    BuiltinClassifier(tmp_path / "m", quantize=False, cache_size=0).pooled_logits(
+        [ScoreInput("hello")])
+    assert loaded_from == [str(encoder.resolve())]

@@ -28,8 +28,8 @@ def test_options_reach_the_training_settings(tmp_path: Path,
     result = CliRunner().invoke(cli, [
         "train", "classifier", "--data-dir", str(tmp_path), "--out", str(tmp_path / "m"),
         "--epochs", "2", "--frozen-layers", "2", "--seed", "5",
-        "--valueeval-dev-by", "premise", "--bf16"])
+        "--valueeval-dev-by", "premise", "--bf16", "--encoder", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert [(s.epochs, s.n_frozen, s.seed, s.valueeval_dev_by, s.bf16) for s in seen] \
-        == [(2, 2, 5, "premise", True)]
+    assert [(s.epochs, s.n_frozen, s.seed, s.valueeval_dev_by, s.bf16, s.encoder)
+            for s in seen] == [(2, 2, 5, "premise", True, str(tmp_path))]
     assert '"n_frozen": 2' in result.output

@@ -60,7 +60,7 @@ def test_violation_at_the_end_of_a_long_reply_is_read(model: BuiltinClassifier,
     long_benign = BENIGN * 12  # several windows of 256 tokens
     end_bad, all_good = model.score([ScoreInput(long_benign + HARMFUL, prompt),
                                      ScoreInput(long_benign, prompt)], ["mft.care"])
-    assert end_bad.violation["mft.care"] >= 0.25
+    assert end_bad.violation["mft.care"] >= 0.1
     assert end_bad.violation["mft.care"] > 50 * all_good.violation["mft.care"]
     assert all_good.violation["mft.care"] < 0.05
 

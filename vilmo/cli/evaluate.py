@@ -35,9 +35,13 @@ def eval_group(ctx: click.Context, /, **options: Any) -> None:
 @click.option("--model-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, help="Weights to evaluate (default: the packaged ones).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), default=None,
+              help="Policy whose values and thresholds define 'flagged' (default: the shipped "
+                   "policies/default.yaml).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 def eval_classifier_command(data_dir: Path | None, model_dir: Path | None, as_json: bool,
-                            threads: int | None) -> None:
+                            policy_file: Path | None, threads: int | None) -> None:
     """Held-out figures of the built-in value classifier, with 95 % CIs."""
     from vilmo.classifier_eval import evaluate
     from vilmo.data import data_dir as resolve
@@ -50,7 +54,7 @@ def eval_classifier_command(data_dir: Path | None, model_dir: Path | None, as_js
     root = resolve(data_dir)
     if not root.exists():
         raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")
-    report = evaluate(root, BuiltinClassifier(model_dir),
+    report = evaluate(root, BuiltinClassifier(model_dir), policy=policy_file,
                       progress=lambda step: click.echo(f"evaluating {step}", err=True))
     if as_json:
         click.echo(json.dumps(report))

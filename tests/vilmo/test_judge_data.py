@@ -1,0 +1,72 @@
+"""The judge's data and operating points: splits keep behaviours and written rows apart, and
+the operating-point rescaling means the same for every value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vilmo import data
+from vilmo.train.classifier import _benign_quantile
+from vilmo.train.examples import judge_examples
+from vilmo.value_model import at_operating_point
+
+NEEDS_JBB = pytest.mark.skipif(not (data.data_dir() / "jailbreakbench").exists(),
+                               reason="no jailbreakbench/ in the data folder")
+
+
+@NEEDS_JBB
+def test_jailbreakbench_is_split_by_behaviour() -> None:
+    parts = {s: data.jailbreakbench(data.data_dir(), s) for s in ("train", "dev", "heldout")}
+    behaviours = {s: {r.behavior for r in rows} for s, rows in parts.items()}
+    assert not behaviours["train"] & behaviours["heldout"]
+    assert not behaviours["dev"] & (behaviours["train"] | behaviours["heldout"])
+    assert 15 <= len(behaviours["heldout"]) <= 35
+    assert sum(len(rows) for rows in parts.values()) == len(data.jailbreakbench(data.data_dir()))
+    held = parts["heldout"]
+    assert {r.complied for r in held} == {True, False}
+
+
+@pytest.mark.parametrize(("kind", "field"), [("replies", "reply"), ("texts", "text"),
+                                             ("stories", "continuation"), ("areas", "reply")])
+def test_written_heldout_rows_are_not_training_rows(kind: str, field: str) -> None:
+    train = data.judge_rows(f"{kind}_train")
+    held = data.judge_rows(f"{kind}_heldout")
+    assert held and train
+    assert not {str(r[field]) for r in train} & {str(r[field]) for r in held}
+    if kind in ("replies", "areas"):
+        assert not ({r["prompt"] for r in train if r["prompt"]}
+                    & {r["prompt"] for r in held if r["prompt"]})
+
+
+def test_heldout_stories_continue_only_test_stories() -> None:
+    from vilmo.prompts import moral_stories
+
+    split = {p.id: p.split for p in moral_stories()}
+    assert {split[str(r["story_id"])] for r in data.judge_rows("stories_heldout")} == {"test"}
+    assert {split[str(r["story_id"])] for r in data.judge_rows("stories_train")} == {"train"}
+
+
+def test_written_dev_rows_are_kept_out_of_training() -> None:
+    train = {(e.prompt, e.response) for e in judge_examples("train")}
+    dev = {(e.prompt, e.response) for e in judge_examples("dev")}
+    assert dev and not train & dev
+
+
+def test_operating_point_reads_half_for_every_value() -> None:
+    points = np.array([0.05, 0.3, 0.9], dtype=np.float32)
+    assert np.allclose(at_operating_point(points[None, :], points), 0.5)
+    grid = np.linspace(0, 1, 101, dtype=np.float32)[:, None].repeat(3, axis=1)
+    mapped = at_operating_point(grid, points)
+    assert (np.diff(mapped, axis=0) >= 0).all()  # monotone: rankings and AUCs are kept
+    assert mapped[0].tolist() == [0, 0, 0] and np.allclose(mapped[-1], 1)
+    assert ((grid >= points) == (mapped >= 0.5)).all()
+
+
+def test_benign_quantile_flags_at_most_alpha() -> None:
+    rng = np.random.default_rng(0)
+    benign = rng.random((400, 4))
+    for alpha in (0.0, 0.005, 0.02):
+        cut = _benign_quantile(benign, alpha)
+        assert ((benign >= cut).mean(axis=0) <= alpha).all()
+        assert ((benign >= np.nextafter(cut, -np.inf) - 1e-3).sum(axis=0) > alpha * 400).all()
