@@ -56,7 +56,7 @@ def serve_stub(port: int, reply: str | None, chunk_delay: float) -> None:
 
 @contextmanager
 def servers(policies: dict[str, str], reply: str | None = None,
-            chunk_delay: float = 0.0) -> Iterator[Servers]:
+            chunk_delay: float = 0.0, extra_config: str = "") -> Iterator[Servers]:
     """The stub (answering ``reply`` word by word, ``chunk_delay`` s apart when streaming)
     and a gateway in front of it with the shipped policies plus ``policies`` (name → YAML)."""
     from stub_upstream import free_port
@@ -70,7 +70,7 @@ def servers(policies: dict[str, str], reply: str | None = None,
         "model_list:\n  - model_name: stub\n    litellm_params:\n"
         f"      model: openai/stub\n      api_base: http://127.0.0.1:{stub_port}/v1\n"
         "      api_key: sk-bench\nrouter_settings: {num_retries: 0}\n"
-        f"policy_dir: {work / 'policies'}\n")
+        f"policy_dir: {work / 'policies'}\n{extra_config}")
     code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
             f"harness.serve_stub({stub_port}, {reply!r}, {chunk_delay})")
     stub = subprocess.Popen([sys.executable, "-c", code], env=ENV)

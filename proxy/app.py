@@ -3,6 +3,7 @@ lifespan builds the services (policies, instruction generator, upstream) into ``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from proxy.admin import admin_router
 from proxy.errors import GatewayError, InvalidRequest, Redactor, install_log_redaction
 from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
 from proxy.protocol import error_envelope
@@ -19,6 +21,7 @@ from proxy.record import Ledger
 from proxy.routes import router
 from proxy.services import Services, build_services
 from proxy.settings import GatewayConfig, config_from_environment
+from proxy.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +31,18 @@ ServicesFactory = Callable[[GatewayConfig], Services]
 def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = build(config)
-        yield
-        await app.state.services.guard.aclose()
+        services = app.state.services = build(config)
+        store = app.state.store = await asyncio.to_thread(open_store, config.store)
+        attach_store(services, store)
+        try:
+            yield
+        finally:
+            await services.guard.aclose()
+            await asyncio.to_thread(store.close)  # writes out (or spools) queued audit records
 
     app = FastAPI(title="vilmo gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(router)
+    app.include_router(admin_router)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
@@ -41,6 +50,16 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
     app.add_middleware(KeyAuth, settings=config.auth)  # outside: no body is read before a key
     app.add_middleware(UnexpectedErrors)
     return app
+
+
+def attach_store(services: Services, store: Store) -> None:
+    """The audit trail, the store's health metrics and the cache counters go live."""
+    services.store = store
+    services.metrics.store_health = store.health
+    generator = services.instructions
+    if hasattr(generator, "cache_hits"):
+        services.metrics.cache_counts = lambda: (int(getattr(generator, "cache_hits", 0)),
+                                                 int(getattr(generator, "cache_misses", 0)))
 
 
 def app_from_environment() -> FastAPI:

@@ -1,7 +1,8 @@
 """The audit trail: one record per chat request, written to an ``AuditSink``.
 
 The embedded sink keeps recent records in memory and, when configured, appends every record to
-a JSON Lines file. A Redis Streams sink drops in behind the same one-method protocol.
+a JSON Lines file. The store's audit trail (SQLite or a Redis Stream, queryable through the admin
+API) is written beside it by ``Services.finish`` (``proxy.trail`` makes its records).
 """
 
 from __future__ import annotations

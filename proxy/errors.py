@@ -9,6 +9,7 @@
     ├── ModelNotFound                 404 invalid_request_error (code: model_not_found)
     ├── PayloadTooLarge               413 invalid_request_error
     ├── UpstreamRateLimited           429 rate_limit_error (Retry-After passed on)
+    ├── KeyRateLimited                429 rate_limit_error (a virtual key's rpm/tpm; Retry-After)
     ├── UpstreamFailed                502 upstream_error
     ├── UpstreamUnavailable           503 upstream_error (LiteLLM's cooldown after failures)
     ├── GuardFailed                   503 guard_error (the value check failed, on_error: closed)
@@ -88,6 +89,14 @@ class PayloadTooLarge(GatewayError):
 
 
 class UpstreamRateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+
+
+class KeyRateLimited(GatewayError):
+    """A virtual key is over its requests or tokens per minute (code: rpm, tpm, or store when
+    the store is down and limits fail closed)."""
+
     status = 429
     type = "rate_limit_error"
 

@@ -19,6 +19,7 @@ from typing import Literal
 from proxy.errors import GuardFailed
 from proxy.metrics import Metrics
 from proxy.outcome import FAILED_OPEN, FailedOpen
+from proxy.stages import note_prompt, timed
 from vilmo.instruct.instructions import NO_INSTRUCTION, Instruction, InstructionGenerator
 from vilmo.judge.batcher import MicroBatcher
 from vilmo.judge.classifier import ScoreInput, ValueClassifier
@@ -71,8 +72,9 @@ class Guard:
             if size > policy.checks.max_chars:
                 raise TextTooLarge(f"{size} characters to check, over checks.max_chars "
                                    f"({policy.checks.max_chars})")
-            return await asyncio.wait_for(self._score(policy, items),
-                                          timeout=policy.checks.timeout_s)
+            with timed("check"):
+                return await asyncio.wait_for(self._score(policy, items),
+                                              timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure of the judge is the policy's call
             self.failed(policy, stage, exc)
             return None
@@ -82,6 +84,7 @@ class Guard:
         """The instruction and the seconds it took. The generator runs in a worker thread (it
         embeds text) under the check timeout; a failure is handled like a failed check
         (closed: error; open: no instruction)."""
+        note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
         try:
             instruction = await asyncio.wait_for(

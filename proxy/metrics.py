@@ -3,12 +3,16 @@ several apps in a process never collide)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from proxy.record import RequestRecord
 from proxy.settings import configured_name
+from proxy.stages import Trace
+from proxy.store import StoreHealth
 from vilmo.verdict import Verdict
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -53,8 +57,27 @@ class Metrics:
         self.regenerations = Counter(
             "vilmo_regenerations", "Upstream calls repeated with a stronger instruction.",
             ["policy"], registry=self.registry)
+        self.tokens = Counter(
+            "vilmo_tokens", "Tokens the upstream reported (usage.total_tokens), by model and "
+            "client key name.", ["model", "key"], registry=self.registry)
+        self.stage_seconds = Histogram(
+            "vilmo_stage_duration_seconds", "Time per stage of a request: instruction, "
+            "upstream (streams: to the first chunk), check, total.", ["stage"],
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.overhead_seconds = Histogram(
+            "vilmo_overhead_duration_seconds", "The gateway's own time: total less upstream "
+            "(plain replies that reached the upstream).", buckets=LATENCY_BUCKETS,
+            registry=self.registry)
+        self.limit_rejections = Counter(
+            "vilmo_limit_rejections", "Requests refused with 429 by a virtual key's limits.",
+            ["key", "reason"], registry=self.registry)
+        self.registry.register(_StateCollector(self))
+        self.store_health: Callable[[], StoreHealth] | None = None
+        """Set when the store is opened; read at each scrape."""
+        self.cache_counts: Callable[[], tuple[int, int]] | None = None
+        """(hits, misses) of the instruction cache, read at each scrape."""
 
-    def record(self, record: RequestRecord) -> None:
+    def record(self, record: RequestRecord, trace: Trace | None = None) -> None:
         stream = "true" if record.stream else "false"
         model = configured_name(record.model, self.model_names) or OTHER_MODEL
         self.requests.labels(model, record.policy, stream, record.status).inc()
@@ -63,6 +86,18 @@ class Metrics:
             self.instruction_seconds.labels(record.generator).observe(record.instruction_s)
         for principle in record.principles:
             self.principles.labels(record.policy, principle).inc()
+        self.stage_seconds.labels("total").observe(record.duration_s)
+        if record.generator:
+            self.stage_seconds.labels("instruction").observe(record.instruction_s)
+        if trace is not None:
+            if trace.tokens:
+                self.tokens.labels(model, record.caller).inc(trace.tokens)
+            if trace.upstream:
+                self.stage_seconds.labels("upstream").observe(trace.upstream)
+                if not record.stream:
+                    self.overhead_seconds.observe(max(0.0, record.duration_s - trace.upstream))
+            if trace.check:
+                self.stage_seconds.labels("check").observe(trace.check)
 
     def record_verdict(self, policy: str, stage: str, verdict: Verdict) -> None:
         self.checks.labels(policy, stage, verdict.action.value).inc()
@@ -73,3 +108,38 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    """Read at scrape time: the store's health and the instruction cache's counters."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        cache = CounterMetricFamily("vilmo_cache_requests", "Instruction cache lookups.",
+                                    labels=["cache", "result"])
+        if self.metrics.cache_counts is not None:
+            hits, misses = self.metrics.cache_counts()
+            cache.add_metric(["instruction", "hit"], hits)
+            cache.add_metric(["instruction", "miss"], misses)
+        yield cache
+        health = self.metrics.store_health() if self.metrics.store_health else None
+        errors = CounterMetricFamily("vilmo_store_errors", "Failed store operations.",
+                                     labels=["operation"])
+        spool = GaugeMetricFamily("vilmo_store_spool_depth",
+                                  "Audit records waiting in the local spool for the store.")
+        queue = GaugeMetricFamily("vilmo_store_audit_queue",
+                                  "Audit records waiting for the background writer.")
+        reachable = GaugeMetricFamily("vilmo_store_reachable",
+                                      "1 while the store answers, 0 after a failure.")
+        degraded = CounterMetricFamily("vilmo_limit_degraded",
+                                       "Limit decisions made by limits_on_error (store down).")
+        if health is not None:
+            for operation in ("keys", "limits", "cache", "audit", "prune"):
+                errors.add_metric([operation], health.errors.get(operation, 0))
+            spool.add_metric([], health.spool_depth)
+            queue.add_metric([], health.audit_queue)
+            reachable.add_metric([], 1.0 if health.reachable else 0.0)
+            degraded.add_metric([], health.degraded_limits)
+        yield from (errors, spool, queue, reachable, degraded)

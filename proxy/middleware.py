@@ -16,9 +16,12 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.client_keys import LIMITED_PATHS, VerifiedKeys, admit, charge, find_virtual_key
 from proxy.errors import AuthenticationFailed, GatewayError, PayloadTooLarge
 from proxy.record import Ledger
 from proxy.settings import AuthSettings, KeyBinding
+from proxy.stages import start_trace
+from proxy.store import Store, VirtualKey, looks_like_virtual_key
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ class Caller:
     name: str
     policy: str | None
     allow_policy_header: bool
+    key: VirtualKey | None = None
+    """The virtual key from the store (its id, profile and limits); None for config keys."""
 
     @property
     def sees_config(self) -> bool:
@@ -56,21 +61,38 @@ def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
 
 
 class KeyAuth:
-    """Resolves ``Authorization: Bearer KEY`` to a Caller; 401 when keys are configured and it
-    is missing or unknown, on every path but ``auth.public_paths`` (served without a caller).
-    Without configured keys every caller is anonymous."""
+    """Resolves ``Authorization: Bearer KEY`` to a Caller: a config key, or a virtual key
+    (``vk-<id>-<secret>``) read from the store on every request, so a revoked key is refused on
+    every replica at once. 401 when keys are required and it is missing or unknown, on every
+    path but ``auth.public_paths`` (served without a caller); a presented virtual key that is
+    unknown or revoked is a 401 always. Keys are required when config keys are set or an admin
+    key is (a gateway with an admin API issues keys: it is no open proxy); otherwise every caller
+    without a key is anonymous. The admin API and the dashboard check the admin key themselves
+    (``proxy.admin``). A virtual key's rpm/tpm limits are admitted here (429 with
+    ``Retry-After``), and the reply's tokens charged when the request is done."""
 
     def __init__(self, app: ASGIApp, settings: AuthSettings) -> None:
         self.app = app
         self.bindings: Sequence[KeyBinding] = settings.keys
         self.public_paths = frozenset(settings.public_paths)
+        self.required = bool(settings.keys) or settings.admin_key is not None
         self.anonymous = Caller("anonymous", None, settings.allow_policy_header)
+        self.verified = VerifiedKeys()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        caller = self._lookup(_bearer(scope)) if self.bindings else self.anonymous
+        trace = start_trace()
+        if is_admin_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        presented = _bearer(scope)
+        store: Store | None = getattr(scope["app"].state, "store", None)
+        caller = await resolve_caller(presented, self.bindings, store, self.verified)
+        if caller is None and not self.required and not (
+                presented and looks_like_virtual_key(presented)):
+            caller = self.anonymous
         if caller is not None:
             scope.setdefault("state", {})["caller"] = caller
         elif scope["path"] not in self.public_paths:
@@ -80,18 +102,48 @@ class KeyAuth:
             record_refusal(scope, "unauthenticated", refused)
             await send_error(send, refused)
             return
-        await self.app(scope, receive, send)
+        key = caller.key if caller is not None else None
+        if key is not None and store is not None and scope["path"] in LIMITED_PATHS:
+            refused_by_limit = await admit(store, key)
+            if refused_by_limit is not None:
+                scope["app"].state.services.metrics.limit_rejections.labels(
+                    key.name, refused_by_limit.code or "rpm").inc()
+                record_refusal(scope, key.name, refused_by_limit)
+                await send_error(send, refused_by_limit)
+                return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if key is not None and store is not None:
+                charge(store, key, trace.tokens)
 
-    def _lookup(self, key: str | None) -> Caller | None:
-        if not key:
-            return None
-        match = None
-        for binding in self.bindings:  # no early exit: timing does not depend on which key
-            if hmac.compare_digest(binding.key.encode(), key.encode()):
-                match = binding
-        if match is None:
-            return None
-        return Caller(match.name, match.policy, match.allow_policy_header)
+
+def static_caller(bindings: Sequence[KeyBinding], key: str | None) -> Caller | None:
+    """The config key's caller (every key compared: timing does not depend on which)."""
+    if not key:
+        return None
+    match = None
+    for binding in bindings:
+        if hmac.compare_digest(binding.key.encode(), key.encode()):
+            match = binding
+    if match is None:
+        return None
+    return Caller(match.name, match.policy, match.allow_policy_header)
+
+
+async def resolve_caller(key: str | None, bindings: Sequence[KeyBinding],
+                         store: Store | None, verified: VerifiedKeys | None = None,
+                         ) -> Caller | None:
+    """A config key, else an active virtual key from the store; None when neither."""
+    caller = static_caller(bindings, key)
+    if caller is not None or not key or store is None or not looks_like_virtual_key(key):
+        return caller
+    found = await find_virtual_key(store, key, verified)
+    return None if found is None else Caller(found.name, found.policy, False, found)
+
+
+def is_admin_path(path: str) -> bool:
+    return path.startswith("/admin/") or path in ("/admin", "/dashboard")
 
 
 def _bearer(scope: Scope) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.audit import AuditSink, EmbeddedAuditSink
 from proxy.errors import Redactor
@@ -11,6 +11,9 @@ from proxy.metrics import Metrics
 from proxy.outcome import Facts
 from proxy.record import Ledger
 from proxy.settings import GatewayConfig
+from proxy.stages import TimedUpstream, current_trace
+from proxy.store import Store
+from proxy.trail import audit_record
 from proxy.upstream import LiteLLMUpstream, Upstream
 from vilmo.instruct.generator import VilmoGenerator
 from vilmo.instruct.instructions import InstructionGenerator
@@ -34,14 +37,22 @@ class Services:
     metrics: Metrics
     audit: AuditSink
     config: GatewayConfig
+    store: Store | None = None
+    """The state store (keys, limits, the audit trail); opened by the app's lifespan."""
+    redactor: Redactor = field(default_factory=Redactor)
+    """Redacts the config's secrets from audited texts."""
 
     def finish(self, ledger: Ledger, status: str, error_code: str | None = None,
                facts: Facts | None = None) -> None:
-        """Record the request (metrics and audit), once: later calls are no-ops."""
+        """Record the request (metrics, audit sink, the store's trail), once: later calls are
+        no-ops."""
         record = ledger.close(status, error_code, facts)
         if record is not None:
-            self.metrics.record(record)
+            trace = current_trace.get()
+            self.metrics.record(record, trace)
             self.audit.write(record)
+            if self.store is not None:  # never blocks: a background writer (or the spool)
+                self.store.audit.write(audit_record(record, trace, self.redactor))
 
 
 def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None = None,
@@ -71,9 +82,10 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
         policies=policies,
         instructions=generator,
         bank=bank,
-        upstream=LiteLLMUpstream(config.model_list, config.router_settings, redact),
+        upstream=TimedUpstream(LiteLLMUpstream(config.model_list, config.router_settings, redact)),
         guard=Guard(classifier_for, metrics),
         metrics=metrics,
         audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records),
         config=config,
+        redactor=redact,
     )

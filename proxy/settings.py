@@ -1,7 +1,7 @@
 """The gateway's configuration: one YAML file, or embedded defaults from the environment.
 
 Top-level keys: ``model_list`` and ``router_settings`` (LiteLLM's format), ``policy_dir``,
-``default_policy``, ``strict_params``, ``auth``, ``server``, ``audit``. An unknown key is an
+``default_policy``, ``strict_params``, ``auth``, ``server``, ``audit``, ``store``. An unknown key is an
 error that names it. Secrets are written ``os.environ/NAME`` and resolved here, so a missing
 variable is reported at start-up with the field that needs it.
 """
@@ -14,13 +14,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from proxy.store.config import StoreSettings
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.yamlfile import FileError, FileIssue, load_yaml_model
 
 ENV_PREFIX = "os.environ/"
 CONFIG_ENV = "VILMO_CONFIG"
+MIN_ADMIN_KEY_CHARS = 16
 """The config file's path for each worker process (unset: the embedded defaults)."""
 
 
@@ -74,6 +76,11 @@ class AuthSettings(_Strict):
     public_paths: list[PublicPath] = Field(
         default_factory=lambda: list[PublicPath](["/healthz"]),
         description="Paths served without a key when keys are set; every other path needs one.")
+    admin_key: str | None = Field(
+        None, min_length=16, description="Enables the admin API (`/admin/...`, `/dashboard`): "
+        "the key itself or os.environ/NAME. Set, client keys are required on every path.")
+    require_admin_key: bool = Field(
+        False, description="Refuse to start without `admin_key` (docker-compose sets it).")
 
 
 class ServerSettings(_Strict):
@@ -100,12 +107,25 @@ class GatewayConfig(_Strict):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+
+    @model_validator(mode="after")
+    def _admin_key_where_required(self) -> GatewayConfig:
+        """Secure by default: a gateway asked to require an admin key, or one sharing its state
+        through Redis (a deployment, not a laptop), does not start without one."""
+        if self.auth.admin_key is None and (self.auth.require_admin_key or self.store.url):
+            raise ValueError("auth.admin_key is required (auth.require_admin_key is set, or "
+                             "store.url points at a shared store): set "
+                             "auth.admin_key: os.environ/VILMO_ADMIN_KEY")
+        return self
 
     def secrets(self) -> list[str]:
         """Every upstream credential (also nested, e.g. in ``extra_headers``) and client key,
         for redaction."""
         found = [s for d in self.model_list for s in _secret_values(d.litellm_params)]
-        return found + list(_secret_values(self.router_settings)) + [k.key for k in self.auth.keys]
+        found += list(_secret_values(self.router_settings)) + [k.key for k in self.auth.keys]
+        extra = [self.auth.admin_key, self.store.url, _url_password(self.store.url)]
+        return found + [s for s in extra if s]
 
     def allowed_params(self, model: str) -> frozenset[str]:
         """The extra request fields the model_list entry serving ``model`` allows."""
@@ -132,6 +152,18 @@ def _secret_values(value: Any, secret: bool = False) -> Iterator[str]:
         scheme, _, credential = value.partition(" ")
         if credential and scheme.lower() in ("bearer", "basic", "token"):
             yield credential.strip()
+
+
+def _url_password(url: str | None) -> str | None:
+    """The password inside a ``redis://:password@host`` URL (redacted on its own too)."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def configured_name(model: str, names: Sequence[str]) -> str | None:
@@ -197,6 +229,17 @@ def resolve_environment(config: GatewayConfig, source: str) -> GatewayConfig:
                     issues.append(_missing(source, f"model_list.{i}.litellm_params.{name}", value))
                 else:
                     deployment.litellm_params[name] = resolved
+    admin = config.auth.admin_key
+    if admin is not None and admin.startswith(ENV_PREFIX):
+        resolved = os.environ.get(admin[len(ENV_PREFIX):])
+        if not resolved:
+            issues.append(_missing(source, "auth.admin_key", admin))
+        elif len(resolved) < MIN_ADMIN_KEY_CHARS:
+            issues.append(FileIssue(source, None, "auth.admin_key",
+                                    f"the admin key must have at least {MIN_ADMIN_KEY_CHARS} "
+                                    "characters"))
+        else:
+            config.auth.admin_key = resolved
     for i, binding in enumerate(config.auth.keys):
         if binding.key.startswith(ENV_PREFIX):
             resolved = os.environ.get(binding.key[len(ENV_PREFIX):])

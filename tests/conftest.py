@@ -124,6 +124,7 @@ def gateway_config_dict(stub_url: str, policy_dir: Path) -> dict[str, object]:
         ]},
         "server": {"max_body_bytes": 200_000, "policy_reload_interval_s": 0},
         "audit": {"path": str(policy_dir.parent / "audit.jsonl")},
+        "store": {"path": str(policy_dir.parent / "state" / "state.db")},
     }
 
 

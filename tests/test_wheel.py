@@ -67,7 +67,8 @@ def test_wheel_ships_policies_models_and_every_registered_package(wheel: Path) -
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("vilmo/policies/default.yaml", "vilmo/policies/strict-care-fairness.yaml",
                    "vilmo/models/value_classifier/weights.safetensors",
-                   "vilmo/data/principles.yaml", "proxy/app.py", "localllm/cli.py"):
+                   "vilmo/data/principles.yaml", "proxy/app.py", "proxy/dashboard.html",
+                   "localllm/cli.py"):
         assert needed in names
 
 

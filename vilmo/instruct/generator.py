@@ -61,6 +61,9 @@ class VilmoGenerator:
         self._cache_size = cache_size
         self._fingerprints: dict[int, tuple[Policy, str]] = {}
         self._lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
+        """Counted for the gateway's metrics (``vilmo_cache_requests_total``)."""
 
     def generate(self, messages: Messages, policy: Policy) -> Instruction:
         if policy.instructions.generator != NAME:
@@ -70,8 +73,10 @@ class VilmoGenerator:
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
+                self.cache_hits += 1
                 self._cache.move_to_end(key)
                 return hit
+            self.cache_misses += 1
         instruction = self.choose(prompt, policy)
         with self._lock:
             self._cache[key] = instruction

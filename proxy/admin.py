@@ -1,0 +1,258 @@
+"""The admin API (``/admin/...``) and the dashboard page (``/dashboard``).
+
+Enabled by ``auth.admin_key``; every ``/admin/...`` route answers 401 without that key and 403
+with a client key (a config key or a virtual one), so a tenant can never issue itself keys or
+read others' prompts. Errors use the OpenAI envelope. The store is synchronous: each call runs in
+a worker thread.
+
+    POST   /admin/keys            {"name", "policy"?, "profile"?, "rpm"?, "tpm"?} -> 201, key shown once
+    GET    /admin/keys            {"data": [...]} without key values
+    GET    /admin/keys/{id}       one key
+    PATCH  /admin/keys/{id}       {"policy"?, "profile"?, "rpm"?, "tpm"?}: bind, set limits (null clears)
+    DELETE /admin/keys/{id}       204; refused (401) from then on, on every replica
+    GET    /admin/audit           filters + cursor paging, newest first
+    GET    /admin/audit/export    the same filters, every match, as JSON Lines
+    GET    /admin/summary         the dashboard's figures (``proxy.summary``)
+    GET    /dashboard             the page (no data in it; it asks for the admin key)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from proxy.errors import AuthenticationFailed, GatewayError, InvalidRequest
+from proxy.middleware import _bearer, resolve_caller
+from proxy.services import Services
+from proxy.store import AuditQuery, InvalidCursor, Store, StoreError, StoreUnavailable
+from proxy.store.records import MAX_PAGE
+from proxy.summary import MAX_BUCKETS, parse_instant, summarize
+
+MAX_FILTER_CHARS = 256
+
+
+class AdminForbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class StoreDown(GatewayError):
+    status = 503
+    type = "store_error"
+
+
+async def require_admin(request: Request) -> None:
+    """401 without the admin key, 403 with a client key, 404 when the admin API is off."""
+    services: Services = request.app.state.services
+    admin_key = services.config.auth.admin_key
+    if admin_key is None:
+        raise NotFound("the admin API is off: set auth.admin_key", code="admin_disabled")
+    presented = _bearer(request.scope) or ""
+    if presented and hmac.compare_digest(presented.encode(), admin_key.encode()):
+        return
+    store: Store | None = getattr(request.app.state, "store", None)
+    if presented and await resolve_caller(presented, services.config.auth.keys, store):
+        raise AdminForbidden("this is a client key; the admin API needs the admin key",
+                             code="admin_key_required")
+    raise AuthenticationFailed("missing or invalid admin key: send 'Authorization: Bearer "
+                               "<admin key>'", code="invalid_admin_key")
+
+
+admin_router = APIRouter()
+admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    policy: str | None = Field(None, max_length=MAX_FILTER_CHARS)
+    profile: str | None = Field(None, max_length=MAX_FILTER_CHARS)
+    rpm: int | None = Field(None, ge=1, le=10**9)
+    tpm: int | None = Field(None, ge=1, le=10**9)
+
+
+class KeyChange(BaseModel):
+    """Only the fields sent change; null clears one."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: str | None = Field(None, max_length=MAX_FILTER_CHARS)
+    profile: str | None = Field(None, max_length=MAX_FILTER_CHARS)
+    rpm: int | None = Field(None, ge=1, le=10**9)
+    tpm: int | None = Field(None, ge=1, le=10**9)
+
+
+def store_of(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+async def in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """A store call off the event loop, its failures as 503 / 400 envelopes."""
+    try:
+        return await asyncio.to_thread(function, *args, **kwargs)
+    except InvalidCursor as error:
+        raise InvalidRequest(f"invalid cursor: {error}", param="after",
+                             code="invalid_cursor") from None
+    except StoreUnavailable as error:
+        raise StoreDown(f"the store is unreachable: {error}", code="store_unavailable") from None
+    except StoreError as error:
+        raise StoreDown(f"store error: {error}", code="store_error") from None
+    except ValueError as error:
+        raise InvalidRequest(str(error), code="invalid_request") from None
+
+
+def check_policies(services: Services, *names: str | None) -> None:
+    known = services.policies.names()
+    for name in names:
+        if name is not None and name not in known:
+            raise InvalidRequest(f"unknown policy {name!r}; known: {', '.join(known)}",
+                                 param="policy", code="policy_not_found")
+
+
+@admin.post("/keys", status_code=201)
+async def create_key(request: Request, body: NewKey) -> JSONResponse:
+    check_policies(request.app.state.services, body.policy, body.profile)
+    issued = await in_thread(store_of(request).create_key, body.name, policy=body.policy,
+                             profile=body.profile, rpm=body.rpm, tpm=body.tpm)
+    return JSONResponse(issued.public(), status_code=201, headers={"cache-control": "no-store"})
+
+
+@admin.get("/keys")
+async def list_keys(request: Request) -> dict[str, object]:
+    keys = await in_thread(store_of(request).list_keys)
+    return {"data": [key.public() for key in keys]}
+
+
+@admin.get("/keys/{key_id}")
+async def get_key(request: Request, key_id: str) -> dict[str, object]:
+    key = await in_thread(store_of(request).get_key, key_id[:MAX_FILTER_CHARS])
+    if key is None:
+        raise NotFound(f"no key {key_id[:64]!r}", code="key_not_found")
+    return dict(key.public())
+
+
+@admin.patch("/keys/{key_id}")
+async def change_key(request: Request, key_id: str, body: KeyChange) -> dict[str, object]:
+    store = store_of(request)
+    check_policies(request.app.state.services, body.policy, body.profile)
+    key = await in_thread(store.get_key, key_id[:MAX_FILTER_CHARS])
+    if key is None or not key.active:
+        raise NotFound(f"no active key {key_id[:64]!r}", code="key_not_found")
+    sent = body.model_fields_set
+    if sent & {"policy", "profile"}:
+        key = await in_thread(store.bind_key, key.id,
+                              policy=body.policy if "policy" in sent else key.policy,
+                              profile=body.profile if "profile" in sent else key.profile)
+    if key is not None and sent & {"rpm", "tpm"}:
+        key = await in_thread(store.set_limits, key.id,
+                              rpm=body.rpm if "rpm" in sent else key.rpm,
+                              tpm=body.tpm if "tpm" in sent else key.tpm)
+    if key is None:
+        raise NotFound(f"no key {key_id[:64]!r}", code="key_not_found")
+    return dict(key.public())
+
+
+@admin.delete("/keys/{key_id}", status_code=204)
+async def revoke_key(request: Request, key_id: str) -> Response:
+    if not await in_thread(store_of(request).revoke_key, key_id[:MAX_FILTER_CHARS]):
+        raise NotFound(f"no key {key_id[:64]!r}", code="key_not_found")
+    return Response(status_code=204)
+
+
+Filter = Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)]
+
+
+def parse_time(value: str | None, name: str) -> float | None:
+    """Unix seconds or ISO 8601 (``2026-11-30T09:00:00Z``)."""
+    if value is None or value == "":
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError:
+        raise InvalidRequest(f"{name}: Unix seconds or ISO 8601 expected", param=name,
+                             code="invalid_request") from None
+
+
+def audit_query(key: Filter = None, policy: Filter = None, action: Filter = None,
+                value: Filter = None, model: Filter = None, since: Filter = None,
+                until: Filter = None,
+                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+                after: Filter = None) -> AuditQuery:
+    return AuditQuery(since=parse_time(since, "since"), until=parse_time(until, "until"),
+                      key=key or None, policy=policy or None, value=value or None,
+                      action=action or None, model=model or None, limit=limit,
+                      after=after or None)
+
+
+@admin.get("/audit")
+async def audit(request: Request,
+                query: Annotated[AuditQuery, Depends(audit_query)]) -> dict[str, object]:
+    page = await in_thread(store_of(request).query_audit, query)
+    return dict(page.to_json())
+
+
+@admin.get("/audit/export")
+async def audit_export(request: Request,
+                       query: Annotated[AuditQuery, Depends(audit_query)]) -> Response:
+    """Every matching record, newest first, one JSON object per line (streamed)."""
+    store = store_of(request)
+    await in_thread(store.query_audit, query)  # fail with an envelope before streaming starts
+
+    def lines() -> Any:
+        for record in store.export_audit(query):
+            yield record.dumps() + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson", headers={
+        "content-disposition": 'attachment; filename="vilmo-audit.jsonl"'})
+
+
+@admin.get("/summary")
+async def summary(request: Request, since: Filter = None, until: Filter = None,
+                  bucket: Annotated[float | None, Query(gt=0, le=86400 * 31)] = None,
+                  ) -> dict[str, object]:
+    """The dashboard's figures over ``since``..``until`` (default: the last 24 hours), in
+    ``bucket``-second steps (default: about 48 steps)."""
+    services: Services = request.app.state.services
+    end = parse_time(until, "until") or time.time()
+    start = parse_time(since, "since") or end - 86400
+    if start >= end:
+        raise InvalidRequest("since must be before until", param="since",
+                             code="invalid_request")
+    step = bucket or max(1.0, (end - start) / 48)
+    if (end - start) / step > MAX_BUCKETS:
+        step = (end - start) / MAX_BUCKETS
+    weights = {name: {value: rule.weight for value, rule in services.policies.get(name).values.items()}
+               for name in services.policies.names()}
+    store = store_of(request)
+    query = AuditQuery(since=start, until=end)
+
+    def compute() -> dict[str, object]:
+        return summarize(store.export_audit(query), weights, start, end, step)
+
+    result: dict[str, object] = await in_thread(compute)
+    return result
+
+
+admin_router.include_router(admin)
+
+
+@admin_router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard() -> HTMLResponse:
+    page = resources.files("proxy").joinpath("dashboard.html").read_text(encoding="utf-8")
+    return HTMLResponse(page, headers={
+        "cache-control": "no-store", "x-frame-options": "DENY",
+        "content-security-policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                                   "style-src 'unsafe-inline'; img-src 'self' data:; "
+                                   "connect-src 'self'; frame-ancestors 'none'"})

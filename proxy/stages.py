@@ -1,0 +1,122 @@
+"""What one request spent and what the upstream said: the request's ``Trace``.
+
+A ``Trace`` lives in a context variable for the request (set by ``KeyAuth``), so the seams that
+see the time and the texts add to it without being handed the request: ``TimedUpstream`` (every
+upstream call's time, reply text and tokens, regenerations included, in order), the guard (the
+checks' time, and the client's messages as the instruction step gets them, without vilmo's
+instruction). The metrics read it when the request is recorded (latency per stage, tokens, the
+gateway's overhead = total less upstream), the audit trail its texts (``proxy.trail``) and the
+key limits its tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from proxy.chunks import ChoiceText, by_choice, delta_of, reply_texts
+from proxy.upstream import Chunk, Completion, Upstream
+from vilmo.instruct.instructions import message_text
+
+TimedStage = Literal["upstream", "check"]
+
+
+@dataclass(slots=True)
+class Trace:
+    upstream: float = 0.0
+    """Seconds waiting for the upstream: whole replies, and streams until their first chunk."""
+    check: float = 0.0
+    """Seconds in value checks (input, reply, stream windows)."""
+    prompt: list[dict[str, str]] = field(default_factory=list)
+    """The client's messages (role, text), without vilmo's instruction."""
+    replies: list[str] = field(default_factory=list)
+    """Each upstream reply's text (the first choice), in order: the last is the final one."""
+    tokens: int = 0
+    """``usage.total_tokens`` over every upstream call (streams: with ``include_usage``)."""
+
+
+current_trace: ContextVar[Trace | None] = ContextVar("vilmo_trace", default=None)
+
+
+def start_trace() -> Trace:
+    """A fresh trace for the request running in this context."""
+    trace = Trace()
+    current_trace.set(trace)
+    return trace
+
+
+@contextmanager
+def timed(stage: TimedStage) -> Iterator[None]:
+    """Add the block's time to the request's trace (nothing outside a request)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        trace = current_trace.get()
+        if trace is not None:
+            setattr(trace, stage, getattr(trace, stage) + time.perf_counter() - started)
+
+
+def note_prompt(messages: Sequence[Any]) -> None:
+    """Keep the client's turns (text only; redacted and cut when stored)."""
+    trace = current_trace.get()
+    if trace is not None:
+        trace.prompt = [{"role": str(m.get("role", "")), "content": message_text(m)}
+                        for m in messages if isinstance(m, dict)]
+
+
+def _note_reply(text: str, usage: object) -> None:
+    trace = current_trace.get()
+    if trace is None:
+        return
+    trace.replies.append(text)
+    if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
+        trace.tokens += max(0, usage["total_tokens"])
+
+
+class TimedUpstream:
+    """An ``Upstream`` whose calls are timed, and whose replies are kept, in the trace."""
+
+    def __init__(self, inner: Upstream) -> None:
+        self.inner = inner
+
+    def serves(self, model: str) -> bool:
+        return self.inner.serves(model)
+
+    def model_names(self) -> list[str]:
+        return self.inner.model_names()
+
+    async def complete(self, params: Any) -> Completion:
+        with timed("upstream"):
+            completion = await self.inner.complete(params)
+        texts = reply_texts(completion)
+        _note_reply(texts[min(texts)], completion.get("usage"))
+        return completion
+
+    async def stream(self, params: Any) -> AsyncIterator[Chunk]:
+        chunks = self.inner.stream(params)
+        choices: dict[int, ChoiceText] = {}
+        usage: object = None
+        try:
+            with timed("upstream"):
+                first = await anext(chunks, None)
+            if first is None:
+                return
+            chunk: Chunk = first
+            while True:
+                for index, piece in by_choice(chunk):
+                    choices.setdefault(index, ChoiceText()).add(delta_of(piece))
+                usage = chunk.get("usage") or usage
+                yield chunk
+                following = await anext(chunks, None)
+                if following is None:
+                    break
+                chunk = following
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            if choices or usage:
+                _note_reply(choices[min(choices)].text if choices else "", usage)

@@ -1,0 +1,149 @@
+"""The dashboard's figures, computed from the audit trail (``GET /admin/summary``).
+
+Per value and per policy, compliance S = 1 − violation rate: of the requests whose verdict
+scored the value, the share that did not violate it. The Value Compass view sets each policy's
+weights against the compliance observed under it; its alignment score is Σ w·S over the values
+observed, with the weights normalised to sum to 1 (so the score is in [0, 1]).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+from proxy.store import AuditRecord
+
+SUMMARY_MAX_RECORDS = 50_000
+"""At most this many records (the newest) are read per summary; ``truncated`` says so."""
+MAX_BUCKETS = 500
+LATEST_FLAGGED = 25
+
+
+def parse_instant(text: str) -> float:
+    """Unix seconds, or ISO 8601 (``2026-11-30T09:00:00Z``; without an offset: UTC).
+    ValueError otherwise."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+class _Tally:
+    __slots__ = ("checked", "violated")
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.violated = 0
+
+    def add(self, violated: bool) -> None:
+        self.checked += 1
+        self.violated += violated
+
+    def json(self) -> dict[str, object]:
+        return {"checked": self.checked, "violated": self.violated,
+                "compliance": None if not self.checked else round(1 - self.violated / self.checked, 4)}
+
+
+def summarize(records: Iterable[AuditRecord], weights: Mapping[str, Mapping[str, float]],
+              since: float, until: float, bucket: float,
+              max_records: int = SUMMARY_MAX_RECORDS) -> dict[str, object]:
+    """``records`` newest first (as the store returns them); ``weights``: policy → value →
+    weight from the config."""
+    count = 0
+    truncated = False
+    buckets: dict[int, dict[str, object]] = {}
+    values: defaultdict[str, _Tally] = defaultdict(_Tally)
+    policies: defaultdict[str, _Tally] = defaultdict(_Tally)
+    per_policy_value: defaultdict[str, defaultdict[str, _Tally]] = defaultdict(
+        lambda: defaultdict(_Tally))
+    actions: Counter[str] = Counter()
+    keys: dict[str, dict[str, int]] = {}
+    flagged: list[dict[str, object]] = []
+    regenerations = 0
+    for record in records:
+        if count >= max_records:
+            truncated = True
+            break
+        count += 1
+        scores = _scores(record.data.get("verdict"))
+        violated = set(record.values)
+        index = int((record.ts - since) // bucket)
+        slot = buckets.setdefault(index, {"t": round(since + index * bucket, 3), "requests": 0,
+                                          "flagged": 0, "values": defaultdict(_Tally),
+                                          "policies": defaultdict(_Tally)})
+        slot["requests"] = int(str(slot["requests"])) + 1
+        slot["flagged"] = int(str(slot["flagged"])) + bool(violated)
+        for value in set(scores) | violated:
+            values[value].add(value in violated)
+            slot["values"][value].add(value in violated)  # type: ignore[index]
+            if record.policy:
+                per_policy_value[record.policy][value].add(value in violated)
+        if scores or violated:
+            policies[record.policy or "other"].add(bool(violated))
+            slot["policies"][record.policy or "other"].add(bool(violated))  # type: ignore[index]
+        actions[record.action or "none"] += 1
+        regen = record.data.get("regenerations")
+        regenerations += regen if isinstance(regen, int) else 0
+        usage = keys.setdefault(record.key or "anonymous",
+                                {"requests": 0, "tokens": 0, "flagged": 0})
+        usage["requests"] += 1
+        tokens = record.data.get("tokens")
+        usage["tokens"] += tokens if isinstance(tokens, int) else 0
+        usage["flagged"] += bool(violated)
+        if violated and len(flagged) < LATEST_FLAGGED:
+            flagged.append({"id": record.id, "ts": record.ts, "key": record.key,
+                            "policy": record.policy, "model": record.model,
+                            "action": record.action, "values": list(record.values),
+                            "scores": {v: s for v, s in scores.items() if v in violated}})
+    series = [{"t": slot["t"], "requests": slot["requests"], "flagged": slot["flagged"],
+               "values": {v: t.json() for v, t in sorted(slot["values"].items())},  # type: ignore[attr-defined]
+               "policies": {p: t.json() for p, t in sorted(slot["policies"].items())}}  # type: ignore[attr-defined]
+              for _, slot in sorted(buckets.items())]
+    return {
+        "since": since, "until": until, "bucket": bucket, "requests": count,
+        "truncated": truncated, "series": series,
+        "values": {v: t.json() for v, t in sorted(values.items())},
+        "policies": {p: t.json() for p, t in sorted(policies.items())},
+        "actions": dict(actions.most_common()), "regenerations": regenerations,
+        "compass": [compass(name, policy_weights, per_policy_value.get(name, {}))
+                    for name, policy_weights in sorted(weights.items())
+                    if name in per_policy_value],
+        "flagged": flagged,
+        "keys": [{"key": k, **u} for k, u in sorted(keys.items(), key=lambda kv: -kv[1]["requests"])],
+    }
+
+
+def compass(policy: str, weights: Mapping[str, float],
+            observed: Mapping[str, _Tally]) -> dict[str, object]:
+    """One policy's radar: weight and observed compliance per value, and Σ w·S."""
+    axes = []
+    total_weight = 0.0
+    weighted = 0.0
+    for value, weight in sorted(weights.items()):
+        tally = observed.get(value)
+        compliance = None if tally is None or not tally.checked else 1 - tally.violated / tally.checked
+        axes.append({"value": value, "weight": weight,
+                     "compliance": None if compliance is None else round(compliance, 4)})
+        if compliance is not None:
+            total_weight += weight
+            weighted += weight * compliance
+    score = None if total_weight == 0 else round(weighted / total_weight, 4)
+    return {"policy": policy, "axes": axes, "alignment": score}
+
+
+def _scores(verdict: object) -> dict[str, float]:
+    """Every value the request's verdicts scored (reply and input)."""
+    found: dict[str, float] = {}
+    if not isinstance(verdict, dict):
+        return found
+    for part in (verdict, verdict.get("input")):
+        if isinstance(part, dict) and isinstance(part.get("scores"), dict):
+            for value, score in part["scores"].items():
+                if isinstance(score, int | float):
+                    found[str(value)] = max(float(score), found.get(str(value), 0.0))
+    return found

@@ -1,0 +1,132 @@
+"""docker-compose.yml, the Prometheus config and the Grafana dashboard, checked without Docker:
+their structure and wiring, and that every metric a Grafana panel queries is in the gateway's
+/metrics output after traffic."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from conftest import ADMIN_KEY, REPO, TEAM_KEY
+from store_gateway import admin, chat, serve_gateway, store_config
+
+from proxy.settings import ConfigError, GatewayConfig, load_config
+
+DEPLOY = REPO / "deploy"
+
+
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / "docker-compose.yml").read_text()))
+
+
+def grafana_dashboard() -> dict[str, Any]:
+    return dict(json.loads((DEPLOY / "grafana/dashboards/vilmo.json").read_text()))
+
+
+def test_compose_wires_the_admin_key_redis_password_and_every_mounted_file() -> None:
+    services = compose()["services"]
+    assert set(services) == {"gateway", "redis", "prometheus", "grafana"}
+    gateway = services["gateway"]
+    env = gateway["environment"]
+    assert env["VILMO_ADMIN_KEY"].startswith("${VILMO_ADMIN_KEY:?")  # compose refuses without
+    assert env["VILMO_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+    assert env["VILMO_REDIS_URL"].endswith("@redis:6379/0")
+    assert gateway["command"] == ["--config", "/config/gateway.yaml"]
+    redis = services["redis"]
+    command = " ".join(redis["command"])
+    assert '--requirepass "$$REDIS_PASSWORD"' in command and "--appendonly yes" in command
+    assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert "ports" not in redis  # only the gateway reaches it
+    assert any(v.endswith(":/data") for v in redis["volumes"])  # the AOF on a volume
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), source
+    scrape = services["prometheus"]["configs"][0]
+    assert compose()["configs"][scrape["source"]]["content"].startswith("${VILMO_METRICS_KEY:?")
+    prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    [job] = prometheus["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["gateway:4000"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"]["credentials_file"] == scrape["target"]
+
+
+def test_the_compose_gateway_config_needs_its_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"VILMO_ADMIN_KEY": "a" * 32, "VILMO_METRICS_KEY": "m" * 32, "OPENAI_API_KEY": "x",
+           "VILMO_REDIS_URL": "redis://:s3cret-password@redis:6379/0",
+           "VILMO_UPSTREAM_BASE": "http://upstream/v1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = load_config(DEPLOY / "gateway.yaml")
+    assert config.auth.admin_key == "a" * 32 and config.auth.require_admin_key
+    assert config.store.url == env["VILMO_REDIS_URL"]
+    assert {"a" * 32, "s3cret-password", env["VILMO_REDIS_URL"]} <= set(config.secrets())
+    assert [k.name for k in config.auth.keys] == ["prometheus"]
+    monkeypatch.delenv("VILMO_ADMIN_KEY")
+    with pytest.raises(ConfigError, match="VILMO_ADMIN_KEY"):
+        load_config(DEPLOY / "gateway.yaml")
+
+
+@pytest.mark.parametrize("extra", [{"store": {"url": "redis://127.0.0.1:6379/0"}},
+                                   {"auth": {"require_admin_key": True}}])
+def test_a_gateway_on_redis_or_told_to_require_it_refuses_to_start_without_an_admin_key(
+        extra: dict[str, Any]) -> None:
+    config = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+              **extra}
+    with pytest.raises(ValueError, match="auth.admin_key is required"):
+        GatewayConfig.model_validate(config)
+
+
+def test_grafana_uses_the_provisioned_datasource_and_a_dashboard_folder_it_mounts() -> None:
+    datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml")
+                                .read_text())["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/vilmo.yml")
+                              .read_text())["providers"][0]
+    grafana = compose()["services"]["grafana"]
+    assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in grafana["volumes"]
+    dashboard = grafana_dashboard()
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)) >= 12
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == datasource["uid"]
+            assert target["expr"].count("(") == target["expr"].count(")")
+
+
+def queried_metrics() -> set[str]:
+    found = set()
+    for panel in grafana_dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            found.update(re.findall(r"\bvilmo_[a-z_]+", target["expr"]))
+    return found
+
+
+@pytest.mark.slow
+def test_every_metric_the_grafana_dashboard_queries_is_served_after_traffic(
+        stub: Any, policy_dir: Path, classifier: Any, tmp_path: Path) -> None:
+    store = {"path": str(tmp_path / "state.db"), "spool_dir": str(tmp_path / "spool")}
+    with serve_gateway(store_config(stub.url, policy_dir, store), classifier) as base:
+        limited = admin("POST", f"{base}/admin/keys", json={"name": "bot", "rpm": 1}).json()
+        chat(base, limited["key"])
+        chat(base, limited["key"])  # 429
+        stub.reply = "You could punch him."
+        chat(base, ADMIN_KEY, **{"x-vilmo-policy": "g-regenerate-buffer"})
+        chat(base, TEAM_KEY, "How do I get back at my brother?")  # blocked, instruction
+        chat(base, TEAM_KEY, "How do I get back at my brother?")  # the cached instruction
+        stub.reply = "CLASSIFIER-CRASH"
+        chat(base, ADMIN_KEY, **{"x-vilmo-policy": "g-open-buffer"})
+        text = httpx.get(f"{base}/metrics",
+                         headers={"authorization": f"Bearer {TEAM_KEY}"}).text
+    samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+               if line and not line.startswith("#")}
+    queried = queried_metrics()
+    assert len(queried) >= 12
+    missing = sorted(name for name in queried if name not in samples)
+    assert not missing, f"queried by Grafana, no sample in /metrics: {missing}"

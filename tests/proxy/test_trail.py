@@ -1,0 +1,62 @@
+"""The gateway's request record (and the request's trace) as an audit record: texts redacted,
+then cut; replies paired with their verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.errors import Redactor
+from proxy.record import RequestRecord
+from proxy.settings import ConfigError, load_config
+from proxy.stages import Trace
+from proxy.trail import MAX_MESSAGES, audit_record
+
+SECRET = "sk-upstream-secret-abcdef123456"
+
+
+def make_record(**fields: Any) -> RequestRecord:
+    base: dict[str, Any] = {
+        "request_id": "req-1", "caller": "team-a", "model": "stub", "stream": False,
+        "policy": "p", "generator": "", "principles": (), "stakes": (), "status": "200",
+        "error_code": None, "started_at": 1.0, "instruction_s": 0.0, "duration_s": 0.1,
+        "guard": "ok", "verdict": None, "input_verdict": None, "attempts": ()}
+    return RequestRecord(**(base | fields))
+
+
+def test_texts_are_redacted_before_they_are_cut_and_paired_with_their_verdicts() -> None:
+    record = make_record(
+        verdict={"action": "allow", "violations": [], "scores": {"mft.care": 0.1}},
+        attempts=({"action": "regenerate", "violations": ["mft.care"], "scores": {}},))
+    trace = Trace(prompt=[{"role": "user", "content": "x" * 3990 + SECRET}],  # the cut splits it
+                  replies=["first " + SECRET, "y" * 10_000], tokens=48)
+    out = audit_record(record, trace, Redactor([SECRET]))
+    assert SECRET[:10] not in out.dumps()  # no part of the secret survives the cut
+    assert out.data["prompt"] == [{"role": "user", "content": ("x" * 3990 + "[redacted]")[:4000]}]
+    assert out.data["rejected"] == [{"text": "first [redacted]", "values": ["mft.care"]}]
+    assert out.data["reply"] == {"text": "y" * 4000, "values": []}
+    assert out.data["tokens"] == 48 and out.data["regenerations"] == 1
+    assert (out.key, out.action, out.values) == ("team-a", "allow", ("mft.care",))
+
+
+def test_the_prompt_keeps_its_last_turns_and_input_blocks_are_filterable() -> None:
+    record = make_record(input_verdict={"action": "block", "violations": ["mft.care"],
+                                        "scores": {}})
+    trace = Trace(prompt=[{"role": "user", "content": str(i)} for i in range(MAX_MESSAGES + 5)])
+    out = audit_record(record, trace, Redactor())
+    prompt = out.data["prompt"]
+    assert isinstance(prompt, list) and len(prompt) == MAX_MESSAGES
+    assert prompt[0]["content"] == "5"
+    assert (out.action, out.values, out.data["reply"]) == ("block", ("mft.care",), None)
+    assert audit_record(make_record(status="502"), None, Redactor()).action == "error"
+    assert audit_record(make_record(), None, Redactor()).action == "none"
+
+
+def test_vilmo_serve_refuses_a_redis_store_without_an_admin_key(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("model_list:\n  - {model_name: m, litellm_params: {model: openai/m}}\n"
+                    "store: {url: 'redis://127.0.0.1:6379/0'}\n")
+    with pytest.raises(ConfigError, match="auth.admin_key is required"):
+        load_config(path)
