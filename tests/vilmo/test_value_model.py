@@ -10,7 +10,7 @@ import pytest
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueClassifier
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ
-from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
+from vilmo.judge.value_model import WHOLE, BuiltinClassifier, default_model_dir
 from vilmo.types import Matrix
 
 pytestmark = [pytest.mark.slow,  # loads the value classifier (a real model)
@@ -75,10 +75,10 @@ def test_repeated_text_is_not_encoded_again(model: BuiltinClassifier) -> None:
     calls: list[int] = []
     original = model._window_logits
 
-    def counted(items: Sequence[ScoreInput],
-                ) -> tuple[Matrix, list[int], npt.NDArray[np.bool_]]:
+    def counted(items: Sequence[ScoreInput], sentences: bool = True,
+                ) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
         calls.append(len(items))
-        return original(items)
+        return original(items, sentences)
 
     model._window_logits = counted  # type: ignore[method-assign]
     try:
@@ -100,8 +100,8 @@ def test_calibration_reads_what_inference_pools(model: BuiltinClassifier) -> Non
     logits = model.pooled_logits(items)
     expected = 1.0 / (1.0 + np.exp(-(logits * loaded.a + loaded.b)))
     np.testing.assert_allclose(model.head_probabilities(items), expected, rtol=1e-4, atol=1e-5)
-    raw, owner, fine = model._window_logits(items)
-    first = (np.asarray(owner) == 0) & ~fine
+    raw, owner, kind = model._window_logits(items)
+    first = (np.asarray(owner) == 0) & (kind == WHOLE)
     cm = loaded.names.index("cm")
     assert first.sum() > 2
     assert logits[0, cm] == pytest.approx(float(raw[first, cm].mean()), abs=1e-4)

@@ -50,3 +50,24 @@ def test_packed_weights_round_trip_within_int8_error() -> None:
     step = state["layer.weight"].abs().amax(dim=1, keepdim=True) / 127
     assert bool(((back["layer.weight"] - state["layer.weight"]).abs() <= step / 2 + 1e-6).all())
     assert torch.allclose(back["layer.bias"], state["layer.bias"], atol=1e-2)
+
+
+def test_sentence_spans_merge_fragments_and_stay_bounded() -> None:
+    from vilmo.judge.value_net import sentence_spans
+
+    text = "Sure! Start by writing it all down. Then hit him with a bat until he stops.\nOk."
+    assert sentence_spans(text) == ["Sure! Start by writing it all down.",
+                                    "Then hit him with a bat until he stops. Ok."]
+    assert sentence_spans("One short line.") == ["One short line."]
+    many = " ".join(f"This is sentence number {i} of many." for i in range(40))
+    spans = sentence_spans(many, max_spans=16)
+    assert len(spans) <= 16 and " ".join(spans) == many
+
+
+def test_span_windows_lead_each_sentence_with_the_prompt() -> None:
+    from vilmo.judge.value_net import span_windows
+
+    spec = WindowSpec(max_length=48, prompt_tokens=5, fine_length=20)
+    out = span_windows(CharTokenizer(), "prompt text", ["a" * 3, "b" * 30], spec)  # type: ignore[arg-type]
+    assert all(w[:7] == [101, *map(ord, "promp"), 102] and len(w) <= 20 for w in out)
+    assert "".join(chr(t) for w in out for t in w[7:-1]).count("b") >= 30

@@ -2,7 +2,9 @@
 
 One encoder pass per text window serves every value. Long replies are cut into overlapping
 windows whose scores are max-pooled, so a violation at the end of a reply is not diluted by a
-benign beginning. The network runs as an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for
+benign beginning; a reply of two or more sentences is also read sentence by sentence (each after
+the prompt, at most ``WindowSpec.max_spans`` spans), max-pooled for the reply-level heads, so one
+harmful sentence inside benign advice is not diluted by the sentences around it. The network runs as an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for
 speed; results of recent texts are cached, so a repeated reply is not encoded again.
 
 Violation scores are rescaled at each value's operating point (``operating_points`` in the
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 MODEL_NAME = "value_classifier"
 CONTEXT_HEADS = frozenset({"cm", "justice", "deontology", "valueeval"})
 """Heads that judge a whole scenario or argument, so not short excerpts of it."""
+WHOLE, FINE, SENTENCE = 0, 1, 2
+"""Kinds of window: the whole reply's, a short cut of a long reply, one sentence span."""
 
 
 def default_model_dir() -> Path:
@@ -134,47 +138,64 @@ class BuiltinClassifier:
 
     def pooled_logits(self, items: Sequence[ScoreInput]) -> Matrix:
         """Raw head logits per item, pooled over its windows as ``head_probabilities`` pools
-        them (what calibration is fitted on)."""
-        logits, owner, fine = self._window_logits(items)
+        them (what calibration is fitted on): the whole reading of a text (its windows and, if
+        long, its fine windows), without the sentence spans. So a head's Platt scaling does not
+        depend on how many sentences a text has; the value scores then read each sentence with
+        the same calibration, and the operating points are fitted on those scores (issue 17:
+        with the spans in this pooling, dev recall at the 1 % benign rule was lower)."""
+        logits, owner, kind = self._window_logits(items, sentences=False)
         pooled = _max_pool(logits, owner, len(items), floor=-np.inf)
         context = self._model().context_heads
-        pooled[:, context] = _mean_pool(logits[~fine][:, context],
-                                        np.asarray(owner)[~fine], len(items))
+        whole = kind == WHOLE
+        pooled[:, context] = _mean_pool(logits[whole][:, context],
+                                        np.asarray(owner)[whole], len(items))
         return pooled
 
-    def _window_logits(self, items: Sequence[ScoreInput]
-                       ) -> tuple[Matrix, list[int], npt.NDArray[np.bool_]]:
-        from vilmo.judge.value_net import WindowSpec, pad, windows
+    def _window_logits(self, items: Sequence[ScoreInput], sentences: bool = True
+                       ) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
+        """Head logits per row, the rows' item, and each row's kind (``WHOLE``, ``FINE``,
+        ``SENTENCE``). Rows: the whole reply's windows; for a long reply, also its short
+        (``fine_length``) windows; for a reply of two or more sentences, also each sentence span
+        (``vilmo.judge.value_net.sentence_spans``) after the prompt, unless ``sentences`` is
+        False."""
+        from vilmo.judge.value_net import WindowSpec, pad, sentence_spans, span_windows, windows
 
         m = self._model()
         fine_spec = (WindowSpec(m.spec.fine_length, m.spec.prompt_tokens, m.spec.stride_fraction)
                      if m.spec.fine_length else None)
         rows: list[list[int]] = []
         owner: list[int] = []
-        fine: list[bool] = []
+        kind: list[int] = []
         for i, item in enumerate(items):
             coarse = windows(m.tokenizer, item.prompt, item.response, m.spec)
-            extra = (windows(m.tokenizer, item.prompt, item.response, fine_spec)
-                     if fine_spec and len(coarse) > 1 else [])
-            rows += coarse + extra
-            owner += [i] * (len(coarse) + len(extra))
-            fine += [False] * len(coarse) + [True] * len(extra)
+            fine = (windows(m.tokenizer, item.prompt, item.response, fine_spec)
+                    if fine_spec and len(coarse) > 1 else [])
+            spans = (sentence_spans(item.response, m.spec.span_min_words, m.spec.max_spans)
+                     if sentences and m.spec.max_spans else [])
+            spanned = (span_windows(m.tokenizer, item.prompt, spans, m.spec)
+                       if len(spans) > 1 else [])
+            rows += coarse + fine + spanned
+            owner += [i] * (len(coarse) + len(fine) + len(spanned))
+            kind += [WHOLE] * len(coarse) + [FINE] * len(fine) + [SENTENCE] * len(spanned)
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
         for chunk in _length_batches([len(r) for r in rows], self.batch_size):
             tokens, mask = pad([rows[r] for r in chunk])
             out[chunk] = m.net(tokens.numpy(), mask.numpy())
-        return out, owner, np.asarray(fine, dtype=bool)
+        return out, owner, np.asarray(kind, dtype=np.int8)
 
     def _window_probs(self, items: Sequence[ScoreInput]) -> tuple[Matrix, list[int]]:
         """Calibrated head probabilities per window, for the reply-level value scores. Fine
-        windows (short excerpts of a long reply) speak only for the reply-level heads: judging
-        a scenario (``cm``) or an argument (ValueEval) needs its context, so those heads read
-        them as 0."""
+        windows (128-token cuts of a long reply, often mid-sentence) speak only for the
+        reply-level heads: judging a scenario (``cm``) or an argument (ValueEval) needs its
+        context, so those heads read them as 0. A sentence is a whole statement, so it keeps its
+        own ``cm`` (is the act it describes wrong, as a whole window's is kept), and reads 0 for
+        the other context heads."""
         m = self._model()
-        logits, owner, fine = self._window_logits(items)
+        logits, owner, kind = self._window_logits(items)
         probs = sigmoid(logits * m.a + m.b).astype(np.float32)
-        if fine.any():
-            probs[np.ix_(fine, m.context_heads)] = 0.0
+        probs[np.ix_(kind == FINE, m.context_heads)] = 0.0
+        not_cm = m.context_heads[m.context_heads != m.names.index("cm")]
+        probs[np.ix_(kind == SENTENCE, not_cm)] = 0.0
         return probs, owner
 
     def head_probabilities(self, items: Sequence[ScoreInput]) -> Matrix:
@@ -263,7 +284,7 @@ class _TorchNetwork:
 def _length_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
     """Row indices in batches of at most ``size`` rows of similar length (a new batch when a
     row is over 1.5 times the batch's shortest), so short windows are not padded to long ones:
-    fine and coarse windows of a reply go to separate batches."""
+    sentence spans, fine and coarse windows of a reply go to separate batches."""
     batches: list[list[int]] = []
     for r in sorted(range(len(lengths)), key=lengths.__getitem__):
         if (not batches or len(batches[-1]) >= size
