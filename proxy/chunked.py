@@ -35,7 +35,14 @@ from proxy.errors import GuardFailed
 from proxy.guard import Guard
 from proxy.outcome import FAILED_OPEN, FailedOpen, Judged, Judgement
 from proxy.upstream import Chunk
-from vilmo.verdict import Verdict, worst_of
+from vilmo.policy import Action, Policy
+from vilmo.verdict import Verdict, rules_of, worst_of
+
+HOLD_MARGIN = 0.1
+"""A partial reply scoring within this of a stopping threshold is held like a flagged one: the
+int8 judge's scores move by a few hundredths with what shares its batch, so a partial check
+just under the line must not release text that the whole-reply check would stop. Holding
+costs latency only; the whole-reply check at the end decides."""
 
 _SENTENCE_END = re.compile(r"[.!?\n。！？][\"'”’)\]]*[ \t]*$")
 
@@ -47,6 +54,7 @@ class _Choice:
     text: ChoiceText = field(default_factory=ChoiceText)
     held: list[Chunk] = field(default_factory=list)
     ends: list[bool] = field(default_factory=list)  # per held chunk: a sentence ends with it
+    settled: str = ""  # the reply so far up to its last sentence end: what a release may carry
     unchecked_tokens: int = 0
     flagged: bool = False  # the reply so far failed a check: hold the rest until the end
     released: bool = False
@@ -56,6 +64,8 @@ class _Choice:
         self.held.append(piece)
         ended = self.ends[-1] if self.ends else self.released or not self.text.text
         self.ends.append(bool(_SENTENCE_END.search(text)) if text else ended)
+        if self.ends[-1]:
+            self.settled = self.text.text
         self.unchecked_tokens += tokens(text)
 
     def release(self, whole: bool = True) -> list[Chunk]:
@@ -65,6 +75,16 @@ class _Choice:
         out, self.held, self.ends = self.held[:cut], self.held[cut:], self.ends[cut:]
         self.released = self.released or bool(out)
         return out
+
+
+def _holds(verdict: Verdict, policy: Policy) -> bool:
+    """Whether a partial reply must be held: it stops, or it comes near a stopping threshold."""
+    if verdict.stops:
+        return True
+    rules = rules_of(policy)
+    return any(score >= rules[value].threshold - HOLD_MARGIN
+               for value, score in verdict.scores.items()
+               if value in rules and rules[value].action in (Action.BLOCK, Action.REGENERATE))
 
 
 async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
@@ -106,12 +126,15 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
                 if piece["choices"][0].get("finish_reason"):
                     for out in await finish(index, choice):
                         yield out
-                elif (not choice.flagged
+                elif (not choice.flagged and choice.settled
                       and choice.unchecked_tokens >= policy.streaming.window_tokens):
+                    # The check reads exactly what a release would carry (the reply up to its
+                    # last sentence end), never a sentence still being written: read with a
+                    # fragment of the next one, a violating sentence can be diluted and pass.
                     choice.unchecked_tokens = 0
                     verdict = await guard.check(
-                        policy, [call.checked(choice.text.text)], "stream")
-                    choice.flagged = isinstance(verdict, Verdict) and verdict.stops
+                        policy, [call.checked(choice.settled)], "stream")
+                    choice.flagged = isinstance(verdict, Verdict) and _holds(verdict, policy)
                     if not choice.flagged:
                         for out in choice.release(whole=False):
                             yield out

@@ -55,15 +55,8 @@ def test_the_plain_verdicts_these_tests_rest_on(real: str, stub: StubUpstream,
     assert choice["finish_reason"] == ("content_filter" if name in FLAGGED else "stop")
 
 
-THIN = pytest.mark.xfail(strict=False, reason=(
-    "issue 17: after 40 tokens the reply so far ends in a fragment under 6 words, which is read "
-    "with the violent sentence before it; that check scores mft.care 0.46-0.50 (the plain "
-    "reply 0.54), passes, and releases the violent sentence"))
-
-
-@pytest.mark.parametrize(("name", "geometry"), [
-    pytest.param(n, g, marks=THIN) if (n, g) == ("start", "chunked-40") else (n, g)
-    for n in FLAGGED for g in GEOMETRIES])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("name", FLAGGED)
 def test_a_flagged_reply_is_never_released(real: str, stub: StubUpstream, name: str,
                                            geometry: str) -> None:
     stub.reply, violent_words = FLAGGED[name]
