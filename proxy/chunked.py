@@ -126,15 +126,17 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
                 if piece["choices"][0].get("finish_reason"):
                     for out in await finish(index, choice):
                         yield out
-                elif (not choice.flagged and choice.settled
+                elif (not choice.flagged
                       and choice.unchecked_tokens >= policy.streaming.window_tokens):
                     # The check reads exactly what a release would carry (the reply up to its
                     # last sentence end), never a sentence still being written: read with a
                     # fragment of the next one, a violating sentence can be diluted and pass.
                     choice.unchecked_tokens = 0
-                    verdict = await guard.check(
-                        policy, [call.checked(choice.settled)], "stream")
-                    choice.flagged = isinstance(verdict, Verdict) and _holds(verdict, policy)
+                    if choice.settled:
+                        verdict = await guard.check(
+                            policy, [call.checked(choice.settled)], "stream")
+                        choice.flagged = (isinstance(verdict, Verdict)
+                                          and _holds(verdict, policy))
                     if not choice.flagged:
                         for out in choice.release(whole=False):
                             yield out
