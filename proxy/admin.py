@@ -28,7 +28,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from proxy.errors import AuthenticationFailed, GatewayError, InvalidRequest
+from proxy.errors import (
+    AdminForbidden,
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    StoreDown,
+)
 from proxy.middleware import _bearer, resolve_caller
 from proxy.services import Services
 from proxy.store import AuditQuery, InvalidCursor, Store, StoreError, StoreUnavailable
@@ -36,21 +42,6 @@ from proxy.store.records import MAX_PAGE
 from proxy.summary import MAX_BUCKETS, parse_instant, summarize
 
 MAX_FILTER_CHARS = 256
-
-
-class AdminForbidden(GatewayError):
-    status = 403
-    type = "permission_error"
-
-
-class NotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
-
-
-class StoreDown(GatewayError):
-    status = 503
-    type = "store_error"
 
 
 async def require_admin(request: Request) -> None:

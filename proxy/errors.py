@@ -6,13 +6,16 @@
     │   └── ContentBlocked            400 invalid_request_error (code: content_filter)
     ├── AuthenticationFailed          401 authentication_error
     ├── PolicyOverrideForbidden       403 permission_error
+    ├── AdminForbidden                403 permission_error (a client key on /admin)
     ├── ModelNotFound                 404 invalid_request_error (code: model_not_found)
+    ├── NotFound                      404 invalid_request_error (an admin resource)
     ├── PayloadTooLarge               413 invalid_request_error
     ├── UpstreamRateLimited           429 rate_limit_error (Retry-After passed on)
     ├── KeyRateLimited                429 rate_limit_error (a virtual key's rpm/tpm; Retry-After)
     ├── UpstreamFailed                502 upstream_error
     ├── UpstreamUnavailable           503 upstream_error (LiteLLM's cooldown after failures)
     ├── GuardFailed                   503 guard_error (the value check failed, on_error: closed)
+    ├── StoreDown                     503 store_error (the state store is unreachable)
     ├── UpstreamTimeout               504 timeout_error
     │   └── StreamTimeout             504 timeout_error (code: stream_timeout)
     └── ClientClosed                  499 (the client left; recorded, never seen by anyone)
@@ -78,9 +81,24 @@ class PolicyOverrideForbidden(GatewayError):
     type = "permission_error"
 
 
+class AdminForbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+
+
 class ModelNotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class StoreDown(GatewayError):
+    status = 503
+    type = "store_error"
 
 
 class PayloadTooLarge(GatewayError):
