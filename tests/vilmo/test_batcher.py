@@ -127,6 +127,7 @@ def test_every_part_of_a_long_text_is_scored() -> None:
     assert max(fake.batches) <= 2  # never one call for the whole text
 
 
+@pytest.mark.slow  # seconds of real time: processes, servers or timing
 def test_a_small_check_is_not_starved_by_a_large_one() -> None:
     fake = SlowFake()
 

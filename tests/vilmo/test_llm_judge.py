@@ -70,6 +70,7 @@ def test_unknown_principle() -> None:
         LLMJudge("m", {}).score([ScoreInput("x")], ["nope"])
 
 
+@pytest.mark.slow  # seconds of real time: processes, servers or timing
 def test_through_litellm_mock_response() -> None:
     judge = LLMJudge("openai/gpt-4o-mini", {"p": "rule"},
                      mock_response='{"verdict": "complies", "confidence": 0.75}')

@@ -155,6 +155,7 @@ print(sum(allowed))
 """
 
 
+@pytest.mark.slow  # seconds of real time: processes, servers or timing
 def test_two_gateway_processes_share_one_budget(make_store: MakeStore, tmp_path: Path) -> None:
     """Two processes (as two replicas, or two uvicorn workers on one SQLite file), 25 attempts
     each, started together: exactly the key's 10 are admitted."""

@@ -9,6 +9,7 @@ import collections
 import time
 from pathlib import Path
 
+import pytest
 import redis
 from store_fixtures import (
     RedisProcess,
@@ -44,6 +45,7 @@ def stream_length(url: str) -> int:
         client.close()
 
 
+@pytest.mark.slow  # seconds of real time: processes, servers or timing
 def test_a_redis_crash_mid_burst_loses_and_duplicates_nothing(
         own_redis: RedisProcess, tmp_path: Path) -> None:
     replicas = [replica(own_redis.url, tmp_path / "a"), replica(own_redis.url, tmp_path / "b")]
