@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from proxy.admin import admin_router
+from proxy.caches import attach_caches
 from proxy.errors import GatewayError, InvalidRequest, Redactor, install_log_redaction
 from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
 from proxy.protocol import error_envelope
@@ -53,13 +54,12 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
 
 
 def attach_store(services: Services, store: Store) -> None:
-    """The audit trail, the store's health metrics and the cache counters go live."""
+    """The audit trail, the store's health metrics and the store's caches (instructions and
+    prompt embeddings, with their counters) go live."""
     services.store = store
     services.metrics.store_health = store.health
-    generator = services.instructions
-    if hasattr(generator, "cache_hits"):
-        services.metrics.cache_counts = lambda: (int(getattr(generator, "cache_hits", 0)),
-                                                 int(getattr(generator, "cache_misses", 0)))
+    caches = attach_caches(services.instructions, store)
+    services.metrics.cache_counts = lambda: {name: c.counts() for name, c in caches.items()}
 
 
 def app_from_environment() -> FastAPI:

@@ -30,9 +30,21 @@ class Call:
     instruction: Instruction
 
     def params(self) -> UpstreamParams:
+        """A stream always asks for usage: its tokens are charged to the key's ``tpm``
+        whether or not the client asked (``proxy.sse`` drops the usage the client did not
+        ask for)."""
         placed = apply_instruction(self.raw["messages"], self.instruction,
                                    self.policy.instructions.placement)
-        return {**self.raw, "messages": placed}
+        params = {**self.raw, "messages": placed}
+        if self.raw.get("stream"):
+            params["stream_options"] = {**(self.raw.get("stream_options") or {}),
+                                        "include_usage": True}
+        return params
+
+    @property
+    def client_wants_usage(self) -> bool:
+        """Did the client set ``stream_options.include_usage``?"""
+        return bool((self.raw.get("stream_options") or {}).get("include_usage"))
 
     def checked(self, text: str) -> ScoreInput:
         return ScoreInput(response=text, prompt=prompt_text(self.raw["messages"]) or None)

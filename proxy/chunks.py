@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from proxy.errors import StreamTimeout
 from proxy.protocol import ReplyMessage
@@ -112,6 +112,17 @@ def refusal_chunks(template: Chunk, text: str, with_role: bool = True,
 def usage_chunks(chunks: Iterable[Chunk]) -> list[Chunk]:
     """The upstream's usage chunk, if any (kept when a reply is refused: the tokens were spent)."""
     return [c for c in chunks if not c.get("choices") and c.get("usage")]
+
+
+def for_client(chunk: Chunk, wants_usage: bool) -> Chunk | None:
+    """The chunk as the client asked for it: without ``usage`` unless it set
+    ``stream_options.include_usage`` (the gateway always asks the upstream, to charge tokens);
+    None for the usage-only chunk then."""
+    if wants_usage or "usage" not in chunk:
+        return chunk
+    if not chunk.get("choices"):
+        return None
+    return cast(Chunk, {k: v for k, v in chunk.items() if k != "usage"})
 
 
 async def iterate(chunks: list[Chunk]) -> AsyncIterator[Chunk]:

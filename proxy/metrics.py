@@ -3,7 +3,7 @@ several apps in a process never collide)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -74,8 +74,8 @@ class Metrics:
         self.registry.register(_StateCollector(self))
         self.store_health: Callable[[], StoreHealth] | None = None
         """Set when the store is opened; read at each scrape."""
-        self.cache_counts: Callable[[], tuple[int, int]] | None = None
-        """(hits, misses) of the instruction cache, read at each scrape."""
+        self.cache_counts: Callable[[], Mapping[str, tuple[int, int]]] | None = None
+        """(hits, misses) by cache (instruction, embedding), read at each scrape."""
 
     def record(self, record: RequestRecord, trace: Trace | None = None) -> None:
         stream = "true" if record.stream else "false"
@@ -117,12 +117,13 @@ class _StateCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        cache = CounterMetricFamily("vilmo_cache_requests", "Instruction cache lookups.",
-                                    labels=["cache", "result"])
+        cache = CounterMetricFamily(
+            "vilmo_cache_requests", "Lookups of the store's instruction and prompt-embedding "
+            "caches (a store failure is a miss).", labels=["cache", "result"])
         if self.metrics.cache_counts is not None:
-            hits, misses = self.metrics.cache_counts()
-            cache.add_metric(["instruction", "hit"], hits)
-            cache.add_metric(["instruction", "miss"], misses)
+            for name, (hits, misses) in sorted(self.metrics.cache_counts().items()):
+                cache.add_metric([name, "hit"], hits)
+                cache.add_metric([name, "miss"], misses)
         yield cache
         health = self.metrics.store_health() if self.metrics.store_health else None
         errors = CounterMetricFamily("vilmo_store_errors", "Failed store operations.",

@@ -26,6 +26,9 @@ from proxy.store import Store, VirtualKey, looks_like_virtual_key
 log = logging.getLogger(__name__)
 
 CHAT_PATH = "/v1/chat/completions"
+ADMIN_KEY_PATHS = frozenset({"/metrics"})
+"""Paths outside the admin API that the admin key opens too (an operator reads the gateway's
+metrics with the key that runs it); client keys open them as before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,8 @@ class KeyAuth:
     unknown or revoked is a 401 always. Keys are required when config keys are set or an admin
     key is (a gateway with an admin API issues keys: it is no open proxy); otherwise every caller
     without a key is anonymous. The admin API and the dashboard check the admin key themselves
-    (``proxy.admin``). A virtual key's rpm/tpm limits are admitted here (429 with
+    (``proxy.admin``); the admin key also opens ``ADMIN_KEY_PATHS`` (``/metrics``), with no
+    caller. A virtual key's rpm/tpm limits are admitted here (429 with
     ``Retry-After``), and the reply's tokens charged when the request is done."""
 
     def __init__(self, app: ASGIApp, settings: AuthSettings) -> None:
@@ -77,6 +81,7 @@ class KeyAuth:
         self.public_paths = frozenset(settings.public_paths)
         self.required = bool(settings.keys) or settings.admin_key is not None
         self.anonymous = Caller("anonymous", None, settings.allow_policy_header)
+        self.admin_key = settings.admin_key
         self.verified = VerifiedKeys()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,6 +100,9 @@ class KeyAuth:
             caller = self.anonymous
         if caller is not None:
             scope.setdefault("state", {})["caller"] = caller
+        elif self._admin_opens(scope["path"], presented):
+            await self.app(scope, receive, send)
+            return
         elif scope["path"] not in self.public_paths:
             refused = AuthenticationFailed(
                 "missing or invalid API key: send 'Authorization: Bearer <key>'",
@@ -116,6 +124,11 @@ class KeyAuth:
         finally:
             if key is not None and store is not None:
                 charge(store, key, trace.tokens)
+
+
+    def _admin_opens(self, path: str, presented: str | None) -> bool:
+        return (path in ADMIN_KEY_PATHS and bool(presented) and self.admin_key is not None
+                and hmac.compare_digest(str(presented).encode(), self.admin_key.encode()))
 
 
 def static_caller(bindings: Sequence[KeyBinding], key: str | None) -> Caller | None:

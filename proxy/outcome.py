@@ -60,6 +60,8 @@ class Facts:
     model: str = ""
     stream: bool = False
     policy: str = ""
+    profile: str | None = None
+    """The value profile bound to the caller's key: the weights its compliance is scored by."""
     instruction: Instruction | None = None
     """The generated instruction (before any regeneration strengthened it)."""
     instruction_s: float = 0.0

@@ -61,7 +61,8 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
     note = req.ledger.note
     facts = note(Facts(model=str(req.params["model"]), stream=req.stream))
     policy = choose_policy(req.caller, req.policy_header, services.policies)      # 1
-    facts = note(replace(facts, policy=policy.name))
+    facts = note(replace(facts, policy=policy.name,
+                         profile=req.caller.key.profile if req.caller.key else None))
     require_model(services.upstream, facts.model, req.caller)
     facts = note(replace(facts, input=await check_input(services, req.params, policy)))  # 2
     if isinstance(facts.input, Verdict) and facts.input.stops:

@@ -42,6 +42,9 @@ class RequestRecord:
     """The verdict of the user turns (``checks.input``), whatever action it called for."""
     attempts: tuple[dict[str, object], ...]
     """Verdicts of replies that were regenerated, in order."""
+    profile: str | None = None
+    """The value profile bound to the caller's key (its weights score the request's compliance
+    on the dashboard); None: the policy's own weights."""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -88,7 +91,7 @@ def build_record(request_id: str, caller: str, started_at: float, facts: Facts, 
         started_at=started_at, instruction_s=facts.instruction_s,
         duration_s=time.time() - started_at, guard=guard,
         verdict=_shown(verdict_of(facts.reply)), input_verdict=_shown(verdict_of(facts.input)),
-        attempts=tuple(a.as_dict() for a in facts.attempts))
+        attempts=tuple(a.as_dict() for a in facts.attempts), profile=facts.profile)
 
 
 class Ledger:

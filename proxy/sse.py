@@ -1,7 +1,7 @@
 """Server-sent events in the shape the openai client parses: ``data: {json}`` then ``[DONE]``.
 
-``sse_body`` sends a stream outcome: every chunk, then (when asked) the ``vilmo`` note, then
-``[DONE]``; an error after the headers becomes an error event before the ``[DONE]``. When it
+``sse_body`` sends a stream outcome: every chunk (its usage only when the client asked for it),
+then (when asked) the ``vilmo`` note, then ``[DONE]``; an error after the headers becomes an error event before the ``[DONE]``. When it
 ends, however it ends, it reports the reply's last judgement and the status (``499``: the
 client left) to the stream's ``finish``, which records the request.
 """
@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 
-from proxy.chunks import chunk_like
+from proxy.chunks import chunk_like, for_client
 from proxy.errors import GatewayError, UpstreamFailed
 from proxy.outcome import Judged, Stream, verdict_of
 
@@ -36,11 +36,12 @@ async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIter
     status, code = "200", None
     reply = stream.facts.reply
     try:
+        wants_usage = stream.call.client_wants_usage
         async for item in stream.items:
             if isinstance(item, Judged):
                 reply = item.reply
-            else:
-                yield event(item)
+            elif (sent := for_client(item, wants_usage)) is not None:
+                yield event(sent)
         verdict = verdict_of(stream.facts.shown)
         if annotate and stream.mode in ("buffer", "off") and verdict is not None:
             note = {"mode": stream.mode, "guard": stream.guard,

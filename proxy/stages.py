@@ -36,7 +36,7 @@ class Trace:
     replies: list[str] = field(default_factory=list)
     """Each upstream reply's text (the first choice), in order: the last is the final one."""
     tokens: int = 0
-    """``usage.total_tokens`` over every upstream call (streams: with ``include_usage``)."""
+    """``usage.total_tokens`` over every upstream call (streams always ask for it)."""
 
 
 current_trace: ContextVar[Trace | None] = ContextVar("vilmo_trace", default=None)

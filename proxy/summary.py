@@ -1,9 +1,12 @@
 """The dashboard's figures, computed from the audit trail (``GET /admin/summary``).
 
 Per value and per policy, compliance S = 1 − violation rate: of the requests whose verdict
-scored the value, the share that did not violate it. The Value Compass view sets each policy's
-weights against the compliance observed under it; its alignment score is Σ w·S over the values
-observed, with the weights normalised to sum to 1 (so the score is in [0, 1]).
+scored the value, the share that did not violate it. The Value Compass view sets a value
+profile's weights against the compliance observed under it; its alignment score is Σ w·S over the
+values observed, with the weights normalised to sum to 1 (so the score is in [0, 1]). The profile
+is the one bound to the request's key (``profile`` of the record), else the policy itself: one
+radar per (policy, profile) pair seen, so keys with different profiles on one policy are scored
+each by their own weights.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def summarize(records: Iterable[AuditRecord], weights: Mapping[str, Mapping[str,
     buckets: dict[int, dict[str, object]] = {}
     values: defaultdict[str, _Tally] = defaultdict(_Tally)
     policies: defaultdict[str, _Tally] = defaultdict(_Tally)
-    per_policy_value: defaultdict[str, defaultdict[str, _Tally]] = defaultdict(
+    per_profile_value: defaultdict[tuple[str, str], defaultdict[str, _Tally]] = defaultdict(
         lambda: defaultdict(_Tally))
     actions: Counter[str] = Counter()
     keys: dict[str, dict[str, int]] = {}
@@ -78,11 +81,12 @@ def summarize(records: Iterable[AuditRecord], weights: Mapping[str, Mapping[str,
                                           "policies": defaultdict(_Tally)})
         slot["requests"] = int(str(slot["requests"])) + 1
         slot["flagged"] = int(str(slot["flagged"])) + bool(violated)
+        profile = _profile(record, weights)
         for value in set(scores) | violated:
             values[value].add(value in violated)
             slot["values"][value].add(value in violated)  # type: ignore[index]
             if record.policy:
-                per_policy_value[record.policy][value].add(value in violated)
+                per_profile_value[record.policy, profile][value].add(value in violated)
         if scores or violated:
             policies[record.policy or "other"].add(bool(violated))
             slot["policies"][record.policy or "other"].add(bool(violated))  # type: ignore[index]
@@ -110,17 +114,18 @@ def summarize(records: Iterable[AuditRecord], weights: Mapping[str, Mapping[str,
         "values": {v: t.json() for v, t in sorted(values.items())},
         "policies": {p: t.json() for p, t in sorted(policies.items())},
         "actions": dict(actions.most_common()), "regenerations": regenerations,
-        "compass": [compass(name, policy_weights, per_policy_value.get(name, {}))
-                    for name, policy_weights in sorted(weights.items())
-                    if name in per_policy_value],
+        "compass": [compass(policy, weights[profile], observed, profile)
+                    for (policy, profile), observed in sorted(per_profile_value.items())
+                    if profile in weights],
         "flagged": flagged,
         "keys": [{"key": k, **u} for k, u in sorted(keys.items(), key=lambda kv: -kv[1]["requests"])],
     }
 
 
-def compass(policy: str, weights: Mapping[str, float],
-            observed: Mapping[str, _Tally]) -> dict[str, object]:
-    """One policy's radar: weight and observed compliance per value, and Σ w·S."""
+def compass(policy: str, weights: Mapping[str, float], observed: Mapping[str, _Tally],
+            profile: str | None = None) -> dict[str, object]:
+    """One radar: the profile's weight (default: the policy's) and the compliance observed
+    under the policy per value, and Σ w·S."""
     axes = []
     total_weight = 0.0
     weighted = 0.0
@@ -133,7 +138,15 @@ def compass(policy: str, weights: Mapping[str, float],
             total_weight += weight
             weighted += weight * compliance
     score = None if total_weight == 0 else round(weighted / total_weight, 4)
-    return {"policy": policy, "axes": axes, "alignment": score}
+    return {"policy": policy, "profile": profile or policy, "axes": axes, "alignment": score}
+
+
+def _profile(record: AuditRecord, weights: Mapping[str, Mapping[str, float]]) -> str:
+    """The record's value profile when it is known, else its policy (no policy: "")."""
+    bound = record.data.get("profile")
+    if isinstance(bound, str) and bound in weights:
+        return bound
+    return record.policy or ""
 
 
 def _scores(verdict: object) -> dict[str, float]:

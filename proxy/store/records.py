@@ -44,7 +44,9 @@ class VirtualKey:
     name: str
     policy: str | None = None
     profile: str | None = None
-    """A value profile (the weights a key's replies are checked against), when bound."""
+    """A value profile (a policy's name), when bound: its weights, not the key's policy's,
+    score the key's compliance (Σ w·S on the dashboard); thresholds and actions stay the
+    policy's."""
     rpm: int | None = None
     tpm: int | None = None
     created_at: float = 0.0

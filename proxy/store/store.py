@@ -141,6 +141,10 @@ class Store:
         except StoreUnavailable:
             pass
 
+    def count_error(self, operation: str, error: BaseException) -> None:
+        """Count a failure a caller caught itself (``vilmo_store_errors_total``)."""
+        self._count_error(operation, error)
+
     # --- the audit trail -------------------------------------------------------------------
 
     def query_audit(self, query: AuditQuery) -> AuditPage:

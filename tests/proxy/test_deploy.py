@@ -100,6 +100,19 @@ def test_grafana_uses_the_provisioned_datasource_and_a_dashboard_folder_it_mount
             assert target["expr"].count("(") == target["expr"].count(")")
 
 
+BUILT_IN_PANELS = {"timeseries", "bargauge", "barchart", "stat", "gauge", "table", "xychart",
+                   "piechart", "text", "row"}
+
+
+def test_the_grafana_dashboard_needs_no_plugin() -> None:
+    """Every panel is one Grafana ships (no radar plugin: the README says why), and compose
+    installs none, so Grafana starts without network."""
+    assert {p["type"] for p in grafana_dashboard()["panels"]} <= BUILT_IN_PANELS
+    environment = compose()["services"]["grafana"].get("environment") or {}
+    names = environment if isinstance(environment, list) else list(environment)
+    assert not any("GF_INSTALL_PLUGINS" in str(name) for name in names)
+
+
 def queried_metrics() -> set[str]:
     found = set()
     for panel in grafana_dashboard()["panels"]:

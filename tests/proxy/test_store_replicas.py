@@ -21,9 +21,12 @@ from store_gateway import (
     audit_ids,
     chat,
     serve_gateway,
+    store_backend_fixture,
     store_config,
     wait_for,
 )
+
+__all__ = ["store_backend_fixture"]
 
 pytestmark = pytest.mark.slow  # served gateways with their real models
 
@@ -56,6 +59,31 @@ def test_two_gateways_on_one_redis_share_keys_limits_and_the_audit_trail(
     assert len(audit_ids(a, key="shared")) == 6  # four served and two refused, from both
     assert admin("DELETE", f"{a}/admin/keys/{created['id']}").status_code == 204
     assert chat(b, key).status_code == 401  # revoked on A, refused by B at once
+
+
+def cache_count(base: str, cache: str, result: str) -> float:
+    text = httpx.get(f"{base}/metrics", headers={"authorization": f"Bearer {TEAM_KEY}"}).text
+    line = f'vilmo_cache_requests_total{{cache="{cache}",result="{result}"}} '
+    return float(next(x for x in text.splitlines() if x.startswith(line)).split()[-1])
+
+
+def test_a_second_gateway_uses_the_instruction_the_first_cached(
+        stub: Any, policy_dir: Path, classifier: Any, store_backend: dict[str, Any]) -> None:
+    """Two gateways on one store (one SQLite file, or one Redis prefix): the prompt's
+    instruction, computed by A, is read by B from the store (its cache hit in the metrics)."""
+    prompt = "My coworker humiliated me in front of everyone. How do I get revenge on him?"
+    with ExitStack() as stack:
+        a, b = (stack.enter_context(serve_gateway(store_config(
+            stub.url, policy_dir, store_backend), classifier)) for _ in range(2))
+        misses = cache_count(b, "instruction", "miss")
+        first = chat(a, TEAM_KEY, prompt)
+        second = chat(b, TEAM_KEY, prompt)
+        assert first.status_code == second.status_code == 200
+        assert first.headers["x-vilmo-principles"]  # values at stake: an instruction
+        assert second.headers["x-vilmo-principles"] == first.headers["x-vilmo-principles"]
+        assert cache_count(b, "instruction", "hit") == 1
+        assert cache_count(b, "instruction", "miss") == misses
+        assert cache_count(a, "instruction", "miss") >= 1
 
 
 def test_redis_stopped_mid_burst_leaves_every_request_in_the_trail_exactly_once(

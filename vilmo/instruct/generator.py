@@ -8,13 +8,16 @@ principles ranked by values at stake × policy weight × similarity, each in eve
 one's violation rate with the policy's per-target scorer (``instructions.weights``; without
 one, relevance order in the policy's style is the prediction), and composes the best ones
 within ``max_principles`` and a character budget. Results are cached per (policy, prompt), so a
-repeated prompt costs a dict lookup; the encoder keeps its own cache of prompt embeddings.
+repeated prompt costs a lookup; the encoder keeps its own cache of prompt embeddings. Both caches
+are in-process LRUs unless ``use_caches`` hands in shared ones (the gateway's store: a TTL, and
+every replica reads what one computed).
 Policies whose generator is not ``vilmo`` are served by the relevance generator, so one object
 serves every policy.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -33,6 +36,7 @@ from vilmo.instruct.principles import STYLES, PrincipleBank
 from vilmo.instruct.scorer import InstructionScorer, ScorerStore
 from vilmo.instruct.stakes import StakesModel, Vector
 from vilmo.judge.embedder import TextEncoder, cache_key
+from vilmo.judge.shared_cache import SharedCache
 from vilmo.policy import Policy
 from vilmo.types import Messages
 
@@ -63,12 +67,27 @@ class VilmoGenerator:
         self._lock = threading.Lock()
         self.cache_hits = 0
         self.cache_misses = 0
-        """Counted for the gateway's metrics (``vilmo_cache_requests_total``)."""
+        """Lookups of the in-process cache (a shared cache counts its own)."""
+        self.shared: SharedCache | None = None
+
+    def use_caches(self, instructions: SharedCache | None,
+                   embeddings: SharedCache | None) -> None:
+        """Keep instructions in ``instructions`` and prompt embeddings in ``embeddings``
+        instead of in-process LRUs (None: back to those)."""
+        self.shared = instructions
+        for encoder in {id(e): e for e in (self.retriever.encoder,
+                                            self.relevance.encoder)}.values():
+            use_cache = getattr(encoder, "use_cache", None)
+            if callable(use_cache):
+                use_cache(embeddings)
 
     def generate(self, messages: Messages, policy: Policy) -> Instruction:
         if policy.instructions.generator != NAME:
             return self.relevance.generate(messages, policy)
         prompt = prompt_text(messages)
+        shared = self.shared
+        if shared is not None:
+            return self._generate_shared(shared, prompt, policy)
         key = (self._fingerprint(policy), cache_key(prompt))
         with self._lock:
             hit = self._cache.get(key)
@@ -82,6 +101,16 @@ class VilmoGenerator:
             self._cache[key] = instruction
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        return instruction
+
+    def _generate_shared(self, shared: SharedCache, prompt: str, policy: Policy) -> Instruction:
+        key = f"{NAME}:{self._fingerprint(policy)}\n{prompt}"
+        data = shared.get(key)
+        found = None if data is None else _load_instruction(data)
+        if found is not None:
+            return found
+        instruction = self.choose(prompt, policy)
+        shared.put(key, _dump_instruction(instruction))
         return instruction
 
     def choose(self, prompt: str, policy: Policy) -> Instruction:
@@ -168,3 +197,19 @@ class VilmoGenerator:
                 self._fingerprints.clear()
             self._fingerprints[id(policy)] = (policy, fingerprint)
         return fingerprint
+
+
+def _dump_instruction(instruction: Instruction) -> bytes:
+    return json.dumps({"text": instruction.text, "principle_ids": instruction.principle_ids,
+                       "generator": instruction.generator, "stakes": instruction.stakes},
+                      ensure_ascii=False).encode()
+
+
+def _load_instruction(data: bytes) -> Instruction | None:
+    """The cached instruction; None for a value this version cannot read (a miss)."""
+    try:
+        fields = json.loads(data)
+        return Instruction(str(fields["text"]), tuple(map(str, fields["principle_ids"])),
+                           str(fields["generator"]), tuple(map(str, fields["stakes"])))
+    except (ValueError, KeyError, TypeError):
+        return None

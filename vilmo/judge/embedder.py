@@ -6,7 +6,9 @@ embedded to unit-length 384-d vectors, so a dot product is the cosine similarity
 Two runtimes: ``Embedder`` (fp32 PyTorch through sentence-transformers, what the zero-shot
 judge was calibrated with) and ``Int8Embedder`` (the same network as an int8 ONNX Runtime graph,
 built and cached like the judge's by ``vilmo.judge.value_onnx``: the request path's instruction step
-uses it, several times faster on CPU). Both keep a bounded LRU cache of recent texts.
+uses it, several times faster on CPU). Both keep a bounded LRU cache of recent texts; the int8
+one can use a shared cache instead (``use_cache``: the gateway's store, with a TTL, read by every
+replica).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from vilmo.judge.shared_cache import SharedCache, dump_vector, load_vector
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 DIMENSIONS = 384
 MAX_TOKENS = 256
 """The encoder's ``max_seq_length``: longer texts are cut, as sentence-transformers cuts them."""
+SHARED_KEY_PREFIX = "minilm-l6-int8:"
+"""Keys in a shared cache name the network and runtime: fp32 vectors differ slightly."""
 
 
 class TextEncoder(Protocol):
@@ -148,6 +153,8 @@ class Int8Embedder:
         """ONNX Runtime threads per call: 1 by default, since the gateway runs requests in
         parallel; offline batch jobs may pass more."""
         self.cache = _LruCache(cache_size)
+        self.shared: SharedCache | None = None
+        """When set (``use_cache``), used instead of ``cache``."""
         self._loaded: tuple[Int8Session, Tokenizer] | None = None
         self._lock = threading.Lock()
 
@@ -169,21 +176,40 @@ class Int8Embedder:
                 self._loaded = (session, tokenizer)
             return self._loaded
 
+    def use_cache(self, cache: SharedCache | None) -> None:
+        """Keep embeddings in ``cache`` (shared, expiring) instead of the in-process LRU, so
+        a prompt embedded by one replica is not embedded again by another."""
+        self.shared = cache
+
     def warm_up(self) -> None:
         """Build or load the graph now (startup), not on the first request."""
         self._run(["warm-up"])
 
     def encode(self, texts: Sequence[str]) -> Matrix:
         """Unit-length embeddings, one row per text; cached texts are not encoded again."""
-        found = {t: v for t in dict.fromkeys(texts) if (v := self.cache.get(t)) is not None}
+        found = {t: v for t in dict.fromkeys(texts) if (v := self._cached(t)) is not None}
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         for start in range(0, len(missing), self.batch_size):
             batch = missing[start:start + self.batch_size]
             for text, vector in zip(batch, self._run(batch), strict=True):
                 found[text] = vector
-                self.cache.put(text, vector)
+                self._keep(text, vector)
         rows = [found[t] for t in texts]
         return np.stack(rows) if rows else np.zeros((0, DIMENSIONS), dtype=np.float32)
+
+    def _cached(self, text: str) -> np.ndarray | None:
+        shared = self.shared
+        if shared is None:
+            return self.cache.get(text)
+        data = shared.get(SHARED_KEY_PREFIX + text)
+        return None if data is None else load_vector(data, DIMENSIONS)
+
+    def _keep(self, text: str, vector: np.ndarray) -> None:
+        shared = self.shared
+        if shared is None:
+            self.cache.put(text, vector)
+        else:
+            shared.put(SHARED_KEY_PREFIX + text, dump_vector(vector))
 
     def _run(self, texts: Sequence[str]) -> Matrix:
         session, tokenizer = self._load()

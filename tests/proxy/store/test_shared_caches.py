@@ -1,0 +1,155 @@
+"""The instruction step's caches in the store (``proxy.caches``): one replica reads what another
+computed, values expire after the config's TTL, and a failing store is a miss that is counted,
+never a failed request. On both backends; the encoder and the models' work are fakes, the
+generator and the store are real."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from store_fixtures import (
+    MakeStore,
+    backend_fixture,  # noqa: F401 - a fixture
+    make_store_fixture,  # noqa: F401 - a fixture
+)
+
+from proxy.app import attach_store
+from proxy.caches import StoreCache, attach_caches
+from proxy.store import CacheName, Store, StoreSettings, open_store
+from vilmo.instruct.generator import VilmoGenerator
+from vilmo.instruct.instructions import Instruction
+from vilmo.instruct.principles import PrincipleBank
+from vilmo.instruct.stakes import StakesModel
+from vilmo.judge.embedder import Int8Embedder
+from vilmo.policy import Policy
+from vilmo.types import Matrix
+
+sys.path.insert(0, str(Path(__file__).parents[2]))
+from fakes import fake_services
+from generator_fakes import seeded_vector
+
+POLICY = Policy.model_validate({"name": "learned", "values": {"mft.care": {}},
+                                "instructions": {"generator": "vilmo"}})
+PROMPT = [{"role": "user", "content": "My coworker humiliated me. How do I get revenge?"}]
+
+
+class CountingEmbedder(Int8Embedder):
+    """The int8 encoder's caching with a seeded vector per text instead of the network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoded: list[str] = []
+
+    def _run(self, texts: Sequence[str]) -> Matrix:
+        self.encoded += texts
+        return np.stack([seeded_vector(t) for t in texts])
+
+
+class CountingGenerator(VilmoGenerator):
+    """The VILMO generator, counting the instructions it computes (cache misses)."""
+
+    def __init__(self) -> None:
+        self.embedder = CountingEmbedder()
+        super().__init__(PrincipleBank.load(), self.embedder, StakesModel.load())
+        self.chosen = 0
+
+    def choose(self, prompt: str, policy: Policy) -> Instruction:
+        self.chosen += 1
+        return super().choose(prompt, policy)
+
+
+def replica(store: Store) -> tuple[CountingGenerator, dict[CacheName, StoreCache]]:
+    generator = CountingGenerator()
+    return generator, attach_caches(generator, store)
+
+
+def test_a_replica_reads_the_instruction_and_embedding_another_computed(
+        make_store: MakeStore) -> None:
+    one, one_caches = replica(make_store())
+    two, two_caches = replica(make_store())
+    first = one.generate(PROMPT, POLICY)
+    assert one.chosen == 1 and one_caches["instruction"].counts() == (0, 1)
+    assert one.embedder.encoded == [PROMPT[0]["content"]]
+    assert two.generate(PROMPT, POLICY) == first  # the same instruction, not computed again
+    assert two.chosen == 0 and two_caches["instruction"].counts() == (1, 0)
+    # Another policy misses the instruction cache but finds the prompt's embedding.
+    other = Policy.model_validate(POLICY.model_dump() | {"name": "other"})
+    two.generate(PROMPT, other)
+    assert two.chosen == 1 and two.embedder.encoded == []
+    assert two_caches["embedding"].counts()[0] >= 1
+    assert two.embedder.encode([PROMPT[0]["content"]])[0] == pytest.approx(
+        seeded_vector(PROMPT[0]["content"]))
+
+
+def test_cached_instructions_expire_after_the_configured_ttl(make_store: MakeStore) -> None:
+    store = make_store(instruction_cache_ttl_s=0.3)
+    generator, caches = replica(store)
+    generator.generate(PROMPT, POLICY)
+    generator.generate(PROMPT, POLICY)
+    assert generator.chosen == 1 and caches["instruction"].counts() == (1, 1)
+    time.sleep(0.45)
+    generator.generate(PROMPT, POLICY)
+    assert generator.chosen == 2 and caches["instruction"].counts() == (1, 2)
+    assert generator.embedder.encoded == [PROMPT[0]["content"]]  # its TTL is a day
+
+
+def test_a_store_that_fails_is_a_miss_counted_as_a_store_error(
+        make_store: MakeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = make_store()
+    generator, caches = replica(store)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug in the backend")
+
+    monkeypatch.setattr(store.backend, "cache_get", broken)
+    monkeypatch.setattr(store.backend, "cache_set", broken)
+    generator.generate(PROMPT, POLICY)
+    generator.generate(PROMPT, POLICY)
+    assert generator.chosen == 2 and caches["instruction"].counts() == (0, 2)
+    assert store.health().errors["cache"] >= 4
+
+
+def test_an_unreachable_redis_is_a_miss_and_the_step_goes_on(tmp_path: Path) -> None:
+    store = open_store(StoreSettings(url="redis://127.0.0.1:9/0", timeout_s=0.2, retry_s=30,
+                                     spool_dir=tmp_path / "spool"))
+    try:
+        generator, caches = replica(store)
+        generator.generate(PROMPT, POLICY)
+        generator.generate(PROMPT, POLICY)
+        assert generator.chosen == 2 and caches["instruction"].counts() == (0, 2)
+        assert store.health().errors["cache"] >= 2 and not store.health().reachable
+    finally:
+        store.close()
+
+
+def test_the_gateway_counts_both_caches_in_its_metrics(make_store: MakeStore) -> None:
+    services = fake_services(Path(__file__).parents[3] / "vilmo" / "policies",
+                             PrincipleBank.load())
+    generator = CountingGenerator()
+    services.instructions = generator
+    attach_store(services, make_store())
+    generator.generate(PROMPT, POLICY)
+    generator.generate(PROMPT, POLICY)
+    text = services.metrics.exposition().decode()
+    assert 'vilmo_cache_requests_total{cache="instruction",result="hit"} 1.0' in text
+    assert 'vilmo_cache_requests_total{cache="instruction",result="miss"} 1.0' in text
+    assert 'vilmo_cache_requests_total{cache="embedding",result="miss"}' in text
+
+
+def test_the_redis_cache_keys_live_under_the_prefix(make_store: MakeStore, backend: str) -> None:
+    if backend != "redis":
+        pytest.skip("Redis key names")
+    store = make_store()
+    generator, _ = replica(store)
+    generator.generate(PROMPT, POLICY)
+    client = redis.Redis.from_url(str(store.settings.url))
+    names = [n.decode() for n in client.scan_iter(match=f"{store.settings.prefix}:cache:*")]
+    client.close()
+    for cache in ("instruction", "embedding"):
+        assert any(n.startswith(f"{store.settings.prefix}:cache:{cache}:") for n in names)
