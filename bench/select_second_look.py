@@ -55,7 +55,7 @@ def main() -> None:
     kinds = {"benign": np.isin(source, ["hh", "everyday"]), "harmful": source == "saferlhf",
              "moral": source == "moral-stories"}
     threshold = stakes.threshold
-    alone = {k: float((gate[m] >= threshold).mean()) for k, m in kinds.items()}
+    alone = {k: round(float((gate[m] >= threshold).mean()), 4) for k, m in kinds.items()}
     grid: list[dict[str, Any]] = []
     for gate_from in np.round(np.arange(0.1, 0.75, 0.1), 2):
         band = (gate >= gate_from) & (gate < threshold)
