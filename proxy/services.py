@@ -84,6 +84,8 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
         generator.generate([{"role": "user", "content": "warm-up"}], policy)
         if policy.checks.output or policy.checks.input:
             classifier_for(policy).score([ScoreInput("warm-up")], list(rules_of(policy)))
+    if second_look is not None:  # loaded even when no policy checks anything
+        second_look.judge.score([ScoreInput("warm-up")], ["mft.care"])
     return Services(
         policies=policies,
         instructions=generator,
