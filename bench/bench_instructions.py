@@ -1,27 +1,35 @@
-"""The instruction step's cost per request, today's generator against the stake-aware one, in the
-same run (a benchmark, not a test).
+"""The instruction step's cost per request: today's stake-aware generator (the gate alone) against
+the one with the judge's second look, in the same run (a benchmark, not a test).
 
-- `before`: what the shipped policies ran until this change: the relevance generator on the
-  fp32 PyTorch sentence encoder (sentence-transformers, torch's default threads) under the old
-  `default` policy (generator `relevance`).
-- `after`: the shipped `default` policy now: the stake-aware VILMO generator on the int8 ONNX
-  encoder (`Int8Embedder`, 1 thread per call as in the gateway; `--threads` to change).
-- `after-cached`: the same prompts again (the generator's and the encoder's caches).
-- `int8-embedding-only` and `fp32-embedding-only`: one fresh prompt's embedding through each
-  encoder alone (separate instances), so the rest of each arm is its generator's own work.
+- `main (gate only)`: the stake-aware VILMO generator as on main before the second look: the
+  int8 ONNX encoder (`Int8Embedder`, 1 thread per call as in the gateway; `--threads`) and the
+  gate, shipped `default` policy.
+- `second look, input not checked`: the same with `SecondLook(BuiltinClassifier())`, for a
+  policy that does not check input (the shipped `default`): a prompt in the gate's unsure band
+  costs one extra pass of the judge.
+- `second look, input checked`: the same when the policy checks input: the judge has scored the
+  prompt just before (the input check, not timed here), so the second look reads its cache.
+- `after-cached`: the second-look generator again on the same prompts (the generator's cache).
+- `int8-embedding-only`: one fresh prompt's embedding alone (a separate encoder).
+- with `--relevance`, also `relevance (fp32 torch)`: the generator before the stake-aware one
+  (relevance ranking on the fp32 PyTorch encoder, old `default` instructions).
 
-Each prompt is new to both arms (no cache hides the embedding); the arms alternate prompt by
-prompt so that load from other processes falls on both. Mixed prompts: SafeRLHF test questions
-and HH helpful first turns (or built-in ones without the data folder). Prints the CPU, medians
-and 95th percentiles in milliseconds, and the ratio before / after.
+Every arm has its own encoder and judge, so each prompt is new to each arm (no cache hides the
+embedding); the arms alternate prompt by prompt, in alternating order, so that load from other
+processes falls on all. Mixed prompts: SafeRLHF test questions and HH helpful first turns (or
+built-in ones without the data folder). Prints the CPU, the load, the share of prompts that got
+the judge's second look, and per arm the median and 95th percentile in milliseconds of wall
+time and of the process's CPU time (less sensitive to other processes' load), and the ratio of
+p50s against `main (gate only)`.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_instructions.py [--prompts 300]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_instructions.py [--prompts 300] [--relevance]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -68,62 +76,88 @@ def main() -> None:
     from vilmo.instruct.generator import VilmoGenerator
     from vilmo.instruct.instructions import RelevanceGenerator
     from vilmo.instruct.principles import PrincipleBank
+    from vilmo.instruct.second_look import SecondLook
     from vilmo.instruct.stakes import StakesModel
+    from vilmo.judge.classifier import ScoreInput
     from vilmo.judge.embedder import Embedder, Int8Embedder
+    from vilmo.judge.value_model import BuiltinClassifier
     from vilmo.policy import Policy, load_policy
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per call")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--relevance", action="store_true",
+                        help="also time the relevance generator on the fp32 encoder")
     args = parser.parse_args()
+    load_start = round(os.getloadavg()[0], 2)
 
     bank = PrincipleBank.load()
-    after_policy = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
-    before_policy = Policy.model_validate(after_policy.model_dump() | {
-        "instructions": {"generator": "relevance", "placement": "system",
-                         "max_principles": 3, "style": "imperative"}})
-    before = RelevanceGenerator(bank, Embedder(cache_size=100_000))
-    after = VilmoGenerator(bank, Int8Embedder(cache_size=100_000, threads=args.threads),
-                           StakesModel.load())
-    int8_alone = Int8Embedder(cache_size=100_000, threads=args.threads)
-    fp32_alone = Embedder(cache_size=100_000)
+    stakes = StakesModel.load()
+    policy = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
+    judge_ids = list(policy.values)
+
+    def int8() -> Int8Embedder:
+        return Int8Embedder(cache_size=100_000, threads=args.threads)
+
+    gate_only = VilmoGenerator(bank, int8(), stakes)
+    look = SecondLook(BuiltinClassifier())
+    unchecked = VilmoGenerator(bank, int8(), stakes, second_look=look)
+    checked_judge = BuiltinClassifier()
+    checked = VilmoGenerator(bank, int8(), stakes, second_look=SecondLook(checked_judge))
+    int8_alone = int8()
+
+    def ask(generator: VilmoGenerator | RelevanceGenerator, chosen: Policy) -> Callable[[str], object]:
+        return lambda p: generator.generate([{"role": "user", "content": p}], chosen)
+
     arms: dict[str, Callable[[str], object]] = {
-        "before": lambda p: before.generate([{"role": "user", "content": p}], before_policy),
-        "after": lambda p: after.generate([{"role": "user", "content": p}], after_policy),
+        "main (gate only)": ask(gate_only, policy),
+        "second look, input not checked": ask(unchecked, policy),
+        "second look, input checked": ask(checked, policy),
         "int8-embedding-only": lambda p: int8_alone.encode([p]),
-        "fp32-embedding-only": lambda p: fp32_alone.encode([p]),
     }
+    if args.relevance:
+        old = Policy.model_validate(policy.model_dump() | {
+            "instructions": {"generator": "relevance", "placement": "system",
+                             "max_principles": 3, "style": "imperative"}})
+        arms["relevance (fp32 torch)"] = ask(RelevanceGenerator(bank, Embedder(cache_size=100_000)), old)
     for i in range(args.warmup):
+        text = f"warm-up prompt number {i}: how do I fix my bike?"
+        checked_judge.score([ScoreInput(text)], judge_ids)
         for fn in arms.values():
-            fn(f"warm-up prompt number {i}: how do I fix my bike?")
+            fn(text)
     prompts = load_prompts(args.prompts)
-    times: dict[str, list[float]] = {name: [] for name in arms}
+    wall: dict[str, list[float]] = {name: [] for name in arms}
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    looked = 0
     for n, prompt in enumerate(prompts):
+        checked_judge.score([ScoreInput(prompt)], judge_ids)  # the input check, not timed
         order = list(arms) if n % 2 == 0 else list(reversed(arms))  # alternate the order
         for name in order:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             arms[name](prompt)
-            times[name].append(time.perf_counter() - started)
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - started_cpu)
+        vector = int8_alone.encode([prompt])[0]
+        looked += look.wanted(stakes.at_stake_probability(vector), stakes.threshold)
     cached = []
     for prompt in prompts:
         started = time.perf_counter()
-        arms["after"](prompt)
+        arms["second look, input not checked"](prompt)
         cached.append(time.perf_counter() - started)
-    result = {
-        "cpu": cpu_model(), "cores": len(__import__("os").sched_getaffinity(0)),
+    result: dict[str, object] = {
+        "cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(), "onnx_threads": args.threads,
-        "prompts": len(prompts),
-        "before (relevance, fp32 torch)": summary(times["before"]),
-        "after (stake-aware vilmo, int8 onnx)": summary(times["after"]),
-        "after-cached": summary(cached),
-        "int8-embedding-only": summary(times["int8-embedding-only"]),
-        "fp32-embedding-only": summary(times["fp32-embedding-only"]),
-        "load_average_1min": round(__import__("os").getloadavg()[0], 2),
+        "prompts": len(prompts), "second_look_share": round(looked / max(len(prompts), 1), 3),
+        "load_average_1min_start": load_start,
     }
-    result["ratio_p50_before_over_after"] = round(
-        result["before (relevance, fp32 torch)"]["p50"]
-        / result["after (stake-aware vilmo, int8 onnx)"]["p50"], 2)
+    for name in arms:
+        result[name] = {"wall": summary(wall[name]), "cpu": summary(cpu[name])}
+    result["after-cached"] = {"wall": summary(cached)}
+    base = statistics.median(wall["main (gate only)"])
+    result["ratio_p50_wall_over_main"] = {
+        name: round(statistics.median(wall[name]) / base, 2) for name in arms}
+    result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=1))
 
 

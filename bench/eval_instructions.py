@@ -56,8 +56,10 @@ def main() -> None:
     from vilmo.datasets.readers import data_dir
     from vilmo.instruct.generator import VilmoGenerator
     from vilmo.instruct.principles import PrincipleBank
+    from vilmo.instruct.second_look import SecondLook
     from vilmo.instruct.stakes import StakesModel
     from vilmo.judge.embedder import Int8Embedder
+    from vilmo.judge.value_model import BuiltinClassifier
     from vilmo.policy import load_policy
     from vilmo.train.stakes_data import stakes_prompts
     from vilmo.values import harm_coverage
@@ -70,6 +72,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--stakes", type=Path, default=None,
                         help="values-at-stake weights (default: the shipped stakes.npz)")
+    parser.add_argument("--no-second-look", action="store_true",
+                        help="the gate alone, without the judge's second look (the old rule)")
+    parser.add_argument("--gate-from", type=float, default=None,
+                        help="the second look's band start (default: the shipped one)")
+    parser.add_argument("--judge-threshold", type=float, default=None,
+                        help="the second look's judge threshold (default: the shipped one)")
     args = parser.parse_args()
 
     rows = [r for r in stakes_prompts(data_dir()) if r.split == args.split]
@@ -81,10 +89,20 @@ def main() -> None:
     started = time.perf_counter()
     encoder.encode([r.text for found in sets.values() for r in found])
     embed_s = time.perf_counter() - started
-    generator = VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load(args.stakes))
+    second_look = None
+    if not args.no_second_look:
+        look = SecondLook(BuiltinClassifier())
+        second_look = SecondLook(look.judge, look.gate_from if args.gate_from is None
+                                 else args.gate_from, look.judge_threshold
+                                 if args.judge_threshold is None else args.judge_threshold)
+    generator = VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load(args.stakes),
+                               second_look=second_look)
     report: dict[str, Any] = {"split": args.split, "embedding_seconds": round(embed_s, 1),
                               "threshold_source": "policy stakes_threshold, else the stakes "
-                                                  f"model's ({generator.retriever.stakes.threshold})"}
+                                                  f"model's ({generator.retriever.stakes.threshold})",
+                              "second_look": None if second_look is None else {
+                                  "gate_from": second_look.gate_from,
+                                  "judge_threshold": second_look.judge_threshold}}
     tables: list[str] = []
     for name in args.policies:
         policy = load_policy(REPO / "vilmo" / "policies" / f"{name}.yaml")

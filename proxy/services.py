@@ -18,6 +18,7 @@ from proxy.upstream import LiteLLMUpstream, Upstream
 from vilmo.instruct.generator import VilmoGenerator
 from vilmo.instruct.instructions import InstructionGenerator
 from vilmo.instruct.principles import PrincipleBank
+from vilmo.instruct.second_look import SecondLook
 from vilmo.instruct.stakes import StakesModel
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.embedder import Embedder, Int8Embedder
@@ -63,21 +64,28 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
     redact = Redactor(config.secrets())
     embedder = Embedder()  # fp32, for the zero-shot judge (its calibration was fitted on it)
     bank = PrincipleBank.load()
-    # The instruction step embeds every prompt: the int8 graph, several times faster.
-    generator = VilmoGenerator(bank, Int8Embedder(), StakesModel.load(),
-                               base_dir=config.policy_dir)
-    policies = PolicyStore(config.policy_dir, config.default_policy,
-                           config.server.policy_reload_interval_s, check=generator.check)
-    metrics = Metrics([d.model_name for d in config.model_list])
+    second_look = None
     if classifier_for is None:
         from vilmo.judge.policy_classifier import PolicyClassifiers
 
-        classifier_for = PolicyClassifiers(encoder=embedder)
+        classifiers = PolicyClassifiers(encoder=embedder)
+        # The instruction step's second look reads the prompt with the same built-in judge the
+        # input check runs, so a prompt the input check has scored is a cache hit (one pass).
+        second_look = SecondLook(classifiers.builtin)
+        classifier_for = classifiers
+    # The instruction step embeds every prompt: the int8 graph, several times faster.
+    generator = VilmoGenerator(bank, Int8Embedder(), StakesModel.load(),
+                               base_dir=config.policy_dir, second_look=second_look)
+    policies = PolicyStore(config.policy_dir, config.default_policy,
+                           config.server.policy_reload_interval_s, check=generator.check)
+    metrics = Metrics([d.model_name for d in config.model_list])
     for name in policies.names():  # load models and embed principles before traffic
         policy = policies.get(name)
         generator.generate([{"role": "user", "content": "warm-up"}], policy)
         if policy.checks.output or policy.checks.input:
             classifier_for(policy).score([ScoreInput("warm-up")], list(rules_of(policy)))
+    if second_look is not None:  # loaded even when no policy checks anything
+        second_look.judge.score([ScoreInput("warm-up")], ["mft.care"])
     return Services(
         policies=policies,
         instructions=generator,

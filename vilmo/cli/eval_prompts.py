@@ -132,9 +132,13 @@ def _vilmo(weights: Path | None) -> InstructionGenerator | None:
     try:
         from vilmo.instruct.generator import VilmoGenerator
         from vilmo.instruct.principles import PrincipleBank
+        from vilmo.instruct.second_look import SecondLook
         from vilmo.judge.embedder import Int8Embedder
+        from vilmo.judge.value_model import BuiltinClassifier
 
-        generator = VilmoGenerator(PrincipleBank.load(), Int8Embedder())
+        # As the gateway builds it: the gate, and the judge's second look at unsure prompts.
+        generator = VilmoGenerator(PrincipleBank.load(), Int8Embedder(),
+                                   second_look=SecondLook(BuiltinClassifier()))
     except (ImportError, FileNotFoundError, OSError) as exc:
         click.echo(f"skipping condition vilmo: the VILMO generator needs trained weights "
                    f"(`vilmo train generator`): {exc}", err=True)

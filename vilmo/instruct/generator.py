@@ -2,7 +2,9 @@
 
 For a prompt it first asks the values-at-stake model (``vilmo.instruct.stakes``) whether any value
 is at stake: below the policy's ``stakes_threshold`` (default: the model's operating point) it
-injects nothing, or the policy's short ``baseline``. Otherwise it judges which of the policy's
+injects nothing, or the policy's short ``baseline``, unless the value judge's second look
+at a prompt the gate is unsure of finds a policy value at stake (``vilmo.instruct.second_look``,
+when the generator has a judge). Otherwise it judges which of the policy's
 values are at stake and retrieves candidates from their principles (``vilmo.instruct.candidates``:
 principles ranked by values at stake × policy weight × similarity, each in every style), predicts each
 one's violation rate with the policy's per-target scorer (``instructions.weights``; without
@@ -34,6 +36,7 @@ from vilmo.instruct.instructions import (
 )
 from vilmo.instruct.principles import STYLES, PrincipleBank
 from vilmo.instruct.scorer import InstructionScorer, ScorerStore
+from vilmo.instruct.second_look import SecondLook
 from vilmo.instruct.stakes import StakesModel, Vector
 from vilmo.judge.embedder import TextEncoder, cache_key
 from vilmo.judge.shared_cache import SharedCache
@@ -53,13 +56,16 @@ class VilmoGenerator:
     def __init__(self, bank: PrincipleBank, encoder: TextEncoder,
                  stakes: StakesModel | None = None, scorers: ScorerStore | None = None,
                  candidates: int = CANDIDATE_PRINCIPLES, max_chars: int = MAX_CHARS,
-                 cache_size: int = 4096, base_dir: str | Path | None = None) -> None:
+                 cache_size: int = 4096, base_dir: str | Path | None = None,
+                 second_look: SecondLook | None = None) -> None:
         self.retriever = Retriever(bank, encoder, stakes or StakesModel.load())
         self.relevance = RelevanceGenerator(bank, encoder)
         self.scorers = scorers or ScorerStore()
         self.candidates = candidates
         self.max_chars = max_chars
         self.base_dir = Path(base_dir) if base_dir else None
+        self.second_look = second_look
+        """None: the gate alone decides (no judge to ask)."""
         """Relative ``instructions.weights`` paths are read from here (default: the cwd)."""
         self._cache: OrderedDict[tuple[str, str], Instruction] = OrderedDict()
         self._cache_size = cache_size
@@ -117,7 +123,7 @@ class VilmoGenerator:
         """Nothing (or the baseline) when no value is at stake, else the instruction predicted
         to give the lowest violation from the principles of the values at stake (uncached)."""
         vector = self.retriever.embed(prompt)
-        stakes = self.judge(vector, policy)
+        stakes = self.judge(vector, policy, prompt)
         if not stakes:
             return Instruction(policy.instructions.baseline or "", (), NAME)
         scorer = self.scorer_for(policy)
@@ -127,15 +133,25 @@ class VilmoGenerator:
         ranked = self.rank(cs, scorer)
         return self.compose(ranked, policy.instructions.max_principles, stakes)
 
-    def judge(self, vector: Vector, policy: Policy) -> tuple[str, ...]:
+    def judge(self, vector: Vector, policy: Policy, prompt: str = "") -> tuple[str, ...]:
         """The policy's values at stake for a prompt embedding, most at stake first; empty when
-        the gate's probability is below the policy's threshold."""
+        the gate's probability is below the policy's threshold and the judge's second look (if
+        any) finds no policy value at stake in the prompt's text. Values the second look finds
+        come first, then those of the values-at-stake heads."""
         threshold = policy.instructions.stakes_threshold
         if threshold is None:
             threshold = self.retriever.stakes.threshold
-        if not vector.any() or self.retriever.stakes.at_stake_probability(vector) < threshold:
+        if not vector.any():
             return ()
-        return self.retriever.values_at_stake(vector, policy)
+        gate = self.retriever.stakes.at_stake_probability(vector)
+        if gate >= threshold:
+            return self.retriever.values_at_stake(vector, policy)
+        if self.second_look is None or not self.second_look.wanted(gate, threshold):
+            return ()
+        flagged = self.second_look.values_at_stake(prompt, policy)
+        if not flagged:
+            return ()
+        return tuple(dict.fromkeys([*flagged, *self.retriever.values_at_stake(vector, policy)]))
 
     def scorer_for(self, policy: Policy) -> InstructionScorer | None:
         """The policy's per-target scorer, or None (relevance order is the prediction)."""
