@@ -63,11 +63,18 @@ class Services:
             await close()
 
 
+def build_judge(embedder: Embedder | None = None) -> ClassifierFor:
+    """The value judge the gateway checks with (also what bench/compare_litellm.py rates)."""
+    from vilmo.judge.policy_classifier import PolicyClassifiers
+
+    return PolicyClassifiers(encoder=embedder or Embedder())
+
+
 def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None = None,
                    ) -> Services:
     """The real services: policies from disk, VILMO / relevance instructions, the upstream
-    (direct or LiteLLM, ``proxy.direct``), and the built-in value classifier (with zero-shot scoring of each policy's own
-    principles)."""
+    (direct or LiteLLM, ``proxy.direct``), and the built-in value classifier (with zero-shot
+    scoring of each policy's own principles)."""
     redact = Redactor(config.secrets())
     embedder = Embedder()  # fp32, for the zero-shot judge (its calibration was fitted on it)
     bank = PrincipleBank.load()
@@ -78,9 +85,7 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
                            config.server.policy_reload_interval_s, check=generator.check)
     metrics = Metrics([d.model_name for d in config.model_list])
     if classifier_for is None:
-        from vilmo.judge.policy_classifier import PolicyClassifiers
-
-        classifier_for = PolicyClassifiers(encoder=embedder)
+        classifier_for = build_judge(embedder)
     for name in policies.names():  # load models and embed principles before traffic
         policy = policies.get(name)
         generator.generate([{"role": "user", "content": "warm-up"}], policy)

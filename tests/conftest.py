@@ -48,8 +48,20 @@ def real_models() -> None:
 UPSTREAM_PATHS = ["router", "direct"]
 """The gateway's two ways to an OpenAI-compatible upstream: LiteLLM's Router
 (``upstream.direct: never``) and the direct path (``auto``, which takes it for every stub model)."""
-BOTH_PATHS = pytest.mark.parametrize("upstream_path", UPSTREAM_PATHS, indirect=True)
-"""A module's ``pytestmark``: its gateway-facing tests run over both paths."""
+BOTH_PATHS = pytest.mark.both_paths
+"""A module's ``pytestmark``: its tests that serve a gateway run over both paths."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_paths: run over both upstream paths "
+                                       "(UPSTREAM_PATHS) where a gateway is served")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``both_paths`` tests that use a gateway (``upstream_path``) run once per path."""
+    if (metafunc.definition.get_closest_marker("both_paths")
+            and "upstream_path" in metafunc.fixturenames):
+        metafunc.parametrize("upstream_path", UPSTREAM_PATHS, indirect=True)
 
 
 @pytest.fixture(scope="session")
