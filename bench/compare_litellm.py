@@ -10,14 +10,15 @@ policy (streams in buffer and in monitor mode). Non-stream and stream, c=1 and c
 judge's raw batched rate on the same inputs is measured in this process after the servers
 are done. Figures are ratios to LiteLLM and to the stub measured in the same run.
 
-    python bench/compare_litellm.py [--litellm-venv /work/litellm-venv] [--rounds 3]
-        [--c1 30] [--c32 256] [--block-s 15] [--out bench/reports/compare_litellm.md]
+    python bench/compare_litellm.py [--litellm-venv /work/litellm-venv] [--rounds 2]
+        [--c1 20] [--c32 128] [--block-s 10] [--out bench/reports/compare_litellm.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
 import subprocess
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
@@ -199,7 +200,7 @@ def rows(blocks: dict[tuple[str, str], list[Block]]) -> list[Row]:
             p50=statistics.median(ok) if ok else float("nan"),
             p99=statistics.quantiles(ok, n=100)[98] if len(ok) >= 2 else float("nan"),
             ttft=statistics.median(ttft) if ttft else None,
-            rps=len(samples) / sum(b.wall_s for b in runs),
+            rps=len(ok) / sum(b.wall_s for b in runs),  # answered requests only
             cpu_ms=1000 * sum(b.cpu_s for b in runs) / len(samples)))
     return found
 
@@ -207,10 +208,10 @@ def rows(blocks: dict[tuple[str, str], list[Block]]) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--litellm-venv", type=Path, default=Path("/work/litellm-venv"))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--c1", type=int, default=30, help="requests per c=1 block")
-    parser.add_argument("--c32", type=int, default=256, help="requests per c=32 block")
-    parser.add_argument("--block-s", type=float, default=15.0,
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--c1", type=int, default=20, help="requests per c=1 block")
+    parser.add_argument("--c32", type=int, default=128, help="requests per c=32 block")
+    parser.add_argument("--block-s", type=float, default=10.0,
                         help="no new request in a block after this many seconds")
     parser.add_argument("--judge-batches", type=int, default=8)
     parser.add_argument("--no-router", action="store_true",
@@ -240,6 +241,10 @@ def main() -> None:
     if litellm is not None:
         version = subprocess.run([str(litellm / "bin" / "pip"), "show", "litellm"],
                                  check=False, capture_output=True, text=True).stdout.split("\n")[1]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"rows": [asdict(r) for r in rows(blocks)], "peak_rss_mb": peaks, "judge_rate": rate,
+         "startup_s": {n: s.startup_s for n, s in servers.items()}}, indent=1))
     write_report(args.out, rows(blocks), {n: s.startup_s for n, s in servers.items()}, peaks,
                  rate, sys.argv, version, time.perf_counter() - started)
     shutil.rmtree(work, ignore_errors=True)

@@ -85,7 +85,14 @@ def write_report(out: Path, rows: list[Row], startup: dict[str, float],
              "a master key. The stub answers a fixed 122-word reply (streamed word by word). "
              "Targets are interleaved in blocks (every round visits each, in a rotated order); "
              "added = this target's p50 less the stub's p50 in the same run. CPU is the "
-             "server's process tree (user + system) over its blocks, per request."), ""]
+             "server's process tree (user + system) over its blocks, per request."), "",
+             ("Targets: `vilmo, no policy` is a policy with no instruction and no check on the "
+              "direct path (`upstream.direct: auto`); `…, LiteLLM Router` the same through "
+              "LiteLLM's Router (`upstream.direct: never`); `default` the shipped policy "
+              "(instruction + output check), streams in buffer mode, and in monitor mode by "
+              "`X-Vilmo-Policy`. req/s counts answered (200) requests only; errors: 503 = a "
+              "check failed closed (its timeout), 599 = the client's connection failed. A block "
+              "takes no new request after `--block-s`, so slow targets have fewer samples."), ""]
     lt_added = added("non-stream, c=1", LITELLM)
     checks = [
         ("pass-through added p50 (non-stream, c=1) ≤ 0.5 × LiteLLM's",

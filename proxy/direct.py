@@ -201,7 +201,7 @@ class DirectUpstream:
             try:
                 if response.status_code >= 400:
                     await self.read(response, model)  # raises the mapped error
-                async for chunk in reader.chunks(response.aiter_raw()):
+                async for chunk in reader.chunks(response.aiter_bytes()):
                     yield chunk
             finally:
                 await response.aclose()
