@@ -69,12 +69,13 @@ class Scenario:
 
 
 def start_servers(args: argparse.Namespace, work: Path, litellm: Path | None,
-                  ) -> dict[str, Server]:
-    """Stub first, then each server alone (so start-up times are not contended)."""
+                  servers: dict[str, Server]) -> None:
+    """Stub first, then each server alone (so start-up times are not contended), into
+    ``servers`` (so that an interrupted start still stops those already running)."""
     stub_port = free_port()
     code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
             f"harness.serve_stub({stub_port}, {REPLY!r}, 0.0)")
-    servers = {"stub": launch("stub", [python(), "-c", code], stub_port, {})}
+    servers["stub"] = launch("stub", [python(), "-c", code], stub_port, {})
     stub_v1 = f"http://127.0.0.1:{stub_port}/v1"
     entry = (f"model_list:\n  - model_name: stub\n    litellm_params: {{model: openai/stub, "
              f"api_base: '{stub_v1}', api_key: sk-bench-upstream}}\n")
@@ -110,7 +111,6 @@ def start_servers(args: argparse.Namespace, work: Path, litellm: Path | None,
         serve = (f"from proxy.cli import serve; serve(['--config', {str(config)!r}, "
                  f"'--port', '{port}'])")
         servers[name] = launch(name, [python(), "-c", serve], port, {}, log=work / f"{name}.log")
-    return servers
 
 
 def variants(servers: dict[str, Server]) -> list[Variant]:
@@ -228,7 +228,7 @@ def main() -> None:
     started = time.perf_counter()
     servers: dict[str, Server] = {}
     try:
-        servers = start_servers(args, work, litellm)
+        start_servers(args, work, litellm, servers)
         print("started: " + ", ".join(f"{n} {s.startup_s:.1f} s" for n, s in servers.items()),
               flush=True)
         blocks = asyncio.run(measure(args, servers))

@@ -93,6 +93,17 @@ def launch(name: str, command: list[str], port: int, headers: dict[str, str],
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (lives with the process)
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env or ENV, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_answered(name, process, port, headers, model, started, log)
+    except BaseException:
+        process.kill()
+        raise
+    return Server(name, f"http://127.0.0.1:{port}/v1", process, time.perf_counter() - started)
+
+
+def wait_answered(name: str, process: subprocess.Popen[bytes], port: int,
+                  headers: dict[str, str], model: str, started: float, log: Path | None,
+                  ) -> None:
     url = f"http://127.0.0.1:{port}/v1"
     body = {"model": model, "messages": [{"role": "user", "content": "start"}]}
     deadline = started + 240
@@ -100,7 +111,6 @@ def launch(name: str, command: list[str], port: int, headers: dict[str, str],
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode} (log: {log})")
         if time.perf_counter() > deadline:
-            process.kill()
             raise RuntimeError(f"{name} did not answer within 240 s (log: {log})")
         try:
             import urllib.request
@@ -112,7 +122,6 @@ def launch(name: str, command: list[str], port: int, headers: dict[str, str],
                     break
         except OSError:
             time.sleep(0.05)
-    return Server(name, url, process, time.perf_counter() - started)
 
 
 @dataclass

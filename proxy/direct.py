@@ -35,6 +35,9 @@ OPENAI_BASE = "https://api.openai.com/v1"
 DIRECT_PARAMS = frozenset({"model", "api_base", "api_key", "timeout", "stream_timeout",
                            "extra_headers", "max_retries"})
 """``litellm_params`` the direct path understands; an entry with others goes to LiteLLM."""
+KEEPALIVE_S = 4.0
+"""Idle pooled connections are dropped sooner than uvicorn's 5 s keep-alive ends them, so a
+request rarely meets a connection its upstream is closing (``send`` retries one that does)."""
 FALLBACK_SETTINGS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 
 
@@ -143,7 +146,8 @@ class DirectUpstream:
         self.redact = redact
         size = config.upstream.max_connections
         self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size,
+                                keepalive_expiry=KEEPALIVE_S),
             follow_redirects=False, trust_env=False)
 
     def serves(self, model: str) -> bool:
@@ -176,7 +180,7 @@ class DirectUpstream:
     async def complete(self, params: UpstreamParams) -> ChatCompletion:
         model = str(params["model"])
         with map_http_errors(self.redact, model):
-            response = await self.client.send(self.request(params, stream=False), stream=True)
+            response = await self.send(self.request(params, stream=False))
             try:
                 body = await self.read(response, model)
             finally:
@@ -197,7 +201,7 @@ class DirectUpstream:
         model = str(params["model"])
         reader = SSEReader(model, self.max_bytes, self.redact)
         with map_http_errors(self.redact, model):
-            response = await self.client.send(self.request(params, stream=True), stream=True)
+            response = await self.send(self.request(params, stream=True))
             try:
                 if response.status_code >= 400:
                     await self.read(response, model)  # raises the mapped error
@@ -205,6 +209,14 @@ class DirectUpstream:
                     yield chunk
             finally:
                 await response.aclose()
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """The response's head; a connection that closed before any of it came (a pooled one
+        the upstream was closing) is tried once more, as HTTP clients and the openai SDK do."""
+        try:
+            return await self.client.send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            return await self.client.send(request, stream=True)
 
     async def read(self, response: httpx.Response, model: str) -> bytes:
         """The body, at most ``max_bytes`` of it; an error status raises its GatewayError."""

@@ -169,6 +169,39 @@ def test_bad_streams_are_502s(body: bytes, code: str) -> None:
     assert "sk-secret-1234" not in caught.value.message
 
 
+def test_a_connection_closed_before_the_reply_is_tried_once_more() -> None:
+    """A pooled connection the upstream closes as it is reused (its keep-alive ran out) gave
+    a 502 (seen in bench/compare_litellm.py at c=32); one fresh try answers."""
+    attempts: list[int] = []
+    reply = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+        {"index": 0, "finish_reason": "stop",
+         "message": {"role": "assistant", "content": "ok"}}]}).encode()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        attempts.append(1)
+        if len(attempts) > 1:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(reply), reply))
+            await writer.drain()
+        writer.close()
+
+    async def call() -> Any:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = GatewayConfig.model_validate({"model_list": [{"model_name": "m", "litellm_params": {
+            "model": "openai/m", "api_base": f"http://127.0.0.1:{port}/v1"}}]})
+        upstream = build_upstream(config, Redactor())
+        try:
+            return await upstream.complete({"model": "m", "messages": ASK})
+        finally:
+            await upstream.aclose()  # type: ignore[attr-defined]
+            server.close()
+
+    completion = asyncio.run(call())
+    assert completion["choices"][0]["message"]["content"] == "ok" and len(attempts) == 2
+
+
 def test_the_lifespan_closes_the_pooled_client(stub: StubUpstream, tmp_path: Path,
                                                policy_dir: Path, bank: PrincipleBank) -> None:
     config = config_of(stub.url, tmp_path)
