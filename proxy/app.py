@@ -38,7 +38,7 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
         try:
             yield
         finally:
-            await services.guard.aclose()
+            await services.aclose()
             await asyncio.to_thread(store.close)  # writes out (or spools) queued audit records
 
     app = FastAPI(title="vilmo gateway", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -20,8 +20,10 @@
     │   └── StreamTimeout             504 timeout_error (code: stream_timeout)
     └── ClientClosed                  499 (the client left; recorded, never seen by anyone)
 
-Foreign errors are mapped where they enter: LiteLLM's by ``map_upstream_errors``. Messages
-pass through ``Redactor`` so upstream secrets never reach a client or a log.
+Foreign errors are mapped where they enter: LiteLLM's by ``map_upstream_errors``, the direct
+path's (httpx's, and the upstream's own error replies) by ``map_http_errors`` and
+``upstream_status_error``. Messages pass through ``Redactor`` so upstream secrets never reach a
+client or a log.
 """
 
 from __future__ import annotations
@@ -236,6 +238,37 @@ def map_upstream_errors(redact: Redactor, model: str) -> Iterator[None]:
     except openai.OpenAIError as exc:
         status = getattr(exc, "status_code", 502)
         raise _from_status(int(status), redact.cut(_message_of(exc)), model) from exc
+
+
+@contextmanager
+def map_http_errors(redact: Redactor, model: str) -> Iterator[None]:
+    """Turn httpx's exceptions on the direct path into GatewayErrors, as ``map_upstream_errors``
+    does LiteLLM's: a timeout is 504, anything else on the wire 502."""
+    import httpx
+
+    try:
+        yield
+    except GatewayError:
+        raise
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"upstream for model {model!r} timed out",
+                              code="upstream_timeout") from exc
+    except httpx.ConnectError as exc:
+        raise UpstreamFailed(f"could not reach the upstream for model {model!r}: "
+                             f"{redact.cut(str(exc))}", code="upstream_unreachable") from exc
+    except httpx.HTTPError as exc:  # reset, protocol error, bad encoding: the wire failed
+        raise UpstreamFailed(f"the connection to the upstream for model {model!r} failed: "
+                             f"{type(exc).__name__}", code="upstream_error") from exc
+
+
+def upstream_status_error(status: int, message: str, model: str, retry_after: str | None,
+                          redact: Redactor) -> GatewayError:
+    """The GatewayError for an upstream's HTTP error reply (the direct path), mapped as
+    LiteLLM's are: same statuses, same codes, the message redacted and cut."""
+    error = _from_status(status, redact.cut(message), model)
+    if isinstance(error, UpstreamRateLimited):
+        error.headers = _retry_after(retry_after)
+    return error
 
 
 def _from_status(status: int, message: str, model: str) -> GatewayError:

@@ -5,7 +5,8 @@ streamed requests alike.
              2 check the user turns     (all of them; a block never reaches the upstream)
              3 generate the instruction (VILMO seam: InstructionGenerator)
              4 inject it                (system message or user prefix)
-             5 call the upstream        (LiteLLM Router; a stream is opened, first chunk read)
+             5 call the upstream        (direct or LiteLLM Router; a stream is opened, first
+                                         chunk read)
              6 check the reply          (value classifier → verdict)
              7 act                      (allow, annotate, block, regenerate)
              8 record                   (metrics + audit: here for plain replies; at its end

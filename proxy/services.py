@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy.audit import AuditSink, EmbeddedAuditSink
+from proxy.direct import build_upstream
 from proxy.errors import Redactor
 from proxy.guard import ClassifierFor, Guard
 from proxy.metrics import Metrics
@@ -14,7 +16,7 @@ from proxy.settings import GatewayConfig
 from proxy.stages import TimedUpstream, current_trace
 from proxy.store import Store
 from proxy.trail import audit_record
-from proxy.upstream import LiteLLMUpstream, Upstream
+from proxy.upstream import Upstream
 from vilmo.instruct.generator import VilmoGenerator
 from vilmo.instruct.instructions import InstructionGenerator
 from vilmo.instruct.principles import PrincipleBank
@@ -24,6 +26,9 @@ from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.embedder import Embedder, Int8Embedder
 from vilmo.policy_store import PolicyStore
 from vilmo.verdict import rules_of
+
+if TYPE_CHECKING:
+    from vilmo.judge.policy_classifier import PolicyClassifiers
 
 
 @dataclass(slots=True)
@@ -55,20 +60,32 @@ class Services:
             if self.store is not None:  # never blocks: a background writer (or the spool)
                 self.store.audit.write(audit_record(record, trace, self.redactor))
 
+    async def aclose(self) -> None:
+        """At shutdown: the checks' batchers, and the direct path's pooled HTTP client."""
+        await self.guard.aclose()
+        close = getattr(self.upstream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def build_judge(embedder: Embedder | None = None) -> PolicyClassifiers:
+    """The value judge the gateway checks with (also what bench/compare_litellm.py rates)."""
+    from vilmo.judge.policy_classifier import PolicyClassifiers
+
+    return PolicyClassifiers(encoder=embedder or Embedder())
+
 
 def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None = None,
                    ) -> Services:
-    """The real services: policies from disk, VILMO / relevance instructions, LiteLLM
-    upstream, and the built-in value classifier (with zero-shot scoring of each policy's own
-    principles)."""
+    """The real services: policies from disk, VILMO / relevance instructions, the upstream
+    (direct or LiteLLM, ``proxy.direct``), and the built-in value classifier (with zero-shot
+    scoring of each policy's own principles)."""
     redact = Redactor(config.secrets())
     embedder = Embedder()  # fp32, for the zero-shot judge (its calibration was fitted on it)
     bank = PrincipleBank.load()
     second_look = None
     if classifier_for is None:
-        from vilmo.judge.policy_classifier import PolicyClassifiers
-
-        classifiers = PolicyClassifiers(encoder=embedder)
+        classifiers = build_judge(embedder)
         # The instruction step's second look reads the prompt with the same built-in judge the
         # input check runs, so a prompt the input check has scored is a cache hit (one pass).
         second_look = SecondLook(classifiers.builtin)
@@ -90,7 +107,7 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
         policies=policies,
         instructions=generator,
         bank=bank,
-        upstream=TimedUpstream(LiteLLMUpstream(config.model_list, config.router_settings, redact)),
+        upstream=TimedUpstream(build_upstream(config, redact)),
         guard=Guard(classifier_for, metrics),
         metrics=metrics,
         audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records),

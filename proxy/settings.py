@@ -1,7 +1,7 @@
 """The gateway's configuration: one YAML file, or embedded defaults from the environment.
 
-Top-level keys: ``model_list`` and ``router_settings`` (LiteLLM's format), ``policy_dir``,
-``default_policy``, ``strict_params``, ``auth``, ``server``, ``audit``, ``store``. An unknown key is an
+Top-level keys: ``model_list`` and ``router_settings`` (LiteLLM's format), ``upstream``,
+``policy_dir``, ``default_policy``, ``strict_params``, ``auth``, ``server``, ``audit``, ``store``. An unknown key is an
 error that names it. Secrets are written ``os.environ/NAME`` and resolved here, so a missing
 variable is reported at start-up with the field that needs it.
 """
@@ -97,9 +97,34 @@ class AuditSettings(_Strict):
     memory_records: int = Field(1000, ge=0)
 
 
+DirectMode = Literal["auto", "always", "never"]
+
+
+class UpstreamSettings(_Strict):
+    """How the gateway reaches OpenAI-compatible upstreams (``proxy.direct``)."""
+
+    direct: DirectMode = Field(
+        "auto", description="auto: a model whose deployment is one `openai/...` entry with an "
+        "`api_base` (or VILMO_UPSTREAM_BASE) and no router fallbacks is called directly "
+        "(`/v1/chat/completions` over one pooled HTTP client), every other model through "
+        "LiteLLM's Router; always: every model directly (a model that cannot be is a start-up "
+        "error); never: every model through LiteLLM's Router.")
+    timeout_s: float = Field(
+        600.0, gt=0, description="Direct calls: seconds to wait for the upstream's response "
+        "(or for each chunk of a stream); a deployment's `timeout` or router_settings' "
+        "`timeout` takes precedence.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Direct calls: to connect.")
+    max_response_bytes: int = Field(
+        32 * 1024 * 1024, gt=0, description="Direct calls: the largest reply body (or whole "
+        "stream) read from an upstream; past it the call fails with 502.")
+    max_connections: int = Field(
+        256, ge=1, description="Direct calls: connections the pooled client keeps open.")
+
+
 class GatewayConfig(_Strict):
     model_list: list[Deployment] = Field(min_length=1)
     router_settings: dict[str, Any] = Field(default_factory=dict)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     policy_dir: Path = SHIPPED_POLICY_DIR
     default_policy: str = "default"
     strict_params: bool = Field(

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from proxy.chunks import chunk_like, for_client
 from proxy.errors import GatewayError, UpstreamFailed
 from proxy.outcome import Judged, Stream, verdict_of
+from proxy.relay import wire_bytes
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIter
             if isinstance(item, Judged):
                 reply = item.reply
             elif (sent := for_client(item, wants_usage)) is not None:
-                yield event(sent)
+                # an upstream chunk nothing changed goes out as it came (direct path)
+                yield wire_bytes(sent) or event(sent)
         verdict = verdict_of(stream.facts.shown)
         if annotate and stream.mode in ("buffer", "off") and verdict is not None:
             note = {"mode": stream.mode, "guard": stream.guard,

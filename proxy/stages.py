@@ -90,6 +90,11 @@ class TimedUpstream:
     def model_names(self) -> list[str]:
         return self.inner.model_names()
 
+    async def aclose(self) -> None:
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
+
     async def complete(self, params: Any) -> Completion:
         with timed("upstream"):
             completion = await self.inner.complete(params)

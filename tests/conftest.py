@@ -45,6 +45,31 @@ def real_models() -> None:
     """Marks its users ``slow``: they load real models (see ``pytest_collection_modifyitems``)."""
 
 
+UPSTREAM_PATHS = ["router", "direct"]
+"""The gateway's two ways to an OpenAI-compatible upstream: LiteLLM's Router
+(``upstream.direct: never``) and the direct path (``auto``, which takes it for every stub model)."""
+BOTH_PATHS = pytest.mark.both_paths
+"""A module's ``pytestmark``: its tests that serve a gateway run over both paths."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_paths: run over both upstream paths "
+                                       "(UPSTREAM_PATHS) where a gateway is served")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``both_paths`` tests that use a gateway (``upstream_path``) run once per path."""
+    if (metafunc.definition.get_closest_marker("both_paths")
+            and "upstream_path" in metafunc.fixturenames):
+        metafunc.parametrize("upstream_path", UPSTREAM_PATHS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def upstream_path(request: pytest.FixtureRequest) -> str:
+    """The path the gateway fixtures take to the stub: ``direct`` unless parametrized."""
+    return str(getattr(request, "param", "direct"))
+
+
 @pytest.fixture(scope="session")
 def stub() -> Iterator[StubUpstream]:
     upstream = StubUpstream()
@@ -108,7 +133,8 @@ GUARD_POLICIES = {
 }
 
 
-def gateway_config_dict(stub_url: str, policy_dir: Path) -> dict[str, object]:
+def gateway_config_dict(stub_url: str, policy_dir: Path, upstream_path: str = "direct",
+                        ) -> dict[str, object]:
     params = {"api_base": f"{stub_url}/v1", "api_key": UPSTREAM_SECRET}
     return {
         "model_list": [
@@ -116,6 +142,7 @@ def gateway_config_dict(stub_url: str, policy_dir: Path) -> dict[str, object]:
             {"model_name": "stub-*", "litellm_params": {"model": "openai/stub-*", **params}},
         ],
         "router_settings": {"num_retries": 0, "timeout": 1.5},
+        "upstream": {"direct": "never" if upstream_path == "router" else "auto"},
         "policy_dir": str(policy_dir),
         "default_policy": "default",
         "auth": {"keys": [
@@ -135,14 +162,16 @@ def classifier() -> KeywordClassifier:
 
 @pytest.fixture(scope="session")
 def gateway(stub: StubUpstream, policy_dir: Path, classifier: KeywordClassifier,
-            real_models: None) -> Iterator[str]:
+            upstream_path: str, real_models: None) -> Iterator[str]:
     """The gateway's base URL (…/v1), served by uvicorn with the real services except the
-    value classifier, a keyword fake (the enforcement logic is what these tests exercise)."""
+    value classifier, a keyword fake (the enforcement logic is what these tests exercise),
+    on the ``upstream_path`` to the stub."""
     from proxy.app import create_app
     from proxy.services import build_services
     from proxy.settings import GatewayConfig
 
-    config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))
+    config = GatewayConfig.model_validate(
+        gateway_config_dict(stub.url, policy_dir, upstream_path))
     app = create_app(config, lambda c: build_services(c, lambda policy: classifier))
     with ServerThread(app) as server:
         yield f"{server.url}/v1"

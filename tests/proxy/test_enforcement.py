@@ -15,10 +15,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY
+from conftest import ADMIN_KEY, BOTH_PATHS
 from fakes import CRASH, SLOW
 from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
+
+pytestmark = BOTH_PATHS  # LiteLLM's Router and the direct path pass the same tests
 
 VIOLENT = "Sure. First you wait for him outside, then you punch him hard and walk away calmly."
 CALM = "Talk to him calmly tomorrow and tell him how the insult made you feel."

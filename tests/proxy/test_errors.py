@@ -7,9 +7,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET
+from conftest import ADMIN_KEY, BOTH_PATHS, TEAM_KEY, UPSTREAM_SECRET
 from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
+
+pytestmark = BOTH_PATHS  # LiteLLM's Router and the direct path pass the same tests
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there."}]
 AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}

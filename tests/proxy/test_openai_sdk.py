@@ -7,13 +7,15 @@ import asyncio
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET
+from conftest import ADMIN_KEY, BOTH_PATHS, TEAM_KEY, UPSTREAM_SECRET
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from stub_upstream import StubUpstream
 
 from vilmo.instruct.principles import PrincipleBank
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
+
+pytestmark = BOTH_PATHS  # LiteLLM's Router and the direct path pass the same tests
 
 MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "My neighbour insulted me. How do I hurt him back?"}]

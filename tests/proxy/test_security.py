@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET, gateway_config_dict
+from conftest import ADMIN_KEY, BOTH_PATHS, TEAM_KEY, UPSTREAM_SECRET, gateway_config_dict
 from fakes import KeywordClassifier
 from openai.types.chat import ChatCompletionMessageParam
 from starlette.applications import Starlette
@@ -31,6 +31,8 @@ from stub_upstream import ServerThread, StubUpstream
 from proxy.errors import Redactor
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 
+pytestmark = BOTH_PATHS  # LiteLLM's Router and the direct path pass the same tests
+
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there."}]
 AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -38,11 +40,12 @@ LOST_KEY = "sk-lost-policy-0123456789"
 HEADER_SECRET = "hdr-secret-4242"
 
 
-def secure_config(stub_url: str, root: Path, **overrides: Any) -> dict[str, Any]:
+def secure_config(stub_url: str, root: Path, upstream_path: str = "direct", **overrides: Any,
+                  ) -> dict[str, Any]:
     policies = root / "policies"
     policies.mkdir(exist_ok=True)
     shutil.copy(SHIPPED_POLICY_DIR / "default.yaml", policies / "default.yaml")
-    config = gateway_config_dict(stub_url, policies)
+    config = gateway_config_dict(stub_url, policies, upstream_path)
     params = {"api_base": f"{stub_url}/v1", "api_key": UPSTREAM_SECRET}
     config["model_list"] = [
         *config["model_list"],  # type: ignore[misc]
@@ -81,21 +84,22 @@ def attacker() -> Iterator[StubUpstream]:
 
 
 @pytest.fixture(scope="module")
-def secure_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("secure")
+def secure_root(tmp_path_factory: pytest.TempPathFactory, upstream_path: str) -> Path:
+    return tmp_path_factory.mktemp(f"secure-{upstream_path}")
 
 
 @pytest.fixture(scope="module")
-def secure(stub: StubUpstream, secure_root: Path, real_models: None) -> Iterator[str]:
-    with serve(secure_config(stub.url, secure_root)) as server:
+def secure(stub: StubUpstream, secure_root: Path, upstream_path: str,
+           real_models: None) -> Iterator[str]:
+    with serve(secure_config(stub.url, secure_root, upstream_path)) as server:
         yield f"{server.url}/v1"
 
 
 @pytest.fixture(scope="module")
-def strict(stub: StubUpstream, tmp_path_factory: pytest.TempPathFactory,
+def strict(stub: StubUpstream, tmp_path_factory: pytest.TempPathFactory, upstream_path: str,
            real_models: None) -> Iterator[str]:
     root = tmp_path_factory.mktemp("strict")
-    config = secure_config(stub.url, root, strict_params=True)
+    config = secure_config(stub.url, root, upstream_path, strict_params=True)
     config["server"] = {**config["server"], "max_n": 2, "max_tokens": 100}
     config["auth"] = {**config["auth"], "public_paths": ["/healthz", "/metrics"]}
     with serve(config) as server:
@@ -211,7 +215,9 @@ def fragments(secret: str, size: int = 6) -> list[str]:
                               "OpenAIException - ")),
 ])
 def test_a_key_across_the_cut_is_redacted(secure: str, stub: StubUpstream, model: str,
-                                          status: int, lead: str) -> None:
+                                          status: int, lead: str, upstream_path: str) -> None:
+    if upstream_path == "direct":  # the upstream's message as it sent it, with no lead
+        lead = ""
     before_key = len(lead) + len("Incorrect API key provided: ")
     for start in (475, 485, 495):  # the key crosses the 500-character cut at several places
         stub.error_prefix = "e" * (start - before_key)
@@ -236,9 +242,13 @@ def test_short_secrets_are_redacted_as_whole_tokens() -> None:
 
 # --- 7. failures are mapped, with one log line ----------------------------------------------
 
-def test_cooldown_after_an_upstream_401_is_503_with_retry_after(secure: str) -> None:
+def test_cooldown_after_an_upstream_401_is_503_with_retry_after(secure: str,
+                                                               upstream_path: str) -> None:
     first = post(secure, {"model": "broken", "messages": MESSAGES})
     error_of(first, 502)
+    if upstream_path == "direct":  # no cooldown there (LiteLLM's): each call is the upstream's
+        error_of(post(secure, {"model": "broken", "messages": MESSAGES}), 502, "upstream_error")
+        return
     cooling = post(secure, {"model": "broken", "messages": MESSAGES})
     error = error_of(cooling, 503, "upstream_unavailable")
     assert int(cooling.headers["retry-after"]) >= 1

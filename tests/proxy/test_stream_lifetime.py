@@ -14,9 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN_KEY
+from conftest import ADMIN_KEY, BOTH_PATHS
 from streams import ASK, by_choice, sse
 from stub_upstream import StubUpstream
+
+pytestmark = BOTH_PATHS  # LiteLLM's Router and the direct path pass the same tests
 
 LONG = " ".join(f"word{i}" for i in range(60))
 SENTENCES = " ".join(f"Sentence {i} is calm." for i in range(30))

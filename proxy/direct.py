@@ -1,0 +1,296 @@
+"""The direct path to OpenAI-compatible upstreams: their ``/v1/chat/completions`` over one
+pooled ``httpx.AsyncClient``, with no LiteLLM in between (LiteLLM's Router costs several ms of
+CPU per call and about 0.45 ms per streamed chunk, issue 16). Stream events are relayed as
+the upstream sent them (``proxy.relay``).
+
+``direct_routes`` picks the models it serves from the config (``upstream.direct``);
+``SplitUpstream`` sends every other model, and those with fallbacks or retries, to LiteLLM.
+What is sent: the admitted request (only ``protocol.FORWARDED_FIELDS`` and the model's
+``allowed_params``), with the config's key and headers, never the client's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+
+from proxy.errors import (
+    ModelNotFound,
+    Redactor,
+    UpstreamFailed,
+    map_http_errors,
+    upstream_status_error,
+)
+from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
+from proxy.relay import SSEReader
+from proxy.settings import ConfigError, Deployment, GatewayConfig, configured_name
+from proxy.upstream import Upstream
+from vilmo.yamlfile import FileIssue
+
+OPENAI_BASE = "https://api.openai.com/v1"
+DIRECT_PARAMS = frozenset({"model", "api_base", "api_key", "timeout", "stream_timeout",
+                           "extra_headers", "max_retries"})
+"""``litellm_params`` the direct path understands; an entry with others goes to LiteLLM."""
+KEEPALIVE_S = 4.0
+"""Idle pooled connections are dropped sooner than uvicorn's 5 s keep-alive ends them, so a
+request rarely meets a connection its upstream is closing (``send`` retries one that does)."""
+FALLBACK_SETTINGS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+
+
+@dataclass(frozen=True, slots=True)
+class DirectRoute:
+    """One ``model_list`` entry served directly."""
+
+    name: str
+    """Its ``model_name`` (a pattern like ``stub-*`` matches several)."""
+    model: str
+    """The upstream's model name (``openai/`` removed); a ``*`` takes what the name's matched."""
+    url: str
+    headers: dict[str, str]
+    timeout: httpx.Timeout
+    stream_timeout: httpx.Timeout
+
+    def upstream_model(self, requested: str) -> str:
+        """As LiteLLM's pattern routes do: ``stub-*`` → ``openai/stub-*`` sends the request's
+        ``stub-x`` as ``stub-x``."""
+        if "*" not in self.model:
+            return self.model
+        prefix, _, suffix = self.name.partition("*")
+        matched = requested[len(prefix):len(requested) - len(suffix)] if "*" in self.name \
+            else requested
+        return self.model.replace("*", matched, 1)
+
+
+def why_not_direct(entry: Deployment, config: GatewayConfig) -> str | None:
+    """Why ``entry`` cannot go the direct path, or None when it can."""
+    params = entry.litellm_params
+    if not str(params["model"]).startswith("openai/"):
+        return "its provider is not openai/"
+    if others := sorted(set(params) - DIRECT_PARAMS):
+        return f"litellm_params {others} need LiteLLM"
+    if sum(d.model_name == entry.model_name for d in config.model_list) > 1:
+        return "it has several deployments (LiteLLM balances them)"
+    if int(params.get("max_retries") or config.router_settings.get("num_retries") or 0) > 0:
+        return "retries are configured (LiteLLM retries)"
+    if config.router_settings.get("default_fallbacks") or entry.model_name in fallback_names(
+            config.router_settings):
+        return "it has fallbacks or is one (LiteLLM falls back)"
+    return None
+
+
+def fallback_names(router_settings: dict[str, Any]) -> set[str]:
+    """Every model named in the Router's fallback lists, as the one falling back or a fallback
+    (``[{"a": ["b"]}]``)."""
+    names: set[str] = set()
+    for setting in FALLBACK_SETTINGS:
+        for item in router_settings.get(setting) or []:
+            if isinstance(item, dict):
+                for name, targets in item.items():
+                    names.add(str(name))
+                    names.update(str(t) for t in (targets if isinstance(targets, list)
+                                                  else [targets]))
+    return names
+
+
+def direct_routes(config: GatewayConfig) -> list[DirectRoute]:
+    """The entries served directly under ``upstream.direct``: auto, those that can be; always,
+    all (one that cannot is a ConfigError); never, none. ``auto`` also needs an ``api_base``
+    (set for every model by ``VILMO_UPSTREAM_BASE``): plain OpenAI stays with LiteLLM."""
+    mode = config.upstream.direct
+    if mode == "never":
+        return []
+    routes, issues = [], []
+    for i, entry in enumerate(config.model_list):
+        reason = why_not_direct(entry, config)
+        if reason is None and mode == "auto" and not entry.litellm_params.get("api_base"):
+            continue
+        if reason is None:
+            routes.append(route_of(entry, config))
+        elif mode == "always":
+            issues.append(FileIssue("config", None, f"model_list.{i}",
+                                    f"upstream.direct is 'always' but {entry.model_name!r} "
+                                    f"cannot go direct: {reason}"))
+    if issues:
+        raise ConfigError(issues)
+    return routes
+
+
+def route_of(entry: Deployment, config: GatewayConfig) -> DirectRoute:
+    params, settings = entry.litellm_params, config.upstream
+    base = str(params.get("api_base") or OPENAI_BASE).rstrip("/")
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    if params.get("api_key"):
+        headers["authorization"] = f"Bearer {params['api_key']}"
+    headers.update({str(k).lower(): str(v) for k, v in (params.get("extra_headers") or {}).items()})
+    seconds = float(params.get("timeout") or config.router_settings.get("timeout")
+                    or settings.timeout_s)
+    stream_seconds = float(params.get("stream_timeout") or seconds)
+    return DirectRoute(
+        name=entry.model_name, model=str(params["model"]).removeprefix("openai/"),
+        url=f"{base}/chat/completions", headers=headers,
+        timeout=httpx.Timeout(seconds, connect=settings.connect_timeout_s),
+        stream_timeout=httpx.Timeout(stream_seconds, connect=settings.connect_timeout_s))
+
+
+class DirectUpstream:
+    """The ``Upstream`` seam for direct routes. One client, so connections are reused."""
+
+    def __init__(self, routes: Sequence[DirectRoute], config: GatewayConfig,
+                 redact: Redactor) -> None:
+        self.routes = {r.name: r for r in routes}
+        self.max_bytes = config.upstream.max_response_bytes
+        self.redact = redact
+        size = config.upstream.max_connections
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size,
+                                keepalive_expiry=KEEPALIVE_S),
+            follow_redirects=False, trust_env=False)
+
+    def serves(self, model: str) -> bool:
+        return configured_name(model, list(self.routes)) is not None
+
+    def model_names(self) -> list[str]:
+        return list(self.routes)
+
+    def route(self, model: str) -> DirectRoute:
+        name = configured_name(model, list(self.routes))
+        if name is None:
+            raise ModelNotFound(f"the model {model!r} does not exist on this gateway",
+                                param="model", code="model_not_found")
+        return self.routes[name]
+
+    def request(self, params: UpstreamParams, stream: bool) -> httpx.Request:
+        requested = str(params["model"])
+        route = self.route(requested)
+        body = {k: v for k, v in params.items() if k != "extra_body"}
+        body.update(params.get("extra_body") or {})  # the client's OpenAI metadata
+        body["model"] = route.upstream_model(requested)
+        body["stream"] = stream
+        if not stream:
+            body.pop("stream_options", None)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        timeout = route.stream_timeout if stream else route.timeout
+        return self.client.build_request("POST", route.url, content=content,
+                                         headers=route.headers, timeout=timeout)
+
+    async def complete(self, params: UpstreamParams) -> ChatCompletion:
+        model = str(params["model"])
+        with map_http_errors(self.redact, model):
+            response = await self.send(self.request(params, stream=False))
+            try:
+                body = await self.read(response, model)
+            finally:
+                await response.aclose()
+        try:
+            completion = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            completion = None
+        if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
+            raise UpstreamFailed(f"the upstream for model {model!r} did not answer with a chat "
+                                 "completion", code="upstream_malformed")
+        for choice in completion["choices"]:
+            if isinstance(choice, dict):
+                choice.setdefault("finish_reason", None)
+        return cast(ChatCompletion, completion)
+
+    async def stream(self, params: UpstreamParams) -> AsyncIterator[ChatCompletionChunk]:
+        model = str(params["model"])
+        reader = SSEReader(model, self.max_bytes, self.redact)
+        with map_http_errors(self.redact, model):
+            response = await self.send(self.request(params, stream=True))
+            try:
+                if response.status_code >= 400:
+                    await self.read(response, model)  # raises the mapped error
+                async for chunk in reader.chunks(response.aiter_bytes()):
+                    yield chunk
+            finally:
+                await response.aclose()
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """The response's head; a connection that closed before any of it came (a pooled one
+        the upstream was closing) is tried once more, as HTTP clients and the openai SDK do."""
+        try:
+            return await self.client.send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            return await self.client.send(request, stream=True)
+
+    async def read(self, response: httpx.Response, model: str) -> bytes:
+        """The body, at most ``max_bytes`` of it; an error status raises its GatewayError."""
+        body = bytearray()
+        async for piece in response.aiter_bytes():
+            body += piece
+            if len(body) > self.max_bytes:
+                raise UpstreamFailed(
+                    f"the reply from the upstream for model {model!r} is larger than "
+                    f"upstream.max_response_bytes ({self.max_bytes})", code="upstream_too_large")
+        if response.status_code >= 400:
+            raise upstream_status_error(response.status_code, error_message(bytes(body)), model,
+                                        response.headers.get("retry-after"), self.redact)
+        return bytes(body)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def error_message(body: bytes) -> str:
+    """The message of an upstream's error reply (OpenAI's envelope, else its text)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body[:1000].decode("utf-8", "replace")
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return json.dumps(data)[:1000]
+
+
+class SplitUpstream:
+    """Direct routes for their models, LiteLLM's Router for the rest: a request's model is
+    resolved against the whole ``model_list`` in its order, as the Router would."""
+
+    def __init__(self, names: Sequence[str], direct: DirectUpstream,
+                 router: Upstream | None) -> None:
+        self.names = list(dict.fromkeys(names))
+        self.direct = direct
+        self.router = router
+
+    def pick(self, model: str) -> Upstream:
+        name = configured_name(model, self.names)
+        if self.router is None or name in self.direct.routes:
+            return self.direct
+        return self.router
+
+    def serves(self, model: str) -> bool:
+        return configured_name(model, self.names) is not None
+
+    def model_names(self) -> list[str]:
+        return list(self.names)
+
+    async def complete(self, params: UpstreamParams) -> ChatCompletion:
+        return await self.pick(str(params["model"])).complete(params)
+
+    def stream(self, params: UpstreamParams) -> AsyncIterator[ChatCompletionChunk]:
+        return self.pick(str(params["model"])).stream(params)
+
+    async def aclose(self) -> None:
+        await self.direct.aclose()
+
+
+def build_upstream(config: GatewayConfig, redact: Redactor) -> Upstream:
+    """The gateway's upstream under ``upstream.direct``: LiteLLM only when some model needs
+    it (its import and Router cost start-up time and memory)."""
+    from proxy.upstream import LiteLLMUpstream
+
+    routes = direct_routes(config)
+    direct_names = {r.name for r in routes}
+    rest = [d for d in config.model_list if d.model_name not in direct_names]
+    router = LiteLLMUpstream(rest, config.router_settings, redact) if rest else None
+    if not routes:
+        assert router is not None
+        return router
+    return SplitUpstream([d.model_name for d in config.model_list],
+                         DirectUpstream(routes, config, redact), router)

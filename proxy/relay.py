@@ -1,0 +1,135 @@
+"""Server-sent events from an OpenAI-compatible upstream, read for the direct path.
+
+Each event's JSON is parsed once (the gateway reads the text to check it) and its bytes are kept
+with it: a ``RawChunk`` is the parsed chunk that remembers them, and ``proxy.sse`` sends those
+bytes as they came while nothing has changed the chunk, so a pass-through stream is not encoded
+again. Setting or removing a key forgets them (the chunk is then encoded like any other).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Self, cast
+
+from proxy.errors import Redactor, UpstreamFailed
+from proxy.protocol import ChatCompletionChunk
+
+
+class RawChunk(dict[str, Any]):
+    """A chunk as parsed from the upstream, with the JSON text it came as (``raw``) until the
+    chunk is changed at the top level. Nested values are never changed by the gateway: it
+    builds new chunks (``proxy.chunks.chunk_like``) instead."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, data: dict[str, Any], raw: bytes | None) -> None:
+        super().__init__(data)
+        self.raw = raw
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.raw = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.raw = None
+        super().__delitem__(key)
+
+    def pop(self, *args: Any) -> Any:
+        self.raw = None
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[str, Any]:
+        self.raw = None
+        return super().popitem()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self.raw = None
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.raw = None
+        super().update(*args, **kwargs)
+
+    def clear(self) -> None:
+        self.raw = None
+        super().clear()
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
+        self.raw = None
+        super().update(other)
+        return self
+
+
+def wire_bytes(chunk: ChatCompletionChunk) -> bytes | None:
+    """The SSE event for a chunk relayed unchanged, or None when it must be encoded."""
+    raw = chunk.raw if type(chunk) is RawChunk else None
+    return b"data: " + raw + b"\n\n" if raw is not None else None
+
+
+class SSEReader:
+    """Splits an upstream's SSE byte stream into chunks; ``data: [DONE]`` ends it. The whole
+    stream may carry at most ``max_bytes`` (a runaway upstream cannot fill the memory)."""
+
+    def __init__(self, model: str, max_bytes: int, redact: Redactor) -> None:
+        self.model = model
+        self.max_bytes = max_bytes
+        self.redact = redact
+
+    async def chunks(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[ChatCompletionChunk]:
+        buffer = bytearray()
+        total = 0
+        async for piece in pieces:
+            total += len(piece)
+            if total > self.max_bytes:
+                raise UpstreamFailed(
+                    f"the stream from the upstream for model {self.model!r} is larger than "
+                    f"upstream.max_response_bytes ({self.max_bytes})", code="upstream_too_large")
+            buffer += piece
+            if b"\r" in piece:
+                buffer[:] = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            while (end := buffer.find(b"\n\n")) >= 0:
+                event = bytes(buffer[:end])
+                del buffer[:end + 2]
+                chunk = self.parse(event)
+                if chunk is DONE:
+                    return
+                if chunk is not None:
+                    yield cast(ChatCompletionChunk, chunk)
+        if buffer.strip():  # the last event without its blank line
+            chunk = self.parse(bytes(buffer))
+            if chunk is not None and chunk is not DONE:
+                yield cast(ChatCompletionChunk, chunk)
+
+    def parse(self, event: bytes) -> RawChunk | None:
+        """One event: its chunk, ``DONE``, or None for comments and data-less events."""
+        lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
+        if not lines:
+            return None
+        data = b"\n".join(line[1:] if line.startswith(b" ") else line for line in lines)
+        if data.strip() == b"[DONE]":
+            return DONE
+        try:
+            parsed = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise UpstreamFailed(f"the upstream for model {self.model!r} sent an event that is "
+                                 "not a JSON object", code="upstream_malformed")
+        if "error" in parsed and "choices" not in parsed:
+            error = parsed["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            raise UpstreamFailed(f"the upstream for model {self.model!r} failed mid-stream: "
+                                 f"{self.redact.cut(str(message))}", code="upstream_error")
+        complete = all(isinstance(c, dict) and "finish_reason" in c
+                       for c in parsed.get("choices") or ())
+        chunk = RawChunk(parsed, data if len(lines) == 1 and complete else None)
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                choice.setdefault("finish_reason", None)  # as LiteLLM's chunks always have it
+        return chunk
+
+
+DONE = RawChunk({}, None)
+"""The end of the stream (``data: [DONE]``)."""

@@ -1,0 +1,219 @@
+"""The direct path to OpenAI-compatible upstreams (issue 16): which models take it, what it
+sends, how it reads replies and streams (bounded, relayed as they came), and that the app's
+lifespan closes its pooled client. The gateway-facing suites run over both paths
+(``conftest.BOTH_PATHS``); these are the direct path's own cases, without models loaded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import UPSTREAM_SECRET, gateway_config_dict
+from fakes import fake_services
+from starlette.testclient import TestClient
+from stub_upstream import StubUpstream
+
+from proxy.app import create_app
+from proxy.direct import DirectUpstream, SplitUpstream, build_upstream, direct_routes
+from proxy.errors import GatewayError, Redactor, UpstreamFailed
+from proxy.relay import RawChunk, SSEReader, wire_bytes
+from proxy.settings import ConfigError, GatewayConfig
+from proxy.sse import event
+from proxy.stages import TimedUpstream
+from proxy.upstream import LiteLLMUpstream
+from vilmo.instruct.principles import PrincipleBank
+
+ASK = [{"role": "user", "content": "Hello there."}]
+
+
+def config_of(stub_url: str, tmp_path: Path, direct: str = "auto", **extra: Any,
+              ) -> GatewayConfig:
+    data = gateway_config_dict(stub_url, tmp_path)
+    data["upstream"] = {"direct": direct, **extra.pop("upstream", {})}
+    return GatewayConfig.model_validate({**data, **extra})
+
+
+def test_auto_takes_openai_entries_with_a_base_and_leaves_the_rest_to_litellm(
+        tmp_path: Path) -> None:
+    base = {"api_base": "http://127.0.0.1:1/v1", "api_key": "k"}
+    config = GatewayConfig.model_validate({"model_list": [
+        {"model_name": "a", "litellm_params": {"model": "openai/a", **base}},
+        {"model_name": "claude", "litellm_params": {"model": "anthropic/claude-x"}},
+        {"model_name": "no-base", "litellm_params": {"model": "openai/gpt-4o-mini"}},
+        {"model_name": "with-fallback", "litellm_params": {"model": "openai/b", **base}},
+        {"model_name": "odd", "litellm_params": {"model": "openai/c", "rpm": 5, **base}},
+        {"model_name": "twice", "litellm_params": {"model": "openai/d", **base}},
+        {"model_name": "twice", "litellm_params": {"model": "openai/e", **base}},
+    ], "router_settings": {"fallbacks": [{"with-fallback": ["a-backup"]}]}})
+    assert [r.name for r in direct_routes(config)] == ["a"]
+    config.upstream.direct = "never"
+    assert direct_routes(config) == []
+    config.upstream.direct = "always"
+    with pytest.raises(ConfigError) as caught:
+        direct_routes(config)
+    assert "'claude' cannot go direct: its provider is not openai/" in str(caught.value)
+    assert "fallbacks" in str(caught.value) and "several deployments" in str(caught.value)
+
+
+def test_retries_keep_a_model_with_litellm() -> None:
+    config = GatewayConfig.model_validate({"model_list": [
+        {"model_name": "a", "litellm_params": {"model": "openai/a", "api_base": "http://x/v1"}}],
+        "router_settings": {"num_retries": 2}})
+    assert direct_routes(config) == []
+
+
+def test_split_upstream_resolves_names_in_config_order(tmp_path: Path) -> None:
+    config = GatewayConfig.model_validate({"model_list": [
+        {"model_name": "claude", "litellm_params": {"model": "anthropic/claude-x"}},
+        {"model_name": "*", "litellm_params": {"model": "openai/*", "api_base": "http://x/v1"}},
+    ]})
+    upstream = build_upstream(config, Redactor())
+    assert isinstance(upstream, SplitUpstream)
+    assert isinstance(upstream.pick("claude"), LiteLLMUpstream)
+    assert isinstance(upstream.pick("gpt-x"), DirectUpstream)
+    assert upstream.model_names() == ["claude", "*"]
+    route = upstream.direct.routes["*"]
+    assert route.upstream_model("gpt-x") == "gpt-x" and route.url == "http://x/v1/chat/completions"
+
+
+def test_only_the_config_key_and_headers_are_sent(stub: StubUpstream, tmp_path: Path) -> None:
+    config = config_of(stub.url, tmp_path)
+    config.model_list[0].litellm_params["extra_headers"] = {"X-Org": "acme"}
+    upstream = build_upstream(config, Redactor(config.secrets()))
+
+    async def call() -> None:
+        await upstream.complete({"model": "stub", "messages": ASK,
+                                 "extra_body": {"metadata": {"p": "x"}}})
+        await upstream.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(call())
+    assert stub.last.headers["authorization"] == f"Bearer {UPSTREAM_SECRET}"
+    assert stub.last.headers["x-org"] == "acme"
+    assert stub.last.body == {"model": "stub-model", "messages": ASK, "metadata": {"p": "x"},
+                              "stream": False}
+
+
+def run_direct(upstream: Any, params: dict[str, Any], stream: bool = False) -> Any:
+    async def call() -> Any:
+        try:
+            if stream:
+                return [c async for c in upstream.stream(params)]
+            return await upstream.complete(params)
+        finally:
+            await upstream.aclose()
+
+    return asyncio.run(call())
+
+
+def test_replies_and_streams_are_bounded(stub: StubUpstream, tmp_path: Path) -> None:
+    config = config_of(stub.url, tmp_path, upstream={"max_response_bytes": 300})
+    for stream in (False, True):
+        with pytest.raises(UpstreamFailed) as caught:
+            run_direct(build_upstream(config, Redactor()),
+                       {"model": "stub", "messages": ASK}, stream)
+        assert caught.value.status == 502 and caught.value.code == "upstream_too_large"
+
+
+def test_streamed_chunks_are_relayed_as_the_upstream_sent_them(stub: StubUpstream,
+                                                              tmp_path: Path) -> None:
+    chunks = run_direct(build_upstream(config_of(stub.url, tmp_path), Redactor()),
+                        {"model": "stub", "messages": ASK}, stream=True)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == stub.reply
+    first = wire_bytes(chunks[0])
+    assert first is not None and first.startswith(b'data: {"id": "chatcmpl-stub')  # the stub's
+    assert json.loads(first[6:]) == chunks[0]  # spacing, not the gateway's compact encoding
+
+
+async def pieces(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+def read_sse(*parts: bytes, max_bytes: int = 10_000) -> list[Any]:
+    async def collect() -> list[Any]:
+        reader = SSEReader("m", max_bytes, Redactor(["sk-secret-1234"]))
+        return [c async for c in reader.chunks(pieces(*parts))]
+
+    return asyncio.run(collect())
+
+
+def test_sse_events_split_across_reads_with_crlf_and_comments() -> None:
+    one = b'{"id":"a","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}'
+    chunks = read_sse(b": keep-alive\r\n\r\ndata: " + one[:10], one[10:] + b"\r\n\r\n",
+                      b"data: [DONE]\n\n", b"data: {\"ignored\": true}\n\n")
+    assert len(chunks) == 1 and chunks[0]["id"] == "a"
+    assert wire_bytes(chunks[0]) == b"data: " + one + b"\n\n"
+
+
+def test_a_changed_chunk_is_encoded_again() -> None:
+    chunk = RawChunk({"id": "a", "choices": []}, b'{"id": "a", "choices": []}')
+    chunk["model"] = "m"
+    assert chunk.raw is None and wire_bytes(chunk) is None  # type: ignore[arg-type]
+    assert event(chunk) == b'data: {"id":"a","choices":[],"model":"m"}\n\n'
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"data: not json\n\n", "upstream_malformed"),
+    (b"data: [1, 2]\n\n", "upstream_malformed"),
+    (b'data: {"error": {"message": "overloaded, key sk-secret-1234"}}\n\n', "upstream_error"),
+    (b"data: " + b"x" * 20_000 + b"\n\n", "upstream_too_large"),
+])
+def test_bad_streams_are_502s(body: bytes, code: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        read_sse(body)
+    assert caught.value.status == 502 and caught.value.code == code
+    assert "sk-secret-1234" not in caught.value.message
+
+
+def test_a_connection_closed_before_the_reply_is_tried_once_more() -> None:
+    """A pooled connection the upstream closes as it is reused (its keep-alive ran out) gave
+    a 502 (seen in bench/compare_litellm.py at c=32); one fresh try answers."""
+    attempts: list[int] = []
+    reply = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+        {"index": 0, "finish_reason": "stop",
+         "message": {"role": "assistant", "content": "ok"}}]}).encode()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        attempts.append(1)
+        if len(attempts) > 1:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(reply), reply))
+            await writer.drain()
+        writer.close()
+
+    async def call() -> Any:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = GatewayConfig.model_validate({"model_list": [{"model_name": "m", "litellm_params": {
+            "model": "openai/m", "api_base": f"http://127.0.0.1:{port}/v1"}}]})
+        upstream = build_upstream(config, Redactor())
+        try:
+            return await upstream.complete({"model": "m", "messages": ASK})
+        finally:
+            await upstream.aclose()  # type: ignore[attr-defined]
+            server.close()
+
+    completion = asyncio.run(call())
+    assert completion["choices"][0]["message"]["content"] == "ok" and len(attempts) == 2
+
+
+def test_the_lifespan_closes_the_pooled_client(stub: StubUpstream, tmp_path: Path,
+                                               policy_dir: Path, bank: PrincipleBank) -> None:
+    config = config_of(stub.url, tmp_path)
+    upstream = build_upstream(config, Redactor())
+    assert isinstance(upstream, SplitUpstream) and upstream.router is None  # no LiteLLM at all
+    services = fake_services(policy_dir, bank)
+    services.config.store.path = tmp_path / "state.db"
+    services.upstream = TimedUpstream(upstream)
+    app = create_app(services.config, lambda c: services)
+    with TestClient(app) as client:
+        reply = client.post("/v1/chat/completions", json={"model": "stub", "messages": ASK},
+                            headers={"X-Vilmo-Policy": "g-allow-buffer"})
+        assert reply.status_code == 200, reply.text
+        assert not upstream.direct.client.is_closed
+    assert upstream.direct.client.is_closed
