@@ -50,6 +50,8 @@ class Gateway:
     c1: list[float] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
+    errors: dict[int, int] = field(default_factory=dict)
+    """Status -> count of failed requests at c=32 (a 503: a check ran past its timeout)."""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -82,14 +84,16 @@ def imported_torch(pid: int) -> bool:
     return "libtorch" in maps
 
 
-async def concurrent(url: str, texts: list[str], headers: dict[str, str], c: int) -> float:
+async def concurrent(g: Gateway, texts: list[str], headers: dict[str, str], c: int) -> float:
     queue = list(texts)
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=c)) as client:
         async def worker() -> None:
             while queue:
                 body = chat_body(queue.pop())
-                (await client.post(f"{url}/chat/completions", json=body,
-                                   headers=headers)).raise_for_status()
+                reply = await client.post(f"{g.url}/chat/completions", json=body,
+                                          headers=headers)
+                if reply.status_code != 200:
+                    g.errors[reply.status_code] = g.errors.get(reply.status_code, 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(c)))
@@ -153,7 +157,7 @@ def main() -> None:
                         direct_c1.append((t1 - t0) * 1000)
                         g.c1.append((t2 - t1) * 1000)
                     batch, at = texts[at:at + args.concurrent], at + args.concurrent
-                    g.rates.append(asyncio.run(concurrent(g.url, batch, headers, 32)))
+                    g.rates.append(asyncio.run(concurrent(g, batch, headers, 32)))
                     g.cpu_ms.append((cpu_seconds(g.process.pid) - cpu) * 1000
                                     / (args.requests + args.concurrent))
         base = statistics.median(direct_c1)
@@ -167,6 +171,7 @@ def main() -> None:
                 "added_p99_ms_c1": round(statistics.quantiles(g.c1, n=100)[98] - base, 1),
                 "req_per_s_c32": [round(r, 1) for r in g.rates],
                 "cpu_ms_per_request": [round(c, 1) for c in g.cpu_ms],
+                "errors_c32": g.errors,
                 "peak_rss_mb": round(peak_rss_mb(g.process.pid)),
                 "torch_loaded": imported_torch(g.process.pid)}
         print(json.dumps(report, indent=1))
