@@ -53,7 +53,7 @@ def _check_graphs() -> None:
     starts, and how to make them (``vilmo warmup``), rather than fail in every worker."""
     if torch_installed():
         return
-    from vilmo.cli.warmup import missing_graphs
+    from vilmo.judge.graphs import missing_graphs
     from vilmo.judge.value_onnx import cache_dir
 
     missing = missing_graphs()

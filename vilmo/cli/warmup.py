@@ -9,29 +9,10 @@ it; running it again when the graphs are cached does nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import click
 
-
-def serving_graphs() -> list[tuple[str, Callable[[], Path], Callable[[], None]]]:
-    """(what it is, where its graph is cached, how to build it) for every graph the gateway
-    loads: the value judge, the int8 prompt encoder, the fp32 zero-shot encoder."""
-    from vilmo.judge.embedder import OnnxEmbedder
-    from vilmo.judge.value_model import BuiltinClassifier
-
-    judge = BuiltinClassifier(cache_size=0)
-    prompts = OnnxEmbedder(cache_size=0)
-    zero_shot = OnnxEmbedder(cache_size=0, quantized=False)
-    return [("value judge (int8)", judge.graph_path, judge.warm_up),
-            ("prompt encoder (int8)", prompts.graph_path, prompts.warm_up),
-            ("zero-shot encoder (fp32)", zero_shot.graph_path, zero_shot.warm_up)]
-
-
-def missing_graphs() -> list[Path]:
-    """The serving graphs not in the cache yet."""
-    return [path for _, where, _ in serving_graphs() if not (path := where()).exists()]
+from vilmo.judge.graphs import serving_graphs
 
 
 @click.command("warmup")
