@@ -1,7 +1,9 @@
-# The vilmo gateway. CPU-only torch keeps the image small (the value models run on CPU).
+# The vilmo gateway. CPU-only torch keeps the image small (the value models run on CPU); it is
+# used once, by `vilmo warmup`, to build the ONNX graphs the gateway serves from.
 FROM python:3.11-slim
 WORKDIR /app
-ENV LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+ENV LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 \
+    VILMO_CACHE_DIR=/opt/vilmo-cache
 COPY pyproject.toml constraints.txt README.md ./
 COPY vilmo ./vilmo
 COPY proxy ./proxy
@@ -9,6 +11,7 @@ COPY localllm ./localllm
 # A regular (not editable) install: the policies and models are read from the installed package.
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
  && pip install --no-cache-dir -c constraints.txt . \
- && rm -rf /app/vilmo /app/proxy /app/localllm
+ && rm -rf /app/vilmo /app/proxy /app/localllm \
+ && vilmo warmup
 EXPOSE 4000
 ENTRYPOINT ["vilmo", "serve", "--host", "0.0.0.0", "--port", "4000"]

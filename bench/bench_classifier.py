@@ -149,7 +149,7 @@ async def _batched(clf: object, texts: list[str]) -> float:
     from vilmo.judge.classifier import ScoreInput
     from vilmo.judge.heads import BUILTIN_VALUES
 
-    batcher = MicroBatcher(clf, max_wait_ms=5, max_batch=64)  # type: ignore[arg-type]
+    batcher = MicroBatcher(clf, max_batch=64)  # type: ignore[arg-type]
     items = [ScoreInput("Again: " + t) for t in texts]
     start = time.perf_counter()
     await asyncio.gather(*(batcher.score(i, BUILTIN_VALUES) for i in items))

@@ -3,6 +3,7 @@ through the ``vilmo.commands`` entry point, so the library never imports the gat
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def serve(config_path: Path | None, host: str, port: int, workers: int) -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = _config(config_path)
+    _check_graphs()
     if config_path is None:
         os.environ.pop(CONFIG_ENV, None)
     else:
@@ -44,6 +46,28 @@ def serve(config_path: Path | None, host: str, port: int, workers: int) -> None:
                f"default policy: {config.default_policy}, workers: {workers})")
     uvicorn.run("proxy.app:app_from_environment", factory=True, host=host, port=port,
                 workers=workers, log_level="info")
+
+
+def _check_graphs() -> None:
+    """Without torch the gateway can only read cached ONNX graphs: say so before any worker
+    starts, and how to make them (``vilmo warmup``), rather than fail in every worker."""
+    if torch_installed():
+        return
+    from vilmo.judge.graphs import missing_graphs
+    from vilmo.judge.value_onnx import cache_dir
+
+    missing = missing_graphs()
+    if missing:
+        click.echo(f"error: {len(missing)} model graph(s) are not in the cache "
+                   f"({cache_dir() / 'onnx'}) and torch, which builds them, is not installed: "
+                   "run `vilmo warmup` where torch is installed, with the same "
+                   "VILMO_CACHE_DIR", err=True)
+        raise SystemExit(2)
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported (found, not imported: serving never loads it)."""
+    return importlib.util.find_spec("torch") is not None
 
 
 def _config(path: Path | None) -> GatewayConfig:

@@ -23,7 +23,7 @@ from vilmo.instruct.principles import PrincipleBank
 from vilmo.instruct.second_look import SecondLook
 from vilmo.instruct.stakes import StakesModel
 from vilmo.judge.classifier import ScoreInput
-from vilmo.judge.embedder import Embedder, Int8Embedder
+from vilmo.judge.embedder import Int8Embedder, OnnxEmbedder
 from vilmo.policy_store import PolicyStore
 from vilmo.verdict import rules_of
 
@@ -81,7 +81,9 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
     (direct or LiteLLM, ``proxy.direct``), and the built-in value classifier (with zero-shot
     scoring of each policy's own principles)."""
     redact = Redactor(config.secrets())
-    embedder = Embedder()  # fp32, for the zero-shot judge (its calibration was fitted on it)
+    # fp32, for the zero-shot judge (its calibration was fitted on fp32 embeddings): the ONNX
+    # graph of the same network, so serving needs no torch (``vilmo warmup`` builds it).
+    embedder = OnnxEmbedder(quantized=False)
     bank = PrincipleBank.load()
     second_look = None
     if classifier_for is None:

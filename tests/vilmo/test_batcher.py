@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 
@@ -17,7 +18,7 @@ def test_concurrent_calls_share_one_batch() -> None:
     fake = KeywordClassifier(["mft.care", "mft.fairness"])
 
     async def main() -> list[ValueScores]:
-        batcher = MicroBatcher(fake, max_wait_ms=50, max_batch=64)
+        batcher = MicroBatcher(fake, max_batch=64)
         try:
             return await asyncio.gather(
                 *(batcher.score(ScoreInput(f"reply {i} BAD:mft.care"), ["mft.care"])
@@ -36,7 +37,7 @@ def test_max_batch_splits_and_later_calls_form_new_batches() -> None:
     fake = KeywordClassifier(["mft.care"])
 
     async def main() -> None:
-        batcher = MicroBatcher(fake, max_wait_ms=20, max_batch=8)
+        batcher = MicroBatcher(fake, max_batch=8)
         await asyncio.gather(*(batcher.score(ScoreInput(str(i)), ["mft.care"])
                                for i in range(20)))
         await batcher.score(ScoreInput("late"), ["mft.care"])
@@ -51,7 +52,7 @@ def test_one_bad_request_does_not_fail_its_neighbours() -> None:
     fake = KeywordClassifier(["mft.care"])
 
     async def main() -> tuple[ValueScores | BaseException, ValueScores | BaseException]:
-        batcher = MicroBatcher(fake, max_wait_ms=30)
+        batcher = MicroBatcher(fake)
         try:
             return await asyncio.gather(batcher.score(ScoreInput("a"), ["mft.care"]),
                                         batcher.score(ScoreInput("b"), ["mft.unknown"]),
@@ -93,7 +94,7 @@ class SlowFake(KeywordClassifier):
 
 def small_parts(fake: KeywordClassifier) -> MicroBatcher:
     """Parts of 100 characters, two per batch: a 20,000-character text is ~250 batches."""
-    return MicroBatcher(fake, max_wait_ms=1, part_chars=100, overlap_chars=30,
+    return MicroBatcher(fake, part_chars=100, overlap_chars=30,
                         max_batch_chars=200)
 
 
@@ -172,3 +173,68 @@ def test_parts_of_an_abandoned_check_are_not_scored() -> None:
     cancelled_at, scored = asyncio.run(main())
     parts = len(split_text("calm words " * 2000, 100, 30))
     assert scored <= cancelled_at + 3 < parts  # the batch in flight and "next", nothing more
+
+
+def test_a_lone_check_runs_at_once_without_a_timed_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: an idle batcher does not sleep a batching window before a lone check (it
+    used to wait 5 ms for company that never came). Every sleep the batcher asks for is
+    recorded: none may be longer than one turn of the loop."""
+    fake = KeywordClassifier(["mft.care"])
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float, result: object = None) -> object:
+        slept.append(delay)
+        return await real_sleep(0, result)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+
+    async def main() -> ValueScores:
+        batcher = MicroBatcher(fake)
+        try:
+            return await batcher.score(ScoreInput("alone BAD:mft.care"), ["mft.care"])
+        finally:
+            await batcher.aclose()
+
+    result = asyncio.run(main())
+    assert result.violation == {"mft.care": 0.9} and fake.batches == [1]
+    assert all(delay == 0 for delay in slept), slept
+
+
+class GatedFake(KeywordClassifier):
+    """The keyword fake whose first call blocks until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(["mft.care"])
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
+        self.started.set()
+        assert self.release.wait(10)
+        return super().score(items, value_ids)
+
+
+def test_checks_that_arrive_during_a_batch_form_the_next_batch() -> None:
+    """Under load batching still forms: a lone check runs at once, and the five that come
+    while it runs are scored together in one batch."""
+    fake = GatedFake()
+
+    async def main() -> list[ValueScores]:
+        batcher = MicroBatcher(fake)
+        try:
+            first = asyncio.ensure_future(batcher.score(ScoreInput("first"), ["mft.care"]))
+            while not fake.started.is_set():
+                await asyncio.sleep(0.001)
+            later = [asyncio.ensure_future(batcher.score(ScoreInput(f"later {i}"), ["mft.care"]))
+                     for i in range(5)]
+            await asyncio.sleep(0)
+            fake.release.set()
+            return [await first, *[await f for f in later]]
+        finally:
+            await batcher.aclose()
+
+    results = asyncio.run(main())
+    assert fake.batches == [1, 5]
+    assert all(r.violation == {"mft.care": 0.1} for r in results)

@@ -19,7 +19,7 @@ class CharTokenizer:
 def test_windows_cover_reply(length: int) -> None:
     spec = WindowSpec(max_length=48, prompt_tokens=5, stride_fraction=0.75)
     reply = "".join(chr(200 + i % 50) for i in range(length))
-    out = windows(CharTokenizer(), "prompt text", reply, spec)  # type: ignore[arg-type]
+    out = windows(CharTokenizer(), "prompt text", reply, spec)
     assert all(len(w) <= spec.max_length for w in out)
     assert all(w[:7] == [101, *map(ord, "promp"), 102] and w[-1] == 102 for w in out)
     seen = "".join(chr(t) for w in out for t in w[7:-1])
@@ -28,7 +28,7 @@ def test_windows_cover_reply(length: int) -> None:
 
 
 def test_training_reads_one_window() -> None:
-    out = windows(CharTokenizer(), None, "x" * 500, WindowSpec(max_length=64), limit=1)  # type: ignore[arg-type]
+    out = windows(CharTokenizer(), None, "x" * 500, WindowSpec(max_length=64), limit=1)
     assert len(out) == 1 and len(out[0]) == 64
 
 
@@ -68,6 +68,6 @@ def test_span_windows_lead_each_sentence_with_the_prompt() -> None:
     from vilmo.judge.value_net import span_windows
 
     spec = WindowSpec(max_length=48, prompt_tokens=5, fine_length=20)
-    out = span_windows(CharTokenizer(), "prompt text", ["a" * 3, "b" * 30], spec)  # type: ignore[arg-type]
+    out = span_windows(CharTokenizer(), "prompt text", ["a" * 3, "b" * 30], spec)
     assert all(w[:7] == [101, *map(ord, "promp"), 102] and len(w) <= 20 for w in out)
     assert "".join(chr(t) for w in out for t in w[7:-1]).count("b") >= 30

@@ -17,6 +17,7 @@ from vilmo.cli.evaluate import eval_group
 from vilmo.cli.policy import policy_group
 from vilmo.cli.train import train_group
 from vilmo.cli.values import values_command
+from vilmo.cli.warmup import warmup_command
 
 
 def _offline_environment() -> None:
@@ -38,6 +39,7 @@ cli.add_command(values_command)
 cli.add_command(train_group)
 cli.add_command(eval_group)
 cli.add_command(classify_command)
+cli.add_command(warmup_command)
 
 
 def _load_plugin_commands() -> None:

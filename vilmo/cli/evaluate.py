@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,8 @@ def eval_classifier_command(data_dir: Path | None, model_dir: Path | None, as_js
     root = resolve(data_dir)
     if not root.exists():
         raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")
-    report = evaluate(root, BuiltinClassifier(model_dir), policy=policy_file,
+    report = evaluate(root, BuiltinClassifier(model_dir, threads=os.cpu_count() or 1),
+                      policy=policy_file,
                       progress=lambda step: click.echo(f"evaluating {step}", err=True))
     if as_json:
         click.echo(json.dumps(report))

@@ -15,6 +15,7 @@ highest score over the policy's values (each rescaled so that 0.5 is its operati
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -183,7 +184,7 @@ def evaluate(root: Path, model: BuiltinClassifier | None = None,
              legacy: bool = True) -> dict[str, Any]:
     """Every held-out figure, as one JSON-ready object: the judge's targets under ``policy``
     (default: the shipped ``default`` policy), then (``legacy``) the earlier figures."""
-    model = model or BuiltinClassifier()
+    model = model or BuiltinClassifier(threads=os.cpu_count() or 1)  # offline: every core
     say = progress or (lambda _: None)
     policy = policy or SHIPPED_POLICIES / "default.yaml"
     judge = Judge(model, policy_thresholds(policy))

@@ -1,6 +1,9 @@
 """A micro-batcher: concurrent checks share encoder passes, and large checks share them fairly.
 
-``await batcher.score(item, value_ids)`` queues a job. A text longer than ``part_chars`` is
+``await batcher.score(item, value_ids)`` queues a job. An idle batcher runs it at once (after
+one turn of the event loop, so calls made together, as ``score_many``'s, share a batch): a
+lone check never waits for company. Under load the batches form by themselves: the checks that
+arrive while a batch runs make up the next one. A text longer than ``part_chars`` is
 split into overlapping parts (``split_text``), every one of which is scored: nothing is
 sampled. Each batch takes the next part of every waiting job, in turn (up to ``max_batch``
 parts and ``max_batch_chars`` characters), and is scored in one ``classifier.score`` call in a
@@ -84,13 +87,13 @@ Part = tuple[_Job, ScoreInput]
 
 
 class MicroBatcher:
-    """Collects ``score`` calls for a few milliseconds and runs their parts as fair batches."""
+    """Runs queued ``score`` calls' parts as fair batches: at once when idle, and what queued
+    meanwhile as the next batch when busy."""
 
-    def __init__(self, classifier: ValueClassifier, max_wait_ms: float = 5.0,
-                 max_batch: int = 64, part_chars: int = 3000, overlap_chars: int = 500,
+    def __init__(self, classifier: ValueClassifier, max_batch: int = 64,
+                 part_chars: int = 3000, overlap_chars: int = 500,
                  max_batch_chars: int = 8000) -> None:
         self.classifier = classifier
-        self.max_wait_s = max_wait_ms / 1000.0
         self.max_batch = max_batch
         self.part_chars, self.overlap_chars = part_chars, overlap_chars
         self.max_batch_chars = max_batch_chars
@@ -133,7 +136,9 @@ class MicroBatcher:
     async def _run(self, arrived: asyncio.Event) -> None:
         while True:
             await arrived.wait()
-            await asyncio.sleep(self.max_wait_s)  # let concurrent calls join this batch
+            # One turn of the loop, no timed window: calls made in the same turn join this
+            # batch; a lone call runs now, and calls that come while it runs form the next.
+            await asyncio.sleep(0)
             batch = self._take()
             if not batch:
                 arrived.clear()

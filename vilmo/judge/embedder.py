@@ -4,11 +4,12 @@ Loaded once per process, lazily, from the package's own files: nothing is downlo
 embedded to unit-length 384-d vectors, so a dot product is the cosine similarity.
 
 Two runtimes: ``Embedder`` (fp32 PyTorch through sentence-transformers, what the zero-shot
-judge was calibrated with) and ``Int8Embedder`` (the same network as an int8 ONNX Runtime graph,
-built and cached like the judge's by ``vilmo.judge.value_onnx``: the request path's instruction step
-uses it, several times faster on CPU). Both keep a bounded LRU cache of recent texts; the int8
-one can use a shared cache instead (``use_cache``: the gateway's store, with a TTL, read by every
-replica).
+judge was calibrated with) and ``OnnxEmbedder`` (the same network as an ONNX Runtime graph,
+built and cached like the judge's by ``vilmo.judge.value_onnx``): int8 (``Int8Embedder``) for
+the request path's instruction step, several times faster on CPU, and fp32 for the gateway's
+zero-shot judge (the fp32 network's embeddings, without torch). Both keep a bounded LRU cache of
+recent texts; the ONNX one can use a shared cache instead (``use_cache``: the gateway's store,
+with a TTL, read by every replica).
 """
 
 from __future__ import annotations
@@ -136,19 +137,22 @@ class _LruCache:
         return len(self._items)
 
 
-class Int8Embedder:
-    """all-MiniLM-L6-v2 (mean pooling, unit length) as an int8 ONNX graph, with an LRU cache.
+class OnnxEmbedder:
+    """all-MiniLM-L6-v2 (mean pooling, unit length) as an ONNX graph, with an LRU cache.
 
-    The graph is exported from the packaged fp32 weights and quantised on first use, then read
-    from the cache folder (``vilmo.judge.value_onnx.cache_dir``). Cosine to the fp32 embedding of
-    the same text is about 0.99; models trained on these vectors (``vilmo/models/stakes.npz``) are
-    trained through this class.
+    The graph is exported from the packaged fp32 weights (and quantised, unless not
+    ``quantized``) by ``vilmo warmup`` or on first use, then read from the cache folder
+    (``vilmo.judge.value_onnx.cache_dir``) with onnxruntime and tokenizers only. The int8
+    embedding's cosine to the fp32 one of the same text is about 0.99; models trained on these
+    vectors (``vilmo/models/stakes.npz``) are trained through the int8 graph. The fp32 graph
+    gives the sentence-transformers embedding (``Embedder``) to within float rounding.
     """
 
     def __init__(self, model_path: str | Path | None = None, cache_size: int = 4096,
-                 batch_size: int = 32, threads: int | None = 1) -> None:
+                 batch_size: int = 32, threads: int | None = 1, quantized: bool = True) -> None:
         self.model_path = Path(model_path) if model_path else None
         self.batch_size = batch_size
+        self.quantized = quantized
         self.threads = threads
         """ONNX Runtime threads per call: 1 by default, since the gateway runs requests in
         parallel; offline batch jobs may pass more."""
@@ -171,8 +175,9 @@ class Int8Embedder:
                 tokenizer.no_padding()
                 tokenizer.enable_truncation(MAX_TOKENS)
                 sources = sorted(path.glob("*.safetensors"))
-                session = int8_session(_sentence_net(path), sources, self.threads,
-                                       kind="sentence_encoder")
+                session = int8_session(lambda: _sentence_net(path), sources,
+                                       self.threads or 1, kind=self.kind,
+                                       quantized=self.quantized)
                 self._loaded = (session, tokenizer)
             return self._loaded
 
@@ -180,6 +185,23 @@ class Int8Embedder:
         """Keep embeddings in ``cache`` (shared, expiring) instead of the in-process LRU, so
         a prompt embedded by one replica is not embedded again by another."""
         self.shared = cache
+
+    @property
+    def shared_prefix(self) -> str:
+        """Where this graph's vectors sit in a shared cache: int8 and fp32 never mix."""
+        return SHARED_KEY_PREFIX if self.quantized else "minilm-l6-fp32:"
+
+    @property
+    def kind(self) -> str:
+        """The cached graph's name: the int8 and fp32 graphs are separate files."""
+        return "sentence_encoder" if self.quantized else "sentence_encoder_fp32"
+
+    def graph_path(self) -> Path:
+        """Where the graph is cached (whether or not it is there yet)."""
+        from vilmo.judge.value_onnx import graph_path
+
+        path = self.model_path or packaged_model_path()
+        return graph_path(self.kind, sorted(path.glob("*.safetensors")), self.quantized)
 
     def warm_up(self) -> None:
         """Build or load the graph now (startup), not on the first request."""
@@ -201,7 +223,7 @@ class Int8Embedder:
         shared = self.shared
         if shared is None:
             return self.cache.get(text)
-        data = shared.get(SHARED_KEY_PREFIX + text)
+        data = shared.get(self.shared_prefix + text)
         return None if data is None else load_vector(data, DIMENSIONS)
 
     def _keep(self, text: str, vector: np.ndarray) -> None:
@@ -209,7 +231,7 @@ class Int8Embedder:
         if shared is None:
             self.cache.put(text, vector)
         else:
-            shared.put(SHARED_KEY_PREFIX + text, dump_vector(vector))
+            shared.put(self.shared_prefix + text, dump_vector(vector))
 
     def _run(self, texts: Sequence[str]) -> Matrix:
         session, tokenizer = self._load()
@@ -222,6 +244,10 @@ class Int8Embedder:
             mask[i, : len(e.ids)] = 1
         out: Matrix = session(ids, mask).astype(np.float32)
         return out
+
+
+Int8Embedder = OnnxEmbedder
+"""The int8 graph (the default of ``OnnxEmbedder``): what the instruction step embeds with."""
 
 
 def _sentence_net(path: Path) -> torch.nn.Module:

@@ -34,9 +34,8 @@ from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from vilmo.judge.value_net import ValueNet, WindowSpec
+    from vilmo.judge.value_net import ValueNet
+    from vilmo.judge.windowing import WindowSpec, WindowTokenizer
 
 MODEL_NAME = "value_classifier"
 CONTEXT_HEADS = frozenset({"cm", "justice", "deontology", "valueeval"})
@@ -57,7 +56,7 @@ class _Network(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     net: _Network
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: WindowTokenizer
     spec: WindowSpec
     names: tuple[str, ...]
     a: Matrix
@@ -75,10 +74,14 @@ class BuiltinClassifier:
     """
 
     def __init__(self, model_dir: str | Path | None = None, encoder_path: str | Path | None = None,
-                 quantize: bool = True, batch_size: int = 32, cache_size: int = 2048) -> None:
+                 quantize: bool = True, batch_size: int = 32, cache_size: int = 2048,
+                 threads: int = 1) -> None:
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
         self.encoder_path = Path(encoder_path) if encoder_path else None
         self.quantize = quantize
+        self.threads = threads
+        """ONNX Runtime threads per call: 1 in the gateway (checks run in parallel with the
+        rest of the request path); offline batch jobs may pass the number of cores."""
         self.batch_size = batch_size
         self._cache: OrderedDict[tuple[str | None, str], tuple[Matrix, Matrix]] = OrderedDict()
         self._cache_size = cache_size
@@ -100,31 +103,23 @@ class BuiltinClassifier:
             return self._loaded
 
     def _load(self) -> _Loaded:
-        from safetensors.torch import load_file
-
+        """The tokenizer, heads and network; with a cached graph (``vilmo warmup``) this
+        imports neither torch nor transformers."""
         from vilmo.judge.embedder import packaged_model_path
-        from vilmo.judge.value_net import ValueNet, WindowSpec, load_base, unpack
+        from vilmo.judge.windowing import WindowSpec, WordPieceTokenizer
 
         config = json.loads((self.model_dir / "config.json").read_text("utf-8"))
         encoder_path = Path(self.encoder_path or config.get("encoder") or packaged_model_path())
-        bert, tokenizer = load_base(encoder_path)
         names = tuple(config["heads"])
-        fp32 = ValueNet(bert, len(names), config["n_frozen"])
         weights = self.model_dir / "weights.safetensors"
-        missing = fp32.load_state_dict(unpack(load_file(str(weights))), strict=False)
-        if missing.unexpected_keys:
-            raise ValueError(f"unexpected weights: {missing.unexpected_keys[:3]}")
-        fp32.eval()
         net: _Network
         if self.quantize:
-            import torch
-
             from vilmo.judge.value_onnx import int8_session
 
-            sources = [weights, *sorted(encoder_path.glob("*.safetensors"))]
-            net = int8_session(fp32, sources, threads=torch.get_num_threads())
+            net = int8_session(lambda: _fp32_network(config, encoder_path, weights),
+                               self._sources(config), threads=self.threads, kind=MODEL_NAME)
         else:
-            net = _TorchNetwork(fp32)
+            net = _TorchNetwork(_fp32_network(config, encoder_path, weights))
         cal = config.get("calibration", {})
         a = np.array([cal.get(n, [1.0, 0.0])[0] for n in names], dtype=np.float32)
         b = np.array([cal.get(n, [1.0, 0.0])[1] for n in names], dtype=np.float32)
@@ -133,8 +128,26 @@ class BuiltinClassifier:
         points = config.get("operating_points")
         operating = (np.array([points[v] for v in BUILTIN_VALUES], dtype=np.float32)
                      if points else None)
-        return _Loaded(net, tokenizer, WindowSpec(**config["window"]), names, a, b, config,
-                       context, operating)
+        return _Loaded(net, WordPieceTokenizer(encoder_path), WindowSpec(**config["window"]),
+                       names, a, b, config, context, operating)
+
+    def _sources(self, config: dict[str, Any]) -> list[Path]:
+        """The files the int8 graph is made from (its cache key)."""
+        from vilmo.judge.embedder import packaged_model_path
+
+        encoder_path = Path(self.encoder_path or config.get("encoder") or packaged_model_path())
+        return [self.model_dir / "weights.safetensors", *sorted(encoder_path.glob("*.safetensors"))]
+
+    def graph_path(self) -> Path:
+        """Where the int8 graph is cached (whether or not it is there yet)."""
+        from vilmo.judge.value_onnx import graph_path
+
+        config = json.loads((self.model_dir / "config.json").read_text("utf-8"))
+        return graph_path(MODEL_NAME, self._sources(config))
+
+    def warm_up(self) -> None:
+        """Build or load the graph now (``vilmo warmup``, start-up), not on the first check."""
+        self._model()
 
     def pooled_logits(self, items: Sequence[ScoreInput]) -> Matrix:
         """Raw head logits per item, pooled over its windows as ``head_probabilities`` pools
@@ -158,7 +171,13 @@ class BuiltinClassifier:
         (``fine_length``) windows; for a reply of two or more sentences, also each sentence span
         (``vilmo.judge.value_net.sentence_spans``) after the prompt, unless ``sentences`` is
         False."""
-        from vilmo.judge.value_net import WindowSpec, pad, sentence_spans, span_windows, windows
+        from vilmo.judge.windowing import (
+            WindowSpec,
+            pad_numpy,
+            sentence_spans,
+            span_windows,
+            windows,
+        )
 
         m = self._model()
         fine_spec = (WindowSpec(m.spec.fine_length, m.spec.prompt_tokens, m.spec.stride_fraction)
@@ -179,8 +198,8 @@ class BuiltinClassifier:
             kind += [WHOLE] * len(coarse) + [FINE] * len(fine) + [SENTENCE] * len(spanned)
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
         for chunk in _length_batches([len(r) for r in rows], self.batch_size):
-            tokens, mask = pad([rows[r] for r in chunk])
-            out[chunk] = m.net(tokens.numpy(), mask.numpy())
+            tokens, mask = pad_numpy([rows[r] for r in chunk])
+            out[chunk] = m.net(tokens, mask)
         return out, owner, np.asarray(kind, dtype=np.int8)
 
     def _window_probs(self, items: Sequence[ScoreInput]) -> tuple[Matrix, list[int]]:
@@ -265,6 +284,20 @@ def at_operating_point(scores: Matrix, points: Matrix) -> Matrix:
     high = 0.5 + 0.5 * (scores - points) / (1.0 - points)
     out: Matrix = np.clip(np.where(scores < points, low, high), 0.0, 1.0).astype(np.float32)
     return out
+
+
+def _fp32_network(config: dict[str, Any], encoder_path: Path, weights: Path) -> ValueNet:
+    """The fp32 PyTorch network (packaged encoder + committed layers), to export or run."""
+    from safetensors.torch import load_file
+
+    from vilmo.judge.value_net import ValueNet, load_base, unpack
+
+    bert, _ = load_base(encoder_path)
+    fp32 = ValueNet(bert, len(config["heads"]), config["n_frozen"])
+    missing = fp32.load_state_dict(unpack(load_file(str(weights))), strict=False)
+    if missing.unexpected_keys:
+        raise ValueError(f"unexpected weights: {missing.unexpected_keys[:3]}")
+    return fp32.eval()
 
 
 class _TorchNetwork:

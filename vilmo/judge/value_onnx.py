@@ -6,9 +6,11 @@ On CPUs without AVX-512 VNNI, PyTorch's dynamic int8 is barely faster than fp32;
 int8 kernels (per-channel weight scales) are faster there and stay closer to the fp32 logits.
 Weights use 7 bits (``reduce_range``): the AVX2 u8×s8 kernels add pairs of products in 16 bits
 and saturate with full-range weights, so results would differ between CPUs.
-The packaged encoder is never committed, so the int8 graph is made on first load: the fp32
-network (packaged encoder + committed layers) is exported, quantised, and cached under a key of
-everything it was built from.
+The packaged encoder is never committed, so the int8 graph is made once (``vilmo warmup``, or
+on first load): the fp32 network (packaged encoder + committed layers) is exported with torch,
+quantised, and cached under a key of everything it was built from. Reading a cached graph needs
+only onnxruntime, so a gateway with a warm cache never imports torch. The zero-shot judge's
+fp32 encoder is cached the same way, unquantised.
 """
 
 from __future__ import annotations
@@ -16,22 +18,34 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vilmo.errors import VilmoError
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
+    import onnxruntime as ort
     from torch import nn
 
-EXPORT_VERSION = 2
-"""Bump when the export or quantisation recipe changes, so cached graphs are rebuilt."""
+EXPORT_VERSION = 3
+"""Bump when the export or quantisation recipe changes, so cached graphs are rebuilt. (3: the
+key no longer holds torch's version, so a serving process finds the graph without torch.)"""
 RECIPE = "int8, per-channel 7-bit weights, activations quantised per batch"
+SERVING_THREADS = 1
+"""ONNX Runtime threads per session call in the gateway: requests run in parallel, and a
+second pool thread mostly spin-waits (it doubled CPU per check and cut throughput)."""
+
+
+class GraphMissing(VilmoError, RuntimeError):
+    """A graph is not in the cache and this install cannot build it (no torch)."""
 
 
 def runtime() -> str:
@@ -49,18 +63,30 @@ def cache_dir() -> Path:
     return Path(base) / "vilmo"
 
 
-class Int8Session:
-    """``(ids, mask) -> outputs`` (logits or embeddings) through ONNX Runtime; safe to call from several threads."""
+def session_options(threads: int = SERVING_THREADS) -> ort.SessionOptions:
+    """``threads`` intra-op threads, one inter-op thread, and no spin-waiting: an idle pool
+    thread sleeps instead of burning a core between calls."""
+    import onnxruntime as ort
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+class Int8Session:
+    """``(ids, mask) -> outputs`` (logits or embeddings) through ONNX Runtime; safe to call from
+    several threads. Made through ``shared_session``: one per graph per process."""
+
+    def __init__(self, path: Path, threads: int = SERVING_THREADS) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         self.path = path
-        self._session = ort.InferenceSession(str(path), options,
+        self.threads = threads
+        self._session = ort.InferenceSession(str(path), session_options(threads),
                                              providers=["CPUExecutionProvider"])
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> Matrix:
@@ -68,13 +94,26 @@ class Int8Session:
         return out
 
 
-def build_key(*sources: Path) -> str:
-    """A digest of the files the graph is made from and of the tools that make it."""
-    import onnxruntime
-    import torch
+_SESSIONS: dict[tuple[Path, int], Int8Session] = {}
+_SESSIONS_LOCK = threading.Lock()
 
-    digest = hashlib.sha256(f"{EXPORT_VERSION}|{onnxruntime.__version__}|{torch.__version__}"
-                            .encode())
+
+def shared_session(path: Path, threads: int = SERVING_THREADS) -> Int8Session:
+    """The process's one session of this graph (per thread count): every classifier and
+    encoder that loads it shares the weights and the thread pool."""
+    with _SESSIONS_LOCK:
+        found = _SESSIONS.get((path, threads))
+        if found is None:
+            found = _SESSIONS[(path, threads)] = Int8Session(path, threads)
+        return found
+
+
+def build_key(*sources: Path) -> str:
+    """A digest of the files the graph is made from and of the runtime that reads it (not of
+    torch: a serving process without torch must find the graph ``vilmo warmup`` made)."""
+    import onnxruntime
+
+    digest = hashlib.sha256(f"{EXPORT_VERSION}|{onnxruntime.__version__}".encode())
     for source in sources:
         with source.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -82,27 +121,47 @@ def build_key(*sources: Path) -> str:
     return digest.hexdigest()[:24]
 
 
-def int8_session(net: nn.Module, sources: Sequence[Path], threads: int | None = None,
-                 kind: str = "value_classifier") -> Int8Session:
-    """The cached int8 graph of ``net`` (fp32, eval mode, ``(ids, mask) -> one tensor``), whose
-    weights come from the files ``sources``; exported and quantised if missing. ``kind`` names
-    the cached file, so different networks built from the same files never share one.
+def graph_path(kind: str, sources: Sequence[Path], quantized: bool = True) -> Path:
+    """Where the cached graph of ``kind`` made from ``sources`` lives."""
+    suffix = "int8" if quantized else "fp32"
+    return cache_dir() / "onnx" / f"{kind}-{build_key(*sources)}.{suffix}.onnx"
+
+
+def int8_session(build: Callable[[], nn.Module], sources: Sequence[Path],
+                 threads: int = SERVING_THREADS, kind: str = "value_classifier",
+                 quantized: bool = True) -> Int8Session:
+    """The cached graph (int8, or fp32 when not ``quantized``) of the network ``build()`` makes
+    (fp32, eval mode, ``(ids, mask) -> one tensor``), whose weights come from the files
+    ``sources``; exported (torch needed) only if missing. ``kind`` names the cached file, so
+    different networks built from the same files never share one.
 
     The file is written under a temporary name and renamed, so concurrent processes never read
     a half-written graph; where the cache is not writable, the graph lives in a temp dir.
     """
-    target = cache_dir() / "onnx" / f"{kind}-{build_key(*sources)}.int8.onnx"
+    target = graph_path(kind, sources, quantized)
     if not target.exists():
+        net = _buildable(build, target)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            _export_int8(net, target)
+            _export_int8(net, target, quantized)
         except OSError:
             target = Path(tempfile.mkdtemp(prefix="vilmo-onnx-")) / target.name
-            _export_int8(net, target)
-    return Int8Session(target, threads)
+            _export_int8(net, target, quantized)
+    return shared_session(target, threads)
 
 
-def _export_int8(net: nn.Module, target: Path) -> None:
+def _buildable(build: Callable[[], nn.Module], target: Path) -> nn.Module:
+    try:
+        import torch  # noqa: F401 - only to tell a missing torch from a failing build
+    except ImportError as exc:
+        raise GraphMissing(
+            f"the ONNX graph {target.name} is not in the cache ({target.parent}) and torch, "
+            "which builds it, is not installed: run `vilmo warmup` with torch installed and "
+            "the same VILMO_CACHE_DIR") from exc
+    return build()
+
+
+def _export_int8(net: nn.Module, target: Path, quantized: bool = True) -> None:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -117,6 +176,10 @@ def _export_int8(net: nn.Module, target: Path) -> None:
                 dynamic_axes={"ids": {0: "batch", 1: "tokens"},
                               "mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}})
         partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+        if not quantized:
+            shutil.copyfile(fp32, partial)
+            os.replace(partial, target)
+            return
         quiet = _DropPreprocessingHint()
         logging.getLogger().addFilter(quiet)
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -254,7 +255,7 @@ def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
     from vilmo.judge.value_model import BuiltinClassifier
     from vilmo.judge.value_onnx import runtime
 
-    model = BuiltinClassifier(out_dir, cache_size=0)
+    model = BuiltinClassifier(out_dir, cache_size=0, threads=os.cpu_count() or 1)
     items = [ScoreInput(e.response, e.prompt) for e in dev]
     parts = []
     step = 256
@@ -301,7 +302,7 @@ def operating_points(out_dir: Path, dev: Sequence[Example],
     from vilmo.judge.heads import BUILTIN_VALUES
     from vilmo.judge.value_model import BuiltinClassifier
 
-    model = BuiltinClassifier(out_dir, cache_size=0)
+    model = BuiltinClassifier(out_dir, cache_size=0, threads=os.cpu_count() or 1)
     groups: dict[str, dict[tuple[str | None, str], None]] = {
         "benign": {}, "harmful": {}, "refused": {}}
     for e in dev:

@@ -1,0 +1,210 @@
+"""Serving cost of the `default` policy, this checkout against a baseline tree, in one run
+(a benchmark, not a test).
+
+One stub upstream (a reply of about 150 tokens) and two gateways in front of it, one per source
+tree, each with its own ONNX cache; blocks of requests alternate between the gateways (and the
+stub alone, for the added latency), so a slow spell of a shared machine hits both. Reported per
+gateway: start-up time, added p50/p99 latency at c=1, req/s at c=32, CPU ms per request (the
+gateway process's user+system time over its requests), peak RSS, and whether the process
+imported torch. Usage (the baseline tree made with `git archive main | tar -x -C /tmp/base`):
+
+    python bench/bench_serving.py --baseline-tree /tmp/base [--requests 60] [--blocks 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from harness import REPO, chat_body, prompts, serve_stub, wait_ready  # noqa: F401
+
+REPLY = ("Here is a practical plan. First, talk to them calmly and explain how the situation "
+         "affected you, using specific examples rather than general accusations. Second, "
+         "listen to their side, because there may be a misunderstanding you did not see. "
+         "Third, agree on one concrete change each of you will make, and write it down so "
+         "you both remember it. If the problem continues, involve someone neutral whom you "
+         "both trust, such as a mediator or a manager. Keep records of what happens, stay "
+         "polite, and take care of yourself: a walk, a good night's sleep and time with "
+         "friends make hard conversations easier.")
+
+
+@dataclass
+class Gateway:
+    name: str
+    tree: Path
+    cache: Path
+    url: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    startup_s: float = 0.0
+    c1: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    errors: dict[int, int] = field(default_factory=dict)
+    """Status -> count of failed requests at c=32 (a 503: a check ran past its timeout)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start(gateway: Gateway, config: Path, port: int) -> None:
+    env = {**os.environ, "PYTHONPATH": str(gateway.tree), "VILMO_CACHE_DIR": str(gateway.cache),
+           "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    code = "import sys; from vilmo.cli import main; sys.argv[0] = 'vilmo'; main()"
+    started = time.perf_counter()
+    gateway.process = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "--config", str(config), "--port", str(port)],
+        env=env, cwd=gateway.tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(f"http://127.0.0.1:{port}/healthz", gateway.process)
+    gateway.startup_s = time.perf_counter() - started
+    gateway.url = f"http://127.0.0.1:{port}/v1"
+
+
+def imported_torch(pid: int) -> bool:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "libtorch" in maps
+
+
+async def concurrent(g: Gateway, texts: list[str], headers: dict[str, str], c: int) -> float:
+    queue = list(texts)
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=c)) as client:
+        async def worker() -> None:
+            while queue:
+                body = chat_body(queue.pop())
+                reply = await client.post(f"{g.url}/chat/completions", json=body,
+                                          headers=headers)
+                if reply.status_code != 200:
+                    g.errors[reply.status_code] = g.errors.get(reply.status_code, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(c)))
+        return len(texts) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--baseline-tree", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=60, help="per block and gateway, c=1")
+    parser.add_argument("--concurrent", type=int, default=160, help="per block, c=32")
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--caches", type=Path, default=None,
+                        help="keep each tree's ONNX cache here (else a temp dir: rebuilt)")
+    args = parser.parse_args()
+    from stub_upstream import free_port
+
+    work = Path(tempfile.mkdtemp(prefix="vilmo-bench-serving-"))
+    caches = args.caches or work
+    gateways = [Gateway("baseline", args.baseline_tree.resolve(), caches / "baseline"),
+                Gateway("this", REPO, caches / "this")]
+    stub_port = free_port()
+    stub_code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
+                 f"harness.serve_stub({stub_port}, {REPLY!r}, 0.0)")
+    stub = subprocess.Popen([sys.executable, "-c", stub_code])
+    headers = {"X-Vilmo-Policy": "default"}
+    try:
+        wait_ready(f"http://127.0.0.1:{stub_port}/v1/models", stub)
+        direct = f"http://127.0.0.1:{stub_port}/v1"
+        for g in gateways:  # build each tree's graphs first: start-up is then a warm start
+            warm = {**os.environ, "PYTHONPATH": str(g.tree), "VILMO_CACHE_DIR": str(g.cache)}
+            subprocess.run([sys.executable, "-c", WARM], env=warm, cwd=g.tree, check=True)
+            config = work / f"{g.name}.yaml"
+            config.write_text(
+                "model_list:\n  - model_name: stub\n    litellm_params:\n"
+                f"      model: openai/stub\n      api_base: {direct}\n      api_key: sk-bench\n"
+                "router_settings: {num_retries: 0}\n")
+            start(g, config, free_port())
+        direct_c1: list[float] = []
+        texts = prompts(args.blocks * (args.requests * 3 + args.concurrent * 2 + 40))
+        with httpx.Client(timeout=60) as client:
+            for g in gateways:  # first-call paths
+                for t in texts[:20]:
+                    client.post(f"{g.url}/chat/completions", json=chat_body(t + f" warm {g.name}"),
+                                headers=headers).raise_for_status()
+            at = 0
+            for block in range(args.blocks):
+                order = gateways if block % 2 == 0 else gateways[::-1]
+                for g in order:
+                    assert g.process is not None
+                    cpu = cpu_seconds(g.process.pid)
+                    for _ in range(args.requests):
+                        text, at = texts[at], at + 1
+                        t0 = time.perf_counter()
+                        client.post(f"{direct}/chat/completions",
+                                    json=chat_body(text)).raise_for_status()
+                        t1 = time.perf_counter()
+                        client.post(f"{g.url}/chat/completions", json=chat_body(text),
+                                    headers=headers).raise_for_status()
+                        t2 = time.perf_counter()
+                        direct_c1.append((t1 - t0) * 1000)
+                        g.c1.append((t2 - t1) * 1000)
+                    batch, at = texts[at:at + args.concurrent], at + args.concurrent
+                    g.rates.append(asyncio.run(concurrent(g, batch, headers, 32)))
+                    g.cpu_ms.append((cpu_seconds(g.process.pid) - cpu) * 1000
+                                    / (args.requests + args.concurrent))
+        base = statistics.median(direct_c1)
+        report: dict[str, object] = {"cpu": _cpu_name(), "cores": os.cpu_count(),
+                                     "direct_p50_ms": round(base, 2), "blocks": args.blocks}
+        for g in gateways:
+            assert g.process is not None
+            report[g.name] = {
+                "startup_s": round(g.startup_s, 1),
+                "added_p50_ms_c1": round(statistics.median(g.c1) - base, 1),
+                "added_p99_ms_c1": round(statistics.quantiles(g.c1, n=100)[98] - base, 1),
+                "req_per_s_c32": [round(r, 1) for r in g.rates],
+                "cpu_ms_per_request": [round(c, 1) for c in g.cpu_ms],
+                "errors_c32": g.errors,
+                "peak_rss_mb": round(peak_rss_mb(g.process.pid)),
+                "torch_loaded": imported_torch(g.process.pid)}
+        print(json.dumps(report, indent=1))
+    finally:
+        for g in gateways:
+            if g.process is not None:
+                g.process.terminate()
+                g.process.wait(timeout=20)
+        stub.terminate()
+        stub.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+WARM = """
+from vilmo.judge.value_model import BuiltinClassifier
+from vilmo.judge.embedder import Int8Embedder
+BuiltinClassifier().config
+Int8Embedder().warm_up()
+try:
+    from vilmo.judge.embedder import OnnxEmbedder
+    OnnxEmbedder(quantized=False).warm_up()
+except ImportError:
+    pass
+"""
+"""What `vilmo warmup` does, written so that a tree from before the command runs it too."""
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""The ONNX graphs a gateway serves with, for ``vilmo warmup`` (which builds them) and for
+``vilmo serve`` (which checks for them where torch, which builds them, is missing)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+Graph = tuple[str, Callable[[], Path], Callable[[], None]]
+"""(what it is, where its graph is cached, how to build or load it)."""
+
+
+def serving_graphs() -> list[Graph]:
+    """Every graph the gateway loads: the value judge, the int8 prompt encoder (instructions),
+    the fp32 encoder (the zero-shot judge of a policy's own principles)."""
+    from vilmo.judge.embedder import OnnxEmbedder
+    from vilmo.judge.value_model import BuiltinClassifier
+
+    judge = BuiltinClassifier(cache_size=0)
+    prompts = OnnxEmbedder(cache_size=0)
+    zero_shot = OnnxEmbedder(cache_size=0, quantized=False)
+    return [("value judge (int8)", judge.graph_path, judge.warm_up),
+            ("prompt encoder (int8)", prompts.graph_path, prompts.warm_up),
+            ("zero-shot encoder (fp32)", zero_shot.graph_path, zero_shot.warm_up)]
+
+
+def missing_graphs() -> list[Path]:
+    """The serving graphs not in the cache yet."""
+    return [path for _, where, _ in serving_graphs() if not (path := where()).exists()]

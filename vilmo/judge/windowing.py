@@ -1,0 +1,148 @@
+"""How a (prompt, reply) pair becomes token windows for the value classifier, without torch:
+the serving path (``vilmo.judge.value_model``) runs on numpy, tokenizers and onnxruntime only.
+
+``WordPieceTokenizer`` reads the packaged encoder's ``tokenizer.json`` with the `tokenizers`
+library: the same ids as transformers' fast tokenizer, without importing transformers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+class WindowTokenizer(Protocol):
+    """What ``windows`` needs of a tokenizer (transformers' tokenizers have it too)."""
+
+    @property
+    def cls_token_id(self) -> int: ...
+
+    @property
+    def sep_token_id(self) -> int: ...
+
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+
+class WordPieceTokenizer:
+    """A BERT-family ``tokenizer.json`` through `tokenizers`: no padding, no truncation
+    (``windows`` cuts texts itself)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        cls, sep = self._tokenizer.token_to_id("[CLS]"), self._tokenizer.token_to_id("[SEP]")
+        if cls is None or sep is None:
+            raise ValueError(f"{folder}: the tokenizer has no [CLS] or [SEP] token")
+        self.cls_token_id, self.sep_token_id = int(cls), int(sep)
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        return ids
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """How a (prompt, reply) pair becomes token windows."""
+
+    max_length: int = 256
+    prompt_tokens: int = 64
+    stride_fraction: float = 0.75
+    fine_length: int | None = None
+    """When a reply needs several windows, the classifier also reads it in windows of this many
+    tokens (see ``vilmo.judge.value_model``): in a long window a short violation is diluted."""
+    max_spans: int = 16
+    """A reply of two or more sentences is also read sentence by sentence, each after the
+    prompt (``sentence_spans``), in at most this many spans (0: not at all): one harmful
+    sentence in otherwise benign advice is diluted even in a short window."""
+    span_min_words: int = 6
+    """A sentence of fewer words is read together with its neighbour."""
+
+
+def windows(tokenizer: WindowTokenizer, prompt: str | None, response: str,
+            spec: WindowSpec, limit: int | None = None) -> list[list[int]]:
+    """Token-id windows covering the whole reply, each led by the (truncated) prompt.
+
+    A long reply is cut into overlapping windows so a violation at its end is read in full;
+    ``limit`` keeps only the first windows (training reads one).
+    """
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    head = [cls]
+    if prompt:
+        head += tokenizer.encode(prompt, add_special_tokens=False)[: spec.prompt_tokens] + [sep]
+    body = tokenizer.encode(response, add_special_tokens=False)
+    return _cut(head, body, sep, spec.max_length, spec.stride_fraction, limit)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\s*\n+\s*")
+
+
+def sentence_spans(text: str, min_words: int = 6, max_spans: int = 16) -> list[str]:
+    """``text`` cut at sentence ends and line breaks into at most ``max_spans`` spans: a piece
+    under ``min_words`` words joins the next one (the last joins the previous), and when there
+    are more pieces than ``max_spans`` neighbours are joined evenly, so every word is in one
+    span and the number of spans stays bounded."""
+    pieces = [p for p in (q.strip() for q in _SENTENCE_END.split(text)) if p]
+    merged: list[str] = []
+    buffer = ""
+    for piece in pieces:
+        buffer = f"{buffer} {piece}" if buffer else piece
+        if len(buffer.split()) >= min_words:
+            merged.append(buffer)
+            buffer = ""
+    if buffer:
+        if merged:
+            merged[-1] = f"{merged[-1]} {buffer}"
+        else:
+            merged.append(buffer)
+    if max_spans <= 0 or len(merged) <= max_spans:
+        return merged
+    size = -(-len(merged) // max_spans)
+    return [" ".join(merged[i:i + size]) for i in range(0, len(merged), size)]
+
+
+def span_windows(tokenizer: WindowTokenizer, prompt: str | None, spans: Sequence[str],
+                 spec: WindowSpec) -> list[list[int]]:
+    """Token windows for each span of a reply, each led by the (truncated) prompt; a span
+    longer than ``spec.fine_length`` (else ``max_length``) tokens is cut as ``windows`` cuts."""
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    head = [cls]
+    if prompt:
+        head += tokenizer.encode(prompt, add_special_tokens=False)[: spec.prompt_tokens] + [sep]
+    length = spec.fine_length or spec.max_length
+    return [row for span in spans
+            for row in _cut(head, tokenizer.encode(span, add_special_tokens=False), sep, length,
+                            spec.stride_fraction, None)]
+
+
+def _cut(head: list[int], body: list[int], sep: int, length: int, stride: float,
+         limit: int | None) -> list[list[int]]:
+    room = max(1, length - len(head) - 1)
+    step = max(1, int(room * stride))
+    out = []
+    start = 0
+    while True:
+        out.append(head + body[start:start + room] + [sep])
+        if start + room >= len(body) or (limit and len(out) >= limit):
+            return out
+        start += step
+
+
+def pad_numpy(batch: Sequence[Sequence[int]]
+              ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Right-padded ids and the 0/1 attention mask, as int64 arrays (what the graph reads)."""
+    width = max(len(ids) for ids in batch)
+    ids = np.zeros((len(batch), width), dtype=np.int64)
+    mask = np.zeros((len(batch), width), dtype=np.int64)
+    for i, row in enumerate(batch):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
