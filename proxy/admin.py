@@ -36,6 +36,7 @@ from proxy.errors import (
     StoreDown,
 )
 from proxy.middleware import _bearer, resolve_caller
+from proxy.openapi import error_responses
 from proxy.services import Services
 from proxy.store import AuditQuery, InvalidCursor, Store, StoreError, StoreUnavailable
 from proxy.store.records import MAX_PAGE
@@ -62,7 +63,8 @@ async def require_admin(request: Request) -> None:
 
 
 admin_router = APIRouter()
-admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)],
+                  responses=error_responses(400, 401, 403, 404, 503))
 
 
 class NewKey(BaseModel):
