@@ -196,7 +196,11 @@ async def audit(request: Request,
     return dict(page.to_json())
 
 
-@admin.get("/audit/export")
+class JSONLinesResponse(StreamingResponse):
+    media_type = "application/x-ndjson"
+
+
+@admin.get("/audit/export", response_class=JSONLinesResponse)
 async def audit_export(request: Request,
                        query: Annotated[AuditQuery, Depends(audit_query)]) -> Response:
     """Every matching record, newest first, one JSON object per line (streamed)."""
@@ -207,7 +211,7 @@ async def audit_export(request: Request,
         for record in store.export_audit(query):
             yield record.dumps() + "\n"
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson", headers={
+    return JSONLinesResponse(lines(), headers={
         "content-disposition": 'attachment; filename="vilmo-audit.jsonl"'})
 
 

@@ -44,7 +44,7 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
     app = FastAPI(title="vilmo gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(router)
     app.include_router(admin_router)
-    install_openapi(app)
+    install_openapi(app, config)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]

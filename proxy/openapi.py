@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from proxy.protocol import ChatCompletionRequest, ErrorResponse, ValuesCheckRequest
+from proxy.settings import GatewayConfig
 
 REF = "#/components/schemas/{model}"
 BODY_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, ValuesCheckRequest)
@@ -54,13 +55,14 @@ def header(name: str, description: str) -> dict[str, Any]:
             "schema": {"type": "string"}}
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Build ``app``'s document once, on first request, with the body models and the 400s."""
+def install_openapi(app: FastAPI, config: GatewayConfig) -> None:
+    """Build ``app``'s document once, on first request: the body models, the 400s, the
+    server's limits and which paths need a key, from ``config``."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = wire_document(get_openapi(
-                title=app.title, version=app.version, routes=app.routes))
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            app.openapi_schema = configured(wire_document(document), config)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -77,9 +79,30 @@ def wire_document(document: dict[str, Any]) -> dict[str, Any]:
         for operation in operations.values():
             responses: dict[str, Any] = operation.setdefault("responses", {})
             if responses.pop("422", None) is not None or "requestBody" in operation:
-                responses.setdefault("400", {
-                    "description": ERROR_STATUSES[400],
-                    "content": {"application/json": {"schema": error_ref}}})
+                responses.setdefault("400", {"description": ERROR_STATUSES[400]})
+            for status, response in responses.items():
+                if int(status) >= 400:  # JSON whatever the route's own media type
+                    response["content"] = {"application/json": {"schema": error_ref}}
+    return document
+
+
+def configured(document: dict[str, Any], config: GatewayConfig) -> dict[str, Any]:
+    """What this gateway's config decides: who needs a key, and the largest n and max_tokens."""
+    chat = document["components"]["schemas"][ChatCompletionRequest.__name__]["properties"]
+    for name, limit in (("n", config.server.max_n), ("max_tokens", config.server.max_tokens),
+                        ("max_completion_tokens", config.server.max_tokens)):
+        for option in chat[name].get("anyOf", [chat[name]]):
+            if option.get("type") == "integer":
+                option["maximum"] = limit
     document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     document["security"] = [{"bearer": []}]
+    auth = config.auth
+    keys_required = bool(auth.keys) or auth.admin_key is not None
+    for path, operations in document["paths"].items():
+        if path.startswith("/admin"):
+            continue
+        if not keys_required or path in auth.public_paths:
+            for operation in operations.values():
+                operation["security"] = [{}, {"bearer": []}]  # a key is optional here
+                operation["responses"].pop("401", None)
     return document

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from proxy import pipeline
@@ -93,7 +93,7 @@ async def healthz(request: Request) -> Health:
     return Health(policies=services.policies.names(), models=services.upstream.model_names())
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     return Response(services.metrics.exposition(),
