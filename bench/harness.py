@@ -42,6 +42,7 @@ class Servers:
     direct: str  # the stub upstream's /v1
     gateway: str  # the gateway's /v1
     policy_dir: Path
+    gateway_pid: int = 0
 
 
 def serve_stub(port: int, reply: str | None, chunk_delay: float) -> None:
@@ -81,7 +82,7 @@ def servers(policies: dict[str, str], reply: str | None = None,
         wait_ready(f"http://127.0.0.1:{stub_port}/v1/models", stub)
         wait_ready(f"http://127.0.0.1:{gateway_port}/healthz", gateway)
         yield Servers(f"http://127.0.0.1:{stub_port}/v1",
-                      f"http://127.0.0.1:{gateway_port}/v1", work / "policies")
+                      f"http://127.0.0.1:{gateway_port}/v1", work / "policies", gateway.pid)
     finally:
         for process in (gateway, stub):
             process.terminate()

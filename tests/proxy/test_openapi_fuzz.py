@@ -24,7 +24,7 @@ from stub_upstream import StubUpstream
 
 pytestmark = pytest.mark.slow
 
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 10
 CLIENT_KEY = "sk-fuzz-client-0123456789"
 ADMIN_KEY = "sk-fuzz-admin-0123456789"
 MAPPED_UPSTREAM_STATUSES = {502, 503, 504}
