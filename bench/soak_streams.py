@@ -21,6 +21,7 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,7 +167,8 @@ def main() -> None:
     reply = " ".join(["Take a breath before you answer."] * (args.words // 6 + 1)).split()
     text = " ".join(reply[:args.words])
     headers = {"X-Vilmo-Policy": args.policy}
-    with servers(POLICIES, text, args.delay) as s:
+    log = Path(tempfile.mkdtemp(prefix="vilmo-soak-")) / "gateway.log"
+    with servers(POLICIES, text, args.delay, gateway_log=log) as s:
         pid = s.gateway_pid
         asyncio.run(soak(s.gateway, headers, min(args.clients, 20), 3.0))  # warm-up
         direct = asyncio.run(soak(s.direct, {}, args.clients, args.baseline))
@@ -194,6 +196,11 @@ def main() -> None:
           f"{(rss_end - rss_start) / rss_start * 100:+.1f} %)")
     for sample in dict.fromkeys(direct.samples + gateway.samples):
         print(f"  error: {sample}")
+    logged = [ln for ln in log.read_text(errors="replace").splitlines()
+              if "ERROR" in ln or "Error" in ln or "Traceback" in ln]
+    print(f"\ngateway log ({log}): {len(logged)} error lines")
+    for line in list(dict.fromkeys(logged))[:8]:
+        print(f"  {line[:240]}")
 
 
 if __name__ == "__main__":
