@@ -10,6 +10,7 @@ Behaviour is chosen by the model name the gateway forwards:
   stub-bad-sse      streams one word, then an event that is not JSON, then the rest
   stub-bad-sse-first  the first event is not JSON
   stub-invalid-json answers 200 with a body that is not JSON (streams: as stub-bad-sse-first)
+  stub-no-choices   answers 200 with ``choices: []`` (streams: chunks with no choices)
   anything else     answers ``reply`` (streamed word by word when asked to), or ``script``
 """
 
@@ -105,6 +106,14 @@ class StubUpstream:
                                 headers={"retry-after": "7"} if status == 429 else None)
         if model == "stub-slow":
             await asyncio.sleep(self.slow_seconds)
+        if model == "stub-no-choices":
+            empty = {"id": "chatcmpl-empty", "object": "chat.completion", "created": 1,
+                     "model": model, "choices": []}
+            if body.get("stream"):
+                return StreamingResponse(iter([f"data: {json.dumps(empty)}\n\n",
+                                               "data: [DONE]\n\n"]),
+                                         media_type="text/event-stream")
+            return JSONResponse(empty)
         if model == "stub-invalid-json" and not body.get("stream"):
             return Response(b'{"id": "chatcmpl-broken", "choices": [', status_code=200,
                             media_type="application/json")

@@ -12,6 +12,7 @@ upstream stream closed), and ``fallbacks`` serve when the primary fails.
     reset mid-stream      -       502                   error event (upstream_unreachable), [DONE]
     malformed SSE         -       502                   error event, [DONE]; 502 if first event
     invalid JSON          502     502                   502
+    no choices            200     502                   502 (LiteLLM: no finish_reason)
 """
 
 from __future__ import annotations
@@ -255,3 +256,13 @@ def test_the_gateway_serves_after_every_fault(faulty: Gateway, stub: StubUpstrea
         send(faulty, model, "passthrough", True)
     reply = client(faulty).chat.completions.create(model="stub", messages=ASK)
     assert reply.choices[0].message.content == stub.reply
+
+
+@pytest.mark.parametrize("policy", MODES)
+def test_a_reply_without_choices_passes_and_such_a_stream_is_a_502(faulty: Gateway,
+                                                                    policy: str) -> None:
+    response, text = send(faulty, "stub-no-choices", policy, False)
+    assert response.status_code == 200 and json.loads(text)["choices"] == []
+    response, text = send(faulty, "stub-no-choices", policy, True)
+    assert_envelope(response, text, 502, "upstream_unreachable")
+    assert recorded(faulty, ("200", None), ("502", "upstream_unreachable"))
