@@ -18,6 +18,7 @@ upstream stream closed), and ``fallbacks`` serve when the primary fails.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -266,3 +267,22 @@ def test_a_reply_without_choices_passes_and_such_a_stream_is_a_502(faulty: Gatew
     response, text = send(faulty, "stub-no-choices", policy, True)
     assert_envelope(response, text, 502, "upstream_unreachable")
     assert recorded(faulty, ("200", None), ("502", "upstream_unreachable"))
+
+
+def test_an_upstream_failure_is_logged_on_one_line(faulty: Gateway) -> None:
+    """LiteLLM's Router logged each failure over six lines (advice on fallbacks, "Debug
+    Information: Cooldown Deployments=[]") before the fix."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    router_log = logging.getLogger("LiteLLM Router")
+    keep = Keep()
+    router_log.addHandler(keep)
+    try:
+        send(faulty, "stub-status-500", "passthrough", False)
+    finally:
+        router_log.removeHandler(keep)
+    assert lines and all("\n" not in line for line in lines)
