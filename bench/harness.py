@@ -58,7 +58,8 @@ def serve_stub(port: int, reply: str | None, chunk_delay: float) -> None:
 @contextmanager
 def servers(policies: dict[str, str], reply: str | None = None,
             chunk_delay: float = 0.0, extra_config: str = "",
-            gateway_log: Path | None = None) -> Iterator[Servers]:
+            gateway_log: Path | None = None,
+            router_settings: str = "{num_retries: 0}") -> Iterator[Servers]:
     """The stub (answering ``reply`` word by word, ``chunk_delay`` s apart when streaming)
     and a gateway in front of it with the shipped policies plus ``policies`` (name → YAML);
     the gateway's output goes to ``gateway_log`` when given."""
@@ -72,7 +73,7 @@ def servers(policies: dict[str, str], reply: str | None = None,
     (work / "gateway.yaml").write_text(
         "model_list:\n  - model_name: stub\n    litellm_params:\n"
         f"      model: openai/stub\n      api_base: http://127.0.0.1:{stub_port}/v1\n"
-        "      api_key: sk-bench\nrouter_settings: {num_retries: 0}\n"
+        f"      api_key: sk-bench\nrouter_settings: {router_settings}\n"
         f"policy_dir: {work / 'policies'}\n{extra_config}")
     code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
             f"harness.serve_stub({stub_port}, {reply!r}, {chunk_delay})")

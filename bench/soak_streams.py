@@ -10,6 +10,7 @@ and through the gateway), and the gateway's RSS after warm-up, at its peak and a
 
     python bench/soak_streams.py [--clients 200] [--duration 60] [--baseline 10]
                                  [--policy passthrough] [--words 40] [--delay 0.01]
+                                 [--retries 0] [--fresh-connections]
 """
 
 from __future__ import annotations
@@ -88,10 +89,12 @@ async def one_stream(client: httpx.AsyncClient, url: str, body: dict[str, object
     tally.ttft_ms.append(((first or time.perf_counter()) - started) * 1000)
 
 
-async def soak(url: str, headers: dict[str, str], clients: int, seconds: float) -> Tally:
+async def soak(url: str, headers: dict[str, str], clients: int, seconds: float,
+               keepalive: bool = True) -> Tally:
     tally = Tally()
     bodies = [chat_body(p, True) for p in prompts(clients)]
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    limits = httpx.Limits(max_connections=clients,
+                          max_keepalive_connections=clients if keepalive else 0)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         deadline = time.monotonic() + seconds
 
@@ -163,19 +166,26 @@ def main() -> None:
                         help=f"{', '.join(POLICIES)} or a shipped policy (default, ...)")
     parser.add_argument("--words", type=int, default=40, help="words in the streamed reply")
     parser.add_argument("--delay", type=float, default=0.01, help="seconds between words")
+    parser.add_argument("--fresh-connections", action="store_true",
+                        help="a new connection per stream (no keep-alive between streams)")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="router_settings.num_retries (LiteLLM retries a failed call)")
     args = parser.parse_args()
     reply = " ".join(["Take a breath before you answer."] * (args.words // 6 + 1)).split()
     text = " ".join(reply[:args.words])
     headers = {"X-Vilmo-Policy": args.policy}
     log = Path(tempfile.mkdtemp(prefix="vilmo-soak-")) / "gateway.log"
-    with servers(POLICIES, text, args.delay, gateway_log=log) as s:
+    with servers(POLICIES, text, args.delay, gateway_log=log,
+                 router_settings=f"{{num_retries: {args.retries}}}") as s:
         pid = s.gateway_pid
         asyncio.run(soak(s.gateway, headers, min(args.clients, 20), 3.0))  # warm-up
-        direct = asyncio.run(soak(s.direct, {}, args.clients, args.baseline))
+        keepalive = not args.fresh_connections
+        direct = asyncio.run(soak(s.direct, {}, args.clients, args.baseline, keepalive))
         rss_start = rss_mb(pid)
 
         async def through_gateway() -> tuple[Tally, float]:
-            work = asyncio.ensure_future(soak(s.gateway, headers, args.clients, args.duration))
+            work = asyncio.ensure_future(soak(s.gateway, headers, args.clients, args.duration,
+                                              keepalive))
             return await watched(pid, work)
 
         started = time.monotonic()
@@ -183,7 +193,9 @@ def main() -> None:
         elapsed = time.monotonic() - started
         rss_end = rss_mb(pid)
     print(f"soak: {args.clients} concurrent streaming clients, policy {args.policy!r}, "
-          f"{args.words}-word replies {args.delay * 1000:.0f} ms apart; "
+          f"{args.words}-word replies {args.delay * 1000:.0f} ms apart, "
+          f"num_retries {args.retries}"
+          f"{', a new connection per stream' if args.fresh_connections else ''}; "
           f"{os.cpu_count()} CPUs ({cpu_name()}), clients, stub and gateway on one machine\n")
     print("| target | streams | streams/s | errors | TTFT p50 ms | TTFT p99 ms | "
           "p50 / p99 vs direct |")
