@@ -28,6 +28,8 @@ from vilmo.instruct.principles import PrincipleBank
 from vilmo.policy_store import PolicyStore
 
 UPSTREAM_PATHS = ("litellm",)
+UPSTREAM_KEY = "sk-stub-upstream-0123456789"
+"""The gateway's key for the stub (which echoes it in its errors, as providers partly do)."""
 TIMEOUT_S = 1.5
 """The upstream timeout (router_settings.timeout) of the gateway under test."""
 
@@ -35,7 +37,7 @@ TIMEOUT_S = 1.5
 def fault_config(stub_url: str, policy_dir: Path, **extra: Any) -> GatewayConfig:
     """Any model name reaches the stub (``*``); ``primary`` always fails with 500 and falls
     back to ``backup``, which answers."""
-    params = {"api_base": f"{stub_url}/v1", "api_key": "sk-stub-upstream-0123456789"}
+    params = {"api_base": f"{stub_url}/v1", "api_key": UPSTREAM_KEY}
     return GatewayConfig.model_validate({
         "model_list": [
             {"model_name": "primary", "litellm_params": {"model": "openai/stub-status-500",

@@ -29,7 +29,7 @@ import httpx
 import openai
 import pytest
 from conftest import guard_policy
-from fault_gateway import TIMEOUT_S, UPSTREAM_PATHS, fault_config, served
+from fault_gateway import TIMEOUT_S, UPSTREAM_KEY, UPSTREAM_PATHS, fault_config, served
 from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
 
@@ -139,7 +139,8 @@ def test_litellms_advice_to_operators_does_not_reach_clients(faulty: Gateway) ->
     configure them: before the fix the client read "Fallbacks are configured for: primary"."""
     _, text = send(faulty, "stub-status-500", "passthrough", False)
     message = json.loads(text)["error"]["message"]
-    assert "Incorrect API key provided" in message
+    assert "Incorrect API key provided" in message and "[redacted]" in message
+    assert UPSTREAM_KEY not in text
     assert "primary" not in message and "fallback" not in message.lower()
 
 
