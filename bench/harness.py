@@ -42,6 +42,7 @@ class Servers:
     direct: str  # the stub upstream's /v1
     gateway: str  # the gateway's /v1
     policy_dir: Path
+    gateway_pid: int = 0
 
 
 def serve_stub(port: int, reply: str | None, chunk_delay: float) -> None:
@@ -56,9 +57,12 @@ def serve_stub(port: int, reply: str | None, chunk_delay: float) -> None:
 
 @contextmanager
 def servers(policies: dict[str, str], reply: str | None = None,
-            chunk_delay: float = 0.0, extra_config: str = "") -> Iterator[Servers]:
+            chunk_delay: float = 0.0, extra_config: str = "",
+            gateway_log: Path | None = None,
+            router_settings: str = "{num_retries: 0}") -> Iterator[Servers]:
     """The stub (answering ``reply`` word by word, ``chunk_delay`` s apart when streaming)
-    and a gateway in front of it with the shipped policies plus ``policies`` (name → YAML)."""
+    and a gateway in front of it with the shipped policies plus ``policies`` (name → YAML);
+    the gateway's output goes to ``gateway_log`` when given."""
     from stub_upstream import free_port
 
     stub_port, gateway_port = free_port(), free_port()
@@ -69,19 +73,20 @@ def servers(policies: dict[str, str], reply: str | None = None,
     (work / "gateway.yaml").write_text(
         "model_list:\n  - model_name: stub\n    litellm_params:\n"
         f"      model: openai/stub\n      api_base: http://127.0.0.1:{stub_port}/v1\n"
-        "      api_key: sk-bench\nrouter_settings: {num_retries: 0}\n"
+        f"      api_key: sk-bench\nrouter_settings: {router_settings}\n"
         f"policy_dir: {work / 'policies'}\n{extra_config}")
     code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
             f"harness.serve_stub({stub_port}, {reply!r}, {chunk_delay})")
     stub = subprocess.Popen([sys.executable, "-c", code], env=ENV)
+    log = gateway_log.open("wb") if gateway_log else subprocess.DEVNULL
     gateway = subprocess.Popen([str(Path(sys.executable).parent / "vilmo"), "serve", "--config",
                                 str(work / "gateway.yaml"), "--port", str(gateway_port)],
-                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               env=ENV, stdout=log, stderr=log)
     try:
         wait_ready(f"http://127.0.0.1:{stub_port}/v1/models", stub)
         wait_ready(f"http://127.0.0.1:{gateway_port}/healthz", gateway)
         yield Servers(f"http://127.0.0.1:{stub_port}/v1",
-                      f"http://127.0.0.1:{gateway_port}/v1", work / "policies")
+                      f"http://127.0.0.1:{gateway_port}/v1", work / "policies", gateway.pid)
     finally:
         for process in (gateway, stub):
             process.terminate()

@@ -36,6 +36,7 @@ from proxy.errors import (
     StoreDown,
 )
 from proxy.middleware import _bearer, resolve_caller
+from proxy.openapi import error_responses
 from proxy.services import Services
 from proxy.store import AuditQuery, InvalidCursor, Store, StoreError, StoreUnavailable
 from proxy.store.records import MAX_PAGE
@@ -62,7 +63,8 @@ async def require_admin(request: Request) -> None:
 
 
 admin_router = APIRouter()
-admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)],
+                  responses=error_responses(400, 401, 403, 404, 503))
 
 
 class NewKey(BaseModel):
@@ -194,7 +196,11 @@ async def audit(request: Request,
     return dict(page.to_json())
 
 
-@admin.get("/audit/export")
+class JSONLinesResponse(StreamingResponse):
+    media_type = "application/x-ndjson"
+
+
+@admin.get("/audit/export", response_class=JSONLinesResponse)
 async def audit_export(request: Request,
                        query: Annotated[AuditQuery, Depends(audit_query)]) -> Response:
     """Every matching record, newest first, one JSON object per line (streamed)."""
@@ -205,7 +211,7 @@ async def audit_export(request: Request,
         for record in store.export_audit(query):
             yield record.dumps() + "\n"
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson", headers={
+    return JSONLinesResponse(lines(), headers={
         "content-disposition": 'attachment; filename="vilmo-audit.jsonl"'})
 
 

@@ -17,6 +17,7 @@ from proxy.admin import admin_router
 from proxy.caches import attach_caches
 from proxy.errors import GatewayError, InvalidRequest, Redactor, install_log_redaction
 from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
+from proxy.openapi import install_openapi
 from proxy.protocol import error_envelope
 from proxy.record import Ledger
 from proxy.routes import router
@@ -44,6 +45,7 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
     app = FastAPI(title="vilmo gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(router)
     app.include_router(admin_router)
+    install_openapi(app, config)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]

@@ -299,5 +299,10 @@ def _retry_after(value: str | None) -> dict[str, str]:
     return {"retry-after": value}
 
 
+LITELLM_NOTES = "\n\nLiteLLM: "
+"""Where LiteLLM appends its advice for operators to an upstream's error message (which model
+groups have fallbacks, what to configure): the gateway's configuration, not for clients."""
+
+
 def _message_of(exc: BaseException) -> str:
-    return str(getattr(exc, "message", None) or exc)
+    return str(getattr(exc, "message", None) or exc).split(LITELLM_NOTES, 1)[0]

@@ -19,30 +19,72 @@ from typing_extensions import TypedDict  # pydantic (FastAPI replies) needs it o
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
+PART_FIELDS: dict[str, type] = {"text": str, "image_url": dict, "input_audio": dict,
+                                "file": dict, "refusal": str}
+"""Each content part carries the field its type names (OpenAI's rule; LiteLLM fails without)."""
+_JSON_TYPES: dict[type, str] = {str: "string", dict: "object"}
+
+
 class ContentPart(BaseModel):
     """One part of a message's content list; its own fields are checked where they matter."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={"allOf": [
+        {"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+         "then": {"required": [kind], "properties": {kind: {"type": _JSON_TYPES[field]}}}}
+        for kind, field in PART_FIELDS.items()]})
     type: Literal["text", "image_url", "input_audio", "file", "refusal"]
     text: str | None = None
     image_url: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _text_has_text(self) -> ContentPart:
-        if self.type == "text" and self.text is None:
-            raise ValueError("a text part needs `text`")
-        if self.type == "image_url" and self.image_url is None:
-            raise ValueError("an image_url part needs `image_url`")
+    def _has_its_field(self) -> ContentPart:
+        value = getattr(self, self.type, None) if self.type in ("text", "image_url") \
+            else (self.model_extra or {}).get(self.type)
+        if not isinstance(value, PART_FIELDS[self.type]):
+            article = "an" if self.type[0] in "aeiou" else "a"
+            raise ValueError(f"{article} {self.type} part needs `{self.type}` "  # noqa: TRY004
+                             f"({_JSON_TYPES[PART_FIELDS[self.type]]})")  # pydantic's 400
         return self
 
 
+def _requires(role: str, *fields: str) -> dict[str, Any]:
+    """JSON schema: a message of ``role`` has ``fields``, not null."""
+    return {"if": {"properties": {"role": {"const": role}}, "required": ["role"]},
+            "then": {"required": list(fields),
+                     "properties": {f: {"not": {"type": "null"}} for f in fields}}}
+
+
+MESSAGE_NEEDS: dict[str, tuple[str, ...]] = {
+    "system": ("content",), "developer": ("content",), "user": ("content",),
+    "tool": ("content", "tool_call_id"), "function": ("content", "name"),
+}
+"""What OpenAI requires of a message by role (an assistant's content is optional). LiteLLM
+fails on some messages without them (two system turns without content: KeyError 'content'),
+and reports that as a connection error, a 502, which also counts against the deployment."""
+
+
 class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={
+        "allOf": [*(_requires(role, *fields) for role, fields in MESSAGE_NEEDS.items()),
+                  {"if": {"properties": {"role": {"not": {"const": "assistant"}}}},
+                   "then": {"properties": {"content": {"not": {
+                       "type": "array", "contains": {"properties": {"type": {"const": "refusal"}},
+                                                     "required": ["type"]}}}}}}]})
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _has_what_its_role_needs(self) -> ChatMessageIn:
+        missing = [f for f in MESSAGE_NEEDS.get(self.role, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a {self.role} message needs `{missing[0]}`")
+        if self.role != "assistant" and isinstance(self.content, list) \
+                and any(part.type == "refusal" for part in self.content):
+            raise ValueError("only an assistant message has refusal parts")
+        return self
 
 
 class Tool(BaseModel):
@@ -235,7 +277,10 @@ class Health(BaseModel):
 class ValuesCheckRequest(BaseModel):
     """POST /v1/values/check: judge a text, or a conversation, without calling any model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["text"], "properties": {"text": {"type": "string"}}},
+        {"required": ["messages"], "properties": {"messages": {"type": "array", "minItems": 1}}},
+    ]})  # the OpenAPI document states that ``check_values`` needs one of them
     text: str | None = Field(None, description="A reply to judge.")
     prompt: str | None = Field(None, description="The prompt that led to `text`, if any.")
     messages: list[ChatMessageIn] | None = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from proxy import pipeline
@@ -15,6 +15,7 @@ from proxy.check import check_values
 from proxy.disconnect import unless_disconnected
 from proxy.errors import InvalidRequest
 from proxy.middleware import Caller
+from proxy.openapi import error_responses, header, json_body
 from proxy.outcome import Facts, Stream, verdict_of
 from proxy.pipeline import ChatRequest
 from proxy.protocol import (
@@ -31,11 +32,18 @@ from proxy.sse import sse_body
 from vilmo.instruct.instructions import Instruction
 from vilmo.yamlfile import dotted
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(401))
+POLICY_HEADER = header("X-Vilmo-Policy", "Choose the policy (keys with allow_policy_header)")
+ANNOTATE_HEADER = header("X-Vilmo-Annotate", "`body`: the verdict in a `vilmo` field too")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses={
+    200: {"description": "A chat completion, or with `stream: true` its server-sent events",
+          "content": {"application/json": {}, "text/event-stream": {}}},
+    **error_responses(400, 403, 404, 413, 429, 502, 503, 504)},
+    openapi_extra={**json_body(ChatCompletionRequest, "An OpenAI chat completion request"),
+                   "parameters": [POLICY_HEADER, ANNOTATE_HEADER]})
 async def chat_completions(request: Request) -> Response:
     services: Services = request.app.state.services
     ledger = Ledger(caller_of(request).name)
@@ -59,7 +67,9 @@ async def chat_completions(request: Request) -> Response:
     return JSONResponse(completion, headers=headers)
 
 
-@router.post("/v1/values/check")
+@router.post("/v1/values/check", responses=error_responses(400, 403, 413, 503),
+             openapi_extra={**json_body(ValuesCheckRequest, "A text or a conversation to judge"),
+                            "parameters": [POLICY_HEADER]})
 async def values_check(request: Request) -> ValuesCheckResult:
     body = validate(ValuesCheckRequest, await read_json(request))
     return await unless_disconnected(request.receive, check_values(
@@ -83,7 +93,7 @@ async def healthz(request: Request) -> Health:
     return Health(policies=services.policies.names(), models=services.upstream.model_names())
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     return Response(services.metrics.exposition(),

@@ -11,6 +11,7 @@ each by their own weights.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -27,13 +28,15 @@ def parse_instant(text: str) -> float:
     """Unix seconds, or ISO 8601 (``2026-11-30T09:00:00Z``; without an offset: UTC).
     ValueError otherwise."""
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    if not math.isfinite(seconds):  # "nan" and "inf" parse, and would filter nothing silently
+        raise ValueError(f"{text!r} is not a finite number of seconds")
+    return seconds
 
 
 class _Tally:

@@ -6,6 +6,7 @@ The ``Upstream`` protocol is the seam the pipeline sees: OpenAI-shaped dicts in 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, TypeAlias, cast
 
@@ -36,6 +37,7 @@ class LiteLLMUpstream:
                  redact: Redactor) -> None:
         from litellm.router import Router  # heavy import: only when the gateway is built
 
+        one_line_logs(*LITELLM_LOGGERS)
         self._names = [d.model_name for d in model_list]
         self._router = Router(model_list=[d.router_entry() for d in model_list], **router_settings)
         self._redact = redact
@@ -63,6 +65,30 @@ class LiteLLMUpstream:
                 close = getattr(response, "aclose", None)
                 if close is not None:
                     await close()
+
+
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+class FirstLineOnly(logging.Filter):
+    """A record's first line, without a traceback: LiteLLM's Router logs each upstream failure
+    over several lines (its advice on fallbacks, "Debug Information"), and the gateway promises
+    one log line at most per error. The failure itself reaches the client mapped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        first = message.split("\n", 1)[0]
+        if first != message:
+            record.msg, record.args = first, None
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def one_line_logs(*names: str) -> None:
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, FirstLineOnly) for f in logger.filters):
+            logger.addFilter(FirstLineOnly())
 
 
 _INTERNAL_FIELDS = ("provider_specific_fields", "_hidden_params", "_response_ms")

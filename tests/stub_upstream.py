@@ -6,6 +6,11 @@ Behaviour is chosen by the model name the gateway forwards:
                     partly do, after ``error_prefix``, to test redaction); 429s say Retry-After: 7
   stub-slow         waits ``slow_seconds`` before answering
   stub-midstream-error  streams one chunk, then breaks the connection
+  stub-stall        streams one word, then waits ``slow_seconds`` before the rest
+  stub-bad-sse      streams one word, then an event that is not JSON, then the rest
+  stub-bad-sse-first  the first event is not JSON
+  stub-invalid-json answers 200 with a body that is not JSON (streams: as stub-bad-sse-first)
+  stub-no-choices   answers 200 with ``choices: []`` (streams: chunks with no choices)
   anything else     answers ``reply`` (streamed word by word when asked to), or ``script``
 """
 
@@ -50,6 +55,8 @@ class StubUpstream:
     error_prefix: str = ""
     received: list[Received] = field(default_factory=list)
     streams_closed_early: int = 0
+    closed_early: list[str] = field(default_factory=list)
+    """The models of the streams counted in ``streams_closed_early``."""
     streams_finished: int = 0
     url: str = ""
     """The base URL it is served at (set by the fixture that serves it)."""
@@ -61,8 +68,10 @@ class StubUpstream:
         self.tool_arguments = None
         self.script = None
         self.chunk_delay = 0.0
+        self.slow_seconds = StubUpstream.slow_seconds
         self.error_prefix = ""
         self.streams_closed_early = 0
+        self.closed_early.clear()
         self.streams_finished = 0
 
     def _reply_for(self, body: dict[str, Any]) -> str:
@@ -97,6 +106,17 @@ class StubUpstream:
                                 headers={"retry-after": "7"} if status == 429 else None)
         if model == "stub-slow":
             await asyncio.sleep(self.slow_seconds)
+        if model == "stub-no-choices":
+            empty = {"id": "chatcmpl-empty", "object": "chat.completion", "created": 1,
+                     "model": model, "choices": []}
+            if body.get("stream"):
+                return StreamingResponse(iter([f"data: {json.dumps(empty)}\n\n",
+                                               "data: [DONE]\n\n"]),
+                                         media_type="text/event-stream")
+            return JSONResponse(empty)
+        if model == "stub-invalid-json" and not body.get("stream"):
+            return Response(b'{"id": "chatcmpl-broken", "choices": [', status_code=200,
+                            media_type="application/json")
         created = int(time.time())
         completion_id = f"chatcmpl-stub{len(self.received)}"
         if body.get("stream"):
@@ -132,6 +152,8 @@ class StubUpstream:
                                                  "finish_reason": finish}]}
             return f"data: {json.dumps(data)}\n\n"
 
+        if model in ("stub-bad-sse-first", "stub-invalid-json"):
+            yield "data: {not json\n\n"
         yield chunk({"role": "assistant", "content": ""})
         words = self._reply_for(body).split(" ")
         try:
@@ -149,9 +171,14 @@ class StubUpstream:
                 if model == "stub-midstream-error" and i == 1:
                     raise RuntimeError("stub upstream broke mid-stream")
                 yield chunk({"content": word if i == 0 else " " + word})
+                if i == 0 and model == "stub-stall":
+                    await asyncio.sleep(self.slow_seconds)
+                if i == 0 and model == "stub-bad-sse":
+                    yield "data: {not json\n\n"
                 await asyncio.sleep(self.chunk_delay)
         except (asyncio.CancelledError, GeneratorExit):
             self.streams_closed_early += 1
+            self.closed_early.append(model)
             raise
         self.streams_finished += 1
         yield chunk({}, "tool_calls" if self.tool_arguments is not None else "stop")

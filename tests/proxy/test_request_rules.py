@@ -1,0 +1,116 @@
+"""Regressions of what schemathesis and the upstream fault suite found (issue 16), in the fast
+tier: the gateway in process with fakes behind its seams.
+
+Before the fixes: a message without the fields OpenAI requires of its role, or a content part
+without its field, went on to LiteLLM, which failed on some of them inside its own code and
+reported a connection error (502, counted against the deployment); ``since=nan`` filtered the
+audit trail to nothing with a 200; LiteLLM's advice to operators (which model groups have
+fallbacks) reached clients in error messages; and the OpenAPI document had no request bodies
+and promised 422s the gateway never sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fakes import FakeUpstream, app_with, fake_services, post_chat
+
+from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
+from proxy.summary import parse_instant
+from vilmo.instruct.principles import PrincipleBank
+
+
+def chat(policy_dir: Path, bank: PrincipleBank, messages: list[dict[str, Any]],
+         ) -> tuple[httpx.Response, FakeUpstream]:
+    upstream = FakeUpstream()
+    services = fake_services(policy_dir, bank, upstream)
+    response = asyncio.run(post_chat(services, {"model": "stub", "messages": messages}))
+    return response, upstream
+
+
+@pytest.mark.parametrize("messages, param, needs", [
+    ([{"role": "system"}, {"role": "developer"}, {"role": "user", "content": "Hi."}],
+     "messages.0", "content"),
+    ([{"role": "user", "content": None}], "messages.0", "content"),
+    ([{"role": "user", "content": "Hi."}, {"role": "tool", "content": "42"}], "messages.1",
+     "tool_call_id"),
+    ([{"role": "function", "content": "42"}], "messages.0", "name"),
+    # pydantic names the union's first branch here ("content.str: ...valid string")
+    ([{"role": "user", "content": [{"type": "file"}]}], "messages.0.content", ""),
+    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": "x"}]}],
+     "messages.0.content", ""),
+    ([{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}], "messages.0",
+     "refusal"),
+])
+def test_a_message_without_what_its_role_needs_is_a_400(
+        policy_dir: Path, bank: PrincipleBank, messages: list[dict[str, Any]], param: str,
+        needs: str) -> None:
+    response, upstream = chat(policy_dir, bank, messages)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"].startswith(param) and needs in error["message"]
+    assert upstream.calls == []
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "Hi."}],
+    [{"role": "user", "content": [{"type": "text", "text": "Hi."},
+                                  {"type": "image_url", "image_url": {"url": "data:,"}}]}],
+    [{"role": "user", "content": "Hi."},
+     {"role": "assistant", "content": None, "tool_calls": [
+         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+     {"role": "tool", "content": "42", "tool_call_id": "c1"},
+     {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
+     {"role": "user", "content": "Why?"}],
+])
+def test_messages_as_openai_defines_them_pass(policy_dir: Path, bank: PrincipleBank,
+                                              messages: list[dict[str, Any]]) -> None:
+    response, upstream = chat(policy_dir, bank, messages)
+    assert response.status_code == 200, response.text
+    assert len(upstream.calls) == 1
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e999"])
+def test_times_that_are_not_finite_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        parse_instant(text)
+    assert parse_instant("1796000000.5") == 1796000000.5
+
+
+def test_litellms_advice_to_operators_is_cut_from_upstream_messages() -> None:
+    import httpx2  # the openai package's HTTP client
+
+    request = httpx2.Request("POST", "http://upstream/v1/chat/completions")
+    advice = ("Incorrect API key provided: sk-x\n\nLiteLLM: model group 'a' failed with the "
+              "error above. Fallbacks are configured for: primary, backup.")
+    upstream_error = openai.InternalServerError(
+        advice, response=httpx2.Response(500, request=request), body=None)
+    with pytest.raises(UpstreamFailed) as mapped, map_upstream_errors(Redactor(), "a"):
+        raise upstream_error
+    assert mapped.value.message.endswith("Incorrect API key provided: sk-x")
+
+
+def test_the_openapi_document_describes_bodies_and_errors(policy_dir: Path,
+                                                          bank: PrincipleBank) -> None:
+    document = app_with(fake_services(policy_dir, bank)).openapi()
+    schemas = document["components"]["schemas"]
+    for path, model in (("/v1/chat/completions", "ChatCompletionRequest"),
+                        ("/v1/values/check", "ValuesCheckRequest")):
+        body = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"]["$ref"] == f"#/components/schemas/{model}"
+        assert "messages" in schemas[model]["properties"]
+    assert "ChatMessageIn" in schemas and "HTTPValidationError" not in schemas
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            assert "422" not in operation["responses"]
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    assert response["content"] == {"application/json": {"schema": error_ref}}
+    chat_body = schemas["ChatCompletionRequest"]["properties"]
+    assert {"type": "integer", "minimum": 1, "maximum": 8} in chat_body["n"]["anyOf"]

@@ -1,0 +1,289 @@
+"""Upstream faults from the stub upstream, over a real server and a real upstream path (issue
+16, reliability): each fault gives its documented status and OpenAI envelope, a stream that
+fails after its first chunk ends with an error event and then ``data: [DONE]``, no answer
+waits past the client's bound, every request is recorded (its server-side work finished, the
+upstream stream closed), and ``fallbacks`` serve when the primary fails.
+
+    fault                 plain   stream, buffer mode   stream, live modes (off, chunked, monitor)
+    500                   502     502                   502 (before the first chunk)
+    429 + Retry-After     429     429                   429, Retry-After passed on
+    past the timeout      504     504                   504 (no first chunk)
+    stall mid-stream      -       504                   error event (upstream_timeout), [DONE]
+    reset mid-stream      -       502                   error event (upstream_unreachable), [DONE]
+    malformed SSE         -       502                   error event, [DONE]; 502 if first event
+    invalid JSON          502     502                   502
+    no choices            200     502                   502 (LiteLLM: no finish_reason)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from conftest import guard_policy
+from fault_gateway import TIMEOUT_S, UPSTREAM_KEY, UPSTREAM_PATHS, fault_config, served
+from openai.types.chat import ChatCompletionMessageParam
+from stub_upstream import StubUpstream
+
+from proxy.services import Services
+from vilmo.policy_store import SHIPPED_POLICY_DIR
+
+pytestmark = pytest.mark.slow
+
+ASK: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
+CLIENT_BOUND_S = TIMEOUT_S + 6.0
+"""No answer may take longer: a hang fails the test with a read timeout."""
+LIVE = ["passthrough", "g-block-chunked", "g-block-monitor"]
+MODES = ["g-block-buffer", *LIVE]
+
+
+@dataclass
+class Gateway:
+    url: str
+    services: Services
+
+    @property
+    def statuses(self) -> list[tuple[str, str | None]]:
+        return [(r.status, r.error_code) for r in self.services.audit.records]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module", params=UPSTREAM_PATHS)
+def upstream_path(request: pytest.FixtureRequest) -> str:
+    """The upstream path under test (LiteLLM's Router; the direct path joins later)."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def fault_policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("fault") / "policies"
+    target.mkdir()
+    for path in SHIPPED_POLICY_DIR.glob("*.yaml"):
+        shutil.copy(path, target / path.name)
+    for mode in ("buffer", "chunked", "monitor"):
+        (target / f"g-block-{mode}.yaml").write_text(
+            f"name: g-block-{mode}\n" + guard_policy("block", mode))
+    (target / "passthrough.yaml").write_text(
+        "name: passthrough\nvalues:\n  mft.care: {}\nchecks: {output: false}\n")
+    return target
+
+
+@pytest.fixture(scope="module")
+def faulty(stub: StubUpstream, fault_policies: Path, upstream_path: str) -> Iterator[Gateway]:
+    with served(fault_config(stub.url, fault_policies), upstream_path) as (url, services):
+        yield Gateway(url, services)
+
+
+def client(gateway: Gateway, policy: str = "g-block-buffer") -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0,
+                         timeout=CLIENT_BOUND_S, default_headers={"x-vilmo-policy": policy})
+
+
+def send(gateway: Gateway, model: str, policy: str, stream: bool) -> tuple[httpx.Response, str]:
+    """The response and its whole body, read within ``CLIENT_BOUND_S``."""
+    body = {"model": model, "messages": ASK, "stream": stream}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body,
+                      timeout=CLIENT_BOUND_S, headers={"x-vilmo-policy": policy}) as response:
+        text = response.read().decode()
+    return response, text
+
+
+def assert_envelope(response: httpx.Response, text: str, status: int, code: str) -> str:
+    assert response.status_code == status, text
+    assert response.headers["content-type"].startswith("application/json")
+    error = json.loads(text)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == code
+    return str(error["message"])
+
+
+def assert_error_then_done(response: httpx.Response, text: str, code: str) -> None:
+    assert response.status_code == 200, text
+    events = [line for line in text.split("\n") if line]
+    assert events[-1] == "data: [DONE]"
+    error = json.loads(events[-2].removeprefix("data: "))["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == code
+    assert all('"error"' not in e for e in events[:-2])
+
+
+def eventually(condition: Callable[[], bool], wait_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + wait_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def recorded(gateway: Gateway, *expected: tuple[str, str | None]) -> bool:
+    """The last records are ``expected``: every request's server-side work has ended."""
+    return eventually(lambda: gateway.statuses[-len(expected):] == list(expected))
+
+
+@pytest.mark.parametrize("policy", MODES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_500_is_502(faulty: Gateway, stub: StubUpstream, policy: str,
+                             stream: bool) -> None:
+    response, text = send(faulty, "stub-status-500", policy, stream)
+    message = assert_envelope(response, text, 502, "upstream_error")
+    assert "(status 500)" in message
+    assert recorded(faulty, ("502", "upstream_error"))
+
+
+def test_litellms_advice_to_operators_does_not_reach_clients(faulty: Gateway) -> None:
+    """LiteLLM appends to the upstream's message which model groups have fallbacks and how to
+    configure them: before the fix the client read "Fallbacks are configured for: primary"."""
+    _, text = send(faulty, "stub-status-500", "passthrough", False)
+    message = json.loads(text)["error"]["message"]
+    assert "Incorrect API key provided" in message and "[redacted]" in message
+    assert UPSTREAM_KEY not in text
+    assert "primary" not in message and "fallback" not in message.lower()
+
+
+@pytest.mark.parametrize("policy", MODES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_429_keeps_its_status_and_retry_after(faulty: Gateway, policy: str,
+                                                       stream: bool) -> None:
+    response, text = send(faulty, "stub-status-429", policy, stream)
+    assert_envelope(response, text, 429, "rate_limit_exceeded")
+    assert response.headers["retry-after"] == "7"
+    assert recorded(faulty, ("429", "rate_limit_exceeded"))
+
+
+def test_openai_client_sees_429_and_502(faulty: Gateway) -> None:
+    with pytest.raises(openai.RateLimitError) as limited:
+        client(faulty).chat.completions.create(model="stub-status-429", messages=ASK)
+    assert limited.value.response.headers["retry-after"] == "7"
+    with pytest.raises(openai.InternalServerError) as failed:
+        client(faulty, "passthrough").chat.completions.create(
+            model="stub-status-500", messages=ASK, stream=True)
+    assert failed.value.status_code == 502
+
+
+@pytest.mark.parametrize("policy", MODES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_past_the_timeout_is_504(faulty: Gateway, stub: StubUpstream, policy: str,
+                                             stream: bool) -> None:
+    stub.slow_seconds = TIMEOUT_S + 2.5
+    response, text = send(faulty, "stub-slow", policy, stream)
+    assert_envelope(response, text, 504, "upstream_timeout")
+    assert recorded(faulty, ("504", "upstream_timeout"))
+
+
+@pytest.mark.parametrize("policy", LIVE)
+def test_a_stream_that_stalls_ends_with_a_timeout_event_then_done(
+        faulty: Gateway, stub: StubUpstream, policy: str) -> None:
+    stub.slow_seconds = TIMEOUT_S + 2.5
+    response, text = send(faulty, "stub-stall", policy, True)
+    assert_error_then_done(response, text, "upstream_timeout")
+    assert recorded(faulty, ("504", "upstream_timeout"))
+    assert eventually(lambda: stub.closed_early.count("stub-stall") == 1)
+    assert stub.streams_finished == 0
+
+
+def test_a_buffered_stream_that_stalls_is_a_504(faulty: Gateway, stub: StubUpstream) -> None:
+    stub.slow_seconds = TIMEOUT_S + 2.5
+    response, text = send(faulty, "stub-stall", "g-block-buffer", True)
+    assert_envelope(response, text, 504, "upstream_timeout")
+    assert eventually(lambda: stub.closed_early.count("stub-stall") == 1)
+
+
+@pytest.mark.parametrize("policy", LIVE)
+def test_a_reset_mid_stream_ends_with_an_error_event_then_done(faulty: Gateway,
+                                                               policy: str) -> None:
+    response, text = send(faulty, "stub-midstream-error", policy, True)
+    assert_error_then_done(response, text, "upstream_unreachable")
+    assert recorded(faulty, ("502", "upstream_unreachable"))
+    with pytest.raises(openai.APIError) as raised:  # the official client raises on the event
+        for _ in client(faulty, policy).chat.completions.create(
+                model="stub-midstream-error", messages=ASK, stream=True):
+            pass
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body["code"] == "upstream_unreachable"
+
+
+def test_a_buffered_stream_reset_mid_stream_is_a_502(faulty: Gateway) -> None:
+    response, text = send(faulty, "stub-midstream-error", "g-block-buffer", True)
+    assert_envelope(response, text, 502, "upstream_unreachable")
+
+
+@pytest.mark.parametrize("policy", LIVE)
+def test_malformed_sse_ends_with_an_error_event_then_done(faulty: Gateway, stub: StubUpstream,
+                                                          policy: str) -> None:
+    response, text = send(faulty, "stub-bad-sse", policy, True)
+    assert_error_then_done(response, text, "upstream_unreachable")
+    assert recorded(faulty, ("502", "upstream_unreachable"))
+
+
+@pytest.mark.parametrize("policy", MODES)
+@pytest.mark.parametrize("model", ["stub-bad-sse-first", "stub-invalid-json"])
+def test_malformed_first_event_is_a_502(faulty: Gateway, policy: str, model: str) -> None:
+    response, text = send(faulty, model, policy, True)
+    assert_envelope(response, text, 502, "upstream_unreachable")
+    assert recorded(faulty, ("502", "upstream_unreachable"))
+
+
+def test_malformed_sse_in_a_buffered_stream_is_a_502(faulty: Gateway) -> None:
+    response, text = send(faulty, "stub-bad-sse", "g-block-buffer", True)
+    assert_envelope(response, text, 502, "upstream_unreachable")
+
+
+@pytest.mark.parametrize("policy", MODES)
+def test_a_reply_that_is_not_json_is_a_502(faulty: Gateway, policy: str) -> None:
+    response, text = send(faulty, "stub-invalid-json", policy, False)
+    assert_envelope(response, text, 502, "upstream_error")
+    assert recorded(faulty, ("502", "upstream_error"))
+
+
+@pytest.mark.parametrize("policy", MODES)
+def test_fallbacks_serve_when_the_primary_fails(faulty: Gateway, stub: StubUpstream,
+                                                policy: str) -> None:
+    plain = client(faulty, policy).chat.completions.create(model="primary", messages=ASK)
+    assert plain.choices[0].message.content == stub.reply
+    assert [r.body["model"] for r in stub.received] == ["stub-status-500", "stub-model"]
+    words = [chunk.choices[0].delta.content or "" for chunk in client(faulty, policy)
+             .chat.completions.create(model="primary", messages=ASK, stream=True)
+             if chunk.choices]
+    assert "".join(words) == stub.reply
+    assert [r.body["model"] for r in stub.received[2:]] == ["stub-status-500", "stub-model"]
+    assert recorded(faulty, ("200", None), ("200", None))
+
+
+def test_the_gateway_serves_after_every_fault(faulty: Gateway, stub: StubUpstream) -> None:
+    for model in ("stub-status-500", "stub-midstream-error", "stub-bad-sse", "stub-invalid-json"):
+        send(faulty, model, "passthrough", True)
+    reply = client(faulty).chat.completions.create(model="stub", messages=ASK)
+    assert reply.choices[0].message.content == stub.reply
+
+
+@pytest.mark.parametrize("policy", MODES)
+def test_a_reply_without_choices_passes_and_such_a_stream_is_a_502(faulty: Gateway,
+                                                                    policy: str) -> None:
+    response, text = send(faulty, "stub-no-choices", policy, False)
+    assert response.status_code == 200 and json.loads(text)["choices"] == []
+    response, text = send(faulty, "stub-no-choices", policy, True)
+    assert_envelope(response, text, 502, "upstream_unreachable")
+    assert recorded(faulty, ("200", None), ("502", "upstream_unreachable"))
+
+
+def test_an_upstream_failure_is_logged_on_one_line(faulty: Gateway) -> None:
+    """LiteLLM's Router logged each failure over six lines (advice on fallbacks, "Debug
+    Information: Cooldown Deployments=[]") before the fix."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    router_log = logging.getLogger("LiteLLM Router")
+    keep = Keep()
+    router_log.addHandler(keep)
+    try:
+        send(faulty, "stub-status-500", "passthrough", False)
+    finally:
+        router_log.removeHandler(keep)
+    assert lines and all("\n" not in line for line in lines)
