@@ -145,7 +145,8 @@ class BuiltinClassifier:
                            dtype=np.int64)
         spec = WindowSpec(**{**config["window"],
                              "span_ignores": tuple(config["window"].get("span_ignores", ()))})
-        ignored = np.array([names.index(n) for n in spec.span_ignores], dtype=np.int64)
+        ignored = np.array([names.index(n) for n in spec.span_ignores if n in names],
+                           dtype=np.int64)
         return _Loaded(net, tokenizer, spec, names, a, b, config, context,
                        _points(config.get("operating_points")),
                        _points(config.get("sentence_operating_points")), ignored)
