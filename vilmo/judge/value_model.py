@@ -11,7 +11,7 @@ an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for speed; results of re
 cached, so a repeated reply is not encoded again.
 
 Violation scores are rescaled at each value's operating point (``operating_points`` in the
-weights' config, chosen on dev by ``vilmo.train.classifier.operating_points``): a score of 0.5
+weights' config, chosen on dev by ``vilmo.train.operating.operating_points``): a score of 0.5
 means the same for every value, the point where the gateway should act, so one threshold
 (0.5, the default) serves every value of a policy. The rescaling is monotone (piecewise
 linear through 0, the operating point and 1), so it keeps each value's ranking within each
@@ -255,7 +255,7 @@ class BuiltinClassifier:
         """Per item, the composed violation probabilities of the whole reading (its windows and
         fine windows) and of the sentence reading (its sentence spans; zeros for a text of one
         sentence), before any rescaling, and the Schwartz upholds probabilities: what the
-        operating points are fitted on (``vilmo.train.classifier.operating_points``)."""
+        operating points are fitted on (``vilmo.train.operating.operating_points``)."""
         keys = [(it.prompt or None, it.response) for it in items]
         with self._lock:
             known = {k: self._cache[k] for k in keys if k in self._cache}
