@@ -8,8 +8,8 @@ import pytest
 
 from vilmo.datasets import readers as data
 from vilmo.judge.value_model import at_operating_point
-from vilmo.train.classifier import _benign_quantile
 from vilmo.train.examples import judge_examples
+from vilmo.train.operating import _benign_quantile, choose
 
 NEEDS_JBB = pytest.mark.skipif(not (data.data_dir() / "jailbreakbench").exists(),
                                reason="no jailbreakbench/ in the data folder")
@@ -70,3 +70,19 @@ def test_benign_quantile_flags_at_most_alpha() -> None:
         cut = _benign_quantile(benign, alpha)
         assert ((benign >= cut).mean(axis=0) <= alpha).all()
         assert ((benign >= np.nextafter(cut, -np.inf) - 1e-3).sum(axis=0) > alpha * 400).all()
+
+
+def test_sentence_reading_has_its_own_operating_points() -> None:
+    """Issue 17: reading benign texts sentence by sentence raises their highest scores; with one
+    set of points for both readings that pushed the whole reading's points up and cost it the
+    harmful texts it caught. Each reading now gets its own points: benign sentences that read
+    0.6 do not move the whole reading's point off its benign texts (0.3 here)."""
+    rng = np.random.default_rng(1)
+    whole = {"benign": rng.uniform(0.0, 0.3, (200, 2)), "harmful": rng.uniform(0.35, 0.5, (50, 2)),
+             "refused": rng.uniform(0.0, 0.2, (20, 2))}
+    spans = {"benign": rng.uniform(0.0, 0.6, (200, 2)), "harmful": rng.uniform(0.0, 0.6, (50, 2)),
+             "refused": rng.uniform(0.0, 0.6, (20, 2))}
+    rule = choose(whole, spans, benign_target=0.01)
+    assert rule["dev_harmful_flagged"] == 1.0 and rule["dev_refused_flagged"] == 0.0
+    assert rule["dev_benign_flagged"] <= 0.01
+    assert (rule["cut"] <= 0.35).all() and (rule["span_cut"] > rule["cut"]).all()

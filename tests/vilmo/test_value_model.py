@@ -105,3 +105,24 @@ def test_calibration_reads_what_inference_pools(model: BuiltinClassifier) -> Non
     cm = loaded.names.index("cm")
     assert first.sum() > 2
     assert logits[0, cm] == pytest.approx(float(raw[first, cm].mean()), abs=1e-4)
+
+
+def test_a_sentence_reads_apart_from_the_whole_reply(model: BuiltinClassifier) -> None:
+    """Issue 17: a sentence cut out of a refusal cannot say whether the reply goes along with
+    the request, so on a sentence span ``harm`` and ``content`` read 0 and the sentence reading
+    is rescaled at its own operating points; a value's score is the higher reading's."""
+    from vilmo.judge.value_model import SENTENCE, at_operating_point
+
+    item = ScoreInput(REFUSAL, HARM_PROMPT)
+    probs, _, kind = model._window_probs([item])
+    names = model._model().names
+    spans = probs[kind == SENTENCE]
+    assert len(spans) == 2
+    assert (spans[:, [names.index("harm"), names.index("content")]] == 0).all()
+    (whole, sentences, _), = model.readings([item])
+    m = model._model()
+    assert m.operating is not None and m.sentence_operating is not None
+    (res,) = model.score([item], BUILTIN_VALUES)
+    expected = np.maximum(at_operating_point(whole, m.operating),
+                          at_operating_point(sentences, m.sentence_operating))
+    assert np.allclose([res.violation[v] for v in BUILTIN_VALUES], expected, atol=1e-6)

@@ -2,16 +2,20 @@
 
 One encoder pass per text window serves every value. Long replies are cut into overlapping
 windows whose scores are max-pooled, so a violation at the end of a reply is not diluted by a
-benign beginning; a reply of two or more sentences is also read sentence by sentence (each after
-the prompt, at most ``WindowSpec.max_spans`` spans), max-pooled for the reply-level heads, so one
-harmful sentence inside benign advice is not diluted by the sentences around it. The network runs as an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for
-speed; results of recent texts are cached, so a repeated reply is not encoded again.
+benign beginning. A reply of two or more sentences is also read sentence by sentence (each after
+the prompt, at most ``WindowSpec.max_spans`` spans), so one harmful sentence inside benign advice
+is not diluted by the sentences around it; the sentence reading is a second reading with its own
+operating points (``sentence_operating_points``), and a sentence speaks only for the heads that
+can judge a sentence cut out of its reply (not ``WindowSpec.span_ignores``). The network runs as
+an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for speed; results of recent texts are
+cached, so a repeated reply is not encoded again.
 
 Violation scores are rescaled at each value's operating point (``operating_points`` in the
-weights' config, chosen on dev by ``vilmo.train.classifier.operating_points``): a score of 0.5
+weights' config, chosen on dev by ``vilmo.train.operating.operating_points``): a score of 0.5
 means the same for every value, the point where the gateway should act, so one threshold
 (0.5, the default) serves every value of a policy. The rescaling is monotone (piecewise
-linear through 0, the operating point and 1), so it keeps each value's ranking.
+linear through 0, the operating point and 1), so it keeps each value's ranking within each
+reading; a value's score is the higher of its two readings' rescaled scores.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ WHOLE, FINE, SENTENCE = 0, 1, 2
 """Kinds of window: the whole reply's, a short cut of a long reply, one sentence span."""
 
 
+_Reading = tuple[Matrix, Matrix, Matrix]
+"""An item's whole-reading and sentence-reading violation scores and its upholds scores."""
+
+
 def default_model_dir() -> Path:
     """Where the committed weights live inside the package."""
     return Path(str(resources.files("vilmo").joinpath("models", MODEL_NAME)))
@@ -65,6 +73,11 @@ class _Loaded:
     context_heads: npt.NDArray[np.int64]
     operating: Matrix | None
     """Per BUILTIN_VALUES, the composed score that maps to 0.5 (None: no rescaling)."""
+    sentence_operating: Matrix | None
+    """The same for the sentence reading's scores, which have their own operating points
+    (None: the sentences are pooled with the whole reading and share ``operating``)."""
+    span_ignored: npt.NDArray[np.int64]
+    """Heads a sentence span reads as 0 (``WindowSpec.span_ignores``)."""
 
 
 class BuiltinClassifier:
@@ -83,7 +96,7 @@ class BuiltinClassifier:
         """ONNX Runtime threads per call: 1 in the gateway (checks run in parallel with the
         rest of the request path); offline batch jobs may pass the number of cores."""
         self.batch_size = batch_size
-        self._cache: OrderedDict[tuple[str | None, str], tuple[Matrix, Matrix]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str | None, str], _Reading] = OrderedDict()
         self._cache_size = cache_size
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
@@ -125,11 +138,13 @@ class BuiltinClassifier:
         b = np.array([cal.get(n, [1.0, 0.0])[1] for n in names], dtype=np.float32)
         context = np.array([i for i, n in enumerate(names) if n.split(":")[0] in CONTEXT_HEADS],
                            dtype=np.int64)
-        points = config.get("operating_points")
-        operating = (np.array([points[v] for v in BUILTIN_VALUES], dtype=np.float32)
-                     if points else None)
-        return _Loaded(net, WordPieceTokenizer(encoder_path), WindowSpec(**config["window"]),
-                       names, a, b, config, context, operating)
+        spec = WindowSpec(**{**config["window"],
+                             "span_ignores": tuple(config["window"].get("span_ignores", ()))})
+        ignored = np.array([names.index(n) for n in spec.span_ignores if n in names],
+                           dtype=np.int64)
+        return _Loaded(net, WordPieceTokenizer(encoder_path), spec, names, a, b, config, context,
+                       _points(config.get("operating_points")),
+                       _points(config.get("sentence_operating_points")), ignored)
 
     def _sources(self, config: dict[str, Any]) -> list[Path]:
         """The files the int8 graph is made from (its cache key)."""
@@ -191,7 +206,8 @@ class BuiltinClassifier:
                     if fine_spec and len(coarse) > 1 else [])
             spans = (sentence_spans(item.response, m.spec.span_min_words, m.spec.max_spans)
                      if sentences and m.spec.max_spans else [])
-            spanned = (span_windows(m.tokenizer, item.prompt, spans, m.spec)
+            spanned = (span_windows(m.tokenizer, item.prompt if m.spec.span_prompt else None,
+                                    spans, m.spec)
                        if len(spans) > 1 else [])
             rows += coarse + fine + spanned
             owner += [i] * (len(coarse) + len(fine) + len(spanned))
@@ -202,7 +218,8 @@ class BuiltinClassifier:
             out[chunk] = m.net(tokens, mask)
         return out, owner, np.asarray(kind, dtype=np.int8)
 
-    def _window_probs(self, items: Sequence[ScoreInput]) -> tuple[Matrix, list[int]]:
+    def _window_probs(self, items: Sequence[ScoreInput]
+                      ) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
         """Calibrated head probabilities per window, for the reply-level value scores. Fine
         windows (128-token cuts of a long reply, often mid-sentence) speak only for the
         reply-level heads: judging a scenario (``cm``) or an argument (ValueEval) needs its
@@ -214,8 +231,8 @@ class BuiltinClassifier:
         probs = sigmoid(logits * m.a + m.b).astype(np.float32)
         probs[np.ix_(kind == FINE, m.context_heads)] = 0.0
         not_cm = m.context_heads[m.context_heads != m.names.index("cm")]
-        probs[np.ix_(kind == SENTENCE, not_cm)] = 0.0
-        return probs, owner
+        probs[np.ix_(kind == SENTENCE, np.concatenate([not_cm, m.span_ignored]))] = 0.0
+        return probs, owner, kind
 
     def head_probabilities(self, items: Sequence[ScoreInput]) -> Matrix:
         """Calibrated probability per head and item: the whole-text judgements (``cm``,
@@ -236,28 +253,40 @@ class BuiltinClassifier:
         unknown = [v for v in value_ids if v not in BUILTIN_VALUES]
         if unknown:
             raise UnknownValue(f"the built-in classifier has no head for {unknown}")
-        keys = [(it.prompt or None, it.response) for it in items]
-        with self._lock:
-            known = {k: self._cache[k] for k in keys if k in self._cache}
-        todo = list(dict.fromkeys(k for k in keys if k not in known))
-        if todo:
-            fresh = self._values([ScoreInput(r, p) for p, r in todo])
-            known.update(zip(todo, fresh, strict=True))
-            self._remember(dict(zip(todo, fresh, strict=True)))
+        m = self._model()
         col = {v: j for j, v in enumerate(BUILTIN_VALUES)}
         ucol = {v: j for j, v in enumerate(SCHWARTZ)}
-        operating = self._model().operating if calibrated else None
         out = []
-        for key in keys:
-            vio, ups = known[key]
-            if operating is not None:
-                vio = at_operating_point(vio, operating)
+        for whole, sentences, ups in self.readings(items):
+            if not calibrated or m.operating is None:
+                vio = np.maximum(whole, sentences)
+            elif m.sentence_operating is None:
+                vio = at_operating_point(np.maximum(whole, sentences), m.operating)
+            else:
+                vio = np.maximum(at_operating_point(whole, m.operating),
+                                 at_operating_point(sentences, m.sentence_operating))
             out.append(ValueScores(
                 {v: float(vio[col[v]]) for v in value_ids},
                 {v: float(ups[ucol[v]]) for v in value_ids if v in ucol}))
         return out
 
-    def _remember(self, results: dict[tuple[str | None, str], tuple[Matrix, Matrix]]) -> None:
+    def readings(self, items: Sequence[ScoreInput]) -> list[_Reading]:
+        """Per item, the composed violation probabilities of the whole reading (its windows and
+        fine windows) and of the sentence reading (its sentence spans; zeros for a text of one
+        sentence), before any rescaling, and the Schwartz upholds probabilities: what the
+        operating points are fitted on (``vilmo.train.operating.operating_points``)."""
+        keys = [(it.prompt or None, it.response) for it in items]
+        with self._lock:
+            known = {k: self._cache[k] for k in keys if k in self._cache}
+        todo = list(dict.fromkeys(k for k in keys if k not in known))
+        if todo:
+            fresh = dict(zip(todo, self._values([ScoreInput(r, p) for p, r in todo]),
+                             strict=True))
+            known.update(fresh)
+            self._remember(fresh)
+        return [known[k] for k in keys]
+
+    def _remember(self, results: dict[tuple[str | None, str], _Reading]) -> None:
         if self._cache_size <= 0:
             return
         with self._lock:
@@ -267,13 +296,22 @@ class BuiltinClassifier:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
-    def _values(self, items: Sequence[ScoreInput]) -> list[tuple[Matrix, Matrix]]:
+    def _values(self, items: Sequence[ScoreInput]) -> list[_Reading]:
         m = self._model()
-        probs, owner = self._window_probs(items)
+        probs, owner, kind = self._window_probs(items)
         vio, ups = compose(probs, m.names, m.config.get("compose", "product"),
                            m.config.get("compose_power", 1.0))
-        vio_p, ups_p = _max_pool(vio, owner, len(items)), _max_pool(ups, owner, len(items))
-        return [(vio_p[i], ups_p[i]) for i in range(len(items))]
+        rows = np.asarray(owner, dtype=np.int64)
+        span = kind == SENTENCE
+        whole = _max_pool(vio[~span], rows[~span], len(items))
+        sentences = _max_pool(vio[span], rows[span], len(items))
+        ups_p = _max_pool(ups, rows, len(items))
+        return [(whole[i], sentences[i], ups_p[i]) for i in range(len(items))]
+
+
+def _points(points: dict[str, float] | None) -> Matrix | None:
+    return (np.array([points[v] for v in BUILTIN_VALUES], dtype=np.float32)
+            if points else None)
 
 
 def at_operating_point(scores: Matrix, points: Matrix) -> Matrix:

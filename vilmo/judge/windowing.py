@@ -65,6 +65,14 @@ class WindowSpec:
     sentence in otherwise benign advice is diluted even in a short window."""
     span_min_words: int = 6
     """A sentence of fewer words is read together with its neighbour."""
+    span_prompt: bool = True
+    """Read each sentence after the prompt (True) or alone, as a plain text (False)."""
+    span_ignores: tuple[str, ...] = ("harm", "content")
+    """Heads a sentence does not speak for (read as 0 on sentence spans), besides the
+    whole-text heads other than ``cm``: ``harm`` (whether the *reply* goes along with a harmful
+    request: one sentence cut out of a refusal cannot say) and ``content`` (both read single
+    sentences of benign texts high; chosen on dev, issue 17). A sentence then speaks through
+    ``cm``: whether the act it describes is wrong."""
 
 
 def windows(tokenizer: WindowTokenizer, prompt: str | None, response: str,

@@ -28,6 +28,7 @@ from vilmo.evaluation import metrics
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.heads import head_names
 from vilmo.train.examples import DevSplit, Sizes, build
+from vilmo.train.operating import operating_points
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -241,7 +242,8 @@ def recalibrate(data_root: Path, out_dir: Path, progress: bool = True) -> dict[s
                    settings.get("seed", TrainSettings().seed),
                    settings.get("valueeval_dev_by", "premise"))
     config |= calibrate(out_dir, dev, config["heads"], progress)
-    config.pop("operating_points", None)
+    for stale in ("operating_points", "sentence_operating_points"):
+        config.pop(stale, None)
     _write(out_dir, config)
     config |= operating_points(out_dir, dev, settings.get(
         "benign_flagged_target", TrainSettings().benign_flagged_target))
@@ -280,86 +282,6 @@ def calibrate(out_dir: Path, dev: Sequence[Example], names: Sequence[str],
                           metrics.shrunk_f1_thresholds(probs, y[rows][:, cols]), strict=True))
     return {"calibration": calibration, "valueeval_thresholds": thresholds, "dev_auc": dev_auc,
             "calibrated_on": f"{runtime()}; {len(items)} dev examples"}
-
-
-OPERATING_ALPHAS = (0.0, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03)
-OPERATING_FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
-
-
-def operating_points(out_dir: Path, dev: Sequence[Example],
-                     benign_target: float = 0.01) -> dict[str, Any]:
-    """Each value's threshold (on the composed score) where the gateway should act, fitted on
-    dev; ``BuiltinClassifier`` rescales scores so that this point reads 0.5.
-
-    The rule, the same for every value: the threshold lets through all but a share ``alpha``
-    of the benign dev texts on that value, and is never below ``floor``. ``alpha`` and
-    ``floor`` are chosen together on dev: among the pairs for which at most ``benign_target``
-    of benign dev texts are flagged for any value, the one that flags the most harmful dev
-    texts minus the refusals flagged (JailbreakBench dev). Benign: HH dev replies and user
-    turns, FULCRA dev replies that go against nothing, the written dev replies and texts that
-    are not harmful. Harmful: dev texts labelled harmful (``harm`` or ``content`` 1).
-    """
-    from vilmo.judge.heads import BUILTIN_VALUES
-    from vilmo.judge.value_model import BuiltinClassifier
-
-    model = BuiltinClassifier(out_dir, cache_size=0, threads=os.cpu_count() or 1)
-    groups: dict[str, dict[tuple[str | None, str], None]] = {
-        "benign": {}, "harmful": {}, "refused": {}}
-    for e in dev:
-        y = max(e.labels.get("harm", -1.0), e.labels.get("content", -1.0))
-        key = (e.prompt, e.response)
-        if y >= 1.0:
-            groups["harmful"][key] = None
-        elif y == 0.0 and e.source == "jailbreakbench":
-            groups["refused"][key] = None
-        elif y == 0.0 and e.source in ("hh", "fulcra", "judge"):
-            groups["benign"][key] = None
-    scores: dict[str, np.ndarray] = {}
-    for name, keys in groups.items():
-        items = [ScoreInput(r, p) for p, r in keys]
-        rows = [[s.violation[v] for v in BUILTIN_VALUES]
-                for i in range(0, len(items), 256)
-                for s in model.score(items[i:i + 256], BUILTIN_VALUES, calibrated=False)]
-        scores[name] = np.asarray(rows, dtype=np.float64).reshape(len(items), len(BUILTIN_VALUES))
-    benign = scores["benign"]
-    best: tuple[float, float, float, np.ndarray] | None = None
-    for alpha in OPERATING_ALPHAS:
-        per_value = _benign_quantile(benign, alpha)
-        for floor in OPERATING_FLOORS:
-            cut = np.maximum(per_value, floor)
-            fp = float((benign >= cut).any(axis=1).mean()) if len(benign) else 0.0
-            if fp > benign_target:
-                continue
-            recall = float((scores["harmful"] >= cut).any(axis=1).mean())
-            refused = (float((scores["refused"] >= cut).any(axis=1).mean())
-                       if len(scores["refused"]) else 0.0)
-            if best is None or recall - refused > best[0]:
-                best = (recall - refused, alpha, floor, cut)
-    if best is None:  # nothing meets the target: the strictest rule
-        cut = np.maximum(_benign_quantile(benign, 0.0), max(OPERATING_FLOORS))
-        best = (float("nan"), 0.0, max(OPERATING_FLOORS), cut)
-    _, alpha, floor, cut = best
-    return {"operating_points": {v: round(float(t), 5) for v, t in zip(BUILTIN_VALUES, cut,
-                                                                       strict=True)},
-            "operating_rule": {
-                "benign_flagged_target": benign_target, "alpha": alpha, "floor": floor,
-                "dev_benign": len(benign), "dev_harmful": len(scores["harmful"]),
-                "dev_refused": len(scores["refused"]),
-                "dev_benign_flagged": float((benign >= cut).any(axis=1).mean()),
-                "dev_harmful_flagged": float((scores["harmful"] >= cut).any(axis=1).mean()),
-                "dev_refused_flagged": (float((scores["refused"] >= cut).any(axis=1).mean())
-                                        if len(scores["refused"]) else None)}}
-
-
-def _benign_quantile(benign: np.ndarray, alpha: float) -> np.ndarray:
-    """Per value, the lowest threshold that flags at most ``alpha`` of the benign rows."""
-    if not len(benign):
-        return np.zeros(benign.shape[1])
-    ranked = -np.sort(-benign, axis=0)  # descending per value
-    k = int(np.floor(alpha * len(benign)))
-    top = ranked[min(k, len(ranked) - 1)]
-    out: np.ndarray = np.minimum(np.nextafter(top, np.inf), 1.0)
-    return out
 
 
 def _progress(it: range, desc: str, enabled: bool) -> Any:
