@@ -55,8 +55,8 @@ class StoreCache:
 
     def _failed(self, error: Exception) -> None:
         self.store.count_error("cache", error)
-        log.warning("%s cache: %s: %s; computed without it", self.name,
-                    type(error).__name__, str(error)[:200])
+        log.warning("%s cache: %s: %.200s; computed without it", self.name,
+                    type(error).__name__, error)  # redacted whole, then cut (the log factory)
 
 
 def attach_caches(generator: object, store: Store) -> dict[CacheName, StoreCache]:

@@ -192,6 +192,9 @@ def install_log_redaction(redact: Redactor) -> None:
 
     def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make_record(*args, **kwargs)
+        if isinstance(record.args, tuple):  # each argument whole, before ``%.200s`` cuts it
+            record.args = tuple(redact(str(a)) if isinstance(a, str | BaseException) else a
+                                for a in record.args)
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:

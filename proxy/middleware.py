@@ -222,8 +222,8 @@ class UnexpectedErrors:
         try:
             await self.app(scope, receive, tracked_send)
         except Exception as exc:
-            log.error("unexpected error on %s %s: %s: %s", scope["method"], scope["path"],
-                      type(exc).__name__, str(exc)[:200])
+            log.error("unexpected error on %s %s: %s: %.200s", scope["method"], scope["path"],
+                      type(exc).__name__, exc)  # redacted whole, then cut (the log factory)
             log.debug("traceback of the unexpected error", exc_info=exc)
             error = GatewayError("internal error in the gateway", code="internal_error")
             ledger: Ledger | None = scope.get("state", {}).get("ledger")

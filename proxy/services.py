@@ -68,11 +68,11 @@ class Services:
             await close()
 
 
-def build_judge(embedder: Embedder | None = None) -> PolicyClassifiers:
+def build_judge(embedder: OnnxEmbedder | None = None) -> PolicyClassifiers:
     """The value judge the gateway checks with (also what bench/compare_litellm.py rates)."""
     from vilmo.judge.policy_classifier import PolicyClassifiers
 
-    return PolicyClassifiers(encoder=embedder or Embedder())
+    return PolicyClassifiers(encoder=embedder or OnnxEmbedder(quantized=False))
 
 
 def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None = None,

@@ -95,3 +95,19 @@ def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     assert "sk-upstream-secret-xyz" not in caplog.text  # in messages and in tracebacks
     # A short secret is redacted as a whole token only: "abcdef" is left alone.
     assert "calling with key [redacted] and [redacted], abcdef" in caplog.text
+
+
+def test_a_secret_across_a_logged_cut_is_redacted_before_the_cut(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Redact before you truncate: a message cut to 200 characters by its format must not keep
+    the start of a secret that straddles the cut."""
+    factory = logging.getLogRecordFactory()
+    install_log_redaction(Redactor(["sk-upstream-secret-xyz"]))
+    try:
+        with caplog.at_level(logging.INFO):
+            error = RuntimeError("x" * 190 + " sk-upstream-secret-xyz")
+            logging.getLogger("proxy.middleware").error("unexpected error: %.200s", error)
+    finally:
+        logging.setLogRecordFactory(factory)
+    assert "sk-upstre" not in caplog.text
+    assert "x" * 190 + " [redacted" in caplog.text  # redacted, then cut to 200
