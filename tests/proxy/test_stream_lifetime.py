@@ -24,13 +24,22 @@ LONG = " ".join(f"word{i}" for i in range(60))
 SENTENCES = " ".join(f"Sentence {i} is calm." for i in range(30))
 
 
-def audit_records(policy_dir: Path, match: Callable[[dict[str, Any]], bool],
+def audit_length(policy_dir: Path) -> int:
+    """How many records the trail holds now: a test reads only the records after them (the
+    trail is shared by the session's gateways, one per upstream path)."""
+    path = policy_dir.parent / "audit.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def audit_records(policy_dir: Path, match: Callable[[dict[str, Any]], bool], after: int,
                   wait_s: float = 3.0) -> list[dict[str, Any]]:
-    """Audit records that match, polled for up to ``wait_s`` seconds."""
+    """Audit records written after the first ``after`` that match, polled for up to
+    ``wait_s`` seconds."""
     path = policy_dir.parent / "audit.jsonl"
     deadline = time.monotonic() + wait_s
     while True:
-        found = [r for r in map(json.loads, path.read_text().splitlines()) if match(r)]
+        lines = path.read_text().splitlines()[after:]
+        found = [r for r in map(json.loads, lines) if match(r)]
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
@@ -54,18 +63,20 @@ def leave_after(gateway: str, policy: str, seconds: float, **body: Any) -> None:
 def test_buffered_stream_stops_reading_the_upstream_when_the_client_leaves(
         gateway: str, stub: StubUpstream, policy_dir: Path) -> None:
     stub.reply, stub.chunk_delay = LONG, 0.1  # six seconds of upstream stream
+    start = audit_length(policy_dir)
     leave_after(gateway, "g-leave-buffer", 0.6, stream=True)
     assert eventually(lambda: stub.streams_closed_early == 1) and stub.streams_finished == 0
-    records = audit_records(policy_dir, lambda r: r["policy"] == "g-leave-buffer")
+    records = audit_records(policy_dir, lambda r: r["policy"] == "g-leave-buffer", start)
     assert [r["status"] for r in records] == ["499"]
 
 
 def test_plain_reply_is_abandoned_when_the_client_leaves(gateway: str, stub: StubUpstream,
                                                          policy_dir: Path) -> None:
     stub.slow_seconds = 3.0
+    start = audit_length(policy_dir)
     leave_after(gateway, "g-leave-chunked", 0.5, model="stub-slow")
     records = audit_records(policy_dir, lambda r: r["policy"] == "g-leave-chunked"
-                            and not r["stream"], wait_s=2.0)  # before the upstream answers
+                            and not r["stream"], start, wait_s=2.0)  # before the upstream answers
     assert [r["status"] for r in records] == ["499"]
 
 
@@ -73,6 +84,7 @@ def test_chunked_stream_cancels_the_upstream_when_the_client_leaves(
         gateway: str, stub: StubUpstream, policy_dir: Path) -> None:
     stub.reply, stub.chunk_delay = SENTENCES, 0.05  # six seconds; chunked mode releases some
     body = {"model": "stub", "messages": ASK, "stream": True}
+    start = audit_length(policy_dir)
     with httpx.stream("POST", f"{gateway}/chat/completions", json=body, timeout=30, headers={
             "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": "g-leave-chunked"}) as r:
         for i, _ in enumerate(r.iter_lines()):
@@ -80,7 +92,7 @@ def test_chunked_stream_cancels_the_upstream_when_the_client_leaves(
                 break
     assert eventually(lambda: stub.streams_closed_early == 1)
     records = audit_records(policy_dir, lambda r: r["policy"] == "g-leave-chunked"
-                            and r["stream"])
+                            and r["stream"], start)
     assert [r["status"] for r in records] == ["499"]
 
 
