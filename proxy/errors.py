@@ -265,14 +265,12 @@ def _malformed_reply(exc: BaseException) -> str | None:
     cut short. None for every other failure."""
     import json
 
-    import httpx
-
     chain: list[BaseException] = []
     cause: BaseException | None = exc
     while cause is not None and cause not in chain and len(chain) < 20:
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
-    if any(isinstance(e, httpx.HTTPStatusError) for e in chain):
+    if any(type(e).__name__ == "HTTPStatusError" for e in chain):  # httpx's, or openai's httpx2
         return None
     if any(isinstance(e, json.JSONDecodeError) for e in chain):
         return "sent a reply or stream event that is not JSON"

@@ -9,7 +9,7 @@ again. Setting or removing a key forgets them (the chunk is then encoded like an
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Self, cast
 
 from proxy.errors import Redactor, UpstreamFailed
@@ -96,7 +96,7 @@ class SSEReader:
             raise UpstreamFailed(f"the stream from the upstream for model {self.model!r} ended "
                                  "before a finish_reason", code="upstream_malformed")
 
-    async def events(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[RawChunk]:
+    async def events(self, pieces: AsyncIterator[bytes]) -> AsyncGenerator[RawChunk, None]:
         """Each event's chunk, or ``DONE``; comments and data-less events are skipped."""
         buffer = bytearray()
         total = 0
