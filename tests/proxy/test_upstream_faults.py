@@ -220,9 +220,11 @@ def test_a_buffered_stream_reset_mid_stream_is_a_502(faulty: Gateway) -> None:
 @pytest.mark.parametrize("policy", LIVE)
 def test_malformed_sse_ends_with_an_error_event_then_done(faulty: Gateway, stub: StubUpstream,
                                                           policy: str) -> None:
+    stub.chunk_delay = 0.3  # the stub is still streaming when the gateway gives up on it
     response, text = send(faulty, "stub-bad-sse", policy, True)
     assert_error_then_done(response, text, "upstream_malformed")
     assert recorded(faulty, ("502", "upstream_malformed"))
+    assert eventually(lambda: stub.closed_early == ["stub-bad-sse"])  # no connection left open
 
 
 @pytest.mark.parametrize("policy", MODES)
