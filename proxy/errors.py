@@ -207,9 +207,16 @@ def install_log_redaction(redact: Redactor) -> None:
 
 
 @contextmanager
-def map_upstream_errors(redact: Redactor, model: str) -> Iterator[None]:
+def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False,
+                        ) -> Iterator[None]:
     """Turn LiteLLM's exceptions into GatewayErrors with the right status. The upstream's
-    error text reaches the client only redacted (then cut to 500 characters)."""
+    error text reaches the client only redacted (then cut to 500 characters).
+
+    LiteLLM reports a reply that is not JSON as a 500 and a broken or malformed stream as a
+    connection error; they are mapped as the direct path maps them (``map_http_errors``,
+    ``proxy.relay``): ``upstream_malformed`` for what the upstream sent, ``upstream_error`` for
+    a connection that failed once the upstream answered (``reached``: the stream was open),
+    ``upstream_unreachable`` only for one that never did."""
     import openai  # LiteLLM's exceptions subclass the openai package's
     from litellm.types.router import RouterRateLimitError
 
@@ -229,18 +236,50 @@ def map_upstream_errors(redact: Redactor, model: str) -> Iterator[None]:
     except openai.APITimeoutError as exc:
         raise UpstreamTimeout(f"upstream for model {model!r} timed out",
                               code="upstream_timeout") from exc
-    except openai.APIStatusError as exc:
+    except (openai.APIStatusError, openai.APIConnectionError) as exc:
+        if (malformed := _malformed_reply(exc)) is not None:
+            raise UpstreamFailed(f"the upstream for model {model!r} {malformed}",
+                                 code="upstream_malformed") from exc
+        if isinstance(exc, openai.APIConnectionError):
+            if reached:
+                raise UpstreamFailed(f"the connection to the upstream for model {model!r} "
+                                     f"failed: {redact.cut(_message_of(exc))}",
+                                     code="upstream_error") from exc
+            raise UpstreamFailed(f"could not reach the upstream for model {model!r}: "
+                                 f"{redact.cut(_message_of(exc))}",
+                                 code="upstream_unreachable") from exc
         error = _from_status(exc.status_code, redact.cut(_message_of(exc)), model)
         if isinstance(error, UpstreamRateLimited):
             error.headers = _retry_after(exc.response.headers.get("retry-after"))
         raise error from exc
-    except openai.APIConnectionError as exc:
-        raise UpstreamFailed(f"could not reach the upstream for model {model!r}: "
-                             f"{redact.cut(_message_of(exc))}",
-                             code="upstream_unreachable") from exc
     except openai.OpenAIError as exc:
         status = getattr(exc, "status_code", 502)
         raise _from_status(int(status), redact.cut(_message_of(exc)), model) from exc
+
+
+STREAM_CUT_SHORT = "Stream ended before a finish_reason"
+"""LiteLLM's message (an ``httpx.RemoteProtocolError`` it raises itself) for a stream that
+ended with no choice finished: what the direct path calls ``upstream_malformed``."""
+
+
+def _malformed_reply(exc: BaseException) -> str | None:
+    """What was wrong with what the upstream sent, when LiteLLM's error comes from that: a
+    JSON decoding error (and no HTTP error status, whose body may be anything), or a stream
+    cut short. None for every other failure."""
+    import json
+
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain and len(chain) < 20:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(type(e).__name__ == "HTTPStatusError" for e in chain):  # httpx's, or openai's httpx2
+        return None
+    if any(isinstance(e, json.JSONDecodeError) for e in chain):
+        return "sent a reply or stream event that is not JSON"
+    if any(STREAM_CUT_SHORT in str(e) for e in chain):
+        return "sent a stream that ended before a finish_reason"
+    return None
 
 
 @contextmanager

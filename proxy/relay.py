@@ -9,7 +9,7 @@ again. Setting or removing a key forgets them (the chunk is then encoded like an
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Self, cast
 
 from proxy.errors import Redactor, UpstreamFailed
@@ -70,7 +70,11 @@ def wire_bytes(chunk: ChatCompletionChunk) -> bytes | None:
 
 class SSEReader:
     """Splits an upstream's SSE byte stream into chunks; ``data: [DONE]`` ends it. The whole
-    stream may carry at most ``max_bytes`` (a runaway upstream cannot fill the memory)."""
+    stream may carry at most ``max_bytes`` (a runaway upstream cannot fill the memory).
+
+    A stream must give some choice a ``finish_reason`` before it ends (``[DONE]`` or the end of
+    the body), as LiteLLM's Router requires: one without (cut short, or only ``choices: []``)
+    is a 502 ``upstream_malformed``, not a 200 with a partial reply."""
 
     def __init__(self, model: str, max_bytes: int, redact: Redactor) -> None:
         self.model = model
@@ -78,6 +82,22 @@ class SSEReader:
         self.redact = redact
 
     async def chunks(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[ChatCompletionChunk]:
+        finished = False
+        events = self.events(pieces)
+        try:
+            async for chunk in events:
+                if chunk is DONE:
+                    break
+                finished = finished or has_finish_reason(chunk)
+                yield cast(ChatCompletionChunk, chunk)
+        finally:
+            await events.aclose()
+        if not finished:
+            raise UpstreamFailed(f"the stream from the upstream for model {self.model!r} ended "
+                                 "before a finish_reason", code="upstream_malformed")
+
+    async def events(self, pieces: AsyncIterator[bytes]) -> AsyncGenerator[RawChunk, None]:
+        """Each event's chunk, or ``DONE``; comments and data-less events are skipped."""
         buffer = bytearray()
         total = 0
         async for piece in pieces:
@@ -92,15 +112,10 @@ class SSEReader:
             while (end := buffer.find(b"\n\n")) >= 0:
                 event = bytes(buffer[:end])
                 del buffer[:end + 2]
-                chunk = self.parse(event)
-                if chunk is DONE:
-                    return
-                if chunk is not None:
-                    yield cast(ChatCompletionChunk, chunk)
-        if buffer.strip():  # the last event without its blank line
-            chunk = self.parse(bytes(buffer))
-            if chunk is not None and chunk is not DONE:
-                yield cast(ChatCompletionChunk, chunk)
+                if (chunk := self.parse(event)) is not None:
+                    yield chunk
+        if buffer.strip() and (chunk := self.parse(bytes(buffer))) is not None:
+            yield chunk  # the last event without its blank line
 
     def parse(self, event: bytes) -> RawChunk | None:
         """One event: its chunk, ``DONE``, or None for comments and data-less events."""
@@ -129,6 +144,11 @@ class SSEReader:
             if isinstance(choice, dict):
                 choice.setdefault("finish_reason", None)  # as LiteLLM's chunks always have it
         return chunk
+
+
+def has_finish_reason(chunk: RawChunk) -> bool:
+    return any(isinstance(c, dict) and c.get("finish_reason")
+               for c in chunk.get("choices") or ())
 
 
 DONE = RawChunk({}, None)

@@ -58,6 +58,8 @@ class LiteLLMUpstream:
         model = str(params["model"])
         with map_upstream_errors(self._redact, model):
             response = await self._router.acompletion(**{**params, "stream": True})
+        # the upstream answered: a failure from here on is not "unreachable"
+        with map_upstream_errors(self._redact, model, reached=True):
             try:
                 async for chunk in response:
                     yield cast(Chunk, wire_dict(chunk.model_dump(exclude_none=True)))
@@ -111,18 +113,25 @@ def wire_dict(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 async def open_stream(upstream: Upstream, params: UpstreamParams) -> AsyncIterator[Chunk]:
-    """Start the upstream stream and wait for its first chunk, so that an upstream failure
-    before any output still gets its own HTTP status (429, 502, 504) instead of a 200."""
+    """Start the upstream stream and wait for its first chunk with choices, so that an upstream
+    failure before any output still gets its own HTTP status (429, 502, 504) instead of a 200.
+    Chunks without choices before it (Azure's ``prompt_filter_results``; a stream of nothing
+    else fails with no finish_reason) are held until then, on either upstream path."""
     chunks = upstream.stream(params)
+    held: list[Chunk] = []
     try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = None
+        async for chunk in chunks:
+            held.append(chunk)
+            if chunk.get("choices"):
+                break
+    except BaseException:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        raise
 
     async def replay() -> AsyncIterator[Chunk]:
         try:
-            if first is not None:
-                yield first
+            for chunk in held:
+                yield chunk
             async for chunk in chunks:
                 yield chunk
         finally:

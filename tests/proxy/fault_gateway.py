@@ -2,8 +2,10 @@
 upstream) and whose models are fakes (``fakes.py``): for the fault and fuzz tests, which
 exercise the upstream path, the error mapping and the server, not the judge.
 
-``UPSTREAM_PATHS`` names the paths the fault tests run over; a second path (the direct httpx
-client for OpenAI-compatible upstreams) joins by adding its name here and in ``upstream_for``.
+``UPSTREAM_PATHS`` names the paths the fault tests run over: ``litellm`` (LiteLLM's Router for
+every model, ``upstream.direct: never``) and ``direct`` (``upstream.direct: auto``, as
+``build_services`` builds it: the stub's models go the direct httpx path, while ``primary`` and
+``backup``, which have fallbacks, stay on the Router by design).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fakes import FakeInstructions, KeywordClassifier, MemoryAudit
 from stub_upstream import ServerThread
 
 from proxy.app import create_app
+from proxy.direct import build_upstream
 from proxy.errors import Redactor
 from proxy.guard import Guard
 from proxy.metrics import Metrics
@@ -27,7 +30,7 @@ from proxy.upstream import LiteLLMUpstream, Upstream
 from vilmo.instruct.principles import PrincipleBank
 from vilmo.policy_store import PolicyStore
 
-UPSTREAM_PATHS = ("litellm",)
+UPSTREAM_PATHS = ("litellm", "direct")
 UPSTREAM_KEY = "sk-stub-upstream-0123456789"
 """The gateway's key for the stub (which echoes it in its errors, as providers partly do)."""
 TIMEOUT_S = 1.5
@@ -60,6 +63,10 @@ def upstream_for(path: str, config: GatewayConfig) -> Upstream:
     if path == "litellm":
         return TimedUpstream(LiteLLMUpstream(config.model_list, config.router_settings,
                                              Redactor(config.secrets())))
+    if path == "direct":
+        config = config.model_copy(deep=True)
+        config.upstream.direct = "auto"
+        return TimedUpstream(build_upstream(config, Redactor(config.secrets())))
     raise ValueError(f"unknown upstream path {path!r}")
 
 

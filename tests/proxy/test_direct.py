@@ -24,7 +24,7 @@ from proxy.relay import RawChunk, SSEReader, wire_bytes
 from proxy.settings import ConfigError, GatewayConfig
 from proxy.sse import event
 from proxy.stages import TimedUpstream
-from proxy.upstream import LiteLLMUpstream
+from proxy.upstream import LiteLLMUpstream, open_stream
 from vilmo.instruct.principles import PrincipleBank
 
 ASK = [{"role": "user", "content": "Hello there."}]
@@ -142,7 +142,7 @@ def read_sse(*parts: bytes, max_bytes: int = 10_000) -> list[Any]:
 
 
 def test_sse_events_split_across_reads_with_crlf_and_comments() -> None:
-    one = b'{"id":"a","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}'
+    one = b'{"id":"a","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}'
     chunks = read_sse(b": keep-alive\r\n\r\ndata: " + one[:10], one[10:] + b"\r\n\r\n",
                       b"data: [DONE]\n\n", b"data: {\"ignored\": true}\n\n")
     assert len(chunks) == 1 and chunks[0]["id"] == "a"
@@ -167,6 +167,48 @@ def test_bad_streams_are_502s(body: bytes, code: str) -> None:
         read_sse(body)
     assert caught.value.status == 502 and caught.value.code == code
     assert "sk-secret-1234" not in caught.value.message
+
+
+UNFINISHED = b'data: {"id":"a","choices":[{"index":0,"delta":{"content":"half"}}]}\n\n'
+
+
+@pytest.mark.parametrize("body", [UNFINISHED, UNFINISHED + b"data: [DONE]\n\n",
+                                  b'data: {"id":"a","choices":[]}\n\ndata: [DONE]\n\n'])
+def test_a_stream_that_ends_before_a_finish_reason_is_a_502(body: bytes) -> None:
+    """A stream cut short (the body ended, or [DONE] came, with no choice finished) passed as
+    a 200 with a partial reply before the fix; LiteLLM's Router fails it, and so does this."""
+    with pytest.raises(GatewayError) as caught:
+        read_sse(body)
+    assert caught.value.status == 502 and caught.value.code == "upstream_malformed"
+    assert "finish_reason" in caught.value.message
+
+
+def test_open_stream_holds_chunks_without_choices_until_one_has_some() -> None:
+    """A stream whose first chunk has no choices and which then fails gave a 200 and an error
+    event (the Router's ``choices: []`` stream in the live modes) before the fix: the failure
+    now comes before the headers, as a 502."""
+    empty: dict[str, Any] = {"id": "a", "choices": []}
+    word: dict[str, Any] = {"id": "a", "choices": [{"index": 0, "delta": {"content": "x"}}]}
+
+    class Upstream:
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+
+        async def stream(self, params: Any) -> AsyncIterator[Any]:
+            yield empty
+            if self.fail:
+                raise UpstreamFailed("no finish_reason", code="upstream_malformed")
+            yield word
+
+    async def opened(fail: bool) -> AsyncIterator[Any]:
+        return await open_stream(Upstream(fail), {})  # type: ignore[arg-type]
+
+    async def read() -> list[Any]:
+        return [c async for c in await opened(fail=False)]
+
+    with pytest.raises(UpstreamFailed):  # when the stream is opened, not later
+        asyncio.run(opened(fail=True))
+    assert asyncio.run(read()) == [empty, word]
 
 
 def test_a_connection_closed_before_the_reply_is_tried_once_more() -> None:

@@ -1,18 +1,22 @@
-"""Upstream faults from the stub upstream, over a real server and a real upstream path (issue
-16, reliability): each fault gives its documented status and OpenAI envelope, a stream that
-fails after its first chunk ends with an error event and then ``data: [DONE]``, no answer
-waits past the client's bound, every request is recorded (its server-side work finished, the
-upstream stream closed), and ``fallbacks`` serve when the primary fails.
+"""Upstream faults from the stub upstream, over a real server and each upstream path (issue
+16, reliability: "both paths pass the same test suite"): LiteLLM's Router and the direct httpx
+path (``fault_gateway.UPSTREAM_PATHS``). Each fault gives its documented status, code and
+OpenAI envelope, the same on both paths; a stream that fails after its first chunk ends with
+an error event and then ``data: [DONE]``; no answer waits past the client's bound; every
+request is recorded (its server-side work finished, the upstream stream closed); and
+``fallbacks`` serve when the primary fails (on the Router on both paths: a model with
+fallbacks stays there by design under ``upstream.direct: auto``).
 
     fault                 plain   stream, buffer mode   stream, live modes (off, chunked, monitor)
     500                   502     502                   502 (before the first chunk)
     429 + Retry-After     429     429                   429, Retry-After passed on
     past the timeout      504     504                   504 (no first chunk)
     stall mid-stream      -       504                   error event (upstream_timeout), [DONE]
-    reset mid-stream      -       502                   error event (upstream_unreachable), [DONE]
-    malformed SSE         -       502                   error event, [DONE]; 502 if first event
-    invalid JSON          502     502                   502
-    no choices            200     502                   502 (LiteLLM: no finish_reason)
+    reset mid-stream      -       502                   error event (upstream_error), [DONE]
+    malformed SSE         -       502                   error event (upstream_malformed), [DONE];
+                                                        502 if first event
+    invalid JSON          502     502                   502 (upstream_malformed)
+    no choices            200     502                   502 (upstream_malformed: no finish_reason)
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from fault_gateway import TIMEOUT_S, UPSTREAM_KEY, UPSTREAM_PATHS, fault_config,
 from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
 
+from proxy.direct import SplitUpstream, why_not_direct
 from proxy.services import Services
+from proxy.upstream import LiteLLMUpstream
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 
 pytestmark = pytest.mark.slow
@@ -57,7 +63,7 @@ class Gateway:
 
 @pytest.fixture(scope="module", params=UPSTREAM_PATHS)
 def upstream_path(request: pytest.FixtureRequest) -> str:
-    """The upstream path under test (LiteLLM's Router; the direct path joins later)."""
+    """The upstream path under test: ``litellm`` (the Router) or ``direct``."""
     return str(request.param)
 
 
@@ -196,47 +202,71 @@ def test_a_buffered_stream_that_stalls_is_a_504(faulty: Gateway, stub: StubUpstr
 def test_a_reset_mid_stream_ends_with_an_error_event_then_done(faulty: Gateway,
                                                                policy: str) -> None:
     response, text = send(faulty, "stub-midstream-error", policy, True)
-    assert_error_then_done(response, text, "upstream_unreachable")
-    assert recorded(faulty, ("502", "upstream_unreachable"))
+    assert_error_then_done(response, text, "upstream_error")
+    assert recorded(faulty, ("502", "upstream_error"))
     with pytest.raises(openai.APIError) as raised:  # the official client raises on the event
         for _ in client(faulty, policy).chat.completions.create(
                 model="stub-midstream-error", messages=ASK, stream=True):
             pass
     assert isinstance(raised.value.body, dict)
-    assert raised.value.body["code"] == "upstream_unreachable"
+    assert raised.value.body["code"] == "upstream_error"
 
 
 def test_a_buffered_stream_reset_mid_stream_is_a_502(faulty: Gateway) -> None:
     response, text = send(faulty, "stub-midstream-error", "g-block-buffer", True)
-    assert_envelope(response, text, 502, "upstream_unreachable")
+    assert_envelope(response, text, 502, "upstream_error")
 
 
 @pytest.mark.parametrize("policy", LIVE)
 def test_malformed_sse_ends_with_an_error_event_then_done(faulty: Gateway, stub: StubUpstream,
                                                           policy: str) -> None:
+    stub.chunk_delay = 0.3  # the stub is still streaming when the gateway gives up on it
     response, text = send(faulty, "stub-bad-sse", policy, True)
-    assert_error_then_done(response, text, "upstream_unreachable")
-    assert recorded(faulty, ("502", "upstream_unreachable"))
+    assert_error_then_done(response, text, "upstream_malformed")
+    assert recorded(faulty, ("502", "upstream_malformed"))
+    assert eventually(lambda: stub.closed_early == ["stub-bad-sse"])  # no connection left open
 
 
 @pytest.mark.parametrize("policy", MODES)
 @pytest.mark.parametrize("model", ["stub-bad-sse-first", "stub-invalid-json"])
 def test_malformed_first_event_is_a_502(faulty: Gateway, policy: str, model: str) -> None:
     response, text = send(faulty, model, policy, True)
-    assert_envelope(response, text, 502, "upstream_unreachable")
-    assert recorded(faulty, ("502", "upstream_unreachable"))
+    assert_envelope(response, text, 502, "upstream_malformed")
+    assert recorded(faulty, ("502", "upstream_malformed"))
 
 
 def test_malformed_sse_in_a_buffered_stream_is_a_502(faulty: Gateway) -> None:
     response, text = send(faulty, "stub-bad-sse", "g-block-buffer", True)
-    assert_envelope(response, text, 502, "upstream_unreachable")
+    assert_envelope(response, text, 502, "upstream_malformed")
 
 
 @pytest.mark.parametrize("policy", MODES)
 def test_a_reply_that_is_not_json_is_a_502(faulty: Gateway, policy: str) -> None:
     response, text = send(faulty, "stub-invalid-json", policy, False)
-    assert_envelope(response, text, 502, "upstream_error")
-    assert recorded(faulty, ("502", "upstream_error"))
+    message = assert_envelope(response, text, 502, "upstream_malformed")
+    assert "status 500" not in message  # the upstream answered 200 (LiteLLM says 500)
+    assert recorded(faulty, ("502", "upstream_malformed"))
+
+
+def test_a_model_with_fallbacks_stays_on_the_router_on_both_paths(faulty: Gateway,
+                                                                   upstream_path: str) -> None:
+    """``primary`` is an ``openai/`` model with an ``api_base``, so the direct path would take
+    it but for its fallbacks: under ``auto`` it (and ``backup``) stay on LiteLLM's Router,
+    which falls back, while the stub's other models go direct."""
+    config = faulty.services.config
+    primary = next(d for d in config.model_list if d.model_name == "primary")
+    assert why_not_direct(primary, config) == "it has fallbacks or is one (LiteLLM falls back)"
+    without = config.model_copy(deep=True)
+    without.router_settings.pop("fallbacks")
+    assert why_not_direct(primary, without) is None  # otherwise direct-eligible
+    upstream = faulty.services.upstream.inner  # type: ignore[attr-defined]
+    if upstream_path == "direct":
+        assert isinstance(upstream, SplitUpstream)
+        assert isinstance(upstream.pick("primary"), LiteLLMUpstream)
+        assert isinstance(upstream.pick("backup"), LiteLLMUpstream)
+        assert upstream.pick("stub-status-500") is upstream.direct
+    else:
+        assert isinstance(upstream, LiteLLMUpstream)
 
 
 @pytest.mark.parametrize("policy", MODES)
@@ -266,24 +296,30 @@ def test_a_reply_without_choices_passes_and_such_a_stream_is_a_502(faulty: Gatew
     response, text = send(faulty, "stub-no-choices", policy, False)
     assert response.status_code == 200 and json.loads(text)["choices"] == []
     response, text = send(faulty, "stub-no-choices", policy, True)
-    assert_envelope(response, text, 502, "upstream_unreachable")
-    assert recorded(faulty, ("200", None), ("502", "upstream_unreachable"))
+    message = assert_envelope(response, text, 502, "upstream_malformed")
+    assert "finish_reason" in message
+    assert recorded(faulty, ("200", None), ("502", "upstream_malformed"))
 
 
-def test_an_upstream_failure_is_logged_on_one_line(faulty: Gateway) -> None:
+def test_an_upstream_failure_is_logged_on_one_line(faulty: Gateway, upstream_path: str) -> None:
     """LiteLLM's Router logged each failure over six lines (advice on fallbacks, "Debug
-    Information: Cooldown Deployments=[]") before the fix."""
+    Information: Cooldown Deployments=[]") before the fix. The direct path logs none of its
+    own (the failure is the client's 502 and the audit record); nothing may log more."""
     lines: list[str] = []
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             lines.append(self.format(record))
 
-    router_log = logging.getLogger("LiteLLM Router")
+    loggers = [logging.getLogger("LiteLLM Router"), logging.getLogger()]
     keep = Keep()
-    router_log.addHandler(keep)
+    for logger in loggers:
+        logger.addHandler(keep)
     try:
         send(faulty, "stub-status-500", "passthrough", False)
     finally:
-        router_log.removeHandler(keep)
-    assert lines and all("\n" not in line for line in lines)
+        for logger in loggers:
+            logger.removeHandler(keep)
+    assert all("\n" not in line for line in lines)
+    assert bool(lines) is (upstream_path == "litellm")
+    assert all(UPSTREAM_KEY not in line for line in lines)
