@@ -178,11 +178,20 @@ def parse_time(value: str | None, name: str) -> float | None:
                              code="invalid_request") from None
 
 
-def audit_query(key: Filter = None, policy: Filter = None, action: Filter = None,
-                value: Filter = None, model: Filter = None, since: Filter = None,
-                until: Filter = None,
+AUDIT_FILTERS = ("key", "policy", "action", "value", "model", "since", "until", "limit", "after")
+
+
+def audit_query(request: Request, key: Filter = None, policy: Filter = None,
+                action: Filter = None, value: Filter = None, model: Filter = None,
+                since: Filter = None, until: Filter = None,
                 limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
                 after: Filter = None) -> AuditQuery:
+    """The filters of the audit routes; each names one value, so a repeated one is refused
+    rather than silently narrowed to its last occurrence."""
+    for name in AUDIT_FILTERS:
+        if len(request.query_params.getlist(name)) > 1:
+            raise InvalidRequest(f"{name}: give it at most once", param=name,
+                                 code="invalid_request")
     return AuditQuery(since=parse_time(since, "since"), until=parse_time(until, "until"),
                       key=key or None, policy=policy or None, value=value or None,
                       action=action or None, model=model or None, limit=limit,
