@@ -52,7 +52,7 @@ class Gateway:
     ok_rates: list[float] = field(default_factory=list)
     """Answered (200) requests per second at c=32: a fast 503 is not throughput."""
     cpu_ms: list[float] = field(default_factory=list)
-    errors: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
     """Status -> count of failed requests at c=32 (a 503: a check ran past its timeout)."""
 
 
@@ -96,8 +96,9 @@ async def concurrent(g: Gateway, texts: list[str], headers: dict[str, str], c: i
                 body = chat_body(queue.pop())
                 reply = await client.post(f"{g.url}/chat/completions", json=body,
                                           headers=headers)
-                if reply.status_code != 200:
-                    g.errors[reply.status_code] = g.errors.get(reply.status_code, 0) + 1
+                if reply.status_code != 200:  # "503 overloaded": refused at once, no timeout
+                    key = f"{reply.status_code}{' overloaded' * ('overloaded' in reply.text)}"
+                    g.errors[key] = g.errors.get(key, 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(c)))

@@ -47,7 +47,7 @@ def test_an_overloaded_judge_fails_closed_at_once_with_retry_after() -> None:
             await asyncio.sleep(0.001)
         batcher = guard._batcher(policy)
         # as measured: 2,000 characters take longer than the policy's timeout
-        batcher.seconds_per_char = 2 * policy.checks.timeout_s / 2000 * batcher.workers
+        batcher.seconds_per_char = 4 * policy.checks.timeout_s / 2000 * batcher.workers
         with pytest.raises(GuardFailed) as refused:
             await guard.check(policy, [ScoreInput("a calm reply")], "output")
         still_running = not first.done()  # refused while the batch ahead was still running

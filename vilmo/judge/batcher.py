@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from vilmo.errors import VilmoError
 from vilmo.judge.classifier import ScoreInput, ValueClassifier, ValueScores
+from vilmo.judge.value_onnx import serving_cores
 
 _SPACE = re.compile(r"\s")
 
@@ -97,14 +98,6 @@ class Overloaded(VilmoError, RuntimeError):
     """The work queued ahead would not be scored before the check's deadline."""
 
 
-def default_workers() -> int:
-    """Batches that run at once: the cores this process may use, at most 4."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, cores or 1))
-
-
 def _size(part: ScoreInput) -> int:
     return len(part.response) + len(part.prompt or "")
 
@@ -117,7 +110,7 @@ class MicroBatcher:
                  part_chars: int = 3000, overlap_chars: int = 500,
                  max_batch_chars: int = 8000, workers: int | None = None) -> None:
         self.classifier = classifier
-        self.workers = workers or default_workers()
+        self.workers = workers or serving_cores()
         self.max_batch = max_batch
         self.part_chars, self.overlap_chars = part_chars, overlap_chars
         self.max_batch_chars = max_batch_chars
@@ -129,7 +122,8 @@ class MicroBatcher:
         self.refused = 0
         self.seconds_per_char: float | None = None
         """Measured: a batch's seconds over its characters (moving average), for ``within``."""
-        self._queued_chars = 0  # characters of parts waiting or running
+        self._waiting_chars = 0  # characters of the parts not yet in a batch
+        self._running_chars = 0  # characters of the batches being scored
         self._slots: asyncio.Semaphore | None = None
         self._pool = ThreadPoolExecutor(max_workers=self.workers,
                                         thread_name_prefix="vilmo-classifier")
@@ -153,7 +147,7 @@ class MicroBatcher:
             texts = split_text(item.response, self.part_chars, self.overlap_chars)
             job = _Job(deque(ScoreInput(t, item.prompt) for t in texts), tuple(value_ids),
                        loop.create_future(), len(texts))
-            self._queued_chars += sum(_size(p) for p in job.parts)
+            self._waiting_chars += sum(_size(p) for p in job.parts)
             self._jobs.append(job)
             jobs.append(job)
         self._arrived.set()
@@ -162,15 +156,17 @@ class MicroBatcher:
 
     def expected_wait(self, chars: int = 0) -> float:
         """Seconds until the queued work and ``chars`` more would be scored, at the measured
-        rate with every worker busy (0 before anything was measured)."""
+        rate with every worker busy (0 before anything was measured); the batches in flight
+        count half (on average, half done)."""
         if self.seconds_per_char is None:
             return 0.0
-        return (self._queued_chars + chars) * self.seconds_per_char / self.workers
+        queued = self._waiting_chars + self._running_chars / 2 + chars
+        return queued * self.seconds_per_char / self.workers
 
     def admit(self, items: Sequence[ScoreInput], within: float | None) -> None:
         """Refuse (``Overloaded``) work that the queue would not reach in ``within`` seconds.
         An idle batcher takes anything: a lone large check is the timeout's to judge."""
-        if within is None or self._queued_chars == 0:
+        if within is None or self._waiting_chars + self._running_chars == 0:
             return
         wait = self.expected_wait(sum(_size(i) for i in items))
         if wait > within:
@@ -222,7 +218,7 @@ class MicroBatcher:
             job = self._jobs[0]
             if job.future.done() or not job.parts:
                 self._jobs.popleft()
-                self._queued_chars -= sum(_size(p) for p in job.parts)
+                self._waiting_chars -= sum(_size(p) for p in job.parts)
                 job.parts.clear()
                 continue
             size = _size(job.parts[0])
@@ -241,6 +237,8 @@ class MicroBatcher:
         self.batches_run += 1
         self.parts_scored += len(batch)
         chars = sum(_size(part) for _, part in batch)
+        self._waiting_chars -= chars
+        self._running_chars += chars
         started = loop.time()
         try:
             results = await loop.run_in_executor(
@@ -264,7 +262,7 @@ class MicroBatcher:
                     job.add(scores)
             return
         finally:
-            self._queued_chars -= chars
+            self._running_chars -= chars
         for (job, _), scores in zip(batch, results, strict=True):
             job.add(scores)
 
