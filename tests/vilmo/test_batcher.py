@@ -223,7 +223,7 @@ def test_checks_that_arrive_during_a_batch_form_the_next_batch() -> None:
     fake = GatedFake()
 
     async def main() -> list[ValueScores]:
-        batcher = MicroBatcher(fake)
+        batcher = MicroBatcher(fake, workers=1)  # one batch at a time: the next one forms
         try:
             first = asyncio.ensure_future(batcher.score(ScoreInput("first"), ["mft.care"]))
             while not fake.started.is_set():
