@@ -67,3 +67,20 @@ def test_one_core_runs_in_the_calling_thread(monkeypatch: pytest.MonkeyPatch) ->
 
     run_batches(recording_net, batches())
     assert threads == {threading.get_ident()}
+
+
+def test_a_multithreaded_network_runs_its_batches_in_turn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline jobs give the session every core: side by side would oversubscribe them."""
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
+    threads = set()
+
+    class FourThreads:
+        threads = 4
+
+        def __call__(self, ids: np.ndarray, mask: np.ndarray) -> Matrix:
+            threads.add(threading.get_ident())
+            return net(ids, mask)
+
+    run_batches(FourThreads(), batches())
+    assert threads == {threading.get_ident()}

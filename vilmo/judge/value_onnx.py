@@ -62,8 +62,9 @@ def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
     """Each padded batch's output, the batches run side by side on idle cores (the first in
     the calling thread): a lone check's whole-reply windows and sentence spans take the time
     of the longer, not of both. Every batch is computed exactly as it would be alone, so the
-    scores do not change."""
-    if len(batches) <= 1 or serving_cores() <= 1:
+    scores do not change. A network that runs several threads per call itself (offline jobs
+    with ``threads`` = cores) runs its batches one after the other."""
+    if len(batches) <= 1 or serving_cores() <= 1 or getattr(net, "threads", 1) > 1:
         return [net(ids, mask) for ids, mask in batches]
     global _SIDE_POOL
     with _SIDE_POOL_LOCK:
