@@ -49,8 +49,10 @@ class Gateway:
     startup_s: float = 0.0
     c1: list[float] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)
+    ok_rates: list[float] = field(default_factory=list)
+    """Answered (200) requests per second at c=32: a fast 503 is not throughput."""
     cpu_ms: list[float] = field(default_factory=list)
-    errors: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
     """Status -> count of failed requests at c=32 (a 503: a check ran past its timeout)."""
 
 
@@ -85,19 +87,24 @@ def imported_torch(pid: int) -> bool:
 
 
 async def concurrent(g: Gateway, texts: list[str], headers: dict[str, str], c: int) -> float:
+    """Requests per second (all answers); answered ones per second go to ``g.ok_rates``."""
     queue = list(texts)
+    failed = sum(g.errors.values())
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=c)) as client:
         async def worker() -> None:
             while queue:
                 body = chat_body(queue.pop())
                 reply = await client.post(f"{g.url}/chat/completions", json=body,
                                           headers=headers)
-                if reply.status_code != 200:
-                    g.errors[reply.status_code] = g.errors.get(reply.status_code, 0) + 1
+                if reply.status_code != 200:  # "503 overloaded": refused at once, no timeout
+                    key = f"{reply.status_code}{' overloaded' * ('overloaded' in reply.text)}"
+                    g.errors[key] = g.errors.get(key, 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(c)))
-        return len(texts) / (time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        g.ok_rates.append((len(texts) - (sum(g.errors.values()) - failed)) / seconds)
+        return len(texts) / seconds
 
 
 def main() -> None:
@@ -133,6 +140,7 @@ def main() -> None:
                 "router_settings: {num_retries: 0}\n")
             start(g, config, free_port())
         direct_c1: list[float] = []
+        raw: list[float] = []
         texts = prompts(args.blocks * (args.requests * 3 + args.concurrent * 2 + 40))
         with httpx.Client(timeout=60) as client:
             for g in gateways:  # first-call paths
@@ -160,9 +168,11 @@ def main() -> None:
                     g.rates.append(asyncio.run(concurrent(g, batch, headers, 32)))
                     g.cpu_ms.append((cpu_seconds(g.process.pid) - cpu) * 1000
                                     / (args.requests + args.concurrent))
+                raw.append(raw_rate(gateways[1], texts[at:at + 32]))
         base = statistics.median(direct_c1)
         report: dict[str, object] = {"cpu": _cpu_name(), "cores": os.cpu_count(),
-                                     "direct_p50_ms": round(base, 2), "blocks": args.blocks}
+                                     "direct_p50_ms": round(base, 2), "blocks": args.blocks,
+                                     "judge_raw_checks_per_s": [round(r, 1) for r in raw]}
         for g in gateways:
             assert g.process is not None
             report[g.name] = {
@@ -170,6 +180,7 @@ def main() -> None:
                 "added_p50_ms_c1": round(statistics.median(g.c1) - base, 1),
                 "added_p99_ms_c1": round(statistics.quantiles(g.c1, n=100)[98] - base, 1),
                 "req_per_s_c32": [round(r, 1) for r in g.rates],
+                "answered_per_s_c32": [round(r, 1) for r in g.ok_rates],
                 "cpu_ms_per_request": [round(c, 1) for c in g.cpu_ms],
                 "errors_c32": g.errors,
                 "peak_rss_mb": round(peak_rss_mb(g.process.pid)),
@@ -184,6 +195,31 @@ def main() -> None:
         stub.wait(timeout=20)
         shutil.rmtree(work, ignore_errors=True)
 
+
+def raw_rate(g: Gateway, prompts_: list[str]) -> float:
+    """The judge's raw batched rate on the same inputs (the prompts, the stub's reply): checks
+    per second of one ``score`` call on 32 of them, one ONNX thread (as the gateway runs it),
+    in a process of its own, between the gateways' blocks."""
+    env = {**os.environ, "PYTHONPATH": str(g.tree), "VILMO_CACHE_DIR": str(g.cache)}
+    out = subprocess.run([sys.executable, "-c", RAW, json.dumps([REPLY, prompts_])], env=env,
+                         cwd=g.tree, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+RAW = """
+import json, sys, time
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.value_model import BuiltinClassifier
+from vilmo.policy import load_policy
+from vilmo.verdict import rules_of
+reply, prompts = json.loads(sys.argv[1])
+judge = BuiltinClassifier(cache_size=0)
+ids = list(rules_of(load_policy("vilmo/policies/default.yaml")))
+judge.score([ScoreInput(reply, "warm")], ids)
+started = time.perf_counter()
+judge.score([ScoreInput(reply, p) for p in prompts], ids)
+print(len(prompts) / (time.perf_counter() - started))
+"""
 
 WARM = """
 from vilmo.judge.value_model import BuiltinClassifier

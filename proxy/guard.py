@@ -6,6 +6,9 @@ classifier fails or runs past ``checks.timeout_s``, a policy with ``on_error: cl
 through, marks it, and the failure is counted in ``vilmo_guard_errors_total`` and logged. Texts
 longer than ``checks.max_chars`` in all are not scored and count as such a failure. A check that
 times out (or whose client left) stops its work: its unscored parts are dropped by the batcher.
+A check the batcher's queue would not reach before the timeout is refused at once
+(``Overloaded``): the same failure, answered now (503 with Retry-After when closed) instead of
+after ``timeout_s`` of queueing.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from proxy.metrics import Metrics
 from proxy.outcome import FAILED_OPEN, FailedOpen
 from proxy.stages import note_prompt, timed
 from vilmo.instruct.instructions import NO_INSTRUCTION, Instruction, InstructionGenerator
-from vilmo.judge.batcher import MicroBatcher
+from vilmo.judge.batcher import MicroBatcher, Overloaded
 from vilmo.judge.classifier import ScoreInput, ValueClassifier
 from vilmo.policy import Policy
 from vilmo.types import Messages
@@ -103,17 +106,20 @@ class Guard:
             log.warning("value check failed at %s (policy %s fails closed): %s",
                         stage, policy.name, reason)
             too_large = isinstance(exc, TextTooLarge)
+            overloaded = isinstance(exc, Overloaded)
             raise GuardFailed(f"the value check could not run ({stage}"
-                              f"{': ' + str(exc) if too_large else ''}); policy "
+                              f"{': ' + str(exc) if too_large or overloaded else ''}); policy "
                               f"{policy.name!r} fails closed",
-                              code="check_too_large" if too_large else "guard_unavailable")
+                              code="check_too_large" if too_large else "guard_unavailable",
+                              headers={"Retry-After": "1"} if overloaded else None)
         log.error("value check failed at %s; policy %s fails open, text passed unchecked: %s",
                   stage, policy.name, reason)
 
     async def _score(self, policy: Policy, items: Sequence[ScoreInput]) -> list[dict[str, float]]:
         if not items:
             return []
-        results = await self._batcher(policy).score_many(items, list(rules_of(policy)))
+        results = await self._batcher(policy).score_many(items, list(rules_of(policy)),
+                                                         within=policy.checks.timeout_s)
         return [dict(r.violation) for r in results]
 
     def _batcher(self, policy: Policy) -> MicroBatcher:

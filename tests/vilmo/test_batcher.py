@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 from classifier_fakes import KeywordClassifier
 
-from vilmo.judge.batcher import MicroBatcher, split_text
+from vilmo.judge.batcher import MicroBatcher, Overloaded, split_text
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
 
 
@@ -93,9 +93,10 @@ class SlowFake(KeywordClassifier):
 
 
 def small_parts(fake: KeywordClassifier) -> MicroBatcher:
-    """Parts of 100 characters, two per batch: a 20,000-character text is ~250 batches."""
+    """Parts of 100 characters, two per batch: a 20,000-character text is ~250 batches; one
+    batch at a time (the order of the parts is the subject)."""
     return MicroBatcher(fake, part_chars=100, overlap_chars=30,
-                        max_batch_chars=200)
+                        max_batch_chars=200, workers=1)
 
 
 def test_split_text_covers_every_passage() -> None:
@@ -222,7 +223,7 @@ def test_checks_that_arrive_during_a_batch_form_the_next_batch() -> None:
     fake = GatedFake()
 
     async def main() -> list[ValueScores]:
-        batcher = MicroBatcher(fake)
+        batcher = MicroBatcher(fake, workers=1)  # one batch at a time: the next one forms
         try:
             first = asyncio.ensure_future(batcher.score(ScoreInput("first"), ["mft.care"]))
             while not fake.started.is_set():
@@ -238,3 +239,78 @@ def test_checks_that_arrive_during_a_batch_form_the_next_batch() -> None:
     results = asyncio.run(main())
     assert fake.batches == [1, 5]
     assert all(r.violation == {"mft.care": 0.1} for r in results)
+
+
+class GatedOnce(KeywordClassifier):
+    """The keyword fake whose first call blocks until ``release`` is set; later calls run."""
+
+    def __init__(self) -> None:
+        super().__init__(["mft.care"])
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
+        if not self.started.is_set():
+            self.started.set()
+            assert self.release.wait(10)
+        return super().score(items, value_ids)
+
+
+def test_a_second_worker_scores_while_a_batch_runs() -> None:
+    """Issue 16: with two workers a check that arrives while a batch runs is scored at once
+    on the other (one batch at a time left the second core idle under load)."""
+    fake = GatedOnce()
+
+    async def main() -> tuple[ValueScores, bool, ValueScores]:
+        batcher = MicroBatcher(fake, workers=2)
+        try:
+            first = asyncio.ensure_future(batcher.score(ScoreInput("first"), ["mft.care"]))
+            while not fake.started.is_set():
+                await asyncio.sleep(0.001)
+            second = await asyncio.wait_for(
+                batcher.score(ScoreInput("second BAD:mft.care"), ["mft.care"]), 5)
+            first_done = first.done()
+            fake.release.set()
+            return second, first_done, await first
+        finally:
+            fake.release.set()
+            await batcher.aclose()
+
+    second, first_done, first = asyncio.run(main())
+    assert second.violation == {"mft.care": 0.9} and not first_done
+    assert first.violation == {"mft.care": 0.1}
+
+
+def test_a_check_the_queue_cannot_reach_in_time_is_refused_at_once() -> None:
+    """Issue 16: under load a check that would wait past its deadline is refused at once
+    (``Overloaded``), not queued to time out; the queued checks and checks without a deadline
+    still run, and an idle batcher refuses nothing."""
+    fake = GatedOnce()
+
+    async def main() -> tuple[bool, int, ValueScores, ValueScores]:
+        batcher = MicroBatcher(fake, workers=1)
+        batcher.seconds_per_char = 0.01  # as measured: 100 characters a second
+        try:
+            first = asyncio.ensure_future(batcher.score(ScoreInput("x" * 300), ["mft.care"]))
+            while not fake.started.is_set():
+                await asyncio.sleep(0.001)
+            refused = False
+            try:
+                await batcher.score(ScoreInput("a reply"), ["mft.care"], within=1.0)
+            except Overloaded:
+                refused = True
+            patient = asyncio.ensure_future(
+                batcher.score(ScoreInput("no deadline"), ["mft.care"]))
+            await asyncio.sleep(0)
+            fake.release.set()
+            await first
+            await patient
+            idle = await batcher.score(ScoreInput("y" * 500), ["mft.care"], within=0.1)
+            return refused, batcher.refused, await patient, idle
+        finally:
+            fake.release.set()
+            await batcher.aclose()
+
+    refused, count, patient, idle = asyncio.run(main())
+    assert refused and count == 1
+    assert patient.violation == {"mft.care": 0.1} and idle.violation == {"mft.care": 0.1}

@@ -186,6 +186,7 @@ class BuiltinClassifier:
         (``fine_length``) windows; for a reply of two or more sentences, also each sentence span
         (``vilmo.judge.value_net.sentence_spans``) after the prompt, unless ``sentences`` is
         False."""
+        from vilmo.judge.value_onnx import run_batches
         from vilmo.judge.windowing import (
             WindowSpec,
             pad_numpy,
@@ -213,9 +214,10 @@ class BuiltinClassifier:
             owner += [i] * (len(coarse) + len(fine) + len(spanned))
             kind += [WHOLE] * len(coarse) + [FINE] * len(fine) + [SENTENCE] * len(spanned)
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
-        for chunk in _length_batches([len(r) for r in rows], self.batch_size):
-            tokens, mask = pad_numpy([rows[r] for r in chunk])
-            out[chunk] = m.net(tokens, mask)
+        chunks = _length_batches([len(r) for r in rows], self.batch_size)
+        padded = [pad_numpy([rows[r] for r in chunk]) for chunk in chunks]
+        for chunk, logits in zip(chunks, run_batches(m.net, padded), strict=True):
+            out[chunk] = logits
         return out, owner, np.asarray(kind, dtype=np.int8)
 
     def _window_probs(self, items: Sequence[ScoreInput]

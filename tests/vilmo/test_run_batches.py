@@ -1,0 +1,86 @@
+"""Issue 16: the padded batches of one check run side by side on idle cores, each computed as
+it would be alone (so the scores do not change)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from vilmo.judge import value_onnx
+from vilmo.judge.value_onnx import run_batches
+from vilmo.types import Matrix
+
+
+def batches() -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for rows, width in ((1, 143), (5, 52), (3, 20)):
+        ids = rng.integers(0, 30000, size=(rows, width), dtype=np.int64)
+        out.append((ids, np.ones_like(ids)))
+    return out
+
+
+def net(ids: np.ndarray, mask: np.ndarray) -> Matrix:
+    """A stand-in network: one row of outputs per input row."""
+    out: Matrix = np.stack([(ids * mask).sum(axis=1), ids.max(axis=1)], axis=1).astype(np.float32)
+    return out
+
+
+def test_outputs_are_the_sequential_ones_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
+    work = batches()
+    together = run_batches(net, work)
+    assert [o.shape[0] for o in together] == [1, 5, 3]
+    for got, (ids, mask) in zip(together, work, strict=True):
+        assert np.array_equal(got, net(ids, mask))
+
+
+def test_batches_run_at_the_same_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each call waits until another has started: run one after the other, the first would
+    wait in vain."""
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
+    started = [threading.Event(), threading.Event()]
+    overlapped = []
+
+    def waiting_net(ids: np.ndarray, mask: np.ndarray) -> Matrix:
+        me = int(ids[0, 0])
+        started[me].set()
+        overlapped.append(started[1 - me].wait(5))
+        return net(ids, mask)
+
+    work = [(np.full((1, 4), i, dtype=np.int64), np.ones((1, 4), dtype=np.int64))
+            for i in (0, 1)]
+    out = run_batches(waiting_net, work)
+    assert overlapped == [True, True]
+    assert [int(o[0, 1]) for o in out] == [0, 1]
+
+
+def test_one_core_runs_in_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 1)
+    threads = set()
+
+    def recording_net(ids: np.ndarray, mask: np.ndarray) -> Matrix:
+        threads.add(threading.get_ident())
+        return net(ids, mask)
+
+    run_batches(recording_net, batches())
+    assert threads == {threading.get_ident()}
+
+
+def test_a_multithreaded_network_runs_its_batches_in_turn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline jobs give the session every core: side by side would oversubscribe them."""
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
+    threads = set()
+
+    class FourThreads:
+        threads = 4
+
+        def __call__(self, ids: np.ndarray, mask: np.ndarray) -> Matrix:
+            threads.add(threading.get_ident())
+            return net(ids, mask)
+
+    run_batches(FourThreads(), batches())
+    assert threads == {threading.get_ident()}
