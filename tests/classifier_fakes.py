@@ -30,6 +30,22 @@ class KeywordClassifier:
                 for it in items]
 
 
+class GatedClassifier(KeywordClassifier):
+    """The keyword fake whose first call blocks until ``release`` is set; later calls run (a
+    judge busy with a batch, for the batcher's and the guard's overload tests)."""
+
+    def __init__(self, value_ids: Sequence[str]) -> None:
+        super().__init__(value_ids)
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
+        if not self.started.is_set():
+            self.started.set()
+            assert self.release.wait(10)
+        return super().score(items, value_ids)
+
+
 class HashEncoder:
     """A deterministic bag-of-words encoder: texts sharing words have high cosine."""
 

@@ -5,40 +5,23 @@ queue until the timeout."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
 
 import pytest
-from classifier_fakes import KeywordClassifier
+from classifier_fakes import GatedClassifier
 
 from proxy.errors import GuardFailed
 from proxy.guard import Guard
 from proxy.metrics import Metrics
-from vilmo.judge.classifier import ScoreInput, ValueScores
+from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.heads import BUILTIN_VALUES
 from vilmo.policy import load_policy
 from vilmo.verdict import Verdict
 
 
-class Gated(KeywordClassifier):
-    """Blocks its first call until ``release`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__(list(BUILTIN_VALUES))
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
-        if not self.started.is_set():
-            self.started.set()
-            assert self.release.wait(10)
-        return super().score(items, value_ids)
-
-
 def test_an_overloaded_judge_fails_closed_at_once_with_retry_after() -> None:
     policy = load_policy("vilmo/policies/default.yaml")
     assert policy.on_error == "closed"
-    judge = Gated()
+    judge = GatedClassifier(BUILTIN_VALUES)
     guard = Guard(lambda p: judge, Metrics(["stub"]))
 
     async def main() -> tuple[GuardFailed, bool, Verdict]:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from classifier_fakes import KeywordClassifier
+from classifier_fakes import GatedClassifier, KeywordClassifier
 
 from vilmo.judge.batcher import MicroBatcher, Overloaded, split_text
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
@@ -241,25 +241,10 @@ def test_checks_that_arrive_during_a_batch_form_the_next_batch() -> None:
     assert all(r.violation == {"mft.care": 0.1} for r in results)
 
 
-class GatedOnce(KeywordClassifier):
-    """The keyword fake whose first call blocks until ``release`` is set; later calls run."""
-
-    def __init__(self) -> None:
-        super().__init__(["mft.care"])
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
-        if not self.started.is_set():
-            self.started.set()
-            assert self.release.wait(10)
-        return super().score(items, value_ids)
-
-
 def test_a_second_worker_scores_while_a_batch_runs() -> None:
     """Issue 16: with two workers a check that arrives while a batch runs is scored at once
     on the other (one batch at a time left the second core idle under load)."""
-    fake = GatedOnce()
+    fake = GatedClassifier(["mft.care"])
 
     async def main() -> tuple[ValueScores, bool, ValueScores]:
         batcher = MicroBatcher(fake, workers=2)
@@ -285,7 +270,7 @@ def test_a_check_the_queue_cannot_reach_in_time_is_refused_at_once() -> None:
     """Issue 16: under load a check that would wait past its deadline is refused at once
     (``Overloaded``), not queued to time out; the queued checks and checks without a deadline
     still run, and an idle batcher refuses nothing."""
-    fake = GatedOnce()
+    fake = GatedClassifier(["mft.care"])
 
     async def main() -> tuple[bool, int, ValueScores, ValueScores]:
         batcher = MicroBatcher(fake, workers=1)
