@@ -34,6 +34,7 @@ from compare_report import Row, write_report
 from compare_targets import ENV, REPO, Block, Server, launch, python, run_block
 
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # first: tests/proxy must not shadow the proxy package
 sys.path.insert(0, str(REPO / "bench"))
 from harness import prompts
 from stub_upstream import free_port

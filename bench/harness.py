@@ -22,6 +22,7 @@ from vilmo.policy_store import SHIPPED_POLICY_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # first: tests/proxy must not shadow the proxy package
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 SUBJECTS = ["my neighbour", "a coworker", "my sister", "a stranger online", "my landlord",
