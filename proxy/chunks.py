@@ -122,6 +122,8 @@ def for_client(chunk: Chunk, wants_usage: bool) -> Chunk | None:
         return chunk
     if not chunk.get("choices"):
         return None
+    if chunk["usage"] is None:  # OpenAI's null in every chunk: nothing to drop, and the
+        return chunk            # chunk keeps the upstream's bytes (``proxy.relay``)
     return cast(Chunk, {k: v for k, v in chunk.items() if k != "usage"})
 
 

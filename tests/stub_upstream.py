@@ -52,6 +52,9 @@ class StubUpstream:
     choices interleaved."""
     slow_seconds: float = 3.0
     chunk_delay: float = 0.0
+    usage_nulls: bool = False
+    """As OpenAI with ``stream_options.include_usage``: ``"usage": null`` in every chunk
+    before the usage chunk."""
     error_prefix: str = ""
     received: list[Received] = field(default_factory=list)
     streams_closed_early: int = 0
@@ -68,6 +71,7 @@ class StubUpstream:
         self.tool_arguments = None
         self.script = None
         self.chunk_delay = 0.0
+        self.usage_nulls = False
         self.slow_seconds = StubUpstream.slow_seconds
         self.error_prefix = ""
         self.streams_closed_early = 0
@@ -150,6 +154,8 @@ class StubUpstream:
             data = {"id": cid, "object": "chat.completion.chunk", "created": created,
                     "model": model, "choices": [{"index": 0, "delta": delta,
                                                  "finish_reason": finish}]}
+            if self.usage_nulls and (body.get("stream_options") or {}).get("include_usage"):
+                data["usage"] = None
             return f"data: {json.dumps(data)}\n\n"
 
         if model in ("stub-bad-sse-first", "stub-invalid-json"):
