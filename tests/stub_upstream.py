@@ -37,6 +37,8 @@ from starlette.routing import Route
 class Received:
     body: dict[str, Any]
     headers: dict[str, str]
+    client: tuple[str, int] | None = None
+    """The caller's address and port: the same port means the same (reused) connection."""
 
 
 @dataclass
@@ -97,7 +99,8 @@ class StubUpstream:
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
-        self.received.append(Received(body, dict(request.headers)))
+        self.received.append(Received(body, dict(request.headers),
+                                      tuple(request.client) if request.client else None))
         model = str(body.get("model", ""))
         if model.startswith("stub-status-"):
             status = int(model.rsplit("-", 1)[1])

@@ -289,3 +289,21 @@ def test_openai_usage_nulls_are_relayed_as_they_came(stub: StubUpstream, tmp_pat
     assert not any('"usage":{' in line or '"usage": {' in line for line in events)
     assert "".join(c.choices[0].delta.content or "" for c in parsed if c.choices) == stub.reply
     assert all(c.usage is None for c in parsed)
+
+
+def test_a_finished_stream_leaves_its_connection_in_the_pool(stub: StubUpstream,
+                                                             tmp_path: Path) -> None:
+    """The body is read to its end after ``[DONE]``, so the connection is reused: a stream
+    closed before then costs its upstream a new connection for every stream."""
+    upstream = build_upstream(config_of(stub.url, tmp_path), Redactor())
+
+    async def streams() -> None:
+        try:
+            for _ in range(3):
+                assert [c async for c in upstream.stream({"model": "stub", "messages": ASK})]
+            await upstream.complete({"model": "stub", "messages": ASK})
+        finally:
+            await upstream.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(streams())
+    assert len({r.client for r in stub.received}) == 1, [r.client for r in stub.received]
