@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from proxy.errors import StreamTimeout
 from proxy.protocol import ReplyMessage
-from proxy.upstream import Chunk, Completion
+from proxy.upstream import Chunk, Closing, Completion
 
 CONTENT_FILTER = "content_filter"
 TEXT_FIELDS = ("reasoning_content", "content", "refusal")
@@ -133,9 +133,14 @@ async def iterate(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
         yield chunk
 
 
-async def until(deadline: float, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+def until(deadline: float, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     """The stream, ended with ``StreamTimeout`` at ``deadline`` (event-loop time): the router's
-    timeout applies per chunk, this one to the whole stream. Closing it closes the upstream."""
+    timeout applies per chunk, this one to the whole stream. Closing it closes the upstream,
+    also before it was read."""
+    return Closing(_until(deadline, chunks), chunks)
+
+
+async def _until(deadline: float, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     try:
         while True:
             try:
