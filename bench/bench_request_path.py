@@ -140,12 +140,16 @@ def main() -> None:
     print(f"request path at c=1: {args.rounds} rounds, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at the end; direct to the stub: plain p50 "
           f"{base[False]:.1f} ms, first token p50 {base[True]:.1f} ms\n")
-    print("| target | " + " | ".join(f"{n}: added p50 ms" for n in trees) + " | this / baseline |")
-    print("|---|" + "---|" * (len(trees) + 1))
+    print("| target | " + " | ".join(f"{n}: added p50 ms" for n in trees)
+          + " | this / baseline | this − baseline, paired by round: median ms |")
+    print("|---|" + "---|" * (len(trees) + 2))
     for label, _, stream in TARGETS:
         added = [statistics.median(times[(n, label)]) - base[stream] for n in trees]
+        paired = statistics.median(t - b for b, t in zip(times[("baseline", label)],
+                                                          times[("this", label)], strict=True))
         print(f"| {label}{' (first token)' if stream else ''} | "
-              + " | ".join(f"{a:.1f}" for a in added) + f" | {added[1] / added[0]:.2f}x |")
+              + " | ".join(f"{a:.1f}" for a in added) + f" | {added[1] / added[0]:.2f}x | "
+              f"{paired:+.1f} |")
     print("\nstage means over every measured request (ms), and CPU ms per request:")
     for name in trees:
         delta = {k: after[name].get(k, 0.0) - before[name].get(k, 0.0) for k in after[name]}
