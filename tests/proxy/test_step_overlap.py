@@ -7,6 +7,7 @@ step that ran after the other would wait for it in vain)."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,14 +46,17 @@ class MeetingClassifier(KeywordClassifier):
 
 
 class MeetingInstructions(FakeInstructions):
-    """The fixed instruction; while it is being made, ``meet`` runs (in its worker thread)."""
+    """The fixed instruction; while it is being made, ``meet`` runs (in its worker thread).
+    ``threads``: the thread each instruction was made in."""
 
     def __init__(self) -> None:
         super().__init__()
         self.meet: Callable[[], bool] | None = None
         self.met: bool | None = None
+        self.threads: list[int] = []
 
     def generate(self, messages: Messages, policy: Policy) -> Instruction:
+        self.threads.append(threading.get_ident())
         meet, self.meet = self.meet, None
         if meet is not None:
             self.met = meet()
@@ -61,7 +65,9 @@ class MeetingInstructions(FakeInstructions):
 
 class Gateway:
     def __init__(self, url: str, upstream: FakeUpstream, classifier: MeetingClassifier,
-                 instructions: MeetingInstructions) -> None:
+                 instructions: MeetingInstructions, loop_thread: int | None) -> None:
+        self.loop_thread = loop_thread
+        """The thread of the server's event loop."""
         self.upstream = upstream
         self.classifier = classifier
         self.instructions = instructions
@@ -70,12 +76,18 @@ class Gateway:
 
 @pytest.fixture
 def gateway(policy_dir: Path, bank: PrincipleBank, tmp_path: Path) -> Iterator[Gateway]:
+    policies = tmp_path / "policies"
+    shutil.copytree(policy_dir, policies)
+    for generator in ("none", "static"):
+        (policies / f"model-free-{generator}.yaml").write_text(
+            f"name: model-free-{generator}\nvalues:\n  mft.care: {{}}\n"
+            f"instructions: {{generator: {generator}, text: Be kind.}}\n")
     upstream, classifier, instructions = FakeUpstream(), MeetingClassifier(), MeetingInstructions()
-    services = fake_services(policy_dir, bank, upstream, classifier)
+    services = fake_services(policies, bank, upstream, classifier)
     services.instructions = instructions
     services.config.store.path = tmp_path / "state.db"
     with ServerThread(create_app(services.config, lambda config: services)) as server:
-        yield Gateway(server.url, upstream, classifier, instructions)
+        yield Gateway(server.url, upstream, classifier, instructions, server.thread.ident)
 
 
 def ask(gateway: Gateway, policy: str, prompt: str, stream: bool,
@@ -155,3 +167,13 @@ def test_a_failed_input_check_that_could_not_stop_still_fails_closed(gateway: Ga
     assert failed.value.code == "guard_unavailable"
     opened = len(gateway.upstream.calls) if stream else 0
     assert gateway.upstream.streams_closed_early == opened  # none left open
+
+
+def test_an_instruction_that_needs_no_model_is_made_without_a_thread_hand_off(
+        gateway: Gateway) -> None:
+    """``none`` and ``static`` are answered in place; a model-backed generator (``default``:
+    vilmo) still runs in a worker thread, off the event loop."""
+    for policy in ("model-free-none", "model-free-static", "default"):
+        ask(gateway, policy, "Should I call my neighbour?", stream=False)
+    assert [t == gateway.loop_thread for t in gateway.instructions.threads] == [
+        True, True, False]
