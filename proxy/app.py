@@ -35,7 +35,7 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = app.state.services = build(config)
         store = app.state.store = await asyncio.to_thread(open_store, config.store)
-        writer = CacheWriter(store)
+        writer = CacheWriter()
         attach_store(services, store, writer)
         try:
             yield

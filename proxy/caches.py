@@ -30,8 +30,7 @@ MAX_PENDING_WRITES = 1024
 class CacheWriter:
     """One background thread that writes cache values to the store, in order."""
 
-    def __init__(self, store: Store, max_pending: int = MAX_PENDING_WRITES) -> None:
-        self.store = store
+    def __init__(self, max_pending: int = MAX_PENDING_WRITES) -> None:
         self._queue: queue.Queue[tuple[StoreCache, str, bytes] | None] = queue.Queue(max_pending)
         self._pending: dict[tuple[CacheName, str], bytes] = {}
         self._lock = threading.Lock()
@@ -53,10 +52,6 @@ class CacheWriter:
         """A value submitted and not yet written."""
         with self._lock:
             return self._pending.get((name, key))
-
-    def flush(self) -> None:
-        """Wait until every submitted value is written (or failed)."""
-        self._queue.join()
 
     def close(self) -> None:
         """Write what is queued, then stop (before the store closes)."""
