@@ -137,7 +137,8 @@ def main() -> None:
             config.write_text(
                 "model_list:\n  - model_name: stub\n    litellm_params:\n"
                 f"      model: openai/stub\n      api_base: {direct}\n      api_key: sk-bench\n"
-                "router_settings: {num_retries: 0}\n")
+                "router_settings: {num_retries: 0}\n"
+                f"store: {{path: {work / g.name / 'state.db'}}}\n")  # no cache from past runs
             start(g, config, free_port())
         direct_c1: list[float] = []
         raw: list[float] = []

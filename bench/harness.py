@@ -75,7 +75,10 @@ def servers(policies: dict[str, str], reply: str | None = None,
         "model_list:\n  - model_name: stub\n    litellm_params:\n"
         f"      model: openai/stub\n      api_base: http://127.0.0.1:{stub_port}/v1\n"
         f"      api_key: sk-bench\nrouter_settings: {router_settings}\n"
-        f"policy_dir: {work / 'policies'}\n{extra_config}")
+        f"policy_dir: {work / 'policies'}\n"
+        # a store of its own: the default one outlives the run, and its instruction and
+        # embedding caches would answer the next run's prompts (prompts() repeats them)
+        f"store: {{path: {work / 'state.db'}}}\n{extra_config}")
     code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
             f"harness.serve_stub({stub_port}, {reply!r}, {chunk_delay})")
     stub = subprocess.Popen([sys.executable, "-c", code], env=ENV)

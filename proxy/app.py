@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from proxy.admin import admin_router
-from proxy.caches import attach_caches
+from proxy.caches import CacheWriter, attach_caches
 from proxy.errors import GatewayError, InvalidRequest, Redactor, install_log_redaction
 from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
 from proxy.openapi import install_openapi
@@ -35,11 +35,13 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = app.state.services = build(config)
         store = app.state.store = await asyncio.to_thread(open_store, config.store)
-        attach_store(services, store)
+        writer = CacheWriter()
+        attach_store(services, store, writer)
         try:
             yield
         finally:
             await services.aclose()
+            await asyncio.to_thread(writer.close)  # the cache values still queued
             await asyncio.to_thread(store.close)  # writes out (or spools) queued audit records
 
     app = FastAPI(title="vilmo gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -55,12 +57,12 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -
     return app
 
 
-def attach_store(services: Services, store: Store) -> None:
+def attach_store(services: Services, store: Store, writer: CacheWriter | None = None) -> None:
     """The audit trail, the store's health metrics and the store's caches (instructions and
-    prompt embeddings, with their counters) go live."""
+    prompt embeddings, with their counters; written through ``writer`` when given) go live."""
     services.store = store
     services.metrics.store_health = store.health
-    caches = attach_caches(services.instructions, store)
+    caches = attach_caches(services.instructions, store, writer)
     services.metrics.cache_counts = lambda: {name: c.counts() for name, c in caches.items()}
 
 

@@ -5,13 +5,17 @@ Instructions and prompt embeddings go to the store (SQLite or Redis) with the TT
 reads what one computed. Lookups are counted by cache and result for
 ``vilmo_cache_requests_total``. A failing store is a cache that holds nothing: the lookup is a
 miss (the value is computed), the failure is counted in ``vilmo_store_errors_total`` (operation
-``cache``), and the request goes on. The generator runs in a worker thread, so these calls may
-block.
+``cache``), and the request goes on. The generator runs in a worker thread, so a lookup may
+block; a write does not: it goes to a background writer (``CacheWriter``), because it only
+records, and the instruction it follows is on the request's path to the upstream (an SQLite
+write waits for the audit trail's synced commits; a Redis write is a round trip). Until written,
+a value is read from the writer's queue, so this process never misses what it just computed.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 
 from proxy.store import CacheName, Store
@@ -19,23 +23,77 @@ from vilmo.judge.shared_cache import SharedCacheUser
 
 log = logging.getLogger(__name__)
 
+MAX_PENDING_WRITES = 1024
+"""Cache writes queued at most; past it a write is dropped (a cache may forget)."""
+
+
+class CacheWriter:
+    """One background thread that writes cache values to the store, in order."""
+
+    def __init__(self, max_pending: int = MAX_PENDING_WRITES) -> None:
+        self._queue: queue.Queue[tuple[StoreCache, str, bytes] | None] = queue.Queue(max_pending)
+        self._pending: dict[tuple[CacheName, str], bytes] = {}
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="vilmo-cache-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, cache: StoreCache, key: str, value: bytes) -> None:
+        with self._lock:
+            self._pending[(cache.name, key)] = value
+        try:
+            self._queue.put_nowait((cache, key, value))
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+                self._pending.pop((cache.name, key), None)
+
+    def pending(self, name: CacheName, key: str) -> bytes | None:
+        """A value submitted and not yet written."""
+        with self._lock:
+            return self._pending.get((name, key))
+
+    def close(self) -> None:
+        """Write what is queued, then stop (before the store closes)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                cache, key, value = item
+                cache.write(key, value)
+                with self._lock:
+                    if self._pending.get((cache.name, key)) is value:
+                        del self._pending[(cache.name, key)]
+            finally:
+                self._queue.task_done()
+
 
 class StoreCache:
     """One of the store's caches as a vilmo ``SharedCache``, with its hit counters."""
 
-    def __init__(self, store: Store, name: CacheName) -> None:
+    def __init__(self, store: Store, name: CacheName, writer: CacheWriter | None = None) -> None:
         self.store = store
         self.name: CacheName = name
+        self.writer = writer
+        """Writes in the background; None: ``put`` writes before it returns."""
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
-        try:
-            found = self.store.cache_get(self.name, key)  # unreachable: None, counted
-        except Exception as error:  # noqa: BLE001 - a cache never fails a request
-            self._failed(error)
-            found = None
+        found = self.writer.pending(self.name, key) if self.writer is not None else None
+        if found is None:
+            try:
+                found = self.store.cache_get(self.name, key)  # unreachable: None, counted
+            except Exception as error:  # noqa: BLE001 - a cache never fails a request
+                self._failed(error)
+                found = None
         with self._lock:
             if found is None:
                 self.misses += 1
@@ -44,6 +102,12 @@ class StoreCache:
         return found
 
     def put(self, key: str, value: bytes) -> None:
+        if self.writer is not None:
+            self.writer.submit(self, key, value)
+        else:
+            self.write(key, value)
+
+    def write(self, key: str, value: bytes) -> None:
         try:
             self.store.cache_set(self.name, key, value)
         except Exception as error:  # noqa: BLE001 - as for get
@@ -59,13 +123,15 @@ class StoreCache:
                     type(error).__name__, error)  # redacted whole, then cut (the log factory)
 
 
-def attach_caches(generator: object, store: Store) -> dict[CacheName, StoreCache]:
-    """Point the instruction generator's caches at the store; the caches, by name (empty when
-    the generator keeps no caches)."""
+def attach_caches(generator: object, store: Store, writer: CacheWriter | None = None,
+                  ) -> dict[CacheName, StoreCache]:
+    """Point the instruction generator's caches at the store, writing through ``writer`` (None:
+    each write before ``put`` returns); the caches, by name (empty when the generator keeps no
+    caches)."""
     if not isinstance(generator, SharedCacheUser):
         return {}
     caches: dict[CacheName, StoreCache] = {
-        "instruction": StoreCache(store, "instruction"),
-        "embedding": StoreCache(store, "embedding")}
+        "instruction": StoreCache(store, "instruction", writer),
+        "embedding": StoreCache(store, "embedding", writer)}
     generator.use_caches(caches["instruction"], caches["embedding"])
     return caches

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from proxy.errors import StreamTimeout
 from proxy.protocol import ReplyMessage
-from proxy.upstream import Chunk, Completion
+from proxy.upstream import Chunk, Closing, Completion
 
 CONTENT_FILTER = "content_filter"
 TEXT_FIELDS = ("reasoning_content", "content", "refusal")
@@ -122,6 +122,8 @@ def for_client(chunk: Chunk, wants_usage: bool) -> Chunk | None:
         return chunk
     if not chunk.get("choices"):
         return None
+    if chunk["usage"] is None:  # OpenAI's null in every chunk: nothing to drop, and the
+        return chunk            # chunk keeps the upstream's bytes (``proxy.relay``)
     return cast(Chunk, {k: v for k, v in chunk.items() if k != "usage"})
 
 
@@ -131,9 +133,14 @@ async def iterate(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
         yield chunk
 
 
-async def until(deadline: float, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+def until(deadline: float, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     """The stream, ended with ``StreamTimeout`` at ``deadline`` (event-loop time): the router's
-    timeout applies per chunk, this one to the whole stream. Closing it closes the upstream."""
+    timeout applies per chunk, this one to the whole stream. Closing it closes the upstream,
+    also before it was read."""
+    return Closing(_until(deadline, chunks), chunks)
+
+
+async def _until(deadline: float, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     try:
         while True:
             try:

@@ -45,7 +45,8 @@ def serve(config_path: Path | None, host: str, port: int, workers: int) -> None:
     click.echo(f"vilmo gateway on http://{host}:{port}/v1 (policies: {config.policy_dir}, "
                f"default policy: {config.default_policy}, workers: {workers})")
     uvicorn.run("proxy.app:app_from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level="info")
+                workers=workers, log_level="info",
+                timeout_keep_alive=config.server.keep_alive_s)
 
 
 def _check_graphs() -> None:

@@ -23,7 +23,12 @@ from proxy.errors import GuardFailed
 from proxy.metrics import Metrics
 from proxy.outcome import FAILED_OPEN, FailedOpen
 from proxy.stages import note_prompt, timed
-from vilmo.instruct.instructions import NO_INSTRUCTION, Instruction, InstructionGenerator
+from vilmo.instruct.instructions import (
+    MODEL_FREE_GENERATORS,
+    NO_INSTRUCTION,
+    Instruction,
+    InstructionGenerator,
+)
 from vilmo.judge.batcher import MicroBatcher, Overloaded
 from vilmo.judge.classifier import ScoreInput, ValueClassifier
 from vilmo.policy import Policy
@@ -85,14 +90,18 @@ class Guard:
     async def instruction(self, generator: InstructionGenerator, messages: Messages,
                           policy: Policy) -> tuple[Instruction, float]:
         """The instruction and the seconds it took. The generator runs in a worker thread (it
-        embeds text) under the check timeout; a failure is handled like a failed check
-        (closed: error; open: no instruction)."""
+        embeds text) under the check timeout, but for a policy whose generator needs no model
+        (``none``, ``static``): then in place, without the thread hand-off. A failure is
+        handled like a failed check (closed: error; open: no instruction)."""
         note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
         try:
-            instruction = await asyncio.wait_for(
-                asyncio.to_thread(generator.generate, messages, policy),
-                timeout=policy.checks.timeout_s)
+            if policy.instructions.generator in MODEL_FREE_GENERATORS:
+                instruction = generator.generate(messages, policy)
+            else:
+                instruction = await asyncio.wait_for(
+                    asyncio.to_thread(generator.generate, messages, policy),
+                    timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
             self.failed(policy, "instruction", exc)
             instruction = NO_INSTRUCTION

@@ -3,7 +3,7 @@ streamed requests alike.
 
     chat():  1 choose the policy        (key binding, X-Vilmo-Policy header, default)
              2 check the user turns     (all of them; a block never reaches the upstream)
-             3 generate the instruction (VILMO seam: InstructionGenerator)
+             3 generate the instruction (VILMO seam: InstructionGenerator; alongside 2)
              4 inject it                (system message or user prefix)
              5 call the upstream        (direct or LiteLLM Router; a stream is opened, first
                                          chunk read)
@@ -16,6 +16,12 @@ streamed requests alike.
 Streams: buffer mode runs steps 6-7 here (``streaming.buffered``); chunked and monitor mode
 return a lazy iterator (``streaming.live``) that runs them as the client reads.
 
+Steps 2 and 3 run side by side (both are model passes; a refused request drops the
+instruction). The upstream waits for the input verdict only when that verdict may stop the
+request (``input_may_stop``): a policy whose input rules only allow or annotate records the
+verdict, so the call goes out at once and the verdict is awaited before the response's headers
+(a failed check under ``on_error: closed`` still fails the request, and closes the call).
+
 Each step returns facts; ``ledger.note`` keeps the latest, so an error at any step is recorded
 with what was known, and ``proxy.record.build_record`` is the one place a record is made.
 No framework types and no exception handling here: errors are GatewayErrors raised at the
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
+from typing import Any
 
 from proxy.actions import blocked, blocked_error, enforce, refusal_completion
 from proxy.call import Call, escalate, open_timed_stream
@@ -40,9 +47,9 @@ from proxy.streaming import buffered, live
 from proxy.upstream import Chunk, Completion, Upstream
 from vilmo.instruct.instructions import NO_INSTRUCTION, message_text
 from vilmo.judge.classifier import ScoreInput
-from vilmo.policy import Policy
+from vilmo.policy import Action, Policy
 from vilmo.policy_store import PolicyStore, UnknownPolicy
-from vilmo.verdict import Verdict
+from vilmo.verdict import Verdict, rules_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +72,41 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
     facts = note(replace(facts, policy=policy.name,
                          profile=req.caller.key.profile if req.caller.key else None))
     require_model(services.upstream, facts.model, req.caller)
-    facts = note(replace(facts, input=await check_input(services, req.params, policy)))  # 2
-    if isinstance(facts.input, Verdict) and facts.input.stops:
-        return refuse_input(req, policy, note(replace(facts, refused=True)), services)
-    instruction, seconds = await services.guard.instruction(                     # 3
-        services.instructions, req.params["messages"], policy)
-    facts = note(replace(facts, instruction=instruction, instruction_s=seconds))
-    call = Call(req.params, policy, instruction)                                  # 4
+    if not policy.checks.input:
+        instruction, seconds = await services.guard.instruction(                 # 3
+            services.instructions, req.params["messages"], policy)
+        return await call_upstream(req, services, Call(req.params, policy, instruction),
+                                   note(replace(facts, instruction=instruction,
+                                                instruction_s=seconds)), None)
+    checking = asyncio.ensure_future(check_input(services, req.params, policy))   # 2
+    instructing = asyncio.ensure_future(services.guard.instruction(               # 3
+        services.instructions, req.params["messages"], policy))
+    pending: asyncio.Future[Judgement] | None = checking
+    try:
+        if input_may_stop(policy):
+            facts = note(replace(facts, input=await checking))
+            pending = None
+            if isinstance(facts.input, Verdict) and facts.input.stops:
+                return refuse_input(req, policy, note(replace(facts, refused=True)), services)
+        instruction, seconds = await instructing
+        facts = note(replace(facts, instruction=instruction, instruction_s=seconds))
+        return await call_upstream(req, services, Call(req.params, policy, instruction), facts,
+                                   pending)
+    finally:
+        settle(checking)
+        settle(instructing)
+
+
+async def call_upstream(req: ChatRequest, services: Services, call: Call, facts: Facts,
+                        pending_input: asyncio.Future[Judgement] | None) -> Reply | Stream:
+    """Steps 4-8, with the input verdict that only records still ``pending_input``."""
+    note = req.ledger.note
+    policy = call.policy                                                          # 4: in call
     if req.stream:
-        return await stream(call, facts, services, req.ledger)                    # 5-8
+        return await stream(call, facts, services, req.ledger, pending_input)     # 5-8
     completion = await services.upstream.complete(call.params())                  # 5
+    if pending_input is not None:
+        facts = note(replace(facts, input=await pending_input))
     verdict = await check_reply(services, call, completion)                       # 6
 
     async def regenerate(previous: Verdict) -> tuple[Completion, Judgement]:
@@ -90,11 +122,19 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
     return Reply(completion, call, facts)
 
 
-async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger) -> Stream:
-    """Steps 5-8 for a stream: opened under its deadline; buffer mode enforced now."""
+async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger,
+                 pending_input: asyncio.Future[Judgement] | None = None) -> Stream:
+    """Steps 5-8 for a stream: opened under its deadline; buffer mode enforced now. An input
+    verdict still pending is awaited once the stream is open (the headers carry it)."""
     policy = call.policy
     deadline = asyncio.get_running_loop().time() + policy.streaming.stream_timeout_s
     chunks = await open_timed_stream(services.upstream, call.params(), deadline)  # 5
+    if pending_input is not None:
+        try:
+            facts = ledger.note(replace(facts, input=await pending_input))
+        except BaseException:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise
     mode: StreamMode = policy.streaming.mode if policy.checks.output else "off"
     if mode != "buffer":                                                         # 6-7 lazily
         return Stream(live(call, chunks, services, mode), call, facts, mode,
@@ -109,6 +149,21 @@ def recorder(ledger: Ledger, facts: Facts, services: Services) -> Finish:
     def finish(reply: Judgement, status: str, error_code: str | None) -> None:
         services.finish(ledger, status, error_code, replace(facts, reply=reply))
     return finish
+
+
+def input_may_stop(policy: Policy) -> bool:
+    """Whether the input verdict can refuse the request (a rule that blocks or regenerates):
+    only then must the upstream wait for it."""
+    return any(rule.action in (Action.BLOCK, Action.REGENERATE)
+               for rule in rules_of(policy).values())
+
+
+def settle(task: asyncio.Future[Any]) -> None:
+    """A step's task that is no longer wanted: cancelled if still running, and its outcome
+    retrieved either way (a failure nobody awaits is not an error)."""
+    if not task.done():
+        task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> Policy:

@@ -8,6 +8,7 @@ again. Setting or removing a key forgets them (the chunk is then encoded like an
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Self, cast
@@ -87,6 +88,7 @@ class SSEReader:
         try:
             async for chunk in events:
                 if chunk is DONE:
+                    await _drain(events)
                     break
                 finished = finished or has_finish_reason(chunk)
                 yield cast(ChatCompletionChunk, chunk)
@@ -146,10 +148,26 @@ class SSEReader:
         return chunk
 
 
+async def _drain(events: AsyncIterator[RawChunk]) -> None:
+    """Read the body to its end after ``[DONE]`` (an upstream ends it at once), so that the
+    HTTP client puts the connection back in its pool: closed before the end, the connection is
+    dropped and the next request opens a new one. Bounded by ``DRAIN_S``; nothing after
+    ``[DONE]`` is part of the reply, so no failure here is the stream's."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in events:
+                pass
+    except Exception:  # noqa: BLE001, S110 - past [DONE]: the reply is complete already
+        pass
+
+
 def has_finish_reason(chunk: RawChunk) -> bool:
     return any(isinstance(c, dict) and c.get("finish_reason")
                for c in chunk.get("choices") or ())
 
+
+DRAIN_S = 0.25
+"""The longest wait for the end of a stream's body after its ``[DONE]``."""
 
 DONE = RawChunk({}, None)
 """The end of the stream (``data: [DONE]``)."""

@@ -90,6 +90,11 @@ class ServerSettings(_Strict):
     max_tokens: int = Field(
         32768, ge=1, description="The largest max_tokens / max_completion_tokens a request may "
                                  "ask for.")
+    keep_alive_s: int = Field(
+        75, ge=1, description="Seconds an idle client connection is kept open (uvicorn's "
+        "timeout_keep_alive). Longer than the clients' own idle expiry (httpx and the openai "
+        "client: 5 s; load balancers: 60 s), so the client always drops an idle connection "
+        "first: a server that closes it as the client reuses it fails that request.")
 
 
 class AuditSettings(_Strict):

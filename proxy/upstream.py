@@ -112,6 +112,28 @@ def wire_dict(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+class Closing(AsyncIterator[Chunk]):
+    """``chunks`` (a generator reading ``source``) whose ``aclose`` closes ``source`` too, also
+    when nothing was read yet: a generator closed before it started never runs its
+    ``finally``, so the upstream call under it would stay open until collected."""
+
+    def __init__(self, chunks: AsyncIterator[Chunk], source: AsyncIterator[Chunk]) -> None:
+        self.chunks = chunks
+        self.source = source
+
+    def __aiter__(self) -> Closing:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        return await anext(self.chunks)
+
+    async def aclose(self) -> None:
+        try:
+            await self.chunks.aclose()  # type: ignore[attr-defined]
+        finally:
+            await self.source.aclose()  # type: ignore[attr-defined]
+
+
 async def open_stream(upstream: Upstream, params: UpstreamParams) -> AsyncIterator[Chunk]:
     """Start the upstream stream and wait for its first chunk with choices, so that an upstream
     failure before any output still gets its own HTTP status (429, 502, 504) instead of a 200.
@@ -137,4 +159,4 @@ async def open_stream(upstream: Upstream, params: UpstreamParams) -> AsyncIterat
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
 
-    return replay()
+    return Closing(replay(), chunks)

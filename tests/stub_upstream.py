@@ -37,6 +37,8 @@ from starlette.routing import Route
 class Received:
     body: dict[str, Any]
     headers: dict[str, str]
+    client: tuple[str, int] | None = None
+    """The caller's address and port: the same port means the same (reused) connection."""
 
 
 @dataclass
@@ -52,6 +54,9 @@ class StubUpstream:
     choices interleaved."""
     slow_seconds: float = 3.0
     chunk_delay: float = 0.0
+    usage_nulls: bool = False
+    """As OpenAI with ``stream_options.include_usage``: ``"usage": null`` in every chunk
+    before the usage chunk."""
     error_prefix: str = ""
     received: list[Received] = field(default_factory=list)
     streams_closed_early: int = 0
@@ -68,6 +73,7 @@ class StubUpstream:
         self.tool_arguments = None
         self.script = None
         self.chunk_delay = 0.0
+        self.usage_nulls = False
         self.slow_seconds = StubUpstream.slow_seconds
         self.error_prefix = ""
         self.streams_closed_early = 0
@@ -93,7 +99,8 @@ class StubUpstream:
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
-        self.received.append(Received(body, dict(request.headers)))
+        self.received.append(Received(body, dict(request.headers),
+                                      tuple(request.client) if request.client else None))
         model = str(body.get("model", ""))
         if model.startswith("stub-status-"):
             status = int(model.rsplit("-", 1)[1])
@@ -150,6 +157,8 @@ class StubUpstream:
             data = {"id": cid, "object": "chat.completion.chunk", "created": created,
                     "model": model, "choices": [{"index": 0, "delta": delta,
                                                  "finish_reason": finish}]}
+            if self.usage_nulls and (body.get("stream_options") or {}).get("include_usage"):
+                data["usage"] = None
             return f"data: {json.dumps(data)}\n\n"
 
         if model in ("stub-bad-sse-first", "stub-invalid-json"):

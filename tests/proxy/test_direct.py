@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 from conftest import UPSTREAM_SECRET, gateway_config_dict
 from fakes import fake_services
 from starlette.testclient import TestClient
-from stub_upstream import StubUpstream
+from stub_upstream import ServerThread, StubUpstream
 
 from proxy.app import create_app
 from proxy.direct import DirectUpstream, SplitUpstream, build_upstream, direct_routes
@@ -259,3 +261,49 @@ def test_the_lifespan_closes_the_pooled_client(stub: StubUpstream, tmp_path: Pat
         assert reply.status_code == 200, reply.text
         assert not upstream.direct.client.is_closed
     assert upstream.direct.client.is_closed
+
+
+def test_openai_usage_nulls_are_relayed_as_they_came(stub: StubUpstream, tmp_path: Path,
+                                                    policy_dir: Path, bank: PrincipleBank,
+                                                    ) -> None:
+    """The gateway asks every stream for usage, and OpenAI then puts ``"usage": null`` in every
+    chunk: a null hides nothing, so the chunk goes out as the upstream sent it (not encoded
+    again), and only the usage chunk the client did not ask for is dropped."""
+    stub.usage_nulls = True
+    services = fake_services(policy_dir, bank)
+    services.config.store.path = tmp_path / "state.db"
+    services.upstream = TimedUpstream(build_upstream(config_of(stub.url, tmp_path), Redactor()))
+    body = {"model": "stub", "messages": ASK, "stream": True}
+    with ServerThread(create_app(services.config, lambda c: services)) as server:
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body,
+                          headers={"X-Vilmo-Policy": "g-allow-monitor"}) as response:
+            events = [line for line in response.iter_lines() if line.startswith("data: {")]
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+        parsed = list(client.chat.completions.create(
+            model="stub", messages=[{"role": "user", "content": "Hello there."}], stream=True,
+            extra_headers={"X-Vilmo-Policy": "g-allow-monitor"}))
+    relayed = [line for line in events if '"choices": [{' in line]
+    assert len(relayed) == len(stub.reply.split()) + 2  # role, each word, finish
+    assert all(line.startswith('data: {"id": "chatcmpl-stub') and '"usage": null' in line
+               for line in relayed)  # the stub's spacing: the upstream's bytes
+    assert not any('"usage":{' in line or '"usage": {' in line for line in events)
+    assert "".join(c.choices[0].delta.content or "" for c in parsed if c.choices) == stub.reply
+    assert all(c.usage is None for c in parsed)
+
+
+def test_a_finished_stream_leaves_its_connection_in_the_pool(stub: StubUpstream,
+                                                             tmp_path: Path) -> None:
+    """The body is read to its end after ``[DONE]``, so the connection is reused: a stream
+    closed before then costs its upstream a new connection for every stream."""
+    upstream = build_upstream(config_of(stub.url, tmp_path), Redactor())
+
+    async def streams() -> None:
+        try:
+            for _ in range(3):
+                assert [c async for c in upstream.stream({"model": "stub", "messages": ASK})]
+            await upstream.complete({"model": "stub", "messages": ASK})
+        finally:
+            await upstream.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(streams())
+    assert len({r.client for r in stub.received}) == 1, [r.client for r in stub.received]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +60,42 @@ def test_embedded_defaults_proxy_any_model_with_default_policy(served: str,
     assert raw.headers["x-vilmo-policy"] == "default"
     assert stub.last.body["model"] == "any-model-name"
     assert stub.last.body["messages"][0]["role"] == "system"
+
+
+CLIENT_IDLE_EXPIRY_S = 5.0
+"""How long httpx (and so the openai client) keeps an idle connection for reuse."""
+
+
+def test_an_idle_connection_is_kept_past_the_clients_idle_expiry(served: str) -> None:
+    """A client may reuse a connection idle for up to its expiry: a server closing it sooner
+    (uvicorn's default: 5 s, the same as httpx's) fails requests that race the close."""
+    host, port = served.removeprefix("http://").removesuffix("/v1").split(":")
+    request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        assert _response(conn).startswith(b"HTTP/1.1 200")
+        time.sleep(CLIENT_IDLE_EXPIRY_S + 1.0)
+        conn.sendall(request)
+        assert _response(conn).startswith(b"HTTP/1.1 200")
+
+
+def _response(conn: socket.socket) -> bytes:
+    """One HTTP response with a Content-Length body (b"" when the server closed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = conn.recv(65536)
+        if not piece:
+            return data
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        piece = conn.recv(65536)
+        if not piece:
+            break
+        body += piece
+    return head + b"\r\n\r\n" + body
 
 
 def test_new_policy_file_is_served_without_restart(gateway: str, policy_dir: Path,

@@ -49,6 +49,9 @@ class Instruction:
 
 
 NO_INSTRUCTION = Instruction("")
+MODEL_FREE_GENERATORS = frozenset({"none", "static"})
+"""``instructions.generator`` values answered without a model (nothing, or the policy's text):
+callers may run them where they are, without handing them to a worker thread."""
 
 
 class InstructionGenerator(Protocol):

@@ -7,10 +7,10 @@ model the input check runs, ``vilmo.judge.value_model.BuiltinClassifier``) reads
 plain user text; if one of the policy's values (weight > 0) reaches ``judge_threshold`` there,
 a value is at stake after all, and the values the judge flags come first.
 
-Cost: when the policy checks input, the gateway has just scored the same text with the same
-classifier, so the judge answers from its cache (the input check's pass is shared). Otherwise
-it is one extra pass of the judge, for prompts in the band only: on dev, 8.3 % of everyday
-prompts and 16 % of SafeRLHF questions. The thresholds were chosen on dev only
+Cost: one extra pass of the judge, for prompts in the band only (on dev, 8.3 % of everyday
+prompts and 16 % of SafeRLHF questions). When the policy checks input, the gateway scores the
+same text with the same classifier alongside the instruction step, so the judge answers from
+its cache when the input check finished first. The thresholds were chosen on dev only
 (``bench/select_second_look.py --split dev``; ``vilmo/models/GENERATOR.md``).
 """
 

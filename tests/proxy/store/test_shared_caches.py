@@ -6,6 +6,7 @@ generator and the store are real."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -153,3 +154,43 @@ def test_the_redis_cache_keys_live_under_the_prefix(make_store: MakeStore, backe
     client.close()
     for cache in ("instruction", "embedding"):
         assert any(n.startswith(f"{store.settings.prefix}:cache:{cache}:") for n in names)
+
+
+def test_the_instruction_step_does_not_wait_for_cache_writes(
+        policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache write only records: the gateway's request (the instruction step on its path to
+    the upstream) goes on while the store is slow to write, and this process reads the value
+    before it lands; it lands once the store answers. Through HTTP with the openai client."""
+    import openai
+    from stub_upstream import ServerThread
+
+    from proxy.app import create_app
+    from proxy.store import Store
+
+    released = threading.Event()
+    written: list[str] = []
+    write = Store.cache_set
+
+    def slow_write(self: Store, cache: CacheName, key: str, value: bytes) -> None:
+        released.wait(10)
+        written.append(cache)
+        write(self, cache, key, value)
+
+    monkeypatch.setattr(Store, "cache_set", slow_write)
+    services = fake_services(policy_dir, PrincipleBank.load())
+    generator = services.instructions = CountingGenerator()
+    services.config.store.path = tmp_path / "state.db"
+    try:
+        with ServerThread(create_app(services.config, lambda config: services)) as server:
+            client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", timeout=3,
+                                   max_retries=0)
+            for _ in range(2):
+                raw = client.chat.completions.with_raw_response.create(
+                    model="stub", messages=[{"role": "user", "content": PROMPT[0]["content"]}],
+                    extra_headers={"X-Vilmo-Policy": "learned"})
+                assert raw.http_response.status_code == 200
+            assert generator.chosen == 1 and written == []  # the second: read while queued
+            released.set()
+    finally:
+        released.set()
+    assert sorted(written) == ["embedding", "instruction"]  # written out before the store closed
