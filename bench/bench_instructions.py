@@ -9,6 +9,10 @@ the one with the judge's second look, in the same run (a benchmark, not a test).
   costs one extra pass of the judge.
 - `second look, input checked`: the same when the policy checks input: the judge has scored the
   prompt just before (the input check, not timed here), so the second look reads its cache.
+- with `--reader [DIR]`, also `reader (one graph)` and `reader + second look, input checked`:
+  the generator reading prompts with the fine-tuned request reader
+  (`vilmo.instruct.stakes_reader`: one int8 graph gives the embedding and the values at stake),
+  and `reader-graph-only`: that graph alone on one fresh prompt.
 - `after-cached`: the second-look generator again on the same prompts (the generator's cache).
 - `int8-embedding-only`: one fresh prompt's embedding alone (a separate encoder).
 - with `--relevance`, also `relevance (fp32 torch)`: the generator before the stake-aware one
@@ -87,6 +91,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per call")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--reader", default=None, nargs="?", const="shipped",
+                        help="also time the fine-tuned request reader (a model folder, default "
+                             "the shipped one)")
     parser.add_argument("--relevance", action="store_true",
                         help="also time the relevance generator on the fp32 encoder")
     args = parser.parse_args()
@@ -116,6 +123,20 @@ def main() -> None:
         "second look, input checked": ask(checked, policy),
         "int8-embedding-only": lambda p: int8_alone.encode([p]),
     }
+    if args.reader is not None:
+        from vilmo.instruct.stakes_reader import StakesReader
+
+        def reader() -> StakesReader:
+            return StakesReader(None if args.reader == "shipped" else args.reader,
+                                cache_size=100_000, threads=args.threads)
+
+        one = reader()
+        arms["reader (one graph)"] = ask(VilmoGenerator(bank, one, stakes, reader=one), policy)
+        two = reader()
+        arms["reader + second look, input checked"] = ask(VilmoGenerator(
+            bank, two, stakes, reader=two, second_look=SecondLook(checked_judge)), policy)
+        alone = reader()
+        arms["reader-graph-only"] = lambda p: alone.rows([p])
     if args.relevance:
         old = Policy.model_validate(policy.model_dump() | {
             "instructions": {"generator": "relevance", "placement": "system",

@@ -72,6 +72,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--stakes", type=Path, default=None,
                         help="values-at-stake weights (default: the shipped stakes.npz)")
+    parser.add_argument("--reader", default=None, nargs="?", const="shipped",
+                        help="read prompts with the fine-tuned reader (vilmo.instruct."
+                             "stakes_reader; a model folder, default the shipped one) instead "
+                             "of the gate on the frozen embedding")
     parser.add_argument("--no-second-look", action="store_true",
                         help="the gate alone, without the judge's second look (the old rule)")
     parser.add_argument("--gate-from", type=float, default=None,
@@ -85,7 +89,13 @@ def main() -> None:
                      and (r.labels or source in KINDS["benign"])]
             for kind in KINDS.values() for source in kind}
     # One prompt per call, as the gateway embeds them (int8 activations are quantised per batch).
-    encoder = Int8Embedder(cache_size=20_000, batch_size=1, threads=2)
+    reader = None
+    encoder: Any = Int8Embedder(cache_size=20_000, batch_size=1, threads=2)
+    if args.reader is not None:
+        from vilmo.instruct.stakes_reader import StakesReader
+
+        reader = encoder = StakesReader(None if args.reader == "shipped" else args.reader, cache_size=20_000, batch_size=1,
+                                        threads=2)
     started = time.perf_counter()
     encoder.encode([r.text for found in sets.values() for r in found])
     embed_s = time.perf_counter() - started
@@ -96,10 +106,11 @@ def main() -> None:
                                  else args.gate_from, look.judge_threshold
                                  if args.judge_threshold is None else args.judge_threshold)
     generator = VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load(args.stakes),
-                               second_look=second_look)
+                               second_look=second_look, reader=reader)
     report: dict[str, Any] = {"split": args.split, "embedding_seconds": round(embed_s, 1),
                               "threshold_source": "policy stakes_threshold, else the stakes "
-                                                  f"model's ({generator.retriever.stakes.threshold})",
+                                                  f"model's ({generator.threshold})",
+                              "reader": None if reader is None else str(reader.model_dir),
                               "second_look": None if second_look is None else {
                                   "gate_from": second_look.gate_from,
                                   "judge_threshold": second_look.judge_threshold}}
