@@ -47,6 +47,13 @@ def default_reader_dir() -> Path:
     return Path(str(resources.files("vilmo").joinpath("models", "stakes_reader")))
 
 
+def runtime_name() -> str:
+    """The runtime the graph is read with (recorded where a threshold is fitted)."""
+    from vilmo.judge.value_onnx import runtime
+
+    return f"{runtime()}, {KIND} graph"
+
+
 def shipped_reader() -> StakesReader | None:
     """The shipped reader, or None where no reader weights are in the package (the generator
     then reads prompts with ``stakes.npz`` on the plain embedding)."""

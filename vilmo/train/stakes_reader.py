@@ -224,8 +224,29 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
     }
     gated = [n for n, i in enumerate(dev) if gate_label(rows[i]) is not None]
     config["gate"] = dev_gate(dev_logits[gated, 0], [rows[dev[n]] for n in gated])
-    (out_dir / "config.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+    _write(out_dir, config)
+    config["gate"] = calibrate_int8(root, out_dir)
+    config["training"]["seconds"] = round(time.monotonic() - started, 1)
+    _write(out_dir, config)
     return config
+
+
+def _write(out_dir: Path, config: dict[str, Any]) -> None:
+    (out_dir / "config.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+
+
+def calibrate_int8(root: Path, out_dir: Path) -> dict[str, Any]:
+    """The gate's Platt scaling and threshold refitted on dev through the int8 graph that
+    ships, one prompt per call as the gateway reads them (int8 activations are quantised per
+    batch), so the threshold holds for what is served; writes nothing."""
+    from vilmo.instruct.stakes_reader import DIMENSIONS, StakesReader, runtime_name
+
+    dev = [r for r in stakes_prompts(root) if r.split == "dev" and gate_label(r) is not None]
+    reader = StakesReader(out_dir, cache_size=0, batch_size=1, threads=2)
+    logits = np.array([reader.rows([r.text])[0, DIMENSIONS] for r in dev], dtype=np.float64)
+    gate = dev_gate(logits, dev)
+    gate["calibrated_on"] = f"{runtime_name()}; {len(dev)} dev prompts, one per call"
+    return gate
 
 
 def dev_gate(logits: np.ndarray, rows: Sequence[LabelledPrompt]) -> dict[str, Any]:
