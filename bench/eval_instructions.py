@@ -76,6 +76,8 @@ def main() -> None:
                         help="read prompts with the fine-tuned reader (vilmo.instruct."
                              "stakes_reader; a model folder, default the shipped one) instead "
                              "of the gate on the frozen embedding")
+    parser.add_argument("--reader-values", action="store_true",
+                        help="with --reader, also take which values from the reader's outputs")
     parser.add_argument("--no-second-look", action="store_true",
                         help="the gate alone, without the judge's second look (the old rule)")
     parser.add_argument("--gate-from", type=float, default=None,
@@ -106,11 +108,13 @@ def main() -> None:
                                  else args.gate_from, look.judge_threshold
                                  if args.judge_threshold is None else args.judge_threshold)
     generator = VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load(args.stakes),
-                               second_look=second_look, reader=reader)
+                               second_look=second_look, reader=reader,
+                               reader_values=args.reader_values)
     report: dict[str, Any] = {"split": args.split, "embedding_seconds": round(embed_s, 1),
                               "threshold_source": "policy stakes_threshold, else the stakes "
                                                   f"model's ({generator.threshold})",
                               "reader": None if reader is None else str(reader.model_dir),
+                              "reader_values": args.reader_values,
                               "second_look": None if second_look is None else {
                                   "gate_from": second_look.gate_from,
                                   "judge_threshold": second_look.judge_threshold}}

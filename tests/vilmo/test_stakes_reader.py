@@ -85,11 +85,14 @@ def test_threshold_and_baseline_are_the_policys(generator: VilmoGenerator) -> No
 
 def test_one_graph_gives_the_plain_embedding_and_the_stakes(reader: StakesReader) -> None:
     texts = ["How do I bake bread?", REVENGE, "The committee approved the new budget."]
-    rows = reader.rows(texts)
+    fresh = StakesReader(cache_size=0)
+    rows = fresh.rows(texts)
     assert rows.shape == (3, 384 + 1 + len(VALUES))
-    # The embedding half is the packaged encoder's, as the int8 prompt encoder gives it.
-    plain = Int8Embedder(cache_size=0).encode(texts)
-    assert (np.sum(reader.encode(texts) * plain, axis=1) > 0.999).all()
+    # The embedding half is the packaged encoder's, as the int8 prompt encoder gives it (one
+    # prompt per call on both sides: int8 activations are quantised per batch).
+    plain = Int8Embedder(cache_size=0)
+    for text in texts:
+        assert float(fresh.encode([text])[0] @ plain.encode([text])[0]) > 0.999
     bread, revenge = reader.read(texts[0]), reader.read(REVENGE)
     assert bread.gate < reader.threshold <= revenge.gate
     assert revenge.probabilities.shape == (len(VALUES),)

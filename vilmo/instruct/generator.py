@@ -59,10 +59,15 @@ class VilmoGenerator:
                  candidates: int = CANDIDATE_PRINCIPLES, max_chars: int = MAX_CHARS,
                  cache_size: int = 4096, base_dir: str | Path | None = None,
                  second_look: SecondLook | None = None,
-                 reader: StakesReader | None = None) -> None:
+                 reader: StakesReader | None = None, reader_values: bool = False) -> None:
         self.reader = reader
         """None: the gate and heads of ``stakes`` on the frozen embedding decide; else the
-        fine-tuned reader (``vilmo.instruct.stakes_reader``) does, and embeds prompts too."""
+        fine-tuned reader (``vilmo.instruct.stakes_reader``) decides whether anything is at
+        stake, and embeds prompts too."""
+        self.reader_values = reader_values
+        """With a reader: also take which values from the reader's value outputs. Off by
+        default: on dev they ranked the foundations (care) above a question's own harm, and the
+        heads of ``stakes`` on the same embedding name the harm itself more often."""
         if reader is not None:
             encoder = reader
         self.retriever = Retriever(bank, encoder, stakes or StakesModel.load())
@@ -149,7 +154,11 @@ class VilmoGenerator:
             return PromptReading(np.zeros(width, dtype=np.float32), 0.0,
                                  np.zeros(len(stakes.value_ids), dtype=np.float32))
         if self.reader is not None:
-            return self.reader.read(prompt)
+            reading = self.reader.read(prompt)
+            if self.reader_values:
+                return reading
+            return PromptReading(reading.vector, reading.gate,
+                                 stakes.probabilities(reading.vector))
         vector = self.retriever.embed(prompt)
         return PromptReading(vector, stakes.at_stake_probability(vector),
                              stakes.probabilities(vector))
