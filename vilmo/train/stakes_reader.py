@@ -239,7 +239,8 @@ def calibrate_int8(root: Path, out_dir: Path) -> dict[str, Any]:
     """The gate's Platt scaling and threshold refitted on dev through the int8 graph that
     ships, one prompt per call as the gateway reads them (int8 activations are quantised per
     batch), so the threshold holds for what is served; writes nothing."""
-    from vilmo.instruct.stakes_reader import DIMENSIONS, StakesReader, runtime_name
+    from vilmo.instruct.stakes_reader import StakesReader, runtime_name
+    from vilmo.judge.embedder import DIMENSIONS
 
     dev = [r for r in stakes_prompts(root) if r.split == "dev" and gate_label(r) is not None]
     reader = StakesReader(out_dir, cache_size=0, batch_size=1, threads=2)
@@ -268,6 +269,7 @@ def dev_gate(logits: np.ndarray, rows: Sequence[LabelledPrompt]) -> dict[str, An
     p = 1.0 / (1.0 + np.exp(-(a * logits + b)))
     threshold = float(np.quantile(p[first], 1.0 - GATE_BENIGN_TARGET))
     passed = {src: round(float((p[[r.source == src for r in rows]] >= threshold).mean()), 4)
-              for src in ("saferlhf", "moral-stories", BENIGN, EVERYDAY)}
+              for src in ("saferlhf", "moral-stories", BENIGN, EVERYDAY)
+              if any(r.source == src for r in rows)}
     return {"platt": [round(a, 5), round(b, 5)], "threshold": round(threshold, 4),
             "benign_dev_target": GATE_BENIGN_TARGET, "dev_passed": passed}
