@@ -1,8 +1,10 @@
 """The VILMO generator: stake-aware, learned value instructions behind ``InstructionGenerator``.
 
-For a prompt it first asks the values-at-stake model (``vilmo.instruct.stakes``) whether any value
-is at stake: below the policy's ``stakes_threshold`` (default: the model's operating point) it
-injects nothing, or the policy's short ``baseline``, unless the value judge's second look
+For a prompt it first asks whether any value is at stake: the request reader
+(``vilmo.instruct.stakes_reader``, one int8 pass that also gives the prompt's embedding) where one
+is given, as the gateway does, else the gate of the values-at-stake model
+(``vilmo.instruct.stakes``). Below the policy's ``stakes_threshold`` (default: that model's
+operating point) it injects nothing, or the policy's short ``baseline``, unless the value judge's second look
 at a prompt the gate is unsure of finds a policy value at stake (``vilmo.instruct.second_look``,
 when the generator has a judge). Otherwise it judges which of the policy's
 values are at stake and retrieves candidates from their principles (``vilmo.instruct.candidates``:
