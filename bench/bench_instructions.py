@@ -9,6 +9,11 @@ the one with the judge's second look, in the same run (a benchmark, not a test).
   costs one extra pass of the judge.
 - `second look, input checked`: the same when the policy checks input: the judge has scored the
   prompt just before (the input check, not timed here), so the second look reads its cache.
+- with `--reader [DIR]`, also `reader (gate only)` and `reader + second look, input not checked`
+  / `input checked`: the generator reading prompts with the fine-tuned request reader
+  (`vilmo.instruct.stakes_reader`: one int8 graph gives the embedding and the gate; the shipped
+  gateway's path is `reader + second look`), and `reader-graph-only`: that graph alone on one
+  fresh prompt. `reader_second_look_share`: the share of prompts in the reader's unsure band.
 - `after-cached`: the second-look generator again on the same prompts (the generator's cache).
 - `int8-embedding-only`: one fresh prompt's embedding alone (a separate encoder).
 - with `--relevance`, also `relevance (fp32 torch)`: the generator before the stake-aware one
@@ -87,6 +92,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per call")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--reader", default=None, nargs="?", const="shipped",
+                        help="also time the fine-tuned request reader (a model folder, default "
+                             "the shipped one)")
     parser.add_argument("--relevance", action="store_true",
                         help="also time the relevance generator on the fp32 encoder")
     args = parser.parse_args()
@@ -116,6 +124,23 @@ def main() -> None:
         "second look, input checked": ask(checked, policy),
         "int8-embedding-only": lambda p: int8_alone.encode([p]),
     }
+    if args.reader is not None:
+        from vilmo.instruct.stakes_reader import StakesReader
+
+        def reader() -> StakesReader:
+            return StakesReader(None if args.reader == "shipped" else args.reader,
+                                cache_size=100_000, threads=args.threads)
+
+        one = reader()
+        arms["reader (gate only)"] = ask(VilmoGenerator(bank, one, stakes, reader=one), policy)
+        two = reader()
+        arms["reader + second look, input not checked"] = ask(VilmoGenerator(
+            bank, two, stakes, reader=two, second_look=SecondLook(BuiltinClassifier())), policy)
+        three = reader()
+        arms["reader + second look, input checked"] = ask(VilmoGenerator(
+            bank, three, stakes, reader=three, second_look=SecondLook(checked_judge)), policy)
+        alone = reader()
+        arms["reader-graph-only"] = lambda p: alone.rows([p])
     if args.relevance:
         old = Policy.model_validate(policy.model_dump() | {
             "instructions": {"generator": "relevance", "placement": "system",
@@ -129,7 +154,7 @@ def main() -> None:
     prompts = load_prompts(args.prompts)
     wall: dict[str, list[float]] = {name: [] for name in arms}
     cpu: dict[str, list[float]] = {name: [] for name in arms}
-    looked = 0
+    looked = looked_reader = 0
     for n, prompt in enumerate(prompts):
         checked_judge.score([ScoreInput(prompt)], judge_ids)  # the input check, not timed
         order = list(arms) if n % 2 == 0 else list(reversed(arms))  # alternate the order
@@ -140,6 +165,8 @@ def main() -> None:
             cpu[name].append(time.process_time() - started_cpu)
         vector = int8_alone.encode([prompt])[0]
         looked += look.wanted(stakes.at_stake_probability(vector), stakes.threshold)
+        if args.reader is not None:
+            looked_reader += look.wanted(alone.read(prompt).gate, alone.threshold)
     cached = []
     for prompt in prompts:
         started = time.perf_counter()
@@ -149,6 +176,7 @@ def main() -> None:
         "cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(), "onnx_threads": args.threads,
         "prompts": len(prompts), "second_look_share": round(looked / max(len(prompts), 1), 3),
+        "reader_second_look_share": round(looked_reader / max(len(prompts), 1), 3),
         "load_average_1min_start": load_start,
     }
     for name in arms:

@@ -2,7 +2,8 @@
 `vilmo/models/GENERATOR.md` (an evaluation, not a test).
 
 For each policy (default: the shipped `default` and `strict-care-fairness`), through the
-shipped generator exactly as the gateway builds it (int8 encoder, shipped `stakes.npz`, the
+shipped generator exactly as the gateway builds it (the request reader's int8 graph where its
+weights are shipped, else the int8 encoder; shipped `stakes.npz`; the judge's second look; the
 policy's threshold), on one split of four prompt sets (the splits of `vilmo.train.stakes_data`,
 so `--split heldout` never touches what chose a threshold):
 
@@ -58,6 +59,7 @@ def main() -> None:
     from vilmo.instruct.principles import PrincipleBank
     from vilmo.instruct.second_look import SecondLook
     from vilmo.instruct.stakes import StakesModel
+    from vilmo.instruct.stakes_reader import shipped_reader
     from vilmo.judge.embedder import Int8Embedder
     from vilmo.judge.value_model import BuiltinClassifier
     from vilmo.policy import load_policy
@@ -72,6 +74,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--stakes", type=Path, default=None,
                         help="values-at-stake weights (default: the shipped stakes.npz)")
+    parser.add_argument("--reader", default="shipped",
+                        help="the request reader's folder (vilmo.instruct.stakes_reader; "
+                             "default: the shipped one, as the gateway reads prompts)")
+    parser.add_argument("--no-reader", action="store_true",
+                        help="the gate of stakes.npz on the plain embedding instead (as shipped "
+                             "before the reader)")
+    parser.add_argument("--reader-values", action="store_true",
+                        help="also take which values from the reader's outputs")
     parser.add_argument("--no-second-look", action="store_true",
                         help="the gate alone, without the judge's second look (the old rule)")
     parser.add_argument("--gate-from", type=float, default=None,
@@ -85,7 +95,13 @@ def main() -> None:
                      and (r.labels or source in KINDS["benign"])]
             for kind in KINDS.values() for source in kind}
     # One prompt per call, as the gateway embeds them (int8 activations are quantised per batch).
-    encoder = Int8Embedder(cache_size=20_000, batch_size=1, threads=2)
+    reader = None
+    encoder: Any = Int8Embedder(cache_size=20_000, batch_size=1, threads=2)
+    if not args.no_reader and (args.reader != "shipped" or shipped_reader() is not None):
+        from vilmo.instruct.stakes_reader import StakesReader
+
+        reader = encoder = StakesReader(None if args.reader == "shipped" else args.reader, cache_size=20_000, batch_size=1,
+                                        threads=2)
     started = time.perf_counter()
     encoder.encode([r.text for found in sets.values() for r in found])
     embed_s = time.perf_counter() - started
@@ -96,10 +112,13 @@ def main() -> None:
                                  else args.gate_from, look.judge_threshold
                                  if args.judge_threshold is None else args.judge_threshold)
     generator = VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load(args.stakes),
-                               second_look=second_look)
+                               second_look=second_look, reader=reader,
+                               reader_values=args.reader_values)
     report: dict[str, Any] = {"split": args.split, "embedding_seconds": round(embed_s, 1),
                               "threshold_source": "policy stakes_threshold, else the stakes "
-                                                  f"model's ({generator.retriever.stakes.threshold})",
+                                                  f"model's ({generator.threshold})",
+                              "reader": None if reader is None else str(reader.model_dir),
+                              "reader_values": args.reader_values,
                               "second_look": None if second_look is None else {
                                   "gate_from": second_look.gate_from,
                                   "judge_threshold": second_look.judge_threshold}}

@@ -22,6 +22,7 @@ from vilmo.instruct.instructions import InstructionGenerator
 from vilmo.instruct.principles import PrincipleBank
 from vilmo.instruct.second_look import SecondLook
 from vilmo.instruct.stakes import StakesModel
+from vilmo.instruct.stakes_reader import shipped_reader
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.embedder import Int8Embedder, OnnxEmbedder
 from vilmo.policy_store import PolicyStore
@@ -92,9 +93,12 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
         # input check runs, so a prompt the input check has scored is a cache hit (one pass).
         second_look = SecondLook(classifiers.builtin)
         classifier_for = classifiers
-    # The instruction step embeds every prompt: the int8 graph, several times faster.
-    generator = VilmoGenerator(bank, Int8Embedder(), StakesModel.load(),
-                               base_dir=config.policy_dir, second_look=second_look)
+    # The instruction step reads every prompt: the request reader where shipped (one int8 pass
+    # gives the embedding and the values at stake), else the int8 encoder and stakes.npz.
+    reader = shipped_reader()
+    generator = VilmoGenerator(bank, reader or Int8Embedder(), StakesModel.load(),
+                               base_dir=config.policy_dir, second_look=second_look,
+                               reader=reader)
     policies = PolicyStore(config.policy_dir, config.default_policy,
                            config.server.policy_reload_interval_s, check=generator.check)
     metrics = Metrics([d.model_name for d in config.model_list])

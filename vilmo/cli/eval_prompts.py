@@ -133,12 +133,15 @@ def _vilmo(weights: Path | None) -> InstructionGenerator | None:
         from vilmo.instruct.generator import VilmoGenerator
         from vilmo.instruct.principles import PrincipleBank
         from vilmo.instruct.second_look import SecondLook
+        from vilmo.instruct.stakes_reader import shipped_reader
         from vilmo.judge.embedder import Int8Embedder
         from vilmo.judge.value_model import BuiltinClassifier
 
-        # As the gateway builds it: the gate, and the judge's second look at unsure prompts.
-        generator = VilmoGenerator(PrincipleBank.load(), Int8Embedder(),
-                                   second_look=SecondLook(BuiltinClassifier()))
+        # As the gateway builds it: the request reader (where shipped), and the judge's second
+        # look at unsure prompts.
+        reader = shipped_reader()
+        generator = VilmoGenerator(PrincipleBank.load(), reader or Int8Embedder(),
+                                   second_look=SecondLook(BuiltinClassifier()), reader=reader)
     except (ImportError, FileNotFoundError, OSError) as exc:
         click.echo(f"skipping condition vilmo: the VILMO generator needs trained weights "
                    f"(`vilmo train generator`): {exc}", err=True)

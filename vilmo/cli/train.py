@@ -9,7 +9,11 @@ from typing import TYPE_CHECKING, cast
 import click
 
 from vilmo.cli.options import data_dir_option
-from vilmo.cli.train_generator import train_generator_command, train_stakes_command
+from vilmo.cli.train_generator import (
+    train_generator_command,
+    train_stakes_command,
+    train_stakes_reader_command,
+)
 
 if TYPE_CHECKING:
     from vilmo.train.examples import DevSplit
@@ -76,3 +80,4 @@ def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs
 
 train_group.add_command(train_generator_command)  # VILMO generator (vilmo/cli/train_generator.py)
 train_group.add_command(train_stakes_command)
+train_group.add_command(train_stakes_reader_command)  # fine-tuned request reader

@@ -161,3 +161,26 @@ def train_stakes_command(data_dir: Path | None, out: Path | None, cache_dir: Pat
     card = train_stakes(root, encoder, out or default_stakes_path(),
                         StakesSettings(seed=seed, cache_dir=cache_dir))
     click.echo(json.dumps(card["heldout"], indent=1))
+
+
+@click.command("stakes-reader")
+@data_dir_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The folder to write (default: the package's vilmo/models/stakes_reader).")
+@click.option("--epochs", default=2, show_default=True)
+@click.option("--seed", default=13, show_default=True)
+@click.option("--threads", default=2, show_default=True, help="torch threads.")
+def train_stakes_reader_command(data_dir: Path | None, out: Path | None, epochs: int, seed: int,
+                                threads: int) -> None:
+    """Fine-tune the request reader (top encoder layers + gate and value outputs) on the
+    values-at-stake prompts; calibrate its gate and choose its threshold on dev."""
+    from vilmo.datasets.readers import data_dir as resolve
+    from vilmo.instruct.stakes_reader import default_reader_dir
+    from vilmo.train.stakes_reader import ReaderSettings, train_reader
+
+    root = resolve(data_dir)
+    if not root.exists():
+        raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")
+    config = train_reader(root, out or default_reader_dir(),
+                          ReaderSettings(epochs=epochs, seed=seed, threads=threads))
+    click.echo(json.dumps(config["gate"], indent=1))

@@ -17,7 +17,8 @@ from vilmo.judge.graphs import serving_graphs
 
 @click.command("warmup")
 def warmup_command() -> None:
-    """Build and cache the gateway's ONNX graphs (judge, prompt encoders); needs torch once."""
+    """Build and cache the gateway's ONNX graphs (judge, request reader, encoder); needs torch
+    once."""
     from vilmo.judge.value_onnx import cache_dir
 
     click.echo(f"ONNX graphs in {cache_dir() / 'onnx'}")

@@ -77,10 +77,13 @@ class Retriever:
             return vector
         return np.zeros(self.stakes.weights.shape[1], dtype=np.float32)
 
-    def values_at_stake(self, vector: Vector, policy: Policy) -> tuple[str, ...]:
+    def values_at_stake(self, vector: Vector, policy: Policy,
+                        probs: Vector | None = None) -> tuple[str, ...]:
         """The policy's values (weight > 0) whose probability reaches ``VALUE_FLOOR`` or half
-        the most probable one's, most probable first (so at least the most probable one)."""
-        probs = self.stakes.probabilities(vector)
+        the most probable one's, most probable first (so at least the most probable one).
+        ``probs``: the values' probabilities when another model read the prompt (the reader)."""
+        if probs is None:
+            probs = self.stakes.probabilities(vector)
         ranked = sorted(((float(probs[col]), value) for value in policy.values
                          if policy.weight_of(value) > 0.0
                          and (col := self.stakes.index(value)) is not None), reverse=True)
@@ -91,14 +94,15 @@ class Retriever:
 
     def retrieve(self, prompt: str, policy: Policy, principles: int,
                  styles: tuple[str, ...] = STYLES, only: tuple[str, ...] | None = None,
-                 vector: Vector | None = None) -> CandidateSet:
+                 vector: Vector | None = None, probs: Vector | None = None) -> CandidateSet:
         """The ``principles`` most relevant principles (at most MAX_PER_VALUE per value), each in
         every style of ``styles``, most relevant first. With ``only``, principles of those values
         (and custom principles tied to no value that look at stake) only."""
         pool = self.bank.for_policy(policy)
         if vector is None:
             vector = self.embed(prompt)
-        probs = self.stakes.probabilities(vector)
+        if probs is None:
+            probs = self.stakes.probabilities(vector)
         if not pool:
             return CandidateSet(vector, probs, (), np.zeros((0, len(vector)), dtype=np.float32))
         matrix = self.matrix(pool)

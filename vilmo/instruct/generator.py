@@ -1,8 +1,10 @@
 """The VILMO generator: stake-aware, learned value instructions behind ``InstructionGenerator``.
 
-For a prompt it first asks the values-at-stake model (``vilmo.instruct.stakes``) whether any value
-is at stake: below the policy's ``stakes_threshold`` (default: the model's operating point) it
-injects nothing, or the policy's short ``baseline``, unless the value judge's second look
+For a prompt it first asks whether any value is at stake: the request reader
+(``vilmo.instruct.stakes_reader``, one int8 pass that also gives the prompt's embedding) where one
+is given, as the gateway does, else the gate of the values-at-stake model
+(``vilmo.instruct.stakes``). Below the policy's ``stakes_threshold`` (default: that model's
+operating point) it injects nothing, or the policy's short ``baseline``, unless the value judge's second look
 at a prompt the gate is unsure of finds a policy value at stake (``vilmo.instruct.second_look``,
 when the generator has a judge). Otherwise it judges which of the policy's
 values are at stake and retrieves candidates from their principles (``vilmo.instruct.candidates``:
@@ -38,6 +40,7 @@ from vilmo.instruct.principles import STYLES, PrincipleBank
 from vilmo.instruct.scorer import InstructionScorer, ScorerStore
 from vilmo.instruct.second_look import SecondLook
 from vilmo.instruct.stakes import StakesModel, Vector
+from vilmo.instruct.stakes_reader import PromptReading, StakesReader
 from vilmo.judge.embedder import TextEncoder, cache_key
 from vilmo.judge.shared_cache import SharedCache
 from vilmo.policy import Policy
@@ -57,7 +60,18 @@ class VilmoGenerator:
                  stakes: StakesModel | None = None, scorers: ScorerStore | None = None,
                  candidates: int = CANDIDATE_PRINCIPLES, max_chars: int = MAX_CHARS,
                  cache_size: int = 4096, base_dir: str | Path | None = None,
-                 second_look: SecondLook | None = None) -> None:
+                 second_look: SecondLook | None = None,
+                 reader: StakesReader | None = None, reader_values: bool = False) -> None:
+        self.reader = reader
+        """None: the gate and heads of ``stakes`` on the frozen embedding decide; else the
+        fine-tuned reader (``vilmo.instruct.stakes_reader``) decides whether anything is at
+        stake, and embeds prompts too."""
+        self.reader_values = reader_values
+        """With a reader: also take which values from the reader's value outputs. Off by
+        default: on dev they ranked the foundations (care) above a question's own harm, and the
+        heads of ``stakes`` on the same embedding name the harm itself more often."""
+        if reader is not None:
+            encoder = reader
         self.retriever = Retriever(bank, encoder, stakes or StakesModel.load())
         self.relevance = RelevanceGenerator(bank, encoder)
         self.scorers = scorers or ScorerStore()
@@ -122,36 +136,66 @@ class VilmoGenerator:
     def choose(self, prompt: str, policy: Policy) -> Instruction:
         """Nothing (or the baseline) when no value is at stake, else the instruction predicted
         to give the lowest violation from the principles of the values at stake (uncached)."""
-        vector = self.retriever.embed(prompt)
-        stakes = self.judge(vector, policy, prompt)
+        reading = self.read(prompt)
+        stakes = self.judge(reading, policy, prompt)
         if not stakes:
             return Instruction(policy.instructions.baseline or "", (), NAME)
         scorer = self.scorer_for(policy)
         styles = STYLES if scorer else (policy.instructions.style,)
         cs = self.retriever.retrieve(prompt, policy, self.candidates, styles, only=stakes,
-                                     vector=vector)
+                                     vector=reading.vector, probs=reading.probabilities)
         ranked = self.rank(cs, scorer)
         return self.compose(ranked, policy.instructions.max_principles, stakes)
 
-    def judge(self, vector: Vector, policy: Policy, prompt: str = "") -> tuple[str, ...]:
-        """The policy's values at stake for a prompt embedding, most at stake first; empty when
-        the gate's probability is below the policy's threshold and the judge's second look (if
+    def read(self, prompt: str) -> PromptReading:
+        """The prompt's embedding, gate probability and value probabilities: from the reader
+        (one pass) if there is one, else from the stakes model on the plain embedding."""
+        stakes = self.retriever.stakes
+        if not prompt.strip():
+            width = stakes.weights.shape[1]
+            return PromptReading(np.zeros(width, dtype=np.float32), 0.0,
+                                 np.zeros(len(stakes.value_ids), dtype=np.float32))
+        if self.reader is not None:
+            reading = self.reader.read(prompt)
+            if self.reader_values:
+                return reading
+            return PromptReading(reading.vector, reading.gate,
+                                 stakes.probabilities(reading.vector))
+        vector = self.retriever.embed(prompt)
+        return PromptReading(vector, stakes.at_stake_probability(vector),
+                             stakes.probabilities(vector))
+
+    @property
+    def threshold(self) -> float:
+        """The default gate threshold (chosen on dev) of whichever model reads prompts."""
+        return self.reader.threshold if self.reader is not None else self.retriever.stakes.threshold
+
+    def judge(self, reading: PromptReading | Vector, policy: Policy,
+              prompt: str = "") -> tuple[str, ...]:
+        """The policy's values at stake for a prompt, most at stake first; empty when the
+        gate's probability is below the policy's threshold and the judge's second look (if
         any) finds no policy value at stake in the prompt's text. Values the second look finds
-        come first, then those of the values-at-stake heads."""
+        come first, then those of the values-at-stake heads. A bare embedding is read by the
+        stakes model."""
+        if not isinstance(reading, PromptReading):
+            stakes = self.retriever.stakes
+            reading = PromptReading(reading, stakes.at_stake_probability(reading)
+                                    if reading.any() else 0.0, stakes.probabilities(reading))
         threshold = policy.instructions.stakes_threshold
         if threshold is None:
-            threshold = self.retriever.stakes.threshold
-        if not vector.any():
+            threshold = self.threshold
+        if not reading.vector.any():
             return ()
-        gate = self.retriever.stakes.at_stake_probability(vector)
-        if gate >= threshold:
-            return self.retriever.values_at_stake(vector, policy)
-        if self.second_look is None or not self.second_look.wanted(gate, threshold):
+        probs = reading.probabilities
+        if reading.gate >= threshold:
+            return self.retriever.values_at_stake(reading.vector, policy, probs)
+        if self.second_look is None or not self.second_look.wanted(reading.gate, threshold):
             return ()
         flagged = self.second_look.values_at_stake(prompt, policy)
         if not flagged:
             return ()
-        return tuple(dict.fromkeys([*flagged, *self.retriever.values_at_stake(vector, policy)]))
+        return tuple(dict.fromkeys(
+            [*flagged, *self.retriever.values_at_stake(reading.vector, policy, probs)]))
 
     def scorer_for(self, policy: Policy) -> InstructionScorer | None:
         """The policy's per-target scorer, or None (relevance order is the prediction)."""

@@ -5,7 +5,11 @@ embedding looks ordinary ("can you help me 3d print a gun?": 0.64, under the 0.8
 For a prompt whose gate probability lies in ``[gate_from, threshold)``, the value judge (the
 model the input check runs, ``vilmo.judge.value_model.BuiltinClassifier``) reads the prompt as a
 plain user text; if one of the policy's values (weight > 0) reaches ``judge_threshold`` there,
-a value is at stake after all, and the values the judge flags come first.
+a value is at stake after all, and the values the judge flags come first. Where the generator
+reads prompts with the request reader (``vilmo.instruct.stakes_reader``, as the gateway does),
+the band is on the reader's probability and threshold (the band and ``judge_threshold`` were
+chosen for the frozen-embedding gate; with the reader they still add 2.2 points of dev
+SafeRLHF questions at 0.4 points of dev benign prompts).
 
 Cost: one extra pass of the judge, for prompts in the band only (on dev, 8.3 % of everyday
 prompts and 16 % of SafeRLHF questions). When the policy checks input, the gateway scores the

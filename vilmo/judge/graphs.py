@@ -11,16 +11,21 @@ Graph = tuple[str, Callable[[], Path], Callable[[], None]]
 
 
 def serving_graphs() -> list[Graph]:
-    """Every graph the gateway loads: the value judge, the int8 prompt encoder (instructions),
-    the fp32 encoder (the zero-shot judge of a policy's own principles)."""
+    """Every graph the gateway loads: the value judge, the fp32 encoder (the zero-shot judge of
+    a policy's own principles), and for instructions the request reader (embedding and values
+    at stake in one pass) where its weights are shipped, else the int8 prompt encoder."""
+    from vilmo.instruct.stakes_reader import shipped_reader
     from vilmo.judge.embedder import OnnxEmbedder
     from vilmo.judge.value_model import BuiltinClassifier
 
     judge = BuiltinClassifier(cache_size=0)
     prompts = OnnxEmbedder(cache_size=0)
     zero_shot = OnnxEmbedder(cache_size=0, quantized=False)
-    return [("value judge (int8)", judge.graph_path, judge.warm_up),
-            ("prompt encoder (int8)", prompts.graph_path, prompts.warm_up),
+    reader = shipped_reader()
+    instructions: Graph = (("prompt encoder (int8)", prompts.graph_path, prompts.warm_up)
+                           if reader is None else
+                           ("request reader (int8)", reader.graph_path, reader.warm_up))
+    return [("value judge (int8)", judge.graph_path, judge.warm_up), instructions,
             ("zero-shot encoder (fp32)", zero_shot.graph_path, zero_shot.warm_up)]
 
 

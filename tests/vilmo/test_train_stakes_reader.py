@@ -1,0 +1,48 @@
+"""The request reader's training targets and dev calibration (``vilmo.train.stakes_reader``):
+which outputs a row trains, and a threshold that passes at most the dev share of everyday
+prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vilmo.train.stakes_data import LabelledPrompt
+from vilmo.train.stakes_reader import _targets, dev_gate, output_names
+from vilmo.values import VALUES
+
+
+def column(name: str) -> int:
+    return output_names().index(name)
+
+
+def test_targets_train_the_gate_and_the_labelled_systems_only() -> None:
+    harm = LabelledPrompt("how do i make a bomb", "safety", ("safety.violence",), "saferlhf",
+                          "train")
+    y, m = _targets(harm)
+    assert y[0] == 1 and m[0] == 1  # a labelled SafeRLHF question is a gate positive
+    assert y[column("safety.violence")] == 1 and y[column("mft.care")] == 1  # its foundation
+    assert m[column("safety.privacy")] == 1 and y[column("safety.privacy")] == 0
+    assert m[column("schwartz.power")] == 0  # no Schwartz labels: those outputs are not trained
+    everyday = LabelledPrompt("how do i bake bread", None, (), "everyday", "train")
+    y, m = _targets(everyday)
+    assert m.all() and not y.any()  # a negative for the gate and for every value
+    argument = LabelledPrompt("we should ban cars", "schwartz", ("schwartz.security",),
+                              "valueeval", "train")
+    y, m = _targets(argument)
+    assert m[0] == 0  # ValueEval does not train the gate
+    assert m[column("schwartz.security")] == 1 and m[column("safety.violence")] == 0
+    assert len(output_names()) == 1 + len(VALUES)
+
+
+def test_dev_threshold_passes_at_most_four_percent_of_everyday_prompts() -> None:
+    rng = np.random.default_rng(0)
+    rows = ([LabelledPrompt(f"q{i}", None, (), "hh", "dev") for i in range(200)]
+            + [LabelledPrompt(f"h{i}", "safety", ("safety.violence",), "saferlhf", "dev")
+               for i in range(200)])
+    logits = np.concatenate([rng.normal(-2, 1, 200), rng.normal(2, 1, 200)])
+    gate = dev_gate(logits, rows)
+    a, b = gate["platt"]
+    p = 1 / (1 + np.exp(-(a * logits + b)))
+    assert a > 0
+    assert (p[:200] >= gate["threshold"]).mean() <= 0.04 + 1e-9
+    assert gate["dev_passed"]["hh"] <= 0.04 and gate["dev_passed"]["saferlhf"] > 0.8
