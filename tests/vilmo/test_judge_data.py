@@ -9,7 +9,7 @@ import pytest
 from vilmo.datasets import readers as data
 from vilmo.judge.value_model import at_operating_point
 from vilmo.train.examples import judge_examples
-from vilmo.train.operating import _benign_quantile, choose
+from vilmo.train.operating import _benign_quantile, _by_value, choose
 
 NEEDS_JBB = pytest.mark.skipif(not (data.data_dir() / "jailbreakbench").exists(),
                                reason="no jailbreakbench/ in the data folder")
@@ -86,3 +86,19 @@ def test_sentence_reading_has_its_own_operating_points() -> None:
     assert rule["dev_harmful_flagged"] == 1.0 and rule["dev_refused_flagged"] == 0.0
     assert rule["dev_benign_flagged"] <= 0.01
     assert (rule["cut"] <= 0.35).all() and (rule["span_cut"] > rule["cut"]).all()
+
+
+def test_points_written_to_the_config_flag_no_more_than_the_rule_chose() -> None:
+    """The config's points were rounded to nearest: a point just above a benign score fell
+    below it about half the time, so the served judge flagged benign texts the rule let
+    through (dev 1.97 % against the 0.76 % the rule reported)."""
+    rng = np.random.default_rng(2)
+    whole = {"benign": rng.random((659, 29)), "harmful": rng.uniform(0.9, 1.0, (50, 29)),
+             "refused": rng.random((20, 29))}
+    spans = {g: np.zeros_like(w) for g, w in whole.items()}
+    rule = choose(whole, spans, benign_target=0.01)
+    values = [f"v{j}" for j in range(29)]
+    written = np.array(list(_by_value(rule["cut"], values).values()))
+    assert (written >= rule["cut"]).all() and (written - rule["cut"] <= 1e-5).all()
+    flagged = (whole["benign"] >= written).any(axis=1).mean()
+    assert flagged == pytest.approx(rule["dev_benign_flagged"])

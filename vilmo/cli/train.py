@@ -28,7 +28,7 @@ def train_group() -> None:
 @data_dir_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Where to write the weights (default: the package's models).")
-@click.option("--epochs", default=3, show_default=True)
+@click.option("--epochs", default=2, show_default=True)
 @click.option("--seed", default=13, show_default=True)
 @click.option("--frozen-layers", default=4, show_default=True,
               help="Bottom encoder layers kept as packaged; the layers above them are trained.")
@@ -39,6 +39,9 @@ def train_group() -> None:
 @click.option("--encoder", type=click.Path(exists=True, file_okay=False), default=None,
               help="A sentence-transformers (BERT-family) folder to fine-tune instead of the "
                    "packaged all-MiniLM-L6-v2; the weights' config points to it for serving.")
+@click.option("--train-length", default=128, show_default=True,
+              help="Training reads the first window of each text cut to this many tokens "
+                   "(serving reads windows of 256); a step costs more the longer it is.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all).")
 @click.option("--bf16", is_flag=True,
               help="Train under bfloat16 autocast: faster on CPUs with AMX or AVX-512 BF16, "
@@ -49,7 +52,7 @@ def train_group() -> None:
                    "change).")
 def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs: int, seed: int,
                              frozen_layers: int, valueeval_dev_by: str, encoder: str | None,
-                             threads: int | None,
+                             train_length: int, threads: int | None,
                              bf16: bool, limit: int | None, calibrate_only: bool) -> None:
     """Fine-tune the value classifier (top encoder layers + heads), calibrate it, and fit the
     zero-shot judge's calibration (written beside it as zero_shot.json)."""
@@ -71,6 +74,7 @@ def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs
         return
     config = train_classifier(root, target, TrainSettings(
         epochs=epochs, seed=seed, limit=limit, n_frozen=frozen_layers, bf16=bf16,
+        train_length=train_length,
         valueeval_dev_by=cast("DevSplit", valueeval_dev_by), encoder=encoder))
     click.echo(json.dumps(config["training"]))
     from vilmo.train.zero_shot import fit

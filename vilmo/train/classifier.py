@@ -41,7 +41,7 @@ FORMAT = "vilmo-value-classifier/1"
 
 @dataclass(frozen=True, slots=True)
 class TrainSettings:
-    epochs: int = 3
+    epochs: int = 2
     seed: int = 13
     n_frozen: int = 4
     batch_size: int = 32

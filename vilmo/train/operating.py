@@ -13,6 +13,7 @@ points up: dev harmful-minus-refused 0.40 against 0.59 with a point per reading.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ OPERATING_FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 SENTENCE_FLOORS = (*OPERATING_FLOORS, 0.6, 0.7, 0.8)
 """A sentence alone reads higher than in its reply, so its floor may be higher."""
 GROUPS = ("benign", "harmful", "refused")
+POINT_SCALE = 100_000
+"""Operating points are written with 5 decimals."""
 
 
 def dev_groups(dev: Sequence[Example]) -> dict[str, list[ScoreInput]]:
@@ -101,7 +104,12 @@ def choose(whole: dict[str, np.ndarray], spans: dict[str, np.ndarray],
 
 
 def _by_value(cut: np.ndarray, values: Sequence[str]) -> dict[str, float]:
-    return {v: round(float(t), 5) for v, t in zip(values, cut, strict=True)}
+    """Points as written in the config: rounded UP to 5 decimals. A point sits a hair above the
+    highest benign score it lets through (``_benign_quantile``); rounded to nearest, about half
+    of them fell below that score and flagged it (the served dev benign share was 1.97 % for
+    points fitted to 0.76 %)."""
+    return {v: min(1.0, math.ceil(float(t) * POINT_SCALE) / POINT_SCALE)
+            for v, t in zip(values, cut, strict=True)}
 
 
 def _benign_quantile(benign: np.ndarray, alpha: float) -> np.ndarray:
