@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vilmo.numeric import sigmoid
 from vilmo.train.stakes import LABELLED_SYSTEMS, _columns, system_labels
 from vilmo.train.stakes_data import BENIGN, EVERYDAY, LabelledPrompt, stakes_prompts
 from vilmo.train.stakes_gate import GATE_BENIGN_TARGET, gate_label
@@ -266,7 +267,7 @@ def dev_gate(logits: np.ndarray, rows: Sequence[LabelledPrompt]) -> dict[str, An
     fit = LogisticRegression(C=100.0, max_iter=1000).fit(logits[keep][:, None], y,
                                                          sample_weight=weight)
     a, b = float(fit.coef_[0][0]), float(fit.intercept_[0])
-    p = 1.0 / (1.0 + np.exp(-(a * logits + b)))
+    p = sigmoid(a * logits + b)
     threshold = float(np.quantile(p[first], 1.0 - GATE_BENIGN_TARGET))
     passed = {src: round(float((p[[r.source == src for r in rows]] >= threshold).mean()), 4)
               for src in ("saferlhf", "moral-stories", BENIGN, EVERYDAY)
