@@ -100,7 +100,7 @@ class StubUpstream:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.received.append(Received(body, dict(request.headers),
-                                      tuple(request.client) if request.client else None))
+                                      (request.client.host, request.client.port) if request.client else None))
         model = str(body.get("model", ""))
         if model.startswith("stub-status-"):
             status = int(model.rsplit("-", 1)[1])
