@@ -84,3 +84,47 @@ def test_a_multithreaded_network_runs_its_batches_in_turn(
 
     run_batches(FourThreads(), batches())
     assert threads == {threading.get_ident()}
+
+
+def test_the_caller_shares_out_many_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 (speed): with many batches the calling thread keeps taking batches while the
+    side thread works; it used to run only the first and wait while one side thread ran all
+    the others in turn (about one core's throughput on two). Here the side thread's batch
+    waits until the caller has run every other batch: in turn, it would wait in vain."""
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
+    caller = threading.get_ident()
+    side_started, rest_done = threading.Event(), threading.Event()
+    by_caller: list[int] = []
+    waited = []
+    work = [(np.full((1, 4), i, dtype=np.int64), np.ones((1, 4), dtype=np.int64))
+            for i in range(6)]
+
+    def blocking_net(ids: np.ndarray, mask: np.ndarray) -> Matrix:
+        if threading.get_ident() == caller:
+            side_started.wait(5)
+            by_caller.append(int(ids[0, 0]))
+            if len(by_caller) == len(work) - 1:
+                rest_done.set()
+        else:
+            side_started.set()
+            waited.append(rest_done.wait(5))
+        return net(ids, mask)
+
+    out = run_batches(blocking_net, work)
+    assert waited == [True]
+    assert len(by_caller) == len(work) - 1
+    assert [int(o[0, 1]) for o in out] == list(range(6))
+
+
+def test_a_failing_batch_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
+
+    def failing_net(ids: np.ndarray, mask: np.ndarray) -> Matrix:
+        if int(ids[0, 0]) == 3:
+            raise ValueError("bad batch")
+        return net(ids, mask)
+
+    work = [(np.full((1, 4), i, dtype=np.int64), np.ones((1, 4), dtype=np.int64))
+            for i in range(6)]
+    with pytest.raises(ValueError, match="bad batch"):
+        run_batches(failing_net, work)

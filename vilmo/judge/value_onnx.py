@@ -59,9 +59,12 @@ _SIDE_POOL_LOCK = threading.Lock()
 
 def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
                 batches: Sequence[Batch]) -> list[Matrix]:
-    """Each padded batch's output, the batches run side by side on idle cores (the first in
-    the calling thread): a lone check's whole-reply windows and sentence spans take the time
-    of the longer, not of both. Every batch is computed exactly as it would be alone, so the
+    """Each padded batch's output, the batches run side by side on idle cores: the calling
+    thread and up to ``serving_cores() - 1`` pool threads each take the next batch not yet
+    taken (the largest first) until none is left. So a lone check's whole-reply windows and
+    sentence spans take the time of the longer, not of both, and a large check's many batches
+    are shared out over the cores (the caller never sits waiting on a queue of batches one pool
+    thread works through alone). Every batch is computed exactly as it would be alone, so the
     scores do not change. A network that runs several threads per call itself (offline jobs
     with ``threads`` = cores) runs its batches one after the other."""
     if len(batches) <= 1 or serving_cores() <= 1 or getattr(net, "threads", 1) > 1:
@@ -72,9 +75,49 @@ def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
             _SIDE_POOL = ThreadPoolExecutor(max_workers=serving_cores() - 1,
                                             thread_name_prefix="vilmo-onnx-side")
         pool = _SIDE_POOL
-    others = [pool.submit(net, ids, mask) for ids, mask in batches[1:]]
-    first = net(*batches[0])
-    return [first, *(future.result() for future in others)]
+    out: list[Matrix | None] = [None] * len(batches)
+    order = sorted(range(len(batches)), key=lambda i: -batches[i][0].size)
+    taken = _Counter(len(order))
+
+    def drain() -> None:
+        while (at := taken.next()) is not None:
+            try:
+                out[order[at]] = net(*batches[order[at]])
+            except BaseException:
+                taken.stop()
+                raise
+
+    helpers = [pool.submit(drain) for _ in range(min(len(batches), serving_cores()) - 1)]
+    try:
+        drain()
+    finally:
+        for helper in helpers:
+            # A helper that has not started (its pool thread busy with another check's batch)
+            # is not waited for: the caller has taken its share.
+            if not helper.cancel():
+                helper.result()
+    done = [o for o in out if o is not None]
+    assert len(done) == len(batches)
+    return done
+
+
+class _Counter:
+    """The next unclaimed position below ``end``, for several threads; ``stop`` ends it."""
+
+    def __init__(self, end: int) -> None:
+        self._next, self._end = 0, end
+        self._lock = threading.Lock()
+
+    def next(self) -> int | None:
+        with self._lock:
+            if self._next >= self._end:
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def stop(self) -> None:
+        with self._lock:
+            self._next = self._end
 
 
 class GraphMissing(VilmoError, RuntimeError):
