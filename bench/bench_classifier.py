@@ -165,6 +165,8 @@ def main() -> None:
             sorted(latencies)[int(0.9 * len(latencies))], 2)
     results["micro_batcher_int8_replies_per_s"] = round(
         asyncio.run(_batched(models["int8"], batch_texts)), 1)
+    results["rounds_replies_per_s"] = {name: [round(r, 1) for r in rates]
+                                       for name, rates in rounds.items()}
     results["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(results, indent=1))
 
