@@ -4,7 +4,12 @@ Prints one JSON object: the plain fp32 sentence encoder's rate (the reference), 
 batched rate through every built-in value (int8 and fp32), single-reply latency, and the
 micro-batcher's rate under concurrent calls. Rates are medians over rounds that alternate the
 baseline and the classifier. int8 is the shipped path (ONNX Runtime, see
-``vilmo.judge.value_onnx``); fp32 is the PyTorch network it is exported from. Texts are ~60-word
+``vilmo.judge.value_onnx``); fp32 is the PyTorch network it is exported from. ``int8, one core``
+is the same int8 path with every padded batch in the calling thread (``serving_cores`` = 1), so
+the gain of running a check's batches side by side on the cores is measured in the same rounds
+(the scores are the same either way). Each arm's CPU milliseconds per reply (all threads) and
+the load average before and after are printed too: on a shared machine the rates say more
+about the neighbours than about the code. Texts are ~60-word
 synthetic replies, all distinct, so no cache helps. Usage:
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_classifier.py --threads 2
@@ -14,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import statistics
 import time
+from collections.abc import Iterator
 
 SENTENCES = (
     "The assistant explained how to repot the plant without damaging its roots.",
@@ -68,10 +75,18 @@ def replies(n: int, words: int = 60, seed: int = 0) -> list[str]:
     return out
 
 
-def rate(fn: object, texts: list[str]) -> float:
-    start = time.perf_counter()
+CPU_MS: dict[str, list[float]] = {}
+"""Per measured arm, the process's CPU milliseconds per text in each round."""
+
+
+def rate(fn: object, texts: list[str], arm: str = "") -> float:
+    """Texts per second of wall time; the CPU time (all threads) per text goes to ``CPU_MS``,
+    which a shared machine inflates less than the wall time."""
+    cpu, start = time.process_time(), time.perf_counter()
     fn(texts)  # type: ignore[operator]
-    return len(texts) / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    CPU_MS.setdefault(arm, []).append((time.process_time() - cpu) * 1000 / len(texts))
+    return len(texts) / elapsed
 
 
 def main() -> None:
@@ -94,6 +109,7 @@ def main() -> None:
     from vilmo.judge.heads import BUILTIN_VALUES
     from vilmo.judge.value_model import BuiltinClassifier
 
+    load_before = os.getloadavg()[0]
     texts = replies(args.n + 200)
     warm, batch_texts, single = texts[:32], texts[32:32 + args.n], texts[32 + args.n:]
     plain = SentenceTransformer(str(packaged_model_path()), device="cpu")
@@ -106,14 +122,19 @@ def main() -> None:
 
     # Rounds alternate the baseline and the classifier, so a slow spell of a shared machine
     # hits both; the figures are medians over rounds, the ratio is taken within each round.
-    rounds: dict[str, list[float]] = {"plain": [], "int8": [], "fp32": []}
+    rounds: dict[str, list[float]] = {"plain": [], "int8": [], "int8_one_core": [], "fp32": []}
     for _ in range(args.rounds):
         rounds["plain"].append(rate(lambda t: plain.encode(t, batch_size=64), batch_texts))
         for name, clf in models.items():
             rounds[name].append(rate(
                 lambda t, c=clf: c.score([ScoreInput(x) for x in t], BUILTIN_VALUES),
-                batch_texts))
+                batch_texts, name))
+        with _one_core():
+            rounds["int8_one_core"].append(rate(
+                lambda t: models["int8"].score([ScoreInput(x) for x in t], BUILTIN_VALUES),
+                batch_texts, "int8_one_core"))
     ratios = [c / p for c, p in zip(rounds["int8"], rounds["plain"], strict=True)]
+    core_gain = [c / o for c, o in zip(rounds["int8"], rounds["int8_one_core"], strict=True)]
     results: dict[str, object] = {**cpu_info(),
                                   "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                                   "onnxruntime": onnxruntime.__version__,
@@ -125,7 +146,14 @@ def main() -> None:
                                       round(min(rounds["int8"]), 1),
                                       round(max(rounds["int8"]), 1)],
                                   "int8_over_plain_encoder": round(statistics.median(ratios), 2),
-                                  "classifier_fp32_replies_per_s": _median(rounds["fp32"])}
+                                  "classifier_int8_one_core_replies_per_s": _median(
+                                      rounds["int8_one_core"]),
+                                  "int8_over_one_core": round(statistics.median(core_gain), 2),
+                                  "classifier_fp32_replies_per_s": _median(rounds["fp32"]),
+                                  "classifier_int8_cpu_ms_per_reply": round(
+                                      statistics.median(CPU_MS["int8"]), 2),
+                                  "classifier_int8_one_core_cpu_ms_per_reply": round(
+                                      statistics.median(CPU_MS["int8_one_core"]), 2)}
     for name, clf in models.items():
         latencies = []
         for t in single[:60]:
@@ -137,7 +165,23 @@ def main() -> None:
             sorted(latencies)[int(0.9 * len(latencies))], 2)
     results["micro_batcher_int8_replies_per_s"] = round(
         asyncio.run(_batched(models["int8"], batch_texts)), 1)
+    results["rounds_replies_per_s"] = {name: [round(r, 1) for r in rates]
+                                       for name, rates in rounds.items()}
+    results["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(results, indent=1))
+
+
+@contextlib.contextmanager
+def _one_core() -> Iterator[None]:
+    """The shipped int8 path with every padded batch run in the calling thread."""
+    from vilmo.judge import value_onnx
+
+    cores = value_onnx.serving_cores
+    value_onnx.serving_cores = lambda: 1
+    try:
+        yield
+    finally:
+        value_onnx.serving_cores = cores
 
 
 def _median(values: list[float]) -> float:

@@ -59,22 +59,112 @@ _SIDE_POOL_LOCK = threading.Lock()
 
 def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
                 batches: Sequence[Batch]) -> list[Matrix]:
-    """Each padded batch's output, the batches run side by side on idle cores (the first in
-    the calling thread): a lone check's whole-reply windows and sentence spans take the time
-    of the longer, not of both. Every batch is computed exactly as it would be alone, so the
-    scores do not change. A network that runs several threads per call itself (offline jobs
-    with ``threads`` = cores) runs its batches one after the other."""
-    if len(batches) <= 1 or serving_cores() <= 1 or getattr(net, "threads", 1) > 1:
-        return [net(ids, mask) for ids, mask in batches]
+    """Each padded batch's output, the batches run side by side on idle cores: the calling
+    thread and up to ``serving_cores() - 1`` pool threads each take the next batch not yet
+    taken (the largest first) until none is left. So a lone check's whole-reply windows and
+    sentence spans take the time of the longer, not of both, and a large check's many batches
+    are shared out over the cores. A pool thread joins (and takes another batch) only while
+    fewer threads than cores run checks' batches: when the micro-batcher already runs one check
+    per core, a helper would only oversubscribe them. Every batch is computed exactly as it
+    would be alone, so the scores do not change. A network that runs several threads per call
+    itself (offline jobs with ``threads`` = cores) runs its batches one after the other."""
+    _RUNNING.enter()
+    try:
+        if len(batches) <= 1 or serving_cores() <= 1 or getattr(net, "threads", 1) > 1:
+            return [net(ids, mask) for ids, mask in batches]
+        return _side_by_side(net, batches)
+    finally:
+        _RUNNING.leave()
+
+
+def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Matrix],
+                  batches: Sequence[Batch]) -> list[Matrix]:
     global _SIDE_POOL
+    cores = serving_cores()
     with _SIDE_POOL_LOCK:
         if _SIDE_POOL is None:
-            _SIDE_POOL = ThreadPoolExecutor(max_workers=serving_cores() - 1,
+            _SIDE_POOL = ThreadPoolExecutor(max_workers=cores - 1,
                                             thread_name_prefix="vilmo-onnx-side")
         pool = _SIDE_POOL
-    others = [pool.submit(net, ids, mask) for ids, mask in batches[1:]]
-    first = net(*batches[0])
-    return [first, *(future.result() for future in others)]
+    out: list[Matrix | None] = [None] * len(batches)
+    order = sorted(range(len(batches)), key=lambda i: -batches[i][0].size)
+    taken = _Counter(len(order))
+
+    def run(at: int) -> None:
+        try:
+            out[order[at]] = net(*batches[order[at]])
+        except BaseException:
+            taken.stop()
+            raise
+
+    def help_out() -> None:
+        if not _RUNNING.enter(limit=cores):
+            return
+        try:
+            while not _RUNNING.over(cores) and (at := taken.next()) is not None:
+                run(at)
+        finally:
+            _RUNNING.leave()
+
+    helpers = [pool.submit(help_out) for _ in range(min(len(batches), cores) - 1)]
+    try:
+        while (at := taken.next()) is not None:
+            run(at)
+    finally:
+        for helper in helpers:
+            # A helper that has not started (its pool thread busy with another check's batch)
+            # is not waited for: the caller has taken its share.
+            if not helper.cancel():
+                helper.result()
+    done = [o for o in out if o is not None]
+    assert len(done) == len(batches)
+    return done
+
+
+class _Counter:
+    """The next unclaimed position below ``end``, for several threads; ``stop`` ends it."""
+
+    def __init__(self, end: int) -> None:
+        self._next, self._end = 0, end
+        self._lock = threading.Lock()
+
+    def next(self) -> int | None:
+        with self._lock:
+            if self._next >= self._end:
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def stop(self) -> None:
+        with self._lock:
+            self._next = self._end
+
+
+class _Running:
+    """How many threads run checks' batches now (callers of ``run_batches`` and helpers)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def enter(self, limit: int | None = None) -> bool:
+        """Count one more, unless ``limit`` threads already run (then False)."""
+        with self._lock:
+            if limit is not None and self._count >= limit:
+                return False
+            self._count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+    def over(self, limit: int) -> bool:
+        with self._lock:
+            return self._count > limit
+
+
+_RUNNING = _Running()
 
 
 class GraphMissing(VilmoError, RuntimeError):
