@@ -39,13 +39,13 @@ def train_group() -> None:
 @click.option("--encoder", type=click.Path(exists=True, file_okay=False), default=None,
               help="A sentence-transformers (BERT-family) folder to fine-tune instead of the "
                    "packaged all-MiniLM-L6-v2; the weights' config points to it for serving.")
-@click.option("--train-length", default=256, show_default=True,
+@click.option("--train-length", default=128, show_default=True,
               help="Training reads the first window of each text cut to this many tokens "
                    "(serving reads windows of 256); a step costs more the longer it is.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all).")
 @click.option("--bf16", is_flag=True,
               help="Train under bfloat16 autocast: faster on CPUs with AMX or AVX-512 BF16, "
-                   "slower elsewhere; the shipped weights were trained with it.")
+                   "slower elsewhere; the shipped weights were trained in fp32.")
 @click.option("--limit", type=int, default=None, help="Train on this many examples (smoke).")
 @click.option("--calibrate-only", is_flag=True,
               help="Keep the weights in --out; refit their calibration on dev (after a runtime "

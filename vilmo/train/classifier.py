@@ -51,9 +51,9 @@ class TrainSettings:
     max_length: int = 256
     """Serving window (tokens)."""
     fine_length: int = 128
-    train_length: int = 256
-    """Training reads the first window of each text, cut to this many tokens (the serving
-    window: at 128, a third of the training texts were cut; a step costs more the longer)."""
+    train_length: int = 128
+    """Training reads the first window of each text, cut to this many tokens (shorter than
+    the serving window: the cost of a step grows with it)."""
     limit: int | None = None
     """Use only this many training examples (smoke tests)."""
     bf16: bool = False
