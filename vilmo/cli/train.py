@@ -45,7 +45,7 @@ def train_group() -> None:
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all).")
 @click.option("--bf16", is_flag=True,
               help="Train under bfloat16 autocast: faster on CPUs with AMX or AVX-512 BF16, "
-                   "slower elsewhere; the shipped weights were trained in fp32.")
+                   "slower elsewhere; the shipped weights were trained with it.")
 @click.option("--limit", type=int, default=None, help="Train on this many examples (smoke).")
 @click.option("--calibrate-only", is_flag=True,
               help="Keep the weights in --out; refit their calibration on dev (after a runtime "
