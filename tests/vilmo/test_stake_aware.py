@@ -20,6 +20,7 @@ from vilmo.instruct.instructions import (
 )
 from vilmo.instruct.principles import PrincipleBank
 from vilmo.instruct.stakes import StakesModel
+from vilmo.instruct.stakes_reader import shipped_reader
 from vilmo.judge.embedder import Embedder, Int8Embedder
 from vilmo.policy import Policy, load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
@@ -37,9 +38,16 @@ def encoder() -> Int8Embedder:
     return Int8Embedder()
 
 
-@pytest.fixture(scope="module")
-def generator(encoder: Int8Embedder) -> VilmoGenerator:
-    return VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load())
+@pytest.fixture(scope="module", params=["embedding", "reader"])
+def generator(request: pytest.FixtureRequest, encoder: Int8Embedder) -> VilmoGenerator:
+    """The step as it reads prompts: the int8 encoder and ``stakes.npz`` alone, and with the
+    shipped request reader deciding whether anything is at stake (as the gateway runs it)."""
+    if request.param == "embedding":
+        return VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load())
+    reader = shipped_reader()
+    if reader is None:
+        pytest.skip("no reader weights in vilmo/models/stakes_reader")
+    return VilmoGenerator(PrincipleBank.load(), reader, StakesModel.load(), reader=reader)
 
 
 def shipped(name: str) -> Policy:
@@ -67,6 +75,8 @@ def test_revenge_gets_care_principles_first(generator: VilmoGenerator, name: str
     instruction = ask(generator, REVENGE, shipped(name))
     assert instruction.text.startswith(HEADER)
     assert "mft.care" in instruction.stakes
+    if generator.reader is not None:  # the reader names care first
+        assert instruction.stakes[0] == "mft.care"
     assert instruction.principle_ids[0].startswith("mft.care/")
     assert len(instruction.principle_ids) <= shipped(name).instructions.max_principles
     # Only principles of values judged at stake are injected.
@@ -87,6 +97,7 @@ def test_threshold_and_baseline_are_the_policys(generator: VilmoGenerator) -> No
     never = Policy.model_validate(
         base | {"instructions": base["instructions"] | {"stakes_threshold": 1.0}})
     assert ask(generator, REVENGE, never).empty
+    assert ask(generator, "   ", shipped("default")).empty  # a blank prompt is never read
 
 
 def test_one_system_message_instruction_first() -> None:

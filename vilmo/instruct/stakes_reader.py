@@ -28,6 +28,7 @@ import numpy as np
 
 from vilmo.judge.embedder import DIMENSIONS, MAX_TOKENS, _LruCache, packaged_model_path
 from vilmo.judge.shared_cache import SharedCache, dump_vector, load_vector
+from vilmo.judge.windowing import pad_numpy
 from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 from vilmo.values import VALUES
@@ -134,13 +135,7 @@ class StakesReader:
 
     def _run(self, texts: Sequence[str]) -> Matrix:
         session, tokenizer = self._load()
-        encodings = tokenizer.encode_batch(list(texts))
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(texts), width), dtype=np.int64)
-        mask = np.zeros((len(texts), width), dtype=np.int64)
-        for i, e in enumerate(encodings):
-            ids[i, : len(e.ids)] = e.ids
-            mask[i, : len(e.ids)] = 1
+        ids, mask = pad_numpy([e.ids for e in tokenizer.encode_batch(list(texts))])
         out: Matrix = session(ids, mask).astype(np.float32)
         return out
 

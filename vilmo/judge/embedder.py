@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from vilmo.judge.shared_cache import SharedCache, dump_vector, load_vector
+from vilmo.judge.windowing import pad_numpy
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
@@ -235,13 +236,7 @@ class OnnxEmbedder:
 
     def _run(self, texts: Sequence[str]) -> Matrix:
         session, tokenizer = self._load()
-        encodings = tokenizer.encode_batch(list(texts))
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(texts), width), dtype=np.int64)
-        mask = np.zeros((len(texts), width), dtype=np.int64)
-        for i, e in enumerate(encodings):
-            ids[i, : len(e.ids)] = e.ids
-            mask[i, : len(e.ids)] = 1
+        ids, mask = pad_numpy([e.ids for e in tokenizer.encode_batch(list(texts))])
         out: Matrix = session(ids, mask).astype(np.float32)
         return out
 
