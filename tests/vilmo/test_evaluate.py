@@ -111,3 +111,14 @@ def test_markdown_without_baseline_shows_na() -> None:
     assert summary["conditions"]["static"]["delta_apv_vs_none"] == {"value": None,
                                                                     "ci": [None, None]}
     assert "n/a" in markdown(summary)
+
+
+def test_the_judge_report_names_shipped_weights_without_the_machines_path(tmp_path: Path) -> None:
+    """`heldout.json` is committed: it named the worktree that made it (/work/wt/...)."""
+    from vilmo.evaluation.classifier_eval import weights_name
+    from vilmo.judge.value_model import default_model_dir
+
+    assert weights_name(default_model_dir()) == "vilmo/models/value_classifier"
+    assert weights_name(tmp_path / "mine") == str(tmp_path / "mine")
+    shipped = json.loads((default_model_dir() / "heldout.json").read_text())
+    assert shipped["model"] == "vilmo/models/value_classifier"

@@ -179,6 +179,16 @@ def safety_topics(model: BuiltinClassifier, root: Path) -> dict[str, Any]:
             "auc_per_category": {k: round(a, 4) for k, a in aucs.items()}}
 
 
+def weights_name(model_dir: Path) -> str:
+    """The weights' folder as the report names it: relative to the package's parent for the
+    shipped weights (a report does not carry the path of the machine that made it)."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        return str(model_dir.resolve().relative_to(package.parent))
+    except ValueError:
+        return str(model_dir)
+
+
 def evaluate(root: Path, model: BuiltinClassifier | None = None,
              progress: Progress | None = None, policy: Path | None = None,
              legacy: bool = True) -> dict[str, Any]:
@@ -188,7 +198,7 @@ def evaluate(root: Path, model: BuiltinClassifier | None = None,
     say = progress or (lambda _: None)
     policy = policy or SHIPPED_POLICIES / "default.yaml"
     judge = Judge(model, policy_thresholds(policy))
-    out: dict[str, Any] = {"model": str(model.model_dir), "policy": policy.stem,
+    out: dict[str, Any] = {"model": weights_name(Path(model.model_dir)), "policy": policy.stem,
                            "operating_rule": model.config.get("operating_rule")}
     targets: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("t1_sounds_unsafe_replies_flagged", lambda: sounds_unsafe(judge)),
