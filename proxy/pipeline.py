@@ -31,6 +31,7 @@ seams and turned into responses by the app's handlers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -104,7 +105,11 @@ async def call_upstream(req: ChatRequest, services: Services, call: Call, facts:
     policy = call.policy                                                          # 4: in call
     if req.stream:
         return await stream(call, facts, services, req.ledger, pending_input)     # 5-8
-    completion = await services.upstream.complete(call.params())                  # 5
+    try:
+        completion = await services.upstream.complete(call.params())              # 5
+    except Exception:
+        await note_pending_input(pending_input, facts, req.ledger)
+        raise
     if pending_input is not None:
         facts = note(replace(facts, input=await pending_input))
     verdict = await check_reply(services, call, completion)                       # 6
@@ -128,7 +133,11 @@ async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger,
     verdict still pending is awaited once the stream is open (the headers carry it)."""
     policy = call.policy
     deadline = asyncio.get_running_loop().time() + policy.streaming.stream_timeout_s
-    chunks = await open_timed_stream(services.upstream, call.params(), deadline)  # 5
+    try:
+        chunks = await open_timed_stream(services.upstream, call.params(), deadline)  # 5
+    except Exception:
+        await note_pending_input(pending_input, facts, ledger)
+        raise
     if pending_input is not None:
         try:
             facts = ledger.note(replace(facts, input=await pending_input))
@@ -149,6 +158,16 @@ def recorder(ledger: Ledger, facts: Facts, services: Services) -> Finish:
     def finish(reply: Judgement, status: str, error_code: str | None) -> None:
         services.finish(ledger, status, error_code, replace(facts, reply=reply))
     return finish
+
+
+async def note_pending_input(pending: asyncio.Future[Judgement] | None, facts: Facts,
+                             ledger: Ledger) -> None:
+    """The upstream failed before an input verdict that only records came in: the error's
+    record still carries it (the check is bounded by its own timeout; its own failure is not
+    the one reported)."""
+    if pending is not None:
+        with contextlib.suppress(Exception):
+            ledger.note(replace(facts, input=await pending))
 
 
 def input_may_stop(policy: Policy) -> bool:

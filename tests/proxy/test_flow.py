@@ -6,17 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fakes import CALM, CRASH, VIOLENT, FakeUpstream, MemoryAudit, fake_services, post_chat
+from fakes import (
+    CALM,
+    CRASH,
+    VIOLENT,
+    FakeUpstream,
+    KeywordClassifier,
+    MemoryAudit,
+    fake_services,
+    post_chat,
+)
 
 from proxy.errors import UpstreamFailed
 from proxy.record import RequestRecord
 from proxy.services import Services
 from vilmo.instruct.principles import PrincipleBank
+from vilmo.judge.classifier import ScoreInput, ValueScores
 
 ASK = [{"role": "user", "content": "My neighbour insulted me. What should I do?"}]
 REFUSAL = "REFUSED-BY-POLICY"
@@ -173,6 +185,30 @@ def test_errors_are_recorded_with_the_facts_known_so_far(services: Services,
     record = record_of(services)
     assert (record.status, record.error_code) == ("502", "upstream_error")
     assert record.policy == "g-block-buffer" and record.principles == ("care-1",)
+
+
+class SlowKeywordClassifier(KeywordClassifier):
+    """The keyword judge, slower than an upstream that fails at once."""
+
+    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
+        time.sleep(0.2)
+        return super().score(items, value_ids)
+
+
+@pytest.mark.parametrize("mode", ["plain", "monitor"])
+def test_an_input_verdict_still_pending_when_the_upstream_fails_is_recorded(
+        policy_dir: Path, bank: PrincipleBank, upstream: FakeUpstream, mode: str) -> None:
+    """An annotate-only input verdict does not hold the upstream call back; when that call
+    fails first, the error's record still carries the verdict (nothing recorded is lost)."""
+    services = fake_services(policy_dir, bank, upstream, SlowKeywordClassifier())
+    upstream.fail = UpstreamFailed("gone", code="upstream_error")
+    response = chat(services, "g-input-annotate", mode,
+                    messages=[{"role": "user", "content": VIOLENT}])
+    assert response.status_code == 502
+    record = record_of(services)
+    assert (record.status, record.error_code) == ("502", "upstream_error")
+    assert record.input_verdict is not None
+    assert "mft.care" in json.dumps(record.input_verdict)
 
 
 def test_the_audit_line_has_the_documented_shape(services: Services) -> None:
