@@ -180,14 +180,19 @@ def test_a_lone_check_runs_at_once_without_a_timed_window(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 16: an idle batcher does not sleep a batching window before a lone check (it
     used to wait 5 ms for company that never came). Every sleep the batcher asks for is
-    recorded: none may be longer than one turn of the loop."""
+    recorded: none may be longer than one turn of the loop. Only this thread's sleeps count:
+    the patch is process-wide, and a server thread of an earlier test may still be winding
+    down (uvicorn's loop ticks with 0.1 s sleeps)."""
     fake = KeywordClassifier(["mft.care"])
     slept: list[float] = []
     real_sleep = asyncio.sleep
+    here = threading.get_ident()
 
     async def recording_sleep(delay: float, result: object = None) -> object:
-        slept.append(delay)
-        return await real_sleep(0, result)
+        if threading.get_ident() == here:
+            slept.append(delay)
+            return await real_sleep(0, result)
+        return await real_sleep(delay, result)
 
     monkeypatch.setattr(asyncio, "sleep", recording_sleep)
 

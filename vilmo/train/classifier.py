@@ -31,6 +31,7 @@ from vilmo.train.examples import DevSplit, Sizes, build
 from vilmo.train.operating import operating_points
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedTokenizerBase
 
     from vilmo.judge.value_net import ValueNet, WindowSpec
@@ -80,6 +81,29 @@ def _label_arrays(examples: Sequence[Example], names: Sequence[str]
             y[i, col[name]] = target
             m[i, col[name]] = 1.0
     return y, m
+
+
+def fine_tuning(net: ValueNet, steps: int, lr_layers: float, lr_head: float,
+                weight_decay: float,
+                ) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer,
+                           torch.optim.lr_scheduler.LRScheduler]:
+    """What the judge's and the request reader's fine-tunings share: the layers above
+    ``net.n_frozen`` and the head train (the rest is frozen), AdamW with a learning rate each,
+    5 % linear warm-up then linear decay over ``steps``. The trained layers' parameters (for
+    gradient clipping), the optimiser and its schedule."""
+    import torch
+
+    for p in net.bert.parameters():
+        p.requires_grad = False
+    top = [p for layer in net.bert.encoder.layer[net.n_frozen:] for p in layer.parameters()]
+    for p in top:
+        p.requires_grad = True
+    opt = torch.optim.AdamW([{"params": top, "lr": lr_layers},
+                             {"params": net.head.parameters(), "lr": lr_head}],
+                            weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / (0.05 * steps)) * max(0.0, 1 - k / steps))
+    return top, opt, sched
 
 
 def _batches(lengths: Sequence[int], size: int, rng: random.Random) -> list[list[int]]:
@@ -168,11 +192,6 @@ def fit_network(net: ValueNet, tokenizer: PreTrainedTokenizerBase, train: Sequen
     from vilmo.judge.value_net import WindowSpec, pad, windows
 
     spec = WindowSpec(max_length=s.train_length, fine_length=s.fine_length)
-    for p in net.bert.parameters():
-        p.requires_grad = False
-    top = [p for layer in net.bert.encoder.layer[net.n_frozen:] for p in layer.parameters()]
-    for p in top:
-        p.requires_grad = True
 
     keys = list(dict.fromkeys((e.prompt, e.response) for e in train))
     index = {k: i for i, k in enumerate(keys)}
@@ -192,12 +211,8 @@ def fit_network(net: ValueNet, tokenizer: PreTrainedTokenizerBase, train: Sequen
     rows = [index[(e.prompt, e.response)] for e in train]
     y_np, m_np = _label_arrays(train, names)
     y, m = torch.from_numpy(y_np), torch.from_numpy(m_np)
-    opt = torch.optim.AdamW([{"params": top, "lr": s.lr_layers},
-                             {"params": net.head.parameters(), "lr": s.lr_head}],
-                            weight_decay=s.weight_decay)
     steps = s.epochs * ((len(train) + s.batch_size - 1) // s.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min(1.0, (k + 1) / (0.05 * steps)) * max(0.0, 1 - k / steps))
+    top, opt, sched = fine_tuning(net, steps, s.lr_layers, s.lr_head, s.weight_decay)
     bce = torch.nn.BCEWithLogitsLoss(reduction="none")
     net.train()
     net.bert.embeddings.eval()

@@ -149,7 +149,7 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
 
     from vilmo.judge.embedder import packaged_model_path
     from vilmo.judge.value_net import ValueNet, load_base
-    from vilmo.train.classifier import _batches
+    from vilmo.train.classifier import _batches, fine_tuning
 
     s = settings or ReaderSettings()
     started = time.monotonic()
@@ -169,18 +169,9 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
     for i, r in enumerate(rows):
         if r.split == "train" and m_all[i].sum() > 0:
             by_source.setdefault(r.source, []).append(i)
-    for p in net.bert.parameters():
-        p.requires_grad = False
-    top = [p for layer in net.bert.encoder.layer[s.n_frozen:] for p in layer.parameters()]
-    for p in top:
-        p.requires_grad = True
     per_epoch = sum(DRAWS.get(src, 0) for src in by_source)
     steps = s.epochs * ((per_epoch + s.batch_size - 1) // s.batch_size)
-    opt = torch.optim.AdamW([{"params": top, "lr": s.lr_layers},
-                             {"params": net.head.parameters(), "lr": s.lr_head}],
-                            weight_decay=s.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min(1.0, (k + 1) / (0.05 * steps)) * max(0.0, 1 - k / steps))
+    top, opt, sched = fine_tuning(net, steps, s.lr_layers, s.lr_head, s.weight_decay)
     bce = torch.nn.BCEWithLogitsLoss(reduction="none")
     losses: list[float] = []
     for epoch in range(s.epochs):
