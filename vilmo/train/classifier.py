@@ -41,7 +41,9 @@ FORMAT = "vilmo-value-classifier/1"
 
 
 @dataclass(frozen=True, slots=True)
-class TrainSettings:
+class FineTuneSettings:
+    """What every fine-tuning of MiniLM's upper layers here is set by (the judge's and the
+    request reader's)."""
     epochs: int = 2
     seed: int = 13
     n_frozen: int = 4
@@ -49,6 +51,10 @@ class TrainSettings:
     lr_layers: float = 1e-4
     lr_head: float = 2e-3
     weight_decay: float = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSettings(FineTuneSettings):
     max_length: int = 256
     """Serving window (tokens)."""
     fine_length: int = 128
@@ -104,6 +110,34 @@ def fine_tuning(net: ValueNet, steps: int, lr_layers: float, lr_head: float,
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / (0.05 * steps)) * max(0.0, 1 - k / steps))
     return top, opt, sched
+
+
+def stack_cached(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached frozen-layer outputs (one fp16 ``[tokens, hidden]`` tensor a text) as one
+    right-padded fp32 batch and its attention mask, what the trained layers read."""
+    import torch
+
+    width = max(len(t) for t in seqs)
+    hidden = torch.zeros((len(seqs), width, seqs[0].shape[1]))
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for j, t in enumerate(seqs):
+        hidden[j, : len(t)] = t.float()
+        mask[j, : len(t)] = 1
+    return hidden, mask
+
+
+def take_step(loss: torch.Tensor, opt: torch.optim.Optimizer,
+              sched: torch.optim.lr_scheduler.LRScheduler,
+              trained: list[torch.nn.Parameter]) -> float:
+    """One optimiser step on ``loss`` (gradients clipped to norm 1); the loss's value."""
+    import torch
+
+    opt.zero_grad()
+    torch.autograd.backward(loss)
+    torch.nn.utils.clip_grad_norm_(trained, 1.0)
+    opt.step()
+    sched.step()
+    return float(loss.detach())
 
 
 def _batches(lengths: Sequence[int], size: int, rng: random.Random) -> list[list[int]]:
@@ -221,23 +255,12 @@ def fit_network(net: ValueNet, tokenizer: PreTrainedTokenizerBase, train: Sequen
         bar = tqdm(_batches([len(ids[r]) for r in rows], s.batch_size, rng),
                    desc=f"epoch {epoch + 1}/{s.epochs}", disable=not progress)
         for batch in bar:
-            seqs = [cache[rows[b]] for b in batch]
-            width = max(len(t) for t in seqs)
-            hidden = torch.zeros((len(seqs), width, seqs[0].shape[1]))
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for j, t in enumerate(seqs):
-                hidden[j, : len(t)] = t.float()
-                mask[j, : len(t)] = 1
+            hidden, mask = stack_cached([cache[rows[b]] for b in batch])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
                 logits = net.upper(hidden, mask).float()
             mb = m[batch]
             loss = ((bce(logits, y[batch]) * mb).sum(1) / mb.sum(1).clamp(min=1.0)).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(top + list(net.head.parameters()), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(take_step(loss, opt, sched, top + list(net.head.parameters())))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     net.eval()
     return losses

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vilmo.numeric import sigmoid
+from vilmo.train.classifier import FineTuneSettings, stack_cached
 from vilmo.train.stakes import LABELLED_SYSTEMS, _columns, system_labels
 from vilmo.train.stakes_data import BENIGN, EVERYDAY, LabelledPrompt, stakes_prompts
 from vilmo.train.stakes_gate import GATE_BENIGN_TARGET, gate_label
@@ -46,14 +47,7 @@ DRAWS = {"saferlhf": 6000, "moral-stories": 1500, "hh": 3000, "hh-later-turns": 
 
 
 @dataclass(frozen=True, slots=True)
-class ReaderSettings:
-    epochs: int = 2
-    seed: int = 13
-    n_frozen: int = 4
-    batch_size: int = 32
-    lr_layers: float = 1e-4
-    lr_head: float = 2e-3
-    weight_decay: float = 0.01
+class ReaderSettings(FineTuneSettings):
     max_tokens: int = 64
     threads: int = 2
 
@@ -113,18 +107,6 @@ def lower_cache(net: ValueNet, ids: Sequence[list[int]], progress: bool = True
     return cache
 
 
-def _stack(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch
-
-    width = max(len(t) for t in seqs)
-    hidden = torch.zeros((len(seqs), width, seqs[0].shape[1]))
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for j, t in enumerate(seqs):
-        hidden[j, : len(t)] = t.float()
-        mask[j, : len(t)] = 1
-    return hidden, mask
-
-
 def upper_logits(net: ValueNet, cache: Sequence[torch.Tensor], rows: Sequence[int]) -> np.ndarray:
     """The reader's logits for cached rows (inference)."""
     import torch
@@ -134,7 +116,7 @@ def upper_logits(net: ValueNet, cache: Sequence[torch.Tensor], rows: Sequence[in
     with torch.inference_mode():
         for start in range(0, len(order), 128):
             chunk = order[start:start + 128]
-            out.append(net.upper(*_stack([cache[i] for i in chunk])).numpy())
+            out.append(net.upper(*stack_cached([cache[i] for i in chunk])).numpy())
     logits = np.concatenate(out)
     where = {r: n for n, r in enumerate(order)}
     return logits[[where[r] for r in rows]]
@@ -149,7 +131,7 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
 
     from vilmo.judge.embedder import packaged_model_path
     from vilmo.judge.value_net import ValueNet, load_base
-    from vilmo.train.classifier import _batches, fine_tuning
+    from vilmo.train.classifier import _batches, fine_tuning, take_step
 
     s = settings or ReaderSettings()
     started = time.monotonic()
@@ -182,18 +164,13 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
         batches = _batches([len(ids[i]) for i in drawn], s.batch_size, rng)
         for n, batch in enumerate(batches):
             picked = [drawn[b] for b in batch]
-            logits = net.upper(*_stack([cache[i] for i in picked]))
+            logits = net.upper(*stack_cached([cache[i] for i in picked]))
             y, m = y_all[picked], m_all[picked]
             loss_all = bce(logits, y) * m
             gate = loss_all[:, 0]
             heads = loss_all[:, 1:].sum(1) / m[:, 1:].sum(1).clamp(min=1.0)
             loss = (gate + heads).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(top + list(net.head.parameters()), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(take_step(loss, opt, sched, top + list(net.head.parameters())))
             if progress and n % 50 == 0:
                 print(f"epoch {epoch + 1} step {n}/{len(batches)} loss "
                       f"{np.mean(losses[-50:]):.4f} {time.monotonic() - started:.0f}s",
