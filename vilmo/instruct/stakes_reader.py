@@ -16,8 +16,6 @@ from one cache per text.
 from __future__ import annotations
 
 import json
-import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -26,18 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vilmo.judge.embedder import DIMENSIONS, MAX_TOKENS, _LruCache, packaged_model_path
-from vilmo.judge.shared_cache import SharedCache, dump_vector, load_vector
-from vilmo.judge.windowing import pad_numpy
+from vilmo.judge.embedder import DIMENSIONS, CachedGraph, packaged_model_path
 from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 from vilmo.values import VALUES
 
 if TYPE_CHECKING:
     import torch
-    from tokenizers import Tokenizer
-
-    from vilmo.judge.value_onnx import Int8Session
 
 KIND = "stakes_reader"
 SHARED_KEY_PREFIX = "stakes-reader-int8:"
@@ -74,11 +67,16 @@ class PromptReading:
     probabilities: np.ndarray
 
 
-class StakesReader:
-    """The combined int8 graph (embedding + reader logits) with an LRU cache per text."""
+class StakesReader(CachedGraph):
+    """The combined int8 graph (embedding + reader logits), its rows cached per text."""
+
+    width = DIMENSIONS + 1 + len(VALUES)
+    kind = KIND
+    shared_prefix = SHARED_KEY_PREFIX
 
     def __init__(self, model_dir: str | Path | None = None, cache_size: int = 4096,
                  batch_size: int = 32, threads: int | None = 1) -> None:
+        super().__init__(cache_size, batch_size, threads)
         self.model_dir = Path(model_dir) if model_dir else default_reader_dir()
         self.config: dict[str, Any] = json.loads(
             (self.model_dir / "config.json").read_text("utf-8"))
@@ -86,12 +84,6 @@ class StakesReader:
             raise ValueError("the reader's outputs do not match the taxonomy's value ids")
         platt = self.config["gate"]["platt"]
         self._a, self._b = float(platt[0]), float(platt[1])
-        self.batch_size = batch_size
-        self.threads = threads
-        self.cache = _LruCache(cache_size)
-        self.shared: SharedCache | None = None
-        self._loaded: tuple[Int8Session, Tokenizer] | None = None
-        self._lock = threading.Lock()
 
     @property
     def threshold(self) -> float:
@@ -102,55 +94,8 @@ class StakesReader:
         return [self.model_dir / "weights.safetensors",
                 *sorted(packaged_model_path().glob("*.safetensors"))]
 
-    def graph_path(self) -> Path:
-        """Where the graph is cached (whether or not it is there yet)."""
-        from vilmo.judge.value_onnx import graph_path
-
-        return graph_path(KIND, self._sources())
-
-    def warm_up(self) -> None:
-        """Build or load the graph now (``vilmo warmup``, start-up), not on the first request."""
-        self._run(["warm-up"])
-
-    def use_cache(self, cache: SharedCache | None) -> None:
-        """Keep readings in ``cache`` (shared, expiring) instead of the in-process LRU."""
-        self.shared = cache
-
-    def _load(self) -> tuple[Int8Session, Tokenizer]:
-        with self._lock:
-            if self._loaded is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                from tokenizers import Tokenizer
-
-                from vilmo.judge.value_onnx import int8_session
-
-                path = packaged_model_path()
-                tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-                tokenizer.no_padding()
-                tokenizer.enable_truncation(MAX_TOKENS)
-                session = int8_session(lambda: reader_network(self.model_dir), self._sources(),
-                                       self.threads or 1, kind=KIND)
-                self._loaded = (session, tokenizer)
-            return self._loaded
-
-    def _run(self, texts: Sequence[str]) -> Matrix:
-        session, tokenizer = self._load()
-        ids, mask = pad_numpy([e.ids for e in tokenizer.encode_batch(list(texts))])
-        out: Matrix = session(ids, mask).astype(np.float32)
-        return out
-
-    def rows(self, texts: Sequence[str]) -> Matrix:
-        """The graph's output per text: the embedding, then the gate and value logits."""
-        width = DIMENSIONS + 1 + len(VALUES)
-        found = {t: v for t in dict.fromkeys(texts) if (v := self._cached(t, width)) is not None}
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
-        for start in range(0, len(missing), self.batch_size):
-            batch = missing[start:start + self.batch_size]
-            for text, row in zip(batch, self._run(batch), strict=True):
-                found[text] = row
-                self._keep(text, row)
-        return (np.stack([found[t] for t in texts]) if texts
-                else np.zeros((0, width), dtype=np.float32))
+    def _network(self) -> torch.nn.Module:
+        return reader_network(self.model_dir)
 
     def encode(self, texts: Sequence[str]) -> Matrix:
         """Unit-length sentence embeddings (``TextEncoder``), one row per text."""
@@ -163,20 +108,6 @@ class StakesReader:
         gate = float(sigmoid(np.float32(self._a * row[DIMENSIONS] + self._b)))
         probs = sigmoid(row[DIMENSIONS + 1:]).astype(np.float32)
         return PromptReading(row[:DIMENSIONS], gate, probs)
-
-    def _cached(self, text: str, width: int) -> np.ndarray | None:
-        shared = self.shared
-        if shared is None:
-            return self.cache.get(text)
-        data = shared.get(SHARED_KEY_PREFIX + text)
-        return None if data is None else load_vector(data, width)
-
-    def _keep(self, text: str, row: np.ndarray) -> None:
-        shared = self.shared
-        if shared is None:
-            self.cache.put(text, row)
-        else:
-            shared.put(SHARED_KEY_PREFIX + text, dump_vector(row))
 
 
 def reader_network(model_dir: Path) -> torch.nn.Module:

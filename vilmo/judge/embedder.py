@@ -138,20 +138,20 @@ class _LruCache:
         return len(self._items)
 
 
-class OnnxEmbedder:
-    """all-MiniLM-L6-v2 (mean pooling, unit length) as an ONNX graph, with an LRU cache.
+class CachedGraph:
+    """An ONNX Runtime graph over MiniLM's tokenizer that gives one row of ``width`` floats per
+    text, each text's row cached (an in-process LRU, or a shared cache: ``use_cache``).
 
-    The graph is exported from the packaged fp32 weights (and quantised, unless not
-    ``quantized``) by ``vilmo warmup`` or on first use, then read from the cache folder
-    (``vilmo.judge.value_onnx.cache_dir``) with onnxruntime and tokenizers only. The int8
-    embedding's cosine to the fp32 one of the same text is about 0.99; models trained on these
-    vectors (``vilmo/models/stakes.npz``) are trained through the int8 graph. The fp32 graph
-    gives the sentence-transformers embedding (``Embedder``) to within float rounding.
-    """
+    The graph is exported from ``_network()`` (and quantised, unless not ``quantized``) by
+    ``vilmo warmup`` or on first use, then read from the cache folder
+    (``vilmo.judge.value_onnx.cache_dir``) with onnxruntime and tokenizers only. Subclasses say
+    which network, from which weight files, under which names (``kind``, ``shared_prefix``)."""
 
-    def __init__(self, model_path: str | Path | None = None, cache_size: int = 4096,
-                 batch_size: int = 32, threads: int | None = 1, quantized: bool = True) -> None:
-        self.model_path = Path(model_path) if model_path else None
+    width: int
+    """Floats per output row."""
+
+    def __init__(self, cache_size: int = 4096, batch_size: int = 32, threads: int | None = 1,
+                 quantized: bool = True) -> None:
         self.batch_size = batch_size
         self.quantized = quantized
         self.threads = threads
@@ -163,6 +163,54 @@ class OnnxEmbedder:
         self._loaded: tuple[Int8Session, Tokenizer] | None = None
         self._lock = threading.Lock()
 
+    @property
+    def kind(self) -> str:
+        """The cached graph's file name."""
+        raise NotImplementedError
+
+    @property
+    def shared_prefix(self) -> str:
+        """Where this graph's rows sit in a shared cache (graphs and runtimes never mix)."""
+        raise NotImplementedError
+
+    def _sources(self) -> list[Path]:
+        """The weight files the graph is made from (its cache key)."""
+        raise NotImplementedError
+
+    def _network(self) -> torch.nn.Module:
+        """The fp32 ``(ids, mask) -> rows`` network to export."""
+        raise NotImplementedError
+
+    def _tokenizer_path(self) -> Path:
+        return packaged_model_path()
+
+    def graph_path(self) -> Path:
+        """Where the graph is cached (whether or not it is there yet)."""
+        from vilmo.judge.value_onnx import graph_path
+
+        return graph_path(self.kind, self._sources(), self.quantized)
+
+    def use_cache(self, cache: SharedCache | None) -> None:
+        """Keep rows in ``cache`` (shared, expiring) instead of the in-process LRU, so a
+        prompt read by one replica is not read again by another."""
+        self.shared = cache
+
+    def warm_up(self) -> None:
+        """Build or load the graph now (``vilmo warmup``, start-up), not on the first request."""
+        self._run(["warm-up"])
+
+    def rows(self, texts: Sequence[str]) -> Matrix:
+        """The graph's row per text; cached texts are not run again."""
+        found = {t: v for t in dict.fromkeys(texts) if (v := self._cached(t)) is not None}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start:start + self.batch_size]
+            for text, row in zip(batch, self._run(batch), strict=True):
+                found[text] = row
+                self._keep(text, row)
+        rows = [found[t] for t in texts]
+        return np.stack(rows) if rows else np.zeros((0, self.width), dtype=np.float32)
+
     def _load(self) -> tuple[Int8Session, Tokenizer]:
         with self._lock:
             if self._loaded is None:
@@ -171,74 +219,73 @@ class OnnxEmbedder:
 
                 from vilmo.judge.value_onnx import int8_session
 
-                path = self.model_path or packaged_model_path()
-                tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+                tokenizer = Tokenizer.from_file(str(self._tokenizer_path() / "tokenizer.json"))
                 tokenizer.no_padding()
                 tokenizer.enable_truncation(MAX_TOKENS)
-                sources = sorted(path.glob("*.safetensors"))
-                session = int8_session(lambda: _sentence_net(path), sources,
-                                       self.threads or 1, kind=self.kind,
-                                       quantized=self.quantized)
+                session = int8_session(self._network, self._sources(), self.threads or 1,
+                                       kind=self.kind, quantized=self.quantized)
                 self._loaded = (session, tokenizer)
             return self._loaded
-
-    def use_cache(self, cache: SharedCache | None) -> None:
-        """Keep embeddings in ``cache`` (shared, expiring) instead of the in-process LRU, so
-        a prompt embedded by one replica is not embedded again by another."""
-        self.shared = cache
-
-    @property
-    def shared_prefix(self) -> str:
-        """Where this graph's vectors sit in a shared cache: int8 and fp32 never mix."""
-        return SHARED_KEY_PREFIX if self.quantized else "minilm-l6-fp32:"
-
-    @property
-    def kind(self) -> str:
-        """The cached graph's name: the int8 and fp32 graphs are separate files."""
-        return "sentence_encoder" if self.quantized else "sentence_encoder_fp32"
-
-    def graph_path(self) -> Path:
-        """Where the graph is cached (whether or not it is there yet)."""
-        from vilmo.judge.value_onnx import graph_path
-
-        path = self.model_path or packaged_model_path()
-        return graph_path(self.kind, sorted(path.glob("*.safetensors")), self.quantized)
-
-    def warm_up(self) -> None:
-        """Build or load the graph now (startup), not on the first request."""
-        self._run(["warm-up"])
-
-    def encode(self, texts: Sequence[str]) -> Matrix:
-        """Unit-length embeddings, one row per text; cached texts are not encoded again."""
-        found = {t: v for t in dict.fromkeys(texts) if (v := self._cached(t)) is not None}
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
-        for start in range(0, len(missing), self.batch_size):
-            batch = missing[start:start + self.batch_size]
-            for text, vector in zip(batch, self._run(batch), strict=True):
-                found[text] = vector
-                self._keep(text, vector)
-        rows = [found[t] for t in texts]
-        return np.stack(rows) if rows else np.zeros((0, DIMENSIONS), dtype=np.float32)
 
     def _cached(self, text: str) -> np.ndarray | None:
         shared = self.shared
         if shared is None:
             return self.cache.get(text)
         data = shared.get(self.shared_prefix + text)
-        return None if data is None else load_vector(data, DIMENSIONS)
+        return None if data is None else load_vector(data, self.width)
 
-    def _keep(self, text: str, vector: np.ndarray) -> None:
+    def _keep(self, text: str, row: np.ndarray) -> None:
         shared = self.shared
         if shared is None:
-            self.cache.put(text, vector)
+            self.cache.put(text, row)
         else:
-            shared.put(self.shared_prefix + text, dump_vector(vector))
+            shared.put(self.shared_prefix + text, dump_vector(row))
 
     def _run(self, texts: Sequence[str]) -> Matrix:
         session, tokenizer = self._load()
         ids, mask = pad_numpy([e.ids for e in tokenizer.encode_batch(list(texts))])
         out: Matrix = session(ids, mask).astype(np.float32)
         return out
+
+
+class OnnxEmbedder(CachedGraph):
+    """all-MiniLM-L6-v2 (mean pooling, unit length) as an ONNX graph, with an LRU cache.
+
+    The int8 embedding's cosine to the fp32 one of the same text is about 0.99; models trained
+    on these vectors (``vilmo/models/stakes.npz``) are trained through the int8 graph. The fp32
+    graph (``quantized=False``) gives the sentence-transformers embedding (``Embedder``) to
+    within float rounding.
+    """
+
+    width = DIMENSIONS
+
+    def __init__(self, model_path: str | Path | None = None, cache_size: int = 4096,
+                 batch_size: int = 32, threads: int | None = 1, quantized: bool = True) -> None:
+        super().__init__(cache_size, batch_size, threads, quantized)
+        self.model_path = Path(model_path) if model_path else None
+
+    @property
+    def shared_prefix(self) -> str:
+        """int8 and fp32 vectors never mix."""
+        return SHARED_KEY_PREFIX if self.quantized else "minilm-l6-fp32:"
+
+    @property
+    def kind(self) -> str:
+        """The int8 and fp32 graphs are separate files."""
+        return "sentence_encoder" if self.quantized else "sentence_encoder_fp32"
+
+    def _tokenizer_path(self) -> Path:
+        return self.model_path or packaged_model_path()
+
+    def _sources(self) -> list[Path]:
+        return sorted(self._tokenizer_path().glob("*.safetensors"))
+
+    def _network(self) -> torch.nn.Module:
+        return _sentence_net(self._tokenizer_path())
+
+    def encode(self, texts: Sequence[str]) -> Matrix:
+        """Unit-length embeddings, one row per text; cached texts are not encoded again."""
+        return self.rows(texts)
 
 
 Int8Embedder = OnnxEmbedder
