@@ -39,7 +39,7 @@ from vilmo.instruct.instructions import (
 from vilmo.instruct.principles import STYLES, PrincipleBank
 from vilmo.instruct.scorer import InstructionScorer, ScorerStore
 from vilmo.instruct.second_look import SecondLook
-from vilmo.instruct.stakes import StakesModel, Vector
+from vilmo.instruct.stakes import StakesModel
 from vilmo.instruct.stakes_reader import PromptReading, StakesReader
 from vilmo.judge.embedder import TextEncoder, cache_key
 from vilmo.judge.shared_cache import SharedCache
@@ -170,17 +170,11 @@ class VilmoGenerator:
         """The default gate threshold (chosen on dev) of whichever model reads prompts."""
         return self.reader.threshold if self.reader is not None else self.retriever.stakes.threshold
 
-    def judge(self, reading: PromptReading | Vector, policy: Policy,
-              prompt: str = "") -> tuple[str, ...]:
-        """The policy's values at stake for a prompt, most at stake first; empty when the
-        gate's probability is below the policy's threshold and the judge's second look (if
-        any) finds no policy value at stake in the prompt's text. Values the second look finds
-        come first, then those of the values-at-stake heads. A bare embedding is read by the
-        stakes model."""
-        if not isinstance(reading, PromptReading):
-            stakes = self.retriever.stakes
-            reading = PromptReading(reading, stakes.at_stake_probability(reading)
-                                    if reading.any() else 0.0, stakes.probabilities(reading))
+    def judge(self, reading: PromptReading, policy: Policy, prompt: str = "") -> tuple[str, ...]:
+        """The policy's values at stake for a prompt (``read``), most at stake first; empty
+        when the gate's probability is below the policy's threshold and the judge's second look
+        (if any) finds no policy value at stake in the prompt's text. Values the second look
+        finds come first, then those of the values-at-stake heads."""
         threshold = policy.instructions.stakes_threshold
         if threshold is None:
             threshold = self.threshold
