@@ -29,13 +29,15 @@ import httpx
 from bench_serving import REPLY, cpu_seconds
 from harness import (
     REPO,
-    SHIPPED_POLICY_DIR,
     chat_body,
     prompts,
+    start_tree,
     timed_post,
     timed_stream,
     wait_ready,
 )
+
+from vilmo.policy_store import SHIPPED_POLICY_DIR
 
 POLICIES = {
     "passthrough": "values:\n  mft.care: {}\ninstructions: {generator: none}\n"
@@ -56,17 +58,6 @@ def policy_dir(work: Path) -> Path:
     for name, text in POLICIES.items():
         (target / f"{name}.yaml").write_text(f"name: {name}\n{text}")
     return target
-
-
-def start(tree: Path, config: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1",
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    code = "import sys; from vilmo.cli import main; sys.argv[0] = 'vilmo'; main()"
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, "serve", "--config", str(config), "--port", str(port)],
-        env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(f"http://127.0.0.1:{port}/healthz", process)
-    return process
 
 
 def stage_sums(client: httpx.Client, url: str) -> dict[tuple[str, str], float]:
@@ -101,7 +92,7 @@ def main() -> None:
                               f"      api_key: sk-bench\nrouter_settings: {{num_retries: 0}}\n"
                               f"policy_dir: {policies}\nstore: {{path: {work / name / 'db'}}}\n")
             port = free_port()
-            processes[name] = start(tree, config, port)
+            processes[name] = start_tree(tree, config, port)
             urls[name] = f"http://127.0.0.1:{port}/v1"
         texts = prompts(args.rounds * 4 + 40)
         times: dict[tuple[str, str], list[float]] = {}

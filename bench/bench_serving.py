@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from harness import REPO, chat_body, prompts, serve_stub, wait_ready  # noqa: F401
+from harness import REPO, chat_body, prompts, serve_stub, start_tree, wait_ready  # noqa: F401
 
 REPLY = ("Here is a practical plan. First, talk to them calmly and explain how the situation "
          "affected you, using specific examples rather than general accusations. Second, "
@@ -69,14 +69,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def start(gateway: Gateway, config: Path, port: int) -> None:
-    env = {**os.environ, "PYTHONPATH": str(gateway.tree), "VILMO_CACHE_DIR": str(gateway.cache),
-           "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    code = "import sys; from vilmo.cli import main; sys.argv[0] = 'vilmo'; main()"
     started = time.perf_counter()
-    gateway.process = subprocess.Popen(
-        [sys.executable, "-c", code, "serve", "--config", str(config), "--port", str(port)],
-        env=env, cwd=gateway.tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(f"http://127.0.0.1:{port}/healthz", gateway.process)
+    gateway.process = start_tree(gateway.tree, config, port, gateway.cache)
     gateway.startup_s = time.perf_counter() - started
     gateway.url = f"http://127.0.0.1:{port}/v1"
 

@@ -98,6 +98,21 @@ def servers(policies: dict[str, str], reply: str | None = None,
         shutil.rmtree(work, ignore_errors=True)
 
 
+def start_tree(tree: Path, config: Path, port: int,
+               cache_dir: Path | None = None) -> subprocess.Popen[bytes]:
+    """`vilmo serve` from the source tree ``tree`` (another checkout, for a before/after run),
+    ready to answer; ``cache_dir``: its own graph cache."""
+    env = {**ENV, "PYTHONPATH": str(tree)}
+    if cache_dir is not None:
+        env["VILMO_CACHE_DIR"] = str(cache_dir)
+    code = "import sys; from vilmo.cli import main; sys.argv[0] = 'vilmo'; main()"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "--config", str(config), "--port", str(port)],
+        env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+    return process
+
+
 def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
