@@ -34,7 +34,6 @@ class CacheWriter:
         self._queue: queue.Queue[tuple[StoreCache, str, bytes] | None] = queue.Queue(max_pending)
         self._pending: dict[tuple[CacheName, str], bytes] = {}
         self._lock = threading.Lock()
-        self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="vilmo-cache-writer", daemon=True)
         self._thread.start()
 
@@ -43,9 +42,8 @@ class CacheWriter:
             self._pending[(cache.name, key)] = value
         try:
             self._queue.put_nowait((cache, key, value))
-        except queue.Full:
+        except queue.Full:  # a cache may forget: the value is computed again when asked
             with self._lock:
-                self.dropped += 1
                 self._pending.pop((cache.name, key), None)
 
     def pending(self, name: CacheName, key: str) -> bytes | None:
@@ -53,11 +51,18 @@ class CacheWriter:
         with self._lock:
             return self._pending.get((name, key))
 
-    def close(self) -> None:
-        """Write what is queued, then stop (before the store closes)."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued, then stop (before the store closes); a store too slow to take
+        the queue within ``timeout_s`` does not hold the shutdown (cache values may be lost)."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            log.warning("cache writer: store too slow, %d values not written",
+                        self._queue.qsize())
+            return
+        self._thread.join(timeout_s)
 
     def _run(self) -> None:
         while True:

@@ -90,7 +90,7 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
     if classifier_for is None:
         classifiers = build_judge(embedder)
         # The instruction step's second look reads the prompt with the same built-in judge the
-        # input check runs, so a prompt the input check has scored is a cache hit (one pass).
+        # input check runs, so the prompt is read once whichever of the two asks first.
         second_look = SecondLook(classifiers.builtin)
         classifier_for = classifiers
     # The instruction step reads every prompt: the request reader where shipped (one int8 pass

@@ -13,8 +13,8 @@ SafeRLHF questions at 0.4 points of dev benign prompts).
 
 Cost: one extra pass of the judge, for prompts in the band only (on dev, 8.3 % of everyday
 prompts and 16 % of SafeRLHF questions). When the policy checks input, the gateway scores the
-same text with the same classifier alongside the instruction step, so the judge answers from
-its cache when the input check finished first. The thresholds were chosen on dev only
+same text with the same classifier alongside the instruction step; the judge reads a text once
+(a caller asking for a text being read waits for that reading), so it is one pass. The thresholds were chosen on dev only
 (``bench/select_second_look.py --split dev``; ``vilmo/models/GENERATOR.md``).
 """
 

@@ -8,7 +8,7 @@ is not diluted by the sentences around it; the sentence reading is a second read
 operating points (``sentence_operating_points``), and a sentence speaks only for the heads that
 can judge a sentence cut out of its reply (not ``WindowSpec.span_ignores``). The network runs as
 an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for speed; results of recent texts are
-cached, so a repeated reply is not encoded again.
+cached, so a repeated reply is not encoded again, nor a reply another thread is reading now.
 
 Violation scores are rescaled at each value's operating point (``operating_points`` in the
 weights' config, chosen on dev by ``vilmo.train.operating.operating_points``): a score of 0.5
@@ -24,6 +24,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -98,6 +99,8 @@ class BuiltinClassifier:
         self.batch_size = batch_size
         self._cache: OrderedDict[tuple[str | None, str], _Reading] = OrderedDict()
         self._cache_size = cache_size
+        self._reading: dict[tuple[str | None, str], Future[_Reading]] = {}
+        """Texts being read now, by any thread: another caller waits for them (one pass)."""
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
 
@@ -280,12 +283,29 @@ class BuiltinClassifier:
         keys = [(it.prompt or None, it.response) for it in items]
         with self._lock:
             known = {k: self._cache[k] for k in keys if k in self._cache}
-        todo = list(dict.fromkeys(k for k in keys if k not in known))
-        if todo:
-            fresh = dict(zip(todo, self._values([ScoreInput(r, p) for p, r in todo]),
-                             strict=True))
-            known.update(fresh)
-            self._remember(fresh)
+            elsewhere = {k: self._reading[k] for k in keys
+                         if k not in known and k in self._reading}
+            todo = list(dict.fromkeys(k for k in keys if k not in known and k not in elsewhere))
+            mine: dict[tuple[str | None, str], Future[_Reading]] = {k: Future() for k in todo}
+            self._reading.update(mine)
+        try:
+            if todo:
+                fresh = dict(zip(todo, self._values([ScoreInput(r, p) for p, r in todo]),
+                                 strict=True))
+                known.update(fresh)
+                self._remember(fresh)
+                for key, future in mine.items():
+                    future.set_result(fresh[key])
+        except BaseException as error:
+            for future in mine.values():
+                future.set_exception(error)
+            raise
+        finally:
+            with self._lock:
+                for key in todo:
+                    self._reading.pop(key, None)
+        # Only after this call's own texts are read: two callers never wait for each other.
+        known.update({k: future.result() for k, future in elsewhere.items()})
         return [known[k] for k in keys]
 
     def _remember(self, results: dict[tuple[str | None, str], _Reading]) -> None:
