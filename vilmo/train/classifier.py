@@ -112,6 +112,30 @@ def fine_tuning(net: ValueNet, steps: int, lr_layers: float, lr_head: float,
     return top, opt, sched
 
 
+def cache_frozen(net: ValueNet, ids: Sequence[list[int]], progress: bool = True,
+                 ) -> list[torch.Tensor]:
+    """The frozen layers' output per token sequence (fp16, its own length), computed once
+    (sequences of similar length batched together), so a training step runs only the trained
+    layers."""
+    import torch
+    from tqdm import tqdm
+
+    from vilmo.judge.value_net import pad
+
+    cache: list[torch.Tensor] = [torch.empty(0)] * len(ids)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    net.eval()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), 64), desc="encode (frozen layers)",
+                          disable=not progress):
+            chunk = order[start:start + 64]
+            tokens, mask = pad([ids[i] for i in chunk])
+            hidden = net.lower(tokens, mask).to(torch.float16)
+            for j, i in enumerate(chunk):
+                cache[i] = hidden[j, : len(ids[i])].clone()
+    return cache
+
+
 def stack_cached(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached frozen-layer outputs (one fp16 ``[tokens, hidden]`` tensor a text) as one
     right-padded fp32 batch and its attention mask, what the trained layers read."""
@@ -223,24 +247,14 @@ def fit_network(net: ValueNet, tokenizer: PreTrainedTokenizerBase, train: Sequen
     import torch
     from tqdm import tqdm
 
-    from vilmo.judge.value_net import WindowSpec, pad, windows
+    from vilmo.judge.value_net import WindowSpec, windows
 
     spec = WindowSpec(max_length=s.train_length, fine_length=s.fine_length)
 
     keys = list(dict.fromkeys((e.prompt, e.response) for e in train))
     index = {k: i for i, k in enumerate(keys)}
     ids = [windows(tokenizer, p, r, spec, limit=1)[0] for p, r in keys]
-    cache: list[torch.Tensor] = [torch.empty(0)] * len(keys)
-    net.eval()
-    with torch.inference_mode():
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in tqdm(range(0, len(order), 64), desc="encode (frozen layers)",
-                          disable=not progress):
-            chunk = order[start:start + 64]
-            tokens, mask = pad([ids[i] for i in chunk])
-            hidden = net.lower(tokens, mask).to(torch.float16)
-            for j, i in enumerate(chunk):
-                cache[i] = hidden[j, : len(ids[i])].clone()
+    cache = cache_frozen(net, ids, progress)
 
     rows = [index[(e.prompt, e.response)] for e in train]
     y_np, m_np = _label_arrays(train, names)

