@@ -289,21 +289,19 @@ class BuiltinClassifier:
             mine: dict[tuple[str | None, str], Future[_Reading]] = {k: Future() for k in todo}
             self._reading.update(mine)
         try:
-            if todo:
-                fresh = dict(zip(todo, self._values([ScoreInput(r, p) for p, r in todo]),
-                                 strict=True))
-                known.update(fresh)
-                self._remember(fresh)
-                for key, future in mine.items():
-                    future.set_result(fresh[key])
+            fresh = dict(zip(todo, self._values([ScoreInput(r, p) for p, r in todo]) if todo
+                             else [], strict=True))
+            known.update(fresh)
+            self._remember(fresh)
+            for key, future in mine.items():
+                future.set_result(fresh[key])
         except BaseException as error:
             for future in mine.values():
                 future.set_exception(error)
             raise
         finally:
             with self._lock:
-                for key in todo:
-                    self._reading.pop(key, None)
+                self._reading = {k: f for k, f in self._reading.items() if k not in mine}
         # Only after this call's own texts are read: two callers never wait for each other.
         known.update({k: future.result() for k, future in elsewhere.items()})
         return [known[k] for k in keys]
