@@ -35,7 +35,7 @@ from proxy.errors import GuardFailed
 from proxy.guard import Guard
 from proxy.outcome import FAILED_OPEN, FailedOpen, Judged, Judgement
 from proxy.upstream import Chunk
-from vilmo.policy import Action, Policy
+from vilmo.policy import Policy
 from vilmo.verdict import Verdict, rules_of, worst_of
 
 HOLD_MARGIN = 0.1
@@ -84,7 +84,7 @@ def _holds(verdict: Verdict, policy: Policy) -> bool:
     rules = rules_of(policy)
     return any(score >= rules[value].threshold - HOLD_MARGIN
                for value, score in verdict.scores.items()
-               if value in rules and rules[value].action in (Action.BLOCK, Action.REGENERATE))
+               if value in rules and rules[value].stops)
 
 
 async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,

@@ -48,7 +48,7 @@ from proxy.streaming import buffered, live
 from proxy.upstream import Chunk, Completion, Upstream
 from vilmo.instruct.instructions import NO_INSTRUCTION, message_text
 from vilmo.judge.classifier import ScoreInput
-from vilmo.policy import Action, Policy
+from vilmo.policy import Policy
 from vilmo.policy_store import PolicyStore, UnknownPolicy
 from vilmo.verdict import Verdict, rules_of
 
@@ -73,18 +73,12 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
     facts = note(replace(facts, policy=policy.name,
                          profile=req.caller.key.profile if req.caller.key else None))
     require_model(services.upstream, facts.model, req.caller)
-    if not policy.checks.input:
-        instruction, seconds = await services.guard.instruction(                 # 3
-            services.instructions, req.params["messages"], policy)
-        return await call_upstream(req, services, Call(req.params, policy, instruction),
-                                   note(replace(facts, instruction=instruction,
-                                                instruction_s=seconds)), None)
     checking = asyncio.ensure_future(check_input(services, req.params, policy))   # 2
     instructing = asyncio.ensure_future(services.guard.instruction(               # 3
         services.instructions, req.params["messages"], policy))
     pending: asyncio.Future[Judgement] | None = checking
     try:
-        if input_may_stop(policy):
+        if input_may_stop(policy) or not policy.checks.input:  # unchecked: done at once
             facts = note(replace(facts, input=await checking))
             pending = None
             if isinstance(facts.input, Verdict) and facts.input.stops:
@@ -173,8 +167,7 @@ async def note_pending_input(pending: asyncio.Future[Judgement] | None, facts: F
 def input_may_stop(policy: Policy) -> bool:
     """Whether the input verdict can refuse the request (a rule that blocks or regenerates):
     only then must the upstream wait for it."""
-    return any(rule.action in (Action.BLOCK, Action.REGENERATE)
-               for rule in rules_of(policy).values())
+    return any(rule.stops for rule in rules_of(policy).values())
 
 
 def settle(task: asyncio.Future[Any]) -> None:

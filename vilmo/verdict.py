@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from vilmo.policy import Action, Policy
 
+STOPPING = frozenset({Action.BLOCK, Action.REGENERATE})
+"""Actions that stop a reply (or a request) as it is: it is replaced or asked again."""
 SEVERITY: Mapping[Action, int] = {Action.ALLOW: 0, Action.ANNOTATE: 1, Action.REGENERATE: 2,
                                   Action.BLOCK: 3}
 CUSTOM_PREFIX = "custom/"
@@ -21,6 +23,11 @@ CUSTOM_PREFIX = "custom/"
 class Rule:
     threshold: float
     action: Action
+
+    @property
+    def stops(self) -> bool:
+        """A violation of this rule stops the reply (or the request)."""
+        return self.action in STOPPING
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +54,7 @@ class Verdict:
     @property
     def stops(self) -> bool:
         """Whether the text may not go out as it is (block, or regenerate past its limit)."""
-        return self.action in (Action.BLOCK, Action.REGENERATE)
+        return self.action in STOPPING
 
     def stops_choice(self, index: int) -> bool:
         """Whether choice ``index`` may not go out (the whole verdict when not per choice)."""
