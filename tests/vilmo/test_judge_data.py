@@ -102,3 +102,14 @@ def test_points_written_to_the_config_flag_no_more_than_the_rule_chose() -> None
     assert (written >= rule["cut"]).all() and (written - rule["cut"] <= 1e-5).all()
     flagged = (whole["benign"] >= written).any(axis=1).mean()
     assert flagged == pytest.approx(rule["dev_benign_flagged"])
+
+
+def test_when_no_rule_meets_the_target_each_reading_takes_its_strictest_points() -> None:
+    """The fallback gave the whole reading the sentence grid's floor (0.8, not on the whole
+    reading's grid) and dropped the dev figures from ``operating_rule``."""
+    whole = {"benign": np.ones((100, 2)), "harmful": np.ones((10, 2)),
+             "refused": np.zeros((10, 2))}
+    spans = {g: np.zeros_like(w) for g, w in whole.items()}
+    rule = choose(whole, spans, benign_target=0.01)
+    assert (rule["floor"], rule["sentence_floor"]) == (0.5, 0.8)
+    assert rule["dev_benign_flagged"] == 1.0 and rule["dev_refused_flagged"] == 0.0

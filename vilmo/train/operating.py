@@ -77,16 +77,19 @@ def choose(whole: dict[str, np.ndarray], spans: dict[str, np.ndarray],
            benign_target: float) -> dict[str, Any]:
     """The rule's search: the points per value of each reading and the dev figures."""
     best: tuple[float, dict[str, Any]] | None = None
-    span_cuts = [(a, f, np.maximum(_benign_quantile(spans["benign"], a), f))
-                 for a in OPERATING_ALPHAS for f in SENTENCE_FLOORS]
+    span_cuts = []
+    for span_alpha in OPERATING_ALPHAS:
+        for span_floor in SENTENCE_FLOORS:
+            span_cut = np.maximum(_benign_quantile(spans["benign"], span_alpha), span_floor)
+            span_cuts.append((span_alpha, span_floor, span_cut,
+                              {g: (spans[g] >= span_cut).any(axis=1) for g in GROUPS}))
     for alpha in OPERATING_ALPHAS:
         per_value = _benign_quantile(whole["benign"], alpha)
         for floor in OPERATING_FLOORS:
             cut = np.maximum(per_value, floor)
             by_whole = {g: (whole[g] >= cut).any(axis=1) for g in GROUPS}
-            for span_alpha, span_floor, span_cut in span_cuts:
-                hit = {g: by_whole[g] | (spans[g] >= span_cut).any(axis=1) for g in GROUPS}
-                share = {g: float(hit[g].mean()) if len(hit[g]) else 0.0 for g in GROUPS}
+            for span_alpha, span_floor, span_cut, by_span in span_cuts:
+                share = _shares(by_whole, by_span)
                 if share["benign"] > benign_target:
                     continue
                 objective = share["harmful"] - share["refused"]
@@ -95,12 +98,23 @@ def choose(whole: dict[str, np.ndarray], spans: dict[str, np.ndarray],
                         "alpha": alpha, "floor": floor, "sentence_alpha": span_alpha,
                         "sentence_floor": span_floor, "cut": cut, "span_cut": span_cut,
                         **{f"dev_{g}_flagged": share[g] for g in GROUPS}})
-    if best is None:  # nothing meets the target: the strictest rule
-        top = max(SENTENCE_FLOORS)
-        return {"alpha": 0.0, "floor": top, "sentence_alpha": 0.0, "sentence_floor": top,
-                "cut": np.maximum(_benign_quantile(whole["benign"], 0.0), top),
-                "span_cut": np.maximum(_benign_quantile(spans["benign"], 0.0), top)}
+    if best is None:  # nothing meets the target: the strictest rule of each reading's grid
+        floor, span_floor = max(OPERATING_FLOORS), max(SENTENCE_FLOORS)
+        cut = np.maximum(_benign_quantile(whole["benign"], 0.0), floor)
+        span_cut = np.maximum(_benign_quantile(spans["benign"], 0.0), span_floor)
+        share = _shares({g: (whole[g] >= cut).any(axis=1) for g in GROUPS},
+                        {g: (spans[g] >= span_cut).any(axis=1) for g in GROUPS})
+        return {"alpha": 0.0, "floor": floor, "sentence_alpha": 0.0,
+                "sentence_floor": span_floor, "cut": cut, "span_cut": span_cut,
+                **{f"dev_{g}_flagged": share[g] for g in GROUPS}}
     return best[1]
+
+
+def _shares(by_whole: dict[str, np.ndarray], by_span: dict[str, np.ndarray],
+            ) -> dict[str, float]:
+    """Per dev group, the share flagged by either reading."""
+    hit = {g: by_whole[g] | by_span[g] for g in GROUPS}
+    return {g: float(hit[g].mean()) if len(hit[g]) else 0.0 for g in GROUPS}
 
 
 def _by_value(cut: np.ndarray, values: Sequence[str]) -> dict[str, float]:
