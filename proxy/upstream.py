@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, TypeAlias, cast
 
-from proxy.errors import Redactor, map_upstream_errors
+from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.settings import Deployment, configured_name
 
@@ -134,6 +134,11 @@ class Closing(AsyncIterator[Chunk]):
             await self.source.aclose()  # type: ignore[attr-defined]
 
 
+MAX_HELD_CHUNKS = 16
+"""Chunks without choices held before the first with one (Azure sends one or two): past it,
+the stream is malformed (what is held is bounded on either path, not only by the deadline)."""
+
+
 async def open_stream(upstream: Upstream, params: UpstreamParams) -> AsyncIterator[Chunk]:
     """Start the upstream stream and wait for its first chunk with choices, so that an upstream
     failure before any output still gets its own HTTP status (429, 502, 504) instead of a 200.
@@ -146,6 +151,10 @@ async def open_stream(upstream: Upstream, params: UpstreamParams) -> AsyncIterat
             held.append(chunk)
             if chunk.get("choices"):
                 break
+            if len(held) > MAX_HELD_CHUNKS:
+                raise UpstreamFailed(f"the upstream for model {params['model']!r} sent "
+                                     f"{len(held)} chunks without a choice",
+                                     code="upstream_malformed")
     except BaseException:
         await chunks.aclose()  # type: ignore[attr-defined]
         raise

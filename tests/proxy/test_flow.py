@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from fakes import (
 )
 
 from proxy.errors import UpstreamFailed
+from proxy.protocol import ChatCompletionChunk, UpstreamParams
 from proxy.record import RequestRecord
 from proxy.services import Services
 from vilmo.instruct.principles import PrincipleBank
@@ -209,6 +210,29 @@ def test_an_input_verdict_still_pending_when_the_upstream_fails_is_recorded(
     assert (record.status, record.error_code) == ("502", "upstream_error")
     assert record.input_verdict is not None
     assert "mft.care" in json.dumps(record.input_verdict)
+
+
+class ChoicelessUpstream(FakeUpstream):
+    """Streams chunks without choices, endlessly, as a broken upstream might."""
+
+    async def stream(self, params: UpstreamParams) -> AsyncIterator[ChatCompletionChunk]:
+        while True:
+            yield {"id": "x", "object": "chat.completion.chunk", "created": 1,
+                   "model": "stub", "choices": []}
+            await asyncio.sleep(0)
+
+
+def test_a_stream_of_chunks_without_choices_is_malformed_not_held_forever(
+        policy_dir: Path, bank: PrincipleBank) -> None:
+    """The chunks held before the first with a choice were bounded only by the stream's
+    deadline (on the LiteLLM path, not by any byte limit)."""
+    upstream = ChoicelessUpstream()
+    services = fake_services(policy_dir, bank, upstream)
+    response = asyncio.run(asyncio.wait_for(post_chat(
+        services, {"model": "stub", "messages": ASK, "stream": True},
+        {"X-Vilmo-Policy": "g-allow-monitor"}), timeout=10))
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_malformed"
 
 
 def test_the_audit_line_has_the_documented_shape(services: Services) -> None:

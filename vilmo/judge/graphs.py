@@ -19,12 +19,10 @@ def serving_graphs() -> list[Graph]:
     from vilmo.judge.value_model import BuiltinClassifier
 
     judge = BuiltinClassifier(cache_size=0)
-    prompts = OnnxEmbedder(cache_size=0)
     zero_shot = OnnxEmbedder(cache_size=0, quantized=False)
-    reader = shipped_reader()
-    instructions: Graph = (("prompt encoder (int8)", prompts.graph_path, prompts.warm_up)
-                           if reader is None else
-                           ("request reader (int8)", reader.graph_path, reader.warm_up))
+    reader = shipped_reader() or OnnxEmbedder(cache_size=0)
+    name = "prompt encoder (int8)" if isinstance(reader, OnnxEmbedder) else "request reader (int8)"
+    instructions: Graph = (name, reader.graph_path, reader.warm_up)
     return [("value judge (int8)", judge.graph_path, judge.warm_up), instructions,
             ("zero-shot encoder (fp32)", zero_shot.graph_path, zero_shot.warm_up)]
 
