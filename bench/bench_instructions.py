@@ -132,13 +132,13 @@ def main() -> None:
                                 cache_size=100_000, threads=args.threads)
 
         one = reader()
-        arms["reader (gate only)"] = ask(VilmoGenerator(bank, one, stakes, reader=one), policy)
+        arms["reader (gate only)"] = ask(VilmoGenerator(bank, one, stakes), policy)
         two = reader()
         arms["reader + second look, input not checked"] = ask(VilmoGenerator(
-            bank, two, stakes, reader=two, second_look=SecondLook(BuiltinClassifier())), policy)
+            bank, two, stakes, second_look=SecondLook(BuiltinClassifier())), policy)
         three = reader()
         arms["reader + second look, input checked"] = ask(VilmoGenerator(
-            bank, three, stakes, reader=three, second_look=SecondLook(checked_judge)), policy)
+            bank, three, stakes, second_look=SecondLook(checked_judge)), policy)
         alone = reader()
         arms["reader-graph-only"] = lambda p: alone.rows([p])
     if args.relevance:

@@ -112,7 +112,7 @@ def main() -> None:
                                  else args.gate_from, look.judge_threshold
                                  if args.judge_threshold is None else args.judge_threshold)
     generator = VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load(args.stakes),
-                               second_look=second_look, reader=reader,
+                               second_look=second_look,
                                reader_values=args.reader_values)
     report: dict[str, Any] = {"split": args.split, "embedding_seconds": round(embed_s, 1),
                               "threshold_source": "policy stakes_threshold, else the stakes "

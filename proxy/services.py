@@ -95,10 +95,8 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
         classifier_for = classifiers
     # The instruction step reads every prompt: the request reader where shipped (one int8 pass
     # gives the embedding and the values at stake), else the int8 encoder and stakes.npz.
-    reader = shipped_reader()
-    generator = VilmoGenerator(bank, reader or Int8Embedder(), StakesModel.load(),
-                               base_dir=config.policy_dir, second_look=second_look,
-                               reader=reader)
+    generator = VilmoGenerator(bank, shipped_reader() or Int8Embedder(), StakesModel.load(),
+                               base_dir=config.policy_dir, second_look=second_look)
     policies = PolicyStore(config.policy_dir, config.default_policy,
                            config.server.policy_reload_interval_s, check=generator.check)
     metrics = Metrics([d.model_name for d in config.model_list])

@@ -47,7 +47,7 @@ def generator(request: pytest.FixtureRequest, encoder: Int8Embedder) -> VilmoGen
     reader = shipped_reader()
     if reader is None:
         pytest.skip("no reader weights in vilmo/models/stakes_reader")
-    return VilmoGenerator(PrincipleBank.load(), reader, StakesModel.load(), reader=reader)
+    return VilmoGenerator(PrincipleBank.load(), reader, StakesModel.load())
 
 
 def shipped(name: str) -> Policy:

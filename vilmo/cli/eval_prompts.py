@@ -139,9 +139,8 @@ def _vilmo(weights: Path | None) -> InstructionGenerator | None:
 
         # As the gateway builds it: the request reader (where shipped), and the judge's second
         # look at unsure prompts.
-        reader = shipped_reader()
-        generator = VilmoGenerator(PrincipleBank.load(), reader or Int8Embedder(),
-                                   second_look=SecondLook(BuiltinClassifier()), reader=reader)
+        generator = VilmoGenerator(PrincipleBank.load(), shipped_reader() or Int8Embedder(),
+                                   second_look=SecondLook(BuiltinClassifier()))
     except (ImportError, FileNotFoundError, OSError) as exc:
         click.echo(f"skipping condition vilmo: the VILMO generator needs trained weights "
                    f"(`vilmo train generator`): {exc}", err=True)

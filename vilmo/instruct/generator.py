@@ -60,18 +60,15 @@ class VilmoGenerator:
                  stakes: StakesModel | None = None, scorers: ScorerStore | None = None,
                  candidates: int = CANDIDATE_PRINCIPLES, max_chars: int = MAX_CHARS,
                  cache_size: int = 4096, base_dir: str | Path | None = None,
-                 second_look: SecondLook | None = None,
-                 reader: StakesReader | None = None, reader_values: bool = False) -> None:
-        self.reader = reader
-        """None: the gate and heads of ``stakes`` on the frozen embedding decide; else the
-        fine-tuned reader (``vilmo.instruct.stakes_reader``) decides whether anything is at
-        stake, and embeds prompts too."""
+                 second_look: SecondLook | None = None, reader_values: bool = False) -> None:
+        self.reader = encoder if isinstance(encoder, StakesReader) else None
+        """An ``encoder`` that is the fine-tuned request reader (``vilmo.instruct.stakes_reader``)
+        also decides whether anything is at stake; with a plain encoder, the gate and heads of
+        ``stakes`` on the frozen embedding decide."""
         self.reader_values = reader_values
         """With a reader: also take which values from the reader's value outputs. Off by
         default: on dev they ranked the foundations (care) above a question's own harm, and the
         heads of ``stakes`` on the same embedding name the harm itself more often."""
-        if reader is not None:
-            encoder = reader
         self.retriever = Retriever(bank, encoder, stakes or StakesModel.load())
         self.relevance = RelevanceGenerator(bank, encoder)
         self.scorers = scorers or ScorerStore()
