@@ -21,7 +21,7 @@ from store_fixtures import (
 )
 
 from proxy.app import attach_store
-from proxy.caches import StoreCache, attach_caches
+from proxy.caches import CacheWriter, StoreCache, attach_caches
 from proxy.store import CacheName, Store, StoreSettings, open_store
 from vilmo.instruct.generator import VilmoGenerator
 from vilmo.instruct.instructions import Instruction
@@ -194,3 +194,27 @@ def test_the_instruction_step_does_not_wait_for_cache_writes(
     finally:
         released.set()
     assert sorted(written) == ["embedding", "instruction"]  # written out before the store closed
+
+
+class StalledCache(StoreCache):
+    """A store cache whose writes hang until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.name: CacheName = "instructions"
+
+    def write(self, key: str, value: bytes) -> None:
+        self.release.wait(10)
+
+
+def test_a_stalled_store_does_not_hold_the_shutdown() -> None:
+    """``CacheWriter.close`` waited without a bound for queued writes: a hung store write (a
+    Redis that stopped answering) held the gateway's shutdown."""
+    stalled = StalledCache()
+    writer = CacheWriter(max_pending=2)
+    for n in range(3):
+        writer.submit(stalled, f"k{n}", b"v")
+    started = time.monotonic()
+    writer.close(timeout_s=0.2)
+    assert time.monotonic() - started < 2.0
+    stalled.release.set()
