@@ -201,7 +201,7 @@ class StalledCache(StoreCache):
 
     def __init__(self) -> None:
         self.release = threading.Event()
-        self.name: CacheName = "instructions"
+        self.name: CacheName = "instruction"
 
     def write(self, key: str, value: bytes) -> None:
         self.release.wait(10)
