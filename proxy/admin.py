@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import time
 from importlib import resources
 from typing import Annotated, Any
@@ -178,9 +179,6 @@ def parse_time(value: str | None, name: str) -> float | None:
                              code="invalid_request") from None
 
 
-AUDIT_FILTERS = ("key", "policy", "action", "value", "model", "since", "until", "limit", "after")
-
-
 def audit_query(request: Request, key: Filter = None, policy: Filter = None,
                 action: Filter = None, value: Filter = None, model: Filter = None,
                 since: Filter = None, until: Filter = None,
@@ -196,6 +194,11 @@ def audit_query(request: Request, key: Filter = None, policy: Filter = None,
                       key=key or None, policy=policy or None, value=value or None,
                       action=action or None, model=model or None, limit=limit,
                       after=after or None)
+
+
+# The query parameters of the audit routes, read off `audit_query` so the two never drift.
+AUDIT_FILTERS = tuple(name for name in inspect.signature(audit_query).parameters
+                      if name != "request")
 
 
 @admin.get("/audit")

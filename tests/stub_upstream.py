@@ -281,5 +281,10 @@ class ServerThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop gracefully; a connection still open after 5 s is closed, so the server thread
+        never outlives the test that started it."""
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=5)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(timeout=10)

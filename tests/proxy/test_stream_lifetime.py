@@ -32,7 +32,7 @@ def audit_length(policy_dir: Path) -> int:
 
 
 def audit_records(policy_dir: Path, match: Callable[[dict[str, Any]], bool], after: int,
-                  wait_s: float = 3.0) -> list[dict[str, Any]]:
+                  wait_s: float = 10.0) -> list[dict[str, Any]]:
     """Audit records written after the first ``after`` that match, polled for up to
     ``wait_s`` seconds."""
     path = policy_dir.parent / "audit.jsonl"
@@ -45,7 +45,7 @@ def audit_records(policy_dir: Path, match: Callable[[dict[str, Any]], bool], aft
         time.sleep(0.05)
 
 
-def eventually(condition: Callable[[], bool], wait_s: float = 3.0) -> bool:
+def eventually(condition: Callable[[], bool], wait_s: float = 10.0) -> bool:
     deadline = time.monotonic() + wait_s
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.05)
