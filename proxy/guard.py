@@ -9,6 +9,15 @@ times out (or whose client left) stops its work: its unscored parts are dropped 
 A check the batcher's queue would not reach before the timeout is refused at once
 (``Overloaded``): the same failure, answered now (503 with Retry-After when closed) instead of
 after ``timeout_s`` of queueing.
+
+Read-ahead: the instruction step of the ``vilmo`` generator may take a second look at the
+prompt with the value judge, after its request reader's pass and only when the reader's gate is
+unsure (about half of everyday prompts). When no other check or instruction step is running
+(a core is idle), the judge starts reading the prompt alongside the reader's pass; the second
+look then finds that reading (the judge reads a text once: a caller waits for a reading in
+flight, and keeps it in its cache), so the step takes the longer of the two passes, not their
+sum. The reading is the one the second look would make (the prompt alone, outside the
+micro-batcher), so no score changes; where the gate is sure, the idle core's pass is unused.
 """
 
 from __future__ import annotations
@@ -28,9 +37,12 @@ from vilmo.instruct.instructions import (
     NO_INSTRUCTION,
     Instruction,
     InstructionGenerator,
+    prompt_text,
 )
 from vilmo.judge.batcher import MicroBatcher, Overloaded
 from vilmo.judge.classifier import ScoreInput, ValueClassifier
+from vilmo.judge.heads import BUILTIN_VALUES
+from vilmo.judge.value_onnx import serving_cores
 from vilmo.policy import Policy
 from vilmo.types import Messages
 from vilmo.verdict import Verdict, decide, merge_max, rules_of, worst_of
@@ -51,6 +63,10 @@ class Guard:
         self.classifier_for = classifier_for
         self.metrics = metrics
         self._batchers: dict[str, MicroBatcher] = {}  # by policy name
+        self.busy = 0
+        """Checks and instruction steps running now (none: the cores are idle)."""
+        self.read_ahead = 0
+        """Prompts the judge started reading alongside the instruction step (``read_ahead``)."""
 
     async def check(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                     ) -> Verdict | FailedOpen:
@@ -80,9 +96,13 @@ class Guard:
             if size > policy.checks.max_chars:
                 raise TextTooLarge(f"{size} characters to check, over checks.max_chars "
                                    f"({policy.checks.max_chars})")
-            with timed("check"):
-                return await asyncio.wait_for(self._score(policy, items),
-                                              timeout=policy.checks.timeout_s)
+            self.busy += 1
+            try:
+                with timed("check"):
+                    return await asyncio.wait_for(self._score(policy, items),
+                                                  timeout=policy.checks.timeout_s)
+            finally:
+                self.busy -= 1
         except Exception as exc:  # noqa: BLE001 - any failure of the judge is the policy's call
             self.failed(policy, stage, exc)
             return None
@@ -95,17 +115,45 @@ class Guard:
         handled like a failed check (closed: error; open: no instruction)."""
         note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
-        try:
-            if policy.instructions.generator in MODEL_FREE_GENERATORS:
+        if policy.instructions.generator in MODEL_FREE_GENERATORS:
+            try:
                 instruction = generator.generate(messages, policy)
-            else:
-                instruction = await asyncio.wait_for(
-                    asyncio.to_thread(generator.generate, messages, policy),
-                    timeout=policy.checks.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
+                self.failed(policy, "instruction", exc)
+                instruction = NO_INSTRUCTION
+            return instruction, time.perf_counter() - started
+        ahead = self.start_read_ahead(generator, messages, policy)
+        self.busy += 1
+        try:
+            instruction = await asyncio.wait_for(
+                asyncio.to_thread(generator.generate, messages, policy),
+                timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
             self.failed(policy, "instruction", exc)
             instruction = NO_INSTRUCTION
+        finally:
+            self.busy -= 1
+            if ahead is not None:  # its outcome is the second look's (or nobody's) to see
+                ahead.add_done_callback(lambda done: done.cancelled() or done.exception())
         return instruction, time.perf_counter() - started
+
+    def start_read_ahead(self, generator: InstructionGenerator, messages: Messages,
+                         policy: Policy) -> asyncio.Future[object] | None:
+        """The judge's reading of the prompt, started in a worker thread, for the generator's
+        second look (see the module's docstring): only with a spare core and nothing else
+        running, and not where the input check reads the same text anyway."""
+        look = getattr(generator, "second_look", None)
+        judge: ValueClassifier | None = getattr(look, "judge", None)
+        if (judge is None or self.busy or policy.checks.input or serving_cores() < 2
+                or policy.instructions.generator != "vilmo"):
+            return None
+        prompt = prompt_text(messages)
+        if not prompt.strip():
+            return None
+        self.read_ahead += 1
+        # Any one built-in value: the reading (kept by the judge) covers every value.
+        return asyncio.ensure_future(asyncio.to_thread(
+            judge.score, [ScoreInput(prompt)], BUILTIN_VALUES[:1]))
 
     def failed(self, policy: Policy, stage: Stage, exc: BaseException) -> None:
         """Count and log a guard failure; raise when the policy fails closed."""
