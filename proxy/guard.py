@@ -13,11 +13,12 @@ after ``timeout_s`` of queueing.
 Read-ahead: the instruction step of the ``vilmo`` generator may take a second look at the
 prompt with the value judge, after its request reader's pass and only when the reader's gate is
 unsure (about half of everyday prompts). When no other check or instruction step is running
-(a core is idle), the judge starts reading the prompt alongside the reader's pass; the second
-look then finds that reading (the judge reads a text once: a caller waits for a reading in
-flight, and keeps it in its cache), so the step takes the longer of the two passes, not their
-sum. The reading is the one the second look would make (the prompt alone, outside the
-micro-batcher), so no score changes; where the gate is sure, the idle core's pass is unused.
+and a core is idle (``spare_core``), the judge starts reading the prompt alongside the reader's
+pass; the second look then finds that reading (the judge reads a text once: a caller waits for
+a reading in flight, and keeps it in its cache), so the step takes the longer of the two
+passes, not their sum. The reading is the one the second look would make (the prompt alone,
+outside the micro-batcher), so no score changes; where the gate is sure, the idle core's pass
+is unused.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from vilmo.instruct.instructions import (
 from vilmo.judge.batcher import MicroBatcher, Overloaded
 from vilmo.judge.classifier import ScoreInput, ValueClassifier
 from vilmo.judge.heads import BUILTIN_VALUES
-from vilmo.judge.value_onnx import serving_cores
+from vilmo.judge.value_onnx import runnable_threads, serving_cores
 from vilmo.policy import Policy
 from vilmo.types import Messages
 from vilmo.verdict import Verdict, decide, merge_max, rules_of, worst_of
@@ -52,6 +53,13 @@ log = logging.getLogger(__name__)
 Stage = Literal["input", "output", "stream", "instruction"]
 ClassifierFor = Callable[[Policy], ValueClassifier]
 """The classifier that judges a policy's ids (its values and its custom principles)."""
+
+
+def spare_core() -> bool:
+    """A core is idle now: besides the thread asking (the event loop), nothing is runnable on
+    the machine (other workers and jobs included) on at least one of the serving cores."""
+    runnable = runnable_threads()
+    return serving_cores() >= 2 and (runnable is None or runnable < serving_cores())
 
 
 class TextTooLarge(ValueError):
@@ -144,8 +152,8 @@ class Guard:
         running, and not where the input check reads the same text anyway."""
         look = getattr(generator, "second_look", None)
         judge: ValueClassifier | None = getattr(look, "judge", None)
-        if (judge is None or self.busy or policy.checks.input or serving_cores() < 2
-                or policy.instructions.generator != "vilmo"):
+        if (judge is None or self.busy or policy.checks.input
+                or policy.instructions.generator != "vilmo" or not spare_core()):
             return None
         prompt = prompt_text(messages)
         if not prompt.strip():

@@ -23,8 +23,10 @@ from vilmo.policy import Policy, load_policy
 from vilmo.types import Messages
 
 WAIT_S = 3.0
-MESSAGES: Messages = [{"role": "system", "content": "Be brief."},
-                      {"role": "user", "content": "Can you help me 3d print a gun?"}]
+MESSAGES: Messages = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Can you help me 3d print a gun?"},
+]
 
 
 class RecordingJudge:
@@ -60,8 +62,11 @@ class WaitingGenerator:
         return Instruction("Respect care.", ("care-1",), "vilmo", ("mft.care",))
 
 
-def instruction(guard: Guard, generator: WaitingGenerator, policy: Policy,
-                ) -> tuple[Instruction, float]:
+def instruction(
+    guard: Guard,
+    generator: WaitingGenerator,
+    policy: Policy,
+) -> tuple[Instruction, float]:
     async def main() -> tuple[Instruction, float]:
         made = await guard.instruction(generator, MESSAGES, policy)
         await asyncio.sleep(0.05)  # the read-ahead's outcome is retrieved
@@ -71,8 +76,9 @@ def instruction(guard: Guard, generator: WaitingGenerator, policy: Policy,
 
 
 def test_an_idle_gateway_reads_the_prompt_with_the_judge_alongside_the_instruction(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("proxy.guard.serving_cores", lambda: 2)  # a spare core, on any CI
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("proxy.guard.spare_core", lambda: True)  # on a busy machine too
     policy = load_policy("vilmo/policies/default.yaml")
     guard = Guard(lambda p: RecordingJudge(), Metrics(["stub"]))
     generator = WaitingGenerator(SecondLookOf(RecordingJudge()))
@@ -83,8 +89,7 @@ def test_an_idle_gateway_reads_the_prompt_with_the_judge_alongside_the_instructi
     assert guard.read_ahead == 1 and guard.busy == 0
 
 
-def test_no_read_ahead_while_a_check_runs_nor_where_the_input_check_reads_the_prompt(
-        ) -> None:
+def test_no_read_ahead_while_a_check_runs_nor_where_the_input_check_reads_the_prompt() -> None:
     policy = load_policy("vilmo/policies/default.yaml")
     gated = GatedClassifier(BUILTIN_VALUES)
     guard = Guard(lambda p: gated, Metrics(["stub"]))
@@ -101,8 +106,9 @@ def test_no_read_ahead_while_a_check_runs_nor_where_the_input_check_reads_the_pr
         await guard.aclose()
 
     asyncio.run(main())
-    checked_input = policy.model_copy(update={
-        "checks": policy.checks.model_copy(update={"input": True})})
+    checked_input = policy.model_copy(
+        update={"checks": policy.checks.model_copy(update={"input": True})}
+    )
     instruction(guard, generator, checked_input)
     assert generator.second_look.judge.read == [] and guard.read_ahead == 0
 
@@ -114,3 +120,18 @@ def test_a_failed_read_ahead_leaves_the_instruction_to_the_step() -> None:
     made, _ = instruction(guard, generator, policy)
     assert made != NO_INSTRUCTION and made.text == "Respect care."
     assert guard.metrics.guard_errors.labels("instruction")._value.get() == 0
+
+
+def test_no_read_ahead_when_other_jobs_keep_the_cores_busy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("proxy.guard.serving_cores", lambda: 2)
+    monkeypatch.setattr("proxy.guard.runnable_threads", lambda: 3)  # this thread and two more
+    policy = load_policy("vilmo/policies/default.yaml")
+    guard = Guard(lambda p: RecordingJudge(), Metrics(["stub"]))
+    generator = WaitingGenerator(SecondLookOf(RecordingJudge()))
+    generator.second_look.judge.started.set()
+    instruction(guard, generator, policy)
+    assert generator.second_look.judge.read == [] and guard.read_ahead == 0
+    monkeypatch.setattr("proxy.guard.runnable_threads", lambda: 1)  # only this thread
+    instruction(guard, generator, policy)
+    assert guard.read_ahead == 1

@@ -165,3 +165,66 @@ def test_no_helper_while_other_checks_use_every_core(monkeypatch: pytest.MonkeyP
     finally:
         release.set()
         other.join()
+
+
+class WithTwin:
+    """A one-thread network with a ``wide`` twin (as ``Int8Session``), recording which ran."""
+
+    threads = 1
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, int]] = []
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> Matrix:
+        self.ran.append(("one thread", int(ids.shape[0])))
+        return net(ids, mask)
+
+    def wide(self) -> WithTwin.Twin:
+        return WithTwin.Twin(self)
+
+    class Twin:
+        def __init__(self, of: WithTwin) -> None:
+            self.of = of
+
+        def __call__(self, ids: np.ndarray, mask: np.ndarray) -> Matrix:
+            self.of.ran.append(("wide", int(ids.shape[0])))
+            return net(ids, mask)
+
+
+@pytest.mark.parametrize(("runnable", "tail"), [(1, "wide"), (None, "wide"), (5, "one thread")])
+def test_a_lone_checks_last_batch_runs_wide_only_with_the_machine_idle(
+        monkeypatch: pytest.MonkeyPatch, runnable: int | None, tail: str) -> None:
+    """Issue 16 (speed): the last batch (the smallest) of a check that runs alone goes to the
+    twin with one thread per core, so the core whose batch ends first does not idle; only when
+    nothing but the check's own threads is runnable on the machine (other jobs: the twin's
+    second thread would only queue behind them). The outputs are the same either way."""
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
+    monkeypatch.setattr(value_onnx, "runnable_threads", lambda: runnable)
+    twin_net = WithTwin()
+    out = run_batches(twin_net, batches())
+    assert sorted(twin_net.ran, key=lambda r: r[1]) == [
+        ("one thread", 1), (tail, 3), ("one thread", 5)]  # the (3, 20) batch is the smallest
+    for got, (ids, mask) in zip(out, batches(), strict=True):
+        assert np.array_equal(got, net(ids, mask))
+
+
+def test_no_wide_tail_while_another_check_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
+    monkeypatch.setattr(value_onnx, "runnable_threads", lambda: None)
+    other_running, release = threading.Event(), threading.Event()
+
+    def other_net(ids: np.ndarray, mask: np.ndarray) -> Matrix:
+        other_running.set()
+        release.wait(5)
+        return net(ids, mask)
+
+    other = threading.Thread(target=run_batches, args=(other_net, batches()[:1]))
+    other.start()
+    try:
+        assert other_running.wait(5)
+        twin_net = WithTwin()
+        run_batches(twin_net, batches())
+        assert {kind for kind, _ in twin_net.ran} == {"one thread"}
+    finally:
+        release.set()
+        other.join()
