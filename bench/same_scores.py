@@ -1,8 +1,6 @@
 """Do two source trees' judges give the same scores? The `default` policy's values scored
 through the micro-batcher, each tests/reply_cases.py text alone and all of them at once, in this
 checkout and in a baseline tree (a check, not a benchmark: speed work must not move a score).
-The paths taken only on an idle machine (a lone check's last batch on the judge's two-thread
-twin) are taken here on a busy one too.
 
     python bench/same_scores.py --baseline-tree /tmp/base
 """
@@ -19,10 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 SCORE = """
-import asyncio, json, sys, time
+import asyncio, json, sys
 sys.path.insert(0, sys.argv[1])
-import vilmo.judge.value_onnx as value_onnx
-value_onnx.runnable_threads = lambda: None  # the idle-machine paths, however busy the machine
 from reply_cases import ASK_TEXT, BENIGN, EMBEDDED, VIOLENT
 from vilmo.judge.batcher import MicroBatcher
 from vilmo.judge.classifier import ScoreInput
@@ -32,14 +28,7 @@ from vilmo.verdict import rules_of
 ids = list(rules_of(load_policy("vilmo/policies/default.yaml")))
 texts = {**{f"embedded-{k}": v for k, v in EMBEDDED.items()}, **BENIGN, "violent": VIOLENT}
 async def main():
-    judge = BuiltinClassifier(cache_size=0)
-    judge.warm_up()
-    wide = getattr(judge._model().net, "wide", None)  # a tree without the twin: no wait
-    deadline = time.monotonic() + 60
-    while wide is not None and value_onnx.serving_cores() > 1 and wide() is None:
-        assert time.monotonic() < deadline, "the two-thread twin did not load"
-        time.sleep(0.05)
-    batcher = MicroBatcher(judge)
+    batcher = MicroBatcher(BuiltinClassifier(cache_size=0))
     out = {}
     for name, text in texts.items():
         out["alone:" + name] = (await batcher.score(ScoreInput(text, ASK_TEXT), ids)).violation

@@ -9,16 +9,6 @@ times out (or whose client left) stops its work: its unscored parts are dropped 
 A check the batcher's queue would not reach before the timeout is refused at once
 (``Overloaded``): the same failure, answered now (503 with Retry-After when closed) instead of
 after ``timeout_s`` of queueing.
-
-Read-ahead: the instruction step of the ``vilmo`` generator may take a second look at the
-prompt with the value judge, after its request reader's pass and only when the reader's gate is
-unsure (about half of everyday prompts). When no other check or instruction step is running
-and a core is idle (``spare_core``), the judge starts reading the prompt alongside the reader's
-pass; the second look then finds that reading (the judge reads a text once: a caller waits for
-a reading in flight, and keeps it in its cache), so the step takes the longer of the two
-passes, not their sum. The reading is the one the second look would make (the prompt alone,
-outside the micro-batcher), so no score changes; where the gate is sure, the idle core's pass
-is unused.
 """
 
 from __future__ import annotations
@@ -38,12 +28,9 @@ from vilmo.instruct.instructions import (
     NO_INSTRUCTION,
     Instruction,
     InstructionGenerator,
-    prompt_text,
 )
 from vilmo.judge.batcher import MicroBatcher, Overloaded
 from vilmo.judge.classifier import ScoreInput, ValueClassifier
-from vilmo.judge.heads import BUILTIN_VALUES
-from vilmo.judge.value_onnx import runnable_threads, serving_cores
 from vilmo.policy import Policy
 from vilmo.types import Messages
 from vilmo.verdict import Verdict, decide, merge_max, rules_of, worst_of
@@ -55,13 +42,6 @@ ClassifierFor = Callable[[Policy], ValueClassifier]
 """The classifier that judges a policy's ids (its values and its custom principles)."""
 
 
-def spare_core() -> bool:
-    """A core is idle now: besides the thread asking (the event loop), nothing is runnable on
-    the machine (other workers and jobs included) on at least one of the serving cores."""
-    runnable = runnable_threads()
-    return serving_cores() >= 2 and (runnable is None or runnable < serving_cores())
-
-
 class TextTooLarge(ValueError):
     """More text in one check than the policy's ``checks.max_chars``."""
 
@@ -71,10 +51,6 @@ class Guard:
         self.classifier_for = classifier_for
         self.metrics = metrics
         self._batchers: dict[str, MicroBatcher] = {}  # by policy name
-        self.busy = 0
-        """Checks and instruction steps running now (none: the cores are idle)."""
-        self.read_ahead = 0
-        """Prompts the judge started reading alongside the instruction step (``read_ahead``)."""
 
     async def check(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                     ) -> Verdict | FailedOpen:
@@ -104,13 +80,9 @@ class Guard:
             if size > policy.checks.max_chars:
                 raise TextTooLarge(f"{size} characters to check, over checks.max_chars "
                                    f"({policy.checks.max_chars})")
-            self.busy += 1
-            try:
-                with timed("check"):
-                    return await asyncio.wait_for(self._score(policy, items),
-                                                  timeout=policy.checks.timeout_s)
-            finally:
-                self.busy -= 1
+            with timed("check"):
+                return await asyncio.wait_for(self._score(policy, items),
+                                              timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure of the judge is the policy's call
             self.failed(policy, stage, exc)
             return None
@@ -123,45 +95,17 @@ class Guard:
         handled like a failed check (closed: error; open: no instruction)."""
         note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
-        if policy.instructions.generator in MODEL_FREE_GENERATORS:
-            try:
-                instruction = generator.generate(messages, policy)
-            except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
-                self.failed(policy, "instruction", exc)
-                instruction = NO_INSTRUCTION
-            return instruction, time.perf_counter() - started
-        ahead = self.start_read_ahead(generator, messages, policy)
-        self.busy += 1
         try:
-            instruction = await asyncio.wait_for(
-                asyncio.to_thread(generator.generate, messages, policy),
-                timeout=policy.checks.timeout_s)
+            if policy.instructions.generator in MODEL_FREE_GENERATORS:
+                instruction = generator.generate(messages, policy)
+            else:
+                instruction = await asyncio.wait_for(
+                    asyncio.to_thread(generator.generate, messages, policy),
+                    timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
             self.failed(policy, "instruction", exc)
             instruction = NO_INSTRUCTION
-        finally:
-            self.busy -= 1
-            if ahead is not None:  # its outcome is the second look's (or nobody's) to see
-                ahead.add_done_callback(lambda done: done.cancelled() or done.exception())
         return instruction, time.perf_counter() - started
-
-    def start_read_ahead(self, generator: InstructionGenerator, messages: Messages,
-                         policy: Policy) -> asyncio.Future[object] | None:
-        """The judge's reading of the prompt, started in a worker thread, for the generator's
-        second look (see the module's docstring): only with a spare core and nothing else
-        running, and not where the input check reads the same text anyway."""
-        look = getattr(generator, "second_look", None)
-        judge: ValueClassifier | None = getattr(look, "judge", None)
-        if (judge is None or self.busy or policy.checks.input
-                or policy.instructions.generator != "vilmo" or not spare_core()):
-            return None
-        prompt = prompt_text(messages)
-        if not prompt.strip():
-            return None
-        self.read_ahead += 1
-        # Any one built-in value: the reading (kept by the judge) covers every value.
-        return asyncio.ensure_future(asyncio.to_thread(
-            judge.score, [ScoreInput(prompt)], BUILTIN_VALUES[:1]))
 
     def failed(self, policy: Policy, stage: Stage, exc: BaseException) -> None:
         """Count and log a guard failure; raise when the policy fails closed."""

@@ -52,18 +52,6 @@ def serving_cores() -> int:
     return max(1, min(4, cores or 1))
 
 
-def runnable_threads() -> int | None:
-    """Threads runnable on the whole machine at this moment (Linux's ``/proc/loadavg``; None
-    where unknown): whether a core is idle now, which this process alone cannot know (other
-    workers and other jobs share the cores). Extra work for idle cores (a lone check's tail on
-    two threads, the instruction step's read-ahead) is only worth starting when one is."""
-    try:
-        with open("/proc/loadavg", "rb") as fh:
-            return int(fh.read().split()[3].split(b"/")[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 Batch = tuple[np.ndarray, np.ndarray]
 _SIDE_POOL: ThreadPoolExecutor | None = None
 _SIDE_POOL_LOCK = threading.Lock()
@@ -77,30 +65,20 @@ def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
     sentence spans take the time of the longer, not of both, and a large check's many batches
     are shared out over the cores. A pool thread joins (and takes another batch) only while
     fewer threads than cores run checks' batches: when the micro-batcher already runs one check
-    per core, a helper would only oversubscribe them. The last batch of a check that runs
-    alone (no other check, nothing else runnable on the machine: ``runnable_threads``) goes to
-    the network's ``wide`` twin where it has one (one ONNX thread per core): the thread that
-    takes it would otherwise leave a core idle once the other batches are done.
-    Every batch is computed exactly as it would be alone (more threads split a matrix product
-    by rows and columns, never the integer sums), so the scores do not change. A network that
-    runs several threads per call itself (offline jobs with ``threads`` = cores) runs its
-    batches one after the other."""
-    wide = getattr(net, "wide", None)
-    tail = wide() if callable(wide) else None  # the first call starts loading it
+    per core, a helper would only oversubscribe them. Every batch is computed exactly as it
+    would be alone, so the scores do not change. A network that runs several threads per call
+    itself (offline jobs with ``threads`` = cores) runs its batches one after the other."""
     _RUNNING.enter()
-    _CHECKS.enter()
     try:
         if len(batches) <= 1 or serving_cores() <= 1 or getattr(net, "threads", 1) > 1:
             return [net(ids, mask) for ids, mask in batches]
-        return _side_by_side(net, batches, tail)
+        return _side_by_side(net, batches)
     finally:
-        _CHECKS.leave()
         _RUNNING.leave()
 
 
-def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Matrix], batches: Sequence[Batch],
-                  tail: Callable[[np.ndarray, np.ndarray], Matrix] | None = None,
-                  ) -> list[Matrix]:
+def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Matrix],
+                  batches: Sequence[Batch]) -> list[Matrix]:
     global _SIDE_POOL
     cores = serving_cores()
     with _SIDE_POOL_LOCK:
@@ -113,9 +91,8 @@ def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Matrix], batches: Sequ
     taken = _Counter(len(order))
 
     def run(at: int) -> None:
-        run_net = tail if tail is not None and at == len(order) - 1 and _alone() else net
         try:
-            out[order[at]] = run_net(*batches[order[at]])
+            out[order[at]] = net(*batches[order[at]])
         except BaseException:
             taken.stop()
             raise
@@ -142,12 +119,6 @@ def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Matrix], batches: Sequ
     done = [o for o in out if o is not None]
     assert len(done) == len(batches)
     return done
-
-
-def _alone() -> bool:
-    """One check is being scored, and nothing but its threads is runnable on the machine."""
-    runnable = runnable_threads()
-    return _CHECKS.count() == 1 and (runnable is None or runnable <= _RUNNING.count())
 
 
 class _Counter:
@@ -192,14 +163,8 @@ class _Running:
         with self._lock:
             return self._count > limit
 
-    def count(self) -> int:
-        with self._lock:
-            return self._count
-
 
 _RUNNING = _Running()
-_CHECKS = _Running()
-"""Calls of ``run_batches`` in progress (one per check being scored)."""
 
 
 class GraphMissing(VilmoError, RuntimeError):
@@ -246,37 +211,10 @@ class Int8Session:
         self.threads = threads
         self._session = ort.InferenceSession(str(path), session_options(threads),
                                              providers=["CPUExecutionProvider"])
-        self._wide: Int8Session | None = None
-        self._wide_started = False
-        self._wide_lock = threading.Lock()
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> Matrix:
         out: Matrix = self._session.run(None, {"ids": ids, "mask": mask})[0]
         return out
-
-    def wide(self) -> Int8Session | None:
-        """This graph with one thread per serving core (``run_batches``: a lone check's last
-        batch), or None until it is loaded: the first ask loads it in the background, so no
-        request waits for it. None for a session that already runs several threads."""
-        if self.threads > 1 or serving_cores() <= 1:
-            return None
-        with self._wide_lock:
-            if not self._wide_started:
-                self._wide_started = True
-                threading.Thread(target=self._load_wide, name="vilmo-onnx-wide",
-                                 daemon=True).start()
-            return self._wide
-
-    def _load_wide(self) -> None:
-        try:
-            wide = shared_session(self.path, serving_cores())
-        except Exception:  # the one-thread session serves on
-            logging.getLogger(__name__).warning("could not load %s with %d threads; its "
-                                                "checks run on one", self.path.name,
-                                                serving_cores(), exc_info=True)
-            return
-        with self._wide_lock:
-            self._wide = wide
 
 
 _SESSIONS: dict[tuple[Path, int], Int8Session] = {}
