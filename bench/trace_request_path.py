@@ -34,8 +34,16 @@ from harness import ENV, REPO, chat_body, prompts, timed_post, timed_stream, wai
 
 TARGETS = (
     ("default, plain", "default", False),
+    ("no policy, plain", "passthrough", False),
     ("default monitor, stream", "default-monitor", True),
     ("no policy, stream", "passthrough", True),
+)
+KINDS = dict(
+    zip(
+        (label for label, _, _ in TARGETS),
+        ("plain", "bare plain", "monitor", "bare stream"),
+        strict=True,
+    )
 )
 
 BOOT = r"""
@@ -99,7 +107,11 @@ def stages(events: list[tuple[str, float, float]], kind: str) -> dict[str, list[
     for _, start, end in spans:
         inside = [e for e in events if start <= e[1] and e[2] <= end and e[0] != "gateway"]
         names = {e[0] for e in inside}
-        found = "plain" if "upstream" in names else "monitor" if "check" in names else "bare"
+        checked = "check" in names
+        if "upstream" in names:
+            found = "plain" if checked else "bare plain"
+        else:
+            found = "monitor" if checked else "bare stream"
         if found != kind:
             continue
         ms: dict[str, float] = defaultdict(float)
@@ -112,7 +124,7 @@ def stages(events: list[tuple[str, float, float]], kind: str) -> dict[str, list[
             "first content": (firsts.get(start, end) - start) * 1000,
             "instruction step": ms["instruction"],
             "  reader pass": sum((e[2] - e[1]) * 1000 for e in in_step if e[0] == "reader"),
-            "  judge passes (second look, read-ahead)": sum(
+            "  judge pass (second look)": sum(
                 (e[2] - e[1]) * 1000 for e in in_step if e[0] == "judge"
             ),
             "upstream (plain)": ms["upstream"],
@@ -128,7 +140,7 @@ def stages(events: list[tuple[str, float, float]], kind: str) -> dict[str, list[
             + sum((e[2] - e[1]) * 1000 for e in in_step if e[0] == "judge"),
             "record": ms["record"],
         }
-        row["rest"] = (
+        row["rest (streams: the relay too)"] = (
             row["gateway"]
             - row["instruction step"]
             - row["upstream (plain)"]
@@ -205,7 +217,7 @@ def main() -> None:
             f"load average {load:.1f} at the end\n"
         )
         for label, _, stream in TARGETS:
-            kind = "plain" if not stream else "monitor" if "monitor" in label else "bare"
+            kind = KINDS[label]
             found = {}
             for name in trees:
                 events = json.loads((work / f"{name}.json").read_text())
