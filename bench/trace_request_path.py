@@ -1,0 +1,245 @@
+"""Where a request's time goes, stage by stage, at c=1 (a benchmark, not a test; issue 16).
+
+One stub upstream and `vilmo serve` of each tree (this checkout, and optionally a baseline tree,
+visited in alternating order each round), each gateway started with timing wrappers around its
+stages (the wrappers only read the clock; nothing else changes). Targets: the `default` policy
+on a plain request, `default` in monitor mode and no policy on a stream. Per target, the median
+over the rounds of: the gateway's own time (first byte of the request to the last byte of the
+response; to the first content chunk for streams), the instruction step (the request reader's
+pass, the judge's passes for the second look), the reply check (the judge's ONNX batches, its
+tokenising and pooling, the micro-batcher's hand-offs), the upstream call, the record.
+
+    python bench/trace_request_path.py [--baseline-tree /tmp/base] [--rounds 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+from bench_request_path import policy_dir
+from bench_serving import REPLY
+from harness import ENV, REPO, chat_body, prompts, timed_post, timed_stream, wait_ready
+
+TARGETS = (
+    ("default, plain", "default", False),
+    ("no policy, plain", "passthrough", False),
+    ("default monitor, stream", "default-monitor", True),
+    ("no policy, stream", "passthrough", True),
+)
+KINDS = dict(
+    zip(
+        (label for label, _, _ in TARGETS),
+        ("plain", "bare plain", "monitor", "bare stream"),
+        strict=True,
+    )
+)
+
+BOOT = r"""
+import functools, inspect, json, os, re, signal, sys, time
+EVENTS = []
+def wrap(owner, attr, name):
+    f = getattr(owner, attr)
+    if inspect.iscoroutinefunction(f):
+        async def w(*a, **k):
+            s = time.perf_counter()
+            try: return await f(*a, **k)
+            finally: EVENTS.append((name, s, time.perf_counter()))
+    else:
+        def w(*a, **k):
+            s = time.perf_counter()
+            try: return f(*a, **k)
+            finally: EVENTS.append((name, s, time.perf_counter()))
+    setattr(owner, attr, functools.wraps(f)(w))
+import proxy.app, proxy.guard, proxy.services, proxy.stages, vilmo.judge.batcher as batcher
+import vilmo.judge.embedder as embedder, vilmo.judge.value_model as vm, vilmo.judge.value_onnx as vo
+wrap(proxy.guard.Guard, "instruction", "instruction")
+wrap(embedder.CachedGraph, "_run", "reader")
+wrap(vm.BuiltinClassifier, "score", "judge")
+wrap(proxy.stages.TimedUpstream, "complete", "upstream")
+wrap(proxy.guard.Guard, "check_choices", "check")
+wrap(batcher.MicroBatcher, "_execute", "batch")
+wrap(vm.BuiltinClassifier, "_window_logits", "windows")
+wrap(vo, "run_batches", "onnx")
+wrap(proxy.services.Services, "finish", "record")
+factory = proxy.app.app_from_environment
+def traced():
+    app = factory()
+    async def asgi(scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/v1/chat/completions":
+            return await app(scope, receive, send)
+        start, first = time.perf_counter(), []
+        async def sending(message):
+            if not first and re.search(rb'"content": ?"[^"]', message.get("body", b"")):
+                first.append(time.perf_counter())
+            await send(message)
+        try: await app(scope, receive, sending)
+        finally:
+            EVENTS.append(("gateway", start, time.perf_counter()))
+            if first: EVENTS.append(("first content", start, first[0]))
+    asgi.state = app.state
+    return asgi
+proxy.app.app_from_environment = traced
+signal.signal(signal.SIGUSR1, lambda *_: open(os.environ["TRACE_OUT"], "w").write(json.dumps(EVENTS)))
+from vilmo.cli import main
+sys.argv = ["vilmo", *sys.argv[1:]]
+main()
+"""
+
+
+def stages(events: list[tuple[str, float, float]], kind: str) -> dict[str, list[float]]:
+    """Per stage, its milliseconds in each request of ``kind`` (the requests told apart by their
+    events: a plain request calls the upstream's ``complete``, a checked stream checks)."""
+    spans = sorted((e for e in events if e[0] == "gateway"), key=lambda e: e[1])
+    firsts = {e[1]: e[2] for e in events if e[0] == "first content"}
+    out: dict[str, list[float]] = defaultdict(list)
+    for _, start, end in spans:
+        inside = [e for e in events if start <= e[1] and e[2] <= end and e[0] != "gateway"]
+        names = {e[0] for e in inside}
+        checked = "check" in names
+        if "upstream" in names:
+            found = "plain" if checked else "bare plain"
+        else:
+            found = "monitor" if checked else "bare stream"
+        if found != kind:
+            continue
+        ms: dict[str, float] = defaultdict(float)
+        for name, s, e in inside:
+            ms[name] += (e - s) * 1000
+        instruction = next((e for e in inside if e[0] == "instruction"), None)
+        in_step = [e for e in inside if instruction and instruction[1] <= e[1] <= instruction[2]]
+        row = {
+            "gateway": (end - start) * 1000,
+            "first content": (firsts.get(start, end) - start) * 1000,
+            "instruction step": ms["instruction"],
+            "  reader pass": sum((e[2] - e[1]) * 1000 for e in in_step if e[0] == "reader"),
+            "  judge pass (second look)": sum(
+                (e[2] - e[1]) * 1000 for e in in_step if e[0] == "judge"
+            ),
+            "upstream (plain)": ms["upstream"],
+            "reply check": ms["check"],
+            "  judge ONNX batches": ms["onnx"]
+            - sum((e[2] - e[1]) * 1000 for e in in_step if e[0] == "onnx"),
+            "  tokenising, pooling": ms["judge"]
+            - ms["onnx"]
+            - sum((e[2] - e[1]) * 1000 for e in in_step if e[0] == "judge")
+            + sum((e[2] - e[1]) * 1000 for e in in_step if e[0] == "onnx"),
+            "  hand-offs (check - judge)": ms["check"]
+            - ms["judge"]
+            + sum((e[2] - e[1]) * 1000 for e in in_step if e[0] == "judge"),
+            "record": ms["record"],
+        }
+        row["rest (streams: the relay too)"] = (
+            row["gateway"]
+            - row["instruction step"]
+            - row["upstream (plain)"]
+            - row["reply check"]
+            - row["record"]
+        )
+        for key, value in row.items():
+            out[key].append(value)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--baseline-tree", type=Path)
+    parser.add_argument("--rounds", type=int, default=40)
+    args = parser.parse_args()
+    from stub_upstream import free_port
+
+    work = Path(tempfile.mkdtemp(prefix="vilmo-trace-"))
+    policies = policy_dir(work)
+    stub_port = free_port()
+    stub = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
+                f"harness.serve_stub({stub_port}, {REPLY!r}, 0.0)"
+            ),
+        ],
+        env=ENV,
+    )
+    direct = f"http://127.0.0.1:{stub_port}/v1"
+    trees = {"this": REPO}
+    if args.baseline_tree:
+        trees = {"baseline": args.baseline_tree.resolve(), **trees}
+    gateways: dict[str, subprocess.Popen[bytes]] = {}
+    urls: dict[str, str] = {}
+    try:
+        wait_ready(f"{direct}/models", stub)
+        for name, tree in trees.items():
+            config = work / f"{name}.yaml"
+            config.write_text(
+                "model_list:\n  - model_name: stub\n    litellm_params:\n"
+                f"      model: openai/stub\n      api_base: {direct}\n"
+                f"      api_key: sk-bench\nrouter_settings: {{num_retries: 0}}\n"
+                f"policy_dir: {policies}\nstore: {{path: {work / name / 'db'}}}\n"
+            )
+            port = free_port()
+            env = {**ENV, "PYTHONPATH": str(tree), "TRACE_OUT": str(work / f"{name}.json")}
+            gateways[name] = subprocess.Popen(
+                [sys.executable, "-c", BOOT, "serve", "--config", str(config), "--port", str(port)],
+                env=env,
+                cwd=tree,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_ready(f"http://127.0.0.1:{port}/healthz", gateways[name])
+            urls[name] = f"http://127.0.0.1:{port}/v1"
+        texts = prompts(args.rounds * len(TARGETS) + 10)
+        with httpx.Client(timeout=60) as client:
+            for r in range(args.rounds + 3):  # three warm-up rounds, dropped below
+                for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:
+                    for t, (_, policy, stream) in enumerate(TARGETS):
+                        body = chat_body(texts[(r * len(TARGETS) + t) % len(texts)], stream)
+                        call = timed_stream if stream else timed_post
+                        call(client, urls[name], body, {"X-Vilmo-Policy": policy})
+        for process in gateways.values():
+            process.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        load = os.getloadavg()[0]
+        print(
+            f"per-stage medians at c=1 (ms), {args.rounds} rounds, {os.cpu_count()} CPUs, "
+            f"load average {load:.1f} at the end\n"
+        )
+        for label, _, stream in TARGETS:
+            kind = KINDS[label]
+            found = {}
+            for name in trees:
+                events = json.loads((work / f"{name}.json").read_text())
+                per = stages([tuple(e) for e in events], kind)
+                found[name] = {k: v[3:] for k, v in per.items()}  # the warm-up rounds
+            print(
+                f"### {label}\n\n| stage | " + " | ".join(trees) + " |\n|---|" + "---|" * len(trees)
+            )
+            for key in found["this"]:
+                if not stream or key != "upstream (plain)":
+                    print(
+                        f"| {key} | "
+                        + " | ".join(f"{statistics.median(found[n][key]):.2f}" for n in trees)
+                        + " |"
+                    )
+            print()
+    finally:
+        for process in [*gateways.values(), stub]:
+            process.terminate()
+            process.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
