@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vilmo.datasets import readers as data
-from vilmo.judge.value_model import at_operating_point
+from vilmo.judge.pooling import at_operating_point
 from vilmo.train.examples import judge_examples
 from vilmo.train.operating import _benign_quantile, _by_value, choose
 

@@ -113,7 +113,8 @@ def test_a_sentence_reads_apart_from_the_whole_reply(model: BuiltinClassifier) -
     """Issue 17: a sentence cut out of a refusal cannot say whether the reply goes along with
     the request, so on a sentence span ``harm`` and ``content`` read 0 and the sentence reading
     is rescaled at its own operating points; a value's score is the higher reading's."""
-    from vilmo.judge.value_model import SENTENCE, at_operating_point
+    from vilmo.judge.pooling import at_operating_point
+    from vilmo.judge.value_model import SENTENCE
 
     item = ScoreInput(REFUSAL, HARM_PROMPT)
     probs, _, kind = model._window_probs([item])

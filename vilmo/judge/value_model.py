@@ -6,7 +6,9 @@ benign beginning. A reply of two or more sentences is also read sentence by sent
 the prompt, at most ``WindowSpec.max_spans`` spans), so one harmful sentence inside benign advice
 is not diluted by the sentences around it; the sentence reading is a second reading with its own
 operating points (``sentence_operating_points``), and a sentence speaks only for the heads that
-can judge a sentence cut out of its reply (not ``WindowSpec.span_ignores``). The network runs as
+can judge a sentence cut out of its reply (not ``WindowSpec.span_ignores``). A reply after a
+prompt is also read alone, and its whole reading mixes the two (``WindowSpec.alone_weight``),
+so that a vicious prompt does not dominate what the reply itself does. The network runs as
 an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for speed; results of recent texts are
 cached, so a repeated reply is not encoded again, nor a reply another thread is reading now.
 
@@ -35,8 +37,7 @@ import numpy.typing as npt
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
-from vilmo.judge.pooling import at_operating_point as at_operating_point
-from vilmo.judge.pooling import length_batches, max_pool, mean_pool, mix_alone
+from vilmo.judge.pooling import at_operating_point, length_batches, max_pool, mean_pool, mix_alone
 from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
