@@ -96,6 +96,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5, help="alternated measurements per rate")
     ap.add_argument("--model-dir", default=None, help="weights to measure (default: shipped)")
+    ap.add_argument("--prompt", default=None,
+                    help="read every reply after this prompt (default: plain replies; a reply "
+                         "after a prompt is also read alone when the config's "
+                         "window.alone_weight > 0)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import onnxruntime
@@ -127,11 +131,12 @@ def main() -> None:
         rounds["plain"].append(rate(lambda t: plain.encode(t, batch_size=64), batch_texts))
         for name, clf in models.items():
             rounds[name].append(rate(
-                lambda t, c=clf: c.score([ScoreInput(x) for x in t], BUILTIN_VALUES),
+                lambda t, c=clf: c.score([ScoreInput(x, args.prompt) for x in t], BUILTIN_VALUES),
                 batch_texts, name))
         with _one_core():
             rounds["int8_one_core"].append(rate(
-                lambda t: models["int8"].score([ScoreInput(x) for x in t], BUILTIN_VALUES),
+                lambda t: models["int8"].score([ScoreInput(x, args.prompt) for x in t],
+                                               BUILTIN_VALUES),
                 batch_texts, "int8_one_core"))
     ratios = [c / p for c, p in zip(rounds["int8"], rounds["plain"], strict=True)]
     core_gain = [c / o for c, o in zip(rounds["int8"], rounds["int8_one_core"], strict=True)]
@@ -139,7 +144,7 @@ def main() -> None:
                                   "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                                   "onnxruntime": onnxruntime.__version__,
                                   "threads": args.threads, "texts": args.n, "words": 60,
-                                  "rounds": args.rounds,
+                                  "rounds": args.rounds, "prompt": args.prompt,
                                   "plain_fp32_encoder_texts_per_s": _median(rounds["plain"]),
                                   "classifier_int8_replies_per_s": _median(rounds["int8"]),
                                   "classifier_int8_replies_per_s_range": [
@@ -158,13 +163,13 @@ def main() -> None:
         latencies = []
         for t in single[:60]:
             start = time.perf_counter()
-            clf.score([ScoreInput(t)], BUILTIN_VALUES)
+            clf.score([ScoreInput(t, args.prompt)], BUILTIN_VALUES)
             latencies.append((time.perf_counter() - start) * 1000)
         results[f"classifier_{name}_single_ms_median"] = round(statistics.median(latencies), 2)
         results[f"classifier_{name}_single_ms_p90"] = round(
             sorted(latencies)[int(0.9 * len(latencies))], 2)
     results["micro_batcher_int8_replies_per_s"] = round(
-        asyncio.run(_batched(models["int8"], batch_texts)), 1)
+        asyncio.run(_batched(models["int8"], batch_texts, args.prompt)), 1)
     results["rounds_replies_per_s"] = {name: [round(r, 1) for r in rates]
                                        for name, rates in rounds.items()}
     results["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -188,13 +193,13 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 1)
 
 
-async def _batched(clf: object, texts: list[str]) -> float:
+async def _batched(clf: object, texts: list[str], prompt: str | None) -> float:
     from vilmo.judge.batcher import MicroBatcher
     from vilmo.judge.classifier import ScoreInput
     from vilmo.judge.heads import BUILTIN_VALUES
 
     batcher = MicroBatcher(clf, max_batch=64)  # type: ignore[arg-type]
-    items = [ScoreInput("Again: " + t) for t in texts]
+    items = [ScoreInput("Again: " + t, prompt) for t in texts]
     start = time.perf_counter()
     await asyncio.gather(*(batcher.score(i, BUILTIN_VALUES) for i in items))
     elapsed = time.perf_counter() - start

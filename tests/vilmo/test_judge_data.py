@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vilmo.datasets import readers as data
-from vilmo.judge.value_model import at_operating_point
+from vilmo.judge.pooling import at_operating_point
 from vilmo.train.examples import judge_examples
 from vilmo.train.operating import _benign_quantile, _by_value, choose
 
@@ -113,3 +113,12 @@ def test_when_no_rule_meets_the_target_each_reading_takes_its_strictest_points()
     rule = choose(whole, spans, benign_target=0.01)
     assert (rule["floor"], rule["sentence_floor"]) == (0.5, 0.8)
     assert rule["dev_benign_flagged"] == 1.0 and rule["dev_refused_flagged"] == 0.0
+
+
+def test_mix_alone_weights_the_two_readings_and_keeps_plain_texts() -> None:
+    from vilmo.judge.pooling import mix_alone
+
+    after = np.array([[0.8, 0.2], [0.4, 0.6]], dtype=np.float32)
+    alone = np.array([[0.0, 0.6], [0.0, 0.0]], dtype=np.float32)
+    out = mix_alone(after, alone, np.array([True, False]), 0.25)
+    np.testing.assert_allclose(out, [[0.6, 0.3], [0.4, 0.6]], atol=1e-6)

@@ -75,10 +75,10 @@ def test_repeated_text_is_not_encoded_again(model: BuiltinClassifier) -> None:
     calls: list[int] = []
     original = model._window_logits
 
-    def counted(items: Sequence[ScoreInput], sentences: bool = True,
+    def counted(items: Sequence[ScoreInput], sentences: bool = True, alone: bool = True,
                 ) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
         calls.append(len(items))
-        return original(items, sentences)
+        return original(items, sentences, alone)
 
     model._window_logits = counted  # type: ignore[method-assign]
     try:
@@ -100,7 +100,9 @@ def test_calibration_reads_what_inference_pools(model: BuiltinClassifier) -> Non
     logits = model.pooled_logits(items)
     expected = 1.0 / (1.0 + np.exp(-(logits * loaded.a + loaded.b)))
     np.testing.assert_allclose(model.head_probabilities(items), expected, rtol=1e-4, atol=1e-5)
-    raw, owner, kind = model._window_logits(items)
+    # Without the rows read alone, which share batches with the whole windows (int8
+    # activations are quantised per batch).
+    raw, owner, kind = model._window_logits(items, alone=False)
     first = (np.asarray(owner) == 0) & (kind == WHOLE)
     cm = loaded.names.index("cm")
     assert first.sum() > 2
@@ -111,7 +113,8 @@ def test_a_sentence_reads_apart_from_the_whole_reply(model: BuiltinClassifier) -
     """Issue 17: a sentence cut out of a refusal cannot say whether the reply goes along with
     the request, so on a sentence span ``harm`` and ``content`` read 0 and the sentence reading
     is rescaled at its own operating points; a value's score is the higher reading's."""
-    from vilmo.judge.value_model import SENTENCE, at_operating_point
+    from vilmo.judge.pooling import at_operating_point
+    from vilmo.judge.value_model import SENTENCE
 
     item = ScoreInput(REFUSAL, HARM_PROMPT)
     probs, _, kind = model._window_probs([item])
@@ -126,3 +129,38 @@ def test_a_sentence_reads_apart_from_the_whole_reply(model: BuiltinClassifier) -
     expected = np.maximum(at_operating_point(whole, m.operating),
                           at_operating_point(sentences, m.sentence_operating))
     assert np.allclose([res.violation[v] for v in BUILTIN_VALUES], expected, atol=1e-6)
+
+
+def test_a_reply_after_a_prompt_is_also_read_alone(model: BuiltinClassifier) -> None:
+    """Issue 17, "read what the reply does, not what the prompt is about": the shipped config
+    reads a reply after a prompt also without it, and its whole reading is the weighted mix of
+    the two (``window.alone_weight``); a plain text is read once (no second pass)."""
+    from vilmo.judge.heads import compose
+    from vilmo.judge.pooling import max_pool, mix_alone
+    from vilmo.judge.value_model import ALONE, ALONE_FINE, SENTENCE
+
+    m = model._model()
+    weight = m.spec.alone_weight
+    assert 0.0 < weight < 1.0
+    item = ScoreInput(BENIGN * 12 + REFUSAL, HARM_PROMPT)  # long: fine windows too
+    probs, owner, kind = model._window_probs([item])
+    bare = (kind == ALONE) | (kind == ALONE_FINE)
+    assert (kind == ALONE).sum() > 1 and (kind == ALONE_FINE).sum() > 1
+    vio, _ = compose(probs, m.names)
+    rows = np.asarray(owner)
+    paired = ~bare & (kind != SENTENCE)
+    expected = mix_alone(max_pool(vio[paired], rows[paired], 1), max_pool(vio[bare], rows[bare], 1),
+                         np.array([True]), weight)
+    ((whole, _, _),) = model.readings([item])
+    np.testing.assert_allclose(whole, expected[0], atol=1e-6)
+    _, _, plain = model._window_probs([ScoreInput(REFUSAL)])
+    assert not ((plain == ALONE) | (plain == ALONE_FINE)).any()
+
+
+def test_calibration_pools_the_reading_after_the_prompt(model: BuiltinClassifier) -> None:
+    """Platt scaling stays fitted on the reading after the prompt (the rows the heads were
+    trained to read with their prompt); the alone rows do not change ``pooled_logits``."""
+    items = [ScoreInput(REFUSAL, HARM_PROMPT)]
+    raw, _, kind = model._window_logits(items, sentences=False, alone=False)
+    assert (kind == WHOLE).all()
+    np.testing.assert_allclose(model.pooled_logits(items)[0], raw.max(axis=0), atol=1e-5)

@@ -6,7 +6,9 @@ benign beginning. A reply of two or more sentences is also read sentence by sent
 the prompt, at most ``WindowSpec.max_spans`` spans), so one harmful sentence inside benign advice
 is not diluted by the sentences around it; the sentence reading is a second reading with its own
 operating points (``sentence_operating_points``), and a sentence speaks only for the heads that
-can judge a sentence cut out of its reply (not ``WindowSpec.span_ignores``). The network runs as
+can judge a sentence cut out of its reply (not ``WindowSpec.span_ignores``). A reply after a
+prompt is also read alone, and its whole reading mixes the two (``WindowSpec.alone_weight``),
+so that a vicious prompt does not dominate what the reply itself does. The network runs as
 an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for speed; results of recent texts are
 cached, so a repeated reply is not encoded again, nor a reply another thread is reading now.
 
@@ -35,6 +37,7 @@ import numpy.typing as npt
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
+from vilmo.judge.pooling import at_operating_point, length_batches, max_pool, mean_pool, mix_alone
 from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
@@ -45,8 +48,9 @@ if TYPE_CHECKING:
 MODEL_NAME = "value_classifier"
 CONTEXT_HEADS = frozenset({"cm", "justice", "deontology", "valueeval"})
 """Heads that judge a whole scenario or argument, so not short excerpts of it."""
-WHOLE, FINE, SENTENCE = 0, 1, 2
-"""Kinds of window: the whole reply's, a short cut of a long reply, one sentence span."""
+WHOLE, FINE, SENTENCE, ALONE, ALONE_FINE = 0, 1, 2, 3, 4
+"""Kinds of window: the whole reply's, a short cut of a long reply, one sentence span, and
+the first two read without the prompt (``WindowSpec.alone_weight``)."""
 
 
 _Reading = tuple[Matrix, Matrix, Matrix]
@@ -174,21 +178,22 @@ class BuiltinClassifier:
         depend on how many sentences a text has; the value scores then read each sentence with
         the same calibration, and the operating points are fitted on those scores (issue 17:
         with the spans in this pooling, dev recall at the 1 % benign rule was lower)."""
-        logits, owner, kind = self._window_logits(items, sentences=False)
-        pooled = _max_pool(logits, owner, len(items), floor=-np.inf)
+        logits, owner, kind = self._window_logits(items, sentences=False, alone=False)
+        pooled = max_pool(logits, owner, len(items), floor=-np.inf)
         context = self._model().context_heads
         whole = kind == WHOLE
-        pooled[:, context] = _mean_pool(logits[whole][:, context],
+        pooled[:, context] = mean_pool(logits[whole][:, context],
                                         np.asarray(owner)[whole], len(items))
         return pooled
 
-    def _window_logits(self, items: Sequence[ScoreInput], sentences: bool = True
-                       ) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
+    def _window_logits(self, items: Sequence[ScoreInput], sentences: bool = True,
+                       alone: bool = True) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
         """Head logits per row, the rows' item, and each row's kind (``WHOLE``, ``FINE``,
-        ``SENTENCE``). Rows: the whole reply's windows; for a long reply, also its short
-        (``fine_length``) windows; for a reply of two or more sentences, also each sentence span
-        (``vilmo.judge.value_net.sentence_spans``) after the prompt, unless ``sentences`` is
-        False."""
+        ``SENTENCE``, ``ALONE``, ``ALONE_FINE``). Rows: the whole reply's windows; for a long
+        reply, also its short (``fine_length``) windows; for a reply of two or more sentences,
+        also each sentence span (``vilmo.judge.value_net.sentence_spans``) after the prompt,
+        unless ``sentences`` is False; for a reply after a prompt, if ``alone`` and the config's
+        ``alone_weight`` > 0, also its windows and fine windows without the prompt."""
         from vilmo.judge.value_onnx import run_batches
         from vilmo.judge.windowing import (
             WindowSpec,
@@ -216,8 +221,15 @@ class BuiltinClassifier:
             rows += coarse + fine + spanned
             owner += [i] * (len(coarse) + len(fine) + len(spanned))
             kind += [WHOLE] * len(coarse) + [FINE] * len(fine) + [SENTENCE] * len(spanned)
+            if alone and item.prompt and m.spec.alone_weight > 0:
+                bare = windows(m.tokenizer, None, item.response, m.spec)
+                bare_fine = (windows(m.tokenizer, None, item.response, fine_spec)
+                             if fine_spec and len(bare) > 1 else [])
+                rows += bare + bare_fine
+                owner += [i] * (len(bare) + len(bare_fine))
+                kind += [ALONE] * len(bare) + [ALONE_FINE] * len(bare_fine)
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
-        chunks = _length_batches([len(r) for r in rows], self.batch_size)
+        chunks = length_batches([len(r) for r in rows], self.batch_size)
         padded = [pad_numpy([rows[r] for r in chunk]) for chunk in chunks]
         for chunk, logits in zip(chunks, run_batches(m.net, padded), strict=True):
             out[chunk] = logits
@@ -234,7 +246,7 @@ class BuiltinClassifier:
         m = self._model()
         logits, owner, kind = self._window_logits(items)
         probs = sigmoid(logits * m.a + m.b).astype(np.float32)
-        probs[np.ix_(kind == FINE, m.context_heads)] = 0.0
+        probs[np.ix_((kind == FINE) | (kind == ALONE_FINE), m.context_heads)] = 0.0
         not_cm = m.context_heads[m.context_heads != m.names.index("cm")]
         probs[np.ix_(kind == SENTENCE, np.concatenate([not_cm, m.span_ignored]))] = 0.0
         return probs, owner, kind
@@ -323,25 +335,21 @@ class BuiltinClassifier:
                            m.config.get("compose_power", 1.0))
         rows = np.asarray(owner, dtype=np.int64)
         span = kind == SENTENCE
-        whole = _max_pool(vio[~span], rows[~span], len(items))
-        sentences = _max_pool(vio[span], rows[span], len(items))
-        ups_p = _max_pool(ups, rows, len(items))
+        bare = (kind == ALONE) | (kind == ALONE_FINE)
+        paired = ~span & ~bare
+        whole = max_pool(vio[paired], rows[paired], len(items))
+        if bare.any():
+            whole = mix_alone(whole, max_pool(vio[bare], rows[bare], len(items)),
+                              np.bincount(rows[bare], minlength=len(items)) > 0,
+                              m.spec.alone_weight)
+        sentences = max_pool(vio[span], rows[span], len(items))
+        ups_p = max_pool(ups[~bare], rows[~bare], len(items))
         return [(whole[i], sentences[i], ups_p[i]) for i in range(len(items))]
 
 
 def _points(points: dict[str, float] | None) -> Matrix | None:
     return (np.array([points[v] for v in BUILTIN_VALUES], dtype=np.float32)
             if points else None)
-
-
-def at_operating_point(scores: Matrix, points: Matrix) -> Matrix:
-    """Rescale scores so that each value's operating point reads 0.5: linear from 0 to the
-    point and from the point to 1."""
-    points = np.clip(points, 1e-6, 1 - 1e-6)
-    low = 0.5 * scores / points
-    high = 0.5 + 0.5 * (scores - points) / (1.0 - points)
-    out: Matrix = np.clip(np.where(scores < points, low, high), 0.0, 1.0).astype(np.float32)
-    return out
 
 
 def _fp32_network(config: dict[str, Any], encoder_path: Path, weights: Path) -> ValueNet:
@@ -370,31 +378,3 @@ class _TorchNetwork:
         with torch.inference_mode():
             out: Matrix = self.net(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
         return out
-
-
-def _length_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
-    """Row indices in batches of at most ``size`` rows of similar length (a new batch when a
-    row is over 1.5 times the batch's shortest), so short windows are not padded to long ones:
-    sentence spans, fine and coarse windows of a reply go to separate batches."""
-    batches: list[list[int]] = []
-    for r in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if (not batches or len(batches[-1]) >= size
-                or lengths[r] > 1.5 * lengths[batches[-1][0]]):
-            batches.append([])
-        batches[-1].append(r)
-    return batches
-
-
-def _max_pool(rows: Matrix, owner: Sequence[int] | npt.NDArray[np.int64], n: int,
-              floor: float = 0.0) -> Matrix:
-    out = np.full((n, rows.shape[1]), floor, dtype=np.float32)
-    np.maximum.at(out, np.asarray(owner, dtype=np.int64), rows)
-    return out
-
-
-def _mean_pool(rows: Matrix, owner: npt.NDArray[np.int64], n: int) -> Matrix:
-    total = np.zeros((n, rows.shape[1]), dtype=np.float32)
-    np.add.at(total, owner, rows)
-    count = np.bincount(owner, minlength=n).astype(np.float32)
-    out: Matrix = (total / np.maximum(count, 1.0)[:, None]).astype(np.float32)
-    return out

@@ -73,6 +73,11 @@ class WindowSpec:
     request: one sentence cut out of a refusal cannot say) and ``content`` (both read single
     sentences of benign texts high; chosen on dev, issue 17). A sentence then speaks through
     ``cm``: whether the act it describes is wrong."""
+    alone_weight: float = 0.0
+    """A reply after a prompt is also read alone (its windows without the prompt), and its
+    whole reading is ``(1 - alone_weight)`` of the reading after the prompt plus
+    ``alone_weight`` of the reading alone (0: not read alone; ``vilmo.judge.pooling.mix_alone``).
+    After a vicious prompt the prompt dominated the reading (issue 17)."""
 
 
 def windows(tokenizer: WindowTokenizer, prompt: str | None, response: str,

@@ -1,0 +1,63 @@
+"""How the value classifier's window rows become one reading per text: length-sorted batches,
+max and mean pooling over a text's rows, the mix of a reply's two whole readings (after its
+prompt and alone), and the rescaling at each value's operating point."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from vilmo.types import Matrix
+
+
+def at_operating_point(scores: Matrix, points: Matrix) -> Matrix:
+    """Rescale scores so that each value's operating point reads 0.5: linear from 0 to the
+    point and from the point to 1."""
+    points = np.clip(points, 1e-6, 1 - 1e-6)
+    low = 0.5 * scores / points
+    high = 0.5 + 0.5 * (scores - points) / (1.0 - points)
+    out: Matrix = np.clip(np.where(scores < points, low, high), 0.0, 1.0).astype(np.float32)
+    return out
+
+
+def mix_alone(after_prompt: Matrix, alone: Matrix, has_alone: npt.NDArray[np.bool_],
+              weight: float) -> Matrix:
+    """The whole reading of each reply: ``(1 - weight)`` of its reading after the prompt plus
+    ``weight`` of its reading alone (issue 17: "read what the reply does, not what the prompt
+    is about"; after a vicious prompt a refusal read with the prompt scores high, read alone it
+    does not). A text without a prompt has one reading, kept as it is."""
+    mixed = ((1.0 - weight) * after_prompt + weight * alone).astype(np.float32)
+    out: Matrix = np.where(has_alone[:, None], mixed, after_prompt).astype(np.float32)
+    return out
+
+
+def length_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Row indices in batches of at most ``size`` rows of similar length (a new batch when a
+    row is over 1.5 times the batch's shortest), so short windows are not padded to long ones:
+    sentence spans, fine and coarse windows of a reply go to separate batches."""
+    batches: list[list[int]] = []
+    for r in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if (not batches or len(batches[-1]) >= size
+                or lengths[r] > 1.5 * lengths[batches[-1][0]]):
+            batches.append([])
+        batches[-1].append(r)
+    return batches
+
+
+def max_pool(rows: Matrix, owner: Sequence[int] | npt.NDArray[np.int64], n: int,
+             floor: float = 0.0) -> Matrix:
+    """Per item, the highest value of each column over the item's rows (``floor`` if none)."""
+    out = np.full((n, rows.shape[1]), floor, dtype=np.float32)
+    np.maximum.at(out, np.asarray(owner, dtype=np.int64), rows)
+    return out
+
+
+def mean_pool(rows: Matrix, owner: npt.NDArray[np.int64], n: int) -> Matrix:
+    """Per item, the mean of each column over the item's rows (0 if none)."""
+    total = np.zeros((n, rows.shape[1]), dtype=np.float32)
+    np.add.at(total, owner, rows)
+    count = np.bincount(owner, minlength=n).astype(np.float32)
+    out: Matrix = (total / np.maximum(count, 1.0)[:, None]).astype(np.float32)
+    return out
