@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from vilmo.judge.shared_cache import load_vector
 from vilmo.judge.value_onnx import Int8Session, graph_path
 from vilmo.judge.windowing import pad_numpy
 from vilmo.policy import Policy
+from vilmo.types import Matrix
 
 shipped = pytest.mark.skipif(not (default_reader_dir() / "weights.safetensors").exists(),
                              reason="no reader weights in vilmo/models/stakes_reader")
@@ -207,3 +209,32 @@ def test_a_graph_that_cannot_be_cut_is_served_whole(monkeypatch: pytest.MonkeyPa
     reading = reader.read(REVENGE)
     assert reader._whole and reading.embedded
     assert np.array_equal(reader.rows([REVENGE]), whole_rows(StakesReader(), [REVENGE]))
+
+
+def test_prepare_embeds_a_policys_principles_before_its_first_request() -> None:
+    """The gateway's warm-up prompt has no value at stake, so the first request with one
+    embedded the policy's principles (about 0.4 s for ``default``): ``prepare`` does it at
+    start-up, once; a policy on another generator has nothing to prepare."""
+    from generator_fakes import TableEncoder, small_bank
+
+    class CountingEncoder(TableEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoded: list[str] = []
+
+        def encode(self, texts: Sequence[str]) -> Matrix:
+            self.encoded += texts
+            return super().encode(texts)
+
+    encoder = CountingEncoder()
+    generator = VilmoGenerator(small_bank(), encoder, StakesModel.load())
+    generator.prepare(POLICY)
+    pool = generator.retriever.bank.for_policy(POLICY)
+    assert sorted(encoder.encoded) == sorted(p.text for p in pool) and pool
+    encoder.encoded.clear()
+    generator.retriever.matrix(pool)
+    generator.prepare(POLICY.model_copy(update={"name": "again"}))
+    relevance = Policy.model_validate({"name": "r", "values": {"mft.fairness": {}},
+                                       "instructions": {"generator": "relevance"}})
+    generator.prepare(relevance)
+    assert encoder.encoded == []

@@ -203,6 +203,13 @@ class VilmoGenerator:
         """Load the policy's weights now, so a missing file fails at startup, not per request."""
         self.scorer_for(policy)
 
+    def prepare(self, policy: Policy) -> None:
+        """Embed the principles the policy's instructions are drawn from now (the gateway's
+        start-up): the first of its requests with a value at stake would otherwise wait for
+        them (about 0.4 s for ``default``), as no warm-up prompt has a value at stake."""
+        if policy.instructions.generator == NAME:
+            self.retriever.matrix(self.retriever.bank.for_policy(policy))
+
     @staticmethod
     def rank(cs: CandidateSet, scorer: InstructionScorer | None) -> list[Candidate]:
         """Candidates, lowest predicted violation first; ties keep relevance order."""
