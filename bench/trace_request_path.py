@@ -66,6 +66,9 @@ import proxy.app, proxy.guard, proxy.services, proxy.stages, vilmo.judge.batcher
 import vilmo.judge.embedder as embedder, vilmo.judge.value_model as vm, vilmo.judge.value_onnx as vo
 wrap(proxy.guard.Guard, "instruction", "instruction")
 wrap(embedder.CachedGraph, "_run", "reader")
+import vilmo.instruct.stakes_reader as sr
+for attr in ("_read_half", "_embed_rest"):  # the split reader's halves (absent in older trees)
+    if hasattr(sr.StakesReader, attr): wrap(sr.StakesReader, attr, "reader")
 wrap(vm.BuiltinClassifier, "score", "judge")
 wrap(proxy.stages.TimedUpstream, "complete", "upstream")
 wrap(proxy.guard.Guard, "check_choices", "check")

@@ -28,6 +28,7 @@ from vilmo.instruct.instructions import (
     NO_INSTRUCTION,
     Instruction,
     InstructionGenerator,
+    prompt_text,
 )
 from vilmo.judge.batcher import MicroBatcher, Overloaded
 from vilmo.judge.classifier import ScoreInput, ValueClassifier
@@ -42,6 +43,10 @@ ClassifierFor = Callable[[Policy], ValueClassifier]
 """The classifier that judges a policy's ids (its values and its custom principles)."""
 
 
+IN_PLACE_MAX_CHARS = 2000
+"""The longest prompt whose instruction step may run on the event loop (``Guard.in_place``)."""
+
+
 class TextTooLarge(ValueError):
     """More text in one check than the policy's ``checks.max_chars``."""
 
@@ -51,6 +56,9 @@ class Guard:
         self.classifier_for = classifier_for
         self.metrics = metrics
         self._batchers: dict[str, MicroBatcher] = {}  # by policy name
+        self.requests_in_flight = 0
+        """HTTP requests this process is serving now (kept by
+        ``proxy.middleware.UnexpectedErrors``): a lone one's instruction step runs in place."""
 
     async def check(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                     ) -> Verdict | FailedOpen:
@@ -90,13 +98,15 @@ class Guard:
     async def instruction(self, generator: InstructionGenerator, messages: Messages,
                           policy: Policy) -> tuple[Instruction, float]:
         """The instruction and the seconds it took. The generator runs in a worker thread (it
-        embeds text) under the check timeout, but for a policy whose generator needs no model
-        (``none``, ``static``): then in place, without the thread hand-off. A failure is
-        handled like a failed check (closed: error; open: no instruction)."""
+        embeds text) under the check timeout, but in place, without the thread's two hand-offs,
+        for a policy whose generator needs no model (``none``, ``static``), and for a short
+        prompt when this is the only request in flight and nothing runs beside the step
+        (``in_place``). A failure is handled like a failed check (closed: error; open: no
+        instruction)."""
         note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
         try:
-            if policy.instructions.generator in MODEL_FREE_GENERATORS:
+            if self.in_place(policy, messages):
                 instruction = generator.generate(messages, policy)
             else:
                 instruction = await asyncio.wait_for(
@@ -106,6 +116,16 @@ class Guard:
             self.failed(policy, "instruction", exc)
             instruction = NO_INSTRUCTION
         return instruction, time.perf_counter() - started
+
+    def in_place(self, policy: Policy, messages: Messages) -> bool:
+        """Whether the instruction step runs on the event loop: a model-free generator, or
+        one request in flight (``requests_in_flight``), no input check beside the step (its
+        batch waits for the loop), and a prompt of at most ``IN_PLACE_MAX_CHARS`` (the step
+        stays a few milliseconds, which the check timeout could not cut short in place)."""
+        if policy.instructions.generator in MODEL_FREE_GENERATORS:
+            return True
+        return (self.requests_in_flight <= 1 and not policy.checks.input
+                and len(prompt_text(messages)) <= IN_PLACE_MAX_CHARS)
 
     def failed(self, policy: Policy, stage: Stage, exc: BaseException) -> None:
         """Count and log a guard failure; raise when the policy fails closed."""

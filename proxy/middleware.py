@@ -219,6 +219,10 @@ class UnexpectedErrors:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        services = getattr(scope["app"].state, "services", None) if "app" in scope else None
+        guard = getattr(services, "guard", None)
+        if guard is not None:  # requests in flight, until the response's last byte
+            guard.requests_in_flight += 1
         try:
             await self.app(scope, receive, tracked_send)
         except Exception as exc:
@@ -231,3 +235,6 @@ class UnexpectedErrors:
                 scope["app"].state.services.finish(ledger, str(error.status), error.code)
             if not started:
                 await send_error(send, error)
+        finally:
+            if guard is not None:
+                guard.requests_in_flight -= 1

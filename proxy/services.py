@@ -103,6 +103,7 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
     for name in policies.names():  # load models and embed principles before traffic
         policy = policies.get(name)
         generator.generate([{"role": "user", "content": "warm-up"}], policy)
+        generator.prepare(policy)  # "warm-up" has no value at stake: its principles too
         if policy.checks.output or policy.checks.input:
             classifier_for(policy).score([ScoreInput("warm-up")], list(rules_of(policy)))
     if second_look is not None:  # loaded even when no policy checks anything

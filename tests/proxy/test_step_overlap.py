@@ -171,9 +171,26 @@ def test_a_failed_input_check_that_could_not_stop_still_fails_closed(gateway: Ga
 
 def test_an_instruction_that_needs_no_model_is_made_without_a_thread_hand_off(
         gateway: Gateway) -> None:
-    """``none`` and ``static`` are answered in place; a model-backed generator (``default``:
-    vilmo) still runs in a worker thread, off the event loop."""
+    """``none`` and ``static`` are answered in place; so is a model-backed generator's
+    (``default``: vilmo) for a lone request with a short prompt and no input check; a long
+    prompt's still runs in a worker thread, off the event loop."""
     for policy in ("model-free-none", "model-free-static", "default"):
         ask(gateway, policy, "Should I call my neighbour?", stream=False)
+    ask(gateway, "default", "Should I call my neighbour? " + "Please. " * 300, stream=False)
     assert [t == gateway.loop_thread for t in gateway.instructions.threads] == [
-        True, True, False]
+        True, True, True, False]
+
+
+def test_a_model_backed_instruction_leaves_the_event_loop_to_other_requests(
+        gateway: Gateway) -> None:
+    """With an input check beside it, or another request in flight, the instruction step runs
+    in a worker thread: the loop stays free for them."""
+    def another_request() -> bool:  # while the first request's input check runs
+        ask(gateway, "default", "Should I call my neighbour?", stream=True)
+        return True
+
+    gateway.classifier.meet = another_request
+    ask(gateway, "g-input", "Should I call my neighbour?", stream=False)
+    assert gateway.classifier.met is True
+    assert len(gateway.instructions.threads) == 2
+    assert gateway.loop_thread not in gateway.instructions.threads

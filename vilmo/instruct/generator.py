@@ -153,11 +153,11 @@ class VilmoGenerator:
             return PromptReading(np.zeros(width, dtype=np.float32), 0.0,
                                  np.zeros(len(stakes.value_ids), dtype=np.float32))
         if self.reader is not None:
+            # The reader's embedding is computed only if asked for (``judge``: values at stake).
             reading = self.reader.read(prompt)
             if self.reader_values:
                 return reading
-            return PromptReading(reading.vector, reading.gate,
-                                 stakes.probabilities(reading.vector))
+            return reading.rescored(stakes.probabilities)
         vector = self.retriever.embed(prompt)
         return PromptReading(vector, stakes.at_stake_probability(vector),
                              stakes.probabilities(vector))
@@ -171,22 +171,23 @@ class VilmoGenerator:
         """The policy's values at stake for a prompt (``read``), most at stake first; empty
         when the gate's probability is below the policy's threshold and the judge's second look
         (if any) finds no policy value at stake in the prompt's text. Values the second look
-        finds come first, then those of the values-at-stake heads."""
+        finds come first, then those of the values-at-stake heads. The reading's embedding is
+        asked for only when a value is at stake."""
         threshold = policy.instructions.stakes_threshold
         if threshold is None:
             threshold = self.threshold
-        if not reading.vector.any():
+        if reading.blank:
             return ()
-        probs = reading.probabilities
         if reading.gate >= threshold:
-            return self.retriever.values_at_stake(reading.vector, policy, probs)
+            return self.retriever.values_at_stake(reading.vector, policy, reading.probabilities)
         if self.second_look is None or not self.second_look.wanted(reading.gate, threshold):
             return ()
         flagged = self.second_look.values_at_stake(prompt, policy)
         if not flagged:
             return ()
         return tuple(dict.fromkeys(
-            [*flagged, *self.retriever.values_at_stake(reading.vector, policy, probs)]))
+            [*flagged, *self.retriever.values_at_stake(reading.vector, policy,
+                                                       reading.probabilities)]))
 
     def scorer_for(self, policy: Policy) -> InstructionScorer | None:
         """The policy's per-target scorer, or None (relevance order is the prediction)."""
@@ -201,6 +202,13 @@ class VilmoGenerator:
     def check(self, policy: Policy) -> None:
         """Load the policy's weights now, so a missing file fails at startup, not per request."""
         self.scorer_for(policy)
+
+    def prepare(self, policy: Policy) -> None:
+        """Embed the principles the policy's instructions are drawn from now (the gateway's
+        start-up): the first of its requests with a value at stake would otherwise wait for
+        them (about 0.4 s for ``default``), as no warm-up prompt has a value at stake."""
+        if policy.instructions.generator == NAME:
+            self.retriever.matrix(self.retriever.bank.for_policy(policy))
 
     @staticmethod
     def rank(cs: CandidateSet, scorer: InstructionScorer | None) -> list[Candidate]:

@@ -214,23 +214,29 @@ class CachedGraph:
     def _load(self) -> tuple[Int8Session, Tokenizer]:
         with self._lock:
             if self._loaded is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                from tokenizers import Tokenizer
-
                 from vilmo.judge.value_onnx import int8_session
 
-                tokenizer = Tokenizer.from_file(str(self._tokenizer_path() / "tokenizer.json"))
-                tokenizer.no_padding()
-                tokenizer.enable_truncation(MAX_TOKENS)
+                tokenizer = self._load_tokenizer()
                 session = int8_session(self._network, self._sources(), self.threads or 1,
                                        kind=self.kind, quantized=self.quantized)
                 self._loaded = (session, tokenizer)
             return self._loaded
 
+    def _load_tokenizer(self) -> Tokenizer:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self._tokenizer_path() / "tokenizer.json"))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(MAX_TOKENS)
+        return tokenizer
+
     def _cached(self, text: str) -> np.ndarray | None:
+        """The text's whole row (``width`` floats), or None."""
         shared = self.shared
         if shared is None:
-            return self.cache.get(text)
+            found = self.cache.get(text)
+            return found if found is not None and len(found) == self.width else None
         data = shared.get(self.shared_prefix + text)
         return None if data is None else load_vector(data, self.width)
 

@@ -211,9 +211,16 @@ class Int8Session:
         self.threads = threads
         self._session = ort.InferenceSession(str(path), session_options(threads),
                                              providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        """``ids`` (or a part graph's hidden states) and ``mask``, by position."""
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> Matrix:
-        out: Matrix = self._session.run(None, {"ids": ids, "mask": mask})[0]
+        return self.outputs(ids, mask)[0]
+
+    def outputs(self, ids: np.ndarray, mask: np.ndarray) -> list[Matrix]:
+        """Every output of the graph, in order."""
+        out: list[Matrix] = self._session.run(None, dict(zip(self._inputs, (ids, mask),
+                                                             strict=True)))
         return out
 
 
@@ -261,6 +268,12 @@ def int8_session(build: Callable[[], nn.Module], sources: Sequence[Path],
     The file is written under a temporary name and renamed, so concurrent processes never read
     a half-written graph; where the cache is not writable, the graph lives in a temp dir.
     """
+    return shared_session(cached_graph(build, sources, kind, quantized), threads)
+
+
+def cached_graph(build: Callable[[], nn.Module], sources: Sequence[Path],
+                 kind: str = "value_classifier", quantized: bool = True) -> Path:
+    """The cached graph's file (``int8_session``), exported first if missing; not loaded."""
     target = graph_path(kind, sources, quantized)
     if not target.exists():
         net = _buildable(build, target)
@@ -270,7 +283,7 @@ def int8_session(build: Callable[[], nn.Module], sources: Sequence[Path],
         except OSError:
             target = Path(tempfile.mkdtemp(prefix="vilmo-onnx-")) / target.name
             _export_int8(net, target, quantized)
-    return shared_session(target, threads)
+    return target
 
 
 def _buildable(build: Callable[[], nn.Module], target: Path) -> nn.Module:
