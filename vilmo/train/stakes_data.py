@@ -164,14 +164,16 @@ def extra_request_prompts(root: Path) -> list[LabelledPrompt]:
     """Harmful requests beyond SafeRLHF, for the request reader's training only: the project's
     written requests (``vilmo/data/prompts/written_requests.jsonl``: harmful ones with their
     harm, benign look-alikes unlabelled) and the goals of JailbreakBench's train and dev
-    behaviours (its held-out behaviours are never read), all in the train split."""
+    behaviours less any goal also filed under a held-out behaviour (the files name one
+    behaviour two ways), all in the train split."""
     from vilmo.datasets.readers import jailbreakbench
 
     rows = [LabelledPrompt(str(d["prompt"]), "safety" if d["harm"] else None,
                            (str(d["harm"]),) if d["harm"] else (),
                            WRITTEN_HARMFUL if d["harm"] else WRITTEN_BENIGN, str(d["split"]))
             for d in _package_jsonl("written_requests.jsonl")]
+    held_out = {r.goal for r in jailbreakbench(root, "heldout")}  # behaviour names vary
     goals = {r.goal: JBB_HARMS[r.category] for split in ("train", "dev")
-             for r in jailbreakbench(root, split)}  # type: ignore[arg-type]
+             for r in jailbreakbench(root, split) if r.goal not in held_out}  # type: ignore[arg-type]
     return rows + [LabelledPrompt(g, "safety", (h,), JAILBREAKBENCH, "train")
                    for g, h in sorted(goals.items())]
