@@ -31,9 +31,9 @@ from vilmo.judge.heads import BUILTIN_VALUES
 from vilmo.judge.value_model import BuiltinClassifier
 from vilmo.policy import Policy
 
-GATE_FROM = 0.5
+GATE_FROM = 0.4
 """Gate probability from which an unsure prompt gets the judge's second look (dev choice)."""
-JUDGE_THRESHOLD = 0.25
+JUDGE_THRESHOLD = 0.4
 """The judge's violation probability before operating points from which a policy value counts
 as at stake in a prompt (dev choice; a request that invites a harm is not itself harmful text, so it is lower than
 most of the judge's operating points for acting on a text: 0.3 to 0.85)."""
