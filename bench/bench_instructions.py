@@ -120,6 +120,7 @@ def main() -> None:
     new_look = SecondLook(BuiltinClassifier())
     checked_judge = BuiltinClassifier()
     alone, judge_alone = reader(args.reader), BuiltinClassifier()
+    before_gate = reader(args.before_reader)  # untimed: the band share of the rule before
     arms: dict[str, Callable[[str], object]] = {
         "before: reader + look after operating points": ask(VilmoGenerator(
             bank, reader(args.before_reader), stakes, second_look=old_look), before_policy),
@@ -154,9 +155,8 @@ def main() -> None:
             arms[name](prompt)
             wall[name].append(time.perf_counter() - started)
             cpu[name].append(time.process_time() - started_cpu)
-        gate = alone.read(prompt).gate
-        in_new_band += new_look.wanted(gate, alone.threshold)
-        in_old_band += old_look.wanted(gate, BEFORE_THRESHOLD)
+        in_new_band += new_look.wanted(alone.read(prompt).gate, alone.threshold)
+        in_old_band += old_look.wanted(before_gate.read(prompt).gate, BEFORE_THRESHOLD)
     shipped = arms["after: reader + look before operating points, input not checked"]
     cached = []
     for prompt in prompts:
