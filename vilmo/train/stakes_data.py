@@ -174,6 +174,6 @@ def extra_request_prompts(root: Path) -> list[LabelledPrompt]:
             for d in _package_jsonl("written_requests.jsonl")]
     held_out = {r.goal for r in jailbreakbench(root, "heldout")}  # behaviour names vary
     goals = {r.goal: JBB_HARMS[r.category] for split in ("train", "dev")
-             for r in jailbreakbench(root, split) if r.goal not in held_out}  # type: ignore[arg-type]
+             for r in jailbreakbench(root, split) if r.goal not in held_out}
     return rows + [LabelledPrompt(g, "safety", (h,), JAILBREAKBENCH, "train")
                    for g, h in sorted(goals.items())]
