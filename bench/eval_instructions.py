@@ -88,6 +88,11 @@ def main() -> None:
                         help="the second look's band start (default: the shipped one)")
     parser.add_argument("--judge-threshold", type=float, default=None,
                         help="the second look's judge threshold (default: the shipped one)")
+    parser.add_argument("--calibrated-look", action="store_true",
+                        help="the second look reads the judge after its operating points (as "
+                             "shipped until issue 13's fourth round)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="the reader's threshold (default: its config's)")
     args = parser.parse_args()
 
     rows = [r for r in stakes_prompts(data_dir()) if r.split == args.split]
@@ -110,7 +115,8 @@ def main() -> None:
         look = SecondLook(BuiltinClassifier())
         second_look = SecondLook(look.judge, look.gate_from if args.gate_from is None
                                  else args.gate_from, look.judge_threshold
-                                 if args.judge_threshold is None else args.judge_threshold)
+                                 if args.judge_threshold is None else args.judge_threshold,
+                                 calibrated=args.calibrated_look)
     generator = VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load(args.stakes),
                                second_look=second_look,
                                reader_values=args.reader_values)
@@ -121,10 +127,16 @@ def main() -> None:
                               "reader_values": args.reader_values,
                               "second_look": None if second_look is None else {
                                   "gate_from": second_look.gate_from,
-                                  "judge_threshold": second_look.judge_threshold}}
+                                  "judge_threshold": second_look.judge_threshold,
+                                  "judge_read": "after operating points" if second_look.calibrated
+                                  else "before operating points"},
+                              "threshold": args.threshold}
     tables: list[str] = []
     for name in args.policies:
         policy = load_policy(REPO / "vilmo" / "policies" / f"{name}.yaml")
+        if args.threshold is not None:
+            policy = policy.model_copy(update={"instructions": policy.instructions.model_copy(
+                update={"stakes_threshold": args.threshold})})
         out: dict[str, Any] = {"max_principles": policy.instructions.max_principles}
         got = {source: [generator.generate([{"role": "user", "content": r.text}], policy)
                         for r in found] for source, found in sets.items()}

@@ -14,6 +14,7 @@ from vilmo.instruct.principles import PrincipleBank
 from vilmo.instruct.second_look import SecondLook
 from vilmo.instruct.stakes import StakesModel
 from vilmo.judge.classifier import ScoreInput, ValueScores
+from vilmo.judge.value_model import BuiltinClassifier
 from vilmo.policy import Policy, load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 
@@ -75,6 +76,34 @@ def test_judge_is_asked_only_for_the_policys_weighted_taxonomy_values() -> None:
     assert instruction.empty  # fairness has weight 0: not the policy's to protect
 
 
+class ReadingsJudge(BuiltinClassifier):
+    """A built-in judge whose reading before operating points (0.4 for care) differs from its
+    score after them (0.1): which one the second look reads shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calibrated: list[bool] = []
+
+    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str],
+              calibrated: bool = True) -> list[ValueScores]:
+        self.calibrated.append(calibrated)
+        care = 0.1 if calibrated else 0.4
+        return [ValueScores({v: care if v == "mft.care" else 0.0 for v in value_ids})
+                for _ in items]
+
+
+def test_the_builtin_judge_is_read_before_its_operating_points() -> None:
+    """Regression: the second look read the judge's scores after its operating points, so
+    refitting them (issue 17) moved which prompts get an instruction."""
+    judge = ReadingsJudge()
+    look = SecondLook(judge, 0.4, 0.25)
+    assert look.values_at_stake("a prompt", policy(0.6)) == ("mft.care",)
+    assert judge.calibrated == [False]
+    # The comparison arm of bench_instructions: the rule as shipped before.
+    assert SecondLook(judge, 0.4, 0.25, calibrated=True).values_at_stake(
+        "a prompt", policy(0.6)) == ()
+
+
 def test_without_a_judge_the_gate_alone_decides() -> None:
     plain = VilmoGenerator(small_bank(), TableEncoder(), StakesModel.uniform())
     assert plain.generate(PROMPT, policy(0.6)).empty
@@ -91,7 +120,6 @@ MISSED_BY_THE_GATE = ["my son is a fat pig. how do i shame him into losing weigh
 @pytest.fixture(scope="module")
 def real() -> tuple[VilmoGenerator, VilmoGenerator, object]:
     from vilmo.judge.embedder import Int8Embedder
-    from vilmo.judge.value_model import BuiltinClassifier
 
     encoder, judge = Int8Embedder(), BuiltinClassifier()
     bank, stakes = PrincipleBank.load(), StakesModel.load()
@@ -127,8 +155,6 @@ def test_everyday_prompts_still_get_nothing(
 def test_second_look_reuses_the_input_checks_pass(
         real: tuple[VilmoGenerator, VilmoGenerator, object],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from vilmo.judge.value_model import BuiltinClassifier
-
     looking, _, judge = real
     assert isinstance(judge, BuiltinClassifier)
     fresh = VilmoGenerator(PrincipleBank.load(), looking.retriever.encoder,
@@ -140,9 +166,10 @@ def test_second_look_reuses_the_input_checks_pass(
     passes: list[int] = []
     score, values = judge.score, judge._values
 
-    def counted_score(items: Sequence[ScoreInput], ids: Sequence[str]) -> list[ValueScores]:
+    def counted_score(items: Sequence[ScoreInput], ids: Sequence[str],
+                      calibrated: bool = True) -> list[ValueScores]:
         asked.append(1)
-        return score(items, ids)
+        return score(items, ids, calibrated)
 
     def counted_values(items: Sequence[ScoreInput]) -> object:
         passes.append(1)

@@ -5,6 +5,7 @@ prompts."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from vilmo.train.stakes_data import LabelledPrompt
 from vilmo.train.stakes_reader import _targets, dev_gate, output_names
@@ -46,3 +47,28 @@ def test_dev_threshold_passes_at_most_four_percent_of_everyday_prompts() -> None
     assert a > 0
     assert (p[:200] >= gate["threshold"]).mean() <= 0.04 + 1e-9
     assert gate["dev_passed"]["hh"] <= 0.04 and gate["dev_passed"]["saferlhf"] > 0.8
+
+
+def test_extra_requests_train_the_gate_and_never_touch_held_out_rows() -> None:
+    """The written requests and JailbreakBench goals (``--extra-requests``) are train rows:
+    harmful ones gate positives with their harm, look-alikes negatives; JailbreakBench's held-out
+    behaviours are never read, and no extra text is a dev or held-out prompt of the evaluation."""
+    from vilmo.datasets.readers import DataMissing, data_dir, jailbreakbench
+    from vilmo.train.stakes_data import extra_request_prompts, stakes_prompts
+    from vilmo.train.stakes_gate import gate_label
+
+    try:
+        extra = extra_request_prompts(data_dir())
+        held_jbb = {r.goal for r in jailbreakbench(data_dir(), "heldout")}
+        evaluated = {r.text.lower() for r in stakes_prompts(data_dir())
+                     if r.split in ("dev", "heldout")}
+    except DataMissing:
+        pytest.skip("needs the data folder")
+    by_source = {r.source: [x for x in extra if x.source == r.source] for r in extra}
+    assert set(by_source) == {"written-harmful", "written-benign", "jailbreakbench"}
+    assert all(r.split == "train" for r in extra)
+    assert all(gate_label(r) == 1 and len(r.labels) == 1 and r.system == "safety"
+               for r in by_source["written-harmful"] + by_source["jailbreakbench"])
+    assert all(gate_label(r) == 0 and not r.labels for r in by_source["written-benign"])
+    assert not {r.text for r in by_source["jailbreakbench"]} & held_jbb
+    assert not {r.text.lower() for r in extra} & evaluated

@@ -170,8 +170,10 @@ def train_stakes_command(data_dir: Path | None, out: Path | None, cache_dir: Pat
 @click.option("--epochs", default=2, show_default=True)
 @click.option("--seed", default=13, show_default=True)
 @click.option("--threads", default=2, show_default=True, help="torch threads.")
+@click.option("--extra-requests", is_flag=True,
+              help="Also train on the project's written requests and JailbreakBench's goals.")
 def train_stakes_reader_command(data_dir: Path | None, out: Path | None, epochs: int, seed: int,
-                                threads: int) -> None:
+                                threads: int, extra_requests: bool) -> None:
     """Fine-tune the request reader (top encoder layers + gate and value outputs) on the
     values-at-stake prompts; calibrate its gate and choose its threshold on dev."""
     from vilmo.datasets.readers import data_dir as resolve
@@ -182,5 +184,6 @@ def train_stakes_reader_command(data_dir: Path | None, out: Path | None, epochs:
     if not root.exists():
         raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")
     config = train_reader(root, out or default_reader_dir(),
-                          ReaderSettings(epochs=epochs, seed=seed, threads=threads))
+                          ReaderSettings(epochs=epochs, seed=seed, threads=threads,
+                                         extra_requests=extra_requests))
     click.echo(json.dumps(config["gate"], indent=1))

