@@ -20,7 +20,6 @@ from vilmo.instruct.stakes import StakesModel
 from vilmo.instruct.stakes_reader import (
     HEADS,
     KIND,
-    SHARED_KEY_PREFIX,
     PromptReading,
     StakesReader,
     default_reader_dir,
@@ -151,7 +150,7 @@ def test_a_shared_cache_keeps_the_heads_then_the_whole_row() -> None:
     one, two = CountingReader(), CountingReader()
     one.use_cache(cache)
     two.use_cache(cache)
-    key = SHARED_KEY_PREFIX + REVENGE
+    key = one.shared_key(REVENGE)
     reading = one.read(REVENGE)
     assert len(cache.items[key]) == 4 * HEADS
     assert load_vector(cache.items[key], one.width) is None  # a whole-row reader: a miss

@@ -20,6 +20,7 @@ serves every policy.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -209,6 +210,7 @@ class VilmoGenerator:
         them (about 0.4 s for ``default``), as no warm-up prompt has a value at stake."""
         if policy.instructions.generator == NAME:
             self.retriever.matrix(self.retriever.bank.for_policy(policy))
+            _ = self.models_id
 
     @staticmethod
     def rank(cs: CandidateSet, scorer: InstructionScorer | None) -> list[Candidate]:
@@ -243,14 +245,36 @@ class VilmoGenerator:
             return Instruction("", (), NAME, stakes)
         return Instruction("\n".join([HEADER, *lines]), tuple(ids), NAME, stakes)
 
+    @functools.cached_property
+    def models_id(self) -> str:
+        """A digest of the models an instruction depends on (the encoder or request reader and
+        its gate, the values-at-stake heads, the second look's judge), so a replica with other
+        models (a rolling upgrade) never serves this one's cached instructions."""
+        encoder = self.retriever.encoder
+        digest = hashlib.sha1(str(getattr(encoder, "model_id", type(encoder).__name__)).encode())
+        if self.reader is not None:
+            digest.update(json.dumps(self.reader.config, sort_keys=True).encode())
+        stakes = self.retriever.stakes
+        digest.update(stakes.weights.tobytes() + stakes.bias.tobytes())
+        if stakes.gate is not None:
+            digest.update(stakes.gate.hidden.tobytes() + stakes.gate.weights.tobytes())
+        judge_dir = getattr(self.second_look and self.second_look.judge, "model_dir", None)
+        if judge_dir is not None:
+            for name in ("config.json", "weights.safetensors"):
+                path = Path(judge_dir) / name
+                if path.exists():
+                    digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return digest.hexdigest()[:12]
+
     def _fingerprint(self, policy: Policy) -> str:
-        """Name + content hash: an edited policy of the same name misses the cache."""
+        """Name + content hash + the models': an edited policy of the same name, or other
+        models, miss the cache."""
         with self._lock:
             found = self._fingerprints.get(id(policy))
             if found is not None and found[0] is policy:
                 return found[1]
         digest = hashlib.sha1(policy.model_dump_json().encode("utf-8")).hexdigest()[:16]
-        fingerprint = f"{policy.name}:{digest}"
+        fingerprint = f"{policy.name}:{digest}:{self.models_id}"
         with self._lock:
             if len(self._fingerprints) > 1024:
                 self._fingerprints.clear()

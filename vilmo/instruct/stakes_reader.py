@@ -204,7 +204,7 @@ class StakesReader(CachedGraph):
         shared = self.shared
         if shared is None:
             return self.cache.get(text)
-        data = shared.get(self.shared_prefix + text)
+        data = shared.get(self.shared_key(text))
         if data is None or len(data) not in (4 * self.width, 4 * HEADS):
             return None
         return np.frombuffer(data, dtype="<f4").astype(np.float32)

@@ -14,6 +14,7 @@ with a TTL, read by every replica).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -177,6 +178,18 @@ class CachedGraph:
         """The weight files the graph is made from (its cache key)."""
         raise NotImplementedError
 
+    @functools.cached_property
+    def model_id(self) -> str:
+        """What made this graph's rows: its weight files and the runtime (``build_key``)."""
+        from vilmo.judge.value_onnx import build_key
+
+        return build_key(*self._sources())
+
+    def shared_key(self, text: str) -> str:
+        """The text's key in a shared cache: it names the model, so a replica with other weights
+        or another onnxruntime (a rolling upgrade) never reads this one's rows."""
+        return f"{self.shared_prefix}{self.model_id}:{text}"
+
     def _network(self) -> torch.nn.Module:
         """The fp32 ``(ids, mask) -> rows`` network to export."""
         raise NotImplementedError
@@ -198,6 +211,7 @@ class CachedGraph:
     def warm_up(self) -> None:
         """Build or load the graph now (``vilmo warmup``, start-up), not on the first request."""
         self._run(["warm-up"])
+        _ = self.model_id
 
     def rows(self, texts: Sequence[str]) -> Matrix:
         """The graph's row per text; cached texts are not run again."""
@@ -237,7 +251,7 @@ class CachedGraph:
         if shared is None:
             found = self.cache.get(text)
             return found if found is not None and len(found) == self.width else None
-        data = shared.get(self.shared_prefix + text)
+        data = shared.get(self.shared_key(text))
         return None if data is None else load_vector(data, self.width)
 
     def _keep(self, text: str, row: np.ndarray) -> None:
@@ -245,7 +259,7 @@ class CachedGraph:
         if shared is None:
             self.cache.put(text, row)
         else:
-            shared.put(self.shared_prefix + text, dump_vector(row))
+            shared.put(self.shared_key(text), dump_vector(row))
 
     def _run(self, texts: Sequence[str]) -> Matrix:
         session, tokenizer = self._load()

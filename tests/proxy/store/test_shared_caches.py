@@ -5,6 +5,7 @@ generator and the store are real."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -55,9 +56,10 @@ class CountingEmbedder(Int8Embedder):
 class CountingGenerator(VilmoGenerator):
     """The VILMO generator, counting the instructions it computes (cache misses)."""
 
-    def __init__(self) -> None:
-        self.embedder = CountingEmbedder()
-        super().__init__(PrincipleBank.load(), self.embedder, StakesModel.load())
+    def __init__(self, embedder: CountingEmbedder | None = None,
+                 stakes: StakesModel | None = None) -> None:
+        self.embedder = embedder or CountingEmbedder()
+        super().__init__(PrincipleBank.load(), self.embedder, stakes or StakesModel.load())
         self.chosen = 0
 
     def choose(self, prompt: str, policy: Policy) -> Instruction:
@@ -86,6 +88,29 @@ def test_a_replica_reads_the_instruction_and_embedding_another_computed(
     assert two_caches["embedding"].counts()[0] >= 1
     assert two.embedder.encode([PROMPT[0]["content"]])[0] == pytest.approx(
         seeded_vector(PROMPT[0]["content"]))
+
+
+class OtherBuildEmbedder(CountingEmbedder):
+    """The encoder as built from other weight files or by another onnxruntime."""
+
+    model_id = "other-build"
+
+
+def test_a_replica_with_other_models_reads_none_of_their_work(make_store: MakeStore) -> None:
+    """A rolling upgrade: replicas with other models share the store but not their rows or
+    instructions (both are the models' output)."""
+    one, _ = replica(make_store())
+    one.generate(PROMPT, POLICY)
+    other_build = CountingGenerator(OtherBuildEmbedder())
+    attach_caches(other_build, make_store())
+    other_build.generate(PROMPT, POLICY)
+    assert other_build.chosen == 1 and other_build.embedder.encoded == [PROMPT[0]["content"]]
+    stakes = StakesModel.load()
+    other_heads = CountingGenerator(stakes=dataclasses.replace(stakes, bias=stakes.bias + 0.01))
+    attach_caches(other_heads, make_store())
+    other_heads.generate(PROMPT, POLICY)
+    assert other_heads.chosen == 1  # its own instruction...
+    assert other_heads.embedder.encoded == []  # ...from the same encoder's cached embedding
 
 
 def test_cached_instructions_expire_after_the_configured_ttl(make_store: MakeStore) -> None:
