@@ -182,7 +182,7 @@ def test_a_plain_text_is_measured_against_the_plain_text_points(model: BuiltinCl
 
     m = model._model()
     assert "plain_operating_points" in model.config and m.plain_operating[0] is not None
-    assert m.plain_operating[1] is not None
+    assert m.plain_operating[1] is not None and m.operating is not None
     assert not np.allclose(m.plain_operating[0], m.operating)  # the test can tell them apart
     items = [ScoreInput(HARMFUL), ScoreInput(HARMFUL, HARM_PROMPT), ScoreInput(REFUSAL, "")]
     readings = model.readings(items)

@@ -17,7 +17,9 @@ weights' config, chosen on dev by ``vilmo.train.operating.operating_points``): a
 means the same for every value, the point where the gateway should act, so one threshold
 (0.5, the default) serves every value of a policy. The rescaling is monotone (piecewise
 linear through 0, the operating point and 1), so it keeps each value's ranking within each
-reading; a value's score is the higher of its two readings' rescaled scores.
+reading; a value's score is the higher of its two readings' rescaled scores. A plain text (no
+prompt: an input check) is measured against its own points (``plain_operating_points``), so a
+refit of the reply points does not move its verdict.
 """
 
 from __future__ import annotations
