@@ -9,7 +9,7 @@ import pytest
 from vilmo.datasets import readers as data
 from vilmo.judge.pooling import at_operating_point
 from vilmo.train.examples import judge_examples
-from vilmo.train.operating import _benign_quantile, _by_value, choose
+from vilmo.train.operating import _benign_quantile, _by_value, choose, fit
 
 NEEDS_JBB = pytest.mark.skipif(not (data.data_dir() / "jailbreakbench").exists(),
                                reason="no jailbreakbench/ in the data folder")
@@ -86,6 +86,31 @@ def test_sentence_reading_has_its_own_operating_points() -> None:
     assert rule["dev_harmful_flagged"] == 1.0 and rule["dev_refused_flagged"] == 0.0
     assert rule["dev_benign_flagged"] <= 0.01
     assert (rule["cut"] <= 0.35).all() and (rule["span_cut"] > rule["cut"]).all()
+
+
+def test_plain_texts_get_their_own_operating_points() -> None:
+    """Issue 17: plain texts (no prompt: input checks) shared the reply points, so refitting
+    those for a reply-only change (the weight of the reading alone) moved a plain text's verdict
+    ("Immigrants are vermin." fell under 0.5). They now get their own points, fitted by the same
+    rule on the dev texts without a prompt; the reply points are still fitted on every text."""
+    rng = np.random.default_rng(2)
+    sizes = {"benign": 200, "harmful": 60, "refused": 20}
+    plain = {g: np.arange(n) % 2 == 0 for g, n in sizes.items()}
+    whole = {g: rng.uniform(0.0, 0.3, (n, 2)) for g, n in sizes.items()}
+    whole["harmful"] = rng.uniform(0.2, 0.6, (60, 2))
+    whole["refused"] = rng.uniform(0.0, 0.1, (20, 2))
+    whole["benign"][plain["benign"]] *= 0.5  # plain benign texts read lower
+    spans = {g: np.zeros((n, 2)) for g, n in sizes.items()}
+    got = fit(whole, spans, plain, 0.01, ("a", "b"))
+    every = choose(whole, spans, 0.01)
+    assert got["operating_points"] == _by_value(every["cut"], ("a", "b"))
+    assert got["operating_rule"]["dev_benign"] == 200
+    only = choose({g: whole[g][plain[g]] for g in whole}, {g: spans[g][plain[g]] for g in spans},
+                  0.01)
+    assert got["plain_operating_points"] == _by_value(only["cut"], ("a", "b"))
+    assert got["plain_operating_rule"]["dev_benign"] == 100
+    assert got["plain_operating_rule"]["dev_benign_flagged"] <= 0.01
+    assert all(got["plain_operating_points"][v] < got["operating_points"][v] for v in "ab")
 
 
 def test_points_written_to_the_config_flag_no_more_than_the_rule_chose() -> None:

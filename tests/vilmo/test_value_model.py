@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueClassifier
+from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueClassifier, ValueScores
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ
 from vilmo.judge.value_model import WHOLE, BuiltinClassifier, default_model_dir
 from vilmo.types import Matrix
@@ -164,3 +167,50 @@ def test_calibration_pools_the_reading_after_the_prompt(model: BuiltinClassifier
     raw, _, kind = model._window_logits(items, sentences=False, alone=False)
     assert (kind == WHOLE).all()
     np.testing.assert_allclose(model.pooled_logits(items)[0], raw.max(axis=0), atol=1e-5)
+
+
+def _vector(scores: ValueScores) -> npt.NDArray[np.float64]:
+    return np.array([scores.violation[v] for v in BUILTIN_VALUES])
+
+
+def test_a_plain_text_is_measured_against_the_plain_text_points(model: BuiltinClassifier) -> None:
+    """Issue 17: a plain text (no prompt: an input check) has its own operating points
+    (``plain_operating_points``, fitted on the dev texts without a prompt), so refitting the
+    reply points for a change to replies only (the weight of the reading alone) no longer moves
+    a plain text's verdict; a reply after a prompt keeps the reply points."""
+    from vilmo.judge.pooling import rescaled
+
+    m = model._model()
+    assert "plain_operating_points" in model.config and m.plain_operating[0] is not None
+    assert m.plain_operating[1] is not None and m.operating is not None
+    assert not np.allclose(m.plain_operating[0], m.operating)  # the test can tell them apart
+    items = [ScoreInput(HARMFUL), ScoreInput(HARMFUL, HARM_PROMPT), ScoreInput(REFUSAL, "")]
+    readings = model.readings(items)
+    got = [_vector(s) for s in model.score(items, BUILTIN_VALUES)]
+    for (whole, sentences, _), points, scores in zip(readings, [
+            m.plain_operating, (m.operating, m.sentence_operating), m.plain_operating], got,
+            strict=True):
+        np.testing.assert_allclose(scores, rescaled(whole, sentences, *points), atol=1e-6)
+    raw = model.score(items[:1], BUILTIN_VALUES, calibrated=False)[0]
+    np.testing.assert_allclose(_vector(raw), np.maximum(*readings[0][:2]), atol=1e-6)
+
+
+def test_a_config_without_plain_text_points_scores_as_before(tmp_path: Path) -> None:
+    """Weights whose config has no ``plain_operating_points`` (written before them) measure a
+    plain text against the reply points, as they did."""
+    from vilmo.judge.pooling import rescaled
+
+    config = json.loads((default_model_dir() / "config.json").read_text("utf-8"))
+    for key in ("plain_operating_points", "plain_sentence_operating_points",
+                "plain_operating_rule"):
+        config.pop(key, None)
+    shutil.copy(default_model_dir() / "weights.safetensors", tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config), "utf-8")
+    old = BuiltinClassifier(tmp_path)
+    m = old._model()
+    assert m.plain_operating == (None, None)
+    items = [ScoreInput(HARMFUL), ScoreInput(HARMFUL, HARM_PROMPT)]
+    for (whole, sentences, _), scores in zip(old.readings(items),
+                                             old.score(items, BUILTIN_VALUES), strict=True):
+        np.testing.assert_allclose(_vector(scores), rescaled(whole, sentences, m.operating,
+                                                             m.sentence_operating), atol=1e-6)

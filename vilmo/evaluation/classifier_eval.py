@@ -199,7 +199,8 @@ def evaluate(root: Path, model: BuiltinClassifier | None = None,
     policy = policy or SHIPPED_POLICIES / "default.yaml"
     judge = Judge(model, policy_thresholds(policy))
     out: dict[str, Any] = {"model": weights_name(Path(model.model_dir)), "policy": policy.stem,
-                           "operating_rule": model.config.get("operating_rule")}
+                           "operating_rule": model.config.get("operating_rule"),
+                           "plain_operating_rule": model.config.get("plain_operating_rule")}
     targets: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("t1_sounds_unsafe_replies_flagged", lambda: sounds_unsafe(judge)),
         ("t2_jailbreakbench_heldout", lambda: jailbreak(judge, root)),

@@ -1,6 +1,6 @@
 """How the value classifier's window rows become one reading per text: length-sorted batches,
 max and mean pooling over a text's rows, the mix of a reply's two whole readings (after its
-prompt and alone), and the rescaling at each value's operating point."""
+prompt and alone), and the rescaling at each value's operating points."""
 
 from __future__ import annotations
 
@@ -19,6 +19,21 @@ def at_operating_point(scores: Matrix, points: Matrix) -> Matrix:
     low = 0.5 * scores / points
     high = 0.5 + 0.5 * (scores - points) / (1.0 - points)
     out: Matrix = np.clip(np.where(scores < points, low, high), 0.0, 1.0).astype(np.float32)
+    return out
+
+
+def rescaled(whole: Matrix, sentences: Matrix, points: Matrix | None,
+             sentence_points: Matrix | None) -> Matrix:
+    """A text's violation scores from its two readings: each rescaled at its own points and the
+    higher kept; with no sentence points, the higher reading rescaled at ``points``; with no
+    points, the higher reading as it is."""
+    if points is None:
+        out: Matrix = np.maximum(whole, sentences)
+    elif sentence_points is None:
+        out = at_operating_point(np.maximum(whole, sentences), points)
+    else:
+        out = np.maximum(at_operating_point(whole, points),
+                         at_operating_point(sentences, sentence_points))
     return out
 
 

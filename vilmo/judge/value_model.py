@@ -17,7 +17,9 @@ weights' config, chosen on dev by ``vilmo.train.operating.operating_points``): a
 means the same for every value, the point where the gateway should act, so one threshold
 (0.5, the default) serves every value of a policy. The rescaling is monotone (piecewise
 linear through 0, the operating point and 1), so it keeps each value's ranking within each
-reading; a value's score is the higher of its two readings' rescaled scores.
+reading; a value's score is the higher of its two readings' rescaled scores. A plain text (no
+prompt: an input check) is measured against its own points (``plain_operating_points``), so a
+refit of the reply points does not move its verdict.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy.typing as npt
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
-from vilmo.judge.pooling import at_operating_point, length_batches, max_pool, mean_pool, mix_alone
+from vilmo.judge.pooling import length_batches, max_pool, mean_pool, mix_alone, rescaled
 from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
@@ -83,6 +85,9 @@ class _Loaded:
     (None: the sentences are pooled with the whole reading and share ``operating``)."""
     span_ignored: npt.NDArray[np.int64]
     """Heads a sentence span reads as 0 (``WindowSpec.span_ignores``)."""
+    plain_operating: tuple[Matrix | None, Matrix | None]
+    """The whole and sentence readings' points for a plain text (no prompt: input checks),
+    fitted on dev plain texts (``plain_operating_points``; None: a plain text uses a reply's)."""
 
 
 class BuiltinClassifier:
@@ -151,7 +156,9 @@ class BuiltinClassifier:
                            dtype=np.int64)
         return _Loaded(net, WordPieceTokenizer(encoder_path), spec, names, a, b, config, context,
                        _points(config.get("operating_points")),
-                       _points(config.get("sentence_operating_points")), ignored)
+                       _points(config.get("sentence_operating_points")), ignored,
+                       (_points(config.get("plain_operating_points")),
+                        _points(config.get("plain_sentence_operating_points"))))
 
     def _sources(self, config: dict[str, Any]) -> list[Path]:
         """The files the int8 graph is made from (its cache key)."""
@@ -274,14 +281,11 @@ class BuiltinClassifier:
         col = {v: j for j, v in enumerate(BUILTIN_VALUES)}
         ucol = {v: j for j, v in enumerate(SCHWARTZ)}
         out = []
-        for whole, sentences, ups in self.readings(items):
-            if not calibrated or m.operating is None:
-                vio = np.maximum(whole, sentences)
-            elif m.sentence_operating is None:
-                vio = at_operating_point(np.maximum(whole, sentences), m.operating)
-            else:
-                vio = np.maximum(at_operating_point(whole, m.operating),
-                                 at_operating_point(sentences, m.sentence_operating))
+        for item, (whole, sentences, ups) in zip(items, self.readings(items), strict=True):
+            plain = not item.prompt and m.plain_operating[0] is not None
+            points = (None, None) if not calibrated else (
+                m.plain_operating if plain else (m.operating, m.sentence_operating))
+            vio = rescaled(whole, sentences, *points)
             out.append(ValueScores(
                 {v: float(vio[col[v]]) for v in value_ids},
                 {v: float(ups[ucol[v]]) for v in value_ids if v in ucol}))

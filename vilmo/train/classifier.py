@@ -294,7 +294,8 @@ def recalibrate(data_root: Path, out_dir: Path, progress: bool = True) -> dict[s
                    settings.get("seed", TrainSettings().seed),
                    settings.get("valueeval_dev_by", "premise"))
     config |= calibrate(out_dir, dev, config["heads"], progress)
-    for stale in ("operating_points", "sentence_operating_points"):
+    for stale in ("operating_points", "sentence_operating_points", "plain_operating_points",
+                  "plain_sentence_operating_points"):
         config.pop(stale, None)
     _write(out_dir, config)
     config |= operating_points(out_dir, dev, settings.get(

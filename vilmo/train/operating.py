@@ -9,6 +9,10 @@ either reading for any value, the one that flags the most harmful dev texts minu
 flagged (JailbreakBench dev). One set of points for both readings (issue 17's first sentence
 reading) let the sentences, which raise benign texts' highest scores, push the whole reading's
 points up: dev harmful-minus-refused 0.40 against 0.59 with a point per reading.
+
+A plain text (no prompt: an input check) is read once, never alone-mixed, and shares no benign
+texts' scores with replies; it gets its own points per reading by the same rule on the dev texts
+without a prompt (``plain_*`` keys), so that a reply reading's refit does not move its verdict.
 """
 
 from __future__ import annotations
@@ -53,24 +57,44 @@ def dev_groups(dev: Sequence[Example]) -> dict[str, list[ScoreInput]]:
 def operating_points(out_dir: Path, dev: Sequence[Example],
                      benign_target: float = 0.01) -> dict[str, Any]:
     """Each value's threshold on each reading's composed score, fitted on dev (module doc);
-    ``BuiltinClassifier`` rescales scores so that these points read 0.5."""
+    ``BuiltinClassifier`` rescales scores so that these points read 0.5. The reply points
+    (``operating_points``, ``sentence_operating_points``) are fitted on every dev text, as
+    before; plain texts (no prompt: input checks, a reply scored alone) get their own
+    (``plain_operating_points``, ``plain_sentence_operating_points``), by the same rule on the
+    dev texts without a prompt only."""
     from vilmo.judge.heads import BUILTIN_VALUES
     from vilmo.judge.value_model import BuiltinClassifier
 
     model = BuiltinClassifier(out_dir, cache_size=0, threads=os.cpu_count() or 1)
     whole: dict[str, np.ndarray] = {}
     spans: dict[str, np.ndarray] = {}
+    plain: dict[str, np.ndarray] = {}
     for name, items in dev_groups(dev).items():
         read = [r for i in range(0, len(items), 256) for r in model.readings(items[i:i + 256])]
         shape = (len(items), len(BUILTIN_VALUES))
         whole[name] = np.asarray([r[0] for r in read], dtype=np.float64).reshape(shape)
         spans[name] = np.asarray([r[1] for r in read], dtype=np.float64).reshape(shape)
-    choice = choose(whole, spans, benign_target)
-    cut, span_cut = choice.pop("cut"), choice.pop("span_cut")
-    return {"operating_points": _by_value(cut, BUILTIN_VALUES),
-            "sentence_operating_points": _by_value(span_cut, BUILTIN_VALUES),
-            "operating_rule": {"benign_flagged_target": benign_target, **choice,
-                               **{f"dev_{g}": len(whole[g]) for g in GROUPS}}}
+        plain[name] = np.asarray([not it.prompt for it in items], dtype=bool)
+    return fit(whole, spans, plain, benign_target, BUILTIN_VALUES)
+
+
+def fit(whole: dict[str, np.ndarray], spans: dict[str, np.ndarray],
+        plain: dict[str, np.ndarray], benign_target: float,
+        values: Sequence[str]) -> dict[str, Any]:
+    """The config's points and rules from the dev readings per group (rows: texts, columns:
+    ``values``): the reply points from every row, the ``plain_`` points from the rows without
+    a prompt (``plain``)."""
+    every = {g: np.ones(len(plain[g]), dtype=bool) for g in GROUPS}
+    out: dict[str, Any] = {}
+    for prefix, keep in (("", every), ("plain_", plain)):
+        w = {g: whole[g][keep[g]] for g in GROUPS}
+        choice = choose(w, {g: spans[g][keep[g]] for g in GROUPS}, benign_target)
+        cut, span_cut = choice.pop("cut"), choice.pop("span_cut")
+        out |= {f"{prefix}operating_points": _by_value(cut, values),
+                f"{prefix}sentence_operating_points": _by_value(span_cut, values),
+                f"{prefix}operating_rule": {"benign_flagged_target": benign_target, **choice,
+                                            **{f"dev_{g}": len(w[g]) for g in GROUPS}}}
+    return out
 
 
 def choose(whole: dict[str, np.ndarray], spans: dict[str, np.ndarray],
