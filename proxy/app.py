@@ -62,6 +62,7 @@ def attach_store(services: Services, store: Store, writer: CacheWriter | None = 
     prompt embeddings, with their counters; written through ``writer`` when given) go live."""
     services.store = store
     services.metrics.store_health = store.health
+    services.guard.remote_caches = bool(store.settings.url)
     caches = attach_caches(services.instructions, store, writer)
     services.metrics.cache_counts = lambda: {name: c.counts() for name, c in caches.items()}
 

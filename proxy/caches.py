@@ -5,8 +5,9 @@ Instructions and prompt embeddings go to the store (SQLite or Redis) with the TT
 reads what one computed. Lookups are counted by cache and result for
 ``vilmo_cache_requests_total``. A failing store is a cache that holds nothing: the lookup is a
 miss (the value is computed), the failure is counted in ``vilmo_store_errors_total`` (operation
-``cache``), and the request goes on. The generator runs in a worker thread, so a lookup may
-block; a write does not: it goes to a background writer (``CacheWriter``), because it only
+``cache``), and the request goes on. A lookup may block, so with Redis the generator always
+runs in a worker thread (``Guard.remote_caches``; a lone request's step may run on the event
+loop only over the embedded SQLite file); a write does not block: it goes to a background writer (``CacheWriter``), because it only
 records, and the instruction it follows is on the request's path to the upstream (an SQLite
 write waits for the audit trail's synced commits; a Redis write is a round trip). Until written,
 a value is read from the writer's queue, so this process never misses what it just computed.

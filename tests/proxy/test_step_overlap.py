@@ -20,6 +20,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import ServerThread
 
 from proxy.app import create_app
+from proxy.guard import Guard
 from vilmo.instruct.instructions import Instruction
 from vilmo.instruct.principles import PrincipleBank
 from vilmo.judge.classifier import ScoreInput, ValueScores
@@ -65,8 +66,10 @@ class MeetingInstructions(FakeInstructions):
 
 class Gateway:
     def __init__(self, url: str, upstream: FakeUpstream, classifier: MeetingClassifier,
-                 instructions: MeetingInstructions, loop_thread: int | None) -> None:
+                 instructions: MeetingInstructions, loop_thread: int | None,
+                 guard: Guard) -> None:
         self.loop_thread = loop_thread
+        self.guard = guard
         """The thread of the server's event loop."""
         self.upstream = upstream
         self.classifier = classifier
@@ -87,7 +90,8 @@ def gateway(policy_dir: Path, bank: PrincipleBank, tmp_path: Path) -> Iterator[G
     services.instructions = instructions
     services.config.store.path = tmp_path / "state.db"
     with ServerThread(create_app(services.config, lambda config: services)) as server:
-        yield Gateway(server.url, upstream, classifier, instructions, server.thread.ident)
+        yield Gateway(server.url, upstream, classifier, instructions, server.thread.ident,
+                      services.guard)
 
 
 def ask(gateway: Gateway, policy: str, prompt: str, stream: bool,
@@ -179,6 +183,24 @@ def test_an_instruction_that_needs_no_model_is_made_without_a_thread_hand_off(
     ask(gateway, "default", "Should I call my neighbour? " + "Please. " * 300, stream=False)
     assert [t == gateway.loop_thread for t in gateway.instructions.threads] == [
         True, True, True, False]
+
+
+def test_a_step_runs_in_place_only_when_nothing_in_it_can_block_the_loop(
+        gateway: Gateway) -> None:
+    """Off the loop: a prompt over ``IN_PLACE_MAX_CHARS`` (a longer model pass), a step whose
+    caches are across the network (a Redis lookup may block for its timeout), and a policy
+    whose principles are not embedded yet (added or edited since start-up)."""
+    prompt = "Should I call my neighbour?"
+    ask(gateway, "default", prompt + " Please." * 70, stream=False)  # 587 characters
+    gateway.guard.remote_caches = True
+    ask(gateway, "default", prompt, stream=False)
+    gateway.guard.remote_caches = False
+    gateway.instructions.prepared = lambda policy: False  # type: ignore[attr-defined]
+    ask(gateway, "default", prompt, stream=False)
+    del gateway.instructions.prepared  # type: ignore[attr-defined]
+    ask(gateway, "default", prompt, stream=False)
+    assert [t == gateway.loop_thread for t in gateway.instructions.threads] == [
+        False, False, False, True]
 
 
 def test_a_model_backed_instruction_leaves_the_event_loop_to_other_requests(

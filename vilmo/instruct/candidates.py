@@ -134,6 +134,11 @@ class Retriever:
             return float(probs[column])
         return self.stakes.similarity_prior(similarity)
 
+    def has_matrix(self, principles: list[Principle]) -> bool:
+        """Whether these principles' embeddings are cached (``matrix`` needs no model)."""
+        with self._lock:
+            return tuple(p.text for p in principles) in self._matrices
+
     def matrix(self, principles: list[Principle]) -> Matrix:
         """Embeddings of these principles' texts (cached per distinct list)."""
         texts = tuple(p.text for p in principles)

@@ -212,6 +212,13 @@ class VilmoGenerator:
             self.retriever.matrix(self.retriever.bank.for_policy(policy))
             _ = self.models_id
 
+    def prepared(self, policy: Policy) -> bool:
+        """Whether ``prepare`` has run for this policy's principles (a policy added or edited
+        since start-up has not), so the step needs no principle embedding."""
+        if policy.instructions.generator != NAME:
+            return False
+        return self.retriever.has_matrix(self.retriever.bank.for_policy(policy))
+
     @staticmethod
     def rank(cs: CandidateSet, scorer: InstructionScorer | None) -> list[Candidate]:
         """Candidates, lowest predicted violation first; ties keep relevance order."""
@@ -247,9 +254,11 @@ class VilmoGenerator:
 
     @functools.cached_property
     def models_id(self) -> str:
-        """A digest of the models an instruction depends on (the encoder or request reader and
-        its gate, the values-at-stake heads, the second look's judge), so a replica with other
-        models (a rolling upgrade) never serves this one's cached instructions."""
+        """A digest of what an instruction depends on besides the policy and the prompt (the
+        encoder or request reader and its gate, the values-at-stake heads, the second look's
+        judge and its band, the principle bank, the candidate and length budgets), so a replica
+        with other models or rules (a rolling upgrade) never serves this one's cached
+        instructions. A policy's own scorer weights file is named by its path only."""
         encoder = self.retriever.encoder
         digest = hashlib.sha1(str(getattr(encoder, "model_id", type(encoder).__name__)).encode())
         if self.reader is not None:
@@ -258,6 +267,12 @@ class VilmoGenerator:
         digest.update(stakes.weights.tobytes() + stakes.bias.tobytes())
         if stakes.gate is not None:
             digest.update(stakes.gate.hidden.tobytes() + stakes.gate.weights.tobytes())
+        look = self.second_look
+        if look is not None:
+            digest.update(f"{look.gate_from}|{look.judge_threshold}|{look.calibrated}".encode())
+        for principle in self.retriever.bank.principles:
+            digest.update(repr(principle).encode())
+        digest.update(f"{self.candidates}|{self.max_chars}".encode())
         judge_dir = getattr(self.second_look and self.second_look.judge, "model_dir", None)
         if judge_dir is not None:
             for name in ("config.json", "weights.safetensors"):

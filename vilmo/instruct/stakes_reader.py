@@ -243,7 +243,7 @@ class StakesReader(CachedGraph):
                     try:
                         read_path, embed_path = split_graph(
                             whole, int(self.config["n_frozen"]), read_path, embed_path)
-                    except ValueError as exc:
+                    except Exception as exc:  # noqa: BLE001 - any graph it cannot cut
                         log.warning("serving the request reader's graph whole: %s", exc)
                         self._whole = True
                         return None

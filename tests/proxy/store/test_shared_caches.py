@@ -113,6 +113,15 @@ def test_a_replica_with_other_models_reads_none_of_their_work(make_store: MakeSt
     assert other_heads.embedder.encoded == []  # ...from the same encoder's cached embedding
 
 
+def test_a_policy_is_prepared_once_its_principles_are_embedded() -> None:
+    generator = CountingGenerator()
+    assert not generator.prepared(POLICY)
+    generator.prepare(POLICY)
+    assert generator.prepared(POLICY)
+    assert not generator.prepared(Policy.model_validate(
+        POLICY.model_dump() | {"instructions": {"generator": "relevance"}}))
+
+
 def test_cached_instructions_expire_after_the_configured_ttl(make_store: MakeStore) -> None:
     store = make_store(instruction_cache_ttl_s=0.3)
     generator, caches = replica(store)
@@ -166,6 +175,16 @@ def test_the_gateway_counts_both_caches_in_its_metrics(make_store: MakeStore) ->
     assert 'vilmo_cache_requests_total{cache="instruction",result="hit"} 1.0' in text
     assert 'vilmo_cache_requests_total{cache="instruction",result="miss"} 1.0' in text
     assert 'vilmo_cache_requests_total{cache="embedding",result="miss"}' in text
+
+
+def test_only_a_local_store_lets_the_instruction_step_run_on_the_event_loop(
+        make_store: MakeStore, backend: str) -> None:
+    """A Redis lookup may block for the store's timeout, which the event loop must not wait
+    out; the embedded SQLite file answers from the local disk."""
+    services = fake_services(Path(__file__).parents[3] / "vilmo" / "policies",
+                             PrincipleBank.load())
+    attach_store(services, make_store())
+    assert services.guard.remote_caches is (backend == "redis")
 
 
 def test_the_redis_cache_keys_live_under_the_prefix(make_store: MakeStore, backend: str) -> None:
