@@ -50,8 +50,10 @@ class DictCache:
 
     def __init__(self) -> None:
         self.items: dict[str, bytes] = {}
+        self.gets = 0
 
     def get(self, key: str) -> bytes | None:
+        self.gets += 1
         return self.items.get(key)
 
     def put(self, key: str, value: bytes) -> None:
@@ -237,3 +239,17 @@ def test_prepare_embeds_a_policys_principles_before_its_first_request() -> None:
                                        "instructions": {"generator": "relevance"}})
     generator.prepare(relevance)
     assert encoder.encoded == []
+
+
+def test_a_heads_only_hit_is_looked_up_once_when_the_embedding_is_asked_for() -> None:
+    """The store counts every lookup in ``vilmo_cache_requests_total``: looking the text up
+    again, to find the same heads-only row, counted one hit as two."""
+    cache = DictCache()
+    one, two = CountingReader(), CountingReader()
+    one.use_cache(cache)
+    two.use_cache(cache)
+    one.read(REVENGE)  # the heads only
+    cache.gets = 0
+    vector = two.read(REVENGE).vector
+    assert cache.gets == 1 and vector is not None
+    assert load_vector(cache.items[one.shared_key(REVENGE)], one.width) is not None

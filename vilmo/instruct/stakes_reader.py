@@ -175,7 +175,7 @@ class StakesReader(CachedGraph):
         if row is not None and len(row) == self.width:
             return self._reading(row[DIMENSIONS:], row[:DIMENSIONS])
         if row is not None:  # the heads were read before, the embedding never asked for
-            return self._reading(row, None, lambda: self.rows([text])[0, :DIMENSIONS])
+            return self._reading(row, None, lambda: self._embed_whole(text))
         halves = self._split()
         if halves is None:
             row = self.rows([text])[0]
@@ -190,6 +190,14 @@ class StakesReader(CachedGraph):
         gate = float(sigmoid(np.float32(self._a * heads[0] + self._b)))
         probs = sigmoid(heads[1:]).astype(np.float32)
         return PromptReading(vector, gate, probs, embed=embed)
+
+    def _embed_whole(self, text: str) -> np.ndarray:
+        """The embedding of a text whose heads alone are cached: its whole row computed and
+        kept (not looked up again: the cache holds only the heads)."""
+        row = self._run([text])[0]
+        self._keep(text, row)
+        vector: np.ndarray = row[:DIMENSIONS]
+        return vector
 
     def _embed_rest(self, text: str, heads: np.ndarray, hidden: np.ndarray,
                     mask: np.ndarray) -> np.ndarray:
