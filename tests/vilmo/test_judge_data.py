@@ -147,3 +147,14 @@ def test_mix_alone_weights_the_two_readings_and_keeps_plain_texts() -> None:
     alone = np.array([[0.0, 0.6], [0.0, 0.0]], dtype=np.float32)
     out = mix_alone(after, alone, np.array([True, False]), 0.25)
     np.testing.assert_allclose(out, [[0.6, 0.3], [0.4, 0.6]], atol=1e-6)
+
+
+def test_a_blank_dev_prompt_is_a_plain_dev_text() -> None:
+    """A prompt that is blank after strip() is no prompt: the dev text counts among the plain
+    ones the ``plain_`` points are fitted on, and is the same text as without a prompt."""
+    from vilmo.judge.classifier import ScoreInput
+    from vilmo.train.operating import dev_groups
+
+    dev = [data.Example("Bake the bread at 220 degrees.", p, {"harm": 0.0}, "hh")
+           for p in ("  ", None, "\n")]
+    assert dev_groups(dev)["benign"] == [ScoreInput("Bake the bread at 220 degrees.")]

@@ -13,7 +13,8 @@ from vilmo.judge.value_model import default_model_dir
 from vilmo.train.classifier import TrainSettings
 
 CLI_TO_SETTING = {"epochs": "epochs", "seed": "seed", "frozen_layers": "n_frozen",
-                  "train_length": "train_length", "valueeval_dev_by": "valueeval_dev_by"}
+                  "train_length": "train_length", "valueeval_dev_by": "valueeval_dev_by",
+                  "alone_weight": "alone_weight"}
 
 
 def _shipped_settings() -> dict[str, object]:
@@ -38,3 +39,13 @@ def test_cli_defaults_are_the_training_defaults() -> None:
     cli = {p.name: p.default for p in train_classifier_command.params}
     assert {s: cli[c] for c, s in CLI_TO_SETTING.items()} == {
         s: defaults[s] for s in CLI_TO_SETTING.values()}
+
+
+def test_the_alone_weight_is_the_shipped_window() -> None:
+    """The shipped config's ``window.alone_weight`` (0.25) was hand-written before
+    ``--calibrate-only``; the training command wrote 0. Now the CLI default, ``TrainSettings``
+    and the shipped config agree."""
+    _shipped_settings()  # skips without weights
+    window = json.loads((default_model_dir() / "config.json").read_text("utf-8"))["window"]
+    cli = {p.name: p.default for p in train_classifier_command.params}
+    assert cli["alone_weight"] == TrainSettings().alone_weight == window["alone_weight"]

@@ -13,7 +13,7 @@ import pytest
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueClassifier, ValueScores
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ
-from vilmo.judge.value_model import WHOLE, BuiltinClassifier, default_model_dir
+from vilmo.judge.value_model import ALONE, WHOLE, BuiltinClassifier, default_model_dir
 from vilmo.types import Matrix
 
 pytestmark = [pytest.mark.slow,  # loads the value classifier (a real model)
@@ -214,3 +214,39 @@ def test_a_config_without_plain_text_points_scores_as_before(tmp_path: Path) -> 
                                              old.score(items, BUILTIN_VALUES), strict=True):
         np.testing.assert_allclose(_vector(scores), rescaled(whole, sentences, m.operating,
                                                              m.sentence_operating), atol=1e-6)
+
+
+def test_a_blank_prompt_scores_exactly_as_no_prompt() -> None:
+    """A whitespace-only prompt was a prompt: the reply was read as ``[CLS][SEP]reply``, read
+    alone a second time (double cost) and measured at the reply points, not the plain ones."""
+    fresh = BuiltinClassifier(cache_size=0)
+    text = BENIGN + HARMFUL
+    plain, blank = ScoreInput(text), ScoreInput(text, "  ")
+    _, _, kind = fresh._window_logits([blank])
+    assert not (kind == ALONE).any()
+    np.testing.assert_array_equal(fresh.pooled_logits([blank]), fresh.pooled_logits([plain]))
+    for a, b in zip(fresh.readings([blank])[0], fresh.readings([plain])[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert fresh.score([blank, ScoreInput(text, "\n\t")], BUILTIN_VALUES) == fresh.score(
+        [plain, plain], BUILTIN_VALUES)
+
+
+def test_a_reading_without_its_plain_points_uses_the_reply_points(tmp_path: Path) -> None:
+    """A config with ``plain_operating_points`` but no ``plain_sentence_operating_points``
+    pooled a plain text's sentences with its whole reading at the plain whole points; each
+    reading now falls back to the reply's points on its own."""
+    from vilmo.judge.pooling import rescaled
+
+    config = json.loads((default_model_dir() / "config.json").read_text("utf-8"))
+    config.pop("plain_sentence_operating_points")
+    shutil.copy(default_model_dir() / "weights.safetensors", tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config), "utf-8")
+    partial = BuiltinClassifier(tmp_path)
+    m = partial._model()
+    assert m.plain_operating[0] is not None and m.plain_operating[1] is None
+    items = [ScoreInput(BENIGN + HARMFUL)]
+    whole, sentences, _ = partial.readings(items)[0]
+    expected = rescaled(whole, sentences, m.plain_operating[0], m.sentence_operating)
+    assert not np.allclose(expected, rescaled(whole, sentences, m.plain_operating[0], None))
+    np.testing.assert_allclose(_vector(partial.score(items, BUILTIN_VALUES)[0]), expected,
+                               atol=1e-6)

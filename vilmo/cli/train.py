@@ -42,6 +42,10 @@ def train_group() -> None:
 @click.option("--train-length", default=128, show_default=True,
               help="Training reads the first window of each text cut to this many tokens "
                    "(serving reads windows of 256); a step costs more the longer it is.")
+@click.option("--alone-weight", default=0.25, show_default=True,
+              help="Share of a reply's whole reading taken from the reply read without its "
+                   "prompt (window.alone_weight; 0: read after the prompt only); also with "
+                   "--calibrate-only.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all).")
 @click.option("--bf16", is_flag=True,
               help="Train under bfloat16 autocast: faster on CPUs with AMX or AVX-512 BF16, "
@@ -52,7 +56,7 @@ def train_group() -> None:
                    "change).")
 def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs: int, seed: int,
                              frozen_layers: int, valueeval_dev_by: str, encoder: str | None,
-                             train_length: int, threads: int | None,
+                             train_length: int, alone_weight: float, threads: int | None,
                              bf16: bool, limit: int | None, calibrate_only: bool) -> None:
     """Fine-tune the value classifier (top encoder layers + heads), calibrate it, and fit the
     zero-shot judge's calibration (written beside it as zero_shot.json)."""
@@ -69,12 +73,12 @@ def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs
         raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")
     target = out_dir or default_model_dir()
     if calibrate_only:
-        config = recalibrate(root, target)
+        config = recalibrate(root, target, alone_weight=alone_weight)
         click.echo(json.dumps({"calibrated_on": config["calibrated_on"]}))
         return
     config = train_classifier(root, target, TrainSettings(
         epochs=epochs, seed=seed, limit=limit, n_frozen=frozen_layers, bf16=bf16,
-        train_length=train_length,
+        train_length=train_length, alone_weight=alone_weight,
         valueeval_dev_by=cast("DevSplit", valueeval_dev_by), encoder=encoder))
     click.echo(json.dumps(config["training"]))
     from vilmo.train.zero_shot import fit

@@ -22,6 +22,12 @@ class ScoreInput:
     prompt: str | None = None
 
 
+def given_prompt(prompt: str | None) -> str | None:
+    """The prompt a text answers, or None: a prompt that is empty after ``strip()`` is no
+    prompt (it tokenizes to nothing), so the text is a plain one, read and measured as such."""
+    return prompt if prompt and prompt.strip() else None
+
+
 @dataclass(frozen=True, slots=True)
 class ValueScores:
     """One reply's scores: violation probability per value id (0..1), and for Schwartz values

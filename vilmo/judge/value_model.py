@@ -17,9 +17,11 @@ weights' config, chosen on dev by ``vilmo.train.operating.operating_points``): a
 means the same for every value, the point where the gateway should act, so one threshold
 (0.5, the default) serves every value of a policy. The rescaling is monotone (piecewise
 linear through 0, the operating point and 1), so it keeps each value's ranking within each
-reading; a value's score is the higher of its two readings' rescaled scores. A plain text (no
-prompt: an input check) is measured against its own points (``plain_operating_points``), so a
-refit of the reply points does not move its verdict.
+reading; a value's score is the higher of its two readings' rescaled scores. A plain text (any
+text scored without a prompt: an input check, ``/v1/values/check`` with no prompt, a reply with
+no user turn; a prompt that is blank after ``strip()`` is none) is measured against its own
+points (``plain_operating_points``, ``plain_sentence_operating_points``; a reading without them
+uses the reply's), so a refit of the reply points does not move its verdict.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores
+from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores, given_prompt
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
 from vilmo.judge.pooling import length_batches, max_pool, mean_pool, mix_alone, rescaled
 from vilmo.numeric import sigmoid
@@ -86,8 +88,8 @@ class _Loaded:
     span_ignored: npt.NDArray[np.int64]
     """Heads a sentence span reads as 0 (``WindowSpec.span_ignores``)."""
     plain_operating: tuple[Matrix | None, Matrix | None]
-    """The whole and sentence readings' points for a plain text (no prompt: input checks),
-    fitted on dev plain texts (``plain_operating_points``; None: a plain text uses a reply's)."""
+    """The whole and sentence readings' points for a plain text (any text scored without a
+    prompt), fitted on dev plain texts (``plain_*operating_points``; None: the reply's)."""
 
 
 class BuiltinClassifier:
@@ -217,18 +219,19 @@ class BuiltinClassifier:
         owner: list[int] = []
         kind: list[int] = []
         for i, item in enumerate(items):
-            coarse = windows(m.tokenizer, item.prompt, item.response, m.spec)
-            fine = (windows(m.tokenizer, item.prompt, item.response, fine_spec)
+            prompt = given_prompt(item.prompt)
+            coarse = windows(m.tokenizer, prompt, item.response, m.spec)
+            fine = (windows(m.tokenizer, prompt, item.response, fine_spec)
                     if fine_spec and len(coarse) > 1 else [])
             spans = (sentence_spans(item.response, m.spec.span_min_words, m.spec.max_spans)
                      if sentences and m.spec.max_spans else [])
-            spanned = (span_windows(m.tokenizer, item.prompt if m.spec.span_prompt else None,
+            spanned = (span_windows(m.tokenizer, prompt if m.spec.span_prompt else None,
                                     spans, m.spec)
                        if len(spans) > 1 else [])
             rows += coarse + fine + spanned
             owner += [i] * (len(coarse) + len(fine) + len(spanned))
             kind += [WHOLE] * len(coarse) + [FINE] * len(fine) + [SENTENCE] * len(spanned)
-            if alone and item.prompt and m.spec.alone_weight > 0:
+            if alone and prompt and m.spec.alone_weight > 0:
                 bare = windows(m.tokenizer, None, item.response, m.spec)
                 bare_fine = (windows(m.tokenizer, None, item.response, fine_spec)
                              if fine_spec and len(bare) > 1 else [])
@@ -282,9 +285,11 @@ class BuiltinClassifier:
         ucol = {v: j for j, v in enumerate(SCHWARTZ)}
         out = []
         for item, (whole, sentences, ups) in zip(items, self.readings(items), strict=True):
-            plain = not item.prompt and m.plain_operating[0] is not None
+            # A plain text: per reading its own points if the config has them, else the reply's.
+            own = (None, None) if given_prompt(item.prompt) else m.plain_operating
             points = (None, None) if not calibrated else (
-                m.plain_operating if plain else (m.operating, m.sentence_operating))
+                own[0] if own[0] is not None else m.operating,
+                own[1] if own[1] is not None else m.sentence_operating)
             vio = rescaled(whole, sentences, *points)
             out.append(ValueScores(
                 {v: float(vio[col[v]]) for v in value_ids},
@@ -296,7 +301,7 @@ class BuiltinClassifier:
         fine windows) and of the sentence reading (its sentence spans; zeros for a text of one
         sentence), before any rescaling, and the Schwartz upholds probabilities: what the
         operating points are fitted on (``vilmo.train.operating.operating_points``)."""
-        keys = [(it.prompt or None, it.response) for it in items]
+        keys = [(given_prompt(it.prompt), it.response) for it in items]
         with self._lock:
             known = {k: self._cache[k] for k in keys if k in self._cache}
             elsewhere = {k: self._reading[k] for k in keys

@@ -74,6 +74,10 @@ class TrainSettings(FineTuneSettings):
     all-MiniLM-L6-v2; its path is written in the config and served from there."""
     benign_flagged_target: float = 0.01
     """Operating points: at most this share of benign dev texts flagged for any value."""
+    alone_weight: float = 0.25
+    """Written into the config's window (``WindowSpec.alone_weight``): the share of a reply's
+    whole reading taken from the reply read without its prompt (the operating points are
+    fitted with it; ``WindowSpec``'s own default stays 0, so older configs score as before)."""
     sizes: Sizes = field(default_factory=Sizes)
 
 
@@ -187,7 +191,8 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
     torch.manual_seed(s.seed)
     rng = random.Random(s.seed)
     names = head_names()
-    spec = WindowSpec(max_length=s.max_length, fine_length=s.fine_length)
+    spec = WindowSpec(max_length=s.max_length, fine_length=s.fine_length,
+                      alone_weight=s.alone_weight)
 
     train, dev = build(data_root, s.sizes, s.seed, s.valueeval_dev_by)
     if s.limit:
@@ -280,11 +285,15 @@ def fit_network(net: ValueNet, tokenizer: PreTrainedTokenizerBase, train: Sequen
     return losses
 
 
-def recalibrate(data_root: Path, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+def recalibrate(data_root: Path, out_dir: Path, progress: bool = True,
+                alone_weight: float | None = None) -> dict[str, Any]:
     """Refit calibration of the weights in ``out_dir`` on the dev split they were trained with
     (same sizes and seed), e.g. after the inference runtime changed; the weights stay as they
-    are."""
+    are. ``alone_weight``: written into the config's window first (None: kept as it is), so
+    the operating points are fitted with it."""
     config: dict[str, Any] = json.loads((out_dir / "config.json").read_text("utf-8"))
+    if alone_weight is not None:
+        config["window"] = {**config["window"], "alone_weight": alone_weight}
     training = config.get("training", {})
     settings = training.get("settings", {})
     # Weights trained before the dev rule was recorded drew ValueEval dev by premise.

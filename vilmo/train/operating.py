@@ -10,9 +10,10 @@ flagged (JailbreakBench dev). One set of points for both readings (issue 17's fi
 reading) let the sentences, which raise benign texts' highest scores, push the whole reading's
 points up: dev harmful-minus-refused 0.40 against 0.59 with a point per reading.
 
-A plain text (no prompt: an input check) is read once, never alone-mixed, and shares no benign
-texts' scores with replies; it gets its own points per reading by the same rule on the dev texts
-without a prompt (``plain_*`` keys), so that a reply reading's refit does not move its verdict.
+A plain text (scored without a prompt, or with a blank one: an input check, a reply with no
+user turn) is read once, never alone-mixed, and shares no benign texts' scores with replies; it
+gets its own points per reading by the same rule on the dev texts without a prompt (``plain_*``
+keys), so that a reply reading's refit does not move its verdict.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from vilmo.datasets.readers import Example
-from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.classifier import ScoreInput, given_prompt
 
 OPERATING_ALPHAS = (0.0, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03)
 OPERATING_FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
@@ -44,7 +45,7 @@ def dev_groups(dev: Sequence[Example]) -> dict[str, list[ScoreInput]]:
     groups: dict[str, dict[tuple[str | None, str], None]] = {g: {} for g in GROUPS}
     for e in dev:
         y = max(e.labels.get("harm", -1.0), e.labels.get("content", -1.0))
-        key = (e.prompt, e.response)
+        key = (given_prompt(e.prompt), e.response)
         if y >= 1.0:
             groups["harmful"][key] = None
         elif y == 0.0 and e.source == "jailbreakbench":
@@ -74,7 +75,7 @@ def operating_points(out_dir: Path, dev: Sequence[Example],
         shape = (len(items), len(BUILTIN_VALUES))
         whole[name] = np.asarray([r[0] for r in read], dtype=np.float64).reshape(shape)
         spans[name] = np.asarray([r[1] for r in read], dtype=np.float64).reshape(shape)
-        plain[name] = np.asarray([not it.prompt for it in items], dtype=bool)
+        plain[name] = np.asarray([given_prompt(it.prompt) is None for it in items], dtype=bool)
     return fit(whole, spans, plain, benign_target, BUILTIN_VALUES)
 
 
