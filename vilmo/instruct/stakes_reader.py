@@ -22,10 +22,9 @@ stake (most everyday prompts) costs 6 of the 8 layers.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -315,6 +314,8 @@ def split_graph(whole: Path, n_frozen: int, read_path: Path, embed_path: Path
     import onnx
     from onnx.utils import Extractor
 
+    from vilmo.judge.value_onnx import write_cached
+
     model = onnx.load(str(whole))
     graph = model.graph
     made = {out: node for node in graph.node for out in node.output}
@@ -331,19 +332,11 @@ def split_graph(whole: Path, n_frozen: int, read_path: Path, embed_path: Path
     done: list[Path] = []
     for target, inputs, outputs in halves:
         part = extractor.extract_model(inputs, outputs)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _write(part, target)
-        except OSError:
-            target = Path(tempfile.mkdtemp(prefix="vilmo-onnx-")) / target.name
-            _write(part, target)
-        done.append(target)
+        done.append(write_cached(target, functools.partial(_save, part)))
     return done[0], done[1]
 
 
-def _write(model: Any, target: Path) -> None:
+def _save(model: Any, path: Path) -> None:
     import onnx
 
-    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
-    onnx.save(model, str(partial))
-    os.replace(partial, target)
+    onnx.save(model, str(path))

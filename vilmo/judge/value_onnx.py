@@ -277,13 +277,27 @@ def cached_graph(build: Callable[[], nn.Module], sources: Sequence[Path],
     target = graph_path(kind, sources, quantized)
     if not target.exists():
         net = _buildable(build, target)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _export_int8(net, target, quantized)
-        except OSError:
-            target = Path(tempfile.mkdtemp(prefix="vilmo-onnx-")) / target.name
-            _export_int8(net, target, quantized)
+        target = write_cached(target, lambda partial: _export_int8(net, partial, quantized))
     return target
+
+
+def write_cached(target: Path, write: Callable[[Path], None]) -> Path:
+    """Where ``write(path)`` put the file: ``target``, written whole (under a temporary name,
+    then renamed, so a concurrent process never reads half a graph), or the same name in a new
+    temporary folder where the cache folder is not writable."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_whole(target, write)
+    except OSError:
+        target = Path(tempfile.mkdtemp(prefix="vilmo-onnx-")) / target.name
+        _write_whole(target, write)
+    return target
+
+
+def _write_whole(target: Path, write: Callable[[Path], None]) -> None:
+    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+    write(partial)
+    os.replace(partial, target)
 
 
 def _buildable(build: Callable[[], nn.Module], target: Path) -> nn.Module:
@@ -311,19 +325,16 @@ def _export_int8(net: nn.Module, target: Path, quantized: bool = True) -> None:
                 output_names=["logits"], opset_version=17, dynamo=False,
                 dynamic_axes={"ids": {0: "batch", 1: "tokens"},
                               "mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}})
-        partial = target.with_name(f"{target.name}.{os.getpid()}.part")
         if not quantized:
-            shutil.copyfile(fp32, partial)
-            os.replace(partial, target)
+            shutil.copyfile(fp32, target)
             return
         quiet = _DropPreprocessingHint()
         logging.getLogger().addFilter(quiet)
         try:
-            quantize_dynamic(fp32, partial, weight_type=QuantType.QInt8, per_channel=True,
+            quantize_dynamic(fp32, target, weight_type=QuantType.QInt8, per_channel=True,
                              reduce_range=True)
         finally:
             logging.getLogger().removeFilter(quiet)
-        os.replace(partial, target)
 
 
 class _DropPreprocessingHint(logging.Filter):
