@@ -206,7 +206,7 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
 
     config = write_network(out_dir, net, names, spec, s.encoder)
     config |= calibrate(out_dir, dev, names, progress)
-    _write(out_dir, config)
+    write_config(out_dir, config)
     config |= operating_points(out_dir, dev, s.benign_flagged_target)
     config["training"] = {
         "settings": {k: v for k, v in asdict(s).items() if k != "sizes"},
@@ -216,7 +216,7 @@ def train_classifier(data_root: Path, out_dir: Path, settings: TrainSettings | N
         "seconds": round(time.monotonic() - started, 1),
         "threads": torch.get_num_threads(),
     }
-    _write(out_dir, config)
+    write_config(out_dir, config)
     return config
 
 
@@ -237,7 +237,7 @@ def write_network(out_dir: Path, net: ValueNet, names: Sequence[str],
         "heads": list(names), "window": asdict(spec), "calibration": {},
         "valueeval_thresholds": {},
     }
-    _write(out_dir, config)
+    write_config(out_dir, config)
     return config
 
 
@@ -306,10 +306,10 @@ def recalibrate(data_root: Path, out_dir: Path, progress: bool = True,
     for stale in ("operating_points", "sentence_operating_points", "plain_operating_points",
                   "plain_sentence_operating_points"):
         config.pop(stale, None)
-    _write(out_dir, config)
+    write_config(out_dir, config)
     config |= operating_points(out_dir, dev, settings.get(
         "benign_flagged_target", TrainSettings().benign_flagged_target))
-    _write(out_dir, config)
+    write_config(out_dir, config)
     return config
 
 
@@ -352,5 +352,6 @@ def _progress(it: range, desc: str, enabled: bool) -> Any:
     return tqdm(it, desc=desc, disable=not enabled)
 
 
-def _write(out_dir: Path, config: dict[str, Any]) -> None:
+def write_config(out_dir: Path, config: dict[str, Any]) -> None:
+    """The weights folder's ``config.json``."""
     (out_dir / "config.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")

@@ -18,7 +18,6 @@ read here.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from vilmo.numeric import sigmoid
-from vilmo.train.classifier import FineTuneSettings, stack_cached
+from vilmo.train.classifier import FineTuneSettings, stack_cached, write_config
 from vilmo.train.stakes import LABELLED_SYSTEMS, _columns, system_labels
 from vilmo.train.stakes_data import (
     BENIGN,
@@ -154,15 +153,11 @@ def train_reader(root: Path, out_dir: Path, settings: ReaderSettings | None = No
     # The gate's scaling and threshold are fitted through the int8 graph that ships, which is
     # built from the files written here (the identity scaling until then).
     config["gate"] = {"platt": [1.0, 0.0], "threshold": 0.5}
-    _write(out_dir, config)
+    write_config(out_dir, config)
     config["gate"] = calibrate_int8(root, out_dir)
     config["training"]["seconds"] = round(time.monotonic() - started, 1)
-    _write(out_dir, config)
+    write_config(out_dir, config)
     return config
-
-
-def _write(out_dir: Path, config: dict[str, Any]) -> None:
-    (out_dir / "config.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
 
 
 def calibrate_int8(root: Path, out_dir: Path) -> dict[str, Any]:
