@@ -110,7 +110,7 @@ class Guard:
         note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
         try:
-            if self.in_place(policy, messages) and _prepared(generator, policy):
+            if self.in_place(generator, policy, messages):
                 instruction = generator.generate(messages, policy)
             else:
                 instruction = await asyncio.wait_for(
@@ -121,16 +121,23 @@ class Guard:
             instruction = NO_INSTRUCTION
         return instruction, time.perf_counter() - started
 
-    def in_place(self, policy: Policy, messages: Messages) -> bool:
+    def in_place(self, generator: InstructionGenerator, policy: Policy,
+                 messages: Messages) -> bool:
         """Whether the instruction step runs on the event loop: a model-free generator, or
-        one request in flight (``requests_in_flight``), no input check beside the step (its
-        batch waits for the loop), and a prompt of at most ``IN_PLACE_MAX_CHARS`` (the step
-        stays a few milliseconds, which the check timeout could not cut short in place)."""
+        nothing in the step that could hold the loop: one request in flight
+        (``requests_in_flight``), no input check beside the step (its batch waits for the
+        loop), local caches (``remote_caches``), a prompt of at most ``IN_PLACE_MAX_CHARS``
+        (the step stays a few milliseconds, which the check timeout could not cut short in
+        place), and the policy's principles already embedded (a generator's ``prepared``, where
+        it has one: a policy added or edited at run time embeds them, about 0.4 s for
+        ``default``)."""
         if policy.instructions.generator in MODEL_FREE_GENERATORS:
             return True
+        prepared = getattr(generator, "prepared", None)
         return (self.requests_in_flight <= 1 and not policy.checks.input
                 and not self.remote_caches
-                and len(prompt_text(messages)) <= IN_PLACE_MAX_CHARS)
+                and len(prompt_text(messages)) <= IN_PLACE_MAX_CHARS
+                and (prepared is None or bool(prepared(policy))))
 
     def failed(self, policy: Policy, stage: Stage, exc: BaseException) -> None:
         """Count and log a guard failure; raise when the policy fails closed."""
@@ -173,10 +180,3 @@ class Guard:
         for batcher in self._batchers.values():
             await batcher.aclose()
 
-
-def _prepared(generator: InstructionGenerator, policy: Policy) -> bool:
-    """Whether the generator has what the policy's step needs loaded (a generator that cannot
-    say: yes), so a step in place never embeds a policy's principles on the event loop (a
-    policy added or edited at run time, about 0.4 s for ``default``)."""
-    prepared = getattr(generator, "prepared", None)
-    return prepared is None or bool(prepared(policy))
