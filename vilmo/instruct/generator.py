@@ -122,7 +122,7 @@ class VilmoGenerator:
         return instruction
 
     def _generate_shared(self, shared: SharedCache, prompt: str, policy: Policy) -> Instruction:
-        key = f"{NAME}:{self._fingerprint(policy)}\n{prompt}"
+        key = f"{NAME}:{self._fingerprint(policy)}:{self.models_id}\n{prompt}"
         data = shared.get(key)
         found = None if data is None else _load_instruction(data)
         if found is not None:
@@ -258,7 +258,8 @@ class VilmoGenerator:
         encoder or request reader and its gate, the values-at-stake heads, the second look's
         judge and its band, the principle bank, the candidate and length budgets), so a replica
         with other models or rules (a rolling upgrade) never serves this one's cached
-        instructions. A policy's own scorer weights file is named by its path only."""
+        instructions (part of the shared cache's key; the in-process cache lives and dies with
+        these models). A policy's own scorer weights file is named by its path only."""
         encoder = self.retriever.encoder
         digest = hashlib.sha1(str(getattr(encoder, "model_id", type(encoder).__name__)).encode())
         if self.reader is not None:
@@ -273,7 +274,7 @@ class VilmoGenerator:
         for principle in self.retriever.bank.principles:
             digest.update(repr(principle).encode())
         digest.update(f"{self.candidates}|{self.max_chars}".encode())
-        judge_dir = getattr(self.second_look and self.second_look.judge, "model_dir", None)
+        judge_dir = getattr(look.judge, "model_dir", None) if look is not None else None
         if judge_dir is not None:
             for name in ("config.json", "weights.safetensors"):
                 path = Path(judge_dir) / name
@@ -282,14 +283,13 @@ class VilmoGenerator:
         return digest.hexdigest()[:12]
 
     def _fingerprint(self, policy: Policy) -> str:
-        """Name + content hash + the models': an edited policy of the same name, or other
-        models, miss the cache."""
+        """Name + content hash: an edited policy of the same name misses the cache."""
         with self._lock:
             found = self._fingerprints.get(id(policy))
             if found is not None and found[0] is policy:
                 return found[1]
         digest = hashlib.sha1(policy.model_dump_json().encode("utf-8")).hexdigest()[:16]
-        fingerprint = f"{policy.name}:{digest}:{self.models_id}"
+        fingerprint = f"{policy.name}:{digest}"
         with self._lock:
             if len(self._fingerprints) > 1024:
                 self._fingerprints.clear()
