@@ -75,3 +75,20 @@ def test_the_alone_weight_reaches_training_and_calibrate_only(
     assert result.exit_code == 0, result.output
     assert windows == [{"max_length": 256, "alone_weight": 0.4}]
     assert json.loads((out / "config.json").read_text("utf-8"))["window"]["alone_weight"] == 0.4
+    # Without the option, recalibrating keeps the config's weight: it used to write the
+    # default 0.25 over it, changing how the weights read replies.
+    result = runner.invoke(cli, [*base, "--calibrate-only"])
+    assert result.exit_code == 0, result.output
+    assert windows[-1] == {"max_length": 256, "alone_weight": 0.4}
+
+
+def test_an_alone_weight_outside_zero_one_is_refused(tmp_path: Path) -> None:
+    """A weight outside [0, 1] extrapolates the two readings instead of mixing them."""
+    from vilmo.judge.windowing import WindowSpec
+
+    result = CliRunner().invoke(cli, ["train", "classifier", "--data-dir", str(tmp_path),
+                                      "--alone-weight", "-3"])
+    assert result.exit_code == 2
+    assert "alone-weight" in result.output
+    with pytest.raises(ValueError, match="alone_weight"):
+        WindowSpec(alone_weight=1.5)

@@ -42,10 +42,11 @@ def train_group() -> None:
 @click.option("--train-length", default=128, show_default=True,
               help="Training reads the first window of each text cut to this many tokens "
                    "(serving reads windows of 256); a step costs more the longer it is.")
-@click.option("--alone-weight", default=0.25, show_default=True,
+@click.option("--alone-weight", type=click.FloatRange(0.0, 1.0), default=0.25,
+              show_default=True,
               help="Share of a reply's whole reading taken from the reply read without its "
-                   "prompt (window.alone_weight; 0: read after the prompt only); also with "
-                   "--calibrate-only.")
+                   "prompt (window.alone_weight; 0: read after the prompt only); with "
+                   "--calibrate-only only when given (else the config's is kept).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all).")
 @click.option("--bf16", is_flag=True,
               help="Train under bfloat16 autocast: faster on CPUs with AMX or AVX-512 BF16, "
@@ -73,7 +74,11 @@ def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs
         raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")
     target = out_dir or default_model_dir()
     if calibrate_only:
-        config = recalibrate(root, target, alone_weight=alone_weight)
+        # Recalibrating must not silently change how the weights read replies: the config's
+        # weight stays unless the option was given.
+        given = click.get_current_context().get_parameter_source("alone_weight")
+        config = recalibrate(root, target, alone_weight=(
+            alone_weight if given is click.core.ParameterSource.COMMANDLINE else None))
         click.echo(json.dumps({"calibrated_on": config["calibrated_on"]}))
         return
     config = train_classifier(root, target, TrainSettings(

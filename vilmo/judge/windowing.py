@@ -79,6 +79,10 @@ class WindowSpec:
     ``alone_weight`` of the reading alone (0: not read alone; ``vilmo.judge.pooling.mix_alone``).
     After a vicious prompt the prompt dominated the reading (issue 17)."""
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alone_weight <= 1.0:
+            raise ValueError(f"window.alone_weight must be within [0, 1], not {self.alone_weight}")
+
 
 def windows(tokenizer: WindowTokenizer, prompt: str | None, response: str,
             spec: WindowSpec, limit: int | None = None) -> list[list[int]]:
