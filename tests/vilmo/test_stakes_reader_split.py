@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,6 +119,26 @@ def test_the_halves_give_the_one_graphs_rows_bit_for_bit() -> None:
         assert reading.gate == reader._reading(row[DIMENSIONS:], row[:DIMENSIONS]).gate
         assert np.array_equal(reading.probabilities,
                               (1 / (1 + np.exp(-row[DIMENSIONS + 1:]))).astype(np.float32))
+
+
+@pytest.mark.slow
+@shipped
+def test_the_reader_graph_is_fused_and_still_cut_at_the_shared_bottom() -> None:
+    """Export 4 fuses attention (``QAttention``) in the graph the halves are cut from: the
+    shared bottom's and each top's upper layers. The first layer of each top is not fused
+    (both read the same hidden states, which the fusion does not match)."""
+    import onnx
+
+    from vilmo.instruct.stakes_reader import EMBED_KIND, READ_KIND
+
+    reader = StakesReader(cache_size=0)
+    reader.rows([EVERYDAY])
+    sources = reader._sources()
+    counts = [Counter(n.op_type for n in onnx.load(str(graph_path(kind, sources))).graph.node)
+              for kind in (KIND, READ_KIND, EMBED_KIND)]
+    layers, frozen = 8, int(reader.config["n_frozen"])
+    assert counts[0]["QAttention"] == layers - 2
+    assert counts[1]["QAttention"] == frozen + 1 and counts[2]["QAttention"] == 1
 
 
 @pytest.mark.slow
