@@ -6,7 +6,7 @@ quantised per batch, so the batch a text shares changes its scores a little). Ju
 calibrated value scores (``BuiltinClassifier.score``) of FULCRA and HH dev replies after their
 prompts, max and p99 absolute difference, and the share of flag decisions (score >= 0.5) that
 change. Request reader: the calibrated gate probability of dev prompts, the same figures at the
-gate's threshold, and the embedding's cosine.
+gate's threshold, and the embedding's cosine; the plain int8 prompt encoder: the cosine.
 
     VILMO_CACHE_DIR=/tmp/agree-cache python bench/agree_fused_graphs.py --items 300
 """
@@ -24,7 +24,7 @@ import numpy as np
 from vilmo.datasets.readers import data_dir, fulcra, hh_chosen, saferlhf
 from vilmo.instruct.stakes_reader import StakesReader, reader_network
 from vilmo.judge.classifier import ScoreInput
-from vilmo.judge.embedder import DIMENSIONS, packaged_model_path
+from vilmo.judge.embedder import DIMENSIONS, Int8Embedder, _sentence_net, packaged_model_path
 from vilmo.judge.heads import BUILTIN_VALUES
 from vilmo.judge.value_model import BuiltinClassifier, _fp32_network
 from vilmo.judge.value_onnx import Int8Session, _export_int8
@@ -138,6 +138,20 @@ def main() -> None:
     compare("noise: unfused, other batches", gate(rows_noise), gate(rows_old), reader.threshold)
     print(f"\nembedding: min cosine fused vs unfused {cosine(rows_new, rows_old):.5f}, "
           f"noise {cosine(rows_noise, rows_old):.5f}")
+
+    # The plain int8 prompt encoder (the instruction step's encoder where no reader ships).
+    encoder = Int8Embedder(cache_size=0)
+    encoder.warm_up()
+    old_encoder_graph = tmp / "encoder_unfused.onnx"
+    _export_int8(_sentence_net(packaged_model_path()), old_encoder_graph, fused=False)
+    old_encoder = Int8Session(old_encoder_graph, 1, ())
+    new_encoder = Int8Session(encoder.graph_path(), 1)
+    vectors_new = reader_rows(reader, new_encoder, prompts, 32)
+    vectors_old = reader_rows(reader, old_encoder, prompts, 32)
+    vectors_noise = np.empty_like(vectors_old)
+    vectors_noise[order] = reader_rows(reader, old_encoder, [prompts[i] for i in order], 7)
+    print(f"prompt encoder (Int8Embedder): min cosine fused vs unfused "
+          f"{cosine(vectors_new, vectors_old):.5f}, noise {cosine(vectors_noise, vectors_old):.5f}")
 
 
 if __name__ == "__main__":
