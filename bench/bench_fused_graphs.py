@@ -3,7 +3,9 @@
 Builds both recipes of the value judge and of the request reader from the same weights
 (``vilmo.judge.value_onnx._export_int8`` with ``fused`` off and on), then times one session
 call of each, interleaved (old, new, old, new...), at 20/64/160/224 tokens, one thread, batch 1
-(a prompt read; a reply's window), and batched (32 x 64 and 8 x 224 tokens). The old graph runs
+(a prompt read; a reply's window), and batched (32 x 64 and 8 x 224 tokens); then whole
+checks: ``BuiltinClassifier.score`` of FULCRA dev replies after their prompts through each
+arm's judge graph (a reply's windows and its sentence spans, as the gateway reads it). The old graph runs
 as export 3 was served (all of ONNX Runtime's load-time fusions), and also with
 ``SESSION_FUSIONS_OFF`` (what turning those off alone gives); the new one as the gateway serves
 it now (``Int8Session``). Token ids are a real reply's, cut to
@@ -16,6 +18,7 @@ a test: on a shared machine only the ratios mean much.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import tempfile
@@ -66,6 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=30, help="timed calls per arm and shape "
                         "(a quarter of that for the batched shapes)")
+    parser.add_argument("--checks", type=int, default=40,
+                        help="FULCRA dev replies scored whole per arm (needs VILMO_DATA_DIR)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="vilmo-bench-fused-"))
     model_dir = default_model_dir()
@@ -99,6 +104,46 @@ def main() -> None:
                     f" ({batch * 1000 / o:.0f} vs {batch * 1000 / n:.0f} rows/s)")
             print(f"| {name} | {batch} x {length} | {o:.2f} | {off:.2f} | {n:.2f} | "
                   f"{n / o:.2f}{rate} |")
+        if name == "judge":
+            whole_checks(arms, args.checks)
+
+
+def whole_checks(arms: dict[str, Int8Session], count: int) -> None:
+    """One ``BuiltinClassifier.score`` call per FULCRA dev reply after its prompt (its
+    windows and sentence spans, all values), per arm, interleaved; one core (the batches of
+    a check one after the other); printed as a table row."""
+    from vilmo.datasets.readers import DataMissing, data_dir, fulcra
+    from vilmo.judge import value_onnx
+    from vilmo.judge.classifier import ScoreInput
+    from vilmo.judge.heads import BUILTIN_VALUES
+    from vilmo.judge.value_model import BuiltinClassifier
+
+    try:
+        rows = fulcra(data_dir(), "dev")
+    except DataMissing:
+        print("| judge | whole checks: no data (set VILMO_DATA_DIR) | | | | |")
+        return
+    items = [ScoreInput(r.response, r.prompt) for r in rows if r.prompt][:count]
+    judges = {}
+    for arm, session in arms.items():
+        judge = BuiltinClassifier(cache_size=0)
+        judge._loaded = dataclasses.replace(judge._model(), net=session)
+        judges[arm] = judge
+    cores = value_onnx.serving_cores
+    value_onnx.serving_cores = lambda: 1
+    try:
+        times: dict[str, list[float]] = {arm: [] for arm in judges}
+        for item in items:
+            for arm, judge in judges.items():
+                start = time.perf_counter()
+                judge.score([item], BUILTIN_VALUES)
+                times[arm].append((time.perf_counter() - start) * 1000)
+    finally:
+        value_onnx.serving_cores = cores
+    o, off, n = (float(np.median(t)) for t in times.values())
+    words = int(np.median([len(i.response.split()) for i in items]))
+    print(f"| judge | one check: {len(items)} dev replies (median {words} words) after "
+          f"their prompts, `score` | {o:.2f} | {off:.2f} | {n:.2f} | {n / o:.2f} |")
 
 
 if __name__ == "__main__":
