@@ -407,6 +407,7 @@ def fuse_for_cpu(source: Path, target: Path, num_heads: int = 0,
     model = onnx.load(str(source))
     _drop_noop_casts(model)
     _scale_as_division(model)
+    _one_input_per_layer(model)
     options = _fusion_options(FusionOptions("bert"))
     quiet = logging.getLogger("onnxruntime.transformers")
     level = quiet.level
@@ -459,6 +460,49 @@ def _drop_noop_casts(model: onnx.ModelProto) -> None:
                 if name == node.output[0]:
                     other.input[at] = node.input[0]
         graph.node.remove(node)
+
+
+def _one_input_per_layer(model: onnx.ModelProto) -> None:
+    """Where one layer norm's output feeds several layers' attention blocks (the reader's two
+    tops both read the shared bottom's output), every layer after the first reads its own copy
+    of that layer norm (the same values; one more layer norm a call): the fusion matches a
+    block only where its input feeds exactly that block's Q, K and V (an ``Identity`` between
+    would be dropped before fusing). Layers are told apart by the exporter's node names
+    (``/layer.4/attention/...``, ``/reader_layers.0/attention/...``)."""
+    import onnx
+
+    graph = model.graph
+    made = {name: node for node in graph.node for name in node.output}
+    readers: dict[str, dict[str, list[onnx.NodeProto]]] = {}
+    for node in graph.node:
+        if "/attention/" in node.name:
+            layer = node.name.split("/attention/")[0]
+            for name in node.input:
+                readers.setdefault(name, {}).setdefault(layer, []).append(node)
+    copies: dict[str, list[onnx.NodeProto]] = {}
+    for tensor, layers in readers.items():
+        norm = made.get(tensor)
+        if norm is None or norm.op_type != "LayerNormalization" or len(norm.output) != 1:
+            continue
+        for layer, nodes in list(layers.items())[1:]:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(norm)
+            copy.name = f"{norm.name}{layer.replace('/', '_')}"
+            copy.output[0] = f"{tensor}{layer.replace('/', '_')}"
+            copies.setdefault(tensor, []).append(copy)
+            for node in nodes:
+                for at, name in enumerate(node.input):
+                    if name == tensor:
+                        node.input[at] = copy.output[0]
+    if not copies:
+        return
+    ordered: list[onnx.NodeProto] = []
+    for node in graph.node:  # each copy right after its original: still in topological order
+        ordered.append(onnx.NodeProto())
+        ordered[-1].CopyFrom(node)
+        ordered.extend(copies.pop(node.output[0], []) if node.output else [])
+    graph.ClearField("node")
+    graph.node.extend(ordered)
 
 
 def _scale_as_division(model: onnx.ModelProto) -> None:
