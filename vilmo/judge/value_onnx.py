@@ -47,7 +47,7 @@ RECIPE = ("int8, per-channel 7-bit weights, activations quantised per batch, att
           "GELU fused")
 SESSION_FUSIONS_OFF = ["SkipLayerNormFusion", "BiasGeluFusion"]
 """ONNX Runtime's own load-time fusions that make the graphs slower here: its CPU
-``SkipLayerNormalization`` took 6-8 times as long as the ``Add`` and ``LayerNormalization`` it
+``SkipLayerNormalization`` took about 6 times as long as the ``Add`` and ``LayerNormalization`` it
 replaces (onnxruntime 1.32, one thread), and ``BiasGelu`` longer than a ``Gelu`` whose bias the
 int8 matrix product before it adds."""
 SERVING_THREADS = 1
@@ -390,10 +390,10 @@ def _eager_attention(net: nn.Module) -> list[tuple[object, str]]:
 
 def fuse_for_cpu(source: Path, target: Path, num_heads: int = 0,
                  hidden_size: int = 0) -> dict[str, int]:
-    """Rewrite the fp32 MiniLM graph ``source`` with ONNX Runtime's fused CPU operators
-    (``Attention``, ``SkipLayerNormalization``, ``BiasGelu``) into ``target``; the fused ops'
-    counts are returned. Unfused, the fp32 glue between the int8 matrix products (attention's
-    reshapes, transposes, masking and softmax; the residual adds; the layer norms; GELU) took
+    """Rewrite the fp32 MiniLM graph ``source`` with ONNX Runtime's fused CPU operators (each
+    layer's attention one ``Attention``, its GELU one ``Gelu``; ``_fusion_options``) into
+    ``target``; the fused ops' counts are returned. Unfused, the fp32 glue between the int8
+    matrix products (attention's reshapes, transposes, masking and softmax; GELU's erf) was
     about two thirds of a call. The embeddings stay unfused (``EmbedLayerNormalization`` would
     swallow the mask into its own output, and the reader's halves are cut after them); the
     mask stays the raw 0/1 mask (any padding, as before). ``num_heads`` and ``hidden_size``:
