@@ -88,8 +88,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=300)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="vilmo-agree-"))
+    with tempfile.TemporaryDirectory(prefix="vilmo-agree-") as folder:
+        run(args, Path(folder))
 
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
+    """Everything, the graphs built under ``tmp``."""
     judge = BuiltinClassifier()
     judge.warm_up()  # the fused graph (export 4), cached
     old_graph = tmp / "judge_unfused.onnx"

@@ -72,7 +72,12 @@ def main() -> None:
     parser.add_argument("--checks", type=int, default=40,
                         help="FULCRA dev replies scored whole per arm (needs VILMO_DATA_DIR)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="vilmo-bench-fused-"))
+    with tempfile.TemporaryDirectory(prefix="vilmo-bench-fused-") as folder:
+        run(args, Path(folder))
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
+    """Everything, the graphs built under ``tmp``."""
     model_dir = default_model_dir()
     config = json.loads((model_dir / "config.json").read_text("utf-8"))
     networks: dict[str, Callable[[], torch.nn.Module]] = {
