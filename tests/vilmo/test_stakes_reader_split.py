@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,6 +119,27 @@ def test_the_halves_give_the_one_graphs_rows_bit_for_bit() -> None:
         assert reading.gate == reader._reading(row[DIMENSIONS:], row[:DIMENSIONS]).gate
         assert np.array_equal(reading.probabilities,
                               (1 / (1 + np.exp(-row[DIMENSIONS + 1:]))).astype(np.float32))
+
+
+@pytest.mark.slow
+@shipped
+def test_the_reader_graph_is_fused_and_still_cut_at_the_shared_bottom() -> None:
+    """Export 4 fuses every layer's attention (``QAttention``) in the graph the halves are
+    cut from, also the first layer of each top, though both read the shared bottom's output
+    (the reader's reads a copy of its last layer norm)."""
+    import onnx
+
+    from vilmo.instruct.stakes_reader import EMBED_KIND, READ_KIND
+
+    reader = StakesReader(cache_size=0)
+    reader.rows([EVERYDAY])
+    sources = reader._sources()
+    counts = [Counter(n.op_type for n in onnx.load(str(graph_path(kind, sources))).graph.node)
+              for kind in (KIND, READ_KIND, EMBED_KIND)]
+    frozen, top = int(reader.config["n_frozen"]), 2  # all-MiniLM-L6-v2: 6 layers
+    assert counts[0]["QAttention"] == frozen + 2 * top
+    assert counts[1]["QAttention"] == frozen + top and counts[2]["QAttention"] == top
+    assert counts[0]["Softmax"] == 0
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +134,35 @@ def test_calibrate_only_refits_on_dev_and_keeps_the_weights(
     assert after["training"] == before["training"]
     assert ((target / "weights.safetensors").read_bytes()
             == (default_model_dir() / "weights.safetensors").read_bytes())
+
+
+def test_the_served_graph_runs_attention_and_gelu_fused(int8: BuiltinClassifier) -> None:
+    """Export 4 (issue 16): every layer's attention is one ``QAttention`` (int8 Q/K/V) and
+    its GELU one ``Gelu``, not the exporter's reshapes, transposes, softmax and erf."""
+    import onnx
+
+    path = int8._model().net.path  # type: ignore[attr-defined]
+    ops = Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    layers = 6  # all-MiniLM-L6-v2
+    assert ops["QAttention"] == layers and ops["Gelu"] == layers
+    assert ops["Softmax"] == ops["Transpose"] == ops["Erf"] == 0
+    assert ops["SkipLayerNormalization"] == 0  # slower than Add + LayerNormalization here
+
+
+def test_a_graph_without_an_attention_pattern_is_refused(tmp_path: Path) -> None:
+    """An export whose attention the fusion does not recognise (a new exporter or
+    transformers release) fails the build instead of silently serving the slow graph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+    source = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              str(source))
+    with pytest.raises(ValueError, match="no attention block was fused"):
+        value_onnx.fuse_for_cpu(source, tmp_path / "fused.onnx")
+    assert not (tmp_path / "fused.onnx").exists()
