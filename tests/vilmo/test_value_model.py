@@ -250,3 +250,15 @@ def test_a_reading_without_its_plain_points_uses_the_reply_points(tmp_path: Path
     assert not np.allclose(expected, rescaled(whole, sentences, m.plain_operating[0], None))
     np.testing.assert_allclose(_vector(partial.score(items, BUILTIN_VALUES)[0]), expected,
                                atol=1e-6)
+
+
+def test_a_prompt_the_tokenizer_reads_as_nothing_is_no_prompt() -> None:
+    """A zero-width space, a BOM, a NUL, a soft hyphen or a lone combining mark passed
+    ``strip()``: the reply was read after an empty prompt (``[CLS][SEP]reply``) and measured at
+    the reply points, scoring a harmful reply far lower than with no prompt."""
+    fresh = BuiltinClassifier(cache_size=0)
+    text = BENIGN + HARMFUL
+    plain = fresh.score([ScoreInput(text)], BUILTIN_VALUES)[0]
+    for invisible in ("\u200b", "\ufeff", "\x00", "\u00ad", "\u0301 \u2063"):
+        assert fresh._model().tokenizer.encode(invisible, add_special_tokens=False) == []
+        assert fresh.score([ScoreInput(text, invisible)], BUILTIN_VALUES)[0] == plain

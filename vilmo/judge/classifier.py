@@ -7,6 +7,7 @@ batch-first method. The proxy reaches it through ``vilmo.judge.batcher.MicroBatc
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -23,9 +24,17 @@ class ScoreInput:
 
 
 def given_prompt(prompt: str | None) -> str | None:
-    """The prompt a text answers, or None: a prompt that is empty after ``strip()`` is no
-    prompt (it tokenizes to nothing), so the text is a plain one, read and measured as such."""
-    return prompt if prompt and prompt.strip() else None
+    """The prompt a text answers, or None: a prompt the encoder's tokenizer reads as nothing
+    (whitespace, control and format characters such as a zero-width space or a BOM,
+    combining marks, which uncased WordPiece strips) is no prompt, so the text is a plain one,
+    read and measured as such."""
+    if prompt and any(unicodedata.category(c)[0] not in _UNREAD for c in prompt):
+        return prompt
+    return None
+
+
+_UNREAD = frozenset("ZCM")
+"""Unicode category classes that uncased WordPiece drops: separators, control/format, marks."""
 
 
 @dataclass(frozen=True, slots=True)
