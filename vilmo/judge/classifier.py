@@ -23,6 +23,10 @@ class ScoreInput:
     prompt: str | None = None
 
 
+_UNREAD = frozenset("ZCM")
+"""Unicode category classes that uncased WordPiece drops: separators, control/format, marks."""
+
+
 def given_prompt(prompt: str | None) -> str | None:
     """The prompt a text answers, or None: a prompt the encoder's tokenizer reads as nothing
     (whitespace, control and format characters such as a zero-width space or a BOM,
@@ -32,9 +36,6 @@ def given_prompt(prompt: str | None) -> str | None:
         return prompt
     return None
 
-
-_UNREAD = frozenset("ZCM")
-"""Unicode category classes that uncased WordPiece drops: separators, control/format, marks."""
 
 
 @dataclass(frozen=True, slots=True)
