@@ -37,7 +37,6 @@ def given_prompt(prompt: str | None) -> str | None:
     return None
 
 
-
 @dataclass(frozen=True, slots=True)
 class ValueScores:
     """One reply's scores: violation probability per value id (0..1), and for Schwartz values
