@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +167,27 @@ def test_a_graph_without_an_attention_pattern_is_refused(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="no attention block was fused"):
         value_onnx.fuse_for_cpu(source, tmp_path / "fused.onnx")
     assert not (tmp_path / "fused.onnx").exists()
+
+
+def test_an_unwritable_cache_reuses_one_private_fallback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the cache folder could not be written, every start wrote the graph into a new
+    temporary folder (27 MB each for the reader's halves) and never removed it."""
+    from vilmo.judge.value_onnx import write_cached
+
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    writes: list[Path] = []
+
+    def write(path: Path) -> None:
+        writes.append(path)
+        path.write_bytes(b"graph")
+
+    first = write_cached(blocked / "graph-key.onnx", write)
+    second = write_cached(blocked / "graph-key.onnx", write)
+    assert first == second and first.read_bytes() == b"graph"
+    assert len(writes) == 1
+    assert first.parent.stat().st_mode & 0o777 == 0o700
+    assert [p.name for p in (tmp_path / "tmp").iterdir()] == [first.parent.name]

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import warnings
@@ -297,15 +298,33 @@ def cached_graph(build: Callable[[], nn.Module], sources: Sequence[Path],
 
 def write_cached(target: Path, write: Callable[[Path], None]) -> Path:
     """Where ``write(path)`` put the file: ``target``, written whole (under a temporary name,
-    then renamed, so a concurrent process never reads half a graph), or the same name in a new
-    temporary folder where the cache folder is not writable."""
+    then renamed, so a concurrent process never reads half a graph), or, where the cache
+    folder is not writable, the same name in this user's private temporary folder (reused:
+    the name carries the build key, so every start does not write another copy)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_whole(target, write)
+        return target
     except OSError:
-        target = Path(tempfile.mkdtemp(prefix="vilmo-onnx-")) / target.name
-        _write_whole(target, write)
-    return target
+        pass
+    fallback = _private_temp_dir() / target.name
+    if not fallback.exists():
+        _write_whole(fallback, write)
+    return fallback
+
+
+def _private_temp_dir() -> Path:
+    """``$TMPDIR/vilmo-onnx-<uid>``, owned by this user and closed to others (a graph is code
+    the process runs); a new folder each time if that one is not safe to use."""
+    folder = Path(tempfile.gettempdir()) / f"vilmo-onnx-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077:
+            return folder
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="vilmo-onnx-"))
 
 
 def _write_whole(target: Path, write: Callable[[Path], None]) -> None:
