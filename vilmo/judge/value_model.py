@@ -41,7 +41,7 @@ import numpy.typing as npt
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores, given_prompt
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
-from vilmo.judge.pooling import length_batches, max_pool, mean_pool, mix_alone, rescaled
+from vilmo.judge.pooling import balanced_batches, max_pool, mean_pool, mix_alone, rescaled
 from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
@@ -203,7 +203,7 @@ class BuiltinClassifier:
         also each sentence span (``vilmo.judge.value_net.sentence_spans``) after the prompt,
         unless ``sentences`` is False; for a reply after a prompt, if ``alone`` and the config's
         ``alone_weight`` > 0, also its windows and fine windows without the prompt."""
-        from vilmo.judge.value_onnx import run_batches
+        from vilmo.judge.value_onnx import run_batches, serving_cores
         from vilmo.judge.windowing import (
             WindowSpec,
             pad_numpy,
@@ -239,7 +239,10 @@ class BuiltinClassifier:
                 owner += [i] * (len(bare) + len(bare_fine))
                 kind += [ALONE] * len(bare) + [ALONE_FINE] * len(bare_fine)
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
-        chunks = length_batches([len(r) for r in rows], self.batch_size)
+        # The cores the batches are shared over (a network that runs several threads per call
+        # runs its batches in turn: ``run_batches``).
+        cores = serving_cores() if getattr(m.net, "threads", 1) <= 1 else 1
+        chunks = balanced_batches([len(r) for r in rows], self.batch_size, cores)
         padded = [pad_numpy([rows[r] for r in chunk]) for chunk in chunks]
         for chunk, logits in zip(chunks, run_batches(m.net, padded), strict=True):
             out[chunk] = logits

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vilmo.errors import VilmoError
+from vilmo.judge.pooling import batch_cost
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
@@ -61,9 +62,10 @@ def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
                 batches: Sequence[Batch]) -> list[Matrix]:
     """Each padded batch's output, the batches run side by side on idle cores: the calling
     thread and up to ``serving_cores() - 1`` pool threads each take the next batch not yet
-    taken (the largest first) until none is left. So a lone check's whole-reply windows and
-    sentence spans take the time of the longer, not of both, and a large check's many batches
-    are shared out over the cores. A pool thread joins (and takes another batch) only while
+    taken (the costliest first, ``vilmo.judge.pooling.batch_cost``) until none is left. So a
+    lone check's batches (cut to share out, ``vilmo.judge.pooling.balanced_batches``) take
+    about half the time on two cores, and a large check's many batches are shared out over
+    the cores. A pool thread joins (and takes another batch) only while
     fewer threads than cores run checks' batches: when the micro-batcher already runs one check
     per core, a helper would only oversubscribe them. Every batch is computed exactly as it
     would be alone, so the scores do not change. A network that runs several threads per call
@@ -87,7 +89,7 @@ def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Matrix],
                                             thread_name_prefix="vilmo-onnx-side")
         pool = _SIDE_POOL
     out: list[Matrix | None] = [None] * len(batches)
-    order = sorted(range(len(batches)), key=lambda i: -batches[i][0].size)
+    order = sorted(range(len(batches)), key=lambda i: -batch_cost(*batches[i][0].shape))
     taken = _Counter(len(order))
 
     def run(at: int) -> None:
