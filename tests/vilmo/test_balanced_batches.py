@@ -84,3 +84,19 @@ def test_shared_batches_keep_the_scores_within_quantisation(
     for new, old in zip(cut, whole, strict=True):
         assert decide(new.violation, policy).action == decide(old.violation, policy).action
         assert new.violation == pytest.approx(old.violation, abs=0.06)
+
+
+def test_a_check_beside_a_running_one_is_not_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load each check keeps its batches whole: the other core is busy with another
+    check's batches, so a cut would only add a call."""
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
+    assert value_onnx.idle_cores() == 2
+    running = value_onnx._RUNNING
+    running.enter()
+    try:
+        assert value_onnx.idle_cores() == 1
+        assert (balanced_batches(LONE_CHECK, 32, value_onnx.idle_cores())
+                == length_batches(LONE_CHECK, 32))
+    finally:
+        running.leave()
+    assert value_onnx.idle_cores() == 2

@@ -96,7 +96,8 @@ def balanced_batches(lengths: Sequence[int], size: int, cores: int) -> list[list
     not short (``SHARED_FROM_TOKENS``). A lone check's whole reading (after the prompt and
     alone) otherwise made one batch that one core read while the other finished the sentence
     spans and idled (issue 16). A cut costs one more call, so rows stay together where sharing
-    gains nothing; many rows already make batches enough for every core. The int8 graph
+    gains nothing; many rows already make batches enough for every core, and ``cores`` is
+    what no other check is using (``vilmo.judge.value_onnx.idle_cores``). The int8 graph
     quantises activations per batch, so a cut moves scores a little, neither nearer to nor
     further from the fp32 network's on average (``bench/bench_lone_check.py``)."""
     batches = length_batches(lengths, size)

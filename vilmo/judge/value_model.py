@@ -203,15 +203,15 @@ class BuiltinClassifier:
         also each sentence span (``vilmo.judge.value_net.sentence_spans``) after the prompt,
         unless ``sentences`` is False; for a reply after a prompt, if ``alone`` and the config's
         ``alone_weight`` > 0, also its windows and fine windows without the prompt."""
-        from vilmo.judge.value_onnx import run_batches, serving_cores
+        from vilmo.judge.value_onnx import idle_cores, run_batches
         from vilmo.judge.windowing import pad_numpy
 
         m = self._model()
         rows, owner, kind = self._window_rows(items, sentences, alone)
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
-        # The cores the batches are shared over (a network that runs several threads per call
-        # runs its batches in turn: ``run_batches``).
-        cores = serving_cores() if getattr(m.net, "threads", 1) <= 1 else 1
+        # The cores the batches may be shared over: the idle ones (a network that runs several
+        # threads per call runs its batches in turn: ``run_batches``).
+        cores = idle_cores() if getattr(m.net, "threads", 1) <= 1 else 1
         chunks = balanced_batches([len(r) for r in rows], self.batch_size, cores)
         padded = [pad_numpy([rows[r] for r in chunk]) for chunk in chunks]
         for chunk, logits in zip(chunks, run_batches(m.net, padded), strict=True):

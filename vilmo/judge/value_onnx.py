@@ -165,8 +165,19 @@ class _Running:
         with self._lock:
             return self._count > limit
 
+    def now(self) -> int:
+        with self._lock:
+            return self._count
+
 
 _RUNNING = _Running()
+
+
+def idle_cores() -> int:
+    """The serving cores no check's batches run on now (at least one): what a new check's
+    batches may be shared over (``vilmo.judge.pooling.balanced_batches``); under load each
+    check keeps its batches whole, since cutting them would only add calls."""
+    return max(1, serving_cores() - _RUNNING.now())
 
 
 class GraphMissing(VilmoError, RuntimeError):
