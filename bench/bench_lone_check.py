@@ -6,9 +6,10 @@ One process, one judge, the two batchings interleaved per round (so both see the
 the latency of ``BuiltinClassifier.score`` for the benchmarks' two replies after distinct
 prompts (medians, ratio), then the scores of a few hundred (prompt, reply) texts from
 ../shared/data (JailbreakBench and FULCRA dev rows), each scored alone as a gateway's check
-at c=1 is: the largest score difference and how many `default`-policy verdicts change.
+at c=1 is: the largest score difference and how many `default`-policy verdicts change, and
+with ``--fp32`` how far each batching is from the fp32 network's scores.
 
-    python bench/bench_lone_check.py [--rounds 30] [--texts 300]
+    python bench/bench_lone_check.py [--rounds 30] [--texts 300] [--fp32]
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--texts", type=int, default=300)
+    parser.add_argument("--fp32", action="store_true",
+                        help="also compare both with the fp32 network's scores (needs torch)")
     args = parser.parse_args()
     judge = value_model.BuiltinClassifier(cache_size=0)
     judge.warm_up()
@@ -92,16 +95,30 @@ def main() -> None:
     half = args.texts // 2
     texts = ([ScoreInput(r.response, r.goal) for r in jailbreakbench(root, "dev")][:half]
              + [ScoreInput(r.response, r.prompt) for r in fulcra(root, "dev")][:args.texts - half])
+    reference = value_model.BuiltinClassifier(cache_size=0, quantize=False) if args.fp32 else None
     worst, moved = 0.0, 0
+    off: dict[str, list[float]] = {"before": [], "after": []}
+    unlike: dict[str, int] = {"before": 0, "after": 0}
     for item in texts:
-        with batching(unbalanced):
-            old = judge.score([item], ids)[0].violation
-        with batching(balanced_batches):
-            new = judge.score([item], ids)[0].violation
+        found = {}
+        for name, how in (("before", unbalanced), ("after", balanced_batches)):
+            with batching(how):
+                found[name] = judge.score([item], ids)[0].violation
+        old, new = found["before"], found["after"]
         worst = max(worst, *(abs(old[v] - new[v]) for v in ids))
         moved += decide(old, policy).action != decide(new, policy).action
+        if reference is not None:
+            fp32 = reference.score([item], ids)[0].violation
+            for name, got in found.items():
+                off[name] += [abs(got[v] - fp32[v]) for v in ids]
+                unlike[name] += decide(got, policy).action != decide(fp32, policy).action
     print(f"\n{len(texts)} texts scored alone, {len(ids)} values: largest score difference "
           f"{worst:.4f}, verdicts changed: {moved}")
+    if reference is not None:
+        for name, gaps in off.items():
+            print(f"{name} against the fp32 network: mean |difference| "
+                  f"{statistics.mean(gaps):.5f}, largest {max(gaps):.4f}, verdicts "
+                  f"unlike fp32's: {unlike[name]}")
 
 
 if __name__ == "__main__":
