@@ -63,10 +63,10 @@ def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
     """Each padded batch's output, the batches run side by side on idle cores: the calling
     thread and up to ``serving_cores() - 1`` pool threads each take the next batch not yet
     taken (the costliest first, ``vilmo.judge.pooling.batch_cost``) until none is left. So a
-    lone check's batches (cut to share out, ``vilmo.judge.pooling.balanced_batches``) take
-    about half the time on two cores, and a large check's many batches are shared out over
-    the cores. A pool thread joins (and takes another batch) only while
-    fewer threads than cores run checks' batches: when the micro-batcher already runs one check
+    lone check's batches (cut to be shared out, ``vilmo.judge.pooling.balanced_batches``)
+    keep every idle core busy, and a large check's many batches are shared out over the
+    cores. A pool thread joins (and takes another batch) only while fewer threads than cores
+    run checks' batches: when the micro-batcher already runs one check
     per core, a helper would only oversubscribe them. Every batch is computed exactly as it
     would be alone, so the scores do not change. A network that runs several threads per call
     itself (offline jobs with ``threads`` = cores) runs its batches one after the other."""
