@@ -4,8 +4,9 @@ read once, and the scores stay within the int8 graph's per-batch quantisation of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import pytest
 from reply_cases import ASK_TEXT, BENIGN, EMBEDDED, VIOLENT
 
@@ -15,6 +16,7 @@ from vilmo.judge.pooling import balanced_batches, batch_cost, length_batches, ma
 from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
+from vilmo.types import Matrix
 from vilmo.verdict import decide
 
 LONE_CHECK = [52] * 5 + [143, 130]
@@ -100,3 +102,24 @@ def test_a_check_beside_a_running_one_is_not_cut(monkeypatch: pytest.MonkeyPatch
     finally:
         running.leave()
     assert value_onnx.idle_cores() == 2
+
+
+@needs_weights
+def test_a_lone_checks_whole_readings_run_in_separate_batches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The judge hands ``run_batches`` the cut batches: the reply after the prompt and the
+    reply alone (the two longest rows) are no longer padded into one batch."""
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
+    shapes: list[tuple[int, ...]] = []
+    run = value_onnx.run_batches
+
+    def recording(net: Callable[[np.ndarray, np.ndarray], Matrix],
+                  batches: Sequence[value_onnx.Batch]) -> list[Matrix]:
+        shapes.extend(ids.shape for ids, _ in batches)
+        return run(net, batches)
+
+    monkeypatch.setattr(value_onnx, "run_batches", recording)
+    BuiltinClassifier(cache_size=0).score([ScoreInput(EMBEDDED["middle"], ASK_TEXT)],
+                                          ["mft.care"])
+    longest = sorted(shapes, key=lambda shape: shape[1])[-2:]
+    assert [shape[0] for shape in longest] == [1, 1]
