@@ -7,7 +7,9 @@ on a plain request, `default` in monitor mode and no policy on a stream. Per tar
 over the rounds of: the gateway's own time (first byte of the request to the last byte of the
 response; to the first content chunk for streams), the instruction step (the request reader's
 pass, the judge's passes for the second look), the reply check (the judge's ONNX batches, its
-tokenising and pooling, the micro-batcher's hand-offs), the upstream call, the record.
+tokenising and pooling, the micro-batcher's hand-offs), the upstream call, the record. Every
+target of a round reads the same question (``round_prompt``): the instruction step's passes
+depend on it (a question with a value at stake costs the reader a second half).
 
     python bench/trace_request_path.py [--baseline-tree /tmp/base] [--rounds 40]
 """
@@ -99,6 +101,15 @@ from vilmo.cli import main
 sys.argv = ["vilmo", *sys.argv[1:]]
 main()
 """
+
+
+def round_prompt(round_: int, target: int) -> str:
+    """Round ``round_``'s prompt for one target: the same question for every target and tree
+    of a round (whether a value is at stake, so which passes the instruction step runs,
+    depends on it), made distinct by its case number so that no cache of the tree's gateway
+    hides a pass (each tree has its own store)."""
+    question = prompts(round_ + 1)[round_]
+    return question.replace(f"(case {round_})", f"(case {round_}.{target})")
 
 
 def stages(events: list[tuple[str, float, float]], kind: str) -> dict[str, list[float]]:
@@ -203,12 +214,11 @@ def main() -> None:
             )
             wait_ready(f"http://127.0.0.1:{port}/healthz", gateways[name])
             urls[name] = f"http://127.0.0.1:{port}/v1"
-        texts = prompts(args.rounds * len(TARGETS) + 10)
         with httpx.Client(timeout=60) as client:
             for r in range(args.rounds + 3):  # three warm-up rounds, dropped below
                 for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:
                     for t, (_, policy, stream) in enumerate(TARGETS):
-                        body = chat_body(texts[(r * len(TARGETS) + t) % len(texts)], stream)
+                        body = chat_body(round_prompt(r, t), stream)
                         call = timed_stream if stream else timed_post
                         call(client, urls[name], body, {"X-Vilmo-Policy": policy})
         for process in gateways.values():

@@ -91,11 +91,18 @@ def test_repeated_text_is_not_encoded_again(model: BuiltinClassifier) -> None:
     assert calls == [] and again == first
 
 
-def test_calibration_reads_what_inference_pools(model: BuiltinClassifier) -> None:
+def test_calibration_reads_what_inference_pools(model: BuiltinClassifier,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Platt scaling is fitted on ``pooled_logits``; it must be the pooling that
     ``head_probabilities`` uses: a whole-text judgement (cm) is the mean over a long text's
     windows, the rest the max."""
     import numpy as np
+
+    from vilmo.judge import value_onnx
+
+    # On one core: batches cut to share the cores (``balanced_batches``) depend on every row
+    # of the call, and int8 activations are quantised per batch.
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 1)
 
     long_text = BENIGN * 40 + HARMFUL
     items = [ScoreInput(long_text, HARM_PROMPT), ScoreInput(REFUSAL, HARM_PROMPT)]

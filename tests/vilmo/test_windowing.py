@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from vilmo.judge.value_net import WindowSpec, windows
+from vilmo.judge.windowing import WordPieceTokenizer
 
 
 class CharTokenizer:
@@ -71,3 +72,114 @@ def test_span_windows_lead_each_sentence_with_the_prompt() -> None:
     out = span_windows(CharTokenizer(), "prompt text", ["a" * 3, "b" * 30], spec)
     assert all(w[:7] == [101, *map(ord, "promp"), 102] and len(w) <= 20 for w in out)
     assert "".join(chr(t) for w in out for t in w[7:-1]).count("b") >= 30
+
+
+EDGE_TEXTS = [
+    "",
+    "   ",
+    "One sentence only",
+    'He said "stop." Then he left! Why? Nobody knows... (really.) [sic.] Fine.',
+    "Line one\nline two\n\n\n  line three with\ttabs\r\nand a CRLF.",
+    "Café naïve résumé. Über straße! Ünïcödé façade, coöperate. Ångström.",
+    "漢字のテキスト。Mixed with English words here. 中文句子！ And more words follow.",
+    "Emoji 😀 in a sentence that is long enough. Next one 👍🏽 is also long enough here.",
+    "Non\u00a0breaking\u00a0spaces. Zero\u200bwidth here and there. Soft\u00adhyphen too okay.",
+    "Control\x1cchars.\x1cAnd\x85more.\u2028Line\u2029para sep. Words words words words.",
+    "A" * 150 + ". " + "verylongword" * 12 + " end of the sentence here.",
+    "Trailing separator. ",
+    ".!? ... !!! ??? Only punctuation. And then words for the sentence, six.",
+    "Short. Tiny. Wee. Small. Bits. Here. And a longer sentence closing it all.",
+]
+
+
+def shared_texts() -> list[str]:
+    """Replies from ../shared/data (FULCRA, JailbreakBench), skipped when it is absent."""
+    from vilmo.datasets.readers import DataMissing, data_dir, fulcra, jailbreakbench
+
+    try:
+        root = data_dir()
+        return ([r.response for r in fulcra(root)][:400]
+                + [r.response for r in jailbreakbench(root)][:400])
+    except (DataMissing, FileNotFoundError):
+        return []
+
+
+def word_piece() -> WordPieceTokenizer:
+    from vilmo.judge.embedder import packaged_model_path
+
+    try:
+        return WordPieceTokenizer(packaged_model_path())
+    except (FileNotFoundError, OSError) as error:  # pragma: no cover - no packaged encoder
+        pytest.skip(f"no packaged encoder: {error}")
+
+
+def test_span_tokens_sliced_from_the_reply_are_the_spans_own() -> None:
+    """Issue 16: the sentence spans' ids are sliced from the reply's, not encoded again; the
+    slices must be exactly what encoding each span's string gives."""
+    from vilmo.judge.windowing import sentence_span_ranges, sentence_spans, span_ids
+
+    tokenizer = word_piece()
+    texts = EDGE_TEXTS + shared_texts()
+    for text in texts:
+        for min_words, max_spans in ((6, 16), (1, 3), (6, 0)):
+            spans = sentence_spans(text, min_words, max_spans)
+            sliced = span_ids(tokenizer.encode_tokens(text),
+                              sentence_span_ranges(text, min_words, max_spans))
+            assert sliced == [tokenizer.encode(s) for s in spans], (text, spans)
+
+
+def test_sentence_spans_are_their_ranges_joined() -> None:
+    from vilmo.judge.windowing import sentence_span_ranges, sentence_spans
+
+    for text in EDGE_TEXTS:
+        ranges = sentence_span_ranges(text)
+        assert sentence_spans(text) == [" ".join(text[a:b] for a, b in r) for r in ranges]
+        assert all(text[a:b] == text[a:b].strip() and text[a:b] for r in ranges for a, b in r)
+
+
+def test_a_checks_windows_are_those_of_encoding_each_kind_apart() -> None:
+    """Issue 16: one tokenisation per reply gives the same rows as the windows of each kind
+    built from their own encodings (``windows``, ``span_windows``)."""
+    from vilmo.judge.classifier import ScoreInput
+    from vilmo.judge.value_model import (
+        ALONE,
+        ALONE_FINE,
+        FINE,
+        SENTENCE,
+        WHOLE,
+        BuiltinClassifier,
+        default_model_dir,
+    )
+    from vilmo.judge.windowing import sentence_spans, span_windows
+
+    if not (default_model_dir() / "config.json").exists():
+        pytest.skip("no value classifier config")
+    judge = BuiltinClassifier()
+    try:
+        loaded = judge._model()
+    except Exception as error:  # noqa: BLE001 - no graph or encoder here: nothing to compare
+        pytest.skip(f"the value classifier does not load: {error}")
+    spec, tokenizer = loaded.spec, loaded.tokenizer
+    assert spec.fine_length and spec.alone_weight > 0 and spec.max_spans
+    fine = WindowSpec(spec.fine_length, spec.prompt_tokens, spec.stride_fraction)
+    replies = EDGE_TEXTS + shared_texts()[:200] + ["Long advice, calmly given. " * 120]
+    items = [ScoreInput(r, p) for r in replies for p in (None, "  ", "What should I do now?")]
+    rows, owner, kind = judge._window_rows(items, sentences=True, alone=True)
+    expected: list[tuple[int, int, list[int]]] = []
+    for i, item in enumerate(items):
+        prompt = item.prompt if item.prompt and item.prompt.strip() else None
+        coarse = windows(tokenizer, prompt, item.response, spec)
+        expected += [(i, WHOLE, w) for w in coarse]
+        if len(coarse) > 1:
+            expected += [(i, FINE, w) for w in windows(tokenizer, prompt, item.response, fine)]
+        spans = sentence_spans(item.response, spec.span_min_words, spec.max_spans)
+        if len(spans) > 1:
+            expected += [(i, SENTENCE, w) for w in span_windows(
+                tokenizer, prompt if spec.span_prompt else None, spans, spec)]
+        if prompt:
+            bare = windows(tokenizer, None, item.response, spec)
+            expected += [(i, ALONE, w) for w in bare]
+            if len(bare) > 1:
+                expected += [(i, ALONE_FINE, w)
+                             for w in windows(tokenizer, None, item.response, fine)]
+    assert list(zip(owner, kind, rows, strict=True)) == expected

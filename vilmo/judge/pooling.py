@@ -61,6 +61,68 @@ def length_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
     return batches
 
 
+BATCH_OVERHEAD_TOKENS = 15.0
+"""One call into the graph costs about as much as 15 tokens of one row (about 0.8 ms on the
+issue 16 host, Xeon with AMX, MiniLM-L6 int8)."""
+ATTENTION_TOKENS = 430.0
+"""A row of ``w`` tokens costs ``w + w * w / ATTENTION_TOKENS`` tokens: its linear layers grow
+with ``w``, its attention with ``w`` squared (fitted on the same host, 16 to 256 tokens)."""
+
+
+SHARED_FROM_TOKENS = 150.0
+"""``balanced_batches`` leaves a check predicted shorter than this (about 8 ms) as it is: it
+would save a few milliseconds at most, and every cut moves its scores a little."""
+
+
+def batch_cost(rows: int, width: int) -> float:
+    """The rough time of one padded batch, in tokens of one row's linear layers: what
+    ``balanced_batches`` balances and ``vilmo.judge.value_onnx.run_batches`` orders by."""
+    return BATCH_OVERHEAD_TOKENS + rows * (width + width * width / ATTENTION_TOKENS)
+
+
+def makespan(costs: Sequence[float], cores: int) -> float:
+    """When the last batch ends, the costliest taken first by whichever of ``cores`` is free
+    (as ``run_batches`` shares them out)."""
+    ends = [0.0] * max(1, cores)
+    for cost in sorted(costs, reverse=True):
+        ends[ends.index(min(ends))] += cost
+    return max(ends)
+
+
+def balanced_batches(lengths: Sequence[int], size: int, cores: int) -> list[list[int]]:
+    """``length_batches``, then, for a check of a few rows (at most ``size`` per core), the
+    costliest batch cut in two (between rows sorted by length) for as long as a cut shortens
+    the predicted time on ``cores`` cores (``makespan`` of ``batch_cost``) of a check that is
+    not short (``SHARED_FROM_TOKENS``). A lone check's whole reading (after the prompt and
+    alone) otherwise made one batch that one core read while the other finished the sentence
+    spans and idled (issue 16). A cut costs one more call, so rows stay together where sharing
+    gains nothing; many rows already make batches enough for every core, and ``cores`` is
+    what no other check is using (``vilmo.judge.value_onnx.idle_cores``). The int8 graph
+    quantises activations per batch, so a cut moves scores a little, neither nearer to nor
+    further from the fp32 network's on average (``bench/bench_lone_check.py``)."""
+    batches = length_batches(lengths, size)
+    if cores <= 1 or len(lengths) > size * cores:
+        return batches
+
+    def cost(rows: list[int]) -> float:
+        return batch_cost(len(rows), max(lengths[r] for r in rows))
+
+    costs = [cost(b) for b in batches]
+    best = makespan(costs, cores)
+    if best < SHARED_FROM_TOKENS:
+        return batches
+    while True:
+        at = max(range(len(batches)), key=costs.__getitem__)
+        rows, rest = batches[at], costs[:at] + costs[at + 1:]
+        cuts = [(makespan([*rest, cost(rows[:k]), cost(rows[k:])], cores), k)
+                for k in range(1, len(rows))]
+        if not cuts or min(cuts)[0] >= best:
+            return batches
+        best, k = min(cuts)
+        batches[at:at + 1] = [rows[:k], rows[k:]]
+        costs[at:at + 1] = [cost(rows[:k]), cost(rows[k:])]
+
+
 def max_pool(rows: Matrix, owner: Sequence[int] | npt.NDArray[np.int64], n: int,
              floor: float = 0.0) -> Matrix:
     """Per item, the highest value of each column over the item's rows (``floor`` if none)."""

@@ -41,13 +41,13 @@ import numpy.typing as npt
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores, given_prompt
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
-from vilmo.judge.pooling import length_batches, max_pool, mean_pool, mix_alone, rescaled
+from vilmo.judge.pooling import balanced_batches, max_pool, mean_pool, mix_alone, rescaled
 from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
     from vilmo.judge.value_net import ValueNet
-    from vilmo.judge.windowing import WindowSpec, WindowTokenizer
+    from vilmo.judge.windowing import WindowSpec, WordPieceTokenizer
 
 MODEL_NAME = "value_classifier"
 CONTEXT_HEADS = frozenset({"cm", "justice", "deontology", "valueeval"})
@@ -73,7 +73,7 @@ class _Network(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     net: _Network
-    tokenizer: WindowTokenizer
+    tokenizer: WordPieceTokenizer
     spec: WindowSpec
     names: tuple[str, ...]
     a: Matrix
@@ -203,47 +203,66 @@ class BuiltinClassifier:
         also each sentence span (``vilmo.judge.value_net.sentence_spans``) after the prompt,
         unless ``sentences`` is False; for a reply after a prompt, if ``alone`` and the config's
         ``alone_weight`` > 0, also its windows and fine windows without the prompt."""
-        from vilmo.judge.value_onnx import run_batches
-        from vilmo.judge.windowing import (
-            WindowSpec,
-            pad_numpy,
-            sentence_spans,
-            span_windows,
-            windows,
-        )
+        from vilmo.judge.value_onnx import idle_cores, run_batches
+        from vilmo.judge.windowing import pad_numpy
 
         m = self._model()
-        fine_spec = (WindowSpec(m.spec.fine_length, m.spec.prompt_tokens, m.spec.stride_fraction)
-                     if m.spec.fine_length else None)
-        rows: list[list[int]] = []
-        owner: list[int] = []
-        kind: list[int] = []
-        for i, item in enumerate(items):
-            prompt = given_prompt(item.prompt)
-            coarse = windows(m.tokenizer, prompt, item.response, m.spec)
-            fine = (windows(m.tokenizer, prompt, item.response, fine_spec)
-                    if fine_spec and len(coarse) > 1 else [])
-            spans = (sentence_spans(item.response, m.spec.span_min_words, m.spec.max_spans)
-                     if sentences and m.spec.max_spans else [])
-            spanned = (span_windows(m.tokenizer, prompt if m.spec.span_prompt else None,
-                                    spans, m.spec)
-                       if len(spans) > 1 else [])
-            rows += coarse + fine + spanned
-            owner += [i] * (len(coarse) + len(fine) + len(spanned))
-            kind += [WHOLE] * len(coarse) + [FINE] * len(fine) + [SENTENCE] * len(spanned)
-            if alone and prompt and m.spec.alone_weight > 0:
-                bare = windows(m.tokenizer, None, item.response, m.spec)
-                bare_fine = (windows(m.tokenizer, None, item.response, fine_spec)
-                             if fine_spec and len(bare) > 1 else [])
-                rows += bare + bare_fine
-                owner += [i] * (len(bare) + len(bare_fine))
-                kind += [ALONE] * len(bare) + [ALONE_FINE] * len(bare_fine)
+        rows, owner, kind = self._window_rows(items, sentences, alone)
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
-        chunks = length_batches([len(r) for r in rows], self.batch_size)
+        # The cores the batches may be shared over: the idle ones (a network that runs several
+        # threads per call runs its batches in turn: ``run_batches``).
+        cores = idle_cores() if getattr(m.net, "threads", 1) <= 1 else 1
+        chunks = balanced_batches([len(r) for r in rows], self.batch_size, cores)
         padded = [pad_numpy([rows[r] for r in chunk]) for chunk in chunks]
         for chunk, logits in zip(chunks, run_batches(m.net, padded), strict=True):
             out[chunk] = logits
         return out, owner, np.asarray(kind, dtype=np.int8)
+
+    def _window_rows(self, items: Sequence[ScoreInput], sentences: bool, alone: bool,
+                     ) -> tuple[list[list[int]], list[int], list[int]]:
+        """``_window_logits``' token rows, their items and kinds; each reply and prompt is
+        tokenised once for every kind of window (the sentence spans' tokens are slices of
+        the reply's, ``vilmo.judge.windowing.span_ids``)."""
+        from vilmo.judge.windowing import (
+            cut,
+            prompt_head,
+            sentence_span_ranges,
+            span_ids,
+            span_rows,
+        )
+
+        m = self._model()
+        spec, sep = m.spec, m.tokenizer.sep_token_id
+        rows: list[list[int]] = []
+        owner: list[int] = []
+        kind: list[int] = []
+
+        def add(i: int, of_kind: int, windows: list[list[int]]) -> int:
+            rows.extend(windows)
+            owner.extend([i] * len(windows))
+            kind.extend([of_kind] * len(windows))
+            return len(windows)
+
+        for i, item in enumerate(items):
+            prompt = given_prompt(item.prompt)
+            tokens = m.tokenizer.encode_tokens(item.response)
+            head = prompt_head(m.tokenizer, prompt, spec)
+            coarse = add(i, WHOLE, cut(head, tokens.ids, sep, spec.max_length,
+                                       spec.stride_fraction))
+            if spec.fine_length and coarse > 1:
+                add(i, FINE, cut(head, tokens.ids, sep, spec.fine_length, spec.stride_fraction))
+            ranges = (sentence_span_ranges(item.response, spec.span_min_words, spec.max_spans)
+                      if sentences and spec.max_spans else [])
+            if len(ranges) > 1:
+                add(i, SENTENCE, span_rows(head if spec.span_prompt else head[:1],
+                                           span_ids(tokens, ranges), sep, spec))
+            if alone and prompt and spec.alone_weight > 0:
+                bare = add(i, ALONE, cut(head[:1], tokens.ids, sep, spec.max_length,
+                                         spec.stride_fraction))
+                if spec.fine_length and bare > 1:
+                    add(i, ALONE_FINE, cut(head[:1], tokens.ids, sep, spec.fine_length,
+                                           spec.stride_fraction))
+        return rows, owner, kind
 
     def _window_probs(self, items: Sequence[ScoreInput]
                       ) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vilmo.errors import VilmoError
+from vilmo.judge.pooling import batch_cost
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
@@ -72,10 +73,11 @@ def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
                 batches: Sequence[Batch]) -> list[Matrix]:
     """Each padded batch's output, the batches run side by side on idle cores: the calling
     thread and up to ``serving_cores() - 1`` pool threads each take the next batch not yet
-    taken (the largest first) until none is left. So a lone check's whole-reply windows and
-    sentence spans take the time of the longer, not of both, and a large check's many batches
-    are shared out over the cores. A pool thread joins (and takes another batch) only while
-    fewer threads than cores run checks' batches: when the micro-batcher already runs one check
+    taken (the costliest first, ``vilmo.judge.pooling.batch_cost``) until none is left. So a
+    lone check's batches (cut to be shared out, ``vilmo.judge.pooling.balanced_batches``)
+    keep every idle core busy, and a large check's many batches are shared out over the
+    cores. A pool thread joins (and takes another batch) only while fewer threads than cores
+    run checks' batches: when the micro-batcher already runs one check
     per core, a helper would only oversubscribe them. Every batch is computed exactly as it
     would be alone, so the scores do not change. A network that runs several threads per call
     itself (offline jobs with ``threads`` = cores) runs its batches one after the other."""
@@ -98,7 +100,7 @@ def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Matrix],
                                             thread_name_prefix="vilmo-onnx-side")
         pool = _SIDE_POOL
     out: list[Matrix | None] = [None] * len(batches)
-    order = sorted(range(len(batches)), key=lambda i: -batches[i][0].size)
+    order = sorted(range(len(batches)), key=lambda i: -batch_cost(*batches[i][0].shape))
     taken = _Counter(len(order))
 
     def run(at: int) -> None:
@@ -174,8 +176,19 @@ class _Running:
         with self._lock:
             return self._count > limit
 
+    def now(self) -> int:
+        with self._lock:
+            return self._count
+
 
 _RUNNING = _Running()
+
+
+def idle_cores() -> int:
+    """The serving cores no check's batches run on now (at least one): what a new check's
+    batches may be shared over (``vilmo.judge.pooling.balanced_batches``); under load each
+    check keeps its batches whole, since cutting them would only add calls."""
+    return max(1, serving_cores() - _RUNNING.now())
 
 
 class GraphMissing(VilmoError, RuntimeError):

@@ -8,6 +8,7 @@ library: the same ids as transformers' fast tokenizer, without importing transfo
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,25 @@ class WordPieceTokenizer:
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         ids: list[int] = self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
         return ids
+
+    def encode_tokens(self, text: str) -> TextTokens:
+        """The ids of ``text`` (no special tokens) with where each token starts in it."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        return TextTokens(encoding.ids, [start for start, _ in encoding.offsets])
+
+
+@dataclass(frozen=True, slots=True)
+class TextTokens:
+    """A text tokenised once: its ids and each token's first character, so that the tokens of
+    a stretch of it (a sentence span, ``span_ids``) are a slice instead of a second encoding."""
+
+    ids: list[int]
+    starts: list[int]
+
+    def within(self, start: int, end: int) -> list[int]:
+        """The tokens of ``text[start:end]`` when the stretch begins and ends at token
+        boundaries (whitespace around it, as around ``sentence_span_ranges``' pieces)."""
+        return self.ids[bisect_left(self.starts, start):bisect_left(self.starts, end)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +111,26 @@ def windows(tokenizer: WindowTokenizer, prompt: str | None, response: str,
     A long reply is cut into overlapping windows so a violation at its end is read in full;
     ``limit`` keeps only the first windows (training reads one).
     """
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    head = [cls]
-    if prompt:
-        head += tokenizer.encode(prompt, add_special_tokens=False)[: spec.prompt_tokens] + [sep]
     body = tokenizer.encode(response, add_special_tokens=False)
-    return _cut(head, body, sep, spec.max_length, spec.stride_fraction, limit)
+    return cut(prompt_head(tokenizer, prompt, spec), body, tokenizer.sep_token_id,
+               spec.max_length, spec.stride_fraction, limit)
+
+
+def prompt_head(tokenizer: WindowTokenizer, prompt: str | None, spec: WindowSpec) -> list[int]:
+    """What leads each window: ``[CLS]``, and the prompt's first ``spec.prompt_tokens`` tokens
+    and ``[SEP]`` when there is a prompt."""
+    head = [tokenizer.cls_token_id]
+    if prompt:
+        head += (tokenizer.encode(prompt, add_special_tokens=False)[: spec.prompt_tokens]
+                 + [tokenizer.sep_token_id])
+    return head
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\s*\n+\s*")
+
+
+Span = list[tuple[int, int]]
+"""A sentence span as the character ranges of its pieces in the text (joined by one space)."""
 
 
 def sentence_spans(text: str, min_words: int = 6, max_spans: int = 16) -> list[str]:
@@ -107,41 +138,75 @@ def sentence_spans(text: str, min_words: int = 6, max_spans: int = 16) -> list[s
     under ``min_words`` words joins the next one (the last joins the previous), and when there
     are more pieces than ``max_spans`` neighbours are joined evenly, so every word is in one
     span and the number of spans stays bounded."""
-    pieces = [p for p in (q.strip() for q in _SENTENCE_END.split(text)) if p]
-    merged: list[str] = []
-    buffer = ""
-    for piece in pieces:
-        buffer = f"{buffer} {piece}" if buffer else piece
-        if len(buffer.split()) >= min_words:
+    return [" ".join(text[a:b] for a, b in span)
+            for span in sentence_span_ranges(text, min_words, max_spans)]
+
+
+def sentence_span_ranges(text: str, min_words: int = 6, max_spans: int = 16) -> list[Span]:
+    """``sentence_spans`` as ranges of ``text``: each span's pieces (the text between sentence
+    ends and line breaks, without the whitespace around), so their tokens can be sliced from
+    the text's (``span_ids``)."""
+    pieces: list[tuple[int, int]] = []
+    start = 0
+    for end, after in [*((m.start(), m.end()) for m in _SENTENCE_END.finditer(text)),
+                       (len(text), len(text))]:
+        piece = text[start:end]
+        stripped = piece.strip()
+        if stripped:
+            first = start + len(piece) - len(piece.lstrip())
+            pieces.append((first, first + len(stripped)))
+        start = after
+    merged: list[Span] = []
+    buffer: Span = []
+    words = 0
+    for a, b in pieces:
+        buffer.append((a, b))
+        words += len(text[a:b].split())
+        if words >= min_words:
             merged.append(buffer)
-            buffer = ""
+            buffer, words = [], 0
     if buffer:
         if merged:
-            merged[-1] = f"{merged[-1]} {buffer}"
+            merged[-1] += buffer
         else:
             merged.append(buffer)
     if max_spans <= 0 or len(merged) <= max_spans:
         return merged
     size = -(-len(merged) // max_spans)
-    return [" ".join(merged[i:i + size]) for i in range(0, len(merged), size)]
+    return [[piece for span in merged[i:i + size] for piece in span]
+            for i in range(0, len(merged), size)]
+
+
+def span_ids(tokens: TextTokens, spans: Sequence[Span]) -> list[list[int]]:
+    """Each span's token ids, sliced from its text's (``TextTokens``): the same ids as
+    encoding the span's string, since a WordPiece (BERT) tokenizer splits at the whitespace
+    and punctuation that bound every piece, and joining pieces with a space splits them
+    there too (tests/vilmo/test_windowing.py compares the two on the shared data's texts)."""
+    return [[t for a, b in span for t in tokens.within(a, b)] for span in spans]
 
 
 def span_windows(tokenizer: WindowTokenizer, prompt: str | None, spans: Sequence[str],
                  spec: WindowSpec) -> list[list[int]]:
     """Token windows for each span of a reply, each led by the (truncated) prompt; a span
     longer than ``spec.fine_length`` (else ``max_length``) tokens is cut as ``windows`` cuts."""
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    head = [cls]
-    if prompt:
-        head += tokenizer.encode(prompt, add_special_tokens=False)[: spec.prompt_tokens] + [sep]
+    return span_rows(prompt_head(tokenizer, prompt, spec),
+                     [tokenizer.encode(span, add_special_tokens=False) for span in spans],
+                     tokenizer.sep_token_id, spec)
+
+
+def span_rows(head: list[int], bodies: Sequence[list[int]], sep: int,
+              spec: WindowSpec) -> list[list[int]]:
+    """``span_windows`` of spans already tokenised (``bodies``) after ``head``."""
     length = spec.fine_length or spec.max_length
-    return [row for span in spans
-            for row in _cut(head, tokenizer.encode(span, add_special_tokens=False), sep, length,
-                            spec.stride_fraction, None)]
+    return [row for body in bodies
+            for row in cut(head, body, sep, length, spec.stride_fraction)]
 
 
-def _cut(head: list[int], body: list[int], sep: int, length: int, stride: float,
-         limit: int | None) -> list[list[int]]:
+def cut(head: list[int], body: list[int], sep: int, length: int, stride: float,
+        limit: int | None = None) -> list[list[int]]:
+    """Windows of at most ``length`` tokens, each ``head``, a stretch of ``body`` and
+    ``sep``, overlapping so that a stretch advances by ``stride`` of the room; ``limit`` keeps
+    the first ones."""
     room = max(1, length - len(head) - 1)
     step = max(1, int(room * stride))
     out = []

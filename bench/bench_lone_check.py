@@ -1,0 +1,125 @@
+"""A lone check's judge time and scores with the batches cut to share the cores
+(``vilmo.judge.pooling.balanced_batches``) against the length batches alone (issue 16; a
+benchmark, not a test).
+
+One process, one judge, the two batchings interleaved per round (so both see the same load):
+the latency of ``BuiltinClassifier.score`` for the benchmarks' two replies after distinct
+prompts (medians, ratio), then the scores of a few hundred (prompt, reply) texts from
+../shared/data (JailbreakBench and FULCRA dev rows), each scored alone as a gateway's check
+at c=1 is: the largest score difference and how many `default`-policy verdicts change, and
+with ``--fp32`` how far each batching is from the fp32 network's scores.
+
+    python bench/bench_lone_check.py [--rounds 30] [--texts 300] [--fp32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_serving import REPLY as SERVING_REPLY
+from compare_litellm import REPLY as COMPARE_REPLY
+from harness import prompts
+
+from vilmo.datasets.readers import data_dir, fulcra, jailbreakbench
+from vilmo.judge import value_model
+from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.pooling import balanced_batches, length_batches
+from vilmo.policy import load_policy
+from vilmo.verdict import decide, rules_of
+
+Batching = Callable[[Sequence[int], int, int], list[list[int]]]
+
+
+def unbalanced(lengths: Sequence[int], size: int, cores: int) -> list[list[int]]:
+    """The batching before issue 16's cut: length batches only."""
+    return length_batches(lengths, size)
+
+
+@contextmanager
+def batching(how: Batching) -> Iterator[None]:
+    setattr(value_model, "balanced_batches", how)  # noqa: B010 - the one name both batchings share
+    try:
+        yield
+    finally:
+        setattr(value_model, "balanced_batches", balanced_batches)  # noqa: B010
+
+
+def cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--texts", type=int, default=300)
+    parser.add_argument("--fp32", action="store_true",
+                        help="also compare both with the fp32 network's scores (needs torch)")
+    args = parser.parse_args()
+    judge = value_model.BuiltinClassifier(cache_size=0)
+    judge.warm_up()
+    policy = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
+    ids = list(rules_of(policy))
+    ways: dict[str, Batching] = {"before": unbalanced, "after": balanced_batches}
+    print(f"CPU: {cpu()}, {len(os.sched_getaffinity(0))} cores, load average "
+          f"{os.getloadavg()[0]:.1f} at the start\n")
+    print("| reply | before (ms) | after (ms) | after / before |\n|---|---|---|---|")
+    for label, reply in (("bench_serving.REPLY", SERVING_REPLY),
+                         ("compare_litellm.REPLY", COMPARE_REPLY)):
+        asks = prompts(args.rounds + 3)
+        ms: dict[str, list[float]] = {name: [] for name in ways}
+        for r, ask in enumerate(asks):
+            for name in (list(ways) if r % 2 == 0 else list(ways)[::-1]):
+                with batching(ways[name]):
+                    started = time.perf_counter()
+                    judge.score([ScoreInput(reply, ask)], ids)
+                    if r >= 3:  # warm-up rounds dropped
+                        ms[name].append((time.perf_counter() - started) * 1000)
+        before, after = statistics.median(ms["before"]), statistics.median(ms["after"])
+        print(f"| {label} | {before:.1f} | {after:.1f} | {after / before:.2f} |")
+    root = data_dir()
+    half = args.texts // 2
+    texts = ([ScoreInput(r.response, r.goal) for r in jailbreakbench(root, "dev")][:half]
+             + [ScoreInput(r.response, r.prompt) for r in fulcra(root, "dev")][:args.texts - half])
+    reference = value_model.BuiltinClassifier(cache_size=0, quantize=False) if args.fp32 else None
+    worst, moved = 0.0, 0
+    off: dict[str, list[float]] = {"before": [], "after": []}
+    unlike: dict[str, int] = {"before": 0, "after": 0}
+    for item in texts:
+        found = {}
+        for name, how in (("before", unbalanced), ("after", balanced_batches)):
+            with batching(how):
+                found[name] = judge.score([item], ids)[0].violation
+        old, new = found["before"], found["after"]
+        worst = max(worst, *(abs(old[v] - new[v]) for v in ids))
+        moved += decide(old, policy).action != decide(new, policy).action
+        if reference is not None:
+            fp32 = reference.score([item], ids)[0].violation
+            for name, got in found.items():
+                off[name] += [abs(got[v] - fp32[v]) for v in ids]
+                unlike[name] += decide(got, policy).action != decide(fp32, policy).action
+    print(f"\n{len(texts)} texts scored alone, {len(ids)} values: largest score difference "
+          f"{worst:.4f}, verdicts changed: {moved}")
+    if reference is not None:
+        for name, gaps in off.items():
+            print(f"{name} against the fp32 network: mean |difference| "
+                  f"{statistics.mean(gaps):.5f}, largest {max(gaps):.4f}, verdicts "
+                  f"unlike fp32's: {unlike[name]}")
+
+
+if __name__ == "__main__":
+    main()
