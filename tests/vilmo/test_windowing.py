@@ -183,3 +183,18 @@ def test_a_checks_windows_are_those_of_encoding_each_kind_apart() -> None:
                 expected += [(i, ALONE_FINE, w)
                              for w in windows(tokenizer, None, item.response, fine)]
     assert list(zip(owner, kind, rows, strict=True)) == expected
+
+
+def test_a_prompt_that_tokenises_to_nothing_leads_no_window() -> None:
+    """Training passes raw prompts: a zero-width or blank prompt made ``[CLS][SEP]reply``
+    windows, a reading serving never makes (``given_prompt`` drops such prompts)."""
+    from vilmo.judge.windowing import span_windows
+
+    tokenizer = word_piece()
+    spec = WindowSpec(max_length=64)
+    reply = "Stay calm. Talk to a mediator about the noise, and write down what happened."
+    for prompt in ("\u200b", "\ufeff", " \n", "\x00"):
+        assert windows(tokenizer, prompt, reply, spec) == windows(tokenizer, None, reply, spec)
+        spans = ["Stay calm.", "Talk to a mediator."]
+        assert (span_windows(tokenizer, prompt, spans, spec)
+                == span_windows(tokenizer, None, spans, spec))

@@ -118,12 +118,12 @@ def windows(tokenizer: WindowTokenizer, prompt: str | None, response: str,
 
 def prompt_head(tokenizer: WindowTokenizer, prompt: str | None, spec: WindowSpec) -> list[int]:
     """What leads each window: ``[CLS]``, and the prompt's first ``spec.prompt_tokens`` tokens
-    and ``[SEP]`` when there is a prompt."""
-    head = [tokenizer.cls_token_id]
-    if prompt:
-        head += (tokenizer.encode(prompt, add_special_tokens=False)[: spec.prompt_tokens]
-                 + [tokenizer.sep_token_id])
-    return head
+    and ``[SEP]`` when there is a prompt: one that tokenises to nothing (blank, zero-width
+    characters) is none, as ``vilmo.judge.classifier.given_prompt`` decides at serving."""
+    ids = tokenizer.encode(prompt, add_special_tokens=False) if prompt else []
+    if not ids:
+        return [tokenizer.cls_token_id]
+    return [tokenizer.cls_token_id, *ids[: spec.prompt_tokens], tokenizer.sep_token_id]
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\s*\n+\s*")
