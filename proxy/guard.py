@@ -126,7 +126,8 @@ class Guard:
         """Whether the instruction step runs on the event loop: a model-free generator, or
         nothing in the step that could hold the loop: one request in flight
         (``requests_in_flight``), no input check beside the step (its batch waits for the
-        loop), local caches (``remote_caches``), a prompt of at most ``IN_PLACE_MAX_CHARS``
+        loop), no judge batch still running (a timed-out check's: the step's second look may
+        wait for a reading that batch is computing), local caches (``remote_caches``), a prompt of at most ``IN_PLACE_MAX_CHARS``
         (the step stays a few milliseconds, which the check timeout could not cut short in
         place), and the policy's principles already embedded (a generator's ``prepared``, where
         it has one: a policy added or edited at run time embeds them, about 0.4 s for
@@ -135,6 +136,7 @@ class Guard:
             return True
         prepared = getattr(generator, "prepared", None)
         return (self.requests_in_flight <= 1 and not policy.checks.input
+                and all(batcher.idle for batcher in self._batchers.values())
                 and not self.remote_caches
                 and len(prompt_text(messages)) <= IN_PLACE_MAX_CHARS
                 and (prepared is None or bool(prepared(policy))))

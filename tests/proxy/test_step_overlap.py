@@ -216,3 +216,22 @@ def test_a_model_backed_instruction_leaves_the_event_loop_to_other_requests(
     assert gateway.classifier.met is True
     assert len(gateway.instructions.threads) == 2
     assert gateway.loop_thread not in gateway.instructions.threads
+
+
+def test_a_step_runs_off_the_loop_while_a_judge_batch_is_still_running(
+        gateway: Gateway) -> None:
+    """A check that timed out leaves its batch running in the judge's thread; a lone request's
+    step run in place could wait on that batch's reading (the second look) and hold the whole
+    event loop, health checks included, until it ended."""
+    prompt = "Should I call my neighbour?"
+    ask(gateway, "default", prompt, stream=False)  # makes the policy's batcher; in place
+    batchers = list(gateway.guard._batchers.values())
+    assert batchers and all(b.idle for b in batchers)
+    batchers[0]._running_chars = 1000  # as a timed-out check's batch, still being scored
+    try:
+        ask(gateway, "default", prompt, stream=False)
+    finally:
+        batchers[0]._running_chars = 0
+    ask(gateway, "default", prompt, stream=False)
+    assert [t == gateway.loop_thread for t in gateway.instructions.threads] == [
+        True, False, True]

@@ -154,6 +154,12 @@ class MicroBatcher:
         # cancelling the caller cancels the futures: the jobs are dropped
         return list(await asyncio.gather(*(job.future for job in jobs)))
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch being scored (a check that timed out leaves its batch
+        running until it ends)."""
+        return self._waiting_chars + self._running_chars == 0
+
     def expected_wait(self, chars: int = 0) -> float:
         """Seconds until the queued work and ``chars`` more would be scored, at the measured
         rate with every worker busy (0 before anything was measured); the batches in flight
