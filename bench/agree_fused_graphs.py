@@ -26,8 +26,10 @@ from vilmo.instruct.stakes_reader import StakesReader, reader_network
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.embedder import DIMENSIONS, Int8Embedder, _sentence_net, packaged_model_path
 from vilmo.judge.heads import BUILTIN_VALUES
-from vilmo.judge.value_model import BuiltinClassifier, _fp32_network
-from vilmo.judge.value_onnx import Int8Session, _export_int8
+from vilmo.judge.onnx_export import export_graph
+from vilmo.judge.value_model import BuiltinClassifier
+from vilmo.judge.value_net import fp32_network
+from vilmo.judge.value_onnx import Int8Session
 from vilmo.judge.windowing import pad_numpy
 from vilmo.numeric import sigmoid
 
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     judge.warm_up()  # the fused graph (export 4), cached
     old_graph = tmp / "judge_unfused.onnx"
     config = judge.config
-    _export_int8(_fp32_network(config, packaged_model_path(), judge.model_dir / "weights.safetensors"),
+    export_graph(fp32_network(config, packaged_model_path(), judge.model_dir / "weights.safetensors"),
                  old_graph, fused=False)
     items = judge_items(args.items)
     new = scores(judge, items)
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
 
     new_reader = Int8Session(graph_path("stakes_reader", sources), 1)
     old_reader_graph = tmp / "reader_unfused.onnx"
-    _export_int8(reader_network(reader.model_dir), old_reader_graph, fused=False)
+    export_graph(reader_network(reader.model_dir), old_reader_graph, fused=False)
     old_reader = Int8Session(old_reader_graph, 1, ())
     prompts = reader_prompts(args.items)
     order = rng.permutation(len(prompts))
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     encoder = Int8Embedder(cache_size=0)
     encoder.warm_up()
     old_encoder_graph = tmp / "encoder_unfused.onnx"
-    _export_int8(_sentence_net(packaged_model_path()), old_encoder_graph, fused=False)
+    export_graph(_sentence_net(packaged_model_path()), old_encoder_graph, fused=False)
     old_encoder = Int8Session(old_encoder_graph, 1, ())
     new_encoder = Int8Session(encoder.graph_path(), 1)
     vectors_new = reader_rows(reader, new_encoder, prompts, 32)

@@ -1,7 +1,7 @@
 """The int8 graphs before and after fusing them for CPU (export 3 vs export 4), in one run.
 
 Builds both recipes of the value judge and of the request reader from the same weights
-(``vilmo.judge.value_onnx._export_int8`` with ``fused`` off and on), then times one session
+(``vilmo.judge.onnx_export.export_graph`` with ``fused`` off and on), then times one session
 call of each, interleaved (old, new, old, new...), at 20/64/160/224 tokens, one thread, batch 1
 (a prompt read; a reply's window), and batched (32 x 64 and 8 x 224 tokens); then whole
 checks: ``BuiltinClassifier.score`` of FULCRA dev replies after their prompts through each
@@ -31,8 +31,10 @@ import torch
 
 from vilmo.instruct.stakes_reader import default_reader_dir, reader_network
 from vilmo.judge.embedder import packaged_model_path
-from vilmo.judge.value_model import _fp32_network, default_model_dir
-from vilmo.judge.value_onnx import Int8Session, _export_int8
+from vilmo.judge.onnx_export import export_graph
+from vilmo.judge.value_model import default_model_dir
+from vilmo.judge.value_net import fp32_network
+from vilmo.judge.value_onnx import Int8Session
 
 REPLY = ("I can't help you get into your neighbour's account without their permission: that "
          "would be a breach of their privacy and, in most places, a crime. If you think "
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     model_dir = default_model_dir()
     config = json.loads((model_dir / "config.json").read_text("utf-8"))
     networks: dict[str, Callable[[], torch.nn.Module]] = {
-        "judge": lambda: _fp32_network(config, packaged_model_path(),
+        "judge": lambda: fp32_network(config, packaged_model_path(),
                                        model_dir / "weights.safetensors"),
         "reader": lambda: reader_network(default_reader_dir()),
     }
@@ -91,8 +93,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     print("|---|---|---|---|---|---|")
     for name, build in networks.items():
         old_path, new_path = tmp / f"{name}-old.onnx", tmp / f"{name}-new.onnx"
-        _export_int8(build(), old_path, fused=False)
-        _export_int8(build(), new_path, fused=True)
+        export_graph(build(), old_path, fused=False)
+        export_graph(build(), new_path, fused=True)
         arms = {"old": Int8Session(old_path, 1, ()), "old, fusions off": Int8Session(old_path, 1),
                 "new": Int8Session(new_path, 1)}
         for batch, length in SHAPES:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vilmo.judge import value_onnx
+from vilmo.judge import onnx_export, value_onnx
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 
@@ -67,7 +67,7 @@ def test_second_load_reuses_the_cached_graph(int8: BuiltinClassifier,
     def no_export(*_: object) -> None:
         raise AssertionError("exported again although the graph is cached")
 
-    monkeypatch.setattr(value_onnx, "_export_int8", no_export)
+    monkeypatch.setattr(onnx_export, "export_graph", no_export)
     again = BuiltinClassifier(cache_size=0)
     np.testing.assert_allclose(again.pooled_logits(ITEMS), int8.pooled_logits(ITEMS), atol=1e-5)
 
@@ -165,7 +165,7 @@ def test_a_graph_without_an_attention_pattern_is_refused(tmp_path: Path) -> None
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
               str(source))
     with pytest.raises(ValueError, match="no attention block was fused"):
-        value_onnx.fuse_for_cpu(source, tmp_path / "fused.onnx")
+        onnx_export.fuse_for_cpu(source, tmp_path / "fused.onnx")
     assert not (tmp_path / "fused.onnx").exists()
 
 

@@ -139,14 +139,21 @@ class BuiltinClassifier:
         encoder_path = Path(self.encoder_path or config.get("encoder") or packaged_model_path())
         names = tuple(config["heads"])
         weights = self.model_dir / "weights.safetensors"
+        def fp32() -> ValueNet:
+            from vilmo.judge.value_net import fp32_network  # torch: to export, or the fp32 path
+
+            return fp32_network(config, encoder_path, weights)
+
         net: _Network
         if self.quantize:
             from vilmo.judge.value_onnx import int8_session
 
-            net = int8_session(lambda: _fp32_network(config, encoder_path, weights),
-                               self._sources(config), threads=self.threads, kind=MODEL_NAME)
+            net = int8_session(fp32, self._sources(config), threads=self.threads,
+                               kind=MODEL_NAME)
         else:
-            net = _TorchNetwork(_fp32_network(config, encoder_path, weights))
+            from vilmo.judge.value_net import TorchNetwork
+
+            net = TorchNetwork(fp32())
         cal = config.get("calibration", {})
         a = np.array([cal.get(n, [1.0, 0.0])[0] for n in names], dtype=np.float32)
         b = np.array([cal.get(n, [1.0, 0.0])[1] for n in names], dtype=np.float32)
@@ -378,31 +385,3 @@ class BuiltinClassifier:
 def _points(points: dict[str, float] | None) -> Matrix | None:
     return (np.array([points[v] for v in BUILTIN_VALUES], dtype=np.float32)
             if points else None)
-
-
-def _fp32_network(config: dict[str, Any], encoder_path: Path, weights: Path) -> ValueNet:
-    """The fp32 PyTorch network (packaged encoder + committed layers), to export or run."""
-    from safetensors.torch import load_file
-
-    from vilmo.judge.value_net import ValueNet, load_base, unpack
-
-    bert, _ = load_base(encoder_path)
-    fp32 = ValueNet(bert, len(config["heads"]), config["n_frozen"])
-    missing = fp32.load_state_dict(unpack(load_file(str(weights))), strict=False)
-    if missing.unexpected_keys:
-        raise ValueError(f"unexpected weights: {missing.unexpected_keys[:3]}")
-    return fp32.eval()
-
-
-class _TorchNetwork:
-    """The fp32 PyTorch network behind the same call as the int8 graph (the reference)."""
-
-    def __init__(self, net: ValueNet) -> None:
-        self.net = net
-
-    def __call__(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Matrix:
-        import torch
-
-        with torch.inference_mode():
-            out: Matrix = self.net(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
-        return out

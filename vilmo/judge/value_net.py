@@ -12,13 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
 from vilmo.judge.windowing import WindowSpec, sentence_spans, span_windows, windows
+from vilmo.types import Matrix
 
-__all__ = ["ValueNet", "WindowSpec", "load_base", "pack", "pad", "sentence_spans",
-           "span_windows", "unpack", "windows"]
+__all__ = ["TorchNetwork", "ValueNet", "WindowSpec", "fp32_network", "load_base", "pack", "pad",
+           "sentence_spans", "span_windows", "unpack", "windows"]
 
 if TYPE_CHECKING:
     from transformers import BertModel, PreTrainedTokenizerBase
@@ -122,3 +125,27 @@ def load_base(path: str | Path) -> tuple[BertModel, PreTrainedTokenizerBase]:
     bert = AutoModel.from_pretrained(str(path), local_files_only=True,
                                      attn_implementation="sdpa")
     return bert, tokenizer
+
+
+def fp32_network(config: dict[str, Any], encoder_path: Path, weights: Path) -> ValueNet:
+    """The fp32 PyTorch network (packaged encoder + committed layers), to export or run."""
+    from safetensors.torch import load_file
+
+    bert, _ = load_base(encoder_path)
+    fp32 = ValueNet(bert, len(config["heads"]), config["n_frozen"])
+    missing = fp32.load_state_dict(unpack(load_file(str(weights))), strict=False)
+    if missing.unexpected_keys:
+        raise ValueError(f"unexpected weights: {missing.unexpected_keys[:3]}")
+    return fp32.eval()
+
+
+class TorchNetwork:
+    """The fp32 PyTorch network behind the same call as the int8 graph (the reference)."""
+
+    def __init__(self, net: ValueNet) -> None:
+        self.net = net
+
+    def __call__(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Matrix:
+        with torch.inference_mode():
+            out: Matrix = self.net(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
+        return out
