@@ -73,14 +73,15 @@ loop = asyncio.new_event_loop()
 
 async def step(prompt):
     start_trace()
-    return await guard.instruction(generator, [{"role": "user", "content": prompt}], policy)
+    start = time.perf_counter()  # timed inside the loop, as in the gateway (no loop start-up)
+    await guard.instruction(generator, [{"role": "user", "content": prompt}], policy)
+    return time.perf_counter() - start
 
 print("ready", flush=True)
 for line in sys.stdin:
     model[0] = 0.0
-    start = time.perf_counter()
-    loop.run_until_complete(step(json.loads(line)))
-    print(json.dumps([(time.perf_counter() - start) * 1000, model[0] * 1000]), flush=True)
+    took = loop.run_until_complete(step(json.loads(line)))
+    print(json.dumps([took * 1000, model[0] * 1000]), flush=True)
 """
 
 
