@@ -11,6 +11,9 @@ loop only over the embedded SQLite file); a write does not block: it goes to a b
 records, and the instruction it follows is on the request's path to the upstream (an SQLite
 write waits for the audit trail's synced commits; a Redis write is a round trip). Until written,
 a value is read from the writer's queue, so this process never misses what it just computed.
+Writes made during an instruction step (``writes_after``) reach the writer only when the step
+ends: the writer's thread, woken mid-step, took the GIL from the step it was recording (about
+0.5 ms of a 4 ms step at c=1 on 2 cores, issue 16).
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from proxy.store import CacheName, Store
 from vilmo.judge.shared_cache import SharedCacheUser
@@ -26,6 +32,37 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_WRITES = 1024
 """Cache writes queued at most; past it a write is dropped (a cache may forget)."""
+
+
+class _HeldWrites:
+    """The writes of one block (``writes_after``); closed once handed to their writers, after
+    which a late write (a timed-out step's thread) goes straight to its writer."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[CacheWriter, StoreCache, str, bytes]] = []
+        self.open = True
+        self.lock = threading.Lock()
+
+
+_held_writes: ContextVar[_HeldWrites | None] = ContextVar("vilmo_held_cache_writes", default=None)
+
+
+@contextmanager
+def writes_after() -> Iterator[None]:
+    """Cache writes submitted inside the block (also from a worker thread it starts: the
+    context is copied) are queued for the writer when the block ends, so the writer's thread
+    does not compete with the block for the GIL; until then they are read as pending."""
+    held = _HeldWrites()
+    token = _held_writes.set(held)
+    try:
+        yield
+    finally:
+        _held_writes.reset(token)
+        with held.lock:
+            held.open = False
+            items, held.items = held.items, []
+        for writer, cache, key, value in items:
+            writer.enqueue(cache, key, value)
 
 
 class CacheWriter:
@@ -41,6 +78,16 @@ class CacheWriter:
     def submit(self, cache: StoreCache, key: str, value: bytes) -> None:
         with self._lock:
             self._pending[(cache.name, key)] = value
+        held = _held_writes.get()
+        if held is not None:
+            with held.lock:
+                if held.open:
+                    held.items.append((self, cache, key, value))
+                    return
+        self.enqueue(cache, key, value)
+
+    def enqueue(self, cache: StoreCache, key: str, value: bytes) -> None:
+        """Hand a submitted (pending) value to the writer's thread."""
         try:
             self._queue.put_nowait((cache, key, value))
         except queue.Full:  # a cache may forget: the value is computed again when asked

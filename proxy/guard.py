@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
+from proxy.caches import writes_after
 from proxy.errors import GuardFailed
 from proxy.metrics import Metrics
 from proxy.outcome import FAILED_OPEN, FailedOpen
@@ -106,16 +107,17 @@ class Guard:
         for a policy whose generator needs no model (``none``, ``static``), and for a short
         prompt when this is the only request in flight and nothing runs beside the step
         (``in_place``). A failure is handled like a failed check (closed: error; open: no
-        instruction)."""
+        instruction). Its cache writes reach the store's writer when it ends."""
         note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
         try:
-            if self.in_place(generator, policy, messages):
-                instruction = generator.generate(messages, policy)
-            else:
-                instruction = await asyncio.wait_for(
-                    asyncio.to_thread(generator.generate, messages, policy),
-                    timeout=policy.checks.timeout_s)
+            with writes_after():  # the store's writer waits for the step (``proxy.caches``)
+                if self.in_place(generator, policy, messages):
+                    instruction = generator.generate(messages, policy)
+                else:
+                    instruction = await asyncio.wait_for(
+                        asyncio.to_thread(generator.generate, messages, policy),
+                        timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
             self.failed(policy, "instruction", exc)
             instruction = NO_INSTRUCTION

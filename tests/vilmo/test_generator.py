@@ -122,3 +122,42 @@ def test_stakes_model_round_trip(tmp_path: Path) -> None:
     assert again.similarity_prior(0.5) == pytest.approx(0.5)
     assert again.index("safety.privacy") == 1 and again.index(None) is None
     assert StakesModel.uniform().at_stake(v)["mft.care"] == pytest.approx(0.5)
+
+
+def test_a_policy_s_principles_are_worked_out_once_per_policy_object(
+        generator: VilmoGenerator) -> None:
+    """Per request, the retriever reuses the policy's pool (issue 16); an edited policy is a
+    new object and gets its own, with its own weights."""
+    first = policy()
+    pool = generator.retriever.pool(first)
+    assert generator.retriever.pool(first) is pool
+    edited = Policy.model_validate({**first.model_dump(), "values": {
+        v: {"weight": 0.0 if i == 0 else 1.0} for i, v in enumerate(VALUES3)}})
+    other = generator.retriever.pool(edited)
+    assert other is not pool
+    assert [p.id for p in other.principles] == [p.id for p in pool.principles]
+    assert other.weight_list != pool.weight_list
+    assert [v for v, _ in other.value_columns] == list(VALUES3[1:])
+
+
+def test_retrieval_ranks_as_one_principle_at_a_time_would(generator: VilmoGenerator) -> None:
+    """The vectorised relevance (heads' column per principle, the similarity prior for one tied
+    to no value) is the per-principle formula's, to the bit."""
+    custom = Policy.model_validate({**policy().model_dump(), "principles": [
+        {"id": "own", "text": "Answer calmly.", "weight": 0.7}]})
+    stakes = generator.retriever.stakes
+    vector = generator.retriever.embed("a prompt about something")
+    probs = stakes.probabilities(vector)
+    got = generator.retriever.retrieve("a prompt about something", custom, 50, ("imperative",),
+                                       vector=vector, probs=probs)
+    pool = generator.retriever.bank.for_policy(custom)
+    matrix = generator.retriever.matrix(pool)
+    similarity = matrix @ vector
+    for c in got.candidates:
+        column = stakes.index(c.principle.value)
+        expected = (float(probs[column]) if column is not None
+                    else stakes.similarity_prior(float(similarity[c.row])))
+        assert c.stakes == expected
+        assert c.similarity == float(similarity[c.row])
+        assert c.weight == float(np.float32(c.principle.weight_in(custom)))
+    assert any(c.principle.id == "custom/own" for c in got.candidates)

@@ -111,7 +111,9 @@ def test_the_halves_give_the_one_graphs_rows_bit_for_bit() -> None:
         assert np.array_equal(reader.rows([text]), whole_rows(reader, [text]))
     # a batch (int8 activations are quantised per batch: both halves see the same batch)
     assert np.array_equal(reader.rows(PROMPTS), whole_rows(reader, PROMPTS))
-    for text in PROMPTS:
+    # a lone prompt is tokenised with ``encode``, a batch with ``encode_batch``: the same ids,
+    # truncation included (the long prompt)
+    for text in [*PROMPTS, "why would my neighbour insult me again? " * 120]:
         row = whole_rows(reader, [text])[0]
         reading = StakesReader(cache_size=0).read(text)
         assert not reading.embedded

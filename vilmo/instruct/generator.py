@@ -209,7 +209,7 @@ class VilmoGenerator:
         start-up): the first of its requests with a value at stake would otherwise wait for
         them (about 0.4 s for ``default``), as no warm-up prompt has a value at stake."""
         if policy.instructions.generator == NAME:
-            self.retriever.matrix(self.retriever.bank.for_policy(policy))
+            self.retriever.matrix(self.retriever.pool(policy).principles)
             _ = self.models_id
 
     def prepared(self, policy: Policy) -> bool:
@@ -217,7 +217,7 @@ class VilmoGenerator:
         since start-up has not), so the step needs no principle embedding."""
         if policy.instructions.generator != NAME:
             return False
-        return self.retriever.has_matrix(self.retriever.bank.for_policy(policy))
+        return self.retriever.has_texts(self.retriever.pool(policy).texts)
 
     @staticmethod
     def rank(cs: CandidateSet, scorer: InstructionScorer | None) -> list[Candidate]:

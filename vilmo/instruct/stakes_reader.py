@@ -229,7 +229,11 @@ class StakesReader(CachedGraph):
                    texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The heads' logits, and the shared bottom's hidden states and mask for the rest."""
         read, _, tokenizer = halves
-        ids, mask = pad_numpy([e.ids for e in tokenizer.encode_batch(list(texts))])
+        # One prompt (the step's case): ``encode``, the same ids without waking the
+        # tokenizer's thread pool, which costs more than tokenising a short prompt.
+        encodings = ([tokenizer.encode(texts[0])] if len(texts) == 1
+                     else tokenizer.encode_batch(list(texts)))
+        ids, mask = pad_numpy([e.ids for e in encodings])
         heads, hidden = read.outputs(ids, mask)
         return heads.astype(np.float32), hidden, mask
 
