@@ -129,7 +129,8 @@ class Guard:
         nothing in the step that could hold the loop: one request in flight
         (``requests_in_flight``), no input check beside the step (its batch waits for the
         loop), no judge batch still running (a timed-out check's: the step's second look may
-        wait for a reading that batch is computing), local caches (``remote_caches``), a prompt of at most ``IN_PLACE_MAX_CHARS``
+        wait for a reading that batch is computing), local caches (``remote_caches``), a
+        prompt of at most ``IN_PLACE_MAX_CHARS``
         (the step stays a few milliseconds, which the check timeout could not cut short in
         place), and the policy's principles already embedded (a generator's ``prepared``, where
         it has one: a policy added or edited at run time embeds them, about 0.4 s for
