@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -191,3 +193,62 @@ def test_an_unwritable_cache_reuses_one_private_fallback(
     assert len(writes) == 1
     assert first.parent.stat().st_mode & 0o777 == 0o700
     assert [p.name for p in (tmp_path / "tmp").iterdir()] == [first.parent.name]
+
+
+def test_an_unwritable_cache_finds_the_graph_in_the_private_fallback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``write_cached`` puts the graph in this user's private temporary folder when the cache
+    folder cannot be written, but ``cached_graph`` looked only in the cache folder: every start
+    imported torch and exported the graph again (and without torch raised GraphMissing)."""
+    from vilmo.judge.value_onnx import cached_graph, graph_path, write_cached
+
+    source = tmp_path / "weights.safetensors"
+    source.write_bytes(b"weights")
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("VILMO_CACHE_DIR", str(tmp_path / "blocked" / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+
+    def write(path: Path) -> None:
+        path.write_bytes(b"graph")
+
+    placed = write_cached(graph_path("probe", [source]), write)
+    assert placed.parent.parent == tmp_path / "tmp"
+
+    def build() -> object:
+        raise AssertionError("the graph was built again though a usable one is cached")
+
+    assert cached_graph(build, [source], kind="probe") == placed  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert cached_graph(build, [source], kind="probe") == placed  # type: ignore[arg-type]
+    from vilmo.judge import graphs
+
+    monkeypatch.setattr(graphs, "serving_graphs", lambda: [
+        ("probe", lambda: graph_path("probe", [source]), lambda: None)])
+    assert graphs.missing_graphs() == []  # `vilmo serve` without torch starts
+
+
+def test_a_fallback_folder_open_to_others_is_not_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph is code the process runs: one in a private folder others can write is rebuilt,
+    as ``write_cached`` would not write there either."""
+    from vilmo.judge.value_onnx import cached_graph, graph_path
+
+    source = tmp_path / "weights.safetensors"
+    source.write_bytes(b"weights")
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("VILMO_CACHE_DIR", str(tmp_path / "blocked" / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    folder = tmp_path / "tmp" / f"vilmo-onnx-{os.getuid()}"
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    (folder / graph_path("probe", [source]).name).write_bytes(b"planted")
+    built: list[bool] = []
+
+    def build() -> object:
+        built.append(True)
+        raise RuntimeError("built")
+
+    with pytest.raises(RuntimeError, match="built"):
+        cached_graph(build, [source], kind="probe")  # type: ignore[arg-type]
+    assert built == [True]
