@@ -277,3 +277,38 @@ def test_a_heads_only_hit_is_looked_up_once_when_the_embedding_is_asked_for() ->
     vector = two.read(REVENGE).vector
     assert cache.gets == 1 and vector is not None
     assert load_vector(cache.items[one.shared_key(REVENGE)], one.width) is not None
+
+
+@pytest.mark.slow
+@shipped
+def test_an_unwritable_cache_finds_the_halves_in_the_private_fallback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the cache folder cannot be written the halves are cut into this user's private
+    temporary folder, but the reader looked for them only in the cache folder: every start
+    rebuilt the whole graph with torch and cut it again."""
+    import tempfile
+
+    from vilmo.instruct.stakes_reader import EMBED_KIND, READ_KIND
+    from vilmo.judge.value_onnx import write_cached
+
+    reader = StakesReader(cache_size=0)
+    reader.warm_up()
+    sources = reader._sources()
+    expected = whole_rows(reader, PROMPTS[:3])
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    for kind in (READ_KIND, EMBED_KIND):
+        half = graph_path(kind, sources)
+        write_cached(tmp_path / "blocked" / "onnx" / half.name,
+                     lambda p, half=half: shutil.copyfile(half, p))  # type: ignore[misc]
+    monkeypatch.setenv("VILMO_CACHE_DIR", str(tmp_path / "blocked" / "cache"))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    fresh = StakesReader(cache_size=0)
+
+    def network() -> object:
+        raise AssertionError("the whole graph was built again though its halves are cached")
+
+    monkeypatch.setattr(fresh, "_network", network)
+    assert np.array_equal(fresh.rows(PROMPTS[:3]), expected)
+    assert fresh._halves is not None and not fresh._whole

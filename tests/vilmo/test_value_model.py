@@ -260,12 +260,12 @@ def test_a_reading_without_its_plain_points_uses_the_reply_points(tmp_path: Path
 
 
 def test_a_prompt_the_tokenizer_reads_as_nothing_is_no_prompt() -> None:
-    """A zero-width space, a BOM, a NUL, a soft hyphen or a lone combining mark passed
+    """A zero-width space, a BOM, a NUL, a soft hyphen, a lone combining mark or U+FFFD passed
     ``strip()``: the reply was read after an empty prompt (``[CLS][SEP]reply``) and measured at
     the reply points, scoring a harmful reply far lower than with no prompt."""
     fresh = BuiltinClassifier(cache_size=0)
     text = BENIGN + HARMFUL
     plain = fresh.score([ScoreInput(text)], BUILTIN_VALUES)[0]
-    for invisible in ("\u200b", "\ufeff", "\x00", "\u00ad", "\u0301 \u2063"):
+    for invisible in ("\u200b", "\ufeff", "\x00", "\u00ad", "\u0301 \u2063", "\ufffd"):
         assert fresh._model().tokenizer.encode(invisible, add_special_tokens=False) == []
         assert fresh.score([ScoreInput(text, invisible)], BUILTIN_VALUES)[0] == plain

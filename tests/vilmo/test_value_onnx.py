@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -191,3 +193,124 @@ def test_an_unwritable_cache_reuses_one_private_fallback(
     assert len(writes) == 1
     assert first.parent.stat().st_mode & 0o777 == 0o700
     assert [p.name for p in (tmp_path / "tmp").iterdir()] == [first.parent.name]
+
+
+def test_an_unwritable_cache_finds_the_graph_in_the_private_fallback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``write_cached`` puts the graph in this user's private temporary folder when the cache
+    folder cannot be written, but ``cached_graph`` looked only in the cache folder: every start
+    imported torch and exported the graph again (and without torch raised GraphMissing)."""
+    from vilmo.judge.value_onnx import cached_graph, graph_path, write_cached
+
+    source = tmp_path / "weights.safetensors"
+    source.write_bytes(b"weights")
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("VILMO_CACHE_DIR", str(tmp_path / "blocked" / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+
+    def write(path: Path) -> None:
+        path.write_bytes(b"graph")
+
+    placed = write_cached(graph_path("probe", [source]), write)
+    assert placed.parent.parent == tmp_path / "tmp"
+
+    def build() -> object:
+        raise AssertionError("the graph was built again though a usable one is cached")
+
+    assert cached_graph(build, [source], kind="probe") == placed  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert cached_graph(build, [source], kind="probe") == placed  # type: ignore[arg-type]
+    from vilmo.judge import graphs
+
+    monkeypatch.setattr(graphs, "serving_graphs", lambda: [
+        ("probe", lambda: graph_path("probe", [source]), lambda: None)])
+    assert graphs.missing_graphs() == []  # `vilmo serve` without torch starts
+
+
+def test_a_fallback_folder_open_to_others_is_not_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph is code the process runs: one in a private folder others can write is rebuilt,
+    as ``write_cached`` would not write there either."""
+    from vilmo.judge.value_onnx import cached_graph, graph_path
+
+    source = tmp_path / "weights.safetensors"
+    source.write_bytes(b"weights")
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("VILMO_CACHE_DIR", str(tmp_path / "blocked" / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    folder = tmp_path / "tmp" / f"vilmo-onnx-{os.getuid()}"
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    (folder / graph_path("probe", [source]).name).write_bytes(b"planted")
+    built: list[bool] = []
+
+    def build() -> object:
+        built.append(True)
+        raise RuntimeError("built")
+
+    with pytest.raises(RuntimeError, match="built"):
+        cached_graph(build, [source], kind="probe")  # type: ignore[arg-type]
+    assert built == [True]
+
+
+def _tiny_encoder(layers: int) -> object:
+    """A small network with an encoder's config (``num_hidden_layers``), exportable fast."""
+    import torch
+    from torch import nn
+
+    class Config:
+        _attn_implementation = "sdpa"
+        num_attention_heads = 2
+        hidden_size = 8
+        num_hidden_layers = layers
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = Config()
+            self.embed = nn.Embedding(1100, 8)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.embed(ids) * mask.unsqueeze(-1)
+            out: torch.Tensor = self.head(hidden.mean(1))
+            return out
+
+    return Tiny().eval()
+
+
+def test_an_attention_the_fusion_does_not_know_is_exported_unfused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """``fuse_for_cpu`` raises where a future exporter writes attention in a shape it does not
+    recognise: the int8 graph could then not be built at all, though the unfused recipe
+    (export 3) works. It is now built unfused, with a warning."""
+    pytest.importorskip("torch")
+
+    def unknown(*_: object) -> dict[str, int]:
+        raise ValueError("no attention block was fused in fp32.onnx: {}")
+
+    monkeypatch.setattr(onnx_export, "fuse_for_cpu", unknown)
+    target = tmp_path / "graph.int8.onnx"
+    with caplog.at_level("WARNING", logger="vilmo.judge.onnx_export"):
+        onnx_export.export_graph(_tiny_encoder(6), target)  # type: ignore[arg-type]
+    assert "unfused" in caplog.text
+    session = value_onnx.Int8Session(target, 1)
+    ids = np.full((1, 5), 7, dtype=np.int64)
+    assert session(ids, np.ones_like(ids)).shape == (1, 3)
+
+
+def test_a_partly_fused_graph_is_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A graph with fewer fused attention blocks than the encoder has layers was accepted
+    without a word (each unfused layer runs the slow glue)."""
+    pytest.importorskip("torch")
+    monkeypatch.setattr(onnx_export, "fuse_for_cpu", lambda *_: {"Attention": 4, "Gelu": 6})
+    with caplog.at_level("WARNING", logger="vilmo.judge.onnx_export"):
+        onnx_export.export_graph(_tiny_encoder(6), tmp_path / "graph.int8.onnx")  # type: ignore[arg-type]
+    assert "4 of 6" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(onnx_export, "fuse_for_cpu", lambda *_: {"Attention": 6, "Gelu": 6})
+    with caplog.at_level("WARNING", logger="vilmo.judge.onnx_export"):
+        onnx_export.export_graph(_tiny_encoder(6), tmp_path / "graph.int8.onnx")  # type: ignore[arg-type]
+    assert caplog.text == ""

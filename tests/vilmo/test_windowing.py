@@ -198,3 +198,23 @@ def test_a_prompt_that_tokenises_to_nothing_leads_no_window() -> None:
         spans = ["Stay calm.", "Talk to a mediator."]
         assert (span_windows(tokenizer, prompt, spans, spec)
                 == span_windows(tokenizer, None, spans, spec))
+
+
+def test_given_prompt_agrees_with_the_tokenizer_on_every_character() -> None:
+    """``given_prompt`` judged by Unicode category: U+FFFD (``So``, deleted by BERT's
+    normalizer) was a prompt that led no window, and an unassigned or private-use character
+    was judged differently from the tokenizer's own reading. Each character of the Basic
+    Multilingual Plane and the planes' first private-use and unassigned ones is now no prompt
+    exactly when it leads no window."""
+    from vilmo.judge.classifier import given_prompt
+    from vilmo.judge.windowing import prompt_head
+
+    tokenizer = word_piece()
+    spec = WindowSpec()
+    lone = [tokenizer.cls_token_id]
+    points = [*range(0xD800), *range(0xE000, 0x10000), 0xF0000, 0x10FFFD, 0x1FFFE, 0xE0001]
+    wrong = [hex(p) for p in points
+             if (given_prompt(chr(p)) is None) != (prompt_head(tokenizer, chr(p), spec) == lone)]
+    assert wrong == []
+    assert given_prompt("\ufffd \u200b\ue000") is None
+    assert given_prompt("\ufffd a") == "\ufffd a"

@@ -244,12 +244,20 @@ class StakesReader(CachedGraph):
             return self._halves
         with self._lock:
             if self._halves is None and not self._whole:
-                from vilmo.judge.value_onnx import cached_graph, graph_path, shared_session
+                from vilmo.judge.value_onnx import (
+                    cached_file,
+                    cached_graph,
+                    graph_path,
+                    shared_session,
+                )
 
                 sources = self._sources()
                 read_path, embed_path = graph_path(READ_KIND, sources), graph_path(
                     EMBED_KIND, sources)
-                if not (read_path.exists() and embed_path.exists()):
+                read_found, embed_found = cached_file(read_path), cached_file(embed_path)
+                if read_found is not None and embed_found is not None:
+                    read_path, embed_path = read_found, embed_found
+                else:
                     whole = cached_graph(self._network, sources, kind=KIND)
                     try:
                         read_path, embed_path = split_graph(

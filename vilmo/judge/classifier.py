@@ -7,12 +7,16 @@ batch-first method. The proxy reaches it through ``vilmo.judge.batcher.MicroBatc
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from vilmo.errors import VilmoError
+
+if TYPE_CHECKING:
+    from vilmo.judge.windowing import WordPieceTokenizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,17 +28,46 @@ class ScoreInput:
 
 
 _UNREAD = frozenset("ZCM")
-"""Unicode category classes that uncased WordPiece drops: separators, control/format, marks."""
+"""Unicode category classes that uncased WordPiece drops: separators, control/format, marks
+(only where the encoder's tokenizer cannot be loaded: its own reading decides otherwise)."""
 
 
 def given_prompt(prompt: str | None) -> str | None:
     """The prompt a text answers, or None: a prompt the encoder's tokenizer reads as nothing
     (whitespace, control and format characters such as a zero-width space or a BOM,
-    combining marks, which uncased WordPiece strips) is no prompt, so the text is a plain one,
-    read and measured as such."""
-    if prompt and any(unicodedata.category(c)[0] not in _UNREAD for c in prompt):
+    combining marks, private-use characters, U+FFFD, which uncased BERT's normalizer deletes)
+    is no prompt, so the text is a plain one, read and measured as such. The tokenizer
+    decides, character by character (its normalizer maps each on its own; any character it
+    keeps that is not whitespace becomes a token, ``[UNK]`` at least), so that windows
+    (``vilmo.judge.windowing.prompt_head``), operating points and cache keys agree."""
+    if prompt and any(_read(c) for c in prompt):
         return prompt
     return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _read(char: str) -> bool:
+    """Whether the packaged encoder's tokenizer reads ``char`` as a token: printable ASCII
+    always is; without the tokenizer, any character outside ``_UNREAD`` but U+FFFD."""
+    if "!" <= char <= "~":
+        return True
+    tokenizer = _tokenizer()
+    if tokenizer is None:
+        return unicodedata.category(char)[0] not in _UNREAD and char != "\ufffd"
+    return bool(tokenizer.encode(char, add_special_tokens=False))
+
+
+@functools.cache
+def _tokenizer() -> WordPieceTokenizer | None:
+    """The packaged encoder's tokenizer (the one every built-in reading uses), once."""
+    from vilmo.judge.embedder import packaged_model_path
+    from vilmo.judge.windowing import WordPieceTokenizer
+
+    try:
+        folder = packaged_model_path()
+    except (ImportError, OSError):  # no packaged encoder
+        return None
+    return WordPieceTokenizer(folder) if (folder / "tokenizer.json").is_file() else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,9 +104,11 @@ class Embedder:
 
 def cache_key(text: str) -> str:
     """A short key for a text of any length, so a cache of N entries holds N short strings
-    whatever clients send (a digest beyond 256 characters)."""
+    whatever clients send: ``text:<text>`` up to 256 characters, ``sha256:<hex>`` beyond.
+    The prefixes keep the two apart: a short prompt spelling a long one's digest never takes
+    its key (in-process caches only; the shared caches key by the text itself)."""
     if len(text) <= 256:
-        return text
+        return "text:" + text
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -28,5 +28,8 @@ def serving_graphs() -> list[Graph]:
 
 
 def missing_graphs() -> list[Path]:
-    """The serving graphs not in the cache yet."""
-    return [path for _, where, _ in serving_graphs() if not (path := where()).exists()]
+    """The serving graphs not in the cache yet (nor in the private folder ``write_cached``
+    uses where the cache cannot be written)."""
+    from vilmo.judge.value_onnx import cached_file
+
+    return [path for _, where, _ in serving_graphs() if cached_file(path := where()) is None]

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from torch import nn
 
+log = logging.getLogger(__name__)
+
 
 def export_graph(net: nn.Module, target: Path, quantized: bool = True,
                  fused: bool | None = None) -> None:
@@ -46,9 +48,7 @@ def export_graph(net: nn.Module, target: Path, quantized: bool = True,
             for config, implementation in restore:
                 setattr(config, "_attn_implementation", implementation)  # noqa: B010
         if fused:
-            config = restore[0][0] if restore else None
-            fuse_for_cpu(fp32, fp32, int(getattr(config, "num_attention_heads", 0)),
-                         int(getattr(config, "hidden_size", 0)))
+            fused = _fused(fp32, restore[0][0] if restore else None)
         if not quantized:
             shutil.copyfile(fp32, target)
             return
@@ -63,6 +63,24 @@ def export_graph(net: nn.Module, target: Path, quantized: bool = True,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         finally:
             logging.getLogger().removeFilter(quiet)
+
+
+def _fused(fp32: Path, config: object) -> bool:
+    """Fuse ``fp32`` in place (``fuse_for_cpu``) and say whether it was: an export whose
+    attention the fusion does not know (a future transformers or onnxruntime) is left unfused,
+    the recipe of export 3 (slower, as accurate), rather than no graph at all; fewer fused
+    attention blocks than the encoder has layers are served as they are, said in the log."""
+    try:
+        counts = fuse_for_cpu(fp32, fp32, int(getattr(config, "num_attention_heads", 0)),
+                              int(getattr(config, "hidden_size", 0)))
+    except Exception as exc:  # noqa: BLE001 - any graph the fusion cannot rewrite
+        log.warning("exporting the graph unfused (slower): %s", exc)
+        return False
+    layers = int(getattr(config, "num_hidden_layers", 0))
+    if counts.get("Attention", 0) < layers:
+        log.warning("only %d of %d attention blocks were fused; the rest run unfused (slower)",
+                    counts.get("Attention", 0), layers)
+    return True
 
 
 def _eager_attention(net: nn.Module) -> list[tuple[object, str]]:

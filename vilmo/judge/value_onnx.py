@@ -298,13 +298,34 @@ def cached_graph(build: Callable[[], nn.Module], sources: Sequence[Path],
                  kind: str = "value_classifier", quantized: bool = True) -> Path:
     """The cached graph's file (``int8_session``), exported first if missing; not loaded."""
     target = graph_path(kind, sources, quantized)
-    if not target.exists():
-        net = _buildable(build, target)
-        from vilmo.judge import onnx_export
+    found = cached_file(target)
+    if found is not None:
+        return found
+    net = _buildable(build, target)
+    from vilmo.judge import onnx_export
 
-        target = write_cached(target, lambda partial: onnx_export.export_graph(
-            net, partial, quantized))
-    return target
+    return write_cached(target, lambda partial: onnx_export.export_graph(net, partial, quantized))
+
+
+def cached_file(target: Path) -> Path | None:
+    """Where ``write_cached`` put ``target``, or None when it is not there yet: the cache
+    folder, or where that cannot be written, this user's private temporary folder, read only
+    when it is still this user's alone (as ``_private_temp_dir`` requires before writing)."""
+    if target.exists():
+        return target
+    above = target.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.is_dir() and os.access(above, os.W_OK):
+        return None  # a writable cache: the graph is built there
+    folder = Path(tempfile.gettempdir()) / f"vilmo-onnx-{os.getuid()}"
+    try:
+        info = folder.lstat()
+    except OSError:
+        return None
+    private = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
+    fallback = folder / target.name
+    return fallback if private and fallback.exists() else None
 
 
 def write_cached(target: Path, write: Callable[[Path], None]) -> Path:
