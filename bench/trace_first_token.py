@@ -35,9 +35,11 @@ from bench_serving import REPLY
 from harness import ENV, REPO, chat_body, prompts, timed_stream, wait_ready
 
 BOOT = r"""
-import functools, inspect, json, os, re, signal, sys, time
+import contextvars, functools, inspect, itertools, json, os, re, signal, sys, time
 EVENTS = []
-def mark(name): EVENTS.append((name, time.perf_counter()))
+REQUEST = contextvars.ContextVar("request", default=None)  # marks go to their own request's
+NUMBERS = itertools.count()
+def mark(name): EVENTS.append((name, time.perf_counter(), REQUEST.get()))
 def wrap(owner, attr, name):
     f = getattr(owner, attr, None)
     if f is None: return  # absent in this tree
@@ -84,6 +86,7 @@ def traced():
     async def asgi(scope, receive, send):
         if scope["type"] != "http" or scope["path"] != "/v1/chat/completions":
             return await app(scope, receive, send)
+        REQUEST.set(next(NUMBERS))
         mark("request")
         first = []
         async def sending(message):
@@ -106,18 +109,14 @@ main()
 TARGETS = {"default monitor": "default-monitor", "no policy": "passthrough"}
 
 
-def timelines(events: list[tuple[str, float]]) -> list[list[tuple[str, float]]]:
-    """The marks of each request, in order, from its ``request`` mark to its ``end``."""
-    found, current = [], None
-    for name, at in events:
-        if name == "request":
-            current = [(name, at)]
-        elif current is not None:
-            current.append((name, at))
-            if name == "end":
-                found.append(current)
-                current = None
-    return found
+def timelines(events: list[tuple[str, float, int | None]]) -> list[list[tuple[str, float]]]:
+    """The marks of each request, in order (a request's tail may overlap the next one's
+    start: the client sends it once the stream's last bytes are in)."""
+    by_request: dict[int, list[tuple[str, float]]] = defaultdict(list)
+    for name, at, request in events:
+        if request is not None:
+            by_request[request].append((name, at))
+    return [by_request[n] for n in sorted(by_request)]
 
 
 def medians(requests: list[list[tuple[str, float]]]) -> list[tuple[str, float, int]]:
@@ -181,7 +180,8 @@ def main() -> None:
                     client_ms["straight to the stub"].append(first)
         gateway.send_signal(signal.SIGUSR1)
         time.sleep(1.0)
-        events = [(str(n), float(t)) for n, t in json.loads((work / "events.json").read_text())]
+        events = [(str(n), float(t), r) for n, t, r in json.loads(
+            (work / "events.json").read_text())]
         # the streams sent (not the start-up's own warm-up), less the warm-up rounds
         requests = [r for r in timelines(events) if any(n == "first content" for n, _ in r)]
         requests = requests[2 * 3:]
