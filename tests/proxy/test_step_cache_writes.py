@@ -153,8 +153,8 @@ class PausedUpstream(FakeUpstream):
 def test_a_requests_cache_writes_wait_for_its_response_to_end(policy_dir: Path,
                                                               tmp_path: Path) -> None:
     """The step's writes went to the writer when the step ended, so the writer's thread ran
-    beside the upstream call and the first chunks (about 0.6 ms of the first token at c=1 on
-    2 cores, issue 16); now when the response's last byte is sent. Through HTTP with the
+    beside the upstream call and the first chunks (0.1 to 0.27 ms of the first token at c=1
+    on 2 cores, issue 16); now when the response's last byte is sent. Through HTTP with the
     openai client, on a stream whose first chunk has reached the client."""
     cache, writer = caches(tmp_path)
     upstream = PausedUpstream()
