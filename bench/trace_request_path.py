@@ -1,15 +1,16 @@
 """Where a request's time goes, stage by stage, at c=1 (a benchmark, not a test; issue 16).
 
 One stub upstream and `vilmo serve` of each tree (this checkout, and optionally a baseline tree,
-visited in alternating order each round), each gateway started with timing wrappers around its
-stages (the wrappers only read the clock; nothing else changes). Targets: the `default` policy
+visited in alternating order each round; with a baseline, a last column gives the median of this
+tree's time less the baseline's, round by round), each gateway started with timing wrappers around
+its stages (the wrappers only read the clock; nothing else changes). Targets: the `default` policy
 on a plain request, `default` in monitor mode and no policy on a stream. Per target, the median
 over the rounds of: the gateway's own time (first byte of the request to the last byte of the
-response; to the first content chunk for streams), the instruction step (the request reader's
-pass, the judge's passes for the second look), the reply check (the judge's ONNX batches, its
-tokenising and pooling, the micro-batcher's hand-offs), the upstream call, the record. Every
-target of a round reads the same question (``round_prompt``): the instruction step's passes
-depend on it (a question with a value at stake costs the reader a second half).
+response; to the first content chunk for streams), the instruction step (the request reader's pass,
+the judge's passes for the second look), the reply check (the judge's ONNX batches, its tokenising
+and pooling, the micro-batcher's hand-offs), the upstream call, the record. Every target of a round
+reads the same question (``round_prompt``): the instruction step's passes depend on it (a question
+with a value at stake costs the reader a second half).
 
     python bench/trace_request_path.py [--baseline-tree /tmp/base] [--rounds 40]
 """
@@ -133,14 +134,15 @@ def stages(events: list[tuple[str, float, float]], kind: str) -> dict[str, list[
             ms[name] += (e - s) * 1000
         instruction = next((e for e in inside if e[0] == "instruction"), None)
         in_step = [e for e in inside if instruction and instruction[1] <= e[1] <= instruction[2]]
+        reader = sum((e[2] - e[1]) * 1000 for e in in_step if e[0] == "reader")
+        second_look = sum((e[2] - e[1]) * 1000 for e in in_step if e[0] == "judge")
         row = {
             "gateway": (end - start) * 1000,
             "first content": (firsts.get(start, end) - start) * 1000,
             "instruction step": ms["instruction"],
-            "  reader pass": sum((e[2] - e[1]) * 1000 for e in in_step if e[0] == "reader"),
-            "  judge pass (second look)": sum(
-                (e[2] - e[1]) * 1000 for e in in_step if e[0] == "judge"
-            ),
+            "  reader pass": reader,
+            "  judge pass (second look)": second_look,
+            "  rest of the step (its Python, hand-offs)": ms["instruction"] - reader - second_look,
             "upstream (plain)": ms["upstream"],
             "reply check": ms["check"],
             "  judge ONNX batches": ms["onnx"]
@@ -236,16 +238,19 @@ def main() -> None:
                 events = json.loads((work / f"{name}.json").read_text())
                 per = stages([tuple(e) for e in events], kind)
                 found[name] = {k: v[3:] for k, v in per.items()}  # the warm-up rounds
+            paired = "baseline" in found
+            columns = [*trees, *(["paired Δ"] if paired else [])]
             print(
-                f"### {label}\n\n| stage | " + " | ".join(trees) + " |\n|---|" + "---|" * len(trees)
+                f"### {label}\n\n| stage | " + " | ".join(columns) + " |\n|---|"
+                + "---|" * len(columns)
             )
             for key in found["this"]:
                 if not stream or key != "upstream (plain)":
-                    print(
-                        f"| {key} | "
-                        + " | ".join(f"{statistics.median(found[n][key]):.2f}" for n in trees)
-                        + " |"
-                    )
+                    cells = [f"{statistics.median(found[n][key]):.2f}" for n in trees]
+                    if paired:  # this tree less the baseline's, round by round (same prompt)
+                        pairs = zip(found["baseline"][key], found["this"][key], strict=False)
+                        cells.append(f"{statistics.median(t - b for b, t in pairs):+.2f}")
+                    print(f"| {key} | " + " | ".join(cells) + " |")
             print()
     finally:
         for process in [*gateways.values(), stub]:

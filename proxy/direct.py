@@ -6,7 +6,8 @@ the upstream sent them (``proxy.relay``).
 ``direct_routes`` picks the models it serves from the config (``upstream.direct``);
 ``SplitUpstream`` sends every other model, and those with fallbacks or retries, to LiteLLM.
 What is sent: the admitted request (only ``protocol.FORWARDED_FIELDS`` and the model's
-``allowed_params``), with the config's key and headers, never the client's.
+``allowed_params``), with the config's key and headers, never the client's, and no cookies (an
+upstream's are not kept).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, cast
 
 import httpx
@@ -148,7 +150,7 @@ class DirectUpstream:
         self.client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=size,
                                 keepalive_expiry=KEEPALIVE_S),
-            follow_redirects=False, trust_env=False)
+            follow_redirects=False, trust_env=False, cookies=no_cookies())
 
     def serves(self, model: str) -> bool:
         return configured_name(model, list(self.routes)) is not None
@@ -234,6 +236,12 @@ class DirectUpstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing: the one pooled client serves every caller, so a cookie
+    an upstream sets must not ride on anyone's later requests."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def error_message(body: bytes) -> str:

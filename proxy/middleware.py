@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.caches import writes_after
 from proxy.client_keys import LIMITED_PATHS, VerifiedKeys, admit, charge, find_virtual_key
 from proxy.errors import AuthenticationFailed, GatewayError, PayloadTooLarge
 from proxy.record import Ledger
@@ -203,7 +204,9 @@ class BodyLimit:
 class UnexpectedErrors:
     """The last resort: an exception nothing mapped becomes a 500 envelope, an audit record and
     one log line (Starlette's own handler would re-raise it to the server, which logs the whole
-    traceback; the traceback is kept at debug level)."""
+    traceback; the traceback is kept at debug level). It also spans the request's life: the
+    requests in flight (``Guard.requests_in_flight``) and its cache writes, held until the
+    response's last byte (``proxy.caches.writes_after``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -224,7 +227,8 @@ class UnexpectedErrors:
         if guard is not None:  # requests in flight, until the response's last byte
             guard.requests_in_flight += 1
         try:
-            await self.app(scope, receive, tracked_send)
+            with writes_after():  # the request's cache writes, once its response is sent
+                await self.app(scope, receive, tracked_send)
         except Exception as exc:
             log.error("unexpected error on %s %s: %s: %.200s", scope["method"], scope["path"],
                       type(exc).__name__, exc)  # redacted whole, then cut (the log factory)

@@ -307,3 +307,36 @@ def test_a_finished_stream_leaves_its_connection_in_the_pool(stub: StubUpstream,
 
     asyncio.run(streams())
     assert len({r.client for r in stub.received}) == 1, [r.client for r in stub.received]
+
+
+def test_an_upstreams_cookies_are_not_kept_for_later_requests(tmp_path: Path) -> None:
+    """The direct path's one pooled client kept a cookie an upstream set (a load balancer's,
+    an upstream's session) and sent it with every later request, whoever made it: state
+    shared between callers that no one asked for. Cookies are neither kept nor sent."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    cookies_seen: list[str | None] = []
+
+    async def chat(request: Request) -> JSONResponse:
+        cookies_seen.append(request.headers.get("cookie"))
+        reply = {"id": "c", "object": "chat.completion", "created": 1, "model": "stub-model",
+                 "choices": [{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": "Hello."}}]}
+        return JSONResponse(reply, headers={"set-cookie": "session=tenant-a; Path=/"})
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    with ServerThread(app) as server:
+        upstream = build_upstream(config_of(server.url, tmp_path), Redactor())
+
+        async def twice() -> None:
+            try:
+                for _ in range(2):
+                    await upstream.complete({"model": "stub", "messages": ASK})
+            finally:
+                await upstream.aclose()  # type: ignore[attr-defined]
+
+        asyncio.run(twice())
+    assert cookies_seen == [None, None]

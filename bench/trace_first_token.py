@@ -1,0 +1,213 @@
+"""A stream's path to its first token, as a timeline, at c=1 (a benchmark, not a test; issue 16).
+
+One stub upstream and `vilmo serve` of this tree, started with clock-only marks (each mark reads
+the clock; nothing else changes) at the entry and exit of the steps between a request's first
+byte reaching the app and its first content chunk leaving it: the middleware, the body read and
+validation, the pipeline, the instruction step (its cache lookup, the request reader's halves, the
+second look, the retrieval), the upstream call (the direct path's request, the response's head,
+its first chunk), the response's headers and the first content. Each round sends one question as
+a `default`-policy monitor-mode stream, as a stream with no policy, and straight to the stub. It
+prints, per kind of request, each mark's median milliseconds since the request's first byte
+(medians of different marks do not add: the second look and the embedding half run for some
+prompts only), and the client's time to the first content chunk per target.
+
+    python bench/trace_first_token.py [--rounds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+from bench_request_path import policy_dir
+from bench_serving import REPLY
+from harness import ENV, REPO, chat_body, prompts, timed_stream, wait_ready
+
+BOOT = r"""
+import contextvars, functools, inspect, itertools, json, os, re, signal, sys, time
+EVENTS = []
+REQUEST = contextvars.ContextVar("request", default=None)  # marks go to their own request's
+NUMBERS = itertools.count()
+def mark(name): EVENTS.append((name, time.perf_counter(), REQUEST.get()))
+def wrap(owner, attr, name):
+    f = getattr(owner, attr, None)
+    if f is None: return  # absent in this tree
+    if inspect.isasyncgenfunction(f):
+        async def w(*a, **k):
+            mark(name + " >")
+            first = True
+            async for item in f(*a, **k):
+                if first: mark(name + " <"); first = False
+                yield item
+    elif inspect.iscoroutinefunction(f):
+        async def w(*a, **k):
+            mark(name + " >")
+            try: return await f(*a, **k)
+            finally: mark(name + " <")
+    else:
+        def w(*a, **k):
+            mark(name + " >")
+            try: return f(*a, **k)
+            finally: mark(name + " <")
+    setattr(owner, attr, functools.wraps(f)(w))
+import proxy.app, proxy.caches, proxy.call, proxy.direct, proxy.guard, proxy.middleware
+import proxy.pipeline, proxy.routes
+import vilmo.instruct.candidates as candidates, vilmo.instruct.generator as generator
+import vilmo.instruct.second_look as second_look, vilmo.instruct.stakes_reader as reader
+wrap(proxy.middleware.KeyAuth, "__call__", "middleware: key")
+wrap(proxy.routes, "caller_of", "route")
+wrap(proxy.routes, "read_json", "body read")
+wrap(proxy.routes, "validate", "validation")
+wrap(proxy.pipeline, "chat", "pipeline")
+wrap(proxy.guard.Guard, "instruction", "step")
+wrap(proxy.caches.StoreCache, "get", "step: cache lookup")
+wrap(generator.VilmoGenerator, "choose", "step: choose")
+wrap(reader.StakesReader, "_read_half", "step: reader, first half")
+wrap(reader.StakesReader, "_embed_rest", "step: reader, embedding half")
+wrap(second_look.SecondLook, "values_at_stake", "step: second look")
+wrap(candidates.Retriever, "retrieve", "step: retrieval")
+wrap(proxy.call.Call, "params", "upstream params")
+wrap(proxy.direct.DirectUpstream, "stream", "upstream stream")
+wrap(proxy.direct.DirectUpstream, "send", "upstream: head")
+factory = proxy.app.app_from_environment
+def traced():
+    app = factory()
+    async def asgi(scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/v1/chat/completions":
+            return await app(scope, receive, send)
+        REQUEST.set(next(NUMBERS))
+        mark("request")
+        first = []
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                mark("response headers")
+            elif not first and re.search(rb'"content": ?"[^"]', message.get("body", b"")):
+                mark("first content")
+                first.append(True)
+            await send(message)
+        try: await app(scope, receive, sending)
+        finally: mark("end")
+    asgi.state = app.state
+    return asgi
+proxy.app.app_from_environment = traced
+signal.signal(signal.SIGUSR1, lambda *_: open(os.environ["TRACE_OUT"], "w").write(json.dumps(EVENTS)))
+from vilmo.cli import main
+sys.argv = ["vilmo", *sys.argv[1:]]
+main()
+"""
+TARGETS = {"default monitor": "default-monitor", "no policy": "passthrough"}
+
+
+def timelines(events: list[tuple[str, float, int | None]]) -> list[list[tuple[str, float]]]:
+    """The marks of each request, in order (a request's tail may overlap the next one's
+    start: the client sends it once the stream's last bytes are in)."""
+    by_request: dict[int, list[tuple[str, float]]] = defaultdict(list)
+    for name, at, request in events:
+        if request is not None:
+            by_request[request].append((name, at))
+    return [by_request[n] for n in sorted(by_request)]
+
+
+def medians(requests: list[list[tuple[str, float]]]) -> list[tuple[str, float, int]]:
+    """Per mark: its median milliseconds since the request's first mark (a mark's first time
+    in each request), and in how many requests it came; in the order of the medians."""
+    since: dict[str, list[float]] = defaultdict(list)
+    for marks in requests:
+        start, seen = marks[0][1], set()
+        for name, at in marks:
+            if name not in seen:
+                seen.add(name)
+                since[name].append((at - start) * 1000)
+    rows = [(name, statistics.median(ms), len(ms)) for name, ms in since.items()]
+    return sorted(rows, key=lambda row: row[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=60)
+    args = parser.parse_args()
+    from stub_upstream import free_port
+
+    work = Path(tempfile.mkdtemp(prefix="vilmo-first-token-"))
+    policies = policy_dir(work)
+    stub_port = free_port()
+    stub = subprocess.Popen(
+        [sys.executable, "-c",
+         (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
+          f"harness.serve_stub({stub_port}, {REPLY!r}, 0.0)")],
+        env=ENV,
+    )
+    direct = f"http://127.0.0.1:{stub_port}/v1"
+    gateway: subprocess.Popen[bytes] | None = None
+    client_ms: dict[str, list[float]] = defaultdict(list)
+    try:
+        wait_ready(f"{direct}/models", stub)
+        config = work / "gateway.yaml"
+        config.write_text(
+            "model_list:\n  - model_name: stub\n    litellm_params:\n"
+            f"      model: openai/stub\n      api_base: {direct}\n"
+            f"      api_key: sk-bench\nrouter_settings: {{num_retries: 0}}\n"
+            f"policy_dir: {policies}\nstore: {{path: {work / 'db'}}}\n"
+        )
+        port = free_port()
+        gateway = subprocess.Popen(
+            [sys.executable, "-c", BOOT, "serve", "--config", str(config), "--port", str(port)],
+            env={**ENV, "PYTHONPATH": str(REPO), "TRACE_OUT": str(work / "events.json")},
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_ready(f"http://127.0.0.1:{port}/healthz", gateway)
+        url = f"http://127.0.0.1:{port}/v1"
+        with httpx.Client(timeout=60) as client:
+            for r, question in enumerate(prompts(args.rounds + 3)):  # three warm-up rounds
+                for label, policy in TARGETS.items():
+                    body = chat_body(question.replace("(case", f"({policy} case"), True)
+                    first, _ = timed_stream(client, url, body, {"X-Vilmo-Policy": policy})
+                    if r >= 3:
+                        client_ms[label].append(first)
+                first, _ = timed_stream(client, direct, chat_body(question, True), {})
+                if r >= 3:
+                    client_ms["straight to the stub"].append(first)
+        gateway.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        events = [(str(n), float(t), r) for n, t, r in json.loads(
+            (work / "events.json").read_text())]
+        # the streams sent (not the start-up's own warm-up), less the warm-up rounds
+        requests = [r for r in timelines(events) if any(n == "first content" for n, _ in r)]
+        requests = requests[2 * 3:]
+        load = os.getloadavg()[0]
+        print(f"first-token timeline at c=1, {args.rounds} rounds, {os.cpu_count()} CPUs, "
+              f"load average {load:.1f} at the end; ms since the request's first byte reached "
+              "the app (medians)\n")
+        kinds = {"default monitor": [r for r in requests if any(n == "step: choose >"
+                                                                for n, _ in r)],
+                 "no policy": [r for r in requests if not any(n == "step: choose >"
+                                                              for n, _ in r)]}
+        for label, chosen in kinds.items():
+            print(f"### {label} ({len(chosen)} requests)\n\n| mark | ms | requests |\n|---|---|---|")
+            for name, ms, count in medians(chosen):
+                print(f"| {name} | {ms:.2f} | {count} |")
+            print()
+        print("| client's first content chunk, median ms | |\n|---|---|")
+        for label, ms_list in client_ms.items():
+            print(f"| {label} | {statistics.median(ms_list):.2f} |")
+    finally:
+        for process in (gateway, stub):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
