@@ -38,6 +38,7 @@ class LiteLLMUpstream:
         from litellm.router import Router  # heavy import: only when the gateway is built
 
         one_line_logs(*LITELLM_LOGGERS)
+        keep_no_cookies()
         self._names = [d.model_name for d in model_list]
         self._router = Router(model_list=[d.router_entry() for d in model_list], **router_settings)
         self._redact = redact
@@ -70,6 +71,33 @@ class LiteLLMUpstream:
 
 
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+def keep_no_cookies() -> None:
+    """LiteLLM's openai and azure clients (the openai SDK's, cached per deployment and event
+    loop, so shared by every caller) kept a cookie an upstream set and sent it with later
+    callers' requests. Their httpx clients come from ``BaseOpenAILLM``'s two factories: wrapped
+    here, once, so each client LiteLLM builds (its transport, TLS, proxies, pooling unchanged)
+    gets a jar that keeps nothing. LiteLLM's own httpx handlers already use such a jar.
+    ``litellm.aclient_session`` is not used: one client for all would lose LiteLLM's per-loop
+    clients and its transport settings."""
+    from litellm.llms.openai.common_utils import BaseOpenAILLM
+
+    from proxy.direct import no_cookies
+
+    for name in ("_get_async_http_client", "_get_sync_http_client"):
+        make = getattr(BaseOpenAILLM, name)
+        if getattr(make, "keeps_no_cookies", False):
+            continue
+
+        def without_cookies(*args: Any, _make: Any = make, **kwargs: Any) -> Any:
+            client = _make(*args, **kwargs)
+            if client is not None:
+                client.cookies = no_cookies()
+            return client
+
+        without_cookies.keeps_no_cookies = True  # type: ignore[attr-defined]
+        setattr(BaseOpenAILLM, name, staticmethod(without_cookies))
 
 
 class FirstLineOnly(logging.Filter):

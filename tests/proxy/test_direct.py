@@ -340,3 +340,44 @@ def test_an_upstreams_cookies_are_not_kept_for_later_requests(tmp_path: Path) ->
 
         asyncio.run(twice())
     assert cookies_seen == [None, None]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_litellms_clients_keep_no_upstream_cookies(tmp_path: Path, stream: bool) -> None:
+    """The Router path (LiteLLM's openai client, cached per deployment) kept a cookie an
+    upstream set and sent it with the next caller's request, as the direct path once did."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    cookies_seen: list[str | None] = []
+    setting = {"set-cookie": "session=tenant-a; Path=/"}
+
+    async def chat(request: Request) -> Response:
+        cookies_seen.append(request.headers.get("cookie"))
+        if (await request.json()).get("stream"):
+            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1,
+                     "model": "stub-model", "choices": [{"index": 0, "finish_reason": "stop",
+                                                         "delta": {"content": "Hello."}}]}
+            body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+            return Response(body, media_type="text/event-stream", headers=setting)
+        reply = {"id": "c", "object": "chat.completion", "created": 1, "model": "stub-model",
+                 "choices": [{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": "Hello."}}]}
+        return JSONResponse(reply, headers=setting)
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    with ServerThread(app) as server:
+        upstream = build_upstream(config_of(server.url, tmp_path, direct="never"), Redactor())
+        assert isinstance(upstream, LiteLLMUpstream)
+
+        async def twice() -> None:
+            for _ in range(2):
+                if stream:
+                    assert [c async for c in upstream.stream({"model": "stub", "messages": ASK})]
+                else:
+                    await upstream.complete({"model": "stub", "messages": ASK})
+
+        asyncio.run(twice())
+    assert cookies_seen == [None, None]
