@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, cast
 
 import httpx
@@ -30,7 +29,7 @@ from proxy.errors import (
 from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.relay import SSEReader
 from proxy.settings import ConfigError, Deployment, GatewayConfig, configured_name
-from proxy.upstream import Upstream
+from proxy.upstream import Upstream, no_cookies
 from vilmo.yamlfile import FileIssue
 
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -236,12 +235,6 @@ class DirectUpstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-def no_cookies() -> CookieJar:
-    """A cookie jar that keeps nothing: the one pooled client serves every caller, so a cookie
-    an upstream sets must not ride on anyone's later requests."""
-    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def error_message(body: bytes) -> str:

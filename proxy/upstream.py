@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol, TypeAlias, cast
 
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
@@ -73,6 +74,12 @@ class LiteLLMUpstream:
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 
 
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing: an upstream client serves every caller, so a cookie
+    an upstream sets must not ride on anyone's later requests."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def keep_no_cookies() -> None:
     """LiteLLM's openai and azure clients (the openai SDK's, cached per deployment and event
     loop, so shared by every caller) kept a cookie an upstream set and sent it with later
@@ -82,8 +89,6 @@ def keep_no_cookies() -> None:
     ``litellm.aclient_session`` is not used: one client for all would lose LiteLLM's per-loop
     clients and its transport settings."""
     from litellm.llms.openai.common_utils import BaseOpenAILLM
-
-    from proxy.direct import no_cookies
 
     for name in ("_get_async_http_client", "_get_sync_http_client"):
         make = getattr(BaseOpenAILLM, name)

@@ -16,6 +16,7 @@ fp32 encoder is cached the same way, unquantised.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -310,7 +311,7 @@ def cached_graph(build: Callable[[], nn.Module], sources: Sequence[Path],
 def cached_file(target: Path) -> Path | None:
     """Where ``write_cached`` put ``target``, or None when it is not there yet: the cache
     folder, or where that cannot be written, this user's private temporary folder, read only
-    when it is still this user's alone (as ``_private_temp_dir`` requires before writing)."""
+    when it is still this user's alone (``_private_folder``)."""
     if target.exists():
         return target
     above = target.parent
@@ -318,14 +319,10 @@ def cached_file(target: Path) -> Path | None:
         above = above.parent
     if above.is_dir() and os.access(above, os.W_OK):
         return None  # a writable cache: the graph is built there
-    folder = Path(tempfile.gettempdir()) / f"vilmo-onnx-{os.getuid()}"
-    try:
-        info = folder.lstat()
-    except OSError:
+    folder = _private_folder()
+    if folder is None or not (folder / target.name).exists():
         return None
-    private = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
-    fallback = folder / target.name
-    return fallback if private and fallback.exists() else None
+    return folder / target.name
 
 
 def write_cached(target: Path, write: Callable[[Path], None]) -> Path:
@@ -346,17 +343,28 @@ def write_cached(target: Path, write: Callable[[Path], None]) -> Path:
 
 
 def _private_temp_dir() -> Path:
-    """``$TMPDIR/vilmo-onnx-<uid>``, owned by this user and closed to others (a graph is code
-    the process runs); a new folder each time if that one is not safe to use."""
-    folder = Path(tempfile.gettempdir()) / f"vilmo-onnx-{os.getuid()}"
+    """``$TMPDIR/vilmo-onnx-<uid>`` (``_private_folder``), made if missing; a new folder each
+    time if that one is not safe to use."""
+    with contextlib.suppress(OSError):
+        _private_folder_path().mkdir(mode=0o700, exist_ok=True)
+    return _private_folder() or Path(tempfile.mkdtemp(prefix="vilmo-onnx-"))
+
+
+def _private_folder_path() -> Path:
+    return Path(tempfile.gettempdir()) / f"vilmo-onnx-{os.getuid()}"
+
+
+def _private_folder() -> Path | None:
+    """``$TMPDIR/vilmo-onnx-<uid>`` if it is a real folder owned by this user and closed to
+    others (a graph is code the process runs), else None."""
+    folder = _private_folder_path()
     try:
-        folder.mkdir(mode=0o700, exist_ok=True)
         info = folder.lstat()
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077:
-            return folder
     except OSError:
-        pass
-    return Path(tempfile.mkdtemp(prefix="vilmo-onnx-"))
+        return None
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077:
+        return folder
+    return None
 
 
 def _write_whole(target: Path, write: Callable[[Path], None]) -> None:
