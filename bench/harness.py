@@ -79,9 +79,7 @@ def servers(policies: dict[str, str], reply: str | None = None,
         # a store of its own: the default one outlives the run, and its instruction and
         # embedding caches would answer the next run's prompts (prompts() repeats them)
         f"store: {{path: {work / 'state.db'}}}\n{extra_config}")
-    code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
-            f"harness.serve_stub({stub_port}, {reply!r}, {chunk_delay})")
-    stub = subprocess.Popen([sys.executable, "-c", code], env=ENV)
+    stub = stub_process(stub_port, reply, chunk_delay)
     log = gateway_log.open("wb") if gateway_log else subprocess.DEVNULL
     gateway = subprocess.Popen([str(Path(sys.executable).parent / "vilmo"), "serve", "--config",
                                 str(work / "gateway.yaml"), "--port", str(gateway_port)],
@@ -111,6 +109,14 @@ def start_tree(tree: Path, config: Path, port: int,
         env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(f"http://127.0.0.1:{port}/healthz", process)
     return process
+
+
+def stub_process(port: int, reply: str | None, chunk_delay: float = 0.0,
+                 ) -> subprocess.Popen[bytes]:
+    """``serve_stub`` in a process of its own (the benches' one upstream on loopback)."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
+            f"harness.serve_stub({port}, {reply!r}, {chunk_delay})")
+    return subprocess.Popen([sys.executable, "-c", code], env=ENV)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:

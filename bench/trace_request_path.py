@@ -33,7 +33,16 @@ from pathlib import Path
 import httpx
 from bench_request_path import policy_dir
 from bench_serving import REPLY
-from harness import ENV, REPO, chat_body, prompts, timed_post, timed_stream, wait_ready
+from harness import (
+    ENV,
+    REPO,
+    chat_body,
+    prompts,
+    stub_process,
+    timed_post,
+    timed_stream,
+    wait_ready,
+)
 
 TARGETS = (
     ("default, plain", "default", False),
@@ -178,17 +187,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vilmo-trace-"))
     policies = policy_dir(work)
     stub_port = free_port()
-    stub = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import harness; "
-                f"harness.serve_stub({stub_port}, {REPLY!r}, 0.0)"
-            ),
-        ],
-        env=ENV,
-    )
+    stub = stub_process(stub_port, REPLY)
     direct = f"http://127.0.0.1:{stub_port}/v1"
     trees = {"this": REPO}
     if args.baseline_tree:
