@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
@@ -60,6 +61,10 @@ class Guard:
         self.requests_in_flight = 0
         """HTTP requests this process is serving now (kept by
         ``proxy.middleware.UnexpectedErrors``): a lone one's instruction step runs in place."""
+        self._steps_in_threads = 0
+        """Instruction steps running in worker threads, those whose request timed out included
+        (a thread cannot be stopped): while one runs, no step runs in place."""
+        self._steps_lock = threading.Lock()
         self.remote_caches = False
         """The instruction step's caches are across the network (Redis, ``proxy.app.
         attach_store``): a lookup may block for the store's timeout, so a model-backed step
@@ -116,12 +121,25 @@ class Guard:
                     instruction = generator.generate(messages, policy)
                 else:
                     instruction = await asyncio.wait_for(
-                        asyncio.to_thread(generator.generate, messages, policy),
+                        asyncio.to_thread(self._step_in_thread, generator, messages, policy),
                         timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
             self.failed(policy, "instruction", exc)
             instruction = NO_INSTRUCTION
         return instruction, time.perf_counter() - started
+
+    def _step_in_thread(self, generator: InstructionGenerator, messages: Messages,
+                        policy: Policy) -> Instruction:
+        """``generator.generate`` in a worker thread, counted while it runs: a step whose
+        request timed out goes on in its thread, and may hold what a step in place would wait
+        for (the reader's caches, the second look's judge batch)."""
+        with self._steps_lock:
+            self._steps_in_threads += 1
+        try:
+            return generator.generate(messages, policy)
+        finally:
+            with self._steps_lock:
+                self._steps_in_threads -= 1
 
     def in_place(self, generator: InstructionGenerator, policy: Policy,
                  messages: Messages) -> bool:
@@ -129,7 +147,8 @@ class Guard:
         nothing in the step that could hold the loop: one request in flight
         (``requests_in_flight``), no input check beside the step (its batch waits for the
         loop), no judge batch still running (a timed-out check's: the step's second look may
-        wait for a reading that batch is computing), local caches (``remote_caches``), a
+        wait for a reading that batch is computing), no step still running in a worker thread
+        (a timed-out request's), local caches (``remote_caches``), a
         prompt of at most ``IN_PLACE_MAX_CHARS``
         (the step stays a few milliseconds, which the check timeout could not cut short in
         place), and the policy's principles already embedded (a generator's ``prepared``, where
@@ -140,6 +159,7 @@ class Guard:
         prepared = getattr(generator, "prepared", None)
         return (self.requests_in_flight <= 1 and not policy.checks.input
                 and all(batcher.idle for batcher in self._batchers.values())
+                and self._steps_in_threads == 0
                 and not self.remote_caches
                 and len(prompt_text(messages)) <= IN_PLACE_MAX_CHARS
                 and (prepared is None or bool(prepared(policy))))

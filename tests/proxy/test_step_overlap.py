@@ -235,3 +235,18 @@ def test_a_step_runs_off_the_loop_while_a_judge_batch_is_still_running(
     ask(gateway, "default", prompt, stream=False)
     assert [t == gateway.loop_thread for t in gateway.instructions.threads] == [
         True, False, True]
+
+
+def test_a_step_runs_off_the_loop_while_a_timed_out_step_still_runs_in_its_thread(
+        gateway: Gateway) -> None:
+    """A request whose instruction step timed out is answered, but its worker thread goes on;
+    the next lone request's step run in place could wait on what that thread holds and hold
+    the whole event loop until it ended."""
+    prompt = "Should I call my neighbour?"
+    gateway.guard._steps_in_threads = 1  # as a timed-out request's step, still running
+    try:
+        ask(gateway, "default", prompt, stream=False)
+    finally:
+        gateway.guard._steps_in_threads = 0
+    ask(gateway, "default", prompt, stream=False)
+    assert [t == gateway.loop_thread for t in gateway.instructions.threads] == [False, True]
