@@ -50,8 +50,8 @@ class StubUpstream:
     """When set, the reply is a tool call with these arguments."""
     script: list[dict[str, Any]] | None = None
     """When set, the reply has one choice per message here (fields: content, refusal,
-    reasoning_content, function_call, tool_calls), each text streamed word by word, the
-    choices interleaved."""
+    reasoning_content, reasoning, audio, function_call, tool_calls of type function or
+    custom), each text streamed word by word, the choices interleaved."""
     slow_seconds: float = 3.0
     chunk_delay: float = 0.0
     usage_nulls: bool = False
@@ -234,20 +234,27 @@ def _words(text: str) -> list[str]:
 
 
 def _deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """A scripted message as the deltas a provider streams: role, then each text word by word."""
+    """A scripted message as the deltas a provider streams: role, then each text word by word
+    (an audio reply's transcript too, after a piece of its audio data; a function call's
+    arguments and a custom tool call's input)."""
     out: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-    for key in ("reasoning_content", "content", "refusal"):
+    for key in ("reasoning_content", "reasoning", "content", "refusal"):
         out += [{key: w} for w in _words(message.get(key) or "") if message.get(key)]
+    audio = message.get("audio")
+    if audio:
+        out.append({"audio": {"id": audio["id"], "data": audio["data"], "transcript": ""}})
+        out += [{"audio": {"transcript": w}} for w in _words(audio["transcript"])]
     call = message.get("function_call")
     if call:
         out.append({"function_call": {"name": call["name"], "arguments": ""}})
         out += [{"function_call": {"arguments": w}} for w in _words(call["arguments"])]
     for n, tool in enumerate(message.get("tool_calls") or []):
-        out.append({"tool_calls": [{"index": n, "id": tool["id"], "type": "function",
-                                    "function": {"name": tool["function"]["name"],
-                                                 "arguments": ""}}]})
-        out += [{"tool_calls": [{"index": n, "function": {"arguments": w}}]}
-                for w in _words(tool["function"]["arguments"])]
+        kind = tool["type"]
+        text = "arguments" if kind == "function" else "input"
+        out.append({"tool_calls": [{"index": n, "id": tool["id"], "type": kind,
+                                    kind: {"name": tool[kind]["name"], text: ""}}]})
+        out += [{"tool_calls": [{"index": n, kind: {text: w}}]}
+                for w in _words(tool[kind][text])]
     return out
 
 
