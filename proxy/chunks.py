@@ -132,9 +132,10 @@ class ChoiceText:
 
 
 def by_choice(chunk: Chunk) -> list[tuple[int, Chunk]]:
-    """The chunk split into one chunk per choice (a chunk may carry several), by index."""
-    return [(int(c.get("index", 0)), {**chunk, "choices": [c]})
-            for c in chunk.get("choices") or []]
+    """The chunk split into one chunk per choice (a chunk may carry several), by index (its
+    place when it has none, as ``proxy.upstream.checked_choices`` reads it)."""
+    return [(int(c.get("index", at)), {**chunk, "choices": [c]})
+            for at, c in enumerate(chunk.get("choices") or [])]
 
 
 def delta_of(piece: Chunk) -> ReplyMessage:
