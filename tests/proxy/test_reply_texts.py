@@ -17,6 +17,8 @@ import pytest
 from streams import by_choice, events, plain, sse
 from stub_upstream import StubUpstream
 
+pytestmark = pytest.mark.both_paths
+
 VIOLENT = "then stab the guard at the gate and walk away"
 CALM = "Talk to him calmly tomorrow and tell him how the insult made you feel."
 HIDING_PLACES: dict[str, dict[str, Any]] = {
