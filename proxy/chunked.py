@@ -1,13 +1,15 @@
 """The stream modes that send while the upstream is still writing: chunked and monitor.
 
 chunked: each choice's deltas are held; once ``window_tokens`` more tokens of readable text
-(content, reasoning, refusal, call arguments) have arrived, the whole reply so far is checked,
-the same way a plain reply is, and if it passes the held text is released up to the end of its
+(every text the client can read: ``proxy.chunks.readable_text``) have arrived, the whole reply
+so far is checked, the same way a plain reply is, and if it passes the held text is released up to the end of its
 last complete sentence (or line): the judge has read every released sentence whole, and the
 sentence being written waits for the next check. When the choice ends, the whole reply is
 checked: this last check *is* the plain-mode check, so the final verdict is the plain verdict
 whatever the window size. A reply so far that is flagged holds everything after it until that
-last check decides, so a window-only false positive costs latency, not the reply.
+last check decides, so a window-only false positive costs latency, not the reply. A choice
+with audio is held to its end the same way: the audio is checked only through its transcript,
+and a partial check cannot vouch for audio that may run ahead of the transcript.
 
 monitor: everything passes at once; at the end each choice's whole reply is checked and the
 verdict reported in a last chunk (``choices: []``, a ``vilmo`` object). No protection.
@@ -25,6 +27,7 @@ from proxy.call import Call
 from proxy.chunks import (
     ChoiceText,
     by_choice,
+    carries_unread,
     chunk_like,
     delta_of,
     readable_text,
@@ -56,7 +59,8 @@ class _Choice:
     ends: list[bool] = field(default_factory=list)  # per held chunk: a sentence ends with it
     settled: str = ""  # the reply so far up to its last sentence end: what a release may carry
     unchecked_tokens: int = 0
-    flagged: bool = False  # the reply so far failed a check: hold the rest until the end
+    flagged: bool = False  # hold the rest until the end: the reply so far failed a check, or
+    # the choice carries audio (whose words a partial check of its transcript cannot vouch for)
     released: bool = False
     done: bool = False
 
@@ -123,6 +127,7 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
                 delta = delta_of(piece)
                 choice.text.add(delta)
                 choice.hold(piece, readable_text(delta))
+                choice.flagged = choice.flagged or carries_unread(delta)
                 if piece["choices"][0].get("finish_reason"):
                     for out in await finish(index, choice):
                         yield out

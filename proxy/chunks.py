@@ -5,8 +5,9 @@ created) for refusals, and the stream's total deadline."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 from proxy.errors import StreamTimeout
@@ -14,9 +15,23 @@ from proxy.protocol import ReplyMessage
 from proxy.upstream import Chunk, Closing, Completion
 
 CONTENT_FILTER = "content_filter"
-TEXT_FIELDS = ("reasoning_content", "content", "refusal")
-"""The plain-text fields of a message or delta a client can read (besides call arguments)."""
+NOT_TEXT_FIELDS = frozenset({"role", "id", "type", "index", "tool_call_id"})
+"""Fields of a message or delta, at any depth, whose strings are labels or ids the upstream
+sets, never words of the reply. Every other string a client can read is checked (refuse by
+default: content, refusal, reasoning of any name, audio transcripts, call names, arguments
+and custom tool inputs, annotations, and fields not known yet)."""
+NOT_TEXT_PATHS = frozenset({("audio", "data")})
+"""Paths (keys only, without list positions) of strings that are not text: the base64 audio
+of an audio reply (its words are in ``audio.transcript``, which is checked)."""
+TEXT_ORDER = ("reasoning_content", "reasoning", "content", "refusal", "audio", "transcript",
+              "function_call", "tool_calls", "name", "arguments", "input")
+"""The order a choice's texts are read in (others after these, by name): fixed, so that a
+stream and its plain reply read the same whatever order their fields came in."""
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+
+TextPath = tuple[str | int, ...]
+"""Where a string sits in a message: keys, and for list items their ``index`` (a streamed
+tool call's) or position."""
 
 
 def tokens(text: str) -> int:
@@ -24,56 +39,103 @@ def tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+def texts_of(message: Mapping[str, Any]) -> Iterator[tuple[TextPath, str]]:
+    """Every readable string of a message (or a delta), with where it sits. Iterative: an
+    upstream's nesting, however deep, cannot exhaust the stack."""
+    stack: list[tuple[object, TextPath, tuple[str, ...]]] = []
+    for key, value in message.items():  # a delta's own strings first, without the stack
+        if isinstance(value, str):
+            if value and key not in NOT_TEXT_FIELDS:
+                yield (key,), value
+        elif isinstance(value, (Mapping, list)):
+            stack.append((value, (key,), (key,)))
+    stack.reverse()
+    while stack:
+        value, path, keys = stack.pop()
+        if isinstance(value, str):
+            if value and keys[-1] not in NOT_TEXT_FIELDS and keys not in NOT_TEXT_PATHS:
+                yield path, value
+        elif isinstance(value, Mapping):
+            stack.extend((inner, (*path, str(key)), (*keys, str(key)))
+                         for key, inner in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, _position(item, at)), keys)
+                         for at, item in reversed(list(enumerate(value))))
+
+
+def carries_unread(delta: Mapping[str, Any]) -> bool:
+    """Whether a delta carries what no check can read (``NOT_TEXT_PATHS``: audio data): what
+    it says is known only from the choice's text as a whole."""
+    for path in NOT_TEXT_PATHS:
+        value: object = delta
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if value:
+            return True
+    return False
+
+
+def _position(item: object, at: int) -> int:
+    """A list item's place: its ``index`` (a streamed tool call's), else where it is."""
+    index = item.get("index") if isinstance(item, Mapping) else None
+    return index if type(index) is int else at
+
+
+def _order(path: TextPath) -> tuple[tuple[int, int, str], ...]:
+    return tuple((0, step, "") if isinstance(step, int) else
+                 (1, TEXT_ORDER.index(step) if step in TEXT_ORDER else len(TEXT_ORDER), step)
+                 for step in path)
+
+
 def readable_text(message: Mapping[str, Any]) -> str:
-    """Every text of a message (or a delta) that reaches the client, and so is checked:
-    reasoning, content, refusal, and the arguments of the function call and tool calls."""
-    parts = [str(message.get(key) or "") for key in TEXT_FIELDS]
-    calls = [message.get("function_call")]
-    calls += [c.get("function") for c in message.get("tool_calls") or [] if isinstance(c, dict)]
-    parts += [str(c.get("arguments") or "") for c in calls if isinstance(c, dict)]
-    return "\n".join(p for p in parts if p)
+    """Every text of a message (or a delta) that reaches the client, and so is checked: every
+    string but the labels and ids of ``NOT_TEXT_FIELDS`` and the audio data."""
+    text = ChoiceText()
+    text.add(message)
+    return text.text
 
 
 def reply_texts(completion: Completion) -> dict[int, str]:
-    """The readable text of each choice of a reply, by choice index."""
+    """The readable text of each choice of a reply, by choice index (the upstream's choices
+    are checked at the boundary: ``proxy.upstream.check_choices``)."""
     texts = {int(c.get("index", i)): readable_text(c.get("message") or {})
              for i, c in enumerate(completion.get("choices") or [])}
     return texts or {0: ""}
 
 
 class ChoiceText:
-    """One choice of a streamed reply, rebuilt from its deltas into the message a plain reply
-    would carry, so that a stream is checked on exactly the text its plain reply would be."""
+    """One choice of a streamed reply, its deltas' texts joined field by field into the texts
+    its plain reply would carry, so that a stream is checked on exactly the text its plain
+    reply would be (a plain message is one delta)."""
+
+    __slots__ = ("_paths", "_text", "_texts")
 
     def __init__(self) -> None:
-        self.message: dict[str, Any] = {}
-        self._calls: dict[int, dict[str, str]] = {}
+        self._texts: dict[TextPath, str] = {}
+        self._paths: list[TextPath] = []  # in ``TEXT_ORDER``
+        self._text: str | None = ""
 
     def add(self, delta: Mapping[str, Any]) -> None:
-        for key in TEXT_FIELDS:
-            if delta.get(key):
-                self.message[key] = self.message.get(key, "") + str(delta[key])
-        call = delta.get("function_call")
-        if isinstance(call, dict) and call.get("arguments"):
-            function = self.message.setdefault("function_call", {"arguments": ""})
-            function["arguments"] += str(call["arguments"])
-        for part in delta.get("tool_calls") or []:
-            if isinstance(part, dict):
-                arguments = (part.get("function") or {}).get("arguments") or ""
-                tool = self._calls.setdefault(int(part.get("index", 0)), {"arguments": ""})
-                tool["arguments"] += str(arguments)
-        if self._calls:
-            self.message["tool_calls"] = [{"function": f} for _, f in sorted(self._calls.items())]
+        for path, text in texts_of(delta):
+            if path in self._texts:
+                self._texts[path] += text
+            else:
+                self._texts[path] = text
+                bisect.insort(self._paths, path, key=_order)
+            self._text = None
 
     @property
     def text(self) -> str:
-        return readable_text(self.message)
+        if self._text is None:
+            self._text = "\n".join(self._texts[path] for path in self._paths)
+        return self._text
 
 
 def by_choice(chunk: Chunk) -> list[tuple[int, Chunk]]:
-    """The chunk split into one chunk per choice (a chunk may carry several), by index."""
-    return [(int(c.get("index", 0)), {**chunk, "choices": [c]})
-            for c in chunk.get("choices") or []]
+    """The chunk split into one chunk per choice (a chunk may carry several), by index (its
+    place when it has none, as ``proxy.upstream.checked_choices`` reads it)."""
+    return [(int(c.get("index", at)), {**chunk, "choices": [c]})
+            for at, c in enumerate(chunk.get("choices") or [])]
 
 
 def delta_of(piece: Chunk) -> ReplyMessage:

@@ -29,7 +29,7 @@ from proxy.errors import (
 from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.relay import SSEReader
 from proxy.settings import ConfigError, Deployment, GatewayConfig, configured_name
-from proxy.upstream import Upstream, no_cookies
+from proxy.upstream import Upstream, checked_choices, no_cookies
 from vilmo.yamlfile import FileIssue
 
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -190,12 +190,11 @@ class DirectUpstream:
             completion = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             completion = None
-        if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
+        if not isinstance(completion, dict):
             raise UpstreamFailed(f"the upstream for model {model!r} did not answer with a chat "
                                  "completion", code="upstream_malformed")
-        for choice in completion["choices"]:
-            if isinstance(choice, dict):
-                choice.setdefault("finish_reason", None)
+        for choice in checked_choices(completion, "message", model)["choices"]:
+            choice.setdefault("finish_reason", None)
         return cast(ChatCompletion, completion)
 
     async def stream(self, params: UpstreamParams) -> AsyncIterator[ChatCompletionChunk]:

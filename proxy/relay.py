@@ -15,6 +15,7 @@ from typing import Any, Self, cast
 
 from proxy.errors import Redactor, UpstreamFailed
 from proxy.protocol import ChatCompletionChunk
+from proxy.upstream import checked_choices
 
 
 class RawChunk(dict[str, Any]):
@@ -139,12 +140,11 @@ class SSEReader:
             message = error.get("message") if isinstance(error, dict) else error
             raise UpstreamFailed(f"the upstream for model {self.model!r} failed mid-stream: "
                                  f"{self.redact.cut(str(message))}", code="upstream_error")
-        complete = all(isinstance(c, dict) and "finish_reason" in c
-                       for c in parsed.get("choices") or ())
+        checked_choices(parsed, "delta", self.model)
+        complete = all("finish_reason" in c for c in parsed.get("choices") or ())
         chunk = RawChunk(parsed, data if len(lines) == 1 and complete else None)
         for choice in chunk.get("choices") or ():
-            if isinstance(choice, dict):
-                choice.setdefault("finish_reason", None)  # as LiteLLM's chunks always have it
+            choice.setdefault("finish_reason", None)  # as LiteLLM's chunks always have it
         return chunk
 
 
@@ -162,8 +162,7 @@ async def _drain(events: AsyncIterator[RawChunk]) -> None:
 
 
 def has_finish_reason(chunk: RawChunk) -> bool:
-    return any(isinstance(c, dict) and c.get("finish_reason")
-               for c in chunk.get("choices") or ())
+    return any(c.get("finish_reason") for c in chunk.get("choices") or ())
 
 
 DRAIN_S = 0.25

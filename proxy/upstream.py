@@ -54,7 +54,8 @@ class LiteLLMUpstream:
         model = str(params["model"])
         with map_upstream_errors(self._redact, model):
             response = await self._router.acompletion(**params)
-        return cast(Completion, wire_dict(response.model_dump(exclude_none=True)))
+        reply = wire_dict(response.model_dump(exclude_none=True))
+        return cast(Completion, checked_choices(reply, "message", model))
 
     async def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]:
         model = str(params["model"])
@@ -64,7 +65,8 @@ class LiteLLMUpstream:
         with map_upstream_errors(self._redact, model, reached=True):
             try:
                 async for chunk in response:
-                    yield cast(Chunk, wire_dict(chunk.model_dump(exclude_none=True)))
+                    piece = wire_dict(chunk.model_dump(exclude_none=True))
+                    yield cast(Chunk, checked_choices(piece, "delta", model))
             finally:
                 close = getattr(response, "aclose", None)
                 if close is not None:
@@ -143,6 +145,40 @@ def wire_dict(obj: dict[str, Any]) -> dict[str, Any]:
                 for name in _INTERNAL_FIELDS:
                     inner.pop(name, None)
     return obj
+
+
+def checked_choices(reply: dict[str, Any], part: str, model: str) -> dict[str, Any]:
+    """The reply (``part="message"``) or stream chunk (``"delta"``) of an upstream, once its
+    choices are as the gateway reads them: a list (a chunk's may be missing or null) of
+    objects with distinct integer indexes, each ``part`` an object or null. Anything else is
+    a 502 ``upstream_malformed``, never a crash, and never two choices under one index (of
+    which only one would be checked)."""
+    choices = reply.get("choices")
+    problem = (_malformed(choices, part) if choices is not None or part == "message"
+               else None)
+    if problem is not None:
+        raise UpstreamFailed(f"the upstream for model {model!r} sent {problem}",
+                             code="upstream_malformed")
+    return reply
+
+
+def _malformed(choices: object, part: str) -> str | None:
+    """What is wrong with an upstream's ``choices``, or None."""
+    if not isinstance(choices, list):
+        return "choices that are not a list"
+    seen: set[int] = set()
+    for position, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            return "a choice that is not an object"
+        index = choice.get("index", position)
+        if type(index) is not int or index < 0:
+            return "a choice whose index is not a whole number"
+        if index in seen:
+            return f"two choices with index {index}"
+        seen.add(index)
+        if choice.get(part) is not None and not isinstance(choice[part], dict):
+            return f"a choice whose {part} is not an object"
+    return None
 
 
 class Closing(AsyncIterator[Chunk]):

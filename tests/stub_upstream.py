@@ -11,7 +11,8 @@ Behaviour is chosen by the model name the gateway forwards:
   stub-bad-sse-first  the first event is not JSON
   stub-invalid-json answers 200 with a body that is not JSON (streams: as stub-bad-sse-first)
   stub-no-choices   answers 200 with ``choices: []`` (streams: chunks with no choices)
-  anything else     answers ``reply`` (streamed word by word when asked to), or ``script``
+  anything else     answers ``reply`` (streamed word by word when asked to), or ``script``,
+                    or ``raw_choices``
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ class StubUpstream:
     """When set, the reply is a tool call with these arguments."""
     script: list[dict[str, Any]] | None = None
     """When set, the reply has one choice per message here (fields: content, refusal,
-    reasoning_content, function_call, tool_calls), each text streamed word by word, the
-    choices interleaved."""
+    reasoning_content, reasoning, audio, function_call, tool_calls of type function or
+    custom), each text streamed word by word, the choices interleaved."""
+    raw_choices: Any = None
+    """When set, the reply's ``choices`` exactly (malformed ones too); a stream sends them in
+    one chunk (each ``message`` as ``delta``), then choice 0 finished."""
     slow_seconds: float = 3.0
     chunk_delay: float = 0.0
     usage_nulls: bool = False
@@ -72,6 +76,7 @@ class StubUpstream:
         self.reply_when_warned = None
         self.tool_arguments = None
         self.script = None
+        self.raw_choices = None
         self.chunk_delay = 0.0
         self.usage_nulls = False
         self.slow_seconds = StubUpstream.slow_seconds
@@ -126,6 +131,8 @@ class StubUpstream:
                             media_type="application/json")
         created = int(time.time())
         completion_id = f"chatcmpl-stub{len(self.received)}"
+        if self.raw_choices is not None:
+            return self._raw(completion_id, created, model, bool(body.get("stream")))
         if body.get("stream"):
             chunks = (self._scripted(completion_id, created, model) if self.script is not None
                       else self._chunks(body, completion_id, created, model))
@@ -150,6 +157,20 @@ class StubUpstream:
             "usage": {"prompt_tokens": 11, "completion_tokens": 13, "total_tokens": 24},
             "system_fingerprint": "fp_stub",
         })
+
+    def _raw(self, cid: str, created: int, model: str, stream: bool) -> Response:
+        head = {"id": cid, "created": created, "model": model}
+        if not stream:
+            return JSONResponse({**head, "object": "chat.completion",
+                                 "choices": self.raw_choices})
+        choices = [{("delta" if k == "message" else k): v for k, v in c.items()}
+                   if isinstance(c, dict) else c for c in self.raw_choices] \
+            if isinstance(self.raw_choices, list) else self.raw_choices
+        events = [{**head, "object": "chat.completion.chunk", "choices": choices},
+                  {**head, "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+        return StreamingResponse(iter([*(f"data: {json.dumps(e)}\n\n" for e in events),
+                                       "data: [DONE]\n\n"]), media_type="text/event-stream")
 
     async def _chunks(self, body: dict[str, Any], cid: str, created: int, model: str,
                       ) -> AsyncIterator[str]:
@@ -234,20 +255,27 @@ def _words(text: str) -> list[str]:
 
 
 def _deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """A scripted message as the deltas a provider streams: role, then each text word by word."""
+    """A scripted message as the deltas a provider streams: role, then each text word by word
+    (an audio reply's transcript too, after a piece of its audio data; a function call's
+    arguments and a custom tool call's input)."""
     out: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-    for key in ("reasoning_content", "content", "refusal"):
+    for key in ("reasoning_content", "reasoning", "content", "refusal"):
         out += [{key: w} for w in _words(message.get(key) or "") if message.get(key)]
+    audio = message.get("audio")
+    if audio:
+        out.append({"audio": {"id": audio["id"], "data": audio["data"], "transcript": ""}})
+        out += [{"audio": {"transcript": w}} for w in _words(audio["transcript"])]
     call = message.get("function_call")
     if call:
         out.append({"function_call": {"name": call["name"], "arguments": ""}})
         out += [{"function_call": {"arguments": w}} for w in _words(call["arguments"])]
     for n, tool in enumerate(message.get("tool_calls") or []):
-        out.append({"tool_calls": [{"index": n, "id": tool["id"], "type": "function",
-                                    "function": {"name": tool["function"]["name"],
-                                                 "arguments": ""}}]})
-        out += [{"tool_calls": [{"index": n, "function": {"arguments": w}}]}
-                for w in _words(tool["function"]["arguments"])]
+        kind = tool["type"]
+        text = "arguments" if kind == "function" else "input"
+        out.append({"tool_calls": [{"index": n, "id": tool["id"], "type": kind,
+                                    kind: {"name": tool[kind]["name"], text: ""}}]})
+        out += [{"tool_calls": [{"index": n, kind: {text: w}}]}
+                for w in _words(tool[kind][text])]
     return out
 
 

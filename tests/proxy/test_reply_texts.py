@@ -3,7 +3,9 @@
 The keyword fake judges ("stab" goes against mft.care); the stub upstream scripts replies with
 reasoning, refusals, function calls and several choices. Each test failed before the fix:
 function_call arguments and reasoning_content were never checked, and chunked mode merged all
-choices into choice 0 while every mode judged all choices joined.
+choices into choice 0 while every mode judged all choices joined. Later (refuse by default):
+audio transcripts, custom tool inputs, call names and ``reasoning`` were not checked, and their
+text reached the client in plain replies and in buffer and chunked streams.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pytest
 from streams import by_choice, events, plain, sse
 from stub_upstream import StubUpstream
 
+pytestmark = pytest.mark.both_paths
+
 VIOLENT = "then stab the guard at the gate and walk away"
 CALM = "Talk to him calmly tomorrow and tell him how the insult made you feel."
 HIDING_PLACES: dict[str, dict[str, Any]] = {
@@ -25,6 +29,15 @@ HIDING_PLACES: dict[str, dict[str, Any]] = {
     "refusal": {"refusal": f"I will not say {VIOLENT}."},
     "tool_calls": {"tool_calls": [{"id": "call_1", "type": "function", "function": {
         "name": "plan", "arguments": json.dumps({"step": VIOLENT})}}]},
+    # Fields not read before (issue: review of the guard's coverage): an audio reply's
+    # transcript, a custom tool call's input, a call's name, reasoning under another name.
+    "audio": {"content": None, "audio": {"id": "audio_1", "data": "UklGRiQAAABXQVZF",
+                                         "expires_at": 1, "transcript": f"Sure, {VIOLENT}."}},
+    "custom_tool": {"tool_calls": [{"id": "call_1", "type": "custom", "custom": {
+        "name": "say", "input": f"Sure, {VIOLENT}."}}]},
+    "tool_name": {"tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "stab_the_guard", "arguments": "{}"}}]},
+    "reasoning": {"reasoning": f"The user wants revenge, so {VIOLENT}.", "content": CALM},
 }
 STREAMED_PLACES = [p for p in HIDING_PLACES if p != "refusal"]
 """LiteLLM (1.x) drops ``refusal`` deltas from streams, so no client sees them there; the
@@ -52,6 +65,27 @@ def test_every_readable_text_is_held_and_checked_in_streams(gateway: str, stub: 
     assert "stab" not in "".join(lines)
     texts, finishes = by_choice(lines)
     assert finishes == {0: "content_filter"} and "REFUSED-BY-POLICY" in texts[0]
+
+
+AUDIO_DATA = "UklGRiQAAABXQVZFZm10IBAAAAABAAEA"
+
+
+@pytest.mark.parametrize("violent", [True, False])
+def test_chunked_mode_holds_an_audio_choice_to_its_end(gateway: str, stub: StubUpstream,
+                                                       violent: bool) -> None:
+    """Audio is checked only through its transcript, and its data may run ahead of it: a calm
+    first sentence must not release the audio of a violent second one."""
+    transcript = f"{CALM} Sure, {VIOLENT}." if violent else f"{CALM} {CALM}"
+    stub.script = [{"content": None, "audio": {"id": "audio_1", "data": AUDIO_DATA,
+                                               "expires_at": 1, "transcript": transcript}}]
+    status, lines = sse(gateway, "g-block-chunked")
+    assert status == 200 and lines[-1] == "data: [DONE]"
+    _, finishes = by_choice(lines)
+    if violent:
+        assert AUDIO_DATA not in "".join(lines) and "stab" not in "".join(lines)
+        assert finishes == {0: "content_filter"}
+    else:
+        assert AUDIO_DATA in "".join(lines) and finishes == {0: "stop"}
 
 
 @pytest.mark.parametrize("place", STREAMED_PLACES)

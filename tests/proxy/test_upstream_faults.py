@@ -17,6 +17,7 @@ fallbacks stays there by design under ``upstream.direct: auto``).
                                                         502 if first event
     invalid JSON          502     502                   502 (upstream_malformed)
     no choices            200     502                   502 (upstream_malformed: no finish_reason)
+    malformed choices     502     502                   502 (upstream_malformed)
 """
 
 from __future__ import annotations
@@ -299,6 +300,39 @@ def test_a_reply_without_choices_passes_and_such_a_stream_is_a_502(faulty: Gatew
     message = assert_envelope(response, text, 502, "upstream_malformed")
     assert "finish_reason" in message
     assert recorded(faulty, ("200", None), ("502", "upstream_malformed"))
+
+
+MALFORMED_CHOICES: dict[str, object] = {
+    "not a list": {"index": 0, "message": {"content": "Hi."}},
+    "not an object": ["oops"],
+    "null": [None],
+    "index not a number": [{"index": "a", "message": {"content": "Hi."}}],
+    "message not an object": [{"index": 0, "message": "Hi."}],
+    "one index twice": [{"index": 0, "message": {"content": "Hi."}},
+                        {"index": 0, "message": {"content": "Ho."}}],
+}
+"""Choices the gateway cannot read as choices (before: a 500 ``internal_error`` on the direct
+path, a crash reading them); two under one index would have had only one checked."""
+LITELLM_STREAMS_THEM = ("index not a number", "one index twice")
+"""Those LiteLLM's Router passes on in a stream's chunks (it fails on the others itself)."""
+
+
+@pytest.mark.parametrize("policy", MODES)
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("choices", list(MALFORMED_CHOICES))
+def test_malformed_choices_are_a_502(faulty: Gateway, stub: StubUpstream, upstream_path: str,
+                                     policy: str, stream: bool, choices: str) -> None:
+    stub.raw_choices = MALFORMED_CHOICES[choices]
+    response, text = send(faulty, "stub", policy, stream)
+    if upstream_path == "direct" or (stream and choices in LITELLM_STREAMS_THEM):
+        assert_envelope(response, text, 502, "upstream_malformed")  # the gateway's own check
+        assert recorded(faulty, ("502", "upstream_malformed"))
+    elif choices == "one index twice":  # a reply: LiteLLM numbers its choices by their place
+        assert response.status_code == 200, text
+        assert [c["index"] for c in json.loads(text)["choices"]] == [0, 1]
+    else:  # LiteLLM fails on the rest itself, as its own upstream error: a 502, never a 500
+        assert response.status_code == 502, text
+        assert json.loads(text)["error"]["code"] in ("upstream_error", "upstream_unreachable")
 
 
 def test_an_upstream_failure_is_logged_on_one_line(faulty: Gateway, upstream_path: str) -> None:
