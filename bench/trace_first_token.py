@@ -27,7 +27,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -36,7 +35,15 @@ from pathlib import Path
 import httpx
 from bench_request_path import policy_dir
 from bench_serving import REPLY
-from harness import ENV, REPO, chat_body, prompts, stub_process, timed_stream, wait_ready
+from harness import (
+    REPO,
+    chat_body,
+    prompts,
+    stub_process,
+    timed_stream,
+    traced_gateway,
+    wait_ready,
+)
 
 BOOT = r"""
 import contextvars, functools, inspect, itertools, json, os, re, signal, sys, time
@@ -154,28 +161,6 @@ def kinds(requests: list[list[tuple[str, float]]]) -> dict[str, list[list[tuple[
     return out
 
 
-def start_gateway(tree: Path, work: Path, name: str, policies: Path, direct: str,
-                  ) -> tuple[subprocess.Popen[bytes], str]:
-    """``vilmo serve`` of ``tree`` with the marks, on its own store; its /v1 URL."""
-    from stub_upstream import free_port
-
-    config = work / f"{name}.yaml"
-    config.write_text(
-        "model_list:\n  - model_name: stub\n    litellm_params:\n"
-        f"      model: openai/stub\n      api_base: {direct}\n"
-        f"      api_key: sk-bench\nrouter_settings: {{num_retries: 0}}\n"
-        f"policy_dir: {policies}\nstore: {{path: {work / name / 'db'}}}\n"
-    )
-    port = free_port()
-    gateway = subprocess.Popen(
-        [sys.executable, "-c", BOOT, "serve", "--config", str(config), "--port", str(port)],
-        env={**ENV, "PYTHONPATH": str(tree), "TRACE_OUT": str(work / f"{name}.json")},
-        cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    wait_ready(f"http://127.0.0.1:{port}/healthz", gateway)
-    return gateway, f"http://127.0.0.1:{port}/v1"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=60)
@@ -200,7 +185,8 @@ def main() -> None:
     try:
         wait_ready(f"{direct}/models", stub)
         for name, tree in trees.items():
-            gateways[name], urls[name] = start_gateway(tree, work, name, policies, direct)
+            gateways[name], urls[name] = traced_gateway(BOOT, tree, work, name, policies,
+                                                        direct)
         with httpx.Client(timeout=60) as client:
             for r, question in enumerate(prompts(args.rounds + 3)):  # three warm-up rounds
                 for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:
