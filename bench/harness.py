@@ -111,6 +111,28 @@ def start_tree(tree: Path, config: Path, port: int,
     return process
 
 
+def traced_gateway(boot: str, tree: Path, work: Path, name: str, policies: Path, direct: str,
+                   ) -> tuple[subprocess.Popen[bytes], str]:
+    """`vilmo serve` of ``tree`` run by the trace benches' ``boot`` code (their clock-only
+    wrappers; it writes its events to ``work/<name>.json`` on SIGUSR1), over the stub at
+    ``direct`` with its own store, ready to answer; its /v1 URL."""
+    from stub_upstream import free_port
+
+    config = work / f"{name}.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: stub\n    litellm_params:\n"
+        f"      model: openai/stub\n      api_base: {direct}\n"
+        f"      api_key: sk-bench\nrouter_settings: {{num_retries: 0}}\n"
+        f"policy_dir: {policies}\nstore: {{path: {work / name / 'db'}}}\n")
+    port = free_port()
+    gateway = subprocess.Popen(
+        [sys.executable, "-c", boot, "serve", "--config", str(config), "--port", str(port)],
+        env={**ENV, "PYTHONPATH": str(tree), "TRACE_OUT": str(work / f"{name}.json")},
+        cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(f"http://127.0.0.1:{port}/healthz", gateway)
+    return gateway, f"http://127.0.0.1:{port}/v1"
+
+
 def stub_process(port: int, reply: str | None, chunk_delay: float = 0.0,
                  ) -> subprocess.Popen[bytes]:
     """``serve_stub`` in a process of its own (the benches' one upstream on loopback)."""

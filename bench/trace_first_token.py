@@ -9,9 +9,13 @@ its first chunk), the response's headers and the first content. Each round sends
 a `default`-policy monitor-mode stream, as a stream with no policy, and straight to the stub. It
 prints, per kind of request, each mark's median milliseconds since the request's first byte
 (medians of different marks do not add: the second look and the embedding half run for some
-prompts only), and the client's time to the first content chunk per target.
+prompts only), the instruction step's median per kind of request (which passes it ran), and
+the client's time to the first content chunk per target. With ``--baseline-tree``, a gateway of
+that tree too (each round visits the two in alternating order): the step's medians of both, and
+the paired difference of the client's first content chunk (this tree less the baseline, round
+by round: the same question).
 
-    python bench/trace_first_token.py [--rounds 60]
+    python bench/trace_first_token.py [--rounds 60] [--baseline-tree /tmp/base]
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -32,7 +35,15 @@ from pathlib import Path
 import httpx
 from bench_request_path import policy_dir
 from bench_serving import REPLY
-from harness import ENV, REPO, chat_body, prompts, stub_process, timed_stream, wait_ready
+from harness import (
+    REPO,
+    chat_body,
+    prompts,
+    stub_process,
+    timed_stream,
+    traced_gateway,
+    wait_ready,
+)
 
 BOOT = r"""
 import contextvars, functools, inspect, itertools, json, os, re, signal, sys, time
@@ -133,9 +144,30 @@ def medians(requests: list[list[tuple[str, float]]]) -> list[tuple[str, float, i
     return sorted(rows, key=lambda row: row[1])
 
 
+def kinds(requests: list[list[tuple[str, float]]]) -> dict[str, list[list[tuple[str, float]]]]:
+    """The requests by kind: no policy, and `default` monitor streams by which passes their
+    instruction step ran (the reader's embedding half: a value at stake; the second look)."""
+    out: dict[str, list[list[tuple[str, float]]]] = defaultdict(list)
+    for marks in requests:
+        names = {name for name, _ in marks}
+        if "step: choose >" not in names:
+            out["no policy"].append(marks)
+            continue
+        passes = [part for mark, part in (("step: reader, embedding half >", "embedding half"),
+                                          ("step: second look >", "second look"))
+                  if mark in names]
+        out["default monitor"].append(marks)
+        out[f"  monitor, reader{''.join(' + ' + p for p in passes)}"].append(marks)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="also serve this tree, visited in alternating order each round; "
+                             "a last column gives the median of this tree's time less its, "
+                             "round by round")
     args = parser.parse_args()
     from stub_upstream import free_port
 
@@ -144,63 +176,74 @@ def main() -> None:
     stub_port = free_port()
     stub = stub_process(stub_port, REPLY)
     direct = f"http://127.0.0.1:{stub_port}/v1"
-    gateway: subprocess.Popen[bytes] | None = None
-    client_ms: dict[str, list[float]] = defaultdict(list)
+    trees = {"this": REPO}
+    if args.baseline_tree:
+        trees = {"baseline": args.baseline_tree.resolve(), **trees}
+    gateways: dict[str, subprocess.Popen[bytes]] = {}
+    urls: dict[str, str] = {}
+    client_ms: dict[tuple[str, str], list[float]] = defaultdict(list)
     try:
         wait_ready(f"{direct}/models", stub)
-        config = work / "gateway.yaml"
-        config.write_text(
-            "model_list:\n  - model_name: stub\n    litellm_params:\n"
-            f"      model: openai/stub\n      api_base: {direct}\n"
-            f"      api_key: sk-bench\nrouter_settings: {{num_retries: 0}}\n"
-            f"policy_dir: {policies}\nstore: {{path: {work / 'db'}}}\n"
-        )
-        port = free_port()
-        gateway = subprocess.Popen(
-            [sys.executable, "-c", BOOT, "serve", "--config", str(config), "--port", str(port)],
-            env={**ENV, "PYTHONPATH": str(REPO), "TRACE_OUT": str(work / "events.json")},
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_ready(f"http://127.0.0.1:{port}/healthz", gateway)
-        url = f"http://127.0.0.1:{port}/v1"
+        for name, tree in trees.items():
+            gateways[name], urls[name] = traced_gateway(BOOT, tree, work, name, policies,
+                                                        direct)
         with httpx.Client(timeout=60) as client:
             for r, question in enumerate(prompts(args.rounds + 3)):  # three warm-up rounds
-                for label, policy in TARGETS.items():
-                    body = chat_body(question.replace("(case", f"({policy} case"), True)
-                    first, _ = timed_stream(client, url, body, {"X-Vilmo-Policy": policy})
-                    if r >= 3:
-                        client_ms[label].append(first)
+                for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:
+                    for label, policy in TARGETS.items():
+                        body = chat_body(question.replace("(case", f"({policy} case"), True)
+                        first, _ = timed_stream(client, urls[name], body,
+                                                {"X-Vilmo-Policy": policy})
+                        if r >= 3:
+                            client_ms[(label, name)].append(first)
                 first, _ = timed_stream(client, direct, chat_body(question, True), {})
                 if r >= 3:
-                    client_ms["straight to the stub"].append(first)
-        gateway.send_signal(signal.SIGUSR1)
+                    client_ms[("straight to the stub", "")].append(first)
+        for process in gateways.values():
+            process.send_signal(signal.SIGUSR1)
         time.sleep(1.0)
-        events = [(str(n), float(t), r) for n, t, r in json.loads(
-            (work / "events.json").read_text())]
-        # the streams sent (not the start-up's own warm-up), less the warm-up rounds
-        requests = [r for r in timelines(events) if any(n == "first content" for n, _ in r)]
-        requests = requests[2 * 3:]
+        found = {}
+        for name in trees:
+            events = [(str(n), float(t), r) for n, t, r in json.loads(
+                (work / f"{name}.json").read_text())]
+            # the streams sent (not the start-up's own warm-up), less the warm-up rounds
+            requests = [r for r in timelines(events) if any(n == "first content" for n, _ in r)]
+            found[name] = kinds(requests[len(TARGETS) * 3:])
         load = os.getloadavg()[0]
         print(f"first-token timeline at c=1, {args.rounds} rounds, {os.cpu_count()} CPUs, "
               f"load average {load:.1f} at the end; ms since the request's first byte reached "
-              "the app (medians)\n")
-        kinds = {"default monitor": [r for r in requests if any(n == "step: choose >"
-                                                                for n, _ in r)],
-                 "no policy": [r for r in requests if not any(n == "step: choose >"
-                                                              for n, _ in r)]}
-        for label, chosen in kinds.items():
+              "the app (medians), this tree\n")
+        for label in ("default monitor", "no policy"):
+            chosen = found["this"][label]
             print(f"### {label} ({len(chosen)} requests)\n\n| mark | ms | requests |\n|---|---|---|")
             for name, ms, count in medians(chosen):
                 print(f"| {name} | {ms:.2f} | {count} |")
             print()
-        print("| client's first content chunk, median ms | |\n|---|---|")
-        for label, ms_list in client_ms.items():
-            print(f"| {label} | {statistics.median(ms_list):.2f} |")
+        columns = list(trees)
+        print("| instruction step (step > to step <), median ms | requests | "
+              + " | ".join(columns) + " |\n|---|---|" + "---|" * len(columns))
+        for kind in sorted(found["this"]):
+            steps = {name: [dict(m)["step <"] - dict(m)["step >"] for m in found[name][kind]
+                            if "step >" in dict(m)] for name in trees}
+            cells = [f"{statistics.median(steps[n]) * 1000:.2f}" if steps[n] else "" for n in trees]
+            print(f"| {kind} | {len(found['this'][kind])} | " + " | ".join(cells) + " |")
+        paired = "baseline" in trees
+        print("\n| client's first content chunk, median ms | " + " | ".join(columns)
+              + (" | paired Δ |" if paired else " |") + "\n|---|" + "---|" * len(columns)
+              + ("---|" if paired else ""))
+        for label in TARGETS:
+            cells = [f"{statistics.median(client_ms[(label, n)]):.2f}" for n in trees]
+            if paired:  # this tree less the baseline's, round by round (the same question)
+                pairs = zip(client_ms[(label, "baseline")], client_ms[(label, "this")],
+                            strict=True)
+                cells.append(f"{statistics.median(t - b for b, t in pairs):+.2f}")
+            print(f"| {label} | " + " | ".join(cells) + " |")
+        stub_ms = statistics.median(client_ms[("straight to the stub", "")])
+        print(f"| straight to the stub | {stub_ms:.2f} |")
     finally:
-        for process in (gateway, stub):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=20)
+        for process in [*gateways.values(), stub]:
+            process.terminate()
+            process.wait(timeout=20)
         shutil.rmtree(work, ignore_errors=True)
 
 

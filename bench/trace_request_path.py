@@ -24,7 +24,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -34,13 +33,13 @@ import httpx
 from bench_request_path import policy_dir
 from bench_serving import REPLY
 from harness import (
-    ENV,
     REPO,
     chat_body,
     prompts,
     stub_process,
     timed_post,
     timed_stream,
+    traced_gateway,
     wait_ready,
 )
 
@@ -197,24 +196,8 @@ def main() -> None:
     try:
         wait_ready(f"{direct}/models", stub)
         for name, tree in trees.items():
-            config = work / f"{name}.yaml"
-            config.write_text(
-                "model_list:\n  - model_name: stub\n    litellm_params:\n"
-                f"      model: openai/stub\n      api_base: {direct}\n"
-                f"      api_key: sk-bench\nrouter_settings: {{num_retries: 0}}\n"
-                f"policy_dir: {policies}\nstore: {{path: {work / name / 'db'}}}\n"
-            )
-            port = free_port()
-            env = {**ENV, "PYTHONPATH": str(tree), "TRACE_OUT": str(work / f"{name}.json")}
-            gateways[name] = subprocess.Popen(
-                [sys.executable, "-c", BOOT, "serve", "--config", str(config), "--port", str(port)],
-                env=env,
-                cwd=tree,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            wait_ready(f"http://127.0.0.1:{port}/healthz", gateways[name])
-            urls[name] = f"http://127.0.0.1:{port}/v1"
+            gateways[name], urls[name] = traced_gateway(BOOT, tree, work, name, policies,
+                                                        direct)
         with httpx.Client(timeout=60) as client:
             for r in range(args.rounds + 3):  # three warm-up rounds, dropped below
                 for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:

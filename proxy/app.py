@@ -4,6 +4,7 @@ lifespan builds the services (policies, instruction generator, upstream) into ``
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,13 +31,18 @@ log = logging.getLogger(__name__)
 ServicesFactory = Callable[[GatewayConfig], Services]
 
 
-def create_app(config: GatewayConfig, build: ServicesFactory = build_services) -> FastAPI:
+def create_app(config: GatewayConfig, build: ServicesFactory = build_services,
+               freeze_heap: bool = False) -> FastAPI:
+    """``freeze_heap``: a serving worker's app (``app_from_environment``) freezes what its
+    start-up built (``freeze_start_up_heap``)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = app.state.services = build(config)
         store = app.state.store = await asyncio.to_thread(open_store, config.store)
         writer = CacheWriter()
         attach_store(services, store, writer)
+        if freeze_heap:
+            freeze_start_up_heap()
         try:
             yield
         finally:
@@ -72,7 +78,18 @@ def app_from_environment() -> FastAPI:
     config from ``VILMO_CONFIG`` or the embedded defaults, and log redaction for its secrets."""
     config = config_from_environment()
     install_log_redaction(Redactor(config.secrets()))
-    return create_app(config)
+    return create_app(config, freeze_heap=True)
+
+
+def freeze_start_up_heap() -> None:
+    """Put what start-up built (models, policies, imported modules) out of the garbage
+    collector's reach, its own garbage collected first: a full collection then walks only what
+    requests made since, not the whole heap (the first one after start took 57 to 65 ms of a
+    request at c=1, about once in the first 200 to 800 requests; issue 16). Once per process:
+    objects frozen here are never collected, so a process that builds apps again and again
+    (the tests) does not freeze."""
+    gc.collect()
+    gc.freeze()
 
 
 def _respond(request: Request, error: GatewayError) -> JSONResponse:
