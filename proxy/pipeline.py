@@ -41,7 +41,7 @@ from proxy.chunks import iterate, refusal_chunks, reply_texts
 from proxy.errors import ModelNotFound, PolicyOverrideForbidden, UnknownPolicyRequested
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, Facts, Finish, Judgement, Reply, Stream, StreamMode
-from proxy.protocol import UpstreamParams
+from proxy.protocol import UpstreamParams, shown_name
 from proxy.record import Ledger
 from proxy.services import Services
 from proxy.streaming import buffered, live
@@ -183,7 +183,7 @@ def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> 
     if header:
         if not caller.allow_policy_header:
             raise PolicyOverrideForbidden(
-                f"this API key may not choose a policy (X-Vilmo-Policy: {header!r})",
+                f"this API key may not choose a policy (X-Vilmo-Policy: {shown_name(header)!r})",
                 param="X-Vilmo-Policy", code="policy_override_forbidden")
         name: str | None = header
     else:
@@ -192,14 +192,14 @@ def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> 
         return policies.get(name)
     except UnknownPolicy:
         known = f"; known: {', '.join(policies.names())}" if caller.sees_config else ""
-        raise UnknownPolicyRequested(f"unknown policy {name!r}{known}",
+        raise UnknownPolicyRequested(f"unknown policy {shown_name(str(name))!r}{known}",
                                      param="X-Vilmo-Policy", code="policy_not_found") from None
 
 
 def require_model(upstream: Upstream, model: str, caller: Caller) -> None:
     if not upstream.serves(model):
         known = f"; available: {', '.join(upstream.model_names())}" if caller.sees_config else ""
-        raise ModelNotFound(f"the model {model!r} does not exist on this gateway{known}",
+        raise ModelNotFound(f"the model {shown_name(model)!r} does not exist on this gateway{known}",
                             param="model", code="model_not_found")
 
 
