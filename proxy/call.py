@@ -19,6 +19,19 @@ from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 from vilmo.verdict import Verdict
 
+PROMPT_CONTEXT_CHARS = 2000
+"""How much of the prompt (the last user turn) the judge gets with a reply: its head, since
+the packaged classifier reads the prompt's first ``prompt_tokens`` (64) tokens
+(``vilmo.judge.windowing.prompt_head``), about 300 characters of English; 2,000 keep them
+whole for any prompt whose tokens average under 31 characters, so normal prompts are judged as
+before, and a huge prompt costs the judge no more than this."""
+
+
+def judged_prompt(prompt: str | None) -> str | None:
+    """The context the judge reads with a reply: the prompt's first ``PROMPT_CONTEXT_CHARS``
+    characters (None: no prompt). Only the reply counts against ``checks.max_chars``."""
+    return prompt[:PROMPT_CONTEXT_CHARS] if prompt else None
+
 
 @dataclass(slots=True)
 class Call:
@@ -47,7 +60,8 @@ class Call:
         return bool((self.raw.get("stream_options") or {}).get("include_usage"))
 
     def checked(self, text: str) -> ScoreInput:
-        return ScoreInput(response=text, prompt=prompt_text(self.raw["messages"]) or None)
+        """A reply's text to judge, with the head of the last user turn as its context."""
+        return ScoreInput(response=text, prompt=judged_prompt(prompt_text(self.raw["messages"])))
 
 
 def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:

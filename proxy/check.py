@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from proxy.call import judged_prompt
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, verdict_of
@@ -19,13 +20,13 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
     inputs: list[ScoreInput] = []
     reply: ScoreInput | None = None
     if request.text is not None:
-        reply = ScoreInput(request.text, request.prompt)
+        reply = ScoreInput(request.text, judged_prompt(request.prompt))
     elif request.messages:
         messages = [m.model_dump() for m in request.messages]
         users = [message_text(m) for m in messages if m["role"] == "user"]
         inputs = [ScoreInput(t) for t in users if t.strip()]
         if messages[-1]["role"] == "assistant":
-            reply = ScoreInput(message_text(messages[-1]), users[-1] if users else None)
+            reply = ScoreInput(message_text(messages[-1]), judged_prompt(users[-1] if users else None))
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
     size = max(_size(inputs), _size([reply] if reply else []))
@@ -52,7 +53,8 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
 
 
 def _size(items: list[ScoreInput]) -> int:
-    return sum(len(i.response) + len(i.prompt or "") for i in items)
+    """What counts against ``checks.max_chars``: the texts (a prompt is context)."""
+    return sum(len(i.response) for i in items)
 
 
 def _shown(verdict: Verdict | None) -> dict[str, object] | None:

@@ -4,7 +4,9 @@
 classifier fails or runs past ``checks.timeout_s``, a policy with ``on_error: closed`` gets a
 ``GuardFailed`` (never the unchecked text); ``open`` gets ``FAILED_OPEN``: the caller lets the text
 through, marks it, and the failure is counted in ``vilmo_guard_errors_total`` and logged. Texts
-longer than ``checks.max_chars`` in all are not scored and count as such a failure. A check that
+longer than ``checks.max_chars`` in all (a reply's prompt is context and does not count) are not
+scored, and fail closed whatever ``on_error`` says: a client can make a text that long, so
+failing open would let any client choose an unchecked reply. A check that
 times out (or whose client left) stops its work: its unscored parts are dropped by the batcher.
 A check the batcher's queue would not reach before the timeout is refused at once
 (``Overloaded``): the same failure, answered now (503 with Retry-After when closed) instead of
@@ -94,7 +96,7 @@ class Guard:
     async def _scores(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                       ) -> list[dict[str, float]] | None:
         try:
-            size = sum(len(i.response) + len(i.prompt or "") for i in items)
+            size = sum(len(i.response) for i in items)
             if size > policy.checks.max_chars:
                 raise TextTooLarge(f"{size} characters to check, over checks.max_chars "
                                    f"({policy.checks.max_chars})")
@@ -165,17 +167,19 @@ class Guard:
                 and (prepared is None or bool(prepared(policy))))
 
     def failed(self, policy: Policy, stage: Stage, exc: BaseException) -> None:
-        """Count and log a guard failure; raise when the policy fails closed."""
+        """Count and log a guard failure; raise when the policy fails closed, or the text was
+        too large to check (whatever ``on_error``: its size is the client's to choose)."""
         self.metrics.guard_errors.labels(stage).inc()
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if policy.on_error == "closed":
+        too_large = isinstance(exc, TextTooLarge)
+        if policy.on_error == "closed" or too_large:
             log.warning("value check failed at %s (policy %s fails closed): %s",
                         stage, policy.name, reason)
-            too_large = isinstance(exc, TextTooLarge)
             overloaded = isinstance(exc, Overloaded)
+            closed = "a text over checks.max_chars is never passed unchecked" if too_large \
+                else f"policy {policy.name!r} fails closed"
             raise GuardFailed(f"the value check could not run ({stage}"
-                              f"{': ' + str(exc) if too_large or overloaded else ''}); policy "
-                              f"{policy.name!r} fails closed",
+                              f"{': ' + str(exc) if too_large or overloaded else ''}); {closed}",
                               code="check_too_large" if too_large else "guard_unavailable",
                               headers={"Retry-After": "1"} if overloaded else None)
         log.error("value check failed at %s; policy %s fails open, text passed unchecked: %s",

@@ -38,10 +38,15 @@ from typing import Any
 from proxy.actions import blocked, blocked_error, enforce, refusal_completion
 from proxy.call import Call, escalate, open_timed_stream
 from proxy.chunks import iterate, refusal_chunks, reply_texts
-from proxy.errors import ModelNotFound, PolicyOverrideForbidden, UnknownPolicyRequested
+from proxy.errors import (
+    ModelNotFound,
+    PayloadTooLarge,
+    PolicyOverrideForbidden,
+    UnknownPolicyRequested,
+)
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, Facts, Finish, Judgement, Reply, Stream, StreamMode
-from proxy.protocol import UpstreamParams
+from proxy.protocol import UpstreamParams, shown_name
 from proxy.record import Ledger
 from proxy.services import Services
 from proxy.streaming import buffered, live
@@ -73,7 +78,8 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
     facts = note(replace(facts, policy=policy.name,
                          profile=req.caller.key.profile if req.caller.key else None))
     require_model(services.upstream, facts.model, req.caller)
-    checking = asyncio.ensure_future(check_input(services, req.params, policy))   # 2
+    turns = checked_turns(req.params, policy)
+    checking = asyncio.ensure_future(check_input(services, turns, policy))        # 2
     instructing = asyncio.ensure_future(services.guard.instruction(               # 3
         services.instructions, req.params["messages"], policy))
     pending: asyncio.Future[Judgement] | None = checking
@@ -183,7 +189,7 @@ def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> 
     if header:
         if not caller.allow_policy_header:
             raise PolicyOverrideForbidden(
-                f"this API key may not choose a policy (X-Vilmo-Policy: {header!r})",
+                f"this API key may not choose a policy (X-Vilmo-Policy: {shown_name(header)!r})",
                 param="X-Vilmo-Policy", code="policy_override_forbidden")
         name: str | None = header
     else:
@@ -192,23 +198,39 @@ def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> 
         return policies.get(name)
     except UnknownPolicy:
         known = f"; known: {', '.join(policies.names())}" if caller.sees_config else ""
-        raise UnknownPolicyRequested(f"unknown policy {name!r}{known}",
+        raise UnknownPolicyRequested(f"unknown policy {shown_name(str(name))!r}{known}",
                                      param="X-Vilmo-Policy", code="policy_not_found") from None
 
 
 def require_model(upstream: Upstream, model: str, caller: Caller) -> None:
     if not upstream.serves(model):
         known = f"; available: {', '.join(upstream.model_names())}" if caller.sees_config else ""
-        raise ModelNotFound(f"the model {model!r} does not exist on this gateway{known}",
+        raise ModelNotFound(f"the model {shown_name(model)!r} does not exist on this gateway{known}",
                             param="model", code="model_not_found")
 
 
-async def check_input(services: Services, raw: UpstreamParams, policy: Policy) -> Judgement:
+def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
+    """The user turns the input check scores (none without ``checks.input``). Over
+    ``checks.max_chars`` the request is refused (413) before the upstream is called, whatever
+    ``on_error``: the client chose that size, so failing open would let it choose an unchecked
+    input."""
+    if not policy.checks.input:
+        return []
+    turns = [ScoreInput(message_text(m)) for m in raw["messages"]
+             if m.get("role") == "user" and message_text(m).strip()]
+    size = sum(len(turn.response) for turn in turns)
+    if size > policy.checks.max_chars:
+        raise PayloadTooLarge(f"{size} characters of user turns to check; policy "
+                              f"{policy.name!r} checks at most {policy.checks.max_chars} "
+                              "(checks.max_chars)", param="messages", code="check_too_large")
+    return turns
+
+
+async def check_input(services: Services, turns: list[ScoreInput], policy: Policy,
+                      ) -> Judgement:
     """Every user turn is scored, not only the last; per value the highest score counts."""
     if not policy.checks.input:
         return NOT_CHECKED
-    turns = [ScoreInput(message_text(m)) for m in raw["messages"]
-             if m.get("role") == "user" and message_text(m).strip()]
     return await services.guard.check(policy, turns, "input")
 
 

@@ -127,6 +127,17 @@ def forwarded(body: dict[str, Any], also: Collection[str] = (),
     return kept, sorted(k for k in body if k not in FORWARDED_FIELDS and k not in also)
 
 
+MAX_NAME_CHARS = 256
+"""The longest model name a request may send (400 beyond: OpenAI's names are under 64
+characters), and where a client's name is cut when echoed or recorded."""
+
+
+def shown_name(name: str) -> str:
+    """A client-given name (model, policy) as error messages and records show it: cut to
+    ``MAX_NAME_CHARS``, so that a huge one cannot bloat an answer or the audit trail."""
+    return name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "..."
+
+
 class ChatCompletionRequest(BaseModel):
     """POST /v1/chat/completions. The OpenAI fields are type-checked here so a malformed one
     is the client's 400, not a failure inside LiteLLM that would look like the upstream's;
@@ -134,7 +145,7 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
     messages: list[ChatMessageIn] = Field(min_length=1)
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     audio: dict[str, Any] | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from proxy.outcome import Facts, guard_of, verdict_of
+from proxy.protocol import shown_name
 from vilmo.verdict import Verdict
 
 
@@ -84,7 +85,7 @@ def build_record(request_id: str, caller: str, started_at: float, facts: Facts, 
     instruction = facts.instruction
     guard = "ok" if facts.refused else guard_of(facts.reply)
     return RequestRecord(
-        request_id=request_id, caller=caller, model=facts.model, stream=facts.stream,
+        request_id=request_id, caller=caller, model=shown_name(facts.model), stream=facts.stream,
         policy=facts.policy, generator=instruction.generator if instruction else "",
         principles=instruction.principle_ids if instruction else (),
         stakes=instruction.stakes if instruction else (), status=status, error_code=error_code,

@@ -12,13 +12,13 @@ key limits its tokens.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from proxy.chunks import ChoiceText, by_choice, delta_of, reply_texts
+from proxy.chunks import ChoiceText, by_choice, delta_of, reply_texts, tokens
 from proxy.upstream import Chunk, Completion, Upstream
 from vilmo.instruct.instructions import message_text
 
@@ -36,7 +36,9 @@ class Trace:
     replies: list[str] = field(default_factory=list)
     """Each upstream reply's text (the first choice), in order: the last is the final one."""
     tokens: int = 0
-    """``usage.total_tokens`` over every upstream call (streams always ask for it)."""
+    """``usage.total_tokens`` over every upstream call (streams always ask for it); a call
+    that ended without usage (a stream its client left before the usage chunk) counts the
+    estimate of ``estimated_tokens``."""
 
 
 current_trace: ContextVar[Trace | None] = ContextVar("vilmo_trace", default=None)
@@ -69,13 +71,24 @@ def note_prompt(messages: Sequence[Any]) -> None:
                         for m in messages if isinstance(m, dict)]
 
 
-def _note_reply(text: str, usage: object) -> None:
+def estimated_tokens(params: Any, texts: Iterable[str]) -> int:
+    """The tokens of a call whose upstream sent no usage: the messages sent and the text the
+    upstream produced (every choice, relayed to the client or not), counted as
+    ``proxy.chunks.tokens`` counts (words and punctuation)."""
+    messages = (params.get("messages") or []) if isinstance(params, dict) else []
+    return (sum(tokens(message_text(m)) for m in messages if isinstance(m, dict))
+            + sum(tokens(text) for text in texts))
+
+
+def _note_reply(text: str, usage: object, estimate: Callable[[], int]) -> None:
+    """Keep the reply's text and add its tokens: the usage's, else the ``estimate`` (so that
+    leaving a stream before its usage chunk does not escape a key's ``tpm``)."""
     trace = current_trace.get()
     if trace is None:
         return
     trace.replies.append(text)
-    if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
-        trace.tokens += max(0, usage["total_tokens"])
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    trace.tokens += max(0, total) if isinstance(total, int) else estimate()
 
 
 class TimedUpstream:
@@ -99,7 +112,8 @@ class TimedUpstream:
         with timed("upstream"):
             completion = await self.inner.complete(params)
         texts = reply_texts(completion)
-        _note_reply(texts[min(texts)], completion.get("usage"))
+        _note_reply(texts[min(texts)], completion.get("usage"),
+                    lambda: estimated_tokens(params, texts.values()))
         return completion
 
     async def stream(self, params: Any) -> AsyncIterator[Chunk]:
@@ -124,4 +138,5 @@ class TimedUpstream:
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
             if choices or usage:
-                _note_reply(choices[min(choices)].text if choices else "", usage)
+                _note_reply(choices[min(choices)].text if choices else "", usage,
+                            lambda: estimated_tokens(params, (c.text for c in choices.values())))

@@ -127,6 +127,8 @@ GUARD_POLICIES = {
        for on_error in ("open", "closed") for mode in ("buffer", "chunked", "monitor")},
     **{f"g-small-{on_error}": guard_policy("block", on_error=on_error, max_chars=300)
        for on_error in ("open", "closed")},
+    "g-small-input-open": guard_policy("annotate", on_error="open", input_check=True,
+                                       max_chars=300),
     **{f"g-deadline-{mode}": guard_policy("block", mode, stream_timeout_s=1.0)
        for mode in ("buffer", "chunked", "monitor")},
     **{f"g-leave-{mode}": guard_policy("block", mode) for mode in ("buffer", "chunked")},

@@ -5,10 +5,15 @@ policy's only classifier thread for as long as it took (a 1 MB check: 72 s of 50
 
 from __future__ import annotations
 
+import json
+
 import httpx
+import pytest
 from conftest import ADMIN_KEY
 from streams import plain
 from stub_upstream import StubUpstream
+
+from proxy.call import PROMPT_CONTEXT_CHARS, judged_prompt
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 LONG_CALM = "Talk to him calmly tomorrow and tell him how you feel. " * 10  # 550 characters
@@ -26,13 +31,45 @@ def test_check_endpoint_refuses_text_over_the_limit(gateway: str, stub: StubUpst
     assert within.status_code == 200 and within.json()["guard"] == "ok"
 
 
-def test_a_reply_over_the_limit_follows_on_error(gateway: str, stub: StubUpstream) -> None:
+@pytest.mark.parametrize("policy", ["g-small-closed", "g-small-open"])
+def test_a_reply_over_the_limit_is_never_passed_unchecked(gateway: str, stub: StubUpstream,
+                                                          policy: str) -> None:
+    """Under ``on_error: open`` such a reply was delivered unchecked: a client that asks for a
+    long reply could choose that."""
     stub.reply = LONG_CALM + "Then punch him."
-    closed = plain(gateway, "g-small-closed")
-    assert closed.status_code == 503 and "punch" not in closed.text
-    assert closed.json()["error"]["code"] == "check_too_large"
-    opened = plain(gateway, "g-small-open")
-    assert opened.status_code == 200 and opened.headers["x-vilmo-guard"] == "error"
+    response = plain(gateway, policy)
+    assert response.status_code == 503 and "punch" not in response.text
+    assert response.json()["error"]["code"] == "check_too_large"
+
+
+@pytest.mark.parametrize("policy", ["g-small-closed", "g-small-open"])
+def test_a_long_prompt_does_not_count_against_the_limit(gateway: str, stub: StubUpstream,
+                                                        policy: str) -> None:
+    """The reviewer's case: the prompt counted toward ``checks.max_chars``, so a long prompt
+    failed the reply's check: under ``on_error: open`` a violent reply was delivered
+    (``x-vilmo-guard: error``), under ``closed`` a 503 after the upstream was paid. The prompt is
+    the judge's context only (its head, ``proxy.call.PROMPT_CONTEXT_CHARS``)."""
+    stub.reply = "Then punch him."
+    response = plain(gateway, policy,
+                     messages=[{"role": "user", "content": LONG_CALM * 180}])  # 99,000
+    assert response.status_code == 200 and "punch" not in response.text
+    assert response.headers["x-vilmo-guard"] == "ok"
+    assert response.json()["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_user_turns_over_the_limit_are_refused_before_the_upstream(
+        gateway: str, stub: StubUpstream) -> None:
+    """Under ``on_error: open`` an input check over the limit let the turns through unchecked;
+    now it is the client's 413, whatever ``on_error``, and the upstream is not called."""
+    calls = len(stub.received)
+    response = plain(gateway, "g-small-input-open", messages=[
+        {"role": "user", "content": LONG_CALM[:200]}, {"role": "user", "content": LONG_CALM}])
+    assert response.status_code == 413 and len(stub.received) == calls
+    error = response.json()["error"]
+    assert error["code"] == "check_too_large" and error["param"] == "messages"
+    within = plain(gateway, "g-small-input-open", messages=[
+        {"role": "user", "content": LONG_CALM[:250]}])
+    assert within.status_code == 200 and within.headers["x-vilmo-guard"] == "ok"
 
 
 def test_every_part_of_a_long_reply_is_checked(gateway: str, stub: StubUpstream) -> None:
@@ -40,3 +77,30 @@ def test_every_part_of_a_long_reply_is_checked(gateway: str, stub: StubUpstream)
     response = plain(gateway, "g-block-buffer")
     assert response.json()["choices"][0]["finish_reason"] == "content_filter"
     assert "punch" not in response.text
+
+
+def test_the_judge_reads_the_same_prompt_head_from_the_cut_prompt() -> None:
+    """Cutting the prompt to ``PROMPT_CONTEXT_CHARS`` changes no score of a normal prompt: the
+    classifier reads the prompt's first ``prompt_tokens`` tokens (``prompt_head``), the same
+    from the cut prompt as from the whole (and a prompt within the cut is passed as it is)."""
+    from vilmo.datasets.readers import DataMissing, data_dir, fulcra
+    from vilmo.judge.embedder import packaged_model_path
+    from vilmo.judge.value_model import default_model_dir
+    from vilmo.judge.windowing import WindowSpec, WordPieceTokenizer, prompt_head
+
+    try:
+        tokenizer = WordPieceTokenizer(packaged_model_path())
+        config = json.loads((default_model_dir() / "config.json").read_text())
+    except (FileNotFoundError, OSError) as error:  # pragma: no cover - no packaged model
+        pytest.skip(f"no packaged classifier: {error}")
+    spec = WindowSpec(prompt_tokens=int(config["window"]["prompt_tokens"]))
+    try:
+        shared = [row.prompt for row in fulcra(data_dir()) if row.prompt][:300]
+    except (DataMissing, FileNotFoundError):
+        shared = []
+    prompts = [*shared, LONG_CALM * 200, "def f(x): return x[0]; " * 400,
+               "Please review this log:\n" + "ERROR 42 at /var/log/app.log:17\n" * 2000]
+    for prompt in prompts:
+        cut = judged_prompt(prompt)
+        assert cut == prompt or len(prompt) > PROMPT_CONTEXT_CHARS
+        assert prompt_head(tokenizer, cut, spec) == prompt_head(tokenizer, prompt, spec)

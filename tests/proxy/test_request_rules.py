@@ -21,6 +21,9 @@ import pytest
 from fakes import FakeUpstream, app_with, fake_services, post_chat
 
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
+from proxy.outcome import Facts
+from proxy.protocol import MAX_NAME_CHARS, shown_name
+from proxy.record import build_record
 from proxy.summary import parse_instant
 from vilmo.instruct.principles import PrincipleBank
 
@@ -114,3 +117,25 @@ def test_the_openapi_document_describes_bodies_and_errors(policy_dir: Path,
                     assert response["content"] == {"application/json": {"schema": error_ref}}
     chat_body = schemas["ChatCompletionRequest"]["properties"]
     assert {"type": "integer", "minimum": 1, "maximum": 8} in chat_body["n"]["anyOf"]
+
+
+def test_a_huge_model_name_is_a_400_and_no_name_bloats_an_answer_or_a_record(
+        policy_dir: Path, bank: PrincipleBank) -> None:
+    """The reviewer's case: a 3,000,000-character model name was answered by a 3 MB 404 and
+    recorded whole (a 6 MB audit record; the embedded sink keeps 1,000)."""
+    services = fake_services(policy_dir, bank)
+    huge = "m" * 3_000_000
+    response = asyncio.run(post_chat(services, {"model": huge, "messages": [
+        {"role": "user", "content": "Hi."}]}))
+    assert response.status_code == 400 and len(response.content) < 1000
+    assert response.json()["error"]["param"] == "model"
+    longest = "m" * MAX_NAME_CHARS  # the longest name allowed: unknown, 404
+    unknown = asyncio.run(post_chat(services, {"model": longest, "messages": [
+        {"role": "user", "content": "Hi."}]}))
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    policy = asyncio.run(post_chat(services, {"model": "stub", "messages": [
+        {"role": "user", "content": "Hi."}]}, {"X-Vilmo-Policy": "p" * 100_000}))
+    assert policy.status_code == 400 and len(policy.content) < 1000
+    assert all(len(r.model) <= MAX_NAME_CHARS for r in services.audit.records)
+    record = build_record("req-1", "team", 0.0, Facts(model=huge), "404")
+    assert record.model == shown_name(huge) and len(record.model) < MAX_NAME_CHARS + 4
