@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from bench_classifier import replies
-from bench_lone_check import cpu
+from bench_lone_check import started_judge
 from bench_serving import REPLY as SERVING_REPLY
 from reply_cases import ASK_TEXT, BENIGN, EMBEDDED, VIOLENT
 
@@ -47,7 +47,7 @@ from vilmo.judge import pooling, value_model, value_onnx
 from vilmo.judge.batcher import MicroBatcher
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.pooling import balanced_batches, item_batches
-from vilmo.policy import Policy, load_policy
+from vilmo.policy import Policy
 from vilmo.verdict import decide, rules_of
 
 Batching = Callable[[Sequence[int], Sequence[int], int], list[list[int]]]
@@ -188,12 +188,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    judge = value_model.BuiltinClassifier(cache_size=0)
-    judge.warm_up()
-    policy = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
-    ids = list(rules_of(policy))
-    print(f"CPU: {cpu()}, {len(os.sched_getaffinity(0))} cores, serving cores "
-          f"{value_onnx.serving_cores()}, load average {os.getloadavg()[0]:.1f} at the start")
+    judge, policy, ids = started_judge()
     cases = [ScoreInput(t, ASK_TEXT) for t in [*EMBEDDED.values(), *BENIGN.values(), VIOLENT]]
     dev = [ScoreInput(r.response, r.goal) for r in jailbreakbench(data_dir(), "dev")]
     if args.texts:

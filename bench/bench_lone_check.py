@@ -35,7 +35,8 @@ from harness import prompts
 from vilmo.datasets.readers import data_dir, fulcra, jailbreakbench
 from vilmo.judge import pooling, value_model
 from vilmo.judge.classifier import ScoreInput
-from vilmo.policy import load_policy
+from vilmo.judge.value_onnx import serving_cores
+from vilmo.policy import Policy, load_policy
 from vilmo.verdict import decide, rules_of
 
 CUT_FOR = {"before": 1, "after": pooling.ITEM_CORES}
@@ -59,6 +60,16 @@ def cpu() -> str:
     return platform.processor()
 
 
+def started_judge() -> tuple[value_model.BuiltinClassifier, Policy, list[str]]:
+    """A warm judge without a cache, the `default` policy and its values; the host printed."""
+    judge = value_model.BuiltinClassifier(cache_size=0)
+    judge.warm_up()
+    policy = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
+    print(f"CPU: {cpu()}, {len(os.sched_getaffinity(0))} cores, serving cores "
+          f"{serving_cores()}, load average {os.getloadavg()[0]:.1f} at the start\n")
+    return judge, policy, list(rules_of(policy))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
@@ -66,12 +77,7 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true",
                         help="also compare both with the fp32 network's scores (needs torch)")
     args = parser.parse_args()
-    judge = value_model.BuiltinClassifier(cache_size=0)
-    judge.warm_up()
-    policy = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
-    ids = list(rules_of(policy))
-    print(f"CPU: {cpu()}, {len(os.sched_getaffinity(0))} cores, load average "
-          f"{os.getloadavg()[0]:.1f} at the start\n")
+    judge, policy, ids = started_judge()
     print("| reply | before (ms) | after (ms) | after / before |\n|---|---|---|---|")
     for label, reply in (("bench_serving.REPLY", SERVING_REPLY),
                          ("compare_litellm.REPLY", COMPARE_REPLY)):
