@@ -1,6 +1,6 @@
-"""A lone check's judge time and scores with the batches cut to share the cores
-(``vilmo.judge.pooling.balanced_batches``) against the length batches alone (issue 16; a
-benchmark, not a test).
+"""A lone check's judge time and scores with its batches cut to share the cores
+(``vilmo.judge.pooling.balanced_batches`` for ``ITEM_CORES``, the shipped ``item_batches``)
+against its length batches alone (``ITEM_CORES`` = 1; issue 16; a benchmark, not a test).
 
 One process, one judge, the two batchings interleaved per round (so both see the same load):
 the latency of ``BuiltinClassifier.score`` for the benchmarks' two replies after distinct
@@ -20,7 +20,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,27 +33,24 @@ from compare_litellm import REPLY as COMPARE_REPLY
 from harness import prompts
 
 from vilmo.datasets.readers import data_dir, fulcra, jailbreakbench
-from vilmo.judge import value_model
+from vilmo.judge import pooling, value_model
 from vilmo.judge.classifier import ScoreInput
-from vilmo.judge.pooling import balanced_batches, length_batches
-from vilmo.policy import load_policy
+from vilmo.judge.value_onnx import serving_cores
+from vilmo.policy import Policy, load_policy
 from vilmo.verdict import decide, rules_of
 
-Batching = Callable[[Sequence[int], int, int], list[list[int]]]
-
-
-def unbalanced(lengths: Sequence[int], size: int, cores: int) -> list[list[int]]:
-    """The batching before issue 16's cut: length batches only."""
-    return length_batches(lengths, size)
+CUT_FOR = {"before": 1, "after": pooling.ITEM_CORES}
+"""The cores a text's rows are cut for: 1, its length batches; the shipped ``ITEM_CORES``."""
 
 
 @contextmanager
-def batching(how: Batching) -> Iterator[None]:
-    setattr(value_model, "balanced_batches", how)  # noqa: B010 - the one name both batchings share
+def batching(name: str) -> Iterator[None]:
+    shipped = pooling.ITEM_CORES
+    pooling.ITEM_CORES = CUT_FOR[name]
     try:
         yield
     finally:
-        setattr(value_model, "balanced_batches", balanced_batches)  # noqa: B010
+        pooling.ITEM_CORES = shipped
 
 
 def cpu() -> str:
@@ -63,6 +60,16 @@ def cpu() -> str:
     return platform.processor()
 
 
+def started_judge() -> tuple[value_model.BuiltinClassifier, Policy, list[str]]:
+    """A warm judge without a cache, the `default` policy and its values; the host printed."""
+    judge = value_model.BuiltinClassifier(cache_size=0)
+    judge.warm_up()
+    policy = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
+    print(f"CPU: {cpu()}, {len(os.sched_getaffinity(0))} cores, serving cores "
+          f"{serving_cores()}, load average {os.getloadavg()[0]:.1f} at the start\n")
+    return judge, policy, list(rules_of(policy))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
@@ -70,21 +77,15 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true",
                         help="also compare both with the fp32 network's scores (needs torch)")
     args = parser.parse_args()
-    judge = value_model.BuiltinClassifier(cache_size=0)
-    judge.warm_up()
-    policy = load_policy(REPO / "vilmo" / "policies" / "default.yaml")
-    ids = list(rules_of(policy))
-    ways: dict[str, Batching] = {"before": unbalanced, "after": balanced_batches}
-    print(f"CPU: {cpu()}, {len(os.sched_getaffinity(0))} cores, load average "
-          f"{os.getloadavg()[0]:.1f} at the start\n")
+    judge, policy, ids = started_judge()
     print("| reply | before (ms) | after (ms) | after / before |\n|---|---|---|---|")
     for label, reply in (("bench_serving.REPLY", SERVING_REPLY),
                          ("compare_litellm.REPLY", COMPARE_REPLY)):
         asks = prompts(args.rounds + 3)
-        ms: dict[str, list[float]] = {name: [] for name in ways}
+        ms: dict[str, list[float]] = {name: [] for name in CUT_FOR}
         for r, ask in enumerate(asks):
-            for name in (list(ways) if r % 2 == 0 else list(ways)[::-1]):
-                with batching(ways[name]):
+            for name in (list(CUT_FOR) if r % 2 == 0 else list(CUT_FOR)[::-1]):
+                with batching(name):
                     started = time.perf_counter()
                     judge.score([ScoreInput(reply, ask)], ids)
                     if r >= 3:  # warm-up rounds dropped
@@ -101,8 +102,8 @@ def main() -> None:
     unlike: dict[str, int] = {"before": 0, "after": 0}
     for item in texts:
         found = {}
-        for name, how in (("before", unbalanced), ("after", balanced_batches)):
-            with batching(how):
+        for name in CUT_FOR:
+            with batching(name):
                 found[name] = judge.score([item], ids)[0].violation
         old, new = found["before"], found["after"]
         worst = max(worst, *(abs(old[v] - new[v]) for v in ids))

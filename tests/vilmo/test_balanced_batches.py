@@ -1,18 +1,28 @@
 """Issue 16: a lone check's rows are cut into batches that share the cores (the whole reading
 after the prompt and alone no longer one batch for one core while the other idles), every row
-read once, and the scores stay within the int8 graph's per-batch quantisation of the old ones."""
+read once, and the scores stay within the int8 graph's per-batch quantisation of the old ones.
+
+The int8 graph quantises activations per batch, so a text's batches are made from the text
+alone (``item_batches``): its scores are the same under load and beside any other texts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from reply_cases import ASK_TEXT, BENIGN, EMBEDDED, VIOLENT
 
-from vilmo.judge import value_model, value_onnx
+from vilmo.judge import pooling, value_onnx
 from vilmo.judge.classifier import ScoreInput
-from vilmo.judge.pooling import balanced_batches, batch_cost, length_batches, makespan
+from vilmo.judge.pooling import (
+    balanced_batches,
+    batch_cost,
+    item_batches,
+    length_batches,
+    makespan,
+)
 from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
@@ -78,30 +88,75 @@ def test_shared_batches_keep_the_scores_within_quantisation(
     policy = load_policy(SHIPPED_POLICY_DIR / "default.yaml")
     judge = BuiltinClassifier(cache_size=0)
     texts = [*EMBEDDED.values(), *BENIGN.values(), VIOLENT]
-    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
     cut = [judge.score([ScoreInput(t, ASK_TEXT)], list(policy.values))[0] for t in texts]
-    monkeypatch.setattr(value_model, "balanced_batches",
-                        lambda lengths, size, cores: length_batches(lengths, size))
+    monkeypatch.setattr(pooling, "ITEM_CORES", 1)
     whole = [judge.score([ScoreInput(t, ASK_TEXT)], list(policy.values))[0] for t in texts]
     for new, old in zip(cut, whole, strict=True):
         assert decide(new.violation, policy).action == decide(old.violation, policy).action
         assert new.violation == pytest.approx(old.violation, abs=0.06)
 
 
-def test_a_check_beside_a_running_one_is_not_cut(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under load each check keeps its batches whole: the other core is busy with another
-    check's batches, so a cut would only add a call."""
+def test_item_batches_keep_each_texts_rows_apart() -> None:
+    """A text's batches are the ones it gets alone: no batch holds two texts' rows."""
+    lengths = [*LONE_CHECK, 24, 32, *[100] * 40, *LONE_CHECK]
+    owner = [0] * 7 + [1] * 2 + [2] * 40 + [3] * 7
+    batches = item_batches(lengths, owner, 32)
+    assert sorted(r for b in batches for r in b) == list(range(len(lengths)))
+    assert all(len({owner[r] for r in b}) == 1 for b in batches)
+    for item in set(owner):
+        rows = [r for r in range(len(owner)) if owner[r] == item]
+        alone = item_batches([lengths[r] for r in rows], [0] * len(rows), 32)
+        assert [b for b in batches if owner[b[0]] == item] == [[rows[r] for r in b]
+                                                               for b in alone]
+
+
+def test_a_texts_batches_do_not_depend_on_the_cores_idle_now(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another check's batches running (``run_batches`` counts them) change nothing."""
     monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
-    assert value_onnx.idle_cores() == 2
-    running = value_onnx._RUNNING
-    running.enter()
+    idle = item_batches(LONE_CHECK, [0] * 7, 32)
+    assert idle == balanced_batches(LONE_CHECK, 32, pooling.ITEM_CORES) != length_batches(
+        LONE_CHECK, 32)
+    with running_check():
+        assert item_batches(LONE_CHECK, [0] * 7, 32) == idle
+
+
+@contextmanager
+def running_check() -> Iterator[None]:
+    """Another check's batches running now, as ``run_batches`` counts them."""
+    value_onnx._RUNNING.enter()
     try:
-        assert value_onnx.idle_cores() == 1
-        assert (balanced_batches(LONE_CHECK, 32, value_onnx.idle_cores())
-                == length_batches(LONE_CHECK, 32))
+        yield
     finally:
-        running.leave()
-    assert value_onnx.idle_cores() == 2
+        value_onnx._RUNNING.leave()
+
+
+@needs_weights
+@pytest.mark.parametrize("cores", [2, 4])
+def test_scores_do_not_depend_on_the_load(monkeypatch: pytest.MonkeyPatch, cores: int) -> None:
+    """The same reply, scored on an idle judge and beside another check: identical scores
+    (its batches were cut for the idle cores: ``safety.privacy`` 0.503 alone, 0.447 under
+    load, either side of the threshold)."""
+    monkeypatch.setattr(value_onnx, "serving_cores", lambda: cores)
+    judge = BuiltinClassifier(cache_size=0)
+    item = ScoreInput(EMBEDDED["middle"], ASK_TEXT)
+    idle = judge.readings([item])[0]
+    with running_check():
+        busy = judge.readings([item])[0]
+    assert all(np.array_equal(a, b) for a, b in zip(idle, busy, strict=True))
+
+
+@needs_weights
+def test_scores_do_not_depend_on_the_other_texts_of_the_call() -> None:
+    """A reply scored alone and among other replies of other lengths (as the micro-batcher
+    scores several requests in one call): identical scores."""
+    judge = BuiltinClassifier(cache_size=0)
+    texts = [ScoreInput(t, ASK_TEXT) for t in [*EMBEDDED.values(), *BENIGN.values(), VIOLENT]]
+    texts.append(ScoreInput(" ".join(BENIGN.values()) * 6))
+    alone = [judge.readings([t])[0] for t in texts]
+    together = judge.readings(texts[::-1])[::-1]
+    for one, mixed in zip(alone, together, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(one, mixed, strict=True))
 
 
 @needs_weights
@@ -109,7 +164,6 @@ def test_a_lone_checks_whole_readings_run_in_separate_batches(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The judge hands ``run_batches`` the cut batches: the reply after the prompt and the
     reply alone (the two longest rows) are no longer padded into one batch."""
-    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 2)
     shapes: list[tuple[int, ...]] = []
     run = value_onnx.run_batches
 

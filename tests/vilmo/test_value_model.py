@@ -91,18 +91,11 @@ def test_repeated_text_is_not_encoded_again(model: BuiltinClassifier) -> None:
     assert calls == [] and again == first
 
 
-def test_calibration_reads_what_inference_pools(model: BuiltinClassifier,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_calibration_reads_what_inference_pools(model: BuiltinClassifier) -> None:
     """Platt scaling is fitted on ``pooled_logits``; it must be the pooling that
     ``head_probabilities`` uses: a whole-text judgement (cm) is the mean over a long text's
     windows, the rest the max."""
     import numpy as np
-
-    from vilmo.judge import value_onnx
-
-    # On one core: batches cut to share the cores (``balanced_batches``) depend on every row
-    # of the call, and int8 activations are quantised per batch.
-    monkeypatch.setattr(value_onnx, "serving_cores", lambda: 1)
 
     long_text = BENIGN * 40 + HARMFUL
     items = [ScoreInput(long_text, HARM_PROMPT), ScoreInput(REFUSAL, HARM_PROMPT)]
@@ -110,9 +103,9 @@ def test_calibration_reads_what_inference_pools(model: BuiltinClassifier,
     logits = model.pooled_logits(items)
     expected = 1.0 / (1.0 + np.exp(-(logits * loaded.a + loaded.b)))
     np.testing.assert_allclose(model.head_probabilities(items), expected, rtol=1e-4, atol=1e-5)
-    # Without the rows read alone, which share batches with the whole windows (int8
-    # activations are quantised per batch).
-    raw, owner, kind = model._window_logits(items, alone=False)
+    # The rows ``pooled_logits`` reads: a text's sentence spans and rows read alone share its
+    # batches (int8 activations are quantised per batch).
+    raw, owner, kind = model._window_logits(items, sentences=False, alone=False)
     first = (np.asarray(owner) == 0) & (kind == WHOLE)
     cm = loaded.names.index("cm")
     assert first.sum() > 2

@@ -12,6 +12,8 @@ therefore waits for the batch in flight (one part of the large job) and shares i
 with one more part, not for the whole large job. A job whose caller stopped
 waiting (a check timeout, a client that left) is dropped with its unscored parts. The job's
 scores are, per id, the maxima over its parts, as the classifier max-pools its own windows.
+Sharing a call moves no score: the built-in classifier batches each text's rows apart
+(``vilmo.judge.pooling.item_batches``), so a check scores the same alone and in company.
 
 Under load, up to ``workers`` batches run at once (one per core: the judge runs one ONNX
 thread per call, so one batch at a time leaves the other cores idle), and a check that could

@@ -1,5 +1,5 @@
-"""How the value classifier's window rows become one reading per text: length-sorted batches,
-max and mean pooling over a text's rows, the mix of a reply's two whole readings (after its
+"""How the value classifier's window rows become one reading per text: length-sorted batches
+of one text's rows each, max and mean pooling over a text's rows, the mix of a reply's two whole readings (after its
 prompt and alone), and the rescaling at each value's operating points."""
 
 from __future__ import annotations
@@ -70,8 +70,13 @@ with ``w``, its attention with ``w`` squared (fitted on the same host, 16 to 256
 
 
 SHARED_FROM_TOKENS = 150.0
-"""``balanced_batches`` leaves a check predicted shorter than this (about 8 ms) as it is: it
-would save a few milliseconds at most, and every cut moves its scores a little."""
+"""``balanced_batches`` leaves a text predicted shorter than this (about 8 ms) as it is: it
+would save a few milliseconds at most, and every cut costs one more call."""
+ITEM_CORES = 2
+"""The cores ``item_batches`` cuts a text's batches for: a constant, not this machine's cores
+nor the ones idle now, so a text's batches, and so its scores, are the same on every host and
+under any load; ``vilmo.judge.value_onnx.run_batches`` then shares the batches over whatever
+cores are idle without changing them."""
 
 
 def batch_cost(rows: int, width: int) -> float:
@@ -90,16 +95,16 @@ def makespan(costs: Sequence[float], cores: int) -> float:
 
 
 def balanced_batches(lengths: Sequence[int], size: int, cores: int) -> list[list[int]]:
-    """``length_batches``, then, for a check of a few rows (at most ``size`` per core), the
+    """``length_batches``, then, for a text of a few rows (at most ``size`` per core), the
     costliest batch cut in two (between rows sorted by length) for as long as a cut shortens
-    the predicted time on ``cores`` cores (``makespan`` of ``batch_cost``) of a check that is
+    the predicted time on ``cores`` cores (``makespan`` of ``batch_cost``) of a text that is
     not short (``SHARED_FROM_TOKENS``). A lone check's whole reading (after the prompt and
     alone) otherwise made one batch that one core read while the other finished the sentence
     spans and idled (issue 16). A cut costs one more call, so rows stay together where sharing
-    gains nothing; many rows already make batches enough for every core, and ``cores`` is
-    what no other check is using (``vilmo.judge.value_onnx.idle_cores``). The int8 graph
-    quantises activations per batch, so a cut moves scores a little, neither nearer to nor
-    further from the fp32 network's on average (``bench/bench_lone_check.py``)."""
+    gains nothing; many rows already make batches enough for every core. The judge passes a
+    constant ``cores`` (``item_batches``), never the cores idle now: the int8 graph quantises
+    activations per batch, so a cut moves scores a little (``bench/bench_lone_check.py``), and
+    a text's cuts must not depend on the machine's load."""
     batches = length_batches(lengths, size)
     if cores <= 1 or len(lengths) > size * cores:
         return batches
@@ -121,6 +126,19 @@ def balanced_batches(lengths: Sequence[int], size: int, cores: int) -> list[list
         best, k = min(cuts)
         batches[at:at + 1] = [rows[:k], rows[k:]]
         costs[at:at + 1] = [cost(rows[:k]), cost(rows[k:])]
+
+
+def item_batches(lengths: Sequence[int], owner: Sequence[int], size: int) -> list[list[int]]:
+    """Row indices in batches that never mix two texts' rows: each text's rows (``owner``)
+    batched by ``balanced_batches`` for ``ITEM_CORES``. The int8 graph quantises activations
+    per batch, pad positions included, so a row's scores depend on every row of its batch;
+    batched apart, a text's scores depend on the text alone, not on the texts that share its
+    call (the micro-batcher's other requests, an evaluation's other rows) or on the load."""
+    rows_of: dict[int, list[int]] = {}
+    for row, item in enumerate(owner):
+        rows_of.setdefault(item, []).append(row)
+    return [[rows[r] for r in batch] for rows in rows_of.values()
+            for batch in balanced_batches([lengths[r] for r in rows], size, ITEM_CORES)]
 
 
 def max_pool(rows: Matrix, owner: Sequence[int] | npt.NDArray[np.int64], n: int,

@@ -11,6 +11,9 @@ prompt is also read alone, and its whole reading mixes the two (``WindowSpec.alo
 so that a vicious prompt does not dominate what the reply itself does. The network runs as
 an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for speed; results of recent texts are
 cached, so a repeated reply is not encoded again, nor a reply another thread is reading now.
+The graph quantises activations per batch, so each text's rows are batched apart by a fixed
+rule (``vilmo.judge.pooling.item_batches``): a text's scores depend on the text and the
+weights alone, not on the texts scored in the same call or on the machine's load.
 
 Violation scores are rescaled at each value's operating point (``operating_points`` in the
 weights' config, chosen on dev by ``vilmo.train.operating.operating_points``): a score of 0.5
@@ -41,7 +44,7 @@ import numpy.typing as npt
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores, given_prompt
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
-from vilmo.judge.pooling import balanced_batches, max_pool, mean_pool, mix_alone, rescaled
+from vilmo.judge.pooling import item_batches, max_pool, mean_pool, mix_alone, rescaled
 from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
@@ -210,16 +213,15 @@ class BuiltinClassifier:
         also each sentence span (``vilmo.judge.value_net.sentence_spans``) after the prompt,
         unless ``sentences`` is False; for a reply after a prompt, if ``alone`` and the config's
         ``alone_weight`` > 0, also its windows and fine windows without the prompt."""
-        from vilmo.judge.value_onnx import idle_cores, run_batches
+        from vilmo.judge.value_onnx import run_batches
         from vilmo.judge.windowing import pad_numpy
 
         m = self._model()
         rows, owner, kind = self._window_rows(items, sentences, alone)
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
-        # The cores the batches may be shared over: the idle ones (a network that runs several
-        # threads per call runs its batches in turn: ``run_batches``).
-        cores = idle_cores() if getattr(m.net, "threads", 1) <= 1 else 1
-        chunks = balanced_batches([len(r) for r in rows], self.batch_size, cores)
+        # Each item's rows batched apart by a fixed rule: int8 activations are quantised per
+        # batch, so an item's scores must not depend on its neighbours in the call or the load.
+        chunks = item_batches([len(r) for r in rows], owner, self.batch_size)
         padded = [pad_numpy([rows[r] for r in chunk]) for chunk in chunks]
         for chunk, logits in zip(chunks, run_batches(m.net, padded), strict=True):
             out[chunk] = logits

@@ -70,9 +70,9 @@ def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
     """Each padded batch's output, the batches run side by side on idle cores: the calling
     thread and up to ``serving_cores() - 1`` pool threads each take the next batch not yet
     taken (the costliest first, ``vilmo.judge.pooling.batch_cost``) until none is left. So a
-    lone check's batches (cut to be shared out, ``vilmo.judge.pooling.balanced_batches``)
-    keep every idle core busy, and a large check's many batches are shared out over the
-    cores. A pool thread joins (and takes another batch) only while fewer threads than cores
+    lone check's batches (cut to be shared out, ``vilmo.judge.pooling.item_batches``, the same
+    cut whatever the load) keep every idle core busy, and a large check's many batches are
+    shared out over the cores. A pool thread joins (and takes another batch) only while fewer threads than cores
     run checks' batches: when the micro-batcher already runs one check
     per core, a helper would only oversubscribe them. Every batch is computed exactly as it
     would be alone, so the scores do not change. A network that runs several threads per call
@@ -178,13 +178,6 @@ class _Running:
 
 
 _RUNNING = _Running()
-
-
-def idle_cores() -> int:
-    """The serving cores no check's batches run on now (at least one): what a new check's
-    batches may be shared over (``vilmo.judge.pooling.balanced_batches``); under load each
-    check keeps its batches whole, since cutting them would only add calls."""
-    return max(1, serving_cores() - _RUNNING.now())
 
 
 class GraphMissing(VilmoError, RuntimeError):
