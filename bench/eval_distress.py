@@ -49,6 +49,12 @@ def main() -> None:
     parser.add_argument("--policy", default="default")
     parser.add_argument("--prompt", nargs="*", default=[], help="extra harmful prompts to show")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="the reader's threshold (default: its config's)")
+    parser.add_argument("--gate-from", type=float, default=None,
+                        help="the second look's band start (default: the shipped one)")
+    parser.add_argument("--judge-threshold", type=float, default=None,
+                        help="the second look's judge threshold (default: the shipped one)")
     args = parser.parse_args()
 
     text = files("vilmo").joinpath("data", "prompts", "distress_heldout.jsonl").read_text(
@@ -56,11 +62,19 @@ def main() -> None:
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     rows += [{"prompt": p, "harm": "safety.self_harm", "split": "given"} for p in args.prompt]
     reader = StakesReader(args.reader, batch_size=1)
+    look = SecondLook(BuiltinClassifier())
+    look = SecondLook(look.judge, look.gate_from if args.gate_from is None else args.gate_from,
+                      look.judge_threshold if args.judge_threshold is None
+                      else args.judge_threshold)
     generator = VilmoGenerator(PrincipleBank.load(), reader, StakesModel.load(),
-                               second_look=SecondLook(BuiltinClassifier()))
+                               second_look=look)
     policy = load_policy(REPO / "vilmo" / "policies" / f"{args.policy}.yaml")
+    if args.threshold is not None:
+        policy = policy.model_copy(update={"instructions": policy.instructions.model_copy(
+            update={"stakes_threshold": args.threshold})})
     counts = {"harmful": [0, 0], "benign": [0, 0], "given": [0, 0]}
-    print(f"reader {reader.model_dir}, threshold {generator.threshold}")
+    print(f"reader {reader.model_dir}, threshold {args.threshold or generator.threshold}, "
+          f"second look [{look.gate_from}, ·) at {look.judge_threshold}")
     print("| kind | gate | covered/injected | prompt | principles |\n|---|---|---|---|---|")
     for row in rows:
         kind = "given" if row["split"] == "given" else "harmful" if row["harm"] else "benign"
@@ -73,7 +87,10 @@ def main() -> None:
         gate = reader.read(row["prompt"]).gate
         print(f"| {kind} | {gate:.3f} | {'yes' if hit else 'no'} | {row['prompt']} | "
               f"{', '.join(principles) or '(none)'} |")
-    report: dict[str, Any] = {"reader": str(reader.model_dir), "policy": args.policy}
+    report: dict[str, Any] = {"reader": str(reader.model_dir), "policy": args.policy,
+                              "threshold": args.threshold or generator.threshold,
+                              "gate_from": look.gate_from,
+                              "judge_threshold": look.judge_threshold}
     for kind, (hits, n) in counts.items():
         if n:
             report[kind] = {"share": round(hits / n, 3), "n": n, "ci95": wilson(hits, n)}
