@@ -72,3 +72,29 @@ def test_extra_requests_train_the_gate_and_never_touch_held_out_rows() -> None:
     assert all(gate_label(r) == 0 and not r.labels for r in by_source["written-benign"])
     assert not {r.text for r in by_source["jailbreakbench"]} & held_jbb
     assert not {r.text.lower() for r in extra} & evaluated
+
+
+def test_distress_heldout_rows_are_never_training_rows() -> None:
+    """The held-out distress set (``distress_heldout.jsonl``, read by
+    ``bench/eval_distress.py``) shares no text with the written requests the reader trains on,
+    nor with any train or dev prompt."""
+    import json
+    from importlib.resources import files
+
+    from vilmo.datasets.readers import DataMissing, data_dir
+    from vilmo.train.stakes_data import extra_request_prompts, stakes_prompts
+
+    prompts = files("vilmo").joinpath("data", "prompts")
+    held = [json.loads(line) for line in prompts.joinpath("distress_heldout.jsonl")
+            .read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert held and all(d["split"] == "heldout" for d in held)
+    held_texts = {str(d["prompt"]).lower() for d in held}
+    written = {str(json.loads(line)["prompt"]).lower() for line in prompts.joinpath(
+        "written_requests.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()}
+    assert not held_texts & written
+    try:
+        trained = {r.text.lower() for r in stakes_prompts(data_dir()) + extra_request_prompts(
+            data_dir()) if r.split in ("train", "dev")}
+    except DataMissing:
+        pytest.skip("needs the data folder")
+    assert not held_texts & trained
