@@ -3,7 +3,7 @@
 principle, and leave their benign look-alikes alone?
 
 Reads the held-out set written for this (`vilmo/data/prompts/distress_heldout.jsonl`, never
-trained on: the trained rows are in `written_requests.jsonl`), plus any `--prompt` given.
+trained on: the candidate's training rows are in `distress_train.jsonl`), plus any `--prompt` given.
 Harmful rows count as covered when the instruction has a principle of `safety.self_harm` or
 `mft.care`; benign rows count as injected when they get any principle. Prints a table and
 the shares with Wilson 95 % intervals; `--json` also writes them.

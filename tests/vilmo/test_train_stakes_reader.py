@@ -76,7 +76,8 @@ def test_extra_requests_train_the_gate_and_never_touch_held_out_rows() -> None:
 
 def test_distress_heldout_rows_are_never_training_rows() -> None:
     """The held-out distress set (``distress_heldout.jsonl``, read by
-    ``bench/eval_distress.py``) shares no text with the written requests the reader trains on,
+    ``bench/eval_distress.py``) shares no text with the written requests (the shipped reader's
+    and the sixth round's candidate's, ``distress_train.jsonl``),
     nor with any train or dev prompt."""
     import json
     from importlib.resources import files
@@ -89,8 +90,9 @@ def test_distress_heldout_rows_are_never_training_rows() -> None:
             .read_text(encoding="utf-8").splitlines() if line.strip()]
     assert held and all(d["split"] == "heldout" for d in held)
     held_texts = {str(d["prompt"]).lower() for d in held}
-    written = {str(json.loads(line)["prompt"]).lower() for line in prompts.joinpath(
-        "written_requests.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()}
+    written = {str(json.loads(line)["prompt"]).lower() for name in (
+        "written_requests.jsonl", "distress_train.jsonl") for line in prompts.joinpath(
+        name).read_text(encoding="utf-8").splitlines() if line.strip()}
     assert not held_texts & written
     try:
         trained = {r.text.lower() for r in stakes_prompts(data_dir()) + extra_request_prompts(
