@@ -76,8 +76,10 @@ async def admit(store: Store, key: VirtualKey) -> KeyRateLimited | None:
     retry = max(1, decision.retry_after_s)
     reason = decision.reason or ("store" if decision.degraded else "rpm")
     what = {"rpm": "requests", "tpm": "tokens"}.get(reason, "requests")
-    return KeyRateLimited(f"this key is over its {what} per minute limit; retry in {retry} s",
-                          code=reason, headers={"retry-after": str(retry)})
+    message = (f"this key's limits cannot be checked now (the store is unreachable); retry in "
+               f"{retry} s" if reason == "store"
+               else f"this key is over its {what} per minute limit; retry in {retry} s")
+    return KeyRateLimited(message, code=reason, headers={"retry-after": str(retry)})
 
 
 def charge(store: Store, key: VirtualKey, tokens: int) -> None:

@@ -59,9 +59,11 @@ async def send_error(send: Send, error: GatewayError) -> None:
 
 
 def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
-    """An audit record (and metrics) for a chat request refused before its route."""
+    """An audit record (and metrics) for a chat request refused before its route; its ledger
+    goes in the request's state, so a later failure does not record the request twice."""
     if scope["path"] == CHAT_PATH:
-        scope["app"].state.services.finish(Ledger(caller), str(error.status), error.code)
+        ledger = scope.setdefault("state", {})["ledger"] = Ledger(caller)
+        scope["app"].state.services.finish(ledger, str(error.status), error.code)
 
 
 class KeyAuth:
@@ -204,7 +206,8 @@ class BodyLimit:
 class UnexpectedErrors:
     """The last resort: an exception nothing mapped becomes a 500 envelope, an audit record and
     one log line (Starlette's own handler would re-raise it to the server, which logs the whole
-    traceback; the traceback is kept at debug level). It also spans the request's life: the
+    traceback; the traceback is kept at debug level); a chat request that failed before its route
+    made a ledger (in ``KeyAuth``) is recorded too. It also spans the request's life: the
     requests in flight (``Guard.requests_in_flight``) and its cache writes, held until the
     response's last byte (``proxy.caches.writes_after``)."""
 
@@ -234,9 +237,13 @@ class UnexpectedErrors:
                       type(exc).__name__, exc)  # redacted whole, then cut (the log factory)
             log.debug("traceback of the unexpected error", exc_info=exc)
             error = GatewayError("internal error in the gateway", code="internal_error")
-            ledger: Ledger | None = scope.get("state", {}).get("ledger")
+            state = scope.get("state", {})
+            ledger: Ledger | None = state.get("ledger")
             if ledger is not None:  # recorded once: a no-op if a handler recorded it
                 scope["app"].state.services.finish(ledger, str(error.status), error.code)
+            elif services is not None:  # a chat request that failed before its route (KeyAuth)
+                caller: Caller | None = state.get("caller")
+                record_refusal(scope, caller.name if caller else "unidentified", error)
             if not started:
                 await send_error(send, error)
         finally:
