@@ -69,7 +69,7 @@ def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
 class KeyAuth:
     """Resolves ``Authorization: Bearer KEY`` to a Caller: a config key, or a virtual key
     (``vk-<id>-<secret>``) read from the store on every request, so a revoked key is refused on
-    every replica at once. 401 when keys are required and it is missing or unknown, on every
+    every replica at once (during a store outage: ``proxy.client_keys``). 401 when keys are required and it is missing or unknown, on every
     path but ``auth.public_paths`` (served without a caller); a presented virtual key that is
     unknown or revoked is a 401 always. Keys are required when config keys are set or an admin
     key is (a gateway with an admin API issues keys: it is no open proxy); otherwise every caller
@@ -78,14 +78,17 @@ class KeyAuth:
     caller. A virtual key's rpm/tpm limits are admitted here (429 with
     ``Retry-After``), and the reply's tokens charged when the request is done."""
 
-    def __init__(self, app: ASGIApp, settings: AuthSettings) -> None:
+    def __init__(self, app: ASGIApp, settings: AuthSettings,
+                 verified: VerifiedKeys | None = None) -> None:
         self.app = app
         self.bindings: Sequence[KeyBinding] = settings.keys
         self.public_paths = frozenset(settings.public_paths)
         self.required = bool(settings.keys) or settings.admin_key is not None
         self.anonymous = Caller("anonymous", None, settings.allow_policy_header)
         self.admin_key = settings.admin_key
-        self.verified = VerifiedKeys()
+        self.verified = verified or VerifiedKeys()
+        """Keys verified recently, for outages; shared with the admin API, which forgets a key
+        it revokes."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -72,3 +72,17 @@ def test_an_unexpected_error_in_the_key_check_is_recorded(
     reply = chat(base, key)
     assert reply.status_code == 500 and reply.json()["error"]["code"] == "internal_error"
     assert recorded(services) == [("500", "internal_error", "limited")]
+
+
+def test_a_key_revoked_here_is_refused_during_an_outage(
+        served: tuple[str, Services], own_redis: RedisProcess) -> None:
+    base, _ = served
+    issued = admin("POST", f"{base}/admin/keys", json={"name": "leaked"}).json()
+    kept = admin("POST", f"{base}/admin/keys", json={"name": "kept"}).json()
+    assert chat(base, issued["key"]).status_code == 200  # verified: remembered for outages
+    assert chat(base, kept["key"]).status_code == 200
+    assert admin("DELETE", f"{base}/admin/keys/{issued['id']}").status_code == 204
+    own_redis.kill()
+    refused = chat(base, issued["key"])
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert chat(base, kept["key"]).status_code == 200  # the outage grace of a key still valid
