@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fake_gateway import serve_fake_gateway
+from fakes import MemoryAudit
 from store_gateway import admin, chat
 
 from vilmo.policy_store import SHIPPED_POLICY_DIR
@@ -32,6 +33,7 @@ def test_removed_policy_files(tmp_path: Path) -> None:
         error = reply.json()["error"]
         assert error["code"] == "policy_unavailable" and error["param"] is None
         assert "'live'" in error["message"] and "not loaded on the gateway" in error["message"]
+        assert isinstance(services.audit, MemoryAudit)
         assert ("503", "policy_unavailable") in [(r.status, r.error_code)
                                                  for r in services.audit.records]
 

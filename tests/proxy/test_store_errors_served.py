@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from fake_gateway import serve_fake_gateway
+from fakes import MemoryAudit
 from store_gateway import RedisProcess, admin, chat, own_redis_fixture, wait_for
 
 from proxy.services import Services
@@ -32,6 +33,7 @@ def served_fixture(tmp_path: Path, own_redis: RedisProcess) -> Iterator[tuple[st
 
 
 def recorded(services: Services) -> list[tuple[str, str | None, str]]:
+    assert isinstance(services.audit, MemoryAudit)
     return [(r.status, r.error_code, r.caller) for r in services.audit.records]
 
 

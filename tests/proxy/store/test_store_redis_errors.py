@@ -45,17 +45,23 @@ BUG_REPLIES = [
 ]
 
 
+def client_error(reply: str) -> redis.RedisError:
+    """The exception redis-py raises for this error reply."""
+    error: redis.RedisError = BaseParser.parse_error(reply)  # type: ignore[no-untyped-call]
+    return error
+
+
 @pytest.mark.parametrize("reply", OUTAGE_REPLIES, ids=lambda r: r.split()[0 if r[:3] != "ERR"
                                                                           else 1])
 def test_replies_that_say_the_server_cannot_serve_are_unavailable(reply: str) -> None:
     with pytest.raises(StoreUnavailable), unavailable_on_connection_errors():
-        raise BaseParser.parse_error(reply)  # the exception the client raises for it
+        raise client_error(reply)
 
 
 @pytest.mark.parametrize("reply", BUG_REPLIES, ids=lambda r: r.split()[1])
 def test_a_bugs_reply_propagates(reply: str) -> None:
     with pytest.raises(redis.ResponseError), unavailable_on_connection_errors():
-        raise BaseParser.parse_error(reply)
+        raise client_error(reply)
 
 
 @pytest.fixture(name="full_redis")
