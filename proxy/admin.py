@@ -9,7 +9,10 @@ a worker thread.
     GET    /admin/keys            {"data": [...]} without key values
     GET    /admin/keys/{id}       one key
     PATCH  /admin/keys/{id}       {"policy"?, "profile"?, "rpm"?, "tpm"?}: bind, set limits (null clears)
-    DELETE /admin/keys/{id}       204; refused (401) from then on, on every replica
+    DELETE /admin/keys/{id}       204; refused (401) from then on, on every replica while the
+                                  store is reachable; during a store outage another replica may
+                                  serve it for up to ``VERIFIED_TTL_S`` (300 s) after its last
+                                  check there (``proxy.client_keys``); this one never does
     GET    /admin/audit           filters + cursor paging, newest first
     GET    /admin/audit/export    the same filters, every match, as JSON Lines
     GET    /admin/summary         the dashboard's figures (``proxy.summary``)
@@ -29,6 +32,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from proxy.client_keys import VerifiedKeys
 from proxy.errors import (
     AdminForbidden,
     AuthenticationFailed,
@@ -162,6 +166,9 @@ async def change_key(request: Request, key_id: str, body: KeyChange) -> dict[str
 async def revoke_key(request: Request, key_id: str) -> Response:
     if not await in_thread(store_of(request).revoke_key, key_id[:MAX_FILTER_CHARS]):
         raise NotFound(f"no key {key_id[:64]!r}", code="key_not_found")
+    verified: VerifiedKeys | None = getattr(request.app.state, "verified_keys", None)
+    if verified is not None:  # not served from this replica's outage grace either
+        verified.forget(key_id)
     return Response(status_code=204)
 
 

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from proxy.admin import admin_router
 from proxy.caches import CacheWriter, attach_caches
+from proxy.client_keys import VerifiedKeys
 from proxy.errors import GatewayError, InvalidRequest, Redactor, install_log_redaction
 from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
 from proxy.openapi import install_openapi
@@ -58,7 +59,9 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services,
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
-    app.add_middleware(KeyAuth, settings=config.auth)  # outside: no body is read before a key
+    verified = app.state.verified_keys = VerifiedKeys()  # revoking forgets a key here too
+    app.add_middleware(KeyAuth, settings=config.auth,  # outside: no body is read before a key
+                       verified=verified)
     app.add_middleware(UnexpectedErrors)
     return app
 

@@ -1,9 +1,13 @@
 """Virtual client keys on the request path: finding the key, its rpm/tpm budgets, the charge.
 
-A key is read from the store on every request, so a revocation holds on every replica at once.
-When the store cannot be reached, a key this process verified within ``VERIFIED_TTL_S`` is still
-served (the gateway keeps serving through a Redis outage, its limits degrading by
-``store.limits_on_error``); any other virtual key is refused, never let through unverified.
+A key is read from the store on every request, so a revocation holds on every replica at once
+while the store is reachable. When the store cannot be reached, a key this process verified
+within ``VERIFIED_TTL_S`` is still served (the gateway keeps serving through a Redis outage, its
+limits degrading by ``store.limits_on_error``); any other virtual key is refused, never let
+through unverified. A key revoked through this replica is forgotten here at once; another
+replica that checked the key before the revocation (any check after it forgets the key) may
+serve it during an outage until ``VERIFIED_TTL_S`` after that check, so at most
+``VERIFIED_TTL_S`` after the revocation.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ class VerifiedKeys:
             while len(self._keys) > self.max_keys:
                 self._keys.popitem(last=False)
 
+    def forget(self, key_id: str) -> None:
+        """A key revoked through this replica: never served from here again, outage or not."""
+        with self._lock:
+            for digest in [d for d, (key, _) in self._keys.items() if key.id == key_id]:
+                del self._keys[digest]
+
     def recall(self, presented: str) -> VirtualKey | None:
         with self._lock:
             found = self._keys.get(_digest(presented))
@@ -76,8 +86,10 @@ async def admit(store: Store, key: VirtualKey) -> KeyRateLimited | None:
     retry = max(1, decision.retry_after_s)
     reason = decision.reason or ("store" if decision.degraded else "rpm")
     what = {"rpm": "requests", "tpm": "tokens"}.get(reason, "requests")
-    return KeyRateLimited(f"this key is over its {what} per minute limit; retry in {retry} s",
-                          code=reason, headers={"retry-after": str(retry)})
+    message = (f"this key's limits cannot be checked now (the store is unreachable); retry in "
+               f"{retry} s" if reason == "store"
+               else f"this key is over its {what} per minute limit; retry in {retry} s")
+    return KeyRateLimited(message, code=reason, headers={"retry-after": str(retry)})
 
 
 def charge(store: Store, key: VirtualKey, tokens: int) -> None:

@@ -69,6 +69,13 @@ class UnknownPolicyRequested(InvalidRequest):
     pass
 
 
+class PolicyUnavailable(GatewayError):
+    """The policy the gateway itself chose (the key's binding) is not loaded: its file was
+    removed or never loaded. The operator's to fix, not the client's request."""
+
+    status = 503
+
+
 class ContentBlocked(InvalidRequest):
     """The policy blocks this request or reply and asks for an error, not a refusal reply."""
 

@@ -59,15 +59,17 @@ async def send_error(send: Send, error: GatewayError) -> None:
 
 
 def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
-    """An audit record (and metrics) for a chat request refused before its route."""
+    """An audit record (and metrics) for a chat request refused before its route; its ledger
+    goes in the request's state, so a later failure does not record the request twice."""
     if scope["path"] == CHAT_PATH:
-        scope["app"].state.services.finish(Ledger(caller), str(error.status), error.code)
+        ledger = scope.setdefault("state", {})["ledger"] = Ledger(caller)
+        scope["app"].state.services.finish(ledger, str(error.status), error.code)
 
 
 class KeyAuth:
     """Resolves ``Authorization: Bearer KEY`` to a Caller: a config key, or a virtual key
     (``vk-<id>-<secret>``) read from the store on every request, so a revoked key is refused on
-    every replica at once. 401 when keys are required and it is missing or unknown, on every
+    every replica at once (during a store outage: ``proxy.client_keys``). 401 when keys are required and it is missing or unknown, on every
     path but ``auth.public_paths`` (served without a caller); a presented virtual key that is
     unknown or revoked is a 401 always. Keys are required when config keys are set or an admin
     key is (a gateway with an admin API issues keys: it is no open proxy); otherwise every caller
@@ -76,14 +78,17 @@ class KeyAuth:
     caller. A virtual key's rpm/tpm limits are admitted here (429 with
     ``Retry-After``), and the reply's tokens charged when the request is done."""
 
-    def __init__(self, app: ASGIApp, settings: AuthSettings) -> None:
+    def __init__(self, app: ASGIApp, settings: AuthSettings,
+                 verified: VerifiedKeys | None = None) -> None:
         self.app = app
         self.bindings: Sequence[KeyBinding] = settings.keys
         self.public_paths = frozenset(settings.public_paths)
         self.required = bool(settings.keys) or settings.admin_key is not None
         self.anonymous = Caller("anonymous", None, settings.allow_policy_header)
         self.admin_key = settings.admin_key
-        self.verified = VerifiedKeys()
+        self.verified = verified or VerifiedKeys()
+        """Keys verified recently, for outages; shared with the admin API, which forgets a key
+        it revokes."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -204,7 +209,8 @@ class BodyLimit:
 class UnexpectedErrors:
     """The last resort: an exception nothing mapped becomes a 500 envelope, an audit record and
     one log line (Starlette's own handler would re-raise it to the server, which logs the whole
-    traceback; the traceback is kept at debug level). It also spans the request's life: the
+    traceback; the traceback is kept at debug level); a chat request that failed before its route
+    made a ledger (in ``KeyAuth``) is recorded too. It also spans the request's life: the
     requests in flight (``Guard.requests_in_flight``) and its cache writes, held until the
     response's last byte (``proxy.caches.writes_after``)."""
 
@@ -234,9 +240,13 @@ class UnexpectedErrors:
                       type(exc).__name__, exc)  # redacted whole, then cut (the log factory)
             log.debug("traceback of the unexpected error", exc_info=exc)
             error = GatewayError("internal error in the gateway", code="internal_error")
-            ledger: Ledger | None = scope.get("state", {}).get("ledger")
+            state = scope.get("state", {})
+            ledger: Ledger | None = state.get("ledger")
             if ledger is not None:  # recorded once: a no-op if a handler recorded it
                 scope["app"].state.services.finish(ledger, str(error.status), error.code)
+            elif services is not None:  # a chat request that failed before its route (KeyAuth)
+                caller: Caller | None = state.get("caller")
+                record_refusal(scope, caller.name if caller else "unidentified", error)
             if not started:
                 await send_error(send, error)
         finally:

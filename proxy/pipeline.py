@@ -42,6 +42,7 @@ from proxy.errors import (
     ModelNotFound,
     PayloadTooLarge,
     PolicyOverrideForbidden,
+    PolicyUnavailable,
     UnknownPolicyRequested,
 )
 from proxy.middleware import Caller
@@ -197,6 +198,11 @@ def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> 
     try:
         return policies.get(name)
     except UnknownPolicy:
+        if not header:  # the key's binding: the gateway's configuration is wrong, not the call
+            which = (f"policy {shown_name(name)!r} this API key is bound to" if name
+                     else "default policy")
+            raise PolicyUnavailable(f"the {which} is not loaded on the gateway; ask its operator",
+                                    code="policy_unavailable") from None
         known = f"; known: {', '.join(policies.names())}" if caller.sees_config else ""
         raise UnknownPolicyRequested(f"unknown policy {shown_name(str(name))!r}{known}",
                                      param="X-Vilmo-Policy", code="policy_not_found") from None

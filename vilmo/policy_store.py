@@ -3,6 +3,11 @@
 Files are re-read when their modification time or size changes (checked at most every
 ``reload_interval`` seconds, on access, so no thread or watcher is needed). A file that fails to
 load keeps its last good version in service and the failure is logged with every issue found.
+The default policy never goes away once loaded: when its file is removed (or renamed, or its
+``name`` changed) its last good version stays the default, logged as an error on each reload
+that finds the folder changed while it is gone, so callers without a policy are served as
+before. A file that vanishes between listing and reading (a remove+create by an editor, rsync or
+a ConfigMap update) keeps its previous version on that pass; the next pass reads it again.
 """
 
 from __future__ import annotations
@@ -73,9 +78,12 @@ class PolicyStore:
         if not force and now - self._checked_at < self.reload_interval:
             return
         self._checked_at = now
-        present = {p: _stamp(p) for p in self._policy_files()}
+        listed = set(self._policy_files())
+        present = {p: stamp for p in listed if (stamp := _stamp(p)) is not None}
         changed = False
         for path in list(self._files):
+            if path in listed and path not in present:
+                continue  # listed, gone before its stat: keep it; the next pass decides
             if path not in present:
                 log.info("policy file %s removed", path)
                 del self._files[path]
@@ -97,7 +105,16 @@ class PolicyStore:
                 policy = previous
             self._files[path] = _Entry(stamp, policy)
         if changed:
-            self._by_name = self._index()
+            self._by_name = self._with_default(self._index())
+
+    def _with_default(self, by_name: dict[str, Policy]) -> dict[str, Policy]:
+        """``by_name``, with the default's last good version when no file provides it now."""
+        previous = self._by_name.get(self.default_name)
+        if self.default_name in by_name or previous is None:
+            return by_name
+        log.error("the default policy %r is no longer in %s; serving its last good version "
+                  "until a file provides it again", self.default_name, self.directory)
+        return {**by_name, self.default_name: previous}
 
     def _policy_files(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -118,6 +135,10 @@ class PolicyStore:
         return by_name
 
 
-def _stamp(path: Path) -> PolicyFileStamp:
-    st = path.stat()
+def _stamp(path: Path) -> PolicyFileStamp | None:
+    """The file's (mtime, size); None when it is gone (removed since it was listed)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
     return (st.st_mtime_ns, st.st_size)

@@ -42,18 +42,40 @@ _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 _KEY_FIELDS = ("name", "policy", "profile", "rpm", "tpm", "created_at", "revoked_at")
 
 
+BUG_CODES = frozenset({"ERR", "WRONGTYPE", "NOSCRIPT", "EXECABORT", "CROSSSLOT"})
+"""Redis error codes that mean a bug here (a script's error, a wrong command or key type):
+they propagate. Every other error Redis answers with (OOM at ``maxmemory``, BUSY, NOPERM,
+NOAUTH, READONLY, LOADING, MASTERDOWN, MISCONF, ...) is the store being unusable right now."""
+
+
 @contextmanager
 def unavailable_on_connection_errors() -> Iterator[None]:
-    """Redis's errors enter here: lost connections, timeouts, a loading or read-only server
-    and a full disk (MISCONF) are ``StoreUnavailable``; anything else is a bug and propagates."""
+    """Redis's errors enter here: lost connections, timeouts and every error reply that says
+    the server cannot serve now (``BUG_CODES`` aside) are ``StoreUnavailable``, so callers
+    degrade (limits by ``limits_on_error``, audit records to the spool, the admin API 503) and
+    the failure is counted; a client-side ``DataError`` or a bug's reply propagates."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
-        raise StoreUnavailable(f"redis: {error}") from error
     except redis.ResponseError as error:
-        if str(error).startswith(("MISCONF", "LOADING", "MASTERDOWN", "NOREPLICAS")):
-            raise StoreUnavailable(f"redis: {error}") from error
+        code = _error_code(error)
+        if code in BUG_CODES:
+            raise
+        said = str(error) if str(error).startswith(code) else f"{code} {error}"
+        raise StoreUnavailable(f"redis: {said}") from error
+    except redis.DataError:
         raise
+    except redis.RedisError as error:
+        raise StoreUnavailable(f"redis: {error}") from error
+
+
+def _error_code(error: redis.ResponseError) -> str:
+    """The reply's code (``OOM``, ``BUSY``...): the client strips the codes it knows into
+    ``status_code``; the others lead the message."""
+    known = getattr(error, "status_code", None)
+    if known:
+        return str(known)
+    first = str(error).split(" ", 1)[0]
+    return first if first.isupper() and first.isalpha() else "ERR"
 
 
 class RedisBackend:

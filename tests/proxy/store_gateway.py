@@ -17,9 +17,9 @@ import pytest
 from conftest import gateway_config_dict
 
 sys.path.insert(0, str(Path(__file__).parent / "store"))
-from store_fixtures import SHARED_REDIS, RedisProcess, _delete_prefix
+from store_fixtures import SHARED_REDIS, RedisProcess, _delete_prefix, own_redis_fixture
 
-__all__ = ["SHARED_REDIS", "RedisProcess", "_delete_prefix"]
+__all__ = ["SHARED_REDIS", "RedisProcess", "_delete_prefix", "own_redis_fixture"]
 
 ADMIN = "sk-vilmo-admin-test-0123456789abcdef"
 

@@ -108,3 +108,40 @@ def test_store_requires_its_default(tmp_path: Path) -> None:
     write(tmp_path / "small.yaml", GOOD)
     with pytest.raises(UnknownPolicy, match="default policy 'nope'"):
         PolicyStore(tmp_path, "nope")
+
+
+def test_store_keeps_the_default_when_its_file_goes(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Removing (or renaming) the default's file must not break every caller without a policy;
+    another policy's file removed is gone as before."""
+    default = write(tmp_path / "small.yaml", GOOD)
+    write(tmp_path / "other.yaml", GOOD.replace("small", "other"))
+    store = PolicyStore(tmp_path, "small", reload_interval=0)
+    with caplog.at_level(logging.ERROR):
+        default.rename(tmp_path / "small.yaml.bak")
+        assert store.get().name == "small"
+        assert store.get("small").values["mft.care"].threshold == 0.4
+    assert "the default policy 'small' is no longer in" in caplog.text
+    (tmp_path / "other.yaml").unlink()
+    assert store.names() == ["small"]
+    with pytest.raises(UnknownPolicy):
+        store.get("other")
+
+    write(tmp_path / "small.yaml", GOOD.replace("0.4", "0.6"))  # back: the file's version again
+    assert store.get().values["mft.care"].threshold == 0.6
+
+
+def test_store_survives_a_file_removed_while_it_reloads(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file listed, then removed before its stat (a remove+create racing the reload), keeps
+    its previous version on that pass instead of raising out of get()."""
+    write(tmp_path / "small.yaml", GOOD)
+    other = write(tmp_path / "other.yaml", GOOD.replace("small", "other"))
+    store = PolicyStore(tmp_path, "small", reload_interval=0)
+    listed = store._policy_files()
+    other.unlink()
+    monkeypatch.setattr(store, "_policy_files", lambda: listed)
+    assert store.get("other").name == "other"
+    monkeypatch.undo()
+    with pytest.raises(UnknownPolicy):
+        store.get("other")

@@ -17,7 +17,8 @@ from store_fixtures import (
     store_fixture,  # noqa: F401 - a fixture
 )
 
-from proxy.store import AuditRecord, Store, StoreSettings, open_store
+from proxy.client_keys import VerifiedKeys
+from proxy.store import AuditRecord, Store, StoreSettings, VirtualKey, open_store
 from proxy.store import keys as keys_module
 from proxy.store.keys import parse_key
 
@@ -135,3 +136,14 @@ def test_the_embedded_state_and_spool_are_private(tmp_path: Path) -> None:
     store.close()
     assert modes and set(modes.values()) == {0o600}, modes
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+
+
+def test_verified_keys_forget_a_revoked_key_by_its_id() -> None:
+    verified = VerifiedKeys()
+    for key_id in ("a", "b"):
+        verified.remember(f"vk-{key_id}-secret", VirtualKey(key_id, key_id, None, None, None,
+                                                            None, 0.0))
+    verified.forget("a")
+    assert verified.recall("vk-a-secret") is None
+    recalled = verified.recall("vk-b-secret")
+    assert recalled is not None and recalled.id == "b"
