@@ -37,16 +37,21 @@ def replace_lone_surrogates(tree: dict[str, Any] | list[Any], raw: bytes | None 
     stack: list[dict[str, Any] | list[Any]] = [tree]
     while stack:
         node = stack.pop()
-        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
-        for key, value in items:
-            if isinstance(value, str):
-                fixed = well_formed(value)
-                if fixed is not value:
-                    node[key] = fixed  # type: ignore[index]
+        if isinstance(node, list):
+            for index, value in enumerate(node):
+                if isinstance(value, str) and (fixed := well_formed(value)) is not value:
+                    node[index] = fixed
                     changed = True
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+            continue
+        for key, value in list(node.items()):
+            if isinstance(value, str) and (fixed := well_formed(value)) is not value:
+                node[key] = fixed
+                changed = True
             elif isinstance(value, dict | list):
                 stack.append(value)
-            if isinstance(key, str) and (fixed_key := well_formed(key)) is not key:
-                node[fixed_key] = node.pop(key)  # type: ignore[call-overload, index]
+            if (fixed_key := well_formed(key)) is not key:
+                node[fixed_key] = node.pop(key)
                 changed = True
     return changed

@@ -106,7 +106,7 @@ class AuditWriter:
                 try:
                     self._spool(batch)
                     self._held = []
-                except Exception:  # the spool's disk fails too: hold them and try again
+                except OSError:  # the spool's disk fails too: hold them and try again
                     log.critical("audit spool unwritable; holding %d records", len(batch))
                     self._held = batch
             finally:
@@ -146,7 +146,7 @@ class AuditWriter:
             return self._append(records)
         except StoreUnavailable:
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - whatever it is, one record is set aside
             if len(records) == 1:
                 self._set_aside(records[0], error)
                 return 0
@@ -161,7 +161,7 @@ class AuditWriter:
             self.spool.append(records)
         except OSError:
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - whatever it is, one record is set aside
             if len(records) == 1:
                 self._set_aside(records[0], error)
                 return
