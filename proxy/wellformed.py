@@ -31,7 +31,8 @@ def replace_lone_surrogates(tree: dict[str, Any] | list[Any], raw: bytes | None 
     """Every string (keys too) in a parsed JSON tree made ``well_formed``, in place; True when
     something changed. ``raw``, the JSON text the tree was parsed from, lets the walk be
     skipped when it cannot hold a surrogate (the common case). Walked without recursion."""
-    if raw is not None and MAYBE_SURROGATE.search(raw) is None:
+    if raw is not None and ((b"\\u" not in raw and b"\xed" not in raw)
+                            or MAYBE_SURROGATE.search(raw) is None):
         return False
     changed = False
     stack: list[dict[str, Any] | list[Any]] = [tree]
