@@ -30,6 +30,7 @@ from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.relay import SSEReader
 from proxy.settings import ConfigError, Deployment, GatewayConfig, configured_name
 from proxy.upstream import Upstream, checked_choices, no_cookies
+from proxy.wellformed import replace_lone_surrogates
 from vilmo.yamlfile import FileIssue
 
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -193,6 +194,7 @@ class DirectUpstream:
         if not isinstance(completion, dict):
             raise UpstreamFailed(f"the upstream for model {model!r} did not answer with a chat "
                                  "completion", code="upstream_malformed")
+        replace_lone_surrogates(completion, body)
         for choice in checked_choices(completion, "message", model)["choices"]:
             choice.setdefault("finish_reason", None)
         return cast(ChatCompletion, completion)

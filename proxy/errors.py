@@ -37,6 +37,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 from proxy.protocol import error_envelope
+from proxy.wellformed import well_formed
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class GatewayError(Exception):
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
+        message = well_formed(message)  # an upstream's text: its envelope must encode
         super().__init__(message)
         self.message = message
         self.param = param
@@ -262,6 +264,9 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False,
     except openai.OpenAIError as exc:
         status = getattr(exc, "status_code", 502)
         raise _from_status(int(status), redact.cut(_message_of(exc)), model) from exc
+    except UnicodeError as exc:  # LiteLLM's Router fails on an upstream's lone surrogate itself
+        raise UpstreamFailed(f"the upstream for model {model!r} sent text that is not valid "
+                             "Unicode", code="upstream_malformed") from exc
 
 
 STREAM_CUT_SHORT = "Stream ended before a finish_reason"

@@ -9,9 +9,11 @@ streamed requests alike.
                                          chunk read)
              6 check the reply          (value classifier → verdict)
              7 act                      (allow, annotate, block, regenerate)
-             8 record                   (metrics + audit: here for plain replies; at its end
-                                         for a stream, by ``proxy.sse``; for errors, by the
-                                         app's handlers from the facts noted so far)
+             8 record                   (metrics + audit: for a plain reply by the route once
+                                         its response is made, so a reply that cannot be
+                                         sent is a 500; at its end for a stream, by
+                                         ``proxy.sse``; for errors, by the app's handlers
+                                         from the facts noted so far)
 
 Streams: buffer mode runs steps 6-7 here (``streaming.buffered``); chunked and monitor mode
 return a lazy iterator (``streaming.live``) that runs them as the client reads.
@@ -124,8 +126,7 @@ async def call_upstream(req: ChatRequest, services: Services, call: Call, facts:
         completion, verdict, policy, regenerate,
         lambda reply, why: blocked(reply, policy, why))
     facts = note(replace(facts, reply=verdict, attempts=attempts))
-    services.finish(req.ledger, "200")                                            # 8
-    return Reply(completion, call, facts)
+    return Reply(completion, call, facts)                       # 8: once sent (proxy.routes)
 
 
 async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger,
@@ -253,7 +254,6 @@ def refuse_input(req: ChatRequest, policy: Policy, facts: Facts, services: Servi
                            "model": refusal["model"]}
         return Stream(iterate(refusal_chunks(template, policy.refusal)), call, facts, "off",
                       recorder(req.ledger, facts, services))
-    services.finish(req.ledger, "200")
     return Reply(refusal, call, facts)
 
 

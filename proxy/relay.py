@@ -16,6 +16,7 @@ from typing import Any, Self, cast
 from proxy.errors import Redactor, UpstreamFailed
 from proxy.protocol import ChatCompletionChunk
 from proxy.upstream import checked_choices
+from proxy.wellformed import replace_lone_surrogates
 
 
 class RawChunk(dict[str, Any]):
@@ -141,8 +142,9 @@ class SSEReader:
             raise UpstreamFailed(f"the upstream for model {self.model!r} failed mid-stream: "
                                  f"{self.redact.cut(str(message))}", code="upstream_error")
         checked_choices(parsed, "delta", self.model)
+        relayed = not replace_lone_surrogates(parsed, data)  # else re-encoded, as checked
         complete = all("finish_reason" in c for c in parsed.get("choices") or ())
-        chunk = RawChunk(parsed, data if len(lines) == 1 and complete else None)
+        chunk = RawChunk(parsed, data if len(lines) == 1 and complete and relayed else None)
         for choice in chunk.get("choices") or ():
             choice.setdefault("finish_reason", None)  # as LiteLLM's chunks always have it
         return chunk

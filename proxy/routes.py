@@ -7,13 +7,14 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from proxy import pipeline
 from proxy.actions import with_annotation
 from proxy.admission import admit, parse_body
 from proxy.check import check_values
 from proxy.disconnect import unless_disconnected
-from proxy.errors import InvalidRequest
+from proxy.errors import ClientClosed, InvalidRequest
 from proxy.middleware import Caller
 from proxy.openapi import error_responses, header, json_body
 from proxy.outcome import Facts, Stream, verdict_of
@@ -64,7 +65,9 @@ async def chat_completions(request: Request) -> Response:
     if annotate:
         completion = with_annotation(completion, verdict_of(outcome.facts.shown),
                                      len(outcome.facts.attempts))
-    return JSONResponse(completion, headers=headers)
+    response = JSONResponse(completion, headers=headers)  # failing, recorded as a 500
+    services.finish(ledger, "200")
+    return response
 
 
 @router.post("/v1/values/check", responses=error_responses(400, 403, 413, 503),
@@ -123,7 +126,13 @@ def outcome_headers(policy: str, instruction: Instruction, facts: Facts, guard: 
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    return parse_body(await request.body())
+    """The request's JSON body; a client that leaves before sending all of it is a 499."""
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise ClientClosed("the client closed the connection before sending its request",
+                           code="client_closed") from None
+    return parse_body(body)
 
 
 def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:

@@ -14,14 +14,13 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 
 from proxy.chunks import chunk_like, for_client
-from proxy.errors import GatewayError, UpstreamFailed
+from proxy.errors import ClientClosed, GatewayError, UpstreamFailed
 from proxy.outcome import Judged, Stream, verdict_of
 from proxy.relay import wire_bytes
 
 log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
-CLIENT_CLOSED = "499"
 
 def event(payload: Mapping[str, object]) -> bytes:
     """One SSE event carrying a JSON object."""
@@ -53,7 +52,7 @@ async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIter
         status, code = str(exc.status), exc.code
         yield error_event(exc)
     except asyncio.CancelledError:
-        status = CLIENT_CLOSED
+        status, code = str(ClientClosed.status), "client_closed"  # as a plain reply's
         raise
     except Exception as exc:  # an unmapped failure must still end the stream properly
         log.error("stream failed (request %s): %s: %s", request_id, type(exc).__name__, exc)

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeAlias, cast
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.settings import Deployment, configured_name
+from proxy.wellformed import replace_lone_surrogates
 
 Completion: TypeAlias = ChatCompletion
 Chunk: TypeAlias = ChatCompletionChunk
@@ -55,6 +56,7 @@ class LiteLLMUpstream:
         with map_upstream_errors(self._redact, model):
             response = await self._router.acompletion(**params)
         reply = wire_dict(response.model_dump(exclude_none=True))
+        replace_lone_surrogates(reply)
         return cast(Completion, checked_choices(reply, "message", model))
 
     async def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]:
@@ -66,6 +68,7 @@ class LiteLLMUpstream:
             try:
                 async for chunk in response:
                     piece = wire_dict(chunk.model_dump(exclude_none=True))
+                    replace_lone_surrogates(piece)
                     yield cast(Chunk, checked_choices(piece, "delta", model))
             finally:
                 close = getattr(response, "aclose", None)

@@ -113,7 +113,7 @@ class StubUpstream:
             token = request.headers.get("x-upstream-token")
             error = f"{self.error_prefix}Incorrect API key provided: {key}" + (
                 f" (token {token})" if token else "")
-            return JSONResponse({"error": {"message": error, "type": "stub_error",
+            return AsciiJSON({"error": {"message": error, "type": "stub_error",
                                            "param": None, "code": None}}, status_code=status,
                                 headers={"retry-after": "7"} if status == 429 else None)
         if model == "stub-slow":
@@ -151,7 +151,7 @@ class StubUpstream:
                 {"id": "call_1", "type": "function",
                  "function": {"name": "act", "arguments": self.tool_arguments}}]}
             finish = "tool_calls"
-        return JSONResponse({
+        return AsciiJSON({
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "finish_reason": finish, "message": message}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 13, "total_tokens": 24},
@@ -161,8 +161,7 @@ class StubUpstream:
     def _raw(self, cid: str, created: int, model: str, stream: bool) -> Response:
         head = {"id": cid, "created": created, "model": model}
         if not stream:
-            return JSONResponse({**head, "object": "chat.completion",
-                                 "choices": self.raw_choices})
+            return AsciiJSON({**head, "object": "chat.completion", "choices": self.raw_choices})
         choices = [{("delta" if k == "message" else k): v for k, v in c.items()}
                    if isinstance(c, dict) else c for c in self.raw_choices] \
             if isinstance(self.raw_choices, list) else self.raw_choices
@@ -241,6 +240,14 @@ class StubUpstream:
             raise
         self.streams_finished += 1
         yield "data: [DONE]\n\n"
+
+
+class AsciiJSON(JSONResponse):
+    """JSON as ``json.dumps`` writes it by default, as many upstreams do: every non-ASCII
+    character escaped (so a lone surrogate can be sent, as ``\\ud800``), NaN as ``NaN``."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content).encode()
 
 
 def _finish(message: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from proxy.wellformed import LONE_SURROGATE
+
 JsonObject = Mapping[str, object]
 """A JSON object as decoded by ``json.loads`` (the audit record's free-form part)."""
 
@@ -120,8 +122,14 @@ class AuditRecord:
                 "data": dict(self.data)}
 
     def dumps(self) -> str:
-        """One JSON line (no newline), as the spool and the export write it."""
-        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+        """One JSON line (no newline), as the spool and the export write it. Always valid
+        UTF-8 once encoded: a lone surrogate (which no store or file can take) is written as
+        its ``\\udXXX`` escape, which ``loads`` reads back as it was."""
+        obj = self.to_json()
+        line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        if line.isascii() or not LONE_SURROGATE.search(line):
+            return line
+        return json.dumps(obj, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, obj: JsonObject) -> AuditRecord:

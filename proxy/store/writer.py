@@ -5,7 +5,10 @@ the store. When the store fails, the batch goes to the spool and the thread retr
 every ``retry_s``; new records go to the spool behind the waiting ones until it drains, so the
 trail keeps its order and a dead Redis costs one timeout per retry, not one per request. A full
 queue (the writer far behind) spills to the spool from the caller: a disk write on the event loop
-in overload, rather than a lost record.
+in overload, rather than a lost record. A batch the store refuses for a reason of its own (not
+``StoreUnavailable``) is written one record at a time, and a record that still fails alone is
+set aside (logged, counted as ``vilmo_store_errors_total{operation="audit_dropped"}``): one
+unwritable record never stops the thread nor waits in the spool for ever.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class AuditWriter:
         self._on_error = on_error or (lambda op, error: None)
         self._on_ok = on_ok or (lambda: None)
         self._retry_at = 0.0
+        self.set_aside = 0
+        """Records neither the store nor the spool could take on their own (logged, dropped)."""
         self._held: list[AuditRecord] = []
         """Records neither the store nor the spool took (both failing), retried first."""
         self._stop = threading.Event()
@@ -56,12 +61,12 @@ class AuditWriter:
 
     def write(self, record: AuditRecord) -> None:
         if self._stop.is_set():
-            self.spool.append([record])
+            self._spool([record])
             return
         try:
             self._queue.put_nowait(record)
         except queue.Full:
-            self.spool.append([record])
+            self._spool([record])
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every record handed over is in the store (the queue and spool empty)."""
@@ -83,7 +88,7 @@ class AuditWriter:
         self._thread.join(timeout_s)
         rest = self._held + self._take_all()
         if rest:
-            self.spool.append(rest)
+            self._spool(rest)
         self.spool.close()
 
     def _run(self) -> None:
@@ -99,7 +104,7 @@ class AuditWriter:
                 self._on_error("audit", error)
                 self._retry_at = time.monotonic() + self._retry_s
                 try:
-                    self.spool.append(batch)
+                    self._spool(batch)
                     self._held = []
                 except OSError:  # the spool's disk fails too: hold them and try again
                     log.critical("audit spool unwritable; holding %d records", len(batch))
@@ -120,24 +125,61 @@ class AuditWriter:
 
     def _write(self, batch: list[AuditRecord]) -> None:
         if self.spool.depth and not self._drain():
-            self.spool.append(batch)
+            self._spool(batch)
             return
         if not batch:
             return
         try:
-            self._append(batch)
+            self._store(batch)
         except StoreUnavailable as error:
-            self.spool.append(batch)
+            self._spool(batch)
             self._failed(error)
             return
         self._on_ok()
+
+    def _store(self, records: Sequence[AuditRecord]) -> int:
+        """Append ``records`` to the store; a batch refused for a reason other than the store
+        being down is written one record at a time, and a record refused alone is set aside.
+        ``StoreUnavailable`` propagates (the store's writes are idempotent: a batch retried
+        after some of it was written stores nothing twice)."""
+        try:
+            return self._append(records)
+        except StoreUnavailable:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever it is, one record is set aside
+            if len(records) == 1:
+                self._set_aside(records[0], error)
+                return 0
+            log.warning("the audit store refused a batch of %d records (%s: %s); writing them "
+                        "one at a time", len(records), type(error).__name__, error)
+        return sum(self._store([record]) for record in records)
+
+    def _spool(self, records: Sequence[AuditRecord]) -> None:
+        """``spool.append``, where a record the spool cannot take (not for its disk: an
+        ``OSError`` propagates) is set aside rather than failing the others."""
+        try:
+            self.spool.append(records)
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever it is, one record is set aside
+            if len(records) == 1:
+                self._set_aside(records[0], error)
+                return
+            for record in records:
+                self._spool([record])
+
+    def _set_aside(self, record: AuditRecord, error: BaseException) -> None:
+        self.set_aside += 1
+        log.error("audit record %s could not be written and was set aside: %s: %.200s",
+                  record.id, type(error).__name__, error)
+        self._on_error("audit_dropped", error)
 
     def _drain(self) -> bool:
         """Write the spool to the store if it is time to try; True when the spool is empty."""
         if time.monotonic() < self._retry_at:
             return False
         try:
-            count = self.spool.drain(self._append)
+            count = self.spool.drain(self._store)
         except StoreUnavailable as error:
             self._failed(error)
             return False

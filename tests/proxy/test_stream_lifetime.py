@@ -7,6 +7,7 @@ bounded a stream that kept sending chunks.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,7 +94,32 @@ def test_chunked_stream_cancels_the_upstream_when_the_client_leaves(
     assert eventually(lambda: stub.streams_closed_early == 1)
     records = audit_records(policy_dir, lambda r: r["policy"] == "g-leave-chunked"
                             and r["stream"], start)
-    assert [r["status"] for r in records] == ["499"]
+    # the same code as a plain reply's (before the fix: a stream's 499 had none)
+    assert [(r["status"], r["error_code"]) for r in records] == [("499", "client_closed")]
+
+
+@pytest.mark.parametrize("path", ["chat/completions", "values/check"])
+@pytest.mark.parametrize("sent", [b"", b'{"model": "stub", "mess'])
+def test_a_client_that_leaves_before_its_body_is_read_is_a_499(
+        gateway: str, policy_dir: Path, caplog: pytest.LogCaptureFixture, path: str,
+        sent: bytes) -> None:
+    """Before the fix reading the body raised Starlette's ``ClientDisconnect``, which reached
+    the last resort: a 500 ``internal_error`` in the trail and the metrics, and an
+    "unexpected error" logged, for what is only a client that left."""
+    url = httpx.URL(f"{gateway}/{path}")
+    start = audit_length(policy_dir)
+    head = (f"POST {url.path} HTTP/1.1\r\nHost: {url.host}\r\n"
+            f"Authorization: Bearer {ADMIN_KEY}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 500\r\n\r\n").encode()
+    with socket.create_connection((url.host, url.port)) as client:
+        client.sendall(head + sent)
+        time.sleep(0.3)
+    if path == "chat/completions":
+        records = audit_records(policy_dir, lambda r: not r["policy"], start)
+        assert [(r["status"], r["error_code"]) for r in records] == [("499", "client_closed")]
+    else:
+        time.sleep(0.5)
+    assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
 
 
 @pytest.mark.parametrize("mode", ["chunked", "monitor"])

@@ -40,6 +40,7 @@ from stub_upstream import StubUpstream
 
 from proxy.direct import SplitUpstream, why_not_direct
 from proxy.services import Services
+from proxy.store import AuditQuery
 from proxy.upstream import LiteLLMUpstream
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 
@@ -357,3 +358,66 @@ def test_an_upstream_failure_is_logged_on_one_line(faulty: Gateway, upstream_pat
     assert all("\n" not in line for line in lines)
     assert bool(lines) is (upstream_path == "litellm")
     assert all(UPSTREAM_KEY not in line for line in lines)
+
+
+def reply_text(text: str, stream: bool) -> str:
+    """The first choice's content, from a reply or from a stream's events."""
+    if not stream:
+        return str(json.loads(text)["choices"][0]["message"]["content"])
+    events = [json.loads(line.removeprefix("data: ")) for line in text.split("\n")
+              if line.startswith("data: {")]
+    return "".join(c["delta"].get("content") or "" for e in events for c in e.get("choices", []))
+
+
+def stored_reply(gateway: Gateway) -> object:
+    """The reply text in the store's newest audit record (what the judge read)."""
+    store = gateway.services.store
+    assert store is not None and store.audit.flush()
+    return store.query_audit(AuditQuery(limit=1)).data[0].data["reply"]
+
+
+@pytest.mark.parametrize("policy", MODES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_lone_surrogate_from_the_upstream_becomes_a_replacement_character(
+        faulty: Gateway, stub: StubUpstream, policy: str, stream: bool) -> None:
+    """``"\\ud800"`` is valid JSON but no character: before the fix the audit writer's thread
+    died on it (every later record stayed queued), and a plain reply was a 500 recorded as a
+    200. Now the client, the judge and the trail all get U+FFFD in its place."""
+    stub.reply = "Bread \ud800 is nice."
+    response, text = send(faulty, "stub", policy, stream)
+    assert response.status_code == 200, text
+    assert reply_text(text, stream) == "Bread \ufffd is nice."
+    assert recorded(faulty, ("200", None))
+    if policy != "passthrough":  # the reply was judged: its text is in the trail
+        assert stored_reply(faulty) == {"text": "Bread \ufffd is nice.", "values": []}
+    stub.reply = StubUpstream.reply
+    response, text = send(faulty, "stub", policy, stream)  # the trail goes on
+    assert response.status_code == 200 and recorded(faulty, ("200", None), ("200", None))
+    assert faulty.services.store is not None and faulty.services.store.audit.flush()
+
+
+def test_a_lone_surrogate_in_an_upstream_error_is_still_a_502(faulty: Gateway,
+                                                               stub: StubUpstream,
+                                                               upstream_path: str) -> None:
+    """Before the fix a 500 ``internal_error``: the direct path's envelope could not be
+    encoded, and LiteLLM's Router fails on such a message with a ``UnicodeEncodeError``."""
+    stub.error_prefix = "Broken \udc00: "
+    response, text = send(faulty, "stub-status-500", "g-block-buffer", False)
+    code = "upstream_error" if upstream_path == "direct" else "upstream_malformed"
+    message = assert_envelope(response, text, 502, code)
+    assert "\udc00" not in message
+    assert upstream_path != "direct" or "Broken \ufffd: " in message
+    assert recorded(faulty, ("502", code))
+
+
+def test_a_reply_that_cannot_be_sent_is_recorded_as_the_500_it_is(faulty: Gateway,
+                                                                   stub: StubUpstream) -> None:
+    """NaN is no JSON a client can be sent (the response cannot be made): the record said 200
+    before the fix, as it was made before the response."""
+    stub.raw_choices = [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "Hi."},
+                         "logprobs": {"content": [{"token": "Hi", "logprob": float("nan"),
+                                                   "bytes": None, "top_logprobs": []}]}}]
+    response, text = send(faulty, "stub", "g-block-buffer", False)
+    assert_envelope(response, text, 500, "internal_error")
+    assert recorded(faulty, ("500", "internal_error"))

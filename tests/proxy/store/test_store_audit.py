@@ -48,6 +48,25 @@ def test_the_background_writer_reaches_every_replica(make_store: MakeStore) -> N
     assert sorted(ids) == [f"req-{i:05d}" for i in range(300)]
 
 
+def test_a_record_with_a_lone_surrogate_is_stored_and_the_trail_goes_on(
+        make_store: MakeStore) -> None:
+    """A lone surrogate (valid JSON, no character) made the backend's write and the spool's
+    raise ``UnicodeEncodeError`` before the fix: the writer's thread died, every later record
+    stayed queued, and the batch was lost at the next start. Now it is stored (escaped) as it
+    was, and the records after it are written too."""
+    store = make_store()
+    odd = record(1, data={"reply": {"text": "Bread \ud800 is nice. Brot \u00e9"}})
+    store.audit.write(odd)
+    assert store.audit.flush(5)
+    for i in range(2, 5):
+        store.audit.write(record(i))
+    assert store.audit.flush(5) and store.audit.set_aside == 0
+    assert store.audit.spool.depth == 0 and store.audit.spool.path.read_bytes() == b""
+    page = store.query_audit(AuditQuery())
+    assert [r.id for r in page.data] == [f"req-0000{i}" for i in (4, 3, 2, 1)]
+    assert page.data[-1] == odd
+
+
 def test_filters_select_by_every_field(store: Store) -> None:
     store.backend.append_audit([
         record(1, key="team-b"), record(2, policy="strict"), record(3, action="block"),

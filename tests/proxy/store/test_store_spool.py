@@ -155,3 +155,54 @@ def test_records_are_held_when_the_spool_fails_too(tmp_path: Path) -> None:
     assert writer.flush(5)
     assert sorted(trail.ids) == sorted(f"req-{i}" for i in range(10))
     writer.close()
+
+
+class PoisonedTrail(FlakyTrail):
+    """A store that refuses one record for a reason of its own, whenever it comes."""
+
+    def append(self, records: Sequence[AuditRecord]) -> int:
+        if any(r.id == "req-bad" for r in records):
+            raise ValueError("this store cannot take req-bad")
+        return super().append(records)
+
+
+def test_a_record_the_store_refuses_is_set_aside_and_the_others_written(
+        tmp_path: Path) -> None:
+    """Before the fix the refused batch went to the spool, whose drain failed on it for ever:
+    the trail stopped (or, for an error the spool shared, the writer's thread died)."""
+    trail = PoisonedTrail()
+    errors: list[str] = []
+    writer = AuditWriter(trail.append, Spool(tmp_path), retry_s=0.05,
+                         on_error=lambda op, error: errors.append(op))
+    writer.write(record(1))
+    writer.write(AuditRecord(id="req-bad", ts=1_700_000_000.0))
+    writer.write(record(2))
+    assert writer.flush(5)
+    for i in range(3, 6):
+        writer.write(record(i))
+    assert writer.flush(5)
+    assert trail.ids == [f"req-{i}" for i in range(1, 6)]
+    assert writer.set_aside == 1 and errors == ["audit_dropped"]
+    assert writer.spool.depth == 0
+    writer.close()
+
+
+def test_a_spooled_record_the_store_refuses_does_not_block_the_spool(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append([record(1), AuditRecord(id="req-bad", ts=1_700_000_000.0), record(2)])
+    trail = PoisonedTrail()
+    writer = AuditWriter(trail.append, spool, retry_s=0.05)
+    writer.write(record(3))
+    assert writer.flush(5)
+    assert trail.ids == ["req-1", "req-2", "req-3"] and writer.set_aside == 1
+    writer.close()
+
+
+def test_a_record_with_a_lone_surrogate_is_spooled_and_read_back_as_it_was(
+        tmp_path: Path) -> None:
+    odd = AuditRecord(id="req-odd", ts=1.0, data={"text": "a \udfff b \u00e9"})
+    spool = Spool(tmp_path)
+    spool.append([odd])
+    seen: list[AuditRecord] = []
+    assert spool.drain(seen.extend) == 1
+    assert seen == [odd]
