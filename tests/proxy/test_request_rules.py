@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fakes import FakeUpstream, app_with, fake_services, post_chat
+from fakes import FakeUpstream, MemoryAudit, app_with, fake_services, post_chat
 
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.outcome import Facts
@@ -136,6 +136,7 @@ def test_a_huge_model_name_is_a_400_and_no_name_bloats_an_answer_or_a_record(
     policy = asyncio.run(post_chat(services, {"model": "stub", "messages": [
         {"role": "user", "content": "Hi."}]}, {"X-Vilmo-Policy": "p" * 100_000}))
     assert policy.status_code == 400 and len(policy.content) < 1000
+    assert isinstance(services.audit, MemoryAudit)
     assert all(len(r.model) <= MAX_NAME_CHARS for r in services.audit.records)
     record = build_record("req-1", "team", 0.0, Facts(model=huge), "404")
     assert record.model == shown_name(huge) and len(record.model) < MAX_NAME_CHARS + 4
