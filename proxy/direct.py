@@ -29,8 +29,7 @@ from proxy.errors import (
 from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.relay import SSEReader
 from proxy.settings import ConfigError, Deployment, GatewayConfig, configured_name
-from proxy.upstream import Upstream, checked_choices, no_cookies
-from proxy.wellformed import replace_lone_surrogates
+from proxy.upstream import Upstream, checked_choices, no_cookies, upstream_json, well_formed_reply
 from vilmo.yamlfile import FileIssue
 
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -187,14 +186,11 @@ class DirectUpstream:
                 body = await self.read(response, model)
             finally:
                 await response.aclose()
-        try:
-            completion = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            completion = None
+        completion = upstream_json(body, model)
         if not isinstance(completion, dict):
             raise UpstreamFailed(f"the upstream for model {model!r} did not answer with a chat "
                                  "completion", code="upstream_malformed")
-        replace_lone_surrogates(completion, body)
+        well_formed_reply(completion, model, body)
         for choice in checked_choices(completion, "message", model)["choices"]:
             choice.setdefault("finish_reason", None)
         return cast(ChatCompletion, completion)

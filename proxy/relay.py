@@ -9,14 +9,12 @@ again. Setting or removing a key forgets them (the chunk is then encoded like an
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Self, cast
 
 from proxy.errors import Redactor, UpstreamFailed
 from proxy.protocol import ChatCompletionChunk
-from proxy.upstream import checked_choices
-from proxy.wellformed import replace_lone_surrogates
+from proxy.upstream import checked_choices, upstream_json, well_formed_reply
 
 
 class RawChunk(dict[str, Any]):
@@ -129,10 +127,7 @@ class SSEReader:
         data = b"\n".join(line[1:] if line.startswith(b" ") else line for line in lines)
         if data.strip() == b"[DONE]":
             return DONE
-        try:
-            parsed = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            parsed = None
+        parsed = upstream_json(data, self.model)  # NaN: refused, never relayed as it came
         if not isinstance(parsed, dict):
             raise UpstreamFailed(f"the upstream for model {self.model!r} sent an event that is "
                                  "not a JSON object", code="upstream_malformed")
@@ -142,7 +137,7 @@ class SSEReader:
             raise UpstreamFailed(f"the upstream for model {self.model!r} failed mid-stream: "
                                  f"{self.redact.cut(str(message))}", code="upstream_error")
         checked_choices(parsed, "delta", self.model)
-        relayed = not replace_lone_surrogates(parsed, data)  # else re-encoded, as checked
+        relayed = not well_formed_reply(parsed, self.model, data)  # else re-encoded, as checked
         complete = all("finish_reason" in c for c in parsed.get("choices") or ())
         chunk = RawChunk(parsed, data if len(lines) == 1 and complete and relayed else None)
         for choice in chunk.get("choices") or ():

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeAlias, cast
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.settings import Deployment, configured_name
-from proxy.wellformed import replace_lone_surrogates
+from proxy.wellformed import NotFinite, make_well_formed, parse_upstream
 
 Completion: TypeAlias = ChatCompletion
 Chunk: TypeAlias = ChatCompletionChunk
@@ -56,7 +56,7 @@ class LiteLLMUpstream:
         with map_upstream_errors(self._redact, model):
             response = await self._router.acompletion(**params)
         reply = wire_dict(response.model_dump(exclude_none=True))
-        replace_lone_surrogates(reply)
+        well_formed_reply(reply, model)
         return cast(Completion, checked_choices(reply, "message", model))
 
     async def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]:
@@ -68,7 +68,7 @@ class LiteLLMUpstream:
             try:
                 async for chunk in response:
                     piece = wire_dict(chunk.model_dump(exclude_none=True))
-                    replace_lone_surrogates(piece)
+                    well_formed_reply(piece, model)
                     yield cast(Chunk, checked_choices(piece, "delta", model))
             finally:
                 close = getattr(response, "aclose", None)
@@ -148,6 +148,32 @@ def wire_dict(obj: dict[str, Any]) -> dict[str, Any]:
                 for name in _INTERNAL_FIELDS:
                     inner.pop(name, None)
     return obj
+
+
+def upstream_json(raw: bytes, model: str) -> Any:
+    """The JSON an upstream sent, or None when it is none; NaN or an infinity in it is a 502
+    ``upstream_malformed`` (Python's ``json`` reads them, no client could)."""
+    try:
+        return parse_upstream(raw)
+    except NotFinite as error:
+        raise not_finite(model, error) from None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def well_formed_reply(reply: dict[str, Any], model: str, raw: bytes | None = None) -> bool:
+    """``make_well_formed`` on an upstream's reply or chunk (True when a surrogate was
+    replaced); a NaN or infinite number in it is a 502 ``upstream_malformed``."""
+    try:
+        return make_well_formed(reply, raw)
+    except NotFinite as error:
+        raise not_finite(model, error) from None
+
+
+def not_finite(model: str, error: NotFinite) -> UpstreamFailed:
+    """The failure for upstream JSON holding NaN or an infinity (no client can read it)."""
+    return UpstreamFailed(f"the upstream for model {model!r} sent a number that is not finite "
+                          f"({error})", code="upstream_malformed")
 
 
 def checked_choices(reply: dict[str, Any], part: str, model: str) -> dict[str, Any]:

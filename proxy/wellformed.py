@@ -1,4 +1,4 @@
-"""Lone surrogates out of upstream text, where upstream JSON enters the gateway.
+"""Lone surrogates and non-finite numbers out of upstream JSON, where it enters the gateway.
 
 JSON may carry a lone surrogate as an escape (``"\\ud800"``), and Python's ``json.loads`` of
 bytes takes one UTF-8-encoded too; neither is a character, so nothing can encode it as UTF-8
@@ -6,12 +6,21 @@ again: not the client's response, not the audit trail. Client requests with one 
 (``proxy.admission.parse_body``); an upstream's reply has each replaced by U+FFFD (as a UTF-8
 decoder does with bytes it cannot read), before the value judge reads it, so the judge and the
 client see the same text.
+
+Python's ``json`` also reads ``NaN``, ``Infinity`` and ``-Infinity``, which are no JSON, and
+``1e400`` as infinite: a reply holding one could not be sent to the client (a 500), and a
+stream chunk went on with it (as it came, or as ``json.dumps`` writes it back), which no client
+can read. Upstream JSON holding one is refused (``NotFinite``; a 502 ``upstream_malformed``):
+``parse_upstream`` refuses it as it reads the bytes (the direct path), ``make_well_formed`` in
+a tree parsed elsewhere (LiteLLM's), in the walk that replaces the surrogates.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
@@ -27,10 +36,37 @@ def well_formed(text: str) -> str:
     return LONE_SURROGATE.sub(REPLACEMENT, text)
 
 
-def replace_lone_surrogates(tree: dict[str, Any] | list[Any], raw: bytes | None = None) -> bool:
+class NotFinite(ValueError):
+    """Upstream JSON holding NaN or an infinity (the message names which)."""
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: a JSON number, but Python reads it as inf
+        raise NotFinite(text)
+    return value
+
+
+_UPSTREAM_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def parse_upstream(raw: bytes) -> Any:
+    """``json.loads(raw)`` (the same encodings, surrogates read the same way), but ``NaN``,
+    ``Infinity``, ``-Infinity`` and a number too large for a float (``1e400``) raise
+    ``NotFinite``. The decoder's hooks run only for those words and for numbers with a
+    fraction or an exponent (rare in a chunk): other JSON is read at ``json.loads``'s speed."""
+    return _UPSTREAM_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+
+
+def make_well_formed(tree: dict[str, Any] | list[Any], raw: bytes | None = None) -> bool:
     """Every string (keys too) in a parsed JSON tree made ``well_formed``, in place; True when
-    something changed. ``raw``, the JSON text the tree was parsed from, lets the walk be
-    skipped when it cannot hold a surrogate (the common case). Walked without recursion."""
+    something changed. A NaN or infinite number raises ``NotFinite``. ``raw``, the JSON text
+    the tree was parsed by ``parse_upstream`` from (so it holds no such number), lets the walk
+    be skipped when it cannot hold a surrogate (the common case). Walked without recursion."""
     if raw is not None and ((b"\\u" not in raw and b"\xed" not in raw)
                             or MAYBE_SURROGATE.search(raw) is None):
         return False
@@ -45,6 +81,8 @@ def replace_lone_surrogates(tree: dict[str, Any] | list[Any], raw: bytes | None 
                     changed = True
                 elif isinstance(value, dict | list):
                     stack.append(value)
+                elif type(value) is float and not math.isfinite(value):
+                    raise NotFinite(json.dumps(value))
             continue
         for key, value in list(node.items()):
             if isinstance(value, str) and (fixed := well_formed(value)) is not value:
@@ -52,6 +90,8 @@ def replace_lone_surrogates(tree: dict[str, Any] | list[Any], raw: bytes | None 
                 changed = True
             elif isinstance(value, dict | list):
                 stack.append(value)
+            elif type(value) is float and not math.isfinite(value):
+                raise NotFinite(json.dumps(value))
             if (fixed_key := well_formed(key)) is not key:
                 node[fixed_key] = node.pop(key)
                 changed = True

@@ -12,7 +12,8 @@ Behaviour is chosen by the model name the gateway forwards:
   stub-invalid-json answers 200 with a body that is not JSON (streams: as stub-bad-sse-first)
   stub-no-choices   answers 200 with ``choices: []`` (streams: chunks with no choices)
   anything else     answers ``reply`` (streamed word by word when asked to), or ``script``,
-                    or ``raw_choices``
+                    or ``raw_choices``; with ``bad_number`` set, the reply's choice (a stream:
+                    the chunk of its second word) has that logprob, written as it is
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class StubUpstream:
     raw_choices: Any = None
     """When set, the reply's ``choices`` exactly (malformed ones too); a stream sends them in
     one chunk (each ``message`` as ``delta``), then choice 0 finished."""
+    bad_number: str | None = None
+    """When set (``NaN``, ``Infinity``, ``1e400``: Python's json reads them, no client can),
+    written as it is as a logprob of the reply, or of a stream's second word."""
     slow_seconds: float = 3.0
     chunk_delay: float = 0.0
     usage_nulls: bool = False
@@ -77,6 +81,7 @@ class StubUpstream:
         self.tool_arguments = None
         self.script = None
         self.raw_choices = None
+        self.bad_number = None
         self.chunk_delay = 0.0
         self.usage_nulls = False
         self.slow_seconds = StubUpstream.slow_seconds
@@ -151,12 +156,24 @@ class StubUpstream:
                 {"id": "call_1", "type": "function",
                  "function": {"name": "act", "arguments": self.tool_arguments}}]}
             finish = "tool_calls"
-        return AsciiJSON({
+        return Response(self._dumps({
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+            "choices": [self._with_bad_number({"index": 0, "finish_reason": finish,
+                                               "message": message})],
             "usage": {"prompt_tokens": 11, "completion_tokens": 13, "total_tokens": 24},
             "system_fingerprint": "fp_stub",
-        })
+        }), media_type="application/json")
+
+    def _with_bad_number(self, choice: dict[str, Any]) -> dict[str, Any]:
+        if self.bad_number is None:
+            return choice
+        return {**choice, "logprobs": {"content": [
+            {"token": "Hi", "logprob": BAD_NUMBER_SLOT, "bytes": None, "top_logprobs": []}]}}
+
+    def _dumps(self, data: dict[str, Any]) -> str:
+        """JSON as ``json.dumps`` writes it, with ``bad_number`` in its slot."""
+        text = json.dumps(data)
+        return text.replace(f'"{BAD_NUMBER_SLOT}"', self.bad_number or "")
 
     def _raw(self, cid: str, created: int, model: str, stream: bool) -> Response:
         head = {"id": cid, "created": created, "model": model}
@@ -173,13 +190,13 @@ class StubUpstream:
 
     async def _chunks(self, body: dict[str, Any], cid: str, created: int, model: str,
                       ) -> AsyncIterator[str]:
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        def chunk(delta: dict[str, Any], finish: str | None = None, bad: bool = False) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
             data = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "choices": [{"index": 0, "delta": delta,
-                                                 "finish_reason": finish}]}
+                    "model": model, "choices": [self._with_bad_number(choice) if bad else choice]}
             if self.usage_nulls and (body.get("stream_options") or {}).get("include_usage"):
                 data["usage"] = None
-            return f"data: {json.dumps(data)}\n\n"
+            return f"data: {self._dumps(data)}\n\n"
 
         if model in ("stub-bad-sse-first", "stub-invalid-json"):
             yield "data: {not json\n\n"
@@ -199,7 +216,7 @@ class StubUpstream:
             for i, word in enumerate(words):
                 if model == "stub-midstream-error" and i == 1:
                     raise RuntimeError("stub upstream broke mid-stream")
-                yield chunk({"content": word if i == 0 else " " + word})
+                yield chunk({"content": word if i == 0 else " " + word}, bad=i == 1)
                 if i == 0 and model == "stub-stall":
                     await asyncio.sleep(self.slow_seconds)
                 if i == 0 and model == "stub-bad-sse":
@@ -240,6 +257,9 @@ class StubUpstream:
             raise
         self.streams_finished += 1
         yield "data: [DONE]\n\n"
+
+
+BAD_NUMBER_SLOT = "<bad number>"
 
 
 class AsciiJSON(JSONResponse):

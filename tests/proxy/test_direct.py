@@ -171,6 +171,30 @@ def test_bad_streams_are_502s(body: bytes, code: str) -> None:
     assert "sk-secret-1234" not in caught.value.message
 
 
+def logprob_event(number: bytes, content: bytes = b"x") -> bytes:
+    """One event the reader would relay as its bytes (one line, its choice finished)."""
+    return (b'{"id":"a","choices":[{"index":0,"delta":{"content":"' + content + b'"},'
+            b'"finish_reason":"stop","logprobs":{"content":[{"token":"x","logprob":' + number
+            + b',"bytes":null,"top_logprobs":[]}]}}]}')
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"])
+def test_an_event_with_a_number_that_is_not_finite_is_a_502(number: bytes) -> None:
+    """Python's json reads these (``1e400`` as inf); no client can. Before the fix such an
+    event was relayed as the bytes it came as."""
+    with pytest.raises(GatewayError) as caught:
+        read_sse(b"data: " + logprob_event(number) + b"\n\n")
+    assert caught.value.status == 502 and caught.value.code == "upstream_malformed"
+    assert number.decode() in caught.value.message
+
+
+def test_finite_numbers_and_the_words_as_text_are_relayed_as_they_came() -> None:
+    one = logprob_event(b"-0.25e1", content=b"NaN Infinity 1e400")
+    chunks = read_sse(b"data: " + one + b"\n\n")
+    assert wire_bytes(chunks[0]) == b"data: " + one + b"\n\n"
+    assert chunks[0]["choices"][0]["logprobs"]["content"][0]["logprob"] == -2.5
+
+
 UNFINISHED = b'data: {"id":"a","choices":[{"index":0,"delta":{"content":"half"}}]}\n\n'
 
 

@@ -18,6 +18,8 @@ fallbacks stays there by design under ``upstream.direct: auto``).
     invalid JSON          502     502                   502 (upstream_malformed)
     no choices            200     502                   502 (upstream_malformed: no finish_reason)
     malformed choices     502     502                   502 (upstream_malformed)
+    NaN, Infinity, 1e400  502     502                   error event (upstream_malformed), [DONE];
+                                                        502 if in the first chunk
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -38,6 +41,7 @@ from fault_gateway import TIMEOUT_S, UPSTREAM_KEY, UPSTREAM_PATHS, fault_config,
 from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
 
+from proxy import routes
 from proxy.direct import SplitUpstream, why_not_direct
 from proxy.services import Services
 from proxy.store import AuditQuery
@@ -410,14 +414,61 @@ def test_a_lone_surrogate_in_an_upstream_error_is_still_a_502(faulty: Gateway,
     assert recorded(faulty, ("502", code))
 
 
-def test_a_reply_that_cannot_be_sent_is_recorded_as_the_500_it_is(faulty: Gateway,
-                                                                   stub: StubUpstream) -> None:
-    """NaN is no JSON a client can be sent (the response cannot be made): the record said 200
-    before the fix, as it was made before the response."""
-    stub.raw_choices = [{"index": 0, "finish_reason": "stop",
+def strict_events(text: str) -> list[dict[str, Any]]:
+    """A stream's events as a client's strict JSON parser reads them (no NaN, no Infinity)."""
+    def refuse(word: str) -> object:
+        raise AssertionError(f"{word} is no JSON")
+
+    return [json.loads(line.removeprefix("data: "), parse_constant=refuse)
+            for line in text.split("\n") if line.startswith("data: {")]
+
+
+NOT_FINITE = ["NaN", "Infinity", "-Infinity", "1e400"]
+"""Numbers Python's json reads (``1e400`` as inf) and no client can: ``json.dumps`` writes
+them back as ``NaN``/``Infinity``, which are no JSON."""
+
+
+@pytest.mark.parametrize("policy", MODES)
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("number", NOT_FINITE)
+def test_a_number_that_is_not_finite_is_a_502(faulty: Gateway, stub: StubUpstream, policy: str,
+                                              stream: bool, number: str) -> None:
+    """Before the fix a reply holding one was a 500 ``internal_error`` (it could not be sent),
+    and a stream relayed it (the direct path its bytes as they came), invalid JSON for every
+    client; now it is refused where upstream JSON enters, on both paths. In a live stream it
+    comes after the first word: an error event once the headers are out."""
+    stub.bad_number = number
+    response, text = send(faulty, "stub", policy, stream)
+    if stream and policy in LIVE:
+        assert_error_then_done(response, text, "upstream_malformed")
+        message = strict_events(text)[-1]["error"]["message"]
+    else:
+        message = assert_envelope(response, text, 502, "upstream_malformed")
+    assert "not finite" in message  # the gateway's check, on both paths
+    assert recorded(faulty, ("502", "upstream_malformed"))
+
+
+@pytest.mark.parametrize("policy", MODES)
+def test_a_number_that_is_not_finite_in_the_first_chunk_is_a_502(
+        faulty: Gateway, stub: StubUpstream, policy: str) -> None:
+    stub.raw_choices = [{"index": 0, "finish_reason": None,
                          "message": {"role": "assistant", "content": "Hi."},
                          "logprobs": {"content": [{"token": "Hi", "logprob": float("nan"),
                                                    "bytes": None, "top_logprobs": []}]}}]
+    response, text = send(faulty, "stub", policy, True)
+    assert_envelope(response, text, 502, "upstream_malformed")
+    assert recorded(faulty, ("502", "upstream_malformed"))
+
+
+def test_a_reply_that_cannot_be_sent_is_recorded_as_the_500_it_is(
+        faulty: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply whose response cannot be made is recorded as the 500 the client gets: the
+    record said 200 before the fix, as it was made before the response. An upstream's NaN
+    was such a reply; it is refused now (above), so here the response fails to be made."""
+    def unsendable(*args: object, **kwargs: object) -> None:
+        raise ValueError("Out of range float values are not JSON compliant")
+
+    monkeypatch.setattr(routes, "JSONResponse", unsendable)
     response, text = send(faulty, "stub", "g-block-buffer", False)
     assert_envelope(response, text, 500, "internal_error")
     assert recorded(faulty, ("500", "internal_error"))
