@@ -121,14 +121,33 @@ def test_invalid_json_from_the_admin_is_the_chat_routes_400(app: FastAPI) -> Non
     assert changed.status_code == 200 and changed.json()["rpm"] is None
 
 
-def test_the_summary_takes_time_zero_as_a_time(app: FastAPI) -> None:
-    """Before the fix ``since=0`` counted as absent: the last 24 hours before ``until``."""
-    async def get() -> httpx.Response:
+def get(app: FastAPI, path: str, **params: str) -> httpx.Response:
+    async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            return await client.get("/admin/summary", params={"since": "0", "until": "1e6"},
+            return await client.get(path, params=params,
                                     headers={"authorization": f"Bearer {ADMIN_KEY}"})
 
-    reply = asyncio.run(get())
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize("path, param, value", [("/admin/audit", "limit", "10000000"),
+                                                ("/admin/audit/export", "limit", "-1"),
+                                                ("/admin/summary", "bucket", "-7"),
+                                                ("/admin/audit", "key", "k" * 300)])
+def test_a_query_parameter_out_of_bounds_is_a_400_naming_it(app: FastAPI, path: str, param: str,
+                                                           value: str) -> None:
+    """Before the fix the message was pydantic's error list as Python text, the value sent
+    echoed in it, and ``param`` null."""
+    reply = get(app, path, **{param: value})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["param"] == param and error["message"].startswith(f"{param}: ")
+    assert value not in error["message"]
+
+
+def test_the_summary_takes_time_zero_as_a_time(app: FastAPI) -> None:
+    """Before the fix ``since=0`` counted as absent: the last 24 hours before ``until``."""
+    reply = get(app, "/admin/summary", since="0", until="1e6")
     assert reply.status_code == 200, reply.text
     assert (reply.json()["since"], reply.json()["until"]) == (0, 1e6)
