@@ -2,8 +2,9 @@
 
 Enabled by ``auth.admin_key``; every ``/admin/...`` route answers 401 without that key and 403
 with a client key (a config key or a virtual one), so a tenant can never issue itself keys or
-read others' prompts. Errors use the OpenAI envelope. The store is synchronous: each call runs in
-a worker thread.
+read others' prompts. Errors use the OpenAI envelope. A body is read only once the admin key is
+checked, as the chat route reads its own (``proxy.routes.read_json``: 413, 499, 400 naming the
+field). The store is synchronous: each call runs in a worker thread.
 
     POST   /admin/keys            {"name", "policy"?, "profile"?, "rpm"?, "tpm"?} -> 201, key shown once
     GET    /admin/keys            {"data": [...]} without key values
@@ -41,7 +42,8 @@ from proxy.errors import (
     StoreDown,
 )
 from proxy.middleware import _bearer, resolve_caller
-from proxy.openapi import error_responses
+from proxy.openapi import error_responses, inline_json_body
+from proxy.routes import read_json, validate
 from proxy.services import Services
 from proxy.store import AuditQuery, InvalidCursor, Store, StoreError, StoreUnavailable
 from proxy.store.records import MAX_PAGE
@@ -73,7 +75,7 @@ admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)],
 
 
 class NewKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `true` or "7" is no rpm
     name: str = Field(min_length=1, max_length=128)
     policy: str | None = Field(None, max_length=MAX_FILTER_CHARS)
     profile: str | None = Field(None, max_length=MAX_FILTER_CHARS)
@@ -84,7 +86,7 @@ class NewKey(BaseModel):
 class KeyChange(BaseModel):
     """Only the fields sent change; null clears one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     policy: str | None = Field(None, max_length=MAX_FILTER_CHARS)
     profile: str | None = Field(None, max_length=MAX_FILTER_CHARS)
     rpm: int | None = Field(None, ge=1, le=10**9)
@@ -119,8 +121,9 @@ def check_policies(services: Services, *names: str | None) -> None:
                                  param="policy", code="policy_not_found")
 
 
-@admin.post("/keys", status_code=201)
-async def create_key(request: Request, body: NewKey) -> JSONResponse:
+@admin.post("/keys", status_code=201, openapi_extra=inline_json_body(NewKey))
+async def create_key(request: Request) -> JSONResponse:
+    body = validate(NewKey, await read_json(request))
     check_policies(request.app.state.services, body.policy, body.profile)
     issued = await in_thread(store_of(request).create_key, body.name, policy=body.policy,
                              profile=body.profile, rpm=body.rpm, tpm=body.tpm)
@@ -141,8 +144,9 @@ async def get_key(request: Request, key_id: str) -> dict[str, object]:
     return dict(key.public())
 
 
-@admin.patch("/keys/{key_id}")
-async def change_key(request: Request, key_id: str, body: KeyChange) -> dict[str, object]:
+@admin.patch("/keys/{key_id}", openapi_extra=inline_json_body(KeyChange))
+async def change_key(request: Request, key_id: str) -> dict[str, object]:
+    body = validate(KeyChange, await read_json(request))
     store = store_of(request)
     check_policies(request.app.state.services, body.policy, body.profile)
     key = await in_thread(store.get_key, key_id[:MAX_FILTER_CHARS])
@@ -241,8 +245,9 @@ async def summary(request: Request, since: Filter = None, until: Filter = None,
     """The dashboard's figures over ``since``..``until`` (default: the last 24 hours), in
     ``bucket``-second steps (default: about 48 steps)."""
     services: Services = request.app.state.services
-    end = parse_time(until, "until") or time.time()
-    start = parse_time(since, "since") or end - 86400
+    end, start = parse_time(until, "until"), parse_time(since, "since")  # 0 is a time too
+    end = time.time() if end is None else end
+    start = end - 86400 if start is None else start
     if start >= end:
         raise InvalidRequest("since must be before until", param="since",
                              code="invalid_request")

@@ -17,12 +17,12 @@ from starlette.exceptions import HTTPException
 from proxy.admin import admin_router
 from proxy.caches import CacheWriter, attach_caches
 from proxy.client_keys import VerifiedKeys
-from proxy.errors import GatewayError, InvalidRequest, Redactor, install_log_redaction
+from proxy.errors import GatewayError, Redactor, install_log_redaction
 from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
 from proxy.openapi import install_openapi
 from proxy.protocol import error_envelope
 from proxy.record import Ledger
-from proxy.routes import router
+from proxy.routes import first_invalid, router
 from proxy.services import Services, build_services
 from proxy.settings import GatewayConfig, config_from_environment
 from proxy.store import Store, open_store
@@ -107,7 +107,7 @@ async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return _respond(request, InvalidRequest(str(exc.errors()[:1]), code="invalid_request"))
+    return _respond(request, first_invalid(exc.errors(), skip=1))  # as the routes' own 400s
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -7,6 +7,7 @@ it works on either backend, on the gateway's host or anywhere that reaches its R
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -41,19 +42,18 @@ def negatives(fmt: NegativeFormat, since: str | None, config_path: Path | None,
     """Write flagged replies from the audit trail as JSON Lines training samples."""
     settings = _store_settings(config_path)
     start = _time(since)
+    out = None if out_path is None else _private_output(out_path)
     store = open_store(settings)
     try:
-        records = store.export_audit(AuditQuery(since=start))
-        if out_path is None:
-            count = _write(records, fmt, start, sys.stdout)
-        else:
-            with out_path.open("w", encoding="utf-8") as out:
-                count = _write(records, fmt, start, out)
+        count = _write(store.export_audit(AuditQuery(since=start)), fmt, start,
+                       out or sys.stdout)
     except StoreError as error:
         click.echo(f"store error: {error}", err=True)
         raise SystemExit(1) from None
     finally:
         store.close()
+        if out is not None:
+            out.close()
     click.echo(f"{count} {fmt} samples", err=True)
 
 
@@ -61,9 +61,18 @@ def _write(records: object, fmt: NegativeFormat, since: float | None, out: TextI
     return write_jsonl(negative_samples(records, fmt, since), out)  # type: ignore[arg-type]
 
 
-def _store_settings(config_path: Path | None) -> StoreSettings:
-    import os
+def _private_output(path: Path) -> TextIO:
+    """``--out``, readable by this user only when it is created here, as the store it copies
+    is (``proxy.store.spool.private_file``): the samples are tenants' prompts and replies."""
+    try:
+        return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+                    encoding="utf-8")
+    except OSError as error:
+        raise click.BadParameter(f"cannot write {path}: {error.strerror}",
+                                 param_hint="--out") from None
 
+
+def _store_settings(config_path: Path | None) -> StoreSettings:
     path = config_path or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
     if path is None:
         return StoreSettings()

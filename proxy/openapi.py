@@ -49,6 +49,13 @@ def json_body(model: type[BaseModel], description: str) -> dict[str, Any]:
         "application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}}}
 
 
+def inline_json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that parses ``model`` from its body itself, the schema
+    inline (the admin routes: their bodies are read only once the admin key is checked)."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": model.model_json_schema()}}}}
+
+
 def header(name: str, description: str) -> dict[str, Any]:
     """An optional request header a route reads itself."""
     return {"name": name, "in": "header", "required": False, "description": description,

@@ -186,13 +186,15 @@ def settle(task: asyncio.Future[Any]) -> None:
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
-def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> Policy:
-    """The header's policy when the caller may choose, else the key's, else the default."""
+def choose_policy(caller: Caller, header: str | None, policies: PolicyStore,
+                  param: str = "X-Vilmo-Policy") -> Policy:
+    """The header's policy when the caller may choose, else the key's, else the default.
+    ``param``: where the client named it (the check route's body field ``policy`` too)."""
     if header:
         if not caller.allow_policy_header:
             raise PolicyOverrideForbidden(
-                f"this API key may not choose a policy (X-Vilmo-Policy: {shown_name(header)!r})",
-                param="X-Vilmo-Policy", code="policy_override_forbidden")
+                f"this API key may not choose a policy ({param}: {shown_name(header)!r})",
+                param=param, code="policy_override_forbidden")
         name: str | None = header
     else:
         name = caller.policy
@@ -206,7 +208,7 @@ def choose_policy(caller: Caller, header: str | None, policies: PolicyStore) -> 
                                     code="policy_unavailable") from None
         known = f"; known: {', '.join(policies.names())}" if caller.sees_config else ""
         raise UnknownPolicyRequested(f"unknown policy {shown_name(str(name))!r}{known}",
-                                     param="X-Vilmo-Policy", code="policy_not_found") from None
+                                     param=param, code="policy_not_found") from None
 
 
 def require_model(upstream: Upstream, model: str, caller: Caller) -> None:

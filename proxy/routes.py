@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -139,7 +140,15 @@ def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = dotted(first["loc"])
-        raise InvalidRequest(f"{where}: {first['msg']}" if where else first["msg"],
-                             param=where or None, code="invalid_request") from None
+        raise first_invalid(exc.errors()) from None
+
+
+def first_invalid(errors: Sequence[Mapping[str, Any]], skip: int = 0) -> InvalidRequest:
+    """The 400 for a failed validation: its first error, ``param`` naming the field (its
+    location past ``skip`` leading parts: FastAPI's ``query``, ``path``), never the input."""
+    if not errors:
+        return InvalidRequest("the request is invalid", code="invalid_request")
+    where = dotted(tuple(errors[0]["loc"])[skip:])
+    message = str(errors[0]["msg"])
+    return InvalidRequest(f"{where}: {message}" if where else message, param=where or None,
+                          code="invalid_request")

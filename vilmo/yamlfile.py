@@ -51,7 +51,8 @@ def load_yaml_model(path: str | Path, model: type[ModelT],
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise error([FileIssue(str(path), line, "", f"invalid YAML: {exc}")]) from None
+        raise error([FileIssue(str(path), line, "", f"invalid YAML: {yaml_problem(exc)}")],
+                    ) from None
     if not isinstance(data, dict):
         raise error([FileIssue(str(path), 1, "", "expected a YAML mapping at the top level")])
     try:
@@ -65,6 +66,16 @@ def load_yaml_model(path: str | Path, model: type[ModelT],
 def dotted(loc: tuple[int | str, ...]) -> str:
     """A pydantic error location as a dotted field path ('values.mft.care.weight')."""
     return ".".join(str(p) for p in loc if p != "[key]")
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message without its quote of the lines around the error: a config line may
+    hold a secret (an upstream's ``api_key``), and start-up errors go to logs."""
+    said = [str(part) for part in (getattr(exc, "context", None), getattr(exc, "problem", None))
+            if part]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (column {mark.column + 1})" if mark is not None else ""
+    return ", ".join(said) + where if said else type(exc).__name__
 
 
 def line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:

@@ -38,7 +38,9 @@ SCAN_LIMIT = 20_000
 ``next`` cursor rather than scanning the whole trail in one request."""
 CLOCK_SLACK_S = 300
 """How far a gateway's clock (record ``ts``) may be ahead of Redis's (stream ids)."""
-_CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+_CURSOR = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+MAX_ID_PART = 2**64 - 1
+"""The largest part of a stream id (``<ms>-<seq>``); Redis refuses a larger one as ERR."""
 _KEY_FIELDS = ("name", "policy", "profile", "rpm", "tpm", "created_at", "revoked_at")
 
 
@@ -211,11 +213,12 @@ class RedisBackend:
         return sum(int(w) for w in written)
 
     def query_audit(self, query: AuditQuery) -> AuditPage:
-        if query.after is not None and not _CURSOR.match(query.after):
+        if query.after is not None and not (_CURSOR.match(query.after) and all(
+                int(part) <= MAX_ID_PART for part in query.after.split("-"))):
             raise InvalidCursor(f"invalid cursor {query.after[:40]!r}")
         end = f"({query.after}" if query.after else "+"
-        start = "-" if query.since is None else str(max(0, int(
-            (query.since - CLOCK_SLACK_S) * 1000)))
+        start = "-" if query.since is None else str(min(MAX_ID_PART, max(0, int(
+            (query.since - CLOCK_SLACK_S) * 1000))))  # a time past the ids: none are after it
         found: list[tuple[str, AuditRecord]] = []
         last, scanned, exhausted = "", 0, False
         with unavailable_on_connection_errors():

@@ -34,9 +34,13 @@ CREATE INDEX IF NOT EXISTS audit_key ON audit (key, seq);
 def parse_cursor(after: str | None) -> int | None:
     if after is None:
         return None
-    if not after.isdigit() or len(after) > 19:
+    if not (after.isascii() and after.isdigit()) or len(after) > 19 or int(after) > MAX_SEQ:
         raise InvalidCursor(f"invalid cursor {after[:40]!r}")
     return int(after)
+
+
+MAX_SEQ = 2**63 - 1
+"""SQLite's largest INTEGER: a larger cursor could not even be bound to the query."""
 
 
 def audit_where(query: AuditQuery, after: int | None) -> tuple[str, tuple[object, ...]]:

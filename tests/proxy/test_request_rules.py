@@ -140,3 +140,28 @@ def test_a_huge_model_name_is_a_400_and_no_name_bloats_an_answer_or_a_record(
     assert all(len(r.model) <= MAX_NAME_CHARS for r in services.audit.records)
     record = build_record("req-1", "team", 0.0, Facts(model=huge), "404")
     assert record.model == shown_name(huge) and len(record.model) < MAX_NAME_CHARS + 4
+
+
+@pytest.mark.parametrize("sent, param", [({"json": {"text": "hi", "policy": "default"}}, "policy"),
+                                         ({"json": {"text": "hi"},
+                                           "headers": {"x-vilmo-policy": "default"}},
+                                          "X-Vilmo-Policy")])
+def test_a_policy_the_key_may_not_choose_is_named_where_it_was_sent(
+        policy_dir: Path, bank: PrincipleBank, sent: dict[str, Any], param: str) -> None:
+    """The check route's body field ``policy`` was reported as the header X-Vilmo-Policy."""
+    from proxy.settings import AuthSettings, KeyBinding
+
+    services = fake_services(policy_dir, bank)
+    services.config.auth = AuthSettings(keys=[KeyBinding(key="sk-bound-0123456789",
+                                                         name="bound")])
+    sent["headers"] = {"authorization": "Bearer sk-bound-0123456789", **sent.get("headers", {})}
+
+    async def check() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app_with(services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            return await client.post("/v1/values/check", **sent)
+
+    reply = asyncio.run(check())
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["error"]["param"] == param
+    assert f"({param}: 'default')" in reply.json()["error"]["message"]

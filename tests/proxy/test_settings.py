@@ -85,3 +85,19 @@ def test_secrets_include_nested_header_values_and_credentials() -> None:
         assert secret in secrets
     assert config.allowed_params("m") == {"top_k"} and config.allowed_params("x") == set()
     assert "allowed_params" not in config.model_list[0].router_entry()
+
+
+def test_a_yaml_syntax_error_does_not_quote_the_secret_on_its_line(tmp_path: Path) -> None:
+    """PyYAML's message quotes the lines around the error, which went to stderr (and the
+    container's log) at start-up: here the upstream's api_key."""
+    secret = "sk-upstream-secret-0123456789"
+    path = tmp_path / "gateway.yaml"
+    path.write_text("model_list:\n  - model_name: stub\n    litellm_params:\n"
+                    f"      model: openai/stub\n      api_key: {secret}: [\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [issue] = caught.value.issues
+    assert issue.line == 5 and "invalid YAML: mapping values are not allowed" in issue.message
+    assert "column" in issue.message and secret not in str(caught.value)
+    result = CliRunner().invoke(serve, ["--config", str(path)])
+    assert result.exit_code == 2 and secret not in result.output

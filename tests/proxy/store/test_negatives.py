@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 from store_fixtures import (
     MakeStore,
@@ -78,3 +79,22 @@ def test_export_from_a_store_writes_json_lines(make_store: MakeStore) -> None:
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert count == len(lines) == 3
     assert {line["request_id"] for line in lines} == {"req-1", "req-2"}
+
+
+def test_the_export_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """Tenants' prompts and replies, as private as the store they come from (``private_file``):
+    before the fix ``--out`` was created with the umask's mode (0644: every local user)."""
+    from click.testing import CliRunner
+
+    from proxy.export_cli import export
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text("model_list: [{model_name: stub, litellm_params: {model: openai/stub}}]\n"
+                      f"store: {{path: {tmp_path / 'state.db'}}}\n")
+    out = tmp_path / "negatives.jsonl"
+    args = ["negatives", "--format", "d2o", "--config", str(config), "--out"]
+    result = CliRunner().invoke(export, [*args, str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    unwritable = CliRunner().invoke(export, [*args, str(tmp_path / "no" / "such.jsonl")])
+    assert unwritable.exit_code == 2 and "cannot write" in unwritable.output

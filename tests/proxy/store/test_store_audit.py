@@ -105,10 +105,24 @@ def test_cursor_paging_walks_the_trail_newest_first(store: Store) -> None:
     assert json.loads(json.dumps(body))["data"][0]["id"] == "req-00024"
 
 
-@pytest.mark.parametrize("cursor", ["x", "1-", "-1", "9" * 40, "1; DROP TABLE audit"])
+@pytest.mark.parametrize("cursor", ["x", "1-", "-1", "9" * 40, "1; DROP TABLE audit",
+                                    "9" * 19, "9" * 20 + "-0", "0-" + "9" * 20, "\u0663",
+                                    "\u0663-\u0663"])
 def test_a_forged_cursor_is_a_value_error(store: Store, cursor: str) -> None:
+    """Past the largest id (SQLite's 2**63 - 1, a stream id part's 2**64 - 1) and in other
+    scripts' digits too: before the fix SQLite raised OverflowError and Redis an ``ERR``
+    reply, each a 500 on ``GET /admin/audit?after=...``."""
     with pytest.raises(InvalidCursor):
         store.query_audit(AuditQuery(after=cursor))
+
+
+@pytest.mark.parametrize("since", [1e17, 1e300])
+def test_a_since_past_every_id_finds_nothing(store: Store, since: float) -> None:
+    """Before the fix Redis was asked for a stream id past 2**64 - 1 ms, refused it with an
+    ``ERR`` reply, and ``GET /admin/audit?since=1e17`` was a 500."""
+    store.backend.append_audit([record(1)])
+    assert store.query_audit(AuditQuery(since=since)).data == ()
+    assert list(store.export_audit(AuditQuery(since=since))) == []
 
 
 @pytest.mark.parametrize("limit", [0, -5])
