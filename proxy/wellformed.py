@@ -73,26 +73,17 @@ def make_well_formed(tree: dict[str, Any] | list[Any], raw: bytes | None = None)
     changed = False
     stack: list[dict[str, Any] | list[Any]] = [tree]
     while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            for index, value in enumerate(node):
-                if isinstance(value, str) and (fixed := well_formed(value)) is not value:
-                    node[index] = fixed
-                    changed = True
-                elif isinstance(value, dict | list):
-                    stack.append(value)
-                elif type(value) is float and not math.isfinite(value):
-                    raise NotFinite(json.dumps(value))
-            continue
-        for key, value in list(node.items()):
+        node: Any = stack.pop()
+        places = enumerate(node) if isinstance(node, list) else list(node.items())
+        for at, value in places:
             if isinstance(value, str) and (fixed := well_formed(value)) is not value:
-                node[key] = fixed
+                node[at] = fixed
                 changed = True
             elif isinstance(value, dict | list):
                 stack.append(value)
             elif type(value) is float and not math.isfinite(value):
                 raise NotFinite(json.dumps(value))
-            if (fixed_key := well_formed(key)) is not key:
-                node[fixed_key] = node.pop(key)
+            if isinstance(at, str) and (fixed_key := well_formed(at)) is not at:
+                node[fixed_key] = node.pop(at)
                 changed = True
     return changed
