@@ -154,7 +154,8 @@ class GatewayConfig(_Strict):
         for redaction."""
         found = [s for d in self.model_list for s in _secret_values(d.litellm_params)]
         found += list(_secret_values(self.router_settings)) + [k.key for k in self.auth.keys]
-        extra = [self.auth.admin_key, self.store.url, _url_password(self.store.url)]
+        extra = [self.auth.admin_key, self.store.url,
+                 *_url_secrets(self.store.url or "")]
         return found + [s for s in extra if s]
 
     def allowed_params(self, model: str) -> frozenset[str]:
@@ -182,18 +183,24 @@ def _secret_values(value: Any, secret: bool = False) -> Iterator[str]:
         scheme, _, credential = value.partition(" ")
         if credential and scheme.lower() in ("bearer", "basic", "token"):
             yield credential.strip()
+    elif isinstance(value, str) and "://" in value:  # an ``api_base`` may carry credentials
+        yield from _url_secrets(value)
 
 
-def _url_password(url: str | None) -> str | None:
-    """The password inside a ``redis://:password@host`` URL (redacted on its own too)."""
-    if not url:
-        return None
-    from urllib.parse import urlsplit
+def _url_secrets(url: str) -> Iterator[str]:
+    """The credentials a URL carries: its user-info (``https://user:pass@host``, or a token
+    as the user) and the values of secret-looking query parameters (``?api-key=...``)."""
+    from urllib.parse import parse_qsl, urlsplit
 
     try:
-        return urlsplit(url).password
+        parts = urlsplit(url)
+        username, password = parts.username, parts.password
     except ValueError:
-        return None
+        return
+    yield from (s for s in (password, username if password is None else None) if s)
+    for name, value in parse_qsl(parts.query):
+        if value and any(word in name.lower() for word in (*_SECRET_WORDS, "sig")):
+            yield value
 
 
 def configured_name(model: str, names: Sequence[str]) -> str | None:

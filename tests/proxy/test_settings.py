@@ -101,3 +101,26 @@ def test_a_yaml_syntax_error_does_not_quote_the_secret_on_its_line(tmp_path: Pat
     assert "column" in issue.message and secret not in str(caught.value)
     result = CliRunner().invoke(serve, ["--config", str(path)])
     assert result.exit_code == 2 and secret not in result.output
+
+
+def test_credentials_inside_an_upstream_url_are_secrets() -> None:
+    """An ``api_base`` with user-info or a key in its query string is redacted like an
+    ``api_key``: upstream errors and logs may quote the URL."""
+    from proxy.errors import Redactor
+    from proxy.settings import GatewayConfig
+
+    config = GatewayConfig.model_validate({"model_list": [
+        {"model_name": "a", "litellm_params": {
+            "model": "openai/a", "api_base": "https://svc:pass-in-url-1@llm.example/v1"}},
+        {"model_name": "b", "litellm_params": {
+            "model": "openai/b", "api_base": "https://tok-as-user-2@llm.example/v1"}},
+        {"model_name": "c", "litellm_params": {
+            "model": "azure/c", "api_base": "https://llm.example/v1?api-key=key-in-query-3&v=2"}},
+    ]})
+    redact = Redactor(config.secrets())
+    text = redact("upstream said: cannot reach https://svc:pass-in-url-1@llm.example/v1, "
+                  "https://tok-as-user-2@llm.example/v1, "
+                  "https://llm.example/v1?api-key=key-in-query-3&v=2")
+    for secret in ("pass-in-url-1", "tok-as-user-2", "key-in-query-3"):
+        assert secret not in text
+    assert "llm.example" in text and "v=2" in text  # the rest of the URL stays readable
