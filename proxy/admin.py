@@ -74,9 +74,13 @@ admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)],
                   responses=error_responses(400, 401, 403, 404, 503))
 
 
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]+$"
+
+
 class NewKey(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # `true` or "7" is no rpm
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128, pattern=NO_CONTROL_CHARACTERS)
+    """Shown in metrics labels, audit records and the dashboard: no line breaks or NULs."""
     policy: str | None = Field(None, max_length=MAX_FILTER_CHARS)
     profile: str | None = Field(None, max_length=MAX_FILTER_CHARS)
     rpm: int | None = Field(None, ge=1, le=10**9)

@@ -101,7 +101,10 @@ def test_a_streamed_body_past_the_limit_is_a_413(app: FastAPI) -> None:
 
 
 @pytest.mark.parametrize("field, value", [("rpm", True), ("tpm", "7"), ("name", 5),
-                                          ("rpm", 0), ("name", "x" * 129)])
+                                          ("rpm", 0), ("name", "x" * 129),
+                                          # a key's name is a metric label and a record field
+                                          ("name", "team\nkey"), ("name", "team\u0000"),
+                                          ("name", "team\u007f")])
 def test_a_field_of_the_wrong_type_or_size_is_a_400_naming_it(app: FastAPI, field: str,
                                                               value: object) -> None:
     import json
