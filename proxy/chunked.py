@@ -63,6 +63,7 @@ class _Choice:
     # the choice carries audio (whose words a partial check of its transcript cannot vouch for)
     released: bool = False
     done: bool = False
+    stopped: Verdict | None = None  # a partial check's verdict that stops the reply so far
 
     def hold(self, piece: Chunk, text: str) -> None:
         self.held.append(piece)
@@ -104,8 +105,12 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
         """The whole-reply check, as in plain mode, then the held rest or the refusal."""
         choice.done = True
         verdict = await guard.check(policy, [call.checked(choice.text.text)], "output")
-        if isinstance(verdict, FailedOpen):  # the policy chose availability over the check
-            return [Judged(worst_of(verdicts) if verdicts else FAILED_OPEN), *choice.release()]
+        if isinstance(verdict, FailedOpen):
+            if choice.stopped is None:  # the policy chose availability over the check
+                return [Judged(worst_of(verdicts) if verdicts else FAILED_OPEN),
+                        *choice.release()]
+            # a check that failed cannot vouch for text a partial check already stopped
+            verdict = choice.stopped
         verdicts[index] = verdict
         judged = Judged(worst_of(verdicts))
         if not verdict.stops:
@@ -140,8 +145,9 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
                     if choice.settled:
                         verdict = await guard.check(
                             policy, [call.checked(choice.settled)], "stream")
-                        choice.flagged = (isinstance(verdict, Verdict)
-                                          and _holds(verdict, policy))
+                        if isinstance(verdict, Verdict):
+                            choice.flagged = _holds(verdict, policy)
+                            choice.stopped = verdict if verdict.stops else None
                     if not choice.flagged:
                         for out in choice.release(whole=False):
                             yield out

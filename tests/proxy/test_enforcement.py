@@ -248,6 +248,18 @@ def test_fail_open_passes_marks_counts(stub: StubUpstream) -> None:
     assert streamed_text(lines) == stub.reply
 
 
+def test_fail_open_never_releases_what_a_partial_check_stopped(stub: StubUpstream) -> None:
+    """Chunked mode: a window's check stops the reply so far, then the last check fails.
+    Failing open lets through text no check could read, never text a check stopped (before
+    the fix the held violent sentences were released with finish ``stop``)."""
+    stub.reply = f"{VIOLENT} Then more words come here. Then {CRASH} at the end."
+    status, lines, _ = raw_stream("g-open-chunked")
+    assert status == 200 and lines[-1] == "data: [DONE]"
+    assert "punch" not in "".join(lines)
+    assert streamed_text(lines) == "Sure.\nREFUSED-BY-POLICY"  # "Sure." passed its check
+    assert json.loads(lines[-2][6:])["choices"][0]["finish_reason"] == "content_filter"
+
+
 def test_client_disconnect_cancels_the_upstream_stream(stub: StubUpstream) -> None:
     stub.reply = " ".join(f"word{i}" for i in range(60))
     stub.chunk_delay = 0.1
