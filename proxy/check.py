@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from proxy.call import judged_prompt
 from proxy.errors import InvalidRequest, PayloadTooLarge
+from proxy.guard import checked_chars
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, verdict_of
 from proxy.pipeline import choose_policy
@@ -30,7 +31,7 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
             reply = ScoreInput(message_text(messages[-1]), judged_prompt(users[-1] if users else None))
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
-    size = max(_size(inputs), _size([reply] if reply else []))
+    size = max(checked_chars(inputs), checked_chars([reply] if reply else []))
     if size > policy.checks.max_chars:
         raise PayloadTooLarge(f"{size} characters to check; policy {policy.name!r} checks at "
                               f"most {policy.checks.max_chars} (checks.max_chars)",
@@ -53,9 +54,6 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
     }
 
 
-def _size(items: list[ScoreInput]) -> int:
-    """What counts against ``checks.max_chars``: the texts (a prompt is context)."""
-    return sum(len(i.response) for i in items)
 
 
 def _shown(verdict: Verdict | None) -> dict[str, object] | None:

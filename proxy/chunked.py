@@ -2,8 +2,8 @@
 
 chunked: each choice's deltas are held; once ``window_tokens`` more tokens of readable text
 (every text the client can read: ``proxy.chunks.readable_text``) have arrived, the whole reply
-so far is checked, the same way a plain reply is, and if it passes the held text is released up to the end of its
-last complete sentence (or line): the judge has read every released sentence whole, and the
+so far is checked, the same way a plain reply is, and if it passes the held text is released up
+to the end of its last complete sentence (or line): the judge has read every released sentence whole, and the
 sentence being written waits for the next check. When the choice ends, the whole reply is
 checked: this last check *is* the plain-mode check, so the final verdict is the plain verdict
 whatever the window size. A reply so far that is flagged holds everything after it until that

@@ -97,7 +97,7 @@ def readable_text(message: Mapping[str, Any]) -> str:
 
 def reply_texts(completion: Completion) -> dict[int, str]:
     """The readable text of each choice of a reply, by choice index (the upstream's choices
-    are checked at the boundary: ``proxy.upstream.check_choices``)."""
+    are checked where they enter: ``proxy.upstream.entered``)."""
     texts = {int(c.get("index", i)): readable_text(c.get("message") or {})
              for i, c in enumerate(completion.get("choices") or [])}
     return texts or {0: ""}

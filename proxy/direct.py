@@ -29,7 +29,7 @@ from proxy.errors import (
 from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.relay import SSEReader
 from proxy.settings import ConfigError, Deployment, GatewayConfig, configured_name
-from proxy.upstream import Upstream, checked_choices, no_cookies, upstream_json, well_formed_reply
+from proxy.upstream import Upstream, entered, no_cookies, upstream_json
 from vilmo.yamlfile import FileIssue
 
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -190,8 +190,8 @@ class DirectUpstream:
         if not isinstance(completion, dict):
             raise UpstreamFailed(f"the upstream for model {model!r} did not answer with a chat "
                                  "completion", code="upstream_malformed")
-        well_formed_reply(completion, model, body)
-        for choice in checked_choices(completion, "message", model)["choices"]:
+        entered(completion, "message", model, body)
+        for choice in completion["choices"]:
             choice.setdefault("finish_reason", None)
         return cast(ChatCompletion, completion)
 

@@ -55,6 +55,12 @@ class TextTooLarge(ValueError):
     """More text in one check than the policy's ``checks.max_chars``."""
 
 
+def checked_chars(items: Sequence[ScoreInput]) -> int:
+    """What counts against ``checks.max_chars``: the texts to judge (a reply's prompt is only
+    context, cut by ``proxy.call.judged_prompt``, and does not count)."""
+    return sum(len(item.response) for item in items)
+
+
 class Guard:
     def __init__(self, classifier_for: ClassifierFor, metrics: Metrics) -> None:
         self.classifier_for = classifier_for
@@ -96,7 +102,7 @@ class Guard:
     async def _scores(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                       ) -> list[dict[str, float]] | None:
         try:
-            size = sum(len(i.response) for i in items)
+            size = checked_chars(items)
             if size > policy.checks.max_chars:
                 raise TextTooLarge(f"{size} characters to check, over checks.max_chars "
                                    f"({policy.checks.max_chars})")

@@ -69,8 +69,8 @@ def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
 class KeyAuth:
     """Resolves ``Authorization: Bearer KEY`` to a Caller: a config key, or a virtual key
     (``vk-<id>-<secret>``) read from the store on every request, so a revoked key is refused on
-    every replica at once (during a store outage: ``proxy.client_keys``). 401 when keys are required and it is missing or unknown, on every
-    path but ``auth.public_paths`` (served without a caller); a presented virtual key that is
+    every replica at once (during a store outage: ``proxy.client_keys``). 401 when keys are
+    required and it is missing or unknown, on every path but ``auth.public_paths`` (served without a caller); a presented virtual key that is
     unknown or revoked is a 401 always. Keys are required when config keys are set or an admin
     key is (a gateway with an admin API issues keys: it is no open proxy); otherwise every caller
     without a key is anonymous. The admin API and the dashboard check the admin key themselves

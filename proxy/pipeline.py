@@ -47,6 +47,7 @@ from proxy.errors import (
     PolicyUnavailable,
     UnknownPolicyRequested,
 )
+from proxy.guard import checked_chars
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, Facts, Finish, Judgement, Reply, Stream, StreamMode
 from proxy.protocol import UpstreamParams, shown_name
@@ -227,7 +228,7 @@ def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
         return []
     turns = [ScoreInput(message_text(m)) for m in raw["messages"]
              if m.get("role") == "user" and message_text(m).strip()]
-    size = sum(len(turn.response) for turn in turns)
+    size = checked_chars(turns)
     if size > policy.checks.max_chars:
         raise PayloadTooLarge(f"{size} characters of user turns to check; policy "
                               f"{policy.name!r} checks at most {policy.checks.max_chars} "

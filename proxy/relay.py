@@ -14,7 +14,7 @@ from typing import Any, Self, cast
 
 from proxy.errors import Redactor, UpstreamFailed
 from proxy.protocol import ChatCompletionChunk
-from proxy.upstream import checked_choices, upstream_json, well_formed_reply
+from proxy.upstream import entered, upstream_json
 
 
 class RawChunk(dict[str, Any]):
@@ -136,8 +136,7 @@ class SSEReader:
             message = error.get("message") if isinstance(error, dict) else error
             raise UpstreamFailed(f"the upstream for model {self.model!r} failed mid-stream: "
                                  f"{self.redact.cut(str(message))}", code="upstream_error")
-        checked_choices(parsed, "delta", self.model)
-        relayed = not well_formed_reply(parsed, self.model, data)  # else re-encoded, as checked
+        relayed = not entered(parsed, "delta", self.model, data)  # else re-encoded, as checked
         complete = all("finish_reason" in c for c in parsed.get("choices") or ())
         chunk = RawChunk(parsed, data if len(lines) == 1 and complete and relayed else None)
         for choice in chunk.get("choices") or ():

@@ -56,8 +56,8 @@ class LiteLLMUpstream:
         with map_upstream_errors(self._redact, model):
             response = await self._router.acompletion(**params)
         reply = wire_dict(response.model_dump(exclude_none=True))
-        well_formed_reply(reply, model)
-        return cast(Completion, checked_choices(reply, "message", model))
+        entered(reply, "message", model)
+        return cast(Completion, reply)
 
     async def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]:
         model = str(params["model"])
@@ -68,8 +68,8 @@ class LiteLLMUpstream:
             try:
                 async for chunk in response:
                     piece = wire_dict(chunk.model_dump(exclude_none=True))
-                    well_formed_reply(piece, model)
-                    yield cast(Chunk, checked_choices(piece, "delta", model))
+                    entered(piece, "delta", model)
+                    yield cast(Chunk, piece)
             finally:
                 close = getattr(response, "aclose", None)
                 if close is not None:
@@ -161,13 +161,18 @@ def upstream_json(raw: bytes, model: str) -> Any:
         return None
 
 
-def well_formed_reply(reply: dict[str, Any], model: str, raw: bytes | None = None) -> bool:
-    """``make_well_formed`` on an upstream's reply or chunk (True when a surrogate was
-    replaced); a NaN or infinite number in it is a 502 ``upstream_malformed``."""
+def entered(reply: dict[str, Any], part: str, model: str, raw: bytes | None = None) -> bool:
+    """An upstream's reply (``part="message"``) or stream chunk (``"delta"``) as it enters the
+    gateway, on every path: made well formed in place (``make_well_formed``: True when a lone
+    surrogate was replaced; ``raw``, the bytes it was parsed from, lets the walk be skipped), a
+    NaN or infinite number in it a 502 ``upstream_malformed``, and its choices as the gateway
+    reads them (``checked_choices``)."""
     try:
-        return make_well_formed(reply, raw)
+        changed = make_well_formed(reply, raw)
     except NotFinite as error:
         raise not_finite(model, error) from None
+    checked_choices(reply, part, model)
+    return changed
 
 
 def not_finite(model: str, error: NotFinite) -> UpstreamFailed:

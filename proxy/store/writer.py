@@ -138,35 +138,34 @@ class AuditWriter:
         self._on_ok()
 
     def _store(self, records: Sequence[AuditRecord]) -> int:
-        """Append ``records`` to the store; a batch refused for a reason other than the store
-        being down is written one record at a time, and a record refused alone is set aside.
-        ``StoreUnavailable`` propagates (the store's writes are idempotent: a batch retried
-        after some of it was written stores nothing twice)."""
+        """Append ``records`` to the store, one at a time when it refuses them for a reason
+        other than being down (``_each_alone``). ``StoreUnavailable`` propagates (the store's
+        writes are idempotent: a batch retried after some of it was written stores nothing
+        twice)."""
+        return self._each_alone(self._append, records, StoreUnavailable, "store")
+
+    def _spool(self, records: Sequence[AuditRecord]) -> None:
+        """``spool.append``, one at a time when it refuses them for a reason other than its
+        disk (an ``OSError`` propagates)."""
+        self._each_alone(self.spool.append, records, OSError, "spool")
+
+    def _each_alone(self, write: Callable[[Sequence[AuditRecord]], int | None],
+                    records: Sequence[AuditRecord], passes: type[Exception], where: str,
+                    ) -> int:
+        """``write(records)``; when it fails otherwise than with ``passes``, the records
+        written one at a time, and a record that fails alone set aside: one unwritable record
+        never holds up the others. Returns how many ``write`` said it wrote."""
         try:
-            return self._append(records)
-        except StoreUnavailable:
+            return write(records) or 0
+        except passes:
             raise
         except Exception as error:  # noqa: BLE001 - whatever it is, one record is set aside
             if len(records) == 1:
                 self._set_aside(records[0], error)
                 return 0
-            log.warning("the audit store refused a batch of %d records (%s: %s); writing them "
-                        "one at a time", len(records), type(error).__name__, error)
-        return sum(self._store([record]) for record in records)
-
-    def _spool(self, records: Sequence[AuditRecord]) -> None:
-        """``spool.append``, where a record the spool cannot take (not for its disk: an
-        ``OSError`` propagates) is set aside rather than failing the others."""
-        try:
-            self.spool.append(records)
-        except OSError:
-            raise
-        except Exception as error:  # noqa: BLE001 - whatever it is, one record is set aside
-            if len(records) == 1:
-                self._set_aside(records[0], error)
-                return
-            for record in records:
-                self._spool([record])
+            log.warning("the audit %s refused a batch of %d records (%s: %s); writing them "
+                        "one at a time", where, len(records), type(error).__name__, error)
+        return sum(self._each_alone(write, [record], passes, where) for record in records)
 
     def _set_aside(self, record: AuditRecord, error: BaseException) -> None:
         self.set_aside += 1

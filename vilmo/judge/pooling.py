@@ -1,6 +1,7 @@
 """How the value classifier's window rows become one reading per text: length-sorted batches
-of one text's rows each, max and mean pooling over a text's rows, the mix of a reply's two whole readings (after its
-prompt and alone), and the rescaling at each value's operating points."""
+of one text's rows each, max and mean pooling over a text's rows, the mix of a reply's two
+whole readings (after its prompt and alone), and the rescaling at each value's operating
+points."""
 
 from __future__ import annotations
 
