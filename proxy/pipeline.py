@@ -226,8 +226,8 @@ def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
     input."""
     if not policy.checks.input:
         return []
-    turns = [ScoreInput(message_text(m)) for m in raw["messages"]
-             if m.get("role") == "user" and message_text(m).strip()]
+    users = (message_text(m) for m in raw["messages"] if m.get("role") == "user")
+    turns = [ScoreInput(text) for text in users if text.strip()]
     size = checked_chars(turns)
     if size > policy.checks.max_chars:
         raise PayloadTooLarge(f"{size} characters of user turns to check; policy "
