@@ -47,6 +47,7 @@ MAX_DEPTH = 6
 
 _DROP: Final = object()
 _NUMBERS = (int, float, bool)
+_CHOICE_FIELDS_WITH = {part: CHOICE_FIELDS | {part} for part in ("message", "delta")}
 
 
 def keep_allowed(reply: dict[str, Any], part: str) -> bool:
@@ -73,8 +74,10 @@ def keep_allowed(reply: dict[str, Any], part: str) -> bool:
 
 def _keep_allowed_in_choice(choice: dict[str, Any], part: str) -> bool:
     changed = False
-    for key in [k for k in choice if k != part and k not in CHOICE_FIELDS]:
-        del choice[key]
+    allowed = _CHOICE_FIELDS_WITH[part]
+    if not allowed.issuperset(choice):
+        for key in [k for k in choice if k not in allowed]:
+            del choice[key]
         changed = True
     if choice.get("logprobs") is not None:
         logprobs = _logprobs(choice["logprobs"])
@@ -125,6 +128,8 @@ def _numbers(value: object, depth: int = 0) -> object:
     if value is None or type(value) in _NUMBERS:
         return value
     if type(value) is dict and depth < MAX_DEPTH:
+        if all(inner is None or type(inner) in _NUMBERS for inner in value.values()):
+            return value  # the common case, without a copy
         return _kept_dict(value, lambda inner: _numbers(inner, depth + 1))
     return _DROP
 
