@@ -273,11 +273,19 @@ STREAM_CUT_SHORT = "Stream ended before a finish_reason"
 """LiteLLM's message (an ``httpx.RemoteProtocolError`` it raises itself) for a stream that
 ended with no choice finished: what the direct path calls ``upstream_malformed``."""
 
+REPLY_NOT_READ = ("Invalid response object ", "LiteLLM: provider returned ")
+"""LiteLLM's messages (its response converter's) for a reply it could not read as a chat
+completion (choices not a list, a choice or message not an object): what the direct path's
+``proxy.upstream.checked_choices`` calls ``upstream_malformed``. Its stream wrapper fails on
+such chunks with a bare ``AttributeError`` instead, which cannot be told from a fault of its
+own: those stay ``upstream_error``."""
+
 
 def _malformed_reply(exc: BaseException) -> str | None:
     """What was wrong with what the upstream sent, when LiteLLM's error comes from that: a
-    JSON decoding error (and no HTTP error status, whose body may be anything), or a stream
-    cut short. None for every other failure."""
+    JSON decoding error (and no HTTP error status, whose body may be anything), a stream cut
+    short, or a reply LiteLLM could not read as a chat completion. None for every other
+    failure."""
     import json
 
     chain: list[BaseException] = []
@@ -291,6 +299,8 @@ def _malformed_reply(exc: BaseException) -> str | None:
         return "sent a reply or stream event that is not JSON"
     if any(STREAM_CUT_SHORT in str(e) for e in chain):
         return "sent a stream that ended before a finish_reason"
+    if any(marker in str(e) for e in chain for marker in REPLY_NOT_READ):
+        return "sent a reply that is not a chat completion"
     return None
 
 

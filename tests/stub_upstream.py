@@ -62,6 +62,10 @@ class StubUpstream:
     written as it is as a logprob of the reply, or of a stream's second word."""
     slow_seconds: float = 3.0
     chunk_delay: float = 0.0
+    top_extra: dict[str, Any] = field(default_factory=dict)
+    """Fields added to the top level of every reply and stream chunk (as an upstream may)."""
+    choice_extra: dict[str, Any] = field(default_factory=dict)
+    """Fields added to every choice of a reply or a ``script``/``reply`` stream's chunks."""
     usage_nulls: bool = False
     """As OpenAI with ``stream_options.include_usage``: ``"usage": null`` in every chunk
     before the usage chunk."""
@@ -84,6 +88,8 @@ class StubUpstream:
         self.bad_number = None
         self.chunk_delay = 0.0
         self.usage_nulls = False
+        self.top_extra = {}
+        self.choice_extra = {}
         self.slow_seconds = StubUpstream.slow_seconds
         self.error_prefix = ""
         self.streams_closed_early = 0
@@ -147,8 +153,9 @@ class StubUpstream:
                 "id": completion_id, "object": "chat.completion", "created": created,
                 "model": model, "choices": [
                     {"index": i, "finish_reason": _finish(m),
-                     "message": {"role": "assistant", "content": None, **m}}
-                    for i, m in enumerate(self.script)]})
+                     "message": {"role": "assistant", "content": None, **m},
+                     **self.choice_extra}
+                    for i, m in enumerate(self.script)], **self.top_extra})
         message: dict[str, Any] = {"role": "assistant", "content": self._reply_for(body)}
         finish = "stop"
         if self.tool_arguments is not None:
@@ -159,9 +166,9 @@ class StubUpstream:
         return Response(self._dumps({
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
             "choices": [self._with_bad_number({"index": 0, "finish_reason": finish,
-                                               "message": message})],
+                                               "message": message, **self.choice_extra})],
             "usage": {"prompt_tokens": 11, "completion_tokens": 13, "total_tokens": 24},
-            "system_fingerprint": "fp_stub",
+            "system_fingerprint": "fp_stub", **self.top_extra,
         }), media_type="application/json")
 
     def _with_bad_number(self, choice: dict[str, Any]) -> dict[str, Any]:
@@ -191,9 +198,10 @@ class StubUpstream:
     async def _chunks(self, body: dict[str, Any], cid: str, created: int, model: str,
                       ) -> AsyncIterator[str]:
         def chunk(delta: dict[str, Any], finish: str | None = None, bad: bool = False) -> str:
-            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, **self.choice_extra}
             data = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "choices": [self._with_bad_number(choice) if bad else choice]}
+                    "model": model, "choices": [self._with_bad_number(choice) if bad else choice],
+                    **self.top_extra}
             if self.usage_nulls and (body.get("stream_options") or {}).get("include_usage"):
                 data["usage"] = None
             return f"data: {self._dumps(data)}\n\n"
@@ -232,7 +240,7 @@ class StubUpstream:
             usage = {"id": cid, "object": "chat.completion.chunk", "created": created,
                      "model": model, "choices": [],
                      "usage": {"prompt_tokens": 11, "completion_tokens": len(words),
-                               "total_tokens": 11 + len(words)}}
+                               "total_tokens": 11 + len(words)}, **self.top_extra}
             yield f"data: {json.dumps(usage)}\n\n"
         yield "data: [DONE]\n\n"
 
@@ -241,7 +249,8 @@ class StubUpstream:
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> str:
             data = {"id": cid, "object": "chat.completion.chunk", "created": created,
                     "model": model, "choices": [{"index": index, "delta": delta,
-                                                 "finish_reason": finish}]}
+                                                 "finish_reason": finish, **self.choice_extra}],
+                    **self.top_extra}
             return f"data: {json.dumps(data)}\n\n"
 
         per_choice = [[chunk(i, d) for d in _deltas(m)] + [chunk(i, {}, _finish(m))]

@@ -1,0 +1,100 @@
+"""The cost of the whole entry of an upstream reply or chunk (``proxy.upstream.entered``: made
+well formed, choices checked, and since the allow-list only allow-listed fields kept) against a
+baseline tree's ``entered`` (a benchmark, not a test).
+
+Direct path: the event's bytes parsed (``parse_upstream``) and entered with them; LiteLLM path:
+a parsed tree entered without bytes (every string walked). Each call parses afresh, so a field
+removed in one call is there again in the next; both sides timed in one process, interleaved,
+on the same texts (medians of ``--repeats`` rounds, ratio after / before).
+
+    git archive <base> proxy | tar -x -C /tmp/base-tree
+    python bench/bench_entry_fields.py --baseline /tmp/base-tree [--repeats 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import statistics
+import sys
+import timeit
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_store import cpu_name
+from bench_upstream_json import HEAD, SAMPLES, TOKEN
+
+from proxy.upstream import entered
+from proxy.wellformed import parse_upstream
+
+CASES: dict[str, tuple[str, bytes]] = {
+    **{name: ("message" if name.startswith("reply") else "delta", raw)
+       for name, raw in SAMPLES.items()},
+    "chunk, an unknown field": ("delta", json.dumps({**HEAD, "x_extra": {"note": "hi"}, "choices": [
+        {"index": 0, "delta": {"content": " calm"}, "finish_reason": None,
+         "text": " calm"}]}).encode()),
+    "usage chunk": ("delta", json.dumps({**HEAD, "choices": [], "usage": {
+        "prompt_tokens": 11, "completion_tokens": 190, "total_tokens": 201,
+        "completion_tokens_details": {"reasoning_tokens": 0}}}).encode()),
+    "chunk, no top_logprobs": ("delta", json.dumps({**HEAD, "choices": [
+        {"index": 0, "delta": {"content": " calm"}, "finish_reason": None,
+         "logprobs": {"content": [{**TOKEN, "top_logprobs": []}]}}]}).encode()),
+}
+
+
+def baseline_entered(tree: Path) -> Callable[..., bool]:
+    """The baseline's ``entered`` (its ``proxy/upstream.py``, on this tree's other modules)."""
+    spec = importlib.util.spec_from_file_location("baseline_upstream",
+                                                  tree / "proxy" / "upstream.py")
+    assert spec is not None and spec.loader is not None
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.entered  # type: ignore[no-any-return]
+
+
+def direct(enter: Callable[..., bool], part: str, raw: bytes) -> bool:
+    return enter(parse_upstream(raw), part, "m", raw)
+
+
+def litellm(enter: Callable[..., bool], part: str, raw: bytes) -> bool:
+    return enter(json.loads(raw), part, "m")
+
+
+def per_call_us(call: Callable[[], Any], number: int) -> float:
+    return timeit.timeit(call, number=number) / number * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--baseline", type=Path, required=True,
+                        help="a checkout whose proxy/upstream.py is the baseline")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--number", type=int, default=20_000)
+    args = parser.parse_args()
+    before_entered = baseline_entered(args.baseline)
+    print(f"CPU: {cpu_name()}; Python {platform.python_version()}\n")
+    print("| path | JSON | before (µs) | after (µs) | after / before |\n|---|---|---|---|---|")
+    for name, (part, raw) in CASES.items():
+        for path, run in (("direct", direct), ("LiteLLM", litellm)):
+            before = partial(run, before_entered, part, raw)
+            after = partial(run, entered, part, raw)
+            times: dict[str, list[float]] = {"before": [], "after": []}
+            for r in range(args.repeats):
+                order = [("before", before), ("after", after)]
+                for label, call in (order if r % 2 == 0 else order[::-1]):
+                    times[label].append(per_call_us(call, args.number))
+            old, new = statistics.median(times["before"]), statistics.median(times["after"])
+            print(f"| {path} | {name} ({len(raw)} B) | {old:.2f} | {new:.2f} | {new / old:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
