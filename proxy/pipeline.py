@@ -47,7 +47,7 @@ from proxy.errors import (
     PolicyUnavailable,
     UnknownPolicyRequested,
 )
-from proxy.guard import checked_chars
+from proxy.guard import ITEM_CHARS, checked_chars
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, Facts, Finish, Judgement, Reply, Stream, StreamMode
 from proxy.protocol import UpstreamParams, shown_name
@@ -221,8 +221,9 @@ def require_model(upstream: Upstream, model: str, caller: Caller) -> None:
 
 def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
     """The user turns the input check scores (none without ``checks.input``). Over
-    ``checks.max_chars`` the request is refused (413) before the upstream is called, whatever
-    ``on_error``: the client chose that size, so failing open would let it choose an unchecked
+    ``checks.max_chars`` (``checked_chars``: each turn counts at least ``ITEM_CHARS``) the
+    request is refused (413) before the upstream is called, whatever ``on_error``: the client
+    chose that size, or that many turns, so failing open would let it choose an unchecked
     input."""
     if not policy.checks.input:
         return []
@@ -230,9 +231,10 @@ def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
     turns = [ScoreInput(text) for text in users if text.strip()]
     size = checked_chars(turns)
     if size > policy.checks.max_chars:
-        raise PayloadTooLarge(f"{size} characters of user turns to check; policy "
-                              f"{policy.name!r} checks at most {policy.checks.max_chars} "
-                              "(checks.max_chars)", param="messages", code="check_too_large")
+        raise PayloadTooLarge(f"{size} characters of user turns to check (each turn counts "
+                              f"at least {ITEM_CHARS}); policy {policy.name!r} checks at most "
+                              f"{policy.checks.max_chars} (checks.max_chars)",
+                              param="messages", code="check_too_large")
     return turns
 
 
