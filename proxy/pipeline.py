@@ -37,7 +37,7 @@ import contextlib
 from dataclasses import dataclass, replace
 from typing import Any
 
-from proxy.actions import blocked, blocked_error, enforce, refusal_completion
+from proxy.actions import Noted, blocked, blocked_error, enforce, refusal_completion
 from proxy.call import Call, escalate, open_timed_stream
 from proxy.chunks import iterate, refusal_chunks, reply_texts
 from proxy.errors import (
@@ -125,7 +125,7 @@ async def call_upstream(req: ChatRequest, services: Services, call: Call, facts:
 
     completion, verdict, attempts = await enforce(                               # 7
         completion, verdict, policy, regenerate,
-        lambda reply, why: blocked(reply, policy, why))
+        lambda reply, why: blocked(reply, policy, why), noting(req.ledger, facts))
     facts = note(replace(facts, reply=verdict, attempts=attempts))
     return Reply(completion, call, facts)                       # 8: once sent (proxy.routes)
 
@@ -151,9 +151,18 @@ async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger,
     if mode != "buffer":                                                         # 6-7 lazily
         return Stream(live(call, chunks, services, mode), call, facts, mode,
                       recorder(ledger, facts, services))                         # 8 at the end
-    held, verdict, attempts = await buffered(call, chunks, services, deadline)   # 6-7
+    held, verdict, attempts = await buffered(call, chunks, services, deadline,  # 6-7
+                                             noting(ledger, facts))
     facts = ledger.note(replace(facts, reply=verdict, attempts=attempts))
     return Stream(iterate(held), call, facts, mode, recorder(ledger, facts, services))  # 8
+
+
+def noting(ledger: Ledger, facts: Facts) -> Noted:
+    """Step 7's verdicts and attempts into the ledger as they come: a reply blocked with an
+    error (``block_with: error``) or a regeneration that fails is recorded with them."""
+    def noted(reply: Judgement, attempts: tuple[Verdict, ...]) -> Facts:
+        return ledger.note(replace(facts, reply=reply, attempts=attempts))
+    return noted
 
 
 def recorder(ledger: Ledger, facts: Facts, services: Services) -> Finish:
