@@ -284,3 +284,24 @@ def test_a_failed_regeneration_keeps_the_first_verdict_and_the_attempt(
     assert record.verdict is not None and record.verdict["action"] == "regenerate"
     assert [a["violations"] for a in record.attempts] == [["mft.care"]]
     assert record.guard == "ok" and record.values == ("mft.care",)
+
+
+@pytest.mark.parametrize(("policy", "body", "status"), [
+    ("g-block-error", {}, 400),  # the reply blocked with an error
+    ("g-input-error", {"messages": [{"role": "user", "content": VIOLENT}]}, 400),
+    ("g-block-buffer", {"model": "no-such-model"}, 404),
+    (None, {"messages": "not a list"}, 400),  # before any policy was chosen
+])
+def test_error_answers_name_their_audit_record(services: Services, upstream: FakeUpstream,
+                                               policy: str | None, body: dict[str, Any],
+                                               status: int) -> None:
+    """``x-request-id`` is the audit record's id (README), but error answers had none: a
+    client could not name the record of its failed request."""
+    upstream.reply = VIOLENT
+    headers = {"X-Vilmo-Policy": policy} if policy else {}
+    response = asyncio.run(post_chat(services, {"model": "stub", "messages": ASK, **body},
+                                     headers))
+    assert response.status_code == status and "error" in response.json()
+    record = record_of(services)
+    assert response.headers["x-request-id"] == record.request_id
+    assert response.headers.get("x-vilmo-policy") == policy
