@@ -39,7 +39,7 @@ from typing import Any
 
 from proxy.actions import Noted, blocked, blocked_error, enforce, refusal_completion
 from proxy.call import Call, escalate, open_timed_stream
-from proxy.chunks import iterate, refusal_chunks, reply_texts
+from proxy.chunks import chunk_like, iterate, refusal_chunks, reply_texts
 from proxy.errors import (
     ModelNotFound,
     PayloadTooLarge,
@@ -257,7 +257,9 @@ async def check_input(services: Services, turns: list[ScoreInput], policy: Polic
 
 def refuse_input(req: ChatRequest, policy: Policy, facts: Facts, services: Services,
                  ) -> Reply | Stream:
-    """A blocked request: the refusal (or an error), and the upstream is never called."""
+    """A blocked request: the refusal (or an error), and the upstream is never called. Its
+    usage is zero: in the plain reply's body, and as a stream's last chunk when the client set
+    ``stream_options.include_usage`` (``proxy.chunks.for_client`` drops it otherwise)."""
     assert isinstance(facts.input, Verdict)
     if policy.block_with == "error":
         raise blocked_error(policy, facts.input, "request")
@@ -266,8 +268,9 @@ def refuse_input(req: ChatRequest, policy: Policy, facts: Facts, services: Servi
     if req.stream:
         template: Chunk = {"id": refusal["id"], "created": refusal["created"],
                            "model": refusal["model"]}
-        return Stream(iterate(refusal_chunks(template, policy.refusal)), call, facts, "off",
-                      recorder(req.ledger, facts, services))
+        usage: Chunk = {**chunk_like(template, None), "usage": refusal["usage"]}  # sent only
+        chunks = [*refusal_chunks(template, policy.refusal), usage]  # when the client asked
+        return Stream(iterate(chunks), call, facts, "off", recorder(req.ledger, facts, services))
     return Reply(refusal, call, facts)
 
 

@@ -305,3 +305,22 @@ def test_error_answers_name_their_audit_record(services: Services, upstream: Fak
     record = record_of(services)
     assert response.headers["x-request-id"] == record.request_id
     assert response.headers.get("x-vilmo-policy") == policy
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_streamed_input_refusal_reports_usage_when_asked(
+        services: Services, upstream: FakeUpstream, include_usage: bool) -> None:
+    """A client that set ``stream_options.include_usage`` got no usage chunk when the input
+    check refused its stream (the plain refusal carries its zero usage)."""
+    response = chat(services, "g-input", "buffer",
+                    messages=[{"role": "user", "content": VIOLENT}],
+                    stream_options={"include_usage": include_usage})
+    assert response.status_code == 200 and text_of(response) == REFUSAL
+    assert upstream.calls == [] and response.text.endswith("data: [DONE]\n\n")
+    usage = [e for e in events(response) if e.get("usage")]
+    if include_usage:
+        assert usage == [events(response)[-1]] and usage[0]["choices"] == []
+        assert usage[0]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0,
+                                     "total_tokens": 0}
+    else:
+        assert usage == []
