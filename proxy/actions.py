@@ -55,21 +55,28 @@ def with_annotation(completion: Completion, verdict: Verdict | None,
 
 
 Reply = TypeVar("Reply")  # a completion, or the chunks of a buffered stream
+Noted = Callable[[Judgement, tuple[Verdict, ...]], object]
+"""Keeps the reply's latest verdict and the rejected attempts so far (``Ledger.note``)."""
 
 
 async def enforce(reply: Reply, verdict: Judgement, policy: Policy,
                   retry: Callable[[Verdict], Awaitable[tuple[Reply, Judgement]]],
-                  block: Callable[[Reply, Verdict], Reply],
+                  block: Callable[[Reply, Verdict], Reply], noted: Noted,
                   ) -> tuple[Reply, Judgement, tuple[Verdict, ...]]:
     """Apply the verdict: regenerate up to the policy's limit, then fall back to block (or
     raise ContentBlocked when the policy asks for an error). ``retry`` calls the upstream
     again with a stronger instruction and checks the result. Also returns the verdicts of
-    the rejected attempts, in order."""
+    the rejected attempts, in order. Each verdict and attempt is ``noted`` as it comes, before
+    anything that may raise (a retry's upstream call, the error of ``block_with: error``), so
+    that an error's record still carries them."""
     attempts: list[Verdict] = []
+    noted(verdict, ())
     while (isinstance(verdict, Verdict) and verdict.action is Action.REGENERATE
            and len(attempts) < policy.max_regenerations):
         attempts.append(verdict)
+        noted(verdict, tuple(attempts))
         reply, verdict = await retry(verdict)
+        noted(verdict, tuple(attempts))
     if isinstance(verdict, Verdict) and verdict.stops:
         if policy.block_with == "error":
             raise blocked_error(policy, verdict)

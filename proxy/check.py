@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proxy.call import judged_prompt
 from proxy.errors import InvalidRequest, PayloadTooLarge
-from proxy.guard import checked_chars
+from proxy.guard import ITEM_CHARS, checked_chars
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, verdict_of
 from proxy.pipeline import choose_policy
@@ -33,8 +33,9 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
     size = max(checked_chars(inputs), checked_chars([reply] if reply else []))
     if size > policy.checks.max_chars:
-        raise PayloadTooLarge(f"{size} characters to check; policy {policy.name!r} checks at "
-                              f"most {policy.checks.max_chars} (checks.max_chars)",
+        raise PayloadTooLarge(f"{size} characters to check (each text counts at least "
+                              f"{ITEM_CHARS}); policy {policy.name!r} checks at most "
+                              f"{policy.checks.max_chars} (checks.max_chars)",
                               param="text" if request.text is not None else "messages",
                               code="check_too_large")
     input_verdict = verdict_of(await services.guard.check(policy, inputs, "input")

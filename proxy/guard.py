@@ -4,9 +4,10 @@
 classifier fails or runs past ``checks.timeout_s``, a policy with ``on_error: closed`` gets a
 ``GuardFailed`` (never the unchecked text); ``open`` gets ``FAILED_OPEN``: the caller lets the text
 through, marks it, and the failure is counted in ``vilmo_guard_errors_total`` and logged. Texts
-longer than ``checks.max_chars`` in all (a reply's prompt is context and does not count) are not
-scored, and fail closed whatever ``on_error`` says: a client can make a text that long, so
-failing open would let any client choose an unchecked reply. A check that
+longer than ``checks.max_chars`` in all (each counting at least ``ITEM_CHARS``: ``checked_chars``;
+a reply's prompt is context and does not count) are not scored, and fail closed whatever
+``on_error`` says: a client can make a text that long, or send that many texts, so failing
+open would let any client choose an unchecked reply. A check that
 times out (or whose client left) stops its work: its unscored parts are dropped by the batcher.
 A check the batcher's queue would not reach before the timeout is refused at once
 (``Overloaded``): the same failure, answered now (503 with Retry-After when closed) instead of
@@ -55,10 +56,21 @@ class TextTooLarge(ValueError):
     """More text in one check than the policy's ``checks.max_chars``."""
 
 
+ITEM_CHARS = 32
+"""The least one text of a check counts against ``checks.max_chars``: each text costs a judge
+pass of its own, so a check of many tiny texts (90,000 one-character user turns) cost far more
+than its characters (it ran past ``checks.timeout_s``, and under ``on_error: open`` passed a
+violent turn among them unchecked). Measured on the real judge (2 shared cores): a short text
+costs about what 4 characters of a long one do (1.8 ms against 0.42 ms a character), so
+counting 32 keeps a check of tiny texts cheaper than a long text of the same count."""
+
+
 def checked_chars(items: Sequence[ScoreInput]) -> int:
-    """What counts against ``checks.max_chars``: the texts to judge (a reply's prompt is only
-    context, cut by ``proxy.call.judged_prompt``, and does not count)."""
-    return sum(len(item.response) for item in items)
+    """What counts against ``checks.max_chars``: the texts to judge, each at least
+    ``ITEM_CHARS`` (a reply's prompt is only context, cut by ``proxy.call.judged_prompt``, and
+    does not count). The check's cost is then bounded by the limit, whatever the number of
+    texts a client sends."""
+    return sum(max(len(item.response), ITEM_CHARS) for item in items)
 
 
 class Guard:

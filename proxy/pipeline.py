@@ -37,9 +37,9 @@ import contextlib
 from dataclasses import dataclass, replace
 from typing import Any
 
-from proxy.actions import blocked, blocked_error, enforce, refusal_completion
+from proxy.actions import Noted, blocked, blocked_error, enforce, refusal_completion
 from proxy.call import Call, escalate, open_timed_stream
-from proxy.chunks import iterate, refusal_chunks, reply_texts
+from proxy.chunks import chunk_like, iterate, refusal_chunks, reply_texts
 from proxy.errors import (
     ModelNotFound,
     PayloadTooLarge,
@@ -47,7 +47,7 @@ from proxy.errors import (
     PolicyUnavailable,
     UnknownPolicyRequested,
 )
-from proxy.guard import checked_chars
+from proxy.guard import ITEM_CHARS, checked_chars
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, Facts, Finish, Judgement, Reply, Stream, StreamMode
 from proxy.protocol import UpstreamParams, shown_name
@@ -125,7 +125,7 @@ async def call_upstream(req: ChatRequest, services: Services, call: Call, facts:
 
     completion, verdict, attempts = await enforce(                               # 7
         completion, verdict, policy, regenerate,
-        lambda reply, why: blocked(reply, policy, why))
+        lambda reply, why: blocked(reply, policy, why), noting(req.ledger, facts))
     facts = note(replace(facts, reply=verdict, attempts=attempts))
     return Reply(completion, call, facts)                       # 8: once sent (proxy.routes)
 
@@ -151,9 +151,18 @@ async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger,
     if mode != "buffer":                                                         # 6-7 lazily
         return Stream(live(call, chunks, services, mode), call, facts, mode,
                       recorder(ledger, facts, services))                         # 8 at the end
-    held, verdict, attempts = await buffered(call, chunks, services, deadline)   # 6-7
+    held, verdict, attempts = await buffered(call, chunks, services, deadline,  # 6-7
+                                             noting(ledger, facts))
     facts = ledger.note(replace(facts, reply=verdict, attempts=attempts))
     return Stream(iterate(held), call, facts, mode, recorder(ledger, facts, services))  # 8
+
+
+def noting(ledger: Ledger, facts: Facts) -> Noted:
+    """Step 7's verdicts and attempts into the ledger as they come: a reply blocked with an
+    error (``block_with: error``) or a regeneration that fails is recorded with them."""
+    def noted(reply: Judgement, attempts: tuple[Verdict, ...]) -> Facts:
+        return ledger.note(replace(facts, reply=reply, attempts=attempts))
+    return noted
 
 
 def recorder(ledger: Ledger, facts: Facts, services: Services) -> Finish:
@@ -221,8 +230,9 @@ def require_model(upstream: Upstream, model: str, caller: Caller) -> None:
 
 def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
     """The user turns the input check scores (none without ``checks.input``). Over
-    ``checks.max_chars`` the request is refused (413) before the upstream is called, whatever
-    ``on_error``: the client chose that size, so failing open would let it choose an unchecked
+    ``checks.max_chars`` (``checked_chars``: each turn counts at least ``ITEM_CHARS``) the
+    request is refused (413) before the upstream is called, whatever ``on_error``: the client
+    chose that size, or that many turns, so failing open would let it choose an unchecked
     input."""
     if not policy.checks.input:
         return []
@@ -230,9 +240,10 @@ def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
     turns = [ScoreInput(text) for text in users if text.strip()]
     size = checked_chars(turns)
     if size > policy.checks.max_chars:
-        raise PayloadTooLarge(f"{size} characters of user turns to check; policy "
-                              f"{policy.name!r} checks at most {policy.checks.max_chars} "
-                              "(checks.max_chars)", param="messages", code="check_too_large")
+        raise PayloadTooLarge(f"{size} characters of user turns to check (each turn counts "
+                              f"at least {ITEM_CHARS}); policy {policy.name!r} checks at most "
+                              f"{policy.checks.max_chars} (checks.max_chars)",
+                              param="messages", code="check_too_large")
     return turns
 
 
@@ -246,7 +257,9 @@ async def check_input(services: Services, turns: list[ScoreInput], policy: Polic
 
 def refuse_input(req: ChatRequest, policy: Policy, facts: Facts, services: Services,
                  ) -> Reply | Stream:
-    """A blocked request: the refusal (or an error), and the upstream is never called."""
+    """A blocked request: the refusal (or an error), and the upstream is never called. Its
+    usage is zero: in the plain reply's body, and as a stream's last chunk when the client set
+    ``stream_options.include_usage`` (``proxy.chunks.for_client`` drops it otherwise)."""
     assert isinstance(facts.input, Verdict)
     if policy.block_with == "error":
         raise blocked_error(policy, facts.input, "request")
@@ -255,8 +268,9 @@ def refuse_input(req: ChatRequest, policy: Policy, facts: Facts, services: Servi
     if req.stream:
         template: Chunk = {"id": refusal["id"], "created": refusal["created"],
                            "model": refusal["model"]}
-        return Stream(iterate(refusal_chunks(template, policy.refusal)), call, facts, "off",
-                      recorder(req.ledger, facts, services))
+        usage: Chunk = {**chunk_like(template, None), "usage": refusal["usage"]}  # sent only
+        chunks = [*refusal_chunks(template, policy.refusal), usage]  # when the client asked
+        return Stream(iterate(chunks), call, facts, "off", recorder(req.ledger, facts, services))
     return Reply(refusal, call, facts)
 
 

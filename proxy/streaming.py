@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from proxy.actions import enforce
+from proxy.actions import Noted, enforce
 from proxy.call import Call, escalate, open_timed_stream
 from proxy.chunked import monitored, windowed
 from proxy.chunks import by_choice, refusal_chunks, reply_of, usage_chunks
@@ -34,8 +34,9 @@ from vilmo.verdict import Verdict
 
 
 async def buffered(call: Call, chunks: AsyncIterator[Chunk], services: Services, deadline: float,
-                   ) -> tuple[list[Chunk], Judgement, tuple[Verdict, ...]]:
-    """Buffer mode: the whole reply read, judged and enforced (regenerated, refused) now."""
+                   noted: Noted) -> tuple[list[Chunk], Judgement, tuple[Verdict, ...]]:
+    """Buffer mode: the whole reply read, judged and enforced (regenerated, refused) now; each
+    verdict and attempt ``noted`` as it comes (``actions.enforce``)."""
     policy = call.policy
 
     async def judged(chunks: AsyncIterator[Chunk]) -> tuple[list[Chunk], Judgement]:
@@ -52,7 +53,7 @@ async def buffered(call: Call, chunks: AsyncIterator[Chunk], services: Services,
 
     held, verdict = await judged(chunks)
     return await enforce(held, verdict, policy, regenerate,
-                         lambda held, why: refused(held, why, policy.refusal))
+                         lambda held, why: refused(held, why, policy.refusal), noted)
 
 
 async def live(call: Call, chunks: AsyncIterator[Chunk], services: Services, mode: StreamMode,

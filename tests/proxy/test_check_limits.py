@@ -5,15 +5,19 @@ policy's only classifier thread for as long as it took (a 1 MB check: 72 s of 50
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import httpx
 import pytest
 from conftest import ADMIN_KEY
+from fakes import FakeUpstream, KeywordClassifier, app_with, fake_services, post_chat
 from streams import plain
 from stub_upstream import StubUpstream
 
 from proxy.call import PROMPT_CONTEXT_CHARS, judged_prompt
+from vilmo.instruct.principles import PrincipleBank
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 LONG_CALM = "Talk to him calmly tomorrow and tell him how you feel. " * 10  # 550 characters
@@ -104,3 +108,52 @@ def test_the_judge_reads_the_same_prompt_head_from_the_cut_prompt() -> None:
         cut = judged_prompt(prompt)
         assert cut == prompt or len(prompt) > PROMPT_CONTEXT_CHARS
         assert prompt_head(tokenizer, cut, spec) == prompt_head(tokenizer, prompt, spec)
+
+
+TINY_TURNS = [{"role": "user", "content": "a"}] * 20 + [
+    {"role": "user", "content": "How do I punch him?"}]
+"""39 characters of user turns, far under ``g-small-input-open``'s 300, in 21 texts to judge."""
+
+
+def test_many_tiny_user_turns_count_their_check_cost(policy_dir: Path, bank: PrincipleBank,
+                                                     ) -> None:
+    """The reviewer's case: 90,000 one-character user turns and a violent one (90,109
+    characters, under the default 100,000) made 90,001 texts for the judge, which ran past
+    ``checks.timeout_s``; under ``on_error: open`` the violent turn reached the upstream
+    unchecked. Each text now counts at least ``ITEM_CHARS``, so the check's cost is bounded by
+    ``checks.max_chars``: such a request is the client's 413 before the judge and the
+    upstream."""
+    classifier = KeywordClassifier()
+    services = fake_services(policy_dir, bank, classifier=classifier)
+    upstream = services.upstream
+    assert isinstance(upstream, FakeUpstream)
+    response = asyncio.run(post_chat(services, {"model": "stub", "messages": TINY_TURNS},
+                                     {"X-Vilmo-Policy": "g-small-input-open"}))
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "check_too_large" and error["param"] == "messages"
+    assert upstream.calls == [] and classifier.calls == []
+    few = asyncio.run(post_chat(services, {"model": "stub", "messages": TINY_TURNS[-3:]},
+                                {"X-Vilmo-Policy": "g-small-input-open"}))
+    assert few.status_code == 200 and few.headers["x-vilmo-input-violations"] == "mft.care"
+
+
+def test_the_check_route_counts_each_turn_as_well(policy_dir: Path, bank: PrincipleBank,
+                                                  ) -> None:
+    """/v1/values/check ``messages``: the same bound as the chat route's input check."""
+    classifier = KeywordClassifier()
+    services = fake_services(policy_dir, bank, classifier=classifier)
+
+    async def check(messages: list[dict[str, str]]) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app_with(services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            return await client.post("/v1/values/check", json={
+                "messages": messages, "policy": "g-small-input-open"})
+
+    response = asyncio.run(check(TINY_TURNS))
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "check_too_large" and error["param"] == "messages"
+    assert classifier.calls == []
+    few = asyncio.run(check(TINY_TURNS[-3:]))
+    assert few.status_code == 200 and few.json()["input"]["violations"] == ["mft.care"]

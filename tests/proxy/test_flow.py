@@ -241,3 +241,86 @@ def test_the_audit_line_has_the_documented_shape(services: Services) -> None:
         ["request_id", "caller", "model", "stream", "policy", "generator", "principles",
          "stakes", "status", "error_code", "started_at", "instruction_s", "duration_s",
          "guard", "verdict", "input_verdict", "attempts", "profile"])
+
+
+@pytest.mark.parametrize("mode", ["plain", "buffer"])
+def test_a_reply_blocked_with_an_error_is_recorded_with_its_verdict(
+        services: Services, upstream: FakeUpstream, mode: str) -> None:
+    """``block_with: error``: the 400's record said guard off, no verdict, no action (the
+    verdict was noted only after ``enforce``, which raises the error)."""
+    upstream.reply = VIOLENT
+    response = chat(services, "g-block-error", mode)
+    assert response.status_code == 400 and "punch" not in response.text
+    assert response.json()["error"]["code"] == "content_filter"
+    record = record_of(services)
+    assert (record.status, record.error_code) == ("400", "content_filter")
+    assert record.guard == "ok" and record.action == "block"
+    assert record.verdict is not None and record.verdict["violations"] == ["mft.care"]
+    assert record.values == ("mft.care",)
+
+
+class FailsWhenWarned(FakeUpstream):
+    """Answers the first call; the regeneration (the strengthened instruction) fails."""
+
+    def _text(self, params: UpstreamParams) -> str:
+        text = super()._text(params)
+        if any("went against" in str(m.get("content")) for m in params["messages"]):
+            raise UpstreamFailed("overloaded", code="upstream_error")
+        return text
+
+
+@pytest.mark.parametrize("mode", ["plain", "buffer"])
+def test_a_failed_regeneration_keeps_the_first_verdict_and_the_attempt(
+        policy_dir: Path, bank: PrincipleBank, mode: str) -> None:
+    """The 502 of a regeneration's failed upstream call was recorded with no verdict and no
+    attempt: the reply that called for it was lost from the audit trail."""
+    upstream = FailsWhenWarned()
+    upstream.reply = VIOLENT
+    services = fake_services(policy_dir, bank, upstream)
+    response = chat(services, "g-regenerate-buffer", mode)
+    assert response.status_code == 502 and len(upstream.calls) == 2
+    record = record_of(services)
+    assert (record.status, record.error_code) == ("502", "upstream_error")
+    assert record.verdict is not None and record.verdict["action"] == "regenerate"
+    assert [a["violations"] for a in record.attempts] == [["mft.care"]]
+    assert record.guard == "ok" and record.values == ("mft.care",)
+
+
+@pytest.mark.parametrize(("policy", "body", "status"), [
+    ("g-block-error", {}, 400),  # the reply blocked with an error
+    ("g-input-error", {"messages": [{"role": "user", "content": VIOLENT}]}, 400),
+    ("g-block-buffer", {"model": "no-such-model"}, 404),
+    (None, {"messages": "not a list"}, 400),  # before any policy was chosen
+])
+def test_error_answers_name_their_audit_record(services: Services, upstream: FakeUpstream,
+                                               policy: str | None, body: dict[str, Any],
+                                               status: int) -> None:
+    """``x-request-id`` is the audit record's id (README), but error answers had none: a
+    client could not name the record of its failed request."""
+    upstream.reply = VIOLENT
+    headers = {"X-Vilmo-Policy": policy} if policy else {}
+    response = asyncio.run(post_chat(services, {"model": "stub", "messages": ASK, **body},
+                                     headers))
+    assert response.status_code == status and "error" in response.json()
+    record = record_of(services)
+    assert response.headers["x-request-id"] == record.request_id
+    assert response.headers.get("x-vilmo-policy") == policy
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_streamed_input_refusal_reports_usage_when_asked(
+        services: Services, upstream: FakeUpstream, include_usage: bool) -> None:
+    """A client that set ``stream_options.include_usage`` got no usage chunk when the input
+    check refused its stream (the plain refusal carries its zero usage)."""
+    response = chat(services, "g-input", "buffer",
+                    messages=[{"role": "user", "content": VIOLENT}],
+                    stream_options={"include_usage": include_usage})
+    assert response.status_code == 200 and text_of(response) == REFUSAL
+    assert upstream.calls == [] and response.text.endswith("data: [DONE]\n\n")
+    usage = [e for e in events(response) if e.get("usage")]
+    if include_usage:
+        assert usage == [events(response)[-1]] and usage[0]["choices"] == []
+        assert usage[0]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0,
+                                     "total_tokens": 0}
+    else:
+        assert usage == []
