@@ -110,6 +110,7 @@ class PolicyStore:
                     self.check(policy)
                 log.info("policy %r loaded from %s", policy.name if policy else None, path)
                 self._broken.discard(path)
+                self._ignored.pop(path, None)  # an edited file that is still ignored: say so
             except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
                 log.error("policy file %s is broken; keeping its last good version (%s): %s",
                           path, previous.name if previous else "none", one_line(exc))

@@ -93,11 +93,15 @@ def test_a_new_file_cannot_take_over_a_served_name(tmp_path: Path,
         write(tmp_path / "other.yaml", DEFAULT.replace("default", "other"))
         assert store.names() == ["default", "other"]
     assert "also names" not in caplog.text
+    with caplog.at_level(logging.ERROR):  # but editing the ignored file does
+        write(draft, DEFAULT.replace("block", "annotate"), 2500)
+        assert store.get().values["mft.care"].action == "block"
+    assert f"policy file {draft} also names policy 'default'" in caplog.text
 
     write(tmp_path / "default.yaml", DEFAULT.replace("0.4", "0.6"), 3000)  # its own edits apply
     assert store.get().values["mft.care"].threshold == 0.6
     (tmp_path / "default.yaml").unlink()  # gone: the remaining file takes the name
-    assert store.get().values["mft.care"].action == "allow"
+    assert store.get().values["mft.care"].action == "annotate"
 
 
 def test_start_up_gives_a_shared_name_to_the_file_named_after_it(
