@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from vilmo.values import VALUES
 from vilmo.yamlfile import FileError, FileIssue, load_yaml_model
@@ -26,7 +26,21 @@ def _known_value(value_id: str) -> str:
     return value_id
 
 
-ValueId = Annotated[str, AfterValidator(_known_value)]
+def _distinct_ids(principles: list[CustomPrinciple]) -> list[CustomPrinciple]:
+    """Each custom principle is judged and reported as ``custom/<id>``: two with one id would
+    leave all but the last unjudged."""
+    first: dict[str, int] = {}
+    for i, principle in enumerate(principles):
+        if principle.id in first:
+            raise ValueError(f"principle id {principle.id!r} is given twice (entries "
+                             f"{first[principle.id]} and {i}); ids must be distinct")
+        first[principle.id] = i
+    return principles
+
+
+ValueId = Annotated[str, AfterValidator(_known_value),
+                    Field(json_schema_extra={"enum": sorted(VALUES)})]
+"""A taxonomy value id; the JSON Schema lists them, so editors and CI refuse a typo too."""
 Slug = Annotated[str, Field(pattern=_SLUG.pattern, max_length=64)]
 
 
@@ -82,13 +96,16 @@ class InstructionSettings(_Strict):
                                  "those values; ranked by a per-target scorer if `weights` is "
                                  "set, else by values at stake x weight x similarity); "
                                  "relevance: always the top principles by weight x similarity; "
-                                 "static: `text`; none: no instruction.")
+                                 "static: `text`; none: no instruction (the other settings "
+                                 "may stay, for switching back).")
     placement: Literal["system", "user_prefix"] = Field(
         "system", description="A system message before the conversation, or a prefix of the "
                               "last user turn (for models that ignore system messages).")
     max_principles: int = Field(3, ge=1, le=10)
     style: Literal["imperative", "reasoned", "role"] = "imperative"
-    text: str | None = Field(None, description="The instruction for the static generator.")
+    text: str | None = Field(None, min_length=1,
+                             description="The instruction for the static generator (required "
+                                         "there, refused with relevance or vilmo).")
     weights: str | None = Field(None, description="The vilmo generator's per-target scorer: a "
                                                   "`vilmo train generator` run directory or its "
                                                   "scorer.npz.")
@@ -99,7 +116,22 @@ class InstructionSettings(_Strict):
                     "model's operating point, chosen on dev (see vilmo/models/GENERATOR.md).")
     baseline: str | None = Field(
         None, min_length=1, max_length=500,
-        description="vilmo: a short instruction sent when no value is at stake (default: none).")
+        description="vilmo: a short instruction sent when no value is at stake (default: none; "
+                    "refused with relevance or static).")
+
+    @model_validator(mode="after")
+    def _settings_fit_the_generator(self) -> InstructionSettings:
+        """A setting the chosen generator would ignore is an error, not silence: `static`
+        without `text` would inject nothing on every request."""
+        if self.generator == "static" and self.text is None:
+            raise ValueError("the static generator needs `text` (the instruction it sends)")
+        if self.text is not None and self.generator not in ("static", "none"):
+            raise ValueError(f"`text` is used only by the static generator, not by "
+                             f"{self.generator!r}")
+        if self.baseline is not None and self.generator not in ("vilmo", "none"):
+            raise ValueError(f"`baseline` is used only by the vilmo generator, not by "
+                             f"{self.generator!r}")
+        return self
 
 
 class CheckSettings(_Strict):
@@ -140,7 +172,8 @@ class Policy(_Strict):
     name: Slug
     description: str = ""
     values: dict[ValueId, ValueRule] = Field(min_length=1)
-    principles: list[CustomPrinciple] = Field(default_factory=list)
+    principles: Annotated[list[CustomPrinciple], AfterValidator(_distinct_ids)] = Field(
+        default_factory=list)
     instructions: InstructionSettings = Field(default_factory=InstructionSettings)
     checks: CheckSettings = Field(default_factory=CheckSettings)
     on_error: Literal["closed", "open"] = Field(

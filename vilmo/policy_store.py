@@ -2,7 +2,12 @@
 
 Files are re-read when their modification time or size changes (checked at most every
 ``reload_interval`` seconds, on access, so no thread or watcher is needed). A file that fails to
-load keeps its last good version in service and the failure is logged with every issue found.
+load, whatever the failure (invalid YAML, a policy error, its generator weights unreadable),
+keeps its last good version in service, the failure is logged on one line naming the file, and
+the file is not read again until it changes; at start-up it is skipped, except that a missing
+default stops start-up. A name stays with the file serving it: another file that names the same
+policy (a copy left as ``default-draft.yaml``) is logged as ignored; at start-up the file named
+after the policy serves it, else the first in sorted order.
 The default policy never goes away once loaded: when its file is removed (or renamed, or its
 ``name`` changed) its last good version stays the default, logged as an error on each reload
 that finds the folder changed while it is gone, so callers without a policy are served as
@@ -52,12 +57,16 @@ class PolicyStore:
         self.reload_interval = reload_interval
         self._files: dict[Path, _Entry] = {}
         self._by_name: dict[str, Policy] = {}
+        self._broken: set[Path] = set()  # files whose current version failed to load
+        self._served_from: dict[str, Path] = {}  # each served name's file
+        self._ignored: dict[Path, tuple[str, Path]] = {}  # file -> (its name, the file serving it)
         self._checked_at = float("-inf")
         self.refresh(force=True)
         if default_name not in self._by_name:
+            broken = "".join(f"; {p} failed to load (see the log)" for p in sorted(self._broken))
             raise UnknownPolicy(
                 f"default policy {default_name!r} is not among the policies in "
-                f"{self.directory} ({', '.join(sorted(self._by_name)) or 'none loaded'})")
+                f"{self.directory} ({', '.join(sorted(self._by_name)) or 'none loaded'}{broken})")
 
     def get(self, name: str | None = None) -> Policy:
         """The named policy (the default when name is None); UnknownPolicy if absent."""
@@ -87,6 +96,7 @@ class PolicyStore:
             if path not in present:
                 log.info("policy file %s removed", path)
                 del self._files[path]
+                self._broken.discard(path)
                 changed = True
         for path, stamp in present.items():
             entry = self._files.get(path)
@@ -99,11 +109,14 @@ class PolicyStore:
                 if self.check is not None and policy is not None:
                     self.check(policy)
                 log.info("policy %r loaded from %s", policy.name if policy else None, path)
-            except (PolicyError, OSError, ValueError, KeyError) as exc:
+                self._broken.discard(path)
+                self._ignored.pop(path, None)  # an edited file that is still ignored: say so
+            except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
                 log.error("policy file %s is broken; keeping its last good version (%s): %s",
-                          path, previous.name if previous else "none", exc)
+                          path, previous.name if previous else "none", one_line(exc))
                 policy = previous
-            self._files[path] = _Entry(stamp, policy)
+                self._broken.add(path)
+            self._files[path] = _Entry(stamp, policy)  # not read again until the file changes
         if changed:
             self._by_name = self._with_default(self._index())
 
@@ -123,16 +136,38 @@ class PolicyStore:
                       if p.suffix in (".yaml", ".yml") and p.is_file())
 
     def _index(self) -> dict[str, Policy]:
-        by_name: dict[str, Policy] = {}
+        """The policy of each name and its file. A name stays with the file already serving
+        it (a copy such as ``default-draft.yaml`` that still says ``name: default`` must not
+        take the policy over); a name no file served yet goes to the file named after it,
+        else to the first path in sorted order. Every other claim is logged as ignored."""
+        claims: dict[str, list[Path]] = {}
         for path, entry in sorted(self._files.items()):
-            if entry.policy is None:
-                continue
-            if entry.policy.name in by_name:
-                log.error("policy name %r in %s is already used by another file; ignored",
-                          entry.policy.name, path)
-                continue
-            by_name[entry.policy.name] = entry.policy
-        return by_name
+            if entry.policy is not None:
+                claims.setdefault(entry.policy.name, []).append(path)
+        served: dict[str, Path] = {}
+        for name, paths in claims.items():
+            current = self._served_from.get(name)
+            chosen = current if current in paths else min(
+                paths, key=lambda p: (p.stem != name, p))
+            served[name] = chosen
+            for path in paths:
+                if path != chosen and self._ignored.get(path) != (name, chosen):
+                    log.error("policy file %s also names policy %r, which %s serves; ignored "
+                              "(give it another name to serve it)", path, name, chosen)
+            if current is not None and current != chosen:
+                log.warning("policy %r is now served from %s", name, chosen)
+        self._ignored = {path: (name, served[name]) for name, paths in claims.items()
+                         for path in paths if path != served[name]}
+        self._served_from = served
+        return {name: policy for name, path in served.items()
+                if (policy := self._files[path].policy) is not None}  # always: a claim has one
+
+
+def one_line(exc: BaseException) -> str:
+    """An error for one log line: a policy file's issues joined, else its type and message."""
+    if isinstance(exc, PolicyError):
+        return "; ".join(str(issue) for issue in exc.issues)
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _stamp(path: Path) -> PolicyFileStamp | None:

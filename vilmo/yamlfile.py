@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -16,6 +16,9 @@ from pydantic import BaseModel, ValidationError
 from vilmo.errors import VilmoError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+MAX_DEPTH = 64
+"""Deepest nesting a file may have (a policy or config needs a handful of levels)."""
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,25 +45,100 @@ class FileError(VilmoError, ValueError):
 
 def load_yaml_model(path: str | Path, model: type[ModelT],
                     error: type[FileError] = FileError) -> ModelT:
-    """Read a YAML mapping and validate it; raise ``error`` naming file, line and field."""
+    """Read a YAML mapping and validate it; raise ``error`` naming file, line and field.
+
+    Every issue found is reported together: duplicate keys (which YAML would otherwise resolve
+    silently, the last one winning) and the model's validation errors."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    root, data = _read(path, error)
+    if not isinstance(data, dict):
+        raise error([FileIssue(str(path), 1, "", "expected a YAML mapping at the top level")])
+    issues = duplicate_keys(root, str(path))
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        validated = model.model_validate(data)
+    except ValidationError as exc:
+        issues += [FileIssue(str(path), line_of(root, err["loc"]), dotted(err["loc"]), err["msg"])
+                   for err in exc.errors()]
+    except RecursionError:
+        issues.append(FileIssue(str(path), None, "", "nested too deeply to validate"))
+    if issues:
+        raise error(issues) from None
+    return validated
+
+
+def _read(path: Path, error: type[FileError]) -> tuple[yaml.Node | None, Any]:
+    """The file's node tree (for locating issues) and its data, or ``error`` with one issue."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad_line = raw[:exc.start].count(b"\n") + 1
+        raise error([FileIssue(str(path), bad_line, "", f"not UTF-8 text (byte "
+                                                    f"0x{raw[exc.start]:02x})")]) from None
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        return root, loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise error([FileIssue(str(path), line, "", f"invalid YAML: {yaml_problem(exc)}")],
                     ) from None
-    if not isinstance(data, dict):
-        raise error([FileIssue(str(path), 1, "", "expected a YAML mapping at the top level")])
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        issues = [FileIssue(str(path), line_of(root, err["loc"]), dotted(err["loc"]), err["msg"])
-                  for err in exc.errors()]
-        raise error(issues) from None
+    except RecursionError:
+        raise error([FileIssue(str(path), None, "", f"invalid YAML: nested deeper than "
+                                                    f"{MAX_DEPTH} levels")]) from None
+    finally:
+        loader.dispose()
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than ``MAX_DEPTH`` as soon as it is met:
+    composing is recursive, and a few thousand brackets would otherwise spend seconds reaching
+    Python's recursion limit (a RecursionError, not a YAML error)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def duplicate_keys(root: yaml.Node | None, file: str) -> list[FileIssue]:
+    """An issue for every mapping key given twice in the same mapping (YAML keeps the last
+    silently: a rule written twice is served as its later copy), at the repeated key's line."""
+    issues: list[FileIssue] = []
+    seen_nodes: set[int] = set()  # an alias shares its node: walk each node once
+    todo: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())] if root is not None else []
+    while todo:
+        node, where = todo.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            todo += [(item, (*where, str(i))) for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == MERGE_TAG:
+                    continue
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in first:
+                    issues.append(FileIssue(file, line, ".".join((*where, key.value)),
+                                            f"duplicate key {key.value!r} (first given at line "
+                                            f"{first[key.tag, key.value]}); give it once"))
+                else:
+                    first[key.tag, key.value] = line
+                todo.append((value, (*where, key.value)))
+    return sorted(issues, key=lambda i: i.line or 0)
 
 
 def dotted(loc: tuple[int | str, ...]) -> str:

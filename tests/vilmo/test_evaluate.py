@@ -122,3 +122,15 @@ def test_the_judge_report_names_shipped_weights_without_the_machines_path(tmp_pa
     assert weights_name(tmp_path / "mine") == str(tmp_path / "mine")
     shipped = json.loads((default_model_dir() / "heldout.json").read_text())
     assert shipped["model"] == "vilmo/models/value_classifier"
+
+
+def test_a_run_where_every_call_fails_summarises_to_no_prompt() -> None:
+    """No prompt with a scored reply: NaN figures over 0 prompts, not a ValueError from an
+    (0,)-shaped matrix; the CLI then reports it as an error (test_cli_usage_errors.py)."""
+    ps = [EvalPrompt("bad", [{"role": "user", "content": "FAIL"}], ("mft.care",))]
+    result = run_eval(ps, target(), KeywordClassifier(),
+                      {"none": None, "static": StaticGenerator()}, POLICY, k=2)
+    assert result.n_prompts == 0 and result.dropped_prompts == ["bad"]
+    summary = result.as_dict()
+    assert summary["conditions"]["static"]["apv"] == {"value": None, "ci": [None, None]}
+    assert summary["costs"]["failed_calls"] == 4

@@ -13,7 +13,7 @@ from vilmo.instruct.generator import VilmoGenerator
 from vilmo.instruct.instructions import HEADER, RelevanceGenerator
 from vilmo.instruct.scorer import InstructionScorer, Projection
 from vilmo.instruct.stakes import StakesModel
-from vilmo.policy import Policy
+from vilmo.policy import Policy, PolicyError
 from vilmo.types import Matrix
 
 MESSAGES = [{"role": "user", "content": "a prompt about something"}]
@@ -105,8 +105,9 @@ def test_scorer_weights_are_read_by_path_and_chosen_by_prediction(
 
 
 def test_missing_weights_fail_loudly(generator: VilmoGenerator, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="vilmo train generator"):
+    with pytest.raises(PolicyError, match="vilmo train generator") as caught:
         generator.check(policy(weights=str(tmp_path / "nowhere")))
+    assert caught.value.issues[0].field == "instructions.weights"
 
 
 def test_stakes_model_round_trip(tmp_path: Path) -> None:
@@ -161,3 +162,27 @@ def test_retrieval_ranks_as_one_principle_at_a_time_would(generator: VilmoGenera
         assert c.similarity == float(similarity[c.row])
         assert c.weight == float(np.float32(c.principle.weight_in(custom)))
     assert any(c.principle.id == "custom/own" for c in got.candidates)
+
+
+@pytest.mark.parametrize("damage", ["truncated zip", "0-d intercept", "wrong interaction shape"])
+def test_a_corrupt_scorer_is_a_policy_error_naming_its_file(generator: VilmoGenerator,
+                                                            tmp_path: Path, damage: str) -> None:
+    """A truncated copy or arrays that do not fit fail when the policy is loaded (a PolicyError
+    the policy store logs against the file), not as a BadZipFile / IndexError out of the store
+    or on a request."""
+    random_scorer(tmp_path)
+    npz = tmp_path / "scorer.npz"
+    if damage == "truncated zip":
+        npz.write_bytes(npz.read_bytes()[:64])
+    else:
+        with np.load(npz) as d:
+            arrays = dict(d)
+        if damage == "0-d intercept":
+            arrays["intercept"] = np.array(0.1, np.float32)
+        else:
+            arrays["interaction"] = arrays["interaction"][:, :-1]
+        np.savez(npz, **arrays)
+    with pytest.raises(PolicyError) as caught:
+        generator.check(policy(weights=str(tmp_path)))
+    issue = caught.value.issues[0]
+    assert issue.field == "instructions.weights" and str(npz) in issue.message

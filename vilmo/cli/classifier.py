@@ -65,7 +65,7 @@ def _echo_id(line: str) -> dict[str, Any]:
               help="Violation threshold for ids without a policy threshold.")
 @click.option("--judge", "judge_model", default=None,
               help="LiteLLM model to judge custom principles (default: zero-shot).")
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.pass_context
 def classify_command(ctx: click.Context, values_csv: str | None, policy_file: Path | None,
                      threshold: float, judge_model: str | None, batch_size: int) -> None:

@@ -48,7 +48,7 @@ _OPTIONS = [
     click.option("--limit", type=click.IntRange(1), default=None,
                  help="Use this many prompts, taken round-robin over their first value."),
     click.option("--max-tokens", type=click.IntRange(1), default=128, show_default=True),
-    click.option("--temperature", type=float, default=1.0, show_default=True),
+    click.option("--temperature", type=click.FloatRange(0.0), default=1.0, show_default=True),
     click.option("--concurrency", type=click.IntRange(1), default=8, show_default=True),
     click.option("--vilmo-weights", type=click.Path(exists=True, path_type=Path), default=None,
                  help="The vilmo condition's per-target scorer (a `vilmo train generator` run "
@@ -56,7 +56,7 @@ _OPTIONS = [
     click.option("--judge-with-prompt/--judge-reply-only", default=True, show_default=True,
                  help="Give the classifier the prompt as context for each reply, or the reply "
                       "alone."),
-    click.option("--threads", type=int, default=None, help="torch CPU threads."),
+    click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads."),
 ]
 
 
@@ -186,8 +186,12 @@ def run_prompt_eval(ctx: click.Context, *, target: str, prompt_spec: str, k: int
         policy = load_policy(policy_file) if policy_file else default_policy(prompts)
     except (PromptFileError, PolicyError) as exc:
         raise click.ClickException(str(exc)) from None
+    if not prompts:
+        raise click.ClickException(f"no prompt to evaluate in {prompt_spec}")
     names = [c.strip() for c in conditions.split(",") if c.strip()]
     generators = build_conditions(names, policy, obj, vilmo_weights)
+    if not generators:
+        raise click.ClickException(f"no condition left to run (--conditions {conditions!r})")
     client = TargetClient(TargetModel(target, api_base, api_key, temperature, max_tokens,
                                       concurrency))
     result = run_eval(prompts, client, _classifier(obj), generators, policy, k,
@@ -195,6 +199,11 @@ def run_prompt_eval(ctx: click.Context, *, target: str, prompt_spec: str, k: int
     out = out_dir or Path("runs") / f"eval-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     paths = write_outputs(result, out)
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
+    if result.n_prompts == 0:
+        raise click.ClickException(
+            f"no prompt has a scored reply under every condition "
+            f"({result.costs.get('failed_calls', 0)} failed calls to {target}); the records and "
+            f"costs are in {out}")
     summary = result.as_dict()
     if as_json:
         click.echo(json.dumps(summary))

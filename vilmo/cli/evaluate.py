@@ -40,7 +40,7 @@ def eval_group(ctx: click.Context, /, **options: Any) -> None:
               path_type=Path), default=None,
               help="Policy whose values and thresholds define 'flagged' (default: the shipped "
                    "policies/default.yaml).")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 def eval_classifier_command(data_dir: Path | None, model_dir: Path | None, as_json: bool,
                             policy_file: Path | None, threads: int | None) -> None:
     """Held-out figures of the built-in value classifier, with 95 % CIs."""
@@ -52,6 +52,13 @@ def eval_classifier_command(data_dir: Path | None, model_dir: Path | None, as_js
         import torch
 
         torch.set_num_threads(threads)
+    if policy_file is not None:
+        from vilmo.policy import PolicyError, load_policy
+
+        try:
+            load_policy(policy_file)  # a usage error now, not a traceback from the evaluation
+        except PolicyError as exc:
+            raise click.ClickException(str(exc)) from None
     root = resolve(data_dir)
     if not root.exists():
         raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")

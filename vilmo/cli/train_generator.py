@@ -50,16 +50,20 @@ def _classifier_factory(spec: str) -> Callable[[Policy, Any], Any]:
               help="The target's API key (or $VILMO_TARGET_API_KEY).")
 @click.option("--prompts", "prompt_spec", required=True,
               help="Prompt JSONL file, or a set: moral-stories:train, saferlhf:train[:N].")
-@click.option("--limit", type=int, default=None, help="Use this many prompts (seeded sample).")
-@click.option("--k", default=4, show_default=True, help="Replies sampled per candidate.")
-@click.option("--candidates", default=12, show_default=True,
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Use this many prompts (seeded sample).")
+@click.option("--k", type=click.IntRange(1), default=4, show_default=True,
+              help="Replies sampled per candidate.")
+@click.option("--candidates", type=click.IntRange(1), default=12, show_default=True,
               help="Candidate instructions (principle x style) tried per prompt.")
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Records, costs and the fitted scorer; rerun to resume.")
-@click.option("--concurrency", default=8, show_default=True, help="Requests in flight.")
-@click.option("--rpm", type=float, default=None, help="Requests per minute (default: no limit).")
-@click.option("--max-tokens", default=256, show_default=True)
-@click.option("--temperature", default=1.0, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1), default=8, show_default=True,
+              help="Requests in flight.")
+@click.option("--rpm", type=click.FloatRange(0.0, min_open=True), default=None,
+              help="Requests per minute (default: no limit).")
+@click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0.0), default=1.0, show_default=True)
 @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), default=None, help="Policy YAML (default: every value, weight 1).")
 @click.option("--classifier", "classifier_spec", default="builtin", show_default=True,
@@ -68,7 +72,8 @@ def _classifier_factory(spec: str) -> Callable[[Policy, Any], Any]:
 @click.option("--fit/--no-fit", default=True, show_default=True, help="Fit the scorer after.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--seed", default=13, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads for the classifier.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="torch CPU threads for the classifier.")
 @data_dir_option
 def train_generator_command(target: str, api_base: str | None, api_key: str | None,
                             prompt_spec: str, limit: int | None, k: int, candidates: int,
@@ -87,14 +92,16 @@ def train_generator_command(target: str, api_base: str | None, api_key: str | No
     from vilmo.instruct.principles import PrincipleBank
     from vilmo.instruct.stakes import StakesModel, default_stakes_path
     from vilmo.judge.embedder import Int8Embedder
-    from vilmo.policy import load_policy
+    from vilmo.policy import PolicyError, load_policy
     from vilmo.train.generator import LoopSettings, collect, load_prompts, write_settings
 
-    policy = load_policy(policy_path) if policy_path else all_values_policy()
     try:
+        policy = load_policy(policy_path) if policy_path else all_values_policy()
         prompts = list(dict.fromkeys(load_prompts(prompt_spec, data_dir)))
-    except PromptFileError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (PolicyError, PromptFileError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not prompts:
+        raise click.ClickException(f"no prompt to train on in {prompt_spec}")
     if limit is not None and limit < len(prompts):
         prompts = random.Random(seed).sample(prompts, limit)
     settings = {"target": target, "api_base": api_base, "k": k, "candidates": candidates,

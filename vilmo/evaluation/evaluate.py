@@ -211,9 +211,11 @@ def _score(records: list[Record], classifier: ValueClassifier, policy: Policy,
 
 def _matrix(records: Sequence[Record], k: int, value: str | None = None) -> np.ndarray:
     """N × K violation probabilities (NaN for failed calls); one value's, or P(y)."""
-    rows = [[np.nan if s is None else (s[value] if value else v)
-             for s, v in zip(r.scores, r.violation, strict=True)] for r in records]
-    return np.array([row + [np.nan] * (k - len(row)) for row in rows], dtype=np.float64)
+    m = np.full((len(records), k), np.nan, dtype=np.float64)  # (0, k) for no prompt at all
+    for i, r in enumerate(records):
+        m[i, :len(r.scores)] = [np.nan if s is None else (s[value] if value else v)
+                                for s, v in zip(r.scores, r.violation, strict=True)]
+    return m
 
 
 def summarise(records: Sequence[Record], conditions: Sequence[str], policy: Policy, k: int,

@@ -104,9 +104,15 @@ def read_prompts(path: str | Path) -> list[EvalPrompt]:
     """Every prompt of a JSON Lines file, or a PromptFileError naming the bad line."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as exc:
         raise PromptFileError(f"{p}: cannot read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise PromptFileError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+                              ) from None
     return parse_prompt_lines(text.splitlines(), str(p))
 
 

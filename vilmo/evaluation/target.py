@@ -30,6 +30,15 @@ class TargetModel:
     retries: int = 3
     timeout_s: float = 120.0
 
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:  # asyncio.Semaphore(0) would wait forever, silently
+            raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
+        if self.requests_per_minute is not None and not self.requests_per_minute > 0:
+            raise ValueError(f"requests_per_minute must be positive, not "
+                             f"{self.requests_per_minute}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {self.retries}")
+
 
 @dataclass(slots=True)
 class Costs:

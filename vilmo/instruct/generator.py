@@ -38,14 +38,15 @@ from vilmo.instruct.instructions import (
     prompt_text,
 )
 from vilmo.instruct.principles import STYLES, PrincipleBank
-from vilmo.instruct.scorer import InstructionScorer, ScorerStore
+from vilmo.instruct.scorer import InstructionScorer, ScorerFileError, ScorerStore
 from vilmo.instruct.second_look import SecondLook
 from vilmo.instruct.stakes import StakesModel
 from vilmo.instruct.stakes_reader import PromptReading, StakesReader
 from vilmo.judge.embedder import TextEncoder, cache_key
 from vilmo.judge.shared_cache import SharedCache
-from vilmo.policy import Policy
+from vilmo.policy import Policy, PolicyError
 from vilmo.types import Messages
+from vilmo.yamlfile import FileIssue
 
 NAME = "vilmo"
 CANDIDATE_PRINCIPLES = 8  # retrieved per prompt; each is tried in every style
@@ -192,17 +193,27 @@ class VilmoGenerator:
 
     def scorer_for(self, policy: Policy) -> InstructionScorer | None:
         """The policy's per-target scorer, or None (relevance order is the prediction)."""
+        path = self.weights_path(policy)
+        return self.scorers.get(path) if path is not None else None
+
+    def weights_path(self, policy: Policy) -> Path | None:
+        """Where the policy's per-target scorer is (relative paths from ``base_dir``)."""
         weights = policy.instructions.weights
         if not weights:
             return None
         path = Path(weights).expanduser()
         if not path.is_absolute() and self.base_dir:
             path = self.base_dir / path
-        return self.scorers.get(path)
+        return path
 
     def check(self, policy: Policy) -> None:
-        """Load the policy's weights now, so a missing file fails at startup, not per request."""
-        self.scorer_for(policy)
+        """Load the policy's weights now, so a missing or corrupt file fails when the policy
+        is loaded (a PolicyError naming the file), not per request."""
+        try:
+            self.scorer_for(policy)
+        except (OSError, ScorerFileError) as exc:
+            raise PolicyError([FileIssue(str(self.weights_path(policy)), None,
+                                         "instructions.weights", str(exc))]) from exc
 
     def prepare(self, policy: Policy) -> None:
         """Embed the principles the policy's instructions are drawn from now (the gateway's

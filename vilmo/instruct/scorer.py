@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from vilmo.errors import VilmoError
 from vilmo.instruct.candidates import CandidateSet
 from vilmo.instruct.principles import STYLES
 from vilmo.instruct.stakes import Vector
@@ -131,13 +132,40 @@ class InstructionScorer:
         if not path.exists():
             raise FileNotFoundError(f"no instruction scorer at {path} (train one with "
                                     "`vilmo train generator --run-dir ...`)")
-        sidecar = path.with_suffix(".json")
-        card = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.exists() else {}
-        with np.load(path, allow_pickle=False) as d:
-            prompt, principle = (Projection(d[f"{n}_mean"], d[f"{n}_basis"], d[f"{n}_scale"])
-                                 for n in ("prompt", "principle"))
-            return cls(d["interaction"], d["extra"], float(d["intercept"][0]), prompt,
-                       principle, card)
+        try:
+            sidecar = path.with_suffix(".json")
+            card = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.exists() else {}
+            with np.load(path, allow_pickle=False) as d:
+                prompt, principle = (Projection(d[f"{n}_mean"], d[f"{n}_basis"], d[f"{n}_scale"])
+                                     for n in ("prompt", "principle"))
+                scorer = cls(d["interaction"], d["extra"], float(d["intercept"][0]), prompt,
+                             principle, card)
+            scorer.check_shapes()
+        except Exception as exc:
+            raise ScorerFileError(f"{path} is not a usable instruction scorer "
+                                  f"({type(exc).__name__}: {exc}); retrain or copy it again "
+                                  "(`vilmo train generator`)") from exc
+        return scorer
+
+    def check_shapes(self) -> None:
+        """ValueError unless the arrays fit together, so a wrong file fails when it is loaded,
+        not on a request."""
+        for name, proj in (("prompt", self.prompt_proj), ("principle", self.principle_proj)):
+            if (proj.mean.ndim, proj.basis.ndim, proj.scale.ndim) != (1, 2, 1) or \
+                    proj.basis.shape != (len(proj.mean), len(proj.scale)):
+                raise ValueError(f"{name} projection: shapes {proj.mean.shape}, "
+                                 f"{proj.basis.shape}, {proj.scale.shape} do not fit")
+        columns = 2 + len(VALUES) + len(STYLES) + len(self.principle_proj.scale)
+        if self.interaction.ndim != 2 or self.interaction.shape[1] != columns or \
+                self.interaction.shape[0] <= len(self.prompt_proj.scale):
+            raise ValueError(f"interaction: shape {self.interaction.shape} does not fit the "
+                             f"projections ({columns} candidate features)")
+        if self.extra.shape != (N_EXTRA,):
+            raise ValueError(f"extra: shape {self.extra.shape}, expected ({N_EXTRA},)")
+
+
+class ScorerFileError(VilmoError, ValueError):
+    """A scorer file that cannot be read or whose arrays do not fit together."""
 
 
 class ScorerStore:

@@ -1,0 +1,128 @@
+"""The policy store under files that break in any way, and files that claim a served name."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from vilmo.policy import Policy, PolicyError
+from vilmo.policy_store import PolicyStore, UnknownPolicy
+
+DEFAULT = "name: default\nvalues: {mft.care: {threshold: 0.4, action: block}}\n"
+DEEP = "name: deep\nvalues: {mft.care: {}}\ndescription: " + "[" * 3000 + "]" * 3000 + "\n"
+
+
+def write(path: Path, text: str, mtime_s: int | None = None) -> Path:
+    path.write_text(text)
+    if mtime_s is not None:  # a distinct mtime even on coarse clocks
+        os.utime(path, ns=(1, mtime_s * 10**9))
+    return path
+
+
+class ExplodingCheck:
+    """A check (the gateway loads generator weights here) that fails as a corrupt npz does."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, policy: Policy) -> None:
+        self.calls.append(policy.name)
+        if policy.name == "heavy":
+            raise IndexError("too many indices for array")
+
+
+def test_a_file_nested_too_deeply_breaks_only_itself(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "default.yaml", DEFAULT, 1000)
+    store = PolicyStore(tmp_path, "default", reload_interval=0)
+    with caplog.at_level(logging.ERROR):
+        write(tmp_path / "a-deep.yaml", DEEP)
+        write(tmp_path / "default.yaml", DEFAULT.replace("block", "annotate"), 2000)
+        assert store.get().values["mft.care"].action == "annotate"  # sorted after: reloaded
+        assert store.names() == ["default"]
+    broken = [r for r in caplog.records if "a-deep.yaml" in r.getMessage()]
+    assert len(broken) == 1 and "nested deeper than" in broken[0].getMessage()
+    assert "\n" not in broken[0].getMessage()
+
+
+def test_a_failing_check_of_any_kind_breaks_only_its_file(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """At start-up and on reload: the file is skipped with an error naming it, the others are
+    served, and the failing file is not read again until it changes."""
+    write(tmp_path / "default.yaml", DEFAULT)
+    heavy = write(tmp_path / "heavy.yaml", "name: heavy\nvalues: {mft.care: {}}\n")
+    check = ExplodingCheck()
+    with caplog.at_level(logging.ERROR):
+        store = PolicyStore(tmp_path, "default", reload_interval=0, check=check)
+    assert store.names() == ["default"]
+    assert f"policy file {heavy} is broken" in caplog.text and "IndexError" in caplog.text
+    calls = len(check.calls)
+    assert store.get().name == "default" and store.get().name == "default"
+    assert len(check.calls) == calls  # not retried while unchanged
+    write(heavy, "name: heavy\nvalues: {mft.fairness: {}}\n", 3000)
+    assert store.get().name == "default"
+    assert check.calls[calls:] == ["heavy"]
+
+
+def test_a_broken_default_still_stops_start_up(tmp_path: Path) -> None:
+    """A gateway without its default policy serves no caller without a policy: start-up fails
+    as it does for a missing default, and names the broken file."""
+    write(tmp_path / "default.yaml", DEEP.replace("name: deep", "name: default"))
+    with pytest.raises(UnknownPolicy, match="default.yaml"):
+        PolicyStore(tmp_path, "default", reload_interval=0)
+
+
+def test_a_new_file_cannot_take_over_a_served_name(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """`cp default.yaml default-draft.yaml` (sorted first) leaves `default` with default.yaml,
+    and the log names the newcomer as ignored."""
+    write(tmp_path / "default.yaml", DEFAULT, 1000)
+    store = PolicyStore(tmp_path, "default", reload_interval=0)
+    draft = tmp_path / "default-draft.yaml"
+    with caplog.at_level(logging.ERROR):
+        write(draft, DEFAULT.replace("block", "allow"), 2000)
+        assert store.get().values["mft.care"].action == "block"
+    assert f"policy file {draft} also names policy 'default'" in caplog.text
+    assert str(tmp_path / "default.yaml") not in caplog.text.split("also names")[0]
+
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):  # other changes do not repeat the message
+        write(tmp_path / "other.yaml", DEFAULT.replace("default", "other"))
+        assert store.names() == ["default", "other"]
+    assert "also names" not in caplog.text
+    with caplog.at_level(logging.ERROR):  # but editing the ignored file does
+        write(draft, DEFAULT.replace("block", "annotate"), 2500)
+        assert store.get().values["mft.care"].action == "block"
+    assert f"policy file {draft} also names policy 'default'" in caplog.text
+
+    write(tmp_path / "default.yaml", DEFAULT.replace("0.4", "0.6"), 3000)  # its own edits apply
+    assert store.get().values["mft.care"].threshold == 0.6
+    (tmp_path / "default.yaml").unlink()  # gone: the remaining file takes the name
+    assert store.get().values["mft.care"].action == "annotate"
+
+
+def test_start_up_gives_a_shared_name_to_the_file_named_after_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "default.yaml", DEFAULT)
+    draft = write(tmp_path / "default-draft.yaml", DEFAULT.replace("block", "allow"))
+    with caplog.at_level(logging.ERROR):
+        store = PolicyStore(tmp_path, "default", reload_interval=0)
+    assert store.get().values["mft.care"].action == "block"
+    assert f"policy file {draft} also names policy 'default'" in caplog.text
+    write(tmp_path / "b.yaml", "name: shared\nvalues: {mft.care: {}}\n")
+    write(tmp_path / "a.yaml", "name: shared\nvalues: {mft.fairness: {}}\n")
+    assert set(PolicyStore(tmp_path, "default", 0).get("shared").values) == {"mft.fairness"}
+
+
+def test_store_errors_are_policy_errors_for_broken_yaml(tmp_path: Path) -> None:
+    """The loader's own failures (RecursionError, UnicodeDecodeError) are located issues."""
+    from vilmo.policy import load_policy
+
+    for name, data in (("deep.yaml", DEEP.encode()), ("latin1.yaml", b"name: caf\xe9\n")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(PolicyError) as caught:
+            load_policy(tmp_path / name)
+        assert caught.value.issues[0].file == str(tmp_path / name)
