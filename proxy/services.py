@@ -66,7 +66,7 @@ class Services:
             try:
                 self.store.audit.write(audit_record(record, trace, self.redactor))
             except Exception as error:  # noqa: BLE001 - the request's answer stands
-                self.sink_failures.failed("audit", error, self.store)
+                self.sink_failures.failed("audit_dropped", error, self.store)
         try:
             self.metrics.record(record, trace)
         except Exception as error:  # noqa: BLE001 - the request's answer stands

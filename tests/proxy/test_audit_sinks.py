@@ -12,12 +12,15 @@ import httpx
 import pytest
 from conftest import TEAM_KEY
 from fake_gateway import serve_fake_gateway
+from fakes import MemoryAudit, fake_services
 from store_gateway import admin, chat, wait_for
 
 from proxy.audit import EmbeddedAuditSink
 from proxy.metrics import Metrics
+from proxy.record import Ledger
 from proxy.store import AuditRecord, Store, StoreSettings
 from proxy.store.sqlite_store import SQLiteBackend
+from vilmo.instruct.principles import PrincipleBank
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 
 FULL_DISK = Path("/dev/full")
@@ -92,5 +95,30 @@ def test_records_set_aside_and_audit_file_failures_are_in_the_exposition(
         after = store_errors(metrics.exposition().decode())
         assert after["audit_dropped"] == 1.0 and after["audit_file"] == 1.0
         assert store.health().reachable
+    finally:
+        store.close()
+
+
+def test_a_record_the_trail_cannot_take_is_counted_and_the_other_sinks_still_get_it(
+        tmp_path: Path) -> None:
+    """Every sink of ``Services.finish`` fails alone, the store's trail too (a spool that
+    cannot be written when the writer's queue is full): the loss is counted as
+    ``audit_dropped`` and nothing is raised into the request."""
+    services = fake_services(SHIPPED_POLICY_DIR, PrincipleBank.load())
+    settings = StoreSettings(path=tmp_path / "state.db", spool_dir=tmp_path / "spool")
+    store = services.store = Store(SQLiteBackend(settings), settings)
+    services.metrics.store_health = store.health
+
+    def unwritable(record: AuditRecord) -> None:
+        raise OSError(28, "No space left on device")
+
+    store.audit.write = unwritable  # type: ignore[method-assign]
+    try:
+        services.finish(Ledger("team-a"), "200")
+        assert isinstance(services.audit, MemoryAudit) and len(services.audit.records) == 1
+        exposition = services.metrics.exposition().decode()
+        assert 'vilmo_requests_total{model="other",policy="",status="200",stream="false"} 1.0' \
+            in exposition
+        assert store_errors(exposition)["audit_dropped"] == 1.0
     finally:
         store.close()
