@@ -47,7 +47,7 @@ from proxy.routes import read_json, validate
 from proxy.services import Services
 from proxy.store import AuditQuery, InvalidCursor, Store, StoreError, StoreUnavailable
 from proxy.store.records import MAX_PAGE
-from proxy.summary import MAX_BUCKETS, parse_instant, summarize
+from proxy.summary import EARLIEST, LATEST, MAX_BUCKETS, parse_instant, summarize
 
 MAX_FILTER_CHARS = 256
 
@@ -117,18 +117,38 @@ async def in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
         raise InvalidRequest(str(error), code="invalid_request") from None
 
 
-def check_policies(services: Services, *names: str | None) -> None:
+def check_policies(services: Services, policy: str | None, profile: str | None) -> None:
+    """400 ``policy_not_found`` naming the field (``policy`` or ``profile``) that names no
+    loaded policy."""
     known = services.policies.names()
-    for name in names:
+    for field_name, name in (("policy", policy), ("profile", profile)):
         if name is not None and name not in known:
-            raise InvalidRequest(f"unknown policy {name!r}; known: {', '.join(known)}",
-                                 param="policy", code="policy_not_found")
+            raise InvalidRequest(f"unknown {field_name} {name!r}; known: {', '.join(known)}",
+                                 param=field_name, code="policy_not_found")
+
+
+RESERVED_NAMES = frozenset({"anonymous", "unauthenticated", "unidentified"})
+"""The names the gateway records for callers without a key (``proxy.middleware``)."""
+
+
+def check_name(services: Services, name: str) -> None:
+    """400 ``key_name_reserved`` for a name an audit record or a metric label already gives
+    to someone else: a caller without a key (``RESERVED_NAMES``) or a config key. Compared
+    without case and surrounding spaces, so ``Anonymous`` cannot pass for one either."""
+    folded = name.strip().casefold()
+    taken = RESERVED_NAMES | {k.name.strip().casefold() for k in services.config.auth.keys}
+    if folded in taken:
+        raise InvalidRequest(f"the name {name[:64]!r} is reserved (callers without a key, "
+                             "config keys); choose another", param="name",
+                             code="key_name_reserved")
 
 
 @admin.post("/keys", status_code=201, openapi_extra=inline_json_body(NewKey))
 async def create_key(request: Request) -> JSONResponse:
     body = validate(NewKey, await read_json(request))
-    check_policies(request.app.state.services, body.policy, body.profile)
+    services: Services = request.app.state.services
+    check_name(services, body.name)
+    check_policies(services, body.policy, body.profile)
     issued = await in_thread(store_of(request).create_key, body.name, policy=body.policy,
                              profile=body.profile, rpm=body.rpm, tpm=body.tpm)
     return JSONResponse(issued.public(), status_code=201, headers={"cache-control": "no-store"})
@@ -194,9 +214,9 @@ def parse_time(value: str | None, name: str) -> float | None:
                              code="invalid_request") from None
 
 
-def audit_query(request: Request, key: Filter = None, policy: Filter = None,
-                action: Filter = None, value: Filter = None, model: Filter = None,
-                since: Filter = None, until: Filter = None,
+def audit_query(request: Request, key: Filter = None, key_id: Filter = None,
+                policy: Filter = None, action: Filter = None, value: Filter = None,
+                model: Filter = None, since: Filter = None, until: Filter = None,
                 limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
                 after: Filter = None) -> AuditQuery:
     """The filters of the audit routes; each names one value, so a repeated one is refused
@@ -206,7 +226,8 @@ def audit_query(request: Request, key: Filter = None, policy: Filter = None,
             raise InvalidRequest(f"{name}: give it at most once", param=name,
                                  code="invalid_request")
     return AuditQuery(since=parse_time(since, "since"), until=parse_time(until, "until"),
-                      key=key or None, policy=policy or None, value=value or None,
+                      key=key or None, key_id=key_id or None, policy=policy or None,
+                      value=value or None,
                       action=action or None, model=model or None, limit=limit,
                       after=after or None)
 
@@ -252,6 +273,10 @@ async def summary(request: Request, since: Filter = None, until: Filter = None,
     end, start = parse_time(until, "until"), parse_time(since, "since")  # 0 is a time too
     end = time.time() if end is None else end
     start = end - 86400 if start is None else start
+    for name, instant in (("until", end), ("since", start)):
+        if not EARLIEST <= instant <= LATEST:
+            raise InvalidRequest(f"{name}: out of range (the years 1 to 9999)", param=name,
+                                 code="invalid_request")
     if start >= end:
         raise InvalidRequest("since must be before until", param="since",
                              code="invalid_request")

@@ -2,18 +2,28 @@
 
 The embedded sink keeps recent records in memory and, when configured, appends every record to
 a JSON Lines file. The store's audit trail (SQLite or a Redis Stream, queryable through the admin
-API) is written beside it by ``Services.finish`` (``proxy.trail`` makes its records).
+API) is written before it by ``Services.finish`` (``proxy.trail`` makes its records). A sink that
+fails (the file's disk full) fails alone: ``SinkFailures`` logs it, at most once a minute per
+sink, and counts it (``vilmo_store_errors_total{operation="audit_file"}``); the request's answer
+and the other sinks are untouched.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
 from pathlib import Path
 from typing import Protocol
 
 from proxy.record import RequestRecord
+
+log = logging.getLogger("vilmo.audit")
+
+LOG_EVERY_S = 60.0
+"""One log line per failing sink at most this often (the count of the others in it)."""
 
 
 class AuditSink(Protocol):
@@ -38,3 +48,39 @@ class EmbeddedAuditSink:
             line = json.dumps(record.to_json(), separators=(",", ":")) + "\n"
             with self._lock, self.path.open("a", encoding="utf-8") as out:
                 out.write(line)
+
+
+class ErrorCounter(Protocol):
+    """Where sink failures are counted (``Store.count_local_error``)."""
+
+    def count_local_error(self, operation: str) -> None: ...
+
+
+class SinkFailures:
+    """Failures of a request record's sinks (``operation``: ``audit_file``, ``metrics``,
+    ``audit_dropped``): one log line per sink per ``LOG_EVERY_S`` (so a full disk does not
+    flood the log with one line per request), each failure counted in the store's errors."""
+
+    def __init__(self, log_every_s: float = LOG_EVERY_S) -> None:
+        self.log_every_s = log_every_s
+        self.counts: Counter[str] = Counter()
+        self._unlogged: Counter[str] = Counter()
+        self._next_log: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, operation: str, error: BaseException,
+               counter: ErrorCounter | None = None) -> None:
+        now, count = time.monotonic(), 0
+        with self._lock:
+            self.counts[operation] += 1
+            self._unlogged[operation] += 1
+            due = now >= self._next_log.get(operation, 0.0)
+            if due:
+                self._next_log[operation] = now + self.log_every_s
+                count, self._unlogged[operation] = self._unlogged[operation], 0
+        if counter is not None:
+            counter.count_local_error(operation)
+        if due:
+            log.error("the request record's %s sink failed (%d time(s) since the last such "
+                      "line; the client's answer is unchanged): %s: %.200s", operation, count,
+                      type(error).__name__, error)

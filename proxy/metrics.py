@@ -20,6 +20,14 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 OTHER_MODEL = "other"
 
+STORE_OPERATIONS = ("keys", "limits", "cache", "audit", "prune", "audit_dropped", "audit_file",
+                    "metrics")
+"""Operations ``vilmo_store_errors_total`` always exports (0 until one fails), so an alert can
+watch them from the start; any other operation the store counted is exported too. Records lost
+are ``audit_dropped`` (one the store and the spool refused on its own, or one the request path
+could not hand over); ``audit_file`` counts failed writes of the JSON Lines audit file and
+``metrics`` records these metrics could not count (``Services.finish``)."""
+
 
 class Metrics:
     """``model_names`` are the config's model_list names: the only model labels (a request for
@@ -137,7 +145,7 @@ class _StateCollector(Collector):
         degraded = CounterMetricFamily("vilmo_limit_degraded",
                                        "Limit decisions made by limits_on_error (store down).")
         if health is not None:
-            for operation in ("keys", "limits", "cache", "audit", "prune"):
+            for operation in sorted({*STORE_OPERATIONS, *health.errors}):
                 errors.add_metric([operation], health.errors.get(operation, 0))
             spool.add_metric([], health.spool_depth)
             queue.add_metric([], health.audit_queue)

@@ -62,7 +62,9 @@ def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
     """An audit record (and metrics) for a chat request refused before its route; its ledger
     goes in the request's state, so a later failure does not record the request twice."""
     if scope["path"] == CHAT_PATH:
-        ledger = scope.setdefault("state", {})["ledger"] = Ledger(caller)
+        known: Caller | None = scope.get("state", {}).get("caller")
+        key_id = known.key.id if known is not None and known.key is not None else None
+        ledger = scope.setdefault("state", {})["ledger"] = Ledger(caller, key_id=key_id)
         scope["app"].state.services.finish(ledger, str(error.status), error.code)
 
 

@@ -46,6 +46,9 @@ class RequestRecord:
     profile: str | None = None
     """The value profile bound to the caller's key (its weights score the request's compliance
     on the dashboard); None: the policy's own weights."""
+    key_id: str | None = None
+    """The caller's virtual key's id (``caller`` is its name, which need not be unique); None
+    for a config key (its name is ``caller``) and for a request without a key."""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -80,7 +83,7 @@ def _shown(verdict: Verdict | None) -> dict[str, object] | None:
 
 
 def build_record(request_id: str, caller: str, started_at: float, facts: Facts, status: str,
-                 error_code: str | None = None) -> RequestRecord:
+                 error_code: str | None = None, key_id: str | None = None) -> RequestRecord:
     """The one function that makes an audit record."""
     instruction = facts.instruction
     guard = "ok" if facts.refused else guard_of(facts.reply)
@@ -92,7 +95,8 @@ def build_record(request_id: str, caller: str, started_at: float, facts: Facts, 
         started_at=started_at, instruction_s=facts.instruction_s,
         duration_s=time.time() - started_at, guard=guard,
         verdict=_shown(verdict_of(facts.reply)), input_verdict=_shown(verdict_of(facts.input)),
-        attempts=tuple(a.as_dict() for a in facts.attempts), profile=facts.profile)
+        attempts=tuple(a.as_dict() for a in facts.attempts), profile=facts.profile,
+        key_id=key_id)
 
 
 class Ledger:
@@ -100,9 +104,11 @@ class Ledger:
     ``facts`` (immutable) after each step, so an error at any step is recorded with what was
     known; ``close`` builds the record once and only once."""
 
-    def __init__(self, caller: str, request_id: str | None = None) -> None:
+    def __init__(self, caller: str, request_id: str | None = None,
+                 key_id: str | None = None) -> None:
         self.request_id = request_id or new_request_id()
         self.caller = caller
+        self.key_id = key_id
         self.started_at = time.time()
         self.facts = Facts()
         self.closed = False
@@ -118,4 +124,4 @@ class Ledger:
             return None
         self.closed = True
         return build_record(self.request_id, self.caller, self.started_at,
-                            facts or self.facts, status, error_code)
+                            facts or self.facts, status, error_code, self.key_id)

@@ -48,7 +48,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
                    "parameters": [POLICY_HEADER, ANNOTATE_HEADER]})
 async def chat_completions(request: Request) -> Response:
     services: Services = request.app.state.services
-    ledger = Ledger(caller_of(request).name)
+    caller = caller_of(request)
+    ledger = Ledger(caller.name, key_id=caller.key.id if caller.key else None)
     request.state.ledger = ledger  # from here on every outcome is recorded, 400s too
     raw = await read_json(request)
     body = validate(ChatCompletionRequest, raw)

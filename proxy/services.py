@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from proxy.audit import AuditSink, EmbeddedAuditSink
+from proxy.audit import AuditSink, EmbeddedAuditSink, SinkFailures
 from proxy.direct import build_upstream
 from proxy.errors import Redactor
 from proxy.guard import ClassifierFor, Guard
@@ -49,17 +49,32 @@ class Services:
     redactor: Redactor = field(default_factory=Redactor)
     """Redacts the config's secrets from audited texts."""
 
+    sink_failures: SinkFailures = field(default_factory=SinkFailures)
+    """Failures of the record's sinks, logged (rate-limited) and counted."""
+
     def finish(self, ledger: Ledger, status: str, error_code: str | None = None,
                facts: Facts | None = None) -> None:
-        """Record the request (metrics, audit sink, the store's trail), once: later calls are
-        no-ops."""
+        """Record the request (the store's trail, metrics, the audit sink), once: later calls
+        are no-ops. Never raises: each sink fails alone (``SinkFailures``), so a full disk
+        under the JSON Lines file neither changes the client's answer nor costs the store's
+        trail its record; the trail is written first."""
         record = ledger.close(status, error_code, facts)
-        if record is not None:
-            trace = current_trace.get()
-            self.metrics.record(record, trace)
-            self.audit.write(record)
-            if self.store is not None:  # never blocks: a background writer (or the spool)
+        if record is None:
+            return
+        trace = current_trace.get()
+        if self.store is not None:  # never blocks: a background writer (or the spool)
+            try:
                 self.store.audit.write(audit_record(record, trace, self.redactor))
+            except Exception as error:  # noqa: BLE001 - the request's answer stands
+                self.sink_failures.failed("audit_dropped", error, self.store)
+        try:
+            self.metrics.record(record, trace)
+        except Exception as error:  # noqa: BLE001 - the request's answer stands
+            self.sink_failures.failed("metrics", error, self.store)
+        try:
+            self.audit.write(record)
+        except Exception as error:  # noqa: BLE001 - the request's answer stands
+            self.sink_failures.failed("audit_file", error, self.store)
 
     async def aclose(self) -> None:
         """At shutdown: the checks' batchers, and the direct path's pooled HTTP client."""

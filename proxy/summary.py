@@ -21,6 +21,11 @@ from proxy.store import AuditRecord
 SUMMARY_MAX_RECORDS = 50_000
 """At most this many records (the newest) are read per summary; ``truncated`` says so."""
 MAX_BUCKETS = 500
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp() - 86400
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() + 86400
+"""The instants a summary may span: those ISO 8601 can write (years 1 to 9999, with any UTC
+offset). Beyond them the span overflows (``-1.7e308`` to ``1.7e308`` is infinite seconds) or
+its buckets mean nothing."""
 LATEST_FLAGGED = 25
 
 

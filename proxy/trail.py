@@ -39,7 +39,7 @@ def audit_record(record: RequestRecord, trace: Trace | None, redact: Redactor,
         "rejected": replies[:-1],
     }
     return AuditRecord(id=record.request_id, ts=record.started_at, key=record.caller,
-                       policy=record.policy, model=record.model, action=action,
+                       key_id=record.key_id, policy=record.policy, model=record.model, action=action,
                        values=record.values, data=data)
 
 

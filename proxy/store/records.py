@@ -109,6 +109,9 @@ class AuditRecord:
     """When the request started (Unix seconds); the time filters apply to it."""
     key: str = ""
     """The client key's name (never the key itself)."""
+    key_id: str | None = None
+    """The virtual key's id: names the caller where ``key`` (a name) may be shared; None for a
+    config key, a request without a key, and records written before the field existed."""
     policy: str = ""
     model: str = ""
     action: str = ""
@@ -117,7 +120,8 @@ class AuditRecord:
     data: JsonObject = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {"id": self.id, "ts": self.ts, "key": self.key, "policy": self.policy,
+        return {"id": self.id, "ts": self.ts, "key": self.key, "key_id": self.key_id,
+                "policy": self.policy,
                 "model": self.model, "action": self.action, "values": list(self.values),
                 "data": dict(self.data)}
 
@@ -141,8 +145,11 @@ class AuditRecord:
         ts = obj.get("ts")
         if not isinstance(ts, int | float):
             raise ValueError("audit record: ts must be a number")  # noqa: TRY004
+        key_id = obj.get("key_id")
+        if key_id is not None and not isinstance(key_id, str):
+            raise ValueError("audit record: key_id must be a string or null")
         return cls(id=_text(obj, "id", required=True), ts=float(ts), key=_text(obj, "key"),
-                   policy=_text(obj, "policy"), model=_text(obj, "model"),
+                   key_id=key_id, policy=_text(obj, "policy"), model=_text(obj, "model"),
                    action=_text(obj, "action"), values=tuple(str(v) for v in values),
                    data=data)
 
@@ -169,6 +176,7 @@ class AuditQuery:
     since: float | None = None
     until: float | None = None
     key: str | None = None
+    key_id: str | None = None
     policy: str | None = None
     value: str | None = None
     action: str | None = None
@@ -182,6 +190,7 @@ class AuditQuery:
         return ((self.since is None or record.ts >= self.since)
                 and (self.until is None or record.ts < self.until)
                 and (self.key is None or record.key == self.key)
+                and (self.key_id is None or record.key_id == self.key_id)
                 and (self.policy is None or record.policy == self.policy)
                 and (self.action is None or record.action == self.action)
                 and (self.model is None or record.model == self.model)

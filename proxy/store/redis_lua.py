@@ -62,10 +62,10 @@ return 1
 """
 
 AUDIT_APPEND = """
--- KEYS: stream, id set of the record's day; ARGV: id, record JSON, id set TTL s (0: none),
+-- KEYS: stream, id set of the record's day; ARGV: id, record JSON, id set TTL s (always > 0),
 -- MINID ms (0: none), MAXLEN (0: none). Returns 1 when written, 0 for a replayed id.
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 if tonumber(ARGV[4]) > 0 then
   redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[4], '*', 'id', ARGV[1], 'record', ARGV[2])
 else

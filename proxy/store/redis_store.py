@@ -3,7 +3,9 @@
 Keys (all under ``<prefix>:``): ``key:<id>`` (hash: the record, salt and digest), ``keys`` (set
 of ids), ``usage:<id>:rpm`` / ``usage:<id>:tpm`` (hashes of per-second counts), ``cache:<name>:<h>``
 with the index ``cache:<name>`` (sorted set), ``audit`` (the stream, a contract) and
-``audit:ids:<day>`` (the ids written, for idempotency, kept as long as the records).
+``audit:ids:<day>`` (the ids written, for idempotency: each day's set expires ``ID_SET_TTL_S``
+after its last new id, or as long as the records are kept (retention, plus two days) when that
+is longer, so with no retention they still do not grow without bound).
 Lossless audit across a Redis crash needs its AOF with ``appendfsync always``; with
 ``everysec`` the last second of writes may vanish on a crash of Redis itself.
 """
@@ -41,6 +43,11 @@ CLOCK_SLACK_S = 300
 _CURSOR = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 MAX_ID_PART = 2**64 - 1
 """The largest part of a stream id (``<ms>-<seq>``); Redis refuses a larger one as ERR."""
+ID_SET_TTL_S = 7 * 86400
+"""The least an audit id set lives: a replay of a record already written (a spool not yet
+truncated when its process died, a batch retried after a timeout) comes back within it. With
+``audit_retention_days`` longer than this, the sets live as long as the records (plus two
+days)."""
 _KEY_FIELDS = ("name", "policy", "profile", "rpm", "tpm", "created_at", "revoked_at")
 
 
@@ -199,7 +206,7 @@ class RedisBackend:
 
     def append_audit(self, records: Sequence[AuditRecord]) -> int:
         retention = self._settings.retention_s
-        id_ttl = int(retention + 2 * 86400) if retention is not None else 0
+        id_ttl = int(max(ID_SET_TTL_S, retention + 2 * 86400 if retention is not None else 0))
         min_id = int((time.time() - retention) * 1000) if retention is not None else 0
         max_len = self._settings.audit_max_records or 0
         with (unavailable_on_connection_errors(),
@@ -216,6 +223,8 @@ class RedisBackend:
         if query.after is not None and not (_CURSOR.match(query.after) and all(
                 int(part) <= MAX_ID_PART for part in query.after.split("-"))):
             raise InvalidCursor(f"invalid cursor {query.after[:40]!r}")
+        if query.after is not None and not any(int(p) for p in query.after.split("-")):
+            return AuditPage((), None)  # before the first id (Redis refuses "(0-0" as ERR)
         end = f"({query.after}" if query.after else "+"
         start = "-" if query.since is None else str(min(MAX_ID_PART, max(0, int(
             (query.since - CLOCK_SLACK_S) * 1000))))  # a time past the ids: none are after it

@@ -6,6 +6,8 @@ after retention deletes old ones; ``audit.id`` is UNIQUE so a replayed record is
 
 from __future__ import annotations
 
+import sqlite3
+
 from proxy.store.records import AuditQuery, InvalidCursor
 
 KEY_COLUMNS = "id, name, policy, profile, rpm, tpm, created_at, revoked_at"
@@ -25,10 +27,27 @@ CREATE INDEX IF NOT EXISTS cache_expires ON cache (name, expires);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL,
     key TEXT NOT NULL, policy TEXT NOT NULL, model TEXT NOT NULL, action TEXT NOT NULL,
-    vals TEXT NOT NULL, record TEXT NOT NULL);
+    vals TEXT NOT NULL, record TEXT NOT NULL, key_id TEXT);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 CREATE INDEX IF NOT EXISTS audit_key ON audit (key, seq);
 """
+
+AUDIT_KEY_ID = "CREATE INDEX IF NOT EXISTS audit_key_id ON audit (key_id, seq)"
+"""After ``add_key_id``: a file made before the column existed has it added first."""
+
+
+def add_key_id(db: sqlite3.Connection) -> None:
+    """The ``audit.key_id`` column (the virtual key's id; NULL in rows written before it) and
+    its index, on a file made before they existed. Two processes may race here: the loser's
+    ``duplicate column`` is the winner's work."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(audit)")}
+    if "key_id" not in columns:
+        try:
+            db.execute("ALTER TABLE audit ADD COLUMN key_id TEXT")
+        except sqlite3.OperationalError as error:
+            if "duplicate column" not in str(error).lower():
+                raise
+    db.execute(AUDIT_KEY_ID)
 
 
 def parse_cursor(after: str | None) -> int | None:
@@ -47,7 +66,7 @@ def audit_where(query: AuditQuery, after: int | None) -> tuple[str, tuple[object
     """``WHERE …`` for the query's filters and its parameters (values bound, never spliced)."""
     clauses: list[str] = []
     params: list[object] = []
-    for column, value in (("key", query.key), ("policy", query.policy),
+    for column, value in (("key", query.key), ("key_id", query.key_id), ("policy", query.policy),
                           ("action", query.action), ("model", query.model)):
         if value is not None:
             clauses.append(f"{column} = ?")

@@ -32,7 +32,7 @@ from proxy.store.records import (
     VirtualKey,
 )
 from proxy.store.spool import private_file
-from proxy.store.sqlite_schema import KEY_COLUMNS, SCHEMA, audit_where, parse_cursor
+from proxy.store.sqlite_schema import KEY_COLUMNS, SCHEMA, add_key_id, audit_where, parse_cursor
 
 CACHE_TRIM_EVERY = 64
 """Sets between checks of a cache's size (counting rows is a scan)."""
@@ -52,6 +52,7 @@ class SQLiteBackend:
         self._cache_sets = 0
         with self._unavailable_on_lock_or_disk_errors():
             self._db().executescript(SCHEMA)
+            add_key_id(self._db())
 
     # --- keys --------------------------------------------------------------------------------
 
@@ -165,9 +166,9 @@ class SQLiteBackend:
         with self._transaction(synchronous="FULL") as db:
             before = db.total_changes
             db.executemany(
-                "INSERT OR IGNORE INTO audit(id, ts, key, policy, model, action, vals, record) "
-                "VALUES (?, ?, ?, ?, ?, ?, json(?), ?)",
-                [(r.id, r.ts, r.key, r.policy, r.model, r.action,
+                "INSERT OR IGNORE INTO audit(id, ts, key, key_id, policy, model, action, vals, "
+                "record) VALUES (?, ?, ?, ?, ?, ?, ?, json(?), ?)",
+                [(r.id, r.ts, r.key, r.key_id, r.policy, r.model, r.action,
                   _json_list(r.values), r.dumps()) for r in records])
             return db.total_changes - before
 

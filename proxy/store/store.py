@@ -145,6 +145,12 @@ class Store:
         """Count a failure a caller caught itself (``vilmo_store_errors_total``)."""
         self._count_error(operation, error)
 
+    def count_local_error(self, operation: str) -> None:
+        """Count a failure beside the store (the JSON Lines audit file, the metrics): in
+        ``vilmo_store_errors_total``, the store's reachability untouched."""
+        with self._lock:
+            self._errors[operation] += 1
+
     # --- the audit trail -------------------------------------------------------------------
 
     def query_audit(self, query: AuditQuery) -> AuditPage:

@@ -4,6 +4,7 @@ exported, and pruned by the retention setting."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -83,6 +84,16 @@ def test_filters_select_by_every_field(store: Store) -> None:
     assert ids(since=T0 + 3, until=T0 + 5) == ["4", "3"]
     assert ids(key="team-a", since=T0 + 5) == ["6", "5"]
     assert ids(key="nobody") == []
+
+
+def test_the_key_id_filter_tells_keys_of_one_name_apart(store: Store) -> None:
+    store.backend.append_audit([record(1, key_id="k1"), record(2, key_id="k2"), record(3),
+                                record(4, key_id="k1")])
+    assert [r.id for r in store.query_audit(AuditQuery(key_id="k1")).data] == [
+        "req-00004", "req-00001"]
+    assert [r.key_id for r in store.query_audit(AuditQuery(key="team-a")).data] == [
+        "k1", None, "k2", "k1"]
+    assert store.query_audit(AuditQuery(key_id="k3")).data == ()
 
 
 def test_cursor_paging_walks_the_trail_newest_first(store: Store) -> None:
@@ -171,3 +182,64 @@ def test_redis_trims_the_stream_by_age_and_length(make_store: MakeStore, backend
     aged.backend.append_audit([record(5000, ts=now)])
     assert client.xlen(stream) < 150
     client.close()
+
+
+@pytest.mark.parametrize("cursor", ["0", "0-0", "00-000"])
+def test_a_cursor_before_the_first_record_is_an_empty_last_page(
+        store: Store, backend: str, cursor: str) -> None:
+    """Redis refused the exclusive end ``(0-0`` with an ``ERR`` reply: ``GET
+    /admin/audit?after=0-0`` (and the export) was a 500. Now it is what SQLite answers for its
+    own first cursor, ``0``: nothing is before it."""
+    if ("-" in cursor) != (backend == "redis"):
+        pytest.skip("each backend's own cursor format")
+    store.backend.append_audit([record(1)])
+    page = store.query_audit(AuditQuery(after=cursor))
+    assert page.data == () and page.next is None
+    assert list(store.export_audit(AuditQuery(after=cursor))) == []
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+@pytest.mark.parametrize(("retention_days", "least_s", "most_s"), [
+    (None, 6 * 86400, 7 * 86400), (1, 6 * 86400, 7 * 86400), (30, 31 * 86400, 32 * 86400)])
+def test_redis_audit_id_sets_always_expire(make_store: MakeStore, backend: str,
+                                           retention_days: float | None, least_s: int,
+                                           most_s: int) -> None:
+    """With ``audit_retention_days: null`` the per-day id sets had no TTL: the stream was
+    trimmed (``audit_max_records``), but every id ever written stayed in Redis. Now a set
+    lives at least ``ID_SET_TTL_S`` (the replays it guards against come sooner), or as long as
+    the records when retention is longer."""
+    store = make_store(audit_retention_days=retention_days, audit_max_records=5)
+    store.backend.append_audit([record(i, ts=time.time()) for i in range(50)])
+    client = redis.Redis.from_url(SHARED_REDIS)
+    try:
+        sets = list(client.scan_iter(match=f"{store.settings.prefix}:audit:ids:*"))
+        assert sets
+        for name in sets:
+            assert least_s < client.ttl(name) <= most_s, name
+        assert client.xlen(f"{store.settings.prefix}:audit") < 50
+    finally:
+        client.close()
+
+
+def test_a_trail_file_from_before_key_ids_opens_and_filters(tmp_path: Path) -> None:
+    """An embedded store made before ``audit.key_id`` existed gains the column on open; its
+    old rows have no key id and new ones are filtered by theirs."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL,
+            key TEXT NOT NULL, policy TEXT NOT NULL, model TEXT NOT NULL, action TEXT NOT NULL,
+            vals TEXT NOT NULL, record TEXT NOT NULL);
+        INSERT INTO audit(id, ts, key, policy, model, action, vals, record) VALUES
+            ('req-old', 1.0, 'team-b', 'default', 'stub', 'allow', '[]',
+             '{"id":"req-old","ts":1.0,"key":"team-b","policy":"default","model":"stub",
+               "action":"allow","values":[],"data":{}}');""")
+    old.close()
+    for _ in range(2):  # opening it again finds the column there
+        backend = SQLiteBackend(StoreSettings(path=path, spool_dir=tmp_path / "spool"))
+        backend.append_audit([AuditRecord(id="req-new", ts=2.0, key="team-b", key_id="k1")])
+        assert [(r.id, r.key_id) for r in backend.query_audit(AuditQuery()).data] == [
+            ("req-new", "k1"), ("req-old", None)]
+        assert [r.id for r in backend.query_audit(AuditQuery(key_id="k1")).data] == ["req-new"]
+        backend.close()
