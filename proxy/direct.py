@@ -40,6 +40,22 @@ KEEPALIVE_S = 4.0
 """Idle pooled connections are dropped sooner than uvicorn's 5 s keep-alive ends them, so a
 request rarely meets a connection its upstream is closing (``send`` retries one that does)."""
 FALLBACK_SETTINGS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+NO_RESPONSE = "Server disconnected without sending a response"
+"""httpcore's message when a connection ends cleanly before any byte of the response."""
+
+
+class Opening:
+    """An httpcore ``trace`` hook that notes whether the request opened a new connection
+    (else it went out on a pooled keep-alive one)."""
+
+    __slots__ = ("opened",)
+
+    def __init__(self) -> None:
+        self.opened = False
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event.startswith("connection.connect_"):  # connect_tcp, connect_unix_socket
+            self.opened = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +225,21 @@ class DirectUpstream:
                 await response.aclose()
 
     async def send(self, request: httpx.Request) -> httpx.Response:
-        """The response's head; a connection that closed before any of it came (a pooled one
-        the upstream was closing) is tried once more, as HTTP clients and the openai SDK do."""
+        """The response's head. A pooled keep-alive connection that the upstream closed as the
+        request went out on it (it ended cleanly, without a byte of a response: its keep-alive
+        ran out) is tried once more on a new one, as HTTP clients do. Nothing else is: a new
+        connection that ends without a response, or any connection reset after the request was
+        written, may have reached an upstream that worked on the request, and a second send
+        would run (and bill) it twice."""
+        opening = Opening()
+        request.extensions["trace"] = opening
         try:
             return await self.client.send(request, stream=True)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            return await self.client.send(request, stream=True)
+        except httpx.RemoteProtocolError as exc:
+            if opening.opened or NO_RESPONSE not in str(exc):
+                raise
+        del request.extensions["trace"]
+        return await self.client.send(request, stream=True)
 
     async def read(self, response: httpx.Response, model: str) -> bytes:
         """The body, at most ``max_bytes`` of it; an error status raises its GatewayError."""
