@@ -12,6 +12,7 @@ upstream's are not kept).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from proxy.errors import (
     ModelNotFound,
     Redactor,
     UpstreamFailed,
+    UpstreamTimeout,
     map_http_errors,
     upstream_status_error,
 )
@@ -70,6 +72,9 @@ class DirectRoute:
     headers: dict[str, str]
     timeout: httpx.Timeout
     stream_timeout: httpx.Timeout
+    deadline_s: float
+    """A plain request's whole time: httpx's timeouts bound each read, not the whole, so an
+    upstream trickling its body would hold the request without this."""
 
     def upstream_model(self, requested: str) -> str:
         """As LiteLLM's pattern routes do: ``stub-*`` → ``openai/stub-*`` sends the request's
@@ -150,7 +155,8 @@ def route_of(entry: Deployment, config: GatewayConfig) -> DirectRoute:
         name=entry.model_name, model=str(params["model"]).removeprefix("openai/"),
         url=f"{base}/chat/completions", headers=headers,
         timeout=httpx.Timeout(seconds, connect=settings.connect_timeout_s),
-        stream_timeout=httpx.Timeout(stream_seconds, connect=settings.connect_timeout_s))
+        stream_timeout=httpx.Timeout(stream_seconds, connect=settings.connect_timeout_s),
+        deadline_s=seconds)
 
 
 class DirectUpstream:
@@ -197,11 +203,16 @@ class DirectUpstream:
     async def complete(self, params: UpstreamParams) -> ChatCompletion:
         model = str(params["model"])
         with map_http_errors(self.redact, model):
-            response = await self.send(self.request(params, stream=False))
             try:
-                body = await self.read(response, model)
-            finally:
-                await response.aclose()
+                async with asyncio.timeout(self.route(model).deadline_s):
+                    response = await self.send(self.request(params, stream=False))
+                    try:
+                        body = await self.read(response, model)
+                    finally:
+                        await response.aclose()
+            except TimeoutError:
+                raise UpstreamTimeout(f"upstream for model {model!r} timed out",
+                                      code="upstream_timeout") from None
         completion = upstream_json(body, model)
         if not isinstance(completion, dict):
             raise UpstreamFailed(f"the upstream for model {model!r} did not answer with a chat "

@@ -319,6 +319,44 @@ def test_a_request_the_upstream_may_have_worked_on_is_sent_once(script: list[str
     assert isinstance(answers[-1], UpstreamFailed) and answers[-1].status == 502
 
 
+def test_a_reply_trickled_past_the_timeout_is_a_504() -> None:
+    """httpx's timeouts bound each read, not the whole: an upstream that sent its body a byte
+    every 0.1 s held a plain request as long as it liked (here 3 s, past a 0.5 s timeout, and
+    the reply was then served). The deployment's timeout is the whole request's deadline."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n" % len(REPLY))
+        try:
+            for i in range(30):  # 3 s, each read well within the timeout
+                writer.write(REPLY[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(0.1)
+            writer.write(REPLY[30:])
+            await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    async def call() -> Any:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = GatewayConfig.model_validate({"model_list": [{"model_name": "m", "litellm_params": {
+            "model": "openai/m", "api_base": f"http://127.0.0.1:{port}/v1", "timeout": 0.5}}]})
+        upstream = build_upstream(config, Redactor())
+        try:
+            return await upstream.complete({"model": "m", "messages": ASK})
+        except GatewayError as exc:
+            return exc
+        finally:
+            await upstream.aclose()  # type: ignore[attr-defined]
+            server.close()
+
+    answer = asyncio.run(call())
+    assert isinstance(answer, GatewayError) and answer.status == 504
+    assert answer.code == "upstream_timeout"
+
+
 def test_the_lifespan_closes_the_pooled_client(stub: StubUpstream, tmp_path: Path,
                                                policy_dir: Path, bank: PrincipleBank) -> None:
     config = config_of(stub.url, tmp_path)
