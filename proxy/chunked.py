@@ -14,7 +14,10 @@ and a partial check cannot vouch for audio that may run ahead of the transcript.
 monitor: everything passes at once; at the end each choice's whole reply is checked and the
 verdict reported in a last chunk (``choices: []``, a ``vilmo`` object). No protection.
 
-Both yield, among the chunks, ``Judged`` facts: the reply's verdict so far, for the record.
+Both yield, among the chunks, ``Judged`` facts: the reply's verdict so far, for the record,
+so that a stream that ends early (its deadline, an upstream failure) records what judged the
+text it sent: in chunked mode each choice's last check (a partial one until the choice ends);
+in monitor mode the text already relayed is judged when the stream ends early.
 """
 
 from __future__ import annotations
@@ -97,22 +100,29 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
     """Chunked mode: only text whose reply so far passed the check is released."""
     policy = call.policy
     choices: dict[int, _Choice] = {}
-    verdicts: dict[int, Verdict] = {}
+    verdicts: dict[int, Verdict] = {}  # each ended choice's whole-reply verdict
+    partial: dict[int, Verdict] = {}  # each open choice's last partial verdict
     trailer: list[Chunk] = []  # usage: sent once every choice is decided
     template: Chunk = {}
+
+    def so_far() -> Judged:
+        """The reply's verdict so far: each choice's last check (the whole-reply one once it
+        ended); none that ran (every one failed open): the text went out unchecked."""
+        known = {**partial, **verdicts}
+        return Judged(worst_of(known) if known else FAILED_OPEN)
 
     async def finish(index: int, choice: _Choice) -> list[Chunk | Judged]:
         """The whole-reply check, as in plain mode, then the held rest or the refusal."""
         choice.done = True
         verdict = await guard.check(policy, [call.checked(choice.text.text)], "output")
+        partial.pop(index, None)
         if isinstance(verdict, FailedOpen):
             if choice.stopped is None:  # the policy chose availability over the check
-                return [Judged(worst_of(verdicts) if verdicts else FAILED_OPEN),
-                        *choice.release()]
+                return [so_far(), *choice.release()]
             # a check that failed cannot vouch for text a partial check already stopped
             verdict = choice.stopped
         verdicts[index] = verdict
-        judged = Judged(worst_of(verdicts))
+        judged = so_far()
         if not verdict.stops:
             return [judged, *choice.release()]
         choice.held, choice.ends = [], []
@@ -148,6 +158,10 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
                         if isinstance(verdict, Verdict):
                             choice.flagged = _holds(verdict, policy)
                             choice.stopped = verdict if verdict.stops else None
+                            partial[index] = verdict
+                        else:
+                            partial.pop(index, None)
+                        yield so_far()
                     if not choice.flagged:
                         for out in choice.release(whole=False):
                             yield out
@@ -167,17 +181,27 @@ async def monitored(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
     policy = call.policy
     choices: dict[int, ChoiceText] = {}
     template: Chunk = {}
-    async for chunk in chunks:
-        template = template or chunk
-        yield chunk
-        for index, piece in by_choice(chunk):
-            choices.setdefault(index, ChoiceText()).add(delta_of(piece))
-    items = {i: call.checked(t.text) for i, t in (choices or {0: ChoiceText()}).items()}
-    verdict: Judgement
+
+    async def judged() -> Judgement:
+        items = {i: call.checked(t.text) for i, t in (choices or {0: ChoiceText()}).items()}
+        try:
+            return await guard.check_choices(policy, items, "output")
+        except GuardFailed:  # monitor never holds or fails a stream; the failure is reported
+            return FAILED_OPEN
+
     try:
-        verdict = await guard.check_choices(policy, items, "output")
-    except GuardFailed:  # monitor never holds or fails a stream; the failure is reported
-        verdict = FAILED_OPEN
+        async for chunk in chunks:
+            template = template or chunk
+            yield chunk
+            for index, piece in by_choice(chunk):
+                choices.setdefault(index, ChoiceText()).add(delta_of(piece))
+    except Exception:
+        # Ended early (its deadline, an upstream failure): the text the client already got is
+        # judged all the same, for the record (the check has its own timeout); then the error.
+        if any(t.text for t in choices.values()):
+            yield Judged(await judged())
+        raise
+    verdict = await judged()
     note: dict[str, object] = {"mode": "monitor",
                                "guard": "ok" if isinstance(verdict, Verdict) else "error"}
     if isinstance(verdict, Verdict):

@@ -12,6 +12,7 @@ upstream's are not kept).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from proxy.errors import (
     ModelNotFound,
     Redactor,
     UpstreamFailed,
+    UpstreamTimeout,
     map_http_errors,
     upstream_status_error,
 )
@@ -40,6 +42,22 @@ KEEPALIVE_S = 4.0
 """Idle pooled connections are dropped sooner than uvicorn's 5 s keep-alive ends them, so a
 request rarely meets a connection its upstream is closing (``send`` retries one that does)."""
 FALLBACK_SETTINGS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+NO_RESPONSE = "Server disconnected without sending a response"
+"""httpcore's message when a connection ends cleanly before any byte of the response."""
+
+
+class Opening:
+    """An httpcore ``trace`` hook that notes whether the request opened a new connection
+    (else it went out on a pooled keep-alive one)."""
+
+    __slots__ = ("opened",)
+
+    def __init__(self) -> None:
+        self.opened = False
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event.startswith("connection.connect_"):  # connect_tcp, connect_unix_socket
+            self.opened = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +72,9 @@ class DirectRoute:
     headers: dict[str, str]
     timeout: httpx.Timeout
     stream_timeout: httpx.Timeout
+    deadline_s: float
+    """A plain request's whole time: httpx's timeouts bound each read, not the whole, so an
+    upstream trickling its body would hold the request without this."""
 
     def upstream_model(self, requested: str) -> str:
         """As LiteLLM's pattern routes do: ``stub-*`` → ``openai/stub-*`` sends the request's
@@ -134,7 +155,8 @@ def route_of(entry: Deployment, config: GatewayConfig) -> DirectRoute:
         name=entry.model_name, model=str(params["model"]).removeprefix("openai/"),
         url=f"{base}/chat/completions", headers=headers,
         timeout=httpx.Timeout(seconds, connect=settings.connect_timeout_s),
-        stream_timeout=httpx.Timeout(stream_seconds, connect=settings.connect_timeout_s))
+        stream_timeout=httpx.Timeout(stream_seconds, connect=settings.connect_timeout_s),
+        deadline_s=seconds)
 
 
 class DirectUpstream:
@@ -181,11 +203,16 @@ class DirectUpstream:
     async def complete(self, params: UpstreamParams) -> ChatCompletion:
         model = str(params["model"])
         with map_http_errors(self.redact, model):
-            response = await self.send(self.request(params, stream=False))
             try:
-                body = await self.read(response, model)
-            finally:
-                await response.aclose()
+                async with asyncio.timeout(self.route(model).deadline_s):
+                    response = await self.send(self.request(params, stream=False))
+                    try:
+                        body = await self.read(response, model)
+                    finally:
+                        await response.aclose()
+            except TimeoutError:
+                raise UpstreamTimeout(f"upstream for model {model!r} timed out",
+                                      code="upstream_timeout") from None
         completion = upstream_json(body, model)
         if not isinstance(completion, dict):
             raise UpstreamFailed(f"the upstream for model {model!r} did not answer with a chat "
@@ -209,12 +236,21 @@ class DirectUpstream:
                 await response.aclose()
 
     async def send(self, request: httpx.Request) -> httpx.Response:
-        """The response's head; a connection that closed before any of it came (a pooled one
-        the upstream was closing) is tried once more, as HTTP clients and the openai SDK do."""
+        """The response's head. A pooled keep-alive connection that the upstream closed as the
+        request went out on it (it ended cleanly, without a byte of a response: its keep-alive
+        ran out) is tried once more on a new one, as HTTP clients do. Nothing else is: a new
+        connection that ends without a response, or any connection reset after the request was
+        written, may have reached an upstream that worked on the request, and a second send
+        would run (and bill) it twice."""
+        opening = Opening()
+        request.extensions["trace"] = opening
         try:
             return await self.client.send(request, stream=True)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            return await self.client.send(request, stream=True)
+        except httpx.RemoteProtocolError as exc:
+            if opening.opened or NO_RESPONSE not in str(exc):
+                raise
+        del request.extensions["trace"]
+        return await self.client.send(request, stream=True)
 
     async def read(self, response: httpx.Response, model: str) -> bytes:
         """The body, at most ``max_bytes`` of it; an error status raises its GatewayError."""

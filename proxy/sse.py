@@ -1,9 +1,15 @@
 """Server-sent events in the shape the openai client parses: ``data: {json}`` then ``[DONE]``.
 
 ``sse_body`` sends a stream outcome: every chunk (its usage only when the client asked for it),
-then (when asked) the ``vilmo`` note, then ``[DONE]``; an error after the headers becomes an error event before the ``[DONE]``. When it
-ends, however it ends, it reports the reply's last judgement and the status (``499``: the
-client left) to the stream's ``finish``, which records the request.
+then (when asked: ``X-Vilmo-Annotate: body``) the ``vilmo`` note, then ``[DONE]``; an error
+after the headers becomes an error event before the ``[DONE]``. When it ends, however it ends,
+it reports the reply's last judgement and the status (``499``: the client left) to the
+stream's ``finish``, which records the request.
+
+The note: buffer (and unchecked) streams carry the verdict the headers carry; a chunked
+stream's headers leave before any check, so its note carries the last ``Judged`` verdict (the
+whole-reply verdict) in a last chunk shaped as monitor mode's (``choices: []``); a monitor
+stream always ends with its own.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from collections.abc import AsyncIterator, Mapping
 
 from proxy.chunks import chunk_like, for_client
 from proxy.errors import ClientClosed, GatewayError, UpstreamFailed
-from proxy.outcome import Judged, Stream, verdict_of
+from proxy.outcome import FailedOpen, Judged, Judgement, Stream, verdict_of
 from proxy.relay import wire_bytes
+from proxy.upstream import Chunk
+from vilmo.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +40,28 @@ def error_event(error: GatewayError) -> bytes:
     return event(error.envelope())
 
 
+def chunked_note(template: Chunk, reply: Judgement) -> bytes | None:
+    """A chunked stream's verdict as monitor mode reports its own; None when never judged."""
+    if not isinstance(reply, Verdict | FailedOpen):
+        return None
+    note: dict[str, object] = {"mode": "chunked",
+                               "guard": "ok" if isinstance(reply, Verdict) else "error"}
+    if isinstance(reply, Verdict):
+        note.update(reply.as_dict())
+    return event({**chunk_like(template, None), "choices": [], "vilmo": note})
+
+
 async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIterator[bytes]:
     status, code = "200", None
     reply = stream.facts.reply
+    first: Chunk | None = None  # the chunked note's id, model and created are the stream's
     try:
         wants_usage = stream.call.client_wants_usage
         async for item in stream.items:
             if isinstance(item, Judged):
                 reply = item.reply
             elif (sent := for_client(item, wants_usage)) is not None:
+                first = item if first is None else first
                 # an upstream chunk nothing changed goes out as it came (direct path)
                 yield wire_bytes(sent) or event(sent)
         verdict = verdict_of(stream.facts.shown)
@@ -48,6 +69,9 @@ async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIter
             note = {"mode": stream.mode, "guard": stream.guard,
                     "regenerations": len(stream.facts.attempts), **verdict.as_dict()}
             yield event({**chunk_like({"id": request_id}, None), "vilmo": note})
+        elif annotate and stream.mode == "chunked" and (
+                chunked := chunked_note(first or {"id": request_id}, reply)) is not None:
+            yield chunked
     except GatewayError as exc:
         status, code = str(exc.status), exc.code
         yield error_event(exc)

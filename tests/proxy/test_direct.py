@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -237,37 +239,122 @@ def test_open_stream_holds_chunks_without_choices_until_one_has_some() -> None:
     assert asyncio.run(read()) == [empty, word]
 
 
-def test_a_connection_closed_before_the_reply_is_tried_once_more() -> None:
-    """A pooled connection the upstream closes as it is reused (its keep-alive ran out) gave
-    a 502 (seen in bench/compare_litellm.py at c=32); one fresh try answers."""
-    attempts: list[int] = []
-    reply = json.dumps({"id": "x", "object": "chat.completion", "choices": [
-        {"index": 0, "finish_reason": "stop",
-         "message": {"role": "assistant", "content": "ok"}}]}).encode()
+REPLY = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+}).encode()
+ANSWER = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+          % (len(REPLY), REPLY))
+
+
+def requests_to(script: list[str]) -> tuple[list[str], Any]:
+    """The requests an upstream received, and the gateway's answers to ``len(script)`` plain
+    requests sent one after the other over the direct path. The upstream answers its n-th
+    request by ``script[n]`` (past its end: ``answer``): ``answer`` (keeping the connection
+    alive), ``close`` (it ends the connection without a response), ``reset`` (after 0.2 s of
+    "work", an RST). Each request is read whole before the upstream acts."""
+    received: list[str] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            action = script[len(received)] if len(received) < len(script) else "answer"
+            received.append(action)
+            if action == "answer":
+                writer.write(ANSWER)
+                await writer.drain()
+                continue
+            if action == "reset":
+                await asyncio.sleep(0.2)  # the upstream works on it, then crashes
+                writer.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+            break
+        writer.close()
+
+    async def calls() -> list[Any]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = GatewayConfig.model_validate({"model_list": [{"model_name": "m", "litellm_params": {
+            "model": "openai/m", "api_base": f"http://127.0.0.1:{port}/v1"}}]})
+        upstream = build_upstream(config, Redactor())
+        answers: list[Any] = []
+        try:
+            for _ in script:
+                try:
+                    answers.append(await upstream.complete({"model": "m", "messages": ASK}))
+                except GatewayError as exc:
+                    answers.append(exc)
+        finally:
+            await upstream.aclose()  # type: ignore[attr-defined]
+            server.close()
+        return answers
+
+    answers = asyncio.run(calls())
+    return received, answers
+
+
+def test_a_pooled_connection_closed_as_it_is_reused_is_tried_once_more() -> None:
+    """A pooled connection the upstream closes as it is reused (its keep-alive ran out) gave
+    a 502 (seen in bench/compare_litellm.py at c=32); one fresh try answers."""
+    received, answers = requests_to(["answer", "close"])
+    assert received == ["answer", "close", "answer"]  # the third: on a new connection
+    assert [a["choices"][0]["message"]["content"] for a in answers] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("script", [["reset"], ["close"], ["answer", "reset"]],
+                         ids=["new-reset", "new-closed", "pooled-reset"])
+def test_a_request_the_upstream_may_have_worked_on_is_sent_once(script: list[str]) -> None:
+    """An upstream that read the request and then failed may have run it: sending it again
+    runs (and bills) it twice. Before the fix ``send`` retried any read or protocol error,
+    however late: an upstream that worked 0.2 s, then reset, got the request twice. Only the
+    stale keep-alive case above is retried."""
+    received, answers = requests_to(script)
+    assert received == script
+    assert isinstance(answers[-1], UpstreamFailed) and answers[-1].status == 502
+
+
+def test_a_reply_trickled_past_the_timeout_is_a_504() -> None:
+    """httpx's timeouts bound each read, not the whole: an upstream that sent its body a byte
+    every 0.1 s held a plain request as long as it liked (here 3 s, past a 0.5 s timeout, and
+    the reply was then served). The deployment's timeout is the whole request's deadline."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        attempts.append(1)
-        if len(attempts) > 1:
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                         b"content-length: %d\r\n\r\n%s" % (len(reply), reply))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n" % len(REPLY))
+        try:
+            for i in range(30):  # 3 s, each read well within the timeout
+                writer.write(REPLY[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(0.1)
+            writer.write(REPLY[30:])
             await writer.drain()
+        except ConnectionError:
+            pass
         writer.close()
 
     async def call() -> Any:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         config = GatewayConfig.model_validate({"model_list": [{"model_name": "m", "litellm_params": {
-            "model": "openai/m", "api_base": f"http://127.0.0.1:{port}/v1"}}]})
+            "model": "openai/m", "api_base": f"http://127.0.0.1:{port}/v1", "timeout": 0.5}}]})
         upstream = build_upstream(config, Redactor())
         try:
             return await upstream.complete({"model": "m", "messages": ASK})
+        except GatewayError as exc:
+            return exc
         finally:
             await upstream.aclose()  # type: ignore[attr-defined]
             server.close()
 
-    completion = asyncio.run(call())
-    assert completion["choices"][0]["message"]["content"] == "ok" and len(attempts) == 2
+    answer = asyncio.run(call())
+    assert isinstance(answer, GatewayError) and answer.status == 504
+    assert answer.code == "upstream_timeout"
 
 
 def test_the_lifespan_closes_the_pooled_client(stub: StubUpstream, tmp_path: Path,

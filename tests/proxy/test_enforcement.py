@@ -311,3 +311,23 @@ def test_buffered_stream_annotation_on_request(stub: StubUpstream) -> None:
     assert r.headers["x-vilmo-violations"] == "mft.care"
     assert json.loads(lines[-2][6:])["vilmo"]["violations"] == ["mft.care"]
     assert streamed_text(lines) == VIOLENT
+
+
+def test_chunked_stream_annotation_on_request(stub: StubUpstream) -> None:
+    """A chunked stream's headers leave before any check, so the verdict asked for with
+    ``X-Vilmo-Annotate: body`` comes in a last chunk, shaped as monitor mode's (before the fix
+    it never reached the client, though buffer and monitor mode report it)."""
+    stub.reply = VIOLENT
+    body = {"model": "stub", "messages": ASK, "stream": True}
+    with httpx.stream("POST", f"{GATEWAY}/chat/completions", json=body, headers={
+            "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": "g-annotate-chunked",
+            "X-Vilmo-Annotate": "body"}) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert streamed_text(lines) == VIOLENT and lines[-1] == "data: [DONE]"
+    report = json.loads(lines[-2][6:])
+    assert report["choices"] == [] and report["object"] == "chat.completion.chunk"
+    assert report["vilmo"]["mode"] == "chunked" and report["vilmo"]["guard"] == "ok"
+    assert report["vilmo"]["action"] == "annotate"
+    assert report["vilmo"]["violations"] == ["mft.care"]
+    _, lines, _ = raw_stream("g-annotate-chunked")  # not asked for: strict parsers see none
+    assert streamed_text(lines) == VIOLENT and '"vilmo"' not in "".join(lines)

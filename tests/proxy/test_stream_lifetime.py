@@ -141,3 +141,37 @@ def test_a_buffered_stream_past_its_deadline_is_a_504(gateway: str, stub: StubUp
     assert status == 504
     assert json.loads(lines[0])["error"]["code"] == "stream_timeout"
     assert eventually(lambda: stub.streams_closed_early == 1)
+
+
+@pytest.mark.parametrize(("model", "status", "code"), [
+    ("stub-stall", "504", "stream_timeout"), ("stub-midstream-error", "502", "upstream_error")])
+def test_a_monitor_stream_that_ends_early_records_the_verdict_of_what_it_sent(
+        gateway: str, stub: StubUpstream, policy_dir: Path, model: str, status: str,
+        code: str) -> None:
+    """Monitor mode judged only after a clean end: the client got "Punch", the deadline (or
+    the upstream) ended the stream, and the record said guard off, no verdict."""
+    stub.reply = "Punch him hard. Then leave."
+    start = audit_length(policy_dir)
+    sent, lines = sse(gateway, "g-deadline-monitor", model=model)
+    texts, _ = by_choice(lines)
+    assert sent == 200 and texts[0].startswith("Punch") and lines[-1] == "data: [DONE]"
+    assert json.loads(lines[-2][6:])["error"]["code"] == code
+    records = audit_records(policy_dir, lambda r: r["policy"] == "g-deadline-monitor", start)
+    assert [(r["status"], r["error_code"], r["guard"]) for r in records] == [
+        (status, code, "ok")]
+    assert records[0]["verdict"]["violations"] == ["mft.care"]
+
+
+def test_a_chunked_stream_that_ends_early_records_its_partial_verdicts(
+        gateway: str, stub: StubUpstream, policy_dir: Path) -> None:
+    """Chunked mode: windows were checked and released before the deadline, and the record
+    said guard off, no verdict (only a choice's last check was recorded)."""
+    stub.reply, stub.chunk_delay = SENTENCES, 0.05  # 7.5 s; the deadline is at 1 s
+    start = audit_length(policy_dir)
+    sent, lines = sse(gateway, "g-deadline-chunked")
+    texts, finishes = by_choice(lines)
+    assert sent == 200 and texts[0].startswith("Sentence 0 is calm.") and finishes == {}
+    records = audit_records(policy_dir, lambda r: r["policy"] == "g-deadline-chunked", start)
+    assert [(r["status"], r["error_code"], r["guard"]) for r in records] == [
+        ("504", "stream_timeout", "ok")]
+    assert records[0]["verdict"]["action"] == "allow"
