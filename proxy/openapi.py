@@ -27,7 +27,7 @@ BODY_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, ValuesCheckRe
 ERROR_STATUSES = {
     400: "Invalid JSON or a body that fails the schema (`param` names the field)",
     401: "Missing or unknown API key",
-    403: "The key may not do this (X-Vilmo-Policy, or a client key on /admin)",
+    403: "The key may not do this (X-Vilmo-Policy, a client key on /admin or /metrics)",
     404: "Unknown model, route or admin resource",
     413: "Request body (or text to check) too large",
     429: "Rate limited: the upstream's, the Router's or the key's (with Retry-After)",
