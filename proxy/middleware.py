@@ -20,8 +20,9 @@ from proxy.caches import writes_after
 from proxy.client_keys import LIMITED_PATHS, VerifiedKeys, admit, charge, find_virtual_key
 from proxy.errors import AuthenticationFailed, GatewayError, MetricsForbidden, PayloadTooLarge
 from proxy.record import Ledger
+from proxy.refusals import RefusalSampler
 from proxy.settings import AuthSettings, KeyBinding
-from proxy.stages import start_trace
+from proxy.stages import current_trace, start_trace
 from proxy.store import Store, VirtualKey, looks_like_virtual_key
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,15 @@ def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
         scope["app"].state.services.finish(ledger, str(error.status), error.code)
 
 
+def count_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
+    """Metrics only, no audit record, for a chat request refused before its route."""
+    if scope["path"] == CHAT_PATH:
+        ledger = scope.setdefault("state", {})["ledger"] = Ledger(caller)
+        record = ledger.close(str(error.status), error.code)
+        if record is not None:
+            scope["app"].state.services.metrics.record(record, current_trace.get())
+
+
 class KeyAuth:
     """Resolves ``Authorization: Bearer KEY`` to a Caller: a config key, or a virtual key
     (``vk-<id>-<secret>``) read from the store on every request, so a revoked key is refused on
@@ -78,7 +88,9 @@ class KeyAuth:
     admin key themselves (``proxy.admin``). ``/metrics`` wants the metrics key or the admin key
     (403 to a client key) once keys are required or a metrics key is set; with no key configured
     at all it is open. A virtual key's rpm/tpm limits are admitted here (429 with
-    ``Retry-After``), and the reply's tokens charged when the request is done."""
+    ``Retry-After``), and the reply's tokens charged when the request is done. A chat request
+    refused for want of a valid key is counted in the metrics always and audited as
+    ``proxy.refusals`` bounds it (the first from each client address each minute)."""
 
     def __init__(self, app: ASGIApp, settings: AuthSettings,
                  verified: VerifiedKeys | None = None) -> None:
@@ -92,6 +104,7 @@ class KeyAuth:
         self.verified = verified or VerifiedKeys()
         """Keys verified recently, for outages; shared with the admin API, which forgets a key
         it revokes."""
+        self.refusals = RefusalSampler()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,7 +126,7 @@ class KeyAuth:
             if path in self.public_paths:
                 caller = None
             else:
-                record_refusal(scope, "unauthenticated", unchecked)
+                self._record_unauthenticated(scope, unchecked)
                 await send_error(send, unchecked)
                 return
         if caller is None and not self.required and not (
@@ -125,7 +138,7 @@ class KeyAuth:
             refused = AuthenticationFailed(
                 "missing or invalid API key: send 'Authorization: Bearer <key>'",
                 code="invalid_api_key")
-            record_refusal(scope, "unauthenticated", refused)
+            self._record_unauthenticated(scope, refused)
             await send_error(send, refused)
             return
         key = caller.key if caller is not None else None
@@ -142,6 +155,15 @@ class KeyAuth:
         finally:
             if key is not None and store is not None:
                 charge(store, key, trace.tokens)
+
+    def _record_unauthenticated(self, scope: Scope, error: GatewayError) -> None:
+        if scope["path"] != CHAT_PATH:  # only chat requests are recorded
+            return
+        client = scope.get("client")
+        if self.refusals.audits(client[0] if client else "unknown"):
+            record_refusal(scope, "unauthenticated", error)
+        else:
+            count_refusal(scope, "unauthenticated", error)
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send,
                        presented: str | None, store: Store | None) -> None:

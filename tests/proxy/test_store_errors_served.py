@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from conftest import TEAM_KEY
-from fake_gateway import serve_fake_gateway
+from fake_gateway import ADMIN, serve_fake_gateway
 from fakes import MemoryAudit
 from store_gateway import RedisProcess, admin, chat, own_redis_fixture, wait_for
 
@@ -111,8 +112,12 @@ def test_a_key_the_store_cannot_check_is_a_503_to_retry_not_a_401(
         assert reply.headers["retry-after"] == "1"
     assert chat(base, "vk-malformed").status_code == 401  # no store needed to refuse it
     assert chat(base, TEAM_KEY).status_code == 200  # a config key needs no store
-    wait_for(lambda: recorded(services).count(("503", "store_unavailable", "unauthenticated"))
-             == 2)
+    metrics = httpx.get(f"{base}/metrics", headers={"authorization": f"Bearer {ADMIN}"}).text
+    assert sum(float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith("vilmo_requests_total{") and 'status="503"' in line) == 2
+    # audited: the first from this address this minute (proxy.refusals), then team-a's 200
+    wait_for(lambda: [r for r in recorded(services) if r[0] in ("503", "200")] == [
+        ("503", "store_unavailable", "unauthenticated"), ("200", None, "team-a")])
 
 
 def test_verified_keys_keep_a_revocation_and_no_key_never_verified() -> None:
