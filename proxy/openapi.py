@@ -108,7 +108,8 @@ def configured(document: dict[str, Any], config: GatewayConfig) -> dict[str, Any
     for path, operations in document["paths"].items():
         if path.startswith("/admin"):
             continue
-        if not keys_required or path in auth.public_paths:
+        guarded = keys_required or (path == "/metrics" and auth.metrics_key is not None)
+        if not guarded or path in auth.public_paths:
             for operation in operations.values():
                 operation["security"] = [{}, {"bearer": []}]  # a key is optional here
                 operation["responses"].pop("401", None)

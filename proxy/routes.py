@@ -99,7 +99,8 @@ async def healthz(request: Request) -> Health:
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=error_responses(403))
 async def metrics(request: Request) -> Response:
-    """Every tenant's key names and usage: the metrics key or the admin key (``KeyAuth``)."""
+    """Prometheus metrics; they name every tenant's key and its usage, so (once keys are set)
+    only the metrics key or the admin key reads them: a client key gets a 403."""
     services: Services = request.app.state.services
     return Response(services.metrics.exposition(),
                     media_type="text/plain; version=0.0.4; charset=utf-8")

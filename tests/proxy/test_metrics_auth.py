@@ -110,3 +110,6 @@ def test_with_no_key_configured_metrics_stay_open_and_a_metrics_key_alone_guards
         assert get(f"{server.url}/metrics", METRICS_KEY).status_code == 200
         assert get(f"{server.url}/metrics").status_code == 401
         assert get(f"{server.url}/v1/models").status_code == 200  # the rest stays keyless
+        paths = get(f"{server.url}/openapi.json").json()["paths"]
+        assert "security" not in paths["/metrics"]["get"]  # the document's: a key is needed
+        assert paths["/v1/models"]["get"]["security"] == [{}, {"bearer": []}]  # optional
