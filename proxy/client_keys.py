@@ -3,11 +3,13 @@
 A key is read from the store on every request, so a revocation holds on every replica at once
 while the store is reachable. When the store cannot be reached, a key this process verified
 within ``VERIFIED_TTL_S`` is still served (the gateway keeps serving through a Redis outage, its
-limits degrading by ``store.limits_on_error``); any other virtual key is refused, never let
-through unverified. A key revoked through this replica is forgotten here at once; another
-replica that checked the key before the revocation (any check after it forgets the key) may
-serve it during an outage until ``VERIFIED_TTL_S`` after that check, so at most
-``VERIFIED_TTL_S`` after the revocation.
+limits degrading by ``store.limits_on_error``); a key this process saw verified and then revoked
+is refused (401); any other virtual key is refused as not checked (503 ``store_unavailable``
+with ``Retry-After``: the client retries, as it would not after a 401), never let through
+unverified. A key revoked through this replica is marked revoked here at once; another replica
+that checked the key before the revocation (any check after it marks the key) may serve it
+during an outage until ``VERIFIED_TTL_S`` after that check, so at most ``VERIFIED_TTL_S`` after
+the revocation.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
 
-from proxy.errors import KeyRateLimited
-from proxy.store import Store, StoreError, VirtualKey
+from proxy.errors import KeyRateLimited, StoreDown
+from proxy.store import Store, StoreError, StoreUnavailable, VirtualKey
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +33,23 @@ VERIFIED_MAX = 10_000
 
 
 class VerifiedKeys:
-    """Keys this process verified recently (by a hash of the presented key), for outages only."""
+    """Keys this process verified recently (by a hash of the presented key), for outages only,
+    and those of them it has seen revoked since. Only a key once verified is kept: forged keys
+    do not grow it."""
 
     def __init__(self, ttl_s: float = VERIFIED_TTL_S, max_keys: int = VERIFIED_MAX) -> None:
         self.ttl_s = ttl_s
         self.max_keys = max_keys
-        self._keys: OrderedDict[str, tuple[VirtualKey, float]] = OrderedDict()
+        self._keys: OrderedDict[str, tuple[VirtualKey | None, float]] = OrderedDict()
+        """Digest to (the key, when verified); (None, when) once revoked."""
         self._lock = threading.Lock()
 
     def remember(self, presented: str, key: VirtualKey | None) -> None:
         digest = _digest(presented)
         with self._lock:
-            if key is None:  # unknown or revoked: forget it at once
-                self._keys.pop(digest, None)
+            if key is None:  # unknown or revoked: never served from here again
+                if digest in self._keys:
+                    self._keys[digest] = (None, time.monotonic())
                 return
             self._keys[digest] = (key, time.monotonic())
             self._keys.move_to_end(digest)
@@ -52,30 +59,54 @@ class VerifiedKeys:
     def forget(self, key_id: str) -> None:
         """A key revoked through this replica: never served from here again, outage or not."""
         with self._lock:
-            for digest in [d for d, (key, _) in self._keys.items() if key.id == key_id]:
-                del self._keys[digest]
+            for digest, (key, _) in list(self._keys.items()):
+                if key is not None and key.id == key_id:
+                    self._keys[digest] = (None, time.monotonic())
 
     def recall(self, presented: str) -> VirtualKey | None:
+        """The key, verified within ``ttl_s``; else None."""
         with self._lock:
             found = self._keys.get(_digest(presented))
-        if found is None or time.monotonic() - found[1] > self.ttl_s:
+        if found is None or found[0] is None or time.monotonic() - found[1] > self.ttl_s:
             return None
         return found[0]
+
+    def revoked(self, presented: str) -> bool:
+        """Whether this key was verified here and found revoked since (a revocation is for
+        good: no time limit)."""
+        with self._lock:
+            found = self._keys.get(_digest(presented))
+        return found is not None and found[0] is None
 
 
 async def find_virtual_key(store: Store, presented: str,
                            verified: VerifiedKeys | None = None) -> VirtualKey | None:
-    """The active key, from the store; during an outage, one verified recently; else None."""
+    """The active key, from the store; None when it is unknown or revoked. During an outage: a
+    key verified recently, None for one known revoked, else StoreDown (503 with Retry-After:
+    the key could not be checked)."""
     try:
         found = await asyncio.to_thread(store.find_key, presented)
     except StoreError as error:
-        recalled = verified.recall(presented) if verified is not None else None
-        if recalled is None:
-            log.warning("virtual key not checked (store unreachable), refused: %s", error)
-        return recalled
+        if verified is not None:
+            recalled = verified.recall(presented)
+            if recalled is not None or verified.revoked(presented):
+                return recalled
+        log.warning("virtual key not checked (store unreachable), refused: %s", error)
+        raise key_not_checked(store, error) from None
     if verified is not None:
         verified.remember(presented, found)
     return found
+
+
+def key_not_checked(store: Store, error: StoreError) -> StoreDown:
+    """The 503 for a virtual key the store could not check; retry once the store is tried
+    again (``store.retry_s``). The store's own error text stays in the log."""
+    retry = max(1, math.ceil(store.settings.retry_s))
+    unreachable = isinstance(error, StoreUnavailable)
+    why = "the store is unreachable" if unreachable else "a store error"
+    return StoreDown(f"this key cannot be checked now ({why}); retry in {retry} s",
+                     code="store_unavailable" if unreachable else "store_error",
+                     headers={"retry-after": str(retry)})
 
 
 async def admit(store: Store, key: VirtualKey) -> KeyRateLimited | None:

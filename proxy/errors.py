@@ -97,6 +97,14 @@ class AdminForbidden(GatewayError):
     type = "permission_error"
 
 
+class MetricsForbidden(GatewayError):
+    """A client key on ``/metrics``, which names every tenant's key and its usage: it wants the
+    metrics key or the admin key."""
+
+    status = 403
+    type = "permission_error"
+
+
 class ModelNotFound(GatewayError):
     status = 404
     type = "invalid_request_error"

@@ -2,8 +2,8 @@
 the last resort for unexpected errors.
 
 Keys are compared with ``hmac.compare_digest``. The caller found for a key is put in
-``scope["state"]["caller"]`` for the routes. A chat request refused here (401, 413) still
-leaves an audit record.
+``scope["state"]["caller"]`` for the routes. A chat request refused here (401, 413, 503 for a
+key the store could not check) still leaves an audit record.
 """
 
 from __future__ import annotations
@@ -18,18 +18,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.caches import writes_after
 from proxy.client_keys import LIMITED_PATHS, VerifiedKeys, admit, charge, find_virtual_key
-from proxy.errors import AuthenticationFailed, GatewayError, PayloadTooLarge
+from proxy.errors import AuthenticationFailed, GatewayError, MetricsForbidden, PayloadTooLarge
 from proxy.record import Ledger
+from proxy.refusals import RefusalSampler
 from proxy.settings import AuthSettings, KeyBinding
-from proxy.stages import start_trace
+from proxy.stages import current_trace, start_trace
 from proxy.store import Store, VirtualKey, looks_like_virtual_key
 
 log = logging.getLogger(__name__)
 
 CHAT_PATH = "/v1/chat/completions"
-ADMIN_KEY_PATHS = frozenset({"/metrics"})
-"""Paths outside the admin API that the admin key opens too (an operator reads the gateway's
-metrics with the key that runs it); client keys open them as before."""
+METRICS_PATH = "/metrics"
+"""It names every tenant's key and its usage: the metrics key and the admin key open it, client
+keys do not (``KeyAuth``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +69,30 @@ def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
         scope["app"].state.services.finish(ledger, str(error.status), error.code)
 
 
+def count_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
+    """Metrics only, no audit record, for a chat request refused before its route."""
+    if scope["path"] == CHAT_PATH:
+        ledger = scope.setdefault("state", {})["ledger"] = Ledger(caller)
+        record = ledger.close(str(error.status), error.code)
+        if record is not None:
+            scope["app"].state.services.metrics.record(record, current_trace.get())
+
+
 class KeyAuth:
     """Resolves ``Authorization: Bearer KEY`` to a Caller: a config key, or a virtual key
     (``vk-<id>-<secret>``) read from the store on every request, so a revoked key is refused on
-    every replica at once (during a store outage: ``proxy.client_keys``). 401 when keys are
-    required and it is missing or unknown, on every path but ``auth.public_paths`` (served without a caller); a presented virtual key that is
-    unknown or revoked is a 401 always. Keys are required when config keys are set or an admin
-    key is (a gateway with an admin API issues keys: it is no open proxy); otherwise every caller
-    without a key is anonymous. The admin API and the dashboard check the admin key themselves
-    (``proxy.admin``); the admin key also opens ``ADMIN_KEY_PATHS`` (``/metrics``), with no
-    caller. A virtual key's rpm/tpm limits are admitted here (429 with
-    ``Retry-After``), and the reply's tokens charged when the request is done."""
+    every replica at once (during a store outage: ``proxy.client_keys``; a key that could not be
+    checked is a 503 with ``Retry-After``). 401 when keys are required and it is missing or
+    unknown, on every path but ``auth.public_paths`` (served without a caller); a presented
+    virtual key that is unknown or revoked is a 401 always. Keys are required when config keys
+    are set or an admin key is (a gateway with an admin API issues keys: it is no open proxy);
+    otherwise every caller without a key is anonymous. The admin API and the dashboard check the
+    admin key themselves (``proxy.admin``). ``/metrics`` wants the metrics key or the admin key
+    (403 to a client key) once keys are required or a metrics key is set; with no key configured
+    at all it is open. A virtual key's rpm/tpm limits are admitted here (429 with
+    ``Retry-After``), and the reply's tokens charged when the request is done. A chat request
+    refused for want of a valid key is counted in the metrics always and audited as
+    ``proxy.refusals`` bounds it (the first from each client address each minute)."""
 
     def __init__(self, app: ASGIApp, settings: AuthSettings,
                  verified: VerifiedKeys | None = None) -> None:
@@ -87,39 +101,50 @@ class KeyAuth:
         self.public_paths = frozenset(settings.public_paths)
         self.required = bool(settings.keys) or settings.admin_key is not None
         self.anonymous = Caller("anonymous", None, settings.allow_policy_header)
-        self.admin_key = settings.admin_key
+        self.metrics_keys = [k for k in (settings.admin_key, settings.metrics_key) if k]
+        self.metrics_guarded = self.required or settings.metrics_key is not None
         self.verified = verified or VerifiedKeys()
         """Keys verified recently, for outages; shared with the admin API, which forgets a key
         it revokes."""
+        self.refusals = RefusalSampler()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         trace = start_trace()
-        if is_admin_path(scope["path"]):
+        path = scope["path"]
+        if is_admin_path(path):
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
         store: Store | None = getattr(scope["app"].state, "store", None)
-        caller = await resolve_caller(presented, self.bindings, store, self.verified)
+        if path == METRICS_PATH and self.metrics_guarded and path not in self.public_paths:
+            await self._metrics(scope, receive, send, presented, store)
+            return
+        try:
+            caller = await resolve_caller(presented, self.bindings, store, self.verified)
+        except GatewayError as unchecked:  # the store could not check the key
+            if path in self.public_paths:
+                caller = None
+            else:
+                self._record_unauthenticated(scope, unchecked)
+                await send_error(send, unchecked)
+                return
         if caller is None and not self.required and not (
                 presented and looks_like_virtual_key(presented)):
             caller = self.anonymous
         if caller is not None:
             scope.setdefault("state", {})["caller"] = caller
-        elif self._admin_opens(scope["path"], presented):
-            await self.app(scope, receive, send)
-            return
-        elif scope["path"] not in self.public_paths:
+        elif path not in self.public_paths:
             refused = AuthenticationFailed(
                 "missing or invalid API key: send 'Authorization: Bearer <key>'",
                 code="invalid_api_key")
-            record_refusal(scope, "unauthenticated", refused)
+            self._record_unauthenticated(scope, refused)
             await send_error(send, refused)
             return
         key = caller.key if caller is not None else None
-        if key is not None and store is not None and scope["path"] in LIMITED_PATHS:
+        if key is not None and store is not None and path in LIMITED_PATHS:
             refused_by_limit = await admit(store, key)
             if refused_by_limit is not None:
                 scope["app"].state.services.metrics.limit_rejections.labels(
@@ -133,10 +158,44 @@ class KeyAuth:
             if key is not None and store is not None:
                 charge(store, key, trace.tokens)
 
+    def _record_unauthenticated(self, scope: Scope, error: GatewayError) -> None:
+        if scope["path"] != CHAT_PATH:  # only chat requests are recorded
+            return
+        client = scope.get("client")
+        if self.refusals.audits(client[0] if client else "unknown"):
+            record_refusal(scope, "unauthenticated", error)
+        else:
+            count_refusal(scope, "unauthenticated", error)
 
-    def _admin_opens(self, path: str, presented: str | None) -> bool:
-        return (path in ADMIN_KEY_PATHS and bool(presented) and self.admin_key is not None
-                and hmac.compare_digest(str(presented).encode(), self.admin_key.encode()))
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send,
+                       presented: str | None, store: Store | None) -> None:
+        """``/metrics``: served to the metrics key or the admin key, with no caller; a client
+        key is a 403 (it would read every other tenant's key names and usage), anything else
+        a 401."""
+        if presented and _matches_any(presented, self.metrics_keys):
+            await self.app(scope, receive, send)
+            return
+        try:
+            caller = await resolve_caller(presented, self.bindings, store, self.verified)
+        except GatewayError as unchecked:
+            await send_error(send, unchecked)
+            return
+        if caller is not None:
+            await send_error(send, MetricsForbidden(
+                "this is a client key; /metrics needs the metrics key (auth.metrics_key) or "
+                "the admin key", code="metrics_key_required"))
+            return
+        await send_error(send, AuthenticationFailed(
+            "missing or invalid metrics key: send 'Authorization: Bearer <metrics key>'",
+            code="invalid_api_key"))
+
+
+def _matches_any(presented: str, keys: Sequence[str]) -> bool:
+    """Compared with every key (timing does not depend on which matches)."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented.encode(), key.encode())
+    return matched
 
 
 def static_caller(bindings: Sequence[KeyBinding], key: str | None) -> Caller | None:

@@ -27,7 +27,7 @@ BODY_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, ValuesCheckRe
 ERROR_STATUSES = {
     400: "Invalid JSON or a body that fails the schema (`param` names the field)",
     401: "Missing or unknown API key",
-    403: "The key may not do this (X-Vilmo-Policy, or a client key on /admin)",
+    403: "The key may not do this (X-Vilmo-Policy, a client key on /admin or /metrics)",
     404: "Unknown model, route or admin resource",
     413: "Request body (or text to check) too large",
     429: "Rate limited: the upstream's, the Router's or the key's (with Retry-After)",
@@ -108,7 +108,8 @@ def configured(document: dict[str, Any], config: GatewayConfig) -> dict[str, Any
     for path, operations in document["paths"].items():
         if path.startswith("/admin"):
             continue
-        if not keys_required or path in auth.public_paths:
+        guarded = keys_required or (path == "/metrics" and auth.metrics_key is not None)
+        if not guarded or path in auth.public_paths:
             for operation in operations.values():
                 operation["security"] = [{}, {"bearer": []}]  # a key is optional here
                 operation["responses"].pop("401", None)

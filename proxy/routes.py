@@ -98,8 +98,10 @@ async def healthz(request: Request) -> Health:
     return Health(policies=services.policies.names(), models=services.upstream.model_names())
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses=error_responses(403))
 async def metrics(request: Request) -> Response:
+    """Prometheus metrics; they name every tenant's key and its usage, so (once keys are set)
+    only the metrics key or the admin key reads them: a client key gets a 403."""
     services: Services = request.app.state.services
     return Response(services.metrics.exposition(),
                     media_type="text/plain; version=0.0.4; charset=utf-8")

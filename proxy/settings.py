@@ -22,8 +22,11 @@ from vilmo.yamlfile import FileError, FileIssue, load_yaml_model
 
 ENV_PREFIX = "os.environ/"
 CONFIG_ENV = "VILMO_CONFIG"
-MIN_ADMIN_KEY_CHARS = 16
 """The config file's path for each worker process (unset: the embedded defaults)."""
+MIN_KEY_CHARS = 16
+"""The shortest admin or metrics key (the key itself: an ``os.environ/NAME`` reference is
+measured once resolved)."""
+OPERATOR_KEYS = ("admin_key", "metrics_key")
 
 
 class ConfigError(FileError):
@@ -77,10 +80,22 @@ class AuthSettings(_Strict):
         default_factory=lambda: list[PublicPath](["/healthz"]),
         description="Paths served without a key when keys are set; every other path needs one.")
     admin_key: str | None = Field(
-        None, min_length=16, description="Enables the admin API (`/admin/...`, `/dashboard`): "
-        "the key itself or os.environ/NAME. Set, client keys are required on every path.")
+        None, description="Enables the admin API (`/admin/...`, `/dashboard`) and opens "
+        "`/metrics`: the key itself or os.environ/NAME, 16+ characters. Set, client keys are "
+        "required on every path.")
+    metrics_key: str | None = Field(
+        None, description="Opens `/metrics` and nothing else (a scraper's credential): the key "
+        "itself or os.environ/NAME, 16+ characters. Client keys do not open `/metrics`.")
     require_admin_key: bool = Field(
         False, description="Refuse to start without `admin_key` (docker-compose sets it).")
+
+    @field_validator(*OPERATOR_KEYS)
+    @classmethod
+    def _long_enough(cls, key: str | None) -> str | None:
+        """A key written in the file is measured here; a reference once resolved."""
+        if key is not None and not key.startswith(ENV_PREFIX):
+            _check_length(key)
+        return key
 
 
 class ServerSettings(_Strict):
@@ -154,7 +169,7 @@ class GatewayConfig(_Strict):
         for redaction."""
         found = [s for d in self.model_list for s in _secret_values(d.litellm_params)]
         found += list(_secret_values(self.router_settings)) + [k.key for k in self.auth.keys]
-        extra = [self.auth.admin_key, self.store.url,
+        extra = [self.auth.admin_key, self.auth.metrics_key, self.store.url,
                  *_url_secrets(self.store.url or "")]
         return found + [s for s in extra if s]
 
@@ -266,17 +281,20 @@ def resolve_environment(config: GatewayConfig, source: str) -> GatewayConfig:
                     issues.append(_missing(source, f"model_list.{i}.litellm_params.{name}", value))
                 else:
                     deployment.litellm_params[name] = resolved
-    admin = config.auth.admin_key
-    if admin is not None and admin.startswith(ENV_PREFIX):
-        resolved = os.environ.get(admin[len(ENV_PREFIX):])
+    for field in OPERATOR_KEYS:
+        reference = getattr(config.auth, field)
+        if reference is None or not reference.startswith(ENV_PREFIX):
+            continue
+        resolved = os.environ.get(reference[len(ENV_PREFIX):])
         if not resolved:
-            issues.append(_missing(source, "auth.admin_key", admin))
-        elif len(resolved) < MIN_ADMIN_KEY_CHARS:
-            issues.append(FileIssue(source, None, "auth.admin_key",
-                                    f"the admin key must have at least {MIN_ADMIN_KEY_CHARS} "
-                                    "characters"))
-        else:
-            config.auth.admin_key = resolved
+            issues.append(_missing(source, f"auth.{field}", reference))
+            continue
+        try:
+            _check_length(resolved)
+        except ValueError as error:
+            issues.append(FileIssue(source, None, f"auth.{field}", str(error)))
+            continue
+        setattr(config.auth, field, resolved)
     for i, binding in enumerate(config.auth.keys):
         if binding.key.startswith(ENV_PREFIX):
             resolved = os.environ.get(binding.key[len(ENV_PREFIX):])
@@ -287,6 +305,11 @@ def resolve_environment(config: GatewayConfig, source: str) -> GatewayConfig:
     if issues:
         raise ConfigError(issues)
     return config
+
+
+def _check_length(key: str) -> None:
+    if len(key) < MIN_KEY_CHARS:
+        raise ValueError(f"the key must have at least {MIN_KEY_CHARS} characters")
 
 
 def _missing(source: str, field: str, value: str) -> FileIssue:

@@ -30,6 +30,8 @@ from vilmo.policy_store import SHIPPED_POLICY_DIR
 REPO = Path(__file__).resolve().parent.parent
 TEAM_KEY = "sk-team-a-0123456789"
 ADMIN_KEY = "sk-admin-0123456789"
+METRICS_KEY = "sk-metrics-0123456789abcdef"
+"""Opens /metrics (``auth.metrics_key``) and nothing else."""
 UPSTREAM_SECRET = "sk-upstream-secret-abcdef123456"
 
 
@@ -150,7 +152,7 @@ def gateway_config_dict(stub_url: str, policy_dir: Path, upstream_path: str = "d
         "auth": {"keys": [
             {"key": TEAM_KEY, "name": "team-a", "policy": "strict-care-fairness"},
             {"key": ADMIN_KEY, "name": "admin", "allow_policy_header": True},
-        ]},
+        ], "metrics_key": METRICS_KEY},
         "server": {"max_body_bytes": 200_000, "policy_reload_interval_s": 0},
         "audit": {"path": str(policy_dir.parent / "audit.jsonl")},
         "store": {"path": str(policy_dir.parent / "state" / "state.db")},

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, TEAM_KEY, UPSTREAM_SECRET
+from conftest import ADMIN_KEY, METRICS_KEY, TEAM_KEY, UPSTREAM_SECRET
 from store_gateway import (
     ADMIN,
     admin,
@@ -93,7 +93,7 @@ def test_a_key_over_its_rpm_gets_429_with_retry_after_in_the_openai_envelope(bas
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert refused.json()["error"] == {"message": refused.json()["error"]["message"],
                                        "type": "rate_limit_error", "param": None, "code": "rpm"}
-    metrics = httpx.get(f"{base}/metrics", headers={"authorization": f"Bearer {TEAM_KEY}"}).text
+    metrics = httpx.get(f"{base}/metrics", headers={"authorization": f"Bearer {METRICS_KEY}"}).text
     assert 'vilmo_limit_rejections_total{key="team-b",reason="rpm"} 1.0' in metrics
 
 
@@ -187,7 +187,7 @@ def test_the_metrics_count_tokens_per_key_and_stage_latency(base: str) -> None:
     chat(base, TEAM_KEY)
     httpx.post(f"{base}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
                json={"model": "no-such-model-123", "messages": [{"role": "user", "content": "x"}]})
-    text = httpx.get(f"{base}/metrics", headers={"authorization": f"Bearer {TEAM_KEY}"}).text
+    text = httpx.get(f"{base}/metrics", headers={"authorization": f"Bearer {METRICS_KEY}"}).text
     assert 'vilmo_tokens_total{key="team-b",model="stub"} 24.0' in text
     assert 'vilmo_tokens_total{key="team-a",model="stub"} 24.0' in text
     for stage in ("total", "upstream", "check", "instruction"):

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import ADMIN_KEY, REPO, TEAM_KEY
+from conftest import ADMIN_KEY, METRICS_KEY, REPO, TEAM_KEY
 from store_gateway import admin, chat, serve_gateway, store_config
 
 from proxy.settings import ConfigError, GatewayConfig, load_config
@@ -57,6 +57,16 @@ def test_compose_wires_the_admin_key_redis_password_and_every_mounted_file() -> 
     assert job["authorization"]["credentials_file"] == scrape["target"]
 
 
+def test_compose_publishes_prometheus_and_grafana_on_loopback_only_with_a_password() -> None:
+    """The metrics name every tenant's key and its usage: Prometheus (no authentication) and
+    Grafana are not published beyond this host, and Grafana has no default password."""
+    services = compose()["services"]
+    assert services["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]
+    assert services["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
+    password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
 def test_the_compose_gateway_config_needs_its_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"VILMO_ADMIN_KEY": "a" * 32, "VILMO_METRICS_KEY": "m" * 32, "OPENAI_API_KEY": "x",
            "VILMO_REDIS_URL": "redis://:s3cret-password@redis:6379/0",
@@ -67,7 +77,8 @@ def test_the_compose_gateway_config_needs_its_secrets(monkeypatch: pytest.Monkey
     assert config.auth.admin_key == "a" * 32 and config.auth.require_admin_key
     assert config.store.url == env["VILMO_REDIS_URL"]
     assert {"a" * 32, "s3cret-password", env["VILMO_REDIS_URL"]} <= set(config.secrets())
-    assert [k.name for k in config.auth.keys] == ["prometheus"]
+    assert config.auth.metrics_key == "m" * 32 and "m" * 32 in config.secrets()
+    assert config.auth.keys == []  # Prometheus' key is the metrics key, no client key
     monkeypatch.delenv("VILMO_ADMIN_KEY")
     with pytest.raises(ConfigError, match="VILMO_ADMIN_KEY"):
         load_config(DEPLOY / "gateway.yaml")
@@ -136,7 +147,7 @@ def test_every_metric_the_grafana_dashboard_queries_is_served_after_traffic(
         stub.reply = "CLASSIFIER-CRASH"
         chat(base, ADMIN_KEY, **{"x-vilmo-policy": "g-open-buffer"})
         text = httpx.get(f"{base}/metrics",
-                         headers={"authorization": f"Bearer {TEAM_KEY}"}).text
+                         headers={"authorization": f"Bearer {METRICS_KEY}"}).text
     samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
                if line and not line.startswith("#")}
     queried = queried_metrics()

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, BOTH_PATHS
+from conftest import ADMIN_KEY, BOTH_PATHS, METRICS_KEY
 from fakes import CRASH, SLOW
 from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
@@ -228,7 +228,7 @@ def test_fail_open_passes_marks_counts(stub: StubUpstream) -> None:
     metrics_url = GATEWAY.removesuffix("/v1") + "/metrics"
 
     def guard_errors() -> float:
-        for line in httpx.get(metrics_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        for line in httpx.get(metrics_url, headers={"Authorization": f"Bearer {METRICS_KEY}"},
                               ).text.splitlines():
             if line.startswith('vilmo_guard_errors_total{stage="output"}'):
                 return float(line.split()[-1])

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, BOTH_PATHS, TEAM_KEY, UPSTREAM_SECRET
+from conftest import ADMIN_KEY, BOTH_PATHS, METRICS_KEY, TEAM_KEY, UPSTREAM_SECRET
 from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
 
@@ -15,6 +15,7 @@ pytestmark = BOTH_PATHS  # LiteLLM's Router and the direct path pass the same te
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there."}]
 AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
+METRICS = {"Authorization": f"Bearer {METRICS_KEY}"}
 
 
 def post(gateway: str, body: Any = None, *, content: bytes | None = None,
@@ -141,7 +142,7 @@ def test_gateway_still_serves_after_errors_and_counts_them(gateway: str,
         model="stub", messages=MESSAGES)
     assert ok.choices[0].message.content == stub.reply
     root = gateway.removesuffix("/v1")
-    metrics = httpx.get(f"{root}/metrics", headers=AUTH).text
+    metrics = httpx.get(f"{root}/metrics", headers=METRICS).text
     assert 'vilmo_requests_total{model="stub-*",policy="strict-care-fairness",' \
            'status="502",stream="false"}' in metrics
     assert 'status="200"' in metrics

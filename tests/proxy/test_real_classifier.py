@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import gateway_config_dict
+from conftest import METRICS_KEY, gateway_config_dict
 from openai._legacy_response import LegacyAPIResponse  # what with_raw_response returns
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from stub_upstream import ServerThread, StubUpstream
@@ -59,7 +59,8 @@ def test_harmful_reply_is_blocked_benign_passes(real_gateway: str, stub: StubUps
     assert raw.headers["x-vilmo-violations"] == ""
     assert raw.headers["x-vilmo-guard"] == "ok"
 
-    metrics = httpx.get(real_gateway.removesuffix("/v1") + "/metrics").text
+    metrics = httpx.get(real_gateway.removesuffix("/v1") + "/metrics",
+                        headers={"Authorization": f"Bearer {METRICS_KEY}"}).text
     assert 'vilmo_checks_total{action="block",policy="real-block",stage="output"}' in metrics
     assert 'vilmo_value_score_bucket{le="0.5",value="mft.care"}' in metrics
 

@@ -17,7 +17,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, BOTH_PATHS, TEAM_KEY, UPSTREAM_SECRET, gateway_config_dict
+from conftest import (
+    ADMIN_KEY,
+    BOTH_PATHS,
+    METRICS_KEY,
+    TEAM_KEY,
+    UPSTREAM_SECRET,
+    gateway_config_dict,
+)
 from fakes import KeywordClassifier
 from openai.types.chat import ChatCompletionMessageParam
 from starlette.applications import Starlette
@@ -35,6 +42,7 @@ pytestmark = BOTH_PATHS  # LiteLLM's Router and the direct path pass the same te
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there."}]
 AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
+METRICS = {"Authorization": f"Bearer {METRICS_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 LOST_KEY = "sk-lost-policy-0123456789"
 HEADER_SECRET = "hdr-secret-4242"
@@ -310,7 +318,7 @@ def test_metric_labels_are_config_names_or_other(secure: str) -> None:
     for i in range(5):
         post(secure, {"model": f"client-chosen-{i}", "messages": MESSAGES})
     post(secure, {"model": "stub-anything", "messages": MESSAGES})
-    metrics = httpx.get(secure.removesuffix("/v1") + "/metrics", headers=AUTH).text
+    metrics = httpx.get(secure.removesuffix("/v1") + "/metrics", headers=METRICS).text
     assert "client-chosen" not in metrics and "stub-anything" not in metrics
     assert 'model="other"' in metrics and 'model="stub-*"' in metrics
 
@@ -339,7 +347,9 @@ def test_metrics_and_openapi_need_a_key_unless_public(secure: str, strict: str) 
     root = secure.removesuffix("/v1")
     for path in ("/metrics", "/openapi.json"):
         error_of(httpx.get(root + path), 401, "invalid_api_key")
-        assert httpx.get(root + path, headers=AUTH).status_code == 200
+    assert httpx.get(root + "/openapi.json", headers=AUTH).status_code == 200
+    assert httpx.get(root + "/metrics", headers=METRICS).status_code == 200
+    error_of(httpx.get(root + "/metrics", headers=AUTH), 403, "metrics_key_required")
     assert httpx.get(root + "/healthz").status_code == 200
     strict_root = strict.removesuffix("/v1")  # auth.public_paths: [/healthz, /metrics]
     assert httpx.get(strict_root + "/metrics").status_code == 200

@@ -8,7 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from proxy.cli import serve
-from proxy.settings import ConfigError, default_config, load_config
+from proxy.settings import (
+    ConfigError,
+    GatewayConfig,
+    default_config,
+    load_config,
+    resolve_environment,
+)
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 
 MODEL_LIST = """model_list:
@@ -124,3 +130,36 @@ def test_credentials_inside_an_upstream_url_are_secrets() -> None:
     for secret in ("pass-in-url-1", "tok-as-user-2", "key-in-query-3"):
         assert secret not in text
     assert "llm.example" in text and "v=2" in text  # the rest of the URL stays readable
+
+
+@pytest.mark.parametrize("field", ["admin_key", "metrics_key"])
+def test_a_key_from_the_environment_is_measured_once_resolved(
+        field: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 16-character rule is the key's, not the ``os.environ/NAME`` reference's: a short
+    variable name holding a long key is fine, a long name holding a short key is not, and a
+    variable that is not set is named."""
+    path = tmp_path / "gw.yaml"
+    monkeypatch.setenv("VILMO_TEST_KEY", "sk-upstream")
+    monkeypatch.setenv("ADM", "a-perfectly-long-key-0123456789")
+    path.write_text(MODEL_LIST + f"auth: {{{field}: os.environ/ADM}}\n")
+    assert getattr(load_config(path).auth, field) == "a-perfectly-long-key-0123456789"
+    monkeypatch.setenv("A_RATHER_LONG_VARIABLE_NAME", "short")
+    path.write_text(MODEL_LIST + f"auth: {{{field}: os.environ/A_RATHER_LONG_VARIABLE_NAME}}\n")
+    with pytest.raises(ConfigError, match=rf"auth\.{field}: .*at least 16 characters"):
+        load_config(path)
+    path.write_text(MODEL_LIST + f"auth: {{{field}: os.environ/VILMO_NOT_SET_ANYWHERE}}\n")
+    with pytest.raises(ConfigError, match=rf"auth\.{field}: environment variable "
+                                          "VILMO_NOT_SET_ANYWHERE is not set"):
+        load_config(path)
+    path.write_text(MODEL_LIST + f"auth: {{{field}: too-short-key}}\n")
+    with pytest.raises(ConfigError, match=rf"auth\.{field}: .*at least 16 characters"):
+        load_config(path)
+
+
+def test_the_metrics_key_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VILMO_TEST_METRICS_KEY", "metrics-key-0123456789abcdef")
+    config = GatewayConfig.model_validate({
+        "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+        "auth": {"metrics_key": "os.environ/VILMO_TEST_METRICS_KEY"}})
+    resolved = resolve_environment(config, "test")
+    assert "metrics-key-0123456789abcdef" in resolved.secrets()
