@@ -7,9 +7,12 @@ through, marks it, and the failure is counted in ``vilmo_guard_errors_total`` an
 longer than ``checks.max_chars`` in all (each counting at least ``ITEM_CHARS``: ``checked_chars``;
 a reply's prompt is context and does not count) are not scored, and fail closed whatever
 ``on_error`` says: a client can make a text that long, or send that many texts, so failing
-open would let any client choose an unchecked reply. A check that
-times out (or whose client left) stops its work: its unscored parts are dropped by the batcher.
-A check the batcher's queue would not reach before the timeout is refused at once
+open would let any client choose an unchecked reply. For the same reason a check of more than
+``checks.fail_open_max_chars`` (counted the same way) fails closed on any failure: a client can
+choose a text long enough to run past ``checks.timeout_s`` (the judge reads 0.2-0.4 ms a
+character on 2 cores) or to be refused as ``Overloaded``; only a smaller check fails open under
+``on_error: open``. A check that times out (or whose client left) stops its work: its
+unscored parts are dropped by the batcher. A check the batcher's queue would not reach before the timeout is refused at once
 (``Overloaded``): the same failure, answered now (503 with Retry-After when closed) instead of
 after ``timeout_s`` of queueing.
 """
@@ -113,8 +116,8 @@ class Guard:
 
     async def _scores(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                       ) -> list[dict[str, float]] | None:
+        size = checked_chars(items)
         try:
-            size = checked_chars(items)
             if size > policy.checks.max_chars:
                 raise TextTooLarge(f"{size} characters to check, over checks.max_chars "
                                    f"({policy.checks.max_chars})")
@@ -122,7 +125,7 @@ class Guard:
                 return await asyncio.wait_for(self._score(policy, items),
                                               timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure of the judge is the policy's call
-            self.failed(policy, stage, exc)
+            self.failed(policy, stage, exc, size)
             return None
 
     async def instruction(self, generator: InstructionGenerator, messages: Messages,
@@ -184,24 +187,35 @@ class Guard:
                 and len(prompt_text(messages)) <= IN_PLACE_MAX_CHARS
                 and (prepared is None or bool(prepared(policy))))
 
-    def failed(self, policy: Policy, stage: Stage, exc: BaseException) -> None:
-        """Count and log a guard failure; raise when the policy fails closed, or the text was
-        too large to check (whatever ``on_error``: its size is the client's to choose)."""
+    def failed(self, policy: Policy, stage: Stage, exc: BaseException, size: int = 0) -> None:
+        """Count and log a guard failure; raise when the policy fails closed, or the check was
+        too large to pass unchecked, whatever ``on_error`` (its size is the client's to choose):
+        over ``checks.max_chars`` (``TextTooLarge``), or, on any failure, over
+        ``checks.fail_open_max_chars`` (a text that long can run past the timeout, or be
+        refused as ``Overloaded``, by its size alone). ``size`` is the check's
+        ``checked_chars``; the instruction step passes none (failing open, it injects no
+        instruction and lets no text through unchecked)."""
         self.metrics.guard_errors.labels(stage).inc()
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         too_large = isinstance(exc, TextTooLarge)
-        if policy.on_error == "closed" or too_large:
-            log.warning("value check failed at %s (policy %s fails closed): %s",
-                        stage, policy.name, reason)
-            overloaded = isinstance(exc, Overloaded)
-            closed = "a text over checks.max_chars is never passed unchecked" if too_large \
-                else f"policy {policy.name!r} fails closed"
-            raise GuardFailed(f"the value check could not run ({stage}"
-                              f"{': ' + str(exc) if too_large or overloaded else ''}); {closed}",
-                              code="check_too_large" if too_large else "guard_unavailable",
-                              headers={"Retry-After": "1"} if overloaded else None)
-        log.error("value check failed at %s; policy %s fails open, text passed unchecked: %s",
-                  stage, policy.name, reason)
+        if too_large:
+            closed = "a text over checks.max_chars is never passed unchecked"
+        elif policy.on_error == "closed":
+            closed = f"policy {policy.name!r} fails closed"
+        elif size > policy.checks.fail_open_max_chars:
+            closed = (f"a check of {size} characters, over checks.fail_open_max_chars "
+                      f"({policy.checks.fail_open_max_chars}), is never passed unchecked")
+        else:
+            log.error("value check failed at %s; policy %s fails open, text passed unchecked: "
+                      "%s", stage, policy.name, reason)
+            return
+        log.warning("value check failed at %s (policy %s; %s): %s", stage, policy.name, closed,
+                    reason)
+        overloaded = isinstance(exc, Overloaded)
+        raise GuardFailed(f"the value check could not run ({stage}"
+                          f"{': ' + str(exc) if too_large or overloaded else ''}); {closed}",
+                          code="check_too_large" if too_large else "guard_unavailable",
+                          headers={"Retry-After": "1"} if overloaded else None)
 
     async def _score(self, policy: Policy, items: Sequence[ScoreInput]) -> list[dict[str, float]]:
         if not items:

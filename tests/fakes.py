@@ -8,6 +8,7 @@ The real classifier is tested in tests/vilmo and wired in tests/proxy/test_real_
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -55,6 +56,20 @@ class KeywordClassifier:
             time.sleep(3.0)
         return [ValueScores({v: HIGH if any(k in t.lower() for k in KEYWORDS.get(v, ())) else LOW
                              for v in value_ids}) for t in texts]
+
+
+class StalledClassifier(KeywordClassifier):
+    """The keyword fake whose every call waits for ``release``: a judge that runs past any
+    check timeout (as the real one does on a long enough text). Set ``release`` when the test
+    ends, so that no worker thread is left waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str]) -> list[ValueScores]:
+        self.release.wait(10)
+        return super().score(items, value_ids)
 
 
 # --- the gateway's other seams, for the in-process tier (tests/proxy/test_flow_*.py) ---------

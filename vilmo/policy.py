@@ -134,6 +134,11 @@ class InstructionSettings(_Strict):
         return self
 
 
+FAIL_OPEN_MAX_CHARS = 8_000
+"""The default ``checks.fail_open_max_chars``: about 1.6-3 s of the judge's time on 2 cores
+(0.2-0.4 ms a character), well within the default ``checks.timeout_s``."""
+
+
 class CheckSettings(_Strict):
     """What the value classifier looks at."""
 
@@ -141,10 +146,39 @@ class CheckSettings(_Strict):
     output: bool = Field(True, description="Score the model's reply.")
     timeout_s: float = Field(5.0, gt=0.0, le=120.0)
     max_chars: int = Field(100_000, ge=1, le=10_000_000,
-                           description="Most characters one check reads (a reply with its "
-                                       "prompt, or all user turns); beyond it the check counts "
-                                       "as failed and `on_error` applies (413 on "
-                                       "/v1/values/check).")
+                           description="Most characters one check reads (all user turns, or "
+                                       "a reply; its prompt is context and does not count; each "
+                                       "text counts at least 32). Beyond it the text is never "
+                                       "passed unchecked, whatever `on_error`: user turns are "
+                                       "refused before the model is called (413 "
+                                       "check_too_large, as on /v1/values/check), a reply is a "
+                                       "503 check_too_large.")
+    fail_open_max_chars: int = Field(
+        FAIL_OPEN_MAX_CHARS, ge=1, le=10_000_000,
+        description="Most characters (counted as for `max_chars`, which it may not exceed) of a "
+                    "check that may fail open: on a failure (timeout, overload, error) a larger "
+                    "check fails closed (503 guard_unavailable) whatever `on_error` says, "
+                    "because the client chooses the size, and a large enough text runs past "
+                    "`timeout_s`. Default 8,000 (about 1.6-3 s of judge time on 2 cores), or "
+                    "`max_chars` when that is lower.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fail_open_default_within_max_chars(cls, data: Any) -> Any:
+        """Unset, ``fail_open_max_chars`` is its default or a lower ``max_chars``: a policy
+        that only lowers ``max_chars`` stays valid."""
+        if isinstance(data, dict) and "fail_open_max_chars" not in data:
+            limit = data.get("max_chars")
+            if type(limit) is int and 1 <= limit < FAIL_OPEN_MAX_CHARS:
+                return {**data, "fail_open_max_chars": limit}
+        return data
+
+    @model_validator(mode="after")
+    def _fail_open_within_max_chars(self) -> CheckSettings:
+        if self.fail_open_max_chars > self.max_chars:
+            raise ValueError(f"fail_open_max_chars ({self.fail_open_max_chars}) is over "
+                             f"max_chars ({self.max_chars}): no check reads more than max_chars")
+        return self
 
 
 class StreamSettings(_Strict):
@@ -178,7 +212,8 @@ class Policy(_Strict):
     checks: CheckSettings = Field(default_factory=CheckSettings)
     on_error: Literal["closed", "open"] = Field(
         "closed", description="closed: a failing guard yields an error, never an unchecked "
-                              "reply; open: the reply goes through, marked and counted.")
+                              "reply; open: the reply goes through, marked and counted (up to "
+                              "`checks.fail_open_max_chars`; a larger failed check fails closed).")
     refusal: str = "I can't help with that, because it would go against the values this " \
                    "service is bound to."
     block_with: Literal["reply", "error"] = Field(
