@@ -91,7 +91,7 @@ def fit_rows(x: Matrix, y: Matrix, m: Matrix, w0: Matrix, b0: Matrix, l2: float,
     def closure() -> torch.Tensor:
         opt.zero_grad()
         logits = xt @ (w_start + dw).T + b_start + db
-        loss = (bce(logits, yt) * mt).sum() / mt.sum() + l2 * dw.pow(2).sum()
+        loss: torch.Tensor = (bce(logits, yt) * mt).sum() / mt.sum() + l2 * dw.pow(2).sum()
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
