@@ -55,10 +55,17 @@ def train_group() -> None:
 @click.option("--calibrate-only", is_flag=True,
               help="Keep the weights in --out; refit their calibration on dev (after a runtime "
                    "change).")
+@click.option("--refit-topics", is_flag=True,
+              help="Keep the encoder and every other head row in --out; refit the topic rows "
+                   "on the served network's frozen features, then the calibration (as "
+                   "--calibrate-only).")
+@click.option("--topic-l2", type=click.FloatRange(0.0), default=0.004215, show_default=True,
+              help="With --refit-topics: the pull of the topic rows towards the current ones.")
 def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs: int, seed: int,
                              frozen_layers: int, valueeval_dev_by: str, encoder: str | None,
                              train_length: int, alone_weight: float, threads: int | None,
-                             bf16: bool, limit: int | None, calibrate_only: bool) -> None:
+                             bf16: bool, limit: int | None, calibrate_only: bool,
+                             refit_topics: bool, topic_l2: float) -> None:
     """Fine-tune the value classifier (top encoder layers + heads), calibrate it, and fit the
     zero-shot judge's calibration (written beside it as zero_shot.json)."""
     import torch
@@ -73,12 +80,20 @@ def train_classifier_command(data_dir: Path | None, out_dir: Path | None, epochs
     if not root.exists():
         raise click.ClickException(f"data folder {root} not found (set VILMO_DATA_DIR)")
     target = out_dir or default_model_dir()
+    given = click.get_current_context().get_parameter_source("alone_weight")
+    kept_weight = alone_weight if given is click.core.ParameterSource.COMMANDLINE else None
+    if refit_topics:
+        from vilmo.train.head_refit import refit_topics as refit
+
+        config = refit(root, target, topic_l2, alone_weight=kept_weight)
+        click.echo(json.dumps({"topic_refit": config["training"]["topic_refit"],
+                               "operating_rule": config["operating_rule"],
+                               "plain_operating_rule": config["plain_operating_rule"]}))
+        return
     if calibrate_only:
         # Recalibrating must not silently change how the weights read replies: the config's
         # weight stays unless the option was given.
-        given = click.get_current_context().get_parameter_source("alone_weight")
-        config = recalibrate(root, target, alone_weight=(
-            alone_weight if given is click.core.ParameterSource.COMMANDLINE else None))
+        config = recalibrate(root, target, alone_weight=kept_weight)
         click.echo(json.dumps({"calibrated_on": config["calibrated_on"]}))
         return
     config = train_classifier(root, target, TrainSettings(
