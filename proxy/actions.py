@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from proxy.chunks import CONTENT_FILTER
 from proxy.errors import ContentBlocked
-from proxy.outcome import Judgement
+from proxy.outcome import NOT_CHECKED, Judgement
 from proxy.upstream import Completion
 from vilmo.policy import Action, Policy
 from vilmo.verdict import Verdict
@@ -56,7 +56,8 @@ def with_annotation(completion: Completion, verdict: Verdict | None,
 
 Reply = TypeVar("Reply")  # a completion, or the chunks of a buffered stream
 Noted = Callable[[Judgement, tuple[Verdict, ...]], object]
-"""Keeps the reply's latest verdict and the rejected attempts so far (``Ledger.note``)."""
+"""Keeps the final reply's judgement as known so far and the rejected attempts so far
+(``Ledger.note``)."""
 
 
 async def enforce(reply: Reply, verdict: Judgement, policy: Policy,
@@ -68,13 +69,15 @@ async def enforce(reply: Reply, verdict: Judgement, policy: Policy,
     again with a stronger instruction and checks the result. Also returns the verdicts of
     the rejected attempts, in order. Each verdict and attempt is ``noted`` as it comes, before
     anything that may raise (a retry's upstream call, the error of ``block_with: error``), so
-    that an error's record still carries them."""
+    that an error's record still carries them. While a retry runs the final reply is not known:
+    a rejected reply is noted as an attempt only, never also as the final reply's verdict (a
+    retry that fails would otherwise be recorded, and its rejected text kept, as the reply)."""
     attempts: list[Verdict] = []
     noted(verdict, ())
     while (isinstance(verdict, Verdict) and verdict.action is Action.REGENERATE
            and len(attempts) < policy.max_regenerations):
         attempts.append(verdict)
-        noted(verdict, tuple(attempts))
+        noted(NOT_CHECKED, tuple(attempts))
         reply, verdict = await retry(verdict)
         noted(verdict, tuple(attempts))
     if isinstance(verdict, Verdict) and verdict.stops:

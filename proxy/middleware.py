@@ -2,8 +2,10 @@
 the last resort for unexpected errors.
 
 Keys are compared with ``hmac.compare_digest``. The caller found for a key is put in
-``scope["state"]["caller"]`` for the routes. A chat request refused here (401, 413, 503 for a
-key the store could not check) still leaves an audit record.
+``scope["state"]["caller"]`` for the routes. A chat request refused here (401, 413, 429, 503
+for a key the store could not check, 500) still leaves an audit record, named to the client by
+``x-request-id`` as the routes' answers are; a keyless refusal that ``proxy.refusals`` leaves
+out of the trail has no record and so no ``x-request-id``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,24 +51,35 @@ class Caller:
         return self.allow_policy_header
 
 
-async def send_error(send: Send, error: GatewayError) -> None:
-    """Answer with an OpenAI error envelope, outside any framework."""
+async def send_error(send: Send, error: GatewayError,
+                     headers: Mapping[str, str] | None = None) -> None:
+    """Answer with an OpenAI error envelope, outside any framework; ``headers`` go with the
+    error's own (``x-request-id``)."""
     body = json.dumps(error.envelope()).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode()),
-               *((k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items())]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    extra = {**error.headers, **(headers or {})}
+    sent = [(b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items())]
+    await send({"type": "http.response.start", "status": error.status, "headers": sent})
     await send({"type": "http.response.body", "body": body})
 
 
-def record_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
+def request_id_header(request_id: str | None) -> dict[str, str]:
+    """``x-request-id`` naming the audit record, when the request has one."""
+    return {"x-request-id": request_id} if request_id is not None else {}
+
+
+def record_refusal(scope: Scope, caller: str, error: GatewayError) -> str | None:
     """An audit record (and metrics) for a chat request refused before its route; its ledger
-    goes in the request's state, so a later failure does not record the request twice."""
-    if scope["path"] == CHAT_PATH:
-        known: Caller | None = scope.get("state", {}).get("caller")
-        key_id = known.key.id if known is not None and known.key is not None else None
-        ledger = scope.setdefault("state", {})["ledger"] = Ledger(caller, key_id=key_id)
-        scope["app"].state.services.finish(ledger, str(error.status), error.code)
+    goes in the request's state, so a later failure does not record the request twice.
+    Returns the record's id (None for other paths, which are not recorded)."""
+    if scope["path"] != CHAT_PATH:
+        return None
+    known: Caller | None = scope.get("state", {}).get("caller")
+    key_id = known.key.id if known is not None and known.key is not None else None
+    ledger = scope.setdefault("state", {})["ledger"] = Ledger(caller, key_id=key_id)
+    scope["app"].state.services.finish(ledger, str(error.status), error.code)
+    return ledger.request_id
 
 
 def count_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
@@ -128,8 +141,8 @@ class KeyAuth:
             if path in self.public_paths:
                 caller = None
             else:
-                self._record_unauthenticated(scope, unchecked)
-                await send_error(send, unchecked)
+                recorded = self._record_unauthenticated(scope, unchecked)
+                await send_error(send, unchecked, request_id_header(recorded))
                 return
         if caller is None and not self.required and not (
                 presented and looks_like_virtual_key(presented)):
@@ -140,8 +153,8 @@ class KeyAuth:
             refused = AuthenticationFailed(
                 "missing or invalid API key: send 'Authorization: Bearer <key>'",
                 code="invalid_api_key")
-            self._record_unauthenticated(scope, refused)
-            await send_error(send, refused)
+            recorded = self._record_unauthenticated(scope, refused)
+            await send_error(send, refused, request_id_header(recorded))
             return
         key = caller.key if caller is not None else None
         if key is not None and store is not None and path in LIMITED_PATHS:
@@ -149,8 +162,8 @@ class KeyAuth:
             if refused_by_limit is not None:
                 scope["app"].state.services.metrics.limit_rejections.labels(
                     key.name, refused_by_limit.code or "rpm").inc()
-                record_refusal(scope, key.name, refused_by_limit)
-                await send_error(send, refused_by_limit)
+                recorded = record_refusal(scope, key.name, refused_by_limit)
+                await send_error(send, refused_by_limit, request_id_header(recorded))
                 return
         try:
             await self.app(scope, receive, send)
@@ -158,14 +171,15 @@ class KeyAuth:
             if key is not None and store is not None:
                 charge(store, key, trace.tokens)
 
-    def _record_unauthenticated(self, scope: Scope, error: GatewayError) -> None:
+    def _record_unauthenticated(self, scope: Scope, error: GatewayError) -> str | None:
+        """The audit record's id; None when the refusal is counted only (or not a chat)."""
         if scope["path"] != CHAT_PATH:  # only chat requests are recorded
-            return
+            return None
         client = scope.get("client")
         if self.refusals.audits(client[0] if client else "unknown"):
-            record_refusal(scope, "unauthenticated", error)
-        else:
-            count_refusal(scope, "unauthenticated", error)
+            return record_refusal(scope, "unauthenticated", error)
+        count_refusal(scope, "unauthenticated", error)
+        return None
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send,
                        presented: str | None, store: Store | None) -> None:
@@ -250,8 +264,9 @@ class BodyLimit:
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 caller: Caller | None = scope.get("state", {}).get("caller")
-                record_refusal(scope, caller.name if caller else "anonymous", too_large)
-                await send_error(send, too_large)
+                recorded = record_refusal(scope, caller.name if caller else "anonymous",
+                                          too_large)
+                await send_error(send, too_large, request_id_header(recorded))
                 return
         seen = 0
 
@@ -303,13 +318,15 @@ class UnexpectedErrors:
             error = GatewayError("internal error in the gateway", code="internal_error")
             state = scope.get("state", {})
             ledger: Ledger | None = state.get("ledger")
+            recorded: str | None = None
             if ledger is not None:  # recorded once: a no-op if a handler recorded it
                 scope["app"].state.services.finish(ledger, str(error.status), error.code)
+                recorded = ledger.request_id
             elif services is not None:  # a chat request that failed before its route (KeyAuth)
                 caller: Caller | None = state.get("caller")
-                record_refusal(scope, caller.name if caller else "unidentified", error)
+                recorded = record_refusal(scope, caller.name if caller else "unidentified", error)
             if not started:
-                await send_error(send, error)
+                await send_error(send, error, request_id_header(recorded))
         finally:
             if guard is not None:
                 guard.requests_in_flight -= 1

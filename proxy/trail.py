@@ -7,6 +7,8 @@ in part and one huge prompt cannot bloat the trail. The named fields are the one
 ``GET /admin/audit`` filters by; the rest goes to ``data`` (``proxy.store.negatives`` reads
 ``prompt``, ``reply`` and ``rejected`` from there). The upstream's replies come in order; the
 record's ``attempts`` are the verdicts of the ones regenerated away and ``verdict`` the last one's.
+A request whose regeneration failed before the upstream replied (the client got an error) has
+no final reply: every reply it has is ``rejected``, and ``reply`` is None.
 """
 
 from __future__ import annotations
@@ -26,17 +28,20 @@ def audit_record(record: RequestRecord, trace: Trace | None, redact: Redactor,
                  max_chars: int = MAX_TEXT_CHARS) -> AuditRecord:
     """The store's record of one request, its texts redacted then cut."""
     trace = trace or Trace()
-    verdicts = [*record.attempts, record.verdict]
+    # An unchecked final reply has no verdict; no reply after the attempts: there is none.
+    final = record.verdict is not None or len(trace.replies) > len(record.attempts)
+    verdicts = [*record.attempts, record.verdict] if final else list(record.attempts)
+    texts = trace.replies[-len(verdicts):] if verdicts else []
     replies = [{"text": redact.cut(text, max_chars), "values": _violations(verdict)}
-               for text, verdict in zip(trace.replies[-len(verdicts):], verdicts, strict=False)]
+               for text, verdict in zip(texts, verdicts, strict=False)]
     action = record.action or ("none" if record.status == "200" else "error")
     data: dict[str, object] = {
         **record.to_json(),
         "tokens": trace.tokens, "regenerations": len(record.attempts),
         "prompt": [{"role": m["role"], "content": redact.cut(m["content"], max_chars)}
                    for m in trace.prompt[-MAX_MESSAGES:]],
-        "reply": replies[-1] if replies else None,
-        "rejected": replies[:-1],
+        "reply": replies[-1] if final and replies else None,
+        "rejected": replies[:-1] if final else replies,
     }
     return AuditRecord(id=record.request_id, ts=record.started_at, key=record.caller,
                        key_id=record.key_id, policy=record.policy, model=record.model, action=action,

@@ -5,9 +5,11 @@ Files are re-read when their modification time or size changes (checked at most 
 load, whatever the failure (invalid YAML, a policy error, its generator weights unreadable),
 keeps its last good version in service, the failure is logged on one line naming the file, and
 the file is not read again until it changes; at start-up it is skipped, except that a missing
-default stops start-up. A name stays with the file serving it: another file that names the same
-policy (a copy left as ``default-draft.yaml``) is logged as ignored; at start-up the file named
-after the policy serves it, else the first in sorted order.
+default stops start-up. When several files name the same policy, the file named after it
+(``default.yaml`` for ``default``) serves it whenever it is there, so every replica and every
+restart serves the same file; among other files the name stays with the file serving it (a
+copy left as ``a-draft.yaml`` does not take it over), else the first in sorted order. Every
+other claim is logged as ignored.
 The default policy never goes away once loaded: when its file is removed (or renamed, or its
 ``name`` changed) its last good version stays the default, logged as an error on each reload
 that finds the folder changed while it is gone, so callers without a policy are served as
@@ -136,10 +138,13 @@ class PolicyStore:
                       if p.suffix in (".yaml", ".yml") and p.is_file())
 
     def _index(self) -> dict[str, Policy]:
-        """The policy of each name and its file. A name stays with the file already serving
-        it (a copy such as ``default-draft.yaml`` that still says ``name: default`` must not
-        take the policy over); a name no file served yet goes to the file named after it,
-        else to the first path in sorted order. Every other claim is logged as ignored."""
+        """The policy of each name and its file. The file named after the policy serves it
+        whenever it claims it: were the name to stay with a copy such as
+        ``default-draft.yaml`` that took it over while ``default.yaml`` was briefly absent (a
+        save-by-rename), ``default.yaml``'s edits would be ignored until restart, and replicas
+        that did not reload meanwhile would serve another policy. Without such a file the name
+        stays with the file already serving it (a newcomer must not take the policy over),
+        else goes to the first path in sorted order. Every other claim is logged as ignored."""
         claims: dict[str, list[Path]] = {}
         for path, entry in sorted(self._files.items()):
             if entry.policy is not None:
@@ -147,8 +152,11 @@ class PolicyStore:
         served: dict[str, Path] = {}
         for name, paths in claims.items():
             current = self._served_from.get(name)
-            chosen = current if current in paths else min(
-                paths, key=lambda p: (p.stem != name, p))
+            named = [p for p in paths if p.stem == name]  # default.yaml (or .yml) for default
+            if named:
+                chosen = named[0]  # paths are sorted: the same file on every replica
+            else:
+                chosen = current if current is not None and current in paths else paths[0]
             served[name] = chosen
             for path in paths:
                 if path != chosen and self._ignored.get(path) != (name, chosen):

@@ -50,10 +50,9 @@ def load_yaml_model(path: str | Path, model: type[ModelT],
     Every issue found is reported together: duplicate keys (which YAML would otherwise resolve
     silently, the last one winning) and the model's validation errors."""
     path = Path(path)
-    root, data = _read(path, error)
+    root, data, issues = _read(path, error)
     if not isinstance(data, dict):
         raise error([FileIssue(str(path), 1, "", "expected a YAML mapping at the top level")])
-    issues = duplicate_keys(root, str(path))
     try:
         validated = model.model_validate(data)
     except ValidationError as exc:
@@ -66,8 +65,14 @@ def load_yaml_model(path: str | Path, model: type[ModelT],
     return validated
 
 
-def _read(path: Path, error: type[FileError]) -> tuple[yaml.Node | None, Any]:
-    """The file's node tree (for locating issues) and its data, or ``error`` with one issue."""
+def _read(path: Path, error: type[FileError],
+          ) -> tuple[yaml.Node | None, Any, list[FileIssue]]:
+    """The file's node tree (for locating issues), its data and its duplicate keys, or ``error``
+    with one issue.
+
+    Duplicates are found before the document is constructed: constructing flattens merge keys
+    (``<<: *anchor``) by splicing the merged pairs into the mapping's node, after which a key
+    that overrides a merged one would look written twice."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -78,7 +83,8 @@ def _read(path: Path, error: type[FileError]) -> tuple[yaml.Node | None, Any]:
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
-        return root, loader.construct_document(root) if root is not None else None
+        duplicates = duplicate_keys(root, str(path))
+        return root, loader.construct_document(root) if root is not None else None, duplicates
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -114,7 +120,10 @@ class _Loader(yaml.SafeLoader):
 
 def duplicate_keys(root: yaml.Node | None, file: str) -> list[FileIssue]:
     """An issue for every mapping key given twice in the same mapping (YAML keeps the last
-    silently: a rule written twice is served as its later copy), at the repeated key's line."""
+    silently: a rule written twice is served as its later copy), at the repeated key's line.
+
+    Only keys written in the mapping itself count: a key brought in by a merge key may be
+    overridden, so ``root`` must be the composed tree, before construction flattens merges."""
     issues: list[FileIssue] = []
     seen_nodes: set[int] = set()  # an alias shares its node: walk each node once
     todo: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())] if root is not None else []

@@ -27,8 +27,10 @@ __all__ = ["ADMIN", "serve_fake_gateway"]
 
 @contextmanager
 def serve_fake_gateway(policy_dir: Path, store: dict[str, Any], stub_url: str | None = None,
-                       auth: dict[str, Any] | None = None) -> Iterator[tuple[str, Services]]:
-    """The gateway's root URL (no /v1) and its services."""
+                       auth: dict[str, Any] | None = None, server: dict[str, Any] | None = None,
+                       ) -> Iterator[tuple[str, Services]]:
+    """The gateway's root URL (no /v1) and its services; ``server`` adds to its server
+    settings."""
     params = {"model": "openai/stub-model", "api_key": "sk-upstream-secret-abcdef123456",
               **({"api_base": f"{stub_url}/v1"} if stub_url else {})}
     config = GatewayConfig.model_validate({
@@ -36,11 +38,11 @@ def serve_fake_gateway(policy_dir: Path, store: dict[str, Any], stub_url: str | 
         "router_settings": {"num_retries": 0, "timeout": 5},
         "policy_dir": str(policy_dir), "default_policy": "default",
         "auth": {"admin_key": ADMIN, **(auth or {})}, "store": store,
-        "server": {"policy_reload_interval_s": 0}})
+        "server": {"policy_reload_interval_s": 0, **(server or {})}})
     services = fake_services(policy_dir, PrincipleBank.load())
     services.config = config
     services.upstream = TimedUpstream(
         LiteLLMUpstream(config.model_list, config.router_settings, Redactor(config.secrets()))
         if stub_url else FakeUpstream())
-    with ServerThread(create_app(config, lambda _: services)) as server:
-        yield server.url, services
+    with ServerThread(create_app(config, lambda _: services)) as served:
+        yield served.url, services

@@ -109,6 +109,24 @@ def test_a_yaml_syntax_error_does_not_quote_the_secret_on_its_line(tmp_path: Pat
     assert result.exit_code == 2 and secret not in result.output
 
 
+def test_a_merge_key_with_an_override_loads(tmp_path: Path) -> None:
+    """``<<: *common`` then ``timeout: 10`` is standard YAML (the mapping's own key wins over
+    the merged one), not a duplicate key; a key written twice in the entry still is."""
+    entry = ("model_list:\n  - model_name: slow\n    litellm_params: &common\n"
+             "      model: openai/stub\n      timeout: 30\n"
+             "  - model_name: fast\n    litellm_params:\n      <<: *common\n"
+             "      timeout: 10\n")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(entry)
+    fast = load_config(path).model_list[1].litellm_params
+    assert fast == {"model": "openai/stub", "timeout": 10}
+    path.write_text(entry + "      timeout: 20\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert [(i.line, i.field) for i in caught.value.issues] == [
+        (10, "model_list.1.litellm_params.timeout")]
+
+
 def test_credentials_inside_an_upstream_url_are_secrets() -> None:
     """An ``api_base`` with user-info or a key in its query string is redacted like an
     ``api_key``: upstream errors and logs may quote the URL."""

@@ -41,6 +41,25 @@ def test_texts_are_redacted_before_they_are_cut_and_paired_with_their_verdicts()
     assert (out.key, out.action, out.values) == ("team-a", "allow", ("mft.care",))
 
 
+def test_a_failed_regeneration_stores_the_rejected_reply_as_rejected() -> None:
+    """The regeneration's upstream call failed (the client got a 502): the one upstream reply
+    was stored as the request's ``reply``, though it was regenerated away, and ``rejected``
+    was empty. A retry that came back but whose check failed closed has an unchecked reply."""
+    rejected = {"action": "regenerate", "violations": ["mft.care"], "scores": {}}
+    record = make_record(status="502", error_code="upstream_error", guard="off",
+                         attempts=(rejected,))
+    out = audit_record(record, Trace(replies=["punch him"]), Redactor())
+    assert out.data["rejected"] == [{"text": "punch him", "values": ["mft.care"]}]
+    assert out.data["reply"] is None and out.data["regenerations"] == 1
+    assert (out.action, out.values) == ("error", ("mft.care",))
+    out = audit_record(record, Trace(replies=["punch him", "retried"]), Redactor())
+    assert out.data["rejected"] == [{"text": "punch him", "values": ["mft.care"]}]
+    assert out.data["reply"] == {"text": "retried", "values": []}
+    unchecked = audit_record(make_record(guard="off"), Trace(replies=["hi"]), Redactor())
+    assert (unchecked.data["reply"], unchecked.data["rejected"]) == (
+        {"text": "hi", "values": []}, [])
+
+
 def test_the_prompt_keeps_its_last_turns_and_input_blocks_are_filterable() -> None:
     record = make_record(input_verdict={"action": "block", "violations": ["mft.care"],
                                         "scores": {}})

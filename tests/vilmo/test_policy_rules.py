@@ -35,6 +35,29 @@ def test_an_alias_reused_is_not_a_duplicate(tmp_path: Path) -> None:
     assert set(load_policy(path).values) == {"mft.care", "mft.fairness"}
 
 
+def test_merge_keys_may_be_overridden_and_shared(tmp_path: Path) -> None:
+    """A YAML merge key (``<<: *rule``) followed by one of the merged keys is an override (the
+    mapping's own key wins), and two merged mappings may share keys: neither is a duplicate."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("name: p\nvalues:\n  mft.care: &rule {action: block, weight: 0.5}\n"
+                    "  mft.loyalty: &other {action: annotate, threshold: 0.3}\n"
+                    "  mft.fairness:\n    <<: *rule\n    action: annotate\n"
+                    "  mft.authority:\n    <<: [*rule, *other]\n")
+    values = load_policy(path).values
+    assert (values["mft.fairness"].action, values["mft.fairness"].weight) == ("annotate", 0.5)
+    assert (values["mft.authority"].weight, values["mft.authority"].threshold) == (0.5, 0.3)
+
+
+def test_a_key_written_twice_beside_a_merge_key_is_a_duplicate(tmp_path: Path) -> None:
+    path = tmp_path / "dup-merge.yaml"
+    path.write_text("name: p\nvalues:\n  mft.care: &rule {action: block}\n"
+                    "  mft.fairness:\n    <<: *rule\n    action: annotate\n"
+                    "    action: allow\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert [(i.line, i.field) for i in caught.value.issues] == [(7, "values.mft.fairness.action")]
+
+
 def test_non_utf8_and_too_deep_files_are_located_issues(tmp_path: Path) -> None:
     latin = tmp_path / "latin1.yaml"
     latin.write_bytes(b"name: p\ndescription: caf\xe9\nvalues: {mft.care: {}}\n")

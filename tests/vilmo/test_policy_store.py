@@ -104,6 +104,27 @@ def test_a_new_file_cannot_take_over_a_served_name(tmp_path: Path,
     assert store.get().values["mft.care"].action == "annotate"
 
 
+def test_the_file_named_after_a_policy_takes_it_back_when_it_returns(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """default.yaml absent during one reload (an editor's save-by-rename, rsync) lets the draft
+    that also says ``name: default`` serve it for that while, not for good: once default.yaml
+    is back its edits are served, as a replica that did not reload meanwhile (or a restart)
+    serves them."""
+    default = write(tmp_path / "default.yaml", DEFAULT, 1000)
+    write(tmp_path / "default-draft.yaml", DEFAULT.replace("block", "allow"), 1000)
+    store = PolicyStore(tmp_path, "default", reload_interval=0)
+    saved = tmp_path / "default.yaml.swp"
+    default.rename(saved)
+    assert store.get().values["mft.care"].action == "allow"  # the only claim left
+    saved.rename(default)
+    write(default, DEFAULT.replace("block", "annotate"), 2000)
+    with caplog.at_level(logging.WARNING):
+        assert store.get().values["mft.care"].action == "annotate"
+    assert f"policy 'default' is now served from {default}" in caplog.text
+    other = PolicyStore(tmp_path, "default", reload_interval=0)
+    assert other.get().values["mft.care"].action == "annotate"
+
+
 def test_start_up_gives_a_shared_name_to_the_file_named_after_it(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write(tmp_path / "default.yaml", DEFAULT)
