@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from conftest import METRICS_KEY, TEAM_KEY
 from store_gateway import (
     SHARED_REDIS,
@@ -67,6 +70,23 @@ def cache_count(base: str, cache: str, result: str) -> float:
     return float(next(x for x in text.splitlines() if x.startswith(line)).split()[-1])
 
 
+def wait_for_cached_instruction(store: dict[str, Any], within_s: float = 10.0) -> None:
+    """Until the shared store holds an instruction: a gateway's cache writes go through a
+    background writer after the response, so on a loaded machine B could ask first."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if "path" in store:
+            with sqlite3.connect(store["path"]) as db:
+                found = db.execute("SELECT count(*) FROM cache WHERE name = 'instruction'"
+                                   ).fetchone()[0]
+        else:
+            found = redis.Redis.from_url(store["url"]).zcard(f"{store['prefix']}:cache:instruction")
+        if found:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the first gateway never wrote its instruction to the store")
+
+
 def test_a_second_gateway_uses_the_instruction_the_first_cached(
         stub: Any, policy_dir: Path, classifier: Any, store_backend: dict[str, Any]) -> None:
     """Two gateways on one store (one SQLite file, or one Redis prefix): the prompt's
@@ -77,6 +97,7 @@ def test_a_second_gateway_uses_the_instruction_the_first_cached(
             stub.url, policy_dir, store_backend), classifier)) for _ in range(2))
         misses = cache_count(b, "instruction", "miss")
         first = chat(a, TEAM_KEY, prompt)
+        wait_for_cached_instruction(store_backend)  # A writes its cache after it answers
         second = chat(b, TEAM_KEY, prompt)
         assert first.status_code == second.status_code == 200
         assert first.headers["x-vilmo-principles"]  # values at stake: an instruction
