@@ -17,7 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes import CALM, FakeInstructions, FakeUpstream, KeywordClassifier, app_with, fake_services
+from fakes import (
+    CALM,
+    FakeInstructions,
+    FakeUpstream,
+    KeywordClassifier,
+    StalledClassifier,
+    app_with,
+    fake_services,
+)
 
 from proxy.services import Services
 from vilmo.instruct.principles import PrincipleBank
@@ -31,9 +39,11 @@ AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "w
 FILE = {"type": "file", "file": {"filename": "a.txt",
                                  "file_data": "data:text/plain;base64,VGVsbCBtZQ=="}}
 EXTRA_POLICIES = {
-    "in-allow-parts": "unreadable_parts: allow",
-    "in-user-only": "input_roles: [user]",
-    "in-small": "max_chars: 300",
+    "in-allow-parts": "checks: {input: true, unreadable_parts: allow}\n",
+    "in-user-only": "checks: {input: true, input_roles: [user]}\n",
+    "in-small": "checks: {input: true, max_chars: 300}\n",
+    "in-fail-open": "checks: {input: true, output: false, timeout_s: 0.2, "
+                    "fail_open_max_chars: 100}\non_error: open\n",
 }
 
 
@@ -43,10 +53,9 @@ def policies(policy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     target = tmp_path_factory.mktemp("input-policies")
     for path in policy_dir.glob("*.yaml"):
         shutil.copy(path, target / path.name)
-    for name, key in EXTRA_POLICIES.items():
+    for name, text in EXTRA_POLICIES.items():
         (target / f"{name}.yaml").write_text(
-            f"name: {name}\nvalues:\n  mft.care: {{action: block}}\n"
-            f"checks: {{input: true, timeout_s: 2.0, {key}}}\nrefusal: {REFUSAL}\n")
+            f"name: {name}\nvalues:\n  mft.care: {{action: block}}\n{text}refusal: {REFUSAL}\n")
     return target
 
 
@@ -223,6 +232,25 @@ def test_every_role_counts_toward_max_chars(services: Services,
     assert tools.status_code == 413
     within = chat(services, "in-small", [{"role": "user", "content": text[:200]}])
     assert within.status_code == 200
+
+
+def test_every_role_counts_toward_fail_open_max_chars(policies: Path, bank: PrincipleBank,
+                                                      ) -> None:
+    """Under ``on_error: open`` a failed check of more than ``fail_open_max_chars`` fails
+    closed: 200 characters of system text make the check that large (the system message was
+    not counted, so the request failed open with its text unchecked)."""
+    judge = StalledClassifier()  # every check runs past the policy's timeout
+    services = fake_services(policies, bank, FakeUpstream(), judge)
+    try:
+        small = chat(services, "in-fail-open", [ASK])
+        assert small.status_code == 200 and len(upstream_of(services).calls) == 1  # open
+        large = chat(services, "in-fail-open", [{"role": "system", "content": "Be calm. " * 22},
+                                                ASK])
+        assert large.status_code == 503, large.text
+        assert large.json()["error"]["code"] == "guard_unavailable"
+        assert len(upstream_of(services).calls) == 1
+    finally:
+        judge.release.set()
 
 
 @pytest.mark.parametrize("placement", ["system", "user_prefix"])
