@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from proxy.call import judged_prompt
+from proxy.chunks import readable_text
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.guard import ITEM_CHARS, checked_chars
+from proxy.inputs import checked_input
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, verdict_of
 from proxy.pipeline import choose_policy
 from proxy.protocol import ValuesCheckRequest, ValuesCheckResult
 from proxy.services import Services
-from vilmo.instruct.instructions import message_text
+from vilmo.instruct.instructions import prompt_text
 from vilmo.judge.classifier import ScoreInput
 from vilmo.verdict import SEVERITY, Verdict
 
@@ -24,14 +26,14 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
     if request.text is not None:
         reply = ScoreInput(request.text, judged_prompt(request.prompt))
     elif request.messages:
-        messages = [m.model_dump() for m in request.messages]
-        users = [message_text(m) for m in messages if m["role"] == "user"]
-        inputs = [ScoreInput(t) for t in users if t.strip()]
-        if messages[-1]["role"] == "assistant":
-            reply = ScoreInput(message_text(messages[-1]), judged_prompt(users[-1] if users else None))
+        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        if messages[-1]["role"] == "assistant":  # the reply; the turns before it are input
+            *messages, last = messages
+            reply = ScoreInput(readable_text(last), judged_prompt(prompt_text(messages)))
+        inputs = checked_input(messages, policy)  # what the chat route's input check reads
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
-    size = max(checked_chars(inputs), checked_chars([reply] if reply else []))
+    size = checked_chars([reply] if reply else [])
     if size > policy.checks.max_chars:
         raise PayloadTooLarge(f"{size} characters to check (each text counts at least "
                               f"{ITEM_CHARS}); policy {policy.name!r} checks at most "

@@ -2,7 +2,8 @@
 streamed requests alike.
 
     chat():  1 choose the policy        (key binding, X-Vilmo-Policy header, default)
-             2 check the user turns     (all of them; a block never reaches the upstream)
+             2 check the input          (every message and tool definition; a block
+                                         never reaches the upstream)
              3 generate the instruction (VILMO seam: InstructionGenerator; alongside 2)
              4 inject it                (system message or user prefix)
              5 call the upstream        (direct or LiteLLM Router; a stream is opened, first
@@ -42,12 +43,11 @@ from proxy.call import Call, escalate, open_timed_stream
 from proxy.chunks import chunk_like, iterate, refusal_chunks, reply_texts
 from proxy.errors import (
     ModelNotFound,
-    PayloadTooLarge,
     PolicyOverrideForbidden,
     PolicyUnavailable,
     UnknownPolicyRequested,
 )
-from proxy.guard import ITEM_CHARS, checked_chars
+from proxy.inputs import checked_input
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, Facts, Finish, Judgement, Reply, Stream, StreamMode
 from proxy.protocol import UpstreamParams, shown_name
@@ -55,7 +55,7 @@ from proxy.record import Ledger
 from proxy.services import Services
 from proxy.streaming import buffered, live
 from proxy.upstream import Chunk, Completion, Upstream
-from vilmo.instruct.instructions import NO_INSTRUCTION, message_text
+from vilmo.instruct.instructions import NO_INSTRUCTION
 from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 from vilmo.policy_store import PolicyStore, UnknownPolicy
@@ -229,27 +229,22 @@ def require_model(upstream: Upstream, model: str, caller: Caller) -> None:
 
 
 def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
-    """The user turns the input check scores (none without ``checks.input``). Over
-    ``checks.max_chars`` (``checked_chars``: each turn counts at least ``ITEM_CHARS``) the
-    request is refused (413) before the upstream is called, whatever ``on_error``: the client
-    chose that size, or that many turns, so failing open would let it choose an unchecked
-    input."""
+    """The client's input the check scores (none without ``checks.input``): every message of
+    the roles ``checks.input_roles`` names, whatever its role (the client writes them all),
+    and the tool definitions (``proxy.inputs``). Read from the client's messages, before the
+    instruction is injected (``Call.params``), so the gateway's own text is never judged as
+    the client's. Refused before the upstream is called: a part the judge cannot read (400,
+    under ``checks.unreadable_parts: refuse``), and input over ``checks.max_chars`` (413,
+    whatever ``on_error``)."""
     if not policy.checks.input:
         return []
-    users = (message_text(m) for m in raw["messages"] if m.get("role") == "user")
-    turns = [ScoreInput(text) for text in users if text.strip()]
-    size = checked_chars(turns)
-    if size > policy.checks.max_chars:
-        raise PayloadTooLarge(f"{size} characters of user turns to check (each turn counts "
-                              f"at least {ITEM_CHARS}); policy {policy.name!r} checks at most "
-                              f"{policy.checks.max_chars} (checks.max_chars)",
-                              param="messages", code="check_too_large")
-    return turns
+    return checked_input(raw["messages"], policy, raw)
 
 
 async def check_input(services: Services, turns: list[ScoreInput], policy: Policy,
                       ) -> Judgement:
-    """Every user turn is scored, not only the last; per value the highest score counts."""
+    """Every input text is scored, not only the last user turn; per value the highest score
+    counts."""
     if not policy.checks.input:
         return NOT_CHECKED
     return await services.guard.check(policy, turns, "input")

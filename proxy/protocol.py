@@ -295,8 +295,9 @@ class ValuesCheckRequest(BaseModel):
     text: str | None = Field(None, description="A reply to judge.")
     prompt: str | None = Field(None, description="The prompt that led to `text`, if any.")
     messages: list[ChatMessageIn] | None = Field(
-        None, description="A conversation: every user turn is judged as input, and the last "
-                          "turn, if the assistant's, as the reply.")
+        None, description="A conversation: judged as input as the chat route's input check "
+                          "reads it (every message of the policy's checks.input_roles), and "
+                          "the last turn, if the assistant's, as the reply.")
     policy: str | None = Field(None, description="A policy name (same rules as the header).")
 
 

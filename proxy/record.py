@@ -40,7 +40,8 @@ class RequestRecord:
     verdict: dict[str, object] | None
     """The reply's verdict (after any regenerations)."""
     input_verdict: dict[str, object] | None
-    """The verdict of the user turns (``checks.input``), whatever action it called for."""
+    """The verdict of the client's input (``checks.input``: its messages and tool
+    definitions), whatever action it called for."""
     attempts: tuple[dict[str, object], ...]
     """Verdicts of replies that were regenerated, in order."""
     profile: str | None = None
@@ -63,7 +64,7 @@ class RequestRecord:
 
     @property
     def values(self) -> tuple[str, ...]:
-        """Every value the reply, the user turns or a rejected attempt was flagged for."""
+        """Every value the reply, the input or a rejected attempt was flagged for."""
         found = [v for d in (self.verdict, self.input_verdict, *self.attempts) if d is not None
                  for v in _violations(d)]
         return tuple(dict.fromkeys(found))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -139,20 +139,38 @@ FAIL_OPEN_MAX_CHARS = 8_000
 (0.2-0.4 ms a character), well within the default ``checks.timeout_s``."""
 
 
+InputRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
+INPUT_ROLES: tuple[InputRole, ...] = get_args(InputRole)
+"""Every role of a chat message: a client writes them all, so the input check reads them all
+unless a policy narrows ``checks.input_roles``."""
+
+
 class CheckSettings(_Strict):
     """What the value classifier looks at."""
 
-    input: bool = Field(False, description="Score the user turns before calling the model.")
+    input: bool = Field(False, description="Score the client's input before calling the "
+                                           "model: the text of every message of the roles "
+                                           "`input_roles` names, and the tool (and function, "
+                                           "response format) definitions.")
+    input_roles: tuple[InputRole, ...] = Field(
+        INPUT_ROLES, min_length=1,
+        description="The roles of the messages the input check reads (default: all). Each "
+                    "role is written by the client, so narrowing it (e.g. to [user]) is faster "
+                    "but lets text in the other roles reach the model unchecked.")
+    unreadable_parts: Literal["refuse", "allow"] = Field(
+        "refuse", description="Content parts the judge cannot read (image_url, input_audio, "
+                              "file) in a checked message: refuse (a 400 unreadable_input "
+                              "before the model is called) or allow (forwarded unchecked).")
     output: bool = Field(True, description="Score the model's reply.")
     timeout_s: float = Field(5.0, gt=0.0, le=120.0)
     max_chars: int = Field(100_000, ge=1, le=10_000_000,
-                           description="Most characters one check reads (all user turns, or "
-                                       "a reply; its prompt is context and does not count; each "
-                                       "text counts at least 32). Beyond it the text is never "
-                                       "passed unchecked, whatever `on_error`: user turns are "
-                                       "refused before the model is called (413 "
-                                       "check_too_large, as on /v1/values/check), a reply is a "
-                                       "503 check_too_large.")
+                           description="Most characters one check reads (all the input texts: "
+                                       "messages and tool definitions; or a reply, whose prompt "
+                                       "is context and does not count; each text counts at "
+                                       "least 32). Beyond it the text is never passed "
+                                       "unchecked, whatever `on_error`: input is refused "
+                                       "before the model is called (413 check_too_large, as on "
+                                       "/v1/values/check), a reply is a 503 check_too_large.")
     fail_open_max_chars: int = Field(
         FAIL_OPEN_MAX_CHARS, ge=1, le=10_000_000,
         description="Most characters (counted as for `max_chars`, which it may not exceed) of a "

@@ -1,0 +1,128 @@
+"""What the input check reads of a chat request, refusing by default: the text of every
+client message of the roles the policy names (``checks.input_roles``, all by default: the
+client writes every role, the system prompt, earlier assistant turns and tool results
+included), and the definitions the model reads beside them (each tool's or function's name,
+description and parameter schema, a response format's schema).
+
+Of a message, every string is read but the labels and ids of ``NOT_TEXT_FIELDS``: its
+content (text and refusal parts), ``refusal``, ``name``, the names and arguments of its tool
+and function calls, and fields the gateway does not know. Content parts the judge cannot read
+(``UNREADABLE_PARTS``: images, audio, files) are refused under ``checks.unreadable_parts:
+refuse`` (the default), or forwarded unchecked under ``allow``. The same reading serves the
+chat route's input check (``proxy.pipeline.checked_turns``) and ``/v1/values/check``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.errors import InvalidRequest, PayloadTooLarge
+from proxy.guard import ITEM_CHARS, checked_chars
+from vilmo.judge.classifier import ScoreInput
+from vilmo.policy import Policy
+
+UNREADABLE_PARTS = frozenset({"image_url", "input_audio", "file"})
+"""Content part types the judge cannot read (it reads text only)."""
+TEXT_PARTS = {"text": "text", "refusal": "refusal"}
+"""Content part types the judge reads, and the field that holds their text."""
+NOT_TEXT_FIELDS = frozenset({"role", "type", "id", "index", "tool_call_id"})
+"""Fields, at any depth, whose strings are labels or ids, never words the model reads."""
+DEFINITIONS = ("tools", "functions", "response_format")
+"""Request fields whose text the model reads beside the messages (``functions``: the legacy
+form of ``tools``, forwarded only where a model's ``allowed_params`` names it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputTexts:
+    """The texts to judge, and where the parts the judge cannot read are."""
+
+    texts: list[ScoreInput]
+    unreadable: list[tuple[str, str]]
+    """``(param, part type)`` of each unreadable content part, e.g.
+    ``("messages[1].content[2]", "image_url")``."""
+
+
+def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
+                definitions: Mapping[str, Any] | None = None) -> InputTexts:
+    """The texts of the messages of ``roles`` (a message's content is one text, exactly the
+    user turn ``vilmo.instruct.instructions.message_text`` reads, so the instruction step's
+    second look reuses its score; its other fields one more), then one text per tool or
+    function definition and one for the response format. Blank texts are left out."""
+    texts: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    for at, message in enumerate(messages):
+        if message.get("role") not in roles:
+            continue
+        content = message.get("content")
+        others = {k: v for k, v in message.items() if k != "content"}
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            read: list[str] = []
+            for i, part in enumerate(content):
+                kind = part.get("type") if isinstance(part, Mapping) else None
+                field = TEXT_PARTS.get(kind) if isinstance(kind, str) else None
+                if field is not None and isinstance(part.get(field), str):
+                    read.append(part[field])
+                    others[f"content[{i}]"] = {k: v for k, v in part.items() if k != field}
+                elif isinstance(kind, str) and kind in UNREADABLE_PARTS:
+                    unreadable.append((f"messages[{at}].content[{i}]", kind))
+                else:  # a part of no known type is read whole
+                    others[f"content[{i}]"] = part
+            texts.append("\n".join(read))
+        texts.append(_joined(others))
+    for name in DEFINITIONS:
+        value = (definitions or {}).get(name)
+        for definition in value if isinstance(value, list) else [value]:
+            texts.append(_joined({name: definition}))
+    return InputTexts([ScoreInput(t) for t in texts if t.strip()], unreadable)
+
+
+def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
+                  definitions: Mapping[str, Any] | None = None) -> list[ScoreInput]:
+    """The input texts the policy's check reads. A part the judge cannot read is the client's
+    400 (``unreadable_input``, ``param`` naming it) under ``checks.unreadable_parts: refuse``.
+    Over ``checks.max_chars`` (``checked_chars``: each text counts at least ``ITEM_CHARS``) the
+    request is refused (413) whatever ``on_error``: the client chose that size, or that many
+    texts, so failing open would let it choose an unchecked input. Both before the upstream
+    is called."""
+    checks = policy.checks
+    found = input_texts(messages, checks.input_roles, definitions)
+    if found.unreadable and checks.unreadable_parts == "refuse":
+        param, kind = found.unreadable[0]
+        raise InvalidRequest(f"{param} is an {kind} part, which the value check cannot read; "
+                             f"policy {policy.name!r} checks input and refuses such parts "
+                             "(checks.unreadable_parts: refuse)",
+                             param=param, code="unreadable_input")
+    size = checked_chars(found.texts)
+    if size > checks.max_chars:
+        raise PayloadTooLarge(f"{size} characters of input to check (the messages of "
+                              f"checks.input_roles and the tool definitions; each text counts "
+                              f"at least {ITEM_CHARS}); policy {policy.name!r} checks at most "
+                              f"{checks.max_chars} (checks.max_chars)",
+                              param="messages", code="check_too_large")
+    return found.texts
+
+
+def _joined(value: Mapping[str, Any]) -> str:
+    """Every readable string in ``value``, one a line, in order: strings at any depth but
+    those of ``NOT_TEXT_FIELDS``, and the property names of a parameter schema. Iterative, so
+    that nesting cannot exhaust the stack."""
+    return "\n".join(_strings(value))
+
+
+def _strings(value: object) -> Iterator[str]:
+    stack: list[tuple[object, str | None]] = [(value, None)]
+    while stack:
+        item, key = stack.pop()
+        if isinstance(item, str):
+            if item and key not in NOT_TEXT_FIELDS:
+                yield item
+        elif isinstance(item, Mapping):
+            if key == "properties":  # a JSON Schema's property names are words the model reads
+                yield from (str(name) for name in item)
+            stack.extend((inner, str(name)) for name, inner in reversed(list(item.items())))
+        elif isinstance(item, list):
+            stack.extend((inner, key) for inner in reversed(item))
