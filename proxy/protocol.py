@@ -50,8 +50,9 @@ FILE_DATA_PATTERN = (r"^data:[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+(?:;[A-Za-z0-9.+_=-]
 class FileRef(BaseModel):
     """A file part's ``file``: an uploaded file's id or the file's bytes, nothing else."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
-        "anyOf": [{"required": ["file_id"]}, {"required": ["file_data"]}]})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"type": "string"}}}
+        for name in ("file_id", "file_data")]})
     file_id: str | None = Field(None, pattern=FILE_ID_PATTERN)
     file_data: str | None = Field(None, pattern=FILE_DATA_PATTERN)
     filename: str | None = Field(None, max_length=255)
