@@ -13,7 +13,17 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict  # pydantic (FastAPI replies) needs it on 3.11
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -24,27 +34,72 @@ PART_FIELDS: dict[str, type] = {"text": str, "image_url": dict, "input_audio": d
 """Each content part carries the field its type names (OpenAI's rule; LiteLLM fails without)."""
 _JSON_TYPES: dict[type, str] = {str: "string", dict: "object"}
 
+MAX_MEDIA_PARTS = 64
+"""The most image, audio and file parts one chat request may carry (a 400 beyond): each may
+be megabytes an upstream reads, and none of them is value-checked."""
+
+FILE_ID_PATTERN = r"^(?:file|assistant)-[A-Za-z0-9_-]{1,200}$"
+"""An uploaded file's id: OpenAI's ``file-...``, Azure OpenAI's ``assistant-...``. Never a URL
+or a path: LiteLLM downloads a ``file_id`` that starts with ``http``, in the gateway."""
+
+FILE_DATA_PATTERN = (r"^data:[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+(?:;[A-Za-z0-9.+_=-]+)*;base64,"
+                     r"[A-Za-z0-9+/]*={0,2}$")
+"""``file_data`` as OpenAI takes it: a base64 ``data:`` URL (matched in linear time)."""
+
+
+class FileRef(BaseModel):
+    """A file part's ``file``: an uploaded file's id or the file's bytes, nothing else."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"type": "string"}}}
+        for name in ("file_id", "file_data")]})
+    file_id: str | None = Field(None, pattern=FILE_ID_PATTERN)
+    file_data: str | None = Field(None, pattern=FILE_DATA_PATTERN)
+    filename: str | None = Field(None, max_length=255)
+
+    @model_validator(mode="after")
+    def _names_a_file(self) -> FileRef:
+        if self.file_id is None and self.file_data is None:
+            raise ValueError("a file part needs `file_id` or `file_data`")
+        return self
+
+
+class ImageURL(BaseModel):
+    """An image part's ``image_url`` (OpenAI's fields, and LiteLLM's ``format``, the media
+    type). The gateway never downloads the URL: ``proxy.upstream.fetch_no_media_urls``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+    format: str | None = Field(None, max_length=255)
+
 
 class ContentPart(BaseModel):
     """One part of a message's content list; its own fields are checked where they matter."""
 
     model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={"allOf": [
         {"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
-         "then": {"required": [kind], "properties": {kind: {"type": _JSON_TYPES[field]}}}}
+         "then": {"required": [kind], "properties": {kind: {"not": {"type": "null"}} if
+                  kind in ("image_url", "file") else {"type": _JSON_TYPES[field]}}}}
         for kind, field in PART_FIELDS.items()]})
     type: Literal["text", "image_url", "input_audio", "file", "refusal"]
     text: str | None = None
-    image_url: dict[str, Any] | None = None
+    image_url: ImageURL | None = None
+    file: FileRef | None = None
 
     @model_validator(mode="after")
     def _has_its_field(self) -> ContentPart:
-        value = getattr(self, self.type, None) if self.type in ("text", "image_url") \
+        value = getattr(self, self.type, None) if self.type in ("text", "image_url", "file") \
             else (self.model_extra or {}).get(self.type)
-        if not isinstance(value, PART_FIELDS[self.type]):
+        expected = PART_FIELDS[self.type]
+        if not isinstance(value, BaseModel if self.type in ("image_url", "file") else expected):
             article = "an" if self.type[0] in "aeiou" else "a"
             raise ValueError(f"{article} {self.type} part needs `{self.type}` "  # noqa: TRY004
-                             f"({_JSON_TYPES[PART_FIELDS[self.type]]})")  # pydantic's 400
+                             f"({_JSON_TYPES[expected]})")  # pydantic's 400
         return self
+
+
+_PARTS: TypeAdapter[list[ContentPart]] = TypeAdapter(list[ContentPart])
 
 
 def _requires(role: str, *fields: str) -> dict[str, Any]:
@@ -86,13 +141,151 @@ class ChatMessageIn(BaseModel):
             raise ValueError("only an assistant message has refusal parts")
         return self
 
+    @field_validator("content", mode="wrap")
+    @classmethod
+    def _parts_where_they_fail(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """A list is validated as parts alone, so that an error names the part's field
+        (``messages.0.content.1.file.file_id``), not the union's string branch."""
+        return _PARTS.validate_python(value) if isinstance(value, list) else handler(value)
+
+
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""A tool's name as OpenAI allows it."""
+
+MAX_TOOLS = 128
+"""The most tools one request may define (OpenAI's limit)."""
+
+MAX_TOOL_DESCRIPTION_CHARS = 8192
+"""The longest description of a tool (a 400 beyond): it is prompt text the upstream reads."""
+
+
+def _one_of(kinds: tuple[str, ...], tag: str = "type") -> dict[str, Any]:
+    """JSON schema: an object with ``tag`` ``kind`` has a ``kind`` field, not null, and none
+    of the other kinds' fields."""
+    return {"allOf": [
+        {"if": {"properties": {tag: {"const": kind}}, "required": [tag]},
+         "then": {"required": [kind], "properties": {
+             kind: {"not": {"type": "null"}}, **{other: False for other in kinds if other != kind}}}}
+        for kind in kinds]}
+
+
+def _check_one_of(model: BaseModel, kind: str, kinds: tuple[str, ...], what: str) -> None:
+    """A ``kind`` object has its ``kind`` field and none of the others (``_one_of``)."""
+    if getattr(model, kind) is None:
+        raise ValueError(f"a {kind} {what} needs `{kind}`")
+    for other in kinds:
+        if other != kind and other in model.model_fields_set:
+            raise ValueError(f"a {kind} {what} has no `{other}`")
+
+
+class FunctionDefinition(BaseModel):
+    """A function tool's ``function`` (OpenAI's fields only)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    description: str | None = Field(None, max_length=MAX_TOOL_DESCRIPTION_CHARS)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Grammar(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    definition: str
+    syntax: Literal["lark", "regex"]
+
+
+class CustomFormat(BaseModel):
+    """A custom tool's input format: free text, or text a grammar accepts."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [
+        {"if": {"properties": {"type": {"const": "grammar"}}, "required": ["type"]},
+         "then": {"required": ["grammar"], "properties": {"grammar": {"not": {"type": "null"}}}},
+         "else": {"properties": {"grammar": False}}}]})
+    type: Literal["text", "grammar"]
+    grammar: Grammar | None = None
+
+    @model_validator(mode="after")
+    def _grammar_if_grammar(self) -> CustomFormat:
+        if (self.type == "grammar") != (self.grammar is not None) \
+                or (self.type == "text" and "grammar" in self.model_fields_set):
+            raise ValueError("a grammar format, and only a grammar format, has `grammar`")
+        return self
+
+
+class CustomDefinition(BaseModel):
+    """A custom tool's ``custom`` (OpenAI's fields only)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    description: str | None = Field(None, max_length=MAX_TOOL_DESCRIPTION_CHARS)
+    format: CustomFormat | None = None
+
+
+TOOL_KINDS = ("function", "custom")
+
 
 class Tool(BaseModel):
-    """A tool the model may call. Only OpenAI's chat tool types: LiteLLM would act itself on
-    others (``type: "mcp"`` with a ``server_url`` runs its MCP client)."""
+    """A tool the model may call: OpenAI's chat tool types with their own fields, nothing
+    more. LiteLLM would act itself on others (``type: "mcp"`` with a ``server_url`` runs its
+    MCP client), and an unknown field would reach the upstream."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_one_of(TOOL_KINDS))
     type: Literal["function", "custom"]
+    function: FunctionDefinition | None = None
+    custom: CustomDefinition | None = None
+
+    @model_validator(mode="after")
+    def _has_its_definition(self) -> Tool:
+        _check_one_of(self, self.type, TOOL_KINDS, "tool")
+        return self
+
+
+class ToolName(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+
+
+class NamedTool(BaseModel):
+    """A tool named by ``tool_choice`` (or in its ``allowed_tools``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_one_of(TOOL_KINDS))
+    type: Literal["function", "custom"]
+    function: ToolName | None = None
+    custom: ToolName | None = None
+
+    @model_validator(mode="after")
+    def _has_its_name(self) -> NamedTool:
+        _check_one_of(self, self.type, TOOL_KINDS, "tool choice")
+        return self
+
+
+class AllowedTools(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    mode: Literal["auto", "required"]
+    tools: list[NamedTool] = Field(max_length=MAX_TOOLS)
+
+
+ToolMode: TypeAlias = Literal["none", "auto", "required"]
+"""``tool_choice`` as a string."""
+_TOOL_MODE: TypeAdapter[ToolMode] = TypeAdapter(ToolMode)
+
+CHOICE_KINDS = ("function", "custom", "allowed_tools")
+
+
+class ToolChoice(BaseModel):
+    """``tool_choice`` as an object: one named tool, or the tools the model may choose from."""
+
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra=_one_of(CHOICE_KINDS))
+    type: Literal["function", "custom", "allowed_tools"]
+    function: ToolName | None = None
+    custom: ToolName | None = None
+    allowed_tools: AllowedTools | None = None
+
+    @model_validator(mode="after")
+    def _has_its_field(self) -> ToolChoice:
+        _check_one_of(self, self.type, CHOICE_KINDS, "tool choice")
+        return self
 
 
 class StreamOptions(BaseModel):
@@ -167,11 +360,37 @@ class ChatCompletionRequest(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    tools: list[Tool] | None = None
+    tool_choice: ToolMode | ToolChoice | None = None
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
     top_logprobs: int | None = None
     top_p: float | None = None
     user: str | None = None
+
+    @field_validator("tool_choice", mode="wrap")
+    @classmethod
+    def _choice_where_it_fails(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Each form validated alone, so that an error names the field, not a union branch."""
+        if isinstance(value, dict):
+            return ToolChoice.model_validate(value)
+        return _TOOL_MODE.validate_python(value) if isinstance(value, str) else handler(value)
+
+    @field_validator("messages")
+    @classmethod
+    def _few_media_parts(cls, messages: list[ChatMessageIn]) -> list[ChatMessageIn]:
+        """At most ``MAX_MEDIA_PARTS`` image, audio and file parts; the first past it is named."""
+        count = 0
+        for turn, message in enumerate(messages):
+            for index, part in enumerate(message.content if isinstance(message.content, list)
+                                         else ()):
+                count += part.type in ("image_url", "input_audio", "file")
+                if count > MAX_MEDIA_PARTS:
+                    raise ValidationError.from_exception_data("messages", [InitErrorDetails(
+                        type=PydanticCustomError(
+                            "too_many_parts",
+                            "at most {limit} image, audio and file parts in one request",
+                            {"limit": MAX_MEDIA_PARTS}),
+                        loc=(turn, "content", index), input=part.type)])
+        return messages
 
 
 class ModelCard(BaseModel):

@@ -42,6 +42,7 @@ class LiteLLMUpstream:
 
         one_line_logs(*LITELLM_LOGGERS)
         keep_no_cookies()
+        fetch_no_media_urls()
         self._names = [d.model_name for d in model_list]
         self._router = Router(model_list=[d.router_entry() for d in model_list], **router_settings)
         self._redact = redact
@@ -109,6 +110,19 @@ def keep_no_cookies() -> None:
 
         without_cookies.keeps_no_cookies = True  # type: ignore[attr-defined]
         setattr(BaseOpenAILLM, name, staticmethod(without_cookies))
+
+
+def fetch_no_media_urls() -> None:
+    """LiteLLM downloads a client's image (and PDF) URLs itself, in the gateway, for providers
+    that take only bytes (Anthropic's ``http://`` images, Bedrock, Gemini, ...) and probes
+    Anthropic's ``https://`` ones: up to 50 MB each, that no check sees, fetched from the
+    gateway's network. Its switch, ``MAX_IMAGE_URL_DOWNLOAD_SIZE_MB = 0`` (an environment
+    variable read once, when LiteLLM is imported), is set here in the module that reads it:
+    such a URL is then the client's 400 (LiteLLM's ``ImageFetchError``), and providers that
+    take URLs are sent them as they are."""
+    from litellm.litellm_core_utils.prompt_templates import image_handling
+
+    image_handling.MAX_IMAGE_URL_DOWNLOAD_SIZE_MB = 0  # type: ignore[attr-defined]
 
 
 class FirstLineOnly(logging.Filter):

@@ -43,10 +43,10 @@ def chat(policy_dir: Path, bank: PrincipleBank, messages: list[dict[str, Any]],
     ([{"role": "user", "content": "Hi."}, {"role": "tool", "content": "42"}], "messages.1",
      "tool_call_id"),
     ([{"role": "function", "content": "42"}], "messages.0", "name"),
-    # pydantic names the union's first branch here ("content.str: ...valid string")
-    ([{"role": "user", "content": [{"type": "file"}]}], "messages.0.content", ""),
+    # the part itself is named, not the union's string branch ("content.str")
+    ([{"role": "user", "content": [{"type": "file"}]}], "messages.0.content.0", "`file`"),
     ([{"role": "user", "content": [{"type": "input_audio", "input_audio": "x"}]}],
-     "messages.0.content", ""),
+     "messages.0.content.0", "`input_audio`"),
     ([{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}], "messages.0",
      "refusal"),
 ])
@@ -56,7 +56,7 @@ def test_a_message_without_what_its_role_needs_is_a_400(
     response, upstream = chat(policy_dir, bank, messages)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["param"].startswith(param) and needs in error["message"]
+    assert error["param"] == param and needs in error["message"]
     assert upstream.calls == []
 
 
