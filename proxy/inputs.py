@@ -68,7 +68,7 @@ def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
                     read.append(part[field])
                     others[f"content[{i}]"] = {k: v for k, v in part.items() if k != field}
                 elif isinstance(kind, str) and kind in UNREADABLE_PARTS:
-                    unreadable.append((f"messages[{at}].content[{i}]", kind))
+                    unreadable.append((f"messages.{at}.content.{i}", kind))
                 else:  # a part of no known type is read whole
                     others[f"content[{i}]"] = part
             texts.append("\n".join(read))

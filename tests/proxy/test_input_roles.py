@@ -187,7 +187,7 @@ def test_a_part_the_judge_cannot_read_is_refused_by_default(
     response = chat(services, "g-input", messages)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["code"] == "unreadable_input" and error["param"] == "messages[1].content[1]"
+    assert error["code"] == "unreadable_input" and error["param"] == "messages.1.content.1"
     assert error["type"] == "invalid_request_error" and part["type"] in error["message"]
     assert upstream_of(services).calls == [] and classifier.calls == []
 
