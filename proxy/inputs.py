@@ -41,7 +41,7 @@ class InputTexts:
     texts: list[ScoreInput]
     unreadable: list[tuple[str, str]]
     """``(param, part type)`` of each unreadable content part, e.g.
-    ``("messages[1].content[2]", "image_url")``."""
+    ``("messages.1.content.2", "image_url")``."""
 
 
 def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
