@@ -156,7 +156,7 @@ class KeyAuth:
             await self.app(scope, receive, send)
         finally:
             if key is not None and store is not None:
-                charge(store, key, trace.tokens)
+                charge(store, key, trace)  # settles what the route reserved
 
     def _record_unauthenticated(self, scope: Scope, error: GatewayError) -> None:
         if scope["path"] != CHAT_PATH:  # only chat requests are recorded
