@@ -1,5 +1,11 @@
 """Virtual client keys on the request path: finding the key, its rpm/tpm budgets, the charge.
 
+Tokens are held, not only checked: once a chat request is read, ``reserve_tokens`` counts its
+estimated tokens (``token_need``) in the key's window, in the same atomic step as the check, so
+concurrent requests cannot all pass a check made before any of them was charged, and one
+request cannot be larger than the key's ``tpm``. When the request is done, ``charge`` settles
+it, once: the tokens it used (``proxy.stages.Trace.tokens``) in, the reservation out.
+
 A key is read from the store on every request, so a revocation holds on every replica at once
 while the store is reachable. When the store cannot be reached, a key this process verified
 within ``VERIFIED_TTL_S`` is still served (the gateway keeps serving through a Redis outage, its
@@ -21,15 +27,22 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from proxy.errors import KeyRateLimited, StoreDown
-from proxy.store import Store, StoreError, StoreUnavailable, VirtualKey
+from proxy.stages import Trace, current_trace, estimated_tokens
+from proxy.store import LimitDecision, Store, StoreError, StoreUnavailable, VirtualKey
 
 log = logging.getLogger(__name__)
 
 LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/values/check"})
 VERIFIED_TTL_S = 300.0
 VERIFIED_MAX = 10_000
+DEFAULT_REPLY_TOKENS = 256
+"""Tokens per choice held for the reply of a request that sets neither ``max_tokens`` nor
+``max_completion_tokens``, as far as the key's window has room (at least one)."""
 
 
 class VerifiedKeys:
@@ -112,8 +125,11 @@ def key_not_checked(store: Store, error: StoreError) -> StoreDown:
 async def admit(store: Store, key: VirtualKey) -> KeyRateLimited | None:
     """None when the key's budgets have room; else the 429 to answer."""
     decision = await asyncio.to_thread(store.admit, key.id, key.rpm, key.tpm)
-    if decision.allowed:
-        return None
+    return None if decision.allowed else refusal(decision)
+
+
+def refusal(decision: LimitDecision) -> KeyRateLimited:
+    """The 429 for a refused ``LimitDecision``, with its ``Retry-After``."""
     retry = max(1, decision.retry_after_s)
     reason = decision.reason or ("store" if decision.degraded else "rpm")
     what = {"rpm": "requests", "tpm": "tokens"}.get(reason, "requests")
@@ -123,12 +139,67 @@ async def admit(store: Store, key: VirtualKey) -> KeyRateLimited | None:
     return KeyRateLimited(message, code=reason, headers={"retry-after": str(retry)})
 
 
-def charge(store: Store, key: VirtualKey, tokens: int) -> None:
-    """Charge the request's tokens to the key, off the event loop (not awaited: the reply is
-    already out; a failure is counted by the store)."""
-    if not tokens or key.tpm is None:
+@dataclass(frozen=True, slots=True)
+class TokenNeed:
+    """What a chat request may cost: its messages (``proxy.stages.estimated_tokens``) and
+    its replies (``n`` choices of ``max_tokens``, or of ``DEFAULT_REPLY_TOKENS``)."""
+
+    prompt: int
+    least: int
+    """Admitted only with room for this much: the messages and, with ``max_tokens`` set,
+    every reply in full; without it, one reply token."""
+    most: int
+    """Held when the window has room: the messages and every reply in full."""
+    reply_cap: int | None
+    """``max_tokens`` (or ``max_completion_tokens``) per choice, when the request sets it."""
+
+
+def token_need(params: Mapping[str, Any]) -> TokenNeed:
+    prompt = estimated_tokens(params)
+    n = params.get("n")
+    choices = n if type(n) is int and n > 0 else 1
+    caps = [v for v in (params.get("max_tokens"), params.get("max_completion_tokens"))
+            if type(v) is int and v > 0]
+    if caps:
+        full = prompt + choices * max(caps)
+        return TokenNeed(prompt, full, full, max(caps))
+    return TokenNeed(prompt, prompt + 1, prompt + choices * DEFAULT_REPLY_TOKENS, None)
+
+
+async def reserve_tokens(store: Store, key: VirtualKey,
+                         params: Mapping[str, Any]) -> KeyRateLimited | None:
+    """Hold the request's tokens in the key's window (kept in the request's trace, for
+    ``charge`` to settle); None when they fit, else the 429 to answer. A request that needs
+    more than the key's ``tpm`` could never fit: refused without ``Retry-After``."""
+    if key.tpm is None:
+        return None
+    need = token_need(params)
+    if need.least > key.tpm:
+        cap = (f" and max_tokens {need.reply_cap} per choice" if need.reply_cap is not None
+               else "")
+        return KeyRateLimited(
+            f"this request needs about {need.least} tokens (its messages about {need.prompt}"
+            f"{cap}), more than this key's limit of {key.tpm} tokens per minute: it can never "
+            "be admitted; shorten the messages or lower max_tokens", code="tpm")
+    decision = await asyncio.to_thread(store.reserve_tokens, key.id, key.tpm, need.least,
+                                       need.most)
+    if not decision.allowed:
+        return refusal(decision)
+    trace = current_trace.get()
+    if trace is not None:
+        trace.reserved, trace.reserved_at = decision.reserved, decision.reserved_at
+    return None
+
+
+def charge(store: Store, key: VirtualKey, trace: Trace) -> None:
+    """Settle the request with the key's window: the tokens it used (``trace.tokens``) in,
+    what was reserved for it out, in one step, off the event loop (not awaited: the reply is
+    already out; a failure is counted by the store). Called once per request, however it
+    ended."""
+    if not trace.reserved and (not trace.tokens or key.tpm is None):
         return
-    asyncio.get_running_loop().run_in_executor(None, store.charge_tokens, key.id, tokens)
+    asyncio.get_running_loop().run_in_executor(None, store.charge_tokens, key.id, trace.tokens,
+                                               trace.reserved, trace.reserved_at)
 
 
 def _digest(presented: str) -> str:

@@ -169,7 +169,7 @@ class KeyAuth:
             await self.app(scope, receive, send)
         finally:
             if key is not None and store is not None:
-                charge(store, key, trace.tokens)
+                charge(store, key, trace)  # settles what the route reserved
 
     def _record_unauthenticated(self, scope: Scope, error: GatewayError) -> str | None:
         """The audit record's id; None when the refusal is counted only (or not a chat)."""

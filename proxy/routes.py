@@ -14,6 +14,7 @@ from proxy import pipeline
 from proxy.actions import with_annotation
 from proxy.admission import admit, parse_body
 from proxy.check import check_values
+from proxy.client_keys import reserve_tokens
 from proxy.disconnect import unless_disconnected
 from proxy.errors import ClientClosed, InvalidRequest
 from proxy.middleware import Caller
@@ -25,6 +26,7 @@ from proxy.protocol import (
     Health,
     ModelCard,
     ModelList,
+    UpstreamParams,
     ValuesCheckRequest,
     ValuesCheckResult,
 )
@@ -53,8 +55,10 @@ async def chat_completions(request: Request) -> Response:
     request.state.ledger = ledger  # from here on every outcome is recorded, 400s too
     raw = await read_json(request)
     body = validate(ChatCompletionRequest, raw)
-    chat = ChatRequest(admit(raw, body, services.config), bool(body.stream), caller_of(request),
-                       request.headers.get("x-vilmo-policy"), ledger)
+    params = admit(raw, body, services.config)
+    await hold_tokens(request, caller, params)
+    chat = ChatRequest(params, bool(body.stream), caller, request.headers.get("x-vilmo-policy"),
+                       ledger)
     annotate = request.headers.get("x-vilmo-annotate", "").lower() == "body"
     outcome = await unless_disconnected(request.receive, pipeline.chat(chat, services))
     headers = outcome_headers(outcome.call.policy.name, outcome.call.instruction,
@@ -105,6 +109,19 @@ async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     return Response(services.metrics.exposition(),
                     media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def hold_tokens(request: Request, caller: Caller, params: UpstreamParams) -> None:
+    """Reserve the request's tokens against its virtual key's ``tpm`` before any work
+    (``proxy.client_keys.reserve_tokens``); the 429 when they do not fit."""
+    store = getattr(request.app.state, "store", None)
+    if caller.key is None or store is None:
+        return
+    refused = await reserve_tokens(store, caller.key, params)
+    if refused is not None:
+        services: Services = request.app.state.services
+        services.metrics.limit_rejections.labels(caller.key.name, refused.code or "tpm").inc()
+        raise refused
 
 
 def caller_of(request: Request) -> Caller:

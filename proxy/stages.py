@@ -6,11 +6,12 @@ upstream call's time, reply text and tokens, regenerations included, in order), 
 checks' time, and the client's messages as the instruction step gets them, without vilmo's
 instruction). The metrics read it when the request is recorded (latency per stage, tokens, the
 gateway's overhead = total less upstream), the audit trail its texts (``proxy.trail``) and the
-key limits its tokens.
+key limits its tokens (and what ``proxy.client_keys`` reserved of them at admission).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,9 +19,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from proxy.chunks import ChoiceText, by_choice, delta_of, reply_texts, tokens
+from proxy.chunks import ChoiceText, by_choice, delta_of, reply_texts, texts_of, tokens
 from proxy.upstream import Chunk, Completion, Upstream
 from vilmo.instruct.instructions import message_text
+
+TOOL_FIELDS = ("tools", "functions")
+"""Request fields whose definitions the upstream reads with the prompt (and bills)."""
 
 TimedStage = Literal["upstream", "check"]
 
@@ -37,8 +41,14 @@ class Trace:
     """Each upstream reply's text (the first choice), in order: the last is the final one."""
     tokens: int = 0
     """``usage.total_tokens`` over every upstream call (streams always ask for it); a call
-    that ended without usage (a stream its client left before the usage chunk) counts the
-    estimate of ``estimated_tokens``."""
+    that ended without usage (a stream its client left before the usage chunk, a call its
+    client left, or that failed, before the upstream answered) counts the estimate of
+    ``estimated_tokens``: once a call is made, at least its messages are charged."""
+    reserved: int = 0
+    """Tokens held against the key's ``tpm`` at admission (``proxy.client_keys``), settled
+    against ``tokens`` when the request is done."""
+    reserved_at: int = 0
+    """The second (of the store's window) the reservation was counted in."""
 
 
 current_trace: ContextVar[Trace | None] = ContextVar("vilmo_trace", default=None)
@@ -71,13 +81,24 @@ def note_prompt(messages: Sequence[Any]) -> None:
                         for m in messages if isinstance(m, dict)]
 
 
-def estimated_tokens(params: Any, texts: Iterable[str]) -> int:
-    """The tokens of a call whose upstream sent no usage: the messages sent and the text the
-    upstream produced (every choice, relayed to the client or not), counted as
+def estimated_tokens(params: Any, texts: Iterable[str] = ()) -> int:
+    """The tokens of a call whose upstream sent no usage: what was sent (the messages' text
+    parts and their other strings: tool calls, their arguments, names; the tool definitions as
+    JSON; not images or audio, whose encoded bytes say nothing of their tokens) and the text
+    the upstream produced (every choice, relayed to the client or not), counted as
     ``proxy.chunks.tokens`` counts (words and punctuation)."""
-    messages = (params.get("messages") or []) if isinstance(params, dict) else []
-    return (sum(tokens(message_text(m)) for m in messages if isinstance(m, dict))
-            + sum(tokens(text) for text in texts))
+    if not isinstance(params, dict):
+        return sum(tokens(text) for text in texts)
+    sent = sum(_message_tokens(m) for m in params.get("messages") or [] if isinstance(m, dict))
+    tools = [params[name] for name in TOOL_FIELDS if params.get(name)]
+    if tools:
+        sent += tokens(json.dumps(tools, ensure_ascii=False))
+    return sent + sum(tokens(text) for text in texts)
+
+
+def _message_tokens(message: dict[str, Any]) -> int:
+    others = {k: v for k, v in message.items() if k != "content"}
+    return tokens(message_text(message)) + sum(tokens(text) for _, text in texts_of(others))
 
 
 def _note_reply(text: str, usage: object, estimate: Callable[[], int]) -> None:
@@ -89,6 +110,14 @@ def _note_reply(text: str, usage: object, estimate: Callable[[], int]) -> None:
     trace.replies.append(text)
     total = usage.get("total_tokens") if isinstance(usage, dict) else None
     trace.tokens += max(0, total) if isinstance(total, int) else estimate()
+
+
+def _note_unanswered(params: Any) -> None:
+    """A call made and left (cancelled, failed) before any reply came: the upstream read, and
+    bills, its messages; they are charged (``estimated_tokens``), and no reply is kept."""
+    trace = current_trace.get()
+    if trace is not None:
+        trace.tokens += estimated_tokens(params)
 
 
 class TimedUpstream:
@@ -109,8 +138,12 @@ class TimedUpstream:
             await close()
 
     async def complete(self, params: Any) -> Completion:
-        with timed("upstream"):
-            completion = await self.inner.complete(params)
+        try:
+            with timed("upstream"):
+                completion = await self.inner.complete(params)
+        except BaseException:  # the client left (cancelled) or the call failed: still billed
+            _note_unanswered(params)
+            raise
         texts = reply_texts(completion)
         _note_reply(texts[min(texts)], completion.get("usage"),
                     lambda: estimated_tokens(params, texts.values()))
@@ -135,8 +168,12 @@ class TimedUpstream:
                 if following is None:
                     break
                 chunk = following
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            if choices or usage:
-                _note_reply(choices[min(choices)].text if choices else "", usage,
-                            lambda: estimated_tokens(params, (c.text for c in choices.values())))
+        finally:  # the call was made once this body runs: it is charged however it ended
+            try:
+                await chunks.aclose()  # type: ignore[attr-defined]
+            finally:
+                if choices or usage:
+                    _note_reply(choices[min(choices)].text if choices else "", usage,
+                                lambda: estimated_tokens(params, (c.text for c in choices.values())))
+                else:
+                    _note_unanswered(params)

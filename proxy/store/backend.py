@@ -47,7 +47,17 @@ class Backend(Protocol):
         """Count one request if both budgets allow it, atomically across replicas."""
         ...
 
-    def charge_tokens(self, key_id: str, tokens: int) -> None: ...
+    def reserve_tokens(self, key_id: str, tpm: int, least: int, most: int) -> LimitDecision:
+        """Hold a request's tokens against ``tpm``, atomically across replicas (see
+        ``limits.reservation``); refused (``tpm``, with ``retry_after_s``) when not even
+        ``least`` fits in the window now."""
+        ...
+
+    def charge_tokens(self, key_id: str, tokens: int, refund: int = 0,
+                      refund_at: int = 0) -> None:
+        """Add ``tokens`` now, and, in the same step, take back ``refund`` tokens reserved in
+        second ``refund_at`` (while that second is still in the window)."""
+        ...
 
     def cache_get(self, cache: CacheName, key: str) -> bytes | None: ...
 

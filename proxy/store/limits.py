@@ -28,3 +28,13 @@ def retry_after(buckets: Iterable[tuple[int, int]], used: int, limit: int, now: 
         if used < limit:
             return max(1, second + WINDOW_S - now)
     return WINDOW_S
+
+
+def reservation(used: int, limit: int, least: int, most: int) -> int | None:
+    """The tokens to reserve for a request with ``used`` in the window: ``most`` when the
+    window has room for it, else what is left, never below ``least``; None when not even
+    ``least`` fits (refused: ``retry_after(buckets, used, limit - least + 1, now)`` says when
+    it will)."""
+    if used + least > limit:
+        return None
+    return max(least, min(most, limit - used))

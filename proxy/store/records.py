@@ -89,6 +89,10 @@ class LimitDecision:
     reason: LimitReason | None = None
     degraded: bool = False
     """The store was unreachable and ``limits_on_error`` decided instead of the counters."""
+    reserved: int = 0
+    """Tokens ``reserve_tokens`` counted for the request (to settle with ``charge_tokens``)."""
+    reserved_at: int = 0
+    """The second (the store's clock) they were counted in."""
 
 
 ALLOWED = LimitDecision(True)

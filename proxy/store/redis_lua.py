@@ -53,11 +53,28 @@ end
 return {1, 0, ''}
 """
 
-CHARGE = """
--- KEYS: tokens hash; ARGV: tokens
-local now = redis.call('TIME')[1]
-redis.call('HINCRBY', KEYS[1], now, ARGV[1])
-redis.call('EXPIRE', KEYS[1], """ + str(WINDOW_S + 1) + """)
+RESERVE = _WINDOW + """
+-- KEYS: tokens hash; ARGV: tpm, least, most (proxy.store.limits.reservation). Returns
+-- {1, tokens reserved, second} or {0, retry after s, second}.
+local tpm, least, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local used, buckets = usage(KEYS[1])
+if used + least > tpm then return {0, retry_after(buckets, used, tpm - least + 1), now} end
+local reserved = math.max(least, math.min(most, tpm - used))
+redis.call('HINCRBY', KEYS[1], now, reserved)
+redis.call('EXPIRE', KEYS[1], window + 1)
+return {1, reserved, now}
+"""
+
+CHARGE = _WINDOW + """
+-- KEYS: tokens hash; ARGV: tokens, refund, second of the refund's reservation
+local tokens, refund, at = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if refund > 0 and at >= oldest then
+  if tonumber(redis.call('HINCRBY', KEYS[1], at, -refund)) <= 0 then
+    redis.call('HDEL', KEYS[1], at)
+  end
+end
+if tokens > 0 then redis.call('HINCRBY', KEYS[1], now, tokens) end
+redis.call('EXPIRE', KEYS[1], window + 1)
 return 1
 """
 

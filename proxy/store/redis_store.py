@@ -102,6 +102,7 @@ class RedisBackend:
             socket_connect_timeout=settings.timeout_s, retry=Retry(NoBackoff(), 1),
             decode_responses=False)
         self._admit = self.client.register_script(redis_lua.ADMIT)
+        self._reserve = self.client.register_script(redis_lua.RESERVE)
         self._charge = self.client.register_script(redis_lua.CHARGE)
         self._append = self.client.register_script(redis_lua.AUDIT_APPEND)
         self._cache_set = self.client.register_script(redis_lua.CACHE_SET)
@@ -185,9 +186,19 @@ class RedisBackend:
             return LimitDecision(True)
         return LimitDecision(False, int(wait), "tpm" if reason == b"tpm" else "rpm")
 
-    def charge_tokens(self, key_id: str, tokens: int) -> None:
+    def reserve_tokens(self, key_id: str, tpm: int, least: int, most: int) -> LimitDecision:
         with unavailable_on_connection_errors():
-            self._charge(keys=[f"{self._p}:usage:{key_id}:tpm"], args=[tokens])
+            allowed, amount, second = self._reserve(keys=[f"{self._p}:usage:{key_id}:tpm"],
+                                                    args=[tpm, least, most])
+        if allowed:
+            return LimitDecision(True, reserved=int(amount), reserved_at=int(second))
+        return LimitDecision(False, int(amount), "tpm")
+
+    def charge_tokens(self, key_id: str, tokens: int, refund: int = 0,
+                      refund_at: int = 0) -> None:
+        with unavailable_on_connection_errors():
+            self._charge(keys=[f"{self._p}:usage:{key_id}:tpm"],
+                         args=[max(0, tokens), max(0, refund), refund_at])
 
     # --- caches ----------------------------------------------------------------------------------
 

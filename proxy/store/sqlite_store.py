@@ -20,7 +20,7 @@ from typing import Any
 
 from proxy.store import keys
 from proxy.store.config import StoreSettings
-from proxy.store.limits import oldest_second, retry_after
+from proxy.store.limits import oldest_second, reservation, retry_after
 from proxy.store.records import (
     AuditPage,
     AuditQuery,
@@ -118,9 +118,7 @@ class SQLiteBackend:
             for kind, limit in (("tpm", tpm), ("rpm", rpm)):
                 if limit is None:
                     continue
-                buckets = [(int(s), int(n)) for s, n in db.execute(
-                    "SELECT second, amount FROM usage WHERE key_id = ? AND kind = ? "
-                    "ORDER BY second", (key_id, kind))]
+                buckets = self._buckets(db, key_id, kind)
                 used = sum(n for _, n in buckets)
                 if used >= limit:
                     return LimitDecision(False, retry_after(buckets, used, limit, now),
@@ -129,9 +127,37 @@ class SQLiteBackend:
                 self._add_usage(db, key_id, "rpm", now, 1)
         return LimitDecision(True)
 
-    def charge_tokens(self, key_id: str, tokens: int) -> None:
+    def reserve_tokens(self, key_id: str, tpm: int, least: int, most: int) -> LimitDecision:
+        now = int(self._clock())
         with self._transaction() as db:
-            self._add_usage(db, key_id, "tpm", int(self._clock()), tokens)
+            db.execute("DELETE FROM usage WHERE key_id = ? AND kind = 'tpm' AND second < ?",
+                       (key_id, oldest_second(now)))
+            buckets = self._buckets(db, key_id, "tpm")
+            used = sum(n for _, n in buckets)
+            reserved = reservation(used, tpm, least, most)
+            if reserved is None:
+                return LimitDecision(False, retry_after(buckets, used, tpm - least + 1, now),
+                                     "tpm")
+            self._add_usage(db, key_id, "tpm", now, reserved)
+        return LimitDecision(True, reserved=reserved, reserved_at=now)
+
+    def charge_tokens(self, key_id: str, tokens: int, refund: int = 0,
+                      refund_at: int = 0) -> None:
+        now = int(self._clock())
+        with self._transaction() as db:
+            if refund > 0 and refund_at >= oldest_second(now):
+                db.execute("UPDATE usage SET amount = MAX(0, amount - ?) "
+                           "WHERE key_id = ? AND kind = 'tpm' AND second = ?",
+                           (refund, key_id, refund_at))
+            if tokens > 0:
+                self._add_usage(db, key_id, "tpm", now, tokens)
+
+    @staticmethod
+    def _buckets(db: sqlite3.Connection, key_id: str, kind: str) -> list[tuple[int, int]]:
+        """The window's ``(second, amount)`` buckets of one kind, oldest first."""
+        return [(int(s), int(n)) for s, n in db.execute(
+            "SELECT second, amount FROM usage WHERE key_id = ? AND kind = ? ORDER BY second",
+            (key_id, kind))]
 
     @staticmethod
     def _add_usage(db: sqlite3.Connection, key_id: str, kind: str, now: int, n: int) -> None:

@@ -98,28 +98,46 @@ class Store:
 
     def admit(self, key_id: str, rpm: int | None, tpm: int | None) -> LimitDecision:
         """Count one request against the key's budgets; refused: ``retry_after_s`` for the
-        ``Retry-After`` header. Tokens are charged afterwards with ``charge_tokens``."""
+        ``Retry-After`` header. Its tokens are reserved with ``reserve_tokens`` once the
+        request is read, and settled with ``charge_tokens`` once it is done."""
         if rpm is None and tpm is None:
             return ALLOWED
         try:
-            decision = self._call("limits", self.backend.admit, key_id, rpm, tpm)
+            return self._call("limits", self.backend.admit, key_id, rpm, tpm)
         except StoreUnavailable:
-            with self._lock:
-                self._degraded += 1
-            if self.settings.limits_on_error == "fail_open":
-                return LimitDecision(True, degraded=True)
-            return LimitDecision(False, retry_after_s=1, degraded=True)
-        return decision
+            return self._degraded_decision()
 
-    def charge_tokens(self, key_id: str, tokens: int) -> None:
-        """Add a reply's tokens to the key's window (checked by the next ``admit``); lost,
-        and counted, when the store is unreachable."""
-        if tokens <= 0:
+    def reserve_tokens(self, key_id: str, tpm: int, least: int, most: int) -> LimitDecision:
+        """Hold a request's tokens in the key's window before the upstream is called: up to
+        ``most``, as far as the window has room, at least ``least``; refused (``tpm``, with
+        ``retry_after_s``) when not even ``least`` fits. Settle with ``charge_tokens``
+        (``refund`` = ``reserved``, ``refund_at`` = ``reserved_at``)."""
+        try:
+            return self._call("limits", self.backend.reserve_tokens, key_id, tpm, least, most)
+        except StoreUnavailable:
+            return self._degraded_decision()
+
+    def charge_tokens(self, key_id: str, tokens: int, refund: int = 0,
+                      refund_at: int = 0) -> None:
+        """Add a request's tokens to the key's window (checked by the next ``admit`` and
+        ``reserve_tokens``) and take back, in the same step, what was reserved for it
+        (``refund`` tokens counted in second ``refund_at``); lost, and counted, when the
+        store is unreachable."""
+        if tokens <= 0 and refund <= 0:
             return
         try:
-            self._call("limits", self.backend.charge_tokens, key_id, tokens)
+            self._call("limits", self.backend.charge_tokens, key_id, max(0, tokens),
+                       max(0, refund), refund_at)
         except StoreUnavailable:
             pass
+
+    def _degraded_decision(self) -> LimitDecision:
+        """The store is unreachable: ``limits_on_error`` decides (and it is counted)."""
+        with self._lock:
+            self._degraded += 1
+        if self.settings.limits_on_error == "fail_open":
+            return LimitDecision(True, degraded=True)
+        return LimitDecision(False, retry_after_s=1, degraded=True)
 
     # --- caches (a failure is a miss) -----------------------------------------------------
 

@@ -71,6 +71,64 @@ def test_tokens_charged_after_a_reply_refuse_the_next_request(make_store: MakeSt
     assert 1 <= refused.retry_after_s <= WINDOW_S
 
 
+def test_twenty_concurrent_reservations_on_two_replicas_hold_exactly_the_budget(
+        make_store: MakeStore) -> None:
+    """The reviewer's case: tpm was checked, never reserved, so 20 concurrent requests on a
+    ``tpm: 30`` key were all admitted (480 tokens used). Each reservation of 10 is now counted
+    in the same atomic step as its check: exactly three fit."""
+    replicas = [make_store(), make_store()]
+    key = replicas[0].create_key("team-a", tpm=30).record
+    start = threading.Barrier(20)
+
+    def attempt(i: int) -> LimitDecision:
+        start.wait()
+        return replicas[i % 2].reserve_tokens(key.id, 30, 10, 10)
+
+    with ThreadPoolExecutor(20) as pool:
+        decisions = list(pool.map(attempt, range(20)))
+    held = [d for d in decisions if d.allowed]
+    assert len(held) == 3 and all(d.reserved == 10 for d in held)
+    refused = [d for d in decisions if not d.allowed]
+    assert all(d.reason == "tpm" and 1 <= d.retry_after_s <= WINDOW_S for d in refused)
+    assert not replicas[1].admit(key.id, None, 30).allowed  # the window is full
+
+
+def test_a_reservation_takes_what_the_window_has_left_down_to_its_least(store: Store) -> None:
+    key = store.create_key("team-a", tpm=100).record
+    first = store.reserve_tokens(key.id, 100, 5, 70)
+    assert (first.allowed, first.reserved) == (True, 70)
+    second = store.reserve_tokens(key.id, 100, 5, 70)
+    assert (second.allowed, second.reserved) == (True, 30)  # what is left
+    third = store.reserve_tokens(key.id, 100, 1, 70)
+    assert (third.allowed, third.reason) == (False, "tpm")
+
+
+def test_settling_refunds_the_reservation_and_charges_what_was_used(
+        make_store: MakeStore) -> None:
+    one, two = make_store(), make_store()
+    key = one.create_key("team-a", tpm=100).record
+    held = one.reserve_tokens(key.id, 100, 60, 60)
+    assert held.allowed and not two.reserve_tokens(key.id, 100, 41, 41).allowed
+    two.charge_tokens(key.id, 24, held.reserved, held.reserved_at)  # used 24 of the 60
+    assert not one.reserve_tokens(key.id, 100, 77, 77).allowed
+    assert one.reserve_tokens(key.id, 100, 76, 76).allowed  # 24 + 76 = 100
+
+
+def test_a_refund_whose_second_left_the_window_is_dropped(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    settings = StoreSettings(path=tmp_path / "s.db", spool_dir=tmp_path / "spool")
+    store = Store(SQLiteBackend(settings, clock=lambda: now[0]), settings)
+    key = store.create_key("team-a", tpm=100).record
+    held = store.reserve_tokens(key.id, 100, 50, 50)
+    refused = store.reserve_tokens(key.id, 100, 60, 60)
+    assert refused.retry_after_s == WINDOW_S  # when the reservation leaves the window
+    now[0] += WINDOW_S
+    store.charge_tokens(key.id, 40, held.reserved, held.reserved_at)
+    assert not store.reserve_tokens(key.id, 100, 61, 61).allowed  # 40 charged, no refund
+    assert store.reserve_tokens(key.id, 100, 60, 60).allowed
+    store.close()
+
+
 def test_no_limits_never_touch_the_store(store: Store) -> None:
     assert store.admit("no-such-key", None, None) == LimitDecision(True)
 

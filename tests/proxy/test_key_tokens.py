@@ -1,0 +1,122 @@
+"""A virtual key's ``tpm`` through the gateway, on the embedded store and on the real Redis:
+a chat request's tokens are reserved when it is read and settled when it is done, and a request
+left before its upstream answered is still charged its messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import METRICS_KEY
+from store_gateway import admin, serve_gateway, store_backend_fixture, store_config, wait_for
+from stub_upstream import StubUpstream
+
+from proxy.stages import estimated_tokens
+
+__all__ = ["store_backend_fixture"]
+pytestmark = pytest.mark.slow  # a served gateway
+
+
+@pytest.fixture(name="base")
+def base_fixture(stub: Any, policy_dir: Path, classifier: Any,
+                 store_backend: dict[str, Any]) -> Iterator[str]:
+    with serve_gateway(store_config(stub.url, policy_dir, store_backend), classifier) as url:
+        yield url
+
+
+def new_key(base: str, tpm: int) -> str:
+    reply = admin("POST", f"{base}/admin/keys", json={"name": "tenant", "tpm": tpm})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["key"])
+
+
+def post(base: str, key: str, body: dict[str, Any], timeout: float = 10) -> httpx.Response:
+    return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=timeout,
+                      headers={"authorization": f"Bearer {key}"})
+
+
+def test_concurrent_requests_cannot_all_pass_a_check_made_before_any_was_charged(
+        base: str, stub: StubUpstream) -> None:
+    """The reviewer's case: 20 concurrent requests on a ``tpm: 30`` key were all admitted and
+    used 480 tokens. The first now holds the window (its messages and up to 256 reply tokens,
+    as far as there is room) until it is settled."""
+    stub.slow_seconds = 1.0  # all twenty are in flight together
+    key = new_key(base, tpm=30)
+    body = {"model": "stub-slow", "messages": [{"role": "user", "content": "Hello there"}]}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(client.post(
+                f"{base}/v1/chat/completions", json=body,
+                headers={"authorization": f"Bearer {key}"}) for _ in range(20)))
+
+    replies = asyncio.run(burst())
+    assert [r.status_code for r in replies].count(200) == 1
+    refused = [r for r in replies if r.status_code == 429]
+    assert len(refused) == 19
+    assert all(r.json()["error"]["code"] == "tpm" and int(r.headers["retry-after"]) >= 1
+               for r in refused)
+    metrics = httpx.get(f"{base}/metrics", headers={"authorization": f"Bearer {METRICS_KEY}"})
+    assert 'vilmo_limit_rejections_total{key="tenant",reason="tpm"} 19.0' in metrics.text
+
+
+def test_a_request_larger_than_the_keys_tpm_is_refused_before_the_upstream(
+        base: str, stub: StubUpstream) -> None:
+    key = new_key(base, tpm=30)
+    seen = len(stub.received)
+    reply = post(base, key, {"model": "stub", "max_tokens": 4096,
+                             "messages": [{"role": "user", "content": "word " * 30_000}]})
+    assert reply.status_code == 429
+    error = reply.json()["error"]
+    assert (error["type"], error["code"]) == ("rate_limit_error", "tpm")
+    assert "can never be admitted" in error["message"] and "30 tokens" in error["message"]
+    assert "retry-after" not in reply.headers  # waiting would not help
+    assert len(stub.received) == seen
+    assert post(base, key, {"model": "stub", "messages": [
+        {"role": "user", "content": "Hello there"}]}).status_code == 200  # nothing was held
+
+
+def test_settling_refunds_what_a_reply_did_not_use(base: str) -> None:
+    """``max_tokens: 40`` holds 2 + 40 tokens; the stub's reply uses 24, so once settled the
+    same request fits again (24 + 42 <= 70), which it would not with the 42 kept."""
+    key = new_key(base, tpm=70)
+    body = {"model": "stub", "max_tokens": 40,
+            "messages": [{"role": "user", "content": "Hello there"}]}
+    assert post(base, key, body).status_code == 200
+    wait_for(lambda: post(base, key, body).status_code == 200, timeout=5)
+    assert post(base, key, body).status_code == 429  # 48 used: 48 + 42 > 70
+
+
+def costs_nothing(base: str, key: str, need: int) -> int:
+    """The status of a request for an unknown model needing ``need`` tokens (2 of messages):
+    404 when they fit in the key's window (then refunded whole: no upstream was called), else
+    429. It tells how much of the window is used without using any."""
+    return post(base, key, {"model": "no-such-model", "max_tokens": need - 2,
+                            "messages": [{"role": "user", "content": "Hello there"}]}).status_code
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_left_before_the_upstream_answered_is_charged_its_messages(
+        base: str, stub: StubUpstream, stream: bool) -> None:
+    """The reviewer's case: a 100,000-character prompt the client dropped after 0.7 s was
+    charged nothing, though the upstream read (and bills) it. Here 300 words with
+    ``max_tokens: 10`` hold 310 of the key's 500; left, the messages sent stay charged."""
+    stub.slow_seconds = 2.0
+    key = new_key(base, tpm=500)
+    body = {"model": "stub-slow", "stream": stream, "max_tokens": 10,
+            "messages": [{"role": "user", "content": "word " * 300}]}
+    with pytest.raises(httpx.TimeoutException), httpx.stream(
+            "POST", f"{base}/v1/chat/completions", json=body, timeout=0.7,
+            headers={"authorization": f"Bearer {key}"}) as response:
+        for _ in response.iter_lines():
+            pass
+    sent = stub.received[-1].body  # the upstream has it (with any value instruction)
+    assert sent["model"].endswith("stub-slow")
+    charged = estimated_tokens(sent)
+    assert charged >= 300
+    wait_for(lambda: costs_nothing(base, key, 500 - charged) == 404, timeout=5)  # settled
+    assert costs_nothing(base, key, 500 - charged + 1) == 429  # the messages stay charged
