@@ -92,6 +92,8 @@ TOKEN_FIELDS = frozenset({"token", "logprob", "bytes", "top_logprobs"})
 log-probability and bytes, and ``top_logprobs``, the alternatives, relayed empty."""
 TOP_LABELS = ("id", "model", "system_fingerprint", "service_tier")
 """The top-level fields that are labels (and a stream's first chunk's throughout)."""
+TEXT_KEYS = frozenset({"content", "refusal", "reasoning_content", "reasoning"})
+"""Keys of a message or delta whose strings are its text (read by the check)."""
 KNOWN_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "function_call", "audio",
                         "annotations", "reasoning_content", "reasoning", "name", "arguments",
                         "id", "type", "index", "function", "data", "transcript", "expires_at",
@@ -110,10 +112,13 @@ class StreamLabels:
     has it, so that later chunks carrying others (a sentence spelled one chunk at a time) are
     given these. Empty values (Azure's held chunks have ``""`` and ``0``) are left alone."""
 
-    __slots__ = ("held",)
+    __slots__ = ("held", "last")
 
     def __init__(self) -> None:
         self.held: dict[str, object] = {}
+        self.last: tuple[object, ...] | None = None
+        """The labels of the chunk before, as it was relayed: a chunk with the same needs no
+        look."""
 
 
 def keep_allowed(reply: dict[str, Any], part: str, model: str = "",
@@ -147,8 +152,21 @@ def _keep_top_labels(reply: dict[str, Any], part: str, model: str,
                      stream: StreamLabels | None) -> bool:
     """``TOP_LABELS`` as labels, ``object`` and ``created`` as they must be, and a stream's
     all as its first chunk's; True when changed."""
+    if stream is not None:
+        seen = (reply.get("id"), reply.get("model"), reply.get("system_fingerprint"),
+                reply.get("service_tier"), reply.get("created"), reply.get("object"))
+        if seen == stream.last:
+            return False  # as the chunk before, already made so (the common case)
+        changed = _keep_top_labels_once(reply, part, model, stream.held)
+        stream.last = (reply.get("id"), reply.get("model"), reply.get("system_fingerprint"),
+                       reply.get("service_tier"), reply.get("created"), reply.get("object"))
+        return changed
+    return _keep_top_labels_once(reply, part, model, None)
+
+
+def _keep_top_labels_once(reply: dict[str, Any], part: str, model: str,
+                          held: dict[str, object] | None) -> bool:
     changed = False
-    held = stream.held if stream is not None else None
     for key in TOP_LABELS:
         value = reply.get(key)
         if not value:
@@ -205,66 +223,67 @@ def _keep_allowed_in_choice(choice: dict[str, Any], part: str) -> bool:
         if logprobs is not choice["logprobs"]:
             changed = True
             choice["logprobs"] = None if logprobs is _DROP else logprobs
-    for key in ("stop_reason", "content_filter_results"):
-        if key in choice:
-            changed = _keep_labels(choice, key) or changed
+    if "stop_reason" in choice:
+        changed = _keep_labels(choice, "stop_reason") or changed
+    if "content_filter_results" in choice:
+        changed = _keep_labels(choice, "content_filter_results") or changed
     return changed
 
 
 def _keep_labels_in_text(message: dict[str, Any]) -> bool:
     """The message's or delta's keys, and the strings the check skips (``NOT_TEXT_FIELDS``,
     ``NOT_TEXT_PATHS``), as labels, in place (a ``role`` that is none is ``assistant``, the
-    one a reply's message has; others are removed); True when changed. Iterative, as
-    ``texts_of`` reads it: an upstream's nesting cannot exhaust the stack."""
-    stack: list[tuple[object, tuple[str, ...]]] = []
-    bad: list[str] = []
-    for key, value in message.items():  # a delta's own fields first, without the stack
-        if type(value) is str:
-            if key in NOT_TEXT_FIELDS and not _is_label(key, value):
-                bad.append(key)
-        elif isinstance(value, (dict, list)):
-            stack.append((value, (key,)))
-        if key not in KNOWN_KEYS and not LABEL.fullmatch(key):
-            bad.append(key)
-    for key in bad:
-        if key == "role":
-            message[key] = "assistant"
-        else:
-            message.pop(key, None)
-    changed = bool(bad)
+    one a reply's message has; others are removed); True when changed."""
+    for key, value in message.items():  # the common delta: text and a role, nothing nested
+        if key in TEXT_KEYS and type(value) is not dict and type(value) is not list:
+            continue
+        if key == "role" and (value is None or value in ROLES):
+            continue
+        return _walk_labels_in_text(message)
+    return False
+
+
+def _walk_labels_in_text(message: dict[str, Any]) -> bool:
+    """``_keep_labels_in_text`` over the whole message. Iterative, as ``texts_of`` reads it:
+    an upstream's nesting cannot exhaust the stack."""
+    changed = False
+    if (role := message.get("role")) is not None and role not in ROLES:
+        message["role"] = "assistant"
+        changed = True
+    stack: list[tuple[object, str, bool]] = [(message, "", False)]  # (value, key, in audio)
     while stack:
-        value, keys = stack.pop()
+        value, under, in_audio = stack.pop()
         if type(value) is dict:
-            drop = [k for k, v in value.items()
-                    if (k not in KNOWN_KEYS and not LABEL.fullmatch(k))
-                    or (type(v) is str and not _is_label_at((*keys, k), v))]
+            drop = []
+            for key, inner in value.items():
+                if key not in KNOWN_KEYS and not LABEL.fullmatch(key):
+                    drop.append(key)
+                elif type(inner) is str:
+                    if not _may_be(inner, key, in_audio):
+                        drop.append(key)
+                elif type(inner) is dict or type(inner) is list:
+                    stack.append((inner, key, value is message and key == "audio"))
             for key in drop:
                 del value[key]
             changed = changed or bool(drop)
-            stack.extend((v, (*keys, k)) for k, v in value.items()
-                         if isinstance(v, (dict, list)))
         elif type(value) is list:
-            kept = [v for v in value if type(v) is not str or _is_label_at(keys, v)]
+            kept = [v for v in value if type(v) is not str or _may_be(v, under, in_audio)]
             if len(kept) != len(value):
                 value[:] = kept
                 changed = True
-            stack.extend((v, keys) for v in value if isinstance(v, (dict, list)))
+            stack.extend((v, under, in_audio) for v in value
+                         if type(v) is dict or type(v) is list)
     return changed
 
 
-def _is_label(key: str, value: object) -> bool:
-    """Whether a string under ``key`` in a message is all it may be."""
-    if key == "role":
-        return value in ROLES
-    return type(value) is str and LABEL.fullmatch(value) is not None
-
-
-def _is_label_at(keys: tuple[str, ...], value: str) -> bool:
-    """Whether a string at ``keys`` (a path of keys, as ``texts_of`` reads it) may be relayed:
-    any text the check reads, a label where it skips them."""
-    if keys[-1] in NOT_TEXT_FIELDS:
-        return _is_label(keys[-1], value)
-    if keys in NOT_TEXT_PATHS:
+def _may_be(value: str, key: str, in_audio: bool) -> bool:
+    """Whether a string under ``key`` (in the message's ``audio``) may be relayed: any text the
+    check reads, a label where it skips them."""
+    if key in NOT_TEXT_FIELDS:
+        if key == "role":
+            return value in ROLES
+        return LABEL.fullmatch(value) is not None
+    if in_audio and key == "data":  # NOT_TEXT_PATHS
         return BASE64.fullmatch(value) is not None
     return True
 
