@@ -92,6 +92,11 @@ TOKEN_FIELDS = frozenset({"token", "logprob", "bytes", "top_logprobs"})
 log-probability and bytes, and ``top_logprobs``, the alternatives, relayed empty."""
 TOP_LABELS = ("id", "model", "system_fingerprint", "service_tier")
 """The top-level fields that are labels (and a stream's first chunk's throughout)."""
+USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
+                        "audio_tokens", "reasoning_tokens", "accepted_prediction_tokens",
+                        "rejected_prediction_tokens", "prompt_tokens_details",
+                        "completion_tokens_details"})
+"""OpenAI's ``usage`` keys, known to be labels (others are checked to be: ``LABEL``)."""
 TEXT_KEYS = frozenset({"content", "refusal", "reasoning_content", "reasoning"})
 """Keys of a message or delta whose strings are its text (read by the check)."""
 KNOWN_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "function_call", "audio",
@@ -331,7 +336,8 @@ def _numbers(value: object, depth: int, left: list[int]) -> object:
         return value
     if type(value) is dict and depth < MAX_DEPTH:
         if len(value) <= left[0] and all(
-                (inner is None or type(inner) in _NUMBERS) and LABEL.fullmatch(key)
+                (inner is None or type(inner) in _NUMBERS)
+                and (key in USAGE_KEYS or LABEL.fullmatch(key))
                 for key, inner in value.items()):
             left[0] -= len(value)
             return value  # the common case, without a copy
@@ -346,7 +352,7 @@ def _kept_dict(value: dict[str, Any], keep: Any, left: list[int]) -> dict[str, A
     same = True
     for key, inner in value.items():
         left[0] -= 1
-        new = keep(inner) if left[0] >= 0 and LABEL.fullmatch(key) else _DROP
+        new = keep(inner) if left[0] >= 0 and (key in USAGE_KEYS or LABEL.fullmatch(key)) else _DROP
         if new is not inner:
             same = False
         if new is not _DROP:
