@@ -214,7 +214,7 @@ def _keep_allowed_in_choice(choice: dict[str, Any], part: str) -> bool:
             del choice[key]
         changed = True
     finish = choice.get("finish_reason")
-    if finish is not None and finish not in FINISH_REASONS:
+    if finish is not None and (type(finish) is not str or finish not in FINISH_REASONS):
         choice["finish_reason"] = (FINISH_SYNONYMS.get(finish, "stop") if type(finish) is str
                                    else "stop")
         changed = True
@@ -242,7 +242,7 @@ def _keep_labels_in_text(message: dict[str, Any]) -> bool:
     for key, value in message.items():  # the common delta: text and a role, nothing nested
         if key in TEXT_KEYS and type(value) is not dict and type(value) is not list:
             continue
-        if key == "role" and (value is None or value in ROLES):
+        if key == "role" and (value is None or (type(value) is str and value in ROLES)):
             continue
         return _walk_labels_in_text(message)
     return False
@@ -252,7 +252,8 @@ def _walk_labels_in_text(message: dict[str, Any]) -> bool:
     """``_keep_labels_in_text`` over the whole message. Iterative, as ``texts_of`` reads it:
     an upstream's nesting cannot exhaust the stack."""
     changed = False
-    if (role := message.get("role")) is not None and role not in ROLES:
+    if (role := message.get("role")) is not None and (type(role) is not str
+                                                       or role not in ROLES):
         message["role"] = "assistant"
         changed = True
     stack: list[tuple[object, str, bool]] = [(message, "", False)]  # (value, key, in audio)

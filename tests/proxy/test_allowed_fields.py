@@ -306,7 +306,8 @@ def test_a_direct_stream_s_labels_are_its_first_chunk_s() -> None:
     ("stop", "stop"), ("length", "length"), ("tool_calls", "tool_calls"),
     ("content_filter", "content_filter"), ("function_call", "function_call"), (None, None),
     ("eos_token", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
-    ("abort", "stop"), (SENTENCE, "stop"), (7, "stop")])
+    ("abort", "stop"), (SENTENCE, "stop"), (7, "stop"), ({"why": SENTENCE}, "stop"),
+    ([SENTENCE], "stop")])
 def test_finish_reasons_are_openai_s(finish: object, relayed: str | None) -> None:
     reply: dict[str, Any] = {"choices": [{"index": 0, "message": {}, "finish_reason": finish}]}
     keep_allowed(reply, "message")
@@ -326,6 +327,13 @@ def test_labels_in_a_message_are_labels() -> None:
         {"index": 0, "type": "function", "function": {"name": "act", "arguments": "{}"}},
         {"index": 1, "id": "call_2", "type": ["function"]}],
         "audio": {"id": "audio_1", "transcript": "Hi"}, "x": {"ok": "read"}}
+
+
+@pytest.mark.parametrize("role", [{"name": SENTENCE}, [SENTENCE], 7])
+def test_a_role_that_is_no_string_is_the_assistant_s(role: object) -> None:
+    reply: dict[str, Any] = {"choices": [{"index": 0, "message": {"role": role, "content": "Hi"}}]}
+    assert keep_allowed(reply, "message") is True
+    assert reply["choices"][0]["message"] == {"role": "assistant", "content": "Hi"}
 
 
 def test_labels_at_the_top_are_labels_or_replaced() -> None:
