@@ -138,7 +138,8 @@ class SSEReader:
             message = error.get("message") if isinstance(error, dict) else error
             raise UpstreamFailed(f"the upstream for model {self.model!r} failed mid-stream: "
                                  f"{self.redact.cut(str(message))}", code="upstream_error")
-        relayed = not entered(parsed, "delta", self.model, data, self.labels)  # else re-encoded, as checked
+        # relayed as its bytes unless entering changed it (then re-encoded, as checked)
+        relayed = not entered(parsed, "delta", self.model, data, self.labels)
         complete = all("finish_reason" in c for c in parsed.get("choices") or ())
         chunk = RawChunk(parsed, data if len(lines) == 1 and complete and relayed else None)
         for choice in chunk.get("choices") or ():
