@@ -5,7 +5,9 @@ baseline tree's ``entered`` (a benchmark, not a test).
 Direct path: the event's bytes parsed (``parse_upstream``) and entered with them; LiteLLM path:
 a parsed tree entered without bytes (every string walked). Each call parses afresh, so a field
 removed in one call is there again in the next; both sides timed in one process, interleaved,
-on the same texts (medians of ``--repeats`` rounds, ratio after / before).
+on the same texts (medians of ``--repeats`` rounds, ratio after / before). A chunk is entered
+as a stream enters it: with its stream's labels (``proxy.fields.StreamLabels``), held from an
+earlier chunk; the baseline tree's ``entered`` runs on its own ``proxy/fields.py``.
 
     git archive <base> proxy | tar -x -C /tmp/base-tree
     python bench/bench_entry_fields.py --baseline /tmp/base-tree [--repeats 15]
@@ -33,6 +35,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_store import cpu_name
 from bench_upstream_json import HEAD, SAMPLES, TOKEN
 
+from proxy.fields import StreamLabels
 from proxy.upstream import entered
 from proxy.wellformed import parse_upstream
 
@@ -48,17 +51,43 @@ CASES: dict[str, tuple[str, bytes]] = {
     "chunk, no top_logprobs": ("delta", json.dumps({**HEAD, "choices": [
         {"index": 0, "delta": {"content": " calm"}, "finish_reason": None,
          "logprobs": {"content": [{**TOKEN, "top_logprobs": []}]}}]}).encode()),
+    "chunk, a tool call": ("delta", json.dumps({**HEAD, "choices": [
+        {"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_9x8Yb2cQ1f",
+                                               "type": "function", "function": {
+                                                   "name": "act", "arguments": "{\"a\": 1}"}}]},
+         "finish_reason": None}]}).encode()),
 }
 
 
 def baseline_entered(tree: Path) -> Callable[..., bool]:
-    """The baseline's ``entered`` (its ``proxy/upstream.py``, on this tree's other modules)."""
-    spec = importlib.util.spec_from_file_location("baseline_upstream",
-                                                  tree / "proxy" / "upstream.py")
+    """The baseline's ``entered`` (its ``proxy/upstream.py`` on its ``proxy/fields.py``, on this
+    tree's other modules)."""
+    fields = _load("baseline_fields", tree / "proxy" / "fields.py")
+    ours = sys.modules["proxy.fields"]
+    sys.modules["proxy.fields"] = fields  # what the baseline's upstream.py imports
+    try:
+        module = _load("baseline_upstream", tree / "proxy" / "upstream.py")
+    finally:
+        sys.modules["proxy.fields"] = ours
+    return module.entered  # type: ignore[no-any-return]
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module: ModuleType = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.entered  # type: ignore[no-any-return]
+    return module
+
+
+def in_stream(part: str, raw: bytes) -> Callable[..., bool]:
+    """This tree's ``entered`` as a stream calls it: with the stream's labels, held from an
+    earlier chunk like this one (a reply's: none)."""
+    if part == "message":
+        return entered
+    labels = StreamLabels()
+    entered(json.loads(raw), part, "m", stream=labels)
+    return partial(entered, stream=labels)
 
 
 def direct(enter: Callable[..., bool], part: str, raw: bytes) -> bool:
@@ -86,7 +115,7 @@ def main() -> None:
     for name, (part, raw) in CASES.items():
         for path, run in (("direct", direct), ("LiteLLM", litellm)):
             before = partial(run, before_entered, part, raw)
-            after = partial(run, entered, part, raw)
+            after = partial(run, in_stream(part, raw), part, raw)
             times: dict[str, list[float]] = {"before": [], "after": []}
             for r in range(args.repeats):
                 order = [("before", before), ("after", after)]

@@ -11,18 +11,11 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 from proxy.errors import StreamTimeout
+from proxy.fields import NOT_TEXT_FIELDS, NOT_TEXT_PATHS
 from proxy.protocol import ReplyMessage
 from proxy.upstream import Chunk, Closing, Completion
 
 CONTENT_FILTER = "content_filter"
-NOT_TEXT_FIELDS = frozenset({"role", "id", "type", "index", "tool_call_id"})
-"""Fields of a message or delta, at any depth, whose strings are labels or ids the upstream
-sets, never words of the reply. Every other string a client can read is checked (refuse by
-default: content, refusal, reasoning of any name, audio transcripts, call names, arguments
-and custom tool inputs, annotations, and fields not known yet)."""
-NOT_TEXT_PATHS = frozenset({("audio", "data")})
-"""Paths (keys only, without list positions) of strings that are not text: the base64 audio
-of an audio reply (its words are in ``audio.transcript``, which is checked)."""
 TEXT_ORDER = ("reasoning_content", "reasoning", "content", "refusal", "audio", "transcript",
               "function_call", "tool_calls", "name", "arguments", "input")
 """The order a choice's texts are read in (others after these, by name): fixed, so that a
@@ -40,8 +33,10 @@ def tokens(text: str) -> int:
 
 
 def texts_of(message: Mapping[str, Any]) -> Iterator[tuple[TextPath, str]]:
-    """Every readable string of a message (or a delta), with where it sits. Iterative: an
-    upstream's nesting, however deep, cannot exhaust the stack."""
+    """Every readable string of a message (or a delta), with where it sits: every string but
+    those under ``NOT_TEXT_FIELDS`` and ``NOT_TEXT_PATHS`` (labels, ids and audio data, each
+    made sure to be one where the reply entered: ``proxy.fields``, so nothing skipped here is
+    words). Iterative: an upstream's nesting, however deep, cannot exhaust the stack."""
     stack: list[tuple[object, TextPath, tuple[str, ...]]] = []
     for key, value in message.items():  # a delta's own strings first, without the stack
         if isinstance(value, str):

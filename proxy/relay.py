@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Self, cast
 
 from proxy.errors import Redactor, UpstreamFailed
+from proxy.fields import StreamLabels
 from proxy.protocol import ChatCompletionChunk
 from proxy.upstream import entered, upstream_json
 
@@ -81,6 +82,7 @@ class SSEReader:
         self.model = model
         self.max_bytes = max_bytes
         self.redact = redact
+        self.labels = StreamLabels()  # the stream's id, model...: its first chunk's throughout
 
     async def chunks(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[ChatCompletionChunk]:
         finished = False
@@ -136,7 +138,8 @@ class SSEReader:
             message = error.get("message") if isinstance(error, dict) else error
             raise UpstreamFailed(f"the upstream for model {self.model!r} failed mid-stream: "
                                  f"{self.redact.cut(str(message))}", code="upstream_error")
-        relayed = not entered(parsed, "delta", self.model, data)  # else re-encoded, as checked
+        # relayed as its bytes unless entering changed it (then re-encoded, as checked)
+        relayed = not entered(parsed, "delta", self.model, data, self.labels)
         complete = all("finish_reason" in c for c in parsed.get("choices") or ())
         chunk = RawChunk(parsed, data if len(lines) == 1 and complete and relayed else None)
         for choice in chunk.get("choices") or ():

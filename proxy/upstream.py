@@ -12,7 +12,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol, TypeAlias, cast
 
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
-from proxy.fields import keep_allowed
+from proxy.fields import StreamLabels, keep_allowed
 from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.settings import Deployment, configured_name
 from proxy.wellformed import NotFinite, make_well_formed, parse_upstream
@@ -67,10 +67,11 @@ class LiteLLMUpstream:
             response = await self._router.acompletion(**{**params, "stream": True})
         # the upstream answered: a failure from here on is not "unreachable"
         with map_upstream_errors(self._redact, model, reached=True):
+            labels = StreamLabels()
             try:
                 async for chunk in response:
                     piece = wire_dict(chunk.model_dump(exclude_none=True))
-                    entered(piece, "delta", model)
+                    entered(piece, "delta", model, stream=labels)
                     yield cast(Chunk, piece)
             finally:
                 close = getattr(response, "aclose", None)
@@ -176,20 +177,22 @@ def upstream_json(raw: bytes, model: str) -> Any:
         return None
 
 
-def entered(reply: dict[str, Any], part: str, model: str, raw: bytes | None = None) -> bool:
+def entered(reply: dict[str, Any], part: str, model: str, raw: bytes | None = None,
+            stream: StreamLabels | None = None) -> bool:
     """An upstream's reply (``part="message"``) or stream chunk (``"delta"``) as it enters the
     gateway, on every path: made well formed in place (``make_well_formed``: a lone surrogate
     replaced; ``raw``, the bytes it was parsed from, lets the walk be skipped), a NaN or
     infinite number in it a 502 ``upstream_malformed``, its choices as the gateway reads them
     (``checked_choices``), and only its allow-listed fields kept (``proxy.fields``: nothing
-    outside the checked message or delta carries text). True when it was changed (the direct
-    path then encodes it again instead of relaying its bytes)."""
+    outside the checked message or delta carries text; ``stream``: a stream's labels, its
+    first chunk's throughout). True when it was changed (the direct path then encodes it again
+    instead of relaying its bytes)."""
     try:
         changed = make_well_formed(reply, raw)
     except NotFinite as error:
         raise not_finite(model, error) from None
     checked_choices(reply, part, model)
-    return keep_allowed(reply, part) or changed
+    return keep_allowed(reply, part, model, stream) or changed
 
 
 def not_finite(model: str, error: NotFinite) -> UpstreamFailed:

@@ -66,6 +66,9 @@ class StubUpstream:
     """Fields added to the top level of every reply and stream chunk (as an upstream may)."""
     choice_extra: dict[str, Any] = field(default_factory=dict)
     """Fields added to every choice of a reply or a ``script``/``reply`` stream's chunks."""
+    logprobs: bool = False
+    """When set, each reply's choice (each ``reply`` stream chunk's) has logprobs whose tokens
+    spell its content, each with `` stab`` as an alternative (never the reply)."""
     usage_nulls: bool = False
     """As OpenAI with ``stream_options.include_usage``: ``"usage": null`` in every chunk
     before the usage chunk."""
@@ -90,6 +93,7 @@ class StubUpstream:
         self.usage_nulls = False
         self.top_extra = {}
         self.choice_extra = {}
+        self.logprobs = False
         self.slow_seconds = StubUpstream.slow_seconds
         self.error_prefix = ""
         self.streams_closed_early = 0
@@ -166,10 +170,19 @@ class StubUpstream:
         return Response(self._dumps({
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
             "choices": [self._with_bad_number({"index": 0, "finish_reason": finish,
-                                               "message": message, **self.choice_extra})],
+                                               "message": message, **self._logprobs(message),
+                                               **self.choice_extra})],
             "usage": {"prompt_tokens": 11, "completion_tokens": 13, "total_tokens": 24},
             "system_fingerprint": "fp_stub", **self.top_extra,
         }), media_type="application/json")
+
+    def _logprobs(self, message: dict[str, Any]) -> dict[str, Any]:
+        if not self.logprobs:
+            return {}
+        return {"logprobs": {"content": [
+            {"token": t, "logprob": -0.5, "bytes": list(t.encode()),
+             "top_logprobs": [{"token": " stab", "logprob": -9.0, "bytes": list(b" stab")}]}
+            for t in _words(message.get("content") or "") if t], "refusal": None}}
 
     def _with_bad_number(self, choice: dict[str, Any]) -> dict[str, Any]:
         if self.bad_number is None:
@@ -198,7 +211,8 @@ class StubUpstream:
     async def _chunks(self, body: dict[str, Any], cid: str, created: int, model: str,
                       ) -> AsyncIterator[str]:
         def chunk(delta: dict[str, Any], finish: str | None = None, bad: bool = False) -> str:
-            choice = {"index": 0, "delta": delta, "finish_reason": finish, **self.choice_extra}
+            choice = {"index": 0, "delta": delta, "finish_reason": finish,
+                      **self._logprobs(delta), **self.choice_extra}
             data = {"id": cid, "object": "chat.completion.chunk", "created": created,
                     "model": model, "choices": [self._with_bad_number(choice) if bad else choice],
                     **self.top_extra}

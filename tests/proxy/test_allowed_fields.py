@@ -6,7 +6,12 @@ The reply check reads every string of each choice's ``message`` or ``delta``; be
 fields outside them were relayed unread: words the policy blocks ("stab" goes against mft.care
 for the keyword fake judge) reached the client in a choice's unknown field, an unknown
 top-level field, a string in ``usage``, or the ``top_logprobs`` alternatives (tokens that were
-not the reply), while the checked reply itself passed.
+not the reply), while the checked reply itself passed. Then the fields the allow-list kept
+carried it too: the reply's ``id``, ``model``, ``system_fingerprint``, ``service_tier``,
+``object`` or ``created``, a ``finish_reason``, the logprobs' tokens (never compared with the
+checked text), the keys of ``usage`` and of the label fields, a list of label words, and the
+strings the check skips in a message (``role``, a tool call's ``id``, a ``type``): each is
+now a bounded label or text the check reads.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from conftest import ADMIN_KEY
 from streams import ASK, by_choice, events, plain, sse
 from stub_upstream import StubUpstream
 
-from proxy.fields import keep_allowed
+from proxy.fields import StreamLabels, keep_allowed
+from proxy.relay import wire_bytes
 
 pytestmark = pytest.mark.both_paths
 
@@ -59,8 +65,38 @@ EXTRA_PLACES: dict[str, dict[str, dict[str, Any]]] = {
 (``top_extra``, ``choice_extra``: on the reply, and on every chunk of a stream)."""
 
 
+SENTENCE = f"Sure, {VIOLENT}."
+CALM_SCRIPT: dict[str, Any] = {"content": CALM_REPLY}
+
+LABEL_PLACES: dict[str, dict[str, Any]] = {
+    "the id": {"top_extra": {"id": SENTENCE}},
+    "the model": {"top_extra": {"model": SENTENCE}},
+    "the system_fingerprint": {"top_extra": {"system_fingerprint": SENTENCE}},
+    "the service_tier": {"top_extra": {"service_tier": SENTENCE}},
+    "the object": {"top_extra": {"object": SENTENCE}},
+    "created": {"top_extra": {"created": SENTENCE}},
+    "a finish_reason": {"choice_extra": {"finish_reason": SENTENCE}},
+    "logprobs tokens that are not the reply": {"choice_extra": {"logprobs": {"content": [
+        entry(SENTENCE, [])]}}},
+    "logprobs bytes that are not the token": {"choice_extra": {"logprobs": {"content": [
+        {**entry("Hello", []), "bytes": list(SENTENCE.encode())}]}}},
+    "a key of usage": {"top_extra": {"usage": {"total_tokens": 24, SENTENCE: 1}}},
+    "a key of a label field": {"choice_extra": {"content_filter_results": {
+        SENTENCE: {"filtered": False}}}},
+    "a list of label words": {"choice_extra": {"content_filter_results": {
+        "words": SENTENCE.split()}}},
+    "the message's role": {"script": [{**CALM_SCRIPT, "role": SENTENCE}]},
+    "a type in the message": {"script": [{**CALM_SCRIPT, "x": {"type": SENTENCE}}]},
+    "a key in the message": {"script": [{**CALM_SCRIPT, "x": {SENTENCE: 1}}]},
+    "a tool call's id": {"script": [{"content": CALM_REPLY, "tool_calls": [
+        {"id": SENTENCE, "type": "function", "function": {"name": "act", "arguments": "{}"}}]}]},
+}
+"""Where an upstream may put text in the fields the allow-list keeps, as the stub's settings
+(``top_extra``, ``choice_extra``: on the reply and every chunk; ``script``: the message)."""
+
+
 def place(stub: StubUpstream, where: str) -> None:
-    for name, value in EXTRA_PLACES[where].items():
+    for name, value in {**EXTRA_PLACES, **LABEL_PLACES}[where].items():
         setattr(stub, name, value)
 
 
@@ -87,6 +123,54 @@ def test_text_outside_the_delta_never_reaches_the_client_in_streams(
     assert texts == {0: CALM_REPLY} and finishes == {0: "stop"}
 
 
+@pytest.mark.parametrize("where", LABEL_PLACES)
+def test_text_in_a_label_never_reaches_the_client_in_plain_replies(
+        gateway: str, stub: StubUpstream, where: str, upstream_path: str) -> None:
+    if upstream_path == "router" and where == "created":
+        pytest.xfail("LiteLLM refuses such a reply itself, and its error quotes the value "
+                     "(upstream errors are relayed redacted: proxy.errors)")
+    place(stub, where)
+    response = plain(gateway, "g-block-chunked")
+    assert "stab" not in response.text
+    if where == "the message's role" and response.status_code == 502:
+        return  # LiteLLM's Router refuses the reply itself
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    assert choice["message"]["content"] == CALM_REPLY
+    assert choice["finish_reason"] in ("stop", "tool_calls")
+
+
+@pytest.mark.parametrize("mode", ["buffer", "chunked"])
+@pytest.mark.parametrize("where", LABEL_PLACES)
+def test_text_in_a_label_never_reaches_the_client_in_streams(
+        gateway: str, stub: StubUpstream, where: str, mode: str) -> None:
+    place(stub, where)
+    status, lines = sse(gateway, f"g-block-{mode}", stream_options={"include_usage": True})
+    assert status == 200 and lines[-1] == "data: [DONE]"
+    assert "stab" not in "".join(lines)
+    texts, _ = by_choice(lines)
+    if where != "a finish_reason":  # on every chunk (the stub's): the first ends the choice
+        assert texts[0].startswith(CALM_REPLY)
+
+
+def test_the_openai_client_reads_a_reply_whose_labels_were_replaced(
+        gateway: str, stub: StubUpstream) -> None:
+    stub.top_extra = {"id": SENTENCE, "model": SENTENCE, "system_fingerprint": SENTENCE}
+    stub.choice_extra = {"finish_reason": SENTENCE}
+    client = openai.OpenAI(base_url=gateway, api_key=ADMIN_KEY, max_retries=0,
+                           default_headers={"X-Vilmo-Policy": "g-block-chunked"})
+    reply = client.chat.completions.create(model="stub", messages=ASK)
+    assert reply.id == "chatcmpl-vilmo" and reply.model == "stub"
+    assert reply.system_fingerprint is None and isinstance(reply.created, int)
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.choices[0].message.content == CALM_REPLY
+    stub.choice_extra = {}  # in every chunk it would end the choice at the first
+    chunks = list(client.chat.completions.create(model="stub", messages=ASK, stream=True))
+    assert {c.id for c in chunks} == {"chatcmpl-vilmo"}
+    assert len({c.model for c in chunks}) == 1 and "stab" not in chunks[0].model
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == CALM_REPLY
+
+
 def test_unknown_fields_are_dropped_and_known_ones_kept(gateway: str, stub: StubUpstream,
                                                       upstream_path: str) -> None:
     labels = {"hate": {"filtered": False, "severity": "safe"}}
@@ -106,23 +190,23 @@ def test_unknown_fields_are_dropped_and_known_ones_kept(gateway: str, stub: Stub
 
 
 def test_logprobs_keep_their_shape_with_no_alternatives(gateway: str, stub: StubUpstream) -> None:
-    """The official client reads the logprobs: the chosen tokens as they came (they mirror
+    """The official client reads the logprobs: the chosen tokens as they came (they spell
     the checked text), ``top_logprobs`` empty (the alternatives were never checked)."""
-    stub.choice_extra = {"logprobs": {"content": [entry("Hello", [" Hi", " Hey"])],
-                                      "refusal": None}}
+    stub.logprobs = True
     client = openai.OpenAI(base_url=gateway, api_key=ADMIN_KEY, max_retries=0,
                            default_headers={"X-Vilmo-Policy": "g-block-buffer"})
     reply = client.chat.completions.create(model="stub", messages=ASK, logprobs=True,
                                            top_logprobs=2)
     logprobs = reply.choices[0].logprobs
     assert logprobs is not None and logprobs.content is not None
-    assert [(t.token, t.logprob, t.top_logprobs) for t in logprobs.content] == [
-        ("Hello", -0.5, [])]
+    assert "".join(t.token for t in logprobs.content) == CALM_REPLY
+    assert all(t.logprob == -0.5 and t.top_logprobs == [] for t in logprobs.content)
     stream = client.chat.completions.create(model="stub", messages=ASK, logprobs=True,
                                             top_logprobs=2, stream=True)
     tokens = [t for chunk in stream for c in chunk.choices if c.logprobs and c.logprobs.content
               for t in c.logprobs.content]
-    assert tokens and all(t.token == "Hello" and t.top_logprobs == [] for t in tokens)
+    assert "".join(t.token for t in tokens) == CALM_REPLY
+    assert all(t.top_logprobs == [] for t in tokens)
 
 
 @pytest.mark.parametrize("mode", ["plain", "buffer"])
@@ -180,3 +264,136 @@ def test_malformed_logprobs_are_dropped(logprobs: object) -> None:
     chunk: dict[str, Any] = {"choices": [{"index": 0, "delta": {}, "logprobs": logprobs}]}
     assert keep_allowed(chunk, "delta") is True
     assert "words" not in json.dumps(chunk)
+
+
+def test_a_stream_keeps_its_first_chunk_s_labels() -> None:
+    """Labels changing chunk by chunk would spell a sentence one word at a time."""
+    labels = StreamLabels()
+    words = ["then", "stab", "the", "guard"]
+    chunks = [{"id": f"c-{w}", "object": "chat.completion.chunk", "created": 1 + i,
+               "model": w, "system_fingerprint": w, "service_tier": w,
+               "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}]}
+              for i, w in enumerate(words)]
+    changed = [keep_allowed(chunk, "delta", "m", labels) for chunk in chunks]
+    assert changed == [False, True, True, True]
+    assert all(c["id"] == "c-then" and c["model"] == c["system_fingerprint"] == "then"
+               and c["service_tier"] == "then" and c["created"] == 1 for c in chunks)
+
+
+def test_empty_labels_of_held_chunks_do_not_become_the_stream_s() -> None:
+    """Azure's ``prompt_filter_results`` chunk comes first with ``""`` and ``0``."""
+    labels = StreamLabels()
+    held = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}
+    first = {"id": "c", "object": "chat.completion.chunk", "created": 5, "model": "gpt-4o",
+             "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+    assert keep_allowed(held, "delta", "m", labels) is False
+    assert keep_allowed(first, "delta", "m", labels) is False
+    assert labels.held == {"id": "c", "model": "gpt-4o", "created": 5}
+
+
+def test_a_direct_stream_s_labels_are_its_first_chunk_s() -> None:
+    from test_direct import read_sse
+    events = [json.dumps({"id": w, "model": w, "created": 1, "choices": [
+        {"index": 0, "delta": {"content": "x"}, "finish_reason": "stop" if w == "b" else None}]})
+        for w in ("a", "stab", "b")]
+    chunks = read_sse(*(f"data: {e}\n\n".encode() for e in events))
+    assert [(c["id"], c["model"]) for c in chunks] == [("a", "a")] * 3
+    assert wire_bytes(chunks[0]) is not None and wire_bytes(chunks[1]) is None
+
+
+@pytest.mark.parametrize(("finish", "relayed"), [
+    ("stop", "stop"), ("length", "length"), ("tool_calls", "tool_calls"),
+    ("content_filter", "content_filter"), ("function_call", "function_call"), (None, None),
+    ("eos_token", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
+    ("abort", "stop"), (SENTENCE, "stop"), (7, "stop"), ({"why": SENTENCE}, "stop"),
+    ([SENTENCE], "stop")])
+def test_finish_reasons_are_openai_s(finish: object, relayed: str | None) -> None:
+    reply: dict[str, Any] = {"choices": [{"index": 0, "message": {}, "finish_reason": finish}]}
+    keep_allowed(reply, "message")
+    assert reply["choices"][0]["finish_reason"] == relayed
+
+
+def test_labels_in_a_message_are_labels() -> None:
+    message = {"role": SENTENCE, "content": "Hi", "tool_call_id": SENTENCE, "tool_calls": [
+        {"index": 0, "id": SENTENCE, "type": "function", "function": {
+            "name": "act", "arguments": "{}"}},
+        {"index": 1, "id": "call_2", "type": ["function", SENTENCE]}],
+        "audio": {"id": "audio_1", "data": SENTENCE, "transcript": "Hi"},
+        "x": {SENTENCE: "kept words, checked", "ok": "read"}}
+    reply: dict[str, Any] = {"choices": [{"index": 0, "message": message}]}
+    assert keep_allowed(reply, "message") is True
+    assert message == {"role": "assistant", "content": "Hi", "tool_calls": [
+        {"index": 0, "type": "function", "function": {"name": "act", "arguments": "{}"}},
+        {"index": 1, "id": "call_2", "type": ["function"]}],
+        "audio": {"id": "audio_1", "transcript": "Hi"}, "x": {"ok": "read"}}
+
+
+@pytest.mark.parametrize("role", [{"name": SENTENCE}, [SENTENCE], 7])
+def test_a_role_that_is_no_string_is_the_assistant_s(role: object) -> None:
+    reply: dict[str, Any] = {"choices": [{"index": 0, "message": {"role": role, "content": "Hi"}}]}
+    assert keep_allowed(reply, "message") is True
+    assert reply["choices"][0]["message"] == {"role": "assistant", "content": "Hi"}
+
+
+def test_labels_at_the_top_are_labels_or_replaced() -> None:
+    reply: dict[str, Any] = {"id": SENTENCE, "model": SENTENCE, "object": SENTENCE,
+                             "created": SENTENCE, "system_fingerprint": SENTENCE,
+                             "service_tier": 3, "choices": []}
+    assert keep_allowed(reply, "message", "gpt-4o") is True
+    assert reply["id"] == "chatcmpl-vilmo" and reply["model"] == "gpt-4o"
+    assert reply["object"] == "chat.completion" and isinstance(reply["created"], int)
+    assert "system_fingerprint" not in reply and "service_tier" not in reply
+
+
+def test_keys_and_lists_of_labels_are_bounded() -> None:
+    reply: dict[str, Any] = {
+        "usage": {"total_tokens": 3, SENTENCE: 1, "details": {"then stab": 2, "cached": 1}},
+        "choices": [{"index": 0, "delta": {}, "content_filter_results": {
+            SENTENCE: {"filtered": True}, "words": ["then", "stab"], "n": list(range(40)),
+            "custom_blocklists": {"details": [{"filtered": False, "id": "b1"}]},
+            **{f"k{i}": "safe" for i in range(200)}}}]}
+    assert keep_allowed(reply, "delta") is True
+    assert reply["usage"] == {"total_tokens": 3, "details": {"cached": 1}}
+    labels = reply["choices"][0]["content_filter_results"]
+    assert "stab" not in json.dumps(labels) and labels["words"] == []
+    assert len(labels["n"]) == 16 and labels["custom_blocklists"]["details"][0]["id"] == "b1"
+    assert len(json.dumps(labels).split('"')) < 2 * 128 + 60  # at most 128 strings and keys
+
+
+@pytest.mark.parametrize(("tokens", "kept"), [
+    ([entry("Hi", []), entry(" there", [])], True),
+    ([entry("Hi", [])], False),  # a token of the text missing
+    ([entry("Hi", []), entry(" stab", [])], False),
+    ([{**entry("Hi", []), "bytes": None}, {**entry(" there", []), "bytes": None}], True),
+    ([{**entry("Hi", []), "bytes": list(b"stab")}, entry(" there", [])], False),
+    ([{**entry("Hi", []), "bytes": "Hi"}, entry(" there", [])], False),
+])
+def test_logprobs_are_relayed_only_when_their_tokens_spell_the_text(
+        tokens: list[dict[str, Any]], kept: bool) -> None:
+    chunk: dict[str, Any] = {"choices": [{"index": 0, "delta": {"content": "Hi there"},
+                                          "logprobs": {"content": tokens, "refusal": None}}]}
+    keep_allowed(chunk, "delta")
+    assert (chunk["choices"][0]["logprobs"] is not None) is kept
+
+
+def test_tokens_that_are_parts_of_a_character_spell_it_by_their_bytes() -> None:
+    """OpenAI writes a token that is part of a character as its bytes (``bytes:\\xf0\\x9f``)."""
+    emoji = "🙂".encode()
+    tokens = [{"token": "Hi ", "logprob": -1.0, "bytes": list(b"Hi "), "top_logprobs": []},
+              {"token": "bytes:\\xf0\\x9f", "logprob": -1.0, "bytes": list(emoji[:2]),
+               "top_logprobs": []},
+              {"token": "\\x99\\x82", "logprob": -1.0, "bytes": list(emoji[2:]),
+               "top_logprobs": []}]
+    reply: dict[str, Any] = {"choices": [{"index": 0, "message": {"content": "Hi 🙂"},
+                                          "logprobs": {"content": tokens}}]}
+    assert keep_allowed(reply, "message") is False
+    tokens[2]["bytes"] = list(b"\x99\x83")
+    assert keep_allowed(reply, "message") is True and reply["choices"][0]["logprobs"] is None
+
+
+def test_refusal_logprobs_must_spell_the_refusal() -> None:
+    reply: dict[str, Any] = {"choices": [{"index": 0, "message": {"refusal": "No."},
+                                          "logprobs": {"content": None, "refusal": [
+                                              entry("No", []), entry(" stab", [])]}}]}
+    assert keep_allowed(reply, "message") is True and reply["choices"][0]["logprobs"] is None

@@ -174,9 +174,11 @@ def test_bad_streams_are_502s(body: bytes, code: str) -> None:
 
 
 def logprob_event(number: bytes, content: bytes = b"x") -> bytes:
-    """One event the reader would relay as its bytes (one line, its choice finished)."""
+    """One event the reader would relay as its bytes (one line, its choice finished; its
+    token spells its content)."""
     return (b'{"id":"a","choices":[{"index":0,"delta":{"content":"' + content + b'"},'
-            b'"finish_reason":"stop","logprobs":{"content":[{"token":"x","logprob":' + number
+            b'"finish_reason":"stop","logprobs":{"content":[{"token":"' + content + b'","logprob":'
+            + number
             + b',"bytes":null,"top_logprobs":[]}]}}]}')
 
 
