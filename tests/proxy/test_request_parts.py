@@ -27,7 +27,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from stub_upstream import ServerThread, StubUpstream
 
-from proxy.protocol import MAX_MEDIA_PARTS, MAX_TOOL_DESCRIPTION_CHARS, MAX_TOOLS
+from proxy.protocol import MAX_MEDIA_PARTS
+from proxy.tools import MAX_TOOL_DESCRIPTION_CHARS, MAX_TOOLS
 
 pytestmark = BOTH_PATHS  # LiteLLM's Router and the direct path pass the same tests
 

@@ -1,0 +1,93 @@
+"""The ``logprobs`` of a reply's choice as the gateway relays them: only when their tokens
+spell the text the check read (so no token carries text the check did not see), each entry
+with its token, log-probability and bytes, and every ``top_logprobs`` empty (the
+alternatives are tokens the model did not write; no check reads them)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+LOGPROBS_FIELDS = ("content", "refusal")
+"""The lists of a choice's ``logprobs``: one entry per token of its ``content`` or
+``refusal``, relayed only when they spell it."""
+TOKEN_FIELDS = frozenset({"token", "logprob", "bytes", "top_logprobs"})
+"""The fields of a logprobs entry: its token (a piece of the checked text), the token's
+log-probability and bytes, and ``top_logprobs``, the alternatives, relayed empty."""
+ESCAPED_BYTES: Final = re.compile(r"(?:bytes:)?((?:\\x[0-9a-fA-F]{2})+)")
+"""A token that is part of a character, written as its bytes (``bytes:\\xe2\\x80``): OpenAI's."""
+
+_DROP: Final = object()
+
+
+def kept_logprobs(value: object, message: dict[str, Any]) -> object:
+    """A choice's ``logprobs`` with only ``LOGPROBS_FIELDS``, their entries with only
+    ``TOKEN_FIELDS`` and every ``top_logprobs`` empty (the same object when it was so), or
+    None when malformed or when a list's tokens do not spell its message's text."""
+    if type(value) is not dict:
+        return None
+    kept: dict[str, Any] = {}
+    same = len(value) <= len(LOGPROBS_FIELDS)
+    for name in LOGPROBS_FIELDS:
+        if name not in value:
+            continue
+        entries = value[name]
+        if entries is not None:
+            tokens = _token_list(entries)
+            text = message.get(name)
+            if tokens is _DROP or not _spell(tokens, text if type(text) is str else ""):
+                return None
+            same = same and tokens is entries
+            entries = tokens
+        kept[name] = entries
+    return value if same and len(kept) == len(value) else kept
+
+
+def _token_list(value: object) -> Any:
+    if type(value) is not list:
+        return _DROP
+    kept = [_token(entry) for entry in value]
+    if any(new is _DROP for new in kept):
+        return _DROP
+    if all(new is old for new, old in zip(kept, value, strict=True)):
+        return value
+    return kept
+
+
+def _token(entry: object) -> object:
+    if type(entry) is not dict or type(entry.get("token")) is not str:
+        return _DROP
+    if TOKEN_FIELDS.issuperset(entry) and not entry.get("top_logprobs"):
+        return entry
+    kept = {k: v for k, v in entry.items() if k in TOKEN_FIELDS}
+    if "top_logprobs" in kept:
+        kept["top_logprobs"] = []
+    return kept
+
+
+def _spell(entries: list[dict[str, Any]], text: str) -> bool:
+    """Whether the tokens spell ``text``: joined they are it, each token's ``bytes`` (when
+    not null) its UTF-8; or, for tokens that are parts of characters (``ESCAPED_BYTES``), their
+    bytes joined are its UTF-8."""
+    pieces: list[bytes] = []
+    every_bytes = True
+    for entry in entries:
+        token = entry["token"]
+        listed = entry.get("bytes")
+        if listed is None:
+            every_bytes = False  # the tokens must spell it as they are
+            continue
+        if type(listed) is not list:
+            return False
+        try:
+            raw = bytes(listed)
+        except (TypeError, ValueError):
+            return False
+        if raw != token.encode("utf-8", "surrogatepass"):
+            escaped = ESCAPED_BYTES.fullmatch(token)
+            if escaped is None or bytes.fromhex(escaped[1].replace("\\x", "")) != raw:
+                return False
+        pieces.append(raw)
+    if "".join(entry["token"] for entry in entries) == text:
+        return True
+    return every_bytes and b"".join(pieces) == text.encode("utf-8", "surrogatepass")
