@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
@@ -74,7 +74,7 @@ def parts_gateway(stub: StubUpstream, policy_dir: Path, upstream_path: str,
     from proxy.settings import GatewayConfig
 
     config = gateway_config_dict(stub.url, policy_dir, upstream_path)
-    config["model_list"] = [*config["model_list"], {
+    config["model_list"] = [*cast(list[Any], config["model_list"]), {
         "model_name": "claude", "litellm_params": {
             "model": "anthropic/claude-stub", "api_base": stub.url, "api_key": UPSTREAM_SECRET}}]
     classifier = KeywordClassifier()
