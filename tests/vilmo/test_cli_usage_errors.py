@@ -103,7 +103,14 @@ def test_broken_policies_for_eval_classifier_and_train_generator(files: dict[str
     ["train", "generator", "--k", "0"],
     ["train", "generator", "--rpm", "0"],
     ["classify", "--batch-size", "0"],
-], ids=lambda a: " ".join(a[:3]))
+    ["classify", "--threshold", "1.5"],
+    ["train", "classifier", "--epochs", "0"],
+    ["train", "classifier", "--threads", "0"],
+    ["train", "classifier", "--limit", "-1"],
+    ["train", "classifier", "--train-length", "0"],
+    ["train", "stakes", "--threads", "0"],
+    ["train", "stakes-reader", "--epochs", "0"],
+], ids=lambda a: " ".join(a[:4]))
 def test_counts_and_rates_out_of_range_are_usage_errors(args: list[str],
                                                         files: dict[str, Path],
                                                         tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def _echo_id(line: str) -> dict[str, Any]:
 @click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), default=None,
               help="Use this policy's values, custom principles and thresholds.")
-@click.option("--threshold", type=float, default=0.5, show_default=True,
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="Violation threshold for ids without a policy threshold.")
 @click.option("--judge", "judge_model", default=None,
               help="LiteLLM model to judge custom principles (default: zero-shot).")

@@ -28,9 +28,9 @@ def train_group() -> None:
 @data_dir_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Where to write the weights (default: the package's models).")
-@click.option("--epochs", default=2, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--seed", default=13, show_default=True)
-@click.option("--frozen-layers", default=4, show_default=True,
+@click.option("--frozen-layers", type=click.IntRange(0), default=4, show_default=True,
               help="Bottom encoder layers kept as packaged; the layers above them are trained.")
 @click.option("--valueeval-dev-by", type=click.Choice(["conclusion", "premise"]),
               default="conclusion", show_default=True,
@@ -39,7 +39,7 @@ def train_group() -> None:
 @click.option("--encoder", type=click.Path(exists=True, file_okay=False), default=None,
               help="A sentence-transformers (BERT-family) folder to fine-tune instead of the "
                    "packaged all-MiniLM-L6-v2; the weights' config points to it for serving.")
-@click.option("--train-length", default=128, show_default=True,
+@click.option("--train-length", type=click.IntRange(8, 512), default=128, show_default=True,
               help="Training reads the first window of each text cut to this many tokens "
                    "(serving reads windows of 256); a step costs more the longer it is.")
 @click.option("--alone-weight", type=click.FloatRange(0.0, 1.0), default=0.25,
@@ -47,11 +47,13 @@ def train_group() -> None:
               help="Share of a reply's whole reading taken from the reply read without its "
                    "prompt (window.alone_weight; 0: read after the prompt only); with "
                    "--calibrate-only only when given (else the config's is kept).")
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="torch CPU threads (default: all).")
 @click.option("--bf16", is_flag=True,
               help="Train under bfloat16 autocast: faster on CPUs with AMX or AVX-512 BF16, "
                    "slower elsewhere; the shipped weights were trained with it.")
-@click.option("--limit", type=int, default=None, help="Train on this many examples (smoke).")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Train on this many examples (smoke).")
 @click.option("--calibrate-only", is_flag=True,
               help="Keep the weights in --out; refit their calibration on dev (after a runtime "
                    "change).")

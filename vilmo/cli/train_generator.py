@@ -150,7 +150,7 @@ def _fit(run_dir: Path, policy: Policy, retriever: Any, card: dict[str, Any]) ->
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Cache prompt embeddings here between runs (one folder per encoder).")
 @click.option("--seed", default=13, show_default=True)
-@click.option("--threads", default=2, show_default=True,
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True,
               help="ONNX Runtime threads for embedding the prompts.")
 def train_stakes_command(data_dir: Path | None, out: Path | None, cache_dir: Path | None,
                          seed: int, threads: int) -> None:
@@ -174,9 +174,9 @@ def train_stakes_command(data_dir: Path | None, out: Path | None, cache_dir: Pat
 @data_dir_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The folder to write (default: the package's vilmo/models/stakes_reader).")
-@click.option("--epochs", default=2, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--seed", default=13, show_default=True)
-@click.option("--threads", default=2, show_default=True, help="torch threads.")
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="torch threads.")
 @click.option("--extra-requests", is_flag=True,
               help="Also train on the project's written requests and JailbreakBench's goals.")
 def train_stakes_reader_command(data_dir: Path | None, out: Path | None, epochs: int, seed: int,
