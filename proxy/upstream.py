@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
+from contextlib import suppress
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol, TypeAlias, cast
 
@@ -43,6 +44,7 @@ class LiteLLMUpstream:
         one_line_logs(*LITELLM_LOGGERS)
         keep_no_cookies()
         fetch_no_media_urls()
+        forgive_lost_context_resets()
         self._names = [d.model_name for d in model_list]
         self._router = Router(model_list=[d.router_entry() for d in model_list], **router_settings)
         self._redact = redact
@@ -124,6 +126,27 @@ def fetch_no_media_urls() -> None:
     from litellm.litellm_core_utils.prompt_templates import image_handling
 
     image_handling.MAX_IMAGE_URL_DOWNLOAD_SIZE_MB = 0  # type: ignore[attr-defined]
+
+
+def forgive_lost_context_resets() -> None:
+    """LiteLLM names the store each internal call is for in a context variable, set and reset
+    around the call (``_internal_context.service_target``, used by the Router's cooldowns and
+    client slots). Its ``_restore`` forgives a reset from another context (ValueError) but not
+    one where the variable is no longer set (CPython's LookupError), which escaped now and then
+    into a request as a 500 (seen under load on a stream without choices). Both mean there is
+    nothing left to restore: wrapped once so LookupError is forgiven too."""
+    from litellm import _internal_context as internal
+
+    restore = internal._restore
+    if getattr(restore, "forgives_lookups", False):
+        return
+
+    def forgiving(var: Any, token: Any) -> None:
+        with suppress(LookupError):
+            restore(var, token)
+
+    forgiving.forgives_lookups = True  # type: ignore[attr-defined]
+    internal._restore = forgiving
 
 
 class FirstLineOnly(logging.Filter):
