@@ -22,10 +22,9 @@
 
 Foreign errors are mapped where they enter: LiteLLM's by ``map_upstream_errors``, the direct
 path's (httpx's, and the upstream's own error replies) by ``map_http_errors`` and
-``upstream_status_error``, each with a fixed text the gateway writes: the upstream's message
-is text nothing checked (LiteLLM's quotes the upstream's values), so it goes to the log only
-(``upstream_said``: redacted by ``Redactor``, cut, one line); of a 400 only its error's
-``param`` and ``code`` reach the client, and only when they are labels.
+``upstream_status_error``, each with a fixed text the gateway writes: the upstream's message is
+text nothing checked, so it goes to the log only (``upstream_said``: redacted by ``Redactor``,
+cut, one line); of a 400 its ``param`` and ``code`` reach the client when they are labels.
 """
 
 from __future__ import annotations
@@ -227,8 +226,7 @@ def install_log_redaction(redact: Redactor) -> None:
 
 
 @contextmanager
-def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False,
-                        ) -> Iterator[None]:
+def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) -> Iterator[None]:
     """Turn LiteLLM's exceptions into GatewayErrors with the right status and a fixed text;
     the upstream's (LiteLLM's) message goes to the log only (``upstream_said``).
 
@@ -239,6 +237,8 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False,
     ``upstream_unreachable`` only for one that never did."""
     import openai  # LiteLLM's exceptions subclass the openai package's
     from litellm.types.router import RouterRateLimitError
+
+    from proxy.upstream import MEDIA_URL_REFUSED, no_media_url
 
     try:
         yield
@@ -268,6 +268,8 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False,
             raise UpstreamFailed(f"could not reach the upstream for model {model!r}",
                                  code="upstream_unreachable") from exc
         upstream_said(redact, model, f"status {exc.status_code}", _message_of(exc))
+        if MEDIA_URL_REFUSED in _message_of(exc):  # LiteLLM's own 400, the gateway's reason
+            raise InvalidRequest(no_media_url(model), code="upstream_bad_request") from exc
         error = _from_status(exc.status_code, model, getattr(exc, "param", None),
                              getattr(exc, "code", None))
         if isinstance(error, UpstreamRateLimited):
@@ -340,8 +342,7 @@ def map_http_errors(redact: Redactor, model: str) -> Iterator[None]:
 
 
 def upstream_status_error(status: int, message: str, model: str, retry_after: str | None,
-                          redact: Redactor, param: object = None, code: object = None,
-                          ) -> GatewayError:
+                          redact: Redactor, param: object, code: object) -> GatewayError:
     """The direct path's GatewayError for an upstream's HTTP error reply, as LiteLLM's are."""
     upstream_said(redact, model, f"status {status}", message)
     error = _from_status(status, model, param, code)
@@ -358,8 +359,7 @@ def upstream_said(redact: Redactor, model: str, what: str, message: str) -> None
 
 def _from_status(status: int, model: str, param: object = None, code: object = None,
                  ) -> GatewayError:
-    """The gateway's own error for an upstream's status: a fixed text per status (of a 400,
-    the upstream's ``param`` and ``code`` when each is a label)."""
+    """The gateway's own error for an upstream's status: a fixed text (a 400's labels too)."""
     if status == 429:
         return UpstreamRateLimited(f"the upstream for model {model!r} answered 429: "
                                    "rate limited", code="rate_limit_exceeded")
