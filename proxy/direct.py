@@ -262,24 +262,27 @@ class DirectUpstream:
                     f"the reply from the upstream for model {model!r} is larger than "
                     f"upstream.max_response_bytes ({self.max_bytes})", code="upstream_too_large")
         if response.status_code >= 400:
-            raise upstream_status_error(response.status_code, error_message(bytes(body)), model,
-                                        response.headers.get("retry-after"), self.redact)
+            message, param, code = error_fields(bytes(body))
+            raise upstream_status_error(response.status_code, message, model,
+                                        response.headers.get("retry-after"), self.redact,
+                                        param, code)
         return bytes(body)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
-def error_message(body: bytes) -> str:
-    """The message of an upstream's error reply (OpenAI's envelope, else its text)."""
+def error_fields(body: bytes) -> tuple[str, object, object]:
+    """The message, ``param`` and ``code`` of an upstream's error reply (OpenAI's envelope;
+    else its text as the message). The message is for the log only."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return body[:1000].decode("utf-8", "replace")
+        return body[:1000].decode("utf-8", "replace"), None, None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    return json.dumps(data)[:1000]
+        return str(error["message"]), error.get("param"), error.get("code")
+    return json.dumps(data)[:1000], None, None
 
 
 class SplitUpstream:

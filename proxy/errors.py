@@ -22,8 +22,9 @@
 
 Foreign errors are mapped where they enter: LiteLLM's by ``map_upstream_errors``, the direct
 path's (httpx's, and the upstream's own error replies) by ``map_http_errors`` and
-``upstream_status_error``. Messages pass through ``Redactor`` so upstream secrets never reach a
-client or a log.
+``upstream_status_error``, each with a fixed text the gateway writes: the upstream's message is
+text nothing checked, so it goes to the log only (``upstream_said``: redacted by ``Redactor``,
+cut, one line); of a 400 its ``param`` and ``code`` reach the client when they are labels.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
+from proxy.fields import LABEL
 from proxy.protocol import error_envelope
 from proxy.wellformed import well_formed
 
@@ -224,10 +226,9 @@ def install_log_redaction(redact: Redactor) -> None:
 
 
 @contextmanager
-def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False,
-                        ) -> Iterator[None]:
-    """Turn LiteLLM's exceptions into GatewayErrors with the right status. The upstream's
-    error text reaches the client only redacted (then cut to 500 characters).
+def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) -> Iterator[None]:
+    """Turn LiteLLM's exceptions into GatewayErrors with the right status and a fixed text;
+    the upstream's (LiteLLM's) message goes to the log only (``upstream_said``).
 
     LiteLLM reports a reply that is not JSON as a 500 and a broken or malformed stream as a
     connection error; they are mapped as the direct path maps them (``map_http_errors``,
@@ -236,6 +237,8 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False,
     ``upstream_unreachable`` only for one that never did."""
     import openai  # LiteLLM's exceptions subclass the openai package's
     from litellm.types.router import RouterRateLimitError
+
+    from proxy.upstream import MEDIA_URL_REFUSED, no_media_url
 
     try:
         yield
@@ -258,20 +261,24 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False,
             raise UpstreamFailed(f"the upstream for model {model!r} {malformed}",
                                  code="upstream_malformed") from exc
         if isinstance(exc, openai.APIConnectionError):
+            upstream_said(redact, model, "connection failed", _message_of(exc))
             if reached:
                 raise UpstreamFailed(f"the connection to the upstream for model {model!r} "
-                                     f"failed: {redact.cut(_message_of(exc))}",
-                                     code="upstream_error") from exc
-            raise UpstreamFailed(f"could not reach the upstream for model {model!r}: "
-                                 f"{redact.cut(_message_of(exc))}",
+                                     "failed", code="upstream_error") from exc
+            raise UpstreamFailed(f"could not reach the upstream for model {model!r}",
                                  code="upstream_unreachable") from exc
-        error = _from_status(exc.status_code, redact.cut(_message_of(exc)), model)
+        upstream_said(redact, model, f"status {exc.status_code}", _message_of(exc))
+        if MEDIA_URL_REFUSED in _message_of(exc):  # LiteLLM's own 400, the gateway's reason
+            raise InvalidRequest(no_media_url(model), code="upstream_bad_request") from exc
+        error = _from_status(exc.status_code, model, getattr(exc, "param", None),
+                             getattr(exc, "code", None))
         if isinstance(error, UpstreamRateLimited):
             error.headers = _retry_after(exc.response.headers.get("retry-after"))
         raise error from exc
     except openai.OpenAIError as exc:
-        status = getattr(exc, "status_code", 502)
-        raise _from_status(int(status), redact.cut(_message_of(exc)), model) from exc
+        status = int(getattr(exc, "status_code", 502))
+        upstream_said(redact, model, f"status {status}", _message_of(exc))
+        raise _from_status(status, model) from exc
     except UnicodeError as exc:  # LiteLLM's Router fails on an upstream's lone surrogate itself
         raise UpstreamFailed(f"the upstream for model {model!r} sent text that is not valid "
                              "Unicode", code="upstream_malformed") from exc
@@ -326,34 +333,46 @@ def map_http_errors(redact: Redactor, model: str) -> Iterator[None]:
         raise UpstreamTimeout(f"upstream for model {model!r} timed out",
                               code="upstream_timeout") from exc
     except httpx.ConnectError as exc:
-        raise UpstreamFailed(f"could not reach the upstream for model {model!r}: "
-                             f"{redact.cut(str(exc))}", code="upstream_unreachable") from exc
+        upstream_said(redact, model, "connection failed", str(exc))
+        raise UpstreamFailed(f"could not reach the upstream for model {model!r}",
+                             code="upstream_unreachable") from exc
     except httpx.HTTPError as exc:  # reset, protocol error, bad encoding: the wire failed
         raise UpstreamFailed(f"the connection to the upstream for model {model!r} failed: "
                              f"{type(exc).__name__}", code="upstream_error") from exc
 
 
 def upstream_status_error(status: int, message: str, model: str, retry_after: str | None,
-                          redact: Redactor) -> GatewayError:
-    """The GatewayError for an upstream's HTTP error reply (the direct path), mapped as
-    LiteLLM's are: same statuses, same codes, the message redacted and cut."""
-    error = _from_status(status, redact.cut(message), model)
+                          redact: Redactor, param: object, code: object) -> GatewayError:
+    """The direct path's GatewayError for an upstream's HTTP error reply, as LiteLLM's are."""
+    upstream_said(redact, model, f"status {status}", message)
+    error = _from_status(status, model, param, code)
     if isinstance(error, UpstreamRateLimited):
         error.headers = _retry_after(retry_after)
     return error
 
 
-def _from_status(status: int, message: str, model: str) -> GatewayError:
+def upstream_said(redact: Redactor, model: str, what: str, message: str) -> None:
+    """Log the upstream's own error message (redacted, cut, one line), never the client's."""
+    line = well_formed(" ".join(redact.cut(message).split()))  # a lone surrogate: U+FFFD
+    log.warning("the upstream for model %r failed (%s): %s", model, what, line)
+
+
+def _from_status(status: int, model: str, param: object = None, code: object = None,
+                 ) -> GatewayError:
+    """The gateway's own error for an upstream's status: a fixed text (a 400's labels too)."""
     if status == 429:
-        return UpstreamRateLimited(f"upstream rate limit for model {model!r}: {message}",
-                                   code="rate_limit_exceeded")
+        return UpstreamRateLimited(f"the upstream for model {model!r} answered 429: "
+                                   "rate limited", code="rate_limit_exceeded")
     if status in (408, 504):
         return UpstreamTimeout(f"upstream for model {model!r} timed out", code="upstream_timeout")
     if status in (400, 413, 422):
-        return InvalidRequest(f"upstream rejected the request: {message}",
+        detail = ", ".join(f"{name}: {value}" for name, value in (("param", param), ("code", code))
+                           if isinstance(value, str) and value and LABEL.fullmatch(value))
+        return InvalidRequest(f"the upstream for model {model!r} answered {status}: it rejected "
+                              "the request as invalid" + (f" ({detail})" if detail else ""),
                               code="upstream_bad_request")
     # 401/403/404 from the upstream are the gateway's configuration, not the caller's fault.
-    return UpstreamFailed(f"upstream error for model {model!r} (status {status}): {message}",
+    return UpstreamFailed(f"the upstream for model {model!r} failed (status {status})",
                           code="upstream_error")
 
 

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Self, cast
 
-from proxy.errors import Redactor, UpstreamFailed
+from proxy.errors import Redactor, UpstreamFailed, upstream_said
 from proxy.fields import StreamLabels
 from proxy.protocol import ChatCompletionChunk
 from proxy.upstream import entered, upstream_json
@@ -136,8 +136,9 @@ class SSEReader:
         if "error" in parsed and "choices" not in parsed:
             error = parsed["error"]
             message = error.get("message") if isinstance(error, dict) else error
-            raise UpstreamFailed(f"the upstream for model {self.model!r} failed mid-stream: "
-                                 f"{self.redact.cut(str(message))}", code="upstream_error")
+            upstream_said(self.redact, self.model, "mid-stream", str(message))
+            raise UpstreamFailed(f"the upstream for model {self.model!r} failed mid-stream",
+                                 code="upstream_error")
         # relayed as its bytes unless entering changed it (then re-encoded, as checked)
         relayed = not entered(parsed, "delta", self.model, data, self.labels)
         complete = all("finish_reason" in c for c in parsed.get("choices") or ())

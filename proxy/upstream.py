@@ -149,6 +149,16 @@ def forgive_lost_context_resets() -> None:
     internal._restore = forgiving
 
 
+MEDIA_URL_REFUSED = "Image URL download is disabled"
+"""LiteLLM's message when it would have downloaded a media URL (``fetch_no_media_urls``)."""
+
+
+def no_media_url(model: str) -> str:
+    """The client's reason for that 400, in the gateway's words (LiteLLM's stay in the log)."""
+    return (f"the gateway downloads no image URL, and the upstream for model {model!r} takes "
+            "this one only as bytes (Image URL download is disabled): send it as a data: URL")
+
+
 class FirstLineOnly(logging.Filter):
     """A record's first line, without a traceback: LiteLLM's Router logs each upstream failure
     over several lines (its advice on fallbacks, "Debug Information"), and the gateway promises

@@ -3,9 +3,11 @@
 Behaviour is chosen by the model name the gateway forwards:
   stub-status-NNN   answers with HTTP NNN and an OpenAI error envelope (the message echoes the
                     API key and any X-Upstream-Token header it received, as real providers
-                    partly do, after ``error_prefix``, to test redaction); 429s say Retry-After: 7
+                    partly do, after ``error_prefix``, to test redaction), with
+                    ``error_fields``; 429s say Retry-After: 7
   stub-slow         waits ``slow_seconds`` before answering
   stub-midstream-error  streams one chunk, then breaks the connection
+  (any streamed)     with ``error_event`` set, an error event after the first word, then ends
   stub-stall        streams one word, then waits ``slow_seconds`` before the rest
   stub-bad-sse      streams one word, then an event that is not JSON, then the rest
   stub-bad-sse-first  the first event is not JSON
@@ -73,6 +75,11 @@ class StubUpstream:
     """As OpenAI with ``stream_options.include_usage``: ``"usage": null`` in every chunk
     before the usage chunk."""
     error_prefix: str = ""
+    error_fields: dict[str, Any] = field(default_factory=dict)
+    """Fields set in a ``stub-status-NNN`` error envelope (``param``, ``code``)."""
+    error_event: str | None = None
+    """When set, a stream sends an error event with this message after its first word (as
+    OpenAI-compatible upstreams report a failure mid-stream) and ends there."""
     received: list[Received] = field(default_factory=list)
     streams_closed_early: int = 0
     closed_early: list[str] = field(default_factory=list)
@@ -96,6 +103,8 @@ class StubUpstream:
         self.logprobs = False
         self.slow_seconds = StubUpstream.slow_seconds
         self.error_prefix = ""
+        self.error_fields = {}
+        self.error_event = None
         self.streams_closed_early = 0
         self.closed_early.clear()
         self.streams_finished = 0
@@ -129,7 +138,8 @@ class StubUpstream:
             error = f"{self.error_prefix}Incorrect API key provided: {key}" + (
                 f" (token {token})" if token else "")
             return AsciiJSON({"error": {"message": error, "type": "stub_error",
-                                           "param": None, "code": None}}, status_code=status,
+                                           "param": None, "code": None,
+                                           **self.error_fields}}, status_code=status,
                                 headers={"retry-after": "7"} if status == 429 else None)
         if model == "stub-slow":
             await asyncio.sleep(self.slow_seconds)
@@ -243,6 +253,10 @@ class StubUpstream:
                     await asyncio.sleep(self.slow_seconds)
                 if i == 0 and model == "stub-bad-sse":
                     yield "data: {not json\n\n"
+                if i == 0 and self.error_event is not None:
+                    error = {"error": {"message": self.error_event, "type": "server_error"}}
+                    yield f"data: {json.dumps(error)}\n\n"
+                    return
                 await asyncio.sleep(self.chunk_delay)
         except (asyncio.CancelledError, GeneratorExit):
             self.streams_closed_early += 1

@@ -150,7 +150,9 @@ def test_the_gateway_never_downloads_an_image_url(
     image = {"type": "image_url", "image_url": {"url": f"{file_host.url}/cat.png"}}
     response = post(parts_gateway, {"model": "claude", "messages": user(image)})
     assert response.status_code == 400, response.text
-    assert "download is disabled" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert "download is disabled" in error["message"] and "data: URL" in error["message"]
+    assert error["code"] == "upstream_bad_request"
     assert file_host.hits == [] and stub.received == []
     openai_image = {"type": "image_url", "image_url": {"url": "https://host/cat.png",
                                                        "detail": "low"}}

@@ -12,6 +12,7 @@ and promised 422s the gateway never sends.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,9 @@ def test_times_that_are_not_finite_are_refused(text: str) -> None:
     assert parse_instant("1796000000.5") == 1796000000.5
 
 
-def test_litellms_advice_to_operators_is_cut_from_upstream_messages() -> None:
+def test_litellms_advice_to_operators_is_cut_from_upstream_messages(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The upstream's message is in the gateway's log only, without LiteLLM's advice."""
     import httpx2  # the openai package's HTTP client
 
     request = httpx2.Request("POST", "http://upstream/v1/chat/completions")
@@ -93,9 +96,12 @@ def test_litellms_advice_to_operators_is_cut_from_upstream_messages() -> None:
               "error above. Fallbacks are configured for: primary, backup.")
     upstream_error = openai.InternalServerError(
         advice, response=httpx2.Response(500, request=request), body=None)
-    with pytest.raises(UpstreamFailed) as mapped, map_upstream_errors(Redactor(), "a"):
+    with (caplog.at_level(logging.WARNING, logger="proxy.errors"),
+          pytest.raises(UpstreamFailed) as mapped, map_upstream_errors(Redactor(), "a")):
         raise upstream_error
-    assert mapped.value.message.endswith("Incorrect API key provided: sk-x")
+    assert mapped.value.message == "the upstream for model 'a' failed (status 500)"
+    assert [r.getMessage() for r in caplog.records if r.name == "proxy.errors"] == [
+        "the upstream for model 'a' failed (status 500): Incorrect API key provided: sk-x"]
 
 
 def test_the_openapi_document_describes_bodies_and_errors(policy_dir: Path,

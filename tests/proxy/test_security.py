@@ -217,28 +217,48 @@ def fragments(secret: str, size: int = 6) -> list[str]:
     return [p for p in pieces if not p.isalpha()]
 
 
+def upstream_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The gateway's log lines of what upstreams said (``proxy.errors.upstream_said``)."""
+    return [r.getMessage() for r in caplog.records if r.name == "proxy.errors"]
+
+
 @pytest.mark.parametrize("model, status, lead", [
     ("stub-status-400", 400, "litellm.BadRequestError: OpenAIException - "),
     ("stub-status-500", 502, ("litellm.InternalServerError: InternalServerError: "
                               "OpenAIException - ")),
 ])
 def test_a_key_across_the_cut_is_redacted(secure: str, stub: StubUpstream, model: str,
-                                          status: int, lead: str, upstream_path: str) -> None:
+                                          status: int, lead: str, upstream_path: str,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The upstream's message is in the log only (never in the answer), redacted before it is
+    cut: no piece of a key that crosses the cut survives there."""
     if upstream_path == "direct":  # the upstream's message as it sent it, with no lead
         lead = ""
     before_key = len(lead) + len("Incorrect API key provided: ")
     for start in (475, 485, 495):  # the key crosses the 500-character cut at several places
         stub.error_prefix = "e" * (start - before_key)
-        response = post(secure, {"model": model, "messages": MESSAGES})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="proxy.errors"):
+            response = post(secure, {"model": model, "messages": MESSAGES})
         error_of(response, status)
-        assert not [f for f in fragments(UPSTREAM_SECRET) if f in response.text], response.text
+        assert "Incorrect API key" not in response.text and "eeee" not in response.text
+        lines = upstream_lines(caplog)
+        assert lines and all("Incorrect API key" in line for line in lines)
+        assert not [f for line in lines for f in fragments(UPSTREAM_SECRET) if f in line], lines
 
 
-def test_secrets_in_extra_headers_are_redacted(secure: str) -> None:
-    response = post(secure, {"model": "leaky", "messages": MESSAGES})
+def test_secrets_in_extra_headers_are_redacted(secure: str,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The upstream echoes the key and a header secret: neither is in the answer (which
+    holds none of the upstream's text) nor in the log line of what it said."""
+    with caplog.at_level(logging.WARNING, logger="proxy.errors"):
+        response = post(secure, {"model": "leaky", "messages": MESSAGES})
     error_of(response, 502)
     assert HEADER_SECRET not in response.text and UPSTREAM_SECRET not in response.text
-    assert "[redacted]" in response.text
+    assert "Incorrect API key" not in response.text
+    lines = upstream_lines(caplog)
+    assert lines and all("[redacted]" in line for line in lines)
+    assert not [line for line in lines if HEADER_SECRET in line or UPSTREAM_SECRET in line]
 
 
 def test_short_secrets_are_redacted_as_whole_tokens() -> None:

@@ -82,3 +82,28 @@ def test_a_connection_that_fails_is_unreachable_only_before_the_upstream_answere
     after = mapped(connection_error(reset), reached=True)
     assert (after.status, after.code) == (502, "upstream_error")
     assert after.message.startswith("the connection to the upstream for model 'm' failed")
+
+
+@pytest.mark.parametrize("reached, message", [
+    (False, "could not reach the upstream for model 'm'"),
+    (True, "the connection to the upstream for model 'm' failed"),
+])
+def test_a_connection_errors_text_is_not_the_clients(reached: bool, message: str) -> None:
+    """Before the fix the client read LiteLLM's message (which may quote the upstream)."""
+    said = openai.APIConnectionError(message="Go and stab your neighbour.", request=SDK_REQUEST)
+    assert mapped(said, reached).message == message
+
+
+@pytest.mark.parametrize("status, code, message", [
+    (429, "rate_limit_exceeded", "the upstream for model 'm' answered 429: rate limited"),
+    (400, "upstream_bad_request",
+     "the upstream for model 'm' answered 400: it rejected the request as invalid"),
+    (503, "upstream_error", "the upstream for model 'm' failed (status 503)"),
+])
+def test_a_status_errors_text_is_the_gateways(status: int, code: str, message: str) -> None:
+    response = httpx2.Response(status, request=SDK_REQUEST, headers={"retry-after": "3"})
+    said = openai.APIStatusError("Go and stab your neighbour.", response=response,
+                                 body={"param": "stab them", "code": "x y"})
+    error = mapped(said)
+    assert (error.code, error.message, error.param) == (code, message, None)
+    assert error.headers == ({"retry-after": "3"} if status == 429 else {})

@@ -146,14 +146,20 @@ def test_upstream_500_is_502(faulty: Gateway, stub: StubUpstream, policy: str,
     assert recorded(faulty, ("502", "upstream_error"))
 
 
-def test_litellms_advice_to_operators_does_not_reach_clients(faulty: Gateway) -> None:
+def test_litellms_advice_to_operators_does_not_reach_clients(
+        faulty: Gateway, caplog: pytest.LogCaptureFixture) -> None:
     """LiteLLM appends to the upstream's message which model groups have fallbacks and how to
-    configure them: before the fix the client read "Fallbacks are configured for: primary"."""
-    _, text = send(faulty, "stub-status-500", "passthrough", False)
+    configure them: before the fix the client read "Fallbacks are configured for: primary".
+    The answer holds none of the upstream's text now; the gateway's log line of it (redacted)
+    none of LiteLLM's advice either."""
+    with caplog.at_level(logging.WARNING, logger="proxy.errors"):
+        _, text = send(faulty, "stub-status-500", "passthrough", False)
     message = json.loads(text)["error"]["message"]
-    assert "Incorrect API key provided" in message and "[redacted]" in message
+    assert message == "the upstream for model 'stub-status-500' failed (status 500)"
     assert UPSTREAM_KEY not in text
-    assert "primary" not in message and "fallback" not in message.lower()
+    said = [r.getMessage() for r in caplog.records if r.name == "proxy.errors"]
+    assert [line for line in said if "Incorrect API key provided: [redacted]" in line]
+    assert not [line for line in said if "primary" in line or "fallback" in line.lower()]
 
 
 @pytest.mark.parametrize("policy", MODES)
@@ -348,8 +354,9 @@ def test_malformed_choices_are_a_502(faulty: Gateway, stub: StubUpstream, upstre
 
 def test_an_upstream_failure_is_logged_on_one_line(faulty: Gateway, upstream_path: str) -> None:
     """LiteLLM's Router logged each failure over six lines (advice on fallbacks, "Debug
-    Information: Cooldown Deployments=[]") before the fix. The direct path logs none of its
-    own (the failure is the client's 502 and the audit record); nothing may log more."""
+    Information: Cooldown Deployments=[]") before the fix. The gateway logs what the upstream
+    said (the client's 502 holds none of it) on one line, on both paths; nothing may log
+    more."""
     lines: list[str] = []
 
     class Keep(logging.Handler):
@@ -366,7 +373,9 @@ def test_an_upstream_failure_is_logged_on_one_line(faulty: Gateway, upstream_pat
         for logger in loggers:
             logger.removeHandler(keep)
     assert all("\n" not in line for line in lines)
-    assert bool(lines) is (upstream_path == "litellm")
+    said = [line for line in lines if "the upstream for model 'stub-status-500'" in line]
+    assert len(said) == 1 and "Incorrect API key provided" in said[0]
+    assert upstream_path == "litellm" or lines == said  # the direct path: the gateway's only
     assert all(UPSTREAM_KEY not in line for line in lines)
 
 
@@ -415,8 +424,7 @@ def test_a_lone_surrogate_in_an_upstream_error_is_still_a_502(faulty: Gateway,
     response, text = send(faulty, "stub-status-500", "g-block-buffer", False)
     code = "upstream_error" if upstream_path == "direct" else "upstream_malformed"
     message = assert_envelope(response, text, 502, code)
-    assert "\udc00" not in message
-    assert upstream_path != "direct" or "Broken \ufffd: " in message
+    assert "\udc00" not in message and "Broken" not in message  # the upstream's: logged only
     assert recorded(faulty, ("502", code))
 
 
