@@ -16,24 +16,20 @@ earlier chunk; the baseline tree's ``entered`` runs on its own ``proxy/fields.py
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import statistics
 import sys
-import timeit
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_store import cpu_name
-from bench_upstream_json import HEAD, SAMPLES, TOKEN
+from bench_upstream_json import HEAD, SAMPLES, TOKEN, load_module, per_call_us
 
 from proxy.fields import StreamLabels
 from proxy.upstream import entered
@@ -62,22 +58,14 @@ CASES: dict[str, tuple[str, bytes]] = {
 def baseline_entered(tree: Path) -> Callable[..., bool]:
     """The baseline's ``entered`` (its ``proxy/upstream.py`` on its ``proxy/fields.py``, on this
     tree's other modules)."""
-    fields = _load("baseline_fields", tree / "proxy" / "fields.py")
+    fields = load_module("baseline_fields", tree / "proxy" / "fields.py")
     ours = sys.modules["proxy.fields"]
     sys.modules["proxy.fields"] = fields  # what the baseline's upstream.py imports
     try:
-        module = _load("baseline_upstream", tree / "proxy" / "upstream.py")
+        module = load_module("baseline_upstream", tree / "proxy" / "upstream.py")
     finally:
         sys.modules["proxy.fields"] = ours
     return module.entered  # type: ignore[no-any-return]
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def in_stream(part: str, raw: bytes) -> Callable[..., bool]:
@@ -96,10 +84,6 @@ def direct(enter: Callable[..., bool], part: str, raw: bytes) -> bool:
 
 def litellm(enter: Callable[..., bool], part: str, raw: bytes) -> bool:
     return enter(json.loads(raw), part, "m")
-
-
-def per_call_us(call: Callable[[], Any], number: int) -> float:
-    return timeit.timeit(call, number=number) / number * 1e6
 
 
 def main() -> None:

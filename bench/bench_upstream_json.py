@@ -54,10 +54,14 @@ SAMPLES: dict[str, bytes] = {
 
 
 def baseline_module(tree: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("baseline_wellformed",
-                                                  tree / "proxy" / "wellformed.py")
+    return load_module("baseline_wellformed", tree / "proxy" / "wellformed.py")
+
+
+def load_module(name: str, path: Path) -> ModuleType:
+    """A module from a file of another tree (a baseline), under its own name."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
+    module: ModuleType = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 

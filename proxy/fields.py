@@ -152,15 +152,17 @@ def _keep_top_labels(reply: dict[str, Any], part: str, model: str,
     """``TOP_LABELS`` as labels, ``object`` and ``created`` as they must be, and a stream's
     all as its first chunk's; True when changed."""
     if stream is not None:
-        seen = (reply.get("id"), reply.get("model"), reply.get("system_fingerprint"),
-                reply.get("service_tier"), reply.get("created"), reply.get("object"))
-        if seen == stream.last:
+        if _top_labels(reply) == stream.last:
             return False  # as the chunk before, already made so (the common case)
         changed = _keep_top_labels_once(reply, part, model, stream.held)
-        stream.last = (reply.get("id"), reply.get("model"), reply.get("system_fingerprint"),
-                       reply.get("service_tier"), reply.get("created"), reply.get("object"))
+        stream.last = _top_labels(reply)
         return changed
     return _keep_top_labels_once(reply, part, model, None)
+
+
+def _top_labels(reply: dict[str, Any]) -> tuple[object, ...]:
+    """What ``_keep_top_labels`` looks at: ``TOP_LABELS``, ``created`` and ``object``."""
+    return (*(reply.get(key) for key in TOP_LABELS), reply.get("created"), reply.get("object"))
 
 
 def _keep_top_labels_once(reply: dict[str, Any], part: str, model: str,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import InvalidRequest, PayloadTooLarge
+from proxy.fields import NOT_TEXT_FIELDS
 from proxy.guard import ITEM_CHARS, checked_chars
 from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
@@ -27,8 +28,6 @@ UNREADABLE_PARTS = frozenset({"image_url", "input_audio", "file"})
 """Content part types the judge cannot read (it reads text only)."""
 TEXT_PARTS = {"text": "text", "refusal": "refusal"}
 """Content part types the judge reads, and the field that holds their text."""
-NOT_TEXT_FIELDS = frozenset({"role", "type", "id", "index", "tool_call_id"})
-"""Fields, at any depth, whose strings are labels or ids, never words the model reads."""
 DEFINITIONS = ("tools", "functions", "response_format")
 """Request fields whose text the model reads beside the messages (``functions``: the legacy
 form of ``tools``, forwarded only where a model's ``allowed_params`` names it)."""
