@@ -17,7 +17,9 @@ load, without torch): the shared bottom with the reader's top (the gate and valu
 the bottom's hidden states), then the packaged top on those hidden states (the embedding). The
 halves are the int8 graph's own nodes, so their outputs are the one graph's, bit for bit. So
 ``read`` runs the second half only when the embedding is asked for: a prompt with nothing at
-stake (most everyday prompts) costs 6 of the 8 layers.
+stake (most everyday prompts) costs 6 of the 8 layers. The bottom's hidden states of a
+one-prompt pass are handed on (``on_bottom``): the judge's pass over the same prompt starts
+there (``vilmo.instruct.shared_bottom``).
 """
 
 from __future__ import annotations
