@@ -21,10 +21,12 @@ from vilmo.instruct.generator import VilmoGenerator
 from vilmo.instruct.instructions import InstructionGenerator
 from vilmo.instruct.principles import PrincipleBank
 from vilmo.instruct.second_look import SecondLook
+from vilmo.instruct.shared_bottom import connect
 from vilmo.instruct.stakes import StakesModel
 from vilmo.instruct.stakes_reader import shipped_reader
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.embedder import Int8Embedder, OnnxEmbedder
+from vilmo.judge.value_model import BuiltinClassifier
 from vilmo.policy_store import PolicyStore
 from vilmo.verdict import rules_of
 
@@ -110,8 +112,13 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
         classifier_for = classifiers
     # The instruction step reads every prompt: the request reader where shipped (one int8 pass
     # gives the embedding and the values at stake), else the int8 encoder and stakes.npz.
-    generator = VilmoGenerator(bank, shipped_reader() or Int8Embedder(), StakesModel.load(),
+    reader = shipped_reader()
+    generator = VilmoGenerator(bank, reader or Int8Embedder(), StakesModel.load(),
                                base_dir=config.policy_dir, second_look=second_look)
+    if reader is not None and second_look is not None and isinstance(second_look.judge,
+                                                                      BuiltinClassifier):
+        # The judge's pass over a prompt the reader has just read runs its top layers only.
+        connect(reader, second_look.judge)
     policies = PolicyStore(config.policy_dir, config.default_policy,
                            config.server.policy_reload_interval_s, check=generator.check)
     metrics = Metrics([d.model_name for d in config.model_list])

@@ -14,7 +14,8 @@ scaling (``calibration`` in its config) but not on its operating points, which a
 whenever the judge's acting rule is. Any other judge is read through its plain ``score``.
 
 Cost: one extra pass of the judge, for prompts in the band only (on dev, 6 % of everyday
-prompts and 11 % of SafeRLHF questions). When the policy checks input, the gateway scores the
+prompts and 11 % of SafeRLHF questions); in the gateway only its top layers, on the request
+reader's hidden states of the same prompt (``vilmo.instruct.shared_bottom``). When the policy checks input, the gateway scores the
 same text with the same classifier alongside the instruction step; the judge reads a text once
 (a caller asking for a text being read waits for that reading, and the uncalibrated reading is
 the same cached reading), so it is one pass. The band and threshold were chosen on dev only,

@@ -17,7 +17,9 @@ load, without torch): the shared bottom with the reader's top (the gate and valu
 the bottom's hidden states), then the packaged top on those hidden states (the embedding). The
 halves are the int8 graph's own nodes, so their outputs are the one graph's, bit for bit. So
 ``read`` runs the second half only when the embedding is asked for: a prompt with nothing at
-stake (most everyday prompts) costs 6 of the 8 layers.
+stake (most everyday prompts) costs 6 of the 8 layers. The bottom's hidden states of a
+one-prompt pass are handed on (``on_bottom``): the judge's pass over the same prompt starts
+there (``vilmo.instruct.shared_bottom``).
 """
 
 from __future__ import annotations
@@ -148,6 +150,9 @@ class StakesReader(CachedGraph):
         self._halves: tuple[Int8Session, Int8Session, Tokenizer] | None = None
         self._whole = False
         """True where the graph could not be split: every text runs the whole graph."""
+        self.on_bottom: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None
+        """Told ``(ids, mask, hidden states)`` of every one-prompt pass of the shared bottom
+        (``vilmo.instruct.shared_bottom``: the judge's pass over the same prompt starts there)."""
 
     @property
     def threshold(self) -> float:
@@ -235,7 +240,19 @@ class StakesReader(CachedGraph):
                      else tokenizer.encode_batch(list(texts)))
         ids, mask = pad_numpy([e.ids for e in encodings])
         heads, hidden = read.outputs(ids, mask)
+        if self.on_bottom is not None and len(texts) == 1:
+            self.on_bottom(ids, mask, hidden)
         return heads.astype(np.float32), hidden, mask
+
+    def bottom(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """One prompt's token row, mask and the shared bottom's hidden states, computed now
+        (uncached); None where the graph is served whole."""
+        halves = self._split()
+        if halves is None:
+            return None
+        encoding = halves[2].encode(text)
+        ids, mask = pad_numpy([encoding.ids])
+        return ids, mask, halves[0].outputs(ids, mask)[1]
 
     def _split(self) -> tuple[Int8Session, Int8Session, Tokenizer] | None:
         """The two halves' sessions (cut from the whole graph if not cached yet), or None
