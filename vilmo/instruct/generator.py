@@ -6,7 +6,9 @@ is given, as the gateway does, else the gate of the values-at-stake model
 (``vilmo.instruct.stakes``). Below the policy's ``stakes_threshold`` (default: that model's
 operating point) it injects nothing, or the policy's short ``baseline``, unless the value judge's second look
 at a prompt the gate is unsure of finds a policy value at stake (``vilmo.instruct.second_look``,
-when the generator has a judge). Otherwise it judges which of the policy's
+when the generator has a judge). A first-person distress disclosure the distress detector
+(``vilmo.instruct.distress``) fires on puts ``safety.self_harm`` at stake (first), with its
+care principle first, whatever the gate says. Otherwise it judges which of the policy's
 values are at stake and retrieves candidates from their principles (``vilmo.instruct.candidates``:
 principles ranked by values at stake × policy weight × similarity, each in every style), predicts each
 one's violation rate with the policy's per-target scorer (``instructions.weights``; without
