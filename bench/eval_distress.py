@@ -55,6 +55,8 @@ def main() -> None:
                         help="the second look's band start (default: the shipped one)")
     parser.add_argument("--judge-threshold", type=float, default=None,
                         help="the second look's judge threshold (default: the shipped one)")
+    parser.add_argument("--no-distress", action="store_true",
+                        help="without the distress detector (vilmo/instruct/distress.py)")
     args = parser.parse_args()
 
     text = files("vilmo").joinpath("data", "prompts", "distress_heldout.jsonl").read_text(
@@ -67,7 +69,7 @@ def main() -> None:
                       look.judge_threshold if args.judge_threshold is None
                       else args.judge_threshold)
     generator = VilmoGenerator(PrincipleBank.load(), reader, StakesModel.load(),
-                               second_look=look)
+                               second_look=look, distress=not args.no_distress)
     policy = load_policy(REPO / "vilmo" / "policies" / f"{args.policy}.yaml")
     if args.threshold is not None:
         policy = policy.model_copy(update={"instructions": policy.instructions.model_copy(
@@ -90,7 +92,8 @@ def main() -> None:
     report: dict[str, Any] = {"reader": str(reader.model_dir), "policy": args.policy,
                               "threshold": args.threshold or generator.threshold,
                               "gate_from": look.gate_from,
-                              "judge_threshold": look.judge_threshold}
+                              "judge_threshold": look.judge_threshold,
+                              "distress": generator.distress is not None}
     for kind, (hits, n) in counts.items():
         if n:
             report[kind] = {"share": round(hits / n, 3), "n": n, "ci95": wilson(hits, n)}

@@ -93,6 +93,8 @@ def main() -> None:
                              "shipped until issue 13's fourth round)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="the reader's threshold (default: its config's)")
+    parser.add_argument("--no-distress", action="store_true",
+                        help="without the distress detector (vilmo/instruct/distress.py)")
     args = parser.parse_args()
 
     rows = [r for r in stakes_prompts(data_dir()) if r.split == args.split]
@@ -119,12 +121,14 @@ def main() -> None:
                                  calibrated=args.calibrated_look)
     generator = VilmoGenerator(PrincipleBank.load(), encoder, StakesModel.load(args.stakes),
                                second_look=second_look,
-                               reader_values=args.reader_values)
+                               reader_values=args.reader_values,
+                               distress=not args.no_distress)
     report: dict[str, Any] = {"split": args.split, "embedding_seconds": round(embed_s, 1),
                               "threshold_source": "policy stakes_threshold, else the stakes "
                                                   f"model's ({generator.threshold})",
                               "reader": None if reader is None else str(reader.model_dir),
                               "reader_values": args.reader_values,
+                              "distress": generator.distress is not None,
                               "second_look": None if second_look is None else {
                                   "gate_from": second_look.gate_from,
                                   "judge_threshold": second_look.judge_threshold,

@@ -141,10 +141,12 @@ class Retriever:
 
     def retrieve(self, prompt: str, policy: Policy, principles: int,
                  styles: tuple[str, ...] = STYLES, only: tuple[str, ...] | None = None,
-                 vector: Vector | None = None, probs: Vector | None = None) -> CandidateSet:
+                 vector: Vector | None = None, probs: Vector | None = None,
+                 first: str | None = None) -> CandidateSet:
         """The ``principles`` most relevant principles (at most MAX_PER_VALUE per value), each in
         every style of ``styles``, most relevant first. With ``only``, principles of those values
-        (and custom principles tied to no value that look at stake) only."""
+        (and custom principles tied to no value that look at stake) only. ``first``: the id of
+        a principle taken first where the policy has it (a distress disclosure's care)."""
         plan = self.pool(policy)
         pool = plan.principles
         if vector is None:
@@ -162,7 +164,10 @@ class Retriever:
         chosen: list[Candidate] = []
         per_value: dict[str | None, int] = {}
         wanted = principles * len(styles)
-        for i in np.argsort(-relevance, kind="stable").tolist():
+        order = np.argsort(-relevance, kind="stable").tolist()
+        if first is not None:
+            order.sort(key=lambda i: pool[i].id != first)
+        for i in order:
             p = pool[i]
             if weights[i] <= 0.0 or per_value.get(p.value, 0) >= MAX_PER_VALUE:
                 continue

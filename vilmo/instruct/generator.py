@@ -6,7 +6,9 @@ is given, as the gateway does, else the gate of the values-at-stake model
 (``vilmo.instruct.stakes``). Below the policy's ``stakes_threshold`` (default: that model's
 operating point) it injects nothing, or the policy's short ``baseline``, unless the value judge's second look
 at a prompt the gate is unsure of finds a policy value at stake (``vilmo.instruct.second_look``,
-when the generator has a judge). Otherwise it judges which of the policy's
+when the generator has a judge). A first-person distress disclosure the distress detector
+(``vilmo.instruct.distress``) fires on puts ``safety.self_harm`` at stake (first), with its
+care principle first, whatever the gate says. Otherwise it judges which of the policy's
 values are at stake and retrieves candidates from their principles (``vilmo.instruct.candidates``:
 principles ranked by values at stake × policy weight × similarity, each in every style), predicts each
 one's violation rate with the policy's per-target scorer (``instructions.weights``; without
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from vilmo.instruct.candidates import Candidate, CandidateSet, Retriever
+from vilmo.instruct.distress import DISTRESS_PRINCIPLE, DISTRESS_VALUES, DistressDetector
 from vilmo.instruct.instructions import (
     HEADER,
     MAX_PER_VALUE,
@@ -62,7 +65,8 @@ class VilmoGenerator:
                  stakes: StakesModel | None = None, scorers: ScorerStore | None = None,
                  candidates: int = CANDIDATE_PRINCIPLES, max_chars: int = MAX_CHARS,
                  cache_size: int = 4096, base_dir: str | Path | None = None,
-                 second_look: SecondLook | None = None, reader_values: bool = False) -> None:
+                 second_look: SecondLook | None = None, reader_values: bool = False,
+                 distress: DistressDetector | None | bool = True) -> None:
         self.reader = encoder if isinstance(encoder, StakesReader) else None
         """An ``encoder`` that is the fine-tuned request reader (``vilmo.instruct.stakes_reader``)
         also decides whether anything is at stake; with a plain encoder, the gate and heads of
@@ -79,6 +83,9 @@ class VilmoGenerator:
         self.base_dir = Path(base_dir) if base_dir else None
         self.second_look = second_look
         """None: the gate alone decides (no judge to ask)."""
+        self.distress = DistressDetector.shipped() if distress is True else distress or None
+        """Puts ``safety.self_harm`` at stake in distress disclosures (``vilmo.instruct.distress``;
+        True: the shipped detector, None or False: none)."""
         """Relative ``instructions.weights`` paths are read from here (default: the cwd)."""
         self._cache: OrderedDict[tuple[str, str], Instruction] = OrderedDict()
         self._cache_size = cache_size
@@ -135,34 +142,61 @@ class VilmoGenerator:
     def choose(self, prompt: str, policy: Policy) -> Instruction:
         """Nothing (or the baseline) when no value is at stake, else the instruction predicted
         to give the lowest violation from the principles of the values at stake (uncached)."""
-        reading = self.read(prompt)
+        reading, distressed = self.read_distress(prompt)
         stakes = self.judge(reading, policy, prompt)
+        probs = reading.probabilities if stakes else None
+        if distressed:
+            stakes, probs = self._with_distress(stakes, policy, reading)
         if not stakes:
             return Instruction(policy.instructions.baseline or "", (), NAME)
         scorer = self.scorer_for(policy)
         styles = STYLES if scorer else (policy.instructions.style,)
         cs = self.retriever.retrieve(prompt, policy, self.candidates, styles, only=stakes,
-                                     vector=reading.vector, probs=reading.probabilities)
+                                     vector=reading.vector, probs=probs,
+                                     first=DISTRESS_PRINCIPLE if distressed else None)
         ranked = self.rank(cs, scorer)
+        if distressed:  # the care principle first, whatever the scorer predicts
+            ranked.sort(key=lambda c: c.principle.id != DISTRESS_PRINCIPLE)
         return self.compose(ranked, policy.instructions.max_principles, stakes)
+
+    def _with_distress(self, stakes: tuple[str, ...], policy: Policy, reading: PromptReading
+                       ) -> tuple[tuple[str, ...], np.ndarray | None]:
+        """The values at stake with the first distress value the policy weighs put first, and
+        the value probabilities with it certain (so its principles are retrieved)."""
+        value = next((v for v in DISTRESS_VALUES if policy.weight_of(v) > 0.0), None)
+        column = self.retriever.stakes.index(value)
+        if value is None or column is None:
+            return stakes, reading.probabilities if stakes else None
+        probs = np.array(reading.probabilities, dtype=np.float32, copy=True)
+        probs[column] = 1.0
+        return tuple(dict.fromkeys([value, *stakes])), probs
 
     def read(self, prompt: str) -> PromptReading:
         """The prompt's embedding, gate probability and value probabilities: from the reader
         (one pass) if there is one, else from the stakes model on the plain embedding."""
+        return self.read_distress(prompt)[0]
+
+    def read_distress(self, prompt: str) -> tuple[PromptReading, bool]:
+        """``read``, and whether the distress detector fires on the prompt (the embedding is
+        computed for it only where the reader's outputs pass the detector's prefilter)."""
         stakes = self.retriever.stakes
         if not prompt.strip():
             width = stakes.weights.shape[1]
             return PromptReading(np.zeros(width, dtype=np.float32), 0.0,
-                                 np.zeros(len(stakes.value_ids), dtype=np.float32))
+                                 np.zeros(len(stakes.value_ids), dtype=np.float32)), False
+        detector = self.distress
         if self.reader is not None:
-            # The reader's embedding is computed only if asked for (``judge``: values at stake).
-            reading = self.reader.read(prompt)
-            if self.reader_values:
-                return reading
-            return reading.rescored(stakes.probabilities)
+            # The reader's embedding is computed only if asked for (values at stake, distress).
+            raw = self.reader.read(prompt)
+            reading = raw if self.reader_values else raw.rescored(stakes.probabilities)
+            distressed = (detector is not None
+                          and detector.looks_distressed(raw.gate, raw.probabilities)
+                          and detector.fires(reading.vector))
+            return reading, distressed
         vector = self.retriever.embed(prompt)
-        return PromptReading(vector, stakes.at_stake_probability(vector),
-                             stakes.probabilities(vector))
+        return (PromptReading(vector, stakes.at_stake_probability(vector),
+                              stakes.probabilities(vector)),
+                detector is not None and detector.fires(vector))
 
     @property
     def threshold(self) -> float:
@@ -280,6 +314,8 @@ class VilmoGenerator:
         if stakes.gate is not None:
             digest.update(stakes.gate.hidden.tobytes() + stakes.gate.weights.tobytes())
         look = self.second_look
+        if self.distress is not None:
+            digest.update(self.distress.digest)
         if look is not None:
             digest.update(f"{look.gate_from}|{look.judge_threshold}|{look.calibrated}".encode())
         for principle in self.retriever.bank.principles:
