@@ -1,0 +1,61 @@
+"""What the value judge reads of a reply's text: the text as sent and, where it carries JSON
+string escapes, also the text a JSON parser makes of it.
+
+Tool-call arguments, a custom tool's input and JSON-mode content are JSON text that every
+client decodes: ``"st\\u0061b"`` reaches the client's ``json.loads`` as "stab" while the raw
+text holds no such word. The decoded form alone would not do either: a client that shows the
+raw text (plain content) reads ``"\\bomb"`` as "bomb" where a decoder reads a backspace and
+"omb". So a text with a valid escape is judged as both, raw then decoded (windows and
+sentence spans are max-pooled, so neither dilutes the other); a text without one is judged as
+it is, at the cost of one scan for a backslash. Only what the judge reads changes, never what
+is relayed.
+
+The decoder is a regular expression, so partial JSON (a chunked window's) decodes as far as it
+is complete; an unpaired surrogate or an unknown or unfinished escape stays as written.
+Decoding repeats (``DECODE_ROUNDS``) for JSON carried in a JSON string, which an application
+decodes again.
+"""
+
+from __future__ import annotations
+
+import re
+
+DECODE_ROUNDS = 4
+"""Most times a text is decoded: JSON in a JSON string in a JSON string... each decode halves
+a run of backslashes, so a few rounds reach any nesting a reply can reasonably carry, and the
+cost stays bounded."""
+_ESCAPE = re.compile(r"\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"
+                     r"|u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
+"""A JSON string escape: a surrogate pair, one ``\\uXXXX``, or a one-character escape."""
+_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
+           "t": "\t"}
+
+
+def _char(match: re.Match[str]) -> str:
+    high, low, single, simple = match.groups()
+    if simple is not None:
+        return _SIMPLE[simple]
+    if high is not None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00)
+    code = int(single, 16)
+    # An unpaired surrogate is no character (it could not even be encoded for the judge).
+    return match.group(0) if 0xD800 <= code <= 0xDFFF else chr(code)
+
+
+def unescaped(text: str) -> str:
+    """``text`` with its valid JSON string escapes decoded (``DECODE_ROUNDS`` times at most)."""
+    for _ in range(DECODE_ROUNDS):
+        if "\\" not in text:
+            break
+        decoded = _ESCAPE.sub(_char, text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def judged_text(text: str) -> str:
+    """The text the judge reads for a reply text: itself, and its decoded form if that
+    differs (on a line of its own)."""
+    decoded = unescaped(text)
+    return text if decoded == text else f"{text}\n{decoded}"
