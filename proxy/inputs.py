@@ -21,6 +21,7 @@ from typing import Any
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.fields import NOT_TEXT_FIELDS
 from proxy.guard import ITEM_CHARS, checked_chars
+from proxy.judged_text import visible
 from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 
@@ -49,7 +50,8 @@ def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
     user turn ``vilmo.instruct.instructions.message_text`` reads, so the instruction step's
     second look reuses its score; its other fields one more), then one text per tool or
     function definition, one for the response format and one for a Predicted Output
-    (``predicted_text``). Blank texts are left out."""
+    (``predicted_text``). Each without what renders as nothing (``visible``: inside a word
+    it hides the word from the judge, not from the model); blank texts are left out."""
     texts: list[str] = []
     unreadable: list[tuple[str, str]] = []
     for at, message in enumerate(messages):
@@ -78,7 +80,7 @@ def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
         for definition in value if isinstance(value, list) else [value]:
             texts.append(_joined({name: definition}))
     texts.append(predicted_text((definitions or {}).get("prediction")))
-    return InputTexts([ScoreInput(t) for t in texts if t.strip()], unreadable)
+    return InputTexts([ScoreInput(t) for t in map(visible, texts) if t.strip()], unreadable)
 
 
 def predicted_text(prediction: object) -> str:

@@ -10,6 +10,12 @@ sentence spans are max-pooled, so neither dilutes the other); a text without one
 it is, at the cost of one scan for a backslash. Only what the judge reads changes, never what
 is relayed.
 
+Characters that render as nothing (Unicode's default-ignorable code points: zero-width spaces
+and joiners, the soft hyphen, bidi controls, variation selectors, tags, the Hangul fillers)
+are left out of what the judge reads: inside a word they hide it from the judge while a reader
+sees the word whole. The encoder's tokenizer already drops most of them, but not the Hangul
+fillers (letters to it): "st\u3164ab" took a clearly violent reply from 0.73 to 0.10.
+
 The decoder is a regular expression, so partial JSON (a chunked window's) decodes as far as it
 is complete; an unpaired surrogate or an unknown or unfinished escape stays as written.
 Decoding repeats (``DECODE_ROUNDS``) for JSON carried in a JSON string, which an application
@@ -27,6 +33,12 @@ cost stays bounded."""
 _ESCAPE = re.compile(r"\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"
                      r"|u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
 """A JSON string escape: a surrogate pair, one ``\\uXXXX``, or a one-character escape."""
+_IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+                        "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff"
+                        "\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+                        "\U000e0000-\U000e0fff]")
+"""Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 15): what a
+renderer shows as nothing."""
 _SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
            "t": "\t"}
 
@@ -54,8 +66,13 @@ def unescaped(text: str) -> str:
     return text
 
 
+def visible(text: str) -> str:
+    """``text`` without the characters that render as nothing (``_IGNORABLE``)."""
+    return _IGNORABLE.sub("", text)
+
+
 def judged_text(text: str) -> str:
     """The text the judge reads for a reply text: itself, and its decoded form if that
-    differs (on a line of its own)."""
+    differs (on a line of its own), each without what renders as nothing."""
     decoded = unescaped(text)
-    return text if decoded == text else f"{text}\n{decoded}"
+    return visible(text if decoded == text else f"{text}\n{decoded}")

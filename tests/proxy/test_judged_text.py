@@ -110,3 +110,38 @@ def test_decoding_is_bounded() -> None:
     """Each round halves a run of backslashes; the rounds are bounded."""
     raw = "\\" * 4096 + "u0061"
     assert len(unescaped(raw)) >= 4096 // 2 ** 4
+
+
+INVISIBLE = {"hangul_filler": "\u3164", "zero_width_space": "\u200b"}
+"""Characters that render as nothing, inside a word: the reader sees "stab"."""
+
+
+@pytest.mark.parametrize("mode", ["plain", "buffer", "chunked"])
+@pytest.mark.parametrize("mark", INVISIBLE.values(), ids=list(INVISIBLE))
+def test_words_split_by_invisible_characters_are_judged(gateway: str, stub: StubUpstream,
+                                                        mark: str, mode: str) -> None:
+    """Before the fix the judge read "st\\u3164ab" (and the keyword fake "st\\u200bab") as no
+    word; the real judge's tokenizer drops zero-width spaces, not the Hangul fillers
+    (``test_judged_text_real.py``). What is relayed keeps them: only the judged text drops
+    them."""
+    stub.script = [{"content": f"{CALM} I will st{mark}ab you tonight. {CALM}"}]
+    if mode == "plain":
+        response = plain(gateway, "g-block-buffer")
+        assert response.status_code == 200
+        choice = response.json()["choices"][0]
+        text, finish = choice["message"]["content"], choice["finish_reason"]
+    else:
+        status, lines = sse(gateway, f"g-block-{mode}")
+        assert status == 200 and lines[-1] == "data: [DONE]"
+        choices = [c for e in events(lines) for c in e.get("choices", [])]
+        text = "".join(c["delta"].get("content") or "" for c in choices)
+        finish = [c["finish_reason"] for c in choices if c.get("finish_reason")][-1]
+    assert finish == "content_filter" and "ab you" not in text
+
+
+def test_what_renders_as_nothing_is_left_out_of_the_judged_text() -> None:
+    hidden = "I will s\u00adt\u3164a\u115f\u1160b\ufeff you\u2060 \U000e0041tonight\ufe0f."
+    assert judged_text(hidden) == "I will stab you tonight."
+    assert judged_text("st\\u3164ab") == "st\\u3164ab\nstab"  # escaped, then decoded
+    assert judged_text("\u05e9\u05dc\u05d5\u05dd \u4f60\u597d \U0001f600") == (
+        "\u05e9\u05dc\u05d5\u05dd \u4f60\u597d \U0001f600")  # visible text is kept
