@@ -67,8 +67,9 @@ def unescaped(text: str) -> str:
 
 
 def visible(text: str) -> str:
-    """``text`` without the characters that render as nothing (``_IGNORABLE``)."""
-    return _IGNORABLE.sub("", text)
+    """``text`` without the characters that render as nothing (``_IGNORABLE``); ASCII has
+    none (a flag CPython keeps: no scan)."""
+    return text if text.isascii() else _IGNORABLE.sub("", text)
 
 
 def judged_text(text: str) -> str:
