@@ -117,3 +117,14 @@ def test_whole_sentences_in_several_fields_are_still_released_early(tmp_path: Pa
 ])
 def test_a_field_ends_a_sentence_as_the_judge_reads_it(text: str, ends: bool) -> None:
     assert _ends_sentence(text) is ends
+
+
+def test_an_escape_split_across_deltas_is_judged_decoded(tmp_path: Path) -> None:
+    """A window's partial JSON: "st\\u00" then "61b": the check that could release the
+    sentence reads it whole and decoded, "stab", and holds it."""
+    content, finishes = _released(tmp_path, [
+        {"role": "assistant", "content": "Hello there, my good friend."},
+        {"content": " I will st\\u00"}, {"content": "61b you tonight, and"},
+        {"content": " then I walk home."}])
+    assert content.startswith("Hello there, my good friend.") and "61b" not in content
+    assert finishes == ["content_filter"]
