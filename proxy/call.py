@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from proxy.chunks import until
 from proxy.errors import StreamTimeout
+from proxy.judged_text import judged_text
 from proxy.metrics import Metrics
 from proxy.protocol import ChatCompletionChunk, UpstreamParams
 from proxy.upstream import Upstream, open_stream
@@ -60,8 +61,10 @@ class Call:
         return bool((self.raw.get("stream_options") or {}).get("include_usage"))
 
     def checked(self, text: str) -> ScoreInput:
-        """A reply's text to judge, with the head of the last user turn as its context."""
-        return ScoreInput(response=text, prompt=judged_prompt(prompt_text(self.raw["messages"])))
+        """A reply's text to judge (``judged_text``: also as a JSON parser decodes it), with
+        the head of the last user turn as its context."""
+        return ScoreInput(response=judged_text(text),
+                          prompt=judged_prompt(prompt_text(self.raw["messages"])))
 
 
 def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:

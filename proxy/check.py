@@ -7,6 +7,7 @@ from proxy.chunks import readable_text
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.guard import ITEM_CHARS, checked_chars
 from proxy.inputs import checked_input
+from proxy.judged_text import judged_text
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, verdict_of
 from proxy.pipeline import choose_policy
@@ -24,12 +25,13 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
     inputs: list[ScoreInput] = []
     reply: ScoreInput | None = None
     if request.text is not None:
-        reply = ScoreInput(request.text, judged_prompt(request.prompt))
+        reply = ScoreInput(judged_text(request.text), judged_prompt(request.prompt))
     elif request.messages:
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
         if messages[-1]["role"] == "assistant":  # the reply; the turns before it are input
             *messages, last = messages
-            reply = ScoreInput(readable_text(last), judged_prompt(prompt_text(messages)))
+            reply = ScoreInput(judged_text(readable_text(last)),
+                               judged_prompt(prompt_text(messages)))
         inputs = checked_input(messages, policy)  # what the chat route's input check reads
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")

@@ -3,8 +3,10 @@
 chunked: each choice's deltas are held; once ``window_tokens`` more tokens of readable text
 (every text the client can read: ``proxy.chunks.readable_text``) have arrived, the whole reply
 so far is checked, the same way a plain reply is, and if it passes the held text is released up
-to the end of its last complete sentence (or line): the judge has read every released sentence whole, and the
-sentence being written waits for the next check. When the choice ends, the whole reply is
+to the end of its last complete sentence (or line) in every field (content, each tool call's
+arguments...; a tool call's name ends none, so a tool call holds the rest of its choice to the
+end): the judge has read every released sentence whole, and the sentence being written waits
+for the next check. When the choice ends, the whole reply is
 checked: this last check *is* the plain-mode check, so the final verdict is the plain verdict
 whatever the window size. A reply so far that is flagged holds everything after it until that
 last check decides, so a window-only false positive costs latency, not the reply. A choice
@@ -39,6 +41,7 @@ from proxy.chunks import (
 )
 from proxy.errors import GuardFailed
 from proxy.guard import Guard
+from proxy.judged_text import unescaped
 from proxy.outcome import FAILED_OPEN, FailedOpen, Judged, Judgement
 from proxy.upstream import Chunk
 from vilmo.policy import Policy
@@ -50,7 +53,25 @@ int8 judge's scores move by a few hundredths with what shares its batch, so a pa
 just under the line must not release text that the whole-reply check would stop. Holding
 costs latency only; the whole-reply check at the end decides."""
 
-_SENTENCE_END = re.compile(r"[.!?\n。！？][\"'”’)\]]*[ \t]*$")
+_SENTENCE_END = re.compile(r"[.!?\n。！？][\"'”’)\]}]*[ \t]*$")
+"""A sentence (or line) end, and what may close it: quotes, brackets, a JSON object's end."""
+_TAIL_CHARS = 64
+"""How much of a field's end is read for a sentence end: the longest escape is 12 characters."""
+
+
+def _ends_sentence(text: str) -> bool:
+    """Whether a field's text so far ends a sentence, read as the judge reads it: decoded
+    (``proxy.judged_text``: a JSON string's ``\\n`` or ``.\\"`` ends one, ``.\\`` may not).
+    Only its tail is decoded, from the start of a run of backslashes so that each escape is
+    read as the whole text reads it; a run longer than the tail is read as no end (a hold
+    costs latency only)."""
+    start = max(0, len(text) - _TAIL_CHARS)
+    run = start
+    while run and text[run - 1] == "\\":
+        run -= 1
+        if start - run > _TAIL_CHARS:
+            return False
+    return bool(_SENTENCE_END.search(unescaped(text[run:])))
 
 
 @dataclass(slots=True)
@@ -69,9 +90,12 @@ class _Choice:
     stopped: Verdict | None = None  # a partial check's verdict that stops the reply so far
 
     def hold(self, piece: Chunk, text: str) -> None:
+        """Hold a chunk (its delta already in ``text``). It ends a sentence only if every
+        field of the choice so far does: a delta may extend several fields (content and a
+        tool call's arguments), and a "." in one says nothing of a sentence still being
+        written in another, which a release up to here would cut."""
         self.held.append(piece)
-        ended = self.ends[-1] if self.ends else self.released or not self.text.text
-        self.ends.append(bool(_SENTENCE_END.search(text)) if text else ended)
+        self.ends.append(all(_ends_sentence(field) for field in self.text.fields()))
         if self.ends[-1]:
             self.settled = self.text.text
         self.unchecked_tokens += tokens(text)

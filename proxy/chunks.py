@@ -119,6 +119,10 @@ class ChoiceText:
                 bisect.insort(self._paths, path, key=_order)
             self._text = None
 
+    def fields(self) -> Iterator[str]:
+        """Each field's text so far (a stream's deltas joined per path), in ``TEXT_ORDER``."""
+        return (self._texts[path] for path in self._paths)
+
     @property
     def text(self) -> str:
         if self._text is None:

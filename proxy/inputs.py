@@ -2,7 +2,7 @@
 client message of the roles the policy names (``checks.input_roles``, all by default: the
 client writes every role, the system prompt, earlier assistant turns and tool results
 included), and the definitions the model reads beside them (each tool's or function's name,
-description and parameter schema, a response format's schema).
+description and parameter schema, a response format's schema, a Predicted Output's text).
 
 Of a message, every string is read but the labels and ids of ``NOT_TEXT_FIELDS``: its
 content (text and refusal parts), ``refusal``, ``name``, the names and arguments of its tool
@@ -21,6 +21,7 @@ from typing import Any
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.fields import NOT_TEXT_FIELDS
 from proxy.guard import ITEM_CHARS, checked_chars
+from proxy.judged_text import visible
 from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 
@@ -48,7 +49,9 @@ def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
     """The texts of the messages of ``roles`` (a message's content is one text, exactly the
     user turn ``vilmo.instruct.instructions.message_text`` reads, so the instruction step's
     second look reuses its score; its other fields one more), then one text per tool or
-    function definition and one for the response format. Blank texts are left out."""
+    function definition, one for the response format and one for a Predicted Output
+    (``predicted_text``). Each without what renders as nothing (``visible``: inside a word
+    it hides the word from the judge, not from the model); blank texts are left out."""
     texts: list[str] = []
     unreadable: list[tuple[str, str]] = []
     for at, message in enumerate(messages):
@@ -76,7 +79,41 @@ def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
         value = (definitions or {}).get(name)
         for definition in value if isinstance(value, list) else [value]:
             texts.append(_joined({name: definition}))
-    return InputTexts([ScoreInput(t) for t in texts if t.strip()], unreadable)
+    texts.append(predicted_text((definitions or {}).get("prediction")))
+    return InputTexts([ScoreInput(t) for t in map(visible, texts) if t.strip()], unreadable)
+
+
+def predicted_text(prediction: object) -> str:
+    """A request's Predicted Output (``prediction``), which the model reads: its text (parts
+    joined one a line), or "" without one. Of the documented shape only, ``{"type":
+    "content", "content": text or text parts}``, so that the check knows it read every word:
+    another is the client's 400 naming the field."""
+    if prediction is None:
+        return ""
+    if not isinstance(prediction, Mapping):
+        raise _bad_prediction("prediction", "an object")
+    extra = sorted(str(k) for k in prediction if k not in ("type", "content"))
+    if extra:
+        raise _bad_prediction(f"prediction.{extra[0]}", "no such field")
+    if prediction.get("type") != "content":
+        raise _bad_prediction("prediction.type", '"content"')
+    content = prediction.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _bad_prediction("prediction.content", "a string or a list of text parts")
+    for at, part in enumerate(content):
+        if not (isinstance(part, Mapping) and set(part) == {"type", "text"}
+                and part["type"] == "text" and isinstance(part["text"], str)):
+            raise _bad_prediction(f"prediction.content.{at}",
+                                  '{"type": "text", "text": a string}')
+    return "\n".join(part["text"] for part in content)
+
+
+def _bad_prediction(param: str, wanted: str) -> InvalidRequest:
+    return InvalidRequest(f"{param}: expected {wanted} (a Predicted Output is "
+                          '{"type": "content", "content": a string or text parts})',
+                          param=param, code="invalid_request")
 
 
 def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
