@@ -63,6 +63,7 @@ class ServerConfig(uvicorn.Config):
 
     def __init__(self, app: Any, settings: ServerSettings, **options: Any) -> None:
         super().__init__(app, http=GatewayProtocol, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                         ws="none",  # no WebSocket route: an upgrade would leave these limits
                          timeout_keep_alive=settings.keep_alive_s,
                          limit_concurrency=settings.limit_concurrency, **options)
         self.request_read_timeout_s = settings.request_read_timeout_s

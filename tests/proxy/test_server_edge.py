@@ -183,6 +183,16 @@ def test_connections_past_the_limit_are_answered_503_at_once(port: int) -> None:
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
 
 
+def test_a_websocket_upgrade_is_served_as_plain_http(port: int) -> None:
+    """No WebSocket protocol takes the connection out of the edge's limits."""
+    with connect(port) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                     b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        head = conn.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200 ")
+
+
 def test_the_dashboard_is_gone_when_the_admin_api_is_off(port: int) -> None:
     reply = httpx.get(f"http://127.0.0.1:{port}/dashboard")
     assert reply.status_code == 404 and reply.json()["error"]["code"] == "admin_disabled"
