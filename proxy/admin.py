@@ -52,12 +52,18 @@ from proxy.summary import EARLIEST, LATEST, MAX_BUCKETS, parse_instant, summariz
 MAX_FILTER_CHARS = 256
 
 
+async def require_admin_enabled(request: Request) -> None:
+    """404 when the admin API is off (no ``auth.admin_key``): then ``/dashboard`` is gone too."""
+    services: Services = request.app.state.services
+    if services.config.auth.admin_key is None:
+        raise NotFound("the admin API is off: set auth.admin_key", code="admin_disabled")
+
+
 async def require_admin(request: Request) -> None:
     """401 without the admin key, 403 with a client key, 404 when the admin API is off."""
+    await require_admin_enabled(request)
     services: Services = request.app.state.services
-    admin_key = services.config.auth.admin_key
-    if admin_key is None:
-        raise NotFound("the admin API is off: set auth.admin_key", code="admin_disabled")
+    admin_key = services.config.auth.admin_key or ""  # set: require_admin_enabled
     presented = _bearer(request.scope) or ""
     if presented and hmac.compare_digest(presented.encode(), admin_key.encode()):
         return
@@ -298,8 +304,10 @@ async def summary(request: Request, since: Filter = None, until: Filter = None,
 admin_router.include_router(admin)
 
 
-@admin_router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+@admin_router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False,
+                  dependencies=[Depends(require_admin_enabled)])
 async def dashboard() -> HTMLResponse:
+    """The page (no data in it; it asks for the admin key); 404 when the admin API is off."""
     page = resources.files("proxy").joinpath("dashboard.html").read_text(encoding="utf-8")
     return HTMLResponse(page, headers={
         "cache-control": "no-store", "x-frame-options": "DENY",

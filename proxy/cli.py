@@ -27,7 +27,8 @@ from proxy.settings import (
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes, each with its own models (see README, Performance).")
 def serve(config_path: Path | None, host: str, port: int, workers: int) -> None:
-    """Start the OpenAI-compatible gateway (embedded defaults without --config).
+    """Start the OpenAI-compatible gateway (embedded defaults without --config), on the
+    server edge of ``proxy.server`` (its limits on slow, large and excess requests).
 
     The config is checked here, so errors show before any worker starts; each worker (one
     process per ``--workers``) then builds its own app from the same file through the factory
@@ -40,13 +41,13 @@ def serve(config_path: Path | None, host: str, port: int, workers: int) -> None:
         os.environ.pop(CONFIG_ENV, None)
     else:
         os.environ[CONFIG_ENV] = str(config_path.resolve())
-    import uvicorn
+    from proxy.server import ServerConfig
+    from proxy.server import serve as run_server
 
     click.echo(f"vilmo gateway on http://{host}:{port}/v1 (policies: {config.policy_dir}, "
                f"default policy: {config.default_policy}, workers: {workers})")
-    uvicorn.run("proxy.app:app_from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level="info",
-                timeout_keep_alive=config.server.keep_alive_s)
+    run_server(ServerConfig("proxy.app:app_from_environment", config.server, factory=True,
+                            host=host, port=port, workers=workers, log_level="info"))
 
 
 def _check_graphs() -> None:

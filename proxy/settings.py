@@ -110,6 +110,14 @@ class ServerSettings(_Strict):
         "timeout_keep_alive). Longer than the clients' own idle expiry (httpx and the openai "
         "client: 5 s; load balancers: 60 s), so the client always drops an idle connection "
         "first: a server that closes it as the client reuses it fails that request.")
+    request_read_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds a client has to send a whole request, head and body, "
+        "from its first byte (a new connection: from connecting); past it the gateway answers "
+        "408 and closes the connection (`proxy.server`), so slow clients cannot hold workers.")
+    limit_concurrency: int = Field(
+        1024, ge=1, description="Connections (and requests in flight) one worker serves at "
+        "once; one more is answered 503 and closed. Keep it under the file limit (`ulimit -n`) "
+        "less `upstream.max_connections`.")
 
 
 class AuditSettings(_Strict):

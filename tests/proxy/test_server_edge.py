@@ -1,0 +1,248 @@
+"""The server edge (``proxy.server``) against raw sockets: slow, oversize, malformed and excess
+requests from clients without a key are answered in the OpenAI envelope (408, 431, 400, 503)
+and closed, within a bounded time; a well-formed request, and an idle keep-alive connection,
+are served as before. The gateway runs on fakes (``fakes.fake_services``), no key configured."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from click.testing import CliRunner
+from fakes import app_with, fake_services
+from stub_upstream import free_port
+
+from proxy.server import MAX_HEADERS, GatewayProtocol, ServerConfig
+from proxy.settings import ServerSettings
+from vilmo.instruct.principles import PrincipleBank
+
+DEADLINE_S = 1.0
+LIMIT = 4
+CHAT = json.dumps({"model": "stub", "messages": [{"role": "user", "content": "Hi."}]}).encode()
+
+
+@contextmanager
+def edge_server(policy_dir: Path, bank: PrincipleBank) -> Iterator[int]:
+    """The gateway app served through ``ServerConfig`` in a thread; yields its port."""
+    port = free_port()
+    settings = ServerSettings(request_read_timeout_s=DEADLINE_S, limit_concurrency=LIMIT,
+                              policy_reload_interval_s=0)
+    config = ServerConfig(app_with(fake_services(policy_dir, bank)), settings,
+                          host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def port(policy_dir: Path, bank: PrincipleBank) -> Iterator[int]:
+    with edge_server(policy_dir, bank) as served:
+        yield served
+
+
+def connect(port: int) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S + 3)
+    return conn
+
+
+def read_all(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes (the socket's timeout bounds the wait)."""
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    return data
+
+
+def answer(data: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def chat_request(body: bytes = CHAT, length: int | None = None, extra: str = "") -> bytes:
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json"
+            f"\r\n{extra}content-length: {len(body) if length is None else length}\r\n\r\n"
+            ).encode() + body
+
+
+def test_an_unfinished_request_head_is_answered_408_and_closed(port: int) -> None:
+    with connect(port) as conn:
+        started = time.monotonic()
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        status, headers, body = answer(read_all(conn))
+    assert status == 408 and headers["content-type"] == "application/json"
+    assert body["error"]["code"] == "request_timeout"
+    assert time.monotonic() - started < DEADLINE_S + 2
+
+
+def test_a_trickled_head_gets_no_more_time_than_a_whole_one(port: int) -> None:
+    """The deadline runs from the request's first byte, not from the last byte received."""
+    with connect(port) as conn:
+        started = time.monotonic()
+        data = b""
+        for _ in range(int(DEADLINE_S / 0.2) + 5):
+            try:
+                conn.sendall(b"X-Slow: 1\r\n" if data else b"GET /healthz HTTP/1.1\r\n")
+            except OSError:
+                break
+            data = b"sent"
+            time.sleep(0.2)
+        status, _, body = answer(read_all(conn))
+    assert status == 408 and body["error"]["code"] == "request_timeout"
+    assert time.monotonic() - started < DEADLINE_S + 2
+
+
+def test_an_unfinished_body_is_answered_408_and_closed(port: int) -> None:
+    with connect(port) as conn:
+        conn.sendall(chat_request(CHAT[:10], length=len(CHAT)))
+        status, _, body = answer(read_all(conn))
+    assert status == 408 and body["error"]["type"] == "invalid_request_error"
+
+
+def test_a_connection_that_sends_nothing_is_closed_quietly(port: int) -> None:
+    with connect(port) as conn:
+        started = time.monotonic()
+        assert read_all(conn) == b""
+    assert time.monotonic() - started < DEADLINE_S + 2
+
+
+def test_a_kept_alive_connection_outlives_the_read_deadline(port: int) -> None:
+    """Idle between requests is the keep-alive timeout's, not the read deadline's."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        assert client.post("/v1/chat/completions", content=CHAT).status_code == 200
+        time.sleep(DEADLINE_S * 1.5)
+        reply = client.post("/v1/chat/completions", content=CHAT)
+        assert reply.status_code == 200 and reply.json()["choices"]
+        assert client.get("/healthz").status_code == 200
+
+
+def test_a_large_header_is_answered_431_without_reading_it_all(port: int) -> None:
+    with connect(port) as conn:
+        conn.sendall(chat_request(extra="X-Pad: " + "a" * 100_000 + "\r\n"))
+        status, headers, body = answer(read_all(conn))
+    assert status == 431 and headers["content-type"] == "application/json"
+    assert body["error"]["code"] == "request_header_fields_too_large"
+
+
+def test_too_many_header_fields_are_answered_431(port: int) -> None:
+    many = "".join(f"X-H{i}: v\r\n" for i in range(MAX_HEADERS + 1))
+    with connect(port) as conn:
+        conn.sendall(chat_request(extra=many))
+        status, _, body = answer(read_all(conn))
+    assert status == 431 and body["error"]["code"] == "request_header_fields_too_large"
+
+
+@pytest.mark.parametrize("request_bytes", [b"GARBAGE\r\n\r\n", b"GET /a b c HTTP/1.1\r\n\r\n",
+                                           b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"])
+def test_a_malformed_request_is_answered_400_in_the_envelope(port: int,
+                                                              request_bytes: bytes) -> None:
+    with connect(port) as conn:
+        conn.sendall(request_bytes)
+        status, headers, body = answer(read_all(conn))
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert body["error"]["code"] == "invalid_http_request"
+
+
+def test_connections_past_the_limit_are_answered_503_at_once(port: int) -> None:
+    held = [connect(port) for _ in range(LIMIT)]
+    try:
+        time.sleep(0.2)
+        with connect(port) as extra:
+            started = time.monotonic()
+            status, headers, body = answer(read_all(extra))
+        assert status == 503 and headers["content-type"] == "application/json"
+        assert body["error"]["code"] == "server_overloaded"
+        assert time.monotonic() - started < DEADLINE_S / 2
+    finally:
+        for conn in held:
+            conn.close()
+    time.sleep(0.2)
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+
+
+def test_a_websocket_upgrade_is_served_as_plain_http(port: int) -> None:
+    """No WebSocket protocol takes the connection out of the edge's limits."""
+    with connect(port) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                     b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        head = conn.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200 ")
+
+
+def test_the_dashboard_is_gone_when_the_admin_api_is_off(port: int) -> None:
+    reply = httpx.get(f"http://127.0.0.1:{port}/dashboard")
+    assert reply.status_code == 404 and reply.json()["error"]["code"] == "admin_disabled"
+
+
+def test_the_config_reaches_spawned_workers() -> None:
+    """``--workers`` pickles the config into each worker: the limits must survive it."""
+    settings = ServerSettings(request_read_timeout_s=7.5, limit_concurrency=9)
+    config = pickle.loads(pickle.dumps(ServerConfig("proxy.app:app_from_environment",
+                                                    settings, factory=True, workers=2)))
+    assert config.http is GatewayProtocol and config.request_read_timeout_s == 7.5
+    assert config.limit_concurrency == 9 and config.h11_max_incomplete_event_size == 65536
+
+
+def test_vilmo_serve_runs_on_the_server_edge(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    """``vilmo serve`` (every deployment: the Dockerfile and compose run it) uses
+    ``ServerConfig`` with the file's server settings."""
+    import proxy.cli
+    import proxy.server
+
+    ran: list[ServerConfig] = []
+    monkeypatch.setattr(proxy.server, "serve", ran.append)
+    monkeypatch.setattr(proxy.cli, "_check_graphs", lambda: None)
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(json.dumps({
+        "model_list": [{"model_name": "stub", "litellm_params": {"model": "openai/stub"}}],
+        "server": {"limit_concurrency": 77, "request_read_timeout_s": 12}}))
+    result = CliRunner().invoke(proxy.cli.serve, ["--config", str(config_file), "--port", "1"])
+    assert result.exit_code == 0, result.output
+    assert isinstance(ran[0], ServerConfig) and ran[0].http is GatewayProtocol
+    assert ran[0].limit_concurrency == 77 and ran[0].request_read_timeout_s == 12
+
+
+def test_the_file_limit_fits_the_connection_limit() -> None:
+    """Raised to fit where the hard limit allows; else the connection limit is lowered (in a
+    child process: the limits are the process's own)."""
+    import subprocess
+    import sys
+
+    code = ("import resource\n"
+            "from proxy.server import ServerConfig, fit_file_limit\n"
+            "from proxy.settings import ServerSettings\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 1000))\n"
+            "config = ServerConfig('x:y', ServerSettings(limit_concurrency=200))\n"
+            "fit_file_limit(config)\n"
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], config.limit_concurrency)\n"
+            "config = ServerConfig('x:y', ServerSettings(limit_concurrency=1024))\n"
+            "fit_file_limit(config)\n"
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], config.limit_concurrency)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split("\n")
+    assert out[:2] == ["656 200", "1000 372"]
