@@ -29,6 +29,7 @@ MAX_LOGPROB: Final = 1e6
 a carrier of digits."""
 
 _DROP: Final = object()
+_INTS: Final = {int}
 
 
 def kept_logprobs(value: object, message: dict[str, Any]) -> object:
@@ -88,8 +89,16 @@ def well_typed(entry: object) -> TypeGuard[dict[str, Any]]:
                 -MAX_LOGPROB <= logprob <= MAX_LOGPROB) or not math.isfinite(logprob):
             return False
     listed = entry.get("bytes")
-    return listed is None or (type(listed) is list and len(listed) <= MAX_TOKEN_BYTES and all(
-        type(byte) is int and 0 <= byte <= 255 for byte in listed))
+    if listed is None:
+        return True
+    if type(listed) is not list or len(listed) > MAX_TOKEN_BYTES or (
+            listed and set(map(type, listed)) != _INTS):  # no bool, float or string
+        return False
+    try:
+        bytes(listed)  # each 0-255
+    except ValueError:
+        return False
+    return True
 
 
 def _top_well_typed(entry: dict[str, Any]) -> bool:
