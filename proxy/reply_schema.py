@@ -14,6 +14,7 @@ deep as the schema and no deeper, whatever the upstream nests.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ``chatcmpl-tool-<hex>``, ``call_0_<uuid>``, Mistral's nine letters and digits)."""
 UUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                          r"[0-9a-fA-F]{12}")
+_PARTS: Final = re.compile(r"[^_-]+")
 ID_PREFIXES: Final = frozenset({"call", "toolu", "chatcmpl", "tool", "audio", "fp", "fc", "msg",
                                 "resp", "cmpl", "chat", "gen", "srvtoolu"})
 """Words ids start with that are not counted as the id's words."""
@@ -54,14 +56,24 @@ SERVICE_TIERS: Final = frozenset({"auto", "default", "flex", "scale", "priority"
 def is_id(value: object) -> bool:
     """Whether ``value`` is an id (``ID``) of at most ``MAX_ID_PARTS`` parts, at most one of
     them letters only and that one at most ``MAX_ID_WORD`` long: a word or two at most."""
-    if type(value) is not str or not ID.fullmatch(value):
+    return type(value) is str and len(value) <= 64 and _is_id(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_id(value: str) -> bool:
+    """``is_id`` of a short string, remembered (a stream's and a deployment's ids repeat)."""
+    if not ID.fullmatch(value):
         return False
-    parts = [p for p in re.split(r"[_-]", UUID.sub("0", value))
-             if p and p.lower() not in ID_PREFIXES]
-    if len(parts) > MAX_ID_PARTS:
-        return False
-    words = [p for p in parts if p.isalpha()]
-    return len(words) <= 1 and all(len(w) <= MAX_ID_WORD for w in words)
+    parts = words = 0
+    for part in _PARTS.findall(UUID.sub("0", value) if len(value) >= 36 else value):
+        if part.lower() in ID_PREFIXES:
+            continue
+        parts += 1
+        if part.isalpha():
+            words += 1
+            if len(part) > MAX_ID_WORD:
+                return False
+    return parts <= MAX_ID_PARTS and words <= 1
 
 
 def gateway_id(value: str, prefix: str) -> str:
@@ -128,16 +140,19 @@ def fields(schema: Mapping[str, Keep]) -> Keep:
             return None
         if type(value) is not dict:
             return DROP
+        for key, inner in value.items():  # the common case: kept as it is, without a copy
+            rule = schema.get(key)
+            if rule is None or rule(inner) is not inner:
+                break
+        else:
+            return value
         kept: dict[str, object] = {}
-        same = True
         for key, inner in value.items():
             rule = schema.get(key)
             new = DROP if rule is None else rule(inner)
-            if new is not inner:
-                same = False
             if new is not DROP:
                 kept[key] = new
-        return value if same else kept
+        return kept
     return keep
 
 
