@@ -26,8 +26,8 @@ from streams import ASK, by_choice, events, plain, sse
 from stub_upstream import StubUpstream
 
 from proxy.fields import StreamLabels, keep_allowed
-from proxy.reply_schema import gateway_id
 from proxy.relay import wire_bytes
+from proxy.reply_schema import gateway_id
 
 pytestmark = pytest.mark.both_paths
 
