@@ -6,10 +6,11 @@ The reply check reads every string of each choice's ``message`` or ``delta``
 reached the client unread, so an upstream (or a model behind one) could put the words a policy
 blocks in a choice's ``text``, a top-level ``extra``, the ``top_logprobs`` alternatives, the
 reply's ``id`` or ``model``, a ``finish_reason``, the logprobs' tokens, the keys of ``usage``,
-or a message's ``role`` or a tool call's ``id``, and they went out in plain replies and in
-buffer and chunked streams alike. Here, where a reply enters (``proxy.upstream.entered``, on
-both upstream paths), everything relayed becomes either text the check reads or a bounded
-label (``LABEL``):
+a message's ``role``, a tool call's ``id``, a key shaped like a label (``I_will_stab_you``)
+or a logprob that was no number, and they went out in plain replies and in buffer and chunked
+streams alike. Here, where a reply enters (``proxy.upstream.entered``, on both upstream
+paths), everything relayed becomes either text the check reads or a value that says nothing
+(a number, a flag, a label from a fixed set, an id of a word or two at most):
 
 - unknown fields are removed;
 - ``id`` and ``system_fingerprint`` are ids (``proxy.reply_schema.is_id``: at most 64 letters,
