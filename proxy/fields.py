@@ -6,67 +6,71 @@ The reply check reads every string of each choice's ``message`` or ``delta``
 reached the client unread, so an upstream (or a model behind one) could put the words a policy
 blocks in a choice's ``text``, a top-level ``extra``, the ``top_logprobs`` alternatives, the
 reply's ``id`` or ``model``, a ``finish_reason``, the logprobs' tokens, the keys of ``usage``,
-or a message's ``role`` or a tool call's ``id``, and they went out in plain replies and in
-buffer and chunked streams alike. Here, where a reply enters (``proxy.upstream.entered``, on
-both upstream paths), everything relayed becomes either text the check reads or a bounded
-label (``LABEL``):
+a message's ``role``, a tool call's ``id``, a key shaped like a label (``I_will_stab_you``)
+or a logprob that was no number, and they went out in plain replies and in buffer and chunked
+streams alike. Here, where a reply enters (``proxy.upstream.entered``, on both upstream
+paths), everything relayed becomes either text the check reads or a value that says nothing
+(a number, a flag, a label from a fixed set, an id of a word or two at most):
 
 - unknown fields are removed;
-- ``id``, ``model``, ``system_fingerprint`` and ``service_tier`` are labels (else replaced:
-  ``FALLBACK_ID``, the requested model name; or removed), ``object`` is the right one,
-  ``created`` a number; a stream's are its first chunk's throughout (``StreamLabels``: no
-  sentence spelled one chunk's id at a time);
+- ``id`` and ``system_fingerprint`` are ids (``proxy.reply_schema.is_id``: at most 64 letters,
+  digits, ``_`` and ``-``, a word or two at most; else ``FALLBACK_ID``, or removed),
+  ``service_tier`` one of OpenAI's, ``model`` a label (else the requested model name),
+  ``object`` the right one, ``created`` a number; a stream's are its first chunk's throughout
+  (``StreamLabels``: no sentence spelled one chunk's id at a time);
 - a ``finish_reason`` is one of ``FINISH_REASONS`` (others mapped, as LiteLLM maps them);
-- inside the message or delta, the strings the check skips are labels: a role one of
-  ``ROLES``, ids and types labels, audio data base64 (others removed);
-- ``usage`` holds numbers under label keys; the label fields (``LABEL_FIELDS``) labels under
-  label keys, at most ``MAX_LABELS`` of them, lists of at most ``MAX_LIST``;
+- the message or delta, ``usage`` and Azure's filter results keep only the keys of their
+  schema (``proxy.reply_schema``: OpenAI's and a few known providers'), each with the kind of
+  value it may hold: text the check reads, numbers, flags, a ``type`` or ``role`` from a fixed
+  set, ids (a tool call's that is none replaced by one derived from it), base64 audio data;
 - ``logprobs`` are relayed only when their tokens spell the checked ``content`` (``refusal``)
-  of the same message or delta, with every ``top_logprobs`` emptied (alternatives that were
-  not the reply, so never checked), keeping the shape a client expects.
+  of the same message or delta and their numbers are numbers (``proxy.logprobs``), with every
+  ``top_logprobs`` emptied (alternatives that were not the reply, so never checked), keeping
+  the shape a client expects.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from proxy.logprobs import kept_logprobs
+from proxy.reply_schema import (
+    CONTENT_FILTER,
+    DROP,
+    MESSAGE,
+    PROMPT_FILTER,
+    ROLES,
+    SERVICE_TIERS,
+    USAGE,
+    Keep,
+    is_id,
+    stop_reason,
+)
+
+__all__ = ["LABEL", "NOT_TEXT_FIELDS", "NOT_TEXT_PATHS", "ROLES", "StreamLabels",
+           "keep_allowed"]
 
 REPLY_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage",
                           "system_fingerprint", "service_tier", "prompt_filter_results"})
 """The top-level fields of a reply or chunk that are relayed: OpenAI's, and Azure's
 ``prompt_filter_results`` (in chunks without choices held before the first with one:
-``proxy.upstream.open_stream``), kept as labels only (``LABEL_FIELDS``). Nothing here is text
-of the reply; every other field is dropped."""
+``proxy.upstream.open_stream``), as its schema has it (``proxy.reply_schema.PROMPT_FILTER``).
+Nothing here is text of the reply; every other field is dropped."""
 CHOICE_FIELDS = frozenset({"index", "finish_reason", "logprobs", "stop_reason",
                            "content_filter_results"})
 """The fields of a choice that are relayed besides its ``message`` (a reply's) or ``delta`` (a
-chunk's), which is kept whole (every string in it is checked but ``NOT_TEXT_FIELDS``, which are
-labels here): OpenAI's, vLLM's ``stop_reason`` (the stop string or token id that ended the
-choice) and Azure's ``content_filter_results``, both labels only (``LABEL_FIELDS``). Every
-other field is dropped."""
-LABEL_FIELDS = frozenset({"prompt_filter_results", "content_filter_results", "stop_reason"})
-"""Fields whose values are labels (flags, severities, ids, numbers): each string in them that
-is not a label (``LABEL``), such as an error message or a citation, is dropped, and so is each
-object key that is not one, and every string in a list (a list of words is a sentence; the
-labels' lists hold objects: Azure's ``prompt_filter_results``, blocklist ``details``); past
-``MAX_LABELS`` strings and keys, or ``MAX_LIST`` items of a list, the rest is dropped: no text
-of any length passes unchecked."""
+chunk's), which keeps the keys of its schema (``proxy.reply_schema.MESSAGE``): OpenAI's,
+vLLM's ``stop_reason`` (the token id or id-shaped stop string that ended the choice) and
+Azure's ``content_filter_results`` (``proxy.reply_schema.CONTENT_FILTER``). Every other field
+is dropped."""
 LABEL: Final = re.compile(r"[A-Za-z0-9_.:/@+=-]{0,128}")
-"""A label: one word of at most 128 ASCII letters, digits and ``_.:/@+=-`` (``safe``,
-``chatcmpl-9x…``, ``fp_44709d6fcb``, ``call_abc``, ``meta-llama/Llama-3.1-8B``,
-``claude-3-5-sonnet@20240620``, a base64 id); no spaces, so no sentence."""
-MAX_LABELS = 128
-"""The most strings and keys one label field (or ``usage``) relays: Azure's
-``content_filter_results`` has about 40."""
-MAX_LIST = 16
-"""The most items of a list in a label field."""
-MAX_DEPTH = 6
-"""How deep ``usage`` and the label fields are read; deeper values are dropped."""
+"""A label: one word of at most 128 ASCII letters, digits and ``_.:/@+=-`` (a reply's
+``model``: ``meta-llama/Llama-3.1-8B``, ``claude-3-5-sonnet@20240620``; an upstream error's
+``param`` and ``code``, ``proxy.errors``)."""
 FALLBACK_ID = "chatcmpl-vilmo"
-"""A reply's or stream's ``id`` when the upstream's is not a label."""
+"""A reply's or stream's ``id`` when the upstream's is not an id."""
 OBJECTS = {"message": "chat.completion", "delta": "chat.completion.chunk"}
 """A reply's and a chunk's ``object`` (Azure's held chunks send ``""``, also kept)."""
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
@@ -78,31 +82,16 @@ it: the choice ended, and why is not the upstream's text to relay)."""
 NOT_TEXT_FIELDS = frozenset({"role", "id", "type", "index", "tool_call_id"})
 """Fields of a message or delta, at any depth, whose strings are labels or ids the upstream
 sets, never words of the reply: the check skips them (``proxy.chunks.texts_of``), so here each
-such string must be a label (a ``role`` one of ``ROLES``), or it is removed."""
+is one of a fixed set or an id (``proxy.reply_schema``), or it is removed."""
 NOT_TEXT_PATHS = frozenset({("audio", "data")})
 """Paths (keys only, without list positions) of strings that are not text: the base64 audio
 of an audio reply (its words are in ``audio.transcript``, which is checked); one that is not
-base64 (``BASE64``) is removed."""
-ROLES = frozenset({"assistant", "user", "system", "developer", "tool", "function"})
-"""The roles a message may have; a reply's message or delta with another has ``assistant``."""
-BASE64: Final = re.compile(r"[A-Za-z0-9+/=_-]*")
+standard base64 (``proxy.reply_schema.AUDIO_DATA``) is removed."""
 TOP_LABELS = ("id", "model", "system_fingerprint", "service_tier")
 """The top-level fields that are labels (and a stream's first chunk's throughout)."""
-USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
-                        "audio_tokens", "reasoning_tokens", "accepted_prediction_tokens",
-                        "rejected_prediction_tokens", "prompt_tokens_details",
-                        "completion_tokens_details"})
-"""OpenAI's ``usage`` keys, known to be labels (others are checked to be: ``LABEL``)."""
 TEXT_KEYS = frozenset({"content", "refusal", "reasoning_content", "reasoning"})
 """Keys of a message or delta whose strings are its text (read by the check)."""
-KNOWN_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "function_call", "audio",
-                        "annotations", "reasoning_content", "reasoning", "name", "arguments",
-                        "id", "type", "index", "function", "data", "transcript", "expires_at",
-                        "input", "custom", "tool_call_id"})
-"""Keys of a message or delta known to be labels (others are checked to be: ``LABEL``)."""
 
-_DROP: Final = object()
-_NUMBERS = (int, float, bool)
 _CHOICE_FIELDS_WITH = {part: CHOICE_FIELDS | {part} for part in ("message", "delta")}
 
 
@@ -133,18 +122,26 @@ def keep_allowed(reply: dict[str, Any], part: str, model: str = "",
             del reply[key]
         changed = True
     changed = _keep_top_labels(reply, part, model, stream) or changed
-    if "usage" in reply and (usage := _numbers(reply["usage"], 0, [MAX_LABELS])
-                             ) is not reply["usage"]:
-        changed = True
-        if usage is _DROP:
-            del reply["usage"]
-        else:
-            reply["usage"] = usage
+    if reply.get("usage") is not None:
+        changed = _keep(reply, "usage", USAGE) or changed
     if "prompt_filter_results" in reply:
-        changed = _keep_labels(reply, "prompt_filter_results") or changed
+        changed = _keep(reply, "prompt_filter_results", PROMPT_FILTER) or changed
     for choice in reply.get("choices") or ():
         changed = _keep_allowed_in_choice(choice, part) or changed
     return changed
+
+
+def _keep(holder: dict[str, Any], key: str, rule: Keep) -> bool:
+    """``holder[key]`` as ``rule`` keeps it (removed when it drops it); True when changed."""
+    value = holder[key]
+    kept = rule(value)
+    if kept is value:
+        return False
+    if kept is DROP:
+        del holder[key]
+    else:
+        holder[key] = kept
+    return True
 
 
 def _keep_top_labels(reply: dict[str, Any], part: str, model: str,
@@ -165,6 +162,15 @@ def _top_labels(reply: dict[str, Any]) -> tuple[object, ...]:
     return (*(reply.get(key) for key in TOP_LABELS), reply.get("created"), reply.get("object"))
 
 
+def _is_top_label(key: str, value: object) -> bool:
+    """Whether ``value`` may be relayed as the reply's ``key``: an id, a label, a tier."""
+    if key == "model":
+        return type(value) is str and LABEL.fullmatch(value) is not None
+    if key == "service_tier":
+        return value in SERVICE_TIERS
+    return is_id(value)
+
+
 def _keep_top_labels_once(reply: dict[str, Any], part: str, model: str,
                           held: dict[str, object] | None) -> bool:
     changed = False
@@ -177,7 +183,7 @@ def _keep_top_labels_once(reply: dict[str, Any], part: str, model: str,
                 reply[key] = held[key]
                 changed = True
             continue
-        if type(value) is not str or not LABEL.fullmatch(value):
+        if not _is_top_label(key, value):
             changed = True
             value = FALLBACK_ID if key == "id" else (
                 model if key == "model" and LABEL.fullmatch(model) else None)
@@ -216,7 +222,10 @@ def _keep_allowed_in_choice(choice: dict[str, Any], part: str) -> bool:
         changed = True
     message = choice.get(part)
     if isinstance(message, dict):
-        changed = _keep_labels_in_text(message) or changed
+        if not _plain_text(message) and (kept := MESSAGE(message)) is not message:
+            message.clear()  # in place, as everything else here
+            message.update(cast(dict[str, Any], kept))
+            changed = True
     else:
         message = {}
     if choice.get("logprobs") is not None:
@@ -225,133 +234,19 @@ def _keep_allowed_in_choice(choice: dict[str, Any], part: str) -> bool:
             changed = True
             choice["logprobs"] = logprobs
     if "stop_reason" in choice:
-        changed = _keep_labels(choice, "stop_reason") or changed
+        changed = _keep(choice, "stop_reason", stop_reason) or changed
     if "content_filter_results" in choice:
-        changed = _keep_labels(choice, "content_filter_results") or changed
+        changed = _keep(choice, "content_filter_results", CONTENT_FILTER) or changed
     return changed
 
 
-def _keep_labels_in_text(message: dict[str, Any]) -> bool:
-    """The message's or delta's keys, and the strings the check skips (``NOT_TEXT_FIELDS``,
-    ``NOT_TEXT_PATHS``), as labels, in place (a ``role`` that is none is ``assistant``, the
-    one a reply's message has; others are removed); True when changed."""
-    for key, value in message.items():  # the common delta: text and a role, nothing nested
-        if key in TEXT_KEYS and type(value) is not dict and type(value) is not list:
+def _plain_text(message: dict[str, Any]) -> bool:
+    """Whether a message or delta holds only texts and a role (the common delta), so that it
+    is as its schema (``MESSAGE``) would keep it without a walk."""
+    for key, value in message.items():
+        if key in TEXT_KEYS and (value is None or type(value) is str):
             continue
         if key == "role" and (value is None or (type(value) is str and value in ROLES)):
             continue
-        return _walk_labels_in_text(message)
-    return False
-
-
-def _walk_labels_in_text(message: dict[str, Any]) -> bool:
-    """``_keep_labels_in_text`` over the whole message. Iterative, as ``texts_of`` reads it:
-    an upstream's nesting cannot exhaust the stack."""
-    changed = False
-    if (role := message.get("role")) is not None and (type(role) is not str
-                                                       or role not in ROLES):
-        message["role"] = "assistant"
-        changed = True
-    stack: list[tuple[object, str, bool]] = [(message, "", False)]  # (value, key, in audio)
-    while stack:
-        value, under, in_audio = stack.pop()
-        if type(value) is dict:
-            drop = []
-            for key, inner in value.items():
-                if key not in KNOWN_KEYS and not LABEL.fullmatch(key):
-                    drop.append(key)
-                elif type(inner) is str:
-                    if not _may_be(inner, key, in_audio):
-                        drop.append(key)
-                elif type(inner) is dict or type(inner) is list:
-                    stack.append((inner, key, value is message and key == "audio"))
-            for key in drop:
-                del value[key]
-            changed = changed or bool(drop)
-        elif type(value) is list:
-            kept = [v for v in value if type(v) is not str or _may_be(v, under, in_audio)]
-            if len(kept) != len(value):
-                value[:] = kept
-                changed = True
-            stack.extend((v, under, in_audio) for v in value
-                         if type(v) is dict or type(v) is list)
-    return changed
-
-
-def _may_be(value: str, key: str, in_audio: bool) -> bool:
-    """Whether a string under ``key`` (in the message's ``audio``) may be relayed: any text the
-    check reads, a label where it skips them."""
-    if key in NOT_TEXT_FIELDS:
-        if key == "role":
-            return value in ROLES
-        return LABEL.fullmatch(value) is not None
-    if in_audio and key == "data":  # NOT_TEXT_PATHS
-        return BASE64.fullmatch(value) is not None
-    return True
-
-
-def _keep_labels(holder: dict[str, Any], key: str) -> bool:
-    """``holder[key]`` as labels only (removed when nothing of it is); True when changed."""
-    value = holder[key]
-    labels = _labels(value, 0, [MAX_LABELS])
-    if labels is value:
         return False
-    if labels is _DROP:
-        del holder[key]
-    else:
-        holder[key] = labels
     return True
-
-
-def _labels(value: object, depth: int, left: list[int]) -> object:
-    """``value`` with every string and key that is not a label dropped, lists cut at
-    ``MAX_LIST`` without strings, and strings and keys past ``left[0]`` dropped (the same object when nothing
-    is), or ``_DROP`` when it is such a string or too deep."""
-    if value is None or type(value) in _NUMBERS:
-        return value
-    if type(value) is str:
-        left[0] -= 1
-        return value if left[0] >= 0 and LABEL.fullmatch(value) else _DROP
-    if depth >= MAX_DEPTH:
-        return _DROP
-    if type(value) is dict:
-        return _kept_dict(value, lambda inner: _labels(inner, depth + 1, left), left)
-    if type(value) is list:
-        kept = [_DROP if type(inner) is str else _labels(inner, depth + 1, left)
-                for inner in value[:MAX_LIST]]  # a list of words would be a sentence
-        if len(value) <= MAX_LIST and all(new is old for new, old in zip(kept, value,
-                                                                         strict=True)):
-            return value
-        return [new for new in kept if new is not _DROP]
-    return _DROP
-
-
-def _numbers(value: object, depth: int, left: list[int]) -> object:
-    """``usage`` (and its objects) with numbers only, under label keys (the same object when
-    it has nothing else), or ``_DROP``."""
-    if value is None or type(value) in _NUMBERS:
-        return value
-    if type(value) is dict and depth < MAX_DEPTH:
-        if len(value) <= left[0] and all(
-                (inner is None or type(inner) in _NUMBERS)
-                and (key in USAGE_KEYS or LABEL.fullmatch(key))
-                for key, inner in value.items()):
-            left[0] -= len(value)
-            return value  # the common case, without a copy
-        return _kept_dict(value, lambda inner: _numbers(inner, depth + 1, left), left)
-    return _DROP
-
-
-def _kept_dict(value: dict[str, Any], keep: Any, left: list[int]) -> dict[str, Any]:
-    """The dict with each value as ``keep`` makes it, those it drops and those under keys that
-    are not labels (or past ``left[0]``) left out (the same object when none changed)."""
-    kept: dict[str, Any] = {}
-    same = True
-    for key, inner in value.items():
-        left[0] -= 1
-        new = keep(inner) if left[0] >= 0 and (key in USAGE_KEYS or LABEL.fullmatch(key)) else _DROP
-        if new is not inner:
-            same = False
-        if new is not _DROP:
-            kept[key] = new
-    return value if same else kept

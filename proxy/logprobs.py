@@ -1,12 +1,15 @@
 """The ``logprobs`` of a reply's choice as the gateway relays them: only when their tokens
-spell the text the check read (so no token carries text the check did not see), each entry
-with its token, log-probability and bytes, and every ``top_logprobs`` empty (the
-alternatives are tokens the model did not write; no check reads them)."""
+spell the text the check read (so no token carries text the check did not see) and every
+entry's other fields are what OpenAI's are (``well_typed``: a log-probability is a number,
+bytes are bytes, so none carries text), each entry with its token, log-probability and bytes,
+and every ``top_logprobs`` empty (the alternatives are tokens the model did not write; no
+check reads them)."""
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 LOGPROBS_FIELDS = ("content", "refusal")
 """The lists of a choice's ``logprobs``: one entry per token of its ``content`` or
@@ -17,7 +20,16 @@ log-probability and bytes, and ``top_logprobs``, the alternatives, relayed empty
 ESCAPED_BYTES: Final = re.compile(r"(?:bytes:)?((?:\\x[0-9a-fA-F]{2})+)")
 """A token that is part of a character, written as its bytes (``bytes:\\xe2\\x80``): OpenAI's."""
 
+MAX_TOKEN_BYTES: Final = 1024
+"""The most bytes one token's ``bytes`` lists (a long token is a few hundred)."""
+MAX_TOP_LOGPROBS: Final = 64
+"""The most alternatives one entry's ``top_logprobs`` may list (OpenAI's limit is 20)."""
+MAX_LOGPROB: Final = 1e6
+"""The largest log-probability relayed either way (OpenAI's floor is -9999.0): a number, not
+a carrier of digits."""
+
 _DROP: Final = object()
+_INTS: Final = {int}
 
 
 def kept_logprobs(value: object, message: dict[str, Any]) -> object:
@@ -55,7 +67,7 @@ def _token_list(value: object) -> Any:
 
 
 def _token(entry: object) -> object:
-    if type(entry) is not dict or type(entry.get("token")) is not str:
+    if not well_typed(entry) or not _top_well_typed(entry):
         return _DROP
     if TOKEN_FIELDS.issuperset(entry) and not entry.get("top_logprobs"):
         return entry
@@ -63,6 +75,38 @@ def _token(entry: object) -> object:
     if "top_logprobs" in kept:
         kept["top_logprobs"] = []
     return kept
+
+
+def well_typed(entry: object) -> TypeGuard[dict[str, Any]]:
+    """Whether a logprobs entry (or one of its ``top_logprobs``) is as OpenAI's: its ``token`` a
+    string; its ``logprob`` (when there) a finite int or float, not a bool, within
+    ``MAX_LOGPROB``; its ``bytes`` null or a list of at most ``MAX_TOKEN_BYTES`` ints 0-255."""
+    if type(entry) is not dict or type(entry.get("token")) is not str:
+        return False
+    if "logprob" in entry:
+        logprob = entry["logprob"]
+        if (type(logprob) is not float and type(logprob) is not int) or not (
+                -MAX_LOGPROB <= logprob <= MAX_LOGPROB) or not math.isfinite(logprob):
+            return False
+    listed = entry.get("bytes")
+    if listed is None:
+        return True
+    if type(listed) is not list or len(listed) > MAX_TOKEN_BYTES or (
+            listed and set(map(type, listed)) != _INTS):  # no bool, float or string
+        return False
+    try:
+        bytes(listed)  # each 0-255
+    except ValueError:
+        return False
+    return True
+
+
+def _top_well_typed(entry: dict[str, Any]) -> bool:
+    """Whether an entry's ``top_logprobs`` (when there) is null or a list of at most
+    ``MAX_TOP_LOGPROBS`` entries, each ``well_typed``."""
+    top = entry.get("top_logprobs")
+    return top is None or (type(top) is list and len(top) <= MAX_TOP_LOGPROBS
+                           and all(well_typed(alternative) for alternative in top))
 
 
 def _spell(entries: list[dict[str, Any]], text: str) -> bool:
