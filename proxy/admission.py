@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 from proxy.errors import InvalidRequest
-from proxy.protocol import ChatCompletionRequest, UpstreamParams, forwarded
+from proxy.protocol import ChatCompletionRequest, UpstreamParams, forwarded, shown_name
 from proxy.settings import GatewayConfig
 
 MAX_JSON_DEPTH = 64
@@ -47,20 +47,35 @@ def parse_body(body: bytes) -> dict[str, Any]:
 
 
 def check_tree(data: dict[str, Any]) -> None:
-    """Depth and finite numbers, walked without recursion."""
+    """Depth and finite numbers, walked without recursion and without building each value's
+    path (a 4 MiB body holds hundreds of thousands of values): the path only for the 400."""
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()  # depth: the path length of the node's values
+        for value in node.values() if isinstance(node, dict) else node:
+            if isinstance(value, dict | list):
+                if value and depth >= MAX_JSON_DEPTH:
+                    raise too_deep()
+                stack.append((value, depth + 1))
+            elif isinstance(value, float) and not math.isfinite(value):
+                where = shown_name(".".join(str(p) for p in non_finite_path(data)))
+                raise InvalidRequest(f"{where}: numbers must be finite (not NaN, Infinity or "
+                                     "out of the float range)", param=where,
+                                     code="invalid_request")
+
+
+def non_finite_path(data: dict[str, Any]) -> tuple[str | int, ...]:
+    """Where the first non-finite number in ``data`` is (``check_tree`` found one)."""
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
     while stack:
         value, path = stack.pop()
-        if len(path) > MAX_JSON_DEPTH:
-            raise too_deep()
         if isinstance(value, dict):
             stack.extend((v, (*path, k)) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((v, (*path, i)) for i, v in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
-            where = ".".join(str(p) for p in path)
-            raise InvalidRequest(f"{where}: numbers must be finite (not NaN, Infinity or out of "
-                                 "the float range)", param=where, code="invalid_request")
+            return path
+    return ()
 
 
 def too_deep() -> InvalidRequest:
@@ -73,10 +88,11 @@ def admit(raw: dict[str, Any], body: ChatCompletionRequest, config: GatewayConfi
     """The request as the pipeline may forward it (``raw`` is the body ``body`` validated)."""
     params, left_out = forwarded(raw, config.allowed_params(body.model))
     if left_out and config.strict_params:
+        name = shown_name(left_out[0])  # a client's name, cut
         raise InvalidRequest(
-            f"unsupported parameter {left_out[0]!r}: the gateway forwards only the OpenAI "
+            f"unsupported parameter {name!r}: the gateway forwards only the OpenAI "
             "chat-completion parameters (and those the model's allowed_params name)",
-            param=left_out[0], code="unsupported_parameter")
+            param=name, code="unsupported_parameter")
     limits = config.server
     if body.n is not None and body.n > limits.max_n:
         raise InvalidRequest(f"n: at most {limits.max_n} choices per request", param="n",
