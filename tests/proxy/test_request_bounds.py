@@ -103,14 +103,14 @@ def test_a_large_body_is_parsed_and_validated_off_the_event_loop(
     ``OFF_LOOP_BYTES`` (every other request of the worker waits while the loop is busy), and
     on the loop for a small one (a thread hop costs more than parsing it)."""
     threads: list[int] = []
-    parse = routes.parse_body
+    parse = routes.parse_body  # type: ignore[attr-defined]
 
     def recorded(body: bytes) -> dict[str, Any]:
         threads.append(threading.get_ident())
         return parse(body)
 
     monkeypatch.setattr(routes, "parse_body", recorded)
-    services, upstream = services_of(policy_dir, bank)
+    services, _ = services_of(policy_dir, bank)
     big = {"model": "stub", "messages": [{"role": "user", "content": "a" * 200}] * MAX_MESSAGES}
     assert len(json.dumps(big)) > routes.OFF_LOOP_BYTES
     loop_thread = threading.get_ident()  # asyncio.run runs its loop in this thread
@@ -121,7 +121,7 @@ def test_a_large_body_is_parsed_and_validated_off_the_event_loop(
 
 @pytest.mark.parametrize("body", [
     json.dumps({"model": "stub", "messages": HI, LONG: 1}),
-    '{"model":"stub","messages":[{"role":"user","content":"hi"}],"metadata":{"%s":NaN}}' % LONG,
+    '{"model":"stub","messages":[{"role":"user","content":"hi"}],"metadata":{"' + LONG + '":NaN}}',
     json.dumps({"model": "stub", "messages": HI, "logit_bias": {LONG: "x"}}),
     json.dumps({"model": "stub", "messages": HI, "metadata": {LONG: 5}}),
 ])
