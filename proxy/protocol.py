@@ -11,10 +11,11 @@ documentation's order; our additions are fenced and marked.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -152,6 +153,9 @@ class ChatMessageIn(BaseModel):
         return _PARTS.validate_python(value) if isinstance(value, list) else handler(value)
 
 
+Messages = Annotated[list[ChatMessageIn], BeforeValidator(bound.few_content_parts)]
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool | None = None
@@ -201,7 +205,7 @@ class ChatCompletionRequest(BaseModel):
     other fields are allowed here and left out of the upstream call (``forwarded``)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
-    messages: list[ChatMessageIn] = Field(min_length=1, max_length=bound.MAX_MESSAGES)
+    messages: Messages = Field(min_length=1, max_length=bound.MAX_MESSAGES)
     model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     audio: dict[str, Any] | None = None
     frequency_penalty: bound.Penalty | None = None
@@ -377,7 +381,7 @@ class ValuesCheckRequest(BaseModel):
     ]})  # the OpenAPI document states that ``check_values`` needs one of them
     text: str | None = Field(None, description="A reply to judge.")
     prompt: str | None = Field(None, description="The prompt that led to `text`, if any.")
-    messages: list[ChatMessageIn] | None = Field(
+    messages: Messages | None = Field(
         None, max_length=bound.MAX_MESSAGES, description="A conversation: judged as input as the chat route's input check "
                           "reads it (every message of the policy's checks.input_roles), and "
                           "the last turn, if the assistant's, as the reply.")

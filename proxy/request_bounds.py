@@ -12,11 +12,17 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic_core import PydanticCustomError
 
 MAX_MESSAGES = 2048
 """The most messages one request may carry (a 400 naming ``messages`` beyond). Far above any
 conversation a context window holds in useful turns; each message costs validation, the token
 estimate of ``tpm`` keys, and the value check's reading."""
+
+MAX_CONTENT_PARTS = 4096
+"""The most content parts (text, image, audio, file) in all of one request's messages, counted
+before they are validated: a part costs more to validate than a message, and 2,048 messages of
+70 tiny parts each fit in 4 MiB (5 s of validation)."""
 
 MAX_STOP = 4
 """OpenAI's limit on ``stop`` sequences."""
@@ -75,3 +81,16 @@ def _stop_where_it_fails(value: Any, handler: ValidatorFunctionWrapHandler) -> A
 
 Stop = Annotated[str | StopSequences, WrapValidator(_stop_where_it_fails)]
 """``stop``: one sequence or a list of at most ``MAX_STOP``."""
+
+
+def few_content_parts(messages: Any) -> Any:
+    """``messages`` before validation: at most ``MAX_CONTENT_PARTS`` parts in all (a 400
+    naming ``messages``); anything else is left to the schema."""
+    if isinstance(messages, list):
+        parts = sum(len(m["content"]) for m in messages[:MAX_MESSAGES + 1]
+                    if isinstance(m, dict) and isinstance(m.get("content"), list))
+        if parts > MAX_CONTENT_PARTS:
+            raise PydanticCustomError("too_many_parts",
+                                      "at most {limit} content parts in all messages",
+                                      {"limit": MAX_CONTENT_PARTS})
+    return messages

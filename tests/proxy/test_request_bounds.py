@@ -50,6 +50,8 @@ def send(services: Services, content: bytes | dict[str, Any]) -> httpx.Response:
 
 @pytest.mark.parametrize("field, value, param", [
     ("messages", HI * (MAX_MESSAGES + 1), "messages"),
+    ("messages", [{"role": "user", "content": [{"type": "text", "text": ""}] * 70}] * 60,
+     "messages"),  # 4,200 parts: counted before they are validated
     ("stop", ["a", "b", "c", "d", "e"], "stop"),
     ("logit_bias", {str(i): 1 for i in range(MAX_LOGIT_BIAS + 1)}, "logit_bias"),
     ("logit_bias", {"50256": -101}, "logit_bias.50256"),
