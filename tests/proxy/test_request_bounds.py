@@ -136,3 +136,19 @@ def test_a_clients_long_name_is_echoed_cut(policy_dir: Path, bank: PrincipleBank
     assert len(error["param"]) <= MAX_NAME_CHARS + 3 and len(error["message"]) < 600
     assert error["param"].endswith("...") and "kkkk" in error["param"]
     assert len(response.content) < 1500 and upstream.calls == []
+
+
+@pytest.mark.parametrize("text, valid", [
+    (b"\\ud800", False), (b"\\uDFFF", False), (b"\xed\xa0\x80", False), (b"\xed\xbf\xbf", False),
+    (b"\\ud83d\\ude00", True), (b"\xf0\x9f\x98\x80", True), (b"\\ud7ff", True),
+])
+def test_a_lone_surrogate_is_found_however_it_is_written(
+        policy_dir: Path, bank: PrincipleBank, text: bytes, valid: bool) -> None:
+    """The surrogate check runs only on bodies whose bytes may hold one (``json.dumps`` of a
+    4 MiB body held the GIL a fifth as long as parsing it): escapes in either case, and the
+    bytes ``json.loads`` decodes to a surrogate."""
+    services, upstream = services_of(policy_dir, bank)
+    body = b'{"model":"stub","messages":[{"role":"user","content":"a' + text + b'"}]}'
+    response = send(services, body)
+    assert response.status_code == (200 if valid else 400), response.text
+    assert len(upstream.calls) == valid
