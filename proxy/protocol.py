@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -153,7 +152,7 @@ class ChatMessageIn(BaseModel):
         return _PARTS.validate_python(value) if isinstance(value, list) else handler(value)
 
 
-Messages = Annotated[list[ChatMessageIn], BeforeValidator(bound.few_content_parts)]
+Messages = Annotated[list[ChatMessageIn], bound.PARTS_COUNTED]
 
 
 class StreamOptions(BaseModel):
@@ -382,9 +381,9 @@ class ValuesCheckRequest(BaseModel):
     text: str | None = Field(None, description="A reply to judge.")
     prompt: str | None = Field(None, description="The prompt that led to `text`, if any.")
     messages: Messages | None = Field(
-        None, max_length=bound.MAX_MESSAGES, description="A conversation: judged as input as the chat route's input check "
-                          "reads it (every message of the policy's checks.input_roles), and "
-                          "the last turn, if the assistant's, as the reply.")
+        None, max_length=bound.MAX_MESSAGES, description="A conversation: judged as input as "
+        "the chat route's input check reads it (every message of the policy's "
+        "checks.input_roles), and the last turn, if the assistant's, as the reply.")
     policy: str | None = Field(None, description="A policy name (same rules as the header).")
 
 

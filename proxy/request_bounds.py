@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from pydantic_core import PydanticCustomError
 
 MAX_MESSAGES = 2048
@@ -94,3 +101,7 @@ def few_content_parts(messages: Any) -> Any:
                                       "at most {limit} content parts in all messages",
                                       {"limit": MAX_CONTENT_PARTS})
     return messages
+
+
+PARTS_COUNTED = BeforeValidator(few_content_parts)
+"""On ``messages``: ``few_content_parts`` before the messages are validated."""
