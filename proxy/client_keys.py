@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import KeyRateLimited, StoreDown
+from proxy.protocol import UpstreamParams
 from proxy.stages import Trace, current_trace, estimated_tokens
 from proxy.store import LimitDecision, Store, StoreError, StoreUnavailable, VirtualKey
 
@@ -40,9 +41,8 @@ log = logging.getLogger(__name__)
 LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/values/check"})
 VERIFIED_TTL_S = 300.0
 VERIFIED_MAX = 10_000
-DEFAULT_REPLY_TOKENS = 256
-"""Tokens per choice held for the reply of a request that sets neither ``max_tokens`` nor
-``max_completion_tokens``, as far as the key's window has room (at least one)."""
+REPLY_FIELDS = ("max_tokens", "max_completion_tokens")
+"""The fields that cap a reply's tokens per choice (OpenAI's older and newer name)."""
 
 
 class VerifiedKeys:
@@ -142,38 +142,42 @@ def refusal(decision: LimitDecision) -> KeyRateLimited:
 @dataclass(frozen=True, slots=True)
 class TokenNeed:
     """What a chat request may cost: its messages (``proxy.stages.estimated_tokens``) and
-    its replies (``n`` choices of ``max_tokens``, or of ``DEFAULT_REPLY_TOKENS``)."""
+    its replies (``choices`` of ``max_tokens``, or of the gateway's ``server.max_tokens``)."""
 
     prompt: int
     least: int
     """Admitted only with room for this much: the messages and, with ``max_tokens`` set,
-    every reply in full; without it, one reply token."""
+    every reply in full; without it, one reply token per choice."""
     most: int
     """Held when the window has room: the messages and every reply in full."""
     reply_cap: int | None
     """``max_tokens`` (or ``max_completion_tokens``) per choice, when the request sets it."""
+    choices: int = 1
 
 
-def token_need(params: Mapping[str, Any]) -> TokenNeed:
+def token_need(params: Mapping[str, Any], reply_ceiling: int) -> TokenNeed:
+    """``reply_ceiling``: the reply tokens per choice held for a request that sets no cap
+    (as far as the window has room), the gateway's own ``server.max_tokens``."""
     prompt = estimated_tokens(params)
     n = params.get("n")
     choices = n if type(n) is int and n > 0 else 1
-    caps = [v for v in (params.get("max_tokens"), params.get("max_completion_tokens"))
+    caps = [v for v in (params.get(field) for field in REPLY_FIELDS)
             if type(v) is int and v > 0]
     if caps:
         full = prompt + choices * max(caps)
-        return TokenNeed(prompt, full, full, max(caps))
-    return TokenNeed(prompt, prompt + 1, prompt + choices * DEFAULT_REPLY_TOKENS, None)
+        return TokenNeed(prompt, full, full, max(caps), choices)
+    return TokenNeed(prompt, prompt + choices, prompt + choices * reply_ceiling, None, choices)
 
 
-async def reserve_tokens(store: Store, key: VirtualKey,
-                         params: Mapping[str, Any]) -> KeyRateLimited | None:
+async def reserve_tokens(store: Store, key: VirtualKey, params: UpstreamParams,
+                         reply_ceiling: int) -> KeyRateLimited | None:
     """Hold the request's tokens in the key's window (kept in the request's trace, for
-    ``charge`` to settle); None when they fit, else the 429 to answer. A request that needs
-    more than the key's ``tpm`` could never fit: refused without ``Retry-After``."""
+    ``charge`` to settle) and cap its replies to what is held (``cap_replies``); None when
+    they fit, else the 429 to answer. A request that needs more than the key's ``tpm`` could
+    never fit: refused without ``Retry-After``."""
     if key.tpm is None:
         return None
-    need = token_need(params)
+    need = token_need(params, reply_ceiling)
     if need.least > key.tpm:
         cap = (f" and max_tokens {need.reply_cap} per choice" if need.reply_cap is not None
                else "")
@@ -188,7 +192,22 @@ async def reserve_tokens(store: Store, key: VirtualKey,
     trace = current_trace.get()
     if trace is not None:
         trace.reserved, trace.reserved_at = decision.reserved, decision.reserved_at
+    held = key.tpm if decision.degraded else decision.reserved  # unreachable: the most ever
+    cap_replies(params, max(1, (held - need.prompt) // need.choices))
     return None
+
+
+def cap_replies(params: UpstreamParams, cap: int) -> None:
+    """Make the key's ``tpm`` a ceiling: the upstream may generate only what was held for
+    the request, ``cap`` tokens per choice. A reply cap larger than that is lowered to it;
+    a request with none gets ``max_completion_tokens`` (the field every OpenAI model takes,
+    and LiteLLM maps for other providers)."""
+    present = [field for field in REPLY_FIELDS if params.get(field) is not None]
+    for field in present:
+        if type(params[field]) is int and params[field] > cap:
+            params[field] = cap
+    if not present:
+        params["max_completion_tokens"] = cap
 
 
 def charge(store: Store, key: VirtualKey, trace: Trace) -> None:

@@ -11,7 +11,7 @@ documentation's order; our additions are fenced and marked.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict  # pydantic (FastAPI replies) needs it on 3.11
 
+from proxy import request_bounds as bound
 from proxy.tools import MAX_TOOLS, TOOL_MODE, Tool, ToolChoice, ToolMode
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -151,6 +152,9 @@ class ChatMessageIn(BaseModel):
         return _PARTS.validate_python(value) if isinstance(value, list) else handler(value)
 
 
+Messages = Annotated[list[ChatMessageIn], bound.PARTS_COUNTED]
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool | None = None
@@ -200,34 +204,34 @@ class ChatCompletionRequest(BaseModel):
     other fields are allowed here and left out of the upstream call (``forwarded``)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    messages: Messages = Field(min_length=1, max_length=bound.MAX_MESSAGES)
     model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     audio: dict[str, Any] | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    frequency_penalty: bound.Penalty | None = None
+    logit_bias: bound.LogitBias | None = None
     logprobs: bool | None = None
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
-    metadata: dict[str, str] | None = None
-    modalities: list[str] | None = None
-    n: int | None = Field(None, ge=1)
+    metadata: bound.Metadata | None = None
+    modalities: bound.Modalities | None = None
+    n: bound.Choices | None = None
     parallel_tool_calls: bool | None = None
     prediction: dict[str, Any] | None = None
-    presence_penalty: float | None = None
-    reasoning_effort: str | None = None
+    presence_penalty: bound.Penalty | None = None
+    reasoning_effort: bound.Keyword | None = None
     response_format: dict[str, Any] | None = None
-    seed: int | None = None
-    service_tier: str | None = None
-    stop: str | list[str] | None = None
+    seed: bound.Seed | None = None
+    service_tier: bound.Keyword | None = None
+    stop: bound.Stop | None = None
     store: bool | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = None
+    temperature: bound.Temperature | None = None
     tool_choice: ToolMode | ToolChoice | None = None
     tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
-    top_logprobs: int | None = None
-    top_p: float | None = None
-    user: str | None = None
+    top_logprobs: bound.TopLogprobs | None = None
+    top_p: bound.TopP | None = None
+    user: bound.User | None = None
 
     @field_validator("tool_choice", mode="wrap")
     @classmethod
@@ -376,10 +380,10 @@ class ValuesCheckRequest(BaseModel):
     ]})  # the OpenAPI document states that ``check_values`` needs one of them
     text: str | None = Field(None, description="A reply to judge.")
     prompt: str | None = Field(None, description="The prompt that led to `text`, if any.")
-    messages: list[ChatMessageIn] | None = Field(
-        None, description="A conversation: judged as input as the chat route's input check "
-                          "reads it (every message of the policy's checks.input_roles), and "
-                          "the last turn, if the assistant's, as the reply.")
+    messages: Messages | None = Field(
+        None, max_length=bound.MAX_MESSAGES, description="A conversation: judged as input as "
+        "the chat route's input check reads it (every message of the policy's "
+        "checks.input_roles), and the last turn, if the assistant's, as the reply.")
     policy: str | None = Field(None, description="A policy name (same rules as the header).")
 
 

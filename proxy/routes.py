@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ from proxy.protocol import (
     UpstreamParams,
     ValuesCheckRequest,
     ValuesCheckResult,
+    shown_name,
 )
 from proxy.record import Ledger
 from proxy.services import Services
@@ -53,8 +55,7 @@ async def chat_completions(request: Request) -> Response:
     caller = caller_of(request)
     ledger = Ledger(caller.name, key_id=caller.key.id if caller.key else None)
     request.state.ledger = ledger  # from here on every outcome is recorded, 400s too
-    raw = await read_json(request)
-    body = validate(ChatCompletionRequest, raw)
+    raw, body = await read_valid(request, ChatCompletionRequest)
     params = admit(raw, body, services.config)
     await hold_tokens(request, caller, params)
     chat = ChatRequest(params, bool(body.stream), caller, request.headers.get("x-vilmo-policy"),
@@ -80,7 +81,7 @@ async def chat_completions(request: Request) -> Response:
              openapi_extra={**json_body(ValuesCheckRequest, "A text or a conversation to judge"),
                             "parameters": [POLICY_HEADER]})
 async def values_check(request: Request) -> ValuesCheckResult:
-    body = validate(ValuesCheckRequest, await read_json(request))
+    _, body = await read_valid(request, ValuesCheckRequest)
     return await unless_disconnected(request.receive, check_values(
         body, caller_of(request), request.headers.get("x-vilmo-policy"),
         request.app.state.services))
@@ -112,14 +113,15 @@ async def metrics(request: Request) -> Response:
 
 
 async def hold_tokens(request: Request, caller: Caller, params: UpstreamParams) -> None:
-    """Reserve the request's tokens against its virtual key's ``tpm`` before any work
-    (``proxy.client_keys.reserve_tokens``); the 429 when they do not fit."""
+    """Reserve the request's tokens against its virtual key's ``tpm`` before any work, and
+    cap its replies to what is held (``proxy.client_keys.reserve_tokens``): the 429 when they
+    do not fit."""
     store = getattr(request.app.state, "store", None)
     if caller.key is None or store is None:
         return
-    refused = await reserve_tokens(store, caller.key, params)
+    services: Services = request.app.state.services
+    refused = await reserve_tokens(store, caller.key, params, services.config.server.max_tokens)
     if refused is not None:
-        services: Services = request.app.state.services
         services.metrics.limit_rejections.labels(caller.key.name, refused.code or "tpm").inc()
         raise refused
 
@@ -146,14 +148,40 @@ def outcome_headers(policy: str, instruction: Instruction, facts: Facts, guard: 
     return headers
 
 
+OFF_LOOP_BYTES = 256 * 1024
+"""Bodies larger than this are parsed and validated in a worker thread: a 4 MiB body of tiny
+objects costs a second of CPU, which would hold every other request of this worker (and
+``/healthz``) on the event loop."""
+
+
 async def read_json(request: Request) -> dict[str, Any]:
     """The request's JSON body; a client that leaves before sending all of it is a 499."""
+    body = await read_bytes(request)
+    return await asyncio.to_thread(parse_body, body) if len(body) > OFF_LOOP_BYTES \
+        else parse_body(body)
+
+
+async def read_valid(request: Request, model: type[ModelT]) -> tuple[dict[str, Any], ModelT]:
+    """The request's JSON body and ``model`` validated from it, off the event loop when the
+    body is larger than ``OFF_LOOP_BYTES``."""
+    body = await read_bytes(request)
+    if len(body) > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(parse_valid, body, model)
+    return parse_valid(body, model)
+
+
+async def read_bytes(request: Request) -> bytes:
+    """The request's body; a client that leaves before sending all of it is a 499."""
     try:
-        body = await request.body()
+        return await request.body()
     except ClientDisconnect:
         raise ClientClosed("the client closed the connection before sending its request",
                            code="client_closed") from None
-    return parse_body(body)
+
+
+def parse_valid(body: bytes, model: type[ModelT]) -> tuple[dict[str, Any], ModelT]:
+    raw = parse_body(body)
+    return raw, validate(model, raw)
 
 
 def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
@@ -165,10 +193,11 @@ def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
 
 def first_invalid(errors: Sequence[Mapping[str, Any]], skip: int = 0) -> InvalidRequest:
     """The 400 for a failed validation: its first error, ``param`` naming the field (its
-    location past ``skip`` leading parts: FastAPI's ``query``, ``path``), never the input."""
+    location past ``skip`` leading parts: FastAPI's ``query``, ``path``; cut by ``shown_name``,
+    as its keys are the client's), never the input."""
     if not errors:
         return InvalidRequest("the request is invalid", code="invalid_request")
-    where = dotted(tuple(errors[0]["loc"])[skip:])
+    where = shown_name(dotted(tuple(errors[0]["loc"])[skip:]))
     message = str(errors[0]["msg"])
     return InvalidRequest(f"{where}: {message}" if where else message, param=where or None,
                           code="invalid_request")

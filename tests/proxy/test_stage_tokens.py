@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from proxy.client_keys import DEFAULT_REPLY_TOKENS, token_need
+from proxy.client_keys import token_need
 from proxy.stages import TimedUpstream, Trace, estimated_tokens, start_trace
 from proxy.upstream import Chunk, Completion
 
@@ -98,10 +98,9 @@ def test_a_call_that_failed_charges_its_messages(stream: bool) -> None:
 
 
 def test_a_request_needs_its_messages_and_its_replies() -> None:
-    capped = token_need({**PARAMS, "max_tokens": 50, "n": 2})
+    capped = token_need({**PARAMS, "max_tokens": 50, "n": 2}, 1000)
     assert (capped.least, capped.most) == (PROMPT_TOKENS + 100, PROMPT_TOKENS + 100)
-    larger = token_need({**PARAMS, "max_tokens": 10, "max_completion_tokens": 70})
+    larger = token_need({**PARAMS, "max_tokens": 10, "max_completion_tokens": 70}, 1000)
     assert larger.least == PROMPT_TOKENS + 70  # the larger cap, whichever field
-    open_ended = token_need(PARAMS)
-    assert (open_ended.least, open_ended.most) == (PROMPT_TOKENS + 1,
-                                                   PROMPT_TOKENS + DEFAULT_REPLY_TOKENS)
+    open_ended = token_need({**PARAMS, "n": 3}, 1000)  # one token per choice, up to the ceiling
+    assert (open_ended.least, open_ended.most) == (PROMPT_TOKENS + 3, PROMPT_TOKENS + 3000)

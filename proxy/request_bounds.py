@@ -1,0 +1,107 @@
+"""The bounds of a chat request's OpenAI fields (``proxy.protocol.ChatCompletionRequest``).
+
+Each field that reaches the upstream is bounded here as OpenAI documents it, so that a value
+no upstream takes (a 4,000-digit seed, a temperature of 1e308, a 5,000-character service
+tier) is the client's 400 naming the field, not forwarded; and each list a client sizes is
+bounded, so that one body of 120,000 tiny messages cannot hold a worker's event loop for
+seconds in validation and token estimates.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
+
+MAX_MESSAGES = 2048
+"""The most messages one request may carry (a 400 naming ``messages`` beyond). Far above any
+conversation a context window holds in useful turns; each message costs validation, the token
+estimate of ``tpm`` keys, and the value check's reading."""
+
+MAX_CONTENT_PARTS = 4096
+"""The most content parts (text, image, audio, file) in all of one request's messages, counted
+before they are validated: a part costs more to validate than a message, and 2,048 messages of
+70 tiny parts each fit in 4 MiB (5 s of validation)."""
+
+MAX_STOP = 4
+"""OpenAI's limit on ``stop`` sequences."""
+
+MAX_LOGIT_BIAS = 1024
+"""The most tokens one ``logit_bias`` may bias (OpenAI documents no count; 300 is typical)."""
+
+MAX_TOP_LOGPROBS = 20
+"""OpenAI's limit on ``top_logprobs``."""
+
+MAX_N = 128
+"""OpenAI's limit on ``n``; the server's ``max_n`` (default 8) is checked at admission."""
+
+MAX_USER_CHARS = 256
+"""The longest ``user`` (an end user's id; OpenAI's are hashes of 64 characters)."""
+
+MAX_METADATA_PAIRS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
+"""OpenAI's limits on ``metadata``."""
+
+Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+"""``seed``: a 64-bit integer, as every upstream reads it."""
+
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+"""``frequency_penalty`` and ``presence_penalty``."""
+
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+TopP = Annotated[float, Field(ge=0.0, le=1.0)]
+TopLogprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)]
+Choices = Annotated[int, Field(ge=1, le=MAX_N)]
+Bias = Annotated[float, Field(ge=-100.0, le=100.0)]
+"""One ``logit_bias`` value: OpenAI's range."""
+
+Keyword = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+"""``service_tier`` and ``reasoning_effort``: a short lower-case word (``auto``, ``flex``,
+``priority``, ``minimal``, ``high``, ...). Not a fixed list: OpenAI adds values (``none``,
+``xhigh``) that an upstream should be asked, not the gateway."""
+
+Modality = Literal["text", "audio"]
+Modalities = Annotated[list[Modality], Field(max_length=2)]
+LogitBias = Annotated[dict[str, Bias], Field(max_length=MAX_LOGIT_BIAS)]
+Metadata = Annotated[dict[Annotated[str, Field(max_length=MAX_METADATA_KEY_CHARS)],
+                          Annotated[str, Field(max_length=MAX_METADATA_VALUE_CHARS)]],
+                     Field(max_length=MAX_METADATA_PAIRS)]
+User = Annotated[str, Field(max_length=MAX_USER_CHARS)]
+
+
+StopSequences = Annotated[list[str], Field(max_length=MAX_STOP)]
+_STOP_LIST: TypeAdapter[list[str]] = TypeAdapter(StopSequences, config=ConfigDict(strict=True))
+
+
+def _stop_where_it_fails(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A list is validated as a list alone, so that an error names ``stop`` (or its item),
+    not the union's string branch."""
+    return _STOP_LIST.validate_python(value) if isinstance(value, list) else handler(value)
+
+
+Stop = Annotated[str | StopSequences, WrapValidator(_stop_where_it_fails)]
+"""``stop``: one sequence or a list of at most ``MAX_STOP``."""
+
+
+def few_content_parts(messages: Any) -> Any:
+    """``messages`` before validation: at most ``MAX_CONTENT_PARTS`` parts in all (a 400
+    naming ``messages``); anything else is left to the schema."""
+    if isinstance(messages, list):
+        parts = sum(len(m["content"]) for m in messages[:MAX_MESSAGES + 1]
+                    if isinstance(m, dict) and isinstance(m.get("content"), list))
+        if parts > MAX_CONTENT_PARTS:
+            raise PydanticCustomError("too_many_parts",
+                                      "at most {limit} content parts in all messages",
+                                      {"limit": MAX_CONTENT_PARTS})
+    return messages
+
+
+PARTS_COUNTED = BeforeValidator(few_content_parts)
+"""On ``messages``: ``few_content_parts`` before the messages are validated."""
