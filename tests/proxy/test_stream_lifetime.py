@@ -39,7 +39,7 @@ def audit_records(policy_dir: Path, match: Callable[[dict[str, Any]], bool], aft
     path = policy_dir.parent / "audit.jsonl"
     deadline = time.monotonic() + wait_s
     while True:
-        lines = path.read_text().splitlines()[after:]
+        lines = path.read_text().splitlines()[after:] if path.exists() else []
         found = [r for r in map(json.loads, lines) if match(r)]
         if found or time.monotonic() > deadline:
             return found
@@ -175,3 +175,24 @@ def test_a_chunked_stream_that_ends_early_records_its_partial_verdicts(
     assert [(r["status"], r["error_code"], r["guard"]) for r in records] == [
         ("504", "stream_timeout", "ok")]
     assert records[0]["verdict"]["action"] == "allow"
+
+
+def test_a_monitor_stream_the_client_leaves_records_the_verdict_of_what_it_sent(
+        gateway: str, stub: StubUpstream, policy_dir: Path) -> None:
+    """Monitor mode judged a stream only when it ended (cleanly or by an error): the client
+    read "Punch him hard." and left, and the record said 499, guard off, no verdict."""
+    stub.reply, stub.chunk_delay = "Punch him hard. " + LONG, 0.1  # six seconds
+    body = {"model": "stub", "messages": ASK, "stream": True}
+    start = audit_length(policy_dir)
+    read = ""
+    with httpx.stream("POST", f"{gateway}/chat/completions", json=body, timeout=30, headers={
+            "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": "g-block-monitor"}) as r:
+        for line in r.iter_lines():
+            read += line
+            if "hard." in read:
+                break
+    assert eventually(lambda: stub.streams_closed_early == 1) and stub.streams_finished == 0
+    records = audit_records(policy_dir, lambda r: r["policy"] == "g-block-monitor", start)
+    assert [(r["status"], r["error_code"], r["guard"]) for r in records] == [
+        ("499", "client_closed", "ok")]
+    assert records[0]["verdict"]["violations"] == ["mft.care"]
