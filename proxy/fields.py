@@ -18,7 +18,8 @@ label (``LABEL``):
   sentence spelled one chunk's id at a time);
 - a ``finish_reason`` is one of ``FINISH_REASONS`` (others mapped, as LiteLLM maps them);
 - inside the message or delta, the strings the check skips are labels: a role one of
-  ``ROLES``, ids and types labels, audio data base64 (others removed);
+  ``ROLES``, ids and types labels, audio data base64 (others removed); keys outside
+  ``KNOWN_KEYS`` labels, at most ``MAX_UNKNOWN_KEYS`` distinct ones;
 - ``usage`` holds numbers under label keys; the label fields (``LABEL_FIELDS``) labels under
   label keys, at most ``MAX_LABELS`` of them, lists of at most ``MAX_LIST``;
 - ``logprobs`` are relayed only when their tokens spell the checked ``content`` (``refusal``)
@@ -58,9 +59,13 @@ LABEL: Final = re.compile(r"[A-Za-z0-9_.:/@+=-]{0,128}")
 """A label: one word of at most 128 ASCII letters, digits and ``_.:/@+=-`` (``safe``,
 ``chatcmpl-9x…``, ``fp_44709d6fcb``, ``call_abc``, ``meta-llama/Llama-3.1-8B``,
 ``claude-3-5-sonnet@20240620``, a base64 id); no spaces, so no sentence."""
-MAX_LABELS = 128
+MAX_LABELS = 48
 """The most strings and keys one label field (or ``usage``) relays: Azure's
-``content_filter_results`` has about 40."""
+``content_filter_results`` has about 40 (each one word the check never reads: 128 could
+spell a paragraph)."""
+MAX_UNKNOWN_KEYS = 8
+"""The most distinct keys outside ``KNOWN_KEYS`` one message or delta relays (the rest are
+dropped with their values): each is a word the check never reads."""
 MAX_LIST = 16
 """The most items of a list in a label field."""
 MAX_DEPTH = 6
@@ -98,7 +103,8 @@ TEXT_KEYS = frozenset({"content", "refusal", "reasoning_content", "reasoning"})
 KNOWN_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "function_call", "audio",
                         "annotations", "reasoning_content", "reasoning", "name", "arguments",
                         "id", "type", "index", "function", "data", "transcript", "expires_at",
-                        "input", "custom", "tool_call_id"})
+                        "input", "custom", "tool_call_id", "url_citation", "start_index",
+                        "end_index", "title", "url"})
 """Keys of a message or delta known to be labels (others are checked to be: ``LABEL``)."""
 
 _DROP: Final = object()
@@ -253,12 +259,14 @@ def _walk_labels_in_text(message: dict[str, Any]) -> bool:
         message["role"] = "assistant"
         changed = True
     stack: list[tuple[object, str, bool]] = [(message, "", False)]  # (value, key, in audio)
+    unknown: set[str] = set()  # the distinct keys outside KNOWN_KEYS relayed so far
     while stack:
         value, under, in_audio = stack.pop()
         if type(value) is dict:
             drop = []
             for key, inner in value.items():
-                if key not in KNOWN_KEYS and not LABEL.fullmatch(key):
+                if key not in KNOWN_KEYS and (
+                        not LABEL.fullmatch(key) or not _one_more(unknown, key)):
                     drop.append(key)
                 elif type(inner) is str:
                     if not _may_be(inner, key, in_audio):
@@ -276,6 +284,17 @@ def _walk_labels_in_text(message: dict[str, Any]) -> bool:
             stack.extend((v, under, in_audio) for v in value
                          if type(v) is dict or type(v) is list)
     return changed
+
+
+def _one_more(unknown: set[str], key: str) -> bool:
+    """Whether ``key`` (outside ``KNOWN_KEYS``) may be relayed: one of the first
+    ``MAX_UNKNOWN_KEYS`` distinct ones (then noted in ``unknown``)."""
+    if key in unknown:
+        return True
+    if len(unknown) >= MAX_UNKNOWN_KEYS:
+        return False
+    unknown.add(key)
+    return True
 
 
 def _may_be(value: str, key: str, in_audio: bool) -> bool:

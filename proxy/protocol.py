@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict  # pydantic (FastAPI replies) needs it on 3.11
 
+from proxy.extras import MAX_EXTRA_BODY_FIELDS, FewExtras
 from proxy.tools import MAX_TOOLS, TOOL_MODE, Tool, ToolChoice, ToolMode
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -76,7 +77,7 @@ class ImageURL(BaseModel):
     format: str | None = Field(None, max_length=255)
 
 
-class ContentPart(BaseModel):
+class ContentPart(FewExtras):
     """One part of a message's content list; its own fields are checked where they matter."""
 
     model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={"allOf": [
@@ -120,7 +121,7 @@ fails on some messages without them (two system turns without content: KeyError 
 and reports that as a connection error, a 502, which also counts against the deployment."""
 
 
-class ChatMessageIn(BaseModel):
+class ChatMessageIn(FewExtras):
     model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={
         "allOf": [*(_requires(role, *fields) for role, fields in MESSAGE_NEEDS.items()),
                   {"if": {"properties": {"role": {"not": {"const": "assistant"}}}},
@@ -151,7 +152,7 @@ class ChatMessageIn(BaseModel):
         return _PARTS.validate_python(value) if isinstance(value, list) else handler(value)
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(FewExtras):
     model_config = ConfigDict(extra="allow")
     include_usage: bool | None = None
 
@@ -194,12 +195,14 @@ def shown_name(name: str) -> str:
     return name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "..."
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(FewExtras):
     """POST /v1/chat/completions. The OpenAI fields are type-checked here so a malformed one
     is the client's 400, not a failure inside LiteLLM that would look like the upstream's;
-    other fields are allowed here and left out of the upstream call (``forwarded``)."""
+    other fields (at most ``MAX_EXTRA_BODY_FIELDS``) are allowed here and left out of the
+    upstream call (``forwarded``)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
+    max_extra = MAX_EXTRA_BODY_FIELDS
     messages: list[ChatMessageIn] = Field(min_length=1)
     model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     audio: dict[str, Any] | None = None
