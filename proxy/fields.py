@@ -24,7 +24,8 @@ label (``LABEL``):
   label keys, at most ``MAX_LABELS`` of them, lists of at most ``MAX_LIST``;
 - ``logprobs`` are relayed only when their tokens spell the checked ``content`` (``refusal``)
   of the same message or delta, with every ``top_logprobs`` emptied (alternatives that were
-  not the reply, so never checked), keeping the shape a client expects.
+  not the reply, so never checked), keeping the shape a client expects; unless no check of the
+  reply can stop it (``proxy.logprobs.alternatives_shown``): then they are relayed, bounded.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import re
 import time
 from typing import Any, Final
 
-from proxy.logprobs import kept_logprobs
+from proxy.logprobs import alternatives_shown, kept_logprobs
 
 REPLY_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage",
                           "system_fingerprint", "service_tier", "prompt_filter_results"})
@@ -117,9 +118,12 @@ class StreamLabels:
     has it, so that later chunks carrying others (a sentence spelled one chunk at a time) are
     given these. Empty values (Azure's held chunks have ``""`` and ``0``) are left alone."""
 
-    __slots__ = ("held", "last")
+    __slots__ = ("alternatives", "held", "last")
 
     def __init__(self) -> None:
+        self.alternatives = alternatives_shown.get()
+        """The stream's ``top_logprobs`` shown or not: as its call's context said at its start
+        (later chunks may be read in another task)."""
         self.held: dict[str, object] = {}
         self.last: tuple[object, ...] | None = None
         """The labels of the chunk before, as it was relayed: a chunk with the same needs no
@@ -148,8 +152,9 @@ def keep_allowed(reply: dict[str, Any], part: str, model: str = "",
             reply["usage"] = usage
     if "prompt_filter_results" in reply:
         changed = _keep_labels(reply, "prompt_filter_results") or changed
+    shown = stream.alternatives if stream is not None else alternatives_shown.get()
     for choice in reply.get("choices") or ():
-        changed = _keep_allowed_in_choice(choice, part) or changed
+        changed = _keep_allowed_in_choice(choice, part, shown) or changed
     return changed
 
 
@@ -208,7 +213,7 @@ def _keep_top_labels_once(reply: dict[str, Any], part: str, model: str,
     return changed
 
 
-def _keep_allowed_in_choice(choice: dict[str, Any], part: str) -> bool:
+def _keep_allowed_in_choice(choice: dict[str, Any], part: str, alternatives: bool) -> bool:
     changed = False
     allowed = _CHOICE_FIELDS_WITH[part]
     if not allowed.issuperset(choice):
@@ -226,7 +231,7 @@ def _keep_allowed_in_choice(choice: dict[str, Any], part: str) -> bool:
     else:
         message = {}
     if choice.get("logprobs") is not None:
-        logprobs = kept_logprobs(choice["logprobs"], message)
+        logprobs = kept_logprobs(choice["logprobs"], message, alternatives)
         if logprobs is not choice["logprobs"]:
             changed = True
             choice["logprobs"] = logprobs
