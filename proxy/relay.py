@@ -12,10 +12,11 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Self, cast
 
-from proxy.errors import Redactor, UpstreamFailed, upstream_said
+from proxy.errors import Redactor, UpstreamFailed
 from proxy.fields import StreamLabels
 from proxy.protocol import ChatCompletionChunk
 from proxy.upstream import entered, upstream_json
+from proxy.upstream_log import upstream_said
 
 
 class RawChunk(dict[str, Any]):

@@ -7,6 +7,7 @@ The ``Upstream`` protocol is the seam the pipeline sees: OpenAI-shaped dicts in 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -159,16 +160,27 @@ def no_media_url(model: str) -> str:
             "this one only as bytes (Image URL download is disabled): send it as a data: URL")
 
 
+FAILURE_REPORT = re.compile(r"(?:%s|[\w.]+)\(model=(?:%s|[^)]*)\)\x1b\[31m Exception |"
+                            r"litellm\.router\.py::async_function_with_fallbacks\(\) - Error")
+"""How LiteLLM's Router's records of a failed call begin (as format strings, or formatted by
+LiteLLM's own filter): each failed attempt at INFO, then the failure at ERROR. The gateway
+logs each failure once itself, with the request's id (``proxy.upstream_log``): these are
+dropped."""
+
+
 class FirstLineOnly(logging.Filter):
-    """A record's first line, without a traceback: LiteLLM's Router logs each upstream failure
-    over several lines (its advice on fallbacks, "Debug Information"), and the gateway promises
-    one log line at most per error. The failure itself reaches the client mapped."""
+    """A record's first line that has any text, without a traceback: LiteLLM's Router logs
+    each upstream failure over several lines (its advice on fallbacks, "Debug Information"),
+    and the gateway promises one log line per error: LiteLLM's records of a failure
+    (``FAILURE_REPORTS``) are dropped, the gateway's own line tells it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        first = message.split("\n", 1)[0]
-        if first != message:
-            record.msg, record.args = first, None
+        if FAILURE_REPORT.match(message):
+            return False
+        lines = message.strip().split("\n", 1)
+        if lines[0] != message:
+            record.msg, record.args = lines[0].strip(), None
         record.exc_info = record.exc_text = None
         return True
 
