@@ -17,7 +17,7 @@ from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.fields import StreamLabels, keep_allowed
 from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
 from proxy.settings import Deployment, configured_name
-from proxy.wellformed import NotFinite, make_well_formed, parse_upstream
+from proxy.wellformed import NotFinite, make_well_formed, parse_upstream, parse_upstream_event
 
 Completion: TypeAlias = ChatCompletion
 Chunk: TypeAlias = ChatCompletionChunk
@@ -220,6 +220,17 @@ def upstream_json(raw: bytes, model: str) -> Any:
         raise not_finite(model, error) from None
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def upstream_event_json(raw: bytes, model: str) -> tuple[Any, bool]:
+    """``upstream_json``, and whether no object in it has a key twice (``None, True`` for
+    text that is no JSON)."""
+    try:
+        return parse_upstream_event(raw)
+    except NotFinite as error:
+        raise not_finite(model, error) from None
+    except (ValueError, UnicodeDecodeError):
+        return None, True
 
 
 def entered(reply: dict[str, Any], part: str, model: str, raw: bytes | None = None,
