@@ -98,11 +98,13 @@ async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIter
         status, code = str(failure.status), failure.code
         yield error_event(failure)
     finally:
-        await stream.items.aclose()  # type: ignore[attr-defined]
-        if unjudged is not None and status == str(ClientClosed.status):
-            judge_then_finish(unjudged.judge, stream.finish, status, code, request_id)
-        else:
-            stream.finish(reply, status, code)
+        try:
+            await stream.items.aclose()  # type: ignore[attr-defined]
+        finally:  # recorded even if closing is cancelled again (the client left)
+            if unjudged is not None and status == str(ClientClosed.status):
+                judge_then_finish(unjudged.judge, stream.finish, status, code, request_id)
+            else:
+                stream.finish(reply, status, code)
     yield DONE
 
 
