@@ -36,7 +36,7 @@ from proxy.chunks import tokens
 from proxy.guard import Guard
 from proxy.metrics import Metrics
 from proxy.outcome import Judged
-from proxy.protocol import ChatCompletionChunk, ReplyMessage
+from proxy.replies import ChatCompletionChunk, ReplyMessage
 from vilmo.instruct.instructions import Instruction
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.policy_classifier import PolicyClassifiers

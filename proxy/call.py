@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from proxy.chunks import until
 from proxy.errors import StreamTimeout
 from proxy.judged_text import judged_text
+from proxy.logprobs import alternatives_shown
 from proxy.metrics import Metrics
-from proxy.protocol import ChatCompletionChunk, UpstreamParams
+from proxy.protocol import UpstreamParams
+from proxy.replies import ChatCompletionChunk
 from proxy.upstream import Upstream, open_stream
 from vilmo.instruct.instructions import Instruction, apply_instruction, prompt_text, strengthen
 from vilmo.instruct.principles import PrincipleBank
 from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
-from vilmo.verdict import Verdict
+from vilmo.verdict import Verdict, rules_of
 
 PROMPT_CONTEXT_CHARS = 2000
 """How much of the prompt (the last user turn) the judge gets with a reply: its head, since
@@ -26,6 +28,12 @@ the packaged classifier reads the prompt's first ``prompt_tokens`` (64) tokens
 (``vilmo.judge.windowing.prompt_head``), about 300 characters of English; 2,000 keep them
 whole for any prompt whose tokens average under 31 characters, so normal prompts are judged as
 before, and a huge prompt costs the judge no more than this."""
+
+
+def reply_may_stop(policy: Policy) -> bool:
+    """Whether a check of the reply can block or regenerate it (it is checked, and some rule
+    stops): only then is anything of the reply hidden from the client."""
+    return policy.checks.output and any(rule.stops for rule in rules_of(policy).values())
 
 
 def judged_prompt(prompt: str | None) -> str | None:
@@ -46,7 +54,9 @@ class Call:
     def params(self) -> UpstreamParams:
         """A stream always asks for usage: its tokens are charged to the key's ``tpm``
         whether or not the client asked (``proxy.sse`` drops the usage the client did not
-        ask for)."""
+        ask for). The call's context says whether the reply's ``top_logprobs`` may go out
+        (``proxy.logprobs.alternatives_shown``): only when no check of it can stop it."""
+        alternatives_shown.set(not reply_may_stop(self.policy))
         placed = apply_instruction(self.raw["messages"], self.instruction,
                                    self.policy.instructions.placement)
         params = {**self.raw, "messages": placed}

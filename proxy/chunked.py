@@ -14,7 +14,8 @@ with audio is held to its end the same way: the audio is checked only through it
 and a partial check cannot vouch for audio that may run ahead of the transcript.
 
 monitor: everything passes at once; at the end each choice's whole reply is checked and the
-verdict reported in a last chunk (``choices: []``, a ``vilmo`` object). No protection.
+verdict reported in a last chunk (``choices: []``, a ``vilmo`` object). No protection. A stream
+the client leaves is judged all the same, after it closed (``proxy.sse``), for the record.
 
 Both yield, among the chunks, ``Judged`` facts: the reply's verdict so far, for the record,
 so that a stream that ends early (its deadline, an upstream failure) records what judged the
@@ -42,7 +43,14 @@ from proxy.chunks import (
 from proxy.errors import GuardFailed
 from proxy.guard import Guard
 from proxy.judged_text import unescaped
-from proxy.outcome import FAILED_OPEN, FailedOpen, Judged, Judgement
+from proxy.outcome import (
+    FAILED_OPEN,
+    NOT_CHECKED,
+    FailedOpen,
+    Judged,
+    Judgement,
+    Unjudged,
+)
 from proxy.upstream import Chunk
 from vilmo.policy import Policy
 from vilmo.verdict import Verdict, rules_of, worst_of
@@ -200,8 +208,10 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
 
 
 async def monitored(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
-                    ) -> AsyncIterator[Chunk | Judged]:
-    """Monitor mode: everything passes at once; the whole reply is checked at the end."""
+                    ) -> AsyncIterator[Chunk | Judged | Unjudged]:
+    """Monitor mode: everything passes at once; the whole reply is checked at the end. First
+    comes an ``Unjudged`` whose judge reads the text relayed so far: a client that leaves
+    closes this generator, which then cannot yield, so its sender judges that text."""
     policy = call.policy
     choices: dict[int, ChoiceText] = {}
     template: Chunk = {}
@@ -213,12 +223,17 @@ async def monitored(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
         except GuardFailed:  # monitor never holds or fails a stream; the failure is reported
             return FAILED_OPEN
 
+    async def relayed() -> Judgement:
+        """The judgement of the text relayed so far; none relayed: nothing to judge."""
+        return await judged() if any(t.text for t in choices.values()) else NOT_CHECKED
+
+    yield Unjudged(relayed)
     try:
         async for chunk in chunks:
             template = template or chunk
-            yield chunk
-            for index, piece in by_choice(chunk):
+            for index, piece in by_choice(chunk):  # before it goes: the client may get it
                 choices.setdefault(index, ChoiceText()).add(delta_of(piece))
+            yield chunk
     except Exception:
         # Ended early (its deadline, an upstream failure): the text the client already got is
         # judged all the same, for the record (the check has its own timeout); then the error.

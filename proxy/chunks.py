@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from proxy.errors import StreamTimeout
 from proxy.fields import NOT_TEXT_FIELDS, NOT_TEXT_PATHS
-from proxy.protocol import ReplyMessage
+from proxy.replies import ReplyMessage
 from proxy.upstream import Chunk, Closing, Completion
 
 CONTENT_FILTER = "content_filter"

@@ -28,10 +28,12 @@ from proxy.errors import (
     map_http_errors,
     upstream_status_error,
 )
-from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
+from proxy.protocol import UpstreamParams
 from proxy.relay import SSEReader
+from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.settings import ConfigError, Deployment, GatewayConfig, configured_name
 from proxy.upstream import Upstream, entered, no_cookies, upstream_json
+from proxy.upstream_log import upstream_said
 from vilmo.yamlfile import FileIssue
 
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -211,6 +213,7 @@ class DirectUpstream:
                     finally:
                         await response.aclose()
             except TimeoutError:
+                upstream_said(self.redact, model, "timed out", "no reply by its deadline")
                 raise UpstreamTimeout(f"upstream for model {model!r} timed out",
                                       code="upstream_timeout") from None
         completion = upstream_json(body, model)

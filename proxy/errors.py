@@ -39,9 +39,8 @@ from typing import Any, ClassVar
 
 from proxy.fields import LABEL
 from proxy.protocol import error_envelope
+from proxy.upstream_log import upstream_said
 from proxy.wellformed import well_formed
-
-log = logging.getLogger(__name__)
 
 
 class GatewayError(Exception):
@@ -245,6 +244,7 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) 
     except GatewayError:
         raise
     except RouterRateLimitError as exc:  # LiteLLM's own: no deployment may be called now
+        upstream_said(redact, model, "no deployment free", str(exc))
         retry = {"retry-after": str(max(1, math.ceil(exc.cooldown_time)))}
         if exc.all_deployments_in_cooldown:
             raise UpstreamUnavailable(
@@ -254,10 +254,12 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) 
         raise UpstreamRateLimited(f"the gateway's rate limit for model {model!r}",
                                   code="rate_limit_exceeded", headers=retry) from None
     except openai.APITimeoutError as exc:
+        upstream_said(redact, model, "timed out", _message_of(exc))
         raise UpstreamTimeout(f"upstream for model {model!r} timed out",
                               code="upstream_timeout") from exc
     except (openai.APIStatusError, openai.APIConnectionError) as exc:
         if (malformed := _malformed_reply(exc)) is not None:
+            upstream_said(redact, model, "malformed", f"it {malformed}")
             raise UpstreamFailed(f"the upstream for model {model!r} {malformed}",
                                  code="upstream_malformed") from exc
         if isinstance(exc, openai.APIConnectionError):
@@ -280,6 +282,7 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) 
         upstream_said(redact, model, f"status {status}", _message_of(exc))
         raise _from_status(status, model) from exc
     except UnicodeError as exc:  # LiteLLM's Router fails on an upstream's lone surrogate itself
+        upstream_said(redact, model, "malformed", "it sent text that is not valid Unicode")
         raise UpstreamFailed(f"the upstream for model {model!r} sent text that is not valid "
                              "Unicode", code="upstream_malformed") from exc
 
@@ -330,6 +333,7 @@ def map_http_errors(redact: Redactor, model: str) -> Iterator[None]:
     except GatewayError:
         raise
     except httpx.TimeoutException as exc:
+        upstream_said(redact, model, "timed out", type(exc).__name__)
         raise UpstreamTimeout(f"upstream for model {model!r} timed out",
                               code="upstream_timeout") from exc
     except httpx.ConnectError as exc:
@@ -337,6 +341,7 @@ def map_http_errors(redact: Redactor, model: str) -> Iterator[None]:
         raise UpstreamFailed(f"could not reach the upstream for model {model!r}",
                              code="upstream_unreachable") from exc
     except httpx.HTTPError as exc:  # reset, protocol error, bad encoding: the wire failed
+        upstream_said(redact, model, "connection failed", type(exc).__name__)
         raise UpstreamFailed(f"the connection to the upstream for model {model!r} failed: "
                              f"{type(exc).__name__}", code="upstream_error") from exc
 
@@ -349,12 +354,6 @@ def upstream_status_error(status: int, message: str, model: str, retry_after: st
     if isinstance(error, UpstreamRateLimited):
         error.headers = _retry_after(retry_after)
     return error
-
-
-def upstream_said(redact: Redactor, model: str, what: str, message: str) -> None:
-    """Log the upstream's own error message (redacted, cut, one line), never the client's."""
-    line = well_formed(" ".join(redact.cut(message).split()))  # a lone surrogate: U+FFFD
-    log.warning("the upstream for model %r failed (%s): %s", model, what, line)
 
 
 def _from_status(status: int, model: str, param: object = None, code: object = None,

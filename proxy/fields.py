@@ -26,7 +26,8 @@ paths), everything relayed becomes either text the check reads or a value that s
 - ``logprobs`` are relayed only when their tokens spell the checked ``content`` (``refusal``)
   of the same message or delta and their numbers are numbers (``proxy.logprobs``), with every
   ``top_logprobs`` emptied (alternatives that were not the reply, so never checked), keeping
-  the shape a client expects.
+  the shape a client expects; unless no check of the reply can stop it
+  (``proxy.logprobs.alternatives_shown``): then they are relayed, bounded.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import re
 import time
 from typing import Any, Final, cast
 
-from proxy.logprobs import kept_logprobs
+from proxy.logprobs import alternatives_shown, kept_logprobs
 from proxy.reply_schema import (
     CONTENT_FILTER,
     DROP,
@@ -100,9 +101,11 @@ class StreamLabels:
     has it, so that later chunks carrying others (a sentence spelled one chunk at a time) are
     given these. Empty values (Azure's held chunks have ``""`` and ``0``) are left alone."""
 
-    __slots__ = ("held", "last")
+    __slots__ = ("alternatives", "held", "last")
 
     def __init__(self) -> None:
+        self.alternatives = alternatives_shown.get()
+        """The stream's ``top_logprobs`` shown or not: as its call's context said at its start."""
         self.held: dict[str, object] = {}
         self.last: tuple[object, ...] | None = None
         """The labels of the chunk before, as it was relayed: a chunk with the same needs no
@@ -126,8 +129,9 @@ def keep_allowed(reply: dict[str, Any], part: str, model: str = "",
         changed = _keep(reply, "usage", USAGE) or changed
     if "prompt_filter_results" in reply:
         changed = _keep(reply, "prompt_filter_results", PROMPT_FILTER) or changed
+    shown = stream.alternatives if stream is not None else alternatives_shown.get()
     for choice in reply.get("choices") or ():
-        changed = _keep_allowed_in_choice(choice, part) or changed
+        changed = _keep_allowed_in_choice(choice, part, shown) or changed
     return changed
 
 
@@ -208,7 +212,7 @@ def _keep_top_labels_once(reply: dict[str, Any], part: str, model: str,
     return changed
 
 
-def _keep_allowed_in_choice(choice: dict[str, Any], part: str) -> bool:
+def _keep_allowed_in_choice(choice: dict[str, Any], part: str, alternatives: bool) -> bool:
     changed = False
     allowed = _CHOICE_FIELDS_WITH[part]
     if not allowed.issuperset(choice):
@@ -229,7 +233,7 @@ def _keep_allowed_in_choice(choice: dict[str, Any], part: str) -> bool:
     else:
         message = {}
     if choice.get("logprobs") is not None:
-        logprobs = kept_logprobs(choice["logprobs"], message)
+        logprobs = kept_logprobs(choice["logprobs"], message, alternatives)
         if logprobs is not choice["logprobs"]:
             changed = True
             choice["logprobs"] = logprobs

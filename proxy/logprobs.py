@@ -3,12 +3,15 @@ spell the text the check read (so no token carries text the check did not see) a
 entry's other fields are what OpenAI's are (``well_typed``: a log-probability is a number,
 bytes are bytes, so none carries text), each entry with its token, log-probability and bytes,
 and every ``top_logprobs`` empty (the alternatives are tokens the model did not write; no
-check reads them)."""
+check reads them), unless no check of the reply can stop it (``alternatives_shown``): then
+nothing is hidden from the client, and the alternatives go out, at most ``MAX_ALTERNATIVES``
+per token, each its token, logprob and bytes."""
 
 from __future__ import annotations
 
 import math
 import re
+from contextvars import ContextVar
 from typing import Any, Final, TypeGuard
 
 LOGPROBS_FIELDS = ("content", "refusal")
@@ -28,14 +31,26 @@ MAX_LOGPROB: Final = 1e6
 """The largest log-probability relayed either way (OpenAI's floor is -9999.0): a number, not
 a carrier of digits."""
 
+ALTERNATIVE_FIELDS = frozenset({"token", "logprob", "bytes"})
+"""The fields of one of ``top_logprobs``' alternatives."""
+MAX_ALTERNATIVES = 20
+"""The most alternatives relayed per token (OpenAI's ``top_logprobs`` is at most 20)."""
+
+alternatives_shown: ContextVar[bool] = ContextVar("alternatives_shown", default=False)
+"""Whether this request's upstream replies may keep their ``top_logprobs``: set, for the
+request's upstream call, where its policy is known (``proxy.call.Call.params``), true only
+when no check of the reply can block or regenerate it; unset (another caller of the
+upstream), they are emptied."""
+
 _DROP: Final = object()
 _INTS: Final = {int}
 
 
-def kept_logprobs(value: object, message: dict[str, Any]) -> object:
+def kept_logprobs(value: object, message: dict[str, Any], alternatives: bool = False) -> object:
     """A choice's ``logprobs`` with only ``LOGPROBS_FIELDS``, their entries with only
-    ``TOKEN_FIELDS`` and every ``top_logprobs`` empty (the same object when it was so), or
-    None when malformed or when a list's tokens do not spell its message's text."""
+    ``TOKEN_FIELDS`` and every ``top_logprobs`` empty (``alternatives``: bounded, see above;
+    the same object when it was so), or None when malformed or when a list's tokens do not
+    spell its message's text."""
     if type(value) is not dict:
         return None
     kept: dict[str, Any] = {}
@@ -45,7 +60,7 @@ def kept_logprobs(value: object, message: dict[str, Any]) -> object:
             continue
         entries = value[name]
         if entries is not None:
-            tokens = _token_list(entries)
+            tokens = _token_list(entries, alternatives)
             text = message.get(name)
             if tokens is _DROP or not _spell(tokens, text if type(text) is str else ""):
                 return None
@@ -55,10 +70,10 @@ def kept_logprobs(value: object, message: dict[str, Any]) -> object:
     return value if same and len(kept) == len(value) else kept
 
 
-def _token_list(value: object) -> Any:
+def _token_list(value: object, alternatives: bool) -> Any:
     if type(value) is not list:
         return _DROP
-    kept = [_token(entry) for entry in value]
+    kept = [_token(entry, alternatives) for entry in value]
     if any(new is _DROP for new in kept):
         return _DROP
     if all(new is old for new, old in zip(kept, value, strict=True)):
@@ -66,15 +81,29 @@ def _token_list(value: object) -> Any:
     return kept
 
 
-def _token(entry: object) -> object:
+def _token(entry: object, alternatives: bool) -> object:
     if not well_typed(entry) or not _top_well_typed(entry):
         return _DROP
-    if TOKEN_FIELDS.issuperset(entry) and not entry.get("top_logprobs"):
+    top = entry.get("top_logprobs")
+    shown = _alternatives(top) if alternatives and top else []
+    if TOKEN_FIELDS.issuperset(entry) and (not top or shown is top):
         return entry
     kept = {k: v for k, v in entry.items() if k in TOKEN_FIELDS}
     if "top_logprobs" in kept:
-        kept["top_logprobs"] = []
+        kept["top_logprobs"] = shown
     return kept
+
+
+def _alternatives(value: object) -> list[Any]:
+    """``top_logprobs`` as relayed when shown (each already ``well_typed``): its first
+    ``MAX_ALTERNATIVES`` entries, each with ``ALTERNATIVE_FIELDS`` only (the same list when it
+    was so)."""
+    if type(value) is not list:
+        return []
+    if len(value) <= MAX_ALTERNATIVES and all(ALTERNATIVE_FIELDS.issuperset(a) for a in value):
+        return value
+    return [{k: v for k, v in a.items() if k in ALTERNATIVE_FIELDS}
+            for a in value[:MAX_ALTERNATIVES]]
 
 
 def well_typed(entry: object) -> TypeGuard[dict[str, Any]]:

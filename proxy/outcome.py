@@ -8,16 +8,17 @@ request (which the audit record is built from), and the two outcomes of ``pipeli
 
     Reply    a plain reply, fully enforced and recorded
     Stream   a streamed reply: ``items`` yields chunks and, for chunked and monitor mode, the
-             ``Judged`` facts found on the way; buffer mode is already enforced
+             ``Judged`` facts found on the way (monitor: first an ``Unjudged``); buffer mode
+             is already enforced
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from proxy.protocol import ChatCompletion, ChatCompletionChunk
+from proxy.replies import ChatCompletion, ChatCompletionChunk
 from vilmo.instruct.instructions import Instruction
 from vilmo.verdict import Verdict
 
@@ -86,6 +87,15 @@ class Judged:
 
 
 @dataclass(frozen=True, slots=True)
+class Unjudged:
+    """A monitor stream's text relayed so far, judged only at its end: ``judge`` judges it
+    then, so that a stream the client leaves is recorded with a verdict too (``proxy.sse``).
+    A later ``Judged`` supersedes it."""
+
+    judge: Callable[[], Awaitable[Judgement]]
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     completion: ChatCompletion
     call: Call
@@ -102,7 +112,7 @@ Finish = Callable[[Judgement, str, str | None], None]
 
 @dataclass(frozen=True, slots=True)
 class Stream:
-    items: AsyncIterator[ChatCompletionChunk | Judged]
+    items: AsyncIterator[ChatCompletionChunk | Judged | Unjudged]
     call: Call
     facts: Facts
     mode: StreamMode

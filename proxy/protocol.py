@@ -27,6 +27,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict  # pydantic (FastAPI replies) needs it on 3.11
 
 from proxy import request_bounds as bound
+from proxy.extras import MAX_EXTRA_BODY_FIELDS, FewExtras
 from proxy.tools import MAX_TOOLS, TOOL_MODE, Tool, ToolChoice, ToolMode
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -77,7 +78,7 @@ class ImageURL(BaseModel):
     format: str | None = Field(None, max_length=255)
 
 
-class ContentPart(BaseModel):
+class ContentPart(FewExtras):
     """One part of a message's content list; its own fields are checked where they matter."""
 
     model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={"allOf": [
@@ -121,7 +122,7 @@ fails on some messages without them (two system turns without content: KeyError 
 and reports that as a connection error, a 502, which also counts against the deployment."""
 
 
-class ChatMessageIn(BaseModel):
+class ChatMessageIn(FewExtras):
     model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={
         "allOf": [*(_requires(role, *fields) for role, fields in MESSAGE_NEEDS.items()),
                   {"if": {"properties": {"role": {"not": {"const": "assistant"}}}},
@@ -155,7 +156,7 @@ class ChatMessageIn(BaseModel):
 Messages = Annotated[list[ChatMessageIn], bound.PARTS_COUNTED]
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(FewExtras):
     model_config = ConfigDict(extra="allow")
     include_usage: bool | None = None
 
@@ -198,12 +199,14 @@ def shown_name(name: str) -> str:
     return name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "..."
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(FewExtras):
     """POST /v1/chat/completions. The OpenAI fields are type-checked here so a malformed one
     is the client's 400, not a failure inside LiteLLM that would look like the upstream's;
-    other fields are allowed here and left out of the upstream call (``forwarded``)."""
+    other fields (at most ``MAX_EXTRA_BODY_FIELDS``) are allowed here and left out of the
+    upstream call (``forwarded``)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
+    max_extra = MAX_EXTRA_BODY_FIELDS
     messages: Messages = Field(min_length=1, max_length=bound.MAX_MESSAGES)
     model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     audio: dict[str, Any] | None = None
@@ -270,77 +273,6 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-# --- replies and stream chunks, as the upstream sends them (dicts on the wire) -------------
-
-class FunctionCall(TypedDict, total=False):
-    name: str
-    arguments: str
-
-
-class ToolCall(TypedDict, total=False):
-    index: int
-    id: str
-    type: str
-    function: FunctionCall
-
-
-class ReplyMessage(TypedDict, total=False):
-    """A reply's message, or a stream chunk's delta (every field optional in a delta)."""
-
-    role: str
-    content: str | None
-    refusal: str | None
-    reasoning_content: str | None  # LiteLLM's field for reasoning models (not OpenAI's)
-    function_call: FunctionCall
-    tool_calls: list[ToolCall]
-
-
-class Usage(TypedDict, total=False):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class Choice(TypedDict, total=False):
-    index: int
-    message: ReplyMessage
-    logprobs: object
-    finish_reason: str | None
-
-
-class ChatCompletion(TypedDict, total=False):
-    """An OpenAI ``chat.completion`` object."""
-
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-    system_fingerprint: str
-    vilmo: dict[str, object]  # vilmo's addition: only with X-Vilmo-Annotate: body
-
-
-class ChunkChoice(TypedDict, total=False):
-    index: int
-    delta: ReplyMessage
-    logprobs: object
-    finish_reason: str | None
-
-
-class ChatCompletionChunk(TypedDict, total=False):
-    """An OpenAI ``chat.completion.chunk`` object."""
-
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage
-    system_fingerprint: str
-    vilmo: dict[str, object]  # vilmo's addition: the verdict chunk of monitor mode, annotations
 
 
 class ErrorBody(BaseModel):

@@ -3,7 +3,9 @@
 Each event's JSON is parsed once (the gateway reads the text to check it) and its bytes are kept
 with it: a ``RawChunk`` is the parsed chunk that remembers them, and ``proxy.sse`` sends those
 bytes as they came while nothing has changed the chunk, so a pass-through stream is not encoded
-again. Setting or removing a key forgets them (the chunk is then encoded like any other).
+again. Setting or removing a key forgets them (the chunk is then encoded like any other), and
+an event whose JSON gives an object a key twice never keeps them: a client's parser may keep
+the other of the two values than the one the gateway read and checked.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Self, cast
 
-from proxy.errors import Redactor, UpstreamFailed, upstream_said
+from proxy.errors import Redactor, UpstreamFailed
 from proxy.fields import StreamLabels
-from proxy.protocol import ChatCompletionChunk
-from proxy.upstream import entered, upstream_json
+from proxy.replies import ChatCompletionChunk
+from proxy.upstream import entered, upstream_event_json
+from proxy.upstream_log import upstream_said
 
 
 class RawChunk(dict[str, Any]):
@@ -129,7 +132,8 @@ class SSEReader:
         data = b"\n".join(line[1:] if line.startswith(b" ") else line for line in lines)
         if data.strip() == b"[DONE]":
             return DONE
-        parsed = upstream_json(data, self.model)  # NaN: refused, never relayed as it came
+        # NaN: refused, never relayed as it came; a key twice: encoded again from what was read
+        parsed, unique = upstream_event_json(data, self.model)
         if not isinstance(parsed, dict):
             raise UpstreamFailed(f"the upstream for model {self.model!r} sent an event that is "
                                  "not a JSON object", code="upstream_malformed")
@@ -142,7 +146,8 @@ class SSEReader:
         # relayed as its bytes unless entering changed it (then re-encoded, as checked)
         relayed = not entered(parsed, "delta", self.model, data, self.labels)
         complete = all("finish_reason" in c for c in parsed.get("choices") or ())
-        chunk = RawChunk(parsed, data if len(lines) == 1 and complete and relayed else None)
+        as_came = len(lines) == 1 and complete and relayed and unique
+        chunk = RawChunk(parsed, data if as_came else None)
         for choice in chunk.get("choices") or ():
             choice.setdefault("finish_reason", None)  # as LiteLLM's chunks always have it
         return chunk

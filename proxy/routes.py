@@ -35,6 +35,7 @@ from proxy.protocol import (
 from proxy.record import Ledger
 from proxy.services import Services
 from proxy.sse import sse_body
+from proxy.upstream_log import current_request
 from vilmo.instruct.instructions import Instruction
 from vilmo.yamlfile import dotted
 
@@ -55,6 +56,7 @@ async def chat_completions(request: Request) -> Response:
     caller = caller_of(request)
     ledger = Ledger(caller.name, key_id=caller.key.id if caller.key else None)
     request.state.ledger = ledger  # from here on every outcome is recorded, 400s too
+    current_request.set(ledger.request_id)  # upstream failures' log lines name it
     raw, body = await read_valid(request, ChatCompletionRequest)
     params = admit(raw, body, services.config)
     await hold_tokens(request, caller, params)

@@ -4,7 +4,8 @@
 then (when asked: ``X-Vilmo-Annotate: body``) the ``vilmo`` note, then ``[DONE]``; an error
 after the headers becomes an error event before the ``[DONE]``. When it ends, however it ends,
 it reports the reply's last judgement and the status (``499``: the client left) to the
-stream's ``finish``, which records the request.
+stream's ``finish``, which records the request. A monitor stream the client leaves is judged
+first (the text relayed so far, in a task of its own), then recorded with that verdict.
 
 The note: buffer (and unchecked) streams carry the verdict the headers carry; a chunked
 stream's headers leave before any check, so its note carries the last ``Judged`` verdict (the
@@ -17,11 +18,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from proxy.chunks import chunk_like, for_client
 from proxy.errors import ClientClosed, GatewayError, UpstreamFailed
-from proxy.outcome import FailedOpen, Judged, Judgement, Stream, verdict_of
+from proxy.outcome import (
+    FAILED_OPEN,
+    FailedOpen,
+    Finish,
+    Judged,
+    Judgement,
+    Stream,
+    Unjudged,
+    verdict_of,
+)
 from proxy.relay import wire_bytes
 from proxy.upstream import Chunk
 from vilmo.verdict import Verdict
@@ -54,12 +64,15 @@ def chunked_note(template: Chunk, reply: Judgement) -> bytes | None:
 async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIterator[bytes]:
     status, code = "200", None
     reply = stream.facts.reply
+    unjudged: Unjudged | None = None  # monitor: what judges the text relayed so far
     first: Chunk | None = None  # the chunked note's id, model and created are the stream's
     try:
         wants_usage = stream.call.client_wants_usage
         async for item in stream.items:
             if isinstance(item, Judged):
-                reply = item.reply
+                reply, unjudged = item.reply, None
+            elif isinstance(item, Unjudged):
+                unjudged = item
             elif (sent := for_client(item, wants_usage)) is not None:
                 first = item if first is None else first
                 # an upstream chunk nothing changed goes out as it came (direct path)
@@ -75,8 +88,8 @@ async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIter
     except GatewayError as exc:
         status, code = str(exc.status), exc.code
         yield error_event(exc)
-    except asyncio.CancelledError:
-        status, code = str(ClientClosed.status), "client_closed"  # as a plain reply's
+    except (asyncio.CancelledError, GeneratorExit):  # the client left (cancelled, or closed
+        status, code = str(ClientClosed.status), "client_closed"  # at a yield): a plain reply's
         raise
     except Exception as exc:  # an unmapped failure must still end the stream properly
         log.error("stream failed (request %s): %s: %s", request_id, type(exc).__name__, exc)
@@ -85,6 +98,37 @@ async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIter
         status, code = str(failure.status), failure.code
         yield error_event(failure)
     finally:
-        await stream.items.aclose()  # type: ignore[attr-defined]
-        stream.finish(reply, status, code)
+        try:
+            await stream.items.aclose()  # type: ignore[attr-defined]
+        finally:  # recorded even if closing is cancelled again (the client left)
+            if unjudged is not None and status == str(ClientClosed.status):
+                judge_then_finish(unjudged.judge, stream.finish, status, code, request_id)
+            else:
+                stream.finish(reply, status, code)
     yield DONE
+
+
+_judging: set[asyncio.Task[None]] = set()
+"""Late judgements under way (a reference keeps each task alive until it is done)."""
+
+
+def judge_then_finish(judge: Callable[[], Awaitable[Judgement]], finish: Finish, status: str,
+                      code: str | None, request_id: str) -> None:
+    """A monitor stream the client left: the text relayed so far is judged, then recorded
+    with that verdict (as a stream that ends early by an error is). In a task of its own: the
+    response's task is cancelled (and may be cancelled again at each wait) once the client
+    has gone. The check is bounded by ``checks.timeout_s`` (``proxy.guard``); whatever
+    happens, the request is recorded, unjudged (failed open) at worst."""
+    async def run() -> None:
+        reply: Judgement = FAILED_OPEN
+        try:
+            reply = await judge()
+        except Exception as exc:  # noqa: BLE001 - the record must still be made
+            log.error("judging the stream the client left failed (request %s): %s: %s",
+                      request_id, type(exc).__name__, exc)
+        finally:
+            finish(reply, status, code)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _judging.add(task)
+    task.add_done_callback(_judging.discard)

@@ -27,7 +27,7 @@ from proxy.actions import Noted, enforce
 from proxy.call import Call, escalate, open_timed_stream
 from proxy.chunked import monitored, windowed
 from proxy.chunks import by_choice, refusal_chunks, reply_of, usage_chunks
-from proxy.outcome import Judged, Judgement, StreamMode
+from proxy.outcome import Judged, Judgement, StreamMode, Unjudged
 from proxy.services import Services
 from proxy.upstream import Chunk
 from vilmo.verdict import Verdict
@@ -57,9 +57,9 @@ async def buffered(call: Call, chunks: AsyncIterator[Chunk], services: Services,
 
 
 async def live(call: Call, chunks: AsyncIterator[Chunk], services: Services, mode: StreamMode,
-               ) -> AsyncIterator[Chunk | Judged]:
+               ) -> AsyncIterator[Chunk | Judged | Unjudged]:
     """Chunked and monitor mode (``off``: the chunks as they come), read as the client reads."""
-    source: AsyncIterator[Chunk | Judged]
+    source: AsyncIterator[Chunk | Judged | Unjudged]
     if mode == "chunked":
         source = windowed(call, chunks, services.guard)
     elif mode == "monitor":

@@ -7,6 +7,7 @@ The ``Upstream`` protocol is the seam the pipeline sees: OpenAI-shaped dicts in 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -14,9 +15,10 @@ from typing import Any, Protocol, TypeAlias, cast
 
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.fields import StreamLabels, keep_allowed
-from proxy.protocol import ChatCompletion, ChatCompletionChunk, UpstreamParams
+from proxy.protocol import UpstreamParams
+from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.settings import Deployment, configured_name
-from proxy.wellformed import NotFinite, make_well_formed, parse_upstream
+from proxy.wellformed import NotFinite, make_well_formed, parse_upstream, parse_upstream_event
 
 Completion: TypeAlias = ChatCompletion
 Chunk: TypeAlias = ChatCompletionChunk
@@ -159,16 +161,27 @@ def no_media_url(model: str) -> str:
             "this one only as bytes (Image URL download is disabled): send it as a data: URL")
 
 
+FAILURE_REPORT = re.compile(r"(?:%s|[\w.]+)\(model=(?:%s|[^)]*)\)\x1b\[31m Exception |"
+                            r"litellm\.router\.py::async_function_with_fallbacks\(\) - Error")
+"""How LiteLLM's Router's records of a failed call begin (as format strings, or formatted by
+LiteLLM's own filter): each failed attempt at INFO, then the failure at ERROR. The gateway
+logs each failure once itself, with the request's id (``proxy.upstream_log``): these are
+dropped."""
+
+
 class FirstLineOnly(logging.Filter):
-    """A record's first line, without a traceback: LiteLLM's Router logs each upstream failure
-    over several lines (its advice on fallbacks, "Debug Information"), and the gateway promises
-    one log line at most per error. The failure itself reaches the client mapped."""
+    """A record's first line that has any text, without a traceback: LiteLLM's Router logs
+    each upstream failure over several lines (its advice on fallbacks, "Debug Information"),
+    and the gateway promises one log line per error: LiteLLM's records of a failure
+    (``FAILURE_REPORTS``) are dropped, the gateway's own line tells it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        first = message.split("\n", 1)[0]
-        if first != message:
-            record.msg, record.args = first, None
+        if FAILURE_REPORT.match(message):
+            return False
+        lines = message.strip().split("\n", 1)
+        if lines[0] != message:
+            record.msg, record.args = lines[0].strip(), None
         record.exc_info = record.exc_text = None
         return True
 
@@ -208,6 +221,17 @@ def upstream_json(raw: bytes, model: str) -> Any:
         raise not_finite(model, error) from None
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def upstream_event_json(raw: bytes, model: str) -> tuple[Any, bool]:
+    """``upstream_json``, and whether no object in it has a key twice (``None, True`` for
+    text that is no JSON)."""
+    try:
+        return parse_upstream_event(raw)
+    except NotFinite as error:
+        raise not_finite(model, error) from None
+    except (ValueError, UnicodeDecodeError):
+        return None, True
 
 
 def entered(reply: dict[str, Any], part: str, model: str, raw: bytes | None = None,

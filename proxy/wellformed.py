@@ -13,6 +13,9 @@ stream chunk went on with it (as it came, or as ``json.dumps`` writes it back), 
 can read. Upstream JSON holding one is refused (``NotFinite``; a 502 ``upstream_malformed``):
 ``parse_upstream`` refuses it as it reads the bytes (the direct path), ``make_well_formed`` in
 a tree parsed elsewhere (LiteLLM's), in the walk that replaces the surrogates.
+
+JSON may also give an object a key twice: ``parse_upstream_event`` says so, for the stream
+events the direct path would relay as their bytes came (``proxy.relay``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,34 @@ def parse_upstream(raw: bytes) -> Any:
     ``NotFinite``. The decoder's hooks run only for those words and for numbers with a
     fraction or an exponent (rare in a chunk): other JSON is read at ``json.loads``'s speed."""
     return _UPSTREAM_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+
+
+class DuplicateKeys(ValueError):
+    """JSON with an object that has a key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    unique = dict(pairs)
+    if len(unique) != len(pairs):
+        raise DuplicateKeys
+    return unique
+
+
+_EVENT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float,
+                                  object_pairs_hook=_unique_keys)
+
+
+def parse_upstream_event(raw: bytes) -> tuple[Any, bool]:
+    """``parse_upstream(raw)``, and whether no object in it has a key twice: Python keeps the
+    last of equal keys, other parsers the first, so bytes with a key twice may read otherwise
+    to a client than to the check, and must not be relayed as they came. The hook costs about a
+    third of the parse (a 260-byte content chunk 11.4 -> 15.1 µs, interleaved in one run on a
+    shared AMD EPYC); such JSON (rare) is parsed twice."""
+    text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    try:
+        return _EVENT_DECODER.decode(text), True
+    except DuplicateKeys:
+        return _UPSTREAM_DECODER.decode(text), False
 
 
 def make_well_formed(tree: dict[str, Any] | list[Any], raw: bytes | None = None) -> bool:

@@ -20,8 +20,9 @@ from proxy.app import create_app
 from proxy.errors import GatewayError
 from proxy.guard import Guard
 from proxy.metrics import Metrics
-from proxy.protocol import ChatCompletion, ChatCompletionChunk, ReplyMessage, UpstreamParams
+from proxy.protocol import UpstreamParams
 from proxy.record import RequestRecord
+from proxy.replies import ChatCompletion, ChatCompletionChunk, ReplyMessage
 from proxy.services import Services
 from proxy.settings import Deployment, GatewayConfig, ServerSettings
 from vilmo.instruct.instructions import Instruction

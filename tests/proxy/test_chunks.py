@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy.chunks import ChoiceText, by_choice, readable_text, refusal_chunks, reply_of, tokens
-from proxy.protocol import ChatCompletionChunk, ReplyMessage
+from proxy.replies import ChatCompletionChunk, ReplyMessage
 
 
 def chunk(delta: ReplyMessage, finish: str | None = None, index: int = 0,

@@ -25,8 +25,9 @@ from fakes import (
 )
 
 from proxy.errors import UpstreamFailed
-from proxy.protocol import ChatCompletionChunk, UpstreamParams
+from proxy.protocol import UpstreamParams
 from proxy.record import RequestRecord
+from proxy.replies import ChatCompletionChunk
 from proxy.services import Services
 from vilmo.instruct.principles import PrincipleBank
 from vilmo.judge.classifier import ScoreInput, ValueScores

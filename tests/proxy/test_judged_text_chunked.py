@@ -22,7 +22,7 @@ from proxy.call import Call
 from proxy.chunked import _ends_sentence, windowed
 from proxy.guard import Guard
 from proxy.metrics import Metrics
-from proxy.protocol import ReplyMessage
+from proxy.replies import ReplyMessage
 from proxy.upstream import Chunk
 from vilmo.instruct.instructions import Instruction
 from vilmo.policy import load_policy

@@ -18,7 +18,8 @@ from proxy.app import create_app
 from proxy.caches import CacheWriter, StoreCache, writes_after
 from proxy.guard import Guard
 from proxy.metrics import Metrics
-from proxy.protocol import ChatCompletionChunk, UpstreamParams
+from proxy.protocol import UpstreamParams
+from proxy.replies import ChatCompletionChunk
 from proxy.store import StoreSettings, open_store
 from vilmo.instruct.instructions import Instruction
 from vilmo.instruct.principles import PrincipleBank

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,7 @@ def audit_records(policy_dir: Path, match: Callable[[dict[str, Any]], bool], aft
     path = policy_dir.parent / "audit.jsonl"
     deadline = time.monotonic() + wait_s
     while True:
-        lines = path.read_text().splitlines()[after:]
+        lines = path.read_text().splitlines()[after:] if path.exists() else []
         found = [r for r in map(json.loads, lines) if match(r)]
         if found or time.monotonic() > deadline:
             return found
@@ -61,11 +62,42 @@ def leave_after(gateway: str, policy: str, seconds: float, **body: Any) -> None:
             "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": policy})
 
 
+def streaming_signal(stub: StubUpstream, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once the stub streams its reply's words: its stream is then past its first chunk
+    (the role), where a stream closed early is counted (``streams_closed_early``)."""
+    started = threading.Event()
+    words_of = stub._reply_for  # the stub's one step before its first word
+
+    def reply_for(body: dict[str, Any]) -> str:
+        started.set()
+        return str(words_of(body))
+
+    monkeypatch.setattr(stub, "_reply_for", reply_for)
+    return started
+
+
+def post_then_leave(gateway: str, policy: str, ready: threading.Event, **body: Any) -> None:
+    """Send a request over a socket, and hang up once ``ready`` is set (30 s at most): no
+    timing decides whether the gateway was still reading the upstream when the client left."""
+    url = httpx.URL(f"{gateway}/chat/completions")
+    content = json.dumps({"model": "stub", "messages": ASK, **body}).encode()
+    head = (f"POST {url.path} HTTP/1.1\r\nHost: {url.host}\r\n"
+            f"Authorization: Bearer {ADMIN_KEY}\r\nX-Vilmo-Policy: {policy}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(content)}\r\n\r\n")
+    with socket.create_connection((url.host, url.port)) as client:
+        client.sendall(head.encode() + content)
+        assert ready.wait(30.0), "the upstream stream never started"
+
+
 def test_buffered_stream_stops_reading_the_upstream_when_the_client_leaves(
-        gateway: str, stub: StubUpstream, policy_dir: Path) -> None:
-    stub.reply, stub.chunk_delay = LONG, 0.1  # six seconds of upstream stream
+        gateway: str, stub: StubUpstream, policy_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the client left after a fixed 0.6 s, which under load could come before the
+    upstream stream began (nothing then to stop) or after the test's own timeout."""
+    stub.reply, stub.chunk_delay = " ".join([LONG] * 4), 0.1  # 24 s of upstream stream
     start = audit_length(policy_dir)
-    leave_after(gateway, "g-leave-buffer", 0.6, stream=True)
+    post_then_leave(gateway, "g-leave-buffer", streaming_signal(stub, monkeypatch),
+                    stream=True)
     assert eventually(lambda: stub.streams_closed_early == 1) and stub.streams_finished == 0
     records = audit_records(policy_dir, lambda r: r["policy"] == "g-leave-buffer", start)
     assert [r["status"] for r in records] == ["499"]
@@ -175,3 +207,24 @@ def test_a_chunked_stream_that_ends_early_records_its_partial_verdicts(
     assert [(r["status"], r["error_code"], r["guard"]) for r in records] == [
         ("504", "stream_timeout", "ok")]
     assert records[0]["verdict"]["action"] == "allow"
+
+
+def test_a_monitor_stream_the_client_leaves_records_the_verdict_of_what_it_sent(
+        gateway: str, stub: StubUpstream, policy_dir: Path) -> None:
+    """Monitor mode judged a stream only when it ended (cleanly or by an error): the client
+    read "Punch him hard." and left, and the record said 499, guard off, no verdict."""
+    stub.reply, stub.chunk_delay = "Punch him hard. " + LONG, 0.1  # six seconds
+    body = {"model": "stub", "messages": ASK, "stream": True}
+    start = audit_length(policy_dir)
+    read = ""
+    with httpx.stream("POST", f"{gateway}/chat/completions", json=body, timeout=30, headers={
+            "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": "g-block-monitor"}) as r:
+        for line in r.iter_lines():
+            read += line
+            if "hard." in read:
+                break
+    assert eventually(lambda: stub.streams_closed_early == 1) and stub.streams_finished == 0
+    records = audit_records(policy_dir, lambda r: r["policy"] == "g-block-monitor", start)
+    assert [(r["status"], r["error_code"], r["guard"]) for r in records] == [
+        ("499", "client_closed", "ok")]
+    assert records[0]["verdict"]["violations"] == ["mft.care"]

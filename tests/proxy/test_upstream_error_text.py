@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import guard_policy
-from fault_gateway import UPSTREAM_KEY, UPSTREAM_PATHS, fault_config, served
+from fault_gateway import TIMEOUT_S, UPSTREAM_KEY, UPSTREAM_PATHS, fault_config, served
 from stub_upstream import StubUpstream
 
 from vilmo.policy_store import SHIPPED_POLICY_DIR
@@ -137,3 +137,26 @@ def test_a_value_litellm_quotes_never_reaches_the_client(gateway: str,
     got, text = send(gateway, "stub", "g-block-buffer", False)
     assert "stab" not in text, text
     assert got in (200, 502), text
+
+
+@pytest.mark.parametrize(("model", "stream"), [
+    ("stub-status-500", False), ("stub-status-500", True), ("stub-status-429", False),
+    ("stub-slow", False)])
+def test_an_upstream_failure_is_logged_on_one_line_naming_the_request(
+        gateway: str, stub: StubUpstream, caplog: pytest.LogCaptureFixture, model: str,
+        stream: bool) -> None:
+    """LiteLLM's Router logged each failure itself (the attempt's exception, then "Error
+    occurred while trying to do fallbacks"), besides the gateway's line: two lines or more,
+    none naming the request. Now one line, the gateway's, with the request id."""
+    stub.slow_seconds = TIMEOUT_S + 1.0
+    body = {"model": model, "messages": ASK, "stream": stream}
+    with caplog.at_level(logging.INFO):
+        response = httpx.post(f"{gateway}/v1/chat/completions", json=body, timeout=10,
+                              headers={"x-vilmo-policy": "g-block-buffer"})
+    assert response.status_code in (429, 502, 504)
+    request_id = response.headers["x-request-id"]
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith(("LiteLLM", "proxy"))
+              and (r.levelno >= logging.WARNING or "xception" in r.getMessage()
+                   or "rror" in r.getMessage())]  # LiteLLM's failed attempt is an INFO
+    assert len(logged) == 1, logged
+    assert request_id in logged[0] and model in logged[0]
