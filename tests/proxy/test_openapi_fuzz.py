@@ -58,9 +58,10 @@ OPERATIONS = [(method.upper(), path, mode)
               if mode == GenerationMode.POSITIVE or operation.get("parameters")
               or operation.get("requestBody")]
 """Every operation, with valid requests, and with invalid ones where it takes any input."""
-DOMAIN_CODES = {"policy_not_found", "upstream_bad_request"}
-"""400s a schema-valid request may get: names the document cannot list (policies reload), and
-what the upstream refuses by its own rules (LiteLLM's check of ``tool_choice``, for one)."""
+DOMAIN_CODES = {"policy_not_found", "upstream_bad_request", "unreadable_input"}
+"""400s a schema-valid request may get: names the document cannot list (policies reload),
+what the upstream refuses by its own rules (LiteLLM's check of ``tool_choice``, for one), and
+what a policy refuses to pass unread (a file part under ``checks.unreadable_parts: refuse``)."""
 INTEGRAL_FLOAT = "Input should be a valid integer"
 """JSON Schema counts 2.0 as an integer; the gateway, strict, does not (nor does LiteLLM's
 OpenAI client promise to send it on as one)."""
