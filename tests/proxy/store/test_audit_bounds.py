@@ -1,8 +1,9 @@
 """Each audit record is bounded, whatever the request: texts redacted, then cut per text and
 per record, every cut said in the record; the trail keeps a bounded number of records by
 default. A client with a key once made each record about 230 KB (50 messages of 4,000
-characters; 1.3 MB with control characters, which JSON writes as six) and could fill the store
-(/tmp/ff/measure_audit_record.py)."""
+characters; 1.3 MB with control characters, which JSON writes as six bytes) and could fill the
+store (/tmp/ff/measure_audit_record.py); one lone surrogate made the whole record ASCII-escaped
+(an emoji twelve bytes), 196 KB even with the texts cut."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from store_fixtures import (
 from proxy.errors import Redactor
 from proxy.record import RequestRecord
 from proxy.stages import Trace
-from proxy.store import AuditQuery, StoreSettings
+from proxy.store import AuditQuery, AuditRecord, StoreSettings
 from proxy.store.negatives import negative_samples
 from proxy.trail import MAX_MESSAGES, MAX_RECORD_CHARS, MAX_TEXT_CHARS, audit_record
 
@@ -53,9 +54,11 @@ def huge_trace(text: str, messages: int = 60, replies: int = 6) -> Trace:
 
 
 def test_a_huge_request_makes_a_bounded_record_that_says_what_was_cut() -> None:
-    for text in ("x" * 10_000, "\x01" * 10_000, "\U0001F600" * 10_000):
+    for text in ("x" * 10_000, "\x01" * 10_000, "\U0001F600" * 10_000,
+                 "\ud800" + "\U0001F600" * 9_999):
         out = audit_record(make_record(attempts=regenerated(5)), huge_trace(text), Redactor())
         assert len(out.dumps().encode()) <= RECORD_BYTES
+        assert AuditRecord.loads(out.dumps()).dumps() == out.dumps()  # read back as it was
         data = out.data
         prompt, rejected, reply = data["prompt"], data["rejected"], data["reply"]
         assert isinstance(prompt, list) and isinstance(rejected, list) and isinstance(reply, dict)
