@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
 from store_fixtures import (
     SHARED_REDIS,
     MakeStore,
+    RedisProcess,
     backend_fixture,  # noqa: F401 - a fixture
     make_store_fixture,  # noqa: F401 - a fixture
+    own_redis_fixture,  # noqa: F401 - a fixture
 )
 
 from proxy.errors import Redactor
 from proxy.record import RequestRecord
 from proxy.stages import Trace
-from proxy.store import AuditQuery, AuditRecord, StoreSettings
+from proxy.store import AuditQuery, AuditRecord, LimitDecision, StoreSettings, open_store
 from proxy.store.negatives import negative_samples
 from proxy.trail import MAX_MESSAGES, MAX_RECORD_CHARS, MAX_TEXT_CHARS, audit_record
 
@@ -144,3 +147,36 @@ def test_both_stores_keep_a_huge_request_bounded_and_exportable(make_store: Make
 def test_the_trail_keeps_a_bounded_number_of_records_by_default() -> None:
     settings = StoreSettings()
     assert settings.audit_max_records == 100_000 and settings.retention_s == 30 * 86400
+
+
+def test_a_redis_filled_by_the_trail_turns_limits_off_until_prune_trims_it(
+        own_redis: RedisProcess, tmp_path: Path) -> None:
+    """At ``maxmemory`` (``noeviction``) Redis refuses the limit scripts' writes: under the
+    default ``fail_open`` every virtual key's limits stop applying (counted as degraded). The
+    trail was trimmed only by appends, which Redis refused too, so it stayed full for good; the
+    periodic prune now trims it (``XTRIM`` frees memory where a write may not)."""
+    fields = {"url": own_redis.url, "prefix": "full", "retry_s": 0.001,
+              "audit_max_records": None, "spool_dir": str(tmp_path / "spool")}
+    filler = open_store(StoreSettings.model_validate(fields))
+    client = redis.Redis(port=own_redis.port)
+    try:
+        now = time.time()
+        trace = huge_trace("x" * 10_000, messages=4, replies=1)
+        filler.backend.append_audit([audit_record(make_record(request_id=f"req-{i}",
+                                                              started_at=now), trace, Redactor())
+                                     for i in range(200)])
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]))
+        store = open_store(StoreSettings.model_validate(fields | {"audit_max_records": 10}))
+        assert store.admit("vk-1", 5, None) == LimitDecision(True, degraded=True)
+        assert store.health().degraded_limits == 1
+        assert store.backend.prune() >= 190
+        assert client.xlen("full:audit") <= 10
+        decisions = [store.admit("vk-1", 5, None) for _ in range(6)]
+        assert [d.allowed for d in decisions] == [True] * 5 + [False]
+        assert not any(d.degraded for d in decisions) and decisions[-1].reason == "rpm"
+        store.close()
+    finally:
+        client.config_set("maxmemory", 0)
+        client.close()
+        filler.close()
