@@ -7,8 +7,9 @@ to ``MAX_TEXT_CHARS``, all of a record's texts together to ``MAX_RECORD_CHARS`` 
 and the prompt to its last ``MAX_MESSAGES`` messages. One client with a key and large requests
 (50 messages of 4,000 characters fit in the 4 MiB body limit) thus cannot make each record
 hundreds of kilobytes and fill the store. Nothing is cut silently: a cut text carries
-``truncated: true`` and ``chars`` (its length before the cut), and the record's ``data`` says
-``truncated`` (always present) and, when true, ``truncation`` (what was dropped). The named
+``truncated: true`` and ``chars`` (its redacted length before the cut), and the record's
+``data`` says ``truncated`` (always present) and, when true, ``truncation`` (what was
+dropped). The named
 fields are the ones ``GET /admin/audit`` filters by; the rest goes to ``data``
 (``proxy.store.negatives`` reads ``prompt``, ``reply`` and ``rejected`` from there). The
 upstream's replies come in order; the record's ``attempts`` are the verdicts of the ones
