@@ -24,6 +24,11 @@ version control, and state written there is easy to commit or lose. XDG state su
 and is per user. Set ``store.path`` to put it elsewhere (in containers: a volume).
 """
 
+DEFAULT_AUDIT_MAX_RECORDS = 100_000
+"""The trail's default length. With each record's texts bounded (``proxy.trail``: 16,000
+characters) that is about 2 GB of plain text at most, 10 GB of the worst text, and a client with
+a key cannot grow the trail past it within the retention time."""
+
 
 class StoreSettings(BaseModel):
     """Where the gateway's state lives and how it behaves when that place is unreachable."""
@@ -44,8 +49,10 @@ class StoreSettings(BaseModel):
     audit_retention_days: float | None = Field(
         30.0, gt=0, description="Audit records older than this are deleted; null: kept.")
     audit_max_records: int | None = Field(
-        None, gt=0, description="At most this many audit records are kept (approximately, on "
-                                "Redis); null: no bound.")
+        DEFAULT_AUDIT_MAX_RECORDS, gt=0,
+        description="At most this many audit records are kept (approximately, on Redis; on "
+                    "SQLite the excess goes at the next prune, every 5 minutes); null: no "
+                    "bound by count (only `audit_retention_days`).")
     limits_on_error: Literal["fail_open", "fail_closed"] = Field(
         "fail_open", description="When the store is unreachable: admit every request "
                                  "(fail_open) or refuse with 429 (fail_closed).")

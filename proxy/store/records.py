@@ -132,12 +132,14 @@ class AuditRecord:
     def dumps(self) -> str:
         """One JSON line (no newline), as the spool and the export write it. Always valid
         UTF-8 once encoded: a lone surrogate (which no store or file can take) is written as
-        its ``\\udXXX`` escape, which ``loads`` reads back as it was."""
-        obj = self.to_json()
-        line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        its ``\\udXXX`` escape, which ``loads`` reads back as it was. Only the surrogates are
+        escaped: escaping the whole line (``ensure_ascii``) wrote every other non-ASCII
+        character as six or twelve bytes, doubling a bounded record's size."""
+        line = json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
         if line.isascii() or not LONE_SURROGATE.search(line):
             return line
-        return json.dumps(obj, separators=(",", ":"))
+        # a surrogate is a character only inside a JSON string, where its escape means it
+        return LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", line)
 
     @classmethod
     def from_json(cls, obj: JsonObject) -> AuditRecord:

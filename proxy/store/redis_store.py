@@ -260,8 +260,23 @@ class RedisBackend:
         return AuditPage(page, None if exhausted else last)
 
     def prune(self) -> int:
-        """Retention is applied by every append (MINID/MAXLEN); nothing else to drop here."""
-        return 0
+        """Apply the retention (``MINID``) and the length bound (``MAXLEN``) to the stream, as
+        every append does too: at ``maxmemory`` Redis refuses the appends (their script
+        writes), so only this trims a full trail, and ``XTRIM`` frees memory where a write
+        may not. Exact, not ``~``: it runs every few minutes, and a full Redis needs the
+        memory back."""
+        retention = self._settings.retention_s
+        max_len = self._settings.audit_max_records
+        removed = 0
+        with unavailable_on_connection_errors():
+            if retention is not None:
+                removed += int(self.client.xtrim(
+                    self.audit_stream, minid=max(0, int((time.time() - retention) * 1000)),
+                    approximate=False))
+            if max_len is not None:
+                removed += int(self.client.xtrim(self.audit_stream, maxlen=max_len,
+                                                 approximate=False))
+        return removed
 
     def close(self) -> None:
         self.client.close()

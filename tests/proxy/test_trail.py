@@ -36,7 +36,8 @@ def test_texts_are_redacted_before_they_are_cut_and_paired_with_their_verdicts()
     assert SECRET[:10] not in out.dumps()  # no part of the secret survives the cut
     assert out.data["prompt"] == [{"role": "user", "content": ("x" * 3990 + "[redacted]")[:4000]}]
     assert out.data["rejected"] == [{"text": "first [redacted]", "values": ["mft.care"]}]
-    assert out.data["reply"] == {"text": "y" * 4000, "values": []}
+    assert out.data["reply"] == {"text": "y" * 4000, "values": [], "truncated": True,
+                                 "chars": 10_000}
     assert out.data["tokens"] == 48 and out.data["regenerations"] == 1
     assert (out.key, out.action, out.values) == ("team-a", "allow", ("mft.care",))
 
