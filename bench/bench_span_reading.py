@@ -1,7 +1,8 @@
 """The reply check's cost with sentence spans read as rows of their own ("rows", the reading up
-to issue 16) or pooled inside the whole window ("pooled"), in one process, interleaved round by
-round (a benchmark, not a test); and "ranked" (one span row, the one the pooled reading ranks
-first): ``BuiltinClassifier.score`` of the serving benchmark's 122-word
+to issue 16), "ranked" (the config's: span rows only for a reply whose pooled reading of its
+spans reaches ``span_gate``) or pooled inside the whole window ("pooled"), in one process,
+interleaved round by round (a benchmark, not a test): ``BuiltinClassifier.score`` of the
+serving benchmark's 122-word
 reply after a distinct prompt each call (no cache), one ONNX thread per call as the gateway
 runs. Prints the median milliseconds of each reading, its ratio to "rows", the tokens each
 runs, and the CPU.
@@ -38,11 +39,12 @@ def cpu() -> str:
 
 
 def reading(span_reading: str) -> BuiltinClassifier:
-    """The shipped weights reading spans as ``span_reading`` ("ranked": one span row)."""
+    """The shipped weights reading spans as ``span_reading`` (the config's ``span_rows`` and
+    ``span_gate``)."""
     model = BuiltinClassifier(cache_size=0)
     loaded = model._model()
     model._loaded = dataclasses.replace(loaded, spec=dataclasses.replace(
-        loaded.spec, span_reading=span_reading, span_rows=1, span_gate=0.0))
+        loaded.spec, span_reading=span_reading))
     return model
 
 
@@ -80,11 +82,14 @@ def main() -> None:
     item = ScoreInput(REPLY, questions[0])
     for name, model in models.items():
         rows = rows_run(model, item)
+        spans = sum(len(rows_run(model, ScoreInput(REPLY, q))) > len(rows_run(
+            models["pooled"], ScoreInput(REPLY, q))) for q in questions[:args.rounds])
         ratio = statistics.median(t / r for t, r in zip(times[name], times["rows"], strict=True))
         print(f"{name:7s} median {statistics.median(times[name]):7.2f} ms  "
               f"p90 {statistics.quantiles(times[name], n=10)[-1]:7.2f} ms  "
               f"rows run {len(rows):2d}  tokens {sum(map(len, rows)):4d}  "
-              f"/ rows, median of the rounds' ratios {ratio:.2f}")
+              f"/ rows, median of the rounds' ratios {ratio:.2f}; "
+              f"span rows run in {spans} of {args.rounds} rounds")
     print(f"{args.rounds} rounds, interleaved; CPU: {cpu()}")
 
 
