@@ -39,7 +39,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +52,8 @@ from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
-    from vilmo.judge.value_net import ValueNet
+    from vilmo.judge.value_net import TokenLogitsNet, ValueNet
+    from vilmo.judge.value_onnx import Outputs
     from vilmo.judge.windowing import WindowSpec, WordPieceTokenizer
 
 __all__ = ["ALONE", "ALONE_FINE", "CONTEXT_HEADS", "FINE", "MODEL_NAME", "SENTENCE", "WHOLE",
@@ -73,14 +74,9 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("vilmo").joinpath("models", MODEL_NAME)))
 
 
-class _Network(Protocol):
-    def outputs(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]
-                ) -> list[Matrix]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class _Loaded:
-    net: _Network
+    net: Outputs
     tokenizer: WordPieceTokenizer
     spec: WindowSpec
     names: tuple[str, ...]
@@ -152,12 +148,11 @@ class BuiltinClassifier:
 
             return fp32_network(config, encoder_path, weights)
 
-        net: _Network
+        net: Outputs
         if self.quantize:
-            from vilmo.judge.value_net import TokenLogitsNet
             from vilmo.judge.value_onnx import int8_session
 
-            net = int8_session(lambda: TokenLogitsNet(fp32()), self._sources(config),
+            net = int8_session(lambda: _token_logits(fp32()), self._sources(config),
                                threads=self.threads, kind=MODEL_NAME, outputs=GRAPH_OUTPUTS)
         else:
             from vilmo.judge.value_net import TorchNetwork
@@ -242,7 +237,7 @@ class BuiltinClassifier:
     def _run(self, rows: list[list[int]], owner: list[int], wanted: set[int]
              ) -> tuple[Matrix, dict[int, Matrix]]:
         """Each row's logits, and the token logits of the ``wanted`` rows."""
-        from vilmo.judge.value_onnx import run_batches
+        from vilmo.judge.value_onnx import AllOutputs, run_batches
         from vilmo.judge.windowing import pad_numpy
         m = self._model()
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
@@ -253,8 +248,7 @@ class BuiltinClassifier:
         # batch, so an item's scores must not depend on its neighbours in the call or the load.
         chunks = item_batches([len(r) for r in rows], owner, self.batch_size)
         padded = [pad_numpy([rows[r] for r in chunk]) for chunk in chunks]
-        for chunk, both in zip(chunks, run_batches(m.net.outputs, padded, self.threads),
-                               strict=True):
+        for chunk, both in zip(chunks, run_batches(AllOutputs(m.net), padded), strict=True):
             out[chunk] = both[0]
             tokens |= {r: both[1][k] for k, r in enumerate(chunk) if r in wanted}
         return out, tokens
@@ -392,6 +386,12 @@ class BuiltinClassifier:
         sentences = max_pool(vio[span], rows[span], len(items))
         ups_p = max_pool(ups[~bare], rows[~bare], len(items))
         return [(whole[i], sentences[i], ups_p[i]) for i in range(len(items))]
+
+
+def _token_logits(net: ValueNet) -> TokenLogitsNet:
+    from vilmo.judge.value_net import TokenLogitsNet  # torch: only to export the graph
+
+    return TokenLogitsNet(net)
 
 
 def _points(points: dict[str, float] | None) -> Matrix | None:

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -61,14 +61,13 @@ def serving_cores() -> int:
 
 
 Batch = tuple[np.ndarray, np.ndarray]
-Out = TypeVar("Out")
-"""What a network gives per batch: logits, or all of a graph's outputs."""
+Out = TypeVar("Out")  # what a network gives per batch: logits, or all of a graph's outputs
 _SIDE_POOL: ThreadPoolExecutor | None = None
 _SIDE_POOL_LOCK = threading.Lock()
 
 
 def run_batches(net: Callable[[np.ndarray, np.ndarray], Out],
-                batches: Sequence[Batch], threads: int = 1) -> list[Out]:
+                batches: Sequence[Batch]) -> list[Out]:
     """Each padded batch's output, the batches run side by side on idle cores: the calling
     thread and up to ``serving_cores() - 1`` pool threads each take the next batch not yet
     taken (the costliest first, ``vilmo.judge.pooling.batch_cost``) until none is left. So a
@@ -78,12 +77,10 @@ def run_batches(net: Callable[[np.ndarray, np.ndarray], Out],
     run checks' batches: when the micro-batcher already runs one check
     per core, a helper would only oversubscribe them. Every batch is computed exactly as it
     would be alone, so the scores do not change. A network that runs several threads per call
-    itself (offline jobs with ``threads`` = cores; ``threads``, else ``net.threads``) runs its
-    batches one after the other."""
+    itself (offline jobs with ``threads`` = cores) runs its batches one after the other."""
     _RUNNING.enter()
     try:
-        if len(batches) <= 1 or serving_cores() <= 1 or max(threads,
-                                                            getattr(net, "threads", 1)) > 1:
+        if len(batches) <= 1 or serving_cores() <= 1 or getattr(net, "threads", 1) > 1:
             return [net(ids, mask) for ids, mask in batches]
         return _side_by_side(net, batches)
     finally:
@@ -182,6 +179,22 @@ class _Running:
 
 
 _RUNNING = _Running()
+
+
+class Outputs(Protocol):
+    """A network with several outputs (the judge's graph, or its fp32 reference)."""
+
+    def outputs(self, ids: np.ndarray, mask: np.ndarray) -> list[Matrix]: ...
+
+
+class AllOutputs:
+    """A network's every output per call, with its ``threads`` for ``run_batches``."""
+
+    def __init__(self, net: Outputs) -> None:
+        self.net, self.threads = net, getattr(net, "threads", 1)
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> list[Matrix]:
+        return self.net.outputs(ids, mask)
 
 
 class GraphMissing(VilmoError, RuntimeError):
