@@ -108,11 +108,12 @@ class WindowSpec:
     its own tokens' logits (no extra rows); "ranked", the spans ranked by their pooled reading
     and, if the first scores at least ``span_gate``, the first ``span_rows`` of them read in
     rows of their own."""
-    span_rows: int = 2
+    span_rows: int = 16
     """With "ranked": how many spans of a reply are read in rows."""
     span_gate: float = 0.0
     """With "ranked": the lowest pooled reading (a span's highest composed violation
-    probability) of a reply's highest span for which its spans are read in rows."""
+    probability) of a reply's highest span for which its spans are read in rows; chosen on
+    dev for the weights it ships with (model card), so a newly trained config reads "rows"."""
     alone_weight: float = 0.0
     """A reply after a prompt is also read alone (its windows without the prompt), and its
     whole reading is ``(1 - alone_weight)`` of the reading after the prompt plus
