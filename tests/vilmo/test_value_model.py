@@ -112,13 +112,20 @@ def test_calibration_reads_what_inference_pools(model: BuiltinClassifier) -> Non
     assert logits[0, cm] == pytest.approx(float(raw[first, cm].mean()), abs=1e-4)
 
 
-def test_a_sentence_reads_apart_from_the_whole_reply(model: BuiltinClassifier) -> None:
+def test_a_sentence_reads_apart_from_the_whole_reply() -> None:
     """Issue 17: a sentence cut out of a refusal cannot say whether the reply goes along with
     the request, so on a sentence span ``harm`` and ``content`` read 0 and the sentence reading
     is rescaled at its own operating points; a value's score is the higher reading's."""
+    import dataclasses
+
     from vilmo.judge.pooling import at_operating_point
     from vilmo.judge.value_model import SENTENCE
 
+    # Every span in a row ("rows"): the shipped "ranked" reading reads no span of this refusal.
+    model = BuiltinClassifier(cache_size=0)
+    loaded = model._model()
+    model._loaded = dataclasses.replace(loaded, spec=dataclasses.replace(loaded.spec,
+                                                                         span_reading="rows"))
     item = ScoreInput(REFUSAL, HARM_PROMPT)
     probs, _, kind = model._window_probs([item])
     names = model._model().names

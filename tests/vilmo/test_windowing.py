@@ -3,6 +3,8 @@ committed weights survive packing to int8."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from vilmo.judge.value_net import WindowSpec, windows
@@ -159,7 +161,10 @@ def test_a_checks_windows_are_those_of_encoding_each_kind_apart() -> None:
         loaded = judge._model()
     except Exception as error:  # noqa: BLE001 - no graph or encoder here: nothing to compare
         pytest.skip(f"the value classifier does not load: {error}")
-    spec, tokenizer = loaded.spec, loaded.tokenizer
+    # Every span in a row of its own ("rows"); "ranked" must offer the same span rows.
+    judge._loaded = dataclasses.replace(loaded, spec=dataclasses.replace(loaded.spec,
+                                                                         span_reading="rows"))
+    spec, tokenizer = judge._model().spec, loaded.tokenizer
     assert spec.fine_length and spec.alone_weight > 0 and spec.max_spans
     fine = WindowSpec(spec.fine_length, spec.prompt_tokens, spec.stride_fraction)
     replies = EDGE_TEXTS + shared_texts()[:200] + ["Long advice, calmly given. " * 120]
@@ -183,6 +188,11 @@ def test_a_checks_windows_are_those_of_encoding_each_kind_apart() -> None:
                 expected += [(i, ALONE_FINE, w)
                              for w in windows(tokenizer, None, item.response, fine)]
     assert list(zip(owner, kind, rows, strict=True)) == expected
+    judge._loaded = dataclasses.replace(loaded, spec=dataclasses.replace(loaded.spec,
+                                                                         span_reading="ranked"))
+    read = judge._rows(items, sentences=True, alone=True)
+    assert [row for rows_of_span in read.span_rows for row in rows_of_span] == [
+        w for _, k, w in expected if k == SENTENCE]
 
 
 def test_a_prompt_that_tokenises_to_nothing_leads_no_window() -> None:

@@ -36,14 +36,18 @@ def export_graph(net: nn.Module, target: Path, quantized: bool = True,
         fp32 = Path(tmp) / "fp32.onnx"
         ids = torch.full((2, 16), 1000, dtype=torch.long)
         restore = _eager_attention(net) if fused else []
+        # A network may name several outputs (``onnx_outputs``): the first is per row, any
+        # other per row and token (``vilmo.judge.value_net.TokenLogitsNet``).
+        first, *per_token = tuple(getattr(net, "onnx_outputs", ("logits",)))
+        axes = {"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"},
+                first: {0: "batch"}, **{name: {0: "batch", 1: "tokens"} for name in per_token}}
         try:
             with warnings.catch_warnings(), torch.inference_mode():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     net, (ids, torch.ones_like(ids)), str(fp32), input_names=["ids", "mask"],
-                    output_names=["logits"], opset_version=17, dynamo=False,
-                    dynamic_axes={"ids": {0: "batch", 1: "tokens"},
-                                  "mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}})
+                    output_names=[first, *per_token], opset_version=17, dynamo=False,
+                    dynamic_axes=axes)
         finally:
             for config, implementation in restore:
                 setattr(config, "_attn_implementation", implementation)  # noqa: B010

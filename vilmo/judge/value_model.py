@@ -6,7 +6,9 @@ benign beginning. A reply of two or more sentences is also read sentence by sent
 the prompt, at most ``WindowSpec.max_spans`` spans), so one harmful sentence inside benign advice
 is not diluted by the sentences around it; the sentence reading is a second reading with its own
 operating points (``sentence_operating_points``), and a sentence speaks only for the heads that
-can judge a sentence cut out of its reply (not ``WindowSpec.span_ignores``). A reply after a
+can judge a sentence cut out of its reply (not ``WindowSpec.span_ignores``). A sentence is
+read in a row of its own after the prompt, or, costing no rows, from its own tokens inside the
+whole window (``WindowSpec.span_reading``, ``vilmo.judge.window_rows``). A reply after a
 prompt is also read alone, and its whole reading mixes the two (``WindowSpec.alone_weight``),
 so that a vicious prompt does not dominate what the reply itself does. The network runs as
 an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for speed; results of recent texts are
@@ -37,7 +39,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,19 +47,22 @@ import numpy.typing as npt
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores, given_prompt
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
 from vilmo.judge.pooling import item_batches, max_pool, mean_pool, mix_alone, rescaled
+from vilmo.judge.window_rows import ALONE, ALONE_FINE, FINE, SENTENCE, WHOLE, WindowRows
 from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
-    from vilmo.judge.value_net import ValueNet
+    from vilmo.judge.value_net import TokenLogitsNet, ValueNet
+    from vilmo.judge.value_onnx import Outputs
     from vilmo.judge.windowing import WindowSpec, WordPieceTokenizer
 
+__all__ = ["ALONE", "ALONE_FINE", "CONTEXT_HEADS", "FINE", "MODEL_NAME", "SENTENCE", "WHOLE",
+           "BuiltinClassifier", "default_model_dir"]
 MODEL_NAME = "value_classifier"
 CONTEXT_HEADS = frozenset({"cm", "justice", "deontology", "valueeval"})
 """Heads that judge a whole scenario or argument, so not short excerpts of it."""
-WHOLE, FINE, SENTENCE, ALONE, ALONE_FINE = 0, 1, 2, 3, 4
-"""Kinds of window: the whole reply's, a short cut of a long reply, one sentence span, and
-the first two read without the prompt (``WindowSpec.alone_weight``)."""
+GRAPH_OUTPUTS = "logits, token_logits"
+"""What the judge's graph gives (``vilmo.judge.value_net.TokenLogitsNet``), in its cache key."""
 
 
 _Reading = tuple[Matrix, Matrix, Matrix]
@@ -69,13 +74,9 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("vilmo").joinpath("models", MODEL_NAME)))
 
 
-class _Network(Protocol):
-    def __call__(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Matrix: ...
-
-
 @dataclass(frozen=True, slots=True)
 class _Loaded:
-    net: _Network
+    net: Outputs
     tokenizer: WordPieceTokenizer
     spec: WindowSpec
     names: tuple[str, ...]
@@ -147,12 +148,12 @@ class BuiltinClassifier:
 
             return fp32_network(config, encoder_path, weights)
 
-        net: _Network
+        net: Outputs
         if self.quantize:
             from vilmo.judge.value_onnx import int8_session
 
-            net = int8_session(fp32, self._sources(config), threads=self.threads,
-                               kind=MODEL_NAME)
+            net = int8_session(lambda: _token_logits(fp32()), self._sources(config),
+                               threads=self.threads, kind=MODEL_NAME, outputs=GRAPH_OUTPUTS)
         else:
             from vilmo.judge.value_net import TorchNetwork
 
@@ -184,7 +185,7 @@ class BuiltinClassifier:
         from vilmo.judge.value_onnx import graph_path
 
         config = json.loads((self.model_dir / "config.json").read_text("utf-8"))
-        return graph_path(MODEL_NAME, self._sources(config))
+        return graph_path(MODEL_NAME, self._sources(config), outputs=GRAPH_OUTPUTS)
 
     def warm_up(self) -> None:
         """Build or load the graph now (``vilmo warmup``, start-up), not on the first check."""
@@ -208,70 +209,70 @@ class BuiltinClassifier:
     def _window_logits(self, items: Sequence[ScoreInput], sentences: bool = True,
                        alone: bool = True) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
         """Head logits per row, the rows' item, and each row's kind (``WHOLE``, ``FINE``,
-        ``SENTENCE``, ``ALONE``, ``ALONE_FINE``). Rows: the whole reply's windows; for a long
-        reply, also its short (``fine_length``) windows; for a reply of two or more sentences,
-        also each sentence span (``vilmo.judge.value_net.sentence_spans``) after the prompt,
-        unless ``sentences`` is False; for a reply after a prompt, if ``alone`` and the config's
-        ``alone_weight`` > 0, also its windows and fine windows without the prompt."""
-        from vilmo.judge.value_onnx import run_batches
-        from vilmo.judge.windowing import pad_numpy
+        ``SENTENCE``, ``ALONE``, ``ALONE_FINE``; ``vilmo.judge.window_rows``): sentence spans
+        read inside a whole window ("pooled"), or the rows of those its pooled reading chose
+        ("ranked"), come as ``SENTENCE`` rows after the rows run first. No spans if
+        ``sentences`` is False; no windows alone unless ``alone``."""
+        from vilmo.judge.window_rows import pooled_spans, ranked_spans
 
         m = self._model()
-        rows, owner, kind = self._window_rows(items, sentences, alone)
+        read = self._rows(items, sentences, alone)
+        out, tokens = self._run(read.rows, read.owner, {p.row for p in read.places})
+        owner, kind = read.owner, read.kind
+        if read.places:
+            spans = pooled_spans(tokens, read.places, len(m.names))
+            span_owner = [p.item for p in read.places]
+            if m.spec.span_reading == "ranked":
+                chosen = ranked_spans(read.places, self._span_scores(spans), m.spec.span_rows,
+                                      m.spec.span_gate)
+                rows = [row for k in chosen for row in read.span_rows[k]]
+                span_owner = [read.places[k].item for k in chosen
+                              for _ in read.span_rows[k]]
+                spans = self._run(rows, span_owner, set())[0]
+            out = np.concatenate([out, spans])
+            owner = [*owner, *span_owner]
+            kind = [*kind, *[SENTENCE] * len(span_owner)]
+        return out, owner, np.asarray(kind, dtype=np.int8)
+
+    def _run(self, rows: list[list[int]], owner: list[int], wanted: set[int]
+             ) -> tuple[Matrix, dict[int, Matrix]]:
+        """Each row's logits, and the token logits of the ``wanted`` rows."""
+        from vilmo.judge.value_onnx import AllOutputs, run_batches
+        from vilmo.judge.windowing import pad_numpy
+        m = self._model()
         out = np.zeros((len(rows), len(m.names)), dtype=np.float32)
+        tokens: dict[int, Matrix] = {}
+        if not rows:
+            return out, tokens
         # Each item's rows batched apart by a fixed rule: int8 activations are quantised per
         # batch, so an item's scores must not depend on its neighbours in the call or the load.
         chunks = item_batches([len(r) for r in rows], owner, self.batch_size)
         padded = [pad_numpy([rows[r] for r in chunk]) for chunk in chunks]
-        for chunk, logits in zip(chunks, run_batches(m.net, padded), strict=True):
-            out[chunk] = logits
-        return out, owner, np.asarray(kind, dtype=np.int8)
+        for chunk, both in zip(chunks, run_batches(AllOutputs(m.net), padded), strict=True):
+            out[chunk] = both[0]
+            tokens |= {r: both[1][k] for k, r in enumerate(chunk) if r in wanted}
+        return out, tokens
+
+    def _span_scores(self, logits: Matrix) -> Matrix:
+        """A sentence span's highest composed violation probability, as its row would read
+        (``_window_probs``): what "ranked" ranks the spans' pooled readings by."""
+        m = self._model()
+        probs = self._probs(logits, np.full(len(logits), SENTENCE, dtype=np.int8))
+        vio, _ = compose(probs, m.names, m.config.get("compose", "product"),
+                         m.config.get("compose_power", 1.0))
+        out: Matrix = vio.max(axis=1)
+        return out
+
+    def _rows(self, items: Sequence[ScoreInput], sentences: bool, alone: bool) -> WindowRows:
+        from vilmo.judge.window_rows import window_rows
+
+        return window_rows(self._model().tokenizer, self._model().spec, items, sentences, alone)
 
     def _window_rows(self, items: Sequence[ScoreInput], sentences: bool, alone: bool,
                      ) -> tuple[list[list[int]], list[int], list[int]]:
-        """``_window_logits``' token rows, their items and kinds; each reply and prompt is
-        tokenised once for every kind of window (the sentence spans' tokens are slices of
-        the reply's, ``vilmo.judge.windowing.span_ids``)."""
-        from vilmo.judge.windowing import (
-            cut,
-            prompt_head,
-            sentence_span_ranges,
-            span_ids,
-            span_rows,
-        )
-
-        m = self._model()
-        spec, sep = m.spec, m.tokenizer.sep_token_id
-        rows: list[list[int]] = []
-        owner: list[int] = []
-        kind: list[int] = []
-
-        def add(i: int, of_kind: int, windows: list[list[int]]) -> int:
-            rows.extend(windows)
-            owner.extend([i] * len(windows))
-            kind.extend([of_kind] * len(windows))
-            return len(windows)
-
-        for i, item in enumerate(items):
-            prompt = given_prompt(item.prompt)
-            tokens = m.tokenizer.encode_tokens(item.response)
-            head = prompt_head(m.tokenizer, prompt, spec)
-            coarse = add(i, WHOLE, cut(head, tokens.ids, sep, spec.max_length,
-                                       spec.stride_fraction))
-            if spec.fine_length and coarse > 1:
-                add(i, FINE, cut(head, tokens.ids, sep, spec.fine_length, spec.stride_fraction))
-            ranges = (sentence_span_ranges(item.response, spec.span_min_words, spec.max_spans)
-                      if sentences and spec.max_spans else [])
-            if len(ranges) > 1:
-                add(i, SENTENCE, span_rows(head if spec.span_prompt else head[:1],
-                                           span_ids(tokens, ranges), sep, spec))
-            if alone and prompt and spec.alone_weight > 0:
-                bare = add(i, ALONE, cut(head[:1], tokens.ids, sep, spec.max_length,
-                                         spec.stride_fraction))
-                if spec.fine_length and bare > 1:
-                    add(i, ALONE_FINE, cut(head[:1], tokens.ids, sep, spec.fine_length,
-                                           spec.stride_fraction))
-        return rows, owner, kind
+        """``_window_logits``' token rows, their items and kinds (``window_rows``)."""
+        read = self._rows(items, sentences, alone)
+        return read.rows, read.owner, read.kind
 
     def _window_probs(self, items: Sequence[ScoreInput]
                       ) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
@@ -281,13 +282,16 @@ class BuiltinClassifier:
         context, so those heads read them as 0. A sentence is a whole statement, so it keeps its
         own ``cm`` (is the act it describes wrong, as a whole window's is kept), and reads 0 for
         the other context heads."""
-        m = self._model()
         logits, owner, kind = self._window_logits(items)
+        return self._probs(logits, kind), owner, kind
+
+    def _probs(self, logits: Matrix, kind: npt.NDArray[np.int8]) -> Matrix:
+        m = self._model()
         probs = sigmoid(logits * m.a + m.b).astype(np.float32)
         probs[np.ix_((kind == FINE) | (kind == ALONE_FINE), m.context_heads)] = 0.0
         not_cm = m.context_heads[m.context_heads != m.names.index("cm")]
         probs[np.ix_(kind == SENTENCE, np.concatenate([not_cm, m.span_ignored]))] = 0.0
-        return probs, owner, kind
+        return probs
 
     def head_probabilities(self, items: Sequence[ScoreInput]) -> Matrix:
         """Calibrated probability per head and item: the whole-text judgements (``cm``,
@@ -382,6 +386,12 @@ class BuiltinClassifier:
         sentences = max_pool(vio[span], rows[span], len(items))
         ups_p = max_pool(ups[~bare], rows[~bare], len(items))
         return [(whole[i], sentences[i], ups_p[i]) for i in range(len(items))]
+
+
+def _token_logits(net: ValueNet) -> TokenLogitsNet:
+    from vilmo.judge.value_net import TokenLogitsNet  # torch: only to export the graph
+
+    return TokenLogitsNet(net)
 
 
 def _points(points: dict[str, float] | None) -> Matrix | None:

@@ -20,8 +20,8 @@ from torch import nn
 from vilmo.judge.windowing import WindowSpec, sentence_spans, span_windows, windows
 from vilmo.types import Matrix
 
-__all__ = ["TorchNetwork", "ValueNet", "WindowSpec", "fp32_network", "load_base", "pack", "pad",
-           "sentence_spans", "span_windows", "unpack", "windows"]
+__all__ = ["TokenLogitsNet", "TorchNetwork", "ValueNet", "WindowSpec", "fp32_network",
+           "load_base", "pack", "pad", "sentence_spans", "span_windows", "unpack", "windows"]
 
 if TYPE_CHECKING:
     from transformers import BertModel, PreTrainedTokenizerBase
@@ -60,15 +60,23 @@ class ValueNet(nn.Module):
         out: torch.Tensor = hidden
         return out
 
-    def upper(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits from the frozen layers' output: trained layers, mean pooling, head."""
+    def top(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The last layer's hidden states from the frozen layers' output (trained layers)."""
         add = _additive(mask, hidden.dtype)
         for layer in self.bert.encoder.layer[self.n_frozen:]:
             hidden = _run(layer, hidden, add)
+        return hidden
+
+    def pooled_head(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits of the last layer's states: mean pooling over the mask, head."""
         weights = mask.to(hidden.dtype).unsqueeze(-1)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         out: torch.Tensor = self.head(pooled)
         return out
+
+    def upper(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits from the frozen layers' output: trained layers, mean pooling, head."""
+        return self.pooled_head(self.top(hidden, mask), mask)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.upper(self.lower(ids, mask), mask)
@@ -78,6 +86,25 @@ class ValueNet(nn.Module):
         keep = tuple(f"bert.encoder.layer.{i}." for i in
                      range(self.n_frozen, len(self.bert.encoder.layer))) + ("head.",)
         return pack({k: v.detach() for k, v in self.state_dict().items() if k.startswith(keep)})
+
+
+class TokenLogitsNet(nn.Module):
+    """A ``ValueNet`` that also gives the head applied to each token's last hidden state
+    (``token_logits``: rows, tokens, heads), as the served graph's second output. The head is
+    linear, so the mean of a stretch's token logits is the head applied to the stretch's mean
+    state: a sentence span is read inside its whole window by pooling its own tokens'
+    logits (``window.span_reading`` "pooled", ``vilmo.judge.span_reading``), without a row of
+    its own. ``logits`` stays what ``ValueNet`` gives."""
+
+    onnx_outputs = ("logits", "token_logits")
+
+    def __init__(self, net: ValueNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.net.top(self.net.lower(ids, mask), mask)
+        return self.net.pooled_head(hidden, mask), self.net.head(hidden)
 
 
 SCALE_SUFFIX = ".row_scale"
@@ -140,12 +167,16 @@ def fp32_network(config: dict[str, Any], encoder_path: Path, weights: Path) -> V
 
 
 class TorchNetwork:
-    """The fp32 PyTorch network behind the same call as the int8 graph (the reference)."""
+    """The fp32 PyTorch network behind the same calls as the int8 graph (the reference)."""
 
     def __init__(self, net: ValueNet) -> None:
-        self.net = net
+        self.net = TokenLogitsNet(net)
 
     def __call__(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Matrix:
+        return self.outputs(ids, mask)[0]
+
+    def outputs(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> list[Matrix]:
+        """The pooled logits and the token logits, as ``Int8Session.outputs`` gives them."""
         with torch.inference_mode():
-            out: Matrix = self.net(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
-        return out
+            both = self.net(torch.from_numpy(ids), torch.from_numpy(mask))
+        return [t.float().numpy() for t in both]

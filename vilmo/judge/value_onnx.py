@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -61,12 +61,13 @@ def serving_cores() -> int:
 
 
 Batch = tuple[np.ndarray, np.ndarray]
+Out = TypeVar("Out")  # what a network gives per batch: logits, or all of a graph's outputs
 _SIDE_POOL: ThreadPoolExecutor | None = None
 _SIDE_POOL_LOCK = threading.Lock()
 
 
-def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
-                batches: Sequence[Batch]) -> list[Matrix]:
+def run_batches(net: Callable[[np.ndarray, np.ndarray], Out],
+                batches: Sequence[Batch]) -> list[Out]:
     """Each padded batch's output, the batches run side by side on idle cores: the calling
     thread and up to ``serving_cores() - 1`` pool threads each take the next batch not yet
     taken (the costliest first, ``vilmo.judge.pooling.batch_cost``) until none is left. So a
@@ -86,8 +87,8 @@ def run_batches(net: Callable[[np.ndarray, np.ndarray], Matrix],
         _RUNNING.leave()
 
 
-def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Matrix],
-                  batches: Sequence[Batch]) -> list[Matrix]:
+def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Out],
+                  batches: Sequence[Batch]) -> list[Out]:
     global _SIDE_POOL
     cores = serving_cores()
     with _SIDE_POOL_LOCK:
@@ -95,7 +96,7 @@ def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Matrix],
             _SIDE_POOL = ThreadPoolExecutor(max_workers=cores - 1,
                                             thread_name_prefix="vilmo-onnx-side")
         pool = _SIDE_POOL
-    out: list[Matrix | None] = [None] * len(batches)
+    out: list[Out | None] = [None] * len(batches)
     order = sorted(range(len(batches)), key=lambda i: -batch_cost(*batches[i][0].shape))
     taken = _Counter(len(order))
 
@@ -180,6 +181,22 @@ class _Running:
 _RUNNING = _Running()
 
 
+class Outputs(Protocol):
+    """A network with several outputs (the judge's graph, or its fp32 reference)."""
+
+    def outputs(self, ids: np.ndarray, mask: np.ndarray) -> list[Matrix]: ...
+
+
+class AllOutputs:
+    """A network's every output per call, with its ``threads`` for ``run_batches``."""
+
+    def __init__(self, net: Outputs) -> None:
+        self.net, self.threads = net, getattr(net, "threads", 1)
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> list[Matrix]:
+        return self.net.outputs(ids, mask)
+
+
 class GraphMissing(VilmoError, RuntimeError):
     """A graph is not in the cache and this install cannot build it (no torch)."""
 
@@ -261,12 +278,15 @@ def shared_session(path: Path, threads: int = SERVING_THREADS) -> Int8Session:
         return found
 
 
-def build_key(*sources: Path) -> str:
-    """A digest of the files the graph is made from and of the runtime that reads it (not of
-    torch: a serving process without torch must find the graph ``vilmo warmup`` made)."""
+def build_key(*sources: Path, outputs: str = "") -> str:
+    """A digest of the files the graph is made from, of the runtime that reads it (not of
+    torch: a serving process without torch must find the graph ``vilmo warmup`` made) and of
+    ``outputs``, what the network gives (a network that changes its outputs changes it, so an
+    older cached graph is never loaded for it; "" for the first graphs' single output)."""
     import onnxruntime
 
-    digest = hashlib.sha256(f"{EXPORT_VERSION}|{onnxruntime.__version__}".encode())
+    stamp = f"{EXPORT_VERSION}|{onnxruntime.__version__}" + (f"|{outputs}" if outputs else "")
+    digest = hashlib.sha256(stamp.encode())
     for source in sources:
         with source.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -274,15 +294,16 @@ def build_key(*sources: Path) -> str:
     return digest.hexdigest()[:24]
 
 
-def graph_path(kind: str, sources: Sequence[Path], quantized: bool = True) -> Path:
-    """Where the cached graph of ``kind`` made from ``sources`` lives."""
+def graph_path(kind: str, sources: Sequence[Path], quantized: bool = True,
+               outputs: str = "") -> Path:
+    """Where the cached graph of ``kind`` made from ``sources`` lives (``build_key``)."""
     suffix = "int8" if quantized else "fp32"
-    return cache_dir() / "onnx" / f"{kind}-{build_key(*sources)}.{suffix}.onnx"
+    return cache_dir() / "onnx" / f"{kind}-{build_key(*sources, outputs=outputs)}.{suffix}.onnx"
 
 
 def int8_session(build: Callable[[], nn.Module], sources: Sequence[Path],
                  threads: int = SERVING_THREADS, kind: str = "value_classifier",
-                 quantized: bool = True) -> Int8Session:
+                 quantized: bool = True, outputs: str = "") -> Int8Session:
     """The cached graph (int8, or fp32 when not ``quantized``) of the network ``build()`` makes
     (fp32, eval mode, ``(ids, mask) -> one tensor``), whose weights come from the files
     ``sources``; exported (torch needed) only if missing. ``kind`` names the cached file, so
@@ -290,14 +311,16 @@ def int8_session(build: Callable[[], nn.Module], sources: Sequence[Path],
 
     The file is written under a temporary name and renamed, so concurrent processes never read
     a half-written graph; where the cache is not writable, the graph lives in a temp dir.
+    ``outputs``: what the network gives, in the cache key (``build_key``).
     """
-    return shared_session(cached_graph(build, sources, kind, quantized), threads)
+    return shared_session(cached_graph(build, sources, kind, quantized, outputs), threads)
 
 
 def cached_graph(build: Callable[[], nn.Module], sources: Sequence[Path],
-                 kind: str = "value_classifier", quantized: bool = True) -> Path:
+                 kind: str = "value_classifier", quantized: bool = True,
+                 outputs: str = "") -> Path:
     """The cached graph's file (``int8_session``), exported first if missing; not loaded."""
-    target = graph_path(kind, sources, quantized)
+    target = graph_path(kind, sources, quantized, outputs)
     found = cached_file(target)
     if found is not None:
         return found

@@ -68,6 +68,15 @@ class TextTokens:
         boundaries (whitespace around it, as around ``sentence_span_ranges``' pieces)."""
         return self.ids[bisect_left(self.starts, start):bisect_left(self.starts, end)]
 
+    def stretch(self, span: Span) -> tuple[int, int]:
+        """The token positions ``[first, end)`` from a span's first piece to its last: its
+        tokens in the text, with any between its pieces (a closing quote the sentence cut
+        left out of both)."""
+        return bisect_left(self.starts, span[0][0]), bisect_left(self.starts, span[-1][1])
+
+
+SPAN_READINGS = ("rows", "pooled", "ranked")
+
 
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
@@ -93,6 +102,18 @@ class WindowSpec:
     request: one sentence cut out of a refusal cannot say) and ``content`` (both read single
     sentences of benign texts high; chosen on dev, issue 17). A sentence then speaks through
     ``cm``: whether the act it describes is wrong."""
+    span_reading: str = "rows"
+    """How a sentence span is read (``vilmo.judge.window_rows``): "rows", each in a row of its
+    own after the prompt head; "pooled", inside the reply's whole window after the prompt, from
+    its own tokens' logits (no extra rows); "ranked", the spans ranked by their pooled reading
+    and, if the first scores at least ``span_gate``, the first ``span_rows`` of them read in
+    rows of their own."""
+    span_rows: int = 16
+    """With "ranked": how many spans of a reply are read in rows."""
+    span_gate: float = 0.0
+    """With "ranked": the lowest pooled reading (a span's highest composed violation
+    probability) of a reply's highest span for which its spans are read in rows; chosen on
+    dev for the weights it ships with (model card), so a newly trained config reads "rows"."""
     alone_weight: float = 0.0
     """A reply after a prompt is also read alone (its windows without the prompt), and its
     whole reading is ``(1 - alone_weight)`` of the reading after the prompt plus
@@ -100,6 +121,9 @@ class WindowSpec:
     After a vicious prompt the prompt dominated the reading (issue 17)."""
 
     def __post_init__(self) -> None:
+        if self.span_reading not in SPAN_READINGS:
+            raise ValueError(f"window.span_reading must be one of {SPAN_READINGS}, "
+                             f"not {self.span_reading!r}")
         if not 0.0 <= self.alone_weight <= 1.0:
             raise ValueError(f"window.alone_weight must be within [0, 1], not {self.alone_weight}")
 
@@ -207,15 +231,20 @@ def cut(head: list[int], body: list[int], sep: int, length: int, stride: float,
     """Windows of at most ``length`` tokens, each ``head``, a stretch of ``body`` and
     ``sep``, overlapping so that a stretch advances by ``stride`` of the room; ``limit`` keeps
     the first ones."""
-    room = max(1, length - len(head) - 1)
+    starts, room = window_starts(len(head), len(body), length, stride, limit)
+    return [head + body[start:start + room] + [sep] for start in starts]
+
+
+def window_starts(head: int, body: int, length: int, stride: float,
+                  limit: int | None = None) -> tuple[list[int], int]:
+    """Where in the body each of ``cut``'s windows starts, and how many body tokens a window
+    holds (its room), for a head of ``head`` tokens and a body of ``body``."""
+    room = max(1, length - head - 1)
     step = max(1, int(room * stride))
-    out = []
-    start = 0
-    while True:
-        out.append(head + body[start:start + room] + [sep])
-        if start + room >= len(body) or (limit and len(out) >= limit):
-            return out
-        start += step
+    starts = [0]
+    while starts[-1] + room < body and not (limit and len(starts) >= limit):
+        starts.append(starts[-1] + step)
+    return starts, room
 
 
 def pad_numpy(batch: Sequence[Sequence[int]]

@@ -58,7 +58,8 @@ def pooled_features(model: BuiltinClassifier, keys: Sequence[tuple[str | None, s
     session = ort.InferenceSession(graph.SerializeToString(), session_options(model.threads),
                                    providers=["CPUExecutionProvider"],
                                    disabled_optimizers=list(SESSION_FUSIONS_OFF))
-    out = np.zeros((len(keys), session.get_outputs()[1].shape[-1] or 384), np.float32)
+    (pooled,) = [o for o in session.get_outputs() if o.name == POOLED_OUTPUT]
+    out = np.zeros((len(keys), pooled.shape[-1] or 384), np.float32)
     for i, (prompt, reply) in enumerate(keys):
         rows, _, kind = model._window_rows([ScoreInput(reply, prompt)], sentences=False,
                                            alone=False)
