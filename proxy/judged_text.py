@@ -115,17 +115,21 @@ def _words(level: str) -> str:
 
 
 def _pieces(text: str) -> Iterator[str]:
-    """``text`` cut into sentences, a long one at spaces into pieces of ``PIECE_CHARS`` or so
-    (a run with no space stays whole): places no escape spans at any level."""
+    """The sentences of ``text`` that hold a backslash, a long one cut at spaces into pieces of
+    ``PIECE_CHARS`` or so (a run with no space stays whole): places no escape spans at any
+    level. Linear: a long sentence is cut by index, never copied piece by piece."""
     for match in _SENTENCE.finditer(text):
-        piece = match.group()
-        while len(piece) > PIECE_CHARS:
-            cut = piece.rfind(" ", 0, PIECE_CHARS) + 1 or piece.find(" ", PIECE_CHARS) + 1
-            if cut <= 0:
+        start, end = match.span()
+        if text.find("\\", start, end) < 0:
+            continue
+        while end - start > PIECE_CHARS:
+            cut = (text.rfind(" ", start, start + PIECE_CHARS) + 1
+                   or text.find(" ", start + PIECE_CHARS, end) + 1)
+            if cut <= start:
                 break
-            yield piece[:cut]
-            piece = piece[cut:]
-        yield piece
+            yield text[start:cut]
+            start = cut
+        yield text[start:end]
 
 
 def _other_levels(text: str) -> list[str]:
