@@ -71,8 +71,9 @@ class Call:
         return bool((self.raw.get("stream_options") or {}).get("include_usage"))
 
     def checked(self, text: str) -> ScoreInput:
-        """A reply's text to judge (``judged_text``: also as a JSON parser decodes it), with
-        the head of the last user turn as its context."""
+        """A reply's text to judge (``judged_text``: decoded as a JSON parser decodes it, with
+        the readings of its escapes and bidi runs that show other words), with the head of the
+        last user turn as its context."""
         return ScoreInput(response=judged_text(text),
                           prompt=judged_prompt(prompt_text(self.raw["messages"])))
 

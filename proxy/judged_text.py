@@ -1,38 +1,59 @@
-"""What the value judge reads of a reply's text: the text as sent and, where it carries JSON
-string escapes, also the text a JSON parser makes of it.
+"""What the value judge reads of a reply's text: every reading a person or a program may make
+of it, each once, at a cost proportional to the part that reads differently.
 
-Tool-call arguments, a custom tool's input and JSON-mode content are JSON text that every
-client decodes: ``"st\\u0061b"`` reaches the client's ``json.loads`` as "stab" while the raw
-text holds no such word. The decoded form alone would not do either: a client that shows the
-raw text (plain content) reads ``"\\bomb"`` as "bomb" where a decoder reads a backspace and
-"omb". So a text with a valid escape is judged as both, raw then decoded (windows and
-sentence spans are max-pooled, so neither dilutes the other); a text without one is judged as
-it is, at the cost of one scan for a backslash. Only what the judge reads changes, never what
-is relayed.
+JSON string escapes. Tool-call arguments, a custom tool's input and JSON-mode content are JSON
+text that every client decodes: ``"st\\u0061b"`` reaches the client's ``json.loads`` as "stab"
+while the raw text holds no such word. JSON carried in a JSON string is decoded again by the
+application, and every decode level is a text someone reads: ``\\u005c\\u0062eat`` is
+``\\beat`` after one ``json.loads`` (a person reads "beat"), a backspace and "eat" after two,
+while a client that shows the raw text reads ``\\bomb`` as "bomb". So the judge reads the text
+fully decoded (``DECODE_ROUNDS`` at most) and, for each piece of it (a sentence, cut at a space
+past ``PIECE_CHARS``) whose levels read different words (``_words``), also that piece's other
+levels (raw, round 1, ...; one per distinct reading), each on a line of its own (windows and
+sentence spans are max-pooled, so none dilutes another). An escape that changes no word (a
+``\\n`` before a quote, ``\\"``, ``\\\\`` before a space) is only decoded in place: ordinary code
+costs the judge no more than its raw length, a piece with a word-changing escape costs it once
+more per distinct level.
+
+Bidi controls. An override or embedding to the right (RLO, RLE, RLI) shows its run reversed: a
+word stored as "bats" inside RLO...PDF reads "stab" on screen. Where a reading holds one, the
+judge also reads the part that shows differently as it shows (``_displayed``), from the
+sentence before to the sentence after.
 
 Characters that render as nothing (Unicode's default-ignorable code points: zero-width spaces
-and joiners, the soft hyphen, bidi controls, variation selectors, tags, the Hangul fillers)
-are left out of what the judge reads: inside a word they hide it from the judge while a reader
-sees the word whole. The encoder's tokenizer already drops most of them, but not the Hangul
-fillers (letters to it): "st\u3164ab" took a clearly violent reply from 0.73 to 0.10.
+and joiners, the soft hyphen, bidi controls once their runs are read as shown, variation
+selectors, tags, the Hangul fillers) are left out of what the judge reads (``visible``): inside
+a word they hide it from the judge while a reader sees the word whole. The encoder's tokenizer
+drops most of them, but not the Hangul fillers (letters to it): "st\u3164ab" took a clearly
+violent reply from 0.73 to 0.10.
 
 The decoder is a regular expression, so partial JSON (a chunked window's) decodes as far as it
-is complete; an unpaired surrogate or an unknown or unfinished escape stays as written.
-Decoding repeats (``DECODE_ROUNDS``) for JSON carried in a JSON string, which an application
-decodes again.
+is complete; an unpaired surrogate or an unknown or unfinished escape stays as written. Only
+what the judge reads changes, never what is relayed.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
 
 DECODE_ROUNDS = 4
 """Most times a text is decoded: JSON in a JSON string in a JSON string... each decode halves
 a run of backslashes, so a few rounds reach any nesting a reply can reasonably carry, and the
 cost stays bounded."""
+PIECE_CHARS = 300
+"""The longest piece (of a sentence without an end) whose other readings the judge gets as one
+line: about a sentence of context, so a piece's extra cost stays near its escapes."""
 _ESCAPE = re.compile(r"\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"
                      r"|u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
 """A JSON string escape: a surrogate pair, one ``\\uXXXX``, or a one-character escape."""
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?\n]*|[.!?\n]+")
+"""A sentence and its end: cut at characters no escape holds, so a piece decodes as it does in
+the whole text."""
+_QUIET = re.compile(r"\\(?:[bfnrt](?!\w)|[\"\\/])")
+"""An escape whose raw form joins no letter to a word (``x\\n"``, ``\\"``, ``\\\\``)."""
+_NOT_WORD = re.compile(r"\W+")
 _IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
                         "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff"
                         "\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
@@ -41,6 +62,13 @@ _IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180
 renderer shows as nothing."""
 _SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
            "t": "\t"}
+_RIGHT_TO_LEFT = "\u202b\u202e\u2067"
+"""RLE, RLO, RLI: what opens a run shown reversed (Latin letters in an RLO run, the order of
+words in the others)."""
+_EMBEDDINGS = "\u202a\u202b\u202d\u202e"
+_ISOLATES = "\u2066\u2067\u2068"
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\n\r\x1c-\x1e\x85\u2029]")
+"""What opens or closes a bidi run: its controls and the paragraph separators."""
 
 
 def _char(match: re.Match[str]) -> str:
@@ -54,16 +82,24 @@ def _char(match: re.Match[str]) -> str:
     return match.group(0) if 0xD800 <= code <= 0xDFFF else chr(code)
 
 
-def unescaped(text: str) -> str:
-    """``text`` with its valid JSON string escapes decoded (``DECODE_ROUNDS`` times at most)."""
+def decode_levels(text: str) -> list[str]:
+    """``text`` and each of its successive JSON string decodes while they change it
+    (``DECODE_ROUNDS`` at most): raw, round 1, ..., fully decoded."""
+    levels = [text]
     for _ in range(DECODE_ROUNDS):
         if "\\" not in text:
             break
         decoded = _ESCAPE.sub(_char, text)
         if decoded == text:
             break
+        levels.append(decoded)
         text = decoded
-    return text
+    return levels
+
+
+def unescaped(text: str) -> str:
+    """``text`` with its valid JSON string escapes decoded (``DECODE_ROUNDS`` times at most)."""
+    return decode_levels(text)[-1]
 
 
 def visible(text: str) -> str:
@@ -72,8 +108,101 @@ def visible(text: str) -> str:
     return text if text.isascii() else _IGNORABLE.sub("", text)
 
 
+def _words(level: str) -> str:
+    """The words a reader finds in one level: an escape's letter that joins no word, spacing
+    and punctuation do not count, so levels that differ only there are read once."""
+    return _NOT_WORD.sub(" ", _QUIET.sub("", visible(level))).strip()
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """The sentences of ``text`` that hold a backslash, a long one cut at spaces into pieces of
+    ``PIECE_CHARS`` or so (a run with no space stays whole): places no escape spans at any
+    level. Linear: a long sentence is cut by index, never copied piece by piece."""
+    for match in _SENTENCE.finditer(text):
+        start, end = match.span()
+        if text.find("\\", start, end) < 0:
+            continue
+        while end - start > PIECE_CHARS:
+            cut = (text.rfind(" ", start, start + PIECE_CHARS) + 1
+                   or text.find(" ", start + PIECE_CHARS, end) + 1)
+            if cut <= start:
+                break
+            yield text[start:cut]
+            start = cut
+        yield text[start:end]
+
+
+def _other_levels(text: str) -> list[str]:
+    """For each piece with an escape, its decode levels (raw first) that read other words than
+    its fully decoded form and than each other."""
+    extra: list[str] = []
+    for piece in _pieces(text):
+        if "\\" not in piece:
+            continue
+        *earlier, last = decode_levels(piece)
+        seen = {_words(last)}
+        kept: list[str] = []
+        for level in reversed(earlier):  # the most decoded of a reading stands for it
+            words = _words(level)
+            if words not in seen:
+                seen.add(words)
+                kept.append(level)
+        extra.extend(reversed(kept))
+    return extra
+
+
+def _displayed(text: str) -> str:
+    """``text`` with each run opened by RLE, RLO or RLI (to its PDF or PDI, or the paragraph's
+    end) reversed, nested runs in it too: how the Unicode bidi algorithm shows Latin letters
+    in an override (an embedding's words, simplified)."""
+    shown = list(text)
+    stack: list[str] = []
+    start: int | None = None
+    depth = 0
+    for control in _BIDI.finditer(text):
+        char = control.group()
+        if char in _EMBEDDINGS or char in _ISOLATES:
+            stack.append(char)
+            if start is None and char in _RIGHT_TO_LEFT:
+                start, depth = control.end(), len(stack)
+        elif char == "\u202c":  # PDF: closes the last embedding or override, not an isolate
+            if stack and stack[-1] in _EMBEDDINGS:
+                stack.pop()
+        elif char == "\u2069":  # PDI: closes the last isolate and what opened inside it
+            if any(c in _ISOLATES for c in stack):
+                while stack.pop() not in _ISOLATES:
+                    pass
+        else:  # a paragraph ends every run
+            stack.clear()
+        if start is not None and len(stack) < depth:
+            shown[start:control.start()] = reversed(shown[start:control.start()])
+            start = None
+    if start is not None:
+        shown[start:] = reversed(shown[start:])
+    return "".join(shown)
+
+
+def _shown_differently(text: str) -> str | None:
+    """The part of ``text`` a bidi renderer shows in another order, as it shows it, from the
+    sentence before to the sentence after (``PIECE_CHARS`` at most either side); None when
+    nothing shows differently."""
+    if not any(c in text for c in _RIGHT_TO_LEFT):
+        return None
+    shown = _displayed(text)
+    first = len(os.path.commonprefix([text, shown]))
+    if first == len(text):
+        return None
+    end = len(text) - len(os.path.commonprefix([text[::-1], shown[::-1]]))
+    low, high = max(0, first - PIECE_CHARS), min(len(text), end + PIECE_CHARS)
+    start = max(text.rfind(c, low, first) for c in ".!?\n")
+    stop = min((i for c in ".!?\n" if (i := text.find(c, end, high)) >= 0), default=high - 1)
+    return shown[low if start < 0 else start + 1:stop + 1]
+
+
 def judged_text(text: str) -> str:
-    """The text the judge reads for a reply text: itself, and its decoded form if that
-    differs (on a line of its own), each without what renders as nothing."""
-    decoded = unescaped(text)
-    return visible(text if decoded == text else f"{text}\n{decoded}")
+    """The text the judge reads for a reply text: fully decoded, then the other decode levels
+    of the pieces that read other words, then what bidi controls show in another order, each
+    on a line of its own, all without what renders as nothing."""
+    readings = [unescaped(text), *_other_levels(text)] if "\\" in text else [text]
+    shown = [s for s in map(_shown_differently, readings) if s]
+    return visible("\n".join(readings + shown))

@@ -87,7 +87,7 @@ def test_a_reply_without_escapes_is_judged_as_written() -> None:
 ])
 def test_valid_escapes_are_decoded(raw: str, decoded: str) -> None:
     assert unescaped(raw) == decoded
-    assert judged_text(raw) == f"{raw}\n{decoded}"
+    assert judged_text(raw).startswith(decoded)  # then the levels that read other words
 
 
 @pytest.mark.parametrize("raw", [
@@ -142,6 +142,6 @@ def test_words_split_by_invisible_characters_are_judged(gateway: str, stub: Stub
 def test_what_renders_as_nothing_is_left_out_of_the_judged_text() -> None:
     hidden = "I will s\u00adt\u3164a\u115f\u1160b\ufeff you\u2060 \U000e0041tonight\ufe0f."
     assert judged_text(hidden) == "I will stab you tonight."
-    assert judged_text("st\\u3164ab") == "st\\u3164ab\nstab"  # escaped, then decoded
+    assert judged_text("st\\u3164ab") == "stab\nst\\u3164ab"  # decoded, then as sent
     assert judged_text("\u05e9\u05dc\u05d5\u05dd \u4f60\u597d \U0001f600") == (
         "\u05e9\u05dc\u05d5\u05dd \u4f60\u597d \U0001f600")  # visible text is kept
