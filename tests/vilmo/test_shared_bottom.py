@@ -118,7 +118,7 @@ def test_only_one_row_batches_of_the_read_ids_take_the_shortcut(
         session(*batch)
         assert states.hits == hits
     hits = states.hits
-    assert np.array_equal(session(ids, mask), session.outputs(ids, mask)[0])
+    assert np.array_equal(session(ids, mask), session.graph_outputs(ids, mask)[0])
     assert states.hits == hits + 1
 
 

@@ -88,7 +88,7 @@ def boundary_of(n_frozen: int) -> str:
 
 
 def cut_top(whole: Path, boundary: str, target: Path) -> Path:
-    """The graph's nodes from ``boundary`` (and the mask) to its output, written whole to
+    """The graph's nodes from ``boundary`` (and the mask) to its outputs, written whole to
     ``target`` (``vilmo.judge.value_onnx.write_cached``). Raises ValueError where the graph
     has no such tensor."""
     import onnx
@@ -98,10 +98,9 @@ def cut_top(whole: Path, boundary: str, target: Path) -> Path:
 
     model = onnx.load(str(whole))
     graph = model.graph
-    if boundary not in {out for node in graph.node for out in node.output} or len(
-            graph.output) != 1:
-        raise ValueError(f"{whole.name} has no tensor {boundary!r} or not one output")
-    top = Extractor(model).extract_model([boundary, "mask"], [graph.output[0].name])
+    if boundary not in {out for node in graph.node for out in node.output}:
+        raise ValueError(f"{whole.name} has no tensor {boundary!r}")
+    top = Extractor(model).extract_model([boundary, "mask"], [o.name for o in graph.output])
     return write_cached(target, functools.partial(_save, top))
 
 
@@ -137,15 +136,17 @@ def connect(reader: StakesReader, judge: BuiltinClassifier) -> BottomStates | No
         found = reader.bottom(text)
         assert found is not None
         ids, mask, hidden = found
-        if not np.array_equal(whole.outputs(ids, mask)[0], top.outputs(hidden, mask)[0]):
+        expected, found_outputs = whole.graph_outputs(ids, mask), top.graph_outputs(hidden, mask)
+        if len(expected) != len(found_outputs) or not all(
+                np.array_equal(e, f) for e, f in zip(expected, found_outputs, strict=True)):
             log.warning("the judge reads prompts without the reader's bottom layers: its "
                         "logits from them differ from its own graph's")
             return None
     states = BottomStates()
 
-    def shortcut(ids: np.ndarray, mask: np.ndarray) -> Matrix | None:
+    def shortcut(ids: np.ndarray, mask: np.ndarray) -> list[Matrix] | None:
         hidden = states.find(ids, mask)
-        return None if hidden is None else top(hidden, mask)
+        return None if hidden is None else top.graph_outputs(hidden, mask)
 
     reader.on_bottom = states.keep
     whole.shortcut = shortcut

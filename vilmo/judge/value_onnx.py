@@ -247,18 +247,22 @@ class Int8Session:
                                              disabled_optimizers=list(fusions_off))
         self._inputs = [i.name for i in self._session.get_inputs()]
         """``ids`` (or a part graph's hidden states) and ``mask``, by position."""
-        self.shortcut: Callable[[np.ndarray, np.ndarray], Matrix | None] | None = None
-        """Another way to this graph's first output for some batches (None: not this one),
-        bit for bit the same: the judge's top layers on the request reader's hidden states
+        self.shortcut: Callable[[np.ndarray, np.ndarray], list[Matrix] | None] | None = None
+        """Another way to this graph's outputs for some batches (None: not this one), bit for
+        bit the same: the judge's top layers on the request reader's hidden states
         (``vilmo.instruct.shared_bottom``)."""
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> Matrix:
-        shortcut = self.shortcut
-        found = shortcut(ids, mask) if shortcut is not None else None
-        return found if found is not None else self.outputs(ids, mask)[0]
+        return self.outputs(ids, mask)[0]
 
     def outputs(self, ids: np.ndarray, mask: np.ndarray) -> list[Matrix]:
         """Every output of the graph, in order."""
+        shortcut = self.shortcut
+        found = shortcut(ids, mask) if shortcut is not None else None
+        return found if found is not None else self.graph_outputs(ids, mask)
+
+    def graph_outputs(self, ids: np.ndarray, mask: np.ndarray) -> list[Matrix]:
+        """Every output of the graph, run by it (never the shortcut)."""
         out: list[Matrix] = self._session.run(None, dict(zip(self._inputs, (ids, mask),
                                                              strict=True)))
         return out
