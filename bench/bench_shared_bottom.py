@@ -33,8 +33,9 @@ from vilmo.instruct.second_look import SecondLook
 from vilmo.instruct.shared_bottom import connect
 from vilmo.instruct.stakes import StakesModel
 from vilmo.instruct.stakes_reader import StakesReader
+from vilmo.judge.graph_files import cached_file
 from vilmo.judge.value_model import BuiltinClassifier
-from vilmo.judge.value_onnx import cached_file, shared_session
+from vilmo.judge.value_onnx import shared_session
 from vilmo.policy_store import SHIPPED_POLICY_DIR, PolicyStore
 
 

@@ -55,8 +55,8 @@ def _check_graphs() -> None:
     starts, and how to make them (``vilmo warmup``), rather than fail in every worker."""
     if torch_installed():
         return
+    from vilmo.judge.graph_files import cache_dir
     from vilmo.judge.graphs import missing_graphs
-    from vilmo.judge.value_onnx import cache_dir
 
     missing = missing_graphs()
     if missing:

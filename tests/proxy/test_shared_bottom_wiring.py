@@ -13,8 +13,9 @@ from proxy.services import build_services
 from proxy.settings import GatewayConfig
 from vilmo.instruct.generator import VilmoGenerator
 from vilmo.instruct.shared_bottom import BottomStates
+from vilmo.judge.graph_files import cached_file
 from vilmo.judge.value_model import BuiltinClassifier
-from vilmo.judge.value_onnx import cached_file, shared_session
+from vilmo.judge.value_onnx import shared_session
 
 UNSURE = [f"{who} {what} (case {i}). What should I do?"
           for i, (who, what) in enumerate([("my neighbour", "insulted me"),

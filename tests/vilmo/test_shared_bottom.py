@@ -20,9 +20,10 @@ from vilmo.instruct.shared_bottom import BottomStates, connect
 from vilmo.instruct.stakes import StakesModel
 from vilmo.instruct.stakes_reader import StakesReader, default_reader_dir
 from vilmo.judge.classifier import ScoreInput
+from vilmo.judge.graph_files import cached_file
 from vilmo.judge.heads import BUILTIN_VALUES
 from vilmo.judge.value_model import BuiltinClassifier
-from vilmo.judge.value_onnx import Int8Session, cached_file, shared_session
+from vilmo.judge.value_onnx import Int8Session, shared_session
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 

@@ -228,8 +228,9 @@ def test_a_graph_that_cannot_be_cut_is_served_whole(monkeypatch: pytest.MonkeyPa
     from vilmo.judge import value_onnx
 
     real = value_onnx.graph_path  # no halves cached: they would be cut now
-    monkeypatch.setattr(value_onnx, "graph_path", lambda kind, sources, quantized=True: (
-        real(kind, sources, quantized) if kind == KIND else Path("/nonexistent") / kind))
+    monkeypatch.setattr(value_onnx, "graph_path", lambda kind, sources, quantized=True,
+                        outputs="": (real(kind, sources, quantized, outputs) if kind == KIND
+                                     else Path("/nonexistent") / kind))
     reader = StakesReader(cache_size=0)
     reading = reader.read(REVENGE)
     assert reader._whole and reading.embedded
@@ -289,7 +290,7 @@ def test_an_unwritable_cache_finds_the_halves_in_the_private_fallback(
     import tempfile
 
     from vilmo.instruct.stakes_reader import EMBED_KIND, READ_KIND
-    from vilmo.judge.value_onnx import write_cached
+    from vilmo.judge.graph_files import write_cached
 
     reader = StakesReader(cache_size=0)
     reader.warm_up()

@@ -175,7 +175,7 @@ def test_an_unwritable_cache_reuses_one_private_fallback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the cache folder could not be written, every start wrote the graph into a new
     temporary folder (27 MB each for the reader's halves) and never removed it."""
-    from vilmo.judge.value_onnx import write_cached
+    from vilmo.judge.graph_files import write_cached
 
     blocked = tmp_path / "cache"
     blocked.write_text("a file where the cache folder should be")
@@ -200,7 +200,8 @@ def test_an_unwritable_cache_finds_the_graph_in_the_private_fallback(
     """``write_cached`` puts the graph in this user's private temporary folder when the cache
     folder cannot be written, but ``cached_graph`` looked only in the cache folder: every start
     imported torch and exported the graph again (and without torch raised GraphMissing)."""
-    from vilmo.judge.value_onnx import cached_graph, graph_path, write_cached
+    from vilmo.judge.graph_files import write_cached
+    from vilmo.judge.value_onnx import cached_graph, graph_path
 
     source = tmp_path / "weights.safetensors"
     source.write_bytes(b"weights")

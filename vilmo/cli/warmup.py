@@ -19,7 +19,7 @@ from vilmo.judge.graphs import serving_graphs
 def warmup_command() -> None:
     """Build and cache the gateway's ONNX graphs (judge, request reader, encoder); needs torch
     once."""
-    from vilmo.judge.value_onnx import cache_dir
+    from vilmo.judge.graph_files import cache_dir
 
     click.echo(f"ONNX graphs in {cache_dir() / 'onnx'}")
     for name, where, build in serving_graphs():

@@ -89,12 +89,12 @@ def boundary_of(n_frozen: int) -> str:
 
 def cut_top(whole: Path, boundary: str, target: Path) -> Path:
     """The graph's nodes from ``boundary`` (and the mask) to its outputs, written whole to
-    ``target`` (``vilmo.judge.value_onnx.write_cached``). Raises ValueError where the graph
+    ``target`` (``vilmo.judge.graph_files.write_cached``). Raises ValueError where the graph
     has no such tensor."""
     import onnx
     from onnx.utils import Extractor
 
-    from vilmo.judge.value_onnx import write_cached
+    from vilmo.judge.graph_files import write_cached
 
     model = onnx.load(str(whole))
     graph = model.graph
@@ -119,7 +119,8 @@ def connect(reader: StakesReader, judge: BuiltinClassifier) -> BottomStates | No
     if (not judge.quantize or theirs.get("encoder") or theirs.get("base") != mine.get("base")
             or int(theirs.get("n_frozen", 0)) < n_frozen or reader.bottom("warm-up") is None):
         return None
-    from vilmo.judge.value_onnx import cached_file, shared_session
+    from vilmo.judge.graph_files import cached_file
+    from vilmo.judge.value_onnx import shared_session
 
     judge.warm_up()
     target = judge.graph_path()

@@ -261,12 +261,8 @@ class StakesReader(CachedGraph):
             return self._halves
         with self._lock:
             if self._halves is None and not self._whole:
-                from vilmo.judge.value_onnx import (
-                    cached_file,
-                    cached_graph,
-                    graph_path,
-                    shared_session,
-                )
+                from vilmo.judge.graph_files import cached_file
+                from vilmo.judge.value_onnx import cached_graph, graph_path, shared_session
 
                 sources = self._sources()
                 read_path, embed_path = graph_path(READ_KIND, sources), graph_path(
@@ -343,7 +339,7 @@ def split_graph(whole: Path, n_frozen: int, read_path: Path, embed_path: Path
     import onnx
     from onnx.utils import Extractor
 
-    from vilmo.judge.value_onnx import write_cached
+    from vilmo.judge.graph_files import write_cached
 
     model = onnx.load(str(whole))
     graph = model.graph

@@ -147,7 +147,7 @@ class CachedGraph:
 
     The graph is exported from ``_network()`` (and quantised, unless not ``quantized``) by
     ``vilmo warmup`` or on first use, then read from the cache folder
-    (``vilmo.judge.value_onnx.cache_dir``) with onnxruntime and tokenizers only. Subclasses say
+    (``vilmo.judge.graph_files.cache_dir``) with onnxruntime and tokenizers only. Subclasses say
     which network, from which weight files, under which names (``kind``, ``shared_prefix``)."""
 
     width: int

@@ -30,6 +30,6 @@ def serving_graphs() -> list[Graph]:
 def missing_graphs() -> list[Path]:
     """The serving graphs not in the cache yet (nor in the private folder ``write_cached``
     uses where the cache cannot be written)."""
-    from vilmo.judge.value_onnx import cached_file
+    from vilmo.judge.graph_files import cached_file
 
     return [path for _, where, _ in serving_graphs() if cached_file(path := where()) is None]

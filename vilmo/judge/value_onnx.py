@@ -16,11 +16,8 @@ fp32 encoder is cached the same way, unquantised.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import stat
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 
 from vilmo.errors import VilmoError
+from vilmo.judge.graph_files import cache_dir, cached_file, write_cached
 from vilmo.judge.pooling import batch_cost
 from vilmo.types import Matrix
 
@@ -208,14 +206,6 @@ def runtime() -> str:
     return f"onnxruntime {onnxruntime.__version__}, {RECIPE} (export {EXPORT_VERSION})"
 
 
-def cache_dir() -> Path:
-    """``$VILMO_CACHE_DIR``, else ``$XDG_CACHE_HOME/vilmo``, else ``~/.cache/vilmo``."""
-    if os.environ.get("VILMO_CACHE_DIR"):
-        return Path(os.environ["VILMO_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "vilmo"
-
-
 def session_options(threads: int = SERVING_THREADS) -> ort.SessionOptions:
     """``threads`` intra-op threads, one inter-op thread, and no spin-waiting: an idle pool
     thread sleeps instead of burning a core between calls."""
@@ -332,71 +322,6 @@ def cached_graph(build: Callable[[], nn.Module], sources: Sequence[Path],
     from vilmo.judge import onnx_export
 
     return write_cached(target, lambda partial: onnx_export.export_graph(net, partial, quantized))
-
-
-def cached_file(target: Path) -> Path | None:
-    """Where ``write_cached`` put ``target``, or None when it is not there yet: the cache
-    folder, or where that cannot be written, this user's private temporary folder, read only
-    when it is still this user's alone (``_private_folder``)."""
-    if target.exists():
-        return target
-    above = target.parent
-    while not above.exists() and above != above.parent:
-        above = above.parent
-    if above.is_dir() and os.access(above, os.W_OK):
-        return None  # a writable cache: the graph is built there
-    folder = _private_folder()
-    if folder is None or not (folder / target.name).exists():
-        return None
-    return folder / target.name
-
-
-def write_cached(target: Path, write: Callable[[Path], None]) -> Path:
-    """Where ``write(path)`` put the file: ``target``, written whole (under a temporary name,
-    then renamed, so a concurrent process never reads half a graph), or, where the cache
-    folder is not writable, the same name in this user's private temporary folder (reused:
-    the name carries the build key, so every start does not write another copy)."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_whole(target, write)
-        return target
-    except OSError:
-        pass
-    fallback = _private_temp_dir() / target.name
-    if not fallback.exists():
-        _write_whole(fallback, write)
-    return fallback
-
-
-def _private_temp_dir() -> Path:
-    """``$TMPDIR/vilmo-onnx-<uid>`` (``_private_folder``), made if missing; a new folder each
-    time if that one is not safe to use."""
-    with contextlib.suppress(OSError):
-        _private_folder_path().mkdir(mode=0o700, exist_ok=True)
-    return _private_folder() or Path(tempfile.mkdtemp(prefix="vilmo-onnx-"))
-
-
-def _private_folder_path() -> Path:
-    return Path(tempfile.gettempdir()) / f"vilmo-onnx-{os.getuid()}"
-
-
-def _private_folder() -> Path | None:
-    """``$TMPDIR/vilmo-onnx-<uid>`` if it is a real folder owned by this user and closed to
-    others (a graph is code the process runs), else None."""
-    folder = _private_folder_path()
-    try:
-        info = folder.lstat()
-    except OSError:
-        return None
-    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077:
-        return folder
-    return None
-
-
-def _write_whole(target: Path, write: Callable[[Path], None]) -> None:
-    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
-    write(partial)
-    os.replace(partial, target)
 
 
 def _buildable(build: Callable[[], nn.Module], target: Path) -> nn.Module:
