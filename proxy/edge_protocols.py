@@ -1,0 +1,314 @@
+"""uvicorn's two HTTP/1.1 protocols with the server edge's limits (``proxy.server``).
+
+``EdgeLimits`` holds what both share: the connection limit at accept, the read deadline timer,
+and the refusal written in the OpenAI envelope straight to the socket. Each protocol says
+where its parser stands: h11 refuses from its events, httptools from its callbacks and from
+the bytes fed to it while a head is incomplete (llhttp itself buffers a header of any size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+from typing import Any, Protocol
+
+import h11
+import httptools
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from proxy.errors import GatewayError, InvalidRequest
+
+MAX_HEAD_BYTES = 64 * 1024
+"""The request line and headers together; the largest legitimate head (a long bearer key, a
+few tracing headers) is a few KiB."""
+MAX_HEADERS = 100
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+
+
+class HeadTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+
+
+class Overloaded(GatewayError):
+    status = 503
+
+
+def head_too_large() -> HeadTooLarge:
+    return HeadTooLarge(f"the request head is larger than {MAX_HEAD_BYTES} bytes or has more "
+                        f"than {MAX_HEADERS} header fields",
+                        code="request_header_fields_too_large")
+
+
+def too_many_requests() -> Overloaded:
+    return Overloaded("the gateway is at its request limit; retry later",
+                      code="server_overloaded")
+
+
+def malformed() -> InvalidRequest:
+    return InvalidRequest("malformed HTTP request", code="invalid_http_request")
+
+
+def head_size(target: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    return len(target) + sum(len(name) + len(value) + 4 for name, value in headers)
+
+
+class Cycle(Protocol):
+    """What the deadline touches of either protocol's request-response cycle."""
+
+    response_started: bool
+    disconnected: bool
+    message_event: asyncio.Event
+
+
+class EdgeLimits(asyncio.Protocol):
+    """The limits both protocols keep; a subclass puts this before uvicorn's protocol."""
+
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    connections: set[Any]
+    limit_concurrency: int | None
+
+    def init_limits(self, config: uvicorn.Config) -> None:
+        """Takes the request limit over from uvicorn (whose 503 is text/plain)."""
+        self.max_concurrency = self.limit_concurrency
+        self.limit_concurrency = None
+        self.read_timeout_s: float = getattr(config, "request_read_timeout_s", 60.0)
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def admit_connection(self) -> bool:
+        """503 and closed past the connection limit; else the first request's deadline runs."""
+        if self.max_concurrency is not None and len(self.connections) > self.max_concurrency:
+            self.refuse(Overloaded("the gateway is at its connection limit; retry later",
+                                   code="server_overloaded"))
+            return False
+        self.arm()
+        return True
+
+    def arm(self) -> None:
+        if self.deadline is None and not self.transport.is_closing():
+            self.deadline = self.loop.call_later(self.read_timeout_s, self.expired)
+
+    def disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def expired(self) -> None:
+        raise NotImplementedError
+
+    def time_out(self, cycle: Cycle | None) -> None:
+        """408 and closed; the app waiting for the body (``cycle``) gets http.disconnect."""
+        if cycle is not None:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.refuse(RequestTimeout(
+            f"the request was not received within {self.read_timeout_s:g} s",
+            code="request_timeout"))
+
+    def refuse(self, error: GatewayError) -> None:
+        """Writes the error's envelope straight to the socket and closes the connection."""
+        body = json.dumps(error.envelope()).encode()
+        head = (f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n"
+                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+                "connection: close\r\n\r\n").encode("ascii")
+        self.transport.write(head + body)
+        self.transport.close()
+
+
+class Refused(Exception):
+    """Raised in a parser callback to stop parsing; ``refusal`` is what the client gets."""
+
+
+class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
+    """uvicorn's httptools protocol with the edge's limits. The head is bounded as it
+    arrives: while one is incomplete at most ``MAX_HEAD_BYTES`` of it reach the parser, and
+    its fields are counted as parsed, so a refused head is never buffered past the limit."""
+
+    def __init__(self, config: uvicorn.Config, server_state: ServerState,
+                 app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None,
+                 ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.init_limits(config)
+        self.awaiting_head = True
+        """The bytes coming are (the rest of) a request head."""
+        self.head_bytes = 0
+        """Bytes fed while awaiting this head (a head begun after another request's end in
+        the same read is counted from the next read: never more than it is)."""
+        self.reading = False
+        """A request has begun (its first byte parsed) and is not whole."""
+        self.refusal: GatewayError | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.admit_connection()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused: nothing more is parsed
+        self._unset_keepalive_if_required()
+        while self.awaiting_head and len(data) > MAX_HEAD_BYTES - self.head_bytes:
+            room = MAX_HEAD_BYTES - self.head_bytes
+            self.head_bytes = MAX_HEAD_BYTES
+            if not self.parse(data[:room]):
+                return
+            if self.awaiting_head and self.head_bytes == MAX_HEAD_BYTES:
+                self.refuse(head_too_large())  # still the same head, and at the limit
+                return
+            data = data[room:]
+        if self.awaiting_head:
+            self.head_bytes += len(data)
+        if self.parse(data) and (self.reading or (self.awaiting_head and self.head_bytes)):
+            self.arm()  # a request has begun (or stray bytes came) and is not whole
+
+    def parse(self, data: bytes) -> bool:
+        """Feeds the parser; False once the request is refused. An upgrade request is served
+        as plain HTTP (no WebSocket protocol here) and parsing goes on after it."""
+        while data:
+            try:
+                self.parser.feed_data(data)
+                return True
+            except httptools.HttpParserUpgrade as upgrade:
+                data = data[upgrade.args[0]:]
+            except httptools.HttpParserError:
+                self.refuse(self.refusal or malformed())
+                return False
+        return True
+
+    def on_message_begin(self) -> None:
+        self.reading = True
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= MAX_HEADERS:
+            self.refusal = head_too_large()
+            raise Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        """Refuses a head too large (one begun in the read that ended another request is
+        only measured whole), or a request past the limit on requests in flight."""
+        if head_size(self.url, self.headers) > MAX_HEAD_BYTES:
+            self.refusal = head_too_large()
+            raise Refused
+        if (self.max_concurrency is not None and len(self.tasks) >= self.max_concurrency
+                and (self.cycle is None or self.cycle.response_complete)):
+            self.refusal = too_many_requests()
+            raise Refused
+        self.awaiting_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.reading = False
+        self.awaiting_head = True
+        self.head_bytes = 0
+        self.disarm()
+        super().on_message_complete()
+
+    def expired(self) -> None:
+        """The request was not whole in time: 408 unless its answer has begun (then the
+        connection is only closed); a connection on which no request began is closed quietly,
+        as an idle keep-alive one is. A pipelined head that stalls while the request before
+        it is answered closes the connection after that answer."""
+        self.deadline = None
+        if self.transport.is_closing():
+            return
+        current = None if self.awaiting_head else self.cycle
+        if not self.reading or (current is not None and current.response_started):
+            self.transport.close()
+        elif current is None and self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+        else:
+            self.time_out(current)
+
+
+class H11Parser(h11.Connection):
+    """h11's server side that keeps the error a request was refused for (uvicorn drops it), and
+    lets the protocol refuse a parsed head (``admit``) the same way."""
+
+    def __init__(self, protocol: H11GatewayProtocol) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.protocol = protocol
+        self.refused: h11.RemoteProtocolError | None = None
+
+    def next_event(self) -> Any:
+        try:
+            event = super().next_event()
+            if isinstance(event, h11.Request):
+                self.protocol.admit(event)
+            return event
+        except h11.RemoteProtocolError as exc:
+            self.refused = exc
+            raise
+
+
+class H11GatewayProtocol(EdgeLimits, H11Protocol):
+    """uvicorn's h11 protocol (pure Python) with the edge's limits."""
+
+    def __init__(self, config: uvicorn.Config, server_state: ServerState,
+                 app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None,
+                 ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.conn = H11Parser(self)
+        self.init_limits(config)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.admit_connection()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        their = self.conn.their_state
+        if their is h11.SEND_BODY or (their is h11.IDLE and self.conn.trailing_data[0]):
+            self.arm()  # a request has begun and is not complete
+        elif their is not h11.IDLE:
+            self.disarm()  # complete (DONE), or the connection is ending
+
+    def admit(self, request: h11.Request) -> None:
+        """Refuses a parsed head: too large or too many fields (431; h11 bounds only a head
+        still incomplete, not one that came whole in one read), or too many requests running
+        (503)."""
+        if (len(request.headers) > MAX_HEADERS
+                or head_size(request.target, list(request.headers)) > MAX_HEAD_BYTES):
+            raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+        if self.max_concurrency is not None and len(self.tasks) >= self.max_concurrency:
+            raise h11.RemoteProtocolError("too many requests in flight", error_status_hint=503)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 or ``admit`` refused, in the envelope; the connection is closed."""
+        refused = self.conn.refused if isinstance(self.conn, H11Parser) else None
+        status = refused.error_status_hint if refused is not None else 400
+        self.refuse(head_too_large() if status == 431
+                    else too_many_requests() if status == 503 else malformed())
+
+    def expired(self) -> None:
+        """The request was not complete in time: 408 unless its answer has begun (then the
+        connection is only closed); a connection on which no byte came is closed quietly, as
+        an idle keep-alive connection is."""
+        self.deadline = None
+        if self.transport.is_closing():
+            return
+        their = self.conn.their_state
+        cycle = self.cycle if their is h11.SEND_BODY else None
+        if (cycle is not None and cycle.response_started) or (
+                their is h11.IDLE and not self.conn.trailing_data[0]):
+            self.transport.close()
+        else:
+            self.time_out(cycle)
