@@ -146,6 +146,9 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         self.reading = False
         """A request has begun (its first byte parsed) and is not whole."""
         self.refusal: GatewayError | None = None
+        """What a callback refused the request for."""
+        self.deferred: GatewayError | None = None
+        """A refusal that waits for the answers to the requests pipelined before it."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -156,7 +159,7 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.deferred is not None:
             return  # refused: nothing more is parsed
         self._unset_keepalive_if_required()
         while self.awaiting_head and len(data) > MAX_HEAD_BYTES - self.head_bytes:
@@ -186,6 +189,23 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
                 self.refuse(self.refusal or malformed())
                 return False
         return True
+
+    def refuse(self, error: GatewayError) -> None:
+        """A head refused behind requests not yet answered waits for their answers (written
+        now, it would cut them off); nothing more is read meanwhile."""
+        if self.awaiting_head and self.cycle is not None and not self.cycle.response_complete:
+            self.deferred = error
+            self.disarm()
+            self.flow.pause_reading()
+            return
+        super().refuse(error)
+
+    def on_response_complete(self) -> None:
+        if self.deferred is not None and not self.pipeline:
+            self.server_state.total_requests += 1
+            super().refuse(self.deferred)
+            return
+        super().on_response_complete()
 
     def on_message_begin(self) -> None:
         self.reading = True

@@ -169,6 +169,16 @@ def test_a_large_head_is_refused_431_before_it_ends(port: int) -> None:
     assert time.monotonic() - started < DEADLINE_S / 2
 
 
+def test_a_large_head_after_a_request_in_the_same_read_is_answered_431(port: int) -> None:
+    """A head that begins in the read that ended the request before it is measured whole."""
+    with connect(port) as conn:
+        conn.sendall(chat_request() + chat_request(extra="X-Pad: " + "a" * 80_000 + "\r\n"))
+        data = read_all(conn)
+    assert data.startswith(b"HTTP/1.1 200 ")
+    status, _, body = answer(data[data.index(b"HTTP/1.1 431 "):])
+    assert status == 431 and body["error"]["code"] == "request_header_fields_too_large"
+
+
 def test_too_many_header_fields_are_answered_431(port: int) -> None:
     many = "".join(f"X-H{i}: v\r\n" for i in range(MAX_HEADERS + 1))
     with connect(port) as conn:
