@@ -1,9 +1,11 @@
-"""The cost of the server edge (``proxy.server``: uvicorn on h11 with its limits) against
-uvicorn's default httptools protocol, on one no-policy gateway config over the stub upstream.
+"""The cost of the server edge (``proxy.server``: uvicorn's protocols with its limits) against
+uvicorn's plain httptools protocol (no limits), on one no-policy gateway config over the stub
+upstream: the edge on httptools (``vilmo serve``'s default) and on h11.
 
-Both gateways run at once, each its own process; the rounds interleave them (httptools, edge,
-httptools, ...), small non-stream chat requests at c=1 and at c=32. Prints requests per second
-and latency per protocol, and the edge's throughput as a ratio of httptools'.
+The three gateways run at once, each its own process; the rounds interleave them (plain,
+edge httptools, edge h11, plain, ...), small non-stream chat requests at c=1 and at c=32.
+Prints requests per second and latency per protocol, and throughput as a ratio of plain
+httptools'.
 
     python bench/bench_server_edge.py [--requests 2000] [--rounds 4]
 """
@@ -33,13 +35,16 @@ protocol, config_path, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 import os; os.environ["VILMO_CONFIG"] = config_path
 settings = load_config(config_path).server
 app = "proxy.app:app_from_environment"
-if protocol == "httptools":
+if protocol == "plain":
     uvicorn.run(app, factory=True, host="127.0.0.1", port=port, log_level="warning",
                 http="httptools", timeout_keep_alive=settings.keep_alive_s)
 else:
-    serve(ServerConfig(app, settings, factory=True, host="127.0.0.1", port=port,
-                       log_level="warning"))
+    serve(ServerConfig(app, settings, parser=protocol, factory=True, host="127.0.0.1",
+                       port=port, log_level="warning"))
 """
+
+GATEWAYS = {"plain httptools": "plain", "edge httptools": "httptools", "edge h11": "h11"}
+"""Each gateway's name, and what LAUNCH runs: uvicorn alone, or ``ServerConfig`` on a parser."""
 
 
 def cpu_model() -> str:
@@ -93,10 +98,10 @@ def main() -> None:
     gateways: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
         wait_ready(f"http://127.0.0.1:{stub_port}/v1/models", stub)
-        for protocol in ("httptools", "edge (h11)"):
+        for protocol, launched in GATEWAYS.items():
             port = free_port()
             process = subprocess.Popen(
-                [sys.executable, "-c", LAUNCH, protocol.split()[0], str(config), str(port)],
+                [sys.executable, "-c", LAUNCH, launched, str(config), str(port)],
                 env={**ENV, "PYTHONPATH": str(REPO)}, cwd=REPO,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             gateways[protocol] = process, f"http://127.0.0.1:{port}/v1"
@@ -122,9 +127,9 @@ def main() -> None:
                 rate = len(latencies) / spent
                 base = base or rate
                 p95 = statistics.quantiles(latencies, n=20)[18]
-                print(f"c={concurrency:<3} {protocol:12} {rate:8.1f} req/s   median "
+                print(f"c={concurrency:<3} {protocol:15} {rate:8.1f} req/s   median "
                       f"{statistics.median(latencies):7.2f} ms   p95 {p95:7.2f} ms   "
-                      f"throughput {rate / base:5.2f}x httptools'")
+                      f"throughput {rate / base:5.2f}x plain's")
     finally:
         for process, _ in gateways.values():
             process.terminate()
