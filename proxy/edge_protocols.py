@@ -125,7 +125,7 @@ class EdgeLimits(asyncio.Protocol):
 
 
 class Refused(Exception):
-    """Raised in a parser callback to stop parsing; ``refusal`` is what the client gets."""
+    """Raised in a parser callback to stop the parser; the protocol's ``refusal`` says why."""
 
 
 class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
@@ -201,7 +201,7 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         super().refuse(error)
 
     def on_response_complete(self) -> None:
-        if self.deferred is not None and not self.pipeline:
+        if self.deferred is not None and not self.pipeline and not self.transport.is_closing():
             self.server_state.total_requests += 1
             super().refuse(self.deferred)
             return
