@@ -140,9 +140,12 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         self.init_limits(config)
         self.awaiting_head = True
         """The bytes coming are (the rest of) a request head."""
+        self.chunk_open = False
+        """A body chunk's size line came and none of its data: the next bytes may be trailer
+        fields, which llhttp buffers as it does head fields."""
         self.head_bytes = 0
-        """Bytes fed while awaiting this head (a head begun after another request's end in
-        the same read is counted from the next read: never more than it is)."""
+        """Bytes fed while awaiting this head, or the trailer (either begun in a read that
+        ended something else is counted from the next read: never more than it is)."""
         self.reading = False
         """A request has begun (its first byte parsed) and is not whole."""
         self.refusal: GatewayError | None = None
@@ -162,19 +165,23 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         if self.transport.is_closing() or self.deferred is not None:
             return  # refused: nothing more is parsed
         self._unset_keepalive_if_required()
-        while self.awaiting_head and len(data) > MAX_HEAD_BYTES - self.head_bytes:
+        while self.in_fields() and len(data) > MAX_HEAD_BYTES - self.head_bytes:
             room = MAX_HEAD_BYTES - self.head_bytes
             self.head_bytes = MAX_HEAD_BYTES
             if not self.parse(data[:room]):
                 return
-            if self.awaiting_head and self.head_bytes == MAX_HEAD_BYTES:
-                self.refuse(head_too_large())  # still the same head, and at the limit
+            if self.in_fields() and self.head_bytes == MAX_HEAD_BYTES:
+                self.refuse(head_too_large())  # the same head (or trailer), at the limit
                 return
             data = data[room:]
-        if self.awaiting_head:
+        if self.in_fields():
             self.head_bytes += len(data)
         if self.parse(data) and (self.reading or (self.awaiting_head and self.head_bytes)):
             self.arm()  # a request has begun (or stray bytes came) and is not whole
+
+    def in_fields(self) -> bool:
+        """Whether the bytes coming may be header (or trailer) fields."""
+        return self.awaiting_head or self.chunk_open
 
     def parse(self, data: bytes) -> bool:
         """Feeds the parser; False once the request is refused. An upgrade request is served
@@ -197,6 +204,10 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
             self.deferred = error
             self.disarm()
             self.flow.pause_reading()
+            return
+        if self.cycle is not None and self.cycle.response_started \
+                and not self.cycle.response_complete:
+            self.transport.close()  # an answer is on its way: the envelope would corrupt it
             return
         super().refuse(error)
 
@@ -230,8 +241,17 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         self.awaiting_head = False
         super().on_headers_complete()
 
+    def on_chunk_header(self) -> None:
+        self.chunk_open = True
+        self.head_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        self.chunk_open = False
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         self.reading = False
+        self.chunk_open = False
         self.awaiting_head = True
         self.head_bytes = 0
         self.disarm()

@@ -169,6 +169,27 @@ def test_a_large_head_is_refused_431_before_it_ends(port: int) -> None:
     assert time.monotonic() - started < DEADLINE_S / 2
 
 
+def test_a_large_trailer_is_refused_before_it_ends(port: int) -> None:
+    """Trailer fields after a chunked body are bounded as head fields are (llhttp buffers
+    them the same way): the connection is refused, not held until the deadline."""
+    with connect(port) as conn:
+        started = time.monotonic()
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: "
+                     b"application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"%x\r\n%s\r\n0\r\nX-Pad: " % (len(CHAT), CHAT))
+        for _ in range(MAX_HEAD_BYTES // 8192 + 2):
+            try:
+                conn.sendall(b"a" * 8192)
+            except OSError:
+                break
+            time.sleep(0.01)
+        data = read_all(conn)
+    assert time.monotonic() - started < DEADLINE_S / 2
+    if data:  # the app may have answered first; else the refusal is in the envelope
+        status, _, body = answer(data)
+        assert status == 431 and body["error"]["code"] == "request_header_fields_too_large"
+
+
 def test_a_large_head_after_a_request_in_the_same_read_is_answered_431(port: int) -> None:
     """A head that begins in the read that ended the request before it is measured whole."""
     with connect(port) as conn:
