@@ -12,16 +12,15 @@ A client that has not authenticated yet must not hold a worker's memory or file 
 - a malformed request is answered in the OpenAI error envelope, not uvicorn's text/plain 400.
 
 These answers are written to the socket here, below the app: they reach no route, no audit
-record and no metric. The limits are the same on both of uvicorn's parsers
-(``proxy.edge_protocols``): httptools (C, the default) and h11 (pure Python, where httptools
-is not installed). ``ServerConfig`` carries them to every ``--workers`` process (uvicorn
+record and no metric. The limits are the same on both of uvicorn's parsers: httptools (C,
+the default; ``proxy.edge_httptools``) and h11 (pure Python, where httptools is not
+installed; ``proxy.edge_protocols``). ``ServerConfig`` carries them to every ``--workers`` process (uvicorn
 pickles its config for them); ``serve`` runs it as ``uvicorn.run`` would.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import resource
 import sys
@@ -29,26 +28,14 @@ from typing import Any, Literal
 
 import uvicorn
 
-from proxy.edge_protocols import (
-    MAX_HEAD_BYTES,
-    MAX_HEADERS,
-    H11GatewayProtocol,
-    HttpToolsGatewayProtocol,
-)
+from proxy.edge_protocols import MAX_HEAD_BYTES, MAX_HEADERS, H11GatewayProtocol
 from proxy.settings import ServerSettings
 
-__all__ = [
-    "MAX_HEADERS",
-    "MAX_HEAD_BYTES",
-    "PROTOCOLS",
-    "ServerConfig",
-    "fit_file_limit",
-    "serve",
-]
+__all__ = ["MAX_HEADERS", "MAX_HEAD_BYTES", "PARSERS", "ServerConfig", "fit_file_limit",
+           "protocol_class", "serve"]
 
 Parser = Literal["httptools", "h11"]
-PROTOCOLS: dict[str, type[asyncio.Protocol]] = {
-    "httptools": HttpToolsGatewayProtocol, "h11": H11GatewayProtocol}
+PARSERS: tuple[Parser, ...] = ("httptools", "h11")
 FILES_BESIDES_CLIENTS = 256
 """Descriptors a worker needs besides its client connections (upstream pool, store, logs)."""
 
@@ -59,7 +46,20 @@ def default_parser() -> Parser:
     """httptools where it is installed (uvicorn's ``auto`` choice): with the limits it costs
     a few microseconds a request more than plain httptools, h11 about 75 (bench_server_edge);
     else h11."""
-    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+def protocol_class(parser: Parser) -> type[asyncio.Protocol]:
+    """The edge's protocol on ``parser`` (httptools' is imported only when asked for)."""
+    if parser == "h11":
+        return H11GatewayProtocol
+    from proxy.edge_httptools import HttpToolsGatewayProtocol
+
+    return HttpToolsGatewayProtocol
 
 
 class ServerConfig(uvicorn.Config):
@@ -68,7 +68,7 @@ class ServerConfig(uvicorn.Config):
 
     def __init__(self, app: Any, settings: ServerSettings, *, parser: Parser | None = None,
                  **options: Any) -> None:
-        super().__init__(app, http=PROTOCOLS[parser or default_parser()],
+        super().__init__(app, http=protocol_class(parser or default_parser()),
                          h11_max_incomplete_event_size=MAX_HEAD_BYTES,
                          ws="none",  # no WebSocket route: an upgrade would leave these limits
                          timeout_keep_alive=settings.keep_alive_s,

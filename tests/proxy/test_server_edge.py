@@ -23,8 +23,8 @@ from click.testing import CliRunner
 from fakes import app_with, fake_services
 from stub_upstream import free_port
 
-from proxy.edge_protocols import H11GatewayProtocol, HttpToolsGatewayProtocol
-from proxy.server import MAX_HEAD_BYTES, MAX_HEADERS, PROTOCOLS, ServerConfig
+from proxy.edge_httptools import HttpToolsGatewayProtocol
+from proxy.server import MAX_HEAD_BYTES, MAX_HEADERS, PARSERS, ServerConfig
 from proxy.settings import ServerSettings
 from vilmo.instruct.principles import PrincipleBank
 
@@ -60,7 +60,7 @@ def edge_server(policy_dir: Path, bank: PrincipleBank, parser: str) -> Iterator[
             thread.join(timeout=5)
 
 
-@pytest.fixture(scope="module", params=sorted(PROTOCOLS))
+@pytest.fixture(scope="module", params=PARSERS)
 def port(request: pytest.FixtureRequest, policy_dir: Path, bank: PrincipleBank,
          ) -> Iterator[int]:
     with edge_server(policy_dir, bank, request.param) as served:
@@ -319,13 +319,19 @@ def test_vilmo_serve_runs_on_the_server_edge(monkeypatch: pytest.MonkeyPatch,
     assert ran[0].limit_concurrency == 77 and ran[0].request_read_timeout_s == 12
 
 
-def test_h11_serves_where_httptools_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
+def test_h11_serves_where_httptools_is_not_installed() -> None:
+    """(In a child process where importing httptools fails.)"""
+    import subprocess
+    import sys
 
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *args: None if name == "httptools" else find_spec(name))
-    assert ServerConfig("x:y", ServerSettings()).http is H11GatewayProtocol
+    code = ("import sys\n"
+            "sys.modules['httptools'] = None\n"
+            "from proxy.server import ServerConfig\n"
+            "from proxy.settings import ServerSettings\n"
+            "print(ServerConfig('x:y', ServerSettings()).http.__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "H11GatewayProtocol"
 
 
 def test_the_file_limit_fits_the_connection_limit() -> None:
