@@ -61,11 +61,15 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         self.admit_connection()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.disarm()
+        self.release()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        if not self.stop():
+            super().shutdown()
+
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing() or self.deferred is not None:
+        if self.discard(data) or self.transport.is_closing() or self.deferred is not None:
             return  # refused: nothing more is parsed
         self._unset_keepalive_if_required()
         while self.in_fields() and len(data) > MAX_HEAD_BYTES - self.head_bytes:

@@ -1,7 +1,8 @@
 """The server edge's limits (``proxy.server``) on uvicorn's HTTP/1.1 protocols, and the h11 one.
 
 ``EdgeLimits`` holds what both protocols share: the connection limit at accept, the read
-deadline timer, and the refusal written in the OpenAI envelope straight to the socket. Each
+deadline timer, and the refusal written in the OpenAI envelope straight to the socket, then a
+lingering close (the client's unread bytes drained, bounded, so no reset loses it). Each
 protocol says where its parser stands: h11 refuses from its events, httptools
 (``proxy.edge_httptools``, imported only where httptools is installed) from its callbacks and
 from the bytes fed to it while a head is incomplete.
@@ -25,6 +26,11 @@ MAX_HEAD_BYTES = 64 * 1024
 """The request line and headers together; the largest legitimate head (a long bearer key, a
 few tracing headers) is a few KiB."""
 MAX_HEADERS = 100
+LINGER_S = 2.0
+"""How long a refused connection is kept reading (and discarding) after its answer: closed
+with request bytes unread, the kernel resets it and the client may lose the answer."""
+LINGER_MAX_BYTES = 1024 * 1024
+"""How much a refused connection may still send, discarded unparsed, before it is closed."""
 
 
 class RequestTimeout(GatewayError):
@@ -64,6 +70,7 @@ class Cycle(Protocol):
     """What the deadline touches of either protocol's request-response cycle."""
 
     response_started: bool
+    response_complete: bool
     disconnected: bool
     message_event: asyncio.Event
 
@@ -82,6 +89,14 @@ class EdgeLimits(asyncio.Protocol):
         self.limit_concurrency = None
         self.read_timeout_s: float = getattr(config, "request_read_timeout_s", 60.0)
         self.deadline: asyncio.TimerHandle | None = None
+        self.stopping = False
+        """The server is shutting down: a refusal now closes without lingering."""
+        self.lingering = False
+        """Refused and answered: what still comes is discarded, not parsed."""
+        self.discarded = 0
+        """Bytes discarded while lingering (bounded by ``LINGER_MAX_BYTES``)."""
+        self.linger_end: asyncio.TimerHandle | None = None
+        """Closes a lingering connection ``LINGER_S`` after its refusal."""
 
     def admit_connection(self) -> bool:
         """503 and closed past the connection limit; else the first request's deadline runs."""
@@ -93,13 +108,20 @@ class EdgeLimits(asyncio.Protocol):
         return True
 
     def arm(self) -> None:
-        if self.deadline is None and not self.transport.is_closing():
+        if self.deadline is None and not self.lingering and not self.transport.is_closing():
             self.deadline = self.loop.call_later(self.read_timeout_s, self.expired)
 
     def disarm(self) -> None:
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
+
+    def release(self) -> None:
+        """The connection is gone: no timer of it may run."""
+        self.disarm()
+        if self.linger_end is not None:
+            self.linger_end.cancel()
+            self.linger_end = None
 
     def expired(self) -> None:
         raise NotImplementedError
@@ -114,13 +136,55 @@ class EdgeLimits(asyncio.Protocol):
             code="request_timeout"))
 
     def refuse(self, error: GatewayError) -> None:
-        """Writes the error's envelope straight to the socket and closes the connection."""
+        """Writes the error's envelope straight to the socket and closes the connection once
+        the client has had it (``linger``). The app still waiting for this request's body
+        gets http.disconnect and writes nothing more."""
+        if self.transport.is_closing() or self.lingering:
+            return
+        cycle: Cycle | None = getattr(self, "cycle", None)
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
         body = json.dumps(error.envelope()).encode()
         head = (f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n"
                 f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
                 "connection: close\r\n\r\n").encode("ascii")
         self.transport.write(head + body)
-        self.transport.close()
+        self.linger()
+
+    def linger(self) -> None:
+        """Closes as nginx's lingering close does: a socket closed with request bytes unread
+        is reset by the kernel, and the reset may destroy the answer before the client reads
+        it. So the write side is shut (the client reads the answer to its end), and what the
+        client still sends is read and discarded until it closes, for at most ``LINGER_S``
+        and ``LINGER_MAX_BYTES``."""
+        self.disarm()
+        if self.stopping:
+            self.transport.close()
+            return
+        self.lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.linger_end = self.loop.call_later(LINGER_S, self.transport.close)
+        self.transport.resume_reading()  # it may have been paused for a body or a pipeline
+
+    def stop(self) -> bool:
+        """The server shuts down: whether this connection is refused and so closed now (else
+        uvicorn's ``shutdown`` ends it)."""
+        self.stopping = True
+        if self.lingering:
+            self.transport.close()
+        return self.lingering
+
+    def discard(self, data: bytes) -> bool:
+        """Whether ``data`` came after a refusal (then it is dropped unparsed; past
+        ``LINGER_MAX_BYTES`` the connection is closed)."""
+        if not self.lingering:
+            return False
+        self.discarded += len(data)
+        if self.discarded > LINGER_MAX_BYTES:
+            self.transport.close()
+        return True
 
 
 class H11Parser(h11.Connection):
@@ -158,8 +222,17 @@ class H11GatewayProtocol(EdgeLimits, H11Protocol):
         self.admit_connection()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.disarm()
+        self.release()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.discard(data):
+            super().data_received(data)
+
+    def shutdown(self) -> None:
+        """A refused connection, lingering, is closed at once (h11 would refuse to end it)."""
+        if not self.stop():
+            super().shutdown()
 
     def handle_events(self) -> None:
         super().handle_events()

@@ -8,8 +8,13 @@ A client that has not authenticated yet must not hold a worker's memory or file 
 - a whole request, head and body, must arrive within ``server.request_read_timeout_s`` of its
   first byte (of connecting, for a new connection), else 408 and the connection is closed;
 - a worker serves at most ``server.limit_concurrency`` connections and requests at once; the
-  next is answered 503 and closed at once, before it can hold a descriptor;
+  next is answered 503 at once, before it reaches the app;
 - a malformed request is answered in the OpenAI error envelope, not uvicorn's text/plain 400.
+
+After such an answer the connection is closed lingering, as nginx does: the write side is
+shut and what the client still sends is discarded unparsed, for at most 2 s and 1 MiB
+(``proxy.edge_protocols.LINGER_S``, ``LINGER_MAX_BYTES``), so that closing on unread bytes
+(the kernel answers them with a reset) does not destroy the answer before the client reads it.
 
 These answers are written to the socket here, below the app: they reach no route, no audit
 record and no metric. The limits are the same on both of uvicorn's parsers: httptools (C,

@@ -24,6 +24,7 @@ from fakes import app_with, fake_services
 from stub_upstream import free_port
 
 from proxy.edge_httptools import HttpToolsGatewayProtocol
+from proxy.edge_protocols import LINGER_S
 from proxy.server import MAX_HEAD_BYTES, MAX_HEADERS, PARSERS, ServerConfig
 from proxy.settings import ServerSettings
 from vilmo.instruct.principles import PrincipleBank
@@ -234,6 +235,103 @@ def test_connections_past_the_limit_are_answered_503_at_once(port: int) -> None:
             conn.close()
     time.sleep(0.2)
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+
+
+LARGE_BODY = b"x" * 300_000
+"""Well past what one read takes (64 KiB): most of it is unread when the head is refused."""
+MANY_FIELDS = "".join(f"X-H{i}: v\r\n" for i in range(MAX_HEADERS + 50))
+
+
+def send_and_read(conn: socket.socket, request: bytes) -> bytes:
+    """Sends all of ``request`` then reads the answer, as a client that writes its body
+    before reading (most do); a reset on either side fails the test."""
+    conn.sendall(request)
+    return read_all(conn)
+
+
+def test_a_refused_head_with_a_large_body_still_reaches_the_client(port: int) -> None:
+    """The refusal is not lost to a reset: the unread body is drained (lingering close), not
+    left in the socket when it closes (the kernel would answer it with RST)."""
+    for _ in range(3):
+        with connect(port) as conn:
+            status, _, body = answer(send_and_read(
+                conn, chat_request(LARGE_BODY, extra=MANY_FIELDS)))
+        assert status == 431 and body["error"]["code"] == "request_header_fields_too_large"
+
+
+def test_a_request_past_the_limit_with_a_large_body_still_gets_its_503(port: int) -> None:
+    held = [connect(port) for _ in range(LIMIT)]
+    try:
+        time.sleep(0.2)
+        for _ in range(5):
+            with connect(port) as conn:
+                status, _, body = answer(send_and_read(
+                    conn, chat_request(LARGE_BODY, extra="connection: close\r\n")))
+            assert status == 503 and body["error"]["code"] == "server_overloaded"
+    finally:
+        for conn in held:
+            conn.close()
+    time.sleep(0.2)
+
+
+def sends_until_closed(conn: socket.socket, chunk: bytes, pause_s: float, limit_s: float,
+                       ) -> float:
+    """Keeps sending ``chunk`` until the server closes (send fails); the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        try:
+            conn.sendall(chunk)
+        except OSError:
+            break
+        time.sleep(pause_s)
+    return time.monotonic() - started
+
+
+def test_a_refused_client_that_keeps_sending_is_closed_within_the_linger_time(port: int,
+                                                                             ) -> None:
+    with connect(port) as conn:
+        conn.sendall(chat_request(b"", length=10**9, extra=MANY_FIELDS))
+        taken = sends_until_closed(conn, b"x" * 1024, 0.05, LINGER_S + 5)
+    assert LINGER_S / 2 < taken < LINGER_S + 1.5
+
+
+def test_a_refused_client_is_closed_past_the_linger_bytes(port: int) -> None:
+    with connect(port) as conn:
+        conn.sendall(chat_request(b"", length=10**9, extra=MANY_FIELDS))
+        taken = sends_until_closed(conn, b"x" * 65536, 0, LINGER_S + 5)
+    assert taken < LINGER_S / 2
+
+
+def test_a_refused_connection_closed_by_its_client_frees_its_place_at_once(port: int) -> None:
+    """Lingering ends when the client closes: it holds no place under the connection limit
+    after that."""
+    held = [connect(port) for _ in range(LIMIT - 1)]
+    try:
+        with connect(port) as refused:
+            status, _, _ = answer(send_and_read(refused, chat_request(extra=MANY_FIELDS)))
+            assert status == 431
+        time.sleep(0.1)
+        with connect(port) as conn:
+            status, _, _ = answer(send_and_read(conn, HEALTHZ_CLOSE))
+        assert status == 200
+    finally:
+        for conn in held:
+            conn.close()
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_refused_connection_does_not_hold_up_shutdown(parser: str, policy_dir: Path,
+                                                        bank: PrincipleBank) -> None:
+    """A connection lingering after its refusal is closed when the server shuts down."""
+    with socket.socket() as conn:
+        conn.settimeout(DEADLINE_S + 3)
+        with edge_server(policy_dir, bank, parser) as served:
+            conn.connect(("127.0.0.1", served))
+            conn.sendall(chat_request(b"", length=10**9, extra=MANY_FIELDS))
+            assert conn.recv(65536).startswith(b"HTTP/1.1 431 ")
+            started = time.monotonic()
+        assert time.monotonic() - started < LINGER_S / 2
 
 
 UPGRADE = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
