@@ -263,7 +263,7 @@ def test_a_request_past_the_limit_with_a_large_body_still_gets_its_503(port: int
     held = [connect(port) for _ in range(LIMIT)]
     try:
         time.sleep(0.2)
-        for _ in range(5):
+        for _ in range(10):
             with connect(port) as conn:
                 status, _, body = answer(send_and_read(
                     conn, chat_request(LARGE_BODY, extra="connection: close\r\n")))
