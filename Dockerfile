@@ -14,6 +14,7 @@ RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu 
  && rm -rf /app/vilmo /app/proxy /app/localllm \
  && vilmo warmup
 EXPOSE 4000
-# `vilmo serve` runs the server edge (proxy/server.py: h11, read deadline, head and connection
-# limits); do not start uvicorn on proxy.app directly, which would run without them.
+# `vilmo serve` runs the server edge (proxy/server.py: httptools, or h11 where httptools is not
+# installed; read deadline, head and connection limits, lingering close); do not start uvicorn
+# on proxy.app directly, which would run without them.
 ENTRYPOINT ["vilmo", "serve", "--host", "0.0.0.0", "--port", "4000"]

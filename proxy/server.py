@@ -1,190 +1,84 @@
-"""The gateway's HTTP server edge: uvicorn on h11, with the limits uvicorn does not set.
+"""The gateway's HTTP server edge: uvicorn's protocols with the limits uvicorn does not set.
 
 A client that has not authenticated yet must not hold a worker's memory or file descriptors:
 
 - the request head (request line and headers) is at most ``MAX_HEAD_BYTES`` and
-  ``MAX_HEADERS`` fields, else 431 (httptools, uvicorn's default parser, has no such limit);
+  ``MAX_HEADERS`` fields, else 431 (uvicorn bounds neither on httptools, and h11 only a head
+  still incomplete);
 - a whole request, head and body, must arrive within ``server.request_read_timeout_s`` of its
   first byte (of connecting, for a new connection), else 408 and the connection is closed;
 - a worker serves at most ``server.limit_concurrency`` connections and requests at once; the
-  next is answered 503 and closed at once, before it can hold a descriptor;
+  next is answered 503 at once, before it reaches the app;
 - a malformed request is answered in the OpenAI error envelope, not uvicorn's text/plain 400.
 
+After such an answer the connection is closed lingering, as nginx does: the write side is
+shut and what the client still sends is discarded unparsed, for at most 2 s and 1 MiB
+(``proxy.edge_protocols.LINGER_S``, ``LINGER_MAX_BYTES``), so that closing on unread bytes
+(the kernel answers them with a reset) does not destroy the answer before the client reads it.
+
 These answers are written to the socket here, below the app: they reach no route, no audit
-record and no metric. ``ServerConfig`` carries the limits to every ``--workers`` process
-(uvicorn pickles its config for them); ``serve`` runs it as ``uvicorn.run`` would.
+record and no metric. The limits are the same on both of uvicorn's parsers: httptools (C,
+the default; ``proxy.edge_httptools``) and h11 (pure Python, where httptools is not
+installed; ``proxy.edge_protocols``). ``ServerConfig`` carries them to every ``--workers`` process (uvicorn
+pickles its config for them); ``serve`` runs it as ``uvicorn.run`` would.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http
-import json
 import logging
 import resource
 import sys
-from typing import Any
+from typing import Any, Literal
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.server import ServerState
 
-from proxy.errors import GatewayError, InvalidRequest
+from proxy.edge_protocols import MAX_HEAD_BYTES, MAX_HEADERS, H11GatewayProtocol
 from proxy.settings import ServerSettings
 
-MAX_HEAD_BYTES = 64 * 1024
-"""The request line and headers together; the largest legitimate head (a long bearer key, a
-few tracing headers) is a few KiB."""
-MAX_HEADERS = 100
+__all__ = ["MAX_HEADERS", "MAX_HEAD_BYTES", "PARSERS", "ServerConfig", "fit_file_limit",
+           "protocol_class", "serve"]
+
+Parser = Literal["httptools", "h11"]
+PARSERS: tuple[Parser, ...] = ("httptools", "h11")
 FILES_BESIDES_CLIENTS = 256
 """Descriptors a worker needs besides its client connections (upstream pool, store, logs)."""
 
 log = logging.getLogger(__name__)
 
 
-class RequestTimeout(GatewayError):
-    status = 408
-    type = "invalid_request_error"
+def default_parser() -> Parser:
+    """httptools where it is installed (uvicorn's ``auto`` choice): with the limits it costs
+    a few microseconds a request more than plain httptools, h11 about 75 (bench_server_edge);
+    else h11."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
 
 
-class HeadTooLarge(GatewayError):
-    status = 431
-    type = "invalid_request_error"
+def protocol_class(parser: Parser) -> type[asyncio.Protocol]:
+    """The edge's protocol on ``parser`` (httptools' is imported only when asked for)."""
+    if parser == "h11":
+        return H11GatewayProtocol
+    from proxy.edge_httptools import HttpToolsGatewayProtocol
 
-
-class Overloaded(GatewayError):
-    status = 503
+    return HttpToolsGatewayProtocol
 
 
 class ServerConfig(uvicorn.Config):
     """uvicorn's config on the gateway's protocol, with its limits (plain values: a spawned
     worker unpickles them)."""
 
-    def __init__(self, app: Any, settings: ServerSettings, **options: Any) -> None:
-        super().__init__(app, http=GatewayProtocol, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+    def __init__(self, app: Any, settings: ServerSettings, *, parser: Parser | None = None,
+                 **options: Any) -> None:
+        super().__init__(app, http=protocol_class(parser or default_parser()),
+                         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
                          ws="none",  # no WebSocket route: an upgrade would leave these limits
                          timeout_keep_alive=settings.keep_alive_s,
                          limit_concurrency=settings.limit_concurrency, **options)
         self.request_read_timeout_s = settings.request_read_timeout_s
-
-
-class _Parser(h11.Connection):
-    """h11's server side that keeps the error a request was refused for (uvicorn drops it), and
-    lets the protocol refuse a parsed head (``admit``) the same way."""
-
-    def __init__(self, protocol: GatewayProtocol) -> None:
-        super().__init__(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-        self.protocol = protocol
-        self.refused: h11.RemoteProtocolError | None = None
-
-    def next_event(self) -> Any:
-        try:
-            event = super().next_event()
-            if isinstance(event, h11.Request):
-                self.protocol.admit(event)
-            return event
-        except h11.RemoteProtocolError as exc:
-            self.refused = exc
-            raise
-
-
-class GatewayProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a read deadline per request, a header count limit, a
-    connection limit answered at accept, and its refusals in the OpenAI error envelope."""
-
-    def __init__(self, config: uvicorn.Config, server_state: ServerState,
-                 app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None,
-                 ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.conn = _Parser(self)
-        self.max_concurrency = self.limit_concurrency
-        self.limit_concurrency = None  # checked here, answered in the envelope
-        self.read_timeout_s: float = getattr(config, "request_read_timeout_s", 60.0)
-        self.deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        if self.max_concurrency is not None and len(self.connections) > self.max_concurrency:
-            self.refuse(Overloaded("the gateway is at its connection limit; retry later",
-                                   code="server_overloaded"))
-            return
-        self.arm()  # the first request must come within the deadline too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.disarm()
-        super().connection_lost(exc)
-
-    def handle_events(self) -> None:
-        super().handle_events()
-        their = self.conn.their_state
-        if their is h11.SEND_BODY or (their is h11.IDLE and self.conn.trailing_data[0]):
-            self.arm()  # a request has begun and is not complete
-        elif their is not h11.IDLE:
-            self.disarm()  # complete (DONE), or the connection is ending
-
-    def admit(self, request: h11.Request) -> None:
-        """Refuses a parsed head: too large or too many fields (431; h11 bounds only a head
-        still incomplete, not one that came whole in one read), or too many requests running
-        (503)."""
-        size = len(request.target) + sum(len(name) + len(value) + 4
-                                         for name, value in request.headers)
-        if len(request.headers) > MAX_HEADERS or size > MAX_HEAD_BYTES:
-            raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
-        if self.max_concurrency is not None and len(self.tasks) >= self.max_concurrency:
-            raise h11.RemoteProtocolError("too many requests in flight", error_status_hint=503)
-
-    def send_400_response(self, msg: str) -> None:
-        """A request h11 or ``admit`` refused, in the envelope; the connection is closed."""
-        refused = self.conn.refused if isinstance(self.conn, _Parser) else None
-        status = refused.error_status_hint if refused is not None else 400
-        if status == 431:
-            self.refuse(HeadTooLarge(
-                f"the request head is larger than {MAX_HEAD_BYTES} bytes or has more than "
-                f"{MAX_HEADERS} header fields", code="request_header_fields_too_large"))
-        elif status == 503:
-            self.refuse(Overloaded("the gateway is at its request limit; retry later",
-                                   code="server_overloaded"))
-        else:
-            self.refuse(InvalidRequest("malformed HTTP request", code="invalid_http_request"))
-
-    def arm(self) -> None:
-        if self.deadline is None and not self.transport.is_closing():
-            self.deadline = self.loop.call_later(self.read_timeout_s, self.expired)
-
-    def disarm(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
-
-    def expired(self) -> None:
-        """The request was not complete in time: 408 unless its answer has begun (then the
-        connection is only closed); a connection on which no byte came is closed quietly, as
-        an idle keep-alive connection is."""
-        self.deadline = None
-        if self.transport.is_closing():
-            return
-        their = self.conn.their_state
-        cycle = self.cycle if their is h11.SEND_BODY else None
-        if (cycle is not None and cycle.response_started) or (
-                their is h11.IDLE and not self.conn.trailing_data[0]):
-            self.transport.close()
-            return
-        if cycle is not None:  # the app waiting for the body gets http.disconnect
-            cycle.disconnected = True
-            cycle.message_event.set()
-        self.refuse(RequestTimeout(
-            f"the request was not received within {self.read_timeout_s:g} s",
-            code="request_timeout"))
-
-    def refuse(self, error: GatewayError) -> None:
-        """Writes the error's envelope straight to the socket and closes the connection."""
-        body = json.dumps(error.envelope()).encode()
-        head = (f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n"
-                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
-                "connection: close\r\n\r\n").encode("ascii")
-        self.transport.write(head + body)
-        self.transport.close()
 
 
 def serve(config: ServerConfig) -> None:

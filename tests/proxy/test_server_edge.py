@@ -1,7 +1,8 @@
 """The server edge (``proxy.server``) against raw sockets: slow, oversize, malformed and excess
 requests from clients without a key are answered in the OpenAI envelope (408, 431, 400, 503)
 and closed, within a bounded time; a well-formed request, and an idle keep-alive connection,
-are served as before. The gateway runs on fakes (``fakes.fake_services``), no key configured."""
+are served as before. Every test runs on both of the edge's protocols (httptools, the default,
+and h11). The gateway runs on fakes (``fakes.fake_services``), no key configured."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from click.testing import CliRunner
 from fakes import app_with, fake_services
 from stub_upstream import free_port
 
-from proxy.server import MAX_HEADERS, GatewayProtocol, ServerConfig
+from proxy.edge_httptools import HttpToolsGatewayProtocol
+from proxy.edge_protocols import LINGER_S
+from proxy.server import MAX_HEAD_BYTES, MAX_HEADERS, PARSERS, ServerConfig
 from proxy.settings import ServerSettings
 from vilmo.instruct.principles import PrincipleBank
 
@@ -32,12 +35,14 @@ CHAT = json.dumps({"model": "stub", "messages": [{"role": "user", "content": "Hi
 
 
 @contextmanager
-def edge_server(policy_dir: Path, bank: PrincipleBank) -> Iterator[int]:
-    """The gateway app served through ``ServerConfig`` in a thread; yields its port."""
+def edge_server(policy_dir: Path, bank: PrincipleBank, parser: str) -> Iterator[int]:
+    """The gateway app served through ``ServerConfig`` on ``parser`` in a thread; yields its
+    port."""
     port = free_port()
     settings = ServerSettings(request_read_timeout_s=DEADLINE_S, limit_concurrency=LIMIT,
                               policy_reload_interval_s=0)
     config = ServerConfig(app_with(fake_services(policy_dir, bank)), settings,
+                          parser=parser,  # type: ignore[arg-type]
                           host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -56,9 +61,10 @@ def edge_server(policy_dir: Path, bank: PrincipleBank) -> Iterator[int]:
             thread.join(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def port(policy_dir: Path, bank: PrincipleBank) -> Iterator[int]:
-    with edge_server(policy_dir, bank) as served:
+@pytest.fixture(scope="module", params=PARSERS)
+def port(request: pytest.FixtureRequest, policy_dir: Path, bank: PrincipleBank,
+         ) -> Iterator[int]:
+    with edge_server(policy_dir, bank, request.param) as served:
         yield served
 
 
@@ -147,6 +153,54 @@ def test_a_large_header_is_answered_431_without_reading_it_all(port: int) -> Non
     assert body["error"]["code"] == "request_header_fields_too_large"
 
 
+def test_a_large_head_is_refused_431_before_it_ends(port: int) -> None:
+    """Past the limit the head is refused as it arrives (not at its end, nor at the deadline):
+    the parser is never left holding more of it."""
+    with connect(port) as conn:
+        started = time.monotonic()
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+        for _ in range(MAX_HEAD_BYTES // 8192 + 2):
+            try:
+                conn.sendall(b"a" * 8192)
+            except OSError:
+                break
+            time.sleep(0.01)
+        status, _, body = answer(read_all(conn))
+    assert status == 431 and body["error"]["code"] == "request_header_fields_too_large"
+    assert time.monotonic() - started < DEADLINE_S / 2
+
+
+def test_a_large_trailer_is_refused_before_it_ends(port: int) -> None:
+    """Trailer fields after a chunked body are bounded as head fields are (llhttp buffers
+    them the same way): the connection is refused, not held until the deadline."""
+    with connect(port) as conn:
+        started = time.monotonic()
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: "
+                     b"application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"%x\r\n%s\r\n0\r\nX-Pad: " % (len(CHAT), CHAT))
+        for _ in range(MAX_HEAD_BYTES // 8192 + 2):
+            try:
+                conn.sendall(b"a" * 8192)
+            except OSError:
+                break
+            time.sleep(0.01)
+        data = read_all(conn)
+    assert time.monotonic() - started < DEADLINE_S / 2
+    if data:  # the app may have answered first; else the refusal is in the envelope
+        status, _, body = answer(data)
+        assert status == 431 and body["error"]["code"] == "request_header_fields_too_large"
+
+
+def test_a_large_head_after_a_request_in_the_same_read_is_answered_431(port: int) -> None:
+    """A head that begins in the read that ended the request before it is measured whole."""
+    with connect(port) as conn:
+        conn.sendall(chat_request() + chat_request(extra="X-Pad: " + "a" * 80_000 + "\r\n"))
+        data = read_all(conn)
+    assert data.startswith(b"HTTP/1.1 200 ")
+    status, _, body = answer(data[data.index(b"HTTP/1.1 431 "):])
+    assert status == 431 and body["error"]["code"] == "request_header_fields_too_large"
+
+
 def test_too_many_header_fields_are_answered_431(port: int) -> None:
     many = "".join(f"X-H{i}: v\r\n" for i in range(MAX_HEADERS + 1))
     with connect(port) as conn:
@@ -183,14 +237,150 @@ def test_connections_past_the_limit_are_answered_503_at_once(port: int) -> None:
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
 
 
-def test_a_websocket_upgrade_is_served_as_plain_http(port: int) -> None:
-    """No WebSocket protocol takes the connection out of the edge's limits."""
+LARGE_BODY = b"x" * 300_000
+"""Well past what one read takes (64 KiB): most of it is unread when the head is refused."""
+MANY_FIELDS = "".join(f"X-H{i}: v\r\n" for i in range(MAX_HEADERS + 50))
+
+
+def send_and_read(conn: socket.socket, request: bytes) -> bytes:
+    """Sends all of ``request`` then reads the answer, as a client that writes its body
+    before reading (most do); a reset on either side fails the test."""
+    conn.sendall(request)
+    return read_all(conn)
+
+
+def test_a_refused_head_with_a_large_body_still_reaches_the_client(port: int) -> None:
+    """The refusal is not lost to a reset: the unread body is drained (lingering close), not
+    left in the socket when it closes (the kernel would answer it with RST)."""
+    for _ in range(3):
+        with connect(port) as conn:
+            status, _, body = answer(send_and_read(
+                conn, chat_request(LARGE_BODY, extra=MANY_FIELDS)))
+        assert status == 431 and body["error"]["code"] == "request_header_fields_too_large"
+
+
+def test_a_request_past_the_limit_with_a_large_body_still_gets_its_503(port: int) -> None:
+    held = [connect(port) for _ in range(LIMIT)]
+    try:
+        time.sleep(0.2)
+        for _ in range(10):
+            with connect(port) as conn:
+                status, _, body = answer(send_and_read(
+                    conn, chat_request(LARGE_BODY, extra="connection: close\r\n")))
+            assert status == 503 and body["error"]["code"] == "server_overloaded"
+    finally:
+        for conn in held:
+            conn.close()
+    time.sleep(0.2)
+
+
+def sends_until_closed(conn: socket.socket, chunk: bytes, pause_s: float, limit_s: float,
+                       ) -> float:
+    """Keeps sending ``chunk`` until the server closes (send fails); the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        try:
+            conn.sendall(chunk)
+        except OSError:
+            break
+        time.sleep(pause_s)
+    return time.monotonic() - started
+
+
+def test_a_refused_client_that_keeps_sending_is_closed_within_the_linger_time(port: int,
+                                                                             ) -> None:
     with connect(port) as conn:
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
-                     b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-        head = conn.recv(65536)
-    assert head.startswith(b"HTTP/1.1 200 ")
+        conn.sendall(chat_request(b"", length=10**9, extra=MANY_FIELDS))
+        taken = sends_until_closed(conn, b"x" * 1024, 0.05, LINGER_S + 5)
+    assert LINGER_S / 2 < taken < LINGER_S + 1.5
+
+
+def test_a_refused_client_is_closed_past_the_linger_bytes(port: int) -> None:
+    with connect(port) as conn:
+        conn.sendall(chat_request(b"", length=10**9, extra=MANY_FIELDS))
+        taken = sends_until_closed(conn, b"x" * 65536, 0, LINGER_S + 5)
+    assert taken < LINGER_S / 2
+
+
+def test_a_refused_connection_closed_by_its_client_frees_its_place_at_once(port: int) -> None:
+    """Lingering ends when the client closes: it holds no place under the connection limit
+    after that."""
+    held = [connect(port) for _ in range(LIMIT - 1)]
+    try:
+        with connect(port) as refused:
+            status, _, _ = answer(send_and_read(refused, chat_request(extra=MANY_FIELDS)))
+            assert status == 431
+        time.sleep(0.1)
+        with connect(port) as conn:
+            status, _, _ = answer(send_and_read(conn, HEALTHZ_CLOSE))
+        assert status == 200
+    finally:
+        for conn in held:
+            conn.close()
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_refused_connection_does_not_hold_up_shutdown(parser: str, policy_dir: Path,
+                                                        bank: PrincipleBank) -> None:
+    """A connection lingering after its refusal is closed when the server shuts down."""
+    with socket.socket() as conn:
+        conn.settimeout(DEADLINE_S + 3)
+        with edge_server(policy_dir, bank, parser) as served:
+            conn.connect(("127.0.0.1", served))
+            conn.sendall(chat_request(b"", length=10**9, extra=MANY_FIELDS))
+            assert conn.recv(65536).startswith(b"HTTP/1.1 431 ")
+            started = time.monotonic()
+        assert time.monotonic() - started < LINGER_S / 2
+
+
+UPGRADE = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+           b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+HEALTHZ_CLOSE = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def test_a_websocket_upgrade_is_served_as_plain_http(port: int) -> None:
+    """No WebSocket protocol takes the connection out of the edge's limits; the connection
+    goes on as HTTP, a request sent with the upgrade included (httptools stops at an upgrade:
+    what follows must still be parsed, and bounded, as HTTP)."""
+    with connect(port) as conn:
+        conn.sendall(UPGRADE + HEALTHZ_CLOSE)
+        data = read_all(conn)
+    assert data.startswith(b"HTTP/1.1 200 ") and data.count(b"HTTP/1.1 200 ") == 2
+
+
+def test_pipelined_requests_are_all_answered(port: int) -> None:
+    with connect(port) as conn:
+        conn.sendall(chat_request() + chat_request() + HEALTHZ_CLOSE)
+        data = read_all(conn)
+    assert data.count(b"HTTP/1.1 200 ") == 3 and data.count(b'"choices"') == 2
+
+
+def test_stray_bytes_on_an_idle_connection_do_not_keep_it_open(port: int) -> None:
+    """Blank lines between requests (which parsers skip) hold no connection past the read
+    deadline: each byte would otherwise put off the keep-alive timeout again."""
+    with connect(port) as conn:
+        conn.sendall(HEALTHZ_CLOSE.replace(b"close", b"keep-alive"))
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+        started = time.monotonic()
+        while time.monotonic() - started < DEADLINE_S + 3:
+            try:
+                conn.sendall(b"\r\n")
+            except OSError:
+                break
+            time.sleep(0.2)
+            conn.setblocking(False)
+            try:
+                if conn.recv(65536) == b"":
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            finally:
+                conn.setblocking(True)
+        assert time.monotonic() - started < DEADLINE_S + 2
 
 
 def test_the_dashboard_is_gone_when_the_admin_api_is_off(port: int) -> None:
@@ -203,7 +393,7 @@ def test_the_config_reaches_spawned_workers() -> None:
     settings = ServerSettings(request_read_timeout_s=7.5, limit_concurrency=9)
     config = pickle.loads(pickle.dumps(ServerConfig("proxy.app:app_from_environment",
                                                     settings, factory=True, workers=2)))
-    assert config.http is GatewayProtocol and config.request_read_timeout_s == 7.5
+    assert config.http is HttpToolsGatewayProtocol and config.request_read_timeout_s == 7.5
     assert config.limit_concurrency == 9 and config.h11_max_incomplete_event_size == 65536
 
 
@@ -223,8 +413,23 @@ def test_vilmo_serve_runs_on_the_server_edge(monkeypatch: pytest.MonkeyPatch,
         "server": {"limit_concurrency": 77, "request_read_timeout_s": 12}}))
     result = CliRunner().invoke(proxy.cli.serve, ["--config", str(config_file), "--port", "1"])
     assert result.exit_code == 0, result.output
-    assert isinstance(ran[0], ServerConfig) and ran[0].http is GatewayProtocol
+    assert isinstance(ran[0], ServerConfig) and ran[0].http is HttpToolsGatewayProtocol
     assert ran[0].limit_concurrency == 77 and ran[0].request_read_timeout_s == 12
+
+
+def test_h11_serves_where_httptools_is_not_installed() -> None:
+    """(In a child process where importing httptools fails.)"""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "sys.modules['httptools'] = None\n"
+            "from proxy.server import ServerConfig\n"
+            "from proxy.settings import ServerSettings\n"
+            "print(ServerConfig('x:y', ServerSettings()).http.__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "H11GatewayProtocol"
 
 
 def test_the_file_limit_fits_the_connection_limit() -> None:
