@@ -405,7 +405,7 @@ def test_a_pipeline_is_bounded(port: int, parser: str) -> None:
     if parser == "h11":
         assert data.count(b"HTTP/1.1 200 ") == count
         return
-    assert data.count(b"HTTP/1.1 200 ") == MAX_PIPELINE + 1
+    assert MAX_PIPELINE < data.count(b"HTTP/1.1 200 ") < count  # 17 when sent in one read
     status, _, body = answer(data[data.index(b"HTTP/1.1 503 "):])
     assert status == 503 and body["error"]["code"] == "server_overloaded"
 
