@@ -3,6 +3,11 @@
 llhttp buffers a header, or a trailer, of any size before its callback sees it, so the head is
 bounded here from the bytes fed to the parser while one is incomplete, as well as from the
 callbacks; the rest (deadline, envelope, connection limit) is ``EdgeLimits``'.
+
+llhttp ends an upgrade request (``Connection: Upgrade``, or CONNECT) at its head, body or not,
+and leaves what follows to the new protocol; there is none here, so those bytes are never parsed
+as requests (they would be smuggled past whatever read the first): an upgrade request with a
+body is refused, one without is answered as plain HTTP and the connection closed after it.
 """
 
 from __future__ import annotations
@@ -16,15 +21,39 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from proxy.edge_protocols import (
+    LINGER_MAX_BYTES,
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     EdgeLimits,
+    Overloaded,
     head_size,
     head_too_large,
     malformed,
     too_many_requests,
 )
-from proxy.errors import GatewayError
+from proxy.errors import GatewayError, InvalidRequest
+
+MAX_PIPELINE = 16
+"""Requests parsed and queued behind the one being answered: one read of tiny pipelined
+requests would otherwise queue thousands of request cycles (kilobytes each) for a client
+that need not read its answers. The next is refused (503) after those are answered."""
+
+
+def too_many_pipelined() -> Overloaded:
+    return Overloaded(f"more than {MAX_PIPELINE} requests pipelined unanswered on one "
+                      "connection; send the rest after their answers", code="server_overloaded")
+
+
+def upgrade_with_body() -> InvalidRequest:
+    return InvalidRequest("an upgrade request (Connection: Upgrade, or CONNECT) may not have "
+                          "a body: no protocol upgrade is served here",
+                          code="invalid_http_request")
+
+
+def declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"transfer-encoding"
+               or (name == b"content-length" and value.strip().lstrip(b"0"))
+               for name, value in headers)
 
 
 class Refused(Exception):
@@ -55,6 +84,9 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         """What a callback refused the request for."""
         self.deferred: GatewayError | None = None
         """A refusal that waits for the answers to the requests pipelined before it."""
+        self.upgraded = False
+        """An upgrade request was parsed: nothing after it is (the bytes dropped are bounded
+        by ``LINGER_MAX_BYTES``, as while a refusal waits)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -69,8 +101,13 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
             super().shutdown()
 
     def data_received(self, data: bytes) -> None:
-        if self.discard(data) or self.transport.is_closing() or self.deferred is not None:
+        if self.discard(data) or self.transport.is_closing():
             return  # refused: nothing more is parsed
+        if self.deferred is not None or self.upgraded:
+            self.discarded += len(data)  # nothing more is parsed; the connection will close
+            if self.discarded > LINGER_MAX_BYTES:
+                self.close_now()
+            return
         self._unset_keepalive_if_required()
         while self.in_fields() and len(data) > MAX_HEAD_BYTES - self.head_bytes:
             room = MAX_HEAD_BYTES - self.head_bytes
@@ -91,17 +128,15 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         return self.awaiting_head or self.chunk_open
 
     def parse(self, data: bytes) -> bool:
-        """Feeds the parser; False once the request is refused. An upgrade request is served
-        as plain HTTP (no WebSocket protocol here) and parsing goes on after it."""
-        while data:
-            try:
-                self.parser.feed_data(data)
-                return True
-            except httptools.HttpParserUpgrade as upgrade:
-                data = data[upgrade.args[0]:]
-            except httptools.HttpParserError:
-                self.refuse(self.refusal or malformed())
-                return False
+        """Feeds the parser; False once the request is refused. llhttp stops at an upgrade
+        request's head: what follows it is dropped, never parsed (``on_headers_complete``)."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError:
+            self.refuse(self.refusal or malformed())
+            return False
         return True
 
     def refuse(self, error: GatewayError) -> None:
@@ -114,7 +149,7 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
             return
         if self.cycle is not None and self.cycle.response_started \
                 and not self.cycle.response_complete:
-            self.transport.close()  # an answer is on its way: the envelope would corrupt it
+            self.close_now()  # an answer is on its way: the envelope would corrupt it
             return
         super().refuse(error)
 
@@ -126,6 +161,9 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         super().on_response_complete()
 
     def on_message_begin(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINE:
+            self.refusal = too_many_pipelined()
+            raise Refused
         self.reading = True
         super().on_message_begin()
 
@@ -137,7 +175,9 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         """Refuses a head too large (one begun in the read that ended another request is
-        only measured whole), or a request past the limit on requests in flight."""
+        only measured whole), a request past the limit on requests in flight, or an upgrade
+        request with a body (llhttp would leave the body unparsed: see the module). One
+        without a body is served as plain HTTP, the connection closed after its answer."""
         if head_size(self.url, self.headers) > MAX_HEAD_BYTES:
             self.refusal = head_too_large()
             raise Refused
@@ -145,8 +185,15 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
                 and (self.cycle is None or self.cycle.response_complete)):
             self.refusal = too_many_requests()
             raise Refused
+        upgrade = self.parser.should_upgrade()
+        if upgrade and declares_body(self.headers):
+            self.refusal = upgrade_with_body()
+            raise Refused
         self.awaiting_head = False
         super().on_headers_complete()
+        if upgrade:
+            self.upgraded = True
+            self.cycle.keep_alive = False
 
     def on_chunk_header(self) -> None:
         self.chunk_open = True
@@ -174,7 +221,7 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
             return
         current = None if self.awaiting_head else self.cycle
         if not self.reading or (current is not None and current.response_started):
-            self.transport.close()
+            self.close_now()
         elif current is None and self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
             self.flow.pause_reading()

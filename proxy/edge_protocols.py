@@ -97,6 +97,9 @@ class EdgeLimits(asyncio.Protocol):
         """Bytes discarded while lingering (bounded by ``LINGER_MAX_BYTES``)."""
         self.linger_end: asyncio.TimerHandle | None = None
         """Closes a lingering connection ``LINGER_S`` after its refusal."""
+        self.write_stall: asyncio.TimerHandle | None = None
+        """Aborts a connection whose client has read none of its answers (the write buffer
+        full) for ``read_timeout_s``."""
 
     def admit_connection(self) -> bool:
         """503 and closed past the connection limit; else the first request's deadline runs."""
@@ -122,6 +125,32 @@ class EdgeLimits(asyncio.Protocol):
         if self.linger_end is not None:
             self.linger_end.cancel()
             self.linger_end = None
+        self.write_resumed()
+
+    def pause_writing(self) -> None:
+        """The client does not read its answers (the write buffer is full): unless it reads
+        within ``read_timeout_s``, the connection is aborted. Else it would be held for ever,
+        and its request task with it: the app's send waits for the drain, and a close too."""
+        super().pause_writing()
+        if self.write_stall is None:
+            self.write_stall = self.loop.call_later(self.read_timeout_s, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        self.write_resumed()
+        super().resume_writing()
+
+    def write_resumed(self) -> None:
+        if self.write_stall is not None:
+            self.write_stall.cancel()
+            self.write_stall = None
+
+    def close_now(self) -> None:
+        """Closes; what is still buffered for a client that has not read it is dropped (a
+        close would wait for the client to read it)."""
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def expired(self) -> None:
         raise NotImplementedError
@@ -160,12 +189,12 @@ class EdgeLimits(asyncio.Protocol):
         and ``LINGER_MAX_BYTES``."""
         self.disarm()
         if self.stopping:
-            self.transport.close()
+            self.close_now()
             return
         self.lingering = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.linger_end = self.loop.call_later(LINGER_S, self.transport.close)
+        self.linger_end = self.loop.call_later(LINGER_S, self.close_now)
         self.transport.resume_reading()  # it may have been paused for a body or a pipeline
 
     def stop(self) -> bool:
@@ -173,7 +202,7 @@ class EdgeLimits(asyncio.Protocol):
         uvicorn's ``shutdown`` ends it)."""
         self.stopping = True
         if self.lingering:
-            self.transport.close()
+            self.close_now()
         return self.lingering
 
     def discard(self, data: bytes) -> bool:
@@ -183,7 +212,7 @@ class EdgeLimits(asyncio.Protocol):
             return False
         self.discarded += len(data)
         if self.discarded > LINGER_MAX_BYTES:
-            self.transport.close()
+            self.close_now()
         return True
 
 
@@ -270,6 +299,6 @@ class H11GatewayProtocol(EdgeLimits, H11Protocol):
         cycle = self.cycle if their is h11.SEND_BODY else None
         if (cycle is not None and cycle.response_started) or (
                 their is h11.IDLE and not self.conn.trailing_data[0]):
-            self.transport.close()
+            self.close_now()
         else:
             self.time_out(cycle)

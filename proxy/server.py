@@ -9,7 +9,12 @@ A client that has not authenticated yet must not hold a worker's memory or file 
   first byte (of connecting, for a new connection), else 408 and the connection is closed;
 - a worker serves at most ``server.limit_concurrency`` connections and requests at once; the
   next is answered 503 at once, before it reaches the app;
-- a malformed request is answered in the OpenAI error envelope, not uvicorn's text/plain 400.
+- a malformed request is answered in the OpenAI error envelope, not uvicorn's text/plain 400;
+- a client that reads none of its answers for ``server.request_read_timeout_s`` (the write
+  buffer full) is disconnected: it would hold its connection and request task for ever;
+- on httptools, at most ``MAX_PIPELINE`` pipelined requests wait unanswered (then 503), and
+  what follows an upgrade request is never parsed as a request (with a body it is a 400;
+  without, it is answered as HTTP and the connection closed).
 
 After such an answer the connection is closed lingering, as nginx does: the write side is
 shut and what the client still sends is discarded unparsed, for at most 2 s and 1 MiB

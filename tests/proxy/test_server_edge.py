@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from fakes import app_with, fake_services
 from stub_upstream import free_port
 
-from proxy.edge_httptools import HttpToolsGatewayProtocol
+from proxy.edge_httptools import MAX_PIPELINE, HttpToolsGatewayProtocol
 from proxy.edge_protocols import LINGER_S
 from proxy.server import MAX_HEAD_BYTES, MAX_HEADERS, PARSERS, ServerConfig
 from proxy.settings import ServerSettings
@@ -68,6 +68,12 @@ def port(request: pytest.FixtureRequest, policy_dir: Path, bank: PrincipleBank,
         yield served
 
 
+@pytest.fixture
+def parser(request: pytest.FixtureRequest, port: int) -> str:
+    """The parser ``port`` serves on."""
+    return str(request.node.callspec.params["port"])
+
+
 def connect(port: int) -> socket.socket:
     conn = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S + 3)
     return conn
@@ -78,6 +84,18 @@ def read_all(conn: socket.socket) -> bytes:
     data = b""
     while chunk := conn.recv(65536):
         data += chunk
+    return data
+
+
+def read_for(conn: socket.socket, seconds: float) -> bytes:
+    """What the server sends until it closes or ``seconds`` pass."""
+    conn.settimeout(seconds)
+    data = b""
+    try:
+        while chunk := conn.recv(65536):
+            data += chunk
+    except TimeoutError:
+        pass
     return data
 
 
@@ -338,16 +356,34 @@ UPGRADE = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 HEALTHZ_CLOSE = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+MODELS_CLOSE = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
-def test_a_websocket_upgrade_is_served_as_plain_http(port: int) -> None:
-    """No WebSocket protocol takes the connection out of the edge's limits; the connection
-    goes on as HTTP, a request sent with the upgrade included (httptools stops at an upgrade:
-    what follows must still be parsed, and bounded, as HTTP)."""
+def test_a_websocket_upgrade_is_served_as_plain_http(port: int, parser: str) -> None:
+    """No WebSocket protocol takes the connection out of the edge's limits: the upgrade
+    request is answered as HTTP. llhttp stops at an upgrade: on httptools what follows is
+    dropped, not parsed as a request, and the connection closed after the answer."""
     with connect(port) as conn:
-        conn.sendall(UPGRADE + HEALTHZ_CLOSE)
+        conn.sendall(UPGRADE + MODELS_CLOSE)
         data = read_all(conn)
-    assert data.startswith(b"HTTP/1.1 200 ") and data.count(b"HTTP/1.1 200 ") == 2
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert data.count(b"HTTP/1.1 200 ") == (1 if parser == "httptools" else 2)
+
+
+@pytest.mark.parametrize("upgrade", [b"h2c", b"websocket"])
+def test_an_upgrade_request_s_body_is_never_served_as_a_request(port: int, parser: str,
+                                                                 upgrade: bytes) -> None:
+    """Request smuggling: a body that spells a request, behind a head asking for an upgrade
+    (llhttp ends such a request at its head), gets one answer, never one for the body:
+    httptools refuses the request, h11 reads the body as its body (not JSON here)."""
+    with connect(port) as conn:
+        conn.sendall(chat_request(MODELS_CLOSE, extra=f"connection: Upgrade\r\nupgrade: "
+                                  f"{upgrade.decode()}\r\n"))
+        data = read_for(conn, 1.5)
+    assert data.count(b"HTTP/1.1 ") == 1 and b'"object":"list"' not in data
+    status, _, body = answer(data)
+    assert status == 400 and body["error"]["code"] == (
+        "invalid_http_request" if parser == "httptools" else "invalid_json")
 
 
 def test_pipelined_requests_are_all_answered(port: int) -> None:
@@ -355,6 +391,47 @@ def test_pipelined_requests_are_all_answered(port: int) -> None:
         conn.sendall(chat_request() + chat_request() + HEALTHZ_CLOSE)
         data = read_all(conn)
     assert data.count(b"HTTP/1.1 200 ") == 3 and data.count(b'"choices"') == 2
+
+
+def test_a_pipeline_is_bounded(port: int, parser: str) -> None:
+    """One read of tiny pipelined requests is not parsed into thousands of queued requests:
+    past ``MAX_PIPELINE`` unanswered ones httptools answers 503 after those (h11 parses one
+    request at a time and serves them all)."""
+    count = 200
+    with connect(port) as conn:
+        conn.sendall(HEALTHZ_CLOSE.replace(b"close", b"keep-alive") * (count - 1)
+                     + HEALTHZ_CLOSE)
+        data = read_all(conn)
+    if parser == "h11":
+        assert data.count(b"HTTP/1.1 200 ") == count
+        return
+    assert MAX_PIPELINE < data.count(b"HTTP/1.1 200 ") < count  # 17 when sent in one read
+    status, _, body = answer(data[data.index(b"HTTP/1.1 503 "):])
+    assert status == 503 and body["error"]["code"] == "server_overloaded"
+
+
+def test_a_client_that_never_reads_its_answers_is_dropped(port: int) -> None:
+    """A client that pipelines requests and reads none of the answers (the write buffers
+    full, the app's send waits for the drain, and so would a close) is dropped once it has
+    read nothing for the read timeout: such clients would otherwise hold their connections,
+    and the connection limit, for ever."""
+    pipelined = 200
+    with socket.socket() as hog:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        hog.connect(("127.0.0.1", port))
+        hog.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * pipelined)
+        time.sleep(DEADLINE_S + 1.5)
+        hog.settimeout(2)
+        data, ended = b"", False
+        try:
+            while chunk := hog.recv(65536):
+                data += chunk
+            ended = True
+        except ConnectionResetError:
+            ended = True
+        except TimeoutError:
+            pass
+    assert ended and data.count(b"HTTP/1.1 200 ") < pipelined
 
 
 def test_stray_bytes_on_an_idle_connection_do_not_keep_it_open(port: int) -> None:
