@@ -37,16 +37,16 @@ def test_the_connections_are_split_over_small_pools(size: int) -> None:
 def test_the_pools_share_one_tls_context() -> None:
     """Loading the CA bundle costs ~25 ms: 32 pools (256 connections) each loading it added
     0.8 s to a worker's start."""
-    pools = ShardedClient(256, 5.0, trust_env=False)
+    pools = ShardedClient(256, 5.0, trust_env=False)  # the default max_connections
     contexts = {id(c._transport._pool._ssl_context) for c in pools.clients}  # type: ignore[attr-defined]
-    assert len(pools.clients) == 32 and len(contexts) == 1
+    assert len(pools.clients) == 256 // SHARD_CONNECTIONS and len(contexts) == 1
 
 
 def test_the_direct_upstream_keeps_small_pools(stub: StubUpstream, tmp_path: Path) -> None:
     """Before the fix one pool held every connection (256 by default)."""
     upstream = direct(stub, tmp_path, 32)
     assert isinstance(upstream.client, ShardedClient)
-    assert upstream.client.sizes == (8, 8, 8, 8)
+    assert upstream.client.sizes == (SHARD_CONNECTIONS,) * (32 // SHARD_CONNECTIONS)
     asyncio.run(upstream.aclose())
     assert upstream.client.is_closed
 
@@ -74,7 +74,7 @@ def test_concurrent_calls_open_at_most_max_connections_and_all_finish(
     # 20 calls on 10 connections: the second ten waited for the first (two rounds, not one)
     assert max(spent) >= 0.38
     assert sorted(spent)[9] < 0.38  # and the first ten all went at once (ten connections)
-    assert upstream.client.free == [5, 5]
+    assert upstream.client.free == list(upstream.client.sizes) and sum(upstream.client.free) == 10
 
 
 def test_a_quiet_gateway_reuses_the_first_pools_connection(
@@ -93,7 +93,7 @@ def test_a_quiet_gateway_reuses_the_first_pools_connection(
 
     asyncio.run(calls())
     assert len({r.client for r in stub.received}) == 1
-    assert upstream.client.free == [8, 8, 8, 8]
+    assert upstream.client.free == list(upstream.client.sizes)
 
 
 class Body(httpx.AsyncByteStream):
@@ -107,25 +107,26 @@ def test_a_failed_send_and_an_unread_response_give_their_place_back() -> None:
             raise httpx.ConnectError("refused", request=request)
         return httpx.Response(200, stream=Body())  # a body read as it comes, not read yet
 
-    pools = ShardedClient(16, 5.0)
+    n = SHARD_CONNECTIONS
+    pools = ShardedClient(2 * n, 5.0)
     for client in pools.clients:
         client._transport = httpx.MockTransport(answer)  # no socket needed
 
     async def run() -> None:
         with pytest.raises(httpx.ConnectError):
             await pools.send(pools.build_request("GET", "http://upstream/fail"))
-        assert pools.free == [8, 8]
+        assert pools.free == [n, n]
         first = await pools.send(pools.build_request("GET", "http://upstream/ok"))
-        assert pools.free == [7, 8]  # the first pool with a free connection
+        assert pools.free == [n - 1, n]  # the first pool with a free connection
         rest = [await pools.send(pools.build_request("GET", "http://upstream/ok"))
-                for _ in range(16)]
+                for _ in range(2 * n)]
         assert pools.free == [-1, 0]  # all busy: the last went to the pool with fewest waiting
         await first.aclose()
         await first.aclose()  # a second close gives nothing back twice
         await rest[0].aread()
         for response in rest:
             await response.aclose()
-        assert pools.free == [8, 8]
+        assert pools.free == [n, n]
         await pools.aclose()
 
     asyncio.run(run())
