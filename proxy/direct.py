@@ -34,6 +34,7 @@ from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.settings import ConfigError, Deployment, GatewayConfig, configured_name
 from proxy.upstream import Upstream, entered, no_cookies, upstream_json
 from proxy.upstream_log import upstream_said
+from proxy.upstream_pool import ShardedClient
 from vilmo.yamlfile import FileIssue
 
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -162,18 +163,17 @@ def route_of(entry: Deployment, config: GatewayConfig) -> DirectRoute:
 
 
 class DirectUpstream:
-    """The ``Upstream`` seam for direct routes. One client, so connections are reused."""
+    """The ``Upstream`` seam for direct routes. One (sharded) client, so connections are
+    reused."""
 
     def __init__(self, routes: Sequence[DirectRoute], config: GatewayConfig,
                  redact: Redactor) -> None:
         self.routes = {r.name: r for r in routes}
         self.max_bytes = config.upstream.max_response_bytes
         self.redact = redact
-        size = config.upstream.max_connections
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size,
-                                keepalive_expiry=KEEPALIVE_S),
-            follow_redirects=False, trust_env=False, cookies=no_cookies())
+        self.client = ShardedClient(config.upstream.max_connections, KEEPALIVE_S,
+                                    follow_redirects=False, trust_env=False,
+                                    cookies=no_cookies())
 
     def serves(self, model: str) -> bool:
         return configured_name(model, list(self.routes)) is not None
@@ -248,12 +248,12 @@ class DirectUpstream:
         opening = Opening()
         request.extensions["trace"] = opening
         try:
-            return await self.client.send(request, stream=True)
+            return await self.client.send(request)
         except httpx.RemoteProtocolError as exc:
             if opening.opened or NO_RESPONSE not in str(exc):
                 raise
         del request.extensions["trace"]
-        return await self.client.send(request, stream=True)
+        return await self.client.send(request)
 
     async def read(self, response: httpx.Response, model: str) -> bytes:
         """The body, at most ``max_bytes`` of it; an error status raises its GatewayError."""
