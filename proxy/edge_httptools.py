@@ -88,14 +88,6 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         """An upgrade request was parsed: nothing after it is (the bytes dropped are bounded
         by ``LINGER_MAX_BYTES``, as while a refusal waits)."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.admit_connection()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.release()
-        super().connection_lost(exc)
-
     def shutdown(self) -> None:
         if not self.stop():
             super().shutdown()

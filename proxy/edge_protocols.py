@@ -101,6 +101,14 @@ class EdgeLimits(asyncio.Protocol):
         """Aborts a connection whose client has read none of its answers (the write buffer
         full) for ``read_timeout_s``."""
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # uvicorn's protocol, next in the MRO
+        self.admit_connection()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.release()
+        super().connection_lost(exc)
+
     def admit_connection(self) -> bool:
         """503 and closed past the connection limit; else the first request's deadline runs."""
         if self.max_concurrency is not None and len(self.connections) > self.max_concurrency:
@@ -245,14 +253,6 @@ class H11GatewayProtocol(EdgeLimits, H11Protocol):
         super().__init__(config, server_state, app_state, _loop)
         self.conn = H11Parser(self)
         self.init_limits(config)
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.admit_connection()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.release()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if not self.discard(data):

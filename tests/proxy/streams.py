@@ -51,3 +51,18 @@ def plain(gateway: str, policy: str, **body: Any) -> httpx.Response:
     return httpx.post(f"{gateway}/chat/completions", timeout=60, json={
         "model": "stub", "messages": ASK, **body}, headers={
         "Authorization": f"Bearer {ADMIN_KEY}", "X-Vilmo-Policy": policy})
+
+
+def blocked_reply(gateway: str, mode: str) -> tuple[str, str]:
+    """The content a client got under a blocking policy and its last finish_reason: a plain
+    reply (``mode`` "plain", ``g-block-buffer``) or a stream under ``g-block-<mode>``."""
+    if mode == "plain":
+        response = plain(gateway, "g-block-buffer")
+        assert response.status_code == 200
+        choice = response.json()["choices"][0]
+        return choice["message"]["content"], choice["finish_reason"]
+    status, lines = sse(gateway, f"g-block-{mode}")
+    assert status == 200 and lines[-1] == "data: [DONE]"
+    choices = [c for e in events(lines) for c in e.get("choices", [])]
+    text = "".join(c["delta"].get("content") or "" for c in choices)
+    return text, [c["finish_reason"] for c in choices if c.get("finish_reason")][-1]

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from streams import events, plain, sse
+from streams import blocked_reply, events, plain, sse
 from stub_upstream import StubUpstream
 
 from proxy.judged_text import judged_text, unescaped
@@ -125,17 +125,7 @@ def test_words_split_by_invisible_characters_are_judged(gateway: str, stub: Stub
     (``test_judged_text_real.py``). What is relayed keeps them: only the judged text drops
     them."""
     stub.script = [{"content": f"{CALM} I will st{mark}ab you tonight. {CALM}"}]
-    if mode == "plain":
-        response = plain(gateway, "g-block-buffer")
-        assert response.status_code == 200
-        choice = response.json()["choices"][0]
-        text, finish = choice["message"]["content"], choice["finish_reason"]
-    else:
-        status, lines = sse(gateway, f"g-block-{mode}")
-        assert status == 200 and lines[-1] == "data: [DONE]"
-        choices = [c for e in events(lines) for c in e.get("choices", [])]
-        text = "".join(c["delta"].get("content") or "" for c in choices)
-        finish = [c["finish_reason"] for c in choices if c.get("finish_reason")][-1]
+    text, finish = blocked_reply(gateway, mode)
     assert finish == "content_filter" and "ab you" not in text
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from conftest import ADMIN_KEY
-from streams import events, plain, sse
+from streams import blocked_reply, plain
 from stub_upstream import StubUpstream
 
 from proxy.judged_text import PIECE_CHARS, judged_text
@@ -101,15 +101,5 @@ def test_controls_that_reverse_nothing_add_nothing() -> None:
 def test_a_reversed_word_is_judged_as_shown(gateway: str, stub: StubUpstream,
                                             mode: str) -> None:
     stub.script = [{"content": f"{CALM}I will \u202ebats\u202c you tonight. {CALM}"}]
-    if mode == "plain":
-        response = plain(gateway, "g-block-buffer")
-        assert response.status_code == 200
-        choice = response.json()["choices"][0]
-        text, finish = choice["message"]["content"], choice["finish_reason"]
-    else:
-        status, lines = sse(gateway, f"g-block-{mode}")
-        assert status == 200 and lines[-1] == "data: [DONE]"
-        choices = [c for e in events(lines) for c in e.get("choices", [])]
-        text = "".join(c["delta"].get("content") or "" for c in choices)
-        finish = [c["finish_reason"] for c in choices if c.get("finish_reason")][-1]
+    text, finish = blocked_reply(gateway, mode)
     assert finish == "content_filter" and "bats" not in text
