@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -43,6 +43,7 @@ router = APIRouter(responses=error_responses(401))
 POLICY_HEADER = header("X-Vilmo-Policy", "Choose the policy (keys with allow_policy_header)")
 ANNOTATE_HEADER = header("X-Vilmo-Annotate", "`body`: the verdict in a `vilmo` field too")
 ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
 
 
 @router.post("/v1/chat/completions", responses={
@@ -159,17 +160,20 @@ objects costs a second of CPU, which would hold every other request of this work
 async def read_json(request: Request) -> dict[str, Any]:
     """The request's JSON body; a client that leaves before sending all of it is a 499."""
     body = await read_bytes(request)
-    return await asyncio.to_thread(parse_body, body) if len(body) > OFF_LOOP_BYTES \
-        else parse_body(body)
+    return await off_loop_if_large(body, parse_body, body)
 
 
 async def read_valid(request: Request, model: type[ModelT]) -> tuple[dict[str, Any], ModelT]:
-    """The request's JSON body and ``model`` validated from it, off the event loop when the
-    body is larger than ``OFF_LOOP_BYTES``."""
+    """The request's JSON body and ``model`` validated from it."""
     body = await read_bytes(request)
+    return await off_loop_if_large(body, parse_valid, body, model)
+
+
+async def off_loop_if_large(body: bytes, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)``, in a worker thread when ``body`` is larger than ``OFF_LOOP_BYTES``."""
     if len(body) > OFF_LOOP_BYTES:
-        return await asyncio.to_thread(parse_valid, body, model)
-    return parse_valid(body, model)
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
 
 
 async def read_bytes(request: Request) -> bytes:

@@ -81,12 +81,12 @@ class VilmoGenerator:
         self.candidates = candidates
         self.max_chars = max_chars
         self.base_dir = Path(base_dir) if base_dir else None
+        """Relative ``instructions.weights`` paths are read from here (default: the cwd)."""
         self.second_look = second_look
         """None: the gate alone decides (no judge to ask)."""
         self.distress = DistressDetector.shipped() if distress is True else distress or None
         """Puts ``safety.self_harm`` at stake in distress disclosures (``vilmo.instruct.distress``;
         True: the shipped detector, None or False: none)."""
-        """Relative ``instructions.weights`` paths are read from here (default: the cwd)."""
         self._cache: OrderedDict[tuple[str, str], Instruction] = OrderedDict()
         self._cache_size = cache_size
         self._fingerprints: dict[int, tuple[Policy, str]] = {}
@@ -164,7 +164,7 @@ class VilmoGenerator:
         """The values at stake with the first distress value the policy weighs put first, and
         the value probabilities with it certain (so its principles are retrieved)."""
         value = next((v for v in DISTRESS_VALUES if policy.weight_of(v) > 0.0), None)
-        column = self.retriever.stakes.index(value)
+        column = None if value is None else self.retriever.stakes.index(value)
         if value is None or column is None:
             return stakes, reading.probabilities if stakes else None
         probs = np.array(reading.probabilities, dtype=np.float32, copy=True)
