@@ -17,7 +17,9 @@ by round: the same question). The step's parts: its model runs (ONNX Runtime), t
 work around its runs (the second look's tokenising, windows and pooling) and the rest (the
 step's Python and numpy).
 
-``--block N`` sends N requests in a row to each target, as ``compare_litellm.py``'s c=1 blocks
+``--everyday`` sends the everyday dev prompts instead of the grievance questions (which pass the
+distress detector's prefilter, so nearly all run the reader's embedding half, and many land in
+the second look's band). ``--block N`` sends N requests in a row to each target, as ``compare_litellm.py``'s c=1 blocks
 do (the next starts as the last ends, so it meets the last one's background work: its cache
 writes, its audit record). ``--cpu``: the gateway's marks read its main thread's CPU clock
 instead of the wall clock; on a shared machine the wall time stretches with the load, the CPU
@@ -39,6 +41,7 @@ import subprocess
 import tempfile
 import time
 from collections import defaultdict
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -177,6 +180,18 @@ def kinds(requests: list[list[tuple[str, float]]]) -> dict[str, list[list[tuple[
     return out
 
 
+def questions(count: int, everyday: bool) -> list[str]:
+    """The grievance questions (``harness.prompts``), or the everyday dev prompts, cycled, each
+    with its own "(case n)" so that no cache answers one."""
+    if not everyday:
+        return prompts(count)
+    folder = resources.files("vilmo").joinpath("data", "prompts")
+    rows = [json.loads(line) for line in folder.joinpath("everyday.jsonl").read_text(
+        "utf-8").splitlines() if line.strip()]
+    dev = [row["prompt"] for row in rows if row["split"] == "dev"]
+    return [f"{dev[i % len(dev)]} (case {i})" for i in range(count)]
+
+
 def spans(marks: list[tuple[str, float]], name: str) -> list[tuple[float, float]]:
     """The (start, end) of each ``name >`` ... ``name <`` pair of one request, in order."""
     found, opened = [], []
@@ -213,6 +228,10 @@ def main() -> None:
                         help="the gateway's marks read its main thread's CPU clock, not the "
                              "wall clock (on a busy shared machine the wall time stretches with "
                              "the load; the client's times stay wall times)")
+    parser.add_argument("--everyday", action="store_true",
+                        help="send the everyday dev prompts (vilmo/data/prompts/everyday.jsonl), "
+                             "not the grievance questions: most of them run the reader's first "
+                             "half alone")
     parser.add_argument("--baseline-tree", type=Path,
                         help="also serve this tree, visited in alternating order each round; "
                              "a last column gives the median of this tree's time less its, "
@@ -239,7 +258,7 @@ def main() -> None:
             gateways[name], urls[name] = traced_gateway(BOOT, tree, work, name, policies,
                                                         direct)
         with httpx.Client(timeout=60) as client:
-            for r, question in enumerate(prompts(args.rounds + 3)):  # three warm-up rounds
+            for r, question in enumerate(questions(args.rounds + 3, args.everyday)):  # 3 warm-up
                 for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:
                     for label, policy in TARGETS.items():
                         for k in range(args.block):
