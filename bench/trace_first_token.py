@@ -13,9 +13,20 @@ prompts only), the instruction step's median per kind of request (which passes i
 the client's time to the first content chunk per target. With ``--baseline-tree``, a gateway of
 that tree too (each round visits the two in alternating order): the step's medians of both, and
 the paired difference of the client's first content chunk (this tree less the baseline, round
-by round: the same question).
+by round: the same question). The step's parts: its model runs (ONNX Runtime), the judge's own
+work around its runs (the second look's tokenising, windows and pooling) and the rest (the
+step's Python and numpy).
 
-    python bench/trace_first_token.py [--rounds 60] [--baseline-tree /tmp/base]
+``--everyday`` sends the everyday dev prompts instead of the grievance questions (which pass the
+distress detector's prefilter, so nearly all run the reader's embedding half, and many land in
+the second look's band). ``--block N`` sends N requests in a row to each target, as ``compare_litellm.py``'s c=1 blocks
+do (the next starts as the last ends, so it meets the last one's background work: its cache
+writes, its audit record). ``--cpu``: the gateway's marks read its main thread's CPU clock
+instead of the wall clock; on a shared machine the wall time stretches with the load, the CPU
+time much less (a step run in a worker thread reads that thread's clock; the client's times
+stay wall times).
+
+    python bench/trace_first_token.py [--rounds 60] [--block 4] [--cpu] [--baseline-tree /tmp/base]
 """
 
 from __future__ import annotations
@@ -30,12 +41,14 @@ import subprocess
 import tempfile
 import time
 from collections import defaultdict
+from importlib import resources
 from pathlib import Path
 
 import httpx
 from bench_request_path import policy_dir
 from bench_serving import REPLY
 from harness import (
+    ENV,
     REPO,
     chat_body,
     prompts,
@@ -50,7 +63,8 @@ import contextvars, functools, inspect, itertools, json, os, re, signal, sys, ti
 EVENTS = []
 REQUEST = contextvars.ContextVar("request", default=None)  # marks go to their own request's
 NUMBERS = itertools.count()
-def mark(name): EVENTS.append((name, time.perf_counter(), REQUEST.get()))
+CLOCK = time.thread_time if os.environ.get("TRACE_CLOCK") == "thread" else time.perf_counter
+def mark(name): EVENTS.append((name, CLOCK(), REQUEST.get()))
 def wrap(owner, attr, name):
     f = getattr(owner, attr, None)
     if f is None: return  # absent in this tree
@@ -76,18 +90,22 @@ import proxy.app, proxy.caches, proxy.call, proxy.direct, proxy.guard, proxy.mid
 import proxy.pipeline, proxy.routes
 import vilmo.instruct.candidates as candidates, vilmo.instruct.generator as generator
 import vilmo.instruct.second_look as second_look, vilmo.instruct.stakes_reader as reader
+import vilmo.judge.value_model as value_model, vilmo.judge.value_onnx as value_onnx
 wrap(proxy.middleware.KeyAuth, "__call__", "middleware: key")
 wrap(proxy.routes, "caller_of", "route")
 wrap(proxy.routes, "read_json", "body read")
 wrap(proxy.routes, "validate", "validation")
 wrap(proxy.pipeline, "chat", "pipeline")
 wrap(proxy.guard.Guard, "instruction", "step")
+wrap(proxy.guard.Guard, "_step_in_thread", "step: in a thread")
 wrap(proxy.caches.StoreCache, "get", "step: cache lookup")
 wrap(generator.VilmoGenerator, "choose", "step: choose")
 wrap(reader.StakesReader, "_read_half", "step: reader, first half")
 wrap(reader.StakesReader, "_embed_rest", "step: reader, embedding half")
 wrap(second_look.SecondLook, "values_at_stake", "step: second look")
 wrap(candidates.Retriever, "retrieve", "step: retrieval")
+wrap(value_model.BuiltinClassifier, "score", "judge")
+wrap(value_onnx.Int8Session, "graph_outputs", "model run")
 wrap(proxy.call.Call, "params", "upstream params")
 wrap(proxy.direct.DirectUpstream, "stream", "upstream stream")
 wrap(proxy.direct.DirectUpstream, "send", "upstream: head")
@@ -153,7 +171,8 @@ def kinds(requests: list[list[tuple[str, float]]]) -> dict[str, list[list[tuple[
         if "step: choose >" not in names:
             out["no policy"].append(marks)
             continue
-        passes = [part for mark, part in (("step: reader, embedding half >", "embedding half"),
+        passes = [part for mark, part in (("step: in a thread >", "in a thread"),
+                                          ("step: reader, embedding half >", "embedding half"),
                                           ("step: second look >", "second look"))
                   if mark in names]
         out["default monitor"].append(marks)
@@ -161,9 +180,58 @@ def kinds(requests: list[list[tuple[str, float]]]) -> dict[str, list[list[tuple[
     return out
 
 
+def questions(count: int, everyday: bool) -> list[str]:
+    """The grievance questions (``harness.prompts``), or the everyday dev prompts, cycled, each
+    with its own "(case n)" so that no cache answers one."""
+    if not everyday:
+        return prompts(count)
+    folder = resources.files("vilmo").joinpath("data", "prompts")
+    rows = [json.loads(line) for line in folder.joinpath("everyday.jsonl").read_text(
+        "utf-8").splitlines() if line.strip()]
+    dev = [row["prompt"] for row in rows if row["split"] == "dev"]
+    return [f"{dev[i % len(dev)]} (case {i})" for i in range(count)]
+
+
+def spans(marks: list[tuple[str, float]], name: str) -> list[tuple[float, float]]:
+    """The (start, end) of each ``name >`` ... ``name <`` pair of one request, in order."""
+    found, opened = [], []
+    for mark, at in marks:
+        if mark == name + " >":
+            opened.append(at)
+        elif mark == name + " <" and opened:
+            found.append((opened.pop(), at))
+    return found
+
+
+def inside(inner: list[tuple[float, float]], outer: list[tuple[float, float]]) -> float:
+    """Seconds of the ``inner`` spans that fall within the ``outer`` ones."""
+    return sum(max(0.0, min(b, d) - max(a, c)) for a, b in inner for c, d in outer)
+
+
+def step_split(marks: list[tuple[str, float]]) -> tuple[float, float, float, float]:
+    """One request's instruction step in ms: whole, its model runs (ONNX Runtime), the judge's
+    own work around its runs (the second look), and the rest (the step's Python and numpy)."""
+    step, runs, judge = (spans(marks, n) for n in ("step", "model run", "judge"))
+    whole = sum(b - a for a, b in step)
+    model = inside(runs, step)
+    judged = inside(judge, step) - inside(runs, judge)
+    return whole * 1000, model * 1000, judged * 1000, (whole - model - judged) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--block", type=int, default=1,
+                        help="requests in a row to each target, as compare_litellm.py's c=1 "
+                             "blocks send them (the next one starts as the last one ends)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="the gateway's marks read its main thread's CPU clock, not the "
+                             "wall clock (on a busy shared machine the wall time stretches with "
+                             "the load; the client's times stay wall times)")
+    parser.add_argument("--everyday", action="store_true",
+                        help="send the everyday dev prompts (vilmo/data/prompts/everyday.jsonl), "
+                             "not the grievance questions: most of them run the reader's first "
+                             "half alone")
     parser.add_argument("--baseline-tree", type=Path,
                         help="also serve this tree, visited in alternating order each round; "
                              "a last column gives the median of this tree's time less its, "
@@ -171,6 +239,8 @@ def main() -> None:
     args = parser.parse_args()
     from stub_upstream import free_port
 
+    if args.cpu:
+        ENV["TRACE_CLOCK"] = "thread"
     work = Path(tempfile.mkdtemp(prefix="vilmo-first-token-"))
     policies = policy_dir(work)
     stub_port = free_port()
@@ -188,17 +258,20 @@ def main() -> None:
             gateways[name], urls[name] = traced_gateway(BOOT, tree, work, name, policies,
                                                         direct)
         with httpx.Client(timeout=60) as client:
-            for r, question in enumerate(prompts(args.rounds + 3)):  # three warm-up rounds
+            for r, question in enumerate(questions(args.rounds + 3, args.everyday)):  # 3 warm-up
                 for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:
                     for label, policy in TARGETS.items():
-                        body = chat_body(question.replace("(case", f"({policy} case"), True)
-                        first, _ = timed_stream(client, urls[name], body,
-                                                {"X-Vilmo-Policy": policy})
-                        if r >= 3:
-                            client_ms[(label, name)].append(first)
-                first, _ = timed_stream(client, direct, chat_body(question, True), {})
-                if r >= 3:
-                    client_ms[("straight to the stub", "")].append(first)
+                        for k in range(args.block):
+                            text = question.replace("(case", f"({policy} case"
+                                                    + (f" {k}" if k else ""))
+                            first, _ = timed_stream(client, urls[name], chat_body(text, True),
+                                                    {"X-Vilmo-Policy": policy})
+                            if r >= 3:
+                                client_ms[(label, name)].append(first)
+                for k in range(args.block):
+                    first, _ = timed_stream(client, direct, chat_body(question, True), {})
+                    if r >= 3:
+                        client_ms[("straight to the stub", "")].append(first)
         for process in gateways.values():
             process.send_signal(signal.SIGUSR1)
         time.sleep(1.0)
@@ -208,11 +281,12 @@ def main() -> None:
                 (work / f"{name}.json").read_text())]
             # the streams sent (not the start-up's own warm-up), less the warm-up rounds
             requests = [r for r in timelines(events) if any(n == "first content" for n, _ in r)]
-            found[name] = kinds(requests[len(TARGETS) * 3:])
+            found[name] = kinds(requests[len(TARGETS) * 3 * args.block:])
         load = os.getloadavg()[0]
-        print(f"first-token timeline at c=1, {args.rounds} rounds, {os.cpu_count()} CPUs, "
-              f"load average {load:.1f} at the end; ms since the request's first byte reached "
-              "the app (medians), this tree\n")
+        clock = "CPU ms of the gateway's main thread" if args.cpu else "ms"
+        print(f"first-token timeline at c=1, {args.rounds} rounds of {args.block} request(s) "
+              f"in a row per target, {os.cpu_count()} CPUs, load average {load:.1f} at the end; "
+              f"{clock} since the request's first byte reached the app (medians), this tree\n")
         for label in ("default monitor", "no policy"):
             chosen = found["this"][label]
             print(f"### {label} ({len(chosen)} requests)\n\n| mark | ms | requests |\n|---|---|---|")
@@ -227,6 +301,16 @@ def main() -> None:
                             if "step >" in dict(m)] for name in trees}
             cells = [f"{statistics.median(steps[n]) * 1000:.2f}" if steps[n] else "" for n in trees]
             print(f"| {kind} | {len(found['this'][kind])} | " + " | ".join(cells) + " |")
+        print("\n| the step's parts, medians of each request's ms | "
+              + " | ".join(f"{n}: whole, model runs, judge's own, rest" for n in trees)
+              + " |\n|---|" + "---|" * len(columns))
+        for kind in sorted(k for k in found["this"] if k != "no policy"):
+            cells = []
+            for n in trees:
+                parts = list(zip(*(step_split(m) for m in found[n][kind]), strict=True))
+                cells.append(", ".join(f"{statistics.median(p):.2f}" for p in parts)
+                             if parts else "")
+            print(f"| {kind} | " + " | ".join(cells) + " |")
         paired = "baseline" in trees
         in_app = {(label, name): [(dict(m)["first content"] - m[0][1]) * 1000
                                   for m in found[name][label]]

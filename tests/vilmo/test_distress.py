@@ -53,6 +53,22 @@ def test_prefilter_reads_the_readers_logits() -> None:
     assert np.isfinite(reader_features(1.0, np.zeros(len(VALUES)))).all()
 
 
+def test_reader_features_are_the_clipped_logits_bit_for_bit() -> None:
+    """Built without ``np.r_``/``np.clip`` (on every prompt's path to the upstream call): the
+    same float64 logits as that formula, clipped ends, NaN and a list of floats included."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        probs = rng.random(len(VALUES)).astype(np.float32)
+        probs[rng.integers(len(VALUES))] = rng.choice([0.0, 1.0, np.nan])
+        gate = float(rng.choice([0.0, 1.0, rng.random()]))
+        for given in (probs, probs.tolist()):
+            p = np.clip(np.r_[np.float64(gate), np.asarray(given, dtype=np.float64)],
+                        1e-7, 1.0 - 1e-7)
+            found = reader_features(gate, given)
+            assert found.dtype == np.float64
+            assert np.array_equal(found, np.log(p / (1.0 - p)), equal_nan=True)
+
+
 def test_detector_threshold_is_strict() -> None:
     vector = np.zeros(384, dtype=np.float32)
     vector[0] = 0.5

@@ -38,9 +38,15 @@ def default_distress_path() -> Path:
 
 
 def reader_features(gate: float, probabilities: np.ndarray) -> np.ndarray:
-    """The prefilter's input: the logits of the reader's gate and value probabilities."""
-    p = np.clip(np.r_[np.float64(gate), np.asarray(probabilities, dtype=np.float64)],
-                _EPS, 1.0 - _EPS)
+    """The prefilter's input: the logits of the reader's gate and value probabilities. Built
+    in place and clipped by ``maximum`` then ``minimum`` (``np.clip``'s values): ``np.r_`` and
+    ``np.clip``'s dispatch cost more than the rest for these 30 values, on every prompt's
+    path to the upstream call."""
+    values = np.asarray(probabilities)
+    p = np.empty(values.shape[0] + 1, dtype=np.float64)
+    p[0] = gate
+    p[1:] = values
+    p = np.minimum(np.maximum(p, _EPS), 1.0 - _EPS)
     out: np.ndarray = np.log(p / (1.0 - p))
     return out
 
