@@ -143,7 +143,8 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
         upstream=TimedUpstream(build_upstream(config, redact)),
         guard=Guard(classifier_for, metrics),
         metrics=metrics,
-        audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records),
+        audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records,
+                                config.audit.max_file_bytes, config.audit.rotated_files),
         config=config,
         redactor=redact,
     )
