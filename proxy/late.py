@@ -18,9 +18,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DRAIN_S = 10.0
-"""The longest the shutdown waits for late work: twice the default ``checks.timeout_s`` (a
-late judgement is bounded by its policy's). Work still running then is cancelled, and a
+DRAIN_S = 6.0
+"""The longest the shutdown waits for late work: a late judgement is bounded by its policy's
+``checks.timeout_s`` (default 5 s), so under the default it always ends within this; and the
+shutdown stays well inside a container's usual stop timeout (docker's: 10 s, then SIGKILL,
+which would lose the store's queued records too). Work still running then is cancelled, and a
 cancelled judgement is still recorded (unjudged: failed open)."""
 CANCEL_WAIT_S = 2.0
 """How long cancelled work has to record what it can."""
