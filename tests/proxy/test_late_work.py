@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -29,10 +30,13 @@ from proxy.store import AuditQuery, open_store
 from proxy.store.config import StoreSettings
 from vilmo.instruct.principles import PrincipleBank
 from vilmo.judge.classifier import ScoreInput, ValueScores
-from vilmo.policy_store import PolicyStore
+from vilmo.policy_store import SHIPPED_POLICY_DIR, PolicyStore
 
 JUDGE_S = 1.0
-"""How long the judge takes over the reply the client left (under the policy's 2 s timeout)."""
+"""How long the judge takes over the reply the client left: well under the policy's check
+timeout (``MONITOR``) however loaded the machine, and longer than a shutdown takes."""
+MONITOR = ("name: late-monitor\nvalues:\n  mft.care: {action: block}\n"
+           "checks: {timeout_s: 10.0}\nstreaming: {mode: monitor}\n")
 
 
 class PacedUpstream(FakeUpstream):
@@ -54,15 +58,19 @@ class SlowJudge(KeywordClassifier):
 
 
 def test_a_shutdown_waits_for_the_judgement_of_a_stream_the_client_left(
-        policy_dir: Path, bank: PrincipleBank, tmp_path: Path) -> None:
+        bank: PrincipleBank, tmp_path: Path) -> None:
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    shutil.copy(SHIPPED_POLICY_DIR / "default.yaml", policy_dir)
+    (policy_dir / "late-monitor.yaml").write_text(MONITOR)
     upstream = PacedUpstream()
     upstream.reply = "Punch him hard. " + " ".join(f"word{i}" for i in range(100))
     services = fake_services(policy_dir, bank, upstream, SlowJudge())
-    services.policies = PolicyStore(policy_dir, "g-block-monitor", 0)
+    services.policies = PolicyStore(policy_dir, "late-monitor", 0)
     store = {"path": str(tmp_path / "state.db"), "spool_dir": str(tmp_path / "spool")}
     services.config = GatewayConfig.model_validate({
         "model_list": [{"model_name": "stub", "litellm_params": {"model": "openai/stub"}}],
-        "policy_dir": str(policy_dir), "default_policy": "g-block-monitor",
+        "policy_dir": str(policy_dir), "default_policy": "late-monitor",
         "server": {"policy_reload_interval_s": 0}, "store": store})
     body = json.dumps({"model": "stub", "stream": True,
                        "messages": [{"role": "user", "content": "Hi."}]}).encode()
