@@ -2,11 +2,11 @@
 
 The embedded sink keeps recent records in memory and, when configured, appends every record to
 a JSON Lines file, rotated by size (``proxy.audit_file``: ``audit.max_file_bytes``,
-``audit.rotated_files``). The store's audit trail (SQLite or a Redis Stream, queryable through the admin
-API) is written before it by ``Services.finish`` (``proxy.trail`` makes its records). A sink that
-fails (the file's disk full) fails alone: ``SinkFailures`` logs it, at most once a minute per
-sink, and counts it (``vilmo_store_errors_total{operation="audit_file"}``); the request's answer
-and the other sinks are untouched.
+``audit.rotated_files``). The store's audit trail (SQLite or a Redis Stream, queryable through
+the admin API) is written before it by ``Services.finish`` (``proxy.trail`` makes its records).
+A sink that fails (the file's disk full) fails alone: ``SinkFailures`` logs it, at most once a
+minute per sink, and counts it (``vilmo_store_errors_total{operation="audit_file"}``); the
+request's answer and the other sinks are untouched.
 """
 
 from __future__ import annotations
