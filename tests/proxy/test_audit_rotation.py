@@ -71,7 +71,7 @@ for n in range(count):
 
 @pytest.mark.slow  # spawns processes
 def test_workers_writing_and_rotating_at_once_lose_and_split_no_record(tmp_path: Path) -> None:
-    """Four processes append 400 records each to one file rotated every 8 KiB (about 80
+    """Four processes append 400 records each to one file rotated every 8 KiB (about 36
     rotations, each racing the other writers); every record is found once, whole."""
     path, go = tmp_path / "audit.jsonl", tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
