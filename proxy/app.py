@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException
 from proxy.admin import admin_router
 from proxy.caches import CacheWriter, attach_caches
 from proxy.client_keys import VerifiedKeys
+from proxy.edge_protocols import EDGE_COUNTER
 from proxy.errors import GatewayError, Redactor, install_log_redaction
 from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
 from proxy.openapi import install_openapi
@@ -37,15 +39,15 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services,
     """``freeze_heap``: a serving worker's app (``app_from_environment``) freezes what its
     start-up built (``freeze_start_up_heap``)."""
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
         services = app.state.services = build(config)
         store = app.state.store = await asyncio.to_thread(open_store, config.store)
         writer = CacheWriter()
         attach_store(services, store, writer)
         if freeze_heap:
             freeze_start_up_heap()
-        try:
-            yield
+        try:  # the server's edge counts its refusals in this app's metrics (proxy.server)
+            yield {EDGE_COUNTER: services.metrics.edge_refused}
         finally:
             await services.aclose()
             await asyncio.to_thread(writer.close)  # the cache values still queued

@@ -1,11 +1,12 @@
 """The audit trail: one record per chat request, written to an ``AuditSink``.
 
 The embedded sink keeps recent records in memory and, when configured, appends every record to
-a JSON Lines file. The store's audit trail (SQLite or a Redis Stream, queryable through the admin
-API) is written before it by ``Services.finish`` (``proxy.trail`` makes its records). A sink that
-fails (the file's disk full) fails alone: ``SinkFailures`` logs it, at most once a minute per
-sink, and counts it (``vilmo_store_errors_total{operation="audit_file"}``); the request's answer
-and the other sinks are untouched.
+a JSON Lines file, rotated by size (``proxy.audit_file``: ``audit.max_file_bytes``,
+``audit.rotated_files``). The store's audit trail (SQLite or a Redis Stream, queryable through
+the admin API) is written before it by ``Services.finish`` (``proxy.trail`` makes its records).
+A sink that fails (the file's disk full) fails alone: ``SinkFailures`` logs it, at most once a
+minute per sink, and counts it (``vilmo_store_errors_total{operation="audit_file"}``); the
+request's answer and the other sinks are untouched.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Protocol
 
+from proxy.audit_file import RotatingFile
 from proxy.record import RequestRecord
 
 log = logging.getLogger("vilmo.audit")
@@ -33,21 +35,24 @@ class AuditSink(Protocol):
 
 
 class EmbeddedAuditSink:
-    """Recent records in memory; every record appended to a JSON Lines file if a path is set."""
+    """Recent records in memory; every record appended to a JSON Lines file if a path is set
+    (rotated past ``max_file_bytes``, ``rotated_files`` kept; None: never rotated)."""
 
-    def __init__(self, path: Path | None = None, keep: int = 1000) -> None:
+    def __init__(self, path: Path | None = None, keep: int = 1000,
+                 max_file_bytes: int | None = None, rotated_files: int = 5) -> None:
         self.recent: deque[RequestRecord] = deque(maxlen=keep)
         self.path = path
+        self._file = None if path is None else RotatingFile(path, max_file_bytes, rotated_files)
         self._lock = threading.Lock()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: RequestRecord) -> None:
         self.recent.append(record)
-        if self.path is not None:
+        if self._file is not None:
             line = json.dumps(record.to_json(), separators=(",", ":")) + "\n"
-            with self._lock, self.path.open("a", encoding="utf-8") as out:
-                out.write(line)
+            with self._lock:
+                self._file.append(line.encode())
 
 
 class ErrorCounter(Protocol):

@@ -25,6 +25,7 @@ from proxy.edge_protocols import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     EdgeLimits,
+    EdgeReason,
     Overloaded,
     head_size,
     head_too_large,
@@ -56,6 +57,10 @@ def declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
                for name, value in headers)
 
 
+Refusal = tuple[GatewayError, EdgeReason]
+"""An answer the edge refuses a request with, and why (counted by that reason)."""
+
+
 class Refused(Exception):
     """Raised in a parser callback to stop the parser; the protocol's ``refusal`` says why."""
 
@@ -80,9 +85,9 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         ended something else is counted from the next read: never more than it is)."""
         self.reading = False
         """A request has begun (its first byte parsed) and is not whole."""
-        self.refusal: GatewayError | None = None
+        self.refusal: Refusal | None = None
         """What a callback refused the request for."""
-        self.deferred: GatewayError | None = None
+        self.deferred: Refusal | None = None
         """A refusal that waits for the answers to the requests pipelined before it."""
         self.upgraded = False
         """An upgrade request was parsed: nothing after it is (the bytes dropped are bounded
@@ -107,7 +112,8 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
             if not self.parse(data[:room]):
                 return
             if self.in_fields() and self.head_bytes == MAX_HEAD_BYTES:
-                self.refuse(head_too_large())  # the same head (or trailer), at the limit
+                # the same head (or trailer), at the limit
+                self.refuse(head_too_large(), "head_too_large")
                 return
             data = data[room:]
         if self.in_fields():
@@ -127,41 +133,43 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             pass
         except httptools.HttpParserError:
-            self.refuse(self.refusal or malformed())
+            self.refuse(*(self.refusal or (malformed(), "malformed")))
             return False
         return True
 
-    def refuse(self, error: GatewayError) -> None:
+    def refuse(self, error: GatewayError, reason: EdgeReason) -> None:
         """A head refused behind requests not yet answered waits for their answers (written
         now, it would cut them off); nothing more is read meanwhile."""
         if self.awaiting_head and self.cycle is not None and not self.cycle.response_complete:
-            self.deferred = error
+            self.deferred = (error, reason)
             self.disarm()
             self.flow.pause_reading()
             return
         if self.cycle is not None and self.cycle.response_started \
                 and not self.cycle.response_complete:
+            if not self.transport.is_closing():
+                self.count_refusal(reason)
             self.close_now()  # an answer is on its way: the envelope would corrupt it
             return
-        super().refuse(error)
+        super().refuse(error, reason)
 
     def on_response_complete(self) -> None:
         if self.deferred is not None and not self.pipeline and not self.transport.is_closing():
             self.server_state.total_requests += 1
-            super().refuse(self.deferred)
+            super().refuse(*self.deferred)
             return
         super().on_response_complete()
 
     def on_message_begin(self) -> None:
         if len(self.pipeline) >= MAX_PIPELINE:
-            self.refusal = too_many_pipelined()
+            self.refusal = too_many_pipelined(), "pipeline_limit"
             raise Refused
         self.reading = True
         super().on_message_begin()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self.headers) >= MAX_HEADERS:
-            self.refusal = head_too_large()
+            self.refusal = head_too_large(), "head_too_large"
             raise Refused
         super().on_header(name, value)
 
@@ -171,15 +179,15 @@ class HttpToolsGatewayProtocol(EdgeLimits, HttpToolsProtocol):
         request with a body (llhttp would leave the body unparsed: see the module). One
         without a body is served as plain HTTP, the connection closed after its answer."""
         if head_size(self.url, self.headers) > MAX_HEAD_BYTES:
-            self.refusal = head_too_large()
+            self.refusal = head_too_large(), "head_too_large"
             raise Refused
         if (self.max_concurrency is not None and len(self.tasks) >= self.max_concurrency
                 and (self.cycle is None or self.cycle.response_complete)):
-            self.refusal = too_many_requests()
+            self.refusal = too_many_requests(), "request_limit"
             raise Refused
         upgrade = self.parser.should_upgrade()
         if upgrade and declares_body(self.headers):
-            self.refusal = upgrade_with_body()
+            self.refusal = upgrade_with_body(), "malformed"
             raise Refused
         self.awaiting_head = False
         super().on_headers_complete()

@@ -6,14 +6,21 @@ lingering close (the client's unread bytes drained, bounded, so no reset loses i
 protocol says where its parser stands: h11 refuses from its events, httptools
 (``proxy.edge_httptools``, imported only where httptools is installed) from its callbacks and
 from the bytes fed to it while a head is incomplete.
+
+Each refusal is counted by reason (``EDGE_REASONS``, a fixed set) in the app's
+``vilmo_edge_refusals_total``, through the callable the app's lifespan puts in the server's
+lifespan state under ``EDGE_COUNTER`` (the edge sits below the app and has no other way to its
+metrics; without a lifespan nothing is counted).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import json
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Literal, Protocol, get_args
 
 import h11
 import uvicorn
@@ -31,6 +38,15 @@ LINGER_S = 2.0
 with request bytes unread, the kernel resets it and the client may lose the answer."""
 LINGER_MAX_BYTES = 1024 * 1024
 """How much a refused connection may still send, discarded unparsed, before it is closed."""
+
+EdgeReason = Literal["read_timeout", "head_too_large", "connection_limit", "request_limit",
+                     "pipeline_limit", "malformed"]
+"""Why the edge refused a request: 408, 431, 503 (connections, requests in flight, requests
+pipelined on one connection), 400 (not HTTP, or an upgrade request with a body)."""
+EDGE_REASONS: tuple[EdgeReason, ...] = get_args(EdgeReason)
+EDGE_COUNTER = "vilmo_edge_refused"
+"""The lifespan state's key for the app's ``Callable[[EdgeReason], None]`` that counts a
+refusal (``proxy.app``)."""
 
 
 class RequestTimeout(GatewayError):
@@ -82,6 +98,7 @@ class EdgeLimits(asyncio.Protocol):
     loop: asyncio.AbstractEventLoop
     connections: set[Any]
     limit_concurrency: int | None
+    app_state: dict[str, Any]
 
     def init_limits(self, config: uvicorn.Config) -> None:
         """Takes the request limit over from uvicorn (whose 503 is text/plain)."""
@@ -113,7 +130,7 @@ class EdgeLimits(asyncio.Protocol):
         """503 and closed past the connection limit; else the first request's deadline runs."""
         if self.max_concurrency is not None and len(self.connections) > self.max_concurrency:
             self.refuse(Overloaded("the gateway is at its connection limit; retry later",
-                                   code="server_overloaded"))
+                                   code="server_overloaded"), "connection_limit")
             return False
         self.arm()
         return True
@@ -170,14 +187,15 @@ class EdgeLimits(asyncio.Protocol):
             cycle.message_event.set()
         self.refuse(RequestTimeout(
             f"the request was not received within {self.read_timeout_s:g} s",
-            code="request_timeout"))
+            code="request_timeout"), "read_timeout")
 
-    def refuse(self, error: GatewayError) -> None:
+    def refuse(self, error: GatewayError, reason: EdgeReason) -> None:
         """Writes the error's envelope straight to the socket and closes the connection once
-        the client has had it (``linger``). The app still waiting for this request's body
-        gets http.disconnect and writes nothing more."""
+        the client has had it (``linger``), counted by ``reason``. The app still waiting for
+        this request's body gets http.disconnect and writes nothing more."""
         if self.transport.is_closing() or self.lingering:
             return
+        self.count_refusal(reason)
         cycle: Cycle | None = getattr(self, "cycle", None)
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
@@ -188,6 +206,14 @@ class EdgeLimits(asyncio.Protocol):
                 "connection: close\r\n\r\n").encode("ascii")
         self.transport.write(head + body)
         self.linger()
+
+    def count_refusal(self, reason: EdgeReason) -> None:
+        """Counts a refusal in the app's metrics, when the app's lifespan gave a counter; a
+        failing counter never fails the edge."""
+        count: Callable[[EdgeReason], None] | None = self.app_state.get(EDGE_COUNTER)
+        if count is not None:
+            with contextlib.suppress(Exception):
+                count(reason)
 
     def linger(self) -> None:
         """Closes as nginx's lingering close does: a socket closed with request bytes unread
@@ -285,8 +311,12 @@ class H11GatewayProtocol(EdgeLimits, H11Protocol):
         """A request h11 or ``admit`` refused, in the envelope; the connection is closed."""
         refused = self.conn.refused if isinstance(self.conn, H11Parser) else None
         status = refused.error_status_hint if refused is not None else 400
-        self.refuse(head_too_large() if status == 431
-                    else too_many_requests() if status == 503 else malformed())
+        if status == 431:
+            self.refuse(head_too_large(), "head_too_large")
+        elif status == 503:
+            self.refuse(too_many_requests(), "request_limit")
+        else:
+            self.refuse(malformed(), "malformed")
 
     def expired(self) -> None:
         """The request was not complete in time: 408 unless its answer has begun (then the

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy.edge_protocols import EDGE_REASONS, EdgeReason
 from proxy.record import RequestRecord
 from proxy.settings import configured_name
 from proxy.stages import Trace
@@ -79,6 +80,13 @@ class Metrics:
         self.limit_rejections = Counter(
             "vilmo_limit_rejections", "Requests refused with 429 by a virtual key's limits.",
             ["key", "reason"], registry=self.registry)
+        self.edge_refusals = Counter(
+            "vilmo_edge_refusals", "Requests the HTTP edge refused before the app (no request "
+            "metric or audit record has them), by reason: read_timeout (408), head_too_large "
+            "(431), connection_limit, request_limit, pipeline_limit (503), malformed (400).",
+            ["reason"], registry=self.registry)
+        for reason in EDGE_REASONS:  # exported from the start at 0, for alerts
+            self.edge_refusals.labels(reason)
         self.registry.register(_StateCollector(self))
         self.store_health: Callable[[], StoreHealth] | None = None
         """Set when the store is opened; read at each scrape."""
@@ -106,6 +114,10 @@ class Metrics:
                     self.overhead_seconds.observe(max(0.0, record.duration_s - trace.upstream))
             if trace.check:
                 self.stage_seconds.labels("check").observe(trace.check)
+
+    def edge_refused(self, reason: EdgeReason) -> None:
+        """A refusal at the edge (``proxy.edge_protocols``: ``EDGE_COUNTER``)."""
+        self.edge_refusals.labels(reason).inc()
 
     def record_verdict(self, policy: str, stage: str, verdict: Verdict) -> None:
         self.checks.labels(policy, stage, verdict.action.value).inc()

@@ -68,7 +68,7 @@ async def chat_completions(request: Request) -> Response:
     headers = outcome_headers(outcome.call.policy.name, outcome.call.instruction,
                               outcome.facts, outcome.guard, ledger.request_id)
     if isinstance(outcome, Stream):
-        return StreamingResponse(sse_body(outcome, ledger.request_id, annotate),
+        return StreamingResponse(sse_body(outcome, ledger.request_id, annotate, services.late),
                                  headers={**headers, "x-vilmo-stream-mode": outcome.mode},
                                  media_type="text/event-stream")
     completion = outcome.completion

@@ -22,9 +22,10 @@ shut and what the client still sends is discarded unparsed, for at most 2 s and 
 (the kernel answers them with a reset) does not destroy the answer before the client reads it.
 
 These answers are written to the socket here, below the app: they reach no route, no audit
-record and no metric. The limits are the same on both of uvicorn's parsers: httptools (C,
-the default; ``proxy.edge_httptools``) and h11 (pure Python, where httptools is not
-installed; ``proxy.edge_protocols``). ``ServerConfig`` carries them to every ``--workers`` process (uvicorn
+record and no request metric; each is counted in ``vilmo_edge_refusals_total`` by reason
+(``proxy.edge_protocols.EDGE_REASONS``), through the app's lifespan state. The limits are
+the same on both of uvicorn's parsers: httptools (C, the default; ``proxy.edge_httptools``)
+and h11 (pure Python, where httptools is not installed; ``proxy.edge_protocols``). ``ServerConfig`` carries them to every ``--workers`` process (uvicorn
 pickles its config for them); ``serve`` runs it as ``uvicorn.run`` would.
 """
 

@@ -9,6 +9,7 @@ from proxy.audit import AuditSink, EmbeddedAuditSink, SinkFailures
 from proxy.direct import build_upstream
 from proxy.errors import Redactor
 from proxy.guard import ClassifierFor, Guard
+from proxy.late import LateWork
 from proxy.metrics import Metrics
 from proxy.outcome import Facts
 from proxy.record import Ledger
@@ -53,6 +54,8 @@ class Services:
 
     sink_failures: SinkFailures = field(default_factory=SinkFailures)
     """Failures of the record's sinks, logged (rate-limited) and counted."""
+    late: LateWork = field(default_factory=LateWork)
+    """Judgements of monitor streams whose client left, waited for at shutdown."""
 
     def finish(self, ledger: Ledger, status: str, error_code: str | None = None,
                facts: Facts | None = None) -> None:
@@ -79,7 +82,10 @@ class Services:
             self.sink_failures.failed("audit_file", error, self.store)
 
     async def aclose(self) -> None:
-        """At shutdown: the checks' batchers, and the direct path's pooled HTTP client."""
+        """At shutdown, before the store closes: the late judgements (bounded; they need the
+        checks' batchers and record to the store), the batchers, and the direct path's pooled
+        HTTP client."""
+        await self.late.drain()
         await self.guard.aclose()
         close = getattr(self.upstream, "aclose", None)
         if close is not None:
@@ -137,7 +143,8 @@ def build_services(config: GatewayConfig, classifier_for: ClassifierFor | None =
         upstream=TimedUpstream(build_upstream(config, redact)),
         guard=Guard(classifier_for, metrics),
         metrics=metrics,
-        audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records),
+        audit=EmbeddedAuditSink(config.audit.path, config.audit.memory_records,
+                                config.audit.max_file_bytes, config.audit.rotated_files),
         config=config,
         redactor=redact,
     )

@@ -123,6 +123,14 @@ class ServerSettings(_Strict):
 class AuditSettings(_Strict):
     path: Path | None = Field(None, description="JSON Lines file; default: in memory only.")
     memory_records: int = Field(1000, ge=0)
+    max_file_bytes: int | None = Field(
+        100 * 1024 * 1024, ge=4096, description="The JSON Lines file is rotated before a record "
+        "would take it past this size (to `<path>.1`, the older ones to `.2`...); a record is "
+        "never split nor lost, whatever the workers. null: never rotated (rotate it yourself, "
+        "e.g. logrotate with `create`).")
+    rotated_files: int = Field(
+        5, ge=1, le=1000, description="Rotated files kept (`<path>.1` the newest); the oldest "
+        "past them is deleted. On disk at most (rotated_files + 1) * max_file_bytes.")
 
 
 DirectMode = Literal["auto", "always", "never"]

@@ -5,7 +5,8 @@ then (when asked: ``X-Vilmo-Annotate: body``) the ``vilmo`` note, then ``[DONE]`
 after the headers becomes an error event before the ``[DONE]``. When it ends, however it ends,
 it reports the reply's last judgement and the status (``499``: the client left) to the
 stream's ``finish``, which records the request. A monitor stream the client leaves is judged
-first (the text relayed so far, in a task of its own), then recorded with that verdict.
+first (the text relayed so far, in a task of its own that the app's shutdown waits for:
+``proxy.late``), then recorded with that verdict.
 
 The note: buffer (and unchecked) streams carry the verdict the headers carry; a chunked
 stream's headers leave before any check, so its note carries the last ``Judged`` verdict (the
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from proxy.chunks import chunk_like, for_client
 from proxy.errors import ClientClosed, GatewayError, UpstreamFailed
+from proxy.late import LateWork
 from proxy.outcome import (
     FAILED_OPEN,
     FailedOpen,
@@ -61,7 +63,9 @@ def chunked_note(template: Chunk, reply: Judgement) -> bytes | None:
     return event({**chunk_like(template, None), "choices": [], "vilmo": note})
 
 
-async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIterator[bytes]:
+async def sse_body(stream: Stream, request_id: str, annotate: bool, late: LateWork,
+                   ) -> AsyncIterator[bytes]:
+    """``late`` runs the judgement of a monitor stream the client left."""
     status, code = "200", None
     reply = stream.facts.reply
     unjudged: Unjudged | None = None  # monitor: what judges the text relayed so far
@@ -102,23 +106,21 @@ async def sse_body(stream: Stream, request_id: str, annotate: bool) -> AsyncIter
             await stream.items.aclose()  # type: ignore[attr-defined]
         finally:  # recorded even if closing is cancelled again (the client left)
             if unjudged is not None and status == str(ClientClosed.status):
-                judge_then_finish(unjudged.judge, stream.finish, status, code, request_id)
+                judge_then_finish(late, unjudged.judge, stream.finish, status, code,
+                                  request_id)
             else:
                 stream.finish(reply, status, code)
     yield DONE
 
 
-_judging: set[asyncio.Task[None]] = set()
-"""Late judgements under way (a reference keeps each task alive until it is done)."""
-
-
-def judge_then_finish(judge: Callable[[], Awaitable[Judgement]], finish: Finish, status: str,
-                      code: str | None, request_id: str) -> None:
+def judge_then_finish(late: LateWork, judge: Callable[[], Awaitable[Judgement]],
+                      finish: Finish, status: str, code: str | None, request_id: str) -> None:
     """A monitor stream the client left: the text relayed so far is judged, then recorded
-    with that verdict (as a stream that ends early by an error is). In a task of its own: the
-    response's task is cancelled (and may be cancelled again at each wait) once the client
-    has gone. The check is bounded by ``checks.timeout_s`` (``proxy.guard``); whatever
-    happens, the request is recorded, unjudged (failed open) at worst."""
+    with that verdict (as a stream that ends early by an error is). In a task of its own
+    (``late``: the shutdown waits for it): the response's task is cancelled (and may be
+    cancelled again at each wait) once the client has gone. The check is bounded by
+    ``checks.timeout_s`` (``proxy.guard``); whatever happens, the request is recorded,
+    unjudged (failed open) at worst, even when the task is cancelled."""
     async def run() -> None:
         reply: Judgement = FAILED_OPEN
         try:
@@ -129,6 +131,4 @@ def judge_then_finish(judge: Callable[[], Awaitable[Judgement]], finish: Finish,
         finally:
             finish(reply, status, code)
 
-    task = asyncio.get_running_loop().create_task(run())
-    _judging.add(task)
-    task.add_done_callback(_judging.discard)
+    late.spawn(run(), f"the late judgement of request {request_id}")

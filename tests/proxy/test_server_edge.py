@@ -26,6 +26,7 @@ from stub_upstream import free_port
 from proxy.edge_httptools import MAX_PIPELINE, HttpToolsGatewayProtocol
 from proxy.edge_protocols import LINGER_S
 from proxy.server import MAX_HEAD_BYTES, MAX_HEADERS, PARSERS, ServerConfig
+from proxy.services import Services
 from proxy.settings import ServerSettings
 from vilmo.instruct.principles import PrincipleBank
 
@@ -35,13 +36,14 @@ CHAT = json.dumps({"model": "stub", "messages": [{"role": "user", "content": "Hi
 
 
 @contextmanager
-def edge_server(policy_dir: Path, bank: PrincipleBank, parser: str) -> Iterator[int]:
-    """The gateway app served through ``ServerConfig`` on ``parser`` in a thread; yields its
-    port."""
+def edge_server(policy_dir: Path, bank: PrincipleBank, parser: str,
+                services: Services | None = None) -> Iterator[int]:
+    """The gateway app (over ``services``, else fakes) served through ``ServerConfig`` on
+    ``parser`` in a thread; yields its port."""
     port = free_port()
     settings = ServerSettings(request_read_timeout_s=DEADLINE_S, limit_concurrency=LIMIT,
                               policy_reload_interval_s=0)
-    config = ServerConfig(app_with(fake_services(policy_dir, bank)), settings,
+    config = ServerConfig(app_with(services or fake_services(policy_dir, bank)), settings,
                           parser=parser,  # type: ignore[arg-type]
                           host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

@@ -1,0 +1,105 @@
+"""The JSON Lines audit file, bounded: rotated by size, safe for several writers.
+
+Every writer (each worker process, each thread) appends a record whole, in ``O_APPEND``
+writes, while it holds an exclusive ``flock`` on a lock file beside it (``.<name>.lock``, kept:
+its inode never changes, so every writer waits on the same lock). Under that lock a writer
+whose record would take the file past ``max_bytes`` first rotates it (``path`` to ``path.1``,
+``path.1`` to ``path.2``..., the oldest past ``rotated_files`` deleted), then writes to a new
+file. So a record is never split, across a rotation or between two workers, and never written
+to a file a rotation is moving away. (A lock on the file itself would not do: a writer that
+waited on a file rotated away must open the new one and wait again, and under contention it
+can lose that race without end.)
+
+The file is opened for every record, as before: an outside rotation (logrotate with
+``create``) still works, with ``max_bytes`` None. A path that is not a regular file (a pipe,
+``/dev/stdout``) is only written to, never locked nor rotated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+from pathlib import Path
+
+OPEN_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+
+class RotatingFile:
+    """Appends records (``bytes`` ending in a newline) to ``path``, rotated by size."""
+
+    def __init__(self, path: Path, max_bytes: int | None, rotated_files: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.rotated_files = rotated_files
+        self.lock_path = path.with_name(f".{path.name}.lock")
+
+    def append(self, record: bytes) -> None:
+        """Writes ``record`` whole. When the lock file cannot be opened or a rotation fails
+        (the folder read-only), the record is still written (unrotated), and the failure
+        raised after it, for the sink's failure count."""
+        failure: OSError | None = None
+        lock = None
+        try:
+            lock = self._lock()
+        except OSError as error:
+            failure = error
+        try:
+            if lock is not None and self._full(len(record)):
+                try:
+                    self._rotate()
+                except OSError as error:
+                    failure = error
+            fd = os.open(self.path, OPEN_APPEND, 0o666)
+            try:
+                _write_all(fd, record)
+            finally:
+                os.close(fd)
+        finally:
+            if lock is not None:
+                os.close(lock)  # releases the flock
+        if failure is not None:
+            raise failure
+
+    def _lock(self) -> int | None:
+        """The lock file's descriptor, locked; None for a path that is not a regular file."""
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                return None
+        lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(lock)
+            raise
+        return lock
+
+    def _full(self, adding: int) -> bool:
+        """Whether ``adding`` bytes would take the file past ``max_bytes`` (an empty file
+        takes any record: one larger than ``max_bytes`` is written whole, alone)."""
+        if self.max_bytes is None:
+            return False
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return False
+        return size > 0 and size + adding > self.max_bytes
+
+    def _rotate(self) -> None:
+        """``path.i`` to ``path.i+1`` from the oldest kept, then ``path`` to ``path.1``."""
+        for index in range(self.rotated_files - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.rotated(index), self.rotated(index + 1))
+        os.replace(self.path, self.rotated(1))
+
+    def rotated(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{index}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` (a write to a regular file may be short; under the lock, the rest still
+    follows it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
