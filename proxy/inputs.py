@@ -14,14 +14,14 @@ chat route's input check (``proxy.pipeline.checked_turns``) and ``/v1/values/che
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.fields import NOT_TEXT_FIELDS
 from proxy.guard import ITEM_CHARS, checked_chars
-from proxy.judged_text import visible
+from proxy.judged_text import judged_text
 from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 
@@ -33,25 +33,28 @@ DEFINITIONS = ("tools", "functions", "response_format")
 """Request fields whose text the model reads beside the messages (``functions``: the legacy
 form of ``tools``, forwarded only where a model's ``allowed_params`` names it)."""
 
-
-@dataclass(frozen=True, slots=True)
-class InputTexts:
-    """The texts to judge, and where the parts the judge cannot read are."""
-
-    texts: list[ScoreInput]
-    unreadable: list[tuple[str, str]]
-    """``(param, part type)`` of each unreadable content part, e.g.
-    ``("messages.1.content.2", "image_url")``."""
+OFF_LOOP_CHARS = 20_000
+"""The most characters of input read for the judge on the event loop: reading every decode
+level costs up to about 1 µs a character (a megabyte of ``\\u`` escapes or backslashes 0.7-1.1
+s on a shared core), which a client could otherwise hold the loop with; past it, a worker
+thread reads them."""
 
 
-def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
-                definitions: Mapping[str, Any] | None = None) -> InputTexts:
+def judged(texts: Sequence[str]) -> list[ScoreInput]:
+    """Each text as the judge reads it (``proxy.judged_text.judged_text``), blank ones left
+    out."""
+    return [ScoreInput(t) for t in map(judged_text, texts) if t.strip()]
+
+
+def read_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
+               definitions: Mapping[str, Any] | None = None,
+               ) -> tuple[list[str], list[tuple[str, str]]]:
     """The texts of the messages of ``roles`` (a message's content is one text, exactly the
     user turn ``vilmo.instruct.instructions.message_text`` reads, so the instruction step's
-    second look reuses its score; its other fields one more), then one text per tool or
+    second look reuses its score when the judge reads it as written; its other fields one
+    more), then one text per tool or
     function definition, one for the response format and one for a Predicted Output
-    (``predicted_text``). Each without what renders as nothing (``visible``: inside a word
-    it hides the word from the judge, not from the model); blank texts are left out."""
+    (``predicted_text``), as the client wrote them; and where the unreadable parts are."""
     texts: list[str] = []
     unreadable: list[tuple[str, str]] = []
     for at, message in enumerate(messages):
@@ -80,7 +83,7 @@ def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
         for definition in value if isinstance(value, list) else [value]:
             texts.append(_joined({name: definition}))
     texts.append(predicted_text((definitions or {}).get("prediction")))
-    return InputTexts([ScoreInput(t) for t in map(visible, texts) if t.strip()], unreadable)
+    return texts, unreadable
 
 
 def predicted_text(prediction: object) -> str:
@@ -116,30 +119,36 @@ def _bad_prediction(param: str, wanted: str) -> InvalidRequest:
                           param=param, code="invalid_request")
 
 
-def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
-                  definitions: Mapping[str, Any] | None = None) -> list[ScoreInput]:
-    """The input texts the policy's check reads. A part the judge cannot read is the client's
+async def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
+                        definitions: Mapping[str, Any] | None = None) -> list[ScoreInput]:
+    """The input texts the policy's check reads, each as a reply's text is read
+    (``judged``: JSON escapes decoded at every level, bidi runs as shown, without what renders
+    as nothing: each hides words from the judge, not from the model, nor from whoever reads
+    what it is asked to repeat), in a worker thread past ``OFF_LOOP_CHARS``. Only what the
+    judge reads: the messages go upstream as they came. A part the judge cannot read is the client's
     400 (``unreadable_input``, ``param`` naming it) under ``checks.unreadable_parts: refuse``.
     Over ``checks.max_chars`` (``checked_chars``: each text counts at least ``ITEM_CHARS``) the
     request is refused (413) whatever ``on_error``: the client chose that size, or that many
     texts, so failing open would let it choose an unchecked input. Both before the upstream
     is called."""
     checks = policy.checks
-    found = input_texts(messages, checks.input_roles, definitions)
-    if found.unreadable and checks.unreadable_parts == "refuse":
-        param, kind = found.unreadable[0]
+    texts, unreadable = read_texts(messages, checks.input_roles, definitions)
+    if unreadable and checks.unreadable_parts == "refuse":
+        param, kind = unreadable[0]
         raise InvalidRequest(f"{param} is an {kind} part, which the value check cannot read; "
                              f"policy {policy.name!r} checks input and refuses such parts "
                              "(checks.unreadable_parts: refuse)",
                              param=param, code="unreadable_input")
-    size = checked_chars(found.texts)
+    read = (await asyncio.to_thread(judged, texts) if sum(map(len, texts)) > OFF_LOOP_CHARS
+            else judged(texts))
+    size = checked_chars(read)
     if size > checks.max_chars:
         raise PayloadTooLarge(f"{size} characters of input to check (the messages of "
                               f"checks.input_roles and the tool definitions; each text counts "
                               f"at least {ITEM_CHARS}); policy {policy.name!r} checks at most "
                               f"{checks.max_chars} (checks.max_chars)",
                               param="messages", code="check_too_large")
-    return found.texts
+    return read
 
 
 def _joined(value: Mapping[str, Any]) -> str:
