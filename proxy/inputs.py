@@ -4,9 +4,12 @@ client writes every role, the system prompt, earlier assistant turns and tool re
 included), and the definitions the model reads beside them (each tool's or function's name,
 description and parameter schema, a response format's schema, a Predicted Output's text).
 
-Of a message, every string is read but the labels and ids of ``NOT_TEXT_FIELDS``: its
-content (text and refusal parts), ``refusal``, ``name``, the names and arguments of its tool
-and function calls, and fields the gateway does not know. Content parts the judge cannot read
+Of a message, every string is read but the labels and ids of ``NOT_TEXT_FIELDS`` that are
+ids (``proxy.reply_schema.is_id``: a word or two at most): its content (text and refusal
+parts), ``refusal``, ``name``, the names and arguments of its tool and function calls, fields
+the gateway does not know, and a ``tool_call_id``, a tool call's ``id`` or ``type`` or a
+nested ``role`` that is no id (the client writes them, and the upstream's model may read
+them: a sentence there is read like any other). Content parts the judge cannot read
 (``UNREADABLE_PARTS``: images, audio, files) are refused under ``checks.unreadable_parts:
 refuse`` (the default), or forwarded unchecked under ``allow``. The same reading serves the
 chat route's input check (``proxy.pipeline.checked_turns``) and ``/v1/values/check``.
@@ -22,6 +25,7 @@ from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.fields import NOT_TEXT_FIELDS
 from proxy.guard import ITEM_CHARS, checked_chars
 from proxy.judged_text import judged_text
+from proxy.reply_schema import is_id
 from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 
@@ -153,7 +157,7 @@ async def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
 
 def _joined(value: Mapping[str, Any]) -> str:
     """Every readable string in ``value``, one a line, in order: strings at any depth but
-    those of ``NOT_TEXT_FIELDS``, and the property names of a parameter schema. Iterative, so
+    the ids under ``NOT_TEXT_FIELDS``, and the property names of a parameter schema. Iterative, so
     that nesting cannot exhaust the stack."""
     return "\n".join(_strings(value))
 
@@ -163,7 +167,7 @@ def _strings(value: object) -> Iterator[str]:
     while stack:
         item, key = stack.pop()
         if isinstance(item, str):
-            if item and key not in NOT_TEXT_FIELDS:
+            if item and (key not in NOT_TEXT_FIELDS or not is_id(item)):
                 yield item
         elif isinstance(item, Mapping):
             if key == "properties":  # a JSON Schema's property names are words the model reads
