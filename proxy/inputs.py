@@ -9,7 +9,8 @@ ids (``proxy.reply_schema.is_id``: a word or two at most): its content (text and
 parts), ``refusal``, ``name``, the names and arguments of its tool and function calls, fields
 the gateway does not know, and a ``tool_call_id``, a tool call's ``id`` or ``type`` or a
 nested ``role`` that is no id (the client writes them, and the upstream's model may read
-them: a sentence there is read like any other). Content parts the judge cannot read
+them: a sentence there is read like any other), and the keys that are no labels (a field the
+gateway does not know named with a sentence, a schema's ``$defs`` names). Content parts the judge cannot read
 (``UNREADABLE_PARTS``: images, audio, files) are refused under ``checks.unreadable_parts:
 refuse`` (the default), or forwarded unchecked under ``allow``. The same reading serves the
 chat route's input check (``proxy.pipeline.checked_turns``) and ``/v1/values/check``.
@@ -18,6 +19,7 @@ chat route's input check (``proxy.pipeline.checked_turns``) and ``/v1/values/che
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +44,13 @@ OFF_LOOP_CHARS = 20_000
 level costs up to about 1 µs a character (a megabyte of ``\\u`` escapes or backslashes 0.7-1.1
 s on a shared core), which a client could otherwise hold the loop with; past it, a worker
 thread reads them."""
+
+KEY_LABEL = re.compile(r"\$?[A-Za-z0-9_.-]{1,64}")
+"""What a key that is a label looks like (``max_completion_tokens``, ``$defs``,
+``additionalProperties``); with at most ``KEY_LABEL_WORDS`` words it is not read."""
+KEY_LABEL_WORDS = 3
+_KEY_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
+"""A key's words: cut at ``_.-$`` and where camel case starts one."""
 
 
 def judged(texts: Sequence[str]) -> list[ScoreInput]:
@@ -70,17 +79,19 @@ def read_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
             texts.append(content)
         elif isinstance(content, list):
             read: list[str] = []
+            rest: list[object] = []  # the parts' other fields
             for i, part in enumerate(content):
                 kind = part.get("type") if isinstance(part, Mapping) else None
                 field = TEXT_PARTS.get(kind) if isinstance(kind, str) else None
                 if field is not None and isinstance(part.get(field), str):
                     read.append(part[field])
-                    others[f"content[{i}]"] = {k: v for k, v in part.items() if k != field}
+                    rest.append({k: v for k, v in part.items() if k != field})
                 elif isinstance(kind, str) and kind in UNREADABLE_PARTS:
                     unreadable.append((f"messages.{at}.content.{i}", kind))
                 else:  # a part of no known type is read whole
-                    others[f"content[{i}]"] = part
+                    rest.append(part)
             texts.append("\n".join(read))
+            others["content"] = rest
         texts.append(_joined(others))
     for name in DEFINITIONS:
         value = (definitions or {}).get(name)
@@ -157,8 +168,10 @@ async def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
 
 def _joined(value: Mapping[str, Any]) -> str:
     """Every readable string in ``value``, one a line, in order: strings at any depth but
-    the ids under ``NOT_TEXT_FIELDS``, and the property names of a parameter schema. Iterative, so
-    that nesting cannot exhaust the stack."""
+    the ids under ``NOT_TEXT_FIELDS``, the property names of a parameter schema, and every
+    other key that is no label (``_is_key_label``): the keys of a field the gateway does not
+    know go upstream too. Iterative, so that nesting
+    cannot exhaust the stack."""
     return "\n".join(_strings(value))
 
 
@@ -172,6 +185,16 @@ def _strings(value: object) -> Iterator[str]:
         elif isinstance(item, Mapping):
             if key == "properties":  # a JSON Schema's property names are words the model reads
                 yield from (str(name) for name in item)
+            else:
+                yield from (name for name in item if isinstance(name, str)
+                            and not _is_key_label(name))
             stack.extend((inner, str(name)) for name, inner in reversed(list(item.items())))
         elif isinstance(item, list):
             stack.extend((inner, key) for inner in reversed(item))
+
+
+def _is_key_label(key: str) -> bool:
+    """Whether ``key`` is a label (``KEY_LABEL``, ``KEY_LABEL_WORDS`` words at most: a field's
+    name, a schema keyword) rather than words the judge must read."""
+    return (not key or KEY_LABEL.fullmatch(key) is not None
+            and len(_KEY_WORDS.findall(key)) <= KEY_LABEL_WORDS)
