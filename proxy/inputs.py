@@ -27,6 +27,7 @@ from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.fields import NOT_TEXT_FIELDS
 from proxy.guard import ITEM_CHARS, checked_chars
 from proxy.judged_text import judged_text
+from proxy.protocol import FORWARDED_FIELDS
 from proxy.reply_schema import is_id
 from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
@@ -39,6 +40,11 @@ DEFINITIONS = ("tools", "functions", "response_format")
 """Request fields whose text the model reads beside the messages (``functions``: the legacy
 form of ``tools``, forwarded only where a model's ``allowed_params`` names it)."""
 
+NOT_READ_FIELDS = frozenset({*DEFINITIONS, "extra_body"})
+"""Request fields beyond OpenAI's (``protocol.FORWARDED_FIELDS``) that are not read as one
+text each: the definitions (read above), and ``extra_body`` (the client's ``metadata``, which
+no model reads). Every other one a model's ``allowed_params`` lets through is read: the
+gateway cannot know which the model reads (vLLM's ``chat_template``, ``documents``)."""
 OFF_LOOP_CHARS = 20_000
 """The most characters of input read for the judge on the event loop: reading every decode
 level costs up to about 1 µs a character (a megabyte of ``\\u`` escapes or backslashes 0.7-1.1
@@ -66,8 +72,9 @@ def read_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
     user turn ``vilmo.instruct.instructions.message_text`` reads, so the instruction step's
     second look reuses its score when the judge reads it as written; its other fields one
     more), then one text per tool or
-    function definition, one for the response format and one for a Predicted Output
-    (``predicted_text``), as the client wrote them; and where the unreadable parts are."""
+    function definition, one for the response format, one for a Predicted Output
+    (``predicted_text``) and one per other field a model's ``allowed_params`` lets through
+    (``NOT_READ_FIELDS``), as the client wrote them; and where the unreadable parts are."""
     texts: list[str] = []
     unreadable: list[tuple[str, str]] = []
     for at, message in enumerate(messages):
@@ -98,6 +105,8 @@ def read_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
         for definition in value if isinstance(value, list) else [value]:
             texts.append(_joined({name: definition}))
     texts.append(predicted_text((definitions or {}).get("prediction")))
+    texts.extend(_joined({name: value}) for name, value in (definitions or {}).items()
+                 if name not in FORWARDED_FIELDS and name not in NOT_READ_FIELDS)
     return texts, unreadable
 
 
