@@ -120,8 +120,9 @@ def keep_allowed(reply: dict[str, Any], part: str, model: str = "",
     """Remove from a reply (``part="message"``) or chunk (``"delta"``), in place, every field
     that is not allow-listed and every label that is not one, as described above; True when
     something was removed or changed. ``model`` is the requested model (a ``model`` that is
-    not it or a version of it is replaced by it: ``is_model_of``); ``stream`` holds a stream's labels across its chunks. Its
-    choices must be well formed already (``proxy.upstream.checked_choices``)."""
+    not it, a configured one or a version of either is replaced by it: ``is_model_of``);
+    ``stream`` holds a stream's labels across its chunks. Its choices must be well formed
+    already (``proxy.upstream.checked_choices``)."""
     changed = False
     if not REPLY_FIELDS.issuperset(reply):
         for key in [k for k in reply if k not in REPLY_FIELDS]:

@@ -10,10 +10,11 @@ parts), ``refusal``, ``name``, the names and arguments of its tool and function 
 the gateway does not know, and a ``tool_call_id``, a tool call's ``id`` or ``type`` or a
 nested ``role`` that is no id (the client writes them, and the upstream's model may read
 them: a sentence there is read like any other), and the keys that are no labels (a field the
-gateway does not know named with a sentence, a schema's ``$defs`` names). Content parts the judge cannot read
-(``UNREADABLE_PARTS``: images, audio, files) are refused under ``checks.unreadable_parts:
-refuse`` (the default), or forwarded unchecked under ``allow``. The same reading serves the
-chat route's input check (``proxy.pipeline.checked_turns``) and ``/v1/values/check``.
+gateway does not know named with a sentence, a schema's ``$defs`` names). Content parts the
+judge cannot read (``UNREADABLE_PARTS``: images, audio, files) are refused under
+``checks.unreadable_parts: refuse`` (the default), or forwarded unchecked under ``allow``.
+The same reading serves the chat route's input check (``proxy.pipeline.checked_turns``) and
+``/v1/values/check``.
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def read_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
     """The texts of the messages of ``roles`` (a message's content is one text, exactly the
     user turn ``vilmo.instruct.instructions.message_text`` reads, so the instruction step's
     second look reuses its score when the judge reads it as written; its other fields one
-    more), then one text per tool or
-    function definition, one for the response format, one for a Predicted Output
+    more), then one text per tool or function definition, one for the response format, one
+    for a Predicted Output
     (``predicted_text``) and one per other field a model's ``allowed_params`` lets through
     (``NOT_READ_FIELDS``), as the client wrote them; and where the unreadable parts are."""
     texts: list[str] = []
@@ -149,12 +150,12 @@ async def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
     (``judged``: JSON escapes decoded at every level, bidi runs as shown, without what renders
     as nothing: each hides words from the judge, not from the model, nor from whoever reads
     what it is asked to repeat), in a worker thread past ``OFF_LOOP_CHARS``. Only what the
-    judge reads: the messages go upstream as they came. A part the judge cannot read is the client's
-    400 (``unreadable_input``, ``param`` naming it) under ``checks.unreadable_parts: refuse``.
-    Over ``checks.max_chars`` (``checked_chars``: each text counts at least ``ITEM_CHARS``) the
-    request is refused (413) whatever ``on_error``: the client chose that size, or that many
-    texts, so failing open would let it choose an unchecked input. Both before the upstream
-    is called."""
+    judge reads: the messages go upstream as they came. A part the judge cannot read is the
+    client's 400 (``unreadable_input``, ``param`` naming it) under
+    ``checks.unreadable_parts: refuse``. Over ``checks.max_chars`` (``checked_chars``: each
+    text counts at least ``ITEM_CHARS``) the request is refused (413) whatever ``on_error``:
+    the client chose that size, or that many texts, so failing open would let it choose an
+    unchecked input. Both before the upstream is called."""
     checks = policy.checks
     texts, unreadable = read_texts(messages, checks.input_roles, definitions)
     if unreadable and checks.unreadable_parts == "refuse":
