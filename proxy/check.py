@@ -32,7 +32,7 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
             *messages, last = messages
             reply = ScoreInput(judged_text(readable_text(last)),
                                judged_prompt(prompt_text(messages)))
-        inputs = checked_input(messages, policy)  # what the chat route's input check reads
+        inputs = await checked_input(messages, policy)  # what the chat route's input check reads
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
     size = checked_chars([reply] if reply else [])

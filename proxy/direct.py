@@ -28,6 +28,7 @@ from proxy.errors import (
     map_http_errors,
     upstream_status_error,
 )
+from proxy.fields import know_models
 from proxy.protocol import UpstreamParams
 from proxy.relay import SSEReader
 from proxy.replies import ChatCompletion, ChatCompletionChunk
@@ -325,6 +326,8 @@ def build_upstream(config: GatewayConfig, redact: Redactor) -> Upstream:
     it (its import and Router cost start-up time and memory)."""
     from proxy.upstream import LiteLLMUpstream
 
+    know_models(name for d in config.model_list
+                for name in (d.model_name, str(d.litellm_params["model"])))
     routes = direct_routes(config)
     direct_names = {r.name for r in routes}
     rest = [d for d in config.model_list if d.model_name not in direct_names]

@@ -15,7 +15,9 @@ paths), everything relayed becomes either text the check reads or a value that s
 - unknown fields are removed;
 - ``id`` and ``system_fingerprint`` are ids (``proxy.reply_schema.is_id``: at most 64 letters,
   digits, ``_`` and ``-``, a word or two at most; else ``FALLBACK_ID``, or removed),
-  ``service_tier`` one of OpenAI's, ``model`` a label (else the requested model name),
+  ``service_tier`` one of OpenAI's, ``model`` the requested or a configured model's name or
+  a version of it (``is_model_of``: ``gpt-4o-2024-08-06`` for ``gpt-4o``; else the requested
+  name: a label such as ``I-will-stab-you-tonight`` was relayed unread),
   ``object`` the right one, ``created`` a number; a stream's are its first chunk's throughout
   (``StreamLabels``: no sentence spelled one chunk's id at a time);
 - a ``finish_reason`` is one of ``FINISH_REASONS`` (others mapped, as LiteLLM maps them);
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from typing import Any, Final, cast
 
 from proxy.logprobs import alternatives_shown, kept_logprobs
@@ -117,8 +120,9 @@ def keep_allowed(reply: dict[str, Any], part: str, model: str = "",
     """Remove from a reply (``part="message"``) or chunk (``"delta"``), in place, every field
     that is not allow-listed and every label that is not one, as described above; True when
     something was removed or changed. ``model`` is the requested model (a ``model`` that is
-    not a label is replaced by it); ``stream`` holds a stream's labels across its chunks. Its
-    choices must be well formed already (``proxy.upstream.checked_choices``)."""
+    not it, a configured one or a version of either is replaced by it: ``is_model_of``);
+    ``stream`` holds a stream's labels across its chunks. Its choices must be well formed
+    already (``proxy.upstream.checked_choices``)."""
     changed = False
     if not REPLY_FIELDS.issuperset(reply):
         for key in [k for k in reply if k not in REPLY_FIELDS]:
@@ -166,10 +170,58 @@ def _top_labels(reply: dict[str, Any]) -> tuple[object, ...]:
     return (*(reply.get(key) for key in TOP_LABELS), reply.get("created"), reply.get("object"))
 
 
-def _is_top_label(key: str, value: object) -> bool:
-    """Whether ``value`` may be relayed as the reply's ``key``: an id, a label, a tier."""
+MODEL_VERSION_PARTS = 6
+"""The most parts (cut at ``-@:._``) of a version after a model's name (``-2024-08-06``)."""
+MODEL_VERSION_PART: Final = re.compile(r"(?=[A-Za-z0-9]{1,10}$)[A-Za-z]*[0-9][A-Za-z0-9]*"
+                                       r"|latest|preview")
+"""One part of a version: at most 10 letters and digits with a digit among them, or
+``latest`` or ``preview``."""
+_VERSION_CUT: Final = re.compile(r"[-@:._]")
+
+
+_known_models: frozenset[str] = frozenset()
+
+
+def know_models(names: Iterable[str]) -> None:
+    """Add the configured model names (``model_list``: each ``model_name``, and each
+    ``litellm_params.model`` with every ``provider/`` prefix off) to the names a reply's
+    ``model`` may carry (``is_model_of``): an alias's upstream answers with its own name."""
+    global _known_models  # the gateway's configuration, set where its upstream is built
+    known = set(_known_models)
+    for name in names:
+        while name and "*" not in name:
+            known.add(name)
+            name = name.partition("/")[2]
+    _known_models = frozenset(known)
+
+
+def is_model_of(value: str, requested: str) -> bool:
+    """Whether ``value`` names the ``requested`` model or a configured one (``know_models``):
+    the same name, or it and a version (``gpt-4o-2024-08-06``, ``claude-3-5-sonnet@20240620``,
+    ``llama3:latest``). Any other name is the upstream's text, which the reply check does not
+    read (``I-will-stab-you-tonight`` is a label); without a requested name (``""``), a
+    ``LABEL``."""
+    if value == requested or value in _known_models:
+        return True
+    if not requested:
+        return LABEL.fullmatch(value) is not None
+    if len(value) > 128:
+        return False
+    for cut in _VERSION_CUT.finditer(value):
+        name = value[:cut.start()]
+        if name == requested or name in _known_models:
+            parts = _VERSION_CUT.split(value[cut.start():])[1:]
+            if len(parts) <= MODEL_VERSION_PARTS and all(
+                    MODEL_VERSION_PART.fullmatch(part) is not None for part in parts):
+                return True
+    return False
+
+
+def _is_top_label(key: str, value: object, model: str) -> bool:
+    """Whether ``value`` may be relayed as the reply's ``key``: an id, the requested model
+    (``model``) or a version of it, a tier."""
     if key == "model":
-        return type(value) is str and LABEL.fullmatch(value) is not None
+        return type(value) is str and is_model_of(value, model)
     if key == "service_tier":
         return value in SERVICE_TIERS
     return is_id(value)
@@ -187,7 +239,7 @@ def _keep_top_labels_once(reply: dict[str, Any], part: str, model: str,
                 reply[key] = held[key]
                 changed = True
             continue
-        if not _is_top_label(key, value):
+        if not _is_top_label(key, value, model):
             changed = True
             value = FALLBACK_ID if key == "id" else (
                 model if key == "model" and LABEL.fullmatch(model) else None)

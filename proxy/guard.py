@@ -70,9 +70,9 @@ counting 32 keeps a check of tiny texts cheaper than a long text of the same cou
 
 def checked_chars(items: Sequence[ScoreInput]) -> int:
     """What counts against ``checks.max_chars``: the texts to judge, each at least
-    ``ITEM_CHARS``. A reply's text counts as the judge reads it (``proxy.judged_text``): its
-    own length or less when no escape or bidi run reads other words, more only by the sentences
-    that do, which the judge reads again at as much cost. A reply's prompt is only context, cut
+    ``ITEM_CHARS``. A text, input or reply, counts as the judge reads it
+    (``proxy.judged_text``): its own length or less when no escape or bidi run reads other
+    words, more only by the sentences that do, which the judge reads again at as much cost. A reply's prompt is only context, cut
     by ``proxy.call.judged_prompt``, and does not count. The check's cost is then bounded by the
     limit, whatever the number of texts a client sends."""
     return sum(max(len(item.response), ITEM_CHARS) for item in items)

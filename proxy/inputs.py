@@ -4,24 +4,32 @@ client writes every role, the system prompt, earlier assistant turns and tool re
 included), and the definitions the model reads beside them (each tool's or function's name,
 description and parameter schema, a response format's schema, a Predicted Output's text).
 
-Of a message, every string is read but the labels and ids of ``NOT_TEXT_FIELDS``: its
-content (text and refusal parts), ``refusal``, ``name``, the names and arguments of its tool
-and function calls, and fields the gateway does not know. Content parts the judge cannot read
-(``UNREADABLE_PARTS``: images, audio, files) are refused under ``checks.unreadable_parts:
-refuse`` (the default), or forwarded unchecked under ``allow``. The same reading serves the
-chat route's input check (``proxy.pipeline.checked_turns``) and ``/v1/values/check``.
+Of a message, every string is read but the labels and ids of ``NOT_TEXT_FIELDS`` that are
+ids (``proxy.reply_schema.is_id``: a word or two at most): its content (text and refusal
+parts), ``refusal``, ``name``, the names and arguments of its tool and function calls, fields
+the gateway does not know, and a ``tool_call_id``, a tool call's ``id`` or ``type`` or a
+nested ``role`` that is no id (the client writes them, and the upstream's model may read
+them: a sentence there is read like any other), and the keys that are no labels (a field the
+gateway does not know named with a sentence, a schema's ``$defs`` names). Content parts the
+judge cannot read (``UNREADABLE_PARTS``: images, audio, files) are refused under
+``checks.unreadable_parts: refuse`` (the default), or forwarded unchecked under ``allow``.
+The same reading serves the chat route's input check (``proxy.pipeline.checked_turns``) and
+``/v1/values/check``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.fields import NOT_TEXT_FIELDS
 from proxy.guard import ITEM_CHARS, checked_chars
-from proxy.judged_text import visible
+from proxy.judged_text import judged_text
+from proxy.protocol import FORWARDED_FIELDS
+from proxy.reply_schema import is_id
 from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 
@@ -33,25 +41,41 @@ DEFINITIONS = ("tools", "functions", "response_format")
 """Request fields whose text the model reads beside the messages (``functions``: the legacy
 form of ``tools``, forwarded only where a model's ``allowed_params`` names it)."""
 
+NOT_READ_FIELDS = frozenset({*DEFINITIONS, "extra_body"})
+"""Request fields beyond OpenAI's (``protocol.FORWARDED_FIELDS``) that are not read as one
+text each: the definitions (read above), and ``extra_body`` (the client's ``metadata``, which
+no model reads). Every other one a model's ``allowed_params`` lets through is read: the
+gateway cannot know which the model reads (vLLM's ``chat_template``, ``documents``)."""
+OFF_LOOP_CHARS = 20_000
+"""The most characters of input read for the judge on the event loop: reading every decode
+level costs up to about 1 µs a character (a megabyte of ``\\u`` escapes or backslashes 0.7-1.1
+s on a shared core), which a client could otherwise hold the loop with; past it, a worker
+thread reads them."""
 
-@dataclass(frozen=True, slots=True)
-class InputTexts:
-    """The texts to judge, and where the parts the judge cannot read are."""
-
-    texts: list[ScoreInput]
-    unreadable: list[tuple[str, str]]
-    """``(param, part type)`` of each unreadable content part, e.g.
-    ``("messages.1.content.2", "image_url")``."""
+KEY_LABEL = re.compile(r"\$?[A-Za-z0-9_.-]{1,64}")
+"""What a key that is a label looks like (``max_completion_tokens``, ``$defs``,
+``additionalProperties``); with at most ``KEY_LABEL_WORDS`` words it is not read."""
+KEY_LABEL_WORDS = 3
+_KEY_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
+"""A key's words: cut at ``_.-$`` and where camel case starts one."""
 
 
-def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
-                definitions: Mapping[str, Any] | None = None) -> InputTexts:
+def judged(texts: Sequence[str]) -> list[ScoreInput]:
+    """Each text as the judge reads it (``proxy.judged_text.judged_text``), blank ones left
+    out."""
+    return [ScoreInput(t) for t in map(judged_text, texts) if t.strip()]
+
+
+def read_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
+               definitions: Mapping[str, Any] | None = None,
+               ) -> tuple[list[str], list[tuple[str, str]]]:
     """The texts of the messages of ``roles`` (a message's content is one text, exactly the
     user turn ``vilmo.instruct.instructions.message_text`` reads, so the instruction step's
-    second look reuses its score; its other fields one more), then one text per tool or
-    function definition, one for the response format and one for a Predicted Output
-    (``predicted_text``). Each without what renders as nothing (``visible``: inside a word
-    it hides the word from the judge, not from the model); blank texts are left out."""
+    second look reuses its score when the judge reads it as written; its other fields one
+    more), then one text per tool or function definition, one for the response format, one
+    for a Predicted Output
+    (``predicted_text``) and one per other field a model's ``allowed_params`` lets through
+    (``NOT_READ_FIELDS``), as the client wrote them; and where the unreadable parts are."""
     texts: list[str] = []
     unreadable: list[tuple[str, str]] = []
     for at, message in enumerate(messages):
@@ -63,24 +87,28 @@ def input_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
             texts.append(content)
         elif isinstance(content, list):
             read: list[str] = []
+            rest: list[object] = []  # the parts' other fields
             for i, part in enumerate(content):
                 kind = part.get("type") if isinstance(part, Mapping) else None
                 field = TEXT_PARTS.get(kind) if isinstance(kind, str) else None
                 if field is not None and isinstance(part.get(field), str):
                     read.append(part[field])
-                    others[f"content[{i}]"] = {k: v for k, v in part.items() if k != field}
+                    rest.append({k: v for k, v in part.items() if k != field})
                 elif isinstance(kind, str) and kind in UNREADABLE_PARTS:
                     unreadable.append((f"messages.{at}.content.{i}", kind))
                 else:  # a part of no known type is read whole
-                    others[f"content[{i}]"] = part
+                    rest.append(part)
             texts.append("\n".join(read))
+            others["content"] = rest
         texts.append(_joined(others))
     for name in DEFINITIONS:
         value = (definitions or {}).get(name)
         for definition in value if isinstance(value, list) else [value]:
             texts.append(_joined({name: definition}))
     texts.append(predicted_text((definitions or {}).get("prediction")))
-    return InputTexts([ScoreInput(t) for t in map(visible, texts) if t.strip()], unreadable)
+    texts.extend(_joined({name: value}) for name, value in (definitions or {}).items()
+                 if name not in FORWARDED_FIELDS and name not in NOT_READ_FIELDS)
+    return texts, unreadable
 
 
 def predicted_text(prediction: object) -> str:
@@ -116,36 +144,44 @@ def _bad_prediction(param: str, wanted: str) -> InvalidRequest:
                           param=param, code="invalid_request")
 
 
-def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
-                  definitions: Mapping[str, Any] | None = None) -> list[ScoreInput]:
-    """The input texts the policy's check reads. A part the judge cannot read is the client's
-    400 (``unreadable_input``, ``param`` naming it) under ``checks.unreadable_parts: refuse``.
-    Over ``checks.max_chars`` (``checked_chars``: each text counts at least ``ITEM_CHARS``) the
-    request is refused (413) whatever ``on_error``: the client chose that size, or that many
-    texts, so failing open would let it choose an unchecked input. Both before the upstream
-    is called."""
+async def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
+                        definitions: Mapping[str, Any] | None = None) -> list[ScoreInput]:
+    """The input texts the policy's check reads, each as a reply's text is read
+    (``judged``: JSON escapes decoded at every level, bidi runs as shown, without what renders
+    as nothing: each hides words from the judge, not from the model, nor from whoever reads
+    what it is asked to repeat), in a worker thread past ``OFF_LOOP_CHARS``. Only what the
+    judge reads: the messages go upstream as they came. A part the judge cannot read is the
+    client's 400 (``unreadable_input``, ``param`` naming it) under
+    ``checks.unreadable_parts: refuse``. Over ``checks.max_chars`` (``checked_chars``: each
+    text counts at least ``ITEM_CHARS``) the request is refused (413) whatever ``on_error``:
+    the client chose that size, or that many texts, so failing open would let it choose an
+    unchecked input. Both before the upstream is called."""
     checks = policy.checks
-    found = input_texts(messages, checks.input_roles, definitions)
-    if found.unreadable and checks.unreadable_parts == "refuse":
-        param, kind = found.unreadable[0]
+    texts, unreadable = read_texts(messages, checks.input_roles, definitions)
+    if unreadable and checks.unreadable_parts == "refuse":
+        param, kind = unreadable[0]
         raise InvalidRequest(f"{param} is an {kind} part, which the value check cannot read; "
                              f"policy {policy.name!r} checks input and refuses such parts "
                              "(checks.unreadable_parts: refuse)",
                              param=param, code="unreadable_input")
-    size = checked_chars(found.texts)
+    read = (await asyncio.to_thread(judged, texts) if sum(map(len, texts)) > OFF_LOOP_CHARS
+            else judged(texts))
+    size = checked_chars(read)
     if size > checks.max_chars:
         raise PayloadTooLarge(f"{size} characters of input to check (the messages of "
                               f"checks.input_roles and the tool definitions; each text counts "
                               f"at least {ITEM_CHARS}); policy {policy.name!r} checks at most "
                               f"{checks.max_chars} (checks.max_chars)",
                               param="messages", code="check_too_large")
-    return found.texts
+    return read
 
 
 def _joined(value: Mapping[str, Any]) -> str:
     """Every readable string in ``value``, one a line, in order: strings at any depth but
-    those of ``NOT_TEXT_FIELDS``, and the property names of a parameter schema. Iterative, so
-    that nesting cannot exhaust the stack."""
+    the ids under ``NOT_TEXT_FIELDS``, the property names of a parameter schema, and every
+    other key that is no label (``_is_key_label``): the keys of a field the gateway does not
+    know go upstream too. Iterative, so that nesting
+    cannot exhaust the stack."""
     return "\n".join(_strings(value))
 
 
@@ -154,11 +190,21 @@ def _strings(value: object) -> Iterator[str]:
     while stack:
         item, key = stack.pop()
         if isinstance(item, str):
-            if item and key not in NOT_TEXT_FIELDS:
+            if item and (key not in NOT_TEXT_FIELDS or not is_id(item)):
                 yield item
         elif isinstance(item, Mapping):
             if key == "properties":  # a JSON Schema's property names are words the model reads
                 yield from (str(name) for name in item)
+            else:
+                yield from (name for name in item if isinstance(name, str)
+                            and not _is_key_label(name))
             stack.extend((inner, str(name)) for name, inner in reversed(list(item.items())))
         elif isinstance(item, list):
             stack.extend((inner, key) for inner in reversed(item))
+
+
+def _is_key_label(key: str) -> bool:
+    """Whether ``key`` is a label (``KEY_LABEL``, ``KEY_LABEL_WORDS`` words at most: a field's
+    name, a schema keyword) rather than words the judge must read."""
+    return (not key or KEY_LABEL.fullmatch(key) is not None
+            and len(_KEY_WORDS.findall(key)) <= KEY_LABEL_WORDS)

@@ -82,7 +82,7 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
     facts = note(replace(facts, policy=policy.name,
                          profile=req.caller.key.profile if req.caller.key else None))
     require_model(services.upstream, facts.model, req.caller)
-    turns = checked_turns(req.params, policy)
+    turns = await checked_turns(req.params, policy)
     checking = asyncio.ensure_future(check_input(services, turns, policy))        # 2
     instructing = asyncio.ensure_future(services.guard.instruction(               # 3
         services.instructions, req.params["messages"], policy))
@@ -228,7 +228,7 @@ def require_model(upstream: Upstream, model: str, caller: Caller) -> None:
                             param="model", code="model_not_found")
 
 
-def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
+async def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
     """The client's input the check scores (none without ``checks.input``): every message of
     the roles ``checks.input_roles`` names, whatever its role (the client writes them all),
     and the tool definitions (``proxy.inputs``). Read from the client's messages, before the
@@ -238,7 +238,7 @@ def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
     whatever ``on_error``)."""
     if not policy.checks.input:
         return []
-    return checked_input(raw["messages"], policy, raw)
+    return await checked_input(raw["messages"], policy, raw)
 
 
 async def check_input(services: Services, turns: list[ScoreInput], policy: Policy,

@@ -277,7 +277,8 @@ def test_a_stream_keeps_its_first_chunk_s_labels() -> None:
               for i, w in enumerate(words)]
     changed = [keep_allowed(chunk, "delta", "m", labels) for chunk in chunks]
     assert changed == [True, True, True, True]  # "c-then": two words, no id (its fallback)
-    assert all(c["id"] == "chatcmpl-vilmo" and c["model"] == c["system_fingerprint"] == "then"
+    assert all(c["id"] == "chatcmpl-vilmo" and c["system_fingerprint"] == "then"
+               and c["model"] == "m"  # no name of the requested model: the requested one
                and c["service_tier"] == "default" and c["created"] == 1 for c in chunks)
 
 
@@ -288,18 +289,18 @@ def test_empty_labels_of_held_chunks_do_not_become_the_stream_s() -> None:
             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}
     first = {"id": "c", "object": "chat.completion.chunk", "created": 5, "model": "gpt-4o",
              "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
-    assert keep_allowed(held, "delta", "m", labels) is False
-    assert keep_allowed(first, "delta", "m", labels) is False
+    assert keep_allowed(held, "delta", "gpt-4o", labels) is False
+    assert keep_allowed(first, "delta", "gpt-4o", labels) is False
     assert labels.held == {"id": "c", "model": "gpt-4o", "created": 5}
 
 
 def test_a_direct_stream_s_labels_are_its_first_chunk_s() -> None:
     from test_direct import read_sse
-    events = [json.dumps({"id": w, "model": w, "created": 1, "choices": [
+    events = [json.dumps({"id": w, "model": "m" if w == "a" else w, "created": 1, "choices": [
         {"index": 0, "delta": {"content": "x"}, "finish_reason": "stop" if w == "b" else None}]})
         for w in ("a", "stab", "b")]
     chunks = read_sse(*(f"data: {e}\n\n".encode() for e in events))
-    assert [(c["id"], c["model"]) for c in chunks] == [("a", "a")] * 3
+    assert [(c["id"], c["model"]) for c in chunks] == [("a", "m")] * 3
     assert wire_bytes(chunks[0]) is not None and wire_bytes(chunks[1]) is None
 
 
