@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from proxy.call import judged_prompt
 from proxy.chunks import readable_text
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.guard import ITEM_CHARS, checked_chars
-from proxy.inputs import checked_input
+from proxy.inputs import OFF_LOOP_CHARS, checked_input
 from proxy.judged_text import judged_text
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, verdict_of
@@ -25,12 +27,12 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
     inputs: list[ScoreInput] = []
     reply: ScoreInput | None = None
     if request.text is not None:
-        reply = ScoreInput(judged_text(request.text), judged_prompt(request.prompt))
+        reply = ScoreInput(await _judged(request.text), judged_prompt(request.prompt))
     elif request.messages:
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
         if messages[-1]["role"] == "assistant":  # the reply; the turns before it are input
             *messages, last = messages
-            reply = ScoreInput(judged_text(readable_text(last)),
+            reply = ScoreInput(await _judged(readable_text(last)),
                                judged_prompt(prompt_text(messages)))
         inputs = await checked_input(messages, policy)  # what the chat route's input check reads
     else:
@@ -63,3 +65,12 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
 
 def _shown(verdict: Verdict | None) -> dict[str, object] | None:
     return verdict.as_dict() if verdict is not None else None
+
+
+async def _judged(text: str) -> str:
+    """``text`` as the judge reads it, in a worker thread past ``OFF_LOOP_CHARS`` as the chat
+    route's input check does: a megabyte of escapes costs about a second to read, and on the
+    event loop it held every other request of the worker (``/healthz`` included) that long."""
+    if len(text) > OFF_LOOP_CHARS:
+        return await asyncio.to_thread(judged_text, text)
+    return judged_text(text)

@@ -157,3 +157,41 @@ def test_the_check_route_counts_each_turn_as_well(policy_dir: Path, bank: Princi
     assert classifier.calls == []
     few = asyncio.run(check(TINY_TURNS[-3:]))
     assert few.status_code == 200 and few.json()["input"]["violations"] == ["mft.care"]
+
+
+@pytest.mark.parametrize("field", ["text", "messages"])
+def test_the_check_route_reads_a_large_text_off_the_event_loop(
+        policy_dir: Path, bank: PrincipleBank, monkeypatch: pytest.MonkeyPatch,
+        field: str) -> None:
+    """The reviewer's case: /v1/values/check read the whole ``text`` (or the last assistant
+    turn) for the judge on the event loop, before its size check: 3.5 MB of ``\\u0041 ``
+    escapes held every other request of the worker, ``/healthz`` included, for 2.6 s and
+    was then refused (413). Past ``OFF_LOOP_CHARS`` it is read in a worker thread, as the
+    chat route's input check reads a large input."""
+    import threading
+
+    import proxy.check
+    from proxy.inputs import OFF_LOOP_CHARS
+
+    read_on: list[bool] = []
+    real = proxy.check.judged_text
+
+    def recording(text: str) -> str:
+        read_on.append(threading.current_thread() is threading.main_thread())
+        return real(text)
+
+    monkeypatch.setattr(proxy.check, "judged_text", recording)
+    services = fake_services(policy_dir, bank, classifier=KeywordClassifier())
+    text = "\\u0041 " * (OFF_LOOP_CHARS // 7 + 10)
+    body: dict[str, object] = {"policy": "g-small-input-open"}
+    body |= ({"text": text} if field == "text" else {"messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": text}]})
+
+    async def check() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app_with(services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            return await client.post("/v1/values/check", json=body)
+
+    response = asyncio.run(check())
+    assert response.status_code == 413, response.text
+    assert read_on == [False]
