@@ -139,10 +139,18 @@ def refusal(decision: LimitDecision) -> KeyRateLimited:
     return KeyRateLimited(message, code=reason, headers={"retry-after": str(retry)})
 
 
+UNCAPPED_SHARE = 4
+"""A request without a reply cap holds replies of at most ``tpm // UNCAPPED_SHARE`` tokens (and
+its messages): what it holds, it holds until it is settled, so with the whole window (as
+before) one such request made every concurrent one on its key a 429; with a quarter, at least
+about four run at once. Its replies are capped at what it holds (``cap_replies``); a client
+that wants longer ones sets ``max_tokens`` (held in full, up to the key's ``tpm``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TokenNeed:
     """What a chat request may cost: its messages (``proxy.stages.estimated_tokens``) and
-    its replies (``choices`` of ``max_tokens``, or of the gateway's ``server.max_tokens``)."""
+    its replies (``choices`` of ``max_tokens``, or of the default ``token_need`` gives)."""
 
     prompt: int
     least: int
@@ -155,9 +163,12 @@ class TokenNeed:
     choices: int = 1
 
 
-def token_need(params: Mapping[str, Any], reply_ceiling: int) -> TokenNeed:
-    """``reply_ceiling``: the reply tokens per choice held for a request that sets no cap
-    (as far as the window has room), the gateway's own ``server.max_tokens``."""
+def token_need(params: Mapping[str, Any], reply_ceiling: int,
+               tpm: int | None = None) -> TokenNeed:
+    """``reply_ceiling``: the most reply tokens per choice held for a request that sets no
+    cap (``server.tpm_default_max_tokens``, at most ``server.max_tokens``); with the key's
+    ``tpm``, also at most its ``UNCAPPED_SHARE`` across the choices (never below one token a
+    choice), so that one request leaves room for concurrent ones."""
     prompt = estimated_tokens(params)
     n = params.get("n")
     choices = n if type(n) is int and n > 0 else 1
@@ -166,7 +177,10 @@ def token_need(params: Mapping[str, Any], reply_ceiling: int) -> TokenNeed:
     if caps:
         full = prompt + choices * max(caps)
         return TokenNeed(prompt, full, full, max(caps), choices)
-    return TokenNeed(prompt, prompt + choices, prompt + choices * reply_ceiling, None, choices)
+    per_choice = max(1, reply_ceiling)
+    if tpm is not None:
+        per_choice = min(per_choice, max(1, tpm // UNCAPPED_SHARE // choices))
+    return TokenNeed(prompt, prompt + choices, prompt + choices * per_choice, None, choices)
 
 
 async def reserve_tokens(store: Store, key: VirtualKey, params: UpstreamParams,
@@ -177,7 +191,7 @@ async def reserve_tokens(store: Store, key: VirtualKey, params: UpstreamParams,
     never fit: refused without ``Retry-After``."""
     if key.tpm is None:
         return None
-    need = token_need(params, reply_ceiling)
+    need = token_need(params, reply_ceiling, key.tpm)
     if need.least > key.tpm:
         cap = (f" and max_tokens {need.reply_cap} per choice" if need.reply_cap is not None
                else "")
