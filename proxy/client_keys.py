@@ -151,7 +151,7 @@ that wants longer ones sets ``max_tokens`` (held in full, up to the key's ``tpm`
 @dataclass(frozen=True, slots=True)
 class TokenNeed:
     """What a chat request may cost: its messages (``proxy.stages.estimated_tokens``) and
-    its replies (``choices`` of ``max_tokens``, or of the default ``token_need`` gives)."""
+    its replies (``choices`` of ``max_tokens``, or of the bounded default ``token_need`` sets)."""
 
     prompt: int
     least: int
