@@ -3,8 +3,9 @@
 Tokens are held, not only checked: once a chat request is read, ``reserve_tokens`` counts its
 estimated tokens (``token_need``) in the key's window, in the same atomic step as the check, so
 concurrent requests cannot all pass a check made before any of them was charged, and one
-request cannot be larger than the key's ``tpm``. When the request is done, ``charge`` settles
-it, once: the tokens it used (``proxy.stages.Trace.tokens``) in, the reservation out.
+request cannot be larger than the key's ``tpm``. ``Settlement`` settles it, once, just before
+its client has the whole reply: the tokens it used (``proxy.stages.Trace.tokens``) in, the
+reservation out.
 
 A key is read from the store on every request, so a revocation holds on every replica at once
 while the store is reachable. When the store cannot be reached, a key this process verified
@@ -139,10 +140,18 @@ def refusal(decision: LimitDecision) -> KeyRateLimited:
     return KeyRateLimited(message, code=reason, headers={"retry-after": str(retry)})
 
 
+UNCAPPED_SHARE = 4
+"""A request without a reply cap holds replies of at most ``tpm // UNCAPPED_SHARE`` tokens (and
+its messages): what it holds, it holds until it is settled, so with the whole window (as
+before) one such request made every concurrent one on its key a 429; with a quarter, at least
+about four run at once. Its replies are capped at what it holds (``cap_replies``); a client
+that wants longer ones sets ``max_tokens`` (held in full, up to the key's ``tpm``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TokenNeed:
     """What a chat request may cost: its messages (``proxy.stages.estimated_tokens``) and
-    its replies (``choices`` of ``max_tokens``, or of the gateway's ``server.max_tokens``)."""
+    its replies (``choices`` of ``max_tokens``, or of the bounded default ``token_need`` sets)."""
 
     prompt: int
     least: int
@@ -155,9 +164,12 @@ class TokenNeed:
     choices: int = 1
 
 
-def token_need(params: Mapping[str, Any], reply_ceiling: int) -> TokenNeed:
-    """``reply_ceiling``: the reply tokens per choice held for a request that sets no cap
-    (as far as the window has room), the gateway's own ``server.max_tokens``."""
+def token_need(params: Mapping[str, Any], reply_ceiling: int,
+               tpm: int | None = None) -> TokenNeed:
+    """``reply_ceiling``: the most reply tokens per choice held for a request that sets no
+    cap (``server.tpm_default_max_tokens``, at most ``server.max_tokens``); with the key's
+    ``tpm``, also at most its ``UNCAPPED_SHARE`` across the choices (never below one token a
+    choice), so that one request leaves room for concurrent ones."""
     prompt = estimated_tokens(params)
     n = params.get("n")
     choices = n if type(n) is int and n > 0 else 1
@@ -166,7 +178,10 @@ def token_need(params: Mapping[str, Any], reply_ceiling: int) -> TokenNeed:
     if caps:
         full = prompt + choices * max(caps)
         return TokenNeed(prompt, full, full, max(caps), choices)
-    return TokenNeed(prompt, prompt + choices, prompt + choices * reply_ceiling, None, choices)
+    per_choice = max(1, reply_ceiling)
+    if tpm is not None:
+        per_choice = min(per_choice, max(1, tpm // UNCAPPED_SHARE // choices))
+    return TokenNeed(prompt, prompt + choices, prompt + choices * per_choice, None, choices)
 
 
 async def reserve_tokens(store: Store, key: VirtualKey, params: UpstreamParams,
@@ -177,7 +192,7 @@ async def reserve_tokens(store: Store, key: VirtualKey, params: UpstreamParams,
     never fit: refused without ``Retry-After``."""
     if key.tpm is None:
         return None
-    need = token_need(params, reply_ceiling)
+    need = token_need(params, reply_ceiling, key.tpm)
     if need.least > key.tpm:
         cap = (f" and max_tokens {need.reply_cap} per choice" if need.reply_cap is not None
                else "")
@@ -210,15 +225,45 @@ def cap_replies(params: UpstreamParams, cap: int) -> None:
         params["max_completion_tokens"] = cap
 
 
-def charge(store: Store, key: VirtualKey, trace: Trace) -> None:
-    """Settle the request with the key's window: the tokens it used (``trace.tokens``) in,
-    what was reserved for it out, in one step, off the event loop (not awaited: the reply is
-    already out; a failure is counted by the store). Called once per request, however it
-    ended."""
-    if not trace.reserved and (not trace.tokens or key.tpm is None):
-        return
-    asyncio.get_running_loop().run_in_executor(None, store.charge_tokens, key.id, trace.tokens,
-                                               trace.reserved, trace.reserved_at)
+class Settlement:
+    """Settles a request with its key's window once: the tokens it used (``trace.tokens``) in,
+    what was reserved for it out, in one step.
+
+    ``before_last`` settles just before the client has the last of the reply, so the client's
+    next request is checked against what this one used: settled only after the reply was out
+    (as it was), a client that sent its next request at once was refused for what this one
+    still held, told to retry in up to a minute. ``after`` (however the request ended) settles
+    one that never got that far (left by its client, failed), off the event loop, not awaited;
+    or charges what was counted after the settle, if anything was."""
+
+    def __init__(self, store: Store, key: VirtualKey, trace: Trace) -> None:
+        self.store, self.key, self.trace = store, key, trace
+        self.charged: int | None = None
+        """``trace.tokens`` when settled; None until then."""
+
+    def _due(self, tokens: int, refund: int) -> bool:
+        return refund > 0 or (tokens > 0 and self.key.tpm is not None)
+
+    async def before_last(self) -> None:
+        if self.charged is not None:
+            return
+        tokens = self.charged = self.trace.tokens  # first: a cancelled await is still settled
+        if not self._due(tokens, self.trace.reserved):
+            return
+        try:
+            await asyncio.to_thread(self.store.charge_tokens, self.key.id, tokens,
+                                    self.trace.reserved, self.trace.reserved_at)
+        except Exception:  # a bug's error (unreachable is handled by the store): keep serving
+            log.exception("settling key %s failed", self.key.id)
+
+    def after(self) -> None:
+        settled = self.charged is not None
+        tokens = self.trace.tokens - (self.charged or 0)
+        refund = 0 if settled else self.trace.reserved
+        if self._due(tokens, refund):
+            asyncio.get_running_loop().run_in_executor(
+                None, self.store.charge_tokens, self.key.id, tokens, refund,
+                0 if settled else self.trace.reserved_at)
 
 
 def _digest(presented: str) -> str:

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.caches import writes_after
-from proxy.client_keys import LIMITED_PATHS, VerifiedKeys, admit, charge, find_virtual_key
+from proxy.client_keys import (
+    LIMITED_PATHS,
+    Settlement,
+    VerifiedKeys,
+    admit,
+    find_virtual_key,
+)
 from proxy.errors import AuthenticationFailed, GatewayError, MetricsForbidden, PayloadTooLarge
 from proxy.record import Ledger
 from proxy.refusals import RefusalSampler
@@ -165,11 +171,20 @@ class KeyAuth:
                 recorded = record_refusal(scope, key.name, refused_by_limit)
                 await send_error(send, refused_by_limit, request_id_header(recorded))
                 return
-        try:
+        if key is None or store is None:
             await self.app(scope, receive, send)
+            return
+        settle = Settlement(store, key, trace)  # what the route reserves
+
+        async def settling_send(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                await settle.before_last()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, settling_send)
         finally:
-            if key is not None and store is not None:
-                charge(store, key, trace)  # settles what the route reserved
+            settle.after()
 
     def _record_unauthenticated(self, scope: Scope, error: GatewayError) -> str | None:
         """The audit record's id; None when the refusal is counted only (or not a chat)."""

@@ -123,7 +123,9 @@ async def hold_tokens(request: Request, caller: Caller, params: UpstreamParams) 
     if caller.key is None or store is None:
         return
     services: Services = request.app.state.services
-    refused = await reserve_tokens(store, caller.key, params, services.config.server.max_tokens)
+    server = services.config.server
+    refused = await reserve_tokens(store, caller.key, params,
+                                   min(server.max_tokens, server.tpm_default_max_tokens))
     if refused is not None:
         services.metrics.limit_rejections.labels(caller.key.name, refused.code or "tpm").inc()
         raise refused

@@ -105,6 +105,11 @@ class ServerSettings(_Strict):
     max_tokens: int = Field(
         32768, ge=1, description="The largest max_tokens / max_completion_tokens a request may "
                                  "ask for.")
+    tpm_default_max_tokens: int = Field(
+        4096, ge=1, description="Reply tokens per choice held for a request to a virtual key "
+        "with `tpm` that sets no max_tokens (at most `max_tokens`, and at most a quarter of the "
+        "key's tpm across its choices); its replies are capped there. Requests on keys without "
+        "tpm are forwarded as sent.")
     keep_alive_s: int = Field(
         75, ge=1, description="Seconds an idle client connection is kept open (uvicorn's "
         "timeout_keep_alive). Longer than the clients' own idle expiry (httpx and the openai "

@@ -9,6 +9,15 @@ from __future__ import annotations
 
 from proxy.store.limits import WINDOW_S
 
+ALLOW_OOM = "#!lua flags=allow-oom\n"
+"""The first line of the limit scripts (Redis 7 script flags): they run at ``maxmemory`` too,
+where Redis refuses every other write, so a Redis filled by the audit stream or a cache still
+holds each key to its limits (rather than ``limits_on_error`` taking every key's limits off,
+or refusing every limited key). Safe because their writes are bounded: a key's usage hash holds
+at most one field per second of the window (older ones are deleted as it is read), it expires
+a window after its last write, and only keys found in the store are counted. Redis 6 knows no
+flags (the line does not compile there): ``proxy.store.redis_store`` then runs them without."""
+
 _WINDOW = f"""
 local window = {WINDOW_S}
 local now = tonumber(redis.call('TIME')[1])
@@ -37,7 +46,7 @@ local function retry_after(buckets, used, limit)
 end
 """
 
-ADMIT = _WINDOW + """
+ADMIT = ALLOW_OOM + _WINDOW + """
 -- KEYS: requests hash, tokens hash; ARGV: rpm, tpm (0: no limit)
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 if tpm > 0 then
@@ -53,7 +62,7 @@ end
 return {1, 0, ''}
 """
 
-RESERVE = _WINDOW + """
+RESERVE = ALLOW_OOM + _WINDOW + """
 -- KEYS: tokens hash; ARGV: tpm, least, most (proxy.store.limits.reservation). Returns
 -- {1, tokens reserved, second} or {0, retry after s, second}.
 local tpm, least, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -65,7 +74,7 @@ redis.call('EXPIRE', KEYS[1], window + 1)
 return {1, reserved, now}
 """
 
-CHARGE = _WINDOW + """
+CHARGE = ALLOW_OOM + _WINDOW + """
 -- KEYS: tokens hash; ARGV: tokens, refund, second of the refund's reservation
 local tokens, refund, at = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if refund > 0 and at >= oldest then

@@ -12,13 +12,16 @@ Lossless audit across a Redis crash needs its AOF with ``appendfsync always``; w
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from proxy.store import keys, redis_lua
@@ -34,6 +37,8 @@ from proxy.store.records import (
     StoreUnavailable,
     VirtualKey,
 )
+
+log = logging.getLogger("vilmo.store")
 
 SCAN_LIMIT = 20_000
 """Stream entries one audit page reads at most; a sparse filter returns a short page with a
@@ -104,6 +109,8 @@ class RedisBackend:
         self._admit = self.client.register_script(redis_lua.ADMIT)
         self._reserve = self.client.register_script(redis_lua.RESERVE)
         self._charge = self.client.register_script(redis_lua.CHARGE)
+        self._unflagged: dict[str, Script] = {}
+        """The limit scripts without their flags line, once a Redis 6 refused it."""
         self._append = self.client.register_script(redis_lua.AUDIT_APPEND)
         self._cache_set = self.client.register_script(redis_lua.CACHE_SET)
         self._create = self.client.register_script(redis_lua.CREATE_KEY)
@@ -177,19 +184,37 @@ class RedisBackend:
 
     # --- limits --------------------------------------------------------------------------------
 
+    def _limits(self, script: Script, keys: list[str], args: list[int]) -> Any:
+        """Run a limit script (``redis_lua.ALLOW_OOM``); on a Redis without script flags (6:
+        the line does not compile), without the line from then on (at ``maxmemory`` its
+        limits then degrade by ``limits_on_error``, as every store failure does)."""
+        plain = self._unflagged.get(script.sha)
+        if plain is None:
+            try:
+                return script(keys=keys, args=args)
+            except redis.ResponseError as error:
+                if "Error compiling script" not in str(error) or not str(
+                        script.script).startswith(redis_lua.ALLOW_OOM):
+                    raise
+                log.warning("Redis refused the script flags (before Redis 7): the limits run "
+                            "without allow-oom")
+                text = str(script.script)[len(redis_lua.ALLOW_OOM):]
+                plain = self._unflagged[script.sha] = self.client.register_script(text)
+        return plain(keys=keys, args=args)
+
     def admit(self, key_id: str, rpm: int | None, tpm: int | None) -> LimitDecision:
         usage = f"{self._p}:usage:{key_id}"
         with unavailable_on_connection_errors():
-            allowed, wait, reason = self._admit(keys=[f"{usage}:rpm", f"{usage}:tpm"],
-                                                args=[rpm or 0, tpm or 0])
+            allowed, wait, reason = self._limits(self._admit, [f"{usage}:rpm", f"{usage}:tpm"],
+                                                 [rpm or 0, tpm or 0])
         if allowed:
             return LimitDecision(True)
         return LimitDecision(False, int(wait), "tpm" if reason == b"tpm" else "rpm")
 
     def reserve_tokens(self, key_id: str, tpm: int, least: int, most: int) -> LimitDecision:
         with unavailable_on_connection_errors():
-            allowed, amount, second = self._reserve(keys=[f"{self._p}:usage:{key_id}:tpm"],
-                                                    args=[tpm, least, most])
+            allowed, amount, second = self._limits(
+                self._reserve, [f"{self._p}:usage:{key_id}:tpm"], [tpm, least, most])
         if allowed:
             return LimitDecision(True, reserved=int(amount), reserved_at=int(second))
         return LimitDecision(False, int(amount), "tpm")
@@ -197,8 +222,8 @@ class RedisBackend:
     def charge_tokens(self, key_id: str, tokens: int, refund: int = 0,
                       refund_at: int = 0) -> None:
         with unavailable_on_connection_errors():
-            self._charge(keys=[f"{self._p}:usage:{key_id}:tpm"],
-                         args=[max(0, tokens), max(0, refund), refund_at])
+            self._limits(self._charge, [f"{self._p}:usage:{key_id}:tpm"],
+                         [max(0, tokens), max(0, refund), refund_at])
 
     # --- caches ----------------------------------------------------------------------------------
 

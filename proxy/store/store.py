@@ -40,6 +40,10 @@ from proxy.store.writer import AuditWriter
 log = logging.getLogger("vilmo.store")
 
 MAX_NAME_CHARS = 128
+MAX_CHARGE = 10**12
+"""The most one settle charges: past any ``tpm`` (at most 10^9), so a reply's usage fills the
+window however large the upstream says it was, and within what both backends count exactly
+(Redis's Lua numbers are doubles, SQLite's INTEGER 64 bits)."""
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -126,8 +130,9 @@ class Store:
         if tokens <= 0 and refund <= 0:
             return
         try:
-            self._call("limits", self.backend.charge_tokens, key_id, max(0, tokens),
-                       max(0, refund), refund_at)
+            self._call("limits", self.backend.charge_tokens, key_id,
+                       min(MAX_CHARGE, max(0, tokens)), min(MAX_CHARGE, max(0, refund)),
+                       refund_at)
         except StoreUnavailable:
             pass
 

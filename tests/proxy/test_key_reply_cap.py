@@ -33,15 +33,18 @@ def post(base: str, key: str, body: dict[str, Any]) -> httpx.Response:
 
 
 @pytest.mark.slow
-def test_a_request_without_max_tokens_gets_the_room_its_key_has_left(
+def test_a_request_without_max_tokens_gets_a_share_of_its_keys_room(
         base: str, stub: StubUpstream) -> None:
+    """A quarter of the key's tpm across its 8 choices (``proxy.client_keys.UNCAPPED_SHARE``),
+    not the whole window."""
     reply = admin("POST", f"{base}/admin/keys", json={"name": "capped", "tpm": 1000})
     key = reply.json()["key"]
     assert post(base, key, {"model": "stub", "messages": MESSAGES, "n": 8}).status_code == 200
     sent = stub.received[-1].body
     cap = sent["max_completion_tokens"]
     assert "max_tokens" not in sent
-    assert 1 <= cap and estimated_tokens(sent) + 8 * cap <= 1000 + 100  # the instruction's own
+    assert cap == 1000 // 4 // 8
+    assert estimated_tokens(sent) + 8 * cap <= 1000 + 100  # the instruction's own
     asked = {"model": "stub", "messages": MESSAGES, "max_tokens": 30}
     assert post(base, key, asked).status_code == 200
     assert stub.received[-1].body["max_tokens"] == 30  # held in full: forwarded as it was

@@ -104,3 +104,14 @@ def test_a_request_needs_its_messages_and_its_replies() -> None:
     assert larger.least == PROMPT_TOKENS + 70  # the larger cap, whichever field
     open_ended = token_need({**PARAMS, "n": 3}, 1000)  # one token per choice, up to the ceiling
     assert (open_ended.least, open_ended.most) == (PROMPT_TOKENS + 3, PROMPT_TOKENS + 3000)
+
+
+def test_a_request_without_a_reply_cap_holds_a_share_of_its_keys_tpm() -> None:
+    """Not the whole window: a quarter of the key's tpm across its choices, never below a token
+    a choice, and never above the ceiling; a cap the client set is held in full."""
+    shared = token_need({**PARAMS, "n": 2}, 4096, tpm=1000)
+    assert (shared.least, shared.most) == (PROMPT_TOKENS + 2, PROMPT_TOKENS + 2 * 125)
+    assert token_need(PARAMS, 100, tpm=100_000).most == PROMPT_TOKENS + 100
+    assert token_need({**PARAMS, "n": 8}, 4096, tpm=10).most == PROMPT_TOKENS + 8
+    asked = token_need({**PARAMS, "max_tokens": 900}, 4096, tpm=1000)
+    assert asked.least == asked.most == PROMPT_TOKENS + 900

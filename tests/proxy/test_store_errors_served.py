@@ -1,7 +1,8 @@
-"""Store failures through the served gateway: Redis at maxmemory (noeviction) degrades a keyed
-request by ``limits_on_error`` and the admin API answers 503, a virtual key the store cannot
-check is a 503 to retry (not the 401 of a forged key), and a failure nothing mapped in the key
-check still leaves the chat request's audit record."""
+"""Store failures through the served gateway: at maxmemory (noeviction) a key's limits still
+count and the admin API answers 503, Redis down degrades a keyed request by
+``limits_on_error``, a virtual key the store cannot check is a 503 to retry (not the 401 of a
+forged key), and a failure nothing mapped in the key check still leaves the chat request's
+audit record."""
 
 from __future__ import annotations
 
@@ -43,21 +44,20 @@ def recorded(services: Services) -> list[tuple[str, str | None, str]]:
     return [(r.status, r.error_code, r.caller) for r in services.audit.records]
 
 
-def test_redis_at_maxmemory_refuses_by_limits_on_error_and_records_it(
+def test_redis_at_maxmemory_keeps_limits_and_refuses_by_limits_on_error_when_down(
         served: tuple[str, Services], own_redis: RedisProcess) -> None:
+    """At maxmemory the limits still count (``proxy.store.redis_lua.ALLOW_OOM``) while the
+    admin API's writes are refused; once Redis is down they follow ``limits_on_error``."""
     base, services = served
-    key = admin("POST", f"{base}/admin/keys", json={"name": "limited", "rpm": 100}).json()["key"]
+    key = admin("POST", f"{base}/admin/keys", json={"name": "limited", "rpm": 2}).json()["key"]
     assert chat(base, key).status_code == 200
     client = redis.Redis(port=own_redis.port)
     client.config_set("maxmemory-policy", "noeviction")
     client.config_set("maxmemory", 1)
     try:
-        reply = chat(base, key)
-        assert reply.status_code == 429, reply.text
-        assert reply.json()["error"]["code"] == "store"
-        assert "cannot be checked" in reply.json()["error"]["message"]
-        assert reply.headers["retry-after"] == "1"
-        wait_for(lambda: ("429", "store", "limited") in recorded(services))
+        assert chat(base, key).status_code == 200
+        over = chat(base, key)
+        assert over.status_code == 429 and over.json()["error"]["code"] == "rpm", over.text
         created = admin("POST", f"{base}/admin/keys", json={"name": "another"})
         assert created.status_code == 503 and created.json()["error"]["code"] == \
             "store_unavailable"
@@ -65,6 +65,13 @@ def test_redis_at_maxmemory_refuses_by_limits_on_error_and_records_it(
     finally:
         client.config_set("maxmemory", 0)
         client.close()
+    own_redis.kill()
+    reply = chat(base, key)  # verified before: served through the outage, limits closed
+    assert reply.status_code == 429, reply.text
+    assert reply.json()["error"]["code"] == "store"
+    assert "cannot be checked" in reply.json()["error"]["message"]
+    assert reply.headers["retry-after"] == "1"
+    wait_for(lambda: ("429", "store", "limited") in recorded(services))
 
 
 def test_an_unexpected_error_in_the_key_check_is_recorded(

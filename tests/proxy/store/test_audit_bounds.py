@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from store_fixtures import (
     SHARED_REDIS,
@@ -25,7 +26,14 @@ from store_fixtures import (
 from proxy.errors import Redactor
 from proxy.record import RequestRecord
 from proxy.stages import Trace
-from proxy.store import AuditQuery, AuditRecord, LimitDecision, StoreSettings, open_store
+from proxy.store import (
+    AuditQuery,
+    AuditRecord,
+    LimitDecision,
+    StoreSettings,
+    StoreUnavailable,
+    open_store,
+)
 from proxy.store.negatives import negative_samples
 from proxy.trail import MAX_MESSAGES, MAX_RECORD_CHARS, MAX_TEXT_CHARS, audit_record
 
@@ -149,12 +157,13 @@ def test_the_trail_keeps_a_bounded_number_of_records_by_default() -> None:
     assert settings.audit_max_records == 100_000 and settings.retention_s == 30 * 86400
 
 
-def test_a_redis_filled_by_the_trail_turns_limits_off_until_prune_trims_it(
+def test_a_redis_filled_by_the_trail_keeps_limits_and_prune_trims_it(
         own_redis: RedisProcess, tmp_path: Path) -> None:
-    """At ``maxmemory`` (``noeviction``) Redis refuses the limit scripts' writes: under the
-    default ``fail_open`` every virtual key's limits stop applying (counted as degraded). The
-    trail was trimmed only by appends, which Redis refused too, so it stayed full for good; the
-    periodic prune now trims it (``XTRIM`` frees memory where a write may not)."""
+    """At ``maxmemory`` (``noeviction``) Redis refused the limit scripts' writes: under the
+    default ``fail_open`` every virtual key's limits stopped applying. They now run there
+    (``proxy.store.redis_lua.ALLOW_OOM``). The trail was trimmed only by appends, which Redis
+    refuses, so it stayed full for good; the periodic prune now trims it (``XTRIM`` frees
+    memory where a write may not)."""
     fields = {"url": own_redis.url, "prefix": "full", "retry_s": 0.001,
               "audit_max_records": None, "spool_dir": str(tmp_path / "spool")}
     filler = open_store(StoreSettings.model_validate(fields))
@@ -168,15 +177,18 @@ def test_a_redis_filled_by_the_trail_turns_limits_off_until_prune_trims_it(
         client.config_set("maxmemory-policy", "noeviction")
         client.config_set("maxmemory", int(client.info("memory")["used_memory"]))
         store = open_store(StoreSettings.model_validate(fields | {"audit_max_records": 10}))
-        assert store.admit("vk-1", 5, None) == LimitDecision(True, degraded=True)
-        assert store.health().degraded_limits == 1
+        with pytest.raises(StoreUnavailable, match="OOM"):
+            store.create_key("refused")  # the trail has filled Redis
+        time.sleep(0.01)  # past retry_s
+        assert store.admit("vk-1", 5, None) == LimitDecision(True)  # counted all the same
+        assert store.health().degraded_limits == 0
         assert store.backend.prune() >= 190
         assert client.xlen("full:audit") <= 10
         limit, deadline = int(str(client.config_get("maxmemory")["maxmemory"])), time.time() + 10
         while client.info("memory")["used_memory"] >= limit and time.time() < deadline:
             time.sleep(0.01)  # a trimmed stream may be freed by Redis's lazy-free thread
-        decisions = [store.admit("vk-1", 5, None) for _ in range(6)]
-        assert [d.allowed for d in decisions] == [True] * 5 + [False], decisions
+        decisions = [store.admit("vk-1", 5, None) for _ in range(5)]
+        assert [d.allowed for d in decisions] == [True] * 4 + [False], decisions
         assert not any(d.degraded for d in decisions) and decisions[-1].reason == "rpm"
         store.close()
     finally:

@@ -114,6 +114,20 @@ def test_settling_refunds_the_reservation_and_charges_what_was_used(
     assert one.reserve_tokens(key.id, 100, 76, 76).allowed  # 24 + 76 = 100
 
 
+@pytest.mark.parametrize("used", [2**63, 10**30])
+def test_a_usage_past_any_budget_fills_the_window_and_is_settled(store: Store,
+                                                                 used: int) -> None:
+    """An upstream's ``usage.total_tokens`` is any JSON integer: one of 2^63 or more (past
+    SQLite's INTEGER; on Redis, not an integer once Lua has it as a float) made the settle
+    raise, so neither the refund nor the charge was made (the error lost in an executor). A
+    charge is now at most ``MAX_CHARGE``, past any ``tpm``."""
+    held = store.reserve_tokens("k", 100, 10, 10)
+    store.charge_tokens("k", used, held.reserved, held.reserved_at)
+    refused = store.reserve_tokens("k", 100, 1, 1)
+    assert not refused.allowed and refused.reason == "tpm"
+    assert store.health().errors == {}
+
+
 def test_a_refund_whose_second_left_the_window_is_dropped(tmp_path: Path) -> None:
     now = [1_000_000.0]
     settings = StoreSettings(path=tmp_path / "s.db", spool_dir=tmp_path / "spool")
