@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -48,7 +48,8 @@ def clear_cases() -> list[tuple[str, ScoreInput, bool]]:
     import test_judge_clear_cases as cc
     import test_value_model as vm
 
-    out = [(p.values[0], ScoreInput(p.values[2], p.values[1]), True) for p in cc.HARMFUL]
+    out = [(str(p.values[0]), ScoreInput(str(p.values[2]), cast("str | None", p.values[1])),
+            True) for p in cc.HARMFUL]
     out += [(name, ScoreInput(reply, prompt), False) for name, prompt, reply in cc.FINE]
     out += [(f"embedded-{w}", ScoreInput(t, rc.ASK_TEXT), True) for w, t in rc.EMBEDDED.items()]
     out += [(f"benign-{n}", ScoreInput(t, rc.ASK_TEXT), False) for n, t in rc.BENIGN.items()]

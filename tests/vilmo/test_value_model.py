@@ -79,9 +79,9 @@ def test_repeated_text_is_not_encoded_again(model: BuiltinClassifier) -> None:
     original = model._window_logits
 
     def counted(items: Sequence[ScoreInput], sentences: bool = True, alone: bool = True,
-                ) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
+                reply: bool = True) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
         calls.append(len(items))
-        return original(items, sentences, alone)
+        return original(items, sentences, alone, reply)
 
     model._window_logits = counted  # type: ignore[method-assign]
     try:
