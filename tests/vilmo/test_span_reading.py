@@ -116,7 +116,7 @@ def test_a_pooled_span_is_the_head_of_its_mean_hidden_state() -> None:
     model = _reading(BuiltinClassifier(quantize=False, cache_size=0), "pooled")
     item = ScoreInput(REPLY, PROMPT)
     read = model._rows([item], sentences=True, alone=False)
-    logits, _, kind = model._window_logits([item], alone=False)
+    logits, _, kind = model._window_logits([item], alone=False, reply=False)
     net = model._model().net.net.net  # type: ignore[attr-defined]
     ids, mask = (torch.from_numpy(a) for a in pad_numpy(read.rows))
     with torch.inference_mode():

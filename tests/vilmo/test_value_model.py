@@ -79,9 +79,9 @@ def test_repeated_text_is_not_encoded_again(model: BuiltinClassifier) -> None:
     original = model._window_logits
 
     def counted(items: Sequence[ScoreInput], sentences: bool = True, alone: bool = True,
-                ) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
+                reply: bool = True) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
         calls.append(len(items))
-        return original(items, sentences, alone)
+        return original(items, sentences, alone, reply)
 
     model._window_logits = counted  # type: ignore[method-assign]
     try:
@@ -105,7 +105,7 @@ def test_calibration_reads_what_inference_pools(model: BuiltinClassifier) -> Non
     np.testing.assert_allclose(model.head_probabilities(items), expected, rtol=1e-4, atol=1e-5)
     # The rows ``pooled_logits`` reads: a text's sentence spans and rows read alone share its
     # batches (int8 activations are quantised per batch).
-    raw, owner, kind = model._window_logits(items, sentences=False, alone=False)
+    raw, owner, kind = model._window_logits(items, sentences=False, alone=False, reply=False)
     first = (np.asarray(owner) == 0) & (kind == WHOLE)
     cm = loaded.names.index("cm")
     assert first.sum() > 2
@@ -169,9 +169,10 @@ def test_a_reply_after_a_prompt_is_also_read_alone(model: BuiltinClassifier) -> 
 
 def test_calibration_pools_the_reading_after_the_prompt(model: BuiltinClassifier) -> None:
     """Platt scaling stays fitted on the reading after the prompt (the rows the heads were
-    trained to read with their prompt); the alone rows do not change ``pooled_logits``."""
+    trained to read with their prompt), over all their tokens whatever ``window.whole_pooling``
+    says (so plain texts read as before); the alone rows do not change ``pooled_logits``."""
     items = [ScoreInput(REFUSAL, HARM_PROMPT)]
-    raw, _, kind = model._window_logits(items, sentences=False, alone=False)
+    raw, _, kind = model._window_logits(items, sentences=False, alone=False, reply=False)
     assert (kind == WHOLE).all()
     np.testing.assert_allclose(model.pooled_logits(items)[0], raw.max(axis=0), atol=1e-5)
 

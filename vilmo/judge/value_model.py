@@ -10,7 +10,8 @@ can judge a sentence cut out of its reply (not ``WindowSpec.span_ignores``). A s
 read in a row of its own after the prompt, or, costing no rows, from its own tokens inside the
 whole window (``WindowSpec.span_reading``, ``vilmo.judge.window_rows``). A reply after a
 prompt is also read alone, and its whole reading mixes the two (``WindowSpec.alone_weight``),
-so that a vicious prompt does not dominate what the reply itself does. The network runs as
+or pools its reply's tokens (``WindowSpec.whole_pooling``), so that a vicious prompt does not
+dominate what the reply itself does. The network runs as
 an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for speed; results of recent texts are
 cached, so a repeated reply is not encoded again, nor a reply another thread is reading now.
 The graph quantises activations per batch, so each text's rows are batched apart by a fixed
@@ -145,22 +146,18 @@ class BuiltinClassifier:
         weights = self.model_dir / "weights.safetensors"
         def fp32() -> ValueNet:
             from vilmo.judge.value_net import fp32_network  # torch: to export, or the fp32 path
-
             return fp32_network(config, encoder_path, weights)
 
         net: Outputs
         if self.quantize:
             from vilmo.judge.value_onnx import int8_session
-
             net = int8_session(lambda: _token_logits(fp32()), self._sources(config),
                                threads=self.threads, kind=MODEL_NAME, outputs=GRAPH_OUTPUTS)
         else:
             from vilmo.judge.value_net import TorchNetwork
-
             net = TorchNetwork(fp32())
         cal = config.get("calibration", {})
-        a = np.array([cal.get(n, [1.0, 0.0])[0] for n in names], dtype=np.float32)
-        b = np.array([cal.get(n, [1.0, 0.0])[1] for n in names], dtype=np.float32)
+        a, b = np.array([cal.get(n, [1.0, 0.0])[:2] for n in names], dtype=np.float32).T.copy()
         context = np.array([i for i, n in enumerate(names) if n.split(":")[0] in CONTEXT_HEADS],
                            dtype=np.int64)
         spec = WindowSpec(**{**config["window"],
@@ -198,7 +195,8 @@ class BuiltinClassifier:
         depend on how many sentences a text has; the value scores then read each sentence with
         the same calibration, and the operating points are fitted on those scores (issue 17:
         with the spans in this pooling, dev recall at the 1 % benign rule was lower)."""
-        logits, owner, kind = self._window_logits(items, sentences=False, alone=False)
+        logits, owner, kind = self._window_logits(items, sentences=False, alone=False,
+                                                  reply=False)
         pooled = max_pool(logits, owner, len(items), floor=-np.inf)
         context = self._model().context_heads
         whole = kind == WHOLE
@@ -207,17 +205,22 @@ class BuiltinClassifier:
         return pooled
 
     def _window_logits(self, items: Sequence[ScoreInput], sentences: bool = True,
-                       alone: bool = True) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
+                       alone: bool = True, reply: bool = True,
+                       ) -> tuple[Matrix, list[int], npt.NDArray[np.int8]]:
         """Head logits per row, the rows' item, and each row's kind (``WHOLE``, ``FINE``,
         ``SENTENCE``, ``ALONE``, ``ALONE_FINE``; ``vilmo.judge.window_rows``): sentence spans
         read inside a whole window ("pooled"), or the rows of those its pooled reading chose
         ("ranked"), come as ``SENTENCE`` rows after the rows run first. No spans if
-        ``sentences`` is False; no windows alone unless ``alone``."""
-        from vilmo.judge.window_rows import pooled_spans, ranked_spans
+        ``sentences`` is False; no windows alone unless ``alone``; windows after a prompt
+        pooled by ``WindowSpec.whole_pooling`` if ``reply``, else over all their tokens."""
+        from vilmo.judge.window_rows import pooled_spans, ranked_spans, reply_pooled
 
         m = self._model()
         read = self._rows(items, sentences, alone)
-        out, tokens = self._run(read.rows, read.owner, {p.row for p in read.places})
+        pooling = read.prompted if reply and m.spec.whole_pooling == "reply" else {}
+        out, tokens = self._run(read.rows, read.owner, {p.row for p in read.places} | {*pooling})
+        if pooling:
+            out = reply_pooled(out, tokens, read.rows, pooling, m.spec.reply_weight)
         owner, kind = read.owner, read.kind
         if read.places:
             spans = pooled_spans(tokens, read.places, len(m.names))
@@ -265,7 +268,6 @@ class BuiltinClassifier:
 
     def _rows(self, items: Sequence[ScoreInput], sentences: bool, alone: bool) -> WindowRows:
         from vilmo.judge.window_rows import window_rows
-
         return window_rows(self._model().tokenizer, self._model().spec, items, sentences, alone)
 
     def _window_rows(self, items: Sequence[ScoreInput], sentences: bool, alone: bool,
@@ -300,9 +302,8 @@ class BuiltinClassifier:
         Value scores (``score``) keep every window's own ``cm``, so that a wrong act described
         at the end of a long reply still counts; this is the item-level reading the ETHICS and
         ValueEval figures and the calibration use."""
-        m = self._model()
-        out: Matrix = sigmoid(self.pooled_logits(items) * m.a + m.b).astype(np.float32)
-        return out
+        logits, m = self.pooled_logits(items), self._model()
+        return sigmoid(logits * m.a + m.b).astype(np.float32)
 
     def score(self, items: Sequence[ScoreInput], value_ids: Sequence[str],
               calibrated: bool = True) -> list[ValueScores]:

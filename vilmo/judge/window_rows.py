@@ -66,8 +66,12 @@ class WindowRows:
     places: list[SpanPlace] = field(default_factory=list)
     span_rows: list[list[list[int]]] = field(default_factory=list)
     """With "ranked": each place's own rows (``span_rows``), run only if it is chosen."""
+    prompted: dict[int, int] = field(default_factory=dict)
+    """Whole and fine windows after a prompt, by row: their head's length (``reply_pooled``)."""
 
-    def add(self, item: int, of_kind: int, windows: list[list[int]]) -> int:
+    def add(self, item: int, of_kind: int, windows: list[list[int]], head: int = 0) -> int:
+        if head > 1:
+            self.prompted |= {len(self.rows) + k: head for k in range(len(windows))}
         self.rows.extend(windows)
         self.owner.extend([item] * len(windows))
         self.kind.extend([of_kind] * len(windows))
@@ -95,9 +99,10 @@ def window_rows(tokenizer: WordPieceTokenizer, spec: WindowSpec, items: Sequence
         head = prompt_head(tokenizer, prompt, spec)
         first_whole = len(out.rows)
         coarse = out.add(i, WHOLE, cut(head, tokens.ids, sep, spec.max_length,
-                                       spec.stride_fraction))
+                                       spec.stride_fraction), len(head))
         if spec.fine_length and coarse > 1:
-            out.add(i, FINE, cut(head, tokens.ids, sep, spec.fine_length, spec.stride_fraction))
+            out.add(i, FINE, cut(head, tokens.ids, sep, spec.fine_length, spec.stride_fraction),
+                    len(head))
         ranges = (sentence_span_ranges(item.response, spec.span_min_words, spec.max_spans)
                   if sentences and spec.max_spans else [])
         if len(ranges) > 1 and spec.span_reading != "rows":
@@ -161,4 +166,20 @@ def pooled_spans(token_logits: dict[int, Matrix], places: Sequence[SpanPlace],
     for k, place in enumerate(places):
         row = token_logits[place.row]
         out[k] = np.concatenate([row[:place.head], row[place.first:place.end]]).mean(axis=0)
+    return out
+
+
+def reply_pooled(logits: Matrix, token_logits: dict[int, Matrix], rows: Sequence[list[int]],
+                 prompted: dict[int, int], weight: float) -> Matrix:
+    """``WindowSpec.whole_pooling`` "reply": each window after a prompt (``prompted``: row to
+    head length) read as ``weight`` of the mean token logit over its reply tokens (between the
+    head and the closing ``[SEP]``) plus ``1 - weight`` of its all-token logits; other rows,
+    and a window with no reply token, as they are. The head is linear, so this is the head on
+    a mean state that gives the prompt at most ``1 - weight`` of its all-token share."""
+    out = logits.copy()
+    for row, head in prompted.items():
+        end = len(rows[row]) - 1
+        if end > head:
+            reply = token_logits[row][head:end].mean(axis=0)
+            out[row] = weight * reply + (1.0 - weight) * logits[row]
     return out

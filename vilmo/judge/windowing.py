@@ -76,6 +76,7 @@ class TextTokens:
 
 
 SPAN_READINGS = ("rows", "pooled", "ranked")
+WHOLE_POOLINGS = ("all", "reply")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,14 @@ class WindowSpec:
     whole reading is ``(1 - alone_weight)`` of the reading after the prompt plus
     ``alone_weight`` of the reading alone (0: not read alone; ``vilmo.judge.pooling.mix_alone``).
     After a vicious prompt the prompt dominated the reading (issue 17)."""
+    whole_pooling: str = "all"
+    """How a reply's whole window after its prompt is pooled: "all", the mean over every token
+    (prompt head included: the graph's ``logits``); "reply", ``reply_weight`` of the mean
+    token logit over the reply's own tokens (they still attend to the prompt) plus the rest of
+    the all-token mean, so the prompt cannot dominate (``vilmo.judge.window_rows.reply_pooled``).
+    A plain text, a window read alone and the Platt fit (``pooled_logits``) always pool "all"."""
+    reply_weight: float = 1.0
+    """With ``whole_pooling`` "reply": the weight of the reply tokens' mean (1: it alone)."""
 
     def __post_init__(self) -> None:
         if self.span_reading not in SPAN_READINGS:
@@ -126,6 +135,11 @@ class WindowSpec:
                              f"not {self.span_reading!r}")
         if not 0.0 <= self.alone_weight <= 1.0:
             raise ValueError(f"window.alone_weight must be within [0, 1], not {self.alone_weight}")
+        if self.whole_pooling not in WHOLE_POOLINGS:
+            raise ValueError(f"window.whole_pooling must be one of {WHOLE_POOLINGS}, "
+                             f"not {self.whole_pooling!r}")
+        if not 0.0 <= self.reply_weight <= 1.0:
+            raise ValueError(f"window.reply_weight must be within [0, 1], not {self.reply_weight}")
 
 
 def windows(tokenizer: WindowTokenizer, prompt: str | None, response: str,
