@@ -125,8 +125,9 @@ async def hold_tokens(request: Request, caller: Caller, params: UpstreamParams) 
         return
     services: Services = request.app.state.services
     refused = await reserve_tokens(store, caller.key, params, services.config.server.max_tokens)
-    if refused is not None:
+    if refused is not None:  # audited as the middleware's limit refusals are (sampled)
         services.metrics.limit_rejections.labels(caller.key.name, refused.code or "tpm").inc()
+        request.state.ledger.sample(services.limit_refusals.audits(caller.key.id))
         raise refused
 
 
