@@ -149,7 +149,8 @@ def check_name(services: Services, name: str) -> None:
                              code="key_name_reserved")
 
 
-@admin.post("/keys", status_code=201, openapi_extra=inline_json_body(NewKey))
+@admin.post("/keys", status_code=201, openapi_extra=inline_json_body(NewKey),
+            responses=error_responses(415))
 async def create_key(request: Request) -> JSONResponse:
     body = validate(NewKey, await read_json(request))
     services: Services = request.app.state.services
@@ -174,7 +175,8 @@ async def get_key(request: Request, key_id: str) -> dict[str, object]:
     return dict(key.public())
 
 
-@admin.patch("/keys/{key_id}", openapi_extra=inline_json_body(KeyChange))
+@admin.patch("/keys/{key_id}", openapi_extra=inline_json_body(KeyChange),
+             responses=error_responses(415))
 async def change_key(request: Request, key_id: str) -> dict[str, object]:
     body = validate(KeyChange, await read_json(request))
     store = store_of(request)

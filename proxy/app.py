@@ -99,12 +99,14 @@ def freeze_start_up_heap() -> None:
 
 def _respond(request: Request, error: GatewayError) -> JSONResponse:
     """The error in the OpenAI envelope; a chat request's is recorded, and named by its
-    ``x-request-id`` (the audit record's id) and ``x-vilmo-policy`` once one was chosen."""
+    ``x-request-id`` (the audit record's id; none when a sampler left it out of the trail:
+    ``proxy.refusals``) and ``x-vilmo-policy`` once one was chosen."""
     ledger: Ledger | None = getattr(request.state, "ledger", None)
     headers = dict(error.headers)
     if ledger is not None:
         request.app.state.services.finish(ledger, str(error.status), error.code)
-        headers["x-request-id"] = ledger.request_id
+        if ledger.audited:
+            headers["x-request-id"] = ledger.request_id
         if ledger.facts.policy:
             headers["x-vilmo-policy"] = ledger.facts.policy
     return JSONResponse(error.envelope(), status_code=error.status, headers=headers)

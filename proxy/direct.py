@@ -278,15 +278,17 @@ class DirectUpstream:
 
 def error_fields(body: bytes) -> tuple[str, object, object]:
     """The message, ``param`` and ``code`` of an upstream's error reply (OpenAI's envelope;
-    else its text as the message). The message is for the log only."""
+    else its text as the message). The message is for the log only, and whole (the body is
+    bounded by ``upstream.max_response_bytes``): ``upstream_said`` redacts it, then cuts it,
+    so a secret across the cut never survives in part."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return body[:1000].decode("utf-8", "replace"), None, None
+        return body.decode("utf-8", "replace"), None, None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and error.get("message"):
         return str(error["message"]), error.get("param"), error.get("code")
-    return json.dumps(data)[:1000], None, None
+    return json.dumps(data), None, None
 
 
 class SplitUpstream:

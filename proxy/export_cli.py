@@ -16,7 +16,7 @@ import click
 
 from proxy.settings import CONFIG_ENV, ConfigError, load_config
 from proxy.store import AuditQuery, StoreError, StoreSettings, open_store
-from proxy.store.negatives import NegativeFormat, negative_samples, write_jsonl
+from proxy.store.negatives import LeftOut, NegativeFormat, negative_samples, write_jsonl
 from proxy.summary import parse_instant
 
 
@@ -37,16 +37,22 @@ def export() -> None:
               f"(default: ${CONFIG_ENV}, else the embedded store's default path).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write here instead of stdout.")
+@click.option("--include-truncated", is_flag=True, default=False,
+              help="Also write samples with a text the audit trail cut (a reply cut short, a "
+                   "prompt missing its first turns), each marked `truncated: true`; by default "
+                   "they are left out and counted.")
 def negatives(fmt: NegativeFormat, since: str | None, config_path: Path | None,
-              out_path: Path | None) -> None:
+              out_path: Path | None, include_truncated: bool) -> None:
     """Write flagged replies from the audit trail as JSON Lines training samples."""
     settings = _store_settings(config_path)
     start = _time(since)
     out = None if out_path is None else _private_output(out_path)
     store = open_store(settings)
+    left_out = LeftOut()
     try:
-        count = _write(store.export_audit(AuditQuery(since=start)), fmt, start,
-                       out or sys.stdout)
+        samples = negative_samples(store.export_audit(AuditQuery(since=start)), fmt, start,
+                                   include_truncated, left_out)
+        count = write_jsonl(samples, out or sys.stdout)
     except StoreError as error:
         click.echo(f"store error: {error}", err=True)
         raise SystemExit(1) from None
@@ -55,10 +61,9 @@ def negatives(fmt: NegativeFormat, since: str | None, config_path: Path | None,
         if out is not None:
             out.close()
     click.echo(f"{count} {fmt} samples", err=True)
-
-
-def _write(records: object, fmt: NegativeFormat, since: float | None, out: TextIO) -> int:
-    return write_jsonl(negative_samples(records, fmt, since), out)  # type: ignore[arg-type]
+    if left_out.truncated:
+        click.echo(f"{left_out.truncated} samples left out: the audit trail cut a text in them "
+                   "(--include-truncated writes them, marked)", err=True)
 
 
 def _private_output(path: Path) -> TextIO:

@@ -4,8 +4,8 @@ the last resort for unexpected errors.
 Keys are compared with ``hmac.compare_digest``. The caller found for a key is put in
 ``scope["state"]["caller"]`` for the routes. A chat request refused here (401, 413, 429, 503
 for a key the store could not check, 500) still leaves an audit record, named to the client by
-``x-request-id`` as the routes' answers are; a keyless refusal that ``proxy.refusals`` leaves
-out of the trail has no record and so no ``x-request-id``.
+``x-request-id`` as the routes' answers are; a keyless or rate-limited refusal that
+``proxy.refusals`` leaves out of the trail has no record and so no ``x-request-id``.
 """
 
 from __future__ import annotations
@@ -75,17 +75,20 @@ def request_id_header(request_id: str | None) -> dict[str, str]:
     return {"x-request-id": request_id} if request_id is not None else {}
 
 
-def record_refusal(scope: Scope, caller: str, error: GatewayError) -> str | None:
+def record_refusal(scope: Scope, caller: str, error: GatewayError,
+                   suppressed: int | None = 0) -> str | None:
     """An audit record (and metrics) for a chat request refused before its route; its ledger
     goes in the request's state, so a later failure does not record the request twice.
-    Returns the record's id (None for other paths, which are not recorded)."""
+    ``suppressed``: a sampler's decision (``Ledger.sample``; None: metrics only). Returns the
+    record's id (None for other paths, which are not recorded, and when not audited)."""
     if scope["path"] != CHAT_PATH:
         return None
     known: Caller | None = scope.get("state", {}).get("caller")
     key_id = known.key.id if known is not None and known.key is not None else None
     ledger = scope.setdefault("state", {})["ledger"] = Ledger(caller, key_id=key_id)
+    ledger.sample(suppressed)
     scope["app"].state.services.finish(ledger, str(error.status), error.code)
-    return ledger.request_id
+    return ledger.request_id if ledger.audited else None
 
 
 def count_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
@@ -110,8 +113,9 @@ class KeyAuth:
     (403 to a client key) once keys are required or a metrics key is set; with no key configured
     at all it is open. A virtual key's rpm/tpm limits are admitted here (429 with
     ``Retry-After``), and the reply's tokens charged when the request is done. A chat request
-    refused for want of a valid key is counted in the metrics always and audited as
-    ``proxy.refusals`` bounds it (the first from each client address each minute)."""
+    refused for want of a valid key, or by its key's limits, is counted in the metrics always
+    and audited as ``proxy.refusals`` bounds it (the first from each client address, or of
+    each key, each minute)."""
 
     def __init__(self, app: ASGIApp, settings: AuthSettings,
                  verified: VerifiedKeys | None = None) -> None:
@@ -166,9 +170,12 @@ class KeyAuth:
         if key is not None and store is not None and path in LIMITED_PATHS:
             refused_by_limit = await admit(store, key)
             if refused_by_limit is not None:
-                scope["app"].state.services.metrics.limit_rejections.labels(
+                services = scope["app"].state.services
+                services.metrics.limit_rejections.labels(
                     key.name, refused_by_limit.code or "rpm").inc()
-                recorded = record_refusal(scope, key.name, refused_by_limit)
+                sampled = (services.limit_refusals.audits(key.id) if path == CHAT_PATH
+                           else None)  # only chat requests are recorded
+                recorded = record_refusal(scope, key.name, refused_by_limit, sampled)
                 await send_error(send, refused_by_limit, request_id_header(recorded))
                 return
         if key is None or store is None:
@@ -336,7 +343,7 @@ class UnexpectedErrors:
             recorded: str | None = None
             if ledger is not None:  # recorded once: a no-op if a handler recorded it
                 scope["app"].state.services.finish(ledger, str(error.status), error.code)
-                recorded = ledger.request_id
+                recorded = ledger.request_id if ledger.audited else None
             elif services is not None:  # a chat request that failed before its route (KeyAuth)
                 caller: Caller | None = state.get("caller")
                 recorded = record_refusal(scope, caller.name if caller else "unidentified", error)

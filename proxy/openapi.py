@@ -27,9 +27,11 @@ BODY_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, ValuesCheckRe
 ERROR_STATUSES = {
     400: "Invalid JSON or a body that fails the schema (`param` names the field)",
     401: "Missing or unknown API key",
-    403: "The key may not do this (X-Vilmo-Policy, a client key on /admin or /metrics)",
+    403: "The key may not do this (X-Vilmo-Policy, a client key on /admin or /metrics), or a "
+         "page on another site sent the request (Sec-Fetch-Site: cross-site)",
     404: "Unknown model, route or admin resource",
     413: "Request body (or text to check) too large",
+    415: "A JSON body sent without 'Content-Type: application/json'",
     429: "Rate limited: the upstream's, the Router's or the key's (with Retry-After)",
     502: "The upstream failed or could not be reached",
     503: "The value check failed closed, the store is down, or the upstream is cooling down",

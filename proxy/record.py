@@ -50,9 +50,17 @@ class RequestRecord:
     key_id: str | None = None
     """The caller's virtual key's id (``caller`` is its name, which need not be unique); None
     for a config key (its name is ``caller``) and for a request without a key."""
+    suppressed: int = 0
+    """Of a refusal by the key's limits: how many of the key's refusals before it were left out
+    of the audit trail, since its last recorded one (``proxy.refusals.LimitSampler``; each is
+    counted in the metrics). In the JSON only when some were: every other record keeps its
+    shape."""
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        shown = asdict(self)
+        if not self.suppressed:
+            del shown["suppressed"]
+        return shown
 
     @property
     def action(self) -> str:
@@ -84,7 +92,8 @@ def _shown(verdict: Verdict | None) -> dict[str, object] | None:
 
 
 def build_record(request_id: str, caller: str, started_at: float, facts: Facts, status: str,
-                 error_code: str | None = None, key_id: str | None = None) -> RequestRecord:
+                 error_code: str | None = None, key_id: str | None = None,
+                 suppressed: int = 0) -> RequestRecord:
     """The one function that makes an audit record."""
     instruction = facts.instruction
     guard = "ok" if facts.refused else guard_of(facts.reply)
@@ -97,7 +106,7 @@ def build_record(request_id: str, caller: str, started_at: float, facts: Facts, 
         duration_s=time.time() - started_at, guard=guard,
         verdict=_shown(verdict_of(facts.reply)), input_verdict=_shown(verdict_of(facts.input)),
         attempts=tuple(a.as_dict() for a in facts.attempts), profile=facts.profile,
-        key_id=key_id)
+        key_id=key_id, suppressed=suppressed)
 
 
 class Ledger:
@@ -113,6 +122,15 @@ class Ledger:
         self.started_at = time.time()
         self.facts = Facts()
         self.closed = False
+        self.audited = True
+        """False: the record goes to the metrics only (``sample``)."""
+        self.suppressed = 0
+
+    def sample(self, suppressed: int | None) -> None:
+        """A sampler's decision (``proxy.refusals``): None, count the request in the metrics
+        only; else audit it, saying how many like it were left out before it."""
+        self.audited = suppressed is not None
+        self.suppressed = suppressed or 0
 
     def note(self, facts: Facts) -> Facts:
         self.facts = facts
@@ -125,4 +143,5 @@ class Ledger:
             return None
         self.closed = True
         return build_record(self.request_id, self.caller, self.started_at,
-                            facts or self.facts, status, error_code, self.key_id)
+                            facts or self.facts, status, error_code, self.key_id,
+                            self.suppressed)

@@ -1,9 +1,16 @@
-"""Which chat requests refused for want of a valid key get an audit record. Anyone can send
-them, and each record is a durable write to the store and a JSON Lines line, so they are
-bounded: the first refusal from each client address in each interval is recorded, from at most
-``max_addresses`` addresses per interval; every other one is counted in the metrics only
-(``vilmo_requests_total{status="401"}``), and one log line per interval says how many were left
+"""Which refused chat requests get an audit record, where the refusals come as fast as the
+gateway can answer them. Each record is a durable write to the store and a JSON Lines line, and
+the trail keeps at most ``store.audit_max_records``: unbounded, such refusals would push every
+other tenant's records out of it. Every one is counted in the metrics
+(``vilmo_requests_total{status=...}``), and one log line per interval says how many were left
 out of the audit trail.
+
+- ``RefusalSampler``, for want of a valid key (401; anyone can send them): the first refusal
+  from each client address in each interval is recorded, from at most ``max_addresses``
+  addresses per interval.
+- ``LimitSampler``, a virtual key over its limits (429 ``rpm``, ``tpm``, or ``store`` while
+  limits fail closed): the first of each key in each interval is recorded, and its record's
+  ``suppressed`` says how many of the key's were left out since the key's last recorded one.
 """
 
 from __future__ import annotations
@@ -46,3 +53,44 @@ class RefusalSampler:
             return True
         self._left_out += 1
         return False
+
+
+MAX_PENDING_KEYS = 10_000
+"""Keys whose left-out count waits for their next record, at most (a count past it is in the
+log line and the metrics only)."""
+
+
+class LimitSampler:
+    """Decides, per refusal of a key over its limits, whether it is audited. Called on the event
+    loop only (no lock)."""
+
+    def __init__(self, interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic,
+                 max_pending: int = MAX_PENDING_KEYS) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self.max_pending = max_pending
+        self._started = clock()
+        self._audited: set[str] = set()
+        self._pending: dict[str, int] = {}
+        """The key's refusals left out since its last audited one."""
+        self._left_out = 0
+
+    def audits(self, key_id: str) -> int | None:
+        """For the key's first refusal in this interval, how many of its refusals were left out
+        since its last audited one (the record's ``suppressed``); None: count it in the metrics
+        only."""
+        now = self.clock()
+        if now - self._started >= self.interval_s:
+            if self._left_out:
+                log.warning("%d requests refused by their key's limits in the last %.0f s were "
+                            "counted in the metrics but not audited (the first of each key is; "
+                            "its next record says how many it had left out)", self._left_out,
+                            now - self._started)
+            self._started, self._audited, self._left_out = now, set(), 0
+        if key_id not in self._audited:
+            self._audited.add(key_id)
+            return self._pending.pop(key_id, 0)
+        self._left_out += 1
+        if key_id in self._pending or len(self._pending) < self.max_pending:
+            self._pending[key_id] = self._pending.get(key_id, 0) + 1
+        return None

@@ -16,6 +16,7 @@ from proxy.actions import with_annotation
 from proxy.admission import admit, parse_body
 from proxy.check import check_values
 from proxy.client_keys import reserve_tokens
+from proxy.cross_site import refuse_unless_json
 from proxy.disconnect import unless_disconnected
 from proxy.errors import ClientClosed, InvalidRequest
 from proxy.middleware import Caller
@@ -49,7 +50,7 @@ T = TypeVar("T")
 @router.post("/v1/chat/completions", responses={
     200: {"description": "A chat completion, or with `stream: true` its server-sent events",
           "content": {"application/json": {}, "text/event-stream": {}}},
-    **error_responses(400, 403, 404, 413, 429, 502, 503, 504)},
+    **error_responses(400, 403, 404, 413, 415, 429, 502, 503, 504)},
     openapi_extra={**json_body(ChatCompletionRequest, "An OpenAI chat completion request"),
                    "parameters": [POLICY_HEADER, ANNOTATE_HEADER]})
 async def chat_completions(request: Request) -> Response:
@@ -80,7 +81,7 @@ async def chat_completions(request: Request) -> Response:
     return response
 
 
-@router.post("/v1/values/check", responses=error_responses(400, 403, 413, 503),
+@router.post("/v1/values/check", responses=error_responses(400, 403, 413, 415, 503),
              openapi_extra={**json_body(ValuesCheckRequest, "A text or a conversation to judge"),
                             "parameters": [POLICY_HEADER]})
 async def values_check(request: Request) -> ValuesCheckResult:
@@ -126,8 +127,9 @@ async def hold_tokens(request: Request, caller: Caller, params: UpstreamParams) 
     server = services.config.server
     refused = await reserve_tokens(store, caller.key, params,
                                    min(server.max_tokens, server.tpm_default_max_tokens))
-    if refused is not None:
+    if refused is not None:  # audited as the middleware's limit refusals are (sampled)
         services.metrics.limit_rejections.labels(caller.key.name, refused.code or "tpm").inc()
+        request.state.ledger.sample(services.limit_refusals.audits(caller.key.id))
         raise refused
 
 
@@ -179,7 +181,9 @@ async def off_loop_if_large(body: bytes, work: Callable[..., T], *args: Any) -> 
 
 
 async def read_bytes(request: Request) -> bytes:
-    """The request's body; a client that leaves before sending all of it is a 499."""
+    """The request's body, typed JSON and not sent by a page on another site
+    (``proxy.cross_site``: 415, 403); a client that leaves before sending all of it is a 499."""
+    refuse_unless_json(request.headers)
     try:
         return await request.body()
     except ClientDisconnect:

@@ -13,6 +13,7 @@ from proxy.late import LateWork
 from proxy.metrics import Metrics
 from proxy.outcome import Facts
 from proxy.record import Ledger
+from proxy.refusals import LimitSampler
 from proxy.settings import GatewayConfig
 from proxy.stages import TimedUpstream, current_trace
 from proxy.store import Store
@@ -56,18 +57,21 @@ class Services:
     """Failures of the record's sinks, logged (rate-limited) and counted."""
     late: LateWork = field(default_factory=LateWork)
     """Judgements of monitor streams whose client left, waited for at shutdown."""
+    limit_refusals: LimitSampler = field(default_factory=LimitSampler)
+    """Which refusals by a key's limits are audited (the middleware's and the route's)."""
 
     def finish(self, ledger: Ledger, status: str, error_code: str | None = None,
                facts: Facts | None = None) -> None:
         """Record the request (the store's trail, metrics, the audit sink), once: later calls
-        are no-ops. Never raises: each sink fails alone (``SinkFailures``), so a full disk
+        are no-ops; a ledger a sampler left out of the audit (``Ledger.sample``) goes to the
+        metrics only. Never raises: each sink fails alone (``SinkFailures``), so a full disk
         under the JSON Lines file neither changes the client's answer nor costs the store's
         trail its record; the trail is written first."""
         record = ledger.close(status, error_code, facts)
         if record is None:
             return
         trace = current_trace.get()
-        if self.store is not None:  # never blocks: a background writer (or the spool)
+        if self.store is not None and ledger.audited:  # never blocks: a background writer
             try:
                 self.store.audit.write(audit_record(record, trace, self.redactor))
             except Exception as error:  # noqa: BLE001 - the request's answer stands
@@ -76,6 +80,8 @@ class Services:
             self.metrics.record(record, trace)
         except Exception as error:  # noqa: BLE001 - the request's answer stands
             self.sink_failures.failed("metrics", error, self.store)
+        if not ledger.audited:
+            return
         try:
             self.audit.write(record)
         except Exception as error:  # noqa: BLE001 - the request's answer stands

@@ -77,6 +77,9 @@ class StubUpstream:
     error_prefix: str = ""
     error_fields: dict[str, Any] = field(default_factory=dict)
     """Fields set in a ``stub-status-NNN`` error envelope (``param``, ``code``)."""
+    error_body: str | None = None
+    """When set, a ``stub-status-NNN`` error's whole body instead of the envelope, ``{key}``
+    replaced by the key it was sent (a plain-text error page, or JSON of another shape)."""
     error_event: str | None = None
     """When set, a stream sends an error event with this message after its first word (as
     OpenAI-compatible upstreams report a failure mid-stream) and ends there."""
@@ -104,6 +107,7 @@ class StubUpstream:
         self.slow_seconds = StubUpstream.slow_seconds
         self.error_prefix = ""
         self.error_fields = {}
+        self.error_body = None
         self.error_event = None
         self.streams_closed_early = 0
         self.closed_early.clear()
@@ -135,6 +139,9 @@ class StubUpstream:
             status = int(model.rsplit("-", 1)[1])
             key = request.headers.get("authorization", "").removeprefix("Bearer ")
             token = request.headers.get("x-upstream-token")
+            if self.error_body is not None:
+                return Response(self.error_body.replace("{key}", key), status_code=status,
+                                media_type="text/plain; charset=utf-8")
             error = f"{self.error_prefix}Incorrect API key provided: {key}" + (
                 f" (token {token})" if token else "")
             return AsciiJSON({"error": {"message": error, "type": "stub_error",

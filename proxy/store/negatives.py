@@ -14,12 +14,20 @@ Formats: ``d2o`` (one line per violating reply: prompt, rejected reply, violated
 regenerated reply where one passed; D2O learns from negatives alone) and ``dpo`` (TRL's
 conversational preference format: prompt, chosen, rejected; only where a regenerated reply
 passed, since DPO needs a chosen reply).
+
+The trail cuts texts (``proxy.trail``: each to 4,000 characters, a record's to 16,000, the prompt
+to its last 50 turns) and says so (``truncated``). A cut text is no sample to train on as if it
+were whole (a reply that stops mid-sentence, a conversation that has lost its first turns), so a
+sample with a cut text (its prompt, its rejected or its chosen reply) is left out and counted
+(``LeftOut``); with ``include_truncated`` it is written with ``truncated: true``. A prompt starts
+at its first user turn (after any system or developer messages): the assistant and tool turns
+before it, left first when older turns were dropped, are dropped too.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
@@ -32,37 +40,57 @@ NegativeFormat = Literal["d2o", "dpo"]
 class _Reply:
     text: str
     values: tuple[str, ...]
+    cut: bool = False
+    """The trail cut this text (``truncated: true``)."""
+
+
+@dataclass(slots=True)
+class LeftOut:
+    """Samples left out because a text in them was cut (written with ``include_truncated``)."""
+
+    truncated: int = 0
 
 
 def negative_samples(records: Iterable[AuditRecord], fmt: NegativeFormat,
-                     since: float | None = None) -> Iterator[dict[str, object]]:
-    """One sample per reply that violated a value, from records at or after ``since``."""
+                     since: float | None = None, include_truncated: bool = False,
+                     left_out: LeftOut | None = None) -> Iterator[dict[str, object]]:
+    """One sample per reply that violated a value, from records at or after ``since``; a
+    sample with a cut text only with ``include_truncated`` (then marked ``truncated: true``),
+    else counted in ``left_out``."""
     for record in records:
         if since is not None and record.ts < since:
             continue
-        prompt = _messages(record.data.get("prompt"))
+        prompt, prompt_cut = _prompt(record.data)
         final = _reply(record.data.get("reply"))
         rejected = [r for r in map(_reply, _list(record.data.get("rejected"))) if r]
         if not prompt:
             continue
+        chosen: _Reply | None
         if final is not None and final.values:
             rejected.append(final)
             chosen = None
         else:
-            chosen = final.text if final is not None and rejected else None
+            chosen = final if final is not None and rejected else None
         for reply in rejected:
-            if not reply.values:
+            if not reply.values or (fmt == "dpo" and chosen is None):
                 continue
+            cut = prompt_cut or reply.cut or (chosen is not None and chosen.cut)
+            if cut and not include_truncated:
+                if left_out is not None:
+                    left_out.truncated += 1
+                continue
+            marked: dict[str, object] = {"truncated": True} if cut else {}
             if fmt == "dpo":
-                if chosen is not None:
-                    yield {"prompt": prompt,
-                           "chosen": [{"role": "assistant", "content": chosen}],
-                           "rejected": [{"role": "assistant", "content": reply.text}]}
+                assert chosen is not None
+                yield {"prompt": prompt,
+                       "chosen": [{"role": "assistant", "content": chosen.text}],
+                       "rejected": [{"role": "assistant", "content": reply.text}], **marked}
             else:
                 yield {"prompt": prompt, "rejected": reply.text,
-                       "violated_values": list(reply.values), "regenerated": chosen,
+                       "violated_values": list(reply.values),
+                       "regenerated": chosen.text if chosen is not None else None,
                        "request_id": record.id, "policy": record.policy,
-                       "model": record.model}
+                       "model": record.model, **marked}
 
 
 def write_jsonl(samples: Iterable[dict[str, object]], out: TextIO) -> int:
@@ -74,19 +102,31 @@ def write_jsonl(samples: Iterable[dict[str, object]], out: TextIO) -> int:
     return count
 
 
-def _messages(value: object) -> list[dict[str, str]]:
-    messages = []
-    for message in _list(value):
+def _prompt(data: Mapping[str, object]) -> tuple[list[dict[str, str]], bool]:
+    """The prompt's messages from its first user turn (system and developer messages before it
+    kept), and whether the trail cut it: turns dropped (``truncation``; a record marked
+    ``truncated`` without saying what counts as cut) or a message's text cut."""
+    messages: list[dict[str, str]] = []
+    cut = False
+    for message in _list(data.get("prompt")):
         if isinstance(message, dict) and isinstance(message.get("content"), str):
             messages.append({"role": str(message.get("role", "user")),
                              "content": message["content"]})
-    return messages
+            cut = cut or message.get("truncated") is True
+    first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), len(messages))
+    kept = [m for i, m in enumerate(messages)
+            if i >= first_user or m["role"] in ("system", "developer")]
+    truncation = data.get("truncation")
+    dropped = truncation.get("messages_dropped", 1) if isinstance(truncation, dict) else 1
+    cut = cut or (data.get("truncated") is True and dropped != 0)
+    return (kept if first_user < len(messages) else []), cut
 
 
 def _reply(value: object) -> _Reply | None:
     if not isinstance(value, dict) or not isinstance(value.get("text"), str):
         return None
-    return _Reply(value["text"], tuple(str(v) for v in _list(value.get("values"))))
+    return _Reply(value["text"], tuple(str(v) for v in _list(value.get("values"))),
+                  value.get("truncated") is True)
 
 
 def _list(value: object) -> list[object]:

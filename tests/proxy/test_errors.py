@@ -77,7 +77,8 @@ def test_body_too_large_is_413(gateway: str) -> None:
         for _ in range(30):
             yield b"x" * 10_000
 
-    response = httpx.post(f"{gateway}/chat/completions", content=chunks(), headers=AUTH)
+    response = httpx.post(f"{gateway}/chat/completions", content=chunks(),
+                          headers={**AUTH, "content-type": "application/json"})
     assert_envelope(response, 413)
 
 

@@ -157,7 +157,8 @@ def test_a_connection_that_sends_nothing_is_closed_quietly(port: int) -> None:
 
 def test_a_kept_alive_connection_outlives_the_read_deadline(port: int) -> None:
     """Idle between requests is the keep-alive timeout's, not the read deadline's."""
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                      headers={"content-type": "application/json"}) as client:
         assert client.post("/v1/chat/completions", content=CHAT).status_code == 200
         time.sleep(DEADLINE_S * 1.5)
         reply = client.post("/v1/chat/completions", content=CHAT)

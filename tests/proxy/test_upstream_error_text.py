@@ -160,3 +160,21 @@ def test_an_upstream_failure_is_logged_on_one_line_naming_the_request(
                    or "rror" in r.getMessage())]  # LiteLLM's failed attempt is an INFO
     assert len(logged) == 1, logged
     assert request_id in logged[0] and model in logged[0]
+
+
+@pytest.mark.parametrize("body", [
+    ("認証エラー" * 64) + "Incorrect API key: {key} -- see the docs",  # the key across byte 1000
+    json.dumps({"detail": "x" * 980 + " key {key} refused"}),  # across character 1000
+], ids=["plain-text", "json-without-message"])
+def test_an_error_body_is_redacted_before_it_is_cut(
+        gateway: str, stub: StubUpstream, caplog: pytest.LogCaptureFixture, body: str) -> None:
+    """An error body that is not OpenAI's envelope was cut (at byte, or character, 1000) before
+    the redactor saw it, so a key across the cut was no longer a whole secret and its first
+    characters reached the log. Now the whole body is redacted, then cut."""
+    stub.error_body = body
+    with caplog.at_level(logging.WARNING, logger="proxy.errors"):
+        got, text = send(gateway, "stub-status-401", "g-block-buffer", False)
+    assert got == 502 and UPSTREAM_KEY[:6] not in text, text
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "proxy.errors")
+    assert "stub-status-401" in logged
+    assert UPSTREAM_KEY[:6] not in logged, logged

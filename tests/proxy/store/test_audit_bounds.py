@@ -148,8 +148,11 @@ def test_both_stores_keep_a_huge_request_bounded_and_exportable(make_store: Make
     assert size <= RECORD_BYTES
     (stored,) = store.query_audit(AuditQuery()).data
     assert stored.data["truncated"] is True and stored.values == ("mft.care",)
-    samples = list(negative_samples(store.export_audit(AuditQuery()), "d2o"))
+    assert list(negative_samples(store.export_audit(AuditQuery()), "d2o")) == []  # cut texts
+    samples = list(negative_samples(store.export_audit(AuditQuery()), "d2o",
+                                    include_truncated=True))
     assert len(samples) == 5 and all(s["violated_values"] == ["mft.care"] for s in samples)
+    assert all(s["truncated"] is True for s in samples)
 
 
 def test_the_trail_keeps_a_bounded_number_of_records_by_default() -> None:

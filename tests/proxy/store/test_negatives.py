@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 
 from store_fixtures import (
@@ -13,7 +15,7 @@ from store_fixtures import (
 )
 
 from proxy.store import AuditQuery, AuditRecord
-from proxy.store.negatives import negative_samples, write_jsonl
+from proxy.store.negatives import LeftOut, negative_samples, write_jsonl
 
 PROMPT = [{"role": "system", "content": "Be brief."},
           {"role": "user", "content": "My neighbour's dog barks all night. Ideas?"}]
@@ -98,3 +100,86 @@ def test_the_export_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     assert out.stat().st_mode & 0o777 == 0o600
     unwritable = CliRunner().invoke(export, [*args, str(tmp_path / "no" / "such.jsonl")])
     assert unwritable.exit_code == 2 and "cannot write" in unwritable.output
+
+
+def trail_record(prompt: list[dict[str, str]], rejected: str, chosen: str) -> AuditRecord:
+    """The store's record of a regenerated request, made by the trail itself (its cuts)."""
+    from proxy.errors import Redactor
+    from proxy.record import RequestRecord
+    from proxy.stages import Trace
+    from proxy.trail import audit_record
+
+    flagged: dict[str, object] = {"action": "regenerate", "violations": ["mft.fairness"],
+                                  "scores": {}}
+    passed: dict[str, object] = {"action": "allow", "violations": [], "scores": {}}
+    record = RequestRecord("req-cut", "team-a", "stub", False, "strict", "vilmo", (), (), "200",
+                           None, 1000.0, 0.0, 0.1, "ok", passed, None, (flagged,))
+    return audit_record(record, Trace(prompt=prompt, replies=[rejected, chosen]), Redactor())
+
+
+TURNS = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"}
+         for i in range(59)]
+"""59 turns: the trail keeps the last 50, which start with an assistant turn."""
+LONG_BAD = "You could cheat on the exam. " * 300
+LONG_GOOD = "Study a little every day, and rest well. " * 200
+
+
+def test_a_sample_with_a_text_the_trail_cut_is_left_out_and_counted() -> None:
+    """Before the fix the trail's ``truncated`` markers were dropped: each sample held a
+    reply cut at 4,000 characters and a conversation without its first nine turns, starting
+    with an assistant turn, as if whole."""
+    cut_reply = trail_record(PROMPT, LONG_BAD, "Study.")
+    cut_prompt = trail_record(TURNS, "Cheat.", "Study.")
+    assert cut_reply.data["truncated"] is True and cut_prompt.data["truncated"] is True
+    for fmt in ("d2o", "dpo"):
+        left_out = LeftOut()
+        samples = list(negative_samples([cut_reply, cut_prompt, REGENERATED], fmt,
+                                        left_out=left_out))
+        assert len(samples) == 2 and all("truncated" not in s for s in samples), samples
+        assert left_out.truncated == 2
+
+
+def test_with_include_truncated_each_cut_sample_says_so() -> None:
+    records = [trail_record(TURNS, LONG_BAD, LONG_GOOD), REGENERATED]
+    for fmt in ("d2o", "dpo"):
+        samples = list(negative_samples(records, fmt, include_truncated=True))
+        assert [s.get("truncated") for s in samples] == [True, None, None]
+        prompt = samples[0]["prompt"]
+        assert isinstance(prompt, list) and prompt[0] == {"role": "user", "content": "turn 10"}
+
+
+def test_a_prompt_starts_at_its_first_user_turn() -> None:
+    """Assistant and tool turns before the first user turn (left when older turns were
+    dropped) are dropped; a system message is kept; a prompt with no user turn is none."""
+    system, user = PROMPT
+    leading = [{"role": "assistant", "content": "Earlier answer."}, {"role": "tool",
+                                                                   "content": "{}"}]
+    records = [audit(8, reply={"text": "Bad.", "values": ["mft.care"]}, prompt=p)
+               for p in ([*leading, user], [system, *leading, user], leading)]
+    assert [s["prompt"] for s in negative_samples(records, "d2o")] == [[user], [system, user]]
+
+
+def test_the_cli_leaves_out_cut_samples_unless_asked(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from proxy.export_cli import export
+    from proxy.store import StoreSettings, open_store
+
+    store = open_store(StoreSettings(path=tmp_path / "state.db"))
+    now = time.time()  # within the trail's retention
+    store.backend.append_audit([replace(trail_record(TURNS, "Cheat.", "Study."), ts=now),
+                                replace(REGENERATED, ts=now)])
+    store.close()
+    config = tmp_path / "gateway.yaml"
+    config.write_text("model_list: [{model_name: stub, litellm_params: {model: openai/stub}}]\n"
+                      f"store: {{path: {tmp_path / 'state.db'}}}\n")
+    args = ["negatives", "--format", "d2o", "--config", str(config)]
+    plain = CliRunner().invoke(export, args)
+    assert plain.exit_code == 0, plain.output
+    assert [json.loads(line)["request_id"] for line in plain.stdout.splitlines()] == [
+        "req-1", "req-1"]
+    assert "1 samples left out" in plain.stderr
+    marked = CliRunner().invoke(export, [*args, "--include-truncated"])
+    lines = [json.loads(line) for line in marked.stdout.splitlines()]
+    assert sorted((line["request_id"], line.get("truncated", False)) for line in lines) == [
+        ("req-1", False), ("req-1", False), ("req-cut", True)]
