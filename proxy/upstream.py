@@ -53,10 +53,12 @@ class LiteLLMUpstream:
         self._router = Router(model_list=[d.router_entry() for d in model_list],
                               **with_router_defaults(router_settings))
         self._redact = redact
-        self._openai = {d.model_name for d in model_list} - {
-            d.model_name for d in model_list if not str(d.litellm_params["model"]).startswith(
-                "openai/")}
-        """Names whose deployments are all ``openai/`` (``wire_params``)."""
+        others = {d.model_name for d in model_list
+                  if not str(d.litellm_params["model"]).startswith("openai/")}
+        falls_back = any(v for k, v in router_settings.items() if k.endswith("fallbacks"))
+        self._openai = set() if others and falls_back else set(self._names) - others
+        """Names whose calls reach only ``openai/`` deployments, fallbacks included
+        (``wire_params``)."""
 
     def serves(self, model: str) -> bool:
         return configured_name(model, self._names) is not None

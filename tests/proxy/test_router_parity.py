@@ -100,3 +100,23 @@ def test_both_paths_send_the_upstream_the_same_fields(stub: StubUpstream, polici
         assert body["user"] == FIELDS["user"] and body["metadata"] == FIELDS["metadata"]
         assert {k: body[k] for k in FIELDS} == FIELDS
     assert bodies["litellm"] == bodies["direct"]
+
+
+def test_user_goes_in_extra_body_only_where_every_deployment_is_openai() -> None:
+    """Elsewhere (another provider, or a fallback to one) LiteLLM maps ``user`` itself."""
+    from proxy.errors import Redactor
+    from proxy.settings import Deployment
+    from proxy.upstream import LiteLLMUpstream
+
+    def entry(name: str, model: str) -> Deployment:
+        return Deployment(model_name=name, litellm_params={"model": model, "api_key": "k"})
+
+    plain = [entry("a", "openai/a"), entry("c", "anthropic/claude-x")]
+    params = {"model": "a", "messages": ASK, "user": "u", "extra_body": {"metadata": {"t": 1}}}
+    wired = LiteLLMUpstream(plain, {}, Redactor()).wire_params(params)
+    assert wired == {"model": "a", "messages": ASK,
+                     "extra_body": {"metadata": {"t": 1}, "user": "u"}}
+    assert params["user"] == "u"  # the caller's dict is left as it was (regenerations)
+    upstream = LiteLLMUpstream(plain, {"fallbacks": [{"a": ["c"]}]}, Redactor())
+    assert upstream.wire_params(params) is params
+    assert LiteLLMUpstream(plain, {}, Redactor()).wire_params({**params, "model": "c"})["user"]
