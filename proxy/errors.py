@@ -24,7 +24,8 @@ Foreign errors are mapped where they enter: LiteLLM's by ``map_upstream_errors``
 path's (httpx's, and the upstream's own error replies) by ``map_http_errors`` and
 ``upstream_status_error``, each with a fixed text the gateway writes: the upstream's message is
 text nothing checked, so it goes to the log only (``upstream_said``: redacted by ``Redactor``,
-cut, one line); of a 400 its ``param`` and ``code`` reach the client when they are labels.
+cut, one line); of a 400 its ``param`` and ``code`` reach the client when they are short
+identifiers, of a 429 its Retry-After as bounded seconds (``proxy.upstream_hints``).
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
-from proxy.fields import LABEL
 from proxy.protocol import error_envelope
+from proxy.upstream_hints import error_label
+from proxy.upstream_hints import retry_after as retry_after_header
 from proxy.upstream_log import upstream_said
 from proxy.wellformed import well_formed
 
@@ -272,15 +273,15 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) 
         upstream_said(redact, model, f"status {exc.status_code}", _message_of(exc))
         if MEDIA_URL_REFUSED in _message_of(exc):  # LiteLLM's own 400, the gateway's reason
             raise InvalidRequest(no_media_url(model), code="upstream_bad_request") from exc
-        error = _from_status(exc.status_code, model, getattr(exc, "param", None),
+        error = _from_status(exc.status_code, model, redact, getattr(exc, "param", None),
                              getattr(exc, "code", None))
         if isinstance(error, UpstreamRateLimited):
-            error.headers = _retry_after(exc.response.headers.get("retry-after"))
+            error.headers = retry_after_header(exc.response.headers.get("retry-after"))
         raise error from exc
     except openai.OpenAIError as exc:
         status = int(getattr(exc, "status_code", 502))
         upstream_said(redact, model, f"status {status}", _message_of(exc))
-        raise _from_status(status, model) from exc
+        raise _from_status(status, model, redact) from exc
     except UnicodeError as exc:  # LiteLLM's Router fails on an upstream's lone surrogate itself
         upstream_said(redact, model, "malformed", "it sent text that is not valid Unicode")
         raise UpstreamFailed(f"the upstream for model {model!r} sent text that is not valid "
@@ -350,43 +351,35 @@ def upstream_status_error(status: int, message: str, model: str, retry_after: st
                           redact: Redactor, param: object, code: object) -> GatewayError:
     """The direct path's GatewayError for an upstream's HTTP error reply, as LiteLLM's are."""
     upstream_said(redact, model, f"status {status}", message)
-    error = _from_status(status, model, param, code)
+    error = _from_status(status, model, redact, param, code)
     if isinstance(error, UpstreamRateLimited):
-        error.headers = _retry_after(retry_after)
+        error.headers = retry_after_header(retry_after)
     return error
 
 
-def _from_status(status: int, model: str, param: object = None, code: object = None,
-                 ) -> GatewayError:
-    """The gateway's own error for an upstream's status: a fixed text (a 400's labels too)."""
+def _from_status(status: int, model: str, redact: Redactor, param: object = None,
+                 code: object = None) -> GatewayError:
+    """The gateway's own error for an upstream's status: a fixed text (a 400's labels too,
+    when they are short identifiers: ``proxy.upstream_hints.error_label``). A 3xx is a
+    redirect the gateway never follows (neither path's client does): as on the direct path,
+    not a chat completion."""
+    if 300 <= status < 400:
+        return UpstreamFailed(f"the upstream for model {model!r} did not answer with a chat "
+                              "completion", code="upstream_malformed")
     if status == 429:
         return UpstreamRateLimited(f"the upstream for model {model!r} answered 429: "
                                    "rate limited", code="rate_limit_exceeded")
     if status in (408, 504):
         return UpstreamTimeout(f"upstream for model {model!r} timed out", code="upstream_timeout")
     if status in (400, 413, 422):
-        detail = ", ".join(f"{name}: {value}" for name, value in (("param", param), ("code", code))
-                           if isinstance(value, str) and value and LABEL.fullmatch(value))
+        labels = (("param", error_label(param, redact)), ("code", error_label(code, redact)))
+        detail = ", ".join(f"{name}: {value}" for name, value in labels if value)
         return InvalidRequest(f"the upstream for model {model!r} answered {status}: it rejected "
                               "the request as invalid" + (f" ({detail})" if detail else ""),
                               code="upstream_bad_request")
     # 401/403/404 from the upstream are the gateway's configuration, not the caller's fault.
     return UpstreamFailed(f"the upstream for model {model!r} failed (status {status})",
                           code="upstream_error")
-
-
-def _retry_after(value: str | None) -> dict[str, str]:
-    """The upstream's Retry-After, when it is seconds or an HTTP date (nothing else passes)."""
-    if value is None:
-        return {}
-    value = value.strip()
-    if value.isdigit() and len(value) <= 9:
-        return {"retry-after": value}
-    try:
-        parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return {}
-    return {"retry-after": value}
 
 
 LITELLM_NOTES = "\n\nLiteLLM: "

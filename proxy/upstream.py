@@ -10,15 +10,17 @@ import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol, TypeAlias, cast
 
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.fields import StreamLabels, keep_allowed
+from proxy.litellm_clients import no_cookies, own_litellm_clients
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.settings import Deployment, configured_name
 from proxy.wellformed import NotFinite, make_well_formed, parse_upstream, parse_upstream_event
+
+__all__ = ["LiteLLMUpstream", "Upstream", "entered", "no_cookies", "open_stream", "upstream_json"]
 
 Completion: TypeAlias = ChatCompletion
 Chunk: TypeAlias = ChatCompletionChunk
@@ -44,12 +46,19 @@ class LiteLLMUpstream:
         from litellm.router import Router  # heavy import: only when the gateway is built
 
         one_line_logs(*LITELLM_LOGGERS)
-        keep_no_cookies()
+        own_litellm_clients()
         fetch_no_media_urls()
         forgive_lost_context_resets()
         self._names = [d.model_name for d in model_list]
-        self._router = Router(model_list=[d.router_entry() for d in model_list], **router_settings)
+        self._router = Router(model_list=[d.router_entry() for d in model_list],
+                              **with_router_defaults(router_settings))
         self._redact = redact
+        others = {d.model_name for d in model_list
+                  if not str(d.litellm_params["model"]).startswith("openai/")}
+        falls_back = any(v for k, v in router_settings.items() if k.endswith("fallbacks"))
+        self._openai = set() if others and falls_back else set(self._names) - others
+        """Names whose calls reach only ``openai/`` deployments, fallbacks included
+        (``wire_params``)."""
 
     def serves(self, model: str) -> bool:
         return configured_name(model, self._names) is not None
@@ -57,10 +66,22 @@ class LiteLLMUpstream:
     def model_names(self) -> list[str]:
         return list(dict.fromkeys(self._names))
 
+    def wire_params(self, params: UpstreamParams) -> UpstreamParams:
+        """The call's arguments. ``user`` goes in ``extra_body`` to an ``openai/`` model (as
+        ``metadata`` does, ``proxy.protocol.forwarded``): LiteLLM sends it only to models in
+        OpenAI's own catalog, and the direct path sends it to every one. Other providers get
+        it as LiteLLM maps it (Anthropic's ``metadata.user_id``)."""
+        if "user" not in params or configured_name(str(params["model"]), self._names) \
+                not in self._openai:
+            return params
+        wired = {k: v for k, v in params.items() if k != "user"}
+        wired["extra_body"] = {**(params.get("extra_body") or {}), "user": params["user"]}
+        return wired
+
     async def complete(self, params: UpstreamParams) -> Completion:
         model = str(params["model"])
         with map_upstream_errors(self._redact, model):
-            response = await self._router.acompletion(**params)
+            response = await self._router.acompletion(**self.wire_params(params))
         reply = wire_dict(response.model_dump(exclude_none=True))
         entered(reply, "message", model)
         return cast(Completion, reply)
@@ -68,7 +89,8 @@ class LiteLLMUpstream:
     async def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]:
         model = str(params["model"])
         with map_upstream_errors(self._redact, model):
-            response = await self._router.acompletion(**{**params, "stream": True})
+            response = await self._router.acompletion(**{**self.wire_params(params),
+                                                         "stream": True})
         # the upstream answered: a failure from here on is not "unreachable"
         with map_upstream_errors(self._redact, model, reached=True):
             labels = StreamLabels()
@@ -83,38 +105,18 @@ class LiteLLMUpstream:
                     await close()
 
 
+def with_router_defaults(router_settings: dict[str, Any]) -> dict[str, Any]:
+    """The Router's settings, with ``num_retries: 0`` unless the config sets it: LiteLLM's
+    own default (2) sent each failing request three times, while the direct path (which takes
+    a model only when no retries are configured, ``proxy.direct.why_not_direct``) sends it
+    once. Retries are the operator's choice, as on the direct path."""
+    settings = dict(router_settings)
+    if settings.get("num_retries") is None:
+        settings["num_retries"] = 0
+    return settings
+
+
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
-
-
-def no_cookies() -> CookieJar:
-    """A cookie jar that keeps nothing: an upstream client serves every caller, so a cookie
-    an upstream sets must not ride on anyone's later requests."""
-    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-
-
-def keep_no_cookies() -> None:
-    """LiteLLM's openai and azure clients (the openai SDK's, cached per deployment and event
-    loop, so shared by every caller) kept a cookie an upstream set and sent it with later
-    callers' requests. Their httpx clients come from ``BaseOpenAILLM``'s two factories: wrapped
-    here, once, so each client LiteLLM builds (its transport, TLS, proxies, pooling unchanged)
-    gets a jar that keeps nothing. LiteLLM's own httpx handlers already use such a jar.
-    ``litellm.aclient_session`` is not used: one client for all would lose LiteLLM's per-loop
-    clients and its transport settings."""
-    from litellm.llms.openai.common_utils import BaseOpenAILLM
-
-    for name in ("_get_async_http_client", "_get_sync_http_client"):
-        make = getattr(BaseOpenAILLM, name)
-        if getattr(make, "keeps_no_cookies", False):
-            continue
-
-        def without_cookies(*args: Any, _make: Any = make, **kwargs: Any) -> Any:
-            client = _make(*args, **kwargs)
-            if client is not None:
-                client.cookies = no_cookies()
-            return client
-
-        without_cookies.keeps_no_cookies = True  # type: ignore[attr-defined]
-        setattr(BaseOpenAILLM, name, staticmethod(without_cookies))
 
 
 def fetch_no_media_urls() -> None:

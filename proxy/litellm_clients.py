@@ -1,0 +1,64 @@
+"""LiteLLM's HTTP clients as a gateway needs them: they keep no cookie and follow no redirect.
+
+An upstream client serves every caller (LiteLLM caches its clients per deployment and event
+loop), and holds the config's credentials. A cookie an upstream sets must not ride on anyone's
+later request; a redirect must not take the prompt and the credential headers (``api_key``,
+``extra_headers`` such as ``X-Upstream-Token`` or Azure's ``api-key``: httpx drops only
+``Authorization`` across origins) to wherever the upstream points. The direct path's client is
+built so (``proxy.direct``); LiteLLM's are made so here, where they are built, once: each keeps
+its transport, TLS, proxies and pooling. A redirect is then the upstream's answer, a 3xx the
+gateway maps as the direct path does (``proxy.errors``).
+
+``litellm.aclient_session`` is not used instead: one client for all would lose LiteLLM's
+per-loop clients and its transport settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
+
+OWNED = "owned_by_vilmo"
+"""The mark on a wrapped factory, so wrapping twice changes nothing."""
+
+
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing: an upstream client serves every caller, so a cookie
+    an upstream sets must not ride on anyone's later requests."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+def own_litellm_clients() -> None:
+    """Every httpx client LiteLLM builds for an upstream call, sync or async, streaming or
+    not: the openai SDK's (openai/, azure/ and OpenAI-compatible providers: ``BaseOpenAILLM``'s
+    two factories) keep no cookie and follow no redirect; those of LiteLLM's own handlers
+    (every other provider: ``AsyncHTTPHandler``, ``HTTPHandler``), which keep no cookie
+    already, follow no redirect either."""
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler
+    from litellm.llms.openai.common_utils import BaseOpenAILLM
+
+    for name in ("_get_async_http_client", "_get_sync_http_client"):
+        _wrap(BaseOpenAILLM, name, staticmethod, cookies=True)
+    for handler in (AsyncHTTPHandler, HTTPHandler):
+        _wrap(handler, "create_client", lambda f: f, cookies=False)
+
+
+def _wrap(owner: type, name: str, bind: Callable[[Any], Any], *, cookies: bool) -> None:
+    """``owner.name``, a client factory, wrapped so that its client keeps no cookie (when
+    ``cookies``) and follows no redirect (``follow_redirects`` is the client's default for
+    each request it sends: the openai SDK and LiteLLM's handlers leave it to the client)."""
+    make = getattr(owner, name)
+    if getattr(make, OWNED, False):
+        return
+
+    def owned(*args: Any, **kwargs: Any) -> Any:
+        client = make(*args, **kwargs)
+        if client is not None:
+            if cookies:
+                client.cookies = no_cookies()
+            client.follow_redirects = False
+        return client
+
+    setattr(owned, OWNED, True)
+    setattr(owner, name, bind(owned))
