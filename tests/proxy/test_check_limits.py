@@ -172,9 +172,9 @@ def test_the_check_route_reads_a_large_text_off_the_event_loop(
 
     import proxy.check
     from proxy.inputs import OFF_LOOP_CHARS
+    from proxy.judged_text import judged_text as real
 
     read_on: list[bool] = []
-    real = proxy.check.judged_text
 
     def recording(text: str) -> str:
         read_on.append(threading.current_thread() is threading.main_thread())

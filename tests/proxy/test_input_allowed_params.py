@@ -30,7 +30,9 @@ def knobs(stub: StubUpstream, policy_dir: Path) -> Iterator[str]:
     from proxy.settings import GatewayConfig
 
     config = gateway_config_dict(stub.url, policy_dir)
-    config["model_list"] = [*config["model_list"], {
+    models = config["model_list"]
+    assert isinstance(models, list)
+    config["model_list"] = [*models, {
         "model_name": "knobs", "allowed_params": ["documents", "chat_template", "top_k"],
         "litellm_params": {"model": "openai/stub-knobs", "api_base": f"{stub.url}/v1",
                            "api_key": UPSTREAM_SECRET}}]
