@@ -15,6 +15,10 @@ from vilmo.judge.classifier import ScoreInput, ValueScores
 from vilmo.judge.heads import BUILTIN_VALUES
 
 
+def width(ci: tuple[float, float]) -> float:
+    return ci[1] - ci[0]
+
+
 def clustered(groups: int, size: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Labels whose rate and scores whose level vary by group, on top of a label effect
     (as replies to one behaviour mostly comply or mostly refuse, and read alike)."""
@@ -27,7 +31,9 @@ def clustered(groups: int, size: int, seed: int = 1) -> tuple[np.ndarray, np.nda
 
 def test_one_row_per_group_is_the_plain_bootstrap() -> None:
     s, y, _ = clustered(60, 1)
-    auc = lambda i: metrics.roc_auc(s[i], y[i])  # noqa: E731
+    def auc(i: np.ndarray) -> float:
+        return metrics.roc_auc(s[i], y[i])
+
     names = [f"row {i}" for i in reversed(range(60))]  # any labels, in any order
     assert metrics.cluster_bootstrap_ci(auc, names) == metrics.bootstrap_ci(auc, 60)
 
@@ -38,7 +44,6 @@ def test_clustered_rows_widen_the_interval() -> None:
     by_group = judge_eval._auc(s, y, np.array(groups))
     assert by_group["auc"] == rows["auc"] and by_group["n"] == rows["n"]  # same estimate
     assert by_group["clusters"] == 23 and "clusters" not in rows
-    width = lambda ci: ci[1] - ci[0]  # noqa: E731
     assert width(by_group["auc_ci95"]) > 1.2 * width(rows["auc_ci95"])
     share = judge_eval._share(s > 1.0, np.array(groups))
     assert share["share"] == judge_eval._share(s > 1.0)["share"]

@@ -136,8 +136,7 @@ def _score_lines(classifier: ValueClassifier, good: list[tuple[int, ScoreInput]]
         return dict(zip((n for n, _ in good), classifier.score([p for _, p in good], ids),
                         strict=True)), {}
     except Exception:  # noqa: BLE001 - rescored line by line below
-        pass
-    results: dict[int, ValueScores] = {}
+        results: dict[int, ValueScores] = {}
     failures: dict[int, str] = {}
     for n, item in good:
         try:
