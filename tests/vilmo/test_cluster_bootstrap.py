@@ -48,6 +48,8 @@ def test_clustered_rows_widen_the_interval() -> None:
     share = judge_eval._share(s > 1.0, np.array(groups))
     assert share["share"] == judge_eval._share(s > 1.0)["share"]
     assert width(share["share_ci95"]) > 1.5 * width(judge_eval._share(s > 1.0)["share_ci95"])
+    every = judge_eval._share(np.ones(len(s), dtype=bool), np.array(groups))
+    assert every["share"] == 1.0 and every["share_ci95"] == metrics.wilson(23, 23)  # not [1, 1]
 
 
 class ByBehaviour:

@@ -75,13 +75,18 @@ class Judge:
 
 
 def _share(hits: np.ndarray, groups: np.ndarray | None = None) -> dict[str, Any]:
-    """The share flagged; its CI resamples ``groups`` (each row's cluster) when given."""
+    """The share flagged, with a Wilson interval; with ``groups`` (each row's cluster), a
+    cluster bootstrap interval instead, except at a share of 0 or 1, where resampling has
+    nothing to vary and the Wilson interval over the clusters (one observation each) is
+    given."""
     k, n = int(hits.sum()), len(hits)
     out: dict[str, Any] = {"n": n, "flagged": k, "share": k / n if n else float("nan")}
     if groups is None:
         return out | {"share_ci95": metrics.wilson(k, n)}
-    return out | {"share_ci95": metrics.cluster_bootstrap_ci(
-        lambda i: float(hits[i].mean()), list(groups)), "clusters": len(set(groups))}
+    clusters = len(set(groups))
+    ci = (metrics.wilson(clusters if k else 0, clusters) if k in (0, n)
+          else metrics.cluster_bootstrap_ci(lambda i: float(hits[i].mean()), list(groups)))
+    return out | {"share_ci95": ci, "clusters": clusters}
 
 
 def _auc(s: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict[str, Any]:
