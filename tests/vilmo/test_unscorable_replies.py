@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from fakes import KeywordClassifier
@@ -100,3 +101,16 @@ def test_classify_decides_on_the_real_score_not_the_rounded_one() -> None:
                                 input='{"response": "x"}\n', obj={"builtin": Fixed()})
     out = json.loads(result.output)
     assert out == {"scores": {"mft.care": 0.5}, "violations": []}
+
+
+def test_the_encoder_reads_a_lone_surrogate_as_the_replacement_character() -> None:
+    """The zero-shot judge of custom principles and the instruction generators embed texts
+    with the int8 encoder, whose tokenizer refused a lone surrogate too."""
+    from vilmo.judge.embedder import Int8Embedder
+
+    try:
+        encoder = Int8Embedder()
+        clean = encoder.encode([ODD.replace("\ud800", "\ufffd")])
+    except (FileNotFoundError, OSError) as error:  # pragma: no cover - no packaged encoder
+        pytest.skip(f"no packaged encoder: {error}")
+    assert np.allclose(encoder.encode([ODD]), clean)
