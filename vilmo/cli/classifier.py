@@ -3,7 +3,9 @@
 Each input line is an object with ``response`` (required) and ``prompt`` (optional); each output
 line has ``scores`` (every value id -> violation probability) and ``violations`` (the ids at or
 above the threshold). With ``--policy`` the ids are the policy's values and ``custom/<id>`` for
-its own principles, with the policy's thresholds. A malformed line yields ``{"line": n, "error": ...}`` and the rest go on.
+its own principles, with the policy's thresholds. A malformed line, or one the judge
+fails on (a batch it fails is scored again line by line), yields ``{"line": n, "error": ...}``
+and the rest go on. ``violations`` are decided on the scores before they are rounded.
 An ``id`` field, when present, is echoed.
 """
 
