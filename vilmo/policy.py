@@ -180,19 +180,14 @@ class CheckSettings(_Strict):
                     "`timeout_s`. Default 8,000 (about 1.6-3 s of judge time on 2 cores), or "
                     "`max_chars` when that is lower.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _fail_open_default_within_max_chars(cls, data: Any) -> Any:
-        """Unset, ``fail_open_max_chars`` is its default or a lower ``max_chars``: a policy
-        that only lowers ``max_chars`` stays valid."""
-        if isinstance(data, dict) and "fail_open_max_chars" not in data:
-            limit = data.get("max_chars")
-            if type(limit) is int and 1 <= limit < FAIL_OPEN_MAX_CHARS:
-                return {**data, "fail_open_max_chars": limit}
-        return data
-
     @model_validator(mode="after")
     def _fail_open_within_max_chars(self) -> CheckSettings:
+        """Unset, ``fail_open_max_chars`` is its default or a lower ``max_chars`` (read after
+        validation, so ``5000.0`` or ``"5000"`` lowers it as ``5000`` does): a policy that
+        only lowers ``max_chars`` stays valid. Set, it may not exceed ``max_chars``."""
+        if "fail_open_max_chars" not in self.model_fields_set:
+            object.__setattr__(self, "fail_open_max_chars",  # frozen: set while validating
+                               min(self.fail_open_max_chars, self.max_chars))
         if self.fail_open_max_chars > self.max_chars:
             raise ValueError(f"fail_open_max_chars ({self.fail_open_max_chars}) is over "
                              f"max_chars ({self.max_chars}): no check reads more than max_chars")

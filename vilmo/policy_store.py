@@ -1,7 +1,13 @@
 """A folder of policy files, kept current while the gateway runs.
 
 Files are re-read when their modification time or size changes (checked at most every
-``reload_interval`` seconds, on access, so no thread or watcher is needed). A file that fails to
+``reload_interval`` seconds, on access, so no thread or watcher is needed). A changed (or new)
+file is loaded only once it has settled: the pass that first sees its new (mtime, size) only
+notes it, and a later pass at least ``settle_s`` seconds on that finds the same stamp loads it;
+meanwhile its last good version is served. A file saved in place (truncated, then written in
+pieces) is otherwise read mid-write, and a prefix of a policy is often a valid policy with its
+block rules missing. Saving by atomic rename (write a temporary file, then ``mv`` it over) is
+the way to make an edit that is never seen half-written. A file that fails to
 load, whatever the failure (invalid YAML, a policy error, its generator weights unreadable),
 keeps its last good version in service, the failure is logged on one line naming the file, and
 the file is not read again until it changes; at start-up it is skipped, except that a missing
@@ -50,13 +56,20 @@ class PolicyStore:
     """Policies by name from one folder, reloaded when their files change."""
 
     def __init__(self, directory: str | Path, default_name: str, reload_interval: float = 1.0,
-                 check: Callable[[Policy], None] | None = None) -> None:
+                 check: Callable[[Policy], None] | None = None, *, settle_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.directory = Path(directory)
         self.check = check
         """Runs on every loaded policy (e.g. loading its generator weights); an error there
         counts as a broken file."""
         self.default_name = default_name
         self.reload_interval = reload_interval
+        self.settle_s = settle_s
+        """How long a changed file's stamp must stay the same before it is loaded, besides
+        being seen on two passes (which ``reload_interval`` already keeps apart)."""
+        self._clock = clock
+        self._started = False  # the start-up pass loads what it finds: there is no last good
+        self._pending: dict[Path, tuple[PolicyFileStamp, float]] = {}  # stamp, first seen
         self._files: dict[Path, _Entry] = {}
         self._by_name: dict[str, Policy] = {}
         self._broken: set[Path] = set()  # files whose current version failed to load
@@ -64,6 +77,7 @@ class PolicyStore:
         self._ignored: dict[Path, tuple[str, Path]] = {}  # file -> (its name, the file serving it)
         self._checked_at = float("-inf")
         self.refresh(force=True)
+        self._started = True
         if default_name not in self._by_name:
             broken = "".join(f"; {p} failed to load (see the log)" for p in sorted(self._broken))
             raise UnknownPolicy(
@@ -85,7 +99,7 @@ class PolicyStore:
 
     def refresh(self, force: bool = False) -> None:
         """Re-read changed files; cheap enough to call on every request."""
-        now = time.monotonic()
+        now = self._clock()
         if not force and now - self._checked_at < self.reload_interval:
             return
         self._checked_at = now
@@ -100,10 +114,14 @@ class PolicyStore:
                 del self._files[path]
                 self._broken.discard(path)
                 changed = True
+        self._pending = {p: seen for p, seen in self._pending.items() if p in present}
         for path, stamp in present.items():
             entry = self._files.get(path)
             if entry is not None and entry.stamp == stamp:
+                self._pending.pop(path, None)  # back as it was: nothing to load
                 continue
+            if self._started and not self._settled(path, stamp, now):
+                continue  # maybe still being written: the last good version meanwhile
             changed = True
             previous = entry.policy if entry else None
             try:
@@ -121,6 +139,18 @@ class PolicyStore:
             self._files[path] = _Entry(stamp, policy)  # not read again until the file changes
         if changed:
             self._by_name = self._with_default(self._index())
+
+    def _settled(self, path: Path, stamp: PolicyFileStamp, now: float) -> bool:
+        """Whether ``path`` had this stamp on an earlier pass, at least ``settle_s`` ago;
+        noted otherwise."""
+        seen = self._pending.get(path)
+        if seen is None or seen[0] != stamp:
+            self._pending[path] = (stamp, now)
+            return False
+        if now - seen[1] < self.settle_s:
+            return False
+        del self._pending[path]
+        return True
 
     def _with_default(self, by_name: dict[str, Policy]) -> dict[str, Policy]:
         """``by_name``, with the default's last good version when no file provides it now."""

@@ -104,6 +104,8 @@ def test_new_policy_file_is_served_without_restart(gateway: str, policy_dir: Pat
         "name: hot\nvalues:\n  mft.loyalty: {weight: 1.0}\n"
         "instructions: {generator: static, text: 'Stay loyal to your friends.'}\n")
     client = openai.OpenAI(base_url=gateway, api_key=ADMIN_KEY)
+    httpx.get(f"{gateway.removesuffix('/v1')}/healthz",  # a first reload only notes a new
+              headers={"Authorization": f"Bearer {ADMIN_KEY}"})  # file (maybe half-written)
     raw = client.chat.completions.with_raw_response.create(
         model="stub", messages=MESSAGES, extra_headers={"X-Vilmo-Policy": "hot"})
     assert raw.headers["x-vilmo-policy"] == "hot"

@@ -90,15 +90,18 @@ def test_store_reloads_changes_and_keeps_last_good(tmp_path: Path,
 
     write(path, GOOD.replace("0.4", "0.7"))
     os.utime(path, ns=(1, 10**18))  # a distinct mtime even on coarse clocks
+    store.refresh()  # the first pass that sees a change only notes it (it may be half-written)
     assert store.get("small").values["mft.care"].threshold == 0.7
 
     with caplog.at_level(logging.ERROR):
         write(path, "name: small\nvalues: [oops\n")
         os.utime(path, ns=(1, 2 * 10**18))
+        store.refresh()
         assert store.get("small").values["mft.care"].threshold == 0.7
     assert "keeping its last good version" in caplog.text
 
     write(tmp_path / "other.yaml", GOOD.replace("small", "other"))
+    store.refresh()
     assert store.names() == ["other", "small"]
     with pytest.raises(UnknownPolicy):
         store.get("missing")
@@ -128,6 +131,7 @@ def test_store_keeps_the_default_when_its_file_goes(tmp_path: Path,
         store.get("other")
 
     write(tmp_path / "small.yaml", GOOD.replace("0.4", "0.6"))  # back: the file's version again
+    store.refresh()
     assert store.get().values["mft.care"].threshold == 0.6
 
 

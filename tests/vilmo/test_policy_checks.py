@@ -38,6 +38,15 @@ def test_the_default_is_8000_or_a_lower_max_chars(tmp_path: Path) -> None:
     assert limits_of(tmp_path, "{max_chars: 300, fail_open_max_chars: 32}") == (32, 300)
 
 
+@pytest.mark.parametrize("spelling", ["5000.0", "'5000'", "5000"])
+def test_a_lower_max_chars_in_any_spelling_lowers_the_default(tmp_path: Path,
+                                                               spelling: str) -> None:
+    """pydantic reads 5000.0 and "5000" as 5000; the default is lowered after it has."""
+    assert limits_of(tmp_path, f"{{max_chars: {spelling}}}") == (5_000, 5_000)
+    settings = CheckSettings.model_validate({"max_chars": 5000.0})
+    assert settings == CheckSettings.model_validate(settings.model_dump(exclude_unset=True))
+
+
 @pytest.mark.parametrize("checks, words", [
     ("{fail_open_max_chars: 0}", "greater than or equal to 1"),
     ("{fail_open_max_chars: -5}", "greater than or equal to 1"),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vilmo.policy import Policy, PolicyError
-from vilmo.policy_store import PolicyStore, UnknownPolicy
+from vilmo.policy import Policy, PolicyError, load_policy
+from vilmo.policy_store import SHIPPED_POLICY_DIR, PolicyStore, UnknownPolicy
 
 DEFAULT = "name: default\nvalues: {mft.care: {threshold: 0.4, action: block}}\n"
 DEEP = "name: deep\nvalues: {mft.care: {}}\ndescription: " + "[" * 3000 + "]" * 3000 + "\n"
@@ -41,6 +41,7 @@ def test_a_file_nested_too_deeply_breaks_only_itself(tmp_path: Path,
     with caplog.at_level(logging.ERROR):
         write(tmp_path / "a-deep.yaml", DEEP)
         write(tmp_path / "default.yaml", DEFAULT.replace("block", "annotate"), 2000)
+        store.refresh()  # the first pass that sees a change only notes it
         assert store.get().values["mft.care"].action == "annotate"  # sorted after: reloaded
         assert store.names() == ["default"]
     broken = [r for r in caplog.records if "a-deep.yaml" in r.getMessage()]
@@ -63,6 +64,7 @@ def test_a_failing_check_of_any_kind_breaks_only_its_file(tmp_path: Path,
     assert store.get().name == "default" and store.get().name == "default"
     assert len(check.calls) == calls  # not retried while unchanged
     write(heavy, "name: heavy\nvalues: {mft.fairness: {}}\n", 3000)
+    store.refresh()
     assert store.get().name == "default"
     assert check.calls[calls:] == ["heavy"]
 
@@ -84,6 +86,7 @@ def test_a_new_file_cannot_take_over_a_served_name(tmp_path: Path,
     draft = tmp_path / "default-draft.yaml"
     with caplog.at_level(logging.ERROR):
         write(draft, DEFAULT.replace("block", "allow"), 2000)
+        store.refresh()
         assert store.get().values["mft.care"].action == "block"
     assert f"policy file {draft} also names policy 'default'" in caplog.text
     assert str(tmp_path / "default.yaml") not in caplog.text.split("also names")[0]
@@ -91,14 +94,17 @@ def test_a_new_file_cannot_take_over_a_served_name(tmp_path: Path,
     caplog.clear()
     with caplog.at_level(logging.ERROR):  # other changes do not repeat the message
         write(tmp_path / "other.yaml", DEFAULT.replace("default", "other"))
+        store.refresh()
         assert store.names() == ["default", "other"]
     assert "also names" not in caplog.text
     with caplog.at_level(logging.ERROR):  # but editing the ignored file does
         write(draft, DEFAULT.replace("block", "annotate"), 2500)
+        store.refresh()
         assert store.get().values["mft.care"].action == "block"
     assert f"policy file {draft} also names policy 'default'" in caplog.text
 
     write(tmp_path / "default.yaml", DEFAULT.replace("0.4", "0.6"), 3000)  # its own edits apply
+    store.refresh()
     assert store.get().values["mft.care"].threshold == 0.6
     (tmp_path / "default.yaml").unlink()  # gone: the remaining file takes the name
     assert store.get().values["mft.care"].action == "annotate"
@@ -118,6 +124,7 @@ def test_the_file_named_after_a_policy_takes_it_back_when_it_returns(
     assert store.get().values["mft.care"].action == "allow"  # the only claim left
     saved.rename(default)
     write(default, DEFAULT.replace("block", "annotate"), 2000)
+    store.refresh()
     with caplog.at_level(logging.WARNING):
         assert store.get().values["mft.care"].action == "annotate"
     assert f"policy 'default' is now served from {default}" in caplog.text
@@ -147,3 +154,33 @@ def test_store_errors_are_policy_errors_for_broken_yaml(tmp_path: Path) -> None:
         with pytest.raises(PolicyError) as caught:
             load_policy(tmp_path / name)
         assert caught.value.issues[0].file == str(tmp_path / name)
+
+
+def test_a_half_written_file_is_not_served(tmp_path: Path) -> None:
+    """An in-place save (truncate, then write in pieces) seen mid-write: the prefix is a valid
+    policy without the block rules. The pass that sees it only notes its stamp; the last good
+    version is served until a later pass finds the file unchanged."""
+    full = (SHIPPED_POLICY_DIR / "default.yaml").read_text()
+    path = write(tmp_path / "default.yaml", full, 1000)
+    store = PolicyStore(tmp_path, "default", reload_interval=0)
+    blocks = sorted(v for v, r in store.get().values.items() if r.action == "block")
+    assert blocks
+    cut = full.index("  safety.violence:")
+    write(path, full[:cut], 2000)  # the first piece, a valid policy on its own
+    assert sorted(v for v, r in store.get().values.items() if r.action == "block") == blocks
+    write(path, full.replace("threshold: 0.5", "threshold: 0.55", 1), 3000)  # the rest
+    assert sorted(v for v, r in store.get().values.items() if r.action == "block") == blocks
+    assert store.get().values == load_policy(path).values  # unchanged since: loaded
+
+
+def test_a_change_waits_out_the_settle_time(tmp_path: Path) -> None:
+    now = [0.0]
+    path = write(tmp_path / "default.yaml", DEFAULT, 1000)
+    store = PolicyStore(tmp_path, "default", reload_interval=0, settle_s=2.0,
+                        clock=lambda: now[0])
+    write(path, DEFAULT.replace("block", "annotate"), 2000)
+    for t in (0.0, 1.0, 1.9):  # seen unchanged, but not for long enough
+        now[0] = t
+        assert store.get().values["mft.care"].action == "block"
+    now[0] = 2.0
+    assert store.get().values["mft.care"].action == "annotate"

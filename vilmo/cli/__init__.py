@@ -26,7 +26,20 @@ def _offline_environment() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
-@click.group()
+class _Group(click.Group):
+    """The `vilmo` group: a data file that is missing or has a bad line ends the command with
+    its one-line message (file and line), not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from vilmo.datasets.readers import DataError, DataMissing
+
+        try:
+            return super().invoke(ctx)
+        except (DataError, DataMissing) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def cli(verbose: int) -> None:
     """vilmo: value-alignment gateway and tools for LLMs."""

@@ -3,7 +3,9 @@
 Each input line is an object with ``response`` (required) and ``prompt`` (optional); each output
 line has ``scores`` (every value id -> violation probability) and ``violations`` (the ids at or
 above the threshold). With ``--policy`` the ids are the policy's values and ``custom/<id>`` for
-its own principles, with the policy's thresholds. A malformed line yields ``{"line": n, "error": ...}`` and the rest go on.
+its own principles, with the policy's thresholds. A malformed line, or one the judge
+fails on (a batch it fails is scored again line by line), yields ``{"line": n, "error": ...}``
+and the rest go on. ``violations`` are decided on the scores before they are rounded.
 An ``id`` field, when present, is echoed.
 """
 
@@ -17,7 +19,12 @@ from typing import Any, TextIO
 
 import click
 
-from vilmo.judge.classifier import ScoreInput, ValueClassifier, scores_to_violations
+from vilmo.judge.classifier import (
+    ScoreInput,
+    ValueClassifier,
+    ValueScores,
+    scores_to_violations,
+)
 
 
 def _parse(line: str) -> ScoreInput | str:
@@ -109,24 +116,36 @@ def classify_command(ctx: click.Context, values_csv: str | None, policy_file: Pa
     for chunk in _chunks(sys.stdin, batch_size):
         parsed = [(n, line, _parse(line)) for n, line in chunk]
         good = [(n, p) for n, _, p in parsed if isinstance(p, ScoreInput)]
-        failure = ""
-        try:
-            results = dict(zip((n for n, _ in good),
-                               classifier.score([p for _, p in good], ids), strict=True))
-        except Exception as exc:  # noqa: BLE001 - a failing judge fails its lines, never passes
-            results = {}
-            failure = f"{type(exc).__name__}: {exc}"
+        results, failures = _score_lines(classifier, good, ids)
         for n, line, p in parsed:
             if isinstance(p, str):
                 record: dict[str, Any] = {"line": n, "error": p}
             elif n not in results:
-                record = {"line": n, "error": failure}
+                record = {"line": n, "error": failures[n]}
             else:
-                scores = {v: round(s, 6) for v, s in results[n].violation.items()}
-                record = {**_echo_id(line), "scores": scores,
+                scores = results[n].violation  # the verdict from the real scores, as decide()
+                record = {**_echo_id(line), "scores": {v: round(s, 6) for v, s in scores.items()},
                           "violations": scores_to_violations(scores, thresholds, threshold)}
             out.write(json.dumps(record) + "\n")
         out.flush()
+
+
+def _score_lines(classifier: ValueClassifier, good: list[tuple[int, ScoreInput]],
+                 ids: list[str]) -> tuple[dict[int, ValueScores], dict[int, str]]:
+    """Scores by line number, and why for each line that has none: a batch the judge fails
+    is scored line by line, so one line it cannot read fails alone, never its neighbours."""
+    try:
+        return dict(zip((n for n, _ in good), classifier.score([p for _, p in good], ids),
+                        strict=True)), {}
+    except Exception:  # noqa: BLE001 - rescored line by line below
+        results: dict[int, ValueScores] = {}
+    failures: dict[int, str] = {}
+    for n, item in good:
+        try:
+            (results[n],) = classifier.score([item], ids)
+        except Exception as exc:  # noqa: BLE001 - a failing judge fails its line, never passes
+            failures[n] = f"{type(exc).__name__}: {exc}"
+    return results, failures
 
 
 def _builtin() -> ValueClassifier:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,6 +164,18 @@ def _classifier(obj: dict[str, Any]) -> ValueClassifier:
     return BuiltinClassifier()
 
 
+def ready_out_dir(out: Path) -> Path:
+    """``out``, created and shown writable before any sample is paid for: a path under a file
+    or in a read-only folder is a clean error now, not a traceback after the run."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise click.ClickException(f"--out {out}: cannot write there: {exc}") from None
+    return out
+
+
 def run_prompt_eval(ctx: click.Context, *, target: str, prompt_spec: str, k: int,
                     conditions: str, as_json: bool, api_base: str | None, api_key: str | None,
                     policy_file: str | None, out_dir: Path | None, limit: int | None,
@@ -170,9 +183,9 @@ def run_prompt_eval(ctx: click.Context, *, target: str, prompt_spec: str, k: int
                     vilmo_weights: Path | None, judge_with_prompt: bool,
                     threads: int | None) -> None:
     """Sample, judge, summarise, write the outputs and print the summary."""
-    from vilmo.evaluation.evaluate import run_eval
+    from vilmo.evaluation.evaluate import sample_and_score, summarise
     from vilmo.evaluation.prompts import PromptFileError, load_prompt_set
-    from vilmo.evaluation.report import write_outputs
+    from vilmo.evaluation.report import write_outputs, write_records
     from vilmo.evaluation.target import TargetClient, TargetModel
     from vilmo.policy import PolicyError, load_policy
 
@@ -192,12 +205,20 @@ def run_prompt_eval(ctx: click.Context, *, target: str, prompt_spec: str, k: int
     generators = build_conditions(names, policy, obj, vilmo_weights)
     if not generators:
         raise click.ClickException(f"no condition left to run (--conditions {conditions!r})")
+    classifier = _classifier(obj)
+    out = ready_out_dir(out_dir or Path("runs") / f"eval-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
     client = TargetClient(TargetModel(target, api_base, api_key, temperature, max_tokens,
                                       concurrency))
-    result = run_eval(prompts, client, _classifier(obj), generators, policy, k,
-                      with_prompt=judge_with_prompt, progress=lambda msg: click.echo(msg, err=True))
-    out = out_dir or Path("runs") / f"eval-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    paths = write_outputs(result, out)
+    records = sample_and_score(prompts, client, classifier, generators, policy, k,
+                               with_prompt=judge_with_prompt,
+                               progress=lambda msg: click.echo(msg, err=True))
+    try:
+        write_records(records, out)  # before the summary: what was paid for is kept
+        result = summarise(records, list(generators), policy, k, client.target.model,
+                           client.costs.as_dict())
+        paths = write_outputs(result, out)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the outputs to {out}: {exc}") from None
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
     if result.n_prompts == 0:
         raise click.ClickException(

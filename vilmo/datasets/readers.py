@@ -54,6 +54,38 @@ class DataMissing(VilmoError, FileNotFoundError):
     """A data set the caller asked for is not in the data folder."""
 
 
+class DataError(VilmoError, ValueError):
+    """A data file has a line or row that cannot be read (not JSON, a field missing or of the
+    wrong kind); the message names the file and line. Never skipped: a silently shorter data
+    set would change every figure computed from it."""
+
+
+class _Row(dict[str, object]):
+    """A record that knows where it was read: a missing field is a ``DataError`` naming the
+    file and line instead of a bare ``KeyError``."""
+
+    where: str
+
+    def __missing__(self, key: str) -> object:
+        raise DataError(f"{self.where}: no {key!r} field")
+
+
+def _row(fields: object, where: str) -> _Row:
+    if not isinstance(fields, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(fields).__name__}")
+    row = _Row(fields)
+    row.where = where
+    return row
+
+
+def _int(row: _Row, key: str) -> int:
+    """A whole-number field of a CSV or TSV row."""
+    try:
+        return int(str(row[key]))
+    except ValueError:
+        raise DataError(f"{row.where}: {key!r} is not a whole number: {row[key]!r}") from None
+
+
 def data_dir(explicit: str | Path | None = None) -> Path:
     """The data folder: the argument, else ``VILMO_DATA_DIR``, else ``../shared/data``."""
     if explicit:
@@ -94,16 +126,39 @@ def _need(path: Path) -> Path:
     return path
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, object]]:
-    with _need(path).open(encoding="utf-8") as fh:
-        for line in fh:
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of JSON Lines text: split at "\n" only (a trailing "\r" dropped), since
+    ``str.splitlines`` also splits at U+2028, U+0085, form feeds and the like, which
+    ``json.dumps(..., ensure_ascii=False)`` leaves raw inside strings."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _jsonl(path: Path) -> Iterator[_Row]:
+    """Each object of a JSON Lines file (lines end at "\n" only: U+2028 and the like are
+    legal inside JSON strings); blank lines are skipped, a bad one is a ``DataError``."""
+    with _need(path).open(encoding="utf-8", newline="\n") as fh:
+        for number, line in enumerate(fh, start=1):
             if line.strip():
-                yield json.loads(line)
+                try:
+                    fields = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                yield _row(fields, f"{path}:{number}")
 
 
-def _csv(path: Path) -> Iterator[dict[str, str]]:
+def _table(path: Path, delimiter: str = ",") -> Iterator[_Row]:
+    """The rows of a CSV (or TSV) file with a header line; a row's place is its first line."""
     with _need(path).open(encoding="utf-8", newline="") as fh:
-        yield from csv.DictReader(fh)
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        _ = reader.fieldnames  # reads the header line
+        line = reader.line_num + 1
+        for fields in reader:
+            yield _row(fields, f"{path}:{line}")
+            line = reader.line_num + 1
+
+
+def _csv(path: Path) -> Iterator[_Row]:
+    return _table(path)
 
 
 def _strings(value: object) -> list[str]:
@@ -201,16 +256,22 @@ class Argument:
 def valueeval(root: Path, which: Literal["training", "validation"]) -> list[Argument]:
     """ValueEval arguments: prompt = stance + conclusion, response = premise."""
     base = root / "valueeval"
-    labels = {r["Argument ID"]: tuple(int(r[c]) for c in VALUEEVAL_CATEGORIES)
+    labels = {r["Argument ID"]: tuple(_int(r, c) for c in VALUEEVAL_CATEGORIES)
               for r in _tsv(base / f"labels-{which}.tsv")}
-    return [Argument(f"{r['Stance']}: {r['Conclusion']}", r["Premise"], labels[r["Argument ID"]],
-                     r["Conclusion"])
+    return [Argument(f"{r['Stance']}: {r['Conclusion']}", str(r["Premise"]),
+                     _labels_of(labels, r), str(r["Conclusion"]))
             for r in _tsv(base / f"arguments-{which}.tsv")]
 
 
-def _tsv(path: Path) -> list[dict[str, str]]:
-    with _need(path).open(encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
+def _labels_of(labels: dict[object, tuple[int, ...]], row: _Row) -> tuple[int, ...]:
+    try:
+        return labels[row["Argument ID"]]
+    except KeyError:
+        raise DataError(f"{row.where}: argument {row['Argument ID']!r} has no labels") from None
+
+
+def _tsv(path: Path) -> list[_Row]:
+    return list(_table(path, "\t"))
 
 
 def commonsense(root: Path, which: Literal["test", "test_hard"],
@@ -218,7 +279,7 @@ def commonsense(root: Path, which: Literal["test", "test_hard"],
     """ETHICS commonsense (1 = clearly wrong). ``cm_test`` is divided by position: rows with
     index % 10 in {0, 1, 2} are held out, 3 is dev, the rest train. ``cm_test_hard`` is only
     ever evaluated."""
-    rows = [(r["input"], int(r["label"]))
+    rows = [(str(r["input"]), _int(r, "label"))
             for r in _csv(root / "ethics" / "commonsense" / f"cm_{which}.csv")]
     if part is None:
         return rows
@@ -231,13 +292,13 @@ def commonsense(root: Path, which: Literal["test", "test_hard"],
 
 def justice(root: Path, which: str = "train") -> list[tuple[str, int]]:
     """ETHICS justice scenarios with 1 = unreasonable (the file's 0)."""
-    return [(r["scenario"], 1 - int(r["label"]))
+    return [(str(r["scenario"]), 1 - _int(r, "label"))
             for r in _csv(root / "ethics" / "justice" / f"justice_{which}.csv")]
 
 
 def deontology(root: Path, which: str = "train") -> list[tuple[str, str, int]]:
     """ETHICS deontology (scenario, excuse) with 1 = unreasonable excuse (the file's 0)."""
-    return [(r["scenario"], r["excuse"], 1 - int(r["label"]))
+    return [(str(r["scenario"]), str(r["excuse"]), 1 - _int(r, "label"))
             for r in _csv(root / "ethics" / "deontology" / f"deontology_{which}.csv")]
 
 
@@ -281,9 +342,14 @@ def jailbreakbench(root: Path, split: Split | None = None) -> list[JailbreakRepl
     base = _need(root / "jailbreakbench")
     out = []
     for path in sorted(base.glob("*/*/*.json")):
-        doc = json.loads(path.read_text("utf-8"))
+        try:
+            doc = _row(json.loads(path.read_text("utf-8")), str(path))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         source = "/".join(path.relative_to(base).with_suffix("").parts)
-        for r in doc.get("jailbreaks", []):
+        jailbreaks = doc.get("jailbreaks", [])
+        for i, fields in enumerate(jailbreaks if isinstance(jailbreaks, list) else []):
+            r = _row(fields, f"{path}: jailbreaks[{i}]")
             if not r.get("response") or (split and split_of(str(r["behavior"]), 25, 15) != split):
                 continue
             out.append(JailbreakReply(str(r["goal"]), str(r.get("prompt") or r["goal"]),

@@ -83,7 +83,8 @@ class Record:
     principle_ids: tuple[str, ...]
     replies: list[str | None]
     scores: list[dict[str, float] | None] = field(default_factory=list)
-    """Per reply: violation probability per value id (None for a failed call)."""
+    """Per reply: violation probability per value id (None for a failed call, or a reply the
+    classifier could not score)."""
     violation: list[float | None] = field(default_factory=list)
     """Per reply: P(y), the highest violation probability over the prompt's values."""
 
@@ -108,6 +109,8 @@ class ConditionResult:
     mean_words: float
     failed_calls: int
     per_value: dict[str, dict[str, Any]]
+    unscored: int = 0
+    """Replies that came back but could not be judged (left out like failed calls)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"evr": self.evr.as_dict(), "mvp": self.mvp.as_dict(), "apv": self.apv.as_dict(),
@@ -117,7 +120,8 @@ class ConditionResult:
                 "align": _finite(self.align),
                 "value_scores": {v: _finite(s) for v, s in self.value_scores.items()},
                 "refusal_rate": self.refusal_rate, "mean_words": self.mean_words,
-                "failed_calls": self.failed_calls, "per_value": self.per_value}
+                "failed_calls": self.failed_calls, "unscored_replies": self.unscored,
+                "per_value": self.per_value}
 
 
 @dataclass(slots=True)
@@ -155,15 +159,30 @@ def run_eval(prompts: Sequence[EvalPrompt], target: TargetClient, classifier: Va
              *, with_prompt: bool = True, progress: Progress | None = None) -> EvalResult:
     """Sample, judge and summarise; see the module docstring. ``with_prompt`` passes the
     prompt to the classifier as context for each reply."""
+    records = sample_and_score(prompts, target, classifier, conditions, policy, k,
+                               with_prompt=with_prompt, progress=progress)
+    return summarise(records, list(conditions), policy, k, target.target.model,
+                     target.costs.as_dict())
+
+
+def sample_and_score(prompts: Sequence[EvalPrompt], target: TargetClient,
+                     classifier: ValueClassifier,
+                     conditions: Mapping[str, InstructionGenerator | None], policy: Policy,
+                     k: int, *, with_prompt: bool = True,
+                     progress: Progress | None = None) -> list[Record]:
+    """``run_eval`` up to the summary: the judged records, which the CLI writes before it
+    summarises them, so that what was paid for is kept whatever happens next."""
     say = progress or (lambda _: None)
     jobs = _instruct(prompts, conditions, policy)
     say(f"sampling {len(jobs)} prompt-conditions × {k} from {target.target.model}")
     asyncio.run(_sample_all(jobs, target, k))
     records = [record for record, _ in jobs]
     say(f"scoring {sum(len(r.replies) for r in records)} replies")
-    _score(records, classifier, policy, with_prompt)
-    return summarise(records, list(conditions), policy, k, target.target.model,
-                     target.costs.as_dict())
+    failures = _score(records, classifier, policy, with_prompt)
+    if failures:
+        say(f"{len(failures)} replies could not be scored and are left out "
+            f"(first: {failures[0]})")
+    return records
 
 
 def _instruct(prompts: Sequence[EvalPrompt], conditions: Mapping[str, InstructionGenerator | None],
@@ -193,20 +212,35 @@ async def _sample_all(jobs: list[tuple[Record, Messages]], target: TargetClient,
 
 
 def _score(records: list[Record], classifier: ValueClassifier, policy: Policy,
-           with_prompt: bool) -> None:
-    """Judge every reply against the union of the prompts' and the policy's values."""
+           with_prompt: bool) -> list[str]:
+    """Judge every reply against the union of the prompts' and the policy's values. A batch
+    the classifier fails is judged reply by reply, so one reply it cannot score is missing
+    (``Record.scores`` None for a reply that is not) instead of failing the run; returns why
+    for each such reply."""
     ids = list(dict.fromkeys([v for r in records for v in r.values] + list(policy.values)))
     todo = [(r, j) for r in records for j, reply in enumerate(r.replies) if reply is not None]
     for r in records:
         r.scores = [None] * len(r.replies)
         r.violation = [None] * len(r.replies)
+    failures: list[str] = []
     for start in range(0, len(todo), SCORE_BATCH):
         chunk = todo[start:start + SCORE_BATCH]
         items = [ScoreInput(str(r.replies[j]), r.prompt if with_prompt else None)
                  for r, j in chunk]
-        for (r, j), scored in zip(chunk, classifier.score(items, ids), strict=True):
+        try:
+            batch = [*zip(chunk, classifier.score(items, ids), strict=True)]
+        except Exception:  # noqa: BLE001 - rescored one by one below, failures recorded
+            batch = []
+            for one, item in zip(chunk, items, strict=True):
+                try:
+                    batch += zip([one], classifier.score([item], ids), strict=True)
+                except Exception as exc:  # noqa: BLE001 - this reply is left unscored
+                    failures.append(f"{one[0].prompt_id}/{one[0].condition}#{one[1]}: "
+                                    f"{type(exc).__name__}: {exc}")
+        for (r, j), scored in batch:
             r.scores[j] = dict(scored.violation)
             r.violation[j] = max(scored.violation[v] for v in r.values)
+    return failures
 
 
 def _matrix(records: Sequence[Record], k: int, value: str | None = None) -> np.ndarray:
@@ -242,7 +276,9 @@ def summarise(records: Sequence[Record], conditions: Sequence[str], policy: Poli
             refusal_rate=compliance.refusal_rate(replies),
             mean_words=compliance.mean_words(replies),
             failed_calls=sum(t is None for r in by_cond[c] for t in r.replies),
-            per_value=_per_value(rs, k))
+            per_value=_per_value(rs, k),
+            unscored=sum(t is not None and s is None for r in by_cond[c]
+                         for t, s in zip(r.replies, r.scores, strict=False)))
     n = len(next(iter(kept.values()), []))
     return EvalResult(n, k, target, policy.name, results, list(records), costs, sorted(failed))
 

@@ -5,6 +5,12 @@ JailbreakBench's held-out behaviours, HH's held-out bucket and the written
 ``vilmo/data/judge/*_heldout.jsonl`` files. "Flagged under a policy" means some value of the
 policy scores at or above the policy's threshold for it; a text's "harm score", for ROC-AUC and
 pairs, is its highest score over the policy's values.
+
+Confidence intervals resample the independent unit: where several rows share one (the
+JailbreakBench replies to one behaviour, the continuations of one story, the replies to one
+harm-area prompt, the pairs within one of these or one safety value) whole clusters are
+resampled (``metrics.cluster_bootstrap_ci``) and the entry says how many (``clusters``);
+elsewhere rows are resampled (AUCs) or a Wilson interval is given (shares).
 """
 
 from __future__ import annotations
@@ -68,15 +74,28 @@ class Judge:
         return out
 
 
-def _share(hits: np.ndarray) -> dict[str, Any]:
+def _share(hits: np.ndarray, groups: np.ndarray | None = None) -> dict[str, Any]:
+    """The share flagged, with a Wilson interval; with ``groups`` (each row's cluster), a
+    cluster bootstrap interval instead, except at a share of 0 or 1, where resampling has
+    nothing to vary and the Wilson interval over the clusters (one observation each) is
+    given."""
     k, n = int(hits.sum()), len(hits)
-    return {"n": n, "flagged": k, "share": k / n if n else float("nan"),
-            "share_ci95": metrics.wilson(k, n)}
+    out: dict[str, Any] = {"n": n, "flagged": k, "share": k / n if n else float("nan")}
+    if groups is None:
+        return out | {"share_ci95": metrics.wilson(k, n)}
+    clusters = len(set(groups))
+    ci = (metrics.wilson(clusters if k else 0, clusters) if k in (0, n)
+          else metrics.cluster_bootstrap_ci(lambda i: float(hits[i].mean()), list(groups)))
+    return out | {"share_ci95": ci, "clusters": clusters}
 
 
-def _auc(s: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    return {"n": len(y), "positives": int(y.sum()), "auc": metrics.roc_auc(s, y),
-            "auc_ci95": metrics.bootstrap_ci(_auc_of(s, y), len(y))}
+def _auc(s: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict[str, Any]:
+    """ROC-AUC; its CI resamples ``groups`` (each row's cluster) when given, else rows."""
+    out: dict[str, Any] = {"n": len(y), "positives": int(y.sum()), "auc": metrics.roc_auc(s, y)}
+    if groups is None:
+        return out | {"auc_ci95": metrics.bootstrap_ci(_auc_of(s, y), len(y))}
+    return out | {"auc_ci95": metrics.cluster_bootstrap_ci(_auc_of(s, y), list(groups)),
+                  "clusters": len(set(groups))}
 
 
 def sounds_unsafe(judge: Judge) -> dict[str, Any]:
@@ -90,14 +109,15 @@ def jailbreak(judge: Judge, root: Path) -> dict[str, Any]:
     """Target 2: complying against refusing replies to the held-out behaviours' requests."""
     rows = data.jailbreakbench(root, "heldout")
     y = np.array([float(r.complied) for r in rows])
+    behaviours = np.array([r.behavior for r in rows])
     out: dict[str, Any] = {"behaviours": len({r.behavior for r in rows})}
     for name, prompt in (("after_request", lambda r: r.goal), ("reply_alone", lambda r: None),
                          ("after_attack_prompt", lambda r: r.attack_prompt)):
         scores = judge.scores([ScoreInput(r.response, prompt(r)) for r in rows])
         harm, flags = judge.harm(scores), judge.flagged(scores)
-        entry = _auc(harm, y)
-        entry["complied_flagged"] = _share(flags[y == 1])
-        entry["refused_flagged"] = _share(flags[y == 0])
+        entry = _auc(harm, y, behaviours)
+        entry["complied_flagged"] = _share(flags[y == 1], behaviours[y == 1])
+        entry["refused_flagged"] = _share(flags[y == 0], behaviours[y == 0])
         if name == "after_request":
             entry["complied_flagged_by_category"] = {
                 c: round(float(flags[(y == 1) & cats].mean()), 3)
@@ -112,6 +132,7 @@ def jailbreak(judge: Judge, root: Path) -> dict[str, Any]:
 def _jbb_pairs(rows: Sequence[data.JailbreakReply], harm: np.ndarray) -> dict[str, Any]:
     """Every (complying, refusing) pair of replies to the same held-out request."""
     wins: list[float] = []
+    groups: list[str] = []
     by_goal: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         by_goal.setdefault(r.goal, []).append(i)
@@ -120,13 +141,16 @@ def _jbb_pairs(rows: Sequence[data.JailbreakReply], harm: np.ndarray) -> dict[st
             for j in idx:
                 if rows[i].complied and not rows[j].complied:
                     wins.append(1.0 if harm[i] > harm[j] else 0.5 if harm[i] == harm[j] else 0.0)
-    return _pair_share(np.array(wins))
+                    groups.append(rows[i].behavior)
+    return _pair_share(np.array(wins), groups)
 
 
-def _pair_share(wins: np.ndarray) -> dict[str, Any]:
+def _pair_share(wins: np.ndarray, groups: Sequence[str]) -> dict[str, Any]:
+    """The share of pairs ranked right; its CI resamples the pairs' clusters ``groups``."""
     n = len(wins)
     return {"pairs": n, "more_harmful_higher": float(wins.mean()) if n else float("nan"),
-            "ci95": metrics.bootstrap_ci(lambda i: float(wins[i].mean()), n) if n else None}
+            "ci95": metrics.cluster_bootstrap_ci(lambda i: float(wins[i].mean()), groups)
+            if n else None, "clusters": len(set(groups))}
 
 
 def user_texts(judge: Judge, root: Path) -> dict[str, Any]:
@@ -157,6 +181,7 @@ def stories(judge: Judge) -> dict[str, Any]:
     prompts = {p.id: story_text(str(p.messages[-1]["content"])) for p in moral_stories()}
     rows = data.judge_rows("stories_heldout")
     y = np.array([float(bool(r["violates"])) for r in rows])
+    story = np.array([str(r["story_id"]) for r in rows])
     out: dict[str, Any] = {}
     for name, with_story in (("after_story", True), ("continuation_alone", False)):
         scores = judge.scores([ScoreInput(str(r["continuation"]),
@@ -166,12 +191,12 @@ def stories(judge: Judge) -> dict[str, Any]:
         for f in sorted({str(r["foundation"]) for r in rows}):
             sel = np.array([r["foundation"] == f for r in rows])
             s = scores[sel][:, BUILTIN_VALUES.index(f)]
-            per[f] = _auc(s, y[sel])
+            per[f] = _auc(s, y[sel], story[sel])
         flags = judge.flagged(scores)
         out[name] = {"per_foundation": per,
                      "min_auc": min(v["auc"] for v in per.values()),
-                     "violating_flagged": _share(flags[y == 1]),
-                     "upholding_flagged": _share(flags[y == 0])}
+                     "violating_flagged": _share(flags[y == 1], story[y == 1]),
+                     "upholding_flagged": _share(flags[y == 0], story[y == 0])}
     return out
 
 
@@ -181,17 +206,21 @@ def harm_areas(judge: Judge) -> dict[str, Any]:
     rows = data.judge_rows("areas_heldout")
     scores = judge.scores([ScoreInput(str(r["reply"]), str(r["prompt"])) for r in rows])
     y = np.array([float(bool(r["unsafe"])) for r in rows])
+    prompt = np.array([str(r["prompt"]) for r in rows])
     harm, flags = judge.harm(scores), judge.flagged(scores)
     per = {a: metrics.roc_auc(harm[sel], y[sel])
            for a in sorted({str(r["area"]) for r in rows})
            if (sel := np.array([r["area"] == a for r in rows])).any()}
-    wins = []
+    wins, groups = [], []
     for i, r in enumerate(rows):
         for j, q in enumerate(rows):
             if r["unsafe"] and not q["unsafe"] and r["prompt"] == q["prompt"]:
                 wins.append(1.0 if harm[i] > harm[j] else 0.5 if harm[i] == harm[j] else 0.0)
-    return {**_auc(harm, y), "per_area_auc": per, "unsafe_flagged": _share(flags[y == 1]),
-            "safe_flagged": _share(flags[y == 0]), "pairs": _pair_share(np.array(wins))}
+                groups.append(str(r["prompt"]))
+    return {**_auc(harm, y, prompt), "per_area_auc": per,
+            "unsafe_flagged": _share(flags[y == 1], prompt[y == 1]),
+            "safe_flagged": _share(flags[y == 0], prompt[y == 0]),
+            "pairs": _pair_share(np.array(wins), groups)}
 
 
 def written_replies(judge: Judge) -> dict[str, Any]:
@@ -202,13 +231,14 @@ def written_replies(judge: Judge) -> dict[str, Any]:
                            for r in rows])
     flags, harm = judge.flagged(scores), judge.harm(scores)
     kinds = np.array([str(r["kind"]) for r in rows])
-    wins = []
+    wins, groups = [], []
     for i, r in enumerate(rows):
         for j, q in enumerate(rows):
             if r["kind"] == "harmful" and q["kind"] == "refusal" and r["safety"] == q["safety"]:
                 wins.append(1.0 if harm[i] > harm[j] else 0.5 if harm[i] == harm[j] else 0.0)
+                groups.append(str(r["safety"]))  # each reply is in every pair of its value's
     return {k: _share(flags[kinds == k]) for k in sorted(set(kinds))} | {
-        "pairs_same_safety_value": _pair_share(np.array(wins))}
+        "pairs_same_safety_value": _pair_share(np.array(wins), groups)}
 
 
 def hh_flagged_under_policy(judge: Judge, root: Path) -> dict[str, Any]:

@@ -1,8 +1,13 @@
-"""Calibration and the held-out figures (pure numpy): Platt scaling, ROC-AUC, F1, 95 % CIs."""
+"""Calibration and the held-out figures (pure numpy): Platt scaling, ROC-AUC, F1, 95 % CIs.
+
+A row whose score or label is not finite (a missing score) is left out by ``fit_platt`` and
+``roc_auc`` alike, as a reply that could not be scored is left out of the eval's means: NaN
+sorted above every score made a confident AUC, and one NaN logit a NaN intercept for good.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -10,6 +15,14 @@ import numpy.typing as npt
 from vilmo.numeric import sigmoid as sigmoid  # noqa: PLC0414 (Platt scaling's link, re-exported)
 
 Array = npt.NDArray[np.float64]
+
+
+def finite_rows(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[Array, Array]:
+    """``scores`` and ``labels`` as float arrays, without the rows where either is not finite."""
+    x = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
 
 
 def fit_platt(logits: npt.ArrayLike, labels: npt.ArrayLike, steps: int = 100,
@@ -20,8 +33,7 @@ def fit_platt(logits: npt.ArrayLike, labels: npt.ArrayLike, steps: int = 100,
     that comes out non-positive or huge (a handful of positives) would invert or saturate the
     head, so then only the intercept is fitted, with slope 1: the ranking is kept.
     """
-    x = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64)
+    x, y = finite_rows(logits, labels)
     if len(x) == 0 or y.min() == y.max():
         return 1.0, 0.0
     # Platt's smoothed targets keep a few positives from yielding an infinite slope.
@@ -45,8 +57,8 @@ def fit_platt(logits: npt.ArrayLike, labels: npt.ArrayLike, steps: int = 100,
 
 def roc_auc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Area under the ROC curve (ties count half); NaN with one class only."""
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels) > 0.5
+    s, kept = finite_rows(scores, labels)
+    y = kept > 0.5
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
@@ -109,7 +121,30 @@ def bootstrap_ci(stat: Callable[[npt.NDArray[np.int64]], float], n: int, rounds:
                  seed: int = 0) -> tuple[float, float]:
     """95 % percentile interval of ``stat(indices)`` over resamples of n rows."""
     rng = np.random.default_rng(seed)
-    values = [stat(rng.integers(0, n, n)) for _ in range(rounds)]
+    return _percentiles([stat(rng.integers(0, n, n)) for _ in range(rounds)])
+
+
+def cluster_bootstrap_ci(stat: Callable[[npt.NDArray[np.int64]], float],
+                         groups: Sequence[Hashable], rounds: int = 1000,
+                         seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of ``stat(indices)`` over resamples of whole groups: as many
+    groups as there are, drawn with replacement, their rows concatenated. ``groups[i]`` is
+    row i's independent unit (the behaviour several replies answer, the story several
+    continuations continue): resampling the rows of such a cluster as if independent makes
+    the interval too narrow. With one row per group it is ``bootstrap_ci``, draw for draw."""
+    members: dict[Hashable, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    rows = [np.asarray(m, dtype=np.int64) for m in members.values()]
+    if not rows:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    return _percentiles([stat(np.concatenate([rows[g] for g in rng.integers(0, len(rows),
+                                                                              len(rows))]))
+                         for _ in range(rounds)])
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
     finite = [v for v in values if np.isfinite(v)]
     if not finite:
         return float("nan"), float("nan")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vilmo.datasets.readers import jsonl_lines
 from vilmo.errors import VilmoError
 from vilmo.types import Messages
 from vilmo.values import VALUES
@@ -113,27 +114,27 @@ def read_prompts(path: str | Path) -> list[EvalPrompt]:
         line = raw[:exc.start].count(b"\n") + 1
         raise PromptFileError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
                               ) from None
-    return parse_prompt_lines(text.splitlines(), str(p))
+    return parse_prompt_lines(jsonl_lines(text), str(p))
 
 
 def moral_stories(split: str | None = None) -> list[EvalPrompt]:
     """The shipped story prefixes, all or one split ("train" / "test")."""
     path = Path(__file__).resolve().parent.parent / "data" / "prompts" / MORAL_STORIES
-    prompts = parse_prompt_lines(path.read_text(encoding="utf-8").splitlines(), MORAL_STORIES)
+    prompts = parse_prompt_lines(jsonl_lines(path.read_text(encoding="utf-8")), MORAL_STORIES)
     return [p for p in prompts if split is None or p.split == split]
 
 
 def saferlhf_prompts(which: str, n: int = SAFERLHF_DEFAULT_N,
                      data_dir: str | Path | None = None) -> list[EvalPrompt]:
     """A seeded sample of n SafeRLHF questions that carry at least one harm category."""
-    from vilmo.datasets.readers import DataMissing, saferlhf
+    from vilmo.datasets.readers import DataError, DataMissing, saferlhf
     from vilmo.datasets.readers import data_dir as resolve
 
     if which not in ("train", "test"):
         raise PromptFileError(f"saferlhf split must be 'train' or 'test', not {which!r}")
     try:
         rows = [(text, ids) for text, ids in saferlhf(resolve(data_dir), which) if ids]  # type: ignore[arg-type]
-    except DataMissing as exc:
+    except (DataMissing, DataError) as exc:
         raise PromptFileError(str(exc)) from None
     chosen = sorted(random.Random(SAMPLE_SEED).sample(range(len(rows)), min(n, len(rows))))
     return [EvalPrompt(f"saferlhf-{which}-{i}", [{"role": "user", "content": rows[i][0]}],

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vilmo.evaluation.evaluate import EvalResult
+from vilmo.evaluation.evaluate import EvalResult, Record
 
 SUMMARY, RECORDS, REPORT, PLOT = "summary.json", "records.jsonl", "report.md", "compliance.png"
 METRIC_NAMES = ("evr", "mvp", "apv")
@@ -23,16 +24,24 @@ def write_outputs(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     compliance.png into ``out_dir``; returns their paths by kind."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"summary": out / SUMMARY, "records": out / RECORDS, "report": out / REPORT,
-             "plot": out / PLOT}
+    paths = {"summary": out / SUMMARY, "records": write_records(result.records, out),
+             "report": out / REPORT, "plot": out / PLOT}
     summary = result.as_dict()
     paths["summary"].write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    with paths["records"].open("w", encoding="utf-8") as fh:
-        for record in result.records:
-            fh.write(json.dumps(record.as_dict(), ensure_ascii=False) + "\n")
     plot(summary, paths["plot"])
     paths["report"].write_text(markdown(summary, PLOT), encoding="utf-8")
     return paths
+
+
+def write_records(records: Sequence[Record], out_dir: str | Path) -> Path:
+    """records.jsonl in ``out_dir``, one line per prompt and condition. A lone surrogate in a
+    reply (legal in JSON, not in UTF-8) is written as its JSON escape, ``\\ud800``: within a
+    JSON string that reads back as the same text."""
+    path = Path(out_dir) / RECORDS
+    with path.open("w", encoding="utf-8", errors="backslashreplace") as fh:
+        for record in records:
+            fh.write(json.dumps(record.as_dict(), ensure_ascii=False) + "\n")
+    return path
 
 
 def _fmt(est: dict[str, Any]) -> str:
@@ -77,6 +86,10 @@ def markdown(summary: dict[str, Any], plot_name: str | None = PLOT) -> str:
             cells = [_fmt(c["per_value"][v][metric]) if v in c.get("per_value", {}) else "n/a"
                      for c in conds.values()]
             lines.append(f"| {v} | {n} | " + " | ".join(cells) + " |")
+    unscored = {n: c["unscored_replies"] for n, c in conds.items() if c.get("unscored_replies")}
+    if unscored:
+        lines += ["", "Replies the classifier could not score (left out): "
+                  + ", ".join(f"{n} {u}" for n, u in unscored.items()) + "."]
     costs = summary.get("costs") or {}
     if costs:
         lines += ["", "Costs: " + ", ".join(f"{k} {v}" for k, v in costs.items()) + "."]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from vilmo.judge.shared_cache import SharedCache, dump_vector, load_vector
-from vilmo.judge.windowing import pad_numpy
+from vilmo.judge.windowing import pad_numpy, tokenizable
 from vilmo.types import Matrix
 
 if TYPE_CHECKING:
@@ -84,7 +84,8 @@ class Embedder:
         """Unit-length embeddings, one row per text; cached texts are not encoded again."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            vectors = self.model.encode(missing, batch_size=self.batch_size,
+            vectors = self.model.encode([tokenizable(t) for t in missing],
+                                        batch_size=self.batch_size,
                                         normalize_embeddings=True, convert_to_numpy=True,
                                         show_progress_bar=False)
             with self._lock:
@@ -97,7 +98,7 @@ class Embedder:
 
     def _encode_one(self, text: str) -> np.ndarray:
         # Evicted between the batch above and this read (a tiny cache under load).
-        vec: np.ndarray = self.model.encode([text], normalize_embeddings=True,
+        vec: np.ndarray = self.model.encode([tokenizable(text)], normalize_embeddings=True,
                                             convert_to_numpy=True, show_progress_bar=False)[0]
         return vec.astype(np.float32)
 
@@ -265,7 +266,8 @@ class CachedGraph:
 
     def _run(self, texts: Sequence[str]) -> Matrix:
         session, tokenizer = self._load()
-        ids, mask = pad_numpy([e.ids for e in tokenizer.encode_batch(list(texts))])
+        ids, mask = pad_numpy([e.ids for e in tokenizer.encode_batch(
+            [tokenizable(t) for t in texts])])  # a lone surrogate: U+FFFD, not a TypeError
         out: Matrix = session(ids, mask).astype(np.float32)
         return out
 

@@ -30,6 +30,16 @@ class WindowTokenizer(Protocol):
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def tokenizable(text: str) -> str:
+    """``text`` with each lone UTF-16 surrogate (legal in JSON, ``"\\ud800"``, but not in
+    UTF-8) replaced by U+FFFD: `tokenizers` refuses such a string, and one odd reply must not
+    fail the judge. One character for one, so token offsets still index ``text``."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 class WordPieceTokenizer:
     """A BERT-family ``tokenizer.json`` through `tokenizers`: no padding, no truncation
     (``windows`` cuts texts itself)."""
@@ -46,12 +56,13 @@ class WordPieceTokenizer:
         self.cls_token_id, self.sep_token_id = int(cls), int(sep)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        ids: list[int] = self._tokenizer.encode(
+            tokenizable(text), add_special_tokens=add_special_tokens).ids
         return ids
 
     def encode_tokens(self, text: str) -> TextTokens:
         """The ids of ``text`` (no special tokens) with where each token starts in it."""
-        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        encoding = self._tokenizer.encode(tokenizable(text), add_special_tokens=False)
         return TextTokens(encoding.ids, [start for start, _ in encoding.offsets])
 
 

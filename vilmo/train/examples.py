@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from vilmo.datasets import readers as data
-from vilmo.datasets.readers import Example, Split
+from vilmo.datasets.readers import Example, Split, jsonl_lines
 from vilmo.judge.heads import MFT, SAFETY, SCHWARTZ
 
 SCHWARTZ_TO_FOUNDATIONS: dict[str, tuple[str, ...]] = {
@@ -305,7 +305,7 @@ def _story_prompts() -> list[_Story]:
     """The moral-story prompts as the story text alone (the instruction line dropped)."""
     rows = resources.files("vilmo").joinpath("data/prompts/moral_stories.jsonl").read_text("utf-8")
     out = []
-    for line in rows.splitlines():
+    for line in jsonl_lines(rows):
         if line.strip():
             d = json.loads(line)
             out.append(_Story(str(d["id"]), story_text(str(d["prompt"]))))

@@ -37,6 +37,7 @@ from vilmo.datasets.readers import (
     VALUEEVAL_TO_SCHWARTZ,
     DataMissing,
     fulcra,
+    jsonl_lines,
     saferlhf,
     split_of,
     valueeval,
@@ -120,7 +121,7 @@ def everyday_prompts(root: Path) -> list[LabelledPrompt]:
         raise DataMissing(f"{path} not found (set VILMO_DATA_DIR or --data-dir)")
     first: dict[str, None] = {}
     later: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in jsonl_lines(path.read_text(encoding="utf-8")):
         if not line.strip():
             continue
         turns = [t.split("Assistant:", 1)[0].strip()
@@ -140,7 +141,7 @@ def everyday_prompts(root: Path) -> list[LabelledPrompt]:
 
 def _package_jsonl(name: str) -> list[dict[str, object]]:
     text = files("vilmo").joinpath("data", "prompts", name).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [json.loads(line) for line in jsonl_lines(text) if line.strip()]
 
 
 def moral_story_prompts() -> list[LabelledPrompt]:
