@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -71,14 +72,17 @@ def servers(policies: dict[str, str], reply: str | None = None,
     shutil.copytree(SHIPPED_POLICY_DIR, work / "policies")
     for name, text in policies.items():
         (work / "policies" / f"{name}.yaml").write_text(f"name: {name}\n{text}")
+    # a store of its own: the default one outlives the run, and its instruction and embedding
+    # caches would answer the next run's prompts (prompts() repeats them); none when
+    # ``extra_config`` has its own (two ``store:`` keys: the gateway exited 2 at start)
+    store = ("" if re.search(r"(?m)^store:", extra_config)
+             else f"store: {{path: {work / 'state.db'}}}\n")
     (work / "gateway.yaml").write_text(
         "model_list:\n  - model_name: stub\n    litellm_params:\n"
         f"      model: openai/stub\n      api_base: http://127.0.0.1:{stub_port}/v1\n"
         f"      api_key: sk-bench\nrouter_settings: {router_settings}\n"
         f"policy_dir: {work / 'policies'}\n"
-        # a store of its own: the default one outlives the run, and its instruction and
-        # embedding caches would answer the next run's prompts (prompts() repeats them)
-        f"store: {{path: {work / 'state.db'}}}\n{extra_config}")
+        f"{store}{extra_config}")
     stub = stub_process(stub_port, reply, chunk_delay)
     log = gateway_log.open("wb") if gateway_log else subprocess.DEVNULL
     gateway = subprocess.Popen([str(Path(sys.executable).parent / "vilmo"), "serve", "--config",

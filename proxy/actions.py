@@ -54,6 +54,11 @@ def with_annotation(completion: Completion, verdict: Verdict | None,
     return {**completion, "vilmo": note}
 
 
+class RetryRefused(Exception):
+    """Raised by ``enforce``'s ``retry`` when the regeneration may not be made (the key's
+    ``tpm`` has no room for it): the reply is then treated as at the regeneration limit."""
+
+
 Reply = TypeVar("Reply")  # a completion, or the chunks of a buffered stream
 Noted = Callable[[Judgement, tuple[Verdict, ...]], object]
 """Keeps the final reply's judgement as known so far and the rejected attempts so far
@@ -71,14 +76,20 @@ async def enforce(reply: Reply, verdict: Judgement, policy: Policy,
     anything that may raise (a retry's upstream call, the error of ``block_with: error``), so
     that an error's record still carries them. While a retry runs the final reply is not known:
     a rejected reply is noted as an attempt only, never also as the final reply's verdict (a
-    retry that fails would otherwise be recorded, and its rejected text kept, as the reply)."""
+    retry that fails would otherwise be recorded, and its rejected text kept, as the reply).
+    A ``retry`` that raises ``RetryRefused`` ends the regenerations there."""
     attempts: list[Verdict] = []
     noted(verdict, ())
     while (isinstance(verdict, Verdict) and verdict.action is Action.REGENERATE
            and len(attempts) < policy.max_regenerations):
         attempts.append(verdict)
         noted(NOT_CHECKED, tuple(attempts))
-        reply, verdict = await retry(verdict)
+        try:
+            reply, verdict = await retry(verdict)
+        except RetryRefused:
+            attempts.pop()
+            noted(verdict, tuple(attempts))
+            break
         noted(verdict, tuple(attempts))
     if isinstance(verdict, Verdict) and verdict.stops:
         if policy.block_with == "error":

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from proxy.actions import RetryRefused
 from proxy.chunks import until
+from proxy.client_keys import hold_to_regenerate
 from proxy.errors import StreamTimeout
 from proxy.judged_text import judged_text
 from proxy.logprobs import alternatives_shown
@@ -78,10 +80,15 @@ class Call:
                           prompt=judged_prompt(prompt_text(self.raw["messages"])))
 
 
-def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:
-    """Before a regeneration: a stronger instruction from the violated principles."""
+async def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:
+    """Before a regeneration: a stronger instruction from the violated principles. Raises
+    ``RetryRefused`` (nothing changed, nothing counted) when the key's ``tpm`` has no room for
+    another call (``proxy.client_keys.hold_to_regenerate``)."""
+    stronger = strengthen(call.instruction, previous.violation_ids, call.policy, bank)
+    if not await hold_to_regenerate(replace(call, instruction=stronger).params()):
+        raise RetryRefused
     metrics.regenerations.labels(call.policy.name).inc()
-    call.instruction = strengthen(call.instruction, previous.violation_ids, call.policy, bank)
+    call.instruction = stronger
 
 
 async def open_timed_stream(upstream: Upstream, params: UpstreamParams, deadline: float,

@@ -3,9 +3,11 @@
 Tokens are held, not only checked: once a chat request is read, ``reserve_tokens`` counts its
 estimated tokens (``token_need``) in the key's window, in the same atomic step as the check, so
 concurrent requests cannot all pass a check made before any of them was charged, and one
-request cannot be larger than the key's ``tpm``. ``Settlement`` settles it, once, just before
-its client has the whole reply: the tokens it used (``proxy.stages.Trace.tokens``) in, the
-reservation out.
+request cannot be larger than the key's ``tpm`` (the estimate, ``proxy.token_estimate``, is
+one the way a text is written cannot make cheap). A regeneration is sent only when it fits in
+what the request holds, or what it lacks is held then (``hold_to_regenerate``): the ``tpm`` is
+a ceiling across them. ``Settlement`` settles it, once, just before its client has the whole
+reply: the tokens it used (``proxy.stages.Trace.tokens``) in, what it held out.
 
 A key is read from the store on every request, so a revocation holds on every replica at once
 while the store is reachable. When the store cannot be reached, a key this process verified
@@ -29,13 +31,15 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import KeyRateLimited, StoreDown
 from proxy.protocol import UpstreamParams
-from proxy.stages import Trace, current_trace, estimated_tokens
+from proxy.stages import Trace, current_trace
 from proxy.store import LimitDecision, Store, StoreError, StoreUnavailable, VirtualKey
+from proxy.token_estimate import estimate_off_loop, estimated_tokens, least_estimate
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +169,14 @@ class TokenNeed:
 
 
 def token_need(params: Mapping[str, Any], reply_ceiling: int,
-               tpm: int | None = None) -> TokenNeed:
+               tpm: int | None = None, prompt: int | None = None) -> TokenNeed:
     """``reply_ceiling``: the most reply tokens per choice held for a request that sets no
     cap (``server.tpm_default_max_tokens``, at most ``server.max_tokens``); with the key's
     ``tpm``, also at most its ``UNCAPPED_SHARE`` across the choices (never below one token a
-    choice), so that one request leaves room for concurrent ones."""
-    prompt = estimated_tokens(params)
+    choice), so that one request leaves room for concurrent ones. ``prompt``: the messages'
+    estimate when it is known (``proxy.token_estimate``)."""
+    if prompt is None:
+        prompt = estimated_tokens(params)
     n = params.get("n")
     choices = n if type(n) is int and n > 0 else 1
     caps = [v for v in (params.get(field) for field in REPLY_FIELDS)
@@ -184,21 +190,46 @@ def token_need(params: Mapping[str, Any], reply_ceiling: int,
     return TokenNeed(prompt, prompt + choices, prompt + choices * per_choice, None, choices)
 
 
+@dataclass(slots=True)
+class Held:
+    """What a request holds in its key's window, for its regenerations
+    (``hold_to_regenerate``): each may be sent only when what the request used so far and
+    what the next call may cost fit in it."""
+
+    store: Store
+    key: VirtualKey
+    choices: int
+    cap: int
+    """The reply cap per choice every call of the request is sent with (``cap_replies``)."""
+    tokens: int
+    """Held so far: the reservation, and what was held since (``Trace.more_held``); the key's
+    whole ``tpm`` when the store was unreachable and ``limits_on_error: fail_open`` admitted."""
+    degraded: bool = False
+
+
+current_hold: ContextVar[Held | None] = ContextVar("vilmo_held", default=None)
+
+
 async def reserve_tokens(store: Store, key: VirtualKey, params: UpstreamParams,
                          reply_ceiling: int) -> KeyRateLimited | None:
     """Hold the request's tokens in the key's window (kept in the request's trace, for
     ``charge`` to settle) and cap its replies to what is held (``cap_replies``); None when
     they fit, else the 429 to answer. A request that needs more than the key's ``tpm`` could
-    never fit: refused without ``Retry-After``."""
+    never fit: refused without ``Retry-After``, from a bound of its estimate that costs
+    nothing to count when that is enough (``least_estimate``); a large request is estimated
+    in a worker thread."""
     if key.tpm is None:
         return None
-    need = token_need(params, reply_ceiling, key.tpm)
+    least, chars = least_estimate(params)
+    need = token_need(params, reply_ceiling, key.tpm, least)
+    if need.least <= key.tpm:
+        need = token_need(params, reply_ceiling, key.tpm, await estimate_off_loop(params, chars))
     if need.least > key.tpm:
-        cap = (f" and max_tokens {need.reply_cap} per choice" if need.reply_cap is not None
-               else "")
+        asked = (f" and max_tokens {need.reply_cap} per choice" if need.reply_cap is not None
+                 else "")
         return KeyRateLimited(
             f"this request needs about {need.least} tokens (its messages about {need.prompt}"
-            f"{cap}), more than this key's limit of {key.tpm} tokens per minute: it can never "
+            f"{asked}), more than this key's limit of {key.tpm} tokens per minute: it can never "
             "be admitted; shorten the messages or lower max_tokens", code="tpm")
     decision = await asyncio.to_thread(store.reserve_tokens, key.id, key.tpm, need.least,
                                        need.most)
@@ -208,8 +239,41 @@ async def reserve_tokens(store: Store, key: VirtualKey, params: UpstreamParams,
     if trace is not None:
         trace.reserved, trace.reserved_at = decision.reserved, decision.reserved_at
     held = key.tpm if decision.degraded else decision.reserved  # unreachable: the most ever
-    cap_replies(params, max(1, (held - need.prompt) // need.choices))
+    cap = max(1, (held - need.prompt) // need.choices)
+    cap_replies(params, cap)
+    sent = [v for v in (params.get(field) for field in REPLY_FIELDS) if type(v) is int]
+    current_hold.set(Held(store, key, need.choices, min([cap, *sent]) if sent else cap, held,
+                          decision.degraded))
     return None
+
+
+async def hold_to_regenerate(params: UpstreamParams) -> bool:
+    """Whether the request may call its upstream again with ``params`` (a regeneration):
+    what it used so far (``Trace.tokens``) and what the call may cost (its messages and its
+    replies at their cap) must fit in what it holds, else the difference is held now in the
+    key's window (never past the key's ``tpm``). False when it cannot be: the reply is then
+    blocked, as at the policy's regeneration limit, rather than spend past the key's limit
+    (one reservation paid for up to 1 + ``max_regenerations`` calls). A request on a key
+    without ``tpm`` may always."""
+    held, trace = current_hold.get(), current_trace.get()
+    if held is None or trace is None or held.key.tpm is None:
+        return True
+    least, chars = least_estimate(params)
+    prompt = await estimate_off_loop(params, chars) if least <= held.key.tpm else least
+    short = trace.tokens + prompt + held.choices * held.cap - held.tokens
+    if short <= 0:
+        return True
+    if held.degraded:  # the whole tpm was held: no more
+        return False
+    decision = await asyncio.to_thread(held.store.reserve_tokens, held.key.id, held.key.tpm,
+                                       short, short)
+    if not decision.allowed or decision.degraded:
+        log.info("key %s: no room in its tpm for a regeneration; the reply is blocked",
+                 held.key.id)
+        return False
+    trace.more_held.append((decision.reserved, decision.reserved_at))
+    held.tokens += decision.reserved
+    return True
 
 
 def cap_replies(params: UpstreamParams, cap: int) -> None:
@@ -227,7 +291,7 @@ def cap_replies(params: UpstreamParams, cap: int) -> None:
 
 class Settlement:
     """Settles a request with its key's window once: the tokens it used (``trace.tokens``) in,
-    what was reserved for it out, in one step.
+    what was held for it (the reservation, and any held for a regeneration) out, in one step.
 
     ``before_last`` settles just before the client has the last of the reply, so the client's
     next request is checked against what this one used: settled only after the reply was out
@@ -241,29 +305,36 @@ class Settlement:
         self.charged: int | None = None
         """``trace.tokens`` when settled; None until then."""
 
-    def _due(self, tokens: int, refund: int) -> bool:
-        return refund > 0 or (tokens > 0 and self.key.tpm is not None)
+    def _due(self, tokens: int, holds: list[tuple[int, int]]) -> bool:
+        return any(held > 0 for held, _ in holds) or (tokens > 0 and self.key.tpm is not None)
+
+    def _holds(self) -> list[tuple[int, int]]:
+        return [(self.trace.reserved, self.trace.reserved_at), *self.trace.more_held]
+
+    def _settle(self, tokens: int, holds: list[tuple[int, int]]) -> None:
+        first, *more = holds or [(0, 0)]
+        self.store.charge_tokens(self.key.id, tokens, *first)
+        for held, at in more:
+            self.store.charge_tokens(self.key.id, 0, held, at)
 
     async def before_last(self) -> None:
         if self.charged is not None:
             return
         tokens = self.charged = self.trace.tokens  # first: a cancelled await is still settled
-        if not self._due(tokens, self.trace.reserved):
+        holds = self._holds()
+        if not self._due(tokens, holds):
             return
         try:
-            await asyncio.to_thread(self.store.charge_tokens, self.key.id, tokens,
-                                    self.trace.reserved, self.trace.reserved_at)
+            await asyncio.to_thread(self._settle, tokens, holds)
         except Exception:  # a bug's error (unreachable is handled by the store): keep serving
             log.exception("settling key %s failed", self.key.id)
 
     def after(self) -> None:
         settled = self.charged is not None
         tokens = self.trace.tokens - (self.charged or 0)
-        refund = 0 if settled else self.trace.reserved
-        if self._due(tokens, refund):
-            asyncio.get_running_loop().run_in_executor(
-                None, self.store.charge_tokens, self.key.id, tokens, refund,
-                0 if settled else self.trace.reserved_at)
+        holds = [] if settled else self._holds()
+        if self._due(tokens, holds):
+            asyncio.get_running_loop().run_in_executor(None, self._settle, tokens, holds)
 
 
 def _digest(presented: str) -> str:

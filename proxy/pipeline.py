@@ -119,7 +119,7 @@ async def call_upstream(req: ChatRequest, services: Services, call: Call, facts:
     verdict = await check_reply(services, call, completion)                       # 6
 
     async def regenerate(previous: Verdict) -> tuple[Completion, Judgement]:
-        escalate(call, previous, services.metrics, services.bank)
+        await escalate(call, previous, services.metrics, services.bank)
         retried = await services.upstream.complete(call.params())
         return retried, await check_reply(services, call, retried)
 

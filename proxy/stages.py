@@ -11,20 +11,17 @@ key limits its tokens (and what ``proxy.client_keys`` reserved of them at admiss
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from proxy.chunks import ChoiceText, by_choice, delta_of, reply_texts, texts_of, tokens
+from proxy.chunks import ChoiceText, by_choice, delta_of, reply_texts
+from proxy.token_estimate import estimated_tokens
 from proxy.upstream import Chunk, Completion, Upstream
 from vilmo.instruct.instructions import message_text
-
-TOOL_FIELDS = ("tools", "functions")
-"""Request fields whose definitions the upstream reads with the prompt (and bills)."""
 
 TimedStage = Literal["upstream", "check"]
 
@@ -49,6 +46,9 @@ class Trace:
     against ``tokens`` when the request is done."""
     reserved_at: int = 0
     """The second (of the store's window) the reservation was counted in."""
+    more_held: list[tuple[int, int]] = field(default_factory=list)
+    """Tokens held after admission, for a regeneration (``proxy.client_keys.hold_to_regenerate``),
+    each (tokens, second): refunded with ``reserved`` when the request is settled."""
 
 
 current_trace: ContextVar[Trace | None] = ContextVar("vilmo_trace", default=None)
@@ -79,26 +79,6 @@ def note_prompt(messages: Sequence[Any]) -> None:
     if trace is not None:
         trace.prompt = [{"role": str(m.get("role", "")), "content": message_text(m)}
                         for m in messages if isinstance(m, dict)]
-
-
-def estimated_tokens(params: Any, texts: Iterable[str] = ()) -> int:
-    """The tokens of a call whose upstream sent no usage: what was sent (the messages' text
-    parts and their other strings: tool calls, their arguments, names; the tool definitions as
-    JSON; not images or audio, whose encoded bytes say nothing of their tokens) and the text
-    the upstream produced (every choice, relayed to the client or not), counted as
-    ``proxy.chunks.tokens`` counts (words and punctuation)."""
-    if not isinstance(params, dict):
-        return sum(tokens(text) for text in texts)
-    sent = sum(_message_tokens(m) for m in params.get("messages") or [] if isinstance(m, dict))
-    tools = [params[name] for name in TOOL_FIELDS if params.get(name)]
-    if tools:
-        sent += tokens(json.dumps(tools, ensure_ascii=False))
-    return sent + sum(tokens(text) for text in texts)
-
-
-def _message_tokens(message: dict[str, Any]) -> int:
-    others = {k: v for k, v in message.items() if k != "content"}
-    return tokens(message_text(message)) + sum(tokens(text) for _, text in texts_of(others))
 
 
 def _note_reply(text: str, usage: object, estimate: Callable[[], int]) -> None:

@@ -48,7 +48,7 @@ async def buffered(call: Call, chunks: AsyncIterator[Chunk], services: Services,
         return held, await services.guard.check_choices(policy, items, "output")
 
     async def regenerate(previous: Verdict) -> tuple[list[Chunk], Judgement]:
-        escalate(call, previous, services.metrics, services.bank)
+        await escalate(call, previous, services.metrics, services.bank)
         return await judged(await open_timed_stream(services.upstream, call.params(), deadline))
 
     held, verdict = await judged(chunks)

@@ -14,7 +14,7 @@ import pytest
 from store_gateway import admin, serve_gateway, store_backend_fixture, store_config
 from stub_upstream import StubUpstream
 
-from proxy.stages import estimated_tokens
+from proxy.token_estimate import estimated_tokens
 
 __all__ = ["store_backend_fixture"]
 MESSAGES = [{"role": "user", "content": "Hello there"}]

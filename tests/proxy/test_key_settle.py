@@ -35,9 +35,10 @@ def served_fixture(tmp_path: Path) -> Iterator[tuple[str, Services]]:
 def test_the_next_request_sees_the_last_one_settled(served: tuple[str, Services],
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     stream: bool) -> None:
-    """``max_tokens: 100`` holds about 102 of the key's 150; the fake's reply uses 8 (22
-    streamed). Settled, the same request fits twice more (22 + 22 + 102); held, not once
-    (102 + 102). The store settles ``SETTLE_DELAY_S`` late, as a busy or slow one does."""
+    """``max_tokens: 100`` holds 103 of the key's 160; the fake's reply uses 8 (27 streamed:
+    estimated, the fake sends no usage). Settled, the same request fits twice more (27 + 27 +
+    103); held, not once (103 + 103). The store settles ``SETTLE_DELAY_S`` late, as a busy or
+    slow one does."""
     base, services = served
     store = services.store
     assert store is not None
@@ -48,7 +49,7 @@ def test_the_next_request_sees_the_last_one_settled(served: tuple[str, Services]
         settle(*args)
 
     monkeypatch.setattr(store, "charge_tokens", slow_settle)
-    key = admin("POST", f"{base}/admin/keys", json={"name": "serial", "tpm": 150}).json()["key"]
+    key = admin("POST", f"{base}/admin/keys", json={"name": "serial", "tpm": 160}).json()["key"]
     body = {"model": "stub", "max_tokens": 100, "stream": stream,
             "messages": [{"role": "user", "content": "Hello there"}]}
     for _ in range(3):

@@ -15,7 +15,7 @@ from conftest import METRICS_KEY
 from store_gateway import admin, serve_gateway, store_backend_fixture, store_config, wait_for
 from stub_upstream import StubUpstream
 
-from proxy.stages import estimated_tokens
+from proxy.token_estimate import estimated_tokens
 
 __all__ = ["store_backend_fixture"]
 pytestmark = pytest.mark.slow  # a served gateway
@@ -108,22 +108,23 @@ def test_a_request_larger_than_the_keys_tpm_is_refused_before_the_upstream(
 
 
 def test_settling_refunds_what_a_reply_did_not_use(base: str) -> None:
-    """``max_tokens: 40`` holds 2 + 40 tokens; the stub's reply uses 24, so once settled the
-    same request fits again (24 + 42 <= 70), which it would not with the 42 kept."""
+    """``max_tokens: 40`` holds 3 + 40 tokens; the stub's reply uses 24, so once settled the
+    same request fits again (24 + 43 <= 70), which it would not with the 43 kept."""
     key = new_key(base, tpm=70)
     body = {"model": "stub", "max_tokens": 40,
             "messages": [{"role": "user", "content": "Hello there"}]}
     assert post(base, key, body).status_code == 200
     wait_for(lambda: post(base, key, body).status_code == 200, timeout=5)
-    assert post(base, key, body).status_code == 429  # 48 used: 48 + 42 > 70
+    assert post(base, key, body).status_code == 429  # 48 used: 48 + 43 > 70
 
 
 def costs_nothing(base: str, key: str, need: int) -> int:
-    """The status of a request for an unknown model needing ``need`` tokens (2 of messages):
-    404 when they fit in the key's window (then refunded whole: no upstream was called), else
-    429. It tells how much of the window is used without using any."""
-    return post(base, key, {"model": "no-such-model", "max_tokens": need - 2,
-                            "messages": [{"role": "user", "content": "Hello there"}]}).status_code
+    """The status of a request for an unknown model needing ``need`` tokens (its messages and
+    ``max_tokens``): 404 when they fit in the key's window (then refunded whole: no upstream
+    was called), else 429. It tells how much of the window is used without using any."""
+    body: dict[str, Any] = {"model": "no-such-model",
+                            "messages": [{"role": "user", "content": "Hello there"}]}
+    return post(base, key, {**body, "max_tokens": need - estimated_tokens(body)}).status_code
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from proxy.client_keys import token_need
-from proxy.stages import TimedUpstream, Trace, estimated_tokens, start_trace
+from proxy.stages import TimedUpstream, Trace, start_trace
+from proxy.token_estimate import IMAGE_TOKENS, estimated_tokens
 from proxy.upstream import Chunk, Completion
 
 PARAMS: dict[str, Any] = {"model": "stub", "messages": [
@@ -19,7 +20,8 @@ PARAMS: dict[str, Any] = {"model": "stub", "messages": [
     {"role": "user", "content": [{"type": "text", "text": "word " * 300},
                                  {"type": "image_url", "image_url": {"url": "data:a/b;base64,"
                                                                             + "x+/" * 1000}}]}]}
-PROMPT_TOKENS = 3 + 300  # "Be brief." and the words; the image's bytes are not words
+PROMPT_TOKENS = 3 + 1500 // 4 + IMAGE_TOKENS  # "Be brief.", the words' bytes / 4, the image's
+# fixed cost (its bytes are not text)
 
 
 class HangingUpstream:
