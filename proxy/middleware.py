@@ -173,8 +173,9 @@ class KeyAuth:
                 services = scope["app"].state.services
                 services.metrics.limit_rejections.labels(
                     key.name, refused_by_limit.code or "rpm").inc()
-                sampled = (services.limit_refusals.audits(key.id) if path == CHAT_PATH
-                           else None)  # only chat requests are recorded
+                sampled = (services.limit_refusals.audits(
+                    f"{key.id}/{refused_by_limit.code or 'rpm'}") if path == CHAT_PATH
+                    else None)  # only chat requests are recorded
                 recorded = record_refusal(scope, key.name, refused_by_limit, sampled)
                 await send_error(send, refused_by_limit, request_id_header(recorded))
                 return

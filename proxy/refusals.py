@@ -61,8 +61,11 @@ log line and the metrics only)."""
 
 
 class LimitSampler:
-    """Decides, per refusal of a key over its limits, whether it is audited. Called on the event
-    loop only (no lock)."""
+    """Decides, per refusal of a key over its limits, whether it is audited: the first of each
+    key and refusal code (``"<key id>/<code>"``: ``rpm``, ``tpm``, ``store``) in an interval, so
+    a key's own flood leaves one record a minute while a store that cannot be checked, which is
+    no flood of the key's, is still audited after an ``rpm`` refusal. Called on the event loop
+    only (no lock)."""
 
     def __init__(self, interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic,
                  max_pending: int = MAX_PENDING_KEYS) -> None:
@@ -76,9 +79,9 @@ class LimitSampler:
         self._left_out = 0
 
     def audits(self, key_id: str) -> int | None:
-        """For the key's first refusal in this interval, how many of its refusals were left out
-        since its last audited one (the record's ``suppressed``); None: count it in the metrics
-        only."""
+        """For the first refusal of ``key_id`` (a key and its refusal code) in this interval, how
+        many of its refusals were left out since its last audited one (the record's
+        ``suppressed``); None: count it in the metrics only."""
         now = self.clock()
         if now - self._started >= self.interval_s:
             if self._left_out:

@@ -129,7 +129,8 @@ async def hold_tokens(request: Request, caller: Caller, params: UpstreamParams) 
                                    min(server.max_tokens, server.tpm_default_max_tokens))
     if refused is not None:  # audited as the middleware's limit refusals are (sampled)
         services.metrics.limit_rejections.labels(caller.key.name, refused.code or "tpm").inc()
-        request.state.ledger.sample(services.limit_refusals.audits(caller.key.id))
+        request.state.ledger.sample(services.limit_refusals.audits(
+            f"{caller.key.id}/{refused.code or 'tpm'}"))
         raise refused
 
 
