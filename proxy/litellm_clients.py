@@ -55,7 +55,7 @@ def _own_sdk_client(api: type) -> None:
     twins) wrapped so that the httpx client it sends with (``_client``, given or its own)
     keeps no cookie and follows no redirect: the SDK sends each request with the client's
     default."""
-    init = api.__init__
+    init = api.__init__  # type: ignore[misc]  # the class's own, wrapped in place
     if getattr(init, OWNED, False):
         return
 

@@ -23,7 +23,7 @@ CONFIGURED: dict[str, dict[str, Any]] = {}
 hash of the deployment, so one id never stands for two different bodies)."""
 
 
-class KeepOperatorBody(CustomLogger):  # type: ignore[misc]
+class KeepOperatorBody(CustomLogger):
     """Puts the chosen deployment's configured ``extra_body`` back over the call's."""
 
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any],

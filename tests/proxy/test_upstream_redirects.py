@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -175,9 +175,9 @@ def test_every_openai_sdk_client_follows_no_redirect_and_keeps_no_cookie() -> No
     own_litellm_clients()
     own_litellm_clients()
     sdk_clients: list[Any] = [
-        openai.OpenAI(api_key="k", http_client=OpenAIHTTPClient()),
+        openai.OpenAI(api_key="k", http_client=cast(Any, OpenAIHTTPClient())),
         openai.AsyncAzureOpenAI(api_key="k", api_version="2024-02-01",
-                                base_url="http://upstream/", http_client=OpenAIAsyncHTTPClient()),
+                                base_url="http://upstream/", http_client=cast(Any, OpenAIAsyncHTTPClient())),
         openai.OpenAI(api_key="k"), openai.AsyncOpenAI(api_key="k")]
     for sdk in sdk_clients:
         assert sdk._client.follow_redirects is False
