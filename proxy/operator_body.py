@@ -57,7 +57,11 @@ def keep_operator_bodies(deployments: Iterable[Mapping[str, Any]]) -> None:
     for deployment in deployments:
         body = (deployment.get("litellm_params") or {}).get("extra_body")
         model_id = (deployment.get("model_info") or {}).get("id")
-        if isinstance(body, Mapping) and body and model_id is not None:
+        if model_id is None:
+            continue
+        if isinstance(body, Mapping) and body:
             CONFIGURED[str(model_id)] = dict(body)
+        else:  # an id the config names itself may have lost its extra_body on a reload
+            CONFIGURED.pop(str(model_id), None)
     if CONFIGURED and not any(isinstance(c, KeepOperatorBody) for c in litellm.callbacks):
         litellm.callbacks.append(KeepOperatorBody())

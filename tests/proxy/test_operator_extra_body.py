@@ -37,8 +37,10 @@ def config_of(stub: StubUpstream, policies: Path) -> GatewayConfig:
     return GatewayConfig.model_validate({
         "model_list": [entry("tuned", "tuned-model", TUNED), entry("pinned", "pinned", PINNED),
                        entry("mixed", "mixed-a", {"guided_choice": ["a"]}),
-                       entry("mixed", "mixed-b", {"guided_choice": ["b"]})],
-        "router_settings": {"timeout": 5, "disable_cooldowns": True},
+                       entry("mixed", "mixed-b", {"guided_choice": ["b"]}),
+                       entry("failing", "stub-status-500", {"guided_choice": ["failing"]})],
+        "router_settings": {"timeout": 5, "disable_cooldowns": True,
+                            "fallbacks": [{"failing": ["tuned"]}]},
         "policy_dir": str(policies), "default_policy": "passthrough",
         "server": {"policy_reload_interval_s": 0},
         "store": {"path": str(policies.parent / "state" / "state.db")},
@@ -89,3 +91,34 @@ def test_each_deployment_keeps_its_own(gateway: str, stub: StubUpstream) -> None
         assert body["user"] == "end-user-42"
         seen[body["model"]] = body.get("guided_choice")
     assert seen == {"mixed-a": ["a"], "mixed-b": ["b"]}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_fallback_gets_its_own(gateway: str, stub: StubUpstream, stream: bool) -> None:
+    stub.received.clear()
+    response = httpx.post(f"{gateway}/v1/chat/completions", timeout=30, json={
+        "model": "failing", "stream": stream, "messages": ASK, "user": "end-user-42"})
+    assert response.status_code == 200, response.text
+    first, answered = (dict(r.body) for r in stub.received)
+    assert (first["guided_choice"], first["user"]) == (["failing"], "end-user-42")
+    assert {k: answered.get(k) for k in TUNED} == TUNED and "guided_choice" not in answered
+    assert answered["user"] == "end-user-42"
+
+
+def test_merged_by_the_chosen_deployments_id() -> None:
+    """Also a request-scoped deployment's (``original_model_id``); an id the config names
+    itself that loses its ``extra_body`` on a reload is not merged any more."""
+    from proxy.operator_body import keep_operator_bodies, with_operator_body
+
+    def deployment(body: dict[str, Any] | None) -> dict[str, Any]:
+        return {"litellm_params": {"model": "openai/x", **({"extra_body": body} if body else {})},
+                "model_info": {"id": "named-by-config"}}
+
+    keep_operator_bodies([deployment({"safe_prompt": True, "user": "ops"})])
+    call = {"model": "openai/x", "extra_body": {"user": "u", "metadata": {"t": "1"}},
+            "model_info": {"id": "other", "original_model_id": "named-by-config"}}
+    assert with_operator_body(call)["extra_body"] == {
+        "user": "ops", "metadata": {"t": "1"}, "safe_prompt": True}
+    assert call["extra_body"] == {"user": "u", "metadata": {"t": "1"}}  # not changed in place
+    keep_operator_bodies([deployment(None)])
+    assert with_operator_body(call) is call
