@@ -34,14 +34,40 @@ def own_litellm_clients() -> None:
     not: the openai SDK's (openai/, azure/ and OpenAI-compatible providers: ``BaseOpenAILLM``'s
     two factories) keep no cookie and follow no redirect; those of LiteLLM's own handlers
     (every other provider: ``AsyncHTTPHandler``, ``HTTPHandler``), which keep no cookie
-    already, follow no redirect either."""
+    already, follow no redirect either. Every openai SDK client is made so as it is built
+    (``_own_sdk_client``), whatever built its httpx client: LiteLLM also builds some itself
+    (``OpenAIAsyncHTTPClient()`` for Azure through Cloudflare AI Gateway, workload identity),
+    and the SDK its own when given none."""
     from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler
     from litellm.llms.openai.common_utils import BaseOpenAILLM
+    from openai._base_client import AsyncAPIClient, SyncAPIClient
 
     for name in ("_get_async_http_client", "_get_sync_http_client"):
         _wrap(BaseOpenAILLM, name, staticmethod, cookies=True)
     for handler in (AsyncHTTPHandler, HTTPHandler):
         _wrap(handler, "create_client", lambda f: f, cookies=False)
+    for sdk in (SyncAPIClient, AsyncAPIClient):
+        _own_sdk_client(sdk)
+
+
+def _own_sdk_client(api: type) -> None:
+    """``api.__init__`` (the openai SDK's base of ``OpenAI``, ``AzureOpenAI`` and their async
+    twins) wrapped so that the httpx client it sends with (``_client``, given or its own)
+    keeps no cookie and follows no redirect: the SDK sends each request with the client's
+    default."""
+    init = api.__init__  # type: ignore[misc]  # the class's own, wrapped in place
+    if getattr(init, OWNED, False):
+        return
+
+    def owned(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.cookies = no_cookies()
+            client.follow_redirects = False
+
+    setattr(owned, OWNED, True)
+    api.__init__ = owned  # type: ignore[misc]
 
 
 def _wrap(owner: type, name: str, bind: Callable[[Any], Any], *, cookies: bool) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeAlias, cast
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.fields import StreamLabels, keep_allowed
 from proxy.litellm_clients import no_cookies, own_litellm_clients
+from proxy.operator_body import keep_operator_bodies
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.settings import Deployment, configured_name
@@ -52,6 +53,7 @@ class LiteLLMUpstream:
         self._names = [d.model_name for d in model_list]
         self._router = Router(model_list=[d.router_entry() for d in model_list],
                               **with_router_defaults(router_settings))
+        keep_operator_bodies(self._router.model_list)
         self._redact = redact
         others = {d.model_name for d in model_list
                   if not str(d.litellm_params["model"]).startswith("openai/")}
@@ -70,7 +72,8 @@ class LiteLLMUpstream:
         """The call's arguments. ``user`` goes in ``extra_body`` to an ``openai/`` model (as
         ``metadata`` does, ``proxy.protocol.forwarded``): LiteLLM sends it only to models in
         OpenAI's own catalog, and the direct path sends it to every one. Other providers get
-        it as LiteLLM maps it (Anthropic's ``metadata.user_id``)."""
+        it as LiteLLM maps it (Anthropic's ``metadata.user_id``). A deployment's configured
+        ``extra_body`` is kept under it (``proxy.operator_body``)."""
         if "user" not in params or configured_name(str(params["model"]), self._names) \
                 not in self._openai:
             return params

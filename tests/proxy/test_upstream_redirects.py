@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -118,3 +118,71 @@ def test_every_client_litellm_builds_follows_no_redirect_and_keeps_no_cookie() -
             httpx.Response(200, headers={"set-cookie": "session=a; Path=/"},
                            request=httpx.Request("GET", "http://upstream/")))
         assert not list(client.cookies.jar)
+
+
+CLOUDFLARE = "gateway.ai.cloudflare.com/v1/acct/gw/azure-openai/res/"
+"""An Azure api_base through Cloudflare AI Gateway: LiteLLM builds its openai SDK client with
+an httpx client of its own (``OpenAIAsyncHTTPClient()``), not by ``BaseOpenAILLM``'s factories:
+before the fix that client followed the 307 and the other origin got the prompt and the
+gateway token (``extra_headers``), its reply relayed as a 200."""
+
+
+@pytest.fixture(scope="module")
+def redirecting_anything(elsewhere: StubUpstream) -> Iterator[str]:
+    """An upstream that answers any POST with a 307 to ``elsewhere``."""
+
+    async def anything(request: Request) -> Response:
+        await request.body()
+        return Response(status_code=307,
+                        headers={"location": f"{elsewhere.url}/v1/chat/completions"})
+
+    app = Starlette(routes=[Route("/{rest:path}", anything, methods=["POST"])])
+    with ServerThread(app) as server:
+        yield server.url
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", UPSTREAM_PATHS)
+def test_azure_through_cloudflare_follows_no_redirect(
+        redirecting_anything: str, elsewhere: StubUpstream, tmp_path: Path, path: str,
+        stream: bool) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "passthrough.yaml").write_text(
+        "name: passthrough\nvalues:\n  mft.care: {}\nchecks: {output: false}\n")
+    config = config_of(redirecting_anything, policies)
+    config.model_list[0].litellm_params = {
+        "model": "azure/stub-dep", "api_base": f"{redirecting_anything}/{CLOUDFLARE}",
+        "api_key": UPSTREAM_KEY, "api_version": "2024-02-01",
+        "extra_headers": {"cf-aig-authorization": TOKEN}}
+    elsewhere.reset()
+    body = {"model": "stub", "stream": stream, "messages": [{"role": "user", "content": PROMPT}]}
+    with served(config, path) as (url, _):
+        response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=15)
+    assert elsewhere.received == [], [(r.headers, r.body) for r in elsewhere.received]
+    assert response.status_code == 502, response.text
+    assert TOKEN not in response.text and PROMPT not in response.text
+
+
+def test_every_openai_sdk_client_follows_no_redirect_and_keeps_no_cookie() -> None:
+    """Whatever built its httpx client: LiteLLM's ``OpenAIHTTPClient`` classes, or the SDK."""
+    import httpx2
+    import openai
+    from litellm.llms.openai.common_utils import OpenAIAsyncHTTPClient, OpenAIHTTPClient
+
+    from proxy.litellm_clients import own_litellm_clients
+
+    own_litellm_clients()
+    own_litellm_clients()
+    sdk_clients: list[Any] = [
+        openai.OpenAI(api_key="k", http_client=cast(Any, OpenAIHTTPClient())),
+        openai.AsyncAzureOpenAI(api_key="k", api_version="2024-02-01",
+                                base_url="http://upstream/", http_client=cast(Any, OpenAIAsyncHTTPClient())),
+        openai.OpenAI(api_key="k"), openai.AsyncOpenAI(api_key="k")]
+    for sdk in sdk_clients:
+        assert sdk._client.follow_redirects is False
+        http = httpx if isinstance(sdk._client, (httpx.Client, httpx.AsyncClient)) else httpx2
+        sdk._client.cookies.extract_cookies(  # what httpx does with a reply's Set-Cookie
+            http.Response(200, headers={"set-cookie": "session=a; Path=/"},
+                          request=http.Request("GET", "http://upstream/")))
+        assert not list(sdk._client.cookies.jar)
