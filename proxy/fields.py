@@ -215,9 +215,9 @@ def is_model_of(value: str, requested: str) -> bool:
         return False
     for cut in _VERSION_CUT.finditer(value):
         name = value[:cut.start()]
-        if name == requested or name in _known_models:
-            if MODEL_VERSION.fullmatch(value, cut.start()) is not None:
-                return True
+        if ((name == requested or name in _known_models)
+                and MODEL_VERSION.fullmatch(value, cut.start()) is not None):
+            return True
     return False
 
 

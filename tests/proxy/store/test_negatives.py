@@ -155,11 +155,11 @@ def test_a_prompt_whose_turns_were_dropped_starts_at_its_first_user_turn() -> No
     system, user = PROMPT
     leading = [{"role": "assistant", "content": "Earlier answer."}, {"role": "tool",
                                                                    "content": "{}"}]
+    dropped = {"truncated": True,
+               "truncation": {"messages_dropped": 3, "texts_cut": 0, "chars_dropped": 0}}
     records = [audit(8, reply={"text": "Bad.", "values": ["mft.care"]}, prompt=p)
                for p in ([*leading, user], [system, *leading, user], leading)]
-    for record in records:
-        record.data.update(truncated=True, truncation={"messages_dropped": 3, "texts_cut": 0,
-                                                       "chars_dropped": 0})
+    records = [replace(r, data={**r.data, **dropped}) for r in records]
     samples = list(negative_samples(records, "d2o", include_truncated=True))
     assert [s["prompt"] for s in samples] == [[user], [system, user]]
     assert all(s["truncated"] is True for s in samples)
@@ -176,11 +176,11 @@ def test_a_whole_conversation_keeps_its_opening_assistant_turn() -> None:
                 {"role": "user", "content": "Do what you offered."}]
     whole = audit(9, reply={"text": "Sure, here is how.", "values": ["mft.care"]},
                   prompt=greeting)
-    whole.data["truncated"] = False
+    whole = replace(whole, data={**whole.data, "truncated": False})
     texts_cut = audit(10, reply={"text": "Sure, here is how.", "values": ["mft.care"],
                                  "truncated": True}, prompt=greeting)
-    texts_cut.data.update(truncated=True, truncation={"messages_dropped": 0, "texts_cut": 1,
-                                                      "chars_dropped": 10})
+    texts_cut = replace(texts_cut, data={**texts_cut.data, "truncated": True, "truncation": {
+        "messages_dropped": 0, "texts_cut": 1, "chars_dropped": 10}})
     left_out = LeftOut()
     assert [s["prompt"] for s in negative_samples([whole, texts_cut], "d2o",
                                                   left_out=left_out)] == [greeting]
