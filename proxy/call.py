@@ -12,7 +12,7 @@ from proxy.actions import RetryRefused
 from proxy.chunks import until
 from proxy.client_keys import hold_to_regenerate
 from proxy.errors import StreamTimeout
-from proxy.judged_text import judged_text
+from proxy.judged_text import judged
 from proxy.logprobs import alternatives_shown
 from proxy.metrics import Metrics
 from proxy.protocol import UpstreamParams
@@ -75,9 +75,9 @@ class Call:
     def checked(self, text: str) -> ScoreInput:
         """A reply's text to judge (``judged_text``: decoded as a JSON parser decodes it, with
         the readings of its escapes and bidi runs that show other words), with the head of the
-        last user turn as its context."""
-        return ScoreInput(response=judged_text(text),
-                          prompt=judged_prompt(prompt_text(self.raw["messages"])))
+        last user turn as its context; its length as sent kept beside it, which is what
+        counts against ``checks.max_chars`` (``proxy.guard.checked_chars``)."""
+        return judged(text, judged_prompt(prompt_text(self.raw["messages"])))
 
 
 async def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:

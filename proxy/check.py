@@ -7,9 +7,9 @@ import asyncio
 from proxy.call import judged_prompt
 from proxy.chunks import readable_text
 from proxy.errors import InvalidRequest, PayloadTooLarge
-from proxy.guard import ITEM_CHARS, checked_chars
+from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
 from proxy.inputs import OFF_LOOP_CHARS, checked_input
-from proxy.judged_text import judged_text
+from proxy.judged_text import Judged, judged_text, visible
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, verdict_of
 from proxy.pipeline import choose_policy
@@ -27,23 +27,26 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
     inputs: list[ScoreInput] = []
     reply: ScoreInput | None = None
     if request.text is not None:
-        reply = ScoreInput(await _judged(request.text), judged_prompt(request.prompt))
+        reply = await _judged(request.text, judged_prompt(request.prompt))
     elif request.messages:
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
         if messages[-1]["role"] == "assistant":  # the reply; the turns before it are input
             *messages, last = messages
-            reply = ScoreInput(await _judged(readable_text(last)),
-                               judged_prompt(prompt_text(messages)))
+            reply = await _judged(readable_text(last), judged_prompt(prompt_text(messages)))
         inputs = await checked_input(messages, policy)  # what the chat route's input check reads
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
-    size = checked_chars([reply] if reply else [])
+    items = [reply] if reply else []
+    size, read = checked_chars(items), read_chars(items)
+    param = "text" if request.text is not None else "messages"
     if size > policy.checks.max_chars:
         raise PayloadTooLarge(f"{size} characters to check (each text counts at least "
                               f"{ITEM_CHARS}); policy {policy.name!r} checks at most "
                               f"{policy.checks.max_chars} (checks.max_chars)",
-                              param="text" if request.text is not None else "messages",
-                              code="check_too_large")
+                              param=param, code="check_too_large")
+    if (reason := too_much_read(size, read)) is not None:
+        raise PayloadTooLarge(f"text to check: {reason}; policy {policy.name!r} refuses such "
+                              "a text whatever on_error", param=param, code="check_too_large")
     input_verdict = verdict_of(await services.guard.check(policy, inputs, "input")
                                if inputs else NOT_CHECKED)
     output_verdict = verdict_of(await services.guard.check(policy, [reply], "output")
@@ -67,10 +70,16 @@ def _shown(verdict: Verdict | None) -> dict[str, object] | None:
     return verdict.as_dict() if verdict is not None else None
 
 
-async def _judged(text: str) -> str:
+async def _judged(text: str, prompt: str | None) -> Judged:
     """``text`` as the judge reads it, in a worker thread past ``OFF_LOOP_CHARS`` as the chat
     route's input check does: a megabyte of escapes costs about a second to read, and on the
-    event loop it held every other request of the worker (``/healthz`` included) that long."""
+    event loop it held every other request of the worker (``/healthz`` included) that long.
+    Its length as sent (``Judged.shown``) is what counts against ``checks.max_chars``, as on
+    the chat route."""
     if len(text) > OFF_LOOP_CHARS:
-        return await asyncio.to_thread(judged_text, text)
-    return judged_text(text)
+        return await asyncio.to_thread(_read, text, prompt)
+    return _read(text, prompt)
+
+
+def _read(text: str, prompt: str | None) -> Judged:
+    return Judged(judged_text(text), prompt, len(visible(text)))

@@ -170,12 +170,18 @@ def _top_labels(reply: dict[str, Any]) -> tuple[object, ...]:
     return (*(reply.get(key) for key in TOP_LABELS), reply.get("created"), reply.get("object"))
 
 
-MODEL_VERSION_PARTS = 6
-"""The most parts (cut at ``-@:._``) of a version after a model's name (``-2024-08-06``)."""
-MODEL_VERSION_PART: Final = re.compile(r"(?=[A-Za-z0-9]{1,10}$)[A-Za-z]*[0-9][A-Za-z0-9]*"
-                                       r"|latest|preview")
-"""One part of a version: at most 10 letters and digits with a digit among them, or
-``latest`` or ``preview``."""
+_VERSION_TAG = (r"(?:20\d\d-?[01]\d-?[0-3]\d"  # a date: 2024-08-06, 20240620
+                r"|\d{1,4}"  # a short number: 0613 (MMDD), 2407 (YYMM), 002, 0
+                r"|v\d{1,3}(?:\.\d{1,3})?"  # v2, v1.5
+                r"|latest|preview|instruct|turbo)")
+MODEL_VERSION: Final = re.compile(rf"(?:[-_.]{_VERSION_TAG}){{0,3}}(?:[@:]{_VERSION_TAG})?",
+                                  re.IGNORECASE)
+"""A version after a model's name, and nothing else: up to three parts after ``-`` (``_``,
+``.``) and one after ``@`` or ``:``, each a date, a number of at most 4 digits, ``vN`` or
+``vN.N``, or one of the words ``latest``, ``preview``, ``instruct``, ``turbo``
+(``gpt-4o-2024-08-06``, ``gpt-4-1106-preview``, ``claude-3-5-sonnet-v2@20241022``,
+``llama3:latest``, ``gemini-1.5-pro-002``). Only known shapes: any part of letters and digits
+let an upstream spell words in leetspeak (``gpt-4o-1-w1ll-5tab-y0u-t0n1ght``)."""
 _VERSION_CUT: Final = re.compile(r"[-@:._]")
 
 
@@ -209,11 +215,9 @@ def is_model_of(value: str, requested: str) -> bool:
         return False
     for cut in _VERSION_CUT.finditer(value):
         name = value[:cut.start()]
-        if name == requested or name in _known_models:
-            parts = _VERSION_CUT.split(value[cut.start():])[1:]
-            if len(parts) <= MODEL_VERSION_PARTS and all(
-                    MODEL_VERSION_PART.fullmatch(part) is not None for part in parts):
-                return True
+        if ((name == requested or name in _known_models)
+                and MODEL_VERSION.fullmatch(value, cut.start()) is not None):
+            return True
     return False
 
 

@@ -5,12 +5,14 @@ classifier fails or runs past ``checks.timeout_s``, a policy with ``on_error: cl
 ``GuardFailed`` (never the unchecked text); ``open`` gets ``FAILED_OPEN``: the caller lets the text
 through, marks it, and the failure is counted in ``vilmo_guard_errors_total`` and logged. Texts
 longer than ``checks.max_chars`` in all (each counting at least ``ITEM_CHARS``: ``checked_chars``;
-a reply's prompt is context and does not count) are not scored, and fail closed whatever
-``on_error`` says: a client can make a text that long, or send that many texts, so failing
-open would let any client choose an unchecked reply. For the same reason a check of more than
-``checks.fail_open_max_chars`` (counted the same way) fails closed on any failure: a client can
-choose a text long enough to run past ``checks.timeout_s`` (the judge reads 0.2-0.4 ms a
-character on 2 cores) or to be refused as ``Overloaded``; only a smaller check fails open under
+a reply's prompt is context and does not count), or whose readings the judge would read at more
+than ``READ_FACTOR`` times that length (``read_chars``), are not scored, and fail closed
+whatever ``on_error`` says: a client can make a text that long, or send that many texts, so
+failing open would let any client choose an unchecked reply. For the same reason a check of
+more than ``checks.fail_open_max_chars`` (counted the same way), or that reads more than
+``FAIL_OPEN_READ_FACTOR`` times it, fails closed on any failure: a client can choose a text
+long enough to run past ``checks.timeout_s`` (the judge reads 0.2-0.4 ms a character on 2
+cores) or to be refused as ``Overloaded``; only a smaller check fails open under
 ``on_error: open``. A check that times out (or whose client left) stops its work: its
 unscored parts are dropped by the batcher. A check the batcher's queue would not reach before the timeout is refused at once
 (``Overloaded``): the same failure, answered now (503 with Retry-After when closed) instead of
@@ -28,6 +30,7 @@ from typing import Literal
 
 from proxy.caches import writes_after
 from proxy.errors import GuardFailed
+from proxy.judged_text import Judged
 from proxy.metrics import Metrics
 from proxy.outcome import FAILED_OPEN, FailedOpen
 from proxy.stages import note_prompt, timed
@@ -68,14 +71,54 @@ costs about what 4 characters of a long one do (1.8 ms against 0.42 ms a charact
 counting 32 keeps a check of tiny texts cheaper than a long text of the same count."""
 
 
+READ_FACTOR = 4
+"""What the judge reads of a check (``read_chars``: every reading of its escapes and bidi
+runs) is at most this many times what it counts (``checked_chars``) plus ``READ_EXTRA_CHARS``,
+or the check is refused as over ``checks.max_chars`` is. Measured (``proxy.judged_text``):
+code or prose in a JSON string reads 1.4-1.7 times its length, JSON in a JSON string 1.8-2.5,
+Windows paths or regular expressions in JSON 2.5-2.8; only a text written for it reads more
+(about 5 times: each of ``DECODE_ROUNDS`` levels once more; ``bench/judged_read_ratio.py``)."""
+READ_EXTRA_CHARS = 1_000
+"""What a check may read beyond ``READ_FACTOR`` times its count: a short text's readings are
+never refused."""
+FAIL_OPEN_READ_FACTOR = 2
+"""A failed check fails open only while it read at most this many times
+``checks.fail_open_max_chars``: a text of escapes under that limit would otherwise choose its
+own timeout (at ``READ_FACTOR``, 8,000 characters read as 33,000, 6-13 s of the judge's time)."""
+
+
 def checked_chars(items: Sequence[ScoreInput]) -> int:
-    """What counts against ``checks.max_chars``: the texts to judge, each at least
-    ``ITEM_CHARS``. A text, input or reply, counts as the judge reads it
-    (``proxy.judged_text``): its own length or less when no escape or bidi run reads other
-    words, more only by the sentences that do, which the judge reads again at as much cost. A reply's prompt is only context, cut
-    by ``proxy.call.judged_prompt``, and does not count. The check's cost is then bounded by the
-    limit, whatever the number of texts a client sends."""
+    """What counts against ``checks.max_chars`` and ``checks.fail_open_max_chars``: the texts
+    to judge, each at least ``ITEM_CHARS``, each by its length as sent without what renders as
+    nothing (``Judged.shown``, as before its escapes were read): a tool result or a reply of
+    JSON counts its own size, not the 1.4-2.8 times that its readings make (a 74,000-character
+    tool result of source files counted 103,000 against a limit of 100,000). What the judge
+    reads of them is bounded apart (``read_chars``, ``READ_FACTOR``). A reply's prompt is only
+    context, cut by ``proxy.call.judged_prompt``, and does not count. The check's cost is then
+    bounded by the limit (``READ_FACTOR`` times it, plus ``READ_EXTRA_CHARS``, for what the
+    judge reads), whatever the number of texts a client sends."""
+    return sum(max(item.shown if isinstance(item, Judged) else len(item.response), ITEM_CHARS)
+               for item in items)
+
+
+def read_chars(items: Sequence[ScoreInput]) -> int:
+    """What the judge reads of the texts (``proxy.judged_text.judged_text``), each at least
+    ``ITEM_CHARS``."""
     return sum(max(len(item.response), ITEM_CHARS) for item in items)
+
+
+def read_limit(size: int) -> int:
+    """The most a check of ``size`` (``checked_chars``) may read (``READ_FACTOR``)."""
+    return READ_FACTOR * size + READ_EXTRA_CHARS
+
+
+def too_much_read(size: int, read: int) -> str | None:
+    """Why a check reads too much for its size, or None."""
+    if read <= read_limit(size):
+        return None
+    return (f"{size} characters to check read as {read} once their JSON escapes are decoded at "
+            f"each level and bidi runs read as shown, over the most the judge reads: "
+            f"{READ_FACTOR} times the characters checked plus {READ_EXTRA_CHARS}")
 
 
 class Guard:
@@ -118,16 +161,18 @@ class Guard:
 
     async def _scores(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                       ) -> list[dict[str, float]] | None:
-        size = checked_chars(items)
+        size, read = checked_chars(items), read_chars(items)
         try:
             if size > policy.checks.max_chars:
                 raise TextTooLarge(f"{size} characters to check, over checks.max_chars "
                                    f"({policy.checks.max_chars})")
+            if (reason := too_much_read(size, read)) is not None:
+                raise TextTooLarge(reason)
             with timed("check"):
                 return await asyncio.wait_for(self._score(policy, items),
                                               timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure of the judge is the policy's call
-            self.failed(policy, stage, exc, size)
+            self.failed(policy, stage, exc, size, read)
             return None
 
     async def instruction(self, generator: InstructionGenerator, messages: Messages,
@@ -189,14 +234,16 @@ class Guard:
                 and len(prompt_text(messages)) <= IN_PLACE_MAX_CHARS
                 and (prepared is None or bool(prepared(policy))))
 
-    def failed(self, policy: Policy, stage: Stage, exc: BaseException, size: int = 0) -> None:
+    def failed(self, policy: Policy, stage: Stage, exc: BaseException, size: int = 0,
+               read: int = 0) -> None:
         """Count and log a guard failure; raise when the policy fails closed, or the check was
         too large to pass unchecked, whatever ``on_error`` (its size is the client's to choose):
-        over ``checks.max_chars`` (``TextTooLarge``), or, on any failure, over
-        ``checks.fail_open_max_chars`` (a text that long can run past the timeout, or be
+        over ``checks.max_chars`` or reading too much for it (``TextTooLarge``), or, on any
+        failure, over ``checks.fail_open_max_chars`` or reading more than
+        ``FAIL_OPEN_READ_FACTOR`` times it (a text that long can run past the timeout, or be
         refused as ``Overloaded``, by its size alone). ``size`` is the check's
-        ``checked_chars``; the instruction step passes none (failing open, it injects no
-        instruction and lets no text through unchecked)."""
+        ``checked_chars``, ``read`` its ``read_chars``; the instruction step passes neither
+        (failing open, it injects no instruction and lets no text through unchecked)."""
         self.metrics.guard_errors.labels(stage).inc()
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         too_large = isinstance(exc, TextTooLarge)
@@ -207,6 +254,10 @@ class Guard:
         elif size > policy.checks.fail_open_max_chars:
             closed = (f"a check of {size} characters, over checks.fail_open_max_chars "
                       f"({policy.checks.fail_open_max_chars}), is never passed unchecked")
+        elif read > FAIL_OPEN_READ_FACTOR * policy.checks.fail_open_max_chars:
+            closed = (f"a check read as {read} characters, over {FAIL_OPEN_READ_FACTOR} times "
+                      f"checks.fail_open_max_chars ({policy.checks.fail_open_max_chars}), is "
+                      "never passed unchecked")
         else:
             log.error("value check failed at %s; policy %s fails open, text passed unchecked: "
                       "%s", stage, policy.name, reason)

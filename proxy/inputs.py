@@ -26,8 +26,8 @@ from typing import Any
 
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.fields import NOT_TEXT_FIELDS
-from proxy.guard import ITEM_CHARS, checked_chars
-from proxy.judged_text import judged_text
+from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
+from proxy.judged_text import judged, visible
 from proxy.protocol import FORWARDED_FIELDS
 from proxy.reply_schema import is_id
 from vilmo.judge.classifier import ScoreInput
@@ -60,10 +60,17 @@ _KEY_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
 """A key's words: cut at ``_.-$`` and where camel case starts one."""
 
 
-def judged(texts: Sequence[str]) -> list[ScoreInput]:
-    """Each text as the judge reads it (``proxy.judged_text.judged_text``), blank ones left
-    out."""
-    return [ScoreInput(t) for t in map(judged_text, texts) if t.strip()]
+def judged_texts(texts: Sequence[str]) -> list[ScoreInput]:
+    """Each text as the judge reads it (``proxy.judged_text.judged``, its length as sent kept
+    beside it), blank ones left out."""
+    return [item for item in map(judged, texts) if item.response.strip()]
+
+
+def shown_chars(texts: Sequence[str]) -> int:
+    """What the texts count against ``checks.max_chars`` before the judge reads them
+    (``proxy.guard.checked_chars`` of their ``visible`` lengths, blank ones left out): the
+    most their judged texts count, known without reading a decode level."""
+    return sum(max(len(shown), ITEM_CHARS) for shown in map(visible, texts) if shown.strip())
 
 
 def read_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],
@@ -147,15 +154,17 @@ def _bad_prediction(param: str, wanted: str) -> InvalidRequest:
 async def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
                         definitions: Mapping[str, Any] | None = None) -> list[ScoreInput]:
     """The input texts the policy's check reads, each as a reply's text is read
-    (``judged``: JSON escapes decoded at every level, bidi runs as shown, without what renders
-    as nothing: each hides words from the judge, not from the model, nor from whoever reads
-    what it is asked to repeat), in a worker thread past ``OFF_LOOP_CHARS``. Only what the
-    judge reads: the messages go upstream as they came. A part the judge cannot read is the
-    client's 400 (``unreadable_input``, ``param`` naming it) under
+    (``judged_texts``: JSON escapes decoded at every level, bidi runs as shown, without what
+    renders as nothing: each hides words from the judge, not from the model, nor from whoever
+    reads what it is asked to repeat), in a worker thread past ``OFF_LOOP_CHARS``. Only what
+    the judge reads: the messages go upstream as they came. A part the judge cannot read is
+    the client's 400 (``unreadable_input``, ``param`` naming it) under
     ``checks.unreadable_parts: refuse``. Over ``checks.max_chars`` (``checked_chars``: each
-    text counts at least ``ITEM_CHARS``) the request is refused (413) whatever ``on_error``:
-    the client chose that size, or that many texts, so failing open would let it choose an
-    unchecked input. Both before the upstream is called."""
+    text by its length as sent, at least ``ITEM_CHARS``; known before any decode level is
+    read), or reading more than ``proxy.guard.READ_FACTOR`` times that (``too_much_read``),
+    the request is refused (413) whatever ``on_error``: the client chose that size, or that
+    many texts, so failing open would let it choose an unchecked input. Both before the
+    upstream is called."""
     checks = policy.checks
     texts, unreadable = read_texts(messages, checks.input_roles, definitions)
     if unreadable and checks.unreadable_parts == "refuse":
@@ -164,16 +173,23 @@ async def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
                              f"policy {policy.name!r} checks input and refuses such parts "
                              "(checks.unreadable_parts: refuse)",
                              param=param, code="unreadable_input")
-    read = (await asyncio.to_thread(judged, texts) if sum(map(len, texts)) > OFF_LOOP_CHARS
-            else judged(texts))
-    size = checked_chars(read)
-    if size > checks.max_chars:
+    _refuse_over_max_chars(shown_chars(texts), policy)
+    read = (await asyncio.to_thread(judged_texts, texts) if sum(map(len, texts)) > OFF_LOOP_CHARS
+            else judged_texts(texts))
+    if (reason := too_much_read(checked_chars(read), read_chars(read))) is not None:
+        raise PayloadTooLarge(f"input to check: {reason}; policy {policy.name!r} refuses such "
+                              "input whatever on_error", param="messages",
+                              code="check_too_large")
+    return read
+
+
+def _refuse_over_max_chars(size: int, policy: Policy) -> None:
+    if size > policy.checks.max_chars:
         raise PayloadTooLarge(f"{size} characters of input to check (the messages of "
                               f"checks.input_roles and the tool definitions; each text counts "
                               f"at least {ITEM_CHARS}); policy {policy.name!r} checks at most "
-                              f"{checks.max_chars} (checks.max_chars)",
+                              f"{policy.checks.max_chars} (checks.max_chars)",
                               param="messages", code="check_too_large")
-    return read
 
 
 def _joined(value: Mapping[str, Any]) -> str:

@@ -37,6 +37,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+
+from vilmo.judge.classifier import ScoreInput
 
 DECODE_ROUNDS = 4
 """Most times a text is decoded: JSON in a JSON string in a JSON string... each decode halves
@@ -206,3 +209,18 @@ def judged_text(text: str) -> str:
     readings = [unescaped(text), *_other_levels(text)] if "\\" in text else [text]
     shown = [s for s in map(_shown_differently, readings) if s]
     return visible("\n".join(readings + shown))
+
+
+@dataclass(frozen=True, slots=True)
+class Judged(ScoreInput):
+    """A text to judge as the judge reads it (``response``: ``judged_text``), with its length
+    as sent without what renders as nothing (``shown``): what counts against
+    ``checks.max_chars`` (``proxy.guard.checked_chars``), while what the judge reads is bounded
+    by it (``proxy.guard.READ_FACTOR``)."""
+
+    shown: int = 0
+
+
+def judged(text: str, prompt: str | None = None) -> Judged:
+    """``text`` to judge (``judged_text``), its ``shown`` length kept beside it."""
+    return Judged(judged_text(text), prompt, len(visible(text)))

@@ -19,9 +19,10 @@ The trail cuts texts (``proxy.trail``: each to 4,000 characters, a record's to 1
 to its last 50 turns) and says so (``truncated``). A cut text is no sample to train on as if it
 were whole (a reply that stops mid-sentence, a conversation that has lost its first turns), so a
 sample with a cut text (its prompt, its rejected or its chosen reply) is left out and counted
-(``LeftOut``); with ``include_truncated`` it is written with ``truncated: true``. A prompt starts
-at its first user turn (after any system or developer messages): the assistant and tool turns
-before it, left first when older turns were dropped, are dropped too.
+(``LeftOut``); with ``include_truncated`` it is written with ``truncated: true``. A prompt whose older turns
+the trail dropped starts at its first user turn (after any system or developer messages): the
+assistant and tool turns left before it answer turns that are gone. A prompt nothing was
+dropped from is the conversation as the model got it, an opening assistant greeting included.
 """
 
 from __future__ import annotations
@@ -103,9 +104,10 @@ def write_jsonl(samples: Iterable[dict[str, object]], out: TextIO) -> int:
 
 
 def _prompt(data: Mapping[str, object]) -> tuple[list[dict[str, str]], bool]:
-    """The prompt's messages from its first user turn (system and developer messages before it
-    kept), and whether the trail cut it: turns dropped (``truncation``; a record marked
-    ``truncated`` without saying what counts as cut) or a message's text cut."""
+    """The prompt's messages, and whether the trail cut it: turns dropped (``truncation``; a
+    record marked ``truncated`` without saying what counts as cut) or a message's text cut.
+    Where turns were dropped, from its first user turn (system and developer messages before
+    it kept); else whole, an opening assistant turn included."""
     messages: list[dict[str, str]] = []
     cut = False
     for message in _list(data.get("prompt")):
@@ -113,13 +115,15 @@ def _prompt(data: Mapping[str, object]) -> tuple[list[dict[str, str]], bool]:
             messages.append({"role": str(message.get("role", "user")),
                              "content": message["content"]})
             cut = cut or message.get("truncated") is True
+    truncation = data.get("truncation")
+    dropped = truncation.get("messages_dropped", 1) if isinstance(truncation, dict) else 1
+    turns_dropped = data.get("truncated") is True and dropped != 0
+    if not turns_dropped:
+        return messages, cut
     first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), len(messages))
     kept = [m for i, m in enumerate(messages)
             if i >= first_user or m["role"] in ("system", "developer")]
-    truncation = data.get("truncation")
-    dropped = truncation.get("messages_dropped", 1) if isinstance(truncation, dict) else 1
-    cut = cut or (data.get("truncated") is True and dropped != 0)
-    return (kept if first_user < len(messages) else []), cut
+    return (kept if first_user < len(messages) else []), True
 
 
 def _reply(value: object) -> _Reply | None:

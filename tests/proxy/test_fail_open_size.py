@@ -12,6 +12,7 @@ closed on any failure, whatever ``on_error``; a smaller one still fails open.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,8 @@ from classifier_fakes import GatedClassifier
 from fakes import CALM, VIOLENT, FakeUpstream, StalledClassifier, fake_services, post_chat
 
 from proxy.errors import GuardFailed
-from proxy.guard import Guard, checked_chars
+from proxy.guard import FAIL_OPEN_READ_FACTOR, Guard, checked_chars
+from proxy.judged_text import judged_text
 from proxy.metrics import Metrics
 from proxy.outcome import FAILED_OPEN
 from vilmo.instruct.principles import PrincipleBank
@@ -175,3 +177,40 @@ def test_an_overloaded_judge_refuses_a_large_check_closed_a_small_one_open() -> 
     assert error.status == 503 and error.code == "guard_unavailable"
     assert error.headers == {"Retry-After": "1"} and "fail_open_max_chars" in error.message
     assert small is FAILED_OPEN
+
+
+JSON_TURN = json.dumps({"path": "a.py", "content": "".join(
+    f'def helper_{i}(value):\n    """Return the value doubled."""\n    return value * 2\n\n'
+    for i in range(4))})
+"""Code in a JSON string: 387 characters as sent, under the limit, read as 617."""
+STACKED = "word " * 55 + "x\\u005cu005cu005cu0062y."
+"""300 characters whose one escape reads other words at each of its five levels: read as
+1,450, over ``FAIL_OPEN_READ_FACTOR`` times the limit."""
+
+
+def test_a_json_user_turn_under_the_limit_as_sent_still_fails_open(
+        policies: Path, bank: PrincipleBank, judge: StalledClassifier) -> None:
+    """Review rv4: a check counted as the judge reads it, so JSON counted 1.4-2.8 times its
+    size and a check well under ``fail_open_max_chars`` as sent failed closed on a timeout.
+    What counts is its length as sent (as before its escapes were read)."""
+    assert len(JSON_TURN) < FAIL_OPEN_MAX_CHARS < len(judged_text(JSON_TURN))
+    assert len(judged_text(JSON_TURN)) <= FAIL_OPEN_READ_FACTOR * FAIL_OPEN_MAX_CHARS
+    upstream = FakeUpstream()
+    response = ask(policies, bank, judge, upstream, "fo-input-block", JSON_TURN)
+    assert response.status_code == 200, response.text
+    assert upstream.calls[0]["messages"][-1]["content"] == JSON_TURN
+
+
+def test_a_turn_that_reads_far_more_than_the_limit_still_fails_closed(
+        policies: Path, bank: PrincipleBank, judge: StalledClassifier) -> None:
+    """What the judge reads is bounded apart: a text under the limit as sent that it reads at
+    more than ``FAIL_OPEN_READ_FACTOR`` times the limit could choose its own timeout."""
+    assert len(STACKED) < FAIL_OPEN_MAX_CHARS
+    assert len(judged_text(STACKED)) > FAIL_OPEN_READ_FACTOR * FAIL_OPEN_MAX_CHARS
+    upstream = FakeUpstream()
+    response = ask(policies, bank, judge, upstream, "fo-input-block", STACKED)
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "guard_unavailable"
+    assert f"{FAIL_OPEN_READ_FACTOR} times checks.fail_open_max_chars" in error["message"]
+    assert upstream.calls == []

@@ -61,3 +61,28 @@ def test_the_upstream_s_name_of_the_model_is_relayed(gateway: str, stub: StubUps
 def test_which_names_are_the_model_s(value: str, requested: str, relayed: bool) -> None:
     from proxy.fields import is_model_of
     assert is_model_of(value, requested) is relayed
+
+
+@pytest.mark.parametrize(("value", "requested"), [
+    ("gpt-4o-2024-08-06", "gpt-4o"), ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+    ("claude-3-5-sonnet@20240620", "claude-3-5-sonnet"), ("llama3:latest", "llama3"),
+    ("gpt-4-0613", "gpt-4"), ("gpt-3.5-turbo-0125", "gpt-3.5-turbo"),
+    ("mistral-large-2407", "mistral-large"), ("gemini-1.5-pro-002", "gemini-1.5-pro"),
+    ("gpt-4-1106-preview", "gpt-4"), ("claude-3-5-sonnet-v2@20241022", "claude-3-5-sonnet"),
+    ("anthropic.claude-3-5-sonnet-20240620-v1:0", "anthropic.claude-3-5-sonnet"),
+    ("mistral-large-latest", "mistral-large")])
+def test_real_versions_are_relayed(value: str, requested: str) -> None:
+    from proxy.fields import is_model_of
+    assert is_model_of(value, requested)
+
+
+@pytest.mark.parametrize("value", [
+    "gpt-4o-1-w1ll-5tab-y0u-t0n1ght", "gpt-4o-k1ll-h3r-at9pm-2nite",
+    "gpt-4o-1-w1ll-5tab-y0u-t0n1ght@latest", "gpt-4o-2024-08-06@k1ll", "gpt-4o-5tab",
+    "gpt-4o-1-2-3-4", "gpt-4o-12345"])
+def test_a_version_of_letters_and_digits_is_no_version(value: str) -> None:
+    """Review rv4: any part of at most 10 letters and digits with a digit among them passed as
+    a version, so an upstream spelled words there in leetspeak, unread by the reply check;
+    now only a version's known shapes (a date, a short number, ``vN``, ``latest``...) pass."""
+    from proxy.fields import is_model_of
+    assert not is_model_of(value, "gpt-4o")

@@ -148,15 +148,45 @@ def test_with_include_truncated_each_cut_sample_says_so() -> None:
         assert isinstance(prompt, list) and prompt[0] == {"role": "user", "content": "turn 10"}
 
 
-def test_a_prompt_starts_at_its_first_user_turn() -> None:
-    """Assistant and tool turns before the first user turn (left when older turns were
-    dropped) are dropped; a system message is kept; a prompt with no user turn is none."""
+def test_a_prompt_whose_turns_were_dropped_starts_at_its_first_user_turn() -> None:
+    """Assistant and tool turns before the first user turn, left when the trail dropped older
+    turns (``truncation.messages_dropped``), are dropped; a system message is kept; such a
+    prompt with no user turn is none."""
     system, user = PROMPT
     leading = [{"role": "assistant", "content": "Earlier answer."}, {"role": "tool",
                                                                    "content": "{}"}]
+    dropped = {"truncated": True,
+               "truncation": {"messages_dropped": 3, "texts_cut": 0, "chars_dropped": 0}}
     records = [audit(8, reply={"text": "Bad.", "values": ["mft.care"]}, prompt=p)
                for p in ([*leading, user], [system, *leading, user], leading)]
-    assert [s["prompt"] for s in negative_samples(records, "d2o")] == [[user], [system, user]]
+    records = [replace(r, data={**r.data, **dropped}) for r in records]
+    samples = list(negative_samples(records, "d2o", include_truncated=True))
+    assert [s["prompt"] for s in samples] == [[user], [system, user]]
+    assert all(s["truncated"] is True for s in samples)
+
+
+def test_a_whole_conversation_keeps_its_opening_assistant_turn() -> None:
+    """Review rv4: the first-user-turn rule ran on every record, so a whole conversation that
+    opens with the assistant's greeting lost it silently (neither cut nor marked): the sample
+    was not the conversation the model answered. Only dropped turns now start it there; a
+    record whose texts alone were cut keeps every turn too."""
+    greeting = [{"role": "system", "content": "You are the bank's assistant."},
+                {"role": "assistant", "content": "Hi! I can only discuss your account ending "
+                                                 "4411. What do you need?"},
+                {"role": "user", "content": "Do what you offered."}]
+    whole = audit(9, reply={"text": "Sure, here is how.", "values": ["mft.care"]},
+                  prompt=greeting)
+    whole = replace(whole, data={**whole.data, "truncated": False})
+    texts_cut = audit(10, reply={"text": "Sure, here is how.", "values": ["mft.care"],
+                                 "truncated": True}, prompt=greeting)
+    texts_cut = replace(texts_cut, data={**texts_cut.data, "truncated": True, "truncation": {
+        "messages_dropped": 0, "texts_cut": 1, "chars_dropped": 10}})
+    left_out = LeftOut()
+    assert [s["prompt"] for s in negative_samples([whole, texts_cut], "d2o",
+                                                  left_out=left_out)] == [greeting]
+    assert left_out.truncated == 1
+    marked = list(negative_samples([texts_cut], "d2o", include_truncated=True))
+    assert [(s["prompt"], s["truncated"]) for s in marked] == [(greeting, True)]
 
 
 def test_the_cli_leaves_out_cut_samples_unless_asked(tmp_path: Path) -> None:
