@@ -90,3 +90,18 @@ def audit_ids(base: str, **filters: str) -> list[str]:
         after = page["next"]
         if after is None:
             return ids
+
+
+@pytest.fixture(name="base")
+def keyed_gateway_fixture(stub: Any, policy_dir: Path, classifier: Any,
+                          store_backend: dict[str, Any]) -> Iterator[str]:
+    """A served gateway on the store under test (``store_backend``), for keys an admin makes."""
+    with serve_gateway(store_config(stub.url, policy_dir, store_backend), classifier) as url:
+        yield url
+
+
+def new_key(base: str, tpm: int) -> str:
+    """A virtual key with a ``tpm`` limit, made through the admin API."""
+    reply = admin("POST", f"{base}/admin/keys", json={"name": "tenant", "tpm": tpm})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["key"])

@@ -7,19 +7,17 @@ times the limit. And the estimate of a large body is made off the event loop (it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from store_gateway import admin, serve_gateway, store_backend_fixture, store_config
+from store_gateway import keyed_gateway_fixture, new_key, store_backend_fixture
 from stub_upstream import StubUpstream
 
 import proxy.token_estimate
 from proxy.token_estimate import IMAGE_LOW_TOKENS, IMAGE_TOKENS, estimated_tokens, text_tokens
 
-__all__ = ["store_backend_fixture"]
+__all__ = ["keyed_gateway_fixture", "store_backend_fixture"]
 
 
 def test_a_long_word_costs_its_bytes_and_an_image_its_fixed_cost() -> None:
@@ -35,19 +33,6 @@ def test_a_long_word_costs_its_bytes_and_an_image_its_fixed_cost() -> None:
     refusal = {"messages": [{"role": "assistant", "content": [
         {"type": "refusal", "refusal": "no " * 1000}]}]}
     assert estimated_tokens(refusal) >= 750  # a refusal part's text is read and billed
-
-
-@pytest.fixture(name="base")
-def base_fixture(stub: Any, policy_dir: Path, classifier: Any,
-                 store_backend: dict[str, Any]) -> Iterator[str]:
-    with serve_gateway(store_config(stub.url, policy_dir, store_backend), classifier) as url:
-        yield url
-
-
-def new_key(base: str, tpm: int) -> str:
-    reply = admin("POST", f"{base}/admin/keys", json={"name": "tenant", "tpm": tpm})
-    assert reply.status_code == 201, reply.text
-    return str(reply.json()["key"])
 
 
 def burst(base: str, key: str, body: dict[str, Any], count: int) -> list[httpx.Response]:

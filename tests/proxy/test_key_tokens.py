@@ -5,33 +5,18 @@ left before its upstream answered is still charged its messages."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import METRICS_KEY
-from store_gateway import admin, serve_gateway, store_backend_fixture, store_config, wait_for
+from store_gateway import keyed_gateway_fixture, new_key, store_backend_fixture, wait_for
 from stub_upstream import StubUpstream
 
 from proxy.token_estimate import estimated_tokens
 
-__all__ = ["store_backend_fixture"]
+__all__ = ["keyed_gateway_fixture", "store_backend_fixture"]
 pytestmark = pytest.mark.slow  # a served gateway
-
-
-@pytest.fixture(name="base")
-def base_fixture(stub: Any, policy_dir: Path, classifier: Any,
-                 store_backend: dict[str, Any]) -> Iterator[str]:
-    with serve_gateway(store_config(stub.url, policy_dir, store_backend), classifier) as url:
-        yield url
-
-
-def new_key(base: str, tpm: int) -> str:
-    reply = admin("POST", f"{base}/admin/keys", json={"name": "tenant", "tpm": tpm})
-    assert reply.status_code == 201, reply.text
-    return str(reply.json()["key"])
 
 
 def post(base: str, key: str, body: dict[str, Any], timeout: float = 10) -> httpx.Response:
