@@ -45,7 +45,8 @@ class Trace:
     """``usage.total_tokens`` over every upstream call (streams always ask for it); a call
     that ended without usage (a stream its client left before the usage chunk, a call its
     client left, or that failed, before the upstream answered) counts the estimate of
-    ``estimated_tokens``: once a call is made, at least its messages are charged."""
+    ``estimated_tokens`` (``charge_estimate``: a large call's in a worker thread, in
+    ``counting`` until it is added): once a call is made, at least its messages are charged."""
     reserved: int = 0
     """Tokens held against the key's ``tpm`` at admission (``proxy.client_keys``), settled
     against ``tokens`` when the request is done."""
