@@ -12,6 +12,7 @@ from proxy.actions import RetryRefused
 from proxy.chunks import until
 from proxy.client_keys import hold_to_regenerate
 from proxy.errors import StreamTimeout
+from proxy.fields import asks_for_audio, audio_asked
 from proxy.judged_text import judged
 from proxy.logprobs import alternatives_shown
 from proxy.metrics import Metrics
@@ -57,8 +58,11 @@ class Call:
         """A stream always asks for usage: its tokens are charged to the key's ``tpm``
         whether or not the client asked (``proxy.sse`` drops the usage the client did not
         ask for). The call's context says whether the reply's ``top_logprobs`` may go out
-        (``proxy.logprobs.alternatives_shown``): only when no check of it can stop it."""
+        (``proxy.logprobs.alternatives_shown``): only when no check of it can stop it; and
+        whether a reply's ``audio`` may (``proxy.fields.audio_asked``): only when it was asked
+        for."""
         alternatives_shown.set(not reply_may_stop(self.policy))
+        audio_asked.set(asks_for_audio(self.raw))
         placed = apply_instruction(self.raw["messages"], self.instruction,
                                    self.policy.instructions.placement)
         params = {**self.raw, "messages": placed}

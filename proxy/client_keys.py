@@ -298,7 +298,9 @@ class Settlement:
     (as it was), a client that sent its next request at once was refused for what this one
     still held, told to retry in up to a minute. ``after`` (however the request ended) settles
     one that never got that far (left by its client, failed), off the event loop, not awaited;
-    or charges what was counted after the settle, if anything was."""
+    or charges what was counted after the settle, if anything was. Both wait first for the
+    estimates still being counted off the loop (``Trace.counting``: a call that ended without
+    usage, perhaps by its client leaving)."""
 
     def __init__(self, store: Store, key: VirtualKey, trace: Trace) -> None:
         self.store, self.key, self.trace = store, key, trace
@@ -320,6 +322,8 @@ class Settlement:
     async def before_last(self) -> None:
         if self.charged is not None:
             return
+        if self.trace.counting:  # cancelled here: nothing is settled yet, ``after`` does it
+            await asyncio.wait(list(self.trace.counting))
         tokens = self.charged = self.trace.tokens  # first: a cancelled await is still settled
         holds = self._holds()
         if not self._due(tokens, holds):
@@ -330,6 +334,10 @@ class Settlement:
             log.exception("settling key %s failed", self.key.id)
 
     def after(self) -> None:
+        if self.trace.counting:  # settled once they are counted (``proxy.stages._counted``)
+            asyncio.gather(*self.trace.counting, return_exceptions=True).add_done_callback(
+                lambda _: self.after())
+            return
         settled = self.charged is not None
         tokens = self.trace.tokens - (self.charged or 0)
         holds = [] if settled else self._holds()

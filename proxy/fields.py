@@ -29,14 +29,20 @@ paths), everything relayed becomes either text the check reads or a value that s
   of the same message or delta and their numbers are numbers (``proxy.logprobs``), with every
   ``top_logprobs`` emptied (alternatives that were not the reply, so never checked), keeping
   the shape a client expects; unless no check of the reply can stop it
-  (``proxy.logprobs.alternatives_shown``): then they are relayed, bounded.
+  (``proxy.logprobs.alternatives_shown``): then they are relayed, bounded;
+- a message's or delta's ``audio`` is relayed only to a request that asked for audio
+  (``audio_asked``): its base64 ``data`` cannot be judged (its words are judged through its
+  ``transcript``, which is held and checked with the rest of the message), and a sentence
+  written without spaces (``IWillStabYouTonight``) is valid base64, so to any other request an
+  upstream's ``audio`` is text nothing read, and it is removed.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any, Final, cast
 
 from proxy.logprobs import alternatives_shown, kept_logprobs
@@ -54,7 +60,7 @@ from proxy.reply_schema import (
 )
 
 __all__ = ["LABEL", "NOT_TEXT_FIELDS", "NOT_TEXT_PATHS", "ROLES", "StreamLabels",
-           "keep_allowed"]
+           "asks_for_audio", "audio_asked", "keep_allowed"]
 
 REPLY_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage",
                           "system_fingerprint", "service_tier", "prompt_filter_results"})
@@ -98,17 +104,32 @@ TEXT_KEYS = frozenset({"content", "refusal", "reasoning_content", "reasoning"})
 
 _CHOICE_FIELDS_WITH = {part: CHOICE_FIELDS | {part} for part in ("message", "delta")}
 
+audio_asked: ContextVar[bool] = ContextVar("vilmo_audio_asked", default=False)
+"""Whether this request's upstream replies may carry ``audio``: set for the request's upstream
+call (``proxy.call.Call.params``) by ``asks_for_audio``; unset (another caller of the
+upstream), a reply's audio is removed."""
+
+
+def asks_for_audio(params: Mapping[str, Any]) -> bool:
+    """Whether a chat request asks for audio output: ``modalities`` with ``"audio"``, or the
+    ``audio`` parameter (its voice and format)."""
+    modalities = params.get("modalities")
+    return (isinstance(modalities, list) and "audio" in modalities) or isinstance(
+        params.get("audio"), dict)
+
 
 class StreamLabels:
     """The labels of one stream (``TOP_LABELS`` and ``created``): each the first chunk's that
     has it, so that later chunks carrying others (a sentence spelled one chunk at a time) are
     given these. Empty values (Azure's held chunks have ``""`` and ``0``) are left alone."""
 
-    __slots__ = ("alternatives", "held", "last")
+    __slots__ = ("alternatives", "audio", "held", "last")
 
     def __init__(self) -> None:
         self.alternatives = alternatives_shown.get()
         """The stream's ``top_logprobs`` shown or not: as its call's context said at its start."""
+        self.audio = audio_asked.get()
+        """The stream's ``audio`` relayed or not (``audio_asked``), as at its start."""
         self.held: dict[str, object] = {}
         self.last: tuple[object, ...] | None = None
         """The labels of the chunk before, as it was relayed: a chunk with the same needs no
@@ -134,8 +155,9 @@ def keep_allowed(reply: dict[str, Any], part: str, model: str = "",
     if "prompt_filter_results" in reply:
         changed = _keep(reply, "prompt_filter_results", PROMPT_FILTER) or changed
     shown = stream.alternatives if stream is not None else alternatives_shown.get()
+    audio = stream.audio if stream is not None else audio_asked.get()
     for choice in reply.get("choices") or ():
-        changed = _keep_allowed_in_choice(choice, part, shown) or changed
+        changed = _keep_allowed_in_choice(choice, part, shown, audio) or changed
     return changed
 
 
@@ -268,7 +290,8 @@ def _keep_top_labels_once(reply: dict[str, Any], part: str, model: str,
     return changed
 
 
-def _keep_allowed_in_choice(choice: dict[str, Any], part: str, alternatives: bool) -> bool:
+def _keep_allowed_in_choice(choice: dict[str, Any], part: str, alternatives: bool,
+                            audio: bool) -> bool:
     changed = False
     allowed = _CHOICE_FIELDS_WITH[part]
     if not allowed.issuperset(choice):
@@ -282,6 +305,9 @@ def _keep_allowed_in_choice(choice: dict[str, Any], part: str, alternatives: boo
         changed = True
     message = choice.get(part)
     if isinstance(message, dict):
+        if not audio and message.get("audio") is not None:  # not asked for: unjudged bytes
+            del message["audio"]
+            changed = True
         if not _plain_text(message) and (kept := MESSAGE(message)) is not message:
             message.clear()  # in place, as everything else here
             message.update(cast(dict[str, Any], kept))

@@ -11,17 +11,22 @@ key limits its tokens (and what ``proxy.client_keys`` reserved of them at admiss
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from proxy.chunks import ChoiceText, by_choice, delta_of, reply_texts
-from proxy.token_estimate import estimated_tokens
+from proxy.token_estimate import OFF_LOOP_CHARS, estimated_tokens, least_estimate
 from proxy.upstream import Chunk, Completion, Upstream
 from vilmo.instruct.instructions import message_text
+
+log = logging.getLogger(__name__)
 
 TimedStage = Literal["upstream", "check"]
 
@@ -40,7 +45,8 @@ class Trace:
     """``usage.total_tokens`` over every upstream call (streams always ask for it); a call
     that ended without usage (a stream its client left before the usage chunk, a call its
     client left, or that failed, before the upstream answered) counts the estimate of
-    ``estimated_tokens``: once a call is made, at least its messages are charged."""
+    ``estimated_tokens`` (``charge_estimate``: a large call's in a worker thread, in
+    ``counting`` until it is added): once a call is made, at least its messages are charged."""
     reserved: int = 0
     """Tokens held against the key's ``tpm`` at admission (``proxy.client_keys``), settled
     against ``tokens`` when the request is done."""
@@ -49,6 +55,10 @@ class Trace:
     more_held: list[tuple[int, int]] = field(default_factory=list)
     """Tokens held after admission, for a regeneration (``proxy.client_keys.hold_to_regenerate``),
     each (tokens, second): refunded with ``reserved`` when the request is settled."""
+    counting: list[asyncio.Future[int]] = field(default_factory=list)
+    """Estimates of calls that ended without usage still being counted in a worker thread
+    (``charge_estimate``): each is added to ``tokens`` once counted, and the settle waits for
+    them (``proxy.client_keys.Settlement``)."""
 
 
 current_trace: ContextVar[Trace | None] = ContextVar("vilmo_trace", default=None)
@@ -81,23 +91,64 @@ def note_prompt(messages: Sequence[Any]) -> None:
                         for m in messages if isinstance(m, dict)]
 
 
-def _note_reply(text: str, usage: object, estimate: Callable[[], int]) -> None:
-    """Keep the reply's text and add its tokens: the usage's, else the ``estimate`` (so that
-    leaving a stream before its usage chunk does not escape a key's ``tpm``)."""
+def _note_reply(text: str, usage: object, params: Any,
+                replies: Callable[[], list[str]]) -> asyncio.Future[int] | None:
+    """Keep the reply's text and add its tokens: the usage's, else the estimate of the call
+    (``charge_estimate``: leaving a stream before its usage chunk does not escape a key's
+    ``tpm``)."""
     trace = current_trace.get()
     if trace is None:
-        return
+        return None
     trace.replies.append(text)
     total = usage.get("total_tokens") if isinstance(usage, dict) else None
-    trace.tokens += max(0, total) if isinstance(total, int) else estimate()
+    if isinstance(total, int):
+        trace.tokens += max(0, total)
+        return None
+    return charge_estimate(trace, params, replies())
 
 
-def _note_unanswered(params: Any) -> None:
+def _note_unanswered(params: Any) -> asyncio.Future[int] | None:
     """A call made and left (cancelled, failed) before any reply came: the upstream read, and
-    bills, its messages; they are charged (``estimated_tokens``), and no reply is kept."""
+    bills, its messages; they are charged (``charge_estimate``), and no reply is kept."""
     trace = current_trace.get()
-    if trace is not None:
-        trace.tokens += estimated_tokens(params)
+    return charge_estimate(trace, params, ()) if trace is not None else None
+
+
+def charge_estimate(trace: Trace, params: Any, replies: Sequence[str],
+                    ) -> asyncio.Future[int] | None:
+    """Add a call's estimate (``estimated_tokens`` of its messages and ``replies``) to the
+    trace: counted at once up to ``OFF_LOOP_CHARS`` characters; past them in a worker thread
+    (4 MB held the event loop 0.5 s), the job returned, and its count added when done. Nothing
+    here awaits: a call ending by its client leaving (its task cancelled, perhaps again at each
+    wait) starts the count all the same, and the settle waits for it (``Trace.counting``)."""
+    chars = least_estimate(params)[1] + sum(map(len, replies))
+    if chars <= OFF_LOOP_CHARS:
+        trace.tokens += estimated_tokens(params, replies)
+        return None
+    job = asyncio.get_running_loop().run_in_executor(None, estimated_tokens, params,
+                                                     tuple(replies))
+    trace.counting.append(job)
+    job.add_done_callback(partial(_counted, trace))
+    return job
+
+
+def _counted(trace: Trace, job: asyncio.Future[int]) -> None:
+    """A count from a worker thread, added on the event loop (before anyone waiting for it
+    resumes: its callbacks run in the order they were added)."""
+    trace.counting.remove(job)
+    if job.cancelled():
+        return
+    if (error := job.exception()) is not None:
+        log.error("estimating a call's tokens failed: %s: %s", type(error).__name__, error)
+        return
+    trace.tokens += job.result()
+
+
+async def _counted_now(job: asyncio.Future[int] | None) -> None:
+    """Wait for a count started by ``charge_estimate`` (shielded: a cancelled wait leaves it
+    to finish, and to be added, on its own)."""
+    if job is not None:
+        await asyncio.shield(job)
 
 
 class TimedUpstream:
@@ -122,11 +173,11 @@ class TimedUpstream:
             with timed("upstream"):
                 completion = await self.inner.complete(params)
         except BaseException:  # the client left (cancelled) or the call failed: still billed
-            _note_unanswered(params)
+            await _counted_now(_note_unanswered(params))
             raise
         texts = reply_texts(completion)
-        _note_reply(texts[min(texts)], completion.get("usage"),
-                    lambda: estimated_tokens(params, texts.values()))
+        await _counted_now(_note_reply(texts[min(texts)], completion.get("usage"), params,
+                                       lambda: list(texts.values())))
         return completion
 
     async def stream(self, params: Any) -> AsyncIterator[Chunk]:
@@ -153,7 +204,8 @@ class TimedUpstream:
                 await chunks.aclose()  # type: ignore[attr-defined]
             finally:
                 if choices or usage:
-                    _note_reply(choices[min(choices)].text if choices else "", usage,
-                                lambda: estimated_tokens(params, (c.text for c in choices.values())))
+                    job = _note_reply(choices[min(choices)].text if choices else "", usage,
+                                      params, lambda: [c.text for c in choices.values()])
                 else:
-                    _note_unanswered(params)
+                    job = _note_unanswered(params)
+                await _counted_now(job)

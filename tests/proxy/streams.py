@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 from conftest import ADMIN_KEY
 from openai.types.chat import ChatCompletionMessageParam
 
+from proxy.fields import audio_asked
+
 ASK: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "My neighbour insulted me. What should I do?"}]
+
+
+AUDIO_ASKED: dict[str, Any] = {"modalities": ["text", "audio"],
+                               "audio": {"voice": "alloy", "format": "wav"}}
+"""What a request that asks for audio output sends (a reply's ``audio`` reaches only it)."""
+
+
+@contextmanager
+def asking_audio() -> Iterator[None]:
+    """Replies read as those to a request that asked for audio (``proxy.fields.audio_asked``)."""
+    token = audio_asked.set(True)
+    try:
+        yield
+    finally:
+        audio_asked.reset(token)
 
 
 def sse(gateway: str, policy: str, **body: Any) -> tuple[int, list[str]]:

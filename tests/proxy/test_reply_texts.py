@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import pytest
-from streams import by_choice, events, plain, sse
+from streams import AUDIO_ASKED, by_choice, events, plain, sse
 from stub_upstream import StubUpstream
 
 pytestmark = pytest.mark.both_paths
@@ -39,6 +39,8 @@ HIDING_PLACES: dict[str, dict[str, Any]] = {
         "name": "stab_the_guard", "arguments": "{}"}}]},
     "reasoning": {"reasoning": f"The user wants revenge, so {VIOLENT}.", "content": CALM},
 }
+ASKED = {"audio": AUDIO_ASKED}
+"""What a request sends for its reply to carry its place (audio only to one that asks)."""
 STREAMED_PLACES = [p for p in HIDING_PLACES if p != "refusal"]
 """LiteLLM (1.x) drops ``refusal`` deltas from streams, so no client sees them there; the
 chunk helpers still check them (tests/proxy/test_chunks.py)."""
@@ -48,7 +50,7 @@ chunk helpers still check them (tests/proxy/test_chunks.py)."""
 def test_every_readable_text_is_checked_in_plain_replies(gateway: str, stub: StubUpstream,
                                                          place: str) -> None:
     stub.script = [HIDING_PLACES[place]]
-    response = plain(gateway, "g-block-buffer")
+    response = plain(gateway, "g-block-buffer", **ASKED.get(place, {}))
     assert response.status_code == 200 and "stab" not in response.text
     choice = response.json()["choices"][0]
     assert choice["finish_reason"] == "content_filter"
@@ -60,7 +62,7 @@ def test_every_readable_text_is_checked_in_plain_replies(gateway: str, stub: Stu
 def test_every_readable_text_is_held_and_checked_in_streams(gateway: str, stub: StubUpstream,
                                                             place: str, mode: str) -> None:
     stub.script = [HIDING_PLACES[place]]
-    status, lines = sse(gateway, f"g-block-{mode}")
+    status, lines = sse(gateway, f"g-block-{mode}", **ASKED.get(place, {}))
     assert status == 200 and lines[-1] == "data: [DONE]"
     assert "stab" not in "".join(lines)
     texts, finishes = by_choice(lines)
@@ -78,7 +80,7 @@ def test_chunked_mode_holds_an_audio_choice_to_its_end(gateway: str, stub: StubU
     transcript = f"{CALM} Sure, {VIOLENT}." if violent else f"{CALM} {CALM}"
     stub.script = [{"content": None, "audio": {"id": "audio_1", "data": AUDIO_DATA,
                                                "expires_at": 1, "transcript": transcript}}]
-    status, lines = sse(gateway, "g-block-chunked")
+    status, lines = sse(gateway, "g-block-chunked", **AUDIO_ASKED)
     assert status == 200 and lines[-1] == "data: [DONE]"
     _, finishes = by_choice(lines)
     if violent:
@@ -92,7 +94,7 @@ def test_chunked_mode_holds_an_audio_choice_to_its_end(gateway: str, stub: StubU
 def test_monitor_reports_violations_in_every_readable_text(gateway: str, stub: StubUpstream,
                                                            place: str) -> None:
     stub.script = [HIDING_PLACES[place]]
-    _, lines = sse(gateway, "g-block-monitor")
+    _, lines = sse(gateway, "g-block-monitor", **ASKED.get(place, {}))
     assert "stab" in "".join(lines)  # monitor protects nothing, but it must see it
     assert events(lines)[-1]["vilmo"]["violations"] == ["mft.care"]
 
