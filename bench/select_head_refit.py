@@ -52,10 +52,10 @@ def story_figures(out_dir: Path) -> dict[str, Any]:
                              for s in model.score(items, BUILTIN_VALUES)])
         per = {}
         for f in FOUNDATIONS:
-            sel = np.array([r["foundation"] == f for r in rows])
+            sel: np.ndarray = np.array([r["foundation"] == f for r in rows], dtype=bool)
             per[f] = round(float(metrics.roc_auc(scores[sel][:, BUILTIN_VALUES.index(f)],
                                                  y[sel])), 4)
-        flagged = (scores >= 0.5).any(axis=1)
+        flagged = np.asarray((scores >= 0.5).any(axis=1), dtype=bool)
         out[name] = {"auc": per, "mean": round(float(np.mean(list(per.values()))), 4),
                      "violating_flagged": int(flagged[y == 1].sum()),
                      "upholding_flagged": int(flagged[y == 0].sum())}
