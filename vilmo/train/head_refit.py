@@ -144,8 +144,8 @@ def fit_heads(out_dir: Path, train: Sequence[Example], names: Sequence[str],
     """Refit the rows ``heads`` of the weights in ``out_dir`` in place (module doc) on the
     examples of ``train`` labelled for any of them; ``features``: pooled features already read
     (by key), filled with those it lacks. ``story_weight``: the weight of the written story
-    continuations (``stories_train``: 2 % of the ``cm`` examples, the only ones that say what
-    a story's violation of fairness, loyalty or authority reads like). The fit's summary."""
+    continuations (``stories_train``: 18 % of the ``cm`` examples, the only ones that say
+    what a story's violation of fairness, loyalty or authority reads like). The fit's summary."""
     from safetensors.torch import load_file
 
     from vilmo.judge.value_model import BuiltinClassifier
