@@ -74,7 +74,9 @@ def test_the_level_a_client_shows_is_judged(judge: BuiltinClassifier) -> None:
     shown = _scores(judge, SHOWN)
     judged = _scores(judge, judged_text(_nested(SHOWN, ("beat", "burn", "break", "torture",
                                                         "bleeds"))))
-    assert judged["mft.care"] == pytest.approx(shown["mft.care"], abs=0.05)
+    # 0.08: the bug read 0.28 lower; the three levels joined read 0.04 (0.856 / 0.812) to 0.05
+    # (0.866 / 0.812, the cm row refit on stories: model card) below the shown text alone.
+    assert judged["mft.care"] == pytest.approx(shown["mft.care"], abs=0.08)
 
 
 def test_words_shown_forwards_by_an_override_are_judged(judge: BuiltinClassifier) -> None:

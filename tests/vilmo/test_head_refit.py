@@ -41,3 +41,13 @@ def test_the_fit_moves_towards_the_labels_and_l2_holds_it_near_the_shipped_rows(
     held, _ = fit_rows(x, y, m, w0, b0, l2=10.0, steps=200)
     assert free[0, 0] > 1.0 and abs(free[0, 0]) > 5 * np.abs(free[0, 1:]).max()
     assert np.abs(held).max() < 0.1
+
+
+def test_refit_selects_exact_heads_and_prefixes_only() -> None:
+    from vilmo.train.head_refit import selected
+
+    names = ["harm", "cm", "cm_extra", "foundation:mft.care", "topic:safety.violence"]
+    assert selected(names, ["cm"]) == ["cm"]
+    assert selected(names, ["cm", "foundation:"]) == ["cm", "foundation:mft.care"]
+    assert selected(names, ["topic:"]) == ["topic:safety.violence"]
+    assert selected(names, ["foundation"]) == []

@@ -47,6 +47,23 @@ def test_heldout_stories_continue_only_test_stories() -> None:
     assert {split[str(r["story_id"])] for r in data.judge_rows("stories_train")} == {"train"}
 
 
+def test_dev_stories_are_never_continued_in_training() -> None:
+    """``stories_dev`` selects head refits: its stories are train-split prompts that no
+    training or held-out row continues, so a choice made on them reads unseen stories."""
+    from vilmo.evaluation.prompts import moral_stories
+
+    split = {p.id: p.split for p in moral_stories()}
+    dev = data.judge_rows("stories_dev")
+    ids = {str(r["story_id"]) for r in dev}
+    assert dev and {split[i] for i in ids} == {"train"}
+    assert not ids & {str(r["story_id"]) for r in data.judge_rows("stories_train")}
+    for r in dev:
+        assert sum(str(o["story_id"]) == r["story_id"] for o in dev) == 2
+    texts = {str(r["continuation"]) for r in dev}
+    for other in ("stories_train", "stories_heldout"):
+        assert not texts & {str(r["continuation"]) for r in data.judge_rows(other)}
+
+
 def test_written_dev_rows_are_kept_out_of_training() -> None:
     train = {(e.prompt, e.response) for e in judge_examples("train")}
     dev = {(e.prompt, e.response) for e in judge_examples("dev")}

@@ -1,4 +1,5 @@
-"""Refit the ``topic:*`` rows of the judge's head on frozen features (no retraining).
+"""Refit rows of the judge's head on frozen features (no retraining): the ``topic:*`` rows
+(``refit_topics``), or any named rows (``refit_heads``: ``cm``, ``foundation:*``).
 
 A full retraining takes about 45 minutes on the shared host; the topic heads are a linear read of
 the pooled features the served network already computes. So the encoder, the trained layers and
@@ -117,14 +118,9 @@ def replace_rows(weights: Path, rows: Sequence[int], w: Matrix, b: Matrix) -> No
     save_file(stored, str(weights))
 
 
-def refit_topics(data_root: Path, out_dir: Path, l2: float = TOPIC_L2,
-                 alone_weight: float | None = None) -> dict[str, Any]:
-    """Refit the topic rows of the weights in ``out_dir`` on the training split they were
-    trained with (same sizes and seed), then their Platt scaling and operating points
-    (``recalibrate``); the new config."""
-    from vilmo.judge.value_model import BuiltinClassifier
-    from vilmo.judge.value_net import unpack
-
+def training_examples(data_root: Path, out_dir: Path) -> tuple[list[Example], list[str]]:
+    """The training split the weights in ``out_dir`` were trained with (same sizes and seed),
+    and the head names."""
     config: dict[str, Any] = json.loads((out_dir / "config.json").read_text("utf-8"))
     training = config.get("training", {})
     settings = training.get("settings", {})
@@ -132,27 +128,77 @@ def refit_topics(data_root: Path, out_dir: Path, l2: float = TOPIC_L2,
     train, _ = build(data_root, Sizes(**{k: v for k, v in training.get("sizes", {}).items()
                                          if k in known}),
                      settings.get("seed", 13), settings.get("valueeval_dev_by", "premise"))
-    names = list(config["heads"])
-    topics = [n for n in names if n.startswith("topic:")]
-    rows = [names.index(n) for n in topics]
-    labelled: list[Example] = [e for e in train if any(n in e.labels for n in topics)]
-    keys = list(dict.fromkeys((given_prompt(e.prompt), e.response) for e in labelled))
-    index = {k: i for i, k in enumerate(keys)}
-    model = BuiltinClassifier(out_dir, cache_size=0, threads=1)
-    features = pooled_features(model, keys)
-    x = features[[index[(given_prompt(e.prompt), e.response)] for e in labelled]]
-    y, m = (a[:, rows] for a in _label_arrays(labelled, names))
+    return train, list(config["heads"])
+
+
+def selected(names: Sequence[str], prefixes: Sequence[str]) -> list[str]:
+    """The heads refit: those named exactly in ``prefixes`` or starting with one ending ":"."""
+    return [n for n in names
+            if any(n == p or (p.endswith(":") and n.startswith(p)) for p in prefixes)]
+
+
+def fit_heads(out_dir: Path, train: Sequence[Example], names: Sequence[str],
+              heads: Sequence[str], l2: float,
+              features: dict[tuple[str | None, str], np.ndarray] | None = None,
+              story_weight: float = 1.0) -> dict[str, Any]:
+    """Refit the rows ``heads`` of the weights in ``out_dir`` in place (module doc) on the
+    examples of ``train`` labelled for any of them; ``features``: pooled features already read
+    (by key), filled with those it lacks. ``story_weight``: the weight of the written story
+    continuations (``stories_train``: 18 % of the ``cm`` examples, the only ones that say
+    what a story's violation of fairness, loyalty or authority reads like). The fit's summary."""
     from safetensors.torch import load_file
 
+    from vilmo.judge.value_model import BuiltinClassifier
+    from vilmo.judge.value_net import unpack
+
+    rows = [list(names).index(n) for n in heads]
+    labelled: list[Example] = [e for e in train if any(n in e.labels for n in heads)]
+    keys = list(dict.fromkeys((given_prompt(e.prompt), e.response) for e in labelled))
+    known = {} if features is None else features
+    missing = [k for k in keys if k not in known]
+    if missing:
+        model = BuiltinClassifier(out_dir, cache_size=0, threads=1)
+        known.update(zip(missing, pooled_features(model, missing), strict=True))
+    x = np.stack([known[(given_prompt(e.prompt), e.response)] for e in labelled])
+    y, m = (a[:, rows] for a in _label_arrays(labelled, list(names)))
+    if story_weight != 1.0:
+        from vilmo.datasets.readers import judge_rows
+
+        stories = {str(r["continuation"]) for r in judge_rows("stories_train")}
+        m = m * np.where([e.source == "judge" and e.response in stories for e in labelled],
+                         np.float32(story_weight), np.float32(1.0))[:, None]
     shipped = unpack(load_file(str(out_dir / "weights.safetensors")))
     w0 = shipped["head.weight"].numpy()[rows]
     b0 = shipped["head.bias"].numpy()[rows]
     w, b = fit_rows(x, y, m, w0, b0, l2)
     replace_rows(out_dir / "weights.safetensors", rows, w, b)
+    return {"heads": list(heads), "l2": l2, "story_weight": story_weight,
+            "positive_weight": f"sqrt(neg/pos), 1 to {MAX_POSITIVE_WEIGHT:g}",
+            "train_examples": len(labelled), "train_texts": len(keys),
+            "moved": round(float(np.linalg.norm(w - w0) / np.linalg.norm(w0)), 4)}
+
+
+def refit_heads(data_root: Path, out_dir: Path, prefixes: Sequence[str], l2: float,
+                alone_weight: float | None = None, record: str = "head_refit",
+                story_weight: float = 1.0) -> dict[str, Any]:
+    """Refit the head rows named by ``prefixes`` (``selected``) of the weights in ``out_dir``
+    on the training split they were trained with, then their Platt scaling and operating
+    points (``recalibrate``); the new config, the fit recorded under ``training.<record>``."""
+    train, names = training_examples(data_root, out_dir)
+    summary = fit_heads(out_dir, train, names, selected(names, prefixes), l2,
+                        story_weight=story_weight)
     config = recalibrate(data_root, out_dir, progress=False, alone_weight=alone_weight)
-    config.setdefault("training", {})["topic_refit"] = {
-        "l2": l2, "positive_weight": f"sqrt(neg/pos), 1 to {MAX_POSITIVE_WEIGHT:g}",
-        "train_examples": len(labelled), "train_texts": len(keys),
-        "moved": round(float(np.linalg.norm(w - w0) / np.linalg.norm(w0)), 4)}
+    if record == "topic_refit":
+        summary.pop("heads")
+        summary.pop("story_weight")
+    config.setdefault("training", {})[record] = summary
     (out_dir / "config.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
     return config
+
+
+def refit_topics(data_root: Path, out_dir: Path, l2: float = TOPIC_L2,
+                 alone_weight: float | None = None) -> dict[str, Any]:
+    """Refit the topic rows of the weights in ``out_dir`` on the training split they were
+    trained with (same sizes and seed), then their Platt scaling and operating points
+    (``recalibrate``); the new config."""
+    return refit_heads(data_root, out_dir, ["topic:"], l2, alone_weight, "topic_refit")
