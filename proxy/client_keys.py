@@ -228,9 +228,9 @@ async def reserve_tokens(store: Store, key: VirtualKey, params: UpstreamParams,
         asked = (f" and max_tokens {need.reply_cap} per choice" if need.reply_cap is not None
                  else "")
         return KeyRateLimited(
-            f"this request needs about {need.least} tokens (its messages about {need.prompt}"
+            f"this request needs about {need.least} tokens (its input about {need.prompt}"
             f"{asked}), more than this key's limit of {key.tpm} tokens per minute: it can never "
-            "be admitted; shorten the messages or lower max_tokens", code="tpm")
+            "be admitted; shorten the input or lower max_tokens", code="tpm")
     decision = await asyncio.to_thread(store.reserve_tokens, key.id, key.tpm, need.least,
                                        need.most)
     if not decision.allowed:

@@ -21,11 +21,22 @@ long word 2.0, and random single-case letters, the worst found, 0.42. So a clien
 its text can spend at most about 2.4 times its ``tpm`` (it was unbounded), and what it really
 spent is charged when its request settles. The measurement: ``bench/tokens_estimate.py``.
 
-Image, audio and file parts cost a fixed amount each (their bytes are not text): an image
-``IMAGE_TOKENS`` (the most a high-detail image costs on GPT-4o: 85 + 8 tiles of 170), or
-``IMAGE_LOW_TOKENS`` with ``detail: low``; audio and files ``MEDIA_TOKENS``, or their data's
-bytes / 4 when that is more. O(n) over the request's strings, in ``CHUNK_CHARS`` pieces, so a
-worker thread that counts a large body lets the event loop run between them.
+Every forwarded field is counted but the messages' media and ``NON_TEXT_FIELDS`` (numbers,
+flags, keywords, token ids, validated as such): the others as their JSON, so a field the
+upstream reads beside the messages (``response_format``'s schema, ``prediction``, a model's
+``allowed_params``, one added later) is not free (100,000 tokens of schema passed a
+``tpm: 1000`` key).
+
+Media parts cost what their decoded data (base64 × 3/4) bounds (their bytes are not text): an
+image ``IMAGE_TOKENS`` (the most a high-detail image costs on GPT-4o: 85 + 8 tiles of 170), or
+``IMAGE_LOW_TOKENS`` with ``detail: low``; audio its longest duration, at 1,000 bytes a second
+(8 kbps, the lowest MP3 bitrate; WAV is 16,000 and more) and 10 tokens a second (GPT-4o), so
+decoded bytes / ``AUDIO_BYTES_PER_TOKEN``, at least ``AUDIO_MIN_TOKENS`` and at most
+``AUDIO_MAX_TOKENS``; a file its decoded bytes / 4, at least ``MEDIA_TOKENS`` (a file by id:
+``MEDIA_TOKENS``). Audio was priced at its base64 / 4: a 10 s WAV at 106,786 tokens (billed
+about 100), refused on a ``tpm: 50000`` key. What a call really used is charged at settle.
+O(n) over the request's strings, in ``CHUNK_CHARS`` pieces, so a worker thread that counts a
+large body lets the event loop run between them.
 """
 
 from __future__ import annotations
@@ -42,8 +53,23 @@ BYTES_PER_TOKEN = 4
 IMAGE_TOKENS = 1445
 IMAGE_LOW_TOKENS = 85
 MEDIA_TOKENS = 1445
+AUDIO_BYTES_PER_TOKEN = 100
+"""1,000 bytes a second at the least, 10 tokens a second (see the module's docstring)."""
+AUDIO_MIN_TOKENS = 100
+AUDIO_MAX_TOKENS = 36_000
+"""An hour at 10 tokens a second: a large WAV (a raised ``server.max_body_bytes``) is not
+refused as never fitting for its bytes alone."""
 TOOL_FIELDS = ("tools", "functions")
 """Request fields whose definitions the upstream reads with the prompt (and bills)."""
+NON_TEXT_FIELDS = frozenset({
+    "messages", "model", "frequency_penalty", "logit_bias", "logprobs", "max_completion_tokens",
+    "max_tokens", "modalities", "n", "parallel_tool_calls", "presence_penalty",
+    "reasoning_effort", "seed", "service_tier", "store", "stream", "temperature",
+    "top_logprobs", "top_p", *TOOL_FIELDS,
+})
+"""Forwarded fields not counted as JSON: the messages and tools (counted apart), and fields
+``protocol.ChatCompletionRequest`` holds to numbers, flags, short keywords or token ids
+(``logit_bias``), which the upstream does not read as text. Every other field is counted."""
 CHUNK_CHARS = 16_384
 """A text is counted this many characters at a time: one regex call holds the GIL (and so a
 worker thread the event loop) for at most a few milliseconds."""
@@ -79,15 +105,18 @@ def media_tokens(part: Mapping[str, Any]) -> int:
     if kind in ("input_audio", "file"):
         inner = part.get(kind)
         data = (inner.get("data") or inner.get("file_data")) if isinstance(inner, Mapping) else None
-        size = len(data) if isinstance(data, str) else 0
+        size = len(data) * 3 // 4 if isinstance(data, str) else 0  # decoded from base64
+        if kind == "input_audio":
+            return min(AUDIO_MAX_TOKENS,
+                       max(AUDIO_MIN_TOKENS, -(-size // AUDIO_BYTES_PER_TOKEN)))
         return max(MEDIA_TOKENS, -(-size // BYTES_PER_TOKEN))
     return 0
 
 
 def sent(params: Any) -> tuple[list[str], int]:
     """What the upstream reads of a request: its texts (every string of the messages but the
-    media parts' data, labels and ids; the tool definitions as JSON) and the media parts'
-    fixed cost."""
+    media parts' data, labels and ids; the tool definitions as JSON; every other field but
+    ``NON_TEXT_FIELDS`` as JSON) and the media parts' cost."""
     texts: list[str] = []
     media = 0
     if not isinstance(params, dict):
@@ -109,6 +138,9 @@ def sent(params: Any) -> tuple[list[str], int]:
     tools = [params[name] for name in TOOL_FIELDS if params.get(name)]
     if tools:
         texts.append(json.dumps(tools, ensure_ascii=False))
+    rest = {k: v for k, v in params.items() if k not in NON_TEXT_FIELDS}
+    if rest:
+        texts.append(json.dumps(rest, ensure_ascii=False, default=str))
     return texts, media
 
 
