@@ -196,14 +196,21 @@ _VERSION_TAG = (r"(?:20\d\d-?[01]\d-?[0-3]\d"  # a date: 2024-08-06, 20240620
                 r"|\d{1,4}"  # a short number: 0613 (MMDD), 2407 (YYMM), 002, 0
                 r"|v\d{1,3}(?:\.\d{1,3})?"  # v2, v1.5
                 r"|latest|preview|instruct|turbo)")
-MODEL_VERSION: Final = re.compile(rf"(?:[-_.]{_VERSION_TAG}){{0,3}}(?:[@:]{_VERSION_TAG})?",
-                                  re.IGNORECASE)
+_SIZE_TAG = (r"\d{1,3}(?:\.\d)?[bm]"  # parameters: 8b, 3.8b, 135m
+             r"(?:-instruct)?"
+             r"(?:-(?:q\d(?:_[01ksml]){1,2}|q\d|[bf]?f16|fp16|fp32))?")  # q4_0, q4_K_M, fp16
+MODEL_VERSION: Final = re.compile(
+    rf"(?:[-_.]{_VERSION_TAG}|-{_SIZE_TAG}){{0,3}}(?:@{_VERSION_TAG}|:(?:{_VERSION_TAG}"
+    rf"|{_SIZE_TAG}))?", re.IGNORECASE)
 """A version after a model's name, and nothing else: up to three parts after ``-`` (``_``,
 ``.``) and one after ``@`` or ``:``, each a date, a number of at most 4 digits, ``vN`` or
 ``vN.N``, or one of the words ``latest``, ``preview``, ``instruct``, ``turbo``
 (``gpt-4o-2024-08-06``, ``gpt-4-1106-preview``, ``claude-3-5-sonnet-v2@20241022``,
-``llama3:latest``, ``gemini-1.5-pro-002``). Only known shapes: any part of letters and digits
-let an upstream spell words in leetspeak (``gpt-4o-1-w1ll-5tab-y0u-t0n1ght``)."""
+``llama3:latest``, ``gemini-1.5-pro-002``); after ``-`` or ``:`` also a parameter size
+(``_SIZE_TAG``: ``8b``, ``3.8b``, ``135m``), optionally with ``-instruct`` and a quantisation
+(``q4_0``, ``q4_K_M``, ``fp16``): ``llama3.1:8b``, ``qwen2.5:7b-instruct-q4_0``. Only known
+shapes: any part of letters and digits let an upstream spell words in leetspeak
+(``gpt-4o-1-w1ll-5tab-y0u-t0n1ght``); none of these can."""
 _VERSION_CUT: Final = re.compile(r"[-@:._]")
 
 

@@ -156,7 +156,8 @@ async def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
     """The input texts the policy's check reads, each as a reply's text is read
     (``judged_texts``: JSON escapes decoded at every level, bidi runs as shown, without what
     renders as nothing: each hides words from the judge, not from the model, nor from whoever
-    reads what it is asked to repeat), in a worker thread past ``OFF_LOOP_CHARS``. Only what
+    reads what it is asked to repeat), counted and read in a worker thread past
+    ``OFF_LOOP_CHARS`` (``_counted_then_read``). Only what
     the judge reads: the messages go upstream as they came. A part the judge cannot read is
     the client's 400 (``unreadable_input``, ``param`` naming it) under
     ``checks.unreadable_parts: refuse``. Over ``checks.max_chars`` (``checked_chars``: each
@@ -173,14 +174,23 @@ async def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
                              f"policy {policy.name!r} checks input and refuses such parts "
                              "(checks.unreadable_parts: refuse)",
                              param=param, code="unreadable_input")
-    _refuse_over_max_chars(shown_chars(texts), policy)
-    read = (await asyncio.to_thread(judged_texts, texts) if sum(map(len, texts)) > OFF_LOOP_CHARS
-            else judged_texts(texts))
+    read = (await asyncio.to_thread(_counted_then_read, texts, policy)
+            if sum(map(len, texts)) > OFF_LOOP_CHARS else _counted_then_read(texts, policy))
     if (reason := too_much_read(checked_chars(read), read_chars(read))) is not None:
         raise PayloadTooLarge(f"input to check: {reason}; policy {policy.name!r} refuses such "
                               "input whatever on_error", param="messages",
                               code="check_too_large")
     return read
+
+
+def _counted_then_read(texts: Sequence[str], policy: Policy) -> list[ScoreInput]:
+    """``texts`` counted against ``checks.max_chars`` (``shown_chars``), then read
+    (``judged_texts``): one step, so that past ``OFF_LOOP_CHARS`` both run in the worker
+    thread (counting is a regex over every character too, and invisible ones count 0, so a
+    body of them is never refused first) and an input over the limit is refused there before
+    any decode level is read."""
+    _refuse_over_max_chars(shown_chars(texts), policy)
+    return judged_texts(texts)
 
 
 def _refuse_over_max_chars(size: int, policy: Policy) -> None:

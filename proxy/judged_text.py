@@ -63,6 +63,9 @@ _IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180
                         "\U000e0000-\U000e0fff]")
 """Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 15): what a
 renderer shows as nothing."""
+VISIBLE_PIECE = 1 << 15
+"""How many characters ``visible`` reads in one regex call (a few ms): a worker thread
+reading a large text lets the event loop run between them."""
 _SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
            "t": "\t"}
 _RIGHT_TO_LEFT = "\u202b\u202e\u2067"
@@ -107,8 +110,15 @@ def unescaped(text: str) -> str:
 
 def visible(text: str) -> str:
     """``text`` without the characters that render as nothing (``_IGNORABLE``); ASCII has
-    none (a flag CPython keeps: no scan)."""
-    return text if text.isascii() else _IGNORABLE.sub("", text)
+    none (a flag CPython keeps: no scan). Removed ``VISIBLE_PIECE`` characters at a time
+    (exact: each match is one character): one ``re.sub`` holds the GIL to its end, so over a
+    megabyte it held the event loop ~150 ms even from a worker thread."""
+    if text.isascii():
+        return text
+    if len(text) <= VISIBLE_PIECE:
+        return _IGNORABLE.sub("", text)
+    return "".join(_IGNORABLE.sub("", text[at:at + VISIBLE_PIECE])
+                   for at in range(0, len(text), VISIBLE_PIECE))
 
 
 def _words(level: str) -> str:

@@ -195,3 +195,44 @@ def test_the_check_route_reads_a_large_text_off_the_event_loop(
     response = asyncio.run(check())
     assert response.status_code == 413, response.text
     assert read_on == [False]
+
+
+@pytest.mark.parametrize(("shown", "refused"), [("\u200b", False), ("x", True)])
+def test_a_large_input_is_counted_off_the_event_loop(
+        policy_dir: Path, monkeypatch: pytest.MonkeyPatch, shown: str, refused: bool) -> None:
+    """Review rv5: the ``checks.max_chars`` pre-check (``shown_chars``: ``visible`` over every
+    text) ran on the event loop before the worker thread's read, and a text of invisible
+    characters counts 0, so 4 MiB of U+200B was never refused first and held the loop about
+    150-240 ms a request. Past ``OFF_LOOP_CHARS`` it is counted in the same worker thread as
+    the read, and an input over the limit is refused there before any decode level is read."""
+    import threading
+
+    import proxy.inputs
+    from proxy.errors import PayloadTooLarge
+    from proxy.inputs import OFF_LOOP_CHARS, checked_input
+    from proxy.judged_text import judged as real_judged
+    from proxy.judged_text import visible as real_visible
+    from vilmo.policy import load_policy
+
+    counted_on: list[bool] = []
+    read: list[str] = []
+
+    def visible(text: str) -> str:
+        counted_on.append(threading.current_thread() is threading.main_thread())
+        return real_visible(text)
+
+    def judged(text: str) -> object:
+        read.append(text)
+        return real_judged(text)
+
+    monkeypatch.setattr(proxy.inputs, "visible", visible)
+    monkeypatch.setattr(proxy.inputs, "judged", judged)
+    policy = load_policy(policy_dir / "g-small-input-open.yaml")  # checks.max_chars: 300
+    messages = [{"role": "user", "content": "hello " + shown * (OFF_LOOP_CHARS + 10)}]
+    if refused:
+        with pytest.raises(PayloadTooLarge):
+            asyncio.run(checked_input(messages, policy))
+        assert read == []
+    else:
+        assert asyncio.run(checked_input(messages, policy))
+    assert counted_on and not any(counted_on)

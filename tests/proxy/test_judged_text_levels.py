@@ -108,3 +108,15 @@ def test_a_reversed_word_is_judged_as_shown(gateway: str, stub: StubUpstream,
     stub.script = [{"content": f"{CALM}I will \u202ebats\u202c you tonight. {CALM}"}]
     text, finish = blocked_reply(gateway, mode)
     assert finish == "content_filter" and "bats" not in text
+
+
+def test_visible_reads_a_long_text_in_pieces_exactly() -> None:
+    """``visible`` removes what renders as nothing ``VISIBLE_PIECE`` characters at a time
+    (review rv5: one regex call over a megabyte held the GIL, so the event loop, ~150 ms even
+    from a worker thread); the pieces give what one pass gives, matches at their edges too."""
+    from proxy.judged_text import _IGNORABLE, VISIBLE_PIECE, visible
+
+    text = ("a\u200b\U000e0001é" * VISIBLE_PIECE)[: 3 * VISIBLE_PIECE + 5]
+    for at in (VISIBLE_PIECE - 1, VISIBLE_PIECE, 2 * VISIBLE_PIECE):
+        assert text[at] in "\u200b\U000e0001" or _IGNORABLE.match(text, at) is None
+    assert visible(text) == _IGNORABLE.sub("", text) == "aé" * (len(text) // 4) + "a"

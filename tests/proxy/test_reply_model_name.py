@@ -70,7 +70,15 @@ def test_which_names_are_the_model_s(value: str, requested: str, relayed: bool) 
     ("mistral-large-2407", "mistral-large"), ("gemini-1.5-pro-002", "gemini-1.5-pro"),
     ("gpt-4-1106-preview", "gpt-4"), ("claude-3-5-sonnet-v2@20241022", "claude-3-5-sonnet"),
     ("anthropic.claude-3-5-sonnet-20240620-v1:0", "anthropic.claude-3-5-sonnet"),
-    ("mistral-large-latest", "mistral-large")])
+    ("mistral-large-latest", "mistral-large"),
+    # review rv5: a parameter-size tag (Ollama, vLLM), passed before rv4 and rewritten since
+    ("llama3.1:8b", "llama3.1"), ("llama3.1:70b", "llama3.1"), ("qwen2.5:7b", "qwen2.5"),
+    ("llama3.2:3b", "llama3.2"), ("mistral:7b", "mistral"), ("gemma2:9b", "gemma2"),
+    ("phi3:3.8b", "phi3"), ("deepseek-r1:14b", "deepseek-r1"),
+    ("qwen2.5-coder:32b", "qwen2.5-coder"), ("smollm:135m", "smollm"),
+    ("llama3.1:8b-instruct-q4_0", "llama3.1"), ("llama3.1:8b-instruct-fp16", "llama3.1"),
+    ("qwen2.5:7b-q8_0", "qwen2.5"), ("qwen2.5:7b-instruct-q4_K_M", "qwen2.5"),
+    ("llama-3.1-8b", "llama-3.1"), ("llama-3.1-8B-Instruct", "llama-3.1")])
 def test_real_versions_are_relayed(value: str, requested: str) -> None:
     from proxy.fields import is_model_of
     assert is_model_of(value, requested)
@@ -79,7 +87,8 @@ def test_real_versions_are_relayed(value: str, requested: str) -> None:
 @pytest.mark.parametrize("value", [
     "gpt-4o-1-w1ll-5tab-y0u-t0n1ght", "gpt-4o-k1ll-h3r-at9pm-2nite",
     "gpt-4o-1-w1ll-5tab-y0u-t0n1ght@latest", "gpt-4o-2024-08-06@k1ll", "gpt-4o-5tab",
-    "gpt-4o-1-2-3-4", "gpt-4o-12345"])
+    "gpt-4o-1-2-3-4", "gpt-4o-12345", "gpt-4o:8b-k1ll", "gpt-4o:8b-q4_kill",
+    "gpt-4o:8b-instruct-h1m", "gpt-4o:1234b", "gpt-4o:8bb", "gpt-4o-8b-q4_0-q4_0-q4_0-5tab"])
 def test_a_version_of_letters_and_digits_is_no_version(value: str) -> None:
     """Review rv4: any part of at most 10 letters and digits with a digit among them passed as
     a version, so an upstream spelled words there in leetspeak, unread by the reply check;
