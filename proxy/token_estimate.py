@@ -64,12 +64,15 @@ TOOL_FIELDS = ("tools", "functions")
 NON_TEXT_FIELDS = frozenset({
     "messages", "model", "frequency_penalty", "logit_bias", "logprobs", "max_completion_tokens",
     "max_tokens", "modalities", "n", "parallel_tool_calls", "presence_penalty",
-    "reasoning_effort", "seed", "service_tier", "store", "stream", "temperature",
-    "top_logprobs", "top_p", *TOOL_FIELDS,
+    "reasoning_effort", "seed", "service_tier", "store", "stream", "stream_options",
+    "temperature", "top_logprobs", "top_p", *TOOL_FIELDS,
 })
 """Forwarded fields not counted as JSON: the messages and tools (counted apart), and fields
 ``protocol.ChatCompletionRequest`` holds to numbers, flags, short keywords or token ids
-(``logit_bias``), which the upstream does not read as text. Every other field is counted."""
+(``logit_bias``), which the upstream does not read as text; and ``stream_options``, which the
+upstream reads as options, never as the model's text (the gateway adds ``include_usage`` to
+every streamed call, and as JSON it counted 19 tokens, which left a streamed regeneration no
+room in a small key's window). Every other field is counted."""
 CHUNK_CHARS = 16_384
 """A text is counted this many characters at a time: one regex call holds the GIL (and so a
 worker thread the event loop) for at most a few milliseconds."""
