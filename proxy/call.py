@@ -5,7 +5,7 @@ instruction before a regeneration, and a stream opened under the policy's deadli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 
 from proxy.actions import RetryRefused
@@ -13,6 +13,7 @@ from proxy.chunks import until
 from proxy.client_keys import hold_to_regenerate
 from proxy.errors import StreamTimeout
 from proxy.fields import asks_for_audio, audio_asked
+from proxy.inputs import OFF_LOOP_CHARS
 from proxy.judged_text import judged
 from proxy.logprobs import alternatives_shown
 from proxy.metrics import Metrics
@@ -76,12 +77,27 @@ class Call:
         """Did the client set ``stream_options.include_usage``?"""
         return bool((self.raw.get("stream_options") or {}).get("include_usage"))
 
-    def checked(self, text: str) -> ScoreInput:
+    async def checked(self, text: str) -> ScoreInput:
         """A reply's text to judge (``judged_text``: decoded as a JSON parser decodes it, with
         the readings of its escapes and bidi runs that show other words), with the head of the
         last user turn as its context; its length as sent kept beside it, which is what
         counts against ``checks.max_chars`` (``proxy.guard.checked_chars``)."""
-        return judged(text, judged_prompt(prompt_text(self.raw["messages"])))
+        return (await self.checked_choices({0: text}))[0]
+
+    async def checked_choices(self, texts: Mapping[int, str]) -> dict[int, ScoreInput]:
+        """Each choice's text read as ``checked`` reads it; past ``OFF_LOOP_CHARS`` in all,
+        in a worker thread, as a large input is (``proxy.inputs.checked_input``): a reply is
+        the upstream's, bounded only by ``upstream.max_response_bytes``, and a megabyte of
+        escapes takes about a second to read, which on the event loop held every other
+        request of the worker. A small reply is read on the loop: a thread costs more."""
+        prompt = judged_prompt(prompt_text(self.raw["messages"]))
+        if sum(map(len, texts.values())) > OFF_LOOP_CHARS:
+            return await asyncio.to_thread(_read, texts, prompt)
+        return _read(texts, prompt)
+
+
+def _read(texts: Mapping[int, str], prompt: str | None) -> dict[int, ScoreInput]:
+    return {i: judged(text, prompt) for i, text in texts.items()}
 
 
 async def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:

@@ -146,7 +146,7 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
     async def finish(index: int, choice: _Choice) -> list[Chunk | Judged]:
         """The whole-reply check, as in plain mode, then the held rest or the refusal."""
         choice.done = True
-        verdict = await guard.check(policy, [call.checked(choice.text.text)], "output")
+        verdict = await guard.check(policy, [await call.checked(choice.text.text)], "output")
         partial.pop(index, None)
         if isinstance(verdict, FailedOpen):
             if choice.stopped is None:  # the policy chose availability over the check
@@ -186,7 +186,7 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
                     choice.unchecked_tokens = 0
                     if choice.settled:
                         verdict = await guard.check(
-                            policy, [call.checked(choice.settled)], "stream")
+                            policy, [await call.checked(choice.settled)], "stream")
                         if isinstance(verdict, Verdict):
                             choice.flagged = _holds(verdict, policy)
                             choice.stopped = verdict if verdict.stops else None
@@ -217,7 +217,8 @@ async def monitored(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
     template: Chunk = {}
 
     async def judged() -> Judgement:
-        items = {i: call.checked(t.text) for i, t in (choices or {0: ChoiceText()}).items()}
+        items = await call.checked_choices(
+            {i: t.text for i, t in (choices or {0: ChoiceText()}).items()})
         try:
             return await guard.check_choices(policy, items, "output")
         except GuardFailed:  # monitor never holds or fails a stream; the failure is reported

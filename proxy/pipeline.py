@@ -275,4 +275,4 @@ async def check_reply(services: Services, call: Call, completion: Completion) ->
         return NOT_CHECKED
     texts = reply_texts(completion)
     return await services.guard.check_choices(
-        call.policy, {i: call.checked(t) for i, t in texts.items()}, "output")
+        call.policy, await call.checked_choices(texts), "output")

@@ -44,7 +44,7 @@ async def buffered(call: Call, chunks: AsyncIterator[Chunk], services: Services,
             held = [c async for c in chunks]
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
-        items = {i: call.checked(t.text) for i, t in reply_of(held).items()}
+        items = await call.checked_choices({i: t.text for i, t in reply_of(held).items()})
         return held, await services.guard.check_choices(policy, items, "output")
 
     async def regenerate(previous: Verdict) -> tuple[list[Chunk], Judgement]:
