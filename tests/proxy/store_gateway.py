@@ -4,6 +4,7 @@ virtual keys, limits and the audit trail through the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sys
 import time
@@ -105,3 +106,14 @@ def new_key(base: str, tpm: int) -> str:
     reply = admin("POST", f"{base}/admin/keys", json={"name": "tenant", "tpm": tpm})
     assert reply.status_code == 201, reply.text
     return str(reply.json()["key"])
+
+
+def burst(base: str, key: str, body: dict[str, Any], count: int) -> list[httpx.Response]:
+    """``count`` requests of ``body`` on ``key`` at once."""
+    async def send() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(client.post(
+                f"{base}/v1/chat/completions", json=body,
+                headers={"authorization": f"Bearer {key}"}) for _ in range(count)))
+
+    return asyncio.run(send())

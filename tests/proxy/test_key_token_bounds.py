@@ -7,11 +7,10 @@ times the limit. And the estimate of a large body is made off the event loop (it
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 import pytest
-from store_gateway import keyed_gateway_fixture, new_key, store_backend_fixture
+from store_gateway import burst, keyed_gateway_fixture, new_key, store_backend_fixture
 from stub_upstream import StubUpstream
 
 import proxy.token_estimate
@@ -33,16 +32,6 @@ def test_a_long_word_costs_its_bytes_and_an_image_its_fixed_cost() -> None:
     refusal = {"messages": [{"role": "assistant", "content": [
         {"type": "refusal", "refusal": "no " * 1000}]}]}
     assert estimated_tokens(refusal) >= 750  # a refusal part's text is read and billed
-
-
-def burst(base: str, key: str, body: dict[str, Any], count: int) -> list[httpx.Response]:
-    async def send() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(*(client.post(
-                f"{base}/v1/chat/completions", json=body,
-                headers={"authorization": f"Bearer {key}"}) for _ in range(count)))
-
-    return asyncio.run(send())
 
 
 @pytest.mark.slow

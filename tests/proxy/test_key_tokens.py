@@ -4,13 +4,12 @@ left before its upstream answered is still charged its messages."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 import pytest
 from conftest import METRICS_KEY
-from store_gateway import keyed_gateway_fixture, new_key, store_backend_fixture, wait_for
+from store_gateway import burst, keyed_gateway_fixture, new_key, store_backend_fixture, wait_for
 from stub_upstream import StubUpstream
 
 from proxy.token_estimate import estimated_tokens
@@ -22,17 +21,6 @@ pytestmark = pytest.mark.slow  # a served gateway
 def post(base: str, key: str, body: dict[str, Any], timeout: float = 10) -> httpx.Response:
     return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=timeout,
                       headers={"authorization": f"Bearer {key}"})
-
-
-def burst(base: str, key: str, body: dict[str, Any], count: int) -> list[httpx.Response]:
-    """``count`` requests of ``body`` on ``key`` at once."""
-    async def send() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(*(client.post(
-                f"{base}/v1/chat/completions", json=body,
-                headers={"authorization": f"Bearer {key}"}) for _ in range(count)))
-
-    return asyncio.run(send())
 
 
 def held_by(stub: StubUpstream, count: int, prompt: int) -> int:
