@@ -15,7 +15,6 @@ from typing import Any, Protocol, TypeAlias, cast
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.fields import StreamLabels, keep_allowed
 from proxy.litellm_clients import no_cookies, own_litellm_clients
-from proxy.operator_body import keep_operator_bodies
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.settings import Deployment, configured_name
@@ -45,6 +44,8 @@ class LiteLLMUpstream:
     def __init__(self, model_list: Sequence[Deployment], router_settings: dict[str, Any],
                  redact: Redactor) -> None:
         from litellm.router import Router  # heavy import: only when the gateway is built
+
+        from proxy.operator_body import keep_operator_bodies  # imports LiteLLM too
 
         one_line_logs(*LITELLM_LOGGERS)
         own_litellm_clients()
