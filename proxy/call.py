@@ -13,10 +13,10 @@ from proxy.chunks import until
 from proxy.client_keys import hold_to_regenerate
 from proxy.errors import StreamTimeout
 from proxy.fields import asks_for_audio, audio_asked
-from proxy.inputs import OFF_LOOP_CHARS
 from proxy.judged_text import judged
 from proxy.logprobs import alternatives_shown
 from proxy.metrics import Metrics
+from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletionChunk
 from proxy.upstream import Upstream, open_stream
@@ -91,9 +91,8 @@ class Call:
         escapes takes about a second to read, which on the event loop held every other
         request of the worker. A small reply is read on the loop: a thread costs more."""
         prompt = judged_prompt(prompt_text(self.raw["messages"]))
-        if sum(map(len, texts.values())) > OFF_LOOP_CHARS:
-            return await asyncio.to_thread(_read, texts, prompt)
-        return _read(texts, prompt)
+        return await off_loop_past(sum(map(len, texts.values())), OFF_LOOP_CHARS, _read, texts,
+                                   prompt)
 
 
 def _read(texts: Mapping[int, str], prompt: str | None) -> dict[int, ScoreInput]:

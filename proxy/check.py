@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from proxy.call import judged_prompt
 from proxy.chunks import readable_text
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
-from proxy.inputs import OFF_LOOP_CHARS, checked_input
+from proxy.inputs import checked_input
 from proxy.judged_text import Judged, judged_text, visible
 from proxy.middleware import Caller
+from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.outcome import NOT_CHECKED, verdict_of
 from proxy.pipeline import choose_policy
 from proxy.protocol import ValuesCheckRequest, ValuesCheckResult
@@ -76,9 +75,7 @@ async def _judged(text: str, prompt: str | None) -> Judged:
     event loop it held every other request of the worker (``/healthz`` included) that long.
     Its length as sent (``Judged.shown``) is what counts against ``checks.max_chars``, as on
     the chat route."""
-    if len(text) > OFF_LOOP_CHARS:
-        return await asyncio.to_thread(_read, text, prompt)
-    return _read(text, prompt)
+    return await off_loop_past(len(text), OFF_LOOP_CHARS, _read, text, prompt)
 
 
 def _read(text: str, prompt: str | None) -> Judged:

@@ -19,7 +19,6 @@ The same reading serves the chat route's input check (``proxy.pipeline.checked_t
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.fields import NOT_TEXT_FIELDS
 from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
 from proxy.judged_text import judged, visible
+from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.protocol import FORWARDED_FIELDS
 from proxy.reply_schema import is_id
 from vilmo.judge.classifier import ScoreInput
@@ -46,11 +46,6 @@ NOT_READ_FIELDS = frozenset({*DEFINITIONS, "extra_body"})
 text each: the definitions (read above), and ``extra_body`` (the client's ``metadata``, which
 no model reads). Every other one a model's ``allowed_params`` lets through is read: the
 gateway cannot know which the model reads (vLLM's ``chat_template``, ``documents``)."""
-OFF_LOOP_CHARS = 20_000
-"""The most characters of input read for the judge on the event loop: reading every decode
-level costs up to about 1 µs a character (a megabyte of ``\\u`` escapes or backslashes 0.7-1.1
-s on a shared core), which a client could otherwise hold the loop with; past it, a worker
-thread reads them."""
 
 KEY_LABEL = re.compile(r"\$?[A-Za-z0-9_.-]{1,64}")
 """What a key that is a label looks like (``max_completion_tokens``, ``$defs``,
@@ -174,8 +169,8 @@ async def checked_input(messages: Sequence[Mapping[str, Any]], policy: Policy,
                              f"policy {policy.name!r} checks input and refuses such parts "
                              "(checks.unreadable_parts: refuse)",
                              param=param, code="unreadable_input")
-    read = (await asyncio.to_thread(_counted_then_read, texts, policy)
-            if sum(map(len, texts)) > OFF_LOOP_CHARS else _counted_then_read(texts, policy))
+    read = await off_loop_past(sum(map(len, texts)), OFF_LOOP_CHARS, _counted_then_read, texts,
+                               policy)
     if (reason := too_much_read(checked_chars(read), read_chars(read))) is not None:
         raise PayloadTooLarge(f"input to check: {reason}; policy {policy.name!r} refuses such "
                               "input whatever on_error", param="messages",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -20,6 +19,7 @@ from proxy.cross_site import refuse_unless_json
 from proxy.disconnect import unless_disconnected
 from proxy.errors import ClientClosed, InvalidRequest
 from proxy.middleware import Caller
+from proxy.off_loop import off_loop_past
 from proxy.openapi import error_responses, header, json_body
 from proxy.outcome import Facts, Stream, verdict_of
 from proxy.pipeline import ChatRequest
@@ -176,9 +176,7 @@ async def read_valid(request: Request, model: type[ModelT]) -> tuple[dict[str, A
 
 async def off_loop_if_large(body: bytes, work: Callable[..., T], *args: Any) -> T:
     """``work(*args)``, in a worker thread when ``body`` is larger than ``OFF_LOOP_BYTES``."""
-    if len(body) > OFF_LOOP_BYTES:
-        return await asyncio.to_thread(work, *args)
-    return work(*args)
+    return await off_loop_past(len(body), OFF_LOOP_BYTES, work, *args)
 
 
 async def read_bytes(request: Request) -> bytes:

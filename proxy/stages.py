@@ -22,7 +22,8 @@ from functools import partial
 from typing import Any, Literal
 
 from proxy.chunks import ChoiceText, by_choice, delta_of, reply_texts
-from proxy.token_estimate import OFF_LOOP_CHARS, estimated_tokens, least_estimate
+from proxy.off_loop import OFF_LOOP_CHARS
+from proxy.token_estimate import estimated_tokens, least_estimate
 from proxy.upstream import Chunk, Completion, Upstream
 from vilmo.instruct.instructions import message_text
 

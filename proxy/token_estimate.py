@@ -41,13 +41,13 @@ large body lets the event loop run between them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from proxy.chunks import texts_of
+from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 
 BYTES_PER_TOKEN = 4
 IMAGE_TOKENS = 1445
@@ -76,9 +76,6 @@ room in a small key's window). Every other field is counted."""
 CHUNK_CHARS = 16_384
 """A text is counted this many characters at a time: one regex call holds the GIL (and so a
 worker thread the event loop) for at most a few milliseconds."""
-OFF_LOOP_CHARS = 20_000
-"""A request with more characters than this is estimated in a worker thread
-(``estimate_off_loop``), as ``proxy.inputs`` reads large input for the judge."""
 _PIECE = re.compile(r"[A-Z]?[a-z]{1,6}|[A-Z]{1,6}|[0-9]{1,3}|[!-/:-@\[-`{-~]|[^\S ]| {2,16}")
 _MEDIA = {"image_url", "input_audio", "file"}
 
@@ -163,6 +160,4 @@ def least_estimate(params: Any) -> tuple[int, int]:
 
 async def estimate_off_loop(params: Any, chars: int) -> int:
     """``estimated_tokens(params)``, in a worker thread past ``OFF_LOOP_CHARS`` characters."""
-    if chars > OFF_LOOP_CHARS:
-        return await asyncio.to_thread(estimated_tokens, params)
-    return estimated_tokens(params)
+    return await off_loop_past(chars, OFF_LOOP_CHARS, estimated_tokens, params)

@@ -171,8 +171,8 @@ def test_the_check_route_reads_a_large_text_off_the_event_loop(
     import threading
 
     import proxy.check
-    from proxy.inputs import OFF_LOOP_CHARS
     from proxy.judged_text import judged_text as real
+    from proxy.off_loop import OFF_LOOP_CHARS
 
     read_on: list[bool] = []
 
@@ -209,9 +209,10 @@ def test_a_large_input_is_counted_off_the_event_loop(
 
     import proxy.inputs
     from proxy.errors import PayloadTooLarge
-    from proxy.inputs import OFF_LOOP_CHARS, checked_input
+    from proxy.inputs import checked_input
     from proxy.judged_text import judged as real_judged
     from proxy.judged_text import visible as real_visible
+    from proxy.off_loop import OFF_LOOP_CHARS
     from vilmo.policy import load_policy
 
     counted_on: list[bool] = []

@@ -14,9 +14,10 @@ import pytest
 
 import proxy.token_estimate
 from proxy.client_keys import Settlement
+from proxy.off_loop import OFF_LOOP_CHARS
 from proxy.stages import TimedUpstream, Trace, charge_estimate, start_trace
 from proxy.store import VirtualKey
-from proxy.token_estimate import OFF_LOOP_CHARS, estimated_tokens
+from proxy.token_estimate import estimated_tokens
 from proxy.upstream import Chunk, Completion
 
 LARGE: dict[str, Any] = {"model": "stub", "messages": [

@@ -18,9 +18,9 @@ from fakes import FakeUpstream, KeywordClassifier, fake_services, post_chat
 import proxy.call
 from proxy.call import Call
 from proxy.chunked import windowed
-from proxy.inputs import OFF_LOOP_CHARS
 from proxy.judged_text import Judged
 from proxy.judged_text import judged as real_judged
+from proxy.off_loop import OFF_LOOP_CHARS
 from vilmo.instruct.instructions import NO_INSTRUCTION
 from vilmo.instruct.principles import PrincipleBank
 
