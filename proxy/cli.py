@@ -73,15 +73,20 @@ def torch_installed() -> bool:
 
 
 def _config(path: Path | None) -> GatewayConfig:
-    if path is None:
-        config = default_config()
+    """The config, checked as far as it can be without loading models (``proxy.start_checks``);
+    exit 2 with one ``config error: file:line: field: message`` per problem."""
+    from proxy.start_checks import located, start_up_issues
+
+    try:
+        config = default_config() if path is None else load_config(path)
         if config is None:
             click.echo(NO_UPSTREAM_HELP, err=True)
             raise SystemExit(2)
+        issues = start_up_issues(config, "environment" if path is None else str(path))
+        if issues:
+            raise ConfigError(issues)
         return config
-    try:
-        return load_config(path)
     except ConfigError as exc:
-        for issue in exc.issues:
+        for issue in exc.issues if path is None else located(exc.issues, path):
             click.echo(f"config error: {issue}", err=True)
         raise SystemExit(2) from None

@@ -2,8 +2,9 @@
 
 Top-level keys: ``model_list`` and ``router_settings`` (LiteLLM's format), ``upstream``,
 ``policy_dir``, ``default_policy``, ``strict_params``, ``auth``, ``server``, ``audit``, ``store``. An unknown key is an
-error that names it. Secrets are written ``os.environ/NAME`` and resolved here, so a missing
-variable is reported at start-up with the field that needs it.
+error that names it. Secrets are written ``os.environ/NAME`` (at any depth of ``litellm_params``
+and ``router_settings``) and resolved here, so a missing variable is reported at start-up with
+the field that needs it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from proxy.config_values import (
+    UPSTREAM_TIMEOUT_MAX_S,
+    checked_router_settings,
+    deployment_issues,
+    http_url_problem,
+    resolve_nested,
+)
 from proxy.store.config import StoreSettings
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.yamlfile import FileError, FileIssue, load_yaml_model
@@ -34,7 +42,7 @@ class ConfigError(FileError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf is no bound
 
 
 class Deployment(BaseModel):
@@ -100,7 +108,7 @@ class AuthSettings(_Strict):
 
 class ServerSettings(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
-    policy_reload_interval_s: float = Field(1.0, ge=0.0)
+    policy_reload_interval_s: float = Field(1.0, ge=0.0, le=3600.0)
     max_n: int = Field(8, ge=1, description="The largest `n` a request may ask for.")
     max_tokens: int = Field(
         32768, ge=1, description="The largest max_tokens / max_completion_tokens a request may "
@@ -114,11 +122,12 @@ class ServerSettings(_Strict):
         75, ge=1, description="Seconds an idle client connection is kept open (uvicorn's "
         "timeout_keep_alive). Longer than the clients' own idle expiry (httpx and the openai "
         "client: 5 s; load balancers: 60 s), so the client always drops an idle connection "
-        "first: a server that closes it as the client reuses it fails that request.")
+        "first: a server that closes it as the client reuses it fails that request.", le=3600)
     request_read_timeout_s: float = Field(
         60.0, gt=0, description="Seconds a client has to send a whole request, head and body, "
         "from its first byte (a new connection: from connecting); past it the gateway answers "
-        "408 and closes the connection (`proxy.server`), so slow clients cannot hold workers.")
+        "408 and closes the connection (`proxy.server`), so slow clients cannot hold workers.",
+        le=3600.0)
     limit_concurrency: int = Field(
         1024, ge=1, description="Connections (and requests in flight) one worker serves at "
         "once; one more is answered 503 and closed. Keep it under the file limit (`ulimit -n`) "
@@ -153,8 +162,9 @@ class UpstreamSettings(_Strict):
     timeout_s: float = Field(
         600.0, gt=0, description="Direct calls: seconds to wait for the upstream's response "
         "(or for each chunk of a stream); a deployment's `timeout` or router_settings' "
-        "`timeout` takes precedence.")
-    connect_timeout_s: float = Field(10.0, gt=0, description="Direct calls: to connect.")
+        "`timeout` takes precedence.", le=UPSTREAM_TIMEOUT_MAX_S)
+    connect_timeout_s: float = Field(10.0, gt=0, le=300.0,
+                                     description="Direct calls: to connect.")
     max_response_bytes: int = Field(
         32 * 1024 * 1024, gt=0, description="Direct calls: the largest reply body (or whole "
         "stream) read from an upstream; past it the call fails with 502.")
@@ -174,6 +184,8 @@ class GatewayConfig(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    _environment_values: list[str] = PrivateAttr(default_factory=list)
+    """Values read for ``os.environ/NAME`` references anywhere in the file: secrets."""
 
     @model_validator(mode="after")
     def _admin_key_where_required(self) -> GatewayConfig:
@@ -191,7 +203,8 @@ class GatewayConfig(_Strict):
         found = [s for d in self.model_list for s in _secret_values(d.litellm_params)]
         found += list(_secret_values(self.router_settings)) + [k.key for k in self.auth.keys]
         extra = [self.auth.admin_key, self.auth.metrics_key, self.store.url,
-                 *_url_secrets(self.store.url or "")]
+                 *_url_secrets(self.store.url or ""),
+                 *(s for s in self._environment_values if len(s) >= 8)]  # not "2", "true"
         return found + [s for s in extra if s]
 
     def allowed_params(self, model: str) -> frozenset[str]:
@@ -267,6 +280,11 @@ def default_config() -> GatewayConfig | None:
         return None
     params: dict[str, Any] = {"model": "openai/*", "api_key": key or "none"}
     if base:
+        problem = http_url_problem(base)
+        if problem:
+            name = "VILMO_UPSTREAM_BASE" if os.environ.get("VILMO_UPSTREAM_BASE") \
+                else "OPENAI_BASE_URL"
+            raise ConfigError([FileIssue("environment", None, name, problem)])
         params["api_base"] = base
     return GatewayConfig(model_list=[Deployment(model_name="*", litellm_params=params)])
 
@@ -292,16 +310,26 @@ Add one of:
 
 
 def resolve_environment(config: GatewayConfig, source: str) -> GatewayConfig:
-    """Replace ``os.environ/NAME`` values; a missing variable is a ConfigError."""
+    """Replace ``os.environ/NAME`` values, also nested (``extra_headers``); a missing variable
+    is a ConfigError naming the field. Then check what only resolved values show: an
+    upstream's URL and timeouts, the Router's settings."""
     issues: list[FileIssue] = []
+    found = config._environment_values
     for i, deployment in enumerate(config.model_list):
-        for name, value in list(deployment.litellm_params.items()):
-            if isinstance(value, str) and value.startswith(ENV_PREFIX):
-                resolved = os.environ.get(value[len(ENV_PREFIX):])
-                if resolved is None:
-                    issues.append(_missing(source, f"model_list.{i}.litellm_params.{name}", value))
-                else:
-                    deployment.litellm_params[name] = resolved
+        where = f"model_list.{i}.litellm_params"
+        nested: list[tuple[str, str]] = []
+        deployment.litellm_params = resolve_nested(deployment.litellm_params, where, found,
+                                                   nested)
+        if not nested:  # an unset variable is the issue, not its reference's text
+            nested = [(f"{where}.{name}", message)
+                      for name, message in deployment_issues(deployment.litellm_params)]
+        issues += [FileIssue(source, None, field, message) for field, message in nested]
+    nested = []
+    router = resolve_nested(config.router_settings, "router_settings", found, nested)
+    if not nested:
+        config.router_settings, wrong = checked_router_settings(router)
+        nested = [(f"router_settings.{name}", message) for name, message in wrong]
+    issues += [FileIssue(source, None, field, message) for field, message in nested]
     for field in OPERATOR_KEYS:
         reference = getattr(config.auth, field)
         if reference is None or not reference.startswith(ENV_PREFIX):

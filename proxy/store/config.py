@@ -33,7 +33,7 @@ a key cannot grow the trail past it within the retention time."""
 class StoreSettings(BaseModel):
     """Where the gateway's state lives and how it behaves when that place is unreachable."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf is no bound
 
     url: str | None = Field(
         None, description="redis://[:password@]host:port/db (or rediss://, or os.environ/NAME); "
@@ -63,10 +63,11 @@ class StoreSettings(BaseModel):
                                        description="Larger values are not cached.")
     audit_queue: int = Field(10_000, gt=0, description="Records waiting for the background "
                                                        "writer; beyond it they go to the spool.")
-    timeout_s: float = Field(2.0, gt=0, description="Per Redis command / SQLite lock wait.")
+    timeout_s: float = Field(2.0, gt=0, description="Per Redis command / SQLite lock wait.",
+                             le=60.0)
     retry_s: float = Field(1.0, gt=0, description="After a failure: how long requests skip the "
                                                   "store (limits degrade at once) and how often "
-                                                  "the spool is retried.")
+                                                  "the spool is retried.", le=3600.0)
 
     @field_validator("url")
     @classmethod
@@ -79,6 +80,8 @@ class StoreSettings(BaseModel):
             url = resolved
         if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if url is not None:
+            _parses(url)
         return url
 
     @property
@@ -91,3 +94,16 @@ class StoreSettings(BaseModel):
 
     def spool_path(self) -> Path:
         return (self.spool_dir or self.state_path().parent / "spool").expanduser()
+
+
+def _parses(url: str) -> None:
+    """Whether redis-py can read ``url`` (a worker opens it at start-up); its own message may
+    quote parts of the URL, so one that never does is raised."""
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError:
+        raise ValueError("not a valid Redis URL: expected redis://[:password@]host[:port]/db, "
+                         "rediss://... or unix:///path (the URL is not shown: it may hold a "
+                         "password)") from None
