@@ -13,6 +13,17 @@ RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu 
  && pip install --no-cache-dir -c constraints.txt . \
  && rm -rf /app/vilmo /app/proxy /app/localllm \
  && vilmo warmup
+# The gateway holds the upstream key and the client keys: it runs as a user of its own (uid
+# 10001, no login), which owns only what the gateway writes: /state (compose's config puts the
+# SQLite store and the audit spool there; compose mounts a named volume on it, which Docker
+# creates owned as this folder is), its home (the store's default, ~/.local/state/vilmo, when
+# run without a config) and the graph cache's folders (a graph missing from them is built
+# there; the graphs built above stay root's, read-only to it, and are not copied into a layer).
+RUN useradd --uid 10001 --user-group --create-home --home-dir /home/vilmo \
+        --shell /usr/sbin/nologin vilmo \
+ && mkdir -p /state \
+ && chown 10001:10001 /state /opt/vilmo-cache /opt/vilmo-cache/onnx
+USER 10001:10001
 EXPOSE 4000
 # `vilmo serve` runs the server edge (proxy/server.py: httptools, or h11 where httptools is not
 # installed; read deadline, head and connection limits, lingering close); do not start uvicorn

@@ -49,7 +49,7 @@ async def _send(requests: int, stream: bool, stub: str, work: Path) -> tuple[flo
     app = create_app(config)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             async def one(i: int) -> None:
                 body = {"model": "stub", "stream": stream,
                         "messages": [{"role": "user", "content": f"Hello there ({i})."}]}

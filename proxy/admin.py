@@ -32,6 +32,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.client_keys import VerifiedKeys
 from proxy.errors import (
@@ -41,7 +42,7 @@ from proxy.errors import (
     NotFound,
     StoreDown,
 )
-from proxy.middleware import _bearer, resolve_caller
+from proxy.middleware import _bearer, is_admin_path, resolve_caller
 from proxy.openapi import error_responses, inline_json_body
 from proxy.routes import read_json, validate
 from proxy.services import Services
@@ -73,6 +74,30 @@ async def require_admin(request: Request) -> None:
                              code="admin_key_required")
     raise AuthenticationFailed("missing or invalid admin key: send 'Authorization: Bearer "
                                "<admin key>'", code="invalid_admin_key")
+
+
+class AdminNoStore:
+    """``Cache-Control: no-store`` on every answer under the admin paths (``/admin...``,
+    ``/dashboard``), errors included: they carry prompts, replies and key metadata, which no
+    browser or shared cache may keep. Pure ASGI and outermost, so an answer from any layer
+    (a route, an exception handler, a middleware's refusal, Starlette's 404) gets it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_admin_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        async def no_store_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(name, value) for name, value in message.get("headers", [])
+                           if name.lower() != b"cache-control"]
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await self.app(scope, receive, no_store_send)
 
 
 admin_router = APIRouter()

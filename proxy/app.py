@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from proxy.admin import admin_router
+from proxy.admin import AdminNoStore, admin_router
 from proxy.caches import CacheWriter, attach_caches
 from proxy.client_keys import VerifiedKeys
 from proxy.edge_protocols import EDGE_COUNTER
@@ -28,6 +28,7 @@ from proxy.routes import first_invalid, router
 from proxy.services import Services, build_services
 from proxy.settings import GatewayConfig, config_from_environment
 from proxy.store import Store, open_store
+from proxy.trusted_host import TrustedHost, allowed_hosts
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services,
     app.add_middleware(KeyAuth, settings=config.auth,  # outside: no body is read before a key
                        verified=verified)
     app.add_middleware(UnexpectedErrors)
+    app.add_middleware(TrustedHost, allowed=allowed_hosts(config))  # before any key is read
+    app.add_middleware(AdminNoStore)  # outermost: every admin answer, refusals too
     return app
 
 

@@ -36,6 +36,7 @@ from proxy.protocol import (
 from proxy.record import Ledger
 from proxy.services import Services
 from proxy.sse import sse_body
+from proxy.trusted_host import host_trusted
 from proxy.upstream_log import current_request
 from vilmo.instruct.instructions import Instruction
 from vilmo.yamlfile import dotted
@@ -99,10 +100,11 @@ async def models(request: Request) -> ModelList:
 
 @router.get("/healthz", response_model_exclude_none=True)
 async def healthz(request: Request) -> Health:
-    """Public by default: the policy and model names only to a caller that may see them."""
+    """Public by default: the policy and model names only to a caller that may see them,
+    under an allowed Host (``proxy.trusted_host``)."""
     services: Services = request.app.state.services
     caller: Caller | None = request.scope.get("state", {}).get("caller")
-    if caller is None or not caller.sees_config:
+    if caller is None or not caller.sees_config or not host_trusted(request.scope):
         return Health()
     return Health(policies=services.policies.names(), models=services.upstream.model_names())
 

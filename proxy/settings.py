@@ -13,7 +13,7 @@ import fnmatch
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -106,6 +106,10 @@ class AuthSettings(_Strict):
         return key
 
 
+HOST_PATTERN = r"^(\*|(\*\.)?[A-Za-z0-9_.-]+|\[?[0-9A-Fa-f:.]+\]?)$"
+"""An ``allowed_hosts`` entry: a name (no port), ``*.domain``, an IP address, or ``*``."""
+
+
 class ServerSettings(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     policy_reload_interval_s: float = Field(1.0, ge=0.0, le=3600.0)
@@ -132,6 +136,11 @@ class ServerSettings(_Strict):
         1024, ge=1, description="Connections (and requests in flight) one worker serves at "
         "once; one more is answered 503 and closed. Keep it under the file limit (`ulimit -n`) "
         "less `upstream.max_connections`.")
+    allowed_hosts: list[Annotated[str, Field(pattern=HOST_PATTERN)]] | None = Field(
+        None, description="Host names the gateway answers to (the `Host` header, any port; "
+        "`*.example.com`: its subdomains; `\"*\"`: any); another is a 421 `host_not_allowed` "
+        "(`proxy.trusted_host`: DNS rebinding). null: localhost, 127.0.0.1 and [::1] while "
+        "no client key is required, any name once keys are.")
 
 
 class AuditSettings(_Strict):

@@ -172,7 +172,8 @@ def fake_services(policy_dir: Path, bank: PrincipleBank, upstream: FakeUpstream 
     config = GatewayConfig(model_list=[Deployment(model_name="stub",
                                                   litellm_params={"model": "openai/stub"})],
                            policy_dir=policy_dir,
-                           server=ServerSettings(policy_reload_interval_s=0))
+                           server=ServerSettings(policy_reload_interval_s=0,
+                                                 allowed_hosts=["*"]))  # in process: any name
     metrics = Metrics(["stub"])
     judge = classifier or KeywordClassifier()
     return Services(policies=PolicyStore(policy_dir, "default", 0),

@@ -154,3 +154,111 @@ def test_every_metric_the_grafana_dashboard_queries_is_served_after_traffic(
     assert len(queried) >= 12
     missing = sorted(name for name in queried if name not in samples)
     assert not missing, f"queried by Grafana, no sample in /metrics: {missing}"
+
+
+# --- the image's user: not root, owning every path the gateway writes -----------------------
+GATEWAY_UID = "10001"
+COMPOSE_ENV = {"VILMO_ADMIN_KEY": "a" * 32, "VILMO_METRICS_KEY": "m" * 32,
+               "OPENAI_API_KEY": "x", "VILMO_REDIS_URL": "redis://:pw@redis:6379/0",
+               "VILMO_UPSTREAM_BASE": "http://upstream/v1"}
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments), continuation lines joined, comments left out."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+            for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+class ImageFiles:
+    """Who owns what in the image, as its Dockerfile builds it: root, unless a ``chown`` or a
+    ``useradd --create-home`` gave a path to another user; ``/tmp`` is everyone's."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+        self.owners: dict[Path, str] = {Path("/"): "0", Path("/tmp"): "*"}
+        self.home = Path("/root")
+        self.user = "0"
+        for instruction, arguments in dockerfile_instructions():
+            if instruction == "ENV":
+                self.env.update(re.findall(r"(\w+)=(\S+)", arguments))
+            elif instruction == "USER":
+                self.user = arguments.split(":")[0]
+            elif instruction == "RUN":
+                for command in re.split(r"&&|;", arguments):
+                    self._run(command.split())
+
+    def _run(self, words: list[str]) -> None:
+        if words[:1] == ["mkdir"]:
+            for path in (w for w in words[1:] if w.startswith("/")):
+                self.owners.setdefault(Path(path), self.owner(Path(path)))
+        elif words[:1] == ["useradd"] and "--create-home" in words:
+            self.home = Path(words[words.index("--home-dir") + 1])
+            self.owners[self.home] = words[words.index("--uid") + 1]
+        elif words[:1] == ["chown"]:
+            user = words[2 if words[1] == "-R" else 1].split(":")[0]
+            for path in (w for w in words[2:] if w.startswith("/")):
+                self.owners[Path(path)] = user
+
+    def owner(self, path: Path) -> str:
+        """The owner of the nearest folder that exists, where a write would go."""
+        while path not in self.owners:
+            path = path.parent
+        return self.owners[path]
+
+
+def written_paths(files: ImageFiles, environment: dict[str, str]) -> dict[str, Path]:
+    """Every path the compose gateway writes: the store's SQLite file and spool, the audit
+    file (if any), and the graph cache (a missing graph is built there)."""
+    config = load_config(DEPLOY / "gateway.yaml")
+    cache = Path(environment.get("VILMO_CACHE_DIR") or files.env["VILMO_CACHE_DIR"])
+    home = str(files.home)
+    paths = {"store.path": Path(str(config.store.path).replace("~", home, 1)),
+             "store.spool_dir": Path(str(config.store.spool_path()).replace("~", home, 1)),
+             "graph cache": cache / "onnx" / "graph.onnx"}
+    if config.audit.path is not None:
+        paths["audit.path"] = config.audit.path
+    return paths
+
+
+def test_the_image_and_compose_run_the_gateway_as_a_user_of_its_own() -> None:
+    """The gateway holds the upstream key and every client key: it runs as uid 10001, not
+    root, and compose stops it from gaining privileges (setuid binaries)."""
+    files = ImageFiles()
+    instructions = [name for name, _ in dockerfile_instructions()]
+    assert files.user == GATEWAY_UID
+    assert instructions.index("USER") > max(i for i, n in enumerate(instructions) if n == "RUN")
+    gateway = compose()["services"]["gateway"]
+    assert str(gateway.get("user", "")).split(":")[0] == GATEWAY_UID
+    assert "no-new-privileges:true" in gateway.get("security_opt", [])
+
+
+def test_every_path_the_compose_gateway_writes_is_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated from the Dockerfile and compose (no Docker here): a named volume Docker
+    creates takes the owner of the image's folder it is mounted on (a missing one: root); a
+    bind mount is read-only."""
+    for name, value in COMPOSE_ENV.items():
+        monkeypatch.setenv(name, value)
+    files = ImageFiles()
+    gateway = compose()["services"]["gateway"]
+    for volume in gateway["volumes"]:
+        source, target, *mode = volume.split(":")
+        if source.startswith("./"):
+            assert mode == ["ro"], volume
+        else:
+            files.owners.setdefault(Path(target), "0")  # a mount point Docker makes
+    environment = gateway.get("environment") or {}
+    for name, path in written_paths(files, environment).items():
+        assert files.owner(path.parent) in (GATEWAY_UID, "*"), (
+            f"{name}: {path} is not the gateway user's to write")
+
+
+def test_compose_serves_the_graphs_the_image_built() -> None:
+    """`vilmo warmup` builds the graphs into the image's cache at build time; compose used to
+    point VILMO_CACHE_DIR at an empty volume, and every fresh volume rebuilt them on start."""
+    gateway = compose()["services"]["gateway"]
+    cache = (gateway.get("environment") or {}).get("VILMO_CACHE_DIR")
+    built = ImageFiles().env["VILMO_CACHE_DIR"]
+    assert cache in (None, built)
+    assert "vilmo warmup" in (REPO / "Dockerfile").read_text()

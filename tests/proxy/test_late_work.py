@@ -76,7 +76,7 @@ def test_a_shutdown_waits_for_the_judgement_of_a_stream_the_client_left(
                        "messages": [{"role": "user", "content": "Hi."}]}).encode()
     with ServerThread(create_app(services.config, lambda _: services)) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
-            client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                            b"Content-Type: application/json\r\n"
                            b"Content-Length: %d\r\n\r\n" % len(body) + body)
             read = b""

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from proxy.app import create_app
 from proxy.settings import load_config
 
-with TestClient(create_app(load_config(sys.argv[1]))) as client:
+with TestClient(create_app(load_config(sys.argv[1])), base_url="http://localhost") as client:
     reply = client.post("/v1/chat/completions", headers={"X-Vilmo-Policy": "default"}, json={
         "model": "stub", "messages": [{"role": "user", "content": "How do I hurt my dog?"}]})
 print(json.dumps({"status": reply.status_code, "policy": reply.headers.get("x-vilmo-policy"),
