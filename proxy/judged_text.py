@@ -27,6 +27,10 @@ a word they hide it from the judge while a reader sees the word whole. The encod
 drops most of them, but not the Hangul fillers (letters to it): "st\u3164ab" took a clearly
 violent reply from 0.73 to 0.10.
 
+Each decode level is read as a client shows it (``proxy.shown_text.shown``: character
+references, compatibility letters, markup inside a word, look-alike letters in a mixed word),
+before its bidi runs are read: ``&#8238;`` shows as an RLO.
+
 The decoder is a regular expression, so partial JSON (a chunked window's) decodes as far as it
 is complete; an unpaired surrogate or an unknown or unfinished escape stays as written. Only
 what the judge reads changes, never what is relayed.
@@ -39,6 +43,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from proxy.shown_text import IGNORABLE, shown
 from vilmo.judge.classifier import ScoreInput
 
 DECODE_ROUNDS = 4
@@ -57,12 +62,8 @@ the whole text."""
 _QUIET = re.compile(r"\\(?:[bfnrt](?!\w)|[\"\\/])")
 """An escape whose raw form joins no letter to a word (``x\\n"``, ``\\"``, ``\\\\``)."""
 _NOT_WORD = re.compile(r"\W+")
-_IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
-                        "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff"
-                        "\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-                        "\U000e0000-\U000e0fff]")
-"""Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 15): what a
-renderer shows as nothing."""
+_IGNORABLE = re.compile(f"[{IGNORABLE}]")
+"""What a renderer shows as nothing (``proxy.shown_text.IGNORABLE``)."""
 VISIBLE_PIECE = 1 << 15
 """How many characters ``visible`` reads in one regex call (a few ms): a worker thread
 reading a large text lets the event loop run between them."""
@@ -214,11 +215,14 @@ def _shown_differently(text: str) -> str | None:
 
 def judged_text(text: str) -> str:
     """The text the judge reads for a reply text: fully decoded, then the other decode levels
-    of the pieces that read other words, then what bidi controls show in another order, each
-    on a line of its own, all without what renders as nothing."""
-    readings = [unescaped(text), *_other_levels(text)] if "\\" in text else [text]
-    shown = [s for s in map(_shown_differently, readings) if s]
-    return visible("\n".join(readings + shown))
+    of the pieces that read other words, each as a client shows it (``shown``), then what bidi
+    controls show in another order, each on a line of its own, all without what renders as
+    nothing."""
+    levels = [unescaped(text), *_other_levels(text)] if "\\" in text else [text]
+    readings = [line for level in levels for read, also in [shown(level)]
+                for line in (read, *also)]
+    displayed = [s for s in map(_shown_differently, readings) if s]
+    return visible("\n".join(readings + displayed))
 
 
 @dataclass(frozen=True, slots=True)
