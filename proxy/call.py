@@ -13,7 +13,8 @@ from proxy.chunks import until
 from proxy.client_keys import hold_to_regenerate
 from proxy.errors import StreamTimeout
 from proxy.fields import asks_for_audio, audio_asked
-from proxy.judged_text import judged
+from proxy.guard import ITEM_CHARS
+from proxy.judged_text import Judged, judged, shown_length
 from proxy.logprobs import alternatives_shown
 from proxy.metrics import Metrics
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
@@ -89,13 +90,25 @@ class Call:
         in a worker thread, as a large input is (``proxy.inputs.checked_input``): a reply is
         the upstream's, bounded only by ``upstream.max_response_bytes``, and a megabyte of
         escapes takes about a second to read, which on the event loop held every other
-        request of the worker. A small reply is read on the loop: a thread costs more."""
+        request of the worker. A small reply is read on the loop: a thread costs more. The
+        texts are counted first (``_counted_then_read``), so that a reply over
+        ``checks.max_chars`` is refused without being read."""
         prompt = judged_prompt(prompt_text(self.raw["messages"]))
-        return await off_loop_past(sum(map(len, texts.values())), OFF_LOOP_CHARS, _read, texts,
-                                   prompt)
+        return await off_loop_past(sum(map(len, texts.values())), OFF_LOOP_CHARS,
+                                   _counted_then_read, texts, prompt,
+                                   self.policy.checks.max_chars)
 
 
-def _read(texts: Mapping[int, str], prompt: str | None) -> dict[int, ScoreInput]:
+def _counted_then_read(texts: Mapping[int, str], prompt: str | None, max_chars: int,
+                       ) -> dict[int, ScoreInput]:
+    """Each text read (``judged``) once all are counted as the guard counts them
+    (``proxy.guard.checked_chars`` of their ``shown_length``): over ``max_chars``, none is
+    read, each is kept unread (an empty ``response``, its count as ``shown``), and the guard
+    refuses the check by its size before it scores anything, as it refused them read. A
+    1.5-million-character reply of escapes was read for seconds before that refusal."""
+    shown = {i: shown_length(text) for i, text in texts.items()}
+    if sum(max(count, ITEM_CHARS) for count in shown.values()) > max_chars:
+        return {i: Judged("", prompt, count) for i, count in shown.items()}
     return {i: judged(text, prompt) for i, text in texts.items()}
 
 

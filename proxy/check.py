@@ -7,7 +7,7 @@ from proxy.chunks import readable_text
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
 from proxy.inputs import checked_input
-from proxy.judged_text import Judged, judged_text, visible
+from proxy.judged_text import Judged, judged_text, shown_length
 from proxy.middleware import Caller
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.outcome import NOT_CHECKED, verdict_of
@@ -16,6 +16,7 @@ from proxy.protocol import ValuesCheckRequest, ValuesCheckResult
 from proxy.services import Services
 from vilmo.instruct.instructions import prompt_text
 from vilmo.judge.classifier import ScoreInput
+from vilmo.policy import Policy
 from vilmo.verdict import SEVERITY, Verdict
 
 
@@ -25,24 +26,21 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
                            "policy" if request.policy else "X-Vilmo-Policy")
     inputs: list[ScoreInput] = []
     reply: ScoreInput | None = None
+    param = "text" if request.text is not None else "messages"
     if request.text is not None:
-        reply = await _judged(request.text, judged_prompt(request.prompt))
+        reply = await _judged(request.text, judged_prompt(request.prompt), policy, param)
     elif request.messages:
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
         if messages[-1]["role"] == "assistant":  # the reply; the turns before it are input
             *messages, last = messages
-            reply = await _judged(readable_text(last), judged_prompt(prompt_text(messages)))
+            reply = await _judged(readable_text(last), judged_prompt(prompt_text(messages)),
+                                  policy, param)
         inputs = await checked_input(messages, policy)  # what the chat route's input check reads
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
     items = [reply] if reply else []
     size, read = checked_chars(items), read_chars(items)
-    param = "text" if request.text is not None else "messages"
-    if size > policy.checks.max_chars:
-        raise PayloadTooLarge(f"{size} characters to check (each text counts at least "
-                              f"{ITEM_CHARS}); policy {policy.name!r} checks at most "
-                              f"{policy.checks.max_chars} (checks.max_chars)",
-                              param=param, code="check_too_large")
+    _refuse_over_max_chars(size, policy, param)
     if (reason := too_much_read(size, read)) is not None:
         raise PayloadTooLarge(f"text to check: {reason}; policy {policy.name!r} refuses such "
                               "a text whatever on_error", param=param, code="check_too_large")
@@ -69,14 +67,27 @@ def _shown(verdict: Verdict | None) -> dict[str, object] | None:
     return verdict.as_dict() if verdict is not None else None
 
 
-async def _judged(text: str, prompt: str | None) -> Judged:
+async def _judged(text: str, prompt: str | None, policy: Policy, param: str) -> Judged:
     """``text`` as the judge reads it, in a worker thread past ``OFF_LOOP_CHARS`` as the chat
     route's input check does: a megabyte of escapes costs about a second to read, and on the
     event loop it held every other request of the worker (``/healthz`` included) that long.
-    Its length as sent (``Judged.shown``) is what counts against ``checks.max_chars``, as on
-    the chat route."""
-    return await off_loop_past(len(text), OFF_LOOP_CHARS, _read, text, prompt)
+    Its length as sent (``Judged.shown``: ``shown_length``) is what counts against
+    ``checks.max_chars``, as on the chat route, and is counted first, in the same step: a text
+    over the limit is refused (413) before any decode level is read (1.5 million characters of
+    escapes were read for 3-3.7 s before their 413, holding a worker thread)."""
+    return await off_loop_past(len(text), OFF_LOOP_CHARS, _counted_then_read, text, prompt,
+                               policy, param)
 
 
-def _read(text: str, prompt: str | None) -> Judged:
-    return Judged(judged_text(text), prompt, len(visible(text)))
+def _counted_then_read(text: str, prompt: str | None, policy: Policy, param: str) -> Judged:
+    shown = shown_length(text)
+    _refuse_over_max_chars(max(shown, ITEM_CHARS), policy, param)
+    return Judged(judged_text(text), prompt, shown)
+
+
+def _refuse_over_max_chars(size: int, policy: Policy, param: str) -> None:
+    if size > policy.checks.max_chars:
+        raise PayloadTooLarge(f"{size} characters to check (each text counts at least "
+                              f"{ITEM_CHARS}); policy {policy.name!r} checks at most "
+                              f"{policy.checks.max_chars} (checks.max_chars)",
+                              param=param, code="check_too_large")

@@ -47,6 +47,9 @@ KEEPALIVE_S = 4.0
 request rarely meets a connection its upstream is closing (``send`` retries one that does)."""
 FALLBACK_SETTINGS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 NO_RESPONSE = "Server disconnected without sending a response"
+ERROR_BODY_BYTES = 65_536
+"""The largest error reply whose JSON is read for its message, ``param`` and ``code``
+(``error_fields``): OpenAI's are under a kilobyte."""
 """httpcore's message when a connection ends cleanly before any byte of the response."""
 
 
@@ -278,9 +281,12 @@ class DirectUpstream:
 
 def error_fields(body: bytes) -> tuple[str, object, object]:
     """The message, ``param`` and ``code`` of an upstream's error reply (OpenAI's envelope;
-    else its text as the message). The message is for the log only, and whole (the body is
-    bounded by ``upstream.max_response_bytes``): ``upstream_said`` redacts it, then cuts it,
-    so a secret across the cut never survives in part."""
+    else its text as the message). The message is for the log only: ``upstream_said`` redacts
+    it, then cuts it, so a secret across the cut never survives in part. A body over
+    ``ERROR_BODY_BYTES`` is not parsed: its start is the message (no error envelope is that
+    long; 30 MB of JSON was parsed and dumped again on the event loop for 0.2-3 s)."""
+    if len(body) > ERROR_BODY_BYTES:
+        return body[:ERROR_BODY_BYTES].decode("utf-8", "replace"), None, None
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):

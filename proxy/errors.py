@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from proxy.protocol import error_envelope
+from proxy.redaction import REDACTED as REDACTED  # noqa: PLC0414 - re-exported, as before
+from proxy.redaction import Redactor as Redactor  # noqa: PLC0414 - re-exported
 from proxy.upstream_hints import error_label
 from proxy.upstream_hints import retry_after as retry_after_header
 from proxy.upstream_log import upstream_said
@@ -175,35 +176,6 @@ class ClientClosed(GatewayError):
     type = "client_closed"
 
 
-class Redactor:
-    """Replaces known secrets (upstream keys, header values, client keys) in text with a
-    marker. Secrets shorter than ``MIN_SUBSTRING`` are replaced only as whole tokens, so a key
-    like ``abc`` never mangles ``abcde``; the gateway's own placeholder key ``none`` is no
-    secret."""
-
-    MIN_SUBSTRING = 6
-    PLACEHOLDERS = frozenset({"none"})
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        kept = sorted({s for s in secrets if s.strip() and s.lower() not in self.PLACEHOLDERS},
-                      key=len, reverse=True)
-        self.secrets = [s for s in kept if len(s) >= self.MIN_SUBSTRING]
-        short = [re.escape(s) for s in kept if len(s) < self.MIN_SUBSTRING]
-        self._short = re.compile(rf"(?<![\w-])(?:{'|'.join(short)})(?![\w-])") if short else None
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return self._short.sub(REDACTED, text) if self._short else text
-
-    def cut(self, text: str, limit: int = 500) -> str:
-        """Redacted first, then cut: a secret across the cut never survives in part."""
-        return self(text)[:limit]
-
-
-REDACTED = "[redacted]"
-
-
 def install_log_redaction(redact: Redactor) -> None:
     """Redact secrets from every log record of the process, whichever logger or handler
     (uvicorn's, LiteLLM's) ends up writing it, tracebacks included."""
@@ -279,7 +251,8 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) 
             error.headers = retry_after_header(exc.response.headers.get("retry-after"))
         raise error from exc
     except openai.OpenAIError as exc:
-        status = int(getattr(exc, "status_code", 502))
+        code = getattr(exc, "status_code", None)  # None on some of LiteLLM's: a 502
+        status = code if isinstance(code, int) else 502
         upstream_said(redact, model, f"status {status}", _message_of(exc))
         raise _from_status(status, model, redact) from exc
     except UnicodeError as exc:  # LiteLLM's Router fails on an upstream's lone surrogate itself

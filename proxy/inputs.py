@@ -26,7 +26,7 @@ from typing import Any
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.fields import NOT_TEXT_FIELDS
 from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
-from proxy.judged_text import judged, visible
+from proxy.judged_text import judged, tag_reading, visible
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.protocol import FORWARDED_FIELDS
 from proxy.reply_schema import is_id
@@ -63,9 +63,16 @@ def judged_texts(texts: Sequence[str]) -> list[ScoreInput]:
 
 def shown_chars(texts: Sequence[str]) -> int:
     """What the texts count against ``checks.max_chars`` before the judge reads them
-    (``proxy.guard.checked_chars`` of their ``visible`` lengths, blank ones left out): the
-    most their judged texts count, known without reading a decode level."""
-    return sum(max(len(shown), ITEM_CHARS) for shown in map(visible, texts) if shown.strip())
+    (``proxy.guard.checked_chars`` of their ``visible`` lengths plus their tag characters,
+    ``proxy.judged_text.shown_length``; blank ones left out): the most their judged texts
+    count, known without reading a decode level. A text of tag characters alone shows nothing
+    but is read (``tag_reading``), so it counts."""
+    total = 0
+    for text in texts:
+        shown, tags = visible(text), tag_reading(text)
+        if shown.strip() or tags.strip():
+            total += max(len(shown) + len(tags), ITEM_CHARS)
+    return total
 
 
 def read_texts(messages: Sequence[Mapping[str, Any]], roles: Sequence[str],

@@ -25,7 +25,8 @@ and joiners, the soft hyphen, bidi controls once their runs are read as shown, v
 selectors, tags, the Hangul fillers) are left out of what the judge reads (``visible``): inside
 a word they hide it from the judge while a reader sees the word whole. The encoder's tokenizer
 drops most of them, but not the Hangul fillers (letters to it): "st\u3164ab" took a clearly
-violent reply from 0.73 to 0.10.
+violent reply from 0.73 to 0.10. Tag characters (U+E0020-E007E) are read once more as the
+ASCII they mirror (``tag_reading``), and count as characters: a model reads them.
 
 Each decode level is read as a client shows it (``proxy.shown_text.shown``: character
 references, compatibility letters, markup inside a word, look-alike letters in a mixed word),
@@ -64,6 +65,10 @@ _QUIET = re.compile(r"\\(?:[bfnrt](?!\w)|[\"\\/])")
 _NOT_WORD = re.compile(r"\W+")
 _IGNORABLE = re.compile(f"[{IGNORABLE}]")
 """What a renderer shows as nothing (``proxy.shown_text.IGNORABLE``)."""
+_TAGS = re.compile("[\U000e0020-\U000e007e]+")
+"""Unicode tag characters that mirror printable ASCII (U+E0020-E007E): ignorable, so a reader
+sees nothing, but a model reads them as their ASCII ("ASCII smuggling"): ``tag_reading``."""
+_TAG_ASCII = {0xE0000 + code: code for code in range(0x20, 0x7F)}
 VISIBLE_PIECE = 1 << 15
 """How many characters ``visible`` reads in one regex call (a few ms): a worker thread
 reading a large text lets the event loop run between them."""
@@ -120,6 +125,23 @@ def visible(text: str) -> str:
         return _IGNORABLE.sub("", text)
     return "".join(_IGNORABLE.sub("", text[at:at + VISIBLE_PIECE])
                    for at in range(0, len(text), VISIBLE_PIECE))
+
+
+def tag_reading(text: str) -> str:
+    """What the tag characters of ``text`` spell (``_TAGS`` as their ASCII, in order, runs
+    joined), "" without any: a reading of its own, since ``visible`` drops them (a sentence
+    hidden in tags reached the model while the judge read only the visible one)."""
+    if text.isascii():
+        return ""
+    runs = (run for at in range(0, len(text), VISIBLE_PIECE)
+            for run in _TAGS.findall(text, at, at + VISIBLE_PIECE))
+    return "".join(runs).translate(_TAG_ASCII)
+
+
+def shown_length(text: str) -> int:
+    """What ``text`` counts against ``checks.max_chars``: its ``visible`` length plus its tag
+    characters (``tag_reading``), which render as nothing but a model reads."""
+    return len(visible(text)) + len(tag_reading(text))
 
 
 def _words(level: str) -> str:
@@ -216,19 +238,20 @@ def _shown_differently(text: str) -> str | None:
 def judged_text(text: str) -> str:
     """The text the judge reads for a reply text: fully decoded, then the other decode levels
     of the pieces that read other words, each as a client shows it (``shown``), then what bidi
-    controls show in another order, each on a line of its own, all without what renders as
-    nothing."""
+    controls show in another order, then what tag characters spell (``tag_reading``), each on a
+    line of its own, all without what renders as nothing."""
     levels = [unescaped(text), *_other_levels(text)] if "\\" in text else [text]
     readings = [line for level in levels for read, also in [shown(level)]
                 for line in (read, *also)]
     displayed = [s for s in map(_shown_differently, readings) if s]
-    return visible("\n".join(readings + displayed))
+    tags = list(dict.fromkeys(t for t in map(tag_reading, levels + readings) if t))
+    return visible("\n".join(readings + displayed + tags))
 
 
 @dataclass(frozen=True, slots=True)
 class Judged(ScoreInput):
     """A text to judge as the judge reads it (``response``: ``judged_text``), with its length
-    as sent without what renders as nothing (``shown``): what counts against
+    as sent without what renders as nothing (``shown``: ``shown_length``): what counts against
     ``checks.max_chars`` (``proxy.guard.checked_chars``), while what the judge reads is bounded
     by it (``proxy.guard.READ_FACTOR``)."""
 
@@ -237,4 +260,4 @@ class Judged(ScoreInput):
 
 def judged(text: str, prompt: str | None = None) -> Judged:
     """``text`` to judge (``judged_text``), its ``shown`` length kept beside it."""
-    return Judged(judged_text(text), prompt, len(visible(text)))
+    return Judged(judged_text(text), prompt, shown_length(text))

@@ -132,8 +132,8 @@ class ChatMessageIn(FewExtras):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = None
+    tool_calls: list[bound.ToolCallIn] | None = None
+    tool_call_id: bound.ToolCallId | None = None
 
     @model_validator(mode="after")
     def _has_what_its_role_needs(self) -> ChatMessageIn:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -46,6 +47,12 @@ MAX_N = 128
 MAX_USER_CHARS = 256
 """The longest ``user`` (an end user's id; OpenAI's are hashes of 64 characters)."""
 
+MAX_TOOL_CALL_ID_CHARS = 256
+"""The longest ``tool_call_id`` of a message, and ``id`` of a tool call in one: OpenAI's are
+about 30-40 characters (``call_`` and 24 letters and digits), other providers' under 100. An id
+that is no id shape is counted and read as text (``proxy.token_estimate.sent_strings``,
+``proxy.inputs``); this bounds how much a client can put there at all."""
+
 MAX_METADATA_PAIRS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
 """OpenAI's limits on ``metadata``."""
 
@@ -74,6 +81,22 @@ Metadata = Annotated[dict[Annotated[str, Field(max_length=MAX_METADATA_KEY_CHARS
                           Annotated[str, Field(max_length=MAX_METADATA_VALUE_CHARS)]],
                      Field(max_length=MAX_METADATA_PAIRS)]
 User = Annotated[str, Field(max_length=MAX_USER_CHARS)]
+ToolCallId = Annotated[str, Field(max_length=MAX_TOOL_CALL_ID_CHARS)]
+
+
+def _tool_call_id_bounded(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call (otherwise free-form) whose ``id``, where it is a string, is at most
+    ``MAX_TOOL_CALL_ID_CHARS``."""
+    value = call.get("id")
+    if isinstance(value, str) and len(value) > MAX_TOOL_CALL_ID_CHARS:
+        raise PydanticCustomError("string_too_long",
+                                  "a tool call's id has at most {max_length} characters",
+                                  {"max_length": MAX_TOOL_CALL_ID_CHARS})
+    return call
+
+
+ToolCallIn = Annotated[dict[str, Any], AfterValidator(_tool_call_id_bounded)]
+"""A message's tool call: free-form but for the length of its ``id``."""
 
 
 StopSequences = Annotated[list[str], Field(max_length=MAX_STOP)]

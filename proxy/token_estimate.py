@@ -43,11 +43,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from proxy.chunks import texts_of
+from proxy.fields import NOT_TEXT_FIELDS
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
+from proxy.reply_schema import is_id
 
 BYTES_PER_TOKEN = 4
 IMAGE_TOKENS = 1445
@@ -78,6 +79,8 @@ CHUNK_CHARS = 16_384
 worker thread the event loop) for at most a few milliseconds."""
 _PIECE = re.compile(r"[A-Z]?[a-z]{1,6}|[A-Z]{1,6}|[0-9]{1,3}|[!-/:-@\[-`{-~]|[^\S ]| {2,16}")
 _MEDIA = {"image_url", "input_audio", "file"}
+LABEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""A label: a type (``image_url``, ``function``), a role, a field's name."""
 
 
 def text_tokens(text: str) -> int:
@@ -114,9 +117,10 @@ def media_tokens(part: Mapping[str, Any]) -> int:
 
 
 def sent(params: Any) -> tuple[list[str], int]:
-    """What the upstream reads of a request: its texts (every string of the messages but the
-    media parts' data, labels and ids; the tool definitions as JSON; every other field but
-    ``NON_TEXT_FIELDS`` as JSON) and the media parts' cost."""
+    """What the upstream reads of a request: its texts (every string and key of the messages
+    but the media parts' data and the labels and ids that are ids: ``sent_strings``; the tool
+    definitions as JSON; every other field but ``NON_TEXT_FIELDS`` as JSON) and the media
+    parts' cost."""
     texts: list[str] = []
     media = 0
     if not isinstance(params, dict):
@@ -129,12 +133,13 @@ def sent(params: Any) -> tuple[list[str], int]:
             texts.append(content)
         elif isinstance(content, list):
             for part in content:
-                if isinstance(part, dict) and part.get("type") in _MEDIA:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind in _MEDIA:
                     media += media_tokens(part)
-                elif isinstance(part, dict):
-                    texts.extend(text for _, text in texts_of(part))
-        texts.extend(text for _, text in texts_of(
-            {k: v for k, v in message.items() if k != "content"}))
+                    texts.extend(sent_strings({k: v for k, v in part.items() if k != kind}))
+                else:
+                    texts.extend(sent_strings(part))
+        texts.extend(sent_strings({k: v for k, v in message.items() if k != "content"}))
     tools = [params[name] for name in TOOL_FIELDS if params.get(name)]
     if tools:
         texts.append(json.dumps(tools, ensure_ascii=False))
@@ -142,6 +147,35 @@ def sent(params: Any) -> tuple[list[str], int]:
     if rest:
         texts.append(json.dumps(rest, ensure_ascii=False, default=str))
     return texts, media
+
+
+def _free(label: str) -> bool:
+    """Whether a key, or a string under ``NOT_TEXT_FIELDS``, is a label or an id, not counted:
+    an id (``proxy.reply_schema.is_id``, as the input check tells them: ``proxy.inputs``) or
+    a ``LABEL`` (``image_url``, ``json_schema``): at most 64 characters either way."""
+    return is_id(label) or LABEL.fullmatch(label) is not None
+
+
+def sent_strings(value: object) -> Iterator[str]:
+    """Every string of ``value`` (a message, or a content part) the upstream gets, keys
+    included, but the labels and ids (``_free``) among the keys and ``NOT_TEXT_FIELDS``.
+    ``proxy.chunks.texts_of`` skips every string there, which is right for a reply (whose ids
+    are made ids where it enters) but not for a request: 38,400 characters of words in a
+    ``tool_call_id`` and a tool call's ``id`` were forwarded on a ``tpm: 1000`` key, uncounted.
+    Iterative: a client's nesting cannot exhaust the stack."""
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        item, key = stack.pop()
+        if isinstance(item, str):
+            if item and not (key in NOT_TEXT_FIELDS and _free(item)):
+                yield item
+        elif isinstance(item, Mapping):
+            for name, inner in item.items():
+                if isinstance(name, str) and not _free(name):
+                    yield name
+                stack.append((inner, str(name)))
+        elif isinstance(item, list):
+            stack.extend((inner, key) for inner in item)
 
 
 def estimated_tokens(params: Any, replies: Iterable[str] = ()) -> int:

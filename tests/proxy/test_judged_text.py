@@ -131,7 +131,8 @@ def test_words_split_by_invisible_characters_are_judged(gateway: str, stub: Stub
 
 def test_what_renders_as_nothing_is_left_out_of_the_judged_text() -> None:
     hidden = "I will s\u00adt\u3164a\u115f\u1160b\ufeff you\u2060 \U000e0041tonight\ufe0f."
-    assert judged_text(hidden) == "I will stab you tonight."
+    # a tag character is left out where it stands, and read apart as the ASCII it mirrors
+    assert judged_text(hidden) == "I will stab you tonight.\nA"
     assert judged_text("st\\u3164ab") == "stab\nst\\u3164ab"  # decoded, then as sent
     assert judged_text("\u05e9\u05dc\u05d5\u05dd \u4f60\u597d \U0001f600") == (
         "\u05e9\u05dc\u05d5\u05dd \u4f60\u597d \U0001f600")  # visible text is kept
