@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -93,43 +92,48 @@ FRESH_SHAPE_MIN: Final = 8
 one (``call_1``, ``call_Go``) has too few replacements to stay unique within a reply."""
 _PREFIX: Final = re.compile(r"(?:(?:" + "|".join(sorted(ID_PREFIXES)) + r")[_-])*",
                             re.IGNORECASE)
-_ALPHABETS: Final = {str.islower: "abcdefghijklmnopqrstuvwxyz",
-                     str.isupper: "ABCDEFGHIJKLMNOPQRSTUVWXYZ", str.isdigit: "0123456789"}
+_KINDS: Final = {char: alphabet for alphabet in (
+    "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789") for char in alphabet}
+"""Each ASCII letter and digit, and the characters of its kind (``fresh_id`` keeps kinds)."""
 
 
 def fresh_id(prefix: str) -> Keep:
     """A tool call's id made by the gateway in place of the upstream's, whatever it was: an
     id is no text the check reads, and each upstream id may carry a word (``is_id``), so one
     reply's tool calls could spell a sentence (``call_Go``, ``call_stab``, ``call_him``...).
-    The same upstream id gets the same id in this process (a stream's chunks that repeat it,
-    the reply's regenerations aside); it keeps its ``ID_PREFIXES`` and, past
-    ``FRESH_SHAPE_MIN`` characters, its shape (each letter a letter of its case, each digit a
-    digit, ``_`` and ``-`` kept): a provider that checks the ids sent back to it (Mistral
-    takes nine letters and digits) takes the gateway's. A shorter id, or one that is none,
-    becomes ``prefix`` and 24 hexadecimal digits. The upstream never needs its own ids back:
-    the client's next request carries the whole conversation, the gateway's ids in its
-    assistant and tool messages alike."""
+    The same upstream id gets the same id in this process (a stream's chunks that repeat it);
+    it keeps its ``ID_PREFIXES`` and, past ``FRESH_SHAPE_MIN`` characters, its shape (each
+    letter a letter of its case, each digit a digit, ``_`` and ``-`` kept): a provider that
+    checks the ids sent back to it (Mistral takes nine letters and digits) takes the
+    gateway's. A shorter id, or one that is none, becomes ``prefix`` and 24 hexadecimal
+    digits. The upstream never needs its own ids back: the client's next request carries the
+    whole conversation, the gateway's ids in its assistant and tool messages alike."""
     def keep(value: object) -> object:
         if value is None or value == "":
             return value
         if type(value) is not str:
             return DROP
-        digest = hmac.new(_FRESH_KEY, value.encode("utf-8", "surrogatepass"),
-                          hashlib.blake2b).digest()
-        start = _PREFIX.match(value).end() if is_id(value) else 0  # type: ignore[union-attr]
-        rest = value[start:]
-        if not is_id(value) or len(rest) < FRESH_SHAPE_MIN:
-            return prefix + digest[:12].hex()
-        return value[:start] + "".join(_same_kind(char, digest[at % len(digest)] + at)
-                                       for at, char in enumerate(rest))
+        return _remembered(value, prefix) if len(value) <= 64 else _fresh(value, prefix)
     return keep
 
 
-def _same_kind(char: str, draw: int) -> str:
-    for kind, alphabet in _ALPHABETS.items():
-        if kind(char):
-            return alphabet[draw % len(alphabet)]
-    return char
+@functools.lru_cache(maxsize=4096)
+def _remembered(value: str, prefix: str) -> str:
+    """``_fresh`` of a short string (an id's length at most), remembered: a stream's chunks
+    may repeat an id, and ``fields`` asks its rule twice for a value it changes."""
+    return _fresh(value, prefix)
+
+
+def _fresh(value: str, prefix: str) -> str:
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=_FRESH_KEY).digest()
+    if not is_id(value):
+        return prefix + digest[:12].hex()
+    start = _PREFIX.match(value).end()  # type: ignore[union-attr]  # it matches "" at least
+    if len(value) - start < FRESH_SHAPE_MIN:
+        return prefix + digest[:12].hex()
+    return value[:start] + "".join(
+        alphabet[draw % len(alphabet)] if (alphabet := _KINDS.get(char)) else char
+        for char, draw in zip(value[start:], digest, strict=False))
 
 
 def text(value: object) -> object:
