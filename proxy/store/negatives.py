@@ -13,7 +13,10 @@ enough):
 A reply of several choices (``n > 1``) also has ``choices`` (``[{"index", "text", "values"}]``,
 each choice's text with its own values); each violating choice is then a sample of its own
 text, and only a final reply none of whose choices violated is a chosen reply (its first
-choice). Its ``text`` and ``values`` (its worst choice's) are not read again.
+choice). Its ``text`` and ``values`` (its worst choice's) are not read again. A reply of several
+choices recorded before ``choices`` was (its verdict has ``choices``, it has none) paired the
+first choice's text with the worst choice's values: it gives no sample, and is counted
+(``LeftOut.unpaired``).
 
 Formats: ``d2o`` (one line per violating reply: prompt, rejected reply, violated values, the
 regenerated reply where one passed; D2O learns from negatives alone) and ``dpo`` (TRL's
@@ -55,6 +58,8 @@ class LeftOut:
     """Samples left out because a text in them was cut (written with ``include_truncated``)."""
 
     truncated: int = 0
+    unpaired: int = 0
+    """Replies of several choices recorded without each choice's text (older records)."""
 
 
 def negative_samples(records: Iterable[AuditRecord], fmt: NegativeFormat,
@@ -67,10 +72,16 @@ def negative_samples(records: Iterable[AuditRecord], fmt: NegativeFormat,
         if since is not None and record.ts < since:
             continue
         prompt, prompt_cut = _prompt(record.data)
-        finals = _replies(record.data.get("reply"))
-        rejected = [r for value in _list(record.data.get("rejected")) for r in _replies(value)]
         if not prompt:
             continue
+        unpaired = LeftOut()
+        finals = _replies(record.data.get("reply"), record.data.get("verdict"), unpaired)
+        attempts = _list(record.data.get("attempts"))  # the rejected replies' verdicts
+        rejected = [r for at, value in enumerate(_list(record.data.get("rejected")))
+                    for r in _replies(value, attempts[at] if at < len(attempts) else None,
+                                      unpaired)]
+        if left_out is not None:
+            left_out.unpaired += unpaired.unpaired
         chosen: _Reply | None
         if any(final.values for final in finals):
             rejected += finals
@@ -131,11 +142,15 @@ def _prompt(data: Mapping[str, object]) -> tuple[list[dict[str, str]], bool]:
     return (kept if first_user < len(messages) else []), True
 
 
-def _replies(value: object) -> list[_Reply]:
+def _replies(value: object, verdict: object, left_out: LeftOut) -> list[_Reply]:
     """A recorded reply's texts with their values: each of its ``choices`` where it has them
-    (by index), else its one ``text``."""
+    (by index), else its one ``text``; none when its verdict was per choice but its texts
+    were not (``LeftOut.unpaired``)."""
     if isinstance(value, dict) and isinstance(value.get("choices"), list):
         return [r for r in map(_reply, _list(value["choices"])) if r is not None]
+    if isinstance(value, dict) and isinstance(verdict, dict) and verdict.get("choices"):
+        left_out.unpaired += 1
+        return []
     reply = _reply(value)
     return [reply] if reply is not None else []
 

@@ -234,3 +234,19 @@ def test_each_violating_choice_is_a_sample_of_its_own_text() -> None:
     assert [(s["rejected"], s["violated_values"], s["regenerated"]) for s in samples] == [
         ("Cheat.", ["mft.fairness"], None)]
     assert list(negative_samples([audit_record(record, trace, Redactor())], "dpo")) == []
+
+
+def test_a_reply_of_several_choices_recorded_without_their_texts_is_left_out() -> None:
+    """Records written before the trail kept each choice paired the first choice's text with
+    the worst choice's values: no sample is made of them, and they are counted."""
+    verdict = {"action": "block", "violations": ["mft.care"], "scores": {},
+               "choices": {"0": {"action": "allow", "violations": [], "scores": {}},
+                           "1": {"action": "block", "violations": ["mft.care"], "scores": {}}}}
+    older = AuditRecord(id="req-old", ts=1000.0, key="team-a", key_id=None, policy="strict",
+                        model="stub", action="block", values=("mft.care",), data={
+                            "prompt": [{"role": "user", "content": "Hi"}], "verdict": verdict,
+                            "reply": {"text": "Be kind.", "values": ["mft.care"]},
+                            "rejected": [], "truncated": False})
+    left_out = LeftOut()
+    assert list(negative_samples([older], "d2o", left_out=left_out)) == []
+    assert left_out.unpaired == 1
