@@ -84,8 +84,8 @@ class CountingGuard(Guard):
 
     flagged = 0
 
-    async def check(self, policy: Policy, items: Any, stage: Any) -> Any:
-        verdict = await super().check(policy, items, stage)
+    async def check(self, policy: Policy, items: Any, stage: Any, counted: bool = True) -> Any:
+        verdict = await super().check(policy, items, stage, counted)
         if stage == "stream" and isinstance(verdict, Verdict) and verdict.stops:
             self.flagged += 1
         return verdict

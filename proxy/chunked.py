@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from proxy.call import Call
 from proxy.chunks import (
@@ -134,20 +134,33 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
     choices: dict[int, _Choice] = {}
     verdicts: dict[int, Verdict] = {}  # each ended choice's whole-reply verdict
     partial: dict[int, Verdict] = {}  # each open choice's last partial verdict
+    checked: dict[int, Verdict] = {}  # each ended choice's whole-reply check that ran
     trailer: list[Chunk] = []  # usage: sent once every choice is decided
     template: Chunk = {}
 
     def so_far() -> Judged:
         """The reply's verdict so far: each choice's last check (the whole-reply one once it
-        ended); none that ran (every one failed open): the text went out unchecked."""
+        ended), each kept under its index when the reply has several choices (the audit
+        trail pairs each choice's text with its own); none that ran (every one failed open):
+        the text went out unchecked."""
         known = {**partial, **verdicts}
-        return Judged(worst_of(known) if known else FAILED_OPEN)
+        if not known:
+            return Judged(FAILED_OPEN)
+        worst = worst_of(known)
+        if len(choices) > 1 and not worst.choices:
+            worst = replace(worst, choices=known)
+        return Judged(worst)
 
     async def finish(index: int, choice: _Choice) -> list[Chunk | Judged]:
-        """The whole-reply check, as in plain mode, then the held rest or the refusal."""
+        """The whole-reply check, as in plain mode, then the held rest or the refusal. Each
+        choice is checked alone (as it ends), but counted with the others (``counted``):
+        one output check per reply, as in plain and buffer mode."""
         choice.done = True
-        verdict = await guard.check(policy, [await call.checked(choice.text.text)], "output")
+        verdict = await guard.check(policy, [await call.checked(choice.text.text)], "output",
+                                    counted=False)
         partial.pop(index, None)
+        if isinstance(verdict, Verdict):
+            checked[index] = verdict
         if isinstance(verdict, FailedOpen):
             if choice.stopped is None:  # the policy chose availability over the check
                 return [so_far(), *choice.release()]
@@ -204,6 +217,8 @@ async def windowed(call: Call, chunks: AsyncIterator[Chunk], guard: Guard,
         for out in trailer:
             yield out
     finally:
+        if checked:  # however the stream ended: the choices checked whole, as one reply
+            guard.metrics.record_verdict(policy.name, "output", worst_of(checked))
         await chunks.aclose()  # type: ignore[attr-defined]
 
 

@@ -61,6 +61,9 @@ def negatives(fmt: NegativeFormat, since: str | None, config_path: Path | None,
         if out is not None:
             out.close()
     click.echo(f"{count} {fmt} samples", err=True)
+    if left_out.unpaired:
+        click.echo(f"{left_out.unpaired} replies of several choices left out: recorded "
+                   "without each choice's text (before the trail kept them)", err=True)
     if left_out.truncated:
         click.echo(f"{left_out.truncated} samples left out: the audit trail cut a text in them "
                    "(--include-truncated writes them, marked)", err=True)

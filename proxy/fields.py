@@ -19,12 +19,13 @@ paths), everything relayed becomes either text the check reads or a value that s
   a version of it (``is_model_of``: ``gpt-4o-2024-08-06`` for ``gpt-4o``; else the requested
   name: a label such as ``I-will-stab-you-tonight`` was relayed unread),
   ``object`` the right one, ``created`` a number; a stream's are its first chunk's throughout
-  (``StreamLabels``: no sentence spelled one chunk's id at a time);
+  (``StreamLabels``: no sentence spelled one chunk's id at a time), and so is each choice's
+  audio ``id``;
 - a ``finish_reason`` is one of ``FINISH_REASONS`` (others mapped, as LiteLLM maps them);
 - the message or delta, ``usage`` and Azure's filter results keep only the keys of their
   schema (``proxy.reply_schema``: OpenAI's and a few known providers'), each with the kind of
   value it may hold: text the check reads, numbers, flags, a ``type`` or ``role`` from a fixed
-  set, ids (a tool call's that is none replaced by one derived from it), base64 audio data;
+  set, ids (a tool call's replaced by the gateway's: ``reply_schema.fresh_id``), base64 audio data;
 - ``logprobs`` are relayed only when their tokens spell the checked ``content`` (``refusal``)
   of the same message or delta and their numbers are numbers (``proxy.logprobs``), with every
   ``top_logprobs`` emptied (alternatives that were not the reply, so never checked), keeping
@@ -123,7 +124,7 @@ class StreamLabels:
     has it, so that later chunks carrying others (a sentence spelled one chunk at a time) are
     given these. Empty values (Azure's held chunks have ``""`` and ``0``) are left alone."""
 
-    __slots__ = ("alternatives", "audio", "held", "last")
+    __slots__ = ("alternatives", "audio", "audio_ids", "held", "last")
 
     def __init__(self) -> None:
         self.alternatives = alternatives_shown.get()
@@ -131,6 +132,10 @@ class StreamLabels:
         self.audio = audio_asked.get()
         """The stream's ``audio`` relayed or not (``audio_asked``), as at its start."""
         self.held: dict[str, object] = {}
+        self.audio_ids: dict[object, object] = {}
+        """Each choice's audio ``id`` (by the choice's index): its first one throughout, as
+        the top-level id (the client sends it back to the upstream, which keeps the audio by
+        it, so it is relayed as the upstream made it, not replaced as a tool call's is)."""
         self.last: tuple[object, ...] | None = None
         """The labels of the chunk before, as it was relayed: a chunk with the same needs no
         look."""
@@ -158,7 +163,22 @@ def keep_allowed(reply: dict[str, Any], part: str, model: str = "",
     audio = stream.audio if stream is not None else audio_asked.get()
     for choice in reply.get("choices") or ():
         changed = _keep_allowed_in_choice(choice, part, shown, audio) or changed
+        if stream is not None:
+            changed = _hold_audio_id(choice.get(part), choice.get("index"), stream) or changed
     return changed
+
+
+def _hold_audio_id(message: object, index: object, stream: StreamLabels) -> bool:
+    """A streamed choice's audio ``id`` as its first chunk's (``StreamLabels.audio_ids``);
+    True when changed."""
+    sound = message.get("audio") if isinstance(message, dict) else None
+    if not isinstance(sound, dict) or not sound.get("id"):
+        return False
+    first = stream.audio_ids.setdefault(index, sound["id"])
+    if sound["id"] == first:
+        return False
+    sound["id"] = first
+    return True
 
 
 def _keep(holder: dict[str, Any], key: str, rule: Keep) -> bool:

@@ -139,13 +139,15 @@ class Guard:
         never runs on the event loop."""
 
     async def check(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
-                    ) -> Verdict | FailedOpen:
-        """The verdict over the items (per id, the highest score of any item)."""
+                    counted: bool = True) -> Verdict | FailedOpen:
+        """The verdict over the items (per id, the highest score of any item); ``counted``:
+        False when the caller counts it with others (a chunked stream's choices, one reply)."""
         scores = await self._scores(policy, items, stage)
         if scores is None:
             return FAILED_OPEN
         verdict = decide(merge_max(scores), policy)
-        self.metrics.record_verdict(policy.name, stage, verdict)
+        if counted:
+            self.metrics.record_verdict(policy.name, stage, verdict)
         return verdict
 
     async def check_choices(self, policy: Policy, items: Mapping[int, ScoreInput], stage: Stage,

@@ -72,6 +72,9 @@ class Facts:
     """Verdicts of replies that were regenerated, in order."""
     refused: bool = False
     """The input check stopped the request: the upstream was never called."""
+    mode: StreamMode | None = None
+    """How a streamed reply was checked (the policy's streaming mode; ``off`` unchecked);
+    None for a plain reply."""
 
     @property
     def shown(self) -> Judgement:

@@ -135,6 +135,8 @@ async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger,
     """Steps 5-8 for a stream: opened under its deadline; buffer mode enforced now. An input
     verdict still pending is awaited once the stream is open (the headers carry it)."""
     policy = call.policy
+    mode: StreamMode = policy.streaming.mode if policy.checks.output else "off"
+    facts = ledger.note(replace(facts, mode=mode))
     deadline = asyncio.get_running_loop().time() + policy.streaming.stream_timeout_s
     try:
         chunks = await open_timed_stream(services.upstream, call.params(), deadline)  # 5
@@ -147,7 +149,6 @@ async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger,
         except BaseException:
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-    mode: StreamMode = policy.streaming.mode if policy.checks.output else "off"
     if mode != "buffer":                                                         # 6-7 lazily
         return Stream(live(call, chunks, services, mode), call, facts, mode,
                       recorder(ledger, facts, services))                         # 8 at the end
@@ -265,6 +266,7 @@ def refuse_input(req: ChatRequest, policy: Policy, facts: Facts, services: Servi
                            "model": refusal["model"]}
         usage: Chunk = {**chunk_like(template, None), "usage": refusal["usage"]}  # sent only
         chunks = [*refusal_chunks(template, policy.refusal), usage]  # when the client asked
+        facts = req.ledger.note(replace(facts, mode="off"))
         return Stream(iterate(chunks), call, facts, "off", recorder(req.ledger, facts, services))
     return Reply(refusal, call, facts)
 

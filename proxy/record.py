@@ -11,10 +11,15 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from typing import Literal
 
+from proxy.chunks import CONTENT_FILTER
 from proxy.outcome import Facts, guard_of, verdict_of
 from proxy.protocol import shown_name
+from vilmo.policy import Action
 from vilmo.verdict import Verdict
+
+Enforced = Literal["relayed", "annotated", "refused", "regenerated"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,11 @@ class RequestRecord:
     of the audit trail, since its last recorded one (``proxy.refusals.LimitSampler``; each is
     counted in the metrics). In the JSON only when some were: every other record keeps its
     shape."""
+    stream_mode: str | None = None
+    """How a streamed reply was checked: ``buffer``, ``chunked``, ``monitor`` or ``off``
+    (unchecked); None for a plain reply (and a stream that failed before its policy)."""
+    enforced: Enforced | None = None
+    """What the gateway did (``enforced_of``), beside the policy's ``action``."""
 
     def to_json(self) -> dict[str, object]:
         shown = asdict(self)
@@ -64,7 +74,8 @@ class RequestRecord:
 
     @property
     def action(self) -> str:
-        """The reply's action, else the input's (a refused request); empty when unchecked."""
+        """The reply's action, else the input's (a refused request); empty when unchecked.
+        The policy's word, not what was done: ``enforced`` says that."""
         for verdict in (self.verdict, self.input_verdict):
             if verdict is not None:
                 return str(verdict["action"])
@@ -81,6 +92,28 @@ class RequestRecord:
 def _violations(verdict: dict[str, object]) -> list[str]:
     ids = verdict.get("violations")
     return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+def enforced_of(facts: Facts, status: str, error_code: str | None) -> Enforced | None:
+    """What the gateway did with the reply, whatever the policy's action says: ``refused``
+    (the client got the refusal, or the error of ``block_with: error``, for the request or for
+    at least one choice), ``regenerated`` (a regenerated reply went out), ``annotated`` (it
+    went out with its violations reported, the ``annotate`` action), ``relayed`` (it went out
+    as the upstream wrote it: allowed, unchecked, failed open, or a ``monitor`` stream, which
+    enforces nothing whatever its verdict). None for a request that failed otherwise (no
+    whole reply went out)."""
+    if facts.refused or error_code == CONTENT_FILTER:
+        return "refused"
+    if status != "200":
+        return None
+    verdict = verdict_of(facts.reply)
+    if verdict is None or facts.mode == "monitor":
+        return "relayed"
+    if verdict.stops:
+        return "refused"
+    if facts.attempts:
+        return "regenerated"
+    return "annotated" if verdict.action is Action.ANNOTATE else "relayed"
 
 
 def new_request_id() -> str:
@@ -106,7 +139,8 @@ def build_record(request_id: str, caller: str, started_at: float, facts: Facts, 
         duration_s=time.time() - started_at, guard=guard,
         verdict=_shown(verdict_of(facts.reply)), input_verdict=_shown(verdict_of(facts.input)),
         attempts=tuple(a.as_dict() for a in facts.attempts), profile=facts.profile,
-        key_id=key_id, suppressed=suppressed)
+        key_id=key_id, suppressed=suppressed, stream_mode=facts.mode,
+        enforced=enforced_of(facts, status, error_code))
 
 
 class Ledger:

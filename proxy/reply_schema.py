@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -81,6 +82,58 @@ def gateway_id(value: str, prefix: str) -> str:
     stream's chunks and a client's later turns (which send it back) all carry the same one."""
     return prefix + hashlib.blake2b(value.encode("utf-8", "surrogatepass"),
                                     digest_size=12).hexdigest()
+
+
+_FRESH_KEY: Final = secrets.token_bytes(16)
+"""The key of ``fresh_id``'s hash, this process's own: an upstream cannot choose an id whose
+replacement spells something (it could search an unkeyed hash's outputs for words)."""
+FRESH_SHAPE_MIN: Final = 8
+"""The shortest id part (after its ``ID_PREFIXES``) whose shape ``fresh_id`` keeps: a shorter
+one (``call_1``, ``call_Go``) has too few replacements to stay unique within a reply."""
+_PREFIX: Final = re.compile(r"(?:(?:" + "|".join(sorted(ID_PREFIXES)) + r")[_-])*",
+                            re.IGNORECASE)
+_KINDS: Final = {char: alphabet for alphabet in (
+    "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789") for char in alphabet}
+"""Each ASCII letter and digit, and the characters of its kind (``fresh_id`` keeps kinds)."""
+
+
+def fresh_id(prefix: str) -> Keep:
+    """A tool call's id made by the gateway in place of the upstream's, whatever it was: an
+    id is no text the check reads, and each upstream id may carry a word (``is_id``), so one
+    reply's tool calls could spell a sentence (``call_Go``, ``call_stab``, ``call_him``...).
+    The same upstream id gets the same id in this process (a stream's chunks that repeat it);
+    it keeps its ``ID_PREFIXES`` and, past ``FRESH_SHAPE_MIN`` characters, its shape (each
+    letter a letter of its case, each digit a digit, ``_`` and ``-`` kept): a provider that
+    checks the ids sent back to it (Mistral takes nine letters and digits) takes the
+    gateway's. A shorter id, or one that is none, becomes ``prefix`` and 24 hexadecimal
+    digits. The upstream never needs its own ids back: the client's next request carries the
+    whole conversation, the gateway's ids in its assistant and tool messages alike."""
+    def keep(value: object) -> object:
+        if value is None or value == "":
+            return value
+        if type(value) is not str:
+            return DROP
+        return _remembered(value, prefix) if len(value) <= 64 else _fresh(value, prefix)
+    return keep
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered(value: str, prefix: str) -> str:
+    """``_fresh`` of a short string (an id's length at most), remembered: a stream's chunks
+    may repeat an id, and ``fields`` asks its rule twice for a value it changes."""
+    return _fresh(value, prefix)
+
+
+def _fresh(value: str, prefix: str) -> str:
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=_FRESH_KEY).digest()
+    if not is_id(value):
+        return prefix + digest[:12].hex()
+    start = _PREFIX.match(value).end()  # type: ignore[union-attr]  # it matches "" at least
+    if len(value) - start < FRESH_SHAPE_MIN:
+        return prefix + digest[:12].hex()
+    return value[:start] + "".join(
+        alphabet[draw % len(alphabet)] if (alphabet := _KINDS.get(char)) else char
+        for char, draw in zip(value[start:], digest, strict=False))
 
 
 def text(value: object) -> object:
@@ -183,7 +236,7 @@ _CONTENT_PART = fields({"type": one_of("text", "refusal", "thinking", "reasoning
                         "text": text, "refusal": text,
                         "thinking": either(text, items(_TEXT_PART, MAX_ITEMS))})
 _NAMED_TEXT = fields({"name": text, "arguments": text})
-TOOL_CALL = fields({"index": whole, "id": an_id("call_"), "type": one_of("function", "custom"),
+TOOL_CALL = fields({"index": whole, "id": fresh_id("call_"), "type": one_of("function", "custom"),
                     "function": _NAMED_TEXT, "custom": fields({"name": text, "input": text})})
 MESSAGE = fields({
     "role": role,

@@ -42,6 +42,9 @@ class Trace:
     """The client's messages (role, text), without vilmo's instruction."""
     replies: list[str] = field(default_factory=list)
     """Each upstream reply's text (the first choice), in order: the last is the final one."""
+    choices: dict[int, dict[int, str]] = field(default_factory=dict)
+    """Of a reply with several choices (``n > 1``; by its place in ``replies``), each
+    choice's text by its index: the audit trail keeps each with its own verdict."""
     tokens: int = 0
     """``usage.total_tokens`` over every upstream call (streams always ask for it); a call
     that ended without usage (a stream its client left before the usage chunk, a call its
@@ -92,15 +95,17 @@ def note_prompt(messages: Sequence[Any]) -> None:
                         for m in messages if isinstance(m, dict)]
 
 
-def _note_reply(text: str, usage: object, params: Any,
+def _note_reply(texts: dict[int, str], usage: object, params: Any,
                 replies: Callable[[], list[str]]) -> asyncio.Future[int] | None:
-    """Keep the reply's text and add its tokens: the usage's, else the estimate of the call
-    (``charge_estimate``: leaving a stream before its usage chunk does not escape a key's
-    ``tpm``)."""
+    """Keep the reply's texts (by choice) and add its tokens: the usage's, else the estimate
+    of the call (``charge_estimate``: leaving a stream before its usage chunk does not escape
+    a key's ``tpm``)."""
     trace = current_trace.get()
     if trace is None:
         return None
-    trace.replies.append(text)
+    if len(texts) > 1:
+        trace.choices[len(trace.replies)] = texts
+    trace.replies.append(texts[min(texts)] if texts else "")
     total = usage.get("total_tokens") if isinstance(usage, dict) else None
     if isinstance(total, int):
         trace.tokens += max(0, total)
@@ -177,7 +182,7 @@ class TimedUpstream:
             await _counted_now(_note_unanswered(params))
             raise
         texts = reply_texts(completion)
-        await _counted_now(_note_reply(texts[min(texts)], completion.get("usage"), params,
+        await _counted_now(_note_reply(texts, completion.get("usage"), params,
                                        lambda: list(texts.values())))
         return completion
 
@@ -205,7 +210,7 @@ class TimedUpstream:
                 await chunks.aclose()  # type: ignore[attr-defined]
             finally:
                 if choices or usage:
-                    job = _note_reply(choices[min(choices)].text if choices else "", usage,
+                    job = _note_reply({i: c.text for i, c in sorted(choices.items())}, usage,
                                       params, lambda: [c.text for c in choices.values()])
                 else:
                     job = _note_unanswered(params)

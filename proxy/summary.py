@@ -7,6 +7,11 @@ values observed, with the weights normalised to sum to 1 (so the score is in [0,
 is the one bound to the request's key (``profile`` of the record), else the policy itself: one
 radar per (policy, profile) pair seen, so keys with different profiles on one policy are scored
 each by their own weights.
+
+``actions`` counts the policy's action of each record (a ``monitor`` stream's ``block`` among
+them, though nothing was blocked); ``enforced`` counts what the gateway did (the record's
+``enforced``: relayed, annotated, refused, regenerated; records written before it was recorded,
+and failed requests, are not counted there).
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ def summarize(records: Iterable[AuditRecord], weights: Mapping[str, Mapping[str,
     per_profile_value: defaultdict[tuple[str, str], defaultdict[str, _Tally]] = defaultdict(
         lambda: defaultdict(_Tally))
     actions: Counter[str] = Counter()
+    enforced: Counter[str] = Counter()
     keys: dict[str, dict[str, int]] = {}
     flagged: list[dict[str, object]] = []
     regenerations = 0
@@ -99,6 +105,9 @@ def summarize(records: Iterable[AuditRecord], weights: Mapping[str, Mapping[str,
             policies[record.policy or "other"].add(bool(violated))
             slot["policies"][record.policy or "other"].add(bool(violated))  # type: ignore[index]
         actions[record.action or "none"] += 1
+        done = record.data.get("enforced")
+        if isinstance(done, str):
+            enforced[done] += 1
         regen = record.data.get("regenerations")
         regenerations += regen if isinstance(regen, int) else 0
         usage = keys.setdefault(record.key or "anonymous",
@@ -110,7 +119,9 @@ def summarize(records: Iterable[AuditRecord], weights: Mapping[str, Mapping[str,
         if violated and len(flagged) < LATEST_FLAGGED:
             flagged.append({"id": record.id, "ts": record.ts, "key": record.key,
                             "policy": record.policy, "model": record.model,
-                            "action": record.action, "values": list(record.values),
+                            "action": record.action,
+                            "enforced": done if isinstance(done, str) else None,
+                            "values": list(record.values),
                             "scores": {v: s for v, s in scores.items() if v in violated}})
     series = [{"t": slot["t"], "requests": slot["requests"], "flagged": slot["flagged"],
                "values": {v: t.json() for v, t in sorted(slot["values"].items())},  # type: ignore[attr-defined]
@@ -121,7 +132,8 @@ def summarize(records: Iterable[AuditRecord], weights: Mapping[str, Mapping[str,
         "truncated": truncated, "series": series,
         "values": {v: t.json() for v, t in sorted(values.items())},
         "policies": {p: t.json() for p, t in sorted(policies.items())},
-        "actions": dict(actions.most_common()), "regenerations": regenerations,
+        "actions": dict(actions.most_common()), "enforced": dict(enforced.most_common()),
+        "regenerations": regenerations,
         "compass": [compass(policy, weights[profile], observed, profile)
                     for (policy, profile), observed in sorted(per_profile_value.items())
                     if profile in weights],

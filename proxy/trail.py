@@ -16,14 +16,26 @@ upstream's replies come in order; the record's ``attempts`` are the verdicts of 
 regenerated away and ``verdict`` the last one's. A request whose regeneration failed before the
 upstream replied (the client got an error) has no final reply: every reply it has is
 ``rejected``, and ``reply`` is None.
+
+A reply of several choices (``n > 1``) keeps each choice's text with its own verdict's values
+(``Verdict.choices``) under ``choices`` (``[{index, text, values}]``, by index); its ``text``
+and ``values`` are those of its worst choice (the most severe action, then the most values,
+then the lowest index), whose ``index`` it says: a reader of ``text`` and ``values`` never
+pairs one choice's text with another's violations. That text is stored twice (it is cut, and
+counted against the record's budget, once). A reply of one choice is ``{text, values}`` as it
+always was.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from proxy.errors import Redactor
 from proxy.record import RequestRecord
 from proxy.stages import Trace
 from proxy.store import AuditRecord
+from vilmo.policy import Action
+from vilmo.verdict import SEVERITY
 
 MAX_TEXT_CHARS = 4000
 """Per text (each message, each reply), after redaction."""
@@ -66,12 +78,15 @@ def audit_record(record: RequestRecord, trace: Trace | None, redact: Redactor,
     # An unchecked final reply has no verdict; no reply after the attempts: there is none.
     final = record.verdict is not None or len(trace.replies) > len(record.attempts)
     verdicts = [*record.attempts, record.verdict] if final else list(record.attempts)
-    texts = trace.replies[-len(verdicts):] if verdicts else []
+    kept = min(len(verdicts), len(trace.replies))
+    shown = [_choices(trace.choices.get(at, {0: trace.replies[at]}), verdict)
+             for at, verdict in zip(range(len(trace.replies) - kept, len(trace.replies)),
+                                    verdicts, strict=False)]
     messages = trace.prompt[-MAX_MESSAGES:]
     budget = TextBudget(redact, max_chars, max_record_chars)
-    cut_replies, cut_prompt = _cut_in_priority(budget, texts, final,
-                                               [m["content"] for m in messages])
-    replies = [_reply(cut, verdict) for cut, verdict in zip(cut_replies, verdicts, strict=False)]
+    cut_replies, cut_prompt = _cut_in_priority(budget, [[c.text for c in r] for r in shown],
+                                               final, [m["content"] for m in messages])
+    replies = [_reply(choices, cuts) for choices, cuts in zip(shown, cut_replies, strict=True)]
     dropped = len(trace.prompt) - len(messages)
     truncated = bool(dropped or budget.texts_cut)
     action = record.action or ("none" if record.status == "200" else "error")
@@ -91,20 +106,52 @@ def audit_record(record: RequestRecord, trace: Trace | None, redact: Redactor,
                        values=record.values, data=data)
 
 
-def _cut_in_priority(budget: TextBudget, replies: list[str], final: bool, prompt: list[str],
-                     ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    """Each text cut, the record's budget spent first on the final reply, then the prompt's
-    last message, the replies regenerated away (in order), and the rest of the prompt newest
-    first: what the client got and asked come before older turns."""
-    cut_replies: dict[int, dict[str, object]] = {}
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    index: int
+    text: str
+    values: list[str]
+
+
+def _choices(texts: dict[int, str], verdict: object) -> list[_Choice]:
+    """A reply's choices, each with the values its own verdict flagged, the worst first. With
+    several choices and no verdict per choice (an unchecked reply), no choice has values:
+    none is labelled with another's."""
+    per_choice = verdict.get("choices") if isinstance(verdict, dict) else None
+    if not isinstance(per_choice, dict):
+        if len(texts) == 1:
+            ((index, text),) = texts.items()
+            return [_Choice(index, text, _violations(verdict))]
+        per_choice = {}
+    judged = [(index, text, per_choice.get(str(index))) for index, text in sorted(texts.items())]
+    judged.sort(key=lambda c: (-_severity(c[2]), -len(_violations(c[2])), c[0]))
+    return [_Choice(index, text, _violations(own)) for index, text, own in judged]
+
+
+def _severity(verdict: object) -> int:
+    action = verdict.get("action") if isinstance(verdict, dict) else None
+    try:
+        return SEVERITY[Action(str(action))]
+    except ValueError:
+        return -1
+
+
+def _cut_in_priority(budget: TextBudget, replies: list[list[str]], final: bool,
+                     prompt: list[str],
+                     ) -> tuple[list[list[dict[str, object]]], list[dict[str, object]]]:
+    """Each text cut (a reply's choices, its worst first), the record's budget spent first on
+    the final reply, then the prompt's last message, the replies regenerated away (in order),
+    and the rest of the prompt newest first: what the client got and asked come before older
+    turns."""
+    cut_replies: dict[int, list[dict[str, object]]] = {}
     cut_prompt: dict[int, dict[str, object]] = {}
     rejected = range(len(replies) - 1) if final else range(len(replies))
     if final and replies:
-        cut_replies[len(replies) - 1] = budget.cut(replies[-1])
+        cut_replies[len(replies) - 1] = [budget.cut(text) for text in replies[-1]]
     if prompt:
         cut_prompt[len(prompt) - 1] = budget.cut(prompt[-1])
     for i in rejected:
-        cut_replies[i] = budget.cut(replies[i])
+        cut_replies[i] = [budget.cut(text) for text in replies[i]]
     for i in range(len(prompt) - 2, -1, -1):
         cut_prompt[i] = budget.cut(prompt[i])
     return ([cut_replies[i] for i in range(len(replies))],
@@ -115,9 +162,16 @@ def _message(role: str, cut: dict[str, object]) -> dict[str, object]:
     return {"role": role, "content": cut.pop("text"), **cut}
 
 
-def _reply(cut: dict[str, object], verdict: object) -> dict[str, object]:
-    text = cut.pop("text")
-    return {"text": text, "values": _violations(verdict), **cut}
+def _reply(choices: list[_Choice], cuts: list[dict[str, object]]) -> dict[str, object]:
+    """``{text, values}`` of the worst choice (``choices[0]``), and with several, its
+    ``index`` and every choice's under ``choices``."""
+    entries = [{"index": choice.index, "text": cut.pop("text"), "values": choice.values, **cut}
+               for choice, cut in zip(choices, cuts, strict=True)]
+    worst = {key: value for key, value in entries[0].items() if key != "index"}
+    if len(entries) == 1:
+        return worst
+    return {**worst, "index": choices[0].index,
+            "choices": sorted(entries, key=lambda entry: int(str(entry["index"])))}
 
 
 def _violations(verdict: object) -> list[str]:

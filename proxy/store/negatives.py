@@ -10,6 +10,14 @@ enough):
   violated (empty when it passed);
 - ``rejected``: ``[{"text", "values"}]``, the replies regenerated away, in order.
 
+A reply of several choices (``n > 1``) also has ``choices`` (``[{"index", "text", "values"}]``,
+each choice's text with its own values); each violating choice is then a sample of its own
+text, and only a final reply none of whose choices violated is a chosen reply (its first
+choice). Its ``text`` and ``values`` (its worst choice's) are not read again. A reply of several
+choices recorded before ``choices`` was (its verdict has ``choices``, it has none) paired the
+first choice's text with the worst choice's values: it gives no sample, and is counted
+(``LeftOut.unpaired``).
+
 Formats: ``d2o`` (one line per violating reply: prompt, rejected reply, violated values, the
 regenerated reply where one passed; D2O learns from negatives alone) and ``dpo`` (TRL's
 conversational preference format: prompt, chosen, rejected; only where a regenerated reply
@@ -50,6 +58,8 @@ class LeftOut:
     """Samples left out because a text in them was cut (written with ``include_truncated``)."""
 
     truncated: int = 0
+    unpaired: int = 0
+    """Replies of several choices recorded without each choice's text (older records)."""
 
 
 def negative_samples(records: Iterable[AuditRecord], fmt: NegativeFormat,
@@ -62,16 +72,22 @@ def negative_samples(records: Iterable[AuditRecord], fmt: NegativeFormat,
         if since is not None and record.ts < since:
             continue
         prompt, prompt_cut = _prompt(record.data)
-        final = _reply(record.data.get("reply"))
-        rejected = [r for r in map(_reply, _list(record.data.get("rejected"))) if r]
         if not prompt:
             continue
+        unpaired = LeftOut()
+        finals = _replies(record.data.get("reply"), record.data.get("verdict"), unpaired)
+        attempts = _list(record.data.get("attempts"))  # the rejected replies' verdicts
+        rejected = [r for at, value in enumerate(_list(record.data.get("rejected")))
+                    for r in _replies(value, attempts[at] if at < len(attempts) else None,
+                                      unpaired)]
+        if left_out is not None:
+            left_out.unpaired += unpaired.unpaired
         chosen: _Reply | None
-        if final is not None and final.values:
-            rejected.append(final)
+        if any(final.values for final in finals):
+            rejected += finals
             chosen = None
         else:
-            chosen = final if final is not None and rejected else None
+            chosen = finals[0] if finals and rejected else None
         for reply in rejected:
             if not reply.values or (fmt == "dpo" and chosen is None):
                 continue
@@ -124,6 +140,19 @@ def _prompt(data: Mapping[str, object]) -> tuple[list[dict[str, str]], bool]:
     kept = [m for i, m in enumerate(messages)
             if i >= first_user or m["role"] in ("system", "developer")]
     return (kept if first_user < len(messages) else []), True
+
+
+def _replies(value: object, verdict: object, left_out: LeftOut) -> list[_Reply]:
+    """A recorded reply's texts with their values: each of its ``choices`` where it has them
+    (by index), else its one ``text``; none when its verdict was per choice but its texts
+    were not (``LeftOut.unpaired``)."""
+    if isinstance(value, dict) and isinstance(value.get("choices"), list):
+        return [r for r in map(_reply, _list(value["choices"])) if r is not None]
+    if isinstance(value, dict) and isinstance(verdict, dict) and verdict.get("choices"):
+        left_out.unpaired += 1
+        return []
+    reply = _reply(value)
+    return [reply] if reply is not None else []
 
 
 def _reply(value: object) -> _Reply | None:

@@ -27,7 +27,7 @@ from stub_upstream import StubUpstream
 
 from proxy.fields import StreamLabels, keep_allowed
 from proxy.relay import wire_bytes
-from proxy.reply_schema import gateway_id
+from proxy.reply_schema import fresh_id
 
 pytestmark = pytest.mark.both_paths
 
@@ -326,10 +326,11 @@ def test_labels_in_a_message_are_labels() -> None:
     reply: dict[str, Any] = {"choices": [{"index": 0, "message": message}]}
     with asking_audio():  # the audio of a request that asked for it (else removed)
         assert keep_allowed(reply, "message") is True
+    made = fresh_id("call_")  # every tool call's id is the gateway's (test_tool_call_ids)
     assert message == {"role": "assistant", "content": "Hi", "tool_calls": [
-        {"index": 0, "id": gateway_id(SENTENCE, "call_"), "type": "function",
+        {"index": 0, "id": made(SENTENCE), "type": "function",
          "function": {"name": "act", "arguments": "{}"}},
-        {"index": 1, "id": "call_2"}],
+        {"index": 1, "id": made("call_2")}],
         "audio": {"id": "audio_1", "transcript": "Hi"}}
 
 

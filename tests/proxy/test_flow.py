@@ -241,7 +241,8 @@ def test_the_audit_line_has_the_documented_shape(services: Services) -> None:
     assert sorted(record_of(services).to_json()) == sorted(
         ["request_id", "caller", "model", "stream", "policy", "generator", "principles",
          "stakes", "status", "error_code", "started_at", "instruction_s", "duration_s",
-         "guard", "verdict", "input_verdict", "attempts", "profile", "key_id"])
+         "guard", "verdict", "input_verdict", "attempts", "profile", "key_id",
+         "stream_mode", "enforced"])
 
 
 @pytest.mark.parametrize("mode", ["plain", "buffer"])

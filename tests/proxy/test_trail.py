@@ -80,3 +80,36 @@ def test_vilmo_serve_refuses_a_redis_store_without_an_admin_key(tmp_path: Path) 
                     "store: {url: 'redis://127.0.0.1:6379/0'}\n")
     with pytest.raises(ConfigError, match="auth.admin_key is required"):
         load_config(path)
+
+
+def test_each_choice_keeps_its_own_text_and_values() -> None:
+    """``n > 1``: the trail kept the first choice's text and labelled it with the worst
+    choice's violations (the calm choice became a ``mft.care`` violation in the negatives
+    export). Each choice is now kept with its own verdict; the reply's ``text`` and ``values``
+    are its worst choice's, cut once and counted once against the record's budget."""
+    calm = {"action": "allow", "violations": [], "scores": {"mft.care": 0.1}}
+    bad = {"action": "block", "violations": ["mft.care"], "scores": {"mft.care": 0.9}}
+    annotated = {"action": "annotate", "violations": ["mft.fairness"], "scores": {}}
+    worst = {"action": "block", "violations": ["mft.care", "mft.fairness"], "scores": {},
+             "choices": {"0": calm, "1": bad, "2": annotated}}
+    texts = {0: "be kind " + SECRET, 1: "stab " * 1000, 2: "cheat"}
+    trace = Trace(prompt=[{"role": "user", "content": "hi"}], replies=[texts[0]],
+                  choices={0: texts})
+    out = audit_record(make_record(verdict=worst), trace, Redactor([SECRET]), max_chars=3000,
+                       max_record_chars=3010)
+    cut = {"truncated": True, "chars": 5000}
+    assert out.data["reply"] == {
+        "text": ("stab " * 1000)[:3000], "values": ["mft.care"], **cut, "index": 1,
+        "choices": [{"index": 0, "text": "be ki", "values": [], "truncated": True,
+                     "chars": 18},
+                    {"index": 1, "text": ("stab " * 1000)[:3000], "values": ["mft.care"], **cut},
+                    {"index": 2, "text": "cheat", "values": ["mft.fairness"]}]}
+    assert out.data["prompt"] == [{"role": "user", "content": "", "truncated": True,
+                                   "chars": 2}]  # the worst choice first, then the others
+    assert SECRET[:10] not in out.dumps()
+    unchecked = audit_record(make_record(guard="off"), Trace(replies=["a"],
+                                                             choices={0: {0: "a", 1: "b"}}),
+                             Redactor())
+    reply = unchecked.data["reply"]
+    assert isinstance(reply, dict) and reply["choices"] == [
+        {"index": 0, "text": "a", "values": []}, {"index": 1, "text": "b", "values": []}]

@@ -213,3 +213,40 @@ def test_the_cli_leaves_out_cut_samples_unless_asked(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in marked.stdout.splitlines()]
     assert sorted((line["request_id"], line.get("truncated", False)) for line in lines) == [
         ("req-1", False), ("req-1", False), ("req-cut", True)]
+
+
+def test_each_violating_choice_is_a_sample_of_its_own_text() -> None:
+    """``n > 1``: the sample was the first choice's text with the worst choice's values."""
+    from proxy.errors import Redactor
+    from proxy.record import RequestRecord
+    from proxy.stages import Trace
+    from proxy.trail import audit_record
+
+    passed: dict[str, object] = {"action": "allow", "violations": [], "scores": {}}
+    flagged: dict[str, object] = {"action": "annotate", "violations": ["mft.fairness"],
+                                  "scores": {}}
+    verdict = {**flagged, "choices": {"0": passed, "1": flagged}}
+    record = RequestRecord("req-n2", "team-a", "stub", False, "strict", "vilmo", (), (), "200",
+                           None, 1000.0, 0.0, 0.1, "ok", verdict, None, ())
+    trace = Trace(prompt=[{"role": "user", "content": "How do I pass?"}],
+                  replies=["Study."], choices={0: {0: "Study.", 1: "Cheat."}})
+    samples = list(negative_samples([audit_record(record, trace, Redactor())], "d2o"))
+    assert [(s["rejected"], s["violated_values"], s["regenerated"]) for s in samples] == [
+        ("Cheat.", ["mft.fairness"], None)]
+    assert list(negative_samples([audit_record(record, trace, Redactor())], "dpo")) == []
+
+
+def test_a_reply_of_several_choices_recorded_without_their_texts_is_left_out() -> None:
+    """Records written before the trail kept each choice paired the first choice's text with
+    the worst choice's values: no sample is made of them, and they are counted."""
+    verdict = {"action": "block", "violations": ["mft.care"], "scores": {},
+               "choices": {"0": {"action": "allow", "violations": [], "scores": {}},
+                           "1": {"action": "block", "violations": ["mft.care"], "scores": {}}}}
+    older = AuditRecord(id="req-old", ts=1000.0, key="team-a", key_id=None, policy="strict",
+                        model="stub", action="block", values=("mft.care",), data={
+                            "prompt": [{"role": "user", "content": "Hi"}], "verdict": verdict,
+                            "reply": {"text": "Be kind.", "values": ["mft.care"]},
+                            "rejected": [], "truncated": False})
+    left_out = LeftOut()
+    assert list(negative_samples([older], "d2o", left_out=left_out)) == []
+    assert left_out.unpaired == 1
