@@ -258,13 +258,14 @@ def main() -> None:
         for process in gateways.values():
             process.send_signal(signal.SIGUSR1)
         time.sleep(1.0)
-        found, timeline, shapes = {}, {}, {}
+        found, timeline, shapes, counts = {}, {}, {}, {}
         for name in trees:
             trace = json.loads((work / f"{name}.json").read_text())
             requests = by_request(trace["events"])
             chosen = [m for m in requests[len(TARGETS) * 3:]
                       if any(n.startswith("output check") for n, *_ in m)]
             found[name] = table(chosen)
+            counts[name] = len(chosen)
             timeline[name] = marks_since(chosen)
             shapes[name] = Counter(f"{kind} {rows}x{width}" for request, kind, (rows, width, *_)
                                    in trace["shapes"] if request is not None
@@ -287,7 +288,7 @@ def main() -> None:
                      f"({found[c][stage][2]})" if stage in found[c] else "" for c in columns]
             print(f"| {stage} | " + " | ".join(cells) + " |")
         for name in columns:
-            print(f"\n{name}: model runs (batches, rows x tokens) over the {len(chosen)} "
+            print(f"\n{name}: model runs (batches, rows x tokens) over the {counts[name]} "
                   "requests: " + ", ".join(f"{k}: {n}" for k, n in sorted(shapes[name].items())))
             print(f"\n| {name}: mark | median wall ms since the request's first byte | "
                   "requests |\n|---|---|---|")
