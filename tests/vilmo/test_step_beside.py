@@ -4,6 +4,7 @@ with the two in turn."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,6 +51,26 @@ def test_aside_runs_on_a_side_thread_while_here_runs() -> None:
 
     first, where = beside(here, aside)
     assert first == "here" and where != threading.get_ident()
+
+
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+
+
+@pytest.mark.usefixtures("two_cores")
+def test_aside_sees_the_callers_context() -> None:
+    """As ``asyncio.to_thread``: a request's log fields and traces follow it to the side."""
+    token = REQUEST.set("req-1")
+    taken = threading.Event()
+
+    def aside() -> tuple[str, int]:
+        taken.set()
+        return REQUEST.get(), threading.get_ident()
+
+    try:
+        _, (seen, where) = beside(lambda: taken.wait(10), aside)
+    finally:
+        REQUEST.reset(token)
+    assert seen == "req-1" and where != threading.get_ident()
 
 
 @pytest.mark.usefixtures("two_cores")

@@ -16,6 +16,7 @@ fp32 encoder is cached the same way, unquantised.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import threading
@@ -106,10 +107,12 @@ def beside(here: Callable[[], Here], aside: Callable[[], Aside]) -> tuple[Here, 
     half). ``aside`` runs here, after ``here``, where no side thread has taken it by then (the
     pool busy with a check's batch) or where no core is idle (one core, or checks' batches
     running on all but this one), so a busy machine runs the two in turn as before. Either's
-    exception is raised as if both were called here."""
+    exception is raised as if both were called here; ``aside`` sees this thread's context
+    variables."""
     if serving_cores() <= 1 or _RUNNING.now() >= serving_cores() - 1:
         return here(), aside()
-    future = side_pool().submit(aside)
+    # In this thread's context (its request's log fields, traces), as asyncio.to_thread runs.
+    future = side_pool().submit(contextvars.copy_context().run, aside)
     try:
         first = here()
     except BaseException:
