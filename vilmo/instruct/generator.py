@@ -47,6 +47,7 @@ from vilmo.instruct.stakes import StakesModel
 from vilmo.instruct.stakes_reader import PromptReading, StakesReader
 from vilmo.judge.embedder import TextEncoder, cache_key
 from vilmo.judge.shared_cache import SharedCache
+from vilmo.judge.value_onnx import beside
 from vilmo.policy import Policy, PolicyError
 from vilmo.types import Messages
 from vilmo.yamlfile import FileIssue
@@ -142,8 +143,8 @@ class VilmoGenerator:
     def choose(self, prompt: str, policy: Policy) -> Instruction:
         """Nothing (or the baseline) when no value is at stake, else the instruction predicted
         to give the lowest violation from the principles of the values at stake (uncached)."""
-        reading, distressed = self.read_distress(prompt)
-        stakes = self.judge(reading, policy, prompt)
+        reading, distressed, looked = self._read(prompt, policy)
+        stakes = self.judge(reading, policy, prompt, looked)
         probs = reading.probabilities if stakes else None
         if distressed:
             stakes, probs = self._with_distress(stakes, policy, reading)
@@ -179,46 +180,72 @@ class VilmoGenerator:
     def read_distress(self, prompt: str) -> tuple[PromptReading, bool]:
         """``read``, and whether the distress detector fires on the prompt (the embedding is
         computed for it only where the reader's outputs pass the detector's prefilter)."""
+        return self._read(prompt)[:2]
+
+    def _read(self, prompt: str, policy: Policy | None = None,
+              ) -> tuple[PromptReading, bool, tuple[str, ...] | None]:
+        """``read_distress``, and, for ``policy``, the second look's values (None: not taken
+        yet). Where the detector needs the reader's embedding half and the policy's gate wants
+        a second look, both follow the reader's first half alone, so they run side by side
+        (``vilmo.judge.value_onnx.beside``; issue 16: the first token's path); the results are
+        those of running them in turn."""
         stakes = self.retriever.stakes
         if not prompt.strip():
             width = stakes.weights.shape[1]
             return PromptReading(np.zeros(width, dtype=np.float32), 0.0,
-                                 np.zeros(len(stakes.value_ids), dtype=np.float32)), False
+                                 np.zeros(len(stakes.value_ids), dtype=np.float32)), False, None
         detector = self.distress
         if self.reader is not None:
             # The reader's embedding is computed only if asked for (values at stake, distress).
             raw = self.reader.read(prompt)
             reading = raw if self.reader_values else raw.rescored(stakes.probabilities)
-            distressed = (detector is not None
-                          and detector.looks_distressed(raw.gate, raw.probabilities)
-                          and detector.fires(reading.vector))
-            return reading, distressed
+            prefiltered = (detector is not None
+                           and detector.looks_distressed(raw.gate, raw.probabilities))
+            looked = None
+            if prefiltered and policy is not None and self._looks_twice(reading, policy):
+                look = self.second_look
+                assert look is not None
+                looked, _ = beside(lambda: look.values_at_stake(prompt, policy),
+                                   lambda: reading.vector)
+            distressed = prefiltered and detector is not None and detector.fires(reading.vector)
+            return reading, distressed, looked
         vector = self.retriever.embed(prompt)
         return (PromptReading(vector, stakes.at_stake_probability(vector),
                               stakes.probabilities(vector)),
-                detector is not None and detector.fires(vector))
+                detector is not None and detector.fires(vector), None)
+
+    def _threshold_for(self, policy: Policy) -> float:
+        threshold = policy.instructions.stakes_threshold
+        return self.threshold if threshold is None else threshold
+
+    def _looks_twice(self, reading: PromptReading, policy: Policy) -> bool:
+        """Whether ``judge`` asks the second look about this reading under ``policy``."""
+        threshold = self._threshold_for(policy)
+        return (self.second_look is not None and not reading.blank
+                and reading.gate < threshold and self.second_look.wanted(reading.gate, threshold))
 
     @property
     def threshold(self) -> float:
         """The default gate threshold (chosen on dev) of whichever model reads prompts."""
         return self.reader.threshold if self.reader is not None else self.retriever.stakes.threshold
 
-    def judge(self, reading: PromptReading, policy: Policy, prompt: str = "") -> tuple[str, ...]:
+    def judge(self, reading: PromptReading, policy: Policy, prompt: str = "",
+              looked: tuple[str, ...] | None = None) -> tuple[str, ...]:
         """The policy's values at stake for a prompt (``read``), most at stake first; empty
         when the gate's probability is below the policy's threshold and the judge's second look
         (if any) finds no policy value at stake in the prompt's text. Values the second look
         finds come first, then those of the values-at-stake heads. The reading's embedding is
-        asked for only when a value is at stake."""
-        threshold = policy.instructions.stakes_threshold
-        if threshold is None:
-            threshold = self.threshold
+        asked for only when a value is at stake. ``looked``: the second look's values if
+        already taken (``_read``)."""
+        threshold = self._threshold_for(policy)
         if reading.blank:
             return ()
         if reading.gate >= threshold:
             return self.retriever.values_at_stake(reading.vector, policy, reading.probabilities)
         if self.second_look is None or not self.second_look.wanted(reading.gate, threshold):
             return ()
-        flagged = self.second_look.values_at_stake(prompt, policy)
+        flagged = (looked if looked is not None
+                   else self.second_look.values_at_stake(prompt, policy))
         if not flagged:
             return ()
         return tuple(dict.fromkeys(

@@ -16,6 +16,7 @@ fp32 encoder is cached the same way, unquantised.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import threading
@@ -85,15 +86,45 @@ def run_batches(net: Callable[[np.ndarray, np.ndarray], Out],
         _RUNNING.leave()
 
 
-def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Out],
-                  batches: Sequence[Batch]) -> list[Out]:
+def side_pool() -> ThreadPoolExecutor:
+    """The process's side threads (``serving_cores() - 1``, at least one) that join a call's
+    work while a core is idle (``run_batches``, ``beside``)."""
     global _SIDE_POOL
-    cores = serving_cores()
     with _SIDE_POOL_LOCK:
         if _SIDE_POOL is None:
-            _SIDE_POOL = ThreadPoolExecutor(max_workers=cores - 1,
+            _SIDE_POOL = ThreadPoolExecutor(max_workers=max(1, serving_cores() - 1),
                                             thread_name_prefix="vilmo-onnx-side")
-        pool = _SIDE_POOL
+        return _SIDE_POOL
+
+
+Here = TypeVar("Here")
+Aside = TypeVar("Aside")
+
+
+def beside(here: Callable[[], Here], aside: Callable[[], Aside]) -> tuple[Here, Aside]:
+    """``here()`` on this thread and ``aside()`` on a side thread at the same time (two
+    independent model passes of one request: the instruction step's second look and embedding
+    half). ``aside`` runs here, after ``here``, where no side thread has taken it by then (the
+    pool busy with a check's batch) or where no core is idle (one core, or checks' batches
+    running on all but this one), so a busy machine runs the two in turn as before. Either's
+    exception is raised as if both were called here; ``aside`` sees this thread's context
+    variables."""
+    if serving_cores() <= 1 or _RUNNING.now() >= serving_cores() - 1:
+        return here(), aside()
+    # In this thread's context (its request's log fields, traces), as asyncio.to_thread runs.
+    future = side_pool().submit(contextvars.copy_context().run, aside)
+    try:
+        first = here()
+    except BaseException:
+        future.cancel()
+        raise
+    return first, (aside() if future.cancel() else future.result())
+
+
+def _side_by_side(net: Callable[[np.ndarray, np.ndarray], Out],
+                  batches: Sequence[Batch]) -> list[Out]:
+    cores = serving_cores()
+    pool = side_pool()
     out: list[Out | None] = [None] * len(batches)
     order = sorted(range(len(batches)), key=lambda i: -batch_cost(*batches[i][0].shape))
     taken = _Counter(len(order))
