@@ -1,8 +1,11 @@
 """A folder of policy files, kept current while the gateway runs.
 
-Files are re-read when their modification time or size changes (checked at most every
-``reload_interval`` seconds, on access, so no thread or watcher is needed). A changed (or new)
-file is loaded only once it has settled: the pass that first sees its new (mtime, size) only
+Files are re-read when their stamp (modification time, size, inode and status-change time)
+changes, checked at most every ``reload_interval`` seconds on access, so no watcher is needed.
+The inode and ctime catch a same-size replacement that keeps the old mtime (``cp -p``,
+``tar -x``, ``rsync -t``): a rename gives a new inode, an in-place write a new ctime, and no
+tool can set the ctime back. A changed (or new)
+file is loaded only once it has settled: the pass that first sees its new stamp only
 notes it, and a later pass at least ``settle_s`` seconds on that finds the same stamp loads it;
 meanwhile its last good version is served. A file saved in place (truncated, then written in
 pieces) is otherwise read mid-write, and a prefix of a policy is often a valid policy with its
@@ -39,7 +42,7 @@ SHIPPED_POLICY_DIR = Path(__file__).resolve().parent / "policies"
 
 log = logging.getLogger(__name__)
 
-PolicyFileStamp = tuple[int, int]  # (mtime_ns, size)
+PolicyFileStamp = tuple[int, int, int, int]  # (mtime_ns, size, inode, ctime_ns)
 
 
 @dataclass(slots=True)
@@ -209,9 +212,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def _stamp(path: Path) -> PolicyFileStamp | None:
-    """The file's (mtime, size); None when it is gone (removed since it was listed)."""
+    """The file's (mtime, size, inode, ctime); None when it is gone (removed since it was
+    listed). mtime and size alone miss a same-size copy that keeps the old mtime."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
