@@ -29,6 +29,7 @@ a ConfigMap update) keeps its previous version on that pass; the next pass reads
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class PolicyStore:
         self._served_from: dict[str, Path] = {}  # each served name's file
         self._ignored: dict[Path, tuple[str, Path]] = {}  # file -> (its name, the file serving it)
         self._checked_at = float("-inf")
+        self._refreshing = threading.Lock()  # one pass at a time (a server runs them off its loop)
         self.refresh(force=True)
         self._started = True
         if default_name not in self._by_name:
@@ -88,24 +90,48 @@ class PolicyStore:
                 f"{self.directory} ({', '.join(sorted(self._by_name)) or 'none loaded'}{broken})")
 
     def get(self, name: str | None = None) -> Policy:
-        """The named policy (the default when name is None); UnknownPolicy if absent."""
+        """The named policy (the default when name is None), after a reload pass if one is
+        due; UnknownPolicy if absent."""
         self.refresh()
+        return self.loaded(name)
+
+    def names(self) -> list[str]:
+        self.refresh()
+        return self.loaded_names()
+
+    def loaded(self, name: str | None = None) -> Policy:
+        """The named policy as last loaded, without a reload pass (a server runs those off its
+        event loop, ``due`` says when); UnknownPolicy if absent."""
         key = self.default_name if name is None else name
         try:
             return self._by_name[key]
         except KeyError:
             raise UnknownPolicy(key) from None
 
-    def names(self) -> list[str]:
-        self.refresh()
+    def loaded_names(self) -> list[str]:
         return sorted(self._by_name)
 
+    def loaded_policies(self) -> dict[str, Policy]:
+        """Every loaded policy by name, from one pass: listing the names and then getting each
+        could meet a policy removed in between."""
+        return dict(self._by_name)
+
+    def due(self) -> bool:
+        """Whether ``refresh`` would run a reload pass now."""
+        return self._clock() - self._checked_at >= self.reload_interval
+
     def refresh(self, force: bool = False) -> None:
-        """Re-read changed files; cheap enough to call on every request."""
-        now = self._clock()
-        if not force and now - self._checked_at < self.reload_interval:
-            return
-        self._checked_at = now
+        """Re-read changed files. Reading a changed file (and ``check``) takes a while: a server
+        runs this off its event loop and serves ``loaded`` meanwhile. Safe from any thread:
+        passes run one at a time, and readers see the old index or the new one, whole."""
+        with self._refreshing:
+            now = self._clock()
+            if not force and now - self._checked_at < self.reload_interval:
+                return
+            self._checked_at = now
+            self._reload(now)
+
+    def _reload(self, now: float) -> None:
         listed = set(self._policy_files())
         present = {p: stamp for p in listed if (stamp := _stamp(p)) is not None}
         changed = False
