@@ -279,7 +279,8 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) 
             error.headers = retry_after_header(exc.response.headers.get("retry-after"))
         raise error from exc
     except openai.OpenAIError as exc:
-        status = _status_of(exc)
+        code = getattr(exc, "status_code", None)  # None on some of LiteLLM's: a 502
+        status = code if isinstance(code, int) else 502
         upstream_said(redact, model, f"status {status}", _message_of(exc))
         raise _from_status(status, model, redact) from exc
     except UnicodeError as exc:  # LiteLLM's Router fails on an upstream's lone surrogate itself
@@ -355,15 +356,6 @@ def upstream_status_error(status: int, message: str, model: str, retry_after: st
     if isinstance(error, UpstreamRateLimited):
         error.headers = retry_after_header(retry_after)
     return error
-
-
-def _status_of(exc: BaseException) -> int:
-    """An exception's ``status_code`` when it is a number, else 502: LiteLLM's own errors may
-    carry None (``int(None)`` made the mapping itself fail, a 500)."""
-    try:
-        return int(getattr(exc, "status_code", None))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 502
 
 
 def _from_status(status: int, model: str, redact: Redactor, param: object = None,
