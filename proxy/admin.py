@@ -44,6 +44,7 @@ from proxy.errors import (
 )
 from proxy.middleware import _bearer, is_admin_path, resolve_caller
 from proxy.openapi import error_responses, inline_json_body
+from proxy.policy_reload import loaded_policies, policy_names
 from proxy.routes import read_json, validate
 from proxy.services import Services
 from proxy.store import AuditQuery, InvalidCursor, Store, StoreError, StoreUnavailable
@@ -151,7 +152,7 @@ async def in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
 def check_policies(services: Services, policy: str | None, profile: str | None) -> None:
     """400 ``policy_not_found`` naming the field (``policy`` or ``profile``) that names no
     loaded policy."""
-    known = services.policies.names()
+    known = policy_names(services.policies)
     for field_name, name in (("policy", policy), ("profile", profile)):
         if name is not None and name not in known:
             raise InvalidRequest(f"unknown {field_name} {name!r}; known: {', '.join(known)}",
@@ -316,8 +317,9 @@ async def summary(request: Request, since: Filter = None, until: Filter = None,
     step = bucket or max(1.0, (end - start) / 48)
     if (end - start) / step > MAX_BUCKETS:
         step = (end - start) / MAX_BUCKETS
-    weights = {name: {value: rule.weight for value, rule in services.policies.get(name).values.items()}
-               for name in services.policies.names()}
+    # One read of every policy: names() then get(name) could meet one removed in between.
+    weights = {name: {value: rule.weight for value, rule in policy.values.items()}
+               for name, policy in loaded_policies(services.policies).items()}
     store = store_of(request)
     query = AuditQuery(since=start, until=end)
 

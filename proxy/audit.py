@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,8 @@ log = logging.getLogger("vilmo.audit")
 
 LOG_EVERY_S = 60.0
 """One log line per failing sink at most this often (the count of the others in it)."""
+CLOSE_WAIT_S = 5.0
+"""How long the shutdown waits for audit records still waiting for the file's lock."""
 
 
 class AuditSink(Protocol):
@@ -36,23 +39,78 @@ class AuditSink(Protocol):
 
 class EmbeddedAuditSink:
     """Recent records in memory; every record appended to a JSON Lines file if a path is set
-    (rotated past ``max_file_bytes``, ``rotated_files`` kept; None: never rotated)."""
+    (rotated past ``max_file_bytes``, ``rotated_files`` kept; None: never rotated).
+
+    ``write`` runs on the event loop, and the file's lock is shared by every worker: one that
+    is rotating holds it. So a record is written at once only when the lock is free; else it
+    joins a backlog that a thread of the sink writes, waiting for the lock there, and so does
+    every record after it until the backlog is empty (the file keeps their order). ``close``
+    (at shutdown) waits for the backlog, bounded."""
 
     def __init__(self, path: Path | None = None, keep: int = 1000,
                  max_file_bytes: int | None = None, rotated_files: int = 5) -> None:
         self.recent: deque[RequestRecord] = deque(maxlen=keep)
         self.path = path
         self._file = None if path is None else RotatingFile(path, max_file_bytes, rotated_files)
-        self._lock = threading.Lock()
+        self._backlog: deque[bytes] = deque()  # its head is being written until popped
+        self._changed = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self.on_failure: Callable[[BaseException], None] | None = None
+        """Reports a backlog record's failure (``Services`` counts it as ``audit_file``);
+        a record written at once raises its failure instead."""
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: RequestRecord) -> None:
         self.recent.append(record)
-        if self._file is not None:
-            line = json.dumps(record.to_json(), separators=(",", ":")) + "\n"
-            with self._lock:
-                self._file.append(line.encode())
+        if self._file is None:
+            return
+        line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode()
+        with self._changed:  # after close no writer is left to wait: it waits here
+            if not self._backlog and self._file.append(line, wait=self._closing):
+                return
+            self._backlog.append(line)
+            self._changed.notify()
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_backlog, daemon=True,
+                                                name="audit-file-writer")
+                self._writer.start()
+
+    def _write_backlog(self) -> None:
+        assert self._file is not None
+        while True:
+            with self._changed:
+                while not self._backlog and not self._closing:
+                    self._changed.wait()
+                if not self._backlog:
+                    return
+                line = self._backlog[0]  # stays queued while written: later ones wait behind
+            try:
+                self._file.append(line)
+            except Exception as error:  # noqa: BLE001 - one record's failure stops no other
+                (self.on_failure or _log_failure)(error)
+            with self._changed:
+                self._backlog.popleft()
+
+    def close(self, timeout_s: float = CLOSE_WAIT_S) -> int:
+        """Writes out the backlog (at most ``timeout_s``); returns how many records were left
+        unwritten (logged). Later records are written at once, waiting for the lock."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        if self._writer is not None:
+            self._writer.join(timeout_s)
+        with self._changed:
+            left = len(self._backlog)
+        if left:
+            log.error("shutdown: %d audit record(s) not written to %s: its lock was held for "
+                      "%.1f s", left, self.path, timeout_s)
+        return left
+
+
+def _log_failure(error: BaseException) -> None:
+    log.error("the audit file's writer failed: %s: %.200s", type(error).__name__, error)
 
 
 class ErrorCounter(Protocol):

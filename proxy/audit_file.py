@@ -35,14 +35,17 @@ class RotatingFile:
         self.rotated_files = rotated_files
         self.lock_path = path.with_name(f".{path.name}.lock")
 
-    def append(self, record: bytes) -> None:
+    def append(self, record: bytes, wait: bool = True) -> bool:
         """Writes ``record`` whole. When the lock file cannot be opened or a rotation fails
         (the folder read-only), the record is still written (unrotated), and the failure
-        raised after it, for the sink's failure count."""
+        raised after it, for the sink's failure count. With ``wait`` False, writes nothing and
+        returns False when another writer holds the lock (one rotating the file)."""
         failure: OSError | None = None
         lock = None
         try:
-            lock = self._lock()
+            lock = self._lock(wait)
+        except BlockingIOError:
+            return False
         except OSError as error:
             failure = error
         try:
@@ -61,15 +64,17 @@ class RotatingFile:
                 os.close(lock)  # releases the flock
         if failure is not None:
             raise failure
+        return True
 
-    def _lock(self) -> int | None:
-        """The lock file's descriptor, locked; None for a path that is not a regular file."""
+    def _lock(self, wait: bool = True) -> int | None:
+        """The lock file's descriptor, locked; None for a path that is not a regular file.
+        BlockingIOError when ``wait`` is False and another writer holds it."""
         with contextlib.suppress(FileNotFoundError):
             if not stat.S_ISREG(os.stat(self.path).st_mode):
                 return None
         lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BaseException:
             os.close(lock)
             raise

@@ -22,8 +22,8 @@ from vilmo.verdict import SEVERITY, Verdict
 
 async def check_values(request: ValuesCheckRequest, caller: Caller, policy_header: str | None,
                        services: Services) -> ValuesCheckResult:
-    policy = choose_policy(caller, request.policy or policy_header, services.policies,
-                           "policy" if request.policy else "X-Vilmo-Policy")
+    policy = await choose_policy(caller, request.policy or policy_header, services.policies,
+                                 "policy" if request.policy else "X-Vilmo-Policy")
     inputs: list[ScoreInput] = []
     reply: ScoreInput | None = None
     param = "text" if request.text is not None else "messages"

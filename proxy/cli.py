@@ -43,9 +43,14 @@ def serve(config_path: Path | None, host: str, port: int, workers: int) -> None:
         os.environ[CONFIG_ENV] = str(config_path.resolve())
     from proxy.server import ServerConfig
     from proxy.server import serve as run_server
+    from proxy.trusted_host import ANY_HOST, LOOPBACK_HOSTS, allowed_hosts
 
     click.echo(f"vilmo gateway on http://{host}:{port}/v1 (policies: {config.policy_dir}, "
                f"default policy: {config.default_policy}, workers: {workers})")
+    if host not in LOOPBACK_HOSTS and ANY_HOST not in allowed_hosts(config):
+        click.echo("note: this gateway answers only to the Host names in "
+                   f"server.allowed_hosts ({', '.join(allowed_hosts(config))}); add the names "
+                   "clients use for it there, or they get 421 host_not_allowed", err=True)
     run_server(ServerConfig("proxy.app:app_from_environment", config.server, factory=True,
                             host=host, port=port, workers=workers, log_level="info"))
 

@@ -40,9 +40,10 @@ LINGER_MAX_BYTES = 1024 * 1024
 """How much a refused connection may still send, discarded unparsed, before it is closed."""
 
 EdgeReason = Literal["read_timeout", "head_too_large", "connection_limit", "request_limit",
-                     "pipeline_limit", "malformed"]
+                     "pipeline_limit", "malformed", "host_not_allowed"]
 """Why the edge refused a request: 408, 431, 503 (connections, requests in flight, requests
-pipelined on one connection), 400 (not HTTP, or an upgrade request with a body)."""
+pipelined on one connection), 400 (not HTTP, or an upgrade request with a body), 421 (a
+``Host`` not in ``server.allowed_hosts``: counted by ``proxy.trusted_host``, the app's edge)."""
 EDGE_REASONS: tuple[EdgeReason, ...] = get_args(EdgeReason)
 EDGE_COUNTER = "vilmo_edge_refused"
 """The lifespan state's key for the app's ``Callable[[EdgeReason], None]`` that counts a

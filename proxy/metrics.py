@@ -83,7 +83,8 @@ class Metrics:
         self.edge_refusals = Counter(
             "vilmo_edge_refusals", "Requests the HTTP edge refused before the app (no request "
             "metric or audit record has them), by reason: read_timeout (408), head_too_large "
-            "(431), connection_limit, request_limit, pipeline_limit (503), malformed (400).",
+            "(431), connection_limit, request_limit, pipeline_limit (503), malformed (400), "
+            "host_not_allowed (421).",
             ["reason"], registry=self.registry)
         for reason in EDGE_REASONS:  # exported from the start at 0, for alerts
             self.edge_refusals.labels(reason)

@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from proxy.protocol import ChatCompletionRequest, ErrorResponse, ValuesCheckRequest
 from proxy.settings import GatewayConfig
+from proxy.trusted_host import ANY_HOST, EXEMPT_PATHS, allowed_hosts
 
 REF = "#/components/schemas/{model}"
 BODY_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, ValuesCheckRequest)
@@ -31,6 +32,7 @@ ERROR_STATUSES = {
          "page on another site sent the request (Sec-Fetch-Site: cross-site)",
     404: "Unknown model, route or admin resource",
     413: "Request body (or text to check) too large",
+    421: "The Host header names no host in server.allowed_hosts (DNS rebinding)",
     415: "A JSON body sent without 'Content-Type: application/json'",
     429: "Rate limited: the upstream's, the Router's or the key's (with Retry-After)",
     502: "The upstream failed or could not be reached",
@@ -96,7 +98,8 @@ def wire_document(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def configured(document: dict[str, Any], config: GatewayConfig) -> dict[str, Any]:
-    """What this gateway's config decides: who needs a key, and the largest n and max_tokens."""
+    """What this gateway's config decides: who needs a key, which routes may get a 421 (a
+    ``Host`` not allowed: ``proxy.trusted_host``), and the largest n and max_tokens."""
     chat = document["components"]["schemas"][ChatCompletionRequest.__name__]["properties"]
     for name, limit in (("n", config.server.max_n), ("max_tokens", config.server.max_tokens),
                         ("max_completion_tokens", config.server.max_tokens)):
@@ -107,7 +110,12 @@ def configured(document: dict[str, Any], config: GatewayConfig) -> dict[str, Any
     document["security"] = [{"bearer": []}]
     auth = config.auth
     keys_required = bool(auth.keys) or auth.admin_key is not None
+    hosts_checked = ANY_HOST not in allowed_hosts(config)
     for path, operations in document["paths"].items():
+        if hosts_checked and path not in EXEMPT_PATHS:
+            for operation in operations.values():
+                operation["responses"]["421"] = {"description": ERROR_STATUSES[421], "content": {
+                    "application/json": {"schema": {"$ref": REF.format(model=ErrorResponse.__name__)}}}}
         if path.startswith("/admin"):
             continue
         guarded = keys_required or (path == "/metrics" and auth.metrics_key is not None)

@@ -50,6 +50,7 @@ from proxy.errors import (
 from proxy.inputs import checked_input
 from proxy.middleware import Caller
 from proxy.outcome import NOT_CHECKED, Facts, Finish, Judgement, Reply, Stream, StreamMode
+from proxy.policy_reload import policy_named, policy_names
 from proxy.protocol import UpstreamParams, shown_name
 from proxy.record import Ledger
 from proxy.services import Services
@@ -78,7 +79,7 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
     """One chat completion through the gateway: a reply, or a stream to send."""
     note = req.ledger.note
     facts = note(Facts(model=str(req.params["model"]), stream=req.stream))
-    policy = choose_policy(req.caller, req.policy_header, services.policies)      # 1
+    policy = await choose_policy(req.caller, req.policy_header, services.policies)  # 1
     facts = note(replace(facts, policy=policy.name,
                          profile=req.caller.key.profile if req.caller.key else None))
     require_model(services.upstream, facts.model, req.caller)
@@ -197,8 +198,8 @@ def settle(task: asyncio.Future[Any]) -> None:
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
-def choose_policy(caller: Caller, header: str | None, policies: PolicyStore,
-                  param: str = "X-Vilmo-Policy") -> Policy:
+async def choose_policy(caller: Caller, header: str | None, policies: PolicyStore,
+                        param: str = "X-Vilmo-Policy") -> Policy:
     """The header's policy when the caller may choose, else the key's, else the default.
     ``param``: where the client named it (the check route's body field ``policy`` too)."""
     if header:
@@ -210,14 +211,14 @@ def choose_policy(caller: Caller, header: str | None, policies: PolicyStore,
     else:
         name = caller.policy
     try:
-        return policies.get(name)
+        return await policy_named(policies, name)  # a reload pass runs off the loop
     except UnknownPolicy:
         if not header:  # the key's binding: the gateway's configuration is wrong, not the call
             which = (f"policy {shown_name(name)!r} this API key is bound to" if name
                      else "default policy")
             raise PolicyUnavailable(f"the {which} is not loaded on the gateway; ask its operator",
                                     code="policy_unavailable") from None
-        known = f"; known: {', '.join(policies.names())}" if caller.sees_config else ""
+        known = f"; known: {', '.join(policy_names(policies))}" if caller.sees_config else ""
         raise UnknownPolicyRequested(f"unknown policy {shown_name(str(name))!r}{known}",
                                      param=param, code="policy_not_found") from None
 

@@ -23,6 +23,7 @@ from proxy.off_loop import off_loop_past
 from proxy.openapi import error_responses, header, json_body
 from proxy.outcome import Facts, Stream, verdict_of
 from proxy.pipeline import ChatRequest
+from proxy.policy_reload import policy_names
 from proxy.protocol import (
     ChatCompletionRequest,
     Health,
@@ -106,7 +107,7 @@ async def healthz(request: Request) -> Health:
     caller: Caller | None = request.scope.get("state", {}).get("caller")
     if caller is None or not caller.sees_config or not host_trusted(request.scope):
         return Health()
-    return Health(policies=services.policies.names(), models=services.upstream.model_names())
+    return Health(policies=policy_names(services.policies), models=services.upstream.model_names())
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=error_responses(403))

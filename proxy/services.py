@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -82,16 +83,23 @@ class Services:
             self.sink_failures.failed("metrics", error, self.store)
         if not ledger.audited:
             return
+        if isinstance(self.audit, EmbeddedAuditSink):  # its backlog's failures, counted alike
+            self.audit.on_failure = self._audit_file_failed
         try:
-            self.audit.write(record)
+            self.audit.write(record)  # never waits for the file's lock (proxy.audit)
         except Exception as error:  # noqa: BLE001 - the request's answer stands
             self.sink_failures.failed("audit_file", error, self.store)
 
+    def _audit_file_failed(self, error: BaseException) -> None:
+        self.sink_failures.failed("audit_file", error, self.store)
+
     async def aclose(self) -> None:
         """At shutdown, before the store closes: the late judgements (bounded; they need the
-        checks' batchers and record to the store), the batchers, and the direct path's pooled
-        HTTP client."""
+        checks' batchers and record to the store), the audit file's backlog (bounded), the
+        batchers, and the direct path's pooled HTTP client."""
         await self.late.drain()
+        if isinstance(self.audit, EmbeddedAuditSink):
+            await asyncio.to_thread(self.audit.close)
         await self.guard.aclose()
         close = getattr(self.upstream, "aclose", None)
         if close is not None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from proxy.edge_protocols import EDGE_COUNTER
 from proxy.errors import GatewayError
 from proxy.middleware import send_error
 from proxy.settings import GatewayConfig
@@ -101,6 +102,9 @@ class TrustedHost:
             scope.setdefault("state", {})[UNTRUSTED] = True
             await self.app(scope, receive, send)
             return
+        count = scope.get("state", {}).get(EDGE_COUNTER)  # the lifespan's (proxy.app)
+        if count is not None:
+            count("host_not_allowed")
         shown = values[0][:MAX_SHOWN_CHARS] if len(values) == 1 else f"{len(values)} values"
         await send_error(send, HostNotAllowed(
             f"this gateway does not serve the host {shown!r}: the Host must be one in "

@@ -1,8 +1,11 @@
 """A folder of policy files, kept current while the gateway runs.
 
-Files are re-read when their modification time or size changes (checked at most every
-``reload_interval`` seconds, on access, so no thread or watcher is needed). A changed (or new)
-file is loaded only once it has settled: the pass that first sees its new (mtime, size) only
+Files are re-read when their stamp (modification time, size, inode and status-change time)
+changes, checked at most every ``reload_interval`` seconds on access, so no watcher is needed.
+The inode and ctime catch a same-size replacement that keeps the old mtime (``cp -p``,
+``tar -x``, ``rsync -t``): a rename gives a new inode, an in-place write a new ctime, and no
+tool can set the ctime back. A changed (or new)
+file is loaded only once it has settled: the pass that first sees its new stamp only
 notes it, and a later pass at least ``settle_s`` seconds on that finds the same stamp loads it;
 meanwhile its last good version is served. A file saved in place (truncated, then written in
 pieces) is otherwise read mid-write, and a prefix of a policy is often a valid policy with its
@@ -26,6 +29,7 @@ a ConfigMap update) keeps its previous version on that pass; the next pass reads
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +43,7 @@ SHIPPED_POLICY_DIR = Path(__file__).resolve().parent / "policies"
 
 log = logging.getLogger(__name__)
 
-PolicyFileStamp = tuple[int, int]  # (mtime_ns, size)
+PolicyFileStamp = tuple[int, int, int, int]  # (mtime_ns, size, inode, ctime_ns)
 
 
 @dataclass(slots=True)
@@ -76,6 +80,7 @@ class PolicyStore:
         self._served_from: dict[str, Path] = {}  # each served name's file
         self._ignored: dict[Path, tuple[str, Path]] = {}  # file -> (its name, the file serving it)
         self._checked_at = float("-inf")
+        self._refreshing = threading.Lock()  # one pass at a time (a server runs them off its loop)
         self.refresh(force=True)
         self._started = True
         if default_name not in self._by_name:
@@ -85,24 +90,48 @@ class PolicyStore:
                 f"{self.directory} ({', '.join(sorted(self._by_name)) or 'none loaded'}{broken})")
 
     def get(self, name: str | None = None) -> Policy:
-        """The named policy (the default when name is None); UnknownPolicy if absent."""
+        """The named policy (the default when name is None), after a reload pass if one is
+        due; UnknownPolicy if absent."""
         self.refresh()
+        return self.loaded(name)
+
+    def names(self) -> list[str]:
+        self.refresh()
+        return self.loaded_names()
+
+    def loaded(self, name: str | None = None) -> Policy:
+        """The named policy as last loaded, without a reload pass (a server runs those off its
+        event loop, ``due`` says when); UnknownPolicy if absent."""
         key = self.default_name if name is None else name
         try:
             return self._by_name[key]
         except KeyError:
             raise UnknownPolicy(key) from None
 
-    def names(self) -> list[str]:
-        self.refresh()
+    def loaded_names(self) -> list[str]:
         return sorted(self._by_name)
 
+    def loaded_policies(self) -> dict[str, Policy]:
+        """Every loaded policy by name, from one pass: listing the names and then getting each
+        could meet a policy removed in between."""
+        return dict(self._by_name)
+
+    def due(self) -> bool:
+        """Whether ``refresh`` would run a reload pass now."""
+        return self._clock() - self._checked_at >= self.reload_interval
+
     def refresh(self, force: bool = False) -> None:
-        """Re-read changed files; cheap enough to call on every request."""
-        now = self._clock()
-        if not force and now - self._checked_at < self.reload_interval:
-            return
-        self._checked_at = now
+        """Re-read changed files. Reading a changed file (and ``check``) takes a while: a server
+        runs this off its event loop and serves ``loaded`` meanwhile. Safe from any thread:
+        passes run one at a time, and readers see the old index or the new one, whole."""
+        with self._refreshing:
+            now = self._clock()
+            if not force and now - self._checked_at < self.reload_interval:
+                return
+            self._checked_at = now
+            self._reload(now)
+
+    def _reload(self, now: float) -> None:
         listed = set(self._policy_files())
         present = {p: stamp for p in listed if (stamp := _stamp(p)) is not None}
         changed = False
@@ -209,9 +238,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def _stamp(path: Path) -> PolicyFileStamp | None:
-    """The file's (mtime, size); None when it is gone (removed since it was listed)."""
+    """The file's (mtime, size, inode, ctime); None when it is gone (removed since it was
+    listed). mtime and size alone miss a same-size copy that keeps the old mtime."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)

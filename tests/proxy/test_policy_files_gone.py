@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fake_gateway import serve_fake_gateway
 from fakes import MemoryAudit
-from store_gateway import admin, chat
+from store_gateway import admin, chat, wait_for
 
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 
@@ -28,6 +28,9 @@ def test_removed_policy_files(tmp_path: Path) -> None:
         assert chat(base, bound.json()["key"]).status_code == 200
 
         (policies / "live.yaml").unlink()
+        # A request that finds a reload due is served the policies last loaded while the pass
+        # runs off the event loop (proxy.policy_reload); one after it finds the policy gone.
+        wait_for(lambda: chat(base, bound.json()["key"]).status_code != 200)
         reply = chat(base, bound.json()["key"])
         assert reply.status_code == 503, reply.text
         error = reply.json()["error"]

@@ -107,3 +107,19 @@ def test_a_status_errors_text_is_the_gateways(status: int, code: str, message: s
     error = mapped(said)
     assert (error.code, error.message, error.param) == (code, message, None)
     assert error.headers == ({"retry-after": "3"} if status == 429 else {})
+
+
+class StatuslessError(openai.OpenAIError):
+    """An OpenAIError (as LiteLLM's own exceptions are) whose ``status_code`` is unset."""
+
+    def __init__(self, status_code: object) -> None:
+        super().__init__("no status")
+        self.status_code = status_code
+
+
+@pytest.mark.parametrize("status_code", [None, "n/a"])
+def test_an_error_without_a_status_is_a_502_not_a_500(status_code: object) -> None:
+    """Before the fix: ``int(None)`` raised TypeError inside the mapping, a 500."""
+    error = mapped(StatuslessError(status_code))
+    assert (error.status, error.code) == (502, "upstream_error")
+    assert error.envelope()["error"]["code"] == "upstream_error"

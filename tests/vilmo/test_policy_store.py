@@ -184,3 +184,35 @@ def test_a_change_waits_out_the_settle_time(tmp_path: Path) -> None:
         assert store.get().values["mft.care"].action == "block"
     now[0] = 2.0
     assert store.get().values["mft.care"].action == "annotate"
+
+
+def _replace_keeping_stamp(path: Path, text: str, in_place: bool) -> None:
+    """A same-size replacement that keeps the old mtime, as ``cp -p`` (in place) or
+    ``rsync -t`` / ``tar -x`` (a new file renamed over the old) leave it."""
+    before = path.stat()
+    assert len(text.encode()) == before.st_size
+    while True:  # the ctime clock is coarse: a write in the same tick keeps the old ctime
+        if in_place:
+            path.write_text(text)
+        else:
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(text)
+            os.utime(temporary, ns=(before.st_atime_ns, before.st_mtime_ns))
+            temporary.replace(path)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = path.stat()
+        if after.st_ctime_ns != before.st_ctime_ns or after.st_ino != before.st_ino:
+            break
+    assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
+
+
+@pytest.mark.parametrize("in_place", [True, False], ids=["cp-p", "rsync-t"])
+def test_a_same_size_replacement_keeping_the_mtime_is_reloaded(tmp_path: Path,
+                                                               in_place: bool) -> None:
+    """An operator tightening a policy with ``cp -p`` must not keep the old one in service."""
+    path = write(tmp_path / "default.yaml", DEFAULT.replace("block", "allow"), 1000)
+    store = PolicyStore(tmp_path, "default", reload_interval=0)
+    assert store.get().values["mft.care"].action == "allow"
+    _replace_keeping_stamp(path, DEFAULT, in_place)
+    store.get()  # the first pass notes the new stamp; the next loads it
+    assert store.get().values["mft.care"].action == "block"
