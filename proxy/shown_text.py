@@ -10,7 +10,7 @@ those words (review rv2: a violent reply scoring 0.72 read as 0.02-0.18 written 
   capitals by their names, and Cyrillic or Greek look-alikes on a line that reads as Latin.
 - A markdown link or image inside a word (``_LINK``: ``W[ait](#)``, ``s[](#)lash``,
   ``s![](x)lash``) shows as its text (an image as nothing): the word reads whole; one whose
-  target or alt text holds a letter is read as written too (``also``).
+  target or alt text holds a word is read as written too (``also``).
 - Markup inside a word (``_SPLIT``): an HTML tag without attributes or a comment without words
   (``S<!---->tab``, ``S<b></b>tab``), markdown emphasis or code marks (``**S**tab``,
   ``s~~t~~ab``, ```s`tab``) show the word whole; a block tag (``<br>``) shows a break and stays. Only
@@ -59,6 +59,10 @@ large text lets the event loop run between passes (as ``proxy.judged_text.visibl
 _LINK = re.compile(r"(!?)\[([^\W_]*+)\]\(([^()\s<>\[\]]*+)\)")
 """A markdown link or image whose text is one word or none (``[ait](#)``, ``![](x)``): inside
 a word it shows as its text (an image as nothing), which the word's letters join."""
+
+_WORD = re.compile(r"[^\W\d_]{3}")
+"""A word in a link's target or an image's alt text: a reading where markdown shows as written
+(a letter or two is no word: ``(#a)``, ``(x)``)."""
 
 _BLOCK_TAGS = frozenset({"br", "p", "div", "li", "ul", "ol", "hr", "tr", "td", "th", "table",
                          "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "dd", "dt",
@@ -169,12 +173,12 @@ def _references(text: str) -> tuple[str, list[str]]:
 
 def _link_shown(text: str, written: list[bool], link: re.Match[str]) -> str:
     """A link or image inside a word as it shows (its text, or nothing); ``written`` notes one
-    whose target or alt text holds a letter (shown where markdown is shown as written)."""
+    whose target or alt text holds a word (shown where markdown is shown as written)."""
     start, end = link.span()
     if not ((start and text[start - 1].isalnum()) or (end < len(text) and text[end].isalnum())):
         return link.group()
     image, words, target = link.groups()
-    if any(c.isalpha() for c in target + (words if image else "")):
+    if _WORD.search(f"{target} {words if image else ''}"):
         written.append(True)
     return "" if image else words
 
@@ -185,7 +189,7 @@ def _links_read(written: list[bool], text: str) -> str:
 
 def _links(text: str) -> tuple[str, list[str]]:
     """``text`` with its links and images inside words as they show, and its lines that differ
-    where one has a target or alt text with a letter (read both ways, as a worded tag)."""
+    where one has a target or alt text with a word (read both ways, as a worded tag)."""
     if "](" not in text:
         return text, []
     written: list[bool] = []
