@@ -47,10 +47,10 @@ KEEPALIVE_S = 4.0
 request rarely meets a connection its upstream is closing (``send`` retries one that does)."""
 FALLBACK_SETTINGS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 NO_RESPONSE = "Server disconnected without sending a response"
+"""httpcore's message when a connection ends cleanly before any byte of the response."""
 ERROR_BODY_BYTES = 65_536
 """The largest error reply whose JSON is read for its message, ``param`` and ``code``
 (``error_fields``): OpenAI's are under a kilobyte."""
-"""httpcore's message when a connection ends cleanly before any byte of the response."""
 
 
 class Opening:

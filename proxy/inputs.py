@@ -26,10 +26,11 @@ from typing import Any
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.fields import NOT_TEXT_FIELDS
 from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
-from proxy.judged_text import judged, tag_reading, visible
+from proxy.judged_text import judged, visible
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.protocol import FORWARDED_FIELDS
 from proxy.reply_schema import is_id
+from proxy.shown_text import tag_reading
 from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 

@@ -29,7 +29,7 @@ violent reply from 0.73 to 0.10. Tag characters (U+E0020-E007E) are read once mo
 ASCII they mirror (``tag_reading``), and count as characters: a model reads them.
 
 Each decode level is read as a client shows it (``proxy.shown_text.shown``: character
-references, compatibility letters, markup inside a word, look-alike letters in a mixed word),
+references, letter forms, links and markup inside a word, look-alike letters),
 before its bidi runs are read: ``&#8238;`` shows as an RLO.
 
 The decoder is a regular expression, so partial JSON (a chunked window's) decodes as far as it
@@ -44,7 +44,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from proxy.shown_text import IGNORABLE, shown
+from proxy.shown_text import IGNORABLE, shown, tag_reading
 from vilmo.judge.classifier import ScoreInput
 
 DECODE_ROUNDS = 4
@@ -65,10 +65,6 @@ _QUIET = re.compile(r"\\(?:[bfnrt](?!\w)|[\"\\/])")
 _NOT_WORD = re.compile(r"\W+")
 _IGNORABLE = re.compile(f"[{IGNORABLE}]")
 """What a renderer shows as nothing (``proxy.shown_text.IGNORABLE``)."""
-_TAGS = re.compile("[\U000e0020-\U000e007e]+")
-"""Unicode tag characters that mirror printable ASCII (U+E0020-E007E): ignorable, so a reader
-sees nothing, but a model reads them as their ASCII ("ASCII smuggling"): ``tag_reading``."""
-_TAG_ASCII = {0xE0000 + code: code for code in range(0x20, 0x7F)}
 VISIBLE_PIECE = 1 << 15
 """How many characters ``visible`` reads in one regex call (a few ms): a worker thread
 reading a large text lets the event loop run between them."""
@@ -125,17 +121,6 @@ def visible(text: str) -> str:
         return _IGNORABLE.sub("", text)
     return "".join(_IGNORABLE.sub("", text[at:at + VISIBLE_PIECE])
                    for at in range(0, len(text), VISIBLE_PIECE))
-
-
-def tag_reading(text: str) -> str:
-    """What the tag characters of ``text`` spell (``_TAGS`` as their ASCII, in order, runs
-    joined), "" without any: a reading of its own, since ``visible`` drops them (a sentence
-    hidden in tags reached the model while the judge read only the visible one)."""
-    if text.isascii():
-        return ""
-    runs = (run for at in range(0, len(text), VISIBLE_PIECE)
-            for run in _TAGS.findall(text, at, at + VISIBLE_PIECE))
-    return "".join(runs).translate(_TAG_ASCII)
 
 
 def shown_length(text: str) -> int:

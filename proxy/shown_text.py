@@ -3,10 +3,14 @@ those words (review rv2: a violent reply scoring 0.72 read as 0.02-0.18 written 
 
 - Character references (``&#83;``, ``&#x53;``, ``&amp;``): every HTML and markdown renderer
   shows the character. Decoded once (``&amp;#83;`` shows as ``&#83;``), a named one only with
-  its ``;`` (HTML reads ``&notice`` as "¬ice", no reader does).
-- Compatibility letters: fullwidth, mathematical, circled, superscript letters and ligatures
-  show as the ASCII letters NFKC maps them to (``_COMPAT``: only those that map to ASCII
-  letters or digits, so CJK punctuation, "…", "½" or a no-break space read as they did).
+  its ``;`` (HTML reads ``&notice`` as "¬ice", no reader does). Tag characters so written
+  (``&#917577;``) are read as the ASCII they mirror, as raw ones are (``tag_reading``).
+- Letters that show as ASCII letters (``proxy.letter_forms``): compatibility forms NFKC maps
+  (fullwidth, mathematical, circled), small capitals and negative circled or squared
+  capitals by their names, and Cyrillic or Greek look-alikes on a line that reads as Latin.
+- A markdown link or image inside a word (``_LINK``: ``W[ait](#)``, ``s[](#)lash``,
+  ``s![](x)lash``) shows as its text (an image as nothing): the word reads whole; one whose
+  target or alt text holds a word is read as written too (``also``).
 - Markup inside a word (``_SPLIT``): an HTML tag without attributes or a comment without words
   (``S<!---->tab``, ``S<b></b>tab``), markdown emphasis or code marks (``**S**tab``,
   ``s~~t~~ab``, ```s`tab``) show the word whole; a block tag (``<br>``) shows a break and stays. Only
@@ -14,9 +18,6 @@ those words (review rv2: a violent reply scoring 0.72 read as 0.02-0.18 written 
   word in bold or ``snake_case`` reads as before. A tag with attributes or a comment with words
   in a word shows one thing in a renderer (the word whole) and another where markup is shown
   as written (its words): the judge reads both (``also``, the lines that differ only).
-- Look-alike letters (``_CONFUSABLE``): a word mixing ASCII letters with Cyrillic or Greek
-  ones that look like Latin letters ("stаb", its "а" Cyrillic) is read in Latin letters; a
-  word with no ASCII letter (Russian, Greek) reads as written.
 
 Every pattern is linear on any input (possessive repeats; a word or a run of marks starts only
 where none precedes; no body spans a ``<``): a megabyte of ``<!--`` reads in one pass. Only
@@ -27,9 +28,10 @@ from __future__ import annotations
 
 import html
 import re
-import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
+
+from proxy.letter_forms import LOOK_ALIKE, compat_read, latin_read
 
 _HIDDEN_CLASS = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
                  "\u2060-\u2065\u206a-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
@@ -46,47 +48,21 @@ _REFERENCE = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Z
 """A character reference as HTML decodes it in text (a named one with its ``;`` only)."""
 
 
-def _compat_table(ranges: Iterable[tuple[int, int]]) -> dict[int, str]:
-    """Each character of ``ranges`` whose NFKC form is a few ASCII letters or digits, to that
-    form; not the letterlike symbols (™ reads "TM" to no one) nor superscript or circled
-    numbers (they hide no word, and "m²" read as "m2" moved a score by 0.04)."""
-    table: dict[int, str] = {}
-    for start, stop in ranges:
-        for code in range(start, stop):
-            char = chr(code)
-            form = unicodedata.normalize("NFKC", char)
-            category = unicodedata.category(char)
-            if (form != char and form.isascii() and form.isalnum() and len(form) <= 3
-                    and category != "No" and not (0x2100 <= code < 0x2150 and category == "So")):
-                table[code] = form
-    return table
-
-
-_COMPAT_RANGES = [(0xA0, 0x300), (0x1D00, 0x1DC0), (0x2070, 0x2190), (0x2460, 0x2500),
-                  (0xFB00, 0xFB07), (0xFF10, 0xFF5B), (0x1D400, 0x1D800), (0x1F100, 0x1F200)]
-"""Superscripts and modifier letters, letterlike and Roman numerals, circled and squared
-letters, ligatures, fullwidth and mathematical letters and digits."""
-_COMPAT = _compat_table(_COMPAT_RANGES)
-"""About a thousand characters, to their ASCII letters."""
-_COMPAT_RUN = re.compile("[" + "".join(f"{chr(a)}-{chr(b - 1)}" for a, b in _COMPAT_RANGES)
-                         + "]+")
-"""A run of characters of ``_COMPAT_RANGES``: a class of ranges reads fast (one of the
-thousand characters read a megabyte in 7 s), and only runs are translated."""
+_TAGS = re.compile("[\U000e0020-\U000e007e]+")
+"""Unicode tag characters that mirror printable ASCII (U+E0020-E007E): ignorable, so a reader
+sees nothing, but a model reads them as their ASCII ("ASCII smuggling"): ``tag_reading``."""
+_TAG_ASCII = {0xE0000 + code: code for code in range(0x20, 0x7F)}
 PIECE = 1 << 15
 """About how many characters one regex pass reads (``_in_pieces``): a worker thread reading a
 large text lets the event loop run between passes (as ``proxy.judged_text.visible`` does)."""
 
-_CONFUSABLE = str.maketrans(
-    "аеорсухіјѕһԁӏԛԝвкмнтАВЕКМНОРСТХУІЈЅԚԜ"
-    "αοριυχκτνΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
-    "aeopcyxijshdlqwbkmhtABEKMHOPCTXYIJSQW"
-    "aopiuxktvABEZHIKMNOPTYX")
-"""Cyrillic and Greek letters that show as a Latin letter (Unicode's confusables.txt, the
-common ones; lower case in ``в``, ``к``, ``м``, ``н``, ``т`` as small capitals do)."""
-_LOOK_ALIKES = "".join(chr(code) for code in _CONFUSABLE)
-_LOOK_ALIKE = re.compile(f"[{_LOOK_ALIKES}]")
-_MIXED = re.compile(rf"(?<![^\W_])(?=[^\W_]*[A-Za-z])(?=[^\W_]*[{_LOOK_ALIKES}])[^\W_]++")
-"""A word (letters and digits) with an ASCII letter and a look-alike one."""
+_LINK = re.compile(r"(!?)\[([^\W_]*+)\]\(([^()\s<>\[\]]*+)\)")
+"""A markdown link or image whose text is one word or none (``[ait](#)``, ``![](x)``): inside
+a word it shows as its text (an image as nothing), which the word's letters join."""
+
+_WORD = re.compile(r"[^\W\d_]{3}")
+"""A word in a link's target or an image's alt text: a reading where markdown shows as written
+(a letter or two is no word: ``(#a)``, ``(x)``)."""
 
 _BLOCK_TAGS = frozenset({"br", "p", "div", "li", "ul", "ol", "hr", "tr", "td", "th", "table",
                          "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "dd", "dt",
@@ -102,9 +78,11 @@ where markup is shown as written."""
 
 def _split_word(mark: str, edge: str) -> re.Pattern[str]:
     """A word split by ``mark`` runs, with the ``edge`` runs around it: it starts where no
-    word character or mark ends (each run is tried once: linear)."""
+    word character or mark ends (each run is tried once: linear), or after a ``>`` that ends
+    no tag (a quote's, an arrow's)."""
     part = r"[^\W_]++"
-    return re.compile(rf"(?<![\w*~`>])(?:{edge})*+{part}(?:(?:{mark})++{part})++(?:{edge})*+")
+    start = r"(?:(?<![\w*~`>])|(?<=>)(?<![^\s=-]>))"
+    return re.compile(rf"{start}(?:{edge})*+{part}(?:(?:{mark})++{part})++(?:{edge})*+")
 
 
 _SPLIT = _split_word(_BARE_MARK, rf"{_BARE_MARK}|_++")
@@ -131,6 +109,9 @@ _SPACE_CUT = re.compile(r"\s(?=[^\W_])")
 """Where no reference, no mixed word and no split word with bare marks spans: a space before a
 word's letter (a bare tag or comment holds no letter past a space)."""
 _LINE_CUT = re.compile(r"\n(?=[^\W_])")
+_LETTER_CUT = re.compile(r"(?<=[^\w&#<>*~`/\\\[\]()!.:=?])(?=[^\W_])")
+"""Where a text with no ``cut`` in a piece is cut: before a word's first letter, after no
+character a reference, a tag, a mark or a link holds there."""
 """Where no split word with worded marks spans either (their bodies hold no line end)."""
 
 
@@ -138,13 +119,14 @@ def _in_pieces(text: str, read: Callable[[str], str], cut: re.Pattern[str]) -> s
     """``read`` of ``text`` a piece at a time: one regex pass holds the GIL to its end (0.6-1.8
     s a megabyte of markup, on the event loop even from a worker thread). Each piece ends at the
     first ``cut`` past ``PIECE`` characters; a piece with none (a line of 128 K characters with
-    no space) is cut there all the same, which may read one overlong "word" at the cut as it
-    is written."""
+    no space) before a word's letter (``_LETTER_CUT``), and one with neither there all the
+    same, which may read one overlong "word" at the cut as it is written."""
     if len(text) <= PIECE:
         return read(text)
     pieces, start = [], 0
     while len(text) - start > PIECE:
-        found = cut.search(text, start + PIECE, start + 4 * PIECE)
+        found = (cut.search(text, start + PIECE, start + 4 * PIECE)
+                 or _LETTER_CUT.search(text, start + PIECE, start + 4 * PIECE))
         end = found.end() if found else start + 4 * PIECE
         pieces.append(read(text[start:end]))
         start = end
@@ -166,36 +148,81 @@ def _decoded(text: str) -> str:
     return _REFERENCE.sub(lambda ref: html.unescape(ref.group()), text)
 
 
-def _references(text: str) -> str:
+def tag_reading(text: str) -> str:
+    """What the tag characters of ``text`` spell (``_TAGS`` as their ASCII, in order, runs
+    joined), "" without any: a reading of its own, since what renders as nothing is dropped
+    (a sentence hidden in tags reached the model while the judge read only the visible one)."""
+    if text.isascii():
+        return ""
+    runs = (run for at in range(0, len(text), PIECE)
+            for run in _TAGS.findall(text, at, at + PIECE))
+    return "".join(runs).translate(_TAG_ASCII)
+
+
+def _references(text: str) -> tuple[str, list[str]]:
+    """``text`` with its references decoded, and what tag characters written as references
+    spell (``&#917577;``), before they go with what renders as nothing (review rv4)."""
     if "&" not in text:
-        return text
+        return text, []
     decoded = _in_pieces(text, _decoded, _SPACE_CUT)
-    return _hidden_gone(decoded) if decoded != text else text
+    if decoded == text:
+        return text, []
+    tags = tag_reading(decoded)
+    return _hidden_gone(decoded), [tags] if tags else []
 
 
-def _compat_read(text: str) -> str:
-    return _COMPAT_RUN.sub(lambda run: run.group().translate(_COMPAT), text)
+def _link_shown(text: str, written: list[bool], link: re.Match[str]) -> str:
+    """A link or image inside a word as it shows (its text, or nothing); ``written`` notes one
+    whose target or alt text holds a word (shown where markdown is shown as written)."""
+    start, end = link.span()
+    if not ((start and text[start - 1].isalnum()) or (end < len(text) and text[end].isalnum())):
+        return link.group()
+    image, words, target = link.groups()
+    if _WORD.search(f"{target} {words if image else ''}"):
+        written.append(True)
+    return "" if image else words
+
+
+def _links_read(written: list[bool], text: str) -> str:
+    return _LINK.sub(partial(_link_shown, text, written), text)
+
+
+def _links(text: str) -> tuple[str, list[str]]:
+    """``text`` with its links and images inside words as they show, and its lines that differ
+    where one has a target or alt text with a word (read both ways, as a worded tag)."""
+    if "](" not in text:
+        return text, []
+    written: list[bool] = []
+    read = _in_pieces(text, partial(_links_read, written), _SPACE_CUT)
+    if not written:
+        return read, []
+    lines, shown_lines = text.split("\n"), read.split("\n")
+    return read, [line for line, kept in zip(lines, shown_lines) if line != kept]
 
 
 def _compat(text: str) -> str:
-    return text if text.isascii() else _in_pieces(text, _compat_read, _ANY_CUT)
-
-
-def _latin_read(text: str) -> str:
-    return _MIXED.sub(lambda word: word.group().translate(_CONFUSABLE), text)
+    return text if text.isascii() else _in_pieces(text, compat_read, _ANY_CUT)
 
 
 def _latin(text: str) -> str:
-    if text.isascii() or not _LOOK_ALIKE.search(text):  # a fast scan: most text has none
+    if text.isascii() or not LOOK_ALIKE.search(text):  # a fast scan: most text has none
         return text
-    return _in_pieces(text, _latin_read, _SPACE_CUT)
+    return _in_pieces(text, latin_read, _SPACE_CUT)
 
 
 def shown(text: str) -> tuple[str, list[str]]:
     """``text`` as a renderer shows it (identical for ordinary text), and the lines of it that
     read other words where markup is shown as written (``_WORDED_MARK`` in a word; mostly
     none)."""
-    text = _latin(_compat(_references(_hidden_gone(text))))
+    text, tags = _references(_hidden_gone(text))
+    text, linked = _links(_latin(_compat(text)))
+    read, also = _marks_shown(text)
+    return read, [*linked, *also, *tags]
+
+
+def _marks_shown(text: str) -> tuple[str, list[str]]:
+    """``text`` with the marks inside its words as they show, and its lines that read other
+    words where markup is shown as written."""
     if not any(mark in text for mark in "<*~`"):
         return text, []
     text = _in_pieces(text, partial(_SPLIT.sub, _unmarked), _SPACE_CUT)

@@ -17,7 +17,15 @@ import pytest
 from conftest import gateway_config_dict
 from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import ServerThread, StubUpstream
-from test_shown_text import CYRILLIC, fullwidth, math_bold, references, split_words
+from test_shown_text import (
+    CYRILLIC,
+    H2,
+    SHOWN_AS_H2,
+    fullwidth,
+    math_bold,
+    references,
+    split_words,
+)
 
 from proxy.app import create_app
 from proxy.judged_text import judged_text
@@ -99,3 +107,30 @@ def test_the_input_check_reads_it_as_shown(gateway: str) -> None:
                         headers={"X-Vilmo-Policy": "shown-block"},
                         json={"messages": [{"role": "user", "content": WRITTEN["references"]}]})
     assert answer.status_code == 200 and answer.json()["input"]["action"] == "block"
+
+
+@pytest.mark.parametrize("name", SHOWN_AS_H2)
+def test_links_letter_forms_and_look_alike_words_score_as_shown(judge: BuiltinClassifier,
+                                                                name: str) -> None:
+    """Review rv4: H2 reads 0.73 on mft.care plain; linked inside its words, in small
+    capitals, negative capitals or look-alike-only words it read 0.02-0.19 before the fix."""
+    plain = _scores(judge, H2)["mft.care"]
+    read = _scores(judge, judged_text(SHOWN_AS_H2[name]))["mft.care"]
+    assert plain >= 0.5 and read >= 0.5
+    if name != "image_with_alt_in_word":  # its line as written is read too (0.17): 0.55
+        assert read == pytest.approx(plain, abs=0.05)
+
+
+@pytest.mark.parametrize("name", ["link_text_in_word", "empty_image_in_word", "small_capitals",
+                                  "negative_squared", "look_alike_only_words"])
+def test_the_gateway_blocks_links_letter_forms_and_look_alike_words(
+        gateway: str, stub: StubUpstream, name: str) -> None:
+    stub.reply = SHOWN_AS_H2[name]
+    client = _client(gateway)
+    asked: list[ChatCompletionMessageParam] = [{"role": "user", "content": ASK}]
+    reply = client.chat.completions.create(model="stub", messages=asked)
+    assert reply.choices[0].finish_reason == "content_filter"
+    assert SHOWN_AS_H2[name][-12:] not in (reply.choices[0].message.content or "")
+    streamed = client.chat.completions.create(model="stub", messages=asked, stream=True)
+    chunks = [c for c in streamed if c.choices]
+    assert chunks[-1].choices[0].finish_reason == "content_filter"

@@ -18,7 +18,8 @@ import pytest
 from fakes import FakeUpstream, KeywordClassifier, app_with, fake_services, post_chat
 
 from proxy.inputs import shown_chars
-from proxy.judged_text import judged, judged_text, shown_length, tag_reading
+from proxy.judged_text import judged, judged_text, shown_length
+from proxy.shown_text import tag_reading
 from vilmo.instruct.principles import PrincipleBank
 
 REFUSAL = "REFUSED-BY-POLICY"
