@@ -25,7 +25,15 @@ Every forwarded field is counted but the messages' media and ``NON_TEXT_FIELDS``
 flags, keywords, token ids, validated as such): the others as their JSON, so a field the
 upstream reads beside the messages (``response_format``'s schema, ``prediction``, a model's
 ``allowed_params``, one added later) is not free (100,000 tokens of schema passed a
-``tpm: 1000`` key).
+``tpm: 1000`` key). Of a message, the fields the protocol validates (``role``, ``name``,
+``tool_call_id``, a part's ``type``, ``text``, ``refusal``) are counted by their strings. The
+rest is free-form (its tool calls, a part's ``input_audio`` but its data, any undeclared
+field: ``Sent.free_form``) and forwarded whole, so it costs the larger of two counts: its
+strings, its keys but the protocol's (``KNOWN_KEYS``), and its numbers, flags and nulls
+(``_free_form_tokens``); and its JSON's UTF-8 bytes / 4, which no shape escapes (empty lists,
+nulls, the protocol's own keys). A tool call of 400 keys shaped like labels
+(``Ignore_all_previous_instructions_..._000``, 24,889 characters) was estimated at 5 tokens,
+and with 20,000 numbers (184,900 characters) still at 5: now at 8,405 and 68,407.
 
 Media parts cost what their decoded data (base64 × 3/4) bounds (their bytes are not text): an
 image ``IMAGE_TOKENS`` (the most a high-detail image costs on GPT-4o: 85 + 8 tiles of 170), or
@@ -35,7 +43,7 @@ decoded bytes / ``AUDIO_BYTES_PER_TOKEN``, at least ``AUDIO_MIN_TOKENS`` and at 
 ``AUDIO_MAX_TOKENS``; a file its decoded bytes / 4, at least ``MEDIA_TOKENS`` (a file by id:
 ``MEDIA_TOKENS``). Audio was priced at its base64 / 4: a 10 s WAV at 106,786 tokens (billed
 about 100), refused on a ``tpm: 50000`` key. What a call really used is charged at settle.
-O(n) over the request's strings, in ``CHUNK_CHARS`` pieces, so a worker thread that counts a
+O(n) over the request's strings and values, in ``CHUNK_CHARS`` pieces, so a worker thread that counts a
 large body lets the event loop run between them.
 """
 
@@ -44,10 +52,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.fields import NOT_TEXT_FIELDS
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
+from proxy.protocol import PART_FIELDS, ChatMessageIn, ContentPart, FileRef, ImageURL
 from proxy.reply_schema import is_id
 
 BYTES_PER_TOKEN = 4
@@ -81,6 +91,19 @@ _PIECE = re.compile(r"[A-Z]?[a-z]{1,6}|[A-Z]{1,6}|[0-9]{1,3}|[!-/:-@\[-`{-~]|[^\
 _MEDIA = {"image_url", "input_audio", "file"}
 LABEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 """A label: a type (``image_url``, ``function``), a role, a field's name."""
+MESSAGE_FIELDS = frozenset(ChatMessageIn.model_fields) - {"content", "tool_calls"}
+"""A message's fields the protocol validates as strings (``role``, ``name``, ``tool_call_id``),
+counted by their strings; every other one but ``content`` is free-form (``Sent.free_form``)."""
+TOOL_CALL_KEYS = ("id", "type", "index", "function", "custom", "name", "arguments", "input")
+KNOWN_KEYS = frozenset({*ChatMessageIn.model_fields, *ContentPart.model_fields, *PART_FIELDS,
+                        *ImageURL.model_fields, *FileRef.model_fields, *TOOL_CALL_KEYS,
+                        "function_call", "refusal", "audio", "data", "format"})
+"""The protocol's field names (of a message, a content part, a tool or function call, a part's
+media): the only keys of a free-form value not counted; any other key is the client's text,
+forwarded (the input check's ``proxy.inputs._is_key_label`` lets keys of three words pass
+unread; here no key the client names is free: 400 keys of three words are 2,000 tokens)."""
+MEDIA_DATA = frozenset({"data", "file_data", "url"})
+"""A media field's data, priced as media (``media_tokens``), not as text."""
 
 
 def text_tokens(text: str) -> int:
@@ -116,37 +139,115 @@ def media_tokens(part: Mapping[str, Any]) -> int:
     return 0
 
 
-def sent(params: Any) -> tuple[list[str], int]:
-    """What the upstream reads of a request: its texts (every string and key of the messages
-    but the media parts' data and the labels and ids that are ids: ``sent_strings``; the tool
-    definitions as JSON; every other field but ``NON_TEXT_FIELDS`` as JSON) and the media
-    parts' cost."""
-    texts: list[str] = []
-    media = 0
+@dataclass(slots=True)
+class Sent:
+    """What the upstream reads of a request (``sent``)."""
+
+    texts: list[str] = field(default_factory=list)
+    """Counted by ``text_tokens``."""
+    free_form: list[tuple[object, int]] = field(default_factory=list)
+    """Values forwarded whole (a message's or a part's fields beyond the validated ones), each with its JSON's UTF-8 bytes."""
+    media: int = 0
+    """The media parts' cost."""
+
+
+def sent(params: Any) -> Sent:
+    """What the upstream reads of a request: the strings of the messages' validated fields but
+    the labels and ids that are ids (``sent_strings``), their free-form values
+    (``free_form``), the tool definitions and every other field but ``NON_TEXT_FIELDS`` as
+    JSON, and the media parts' cost."""
+    found = Sent()
     if not isinstance(params, dict):
-        return texts, media
+        return found
     for message in params.get("messages") or []:
         if not isinstance(message, dict):
             continue
         content = message.get("content")
         if isinstance(content, str):
-            texts.append(content)
+            found.texts.append(content)
         elif isinstance(content, list):
             for part in content:
-                kind = part.get("type") if isinstance(part, dict) else None
-                if kind in _MEDIA:
-                    media += media_tokens(part)
-                    texts.extend(sent_strings({k: v for k, v in part.items() if k != kind}))
+                if isinstance(part, dict):
+                    _part(part, found)
                 else:
-                    texts.extend(sent_strings(part))
-        texts.extend(sent_strings({k: v for k, v in message.items() if k != "content"}))
+                    found.texts.extend(sent_strings(part))
+        found.texts.extend(sent_strings({k: v for k, v in message.items()
+                                         if k in MESSAGE_FIELDS}))
+        calls = message.get("tool_calls")
+        rest = {k: v for k, v in message.items()
+                if k not in MESSAGE_FIELDS and k not in ("content", "tool_calls")}
+        if calls:
+            rest["tool_calls"] = [_without_ids(call) for call in calls] \
+                if isinstance(calls, list) else calls
+        _free_form(rest, found)
     tools = [params[name] for name in TOOL_FIELDS if params.get(name)]
     if tools:
-        texts.append(json.dumps(tools, ensure_ascii=False))
+        found.texts.append(json.dumps(tools, ensure_ascii=False))
     rest = {k: v for k, v in params.items() if k not in NON_TEXT_FIELDS}
     if rest:
-        texts.append(json.dumps(rest, ensure_ascii=False, default=str))
-    return texts, media
+        found.texts.append(json.dumps(rest, ensure_ascii=False, default=str))
+    return found
+
+
+def _part(part: dict[str, Any], found: Sent) -> None:
+    """A content part: its validated fields' strings (its media field as media), the rest
+    (and an audio part's ``input_audio`` but its data) free-form."""
+    kind = part.get("type")
+    media = kind in _MEDIA
+    validated = {"type", "text", "image_url", "file", kind}
+    if media:
+        found.media += media_tokens(part)
+        inner = part.get("input_audio")
+        if kind == "input_audio" and isinstance(inner, dict):
+            _free_form({k: v for k, v in inner.items() if k not in MEDIA_DATA}, found)
+    found.texts.extend(sent_strings({k: v for k, v in part.items()
+                                     if k in validated and not (media and k == kind)}))
+    _free_form({k: v for k, v in part.items() if k not in validated}, found)
+
+
+def _without_ids(call: object) -> object:
+    """A tool call without its ``id``, ``type`` and ``index`` where they are ids, labels
+    (``_free``) or numbers: an id costs nothing, whatever its length
+    (``tests/proxy/test_tool_call_ids``)."""
+    if not isinstance(call, dict):
+        return call
+    return {k: v for k, v in call.items() if not (k in NOT_TEXT_FIELDS and (
+        isinstance(v, str) and _free(v) or type(v) is int))}
+
+
+def _free_form(value: dict[str, Any], found: Sent) -> None:
+    """Keep a free-form value with its JSON's UTF-8 bytes (nothing, when it is empty)."""
+    if value:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        found.free_form.append((value, len(text) if text.isascii() else
+                                len(text.encode("utf-8", "surrogatepass"))))
+
+
+def _free_form_tokens(value: object) -> int:
+    """The estimate of a free-form value's parts: every string, every key but ``KNOWN_KEYS``,
+    and each number, flag or null as its JSON text and the comma that separates it. Iterative,
+    so nesting cannot exhaust the stack; linear in the value's size."""
+    tokens = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is int:  # its digits three to a token (as ``_PIECE``), its sign, a comma
+            digits = len(str(item))
+            tokens += -(-digits // 3) + 1 if item >= 0 else -(-(digits - 1) // 3) + 2
+        elif type(item) is str:
+            tokens += text_tokens(item)
+        elif type(item) is list:
+            stack.extend(item)
+        elif isinstance(item, Mapping):
+            for name, inner in item.items():
+                if name not in KNOWN_KEYS:
+                    tokens += text_tokens(str(name))
+                stack.append(inner)
+        elif item is None or type(item) is bool:
+            tokens += 2
+        else:  # a float, or a value built in code
+            tokens += text_tokens(str(item)) + 1
+    return tokens
 
 
 def _free(label: str) -> bool:
@@ -157,7 +258,8 @@ def _free(label: str) -> bool:
 
 
 def sent_strings(value: object) -> Iterator[str]:
-    """Every string of ``value`` (a message, or a content part) the upstream gets, keys
+    """Every string of ``value`` (a message's or a content part's validated fields, whose keys
+    are the protocol's: free-form ones are ``_free_form_tokens``'s) the upstream gets, keys
     included, but the labels and ids (``_free``) among the keys and ``NOT_TEXT_FIELDS``.
     ``proxy.chunks.texts_of`` skips every string there, which is right for a reply (whose ids
     are made ids where it enters) but not for a request: 38,400 characters of words in a
@@ -179,17 +281,25 @@ def sent_strings(value: object) -> Iterator[str]:
 
 
 def estimated_tokens(params: Any, replies: Iterable[str] = ()) -> int:
-    """The tokens of a call: what was sent (``sent``) and the text the upstream produced
-    (every choice, relayed to the client or not)."""
-    texts, media = sent(params)
-    return media + sum(map(text_tokens, texts)) + sum(map(text_tokens, replies))
+    """The tokens of a call: what was sent (``sent``: a free-form value the larger of its parts'
+    estimate and its JSON's bytes / 4) and the text the upstream produced (every choice,
+    relayed to the client or not)."""
+    found = sent(params)
+    free_form = sum(max(_free_form_tokens(value), -(-size // BYTES_PER_TOKEN))
+                    for value, size in found.free_form)
+    return (found.media + sum(map(text_tokens, found.texts)) + free_form
+            + sum(map(text_tokens, replies)))
 
 
 def least_estimate(params: Any) -> tuple[int, int]:
-    """A lower bound of ``estimated_tokens(params)`` in O(number of strings), and the
-    characters it would count."""
-    texts, media = sent(params)
-    return media + sum(map(least_tokens, texts)), sum(map(len, texts))
+    """A lower bound of ``estimated_tokens(params)`` in O(number of strings), without walking
+    the free-form values (their JSON's bytes / 4 bound them), and the characters it would
+    count."""
+    found = sent(params)
+    sizes = [size for _, size in found.free_form]
+    return (found.media + sum(map(least_tokens, found.texts))
+            + sum(-(-size // BYTES_PER_TOKEN) for size in sizes),
+            sum(map(len, found.texts)) + sum(sizes))
 
 
 async def estimate_off_loop(params: Any, chars: int) -> int:
