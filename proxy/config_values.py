@@ -100,27 +100,27 @@ MAX_NESTING = 32
 """How deep ``os.environ/NAME`` references are looked for (a header map is two levels down)."""
 
 
-def resolve_nested(value: Any, field: str, found: list[str], issues: list[tuple[str, str]],
+def resolve_nested(value: Any, field: str, issues: list[tuple[str, str]],
                    depth: int = 0) -> Any:
     """``value`` with each ``os.environ/NAME`` string in it, at any depth, replaced by the
-    variable's value (appended to ``found``, for redaction); a (field, message) issue for an
-    unset variable or nesting past ``MAX_NESTING``. Messages never quote a value."""
+    variable's value (redacted as any value there is: ``GatewayConfig.secrets``); a (field,
+    message) issue for an unset variable or nesting past ``MAX_NESTING``. Messages never quote
+    a value."""
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
         name = value[len(ENV_PREFIX):]
         resolved = os.environ.get(name)
         if resolved is None:
             issues.append((field, f"environment variable {name} is not set"))
             return value
-        found.append(resolved)
         return resolved
     if depth >= MAX_NESTING and isinstance(value, dict | list):
         issues.append((field, f"nested deeper than {MAX_NESTING} levels"))
         return value
     if isinstance(value, dict):
-        return {key: resolve_nested(inner, f"{field}.{key}", found, issues, depth + 1)
+        return {key: resolve_nested(inner, f"{field}.{key}", issues, depth + 1)
                 for key, inner in value.items()}
     if isinstance(value, list):
-        return [resolve_nested(inner, f"{field}.{i}", found, issues, depth + 1)
+        return [resolve_nested(inner, f"{field}.{i}", issues, depth + 1)
                 for i, inner in enumerate(value)]
     return value
 

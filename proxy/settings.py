@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from proxy.config_values import (
     UPSTREAM_TIMEOUT_MAX_S,
@@ -193,8 +193,6 @@ class GatewayConfig(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
-    _environment_values: list[str] = PrivateAttr(default_factory=list)
-    """Values read for ``os.environ/NAME`` references anywhere in the file: secrets."""
 
     @model_validator(mode="after")
     def _admin_key_where_required(self) -> GatewayConfig:
@@ -207,13 +205,14 @@ class GatewayConfig(_Strict):
         return self
 
     def secrets(self) -> list[str]:
-        """Every upstream credential (also nested, e.g. in ``extra_headers``) and client key,
-        for redaction."""
+        """Every upstream credential (also nested, e.g. in ``extra_headers``; read from the
+        environment or not) and client key, for redaction. Only credentials: an ``api_base``,
+        an ``api_version`` or a model name is no secret, wherever it was read from, and the
+        audit trail and logs keep it."""
         found = [s for d in self.model_list for s in _secret_values(d.litellm_params)]
         found += list(_secret_values(self.router_settings)) + [k.key for k in self.auth.keys]
         extra = [self.auth.admin_key, self.auth.metrics_key, self.store.url,
-                 *_url_secrets(self.store.url or ""),
-                 *(s for s in self._environment_values if len(s) >= 8)]  # not "2", "true"
+                 *_url_secrets(self.store.url or "")]
         return found + [s for s in extra if s]
 
     def allowed_params(self, model: str) -> frozenset[str]:
@@ -323,18 +322,16 @@ def resolve_environment(config: GatewayConfig, source: str) -> GatewayConfig:
     is a ConfigError naming the field. Then check what only resolved values show: an
     upstream's URL and timeouts, the Router's settings."""
     issues: list[FileIssue] = []
-    found = config._environment_values
     for i, deployment in enumerate(config.model_list):
         where = f"model_list.{i}.litellm_params"
         nested: list[tuple[str, str]] = []
-        deployment.litellm_params = resolve_nested(deployment.litellm_params, where, found,
-                                                   nested)
+        deployment.litellm_params = resolve_nested(deployment.litellm_params, where, nested)
         if not nested:  # an unset variable is the issue, not its reference's text
             nested = [(f"{where}.{name}", message)
                       for name, message in deployment_issues(deployment.litellm_params)]
         issues += [FileIssue(source, None, field, message) for field, message in nested]
     nested = []
-    router = resolve_nested(config.router_settings, "router_settings", found, nested)
+    router = resolve_nested(config.router_settings, "router_settings", nested)
     if not nested:
         config.router_settings, wrong = checked_router_settings(router)
         nested = [(f"router_settings.{name}", message) for name, message in wrong]

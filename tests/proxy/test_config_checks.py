@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from proxy.cli import serve
 from proxy.direct import route_of
+from proxy.redaction import Redactor
 from proxy.settings import CONFIG_ENV, ConfigError, default_config, load_config
 
 BASE = """model_list:
@@ -132,8 +133,37 @@ def test_nested_environment_references_are_resolved(tmp_path: Path,
     assert config.router_settings["redis_password"] == "redis-pw-from-env-7"
     assert config.router_settings["fallbacks"] == [{"stub": ["project-from-env-42"]}]
     secrets = config.secrets()
-    for value in ("tok-real-secret-123456", "redis-pw-from-env-7", "project-from-env-42"):
-        assert value in secrets  # read from the environment: redacted wherever it shows
+    for value in ("tok-real-secret-123456", "redis-pw-from-env-7"):
+        assert value in secrets  # a credential read from the environment: redacted
+    assert "project-from-env-42" not in secrets  # a model name, wherever it was read from
+
+
+def test_only_credentials_read_from_the_environment_are_redacted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``os.environ/`` value of 8+ characters was a secret: an ``api_base``, an Azure
+    ``api_version``, a model name read so vanished from the audit trail and the logs."""
+    monkeypatch.setenv("VILMO_TEST_BASE", "https://api.openai.com/v1")
+    monkeypatch.setenv("VILMO_TEST_VERSION", "2024-02-15-preview")
+    monkeypatch.setenv("VILMO_TEST_MODEL", "azure/gpt-4o-mini")
+    monkeypatch.setenv("VILMO_TEST_KEY", "sk-realsecret-123456")
+    monkeypatch.setenv("VILMO_TEST_USER_BASE", "https://svc:pa55-in-url@llm.example/v1")
+    path = tmp_path / "gateway.yaml"
+    path.write_text("""model_list:
+  - model_name: a
+    litellm_params: {model: openai/gpt-4o, api_base: os.environ/VILMO_TEST_BASE,
+                     api_key: os.environ/VILMO_TEST_KEY}
+  - model_name: b
+    litellm_params: {model: os.environ/VILMO_TEST_MODEL, api_version: os.environ/VILMO_TEST_VERSION,
+                     api_key: os.environ/VILMO_TEST_KEY, api_base: "https://x.openai.azure.com"}
+  - model_name: c
+    litellm_params: {model: openai/c, api_base: os.environ/VILMO_TEST_USER_BASE}
+""")
+    redact = Redactor(load_config(path).secrets())
+    text = ("See https://api.openai.com/v1/models; the API version 2024-02-15-preview; we use "
+            "azure/gpt-4o-mini. key sk-realsecret-123456, pa55-in-url")
+    assert redact(text) == ("See https://api.openai.com/v1/models; the API version "
+                            "2024-02-15-preview; we use azure/gpt-4o-mini. key [redacted], "
+                            "[redacted]")
 
 
 def test_an_unset_nested_reference_is_named_by_its_field(
