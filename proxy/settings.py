@@ -10,12 +10,14 @@ the field that needs it.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from proxy.config_values import (
     UPSTREAM_TIMEOUT_MAX_S,
@@ -106,8 +108,26 @@ class AuthSettings(_Strict):
         return key
 
 
-HOST_PATTERN = r"^(\*|(\*\.)?[A-Za-z0-9_.-]+|\[?[0-9A-Fa-f:.]+\]?)$"
-"""An ``allowed_hosts`` entry: a name (no port), ``*.domain``, an IP address, or ``*``."""
+HOST_NAME = re.compile(r"\*|(\*\.)?[A-Za-z0-9_.-]+")
+"""An ``allowed_hosts`` entry that is no IPv6 address: a name or IPv4 address (no port),
+``*.domain``, or ``*``."""
+
+
+def _allowed_host(entry: str) -> str:
+    """An entry ``proxy.trusted_host`` can match: it compares names without their port, so an
+    entry with one (``10.0.0.5:4000``) would never match; a ``:`` is an IPv6 address's only."""
+    if ":" in entry:
+        try:
+            ipaddress.ip_address(entry.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            raise ValueError(f"{entry[:64]!r}: an allowed host has no port (any port is "
+                             "served) and no scheme; a ':' only in an IPv6 address such as "
+                             "[::1]") from None
+        return entry
+    if not HOST_NAME.fullmatch(entry):
+        raise ValueError(f"{entry[:64]!r} is not a host name (no port, scheme or path), "
+                         "*.domain, an IP address or *")
+    return entry
 
 
 class ServerSettings(_Strict):
@@ -136,7 +156,7 @@ class ServerSettings(_Strict):
         1024, ge=1, description="Connections (and requests in flight) one worker serves at "
         "once; one more is answered 503 and closed. Keep it under the file limit (`ulimit -n`) "
         "less `upstream.max_connections`.")
-    allowed_hosts: list[Annotated[str, Field(pattern=HOST_PATTERN)]] | None = Field(
+    allowed_hosts: list[Annotated[str, AfterValidator(_allowed_host)]] | None = Field(
         None, description="Host names the gateway answers to (the `Host` header, any port; "
         "`*.example.com`: its subdomains; `\"*\"`: any); another is a 421 `host_not_allowed` "
         "(`proxy.trusted_host`: DNS rebinding). null: localhost, 127.0.0.1 and [::1] while "

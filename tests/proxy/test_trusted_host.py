@@ -196,6 +196,26 @@ def test_allowed_hosts_names_exactly_what_is_served(policy_dir: Path,
         assert response.status_code == 200  # the operator's choice
 
 
+@pytest.mark.parametrize("entry", ["10.0.0.5:4000", "cafe:4000", "[::1]:4000", "localhost:4000"])
+def test_an_allowed_hosts_entry_with_a_port_is_refused_saying_so(entry: str) -> None:
+    """``10.0.0.5:4000`` passed as an address, then never matched (names are compared
+    without their port): every request was a 421."""
+    with pytest.raises(ValueError, match="allowed_hosts") as refused_entry:
+        GatewayConfig.model_validate({
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+            "server": {"allowed_hosts": [entry]}})
+    assert "no port" in str(refused_entry.value)
+
+
+@pytest.mark.parametrize("entry", ["::1", "[::1]", "fe80::1", "10.0.0.5", "*", "*.example.com",
+                                   "gateway"])
+def test_an_allowed_hosts_address_or_name_is_accepted(entry: str) -> None:
+    config = GatewayConfig.model_validate({
+        "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+        "server": {"allowed_hosts": [entry]}})
+    assert config.server.allowed_hosts == [entry]
+
+
 @pytest.mark.parametrize("entry", ["gateway.example.com:443", "http://gateway", "", "a b",
                                    "*evil", "gateway/v1"])
 def test_an_allowed_hosts_entry_that_can_never_match_is_a_config_error(entry: str) -> None:
