@@ -220,12 +220,29 @@ def test_an_upstream_base_without_a_scheme_is_refused(
 
 @pytest.mark.slow
 def test_the_router_settings_allowed_are_litellms() -> None:
-    """Each name ``router_settings`` may give is one of the Router's keyword arguments (an
-    unknown one is a TypeError in every worker's start-up)."""
+    """The names ``router_settings`` may give are the installed Router's keyword arguments
+    (an unknown one is a TypeError in every worker's start-up; 21 valid ones, such as
+    ``ignore_invalid_deployments``, were refused), but the ``model_list`` the gateway gives."""
     import inspect
 
     from litellm.router import Router
 
     from proxy.config_values import ROUTER_SETTINGS
 
-    assert ROUTER_SETTINGS <= set(inspect.signature(Router.__init__).parameters) - {"self"}
+    assert ROUTER_SETTINGS == set(inspect.signature(Router.__init__).parameters) - {
+        "self", "model_list"}
+
+
+def test_router_settings_litellm_takes_are_accepted() -> None:
+    """A YAML number as the Redis password (``redis_password: 12345678``) was refused."""
+    from proxy.config_values import checked_router_settings
+
+    settings, issues = checked_router_settings({
+        "ignore_invalid_deployments": True, "tag_filtering_match_any": True,
+        "enable_health_check_routing": True, "fallback_on_unsupported_params": True,
+        "redis_password": 12345678, "num_retries": "2"})
+    assert issues == []
+    assert settings["redis_password"] == "12345678" and settings["num_retries"] == 2
+    assert settings["ignore_invalid_deployments"] is True
+    _, issues = checked_router_settings({"redis_password": True, "model_list": []})
+    assert {name for name, _ in issues} == {"redis_password", "model_list"}
