@@ -28,7 +28,7 @@ from proxy.routes import first_invalid, router
 from proxy.services import Services, build_services
 from proxy.settings import GatewayConfig, config_from_environment
 from proxy.store import Store, open_store
-from proxy.trusted_host import TrustedHost, allowed_hosts
+from proxy.trusted_host import TrustedHost, allowed_hosts, keyless_paths
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ def create_app(config: GatewayConfig, build: ServicesFactory = build_services,
     app.add_middleware(KeyAuth, settings=config.auth,  # outside: no body is read before a key
                        verified=verified)
     app.add_middleware(UnexpectedErrors)
-    app.add_middleware(TrustedHost, allowed=allowed_hosts(config))  # before any key is read
+    app.add_middleware(TrustedHost, allowed=allowed_hosts(config),  # before any key is read
+                       loopback_paths=keyless_paths(config))
     app.add_middleware(AdminNoStore)  # outermost: every admin answer, refusals too
     return app
 

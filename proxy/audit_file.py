@@ -24,6 +24,9 @@ import stat
 from pathlib import Path
 
 OPEN_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+PRIVATE_MODE = 0o600
+"""A file this module creates is the gateway's user's only: the records hold prompts and
+replies (as the store's file does). A rotation renames the file, so its rotations keep it."""
 
 
 class RotatingFile:
@@ -54,7 +57,7 @@ class RotatingFile:
                     self._rotate()
                 except OSError as error:
                     failure = error
-            fd = os.open(self.path, OPEN_APPEND, 0o666)
+            fd = os.open(self.path, OPEN_APPEND, PRIVATE_MODE)
             try:
                 _write_all(fd, record)
             finally:
@@ -72,7 +75,7 @@ class RotatingFile:
         with contextlib.suppress(FileNotFoundError):
             if not stat.S_ISREG(os.stat(self.path).st_mode):
                 return None
-        lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_MODE)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BaseException:

@@ -7,29 +7,44 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 UPSTREAM_TIMEOUT_MAX_S = 3600.0
 """The longest an upstream call may be given (``upstream.timeout_s``, a deployment's or the
 Router's ``timeout``): a bound on how long a hung upstream holds a request."""
 
 ROUTER_SETTINGS = frozenset({
-    "redis_url", "redis_host", "redis_port", "redis_password", "redis_db", "cache_responses",
-    "cache_kwargs", "caching_groups", "client_ttl", "polling_interval", "default_priority",
-    "num_retries", "max_fallbacks", "timeout", "stream_timeout", "default_litellm_params",
-    "default_max_parallel_requests", "set_verbose", "debug_level", "default_fallbacks",
-    "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "model_group_alias",
-    "enable_pre_call_checks", "enable_tag_filtering", "retry_after", "retry_policy",
-    "model_group_retry_policy", "allowed_fails", "allowed_fails_policy", "cooldown_time",
-    "disable_cooldowns", "routing_strategy", "routing_strategy_args", "optional_pre_call_checks",
-    "provider_budget_config", "alerting_config", "router_general_settings",
+    "alerting_config", "allowed_fails", "allowed_fails_policy", "assistants_config",
+    "auto_router_capability_limit", "background_health_check_model_groups", "cache_kwargs",
+    "cache_responses", "caching_groups", "client_ttl", "content_policy_fallbacks",
+    "context_window_fallbacks", "cooldown_time", "debug_level", "default_fallbacks",
+    "default_litellm_params", "default_max_parallel_requests", "default_priority",
+    "deployment_affinity_ttl_seconds", "disable_cooldowns", "enable_health_check_routing",
+    "enable_mid_stream_fallback_continuation", "enable_pre_call_checks",
+    "enable_tag_filtering", "enable_weighted_failover", "fallback_access_check",
+    "fallback_budget_check", "fallback_on_unsupported_params", "fallbacks", "guardrail_list",
+    "health_check_ignore_transient_errors", "health_check_staleness_threshold",
+    "ignore_invalid_deployments", "max_fallbacks", "model_group_affinity_config",
+    "model_group_alias", "model_group_retry_policy", "num_retries", "optional_pre_call_checks",
+    "plugins", "polling_interval", "provider_budget_config", "redis_db", "redis_host",
+    "redis_password", "redis_port", "redis_url", "retry_after", "retry_policy",
+    "router_general_settings", "routing_groups", "routing_strategy", "routing_strategy_args",
+    "search_tools", "session_affinity_repin_on_failover", "set_verbose", "stream_timeout",
+    "tag_filtering_match_any", "tag_routing_prefix", "timeout",
 })
-"""The Router's keyword arguments a config may set (``tests/proxy/test_config_checks.py``
-checks each is one of LiteLLM's). Not taken from LiteLLM itself: importing it costs seconds,
-and the config is checked before any worker starts."""
+"""The installed LiteLLM Router's keyword arguments (1.110), but the ``model_list`` the
+gateway gives: what a config may set (``tests/proxy/test_config_checks.py`` checks it equals
+the signature: regenerate it when LiteLLM is upgraded). Not read from LiteLLM itself:
+importing it costs seconds, and the config is checked before any worker starts."""
+
+
+def _text(value: Any) -> Any:
+    """A YAML number where a text is wanted (``redis_password: 12345678``), as its text."""
+    return str(value) if type(value) is int else value
+
 
 class RouterSettings(BaseModel):
     """Types of the settings the gateway reads itself (``proxy.direct``) or that are easily
@@ -45,7 +60,7 @@ class RouterSettings(BaseModel):
     redis_db: int | None = Field(None, ge=0)
     redis_url: str | None = None
     redis_host: str | None = None
-    redis_password: str | None = None
+    redis_password: Annotated[str | None, BeforeValidator(_text)] = None
     timeout: float | None = Field(None, gt=0, le=UPSTREAM_TIMEOUT_MAX_S)
     stream_timeout: float | None = Field(None, gt=0, le=UPSTREAM_TIMEOUT_MAX_S)
     cooldown_time: float | None = Field(None, ge=0)
@@ -100,27 +115,27 @@ MAX_NESTING = 32
 """How deep ``os.environ/NAME`` references are looked for (a header map is two levels down)."""
 
 
-def resolve_nested(value: Any, field: str, found: list[str], issues: list[tuple[str, str]],
+def resolve_nested(value: Any, field: str, issues: list[tuple[str, str]],
                    depth: int = 0) -> Any:
     """``value`` with each ``os.environ/NAME`` string in it, at any depth, replaced by the
-    variable's value (appended to ``found``, for redaction); a (field, message) issue for an
-    unset variable or nesting past ``MAX_NESTING``. Messages never quote a value."""
+    variable's value (redacted as any value there is: ``GatewayConfig.secrets``); a (field,
+    message) issue for an unset variable or nesting past ``MAX_NESTING``. Messages never quote
+    a value."""
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
         name = value[len(ENV_PREFIX):]
         resolved = os.environ.get(name)
         if resolved is None:
             issues.append((field, f"environment variable {name} is not set"))
             return value
-        found.append(resolved)
         return resolved
     if depth >= MAX_NESTING and isinstance(value, dict | list):
         issues.append((field, f"nested deeper than {MAX_NESTING} levels"))
         return value
     if isinstance(value, dict):
-        return {key: resolve_nested(inner, f"{field}.{key}", found, issues, depth + 1)
+        return {key: resolve_nested(inner, f"{field}.{key}", issues, depth + 1)
                 for key, inner in value.items()}
     if isinstance(value, list):
-        return [resolve_nested(inner, f"{field}.{i}", found, issues, depth + 1)
+        return [resolve_nested(inner, f"{field}.{i}", issues, depth + 1)
                 for i, inner in enumerate(value)]
     return value
 

@@ -88,26 +88,33 @@ _FRESH_KEY: Final = secrets.token_bytes(16)
 """The key of ``fresh_id``'s hash, this process's own: an upstream cannot choose an id whose
 replacement spells something (it could search an unkeyed hash's outputs for words)."""
 FRESH_SHAPE_MIN: Final = 8
-"""The shortest id part (after its ``ID_PREFIXES``) whose shape ``fresh_id`` keeps: a shorter
+"""The shortest id part (after its ``ID_PREFIXES``) whose length ``fresh_id`` keeps: a shorter
 one (``call_1``, ``call_Go``) has too few replacements to stay unique within a reply."""
 _PREFIX: Final = re.compile(r"(?:(?:" + "|".join(sorted(ID_PREFIXES)) + r")[_-])*",
                             re.IGNORECASE)
-_KINDS: Final = {char: alphabet for alphabet in (
-    "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789") for char in alphabet}
-"""Each ASCII letter and digit, and the characters of its kind (``fresh_id`` keeps kinds)."""
+FRESH_PREFIXES: Final = frozenset({"call_", "call-", "toolu_", "srvtoolu_", "chatcmpl-tool-",
+                                   "tool_", "fc_"})
+"""The prefixes ``fresh_id`` keeps (OpenAI's, Anthropic's, vLLM's, ...); another becomes the
+field's own: an upstream picks one of these few, not a word."""
+_FRESH_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz0123456789"
+_MISTRAL_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+MISTRAL_ID_LENGTH: Final = 9
+"""Mistral's tool call ids: nine ASCII letters and digits, checked when sent back to it."""
 
 
 def fresh_id(prefix: str) -> Keep:
     """A tool call's id made by the gateway in place of the upstream's, whatever it was: an
     id is no text the check reads, and each upstream id may carry a word (``is_id``), so one
     reply's tool calls could spell a sentence (``call_Go``, ``call_stab``, ``call_him``...).
-    The same upstream id gets the same id in this process (a stream's chunks that repeat it);
-    it keeps its ``ID_PREFIXES`` and, past ``FRESH_SHAPE_MIN`` characters, its shape (each
-    letter a letter of its case, each digit a digit, ``_`` and ``-`` kept): a provider that
-    checks the ids sent back to it (Mistral takes nine letters and digits) takes the
-    gateway's. A shorter id, or one that is none, becomes ``prefix`` and 24 hexadecimal
-    digits. The upstream never needs its own ids back: the client's next request carries the
-    whole conversation, the gateway's ids in its assistant and tool messages alike."""
+    The same upstream id gets the same id in this process (a stream's chunks that repeat it).
+    Of the upstream's id only its length and its prefix, when one of ``FRESH_PREFIXES`` (else
+    ``prefix``), are kept; every other character is drawn from a keyed hash (lower-case letters
+    and digits, one digit at least), so neither case nor digits nor words carry anything the
+    upstream chose. A Mistral id (nine letters and digits, which Mistral checks when sent back)
+    gets nine letters and digits. A shorter id, or one that is none, becomes ``prefix`` and 24
+    hexadecimal digits. The upstream never needs its own ids back: the client's next request
+    carries the whole conversation, the gateway's ids in its assistant and tool messages
+    alike."""
     def keep(value: object) -> object:
         if value is None or value == "":
             return value
@@ -125,15 +132,23 @@ def _remembered(value: str, prefix: str) -> str:
 
 
 def _fresh(value: str, prefix: str) -> str:
-    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=_FRESH_KEY).digest()
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=_FRESH_KEY,
+                             digest_size=64).digest()
     if not is_id(value):
         return prefix + digest[:12].hex()
+    if len(value) == MISTRAL_ID_LENGTH and value.isalnum():
+        return "".join(_MISTRAL_ALPHABET[draw % len(_MISTRAL_ALPHABET)]
+                       for draw in digest[:MISTRAL_ID_LENGTH])
     start = _PREFIX.match(value).end()  # type: ignore[union-attr]  # it matches "" at least
     if len(value) - start < FRESH_SHAPE_MIN:
         return prefix + digest[:12].hex()
-    return value[:start] + "".join(
-        alphabet[draw % len(alphabet)] if (alphabet := _KINDS.get(char)) else char
-        for char, draw in zip(value[start:], digest, strict=False))
+    kept = value[:start].lower()
+    kept = kept if kept in FRESH_PREFIXES else prefix
+    body = [_FRESH_ALPHABET[draw % len(_FRESH_ALPHABET)]
+            for draw in digest[:max(len(value) - len(kept), FRESH_SHAPE_MIN)]]
+    if not any(char.isdigit() for char in body):  # a part of letters only may be a word
+        body[digest[-1] % len(body)] = str(digest[-2] % 10)
+    return kept + "".join(body)
 
 
 def text(value: object) -> object:

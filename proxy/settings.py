@@ -10,12 +10,14 @@ the field that needs it.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from proxy.config_values import (
     UPSTREAM_TIMEOUT_MAX_S,
@@ -106,8 +108,26 @@ class AuthSettings(_Strict):
         return key
 
 
-HOST_PATTERN = r"^(\*|(\*\.)?[A-Za-z0-9_.-]+|\[?[0-9A-Fa-f:.]+\]?)$"
-"""An ``allowed_hosts`` entry: a name (no port), ``*.domain``, an IP address, or ``*``."""
+HOST_NAME = re.compile(r"\*|(\*\.)?[A-Za-z0-9_.-]+")
+"""An ``allowed_hosts`` entry that is no IPv6 address: a name or IPv4 address (no port),
+``*.domain``, or ``*``."""
+
+
+def _allowed_host(entry: str) -> str:
+    """An entry ``proxy.trusted_host`` can match: it compares names without their port, so an
+    entry with one (``10.0.0.5:4000``) would never match; a ``:`` is an IPv6 address's only."""
+    if ":" in entry:
+        try:
+            ipaddress.ip_address(entry.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            raise ValueError(f"{entry[:64]!r}: an allowed host has no port (any port is "
+                             "served) and no scheme; a ':' only in an IPv6 address such as "
+                             "[::1]") from None
+        return entry
+    if not HOST_NAME.fullmatch(entry):
+        raise ValueError(f"{entry[:64]!r} is not a host name (no port, scheme or path), "
+                         "*.domain, an IP address or *")
+    return entry
 
 
 class ServerSettings(_Strict):
@@ -136,7 +156,7 @@ class ServerSettings(_Strict):
         1024, ge=1, description="Connections (and requests in flight) one worker serves at "
         "once; one more is answered 503 and closed. Keep it under the file limit (`ulimit -n`) "
         "less `upstream.max_connections`.")
-    allowed_hosts: list[Annotated[str, Field(pattern=HOST_PATTERN)]] | None = Field(
+    allowed_hosts: list[Annotated[str, AfterValidator(_allowed_host)]] | None = Field(
         None, description="Host names the gateway answers to (the `Host` header, any port; "
         "`*.example.com`: its subdomains; `\"*\"`: any); another is a 421 `host_not_allowed` "
         "(`proxy.trusted_host`: DNS rebinding). null: localhost, 127.0.0.1 and [::1] while "
@@ -193,8 +213,6 @@ class GatewayConfig(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
-    _environment_values: list[str] = PrivateAttr(default_factory=list)
-    """Values read for ``os.environ/NAME`` references anywhere in the file: secrets."""
 
     @model_validator(mode="after")
     def _admin_key_where_required(self) -> GatewayConfig:
@@ -207,13 +225,14 @@ class GatewayConfig(_Strict):
         return self
 
     def secrets(self) -> list[str]:
-        """Every upstream credential (also nested, e.g. in ``extra_headers``) and client key,
-        for redaction."""
+        """Every upstream credential (also nested, e.g. in ``extra_headers``; read from the
+        environment or not) and client key, for redaction. Only credentials: an ``api_base``,
+        an ``api_version`` or a model name is no secret, wherever it was read from, and the
+        audit trail and logs keep it."""
         found = [s for d in self.model_list for s in _secret_values(d.litellm_params)]
         found += list(_secret_values(self.router_settings)) + [k.key for k in self.auth.keys]
         extra = [self.auth.admin_key, self.auth.metrics_key, self.store.url,
-                 *_url_secrets(self.store.url or ""),
-                 *(s for s in self._environment_values if len(s) >= 8)]  # not "2", "true"
+                 *_url_secrets(self.store.url or "")]
         return found + [s for s in extra if s]
 
     def allowed_params(self, model: str) -> frozenset[str]:
@@ -323,18 +342,16 @@ def resolve_environment(config: GatewayConfig, source: str) -> GatewayConfig:
     is a ConfigError naming the field. Then check what only resolved values show: an
     upstream's URL and timeouts, the Router's settings."""
     issues: list[FileIssue] = []
-    found = config._environment_values
     for i, deployment in enumerate(config.model_list):
         where = f"model_list.{i}.litellm_params"
         nested: list[tuple[str, str]] = []
-        deployment.litellm_params = resolve_nested(deployment.litellm_params, where, found,
-                                                   nested)
+        deployment.litellm_params = resolve_nested(deployment.litellm_params, where, nested)
         if not nested:  # an unset variable is the issue, not its reference's text
             nested = [(f"{where}.{name}", message)
                       for name, message in deployment_issues(deployment.litellm_params)]
         issues += [FileIssue(source, None, field, message) for field, message in nested]
     nested = []
-    router = resolve_nested(config.router_settings, "router_settings", found, nested)
+    router = resolve_nested(config.router_settings, "router_settings", nested)
     if not nested:
         config.router_settings, wrong = checked_router_settings(router)
         nested = [(f"router_settings.{name}", message) for name, message in wrong]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from proxy.audit_file import OPEN_APPEND, PRIVATE_MODE
 from proxy.settings import GatewayConfig
 from proxy.store.spool import private_file
 from vilmo.policy_store import PolicyStore, UnknownPolicy
@@ -53,8 +54,8 @@ def _policy_issues(config: GatewayConfig) -> list[tuple[str, str]]:
 def _appendable(path: Path, private: bool) -> str | None:
     """Why records cannot be appended to the file at ``path``, or None; made (with its
     folder) as its writer makes it: the store's private to this user (``private_file``), the
-    audit file as ``proxy.audit`` does. A path that is neither a file nor a folder (a
-    character device such as /dev/stdout) is taken as it is."""
+    audit file private too, as ``proxy.audit_file`` makes it. A path that is neither a file
+    nor a folder (a character device such as /dev/stdout) is taken as it is."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -71,7 +72,7 @@ def _appendable(path: Path, private: bool) -> str | None:
             private_file(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666))
+            os.close(os.open(path, OPEN_APPEND, PRIVATE_MODE))
     except OSError as error:
         return f"cannot write {path}: {error.strerror or error}"
     return None

@@ -10,7 +10,9 @@ attacker's. So the gateway answers only to the names in ``server.allowed_hosts``
 Request (``code: host_not_allowed``): the request named an authority this server does not
 serve. Unset, the list is the loopback names (``localhost``, ``127.0.0.1``, ``[::1]``) while
 the gateway is anonymous, and any name once keys are required: a rebinding page has no key,
-and a keyed deployment behind a real name keeps working as configured.
+and a keyed deployment behind a real name keeps working as configured. But a rebinding page
+needs no key for ``auth.public_paths`` (``/metrics`` names every tenant's key): unset, those
+keep the loopback names on a keyed gateway too (``keyless_paths``).
 
 ``/healthz`` answers whatever the ``Host`` (a load balancer's check may name an address), but
 with the bare status only: the policy and model names need an allowed ``Host``
@@ -53,6 +55,15 @@ def allowed_hosts(config: GatewayConfig) -> tuple[str, ...]:
     return (ANY_HOST,) if keyed else LOOPBACK_HOSTS
 
 
+def keyless_paths(config: GatewayConfig) -> frozenset[str]:
+    """The paths served to loopback names only although ``allowed_hosts`` allows any: with the
+    list unset, those a keyed gateway serves without a key (``auth.public_paths``, but the
+    exempt ``/healthz``)."""
+    if config.server.allowed_hosts is not None:
+        return frozenset()
+    return frozenset(config.auth.public_paths) - EXEMPT_PATHS
+
+
 def host_name(header: str) -> str | None:
     """The name of a ``Host`` value (``name[:port]``, ``[v6]:port``), lower case, without a
     final dot; None when it is not one."""
@@ -79,23 +90,28 @@ class TrustedHost:
     """421 for a request whose ``Host`` is missing, repeated, or not allowed (pure ASGI,
     before any key is read)."""
 
-    def __init__(self, app: ASGIApp, allowed: Sequence[str]) -> None:
+    def __init__(self, app: ASGIApp, allowed: Sequence[str],
+                 loopback_paths: frozenset[str] = frozenset()) -> None:
+        """``loopback_paths``: served to the loopback names only, whatever ``allowed`` says."""
         self.app = app
         entries = [entry.strip().lower().strip("[]").removesuffix(".") for entry in allowed]
         self.any = ANY_HOST in entries
         self.names = frozenset(e for e in entries if not e.startswith("*."))
         self.suffixes = tuple(e[1:] for e in entries if e.startswith("*."))
+        self.loopback_paths = loopback_paths
 
-    def allows(self, name: str) -> bool:
+    def allows(self, name: str, path: str = "") -> bool:
+        if path in self.loopback_paths:
+            return name in LOOPBACK_HOSTS
         return self.any or name in self.names or name.endswith(self.suffixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.any:
+        if scope["type"] != "http" or self.any and scope["path"] not in self.loopback_paths:
             await self.app(scope, receive, send)
             return
         values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"host"]
         name = host_name(values[0]) if len(values) == 1 else None
-        if name is not None and self.allows(name):
+        if name is not None and self.allows(name, scope["path"]):
             await self.app(scope, receive, send)
             return
         if scope["path"] in EXEMPT_PATHS:
@@ -108,5 +124,5 @@ class TrustedHost:
         shown = values[0][:MAX_SHOWN_CHARS] if len(values) == 1 else f"{len(values)} values"
         await send_error(send, HostNotAllowed(
             f"this gateway does not serve the host {shown!r}: the Host must be one in "
-            "server.allowed_hosts (unset, on a gateway without client keys: localhost, "
-            "127.0.0.1 or [::1])", code="host_not_allowed"))
+            "server.allowed_hosts (unset, on a gateway without client keys or for a path "
+            "served without a key: localhost, 127.0.0.1 or [::1])", code="host_not_allowed"))

@@ -102,3 +102,27 @@ def test_the_file_is_bounded_by_default() -> None:
     unbounded = GatewayConfig.model_validate({"model_list": models,
                                               "audit": {"max_file_bytes": None}}).audit
     assert unbounded.max_file_bytes is None
+
+
+def test_the_audit_file_and_its_rotations_are_private_to_the_gateways_user(
+        tmp_path: Path) -> None:
+    """The file holds prompts and replies (the store's file is 0600) but was created 0644 by
+    the start check and by the writer: readable by every user of the machine."""
+    from proxy.start_checks import start_up_issues
+
+    umask = os.umask(0o022)
+    try:
+        checked = tmp_path / "checked" / "audit.jsonl"
+        config = GatewayConfig.model_validate({
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+            "audit": {"path": str(checked)}})
+        assert start_up_issues(config, "gateway.yaml") == []
+        assert checked.stat().st_mode & 0o777 == 0o600
+        path = tmp_path / "audit.jsonl"
+        rotating = RotatingFile(path, max_bytes=100, rotated_files=2)
+        for n in range(6):
+            rotating.append(b'{"n":' + str(n).encode() + b',"pad":"' + b"x" * 60 + b'"}\n')
+    finally:
+        os.umask(umask)
+    files = [path, path.with_name("audit.jsonl.1"), path.with_name("audit.jsonl.2")]
+    assert [f.stat().st_mode & 0o777 for f in files] == [0o600] * 3

@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from proxy.cli import serve
 from proxy.direct import route_of
+from proxy.redaction import Redactor
 from proxy.settings import CONFIG_ENV, ConfigError, default_config, load_config
 
 BASE = """model_list:
@@ -132,8 +133,37 @@ def test_nested_environment_references_are_resolved(tmp_path: Path,
     assert config.router_settings["redis_password"] == "redis-pw-from-env-7"
     assert config.router_settings["fallbacks"] == [{"stub": ["project-from-env-42"]}]
     secrets = config.secrets()
-    for value in ("tok-real-secret-123456", "redis-pw-from-env-7", "project-from-env-42"):
-        assert value in secrets  # read from the environment: redacted wherever it shows
+    for value in ("tok-real-secret-123456", "redis-pw-from-env-7"):
+        assert value in secrets  # a credential read from the environment: redacted
+    assert "project-from-env-42" not in secrets  # a model name, wherever it was read from
+
+
+def test_only_credentials_read_from_the_environment_are_redacted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``os.environ/`` value of 8+ characters was a secret: an ``api_base``, an Azure
+    ``api_version``, a model name read so vanished from the audit trail and the logs."""
+    monkeypatch.setenv("VILMO_TEST_BASE", "https://api.openai.com/v1")
+    monkeypatch.setenv("VILMO_TEST_VERSION", "2024-02-15-preview")
+    monkeypatch.setenv("VILMO_TEST_MODEL", "azure/gpt-4o-mini")
+    monkeypatch.setenv("VILMO_TEST_KEY", "sk-realsecret-123456")
+    monkeypatch.setenv("VILMO_TEST_USER_BASE", "https://svc:pa55-in-url@llm.example/v1")
+    path = tmp_path / "gateway.yaml"
+    path.write_text("""model_list:
+  - model_name: a
+    litellm_params: {model: openai/gpt-4o, api_base: os.environ/VILMO_TEST_BASE,
+                     api_key: os.environ/VILMO_TEST_KEY}
+  - model_name: b
+    litellm_params: {model: os.environ/VILMO_TEST_MODEL, api_version: os.environ/VILMO_TEST_VERSION,
+                     api_key: os.environ/VILMO_TEST_KEY, api_base: "https://x.openai.azure.com"}
+  - model_name: c
+    litellm_params: {model: openai/c, api_base: os.environ/VILMO_TEST_USER_BASE}
+""")
+    redact = Redactor(load_config(path).secrets())
+    text = ("See https://api.openai.com/v1/models; the API version 2024-02-15-preview; we use "
+            "azure/gpt-4o-mini. key sk-realsecret-123456, pa55-in-url")
+    assert redact(text) == ("See https://api.openai.com/v1/models; the API version "
+                            "2024-02-15-preview; we use azure/gpt-4o-mini. key [redacted], "
+                            "[redacted]")
 
 
 def test_an_unset_nested_reference_is_named_by_its_field(
@@ -190,12 +220,29 @@ def test_an_upstream_base_without_a_scheme_is_refused(
 
 @pytest.mark.slow
 def test_the_router_settings_allowed_are_litellms() -> None:
-    """Each name ``router_settings`` may give is one of the Router's keyword arguments (an
-    unknown one is a TypeError in every worker's start-up)."""
+    """The names ``router_settings`` may give are the installed Router's keyword arguments
+    (an unknown one is a TypeError in every worker's start-up; 21 valid ones, such as
+    ``ignore_invalid_deployments``, were refused), but the ``model_list`` the gateway gives."""
     import inspect
 
     from litellm.router import Router
 
     from proxy.config_values import ROUTER_SETTINGS
 
-    assert ROUTER_SETTINGS <= set(inspect.signature(Router.__init__).parameters) - {"self"}
+    assert ROUTER_SETTINGS == set(inspect.signature(Router.__init__).parameters) - {
+        "self", "model_list"}
+
+
+def test_router_settings_litellm_takes_are_accepted() -> None:
+    """A YAML number as the Redis password (``redis_password: 12345678``) was refused."""
+    from proxy.config_values import checked_router_settings
+
+    settings, issues = checked_router_settings({
+        "ignore_invalid_deployments": True, "tag_filtering_match_any": True,
+        "enable_health_check_routing": True, "fallback_on_unsupported_params": True,
+        "redis_password": 12345678, "num_retries": "2"})
+    assert issues == []
+    assert settings["redis_password"] == "12345678" and settings["num_retries"] == 2
+    assert settings["ignore_invalid_deployments"] is True
+    _, issues = checked_router_settings({"redis_password": True, "model_list": []})
+    assert {name for name, _ in issues} == {"redis_password", "model_list"}

@@ -3,8 +3,8 @@ no text the check reads), and each could carry a word (``proxy.reply_schema.is_i
 ids of one reply's tool calls spelled a sentence the judge never read (``call_Go``,
 ``call_stab``, ``call_him``, ``call_tonight``), in plain replies and buffer and chunked streams
 alike. Now every tool call id is replaced by one the gateway makes (``fresh_id``): the same for
-each of a stream's chunks, shaped as the upstream's (a provider that checks the ids it gets
-back still takes them), and the client's next request, which sends the gateway's ids back in
+each of a stream's chunks, of the upstream's length and known prefix only (Mistral's nine
+letters and digits kept so, as Mistral checks the ids it gets back), and the client's next request, which sends the gateway's ids back in
 its assistant and tool messages, still works upstream: it carries the whole conversation, so
 the upstream never needs its own ids.
 """
@@ -164,17 +164,37 @@ def test_the_gateways_ids_work_in_the_next_request(gateway_url: str, upstream: T
     assert [m["tool_call_id"] for m in sent if m["role"] == "tool"] == ids
 
 
-def test_fresh_ids_are_stable_within_a_process_and_keep_their_shape() -> None:
-    from proxy.reply_schema import fresh_id
+def test_fresh_ids_are_stable_within_a_process_and_keep_only_length_and_known_prefix() -> None:
+    from proxy.reply_schema import fresh_id, is_id
 
     def make(value: str) -> str:
         return str(fresh_id("call_")(value))
     assert make("call_abc123XYZ7") == make("call_abc123XYZ7") != make("call_abc123XYZ8")
-    assert re.fullmatch(r"call_[a-z]{3}\d{3}[A-Z]{3}\d", make("call_abc123XYZ7"))
-    assert re.fullmatch(r"toolu_[A-Za-z0-9]{24}", make("toolu_01A09q90qw90lq917835lq9X"))
+    assert re.fullmatch(r"call_[a-z0-9]{10}", make("call_abc123XYZ7"))
+    assert re.fullmatch(r"toolu_[a-z0-9]{24}", make("toolu_01A09q90qw90lq917835lq9X"))
+    assert re.fullmatch(r"chatcmpl-tool-[a-z0-9]{32}", make("chatcmpl-tool-" + "ab12" * 8))
+    assert re.fullmatch(r"call_[a-z0-9]{17}", make("chat_gen_Resp_x7kQ9m2p"))  # words: call_
+    assert re.fullmatch(r"[A-Za-z0-9]{9}", make("aB3dE6gH9"))  # Mistral's nine
     assert re.fullmatch(r"call_[0-9a-f]{24}", make("call_Go"))  # too short to keep: made anew
     assert re.fullmatch(r"call_[0-9a-f]{24}", make("I will stab you tonight, I promise"))
     assert make("") == "" and fresh_id("call_")(None) is None
+    many = [make(f"call_{n:024d}") for n in range(64)]
+    assert len(set(many)) == 64 and all(is_id(made) for made in many)
+
+
+def test_an_upstream_chooses_nothing_of_the_ids_pattern_but_length_and_prefix() -> None:
+    """Each letter's case, each digit's place and the prefix words were copied: an upstream
+    spelled about seven bytes per id in letter case alone, which a client decoded exactly."""
+    from proxy.reply_schema import fresh_id
+
+    bits = "".join(f"{byte:08b}" for byte in b"stab him tonight")
+    sent = ["call_" + "".join("Q" if bit == "1" else "q" for bit in bits[i:i + 56]) + "7"
+            for i in range(0, len(bits), 56)]
+    made = [str(fresh_id("call_")(value)) for value in sent]
+    assert [len(m) for m in made] == [len(s) for s in sent]
+    decoded = "".join("1" if c.isupper() else "0" for m in made for c in m[5:-1])
+    assert decoded != bits[:len(decoded)]
+    assert all(re.fullmatch(r"call_[a-z0-9]+", m) for m in made)
 
 
 def test_a_streamed_choice_keeps_its_first_audio_id() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import TEAM_KEY
+from conftest import ADMIN_KEY, TEAM_KEY
 from fakes import FakeUpstream, fake_services
 from stub_upstream import ServerThread
 
@@ -156,6 +156,28 @@ def test_a_keyed_gateway_answers_any_host_by_default(policy_dir: Path,
         assert keyless.status_code == 401
 
 
+@pytest.mark.parametrize("path", ["/metrics", "/openapi.json"])
+def test_a_keyed_gateways_keyless_paths_are_served_to_loopback_names_only(
+        policy_dir: Path, bank: PrincipleBank, path: str) -> None:
+    """A rebound page needs no key for ``auth.public_paths``: /metrics names every tenant's key.
+    So, ``allowed_hosts`` unset, those paths keep the loopback list even on a keyed gateway."""
+    auth = {"admin_key": ADMIN_KEY, "keys": [{"key": TEAM_KEY, "name": "team-payroll"}],
+            "public_paths": ["/healthz", "/metrics", "/openapi.json"]}
+    with served(policy_dir, bank, auth) as (url, _):
+        rebound = httpx.get(f"{url}{path}", headers={"host": "evil.example:4000"})
+        refused(rebound)
+        assert "team-payroll" not in rebound.text
+        assert httpx.get(f"{url}{path}", headers={"host": "localhost:4000"}).status_code == 200
+        keyed = httpx.get(f"{url}/v1/models", headers={
+            "host": "gateway.example.com", "authorization": f"Bearer {TEAM_KEY}"})
+        assert keyed.status_code == 200, keyed.text  # a keyed path: any name, as before
+        health = httpx.get(f"{url}/healthz", headers={"host": "evil.example:4000"})
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+    with served(policy_dir, bank, auth, ["gateway"]) as (url, _):  # the operator's names
+        response = httpx.get(f"{url}{path}", headers={"host": "gateway:4000"})
+        assert response.status_code == 200, response.text
+
+
 def test_allowed_hosts_names_exactly_what_is_served(policy_dir: Path,
                                                     bank: PrincipleBank) -> None:
     auth = {"keys": [{"key": TEAM_KEY, "name": "team"}]}
@@ -172,6 +194,26 @@ def test_allowed_hosts_names_exactly_what_is_served(policy_dir: Path,
         response = httpx.post(f"{url}/v1/chat/completions", content=CHAT,
                               headers={**REBOUND, "host": "evil.example:4000"})
         assert response.status_code == 200  # the operator's choice
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.5:4000", "cafe:4000", "[::1]:4000", "localhost:4000"])
+def test_an_allowed_hosts_entry_with_a_port_is_refused_saying_so(entry: str) -> None:
+    """``10.0.0.5:4000`` passed as an address, then never matched (names are compared
+    without their port): every request was a 421."""
+    with pytest.raises(ValueError, match="allowed_hosts") as refused_entry:
+        GatewayConfig.model_validate({
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+            "server": {"allowed_hosts": [entry]}})
+    assert "no port" in str(refused_entry.value)
+
+
+@pytest.mark.parametrize("entry", ["::1", "[::1]", "fe80::1", "10.0.0.5", "*", "*.example.com",
+                                   "gateway"])
+def test_an_allowed_hosts_address_or_name_is_accepted(entry: str) -> None:
+    config = GatewayConfig.model_validate({
+        "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+        "server": {"allowed_hosts": [entry]}})
+    assert config.server.allowed_hosts == [entry]
 
 
 @pytest.mark.parametrize("entry", ["gateway.example.com:443", "http://gateway", "", "a b",
