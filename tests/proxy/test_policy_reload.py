@@ -26,9 +26,10 @@ HELD_S = 30.0
 that holds the loop shows as a timed-out request, not a hung test."""
 
 
-def chat(base: str, timeout: float = 5.0, **headers: str) -> httpx.Response:
+def chat(base: str, policy: str | None = None, timeout: float = 5.0) -> httpx.Response:
+    chosen = {"X-Vilmo-Policy": policy} if policy else {}
     return httpx.post(f"{base}/v1/chat/completions", timeout=timeout,
-                      headers={"authorization": f"Bearer {TEAM_KEY}", **headers},
+                      headers={"authorization": f"Bearer {TEAM_KEY}", **chosen},
                       json={"model": "stub", "messages": [{"role": "user", "content": "Hi"}]})
 
 
@@ -59,7 +60,7 @@ def test_a_slow_reload_holds_no_request(policies: Path, tmp_path: Path,
             assert entered.is_set() and not release.is_set()
             assert first.status_code == 200, first.text
             assert first.headers["x-vilmo-policy"] == "default"  # the last good policies
-            second = chat(base, **{"X-Vilmo-Policy": "strict-care-fairness"})
+            second = chat(base, "strict-care-fairness")
             assert second.status_code == 200, second.text
             assert not release.is_set()  # both answered while the pass was still held
             assert len(passes) == 1  # one pass at a time: the second did not start another
@@ -74,10 +75,10 @@ def test_a_policy_added_while_serving_is_served_to_the_request_naming_it(
     with serve_fake_gateway(policies, store, auth=KEYS) as (base, _):
         (policies / "hot.yaml").write_text("name: hot\nvalues:\n  mft.loyalty: {weight: 1.0}\n")
         assert chat(base).status_code == 200  # a first pass only notes a new file
-        reply = chat(base, **{"X-Vilmo-Policy": "hot"})  # waits for the pass that loads it
+        reply = chat(base, "hot")  # waits for the pass that loads it
         assert reply.status_code == 200, reply.text
         assert reply.headers["x-vilmo-policy"] == "hot"
-        unknown = chat(base, **{"X-Vilmo-Policy": "nowhere"})
+        unknown = chat(base, "nowhere")
         assert unknown.status_code == 400
         assert unknown.json()["error"]["code"] == "policy_not_found"
 
