@@ -62,11 +62,13 @@ def story_figures(out_dir: Path) -> dict[str, Any]:
     return out
 
 
-def run(variant: str, work: Path, root: Path, features: dict[Any, np.ndarray]) -> dict[str, Any]:
-    """One variant: copy, refit, recalibrate, read dev."""
+def run(variant: str, work: Path, root: Path, features: dict[Any, np.ndarray],
+        base: Path = SHIPPED) -> dict[str, Any]:
+    """One variant: copy ``base``, refit (pulled towards ``base``'s rows), recalibrate, read
+    dev."""
     target = work / variant.replace(":", "").replace("+", "_").replace("@", "_")
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(SHIPPED, target)
+    shutil.copytree(base, target)
     fit: dict[str, Any] = {}
     if variant != "shipped":
         heads_part, pull = variant.split("@")
@@ -76,7 +78,7 @@ def run(variant: str, work: Path, root: Path, features: dict[Any, np.ndarray]) -
                         float(l2), features, float(weight or 1))
     config = recalibrate(root, target, progress=False)
     rule = {k: config[k] for k in ("operating_rule", "plain_operating_rule")}
-    result = {"variant": variant, "fit": fit, "rule": rule,
+    result = {"variant": variant, "base": str(base), "fit": fit, "rule": rule,
               "objective": round(rule["operating_rule"]["dev_harmful_flagged"]
                                  - rule["operating_rule"]["dev_refused_flagged"], 4),
               "plain_objective": round(rule["plain_operating_rule"]["dev_harmful_flagged"]
@@ -92,6 +94,8 @@ def main() -> None:
     parser.add_argument("variants", nargs="+")
     parser.add_argument("--work", type=Path, default=Path("/tmp/head_refit"))
     parser.add_argument("--features", type=Path, default=Path("/tmp/head_refit/features.pkl"))
+    parser.add_argument("--base", type=Path, default=SHIPPED,
+                        help="weights folder to copy and pull the refit rows towards")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     root = data.data_dir()
@@ -100,7 +104,7 @@ def main() -> None:
         features = pickle.loads(args.features.read_bytes())
     for variant in args.variants:
         before = len(features)
-        result = run(variant, args.work, root, features)
+        result = run(variant, args.work, root, features, args.base)
         if len(features) > before:
             args.features.write_bytes(pickle.dumps(features))
         print(json.dumps(result), flush=True)
