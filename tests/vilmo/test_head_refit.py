@@ -66,8 +66,9 @@ def test_the_reply_reading_replaces_or_joins_the_prompted_examples_at_half_weigh
     x = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]], np.float32)
     y = np.array([[0.0], [0.0], [1.0]], np.float32)
     m = np.array([[1.0], [1.0], [5.0]], np.float32)
-    known = {("Story.", "Fine."): np.array([0.0, 1.0], np.float32),
-             ("Story.", "Wrong."): np.array([0.0, 3.0], np.float32)}
+    known: dict[tuple[str | None, str], np.ndarray] = {
+        ("Story.", "Fine."): np.array([0.0, 1.0], np.float32),
+        ("Story.", "Wrong."): np.array([0.0, 3.0], np.float32)}
     rx, _, rm = _with_reply_reading(Path("unused"), examples, x, y, m, "reply", known)
     assert rx.tolist() == [[0.0, 1.0], [2.0, 0.0], [0.0, 3.0]] and rm.tolist() == m.tolist()
     bx, by, bm = _with_reply_reading(Path("unused"), examples, x, y, m, "both", known)
