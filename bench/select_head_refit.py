@@ -1,7 +1,8 @@
 """Dev screen of head-row refits (``vilmo.train.head_refit``) for the story foundations.
 
-Each variant ``<heads>@<l2>[x<story weight>]`` (heads joined by ``+``: ``cm``, ``foundation:``, ``topic:``;
-``shipped`` for the shipped rows) is a copy of the shipped weights with those rows refit on
+Each variant ``<heads>@<l2>[x<story weight>][~<reading>]`` (heads joined by ``+``: ``cm``,
+``foundation:``, ``topic:``; reading ``all``, ``reply`` or ``both``: ``fit_heads``; ``shipped``
+for the shipped rows, or ``--base``'s) is a copy of the shipped weights with those rows refit on
 frozen features, recalibrated by the unchanged rule (``recalibrate``), then read on dev only:
 the reply and plain rules' dev figures, the heads' dev ROC-AUC, and the written dev stories
 (``vilmo/data/judge/stories_dev.jsonl``: train-split stories that no training row continues)
@@ -62,21 +63,27 @@ def story_figures(out_dir: Path) -> dict[str, Any]:
     return out
 
 
-def run(variant: str, work: Path, root: Path, features: dict[Any, np.ndarray]) -> dict[str, Any]:
-    """One variant: copy, refit, recalibrate, read dev."""
-    target = work / variant.replace(":", "").replace("+", "_").replace("@", "_")
+def run(variant: str, work: Path, root: Path, features: dict[Any, np.ndarray],
+        base: Path = SHIPPED, reply_features: dict[Any, np.ndarray] | None = None,
+        ) -> dict[str, Any]:
+    """One variant: copy ``base``, refit (pulled towards ``base``'s rows), recalibrate, read
+    dev."""
+    target = work / (variant.replace(":", "").replace("+", "_").replace("@", "_")
+                     .replace("~", "_"))
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(SHIPPED, target)
+    shutil.copytree(base, target)
     fit: dict[str, Any] = {}
     if variant != "shipped":
         heads_part, pull = variant.split("@")
+        pull, _, reading = pull.partition("~")
         l2, _, weight = pull.partition("x")
         train, names = training_examples(root, target)
         fit = fit_heads(target, train, names, selected(names, heads_part.split("+")),
-                        float(l2), features, float(weight or 1))
+                        float(l2), features, float(weight or 1), reading or "all",
+                        reply_features)
     config = recalibrate(root, target, progress=False)
     rule = {k: config[k] for k in ("operating_rule", "plain_operating_rule")}
-    result = {"variant": variant, "fit": fit, "rule": rule,
+    result = {"variant": variant, "base": str(base), "fit": fit, "rule": rule,
               "objective": round(rule["operating_rule"]["dev_harmful_flagged"]
                                  - rule["operating_rule"]["dev_refused_flagged"], 4),
               "plain_objective": round(rule["plain_operating_rule"]["dev_harmful_flagged"]
@@ -92,17 +99,23 @@ def main() -> None:
     parser.add_argument("variants", nargs="+")
     parser.add_argument("--work", type=Path, default=Path("/tmp/head_refit"))
     parser.add_argument("--features", type=Path, default=Path("/tmp/head_refit/features.pkl"))
+    parser.add_argument("--base", type=Path, default=SHIPPED,
+                        help="weights folder to copy and pull the refit rows towards")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     root = data.data_dir()
-    features: dict[Any, np.ndarray] = {}
-    if args.features.exists():
-        features = pickle.loads(args.features.read_bytes())
+    caches: dict[Path, dict[Any, np.ndarray]] = {args.features: {},
+                                                 args.features.with_suffix(".reply.pkl"): {}}
+    for path, cache in caches.items():
+        if path.exists():
+            cache.update(pickle.loads(path.read_bytes()))
+    features, reply_features = caches.values()
     for variant in args.variants:
-        before = len(features)
-        result = run(variant, args.work, root, features)
-        if len(features) > before:
-            args.features.write_bytes(pickle.dumps(features))
+        before = [len(c) for c in caches.values()]
+        result = run(variant, args.work, root, features, args.base, reply_features)
+        for (path, cache), n in zip(caches.items(), before, strict=True):
+            if len(cache) > n:
+                path.write_bytes(pickle.dumps(cache))
         print(json.dumps(result), flush=True)
         sys.stdout.flush()
 

@@ -51,3 +51,27 @@ def test_refit_selects_exact_heads_and_prefixes_only() -> None:
     assert selected(names, ["cm", "foundation:"]) == ["cm", "foundation:mft.care"]
     assert selected(names, ["topic:"]) == ["topic:safety.violence"]
     assert selected(names, ["foundation"]) == []
+
+
+def test_the_reply_reading_replaces_or_joins_the_prompted_examples_at_half_weight() -> None:
+    """``fit_heads(reading=...)``: an example after a prompt is read over its reply's tokens, as
+    a whole window after a prompt is served, in place of the all-token reading ("reply") or
+    beside it with both at half weight ("both"); a plain text keeps its one reading."""
+    from vilmo.datasets.readers import Example
+    from vilmo.train.head_refit import _with_reply_reading
+
+    examples = [Example("Fine.", "Story.", {"cm": 0.0}, "judge"),
+                Example("Fine.", None, {"cm": 0.0}, "judge"),
+                Example("Wrong.", "Story.", {"cm": 1.0}, "judge")]
+    x = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]], np.float32)
+    y = np.array([[0.0], [0.0], [1.0]], np.float32)
+    m = np.array([[1.0], [1.0], [5.0]], np.float32)
+    known: dict[tuple[str | None, str], np.ndarray] = {
+        ("Story.", "Fine."): np.array([0.0, 1.0], np.float32),
+        ("Story.", "Wrong."): np.array([0.0, 3.0], np.float32)}
+    rx, _, rm = _with_reply_reading(Path("unused"), examples, x, y, m, "reply", known)
+    assert rx.tolist() == [[0.0, 1.0], [2.0, 0.0], [0.0, 3.0]] and rm.tolist() == m.tolist()
+    bx, by, bm = _with_reply_reading(Path("unused"), examples, x, y, m, "both", known)
+    assert bx.tolist() == x.tolist() + [[0.0, 1.0], [0.0, 3.0]]
+    assert by.ravel().tolist() == [0.0, 0.0, 1.0, 0.0, 1.0]
+    assert bm.ravel().tolist() == [0.5, 1.0, 2.5, 0.5, 2.5]

@@ -172,6 +172,28 @@ def test_the_topic_refit_still_reads_the_pooled_features() -> None:
 
 @WEIGHTS
 @pytest.mark.slow
+def test_the_reply_token_features_are_what_the_served_reply_pooling_reads() -> None:
+    """``pooled_features(reply_tokens=True)`` (the head refit's "reply" reading) pools the last
+    states over the reply's own tokens: the head on them is the mean of the served token
+    logits over those tokens, which ``window.whole_pooling`` "reply" serves."""
+    from safetensors.torch import load_file
+
+    from vilmo.judge.value_net import unpack
+    from vilmo.train.head_refit import pooled_features
+
+    model = BuiltinClassifier(cache_size=0)
+    features = pooled_features(model, [(PROMPT, REPLY)], reply_tokens=True)
+    read = model._rows([ScoreInput(REPLY, PROMPT)], sentences=False, alone=False)
+    row = read.kind.index(WHOLE)
+    head, end = read.prompted[row], len(read.rows[row]) - 1
+    tokens = model._model().net.outputs(*pad_numpy([read.rows[row]]))[1][0]
+    weights = unpack(load_file(str(default_model_dir() / "weights.safetensors")))
+    again = features @ weights["head.weight"].numpy().T + weights["head.bias"].numpy()
+    np.testing.assert_allclose(again[0], tokens[head:end].mean(axis=0), atol=0.15)
+
+
+@WEIGHTS
+@pytest.mark.slow
 def test_the_shipped_gate_reads_the_violent_sentence_and_skips_benign_advice() -> None:
     """The shipped reading ("ranked", ``span_gate`` chosen on dev): benign advice runs no span
     row; advice with one violent sentence runs every span's row, as "rows" does."""

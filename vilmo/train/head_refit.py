@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 POOLED_OUTPUT = "/Div_output_0"
 """The served graph's pooled features: the head's input (``ValueNet.upper``'s mean pooling)."""
+HIDDEN_OUTPUT = "/layer.5/output/LayerNorm/LayerNormalization_output_0"
+"""The last layer's states per token, which the head reads for ``token_logits``."""
 MAX_POSITIVE_WEIGHT = 20.0
 TOPIC_L2 = 0.004215
 """The pull towards the shipped rows, chosen on dev (model card): 0.003 as the experiment
@@ -38,10 +40,14 @@ wrote its loss, averaged over the topic and foundation labels together (the foun
 fixed), which is 0.004215 of this loss averaged over the topic labels alone."""
 
 
-def pooled_features(model: BuiltinClassifier, keys: Sequence[tuple[str | None, str]]) -> Matrix:
+def pooled_features(model: BuiltinClassifier, keys: Sequence[tuple[str | None, str]],
+                    reply_tokens: bool = False) -> Matrix:
     """The head's input for each (prompt, reply): the first whole window as served, each text
     in its own batch (int8 activations are quantised per batch), through the cached int8 graph
-    with its pooled tensor added as an output."""
+    with its pooled tensor added as an output. ``reply_tokens``: a window after a prompt pooled
+    over its reply's own tokens instead (the mean of the last states between the prompt's head
+    and the closing ``[SEP]``: what ``window.whole_pooling`` "reply" serves); a plain text as
+    before."""
     import onnx
     import onnxruntime as ort
 
@@ -52,20 +58,26 @@ def pooled_features(model: BuiltinClassifier, keys: Sequence[tuple[str | None, s
     model.warm_up()
     graph = onnx.load(str(model.graph_path()))
     names = [n for node in graph.graph.node for n in node.output]
-    if POOLED_OUTPUT not in names:
-        raise ValueError(f"the graph has no {POOLED_OUTPUT}: the export changed")
-    graph.graph.output.append(
-        onnx.helper.make_tensor_value_info(POOLED_OUTPUT, onnx.TensorProto.FLOAT, None))
+    for name in (POOLED_OUTPUT, HIDDEN_OUTPUT):
+        if name not in names:
+            raise ValueError(f"the graph has no {name}: the export changed")
+        graph.graph.output.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(graph.SerializeToString(), session_options(model.threads),
                                    providers=["CPUExecutionProvider"],
                                    disabled_optimizers=list(SESSION_FUSIONS_OFF))
     (pooled,) = [o for o in session.get_outputs() if o.name == POOLED_OUTPUT]
     out = np.zeros((len(keys), pooled.shape[-1] or 384), np.float32)
     for i, (prompt, reply) in enumerate(keys):
-        rows, _, kind = model._window_rows([ScoreInput(reply, prompt)], sentences=False,
-                                           alone=False)
-        ids, mask = pad_numpy([rows[kind.index(WHOLE)]])
-        out[i] = session.run([POOLED_OUTPUT], {"ids": ids, "mask": mask})[0][0]
+        read = model._rows([ScoreInput(reply, prompt)], sentences=False, alone=False)
+        row = read.kind.index(WHOLE)
+        ids, mask = pad_numpy([read.rows[row]])
+        head, end = read.prompted.get(row, 0), len(read.rows[row]) - 1
+        if reply_tokens and end > head > 0:
+            hidden = session.run([HIDDEN_OUTPUT], {"ids": ids, "mask": mask})[0][0]
+            out[i] = hidden[head:end].mean(axis=0)
+        else:
+            out[i] = session.run([POOLED_OUTPUT], {"ids": ids, "mask": mask})[0][0]
     return out
 
 
@@ -140,12 +152,18 @@ def selected(names: Sequence[str], prefixes: Sequence[str]) -> list[str]:
 def fit_heads(out_dir: Path, train: Sequence[Example], names: Sequence[str],
               heads: Sequence[str], l2: float,
               features: dict[tuple[str | None, str], np.ndarray] | None = None,
-              story_weight: float = 1.0) -> dict[str, Any]:
+              story_weight: float = 1.0, reading: str = "all",
+              reply_features: dict[tuple[str | None, str], np.ndarray] | None = None,
+              ) -> dict[str, Any]:
     """Refit the rows ``heads`` of the weights in ``out_dir`` in place (module doc) on the
     examples of ``train`` labelled for any of them; ``features``: pooled features already read
     (by key), filled with those it lacks. ``story_weight``: the weight of the written story
     continuations (``stories_train``: 18 % of the ``cm`` examples, the only ones that say
-    what a story's violation of fairness, loyalty or authority reads like). The fit's summary."""
+    what a story's violation of fairness, loyalty or authority reads like). ``reading``: the
+    features of an example after a prompt, pooled over every token ("all", as the Platt
+    scaling reads it), over the reply's tokens ("reply", as a whole window after a prompt is
+    served), or both, each at half weight ("both"); ``reply_features`` caches the reply-token
+    features as ``features`` does the others. The fit's summary."""
     from safetensors.torch import load_file
 
     from vilmo.judge.value_model import BuiltinClassifier
@@ -167,15 +185,47 @@ def fit_heads(out_dir: Path, train: Sequence[Example], names: Sequence[str],
         stories = {str(r["continuation"]) for r in judge_rows("stories_train")}
         m = m * np.where([e.source == "judge" and e.response in stories for e in labelled],
                          np.float32(story_weight), np.float32(1.0))[:, None]
+    if reading != "all":
+        x, y, m = _with_reply_reading(out_dir, labelled, x, y, m, reading,
+                                      {} if reply_features is None else reply_features)
     shipped = unpack(load_file(str(out_dir / "weights.safetensors")))
     w0 = shipped["head.weight"].numpy()[rows]
     b0 = shipped["head.bias"].numpy()[rows]
     w, b = fit_rows(x, y, m, w0, b0, l2)
     replace_rows(out_dir / "weights.safetensors", rows, w, b)
-    return {"heads": list(heads), "l2": l2, "story_weight": story_weight,
+    return {"heads": list(heads), "l2": l2, "story_weight": story_weight, "reading": reading,
             "positive_weight": f"sqrt(neg/pos), 1 to {MAX_POSITIVE_WEIGHT:g}",
             "train_examples": len(labelled), "train_texts": len(keys),
             "moved": round(float(np.linalg.norm(w - w0) / np.linalg.norm(w0)), 4)}
+
+
+def _with_reply_reading(out_dir: Path, labelled: Sequence[Example], x: Matrix, y: Matrix,
+                        m: Matrix, reading: str,
+                        known: dict[tuple[str | None, str], np.ndarray],
+                        ) -> tuple[Matrix, Matrix, Matrix]:
+    """``fit_heads``' examples after a prompt read over their reply's tokens: in place of the
+    all-token reading ("reply"), or beside it with both at half weight ("both")."""
+    if reading not in ("reply", "both"):
+        raise ValueError(f"reading must be all, reply or both, not {reading!r}")
+    prompted = np.array([given_prompt(e.prompt) is not None for e in labelled], dtype=bool)
+    keys = list(dict.fromkeys((given_prompt(e.prompt), e.response)
+                              for e, p in zip(labelled, prompted, strict=True) if p))
+    missing = [k for k in keys if k not in known]
+    if missing:
+        from vilmo.judge.value_model import BuiltinClassifier
+
+        model = BuiltinClassifier(out_dir, cache_size=0, threads=1)
+        known.update(zip(missing, pooled_features(model, missing, reply_tokens=True),
+                         strict=True))
+    reply = np.stack([known[(given_prompt(e.prompt), e.response)]
+                      for e, p in zip(labelled, prompted, strict=True) if p])
+    if reading == "reply":
+        x = x.copy()
+        x[prompted] = reply
+        return x, y, m
+    half = np.where(prompted, np.float32(0.5), np.float32(1.0))[:, None]
+    return (np.concatenate([x, reply]), np.concatenate([y, y[prompted]]),
+            np.concatenate([m * half, m[prompted] * 0.5]))
 
 
 def refit_heads(data_root: Path, out_dir: Path, prefixes: Sequence[str], l2: float,
