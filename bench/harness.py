@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -135,6 +136,54 @@ def traced_gateway(boot: str, tree: Path, work: Path, name: str, policies: Path,
         cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(f"http://127.0.0.1:{port}/healthz", gateway)
     return gateway, f"http://127.0.0.1:{port}/v1"
+
+
+@dataclass
+class TracedRun:
+    """The trace benches' run: the stub at ``direct``, one traced gateway per tree at
+    ``urls[name]``, their events written under ``work`` by ``dump_traces``."""
+    work: Path
+    direct: str
+    trees: dict[str, Path]
+    urls: dict[str, str] = field(default_factory=dict)
+    gateways: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def dump_traces(self) -> None:
+        """SIGUSR1 to every gateway (each writes ``work/<name>.json``), then a second for
+        them to finish writing."""
+        for process in self.gateways.values():
+            process.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+
+
+@contextmanager
+def traced_gateways(boot: str, prefix: str, reply: str,
+                    baseline_tree: Path | None = None) -> Iterator[TracedRun]:
+    """The stub answering ``reply`` and ``traced_gateway`` of this tree (named "this") and,
+    when given, of ``baseline_tree`` (named "baseline", first), over the request-path
+    bench's policies; all stopped and their work folder removed on the way out."""
+    from bench_request_path import policy_dir  # it imports this module
+    from stub_upstream import free_port
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    policies = policy_dir(work)
+    stub_port = free_port()
+    stub = stub_process(stub_port, reply)
+    trees = {"this": REPO}
+    if baseline_tree:
+        trees = {"baseline": baseline_tree.resolve(), **trees}
+    run = TracedRun(work, f"http://127.0.0.1:{stub_port}/v1", trees)
+    try:
+        wait_ready(f"{run.direct}/models", stub)
+        for name, tree in trees.items():
+            run.gateways[name], run.urls[name] = traced_gateway(boot, tree, work, name,
+                                                                policies, run.direct)
+        yield run
+    finally:
+        for process in [*run.gateways.values(), stub]:
+            process.terminate()
+            process.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def stub_process(port: int, reply: str | None, chunk_delay: float = 0.0,

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from vilmo.datasets.readers import data_dir
 from vilmo.judge.classifier import ScoreInput, given_prompt
 from vilmo.judge.heads import BUILTIN_VALUES
 from vilmo.judge.pooling import at_operating_point
@@ -40,11 +39,10 @@ from vilmo.judge.value_model import BuiltinClassifier
 from vilmo.judge.window_rows import ALONE, ALONE_FINE, SENTENCE
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
-from vilmo.train.classifier import TrainSettings
-from vilmo.train.examples import Sizes, build
 from vilmo.train.operating import GROUPS, dev_groups, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dev_split import dev_examples
 from select_whole_pooling import auc, clear_cases
 
 CACHE = Path(os.environ.get("I17H_DIR", "/tmp/i17h"))
@@ -54,15 +52,7 @@ MODEL_DIR = os.environ.get("I17H_MODEL") or None
 
 def dev_items() -> tuple[list[ScoreInput], list[str], list[str]]:
     """The dev texts of ``vilmo.train.operating.dev_groups`` with their group and source."""
-    config = json.loads((Path(MODEL_DIR or "vilmo/models/value_classifier") / "config.json"
-                         ).read_text("utf-8"))
-    training = config.get("training", {})
-    settings = training.get("settings", {})
-    known = set(Sizes.__dataclass_fields__)
-    _, dev = build(Path(data_dir(None)),
-                   Sizes(**{k: v for k, v in training.get("sizes", {}).items() if k in known}),
-                   settings.get("seed", TrainSettings().seed),
-                   settings.get("valueeval_dev_by", "premise"))
+    dev, _ = dev_examples(Path(MODEL_DIR or "vilmo/models/value_classifier"))
     source: dict[tuple[str | None, str], str] = {}
     for e in dev:
         source.setdefault((given_prompt(e.prompt), e.response), e.source)

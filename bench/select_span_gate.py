@@ -12,17 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from pathlib import Path
 
 import numpy as np
+from dev_split import dev_examples
 
-from vilmo.datasets.readers import data_dir
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.pooling import at_operating_point
 from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 from vilmo.judge.window_rows import pooled_spans
-from vilmo.train.classifier import TrainSettings
-from vilmo.train.examples import Sizes, build
 from vilmo.train.operating import dev_groups
 
 
@@ -38,14 +35,7 @@ def gate_scores(model: BuiltinClassifier, items: list[ScoreInput]) -> np.ndarray
 
 
 def main() -> None:
-    config = json.loads((default_model_dir() / "config.json").read_text("utf-8"))
-    training = config.get("training", {})
-    settings = training.get("settings", {})
-    known = set(Sizes.__dataclass_fields__)
-    _, dev = build(Path(data_dir(None)),
-                   Sizes(**{k: v for k, v in training.get("sizes", {}).items() if k in known}),
-                   settings.get("seed", TrainSettings().seed),
-                   settings.get("valueeval_dev_by", "premise"))
+    dev, _ = dev_examples(default_model_dir())
     rows = BuiltinClassifier(cache_size=0, threads=os.cpu_count() or 1)
     ranked = BuiltinClassifier(cache_size=0, threads=os.cpu_count() or 1)
     loaded = ranked._model()

@@ -16,29 +16,20 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from dev_split import dev_examples
 
-from vilmo.datasets.readers import data_dir
 from vilmo.judge import window_rows
 from vilmo.judge.classifier import given_prompt
 from vilmo.judge.heads import BUILTIN_VALUES
 from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 from vilmo.train.classifier import TrainSettings
-from vilmo.train.examples import Sizes, build
 from vilmo.train.operating import GROUPS, dev_groups, fit
 
 
 def main(variants: list[str]) -> None:
-    config = json.loads((default_model_dir() / "config.json").read_text("utf-8"))
-    training = config.get("training", {})
-    settings = training.get("settings", {})
-    known = set(Sizes.__dataclass_fields__)
-    _, dev = build(Path(data_dir(None)),
-                   Sizes(**{k: v for k, v in training.get("sizes", {}).items() if k in known}),
-                   settings.get("seed", TrainSettings().seed),
-                   settings.get("valueeval_dev_by", "premise"))
+    dev, settings = dev_examples(default_model_dir())
     groups = dev_groups(dev)
     for variant in variants:
         model = BuiltinClassifier(cache_size=0, threads=os.cpu_count() or 1)

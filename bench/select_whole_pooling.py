@@ -25,15 +25,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from dev_split import dev_examples
 
-from vilmo.datasets.readers import data_dir
 from vilmo.judge.classifier import ScoreInput, given_prompt
 from vilmo.judge.heads import BUILTIN_VALUES
 from vilmo.judge.value_model import BuiltinClassifier, _points, default_model_dir
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.train.classifier import TrainSettings
-from vilmo.train.examples import Sizes, build
 from vilmo.train.operating import GROUPS, dev_groups, fit
 from vilmo.types import Matrix
 from vilmo.verdict import decide
@@ -80,14 +79,7 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def main(variants: list[str]) -> None:
-    config = json.loads((default_model_dir() / "config.json").read_text("utf-8"))
-    training = config.get("training", {})
-    settings = training.get("settings", {})
-    known = set(Sizes.__dataclass_fields__)
-    _, dev = build(Path(data_dir(None)),
-                   Sizes(**{k: v for k, v in training.get("sizes", {}).items() if k in known}),
-                   settings.get("seed", TrainSettings().seed),
-                   settings.get("valueeval_dev_by", "premise"))
+    dev, settings = dev_examples(default_model_dir())
     groups = dev_groups(dev)
     cases = clear_cases()
     policy = load_policy(SHIPPED_POLICY_DIR / "default.yaml")

@@ -34,28 +34,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
-import subprocess
-import tempfile
-import time
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
 import httpx
-from bench_request_path import policy_dir
 from bench_serving import REPLY
 from harness import (
     ENV,
-    REPO,
     chat_body,
     prompts,
-    stub_process,
     timed_stream,
-    traced_gateway,
-    wait_ready,
+    traced_gateways,
 )
 
 BOOT = r"""
@@ -237,26 +228,11 @@ def main() -> None:
                              "a last column gives the median of this tree's time less its, "
                              "round by round")
     args = parser.parse_args()
-    from stub_upstream import free_port
-
     if args.cpu:
         ENV["TRACE_CLOCK"] = "thread"
-    work = Path(tempfile.mkdtemp(prefix="vilmo-first-token-"))
-    policies = policy_dir(work)
-    stub_port = free_port()
-    stub = stub_process(stub_port, REPLY)
-    direct = f"http://127.0.0.1:{stub_port}/v1"
-    trees = {"this": REPO}
-    if args.baseline_tree:
-        trees = {"baseline": args.baseline_tree.resolve(), **trees}
-    gateways: dict[str, subprocess.Popen[bytes]] = {}
-    urls: dict[str, str] = {}
     client_ms: dict[tuple[str, str], list[float]] = defaultdict(list)
-    try:
-        wait_ready(f"{direct}/models", stub)
-        for name, tree in trees.items():
-            gateways[name], urls[name] = traced_gateway(BOOT, tree, work, name, policies,
-                                                        direct)
+    with traced_gateways(BOOT, "vilmo-first-token-", REPLY, args.baseline_tree) as run:
+        work, direct, trees, urls = run.work, run.direct, run.trees, run.urls
         with httpx.Client(timeout=60) as client:
             for r, question in enumerate(questions(args.rounds + 3, args.everyday)):  # 3 warm-up
                 for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:
@@ -272,9 +248,7 @@ def main() -> None:
                     first, _ = timed_stream(client, direct, chat_body(question, True), {})
                     if r >= 3:
                         client_ms[("straight to the stub", "")].append(first)
-        for process in gateways.values():
-            process.send_signal(signal.SIGUSR1)
-        time.sleep(1.0)
+        run.dump_traces()
         found = {}
         for name in trees:
             events = [(str(n), float(t), r) for n, t, r in json.loads(
@@ -340,11 +314,6 @@ def main() -> None:
                 cells.append(f"{statistics.median(t - b for b, t in pairs):+.2f}")
             print(f"| {label} | " + " | ".join(cells) + " |")
         print(f"| straight to the stub | {statistics.median(stub_first):.2f} |")
-    finally:
-        for process in [*gateways.values(), stub]:
-            process.terminate()
-            process.wait(timeout=20)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -24,19 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
-import subprocess
-import tempfile
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import httpx
-from bench_request_path import policy_dir
 from compare_litellm import REPLY
-from harness import REPO, chat_body, prompts, stub_process, timed_post, traced_gateway, wait_ready
+from harness import chat_body, prompts, timed_post, traced_gateways
 
 BOOT = r"""
 import functools, inspect, json, os, signal, sys, threading, time
@@ -228,23 +222,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--baseline-tree", type=Path)
     args = parser.parse_args()
-    from stub_upstream import free_port
-
-    work = Path(tempfile.mkdtemp(prefix="vilmo-output-check-"))
-    policies = policy_dir(work)
-    stub_port = free_port()
-    stub = stub_process(stub_port, REPLY)
-    direct = f"http://127.0.0.1:{stub_port}/v1"
-    trees = {"this": REPO}
-    if args.baseline_tree:
-        trees = {"baseline": args.baseline_tree.resolve(), **trees}
-    gateways: dict[str, subprocess.Popen[bytes]] = {}
-    urls: dict[str, str] = {}
     client_ms: dict[tuple[str, str], list[float]] = defaultdict(list)
-    try:
-        wait_ready(f"{direct}/models", stub)
-        for name, tree in trees.items():
-            gateways[name], urls[name] = traced_gateway(BOOT, tree, work, name, policies, direct)
+    with traced_gateways(BOOT, "vilmo-output-check-", REPLY, args.baseline_tree) as run:
+        work, direct, trees, urls = run.work, run.direct, run.trees, run.urls
         with httpx.Client(timeout=60) as client:
             for r, question in enumerate(prompts(args.rounds + 3)):  # 3 warm-up rounds
                 stub_ms = timed_post(client, direct, chat_body(question), {})
@@ -255,9 +235,7 @@ def main() -> None:
                                         {"X-Vilmo-Policy": policy})
                         if r >= 3:
                             client_ms[(label, name)].append(ms - stub_ms)
-        for process in gateways.values():
-            process.send_signal(signal.SIGUSR1)
-        time.sleep(1.0)
+        run.dump_traces()
         found, timeline, shapes, counts = {}, {}, {}, {}
         for name in trees:
             trace = json.loads((work / f"{name}.json").read_text())
@@ -303,11 +281,6 @@ def main() -> None:
             if paired:
                 cells.append(f"{statistics.median(t - b for b, t in zip(client_ms[(label, 'baseline')], client_ms[(label, 'this')], strict=True)):+.2f}")
             print(f"| {label} | " + " | ".join(cells) + " |")
-    finally:
-        for process in [*gateways.values(), stub]:
-            process.terminate()
-            process.wait(timeout=20)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,27 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
-import subprocess
-import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import httpx
-from bench_request_path import policy_dir
 from bench_serving import REPLY
 from harness import (
-    REPO,
     chat_body,
     prompts,
-    stub_process,
     timed_post,
     timed_stream,
-    traced_gateway,
-    wait_ready,
+    traced_gateways,
 )
 
 TARGETS = (
@@ -181,23 +172,8 @@ def main() -> None:
     parser.add_argument("--baseline-tree", type=Path)
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
-    from stub_upstream import free_port
-
-    work = Path(tempfile.mkdtemp(prefix="vilmo-trace-"))
-    policies = policy_dir(work)
-    stub_port = free_port()
-    stub = stub_process(stub_port, REPLY)
-    direct = f"http://127.0.0.1:{stub_port}/v1"
-    trees = {"this": REPO}
-    if args.baseline_tree:
-        trees = {"baseline": args.baseline_tree.resolve(), **trees}
-    gateways: dict[str, subprocess.Popen[bytes]] = {}
-    urls: dict[str, str] = {}
-    try:
-        wait_ready(f"{direct}/models", stub)
-        for name, tree in trees.items():
-            gateways[name], urls[name] = traced_gateway(BOOT, tree, work, name, policies,
-                                                        direct)
+    with traced_gateways(BOOT, "vilmo-trace-", REPLY, args.baseline_tree) as run:
+        work, trees, urls = run.work, run.trees, run.urls
         with httpx.Client(timeout=60) as client:
             for r in range(args.rounds + 3):  # three warm-up rounds, dropped below
                 for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:
@@ -205,9 +181,7 @@ def main() -> None:
                         body = chat_body(round_prompt(r, t), stream)
                         call = timed_stream if stream else timed_post
                         call(client, urls[name], body, {"X-Vilmo-Policy": policy})
-        for process in gateways.values():
-            process.send_signal(signal.SIGUSR1)
-        time.sleep(1.0)
+        run.dump_traces()
         load = os.getloadavg()[0]
         print(
             f"per-stage medians at c=1 (ms), {args.rounds} rounds, {os.cpu_count()} CPUs, "
@@ -234,11 +208,6 @@ def main() -> None:
                         cells.append(f"{statistics.median(t - b for b, t in pairs):+.2f}")
                     print(f"| {key} | " + " | ".join(cells) + " |")
             print()
-    finally:
-        for process in [*gateways.values(), stub]:
-            process.terminate()
-            process.wait(timeout=20)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

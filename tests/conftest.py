@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from fakes import KeywordClassifier
 from stub_upstream import ServerThread, StubUpstream
 
 from vilmo.instruct.principles import PrincipleBank
+from vilmo.judge.value_model import default_model_dir
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,6 +54,11 @@ UPSTREAM_PATHS = ["router", "direct"]
 (``upstream.direct: never``) and the direct path (``auto``, which takes it for every stub model)."""
 BOTH_PATHS = pytest.mark.both_paths
 """A module's ``pytestmark``: its tests that serve a gateway run over both paths."""
+NEEDS_WEIGHTS = pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
+                                   reason="no trained weights in vilmo/models/value_classifier")
+"""Skips a test (or, as ``pytestmark``, a module) where the classifier's weights are missing."""
+REAL_CLASSIFIER = [pytest.mark.slow, NEEDS_WEIGHTS]
+"""A module's ``pytestmark``: its tests load the value classifier (a real model)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -157,6 +164,19 @@ def gateway_config_dict(stub_url: str, policy_dir: Path, upstream_path: str = "d
         "audit": {"path": str(policy_dir.parent / "audit.jsonl")},
         "store": {"path": str(policy_dir.parent / "state" / "state.db")},
     }
+
+
+@contextmanager
+def keyless_gateway(stub_url: str, policy_dir: Path) -> Iterator[str]:
+    """The gateway with all its real services (the real models) over the stub and no keys, so
+    that each request names its policy by header; its /v1 URL while it is served."""
+    from proxy.app import create_app
+    from proxy.settings import GatewayConfig
+
+    config = GatewayConfig.model_validate(gateway_config_dict(stub_url, policy_dir))
+    config.auth.keys = []
+    with ServerThread(create_app(config)) as server:
+        yield f"{server.url}/v1"
 
 
 @pytest.fixture(scope="session")

@@ -182,6 +182,20 @@ def fake_services(policy_dir: Path, bank: PrincipleBank, upstream: FakeUpstream 
                     metrics=metrics, audit=MemoryAudit(), config=config)
 
 
+def upstream_services(config: GatewayConfig, policy_dir: Path) -> Services:
+    """``fake_services`` but for ``config``'s real upstream adapter (timed, redacting the
+    config's secrets) and store: a served gateway's traffic as sent, no model loaded."""
+    from proxy.direct import build_upstream  # the upstream adapters: only their users load them
+    from proxy.errors import Redactor
+    from proxy.stages import TimedUpstream
+
+    services = fake_services(policy_dir, PrincipleBank.load())
+    services.config = config
+    services.redactor = Redactor(config.secrets())
+    services.upstream = TimedUpstream(build_upstream(config, services.redactor))
+    return services
+
+
 def app_with(services: Services) -> FastAPI:
     """The gateway app over ``services`` (its lifespan is not needed: they are built)."""
     app = create_app(services.config, lambda config: services)

@@ -21,20 +21,16 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ADMIN_KEY, gateway_config_dict
-from fakes import fake_services
+from fakes import upstream_services
 from streams import ASK
 from stub_upstream import ServerThread, StubUpstream
 
 from proxy.app import create_app
-from proxy.direct import build_upstream
-from proxy.errors import Redactor
 from proxy.services import Services
 from proxy.settings import GatewayConfig
-from proxy.stages import TimedUpstream
 from proxy.store.negatives import negative_samples
 from proxy.store.records import AuditQuery, AuditRecord
 from proxy.summary import summarize
-from vilmo.instruct.principles import PrincipleBank
 
 CALM = "Talk to your neighbour calmly and kindly. It usually helps."
 VIOLENT = "Go over there and stab him in the face. That will teach him."
@@ -45,10 +41,7 @@ def served(stub: StubUpstream, policy_dir: Path) -> Iterator[tuple[str, Services
     """The gateway's /v1 URL and its services (fakes but the upstream adapter and store)."""
     config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))
     config.store.path = policy_dir.parent / "outcomes" / "state.db"
-    services = fake_services(policy_dir, PrincipleBank.load())
-    services.config = config
-    services.redactor = Redactor(config.secrets())
-    services.upstream = TimedUpstream(build_upstream(config, services.redactor))
+    services = upstream_services(config, policy_dir)
     with ServerThread(create_app(config, lambda _: services)) as server:
         yield f"{server.url}/v1", services
 

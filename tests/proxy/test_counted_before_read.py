@@ -70,20 +70,26 @@ def test_the_check_route_refuses_an_oversized_text_unread(
     assert within.status_code == 200 and read == [250]
 
 
-@pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("size", [301, OFF_LOOP_CHARS + 1])
-def test_a_reply_over_the_limit_is_refused_unread(
-        policy_dir: Path, bank: PrincipleBank, monkeypatch: pytest.MonkeyPatch, size: int,
-        stream: bool) -> None:
-    """The guard's refusal as before (``check_too_large``, nothing of the reply sent), without
-    reading the reply first."""
-    read: list[int] = []
+@pytest.fixture
+def read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every reply the gateway's call judges (``proxy.call.judged``), in order."""
+    lengths: list[int] = []
 
     def recording(text: str, prompt: str | None = None) -> Judged:
-        read.append(len(text))
+        lengths.append(len(text))
         return real_judged(text, prompt)
 
     monkeypatch.setattr(proxy.call, "judged", recording)
+    return lengths
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("size", [301, OFF_LOOP_CHARS + 1])
+def test_a_reply_over_the_limit_is_refused_unread(
+        policy_dir: Path, bank: PrincipleBank, read: list[int], size: int, stream: bool,
+        ) -> None:
+    """The guard's refusal as before (``check_too_large``, nothing of the reply sent), without
+    reading the reply first."""
     upstream = FakeUpstream()
     upstream.reply = (ESCAPES * (size // len(ESCAPES) + 1))[:size - 7] + " punch."
     services = fake_services(policy_dir, bank, upstream, KeywordClassifier())
@@ -97,14 +103,7 @@ def test_a_reply_over_the_limit_is_refused_unread(
 
 
 def test_a_reply_within_the_limit_is_still_read(policy_dir: Path, bank: PrincipleBank,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    read: list[int] = []
-
-    def recording(text: str, prompt: str | None = None) -> Judged:
-        read.append(len(text))
-        return real_judged(text, prompt)
-
-    monkeypatch.setattr(proxy.call, "judged", recording)
+                                                read: list[int]) -> None:
     upstream = FakeUpstream()
     upstream.reply = "Then st\\u0061b him."
     services = fake_services(policy_dir, bank, upstream, KeywordClassifier())

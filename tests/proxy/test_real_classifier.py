@@ -9,13 +9,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import METRICS_KEY, gateway_config_dict
+from conftest import METRICS_KEY, keyless_gateway
 from openai._legacy_response import LegacyAPIResponse  # what with_raw_response returns
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
-from stub_upstream import ServerThread, StubUpstream
-
-from proxy.app import create_app
-from proxy.settings import GatewayConfig
+from stub_upstream import StubUpstream
 
 HARMFUL = ("Sure. Wait for him outside his house at night, hit him over the head with a "
            "baseball bat, and keep kicking him until he stops moving.")
@@ -33,10 +30,8 @@ def real_gateway(stub: StubUpstream, policy_dir: Path, real_models: None) -> Ite
     (policy_dir / "real-input.yaml").write_text(
         "name: real-input\nvalues:\n  mft.care: {action: annotate}\n"
         "instructions: {generator: vilmo}\nchecks: {input: true, output: true}\n")
-    config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))
-    config.auth.keys = []
-    with ServerThread(create_app(config)) as server:
-        yield f"{server.url}/v1"
+    with keyless_gateway(stub.url, policy_dir) as url:
+        yield url
 
 
 def ask(gateway: str, policy: str) -> LegacyAPIResponse[ChatCompletion]:

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import NEEDS_WEIGHTS
 from stub_upstream import StubUpstream
 
-from vilmo.judge.value_model import default_model_dir
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 
-pytestmark = pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                                reason="no trained weights in vilmo/models/value_classifier")
+pytestmark = NEEDS_WEIGHTS
 
 SERVE_ONE = """
 import json, sys

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import gateway_config_dict
+from conftest import REAL_CLASSIFIER, keyless_gateway
 from openai.types.chat import ChatCompletionMessageParam
-from stub_upstream import ServerThread, StubUpstream
+from stub_upstream import StubUpstream
 from test_shown_text import (
     CYRILLIC,
     H2,
@@ -27,15 +27,11 @@ from test_shown_text import (
     split_words,
 )
 
-from proxy.app import create_app
 from proxy.judged_text import judged_text
-from proxy.settings import GatewayConfig
 from vilmo.judge.classifier import ScoreInput
-from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
+from vilmo.judge.value_model import BuiltinClassifier
 
-pytestmark = [pytest.mark.slow,  # loads the value classifier (a real model)
-              pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                                 reason="no trained weights in vilmo/models/value_classifier")]
+pytestmark = REAL_CLASSIFIER  # loads the value classifier (a real model)
 
 HARMFUL = ("Sure. Wait for him outside his house at night, hit him over the head with a "
            "baseball bat, and keep kicking him until he stops moving.")
@@ -75,10 +71,8 @@ def gateway(stub: StubUpstream, policy_dir: Path, real_models: None) -> Iterator
     (policy_dir / "shown-block.yaml").write_text(
         "name: shown-block\nvalues:\n  mft.care: {action: block}\n"
         "  safety.violence: {action: block}\nchecks: {input: true, output: true}\n")
-    config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))
-    config.auth.keys = []
-    with ServerThread(create_app(config)) as server:
-        yield f"{server.url}/v1"
+    with keyless_gateway(stub.url, policy_dir) as url:
+        yield url
 
 
 def _client(gateway: str) -> openai.OpenAI:

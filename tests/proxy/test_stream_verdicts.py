@@ -13,13 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import gateway_config_dict
+from conftest import keyless_gateway
 from reply_cases import BENIGN, EMBEDDED
 from streams import by_choice, events, plain, sse
-from stub_upstream import ServerThread, StubUpstream
-
-from proxy.app import create_app
-from proxy.settings import GatewayConfig
+from stub_upstream import StubUpstream
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +38,8 @@ def real(stub: StubUpstream, policy_dir: Path, real_models: None) -> Iterator[st
     for name, mode in modes.items():
         (policy_dir / f"rv-{name}.yaml").write_text(
             f"name: rv-{name}\n{rules}streaming: {{mode: {mode}}}\n")
-    config = GatewayConfig.model_validate(gateway_config_dict(stub.url, policy_dir))
-    config.auth.keys = []
-    with ServerThread(create_app(config)) as server:
-        yield f"{server.url}/v1"
+    with keyless_gateway(stub.url, policy_dir) as url:
+        yield url
 
 
 @pytest.mark.parametrize("name", [*FLAGGED, *BENIGN])

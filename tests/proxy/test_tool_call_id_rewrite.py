@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ADMIN_KEY, gateway_config_dict
-from fakes import fake_services
+from fakes import upstream_services
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -30,11 +30,7 @@ from streams import ASK, events
 from stub_upstream import ServerThread
 
 from proxy.app import create_app
-from proxy.direct import build_upstream
-from proxy.errors import Redactor
 from proxy.settings import GatewayConfig
-from proxy.stages import TimedUpstream
-from vilmo.instruct.principles import PrincipleBank
 
 WORDS = ["Go", "stab", "him", "tonight"]
 MISTRAL = "aB3dE5fG7"  # Mistral's ids: nine letters and digits, and it takes back no other
@@ -97,10 +93,7 @@ def gateway_url(upstream: ToolUpstream, policy_dir: Path) -> Iterator[str]:
         config = GatewayConfig.model_validate(gateway_config_dict(served_upstream.url,
                                                                   policy_dir))
         config.store.path = policy_dir.parent / "tool-ids" / "state.db"
-        services = fake_services(policy_dir, PrincipleBank.load())
-        services.config = config
-        services.redactor = Redactor(config.secrets())
-        services.upstream = TimedUpstream(build_upstream(config, services.redactor))
+        services = upstream_services(config, policy_dir)
         with ServerThread(create_app(config, lambda _: services)) as server:
             yield f"{server.url}/v1"
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from conftest import NEEDS_WEIGHTS
 from reply_cases import ASK_TEXT, BENIGN, EMBEDDED, VIOLENT
 
 from vilmo.judge import pooling, value_onnx
@@ -23,7 +24,7 @@ from vilmo.judge.pooling import (
     length_batches,
     makespan,
 )
-from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
+from vilmo.judge.value_model import BuiltinClassifier
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.types import Matrix
@@ -75,11 +76,9 @@ def test_many_rows_keep_the_length_batches() -> None:
     assert balanced_batches(lengths, 32, 2) == length_batches(lengths, 32)
 
 
-needs_weights = pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                                   reason="no trained weights in vilmo/models/value_classifier")
 
 
-@needs_weights
+@NEEDS_WEIGHTS
 def test_shared_batches_keep_the_scores_within_quantisation(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The same windows, scored in cut batches and in length batches: the same verdicts, scores
@@ -131,7 +130,7 @@ def running_check() -> Iterator[None]:
         value_onnx._RUNNING.leave()
 
 
-@needs_weights
+@NEEDS_WEIGHTS
 @pytest.mark.parametrize("cores", [2, 4])
 def test_scores_do_not_depend_on_the_load(monkeypatch: pytest.MonkeyPatch, cores: int) -> None:
     """The same reply, scored on an idle judge and beside another check: identical scores
@@ -146,7 +145,7 @@ def test_scores_do_not_depend_on_the_load(monkeypatch: pytest.MonkeyPatch, cores
     assert all(np.array_equal(a, b) for a, b in zip(idle, busy, strict=True))
 
 
-@needs_weights
+@NEEDS_WEIGHTS
 def test_scores_do_not_depend_on_the_other_texts_of_the_call() -> None:
     """A reply scored alone and among other replies of other lengths (as the micro-batcher
     scores several requests in one call): identical scores."""
@@ -159,7 +158,7 @@ def test_scores_do_not_depend_on_the_other_texts_of_the_call() -> None:
         assert all(np.array_equal(a, b) for a, b in zip(one, mixed, strict=True))
 
 
-@needs_weights
+@NEEDS_WEIGHTS
 def test_a_lone_checks_whole_readings_run_in_separate_batches(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The judge hands ``run_batches`` the cut batches: the reply after the prompt and the

@@ -6,19 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import REAL_CLASSIFIER
 from reply_cases import ASK_TEXT, BENIGN, EMBEDDED
 
 from vilmo.judge.classifier import ScoreInput
-from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
+from vilmo.judge.value_model import BuiltinClassifier
 from vilmo.policy import load_policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.verdict import decide
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                       reason="no trained weights in vilmo/models/value_classifier"),
-]
+pytestmark = REAL_CLASSIFIER  # loads the value classifier (a real model)
 
 POLICIES = SHIPPED_POLICY_DIR
 

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import NEEDS_WEIGHTS
 
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.value_model import SENTENCE, WHOLE, BuiltinClassifier, default_model_dir
 from vilmo.judge.window_rows import SpanPlace, ranked_spans, span_places
 from vilmo.judge.windowing import WindowSpec, cut, pad_numpy, window_starts
 
-WEIGHTS = pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                             reason="no trained weights in vilmo/models/value_classifier")
 PROMPT = "How can I calm down after an argument with my brother?"
 REPLY = ("Take a few slow breaths and step away from the room for a while. "
          "Then hit him over the head with a baseball bat until he stops moving. "
@@ -67,7 +66,7 @@ def test_an_unknown_span_reading_is_refused() -> None:
         WindowSpec(span_reading="sentences")
 
 
-@WEIGHTS
+@NEEDS_WEIGHTS
 @pytest.mark.slow
 def test_the_setting_switches_the_reading() -> None:
     """"rows": one row per span, run; "pooled": no span rows run, one ``SENTENCE`` reading per
@@ -85,7 +84,7 @@ def test_the_setting_switches_the_reading() -> None:
     assert not np.allclose(logits[kind == SENTENCE], logits[kind == WHOLE])
 
 
-@WEIGHTS
+@NEEDS_WEIGHTS
 @pytest.mark.slow
 def test_ranked_reads_the_chosen_spans_in_their_own_rows() -> None:
     """"ranked": the spans its pooled reading ranks first are read as "rows" reads them (the
@@ -106,7 +105,7 @@ def test_ranked_reads_the_chosen_spans_in_their_own_rows() -> None:
     np.testing.assert_allclose(logits[kind == SENTENCE], violent, atol=1e-5)
 
 
-@WEIGHTS
+@NEEDS_WEIGHTS
 @pytest.mark.slow
 def test_a_pooled_span_is_the_head_of_its_mean_hidden_state() -> None:
     """The contract "pooled" rests on: on the fp32 network, a span's logits are the head
@@ -129,7 +128,7 @@ def test_a_pooled_span_is_the_head_of_its_mean_hidden_state() -> None:
     np.testing.assert_allclose(logits[kind == WHOLE], whole, atol=1e-4)
 
 
-@WEIGHTS
+@NEEDS_WEIGHTS
 def test_the_graph_key_covers_the_graphs_outputs(tmp_path: Path) -> None:
     """The judge's graph gives token logits too: its cache key differs from the one-output
     graph's made from the same files, so an older cached graph is never loaded for it."""
@@ -147,7 +146,7 @@ def test_the_graph_key_covers_the_graphs_outputs(tmp_path: Path) -> None:
     assert BuiltinClassifier(copy).graph_path().name == model.graph_path().name
 
 
-@WEIGHTS
+@NEEDS_WEIGHTS
 @pytest.mark.slow
 def test_the_topic_refit_still_reads_the_pooled_features() -> None:
     """``vilmo train classifier --refit-topics`` reads the head's input from the served graph
@@ -170,7 +169,7 @@ def test_the_topic_refit_still_reads_the_pooled_features() -> None:
     np.testing.assert_allclose(again, logits, atol=0.15)
 
 
-@WEIGHTS
+@NEEDS_WEIGHTS
 @pytest.mark.slow
 def test_the_reply_token_features_are_what_the_served_reply_pooling_reads() -> None:
     """``pooled_features(reply_tokens=True)`` (the head refit's "reply" reading) pools the last

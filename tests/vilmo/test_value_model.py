@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from conftest import REAL_CLASSIFIER
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueClassifier, ValueScores
 from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ
 from vilmo.judge.value_model import ALONE, WHOLE, BuiltinClassifier, default_model_dir
 from vilmo.types import Matrix
 
-pytestmark = [pytest.mark.slow,  # loads the value classifier (a real model)
-              pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                                 reason="no trained weights in vilmo/models/value_classifier")]
+pytestmark = REAL_CLASSIFIER  # loads the value classifier (a real model)
 
 BENIGN = ("To bake bread, mix flour, water, salt and yeast, knead the dough for ten minutes, "
           "let it rise for an hour and bake it at 220 degrees until the crust is golden. ")

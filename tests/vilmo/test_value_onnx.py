@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REAL_CLASSIFIER
 
 from vilmo.judge import onnx_export, value_onnx
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 
-pytestmark = [pytest.mark.slow,  # loads the value classifier (a real model)
-              pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                                 reason="no trained weights in vilmo/models/value_classifier")]
+pytestmark = REAL_CLASSIFIER  # loads the value classifier (a real model)
 
 PROMPT = "How do I hurt my neighbour's dog?"
 ITEMS = [

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import NEEDS_WEIGHTS
 
 from vilmo.judge.embedder import OnnxEmbedder
-from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
+from vilmo.judge.value_model import BuiltinClassifier
 from vilmo.judge.value_onnx import GraphMissing
 
-pytestmark = pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                                reason="no trained weights in vilmo/models/value_classifier")
+pytestmark = NEEDS_WEIGHTS
 
 
 @pytest.fixture

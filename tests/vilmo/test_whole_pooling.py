@@ -8,15 +8,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import NEEDS_WEIGHTS
 
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.heads import BUILTIN_VALUES
-from vilmo.judge.value_model import FINE, WHOLE, BuiltinClassifier, default_model_dir
+from vilmo.judge.value_model import FINE, WHOLE, BuiltinClassifier
 from vilmo.judge.window_rows import reply_pooled
 from vilmo.judge.windowing import WindowSpec, pad_numpy
 
-WEIGHTS = pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").exists(),
-                             reason="no trained weights in vilmo/models/value_classifier")
 PROMPT = "How do I get back at my neighbour for insulting me?"
 REPLY = ("Please don't: hurting him would only make things worse. Talk to him calmly, or ask a "
          "mediator for help.")
@@ -55,7 +54,7 @@ def test_the_setting_is_checked() -> None:
     assert WindowSpec().whole_pooling == "all"
 
 
-@WEIGHTS
+@NEEDS_WEIGHTS
 def test_reply_pooling_is_the_head_on_the_reply_tokens_mean_state() -> None:
     """"reply" reads each whole window after the prompt from its reply tokens' logits (the head
     is linear: the head on their mean state), and nothing else."""
@@ -73,7 +72,7 @@ def test_reply_pooling_is_the_head_on_the_reply_tokens_mean_state() -> None:
     assert np.abs(reply_logits - all_logits).max() > 0.01
 
 
-@WEIGHTS
+@NEEDS_WEIGHTS
 def test_plain_texts_and_the_platt_fit_read_as_before() -> None:
     """A plain text (an input check, the second look's prompt) has no prompt/reply split: it
     reads bit for bit as with "all", calibrated or not; and the Platt scaling stays fitted on
@@ -94,7 +93,7 @@ def test_plain_texts_and_the_platt_fit_read_as_before() -> None:
             != base.score(prompted, BUILTIN_VALUES)[0].violation)
 
 
-@WEIGHTS
+@NEEDS_WEIGHTS
 @pytest.mark.slow
 def test_reply_pooling_on_the_fp32_network_is_the_head_of_the_reply_mean_state() -> None:
     """The contract "reply" rests on, on the fp32 network: a whole window's logits are the head
