@@ -191,7 +191,7 @@ def test_the_reply_token_features_are_what_the_served_reply_pooling_reads() -> N
     np.testing.assert_allclose(again[0], tokens[head:end].mean(axis=0), atol=0.15)
 
 
-@WEIGHTS
+@NEEDS_WEIGHTS
 @pytest.mark.slow
 def test_the_shipped_gate_reads_the_violent_sentence_and_skips_benign_advice() -> None:
     """The shipped reading ("ranked", ``span_gate`` chosen on dev): benign advice runs no span
