@@ -29,6 +29,13 @@ LOG_EVERY_S = 60.0
 """One log line per failing sink at most this often (the count of the others in it)."""
 CLOSE_WAIT_S = 5.0
 """How long the shutdown waits for audit records still waiting for the file's lock."""
+MAX_BACKLOG_BYTES = 32 * 1024 * 1024
+"""The most the records waiting for the file's lock may hold: one held without end (another
+process) must not grow the worker's memory without end. Past it a record is counted lost."""
+
+
+class BacklogFull(OSError):
+    """A record not queued: the backlog waiting for the file's lock is full."""
 
 
 class AuditSink(Protocol):
@@ -44,15 +51,20 @@ class EmbeddedAuditSink:
     ``write`` runs on the event loop, and the file's lock is shared by every worker: one that
     is rotating holds it. So a record is written at once only when the lock is free; else it
     joins a backlog that a thread of the sink writes, waiting for the lock there, and so does
-    every record after it until the backlog is empty (the file keeps their order). ``close``
-    (at shutdown) waits for the backlog, bounded."""
+    every record after it until the backlog is empty (the file keeps their order). The backlog
+    holds at most ``max_backlog_bytes``: a record past it is counted lost (``on_failure``).
+    ``close`` (at shutdown) waits for the backlog, bounded; a record after it is queued alike
+    (a thread of the sink waits for the lock, never the loop)."""
 
     def __init__(self, path: Path | None = None, keep: int = 1000,
-                 max_file_bytes: int | None = None, rotated_files: int = 5) -> None:
+                 max_file_bytes: int | None = None, rotated_files: int = 5,
+                 max_backlog_bytes: int = MAX_BACKLOG_BYTES) -> None:
         self.recent: deque[RequestRecord] = deque(maxlen=keep)
         self.path = path
         self._file = None if path is None else RotatingFile(path, max_file_bytes, rotated_files)
         self._backlog: deque[bytes] = deque()  # its head is being written until popped
+        self._backlog_bytes = 0
+        self.max_backlog_bytes = max_backlog_bytes
         self._changed = threading.Condition()
         self._writer: threading.Thread | None = None
         self._closing = False
@@ -67,15 +79,23 @@ class EmbeddedAuditSink:
         if self._file is None:
             return
         line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode()
-        with self._changed:  # after close no writer is left to wait: it waits here
-            if not self._backlog and self._file.append(line, wait=self._closing):
+        with self._changed:
+            if not self._backlog and self._file.append(line, wait=False):
                 return
-            self._backlog.append(line)
-            self._changed.notify()
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(target=self._write_backlog, daemon=True,
-                                                name="audit-file-writer")
-                self._writer.start()
+            waiting = self._backlog_bytes
+            if waiting + len(line) <= self.max_backlog_bytes:
+                self._backlog.append(line)
+                self._backlog_bytes += len(line)
+                self._changed.notify()
+                if self._writer is None or not self._writer.is_alive():
+                    self._writer = threading.Thread(target=self._write_backlog, daemon=True,
+                                                    name="audit-file-writer")
+                    self._writer.start()
+                return
+        # outside the condition: the failure's count may log
+        (self.on_failure or _log_failure)(BacklogFull(
+            f"audit record not written: {waiting} bytes already wait for {self.path}'s lock "
+            f"(max {self.max_backlog_bytes})"))
 
     def _write_backlog(self) -> None:
         assert self._file is not None
@@ -83,7 +103,8 @@ class EmbeddedAuditSink:
             with self._changed:
                 while not self._backlog and not self._closing:
                     self._changed.wait()
-                if not self._backlog:
+                if not self._backlog:  # closing: a record queued later starts another
+                    self._writer = None
                     return
                 line = self._backlog[0]  # stays queued while written: later ones wait behind
             try:
@@ -91,16 +112,17 @@ class EmbeddedAuditSink:
             except Exception as error:  # noqa: BLE001 - one record's failure stops no other
                 (self.on_failure or _log_failure)(error)
             with self._changed:
-                self._backlog.popleft()
+                self._backlog_bytes -= len(self._backlog.popleft())
 
     def close(self, timeout_s: float = CLOSE_WAIT_S) -> int:
         """Writes out the backlog (at most ``timeout_s``); returns how many records were left
-        unwritten (logged). Later records are written at once, waiting for the lock."""
+        unwritten (logged). Later records are written as before, by a thread of their own."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()
-        if self._writer is not None:
-            self._writer.join(timeout_s)
+            writer = self._writer
+        if writer is not None:
+            writer.join(timeout_s)
         with self._changed:
             left = len(self._backlog)
         if left:

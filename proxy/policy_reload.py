@@ -3,12 +3,16 @@ its generator weights (``PolicyStore.refresh``, about 0.1 s for the three shippe
 a shared core, more for larger ones): on the loop it would hold every request of the worker.
 So a request that finds a pass due starts one in a worker thread and is served the policies
 last loaded; only a request naming a policy that is not loaded waits for the pass in flight,
-which may be what brings it (a file added since start-up)."""
+which may be what brings it (a file added since start-up), at most ``UNKNOWN_WAIT_S``: a pass
+that hangs (weights on a hung mount) holds no request without end. It does stop later passes
+(one at a time per store); one in flight past ``HUNG_PASS_S`` is logged, once."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
 from vilmo.policy import Policy
@@ -16,7 +20,21 @@ from vilmo.policy_store import PolicyStore, UnknownPolicy
 
 log = logging.getLogger(__name__)
 
-_passes: WeakKeyDictionary[PolicyStore, asyncio.Future[None]] = WeakKeyDictionary()
+UNKNOWN_WAIT_S = 5.0
+"""How long a request naming a policy not loaded waits for the pass in flight (then its
+usual error: 400 ``policy_not_found``)."""
+HUNG_PASS_S = 60.0
+"""A pass in flight longer than this (and than ten reload intervals) is logged as hung."""
+
+
+@dataclass
+class _Pass:
+    future: asyncio.Future[None]
+    started: float
+    warned: bool = False
+
+
+_passes: WeakKeyDictionary[PolicyStore, _Pass] = WeakKeyDictionary()
 """Each store's pass in flight (or last run): one at a time per store."""
 
 
@@ -24,15 +42,27 @@ def start_reload(store: PolicyStore) -> asyncio.Future[None] | None:
     """The store's reload pass in flight, started now in a worker thread if one is due; None
     when none runs. Must be called on the event loop."""
     running = _passes.get(store)
-    if running is not None and not running.done() \
-            and running.get_loop() is asyncio.get_running_loop():
-        return running
+    if running is not None and not running.future.done() \
+            and running.future.get_loop() is asyncio.get_running_loop():
+        _warn_if_hung(store, running)
+        return running.future
     if not store.due():
         return None
     started = asyncio.ensure_future(asyncio.to_thread(store.refresh))
     started.add_done_callback(_log_failure)
-    _passes[store] = started
+    _passes[store] = _Pass(started, time.monotonic())
     return started
+
+
+def _warn_if_hung(store: PolicyStore, running: _Pass) -> None:
+    """Logs, once per pass, one in flight far longer than the reload interval: no later pass
+    runs until it ends (a hung mount, a check that never returns)."""
+    in_flight = time.monotonic() - running.started
+    if running.warned or in_flight < max(HUNG_PASS_S, 10 * store.reload_interval):
+        return
+    running.warned = True
+    log.error("a policy reload pass of %s has run for %.0f s: no policy file change is loaded "
+              "until it ends", store.directory, in_flight)
 
 
 def _log_failure(done: asyncio.Future[None]) -> None:
@@ -51,7 +81,8 @@ async def policy_named(store: PolicyStore, name: str | None) -> Policy:
     except UnknownPolicy:
         if running is None:
             raise
-    await asyncio.wait([running])  # shielded: a caller that gives up does not stop the pass
+    # shielded: a caller that gives up (or times out) does not stop the pass
+    await asyncio.wait([running], timeout=UNKNOWN_WAIT_S)
     return store.loaded(name)
 
 

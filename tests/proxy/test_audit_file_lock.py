@@ -72,3 +72,50 @@ def test_records_after_close_are_still_written(tmp_path: Path) -> None:
     assert sink.close() == 0
     sink.write(late)  # a request that ends during the shutdown
     assert ids_in(path) == [first.request_id, late.request_id]
+
+
+def test_a_held_lock_bounds_the_backlog_and_counts_the_rest(tmp_path: Path) -> None:
+    """Another process holding the lock for long: records past the bound are counted as
+    failures (``on_failure``, ``audit_file``), not queued without end."""
+    line_bytes = len(json.dumps(record().to_json(), separators=(",", ":"))) + 1
+    bound = 10 * line_bytes
+    sink = EmbeddedAuditSink(tmp_path / "audit.jsonl", max_backlog_bytes=bound)
+    failures: list[BaseException] = []
+    sink.on_failure = failures.append
+    holder = os.open(sink._file.lock_path, os.O_RDWR | os.O_CREAT)  # type: ignore[union-attr]
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        for _ in range(50):
+            sink.write(record())
+        queued = list(sink._backlog)
+        assert sum(map(len, queued)) <= bound
+        assert len(queued) + len(failures) == 50  # every record queued or counted
+        assert len(failures) >= 40
+    finally:
+        os.close(holder)
+    assert sink.close() == 0
+
+
+def test_a_write_after_close_does_not_wait_for_a_held_lock(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = EmbeddedAuditSink(path)
+    first, late = record(), record()
+    sink.write(first)
+    assert sink.close() == 0
+    holder = os.open(sink._file.lock_path, os.O_RDWR)  # type: ignore[union-attr]
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another worker holds it
+    returned = threading.Event()
+
+    def shutdown_loop() -> None:  # a request that ends during the shutdown
+        sink.write(late)
+        returned.set()
+
+    threading.Thread(target=shutdown_loop, daemon=True).start()
+    try:
+        assert returned.wait(10), "a write after close waited for another worker's lock"
+        assert ids_in(path) == [first.request_id]  # still held: not yet written
+    finally:
+        os.close(holder)
+    assert returned.wait(10)
+    assert sink.close() == 0
+    assert ids_in(path) == [first.request_id, late.request_id]
