@@ -104,8 +104,13 @@ def test_new_policy_file_is_served_without_restart(gateway: str, policy_dir: Pat
         "name: hot\nvalues:\n  mft.loyalty: {weight: 1.0}\n"
         "instructions: {generator: static, text: 'Stay loyal to your friends.'}\n")
     client = openai.OpenAI(base_url=gateway, api_key=ADMIN_KEY)
-    httpx.get(f"{gateway.removesuffix('/v1')}/healthz",  # a first reload only notes a new
-              headers={"Authorization": f"Bearer {ADMIN_KEY}"})  # file (maybe half-written)
+    deadline = time.monotonic() + 30  # a first reload pass only notes a new (maybe half-
+    while time.monotonic() < deadline:  # written) file; passes run off the event loop
+        health = httpx.get(f"{gateway.removesuffix('/v1')}/healthz",
+                           headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
+        if "hot" in health.get("policies", []):
+            break
+        time.sleep(0.1)
     raw = client.chat.completions.with_raw_response.create(
         model="stub", messages=MESSAGES, extra_headers={"X-Vilmo-Policy": "hot"})
     assert raw.headers["x-vilmo-policy"] == "hot"
