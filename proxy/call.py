@@ -13,8 +13,8 @@ from proxy.chunks import until
 from proxy.client_keys import hold_to_regenerate
 from proxy.errors import StreamTimeout
 from proxy.fields import asks_for_audio, audio_asked
-from proxy.guard import ITEM_CHARS
-from proxy.judged_text import Judged, judged, shown_length
+from proxy.guard import checked_chars
+from proxy.judged_text import Judged, judged_text, shown_length
 from proxy.logprobs import alternatives_shown
 from proxy.metrics import Metrics
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
@@ -101,15 +101,15 @@ class Call:
 
 def _counted_then_read(texts: Mapping[int, str], prompt: str | None, max_chars: int,
                        ) -> dict[int, ScoreInput]:
-    """Each text read (``judged``) once all are counted as the guard counts them
+    """Each text read (``judged_text``) once all are counted as the guard counts them
     (``proxy.guard.checked_chars`` of their ``shown_length``): over ``max_chars``, none is
     read, each is kept unread (an empty ``response``, its count as ``shown``), and the guard
     refuses the check by its size before it scores anything, as it refused them read. A
     1.5-million-character reply of escapes was read for seconds before that refusal."""
-    shown = {i: shown_length(text) for i, text in texts.items()}
-    if sum(max(count, ITEM_CHARS) for count in shown.values()) > max_chars:
-        return {i: Judged("", prompt, count) for i, count in shown.items()}
-    return {i: judged(text, prompt) for i, text in texts.items()}
+    unread = {i: Judged("", prompt, shown_length(text)) for i, text in texts.items()}
+    if checked_chars(list(unread.values())) > max_chars:
+        return dict(unread)
+    return {i: replace(unread[i], response=judged_text(texts[i])) for i in texts}
 
 
 async def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:

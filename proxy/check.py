@@ -39,8 +39,7 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
     items = [reply] if reply else []
-    size, read = checked_chars(items), read_chars(items)
-    _refuse_over_max_chars(size, policy, param)
+    size, read = checked_chars(items), read_chars(items)  # over max_chars: refused unread
     if (reason := too_much_read(size, read)) is not None:
         raise PayloadTooLarge(f"text to check: {reason}; policy {policy.name!r} refuses such "
                               "a text whatever on_error", param=param, code="check_too_large")
@@ -81,13 +80,9 @@ async def _judged(text: str, prompt: str | None, policy: Policy, param: str) -> 
 
 def _counted_then_read(text: str, prompt: str | None, policy: Policy, param: str) -> Judged:
     shown = shown_length(text)
-    _refuse_over_max_chars(max(shown, ITEM_CHARS), policy, param)
-    return Judged(judged_text(text), prompt, shown)
-
-
-def _refuse_over_max_chars(size: int, policy: Policy, param: str) -> None:
-    if size > policy.checks.max_chars:
+    if (size := max(shown, ITEM_CHARS)) > policy.checks.max_chars:
         raise PayloadTooLarge(f"{size} characters to check (each text counts at least "
                               f"{ITEM_CHARS}); policy {policy.name!r} checks at most "
                               f"{policy.checks.max_chars} (checks.max_chars)",
                               param=param, code="check_too_large")
+    return Judged(judged_text(text), prompt, shown)

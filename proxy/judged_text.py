@@ -229,7 +229,7 @@ def judged_text(text: str) -> str:
     readings = [line for level in levels for read, also in [shown(level)]
                 for line in (read, *also)]
     displayed = [s for s in map(_shown_differently, readings) if s]
-    tags = list(dict.fromkeys(t for t in map(tag_reading, levels + readings) if t))
+    tags = list(dict.fromkeys(t for t in map(tag_reading, levels) if t))
     return visible("\n".join(readings + displayed + tags))
 
 

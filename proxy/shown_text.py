@@ -109,10 +109,10 @@ _SPACE_CUT = re.compile(r"\s(?=[^\W_])")
 """Where no reference, no mixed word and no split word with bare marks spans: a space before a
 word's letter (a bare tag or comment holds no letter past a space)."""
 _LINE_CUT = re.compile(r"\n(?=[^\W_])")
+"""Where no split word with worded marks spans either (their bodies hold no line end)."""
 _LETTER_CUT = re.compile(r"(?<=[^\w&#<>*~`/\\\[\]()!.:=?])(?=[^\W_])")
 """Where a text with no ``cut`` in a piece is cut: before a word's first letter, after no
 character a reference, a tag, a mark or a link holds there."""
-"""Where no split word with worded marks spans either (their bodies hold no line end)."""
 
 
 def _in_pieces(text: str, read: Callable[[str], str], cut: re.Pattern[str]) -> str:

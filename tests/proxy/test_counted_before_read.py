@@ -21,8 +21,6 @@ from fakes import FakeUpstream, KeywordClassifier, app_with, fake_services, post
 
 import proxy.call
 import proxy.check
-from proxy.judged_text import Judged
-from proxy.judged_text import judged as real_judged
 from proxy.judged_text import judged_text as real_judged_text
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.services import Services
@@ -72,14 +70,15 @@ def test_the_check_route_refuses_an_oversized_text_unread(
 
 @pytest.fixture
 def read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The length of every reply the gateway's call judges (``proxy.call.judged``), in order."""
+    """The length of every reply the gateway's call reads for the judge (``proxy.call``'s
+    ``judged_text``), in order."""
     lengths: list[int] = []
 
-    def recording(text: str, prompt: str | None = None) -> Judged:
+    def recording(text: str) -> str:
         lengths.append(len(text))
-        return real_judged(text, prompt)
+        return real_judged_text(text)
 
-    monkeypatch.setattr(proxy.call, "judged", recording)
+    monkeypatch.setattr(proxy.call, "judged_text", recording)
     return lengths
 
 
