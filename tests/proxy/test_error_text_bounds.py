@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import sys
+from collections.abc import Iterator
 
 import pytest
 from litellm.exceptions import APIError
@@ -27,21 +30,34 @@ HUGE = 3_000_000
 
 
 class Counting(Redactor):
-    """Records the length of each text redacted whole."""
+    """Records how far into a text each search for secrets reads (``cut`` searches with
+    ``_any.finditer`` up to an end; a whole-text read records the text's length)."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__(secrets)
         self.read: list[int] = []
+        assert self._any is not None
+        searched: re.Pattern[str] = self._any
+        read = self.read
 
-    def __call__(self, text: str) -> str:
-        self.read.append(len(text))
-        return super().__call__(text)
+        class Recording:
+            def finditer(self, text: str, pos: int = 0,
+                         endpos: int = sys.maxsize) -> Iterator[re.Match[str]]:
+                read.append(min(endpos, len(text)))
+                return searched.finditer(text, pos, endpos)
+
+            def sub(self, repl: str, text: str) -> str:
+                read.append(len(text))
+                return searched.sub(repl, text)
+
+        self._any = Recording()  # type: ignore[assignment]
 
 
 def test_a_long_text_is_redacted_by_its_head_only() -> None:
     redact = Counting([SECRET, SHORT])
     text = ("calm words " * (HUGE // 11)) + SECRET
     assert redact.cut(text) == text[:500]
+    assert redact.read  # the spy sees the reads
     assert all(size <= 2 * (500 + len(SECRET) + 1) for size in redact.read), redact.read
 
 
