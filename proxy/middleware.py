@@ -122,7 +122,7 @@ class KeyAuth:
         self.app = app
         self.bindings: Sequence[KeyBinding] = settings.keys
         self.public_paths = frozenset(settings.public_paths)
-        self.required = bool(settings.keys) or settings.admin_key is not None
+        self.required = settings.keys_required
         self.anonymous = Caller("anonymous", None, settings.allow_policy_header)
         self.metrics_keys = [k for k in (settings.admin_key, settings.metrics_key) if k]
         self.metrics_guarded = self.required or settings.metrics_key is not None

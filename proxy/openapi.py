@@ -109,7 +109,7 @@ def configured(document: dict[str, Any], config: GatewayConfig) -> dict[str, Any
     document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     document["security"] = [{"bearer": []}]
     auth = config.auth
-    keys_required = bool(auth.keys) or auth.admin_key is not None
+    keys_required = auth.keys_required
     hosts_checked = ANY_HOST not in allowed_hosts(config)
     for path, operations in document["paths"].items():
         if hosts_checked and path not in EXEMPT_PATHS:

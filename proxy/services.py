@@ -58,6 +58,10 @@ class Services:
     """Failures of the record's sinks, logged (rate-limited) and counted."""
     late: LateWork = field(default_factory=LateWork)
     """Judgements of monitor streams whose client left, waited for at shutdown."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.audit, EmbeddedAuditSink):  # its backlog's failures, counted alike
+            self.audit.on_failure = self._audit_file_failed
     limit_refusals: LimitSampler = field(default_factory=LimitSampler)
     """Which refusals by a key's limits are audited (the middleware's and the route's)."""
 
@@ -83,8 +87,6 @@ class Services:
             self.sink_failures.failed("metrics", error, self.store)
         if not ledger.audited:
             return
-        if isinstance(self.audit, EmbeddedAuditSink):  # its backlog's failures, counted alike
-            self.audit.on_failure = self._audit_file_failed
         try:
             self.audit.write(record)  # never waits for the file's lock (proxy.audit)
         except Exception as error:  # noqa: BLE001 - the request's answer stands

@@ -107,6 +107,11 @@ class AuthSettings(_Strict):
             _check_length(key)
         return key
 
+    @property
+    def keys_required(self) -> bool:
+        """Whether a request needs a key (client keys or the admin key are set)."""
+        return bool(self.keys) or self.admin_key is not None
+
 
 HOST_NAME = re.compile(r"\*|(\*\.)?[A-Za-z0-9_.-]+")
 """An ``allowed_hosts`` entry that is no IPv6 address: a name or IPv4 address (no port),

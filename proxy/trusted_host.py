@@ -51,7 +51,7 @@ def allowed_hosts(config: GatewayConfig) -> tuple[str, ...]:
     (keys are required as ``proxy.middleware.KeyAuth`` requires them)."""
     if config.server.allowed_hosts is not None:
         return tuple(config.server.allowed_hosts)
-    keyed = bool(config.auth.keys) or config.auth.admin_key is not None
+    keyed = config.auth.keys_required
     return (ANY_HOST,) if keyed else LOOPBACK_HOSTS
 
 
