@@ -17,6 +17,8 @@ from streams import plain
 from stub_upstream import StubUpstream
 
 from proxy.call import PROMPT_CONTEXT_CHARS, judged_prompt
+from proxy.judged_text import visible
+from proxy.shown_text import shown
 from vilmo.instruct.principles import PrincipleBank
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -86,7 +88,9 @@ def test_every_part_of_a_long_reply_is_checked(gateway: str, stub: StubUpstream)
 def test_the_judge_reads_the_same_prompt_head_from_the_cut_prompt() -> None:
     """Cutting the prompt to ``PROMPT_CONTEXT_CHARS`` changes no score of a normal prompt: the
     classifier reads the prompt's first ``prompt_tokens`` tokens (``prompt_head``), the same
-    from the cut prompt as from the whole (and a prompt within the cut is passed as it is)."""
+    from the cut prompt as from the whole (both read as shown: ``judged_prompt``; a prompt
+    within the cut is passed as it shows, which is as written but for 3 of the 1,718 shared
+    prompts, "f*ck" read as "fck" as a reply's is)."""
     from vilmo.datasets.readers import DataMissing, data_dir, fulcra
     from vilmo.judge.embedder import packaged_model_path
     from vilmo.judge.value_model import default_model_dir
@@ -105,9 +109,9 @@ def test_the_judge_reads_the_same_prompt_head_from_the_cut_prompt() -> None:
     prompts = [*shared, LONG_CALM * 200, "def f(x): return x[0]; " * 400,
                "Please review this log:\n" + "ERROR 42 at /var/log/app.log:17\n" * 2000]
     for prompt in prompts:
-        cut = judged_prompt(prompt)
-        assert cut == prompt or len(prompt) > PROMPT_CONTEXT_CHARS
-        assert prompt_head(tokenizer, cut, spec) == prompt_head(tokenizer, prompt, spec)
+        cut, whole = judged_prompt(prompt), visible(shown(prompt)[0])  # both read as shown
+        assert cut == whole or len(prompt) > PROMPT_CONTEXT_CHARS
+        assert prompt_head(tokenizer, cut, spec) == prompt_head(tokenizer, whole, spec)
 
 
 TINY_TURNS = [{"role": "user", "content": "a"}] * 20 + [
