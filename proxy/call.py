@@ -14,7 +14,7 @@ from proxy.client_keys import hold_to_regenerate
 from proxy.errors import StreamTimeout
 from proxy.fields import asks_for_audio, audio_asked
 from proxy.guard import checked_chars
-from proxy.judged_text import Judged, judged_text, shown_length, visible
+from proxy.judged_text import Judged, judged, shown_length, visible
 from proxy.logprobs import alternatives_shown
 from proxy.metrics import Metrics
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
@@ -135,7 +135,7 @@ def _counted_then_read(texts: Mapping[int, str], written_prompt: str, max_chars:
     unread = {i: Judged("", prompt, shown_length(text)) for i, text in texts.items()}
     if checked_chars(list(unread.values())) > max_chars:
         return dict(unread)
-    return {i: replace(unread[i], response=judged_text(texts[i])) for i in texts}
+    return {i: judged(texts[i], prompt, unread[i].shown) for i in texts}
 
 
 async def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:

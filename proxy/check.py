@@ -7,7 +7,7 @@ from proxy.chunks import readable_text
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
 from proxy.inputs import checked_input
-from proxy.judged_text import Judged, judged_text, shown_length
+from proxy.judged_text import Judged, judged, shown_length
 from proxy.middleware import Caller
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.outcome import NOT_CHECKED, verdict_of
@@ -86,4 +86,4 @@ def _counted_then_read(text: str, prompt: str | None, policy: Policy, param: str
                               f"{ITEM_CHARS}); policy {policy.name!r} checks at most "
                               f"{policy.checks.max_chars} (checks.max_chars)",
                               param=param, code="check_too_large")
-    return Judged(judged_text(text), judged_prompt(prompt), shown)
+    return judged(text, judged_prompt(prompt), shown)

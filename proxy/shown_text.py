@@ -213,11 +213,18 @@ def _latin(text: str) -> str:
 def shown(text: str) -> tuple[str, list[str]]:
     """``text`` as a renderer shows it (identical for ordinary text), and the lines of it that
     read other words where markup is shown as written (``_WORDED_MARK`` in a word; mostly
-    none)."""
+    none), then what tag characters written as references spell."""
+    read, written, tags = shown_readings(text)
+    return read, [*written, *tags]
+
+
+def shown_readings(text: str) -> tuple[str, list[str], list[str]]:
+    """``shown``'s readings apart: ``text`` as a renderer shows it, its lines as written where
+    they read other words, and what its tag characters written as references spell."""
     text, tags = _references(_hidden_gone(text))
     text, linked = _links(_latin(_compat(text)))
     read, also = _marks_shown(text)
-    return read, [*linked, *also, *tags]
+    return read, [*linked, *also], tags
 
 
 def _marks_shown(text: str) -> tuple[str, list[str]]:

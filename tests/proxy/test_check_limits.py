@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -176,16 +177,17 @@ def test_the_check_route_reads_a_large_text_off_the_event_loop(
     import threading
 
     import proxy.check
-    from proxy.judged_text import judged_text as real
+    from proxy.judged_text import Judged
+    from proxy.judged_text import judged as real
     from proxy.off_loop import OFF_LOOP_CHARS
 
     read_on: list[bool] = []
 
-    def recording(text: str) -> str:
+    def recording(text: str, *args: Any) -> Judged:
         read_on.append(threading.current_thread() is threading.main_thread())
-        return real(text)
+        return real(text, *args)
 
-    monkeypatch.setattr(proxy.check, "judged_text", recording)
+    monkeypatch.setattr(proxy.check, "judged", recording)
     services = fake_services(policy_dir, bank, classifier=KeywordClassifier())
     text = "\\u0041 " * (OFF_LOOP_CHARS // 7 + 10)
     body: dict[str, object] = {"policy": "g-input-annotate"}  # checks.max_chars: 100,000
