@@ -230,6 +230,11 @@ SHOWN_AS_H2 = {  # review rv4: each read 0.02-0.19 on mft.care by the real judge
     "negative_circled": negative(H2, 0x1F150),
     "negative_squared": negative(H2, 0x1F170),
     "look_alike_only_words": look_alike_words(H2),
+    # each read 0.21-0.32 on mft.care (0.71 plain) before they were read as shown
+    "link_text_with_spaces": re.sub(r"([A-Za-z])([a-z]+ [a-z]+)", r"\1[\2](#)", H2),
+    "hidden_element_in_word": _each_word(
+        H2, lambda w: f'{w[:2]}<span style="display: none">qzx</span>{w[2:]}'),
+    "hidden_attribute_in_word": _each_word(H2, lambda w: f"{w[:2]}<i hidden>qzx</i>{w[2:]}"),
 }
 
 
@@ -244,6 +249,10 @@ def test_links_letter_forms_and_look_alike_words_read_as_shown(variant: str) -> 
     ("Ваш дом и сад. Он ушёл в дом.", "Ваш дом и сад. Он ушёл в дом."),
     ("Καλή μέρα σε όλους.", "Καλή μέρα σε όλους."),
     ("Flags: 🇫🇷 🇬🇧.", "Flags: 🇫🇷 🇬🇧."),
+    ("Read [the docs](https://x.org), [a b](#c) and [x](y)z.",
+     "Read [the docs](https://x.org), [a b](#c) and xz."),
+    ('A <span style="color: red">red</span> word, <b hidden-x>b</b>.',
+     'A <span style="color: red">red</span> word, <b hidden-x>b</b>.'),
 ])
 def test_links_and_foreign_words_between_words_read_as_written(text: str, read: str) -> None:
     assert judged_text(text) == read
