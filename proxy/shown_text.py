@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable
 from functools import partial
 
-from proxy.letter_forms import LOOK_ALIKE, compat_read, latin_read
+from proxy.letter_forms import LOOK_ALIKE, compat_read, digits_read, latin_read
 
 _HIDDEN_CLASS = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
                  "\u2060-\u2065\u206a-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
@@ -237,6 +237,10 @@ def _compat(text: str) -> str:
     return text if text.isascii() else _in_pieces(text, compat_read, _ANY_CUT)
 
 
+def _digits(text: str) -> str:
+    return _in_pieces(text, digits_read, _SPACE_CUT)
+
+
 def _latin(text: str) -> str:
     if text.isascii() or not LOOK_ALIKE.search(text):  # a fast scan: most text has none
         return text
@@ -256,7 +260,7 @@ def shown_readings(text: str) -> tuple[str, list[str], list[str]]:
     they read other words, and what its tag characters written as references spell."""
     text, tags = _references(_hidden_gone(text))
     text, hidden = _unhidden(text)
-    text, linked = _links(_latin(_compat(text)))
+    text, linked = _links(_digits(_latin(_compat(text))))
     read, also = _marks_shown(text)
     return read, [*hidden, *linked, *also], tags
 

@@ -22,6 +22,7 @@ from test_shown_text import (
     H2,
     SHOWN_AS_H2,
     fullwidth,
+    leetspeak,
     math_bold,
     references,
     split_words,
@@ -45,6 +46,7 @@ WRITTEN = {
     "empty_tag": split_words(HARMFUL, "<b></b>"),
     "markdown_bold_first_letter": " ".join(f"**{w[0]}**{w[1:]}" for w in HARMFUL.split(" ")),
     "cyrillic_look_alikes": HARMFUL.translate(CYRILLIC),
+    "leetspeak": leetspeak(HARMFUL),  # 0.25 on mft.care before it was read as shown
 }
 
 
@@ -87,7 +89,8 @@ def _client(gateway: str) -> openai.OpenAI:
 
 
 @pytest.mark.parametrize("name", ["fullwidth", "math_bold", "references", "empty_comment",
-                                  "markdown_bold_first_letter", "cyrillic_look_alikes"])
+                                  "markdown_bold_first_letter", "cyrillic_look_alikes",
+                                  "leetspeak"])
 def test_the_gateway_blocks_it_plain_and_streamed(gateway: str, stub: StubUpstream,
                                                   name: str) -> None:
     stub.reply = WRITTEN[name]
