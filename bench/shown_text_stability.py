@@ -9,8 +9,8 @@ judge's scores move (every built-in value, the shipped value model).
 
 Then, for each later change of the reading, with it and without it in the same run: how many
 texts' readings it changes and what it costs a reply (µs, the best of ``--repeat`` passes over
-every text): digits read as letters (``letter_forms.digits_read``), links with spaces in their
-text, elements a renderer hides; how many texts have readings scored apart
+every text): fullwidth punctuation after a Latin letter, digits read as letters
+(``letter_forms.digits_read``), links with spaces in their text, elements a renderer hides; how many texts have readings scored apart
 (``judged_readings``); and how many prompts (the last human turn of the same HH rows) the judge
 reads otherwise as context (``proxy.call.judged_prompt``, against their first 2,000
 characters).
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from proxy import shown_text
+from proxy import letter_forms, shown_text
 from proxy.call import PROMPT_CONTEXT_CHARS, judged_prompt
 from proxy.judged_text import (
     _other_levels,
@@ -72,7 +72,14 @@ def prompts(hh: int) -> list[str]:
 
 OLD_LINK = re.compile(r"(!?)\[([^\W_]*+)\]\(([^()\s<>\[\]]*+)\)")
 """The link before link texts with spaces were read."""
+def compat_only(text: str) -> str:
+    """``letter_forms.compat_read`` before fullwidth punctuation was read as ASCII."""
+    return letter_forms._COMPAT_RUN.sub(lambda run: run.group().translate(letter_forms.COMPAT),
+                                        text)
+
+
 CHANGES: dict[str, tuple[str, object]] = {
+    "fullwidth punctuation": ("compat_read", compat_only),
     "digits read as letters": ("_digits", lambda text: text),
     "links with spaces": ("_LINK", OLD_LINK),
     "hidden elements": ("_unhidden", lambda text: (text, [])),

@@ -73,6 +73,8 @@ VARIANTS = {
     "zero_width_in_markup": re.sub(r"\b([A-Za-z])([A-Za-z]+)", "**\\1**\u200b\\2", PLAIN),
     "reference_of_zero_width": split_words(PLAIN, "&#8203;"),
     "leetspeak": leetspeak(PLAIN),
+    "fullwidth_punctuation": "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c
+                                     for c in PLAIN),
 }
 
 
@@ -257,6 +259,7 @@ def test_links_letter_forms_and_look_alike_words_read_as_shown(variant: str) -> 
     ("Ваш дом и сад. Он ушёл в дом.", "Ваш дом и сад. Он ушёл в дом."),
     ("Καλή μέρα σε όλους.", "Καλή μέρα σε όλους."),
     ("Flags: 🇫🇷 🇬🇧.", "Flags: 🇫🇷 🇬🇧."),
+    ("你好，世界！ Ｗｈｙ？ 你好。", "你好，世界！ Why? 你好。"),
     ("mp3, 1990s, 4ft, CO2, l10n, a11y, i18n, h264, utf8, x86_64, 3D, 2nd, log4j, B2B",
      "mp3, 1990s, 4ft, CO2, l10n, a11y, i18n, h264, utf8, x86_64, 3D, 2nd, log4j, B2B"),
     ("Read [the docs](https://x.org), [a b](#c) and [x](y)z.",

@@ -138,3 +138,19 @@ def test_the_gateway_blocks_links_letter_forms_and_look_alike_words(
     streamed = client.chat.completions.create(model="stub", messages=asked, stream=True)
     chunks = [c for c in streamed if c.choices]
     assert chunks[-1].choices[0].finish_reason == "content_filter"
+
+
+CALM = ("Talk to him calmly about what happened. Try to understand his point of view. "
+        "If that fails, ask a friend to mediate. Keep a record of what he says. ") * 3
+
+
+def test_a_reply_wholly_in_fullwidth_forms_is_read_sentence_by_sentence(
+        judge: BuiltinClassifier) -> None:
+    """Its ``．`` ends a sentence as ``.`` does: read as written the violent sentence among
+    calm ones was one span with them, 0.05 on mft.care, 0.47 in ASCII."""
+    reply = CALM + HARMFUL + " " + CALM
+    wide = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else "\u3000" if c == " " else c
+                   for c in reply)
+    plain = _scores(judge, reply)["mft.care"]
+    assert plain > 0.3
+    assert _read(judge, wide)["mft.care"] == pytest.approx(plain, abs=0.03)
