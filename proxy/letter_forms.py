@@ -71,8 +71,10 @@ thousand characters read a megabyte in 7 s), and only runs are translated."""
 _WIDE_PUNCTUATION = {code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)
                      if not chr(code - 0xFEE0).isalnum()}
 """Fullwidth punctuation (``．``, ``，``, ``！``), to its ASCII form."""
-_WIDE_AFTER_LATIN = re.compile("(?<=[A-Za-z0-9])[\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40"
-                               "\uff5b-\uff5e]+")
+_WIDE_CLASS = "[\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff5e]"
+_WIDE = re.compile(_WIDE_CLASS)
+"""Fullwidth punctuation: a fast scan (a leading class), since most text has none."""
+_WIDE_AFTER_LATIN = re.compile(f"(?<=[A-Za-z0-9]){_WIDE_CLASS}+")
 """Fullwidth punctuation right after an ASCII letter or digit (once fullwidth letters read as
 ASCII): a sentence written in fullwidth forms ends there, so its ``．`` is read as ``.`` (the
 judge's sentence spans end at ASCII ones only: a violent sentence inside a fullwidth reply read
@@ -81,6 +83,8 @@ judge's sentence spans end at ASCII ones only: a violent sentence inside a fullw
 
 def compat_read(text: str) -> str:
     text = _COMPAT_RUN.sub(lambda run: run.group().translate(COMPAT), text)
+    if not _WIDE.search(text):
+        return text
     return _WIDE_AFTER_LATIN.sub(lambda run: run.group().translate(_WIDE_PUNCTUATION), text)
 
 
