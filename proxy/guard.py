@@ -140,7 +140,8 @@ class Guard:
 
     async def check(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                     counted: bool = True) -> Verdict | FailedOpen:
-        """The verdict over the items (per id, the highest score of any item); ``counted``:
+        """The verdict over the items (per id, the highest score of any item's readings,
+        ``proxy.judged_text.each_reading``); ``counted``:
         False when the caller counts it with others (a chunked stream's choices, one reply)."""
         scores = await self._scores(policy, items, stage)
         if scores is None:

@@ -9,8 +9,9 @@ application, and every decode level is a text someone reads: ``\\u005c\\u0062eat
 while a client that shows the raw text reads ``\\bomb`` as "bomb". So the judge reads the text
 fully decoded (``DECODE_ROUNDS`` at most) and, for each piece of it (a sentence, cut at a space
 past ``PIECE_CHARS``) whose levels read different words (``_words``), also that piece's other
-levels (raw, round 1, ...; one per distinct reading), each on a line of its own (windows and
-sentence spans are max-pooled, so none dilutes another). An escape that changes no word (a
+levels (raw, round 1, ...; one per distinct reading), each on a line of its own, together a
+reading scored apart from the decoded text (``judged_readings``: joined, one reading diluted
+another). An escape that changes no word (a
 ``\\n`` before a quote, ``\\"``, ``\\\\`` before a space) is only decoded in place: ordinary code
 costs the judge no more than its raw length, a piece with a word-changing escape costs it once
 more per distinct level.
