@@ -5,7 +5,15 @@ A measurement, not a test: over HH helpful replies (the last assistant turn of `
 ``shown`` (the reading before it) and with it: how many readings change, and how far the real
 judge's scores move (every built-in value, the shipped value model).
 
-    python bench/shown_text_stability.py [--hh 300]
+    python bench/shown_text_stability.py [--hh 300]   (--hh 600: the 845 texts)
+
+Then, for each later change of the reading, with it and without it in the same run: how many
+texts' readings it changes and what it costs a reply (µs, the best of ``--repeat`` passes over
+every text): fullwidth punctuation after a Latin letter, digits read as letters
+(``letter_forms.digits_read``), links with spaces in their text, elements a renderer hides; how many texts have readings scored apart
+(``judged_readings``); and how many prompts (the last human turn of the same HH rows) the judge
+reads otherwise as context (``proxy.call.judged_prompt``, against their first 2,000
+characters).
 """
 
 from __future__ import annotations
@@ -13,9 +21,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from proxy.judged_text import _other_levels, _shown_differently, judged_text, unescaped, visible
+from proxy import letter_forms, shown_text
+from proxy.call import PROMPT_CONTEXT_CHARS, judged_prompt
+from proxy.judged_text import (
+    _other_levels,
+    _shown_differently,
+    judged_readings,
+    judged_text,
+    unescaped,
+    visible,
+)
 from vilmo.judge.classifier import ScoreInput
 from vilmo.judge.value_model import BuiltinClassifier
 
@@ -34,6 +56,108 @@ WRITTEN = [
     "Привет! In Russian \"hello\" is Привет, in Greek Γειά σου. 你好，世界！",
     "Markdown *italics*, __bold__, `code`, and a [link](https://example.com/a_b_c).",
 ]
+
+
+def prompts(hh: int) -> list[str]:
+    """The last human turn of the first ``hh`` HH rows."""
+    asked: list[str] = []
+    with open(DATA / "fulcra/hh_helpful_test.jsonl") as rows:
+        for line in rows:
+            turns = json.loads(line)["chosen"].rsplit("\n\nAssistant:", 1)[0]
+            asked.append(turns.rsplit("Human:", 1)[-1].strip())
+            if len(asked) >= hh:
+                break
+    return asked
+
+
+OLD_LINK = re.compile(r"(!?)\[([^\W_]*+)\]\(([^()\s<>\[\]]*+)\)")
+"""The link before link texts with spaces were read."""
+def compat_only(text: str) -> str:
+    """``letter_forms.compat_read`` before fullwidth punctuation was read as ASCII."""
+    return letter_forms._COMPAT_RUN.sub(lambda run: run.group().translate(letter_forms.COMPAT),
+                                        text)
+
+
+CHANGES: dict[str, tuple[str, object]] = {
+    "fullwidth punctuation": ("compat_read", compat_only),
+    "digits read as letters": ("_digits", lambda text: text),
+    "links with spaces": ("_LINK", OLD_LINK),
+    "hidden elements": ("_unhidden", lambda text: (text, [])),
+}
+"""Each change: the name in ``proxy.shown_text`` and what it was before."""
+
+
+STEPS = {"compat_read": "_compat", "_digits": "_digits", "_LINK": "_links",
+         "_unhidden": "_unhidden"}
+"""The step of ``proxy.shown_text`` each change is in, timed alone (the whole reading's time
+moves by more than a step costs on a shared machine)."""
+
+
+@contextmanager
+def without(change: str) -> Iterator[None]:
+    name, before = CHANGES[change]
+    now = getattr(shown_text, name)
+    setattr(shown_text, name, before)
+    try:
+        yield
+    finally:
+        setattr(shown_text, name, now)
+
+
+def per_reply_us(read: Callable[[str], object], texts: list[str], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for text in texts:
+            read(text)
+        best = min(best, time.perf_counter() - started)
+    return best / len(texts) * 1e6
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def changes(texts: list[str], asked: list[str], repeat: int) -> None:
+    """Each later change, with and without it in this run."""
+    print(f"CPU {cpu_model()}, {os.cpu_count()} cores; "
+          f"{len(texts)} texts, best of {repeat}")
+    now = [judged_text(t) for t in texts]
+    for change in CHANGES:
+        with without(change):
+            old = [judged_text(t) for t in texts]
+        now_us = old_us = float("inf")
+        for _ in range(repeat):  # alternated: the machine's load moves both alike
+            now_us = min(now_us, per_reply_us(judged_text, texts, 1))
+            with without(change):
+                old_us = min(old_us, per_reply_us(judged_text, texts, 1))
+        step_now = step_old = float("inf")
+        step = STEPS[CHANGES[change][0]]
+
+        def run_step(text: str, step: str = step) -> object:
+            return getattr(shown_text, step)(text)
+
+        for _ in range(repeat):
+            step_now = min(step_now, per_reply_us(run_step, texts, 1))
+            with without(change):
+                step_old = min(step_old, per_reply_us(run_step, texts, 1))
+        moved = sum(a != b for a, b in zip(old, now, strict=True))
+        print(f"  {change}: readings changed {moved}/{len(texts)}; µs a reply {old_us:.1f} -> "
+              f"{now_us:.1f} (x{now_us / old_us:.3f}); its step ({step}) alone "
+              f"{step_old:.2f} -> {step_now:.2f}")
+    several = sum(len(judged_readings(t)) > 1 for t in texts)
+    print(f"  readings scored apart: texts with more than one {several}/{len(texts)} "
+          f"(each more is one more judge pass)")
+    moved = sum(judged_prompt(p) != (p[:PROMPT_CONTEXT_CHARS] or None) for p in asked)
+    old_us = per_reply_us(lambda p: p[:PROMPT_CONTEXT_CHARS], asked, repeat)
+    new_us = per_reply_us(judged_prompt, asked, repeat)
+    print(f"  prompts read as shown: changed {moved}/{len(asked)}; µs a prompt {old_us:.1f} -> "
+          f"{new_us:.1f}")
 
 
 def replies(hh: int) -> list[str]:
@@ -59,7 +183,14 @@ def before(text: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hh", type=int, default=300)
-    texts = replies(parser.parse_args().hh)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--changes-only", action="store_true",
+                        help="only the later changes (no judge scores)")
+    args = parser.parse_args()
+    texts = replies(args.hh)
+    changes(texts, prompts(args.hh), args.repeat)
+    if args.changes_only:
+        return
     pairs = [(before(t), judged_text(t)) for t in texts]
     changed = [i for i, (old, new) in enumerate(pairs) if old != new]
     judge = BuiltinClassifier(cache_size=0)

@@ -14,12 +14,13 @@ from proxy.client_keys import hold_to_regenerate
 from proxy.errors import StreamTimeout
 from proxy.fields import asks_for_audio, audio_asked
 from proxy.guard import checked_chars
-from proxy.judged_text import Judged, judged_text, shown_length
+from proxy.judged_text import Judged, judged, shown_length, visible
 from proxy.logprobs import alternatives_shown
 from proxy.metrics import Metrics
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletionChunk
+from proxy.shown_text import shown, tag_reading
 from proxy.upstream import Upstream, open_stream
 from vilmo.instruct.instructions import Instruction, apply_instruction, prompt_text, strengthen
 from vilmo.instruct.principles import PrincipleBank
@@ -43,8 +44,30 @@ def reply_may_stop(policy: Policy) -> bool:
 
 def judged_prompt(prompt: str | None) -> str | None:
     """The context the judge reads with a reply: the prompt's first ``PROMPT_CONTEXT_CHARS``
-    characters (None: no prompt). Only the reply counts against ``checks.max_chars``."""
-    return prompt[:PROMPT_CONTEXT_CHARS] if prompt else None
+    characters that show, as a client shows them (``proxy.shown_text.shown``: fullwidth or
+    mathematical letters, references, markup inside words, look-alikes), then what its tag
+    characters spell (``tag_reading``), on a line of its own; None: no prompt. Read as written,
+    "Tell me how to kill my wife..." in fullwidth letters took a compliant reply's mft.care
+    from 0.85 to 0.21, and a prompt after 2,000 zero-width spaces was no prompt at all. Linear
+    in the part of the prompt before its head's end; only the reply counts against
+    ``checks.max_chars``."""
+    if not prompt:
+        return None
+    head, scanned = _visible_head(prompt, PROMPT_CONTEXT_CHARS)
+    tags = tag_reading(scanned)[:PROMPT_CONTEXT_CHARS]
+    return "\n".join(filter(None, [visible(shown(head)[0]), tags])) or None
+
+
+def _visible_head(text: str, chars: int) -> tuple[str, str]:
+    """The first ``chars`` characters of ``text`` that show (``visible``), and the part of
+    ``text`` read to find them (``chars`` at a time: what renders as nothing is skipped)."""
+    if len(text) <= chars or text[:chars].isascii():
+        return visible(text[:chars]), text[:chars]
+    head, at = "", 0
+    while len(head) < chars and at < len(text):
+        head += visible(text[at:at + chars])
+        at += chars
+    return head[:chars], text[:at]
 
 
 @dataclass(slots=True)
@@ -93,23 +116,26 @@ class Call:
         request of the worker. A small reply is read on the loop: a thread costs more. The
         texts are counted first (``_counted_then_read``), so that a reply over
         ``checks.max_chars`` is refused without being read."""
-        prompt = judged_prompt(prompt_text(self.raw["messages"]))
-        return await off_loop_past(sum(map(len, texts.values())), OFF_LOOP_CHARS,
+        prompt = prompt_text(self.raw["messages"])
+        return await off_loop_past(sum(map(len, texts.values())) + len(prompt), OFF_LOOP_CHARS,
                                    _counted_then_read, texts, prompt,
                                    self.policy.checks.max_chars)
 
 
-def _counted_then_read(texts: Mapping[int, str], prompt: str | None, max_chars: int,
+def _counted_then_read(texts: Mapping[int, str], written_prompt: str, max_chars: int,
                        ) -> dict[int, ScoreInput]:
     """Each text read (``judged_text``) once all are counted as the guard counts them
     (``proxy.guard.checked_chars`` of their ``shown_length``): over ``max_chars``, none is
     read, each is kept unread (an empty ``response``, its count as ``shown``), and the guard
     refuses the check by its size before it scores anything, as it refused them read. A
-    1.5-million-character reply of escapes was read for seconds before that refusal."""
+    1.5-million-character reply of escapes was read for seconds before that refusal. The
+    prompt is read here too (``judged_prompt``), in the same thread past ``OFF_LOOP_CHARS``:
+    the invisible characters before its head are the client's to choose."""
+    prompt = judged_prompt(written_prompt)
     unread = {i: Judged("", prompt, shown_length(text)) for i, text in texts.items()}
     if checked_chars(list(unread.values())) > max_chars:
         return dict(unread)
-    return {i: replace(unread[i], response=judged_text(texts[i])) for i in texts}
+    return {i: judged(texts[i], prompt, unread[i].shown) for i in texts}
 
 
 async def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:

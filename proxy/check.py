@@ -7,7 +7,7 @@ from proxy.chunks import readable_text
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
 from proxy.inputs import checked_input
-from proxy.judged_text import Judged, judged_text, shown_length
+from proxy.judged_text import Judged, judged, shown_length
 from proxy.middleware import Caller
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.outcome import NOT_CHECKED, verdict_of
@@ -28,13 +28,12 @@ async def check_values(request: ValuesCheckRequest, caller: Caller, policy_heade
     reply: ScoreInput | None = None
     param = "text" if request.text is not None else "messages"
     if request.text is not None:
-        reply = await _judged(request.text, judged_prompt(request.prompt), policy, param)
+        reply = await _judged(request.text, request.prompt, policy, param)
     elif request.messages:
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
         if messages[-1]["role"] == "assistant":  # the reply; the turns before it are input
             *messages, last = messages
-            reply = await _judged(readable_text(last), judged_prompt(prompt_text(messages)),
-                                  policy, param)
+            reply = await _judged(readable_text(last), prompt_text(messages), policy, param)
         inputs = await checked_input(messages, policy)  # what the chat route's input check reads
     else:
         raise InvalidRequest("send `text` or `messages`", param="text", code="invalid_request")
@@ -74,15 +73,17 @@ async def _judged(text: str, prompt: str | None, policy: Policy, param: str) -> 
     ``checks.max_chars``, as on the chat route, and is counted first, in the same step: a text
     over the limit is refused (413) before any decode level is read (1.5 million characters of
     escapes were read for 3-3.7 s before their 413, holding a worker thread)."""
-    return await off_loop_past(len(text), OFF_LOOP_CHARS, _counted_then_read, text, prompt,
-                               policy, param)
+    return await off_loop_past(len(text) + len(prompt or ""), OFF_LOOP_CHARS,
+                               _counted_then_read, text, prompt, policy, param)
 
 
 def _counted_then_read(text: str, prompt: str | None, policy: Policy, param: str) -> Judged:
+    """``text`` counted, then read with its prompt as the chat route reads a reply's
+    (``proxy.call.judged_prompt``)."""
     shown = shown_length(text)
     if (size := max(shown, ITEM_CHARS)) > policy.checks.max_chars:
         raise PayloadTooLarge(f"{size} characters to check (each text counts at least "
                               f"{ITEM_CHARS}); policy {policy.name!r} checks at most "
                               f"{policy.checks.max_chars} (checks.max_chars)",
                               param=param, code="check_too_large")
-    return Judged(judged_text(text), prompt, shown)
+    return judged(text, judged_prompt(prompt), shown)

@@ -30,7 +30,7 @@ from typing import Literal
 
 from proxy.caches import writes_after
 from proxy.errors import GuardFailed
-from proxy.judged_text import Judged
+from proxy.judged_text import Judged, each_reading, highest_per_item
 from proxy.metrics import Metrics
 from proxy.outcome import FAILED_OPEN, FailedOpen
 from proxy.stages import note_prompt, timed
@@ -102,9 +102,9 @@ def checked_chars(items: Sequence[ScoreInput]) -> int:
 
 
 def read_chars(items: Sequence[ScoreInput]) -> int:
-    """What the judge reads of the texts (``proxy.judged_text.judged_text``), each at least
-    ``ITEM_CHARS``."""
-    return sum(max(len(item.response), ITEM_CHARS) for item in items)
+    """What the judge reads of the texts (every reading, ``proxy.judged_text.each_reading``),
+    each reading at least ``ITEM_CHARS``: each is a pass of its own."""
+    return sum(max(len(item.response), ITEM_CHARS) for item in each_reading(items)[0])
 
 
 def read_limit(size: int) -> int:
@@ -140,7 +140,8 @@ class Guard:
 
     async def check(self, policy: Policy, items: Sequence[ScoreInput], stage: Stage,
                     counted: bool = True) -> Verdict | FailedOpen:
-        """The verdict over the items (per id, the highest score of any item); ``counted``:
+        """The verdict over the items (per id, the highest score of any item's readings,
+        ``proxy.judged_text.each_reading``); ``counted``:
         False when the caller counts it with others (a chunked stream's choices, one reply)."""
         scores = await self._scores(policy, items, stage)
         if scores is None:
@@ -275,9 +276,10 @@ class Guard:
     async def _score(self, policy: Policy, items: Sequence[ScoreInput]) -> list[dict[str, float]]:
         if not items:
             return []
-        results = await self._batcher(policy).score_many(items, list(rules_of(policy)),
+        readings, owners = each_reading(items)  # each scored by itself: none dilutes another
+        results = await self._batcher(policy).score_many(readings, list(rules_of(policy)),
                                                          within=policy.checks.timeout_s)
-        return [dict(r.violation) for r in results]
+        return highest_per_item(owners, [r.violation for r in results])
 
     def _batcher(self, policy: Policy) -> MicroBatcher:
         """One batcher per policy's judge, so concurrent checks share encoder passes. When a

@@ -9,8 +9,9 @@ application, and every decode level is a text someone reads: ``\\u005c\\u0062eat
 while a client that shows the raw text reads ``\\bomb`` as "bomb". So the judge reads the text
 fully decoded (``DECODE_ROUNDS`` at most) and, for each piece of it (a sentence, cut at a space
 past ``PIECE_CHARS``) whose levels read different words (``_words``), also that piece's other
-levels (raw, round 1, ...; one per distinct reading), each on a line of its own (windows and
-sentence spans are max-pooled, so none dilutes another). An escape that changes no word (a
+levels (raw, round 1, ...; one per distinct reading), each on a line of its own, together a
+reading scored apart from the decoded text (``judged_readings``: joined, one reading diluted
+another). An escape that changes no word (a
 ``\\n`` before a quote, ``\\"``, ``\\\\`` before a space) is only decoded in place: ordinary code
 costs the judge no more than its raw length, a piece with a word-changing escape costs it once
 more per distinct level.
@@ -41,10 +42,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from proxy.shown_text import IGNORABLE, shown, tag_reading
+from proxy.shown_text import IGNORABLE, shown_readings, tag_reading
 from vilmo.judge.classifier import ScoreInput
 
 DECODE_ROUNDS = 4
@@ -220,29 +221,71 @@ def _shown_differently(text: str) -> str | None:
     return shown[low if start < 0 else start + 1:stop + 1]
 
 
-def judged_text(text: str) -> str:
-    """The text the judge reads for a reply text: fully decoded, then the other decode levels
-    of the pieces that read other words, each as a client shows it (``shown``), then what bidi
-    controls show in another order, then what tag characters spell (``tag_reading``), each on a
-    line of its own, all without what renders as nothing."""
+def judged_readings(text: str) -> list[str]:
+    """The readings of a text the judge scores each by itself (``READINGS`` at most; the
+    blank ones left out), each without what renders as nothing: as a client shows it fully
+    decoded (``shown``); the other decode levels of the pieces that read other words, each as
+    shown; the lines of every level that read other words where markup is shown as written;
+    what bidi controls show in another order; what tag characters spell (``tag_reading``).
+    Joined, each diluted the others: benign text beside a violent sentence in tag characters
+    read 0.02 on safety.violence, the sentence alone 0.57 (``proxy.guard`` takes each value's
+    highest score of a text's readings)."""
     levels = [unescaped(text), *_other_levels(text)] if "\\" in text else [text]
-    readings = [line for level in levels for read, also in [shown(level)]
-                for line in (read, *also)]
-    displayed = [s for s in map(_shown_differently, readings) if s]
-    tags = list(dict.fromkeys(t for t in map(tag_reading, levels) if t))
-    return visible("\n".join(readings + displayed + tags))
+    parts = [shown_readings(level) for level in levels]
+    decoded = [read for read, _, _ in parts]
+    written = [line for _, lines, _ in parts for line in lines]
+    displayed = [s for s in map(_shown_differently, decoded + written) if s]
+    tags = list(dict.fromkeys([*(t for _, _, found in parts for t in found),
+                               *(t for t in map(tag_reading, levels) if t)]))
+    groups = [decoded[:1], decoded[1:], written, displayed, tags]
+    return [reading for group in groups if (reading := visible("\n".join(group))).strip()]
+
+
+READINGS = 5
+"""The most readings a text has (``judged_readings``): one per kind of reader."""
+
+
+def judged_text(text: str) -> str:
+    """Every reading of ``text`` (``judged_readings``), each on a line of its own."""
+    return "\n".join(judged_readings(text))
 
 
 @dataclass(frozen=True, slots=True)
 class Judged(ScoreInput):
-    """A text to judge as the judge reads it (``response``: ``judged_text``), with its length
-    as sent without what renders as nothing (``shown``: ``shown_length``): what counts against
+    """A text to judge as the judge reads it (``response``: its first reading, ``also``: the
+    others, ``judged_readings``; each is scored by itself with ``prompt``), with its length as
+    sent without what renders as nothing (``shown``: ``shown_length``): what counts against
     ``checks.max_chars`` (``proxy.guard.checked_chars``), while what the judge reads is bounded
     by it (``proxy.guard.READ_FACTOR``)."""
 
     shown: int = 0
+    also: tuple[str, ...] = ()
 
 
-def judged(text: str, prompt: str | None = None) -> Judged:
-    """``text`` to judge (``judged_text``), its ``shown`` length kept beside it."""
-    return Judged(judged_text(text), prompt, shown_length(text))
+def judged(text: str, prompt: str | None = None, shown: int | None = None) -> Judged:
+    """``text`` to judge (``judged_readings``), its ``shown`` length kept beside it (measured
+    here unless given)."""
+    first, *others = judged_readings(text) or [""]
+    return Judged(first, prompt, shown_length(text) if shown is None else shown, tuple(others))
+
+
+def each_reading(items: Sequence[ScoreInput]) -> tuple[list[ScoreInput], list[int]]:
+    """Every reading of ``items`` as a text to score (a ``Judged``'s ``also`` after it, with
+    its prompt), and the index of the item each belongs to (``highest_per_item``)."""
+    readings: list[ScoreInput] = []
+    owners: list[int] = []
+    for at, item in enumerate(items):
+        others = item.also if isinstance(item, Judged) else ()
+        readings += [item, *(ScoreInput(text, item.prompt) for text in others)]
+        owners += [at] * (1 + len(others))
+    return readings, owners
+
+
+def highest_per_item(owners: Sequence[int], scores: Sequence[Mapping[str, float]],
+                     ) -> list[dict[str, float]]:
+    """Per item, each id's highest score over the item's readings (``each_reading``)."""
+    merged: list[dict[str, float]] = [{} for _ in range(max(owners, default=-1) + 1)]
+    for at, score in zip(owners, scores, strict=True):
+        for key, value in score.items():
+            merged[at][key] = max(merged[at].get(key, 0.0), float(value))
+    return merged

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,8 @@ from streams import plain
 from stub_upstream import StubUpstream
 
 from proxy.call import PROMPT_CONTEXT_CHARS, judged_prompt
+from proxy.judged_text import visible
+from proxy.shown_text import shown
 from vilmo.instruct.principles import PrincipleBank
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -86,7 +89,9 @@ def test_every_part_of_a_long_reply_is_checked(gateway: str, stub: StubUpstream)
 def test_the_judge_reads_the_same_prompt_head_from_the_cut_prompt() -> None:
     """Cutting the prompt to ``PROMPT_CONTEXT_CHARS`` changes no score of a normal prompt: the
     classifier reads the prompt's first ``prompt_tokens`` tokens (``prompt_head``), the same
-    from the cut prompt as from the whole (and a prompt within the cut is passed as it is)."""
+    from the cut prompt as from the whole (both read as shown: ``judged_prompt``; a prompt
+    within the cut is passed as it shows, which is as written but for 3 of the 1,718 shared
+    prompts, "f*ck" read as "fck" as a reply's is)."""
     from vilmo.datasets.readers import DataMissing, data_dir, fulcra
     from vilmo.judge.embedder import packaged_model_path
     from vilmo.judge.value_model import default_model_dir
@@ -105,9 +110,9 @@ def test_the_judge_reads_the_same_prompt_head_from_the_cut_prompt() -> None:
     prompts = [*shared, LONG_CALM * 200, "def f(x): return x[0]; " * 400,
                "Please review this log:\n" + "ERROR 42 at /var/log/app.log:17\n" * 2000]
     for prompt in prompts:
-        cut = judged_prompt(prompt)
-        assert cut == prompt or len(prompt) > PROMPT_CONTEXT_CHARS
-        assert prompt_head(tokenizer, cut, spec) == prompt_head(tokenizer, prompt, spec)
+        cut, whole = judged_prompt(prompt), visible(shown(prompt)[0])  # both read as shown
+        assert cut == whole or len(prompt) > PROMPT_CONTEXT_CHARS
+        assert prompt_head(tokenizer, cut, spec) == prompt_head(tokenizer, whole, spec)
 
 
 TINY_TURNS = [{"role": "user", "content": "a"}] * 20 + [
@@ -172,16 +177,17 @@ def test_the_check_route_reads_a_large_text_off_the_event_loop(
     import threading
 
     import proxy.check
-    from proxy.judged_text import judged_text as real
+    from proxy.judged_text import Judged
+    from proxy.judged_text import judged as real
     from proxy.off_loop import OFF_LOOP_CHARS
 
     read_on: list[bool] = []
 
-    def recording(text: str) -> str:
+    def recording(text: str, *args: Any) -> Judged:
         read_on.append(threading.current_thread() is threading.main_thread())
-        return real(text)
+        return real(text, *args)
 
-    monkeypatch.setattr(proxy.check, "judged_text", recording)
+    monkeypatch.setattr(proxy.check, "judged", recording)
     services = fake_services(policy_dir, bank, classifier=KeywordClassifier())
     text = "\\u0041 " * (OFF_LOOP_CHARS // 7 + 10)
     body: dict[str, object] = {"policy": "g-input-annotate"}  # checks.max_chars: 100,000

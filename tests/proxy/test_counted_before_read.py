@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +22,8 @@ from fakes import FakeUpstream, KeywordClassifier, app_with, fake_services, post
 
 import proxy.call
 import proxy.check
-from proxy.judged_text import judged_text as real_judged_text
+from proxy.judged_text import Judged
+from proxy.judged_text import judged as real_judged
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.services import Services
 from vilmo.instruct.principles import PrincipleBank
@@ -46,11 +48,11 @@ def test_the_check_route_refuses_an_oversized_text_unread(
         size: int) -> None:
     read: list[int] = []
 
-    def recording(text: str) -> str:
+    def recording(text: str, *args: Any) -> Judged:
         read.append(len(text))
-        return real_judged_text(text)
+        return real_judged(text, *args)
 
-    monkeypatch.setattr(proxy.check, "judged_text", recording)
+    monkeypatch.setattr(proxy.check, "judged", recording)
     services = fake_services(policy_dir, bank, classifier=KeywordClassifier())
     text = (ESCAPES * (size // len(ESCAPES) + 1))[:size]
     body: dict[str, object] = {"policy": "g-small-input-open"}  # checks.max_chars: 300
@@ -71,14 +73,14 @@ def test_the_check_route_refuses_an_oversized_text_unread(
 @pytest.fixture
 def read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The length of every reply the gateway's call reads for the judge (``proxy.call``'s
-    ``judged_text``), in order."""
+    ``judged``), in order."""
     lengths: list[int] = []
 
-    def recording(text: str) -> str:
+    def recording(text: str, *args: Any) -> Judged:
         lengths.append(len(text))
-        return real_judged_text(text)
+        return real_judged(text, *args)
 
-    monkeypatch.setattr(proxy.call, "judged_text", recording)
+    monkeypatch.setattr(proxy.call, "judged", recording)
     return lengths
 
 

@@ -49,6 +49,13 @@ def split_words(text: str, mark: str) -> str:
     return re.sub(r"([A-Za-z]{2})([A-Za-z]+)", lambda m: m.group(1) + mark + m.group(2), text)
 
 
+def leetspeak(text: str) -> str:
+    """Each word of four or more letters with its letters written as digits where one looks
+    like it ("h34d", "5l45h")."""
+    table = str.maketrans("aeiost", "431057")
+    return re.sub(r"[A-Za-z]{4,}", lambda word: word.group().translate(table), text)
+
+
 VARIANTS = {
     "fullwidth": fullwidth(PLAIN),
     "math_bold": math_bold(PLAIN),
@@ -65,6 +72,9 @@ VARIANTS = {
     "references_of_markup": split_words(PLAIN, "&lt;!----&gt;"),
     "zero_width_in_markup": re.sub(r"\b([A-Za-z])([A-Za-z]+)", "**\\1**\u200b\\2", PLAIN),
     "reference_of_zero_width": split_words(PLAIN, "&#8203;"),
+    "leetspeak": leetspeak(PLAIN),
+    "fullwidth_punctuation": "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c
+                                     for c in PLAIN),
 }
 
 
@@ -230,6 +240,11 @@ SHOWN_AS_H2 = {  # review rv4: each read 0.02-0.19 on mft.care by the real judge
     "negative_circled": negative(H2, 0x1F150),
     "negative_squared": negative(H2, 0x1F170),
     "look_alike_only_words": look_alike_words(H2),
+    # each read 0.21-0.32 on mft.care (0.71 plain) before they were read as shown
+    "link_text_with_spaces": re.sub(r"([A-Za-z])([a-z]+ [a-z]+)", r"\1[\2](#)", H2),
+    "hidden_element_in_word": _each_word(
+        H2, lambda w: f'{w[:2]}<span style="display: none">qzx</span>{w[2:]}'),
+    "hidden_attribute_in_word": _each_word(H2, lambda w: f"{w[:2]}<i hidden>qzx</i>{w[2:]}"),
 }
 
 
@@ -244,6 +259,13 @@ def test_links_letter_forms_and_look_alike_words_read_as_shown(variant: str) -> 
     ("Ваш дом и сад. Он ушёл в дом.", "Ваш дом и сад. Он ушёл в дом."),
     ("Καλή μέρα σε όλους.", "Καλή μέρα σε όλους."),
     ("Flags: 🇫🇷 🇬🇧.", "Flags: 🇫🇷 🇬🇧."),
+    ("你好，世界！ Ｗｈｙ？ 你好。", "你好，世界！ Why? 你好。"),
+    ("mp3, 1990s, 4ft, CO2, l10n, a11y, i18n, h264, utf8, x86_64, 3D, 2nd, log4j, B2B",
+     "mp3, 1990s, 4ft, CO2, l10n, a11y, i18n, h264, utf8, x86_64, 3D, 2nd, log4j, B2B"),
+    ("Read [the docs](https://x.org), [a b](#c) and [x](y)z.",
+     "Read [the docs](https://x.org), [a b](#c) and xz."),
+    ('A <span style="color: red">red</span> word, <b hidden-x>b</b>.',
+     'A <span style="color: red">red</span> word, <b hidden-x>b</b>.'),
 ])
 def test_links_and_foreign_words_between_words_read_as_written(text: str, read: str) -> None:
     assert judged_text(text) == read
