@@ -28,7 +28,7 @@ from proxy.client_keys import (
 )
 from proxy.errors import AuthenticationFailed, GatewayError, MetricsForbidden, PayloadTooLarge
 from proxy.record import Ledger
-from proxy.refusals import RefusalSampler
+from proxy.refusals import LimitSampler, RefusalSampler
 from proxy.settings import AuthSettings, KeyBinding
 from proxy.stages import current_trace, start_trace
 from proxy.store import Store, VirtualKey, looks_like_virtual_key
@@ -89,6 +89,19 @@ def record_refusal(scope: Scope, caller: str, error: GatewayError,
     ledger.sample(suppressed)
     scope["app"].state.services.finish(ledger, str(error.status), error.code)
     return ledger.request_id if ledger.audited else None
+
+
+def unheld_refusal_sample(scope: Scope, error: GatewayError) -> int | None:
+    """For a virtual key's chat request refused before it held any tokens (a 400, 413, 415,
+    499): the decision of the sampler its 429s have (``Services.limit_refusals``, the first of
+    each key and status a minute; None: metrics only), as ``tpm`` counts no such request, so
+    a key limited by ``tpm`` alone sent 300 malformed requests and left 300 records, pushing
+    every other tenant's out of the trail. 0 (audited) for any other caller or path."""
+    caller: Caller | None = scope.get("state", {}).get("caller")
+    if scope["path"] != CHAT_PATH or caller is None or caller.key is None:
+        return 0
+    sampler: LimitSampler = scope["app"].state.services.limit_refusals
+    return sampler.audits(f"{caller.key.id}/{error.status}")
 
 
 def count_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
@@ -288,7 +301,7 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 caller: Caller | None = scope.get("state", {}).get("caller")
                 recorded = record_refusal(scope, caller.name if caller else "anonymous",
-                                          too_large)
+                                          too_large, unheld_refusal_sample(scope, too_large))
                 await send_error(send, too_large, request_id_header(recorded))
                 return
         seen = 0
