@@ -17,8 +17,8 @@ from proxy.check import check_values
 from proxy.client_keys import charge_check, reserve_tokens
 from proxy.cross_site import refuse_unless_json
 from proxy.disconnect import unless_disconnected
-from proxy.errors import ClientClosed, GatewayError, InvalidRequest
-from proxy.middleware import Caller, unheld_refusal_sample
+from proxy.errors import ClientClosed, InvalidRequest
+from proxy.middleware import Caller
 from proxy.off_loop import off_loop_past
 from proxy.openapi import error_responses, header, json_body
 from proxy.outcome import Facts, Stream, verdict_of
@@ -61,12 +61,8 @@ async def chat_completions(request: Request) -> Response:
     ledger = Ledger(caller.name, key_id=caller.key.id if caller.key else None)
     request.state.ledger = ledger  # from here on every outcome is recorded, 400s too
     current_request.set(ledger.request_id)  # upstream failures' log lines name it
-    try:
-        raw, body = await read_valid(request, ChatCompletionRequest)
-        params = admit(raw, body, services.config)
-    except GatewayError as refused:  # before any token is held: sampled per key
-        ledger.sample(unheld_refusal_sample(request.scope, refused))
-        raise
+    raw, body = await read_valid(request, ChatCompletionRequest)
+    params = admit(raw, body, services.config)
     await hold_tokens(request, caller, params)
     chat = ChatRequest(params, bool(body.stream), caller, request.headers.get("x-vilmo-policy"),
                        ledger)

@@ -9,6 +9,7 @@ hold tokens are sampled as its 429s are (the first of each key and status a minu
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -16,8 +17,15 @@ import pytest
 from fake_gateway import serve_fake_gateway
 from store_gateway import admin, audit_ids, chat, wait_for
 
+from proxy.errors import InvalidRequest, KeyRateLimited
+from proxy.middleware import Caller, key_refusal_sample
+from proxy.outcome import Facts
 from proxy.refusals import LimitSampler
+from proxy.stages import start_trace
+from proxy.store import VirtualKey
+from vilmo.policy import Action
 from vilmo.policy_store import SHIPPED_POLICY_DIR
+from vilmo.verdict import Verdict
 
 
 @pytest.fixture(name="store")
@@ -81,7 +89,18 @@ def test_requests_refused_before_they_hold_tokens_are_sampled_per_key(
         assert {r.status_code for r in too_large} == {413}
         assert [r.headers.get("x-request-id") is not None for r in too_large] == [
             True, False, False, False, False]  # its own status: its own first record
-        wait_for(lambda: len(audit_ids(base)) == 3)
+        unknown = [client.post(f"{base}/v1/chat/completions", headers=headers,
+                               json={"model": "no-such-model", "messages": [
+                                   {"role": "user", "content": "hi"}]}) for _ in range(5)]
+        assert {r.status_code for r in unknown} == {404}  # after its tokens were held,
+        assert sum("x-request-id" in r.headers for r in unknown) == 1  # refunded whole
+        policy = [client.post(f"{base}/v1/chat/completions",
+                              headers={**headers, "x-vilmo-policy": "strict-care-fairness"},
+                              json={"model": "stub", "messages": [
+                                  {"role": "user", "content": "hi"}]}) for _ in range(5)]
+        assert {r.status_code for r in policy} == {403}
+        assert sum("x-request-id" in r.headers for r in policy) == 1
+        wait_for(lambda: len(audit_ids(base)) == 5)
         metrics = admin("GET", f"{base}/metrics").text
         assert 'vilmo_requests_total{' in metrics
         counted = sum(float(line.split()[-1]) for line in metrics.splitlines()
@@ -111,3 +130,23 @@ def test_a_config_keys_refusals_are_all_audited(store: dict[str, Any]) -> None:
                                headers={"authorization": f"Bearer {team}",
                                         "content-type": "application/json"}) for _ in range(3)]
         assert all(r.status_code == 400 and "x-request-id" in r.headers for r in replies)
+
+
+def test_a_refusal_with_a_verdict_or_after_an_upstream_call_is_always_audited() -> None:
+    """Only refusals nothing counted are sampled: one the value check decided (its verdict is
+    what the trail is for) or that called the upstream (charged to the key) keeps its record."""
+    sampler = LimitSampler()
+    scope: dict[str, Any] = {
+        "path": "/v1/chat/completions",
+        "state": {"caller": Caller("tenant", None, False, VirtualKey("k1", "tenant", tpm=50))},
+        "app": SimpleNamespace(state=SimpleNamespace(
+            services=SimpleNamespace(limit_refusals=sampler)))}
+    refused = InvalidRequest("refused", code="content_filter")
+    judged = Facts(input=Verdict({"mft.care": 0.9}, action=Action.BLOCK))
+    start_trace()
+    assert [key_refusal_sample(scope, refused, judged) for _ in range(3)] == [0, 0, 0]
+    assert [key_refusal_sample(scope, refused, Facts()) for _ in range(2)] == [0, None]
+    start_trace().upstream = 0.2  # the upstream was called
+    assert key_refusal_sample(scope, refused, Facts()) == 0
+    start_trace()
+    assert key_refusal_sample(scope, KeyRateLimited("over", code="rpm"), Facts()) == 0
