@@ -20,7 +20,7 @@ from proxy.caches import CacheWriter, attach_caches
 from proxy.client_keys import VerifiedKeys
 from proxy.edge_protocols import EDGE_COUNTER
 from proxy.errors import GatewayError, Redactor, install_log_redaction
-from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors
+from proxy.middleware import BodyLimit, KeyAuth, UnexpectedErrors, key_refusal_sample
 from proxy.openapi import install_openapi
 from proxy.protocol import error_envelope
 from proxy.record import Ledger
@@ -108,6 +108,8 @@ def _respond(request: Request, error: GatewayError) -> JSONResponse:
     ledger: Ledger | None = getattr(request.state, "ledger", None)
     headers = dict(error.headers)
     if ledger is not None:
+        if error.status != 429:  # a limit's 429 is sampled where it is refused
+            ledger.sample(key_refusal_sample(request.scope, error, ledger.facts))
         request.app.state.services.finish(ledger, str(error.status), error.code)
         if ledger.audited:
             headers["x-request-id"] = ledger.request_id

@@ -27,8 +27,9 @@ from proxy.client_keys import (
     find_virtual_key,
 )
 from proxy.errors import AuthenticationFailed, GatewayError, MetricsForbidden, PayloadTooLarge
+from proxy.outcome import Facts, verdict_of
 from proxy.record import Ledger
-from proxy.refusals import RefusalSampler
+from proxy.refusals import LimitSampler, RefusalSampler
 from proxy.settings import AuthSettings, KeyBinding
 from proxy.stages import current_trace, start_trace
 from proxy.store import Store, VirtualKey, looks_like_virtual_key
@@ -89,6 +90,26 @@ def record_refusal(scope: Scope, caller: str, error: GatewayError,
     ledger.sample(suppressed)
     scope["app"].state.services.finish(ledger, str(error.status), error.code)
     return ledger.request_id if ledger.audited else None
+
+
+def key_refusal_sample(scope: Scope, error: GatewayError,
+                       facts: Facts | None = None) -> int | None:
+    """For a virtual key's chat request refused (4xx, not the limits' 429s, which have their
+    own sample) before any upstream call and without a value verdict (a body that is no valid
+    request, 413, 415, an unknown model or policy, 499): the decision of the sampler its 429s
+    have (``Services.limit_refusals``, the first of each key and status a minute; None:
+    metrics only). No limit counts such a request (``tpm`` refunds it whole), so a key limited
+    by ``tpm`` alone sent 300 malformed requests and left 300 records, pushing every other
+    tenant's out of the trail. 0 (audited) for any other request."""
+    caller: Caller | None = scope.get("state", {}).get("caller")
+    trace = current_trace.get()
+    if (scope["path"] != CHAT_PATH or caller is None or caller.key is None
+            or not 400 <= error.status < 500 or error.status == 429
+            or (trace is not None and (trace.upstream or trace.tokens or trace.counting))
+            or (facts is not None and (verdict_of(facts.input) or verdict_of(facts.reply)))):
+        return 0
+    sampler: LimitSampler = scope["app"].state.services.limit_refusals
+    return sampler.audits(f"{caller.key.id}/{error.status}")
 
 
 def count_refusal(scope: Scope, caller: str, error: GatewayError) -> None:
@@ -288,7 +309,7 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 caller: Caller | None = scope.get("state", {}).get("caller")
                 recorded = record_refusal(scope, caller.name if caller else "anonymous",
-                                          too_large)
+                                          too_large, key_refusal_sample(scope, too_large))
                 await send_error(send, too_large, request_id_header(recorded))
                 return
         seen = 0

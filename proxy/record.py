@@ -56,8 +56,9 @@ class RequestRecord:
     """The caller's virtual key's id (``caller`` is its name, which need not be unique); None
     for a config key (its name is ``caller``) and for a request without a key."""
     suppressed: int = 0
-    """Of a refusal by the key's limits: how many of the key's refusals before it were left out
-    of the audit trail, since its last recorded one (``proxy.refusals.LimitSampler``; each is
+    """Of a refusal by the key's limits (or of its request refused before any upstream call
+    without a verdict: a 400, 413...): how many of the key's refusals like it were left out of the audit trail, since
+    its last recorded one (``proxy.refusals.LimitSampler``; each is
     counted in the metrics). In the JSON only when some were: every other record keeps its
     shape."""
     stream_mode: str | None = None

@@ -9,8 +9,10 @@ out of the audit trail.
   from each client address in each interval is recorded, from at most ``max_addresses``
   addresses per interval.
 - ``LimitSampler``, a virtual key over its limits (429 ``rpm``, ``tpm``, or ``store`` while
-  limits fail closed): the first of each key in each interval is recorded, and its record's
-  ``suppressed`` says how many of the key's were left out since the key's last recorded one.
+  limits fail closed), or refused (4xx) before any upstream call and without a value verdict
+  (``proxy.middleware.key_refusal_sample``; no limit counts those): the first of each key and
+  code or status in each interval is recorded, and its record's ``suppressed`` says how many of
+  the key's were left out since the key's last recorded one.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ log line and the metrics only)."""
 
 class LimitSampler:
     """Decides, per refusal of a key over its limits, whether it is audited: the first of each
-    key and refusal code (``"<key id>/<code>"``: ``rpm``, ``tpm``, ``store``) in an interval, so
+    key and refusal code (``"<key id>/<code>"``: ``rpm``, ``tpm``, ``store``, or the status of a
+    refusal no limit counted, ``400``, ``413``...) in an interval, so
     a key's own flood leaves one record a minute while a store that cannot be checked, which is
     no flood of the key's, is still audited after an ``rpm`` refusal. Called on the event loop
     only (no lock)."""
@@ -85,9 +88,10 @@ class LimitSampler:
         now = self.clock()
         if now - self._started >= self.interval_s:
             if self._left_out:
-                log.warning("%d requests refused by their key's limits in the last %.0f s were "
-                            "counted in the metrics but not audited (the first of each key is; "
-                            "its next record says how many it had left out)", self._left_out,
+                log.warning("%d requests of virtual keys refused (by their limits, or before "
+                            "any upstream call) in the last %.0f s were counted in the metrics "
+                            "but not audited (the first of each key and code is; its next "
+                            "record says how many it had left out)", self._left_out,
                             now - self._started)
             self._started, self._audited, self._left_out = now, set(), 0
         if key_id not in self._audited:

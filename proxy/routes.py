@@ -14,7 +14,7 @@ from proxy import pipeline
 from proxy.actions import with_annotation
 from proxy.admission import admit, parse_body
 from proxy.check import check_values
-from proxy.client_keys import reserve_tokens
+from proxy.client_keys import charge_check, reserve_tokens
 from proxy.cross_site import refuse_unless_json
 from proxy.disconnect import unless_disconnected
 from proxy.errors import ClientClosed, InvalidRequest
@@ -83,14 +83,20 @@ async def chat_completions(request: Request) -> Response:
     return response
 
 
-@router.post("/v1/values/check", responses=error_responses(400, 403, 413, 415, 503),
+@router.post("/v1/values/check", responses=error_responses(400, 403, 413, 415, 429, 503),
              openapi_extra={**json_body(ValuesCheckRequest, "A text or a conversation to judge"),
                             "parameters": [POLICY_HEADER]})
 async def values_check(request: Request) -> ValuesCheckResult:
-    _, body = await read_valid(request, ValuesCheckRequest)
+    raw, body = await read_valid(request, ValuesCheckRequest)
+    caller, store = caller_of(request), getattr(request.app.state, "store", None)
+    if caller.key is not None and store is not None:  # charged to the key's tpm
+        refused = await charge_check(store, caller.key, raw)
+        if refused is not None:
+            services: Services = request.app.state.services
+            services.metrics.limit_rejections.labels(caller.key.name, refused.code or "tpm").inc()
+            raise refused
     return await unless_disconnected(request.receive, check_values(
-        body, caller_of(request), request.headers.get("x-vilmo-policy"),
-        request.app.state.services))
+        body, caller, request.headers.get("x-vilmo-policy"), request.app.state.services))
 
 
 @router.get("/v1/models")

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from proxy.config_keys import ENV_PREFIX, ConfigKey, key_long_enough, resolved_key
 from proxy.config_values import (
     UPSTREAM_TIMEOUT_MAX_S,
     checked_router_settings,
@@ -30,12 +31,8 @@ from proxy.store.config import StoreSettings
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.yamlfile import FileError, FileIssue, load_yaml_model
 
-ENV_PREFIX = "os.environ/"
 CONFIG_ENV = "VILMO_CONFIG"
 """The config file's path for each worker process (unset: the embedded defaults)."""
-MIN_KEY_CHARS = 16
-"""The shortest admin or metrics key (the key itself: an ``os.environ/NAME`` reference is
-measured once resolved)."""
 OPERATOR_KEYS = ("admin_key", "metrics_key")
 
 
@@ -72,7 +69,7 @@ class Deployment(BaseModel):
 class KeyBinding(_Strict):
     """A client API key, the tenant it stands for, and the policy bound to it."""
 
-    key: str = Field(min_length=1, description="The key itself or os.environ/NAME.")
+    key: ConfigKey = Field(description="The key itself or os.environ/NAME, 16+ characters.")
     name: str = Field(min_length=1, description="Tenant name used in metrics and audit.")
     policy: str | None = Field(None, description="Policy name; default: default_policy.")
     allow_policy_header: bool = Field(False, description="May choose a policy by header.")
@@ -102,10 +99,7 @@ class AuthSettings(_Strict):
     @field_validator(*OPERATOR_KEYS)
     @classmethod
     def _long_enough(cls, key: str | None) -> str | None:
-        """A key written in the file is measured here; a reference once resolved."""
-        if key is not None and not key.startswith(ENV_PREFIX):
-            _check_length(key)
-        return key
+        return key if key is None else key_long_enough(key)
 
     @property
     def keys_required(self) -> bool:
@@ -363,35 +357,13 @@ def resolve_environment(config: GatewayConfig, source: str) -> GatewayConfig:
     issues += [FileIssue(source, None, field, message) for field, message in nested]
     for field in OPERATOR_KEYS:
         reference = getattr(config.auth, field)
-        if reference is None or not reference.startswith(ENV_PREFIX):
-            continue
-        resolved = os.environ.get(reference[len(ENV_PREFIX):])
-        if not resolved:
-            issues.append(_missing(source, f"auth.{field}", reference))
-            continue
-        try:
-            _check_length(resolved)
-        except ValueError as error:
-            issues.append(FileIssue(source, None, f"auth.{field}", str(error)))
-            continue
-        setattr(config.auth, field, resolved)
+        if reference is not None and reference.startswith(ENV_PREFIX):
+            setattr(config.auth, field,
+                    resolved_key(reference, f"auth.{field}", source, issues) or reference)
     for i, binding in enumerate(config.auth.keys):
         if binding.key.startswith(ENV_PREFIX):
-            resolved = os.environ.get(binding.key[len(ENV_PREFIX):])
-            if resolved is None:
-                issues.append(_missing(source, f"auth.keys.{i}.key", binding.key))
-            else:
-                binding.key = resolved
+            binding.key = (resolved_key(binding.key, f"auth.keys.{i}.key", source, issues)
+                           or binding.key)
     if issues:
         raise ConfigError(issues)
     return config
-
-
-def _check_length(key: str) -> None:
-    if len(key) < MIN_KEY_CHARS:
-        raise ValueError(f"the key must have at least {MIN_KEY_CHARS} characters")
-
-
-def _missing(source: str, field: str, value: str) -> FileIssue:
-    return FileIssue(source, None, field,
-                     f"environment variable {value[len(ENV_PREFIX):]} is not set")

@@ -18,6 +18,7 @@ from proxy.store.records import (
     IssuedKey,
     LimitDecision,
     StoreError,
+    StoreFull,
     StoreHealth,
     StoreUnavailable,
     VirtualKey,
@@ -27,7 +28,7 @@ from proxy.store.writer import AuditWriter
 
 __all__ = [
     "AuditPage", "AuditQuery", "AuditRecord", "AuditWriter", "Backend", "CacheName",
-    "InvalidCursor", "IssuedKey", "LimitDecision", "Store", "StoreError", "StoreHealth",
+    "InvalidCursor", "IssuedKey", "LimitDecision", "Store", "StoreError", "StoreFull", "StoreHealth",
     "StoreSettings", "StoreUnavailable", "VirtualKey", "looks_like_virtual_key", "open_store",
 ]
 

@@ -34,6 +34,12 @@ class StoreUnavailable(StoreError):
     """
 
 
+class StoreFull(StoreUnavailable):
+    """The backend answered, but refuses writes for want of memory (Redis's ``OOM`` at
+    ``maxmemory`` with ``noeviction``): it fails fast and is counted like any unavailability,
+    but trips no breaker (``Store._call``), since the limit scripts still run there."""
+
+
 class InvalidCursor(StoreError, ValueError):
     """An ``after`` cursor this backend did not issue (the admin API answers 400)."""
 

@@ -34,6 +34,7 @@ from proxy.store.records import (
     InvalidCursor,
     IssuedKey,
     LimitDecision,
+    StoreFull,
     StoreUnavailable,
     VirtualKey,
 )
@@ -75,7 +76,8 @@ def unavailable_on_connection_errors() -> Iterator[None]:
         if code in BUG_CODES:
             raise
         said = str(error) if str(error).startswith(code) else f"{code} {error}"
-        raise StoreUnavailable(f"redis: {said}") from error
+        unusable = StoreFull if code == "OOM" else StoreUnavailable
+        raise unusable(f"redis: {said}") from error
     except redis.DataError:
         raise
     except redis.RedisError as error:

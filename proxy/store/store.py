@@ -2,8 +2,8 @@
 
 It adds what a backend should not have to know: how to degrade when the backend is unreachable
 (limits by ``limits_on_error``, caches as misses, audit records to the spool; after a failure
-the backend is skipped for ``retry_s``), the counters the metrics layer reads, and the audit
-trail's background writer. Methods are synchronous (SQLite is, and one code path serves the CLI
+that kind of operation is skipped for ``retry_s``), the counters the metrics layer reads, and
+the audit trail's background writer. Methods are synchronous (SQLite is, and one code path serves the CLI
 too); from the event loop call them with ``await asyncio.to_thread(...)``, except
 ``audit.write``, which never blocks on the store.
 """
@@ -30,6 +30,7 @@ from proxy.store.records import (
     CacheName,
     IssuedKey,
     LimitDecision,
+    StoreFull,
     StoreHealth,
     StoreUnavailable,
     VirtualKey,
@@ -52,7 +53,11 @@ class Store:
     def __init__(self, backend: Backend, settings: StoreSettings) -> None:
         self.backend = backend
         self.settings = settings
-        self._skip_until = 0.0
+        self._skip_until: dict[str, float] = {}
+        """Per kind of operation (``keys``, ``limits``, ``cache``, ``audit``): skipped until
+        then after a failure. One breaker for all let one failed cache write take every key's
+        limits off (``fail_open``) or refuse every limited key (``fail_closed``)."""
+        self._full_logged = 0.0
         self._errors: Counter[str] = Counter()
         self._degraded = 0
         self._reachable = True
@@ -213,26 +218,39 @@ class Store:
 
     def _call(self, operation: str, method: Callable[P, T], *args: P.args,
               **kwargs: P.kwargs) -> T:
-        """Call the backend, unless it failed less than ``retry_s`` ago: then fail at once, so
-        a Redis that times out costs one request a timeout, not every request."""
-        if time.monotonic() < self._skip_until:
+        """Call the backend, unless this kind of operation failed less than ``retry_s`` ago:
+        then fail at once, so a Redis that times out costs one request a timeout, not every
+        request. A full store (``StoreFull``: it answered at once, refusing a write) trips no
+        breaker: at ``maxmemory`` the limit scripts and every read still run."""
+        if time.monotonic() < self._skip_until.get(operation, 0.0):
             skipped = StoreUnavailable(f"{self.backend.name} unreachable; retrying shortly")
             self._count_error(operation, skipped)
             raise skipped
         try:
             result = method(*args, **kwargs)
-        except StoreUnavailable as error:
-            self._skip_until = time.monotonic() + self.settings.retry_s
+        except StoreFull as error:
             self._count_error(operation, error)
-            log.warning("%s (during %s); skipped for %.1f s, limits %s meanwhile", error,
-                        operation, self.settings.retry_s, self.settings.limits_on_error)
+            now = time.monotonic()
+            if now >= self._full_logged:  # a warning per retry_s, not one per write
+                self._full_logged = now + self.settings.retry_s
+                log.warning("%s (during %s); writes refused, limits still counted", error,
+                            operation)
             raise
-        self._mark_reachable()
+        except StoreUnavailable as error:
+            self._skip_until[operation] = time.monotonic() + self.settings.retry_s
+            self._count_error(operation, error)
+            log.warning("%s (during %s); %s skipped for %.1f s%s", error, operation, operation,
+                        self.settings.retry_s,
+                        f", limits {self.settings.limits_on_error} meanwhile"
+                        if operation == "limits" else "")
+            raise
+        self._mark_reachable(operation)
         return result
 
-    def _mark_reachable(self) -> None:
+    def _mark_reachable(self, operation: str | None = None) -> None:
         self._reachable = True
-        self._skip_until = 0.0
+        if operation is not None:
+            self._skip_until.pop(operation, None)
 
     def _count_error(self, operation: str, error: BaseException) -> None:
         with self._lock:
