@@ -107,7 +107,9 @@ async def healthz(request: Request) -> Health:
     caller: Caller | None = request.scope.get("state", {}).get("caller")
     if caller is None or not caller.sees_config or not host_trusted(request.scope):
         return Health()
-    return Health(policies=policy_names(services.policies), models=services.upstream.model_names())
+    policies = services.policies  # a key sees the policies it may choose, no others
+    return Health(policies=caller.choosable(policy_names(policies), policies.default_name),
+                  models=services.upstream.model_names())
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=error_responses(403))

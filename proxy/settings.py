@@ -26,6 +26,7 @@ from proxy.config_values import (
     http_url_problem,
     resolve_nested,
 )
+from proxy.key_config import KeyBinding
 from proxy.store.config import StoreSettings
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.yamlfile import FileError, FileIssue, load_yaml_model
@@ -69,15 +70,6 @@ class Deployment(BaseModel):
         return params
 
 
-class KeyBinding(_Strict):
-    """A client API key, the tenant it stands for, and the policy bound to it."""
-
-    key: str = Field(min_length=1, description="The key itself or os.environ/NAME.")
-    name: str = Field(min_length=1, description="Tenant name used in metrics and audit.")
-    policy: str | None = Field(None, description="Policy name; default: default_policy.")
-    allow_policy_header: bool = Field(False, description="May choose a policy by header.")
-
-
 PublicPath = Literal["/healthz", "/metrics", "/openapi.json"]
 
 
@@ -85,7 +77,7 @@ class AuthSettings(_Strict):
     keys: list[KeyBinding] = Field(
         default_factory=list, description="Client keys; empty means no key is required.")
     allow_policy_header: bool = Field(
-        True, description="Without keys: whether X-Vilmo-Policy may choose the policy.")
+        True, description="Without keys: whether X-Vilmo-Policy may choose any loaded policy.")
     public_paths: list[PublicPath] = Field(
         default_factory=lambda: list[PublicPath](["/healthz"]),
         description="Paths served without a key when keys are set; every other path needs one.")
