@@ -43,7 +43,8 @@ from vilmo.instruct.instructions import Instruction
 from vilmo.yamlfile import dotted
 
 router = APIRouter(responses=error_responses(401))
-POLICY_HEADER = header("X-Vilmo-Policy", "Choose the policy (keys with allow_policy_header)")
+POLICY_HEADER = header("X-Vilmo-Policy", "Choose the policy (keys with allow_policy_header: "
+                       "their bound one, or one their `policies` lists)")
 ANNOTATE_HEADER = header("X-Vilmo-Annotate", "`body`: the verdict in a `vilmo` field too")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
