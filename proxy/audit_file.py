@@ -13,15 +13,22 @@ can lose that race without end.)
 The file is opened for every record, as before: an outside rotation (logrotate with
 ``create``) still works, with ``max_bytes`` None. A path that is not a regular file (a pipe,
 ``/dev/stdout``) is only written to, never locked nor rotated.
+
+The file is its user's only (``PRIVATE_MODE``): one made before (by an older gateway, which
+made it 0644, or by logrotate's ``create 0644``) is made so when it is next opened, and its
+rotations when the writer is made, each logged once as a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import stat
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 OPEN_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 PRIVATE_MODE = 0o600
@@ -37,6 +44,13 @@ class RotatingFile:
         self.max_bytes = max_bytes
         self.rotated_files = rotated_files
         self.lock_path = path.with_name(f".{path.name}.lock")
+        for older in (self.lock_path, *map(self.rotated, range(1, rotated_files + 1))):
+            with contextlib.suppress(OSError):  # absent, or not ours: its writes still go on
+                fd = os.open(older, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                try:
+                    keep_private(fd, older)
+                finally:
+                    os.close(fd)
 
     def append(self, record: bytes, wait: bool = True) -> bool:
         """Writes ``record`` whole. When the lock file cannot be opened or a rotation fails
@@ -59,6 +73,10 @@ class RotatingFile:
                     failure = error
             fd = os.open(self.path, OPEN_APPEND, PRIVATE_MODE)
             try:
+                try:
+                    keep_private(fd, self.path)
+                except OSError as error:  # not ours to change: the record still goes in
+                    failure = failure or error
                 _write_all(fd, record)
             finally:
                 os.close(fd)
@@ -103,6 +121,29 @@ class RotatingFile:
 
     def rotated(self, index: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{index}")
+
+
+def open_private(path: Path) -> int:
+    """``path`` opened to append (made with ``PRIVATE_MODE`` when absent; made private when
+    others could read it)."""
+    fd = os.open(path, OPEN_APPEND, PRIVATE_MODE)
+    try:
+        keep_private(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def keep_private(fd: int, path: Path) -> None:
+    """A regular file that its group or others may read or write is made ``PRIVATE_MODE``
+    (logged): ``O_CREAT``'s mode applies only to a file it makes, so one made before kept its
+    0644. Not a regular file (a pipe, ``/dev/stdout``): left as it is."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode) and mode & 0o077:
+        os.fchmod(fd, PRIVATE_MODE)
+        log.warning("audit file %s could be read by other users (mode %o): made %o", path,
+                    stat.S_IMODE(mode), PRIVATE_MODE)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -27,10 +27,11 @@ from proxy.client_keys import (
     find_virtual_key,
 )
 from proxy.errors import AuthenticationFailed, GatewayError, MetricsForbidden, PayloadTooLarge
+from proxy.key_config import ANY_POLICY, KeyBinding
 from proxy.outcome import Facts, verdict_of
 from proxy.record import Ledger
 from proxy.refusals import LimitSampler, RefusalSampler
-from proxy.settings import AuthSettings, KeyBinding
+from proxy.settings import AuthSettings
 from proxy.stages import current_trace, start_trace
 from proxy.store import Store, VirtualKey, looks_like_virtual_key
 
@@ -44,13 +45,28 @@ keys do not (``KeyAuth``)."""
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: the tenant, its bound policy, and whether it may pick another."""
+    """Who is calling: the tenant, its bound policy, and which others it may pick."""
 
     name: str
     policy: str | None
     allow_policy_header: bool
     key: VirtualKey | None = None
     """The virtual key from the store (its id, profile and limits); None for config keys."""
+    choices: frozenset[str] = frozenset()
+    """What ``X-Vilmo-Policy`` may name besides the bound policy (``ANY_POLICY``: any loaded
+    one); only with ``allow_policy_header`` (``proxy.key_config``)."""
+
+    def may_choose(self, name: str, default_policy: str) -> bool:
+        """Whether the header may name ``name``: the bound policy (the default when the key
+        binds none), or one of ``choices``."""
+        if not self.allow_policy_header:
+            return False
+        return (name == (self.policy or default_policy) or ANY_POLICY in self.choices
+                or name in self.choices)
+
+    def choosable(self, names: Sequence[str], default_policy: str) -> list[str]:
+        """Those of ``names`` the header may name (the policies an error may list to it)."""
+        return [name for name in names if self.may_choose(name, default_policy)]
 
     @property
     def sees_config(self) -> bool:
@@ -144,7 +160,13 @@ class KeyAuth:
         self.bindings: Sequence[KeyBinding] = settings.keys
         self.public_paths = frozenset(settings.public_paths)
         self.required = settings.keys_required
-        self.anonymous = Caller("anonymous", None, settings.allow_policy_header)
+        self.anonymous = Caller("anonymous", None, settings.allow_policy_header,
+                                choices=frozenset([ANY_POLICY]))  # no keys: local use
+        for binding in self.bindings:
+            if binding.allow_policy_header and not binding.policies:
+                log.warning("key %r has allow_policy_header but no `policies`: X-Vilmo-Policy "
+                            "may name only its bound policy (list the others it may choose, or "
+                            "[\"*\"] for any)", binding.name)
         self.metrics_keys = [k for k in (settings.admin_key, settings.metrics_key) if k]
         self.metrics_guarded = self.required or settings.metrics_key is not None
         self.verified = verified or VerifiedKeys()
@@ -266,7 +288,7 @@ def static_caller(bindings: Sequence[KeyBinding], key: str | None) -> Caller | N
             match = binding
     if match is None:
         return None
-    return Caller(match.name, match.policy, match.allow_policy_header)
+    return Caller(match.name, match.policy, match.allow_policy_header, choices=match.choices())
 
 
 async def resolve_caller(key: str | None, bindings: Sequence[KeyBinding],

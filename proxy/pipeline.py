@@ -200,13 +200,20 @@ def settle(task: asyncio.Future[Any]) -> None:
 
 async def choose_policy(caller: Caller, header: str | None, policies: PolicyStore,
                         param: str = "X-Vilmo-Policy") -> Policy:
-    """The header's policy when the caller may choose, else the key's, else the default.
-    ``param``: where the client named it (the check route's body field ``policy`` too)."""
+    """The header's policy when the caller may choose it, else the key's, else the default.
+    ``param``: where the client named it (the check route's body field ``policy`` too). A key
+    may name its bound policy and those its ``policies`` list (``proxy.key_config``): any other
+    is a 403, whether loaded or not (the names of policies it may not use are not told)."""
     if header:
         if not caller.allow_policy_header:
             raise PolicyOverrideForbidden(
                 f"this API key may not choose a policy ({param}: {shown_name(header)!r})",
                 param=param, code="policy_override_forbidden")
+        if not caller.may_choose(header, policies.default_name):
+            raise PolicyOverrideForbidden(
+                f"this API key may not choose the policy {shown_name(header)!r} ({param}); "
+                "the gateway's operator lists the policies a key may choose",
+                param=param, code="policy_not_allowed")
         name: str | None = header
     else:
         name = caller.policy
@@ -218,7 +225,8 @@ async def choose_policy(caller: Caller, header: str | None, policies: PolicyStor
                      else "default policy")
             raise PolicyUnavailable(f"the {which} is not loaded on the gateway; ask its operator",
                                     code="policy_unavailable") from None
-        known = f"; known: {', '.join(policy_names(policies))}" if caller.sees_config else ""
+        shown = caller.choosable(policy_names(policies), policies.default_name)
+        known = f"; known: {', '.join(shown)}" if caller.sees_config and shown else ""
         raise UnknownPolicyRequested(f"unknown policy {shown_name(str(name))!r}{known}",
                                      param=param, code="policy_not_found") from None
 

@@ -4,8 +4,11 @@ a shared core, more for larger ones): on the loop it would hold every request of
 So a request that finds a pass due starts one in a worker thread and is served the policies
 last loaded; only a request naming a policy that is not loaded waits for the pass in flight,
 which may be what brings it (a file added since start-up), at most ``UNKNOWN_WAIT_S``: a pass
-that hangs (weights on a hung mount) holds no request without end. It does stop later passes
-(one at a time per store); one in flight past ``HUNG_PASS_S`` is logged, once."""
+that hangs (weights on a hung mount) holds no request without end. Passes run one at a time per
+store; one in flight past ``HUNG_PASS_S`` is abandoned (``PolicyStore.abandon_pass``: it will
+change nothing, and later passes skip the file it is stuck on) and a new pass starts, logged.
+At most one abandoned pass per store: while it still hangs, a second hung pass is logged once
+and waited for, so threads stuck on a mount stay bounded."""
 
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ UNKNOWN_WAIT_S = 5.0
 """How long a request naming a policy not loaded waits for the pass in flight (then its
 usual error: 400 ``policy_not_found``)."""
 HUNG_PASS_S = 60.0
-"""A pass in flight longer than this (and than ten reload intervals) is logged as hung."""
+"""A pass in flight longer than this (and than ten reload intervals) is hung: abandoned for a
+new one when the store allows (``PolicyStore.abandon_pass``), else logged."""
 
 
 @dataclass
@@ -44,8 +48,12 @@ def start_reload(store: PolicyStore) -> asyncio.Future[None] | None:
     running = _passes.get(store)
     if running is not None and not running.future.done() \
             and running.future.get_loop() is asyncio.get_running_loop():
-        _warn_if_hung(store, running)
-        return running.future
+        if not _hung(store, running) or not store.abandon_pass():
+            _warn_if_hung(store, running)
+            return running.future
+        log.error("a policy reload pass of %s has run for %.0f s: abandoned (it will change "
+                  "nothing); a new pass starts, skipping the file it is stuck on",
+                  store.directory, time.monotonic() - running.started)
     if not store.due():
         return None
     started = asyncio.ensure_future(asyncio.to_thread(store.refresh))
@@ -55,14 +63,19 @@ def start_reload(store: PolicyStore) -> asyncio.Future[None] | None:
 
 
 def _warn_if_hung(store: PolicyStore, running: _Pass) -> None:
-    """Logs, once per pass, one in flight far longer than the reload interval: no later pass
-    runs until it ends (a hung mount, a check that never returns)."""
-    in_flight = time.monotonic() - running.started
-    if running.warned or in_flight < max(HUNG_PASS_S, 10 * store.reload_interval):
+    """Logs, once per pass, one in flight far longer than the reload interval that could not
+    be abandoned: no later pass runs until it ends (a hung mount, a check that never
+    returns)."""
+    if running.warned or not _hung(store, running):
         return
     running.warned = True
     log.error("a policy reload pass of %s has run for %.0f s: no policy file change is loaded "
-              "until it ends", store.directory, in_flight)
+              "until it ends", store.directory, time.monotonic() - running.started)
+
+
+def _hung(store: PolicyStore, running: _Pass) -> bool:
+    in_flight = time.monotonic() - running.started
+    return in_flight >= max(HUNG_PASS_S, 10 * store.reload_interval)
 
 
 def _log_failure(done: asyncio.Future[None]) -> None:

@@ -14,12 +14,15 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from proxy.chunks import CONTENT_FILTER
+from proxy.errors import ClientClosed
 from proxy.outcome import Facts, guard_of, verdict_of
 from proxy.protocol import shown_name
 from vilmo.policy import Action
 from vilmo.verdict import Verdict
 
-Enforced = Literal["relayed", "annotated", "refused", "regenerated"]
+Enforced = Literal["relayed", "annotated", "refused", "regenerated", "abandoned"]
+CLIENT_LEFT = str(ClientClosed.status)
+"""The status of a request the client left (``proxy.errors.ClientClosed``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +104,14 @@ def enforced_of(facts: Facts, status: str, error_code: str | None) -> Enforced |
     at least one choice), ``regenerated`` (a regenerated reply went out), ``annotated`` (it
     went out with its violations reported, the ``annotate`` action), ``relayed`` (it went out
     as the upstream wrote it: allowed, unchecked, failed open, or a ``monitor`` stream, which
-    enforces nothing whatever its verdict). None for a request that failed otherwise (no
-    whole reply went out)."""
+    enforces nothing whatever its verdict), ``abandoned`` (the client left before the whole
+    reply went out, status 499: its work was stopped; what a stream had sent before went out
+    as its ``stream_mode`` allows). None for a request that failed otherwise (no whole reply
+    went out)."""
     if facts.refused or error_code == CONTENT_FILTER:
         return "refused"
+    if status == CLIENT_LEFT:
+        return "abandoned"
     if status != "200":
         return None
     verdict = verdict_of(facts.reply)

@@ -43,7 +43,8 @@ from vilmo.instruct.instructions import Instruction
 from vilmo.yamlfile import dotted
 
 router = APIRouter(responses=error_responses(401))
-POLICY_HEADER = header("X-Vilmo-Policy", "Choose the policy (keys with allow_policy_header)")
+POLICY_HEADER = header("X-Vilmo-Policy", "Choose the policy (keys with allow_policy_header: "
+                       "their bound one, or one their `policies` lists)")
 ANNOTATE_HEADER = header("X-Vilmo-Annotate", "`body`: the verdict in a `vilmo` field too")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
@@ -113,7 +114,9 @@ async def healthz(request: Request) -> Health:
     caller: Caller | None = request.scope.get("state", {}).get("caller")
     if caller is None or not caller.sees_config or not host_trusted(request.scope):
         return Health()
-    return Health(policies=policy_names(services.policies), models=services.upstream.model_names())
+    policies = services.policies  # a key sees the policies it may choose, no others
+    return Health(policies=caller.choosable(policy_names(policies), policies.default_name),
+                  models=services.upstream.model_names())
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=error_responses(403))

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from proxy.config_keys import ENV_PREFIX, ConfigKey, key_long_enough, resolved_key
+from proxy.config_keys import ENV_PREFIX, key_long_enough, resolved_key
 from proxy.config_values import (
     UPSTREAM_TIMEOUT_MAX_S,
     checked_router_settings,
@@ -27,6 +27,7 @@ from proxy.config_values import (
     http_url_problem,
     resolve_nested,
 )
+from proxy.key_config import KeyBinding
 from proxy.store.config import StoreSettings
 from vilmo.policy_store import SHIPPED_POLICY_DIR
 from vilmo.yamlfile import FileError, FileIssue, load_yaml_model
@@ -66,15 +67,6 @@ class Deployment(BaseModel):
         return params
 
 
-class KeyBinding(_Strict):
-    """A client API key, the tenant it stands for, and the policy bound to it."""
-
-    key: ConfigKey = Field(description="The key itself or os.environ/NAME, 16+ characters.")
-    name: str = Field(min_length=1, description="Tenant name used in metrics and audit.")
-    policy: str | None = Field(None, description="Policy name; default: default_policy.")
-    allow_policy_header: bool = Field(False, description="May choose a policy by header.")
-
-
 PublicPath = Literal["/healthz", "/metrics", "/openapi.json"]
 
 
@@ -82,7 +74,7 @@ class AuthSettings(_Strict):
     keys: list[KeyBinding] = Field(
         default_factory=list, description="Client keys; empty means no key is required.")
     allow_policy_header: bool = Field(
-        True, description="Without keys: whether X-Vilmo-Policy may choose the policy.")
+        True, description="Without keys: whether X-Vilmo-Policy may choose any loaded policy.")
     public_paths: list[PublicPath] = Field(
         default_factory=lambda: list[PublicPath](["/healthz"]),
         description="Paths served without a key when keys are set; every other path needs one.")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from proxy.audit_file import OPEN_APPEND, PRIVATE_MODE
+from proxy.audit_file import open_private
 from proxy.settings import GatewayConfig
 from proxy.store.spool import private_file
 from vilmo.policy_store import PolicyStore, UnknownPolicy
@@ -72,7 +72,7 @@ def _appendable(path: Path, private: bool) -> str | None:
             private_file(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, OPEN_APPEND, PRIVATE_MODE))
+            os.close(open_private(path))
     except OSError as error:
         return f"cannot write {path}: {error.strerror or error}"
     return None

@@ -10,8 +10,8 @@ each by their own weights.
 
 ``actions`` counts the policy's action of each record (a ``monitor`` stream's ``block`` among
 them, though nothing was blocked); ``enforced`` counts what the gateway did (the record's
-``enforced``: relayed, annotated, refused, regenerated; records written before it was recorded,
-and failed requests, are not counted there).
+``enforced``: relayed, annotated, refused, regenerated, abandoned; records written before it was
+recorded, and failed requests, are not counted there).
 """
 
 from __future__ import annotations

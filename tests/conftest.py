@@ -158,7 +158,8 @@ def gateway_config_dict(stub_url: str, policy_dir: Path, upstream_path: str = "d
         "default_policy": "default",
         "auth": {"keys": [
             {"key": TEAM_KEY, "name": "team-a", "policy": "strict-care-fairness"},
-            {"key": ADMIN_KEY, "name": "admin", "allow_policy_header": True},
+            {"key": ADMIN_KEY, "name": "admin", "allow_policy_header": True,
+             "policies": ["*"]},
         ], "metrics_key": METRICS_KEY},
         "server": {"max_body_bytes": 200_000, "policy_reload_interval_s": 0},
         "audit": {"path": str(policy_dir.parent / "audit.jsonl")},

@@ -81,6 +81,11 @@ class PolicyStore:
         self._ignored: dict[Path, tuple[str, Path]] = {}  # file -> (its name, the file serving it)
         self._checked_at = float("-inf")
         self._refreshing = threading.Lock()  # one pass at a time (a server runs them off its loop)
+        self._commit = threading.Lock()  # held briefly: the state a pass swaps in, and the below
+        self._generation = 0  # a pass commits only if no ``abandon_pass`` came since it began
+        self._in_pass: int | None = None  # the generation of the pass in flight
+        self._reading: Path | None = None  # the file the pass in flight is reading
+        self._abandoned: dict[int, Path | None] = {}  # abandoned passes in flight: their file
         self.refresh(force=True)
         self._started = True
         if default_name not in self._by_name:
@@ -129,28 +134,67 @@ class PolicyStore:
             if not force and now - self._checked_at < self.reload_interval:
                 return
             self._checked_at = now
-            self._reload(now)
+            with self._commit:
+                generation = self._in_pass = self._generation
+                stuck = {p for p in self._abandoned.values() if p is not None}
+            try:
+                self._reload(now, generation, stuck)
+            finally:
+                with self._commit:
+                    self._abandoned.pop(generation, None)  # its file may be read again
+                    if generation == self._generation:
+                        self._in_pass = self._reading = None
 
-    def _reload(self, now: float) -> None:
+    def abandon_pass(self) -> bool:
+        """Lets a later pass run while the one in flight hangs (its file's weights on a hung
+        mount): when that one ends, whatever it read is dropped (it changes nothing), and until
+        then later passes skip the file it was reading (its last good version stays). So one
+        pass at a time changes the store, and one that hangs stops no later one. At most one
+        abandoned pass in flight (threads stuck on a mount are bounded): False, and nothing
+        done, while one is, or when no pass runs."""
+        with self._commit:
+            if self._abandoned or self._in_pass != self._generation:
+                return False
+            self._abandoned[self._generation] = self._reading
+            self._generation += 1
+            self._in_pass = self._reading = None
+            self._refreshing = threading.Lock()  # the abandoned pass holds the old one
+            return True
+
+    def _current(self, generation: int, reading: Path | None = None) -> bool:
+        """Whether the pass of ``generation`` was not abandoned; notes the file it reads."""
+        with self._commit:
+            if generation != self._generation:
+                return False
+            self._reading = reading
+            return True
+
+    def _reload(self, now: float, generation: int, stuck: set[Path]) -> None:
+        """A pass over copies of the state, swapped in at its end unless it was abandoned."""
+        files, broken, ignored = dict(self._files), set(self._broken), dict(self._ignored)
         listed = set(self._policy_files())
         present = {p: stamp for p in listed if (stamp := _stamp(p)) is not None}
         changed = False
-        for path in list(self._files):
+        for path in list(files):
             if path in listed and path not in present:
                 continue  # listed, gone before its stat: keep it; the next pass decides
             if path not in present:
                 log.info("policy file %s removed", path)
-                del self._files[path]
-                self._broken.discard(path)
+                del files[path]
+                broken.discard(path)
                 changed = True
-        self._pending = {p: seen for p, seen in self._pending.items() if p in present}
+        pending = {p: seen for p, seen in self._pending.items() if p in present}
         for path, stamp in present.items():
-            entry = self._files.get(path)
+            entry = files.get(path)
             if entry is not None and entry.stamp == stamp:
-                self._pending.pop(path, None)  # back as it was: nothing to load
+                pending.pop(path, None)  # back as it was: nothing to load
                 continue
-            if self._started and not self._settled(path, stamp, now):
+            if path in stuck:
+                continue  # an abandoned pass still reads it: its last good version meanwhile
+            if self._started and not _settled(pending, path, stamp, now, self.settle_s):
                 continue  # maybe still being written: the last good version meanwhile
+            if not self._current(generation, path):
+                return  # abandoned: it changes nothing
             changed = True
             previous = entry.policy if entry else None
             try:
@@ -158,28 +202,23 @@ class PolicyStore:
                 if self.check is not None and policy is not None:
                     self.check(policy)
                 log.info("policy %r loaded from %s", policy.name if policy else None, path)
-                self._broken.discard(path)
-                self._ignored.pop(path, None)  # an edited file that is still ignored: say so
+                broken.discard(path)
+                ignored.pop(path, None)  # an edited file that is still ignored: say so
             except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
                 log.error("policy file %s is broken; keeping its last good version (%s): %s",
                           path, previous.name if previous else "none", one_line(exc))
                 policy = previous
-                self._broken.add(path)
-            self._files[path] = _Entry(stamp, policy)  # not read again until the file changes
-        if changed:
-            self._by_name = self._with_default(self._index())
-
-    def _settled(self, path: Path, stamp: PolicyFileStamp, now: float) -> bool:
-        """Whether ``path`` had this stamp on an earlier pass, at least ``settle_s`` ago;
-        noted otherwise."""
-        seen = self._pending.get(path)
-        if seen is None or seen[0] != stamp:
-            self._pending[path] = (stamp, now)
-            return False
-        if now - seen[1] < self.settle_s:
-            return False
-        del self._pending[path]
-        return True
+                broken.add(path)
+            files[path] = _Entry(stamp, policy)  # not read again until the file changes
+        with self._commit:
+            if generation != self._generation:
+                log.warning("an abandoned policy reload pass of %s ended; what it read is "
+                            "dropped", self.directory)
+                return
+            self._files, self._broken, self._ignored, self._pending = (
+                files, broken, ignored, pending)
+            if changed:
+                self._by_name = self._with_default(self._index())
 
     def _with_default(self, by_name: dict[str, Policy]) -> dict[str, Policy]:
         """``by_name``, with the default's last good version when no file provides it now."""
@@ -228,6 +267,20 @@ class PolicyStore:
         self._served_from = served
         return {name: policy for name, path in served.items()
                 if (policy := self._files[path].policy) is not None}  # always: a claim has one
+
+
+def _settled(pending: dict[Path, tuple[PolicyFileStamp, float]], path: Path,
+             stamp: PolicyFileStamp, now: float, settle_s: float) -> bool:
+    """Whether ``path`` had this stamp on an earlier pass, at least ``settle_s`` ago (then
+    taken from ``pending``); noted in ``pending`` otherwise."""
+    seen = pending.get(path)
+    if seen is None or seen[0] != stamp:
+        pending[path] = (stamp, now)
+        return False
+    if now - seen[1] < settle_s:
+        return False
+    del pending[path]
+    return True
 
 
 def one_line(exc: BaseException) -> str:

@@ -126,3 +126,28 @@ def test_the_audit_file_and_its_rotations_are_private_to_the_gateways_user(
         os.umask(umask)
     files = [path, path.with_name("audit.jsonl.1"), path.with_name("audit.jsonl.2")]
     assert [f.stat().st_mode & 0o777 for f in files] == [0o600] * 3
+
+
+def test_an_audit_file_made_before_readable_by_others_is_made_private(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The gateway made a new file 0600, but one an older version (or logrotate's ``create
+    0644``) had made kept its 0644: ``O_CREAT``'s mode applies only to a file it makes."""
+    from proxy.start_checks import start_up_issues
+
+    path = tmp_path / "audit.jsonl"
+    older = [path, path.with_name("audit.jsonl.1"), path.with_name(".audit.jsonl.lock")]
+    for made_before in older:
+        made_before.write_bytes(b"")
+        made_before.chmod(0o644)
+    with caplog.at_level("WARNING", logger="proxy.audit_file"):
+        rotating = RotatingFile(path, max_bytes=None, rotated_files=2)
+        rotating.append(b'{"n":1}\n')
+    assert [f.stat().st_mode & 0o777 for f in older] == [0o600] * 3
+    assert len([r for r in caplog.records if "made 600" in r.getMessage()]) == 3
+    path.chmod(0o640)  # the start check opens it too
+    config = GatewayConfig.model_validate({
+        "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+        "audit": {"path": str(path)}})
+    assert start_up_issues(config, "gateway.yaml") == []
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_bytes() == b'{"n":1}\n'

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from proxy.settings import ConfigError, GatewayConfig, KeyBinding, load_config
+from proxy.key_config import KeyBinding
+from proxy.settings import ConfigError, GatewayConfig, load_config
 
 MODEL_LIST = """model_list:
   - model_name: stub

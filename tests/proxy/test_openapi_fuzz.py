@@ -80,7 +80,8 @@ def fuzzed_gateway(stub: StubUpstream, tmp_path_factory: pytest.TempPathFactory,
     for path in SHIPPED_POLICY_DIR.glob("*.yaml"):
         (policies / path.name).write_text(path.read_text())
     config = fault_config(stub.url, policies, auth={
-        "keys": [{"key": CLIENT_KEY, "name": "fuzzer", "allow_policy_header": True}],
+        "keys": [{"key": CLIENT_KEY, "name": "fuzzer", "allow_policy_header": True,
+                  "policies": ["*"]}],
         "admin_key": ADMIN_KEY})
     with served(config, "litellm") as (url, _):
         yield url

@@ -20,7 +20,8 @@ from vilmo.policy_store import SHIPPED_POLICY_DIR
 
 pytestmark = pytest.mark.slow  # a served gateway (fakes behind it: no model is loaded)
 
-KEYS = {"keys": [{"key": TEAM_KEY, "name": "team", "allow_policy_header": True}]}
+KEYS = {"keys": [{"key": TEAM_KEY, "name": "team", "allow_policy_header": True,
+                     "policies": ["*"]}]}
 HELD_S = 30.0
 """How long the held reload waits to be let go: past every client timeout below, so a reload
 that holds the loop shows as a timed-out request, not a hung test."""

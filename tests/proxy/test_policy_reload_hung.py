@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from proxy import policy_reload
+from vilmo.policy import Policy
 from vilmo.policy_store import SHIPPED_POLICY_DIR, PolicyStore, UnknownPolicy
 
 
@@ -68,5 +69,69 @@ def test_a_pass_in_flight_too_long_is_logged_once(
         assert len(hung) == 1
     finally:
         release.set()
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
+def named(path: Path, name: str) -> None:
+    path.write_text(f"name: {name}\nvalues:\n  mft.care: {{weight: 1.0}}\n")
+
+
+def test_a_hung_pass_does_not_stop_later_reloads_and_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass hung on one file (its generator weights on a hung mount) held the store's pass
+    lock, so no later change was loaded until it ended. Past ``HUNG_PASS_S`` it is abandoned:
+    a new pass loads the other files and skips the stuck one; the abandoned pass, when it
+    ends, changes nothing; at most one abandoned pass is in flight."""
+    shutil.copy(SHIPPED_POLICY_DIR / "default.yaml", tmp_path / "default.yaml")
+    release = {"slow": threading.Event(), "slower": threading.Event()}
+    entered = {name: threading.Event() for name in release}
+
+    def check(policy: Policy) -> None:
+        if policy.name in release:
+            entered[policy.name].set()
+            release[policy.name].wait(60)
+
+    store = PolicyStore(tmp_path, "default", reload_interval=0, check=check)
+    monkeypatch.setattr(policy_reload, "HUNG_PASS_S", 0.0)
+
+    async def passes(count: int) -> None:
+        """``count`` passes, each awaited (a new file is loaded on its second)."""
+        for _ in range(count):
+            running = policy_reload.start_reload(store)
+            assert running is not None
+            await asyncio.wait([running], timeout=5)
+
+    async def scenario() -> None:
+        named(tmp_path / "slow.yaml", "slow")
+        await passes(1)  # seen
+        hung = policy_reload.start_reload(store)  # loads slow.yaml: hangs in its check
+        assert hung is not None
+        await asyncio.to_thread(entered["slow"].wait, 5)
+        named(tmp_path / "other.yaml", "other")
+        await passes(2)  # the hung pass is abandoned; the next ones load other.yaml
+        assert not hung.done()  # still stuck
+        assert store.loaded_names() == ["default", "other"]
+        named(tmp_path / "slower.yaml", "slower")
+        await passes(1)
+        second = policy_reload.start_reload(store)  # loads slower.yaml: hangs too
+        assert second is not None
+        await asyncio.to_thread(entered["slower"].wait, 5)
+        assert policy_reload.start_reload(store) is second  # not abandoned: one at a time
+        named(tmp_path / "other.yaml", "renamed")
+        release["slow"].set()  # the abandoned pass ends: it changes nothing
+        await asyncio.wait([hung], timeout=5)
+        assert store.loaded_names() == ["default", "other"]
+        release["slower"].set()
+        await asyncio.wait([second], timeout=5)
+        await passes(3)  # slow.yaml is read again, and the renamed file
+        assert store.loaded_names() == ["default", "renamed", "slow", "slower"]
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(scenario(), 30))
+    finally:
+        for event in release.values():
+            event.set()
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()

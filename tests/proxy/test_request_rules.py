@@ -155,7 +155,8 @@ def test_a_huge_model_name_is_a_400_and_no_name_bloats_an_answer_or_a_record(
 def test_a_policy_the_key_may_not_choose_is_named_where_it_was_sent(
         policy_dir: Path, bank: PrincipleBank, sent: dict[str, Any], param: str) -> None:
     """The check route's body field ``policy`` was reported as the header X-Vilmo-Policy."""
-    from proxy.settings import AuthSettings, KeyBinding
+    from proxy.key_config import KeyBinding
+    from proxy.settings import AuthSettings
 
     services = fake_services(policy_dir, bank)
     services.config.auth = AuthSettings(keys=[KeyBinding(key="sk-bound-0123456789",

@@ -110,7 +110,7 @@ def test_plain_reply_is_abandoned_when_the_client_leaves(gateway: str, stub: Stu
     leave_after(gateway, "g-leave-chunked", 0.5, model="stub-slow")
     records = audit_records(policy_dir, lambda r: r["policy"] == "g-leave-chunked"
                             and not r["stream"], start, wait_s=2.0)  # before the upstream answers
-    assert [r["status"] for r in records] == ["499"]
+    assert [(r["status"], r["enforced"]) for r in records] == [("499", "abandoned")]
 
 
 def test_chunked_stream_cancels_the_upstream_when_the_client_leaves(
@@ -128,6 +128,7 @@ def test_chunked_stream_cancels_the_upstream_when_the_client_leaves(
                             and r["stream"], start)
     # the same code as a plain reply's (before the fix: a stream's 499 had none)
     assert [(r["status"], r["error_code"]) for r in records] == [("499", "client_closed")]
+    assert records[0]["enforced"] == "abandoned"  # was null: nothing said what was done
 
 
 @pytest.mark.parametrize("path", ["chat/completions", "values/check"])
@@ -192,6 +193,7 @@ def test_a_monitor_stream_that_ends_early_records_the_verdict_of_what_it_sent(
     assert [(r["status"], r["error_code"], r["guard"]) for r in records] == [
         (status, code, "ok")]
     assert records[0]["verdict"]["violations"] == ["mft.care"]
+    assert records[0]["enforced"] == "abandoned"
 
 
 def test_a_chunked_stream_that_ends_early_records_its_partial_verdicts(
@@ -228,3 +230,4 @@ def test_a_monitor_stream_the_client_leaves_records_the_verdict_of_what_it_sent(
     assert [(r["status"], r["error_code"], r["guard"]) for r in records] == [
         ("499", "client_closed", "ok")]
     assert records[0]["verdict"]["violations"] == ["mft.care"]
+    assert records[0]["enforced"] == "abandoned"
