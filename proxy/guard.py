@@ -286,8 +286,10 @@ class Guard:
         elif policy.on_error == "closed":
             closed = f"policy {policy.name!r} fails closed"
         elif size > policy.checks.fail_open_max_chars:
-            closed = (f"{'a prompt' if stage == 'instruction' else 'a check'} of {size} characters, over checks.fail_open_max_chars "
-                      f"({policy.checks.fail_open_max_chars}), is never passed unchecked")
+            what, fate = (("a prompt", "never goes out without its instruction")
+                          if stage == "instruction" else ("a check", "is never passed unchecked"))
+            closed = (f"{what} of {size} characters, over checks.fail_open_max_chars "
+                      f"({policy.checks.fail_open_max_chars}), {fate}")
         elif read > FAIL_OPEN_READ_FACTOR * policy.checks.fail_open_max_chars:
             closed = (f"a check read as {read} characters, over {FAIL_OPEN_READ_FACTOR} times "
                       f"checks.fail_open_max_chars ({policy.checks.fail_open_max_chars}), is "
