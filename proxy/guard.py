@@ -28,17 +28,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
+from proxy import off_loop
 from proxy.caches import writes_after
 from proxy.errors import GuardFailed
 from proxy.judged_text import Judged, each_reading, highest_per_item
 from proxy.metrics import Metrics
-from proxy.outcome import FAILED_OPEN, FailedOpen
+from proxy.outcome import FAILED_INSTRUCTION, FAILED_OPEN, FailedOpen
 from proxy.stages import note_prompt, timed
 from vilmo.instruct.instructions import (
     MODEL_FREE_GENERATORS,
-    NO_INSTRUCTION,
     Instruction,
     InstructionGenerator,
+    message_text,
     prompt_text,
 )
 from vilmo.judge.batcher import MicroBatcher, Overloaded
@@ -56,6 +57,31 @@ ClassifierFor = Callable[[Policy], ValueClassifier]
 
 IN_PLACE_MAX_CHARS = 500
 """The longest prompt whose instruction step may run on the event loop (``Guard.in_place``)."""
+
+
+INSTRUCTION_READ_CHARS = 4_000
+"""The most of the last user turn the instruction step reads (``bounded_turn``): its first and
+last half of this. Long prompts are legitimate and pass whole to the upstream, but the step's
+cost grew with the turn (the judge's second look read it window by window: a 420 KB turn cost
+about 23 s of CPU, going on after its request was answered). The request reader reads only its
+first 256 tokens anyway; the second look reads the head and the tail, where a long prompt's
+request usually is."""
+
+
+def bounded_turn(messages: Messages) -> Messages:
+    """The messages with the last user turn's text cut to its first and last
+    ``INSTRUCTION_READ_CHARS // 2`` characters (joined by a blank line) when it is longer than
+    ``INSTRUCTION_READ_CHARS``: what the instruction step reads (``prompt_text``). The input is
+    never modified."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "user":
+            text = message_text(messages[index])
+            if len(text) <= INSTRUCTION_READ_CHARS:
+                return messages
+            half = INSTRUCTION_READ_CHARS // 2
+            turn = {"role": "user", "content": f"{text[:half]}\n\n{text[-half:]}"}
+            return [*messages[:index], turn, *messages[index + 1:]]
+    return messages
 
 
 class TextTooLarge(ValueError):
@@ -180,25 +206,30 @@ class Guard:
 
     async def instruction(self, generator: InstructionGenerator, messages: Messages,
                           policy: Policy) -> tuple[Instruction, float]:
-        """The instruction and the seconds it took. The generator runs in a worker thread (it
-        embeds text) under the check timeout, but in place, without the thread's two hand-offs,
-        for a policy whose generator needs no model (``none``, ``static``), and for a short
-        prompt when this is the only request in flight and nothing runs beside the step
-        (``in_place``). A failure is handled like a failed check (closed: error; open: no
-        instruction). Its cache writes reach the store's writer when it ends."""
+        """The instruction and the seconds it took. The generator reads the last user turn cut
+        to ``INSTRUCTION_READ_CHARS`` (``bounded_turn``) and runs in a thread of its own
+        executor (``proxy.off_loop.instruction_work``) under the check timeout, but in place,
+        without the thread's two hand-offs, for a policy whose generator needs no model
+        (``none``, ``static``), and for a short prompt when this is the only request in flight
+        and nothing runs beside the step (``in_place``). A failure is handled like a failed
+        check of the turn's size (closed, or a turn over ``checks.fail_open_max_chars``: error;
+        open: no instruction, ``FAILED_INSTRUCTION``, shown as ``x-vilmo-guard: error``). Its
+        cache writes reach the store's writer when it ends."""
         note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
+        size = len(prompt_text(messages))
         try:
             with writes_after():  # the store's writer waits for the step (``proxy.caches``)
                 if self.in_place(generator, policy, messages):
                     instruction = generator.generate(messages, policy)
                 else:
                     instruction = await asyncio.wait_for(
-                        asyncio.to_thread(self._step_in_thread, generator, messages, policy),
+                        off_loop.in_executor(off_loop.instruction_work, self._step_in_thread,
+                                             generator, bounded_turn(messages), policy),
                         timeout=policy.checks.timeout_s)
         except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
-            self.failed(policy, "instruction", exc)
-            instruction = NO_INSTRUCTION
+            self.failed(policy, "instruction", exc, size)
+            instruction = FAILED_INSTRUCTION
         return instruction, time.perf_counter() - started
 
     def _step_in_thread(self, generator: InstructionGenerator, messages: Messages,
@@ -245,8 +276,9 @@ class Guard:
         failure, over ``checks.fail_open_max_chars`` or reading more than
         ``FAIL_OPEN_READ_FACTOR`` times it (a text that long can run past the timeout, or be
         refused as ``Overloaded``, by its size alone). ``size`` is the check's
-        ``checked_chars``, ``read`` its ``read_chars``; the instruction step passes neither
-        (failing open, it injects no instruction and lets no text through unchecked)."""
+        ``checked_chars``, ``read`` its ``read_chars``; the instruction step passes the length
+        of the last user turn as ``size`` (a client pads a turn to make the step fail: failing
+        open would drop the instruction at the client's choice)."""
         self.metrics.guard_errors.labels(stage).inc()
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         too_large = isinstance(exc, TextTooLarge)
@@ -255,15 +287,19 @@ class Guard:
         elif policy.on_error == "closed":
             closed = f"policy {policy.name!r} fails closed"
         elif size > policy.checks.fail_open_max_chars:
-            closed = (f"a check of {size} characters, over checks.fail_open_max_chars "
-                      f"({policy.checks.fail_open_max_chars}), is never passed unchecked")
+            what, fate = (("a prompt", "never goes out without its instruction")
+                          if stage == "instruction" else ("a check", "is never passed unchecked"))
+            closed = (f"{what} of {size} characters, over checks.fail_open_max_chars "
+                      f"({policy.checks.fail_open_max_chars}), {fate}")
         elif read > FAIL_OPEN_READ_FACTOR * policy.checks.fail_open_max_chars:
             closed = (f"a check read as {read} characters, over {FAIL_OPEN_READ_FACTOR} times "
                       f"checks.fail_open_max_chars ({policy.checks.fail_open_max_chars}), is "
                       "never passed unchecked")
         else:
-            log.error("value check failed at %s; policy %s fails open, text passed unchecked: "
-                      "%s", stage, policy.name, reason)
+            passed = ("request sent without its instruction" if stage == "instruction"
+                      else "text passed unchecked")
+            log.error("value check failed at %s; policy %s fails open, %s: %s", stage,
+                      policy.name, passed, reason)
             return
         log.warning("value check failed at %s (policy %s; %s): %s", stage, policy.name, closed,
                     reason)

@@ -42,6 +42,10 @@ class FailedOpen:
 NOT_CHECKED = NotChecked()
 FAILED_OPEN = FailedOpen()
 Judgement = NotChecked | FailedOpen | Verdict
+FAILED_INSTRUCTION = Instruction("")
+"""The instruction step failed and the policy fails open: nothing is injected, as with no
+instruction, but this object (``is``, not ``==``) marks the request ``x-vilmo-guard: error``
+and its audit record's ``guard`` so (``Facts.guard``)."""
 
 
 def guard_of(judgement: Judgement) -> GuardState:
@@ -81,6 +85,19 @@ class Facts:
         """The judgement the headers report: the input's for a refused request."""
         return self.input if self.refused else self.reply
 
+    @property
+    def instruction_failed(self) -> bool:
+        """The instruction step failed open: the request went out without its instruction."""
+        return self.instruction is FAILED_INSTRUCTION
+
+    @property
+    def guard(self) -> GuardState:
+        """``x-vilmo-guard`` and the audit record's ``guard``: ``ok`` for a refused request,
+        ``error`` when the instruction step or the reply's check failed open."""
+        if self.refused:
+            return "ok"
+        return "error" if self.instruction_failed else guard_of(self.reply)
+
 
 @dataclass(frozen=True, slots=True)
 class Judged:
@@ -106,7 +123,7 @@ class Reply:
 
     @property
     def guard(self) -> GuardState:
-        return "ok" if self.facts.refused else guard_of(self.facts.reply)
+        return self.facts.guard
 
 
 Finish = Callable[[Judgement, str, str | None], None]
@@ -125,6 +142,6 @@ class Stream:
     @property
     def guard(self) -> GuardState:
         """Chunked and monitor streams are checked as they go (headers leave before)."""
-        if self.facts.refused or self.mode in ("chunked", "monitor"):
+        if self.mode in ("chunked", "monitor") and not self.facts.instruction_failed:
             return "ok"
-        return guard_of(self.facts.reply)
+        return self.facts.guard

@@ -15,7 +15,7 @@ from typing import Literal
 
 from proxy.chunks import CONTENT_FILTER
 from proxy.errors import ClientClosed
-from proxy.outcome import Facts, guard_of, verdict_of
+from proxy.outcome import Facts, verdict_of
 from proxy.protocol import shown_name
 from vilmo.policy import Action
 from vilmo.verdict import Verdict
@@ -137,14 +137,13 @@ def build_record(request_id: str, caller: str, started_at: float, facts: Facts, 
                  suppressed: int = 0) -> RequestRecord:
     """The one function that makes an audit record."""
     instruction = facts.instruction
-    guard = "ok" if facts.refused else guard_of(facts.reply)
     return RequestRecord(
         request_id=request_id, caller=caller, model=shown_name(facts.model), stream=facts.stream,
         policy=facts.policy, generator=instruction.generator if instruction else "",
         principles=instruction.principle_ids if instruction else (),
         stakes=instruction.stakes if instruction else (), status=status, error_code=error_code,
         started_at=started_at, instruction_s=facts.instruction_s,
-        duration_s=time.time() - started_at, guard=guard,
+        duration_s=time.time() - started_at, guard=facts.guard,
         verdict=_shown(verdict_of(facts.reply)), input_verdict=_shown(verdict_of(facts.input)),
         attempts=tuple(a.as_dict() for a in facts.attempts), profile=facts.profile,
         key_id=key_id, suppressed=suppressed, stream_mode=facts.mode,

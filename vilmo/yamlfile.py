@@ -6,6 +6,8 @@ file always gets ``file:line: field: message``.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +21,9 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 MAX_DEPTH = 64
 """Deepest nesting a file may have (a policy or config needs a handful of levels)."""
 MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""The largest file read (a policy or config is a few kilobytes): a larger one, or one that is
+not a regular file (``/dev/zero``, a pipe), is refused before it is read, not read forever."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +78,7 @@ def _read(path: Path, error: type[FileError],
     Duplicates are found before the document is constructed: constructing flattens merge keys
     (``<<: *anchor``) by splicing the merged pairs into the mapping's node, after which a key
     that overrides a merged one would look written twice."""
-    raw = path.read_bytes()
+    raw = _read_bytes(path, error)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -95,6 +100,22 @@ def _read(path: Path, error: type[FileError],
                                                     f"{MAX_DEPTH} levels")]) from None
     finally:
         loader.dispose()
+
+
+def _read_bytes(path: Path, error: type[FileError]) -> bytes:
+    """The file's bytes, or ``error`` for a file that is not a regular file or is larger than
+    ``MAX_FILE_BYTES``. Opened without blocking (a pipe would wait for a writer) and checked
+    on the open file, so a path swapped after a check cannot slip past it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(file.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise error([FileIssue(str(path), None, "", "not a regular file")])
+        raw = file.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise error([FileIssue(str(path), None, "", f"larger than {MAX_FILE_BYTES} bytes, "
+                                                    "the most a YAML file may be")])
+    return raw
 
 
 class _Loader(yaml.SafeLoader):

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vilmo.judge.embedder import DIMENSIONS, CachedGraph, packaged_model_path
+from vilmo.judge.embedder import DIMENSIONS, MAX_TOKENS, CachedGraph, packaged_model_path
 from vilmo.judge.windowing import pad_numpy
 from vilmo.numeric import sigmoid
 from vilmo.types import Matrix
@@ -54,6 +54,9 @@ HEADS = 1 + len(VALUES)
 READ_KIND, EMBED_KIND = "stakes_reader_read", "stakes_reader_embed"
 """The cached halves of the graph (``split_graph``), under the same key as the whole."""
 log = logging.getLogger(__name__)
+READ_CHARS = 16 * MAX_TOKENS
+"""The most characters of a text tokenized: the tokenizer keeps its first ``MAX_TOKENS`` tokens
+but reads the whole text first (a 420 KB prompt, every time)."""
 
 
 def default_reader_dir() -> Path:
@@ -236,8 +239,8 @@ class StakesReader(CachedGraph):
         read, _, tokenizer = halves
         # One prompt (the step's case): ``encode``, the same ids without waking the
         # tokenizer's thread pool, which costs more than tokenising a short prompt.
-        encodings = ([tokenizer.encode(texts[0])] if len(texts) == 1
-                     else tokenizer.encode_batch(list(texts)))
+        encodings = ([tokenizer.encode(texts[0][:READ_CHARS])] if len(texts) == 1
+                     else tokenizer.encode_batch([text[:READ_CHARS] for text in texts]))
         ids, mask = pad_numpy([e.ids for e in encodings])
         heads, hidden = read.outputs(ids, mask)
         if self.on_bottom is not None and len(texts) == 1:
@@ -250,7 +253,7 @@ class StakesReader(CachedGraph):
         halves = self._split()
         if halves is None:
             return None
-        encoding = halves[2].encode(text)
+        encoding = halves[2].encode(text[:READ_CHARS])
         ids, mask = pad_numpy([encoding.ids])
         return ids, mask, halves[0].outputs(ids, mask)[1]
 
