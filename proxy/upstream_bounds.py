@@ -1,0 +1,302 @@
+"""The direct path's bounds on an upstream's reply, for the HTTP clients LiteLLM calls with.
+
+The direct path reads at most ``upstream.max_response_bytes`` of a reply (or a whole stream)
+and at most ``proxy.relay.MAX_EVENT_BYTES`` of one stream event (502 ``upstream_too_large``
+past either), gives a plain request its timeout as a deadline for the whole reply (504
+``upstream_timeout``: httpx's timeouts bound each read, not the whole), and parses only the
+head of an error body. LiteLLM's Router had none of these: an 80 MB reply was read whole
+(+370 MB of memory), a trickling upstream held a request 21.5 s with a 5 s timeout, and an
+upstream's error text, whole, was redacted by LiteLLM seven times over on the event loop
+(``secret_redaction.redact_string``, ~1.8 s a megabyte each: a 2 MB error body froze every
+request of the worker for a minute).
+
+``bound_response``, a response event hook on every httpx client LiteLLM builds
+(``proxy.litellm_clients``: the openai SDK's clients for ``openai/``, ``azure/`` and the
+OpenAI-compatible providers, and LiteLLM's own ``AsyncHTTPHandler``/``HTTPHandler`` for every
+other), gives each response, before anything reads its body:
+
+- a content decoder that counts the decoded bytes (as the direct path counts them) and stops
+  at the call's bounds, raising ``ReplyTooLarge`` (``too_large_as_502`` maps it);
+- for an error status, a body LiteLLM can afford to read: one of at most ``ERROR_KEPT_BYTES``
+  as it came, a longer one as an OpenAI error envelope of its ``param``, ``code`` and the
+  head of its message (``proxy.direct.error_fields`` reads them, as on the direct path),
+  redacted by the gateway's ``Redactor`` before it is cut;
+- for a reply that is not a stream, the deadline of its request's read timeout (the
+  deployment's ``timeout`` as LiteLLM sends it), counted from when the request was sent: past
+  it, the library's ``ReadTimeout``, which LiteLLM and the gateway map as any timeout (504;
+  each retry or fallback attempt has its own deadline, as each has its own timeout).
+
+The bounds of a call are the ``LiteLLMUpstream``'s (``bounds_for``, a context variable); a
+response outside any gateway call gets the defaults. Not covered: LiteLLM's handlers that call
+with aiohttp itself rather than through an httpx client (``aiohttp_openai/``), and the
+sync clients' deadline (the gateway calls LiteLLM only asynchronously).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from proxy.errors import UpstreamFailed
+from proxy.redaction import Redactor
+
+httpx2: Any
+try:  # the openai SDK's own httpx (its clients' responses are of it)
+    import httpx2
+except ImportError:  # pragma: no cover - an SDK without it sends with httpx alone
+    httpx2 = None
+
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+"""``upstream.max_response_bytes``'s default, for a response outside any gateway call."""
+ERROR_KEPT_BYTES = 2048
+"""An error body up to this long reaches LiteLLM as it came (OpenAI's are under a kilobyte)."""
+ERROR_TEXT_CHARS = 1024
+"""Of a longer one, LiteLLM gets this much of its message (the gateway logs 500 characters of
+LiteLLM's text, ``proxy.upstream_log``): every redaction LiteLLM makes of it is then cheap."""
+SENT_AT = "vilmo_sent_at"
+"""The request extension noting when it was sent (``note_sent``), for its reply's deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyBounds:
+    """What one call may read: the whole reply (or stream) and one stream event, in bytes, and
+    the redactor an error's text passes before it is cut."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_event: int | None = None
+    """None: ``proxy.relay.MAX_EVENT_BYTES``."""
+    redact: Redactor = field(default_factory=Redactor)
+    deadline: bool = False
+    """Whether a reply must be read whole by its request's read timeout: a plain call's, not a
+    stream's (whose reads each have the timeout, on either path)."""
+
+    def event_limit(self) -> int:
+        if self.max_event is not None:
+            return self.max_event
+        from proxy.relay import MAX_EVENT_BYTES  # relay imports proxy.upstream, which imports this
+
+        return MAX_EVENT_BYTES
+
+
+DEFAULT_BOUNDS = ReplyBounds()
+CURRENT: ContextVar[ReplyBounds] = ContextVar("vilmo_reply_bounds", default=DEFAULT_BOUNDS)
+
+
+@contextmanager
+def bounds_for(bounds: ReplyBounds) -> Iterator[None]:
+    """The responses the calls made in this block receive are bounded by ``bounds``."""
+    token = CURRENT.set(bounds)
+    try:
+        yield
+    finally:
+        CURRENT.reset(token)
+
+
+class ReplyTooLarge(Exception):
+    """A bound was crossed; ``message`` is the gateway's text for the 502."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@contextmanager
+def too_large_as_502(model: str) -> Iterator[None]:
+    """A ``ReplyTooLarge`` anywhere under what LiteLLM raised is the gateway's 502
+    ``upstream_too_large``, as on the direct path."""
+    try:
+        yield
+    except Exception as exc:
+        cut = _cut_in(exc)
+        if cut is None:
+            raise
+        raise UpstreamFailed(cut.message.replace("{model}", repr(model)),
+                             code="upstream_too_large") from None
+
+
+def _cut_in(exc: BaseException) -> ReplyTooLarge | None:
+    seen: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in seen and len(seen) < 20:
+        if isinstance(cause, ReplyTooLarge):
+            return cause
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+class EventSizes:
+    """The size of the stream event being read, in an SSE byte stream fed piece by piece (its
+    line ends ``\\n``, ``\\r\\n`` or ``\\r``, as ``proxy.relay.EventSplitter`` reads them),
+    holding none of its bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.last = b""  # the last byte read, a line end's
+        self.after_cr = False
+
+    def feed(self, piece: bytes) -> None:
+        if self.after_cr and piece.startswith(b"\n"):
+            piece = piece[1:]  # the \n of a \r\n split between two pieces
+        if not piece:
+            return
+        self.after_cr = piece.endswith(b"\r")
+        if b"\r" in piece:
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        text = self.last + piece  # a blank line may straddle two pieces
+        before = self.size - len(self.last)  # the event's size, less where it ends in ``text``
+        start = 0
+        while (end := text.find(b"\n\n", start)) >= 0:
+            self.check(before + end)
+            before, start = -(end + 2), end + 2
+        self.size = before + len(text)
+        self.last = text[-1:]
+        self.check(self.size)
+
+    def check(self, size: int) -> None:
+        if size > self.limit:
+            raise ReplyTooLarge(f"the upstream for model {{model}} sent a stream event larger "
+                                f"than {self.limit} bytes")
+
+
+class BoundedDecoder:
+    """A response's content decoder (``decode``/``flush``) that counts what it decodes and
+    stops at the bounds; of an error body it keeps only the head, given on ``flush``."""
+
+    def __init__(self, inner: Any, bounds: ReplyBounds, *, error: bool, stream: bool) -> None:
+        self.inner = inner
+        self.bounds = bounds
+        self.total = 0
+        self.error = error
+        self.head = bytearray()
+        self.events = EventSizes(bounds.event_limit()) if stream and not error else None
+
+    def decode(self, data: bytes) -> bytes:
+        return self.take(self.inner.decode(data))
+
+    def flush(self) -> bytes:
+        taken = self.take(self.inner.flush())
+        return error_body(bytes(self.head), self.total, self.bounds.redact) if self.error \
+            else taken
+
+    def take(self, decoded: bytes) -> bytes:
+        self.total += len(decoded)
+        if self.total > self.bounds.max_bytes:
+            raise ReplyTooLarge(f"the reply from the upstream for model {{model}} is larger "
+                                f"than upstream.max_response_bytes ({self.bounds.max_bytes})")
+        if self.events is not None:
+            self.events.feed(decoded)
+        if not self.error:
+            return decoded
+        from proxy.direct import ERROR_BODY_BYTES
+
+        if len(self.head) <= ERROR_BODY_BYTES:
+            self.head += decoded[:ERROR_BODY_BYTES + 1 - len(self.head)]
+        return b""
+
+
+def error_body(head: bytes, total: int, redact: Redactor) -> bytes:
+    """An error body as LiteLLM reads it: as it came when short, else an OpenAI envelope of its
+    ``param``, ``code`` (short ones) and message (redacted, then cut)."""
+    if total <= ERROR_KEPT_BYTES:
+        return head
+    from proxy.direct import error_fields  # the direct path's reading of an error body
+    from proxy.upstream_hints import MAX_LABEL_CHARS
+
+    message, param, code = error_fields(head)  # a head past ERROR_BODY_BYTES: not parsed
+    error: dict[str, Any] = {"message": redact.cut(message, ERROR_TEXT_CHARS)}
+    for name, value in (("param", param), ("code", code)):
+        if type(value) in (str, int) and len(str(value)) <= MAX_LABEL_CHARS:
+            error[name] = value
+    return json.dumps({"error": error}).encode()
+
+
+class _Deadline:
+    """A response body stream that fails with ``timeout`` (the library's ``ReadTimeout``) when
+    it is not read whole by ``deadline`` (``time.monotonic``)."""
+
+    def __init__(self, stream: Any, deadline: float, timeout: type[httpx.TimeoutException],
+                 request: Any) -> None:
+        self.stream = stream
+        self.deadline = deadline
+        self.timeout = timeout
+        self.request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        pieces = aiter(self.stream)
+        while True:
+            try:
+                async with asyncio.timeout(self.deadline - time.monotonic()):
+                    piece = await anext(pieces)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise self.timeout("the upstream's reply did not end by its deadline",
+                                   request=self.request) from None
+            yield piece
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+_STREAM_BASES = tuple(m.AsyncByteStream for m in (httpx, httpx2) if m is not None)
+DeadlineStream = type("DeadlineStream", (_Deadline, *_STREAM_BASES), {})
+"""``_Deadline`` as a body stream of httpx and of httpx2 (each checks the class it reads)."""
+
+
+def _library(response: Any) -> Any:
+    return httpx2 if httpx2 is not None and isinstance(response, httpx2.Response) else httpx
+
+
+def bound(response: Any, *, deadline: bool) -> None:
+    """Give ``response`` (httpx's or httpx2's, its head just read) the call's bounds."""
+    bounds = CURRENT.get()
+    deadline = deadline and bounds.deadline
+    status = response.status_code
+    stream = response.headers.get("content-type", "").startswith("text/event-stream")
+    response._decoder = BoundedDecoder(response._get_content_decoder(), bounds,
+                                       error=status >= 400, stream=stream)
+    if not deadline or response.is_closed:
+        return
+    request = response.request
+    read = (request.extensions.get("timeout") or {}).get("read")
+    sent = request.extensions.get(SENT_AT)
+    if read is not None and sent is not None:
+        response.stream = DeadlineStream(response.stream, sent + float(read),
+                                         _library(response).ReadTimeout, request)
+
+
+async def note_sent(request: Any) -> None:
+    request.extensions[SENT_AT] = time.monotonic()
+
+
+def note_sent_sync(request: Any) -> None:
+    request.extensions[SENT_AT] = time.monotonic()
+
+
+async def bound_response(response: Any) -> None:
+    bound(response, deadline=True)
+
+
+def bound_response_sync(response: Any) -> None:
+    bound(response, deadline=False)
+
+
+def bound_responses(client: Any) -> None:
+    """Install the hooks on an httpx (or httpx2) client, sync or async, once."""
+    hooks = client.event_hooks
+    if any(hook in hooks["response"] for hook in (bound_response, bound_response_sync)):
+        return
+    is_async = asyncio.iscoroutinefunction(client.send)
+    hooks["request"].append(note_sent if is_async else note_sent_sync)
+    hooks["response"].append(bound_response if is_async else bound_response_sync)
+    client.event_hooks = hooks
