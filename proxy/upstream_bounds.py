@@ -26,8 +26,9 @@ other), gives each response, before anything reads its body:
   it, the library's ``ReadTimeout``, which LiteLLM and the gateway map as any timeout (504;
   each retry or fallback attempt has its own deadline, as each has its own timeout).
 
-The bounds of a call are the ``LiteLLMUpstream``'s (``bounds_for``, a context variable); a
-response outside any gateway call gets the defaults. Not covered: LiteLLM's handlers that call
+The bounds of a call are the ``LiteLLMUpstream``'s (``bounds_for``, a context variable, which
+the tasks LiteLLM starts for the call inherit); a response outside any gateway call is left as
+it is. Not covered: LiteLLM's handlers that call
 with aiohttp itself rather than through an httpx client (``aiohttp_openai/``), and the
 sync clients' deadline (the gateway calls LiteLLM only asynchronously).
 """
@@ -55,7 +56,7 @@ except ImportError:  # pragma: no cover - an SDK without it sends with httpx alo
     httpx2 = None
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-"""``upstream.max_response_bytes``'s default, for a response outside any gateway call."""
+"""``upstream.max_response_bytes``'s default."""
 ERROR_KEPT_BYTES = 2048
 """An error body up to this long reaches LiteLLM as it came (OpenAI's are under a kilobyte)."""
 ERROR_TEXT_CHARS = 1024
@@ -86,8 +87,9 @@ class ReplyBounds:
         return MAX_EVENT_BYTES
 
 
-DEFAULT_BOUNDS = ReplyBounds()
-CURRENT: ContextVar[ReplyBounds] = ContextVar("vilmo_reply_bounds", default=DEFAULT_BOUNDS)
+CURRENT: ContextVar[ReplyBounds | None] = ContextVar("vilmo_reply_bounds", default=None)
+"""The bounds of the gateway's call being made; None outside one (another openai SDK client in
+the process, a test's: its responses are left as they are)."""
 
 
 @contextmanager
@@ -169,8 +171,9 @@ class EventSizes:
 
 
 class BoundedDecoder:
-    """A response's content decoder (``decode``/``flush``) that counts what it decodes and
-    stops at the bounds; of an error body it keeps only the head, given on ``flush``."""
+    """A response's content decoder that counts what it decodes and stops at the bounds; of an
+    error body it keeps only the head, given on ``flush``. httpx's decoders return bytes from
+    ``decode`` and ``flush``, httpx2's iterate over pieces: either is kept as it is."""
 
     def __init__(self, inner: Any, bounds: ReplyBounds, *, error: bool, stream: bool) -> None:
         self.inner = inner
@@ -180,13 +183,28 @@ class BoundedDecoder:
         self.head = bytearray()
         self.events = EventSizes(bounds.event_limit()) if stream and not error else None
 
-    def decode(self, data: bytes) -> bytes:
-        return self.take(self.inner.decode(data))
+    def decode(self, data: bytes) -> Any:
+        decoded = self.inner.decode(data)
+        if isinstance(decoded, bytes):
+            return self.take(decoded)
+        return (taken for piece in decoded if (taken := self.take(piece)))
 
-    def flush(self) -> bytes:
-        taken = self.take(self.inner.flush())
-        return error_body(bytes(self.head), self.total, self.bounds.redact) if self.error \
-            else taken
+    def flush(self) -> Any:
+        flushed = self.inner.flush()
+        if isinstance(flushed, bytes):
+            taken = self.take(flushed)
+            return self.error_body() if self.error else taken
+        return self._flushed(flushed)
+
+    def _flushed(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
+        for piece in pieces:
+            if taken := self.take(piece):
+                yield taken
+        if self.error:
+            yield self.error_body()
+
+    def error_body(self) -> bytes:
+        return error_body(bytes(self.head), self.total, self.bounds.redact)
 
     def take(self, decoded: bytes) -> bytes:
         self.total += len(decoded)
@@ -260,6 +278,8 @@ def _library(response: Any) -> Any:
 def bound(response: Any, *, deadline: bool) -> None:
     """Give ``response`` (httpx's or httpx2's, its head just read) the call's bounds."""
     bounds = CURRENT.get()
+    if bounds is None:
+        return
     deadline = deadline and bounds.deadline
     status = response.status_code
     stream = response.headers.get("content-type", "").startswith("text/event-stream")
