@@ -21,6 +21,8 @@ other), gives each response, before anything reads its body:
   as it came, a longer one as an OpenAI error envelope of its ``param``, ``code`` and the
   head of its message (``proxy.direct.error_fields`` reads them, as on the direct path),
   redacted by the gateway's ``Redactor`` before it is cut;
+- for a stream, at most ``ERROR_EVENT_BYTES`` of an event that names an error (the openai SDK
+  raises its message, which LiteLLM redacts as an error body's: 1 MB held the loop 6.4 s);
 - for a reply that is not a stream, the deadline of its request's read timeout (the
   deployment's ``timeout`` as LiteLLM sends it), counted from when the request was sent: past
   it, the library's ``ReadTimeout``, which LiteLLM and the gateway map as any timeout (504;
@@ -135,16 +137,27 @@ def _cut_in(exc: BaseException) -> ReplyTooLarge | None:
     return None
 
 
+ERROR_MARK = b'"error"'
+"""How an error event's JSON names its error (a key; in a chunk's text it is escaped)."""
+ERROR_EVENT_BYTES = 8192
+"""The largest stream event naming an error LiteLLM is given (the openai SDK raises such an
+event's message, which LiteLLM redacts as an error body's): past it, 502 ``upstream_too_large``
+(an error event is the stream's end either way; OpenAI's are under a kilobyte)."""
+
+
 class EventSizes:
     """The size of the stream event being read, in an SSE byte stream fed piece by piece (its
-    line ends ``\\n``, ``\\r\\n`` or ``\\r``, as ``proxy.relay.EventSplitter`` reads them),
-    holding none of its bytes."""
+    line ends ``\n``, ``\r\n`` or ``\r``, as ``proxy.relay.EventSplitter`` reads them),
+    holding none of its bytes; an event that names an error (``ERROR_MARK``) has the smaller
+    bound ``ERROR_EVENT_BYTES``."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.size = 0
         self.last = b""  # the last byte read, a line end's
         self.after_cr = False
+        self.erring = False  # the event read names an error
+        self.tail = b""  # its last bytes, where a mark may straddle two pieces
 
     def feed(self, piece: bytes) -> None:
         if self.after_cr and piece.startswith(b"\n"):
@@ -155,19 +168,32 @@ class EventSizes:
         if b"\r" in piece:
             piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         text = self.last + piece  # a blank line may straddle two pieces
-        before = self.size - len(self.last)  # the event's size, less where it ends in ``text``
+        fresh = len(self.last)  # where ``piece`` starts in ``text``
+        before = self.size - fresh  # the event's size, less where it ends in ``text``
         start = 0
         while (end := text.find(b"\n\n", start)) >= 0:
-            self.check(before + end)
+            self.check(before + end, self.names_error(text, max(start, fresh), end))
             before, start = -(end + 2), end + 2
+            self.erring, self.tail = False, b""
         self.size = before + len(text)
         self.last = text[-1:]
-        self.check(self.size)
+        self.erring = self.names_error(text, max(start, fresh), len(text))
+        self.tail = (self.tail + text[max(start, fresh):])[-len(ERROR_MARK):]
+        self.check(self.size, self.erring)
 
-    def check(self, size: int) -> None:
+    def names_error(self, text: bytes, start: int, end: int) -> bool:
+        """Whether the event read so far, with ``text[start:end]`` (bytes not read before),
+        names an error."""
+        return self.erring or text.find(ERROR_MARK, start, end) >= 0 or \
+            ERROR_MARK in self.tail + text[start:min(end, start + len(ERROR_MARK))]
+
+    def check(self, size: int, erring: bool) -> None:
         if size > self.limit:
             raise ReplyTooLarge(f"the upstream for model {{model}} sent a stream event larger "
                                 f"than {self.limit} bytes")
+        if erring and size > ERROR_EVENT_BYTES:
+            raise ReplyTooLarge(f"the upstream for model {{model}} sent an error event larger "
+                                f"than {ERROR_EVENT_BYTES} bytes")
 
 
 class BoundedDecoder:

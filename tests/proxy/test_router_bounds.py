@@ -8,7 +8,8 @@ and a plain reply trickled by the upstream held the request as long as each read
 the timeout (21.5 s with a 5 s timeout). Now an error body over ``ERROR_KEPT_BYTES`` reaches
 LiteLLM as its head (its ``param`` and ``code`` kept), a reply past
 ``upstream.max_response_bytes`` or an event past ``MAX_EVENT_BYTES`` is a 502
-``upstream_too_large``, and a plain reply not read whole by its timeout a 504
+``upstream_too_large`` (as is an error event past ``ERROR_EVENT_BYTES``, whose message LiteLLM
+redacted as an error body's), and a plain reply not read whole by its timeout a 504
 ``upstream_timeout``; a stream longer than its timeout is not cut.
 """
 
@@ -31,7 +32,7 @@ from stub_upstream import ServerThread
 from proxy.errors import GatewayError, Redactor
 from proxy.settings import GatewayConfig
 from proxy.upstream import LiteLLMUpstream, open_stream
-from proxy.upstream_bounds import ERROR_KEPT_BYTES
+from proxy.upstream_bounds import ERROR_KEPT_BYTES, EventSizes, ReplyTooLarge
 
 KEY = "sk-router-bounds-0123456789"
 ASK = [{"role": "user", "content": "Tell me about bread."}]
@@ -242,3 +243,39 @@ def test_a_stream_longer_than_its_timeout_is_not_cut(upstream_url: str) -> None:
     assert not isinstance(chunks, GatewayError), chunks
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
                    if c.get("choices")).endswith("end")
+
+
+def test_a_long_error_event_in_a_stream_reaches_litellm_never(
+        upstream_url: str, redacted_lengths: list[int]) -> None:
+    """An error event of 200 KB after a first chunk: the openai SDK raises its message, which
+    LiteLLM redacted whole, over and over (1 MB: 6.4 s of the loop); now such an event past
+    ``ERROR_EVENT_BYTES`` ends the stream as too large before LiteLLM parses it."""
+    error_event = b"data: " + json.dumps({"error": {"message": "no " * 70_000}}).encode()
+
+    async def failing_midway(body: dict[str, Any]) -> Response:
+        return sse([event("Hi"), error_event + b"\n\n"])
+
+    error, held = call(upstream_url, "error-event", failing_midway, stream=True)
+    assert isinstance(error, GatewayError), error
+    assert (error.status, error.code) == (502, "upstream_too_large")
+    assert "error event larger than" in error.message
+    assert not redacted_lengths or max(redacted_lengths) < 16 * ERROR_KEPT_BYTES
+    assert held < 1.5, f"the event loop was held {held:.2f} s"
+
+
+@pytest.mark.parametrize("size", [1, 5, 4096])
+def test_event_sizes_are_read_however_the_stream_is_cut(size: int) -> None:
+    """Blank lines (``\\n\\n``, ``\\r\\n\\r\\n``) and the error mark straddling pieces."""
+    def feed(stream: bytes, limit: int) -> None:
+        sizes = EventSizes(limit)
+        for at in range(0, len(stream), size):
+            sizes.feed(stream[at:at + size])
+
+    chunk = b"data: " + b"x" * 9000
+    feed((chunk + b"\r\n\r\n") * 3, 9010)  # each event within the bound
+    with pytest.raises(ReplyTooLarge, match="stream event larger than 8990"):
+        feed((chunk + b"\n\n") * 3, 8990)
+    short_error = b'data: {"error": {"message": "short"}}\n\n'
+    feed(short_error + (chunk + b"\n\n") * 2, 9010)  # the mark is the error event's alone
+    with pytest.raises(ReplyTooLarge, match="error event larger than"):
+        feed(b'data: {"id": 1, "error": {"message": "' + b"x" * 9000 + b'"}}\n\n', 1 << 20)
