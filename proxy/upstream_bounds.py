@@ -39,23 +39,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
 from typing import Any
 
 import httpx
 
 from proxy.errors import UpstreamFailed
 from proxy.redaction import Redactor
-
-httpx2: Any
-try:  # the openai SDK's own httpx (its clients' responses are of it)
-    import httpx2
-except ImportError:  # pragma: no cover - an SDK without it sends with httpx alone
-    httpx2 = None
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 """``upstream.max_response_bytes``'s default."""
@@ -292,13 +289,16 @@ class _Deadline:
         await self.stream.aclose()
 
 
-_STREAM_BASES = tuple(m.AsyncByteStream for m in (httpx, httpx2) if m is not None)
-DeadlineStream = type("DeadlineStream", (_Deadline, *_STREAM_BASES), {})
-"""``_Deadline`` as a body stream of httpx and of httpx2 (each checks the class it reads)."""
+@cache
+def deadline_stream(library: ModuleType) -> type[_Deadline]:
+    """``_Deadline`` as a body stream of ``library``, httpx or httpx2 (the openai SDK's own
+    httpx): each checks that a response's stream is its ``AsyncByteStream``."""
+    return type("DeadlineStream", (_Deadline, library.AsyncByteStream), {})
 
 
-def _library(response: Any) -> Any:
-    return httpx2 if httpx2 is not None and isinstance(response, httpx2.Response) else httpx
+def library_of(response: Any) -> ModuleType:
+    """The module (httpx or httpx2, imported by whoever made ``response``) it is of."""
+    return sys.modules[type(response).__module__.partition(".")[0]]
 
 
 def bound(response: Any, *, deadline: bool) -> None:
@@ -317,8 +317,9 @@ def bound(response: Any, *, deadline: bool) -> None:
     read = (request.extensions.get("timeout") or {}).get("read")
     sent = request.extensions.get(SENT_AT)
     if read is not None and sent is not None:
-        response.stream = DeadlineStream(response.stream, sent + float(read),
-                                         _library(response).ReadTimeout, request)
+        library = library_of(response)
+        response.stream = deadline_stream(library)(response.stream, sent + float(read),
+                                                   library.ReadTimeout, request)
 
 
 async def note_sent(request: Any) -> None:
