@@ -32,7 +32,16 @@ from stub_upstream import ServerThread
 from proxy.errors import GatewayError, Redactor
 from proxy.settings import GatewayConfig
 from proxy.upstream import LiteLLMUpstream, open_stream
-from proxy.upstream_bounds import ERROR_KEPT_BYTES, EventSizes, ReplyTooLarge
+from proxy.upstream_bounds import (
+    ERROR_KEPT_BYTES,
+    ERROR_TEXT_CHARS,
+    EventSizes,
+    ReplyBounds,
+    ReplyTooLarge,
+    bound_response,
+    bounds_for,
+    note_sent,
+)
 
 KEY = "sk-router-bounds-0123456789"
 ASK = [{"role": "user", "content": "Tell me about bread."}]
@@ -279,3 +288,38 @@ def test_event_sizes_are_read_however_the_stream_is_cut(size: int) -> None:
     feed(short_error + (chunk + b"\n\n") * 2, 9010)  # the mark is the error event's alone
     with pytest.raises(ReplyTooLarge, match="error event larger than"):
         feed(b'data: {"id": 1, "error": {"message": "' + b"x" * 9000 + b'"}}\n\n', 1 << 20)
+
+
+@pytest.mark.parametrize("name", ["httpx", "httpx2"])
+def test_responses_of_either_httpx_are_bounded(name: str) -> None:
+    """The openai SDK sends with httpx2 when it builds its own client (its decoders iterate
+    their pieces; httpx's return bytes): the bounds hold on both."""
+    library = pytest.importorskip(name)
+
+    def response(status: int, pieces: list[bytes], delay: float = 0.0) -> Any:
+        async def body() -> AsyncIterator[bytes]:
+            for piece in pieces:
+                await asyncio.sleep(delay)
+                yield piece
+
+        request = library.Request("POST", "http://upstream/v1/chat/completions",
+                                  extensions={"timeout": {"read": 0.3}})
+        asyncio.run(note_sent(request))
+        return library.Response(status, headers={"content-type": "application/json"},
+                                content=body(), request=request)
+
+    async def read(reply: Any, bounds: ReplyBounds) -> bytes:
+        with bounds_for(bounds):
+            await bound_response(reply)
+        return bytes(await reply.aread())
+
+    with pytest.raises(ReplyTooLarge, match="max_response_bytes"):
+        asyncio.run(read(response(200, [b"x" * 1000] * 5), ReplyBounds(4096)))
+    long_error = json.dumps({"error": {"message": "no " * 15_000, "code": "too_long"}})
+    shown = json.loads(asyncio.run(read(response(500, [long_error.encode()]),
+                                        ReplyBounds(1 << 20))))
+    assert shown["error"]["code"] == "too_long"
+    assert len(shown["error"]["message"]) == ERROR_TEXT_CHARS
+    with pytest.raises(library.ReadTimeout):
+        asyncio.run(read(response(200, [b"x"] * 20, delay=0.05), ReplyBounds(deadline=True)))
+    assert asyncio.run(read(response(200, [b"x"] * 5), ReplyBounds(deadline=True))) == b"x" * 5
