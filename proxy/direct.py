@@ -339,7 +339,8 @@ def build_upstream(config: GatewayConfig, redact: Redactor) -> Upstream:
     routes = direct_routes(config)
     direct_names = {r.name for r in routes}
     rest = [d for d in config.model_list if d.model_name not in direct_names]
-    router = LiteLLMUpstream(rest, config.router_settings, redact) if rest else None
+    router = LiteLLMUpstream(rest, config.router_settings, redact,
+                             config.upstream.max_response_bytes) if rest else None
     if not routes:
         assert router is not None
         return router

@@ -9,6 +9,9 @@ built so (``proxy.direct``); LiteLLM's are made so here, where they are built, o
 its transport, TLS, proxies and pooling. A redirect is then the upstream's answer, a 3xx the
 gateway maps as the direct path does (``proxy.errors``).
 
+Each also bounds what it reads of a reply as the direct path does (``proxy.upstream_bounds``:
+its size, one stream event's, a plain reply's deadline, an error body's text).
+
 ``litellm.aclient_session`` is not used instead: one client for all would lose LiteLLM's
 per-loop clients and its transport settings.
 """
@@ -18,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
+
+from proxy.upstream_bounds import bound_responses
 
 OWNED = "owned_by_vilmo"
 """The mark on a wrapped factory, so wrapping twice changes nothing."""
@@ -65,6 +70,7 @@ def _own_sdk_client(api: type) -> None:
         if client is not None:
             client.cookies = no_cookies()
             client.follow_redirects = False
+            bound_responses(client)
 
     setattr(owned, OWNED, True)
     api.__init__ = owned  # type: ignore[misc]
@@ -84,6 +90,7 @@ def _wrap(owner: type, name: str, bind: Callable[[Any], Any], *, cookies: bool) 
             if cookies:
                 client.cookies = no_cookies()
             client.follow_redirects = False
+            bound_responses(client)
         return client
 
     setattr(owned, OWNED, True)

@@ -186,8 +186,9 @@ class UpstreamSettings(_Strict):
     connect_timeout_s: float = Field(10.0, gt=0, le=300.0,
                                      description="Direct calls: to connect.")
     max_response_bytes: int = Field(
-        32 * 1024 * 1024, gt=0, description="Direct calls: the largest reply body (or whole "
-        "stream) read from an upstream; past it the call fails with 502.")
+        32 * 1024 * 1024, gt=0, description="Both paths (direct calls and LiteLLM's Router): "
+        "the largest reply body (or whole stream) read from an upstream, counted decoded; past "
+        "it the call fails with 502 upstream_too_large.")
     max_connections: int = Field(
         256, ge=1, description="Direct calls: connections the pooled client keeps open.")
 

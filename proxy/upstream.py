@@ -18,6 +18,7 @@ from proxy.litellm_clients import no_cookies, own_litellm_clients
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.settings import Deployment, configured_name
+from proxy.upstream_bounds import DEFAULT_MAX_BYTES, ReplyBounds, bounds_for, too_large_as_502
 from proxy.wellformed import NotFinite, make_well_formed, parse_upstream, parse_upstream_event
 
 __all__ = ["LiteLLMUpstream", "Upstream", "entered", "no_cookies", "open_stream", "upstream_json"]
@@ -39,10 +40,13 @@ class Upstream(Protocol):
 
 
 class LiteLLMUpstream:
-    """A LiteLLM Router over the config's ``model_list``."""
+    """A LiteLLM Router over the config's ``model_list``. What each call reads of a reply is
+    bounded as on the direct path (``proxy.upstream_bounds``): ``max_response_bytes`` of it,
+    a stream event's ``proxy.relay.MAX_EVENT_BYTES`` (both 502 ``upstream_too_large``), a plain
+    reply's time by its timeout (504), an error body's text to its head."""
 
     def __init__(self, model_list: Sequence[Deployment], router_settings: dict[str, Any],
-                 redact: Redactor) -> None:
+                 redact: Redactor, max_response_bytes: int = DEFAULT_MAX_BYTES) -> None:
         from litellm.router import Router  # heavy import: only when the gateway is built
 
         from proxy.operator_body import keep_operator_bodies  # imports LiteLLM too
@@ -56,6 +60,8 @@ class LiteLLMUpstream:
                               **with_router_defaults(router_settings))
         keep_operator_bodies(self._router.model_list)
         self._redact = redact
+        self._plain = ReplyBounds(max_response_bytes, redact=redact, deadline=True)
+        self._stream = ReplyBounds(max_response_bytes, redact=redact)
         others = {d.model_name for d in model_list
                   if not str(d.litellm_params["model"]).startswith("openai/")}
         falls_back = any(v for k, v in router_settings.items() if k.endswith("fallbacks"))
@@ -84,7 +90,8 @@ class LiteLLMUpstream:
 
     async def complete(self, params: UpstreamParams) -> Completion:
         model = str(params["model"])
-        with map_upstream_errors(self._redact, model):
+        with map_upstream_errors(self._redact, model), too_large_as_502(model), \
+                bounds_for(self._plain):
             response = await self._router.acompletion(**self.wire_params(params))
         reply = wire_dict(response.model_dump(exclude_none=True))
         entered(reply, "message", model)
@@ -92,11 +99,12 @@ class LiteLLMUpstream:
 
     async def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]:
         model = str(params["model"])
-        with map_upstream_errors(self._redact, model):
+        with map_upstream_errors(self._redact, model), too_large_as_502(model), \
+                bounds_for(self._stream):
             response = await self._router.acompletion(**{**self.wire_params(params),
                                                          "stream": True})
         # the upstream answered: a failure from here on is not "unreachable"
-        with map_upstream_errors(self._redact, model, reached=True):
+        with map_upstream_errors(self._redact, model, reached=True), too_large_as_502(model):
             labels = StreamLabels()
             try:
                 async for chunk in response:
