@@ -64,8 +64,10 @@ INSTRUCTION_READ_CHARS = 4_000
 last half of this. Long prompts are legitimate and pass whole to the upstream, but the step's
 cost grew with the turn (the judge's second look read it window by window: a 420 KB turn cost
 about 23 s of CPU, going on after its request was answered). The request reader reads only its
-first 256 tokens anyway; the second look reads the head and the tail, where a long prompt's
-request usually is."""
+first 256 tokens anyway. The second look reads the head and the tail, but only for a turn whose
+reader gate falls in its band: a request after a benign preamble (about 560 characters of one),
+or in the middle or tail of a long turn, gets no instruction, bounded or whole
+(``bench/instruction_reach.py``; README, Security, "What the instruction step sees")."""
 
 
 def bounded_turn(messages: Messages) -> Messages:
