@@ -43,13 +43,15 @@ one intra-op thread per call in the gateway (``vilmo.judge.value_onnx.SERVING_TH
 the lanes' four threads run four model calls at most, not four times a pool."""
 
 LONG_THREADS = 2
-"""The long lane's threads: a long step is CPU-bound (about 1 s), so more threads than the 2
-cores only slow each other (four of them made each step take 2 s)."""
+"""The long lane's threads: a long step is CPU-bound (0.4-0.6 s alone on 2 shared cores, about
+1 s under load), so more threads do not finish more steps, they make each one slower
+(``bench/bench_step_lanes.py``, 2 busy shared cores: four steps took 2.4-2.7 s in all on 1, 2
+or 4 threads, each step 0.64 s on 1, 1.29 s on 2, 2.37 s on 4)."""
 
 LONG_LANE_DEPTH = 6
-"""The most long steps held at once, queued or running: at about 1 s a step on
+"""The most long steps held at once, queued or running: at about 1 s a step under load on
 ``LONG_THREADS`` threads, the last admitted waits about 2 s and is done in about 3 s, within
-the default ``checks.timeout_s`` (5 s); a step more would time out in the queue anyway."""
+the default ``checks.timeout_s`` (5 s); one more would likely time out in the queue anyway."""
 
 
 class LaneFull(RuntimeError):
