@@ -32,6 +32,7 @@ has 2 cores), and a few keep one large request from queueing all the others behi
 client_work = ThreadPoolExecutor(CLIENT_WORK_THREADS, thread_name_prefix="vilmo-client-work")
 """The executor of ``off_loop_past``: apart from the default one, which the store calls use."""
 
+
 async def in_executor(executor: Executor, work: Callable[..., T], *args: Any) -> T:
     """``work(*args)`` in one of ``executor``'s threads, with the caller's context (as
     ``asyncio.to_thread`` runs it); cancelled before it starts, it never runs."""
