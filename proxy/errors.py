@@ -158,6 +158,8 @@ class GuardFailed(GatewayError):
 
     status = 503
     type = "guard_error"
+    seconds: float | None = None
+    """What the failed step took (the instruction step's, for its audit record), if known."""
 
 
 class UpstreamTimeout(GatewayError):

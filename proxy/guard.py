@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
-from proxy import off_loop
+from proxy import step_lanes
 from proxy.caches import writes_after
 from proxy.errors import GuardFailed
 from proxy.judged_text import Judged, each_reading, highest_per_item
@@ -64,8 +64,10 @@ INSTRUCTION_READ_CHARS = 4_000
 last half of this. Long prompts are legitimate and pass whole to the upstream, but the step's
 cost grew with the turn (the judge's second look read it window by window: a 420 KB turn cost
 about 23 s of CPU, going on after its request was answered). The request reader reads only its
-first 256 tokens anyway; the second look reads the head and the tail, where a long prompt's
-request usually is."""
+first 256 tokens anyway. The second look reads the head and the tail, but only for a turn whose
+reader gate falls in its band: a request after a benign preamble (about 560 characters of one),
+or in the middle or tail of a long turn, gets no instruction, bounded or whole
+(``bench/instruction_reach.py``; README, Security, "What the instruction step sees")."""
 
 
 def bounded_turn(messages: Messages) -> Messages:
@@ -207,14 +209,17 @@ class Guard:
     async def instruction(self, generator: InstructionGenerator, messages: Messages,
                           policy: Policy) -> tuple[Instruction, float]:
         """The instruction and the seconds it took. The generator reads the last user turn cut
-        to ``INSTRUCTION_READ_CHARS`` (``bounded_turn``) and runs in a thread of its own
-        executor (``proxy.off_loop.instruction_work``) under the check timeout, but in place,
+        to ``INSTRUCTION_READ_CHARS`` (``bounded_turn``) and runs in a thread of its lane
+        (``proxy.step_lanes``: short turns apart from long ones, the long lane bounded) under
+        the check timeout, queueing included, but in place,
         without the thread's two hand-offs, for a policy whose generator needs no model
         (``none``, ``static``), and for a short prompt when this is the only request in flight
         and nothing runs beside the step (``in_place``). A failure is handled like a failed
         check of the turn's size (closed, or a turn over ``checks.fail_open_max_chars``: error;
-        open: no instruction, ``FAILED_INSTRUCTION``, shown as ``x-vilmo-guard: error``). Its
-        cache writes reach the store's writer when it ends."""
+        open: no instruction, ``FAILED_INSTRUCTION``, shown as ``x-vilmo-guard: error``), but a
+        step refused or never started for the lane's load fails closed whatever ``on_error``
+        (``step_lanes.LOAD_FAILURES``). Its cache writes reach the store's writer when it
+        ends."""
         note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
         size = len(prompt_text(messages))
@@ -223,12 +228,12 @@ class Guard:
                 if self.in_place(generator, policy, messages):
                     instruction = generator.generate(messages, policy)
                 else:
-                    instruction = await asyncio.wait_for(
-                        off_loop.in_executor(off_loop.instruction_work, self._step_in_thread,
-                                             generator, bounded_turn(messages), policy),
-                        timeout=policy.checks.timeout_s)
+                    read = bounded_turn(messages)
+                    lane = step_lanes.lane_for(len(prompt_text(read)))
+                    instruction = await lane.run(policy.checks.timeout_s, self._step_in_thread,
+                                                 generator, read, policy)
         except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
-            self.failed(policy, "instruction", exc, size)
+            self.failed(policy, "instruction", exc, size, seconds=time.perf_counter() - started)
             instruction = FAILED_INSTRUCTION
         return instruction, time.perf_counter() - started
 
@@ -269,7 +274,7 @@ class Guard:
                 and (prepared is None or bool(prepared(policy))))
 
     def failed(self, policy: Policy, stage: Stage, exc: BaseException, size: int = 0,
-               read: int = 0) -> None:
+               read: int = 0, seconds: float | None = None) -> None:
         """Count and log a guard failure; raise when the policy fails closed, or the check was
         too large to pass unchecked, whatever ``on_error`` (its size is the client's to choose):
         over ``checks.max_chars`` or reading too much for it (``TextTooLarge``), or, on any
@@ -278,12 +283,18 @@ class Guard:
         refused as ``Overloaded``, by its size alone). ``size`` is the check's
         ``checked_chars``, ``read`` its ``read_chars``; the instruction step passes the length
         of the last user turn as ``size`` (a client pads a turn to make the step fail: failing
-        open would drop the instruction at the client's choice)."""
+        open would drop the instruction at the client's choice), and a step refused or never
+        started for the lane's load fails closed too (a client floods the long lane to make
+        it: ``step_lanes.LOAD_FAILURES``). ``seconds``: what the failed step took, carried by
+        the ``GuardFailed`` for the audit record."""
         self.metrics.guard_errors.labels(stage).inc()
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         too_large = isinstance(exc, TextTooLarge)
         if too_large:
             closed = "a text over checks.max_chars is never passed unchecked"
+        elif isinstance(exc, step_lanes.LOAD_FAILURES):
+            closed = ("a prompt whose step was refused or never started for the load never goes "
+                      "out without its instruction")
         elif policy.on_error == "closed":
             closed = f"policy {policy.name!r} fails closed"
         elif size > policy.checks.fail_open_max_chars:
@@ -303,11 +314,13 @@ class Guard:
             return
         log.warning("value check failed at %s (policy %s; %s): %s", stage, policy.name, closed,
                     reason)
-        overloaded = isinstance(exc, Overloaded)
-        raise GuardFailed(f"the value check could not run ({stage}"
-                          f"{': ' + str(exc) if too_large or overloaded else ''}); {closed}",
-                          code="check_too_large" if too_large else "guard_unavailable",
-                          headers={"Retry-After": "1"} if overloaded else None)
+        overloaded = isinstance(exc, (Overloaded, *step_lanes.LOAD_FAILURES))
+        failure = GuardFailed(f"the value check could not run ({stage}"
+                              f"{': ' + str(exc) if too_large or overloaded else ''}); {closed}",
+                              code="check_too_large" if too_large else "guard_unavailable",
+                              headers={"Retry-After": "1"} if overloaded else None)
+        failure.seconds = seconds
+        raise failure
 
     async def _score(self, policy: Policy, items: Sequence[ScoreInput]) -> list[dict[str, float]]:
         if not items:

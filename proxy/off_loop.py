@@ -32,16 +32,6 @@ has 2 cores), and a few keep one large request from queueing all the others behi
 client_work = ThreadPoolExecutor(CLIENT_WORK_THREADS, thread_name_prefix="vilmo-client-work")
 """The executor of ``off_loop_past``: apart from the default one, which the store calls use."""
 
-INSTRUCTION_THREADS = 4
-"""The threads that run instruction steps (``proxy.guard.Guard.instruction``): a step whose
-request timed out goes on in its thread (a thread cannot be stopped), so steps have threads of
-their own; on the default executor eight abandoned 420 KB steps held the store's calls and made
-every client's requests 503 for 106 s. A step queued here when its request times out never
-runs (its future is cancelled)."""
-
-instruction_work = ThreadPoolExecutor(INSTRUCTION_THREADS, thread_name_prefix="vilmo-instruction")
-"""The executor of the instruction step (``in_executor``)."""
-
 
 async def in_executor(executor: Executor, work: Callable[..., T], *args: Any) -> T:
     """``work(*args)`` in one of ``executor``'s threads, with the caller's context (as

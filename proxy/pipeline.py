@@ -42,6 +42,7 @@ from proxy.actions import Noted, blocked, blocked_error, enforce, refusal_comple
 from proxy.call import Call, escalate, open_timed_stream
 from proxy.chunks import chunk_like, iterate, refusal_chunks, reply_texts
 from proxy.errors import (
+    GuardFailed,
     ModelNotFound,
     PolicyOverrideForbidden,
     PolicyUnavailable,
@@ -49,7 +50,16 @@ from proxy.errors import (
 )
 from proxy.inputs import checked_input
 from proxy.middleware import Caller
-from proxy.outcome import NOT_CHECKED, Facts, Finish, Judgement, Reply, Stream, StreamMode
+from proxy.outcome import (
+    FAILED_INSTRUCTION,
+    NOT_CHECKED,
+    Facts,
+    Finish,
+    Judgement,
+    Reply,
+    Stream,
+    StreamMode,
+)
 from proxy.policy_reload import policy_named, policy_names
 from proxy.protocol import UpstreamParams, shown_name
 from proxy.record import Ledger
@@ -94,7 +104,12 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
             pending = None
             if isinstance(facts.input, Verdict) and facts.input.stops:
                 return refuse_input(req, policy, note(replace(facts, refused=True)), services)
-        instruction, seconds = await instructing
+        try:
+            instruction, seconds = await instructing
+        except GuardFailed as failed:  # the step failed closed: recorded with guard "error"
+            note(replace(facts, instruction=FAILED_INSTRUCTION,  # and the time it took
+                         instruction_s=failed.seconds or 0.0))
+            raise
         facts = note(replace(facts, instruction=instruction, instruction_s=seconds))
         return await call_upstream(req, services, Call(req.params, policy, instruction), facts,
                                    pending)

@@ -104,18 +104,34 @@ def _read(path: Path, error: type[FileError],
 
 def _read_bytes(path: Path, error: type[FileError]) -> bytes:
     """The file's bytes, or ``error`` for a file that is not a regular file or is larger than
-    ``MAX_FILE_BYTES``. Opened without blocking (a pipe would wait for a writer) and checked
-    on the open file, so a path swapped after a check cannot slip past it."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as file:
-        mode = os.fstat(file.fileno()).st_mode
-        if not stat.S_ISREG(mode):
+    ``MAX_FILE_BYTES``, or that cannot be opened or read (missing, a directory, a socket, no
+    permission: one clear issue, not an ``OSError``'s traceback). Opened without blocking (a
+    pipe would wait for a writer) and without becoming a controlling terminal (a tty), and
+    checked on the open descriptor, so a path swapped after a check cannot slip past it; the
+    descriptor is closed on every path (a directory's leaked one, as ``fdopen`` refused it)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise error([FileIssue(str(path), None, "", f"cannot be opened: {_why(exc)}")]) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise error([FileIssue(str(path), None, "", "not a regular file")])
-        raw = file.read(MAX_FILE_BYTES + 1)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise error([FileIssue(str(path), None, "", f"cannot be read: {_why(exc)}")]) from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_FILE_BYTES:
         raise error([FileIssue(str(path), None, "", f"larger than {MAX_FILE_BYTES} bytes, "
                                                     "the most a YAML file may be")])
     return raw
+
+
+def _why(exc: OSError) -> str:
+    """An ``OSError``'s reason without its path (the issue names the file)."""
+    return exc.strerror or type(exc).__name__
 
 
 class _Loader(yaml.SafeLoader):

@@ -7,8 +7,8 @@ timeout while the work went on in the event loop's default executor, and eight s
 held that executor (the store's calls, every client's steps) for 106 s. Under ``on_error: open``
 a padded prompt made the step time out and the gateway dropped the instruction silently
 (``x-vilmo-guard: ok``, no principles). Now the step reads the turn's head and tail
-(``INSTRUCTION_READ_CHARS``), runs on ``proxy.off_loop.instruction_work`` (a step still queued
-when its request times out never runs), and its failure fails closed for a turn over
+(``INSTRUCTION_READ_CHARS``), runs on a lane of its own (``proxy.step_lanes``: a step still
+queued when its request times out never runs), and its failure fails closed for a turn over
 ``checks.fail_open_max_chars``, and is marked ``x-vilmo-guard: error`` (and in the audit
 record) when it fails open.
 """
@@ -27,9 +27,11 @@ import pytest
 from fakes import FakeUpstream, MemoryAudit, fake_services, post_chat
 
 import proxy.guard
-import proxy.off_loop
+import proxy.step_lanes
+from proxy.errors import GuardFailed
 from proxy.guard import Guard
 from proxy.metrics import Metrics
+from proxy.outcome import FAILED_INSTRUCTION
 from proxy.record import RequestRecord
 from vilmo.instruct.instructions import Instruction, prompt_text
 from vilmo.instruct.principles import PrincipleBank
@@ -93,9 +95,10 @@ def test_the_step_reads_the_head_and_tail_of_a_long_turn(monkeypatch: pytest.Mon
 def test_abandoned_steps_hold_neither_the_default_executor_nor_a_later_step(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Three steps time out while the first still runs: the loop's default executor (the
-    store's calls) stays free, and the two still queued never run."""
-    steps = ThreadPoolExecutor(1, thread_name_prefix="test-steps")
-    monkeypatch.setattr(proxy.off_loop, "instruction_work", steps, raising=False)
+    store's calls) stays free, and the two still queued never run (and fail closed, even
+    under ``on_error: open``: they failed for the load, ``proxy.step_lanes``)."""
+    lane = proxy.step_lanes.Lane("short", 1, None)
+    monkeypatch.setattr(proxy.step_lanes, "short_lane", lane)
     release = threading.Event()
     generator = RecordingInstructions(release)
     guard = Guard(lambda p: None, Metrics(["stub"]))  # type: ignore[arg-type,return-value]
@@ -103,23 +106,25 @@ def test_abandoned_steps_hold_neither_the_default_executor_nor_a_later_step(
     guard.requests_in_flight = 2  # others in flight: no step runs in place
     turn: Messages = [{"role": "user", "content": "Should I call my neighbour?"}]
 
-    async def main() -> tuple[list[Instruction], str]:
+    async def main() -> tuple[list[object], str]:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(2, thread_name_prefix="test-default"))
         done = await asyncio.gather(*(guard.instruction(generator, turn, policy)
-                                      for _ in range(3)))
+                                      for _ in range(3)), return_exceptions=True)
         try:
             free = await asyncio.wait_for(loop.run_in_executor(None, lambda: "free"), 5)
         except TimeoutError:
             free = "held"
-        return [instruction for instruction, _ in done], free
+        return list(done), free
 
     try:
-        instructions, default_executor = asyncio.run(main())
+        results, default_executor = asyncio.run(main())
     finally:
         release.set()
-    steps.shutdown(wait=True)
-    assert all(i.empty for i in instructions)  # each timed out: open, a short turn
+    lane.executor.shutdown(wait=True)
+    first, *queued = results
+    assert isinstance(first, tuple) and first[0] is FAILED_INSTRUCTION  # ran, timed out: open
+    assert all(isinstance(q, GuardFailed) and "never started" in q.message for q in queued)
     assert default_executor == "free"
     assert len(generator.read) == 1  # the queued steps were dropped with their requests
 

@@ -2,12 +2,14 @@
 
 The review's case: ``vilmo policy validate /dev/zero`` never returned (the whole "file" was
 read, growing without end), and a named pipe waited for a writer forever. Both are refused
-with one clear error now, and so is a regular file over the cap.
+with one clear error now, and so is a regular file over the cap. Second review: a directory
+leaked its descriptor, and a socket (or any path that cannot be opened) raised a raw OSError.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -73,3 +75,38 @@ def test_a_file_over_the_cap_is_refused_before_it_is_parsed(
     small = tmp_path / "small.yaml"
     small.write_text(POLICY)
     assert len(POLICY) <= 64 and load_within(small) is None
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="no /proc here")
+def test_a_directory_is_refused_without_leaking_its_descriptor(tmp_path: Path) -> None:
+    """``os.open`` opens a directory; ``os.fdopen`` then raised IsADirectoryError and the
+    descriptor was never closed (one leaked per load, e.g. per policy reload pass)."""
+    folder = tmp_path / "policy.yaml"
+    folder.mkdir()
+    before = open_fds()
+    for _ in range(20):
+        with pytest.raises(PolicyError, match="not a regular file"):
+            load_policy(folder)
+    assert open_fds() == before
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no unix sockets here")
+def test_validate_refuses_a_socket_with_a_clear_error(tmp_path: Path) -> None:
+    """A unix socket cannot be opened (ENXIO): ``vilmo policy validate`` printed a raw
+    OSError's traceback."""
+    path = tmp_path / "policy.yaml"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        result = CliRunner().invoke(cli, ["policy", "validate", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert f"{path}: (file): cannot be opened" in result.output
+
+
+def test_an_unreadable_path_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot be opened: No such file"):
+        load_policy(tmp_path / "missing.yaml")

@@ -1,0 +1,125 @@
+"""The instruction step's two lanes: short turns on threads of their own, long turns on a
+bounded lane that sheds its excess at admission.
+
+Review of fx-step: on one executor of four threads, eight concurrent long prompts (each step
+about 1 s on 2 cores, mostly the judge's second look over ``INSTRUCTION_READ_CHARS``) queued
+every ordinary request's step behind them; those timed out in the queue (503 after 5.8 s), and
+under ``on_error: open`` a short harmful prompt sent beside the same client's padded ones went
+out with no instruction. Now:
+
+- a turn of at most ``SHORT_TURN_CHARS`` (as the step reads it) runs on the short lane
+  (``SHORT_THREADS``, its steps 0.03-0.06 s): long turns never queue ahead of it;
+- the long lane holds at most ``LONG_LANE_DEPTH`` steps, queued or running (a timed-out step
+  still running in its thread included); one more is refused at once (``LaneFull``) instead
+  of queueing until its request times out;
+- a step whose request timed out before a thread took it is cancelled and never runs
+  (``NotStarted``).
+
+Both failures come from load, which a client can make: ``proxy.guard.Guard.failed`` fails them
+closed whatever ``on_error`` (503 ``guard_unavailable`` with ``Retry-After``), so no turn goes
+out without its instruction because of other requests' load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SHORT_TURN_CHARS = 1_000
+"""The longest turn (as the step reads it, ``proxy.guard.bounded_turn``) whose step runs on the
+short lane. Ordinary chat turns are shorter (the review's: 97 characters); the step of one this
+long reads one reader window and at most one judge window: tens of milliseconds."""
+
+SHORT_THREADS = 2
+"""The short lane's threads: one per core of the 2-core target. Its steps are short; ONNX runs
+one intra-op thread per call in the gateway (``vilmo.judge.value_onnx.SERVING_THREADS``), so
+the lanes' four threads run four model calls at most, not four times a pool."""
+
+LONG_THREADS = 2
+"""The long lane's threads: a long step is CPU-bound (0.4-0.6 s alone on 2 shared cores, about
+1 s under load), so more threads do not finish more steps, they make each one slower
+(``bench/bench_step_lanes.py``, 2 busy shared cores: four steps took 2.4-2.7 s in all on 1, 2
+or 4 threads, each step 0.64 s on 1, 1.29 s on 2, 2.37 s on 4)."""
+
+LONG_LANE_DEPTH = 6
+"""The most long steps held at once, queued or running: at about 1 s a step under load on
+``LONG_THREADS`` threads, the last admitted waits about 2 s and is done in about 3 s, within
+the default ``checks.timeout_s`` (5 s); one more would likely time out in the queue anyway."""
+
+
+class LaneFull(RuntimeError):
+    """The long lane holds ``LONG_LANE_DEPTH`` steps: this one is refused at admission."""
+
+
+class NotStarted(TimeoutError):
+    """The step's request timed out while the step was still queued: it never ran."""
+
+
+LOAD_FAILURES = (LaneFull, NotStarted)
+"""Failures of a step caused by other steps' load, not by its own turn."""
+
+
+class Lane:
+    """A thread pool for steps, with an optional bound on the steps it holds."""
+
+    def __init__(self, name: str, threads: int, depth: int | None) -> None:
+        self.name = name
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix=f"vilmo-step-{name}")
+        self.depth = depth
+        self.held = 0
+        """Steps queued or running (a timed-out one still running included)."""
+        self._lock = threading.Lock()
+
+    def _admit(self) -> None:
+        with self._lock:
+            if self.depth is not None and self.held >= self.depth:
+                raise LaneFull(f"the {self.name} lane of the instruction step holds "
+                               f"{self.held} steps, its most")
+            self.held += 1
+
+    def _release(self, _: Future[Any]) -> None:
+        with self._lock:
+            self.held -= 1
+
+    async def run(self, timeout: float, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in one of the lane's threads with the caller's context, within
+        ``timeout`` seconds (queueing included): ``LaneFull`` when the lane is full,
+        ``NotStarted`` when the time ran out before a thread took it (it never runs),
+        ``TimeoutError`` when it ran out while the work ran (the work goes on in its thread,
+        and holds its place in the lane until it ends)."""
+        self._admit()
+        try:
+            job = self.executor.submit(functools.partial(contextvars.copy_context().run,
+                                                         work, *args))
+        except BaseException:
+            self._release(Future())
+            raise
+        job.add_done_callback(self._release)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(job), timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            never_ran = job.cancel()  # still queued: it never runs
+            if never_ran and isinstance(exc, TimeoutError):
+                raise NotStarted(f"the step waited {timeout:g} s in the {self.name} lane's "
+                                 "queue and never started") from None
+            raise
+
+
+short_lane = Lane("short", SHORT_THREADS, None)
+"""Steps of turns of at most ``SHORT_TURN_CHARS``. Unbounded: each request has one step, and
+a step that waits past its timeout never runs (``NotStarted``)."""
+
+long_lane = Lane("long", LONG_THREADS, LONG_LANE_DEPTH)
+"""Steps of longer turns, at most ``LONG_LANE_DEPTH`` at once."""
+
+
+def lane_for(turn_chars: int) -> Lane:
+    """The lane of a step that reads a turn of ``turn_chars`` characters."""
+    return short_lane if turn_chars <= SHORT_TURN_CHARS else long_lane
