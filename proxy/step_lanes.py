@@ -48,10 +48,12 @@ LONG_THREADS = 2
 (``bench/bench_step_lanes.py``, 2 busy shared cores: four steps took 2.4-2.7 s in all on 1, 2
 or 4 threads, each step 0.64 s on 1, 1.29 s on 2, 2.37 s on 4)."""
 
-LONG_LANE_DEPTH = 6
-"""The most long steps held at once, queued or running: at about 1 s a step under load on
-``LONG_THREADS`` threads, the last admitted waits about 2 s and is done in about 3 s, within
-the default ``checks.timeout_s`` (5 s); one more would likely time out in the queue anyway."""
+LONG_LANE_DEPTH = 32
+"""The most long steps held at once, queued or running. Most long turns' steps are short (the
+reader's window, tens of milliseconds); only those the judge's second look reads cost up to
+about 1 s under load. A burst of ordinary long prompts (documents, code) must not be shed, so
+the bound is the queue's size, not the time budget: a step that waits past its request's
+timeout never runs (``NotStarted``), and short turns have their own lane whatever this holds."""
 
 
 class LaneFull(RuntimeError):
