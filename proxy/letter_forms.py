@@ -14,8 +14,9 @@ forms NFKC maps, letter forms it does not map, and Cyrillic or Greek look-alikes
   look-alikes only ("ѕӏаѕһ") on a line that reads as Latin: one with an ASCII letter, or
   with no Cyrillic or Greek letter that is not a look-alike. A line of Russian or Greek
   (letters that look like no Latin one, no ASCII letter) reads as written.
-- ``digits_read``: a word of four or more ASCII letters and digits, with both, whose digits
-  read as letters (0 o, 1 i or l, 3 e, 4 a, 5 s, 7 t) spell an English word (a whole word of
+- ``digits_read``: a word of four or more ASCII letters and digits (or ``@ $ !``), with both,
+  or three that start and end with a letter, whose digits read as letters (0 o, 1 i or l at
+  each place, 3 e, 4 a, 5 s, 7 t, @ a, $ s, ! i) spell an English word (a whole word of
   the judge's tokenizer) is read as that word ("h34d" as "head", "k1ll" as "kill"); "mp3",
   "1990s" or "4ft" spell none, and read as written, as numeronyms do ("l10n"), words of hex
   digits ("c0de", "be57") and code spans and blocks.
@@ -138,15 +139,35 @@ def latin_read(text: str) -> str:
     return _LINE.sub(_latin_line, text)
 
 
-_DIGIT_WORD = re.compile(r"(?<![^\W_])(?:[A-Za-z]++[0-9]|[0-9]++[A-Za-z])[A-Za-z0-9]*+"
-                         r"(?![^\W_])")
-"""A word of ASCII letters and digits, with both (four characters at least: ``_digit_word``).
-Each run is tried once: linear."""
-_DIGIT_HINT = re.compile(r"[0-9](?:(?<=[A-Za-z][0-9])|(?=[A-Za-z]))")
-"""A digit beside a letter: a fast scan (a leading class, which ``re`` scans for fast: 4.5
-times ``[A-Za-z][0-9]|[0-9][A-Za-z]``), since most text has no such word."""
-_DIGIT_LETTERS = (str.maketrans("013457", "oieast"), str.maketrans("013457", "oleast"))
-"""Digits as the letters they stand for ("1" as "i", else as "l")."""
+_DIGIT_WORD = re.compile(r"(?<![\w@$!])(?=[$@]|[A-Za-z]*+[0-9]|[0-9]++[A-Za-z]|[A-Za-z]++[@$!]++\w"
+                         r"|[A-Za-z]++\$)[$@]?+[A-Za-z0-9]++(?:[@$!]++[A-Za-z0-9]++)*+\$?+!*+"
+                         r"(?![\w@$])")
+"""A word of ASCII letters and digits, or ``@``, ``$`` (inside it or at either end), ``!``
+(inside it), with letters and one of the others (``_digit_word`` decides). Starts only where
+no word character or such symbol precedes, each part tried once: linear."""
+_DIGIT_HINT = re.compile(r"[0-9@$!](?:(?<=[A-Za-z][0-9@$!])|(?=[A-Za-z]))")
+"""A digit or symbol beside a letter: a fast scan (a leading class, which ``re`` scans for
+fast: 4.5 times ``[A-Za-z][0-9]|[0-9][A-Za-z]``), since most text has no such word."""
+_DIGIT_LETTERS = str.maketrans("03457@$!", "oeastasi")
+"""Digits and symbols as the letters they stand for ("1" as "i" or "l": ``_spellings``)."""
+_ONE_READINGS = 4
+"""The most ``1`` in a word read each as "i" or "l" in every combination (16 spellings);
+a word with more reads them all as one letter, then the other."""
+
+
+def _spellings(word: str) -> list[str]:
+    """``word`` with its digits and symbols as letters, each ``1`` as "i" or "l"."""
+    read = word.translate(_DIGIT_LETTERS)
+    ones = [at for at, char in enumerate(read) if char == "1"]
+    if len(ones) > _ONE_READINGS:
+        return [read.replace("1", "i"), read.replace("1", "l")]
+    spelled = []
+    for choice in range(1 << len(ones)):
+        letters = list(read)
+        for bit, at in enumerate(ones):
+            letters[at] = "l" if choice >> bit & 1 else "i"
+        spelled.append("".join(letters))
+    return spelled
 
 
 @functools.cache
@@ -185,12 +206,16 @@ def _hex_code(word: re.Match[str]) -> bool:
 
 
 def _digit_word(word: re.Match[str]) -> str:
-    if len(word.group()) < 4 or word.group().lower() in _NUMERONYMS or _hex_code(word):
+    """``word`` in letters where it spells a word of the tokenizer so (``_spellings``): four
+    characters or more, or three that start and end with a letter ("h1t", not "4ft"); not a
+    numeronym, nor hex digits of code; a ``!`` after it stays."""
+    core = word.group().rstrip("!")
+    if (len(core) < 3 or (len(core) == 3 and not (core[0].isalpha() and core[-1].isalpha()))
+            or core.lower() in _NUMERONYMS or _hex_code(word) or core.isalpha()):
         return word.group()
-    for table in _DIGIT_LETTERS:
-        read = word.group().translate(table)
+    for read in _spellings(core):
         if read.isalpha() and read.lower() in _english_words():
-            return read
+            return read + word.group()[len(core):]
     return word.group()
 
 

@@ -82,6 +82,18 @@ def test_digits_split_by_markup_read_as_letters(write: Callable[[str], str]) -> 
     assert judged_readings(_each_word(PLAIN, write))[0] == PLAIN
 
 
+@pytest.mark.parametrize(("written", "read"), [
+    ("k!ll h1m, $tab h1m, h@te", "kill him, stab him, hate"),
+    ("k111 and k1111ng, sk1ll!", "kill and killing, skill!"),
+    ("h1t him, b4d k1d, g0d", "hit him, bad kid, god"),
+])
+def test_leetspeak_symbols_ones_and_three_letter_words_read_as_letters(written: str,
+                                                                       read: str) -> None:
+    """``@ $ !`` stood for no letter, ``1`` was "i" everywhere or "l" everywhere
+    ("k111"), and a word of three read as written ("h1t")."""
+    assert shown(written)[0] == read
+
+
 @pytest.mark.parametrize("link", ['[{}](# "t")', "[{}](#  'a title')", "[{}](<#>)",
                                   "[{}][1]", "[{}][]", "[{}](# (t))"])
 def test_links_with_titles_angle_targets_and_references_show_their_text(link: str) -> None:
@@ -98,6 +110,7 @@ def test_an_ideographic_stop_after_latin_text_ends_a_sentence(stop: str) -> None
 
 @pytest.mark.parametrize("text", [
     "Use `c0de=be57` and 0xdeadbeef, sha 3f5a9c0e1b, h264, mp4, 1080p, 4k, 2FA, x86_64, #c0ffee, a1b2-c3d4.",
+    "Hello! Wow!! Mail user@host.com, pay $100, set $PATH, 4ft at 1am, mp3, 3rd, 1st, CO2.",
     "```\nint m4in = 0; // st4b\n```",
     'A <span title="note">b</span> and <i class="hidden-x">c</i>.',
     "See [the docs][ref] and [x](y \"t\").",

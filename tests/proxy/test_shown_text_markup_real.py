@@ -64,6 +64,8 @@ WRITTEN = {  # each as its plain form scores, and blocked (>= 0.5)
         _words(lambda w: f"{w[:len(w) // 2].translate(LEET)}<!---->"
                          f"{w[len(w) // 2:].translate(LEET)}"),
         _words(lambda w: w.translate(LEET))),
+    "symbols_and_ones": (_words(lambda w: w.translate(str.maketrans("aisl", "@1$1")))
+                         .replace(" hit ", " h1t ").replace(" him ", " h1m "), HARMFUL),
     "ideographic_stops": (_wide_stops(CALM + HARMFUL + " " + CALM, "\u3002"),
                           CALM + HARMFUL + " " + CALM),
 }
