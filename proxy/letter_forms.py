@@ -19,7 +19,7 @@ forms NFKC maps, letter forms it does not map, and Cyrillic or Greek look-alikes
   each place, 3 e, 4 a, 5 s, 7 t, @ a, $ s, ! i) spell an English word (a whole word of
   the judge's tokenizer) is read as that word ("h34d" as "head", "k1ll" as "kill"); "mp3",
   "1990s" or "4ft" spell none, and read as written, as numeronyms do ("l10n"), words of hex
-  digits ("c0de", "be57") and code spans and blocks.
+  digits of code ("c0de=be57"), code spans and blocks, and URLs.
 """
 
 from __future__ import annotations
@@ -191,9 +191,9 @@ _HEX = re.compile(r"[0-9A-Fa-f]++")
 written (review rv5: ``c0de=be57`` read "code=best") where it has eight or more, or is joined
 to code's punctuation (``_CODE_JOIN``); in prose a word of them may be leetspeak ("574b")."""
 _CODE_JOIN = frozenset("=/#_-@$%&+*<>[]{}|\\^~")
-_CODE = re.compile(r"`{3}[^`]*+`{3}|`[^`\n]++`")
-"""A fenced code block or a code span (each stops at the next backtick: linear): code, whose
-digits read as written."""
+_CODE = re.compile(r"`{3}[^`]*+`{3}|`[^`\n]++`|(?<![\w.+-])[A-Za-z][\w+.-]{1,15}+://[^\s<>\"'`]++")
+"""A fenced code block or a code span (each stops at the next backtick: linear), or a URL:
+code or an address, whose digits read as written (``https://x.io/b00k`` stays)."""
 
 
 def _hex_code(word: re.Match[str]) -> bool:
@@ -225,10 +225,10 @@ def digits_read(text: str) -> str:
     ("h34d", "5l45h") read 0.28 on mft.care, 0.73 plain."""
     if not _DIGIT_HINT.search(text):
         return text
-    if "`" not in text:
+    if "`" not in text and "://" not in text:
         return _DIGIT_WORD.sub(_digit_word, text)
     parts, at = [], 0
-    for code in _CODE.finditer(text):  # code as written
+    for code in _CODE.finditer(text):  # code and URLs as written
         parts += [_DIGIT_WORD.sub(_digit_word, text[at:code.start()]), code.group()]
         at = code.end()
     return "".join([*parts, _DIGIT_WORD.sub(_digit_word, text[at:])])

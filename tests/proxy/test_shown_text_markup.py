@@ -111,6 +111,7 @@ def test_an_ideographic_stop_after_latin_text_ends_a_sentence(stop: str) -> None
 @pytest.mark.parametrize("text", [
     "Use `c0de=be57` and 0xdeadbeef, sha 3f5a9c0e1b, h264, mp4, 1080p, 4k, 2FA, x86_64, #c0ffee, a1b2-c3d4.",
     "Hello! Wow!! Mail user@host.com, pay $100, set $PATH, 4ft at 1am, mp3, 3rd, 1st, CO2.",
+    "Visit https://example.com/b00k/h34d?id=5ea7 or <http://x.io/k1ll>, mailto:r0se@x.io.",
     "```\nint m4in = 0; // st4b\n```",
     'A <span title="note">b</span> and <i class="hidden-x">c</i>.',
     "See [the docs][ref] and [x](y \"t\").",
