@@ -15,7 +15,7 @@ forms NFKC maps, letter forms it does not map, and Cyrillic or Greek look-alikes
   with no Cyrillic or Greek letter that is not a look-alike. A line of Russian or Greek
   (letters that look like no Latin one, no ASCII letter) reads as written.
 - ``digits_read``: a word of four or more ASCII letters and digits (or ``@ $ !``), with both,
-  or three that start and end with a letter, whose digits read as letters (0 o, 1 i or l at
+  or three that neither start nor end with a digit, whose digits read as letters (0 o, 1 i or l at
   each place, 3 e, 4 a, 5 s, 7 t, @ a, $ s, ! i) spell an English word (a whole word of
   the judge's tokenizer) is read as that word ("h34d" as "head", "k1ll" as "kill"); "mp3",
   "1990s" or "4ft" spell none, and read as written, as numeronyms do ("l10n"), words of hex
@@ -139,9 +139,9 @@ def latin_read(text: str) -> str:
     return _LINE.sub(_latin_line, text)
 
 
-_DIGIT_WORD = re.compile(r"(?<![\w@$!])(?=[$@]|[A-Za-z]*+[0-9]|[0-9]++[A-Za-z]|[A-Za-z]++[@$!]++\w"
-                         r"|[A-Za-z]++\$)[$@]?+[A-Za-z0-9]++(?:[@$!]++[A-Za-z0-9]++)*+\$?+!*+"
-                         r"(?![\w@$])")
+_DIGIT_WORD = re.compile(r"(?<![\w@$!])(?=[$@]|[A-Za-z]*+[0-9]|[0-9]++[A-Za-z]"
+                         r"|[A-Za-z]++[@$!]*(?:[@$]|![A-Za-z0-9]))"
+                         r"[$@]?+[A-Za-z0-9]++(?:[@$!]++[A-Za-z0-9]++)*+[$!]*+(?![\w@$])")
 """A word of ASCII letters and digits, or ``@``, ``$`` (inside it or at either end), ``!``
 (inside it), with letters and one of the others (``_digit_word`` decides). Starts only where
 no word character or such symbol precedes, each part tried once: linear."""
@@ -207,11 +207,13 @@ def _hex_code(word: re.Match[str]) -> bool:
 
 def _digit_word(word: re.Match[str]) -> str:
     """``word`` in letters where it spells a word of the tokenizer so (``_spellings``): four
-    characters or more, or three that start and end with a letter ("h1t", not "4ft"); not a
+    characters or more, or three that neither start nor end with a digit ("h1t", "@nd",
+    "h!$", not "4ft" nor "mp3"); not a
     numeronym, nor hex digits of code; a ``!`` after it stays."""
     core = word.group().rstrip("!")
-    if (len(core) < 3 or (len(core) == 3 and not (core[0].isalpha() and core[-1].isalpha()))
-            or core.lower() in _NUMERONYMS or _hex_code(word) or core.isalpha()):
+    if (len(core) < 3 or (len(core) == 3 and (core[0].isdigit() or core[-1].isdigit()))
+            or core.lower() in _NUMERONYMS or _hex_code(word) or core.isalpha()
+            or (core.endswith("$") and core.rstrip("$").isupper())):  # US$, HK$: currencies
         return word.group()
     for read in _spellings(core):
         if read.isalpha() and read.lower() in _english_words():

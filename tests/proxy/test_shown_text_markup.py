@@ -86,6 +86,7 @@ def test_digits_split_by_markup_read_as_letters(write: Callable[[str], str]) -> 
     ("k!ll h1m, $tab h1m, h@te", "kill him, stab him, hate"),
     ("k111 and k1111ng, sk1ll!", "kill and killing, skill!"),
     ("h1t him, b4d k1d, g0d", "hit him, bad kid, god"),
+    ("h!$ b@t @nd", "his bat and"),
 ])
 def test_leetspeak_symbols_ones_and_three_letter_words_read_as_letters(written: str,
                                                                        read: str) -> None:
@@ -110,7 +111,7 @@ def test_an_ideographic_stop_after_latin_text_ends_a_sentence(stop: str) -> None
 
 @pytest.mark.parametrize("text", [
     "Use `c0de=be57` and 0xdeadbeef, sha 3f5a9c0e1b, h264, mp4, 1080p, 4k, 2FA, x86_64, #c0ffee, a1b2-c3d4.",
-    "Hello! Wow!! Mail user@host.com, pay $100, set $PATH, 4ft at 1am, mp3, 3rd, 1st, CO2.",
+    "Hello! Wow!! Mail user@host.com, pay $100 or US$ 120, set $PATH, 4ft at 1am, mp3, 3rd, CO2.",
     "Visit https://example.com/b00k/h34d?id=5ea7 or <http://x.io/k1ll>, mailto:r0se@x.io.",
     "```\nint m4in = 0; // st4b\n```",
     'A <span title="note">b</span> and <i class="hidden-x">c</i>.',
