@@ -18,7 +18,8 @@ from fakes import FakeUpstream, KeywordClassifier, fake_services, post_chat
 import proxy.call
 from proxy.call import Call
 from proxy.chunked import windowed
-from proxy.judged_text import judged_text as real_judged_text
+from proxy.judged_text import Judged
+from proxy.judged_text import judged as real_judged
 from proxy.off_loop import OFF_LOOP_CHARS
 from vilmo.instruct.instructions import NO_INSTRUCTION
 from vilmo.instruct.principles import PrincipleBank
@@ -47,11 +48,11 @@ def test_a_large_reply_is_read_off_the_event_loop(
     assert len(REPLY) > OFF_LOOP_CHARS > 4 * len(SENTENCE)
     reads: list[tuple[int, bool]] = []  # per read: its length, and whether on the loop's thread
 
-    def recording(text: str) -> str:
+    def recording(text: str, prompt: str | None = None, shown: int | None = None) -> Judged:
         reads.append((len(text), threading.current_thread() is threading.main_thread()))
-        return real_judged_text(text)
+        return real_judged(text, prompt, shown)
 
-    monkeypatch.setattr(proxy.call, "judged_text", recording)
+    monkeypatch.setattr(proxy.call, "judged", recording)
     upstream = FakeUpstream()
     upstream.reply = REPLY
     services = fake_services(policy_dir, bank, upstream, KeywordClassifier())
@@ -78,13 +79,13 @@ def test_a_chunked_stream_cancelled_during_an_off_loop_read_sends_nothing_more(
     upstream is closed."""
     entered, go_on = threading.Event(), threading.Event()
 
-    def slow(text: str) -> str:
+    def slow(text: str, prompt: str | None = None, shown: int | None = None) -> Judged:
         if len(text) > OFF_LOOP_CHARS:
             entered.set()
             go_on.wait(10)
-        return real_judged_text(text)
+        return real_judged(text, prompt, shown)
 
-    monkeypatch.setattr(proxy.call, "judged_text", slow)
+    monkeypatch.setattr(proxy.call, "judged", slow)
     upstream = FakeUpstream()
     upstream.reply = REPLY
     services = fake_services(policy_dir, bank, upstream, KeywordClassifier())
