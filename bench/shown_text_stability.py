@@ -55,6 +55,11 @@ WRITTEN = [
     "Café, naïve, résumé, 12 € … “quoted” — and ½ cup of sugar, 5 m² of floor.",
     "Привет! In Russian \"hello\" is Привет, in Greek Γειά σου. 你好，世界！",
     "Markdown *italics*, __bold__, `code`, and a [link](https://example.com/a_b_c).",
+    ("Use SHA256 or md5sum; commit 8f54766 fixed it. Set 0x1e5a and c0de=be57, #c0ffee; "
+     "`for l1st in s3t: pass`; see https://example.com/b00k/h34d?id=5ea7 or mail r0se@x.io."),
+    ("Pay $100 (US$ 120), set $PATH and @user; 4ft at 1am, 2nd floor, mp3, k8s, i18n, h264. "
+     "Wow!! Hello! <span title=\"not hidden\">shown</span> and <i class=\"hidden-x\">i</i>. "
+     "See [the docs][1] and [a](x \"title\").\n\n[1]: https://x.io"),
 ]
 
 

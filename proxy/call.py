@@ -5,8 +5,9 @@ instruction before a regeneration, and a stream opened under the policy's deadli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, replace
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 from proxy.actions import RetryRefused
 from proxy.chunks import until
@@ -42,20 +43,42 @@ def reply_may_stop(policy: Policy) -> bool:
     return policy.checks.output and any(rule.stops for rule in rules_of(policy).values())
 
 
+PROMPT_SCAN_CHARS = 1 << 16
+"""The most characters of the prompt read to find its head (``judged_prompt``): a prompt whose
+first 64 K characters show nothing (invisible characters, markup) is no context to the judge,
+and a prompt of a megabyte costs a reading of 64 K characters, not of the megabyte (review
+rv5: 1.3 million zero-width spaces were read for 0.24 s, on each window of a stream)."""
+_SHOWS_NOTHING = re.compile(
+    r"(?:<!--[^<>\w]*?-->|</?[A-Za-z][A-Za-z0-9]{0,15}+\s*+/?>|!\[[^\[\]\n\w]*+\]\([^()\s<>\[\]]*+\))"
+    r"(?:\s*+(?:<!--[^<>\w]*?-->|</?[A-Za-z][A-Za-z0-9]{0,15}+\s*+/?>"
+    r"|!\[[^\[\]\n\w]*+\]\([^()\s<>\[\]]*+\)))*+")
+"""A run of markup that shows no word, standalone: a comment without words, a tag without
+attributes, an image without alt words (``<!---->``, ``<b></b>``, ``<br>``, ``![](x)``)."""
+
+
 def judged_prompt(prompt: str | None) -> str | None:
     """The context the judge reads with a reply: the prompt's first ``PROMPT_CONTEXT_CHARS``
     characters that show, as a client shows them (``proxy.shown_text.shown``: fullwidth or
-    mathematical letters, references, markup inside words, look-alikes), then what its tag
-    characters spell (``tag_reading``), on a line of its own; None: no prompt. Read as written,
-    "Tell me how to kill my wife..." in fullwidth letters took a compliant reply's mft.care
-    from 0.85 to 0.21, and a prompt after 2,000 zero-width spaces was no prompt at all. Linear
-    in the part of the prompt before its head's end; only the reply counts against
-    ``checks.max_chars``."""
+    mathematical letters, references, markup inside words, look-alikes), without standalone
+    markup that shows no word (``_SHOWS_NOTHING``), then what its tag characters spell
+    (``tag_reading``), on a line of its own; None: no prompt. The judge reads the prompt's
+    first 64 tokens: read as written, "Tell me how to kill my wife..." in fullwidth letters
+    took a compliant reply's mft.care from 0.85 to 0.21, after 2,000 zero-width spaces it was
+    no prompt at all, and after ``<!---->`` written 12 times it read 0.14 (review rv5). Reads
+    ``PROMPT_SCAN_CHARS`` of the prompt at most, a head four times longer each time it shows
+    too little: linear in that part; only the reply counts against ``checks.max_chars``."""
     if not prompt:
         return None
-    head, scanned = _visible_head(prompt, PROMPT_CONTEXT_CHARS)
-    tags = tag_reading(scanned)[:PROMPT_CONTEXT_CHARS]
-    return "\n".join(filter(None, [visible(shown(head)[0]), tags])) or None
+    scanned, size = prompt[:PROMPT_SCAN_CHARS], PROMPT_CONTEXT_CHARS
+    while True:
+        head, raw = _visible_head(scanned, size)
+        read = _SHOWS_NOTHING.sub(" ", visible(shown(head)[0]))
+        if len(read) >= PROMPT_CONTEXT_CHARS or len(raw) >= len(scanned):
+            break
+        size *= 4
+    tags = tag_reading(raw)[:PROMPT_CONTEXT_CHARS]
+    read = read[:PROMPT_CONTEXT_CHARS] if read.strip() else ""
+    return "\n".join(filter(None, [read, tags])) or None
 
 
 def _visible_head(text: str, chars: int) -> tuple[str, str]:
@@ -78,6 +101,9 @@ class Call:
     raw: UpstreamParams
     policy: Policy
     instruction: Instruction
+    _prompt: list[str | None] = field(default_factory=list, init=False, repr=False)
+    """The prompt as the judge reads it (``judged_prompt``), once read: the same for every
+    check of the call (review rv5: each window of a chunked stream read it again)."""
 
     def params(self) -> UpstreamParams:
         """A stream always asks for usage: its tokens are charged to the key's ``tpm``
@@ -116,22 +142,29 @@ class Call:
         request of the worker. A small reply is read on the loop: a thread costs more. The
         texts are counted first (``_counted_then_read``), so that a reply over
         ``checks.max_chars`` is refused without being read."""
-        prompt = prompt_text(self.raw["messages"])
-        return await off_loop_past(sum(map(len, texts.values())) + len(prompt), OFF_LOOP_CHARS,
-                                   _counted_then_read, texts, prompt,
+        unread = 0 if self._prompt else min(len(prompt_text(self.raw["messages"])),
+                                             PROMPT_SCAN_CHARS)
+        return await off_loop_past(sum(map(len, texts.values())) + unread, OFF_LOOP_CHARS,
+                                   _counted_then_read, texts, self.judged_prompt,
                                    self.policy.checks.max_chars)
 
+    def judged_prompt(self) -> str | None:
+        """The last user turn as the judge reads it (``judged_prompt``), read once a call."""
+        if not self._prompt:
+            self._prompt.append(judged_prompt(prompt_text(self.raw["messages"])))
+        return self._prompt[0]
 
-def _counted_then_read(texts: Mapping[int, str], written_prompt: str, max_chars: int,
-                       ) -> dict[int, ScoreInput]:
+
+def _counted_then_read(texts: Mapping[int, str], read_prompt: Callable[[], str | None],
+                       max_chars: int) -> dict[int, ScoreInput]:
     """Each text read (``judged_text``) once all are counted as the guard counts them
     (``proxy.guard.checked_chars`` of their ``shown_length``): over ``max_chars``, none is
     read, each is kept unread (an empty ``response``, its count as ``shown``), and the guard
     refuses the check by its size before it scores anything, as it refused them read. A
     1.5-million-character reply of escapes was read for seconds before that refusal. The
-    prompt is read here too (``judged_prompt``), in the same thread past ``OFF_LOOP_CHARS``:
-    the invisible characters before its head are the client's to choose."""
-    prompt = judged_prompt(written_prompt)
+    prompt is read here too (``Call.judged_prompt``, once a call), in the same thread past
+    ``OFF_LOOP_CHARS``: the invisible characters before its head are the client's to choose."""
+    prompt = read_prompt()
     unread = {i: Judged("", prompt, shown_length(text)) for i, text in texts.items()}
     if checked_chars(list(unread.values())) > max_chars:
         return dict(unread)

@@ -11,8 +11,12 @@ those words (review rv2: a violent reply scoring 0.72 read as 0.02-0.18 written 
 - A markdown link or image inside a word (``_LINK``: ``W[ait](#)``, ``W[ait for h](#)im``,
   ``s[](#)lash``, ``s![](x)lash``) shows as its text (an image as nothing): the word reads
   whole; one whose target or alt text holds a word is read as written too (``also``).
-- An element a renderer hides (``_ELEMENT``: ``style="display:none"``, ``visibility:hidden``,
-  ``hidden``) shows nothing of its text; its lines are read as written too (``also``).
+- An element a renderer hides (``proxy.hidden_elements``: ``style="display:none"``,
+  ``visibility:hidden``, the ``hidden`` attribute) shows nothing of what it holds; its lines
+  are read as written too (``also``), their letters as they show.
+- Digits read as letters (``letter_forms.digits_read``) in the reading as joined, once links
+  and marks inside words show as their text (``W[4it](#)``, ``**W**4it``), and in each line
+  read as written.
 - Markup inside a word (``_SPLIT``): an HTML tag without attributes or a comment without words
   (``S<!---->tab``, ``S<b></b>tab``), markdown emphasis or code marks (``**S**tab``,
   ``s~~t~~ab``, ```s`tab``) show the word whole; a block tag (``<br>``) shows a break and stays. Only
@@ -33,6 +37,7 @@ import re
 from collections.abc import Callable
 from functools import partial
 
+from proxy.hidden_elements import without_hidden
 from proxy.letter_forms import LOOK_ALIKE, compat_read, digits_read, latin_read
 
 _HIDDEN_CLASS = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
@@ -58,11 +63,13 @@ PIECE = 1 << 15
 """About how many characters one regex pass reads (``_in_pieces``): a worker thread reading a
 large text lets the event loop run between passes (as ``proxy.judged_text.visible`` does)."""
 
-_LINK = re.compile(r"(!?)\[([^\[\]\n]*+)\]\(([^()\s<>\[\]]*+)\)")
-"""A markdown link or image on one line (``[ait](#)``, ``[ait for](#)``, ``![](x)``): inside a
+_LINK = re.compile(r"(!?)\[([^\[\]\n]*+)\](?:\(\s*+(?:<([^<>\n]*+)>|([^()\s<>\[\]]*+))"
+                   r"(?:\s++(\"[^\"\n]*+\"|'[^'\n]*+'|\([^()\n]*+\)))?\s*+\)|\[([^\[\]\n]*+)\])")
+"""A markdown link or image on one line (``[ait](#)``, ``[ait for](#)``, ``![](x)``, with a
+title ``[ait](# "t")``, an angle target ``[ait](<#>)``, or a reference ``[ait][1]``): inside a
 word it shows as its text (an image as nothing), which the word's letters join: spaces in it
 too (``W[ait for h](#)im`` shows "Wait for him": read as written, 0.71 on mft.care read 0.21).
-Starts only at a ``[`` and stops at the next: linear."""
+Starts only at a ``[`` and each part stops at the next bracket: linear."""
 
 _WORD = re.compile(r"[^\W\d_]{3}")
 """A word in a link's target or an image's alt text: a reading where markdown shows as written
@@ -80,13 +87,21 @@ _WORDED_MARK = r"<!--[^<>\n]*?-->|</?[A-Za-z][^<>\n]*+>"
 where markup is shown as written."""
 
 
+LEADING_EDGES = 8
+"""The most ``edge`` runs before a split word that go with it: a start after a ``>`` (a
+quote's, an arrow's, but also ``-->`` and ``<b >``) inside a run of edges with no word after
+them read the rest of the run again (review rv5: ``<b >`` written 4,600 times took 9.6 s,
+quadratic), so each start reads a few at most."""
+
+
 def _split_word(mark: str, edge: str) -> re.Pattern[str]:
-    """A word split by ``mark`` runs, with the ``edge`` runs around it: it starts where no
-    word character or mark ends (each run is tried once: linear), or after a ``>`` that ends
-    no tag (a quote's, an arrow's)."""
+    """A word split by ``mark`` runs, with the ``edge`` runs around it (``LEADING_EDGES``
+    before it at most): it starts where no word character or mark ends (each run is tried
+    once: linear), or after a ``>`` that ends no tag (a quote's, an arrow's)."""
     part = r"[^\W_]++"
     start = r"(?:(?<![\w*~`>])|(?<=>)(?<![^\s=-]>))"
-    return re.compile(rf"{start}(?:{edge})*+{part}(?:(?:{mark})++{part})++(?:{edge})*+")
+    return re.compile(rf"{start}(?:{edge}){{0,{LEADING_EDGES}}}+{part}(?:(?:{mark})++{part})++"
+                      rf"(?:{edge})*+")
 
 
 _SPLIT = _split_word(_BARE_MARK, rf"{_BARE_MARK}|_++")
@@ -181,8 +196,8 @@ def _link_shown(text: str, written: list[bool], link: re.Match[str]) -> str:
     start, end = link.span()
     if not ((start and text[start - 1].isalnum()) or (end < len(text) and text[end].isalnum())):
         return link.group()
-    image, words, target = link.groups()
-    if _WORD.search(f"{target} {words if image else ''}"):
+    image, words, *target = link.groups()
+    if _WORD.search(" ".join([*filter(None, target), words if image else ""])):
         written.append(True)
     return "" if image else words
 
@@ -194,7 +209,7 @@ def _links_read(written: list[bool], text: str) -> str:
 def _links(text: str) -> tuple[str, list[str]]:
     """``text`` with its links and images inside words as they show, and its lines that differ
     where one has a target or alt text with a word (read both ways, as a worded tag)."""
-    if "](" not in text:
+    if "](" not in text and "][" not in text:
         return text, []
     written: list[bool] = []
     read = _in_pieces(text, partial(_links_read, written), _LINE_CUT)
@@ -204,27 +219,10 @@ def _links(text: str) -> tuple[str, list[str]]:
     return read, [line for line, kept in zip(lines, shown_lines) if line != kept]
 
 
-_HIDING = re.compile(r"display\s*+:\s*+none|visibility\s*+:\s*+hidden|\shidden(?![\w-])",
-                     re.IGNORECASE)
-"""What hides an element in its attributes: its style, or the ``hidden`` attribute."""
-_ELEMENT = re.compile(r"<([A-Za-z][A-Za-z0-9]{0,15}+)([\s/][^<>]*+)>[^<>]*+</\1\s*+>")
-"""An element with attributes and its text (no tag inside). Starts only at a ``<``, and each
-part stops at the next ``<`` or ``>``: linear."""
-
-
-def _unhidden_element(element: re.Match[str]) -> str:
-    """An element a renderer hides (``style="display:none"``, ``visibility:hidden``,
-    ``hidden``) shows nothing of its text: ``st<span style="display:none">qzx</span>ab``
-    shows "stab" (read as written, 0.71 on mft.care read 0.32)."""
-    return "" if _HIDING.search(element.group(2)) else element.group()
-
-
 def _unhidden(text: str) -> tuple[str, list[str]]:
-    """``text`` without the elements a renderer hides, and its lines that differ (shown as
-    written where markup is: read both ways, as a worded tag is)."""
-    if "<" not in text or not _HIDING.search(text):
-        return text, []
-    read = _in_pieces(text, partial(_ELEMENT.sub, _unhidden_element), _LINE_CUT)
+    """``text`` without the elements a renderer hides (``proxy.hidden_elements``), and its
+    lines that differ (shown as written where markup is: read both ways, as a worded tag is)."""
+    read = without_hidden(text)
     if read == text:
         return text, []
     lines, shown_lines = text.split("\n"), read.split("\n")
@@ -260,9 +258,17 @@ def shown_readings(text: str) -> tuple[str, list[str], list[str]]:
     they read other words, and what its tag characters written as references spell."""
     text, tags = _references(_hidden_gone(text))
     text, hidden = _unhidden(text)
-    text, linked = _links(_digits(_latin(_compat(text))))
+    text, linked = _links(_letters(text))
     read, also = _marks_shown(text)
-    return read, [*hidden, *linked, *also], tags
+    written = [_digits(line) for line in [*map(_letters, hidden), *linked, *also]]
+    return _digits(read), written, tags
+
+
+def _letters(text: str) -> str:
+    """``text`` with the letters that show as ASCII ones in those (``proxy.letter_forms``):
+    the lines read as written too (review rv5: a hidden element's line was read raw, so
+    fullwidth letters in it read as nothing the judge knows, 0.03 for 0.55)."""
+    return _latin(_compat(text))
 
 
 def _marks_shown(text: str) -> tuple[str, list[str]]:
