@@ -94,14 +94,21 @@ them read the rest of the run again (review rv5: ``<b >`` written 4,600 times to
 quadratic), so each start reads a few at most."""
 
 
+_STOPS = r"[.,;:!?'\")\]]"
+"""Punctuation between a split word and the edges that close it (``Su<i>re.</i>``): the
+closing tag after it shows as nothing too (with the judge's second cm refit, the stray
+``</i>`` left after each word's full stop read a diluted attack at 0.47 for 0.71 plain)."""
+
+
 def _split_word(mark: str, edge: str) -> re.Pattern[str]:
     """A word split by ``mark`` runs, with the ``edge`` runs around it (``LEADING_EDGES``
-    before it at most): it starts where no word character or mark ends (each run is tried
-    once: linear), or after a ``>`` that ends no tag (a quote's, an arrow's)."""
+    before it at most; after it, each behind at most three ``_STOPS``): it starts where no
+    word character or mark ends (each run is tried once: linear), or after a ``>`` that ends
+    no tag (a quote's, an arrow's)."""
     part = r"[^\W_]++"
     start = r"(?:(?<![\w*~`>])|(?<=>)(?<![^\s=-]>))"
     return re.compile(rf"{start}(?:{edge}){{0,{LEADING_EDGES}}}+{part}(?:(?:{mark})++{part})++"
-                      rf"(?:{edge})*+")
+                      rf"(?:{_STOPS}{{0,3}}+(?:{edge}))*+")
 
 
 _SPLIT = _split_word(_BARE_MARK, rf"{_BARE_MARK}|_++")
