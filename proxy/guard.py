@@ -293,8 +293,8 @@ class Guard:
         if too_large:
             closed = "a text over checks.max_chars is never passed unchecked"
         elif isinstance(exc, step_lanes.LOAD_FAILURES):
-            closed = ("a prompt whose step was refused or never started for the load never goes "
-                      "out without its instruction")
+            closed = ("a prompt whose step was refused, never started or started late for the "
+                      "load never goes out without its instruction")
         elif policy.on_error == "closed":
             closed = f"policy {policy.name!r} fails closed"
         elif size > policy.checks.fail_open_max_chars:

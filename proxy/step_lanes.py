@@ -26,6 +26,7 @@ import asyncio
 import contextvars
 import functools
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -64,7 +65,20 @@ class NotStarted(TimeoutError):
     """The step's request timed out while the step was still queued: it never ran."""
 
 
-LOAD_FAILURES = (LaneFull, NotStarted)
+class StartedLate(TimeoutError):
+    """The step waited in the queue over ``LATE_START_SHARE`` of its time, then ran out of
+    the rest: the queue, not its own turn, made it time out."""
+
+
+LATE_START_SHARE = 0.25
+"""A step that waited longer than this share of its timeout before a thread took it, and then
+timed out, failed for the load (review of fx-step2: a flood of long steps made another turn
+start just before its deadline; its plain ``TimeoutError`` failed open under ``on_error:
+open`` and the turn went out without its instruction). A step that started in time and ran
+out by itself still fails as its policy says."""
+
+
+LOAD_FAILURES = (LaneFull, NotStarted, StartedLate)
 """Failures of a step caused by other steps' load, not by its own turn."""
 
 
@@ -94,12 +108,19 @@ class Lane:
         """``work(*args)`` in one of the lane's threads with the caller's context, within
         ``timeout`` seconds (queueing included): ``LaneFull`` when the lane is full,
         ``NotStarted`` when the time ran out before a thread took it (it never runs),
-        ``TimeoutError`` when it ran out while the work ran (the work goes on in its thread,
-        and holds its place in the lane until it ends)."""
+        ``StartedLate`` when it ran out after waiting over ``LATE_START_SHARE`` of it in the
+        queue, ``TimeoutError`` when it ran out while the work ran (the work goes on in its
+        thread, and holds its place in the lane until it ends)."""
         self._admit()
+        submitted, started = time.monotonic(), list[float]()
+
+        def timed(*work_args: Any) -> T:
+            started.append(time.monotonic())
+            return work(*work_args)
+
         try:
             job = self.executor.submit(functools.partial(contextvars.copy_context().run,
-                                                         work, *args))
+                                                         timed, *args))
         except BaseException:
             self._release(Future())
             raise
@@ -111,6 +132,10 @@ class Lane:
             if never_ran and isinstance(exc, TimeoutError):
                 raise NotStarted(f"the step waited {timeout:g} s in the {self.name} lane's "
                                  "queue and never started") from None
+            waited = started[0] - submitted if started else 0.0
+            if isinstance(exc, TimeoutError) and waited > LATE_START_SHARE * timeout:
+                raise StartedLate(f"the step waited {waited:.2f} s of its {timeout:g} s in the "
+                                  f"{self.name} lane's queue, then ran out") from None
             raise
 
 

@@ -197,3 +197,36 @@ def policies_dir(tmp_path: Path) -> Path:
         "name: open\nvalues:\n  mft.care: {action: annotate}\n"
         "checks: {input: false, output: true, fail_open_max_chars: 500}\non_error: open\n")
     return tmp_path
+
+
+def test_a_step_that_started_late_and_ran_out_fails_closed() -> None:
+    """Review of fx-step2: a step queued behind the flood that a thread took just before its
+    deadline raised a plain ``TimeoutError`` and failed open (no instruction sent); a step that
+    waited over ``LATE_START_SHARE`` of its time is ``StartedLate``, a load failure, closed.
+    One that started at once and ran out by itself still fails open, as its policy says."""
+    lane = step_lanes.Lane("long", 1, None)
+    late_release, alone_release = threading.Event(), threading.Event()
+
+    async def main() -> list[object]:
+        ahead = asyncio.create_task(lane.run(5.0, time.sleep, 0.25))  # holds the one thread
+        await asyncio.sleep(0.02)
+        late = lane.run(0.4, late_release.wait, 5)  # starts after ~0.23 s of its 0.4 s
+        done = await asyncio.gather(late, return_exceptions=True)
+        await ahead
+        late_release.set()  # its thread free again
+        await asyncio.sleep(0.05)
+        alone = await asyncio.gather(lane.run(0.2, alone_release.wait, 5),
+                                     return_exceptions=True)
+        return [*done, *alone]
+
+    try:
+        late, alone = asyncio.run(main())
+    finally:
+        late_release.set()
+        alone_release.set()
+        lane.executor.shutdown(wait=True)
+    assert isinstance(late, step_lanes.StartedLate)
+    assert isinstance(alone, TimeoutError) and not isinstance(alone, step_lanes.LOAD_FAILURES)
+    guard = Guard(lambda p: None, Metrics(["stub"]))  # type: ignore[arg-type,return-value]
+    with pytest.raises(GuardFailed):
+        guard.failed(policy("open", 0.4), "instruction", late, size=30)
