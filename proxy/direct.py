@@ -289,12 +289,12 @@ def error_fields(body: bytes) -> tuple[str, object, object]:
         return body[:ERROR_BODY_BYTES].decode("utf-8", "replace"), None, None
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"]), error.get("param"), error.get("code")
+        return json.dumps(data), None, None
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         return body.decode("utf-8", "replace"), None, None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"]), error.get("param"), error.get("code")
-    return json.dumps(data), None, None
 
 
 class SplitUpstream:

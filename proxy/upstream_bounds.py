@@ -21,8 +21,9 @@ other), gives each response, before anything reads its body:
   as it came, a longer one as an OpenAI error envelope of its ``param``, ``code`` and the
   head of its message (``proxy.direct.error_fields`` reads them, as on the direct path),
   redacted by the gateway's ``Redactor`` before it is cut;
-- for a stream, at most ``ERROR_EVENT_BYTES`` of an event that names an error (the openai SDK
-  raises its message, which LiteLLM redacts as an error body's: 1 MB held the loop 6.4 s);
+- for a stream, at most the event bound of one event and ``ERROR_EVENT_BYTES`` of an error
+  event (``proxy.upstream_events``: the openai SDK raises its message, which LiteLLM redacts
+  as an error body's: 1 MB held the loop 6.4 s);
 - for a reply that is not a stream, the deadline of its request's read timeout (the
   deployment's ``timeout`` as LiteLLM sends it), counted from when the request was sent: past
   it, the library's ``ReadTimeout``, which LiteLLM and the gateway map as any timeout (504;
@@ -30,7 +31,7 @@ other), gives each response, before anything reads its body:
 
 The bounds of a call are the ``LiteLLMUpstream``'s (``bounds_for``, a context variable, which
 the tasks LiteLLM starts for the call inherit); a response outside any gateway call is left as
-it is. Not covered: LiteLLM's handlers that call
+it is. A request whose reply was cut is not sent again by the call's retries (``Call``). Not covered: LiteLLM's handlers that call
 with aiohttp itself rather than through an httpx client (``aiohttp_openai/``), and the
 sync clients' deadline (the gateway calls LiteLLM only asynchronously).
 """
@@ -53,6 +54,12 @@ import httpx
 
 from proxy.errors import UpstreamFailed
 from proxy.redaction import Redactor
+from proxy.upstream_events import EventSizes, ReplyTooLarge
+
+__all__ = ["CURRENT", "DEFAULT_MAX_BYTES", "ERROR_KEPT_BYTES", "ERROR_TEXT_CHARS", "Call",
+           "EventSizes", "ReplyBounds", "ReplyTooLarge", "bound", "bound_response",
+           "bound_response_sync", "bound_responses", "bounds_for", "error_body", "note_sent",
+           "note_sent_sync", "too_large_as_502"]
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 """``upstream.max_response_bytes``'s default."""
@@ -86,27 +93,53 @@ class ReplyBounds:
         return MAX_EVENT_BYTES
 
 
-CURRENT: ContextVar[ReplyBounds | None] = ContextVar("vilmo_reply_bounds", default=None)
-"""The bounds of the gateway's call being made; None outside one (another openai SDK client in
-the process, a test's: its responses are left as they are)."""
+@dataclass(slots=True)
+class Call:
+    """One gateway call through LiteLLM, its retries and fallbacks included: its bounds, and the
+    requests whose reply was cut. LiteLLM retries a cut reply (the SDK raises the cut as a
+    connection error): a retry of such a request fails at once (``note_sent``) instead of
+    reading the same reply again; a fallback's request (another model) is sent."""
+
+    bounds: ReplyBounds
+    cuts: dict[tuple[str, int], str] = field(default_factory=dict)
+    """The gateway's text of each cut, by what a retry repeats of its request (``attempt``)."""
+
+    def cut(self, request: Any, message: str) -> ReplyTooLarge:
+        """Note that ``request``'s reply was cut; the exception to raise."""
+        key = attempt(request)
+        if key is not None:
+            self.cuts[key] = message
+        return ReplyTooLarge(message)
+
+    def refuse_retry(self, request: Any) -> None:
+        """Raise the cut again when ``request`` repeats one whose reply was cut."""
+        message = self.cuts.get(attempt(request) or ("", 0)) if self.cuts else None
+        if message is not None:
+            raise ReplyTooLarge(message)
+
+
+def attempt(request: Any) -> tuple[str, int] | None:
+    """What a retry repeats of a request (its URL and body); None when its body is a stream."""
+    try:
+        return str(request.url), hash(bytes(request.content))
+    except Exception:  # noqa: BLE001 - RequestNotRead (either httpx): a stream, no retry
+        return None
+
+
+CURRENT: ContextVar[Call | None] = ContextVar("vilmo_reply_bounds", default=None)
+"""The gateway's call being made; None outside one (another openai SDK client in the process,
+a test's: its responses are left as they are)."""
 
 
 @contextmanager
 def bounds_for(bounds: ReplyBounds) -> Iterator[None]:
-    """The responses the calls made in this block receive are bounded by ``bounds``."""
-    token = CURRENT.set(bounds)
+    """The responses the calls made in this block receive are bounded by ``bounds``; the
+    block is one call (``Call``: a cut reply is not read again by its retries)."""
+    token = CURRENT.set(Call(bounds))
     try:
         yield
     finally:
         CURRENT.reset(token)
-
-
-class ReplyTooLarge(Exception):
-    """A bound was crossed; ``message`` is the gateway's text for the 502."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @contextmanager
@@ -134,73 +167,17 @@ def _cut_in(exc: BaseException) -> ReplyTooLarge | None:
     return None
 
 
-ERROR_MARK = b'"error"'
-"""How an error event's JSON names its error (a key; in a chunk's text it is escaped)."""
-ERROR_EVENT_BYTES = 8192
-"""The largest stream event naming an error LiteLLM is given (the openai SDK raises such an
-event's message, which LiteLLM redacts as an error body's): past it, 502 ``upstream_too_large``
-(an error event is the stream's end either way; OpenAI's are under a kilobyte)."""
-
-
-class EventSizes:
-    """The size of the stream event being read, in an SSE byte stream fed piece by piece (its
-    line ends ``\n``, ``\r\n`` or ``\r``, as ``proxy.relay.EventSplitter`` reads them),
-    holding none of its bytes; an event that names an error (``ERROR_MARK``) has the smaller
-    bound ``ERROR_EVENT_BYTES``."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
-        self.last = b""  # the last byte read, a line end's
-        self.after_cr = False
-        self.erring = False  # the event read names an error
-        self.tail = b""  # its last bytes, where a mark may straddle two pieces
-
-    def feed(self, piece: bytes) -> None:
-        if self.after_cr and piece.startswith(b"\n"):
-            piece = piece[1:]  # the \n of a \r\n split between two pieces
-        if not piece:
-            return
-        self.after_cr = piece.endswith(b"\r")
-        if b"\r" in piece:
-            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        text = self.last + piece  # a blank line may straddle two pieces
-        fresh = len(self.last)  # where ``piece`` starts in ``text``
-        before = self.size - fresh  # the event's size, less where it ends in ``text``
-        start = 0
-        while (end := text.find(b"\n\n", start)) >= 0:
-            self.check(before + end, self.names_error(text, max(start, fresh), end))
-            before, start = -(end + 2), end + 2
-            self.erring, self.tail = False, b""
-        self.size = before + len(text)
-        self.last = text[-1:]
-        self.erring = self.names_error(text, max(start, fresh), len(text))
-        self.tail = (self.tail + text[max(start, fresh):])[-len(ERROR_MARK):]
-        self.check(self.size, self.erring)
-
-    def names_error(self, text: bytes, start: int, end: int) -> bool:
-        """Whether the event read so far, with ``text[start:end]`` (bytes not read before),
-        names an error."""
-        return self.erring or text.find(ERROR_MARK, start, end) >= 0 or \
-            ERROR_MARK in self.tail + text[start:min(end, start + len(ERROR_MARK))]
-
-    def check(self, size: int, erring: bool) -> None:
-        if size > self.limit:
-            raise ReplyTooLarge(f"the upstream for model {{model}} sent a stream event larger "
-                                f"than {self.limit} bytes")
-        if erring and size > ERROR_EVENT_BYTES:
-            raise ReplyTooLarge(f"the upstream for model {{model}} sent an error event larger "
-                                f"than {ERROR_EVENT_BYTES} bytes")
-
-
 class BoundedDecoder:
     """A response's content decoder that counts what it decodes and stops at the bounds; of an
     error body it keeps only the head, given on ``flush``. httpx's decoders return bytes from
     ``decode`` and ``flush``, httpx2's iterate over pieces: either is kept as it is."""
 
-    def __init__(self, inner: Any, bounds: ReplyBounds, *, error: bool, stream: bool) -> None:
+    def __init__(self, inner: Any, call: Call, request: Any, *, error: bool,
+                 stream: bool) -> None:
         self.inner = inner
-        self.bounds = bounds
+        self.call = call
+        self.request = request
+        self.bounds = bounds = call.bounds
         self.total = 0
         self.error = error
         self.head = bytearray()
@@ -232,10 +209,13 @@ class BoundedDecoder:
     def take(self, decoded: bytes) -> bytes:
         self.total += len(decoded)
         if self.total > self.bounds.max_bytes:
-            raise ReplyTooLarge(f"the reply from the upstream for model {{model}} is larger "
-                                f"than upstream.max_response_bytes ({self.bounds.max_bytes})")
+            raise self.call.cut(self.request, "the reply from the upstream for model {model} is "
+                                f"larger than upstream.max_response_bytes ({self.bounds.max_bytes})")
         if self.events is not None:
-            self.events.feed(decoded)
+            try:
+                self.events.feed(decoded)
+            except ReplyTooLarge as cut:
+                raise self.call.cut(self.request, cut.message) from None
         if not self.error:
             return decoded
         from proxy.direct import ERROR_BODY_BYTES
@@ -253,7 +233,10 @@ def error_body(head: bytes, total: int, redact: Redactor) -> bytes:
     from proxy.direct import error_fields  # the direct path's reading of an error body
     from proxy.upstream_hints import MAX_LABEL_CHARS
 
-    message, param, code = error_fields(head)  # a head past ERROR_BODY_BYTES: not parsed
+    try:
+        message, param, code = error_fields(head)  # a head past ERROR_BODY_BYTES: not parsed
+    except Exception:  # noqa: BLE001 - a body error_fields misses: its text, no crash
+        message, param, code = head.decode("utf-8", "replace"), None, None
     error: dict[str, Any] = {"message": redact.cut(message, ERROR_TEXT_CHARS)}
     for name, value in (("param", param), ("code", code)):
         if type(value) in (str, int) and len(str(value)) <= MAX_LABEL_CHARS:
@@ -303,13 +286,13 @@ def library_of(response: Any) -> ModuleType:
 
 def bound(response: Any, *, deadline: bool) -> None:
     """Give ``response`` (httpx's or httpx2's, its head just read) the call's bounds."""
-    bounds = CURRENT.get()
-    if bounds is None:
+    call = CURRENT.get()
+    if call is None:
         return
-    deadline = deadline and bounds.deadline
+    deadline = deadline and call.bounds.deadline
     status = response.status_code
     stream = response.headers.get("content-type", "").startswith("text/event-stream")
-    response._decoder = BoundedDecoder(response._get_content_decoder(), bounds,
+    response._decoder = BoundedDecoder(response._get_content_decoder(), call, response.request,
                                        error=status >= 400, stream=stream)
     if not deadline or response.is_closed:
         return
@@ -323,10 +306,14 @@ def bound(response: Any, *, deadline: bool) -> None:
 
 
 async def note_sent(request: Any) -> None:
-    request.extensions[SENT_AT] = time.monotonic()
+    note_sent_sync(request)
 
 
 def note_sent_sync(request: Any) -> None:
+    """Note when ``request`` is sent; refuse it when its call cut its reply before."""
+    call = CURRENT.get()
+    if call is not None:
+        call.refuse_retry(request)
     request.extensions[SENT_AT] = time.monotonic()
 
 
