@@ -89,9 +89,9 @@ async def chat_completions(request: Request) -> Response:
              openapi_extra={**json_body(ValuesCheckRequest, "A text or a conversation to judge"),
                             "parameters": [POLICY_HEADER]})
 async def values_check(request: Request) -> ValuesCheckResult:
-    """A key's check is charged to its ``tpm`` once its policy is chosen (a policy it may not
-    use is a 403, not a charge), and given back when refused before the judge read it
-    (``proxy.check_charge``)."""
+    """Judges a text or a conversation under a policy, without calling a model. A virtual
+    key's check is charged to its `tpm` once its policy is chosen; one refused before the judge
+    reads it (400, 403, 413, 503 `policy_unavailable`) costs no tokens."""
     raw, body = await read_valid(request, ValuesCheckRequest)
     caller, store = caller_of(request), getattr(request.app.state, "store", None)
     services: Services = request.app.state.services
