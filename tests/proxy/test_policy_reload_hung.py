@@ -146,11 +146,12 @@ def test_a_slow_pass_that_finishes_loads_its_file(
     file no later pass read, once, and later passes meanwhile skip it."""
     shutil.copy(SHIPPED_POLICY_DIR / "default.yaml", tmp_path / "default.yaml")
     loads: list[str] = []
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def check(policy: Policy) -> None:
         if policy.name == "big":
             loads.append(policy.name)
+            entered.set()
             release.wait(60)
 
     store = PolicyStore(tmp_path, "default", reload_interval=0, check=check)
@@ -163,10 +164,7 @@ def test_a_slow_pass_that_finishes_loads_its_file(
         await asyncio.wait([first], timeout=5)
         slow = policy_reload.start_reload(store)  # loads big.yaml, slowly
         assert slow is not None
-        for _ in range(50):
-            if loads:
-                break
-            await asyncio.sleep(0.02)
+        assert await asyncio.to_thread(entered.wait, 10)
         for _ in range(3):  # each finds the pass in flight too long: abandoned, then skipped
             running = policy_reload.start_reload(store)
             assert running is not None and running is not slow

@@ -227,13 +227,15 @@ def test_an_older_pass_never_replaces_a_newer_one(tmp_path: Path) -> None:
     on the new one, and a pass's read of a file is dropped when a later pass committed it."""
     for name in ("default", "a", "c"):
         write(tmp_path / f"{name}.yaml", DEFAULT.replace("default", name, 1))
-    hung, slow, armed = threading.Event(), threading.Event(), threading.Event()
+    hung, slow, armed, entered = (threading.Event() for _ in range(4))
     calls: list[str] = []
 
     def check(policy: Policy) -> None:
         if armed.is_set() and policy.name == "a":
             calls.append(threading.current_thread().name)
-            (hung if len(calls) == 1 else slow).wait(10)
+            entered.set()
+            if len(calls) <= 2:  # the first pass hangs; the old lock's waiter is slow
+                (hung if len(calls) == 1 else slow).wait(10)
 
     store = PolicyStore(tmp_path, "default", reload_interval=0, check=check)
     write(tmp_path / "a.yaml", DEFAULT.replace("default", "a", 1) + "# edited\n")
@@ -241,7 +243,7 @@ def test_an_older_pass_never_replaces_a_newer_one(tmp_path: Path) -> None:
     armed.set()
     first = threading.Thread(target=store.refresh, name="first")  # hangs on a.yaml
     first.start()
-    time.sleep(0.2)
+    assert entered.wait(10)
     waiter = threading.Thread(target=store.refresh, name="waiter")  # waits on its lock
     waiter.start()
     time.sleep(0.2)
