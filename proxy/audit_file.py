@@ -16,12 +16,17 @@ The file is opened for every record, as before: an outside rotation (logrotate w
 
 The file is its user's only (``PRIVATE_MODE``): one made before (by an older gateway, which
 made it 0644, or by logrotate's ``create 0644``) is made so when it is next opened, and its
-rotations when the writer is made, each logged once as a warning.
+rotations when the writer is made, each logged once as a warning. One the gateway may write but
+does not own (logrotate's ``create 0664 root adm``, the gateway in group ``adm``) cannot be made
+so: it is written as it is, with one warning per file (its mode is its owner's to set). The
+rotations and lock file are opened without blocking: one that is a pipe would hold the writer
+until something read it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -46,7 +51,7 @@ class RotatingFile:
         self.lock_path = path.with_name(f".{path.name}.lock")
         for older in (self.lock_path, *map(self.rotated, range(1, rotated_files + 1))):
             with contextlib.suppress(OSError):  # absent, or not ours: its writes still go on
-                fd = os.open(older, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                fd = os.open(older, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
                 try:
                     keep_private(fd, older)
                 finally:
@@ -89,12 +94,16 @@ class RotatingFile:
 
     def _lock(self, wait: bool = True) -> int | None:
         """The lock file's descriptor, locked; None for a path that is not a regular file.
-        BlockingIOError when ``wait`` is False and another writer holds it."""
+        BlockingIOError when ``wait`` is False and another writer holds it; OSError when the
+        lock file is not a regular file."""
         with contextlib.suppress(FileNotFoundError):
             if not stat.S_ISREG(os.stat(self.path).st_mode):
                 return None
-        lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_MODE)
+        lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK,
+                       PRIVATE_MODE)
         try:
+            if not stat.S_ISREG(os.fstat(lock).st_mode):  # a pipe put there: no lock of ours
+                raise OSError(errno.EINVAL, f"{self.lock_path} is not a regular file")
             fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BaseException:
             os.close(lock)
@@ -138,12 +147,28 @@ def open_private(path: Path) -> int:
 def keep_private(fd: int, path: Path) -> None:
     """A regular file that its group or others may read or write is made ``PRIVATE_MODE``
     (logged): ``O_CREAT``'s mode applies only to a file it makes, so one made before kept its
-    0644. Not a regular file (a pipe, ``/dev/stdout``): left as it is."""
+    0644. Not a regular file (a pipe, ``/dev/stdout``): left as it is. One this user may not
+    change (another user's, that it may write): left as it is, logged once per file, nothing
+    raised (its records still go in; its mode is its owner's to set)."""
     mode = os.fstat(fd).st_mode
-    if stat.S_ISREG(mode) and mode & 0o077:
+    if not stat.S_ISREG(mode) or not mode & 0o077:
+        return
+    try:
         os.fchmod(fd, PRIVATE_MODE)
-        log.warning("audit file %s could be read by other users (mode %o): made %o", path,
-                    stat.S_IMODE(mode), PRIVATE_MODE)
+    except PermissionError:  # EPERM or EACCES: not this user's file
+        if str(path) not in _not_ours:
+            _not_ours.add(str(path))
+            log.warning("audit file %s could be read by other users (mode %o) and is not this "
+                        "user's to make %o: written as it is (its owner sets its mode)", path,
+                        stat.S_IMODE(mode), PRIVATE_MODE)
+        return
+    log.warning("audit file %s could be read by other users (mode %o): made %o", path,
+                stat.S_IMODE(mode), PRIVATE_MODE)
+
+
+_not_ours: set[str] = set()
+"""Files ``keep_private`` could not make private, each logged once (the audit file, its
+rotations and lock file: a few paths)."""
 
 
 def _write_all(fd: int, data: bytes) -> None:

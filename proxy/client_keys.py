@@ -9,8 +9,8 @@ what the request holds, or what it lacks is held then (``hold_to_regenerate``): 
 a ceiling across them. ``Settlement`` settles it, once, just before its client has the whole
 reply: the tokens it used (``proxy.stages.Trace.tokens``) in, what it held out.
 
-A ``/v1/values/check`` request is charged its text's estimate the same way (``charge_check``),
-and never refunded: the judge reads it.
+A ``/v1/values/check`` request is charged its text's estimate the same way
+(``proxy.check_charge``), given back only when it is refused before the judge reads it.
 
 A key is read from the store on every request, so a revocation holds on every replica at once
 while the store is reachable. When the store cannot be reached, a key this process verified
@@ -145,36 +145,6 @@ def refusal(decision: LimitDecision) -> KeyRateLimited:
                f"{retry} s" if reason == "store"
                else f"this key is over its {what} per minute limit; retry in {retry} s")
     return KeyRateLimited(message, code=reason, headers={"retry-after": str(retry)})
-
-
-async def charge_check(store: Store, key: VirtualKey,
-                       body: Mapping[str, Any]) -> KeyRateLimited | None:
-    """Charge a ``/v1/values/check`` request to the key's ``tpm``: the estimate of what it
-    sends the judge (``check_params``, at least one token), held in the step that checks it
-    (``Store.reserve_tokens``, as a chat request's) and never refunded, since the judge reads
-    it. Without it, a key limited only by ``tpm`` had no limit on checks at all. None when it
-    fits, else the 429 (without ``Retry-After`` for a text larger than the ``tpm``)."""
-    if key.tpm is None:
-        return None
-    params = check_params(body)
-    least, chars = least_estimate(params)
-    tokens = max(1, await estimate_off_loop(params, chars) if least <= key.tpm else least)
-    if tokens > key.tpm:
-        return KeyRateLimited(
-            f"this text needs about {tokens} tokens, more than this key's limit of {key.tpm} "
-            "tokens per minute: it can never be admitted; shorten it", code="tpm")
-    decision = await asyncio.to_thread(store.reserve_tokens, key.id, key.tpm, tokens, tokens)
-    return None if decision.allowed else refusal(decision)
-
-
-def check_params(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A check request as the chat messages ``proxy.token_estimate`` counts: its messages,
-    then its ``prompt`` and ``text``."""
-    messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
-    messages += [{"role": role, "content": body[field]}
-                 for field, role in (("prompt", "user"), ("text", "assistant"))
-                 if isinstance(body.get(field), str)]
-    return {"messages": messages}
 
 
 UNCAPPED_SHARE = 4

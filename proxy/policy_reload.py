@@ -5,10 +5,12 @@ So a request that finds a pass due starts one in a worker thread and is served t
 last loaded; only a request naming a policy that is not loaded waits for the pass in flight,
 which may be what brings it (a file added since start-up), at most ``UNKNOWN_WAIT_S``: a pass
 that hangs (weights on a hung mount) holds no request without end. Passes run one at a time per
-store; one in flight past ``HUNG_PASS_S`` is abandoned (``PolicyStore.abandon_pass``: it will
-change nothing, and later passes skip the file it is stuck on) and a new pass starts, logged.
-At most one abandoned pass per store: while it still hangs, a second hung pass is logged once
-and waited for, so threads stuck on a mount stay bounded."""
+store; one in flight past ``HUNG_PASS_S`` is abandoned (``PolicyStore.abandon_pass``: later
+passes skip the file it is on, and when it ends it still commits what it read of the files no
+later pass committed meanwhile, so a slow load that finishes is not lost and repeated for
+ever) and a new pass starts, logged. At most one abandoned pass per store: while it still
+hangs, a second hung pass is logged once and waited for, so threads stuck on a mount stay
+bounded."""
 
 from __future__ import annotations
 
@@ -51,8 +53,8 @@ def start_reload(store: PolicyStore) -> asyncio.Future[None] | None:
         if not _hung(store, running) or not store.abandon_pass():
             _warn_if_hung(store, running)
             return running.future
-        log.error("a policy reload pass of %s has run for %.0f s: abandoned (it will change "
-                  "nothing); a new pass starts, skipping the file it is stuck on",
+        log.error("a policy reload pass of %s has run for %.0f s: abandoned (when it ends "
+                  "it commits what no later pass read); a new pass starts, skipping the file it is on",
                   store.directory, time.monotonic() - running.started)
     if not store.due():
         return None

@@ -14,7 +14,8 @@ from proxy import pipeline
 from proxy.actions import with_annotation
 from proxy.admission import admit, parse_body
 from proxy.check import check_values
-from proxy.client_keys import charge_check, reserve_tokens
+from proxy.check_charge import charge_check, refund_check, refused_unread
+from proxy.client_keys import reserve_tokens
 from proxy.cross_site import refuse_unless_json
 from proxy.disconnect import unless_disconnected
 from proxy.errors import ClientClosed, InvalidRequest
@@ -22,7 +23,7 @@ from proxy.middleware import Caller
 from proxy.off_loop import off_loop_past
 from proxy.openapi import error_responses, header, json_body
 from proxy.outcome import Facts, Stream, verdict_of
-from proxy.pipeline import ChatRequest
+from proxy.pipeline import ChatRequest, choose_policy
 from proxy.policy_reload import policy_names
 from proxy.protocol import (
     ChatCompletionRequest,
@@ -88,16 +89,30 @@ async def chat_completions(request: Request) -> Response:
              openapi_extra={**json_body(ValuesCheckRequest, "A text or a conversation to judge"),
                             "parameters": [POLICY_HEADER]})
 async def values_check(request: Request) -> ValuesCheckResult:
+    """Judges a text or a conversation under a policy, without calling a model. A virtual
+    key's check is charged to its `tpm` once its policy is chosen; one refused before the judge
+    reads it (400, 403, 413, 503 `policy_unavailable`) costs no tokens."""
     raw, body = await read_valid(request, ValuesCheckRequest)
     caller, store = caller_of(request), getattr(request.app.state, "store", None)
-    if caller.key is not None and store is not None:  # charged to the key's tpm
-        refused = await charge_check(store, caller.key, raw)
-        if refused is not None:
-            services: Services = request.app.state.services
-            services.metrics.limit_rejections.labels(caller.key.name, refused.code or "tpm").inc()
-            raise refused
-    return await unless_disconnected(request.receive, check_values(
-        body, caller, request.headers.get("x-vilmo-policy"), request.app.state.services))
+    services: Services = request.app.state.services
+    policy_header = request.headers.get("x-vilmo-policy")
+    if caller.key is None or store is None:
+        return await unless_disconnected(request.receive, check_values(
+            body, caller, policy_header, services))
+    await choose_policy(caller, body.policy or policy_header, services.policies,
+                        "policy" if body.policy else "X-Vilmo-Policy")  # as check_values does
+    hold = await charge_check(store, caller.key, raw)
+    if hold.refused is not None:
+        services.metrics.limit_rejections.labels(caller.key.name,
+                                                 hold.refused.code or "tpm").inc()
+        raise hold.refused
+    try:
+        return await unless_disconnected(request.receive, check_values(
+            body, caller, policy_header, services))
+    except Exception as error:
+        if refused_unread(error):
+            await refund_check(store, caller.key, hold)
+        raise
 
 
 @router.get("/v1/models")

@@ -24,6 +24,9 @@ The default policy never goes away once loaded: when its file is removed (or ren
 that finds the folder changed while it is gone, so callers without a policy are served as
 before. A file that vanishes between listing and reading (a remove+create by an editor, rsync or
 a ConfigMap update) keeps its previous version on that pass; the next pass reads it again.
+Passes run one at a time, except that one taking long can be abandoned (``abandon_pass``) for
+later passes to run alongside it; each pass works on a copy of the state as it began and
+merges its result file by file, dropping its read of any file a later pass committed since.
 """
 
 from __future__ import annotations
@@ -50,6 +53,17 @@ PolicyFileStamp = tuple[int, int, int, int]  # (mtime_ns, size, inode, ctime_ns)
 class _Entry:
     stamp: PolicyFileStamp
     policy: Policy | None  # the last good version; None if the file never loaded
+
+
+@dataclass(slots=True)
+class _State:
+    """What a reload pass reads and writes: each file's entry, the broken ones, the ignored
+    claims (file -> its name, the file serving it), and changed stamps noted (stamp, first
+    seen)."""
+    files: dict[Path, _Entry]
+    broken: set[Path]
+    ignored: dict[Path, tuple[str, Path]]
+    pending: dict[Path, tuple[PolicyFileStamp, float]]
 
 
 class UnknownPolicy(VilmoError, KeyError):
@@ -81,11 +95,11 @@ class PolicyStore:
         self._ignored: dict[Path, tuple[str, Path]] = {}  # file -> (its name, the file serving it)
         self._checked_at = float("-inf")
         self._refreshing = threading.Lock()  # one pass at a time (a server runs them off its loop)
-        self._commit = threading.Lock()  # held briefly: the state a pass swaps in, and the below
-        self._generation = 0  # a pass commits only if no ``abandon_pass`` came since it began
-        self._in_pass: int | None = None  # the generation of the pass in flight
-        self._reading: Path | None = None  # the file the pass in flight is reading
-        self._abandoned: dict[int, Path | None] = {}  # abandoned passes in flight: their file
+        self._commit = threading.Lock()  # held briefly: the state a pass reads and merges, below
+        self._passes_begun = 0  # each pass's token, taken when it begins
+        self._owner: int | None = None  # the token of the pass in flight, unless abandoned
+        self._reading: dict[int, Path | None] = {}  # passes in flight: the file each reads
+        self._abandoned: set[int] = set()  # abandoned passes still in flight
         self.refresh(force=True)
         self._started = True
         if default_name not in self._by_name:
@@ -128,53 +142,72 @@ class PolicyStore:
     def refresh(self, force: bool = False) -> None:
         """Re-read changed files. Reading a changed file (and ``check``) takes a while: a server
         runs this off its event loop and serves ``loaded`` meanwhile. Safe from any thread:
-        passes run one at a time, and readers see the old index or the new one, whole."""
-        with self._refreshing:
+        passes run one at a time (but for one abandoned, see ``abandon_pass``), and readers see
+        the old index or the new one, whole."""
+        lock = self._acquire_refreshing()
+        try:
             now = self._clock()
             if not force and now - self._checked_at < self.reload_interval:
                 return
             self._checked_at = now
             with self._commit:
-                generation = self._in_pass = self._generation
-                stuck = {p for p in self._abandoned.values() if p is not None}
+                self._passes_begun += 1
+                token = self._owner = self._passes_begun
+                self._reading[token] = None
+                seen = _State(dict(self._files), set(self._broken), dict(self._ignored),
+                              dict(self._pending))
             try:
-                self._reload(now, generation, stuck)
+                self._reload(now, token, seen)
             finally:
                 with self._commit:
-                    self._abandoned.pop(generation, None)  # its file may be read again
-                    if generation == self._generation:
-                        self._in_pass = self._reading = None
+                    del self._reading[token]
+                    self._abandoned.discard(token)  # its file may be read again
+                    if self._owner == token:
+                        self._owner = None
+        finally:
+            lock.release()
+
+    def _acquire_refreshing(self) -> threading.Lock:
+        """The pass lock, held. A thread that waited on a lock that ``abandon_pass`` has since
+        replaced waits again on the new one: passes run one at a time besides the abandoned."""
+        while True:
+            lock = self._refreshing
+            lock.acquire()
+            if lock is self._refreshing:
+                return lock
+            lock.release()
 
     def abandon_pass(self) -> bool:
-        """Lets a later pass run while the one in flight hangs (its file's weights on a hung
-        mount): when that one ends, whatever it read is dropped (it changes nothing), and until
-        then later passes skip the file it was reading (its last good version stays). So one
-        pass at a time changes the store, and one that hangs stops no later one. At most one
-        abandoned pass in flight (threads stuck on a mount are bounded): False, and nothing
+        """Lets a later pass run while the one in flight takes long (its file's weights on a
+        hung mount, or a slow load): later passes skip the file it is reading (its last good
+        version stays meanwhile), and when it ends it commits what it read of each file no
+        later pass has committed meanwhile (so a slow but finishing load is not lost, and an
+        older read never replaces a newer one). So one that hangs stops no later pass. At most
+        one abandoned pass in flight (threads stuck on a mount are bounded): False, and nothing
         done, while one is, or when no pass runs."""
         with self._commit:
-            if self._abandoned or self._in_pass != self._generation:
+            if self._abandoned or self._owner is None:
                 return False
-            self._abandoned[self._generation] = self._reading
-            self._generation += 1
-            self._in_pass = self._reading = None
+            self._abandoned.add(self._owner)
+            self._owner = None
             self._refreshing = threading.Lock()  # the abandoned pass holds the old one
             return True
 
-    def _current(self, generation: int, reading: Path | None = None) -> bool:
-        """Whether the pass of ``generation`` was not abandoned; notes the file it reads."""
+    def _stuck(self, token: int, path: Path) -> bool:
+        """Whether an abandoned pass (not this one) is reading ``path``."""
         with self._commit:
-            if generation != self._generation:
-                return False
-            self._reading = reading
-            return True
+            return any(self._reading.get(other) == path
+                       for other in self._abandoned if other != token)
 
-    def _reload(self, now: float, generation: int, stuck: set[Path]) -> None:
-        """A pass over copies of the state, swapped in at its end unless it was abandoned."""
-        files, broken, ignored = dict(self._files), set(self._broken), dict(self._ignored)
+    def _note_reading(self, token: int, path: Path) -> None:
+        with self._commit:
+            self._reading[token] = path
+
+    def _reload(self, now: float, token: int, seen: _State) -> None:
+        """A pass over copies of the state as it began (``seen``), merged in at its end."""
+        files, broken, ignored = dict(seen.files), set(seen.broken), dict(seen.ignored)
         listed = set(self._policy_files())
         present = {p: stamp for p in listed if (stamp := _stamp(p)) is not None}
-        changed = False
         for path in list(files):
             if path in listed and path not in present:
                 continue  # listed, gone before its stat: keep it; the next pass decides
@@ -182,20 +215,17 @@ class PolicyStore:
                 log.info("policy file %s removed", path)
                 del files[path]
                 broken.discard(path)
-                changed = True
-        pending = {p: seen for p, seen in self._pending.items() if p in present}
-        for path, stamp in present.items():
+        pending = {p: noted for p, noted in seen.pending.items() if p in present}
+        for path, stamp in sorted(present.items()):  # the same order on every replica
             entry = files.get(path)
             if entry is not None and entry.stamp == stamp:
                 pending.pop(path, None)  # back as it was: nothing to load
                 continue
-            if path in stuck:
+            if self._stuck(token, path):
                 continue  # an abandoned pass still reads it: its last good version meanwhile
             if self._started and not _settled(pending, path, stamp, now, self.settle_s):
                 continue  # maybe still being written: the last good version meanwhile
-            if not self._current(generation, path):
-                return  # abandoned: it changes nothing
-            changed = True
+            self._note_reading(token, path)
             previous = entry.policy if entry else None
             try:
                 policy: Policy | None = load_policy(path)
@@ -210,11 +240,41 @@ class PolicyStore:
                 policy = previous
                 broken.add(path)
             files[path] = _Entry(stamp, policy)  # not read again until the file changes
+        self._merge(seen, _State(files, broken, ignored, pending))
+
+    def _merge(self, seen: _State, done: _State) -> None:
+        """Commits a pass's result file by file: what it changed of a file is kept unless a
+        pass that ran alongside (after ``abandon_pass``) committed that file since this one
+        began, which read it later (then this read is dropped, logged)."""
         with self._commit:
-            if generation != self._generation:
-                log.warning("an abandoned policy reload pass of %s ended; what it read is "
-                            "dropped", self.directory)
-                return
+            files, broken, ignored = dict(self._files), set(self._broken), dict(self._ignored)
+            changed = False
+            for path in sorted(seen.files.keys() | done.files.keys()):
+                before, after = seen.files.get(path), done.files.get(path)
+                if after is before:
+                    continue
+                if files.get(path) is not before:
+                    log.warning("policy file %s was read by a later reload pass meanwhile; "
+                                "this pass's read of it is dropped", path)
+                    continue
+                changed = True
+                if after is None:
+                    del files[path]
+                else:
+                    files[path] = after
+                if path in done.broken:
+                    broken.add(path)
+                else:
+                    broken.discard(path)
+                if path not in done.ignored:
+                    ignored.pop(path, None)
+            pending = dict(self._pending)
+            for path in seen.pending.keys() | done.pending.keys():
+                if (noted := done.pending.get(path)) != seen.pending.get(path):
+                    if noted is None:
+                        pending.pop(path, None)
+                    else:
+                        pending[path] = noted
             self._files, self._broken, self._ignored, self._pending = (
                 files, broken, ignored, pending)
             if changed:

@@ -253,9 +253,12 @@ class Store:
             self._skip_until.pop(operation, None)
 
     def _count_error(self, operation: str, error: BaseException) -> None:
+        """Counted; the store is unreachable after a ``StoreUnavailable``, but for a full
+        store's (``StoreFull``: it answered, refusing a write, and serves reads and limits)."""
         with self._lock:
             self._errors[operation] += 1
-            self._reachable = not isinstance(error, StoreUnavailable)
+            if not isinstance(error, StoreFull):
+                self._reachable = not isinstance(error, StoreUnavailable)
 
 
 def _check_limits(rpm: int | None, tpm: int | None) -> None:

@@ -5,10 +5,14 @@ several worker processes writing and rotating the same file at once."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -151,3 +155,83 @@ def test_an_audit_file_made_before_readable_by_others_is_made_private(
     assert start_up_issues(config, "gateway.yaml") == []
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.read_bytes() == b'{"n":1}\n'
+
+
+def test_an_audit_file_not_ours_to_make_private_is_written_with_one_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A file the gateway may write but does not own (logrotate's ``create 0664 root adm``,
+    the gateway in group ``adm``): its ``fchmod`` is refused (EPERM), which stopped start-up
+    and made every record raise (counted as failed) although it was written."""
+    from proxy.start_checks import start_up_issues
+
+    def refused(fd: int, mode: int) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b"")
+    path.chmod(0o664)
+    monkeypatch.setattr(os, "fchmod", refused)  # as for a file of another user
+    config = GatewayConfig.model_validate({
+        "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+        "audit": {"path": str(path)}})
+    with caplog.at_level("WARNING", logger="proxy.audit_file"):
+        assert start_up_issues(config, "gateway.yaml") == []
+        rotating = RotatingFile(path, max_bytes=None, rotated_files=2)
+        assert rotating.append(b'{"n":1}\n') and rotating.append(b'{"n":2}\n')
+    assert path.read_bytes() == b'{"n":1}\n{"n":2}\n'
+    warned = [r for r in caplog.records if "not this user's" in r.getMessage()]
+    assert len(warned) == 1 and str(path) in warned[0].getMessage()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to write as another user")
+def test_an_audit_file_of_another_user_is_written(tmp_path: Path) -> None:
+    """As above, for real: a root-owned 0666 file written by the user ``nobody``."""
+    folder = Path(tempfile.mkdtemp())  # pytest's tmp_path is not open to other users
+    try:
+        folder.chmod(0o777)
+        path = folder / "audit.jsonl"
+        path.write_bytes(b"")
+        path.chmod(0o666)
+        child = (
+            "import os, sys\nfrom pathlib import Path\n"
+            "from proxy.audit_file import RotatingFile\nfrom proxy.start_checks import _appendable\n"
+            "os.setgid(65534); os.setuid(65534)  # imported first: root's Python may be closed\n"
+            "print(_appendable(Path(sys.argv[1]), private=False))\n"
+            "print(RotatingFile(Path(sys.argv[1]), None, 0).append(b'{}\\n'))\n")
+        done = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True,
+                              text=True, timeout=60, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+        assert done.stdout.split() == ["None", "True"], done.stderr[-2000:]
+        assert path.read_bytes() == b"{}\n" and path.stat().st_mode & 0o777 == 0o666
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("pipe", ["audit.jsonl.1", ".audit.jsonl.lock"])
+def test_a_pipe_beside_the_audit_file_never_holds_its_writer(tmp_path: Path, pipe: str) -> None:
+    """A rotation or lock file that is a pipe (a FIFO) was opened to read, which waits for a
+    writer to open it: making the file's writer never returned."""
+    path = tmp_path / "audit.jsonl"
+    os.mkfifo(tmp_path / pipe)
+    results: list[object] = []
+
+    def write() -> None:
+        rotating = RotatingFile(path, max_bytes=100, rotated_files=2)
+        try:
+            results.append(rotating.append(b'{"n":1}\n'))
+        except OSError as error:  # the lock file is not one: the record still goes in
+            results.append(error)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(5)
+    if writer.is_alive():  # before the fix: release the reader that waits for a writer
+        os.close(os.open(tmp_path / pipe, os.O_WRONLY | os.O_NONBLOCK))
+        writer.join(5)
+        pytest.fail("the writer waited on the pipe")
+    assert path.read_bytes() == b'{"n":1}\n'
+    if pipe.endswith(".lock"):  # not a lock: the record goes in, the failure is counted
+        assert len(results) == 1 and isinstance(results[0], OSError)
+    else:
+        assert results == [True]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,44 @@ def test_a_same_size_replacement_keeping_the_mtime_is_reloaded(tmp_path: Path,
     _replace_keeping_stamp(path, DEFAULT, in_place)
     store.get()  # the first pass notes the new stamp; the next loads it
     assert store.get().values["mft.care"].action == "block"
+
+
+def test_an_older_pass_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    """``abandon_pass`` swapped the pass lock, and a thread already waiting on the old one
+    ran a pass alongside passes on the new one; the one that began first committed last,
+    bringing back a policy whose file had been removed. Now a waiter on a replaced lock waits
+    on the new one, and a pass's read of a file is dropped when a later pass committed it."""
+    for name in ("default", "a", "c"):
+        write(tmp_path / f"{name}.yaml", DEFAULT.replace("default", name, 1))
+    hung, slow, armed, entered = (threading.Event() for _ in range(4))
+    calls: list[str] = []
+
+    def check(policy: Policy) -> None:
+        if armed.is_set() and policy.name == "a":
+            calls.append(threading.current_thread().name)
+            entered.set()
+            if len(calls) <= 2:  # the first pass hangs; the old lock's waiter is slow
+                (hung if len(calls) == 1 else slow).wait(10)
+
+    store = PolicyStore(tmp_path, "default", reload_interval=0, check=check)
+    write(tmp_path / "a.yaml", DEFAULT.replace("default", "a", 1) + "# edited\n")
+    store.refresh()  # a.yaml's new stamp noted
+    armed.set()
+    first = threading.Thread(target=store.refresh, name="first")  # hangs on a.yaml
+    first.start()
+    assert entered.wait(10)
+    waiter = threading.Thread(target=store.refresh, name="waiter")  # waits on its lock
+    waiter.start()
+    time.sleep(0.2)
+    assert store.abandon_pass()
+    hung.set()
+    first.join(10)
+    time.sleep(0.2)
+    (tmp_path / "c.yaml").unlink()
+    newer = threading.Thread(target=store.refresh, name="newer")
+    newer.start()
+    newer.join(3)
+    slow.set()
+    for thread in (waiter, newer):
+        thread.join(10)
+    assert store.loaded_names() == ["a", "default"]

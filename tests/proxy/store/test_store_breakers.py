@@ -66,6 +66,7 @@ def test_a_refused_cache_write_at_maxmemory_leaves_every_keys_limits_counted(
         assert store.find_key(other.key) is not None  # keys are still checked
         with pytest.raises(StoreFull):
             store.create_key("refused")  # a refused key write trips nothing either
+        assert store.health().reachable  # it answered (vilmo_store_reachable stays 1)
         assert store.find_key(other.key) is not None
         assert not store.admit(limited.id, limited.rpm, None).allowed
         health = store.health()
