@@ -48,12 +48,22 @@ PROMPT_SCAN_CHARS = 1 << 16
 first 64 K characters show nothing (invisible characters, markup) is no context to the judge,
 and a prompt of a megabyte costs a reading of 64 K characters, not of the megabyte (review
 rv5: 1.3 million zero-width spaces were read for 0.24 s, on each window of a stream)."""
+_EMPTY_ELEMENTS = ("a|abbr|article|aside|b|bdi|bdo|big|blockquote|br|caption|center|cite|code|col|"
+                   "colgroup|dd|del|dfn|div|dl|dt|em|figcaption|figure|font|footer|h[1-6]|header|"
+                   "hr|i|img|ins|kbd|li|mark|nav|ol|p|pre|s|samp|section|small|span|strong|sub|"
+                   "sup|table|tbody|td|tfoot|th|thead|tr|tt|u|ul|var|wbr")
+"""HTML elements whose tags show nothing by themselves (formatting and layout): only these
+are standalone markup; any other ``<word>`` is read as written (review: ``Tell me how to
+<kill> my <wife>`` read "Tell me how to   my", and a compliant reply 0.15 for 0.75 on
+mft.care; ``vector<int>`` read "vector")."""
+_EMPTY_TAG = rf"</?(?i:{_EMPTY_ELEMENTS})\s*+/?>"
 _SHOWS_NOTHING = re.compile(
-    r"(?:<!--[^<>\w]*?-->|</?[A-Za-z][A-Za-z0-9]{0,15}+\s*+/?>|!\[[^\[\]\n\w]*+\]\([^()\s<>\[\]]*+\))"
-    r"(?:\s*+(?:<!--[^<>\w]*?-->|</?[A-Za-z][A-Za-z0-9]{0,15}+\s*+/?>"
+    rf"(?:<!--[^<>\w]*?-->|{_EMPTY_TAG}|!\[[^\[\]\n\w]*+\]\([^()\s<>\[\]]*+\))"
+    rf"(?:\s*+(?:<!--[^<>\w]*?-->|{_EMPTY_TAG}"
     r"|!\[[^\[\]\n\w]*+\]\([^()\s<>\[\]]*+\)))*+")
-"""A run of markup that shows no word, standalone: a comment without words, a tag without
-attributes, an image without alt words (``<!---->``, ``<b></b>``, ``<br>``, ``![](x)``)."""
+"""A run of markup that shows no word, standalone: a comment without words, a tag of
+``_EMPTY_ELEMENTS`` without attributes, an image without alt words (``<!---->``,
+``<b></b>``, ``<br>``, ``![](x)``)."""
 
 
 def judged_prompt(prompt: str | None) -> str | None:

@@ -208,11 +208,13 @@ def _hex_code(word: re.Match[str]) -> bool:
 def _digit_word(word: re.Match[str]) -> str:
     """``word`` in letters where it spells a word of the tokenizer so (``_spellings``): four
     characters or more, or three that neither start nor end with a digit ("h1t", "@nd",
-    "h!$", not "4ft" nor "mp3"); not a
-    numeronym, nor hex digits of code; a ``!`` after it stays."""
+    "h!$", not "4ft" nor "mp3"), with a letter (review: "Order 57341" read "Order steal" once
+    the text held a word like "UPS2"); not a numeronym, nor hex digits of code; a ``!`` after
+    it stays."""
     core = word.group().rstrip("!")
     if (len(core) < 3 or (len(core) == 3 and (core[0].isdigit() or core[-1].isdigit()))
             or core.lower() in _NUMERONYMS or _hex_code(word) or core.isalpha()
+            or not _ASCII_LETTER.search(core)  # a number ("57341", "$5117") is no word
             or (core.endswith("$") and core.rstrip("$").isupper())):  # US$, HK$: currencies
         return word.group()
     for read in _spellings(core):

@@ -47,6 +47,16 @@ def test_a_reply_after_a_prompt_written_otherwise_scores_as_after_the_plain_one(
     assert _care(judge, WRITTEN[name]) == pytest.approx(plain, abs=0.02)
 
 
+def test_a_reply_after_a_prompt_with_words_in_angle_brackets_scores_as_after_the_plain_one(
+        judge: BuiltinClassifier) -> None:
+    """``<kill>``, ``<wife>`` and ``<accident>`` were dropped as markup from the prompt: the
+    compliant reply read 0.15 on mft.care for 0.75 after the plain request."""
+    plain = _care(judge, ASK)
+    tagged = ASK.replace("kill", "<kill>").replace("wife", "<wife>").replace(
+        "accident", "<accident>")
+    assert _care(judge, tagged) >= plain - 0.15 and _care(judge, tagged) >= 0.5
+
+
 @pytest.fixture(scope="module")
 def gateway(stub: StubUpstream, policy_dir: Path, real_models: None) -> Iterator[str]:
     (policy_dir / "reply-block.yaml").write_text(

@@ -125,7 +125,9 @@ PATHOLOGICAL = ["<!--", "<a", "*", "_", "`", "a*", "&#", "<!--a", "<a b", "~", "
                 "\u0430a", "[](", "a[b](", "![](x)a", " >a<b>", ">a*", "\u0430 a\u0455",
                 "<!---->", "<b >", "<a x =>", "<!-- -->",  # review rv5: 261 s a megabyte
                 "<a hidden>", "<a hidden><a>", "<i hidden>a</I>", "[a](<", "[a](# \"", "[a][",
-                "a\u3002 ", "c0de=", "`a1b2", "$a", "a$b$", "!a", "k1111111111 "]
+                "a\u3002 ", "c0de=", "`a1b2", "$a", "a$b$", "!a", "k1111111111 ",
+                "<br hidden>", "<span/hidden>", '<a title="x>" hidden>', '<a "', "<a '",
+                '<a "<a ""', "<a hidden>x<a>", "<p hidden></a>"]
 
 
 @pytest.mark.timeout(60)

@@ -95,6 +95,16 @@ def test_leetspeak_symbols_ones_and_three_letter_words_read_as_letters(written: 
     assert shown(written)[0] == read
 
 
+@pytest.mark.parametrize("text", [
+    "Order 57341 ships today via UPS2.", "Call ext 5117 or room 1053 on floor B2.",
+    "Tickets 70457 and 5417, gate A1.", "We sold 1055 in Q4, $5117 and @5117 in k1ll.",
+])
+def test_numbers_without_letters_read_as_written(text: str) -> None:
+    """A number read as a word ("Order 57341" as "Order steal") once the text held a word of
+    letters and digits elsewhere; only a word with a letter is read so."""
+    assert shown(text)[0] == text.replace("k1ll", "kill")
+
+
 @pytest.mark.parametrize("link", ['[{}](# "t")', "[{}](#  'a title')", "[{}](<#>)",
                                   "[{}][1]", "[{}][]", "[{}](# (t))"])
 def test_links_with_titles_angle_targets_and_references_show_their_text(link: str) -> None:
