@@ -61,9 +61,12 @@ class RotatingFile:
         """Writes ``record`` whole. When the lock file cannot be opened or a rotation fails
         (the folder read-only), the record is still written (unrotated), and the failure
         raised after it, for the sink's failure count. With ``wait`` False, writes nothing and
-        returns False when another writer holds the lock (one rotating the file)."""
+        returns False when another writer holds the lock (one rotating the file) or the path
+        is a pipe, whose writes wait on its reader."""
         failure: OSError | None = None
         lock = None
+        if not wait and self._a_pipe():
+            return False  # a pipe (/dev/stdout, a FIFO) may block: only a waiting writer
         try:
             lock = self._lock(wait)
         except BlockingIOError:
@@ -91,6 +94,16 @@ class RotatingFile:
         if failure is not None:
             raise failure
         return True
+
+    def _a_pipe(self) -> bool:
+        """The path is a pipe or a socket: a write may block for as long as its reader does
+        (review: a stalled log reader held the event loop 2.8 s, an absent one for ever). A
+        device such as ``/dev/full`` answers at once, and is written in place."""
+        try:
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError:
+            return False
+        return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
     def _lock(self, wait: bool = True) -> int | None:
         """The lock file's descriptor, locked; None for a path that is not a regular file.
