@@ -74,3 +74,34 @@ def test_checks_refused_before_the_judge_reads_them_cost_no_tokens(tmp_path: Pat
         too_large = [check(client, base, tiny, {"text": "word " * 30}) for _ in range(4)]
         assert too_large == [(413, "check_too_large")] * 4  # each about 30 tokens, given back
         assert check(client, base, tiny, {"text": TEXT}) == (200, None)
+
+
+def test_an_input_over_max_chars_is_refused_before_the_reply_is_read(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Final review: the reply was decoded (0.12 s for a heavy one) before the input's 413,
+    which is refunded: a tpm-only key repeated that work for free. The input is counted first."""
+    import proxy.check
+
+    read: list[str] = []
+    real = proxy.check._judged
+
+    async def spy(text: str, *args: Any) -> Any:
+        read.append(text)
+        return await real(text, *args)
+
+    monkeypatch.setattr(proxy.check, "_judged", spy)
+    store = {"path": str(tmp_path / "state.db"), "spool_dir": str(tmp_path / "spool")}
+    with (
+        serve_fake_gateway(policies(tmp_path / "policies"), store) as (base, _),
+        httpx.Client(timeout=10) as client,
+    ):
+        key = new_key(base, policy="tiny", tpm=100_000)
+        body = {"messages": [
+            {"role": "user", "content": "x " * 100},  # over tiny's max_chars (40)
+            {"role": "assistant", "content": "Fine."}]}
+        reply = client.post(f"{base}/v1/values/check", json=body,
+                            headers={"authorization": f"Bearer {key}"})
+    assert reply.status_code == 413, reply.text
+    assert reply.json()["error"]["code"] == "check_too_large"
+    assert read == []
