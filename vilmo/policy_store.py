@@ -245,7 +245,12 @@ class PolicyStore:
     def _merge(self, seen: _State, done: _State) -> None:
         """Commits a pass's result file by file: what it changed of a file is kept unless a
         pass that ran alongside (after ``abandon_pass``) committed that file since this one
-        began, which read it later (then this read is dropped, logged)."""
+        began, which read it later (then this read is dropped, logged), or its file is gone by
+        now (a pass that ran alongside saw it removed, and left no entry to compare: final
+        review, a deleted policy served again until the next pass). The files are looked at
+        before the commit lock is taken: a stat on a hung mount must not hold the readers."""
+        gone = {path for path, after in done.files.items()
+                if after is not None and after is not seen.files.get(path) and _stamp(path) is None}
         with self._commit:
             files, broken, ignored = dict(self._files), set(self._broken), dict(self._ignored)
             changed = False
@@ -256,6 +261,9 @@ class PolicyStore:
                 if files.get(path) is not before:
                     log.warning("policy file %s was read by a later reload pass meanwhile; "
                                 "this pass's read of it is dropped", path)
+                    continue
+                if path in gone:
+                    log.info("policy file %s removed while it was read; its read is dropped", path)
                     continue
                 changed = True
                 if after is None:

@@ -259,3 +259,32 @@ def test_an_older_pass_never_replaces_a_newer_one(tmp_path: Path) -> None:
     for thread in (waiter, newer):
         thread.join(10)
     assert store.loaded_names() == ["a", "default"]
+
+
+def test_a_file_removed_while_an_abandoned_pass_reads_it_is_not_served(tmp_path: Path) -> None:
+    """Final review: a pass abandoned while it loaded a new file committed that read after a
+    later pass had seen the file removed (that pass left no entry to compare), so the removed
+    policy was served again until the next pass. A read whose file is gone is dropped."""
+    write(tmp_path / "default.yaml", DEFAULT)
+    entered, release = threading.Event(), threading.Event()
+
+    def check(policy: Policy) -> None:
+        if policy.name == "extra" and not release.is_set():
+            entered.set()
+            release.wait(10)  # a slow load (its weights on a slow mount)
+
+    store = PolicyStore(tmp_path, "default", reload_interval=0, check=check)
+    write(tmp_path / "extra.yaml", DEFAULT.replace("default", "extra", 1))
+    store.refresh(force=True)  # the new file noted; it loads on the next pass
+    slow = threading.Thread(target=store.refresh, kwargs={"force": True})
+    slow.start()
+    try:
+        assert entered.wait(10)
+        assert store.abandon_pass()
+        (tmp_path / "extra.yaml").unlink()
+        store.refresh(force=True)  # a later pass: the file is gone
+        assert store.loaded_names() == ["default"]
+    finally:
+        release.set()
+        slow.join(10)
+    assert store.loaded_names() == ["default"]  # before: ['default', 'extra']
