@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from litellm.litellm_core_utils import secret_redaction
+from litellm_redaction import redacted_lengths_fixture  # noqa: F401 - a fixture
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -132,20 +132,6 @@ def call(url: str, model: str, handler: Handler, *, stream: bool = False,
         return result, max(gaps)
 
     return asyncio.run(run())
-
-
-@pytest.fixture
-def redacted_lengths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How long each text LiteLLM redacts is (its Python redaction; the native one is off)."""
-    lengths: list[int] = []
-    redact = secret_redaction.python_redact_string
-
-    def counting(value: str) -> str:
-        lengths.append(len(value))
-        return redact(value)
-
-    monkeypatch.setattr(secret_redaction, "python_redact_string", counting)
-    return lengths
 
 
 def test_a_long_error_body_reaches_litellm_as_its_head(

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from litellm.litellm_core_utils import secret_redaction
+from litellm_redaction import redacted_lengths_fixture  # noqa: F401 - a fixture
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -71,20 +71,6 @@ def upstream_url() -> Iterator[str]:
     app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
     with ServerThread(app) as server:
         yield server.url
-
-
-@pytest.fixture
-def redacted_lengths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How long each text LiteLLM redacts is."""
-    lengths: list[int] = []
-    redact = secret_redaction.python_redact_string
-
-    def counting(value: str) -> str:
-        lengths.append(len(value))
-        return redact(value)
-
-    monkeypatch.setattr(secret_redaction, "python_redact_string", counting)
-    return lengths
 
 
 def call(

@@ -124,3 +124,18 @@ def own_redis_fixture(tmp_path: Path) -> Iterator[RedisProcess]:
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture(name="full_redis")
+def full_redis_fixture(own_redis: RedisProcess) -> Iterator[redis.Redis]:
+    """A client of the test's own redis-server (``maxmemory`` is server-wide: never the shared
+    one); ``full(client)`` puts it at ``maxmemory``."""
+    client = redis.Redis(port=own_redis.port)
+    yield client
+    client.config_set("maxmemory", 0)
+    client.close()
+
+
+def full(client: redis.Redis) -> None:
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)

@@ -8,7 +8,6 @@ full store (``StoreFull``: it answered at once) trips none. With the default ``r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,8 @@ from store_fixtures import (
     MakeStore,
     RedisProcess,
     backend_fixture,  # noqa: F401 - a fixture
+    full,
+    full_redis_fixture,  # noqa: F401 - a fixture
     make_store_fixture,  # noqa: F401 - a fixture
     own_redis_fixture,  # noqa: F401 - a fixture
     store_fixture,  # noqa: F401 - a fixture
@@ -26,21 +27,6 @@ from proxy.store import Store, StoreFull, StoreSettings, StoreUnavailable
 from proxy.store.redis_store import RedisBackend
 
 DEFAULT_RETRY_S = StoreSettings.model_fields["retry_s"].default
-
-
-@pytest.fixture(name="full_redis")
-def full_redis_fixture(own_redis: RedisProcess) -> Iterator[redis.Redis]:
-    """A client of the test's own redis-server (``maxmemory`` is server-wide: never the shared
-    one); ``full(client)`` puts it at ``maxmemory``."""
-    client = redis.Redis(port=own_redis.port)
-    yield client
-    client.config_set("maxmemory", 0)
-    client.close()
-
-
-def full(client: redis.Redis) -> None:
-    client.config_set("maxmemory-policy", "noeviction")
-    client.config_set("maxmemory", 1)
 
 
 @pytest.mark.slow  # a redis-server process of the test's own

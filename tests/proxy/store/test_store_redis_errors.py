@@ -7,7 +7,6 @@ redis-server of the test's own) the limit scripts still run (``allow-oom``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,8 @@ import redis
 from redis._parsers.base import BaseParser
 from store_fixtures import (
     RedisProcess,
+    full,
+    full_redis_fixture,  # noqa: F401 - a fixture
     own_redis_fixture,  # noqa: F401 - a fixture
 )
 
@@ -62,20 +63,6 @@ def test_replies_that_say_the_server_cannot_serve_are_unavailable(reply: str) ->
 def test_a_bugs_reply_propagates(reply: str) -> None:
     with pytest.raises(redis.ResponseError), unavailable_on_connection_errors():
         raise client_error(reply)
-
-
-@pytest.fixture(name="full_redis")
-def full_redis_fixture(own_redis: RedisProcess) -> Iterator[redis.Redis]:
-    """A client of the test's redis-server; ``full(client)`` puts it at maxmemory."""
-    client = redis.Redis(port=own_redis.port)
-    yield client
-    client.config_set("maxmemory", 0)
-    client.close()
-
-
-def full(client: redis.Redis) -> None:
-    client.config_set("maxmemory-policy", "noeviction")
-    client.config_set("maxmemory", 1)
 
 
 def test_redis_at_maxmemory_refuses_writes_and_is_counted(
