@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from proxy.config_keys import ENV_PREFIX
+
 UPSTREAM_TIMEOUT_MAX_S = 3600.0
 """The longest an upstream call may be given (``upstream.timeout_s``, a deployment's or the
 Router's ``timeout``): a bound on how long a hung upstream holds a request."""
@@ -110,7 +112,6 @@ def http_url_problem(url: object) -> str | None:
     return None
 
 
-ENV_PREFIX = "os.environ/"
 MAX_NESTING = 32
 """How deep ``os.environ/NAME`` references are looked for (a header map is two levels down)."""
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-ENV_PREFIX = "os.environ/"
+from proxy.config_keys import ENV_PREFIX
 
 DEFAULT_STATE_DIR = Path("~/.local/state/vilmo")
 """XDG's state directory: the default for the SQLite file and the audit spool.
