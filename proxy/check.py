@@ -8,10 +8,8 @@ from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
 from proxy.inputs import checked_input
 from proxy.judged_text import Judged, judged, shown_length
-from proxy.middleware import Caller
 from proxy.off_loop import OFF_LOOP_CHARS, off_loop_past
 from proxy.outcome import NOT_CHECKED, verdict_of
-from proxy.pipeline import choose_policy
 from proxy.protocol import ValuesCheckRequest, ValuesCheckResult
 from proxy.services import Services
 from vilmo.instruct.instructions import prompt_text
@@ -20,10 +18,9 @@ from vilmo.policy import Policy
 from vilmo.verdict import SEVERITY, Verdict
 
 
-async def check_values(request: ValuesCheckRequest, caller: Caller, policy_header: str | None,
+async def check_values(request: ValuesCheckRequest, policy: Policy,
                        services: Services) -> ValuesCheckResult:
-    policy = await choose_policy(caller, request.policy or policy_header, services.policies,
-                                 "policy" if request.policy else "X-Vilmo-Policy")
+    """The verdicts on ``request`` under ``policy`` (chosen by the route, before any charge)."""
     inputs: list[ScoreInput] = []
     reply: ScoreInput | None = None
     param = "text" if request.text is not None else "messages"

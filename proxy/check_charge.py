@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.client_keys import refusal
-from proxy.errors import GatewayError, GuardFailed, KeyRateLimited, PolicyUnavailable
+from proxy.errors import GatewayError, GuardFailed, KeyRateLimited
 from proxy.store import Store, VirtualKey
 from proxy.token_estimate import estimate_off_loop, least_estimate
 
 log = logging.getLogger(__name__)
 
-UNREAD_STATUSES = frozenset({400, 403, 413})
+UNREAD_STATUSES = frozenset({400, 413})
 """A check's refusals that come before the judge reads its text (``proxy.check``)."""
 
 
@@ -59,16 +59,14 @@ async def charge_check(store: Store, key: VirtualKey, body: Mapping[str, Any]) -
 
 
 def refused_unread(error: BaseException) -> bool:
-    """Whether a check's error came before the judge read its text: a 400, 403 or 413 (the
-    policy unknown or forbidden, nothing to check, a text too large for the policy), a bound
-    policy not loaded (503 ``policy_unavailable``), or a text the judge refused unread as too
-    large (``check_too_large``). Not a failed judge (503 ``guard_unavailable``: it may have
-    read), a client that left (499) or a bug (500)."""
+    """Whether a check's error came before the judge read its text: a 400 or 413 (nothing to
+    check, a text too large for the policy), or a text the judge refused unread as too large
+    (``check_too_large``). Not a failed judge (503 ``guard_unavailable``: it may have read), a
+    client that left (499) or a bug (500). The policy's own refusals (400, 403, 503) come
+    before the charge."""
     if isinstance(error, GuardFailed):
         return error.code == "check_too_large"
-    return isinstance(error, PolicyUnavailable) or (
-        isinstance(error, GatewayError) and error.status in UNREAD_STATUSES
-    )
+    return isinstance(error, GatewayError) and error.status in UNREAD_STATUSES
 
 
 async def refund_check(store: Store, key: VirtualKey, hold: CheckHold) -> None:

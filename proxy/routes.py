@@ -91,24 +91,23 @@ async def chat_completions(request: Request) -> Response:
 async def values_check(request: Request) -> ValuesCheckResult:
     """Judges a text or a conversation under a policy, without calling a model. A virtual
     key's check is charged to its `tpm` once its policy is chosen; one refused before the judge
-    reads it (400, 403, 413, 503 `policy_unavailable`) costs no tokens."""
+    reads it (400, 413) costs no tokens; one whose policy is unknown or forbidden is refused
+    before it is charged."""
     raw, body = await read_valid(request, ValuesCheckRequest)
     caller, store = caller_of(request), getattr(request.app.state, "store", None)
     services: Services = request.app.state.services
-    policy_header = request.headers.get("x-vilmo-policy")
+    policy = await choose_policy(caller, body.policy or request.headers.get("x-vilmo-policy"),
+                                 services.policies,
+                                 "policy" if body.policy else "X-Vilmo-Policy")
     if caller.key is None or store is None:
-        return await unless_disconnected(request.receive, check_values(
-            body, caller, policy_header, services))
-    await choose_policy(caller, body.policy or policy_header, services.policies,
-                        "policy" if body.policy else "X-Vilmo-Policy")  # as check_values does
+        return await unless_disconnected(request.receive, check_values(body, policy, services))
     hold = await charge_check(store, caller.key, raw)
     if hold.refused is not None:
         services.metrics.limit_rejections.labels(caller.key.name,
                                                  hold.refused.code or "tpm").inc()
         raise hold.refused
     try:
-        return await unless_disconnected(request.receive, check_values(
-            body, caller, policy_header, services))
+        return await unless_disconnected(request.receive, check_values(body, policy, services))
     except Exception as error:
         if refused_unread(error):
             await refund_check(store, caller.key, hold)
