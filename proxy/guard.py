@@ -70,6 +70,10 @@ or in the middle or tail of a long turn, gets no instruction, bounded or whole
 (``bench/instruction_reach.py``; README, Security, "What the instruction step sees")."""
 
 
+BOUNDED_CHARS = 2 * (INSTRUCTION_READ_CHARS // 2) + 2
+"""The length of a turn ``bounded_turn`` cut: its two halves and the blank line between."""
+
+
 def bounded_turn(messages: Messages) -> Messages:
     """The messages with the last user turn's text cut to its first and last
     ``INSTRUCTION_READ_CHARS // 2`` characters (joined by a blank line) when it is longer than
@@ -225,11 +229,11 @@ class Guard:
         size = len(prompt_text(messages))
         try:
             with writes_after():  # the store's writer waits for the step (``proxy.caches``)
-                if self.in_place(generator, policy, messages):
+                if self.in_place(generator, policy, size):
                     instruction = generator.generate(messages, policy)
                 else:
                     read = bounded_turn(messages)
-                    lane = step_lanes.lane_for(len(prompt_text(read)))
+                    lane = step_lanes.lane_for(min(size, BOUNDED_CHARS))
                     instruction = await lane.run(policy.checks.timeout_s, self._step_in_thread,
                                                  generator, read, policy)
         except Exception as exc:  # noqa: BLE001 - as for checks: the policy decides
@@ -251,14 +255,14 @@ class Guard:
                 self._steps_in_threads -= 1
 
     def in_place(self, generator: InstructionGenerator, policy: Policy,
-                 messages: Messages) -> bool:
+                 turn_chars: int) -> bool:
         """Whether the instruction step runs on the event loop: a model-free generator, or
         nothing in the step that could hold the loop: one request in flight
         (``requests_in_flight``), no input check beside the step (its batch waits for the
         loop), no judge batch still running (a timed-out check's: the step's second look may
         wait for a reading that batch is computing), no step still running in a worker thread
         (a timed-out request's), local caches (``remote_caches``), a
-        prompt of at most ``IN_PLACE_MAX_CHARS``
+        prompt (``turn_chars``: the last user turn's length) of at most ``IN_PLACE_MAX_CHARS``
         (the step stays a few milliseconds, which the check timeout could not cut short in
         place), and the policy's principles already embedded (a generator's ``prepared``, where
         it has one: a policy added or edited at run time embeds them, about 0.4 s for
@@ -270,7 +274,7 @@ class Guard:
                 and all(batcher.idle for batcher in self._batchers.values())
                 and self._steps_in_threads == 0
                 and not self.remote_caches
-                and len(prompt_text(messages)) <= IN_PLACE_MAX_CHARS
+                and turn_chars <= IN_PLACE_MAX_CHARS
                 and (prepared is None or bool(prepared(policy))))
 
     def failed(self, policy: Policy, stage: Stage, exc: BaseException, size: int = 0,
