@@ -14,7 +14,7 @@ import asyncio
 import contextvars
 import functools
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -33,16 +33,10 @@ client_work = ThreadPoolExecutor(CLIENT_WORK_THREADS, thread_name_prefix="vilmo-
 """The executor of ``off_loop_past``: apart from the default one, which the store calls use."""
 
 
-async def in_executor(executor: Executor, work: Callable[..., T], *args: Any) -> T:
-    """``work(*args)`` in one of ``executor``'s threads, with the caller's context (as
-    ``asyncio.to_thread`` runs it); cancelled before it starts, it never runs."""
-    run = functools.partial(contextvars.copy_context().run, work, *args)
-    return await asyncio.get_running_loop().run_in_executor(executor, run)
-
-
 async def off_loop_past(size: int, limit: int, work: Callable[..., T], *args: Any) -> T:
     """``work(*args)``, in a ``client_work`` thread when ``size`` is over ``limit`` (with the
     caller's context, as ``asyncio.to_thread`` runs it)."""
     if size > limit:
-        return await in_executor(client_work, work, *args)
+        run = functools.partial(contextvars.copy_context().run, work, *args)
+        return await asyncio.get_running_loop().run_in_executor(client_work, run)
     return work(*args)

@@ -74,20 +74,17 @@ SENT_AT = "vilmo_sent_at"
 
 @dataclass(frozen=True, slots=True)
 class ReplyBounds:
-    """What one call may read: the whole reply (or stream) and one stream event, in bytes, and
-    the redactor an error's text passes before it is cut."""
+    """What one call may read: the whole reply (or stream), in bytes (one stream event:
+    ``event_limit``), and the redactor an error's text passes before it is cut."""
 
     max_bytes: int = DEFAULT_MAX_BYTES
-    max_event: int | None = None
-    """None: ``proxy.relay.MAX_EVENT_BYTES``."""
     redact: Redactor = field(default_factory=Redactor)
     deadline: bool = False
     """Whether a reply must be read whole by its request's read timeout: a plain call's, not a
     stream's (whose reads each have the timeout, on either path)."""
 
     def event_limit(self) -> int:
-        if self.max_event is not None:
-            return self.max_event
+        """``proxy.relay.MAX_EVENT_BYTES``, read when asked (tests change it)."""
         from proxy.relay import MAX_EVENT_BYTES  # relay imports proxy.upstream, which imports this
 
         return MAX_EVENT_BYTES
@@ -233,10 +230,7 @@ def error_body(head: bytes, total: int, redact: Redactor) -> bytes:
     from proxy.direct import error_fields  # the direct path's reading of an error body
     from proxy.upstream_hints import MAX_LABEL_CHARS
 
-    try:
-        message, param, code = error_fields(head)  # a head past ERROR_BODY_BYTES: not parsed
-    except Exception:  # noqa: BLE001 - a body error_fields misses: its text, no crash
-        message, param, code = head.decode("utf-8", "replace"), None, None
+    message, param, code = error_fields(head)  # a head past ERROR_BODY_BYTES: not parsed
     error: dict[str, Any] = {"message": redact.cut(message, ERROR_TEXT_CHARS)}
     for name, value in (("param", param), ("code", code)):
         if type(value) in (str, int) and len(str(value)) <= MAX_LABEL_CHARS:
