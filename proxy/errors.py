@@ -213,9 +213,11 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) 
     from litellm.types.router import RouterRateLimitError
 
     from proxy.upstream import MEDIA_URL_REFUSED, no_media_url
+    from proxy.upstream_bounds import too_large_as_502
 
     try:
-        yield
+        with too_large_as_502(model):  # a reply cut at its bounds: 502 upstream_too_large
+            yield
     except GatewayError:
         raise
     except RouterRateLimitError as exc:  # LiteLLM's own: no deployment may be called now

@@ -18,7 +18,7 @@ from proxy.litellm_clients import no_cookies, own_litellm_clients
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.settings import Deployment, configured_name
-from proxy.upstream_bounds import DEFAULT_MAX_BYTES, ReplyBounds, bounds_for, too_large_as_502
+from proxy.upstream_bounds import DEFAULT_MAX_BYTES, ReplyBounds, bounds_for
 from proxy.wellformed import NotFinite, make_well_formed, parse_upstream, parse_upstream_event
 
 __all__ = ["LiteLLMUpstream", "Upstream", "entered", "no_cookies", "open_stream", "upstream_json"]
@@ -90,8 +90,7 @@ class LiteLLMUpstream:
 
     async def complete(self, params: UpstreamParams) -> Completion:
         model = str(params["model"])
-        with map_upstream_errors(self._redact, model), too_large_as_502(model), \
-                bounds_for(self._plain):
+        with map_upstream_errors(self._redact, model), bounds_for(self._plain):
             response = await self._router.acompletion(**self.wire_params(params))
         reply = wire_dict(response.model_dump(exclude_none=True))
         entered(reply, "message", model)
@@ -99,12 +98,11 @@ class LiteLLMUpstream:
 
     async def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]:
         model = str(params["model"])
-        with map_upstream_errors(self._redact, model), too_large_as_502(model), \
-                bounds_for(self._stream):
+        with map_upstream_errors(self._redact, model), bounds_for(self._stream):
             response = await self._router.acompletion(**{**self.wire_params(params),
                                                          "stream": True})
         # the upstream answered: a failure from here on is not "unreachable"
-        with map_upstream_errors(self._redact, model, reached=True), too_large_as_502(model):
+        with map_upstream_errors(self._redact, model, reached=True):
             labels = StreamLabels()
             try:
                 async for chunk in response:

@@ -16,7 +16,7 @@ OpenAI-compatible providers, and LiteLLM's own ``AsyncHTTPHandler``/``HTTPHandle
 other), gives each response, before anything reads its body:
 
 - a content decoder that counts the decoded bytes (as the direct path counts them) and stops
-  at the call's bounds, raising ``ReplyTooLarge`` (``too_large_as_502`` maps it);
+  at the call's bounds, raising ``ReplyTooLarge`` (``too_large_as_502``, inside ``proxy.errors.map_upstream_errors``, maps it);
 - for an error status, a body LiteLLM can afford to read: one of at most ``ERROR_KEPT_BYTES``
   as it came, a longer one as an OpenAI error envelope of its ``param``, ``code`` and the
   head of its message (``proxy.direct.error_fields`` reads them, as on the direct path),
