@@ -13,11 +13,9 @@ process CPU seconds and wall seconds of one ``generate`` each way, and their rat
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
 
-from harness import REPO  # noqa: F401 - puts the tree first on sys.path
+from harness import cpu_model  # also puts the tree first on sys.path
 
 from proxy.guard import INSTRUCTION_READ_CHARS, bounded_turn
 from proxy.services import build_services
@@ -27,12 +25,6 @@ from vilmo.policy import Policy
 from vilmo.types import Messages
 
 PAD = "revenge hurt kill neighbour "
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                 if line.startswith("Model name")), platform.processor() or "unknown")
 
 
 def timed(generator: InstructionGenerator, messages: Messages, policy: Policy,

@@ -11,9 +11,10 @@ and the CPU model and core count.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from harness import cpu_model  # also puts the tree first on sys.path
 
 from proxy.guard import bounded_turn
 from proxy.services import build_services
@@ -22,17 +23,6 @@ from vilmo.types import Messages
 
 PAD = "revenge hurt kill neighbour "
 STEPS = 4
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -26,6 +27,19 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))  # first: tests/proxy must not shadow the proxy package
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for a benchmark's report: speed figures are
+    read against the CPU they ran on."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
 
 SUBJECTS = ["my neighbour", "a coworker", "my sister", "a stranger online", "my landlord",
             "the referee", "my teacher", "a customer", "my best friend", "the new intern"]

@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from harness import cpu_model  # also puts the tree first on sys.path
 
 from proxy import letter_forms, shown_text
 from proxy.call import PROMPT_CONTEXT_CHARS, judged_prompt
@@ -117,15 +118,6 @@ def per_reply_us(read: Callable[[str], object], texts: list[str], repeat: int) -
             read(text)
         best = min(best, time.perf_counter() - started)
     return best / len(texts) * 1e6
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def changes(texts: list[str], asked: list[str], repeat: int) -> None:
