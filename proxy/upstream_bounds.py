@@ -4,7 +4,8 @@ The direct path reads at most ``upstream.max_response_bytes`` of a reply (or a w
 and at most ``proxy.relay.MAX_EVENT_BYTES`` of one stream event (502 ``upstream_too_large``
 past either), gives a plain request its timeout as a deadline for the whole reply (504
 ``upstream_timeout``: httpx's timeouts bound each read, not the whole), and parses only the
-head of an error body. LiteLLM's Router had none of these: an 80 MB reply was read whole
+head of an error body. LiteLLM's Router had none of these (figures from the review's one-off
+repro scripts of 2026-12-01, not a committed benchmark): an 80 MB reply was read whole
 (+370 MB of memory), a trickling upstream held a request 21.5 s with a 5 s timeout, and an
 upstream's error text, whole, was redacted by LiteLLM seven times over on the event loop
 (``secret_redaction.redact_string``, ~1.8 s a megabyte each: a 2 MB error body froze every

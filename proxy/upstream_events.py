@@ -5,7 +5,7 @@ An error event's message is raised by the openai SDK (``APIError``) and then red
 LiteLLM on the event loop, several times, at about 1.8 s a megabyte: such an event past
 ``ERROR_EVENT_BYTES`` is refused before anything parses it. Which event is an error is
 decided as the SDK decides it, on the event's JSON: a byte pattern missed an escaped key
-(``"\\u0065rror"``: 7 s of a frozen loop) and caught normal events that hold the word (a
+(``"\\u0065rror"``: 7 s of a frozen loop in a review's one-off repro) and caught normal events that hold the word (a
 logprobs token ``"error"``, a provider's ``"error": null``).
 """
 
@@ -24,7 +24,7 @@ class ReplyTooLarge(Exception):
 
 ERROR_EVENT_BYTES = 8192
 """The largest stream error event LiteLLM is given (the openai SDK raises such an event's
-message, which LiteLLM redacts as an error body's: 1 MB held the loop 6.4 s): past it, 502
+message, which LiteLLM redacts as an error body's: 1 MB held the loop 6.4 s in a one-off repro): past it, 502
 ``upstream_too_large`` (an error event is the stream's end either way; OpenAI's are under a
 kilobyte)."""
 

@@ -146,10 +146,9 @@ class PolicyStore:
         the old index or the new one, whole."""
         lock = self._acquire_refreshing()
         try:
-            now = self._clock()
-            if not force and now - self._checked_at < self.reload_interval:
+            if not force and not self.due():
                 return
-            self._checked_at = now
+            now = self._checked_at = self._clock()
             with self._commit:
                 self._passes_begun += 1
                 token = self._owner = self._passes_begun

@@ -1,7 +1,7 @@
 """LiteLLM's Router path bounds an upstream's reply as the direct path does
 (``proxy.upstream_bounds``; review of the Router path, issues 1-3).
 
-Before the fix: LiteLLM redacted an upstream's whole error text seven times over,
+Before the fix (the review's one-off repro figures): LiteLLM redacted an upstream's whole error text seven times over,
 synchronously on the event loop (a 2 MB error body: a 502 after 63 s, every other request of
 the worker waiting); a reply or a stream event of any size was read whole (80 MB: +370 MB);
 and a plain reply trickled by the upstream held the request as long as each read came within
