@@ -8,6 +8,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from proxy.actions import RetryRefused
 from proxy.chunks import until
@@ -152,16 +153,18 @@ class Call:
         request of the worker. A small reply is read on the loop: a thread costs more. The
         texts are counted first (``_counted_then_read``), so that a reply over
         ``checks.max_chars`` is refused without being read."""
-        unread = 0 if self._prompt else min(len(prompt_text(self.raw["messages"])),
-                                             PROMPT_SCAN_CHARS)
+        turn = None if self._prompt else prompt_text(self.raw["messages"])
+        unread = 0 if turn is None else min(len(turn), PROMPT_SCAN_CHARS)
         return await off_loop_past(sum(map(len, texts.values())) + unread, OFF_LOOP_CHARS,
-                                   _counted_then_read, texts, self.judged_prompt,
+                                   _counted_then_read, texts, partial(self.judged_prompt, turn),
                                    self.policy.checks.max_chars)
 
-    def judged_prompt(self) -> str | None:
-        """The last user turn as the judge reads it (``judged_prompt``), read once a call."""
+    def judged_prompt(self, turn: str | None = None) -> str | None:
+        """The last user turn (``turn``, when the caller has it already) as the judge reads it
+        (``judged_prompt``), read once a call."""
         if not self._prompt:
-            self._prompt.append(judged_prompt(prompt_text(self.raw["messages"])))
+            self._prompt.append(judged_prompt(
+                prompt_text(self.raw["messages"]) if turn is None else turn))
         return self._prompt[0]
 
 
