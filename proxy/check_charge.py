@@ -17,7 +17,7 @@ from typing import Any
 from proxy.client_keys import refusal
 from proxy.errors import GatewayError, GuardFailed, KeyRateLimited
 from proxy.store import Store, VirtualKey
-from proxy.token_estimate import estimate_off_loop, least_estimate
+from proxy.token_estimate import prompt_estimate
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,7 @@ async def charge_check(store: Store, key: VirtualKey, body: Mapping[str, Any]) -
     if key.tpm is None:
         return CheckHold()
     params = check_params(body)
-    least, chars = least_estimate(params)
-    tokens = max(1, await estimate_off_loop(params, chars) if least <= key.tpm else least)
+    tokens = max(1, await prompt_estimate(params, key.tpm))
     if tokens > key.tpm:
         return CheckHold(
             KeyRateLimited(

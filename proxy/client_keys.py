@@ -42,7 +42,12 @@ from proxy.errors import KeyRateLimited, StoreDown
 from proxy.protocol import UpstreamParams
 from proxy.stages import Trace, current_trace
 from proxy.store import LimitDecision, Store, StoreError, StoreUnavailable, VirtualKey
-from proxy.token_estimate import estimate_off_loop, estimated_tokens, least_estimate
+from proxy.token_estimate import (
+    estimate_off_loop,
+    estimated_tokens,
+    least_estimate,
+    prompt_estimate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +266,7 @@ async def hold_to_regenerate(params: UpstreamParams) -> bool:
     held, trace = current_hold.get(), current_trace.get()
     if held is None or trace is None or held.key.tpm is None:
         return True
-    least, chars = least_estimate(params)
-    prompt = await estimate_off_loop(params, chars) if least <= held.key.tpm else least
+    prompt = await prompt_estimate(params, held.key.tpm)
     short = trace.tokens + prompt + held.choices * held.cap - held.tokens
     if short <= 0:
         return True

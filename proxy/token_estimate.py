@@ -345,3 +345,11 @@ def _least_of_contents(params: Any, limit: int) -> int:
 async def estimate_off_loop(params: Any, chars: int) -> int:
     """``estimated_tokens(params)``, in a worker thread past ``OFF_LOOP_CHARS`` characters."""
     return await off_loop_past(chars, OFF_LOOP_CHARS, estimated_tokens, params)
+
+
+async def prompt_estimate(params: Any, limit: int) -> int:
+    """``estimated_tokens(params)`` when its lower bound (``least_estimate``) is within
+    ``limit`` (a key's ``tpm``), else that bound: past the limit, the request is refused
+    whatever the rest counts, and the full count is not worth its time."""
+    least, chars = least_estimate(params)
+    return await estimate_off_loop(params, chars) if least <= limit else least
