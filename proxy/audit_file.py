@@ -65,10 +65,11 @@ class RotatingFile:
         is a pipe, whose writes wait on its reader."""
         failure: OSError | None = None
         lock = None
-        if not wait and self._a_pipe():
+        mode = self._mode()
+        if not wait and mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
             return False  # a pipe (/dev/stdout, a FIFO) may block: only a waiting writer
         try:
-            lock = self._lock(wait)
+            lock = self._lock(wait, mode)
         except BlockingIOError:
             return False
         except OSError as error:
@@ -100,23 +101,22 @@ class RotatingFile:
             raise failure
         return True
 
-    def _a_pipe(self) -> bool:
-        """The path is a pipe or a socket: a write may block for as long as its reader does
-        (review: a stalled log reader held the event loop 2.8 s, an absent one for ever). A
-        device such as ``/dev/full`` answers at once, and is written in place."""
+    def _mode(self) -> int | None:
+        """The path's mode; None while it does not exist. A pipe or a socket is written only by
+        a waiting writer: a write may block for as long as its reader does (review: a stalled
+        log reader held the event loop 2.8 s, an absent one for ever). A device such as
+        ``/dev/full`` answers at once, and is written in place."""
         try:
-            mode = os.stat(self.path).st_mode
+            return os.stat(self.path).st_mode
         except FileNotFoundError:
-            return False
-        return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+            return None
 
-    def _lock(self, wait: bool = True) -> int | None:
-        """The lock file's descriptor, locked; None for a path that is not a regular file.
-        BlockingIOError when ``wait`` is False and another writer holds it; OSError when the
-        lock file is not a regular file."""
-        with contextlib.suppress(FileNotFoundError):
-            if not stat.S_ISREG(os.stat(self.path).st_mode):
-                return None
+    def _lock(self, wait: bool, mode: int | None) -> int | None:
+        """The lock file's descriptor, locked; None for a path (of ``mode``) that is not a
+        regular file. BlockingIOError when ``wait`` is False and another writer holds it;
+        OSError when the lock file is not a regular file."""
+        if mode is not None and not stat.S_ISREG(mode):
+            return None
         lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK,
                        PRIVATE_MODE)
         try:
