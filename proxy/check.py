@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.call import judged_prompt
+from proxy.call import PROMPT_SCAN_CHARS, judged_prompt
 from proxy.chunks import readable_text
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.guard import ITEM_CHARS, checked_chars, read_chars, too_much_read
@@ -73,7 +73,7 @@ async def _judged(text: str, prompt: str | None, policy: Policy, param: str) -> 
     ``checks.max_chars``, as on the chat route, and is counted first, in the same step: a text
     over the limit is refused (413) before any decode level is read (1.5 million characters of
     escapes were read for 3-3.7 s before their 413, holding a worker thread)."""
-    return await off_loop_past(len(text) + len(prompt or ""), OFF_LOOP_CHARS,
+    return await off_loop_past(len(text) + min(len(prompt or ""), PROMPT_SCAN_CHARS), OFF_LOOP_CHARS,
                                _counted_then_read, text, prompt, policy, param)
 
 
@@ -81,7 +81,7 @@ def _counted_then_read(text: str, prompt: str | None, policy: Policy, param: str
     """``text`` counted, then read with its prompt as the chat route reads a reply's
     (``proxy.call.judged_prompt``)."""
     shown = shown_length(text)
-    if (size := max(shown, ITEM_CHARS)) > policy.checks.max_chars:
+    if (size := checked_chars([Judged("", None, shown)])) > policy.checks.max_chars:
         raise PayloadTooLarge(f"{size} characters to check (each text counts at least "
                               f"{ITEM_CHARS}); policy {policy.name!r} checks at most "
                               f"{policy.checks.max_chars} (checks.max_chars)",
