@@ -213,12 +213,9 @@ class KeyAuth:
         if key is not None and store is not None and path in LIMITED_PATHS:
             refused_by_limit = await admit(store, key)
             if refused_by_limit is not None:
-                services = scope["app"].state.services
-                services.metrics.limit_rejections.labels(
-                    key.name, refused_by_limit.code or "rpm").inc()
-                sampled = (services.limit_refusals.audits(
-                    f"{key.id}/{refused_by_limit.code or 'rpm'}") if path == CHAT_PATH
-                    else None)  # only chat requests are recorded
+                sampled = scope["app"].state.services.limit_refused(
+                    key, refused_by_limit, "rpm",
+                    audited=path == CHAT_PATH)  # only chat requests are recorded
                 recorded = record_refusal(scope, key.name, refused_by_limit, sampled)
                 await send_error(send, refused_by_limit, request_id_header(recorded))
                 return

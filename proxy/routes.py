@@ -103,8 +103,7 @@ async def values_check(request: Request) -> ValuesCheckResult:
         return await unless_disconnected(request.receive, check_values(body, policy, services))
     hold = await charge_check(store, caller.key, raw)
     if hold.refused is not None:
-        services.metrics.limit_rejections.labels(caller.key.name,
-                                                 hold.refused.code or "tpm").inc()
+        services.limit_refused(caller.key, hold.refused, "tpm", audited=False)
         raise hold.refused
     try:
         return await unless_disconnected(request.receive, check_values(body, policy, services))
@@ -154,9 +153,7 @@ async def hold_tokens(request: Request, caller: Caller, params: UpstreamParams) 
     refused = await reserve_tokens(store, caller.key, params,
                                    min(server.max_tokens, server.tpm_default_max_tokens))
     if refused is not None:  # audited as the middleware's limit refusals are (sampled)
-        services.metrics.limit_rejections.labels(caller.key.name, refused.code or "tpm").inc()
-        request.state.ledger.sample(services.limit_refusals.audits(
-            f"{caller.key.id}/{refused.code or 'tpm'}"))
+        request.state.ledger.sample(services.limit_refused(caller.key, refused, "tpm"))
         raise refused
 
 

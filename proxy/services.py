@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from proxy.audit import AuditSink, EmbeddedAuditSink, SinkFailures
 from proxy.direct import build_upstream
-from proxy.errors import Redactor
+from proxy.errors import KeyRateLimited, Redactor
 from proxy.guard import ClassifierFor, Guard
 from proxy.late import LateWork
 from proxy.metrics import Metrics
@@ -17,7 +17,7 @@ from proxy.record import Ledger
 from proxy.refusals import LimitSampler
 from proxy.settings import GatewayConfig
 from proxy.stages import TimedUpstream, current_trace
-from proxy.store import Store
+from proxy.store import Store, VirtualKey
 from proxy.trail import audit_record
 from proxy.upstream import Upstream
 from vilmo.instruct.generator import VilmoGenerator
@@ -59,11 +59,21 @@ class Services:
     late: LateWork = field(default_factory=LateWork)
     """Judgements of monitor streams whose client left, waited for at shutdown."""
 
+    limit_refusals: LimitSampler = field(default_factory=LimitSampler)
+    """Which refusals by a key's limits are audited (the middleware's and the route's)."""
+
     def __post_init__(self) -> None:
         if isinstance(self.audit, EmbeddedAuditSink):  # its backlog's failures, counted alike
             self.audit.on_failure = self._audit_file_failed
-    limit_refusals: LimitSampler = field(default_factory=LimitSampler)
-    """Which refusals by a key's limits are audited (the middleware's and the route's)."""
+
+    def limit_refused(self, key: VirtualKey, refused: KeyRateLimited, default_code: str,
+                      audited: bool = True) -> int | None:
+        """Counts a refusal by ``key``'s limits (``vilmo_limit_rejections_total``) and says
+        whether to audit it (``LimitSampler.audits``: its ``suppressed`` count, None: not
+        audited; never when not ``audited``, a route that records nothing)."""
+        code = refused.code or default_code
+        self.metrics.limit_rejections.labels(key.name, code).inc()
+        return self.limit_refusals.audits(f"{key.id}/{code}") if audited else None
 
     def finish(self, ledger: Ledger, status: str, error_code: str | None = None,
                facts: Facts | None = None) -> None:
