@@ -220,22 +220,14 @@ def _links(text: str) -> tuple[str, list[str]]:
         return text, []
     written: list[bool] = []
     read = _in_pieces(text, partial(_links_read, written), _LINE_CUT)
-    if not written:
-        return read, []
-    lines, shown_lines = text.split("\n"), read.split("\n")
-    return read, [line for line, kept in zip(lines, shown_lines) if line != kept]
+    return read, _lines_read_otherwise(text, read) if written else []
 
 
 def _unhidden(text: str) -> tuple[str, list[str]]:
     """``text`` without the elements a renderer hides (``proxy.hidden_elements``), and its
     lines that differ (shown as written where markup is: read both ways, as a worded tag is)."""
     read = without_hidden(text)
-    if read == text:
-        return text, []
-    lines, shown_lines = text.split("\n"), read.split("\n")
-    if len(lines) != len(shown_lines):  # a hidden element across lines went: all as written
-        return read, [text]
-    return read, [line for line, kept in zip(lines, shown_lines, strict=True) if line != kept]
+    return (text, []) if read == text else (read, _lines_read_otherwise(text, read))
 
 
 def _compat(text: str) -> str:
@@ -287,9 +279,16 @@ def _marks_shown(text: str) -> tuple[str, list[str]]:
     if not any(_after_word(text, tag.start()) for tag in _TAG_START.finditer(text)):
         return text, []
     worded = _in_pieces(text, partial(_SPLIT_WORDED.sub, _unmarked), _LINE_CUT)
-    if worded == text:
-        return text, []
-    lines, shown_lines = text.split("\n"), worded.split("\n")
-    if len(lines) != len(shown_lines):  # a comment across lines went: read all as written
-        return worded, [text]
-    return worded, [line for line, kept in zip(lines, shown_lines) if line != kept]
+    return (text, []) if worded == text else (worded, _lines_read_otherwise(text, worded))
+
+
+def _lines_read_otherwise(text: str, read: str) -> list[str]:
+    """The lines of ``text`` that ``read`` (its reading as shown) reads otherwise: kept as
+    written, an extra reading. All of ``text`` when a line end went with what was read (a
+    comment, a hidden element or a link across lines): then no line pairs with its reading
+    (review: a link across lines paired each line with the next one's reading and dropped the
+    last)."""
+    lines, shown_lines = text.split("\n"), read.split("\n")
+    if len(lines) != len(shown_lines):
+        return [text]
+    return [line for line, kept in zip(lines, shown_lines, strict=True) if line != kept]

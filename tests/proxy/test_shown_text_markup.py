@@ -153,3 +153,13 @@ def test_a_call_reads_its_prompt_once(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
     items = asyncio.run(checks())
     assert reads == ["hi"] and {item.prompt for item in items} == {"hi"}
+
+
+def test_a_link_across_lines_is_read_as_written_whole() -> None:
+    """A link whose target starts on the next line: its lines no longer pair with their
+    reading, so the text as written is the extra reading (each line was paired with the next
+    one's reading, and the last dropped), as for a comment or hidden element across lines."""
+    text = "W[ait](\n#abc)im now\nsecond line\nthird line"
+    read, written = shown(text)
+    assert read == "Waitim now\nsecond line\nthird line"
+    assert written == [text]
