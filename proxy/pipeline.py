@@ -166,12 +166,12 @@ async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger,
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
     if mode != "buffer":                                                         # 6-7 lazily
-        return Stream(live(call, chunks, services, mode), call, facts, mode,
+        return Stream(live(call, chunks, services, mode), call, facts,
                       recorder(ledger, facts, services))                         # 8 at the end
     held, verdict, attempts = await buffered(call, chunks, services, deadline,  # 6-7
                                              noting(ledger, facts))
     facts = ledger.note(replace(facts, reply=verdict, attempts=attempts))
-    return Stream(iterate(held), call, facts, mode, recorder(ledger, facts, services))  # 8
+    return Stream(iterate(held), call, facts, recorder(ledger, facts, services))  # 8
 
 
 def noting(ledger: Ledger, facts: Facts) -> Noted:
@@ -291,7 +291,7 @@ def refuse_input(req: ChatRequest, policy: Policy, facts: Facts, services: Servi
         usage: Chunk = {**chunk_like(template, None), "usage": refusal["usage"]}  # sent only
         chunks = [*refusal_chunks(template, policy.refusal), usage]  # when the client asked
         facts = req.ledger.note(replace(facts, mode="off"))
-        return Stream(iterate(chunks), call, facts, "off", recorder(req.ledger, facts, services))
+        return Stream(iterate(chunks), call, facts, recorder(req.ledger, facts, services))
     return Reply(refusal, call, facts)
 
 
