@@ -26,8 +26,10 @@ from vilmo.judge.classifier import given_prompt
 from vilmo.judge.value_model import BuiltinClassifier, default_model_dir
 from vilmo.judge.value_net import unpack
 from vilmo.train.classifier import _label_arrays, calibrate, write_config
-from vilmo.train.examples import Sizes, build
 from vilmo.train.head_refit import fit_rows, pooled_features, replace_rows, training_examples
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dev_split import dev_examples
 
 FEATURES = Path("/tmp/i17h/features.pkl")
 HEADS = ("harm", "content")
@@ -61,12 +63,8 @@ def main(copy: Path, l2: float, jbb_weight: float) -> None:
     print(json.dumps({"l2": l2, "jbb_weight": jbb_weight, "examples": len(labelled),
                       "moved": round(moved, 4)}), f"{time.perf_counter() - start:.0f} s",
           flush=True)
+    dev, _ = dev_examples(copy)  # the dev split the copy's weights were calibrated on
     config = json.loads((copy / "config.json").read_text("utf-8"))
-    settings = config.get("training", {}).get("settings", {})
-    known = set(Sizes.__dataclass_fields__)
-    _, dev = build(root, Sizes(**{k: v for k, v in config["training"]["sizes"].items()
-                                  if k in known}),
-                   settings.get("seed", 13), settings.get("valueeval_dev_by", "premise"))
     config |= calibrate(copy, dev, config["heads"], progress=False)
     write_config(copy, config)
     print(json.dumps({h: config["dev_auc"][h] for h in HEADS}),

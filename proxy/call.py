@@ -1,6 +1,13 @@
-"""The upstream call of one request, shared by the plain flow (``proxy.pipeline``) and the
-stream modes (``proxy.streaming``): the request with its instruction placed, the stronger
-instruction before a regeneration, and a stream opened under the policy's deadline."""
+"""One request's call to the upstream (``Call``), shared by the plain flow (``proxy.pipeline``)
+and the stream modes (``proxy.streaming``, ``proxy.chunked``):
+
+    Call.params        what is sent: the client's params with the instruction placed
+    Call.checked*      a reply's text as the judge reads it, the prompt's head as its context
+    escalate           the stronger instruction before a regeneration
+    open_timed_stream  a stream opened under the policy's deadline
+
+How the judge reads those texts (``judged_prompt`` and its helpers) comes last.
+"""
 
 from __future__ import annotations
 
@@ -30,18 +37,128 @@ from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 from vilmo.verdict import Verdict, rules_of
 
-PROMPT_CONTEXT_CHARS = 2000
-"""How much of the prompt (the last user turn) the judge gets with a reply: its head, since
-the packaged classifier reads the prompt's first ``prompt_tokens`` (64) tokens
-(``vilmo.judge.windowing.prompt_head``), about 300 characters of English; 2,000 keep them
-whole for any prompt whose tokens average under 31 characters, so normal prompts are judged as
-before, and a huge prompt costs the judge no more than this."""
+
+@dataclass(slots=True)
+class Call:
+    """One request's call to the upstream: the client's params (``raw``, as admitted), its
+    policy and the instruction placed in it when sent (``params``). ``instruction`` changes
+    only by ``escalate``."""
+
+    raw: UpstreamParams
+    policy: Policy
+    instruction: Instruction
+    _prompt_read: list[str | None] = field(default_factory=list, init=False, repr=False)
+    """The prompt as the judge reads it (``judged_prompt``) once read, else empty (a list,
+    since None is a reading: no prompt): the same for every check of the call (review rv5:
+    each window of a chunked stream read it again)."""
+
+    def params(self) -> UpstreamParams:
+        """The params sent to the upstream: the client's, with the instruction placed as
+        ``instructions.placement`` says. A stream always asks for usage: its tokens are
+        charged to the key's ``tpm`` whether or not the client asked (``proxy.sse`` drops
+        the usage the client did not ask for). Also sets, in the request's context, whether
+        the reply's ``top_logprobs`` may go out (``proxy.logprobs.alternatives_shown``): only
+        when no check of it can stop it; and whether a reply's ``audio`` may
+        (``proxy.fields.audio_asked``): only when it was asked for."""
+        alternatives_shown.set(not reply_may_stop(self.policy))
+        audio_asked.set(asks_for_audio(self.raw))
+        placed = apply_instruction(self.raw["messages"], self.instruction,
+                                   self.policy.instructions.placement)
+        params = {**self.raw, "messages": placed}
+        if self.raw.get("stream"):
+            params["stream_options"] = {**(self.raw.get("stream_options") or {}),
+                                        "include_usage": True}
+        return params
+
+    @property
+    def client_wants_usage(self) -> bool:
+        """Did the client set ``stream_options.include_usage``?"""
+        return bool((self.raw.get("stream_options") or {}).get("include_usage"))
+
+    async def checked(self, text: str) -> ScoreInput:
+        """A reply's text to judge (``judged_text``: decoded as a JSON parser decodes it, with
+        the readings of its escapes and bidi runs that show other words), with the head of the
+        last user turn as its context; its length as sent kept beside it, which is what
+        counts against ``checks.max_chars`` (``proxy.guard.checked_chars``)."""
+        return (await self.checked_choices({0: text}))[0]
+
+    async def checked_choices(self, texts: Mapping[int, str]) -> dict[int, ScoreInput]:
+        """Each choice's text read as ``checked`` reads it; past ``OFF_LOOP_CHARS`` in all,
+        in a worker thread, as a large input is (``proxy.inputs.checked_input``): a reply is
+        the upstream's, bounded only by ``upstream.max_response_bytes``, and a megabyte of
+        escapes takes about a second to read, which on the event loop held every other
+        request of the worker. A small reply is read on the loop: a thread costs more. The
+        texts are counted first (``_counted_then_read``), so that a reply over
+        ``checks.max_chars`` is refused without being read."""
+        turn = None if self._prompt_read else prompt_text(self.raw["messages"])
+        prompt_chars = 0 if turn is None else min(len(turn), PROMPT_SCAN_CHARS)  # still to read
+        return await off_loop_past(sum(map(len, texts.values())) + prompt_chars, OFF_LOOP_CHARS,
+                                   _counted_then_read, texts,
+                                   partial(self._judged_prompt_once, turn),
+                                   self.policy.checks.max_chars)
+
+    def _judged_prompt_once(self, turn: str | None = None) -> str | None:
+        """The last user turn (``turn``, when the caller has it already) as the judge reads it
+        (``judged_prompt``), read once a call."""
+        if not self._prompt_read:
+            self._prompt_read.append(judged_prompt(
+                prompt_text(self.raw["messages"]) if turn is None else turn))
+        return self._prompt_read[0]
 
 
 def reply_may_stop(policy: Policy) -> bool:
     """Whether a check of the reply can block or regenerate it (it is checked, and some rule
     stops): only then is anything of the reply hidden from the client."""
     return policy.checks.output and any(rule.stops for rule in rules_of(policy).values())
+
+
+async def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:
+    """Before a regeneration: a stronger instruction from the violated principles. Raises
+    ``RetryRefused`` (nothing changed, nothing counted) when the key's ``tpm`` has no room for
+    another call (``proxy.client_keys.hold_to_regenerate``)."""
+    stronger = strengthen(call.instruction, previous.violation_ids, call.policy, bank)
+    if not await hold_to_regenerate(replace(call, instruction=stronger).params()):
+        raise RetryRefused
+    metrics.regenerations.labels(call.policy.name).inc()
+    call.instruction = stronger
+
+
+async def open_timed_stream(upstream: Upstream, params: UpstreamParams, deadline: float,
+                            ) -> AsyncIterator[ChatCompletionChunk]:
+    """The upstream stream (first chunk awaited), ending with StreamTimeout at ``deadline``."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            chunks = await open_stream(upstream, params)
+    except TimeoutError:
+        raise StreamTimeout("the stream ran past streaming.stream_timeout_s",
+                            code="stream_timeout") from None
+    return until(deadline, chunks)
+
+
+# How the judge reads the call's texts: each reply counted, then read; the prompt's head.
+
+def _counted_then_read(texts: Mapping[int, str], read_prompt: Callable[[], str | None],
+                       max_chars: int) -> dict[int, ScoreInput]:
+    """Each text read (``judged_text``) once all are counted as the guard counts them
+    (``proxy.guard.checked_chars`` of their ``shown_length``): over ``max_chars``, none is
+    read, each is kept unread (an empty ``response``, its count as ``shown``), and the guard
+    refuses the check by its size before it scores anything, as it refused them read. A
+    1.5-million-character reply of escapes was read for seconds before that refusal. The
+    prompt is read here too (``Call._judged_prompt_once``), in the same thread past
+    ``OFF_LOOP_CHARS``: the invisible characters before its head are the client's to choose."""
+    prompt = read_prompt()
+    unread = {i: Judged("", prompt, shown_length(text)) for i, text in texts.items()}
+    if checked_chars(list(unread.values())) > max_chars:
+        return dict(unread)
+    return {i: judged(texts[i], prompt, unread[i].shown) for i in texts}
+
+
+PROMPT_CONTEXT_CHARS = 2000
+"""How much of the prompt (the last user turn) the judge gets with a reply: its head, since
+the packaged classifier reads the prompt's first ``prompt_tokens`` (64) tokens
+(``vilmo.judge.windowing.prompt_head``), about 300 characters of English; 2,000 keep them
+whole for any prompt whose tokens average under 31 characters, so normal prompts are judged as
+before, and a huge prompt costs the judge no more than this."""
 
 
 PROMPT_SCAN_CHARS = 1 << 16
@@ -102,106 +219,3 @@ def _visible_head(text: str, chars: int) -> tuple[str, str]:
         head += visible(text[at:at + chars])
         at += chars
     return head[:chars], text[:at]
-
-
-@dataclass(slots=True)
-class Call:
-    """What goes to the upstream: the request with the instruction placed. ``instruction``
-    changes only by ``escalate``."""
-
-    raw: UpstreamParams
-    policy: Policy
-    instruction: Instruction
-    _prompt: list[str | None] = field(default_factory=list, init=False, repr=False)
-    """The prompt as the judge reads it (``judged_prompt``), once read: the same for every
-    check of the call (review rv5: each window of a chunked stream read it again)."""
-
-    def params(self) -> UpstreamParams:
-        """A stream always asks for usage: its tokens are charged to the key's ``tpm``
-        whether or not the client asked (``proxy.sse`` drops the usage the client did not
-        ask for). The call's context says whether the reply's ``top_logprobs`` may go out
-        (``proxy.logprobs.alternatives_shown``): only when no check of it can stop it; and
-        whether a reply's ``audio`` may (``proxy.fields.audio_asked``): only when it was asked
-        for."""
-        alternatives_shown.set(not reply_may_stop(self.policy))
-        audio_asked.set(asks_for_audio(self.raw))
-        placed = apply_instruction(self.raw["messages"], self.instruction,
-                                   self.policy.instructions.placement)
-        params = {**self.raw, "messages": placed}
-        if self.raw.get("stream"):
-            params["stream_options"] = {**(self.raw.get("stream_options") or {}),
-                                        "include_usage": True}
-        return params
-
-    @property
-    def client_wants_usage(self) -> bool:
-        """Did the client set ``stream_options.include_usage``?"""
-        return bool((self.raw.get("stream_options") or {}).get("include_usage"))
-
-    async def checked(self, text: str) -> ScoreInput:
-        """A reply's text to judge (``judged_text``: decoded as a JSON parser decodes it, with
-        the readings of its escapes and bidi runs that show other words), with the head of the
-        last user turn as its context; its length as sent kept beside it, which is what
-        counts against ``checks.max_chars`` (``proxy.guard.checked_chars``)."""
-        return (await self.checked_choices({0: text}))[0]
-
-    async def checked_choices(self, texts: Mapping[int, str]) -> dict[int, ScoreInput]:
-        """Each choice's text read as ``checked`` reads it; past ``OFF_LOOP_CHARS`` in all,
-        in a worker thread, as a large input is (``proxy.inputs.checked_input``): a reply is
-        the upstream's, bounded only by ``upstream.max_response_bytes``, and a megabyte of
-        escapes takes about a second to read, which on the event loop held every other
-        request of the worker. A small reply is read on the loop: a thread costs more. The
-        texts are counted first (``_counted_then_read``), so that a reply over
-        ``checks.max_chars`` is refused without being read."""
-        turn = None if self._prompt else prompt_text(self.raw["messages"])
-        unread = 0 if turn is None else min(len(turn), PROMPT_SCAN_CHARS)
-        return await off_loop_past(sum(map(len, texts.values())) + unread, OFF_LOOP_CHARS,
-                                   _counted_then_read, texts, partial(self.judged_prompt, turn),
-                                   self.policy.checks.max_chars)
-
-    def judged_prompt(self, turn: str | None = None) -> str | None:
-        """The last user turn (``turn``, when the caller has it already) as the judge reads it
-        (``judged_prompt``), read once a call."""
-        if not self._prompt:
-            self._prompt.append(judged_prompt(
-                prompt_text(self.raw["messages"]) if turn is None else turn))
-        return self._prompt[0]
-
-
-def _counted_then_read(texts: Mapping[int, str], read_prompt: Callable[[], str | None],
-                       max_chars: int) -> dict[int, ScoreInput]:
-    """Each text read (``judged_text``) once all are counted as the guard counts them
-    (``proxy.guard.checked_chars`` of their ``shown_length``): over ``max_chars``, none is
-    read, each is kept unread (an empty ``response``, its count as ``shown``), and the guard
-    refuses the check by its size before it scores anything, as it refused them read. A
-    1.5-million-character reply of escapes was read for seconds before that refusal. The
-    prompt is read here too (``Call.judged_prompt``, once a call), in the same thread past
-    ``OFF_LOOP_CHARS``: the invisible characters before its head are the client's to choose."""
-    prompt = read_prompt()
-    unread = {i: Judged("", prompt, shown_length(text)) for i, text in texts.items()}
-    if checked_chars(list(unread.values())) > max_chars:
-        return dict(unread)
-    return {i: judged(texts[i], prompt, unread[i].shown) for i in texts}
-
-
-async def escalate(call: Call, previous: Verdict, metrics: Metrics, bank: PrincipleBank) -> None:
-    """Before a regeneration: a stronger instruction from the violated principles. Raises
-    ``RetryRefused`` (nothing changed, nothing counted) when the key's ``tpm`` has no room for
-    another call (``proxy.client_keys.hold_to_regenerate``)."""
-    stronger = strengthen(call.instruction, previous.violation_ids, call.policy, bank)
-    if not await hold_to_regenerate(replace(call, instruction=stronger).params()):
-        raise RetryRefused
-    metrics.regenerations.labels(call.policy.name).inc()
-    call.instruction = stronger
-
-
-async def open_timed_stream(upstream: Upstream, params: UpstreamParams, deadline: float,
-                            ) -> AsyncIterator[ChatCompletionChunk]:
-    """The upstream stream (first chunk awaited), ending with StreamTimeout at ``deadline``."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            chunks = await open_stream(upstream, params)
-    except TimeoutError:
-        raise StreamTimeout("the stream ran past streaming.stream_timeout_s",
-                            code="stream_timeout") from None
-    return until(deadline, chunks)

@@ -135,9 +135,21 @@ class Stream:
     items: AsyncIterator[ChatCompletionChunk | Judged | Unjudged]
     call: Call
     facts: Facts
-    mode: StreamMode
+    """Carries the stream's ``mode``: the one place it is kept, so the header
+    (``x-vilmo-stream-mode``), the annotation and the audit record's ``stream_mode`` cannot
+    disagree."""
     finish: Finish
     """Called once by whoever sends the stream (``proxy.sse``), however it ends."""
+
+    def __post_init__(self) -> None:
+        if self.facts.mode is None:
+            raise ValueError("a stream's facts must say how it is checked (Facts.mode)")
+
+    @property
+    def mode(self) -> StreamMode:
+        """How the reply is checked (``Facts.mode``)."""
+        assert self.facts.mode is not None  # __post_init__
+        return self.facts.mode
 
     @property
     def guard(self) -> GuardState:

@@ -120,11 +120,12 @@ async def chat(req: ChatRequest, services: Services) -> Reply | Stream:
 
 async def call_upstream(req: ChatRequest, services: Services, call: Call, facts: Facts,
                         pending_input: asyncio.Future[Judgement] | None) -> Reply | Stream:
-    """Steps 4-8, with the input verdict that only records still ``pending_input``."""
+    """Steps 4-8. ``pending_input``: the input check still running, when its verdict only
+    records (awaited before the reply is returned); None when it was awaited already."""
     note = req.ledger.note
     policy = call.policy                                                          # 4: in call
     if req.stream:
-        return await stream(call, facts, services, req.ledger, pending_input)     # 5-8
+        return await stream_reply(call, facts, services, req.ledger, pending_input)  # 5-8
     try:
         completion = await services.upstream.complete(call.params())              # 5
     except Exception:
@@ -146,8 +147,8 @@ async def call_upstream(req: ChatRequest, services: Services, call: Call, facts:
     return Reply(completion, call, facts)                       # 8: once sent (proxy.routes)
 
 
-async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger,
-                 pending_input: asyncio.Future[Judgement] | None = None) -> Stream:
+async def stream_reply(call: Call, facts: Facts, services: Services, ledger: Ledger,
+                       pending_input: asyncio.Future[Judgement] | None = None) -> Stream:
     """Steps 5-8 for a stream: opened under its deadline; buffer mode enforced now. An input
     verdict still pending is awaited once the stream is open (the headers carry it)."""
     policy = call.policy
@@ -166,12 +167,12 @@ async def stream(call: Call, facts: Facts, services: Services, ledger: Ledger,
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
     if mode != "buffer":                                                         # 6-7 lazily
-        return Stream(live(call, chunks, services, mode), call, facts, mode,
+        return Stream(live(call, chunks, services, mode), call, facts,
                       recorder(ledger, facts, services))                         # 8 at the end
     held, verdict, attempts = await buffered(call, chunks, services, deadline,  # 6-7
                                              noting(ledger, facts))
     facts = ledger.note(replace(facts, reply=verdict, attempts=attempts))
-    return Stream(iterate(held), call, facts, mode, recorder(ledger, facts, services))  # 8
+    return Stream(iterate(held), call, facts, recorder(ledger, facts, services))  # 8
 
 
 def noting(ledger: Ledger, facts: Facts) -> Noted:
@@ -249,8 +250,9 @@ async def choose_policy(caller: Caller, header: str | None, policies: PolicyStor
 def require_model(upstream: Upstream, model: str, caller: Caller) -> None:
     if not upstream.serves(model):
         known = f"; available: {', '.join(upstream.model_names())}" if caller.sees_config else ""
-        raise ModelNotFound(f"the model {shown_name(model)!r} does not exist on this gateway{known}",
-                            param="model", code="model_not_found")
+        raise ModelNotFound(
+            f"the model {shown_name(model)!r} does not exist on this gateway{known}",
+            param="model", code="model_not_found")
 
 
 async def checked_turns(raw: UpstreamParams, policy: Policy) -> list[ScoreInput]:
@@ -291,7 +293,7 @@ def refuse_input(req: ChatRequest, policy: Policy, facts: Facts, services: Servi
         usage: Chunk = {**chunk_like(template, None), "usage": refusal["usage"]}  # sent only
         chunks = [*refusal_chunks(template, policy.refusal), usage]  # when the client asked
         facts = req.ledger.note(replace(facts, mode="off"))
-        return Stream(iterate(chunks), call, facts, "off", recorder(req.ledger, facts, services))
+        return Stream(iterate(chunks), call, facts, recorder(req.ledger, facts, services))
     return Reply(refusal, call, facts)
 
 

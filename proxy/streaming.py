@@ -39,7 +39,7 @@ async def buffered(call: Call, chunks: AsyncIterator[Chunk], services: Services,
     verdict and attempt ``noted`` as it comes (``actions.enforce``)."""
     policy = call.policy
 
-    async def judged(chunks: AsyncIterator[Chunk]) -> tuple[list[Chunk], Judgement]:
+    async def held_and_judged(chunks: AsyncIterator[Chunk]) -> tuple[list[Chunk], Judgement]:
         try:
             held = [c async for c in chunks]
         finally:
@@ -49,9 +49,10 @@ async def buffered(call: Call, chunks: AsyncIterator[Chunk], services: Services,
 
     async def regenerate(previous: Verdict) -> tuple[list[Chunk], Judgement]:
         await escalate(call, previous, services.metrics, services.bank)
-        return await judged(await open_timed_stream(services.upstream, call.params(), deadline))
+        retried = await open_timed_stream(services.upstream, call.params(), deadline)
+        return await held_and_judged(retried)
 
-    held, verdict = await judged(chunks)
+    held, verdict = await held_and_judged(chunks)
     return await enforce(held, verdict, policy, regenerate,
                          lambda held, why: refused(held, why, policy.refusal), noted)
 
