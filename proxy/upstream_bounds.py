@@ -32,9 +32,11 @@ other), gives each response, before anything reads its body:
 
 The bounds of a call are the ``LiteLLMUpstream``'s (``bounds_for``, a context variable, which
 the tasks LiteLLM starts for the call inherit); a response outside any gateway call is left as
-it is. A request whose reply was cut is not sent again by the call's retries (``Call``). Not covered: LiteLLM's handlers that call
-with aiohttp itself rather than through an httpx client (``aiohttp_openai/``), and the
-sync clients' deadline (the gateway calls LiteLLM only asynchronously).
+it is. A request whose reply was cut is not sent again by the call's retries (``Call``).
+LiteLLM's ``aiohttp_openai/`` provider calls with aiohttp itself, where no hook reaches: such
+a model is refused at config load (``proxy.config_values.unbounded_provider``; ``openai/``
+reaches the same servers). Not covered: the sync clients' deadline (the gateway calls
+LiteLLM only asynchronously).
 """
 
 from __future__ import annotations
