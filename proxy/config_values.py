@@ -82,6 +82,9 @@ def checked_router_settings(settings: dict[str, Any],
     (setting, message) for each one the Router would refuse. Values are never quoted: a Redis
     password lives here."""
     issues = [(str(name), _unknown(str(name))) for name in settings if name not in ROUTER_SETTINGS]
+    defaults = settings.get("default_litellm_params")
+    if isinstance(defaults, dict) and (problem := unbounded_provider(defaults)):
+        issues.append(("default_litellm_params", problem))
     try:
         checked = RouterSettings.model_validate(settings)
     except ValidationError as error:
@@ -146,6 +149,8 @@ def deployment_issues(params: dict[str, Any]) -> list[tuple[str, str]]:
     would fail every call: an ``openai/`` model's ``api_base`` that is not an http(s) URL
     (httpx: UnsupportedProtocol), a timeout that is not a finite number of seconds."""
     issues = []
+    if problem := unbounded_provider(params):
+        issues.append(("model", problem))
     if str(params.get("model", "")).startswith("openai/") and params.get("api_base"):
         problem = http_url_problem(params["api_base"])
         if problem:
@@ -155,6 +160,26 @@ def deployment_issues(params: dict[str, Any]) -> list[tuple[str, str]]:
             issues.append((name, (f"must be a finite number of seconds, more than 0 and at most "
                                  f"{UPSTREAM_TIMEOUT_MAX_S:g}")))
     return issues
+
+
+UNBOUNDED_PROVIDERS = ("aiohttp_openai",)
+"""LiteLLM providers that call with aiohttp itself, not through an httpx client: none of the
+Router path's bounds on a reply (``proxy.upstream_bounds``: its size, a stream event's, a plain
+reply's deadline), nor its no-cookie and no-redirect clients (``proxy.litellm_clients``), would
+hold, so such a model is refused (``openai/`` reaches the same servers, bounded)."""
+
+
+def unbounded_provider(params: dict[str, Any]) -> str | None:
+    """Why LiteLLM would call a deployment (its ``litellm_params``, or the Router's defaults
+    for each) with an unbounded client, or None: its ``custom_llm_provider`` or its model's
+    ``provider/`` prefix is one of ``UNBOUNDED_PROVIDERS``."""
+    named = (params.get("custom_llm_provider"), str(params.get("model", "")).split("/", 1)[0])
+    for provider in named:
+        if isinstance(provider, str) and provider.strip().lower() in UNBOUNDED_PROVIDERS:
+            return (f"LiteLLM's {provider.strip().lower()} provider calls with aiohttp, outside "
+                    "the bounds the gateway sets on an upstream's reply (its size, its time): "
+                    "use openai/ for the same OpenAI-compatible server")
+    return None
 
 
 def _seconds(value: Any) -> bool:

@@ -17,6 +17,7 @@ from typing import Any, Self, cast
 from proxy.errors import Redactor, UpstreamFailed
 from proxy.fields import StreamLabels
 from proxy.replies import ChatCompletionChunk
+from proxy.sse_split import EventSplitter
 from proxy.upstream import entered, upstream_event_json
 from proxy.upstream_log import upstream_said
 
@@ -105,7 +106,7 @@ class SSEReader:
 
     async def events(self, pieces: AsyncIterator[bytes]) -> AsyncGenerator[RawChunk, None]:
         """Each event's chunk, or ``DONE``; comments and data-less events are skipped."""
-        split = EventSplitter(self.model)
+        split = EventSplitter(self.model, MAX_EVENT_BYTES)
         total = 0
         async for piece in pieces:
             total += len(piece)
@@ -155,51 +156,6 @@ path reads: past it the stream fails with a 502 ``upstream_too_large``. A chunk 
 words, or a tool call's or an audio delta's piece: 8 MiB is far beyond any, and bounds what
 one event holds and what its JSON costs to parse (the whole stream is bounded by
 ``upstream.max_response_bytes``)."""
-
-
-class EventSplitter:
-    """An SSE byte stream split into events at blank lines, in time linear in its bytes, however
-    it arrives: each piece is searched once for the end of an event (from where the last
-    search stopped, less one byte: a separator may straddle two pieces), and its line ends are
-    made ``\\n`` in that piece alone (``\\r\\n`` and ``\\r``, as SSE has them; a ``\\r`` that
-    ends a piece and a ``\\n`` that starts the next are one line end). Searching the whole
-    buffer for each piece was quadratic: one event of a few MiB sent in 1 KiB pieces held the
-    event loop for seconds."""
-
-    def __init__(self, model: str, max_event: int | None = None) -> None:
-        self.model = model
-        self.max_event = MAX_EVENT_BYTES if max_event is None else max_event
-        self.buffer = bytearray()
-        self.after_cr = False
-
-    def feed(self, piece: bytes) -> list[bytes]:
-        """The events that ``piece`` completes, each without its blank line."""
-        if self.after_cr and piece.startswith(b"\n"):
-            piece = piece[1:]  # the \n of a \r\n split between two pieces
-        self.after_cr = piece.endswith(b"\r")
-        if b"\r" in piece:
-            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        at = max(len(self.buffer) - 1, 0)  # no separator ends before the old bytes' last one
-        self.buffer += piece
-        events: list[bytes] = []
-        start = 0
-        while (end := self.buffer.find(b"\n\n", at)) >= 0:
-            self.check(end - start)
-            events.append(bytes(self.buffer[start:end]))
-            start = at = end + 2
-        del self.buffer[:start]
-        self.check(len(self.buffer))
-        return events
-
-    def rest(self) -> bytes:
-        """What is left when the stream ends: its last event, without its blank line."""
-        return bytes(self.buffer)
-
-    def check(self, size: int) -> None:
-        if size > self.max_event:
-            raise UpstreamFailed(f"the upstream for model {self.model!r} sent a stream event "
-                                 f"larger than {self.max_event} bytes",
-                                 code="upstream_too_large")
 
 
 async def _drain(events: AsyncIterator[RawChunk]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
 from typing import Any, Protocol, TypeAlias, cast
 
+from proxy.config_values import unbounded_provider
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.fields import StreamLabels, keep_allowed
 from proxy.litellm_clients import no_cookies, own_litellm_clients
@@ -51,6 +52,7 @@ class LiteLLMUpstream:
 
         from proxy.operator_body import keep_operator_bodies  # imports LiteLLM too
 
+        refuse_unbounded(model_list, router_settings)
         one_line_logs(*LITELLM_LOGGERS)
         own_litellm_clients()
         fetch_no_media_urls()
@@ -113,6 +115,16 @@ class LiteLLMUpstream:
                 close = getattr(response, "aclose", None)
                 if close is not None:
                     await close()
+
+
+def refuse_unbounded(model_list: Sequence[Deployment], router_settings: dict[str, Any]) -> None:
+    """A ValueError for a deployment LiteLLM would call outside the bounds
+    (``proxy.config_values.unbounded_provider``): a loaded config is refused so already, a
+    config built otherwise (``model_validate``) is refused here."""
+    defaults = router_settings.get("default_litellm_params")
+    for params in [d.litellm_params for d in model_list] + [defaults or {}]:
+        if isinstance(params, dict) and (problem := unbounded_provider(params)):
+            raise ValueError(problem)
 
 
 def with_router_defaults(router_settings: dict[str, Any]) -> dict[str, Any]:

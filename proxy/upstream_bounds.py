@@ -28,13 +28,16 @@ other), gives each response, before anything reads its body:
 - for a reply that is not a stream, the deadline of its request's read timeout (the
   deployment's ``timeout`` as LiteLLM sends it), counted from when the request was sent: past
   it, the library's ``ReadTimeout``, which LiteLLM and the gateway map as any timeout (504;
-  each retry or fallback attempt has its own deadline, as each has its own timeout).
+  a fallback attempt has its own deadline, as it has its own timeout).
 
 The bounds of a call are the ``LiteLLMUpstream``'s (``bounds_for``, a context variable, which
 the tasks LiteLLM starts for the call inherit); a response outside any gateway call is left as
-it is. A request whose reply was cut is not sent again by the call's retries (``Call``). Not covered: LiteLLM's handlers that call
-with aiohttp itself rather than through an httpx client (``aiohttp_openai/``), and the
-sync clients' deadline (the gateway calls LiteLLM only asynchronously).
+it is. A request whose reply was cut (past a size bound or its deadline) is not sent again by
+the call's retries, which fail at once as it did; its fallbacks are sent (``Call``).
+LiteLLM's ``aiohttp_openai/`` provider calls with aiohttp itself, where no hook reaches: such
+a model is refused at config load (``proxy.config_values.unbounded_provider``; ``openai/``
+reaches the same servers). Not covered: the sync clients' deadline (the gateway calls
+LiteLLM only asynchronously).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -94,34 +97,52 @@ class ReplyBounds:
 @dataclass(slots=True)
 class Call:
     """One gateway call through LiteLLM, its retries and fallbacks included: its bounds, and the
-    requests whose reply was cut. LiteLLM retries a cut reply (the SDK raises the cut as a
-    connection error): a retry of such a request fails at once (``note_sent``) instead of
-    reading the same reply again; a fallback's request (another model) is sent."""
+    requests whose reply was cut (past a size bound, or by a plain reply's deadline). LiteLLM
+    retries a cut reply (the SDK raises a size cut as a connection error, a deadline as a
+    timeout): a retry of such a request fails at once, as the cut did (``note_sent``), instead
+    of reading the same reply again. A fallback's request differs from the cut one in what it
+    is sent with (another URL, body, key or header, or timeout: ``attempt``) and is sent."""
 
     bounds: ReplyBounds
-    cuts: dict[tuple[str, int], str] = field(default_factory=dict)
-    """The gateway's text of each cut, by what a retry repeats of its request (``attempt``)."""
+    cuts: dict[tuple[str, int], Callable[[], Exception]] = field(default_factory=dict)
+    """The failure of each cut, raised again for a retry, by what a retry repeats of its
+    request (``attempt``)."""
 
     def cut(self, request: Any, message: str) -> ReplyTooLarge:
-        """Note that ``request``'s reply was cut; the exception to raise."""
+        """Note that ``request``'s reply was cut past a size bound; the exception to raise."""
+        self.note_cut(request, lambda: ReplyTooLarge(message))
+        return ReplyTooLarge(message)
+
+    def note_cut(self, request: Any, again: Callable[[], Exception]) -> None:
+        """Note that ``request``'s reply was cut: a retry of it raises ``again()``."""
         key = attempt(request)
         if key is not None:
-            self.cuts[key] = message
-        return ReplyTooLarge(message)
+            self.cuts[key] = again
 
     def refuse_retry(self, request: Any) -> None:
         """Raise the cut again when ``request`` repeats one whose reply was cut."""
-        message = self.cuts.get(attempt(request) or ("", 0)) if self.cuts else None
-        if message is not None:
-            raise ReplyTooLarge(message)
+        again = self.cuts.get(attempt(request) or ("", 0)) if self.cuts else None
+        if again is not None:
+            raise again()
+
+
+PER_ATTEMPT_HEADERS = frozenset({"x-stainless-retry-count"})
+"""Headers a retry of a request changes (the openai SDK counts its own retries in this one)."""
 
 
 def attempt(request: Any) -> tuple[str, int] | None:
-    """What a retry repeats of a request (its URL and body); None when its body is a stream."""
+    """What a retry repeats of a request: its URL, body, headers (but ``PER_ATTEMPT_HEADERS``)
+    and timeouts; None when its body is a stream. A fallback to the same server and model with
+    another key (or header) or timeout is another request: its URL and body alone matched."""
     try:
-        return str(request.url), hash(bytes(request.content))
+        body = bytes(request.content)
     except Exception:  # noqa: BLE001 - RequestNotRead (either httpx): a stream, no retry
         return None
+    headers = sorted((name.lower(), value) for name, value in request.headers.multi_items()
+                     if name.lower() not in PER_ATTEMPT_HEADERS)
+    timeout = request.extensions.get("timeout")
+    timeouts = sorted(timeout.items()) if isinstance(timeout, dict) else timeout
+    return str(request.url), hash((body, tuple(headers), repr(timeouts)))
 
 
 CURRENT: ContextVar[Call | None] = ContextVar("vilmo_reply_bounds", default=None)
@@ -241,14 +262,20 @@ def error_body(head: bytes, total: int, redact: Redactor) -> bytes:
 
 class _Deadline:
     """A response body stream that fails with ``timeout`` (the library's ``ReadTimeout``) when
-    it is not read whole by ``deadline`` (``time.monotonic``)."""
+    it is not read whole by ``deadline`` (``time.monotonic``): a cut of ``call``, which its
+    retries do not fetch again."""
 
     def __init__(self, stream: Any, deadline: float, timeout: type[httpx.TimeoutException],
-                 request: Any) -> None:
+                 request: Any, call: Call) -> None:
         self.stream = stream
         self.deadline = deadline
         self.timeout = timeout
         self.request = request
+        self.call = call
+
+    def late(self) -> Exception:
+        return self.timeout("the upstream's reply did not end by its deadline",
+                            request=self.request)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         pieces = aiter(self.stream)
@@ -259,8 +286,8 @@ class _Deadline:
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise self.timeout("the upstream's reply did not end by its deadline",
-                                   request=self.request) from None
+                self.call.note_cut(self.request, self.late)
+                raise self.late() from None
             yield piece
 
     async def aclose(self) -> None:
@@ -297,7 +324,7 @@ def bound(response: Any, *, deadline: bool) -> None:
     if read is not None and sent is not None:
         library = library_of(response)
         response.stream = deadline_stream(library)(response.stream, sent + float(read),
-                                                   library.ReadTimeout, request)
+                                                   library.ReadTimeout, request, call)
 
 
 async def note_sent(request: Any) -> None:

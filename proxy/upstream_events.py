@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 
+from proxy.sse_split import EventSplitter
+
 
 class ReplyTooLarge(Exception):
     """A bound was crossed; ``message`` is the gateway's text for the 502."""
@@ -44,51 +46,20 @@ def names_error(event: bytes) -> bool:
     return isinstance(parsed, dict) and bool(parsed.get("error"))
 
 
-class EventSizes:
-    """The size of each stream event in an SSE byte stream fed piece by piece (its line ends
-    ``\\n``, ``\\r\\n`` or ``\\r``, as ``proxy.relay.EventSplitter`` reads them): an event past
-    ``limit`` is refused, and one past ``ERROR_EVENT_BYTES`` that names an error
-    (``names_error``). It holds the event being read (at most ``limit`` bytes, as the SSE
-    decoder it feeds does), which is read as JSON only when it ends past ``ERROR_EVENT_BYTES``:
-    a token's event is never parsed twice."""
+class EventSizes(EventSplitter):
+    """The size of each stream event in an SSE byte stream fed piece by piece, split as the
+    direct path splits it (``proxy.sse_split.EventSplitter``): an event past ``limit`` is
+    refused, and one past ``ERROR_EVENT_BYTES`` that names an error (``names_error``), each a
+    ``ReplyTooLarge`` (its text's ``{model}`` filled in by ``too_large_as_502``). No event is
+    kept: one is read as JSON only when it ends past ``ERROR_EVENT_BYTES``, so a token's event
+    is never parsed twice (LiteLLM's SSE decoder parses it)."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.event = bytearray()  # the event being read, its line ends \n
-        self.after_cr = False  # the last piece ended \r: a \n starting the next is its end
+        super().__init__("{model}", limit)
 
-    def feed(self, piece: bytes) -> None:
-        if self.after_cr and piece.startswith(b"\n"):
-            piece = piece[1:]  # the \n of a \r\n split between two pieces
-        self.after_cr = piece.endswith(b"\r")  # also when nothing is left of ``piece``
-        if not piece:
-            return
-        if b"\r" in piece:
-            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        event = self.event
-        search = max(len(event) - 1, 0)  # a blank line may straddle two pieces
-        event += piece
-        start = 0
-        while (end := event.find(b"\n\n", search)) >= 0:
-            self.check(end - start, event, start)
-            start = search = end + 2
-        if start:
-            del event[:start]
-        self.check(len(event), None, 0)
+    def ended(self, start: int, end: int, events: list[bytes]) -> None:
+        if end - start > ERROR_EVENT_BYTES and names_error(bytes(self.buffer[start:end])):
+            raise self.too_large(f"sent an error event larger than {ERROR_EVENT_BYTES} bytes")
 
-    def check(self, size: int, ended: bytearray | None, start: int) -> None:
-        """Refuse an event of ``size`` bytes; ``ended``: the text where it ends, at ``start``."""
-        if size > self.limit:
-            raise ReplyTooLarge(
-                f"the upstream for model {{model}} sent a stream event larger "
-                f"than {self.limit} bytes"
-            )
-        if (
-            ended is not None
-            and size > ERROR_EVENT_BYTES
-            and names_error(bytes(ended[start : start + size]))
-        ):
-            raise ReplyTooLarge(
-                f"the upstream for model {{model}} sent an error event larger "
-                f"than {ERROR_EVENT_BYTES} bytes"
-            )
+    def too_large(self, what: str) -> Exception:
+        return ReplyTooLarge(f"the upstream for model {{model}} {what}")

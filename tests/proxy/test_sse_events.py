@@ -27,7 +27,7 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 from stub_upstream import ServerThread
 
-from proxy import relay
+from proxy import relay, sse_split
 from proxy.errors import GatewayError, Redactor
 from proxy.relay import SSEReader, wire_bytes
 from proxy.settings import GatewayConfig
@@ -88,7 +88,7 @@ def test_one_big_event_in_small_pieces_is_searched_once(monkeypatch: pytest.Monk
     """Counted, not timed: the bytes the reader's buffer is searched and rewritten over.
     Before the fix, 512 KiB in 512-byte pieces cost some 270 million (each piece searched the
     whole buffer, or rewrote it for its ``\\r``); now about the stream's own size."""
-    monkeypatch.setattr(relay, "bytearray", Counted, raising=False)
+    monkeypatch.setattr(sse_split, "bytearray", Counted, raising=False)
     Counted.work = 0
     size, piece = 512 * 1024, 512
     parts = list(big_event(size, piece) if cut == "text" else cr_lines(size, piece))
