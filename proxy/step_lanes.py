@@ -69,7 +69,7 @@ class LaneFull(RuntimeError):
 
 
 class NotStarted(TimeoutError):
-    """The step's request timed out while the step was still queued: it never ran."""
+    """The step's request timed out before a thread began the step: it never runs."""
 
 
 class StartedLate(TimeoutError):
@@ -82,7 +82,7 @@ LATE_START_SHARE = 0.25
 timed out, failed for the load (review of fx-step2: a flood of long steps made another turn
 start just before its deadline; its plain ``TimeoutError`` failed open under ``on_error:
 open`` and the turn went out without its instruction). A step that started in time and ran
-out by itself still fails as its policy says."""
+out alone (``SlowedByLoad`` otherwise) still fails as its policy says."""
 
 
 class SlowedByLoad(TimeoutError):
