@@ -25,11 +25,11 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 from bench_serving import REPLY
 from harness import (
-    TracedRun,
     chat_body,
     prompts,
     timed_post,
@@ -112,7 +112,16 @@ DUMP_WAIT_S = 30.0
 """How long to wait for every gateway to have recorded every request (``dumped_events``)."""
 
 
-def dumped_events(run: TracedRun, requests: int) -> dict[str, list[tuple[str, float, float]]]:
+class DumpedRun(Protocol):
+    """What ``dumped_events`` needs of ``harness.TracedRun``."""
+
+    work: Path
+    trees: dict[str, Path]
+
+    def dump_traces(self) -> None: ...
+
+
+def dumped_events(run: DumpedRun, requests: int) -> dict[str, list[tuple[str, float, float]]]:
     """Each tree's events, once its gateway has recorded all ``requests`` (its ``gateway``
     spans). A gateway appends a request's span when the request's app returns, which can be
     just after its client has read the last byte: dumped at once, the last request (the
