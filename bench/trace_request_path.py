@@ -21,8 +21,11 @@ import argparse
 import json
 import os
 import statistics
+import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 from bench_serving import REPLY
@@ -103,6 +106,49 @@ main()
 """
 
 
+WARM_UP_ROUNDS = 3
+"""Rounds run first and dropped from every median."""
+DUMP_WAIT_S = 30.0
+"""How long to wait for every gateway to have recorded every request (``dumped_events``)."""
+
+
+class DumpedRun(Protocol):
+    """What ``dumped_events`` needs of ``harness.TracedRun``."""
+
+    work: Path
+    trees: dict[str, Path]
+
+    def dump_traces(self) -> None: ...
+
+
+def dumped_events(run: DumpedRun, requests: int) -> dict[str, list[tuple[str, float, float]]]:
+    """Each tree's events, once its gateway has recorded all ``requests`` (its ``gateway``
+    spans). A gateway appends a request's span when the request's app returns, which can be
+    just after its client has read the last byte: dumped at once, the last request (the
+    ``no policy, stream`` target of the last round) was missing, so that target had one sample
+    less than the others, and with ``--rounds 1`` none past the warm-up: ``statistics.median``
+    of nothing raised."""
+    deadline = time.monotonic() + DUMP_WAIT_S
+    while True:
+        run.dump_traces()
+        events = {name: [(str(e[0]), float(e[1]), float(e[2]))
+                         for e in json.loads((run.work / f"{name}.json").read_text())]
+                  for name in run.trees}
+        spans = {name: sum(e[0] == "gateway" for e in found) for name, found in events.items()}
+        if all(count >= requests for count in spans.values()) or time.monotonic() > deadline:
+            for name, count in spans.items():
+                if count < requests:
+                    print(f"warning: {name} recorded {count} of {requests} requests")
+            return events
+
+
+def median_cell(values: Sequence[float], signed: bool = False) -> str:
+    """The median, or ``n/a`` for a stage with no sample (never a crash of the report)."""
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):{'+' if signed else ''}.2f}"
+
+
 def round_prompt(round_: int, target: int) -> str:
     """Round ``round_``'s prompt for one target: the same question for every target and tree
     of a round (whether a value is at stake, so which passes the instruction step runs,
@@ -172,16 +218,19 @@ def main() -> None:
     parser.add_argument("--baseline-tree", type=Path)
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    rounds = args.rounds + WARM_UP_ROUNDS
     with traced_gateways(BOOT, "vilmo-trace-", REPLY, args.baseline_tree) as run:
-        work, trees, urls = run.work, run.trees, run.urls
+        trees, urls = run.trees, run.urls
         with httpx.Client(timeout=60) as client:
-            for r in range(args.rounds + 3):  # three warm-up rounds, dropped below
+            for r in range(rounds):  # the warm-up rounds first, dropped below
                 for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:
                     for t, (_, policy, stream) in enumerate(TARGETS):
                         body = chat_body(round_prompt(r, t), stream)
                         call = timed_stream if stream else timed_post
                         call(client, urls[name], body, {"X-Vilmo-Policy": policy})
-        run.dump_traces()
+        traces = dumped_events(run, rounds * len(TARGETS))
         load = os.getloadavg()[0]
         print(
             f"per-stage medians at c=1 (ms), {args.rounds} rounds, {os.cpu_count()} CPUs, "
@@ -191,9 +240,8 @@ def main() -> None:
             kind = KINDS[label]
             found = {}
             for name in trees:
-                events = json.loads((work / f"{name}.json").read_text())
-                per = stages([tuple(e) for e in events], kind)
-                found[name] = {k: v[3:] for k, v in per.items()}  # the warm-up rounds
+                per = stages(traces[name], kind)
+                found[name] = {k: v[WARM_UP_ROUNDS:] for k, v in per.items()}
             paired = "baseline" in found
             columns = [*trees, *(["paired Δ"] if paired else [])]
             print(
@@ -202,10 +250,11 @@ def main() -> None:
             )
             for key in found["this"]:
                 if not stream or key != "upstream (plain)":
-                    cells = [f"{statistics.median(found[n][key]):.2f}" for n in trees]
+                    cells = [median_cell(found[n].get(key, [])) for n in trees]
                     if paired:  # this tree less the baseline's, round by round (same prompt)
-                        pairs = zip(found["baseline"][key], found["this"][key], strict=False)
-                        cells.append(f"{statistics.median(t - b for b, t in pairs):+.2f}")
+                        pairs = zip(found["baseline"].get(key, []), found["this"][key],
+                                    strict=False)
+                        cells.append(median_cell([t - b for b, t in pairs], signed=True))
                     print(f"| {key} | " + " | ".join(cells) + " |")
             print()
 

@@ -42,12 +42,7 @@ from proxy.errors import KeyRateLimited, StoreDown
 from proxy.protocol import UpstreamParams
 from proxy.stages import Trace, current_trace
 from proxy.store import LimitDecision, Store, StoreError, StoreUnavailable, VirtualKey
-from proxy.token_estimate import (
-    estimate_off_loop,
-    estimated_tokens,
-    least_estimate,
-    prompt_estimate,
-)
+from proxy.token_estimate import estimated_tokens, least_bound, prompt_estimate
 
 log = logging.getLogger(__name__)
 
@@ -224,14 +219,14 @@ async def reserve_tokens(store: Store, key: VirtualKey, params: UpstreamParams,
     ``charge`` to settle) and cap its replies to what is held (``cap_replies``); None when
     they fit, else the 429 to answer. A request that needs more than the key's ``tpm`` could
     never fit: refused without ``Retry-After``, from a bound of its estimate that costs
-    nothing to count when that is enough (``least_estimate``); a large request is estimated
-    in a worker thread."""
+    nothing to count when that is enough (``least_bound``, whose reading of the request the
+    full estimate reuses); a large request is estimated in a worker thread."""
     if key.tpm is None:
         return None
-    least, chars = least_estimate(params)
-    need = token_need(params, reply_ceiling, key.tpm, least)
+    bound = least_bound(params)
+    need = token_need(params, reply_ceiling, key.tpm, bound.tokens)
     if need.least <= key.tpm:
-        need = token_need(params, reply_ceiling, key.tpm, await estimate_off_loop(params, chars))
+        need = token_need(params, reply_ceiling, key.tpm, await bound.estimate())
     if need.least > key.tpm:
         asked = (f" and max_tokens {need.reply_cap} per choice" if need.reply_cap is not None
                  else "")

@@ -12,12 +12,18 @@ out with no instruction. Now:
 - the long lane holds at most ``LONG_LANE_DEPTH`` steps, queued or running (a timed-out step
   still running in its thread included); one more is refused at once (``LaneFull``) instead
   of queueing until its request times out;
-- a step whose request timed out before a thread took it is cancelled and never runs
-  (``NotStarted``).
+- a step whose request timed out (or whose client left) before a thread began it never runs
+  (``NotStarted``): its thread begins it only if the caller has not given up, decided under
+  one lock (a thread that took it as its caller gave up ran it after all, and the caller,
+  finding no start, took it for a step that ran out by itself: a plain ``TimeoutError``);
+- a step that started late (``StartedLate``), or started in time but ran out while other
+  steps ran beside it in either lane (``SlowedByLoad``: a flood of long steps slows an ordinary
+  turn's step on its idle short lane, 2 cores shared), ran out for the load.
 
-Both failures come from load, which a client can make: ``proxy.guard.Guard.failed`` fails them
+These failures come from load, which a client can make: ``proxy.guard.Guard.failed`` fails them
 closed whatever ``on_error`` (503 ``guard_unavailable`` with ``Retry-After``), so no turn goes
-out without its instruction because of other requests' load.
+out without its instruction because of other requests' load. Only a step that ran out with no
+other step running beside it fails as its policy's ``on_error`` says.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -62,7 +69,7 @@ class LaneFull(RuntimeError):
 
 
 class NotStarted(TimeoutError):
-    """The step's request timed out while the step was still queued: it never ran."""
+    """The step's request timed out before a thread began the step: it never runs."""
 
 
 class StartedLate(TimeoutError):
@@ -75,11 +82,45 @@ LATE_START_SHARE = 0.25
 timed out, failed for the load (review of fx-step2: a flood of long steps made another turn
 start just before its deadline; its plain ``TimeoutError`` failed open under ``on_error:
 open`` and the turn went out without its instruction). A step that started in time and ran
-out by itself still fails as its policy says."""
+out alone (``SlowedByLoad`` otherwise) still fails as its policy says."""
 
 
-LOAD_FAILURES = (LaneFull, NotStarted, StartedLate)
+class SlowedByLoad(TimeoutError):
+    """The step started in time, then ran out of its time while other steps ran beside it
+    (in either lane): they shared the cores with it, so their load, which a client can make,
+    may have made it slow (``bench/lane_slowed_steps.py``: a short step of 0.27 s alone, with
+    0.6 s to run, failed open beside a flood of long steps)."""
+
+
+LOAD_FAILURES = (LaneFull, NotStarted, StartedLate, SlowedByLoad)
 """Failures of a step caused by other steps' load, not by its own turn."""
+
+
+_lock = threading.Lock()
+"""Guards every lane's counts and each step's start (``_Step``)."""
+_running = 0
+"""Steps running now, in every lane (a timed-out one still running included)."""
+_starts = 0
+"""Steps begun so far, in every lane: a step that ran beside one begun after it sees it here."""
+
+
+@dataclass(slots=True)
+class _Step:
+    """One step's start, decided once under ``_lock``: begun by its thread, or given up by its
+    caller, whichever comes first."""
+
+    submitted: float
+    started: float | None = None
+    others_running: int = 0
+    """Steps running in any lane when it began."""
+    starts_before: int = 0
+    """``_starts`` when it began, itself included."""
+    given_up: bool = False
+
+    def ran_beside_others(self) -> bool:
+        """Whether another step ran while this one did (it is still running)."""
+        with _lock:
+            return self.others_running > 0 or _starts > self.starts_before
 
 
 class Lane:
@@ -91,51 +132,73 @@ class Lane:
         self.depth = depth
         self.held = 0
         """Steps queued or running (a timed-out one still running included)."""
-        self._lock = threading.Lock()
 
     def _admit(self) -> None:
-        with self._lock:
+        with _lock:
             if self.depth is not None and self.held >= self.depth:
                 raise LaneFull(f"the {self.name} lane of the instruction step holds "
                                f"{self.held} steps, its most")
             self.held += 1
 
-    def _release(self, _: Future[Any]) -> None:
-        with self._lock:
+    def _release(self, *_: object) -> None:
+        with _lock:
             self.held -= 1
 
     async def run(self, timeout: float, work: Callable[..., T], *args: Any) -> T:
         """``work(*args)`` in one of the lane's threads with the caller's context, within
         ``timeout`` seconds (queueing included): ``LaneFull`` when the lane is full,
-        ``NotStarted`` when the time ran out before a thread took it (it never runs),
+        ``NotStarted`` when the time ran out before a thread began it (it never runs),
         ``StartedLate`` when it ran out after waiting over ``LATE_START_SHARE`` of it in the
-        queue, ``TimeoutError`` when it ran out while the work ran (the work goes on in its
-        thread, and holds its place in the lane until it ends)."""
+        queue, ``SlowedByLoad`` when it ran out while another step ran beside it,
+        ``TimeoutError`` when it ran out running alone (the work goes on in its thread, and
+        holds its place in the lane until it ends). A caller cancelled (its client left)
+        before a thread began the work: it never runs."""
         self._admit()
-        submitted, started = time.monotonic(), list[float]()
+        step = _Step(time.monotonic())
 
-        def timed(*work_args: Any) -> T:
-            started.append(time.monotonic())
-            return work(*work_args)
+        def begun(*work_args: Any) -> T:
+            global _running, _starts
+            with _lock:
+                if step.given_up:
+                    raise NotStarted("the step's caller gave up before it began")
+                step.started, step.others_running = time.monotonic(), _running
+                _running += 1
+                _starts += 1
+                step.starts_before = _starts
+            try:
+                return work(*work_args)
+            finally:
+                with _lock:
+                    _running -= 1
 
         try:
             job = self.executor.submit(functools.partial(contextvars.copy_context().run,
-                                                         timed, *args))
+                                                         begun, *args))
         except BaseException:
-            self._release(Future())
+            self._release()
             raise
         job.add_done_callback(self._release)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(job), timeout)
         except (TimeoutError, asyncio.CancelledError) as exc:
-            never_ran = job.cancel()  # still queued: it never runs
-            if never_ran and isinstance(exc, TimeoutError):
-                raise NotStarted(f"the step waited {timeout:g} s in the {self.name} lane's "
-                                 "queue and never started") from None
-            waited = started[0] - submitted if started else 0.0
-            if isinstance(exc, TimeoutError) and waited > LATE_START_SHARE * timeout:
-                raise StartedLate(f"the step waited {waited:.2f} s of its {timeout:g} s in the "
-                                  f"{self.name} lane's queue, then ran out") from None
+            job.cancel()  # still queued: dropped at once, its place freed
+            with _lock:
+                step.given_up = True  # taken by a thread but not begun: never begun
+                started = step.started
+            if started is None:
+                if isinstance(exc, TimeoutError):
+                    raise NotStarted(f"the step waited {timeout:g} s in the {self.name} "
+                                     "lane's queue and never started") from None
+                raise
+            if isinstance(exc, TimeoutError):
+                waited = started - step.submitted
+                if waited > LATE_START_SHARE * timeout:
+                    raise StartedLate(f"the step waited {waited:.2f} s of its {timeout:g} s "
+                                      f"in the {self.name} lane's queue, then ran out") from None
+                if step.ran_beside_others():
+                    raise SlowedByLoad(f"the step ran out of its {timeout:g} s in the "
+                                       f"{self.name} lane while other steps ran beside it"
+                                       ) from None
             raise
 
 

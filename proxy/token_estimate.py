@@ -280,18 +280,49 @@ def sent_strings(value: object) -> Iterator[str]:
             stack.extend((inner, key) for inner in item)
 
 
-def estimated_tokens(params: Any, replies: Iterable[str] = ()) -> int:
+def estimated_tokens(params: Any, replies: Iterable[str] = (), found: Sent | None = None,
+                     ) -> int:
     """The tokens of a call: what was sent (``sent``: a free-form value the larger of its parts'
     estimate and its JSON's bytes / 4) and the text the upstream produced (every choice,
-    relayed to the client or not)."""
-    found = sent(params)
+    relayed to the client or not). ``found``: ``sent(params)`` when it was read already
+    (``LeastBound``)."""
+    if found is None:
+        found = sent(params)
     free_form = sum(max(_free_form_tokens(value), -(-size // BYTES_PER_TOKEN))
                     for value, size in found.free_form)
     return (found.media + sum(map(text_tokens, found.texts)) + free_form
             + sum(map(text_tokens, replies)))
 
 
+@dataclass(frozen=True, slots=True)
+class LeastBound:
+    """``least_bound``: a lower bound of a request's estimate, and what was read to count it,
+    so that its full estimate (``estimate``) does not read the request again (admission read
+    it twice: ``sent`` for the bound, then again for the estimate)."""
+
+    params: Any
+    tokens: int
+    """At most ``estimated_tokens(params)``."""
+    chars: int
+    """The characters the full estimate counts (past ``OFF_LOOP_CHARS``: a worker thread)."""
+    found: Sent | None
+    """``sent(params)``, or None when the bound read only the messages' contents (a body past
+    ``OFF_LOOP_CHARS``)."""
+
+    async def estimate(self) -> int:
+        """``estimated_tokens(params)``, in a worker thread past ``OFF_LOOP_CHARS``
+        characters."""
+        return await off_loop_past(self.chars, OFF_LOOP_CHARS, estimated_tokens, self.params,
+                                   (), self.found)
+
+
 def least_estimate(params: Any) -> tuple[int, int]:
+    """``least_bound``'s tokens and characters."""
+    bound = least_bound(params)
+    return bound.tokens, bound.chars
+
+
+def least_bound(params: Any) -> LeastBound:
     """A lower bound of ``estimated_tokens(params)``, and the characters it would count, with
     at most about ``OFF_LOOP_CHARS`` of work: it runs on the event loop (admission,
     regeneration, a charge), where serialising a 4 MB body's free-form values (300,000 keys)
@@ -300,12 +331,13 @@ def least_estimate(params: Any) -> tuple[int, int]:
     characters are then reported past the limit, so the full estimate runs off the loop."""
     chars = _json_chars_past(params, OFF_LOOP_CHARS)
     if chars > OFF_LOOP_CHARS:
-        return _least_of_contents(params, OFF_LOOP_CHARS), chars
+        return LeastBound(params, _least_of_contents(params, OFF_LOOP_CHARS), chars, None)
     found = sent(params)
     sizes = [size for _, size in found.free_form]
-    return (found.media + sum(map(least_tokens, found.texts))
-            + sum(-(-size // BYTES_PER_TOKEN) for size in sizes),
-            sum(map(len, found.texts)) + sum(sizes))
+    return LeastBound(params,
+                      found.media + sum(map(least_tokens, found.texts))
+                      + sum(-(-size // BYTES_PER_TOKEN) for size in sizes),
+                      sum(map(len, found.texts)) + sum(sizes), found)
 
 
 def _json_chars_past(value: object, limit: int) -> int:
@@ -342,14 +374,9 @@ def _least_of_contents(params: Any, limit: int) -> int:
                if isinstance(message, dict) and isinstance(message.get("content"), str))
 
 
-async def estimate_off_loop(params: Any, chars: int) -> int:
-    """``estimated_tokens(params)``, in a worker thread past ``OFF_LOOP_CHARS`` characters."""
-    return await off_loop_past(chars, OFF_LOOP_CHARS, estimated_tokens, params)
-
-
 async def prompt_estimate(params: Any, limit: int) -> int:
-    """``estimated_tokens(params)`` when its lower bound (``least_estimate``) is within
+    """``estimated_tokens(params)`` when its lower bound (``least_bound``) is within
     ``limit`` (a key's ``tpm``), else that bound: past the limit, the request is refused
     whatever the rest counts, and the full count is not worth its time."""
-    least, chars = least_estimate(params)
-    return await estimate_off_loop(params, chars) if least <= limit else least
+    bound = least_bound(params)
+    return await bound.estimate() if bound.tokens <= limit else bound.tokens
