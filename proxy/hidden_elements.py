@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from proxy.inline_styles import NO_STYLE, Style, style_of
 
-_HINT = re.compile(r"hidden|style", re.IGNORECASE)
+_HINT = re.compile(r"hidden|style\s*+=", re.IGNORECASE)
 """What a hiding tag holds (an attribute's name): a fast scan, since most text has none."""
 _TAG = re.compile(r"""<(/?)([A-Za-z][A-Za-z0-9-]{0,63}+)(?=[\s/>])"""
                   r"""((?:[^<>"']++|"[^"<]*+"|'[^'<]*+'|["'])*+)>""")
