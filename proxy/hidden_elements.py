@@ -46,12 +46,13 @@ def element_style(attributes: str) -> Style:
     (``proxy.inline_styles``), and an attribute named ``hidden`` as ``display: none`` unless
     that style sets a ``display`` (not a value that says "hidden", not ``aria-hidden``, which
     hides from a screen reader only)."""
-    hidden, style = False, NO_STYLE
+    hidden, styled, style = False, False, NO_STYLE
     for attribute in _ATTRIBUTE.finditer(attributes):
         name = attribute.group(1).lower()
         if name == "hidden":
             hidden = True
-        elif name == "style" and style is NO_STYLE:  # the first of a name counts, in HTML
+        elif name == "style" and not styled:  # the first of a name counts, in HTML
+            styled = True
             style = style_of(next((v for v in attribute.groups()[1:] if v is not None), ""))
     if hidden and not style.displayed and not style.gone:
         return Style(True, style.visible, style.sized)

@@ -56,8 +56,10 @@ def test_a_style_that_shows_its_element_keeps_it(style: str) -> None:
 
 
 @pytest.mark.parametrize("attributes", ['title="opacity:0"', 'data-style="font-size:0"',
-                                        'class="font-size-0 opacity-0"'])
+                                        'class="font-size-0 opacity-0"',
+                                        'style="color:red" style="opacity:0"'])
 def test_only_a_style_attribute_hides(attributes: str) -> None:
+    """Not another attribute's value, nor a second ``style`` (HTML keeps the first)."""
     assert not hides(attributes)
 
 
