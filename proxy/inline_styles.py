@@ -30,9 +30,11 @@ _RELATIVE_UNITS = frozenset({"em", "ex", "ch", "cap", "ic", "lh", "%"})
 _SIZES = frozenset({"xx-small", "x-small", "small", "medium", "large", "x-large", "xx-large",
                     "xxx-large", "initial"})
 _SIZE_RELATIVE = _GLOBAL | {"larger", "smaller", "math"}
-_FONT_SIZE = re.compile(rf"(?:^|(?<=\s))(?:({_NUMBER})([a-zA-Z]*+|%)|([a-z-]++))(?=\s*+/|\s)")
-"""A token of the ``font`` shorthand that may be its size: before its ``/line-height`` or a
-space (the family follows)."""
+_FONT_SIZE = re.compile(rf"(?:^|(?<=\s))(?:({_NUMBER})([a-zA-Z]*+|%)|([a-z-]++))"
+                        r"(?=(?:\s*+/\s*+[^\s/]++)?\s++\S)")
+"""A token of the ``font`` shorthand that may be its size: before its ``/line-height`` and its
+family (``font: 0/0`` sets nothing: a browser takes no ``font`` without a family, and an
+unquoted ``style=font:0/0 a`` ends before ``a``)."""
 _FONT_SYSTEM = frozenset({"caption", "icon", "menu", "message-box", "small-caption",
                           "status-bar"})
 _DISPLAYS = frozenset({

@@ -33,7 +33,7 @@ HIDING = ["opacity:0", "opacity: 0.0", "opacity:.0", "opacity:0%", "OPACITY:0 !i
           "font-size:0%", "font: 0/0 a", "font: italic bold 0px Arial, sans-serif",
           "color:red; opacity:0", "opacity:0;", "display:none", "visibility:hidden",
           "opacity:1; opacity:0", "opacity:0; opacity:x", "opacity:0 !important; opacity:1",
-          "opacity:/* a comment */0", "font-size:12px; font:0/0 a"]
+          "opacity:/* a comment */0", "font-size:12px; font:0/0 a", "font-size:0; font:0/0"]
 
 
 @pytest.mark.parametrize("style", HIDING)
@@ -46,7 +46,8 @@ def test_a_style_that_hides_its_element_is_read_as_nothing(style: str) -> None:
 SHOWING = ["opacity:0.5", "opacity:1", "opacity: 0.01", "font-size:0.9em", "font-size:10px",
            "font-size:small", "font: bold 10px/0 serif", "opacity:0; opacity:1",
            "font-size:0; font-size:12px", "line-height:0", "margin:0", "padding: 0px",
-           "z-index:0", "opacity", "opacity:", "color:#000000"]
+           "z-index:0", "opacity", "opacity:", "color:#000000", "font: 0/0", "font:0px",
+           "font-size:12px; font: 0/0"]
 
 
 @pytest.mark.parametrize("style", SHOWING)
@@ -95,6 +96,13 @@ def test_a_child_ending_after_its_parent_ends_with_it() -> None:
     """``</div>`` closes the ``<b>`` it holds: what follows shows at the parent's size."""
     text = f'<div style="font-size:0">{GARDEN}<b style="font-size:9px">x</div>{THREAT}</b>'
     assert without_hidden(text) == f'<b style="font-size:9px">x</div>{THREAT}</b>'
+
+
+def test_an_unquoted_font_shorthand_ends_at_a_space() -> None:
+    """``style=font:0/0 a`` is the style ``font:0/0`` (no family: no font) and an attribute
+    ``a``: the element shows."""
+    assert not hides("style=font:0/0 a")
+    assert hides("style='font:0/0 a'")
 
 
 def test_an_unclosed_comment_in_a_style_hides_nothing_after_it() -> None:
