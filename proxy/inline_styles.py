@@ -1,8 +1,9 @@
 """What an element's inline ``style`` does to what a rendered page shows of it, for the judge
-(``proxy.hidden_elements``): ``display: none`` and an ``opacity`` of 0 or less show nothing of
-what it holds, whatever its descendants say (``Style.gone``); ``visibility: hidden`` and a
-``font-size`` of 0 (``0px``, ``0em``, ``0%``, the ``font`` shorthand's ``0/0 a``) hide its own
-text, but a descendant with ``visibility: visible`` or a font size of its own shows again
+(``proxy.hidden_elements``): ``display: none`` and an ``opacity`` of 0 (or too faint to read,
+``FAINT_OPACITY``) show nothing of what it holds, whatever its descendants say
+(``Style.gone``); ``visibility: hidden`` and a ``font-size`` of 0 (``0px``, ``0em``, ``0%``,
+the ``font`` shorthand's ``0/0 a``, or too small to read, ``TINY_PX``) hide its own text, but
+a descendant with ``visibility: visible`` or a font size of its own shows again
 (``Style.visible``, ``Style.sized``). A threat padded with gardening tips in ``opacity:0`` or
 ``font-size:0`` spans read as the tips (mft.care 0.01 for 0.54 plain).
 
@@ -25,8 +26,6 @@ _AMOUNT = re.compile(rf"({_NUMBER})([a-zA-Z]*+|%)")
 _IMPORTANT = re.compile(r"!\s*+important\s*+$", re.IGNORECASE)
 _GLOBAL = frozenset({"inherit", "unset", "revert", "revert-layer"})
 """Keywords that keep what the parent sets (for the inherited properties read here)."""
-_RELATIVE_UNITS = frozenset({"em", "ex", "ch", "cap", "ic", "lh", "%"})
-"""Font-size units relative to the parent's size: nothing where the parent shows nothing."""
 _SIZES = frozenset({"xx-small", "x-small", "small", "medium", "large", "x-large", "xx-large",
                     "xxx-large", "initial"})
 _SIZE_RELATIVE = _GLOBAL | {"larger", "smaller", "math"}
@@ -67,23 +66,41 @@ class Style:
 NO_STYLE = Style()
 
 
+FAINT_OPACITY = 0.05
+"""The highest opacity that shows a person nothing to read (black text on white at 5% is
+#f2f2f2): ``opacity: 0.01`` hides padding as ``0`` does."""
+TINY_PX = 2.0
+"""The smallest font size, in CSS pixels, a person reads anything of: ``1px`` or ``0.05em``
+hides padding as ``0`` does."""
+_PX = {"px": 1.0, "pt": 4 / 3, "pc": 16.0, "in": 96.0, "cm": 96 / 2.54, "mm": 96 / 25.4,
+       "q": 96 / 101.6, "rem": 16.0, "rlh": 19.2}
+"""CSS pixels a unit is (``rem`` of the usual 16px root)."""
+_EM = {"em": 16.0, "%": 0.16, "ex": 8.0, "ch": 8.0, "cap": 11.2, "ic": 16.0, "lh": 19.2}
+"""CSS pixels a relative unit is, of the usual 16px parent: below ``TINY_PX`` whatever the
+parent's size a reply sets, in practice."""
+
+
 def _opacity(value: str) -> bool | None:
-    """Whether an ``opacity`` hides (0 or less); None: no value a browser takes."""
+    """Whether an ``opacity`` hides (``FAINT_OPACITY`` or less); None: no value a browser
+    takes."""
     amount = _AMOUNT.fullmatch(value)
     if amount and amount.group(2) in ("", "%"):
-        return float(amount.group(1)) <= 0
+        return float(amount.group(1)) / (100 if amount.group(2) else 1) <= FAINT_OPACITY
     return False if value in _GLOBAL or value == "initial" else None
 
 
 def _size(number: str, unit: str) -> bool | None:
-    """Whether a font size of ``number`` ``unit`` shows: False, 0; None, relative to the
-    parent's (``2em``); "" when a browser takes no such size."""
-    amount = float(number)
+    """Whether a font size of ``number`` ``unit`` shows: False, below ``TINY_PX``; None,
+    relative to the parent's (``2em``); ValueError: a browser takes no such size."""
+    amount, unit = float(number), unit.lower()
     if amount == 0:
         return False
     if amount < 0:
         raise ValueError(number)
-    return None if unit.lower() in _RELATIVE_UNITS else True
+    px = amount * (_PX.get(unit) or _EM.get(unit) or TINY_PX)  # unknown units: shown
+    if px < TINY_PX:
+        return False
+    return None if unit in _EM else True
 
 
 def _font_size(value: str) -> bool | None | str:

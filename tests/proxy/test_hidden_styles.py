@@ -1,8 +1,8 @@
 """Elements an inline style hides from a rendered page (``proxy.inline_styles``,
 ``proxy.hidden_elements.without_hidden``): ``opacity: 0`` and ``font-size: 0`` (with their
-equivalents: ``0.0``, ``0%``, ``0px``, the ``font`` shorthand) hide what they hold as
-``display: none`` does, and the judge reads what a person sees, the hidden padding dropped.
-Before the fix a threat padded with gardening tips in ``opacity:0`` or ``font-size:0`` spans
+equivalents: ``0.0``, ``0%``, ``0px``, the ``font`` shorthand, and values too faint or small to
+read, ``opacity: 0.01``, ``font-size: 1px``) hide what they hold as ``display: none`` does, and
+the judge reads what a person sees, the hidden padding dropped. Before the fix a threat padded with gardening tips in ``opacity:0`` or ``font-size:0`` spans
 read as the tips (mft.care 0.01 for 0.54 plain, ``test_hidden_styles_real``).
 
 A style is read as a browser reads it: the last valid declaration of a property wins, an
@@ -33,7 +33,9 @@ HIDING = ["opacity:0", "opacity: 0.0", "opacity:.0", "opacity:0%", "OPACITY:0 !i
           "font-size:0%", "font: 0/0 a", "font: italic bold 0px Arial, sans-serif",
           "color:red; opacity:0", "opacity:0;", "display:none", "visibility:hidden",
           "opacity:1; opacity:0", "opacity:0; opacity:x", "opacity:0 !important; opacity:1",
-          "opacity:/* a comment */0", "font-size:12px; font:0/0 a", "font-size:0; font:0/0"]
+          "opacity:/* a comment */0", "font-size:12px; font:0/0 a", "font-size:0; font:0/0",
+          "opacity:0.01", "opacity:5%", "font-size:1px", "font-size:1pt", "font-size:0.05em",
+          "font-size:1%", "font: 1px serif"]
 
 
 @pytest.mark.parametrize("style", HIDING)
@@ -43,7 +45,8 @@ def test_a_style_that_hides_its_element_is_read_as_nothing(style: str) -> None:
     assert judged_readings(padded(style))[0].strip() == THREAT
 
 
-SHOWING = ["opacity:0.5", "opacity:1", "opacity: 0.01", "font-size:0.9em", "font-size:10px",
+SHOWING = ["opacity:0.5", "opacity:1", "opacity: 0.1", "opacity:10%", "font-size:0.9em",
+           "font-size:10px", "font-size:2px", "font-size:8pt", "font-size:0.5em", "font-size:1vw",
            "font-size:small", "font: bold 10px/0 serif", "opacity:0; opacity:1",
            "font-size:0; font-size:12px", "line-height:0", "margin:0", "padding: 0px",
            "z-index:0", "opacity", "opacity:", "color:#000000", "font: 0/0", "font:0px",
