@@ -2,8 +2,9 @@
 ``proxy.hidden_elements.without_hidden``): ``opacity: 0`` and ``font-size: 0`` (with their
 equivalents: ``0.0``, ``0%``, ``0px``, the ``font`` shorthand, and values too faint or small to
 read, ``opacity: 0.01``, ``font-size: 1px``) hide what they hold as ``display: none`` does, and
-the judge reads what a person sees, the hidden padding dropped. Before the fix a threat padded with gardening tips in ``opacity:0`` or ``font-size:0`` spans
-read as the tips (mft.care 0.01 for 0.54 plain, ``test_hidden_styles_real``).
+the judge reads what a person sees, the hidden padding dropped. Before the fix a threat padded
+with gardening tips in ``opacity:0`` or ``font-size:0`` spans read as the tips (mft.care 0.01
+for 0.54 plain, ``test_hidden_styles_real``).
 
 A style is read as a browser reads it: the last valid declaration of a property wins, an
 ``!important`` one over later ones; a descendant that sets ``visibility: visible`` or a
