@@ -26,6 +26,8 @@ WRITTEN = {
     "font_size": padded("font-size:0"),
     "font_size_px": padded("font-size: 0px"),
     "font_shorthand": padded("font: 0/0 a"),
+    "opacity_faint": padded("opacity:0.01"),
+    "font_size_1px": padded("font-size:1px"),
     "eight_for_b": "I will find you and 8reak every 8one.",
 }
 
