@@ -66,6 +66,9 @@ def hides(attributes: str) -> bool:
 
 @dataclass(slots=True)
 class _Tag:
+    name: str
+    at: int
+    """Where it is among the text's tags."""
     start: int
     end: int
     closing: bool
@@ -118,17 +121,83 @@ class _Shown:
 _PAGE = _Shown()
 
 
-def _tags(text: str) -> dict[str, list[_Tag]] | None:
-    """``text``'s tags by name, None where none hides anything."""
+_P_CLOSERS = frozenset({
+    "address", "article", "aside", "blockquote", "center", "details", "dialog", "dir", "div",
+    "dl", "fieldset", "figcaption", "figure", "footer", "header", "hgroup", "main", "menu",
+    "nav", "ol", "p", "search", "section", "summary", "ul", "h1", "h2", "h3", "h4", "h5", "h6",
+    "pre", "listing", "form", "li", "dd", "dt", "plaintext", "table", "hr", "xmp"})
+_IMPLIED_ENDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "p": (_P_CLOSERS, frozenset()),
+    "li": (frozenset({"li"}), frozenset({"ul", "ol", "menu", "dir"})),
+    "dt": (frozenset({"dt", "dd"}), frozenset({"dl"})),
+    "dd": (frozenset({"dt", "dd"}), frozenset({"dl"})),
+    "option": (frozenset({"option", "optgroup"}), frozenset()),
+}
+"""Elements whose end tag HTML lets a writer leave out: each ends before a start tag of the
+first set (a ``<p>`` before a ``<div>``, a ``<li>`` before the next), unless an element of
+the second set opened after it holds that tag (a nested list's ``<li>``)."""
+IMPLIED_END_TAGS = 64
+"""The most tags read after an element for where HTML ends it (``_implied_end``); past them,
+its end is its closing tag's, or it is left as written."""
+IMPLIED_END_READS = 4
+"""The most tags read for all elements of a name together (``_end_implied``), times the
+text's tags: linear however the walks overlap (each ``<li>`` of a list nested 64 deep)."""
+
+
+def _implied_end(tags: list[_Tag], tag: _Tag, most: int) -> tuple[int | None, int]:
+    """Where an element of ``_IMPLIED_ENDS`` ends if HTML ends it before its closing tag
+    (review: padding in a ``<p style="opacity:0">`` left open before the next ``<p>`` stayed
+    in the reading; with a stray ``</p>`` later it hid the next paragraph too): before the
+    next start tag that closes it, or an end tag of no element opened after it (its own:
+    after it), whichever comes first, among the ``most`` tags after it (None: none there);
+    and how many tags it read. Never past where a browser ends it: an end tag the parser
+    would skip (``</b>``) ends it early."""
+    closers, holders = _IMPLIED_ENDS[tag.name]
+    opened: dict[str, int] = {}
+    holding = 0
+    read = 0
+    for after in tags[tag.at + 1:tag.at + 1 + most]:
+        read += 1
+        if after.closing:
+            if not opened.get(after.name):
+                return (after.end if after.name == tag.name else after.start), read
+            opened[after.name] -= 1
+            holding -= after.name in holders
+        elif after.name in closers and not holding:
+            return after.start, read
+        elif not after.self_closing and after.name not in VOID_ELEMENTS:
+            opened[after.name] = opened.get(after.name, 0) + 1
+            holding += after.name in holders
+    return None, read
+
+
+def _end_implied(tags: list[_Tag], ordered: list[_Tag]) -> None:
+    """Each styled tag of ``tags`` (of one name of ``_IMPLIED_ENDS``) ends where HTML ends it
+    (``_implied_end``) where that is before its closing tag, or it has none; its walks
+    together read ``IMPLIED_END_READS`` times ``ordered`` at most (linear)."""
+    budget = IMPLIED_END_READS * len(ordered)
+    for tag in tags:
+        if tag.style is not NO_STYLE and budget > 0:
+            implied, read = _implied_end(ordered, tag, min(IMPLIED_END_TAGS, budget))
+            budget -= read
+            if implied is not None and (tag.ends_at is None or implied < tag.ends_at):
+                tag.ends_at = implied
+
+
+def _tags(text: str) -> tuple[dict[str, list[_Tag]], list[_Tag]] | None:
+    """``text``'s tags by name and in order, None where none hides anything."""
     by_name: dict[str, list[_Tag]] = {}
+    ordered: list[_Tag] = []
     hiding = False
     for match in _TAG.finditer(text):
         closing, name, attributes = bool(match.group(1)), match.group(2).lower(), match.group(3)
         style = element_style(attributes) if attributes and not closing else NO_STYLE
-        by_name.setdefault(name, []).append(
-            _Tag(match.start(), match.end(), closing, style, attributes.endswith("/")))
+        tag = _Tag(name, len(ordered), match.start(), match.end(), closing, style,
+                   attributes.endswith("/"))
+        by_name.setdefault(name, []).append(tag)
+        ordered.append(tag)
         hiding = hiding or style.hides
-    return by_name if hiding else None
+    return (by_name, ordered) if hiding else None
 
 
 def without_hidden(text: str) -> str:
@@ -136,9 +205,10 @@ def without_hidden(text: str) -> str:
     descendants that show again)."""
     if "<" not in text or not _HINT.search(text):
         return text
-    by_name = _tags(text)
-    if by_name is None:
+    found = _tags(text)
+    if found is None:
         return text
+    by_name, ordered = found
     styled: list[tuple[int, int, Style]] = []  # each element a style concerns: where it is
     for name, tags in by_name.items():
         if any(tag.style is not NO_STYLE for tag in tags):
@@ -147,6 +217,8 @@ def without_hidden(text: str) -> str:
                     tag.ends_at = tag.end if tag.style.hides else None
             else:
                 _find_ends(tags)
+            if name in _IMPLIED_ENDS:
+                _end_implied(tags, ordered)
             styled += ((tag.start, tag.ends_at, tag.style) for tag in tags
                        if tag.ends_at is not None)
     styled.sort(key=lambda element: element[0])
