@@ -12,9 +12,11 @@ as HTML parsers read it), and a ``>`` inside a quoted value does not end the tag
 (``<span title="a>b" hidden>``). The element ends at its closing tag of the same name in any
 case, past its child elements and nested ones of its name (``<SPAN hidden><b>x</b></span>``);
 its name is any custom element's (``<my-note-element hidden>``). A void element
-(``<br hidden>``, ``<img hidden src=x>``) hides only itself; an element that never closes is
-left as written, and the elements after it are still read (review: a ``<br hidden>`` before a
-reply left every later hidden element in the reading, 0.34 for 0.68 on mft.care).
+(``<br hidden>``, ``<img hidden src=x>``) hides only itself; a ``<p>``, ``<li>``, ``<dt>``,
+``<dd>`` or ``<option>`` ends where HTML ends it when its end tag is left out
+(``_implied_end``); any other element that never closes is left as written, and the elements
+after it are still read (review: a ``<br hidden>`` before a reply left every later hidden
+element in the reading, 0.34 for 0.68 on mft.care).
 An element that ends after its parent ends with it (as an HTML parser closes it). Linear: each
 tag is read once, in one pass; each element's end is found from one pass over the tags of its
 name; what shows is read in one pass over the elements a style or ``hidden`` concerns.
