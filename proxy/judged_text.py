@@ -44,8 +44,9 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from proxy.shown_text import IGNORABLE, shown_readings, tag_reading
+from proxy.shown_text import IGNORABLE, PIECE, shown_readings, tag_reading
 from vilmo.judge.classifier import ScoreInput
 
 DECODE_ROUNDS = 4
@@ -66,9 +67,6 @@ _QUIET = re.compile(r"\\(?:[bfnrt](?!\w)|[\"\\/])")
 _NOT_WORD = re.compile(r"\W+")
 _IGNORABLE = re.compile(f"[{IGNORABLE}]")
 """What a renderer shows as nothing (``proxy.shown_text.IGNORABLE``)."""
-VISIBLE_PIECE = 1 << 15
-"""How many characters ``visible`` reads in one regex call (a few ms): a worker thread
-reading a large text lets the event loop run between them."""
 _SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
            "t": "\t"}
 _RIGHT_TO_LEFT = "\u202b\u202e\u2067"
@@ -113,21 +111,24 @@ def unescaped(text: str) -> str:
 
 def visible(text: str) -> str:
     """``text`` without the characters that render as nothing (``_IGNORABLE``); ASCII has
-    none (a flag CPython keeps: no scan). Removed ``VISIBLE_PIECE`` characters at a time
-    (exact: each match is one character): one ``re.sub`` holds the GIL to its end, so over a
-    megabyte it held the event loop ~150 ms even from a worker thread."""
+    none (a flag CPython keeps: no scan). Removed ``proxy.shown_text.PIECE`` characters at a
+    time (exact: each match is one character): one ``re.sub`` holds the GIL to its end, so
+    over a megabyte it held the event loop ~150 ms even from a worker thread."""
     if text.isascii():
         return text
-    if len(text) <= VISIBLE_PIECE:
+    if len(text) <= PIECE:
         return _IGNORABLE.sub("", text)
-    return "".join(_IGNORABLE.sub("", text[at:at + VISIBLE_PIECE])
-                   for at in range(0, len(text), VISIBLE_PIECE))
+    return "".join(_IGNORABLE.sub("", text[at:at + PIECE]) for at in range(0, len(text), PIECE))
 
 
 def shown_length(text: str) -> int:
     """What ``text`` counts against ``checks.max_chars``: its ``visible`` length plus its tag
     characters (``tag_reading``), which render as nothing but a model reads."""
-    return len(visible(text)) + len(tag_reading(text))
+    return _shown_length(text, tag_reading(text))
+
+
+def _shown_length(text: str, tags: str) -> int:
+    return len(visible(text)) + len(tags)
 
 
 def _words(level: str) -> str:
@@ -221,28 +222,49 @@ def _shown_differently(text: str) -> str | None:
     return shown[low if start < 0 else start + 1:stop + 1]
 
 
+class Readings(NamedTuple):
+    """The kinds of reading of a text the judge scores each by itself (``judged_readings``),
+    one per kind of reader."""
+
+    shown: list[str]
+    """As a client shows it fully decoded (``shown``)."""
+    levels: list[str]
+    """The other decode levels of the pieces that read other words, each as shown."""
+    written: list[str]
+    """The lines of every level that read other words where markup is shown as written."""
+    displayed: list[str]
+    """What bidi controls show in another order."""
+    tags: list[str]
+    """What tag characters spell (``tag_reading``)."""
+
+
+READINGS = len(Readings._fields)
+"""The most readings a text has (``judged_readings``): one per kind of reader."""
+
+
 def judged_readings(text: str) -> list[str]:
     """The readings of a text the judge scores each by itself (``READINGS`` at most; the
-    blank ones left out), each without what renders as nothing: as a client shows it fully
-    decoded (``shown``); the other decode levels of the pieces that read other words, each as
-    shown; the lines of every level that read other words where markup is shown as written;
-    what bidi controls show in another order; what tag characters spell (``tag_reading``).
-    Joined, each diluted the others: benign text beside a violent sentence in tag characters
-    read 0.02 on safety.violence, the sentence alone 0.57 (``proxy.guard`` takes each value's
-    highest score of a text's readings)."""
+    blank ones left out), each without what renders as nothing (``Readings``). Joined, each
+    diluted the others: benign text beside a violent sentence in tag characters read 0.02 on
+    safety.violence, the sentence alone 0.57 (``proxy.guard`` takes each value's highest
+    score of a text's readings)."""
+    return _judged_readings(text, None)
+
+
+def _judged_readings(text: str, tags_of_text: str | None) -> list[str]:
+    """``judged_readings``, with what ``text``'s tag characters spell when known
+    (``tag_reading``: read once where its length is measured too)."""
     levels = [unescaped(text), *_other_levels(text)] if "\\" in text else [text]
     parts = [shown_readings(level) for level in levels]
     decoded = [read for read, _, _ in parts]
     written = [line for _, lines, _ in parts for line in lines]
     displayed = [s for s in map(_shown_differently, decoded + written) if s]
+    spelled = (tags_of_text if tags_of_text is not None and level == text else tag_reading(level)
+               for level in levels)  # the raw text is a level where no piece decodes otherwise
     tags = list(dict.fromkeys([*(t for _, _, found in parts for t in found),
-                               *(t for t in map(tag_reading, levels) if t)]))
-    groups = [decoded[:1], decoded[1:], written, displayed, tags]
-    return [reading for group in groups if (reading := visible("\n".join(group))).strip()]
-
-
-READINGS = 5
-"""The most readings a text has (``judged_readings``): one per kind of reader."""
+                               *(t for t in spelled if t)]))
+    readings = Readings(decoded[:1], decoded[1:], written, displayed, tags)
+    return [reading for group in readings if (reading := visible("\n".join(group))).strip()]
 
 
 def judged_text(text: str) -> str:
@@ -264,9 +286,13 @@ class Judged(ScoreInput):
 
 def judged(text: str, prompt: str | None = None, shown: int | None = None) -> Judged:
     """``text`` to judge (``judged_readings``), its ``shown`` length kept beside it (measured
-    here unless given)."""
+    here unless given: what its tag characters spell is read once for both)."""
+    if shown is None:
+        tags = tag_reading(text)
+        first, *others = _judged_readings(text, tags) or [""]
+        return Judged(first, prompt, _shown_length(text, tags), tuple(others))
     first, *others = judged_readings(text) or [""]
-    return Judged(first, prompt, shown_length(text) if shown is None else shown, tuple(others))
+    return Judged(first, prompt, shown, tuple(others))
 
 
 def each_reading(items: Sequence[ScoreInput]) -> tuple[list[ScoreInput], list[int]]:

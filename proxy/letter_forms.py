@@ -16,7 +16,7 @@ forms NFKC maps, letter forms it does not map, and Cyrillic or Greek look-alikes
   (letters that look like no Latin one, no ASCII letter) reads as written.
 - ``digits_read``: a word of four or more ASCII letters and digits (or ``@ $ !``), with both,
   or three that neither start nor end with a digit, whose digits read as letters (0 o, 1 i or l at
-  each place, 3 e, 4 a, 5 s, 7 t, @ a, $ s, ! i) spell an English word (a whole word of
+  each place, 3 e, 4 a, 5 s, 7 t, 8 b, @ a, $ s, ! i) spell an English word (a whole word of
   the judge's tokenizer) is read as that word ("h34d" as "head", "k1ll" as "kill"); "mp3",
   "1990s" or "4ft" spell none, and read as written, as numeronyms do ("l10n"), words of hex
   digits of code ("c0de=be57"), code spans and blocks, and URLs.
@@ -148,8 +148,9 @@ no word character or such symbol precedes, each part tried once: linear."""
 _DIGIT_HINT = re.compile(r"[0-9@$!](?:(?<=[A-Za-z][0-9@$!])|(?=[A-Za-z]))")
 """A digit or symbol beside a letter: a fast scan (a leading class, which ``re`` scans for
 fast: 4.5 times ``[A-Za-z][0-9]|[0-9][A-Za-z]``), since most text has no such word."""
-_DIGIT_LETTERS = str.maketrans("03457@$!", "oeastasi")
-"""Digits and symbols as the letters they stand for ("1" as "i" or "l": ``_spellings``)."""
+_DIGIT_LETTERS = str.maketrans("034578@$!", "oeastbasi")
+"""Digits and symbols as the letters they stand for ("1" as "i" or "l": ``_spellings``; "8"
+as "b": "8reak every 8one" read mft.care 0.27 for 0.54 plain)."""
 _ONE_READINGS = 4
 """The most ``1`` in a word read each as "i" or "l" in every combination (16 spellings);
 a word with more reads them all as one letter, then the other."""

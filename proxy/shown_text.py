@@ -12,8 +12,9 @@ those words (review rv2: a violent reply scoring 0.72 read as 0.02-0.18 written 
   ``s[](#)lash``, ``s![](x)lash``) shows as its text (an image as nothing): the word reads
   whole; one whose target or alt text holds a word is read as written too (``also``).
 - An element a renderer hides (``proxy.hidden_elements``: ``style="display:none"``,
-  ``visibility:hidden``, the ``hidden`` attribute) shows nothing of what it holds; its lines
-  are read as written too (``also``), their letters as they show.
+  ``opacity:0``, ``visibility:hidden``, ``font-size:0``, the ``hidden`` attribute) shows
+  nothing of what it holds but the descendants that show again; its lines are read as
+  written too (``also``), their letters as they show.
 - Digits read as letters (``letter_forms.digits_read``) in the reading as joined, once links
   and marks inside words show as their text (``W[4it](#)``, ``**W**4it``), and in each line
   read as written.

@@ -18,6 +18,7 @@ from proxy.guard import Guard, read_chars
 from proxy.judged_text import (
     READINGS,
     Judged,
+    Readings,
     each_reading,
     highest_per_item,
     judged,
@@ -95,3 +96,31 @@ def test_each_reading_and_its_fold() -> None:
     folded = highest_per_item(owners, [{"x": 0.1}, {"x": 0.7}, {"x": 0.2}, {"x": 0.3}])
     assert folded == [{"x": 0.7}, {"x": 0.3}]
     assert read_chars(items) == 4 * 32  # each reading a pass, at least ITEM_CHARS
+
+
+def test_every_kind_of_reading_is_one_of_readings() -> None:
+    """``READINGS`` counts the kinds ``judged_readings`` reads (it was a number kept by hand
+    beside them)."""
+    text = (f'{BENIGN} st<i title="a walk">ab</i> \\u0041 \\\\bomb \u202ehcnup\u202c '
+            + tags("punch him"))
+    assert len(judged_readings(text)) == READINGS == len(Readings._fields)
+
+
+@pytest.mark.parametrize("text", [BENIGN + tags("punch him"), "Привет " + tags("x"),
+                                  "st\\u0061b " + tags("punch")])
+def test_judged_reads_the_tag_characters_once(monkeypatch: pytest.MonkeyPatch,
+                                              text: str) -> None:
+    """``judged`` measured ``shown_length`` and read the readings each with their own
+    ``tag_reading`` of the text: one pass over a non-ASCII text twice."""
+    from proxy.shown_text import tag_reading
+
+    read: list[str] = []
+
+    def counted(level: str) -> str:
+        read.append(level)
+        return tag_reading(level)
+
+    expected = judged(text)
+    monkeypatch.setattr("proxy.judged_text.tag_reading", counted)
+    assert judged(text) == expected
+    assert len(read) == len(set(read))  # no text read twice

@@ -111,12 +111,13 @@ def test_a_reversed_word_is_judged_as_shown(gateway: str, stub: StubUpstream,
 
 
 def test_visible_reads_a_long_text_in_pieces_exactly() -> None:
-    """``visible`` removes what renders as nothing ``VISIBLE_PIECE`` characters at a time
+    """``visible`` removes what renders as nothing ``PIECE`` characters at a time
     (review rv5: one regex call over a megabyte held the GIL, so the event loop, ~150 ms even
     from a worker thread); the pieces give what one pass gives, matches at their edges too."""
-    from proxy.judged_text import _IGNORABLE, VISIBLE_PIECE, visible
+    from proxy.judged_text import _IGNORABLE, visible
+    from proxy.shown_text import PIECE
 
-    text = ("a\u200b\U000e0001é" * VISIBLE_PIECE)[: 3 * VISIBLE_PIECE + 5]
-    for at in (VISIBLE_PIECE - 1, VISIBLE_PIECE, 2 * VISIBLE_PIECE):
+    text = ("a\u200b\U000e0001é" * PIECE)[: 3 * PIECE + 5]
+    for at in (PIECE - 1, PIECE, 2 * PIECE):
         assert text[at] in "\u200b\U000e0001" or _IGNORABLE.match(text, at) is None
     assert visible(text) == _IGNORABLE.sub("", text) == "aé" * (len(text) // 4) + "a"
