@@ -36,6 +36,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 OPEN_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+OPEN_READ_APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 PRIVATE_MODE = 0o600
 """A file this module creates is the gateway's user's only: the records hold prompts and
 replies (as the store's file does). A rotation renames the file, so its rotations keep it."""
@@ -49,6 +50,8 @@ class RotatingFile:
         self.max_bytes = max_bytes
         self.rotated_files = rotated_files
         self.lock_path = path.with_name(f".{path.name}.lock")
+        self._torn = False
+        """This writer's last record failed part-way and its torn line is still there."""
         for older in (self.lock_path, *map(self.rotated, range(1, rotated_files + 1))):
             with contextlib.suppress(OSError):  # absent, or not ours: its writes still go on
                 fd = os.open(older, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -80,9 +83,10 @@ class RotatingFile:
                     self._rotate()
                 except OSError as error:
                     failure = error
-            fd = os.open(self.path, OPEN_APPEND, PRIVATE_MODE)
+            fd = _open_to_append(self.path, mode is None or stat.S_ISREG(mode))
             try:
-                if lock is None and stat.S_ISFIFO(os.fstat(fd).st_mode):
+                opened = os.fstat(fd)
+                if lock is None and stat.S_ISFIFO(opened.st_mode):
                     # writers of one pipe take turns on the pipe itself: a record over PIPE_BUF
                     # is written in pieces, which two workers' records interleaved (review: 30
                     # of 40 lines of 100 KB corrupt); released when ``fd`` is closed
@@ -91,7 +95,7 @@ class RotatingFile:
                     keep_private(fd, self.path)
                 except OSError as error:  # not ours to change: the record still goes in
                     failure = failure or error
-                _write_all(fd, record)
+                self._write_line(fd, record, opened, lock is not None)
             finally:
                 os.close(fd)
         finally:
@@ -100,6 +104,28 @@ class RotatingFile:
         if failure is not None:
             raise failure
         return True
+
+    def _write_line(self, fd: int, record: bytes, opened: os.stat_result, locked: bool,
+                    ) -> None:
+        """``record`` on a line of its own. A write that fails part-way (disk full, ``EFBIG``)
+        left a torn line, which the next record was glued onto (review r3: both lost to a
+        JSON Lines reader): a writer holding the lock cuts the file back to its size before
+        the write; where it cannot (a pipe, a file written without the lock, a cut that
+        failed), the next record starts with a newline, as it does after a torn line another
+        writer left (a regular file that does not end in one)."""
+        size = opened.st_size if stat.S_ISREG(opened.st_mode) else None
+        if size is None:
+            torn = self._torn
+        else:  # a rotation's fresh file starts clean whatever the last one held
+            torn = size > 0 and not _ends_line(fd, size, not self._torn)
+        if torn:
+            record = b"\n" + record
+        try:
+            _write_all(fd, record)
+        except OSError:
+            self._torn = not (locked and size is not None and _cut(fd, size))
+            raise
+        self._torn = False
 
     def _mode(self) -> int | None:
         """The path's mode; None while it does not exist. A pipe or a socket is written only by
@@ -187,6 +213,34 @@ def keep_private(fd: int, path: Path) -> None:
 _not_ours: set[str] = set()
 """Files ``keep_private`` could not make private, each logged once (the audit file, its
 rotations and lock file: a few paths)."""
+
+
+def _open_to_append(path: Path, readable: bool) -> int:
+    """``path`` opened to append; also to read (its last byte: ``_ends_line``) when
+    ``readable`` (a regular file, or none yet) and this user may read it. Never a pipe: its
+    reader it would become."""
+    if readable:
+        with contextlib.suppress(PermissionError):  # a file this user may only write
+            return os.open(path, OPEN_READ_APPEND, PRIVATE_MODE)
+    return os.open(path, OPEN_APPEND, PRIVATE_MODE)
+
+
+def _ends_line(fd: int, size: int, unknown: bool) -> bool:
+    """Whether the file of ``size`` bytes ends in a newline (``unknown`` when it cannot be
+    read: a file opened to write only)."""
+    try:
+        return os.pread(fd, 1, size - 1) in (b"\n", b"")
+    except OSError:
+        return unknown
+
+
+def _cut(fd: int, size: int) -> bool:
+    """The file cut back to ``size`` bytes; False when it could not be."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        return False
+    return True
 
 
 def _write_all(fd: int, data: bytes) -> None:

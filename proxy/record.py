@@ -134,8 +134,9 @@ def _shown(verdict: Verdict | None) -> dict[str, object] | None:
 
 def build_record(request_id: str, caller: str, started_at: float, facts: Facts, status: str,
                  error_code: str | None = None, key_id: str | None = None,
-                 suppressed: int = 0) -> RequestRecord:
-    """The one function that makes an audit record."""
+                 suppressed: int = 0, duration_s: float | None = None) -> RequestRecord:
+    """The one function that makes an audit record. ``duration_s``: as measured on a
+    monotonic clock (``Ledger``); else from the wall clock's ``started_at``."""
     instruction = facts.instruction
     return RequestRecord(
         request_id=request_id, caller=caller, model=shown_name(facts.model), stream=facts.stream,
@@ -143,7 +144,8 @@ def build_record(request_id: str, caller: str, started_at: float, facts: Facts, 
         principles=instruction.principle_ids if instruction else (),
         stakes=instruction.stakes if instruction else (), status=status, error_code=error_code,
         started_at=started_at, instruction_s=facts.instruction_s,
-        duration_s=time.time() - started_at, guard=facts.guard,
+        duration_s=time.time() - started_at if duration_s is None else duration_s,
+        guard=facts.guard,
         verdict=_shown(verdict_of(facts.reply)), input_verdict=_shown(verdict_of(facts.input)),
         attempts=tuple(a.as_dict() for a in facts.attempts), profile=facts.profile,
         key_id=key_id, suppressed=suppressed, stream_mode=facts.mode,
@@ -161,6 +163,9 @@ class Ledger:
         self.caller = caller
         self.key_id = key_id
         self.started_at = time.time()
+        """The wall-clock instant the record shows."""
+        self.started = time.monotonic()
+        """The same instant on a clock no one steps: the request's duration counts from it."""
         self.facts = Facts()
         self.closed = False
         self.audited = True
@@ -185,4 +190,4 @@ class Ledger:
         self.closed = True
         return build_record(self.request_id, self.caller, self.started_at,
                             facts or self.facts, status, error_code, self.key_id,
-                            self.suppressed)
+                            self.suppressed, time.monotonic() - self.started)

@@ -87,7 +87,7 @@ def summarize(records: Iterable[AuditRecord], weights: Mapping[str, Mapping[str,
             truncated = True
             break
         count += 1
-        scores = _scores(record.data.get("verdict"))
+        scores = _scores(record.data)
         violated = set(record.values)
         index = int((record.ts - since) // bucket)
         slot = buckets.setdefault(index, {"t": round(since + index * bucket, 3), "requests": 0,
@@ -169,12 +169,11 @@ def _profile(record: AuditRecord, weights: Mapping[str, Mapping[str, float]]) ->
     return record.policy or ""
 
 
-def _scores(verdict: object) -> dict[str, float]:
-    """Every value the request's verdicts scored (reply and input)."""
+def _scores(data: Mapping[str, object]) -> dict[str, float]:
+    """Every value the request's verdicts scored: the reply's (``verdict``) and the input's
+    (``input_verdict``, beside it in the record: ``RequestRecord.to_json``)."""
     found: dict[str, float] = {}
-    if not isinstance(verdict, dict):
-        return found
-    for part in (verdict, verdict.get("input")):
+    for part in (data.get("verdict"), data.get("input_verdict")):
         if isinstance(part, dict) and isinstance(part.get("scores"), dict):
             for value, score in part["scores"].items():
                 if isinstance(score, int | float):
