@@ -179,7 +179,8 @@ class Lane:
             raise
         job.add_done_callback(self._release)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(job), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it drops a cancel that lands
+                return await asyncio.wrap_future(job)  # as the job ends (3.11)
         except (TimeoutError, asyncio.CancelledError) as exc:
             job.cancel()  # still queued: dropped at once, its place freed
             with _lock:
