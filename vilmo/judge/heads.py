@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from vilmo.types import Matrix
 from vilmo.values import VALUEEVAL_CATEGORIES, values_in
@@ -76,3 +77,49 @@ def compose(probs: Matrix, names: Sequence[str], mode: str = "product",
             out[:, j] = founds[:, MFT.index(value_id)] * wrong
     upholds = np.stack([probs[:, col[f"upholds:{v}"]] for v in SCHWARTZ], axis=1)
     return out, upholds.astype(np.float32)
+
+
+READING_SOURCES = ("whole", "alone", "mean", "max")
+"""Where a window after the prompt takes a head's probability from: its own reading
+(``whole``), the reply's reading alone (``alone``), their mean or their higher."""
+
+
+def read_alone(probs: Matrix, alone: Matrix, names: Sequence[str], foundations: str = "whole",
+               cm: str = "whole") -> Matrix:
+    """``probs`` (rows: a reply's windows after its prompt) with the ``foundation:*`` rows and
+    the ``cm`` row taken as ``foundations`` and ``cm`` say (``READING_SOURCES``) from the rows'
+    own probabilities and ``alone``, the reply's probabilities read alone (one row, or one per
+    row). A story read with its continuation speaks for the continuation's foundation and
+    wrongness (issue 17, target 4); read alone the continuation speaks for itself, and the
+    reading alone is already run for every reply after a prompt. Only ``mft.*`` reads these
+    rows (``compose``)."""
+    out = probs.copy()
+    for source, cols in ((foundations, [i for i, n in enumerate(names)
+                                        if n.startswith("foundation:")]),
+                         (cm, [names.index("cm")])):
+        own, other = probs[:, cols], np.broadcast_to(alone, probs.shape)[:, cols]
+        if source == "alone":
+            out[:, cols] = other
+        elif source == "mean":
+            out[:, cols] = 0.5 * (own + other)
+        elif source == "max":
+            out[:, cols] = np.maximum(own, other)
+        elif source != "whole":
+            raise ValueError(f"unknown reading source {source!r} (one of {READING_SOURCES})")
+    return out
+
+
+def heads_read_alone(probs: Matrix, item: npt.NDArray[np.int64], after: npt.NDArray[np.bool_],
+                     bare: npt.NDArray[np.bool_], names: Sequence[str], foundations: str,
+                     cm: str) -> Matrix:
+    """Window probabilities with the windows ``after`` their prompt reading the ``foundation:*``
+    and ``cm`` rows as ``read_alone`` says, from their text's reading alone (the highest over
+    its ``bare`` windows, of text ``item``); a text with no reading alone keeps its own."""
+    if (foundations == cm == "whole") or not bare.any():
+        return probs
+    alone = np.full((int(item.max()) + 1, probs.shape[1]), -1.0, dtype=np.float32)
+    np.maximum.at(alone, item[bare], probs[bare])
+    rows = after & (alone[item, 0] >= 0.0)
+    out = probs.copy()
+    out[rows] = read_alone(probs[rows], alone[item[rows]], names, foundations, cm)
+    return out

@@ -9,14 +9,15 @@ operating points (``sentence_operating_points``), and a sentence speaks only for
 can judge a sentence cut out of its reply (not ``WindowSpec.span_ignores``). A sentence is
 read in a row of its own after the prompt, or, costing no rows, from its own tokens inside the
 whole window (``WindowSpec.span_reading``, ``vilmo.judge.window_rows``). A reply after a
-prompt is also read alone, and its whole reading mixes the two (``WindowSpec.alone_weight``),
-or pools its reply's tokens (``WindowSpec.whole_pooling``), so that a vicious prompt does not
-dominate what the reply itself does. The network runs as
-an int8 ONNX Runtime graph (``vilmo.judge.value_onnx``) for speed; results of recent texts are
-cached, so a repeated reply is not encoded again, nor a reply another thread is reading now.
-The graph quantises activations per batch, so each text's rows are batched apart by a fixed
-rule (``vilmo.judge.pooling.item_batches``): a text's scores depend on the text and the
-weights alone, not on the texts scored in the same call or on the machine's load.
+prompt is also read alone, and its whole reading mixes the two (``WindowSpec.alone_weight``;
+its ``cm`` / foundation rows may come from the reading alone: ``heads_read_alone``), or pools
+its reply's tokens (``WindowSpec.whole_pooling``), so that a vicious prompt does not dominate
+what the reply itself does. The network runs as an int8 ONNX Runtime graph
+(``vilmo.judge.value_onnx``) for speed; results of recent texts are cached, so a repeated reply
+is not encoded again, nor a reply another thread is reading now. The graph quantises activations
+per batch, so each text's rows are batched apart by a fixed rule
+(``vilmo.judge.pooling.item_batches``): a text's scores depend on the text and the weights
+alone, not on the texts scored in the same call or on the machine's load.
 
 Violation scores are rescaled at each value's operating point (``operating_points`` in the
 weights' config, chosen on dev by ``vilmo.train.operating.operating_points``): a score of 0.5
@@ -46,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vilmo.judge.classifier import ScoreInput, UnknownValue, ValueScores, given_prompt
-from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose
+from vilmo.judge.heads import BUILTIN_VALUES, SCHWARTZ, compose, heads_read_alone
 from vilmo.judge.pooling import item_batches, max_pool, mean_pool, mix_alone, rescaled
 from vilmo.judge.window_rows import ALONE, ALONE_FINE, FINE, SENTENCE, WHOLE, WindowRows
 from vilmo.numeric import sigmoid
@@ -314,8 +315,7 @@ class BuiltinClassifier:
         if unknown:
             raise UnknownValue(f"the built-in classifier has no head for {unknown}")
         m = self._model()
-        col = {v: j for j, v in enumerate(BUILTIN_VALUES)}
-        ucol = {v: j for j, v in enumerate(SCHWARTZ)}
+        col, ucol = ({v: j for j, v in enumerate(ids)} for ids in (BUILTIN_VALUES, SCHWARTZ))
         out = []
         for item, (whole, sentences, ups) in zip(items, self.readings(items), strict=True):
             # A plain text: per reading its own points if the config has them, else the reply's.
@@ -373,11 +373,12 @@ class BuiltinClassifier:
     def _values(self, items: Sequence[ScoreInput]) -> list[_Reading]:
         m = self._model()
         probs, owner, kind = self._window_probs(items)
+        rows = np.asarray(owner, dtype=np.int64)
+        span, bare = kind == SENTENCE, (kind == ALONE) | (kind == ALONE_FINE)
+        probs = heads_read_alone(probs, rows, kind == WHOLE, bare, m.names, *(
+            m.config.get(key, "whole") for key in ("foundation_reading", "cm_reading")))
         vio, ups = compose(probs, m.names, m.config.get("compose", "product"),
                            m.config.get("compose_power", 1.0))
-        rows = np.asarray(owner, dtype=np.int64)
-        span = kind == SENTENCE
-        bare = (kind == ALONE) | (kind == ALONE_FINE)
         paired = ~span & ~bare
         whole = max_pool(vio[paired], rows[paired], len(items))
         if bare.any():
@@ -391,7 +392,6 @@ class BuiltinClassifier:
 
 def _token_logits(net: ValueNet) -> TokenLogitsNet:
     from vilmo.judge.value_net import TokenLogitsNet  # torch: only to export the graph
-
     return TokenLogitsNet(net)
 
 
