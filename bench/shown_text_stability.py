@@ -31,7 +31,7 @@ from pathlib import Path
 
 from harness import cpu_model  # also puts the tree first on sys.path
 
-from proxy import letter_forms, plain_reading, shown_text
+from proxy import letter_forms, shown_text
 from proxy.call import PROMPT_CONTEXT_CHARS, judged_prompt
 from proxy.judged_text import (
     _other_levels,
@@ -142,7 +142,7 @@ def changes(texts: list[str], asked: list[str], repeat: int) -> None:
 
         def run_step(text: str, step: str = step) -> object:
             if step == "plain_step":  # the plain reading of the reading as shown
-                return plain_reading.plain_lines(text, text, str)
+                return vars(shown_text)["plain_lines"](text, text, str)  # as swapped
             return getattr(shown_text, step)(text)
 
         for _ in range(repeat):

@@ -42,6 +42,7 @@ mark (``_is_mark``). Each branch starts with a character, which ``re`` scans for
 _TOKEN = re.compile(rf"[^\W_]++|{_MARK.pattern}")
 _MARK_CHAR = re.compile(f"[*_`|<\\[~={_PICTOGRAPH}]")
 """What each mark starts with (a fast scan: a leading class)."""
+_MARK_RUN = re.compile(f"[*_`~=]++|[|<\\[{_PICTOGRAPH}]")
 _WORD_RUN = re.compile(r"[^\W_]++")
 DENSE_GAPS = 4
 WRAPPED_WORDS = 3
@@ -87,12 +88,17 @@ def _shown_mark(mark: re.Match[str]) -> str:
 
 def _unmarked(text: str) -> str:
     """``text`` with its dense lines without their marks. A fast bound first (each a scan in C):
-    a dense line has two mark characters or more, and one for nine in ten of the gaps between
-    its words at least (words inside a tag's attributes are no gaps)."""
+    a dense line has three words or more and runs of mark characters in nine in ten of the
+    gaps between them at least (words inside a tag's attributes are no gaps)."""
     lines, changed = text.split("\n"), False
     for at, line in enumerate(lines):
-        marks = len(_MARK_CHAR.findall(line))
-        if (marks >= 2 and ("<" in line or 10 * marks >= 9 * (len(_WORD_RUN.findall(line)) - 1))
+        if len(line) < 2 * WRAPPED_WORDS + 4:  # fewer than three words with marks around
+            continue
+        marks = len(_MARK_RUN.findall(line))
+        if marks < WRAPPED_WORDS - 1:
+            continue
+        words = len(_WORD_RUN.findall(line))
+        if (words >= WRAPPED_WORDS and ("<" in line or 10 * marks >= 9 * (words - 1))
                 and _dense(line)):
             lines[at] = _SPACES.sub(" ", _MARK.sub(_shown_mark, line)).strip()
             changed = True
