@@ -8,17 +8,21 @@ judge's reading of a short sentence as much as a word does).
   such as 👏): the marks inside a word show the word whole already (``shown_text._SPLIT``);
   these stay in the main reading, and a line dense with them (``_dense``) is read once more
   without them. Dense: ``DENSE_GAPS`` gaps between words or more hold a mark, and nine in ten
-  of the line's gaps do, or ``LONG_GAPS`` do and half of them do. Ordinary markdown (a word or
-  phrase in bold, code spans in a sentence, a table of phrases) stays under it: none of 847
-  ordinary replies has such a line (``bench/shown_text_stability.py``).
+  of the line's gaps do; or each of its words, ``WRAPPED_WORDS`` or more, has marks before and
+  after it (``_Immigrants_ _are_ _vermin._``). Ordinary markdown (a word or phrase in bold,
+  code spans in a sentence, a table of phrases, code in fences, whose marks show as written)
+  stays under it: none of 847 ordinary replies has such a line, nor any of 9,145 replies and
+  texts of ../shared/data. A line that leaves more than one gap in ten bare (and is not
+  wrapped word by word) stays under it too: the judge reads its marks (a known limit).
 - Letter-spaced words (``G r a b  a  b a t``, ``G-r-a-b``, ``G.r.a.b``): runs of three or more
   single letters or digits, one space, ``-`` or ``.`` apart, read joined; two spaces or more,
   or a ``/``, between them as one space; on a line whose runs hold ``SPACED_LETTERS`` letters
   or more, one ``SPACED_WORD`` (``U.S.A. or a b c`` stays as it is), where two-letter words
-  between breaks join too.
+  between breaks join too. One of the 9,145 has such a line (a spelled-out ``B-O-D-M-A-S``).
 - The Hangul fillers (``U+115F U+1160 U+3164 U+FFA0``) render as nothing to some readers and
   as a space to others: the main reading drops them (``st\\u3164ab`` reads "stab"), this one
-  reads them as spaces (``Grab\\u3164a\\u3164bat`` reads "Grab a bat", not one unknown word).
+  reads them as spaces (``Grab\\u3164a\\u3164bat`` reads "Grab a bat", not one unknown word)
+  where they stand for spaces: two or more, no fewer than the text's spaces.
 
 Only the lines that read otherwise are kept (all of the text where a line count moved):
 ordinary text has none, and costs a few fast scans.
