@@ -10,7 +10,9 @@ judge's scores move (every built-in value, the shipped value model).
 Then, for each later change of the reading, with it and without it in the same run: how many
 texts' readings it changes and what it costs a reply (µs, the best of ``--repeat`` passes over
 every text): fullwidth punctuation after a Latin letter, digits read as letters
-(``letter_forms.digits_read``), links with spaces in their text, elements a renderer hides; how many texts have readings scored apart
+(``letter_forms.digits_read``), links with spaces in their text, elements a renderer hides,
+enclosing marks and lone regional indicators (``proxy.shown_symbols``), the plain reading
+(``proxy.plain_reading``); how many texts have readings scored apart
 (``judged_readings``); and how many prompts (the last human turn of the same HH rows) the judge
 reads otherwise as context (``proxy.call.judged_prompt``, against their first 2,000
 characters).
@@ -89,12 +91,14 @@ CHANGES: dict[str, tuple[str, object]] = {
     "digits read as letters": ("_digits", lambda text: text),
     "links with spaces": ("_LINK", OLD_LINK),
     "hidden elements": ("_unhidden", lambda text: (text, [])),
+    "enclosing marks, regional letters, braille blanks": ("symbols_read", lambda text: text),
+    "plain reading (marks, letter spacing, fillers)": ("plain_lines", lambda *_: []),
 }
 """Each change: the name in ``proxy.shown_text`` and what it was before."""
 
 
 STEPS = {"compat_read": "_compat", "_digits": "_digits", "_LINK": "_links",
-         "_unhidden": "_unhidden"}
+         "_unhidden": "_unhidden", "symbols_read": "symbols_read", "plain_lines": "plain_step"}
 """The step of ``proxy.shown_text`` each change is in, timed alone (the whole reading's time
 moves by more than a step costs on a shared machine)."""
 
@@ -137,6 +141,8 @@ def changes(texts: list[str], asked: list[str], repeat: int) -> None:
         step = STEPS[CHANGES[change][0]]
 
         def run_step(text: str, step: str = step) -> object:
+            if step == "plain_step":  # the plain reading of the reading as shown
+                return vars(shown_text)["plain_lines"](text, text, str)  # as swapped
             return getattr(shown_text, step)(text)
 
         for _ in range(repeat):

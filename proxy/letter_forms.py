@@ -30,6 +30,13 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
+from proxy.look_alike_letters import (
+    FOREIGN_SCRIPTS,
+    LATIN_VARIANT_RANGES,
+    LATIN_VARIANTS,
+    SCRIPT_LOOK_ALIKES,
+)
+
 _NAMED = re.compile(r"(?:LATIN LETTER SMALL CAPITAL|NEGATIVE (?:CIRCLED|SQUARED) LATIN "
                     r"CAPITAL LETTER|PARENTHESIZED LATIN (?:SMALL|CAPITAL) LETTER) ([A-Z])")
 """Unicode names of letter forms NFKC leaves alone (or maps to "(a)") that show as a letter."""
@@ -58,12 +65,13 @@ def _compat_table(ranges: Iterable[tuple[int, int]]) -> dict[int, str]:
 
 _COMPAT_RANGES = [(0xA0, 0x300), (0x1D00, 0x1DC0), (0x2070, 0x2190), (0x2460, 0x2500),
                   (0xA720, 0xA800), (0xFB00, 0xFB07), (0xFF10, 0xFF5B), (0x1D400, 0x1D800),
-                  (0x1F100, 0x1F1E6)]
+                  (0x1F100, 0x1F1E6), *LATIN_VARIANT_RANGES]
 """Superscripts, modifier letters and small capitals, letterlike and Roman numerals,
 parenthesized, circled and squared letters, ligatures, fullwidth and mathematical letters and
-digits (not the regional indicators from U+1F1E6)."""
-COMPAT = _compat_table(_COMPAT_RANGES)
-"""About eleven hundred characters, to their ASCII letters."""
+digits (not the regional indicators from U+1F1E6), Latin letters drawn otherwise."""
+COMPAT = {**LATIN_VARIANTS, **_compat_table(_COMPAT_RANGES)}
+"""About fourteen hundred characters, to their ASCII letters (``look_alike_letters``:
+``ı ɑ ɡ ø ł``... too)."""
 _COMPAT_RUN = re.compile("[" + "".join(f"{chr(a)}-{chr(b - 1)}" for a, b in _COMPAT_RANGES)
                          + "]+")
 """A run of characters of ``_COMPAT_RANGES``: a class of ranges reads fast (one of the
@@ -104,13 +112,14 @@ def compat_read(text: str) -> str:
     return _WIDE_AFTER_LATIN.sub(_wide_read, text)
 
 
-_CONFUSABLE = str.maketrans(
+_CONFUSABLE = {**SCRIPT_LOOK_ALIKES, **str.maketrans(
     "аеорсухіјѕһԁӏԛԝвкмнтАВЕКМНОРСТХУІЈЅԚԜ"
     "αοριυχκτνΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
     "aeopcyxijshdlqwbkmhtABEKMHOPCTXYIJSQW"
-    "aopiuxktvABEZHIKMNOPTYX")
+    "aopiuxktvABEZHIKMNOPTYX")}
 """Cyrillic and Greek letters that show as a Latin letter (Unicode's confusables.txt, the
-common ones; lower case in ``в``, ``к``, ``м``, ``н``, ``т`` as small capitals do)."""
+common ones; lower case in ``в``, ``к``, ``м``, ``н``, ``т`` as small capitals do), and
+Armenian, Cherokee and Lisu ones (``look_alike_letters.SCRIPT_LOOK_ALIKES``)."""
 LOOK_ALIKES = "".join(chr(code) for code in _CONFUSABLE)
 LOOK_ALIKE = re.compile(f"[{LOOK_ALIKES}]")
 _MIXED = re.compile(rf"(?<![^\W_])(?=[^\W_]*[A-Za-z])(?=[^\W_]*[{LOOK_ALIKES}])[^\W_]++")
@@ -119,8 +128,10 @@ _LATIN_WORD = re.compile(rf"(?<![^\W_])(?=[^\W_]*[{LOOK_ALIKES}])[A-Za-z0-9{LOOK
                          r"(?![^\W_])")
 """A word of ASCII and look-alike letters only, with a look-alike."""
 _LINE = re.compile(r"[^\n]+")
-_FOREIGN = re.compile(rf"(?![{LOOK_ALIKES}])[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff]")
-"""A Greek or Cyrillic letter that looks like no Latin one (``π``, ``д``)."""
+_FOREIGN = re.compile(rf"(?![{LOOK_ALIKES}])[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff"
+                      rf"{FOREIGN_SCRIPTS}]")
+"""A Greek, Cyrillic, Armenian, Cherokee or Lisu letter that looks like no Latin one (``π``,
+``д``)."""
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 
 

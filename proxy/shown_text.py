@@ -40,6 +40,8 @@ from functools import partial
 
 from proxy.hidden_elements import without_hidden
 from proxy.letter_forms import LOOK_ALIKE, compat_read, digits_read, latin_read
+from proxy.plain_reading import plain_lines
+from proxy.shown_symbols import symbols_read
 
 _HIDDEN_CLASS = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
                  "\u2060-\u2065\u206a-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
@@ -255,7 +257,17 @@ def shown(text: str) -> tuple[str, list[str]]:
 
 def shown_readings(text: str) -> tuple[str, list[str], list[str]]:
     """``shown``'s readings apart: ``text`` as a renderer shows it, its lines as written where
-    they read other words, and what its tag characters written as references spell."""
+    they read other words (and as read plainly, ``proxy.plain_reading``: letter-spaced, dense
+    with marks around words, Hangul fillers as spaces), and what its tag characters written as
+    references spell. Enclosing marks, lone regional indicators and braille blanks read as a
+    reader reads them first (``proxy.shown_symbols``)."""
+    text = symbols_read(text)
+    read, written, tags = _readings(text)
+    plain = plain_lines(text, read, lambda spaced: _readings(spaced)[0])
+    return read, [*written, *map(_digits, plain)], tags
+
+
+def _readings(text: str) -> tuple[str, list[str], list[str]]:
     text, tags = _references(_hidden_gone(text))
     text, hidden = _unhidden(text)
     text, linked = _links(_letters(text))

@@ -138,7 +138,8 @@ def test_a_megabyte_of_markup_reads_in_linear_time(unit: str) -> None:
     possessively."""
     text = unit * (1_000_000 // len(unit))
     read, also = shown(text)
-    assert len(read) <= len(text) and len(also) <= 1
+    # a line as written where markup shows otherwise, one as read plainly (proxy.plain_reading)
+    assert len(read) <= len(text) and len(also) <= 2
     assert shown("x" * 1_000_000)[0] == "x" * 1_000_000
 
 
