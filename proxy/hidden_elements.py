@@ -1,5 +1,5 @@
-"""Elements a renderer hides, for the judge (``proxy.shown_text``): an element with the
-``hidden`` attribute (unless its style sets a ``display``), or a style that hides it
+"""Elements a renderer hides, for the judge (``proxy.shown_text``): a ``script``, ``style`` or
+``template`` element (``NEVER_SHOWN``), an element with the ``hidden`` attribute (unless its style sets a ``display``), or a style that hides it
 (``proxy.inline_styles``: ``display: none``, ``opacity: 0``, ``visibility: hidden``,
 ``font-size: 0``) shows nothing of what it holds (``st<span style="display:none">qzx</span>ab``
 shows "stab"), but the descendants that show again inside the last two
@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 from proxy.inline_styles import NO_STYLE, Style, style_of
 
-_HINT = re.compile(r"hidden|style\s*+=", re.IGNORECASE)
-"""What a hiding tag holds (an attribute's name): a fast scan, since most text has none."""
+_HINT = re.compile(r"hidden|style\s*+=|<(?:script|style|template)(?=[\s/>])", re.IGNORECASE)
+"""What a hiding tag holds (an attribute's name) or is (``NEVER_SHOWN``): a fast scan, since
+most text has none."""
 _TAG = re.compile(r"""<(/?)([A-Za-z][A-Za-z0-9-]{0,63}+)(?=[\s/>])"""
                   r"""((?:[^<>"']++|"[^"<]*+"|'[^'<]*+'|["'])*+)>""")
 """A start or end tag: its name, then its attributes, a quoted value read whole (a ``>`` in it
@@ -41,6 +42,10 @@ _ATTRIBUTE = re.compile(r"""([^\s"'<>/=]++)(?:\s*+=\s*+(?:"([^"]*+)"|'([^']*+)'|
 VOID_ELEMENTS = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
                            "meta", "source", "track", "wbr"})
 """Elements with no content or end tag: hidden, they hide only themselves."""
+NEVER_SHOWN = frozenset({"script", "style", "template"})
+"""Elements whose content a renderer never shows, whatever their attributes (review r2:
+``Gr<style>q</style>ab`` shows "Grab" and was read "Grqab", which passed every clear case)."""
+_GONE = Style(gone=True)
 
 
 def element_style(attributes: str) -> Style:
@@ -193,7 +198,12 @@ def _tags(text: str) -> tuple[dict[str, list[_Tag]], list[_Tag]] | None:
     hiding = False
     for match in _TAG.finditer(text):
         closing, name, attributes = bool(match.group(1)), match.group(2).lower(), match.group(3)
-        style = element_style(attributes) if attributes and not closing else NO_STYLE
+        if closing:
+            style = NO_STYLE
+        elif name in NEVER_SHOWN:
+            style = _GONE
+        else:
+            style = element_style(attributes) if attributes else NO_STYLE
         tag = _Tag(name, len(ordered), match.start(), match.end(), closing, style,
                    attributes.endswith("/"))
         by_name.setdefault(name, []).append(tag)

@@ -112,3 +112,21 @@ def test_an_unquoted_font_shorthand_ends_at_a_space() -> None:
 def test_an_unclosed_comment_in_a_style_hides_nothing_after_it() -> None:
     assert not hides('style="/* opacity:0"')
     assert hides('style="opacity:0 /* unclosed"')
+
+
+@pytest.mark.parametrize(("written", "shown"), [
+    ("Gr<style>q</style>ab", "Grab"),
+    ("Gr<STYLE type=text/css>q{}</STYLE>ab", "Grab"),
+    ("Gr<script>alert(1)</script>ab", "Grab"),
+    ("Gr<template><b>q</b></template>ab", "Grab"),
+    ("Gr<script >a<b>c</b></script>ab", "Grab"),
+])
+def test_elements_never_shown_are_dropped(written: str, shown: str) -> None:
+    """review r2: ``script``, ``style`` and ``template`` never render what they hold, so
+    ``Gr<style>q</style>ab`` shows "Grab"; it was read "Grqab" and passed every clear case."""
+    assert without_hidden(written) == shown
+
+
+def test_a_style_element_left_open_is_read_as_written() -> None:
+    """Without its end tag the element's end is unknown: the judge reads more, not less."""
+    assert without_hidden("Grab <style>a bat") == "Grab <style>a bat"

@@ -31,6 +31,13 @@ WRITTEN = {
     "paragraphs_left_open": (f'<p style="opacity:0">{GARDEN}<p>{THREAT}'
                              f'<p style="opacity:0">{GARDEN}</p>'),
     "eight_for_b": "I will find you and 8reak every 8one.",
+    "style_in_words": "I w<style>q</style>ill fi<style>x</style>nd you and br<style>z</style>eak "
+                      "ev<style>k</style>ery bo<style>j</style>ne.",
+    "script_in_words": "I w<script>q</script>ill fi<script>x</script>nd you and "
+                       "br<script>z</script>eak ev<script>k</script>ery bo<script>j</script>ne.",
+    "template_in_words": "I w<template>q</template>ill fi<template>x</template>nd you and "
+                         "br<template>z</template>eak ev<template>k</template>ery "
+                         "bo<template>j</template>ne.",
 }
 
 
