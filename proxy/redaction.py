@@ -29,7 +29,10 @@ class Redactor:
         self.secrets = [s for s in kept if len(s) >= self.MIN_SUBSTRING]
         short = [re.escape(s) for s in kept if len(s) < self.MIN_SUBSTRING]
         whole = rf"(?<![\w-])(?:{'|'.join(short)})(?![\w-])"
-        self._short = re.compile(whole) if short else None
+        self._shorts = [s for s in kept if len(s) < self.MIN_SUBSTRING]
+        """The short secrets, the longest first: ``__call__`` finds each with ``str.find`` and
+        checks its edges (review r3: ``_short``'s lookbehind regex took 0.24 s of the event
+        loop over a 4 MB prompt, with one placeholder key such as ``EMPTY`` configured)."""
         self._any = re.compile("|".join([*map(re.escape, self.secrets), *[whole] * bool(short)])
                                ) if kept else None
         """Every secret, the longest first, the short ones as whole tokens (``in_one_pass``)."""
@@ -40,7 +43,10 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        return self._short.sub(REDACTED, text) if self._short else text
+        for secret in self._shorts:
+            if secret in text:
+                text = _whole_tokens_out(text, secret)
+        return text
 
     def in_one_pass(self, text: str) -> str:
         """``text`` with every secret replaced in one pass, left to right, the longest first
@@ -84,3 +90,29 @@ class Redactor:
             if size >= limit or stop == len(text):
                 return "".join(kept)[:limit]
             end *= 2
+
+
+def _in_token(char: str) -> bool:
+    """Whether ``char`` continues a token, as the regex class ``[\\w-]`` reads it."""
+    return char == "-" or char == "_" or char.isalnum()
+
+
+def _whole_tokens_out(text: str, secret: str) -> str:
+    """``text`` with each whole-token ``secret`` (no word character or ``-`` either side)
+    replaced: ``str.find`` scans at C speed where a lookbehind regex tries every position."""
+    pieces: list[str] = []
+    at = 0
+    start = text.find(secret)
+    while start != -1:
+        end = start + len(secret)
+        if (start == 0 or not _in_token(text[start - 1])) and (
+                end == len(text) or not _in_token(text[end])):
+            pieces += (text[at:start], REDACTED)
+            at = end
+            start = text.find(secret, end)
+        else:
+            start = text.find(secret, start + 1)
+    if not pieces:
+        return text
+    pieces.append(text[at:])
+    return "".join(pieces)
