@@ -242,6 +242,23 @@ def reply_of(chunks: Iterable[Chunk]) -> dict[int, ChoiceText]:
     return choices or {0: ChoiceText()}
 
 
+_SHOWN_COUNT_CHARS = 4096
+"""The longest delta whose characters that show are counted exactly on the event loop
+(``shown_length``: a regex over non-ASCII text, ~150 ms a megabyte)."""
+
+
+def _shown_at_least(text: str) -> int:
+    """At most ``shown_length(text)``, which the guard counts against ``checks.max_chars``
+    (each character that shows is counted alone, so a text's count is the sum of its
+    deltas'): exact for ASCII and short deltas, the ASCII characters (all of which show) of
+    a longer one."""
+    if text.isascii():
+        return len(text)
+    if len(text) <= _SHOWN_COUNT_CHARS:
+        return shown_length(text)
+    return len(text.encode("ascii", "ignore"))
+
+
 def held_within(count: int) -> int:
     """``count`` held chunks, if within ``MAX_HELD_CHUNKS``; else the stream fails (502)."""
     if count > MAX_HELD_CHUNKS:
@@ -253,8 +270,8 @@ def held_within(count: int) -> int:
 async def held_reply(chunks: AsyncIterator[Chunk], max_chars: int,
                      ) -> tuple[list[Chunk], dict[int, ChoiceText]]:
     """A buffered stream's chunks and each choice's text, read as they come (then closed). Read
-    only until the text is over ``max_chars`` as the guard counts it (each character that shows,
-    ``shown_length``, counted per delta: a bound below the guard's own count): its check is
+    only until the text is over ``max_chars`` as the guard counts it (``_shown_at_least`` of
+    each delta: a bound below the guard's own count): its check is
     then refused by that size whatever follows (503 ``check_too_large``), so the rest is never
     read; and at most ``MAX_HELD_CHUNKS`` chunks (502)."""
     held: list[Chunk] = []
@@ -266,7 +283,7 @@ async def held_reply(chunks: AsyncIterator[Chunk], max_chars: int,
             held_within(len(held))
             for index, piece in by_choice(chunk):
                 added = choices.setdefault(index, ChoiceText()).add(delta_of(piece))
-                shown += sum(shown_length(text) for _, text in added)
+                shown += sum(_shown_at_least(text) for _, text in added)
             if shown > max_chars:
                 break
     finally:

@@ -258,6 +258,26 @@ def test_a_buffered_stream_under_max_chars_is_still_delivered(
                    for c in e.get("choices", [])) == "ab " * 90
 
 
+def test_characters_that_show_nothing_do_not_stop_a_buffered_stream_early(
+        policies: Path, bank: PrincipleBank) -> None:
+    """The count that stops the reading is below the guard's (``shown_length``): 400
+    characters of which 200 show, under the limit of 300, are read whole and judged."""
+    upstream = TinyDeltas(200, {"content": "a\u200b"})
+    response, records = _ask(policies, bank, upstream, "b-small")
+    assert response.status_code == 200, response.text
+    assert upstream.sent == 200 and records[-1].guard == "ok"
+
+
+def test_a_long_delta_that_is_not_ascii_is_counted_by_its_ascii_only(
+        policies: Path, bank: PrincipleBank) -> None:
+    """Past ``_SHOWN_COUNT_CHARS`` a delta's count is its ASCII characters (no regex on the
+    event loop); the guard still refuses the whole by its size."""
+    upstream = TinyDeltas(3, {"content": "é" * 5000})
+    response, _ = _ask(policies, bank, upstream, "b-small")
+    assert response.status_code == 503 and upstream.sent == 3
+    assert response.json()["error"]["code"] == "check_too_large"
+
+
 @pytest.mark.parametrize("mode", ["buffer", "chunked"])
 def test_a_stream_holds_at_most_max_held_chunks(policies: Path, bank: PrincipleBank,
                                                  monkeypatch: pytest.MonkeyPatch,
