@@ -8,10 +8,12 @@ import asyncio
 import bisect
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from itertools import chain
 from typing import Any, cast
 
-from proxy.errors import StreamTimeout
+from proxy.errors import StreamTimeout, UpstreamFailed
 from proxy.fields import NOT_TEXT_FIELDS, NOT_TEXT_PATHS
+from proxy.judged_text import shown_length
 from proxy.replies import ReplyMessage
 from proxy.upstream import Chunk, Closing, Completion
 
@@ -21,6 +23,15 @@ TEXT_ORDER = ("reasoning_content", "reasoning", "content", "refusal", "audio", "
 """The order a choice's texts are read in (others after these, by name): fixed, so that a
 stream and its plain reply read the same whatever order their fields came in."""
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+
+MAX_HELD_CHUNKS = 131_072
+"""The most chunks a stream holds at once before it may send them (buffer mode: the whole
+reply; chunked mode: what waits for a check, of every choice, and the usage): past it, 502
+``upstream_too_large``, as past ``upstream.max_response_bytes``. A parsed chunk costs ~16 times
+its bytes on the wire (a tiny one ~870 bytes, one without choices ~350), so 32 MiB of tiny
+events held ~500 MiB; this holds at most ~110 MiB of chunks a stream. A real reply is about a
+chunk a token: 131,072 is past any model's output limit (and, in buffer mode, far past a reply
+of ``checks.max_chars``, whose reading stops there: ``held_reply``)."""
 
 TextPath = tuple[str | int, ...]
 """Where a string sits in a message: keys, and for list items their ``index`` (a streamed
@@ -98,35 +109,115 @@ def reply_texts(completion: Completion) -> dict[int, str]:
     return texts or {0: ""}
 
 
+_BLOCK_PIECES = 256
+"""How many of a field's latest pieces (deltas) are kept apart before they are joined into one
+block: each character is copied once into its block, and a field of a million one-character
+deltas is a few thousand strings, not a million."""
+
+
+_KEPT_TAIL = 256
+"""How many of a field's last characters are kept apart (``_Field.tail``): what a stream reads
+at each delta to find a sentence end (``proxy.chunked``) is read without walking the pieces."""
+
+
+class _Field:
+    """One field's text (a stream's deltas to one path), kept in pieces: appending copies
+    nothing but its last ``_KEPT_TAIL`` characters, and the whole text is joined only when
+    asked (then kept, as one block)."""
+
+    __slots__ = ("_blocks", "_end", "_pieces", "length")
+
+    def __init__(self) -> None:
+        self._blocks: list[str] = []  # the earlier pieces, joined
+        self._pieces: list[str] = []  # the latest pieces, fewer than ``_BLOCK_PIECES``
+        self._end = ""  # the last ``_KEPT_TAIL`` characters
+        self.length = 0
+
+    def append(self, text: str) -> None:
+        self._pieces.append(text)
+        self.length += len(text)
+        self._end = (text if len(text) >= _KEPT_TAIL else self._end + text)[-_KEPT_TAIL:]
+        if len(self._pieces) >= _BLOCK_PIECES:
+            self._blocks.append("".join(self._pieces))
+            self._pieces.clear()
+
+    def text(self) -> str:
+        if len(self._blocks) + len(self._pieces) > 1:
+            self._blocks, self._pieces = ["".join([*self._blocks, *self._pieces])], []
+        return (self._blocks or self._pieces or [""])[0]
+
+    def tail(self, chars: int) -> str:
+        """At least the last ``chars`` characters (all of them when there are fewer): read
+        from the end, as many pieces as that takes."""
+        if chars <= _KEPT_TAIL:
+            return self._end
+        taken: list[str] = []
+        size = 0
+        for part in chain(reversed(self._pieces), reversed(self._blocks)):
+            taken.append(part[-(chars - size):])
+            size += len(taken[-1])
+            if size >= chars:
+                break
+        return "".join(reversed(taken))
+
+
 class ChoiceText:
     """One choice of a streamed reply, its deltas' texts joined field by field into the texts
     its plain reply would carry, so that a stream is checked on exactly the text its plain
-    reply would be (a plain message is one delta)."""
+    reply would be (a plain message is one delta). Linear in the deltas, however many: each
+    field keeps its pieces (``_Field``), joined when a text is asked for (a check), and a
+    sentence end is held as each field's length then (``settle``), not as a copy of the text
+    (``ChoiceText.add`` copied the whole field at every delta, and chunked mode joined every
+    field at each sentence end: 150,000 tiny deltas held the event loop for seconds)."""
 
-    __slots__ = ("_paths", "_text", "_texts")
+    __slots__ = ("_fields", "_moved", "_paths", "_settled", "_text", "length")
 
     def __init__(self) -> None:
-        self._texts: dict[TextPath, str] = {}
+        self._fields: dict[TextPath, _Field] = {}
         self._paths: list[TextPath] = []  # in ``TEXT_ORDER``
         self._text: str | None = ""
+        self._settled: dict[TextPath, int] = {}  # each field's length at ``settle``
+        self._moved: set[TextPath] = set()  # the fields that grew since
+        self.length = 0
+        """The characters of every field (without the lines between them)."""
 
-    def add(self, delta: Mapping[str, Any]) -> None:
-        for path, text in texts_of(delta):
-            if path in self._texts:
-                self._texts[path] += text
-            else:
-                self._texts[path] = text
+    def add(self, delta: Mapping[str, Any]) -> list[tuple[TextPath, str]]:
+        """The delta's texts added, each to its field; returned, with where they sit."""
+        added = list(texts_of(delta))
+        for path, text in added:
+            field = self._fields.get(path)
+            if field is None:
+                field = self._fields[path] = _Field()
                 bisect.insort(self._paths, path, key=_order)
+            field.append(text)
+            self._moved.add(path)
+            self.length += len(text)
             self._text = None
+        return added
 
     def fields(self) -> Iterator[str]:
         """Each field's text so far (a stream's deltas joined per path), in ``TEXT_ORDER``."""
-        return (self._texts[path] for path in self._paths)
+        return (self._fields[path].text() for path in self._paths)
+
+    def tail(self, path: TextPath, chars: int) -> str:
+        """At least the last ``chars`` characters of a field (all of it when shorter)."""
+        return self._fields[path].tail(chars)
+
+    def settle(self) -> None:
+        """Hold the text as it is now: ``settled_text`` is then this text, whatever comes."""
+        for path in self._moved:
+            self._settled[path] = self._fields[path].length
+        self._moved.clear()
+
+    def settled_text(self) -> str:
+        """The text as it was at the last ``settle`` ("" before any)."""
+        return "\n".join(self._fields[path].text()[:self._settled[path]]
+                         for path in self._paths if self._settled.get(path))
 
     @property
     def text(self) -> str:
         if self._text is None:
-            self._text = "\n".join(self._texts[path] for path in self._paths)
+            self._text = "\n".join(self._fields[path].text() for path in self._paths)
         return self._text
 
 
@@ -149,6 +240,55 @@ def reply_of(chunks: Iterable[Chunk]) -> dict[int, ChoiceText]:
         for index, piece in by_choice(chunk):
             choices.setdefault(index, ChoiceText()).add(delta_of(piece))
     return choices or {0: ChoiceText()}
+
+
+_SHOWN_COUNT_CHARS = 4096
+"""The longest delta whose characters that show are counted exactly on the event loop
+(``shown_length``: a regex over non-ASCII text, ~150 ms a megabyte)."""
+
+
+def _shown_at_least(text: str) -> int:
+    """At most ``shown_length(text)``, which the guard counts against ``checks.max_chars``
+    (each character that shows is counted alone, so a text's count is the sum of its
+    deltas'): exact for ASCII and short deltas, the ASCII characters (all of which show) of
+    a longer one."""
+    if text.isascii():
+        return len(text)
+    if len(text) <= _SHOWN_COUNT_CHARS:
+        return shown_length(text)
+    return len(text.encode("ascii", "ignore"))
+
+
+def held_within(count: int) -> int:
+    """``count`` held chunks, if within ``MAX_HELD_CHUNKS``; else the stream fails (502)."""
+    if count > MAX_HELD_CHUNKS:
+        raise UpstreamFailed(f"the upstream's stream held more than {MAX_HELD_CHUNKS} chunks "
+                             "before they could be sent", code="upstream_too_large")
+    return count
+
+
+async def held_reply(chunks: AsyncIterator[Chunk], max_chars: int,
+                     ) -> tuple[list[Chunk], dict[int, ChoiceText]]:
+    """A buffered stream's chunks and each choice's text, read as they come (then closed). Read
+    only until the text is over ``max_chars`` as the guard counts it (``_shown_at_least`` of
+    each delta: a bound below the guard's own count): its check is
+    then refused by that size whatever follows (503 ``check_too_large``), so the rest is never
+    read; and at most ``MAX_HELD_CHUNKS`` chunks (502)."""
+    held: list[Chunk] = []
+    choices: dict[int, ChoiceText] = {}
+    shown = 0
+    try:
+        async for chunk in chunks:
+            held.append(chunk)
+            held_within(len(held))
+            for index, piece in by_choice(chunk):
+                added = choices.setdefault(index, ChoiceText()).add(delta_of(piece))
+                shown += sum(_shown_at_least(text) for _, text in added)
+            if shown > max_chars:
+                break
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    return held, choices or {0: ChoiceText()}
 
 
 def chunk_like(template: Chunk, delta: ReplyMessage | None,

@@ -93,10 +93,16 @@ class Facts:
     @property
     def guard(self) -> GuardState:
         """``x-vilmo-guard`` and the audit record's ``guard``: ``ok`` for a refused request,
-        ``error`` when the instruction step or the reply's check failed open."""
+        ``error`` when the instruction step or the reply's check failed open; ``ok`` when a
+        regeneration failed (its reply, never made, is not checked, but the replies before it
+        were judged: ``proxy.actions.enforce``; this said ``off``, a policy that checks none)."""
         if self.refused:
             return "ok"
-        return "error" if self.instruction_failed else guard_of(self.reply)
+        if self.instruction_failed:
+            return "error"
+        if self.attempts and isinstance(self.reply, NotChecked):
+            return "ok"
+        return guard_of(self.reply)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,11 @@
              approved chunks, or the refusal. Done by ``buffered`` before the headers go out,
              so the headers carry the verdict and a failed check is a plain HTTP error.
     chunked  hold each choice's deltas (every readable text: content, reasoning, refusal, call
-             arguments); every ``window_tokens`` check the whole reply so far and release what
-             is held if it passes. A choice's last check is the whole-reply check of plain mode,
-             so the final verdict is the plain verdict: a flagged reply so far holds the rest
-             until that check, whose violation ends the choice with the refusal and
-             finish_reason "content_filter" (see ``proxy.chunked``).
+             arguments); every ``window_tokens`` (widening with the reply: ``chunked.WIDEN``) check
+             the whole reply so far and release what is held if it passes. A choice's last check is
+             the whole-reply check of plain mode, so the final verdict is the plain verdict: a
+             flagged reply so far holds the rest until that check, whose violation ends the choice
+             with the refusal and finish_reason "content_filter" (see ``proxy.chunked``).
     monitor  pass chunks at once, check the whole reply at the end, report that verdict in a
              last chunk (``choices: []`` and a ``vilmo`` object), metrics and audit. No
              protection.
@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from proxy.actions import Noted, enforce
 from proxy.call import Call, escalate, open_timed_stream
 from proxy.chunked import monitored, windowed
-from proxy.chunks import by_choice, refusal_chunks, reply_of, usage_chunks
+from proxy.chunks import by_choice, held_reply, refusal_chunks, reply_of, usage_chunks
 from proxy.outcome import Judged, Judgement, StreamMode, Unjudged
 from proxy.services import Services
 from proxy.upstream import Chunk
@@ -40,11 +40,8 @@ async def buffered(call: Call, chunks: AsyncIterator[Chunk], services: Services,
     policy = call.policy
 
     async def held_and_judged(chunks: AsyncIterator[Chunk]) -> tuple[list[Chunk], Judgement]:
-        try:
-            held = [c async for c in chunks]
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-        items = await call.checked_choices({i: t.text for i, t in reply_of(held).items()})
+        held, choices = await held_reply(chunks, policy.checks.max_chars)
+        items = await call.checked_choices({i: t.text for i, t in choices.items()})
         return held, await services.guard.check_choices(policy, items, "output")
 
     async def regenerate(previous: Verdict) -> tuple[list[Chunk], Judgement]:

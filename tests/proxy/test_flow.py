@@ -278,7 +278,8 @@ def test_a_failed_regeneration_keeps_the_attempt_and_no_final_verdict(
     attempt: the reply that called for it was lost from the audit trail. Then it was recorded
     twice, as the rejected attempt and as the final reply's verdict (the trail showed the
     rejected text as the reply the client got, with action regenerate): there is no final
-    reply, so no verdict, and the one attempt."""
+    reply, so no verdict, and the one attempt. Its guard said ``off`` (a policy that checks
+    nothing) though the reply before was judged: ``ok``."""
     upstream = FailsWhenWarned()
     upstream.reply = VIOLENT
     services = fake_services(policy_dir, bank, upstream)
@@ -286,7 +287,7 @@ def test_a_failed_regeneration_keeps_the_attempt_and_no_final_verdict(
     assert response.status_code == 502 and len(upstream.calls) == 2
     record = record_of(services)
     assert (record.status, record.error_code) == ("502", "upstream_error")
-    assert record.verdict is None and record.action == "" and record.guard == "off"
+    assert record.verdict is None and record.action == "" and record.guard == "ok"
     assert [(a["action"], a["violations"]) for a in record.attempts] == [
         ("regenerate", ["mft.care"])]
     assert record.values == ("mft.care",)
