@@ -272,7 +272,7 @@ class DirectUpstream:
             message, param, code = error_fields(bytes(body))
             raise upstream_status_error(response.status_code, message, model,
                                         response.headers.get("retry-after"), self.redact,
-                                        param, code)
+                                        param, code, wildcard="*" in self.route(model).name)
         return bytes(body)
 
     async def aclose(self) -> None:

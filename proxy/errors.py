@@ -200,7 +200,8 @@ def install_log_redaction(redact: Redactor) -> None:
 
 
 @contextmanager
-def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) -> Iterator[None]:
+def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False,
+                        wildcard: bool = False) -> Iterator[None]:
     """Turn LiteLLM's exceptions into GatewayErrors with the right status and a fixed text;
     the upstream's (LiteLLM's) message goes to the log only (``upstream_said``).
 
@@ -208,7 +209,8 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) 
     connection error; they are mapped as the direct path maps them (``map_http_errors``,
     ``proxy.relay``): ``upstream_malformed`` for what the upstream sent, ``upstream_error`` for
     a connection that failed once the upstream answered (``reached``: the stream was open),
-    ``upstream_unreachable`` only for one that never did."""
+    ``upstream_unreachable`` only for one that never did. ``wildcard``: the model's entry is a
+    pattern (``*``), so the upstream's 404 is the caller's unknown model (``_from_status``)."""
     import openai  # LiteLLM's exceptions subclass the openai package's
     from litellm.types.router import RouterRateLimitError
 
@@ -249,8 +251,8 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) 
         upstream_said(redact, model, f"status {exc.status_code}", _message_of(exc))
         if MEDIA_URL_REFUSED in _message_of(exc):  # LiteLLM's own 400, the gateway's reason
             raise InvalidRequest(no_media_url(model), code="upstream_bad_request") from exc
-        error = _from_status(exc.status_code, model, redact, getattr(exc, "param", None),
-                             getattr(exc, "code", None))
+        error = _from_status(exc.status_code, model, redact, *_labels_of(exc),
+                             wildcard=wildcard)
         if isinstance(error, UpstreamRateLimited):
             error.headers = retry_after_header(exc.response.headers.get("retry-after"))
         raise error from exc
@@ -258,7 +260,7 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False) 
         code = getattr(exc, "status_code", None)  # None on some of LiteLLM's: a 502
         status = code if isinstance(code, int) else 502
         upstream_said(redact, model, f"status {status}", _message_of(exc))
-        raise _from_status(status, model, redact) from exc
+        raise _from_status(status, model, redact, wildcard=wildcard) from exc
     except UnicodeError as exc:  # LiteLLM's Router fails on an upstream's lone surrogate itself
         upstream_said(redact, model, "malformed", "it sent text that is not valid Unicode")
         raise UpstreamFailed(f"the upstream for model {model!r} sent text that is not valid "
@@ -275,6 +277,26 @@ completion (choices not a list, a choice or message not an object): what the dir
 ``proxy.upstream.checked_choices`` calls ``upstream_malformed``. Its stream wrapper fails on
 such chunks with a bare ``AttributeError`` instead, which cannot be told from a fault of its
 own: those stay ``upstream_error``."""
+
+
+def _labels_of(exc: BaseException) -> tuple[object, object]:
+    """The upstream's ``param`` and ``code`` of a LiteLLM error: its own, else those of the
+    error it was raised from (LiteLLM keeps them on a 400, not on a 404: the openai client's
+    error below it has them), each the first one found; not yet vetted."""
+    found: dict[str, object] = {}
+    cause: BaseException | None = exc
+    for _ in range(20):
+        if cause is None or len(found) == 2:
+            break
+        body = getattr(cause, "body", None)
+        for name in ("param", "code"):
+            value = getattr(cause, name, None)
+            if not isinstance(value, str) and isinstance(body, dict):
+                value = body.get(name)
+            if isinstance(value, str):
+                found.setdefault(name, value)
+        cause = cause.__cause__ or cause.__context__
+    return found.get("param"), found.get("code")
 
 
 def _malformed_reply(exc: BaseException) -> str | None:
@@ -325,21 +347,26 @@ def map_http_errors(redact: Redactor, model: str) -> Iterator[None]:
 
 
 def upstream_status_error(status: int, message: str, model: str, retry_after: str | None,
-                          redact: Redactor, param: object, code: object) -> GatewayError:
+                          redact: Redactor, param: object, code: object, *,
+                          wildcard: bool = False) -> GatewayError:
     """The direct path's GatewayError for an upstream's HTTP error reply, as LiteLLM's are."""
     upstream_said(redact, model, f"status {status}", message)
-    error = _from_status(status, model, redact, param, code)
+    error = _from_status(status, model, redact, param, code, wildcard=wildcard)
     if isinstance(error, UpstreamRateLimited):
         error.headers = retry_after_header(retry_after)
     return error
 
 
 def _from_status(status: int, model: str, redact: Redactor, param: object = None,
-                 code: object = None) -> GatewayError:
+                 code: object = None, *, wildcard: bool = False) -> GatewayError:
     """The gateway's own error for an upstream's status: a fixed text (a 400's labels too,
-    when they are short identifiers: ``proxy.upstream_hints.error_label``). A 3xx is a
+    when they are short identifiers: ``proxy.upstream_hints.error_label``; its code, so vetted,
+    as the error's ``code``, which clients branch on: ``context_length_exceeded``). A 3xx is a
     redirect the gateway never follows (neither path's client does): as on the direct path,
-    not a chat completion."""
+    not a chat completion. A 404 is the caller's unknown model (404 ``model_not_found``, which
+    a client does not retry) when the upstream says so by its code, or when the model's entry
+    is a pattern (``wildcard``: ``*`` sends the caller's name as it is); otherwise, as 401 and
+    403 are (the gateway's own key), the gateway's configuration: a 502."""
     if 300 <= status < 400:
         return UpstreamFailed(f"the upstream for model {model!r} did not answer with a chat "
                               "completion", code="upstream_malformed")
@@ -348,13 +375,17 @@ def _from_status(status: int, model: str, redact: Redactor, param: object = None
                                    "rate limited", code="rate_limit_exceeded")
     if status in (408, 504):
         return UpstreamTimeout(f"upstream for model {model!r} timed out", code="upstream_timeout")
+    label = error_label(code, redact)
+    if status == 404 and (wildcard or label == "model_not_found"):
+        return ModelNotFound(f"the upstream for model {model!r} does not serve it (404)",
+                             param="model", code="model_not_found")
     if status in (400, 413, 422):
-        labels = (("param", error_label(param, redact)), ("code", error_label(code, redact)))
+        labels = (("param", error_label(param, redact)), ("code", label))
         detail = ", ".join(f"{name}: {value}" for name, value in labels if value)
         return InvalidRequest(f"the upstream for model {model!r} answered {status}: it rejected "
                               "the request as invalid" + (f" ({detail})" if detail else ""),
-                              code="upstream_bad_request")
-    # 401/403/404 from the upstream are the gateway's configuration, not the caller's fault.
+                              code=label or "upstream_bad_request")
+    # 401/403 (and a 404 not the model's) are the gateway's configuration, not the caller's.
     return UpstreamFailed(f"the upstream for model {model!r} failed (status {status})",
                           code="upstream_error")
 

@@ -163,12 +163,15 @@ class StreamOptions(FewExtras):
 
 FORWARDED_FIELDS = frozenset({
     "messages", "model", "audio", "frequency_penalty", "logit_bias", "logprobs",
-    "max_completion_tokens", "max_tokens", "metadata", "modalities", "n", "parallel_tool_calls",
-    "prediction", "presence_penalty", "reasoning_effort", "response_format", "seed",
-    "service_tier", "stop", "store", "stream", "stream_options", "temperature", "tool_choice",
-    "tools", "top_logprobs", "top_p", "user",
+    "max_completion_tokens", "max_tokens", "metadata", "modalities", "moderation", "n",
+    "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
+    "prompt_cache_options", "prompt_cache_retention", "reasoning_effort", "response_format",
+    "safety_identifier", "seed", "service_tier", "stop", "store", "stream", "stream_options",
+    "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity",
+    "web_search_options",
 })
-"""The OpenAI chat-completion fields (API reference): all that reaches the upstream."""
+"""The OpenAI chat-completion fields (API reference; the bundled openai client's ``create``
+but the legacy ``functions`` and ``function_call``): all that reaches the upstream."""
 
 
 UpstreamParams: TypeAlias = dict[str, Any]
@@ -217,12 +220,17 @@ class ChatCompletionRequest(FewExtras):
     max_tokens: int | None = Field(None, ge=1)
     metadata: bound.Metadata | None = None
     modalities: bound.Modalities | None = None
+    moderation: bound.Moderation | None = None
     n: bound.Choices | None = None
     parallel_tool_calls: bool | None = None
     prediction: dict[str, Any] | None = None
     presence_penalty: bound.Penalty | None = None
+    prompt_cache_key: bound.PromptCacheKey | None = None
+    prompt_cache_options: bound.PromptCacheOptions | None = None
+    prompt_cache_retention: bound.PromptCacheRetention | None = None
     reasoning_effort: bound.Keyword | None = None
     response_format: dict[str, Any] | None = None
+    safety_identifier: bound.SafetyIdentifier | None = None
     seed: bound.Seed | None = None
     service_tier: bound.Keyword | None = None
     stop: bound.Stop | None = None
@@ -235,6 +243,8 @@ class ChatCompletionRequest(FewExtras):
     top_logprobs: bound.TopLogprobs | None = None
     top_p: bound.TopP | None = None
     user: bound.User | None = None
+    verbosity: bound.Verbosity | None = None
+    web_search_options: bound.WebSearchOptions | None = None
 
     @field_validator("tool_choice", mode="wrap")
     @classmethod

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -81,6 +82,69 @@ Metadata = Annotated[dict[Annotated[str, Field(max_length=MAX_METADATA_KEY_CHARS
                           Annotated[str, Field(max_length=MAX_METADATA_VALUE_CHARS)]],
                      Field(max_length=MAX_METADATA_PAIRS)]
 User = Annotated[str, Field(max_length=MAX_USER_CHARS)]
+
+MAX_SAFETY_IDENTIFIER_CHARS = 128
+"""OpenAI's limit on ``safety_identifier`` (a hash of an end user's id)."""
+MAX_PROMPT_CACHE_KEY_CHARS = 512
+"""The longest ``prompt_cache_key`` (OpenAI documents none; a key names a tenant or a prompt)."""
+MAX_LOCATION_CHARS = 128
+"""The longest value of ``web_search_options.user_location.approximate`` (a city, a region, a
+country code, a time zone) and of ``moderation.model`` (a model name)."""
+
+SafetyIdentifier = Annotated[str, Field(max_length=MAX_SAFETY_IDENTIFIER_CHARS)]
+PromptCacheKey = Annotated[str, Field(max_length=MAX_PROMPT_CACHE_KEY_CHARS)]
+PromptCacheRetention = Literal["in_memory", "24h"]
+Verbosity = Literal["low", "medium", "high"]
+_Place = Annotated[str, Field(max_length=MAX_LOCATION_CHARS)]
+
+
+class _Fixed(BaseModel):
+    """An object the API defines whole: its fields typed strictly, no others (a field OpenAI
+    adds later is refused, not forwarded unread)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ApproximateLocation(_Fixed):
+    city: _Place | None = None
+    country: _Place | None = None
+    region: _Place | None = None
+    timezone: _Place | None = None
+
+
+class UserLocation(_Fixed):
+    type: Literal["approximate"]
+    approximate: ApproximateLocation
+
+
+class WebSearchOptions(_Fixed):
+    """``web_search_options``, as the openai client types it."""
+
+    search_context_size: Verbosity | None = None
+    user_location: UserLocation | None = None
+
+
+class ModerationMode(_Fixed):
+    mode: Literal["score", "block"]
+
+
+class ModerationPolicy(_Fixed):
+    input: ModerationMode | None = None
+    output: ModerationMode | None = None
+
+
+class Moderation(_Fixed):
+    """``moderation``, as the openai client types it."""
+
+    model: _Place
+    policy: ModerationPolicy | None = None
+
+
+class PromptCacheOptions(_Fixed):
+    """``prompt_cache_options``, as the openai client types it."""
+
+    mode: Literal["implicit", "explicit"] | None = None
+    ttl: Literal["30m"] | None = None
 ToolCallId = Annotated[str, Field(max_length=MAX_TOOL_CALL_ID_CHARS)]
 
 

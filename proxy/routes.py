@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -23,7 +24,7 @@ from proxy.middleware import Caller
 from proxy.off_loop import off_loop_past
 from proxy.openapi import error_responses, header, json_body
 from proxy.outcome import Facts, Stream, verdict_of
-from proxy.pipeline import ChatRequest, choose_policy
+from proxy.pipeline import ChatRequest, choose_policy, require_model
 from proxy.policy_reload import policy_names
 from proxy.protocol import (
     ChatCompletionRequest,
@@ -115,8 +116,20 @@ async def values_check(request: Request) -> ValuesCheckResult:
 
 @router.get("/v1/models")
 async def models(request: Request) -> ModelList:
+    """The model names the config serves; a pattern (``*``, ``gpt-*``) is no model's id, so it
+    is not listed (``GET /v1/models/{model}`` answers for a name it serves)."""
     services: Services = request.app.state.services
-    return ModelList(data=[ModelCard(id=name) for name in services.upstream.model_names()])
+    return ModelList(data=[ModelCard(id=name) for name in services.upstream.model_names()
+                           if "*" not in name])
+
+
+@router.get("/v1/models/{model:path}", responses=error_responses(404))
+async def retrieve_model(model: str, request: Request) -> ModelCard:
+    """A model the config serves, by an entry's name or through a pattern; else a 404
+    ``model_not_found``, as the chat route answers."""
+    services: Services = request.app.state.services
+    require_model(services.upstream, model, caller_of(request))
+    return ModelCard(id=model)
 
 
 @router.get("/healthz", response_model_exclude_none=True)
@@ -227,11 +240,29 @@ def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
 
 def first_invalid(errors: Sequence[Mapping[str, Any]], skip: int = 0) -> InvalidRequest:
     """The 400 for a failed validation: its first error, ``param`` naming the field (its
-    location past ``skip`` leading parts: FastAPI's ``query``, ``path``; cut by ``shown_name``,
-    as its keys are the client's), never the input."""
+    location past ``skip`` leading parts: FastAPI's ``query``, ``path``; without pydantic's
+    union tags, ``field_path``; cut by ``shown_name``, as its keys are the client's), never the
+    input; the message without the gateway's class names (``instance of ChatMessageIn``)."""
     if not errors:
         return InvalidRequest("the request is invalid", code="invalid_request")
-    where = shown_name(dotted(tuple(errors[0]["loc"])[skip:]))
-    message = str(errors[0]["msg"])
+    where = shown_name(dotted(field_path(tuple(errors[0]["loc"])[skip:])))
+    message = INTERNAL_NAME.sub("", str(errors[0]["msg"]))
     return InvalidRequest(f"{where}: {message}" if where else message, param=where or None,
                           code="invalid_request")
+
+
+UNION_TAG = re.compile(r"[A-Z][A-Za-z0-9]*|[a-z-]+\[.*\]|str|int|float|bool|dict|list|none")
+"""A location part that is pydantic's tag for a union's member, not a field: a class name
+(``ChatMessageIn``), a parametrized type (``list[ContentPart]``, ``literal['none','auto']``,
+``function-after[...]``), a bare type (``str``). A key a client chose that looks so (a
+``metadata`` key ``str``) is left out too: the field above it is still named."""
+
+INTERNAL_NAME = re.compile(r" or instance of [A-Za-z_][A-Za-z0-9_]*")
+"""Pydantic's ``or instance of ChatMessageIn`` after "a valid dictionary": a class name."""
+
+
+def field_path(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """``loc`` without union tags (``messages.0.content.str`` is ``messages.0.content``); the
+    first part is always a field."""
+    return loc[:1] + tuple(part for part in loc[1:]
+                           if not (isinstance(part, str) and UNION_TAG.fullmatch(part)))

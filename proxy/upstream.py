@@ -18,6 +18,7 @@ from proxy.fields import StreamLabels, keep_allowed
 from proxy.litellm_clients import no_cookies, own_litellm_clients
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletion, ChatCompletionChunk
+from proxy.router_choices import ChoiceEnds
 from proxy.settings import Deployment, configured_name
 from proxy.upstream_bounds import DEFAULT_MAX_BYTES, ReplyBounds, bounds_for
 from proxy.wellformed import NotFinite, make_well_formed, parse_upstream, parse_upstream_event
@@ -77,22 +78,30 @@ class LiteLLMUpstream:
     def model_names(self) -> list[str]:
         return list(dict.fromkeys(self._names))
 
+    def _wildcard(self, model: str) -> bool:
+        """Whether the entry serving ``model`` is a pattern (its 404 is the caller's)."""
+        return "*" in (configured_name(model, self._names) or "")
+
     def wire_params(self, params: UpstreamParams) -> UpstreamParams:
-        """The call's arguments. ``user`` goes in ``extra_body`` to an ``openai/`` model (as
-        ``metadata`` does, ``proxy.protocol.forwarded``): LiteLLM sends it only to models in
-        OpenAI's own catalog, and the direct path sends it to every one. Other providers get
-        it as LiteLLM maps it (Anthropic's ``metadata.user_id``). A deployment's configured
-        ``extra_body`` is kept under it (``proxy.operator_body``)."""
-        if "user" not in params or configured_name(str(params["model"]), self._names) \
-                not in self._openai:
+        """The call's arguments. ``user`` and the fields LiteLLM may not know
+        (``IN_EXTRA_BODY``) go in ``extra_body`` to an ``openai/`` model (as ``metadata``
+        does, ``proxy.protocol.forwarded``): LiteLLM sends ``user`` only to models in OpenAI's
+        own catalog and refuses a field it does not know (``verbosity``: a 400), and the
+        direct path sends each to every one. Other providers get them as LiteLLM maps them
+        (Anthropic's ``metadata.user_id``). A deployment's configured ``extra_body`` is kept
+        under it (``proxy.operator_body``)."""
+        moved = [name for name in IN_EXTRA_BODY if name in params]
+        if not moved or configured_name(str(params["model"]), self._names) not in self._openai:
             return params
-        wired = {k: v for k, v in params.items() if k != "user"}
-        wired["extra_body"] = {**(params.get("extra_body") or {}), "user": params["user"]}
+        wired = {k: v for k, v in params.items() if k not in moved}
+        wired["extra_body"] = {**(params.get("extra_body") or {}),
+                               **{name: params[name] for name in moved}}
         return wired
 
     async def complete(self, params: UpstreamParams) -> Completion:
         model = str(params["model"])
-        with map_upstream_errors(self._redact, model), bounds_for(self._plain):
+        with map_upstream_errors(self._redact, model, wildcard=self._wildcard(model)), \
+                bounds_for(self._plain):
             response = await self._router.acompletion(**self.wire_params(params))
         reply = wire_dict(response.model_dump(exclude_none=True))
         entered(reply, "message", model)
@@ -100,21 +109,29 @@ class LiteLLMUpstream:
 
     async def stream(self, params: UpstreamParams) -> AsyncIterator[Chunk]:
         model = str(params["model"])
-        with map_upstream_errors(self._redact, model), bounds_for(self._stream):
+        with map_upstream_errors(self._redact, model, wildcard=self._wildcard(model)), \
+                bounds_for(self._stream):
             response = await self._router.acompletion(**{**self.wire_params(params),
                                                          "stream": True})
         # the upstream answered: a failure from here on is not "unreachable"
         with map_upstream_errors(self._redact, model, reached=True):
-            labels = StreamLabels()
+            labels, ends = StreamLabels(), ChoiceEnds()
             try:
                 async for chunk in response:
                     piece = wire_dict(chunk.model_dump(exclude_none=True))
+                    ends.note(piece)  # each choice's role and finish_reason (LiteLLM's n > 1)
                     entered(piece, "delta", model, stream=labels)
                     yield cast(Chunk, piece)
             finally:
                 close = getattr(response, "aclose", None)
                 if close is not None:
                     await close()
+
+
+IN_EXTRA_BODY = ("user", "moderation", "prompt_cache_key", "prompt_cache_options",
+                 "prompt_cache_retention", "safety_identifier", "verbosity", "web_search_options")
+"""Request fields sent to an ``openai/`` model in ``extra_body`` on the Router path, as they
+came (``LiteLLMUpstream.wire_params``)."""
 
 
 def refuse_unbounded(model_list: Sequence[Deployment], router_settings: dict[str, Any]) -> None:

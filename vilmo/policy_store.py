@@ -6,8 +6,10 @@ The inode and ctime catch a same-size replacement that keeps the old mtime (``cp
 ``tar -x``, ``rsync -t``): a rename gives a new inode, an in-place write a new ctime, and no
 tool can set the ctime back. A changed (or new)
 file is loaded only once it has settled: the pass that first sees its new stamp only
-notes it, and a later pass at least ``settle_s`` seconds on that finds the same stamp loads it;
-meanwhile its last good version is served. A file saved in place (truncated, then written in
+notes it, and a later pass at least ``settle_s`` seconds on that finds the same stamp loads it
+(a file whose last change is older than ``settle_s``, ``reload_interval`` and ``MIN_QUIET_S``
+is settled on first sight: one added while the gateway was idle); meanwhile its last good
+version is served. A file saved in place (truncated, then written in
 pieces) is otherwise read mid-write, and a prefix of a policy is often a valid policy with its
 block rules missing. Saving by atomic rename (write a temporary file, then ``mv`` it over) is
 the way to make an edit that is never seen half-written. A file that fails to
@@ -75,7 +77,8 @@ class PolicyStore:
 
     def __init__(self, directory: str | Path, default_name: str, reload_interval: float = 1.0,
                  check: Callable[[Policy], None] | None = None, *, settle_s: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], int] = time.time_ns) -> None:
         self.directory = Path(directory)
         self.check = check
         """Runs on every loaded policy (e.g. loading its generator weights); an error there
@@ -86,6 +89,7 @@ class PolicyStore:
         """How long a changed file's stamp must stay the same before it is loaded, besides
         being seen on two passes (which ``reload_interval`` already keeps apart)."""
         self._clock = clock
+        self._wall_clock = wall_clock  # nanoseconds, as file stamps are: a stamp's age
         self._started = False  # the start-up pass loads what it finds: there is no last good
         self._pending: dict[Path, tuple[PolicyFileStamp, float]] = {}  # stamp, first seen
         self._files: dict[Path, _Entry] = {}
@@ -222,7 +226,8 @@ class PolicyStore:
                 continue
             if self._stuck(token, path):
                 continue  # an abandoned pass still reads it: its last good version meanwhile
-            if self._started and not _settled(pending, path, stamp, now, self.settle_s):
+            if self._started and not _settled(pending, path, stamp, now, self.settle_s,
+                                              self._quiet_ns()):
                 continue  # maybe still being written: the last good version meanwhile
             self._note_reading(token, path)
             previous = entry.policy if entry else None
@@ -240,6 +245,11 @@ class PolicyStore:
                 broken.add(path)
             files[path] = _Entry(stamp, policy)  # not read again until the file changes
         self._merge(seen, _State(files, broken, ignored, pending))
+
+    def _quiet_ns(self) -> int:
+        """How old a stamp's last change must be for a file to be settled on first sight."""
+        quiet_s = max(self.settle_s, self.reload_interval, MIN_QUIET_S)
+        return self._wall_clock() - int(quiet_s * 1e9)
 
     def _merge(self, seen: _State, done: _State) -> None:
         """Commits a pass's result file by file: what it changed of a file is kept unless a
@@ -336,10 +346,21 @@ class PolicyStore:
                 if (policy := self._files[path].policy) is not None}  # always: a claim has one
 
 
+MIN_QUIET_S = 1.0
+"""The least time since a file's last change (its ctime: no tool sets it back; its mtime when
+later) for it to be settled on the first pass that sees it, besides ``settle_s`` and
+``reload_interval``: a file added or changed while the gateway was idle is served on the first
+request naming it, not refused until a second pass."""
+
+
 def _settled(pending: dict[Path, tuple[PolicyFileStamp, float]], path: Path,
-             stamp: PolicyFileStamp, now: float, settle_s: float) -> bool:
-    """Whether ``path`` had this stamp on an earlier pass, at least ``settle_s`` ago (then
-    taken from ``pending``); noted in ``pending`` otherwise."""
+             stamp: PolicyFileStamp, now: float, settle_s: float, quiet_before_ns: int) -> bool:
+    """Whether ``path`` last changed before ``quiet_before_ns`` (wall clock), or had this
+    stamp on an earlier pass at least ``settle_s`` ago (then taken from ``pending``); noted in
+    ``pending`` otherwise."""
+    if max(stamp[0], stamp[3]) <= quiet_before_ns:
+        pending.pop(path, None)
+        return True
     seen = pending.get(path)
     if seen is None or seen[0] != stamp:
         pending[path] = (stamp, now)

@@ -163,7 +163,7 @@ def test_an_error_envelope_keeps_its_labels_when_its_message_is_cut(
 
     error, _ = call(upstream_url, "error-400", rejecting)
     assert isinstance(error, GatewayError)
-    assert (error.status, error.code) == (400, "upstream_bad_request")
+    assert (error.status, error.code) == (400, "context_length_exceeded")  # a label: its code
     assert "param: messages, code: context_length_exceeded" in error.message
     assert max(redacted_lengths) < 16 * ERROR_KEPT_BYTES
 

@@ -100,7 +100,9 @@ def test_a_rejected_request_shows_only_the_upstreams_labels(
     fixed = ("the upstream for model 'stub-status-400' answered 400: it rejected the request "
              "as invalid")
     assert error["message"] == fixed + shown
-    assert (error["param"], error["code"]) == (None, "upstream_bad_request")
+    # a label is the envelope's code (clients branch on it); else the gateway's own
+    assert (error["param"], error["code"]) == (
+        None, code if shown and isinstance(code, str) else "upstream_bad_request")
 
 
 def test_the_upstreams_message_is_logged_on_one_line(gateway: str, stub: StubUpstream,
