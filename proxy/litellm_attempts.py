@@ -51,11 +51,15 @@ def provider_of(params: Mapping[str, Any]) -> str | None:
         return None
 
 
-def refuse_unbounded(params: Mapping[str, Any], name: object = None) -> None:
+def refuse_unbounded(params: Mapping[str, Any], name: object = None, *,
+                     ask_litellm: bool = True) -> None:
     """Raise ``UnboundedModel`` (for the model ``name``, else ``params``') when LiteLLM would
-    call ``params`` with an unbounded client."""
+    call ``params`` with an unbounded client: by the config's rule (``unbounded_provider``,
+    LiteLLM's own for that provider) and, when ``ask_litellm``, by LiteLLM's
+    ``get_llm_provider`` too (about 30 us: once per attempt, not per deployment)."""
     problem = unbounded_provider(params)
-    if problem is None and (provider := provider_of(params)) in UNBOUNDED_PROVIDERS:
+    if problem is None and ask_litellm \
+            and (provider := provider_of(params)) in UNBOUNDED_PROVIDERS:
         problem = unbounded_provider({"custom_llm_provider": provider})
     if problem is not None:
         raise refused(params.get("model") if name is None else name, problem)

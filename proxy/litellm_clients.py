@@ -108,7 +108,7 @@ def _wrap(owner: type, name: str, bind: Callable[[Any], Any], *, cookies: bool) 
 
 
 def refuse_unbounded_model(deployments: Iterable[Mapping[str, Any]], requested: str,
-                           defaults: Mapping[str, Any] | None = None) -> None:
+                           defaults: Mapping[str, Any] | None) -> None:
     """A 400 (``proxy.litellm_attempts.UnboundedModel``) when LiteLLM's Router could serve
     ``requested`` with an unbounded provider: each deployment (the Router's ``model_list``;
     those named ``requested`` exactly, else all) as the Router calls it for that name
@@ -123,10 +123,19 @@ def refuse_unbounded_model(deployments: Iterable[Mapping[str, Any]], requested: 
 
     listed = list(deployments)
     exact = [d for d in listed if d.get("model_name") == requested]
-    for deployment in exact or listed:
+    for deployment in exact or filter(_wildcard, listed):
         served = for_requested_model(deployment, requested)
         params = served.get("litellm_params")
         if served is not deployment and isinstance(params, Mapping):  # else checked at load
-            for merged in ({**(defaults or {}), **params}, {**params, **(defaults or {}),
-                                                            "model": params.get("model")}):
-                refuse_unbounded(merged, requested)
+            orders = [{**params, **defaults, "model": params.get("model")},
+                      {**defaults, **params}] if defaults else [params]
+            for merged in orders:
+                refuse_unbounded(merged, requested, ask_litellm=False)
+
+
+def _wildcard(deployment: Mapping[str, Any]) -> bool:
+    """Whether the Router may fill in ``deployment``'s model from a requested name (its name,
+    or its team's public name, has a ``*``): ``for_requested_model`` leaves any other as it is."""
+    info = deployment.get("model_info")
+    public = info.get("team_public_model_name") if isinstance(info, Mapping) else None
+    return "*" in str(deployment.get("model_name")) or "*" in str(public or "")
