@@ -34,8 +34,11 @@ class UnboundedModel(InvalidRequest):
 
 
 def refused(model: object, problem: str) -> UnboundedModel:
-    return UnboundedModel(f"the model {str(model)[:200]!r} is not served on this gateway: "
-                          f"{problem}", param="model", code="invalid_request")
+    """The 400 for the client's ``model``; None: the model LiteLLM would call is the config's
+    (an alias's or fallback's target), not named to the client."""
+    named = "the model LiteLLM would call" if model is None else f"the model {str(model)[:200]!r}"
+    return UnboundedModel(f"{named} is not served on this gateway: {problem}", param="model",
+                          code="invalid_request")
 
 
 def provider_of(params: Mapping[str, Any]) -> str | None:
@@ -53,7 +56,7 @@ def provider_of(params: Mapping[str, Any]) -> str | None:
 
 def refuse_unbounded(params: Mapping[str, Any], name: object = None, *,
                      ask_litellm: bool = True) -> None:
-    """Raise ``UnboundedModel`` (for the model ``name``, else ``params``') when LiteLLM would
+    """Raise ``UnboundedModel`` (for the client's model ``name``, if given) when LiteLLM would
     call ``params`` with an unbounded client: by the config's rule (``unbounded_provider``,
     LiteLLM's own for that provider) and, when ``ask_litellm``, by LiteLLM's
     ``get_llm_provider`` too (about 30 us: once per attempt, not per deployment)."""
@@ -62,7 +65,7 @@ def refuse_unbounded(params: Mapping[str, Any], name: object = None, *,
             and (provider := provider_of(params)) in UNBOUNDED_PROVIDERS:
         problem = unbounded_provider({"custom_llm_provider": provider})
     if problem is not None:
-        raise refused(params.get("model") if name is None else name, problem)
+        raise refused(name, problem)
 
 
 def model_group(kwargs: Mapping[str, Any]) -> str | None:

@@ -185,8 +185,8 @@ def too_large_as_502(model: str) -> Iterator[None]:
         yield
     except Exception as exc:
         cut = _cut_in(exc)
-        if cut is None:
-            raise
+        if cut is None or cut is exc and isinstance(exc, GatewayError):
+            raise  # the gateway's own, as it was raised
         if isinstance(cut, GatewayError):
             raise cut from None
         raise UpstreamFailed(cut.message.replace("{model}", repr(model)),

@@ -86,6 +86,32 @@ def test_an_aiohttp_attempt_the_router_starts_anyway_fails_at_once(upstream_url:
     assert RECEIVED == []
 
 
+def test_an_alias_the_router_turns_into_aiohttp_is_a_400(upstream_url: str) -> None:
+    """A config's alias whose target the wildcard makes an ``aiohttp_openai/`` model: the
+    client's name (``fast``) passes the check before routing; LiteLLM's attempt fails before
+    anything is sent (before the fix aiohttp served it), a 400 that names no config model."""
+    config = GatewayConfig.model_validate({"model_list": [
+        {"model_name": "*", "litellm_params": {"model": "*", "api_base": f"{upstream_url}/v1",
+                                               "api_key": "sk-up-0123"}}],
+        "router_settings": {"model_group_alias": {"fast": "aiohttp_openai/m"},
+                            "num_retries": 2}})
+    upstream = LiteLLMUpstream(config.model_list, config.router_settings, Redactor(), LIMIT)
+    RECEIVED.clear()
+
+    async def run() -> Any:
+        try:
+            return await upstream.complete({"model": "fast",
+                                            "messages": [{"role": "user", "content": "hi"}]})
+        except GatewayError as error:
+            return error
+
+    error = asyncio.run(run())
+    assert isinstance(error, GatewayError), error
+    assert (error.status, error.code, error.param) == (400, "invalid_request", "model")
+    assert "aiohttp_openai/m" not in error.message
+    assert RECEIVED == []
+
+
 WILDCARDS = {
     "pass-through": {"model_name": "*", "model": "*"},
     "more groups than wildcards": {"model_name": "*/*", "model": "openai/*"},
