@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -169,16 +170,19 @@ reply's deadline), nor its no-cookie and no-redirect clients (``proxy.litellm_cl
 hold, so such a model is refused (``openai/`` reaches the same servers, bounded)."""
 
 
-def unbounded_provider(params: dict[str, Any]) -> str | None:
+def unbounded_provider(params: Mapping[str, Any]) -> str | None:
     """Why LiteLLM would call a deployment (its ``litellm_params``, or the Router's defaults
-    for each) with an unbounded client, or None: its ``custom_llm_provider`` or its model's
-    ``provider/`` prefix is one of ``UNBOUNDED_PROVIDERS``."""
-    named = (params.get("custom_llm_provider"), str(params.get("model", "")).split("/", 1)[0])
-    for provider in named:
-        if isinstance(provider, str) and provider.strip().lower() in UNBOUNDED_PROVIDERS:
-            return (f"LiteLLM's {provider.strip().lower()} provider calls with aiohttp, outside "
-                    "the bounds the gateway sets on an upstream's reply (its size, its time): "
-                    "use openai/ for the same OpenAI-compatible server")
+    for each) with an unbounded client, or None: the provider LiteLLM takes for it
+    (``get_llm_provider``: its ``custom_llm_provider`` when one is set, else its model's
+    ``provider/`` prefix) is one of ``UNBOUNDED_PROVIDERS``, in any case. A model named
+    ``aiohttp_openai/x`` with ``custom_llm_provider: openai`` is called as ``openai/``."""
+    custom = params.get("custom_llm_provider")
+    provider = (custom if isinstance(custom, str) and custom.strip()
+                else str(params.get("model", "")).split("/", 1)[0])
+    if isinstance(provider, str) and provider.strip().lower() in UNBOUNDED_PROVIDERS:
+        return (f"LiteLLM's {provider.strip().lower()} provider calls with aiohttp, outside "
+                "the bounds the gateway sets on an upstream's reply (its size, its time): "
+                "use openai/ for the same OpenAI-compatible server")
     return None
 
 

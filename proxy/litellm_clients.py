@@ -12,13 +12,19 @@ gateway maps as the direct path does (``proxy.errors``).
 Each also bounds what it reads of a reply as the direct path does (``proxy.upstream_bounds``:
 its size, one stream event's, a plain reply's deadline, an error body's text).
 
+LiteLLM's ``aiohttp_openai`` provider builds none of these (it calls with aiohttp): no request
+reaches it. A wildcard deployment hands LiteLLM a model made of the client's name (``*`` to
+``*``, or more wildcards in ``model_name`` than in ``model``: the name as it came), so such a
+name is refused before routing (``refuse_unbounded_model``, a 400), and every attempt LiteLLM
+starts with that provider fails at once (``proxy.litellm_attempts``).
+
 ``litellm.aclient_session`` is not used instead: one client for all would lose LiteLLM's
 per-loop clients and its transport settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
@@ -46,6 +52,10 @@ def own_litellm_clients() -> None:
     from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler
     from litellm.llms.openai.common_utils import BaseOpenAILLM
     from openai._base_client import AsyncAPIClient, SyncAPIClient
+
+    from proxy.litellm_attempts import watch_attempts
+
+    watch_attempts()
 
     for name in ("_get_async_http_client", "_get_sync_http_client"):
         _wrap(BaseOpenAILLM, name, staticmethod, cookies=True)
@@ -95,3 +105,37 @@ def _wrap(owner: type, name: str, bind: Callable[[Any], Any], *, cookies: bool) 
 
     setattr(owned, OWNED, True)
     setattr(owner, name, bind(owned))
+
+
+def refuse_unbounded_model(deployments: Iterable[Mapping[str, Any]], requested: str,
+                           defaults: Mapping[str, Any] | None) -> None:
+    """A 400 (``proxy.litellm_attempts.UnboundedModel``) when LiteLLM's Router could serve
+    ``requested`` with an unbounded provider: each deployment (the Router's ``model_list``;
+    those named ``requested`` exactly, else all) as the Router calls it for that name
+    (``for_requested_model``: a wildcard's groups filled in, or the name as it came when its
+    ``model_name`` has more wildcards than its ``model``), under the Router's
+    ``default_litellm_params`` either way round (a deployment it leaves as configured was
+    checked at load). Refused before routing, a client's name costs the deployment no failure
+    (LiteLLM's cooldowns count failed attempts)."""
+    from litellm.router_attempt import for_requested_model
+
+    from proxy.litellm_attempts import refuse_unbounded
+
+    listed = list(deployments)
+    exact = [d for d in listed if d.get("model_name") == requested]
+    for deployment in exact or filter(_wildcard, listed):
+        served = for_requested_model(deployment, requested)
+        params = served.get("litellm_params")
+        if served is not deployment and isinstance(params, Mapping):  # else checked at load
+            orders = [{**params, **defaults, "model": params.get("model")},
+                      {**defaults, **params}] if defaults else [params]
+            for merged in orders:
+                refuse_unbounded(merged, requested, ask_litellm=False)
+
+
+def _wildcard(deployment: Mapping[str, Any]) -> bool:
+    """Whether the Router may fill in ``deployment``'s model from a requested name (its name,
+    or its team's public name, has a ``*``): ``for_requested_model`` leaves any other as it is."""
+    info = deployment.get("model_info")
+    public = info.get("team_public_model_name") if isinstance(info, Mapping) else None
+    return "*" in str(deployment.get("model_name")) or "*" in str(public or "")

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeAlias, cast
 from proxy.config_values import unbounded_provider
 from proxy.errors import Redactor, UpstreamFailed, map_upstream_errors
 from proxy.fields import StreamLabels, keep_allowed
-from proxy.litellm_clients import no_cookies, own_litellm_clients
+from proxy.litellm_clients import no_cookies, own_litellm_clients, refuse_unbounded_model
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.router_choices import ChoiceEnds
@@ -63,6 +63,8 @@ class LiteLLMUpstream:
                               **with_router_defaults(router_settings))
         keep_operator_bodies(self._router.model_list)
         self._redact = redact
+        self._deployments, self._defaults = (self._router.model_list,
+                                             router_settings.get("default_litellm_params"))
         self._plain = ReplyBounds(max_response_bytes, redact=redact, deadline=True)
         self._stream = ReplyBounds(max_response_bytes, redact=redact)
         others = {d.model_name for d in model_list
@@ -102,6 +104,7 @@ class LiteLLMUpstream:
         model = str(params["model"])
         with map_upstream_errors(self._redact, model, wildcard=self._wildcard(model)), \
                 bounds_for(self._plain):
+            refuse_unbounded_model(self._deployments, model, self._defaults)
             response = await self._router.acompletion(**self.wire_params(params))
         reply = wire_dict(response.model_dump(exclude_none=True))
         entered(reply, "message", model)
@@ -111,6 +114,7 @@ class LiteLLMUpstream:
         model = str(params["model"])
         with map_upstream_errors(self._redact, model, wildcard=self._wildcard(model)), \
                 bounds_for(self._stream):
+            refuse_unbounded_model(self._deployments, model, self._defaults)
             response = await self._router.acompletion(**{**self.wire_params(params),
                                                          "stream": True})
         # the upstream answered: a failure from here on is not "unreachable"

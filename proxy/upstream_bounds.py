@@ -33,11 +33,19 @@ other), gives each response, before anything reads its body:
 The bounds of a call are the ``LiteLLMUpstream``'s (``bounds_for``, a context variable, which
 the tasks LiteLLM starts for the call inherit); a response outside any gateway call is left as
 it is. A request whose reply was cut (past a size bound or its deadline) is not sent again by
-the call's retries, which fail at once as it did; its fallbacks are sent (``Call``).
+the call's retries, which fail at once as it did; its fallbacks are sent (``Call``). An
+attempt is known by what it targets, never by its headers (a provider may sign each request
+anew: Bedrock's SigV4 date, OCI's ``date``, Copilot's request id): its model group (``TARGET``,
+noted by ``proxy.litellm_attempts`` as LiteLLM starts the attempt), URL, body and timeouts.
+So a retry within the model group counts as the same request again, whichever deployment,
+key or signature it lands on (a key pool's other key on the same server and model is refused
+as well); a fallback names another model group, and is sent.
 LiteLLM's ``aiohttp_openai/`` provider calls with aiohttp itself, where no hook reaches: such
 a model is refused at config load (``proxy.config_values.unbounded_provider``; ``openai/``
-reaches the same servers). Not covered: the sync clients' deadline (the gateway calls
-LiteLLM only asynchronously).
+reaches the same servers), a client's model name that a wildcard deployment would turn into
+one is refused before routing (``proxy.litellm_clients.refuse_unbounded_model``), and any
+attempt LiteLLM starts with it fails at once (``proxy.litellm_attempts``). Not covered: the
+sync clients' deadline (the gateway calls LiteLLM only asynchronously).
 """
 
 from __future__ import annotations
@@ -56,12 +64,12 @@ from typing import Any
 
 import httpx
 
-from proxy.errors import UpstreamFailed
+from proxy.errors import GatewayError, UpstreamFailed
 from proxy.redaction import Redactor
 from proxy.upstream_events import EventSizes, ReplyTooLarge
 
-__all__ = ["CURRENT", "DEFAULT_MAX_BYTES", "ERROR_KEPT_BYTES", "ERROR_TEXT_CHARS", "Call",
-           "EventSizes", "ReplyBounds", "ReplyTooLarge", "bound", "bound_response",
+__all__ = ["CURRENT", "DEFAULT_MAX_BYTES", "ERROR_KEPT_BYTES", "ERROR_TEXT_CHARS", "TARGET",
+           "Attempt", "Call", "EventSizes", "ReplyBounds", "ReplyTooLarge", "bound", "bound_response",
            "bound_response_sync", "bound_responses", "bounds_for", "error_body", "note_sent",
            "note_sent_sync", "too_large_as_502"]
 
@@ -100,11 +108,11 @@ class Call:
     requests whose reply was cut (past a size bound, or by a plain reply's deadline). LiteLLM
     retries a cut reply (the SDK raises a size cut as a connection error, a deadline as a
     timeout): a retry of such a request fails at once, as the cut did (``note_sent``), instead
-    of reading the same reply again. A fallback's request differs from the cut one in what it
-    is sent with (another URL, body, key or header, or timeout: ``attempt``) and is sent."""
+    of reading the same reply again. A fallback's request targets another model group (or
+    URL, body or timeout: ``attempt``) and is sent."""
 
     bounds: ReplyBounds
-    cuts: dict[tuple[str, int], Callable[[], Exception]] = field(default_factory=dict)
+    cuts: dict[Attempt, Callable[[], Exception]] = field(default_factory=dict)
     """The failure of each cut, raised again for a retry, by what a retry repeats of its
     request (``attempt``)."""
 
@@ -121,28 +129,34 @@ class Call:
 
     def refuse_retry(self, request: Any) -> None:
         """Raise the cut again when ``request`` repeats one whose reply was cut."""
-        again = self.cuts.get(attempt(request) or ("", 0)) if self.cuts else None
+        key = attempt(request) if self.cuts else None
+        again = self.cuts.get(key) if key is not None else None
         if again is not None:
             raise again()
 
 
-PER_ATTEMPT_HEADERS = frozenset({"x-stainless-retry-count"})
-"""Headers a retry of a request changes (the openai SDK counts its own retries in this one)."""
+TARGET: ContextVar[str | None] = ContextVar("vilmo_attempt_target", default=None)
+"""The model group of the LiteLLM attempt being made (``proxy.litellm_attempts`` sets it as
+LiteLLM starts each attempt; a fallback's is another group's)."""
+
+Attempt = tuple[str | None, str, int]
+"""What a retry repeats of a request (``attempt``)."""
 
 
-def attempt(request: Any) -> tuple[str, int] | None:
-    """What a retry repeats of a request: its URL, body, headers (but ``PER_ATTEMPT_HEADERS``)
-    and timeouts; None when its body is a stream. A fallback to the same server and model with
-    another key (or header) or timeout is another request: its URL and body alone matched."""
+def attempt(request: Any) -> Attempt | None:
+    """What a retry repeats of a request: its model group (``TARGET``), URL, body and
+    timeouts; None when its body is a stream. Headers are not part of it: a provider may sign
+    each request anew (SigV4's ``X-Amz-Date`` and ``Authorization``, OCI's ``date``), the
+    openai SDK counts its retries in one, and a retry within a model group may land on another
+    key of a key pool; each is the same request again. A fallback to the same server, model
+    and timeout with another key is another model group, and is sent."""
     try:
         body = bytes(request.content)
     except Exception:  # noqa: BLE001 - RequestNotRead (either httpx): a stream, no retry
         return None
-    headers = sorted((name.lower(), value) for name, value in request.headers.multi_items()
-                     if name.lower() not in PER_ATTEMPT_HEADERS)
     timeout = request.extensions.get("timeout")
     timeouts = sorted(timeout.items()) if isinstance(timeout, dict) else timeout
-    return str(request.url), hash((body, tuple(headers), repr(timeouts)))
+    return TARGET.get(), str(request.url), hash((body, repr(timeouts)))
 
 
 CURRENT: ContextVar[Call | None] = ContextVar("vilmo_reply_bounds", default=None)
@@ -154,32 +168,36 @@ a test's: its responses are left as they are)."""
 def bounds_for(bounds: ReplyBounds) -> Iterator[None]:
     """The responses the calls made in this block receive are bounded by ``bounds``; the
     block is one call (``Call``: a cut reply is not read again by its retries)."""
-    token = CURRENT.set(Call(bounds))
+    token, target = CURRENT.set(Call(bounds)), TARGET.set(None)
     try:
         yield
     finally:
+        TARGET.reset(target)
         CURRENT.reset(token)
 
 
 @contextmanager
 def too_large_as_502(model: str) -> Iterator[None]:
     """A ``ReplyTooLarge`` anywhere under what LiteLLM raised is the gateway's 502
-    ``upstream_too_large``, as on the direct path."""
+    ``upstream_too_large``, as on the direct path; a ``GatewayError`` a gateway hook raised in
+    LiteLLM (``proxy.litellm_attempts``: an unbounded provider's 400) is raised as it is."""
     try:
         yield
     except Exception as exc:
         cut = _cut_in(exc)
-        if cut is None:
-            raise
+        if cut is None or cut is exc and isinstance(exc, GatewayError):
+            raise  # the gateway's own, as it was raised
+        if isinstance(cut, GatewayError):
+            raise cut from None
         raise UpstreamFailed(cut.message.replace("{model}", repr(model)),
                              code="upstream_too_large") from None
 
 
-def _cut_in(exc: BaseException) -> ReplyTooLarge | None:
+def _cut_in(exc: BaseException) -> ReplyTooLarge | GatewayError | None:
     seen: list[BaseException] = []
     cause: BaseException | None = exc
     while cause is not None and cause not in seen and len(seen) < 20:
-        if isinstance(cause, ReplyTooLarge):
+        if isinstance(cause, ReplyTooLarge | GatewayError):
             return cause
         seen.append(cause)
         cause = cause.__cause__ or cause.__context__

@@ -1,5 +1,6 @@
 """A reply the Router path cut is not fetched again by the call's retries, and its fallbacks
-are still sent (``proxy.upstream_bounds.Call``).
+are still sent (``proxy.upstream_bounds.Call``): a retry is known by the model group, URL, body
+and timeouts it targets, never by its headers.
 
 Before the fixes (a stub upstream): a plain reply cut by its deadline (504) was fetched again
 by each Router retry (``num_retries: 2``: three requests, 8.5 s under a 1 s timeout), while a
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -25,7 +27,7 @@ from stub_upstream import ServerThread
 from proxy.errors import GatewayError, Redactor
 from proxy.settings import GatewayConfig
 from proxy.upstream import LiteLLMUpstream
-from proxy.upstream_bounds import attempt
+from proxy.upstream_bounds import TARGET, attempt
 
 Handler = Callable[[Request], Awaitable[Response]]
 HANDLER: list[Handler] = []
@@ -135,15 +137,66 @@ def test_a_fallback_with_a_longer_timeout_is_sent_after_a_deadline_cut(upstream_
     assert RECEIVED == ["sk-A", "sk-A"]
 
 
-def test_a_retry_is_known_by_all_it_repeats() -> None:
-    """A retry repeats the URL, body, headers (but the openai SDK's retry count) and timeouts
-    of its request; a fallback differs in one of them."""
+def test_a_retry_signed_anew_is_not_sent_again(upstream_url: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider that signs each request (Bedrock's SigV4 date and signature, OCI's ``date``,
+    Copilot's fresh ``x-request-id``) sends each retry with other headers: stood in for here by
+    a fresh ``x-request-id`` on every request the openai SDK builds. Before the fix each retry
+    of the cut reply was sent (three requests); now once, as for any other retry."""
+    from openai._base_client import AsyncAPIClient
+
+    build = AsyncAPIClient._build_request
+
+    def signed(self: Any, options: Any, *, retries_taken: int = 0) -> Any:
+        request = build(self, options, retries_taken=retries_taken)
+        request.headers["x-request-id"] = uuid.uuid4().hex
+        return request
+
+    monkeypatch.setattr(AsyncAPIClient, "_build_request", signed)
+
+    async def large(request: Request) -> Response:
+        return Response(completion("word " * 2000), media_type="application/json")
+
+    error = call(large, [deployment("signed", upstream_url, "sk-A")], {"num_retries": 2},
+                 max_bytes=4096)
+    assert isinstance(error, GatewayError), error
+    assert (error.status, error.code) == (502, "upstream_too_large")
+    assert RECEIVED == ["sk-A"]
+
+
+def test_a_retry_on_another_key_of_the_model_group_is_not_sent_again(upstream_url: str) -> None:
+    """A key pool: one model group, two deployments on the same server and model with other
+    keys. A retry of the cut reply is the same request again, whichever key it lands on
+    (before: the other key's retry was sent, two requests in most calls)."""
+    async def large(request: Request) -> Response:
+        return Response(completion("word " * 2000), media_type="application/json")
+
+    for _ in range(3):  # a retry lands on the other key in most calls (the Router shuffles)
+        error = call(large, [deployment("pool", upstream_url, "sk-A"),
+                             deployment("pool", upstream_url, "sk-B")], {"num_retries": 4},
+                     max_bytes=4096)
+        assert isinstance(error, GatewayError), error
+        assert (error.status, error.code) == (502, "upstream_too_large")
+        assert len(RECEIVED) == 1, RECEIVED
+
+
+def test_a_retry_is_known_by_what_it_targets() -> None:
+    """A retry repeats the model group, URL, body and timeouts of its request, whatever its
+    headers (a key, a signature, a retry count); a fallback's model group differs."""
     def request(key: str = "sk-A", retry: str = "0", read: float = 1.0) -> httpx.Request:
         return httpx.Request("POST", "http://upstream/v1/chat/completions", content=b"{}",
                              headers={"authorization": f"Bearer {key}",
-                                      "x-stainless-retry-count": retry},
+                                      "x-stainless-retry-count": retry,
+                                      "x-amz-date": f"2026120{retry}T000000Z"},
                              extensions={"timeout": {"read": read}})
 
-    assert attempt(request()) == attempt(request(retry="1"))
-    assert attempt(request()) != attempt(request(key="sk-B"))
-    assert attempt(request()) != attempt(request(read=5.0))
+    def targeting(group: str, **kwargs: Any) -> Any:
+        token = TARGET.set(group)
+        try:
+            return attempt(request(**kwargs))
+        finally:
+            TARGET.reset(token)
+
+    assert targeting("m") == targeting("m", retry="1") == targeting("m", key="sk-B")
+    assert targeting("m") != targeting("backup")
+    assert targeting("m") != targeting("m", read=5.0)
