@@ -132,6 +132,12 @@ def _shown(verdict: Verdict | None) -> dict[str, object] | None:
     return verdict.as_dict() if verdict is not None else None
 
 
+GUARD_UNAVAILABLE = "guard_unavailable"
+"""The code of a request a failed check or step ended (``proxy.guard``, failing closed): its
+record's guard is ``error`` whatever was judged before (a regeneration's failed check said
+``ok``, a first reply's ``off``)."""
+
+
 def build_record(request_id: str, caller: str, started_at: float, facts: Facts, status: str,
                  error_code: str | None = None, key_id: str | None = None,
                  suppressed: int = 0, duration_s: float | None = None) -> RequestRecord:
@@ -145,7 +151,7 @@ def build_record(request_id: str, caller: str, started_at: float, facts: Facts, 
         stakes=instruction.stakes if instruction else (), status=status, error_code=error_code,
         started_at=started_at, instruction_s=facts.instruction_s,
         duration_s=time.time() - started_at if duration_s is None else duration_s,
-        guard=facts.guard,
+        guard="error" if error_code == GUARD_UNAVAILABLE else facts.guard,
         verdict=_shown(verdict_of(facts.reply)), input_verdict=_shown(verdict_of(facts.input)),
         attempts=tuple(a.as_dict() for a in facts.attempts), profile=facts.profile,
         key_id=key_id, suppressed=suppressed, stream_mode=facts.mode,
