@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -102,12 +103,14 @@ beside k - 1 others runnable on its core waits (k - 1) / k of its time (one othe
 quarter is the evidence of a load that made it at least 4/3 as slow as alone, where it waits
 for nothing; a step slow by its own waits (I/O, a slow cache store) is not runnable while it
 waits, and stays under it. ``bench/step_run_queue_share.py`` (pinned to one core of the 2-core
-dev machine, shared by other agents at 90 % CPU pressure, so "alone" is not): a CPU-bound step
-alone 0.46-0.63 of its time (the machine's other load), beside 1 busy process 0.79-0.85, beside
-3 0.84-0.90; a step sleeping 0.2 s (its own I/O) beside 3 busy processes 0.06-0.07 median
-(0.01-0.27 over 10 runs: each wake-up waits for the core). A thread waiting for the GIL is
-not runnable either: pure-Python load of the step's own process slows it without showing
-here (its share beside a pure-Python thread was the machine's, 0.58-0.66, not more)."""
+dev machine, shared by other agents at 90 % CPU pressure, so "alone" is not; medians of 3
+runs of 5 steps): a CPU-bound step alone 0.46-0.63 of its time (the machine's other load),
+beside 1 busy process 0.79-0.85, beside 3 0.84-0.90; a step sleeping 0.2 s (its own I/O)
+beside 3 busy processes 0.06-0.07 (0.01-0.27 over the 15 steps: its wake-up waits for the
+core, so a step of its own waits can fail closed on a saturated machine, the safe side).
+A thread waiting for the GIL is not runnable either: pure-Python load of the step's own
+process slows it without showing here (its share beside a pure-Python thread was the
+machine's, 0.58-0.66, not more); the model passes (ONNX) release the GIL and show."""
 
 
 LOAD_FAILURES = (LaneFull, NotStarted, StartedLate, SlowedByLoad)
@@ -126,13 +129,17 @@ class ThreadTimes:
 
 def thread_times(native_id: int, ident: int) -> ThreadTimes:
     """The thread's times: Linux's per-thread scheduler stats
-    (``/proc/self/task/<native id>/schedstat``: ns on a CPU, ns waiting on a run queue, one
-    read of a few tens of microseconds); where they cannot be read (not Linux, a restricted
-    ``/proc``), its CPU time (``time.pthread_getcpuclockid``); else the wall clock alone."""
+    (``/proc/self/task/<native id>/schedstat``: ns on a CPU, ns waiting on a run queue; one
+    read costs 14 us on the dev machine, twice a step); where they cannot be read (not Linux,
+    a restricted ``/proc``), its CPU time (``time.pthread_getcpuclockid``); else the wall clock
+    alone."""
     wall = time.monotonic()
     try:
-        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as stats:
-            on_cpu, run_queue = stats.read().split()[:2]
+        stats = os.open(f"/proc/self/task/{native_id}/schedstat", os.O_RDONLY)
+        try:
+            on_cpu, run_queue = os.read(stats, 128).split()[:2]
+        finally:
+            os.close(stats)
         return ThreadTimes(wall, int(on_cpu) / 1e9, int(run_queue) / 1e9)
     except (OSError, ValueError):
         pass
