@@ -221,9 +221,9 @@ class Guard:
         and nothing runs beside the step (``in_place``). A failure is handled like a failed
         check of the turn's size (closed, or a turn over ``checks.fail_open_max_chars``: error;
         open: no instruction, ``FAILED_INSTRUCTION``, shown as ``x-vilmo-guard: error``), but a
-        step refused or never started for the lane's load fails closed whatever ``on_error``
-        (``step_lanes.LOAD_FAILURES``). Its cache writes reach the store's writer when it
-        ends."""
+        step refused, never started, started late or slowed for the load (its thread waited
+        for a CPU) fails closed whatever ``on_error`` (``step_lanes.LOAD_FAILURES``). Its cache
+        writes reach the store's writer when it ends."""
         note_prompt(messages)  # for the audit trail: the client's turns, without vilmo's
         started = time.perf_counter()
         size = len(prompt_text(messages))
@@ -287,18 +287,23 @@ class Guard:
         refused as ``Overloaded``, by its size alone). ``size`` is the check's
         ``checked_chars``, ``read`` its ``read_chars``; the instruction step passes the length
         of the last user turn as ``size`` (a client pads a turn to make the step fail: failing
-        open would drop the instruction at the client's choice), and a step refused or never
-        started for the lane's load fails closed too (a client floods the long lane to make
-        it: ``step_lanes.LOAD_FAILURES``). ``seconds``: what the failed step took, carried by
-        the ``GuardFailed`` for the audit record."""
+        open would drop the instruction at the client's choice), and a step refused, never
+        started, started late or slowed for the load fails closed too (a client floods the
+        gateway to make it: ``step_lanes.LOAD_FAILURES``). A failure for the load (those, and
+        a check refused as ``Overloaded``) is counted in ``vilmo_guard_load_failures_total``
+        too. ``seconds``: what the failed step took, carried by the ``GuardFailed`` for the
+        audit record."""
         self.metrics.guard_errors.labels(stage).inc()
+        overloaded = isinstance(exc, (Overloaded, *step_lanes.LOAD_FAILURES))
+        if overloaded:  # apart, for operators: load, not a broken judge or generator
+            self.metrics.guard_load_failures.labels(stage).inc()
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         too_large = isinstance(exc, TextTooLarge)
         if too_large:
             closed = "a text over checks.max_chars is never passed unchecked"
         elif isinstance(exc, step_lanes.LOAD_FAILURES):
-            closed = ("a prompt whose step was refused, never started or started late for the "
-                      "load never goes out without its instruction")
+            closed = ("a prompt whose step was refused, never started, started late or was "
+                      "slowed by the load never goes out without its instruction")
         elif policy.on_error == "closed":
             closed = f"policy {policy.name!r} fails closed"
         elif size > policy.checks.fail_open_max_chars:
@@ -318,7 +323,6 @@ class Guard:
             return
         log.warning("value check failed at %s (policy %s; %s): %s", stage, policy.name, closed,
                     reason)
-        overloaded = isinstance(exc, (Overloaded, *step_lanes.LOAD_FAILURES))
         failure = GuardFailed(f"the value check could not run ({stage}"
                               f"{': ' + str(exc) if too_large or overloaded else ''}); {closed}",
                               code="check_too_large" if too_large else "guard_unavailable",

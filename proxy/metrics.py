@@ -53,6 +53,11 @@ class Metrics:
         self.guard_errors = Counter(
             "vilmo_guard_errors", "Failures of the value guard (instruction or check).",
             ["stage"], registry=self.registry)
+        self.guard_load_failures = Counter(
+            "vilmo_guard_load_failures", "Failures of the value guard caused by load, also "
+            "counted in vilmo_guard_errors_total: an instruction step refused, never started, "
+            "started late or slowed by load (503 with Retry-After whatever on_error), a check "
+            "refused as overloaded.", ["stage"], registry=self.registry)
         self.checks = Counter(
             "vilmo_checks", "Value checks by the action they called for.",
             ["policy", "stage", "action"], registry=self.registry)

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from proxy.actions import Noted, blocked, blocked_error, enforce, refusal_completion
 from proxy.call import Call, escalate, open_timed_stream
@@ -71,6 +72,8 @@ from vilmo.judge.classifier import ScoreInput
 from vilmo.policy import Policy
 from vilmo.policy_store import PolicyStore, UnknownPolicy
 from vilmo.verdict import Verdict, rules_of
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +170,35 @@ async def stream_reply(call: Call, facts: Facts, services: Services, ledger: Led
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
     if mode != "buffer":                                                         # 6-7 lazily
-        return Stream(live(call, chunks, services, mode), call, facts,
+        return Stream(ClosingLive(live(call, chunks, services, mode), chunks), call, facts,
                       recorder(ledger, facts, services))                         # 8 at the end
     held, verdict, attempts = await buffered(call, chunks, services, deadline,  # 6-7
                                              noting(ledger, facts))
     facts = ledger.note(replace(facts, reply=verdict, attempts=attempts))
     return Stream(iterate(held), call, facts, recorder(ledger, facts, services))  # 8
+
+
+class ClosingLive(AsyncIterator[Item]):
+    """A live stream (``streaming.live``) whose ``aclose`` closes its upstream ``chunks`` too,
+    also before it was read: a generator closed before it started never runs its ``finally``,
+    so a stream whose client left before its first read (``proxy.disconnect``) left its
+    upstream stream open until collected (review mr3)."""
+
+    def __init__(self, items: AsyncIterator[Item], chunks: AsyncIterator[Chunk]) -> None:
+        self.items = items
+        self.chunks = chunks
+
+    def __aiter__(self) -> ClosingLive[Item]:
+        return self
+
+    async def __anext__(self) -> Item:
+        return await anext(self.items)
+
+    async def aclose(self) -> None:
+        try:
+            await self.items.aclose()  # type: ignore[attr-defined]
+        finally:
+            await self.chunks.aclose()  # type: ignore[attr-defined]
 
 
 def noting(ledger: Ledger, facts: Facts) -> Noted:

@@ -16,14 +16,16 @@ out with no instruction. Now:
   (``NotStarted``): its thread begins it only if the caller has not given up, decided under
   one lock (a thread that took it as its caller gave up ran it after all, and the caller,
   finding no start, took it for a step that ran out by itself: a plain ``TimeoutError``);
-- a step that started late (``StartedLate``), or started in time but ran out while other
-  steps ran beside it in either lane (``SlowedByLoad``: a flood of long steps slows an ordinary
-  turn's step on its idle short lane, 2 cores shared), ran out for the load.
+- a step that started late (``StartedLate``), or started in time but ran out while its own
+  thread waited for a CPU for at least ``RUN_QUEUE_SHARE`` of its time (``SlowedByLoad``: a
+  flood of long steps, the judge batcher's checks or another worker process, 2 cores shared,
+  slows an ordinary turn's step on its idle short lane), ran out for the load.
 
 These failures come from load, which a client can make: ``proxy.guard.Guard.failed`` fails them
 closed whatever ``on_error`` (503 ``guard_unavailable`` with ``Retry-After``), so no turn goes
-out without its instruction because of other requests' load. Only a step that ran out with no
-other step running beside it fails as its policy's ``on_error`` says.
+out without its instruction because of other requests' load. A step that ran out by itself
+(its own CPU, or its own waits such as a slow cache store) fails as its policy's ``on_error``
+says, whatever else ran beside it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -86,41 +89,121 @@ out alone (``SlowedByLoad`` otherwise) still fails as its policy says."""
 
 
 class SlowedByLoad(TimeoutError):
-    """The step started in time, then ran out of its time while other steps ran beside it
-    (in either lane): they shared the cores with it, so their load, which a client can make,
-    may have made it slow (``bench/lane_slowed_steps.py``: a short step of 0.27 s alone, with
-    0.6 s to run, failed open beside a flood of long steps)."""
+    """The step started in time, then ran out of its time while its thread waited for a CPU
+    for at least ``RUN_QUEUE_SHARE`` of it (``slowed_by_load``): whatever held the cores
+    (other steps, the judge batcher's threads, other worker processes), that load, which a
+    client can make, made it slow (``bench/lane_slowed_steps.py``: a short step of 0.27 s
+    alone, with 0.6 s to run, failed open beside a flood of long steps)."""
+
+
+RUN_QUEUE_SHARE = 0.25
+"""A step that ran out of its time is ``SlowedByLoad`` when its thread waited on a run queue
+(runnable, no CPU free) for at least this share of its time since it began. A CPU-bound thread
+beside k - 1 others runnable on its core waits (k - 1) / k of its time (one other: 0.5), so a
+quarter is the evidence of a load that made it at least 4/3 as slow as alone, where it waits
+for nothing; a step slow by its own waits (I/O, a slow cache store) is not runnable while it
+waits, and stays under it. ``bench/step_run_queue_share.py`` (pinned to one core of the 2-core
+dev machine, shared by other agents at 90 % CPU pressure, so "alone" is not; medians of 3
+runs of 5 steps): a CPU-bound step alone 0.46-0.63 of its time (the machine's other load),
+beside 1 busy process 0.79-0.85, beside 3 0.84-0.90; a step sleeping 0.2 s (its own I/O)
+beside 3 busy processes 0.06-0.07 (0.01-0.27 over the 15 steps: its wake-up waits for the
+core, so a step of its own waits can fail closed on a saturated machine, the safe side).
+A thread waiting for the GIL is not runnable either: pure-Python load of the step's own
+process slows it without showing here (its share beside a pure-Python thread was the
+machine's, 0.58-0.66, not more); the model passes (ONNX) release the GIL and show."""
 
 
 LOAD_FAILURES = (LaneFull, NotStarted, StartedLate, SlowedByLoad)
 """Failures of a step caused by other steps' load, not by its own turn."""
 
 
+@dataclass(frozen=True, slots=True)
+class ThreadTimes:
+    """A thread's clocks at one moment, in seconds: ``wall`` (monotonic), ``on_cpu`` and
+    ``run_queue`` (runnable, waiting for a CPU) where the platform tells them."""
+
+    wall: float
+    on_cpu: float | None = None
+    run_queue: float | None = None
+
+
+def thread_times(native_id: int, ident: int) -> ThreadTimes:
+    """The thread's times: Linux's per-thread scheduler stats
+    (``/proc/self/task/<native id>/schedstat``: ns on a CPU, ns waiting on a run queue; one
+    read costs 14 us on the dev machine, twice a step); where they cannot be read (not Linux,
+    a restricted ``/proc``), its CPU time (``time.pthread_getcpuclockid``); else the wall clock
+    alone."""
+    wall = time.monotonic()
+    try:
+        stats = os.open(f"/proc/self/task/{native_id}/schedstat", os.O_RDONLY)
+        try:
+            on_cpu, run_queue = os.read(stats, 128).split()[:2]
+        finally:
+            os.close(stats)
+        return ThreadTimes(wall, int(on_cpu) / 1e9, int(run_queue) / 1e9)
+    except (OSError, ValueError):
+        pass
+    try:
+        return ThreadTimes(wall, time.clock_gettime(time.pthread_getcpuclockid(ident)))
+    except (AttributeError, OSError):
+        return ThreadTimes(wall)
+
+
+read_thread_times: Callable[[int, int], ThreadTimes] = thread_times
+"""What a step's times are read with (``native_id``, ``ident``): tests set their own."""
+
+
+def slowed_by_load(begun: ThreadTimes, now: ThreadTimes, ran_beside_others: bool) -> bool:
+    """Whether a step that ran from ``begun`` to ``now`` (its thread's times) ran out for the
+    load: its thread waited on a run queue for at least ``RUN_QUEUE_SHARE`` of its time. Where
+    the run queue is not told, its CPU time is: off a CPU over ``RUN_QUEUE_SHARE`` of its time,
+    it waited either for a CPU or for itself (I/O), which cannot be told apart, and fails
+    closed; where neither is told, it ran out for the load when another step ran beside it
+    (``ran_beside_others``, the rule before schedstat was read)."""
+    wall = now.wall - begun.wall
+    if begun.run_queue is not None and now.run_queue is not None:
+        return now.run_queue - begun.run_queue >= RUN_QUEUE_SHARE * wall
+    if begun.on_cpu is not None and now.on_cpu is not None:
+        return now.on_cpu - begun.on_cpu < (1 - RUN_QUEUE_SHARE) * wall
+    return ran_beside_others
+
+
 _lock = threading.Lock()
-"""Guards every lane's counts and each step's start (``_Step``)."""
+"""Guards every lane's counts and each step's start and end (``_Step``)."""
 _running = 0
-"""Steps running now, in every lane (a timed-out one still running included)."""
+"""Steps running now, in every lane (a timed-out one still running included): only for
+``slowed_by_load`` where a thread's times cannot be read."""
 _starts = 0
-"""Steps begun so far, in every lane: a step that ran beside one begun after it sees it here."""
+"""Steps begun so far, in every lane: a step that ran beside one begun after it sees it here
+(same use)."""
 
 
 @dataclass(slots=True)
 class _Step:
     """One step's start, decided once under ``_lock``: begun by its thread, or given up by its
-    caller, whichever comes first."""
+    caller, whichever comes first; and its thread's times when it began and when it ended."""
 
     submitted: float
     started: float | None = None
+    thread: tuple[int, int] = (0, 0)
+    """Its thread's native id and ident."""
+    begun: ThreadTimes | None = None
+    ended: ThreadTimes | None = None
     others_running: int = 0
     """Steps running in any lane when it began."""
     starts_before: int = 0
     """``_starts`` when it began, itself included."""
     given_up: bool = False
 
-    def ran_beside_others(self) -> bool:
-        """Whether another step ran while this one did (it is still running)."""
+    def ran_out_for_load(self) -> bool:
+        """Whether the step, begun and timed out, ran out for the load (``slowed_by_load``):
+        its thread's times now, or when it ended if it has."""
+        now = read_thread_times(*self.thread)
         with _lock:
-            return self.others_running > 0 or _starts > self.starts_before
+            ended, beside = self.ended, self.others_running > 0 or _starts > self.starts_before
+        if self.begun is None:
+            return beside
+        return slowed_by_load(self.begun, ended or now, beside)
 
 
 class Lane:
@@ -149,8 +232,8 @@ class Lane:
         ``timeout`` seconds (queueing included): ``LaneFull`` when the lane is full,
         ``NotStarted`` when the time ran out before a thread began it (it never runs),
         ``StartedLate`` when it ran out after waiting over ``LATE_START_SHARE`` of it in the
-        queue, ``SlowedByLoad`` when it ran out while another step ran beside it,
-        ``TimeoutError`` when it ran out running alone (the work goes on in its thread, and
+        queue, ``SlowedByLoad`` when it ran out waiting for a CPU (``slowed_by_load``),
+        ``TimeoutError`` when it ran out by itself (the work goes on in its thread, and
         holds its place in the lane until it ends). A caller cancelled (its client left)
         before a thread began the work: it never runs."""
         self._admit()
@@ -158,18 +241,23 @@ class Lane:
 
         def begun(*work_args: Any) -> T:
             global _running, _starts
+            thread = threading.get_native_id(), threading.get_ident()
+            times = read_thread_times(*thread)
             with _lock:
                 if step.given_up:
                     raise NotStarted("the step's caller gave up before it began")
                 step.started, step.others_running = time.monotonic(), _running
+                step.thread, step.begun = thread, times
                 _running += 1
                 _starts += 1
                 step.starts_before = _starts
             try:
                 return work(*work_args)
             finally:
+                times = read_thread_times(*thread)
                 with _lock:
                     _running -= 1
+                    step.ended = times
 
         try:
             job = self.executor.submit(functools.partial(contextvars.copy_context().run,
@@ -196,10 +284,9 @@ class Lane:
                 if waited > LATE_START_SHARE * timeout:
                     raise StartedLate(f"the step waited {waited:.2f} s of its {timeout:g} s "
                                       f"in the {self.name} lane's queue, then ran out") from None
-                if step.ran_beside_others():
+                if step.ran_out_for_load():
                     raise SlowedByLoad(f"the step ran out of its {timeout:g} s in the "
-                                       f"{self.name} lane while other steps ran beside it"
-                                       ) from None
+                                       f"{self.name} lane waiting for a CPU (load)") from None
             raise
 
 

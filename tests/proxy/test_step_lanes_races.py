@@ -1,10 +1,11 @@
 """The instruction step's lanes (``proxy.step_lanes``) under load a client makes.
 
-- A step that starts at once on its own idle lane, but runs beside other steps (a flood of
-  long prompts on the long lane) and runs out of its time, failed for their load: it raised a
-  plain ``TimeoutError`` and under ``on_error: open`` the turn went out without its
+- A step that starts at once on its own idle lane, but is slowed by other steps' load (a
+  flood of long prompts on the long lane) and runs out of its time, failed for their load: it
+  raised a plain ``TimeoutError`` and under ``on_error: open`` the turn went out without its
   instruction (``bench/lane_slowed_steps.py`` shows it with real CPU-bound steps). Now it is
-  ``SlowedByLoad``, a load failure: 503 with ``Retry-After``, whatever ``on_error``.
+  ``SlowedByLoad`` (its thread waited for a CPU: ``step_lanes.slowed_by_load``), a load
+  failure: 503 with ``Retry-After``, whatever ``on_error``.
 - A thread that took a step just as its caller gave up (timed out, or cancelled: the client
   left) ran it after all, and the caller, finding no start time, took it for a step that ran
   out by itself (a plain ``TimeoutError``: open). Now a step starts only if its caller has not
@@ -86,10 +87,17 @@ def generator() -> Iterator[SlowInstructions]:
 
 
 def test_a_step_slowed_beside_a_flood_of_long_steps_fails_closed(
-        generator: SlowInstructions) -> None:
+        generator: SlowInstructions, monkeypatch: pytest.MonkeyPatch) -> None:
     """The short turn's step starts at once on the idle short lane and runs out while the
-    flood's steps run on the long lane: 503 with Retry-After, not sent without its
-    instruction."""
+    flood's steps run on the long lane, its thread waiting for a CPU half of its time (the
+    flood's CPU load, as its thread's scheduler stats would show it: review mr3, a step slow
+    by itself beside others is no longer a load failure): 503 with Retry-After, not sent
+    without its instruction."""
+    def half_on_the_run_queue(native_id: int, ident: int) -> step_lanes.ThreadTimes:
+        wall = time.monotonic()
+        return step_lanes.ThreadTimes(wall, on_cpu=wall / 2, run_queue=wall / 2)
+
+    monkeypatch.setattr(step_lanes, "read_thread_times", half_on_the_run_queue)
     guard, policy = busy_guard(), open_policy(timeout_s=0.3)
 
     async def main() -> object:
@@ -114,8 +122,8 @@ def test_a_step_slowed_beside_a_flood_of_long_steps_fails_closed(
 
 def test_a_step_that_runs_out_alone_still_fails_as_its_policy_says(
         generator: SlowInstructions) -> None:
-    """No other step ran beside it: its own turn made it slow, and ``on_error: open`` holds
-    (the turn goes out marked ``x-vilmo-guard: error``)."""
+    """Its thread did not wait for a CPU (it waits on an event): its own turn made it slow,
+    and ``on_error: open`` holds (the turn goes out marked ``x-vilmo-guard: error``)."""
     guard, policy = busy_guard(), open_policy(timeout_s=0.2)
     drained()
 
