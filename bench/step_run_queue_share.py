@@ -1,5 +1,5 @@
 """What share of a step's time its thread waits on a run queue (``proxy.step_lanes.
-RUN_QUEUE_SHARE``, read from ``/proc/self/task/<tid>/schedstat``), alone and under load.
+OFF_CPU_SHARE``'s run-queue part, read from ``/proc/self/task/<tid>/schedstat``), alone and under load.
 
 Everything is pinned to one core (``os.sched_setaffinity``) so that the load is the same on
 any machine: a CPU-bound step (pure Python, about 0.2 s) alone, beside 1 and 3 busy

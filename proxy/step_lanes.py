@@ -16,16 +16,18 @@ out with no instruction. Now:
   (``NotStarted``): its thread begins it only if the caller has not given up, decided under
   one lock (a thread that took it as its caller gave up ran it after all, and the caller,
   finding no start, took it for a step that ran out by itself: a plain ``TimeoutError``);
-- a step that started late (``StartedLate``), or started in time but ran out while its own
-  thread waited for a CPU for at least ``RUN_QUEUE_SHARE`` of its time (``SlowedByLoad``: a
-  flood of long steps, the judge batcher's checks or another worker process, 2 cores shared,
-  slows an ordinary turn's step on its idle short lane), ran out for the load.
+- a step that started late (``StartedLate``), or queued at all (over ``QUEUED_SHARE`` of its
+  timeout) or ran out while its own thread was off a CPU for at least ``OFF_CPU_SHARE`` of
+  its time (``SlowedByLoad``: a flood of long steps, the judge batcher's checks, pure-Python
+  work of its own process or another worker process, 2 cores shared, slows an ordinary turn's
+  step on its idle short lane), ran out for the load.
 
 These failures come from load, which a client can make: ``proxy.guard.Guard.failed`` fails them
 closed whatever ``on_error`` (503 ``guard_unavailable`` with ``Retry-After``), so no turn goes
-out without its instruction because of other requests' load. A step that ran out by itself
-(its own CPU, or its own waits such as a slow cache store) fails as its policy's ``on_error``
-says, whatever else ran beside it.
+out without its instruction because of other requests' load. Only a step that ran out on its
+CPU (its own long work) fails as its policy's ``on_error`` says, whatever else ran beside it;
+one slow on its own waits (a slow cache store) cannot be told from one kept off its CPU, and
+fails closed.
 """
 
 from __future__ import annotations
@@ -89,28 +91,30 @@ out alone (``SlowedByLoad`` otherwise) still fails as its policy says."""
 
 
 class SlowedByLoad(TimeoutError):
-    """The step started in time, then ran out of its time while its thread waited for a CPU
-    for at least ``RUN_QUEUE_SHARE`` of it (``slowed_by_load``): whatever held the cores
+    """The step started in time, then ran out of its time after it queued, or while its thread
+    was off a CPU for at least ``OFF_CPU_SHARE`` of it (``slowed_by_load``): whatever held the cores
     (other steps, the judge batcher's threads, other worker processes), that load, which a
     client can make, made it slow (``bench/lane_slowed_steps.py``: a short step of 0.27 s
     alone, with 0.6 s to run, failed open beside a flood of long steps)."""
 
 
-RUN_QUEUE_SHARE = 0.25
-"""A step that ran out of its time is ``SlowedByLoad`` when its thread waited on a run queue
-(runnable, no CPU free) for at least this share of its time since it began. A CPU-bound thread
-beside k - 1 others runnable on its core waits (k - 1) / k of its time (one other: 0.5), so a
-quarter is the evidence of a load that made it at least 4/3 as slow as alone, where it waits
-for nothing; a step slow by its own waits (I/O, a slow cache store) is not runnable while it
-waits, and stays under it. ``bench/step_run_queue_share.py`` (pinned to one core of the 2-core
-dev machine, shared by other agents at 90 % CPU pressure, so "alone" is not; medians of 3
-runs of 5 steps): a CPU-bound step alone 0.46-0.63 of its time (the machine's other load),
-beside 1 busy process 0.79-0.85, beside 3 0.84-0.90; a step sleeping 0.2 s (its own I/O)
-beside 3 busy processes 0.06-0.07 (0.01-0.27 over the 15 steps: its wake-up waits for the
-core, so a step of its own waits can fail closed on a saturated machine, the safe side).
-A thread waiting for the GIL is not runnable either: pure-Python load of the step's own
-process slows it without showing here (its share beside a pure-Python thread was the
-machine's, 0.58-0.66, not more); the model passes (ONNX) release the GIL and show."""
+OFF_CPU_SHARE = 0.25
+"""A step that ran out of its time is ``SlowedByLoad`` when its thread was off a CPU for at
+least this share of its time since it began: waiting for a core (other steps, the judge
+batcher's threads, other worker processes: ``bench/step_run_queue_share.py`` reads the
+run-queue part), for the GIL (pure-Python load of its own process, which no run queue shows:
+review mr6, a step 4 times slower beside 3 pure-Python threads showed 0.04 of its time
+queued), for a lock or the judge's batch, or for its own I/O (a slow cache store), which
+cannot be told apart from the rest and fails closed too, the safe side. A CPU-bound thread
+beside k - 1 others runnable on its core is off it (k - 1) / k of its time, so a quarter is
+the evidence of a load that made it at least 4/3 as slow as alone. Only a step that ran out
+on its CPU (its own long work) fails as its policy's ``on_error`` says."""
+
+QUEUED_SHARE = 0.05
+"""A step that waited in its lane's queue for more than this share of its timeout before a
+thread began it, and then ran out, ran out for the load too (review mr6: 0.2 s of a 1 s
+timeout queued behind a client's flood of short prompts, then 0.9 s of its own work: the
+queue, not the turn, made it late)."""
 
 
 LOAD_FAILURES = (LaneFull, NotStarted, StartedLate, SlowedByLoad)
@@ -128,44 +132,48 @@ class ThreadTimes:
 
 
 def thread_times(native_id: int, ident: int) -> ThreadTimes:
-    """The thread's times: Linux's per-thread scheduler stats
-    (``/proc/self/task/<native id>/schedstat``: ns on a CPU, ns waiting on a run queue; one
-    read costs 14 us on the dev machine, twice a step); where they cannot be read (not Linux,
-    a restricted ``/proc``), its CPU time (``time.pthread_getcpuclockid``); else the wall clock
-    alone."""
+    """The thread's times: its CPU time (``time.pthread_getcpuclockid``; else schedstat's), and
+    the part of its time it waited for a CPU, where Linux's per-thread scheduler stats tell it
+    (``/proc/self/task/<native id>/schedstat``: ns on a CPU, ns waiting on a run queue; one read
+    costs 14 us on the dev machine, twice a step); else the wall clock alone."""
     wall = time.monotonic()
+    on_cpu: float | None = None
+    run_queue: float | None = None
+    try:
+        on_cpu = time.clock_gettime(time.pthread_getcpuclockid(ident))
+    except (AttributeError, OSError):
+        pass
     try:
         stats = os.open(f"/proc/self/task/{native_id}/schedstat", os.O_RDONLY)
         try:
-            on_cpu, run_queue = os.read(stats, 128).split()[:2]
+            ran, waited = os.read(stats, 128).split()[:2]
         finally:
             os.close(stats)
-        return ThreadTimes(wall, int(on_cpu) / 1e9, int(run_queue) / 1e9)
+        run_queue = int(waited) / 1e9
+        on_cpu = int(ran) / 1e9 if on_cpu is None else on_cpu
     except (OSError, ValueError):
         pass
-    try:
-        return ThreadTimes(wall, time.clock_gettime(time.pthread_getcpuclockid(ident)))
-    except (AttributeError, OSError):
-        return ThreadTimes(wall)
+    return ThreadTimes(wall, on_cpu, run_queue)
 
 
 read_thread_times: Callable[[int, int], ThreadTimes] = thread_times
 """What a step's times are read with (``native_id``, ``ident``): tests set their own."""
 
 
-def slowed_by_load(begun: ThreadTimes, now: ThreadTimes, ran_beside_others: bool) -> bool:
-    """Whether a step that ran from ``begun`` to ``now`` (its thread's times) ran out for the
-    load: its thread waited on a run queue for at least ``RUN_QUEUE_SHARE`` of its time. Where
-    the run queue is not told, its CPU time is: off a CPU over ``RUN_QUEUE_SHARE`` of its time,
-    it waited either for a CPU or for itself (I/O), which cannot be told apart, and fails
-    closed; where neither is told, it ran out for the load when another step ran beside it
-    (``ran_beside_others``, the rule before schedstat was read)."""
+def slowed_by_load(begun: ThreadTimes, now: ThreadTimes, ran_beside_others: bool,
+                   queued: float = 0.0, timeout: float = 0.0) -> bool:
+    """Whether a step that ran from ``begun`` to ``now`` (its thread's times), after ``queued``
+    seconds in its lane's queue, ran out for the load: it queued over ``QUEUED_SHARE`` of its
+    ``timeout``, or its thread was off a CPU for at least ``OFF_CPU_SHARE`` of its time. Where
+    a thread's CPU time is not told (or a clock that never moves, as schedstat's zeros on a
+    kernel without scheduler stats: review mr6), whether another step ran beside it
+    (``ran_beside_others``, the rule before thread times were read) or it queued."""
+    if queued > QUEUED_SHARE * timeout:
+        return True
     wall = now.wall - begun.wall
-    if begun.run_queue is not None and now.run_queue is not None:
-        return now.run_queue - begun.run_queue >= RUN_QUEUE_SHARE * wall
-    if begun.on_cpu is not None and now.on_cpu is not None:
-        return now.on_cpu - begun.on_cpu < (1 - RUN_QUEUE_SHARE) * wall
-    return ran_beside_others
+    if begun.on_cpu is None or now.on_cpu is None or now.on_cpu <= begun.on_cpu:
+        return ran_beside_others
+    return wall - (now.on_cpu - begun.on_cpu) >= OFF_CPU_SHARE * wall
 
 
 _lock = threading.Lock()
@@ -195,15 +203,15 @@ class _Step:
     """``_starts`` when it began, itself included."""
     given_up: bool = False
 
-    def ran_out_for_load(self) -> bool:
-        """Whether the step, begun and timed out, ran out for the load (``slowed_by_load``):
-        its thread's times now, or when it ended if it has."""
+    def ran_out_for_load(self, queued: float, timeout: float) -> bool:
+        """Whether the step, begun after ``queued`` seconds and timed out, ran out for the load
+        (``slowed_by_load``): its thread's times now, or when it ended if it has."""
         now = read_thread_times(*self.thread)
         with _lock:
             ended, beside = self.ended, self.others_running > 0 or _starts > self.starts_before
         if self.begun is None:
-            return beside
-        return slowed_by_load(self.begun, ended or now, beside)
+            return beside or queued > QUEUED_SHARE * timeout
+        return slowed_by_load(self.begun, ended or now, beside, queued, timeout)
 
 
 class Lane:
@@ -284,9 +292,10 @@ class Lane:
                 if waited > LATE_START_SHARE * timeout:
                     raise StartedLate(f"the step waited {waited:.2f} s of its {timeout:g} s "
                                       f"in the {self.name} lane's queue, then ran out") from None
-                if step.ran_out_for_load():
+                if step.ran_out_for_load(waited, timeout):
                     raise SlowedByLoad(f"the step ran out of its {timeout:g} s in the "
-                                       f"{self.name} lane waiting for a CPU (load)") from None
+                                       f"{self.name} lane, queued or off its CPU (load)"
+                                       ) from None
             raise
 
 

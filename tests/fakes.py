@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
+from proxy import step_lanes
 from proxy.app import create_app
 from proxy.errors import GatewayError
 from proxy.guard import Guard
@@ -209,3 +210,11 @@ async def post_chat(services: Services, body: dict[str, object],
     transport = httpx.ASGITransport(app=app_with(services))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         return await client.post("/v1/chat/completions", json=body, headers=headers or {})
+
+
+def on_its_cpu_all_along(native_id: int, ident: int) -> step_lanes.ThreadTimes:
+    """A step thread's times as if it ran on a CPU the whole time (its own long work): a test
+    whose step waits on an event to be slow stands for that with it, since a thread kept off
+    its CPU ran out for the load (``proxy.step_lanes.slowed_by_load``)."""
+    wall = time.monotonic()
+    return step_lanes.ThreadTimes(wall, on_cpu=wall)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fakes import FakeUpstream, MemoryAudit, fake_services, post_chat
+from fakes import FakeUpstream, MemoryAudit, fake_services, on_its_cpu_all_along, post_chat
 
 import proxy.guard
 import proxy.step_lanes
@@ -99,6 +99,7 @@ def test_abandoned_steps_hold_neither_the_default_executor_nor_a_later_step(
     under ``on_error: open``: they failed for the load, ``proxy.step_lanes``)."""
     lane = proxy.step_lanes.Lane("short", 1, None)
     monkeypatch.setattr(proxy.step_lanes, "short_lane", lane)
+    monkeypatch.setattr(proxy.step_lanes, "read_thread_times", on_its_cpu_all_along)
     release = threading.Event()
     generator = RecordingInstructions(release)
     guard = Guard(lambda p: None, Metrics(["stub"]))  # type: ignore[arg-type,return-value]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fakes import FakeUpstream, MemoryAudit, fake_services, post_chat
+from fakes import FakeUpstream, MemoryAudit, fake_services, on_its_cpu_all_along, post_chat
 
 from proxy import step_lanes
 from proxy.errors import GuardFailed
@@ -199,11 +199,14 @@ def policies_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_a_step_that_started_late_and_ran_out_fails_closed() -> None:
+def test_a_step_that_started_late_and_ran_out_fails_closed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Review of fx-step2: a step queued behind the flood that a thread took just before its
     deadline raised a plain ``TimeoutError`` and failed open (no instruction sent); a step that
     waited over ``LATE_START_SHARE`` of its time is ``StartedLate``, a load failure, closed.
-    One that started at once and ran out by itself still fails open, as its policy says."""
+    One that started at once and ran out by itself (on its CPU) still fails open, as its
+    policy says."""
+    monkeypatch.setattr(step_lanes, "read_thread_times", on_its_cpu_all_along)
     lane = step_lanes.Lane("long", 1, None)
     late_release, alone_release = threading.Event(), threading.Event()
 

@@ -24,6 +24,7 @@ from concurrent.futures import Executor, Future
 from typing import Any
 
 import pytest
+from fakes import on_its_cpu_all_along
 
 from proxy import step_lanes
 from proxy.errors import GuardFailed
@@ -121,9 +122,11 @@ def test_a_step_slowed_beside_a_flood_of_long_steps_fails_closed(
 
 
 def test_a_step_that_runs_out_alone_still_fails_as_its_policy_says(
-        generator: SlowInstructions) -> None:
-    """Its thread did not wait for a CPU (it waits on an event): its own turn made it slow,
-    and ``on_error: open`` holds (the turn goes out marked ``x-vilmo-guard: error``)."""
+        generator: SlowInstructions, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its thread ran on its CPU all along (its own long work, stood for by an event and
+    ``on_its_cpu_all_along``): its own turn made it slow, and ``on_error: open`` holds (the
+    turn goes out marked ``x-vilmo-guard: error``)."""
+    monkeypatch.setattr(step_lanes, "read_thread_times", on_its_cpu_all_along)
     guard, policy = busy_guard(), open_policy(timeout_s=0.2)
     drained()
 

@@ -94,7 +94,7 @@ def test_a_step_whose_thread_waited_for_a_cpu_is_slowed_by_load(
         monkeypatch: pytest.MonkeyPatch, release: threading.Event) -> None:
     """No other lane step ran: the load was the batcher's threads or another worker's."""
     monkeypatch.setattr(step_lanes, "read_thread_times",
-                        reader_with_share(getattr(step_lanes, "RUN_QUEUE_SHARE", 0.25)),
+                        reader_with_share(getattr(step_lanes, "OFF_CPU_SHARE", 0.25) + 0.05),
                         raising=False)
     lane = step_lanes.Lane("short", 2, None)
     try:
@@ -105,19 +105,32 @@ def test_a_step_whose_thread_waited_for_a_cpu_is_slowed_by_load(
 
 
 def test_the_rule_on_each_platform() -> None:
-    """schedstat's run-queue wait; else CPU time (off a CPU for over the share: closed); else
-    whether another step ran beside it."""
-    share, slowed_by_load = step_lanes.RUN_QUEUE_SHARE, step_lanes.slowed_by_load
+    """Off its CPU (waiting for a core, the GIL, a lock or its own I/O) for at least the share:
+    closed; queued over ``QUEUED_SHARE`` of its timeout: closed; where its CPU time is not told
+    (or never moves, as schedstat's zeros), whether another step ran beside it."""
+    share, slowed_by_load = step_lanes.OFF_CPU_SHARE, step_lanes.slowed_by_load
     ThreadTimes = step_lanes.ThreadTimes
     begun = ThreadTimes(10.0, 1.0, 1.0)
     assert slowed_by_load(begun, ThreadTimes(11.0, 1.1, 1.0 + share), False)
-    assert not slowed_by_load(begun, ThreadTimes(11.0, 1.9, 1.0 + share - 0.01), True)
-    assert not slowed_by_load(begun, ThreadTimes(11.0, 1.1, 1.0), True)  # its own I/O
+    assert not slowed_by_load(begun, ThreadTimes(11.0, 1.0 + (1 - share) + 0.01, 1.0), True)
+    assert slowed_by_load(begun, ThreadTimes(11.0, 1.1, 1.0), False)  # GIL, lock or I/O
     cpu_only = ThreadTimes(10.0, 1.0)
-    assert not slowed_by_load(cpu_only, ThreadTimes(11.0, 1.0 + (1 - share)), True)
+    assert not slowed_by_load(cpu_only, ThreadTimes(11.0, 1.0 + (1 - share) + 0.01), True)
     assert slowed_by_load(cpu_only, ThreadTimes(11.0, 1.0 + (1 - share) - 0.01), False)
     assert slowed_by_load(ThreadTimes(10.0), ThreadTimes(11.0), True)
     assert not slowed_by_load(ThreadTimes(10.0), ThreadTimes(11.0), False)
+    zeros = ThreadTimes(10.0, 0.0, 0.0)  # a kernel without scheduler stats (review mr6)
+    assert slowed_by_load(zeros, ThreadTimes(11.0, 0.0, 0.0), True)
+    assert not slowed_by_load(zeros, ThreadTimes(11.0, 0.0, 0.0), False)
+
+
+def test_a_step_that_queued_then_ran_out_on_its_cpu_is_slowed_by_load() -> None:
+    """review mr6: 0.2 s of a 1 s timeout queued behind a flood of short prompts, then 0.8 s
+    on its CPU: the queue made it late; it failed open (a plain TimeoutError) before."""
+    ThreadTimes = step_lanes.ThreadTimes
+    on_cpu = (ThreadTimes(10.0, 1.0), ThreadTimes(10.8, 1.8))
+    assert step_lanes.slowed_by_load(*on_cpu, False, queued=0.2, timeout=1.0)
+    assert not step_lanes.slowed_by_load(*on_cpu, False, queued=0.01, timeout=1.0)
 
 
 def test_this_threads_times_are_read() -> None:
