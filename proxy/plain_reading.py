@@ -92,12 +92,14 @@ def _dense_gaps(words: int, marked: int) -> bool:
     return marked >= DENSE_GAPS and 10 * marked >= 9 * (words - 1)
 
 
-def _dense(line: str) -> bool:
-    """Whether marks sit in most gaps between the words of ``line``, or around each word, or
-    in most gaps between its words and emphasis spans of two or three words."""
-    words, marked, wrapped = _gaps(line)
-    if _dense_gaps(words, marked) or (wrapped and words >= WRAPPED_WORDS):
-        return True
+def _dense(line: str, marked_enough: bool = True) -> bool:
+    """Whether marks sit in most gaps between the words of ``line``, or around each word (only
+    looked at where ``marked_enough``: runs of marks for most gaps), or in most gaps between
+    its words and emphasis spans of two or three words."""
+    if marked_enough:
+        words, marked, wrapped = _gaps(line)
+        if _dense_gaps(words, marked) or (wrapped and words >= WRAPPED_WORDS):
+            return True
     paired = _PAIRED.sub("\x01x\x01", line)
     return paired != line and _dense_gaps(*_gaps(paired)[:2])
 
@@ -131,12 +133,13 @@ def _unmarked(text: str) -> str:
         if marks < WRAPPED_WORDS - 1:
             continue
         words = len(_WORD_RUN.findall(line))
-        if words < WRAPPED_WORDS or not ("<" in line or 3 * marks >= 2 * (words - 1)):
+        marked_enough = "<" in line or 10 * marks >= 9 * (words - 1)
+        if words < WRAPPED_WORDS or not (marked_enough or 3 * marks >= 2 * (words - 1)):
             continue
         if (tables and _in_table(tables, found.start())
                 and line.strip().strip("|").count("|") + 1 < TABLE_CELLS):
             continue
-        if _dense(line):
+        if _dense(line, marked_enough):
             parts += [text[at:found.start()], _SPACES.sub(" ", _MARK.sub(" ", line)).strip()]
             at = found.end()
     return "".join([*parts, text[at:]]) if parts else text
@@ -200,10 +203,14 @@ _MARK_CHAR = re.compile(f"[*_`|<\\[~={_PICTOGRAPH}]")
 """What each mark starts with (a fast scan: a leading class)."""
 
 
+_SPACED_HINT = re.compile(rf"(?:{_SEPARATOR}|,)[^\W_](?![^\W_])(?:(?:{_GAP}){_LETTER}){{2}}")
+"""The second to fourth letters of a run of four (``_RUN4``): a fast scan, led by a class."""
+
+
 def plain(text: str) -> str:
     """``text`` with its letter-spaced paragraphs joined and its lines dense with marks without
     them (each as this module's docstring says); as it is where neither is."""
-    if _RUN4.search(text):
+    if _SPACED_HINT.search(text) and _RUN4.search(text):
         text = _BLOCK.sub(_joined, text)
     if not _MARK_CHAR.search(text):
         return text
