@@ -46,11 +46,12 @@ _FILLER_GAP = re.compile(f"(?<=[^\\s{_JAMO}])[\u115f\u1160\u3164\uffa0]++(?=[^\\
 of a syllable): where they stand for a space."""
 
 _PICTOGRAPH = "\u2600-\u27bf\U0001f300-\U0001faff"
-_MARK = re.compile(r"</?[A-Za-z][^<>\n]{0,256}+>|\*++|(?<!\w)_++|(?<!_)_++(?![^\W_])|~~++"
-                   r"|(?:(?<=[^\w\s])|(?<=_))==|==(?=[^\w\s]|_)|(?<=[^\W_])==(?!\S)"
-                   r"|(?<!\S)==(?=[^\W_])|`++"
-                   r"|!?\[(?=[^\[\]\n]{0,256}+\][(\[])|\]\([^()\s]{0,256}+\)|\]\[[^\[\]\n]{0,64}+\]"
-                   f"|\\||[{_PICTOGRAPH}]|\x01")
+_MARK = re.compile(f"(?=[<*_~=`!\\[\\]|{_PICTOGRAPH}\x01])(?:"
+                   r"</?[A-Za-z][^<>\n]{0,256}+>|\*++|_(?<!\w_)_*+|_(?<!__)_*+(?![^\W_])|~~++"
+                   r"|==(?<=[^\w\s]==)|==(?<=_==)|==(?=[^\w\s]|_)|==(?<=[^\W_]==)(?!\S)"
+                   r"|==(?<!\S==)(?=[^\W_])|`++|!\[(?=[^\[\]\n]{0,256}+\][(\[])"
+                   r"|\[(?=[^\[\]\n]{0,256}+\][(\[])|\]\([^()\s]{0,256}+\)|\]\[[^\[\]\n]{0,64}+\]"
+                   f"|\\||[{_PICTOGRAPH}]|\x01)")
 """A mark a renderer draws as formatting, not words: a tag, emphasis, strike, highlight or code
 marks, a link's brackets and target (not an index's: ``keys[key]``), a table's pipe, a
 pictograph. An ``_`` run between two letters (``snake_case``) is none, nor ``==`` between two
@@ -64,6 +65,15 @@ _TRAIL = re.compile(r"\x01(?:[^\w\x01]|_)*+\Z")
 _PAIRED = re.compile(r"(?<![*_~=`\w])(\*{1,3}|_{1,3}|~~|==|`)(?=[^\W_])[^\W_]++[^\w\s*~=`]*+"
                      r"(?:[^\S\n]++[^\W_]++[^\w\s*~=`]*+){1,2}\1(?![*_~=`\w])")
 """An emphasis span of two or three words (``**Grab a**``): read as one word between marks."""
+_GAP_CHAR = r"(?:[^\w\n]|_)"
+_MARKED_GAP = (rf"(?:(?!{_MARK.pattern}){_GAP_CHAR})*+{_MARK.pattern}"
+               rf"(?:{_MARK.pattern}|{_GAP_CHAR})*+")
+_DENSE_LINE = re.compile(
+    rf"^(?:{_MARKED_GAP}(?:[^\W_]++{_MARKED_GAP}){{{3},}}+"
+    rf"|(?:{_MARK.pattern}|{_GAP_CHAR})*+[^\W_]++(?:{_MARKED_GAP}[^\W_]++){{{4},}}+"
+    rf"(?:{_MARK.pattern}|{_GAP_CHAR})*+)$", re.MULTILINE)
+"""A line with marks in every gap between its words, and before and after them (three words
+or more), or with five words or more: dense (``_dense``) in one scan in C."""
 _CANDIDATE = re.compile(r"^[^\n]{10,}+", re.MULTILINE)
 """A line long enough for three words with marks around them."""
 _DELIMITER_ROW = re.compile(r"^[^\S\n]*+\|?(?:[^\S\n]*+:?-++:?[^\S\n]*+\|)++"
@@ -126,22 +136,24 @@ def _unmarked(text: str) -> str:
     a dense line has three words or more, and runs of mark characters for two in three of the
     gaps between them at least (words inside a tag's attributes are no gaps)."""
     tables = _table_rows(text) if "|" in text else []
+    dense = {line.start() for line in _DENSE_LINE.finditer(text)}
     parts, at = [], 0
     for found in _CANDIDATE.finditer(text):
         line = found.group()
-        marks = len(_MARK_RUN.findall(line))
-        if marks < WRAPPED_WORDS - 1:
-            continue
-        words = len(_WORD_RUN.findall(line))
-        marked_enough = "<" in line or 10 * marks >= 9 * (words - 1)
-        if words < WRAPPED_WORDS or not (marked_enough or 3 * marks >= 2 * (words - 1)):
-            continue
+        if found.start() not in dense:
+            marks = len(_MARK_RUN.findall(line))
+            if marks < WRAPPED_WORDS - 1:
+                continue
+            words = len(_WORD_RUN.findall(line))
+            marked_enough = "<" in line or 10 * marks >= 9 * (words - 1)
+            if (words < WRAPPED_WORDS or not (marked_enough or 3 * marks >= 2 * (words - 1))
+                    or not _dense(line, marked_enough)):
+                continue
         if (tables and _in_table(tables, found.start())
                 and line.strip().strip("|").count("|") + 1 < TABLE_CELLS):
             continue
-        if _dense(line, marked_enough):
-            parts += [text[at:found.start()], _SPACES.sub(" ", _MARK.sub(" ", line)).strip()]
-            at = found.end()
+        parts += [text[at:found.start()], _SPACES.sub(" ", _MARK.sub(" ", line)).strip()]
+        at = found.end()
     return "".join([*parts, text[at:]]) if parts else text
 
 
