@@ -36,7 +36,6 @@ or a paragraph with a letter-spaced run.
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
 
@@ -69,16 +68,12 @@ _GAP_CHAR = r"(?:[^\w\n]|_)"
 _MARKED_GAP = (rf"(?:(?!{_MARK.pattern}){_GAP_CHAR})*+{_MARK.pattern}"
                rf"(?:{_MARK.pattern}|{_GAP_CHAR})*+")
 _DENSE_LINE = re.compile(
-    rf"^(?:{_MARKED_GAP}(?:[^\W_]++{_MARKED_GAP}){{{3},}}+"
+    rf"{_MARKED_GAP}(?:[^\W_]++{_MARKED_GAP}){{{3},}}+"
     rf"|(?:{_MARK.pattern}|{_GAP_CHAR})*+[^\W_]++(?:{_MARKED_GAP}[^\W_]++){{{4},}}+"
-    rf"(?:{_MARK.pattern}|{_GAP_CHAR})*+)$", re.MULTILINE)
+    rf"(?:{_MARK.pattern}|{_GAP_CHAR})*+")
 """A line with marks in every gap between its words, and before and after them (three words
 or more), or with five words or more: dense (``_dense``) in one scan in C."""
-_CANDIDATE = re.compile(r"^[^\n]{10,}+", re.MULTILINE)
-"""A line long enough for three words with marks around them."""
-_DELIMITER_ROW = re.compile(r"^[^\S\n]*+\|?(?:[^\S\n]*+:?-++:?[^\S\n]*+\|)++"
-                            r"(?:[^\S\n]*+:?-++:?[^\S\n]*+)?$", re.MULTILINE)
-_BLANK_LINE = re.compile(r"\n[^\S\n]*+(?:\n|\Z)")
+_DELIMITER_ROW = re.compile(r"\s*+\|?(?:\s*+:?-++:?\s*+\|)++(?:\s*+:?-++:?\s*+)?")
 DENSE_GAPS = 4
 WRAPPED_WORDS = 3
 TABLE_CELLS = 8
@@ -114,47 +109,40 @@ def _dense(line: str, marked_enough: bool = True) -> bool:
     return paired != line and _dense_gaps(*_gaps(paired)[:2])
 
 
-def _table_rows(text: str) -> list[tuple[int, int]]:
-    """Where a markdown table's rows are: from its header to the first blank line."""
-    spans: list[tuple[int, int]] = []
-    for row in _DELIMITER_ROW.finditer(text):
-        if row.start() == 0 or "|" not in row.group():
-            continue
-        start = text.rfind("\n", 0, row.start() - 1) + 1
-        blank = _BLANK_LINE.search(text, row.end())
-        spans.append((start, blank.start() if blank else len(text)))
-    return spans
-
-
-def _in_table(tables: list[tuple[int, int]], at: int) -> bool:
-    found = bisect_right(tables, (at, 1 << 62)) - 1
-    return found >= 0 and tables[found][0] <= at < tables[found][1]
+def _table_rows(lines: list[str]) -> set[int]:
+    """The lines of markdown tables (a header, a delimiter row, rows to a blank line)."""
+    rows: set[int] = set()
+    for at, line in enumerate(lines):
+        if at and "|" in line and "-" in line and _DELIMITER_ROW.fullmatch(line):
+            end = at
+            while end < len(lines) and lines[end].strip():
+                end += 1
+            rows.update(range(at - 1, end))
+    return rows
 
 
 def _unmarked(text: str) -> str:
     """``text`` with its dense lines without their marks. A fast bound first (each a scan in C):
     a dense line has three words or more, and runs of mark characters for two in three of the
     gaps between them at least (words inside a tag's attributes are no gaps)."""
-    tables = _table_rows(text) if "|" in text else []
-    dense = {line.start() for line in _DENSE_LINE.finditer(text)}
-    parts, at = [], 0
-    for found in _CANDIDATE.finditer(text):
-        line = found.group()
-        if found.start() not in dense:
-            marks = len(_MARK_RUN.findall(line))
-            if marks < WRAPPED_WORDS - 1:
-                continue
-            words = len(_WORD_RUN.findall(line))
-            marked_enough = "<" in line or 10 * marks >= 9 * (words - 1)
-            if (words < WRAPPED_WORDS or not (marked_enough or 3 * marks >= 2 * (words - 1))
-                    or not _dense(line, marked_enough)):
-                continue
-        if (tables and _in_table(tables, found.start())
-                and line.strip().strip("|").count("|") + 1 < TABLE_CELLS):
+    lines, changed = text.split("\n"), False
+    tables = _table_rows(lines) if "|" in text else set()
+    for at, line in enumerate(lines):
+        if len(line) < 2 * WRAPPED_WORDS + 4:  # fewer than three words with marks around
             continue
-        parts += [text[at:found.start()], _SPACES.sub(" ", _MARK.sub(" ", line)).strip()]
-        at = found.end()
-    return "".join([*parts, text[at:]]) if parts else text
+        marks = len(_MARK_RUN.findall(line))
+        if marks < WRAPPED_WORDS - 1:
+            continue
+        words = len(_WORD_RUN.findall(line))
+        marked_enough = "<" in line or 10 * marks >= 9 * (words - 1)
+        if words < WRAPPED_WORDS or not (marked_enough or 3 * marks >= 2 * (words - 1)):
+            continue
+        if at in tables and line.strip().strip("|").count("|") + 1 < TABLE_CELLS:
+            continue
+        if (marked_enough and _DENSE_LINE.fullmatch(line)) or _dense(line, marked_enough):
+            lines[at] = _SPACES.sub(" ", _MARK.sub(" ", line)).strip()
+            changed = True
+    return "\n".join(lines) if changed else text
 
 
 _SEPARATOR = (r"[^\S\n]|[\-.\u00b7\u2010-\u2015\u2022\u2027\u2043\u2212\u2219\u22c5\u30fb"
@@ -168,7 +156,8 @@ _RUN = re.compile(rf"(?<![^\W_]){_LETTER}(?:(?:{_GAP}){_LETTER})++")
 """A run of single letters or digits, separators apart: each letter checks itself, the run is
 possessive, so a run is read once (linear)."""
 _RUN4 = re.compile(rf"(?<![^\W_]){_LETTER}(?:(?:{_GAP}){_LETTER}){{3}}")
-_IN_RUN = rf"(?<=[^\W_])(?<![^\W_][^\W_])(?:{_GAP})(?={_LETTER})"
+_IN_RUN = rf"(?=(?:{_SEPARATOR})|,)(?<=[^\W_])(?<![^\W_][^\W_])(?:{_GAP})(?={_LETTER})"
+"""A gap between two single letters (led by a class: a fast scan)."""
 _GAP_IN_RUN = re.compile(_IN_RUN)
 _BREAK_IN_RUN = [re.compile(rf"(?=(?:(?:[^\s\w]|_)*+[^\S\n]){{{least}}}){_IN_RUN}")
                  for least in range(11)]
