@@ -132,7 +132,9 @@ def test_words_split_by_invisible_characters_are_judged(gateway: str, stub: Stub
 def test_what_renders_as_nothing_is_left_out_of_the_judged_text() -> None:
     hidden = "I will s\u00adt\u3164a\u115f\u1160b\ufeff you\u2060 \U000e0041tonight\ufe0f."
     # a tag character is left out where it stands, and read apart as the ASCII it mirrors
-    assert judged_text(hidden) == "I will stab you tonight.\nA"
-    assert judged_text("st\\u3164ab") == "stab\nst\\u3164ab"  # decoded, then as sent
+    # (its Hangul fillers between letters read as spaces in the plain reading too: review mr4,
+    # each filler is read where it stands, proxy.plain_reading)
+    assert judged_text(hidden) == "I will stab you tonight.\nI will st a b you tonight.\nA"
+    assert judged_text("st\\u3164ab") == "stab\nst\\u3164ab\nst ab"  # decoded, as sent, plain
     assert judged_text("\u05e9\u05dc\u05d5\u05dd \u4f60\u597d \U0001f600") == (
         "\u05e9\u05dc\u05d5\u05dd \u4f60\u597d \U0001f600")  # visible text is kept
