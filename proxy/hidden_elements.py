@@ -12,7 +12,8 @@ truly hidden text, passed). Tags are read as HTML tokenizes them (``_TOKEN``): c
 the text of ``script``, ``style``, ``textarea``, ``title`` and the like hold no tags; a quoted
 value runs to its quote, ``<`` and ``>`` included; an unquoted one to a space, quotes included
 (``<span title=x"style=display:none">`` has one attribute); character references in a
-``style`` are read. Where an element ends is read from a stack of open elements (``_ends``):
+``style`` are read. In markdown code (a fenced block, a code span) a tag may show as written:
+there it hides nothing and starts no comment, but may end an element. Where an element ends is read from a stack of open elements (``_ends``):
 an element that hides ends at the earliest place HTML may end it (its end tag, an end tag of
 an element opened before it, a start tag that HTML lets close it: ``<p>`` before a ``<div>``,
 ``<li>`` before the next, a heading before a heading); one that shows again inside hidden text
@@ -114,20 +115,65 @@ class _Tag:
     closing: bool
     style: Style
     self_closing: bool
+    in_code: bool = False
+    """In markdown code: maybe text (``_code``)."""
     early: int | None = None
     """For a start tag with a style: the earliest place its element may end; None: none."""
     late: int | None = None
     """... the latest (its end tag of the same name); None: none."""
 
 
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*+(?s:.*?)(?:\n {0,3}\1[`~]*+[ \t]*+(?=\n|\Z)|\Z)",
+                    re.MULTILINE)
+_TICKS = re.compile(r"`++")
+
+
+def _code(text: str) -> list[tuple[int, int]]:
+    """Where markdown shows ``text`` as code (fenced blocks, code spans), in order: a
+    renderer of markdown shows tags there as written, one of HTML reads them as tags."""
+    if "`" not in text and "~~~" not in text:
+        return []
+    fences = [match.span() for match in _FENCE.finditer(text)]
+    runs: list[tuple[int, int]] = []
+    fence = 0
+    for match in _TICKS.finditer(text):
+        while fence < len(fences) and fences[fence][1] <= match.start():
+            fence += 1
+        if fence == len(fences) or match.start() < fences[fence][0]:
+            runs.append(match.span())
+    following: dict[int, int] = {}
+    closer: list[int | None] = [None] * len(runs)
+    for index in range(len(runs) - 1, -1, -1):  # the next run of the same length, each
+        length = runs[index][1] - runs[index][0]
+        closer[index] = following.get(length)
+        following[length] = index
+    spans, index = [], 0
+    while index < len(runs):
+        end = closer[index]
+        if end is None:
+            index += 1
+        else:
+            spans.append((runs[index][0], runs[end][1]))
+            index = end + 1
+    return sorted(fences + spans)
+
+
 def _tags(text: str) -> list[_Tag] | None:
-    """``text``'s tags in order, as HTML tokenizes them; None where none hides anything."""
+    """``text``'s tags in order, as HTML tokenizes them; None where none hides anything. In
+    markdown code (``_code``) a tag may be text: one there hides nothing (it may show again),
+    and it starts no comment or raw text."""
     tags: list[_Tag] = []
     hiding = False
     at = 0
+    code, next_code = _code(text), 0
     while (match := _TOKEN.search(text, at)) is not None:
         at = match.end()
+        while next_code < len(code) and code[next_code][1] <= match.start():
+            next_code += 1
+        in_code = next_code < len(code) and code[next_code][0] <= match.start()
         if match.group(2) is None:
+            if in_code:
+                at = match.start() + 1
             continue  # a comment
         if not match.group(4):
             break  # the text ends inside the tag
@@ -140,14 +186,17 @@ def _tags(text: str) -> list[_Tag] | None:
             style = element_style(attributes, name)
         else:
             style = NO_STYLE
-        tags.append(_Tag(name, match.start(), at, closing, style, attributes.endswith("/")))
+        if in_code and style.hides:
+            style = Style(visible=style.visible or None, sized=style.sized or None)
+        tags.append(_Tag(name, match.start(), at, closing, style, attributes.endswith("/"),
+                         in_code))
         hiding = hiding or style.hides
-        if not closing and name in _RAW_TEXT:
+        if not closing and name in _RAW_TEXT and not in_code:
             end = re.compile(rf"</{name}(?=[{_S}/>])", re.IGNORECASE).search(text, at)
             if end is None:
                 break  # the rest is its text
             at = end.start()
-        elif not closing and name == "plaintext":
+        elif not closing and name == "plaintext" and not in_code:
             break
     return tags if hiding else None
 
@@ -159,6 +208,8 @@ def _late_ends(tags: list[_Tag], text_end: int) -> None:
     waiting: list[tuple[int, _Tag]] = []
     depth = 0
     for tag in tags:
+        if tag.in_code and tag.closing:
+            continue  # maybe text: the latest end is past it
         depth += 1 if tag.closing else -1
         while waiting and waiting[-1][0] < depth:
             waiting.pop()[1].late = tag.end

@@ -51,6 +51,7 @@ _ABSOLUTE = frozenset({"px", "pt", "pc", "in", "cm", "mm", "q", "rem", "rex", "r
 """Length units not relative to the parent's font size: one of them other than 0 shows."""
 _RELATIVE = frozenset({"em", "%", "ex", "ch", "cap", "ic"})
 """Units of the parent's font size: 0 of a parent of 0."""
+_NOT_FAMILY = frozenset({"inherit", "unset", "revert", "revert-layer", "initial", "default"})
 _FONT_SIZE_WORDS = (_SIZE_SHOWN | _SIZE_INHERITED) - _GLOBAL
 _FONT_SYSTEM = frozenset({"caption", "icon", "menu", "message-box", "small-caption",
                           "status-bar"})
@@ -60,6 +61,7 @@ _FONT_BEFORE_SIZE = frozenset({
     "expanded", "extra-expanded", "ultra-expanded"})
 _FONT_PART = re.compile(r""""(?:[^"\\]|\\.)*+"?|'(?:[^'\\]|\\.)*+'?|[,/]|[^\s,/"']++""")
 _FAMILY_WORD = re.compile(r"-?(?:[a-zA-Z_]|[^\x00-\x7f])[\w-]*+")
+_ANGLE = re.compile(rf"{_NUMBER}(?:deg|grad|rad|turn)", re.IGNORECASE)
 _DISPLAYS = frozenset({
     "block", "inline", "run-in", "flow", "flow-root", "table", "flex", "grid", "ruby", "math",
     "list-item", "contents", "inline-block", "inline-table", "inline-flex", "inline-grid",
@@ -143,9 +145,12 @@ def _font(value: str) -> bool | str | None:
         return _font_size(value)
     parts = _FONT_PART.findall(value)
     at = 0
-    while at < min(len(parts), 4) and (parts[at] in _FONT_BEFORE_SIZE or (
+    before = 0
+    while at < len(parts) and before < 4 and (parts[at] in _FONT_BEFORE_SIZE or (
             parts[at].isdigit() and 1 <= int(parts[at]) <= 1000)):
-        at += 1
+        angle = parts[at] == "oblique" and at + 1 < len(parts) and _ANGLE.fullmatch(parts[at + 1])
+        at += 2 if angle else 1
+        before += 1
     if at >= len(parts):
         return None
     size_word = parts[at]
@@ -170,7 +175,8 @@ def _family(parts: list[str]) -> bool:
         else:
             names[-1].append(part)
     return all(len(name) == 1 and name[0][0] in "\"'" or name and all(
-        _FAMILY_WORD.fullmatch(word) for word in name) for name in names)
+        _FAMILY_WORD.fullmatch(word) and word not in _NOT_FAMILY for word in name)
+        for name in names)
 
 
 def declarations(style: str) -> list[str]:

@@ -20,7 +20,8 @@ THREAT = "THREAT"
     'font-family:"x;opacity:0;"', "font-family:'x;display:none'",
     'opacity:0;font-family:"/*";opacity:1;font-family:"*/"',
     "background:url(a;opacity:0;)", "background:image(a;opacity:0)",
-    "font-family:x\\;opacity:0", "opa/**/city:0", "opacity:0 0",
+    "font-family:x\\;opacity:0", "opa/**/city:0", "opacity:0 0", "font:0 inherit",
+    "font:0 a default", "font-size:0;font: oblique 10deg 16px serif",
 ])
 def test_a_value_a_browser_rejects_or_shows_hides_nothing(style: str) -> None:
     """An unknown unit, a viewport unit, a size or opacity above 0, a ``font`` shorthand
@@ -123,3 +124,17 @@ def test_an_element_ends_no_later_than_html_ends_it(text: str, read: str) -> Non
 ])
 def test_what_never_ends_is_read_as_written(text: str) -> None:
     assert without_hidden(text) == text
+
+
+@pytest.mark.parametrize(("text", "read"), [
+    (f'```html\n<span style="display:none">{THREAT}</span>\n```', None),
+    (f'`<span hidden>{THREAT}</span>`', None),
+    (f'``<b hidden>` {THREAT} `</b>``', None),
+    (f"<span hidden>pad `</span>` {THREAT}", f"` {THREAT}"),
+    (f"<span hidden>pad</span> `x` {THREAT}", f" `x` {THREAT}"),
+    (f"`<!--` {THREAT} `-->`", None),
+])
+def test_tags_in_markdown_code_hide_nothing(text: str, read: str | None) -> None:
+    """Markdown shows a tag in a code span or fenced block as written (with what it holds):
+    in doubt, it hides nothing; an end tag there still ends what it may end."""
+    assert without_hidden(text) == (text if read is None else read)

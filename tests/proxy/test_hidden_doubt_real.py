@@ -47,6 +47,8 @@ WRITTEN = {
     "heading_closes_heading": f'<h1 style="display:none">{GARDEN} {GARDEN}<h2>{THREAT}</h2></h1>',
     "span_in_comment": f'<span style="display:none">{GARDEN} {GARDEN}<!--<span>--></span>'
                        f"{THREAT}</span>",
+    "code_block": f"{PAD}\n```html\n<span hidden>{THREAT}</span>\n```\n{PAD}",
+    "code_span": f"{PAD} `<span hidden>{THREAT}</span>` {PAD}",
     "span_in_attribute": f'<span style="display:none">{GARDEN} {GARDEN}<i title="<span>"></i>'
                          f"</span>{THREAT}</span>",
 }
