@@ -239,6 +239,9 @@ _P_CLOSERS = frozenset({
     "nav", "ol", "p", "search", "section", "summary", "ul", "h1", "h2", "h3", "h4", "h5", "h6",
     "pre", "listing", "form", "li", "dd", "dt", "plaintext", "table", "hr", "xmp"})
 _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_FORMATTING = frozenset({"a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small",
+                         "strike", "strong", "tt", "u"})
+"""Elements whose end tag HTML reads otherwise (the adoption agency): ends them."""
 _CLOSE_OWN = {"a": ("a",), "button": ("button",), "nobr": ("nobr",), "td": ("td", "th"),
               "th": ("td", "th"), "tr": ("tr",), "option": ("option",),
               "optgroup": ("option", "optgroup"), "select": ("select",)}
@@ -254,8 +257,8 @@ def _early_ends(ordered: list[_Tag]) -> None:
     HTML keeps it (or closing sooner, in doubt), pops it."""
     stack: list[_Tag] = []
     where: dict[str, list[int]] = {}
-    stops: tuple[list[int], list[int], list[int]] = ([], [], [])
-    stop_sets = (_LI_STOPS, _D_STOPS, _P_STOPS)
+    stops: tuple[list[int], ...] = ([], [], [], [])
+    stop_sets = (_LI_STOPS, _D_STOPS, _P_STOPS, _SPECIAL)
 
     def pop_to(index: int, at: int, own: int) -> None:
         while len(stack) > index:
@@ -273,7 +276,9 @@ def _early_ends(ordered: list[_Tag]) -> None:
     for tag in ordered:
         name = tag.name
         if tag.closing:
-            if name != "br" and (open_ := where.get(_key(name))):
+            if name != "br" and (open_ := where.get(_key(name))) and (
+                    name in _SPECIAL or name in _FORMATTING or not stops[3]
+                    or stops[3][-1] < open_[-1]):  # else a special element above: ignored
                 pop_to(open_[-1], tag.start, tag.end)
             continue
         if name in _P_CLOSERS and top(("p",)) > (stops[2][-1] if stops[2] else -1):
@@ -287,7 +292,7 @@ def _early_ends(ordered: list[_Tag]) -> None:
         elif name in _CLOSE_OWN and (at := top(_CLOSE_OWN[name])) >= 0:
             pop_to(at, tag.start, tag.start)
         if name in VOID_ELEMENTS or (tag.self_closing and (where.get("svg") or where.get("math"))):
-            tag.early = tag.end if tag.style is not NO_STYLE else None
+            tag.early = tag.late = tag.end if tag.style is not NO_STYLE else None
             continue
         for found, names in zip(stops, stop_sets, strict=True):
             if name in names:
@@ -345,7 +350,10 @@ def _shown_of(text: str) -> str:
     for tags in by_name.values():
         if any(tag.style is not NO_STYLE for tag in tags):
             _late_ends(tags, len(text))
-            styled += (tag for tag in tags if tag.style is not NO_STYLE)
+            for tag in tags:
+                if tag.style is not NO_STYLE:
+                    tag.late = max(tag.late or 0, len(text) if tag.early is None else tag.early)
+                    styled.append(tag)
     styled += (tag for tag in ordered if tag.name in VOID_ELEMENTS and tag.early is not None)
     styled.sort(key=lambda element: element.start)
     kept: list[str] = []

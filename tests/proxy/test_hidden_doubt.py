@@ -138,3 +138,15 @@ def test_tags_in_markdown_code_hide_nothing(text: str, read: str | None) -> None
     """Markdown shows a tag in a code span or fenced block as written (with what it holds):
     in doubt, it hides nothing; an end tag there still ends what it may end."""
     assert without_hidden(text) == (text if read is None else read)
+
+
+@pytest.mark.parametrize(("text", "read"), [
+    ((f'<span style="visibility:hidden">pad<x-a style="visibility:visible"><div></x-a>{THREAT}'
+      "</div></x-a></span>"), f'<x-a style="visibility:visible"><div></x-a>{THREAT}</div></x-a>'),
+    (f'<div style="font-size:0">pad<input value="{THREAT}">pad</div>',
+     f'<input value="{THREAT}">'),
+])
+def test_what_shows_again_ends_at_the_latest(text: str, read: str) -> None:
+    """An end tag HTML ignores (a special element above its element's) ends nothing; a form
+    control inside a parent of size 0 shows, its value with it."""
+    assert without_hidden(text) == read
