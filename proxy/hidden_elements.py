@@ -13,14 +13,16 @@ the text of ``script``, ``style``, ``textarea``, ``title`` and the like hold no 
 value runs to its quote, ``<`` and ``>`` included; an unquoted one to a space, quotes included
 (``<span title=x"style=display:none">`` has one attribute); character references in a
 ``style`` are read. In markdown code (a fenced block, a code span) a tag may show as written:
-there it hides nothing and starts no comment, but may end an element. Where an element ends is read from a stack of open elements (``_ends``):
-an element that hides ends at the earliest place HTML may end it (its end tag, an end tag of
-an element opened before it, a start tag that HTML lets close it: ``<p>`` before a ``<div>``,
-``<li>`` before the next, a heading before a heading); one that shows again inside hidden text
-at the latest (its end tag of the same name, or where its parent ends). An element that never
-ends is left as written. Styles on tables' rows and sections (text in them may be moved out
-of the table) and on ``html``, ``head`` and ``body`` are not read. Linear: one pass over the
-tags, each pushed and popped once.
+there it hides nothing and starts no comment, but may end an element. Where an element
+ends is read from a stack of open elements (``_early_ends``): one that hides ends at the
+earliest place HTML may end it (its end tag, an end tag of an element opened before it, a
+start tag that closes it: ``<p>`` before a ``<div>``, ``<li>`` before the next, a heading
+before a heading; not an end tag HTML ignores, a special element's above its element's); one
+that shows again inside hidden text at the latest (that, or its end tag of the same name,
+``_late_ends``). An element that never ends is left as written. Start tags HTML drops (a
+``<td>`` outside a table, a ``<body>``) hold nothing; styles on tables, their rows and
+sections (text in them may be moved out of the table) are not read. Linear: one pass over
+the tags, each element pushed and popped once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import re
 from dataclasses import dataclass
 
 from proxy.inline_styles import NO_STYLE, Style, style_of
+from proxy.markdown_code import code_spans
 
 _HINT = re.compile(r"hidden|style\s*+=|<(?:script|style|template)(?=[\s/>])", re.IGNORECASE)
 """What a hiding tag holds (an attribute's name) or is (``NEVER_SHOWN``): a fast scan, since
@@ -116,56 +119,21 @@ class _Tag:
     style: Style
     self_closing: bool
     in_code: bool = False
-    """In markdown code: maybe text (``_code``)."""
+    """In markdown code: maybe text (``proxy.markdown_code``)."""
     early: int | None = None
     """For a start tag with a style: the earliest place its element may end; None: none."""
     late: int | None = None
     """... the latest (its end tag of the same name); None: none."""
 
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*+(?s:.*?)(?:\n {0,3}\1[`~]*+[ \t]*+(?=\n|\Z)|\Z)",
-                    re.MULTILINE)
-_TICKS = re.compile(r"`++")
-
-
-def _code(text: str) -> list[tuple[int, int]]:
-    """Where markdown shows ``text`` as code (fenced blocks, code spans), in order: a
-    renderer of markdown shows tags there as written, one of HTML reads them as tags."""
-    if "`" not in text and "~~~" not in text:
-        return []
-    fences = [match.span() for match in _FENCE.finditer(text)]
-    runs: list[tuple[int, int]] = []
-    fence = 0
-    for match in _TICKS.finditer(text):
-        while fence < len(fences) and fences[fence][1] <= match.start():
-            fence += 1
-        if fence == len(fences) or match.start() < fences[fence][0]:
-            runs.append(match.span())
-    following: dict[int, int] = {}
-    closer: list[int | None] = [None] * len(runs)
-    for index in range(len(runs) - 1, -1, -1):  # the next run of the same length, each
-        length = runs[index][1] - runs[index][0]
-        closer[index] = following.get(length)
-        following[length] = index
-    spans, index = [], 0
-    while index < len(runs):
-        end = closer[index]
-        if end is None:
-            index += 1
-        else:
-            spans.append((runs[index][0], runs[end][1]))
-            index = end + 1
-    return sorted(fences + spans)
-
-
 def _tags(text: str) -> list[_Tag] | None:
     """``text``'s tags in order, as HTML tokenizes them; None where none hides anything. In
-    markdown code (``_code``) a tag may be text: one there hides nothing (it may show again),
-    and it starts no comment or raw text."""
+    markdown code (``proxy.markdown_code``) a tag may be text: one there hides nothing (it
+    may show again), and it starts no comment or raw text."""
     tags: list[_Tag] = []
     hiding = False
     at = 0
-    code, next_code = _code(text), 0
+    code, next_code = code_spans(text), 0
     while (match := _TOKEN.search(text, at)) is not None:
         at = match.end()
         while next_code < len(code) and code[next_code][1] <= match.start():
@@ -244,8 +212,20 @@ _FORMATTING = frozenset({"a", "b", "big", "code", "em", "font", "i", "nobr", "s"
 """Elements whose end tag HTML reads otherwise (the adoption agency): ends them."""
 _CLOSE_OWN = {"a": ("a",), "button": ("button",), "nobr": ("nobr",), "td": ("td", "th"),
               "th": ("td", "th"), "tr": ("tr",), "option": ("option",),
-              "optgroup": ("option", "optgroup"), "select": ("select",)}
+              "optgroup": ("option", "optgroup"), "select": ("select",),
+              "rb": ("rb", "rp", "rt", "rtc"), "rtc": ("rb", "rp", "rt", "rtc"),
+              "rp": ("rb", "rp", "rt"), "rt": ("rb", "rp", "rt")}
 """Start tags that end an open element (of these names) before them (in doubt, the nearest)."""
+
+_IGNORED = frozenset({"html", "head", "body", "frameset"})
+_TABLE_PARTS = frozenset({"caption", "colgroup", "tbody", "td", "tfoot", "th", "thead", "tr"})
+"""Start tags HTML drops in a page's body (table parts outside a table)."""
+_BREAKOUT = frozenset({
+    "b", "big", "blockquote", "body", "br", "center", "code", "dd", "div", "dl", "dt", "em",
+    "embed", "h1", "h2", "h3", "h4", "h5", "h6", "head", "hr", "i", "img", "li", "listing",
+    "menu", "meta", "nobr", "ol", "p", "pre", "ruby", "s", "small", "span", "strong", "strike",
+    "sub", "sup", "table", "tt", "u", "ul", "var", "font"})
+"""Start tags that end ``svg`` and ``math`` content (in doubt, the innermost)."""
 
 
 def _key(name: str) -> str:
@@ -281,6 +261,12 @@ def _early_ends(ordered: list[_Tag]) -> None:
                     or stops[3][-1] < open_[-1]):  # else a special element above: ignored
                 pop_to(open_[-1], tag.start, tag.end)
             continue
+        if name in _IGNORED or (name in _TABLE_PARTS and not where.get("table")) or (
+                name == "form" and where.get("form")):
+            tag.style = NO_STYLE  # HTML drops the tag: it holds nothing
+            continue
+        if name in _BREAKOUT and (foreign := top(("svg", "math"))) >= 0:
+            pop_to(foreign, tag.start, tag.start)
         if name in _P_CLOSERS and top(("p",)) > (stops[2][-1] if stops[2] else -1):
             pop_to(top(("p",)), tag.start, tag.start)
         if name == "li" and top(("li",)) > (stops[0][-1] if stops[0] else -1):

@@ -57,7 +57,8 @@ def test_what_may_set_a_size_shows_inside_a_parent_of_size_0(inner: str) -> None
     """``0.05em`` of a ``font-size:400px`` element is 20px; ``zoom``, functions, form controls,
     headings, ``<big>`` and ``<font size>`` may set a size of their own: in doubt, shown."""
     name = inner[1:].split(" ", 1)[0].rstrip(">")
-    text = f'<div style="font-size:400px"><div style="font-size:0">pad{inner}{THREAT}</{name}>pad</div></div>'
+    text = (f'<div style="font-size:400px"><div style="font-size:0">pad{inner}{THREAT}</{name}>'
+            "pad</div></div>")
     assert THREAT in without_hidden(text)
     assert "pad" not in without_hidden(text).replace(THREAT, "")
 
@@ -104,11 +105,14 @@ def test_hidden_until_found_where_it_may_show(text: str) -> None:
      f'<span title=x"style=display:none">{THREAT}</span>'),
     (f"<span title='a'style=display:none>pad</span>{THREAT}", THREAT),
     (f'<span style="display:none">pad</span title="<">{THREAT}</span>', f"{THREAT}</span>"),
-    (f'<ul><li style="display:none">pad<ul><li>sub</ul><li>{THREAT}</ul>', f"<ul><li>{THREAT}</ul>"),
+    (f'<ul><li style="display:none">pad<ul><li>sub</ul><li>{THREAT}</ul>',
+     f"<ul><li>{THREAT}</ul>"),
     (f'<span style="visibility:hidden">pad<b style="visibility:visible">{THREAT}</span>x',
      f'<b style="visibility:visible">{THREAT}</span>x'),
-    (f"<td style=display:none>pad<td>{THREAT}", f"<td>{THREAT}"),
-    (f"<table style=display:none><tr><td>{THREAT}</table>", f"<table style=display:none><tr><td>{THREAT}</table>"),
+    (f"<table><tr><td style=display:none>pad<td>{THREAT}</table>",
+     f"<table><tr><td>{THREAT}</table>"),
+    (f"<table style=display:none><tr><td>{THREAT}</table>",
+     f"<table style=display:none><tr><td>{THREAT}</table>"),
 ])
 def test_an_element_ends_no_later_than_html_ends_it(text: str, read: str) -> None:
     """An unstyled parent's end tag closes the styled child; a heading closes a heading;
@@ -149,4 +153,18 @@ def test_tags_in_markdown_code_hide_nothing(text: str, read: str | None) -> None
 def test_what_shows_again_ends_at_the_latest(text: str, read: str) -> None:
     """An end tag HTML ignores (a special element above its element's) ends nothing; a form
     control inside a parent of size 0 shows, its value with it."""
+    assert without_hidden(text) == read
+
+
+@pytest.mark.parametrize(("text", "read"), [
+    (f"<div><span style=display:none>pad<td></span>{THREAT}</div>", f"<div>{THREAT}</div>"),
+    (f"<div><span style=display:none>pad<body></span>{THREAT}</div>", f"<div>{THREAT}</div>"),
+    (f"<form><span style=display:none>pad<form></span>{THREAT}</form>", f"<form>{THREAT}</form>"),
+    (f"<td style=display:none>{THREAT}</td>", f"<td style=display:none>{THREAT}</td>"),
+    (f"<ruby>a<rp style=display:none>pad<rt>{THREAT}</ruby>", f"<ruby>a<rt>{THREAT}</ruby>"),
+    (f"<svg><g style=display:none>pad<p>{THREAT}</p>", f"<svg><p>{THREAT}</p>"),
+])
+def test_a_start_tag_html_drops_or_that_closes_ends_what_it_may(text: str, read: str) -> None:
+    """A ``<td>`` outside a table, a ``<body>`` or a nested ``<form>`` is dropped (it blocks
+    no end tag and hides nothing); ``<rt>`` ends ``<rp>``; ``<p>`` ends ``svg`` content."""
     assert without_hidden(text) == read
