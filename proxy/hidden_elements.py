@@ -27,6 +27,7 @@ the tags, each element pushed and popped once.
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ _BLOCKS = frozenset({
 _GONE = Style(gone=True)
 
 
-def element_style(attributes: str, name: str = "") -> Style:
+def element_style(attributes: str, name: str = "", hidden_read: bool = True) -> Style:
     """What a start tag's ``attributes`` do to what shows of its element ``name``: its
     ``style`` (``proxy.inline_styles``), and an attribute named ``hidden`` as ``display: none``
     unless that style sets a ``display`` (not a value that says "hidden", not ``aria-hidden``,
@@ -84,7 +85,7 @@ def element_style(attributes: str, name: str = "") -> Style:
     for attribute in _ATTRIBUTE.finditer(attributes):
         key = attribute.group(1).lower()
         value = next((v for v in attribute.groups()[1:] if v is not None), "")
-        if key == "hidden" and hidden is None:  # the first of a name counts, in HTML
+        if key == "hidden" and hidden is None and hidden_read:  # the first counts, in HTML
             hidden = html.unescape(value) if "&" in value else value
         elif key == "style" and style is None:
             style = style_of(html.unescape(value) if "&" in value else value)
@@ -119,6 +120,9 @@ class _Tag:
     style: Style
     self_closing: bool
     in_code: bool = False
+    detached: bool = False
+    attributes: str = ""
+    """Taken off the formatting elements by HTML's adoption agency (``_early_ends``)."""
     """In markdown code: maybe text (``proxy.markdown_code``)."""
     early: int | None = None
     """For a start tag with a style: the earliest place its element may end; None: none."""
@@ -157,7 +161,7 @@ def _tags(text: str) -> list[_Tag] | None:
         if in_code and style.hides:
             style = Style(visible=style.visible or None, sized=style.sized or None)
         tags.append(_Tag(name, match.start(), at, closing, style, attributes.endswith("/"),
-                         in_code))
+                         in_code, attributes=attributes))
         hiding = hiding or style.hides
         if not closing and name in _RAW_TEXT and not in_code:
             end = re.compile(rf"</{name}(?=[{_S}/>])", re.IGNORECASE).search(text, at)
@@ -210,11 +214,10 @@ _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 _FORMATTING = frozenset({"a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small",
                          "strike", "strong", "tt", "u"})
 """Elements whose end tag HTML reads otherwise (the adoption agency): ends them."""
-_CLOSE_OWN = {"a": ("a",), "button": ("button",), "nobr": ("nobr",), "td": ("td", "th"),
-              "th": ("td", "th"), "tr": ("tr",), "option": ("option",),
+_CLOSE_OWN = {"button": ("button",), "table": ("table",), "option": ("option",),
               "optgroup": ("option", "optgroup"), "select": ("select",),
-              "rb": ("rb", "rp", "rt", "rtc"), "rtc": ("rb", "rp", "rt", "rtc"),
-              "rp": ("rb", "rp", "rt"), "rt": ("rb", "rp", "rt")}
+              **dict.fromkeys(("rb", "rtc", "rp", "rt"), ("rb", "rp", "rt", "rtc", "p", "li",
+                                                           "dd", "dt", "option", "optgroup"))}
 """Start tags that end an open element (of these names) before them (in doubt, the nearest)."""
 
 _IGNORED = frozenset({"html", "head", "body", "frameset"})
@@ -226,6 +229,10 @@ _BREAKOUT = frozenset({
     "menu", "meta", "nobr", "ol", "p", "pre", "ruby", "s", "small", "span", "strong", "strike",
     "sub", "sup", "table", "tt", "u", "ul", "var", "font"})
 """Start tags that end ``svg`` and ``math`` content (in doubt, the innermost)."""
+
+
+ADOPTED_MOST = 256
+"""The most elements with a style one adoption ends (bounded: linear)."""
 
 
 def _key(name: str) -> str:
@@ -240,15 +247,50 @@ def _early_ends(ordered: list[_Tag]) -> None:
     stops: tuple[list[int], ...] = ([], [], [], [])
     stop_sets = (_LI_STOPS, _D_STOPS, _P_STOPS, _SPECIAL)
 
+    styled: list[int] = []  # where the elements with a style are on the stack
+
     def pop_to(index: int, at: int, own: int) -> None:
         while len(stack) > index:
             element = stack.pop()
-            where[_key(element.name)].pop()
-            for found in stops:
+            if not element.detached:
+                where[_key(element.name)].pop()
+            for found in (*stops, styled):
                 if found and found[-1] == len(stack):
                     found.pop()
             if element.style is not NO_STYLE:
-                element.early = own if len(stack) == index else at
+                end = own if len(stack) == index else at
+                element.early = end if element.early is None else min(element.early, end)
+
+    def adopt(name: str, at: int, own: int) -> None:
+        """HTML's adoption agency for a formatting element's end tag: with a special element
+        above it (the furthest block), that block leaves the elements between (a clone of
+        the formatting element wraps what it holds): those end where the block starts, and
+        the block too where the element may show again; the stack is left as it is, the
+        element detached."""
+        index = where[name][-1]
+        block = bisect.bisect_right(stops[3], index)
+        if block == len(stops[3]):
+            pop_to(index, at, own)
+            return
+        start = stack[stops[3][block]].start
+        reveals = stack[index].style.visible or stack[index].style.sized
+        first = bisect.bisect_left(styled, index)
+        for held in styled[first:first + ADOPTED_MOST]:
+            element = stack[held]
+            if held > stops[3][block]:  # clones of a formatting element may wrap its text
+                above = bisect.bisect_right(stops[3], held)  # and blocks leave their parents
+                end = element.start if reveals and (
+                    element.style.visible is False or element.style.sized is False) else (
+                    stack[stops[3][above]].start if above < len(stops[3])
+                    and element.name not in _SPECIAL else None)
+                if end is None:
+                    continue
+            else:
+                end = at if held == stops[3][block] and not reveals else start
+            element.early = end if element.early is None else min(element.early, end)
+        where[name].pop()
+        stack[index].detached = True
+        pop_to(stops[3][block] + 1, at, at)  # what the block held is in the clone
 
     def top(names: tuple[str, ...]) -> int:
         return max((where[n][-1] for n in names if where.get(n)), default=-1)
@@ -256,17 +298,25 @@ def _early_ends(ordered: list[_Tag]) -> None:
     for tag in ordered:
         name = tag.name
         if tag.closing:
-            if name != "br" and (open_ := where.get(_key(name))) and (
-                    name in _SPECIAL or name in _FORMATTING or not stops[3]
+            if name in _FORMATTING and where.get(name):
+                adopt(name, tag.start, tag.end)
+            elif name != "br" and (open_ := where.get(_key(name))) and (
+                    name in _SPECIAL or not stops[3]
                     or stops[3][-1] < open_[-1]):  # else a special element above: ignored
                 pop_to(open_[-1], tag.start, tag.end)
             continue
-        if name in _IGNORED or (name in _TABLE_PARTS and not where.get("table")) or (
+        if name in _BREAKOUT and (where.get("svg") or where.get("math")):
+            pop_to(min(where[n][0] for n in ("svg", "math") if where.get(n)), tag.start,
+                   tag.start)  # the outermost, in doubt
+        foreign = top(("svg", "math")) >= 0
+        if foreign and tag.style.gone and name not in NEVER_SHOWN:
+            tag.style = element_style(tag.attributes, name, hidden_read=False)  # in doubt
+        elif name in _IGNORED or (name in _TABLE_PARTS and not where.get("table")) or (
                 name == "form" and where.get("form")):
             tag.style = NO_STYLE  # HTML drops the tag: it holds nothing
             continue
-        if name in _BREAKOUT and (foreign := top(("svg", "math"))) >= 0:
-            pop_to(foreign, tag.start, tag.start)
+        elif name in _TABLE_PARTS:
+            pop_to(top(("table",)) + 1, tag.start, tag.start)  # back to the table
         if name in _P_CLOSERS and top(("p",)) > (stops[2][-1] if stops[2] else -1):
             pop_to(top(("p",)), tag.start, tag.start)
         if name == "li" and top(("li",)) > (stops[0][-1] if stops[0] else -1):
@@ -275,15 +325,20 @@ def _early_ends(ordered: list[_Tag]) -> None:
             pop_to(top(("dd", "dt")), tag.start, tag.start)
         elif name in _HEADINGS and stack and stack[-1].name in _HEADINGS:
             pop_to(len(stack) - 1, tag.start, tag.start)
+        elif name in ("a", "nobr") and where.get(name):
+            adopt(name, tag.start, tag.start)
         elif name in _CLOSE_OWN and (at := top(_CLOSE_OWN[name])) >= 0:
             pop_to(at, tag.start, tag.start)
-        if name in VOID_ELEMENTS or (tag.self_closing and (where.get("svg") or where.get("math"))):
+        if name in VOID_ELEMENTS or (tag.self_closing and foreign) or (
+                name == "form" and top(("td", "th", "caption")) < top(("table",))):
             tag.early = tag.late = tag.end if tag.style is not NO_STYLE else None
             continue
         for found, names in zip(stops, stop_sets, strict=True):
-            if name in names:
+            if name in names and top(("svg", "math")) < 0:  # in svg, not HTML's
                 found.append(len(stack))
         where.setdefault(_key(name), []).append(len(stack))
+        if tag.style is not NO_STYLE:
+            styled.append(len(stack))
         stack.append(tag)
 
 

@@ -168,3 +168,18 @@ def test_a_start_tag_html_drops_or_that_closes_ends_what_it_may(text: str, read:
     """A ``<td>`` outside a table, a ``<body>`` or a nested ``<form>`` is dropped (it blocks
     no end tag and hides nothing); ``<rt>`` ends ``<rp>``; ``<p>`` ends ``svg`` content."""
     assert without_hidden(text) == read
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    # the adoption agency moves what a block holds out of the elements it was in
+    (f'<i> w0 <section> w3 <g style="font-size:0"></i> {THREAT} </section>', THREAT),
+    (f'<a><section><ruby hidden><h1 hidden style="display:block"> {THREAT} </a>', THREAT),
+    (f'<nobr style="font-size:16px"><form><dl><label style="visibility:hidden"> x <li> {THREAT}'
+     "</nobr>", THREAT),
+    # a <form> in a table holds nothing; <rt> ends a <p>; <table> in a table ends it
+    (f'<table><b><li><form style="visibility:hidden"><nobr> {THREAT} </table>', THREAT),
+    (f'<ruby><p style="font-size:0">pad<rt> {THREAT}</ruby>', THREAT),
+])
+def test_what_html_moves_or_ends_is_read_where_it_shows(text: str, shown: str) -> None:
+    """Cases a spec parser (html5lib) shows and the reading dropped (random structures)."""
+    assert shown in without_hidden(text)
