@@ -308,7 +308,7 @@ def _early_ends(ordered: list[_Tag]) -> None:
         if name in _BREAKOUT and (where.get("svg") or where.get("math")):
             pop_to(min(where[n][0] for n in ("svg", "math") if where.get(n)), tag.start,
                    tag.start)  # the outermost, in doubt
-        foreign = top(("svg", "math")) >= 0
+        foreign = bool(where.get("svg") or where.get("math"))
         if foreign and tag.style.gone and name not in NEVER_SHOWN:
             tag.style = element_style(tag.attributes, name, hidden_read=False)  # in doubt
         elif name in _IGNORED or (name in _TABLE_PARTS and not where.get("table")) or (
@@ -333,9 +333,10 @@ def _early_ends(ordered: list[_Tag]) -> None:
                 name == "form" and top(("td", "th", "caption")) < top(("table",))):
             tag.early = tag.late = tag.end if tag.style is not NO_STYLE else None
             continue
-        for found, names in zip(stops, stop_sets, strict=True):
-            if name in names and top(("svg", "math")) < 0:  # in svg, not HTML's
-                found.append(len(stack))
+        if name in _SPECIAL and not foreign:  # in svg, not HTML's
+            for found, names in zip(stops, stop_sets, strict=True):
+                if name in names:
+                    found.append(len(stack))
         where.setdefault(_key(name), []).append(len(stack))
         if tag.style is not NO_STYLE:
             styled.append(len(stack))
