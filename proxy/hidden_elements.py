@@ -14,12 +14,12 @@ value runs to its quote, ``<`` and ``>`` included; an unquoted one to a space, q
 (``<span title=x"style=display:none">`` has one attribute); character references in a
 ``style`` are read. In markdown code (a fenced block, a code span) a tag may show as written:
 there it hides nothing and starts no comment, but may end an element. Where an element
-ends is read from a stack of open elements (``_early_ends``): one that hides ends at the
+ends is read from a stack of open elements (``proxy.html_tree``): one that hides ends at the
 earliest place HTML may end it (its end tag, an end tag of an element opened before it, a
 start tag that closes it: ``<p>`` before a ``<div>``, ``<li>`` before the next, a heading
 before a heading; not an end tag HTML ignores, a special element's above its element's); one
 that shows again inside hidden text at the latest (that, or its end tag of the same name,
-``_late_ends``). An element that never ends is left as written. Start tags HTML drops (a
+``proxy.html_tree``). An element that never ends is left as written. Start tags HTML drops (a
 ``<td>`` outside a table, a ``<body>``) hold nothing; styles on tables, their rows and
 sections (text in them may be moved out of the table) are not read. Linear: one pass over
 the tags, each element pushed and popped once.
@@ -27,11 +27,11 @@ the tags, each element pushed and popped once.
 
 from __future__ import annotations
 
-import bisect
 import html
 import re
 from dataclasses import dataclass
 
+from proxy.html_tree import VOID_ELEMENTS, Tag, early_ends, late_ends
 from proxy.inline_styles import NO_STYLE, Style, style_of
 from proxy.markdown_code import code_spans
 
@@ -52,10 +52,6 @@ _ATTRIBUTE = re.compile(rf"""([^{_S}/>][^{_S}/>=]*+)(?:[{_S}]*+=[{_S}]*+"""
 _RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed",
                        "noframes", "noscript"})
 """Elements whose text holds no tags: read to their end tag."""
-VOID_ELEMENTS = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
-                           "meta", "source", "track", "wbr", "keygen", "param", "basefont",
-                           "bgsound", "frame", "image"})
-"""Elements with no content or end tag: hidden, they hide only themselves."""
 NEVER_SHOWN = frozenset({"script", "style", "template"})
 """Elements whose content a renderer never shows, whatever their attributes (review r2:
 ``Gr<style>q</style>ab`` shows "Grab" and was read "Grqab", which passed every clear case)."""
@@ -106,35 +102,22 @@ def element_style(attributes: str, name: str = "", hidden_read: bool = True) -> 
     return Style(True, style.visible, style.sized)
 
 
+def _unhidden(tag: Tag) -> Style:
+    """``tag``'s style but its ``hidden`` attribute (``proxy.html_tree``: in ``svg``)."""
+    return tag.style if tag.name in NEVER_SHOWN else element_style(tag.attributes, tag.name,
+                                                                   hidden_read=False)
+
+
 def hides(attributes: str, name: str = "") -> bool:
     """Whether a start tag's ``attributes`` hide its element's own text (``element_style``)."""
     return element_style(attributes, name).hides
 
 
-@dataclass(slots=True)
-class _Tag:
-    name: str
-    start: int
-    end: int
-    closing: bool
-    style: Style
-    self_closing: bool
-    in_code: bool = False
-    detached: bool = False
-    attributes: str = ""
-    """Taken off the formatting elements by HTML's adoption agency (``_early_ends``)."""
-    """In markdown code: maybe text (``proxy.markdown_code``)."""
-    early: int | None = None
-    """For a start tag with a style: the earliest place its element may end; None: none."""
-    late: int | None = None
-    """... the latest (its end tag of the same name); None: none."""
-
-
-def _tags(text: str) -> list[_Tag] | None:
+def _tags(text: str) -> list[Tag] | None:
     """``text``'s tags in order, as HTML tokenizes them; None where none hides anything. In
     markdown code (``proxy.markdown_code``) a tag may be text: one there hides nothing (it
     may show again), and it starts no comment or raw text."""
-    tags: list[_Tag] = []
+    tags: list[Tag] = []
     hiding = False
     at = 0
     code, next_code = code_spans(text), 0
@@ -160,7 +143,7 @@ def _tags(text: str) -> list[_Tag] | None:
             style = NO_STYLE
         if in_code and style.hides:
             style = Style(visible=style.visible or None, sized=style.sized or None)
-        tags.append(_Tag(name, match.start(), at, closing, style, attributes.endswith("/"),
+        tags.append(Tag(name, match.start(), at, closing, style, attributes.endswith("/"),
                          in_code, attributes=attributes))
         hiding = hiding or style.hides
         if not closing and name in _RAW_TEXT and not in_code:
@@ -171,176 +154,6 @@ def _tags(text: str) -> list[_Tag] | None:
         elif not closing and name == "plaintext" and not in_code:
             break
     return tags if hiding else None
-
-
-def _late_ends(tags: list[_Tag], text_end: int) -> None:
-    """Set ``late`` of each start tag with a style among ``tags`` (all of one name, in order):
-    the first closing tag where closing tags after it outnumber the start tags after it by
-    one (the end of the text where none), found with a stack of waiting start tags."""
-    waiting: list[tuple[int, _Tag]] = []
-    depth = 0
-    for tag in tags:
-        if tag.in_code and tag.closing:
-            continue  # maybe text: the latest end is past it
-        depth += 1 if tag.closing else -1
-        while waiting and waiting[-1][0] < depth:
-            waiting.pop()[1].late = tag.end
-        if tag.style is not NO_STYLE:
-            waiting.append((depth, tag))
-    for _, tag in waiting:
-        tag.late = text_end
-
-
-_SPECIAL = frozenset({
-    "address", "applet", "article", "aside", "blockquote", "body", "button", "caption",
-    "center", "colgroup", "dd", "details", "dir", "div", "dl", "dt", "fieldset", "figcaption",
-    "figure", "footer", "form", "frameset", "h1", "h2", "h3", "h4", "h5", "h6", "head",
-    "header", "hgroup", "html", "iframe", "li", "listing", "main", "marquee", "menu", "nav",
-    "noembed", "noframes", "noscript", "object", "ol", "p", "plaintext", "pre", "script",
-    "search", "section", "select", "style", "summary", "table", "tbody", "td", "template",
-    "textarea", "tfoot", "th", "thead", "title", "tr", "ul", "xmp"})
-"""HTML's special elements (with content): a ``<li>`` closes no ``li`` opened before one."""
-_LI_STOPS = _SPECIAL - {"address", "div", "p", "li"}
-_D_STOPS = _SPECIAL - {"address", "div", "p", "dd", "dt"}
-_P_STOPS = frozenset({"applet", "caption", "html", "table", "td", "th", "marquee", "object",
-                      "template", "button"})
-"""Where HTML stops looking for a ``p`` to close (its button scope)."""
-_P_CLOSERS = frozenset({
-    "address", "article", "aside", "blockquote", "center", "details", "dialog", "dir", "div",
-    "dl", "fieldset", "figcaption", "figure", "footer", "header", "hgroup", "main", "menu",
-    "nav", "ol", "p", "search", "section", "summary", "ul", "h1", "h2", "h3", "h4", "h5", "h6",
-    "pre", "listing", "form", "li", "dd", "dt", "plaintext", "table", "hr", "xmp"})
-_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
-_FORMATTING = frozenset({"a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small",
-                         "strike", "strong", "tt", "u"})
-"""Elements whose end tag HTML reads otherwise (the adoption agency): ends them."""
-_CLOSE_OWN = {"button": ("button",), "table": ("table",), "option": ("option",),
-              "optgroup": ("option", "optgroup"), "select": ("select",),
-              **dict.fromkeys(("rb", "rtc", "rp", "rt"), ("rb", "rp", "rt", "rtc", "p", "li",
-                                                           "dd", "dt", "option", "optgroup"))}
-"""Start tags that end an open element (of these names) before them (in doubt, the nearest)."""
-
-_IGNORED = frozenset({"html", "head", "body", "frameset"})
-_TABLE_PARTS = frozenset({"caption", "colgroup", "tbody", "td", "tfoot", "th", "thead", "tr"})
-"""Start tags HTML drops in a page's body (table parts outside a table)."""
-_BREAKOUT = frozenset({
-    "b", "big", "blockquote", "body", "br", "center", "code", "dd", "div", "dl", "dt", "em",
-    "embed", "h1", "h2", "h3", "h4", "h5", "h6", "head", "hr", "i", "img", "li", "listing",
-    "menu", "meta", "nobr", "ol", "p", "pre", "ruby", "s", "small", "span", "strong", "strike",
-    "sub", "sup", "table", "tt", "u", "ul", "var", "font"})
-"""Start tags that end ``svg`` and ``math`` content (in doubt, the innermost)."""
-
-
-ADOPTED_MOST = 256
-"""The most elements with a style one adoption ends (bounded: linear)."""
-
-
-def _key(name: str) -> str:
-    return "h1" if name in _HEADINGS else name
-
-
-def _early_ends(ordered: list[_Tag]) -> None:
-    """Set ``early`` of each start tag with a style: where a stack of open elements, kept as
-    HTML keeps it (or closing sooner, in doubt), pops it."""
-    stack: list[_Tag] = []
-    where: dict[str, list[int]] = {}
-    stops: tuple[list[int], ...] = ([], [], [], [])
-    stop_sets = (_LI_STOPS, _D_STOPS, _P_STOPS, _SPECIAL)
-
-    styled: list[int] = []  # where the elements with a style are on the stack
-
-    def pop_to(index: int, at: int, own: int) -> None:
-        while len(stack) > index:
-            element = stack.pop()
-            if not element.detached:
-                where[_key(element.name)].pop()
-            for found in (*stops, styled):
-                if found and found[-1] == len(stack):
-                    found.pop()
-            if element.style is not NO_STYLE:
-                end = own if len(stack) == index else at
-                element.early = end if element.early is None else min(element.early, end)
-
-    def adopt(name: str, at: int, own: int) -> None:
-        """HTML's adoption agency for a formatting element's end tag: with a special element
-        above it (the furthest block), that block leaves the elements between (a clone of
-        the formatting element wraps what it holds): those end where the block starts, and
-        the block too where the element may show again; the stack is left as it is, the
-        element detached."""
-        index = where[name][-1]
-        block = bisect.bisect_right(stops[3], index)
-        if block == len(stops[3]):
-            pop_to(index, at, own)
-            return
-        start = stack[stops[3][block]].start
-        reveals = stack[index].style.visible or stack[index].style.sized
-        first = bisect.bisect_left(styled, index)
-        for held in styled[first:first + ADOPTED_MOST]:
-            element = stack[held]
-            if held > stops[3][block]:  # clones of a formatting element may wrap its text
-                above = bisect.bisect_right(stops[3], held)  # and blocks leave their parents
-                end = element.start if reveals and (
-                    element.style.visible is False or element.style.sized is False) else (
-                    stack[stops[3][above]].start if above < len(stops[3])
-                    and element.name not in _SPECIAL else None)
-                if end is None:
-                    continue
-            else:
-                end = at if held == stops[3][block] and not reveals else start
-            element.early = end if element.early is None else min(element.early, end)
-        where[name].pop()
-        stack[index].detached = True
-        pop_to(stops[3][block] + 1, at, at)  # what the block held is in the clone
-
-    def top(names: tuple[str, ...]) -> int:
-        return max((where[n][-1] for n in names if where.get(n)), default=-1)
-
-    for tag in ordered:
-        name = tag.name
-        if tag.closing:
-            if name in _FORMATTING and where.get(name):
-                adopt(name, tag.start, tag.end)
-            elif name != "br" and (open_ := where.get(_key(name))) and (
-                    name in _SPECIAL or not stops[3]
-                    or stops[3][-1] < open_[-1]):  # else a special element above: ignored
-                pop_to(open_[-1], tag.start, tag.end)
-            continue
-        if name in _BREAKOUT and (where.get("svg") or where.get("math")):
-            pop_to(min(where[n][0] for n in ("svg", "math") if where.get(n)), tag.start,
-                   tag.start)  # the outermost, in doubt
-        foreign = bool(where.get("svg") or where.get("math"))
-        if foreign and tag.style.gone and name not in NEVER_SHOWN:
-            tag.style = element_style(tag.attributes, name, hidden_read=False)  # in doubt
-        elif name in _IGNORED or (name in _TABLE_PARTS and not where.get("table")) or (
-                name == "form" and where.get("form")):
-            tag.style = NO_STYLE  # HTML drops the tag: it holds nothing
-            continue
-        elif name in _TABLE_PARTS:
-            pop_to(top(("table",)) + 1, tag.start, tag.start)  # back to the table
-        if name in _P_CLOSERS and top(("p",)) > (stops[2][-1] if stops[2] else -1):
-            pop_to(top(("p",)), tag.start, tag.start)
-        if name == "li" and top(("li",)) > (stops[0][-1] if stops[0] else -1):
-            pop_to(top(("li",)), tag.start, tag.start)
-        elif name in ("dd", "dt") and top(("dd", "dt")) > (stops[1][-1] if stops[1] else -1):
-            pop_to(top(("dd", "dt")), tag.start, tag.start)
-        elif name in _HEADINGS and stack and stack[-1].name in _HEADINGS:
-            pop_to(len(stack) - 1, tag.start, tag.start)
-        elif name in ("a", "nobr") and where.get(name):
-            adopt(name, tag.start, tag.start)
-        elif name in _CLOSE_OWN and (at := top(_CLOSE_OWN[name])) >= 0:
-            pop_to(at, tag.start, tag.start)
-        if name in VOID_ELEMENTS or (tag.self_closing and foreign) or (
-                name == "form" and top(("td", "th", "caption")) < top(("table",))):
-            tag.early = tag.late = tag.end if tag.style is not NO_STYLE else None
-            continue
-        if name in _SPECIAL and not foreign:  # in svg, not HTML's
-            for found, names in zip(stops, stop_sets, strict=True):
-                if name in names:
-                    found.append(len(stack))
-        where.setdefault(_key(name), []).append(len(stack))
-        if tag.style is not NO_STYLE:
-            styled.append(len(stack))
-        stack.append(tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,15 +196,15 @@ def _shown_of(text: str) -> str:
     ordered = _tags(text)
     if ordered is None:
         return text
-    _early_ends(ordered)
-    by_name: dict[str, list[_Tag]] = {}
+    early_ends(ordered, _unhidden)
+    by_name: dict[str, list[Tag]] = {}
     for tag in ordered:
         if tag.name not in VOID_ELEMENTS:
             by_name.setdefault(tag.name, []).append(tag)
-    styled: list[_Tag] = []
+    styled: list[Tag] = []
     for tags in by_name.values():
         if any(tag.style is not NO_STYLE for tag in tags):
-            _late_ends(tags, len(text))
+            late_ends(tags, len(text))
             for tag in tags:
                 if tag.style is not NO_STYLE:
                     tag.late = max(tag.late or 0, len(text) if tag.early is None else tag.early)

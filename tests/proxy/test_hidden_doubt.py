@@ -174,8 +174,8 @@ def test_a_start_tag_html_drops_or_that_closes_ends_what_it_may(text: str, read:
     # the adoption agency moves what a block holds out of the elements it was in
     (f'<i> w0 <section> w3 <g style="font-size:0"></i> {THREAT} </section>', THREAT),
     (f'<a><section><ruby hidden><h1 hidden style="display:block"> {THREAT} </a>', THREAT),
-    (f'<nobr style="font-size:16px"><form><dl><label style="visibility:hidden"> x <li> {THREAT}'
-     "</nobr>", THREAT),
+    ((f'<nobr style="font-size:16px"><form><dl><label style="visibility:hidden"> x <li> {THREAT}'
+      "</nobr>"), THREAT),
     # a <form> in a table holds nothing; <rt> ends a <p>; <table> in a table ends it
     (f'<table><b><li><form style="visibility:hidden"><nobr> {THREAT} </table>', THREAT),
     (f'<ruby><p style="font-size:0">pad<rt> {THREAT}</ruby>', THREAT),
