@@ -27,6 +27,7 @@ the tags, each element pushed and popped once.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from dataclasses import dataclass
@@ -102,6 +103,10 @@ def element_style(attributes: str, name: str = "", hidden_read: bool = True) -> 
     return Style(True, style.visible, style.sized)
 
 
+_element_style_cached = functools.lru_cache(maxsize=1024)(element_style)
+"""A page repeats its few start tags' attributes."""
+
+
 def _unhidden(tag: Tag) -> Style:
     """``tag``'s style but its ``hidden`` attribute (``proxy.html_tree``: in ``svg``)."""
     return tag.style if tag.name in NEVER_SHOWN else element_style(tag.attributes, tag.name,
@@ -119,39 +124,45 @@ def _tags(text: str) -> list[Tag] | None:
     may show again), and it starts no comment or raw text."""
     tags: list[Tag] = []
     hiding = False
-    at = 0
     code, next_code = code_spans(text), 0
-    while (match := _TOKEN.search(text, at)) is not None:
-        at = match.end()
-        while next_code < len(code) and code[next_code][1] <= match.start():
-            next_code += 1
-        in_code = next_code < len(code) and code[next_code][0] <= match.start()
-        if match.group(2) is None:
-            if in_code:
-                at = match.start() + 1
+    matches = _TOKEN.finditer(text)
+    while (match := next(matches, None)) is not None:
+        start, at = match.span()
+        in_code = False
+        if code:
+            while next_code < len(code) and code[next_code][1] <= start:
+                next_code += 1
+            in_code = next_code < len(code) and code[next_code][0] <= start
+        closing, name, attributes, gt = match.groups()
+        if name is None:
+            if in_code:  # maybe text: what it holds is read
+                matches = _TOKEN.finditer(text, start + 1)
             continue  # a comment
-        if not match.group(4):
+        if not gt:
             break  # the text ends inside the tag
-        closing, name, attributes = bool(match.group(1)), match.group(2).lower(), match.group(3)
+        name = name.lower()
         if closing or name in _UNREAD:
             style = NO_STYLE
         elif name in NEVER_SHOWN:
             style = _GONE
         elif attributes or name in _SIZED:
-            style = element_style(attributes, name)
+            style = (_element_style_cached(attributes, name) if len(attributes) <= 256
+                     else element_style(attributes, name))
         else:
             style = NO_STYLE
         if in_code and style.hides:
             style = Style(visible=style.visible or None, sized=style.sized or None)
-        tags.append(Tag(name, match.start(), at, closing, style, attributes.endswith("/"),
-                         in_code, attributes=attributes))
+        tags.append(Tag(name, start, at, bool(closing), style, attributes.endswith("/"),
+                        in_code, attributes=attributes))
         hiding = hiding or style.hides
-        if not closing and name in _RAW_TEXT and not in_code:
+        if closing or in_code:
+            continue
+        if name in _RAW_TEXT:
             end = re.compile(rf"</{name}(?=[{_S}/>])", re.IGNORECASE).search(text, at)
             if end is None:
                 break  # the rest is its text
-            at = end.start()
-        elif not closing and name == "plaintext" and not in_code:
+            matches = _TOKEN.finditer(text, end.start())
+        elif name == "plaintext":
             break
     return tags if hiding else None
 

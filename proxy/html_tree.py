@@ -95,6 +95,9 @@ _BREAKOUT = frozenset({
 """Start tags that end ``svg`` and ``math`` content (in doubt, the innermost)."""
 
 
+_RULED = (_SPECIAL | _P_CLOSERS | _HEADINGS | _IGNORED | _TABLE_PARTS | VOID_ELEMENTS
+          | set(_CLOSE_OWN) | {"a", "nobr", "form", "li", "dd", "dt", "svg", "math"})
+"""Start tags outside svg and math that a rule of ``early_ends`` concerns."""
 ADOPTED_MOST = 256
 """The most elements with a style one adoption ends (bounded: linear)."""
 
@@ -169,6 +172,12 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> None:
                     name in _SPECIAL or not stops[3]
                     or stops[3][-1] < open_[-1]):  # else a special element above: ignored
                 pop_to(open_[-1], tag.start, tag.end)
+            continue
+        if name not in _RULED and not (where.get("svg") or where.get("math")):
+            where.setdefault(name, []).append(len(stack))  # most tags: no rule applies
+            if tag.style is not NO_STYLE:
+                styled.append(len(stack))
+            stack.append(tag)
             continue
         if name in _BREAKOUT and (where.get("svg") or where.get("math")):
             pop_to(min(where[n][0] for n in ("svg", "math") if where.get(n)), tag.start,
