@@ -1,5 +1,5 @@
 """Where an element whose end tag HTML lets a writer leave out ends, for the judge
-(``proxy.hidden_elements._implied_end``): a ``<p style="opacity:0">`` of padding left open
+(``proxy.hidden_elements._early_ends``): a ``<p style="opacity:0">`` of padding left open
 before the next ``<p>`` (or a ``<li>``, ``<dt>``, ``<dd>`` before the next) hides only the
 padding. Before the fix it never closed and the padding stayed in the reading, diluting the
 visible threat; and with a stray ``</p>`` later the padding's element hid the visible
@@ -39,10 +39,11 @@ def test_an_element_with_no_end_in_sight_is_read_as_written(text: str) -> None:
     assert without_hidden(text) == text
 
 
-def test_an_element_ends_within_its_reach() -> None:
-    """Past ``IMPLIED_END_TAGS`` tags it is left as written."""
+def test_an_element_ends_however_far_its_end_is() -> None:
+    """review mr2: past 64 tags the ``<p>`` of padding was left as written (it diluted the
+    threat); the stack of open elements ends it wherever HTML does."""
     text = '<p style="opacity:0">PAD' + "<br>" * 100 + "<p>THREAT"
-    assert without_hidden(text) == text
+    assert without_hidden(text) == "<p>THREAT"
     assert without_hidden('<p style="opacity:0">PAD' + "<br>" * 10 + "<p>THREAT") == "<p>THREAT"
 
 
@@ -52,8 +53,8 @@ def test_an_element_ends_within_its_reach() -> None:
                                   '<p style="opacity:0">x<p>', '<dd style=opacity:0><dl><dt>',
                                   '<span style="opacity:0;opacity:0;font:0/0 a">'])
 def test_a_megabyte_of_styled_elements_reads_in_linear_time(unit: str) -> None:
-    """Each element's walk reads ``IMPLIED_END_TAGS`` tags at most, all of a name together
-    ``IMPLIED_END_READS`` times the text's tags (quadratic work would take hours)."""
+    """One pass over the tags, each element pushed and popped once
+    (quadratic work would take hours)."""
     text = unit * (1_000_000 // len(unit))
     read, also = shown(text)
     assert len(read) <= len(text) and len(also) <= 1

@@ -1,7 +1,7 @@
 """Elements an inline style hides from a rendered page (``proxy.inline_styles``,
 ``proxy.hidden_elements.without_hidden``): ``opacity: 0`` and ``font-size: 0`` (with their
-equivalents: ``0.0``, ``0%``, ``0px``, the ``font`` shorthand, and values too faint or small to
-read, ``opacity: 0.01``, ``font-size: 1px``) hide what they hold as ``display: none`` does, and
+equivalents: ``0.0``, ``0%``, ``0px``, the ``font`` shorthand; not values merely faint or small,
+``opacity: 0.01``, ``font-size: 1px``: how small depends on the page, review mr2) hide what they hold as ``display: none`` does, and
 the judge reads what a person sees, the hidden padding dropped. Before the fix a threat padded
 with gardening tips in ``opacity:0`` or ``font-size:0`` spans read as the tips (mft.care 0.01
 for 0.54 plain, ``test_hidden_styles_real``).
@@ -34,9 +34,7 @@ HIDING = ["opacity:0", "opacity: 0.0", "opacity:.0", "opacity:0%", "OPACITY:0 !i
           "font-size:0%", "font: 0/0 a", "font: italic bold 0px Arial, sans-serif",
           "color:red; opacity:0", "opacity:0;", "display:none", "visibility:hidden",
           "opacity:1; opacity:0", "opacity:0; opacity:x", "opacity:0 !important; opacity:1",
-          "opacity:/* a comment */0", "font-size:12px; font:0/0 a", "font-size:0; font:0/0",
-          "opacity:0.01", "opacity:5%", "font-size:1px", "font-size:1pt", "font-size:0.05em",
-          "font-size:1%", "font: 1px serif"]
+          "opacity:/* a comment */0", "font-size:12px; font:0/0 a", "font-size:0; font:0/0"]
 
 
 @pytest.mark.parametrize("style", HIDING)
@@ -51,7 +49,8 @@ SHOWING = ["opacity:0.5", "opacity:1", "opacity: 0.1", "opacity:10%", "font-size
            "font-size:small", "font: bold 10px/0 serif", "opacity:0; opacity:1",
            "font-size:0; font-size:12px", "line-height:0", "margin:0", "padding: 0px",
            "z-index:0", "opacity", "opacity:", "color:#000000", "font: 0/0", "font:0px",
-           "font-size:12px; font: 0/0"]
+           "font-size:12px; font: 0/0", "opacity:0.01", "opacity:5%", "font-size:1px",
+           "font-size:1pt", "font-size:0.05em", "font-size:1%", "font: 1px serif"]
 
 
 @pytest.mark.parametrize("style", SHOWING)
@@ -72,6 +71,7 @@ def test_only_a_style_attribute_hides(attributes: str) -> None:
     ("font-size:0", "font-size:16px"), ("font-size:0", "font:12pt serif"),
     ("visibility:hidden", "visibility:visible"),
     ("font-size:0; visibility:hidden", "font-size:1rem; visibility:visible"),
+    ("font-size:0", "font-size:larger"),
 ])
 def test_a_descendant_that_shows_again_is_read(outer: str, inner: str) -> None:
     """A threat in a descendant that shows again, inside hidden padding: only it shows."""
@@ -84,7 +84,7 @@ def test_a_descendant_that_shows_again_is_read(outer: str, inner: str) -> None:
 @pytest.mark.parametrize(("outer", "inner"), [
     ("opacity:0", "opacity:1; font-size:16px; visibility:visible"),
     ("display:none", "display:block"), ("font-size:0", "font-size:2em"),
-    ("font-size:0", "font-size:larger"), ("visibility:hidden", "color:red"),
+    ("font-size:0", "font-size:smaller"), ("visibility:hidden", "color:red"),
 ])
 def test_a_descendant_that_cannot_show_again_stays_hidden(outer: str, inner: str) -> None:
     text = f'<div style="{outer}">{GARDEN} <b style="{inner}">{GARDEN}</b></div>{THREAT}'

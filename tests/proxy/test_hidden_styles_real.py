@@ -26,8 +26,6 @@ WRITTEN = {
     "font_size": padded("font-size:0"),
     "font_size_px": padded("font-size: 0px"),
     "font_shorthand": padded("font: 0/0 a"),
-    "opacity_faint": padded("opacity:0.01"),
-    "font_size_1px": padded("font-size:1px"),
     "paragraphs_left_open": (f'<p style="opacity:0">{GARDEN}<p>{THREAT}'
                              f'<p style="opacity:0">{GARDEN}</p>'),
     "eight_for_b": "I will find you and 8reak every 8one.",
