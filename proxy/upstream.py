@@ -119,13 +119,16 @@ class LiteLLMUpstream:
                                                          "stream": True})
         # the upstream answered: a failure from here on is not "unreachable"
         with map_upstream_errors(self._redact, model, reached=True):
-            labels, ends = StreamLabels(), ChoiceEnds()
+            labels, ends = StreamLabels(), ChoiceEnds(params.get("n"))
             try:
                 async for chunk in response:
                     piece = wire_dict(chunk.model_dump(exclude_none=True))
-                    ends.note(piece)  # each choice's role and finish_reason (LiteLLM's n > 1)
-                    entered(piece, "delta", model, stream=labels)
-                    yield cast(Chunk, piece)
+                    for out in ends.note(piece):  # each choice's role (LiteLLM's n > 1)
+                        entered(out, "delta", model, stream=labels)
+                        yield cast(Chunk, out)
+                if (ending := ends.ending()) is not None:  # choices LiteLLM left unfinished
+                    entered(ending, "delta", model, stream=labels)
+                    yield cast(Chunk, ending)
             finally:
                 close = getattr(response, "aclose", None)
                 if close is not None:
