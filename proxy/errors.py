@@ -25,7 +25,8 @@ path's (httpx's, and the upstream's own error replies) by ``map_http_errors`` an
 ``upstream_status_error``, each with a fixed text the gateway writes: the upstream's message is
 text nothing checked, so it goes to the log only (``upstream_said``: redacted by ``Redactor``,
 cut, one line); of a 400 its ``param`` and ``code`` reach the client when they are short
-identifiers, of a 429 its Retry-After as bounded seconds (``proxy.upstream_hints``).
+identifiers (the ``code`` only when OpenAI's: ``proxy.upstream_codes``), of a 429 its
+Retry-After as bounded seconds (``proxy.upstream_hints``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any, ClassVar
 from proxy.protocol import error_envelope
 from proxy.redaction import REDACTED as REDACTED  # noqa: PLC0414 - re-exported, as before
 from proxy.redaction import Redactor as Redactor  # noqa: PLC0414 - re-exported
+from proxy.upstream_codes import litellm_refused, passed_code
 from proxy.upstream_hints import error_label
 from proxy.upstream_hints import retry_after as retry_after_header
 from proxy.upstream_log import upstream_said
@@ -47,7 +49,6 @@ from proxy.wellformed import well_formed
 
 class GatewayError(Exception):
     """An error the gateway answers with an OpenAI error envelope."""
-
     status: ClassVar[int] = 500
     type: ClassVar[str] = "api_error"
 
@@ -251,6 +252,8 @@ def map_upstream_errors(redact: Redactor, model: str, *, reached: bool = False,
         upstream_said(redact, model, f"status {exc.status_code}", _message_of(exc))
         if MEDIA_URL_REFUSED in _message_of(exc):  # LiteLLM's own 400, the gateway's reason
             raise InvalidRequest(no_media_url(model), code="upstream_bad_request") from exc
+        if (own := litellm_refused(exc, model)) is not None:  # nothing sent: not upstream's
+            raise InvalidRequest(own[0], param=own[1], code="unsupported_parameter") from exc
         error = _from_status(exc.status_code, model, redact, *_labels_of(exc),
                              wildcard=wildcard)
         if isinstance(error, UpstreamRateLimited):
@@ -272,11 +275,10 @@ STREAM_CUT_SHORT = "Stream ended before a finish_reason"
 ended with no choice finished: what the direct path calls ``upstream_malformed``."""
 
 REPLY_NOT_READ = ("Invalid response object ", "LiteLLM: provider returned ")
-"""LiteLLM's messages (its response converter's) for a reply it could not read as a chat
-completion (choices not a list, a choice or message not an object): what the direct path's
-``proxy.upstream.checked_choices`` calls ``upstream_malformed``. Its stream wrapper fails on
-such chunks with a bare ``AttributeError`` instead, which cannot be told from a fault of its
-own: those stay ``upstream_error``."""
+"""LiteLLM's messages for a reply it could not read as a chat completion (choices not a list,
+a choice or message not an object): the direct path's ``upstream_malformed``
+(``proxy.upstream.checked_choices``). Its stream wrapper's bare ``AttributeError`` on such
+chunks cannot be told from a fault of its own: those stay ``upstream_error``."""
 
 
 def _labels_of(exc: BaseException) -> tuple[object, object]:
@@ -359,14 +361,13 @@ def upstream_status_error(status: int, message: str, model: str, retry_after: st
 
 def _from_status(status: int, model: str, redact: Redactor, param: object = None,
                  code: object = None, *, wildcard: bool = False) -> GatewayError:
-    """The gateway's own error for an upstream's status: a fixed text (a 400's labels too,
-    when they are short identifiers: ``proxy.upstream_hints.error_label``; its code, so vetted,
-    as the error's ``code``, which clients branch on: ``context_length_exceeded``). A 3xx is a
-    redirect the gateway never follows (neither path's client does): as on the direct path,
-    not a chat completion. A 404 is the caller's unknown model (404 ``model_not_found``, which
-    a client does not retry) when the upstream says so by its code, or when the model's entry
-    is a pattern (``wildcard``: ``*`` sends the caller's name as it is); otherwise, as 401 and
-    403 are (the gateway's own key), the gateway's configuration: a 502."""
+    """The gateway's own error for an upstream's status: a fixed text (a 400's short labels
+    too, ``proxy.upstream_hints.error_label``; its code as ``code`` when it is one of OpenAI's,
+    ``proxy.upstream_codes``). A 3xx is a redirect neither path follows: not a completion. A
+    404 is the caller's unknown model (404 ``model_not_found``, which a client does not retry)
+    when the upstream says so by its code, or when the model's entry is a pattern
+    (``wildcard``: ``*`` sends the caller's name as it is); otherwise, as 401 and 403 are (the
+    gateway's own key), the gateway's configuration: a 502."""
     if 300 <= status < 400:
         return UpstreamFailed(f"the upstream for model {model!r} did not answer with a chat "
                               "completion", code="upstream_malformed")
@@ -384,7 +385,7 @@ def _from_status(status: int, model: str, redact: Redactor, param: object = None
         detail = ", ".join(f"{name}: {value}" for name, value in labels if value)
         return InvalidRequest(f"the upstream for model {model!r} answered {status}: it rejected "
                               "the request as invalid" + (f" ({detail})" if detail else ""),
-                              code=label or "upstream_bad_request")
+                              code=passed_code(label) or "upstream_bad_request")
     # 401/403 (and a 404 not the model's) are the gateway's configuration, not the caller's.
     return UpstreamFailed(f"the upstream for model {model!r} failed (status {status})",
                           code="upstream_error")

@@ -19,7 +19,7 @@ from proxy.check_charge import charge_check, refund_check, refused_unread
 from proxy.client_keys import reserve_tokens
 from proxy.cross_site import refuse_unless_json
 from proxy.disconnect import unless_disconnected
-from proxy.errors import ClientClosed, InvalidRequest
+from proxy.errors import ClientClosed, InvalidRequest, ModelNotFound
 from proxy.middleware import Caller
 from proxy.off_loop import off_loop_past
 from proxy.openapi import error_responses, header, json_body
@@ -27,6 +27,7 @@ from proxy.outcome import Facts, Stream, verdict_of
 from proxy.pipeline import ChatRequest, choose_policy, require_model
 from proxy.policy_reload import policy_names
 from proxy.protocol import (
+    MAX_NAME_CHARS,
     ChatCompletionRequest,
     Health,
     ModelCard,
@@ -115,6 +116,7 @@ async def values_check(request: Request) -> ValuesCheckResult:
 
 
 @router.get("/v1/models")
+@router.get("/v1/models/", include_in_schema=False)  # no id: the list, not a model not found
 async def models(request: Request) -> ModelList:
     """The model names the config serves; a pattern (``*``, ``gpt-*``) is no model's id, so it
     is not listed (``GET /v1/models/{model}`` answers for a name it serves)."""
@@ -126,10 +128,19 @@ async def models(request: Request) -> ModelList:
 @router.get("/v1/models/{model:path}", responses=error_responses(404))
 async def retrieve_model(model: str, request: Request) -> ModelCard:
     """A model the config serves, by an entry's name or through a pattern; else a 404
-    ``model_not_found``, as the chat route answers."""
+    ``model_not_found``, as the chat route answers; so is a name chat refuses (over
+    ``MAX_NAME_CHARS``) or one with a pattern's characters (``*?[``: a pattern is no model)."""
     services: Services = request.app.state.services
+    if len(model) > MAX_NAME_CHARS or PATTERN_CHARS.search(model):
+        raise ModelNotFound(f"the model {shown_name(model)!r} does not exist on this gateway "
+                            f"(a name is at most {MAX_NAME_CHARS} characters, without *, ? or [)",
+                            param="model", code="model_not_found")
     require_model(services.upstream, model, caller_of(request))
     return ModelCard(id=model)
+
+
+PATTERN_CHARS = re.compile(r"[*?\[]")
+"""Characters of a config pattern (``stub-*``), never of a model's id."""
 
 
 @router.get("/healthz", response_model_exclude_none=True)

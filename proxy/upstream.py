@@ -19,6 +19,7 @@ from proxy.litellm_clients import no_cookies, own_litellm_clients, refuse_unboun
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.router_choices import ChoiceEnds
+from proxy.router_fields import carried
 from proxy.settings import Deployment, configured_name
 from proxy.upstream_bounds import DEFAULT_MAX_BYTES, ReplyBounds, bounds_for
 from proxy.wellformed import NotFinite, make_well_formed, parse_upstream, parse_upstream_event
@@ -52,6 +53,7 @@ class LiteLLMUpstream:
         from litellm.router import Router  # heavy import: only when the gateway is built
 
         from proxy.operator_body import keep_operator_bodies  # imports LiteLLM too
+        from proxy.router_fields import send_openai_only_fields_per_attempt
 
         refuse_unbounded(model_list, router_settings)
         one_line_logs(*LITELLM_LOGGERS)
@@ -62,17 +64,12 @@ class LiteLLMUpstream:
         self._router = Router(model_list=[d.router_entry() for d in model_list],
                               **with_router_defaults(router_settings))
         keep_operator_bodies(self._router.model_list)
+        send_openai_only_fields_per_attempt()
         self._redact = redact
         self._deployments, self._defaults = (self._router.model_list,
                                              router_settings.get("default_litellm_params"))
         self._plain = ReplyBounds(max_response_bytes, redact=redact, deadline=True)
         self._stream = ReplyBounds(max_response_bytes, redact=redact)
-        others = {d.model_name for d in model_list
-                  if not str(d.litellm_params["model"]).startswith("openai/")}
-        falls_back = any(v for k, v in router_settings.items() if k.endswith("fallbacks"))
-        self._openai = set() if others and falls_back else set(self._names) - others
-        """Names whose calls reach only ``openai/`` deployments, fallbacks included
-        (``wire_params``)."""
 
     def serves(self, model: str) -> bool:
         return configured_name(model, self._names) is not None
@@ -85,20 +82,10 @@ class LiteLLMUpstream:
         return "*" in (configured_name(model, self._names) or "")
 
     def wire_params(self, params: UpstreamParams) -> UpstreamParams:
-        """The call's arguments. ``user`` and the fields LiteLLM may not know
-        (``IN_EXTRA_BODY``) go in ``extra_body`` to an ``openai/`` model (as ``metadata``
-        does, ``proxy.protocol.forwarded``): LiteLLM sends ``user`` only to models in OpenAI's
-        own catalog and refuses a field it does not know (``verbosity``: a 400), and the
-        direct path sends each to every one. Other providers get them as LiteLLM maps them
-        (Anthropic's ``metadata.user_id``). A deployment's configured ``extra_body`` is kept
-        under it (``proxy.operator_body``)."""
-        moved = [name for name in IN_EXTRA_BODY if name in params]
-        if not moved or configured_name(str(params["model"]), self._names) not in self._openai:
-            return params
-        wired = {k: v for k, v in params.items() if k not in moved}
-        wired["extra_body"] = {**(params.get("extra_body") or {}),
-                               **{name: params[name] for name in moved}}
-        return wired
+        """The call's arguments: OpenAI's own fields (and ``user``) go to each attempt as its
+        provider takes them (``proxy.router_fields``). A deployment's configured
+        ``extra_body`` is kept under it (``proxy.operator_body``)."""
+        return carried(params)
 
     async def complete(self, params: UpstreamParams) -> Completion:
         model = str(params["model"])
@@ -119,23 +106,20 @@ class LiteLLMUpstream:
                                                          "stream": True})
         # the upstream answered: a failure from here on is not "unreachable"
         with map_upstream_errors(self._redact, model, reached=True):
-            labels, ends = StreamLabels(), ChoiceEnds()
+            labels, ends = StreamLabels(), ChoiceEnds(params.get("n"))
             try:
                 async for chunk in response:
                     piece = wire_dict(chunk.model_dump(exclude_none=True))
-                    ends.note(piece)  # each choice's role and finish_reason (LiteLLM's n > 1)
-                    entered(piece, "delta", model, stream=labels)
-                    yield cast(Chunk, piece)
+                    for out in ends.note(piece):  # each choice's role (LiteLLM's n > 1)
+                        entered(out, "delta", model, stream=labels)
+                        yield cast(Chunk, out)
+                if (ending := ends.ending()) is not None:  # choices LiteLLM left unfinished
+                    entered(ending, "delta", model, stream=labels)
+                    yield cast(Chunk, ending)
             finally:
                 close = getattr(response, "aclose", None)
                 if close is not None:
                     await close()
-
-
-IN_EXTRA_BODY = ("user", "moderation", "prompt_cache_key", "prompt_cache_options",
-                 "prompt_cache_retention", "safety_identifier", "verbosity", "web_search_options")
-"""Request fields sent to an ``openai/`` model in ``extra_body`` on the Router path, as they
-came (``LiteLLMUpstream.wire_params``)."""
 
 
 def refuse_unbounded(model_list: Sequence[Deployment], router_settings: dict[str, Any]) -> None:

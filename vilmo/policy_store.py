@@ -210,7 +210,11 @@ class PolicyStore:
         """A pass over copies of the state as it began (``seen``), merged in at its end."""
         files, broken, ignored = dict(seen.files), set(seen.broken), dict(seen.ignored)
         listed = set(self._policy_files())
-        present = {p: stamp for p in listed if (stamp := _stamp(p)) is not None}
+        present: dict[Path, PolicyFileStamp] = {}
+        quiet_before: dict[Path, int] = {}  # each file's age is read with its stat, not later
+        for path in listed:
+            if (stamp := _stamp(path)) is not None:
+                present[path], quiet_before[path] = stamp, self._quiet_ns()
         for path in list(files):
             if path in listed and path not in present:
                 continue  # listed, gone before its stat: keep it; the next pass decides
@@ -227,8 +231,12 @@ class PolicyStore:
             if self._stuck(token, path):
                 continue  # an abandoned pass still reads it: its last good version meanwhile
             if self._started and not _settled(pending, path, stamp, now, self.settle_s,
-                                              self._quiet_ns()):
+                                              quiet_before[path]):
                 continue  # maybe still being written: the last good version meanwhile
+            if self._started and (again := _stamp(path)) != stamp:
+                if again is not None:  # changed since its stat (a slow load before it): later
+                    pending[path] = (again, now)
+                continue
             self._note_reading(token, path)
             previous = entry.policy if entry else None
             try:

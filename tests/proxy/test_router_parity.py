@@ -102,9 +102,11 @@ def test_both_paths_send_the_upstream_the_same_fields(stub: StubUpstream, polici
     assert bodies["litellm"] == bodies["direct"]
 
 
-def test_user_goes_in_extra_body_only_where_every_deployment_is_openai() -> None:
-    """Elsewhere (another provider, or a fallback to one) LiteLLM maps ``user`` itself."""
+def test_user_goes_in_extra_body_only_to_an_openai_attempt() -> None:
+    """Elsewhere (another provider, or a fallback to one) LiteLLM maps ``user`` itself:
+    decided per attempt, by the deployment LiteLLM chose (``proxy.router_fields``)."""
     from proxy.errors import Redactor
+    from proxy.router_fields import for_attempt
     from proxy.settings import Deployment
     from proxy.upstream import LiteLLMUpstream
 
@@ -113,10 +115,9 @@ def test_user_goes_in_extra_body_only_where_every_deployment_is_openai() -> None
 
     plain = [entry("a", "openai/a"), entry("c", "anthropic/claude-x")]
     params = {"model": "a", "messages": ASK, "user": "u", "extra_body": {"metadata": {"t": 1}}}
-    wired = LiteLLMUpstream(plain, {}, Redactor()).wire_params(params)
-    assert wired == {"model": "a", "messages": ASK,
-                     "extra_body": {"metadata": {"t": 1}, "user": "u"}}
-    assert params["user"] == "u"  # the caller's dict is left as it was (regenerations)
     upstream = LiteLLMUpstream(plain, {"fallbacks": [{"a": ["c"]}]}, Redactor())
-    assert upstream.wire_params(params) is params
-    assert LiteLLMUpstream(plain, {}, Redactor()).wire_params({**params, "model": "c"})["user"]
+    wired = upstream.wire_params(params)
+    assert for_attempt({**wired, "model": "openai/a"}) == {
+        "model": "openai/a", "messages": ASK, "extra_body": {"user": "u", "metadata": {"t": 1}}}
+    assert params["user"] == "u"  # the caller's dict is left as it was (regenerations)
+    assert for_attempt({**wired, "model": "anthropic/claude-x"})["user"] == "u"
