@@ -278,6 +278,8 @@ class Lane:
             async with asyncio.timeout(timeout):  # not wait_for: it drops a cancel that lands
                 return await asyncio.wrap_future(job)  # as the job ends (3.11)
         except (TimeoutError, asyncio.CancelledError) as exc:
+            if isinstance(exc, TimeoutError) and job.done() and not job.cancelled():
+                return job.result()  # done in time, the loop came back late (review mr7)
             job.cancel()  # still queued: dropped at once, its place freed
             with _lock:
                 step.given_up = True  # taken by a thread but not begun: never begun
