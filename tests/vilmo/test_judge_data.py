@@ -65,6 +65,31 @@ def test_dev_stories_are_never_continued_in_training() -> None:
         assert not texts & {str(r["continuation"]) for r in data.judge_rows(other)}
 
 
+def _normalised(text: str) -> str:
+    """Lower case, letters and digits only: a copy with other punctuation or spacing is the
+    same text."""
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+def test_training_stories_copy_no_dev_or_heldout_text() -> None:
+    """Written training continuations (every round, the third fairness one included) are
+    neither dev nor held-out continuations, nor a story prompt, even up to case, punctuation
+    and spacing; each story's training rows come in pairs (as many violating as upholding), and
+    no training continuation is written twice."""
+    from vilmo.evaluation.prompts import moral_stories
+
+    train = data.judge_rows("stories_train")
+    texts = [_normalised(str(r["continuation"])) for r in train]
+    assert len(set(texts)) == len(texts)
+    apart = {_normalised(str(r["continuation"])) for kind in ("stories_dev", "stories_heldout")
+             for r in data.judge_rows(kind)}
+    apart |= {_normalised(str(p.messages[-1]["content"])) for p in moral_stories()}
+    assert not set(texts) & apart
+    for story in {str(r["story_id"]) for r in train}:
+        rows = [r for r in train if str(r["story_id"]) == story]
+        assert 2 * sum(bool(r["violates"]) for r in rows) == len(rows), story
+
+
 def test_written_dev_rows_are_kept_out_of_training() -> None:
     train = {(e.prompt, e.response) for e in judge_examples("train")}
     dev = {(e.prompt, e.response) for e in judge_examples("dev")}
