@@ -129,9 +129,11 @@ async def models(request: Request) -> ModelList:
 async def retrieve_model(model: str, request: Request) -> ModelCard:
     """A model the config serves, by an entry's name or through a pattern; else a 404
     ``model_not_found``, as the chat route answers; so is a name chat refuses (over
-    ``MAX_NAME_CHARS``) or one with a pattern's characters (``*?[``: a pattern is no model)."""
+    ``MAX_NAME_CHARS``) or one with a pattern's characters (``*?[``: a pattern is no model)
+    unless an entry has that very name (``llama-8b[fp8]``, which the list shows)."""
     services: Services = request.app.state.services
-    if len(model) > MAX_NAME_CHARS or PATTERN_CHARS.search(model):
+    listed = "*" not in model and model in services.upstream.model_names()  # as the list
+    if len(model) > MAX_NAME_CHARS or (PATTERN_CHARS.search(model) and not listed):
         raise ModelNotFound(f"the model {shown_name(model)!r} does not exist on this gateway "
                             f"(a name is at most {MAX_NAME_CHARS} characters, without *, ? or [)",
                             param="model", code="model_not_found")

@@ -18,11 +18,12 @@ OPENAI_400_CODES = frozenset({
     "array_above_max_length", "array_below_min_length", "context_length_exceeded",
     "decimal_above_max_value", "decimal_below_min_value", "empty_array", "image_parse_error",
     "integer_above_max_value", "integer_below_min_value", "invalid_image",
-    "invalid_image_format", "invalid_image_url", "invalid_type", "invalid_value",
+    "invalid_image_format", "invalid_image_url", "invalid_prompt", "invalid_type", "invalid_value",
     "missing_required_parameter", "string_above_max_length", "string_below_min_length",
     "unknown_parameter", "unsupported_parameter", "unsupported_value",
 })
-"""OpenAI's chat-completion 400 codes (as its API answers them) passed on as they are."""
+"""OpenAI's chat-completion 400 codes (as its API answers them) passed on as they are
+(``invalid_prompt``: a prompt flagged under its usage policy, review mr9)."""
 
 
 def passed_code(label: str | None) -> str | None:

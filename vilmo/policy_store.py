@@ -235,7 +235,7 @@ class PolicyStore:
                 continue  # maybe still being written: the last good version meanwhile
             if self._started and (again := _stamp(path)) != stamp:
                 if again is not None:  # changed since its stat (a slow load before it): later
-                    pending[path] = (again, now)
+                    pending[path] = (again, self._clock())  # first seen now, not at the pass's start
                 continue
             self._note_reading(token, path)
             previous = entry.policy if entry else None

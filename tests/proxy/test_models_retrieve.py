@@ -49,3 +49,18 @@ def test_no_id_is_the_list(url: str) -> None:
     assert response.status_code == 200 and listed.status_code == 200
     assert response.json() == listed.json()
     assert response.json()["object"] == "list"
+
+
+def test_an_entry_named_with_a_patterns_characters_is_retrieved(
+        stub: StubUpstream, policy_dir: Path, tmp_path: Path) -> None:
+    """review mr9: ``llama-8b[fp8]`` is listed and served by chat, but retrieve said 404."""
+    raw = gateway_config_dict(stub.url, policy_dir)
+    raw["model_list"].append({"model_name": "llama-8b[fp8]",
+                              "litellm_params": dict(raw["model_list"][0]["litellm_params"])})
+    config = GatewayConfig.model_validate(raw)
+    config.store.path = tmp_path / "state.db"
+    services = upstream_services(config, policy_dir)
+    with ServerThread(create_app(config, lambda _: services)) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=TEAM_KEY, max_retries=0)
+        assert "llama-8b[fp8]" in [m.id for m in client.models.list()]
+        assert client.models.retrieve("llama-8b[fp8]").id == "llama-8b[fp8]"

@@ -48,7 +48,7 @@ def test_a_code_not_openais_stays_upstream_bad_request(
 
 @pytest.mark.parametrize("upstream_code", [
     "context_length_exceeded", "invalid_image_url", "invalid_value", "string_above_max_length",
-    "unsupported_value"])
+    "unsupported_value", "invalid_prompt"])
 def test_openais_own_400_codes_are_passed_on(
         client: openai.OpenAI, stub: StubUpstream, upstream_code: str) -> None:
     assert code_for(client, stub, upstream_code) == upstream_code

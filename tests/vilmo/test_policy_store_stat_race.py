@@ -74,3 +74,31 @@ def test_a_file_changed_between_its_stat_and_its_read_is_not_read_then(tmp_path:
     slow.offset_ns += int(100e9)
     slow.store.refresh(force=True)
     assert set(slow.store.loaded_policies()["b"].values) == {"mft.care", "mft.fairness"}
+
+
+def test_a_file_changed_between_its_stat_and_its_read_still_waits_settle_s(
+        tmp_path: Path) -> None:
+    """review mr9: noted as pending with the pass's start time, a file changed behind a slow
+    load counted as seen ``settle_s`` ago on the very next pass, and was loaded mid-write."""
+    monotonic, wall_offset = [0.0], [0]
+
+    def check(policy: Policy) -> None:
+        if policy.name == "a":  # a slow load (10 s) while b is rewritten in place
+            monotonic[0] += 10.0
+            wall_offset[0] = 0
+            (tmp_path / "b.yaml").write_text(B_HALF)
+
+    (tmp_path / "default.yaml").write_text(DEFAULT)
+    (tmp_path / "b.yaml").write_text(B_OLD)
+    store = PolicyStore(tmp_path, "default", reload_interval=0, settle_s=5.0, check=check,
+                        clock=lambda: monotonic[0],
+                        wall_clock=lambda: time.time_ns() + wall_offset[0])
+    store.refresh(force=True)  # start-up: default and b as they are
+    (tmp_path / "a.yaml").write_text(A)
+    (tmp_path / "b.yaml").write_text(B_FULL)
+    wall_offset[0] = int(100e9)  # both changes long settled when the pass stats them
+    store.refresh(force=True)  # a loads for 10 s; b, re-stat'ed, changed: pending
+    monotonic[0] += 0.1  # 0.1 s after b's new stamp was first seen
+    store.refresh(force=True)
+    served = store.loaded_policies()["b"]
+    assert served.values["mft.care"].threshold == 0.3  # the last good one, not the half
