@@ -10,7 +10,9 @@ the end of the stream (before a usage chunk, or after the last chunk) to each ch
 has none: never mid-stream, where a choice given a reason would be read as finished and its
 later text never judged. The reason given is the stream's (LiteLLM's one), except that only a
 choice that sent tool calls ends with ``tool_calls`` and one that did ends so when the stream
-says ``stop``. Indexes ``>= n`` (the request's) are not tracked, so the cost is bounded by
+says ``stop``; a choice of text alone that LiteLLM ends with ``tool_calls`` (its rewrite of
+the upstream's ``stop`` when another choice called tools) ends with ``stop``, as on the direct
+path (review mr9). Indexes ``>= n`` (the request's) are not tracked, so the cost is bounded by
 ``n``. A stream with no reason at all is LiteLLM's own 502 (``proxy.errors.STREAM_CUT_SHORT``).
 """
 
@@ -63,6 +65,8 @@ class ChoiceEnds:
                 self.seen[index] = True
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason:
+                if reason in TOOL_REASONS and not self.seen[index]:
+                    choice["finish_reason"] = "stop"  # LiteLLM's, for a choice of text alone
                 self.finished.add(index)
                 self.reason = self.reason or reason
         if chunk.get("usage") is None or self.closed:

@@ -151,3 +151,15 @@ def test_a_text_choice_next_to_a_tool_call_choice_ends_with_stop(
             if choice.finish_reason:
                 finishes[choice.index] = choice.finish_reason
     assert finishes == {0: "tool_calls", 1: "stop"}
+
+
+def test_a_text_choice_litellm_ends_with_tool_calls_ends_with_stop() -> None:
+    """review mr9: LiteLLM rewrites choice 0's ``stop`` to ``tool_calls`` when choice 1 called
+    tools; a client dispatching on it read ``message.tool_calls`` of a text choice (None)."""
+    ends = ChoiceEnds(2)
+    call = {"index": 0, "id": "x", "function": {"name": "f", "arguments": "{}"}}
+    ends.note({"choices": [{"index": 0, "delta": {"content": "One."}}]})
+    ends.note({"choices": [{"index": 1, "delta": {"tool_calls": [call]}}]})
+    (last,) = ends.note({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    assert last["choices"][0]["finish_reason"] == "stop"
+    assert ends.ending() == {"choices": [{"index": 1, "delta": {}, "finish_reason": "tool_calls"}]}
