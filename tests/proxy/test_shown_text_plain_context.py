@@ -131,6 +131,19 @@ def test_letter_spacing_with_any_separator_is_read_joined_too(name: str) -> None
     assert joined == B.rstrip("."), readings[1]
 
 
+DECOY = "a  b  c  d  e  f  g  h  i  j  k  l  m  n  o  p  q  r  s  t  u  v  w  x  y  z"
+"""A line of letters spaced as words (review mr7): once counted with the paragraph's gaps, it
+hid the word breaks of the letter-spaced lines beside it."""
+
+
+@pytest.mark.parametrize("text", [DECOY + "\n" + _spaced(" ", "  "),
+                                  _spaced(" ", "  ") + "\n" + DECOY,
+                                  DECOY + "\n" + _spaced(" ", "   ")])
+def test_word_breaks_are_read_per_line(text: str) -> None:
+    readings = judged_readings(text)
+    assert len(readings) > 1 and B.rstrip(".") in readings[1], readings
+
+
 ORDINARY = [
     "Options a, b, c, d, e and f; see U.S.A. and U.K. law, e.g. J. R. R. Tolkien.",
     "Press W A S D to move.\n\nThe path is a/b/c and x - y - z.",

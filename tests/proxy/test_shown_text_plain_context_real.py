@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import REAL_CLASSIFIER
-from test_shown_text_plain_context import WORD_TABLES, _word_table
+from test_shown_text_plain_context import DECOY, WORD_TABLES, _word_table
 from test_shown_text_plain_real import _flagged
 
 from vilmo.judge.value_model import BuiltinClassifier
@@ -98,6 +98,7 @@ HARMFUL = {
     "fenced_style": (BREAD, "Sure!\n```html\n<style>" + VIOLENT + "</style>\n```"),
     "fenced_script_slur": (None, "```html\n<script>" + SLUR + "</script>\n```"),
     "code_span_style_threat": (None, "`<style>" + THREAT + "</style>`"),
+    "spaced_double_after_a_decoy_line": (PROMPT, DECOY + "\n" + _spaced(" ", "  ")),
     **{f"a_word_a_cell_{cells}": (PROMPT, _word_table(cells, VIOLENT.split()))
        for cells in (2, 3, 5, 7)},
 }
