@@ -14,7 +14,9 @@ game's table or a bolded quote as a threat).
   after it (``_Immigrants_ _are_ _vermin._``); or, with each emphasis span of two or three
   words (``**Grab a** **bat**``, ``_PAIRED``) read as one word, the first holds. A row of a
   markdown table (one with a delimiter row) is dense only with ``TABLE_CELLS`` cells or more:
-  a table's cells show apart (``| Kill | Stab |`` is a header, not a sentence). Ordinary
+  a table's cells show apart (``| Kill | Stab |`` is a header, not a sentence); but a table
+  whose cells hold one word each, nearly all (``_worded``), is read row by row as its words
+  (review mr7: a sentence a word a cell passed). Ordinary
   markdown (a word or phrase in bold, code spans in a sentence, a table of phrases, code in
   fences, whose marks show as written) stays under it. A line that leaves more than one gap in
   ten bare (and is not wrapped word by word) stays under it too: the judge reads its marks.
@@ -74,6 +76,8 @@ _DENSE_LINE = re.compile(
 """A line with marks in every gap between its words, and before and after them (three words
 or more), or with five words or more: dense (``_dense``) in one scan in C."""
 _DELIMITER_ROW = re.compile(r"\s*+\|?(?:\s*+:?-++:?\s*+\|)++(?:\s*+:?-++:?\s*+)?")
+_CELL_WORD = re.compile(r"[*_`~]*+[^\W\d_]++(?:['\u2019-][^\W\d_]++)?[*_`~]*+[.,;:!?]?+")
+"""A table cell holding one word (its marks and a stop around it)."""
 DENSE_GAPS = 4
 WRAPPED_WORDS = 3
 TABLE_CELLS = 8
@@ -109,25 +113,50 @@ def _dense(line: str, marked_enough: bool = True) -> bool:
     return paired != line and _dense_gaps(*_gaps(paired)[:2])
 
 
-def _table_rows(lines: list[str]) -> set[int]:
-    """The lines of markdown tables (a header, a delimiter row, rows to a blank line)."""
-    rows: set[int] = set()
+def _worded(lines: list[str]) -> bool:
+    """Whether four in five cells of a table's ``lines`` (but its delimiter row) that hold anything
+    hold a single word without digits: a sentence written a word a cell (review mr7), not data
+    (numbers, phrases)."""
+    cells = [cell.strip() for line in lines for cell in line.strip().strip("|").split("|")]
+    held = [cell for cell in cells if cell]
+    return 5 * sum(bool(_CELL_WORD.fullmatch(cell)) for cell in held) >= 4 * len(held) > 0
+
+
+def _tables(lines: list[str]) -> tuple[set[int], set[int]]:
+    """The lines of markdown tables (a header, a delimiter row, rows to a blank line): those
+    of data, and those of ``_worded`` tables (each row read as its words, in order)."""
+    data: set[int] = set()
+    worded: set[int] = set()
     for at, line in enumerate(lines):
         if at and "|" in line and "-" in line and _DELIMITER_ROW.fullmatch(line):
             end = at
             while end < len(lines) and lines[end].strip():
                 end += 1
-            rows.update(range(at - 1, end))
-    return rows
+            rows = range(at - 1, end)
+            (worded if _worded([lines[at - 1], *lines[at + 1:end]]) else data).update(rows)
+    return data, worded
+
+
+def _cells_read(line: str) -> str | None:
+    """A worded table's row as its words read (its delimiter row: none)."""
+    if _DELIMITER_ROW.fullmatch(line):
+        return None
+    return " ".join(_MARK.sub(" ", line).split())
 
 
 def _unmarked(text: str) -> str:
     """``text`` with its dense lines without their marks. A fast bound first (each a scan in C):
     a dense line has three words or more, and runs of mark characters for two in three of the
     gaps between them at least (words inside a tag's attributes are no gaps)."""
-    lines, changed = text.split("\n"), False
-    tables = _table_rows(lines) if "|" in text else set()
-    for at, line in enumerate(lines):
+    written = text.split("\n")
+    lines: list[str | None] = [*written]
+    changed = False
+    tables, worded = _tables(written) if "|" in text else (set(), set())
+    for at, line in enumerate(written):
+        if at in worded:
+            lines[at] = _cells_read(line)
+            changed = True
+            continue
         if len(line) < 2 * WRAPPED_WORDS + 4:  # fewer than three words with marks around
             continue
         marks = len(_MARK_RUN.findall(line))
@@ -142,7 +171,7 @@ def _unmarked(text: str) -> str:
         if (marked_enough and _DENSE_LINE.fullmatch(line)) or _dense(line, marked_enough):
             lines[at] = _SPACES.sub(" ", _MARK.sub(" ", line)).strip()
             changed = True
-    return "\n".join(lines) if changed else text
+    return "\n".join(line for line in lines if line is not None) if changed else text
 
 
 _SEPARATOR = (r"[^\S\n]|[\-.\u00b7\u2010-\u2015\u2022\u2027\u2043\u2212\u2219\u22c5\u30fb"
@@ -191,10 +220,19 @@ def _joined(block: re.Match[str]) -> str:
     runs = [n for run in _RUN.findall(text) if (n := len(_ALNUM.findall(run))) >= 3]
     if sum(runs) < SPACED_LETTERS or max(runs) < SPACED_WORD:
         return text
-    least = _breaks(text)
+    return "\n".join(_line_joined(line) for line in text.split("\n"))
+
+
+def _line_joined(line: str) -> str:
+    """A line of a letter-spaced paragraph with its runs' letters joined, and a break where a
+    gap holds its words' white space: counted in the line (review mr7: a line spaced apart
+    as a decoy changed the count for the paragraph)."""
+    if not _GAP_IN_RUN.search(line):
+        return line
+    least = _breaks(line)
     if least < len(_BREAK_IN_RUN):
-        text = _BREAK_IN_RUN[least].sub("\x02", text)
-    return _SPACES.sub(" ", _GAP_IN_RUN.sub("", text).replace("\x02", " "))
+        line = _BREAK_IN_RUN[least].sub("\x02", line)
+    return _SPACES.sub(" ", _GAP_IN_RUN.sub("", line).replace("\x02", " "))
 
 
 _FENCED = re.compile(r"^(`{3,}+|~{3,}+)[^\n]*+\n(?:.*?\n)??\1[^\n]*+$|^(?:`{3,}+|~{3,}+)[^\n]*+\n.*",

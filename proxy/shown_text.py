@@ -226,20 +226,6 @@ def _links(text: str) -> tuple[str, list[str]]:
     return read, _lines_read_otherwise(text, read) if written else []
 
 
-_CODE = re.compile(r"^ {0,3}+(`{3,}+|~{3,}+)[^\n]*+\n(?:.*?\n)?? {0,3}+\1[^\n]*+$"
-                   r"|^ {0,3}+(?:`{3,}+|~{3,}+)[^\n]*+\n.*"
-                   r"|(?<!`)(`++)(?!`)(?:[^`]++|(?!\2(?!`))`++)*+\2(?!`)", re.MULTILINE | re.DOTALL)
-"""Code: a fenced block (to its closing fence, or to the end where none closes) or a code span
-(to the next run of as many backticks): markdown shows what it holds as written."""
-_CODE_LT = "\u2060"
-"""What a ``<`` in code reads as while hidden elements go: ignorable, so gone from the text
-already (``_hidden_gone``)."""
-
-
-def _code_unread(code: re.Match[str]) -> str:
-    return code.group().replace("<", _CODE_LT)
-
-
 def _unhidden(text: str) -> tuple[str, list[str]]:
     """``text`` without the elements a renderer hides (``proxy.hidden_elements``) outside code
     (review mr4: ``<style>`` in a fenced block or a code span shows as written), and its lines
@@ -247,12 +233,6 @@ def _unhidden(text: str) -> tuple[str, list[str]]:
     read = without_hidden(text)
     if read == text:
         return text, []
-    if _CODE_LT not in text and ("`" in text or "~~~" in text):
-        masked = _CODE.sub(_code_unread, text)
-        if masked != text:
-            read = without_hidden(masked).replace(_CODE_LT, "<")
-            if read == text:
-                return text, []
     return read, _lines_read_otherwise(text, read)
 
 

@@ -25,17 +25,45 @@ def test_the_plain_reading_keeps_the_lines_around_the_dense_one() -> None:
 
 TABLES = {
     "game_header": "| Kill | Stab | Shoot | Burn |\n|---|---|---|---|\n| 10 | 5 | 8 | 3 |",
-    "verbs": ("| Base | Past | Participle |\n|:---|:---:|---:|\n| go | went | gone |\n"
-              "| eat | ate | eaten |\n| see | saw | seen |\n| beat | beat | beaten |"),
-    "pronouns": ("Subject pronouns:\n\n| I | you | he | she | it | we | they |\n"
-                 "|---|---|---|---|---|---|---|\n| je | tu | il | elle | il | nous | ils |"),
     "bold_header": "| **Kill** | **Stab** | **Shoot** |\n| --- | --- | --- |\n| 1 | 2 | 3 |",
+    "phrases": ("| Step | What to do |\n|---|---|\n| 1 | Preheat the oven |\n"
+                "| 2 | Knead the dough well |"),
 }
 
 
 @pytest.mark.parametrize("name", TABLES)
-def test_a_table_of_a_few_one_word_cells_keeps_one_reading(name: str) -> None:
+def test_a_table_of_data_keeps_one_reading(name: str) -> None:
     assert judged_readings(TABLES[name]) == [TABLES[name]]
+
+
+WORD_TABLES = {
+    "verbs": ("| Base | Past | Participle |\n|:---|:---:|---:|\n| go | went | gone |\n"
+              "| eat | ate | eaten |\n| see | saw | seen |\n| beat | beat | beaten |"),
+    "pronouns": ("Subject pronouns:\n\n| I | you | he | she | it | we | they |\n"
+                 "|---|---|---|---|---|---|---|\n| je | tu | il | elle | il | nous | ils |"),
+}
+"""Tables of one-word cells: read plainly too (review mr7: a sentence a word a cell passed);
+the real judge passes these (``test_shown_text_plain_context_real``)."""
+
+
+def _word_table(cells: int, words: list[str] = WORDS) -> str:
+    rows = [words[i:i + cells] for i in range(0, len(words), cells)]
+    rows[-1] += [""] * (cells - len(rows[-1]))
+    head, *body = rows
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * cells,
+                      *("| " + " | ".join(row) + " |" for row in body)])
+
+
+@pytest.mark.parametrize("cells", [2, 3, 5, 7])
+def test_a_sentence_a_word_a_cell_is_read_plainly_too(cells: int) -> None:
+    readings = judged_readings(_word_table(cells))
+    assert len(readings) == 2 and " ".join(readings[1].replace("|", " ").split()).replace(
+        " -", "").replace("-", "").split() == WORDS
+
+
+@pytest.mark.parametrize("name", WORD_TABLES)
+def test_a_table_of_one_word_cells_is_read_plainly_too(name: str) -> None:
+    assert len(judged_readings(WORD_TABLES[name])) == 2
 
 
 def test_a_table_row_of_many_one_word_cells_is_read_plainly_too() -> None:
@@ -101,6 +129,19 @@ def test_letter_spacing_with_any_separator_is_read_joined_too(name: str) -> None
     assert len(readings) > 1
     joined = " ".join(readings[1].split()).rstrip(" .-_,/\u00b7\u2010\u2011")
     assert joined == B.rstrip("."), readings[1]
+
+
+DECOY = "a  b  c  d  e  f  g  h  i  j  k  l  m  n  o  p  q  r  s  t  u  v  w  x  y  z"
+"""A line of letters spaced as words (review mr7): once counted with the paragraph's gaps, it
+hid the word breaks of the letter-spaced lines beside it."""
+
+
+@pytest.mark.parametrize("text", [DECOY + "\n" + _spaced(" ", "  "),
+                                  _spaced(" ", "  ") + "\n" + DECOY,
+                                  DECOY + "\n" + _spaced(" ", "   ")])
+def test_word_breaks_are_read_per_line(text: str) -> None:
+    readings = judged_readings(text)
+    assert len(readings) > 1 and B.rstrip(".") in readings[1], readings
 
 
 ORDINARY = [
