@@ -31,6 +31,7 @@ import functools
 import html
 import re
 from dataclasses import dataclass
+from html.entities import html5 as _ENTITIES
 
 from proxy.html_tree import VOID_ELEMENTS, Tag, early_ends, late_ends
 from proxy.inline_styles import NO_STYLE, Style, style_of
@@ -50,6 +51,36 @@ inside the tag, which HTML then drops). Linear: nothing in it backtracks past a 
 _ATTRIBUTE = re.compile(rf"""([^{_S}/>][^{_S}/>=]*+)(?:[{_S}]*+=[{_S}]*+"""
                         rf"""(?:"([^"]*+)"?|'([^']*+)'?|([^{_S}>]*+)))?""")
 """One attribute of a tag: its name, and its value quoted either way or not."""
+_REFERENCE = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
+"""A character reference as ``html.unescape`` finds one."""
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+"""HTML lowercases names in ASCII only (review mr8: ``str.lower`` reads the Kelvin sign as
+"k", ``<blocKquote>`` as a blockquote)."""
+
+
+def attribute_value(value: str) -> str:
+    """``value`` with its character references read as HTML reads an attribute's: a named one
+    without ``;`` followed by a letter, a digit or ``=`` stays as written (review mr8:
+    ``html.unescape`` read ``&quotx`` as ``"x``)."""
+    if "&" not in value:
+        return value
+
+    def one(found: re.Match[str]) -> str:
+        reference = found.group(1)
+        if reference[0] == "#" or reference.endswith(";") and reference in _ENTITIES:
+            return html.unescape(found.group(0))
+        for length in range(len(reference) - reference.endswith(";"), 1, -1):
+            if reference[:length] in _ENTITIES:
+                after = (reference[length:length + 1] if length < len(reference)
+                         else value[found.end():found.end() + 1])
+                if after == "=" or (after.isascii() and after.isalnum()):
+                    return found.group(0)
+                return _ENTITIES[reference[:length]] + reference[length:]
+        return found.group(0)
+
+    return _REFERENCE.sub(one, value)
+
+
 _RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed",
                        "noframes", "noscript"})
 """Elements whose text holds no tags: read to their end tag."""
@@ -78,23 +109,28 @@ def element_style(attributes: str, name: str = "", hidden_read: bool = True) -> 
     unless that style sets a ``display`` (not a value that says "hidden", not ``aria-hidden``,
     which hides from a screen reader only); ``hidden="until-found"`` whatever the display,
     where ``content-visibility`` applies (a block, not an inline box; in doubt, shown)."""
-    hidden, style, sized = None, None, name in _SIZED
+    hidden, style, sized, visible = None, None, name in _SIZED, None
     for attribute in _ATTRIBUTE.finditer(attributes):
-        key = attribute.group(1).lower()
+        key = attribute.group(1).translate(_ASCII_LOWER)
         value = next((v for v in attribute.groups()[1:] if v is not None), "")
         if key == "hidden" and hidden is None and hidden_read:  # the first counts, in HTML
-            hidden = html.unescape(value) if "&" in value else value
+            hidden = attribute_value(value)
         elif key == "style" and style is None:
-            style = style_of(html.unescape(value) if "&" in value else value)
+            style = style_of(attribute_value(value))
         elif key in ("size", "font-size") and name in ("font", "text", "tspan", ""):
             sized = True
+        elif key == "visibility" and visible is None:  # SVG's, or in doubt, shown
+            visible = attribute_value(value).strip().translate(_ASCII_LOWER) == "visible"
     style = style or NO_STYLE
+    if visible and style.visible is None:
+        style = Style(style.gone, True, style.sized, style.displayed, style.inline,
+                      style.unsure_until)
     if sized and style.sized is None:
         style = Style(style.gone, style.visible, True, style.displayed, style.inline,
                       style.unsure_until)
     if hidden is None or style.gone:
         return style
-    if hidden.lower() == "until-found":
+    if hidden.translate(_ASCII_LOWER) == "until-found":
         block = not style.inline if style.inline is not None else name in _BLOCKS
         if not block or style.unsure_until:
             return style
@@ -121,26 +157,36 @@ def hides(attributes: str, name: str = "") -> bool:
 def _tags(text: str) -> list[Tag] | None:
     """``text``'s tags in order, as HTML tokenizes them; None where none hides anything. In
     markdown code (``proxy.markdown_code``) a tag may be text: one there hides nothing (it
-    may show again), and it starts no comment or raw text."""
+    may show again), and it starts no comment or raw text. So after a ``svg`` or ``math``
+    start tag (review mr8): in foreign content ``title``, ``style``, ``textarea`` and the like
+    start no raw text and ``<![CDATA[`` runs to ``]]>``, so what HTML would read as their
+    text or as a bogus comment is read as maybe text (in doubt: a ``</span>`` there may end
+    an element, a ``<span hidden>`` hides nothing)."""
     tags: list[Tag] = []
-    hiding = False
+    hiding = foreign = False
+    doubt_end = -1  # maybe text before it (foreign content)
     code, next_code = code_spans(text), 0
     matches = _TOKEN.finditer(text)
     while (match := next(matches, None)) is not None:
         start, at = match.span()
-        in_code = False
-        if code:
+        in_code = start < doubt_end
+        if code and not in_code:
             while next_code < len(code) and code[next_code][1] <= start:
                 next_code += 1
             in_code = next_code < len(code) and code[next_code][0] <= start
         closing, name, attributes, gt = match.groups()
         if name is None:
+            if foreign and not in_code and text.startswith("<![CDATA[", start):
+                cdata_end = text.find("]]>", start + 9)
+                doubt_end = len(text) if cdata_end < 0 else cdata_end + 3
+                in_code = True
             if in_code:  # maybe text: what it holds is read
                 matches = _TOKEN.finditer(text, start + 1)
             continue  # a comment
         if not gt:
             break  # the text ends inside the tag
-        name = name.lower()
+        name = name.translate(_ASCII_LOWER)
+        foreign = foreign or (name in ("svg", "math") and not closing)
         if closing or name in _UNREAD:
             style = NO_STYLE
         elif name in NEVER_SHOWN:
@@ -158,12 +204,17 @@ def _tags(text: str) -> list[Tag] | None:
         if closing or in_code:
             continue
         if name in _RAW_TEXT:
-            end = re.compile(rf"</{name}(?=[{_S}/>])", re.IGNORECASE).search(text, at)
-            if end is None:
+            end = re.compile(rf"</{name}(?=[{_S}/>])", re.IGNORECASE | re.ASCII).search(text, at)
+            if foreign:  # maybe foreign content: its text may hold tags
+                doubt_end = len(text) if end is None else end.start()
+            elif end is None:
                 break  # the rest is its text
-            matches = _TOKEN.finditer(text, end.start())
+            else:
+                matches = _TOKEN.finditer(text, end.start())
         elif name == "plaintext":
-            break
+            if not foreign:
+                break
+            doubt_end = len(text)
     return tags if hiding else None
 
 
