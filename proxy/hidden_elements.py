@@ -258,7 +258,8 @@ def _shown_of(text: str) -> str:
     ordered = _tags(text)
     if ordered is None:
         return text
-    early_ends(ordered, _unhidden)
+    if not early_ends(ordered, _unhidden):
+        return text  # too much to read: as written (in doubt, shown)
     by_name: dict[str, list[Tag]] = {}
     for tag in ordered:
         if tag.name not in VOID_ELEMENTS:
