@@ -48,6 +48,9 @@ _TOKEN = re.compile(r"<!--(?:-?>|(?s:.)*?(?:--!?>|\Z))|<(?:[!?]|/(?![A-Za-z]))[^
 """A comment (to ``-->`` or the end), a bogus one (``<!x>``, ``<?x>``, ``</ x>``), or a start or
 end tag: its name, its attributes as HTML tokenizes them, and its ``>`` (none: the text ends
 inside the tag, which HTML then drops). Linear: nothing in it backtracks past a character."""
+_TAG_TOKEN = re.compile(rf"<(/?)([A-Za-z][^{_S}/>]*+)({_ATTRIBUTES})(>?)")
+"""A start or end tag as ``_TOKEN`` reads one (the same groups), for maybe text in foreign
+content: no comments (one left open there would be scanned to the end at each ``<!--``)."""
 _ATTRIBUTE = re.compile(rf"""([^{_S}/>][^{_S}/>=]*+)(?:[{_S}]*+=[{_S}]*+"""
                         rf"""(?:"([^"]*+)"?|'([^']*+)'?|([^{_S}>]*+)))?""")
 """One attribute of a tag: its name, and its value quoted either way or not."""
@@ -164,11 +167,15 @@ def _tags(text: str) -> list[Tag] | None:
     an element, a ``<span hidden>`` hides nothing)."""
     tags: list[Tag] = []
     hiding = foreign = False
-    doubt_end = -1  # maybe text before it (foreign content)
+    doubt_end, read_to = -1, 0  # maybe text before doubt_end (foreign content): tags only
     code, next_code = code_spans(text), 0
-    matches = _TOKEN.finditer(text)
+    matches, tags_only = _TOKEN.finditer(text), False
     while (match := next(matches, None)) is not None:
         start, at = match.span()
+        if tags_only and start >= doubt_end:  # past maybe text: comments again
+            matches, tags_only = _TOKEN.finditer(text, max(doubt_end, read_to)), False
+            continue
+        read_to = at
         in_code = start < doubt_end
         if code and not in_code:
             while next_code < len(code) and code[next_code][1] <= start:
@@ -179,9 +186,11 @@ def _tags(text: str) -> list[Tag] | None:
             if foreign and not in_code and text.startswith("<![CDATA[", start):
                 cdata_end = text.find("]]>", start + 9)
                 doubt_end = len(text) if cdata_end < 0 else cdata_end + 3
-                in_code = True
-            if in_code:  # maybe text: what it holds is read
-                matches = _TOKEN.finditer(text, start + 1)
+                matches, tags_only = _TAG_TOKEN.finditer(text, start + 1), True
+            elif in_code:  # maybe text to the code's end: what it holds is read, tags only
+                if start >= doubt_end:  # in markdown code (next_code is its span)
+                    doubt_end = code[next_code][1]
+                matches, tags_only = _TAG_TOKEN.finditer(text, start + 1), True
             continue  # a comment
         if not gt:
             break  # the text ends inside the tag
@@ -206,7 +215,9 @@ def _tags(text: str) -> list[Tag] | None:
         if name in _RAW_TEXT:
             end = re.compile(rf"</{name}(?=[{_S}/>])", re.IGNORECASE | re.ASCII).search(text, at)
             if foreign:  # maybe foreign content: its text may hold tags
-                doubt_end = len(text) if end is None else end.start()
+                doubt_end = max(len(text) if end is None else end.start(),
+                                _foreign_end(text, at, name))
+                matches, tags_only = _TAG_TOKEN.finditer(text, at), True
             elif end is None:
                 break  # the rest is its text
             else:
@@ -215,7 +226,24 @@ def _tags(text: str) -> list[Tag] | None:
             if not foreign:
                 break
             doubt_end = len(text)
+            matches, tags_only = _TAG_TOKEN.finditer(text, at), True
     return tags if hiding else None
+
+
+def _foreign_end(text: str, at: int, name: str) -> int:
+    """Where an element ``name`` starting at ``at`` ends in foreign content: at its first end
+    tag past comments, CDATA sections and attribute values (the end of the text where none)."""
+    matches = _TOKEN.finditer(text, at)
+    while (match := next(matches, None)) is not None:
+        if match.group(2) is None:
+            if text.startswith("<![CDATA[", match.start()):
+                cdata_end = text.find("]]>", match.start() + 9)
+                if cdata_end < 0:
+                    break
+                matches = _TOKEN.finditer(text, cdata_end + 3)
+        elif match.group(1) and match.group(2).translate(_ASCII_LOWER) == name:
+            return match.start()
+    return len(text)
 
 
 @dataclass(frozen=True, slots=True)

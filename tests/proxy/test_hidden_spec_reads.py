@@ -21,6 +21,10 @@ SHOWN = {
     "math_textarea": f"<span hidden>pad<math><textarea></span>{THREAT}</textarea></math></span>",
     "svg_xmp": f"<span hidden>pad<svg><xmp></span>{THREAT}</xmp></svg></span>",
     "svg_script": f"<span hidden>pad<svg><script></span></script>{THREAT}</svg></span>",
+    "svg_title_comment": f"<svg><title><!-- </title><span style=display:none> --></title></svg>"
+                         f"{THREAT}</span>",
+    "svg_title_attribute": f'<svg><title><a title="</title><span style=display:none>"></a>'
+                           f"</title></svg>{THREAT}</span>",
     "svg_plaintext": f"<span hidden>pad<svg><plaintext></span>{THREAT}</svg></span>x</span>",
     # a CDATA section in svg or math runs to ]]>: the tags in it are text
     "svg_cdata": f"{PAD}<svg><![CDATA[ > <span style=display:none> ]]></svg>{THREAT}</span>",
