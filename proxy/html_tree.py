@@ -174,6 +174,9 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> bool:
     for tag in ordered:
         name = tag.name
         if tag.closing:
+            if name in ("p", "br") and (where.get("svg") or where.get("math")):
+                pop_to(min(where[n][0] for n in ("svg", "math") if where.get(n)), tag.start,
+                       tag.start)  # ends foreign content (the outermost, in doubt)
             if name in _FORMATTING and where.get(name):
                 if not adopt(name, tag.start, tag.end):
                     return False
@@ -188,6 +191,8 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> bool:
                 styled.append(len(stack))
             stack.append(tag)
             continue
+        if name in ("input", "keygen", "textarea") and where.get("select"):
+            pop_to(where["select"][-1], tag.start, tag.start)  # they end a select
         if name in _BREAKOUT and (where.get("svg") or where.get("math")):
             pop_to(min(where[n][0] for n in ("svg", "math") if where.get(n)), tag.start,
                    tag.start)  # the outermost, in doubt

@@ -25,6 +25,12 @@ SHOWN = {
                          f"{THREAT}</span>",
     "svg_title_attribute": f'<svg><title><a title="</title><span style=display:none>"></a>'
                            f"</title></svg>{THREAT}</span>",
+    # </p> and </br> end svg and math; <input>, <keygen>, <textarea> end a select
+    "foreign_end_p": f'<svg><g style="display:none">pad</p>{THREAT}</g></svg>',
+    "foreign_end_br": f'<math><mi style="display:none">pad</br>{THREAT}</mi></math>',
+    "select_input": f'<select><option style="display:none">pad<input>{THREAT}</select>',
+    "select_textarea": f'<select><option style="display:none">pad<textarea>{THREAT}</textarea>'
+                       "</select>",
     "svg_plaintext": f"<span hidden>pad<svg><plaintext></span>{THREAT}</svg></span>x</span>",
     # a CDATA section in svg or math runs to ]]>: the tags in it are text
     "svg_cdata": f"{PAD}<svg><![CDATA[ > <span style=display:none> ]]></svg>{THREAT}</span>",

@@ -43,6 +43,10 @@ WRITTEN: dict[str, object] = {
                          f"{PAD}",
     "until_found_table_cell": f'{PAD}<div hidden=until-found style="display:table-cell">'
                               f"{THREAT}</div>{PAD}",
+    "select_input": f'{PAD}<select><option style="display:none">{GARDEN}<input>{THREAT}'
+                    f"</select>{PAD}",
+    "foreign_end_p": f'{PAD}<svg><g style="display:none">{GARDEN}</p>{THREAT}</g></svg>{PAD}',
+    "foreign_end_br": f'{PAD}<svg><g style="display:none">{GARDEN}</br>{THREAT}</g></svg>{PAD}',
     "svg_visibility_attr": f'<span style="visibility:hidden">{GARDEN} {GARDEN}<svg><text x=0 '
                            f'y=20 visibility="visible">{THREAT}</text></svg> {GARDEN}</span>',
 }
