@@ -92,7 +92,8 @@ NEVER_SHOWN = frozenset({"script", "style", "template"})
 ``Gr<style>q</style>ab`` shows "Grab" and was read "Grqab", which passed every clear case)."""
 _UNREAD = frozenset({"table", "thead", "tbody", "tfoot", "tr", "colgroup", "html", "head",
                      "body"})
-"""Elements whose style is not read (in doubt, shown)."""
+"""Elements whose style is read only where it shows text again (in doubt, shown: in svg a
+``tr`` is no table row; review mr8)."""
 _SIZED = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "big", "button", "input", "select",
                     "textarea", "svg", "math"})
 """Elements that may show text at a size of their own inside a parent of size 0."""
@@ -196,7 +197,7 @@ def _tags(text: str) -> list[Tag] | None:
             break  # the text ends inside the tag
         name = name.translate(_ASCII_LOWER)
         foreign = foreign or (name in ("svg", "math") and not closing)
-        if closing or name in _UNREAD:
+        if closing or (name in _UNREAD and not attributes):
             style = NO_STYLE
         elif name in NEVER_SHOWN:
             style = _GONE
@@ -205,7 +206,7 @@ def _tags(text: str) -> list[Tag] | None:
                      else element_style(attributes, name))
         else:
             style = NO_STYLE
-        if in_code and style.hides:
+        if (in_code or name in _UNREAD) and style.hides:  # may show again, hides nothing
             style = Style(visible=style.visible or None, sized=style.sized or None)
         tags.append(Tag(name, start, at, bool(closing), style, attributes.endswith("/"),
                         in_code, attributes=attributes))

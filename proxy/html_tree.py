@@ -199,11 +199,12 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> bool:
         foreign = bool(where.get("svg") or where.get("math"))
         if foreign and tag.style.gone:
             tag.style = unhidden(tag)  # no hidden attribute there, in doubt
-        elif name in _IGNORED or (name in _TABLE_PARTS and not where.get("table")) or (
+        elif name in _IGNORED or (name in _TABLE_PARTS and not foreign
+                                  and not where.get("table")) or (
                 name == "form" and where.get("form")):
             tag.style = NO_STYLE  # HTML drops the tag: it holds nothing
             continue
-        elif name in _TABLE_PARTS:
+        elif name in _TABLE_PARTS and not foreign:  # in svg, no table part
             pop_to(top(("table",)) + 1, tag.start, tag.start)  # back to the table
         if name in _P_CLOSERS and top(("p",)) > (stops[2][-1] if stops[2] else -1):
             pop_to(top(("p",)), tag.start, tag.start)

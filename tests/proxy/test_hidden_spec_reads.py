@@ -31,6 +31,9 @@ SHOWN = {
     "select_input": f'<select><option style="display:none">pad<input>{THREAT}</select>',
     "select_textarea": f'<select><option style="display:none">pad<textarea>{THREAT}</textarea>'
                        "</select>",
+    # a table's style is not read where it hides, but is where it shows again
+    "svg_tr_sized": f'<svg><g style="font-size:0">pad<tr style="font-size:16px">{THREAT}'
+                    "</tr></g></svg>",
     "svg_plaintext": f"<span hidden>pad<svg><plaintext></span>{THREAT}</svg></span>x</span>",
     # a CDATA section in svg or math runs to ]]>: the tags in it are text
     "svg_cdata": f"{PAD}<svg><![CDATA[ > <span style=display:none> ]]></svg>{THREAT}</span>",
