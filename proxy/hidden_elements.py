@@ -12,8 +12,12 @@ truly hidden text, passed). Tags are read as HTML tokenizes them (``_TOKEN``): c
 the text of ``script``, ``style``, ``textarea``, ``title`` and the like hold no tags; a quoted
 value runs to its quote, ``<`` and ``>`` included; an unquoted one to a space, quotes included
 (``<span title=x"style=display:none">`` has one attribute); character references in a
-``style`` are read. In markdown code (a fenced block, a code span) a tag may show as written:
-there it hides nothing and starts no comment, but may end an element. Where an element
+``style`` are read as HTML reads an attribute's (``&quotx`` stays as written); names are
+lowercased in ASCII only. After a ``svg`` or ``math`` start tag, raw text and ``<![CDATA[``
+may be either (foreign content has no raw text; CDATA runs to ``]]>``): what they hold is
+read as maybe text, as in markdown code. In markdown code (a fenced block, a code span) a
+tag may show as written: there it hides nothing and starts no comment, but may end an
+element. Where an element
 ends is read from a stack of open elements (``proxy.html_tree``): one that hides ends at the
 earliest place HTML may end it (its end tag, an end tag of an element opened before it, a
 start tag that closes it: ``<p>`` before a ``<div>``, ``<li>`` before the next, a heading
@@ -21,8 +25,9 @@ before a heading; not an end tag HTML ignores, a special element's above its ele
 that shows again inside hidden text at the latest (that, or its end tag of the same name,
 ``proxy.html_tree``). An element that never ends is left as written. Start tags HTML drops (a
 ``<td>`` outside a table, a ``<body>``) hold nothing; styles on tables, their rows and
-sections (text in them may be moved out of the table) are not read. Linear: one pass over
-the tags, each element pushed and popped once.
+sections (text in them may be moved out of the table) are read only where they show text
+again. Linear: one pass over the tags, each element pushed and popped once (past
+``proxy.html_tree.ADOPTION_WORK``, the text is read as written).
 """
 
 from __future__ import annotations
