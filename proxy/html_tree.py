@@ -2,8 +2,10 @@
 kept as HTML keeps it (or closing sooner, in doubt): start tags that close (``<p>`` before a
 block, ``<li>`` before the next, a heading before a heading, ruby and table parts), end tags
 HTML ignores (a special element above), start tags it drops (table parts outside a table),
-foreign content (``svg``, ``math``) and its end, and the adoption agency of formatting
-elements. Linear: each element pushed and popped once."""
+foreign content (``svg``, ``math``) and its end (a breakout start tag, ``</p>``, ``</br>``),
+a ``select``'s end (``<input>``, ``<textarea>``), and the adoption agency of formatting
+elements. Linear: each element pushed and popped once, the adoptions' work bounded
+(``ADOPTION_WORK``)."""
 
 from __future__ import annotations
 
