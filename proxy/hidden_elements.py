@@ -12,8 +12,12 @@ truly hidden text, passed). Tags are read as HTML tokenizes them (``_TOKEN``): c
 the text of ``script``, ``style``, ``textarea``, ``title`` and the like hold no tags; a quoted
 value runs to its quote, ``<`` and ``>`` included; an unquoted one to a space, quotes included
 (``<span title=x"style=display:none">`` has one attribute); character references in a
-``style`` are read. In markdown code (a fenced block, a code span) a tag may show as written:
-there it hides nothing and starts no comment, but may end an element. Where an element
+``style`` are read as HTML reads an attribute's (``&quotx`` stays as written); names are
+lowercased in ASCII only. After a ``svg`` or ``math`` start tag, raw text and ``<![CDATA[``
+may be either (foreign content has no raw text; CDATA runs to ``]]>``): what they hold is
+read as maybe text, as in markdown code. In markdown code (a fenced block, a code span) a
+tag may show as written: there it hides nothing and starts no comment, but may end an
+element. Where an element
 ends is read from a stack of open elements (``proxy.html_tree``): one that hides ends at the
 earliest place HTML may end it (its end tag, an end tag of an element opened before it, a
 start tag that closes it: ``<p>`` before a ``<div>``, ``<li>`` before the next, a heading
@@ -21,8 +25,9 @@ before a heading; not an end tag HTML ignores, a special element's above its ele
 that shows again inside hidden text at the latest (that, or its end tag of the same name,
 ``proxy.html_tree``). An element that never ends is left as written. Start tags HTML drops (a
 ``<td>`` outside a table, a ``<body>``) hold nothing; styles on tables, their rows and
-sections (text in them may be moved out of the table) are not read. Linear: one pass over
-the tags, each element pushed and popped once.
+sections (text in them may be moved out of the table) are read only where they show text
+again. Linear: one pass over the tags, each element pushed and popped once (past
+``proxy.html_tree.ADOPTION_WORK``, the text is read as written).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import functools
 import html
 import re
 from dataclasses import dataclass
+from html.entities import html5 as _ENTITIES
 
 from proxy.html_tree import VOID_ELEMENTS, Tag, early_ends, late_ends
 from proxy.inline_styles import NO_STYLE, Style, style_of
@@ -47,9 +53,42 @@ _TOKEN = re.compile(r"<!--(?:-?>|(?s:.)*?(?:--!?>|\Z))|<(?:[!?]|/(?![A-Za-z]))[^
 """A comment (to ``-->`` or the end), a bogus one (``<!x>``, ``<?x>``, ``</ x>``), or a start or
 end tag: its name, its attributes as HTML tokenizes them, and its ``>`` (none: the text ends
 inside the tag, which HTML then drops). Linear: nothing in it backtracks past a character."""
+_TAG_TOKEN = re.compile(rf"<(/?)([A-Za-z][^{_S}/>]*+)({_ATTRIBUTES})(>?)")
+"""A start or end tag as ``_TOKEN`` reads one (the same groups), for maybe text in foreign
+content: no comments (one left open there would be scanned to the end at each ``<!--``)."""
 _ATTRIBUTE = re.compile(rf"""([^{_S}/>][^{_S}/>=]*+)(?:[{_S}]*+=[{_S}]*+"""
                         rf"""(?:"([^"]*+)"?|'([^']*+)'?|([^{_S}>]*+)))?""")
 """One attribute of a tag: its name, and its value quoted either way or not."""
+_REFERENCE = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
+"""A character reference as ``html.unescape`` finds one."""
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+"""HTML lowercases names in ASCII only (review mr8: ``str.lower`` reads the Kelvin sign as
+"k", ``<blocKquote>`` as a blockquote)."""
+
+
+def attribute_value(value: str) -> str:
+    """``value`` with its character references read as HTML reads an attribute's: a named one
+    without ``;`` followed by a letter, a digit or ``=`` stays as written (review mr8:
+    ``html.unescape`` read ``&quotx`` as ``"x``)."""
+    if "&" not in value:
+        return value
+
+    def one(found: re.Match[str]) -> str:
+        reference = found.group(1)
+        if reference[0] == "#" or reference.endswith(";") and reference in _ENTITIES:
+            return html.unescape(found.group(0))
+        for length in range(len(reference) - reference.endswith(";"), 1, -1):
+            if reference[:length] in _ENTITIES:
+                after = (reference[length:length + 1] if length < len(reference)
+                         else value[found.end():found.end() + 1])
+                if after == "=" or (after.isascii() and after.isalnum()):
+                    return found.group(0)
+                return _ENTITIES[reference[:length]] + reference[length:]
+        return found.group(0)
+
+    return _REFERENCE.sub(one, value)
+
+
 _RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed",
                        "noframes", "noscript"})
 """Elements whose text holds no tags: read to their end tag."""
@@ -58,7 +97,8 @@ NEVER_SHOWN = frozenset({"script", "style", "template"})
 ``Gr<style>q</style>ab`` shows "Grab" and was read "Grqab", which passed every clear case)."""
 _UNREAD = frozenset({"table", "thead", "tbody", "tfoot", "tr", "colgroup", "html", "head",
                      "body"})
-"""Elements whose style is not read (in doubt, shown)."""
+"""Elements whose style is read only where it shows text again (in doubt, shown: in svg a
+``tr`` is no table row; review mr8)."""
 _SIZED = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "big", "button", "input", "select",
                     "textarea", "svg", "math"})
 """Elements that may show text at a size of their own inside a parent of size 0."""
@@ -78,23 +118,28 @@ def element_style(attributes: str, name: str = "", hidden_read: bool = True) -> 
     unless that style sets a ``display`` (not a value that says "hidden", not ``aria-hidden``,
     which hides from a screen reader only); ``hidden="until-found"`` whatever the display,
     where ``content-visibility`` applies (a block, not an inline box; in doubt, shown)."""
-    hidden, style, sized = None, None, name in _SIZED
+    hidden, style, sized, visible = None, None, name in _SIZED, None
     for attribute in _ATTRIBUTE.finditer(attributes):
-        key = attribute.group(1).lower()
+        key = attribute.group(1).translate(_ASCII_LOWER)
         value = next((v for v in attribute.groups()[1:] if v is not None), "")
         if key == "hidden" and hidden is None and hidden_read:  # the first counts, in HTML
-            hidden = html.unescape(value) if "&" in value else value
+            hidden = attribute_value(value)
         elif key == "style" and style is None:
-            style = style_of(html.unescape(value) if "&" in value else value)
+            style = style_of(attribute_value(value))
         elif key in ("size", "font-size") and name in ("font", "text", "tspan", ""):
             sized = True
+        elif key == "visibility" and visible is None:  # SVG's, or in doubt, shown
+            visible = attribute_value(value).strip().translate(_ASCII_LOWER) == "visible"
     style = style or NO_STYLE
+    if visible and style.visible is None:
+        style = Style(style.gone, True, style.sized, style.displayed, style.inline,
+                      style.unsure_until)
     if sized and style.sized is None:
         style = Style(style.gone, style.visible, True, style.displayed, style.inline,
                       style.unsure_until)
     if hidden is None or style.gone:
         return style
-    if hidden.lower() == "until-found":
+    if hidden.translate(_ASCII_LOWER) == "until-found":
         block = not style.inline if style.inline is not None else name in _BLOCKS
         if not block or style.unsure_until:
             return style
@@ -121,27 +166,43 @@ def hides(attributes: str, name: str = "") -> bool:
 def _tags(text: str) -> list[Tag] | None:
     """``text``'s tags in order, as HTML tokenizes them; None where none hides anything. In
     markdown code (``proxy.markdown_code``) a tag may be text: one there hides nothing (it
-    may show again), and it starts no comment or raw text."""
+    may show again), and it starts no comment or raw text. So after a ``svg`` or ``math``
+    start tag (review mr8): in foreign content ``title``, ``style``, ``textarea`` and the like
+    start no raw text and ``<![CDATA[`` runs to ``]]>``, so what HTML would read as their
+    text or as a bogus comment is read as maybe text (in doubt: a ``</span>`` there may end
+    an element, a ``<span hidden>`` hides nothing)."""
     tags: list[Tag] = []
-    hiding = False
+    hiding = foreign = False
+    doubt_end, read_to = -1, 0  # maybe text before doubt_end (foreign content): tags only
     code, next_code = code_spans(text), 0
-    matches = _TOKEN.finditer(text)
+    matches, tags_only = _TOKEN.finditer(text), False
     while (match := next(matches, None)) is not None:
         start, at = match.span()
-        in_code = False
-        if code:
+        if tags_only and start >= doubt_end:  # past maybe text: comments again
+            matches, tags_only = _TOKEN.finditer(text, max(doubt_end, read_to)), False
+            continue
+        read_to = at
+        in_code = start < doubt_end
+        if code and not in_code:
             while next_code < len(code) and code[next_code][1] <= start:
                 next_code += 1
             in_code = next_code < len(code) and code[next_code][0] <= start
         closing, name, attributes, gt = match.groups()
         if name is None:
-            if in_code:  # maybe text: what it holds is read
-                matches = _TOKEN.finditer(text, start + 1)
+            if foreign and not in_code and text.startswith("<![CDATA[", start):
+                cdata_end = text.find("]]>", start + 9)
+                doubt_end = len(text) if cdata_end < 0 else cdata_end + 3
+                matches, tags_only = _TAG_TOKEN.finditer(text, start + 1), True
+            elif in_code:  # maybe text to the code's end: what it holds is read, tags only
+                if start >= doubt_end:  # in markdown code (next_code is its span)
+                    doubt_end = code[next_code][1]
+                matches, tags_only = _TAG_TOKEN.finditer(text, start + 1), True
             continue  # a comment
         if not gt:
             break  # the text ends inside the tag
-        name = name.lower()
-        if closing or name in _UNREAD:
+        name = name.translate(_ASCII_LOWER)
+        foreign = foreign or (name in ("svg", "math") and not closing)
+        if closing or (name in _UNREAD and not attributes):
             style = NO_STYLE
         elif name in NEVER_SHOWN:
             style = _GONE
@@ -150,7 +211,7 @@ def _tags(text: str) -> list[Tag] | None:
                      else element_style(attributes, name))
         else:
             style = NO_STYLE
-        if in_code and style.hides:
+        if (in_code or name in _UNREAD) and style.hides:  # may show again, hides nothing
             style = Style(visible=style.visible or None, sized=style.sized or None)
         tags.append(Tag(name, start, at, bool(closing), style, attributes.endswith("/"),
                         in_code, attributes=attributes))
@@ -158,13 +219,37 @@ def _tags(text: str) -> list[Tag] | None:
         if closing or in_code:
             continue
         if name in _RAW_TEXT:
-            end = re.compile(rf"</{name}(?=[{_S}/>])", re.IGNORECASE).search(text, at)
-            if end is None:
+            end = re.compile(rf"</{name}(?=[{_S}/>])", re.IGNORECASE | re.ASCII).search(text, at)
+            if foreign:  # maybe foreign content: its text may hold tags
+                doubt_end = max(len(text) if end is None else end.start(),
+                                _foreign_end(text, at, name))
+                matches, tags_only = _TAG_TOKEN.finditer(text, at), True
+            elif end is None:
                 break  # the rest is its text
-            matches = _TOKEN.finditer(text, end.start())
+            else:
+                matches = _TOKEN.finditer(text, end.start())
         elif name == "plaintext":
-            break
+            if not foreign:
+                break
+            doubt_end = len(text)
+            matches, tags_only = _TAG_TOKEN.finditer(text, at), True
     return tags if hiding else None
+
+
+def _foreign_end(text: str, at: int, name: str) -> int:
+    """Where an element ``name`` starting at ``at`` ends in foreign content: at its first end
+    tag past comments, CDATA sections and attribute values (the end of the text where none)."""
+    matches = _TOKEN.finditer(text, at)
+    while (match := next(matches, None)) is not None:
+        if match.group(2) is None:
+            if text.startswith("<![CDATA[", match.start()):
+                cdata_end = text.find("]]>", match.start() + 9)
+                if cdata_end < 0:
+                    break
+                matches = _TOKEN.finditer(text, cdata_end + 3)
+        elif match.group(1) and match.group(2).translate(_ASCII_LOWER) == name:
+            return match.start()
+    return len(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +292,8 @@ def _shown_of(text: str) -> str:
     ordered = _tags(text)
     if ordered is None:
         return text
-    early_ends(ordered, _unhidden)
+    if not early_ends(ordered, _unhidden):
+        return text  # too much to read: as written (in doubt, shown)
     by_name: dict[str, list[Tag]] = {}
     for tag in ordered:
         if tag.name not in VOID_ELEMENTS:

@@ -2,8 +2,10 @@
 kept as HTML keeps it (or closing sooner, in doubt): start tags that close (``<p>`` before a
 block, ``<li>`` before the next, a heading before a heading, ruby and table parts), end tags
 HTML ignores (a special element above), start tags it drops (table parts outside a table),
-foreign content (``svg``, ``math``) and its end, and the adoption agency of formatting
-elements. Linear: each element pushed and popped once."""
+foreign content (``svg``, ``math``) and its end (a breakout start tag, ``</p>``, ``</br>``),
+a ``select``'s end (``<input>``, ``<textarea>``), and the adoption agency of formatting
+elements. Linear: each element pushed and popped once, the adoptions' work bounded
+(``ADOPTION_WORK``)."""
 
 from __future__ import annotations
 
@@ -98,18 +100,21 @@ _BREAKOUT = frozenset({
 _RULED = (_SPECIAL | _P_CLOSERS | _HEADINGS | _IGNORED | _TABLE_PARTS | VOID_ELEMENTS
           | set(_CLOSE_OWN) | {"a", "nobr", "form", "li", "dd", "dt", "svg", "math"})
 """Start tags outside svg and math that a rule of ``early_ends`` concerns."""
-ADOPTED_MOST = 256
-"""The most elements with a style one adoption ends (bounded: linear)."""
+ADOPTION_WORK = 8
+"""Elements with a style all adoptions of a text may end, per tag of the text (review mr8:
+256 per end tag made one shape 20 times slower): past it, ``early_ends`` gives up and the
+text is read as written (in doubt, shown). Linear."""
 
 
 def _key(name: str) -> str:
     return "h1" if name in _HEADINGS else name
 
 
-def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> None:
+def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> bool:
     """Set ``early`` of each start tag with a style: where a stack of open elements, kept as
     HTML keeps it (or closing sooner, in doubt), pops it. ``unhidden``: a tag's style but its
-    ``hidden`` attribute (in ``svg`` and ``math``)."""
+    ``hidden`` attribute (in ``svg`` and ``math``). False: past ``ADOPTION_WORK``, not read."""
+    work = ADOPTION_WORK * len(ordered)
     stack: list[Tag] = []
     where: dict[str, list[int]] = {}
     stops: tuple[list[int], ...] = ([], [], [], [])
@@ -129,7 +134,7 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> None:
                 end = own if len(stack) == index else at
                 element.early = end if element.early is None else min(element.early, end)
 
-    def adopt(name: str, at: int, own: int) -> None:
+    def adopt(name: str, at: int, own: int) -> bool:
         """HTML's adoption agency for a formatting element's end tag: with a special element
         above it (the furthest block), that block leaves the elements between (a clone of
         the formatting element wraps what it holds): those end where the block starts, and
@@ -137,13 +142,17 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> None:
         element detached."""
         index = where[name][-1]
         block = bisect.bisect_right(stops[3], index)
+        nonlocal work
         if block == len(stops[3]):
             pop_to(index, at, own)
-            return
+            return True
         start = stack[stops[3][block]].start
         reveals = stack[index].style.visible or stack[index].style.sized
         first = bisect.bisect_left(styled, index)
-        for held in styled[first:first + ADOPTED_MOST]:
+        work -= len(styled) - first
+        if work < 0:
+            return False
+        for held in styled[first:]:
             element = stack[held]
             if held > stops[3][block]:  # clones of a formatting element may wrap its text
                 above = bisect.bisect_right(stops[3], held)  # and blocks leave their parents
@@ -159,6 +168,7 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> None:
         where[name].pop()
         stack[index].detached = True
         pop_to(stops[3][block] + 1, at, at)  # what the block held is in the clone
+        return True
 
     def top(names: tuple[str, ...]) -> int:
         return max((where[n][-1] for n in names if where.get(n)), default=-1)
@@ -166,8 +176,12 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> None:
     for tag in ordered:
         name = tag.name
         if tag.closing:
+            if name in ("p", "br") and (where.get("svg") or where.get("math")):
+                pop_to(min(where[n][0] for n in ("svg", "math") if where.get(n)), tag.start,
+                       tag.start)  # ends foreign content (the outermost, in doubt)
             if name in _FORMATTING and where.get(name):
-                adopt(name, tag.start, tag.end)
+                if not adopt(name, tag.start, tag.end):
+                    return False
             elif name != "br" and (open_ := where.get(_key(name))) and (
                     name in _SPECIAL or not stops[3]
                     or stops[3][-1] < open_[-1]):  # else a special element above: ignored
@@ -179,17 +193,20 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> None:
                 styled.append(len(stack))
             stack.append(tag)
             continue
+        if name in ("input", "keygen", "textarea") and where.get("select"):
+            pop_to(where["select"][-1], tag.start, tag.start)  # they end a select
         if name in _BREAKOUT and (where.get("svg") or where.get("math")):
             pop_to(min(where[n][0] for n in ("svg", "math") if where.get(n)), tag.start,
                    tag.start)  # the outermost, in doubt
         foreign = bool(where.get("svg") or where.get("math"))
         if foreign and tag.style.gone:
             tag.style = unhidden(tag)  # no hidden attribute there, in doubt
-        elif name in _IGNORED or (name in _TABLE_PARTS and not where.get("table")) or (
+        elif name in _IGNORED or (name in _TABLE_PARTS and not foreign
+                                  and not where.get("table")) or (
                 name == "form" and where.get("form")):
             tag.style = NO_STYLE  # HTML drops the tag: it holds nothing
             continue
-        elif name in _TABLE_PARTS:
+        elif name in _TABLE_PARTS and not foreign:  # in svg, no table part
             pop_to(top(("table",)) + 1, tag.start, tag.start)  # back to the table
         if name in _P_CLOSERS and top(("p",)) > (stops[2][-1] if stops[2] else -1):
             pop_to(top(("p",)), tag.start, tag.start)
@@ -200,7 +217,8 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> None:
         elif name in _HEADINGS and stack and stack[-1].name in _HEADINGS:
             pop_to(len(stack) - 1, tag.start, tag.start)
         elif name in ("a", "nobr") and where.get(name):
-            adopt(name, tag.start, tag.start)
+            if not adopt(name, tag.start, tag.start):
+                return False
         elif name in _CLOSE_OWN and (at := top(_CLOSE_OWN[name])) >= 0:
             pop_to(at, tag.start, tag.start)
         if name in VOID_ELEMENTS or (tag.self_closing and foreign) or (
@@ -215,3 +233,4 @@ def early_ends(ordered: list[Tag], unhidden: Callable[[Tag], Style]) -> None:
         if tag.style is not NO_STYLE:
             styled.append(len(stack))
         stack.append(tag)
+    return True

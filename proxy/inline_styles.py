@@ -3,7 +3,8 @@
 certainly hides whatever the page around it (review mr2: a visible threat in a misread style,
 padded with truly hidden text, passed).
 
-``display: none`` and an ``opacity`` of 0 (or less) show nothing of what it holds, whatever
+``display: none`` and an ``opacity`` of 0 (or less; not on ``display: contents``, which has no
+box) show nothing of what it holds, whatever
 its descendants say (``Style.gone``); ``visibility: hidden`` and a ``font-size`` of exactly 0
 (``0px``, ``0em``, ``0%``, the ``font`` shorthand's ``0/0 a``) hide its own text, but a
 descendant with ``visibility: visible`` or that may set a size of its own shows again
@@ -27,7 +28,8 @@ import functools
 import re
 from dataclasses import dataclass
 
-_NUMBER = r"[+-]?(?:\d++(?:\.\d*+)?|\.\d++)(?:[eE][+-]?\d++)?"
+_NUMBER = r"[+-]?(?:[0-9]++(?:\.[0-9]++)?|\.[0-9]++)(?:[eE][+-]?[0-9]++)?"
+"""CSS's number: ASCII digits, none without a digit after its dot (``0.`` is no number)."""
 _AMOUNT = re.compile(rf"({_NUMBER})([a-zA-Z]*+|%)")
 """A number and its unit (none, a length's, or ``%``)."""
 _IMPORTANT = re.compile(r"!\s*+important\s*+$", re.IGNORECASE)
@@ -76,6 +78,11 @@ _INLINE_DISPLAYS = frozenset({"inline", "flow", "contents", "ruby", "ruby-base",
                               "ruby-base-container", "ruby-text-container", "initial", "unset",
                               "inherit"})
 """``display`` keywords of a box ``content-visibility`` does not apply to (as shown)."""
+_TABLE_DISPLAYS = frozenset({
+    "table", "inline-table", "table-row-group", "table-header-group", "table-footer-group",
+    "table-row", "table-cell", "table-column-group", "table-column", "table-caption"})
+"""``display`` keywords of a table's boxes: no size containment, so ``content-visibility``
+does not apply to them either (review mr8: ``hidden=until-found`` does not hide them)."""
 _SIZE_RESETS = frozenset({"zoom", "transform", "scale", "-webkit-transform", "-moz-transform",
                           "-ms-transform", "text-size-adjust", "-webkit-text-size-adjust",
                           "-moz-text-size-adjust"})
@@ -147,7 +154,7 @@ def _font(value: str) -> bool | str | None:
     at = 0
     before = 0
     while at < len(parts) and before < 4 and (parts[at] in _FONT_BEFORE_SIZE or (
-            parts[at].isdigit() and 1 <= int(parts[at]) <= 1000)):
+            parts[at].isascii() and parts[at].isdigit() and 1 <= int(parts[at]) <= 1000)):
         angle = parts[at] == "oblique" and at + 1 < len(parts) and _ANGLE.fullmatch(parts[at + 1])
         at += 2 if angle else 1
         before += 1
@@ -213,12 +220,12 @@ _Read = bool | str | None
 
 
 def _value(name: str, value: str) -> _Read:
-    """A declaration of one of ``_PROPERTIES`` read: ``display`` "none", "revert", "inline"
-    or "shown"; ``visibility`` shown or not, or "inherit"; ``opacity`` whether it hides; a font
+    """A declaration of one of ``_PROPERTIES`` read: ``display`` "none", "revert", "inline",
+    "contents" (no box: an ``opacity`` does nothing; review mr8) or "shown"; ``visibility`` shown or not, or "inherit"; ``opacity`` whether it hides; a font
     size whether it may show, or "inherit" (0 of a parent of 0)."""
     if name == "display":
         if "(" in value:
-            return "inline"  # var(): in doubt, shown
+            return "contents"  # var(): in doubt, shown, and maybe no box for an opacity
         words = value.split()
         if value == "none":
             return "none"
@@ -226,7 +233,10 @@ def _value(name: str, value: str) -> _Read:
             return "revert"
         if not (0 < len(words) <= 3 and all(w in _DISPLAYS for w in words)):
             return None
-        return "inline" if all(w in _INLINE_DISPLAYS for w in words) else "shown"
+        if words == ["contents"]:
+            return "contents"
+        return "inline" if all(w in _INLINE_DISPLAYS for w in words) or any(
+            w in _TABLE_DISPLAYS for w in words) else "shown"
     if name == "visibility":
         if "(" in value:
             return True
@@ -268,11 +278,12 @@ def _read(style: str) -> Style:
     sized = size if isinstance(size, bool) else None
     if reset and size is not False:
         sized = True
-    return Style(gone=display == "none" or opacity is True,
+    return Style(gone=display == "none" or (opacity is True and display != "contents"),
                  visible=visibility if isinstance(visibility, bool) else None,
                  sized=sized,
-                 displayed=display in ("inline", "shown"),
-                 inline=None if display not in ("inline", "shown") else display == "inline",
+                 displayed=display in ("inline", "shown", "contents"),
+                 inline=None if display not in ("inline", "shown", "contents")
+                 else display != "shown",
                  unsure_until=until is not None)
 
 
