@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,7 +146,7 @@ GUARD_POLICIES = {
 
 
 def gateway_config_dict(stub_url: str, policy_dir: Path, upstream_path: str = "direct",
-                        ) -> dict[str, object]:
+                        ) -> dict[str, Any]:
     params = {"api_base": f"{stub_url}/v1", "api_key": UPSTREAM_SECRET}
     return {
         "model_list": [

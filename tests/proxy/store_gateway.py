@@ -28,7 +28,7 @@ ADMIN = "sk-vilmo-admin-test-0123456789abcdef"
 def store_config(stub_url: str, policy_dir: Path, store: dict[str, Any],
                  **extra: Any) -> dict[str, Any]:
     config = gateway_config_dict(stub_url, policy_dir)
-    config["auth"]["admin_key"] = ADMIN  # type: ignore[index]
+    config["auth"]["admin_key"] = ADMIN
     config["store"] = store
     config.pop("audit")
     return config | extra

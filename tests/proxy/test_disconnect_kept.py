@@ -27,7 +27,7 @@ from proxy import step_lanes
 from proxy.disconnect import unless_disconnected
 from proxy.errors import ClientClosed
 from proxy.guard import Guard
-from proxy.outcome import Stream
+from proxy.outcome import Facts, Stream
 from vilmo.instruct.principles import PrincipleBank
 
 CLIENTS = 8
@@ -170,7 +170,8 @@ def test_a_stream_made_after_the_client_left_is_closed() -> None:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
             pass
-        return Stream(chunks, cast(Any, None), cast(Any, None), "buffer", lambda *_: None)
+        return Stream(chunks, cast(Any, None), Facts(stream=True, mode="buffer"),
+                      lambda *_: None)
 
     async def handler() -> None:
         await unless_disconnected(left_at_once(), work())

@@ -56,7 +56,7 @@ def secure_config(stub_url: str, root: Path, upstream_path: str = "direct", **ov
     config = gateway_config_dict(stub_url, policies, upstream_path)
     params = {"api_base": f"{stub_url}/v1", "api_key": UPSTREAM_SECRET}
     config["model_list"] = [
-        *config["model_list"],  # type: ignore[misc]
+        *config["model_list"],
         {"model_name": "knobs", "allowed_params": ["top_k"],
          "litellm_params": {"model": "openai/stub-knobs", **params}},
         {"model_name": "broken", "litellm_params": {"model": "openai/stub-status-401", **params}},
@@ -64,8 +64,8 @@ def secure_config(stub_url: str, root: Path, upstream_path: str = "direct", **ov
             "model": "openai/stub-status-500", **params,
             "extra_headers": {"X-Upstream-Token": HEADER_SECRET}}},
     ]
-    config["auth"]["keys"][0]["policy"] = "default"  # type: ignore[index]
-    config["auth"]["keys"].append(  # type: ignore[index]
+    config["auth"]["keys"][0]["policy"] = "default"
+    config["auth"]["keys"].append(
         {"key": LOST_KEY, "name": "lost", "policy": "gone"})
     config["audit"] = {"path": str(root / "audit.jsonl")}
     return {**config, **overrides}
