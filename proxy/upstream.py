@@ -19,7 +19,6 @@ from proxy.litellm_clients import no_cookies, own_litellm_clients, refuse_unboun
 from proxy.protocol import UpstreamParams
 from proxy.replies import ChatCompletion, ChatCompletionChunk
 from proxy.router_choices import ChoiceEnds
-from proxy.router_fields import carried
 from proxy.settings import Deployment, configured_name
 from proxy.upstream_bounds import DEFAULT_MAX_BYTES, ReplyBounds, bounds_for
 from proxy.wellformed import NotFinite, make_well_formed, parse_upstream, parse_upstream_event
@@ -84,7 +83,10 @@ class LiteLLMUpstream:
     def wire_params(self, params: UpstreamParams) -> UpstreamParams:
         """The call's arguments: OpenAI's own fields (and ``user``) go to each attempt as its
         provider takes them (``proxy.router_fields``). A deployment's configured
-        ``extra_body`` is kept under it (``proxy.operator_body``)."""
+        ``extra_body`` is kept under it (``proxy.operator_body``). Imported here: the module
+        imports LiteLLM, which a gateway on the direct path never loads."""
+        from proxy.router_fields import carried
+
         return carried(params)
 
     async def complete(self, params: UpstreamParams) -> Completion:
