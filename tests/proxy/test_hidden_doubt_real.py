@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import pytest
 from conftest import REAL_CLASSIFIER
+from default_flags import default_policy, flagged
 
-from proxy.judged_text import each_reading, highest_per_item, judged
+from proxy.judged_text import judged
 from vilmo.judge.value_model import BuiltinClassifier
-from vilmo.policy import Policy, load_policy
-from vilmo.policy_store import SHIPPED_POLICY_DIR
-from vilmo.verdict import decide
+from vilmo.policy import Policy
 
 pytestmark = REAL_CLASSIFIER  # loads the value classifier (a real model)
 
@@ -61,14 +60,11 @@ def model() -> BuiltinClassifier:
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return load_policy(SHIPPED_POLICY_DIR / "default.yaml")
+    return default_policy()
 
 
 def _flagged(model: BuiltinClassifier, policy: Policy, text: str) -> bool:
-    readings, owners = each_reading([judged(text, PROMPT)])
-    scores = model.score(readings, list(policy.values))
-    (highest,) = highest_per_item(owners, [s.violation for s in scores])
-    return bool(decide(highest, policy).violations)
+    return flagged(model, policy, [judged(text, PROMPT)])
 
 
 def test_the_threat_plain_is_flagged(model: BuiltinClassifier, policy: Policy) -> None:

@@ -13,15 +13,13 @@ import httpx
 import openai
 import pytest
 from conftest import REAL_CLASSIFIER, keyless_gateway
+from default_flags import default_policy, flagged
 from openai.types.chat import ChatCompletionMessageParam
 from stub_upstream import StubUpstream
 from test_shown_text_plain import CHEROKEE, LISU
 
-from proxy.judged_text import each_reading, highest_per_item, judged
+from proxy.judged_text import judged
 from vilmo.judge.value_model import BuiltinClassifier
-from vilmo.policy import load_policy
-from vilmo.policy_store import SHIPPED_POLICY_DIR
-from vilmo.verdict import decide
 
 pytestmark = REAL_CLASSIFIER  # loads the value classifier (a real model)
 
@@ -72,11 +70,7 @@ def judge() -> BuiltinClassifier:
 
 def _flagged(judge: BuiltinClassifier, text: str, prompt: str | None) -> bool:
     """Whether ``default`` flags ``text``, read as the guard reads it."""
-    policy = load_policy(SHIPPED_POLICY_DIR / "default.yaml")
-    readings, owners = each_reading([judged(text, prompt)])
-    scores = judge.score(readings, list(policy.values))
-    (merged,) = highest_per_item(owners, [s.violation for s in scores])
-    return bool(decide(merged, policy).violations)
+    return flagged(judge, default_policy(), [judged(text, prompt)])
 
 
 @pytest.mark.parametrize("form", FORMS)
